@@ -1,0 +1,139 @@
+/* The public entry points, and the library's life cycle. */
+#include "config.h"
+#include "iommu.h"
+#include "log.h"
+#include "os.h"
+#include "region.h"
+#include "stats.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+enum { STATE_DOWN, STATE_STARTING, STATE_UP };
+
+static _Atomic int state = STATE_DOWN;
+static struct ioa_config active;
+static pthread_once_t exit_hook_once = PTHREAD_ONCE_INIT;
+
+static void at_exit(void)
+{
+	if (atomic_load(&state) == STATE_UP && active.stats)
+		ioa_stats_print(STDERR_FILENO);
+}
+
+static void register_exit_hook(void)
+{
+	atexit(at_exit);
+}
+
+static int start(const struct ioa_config *cfg)
+{
+	int err;
+
+	ioa__log_set_verbosity(cfg->verbose);
+	if ((err = ioa__config_validate(cfg)) || (err = ioa__os_numa_init(cfg->numa)))
+		return err;
+	ioa__stats_reset();
+	if ((err = ioa__iommu_open(cfg)))
+		return err;
+	if ((err = ioa__region_init(cfg))) {
+		ioa__iommu_close();
+		return err;
+	}
+	active = *cfg;
+	pthread_once(&exit_hook_once, register_exit_hook);
+	ioa__info("initialised: backend %s, pages %s, %d NUMA node(s)",
+		  ioa__backend_name(cfg->backend), ioa__page_size_name(cfg->page_size),
+		  ioa__os_node_count());
+	return 0;
+}
+
+IOA_EXPORT int ioa_init(const struct ioa_config *cfg)
+{
+	struct ioa_config from_env;
+	int expected = STATE_DOWN, err;
+
+	if (!atomic_compare_exchange_strong(&state, &expected, STATE_STARTING)) {
+		ioa__err("ioa_init: the library is initialised already (call ioa_fini first)");
+		return -EBUSY;
+	}
+	if (!cfg) {
+		ioa_config_init(&from_env);
+		err = ioa_config_from_env(&from_env);
+		cfg = &from_env;
+		if (!err)
+			err = start(cfg);
+	} else {
+		err = start(cfg);
+	}
+	atomic_store(&state, err ? STATE_DOWN : STATE_UP);
+	return err;
+}
+
+/* Lazy initialisation from the environment; 0 once the library is up. */
+static int ensure_up(void)
+{
+	int s = atomic_load_explicit(&state, memory_order_acquire);
+
+	while (s != STATE_UP) {
+		if (s == STATE_DOWN && ioa_init(NULL) == 0)
+			return 0;
+		s = atomic_load_explicit(&state, memory_order_acquire);
+		if (s == STATE_DOWN)
+			return -1;
+		if (s == STATE_STARTING)
+			sched_yield();
+	}
+	return 0;
+}
+
+IOA_EXPORT void ioa_fini(void)
+{
+	int expected = STATE_UP;
+
+	if (!atomic_compare_exchange_strong(&state, &expected, STATE_STARTING))
+		return;
+	if (active.stats)
+		ioa_stats_print(STDERR_FILENO);
+	ioa__region_fini();
+	ioa__iommu_close();
+	atomic_store(&state, STATE_DOWN);
+}
+
+IOA_EXPORT void *ioa_dma_alloc(size_t size, size_t align, int node)
+{
+	if (ensure_up() != 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return ioa__region_alloc(size, align, node);
+}
+
+IOA_EXPORT int ioa_dma_free(void *ptr)
+{
+	if (atomic_load_explicit(&state, memory_order_acquire) != STATE_UP) {
+		ioa__err("ioa_dma_free(%p): the library is not initialised", ptr);
+		return -EINVAL;
+	}
+	return ioa__region_free(ptr);
+}
+
+IOA_EXPORT uint64_t ioa_virt2iova(const void *ptr)
+{
+	return ioa__iopt_translate(&ioa__va2iova, (uint64_t)(uintptr_t)ptr);
+}
+
+IOA_EXPORT void *ioa_iova2virt(uint64_t iova)
+{
+	uint64_t va = ioa__iopt_translate(&ioa__iova2va, iova);
+
+	return va == UINT64_MAX ? NULL : (void *)(uintptr_t)va;
+}
+
+IOA_EXPORT size_t ioa_dma_size(const void *ptr)
+{
+	return ioa__region_size(ptr);
+}

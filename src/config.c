@@ -1,0 +1,181 @@
+/* IOALLOC_* parsing. Invariant: nothing here allocates (getenv and environ
+ * only), so it works before malloc does under LD_PRELOAD. A setting is
+ * applied only once every variable has parsed. */
+#include "config.h"
+#include "log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+extern char **environ;
+
+static const char *const backend_names[] = { "none", "sim", "vfio", "iommufd" };
+static const char *const page_size_names[] = { "auto", "4k", "2m", "1g" };
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+const char *ioa__backend_name(enum ioa_backend backend)
+{
+	return (unsigned)backend < NELEM(backend_names) ? backend_names[backend] : "?";
+}
+
+const char *ioa__page_size_name(enum ioa_page_size page_size)
+{
+	return (unsigned)page_size < NELEM(page_size_names) ? page_size_names[page_size] : "?";
+}
+
+/* Index of @value in @names (case-insensitive), or -1. */
+static int lookup_name(const char *value, const char *const *names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcasecmp(value, names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* A decimal integer in [lo, hi] with nothing after it. */
+static int parse_int(const char *value, long lo, long hi, int *out)
+{
+	char *end;
+	long v;
+
+	if (*value < '0' || *value > '9')
+		return -1;
+	errno = 0;
+	v = strtol(value, &end, 10);
+	if (errno || *end || v < lo || v > hi)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+static int parse_backend(const char *v, struct ioa_config *cfg)
+{
+	int i = lookup_name(v, backend_names, NELEM(backend_names));
+
+	if (i < 0)
+		return -1;
+	cfg->backend = (enum ioa_backend)i;
+	return 0;
+}
+
+static int parse_page_size(const char *v, struct ioa_config *cfg)
+{
+	int i = lookup_name(v, page_size_names, NELEM(page_size_names));
+
+	if (i < 0)
+		return -1;
+	cfg->page_size = (enum ioa_page_size)i;
+	return 0;
+}
+
+static int parse_numa(const char *v, struct ioa_config *cfg)
+{
+	if (strcasecmp(v, "local") == 0)
+		cfg->numa = IOA_NUMA_LOCAL;
+	else if (strcasecmp(v, "interleave") == 0)
+		cfg->numa = IOA_NUMA_INTERLEAVE;
+	else
+		return parse_int(v, 0, 1023, &cfg->numa);
+	return 0;
+}
+
+static int parse_stats(const char *v, struct ioa_config *cfg)
+{
+	return parse_int(v, 0, 1, &cfg->stats);
+}
+
+static int parse_verbose(const char *v, struct ioa_config *cfg)
+{
+	return parse_int(v, 0, 2, &cfg->verbose);
+}
+
+static const struct setting {
+	const char *name;
+	const char *accepted;
+	int (*parse)(const char *value, struct ioa_config *cfg);
+} settings[] = {
+	{ "IOALLOC_BACKEND", "none, sim, vfio or iommufd", parse_backend },
+	{ "IOALLOC_PAGE_SIZE", "auto, 4k, 2m or 1g", parse_page_size },
+	{ "IOALLOC_NUMA", "local, interleave or a node number from 0 to 1023", parse_numa },
+	{ "IOALLOC_STATS", "0 or 1", parse_stats },
+	{ "IOALLOC_VERBOSE", "0, 1 or 2", parse_verbose },
+};
+
+static int is_known(const char *name, size_t len)
+{
+	for (size_t i = 0; i < NELEM(settings); i++)
+		if (strlen(settings[i].name) == len && strncmp(settings[i].name, name, len) == 0)
+			return 1;
+	return 0;
+}
+
+static void warn_unknown_variables(void)
+{
+	char known[256] = "";
+
+	for (size_t i = 0; i < NELEM(settings); i++) {
+		strncat(known, i ? ", " : "", sizeof(known) - strlen(known) - 1);
+		strncat(known, settings[i].name, sizeof(known) - strlen(known) - 1);
+	}
+	for (char **env = environ; env && *env; env++) {
+		const char *eq = strchr(*env, '=');
+		size_t len = eq ? (size_t)(eq - *env) : strlen(*env);
+
+		if (strncmp(*env, "IOALLOC_", 8) == 0 && !is_known(*env, len))
+			ioa__warn("unknown variable %.*s ignored; known variables: %s",
+				  (int)len, *env, known);
+	}
+}
+
+IOA_EXPORT void ioa_config_init(struct ioa_config *cfg)
+{
+	*cfg = (struct ioa_config){
+		.backend = IOA_BACKEND_SIM,
+		.page_size = IOA_PAGE_AUTO,
+		.numa = IOA_NUMA_LOCAL,
+	};
+}
+
+IOA_EXPORT int ioa_config_from_env(struct ioa_config *cfg)
+{
+	struct ioa_config parsed = *cfg;
+
+	for (size_t i = 0; i < NELEM(settings); i++) {
+		const char *value = getenv(settings[i].name);
+
+		if (value && settings[i].parse(value, &parsed) != 0) {
+			ioa__err("invalid %s='%s': accepted values are %s", settings[i].name,
+				 value, settings[i].accepted);
+			return -EINVAL;
+		}
+	}
+	warn_unknown_variables();
+	*cfg = parsed;
+	return 0;
+}
+
+int ioa__config_validate(const struct ioa_config *cfg)
+{
+	if ((unsigned)cfg->backend >= NELEM(backend_names)) {
+		ioa__err("invalid backend %d in struct ioa_config", (int)cfg->backend);
+		return -EINVAL;
+	}
+	if ((unsigned)cfg->page_size >= NELEM(page_size_names)) {
+		ioa__err("invalid page_size %d in struct ioa_config", (int)cfg->page_size);
+		return -EINVAL;
+	}
+	if (cfg->numa < IOA_NUMA_INTERLEAVE || cfg->numa > 1023) {
+		ioa__err("invalid numa %d in struct ioa_config: IOA_NUMA_LOCAL, "
+			 "IOA_NUMA_INTERLEAVE or a node from 0 to 1023", cfg->numa);
+		return -EINVAL;
+	}
+	if (cfg->stats < 0 || cfg->stats > 1 || cfg->verbose < 0 || cfg->verbose > 2) {
+		ioa__err("invalid stats %d or verbose %d in struct ioa_config",
+			 cfg->stats, cfg->verbose);
+		return -EINVAL;
+	}
+	return 0;
+}

@@ -1,0 +1,96 @@
+#include "iommu.h"
+#include "config.h"
+#include "log.h"
+#include "stats.h"
+
+#include <errno.h>
+#include <string.h>
+
+static const struct ioa__iommu_ops *const backends[] = {
+	[IOA_BACKEND_NONE] = &ioa__iommu_none,
+	[IOA_BACKEND_SIM] = &ioa__iommu_sim,
+	[IOA_BACKEND_VFIO] = NULL,
+	[IOA_BACKEND_IOMMUFD] = NULL,
+};
+
+static const struct ioa__iommu_ops *ops;
+static enum ioa_backend backend;
+static struct ioa__iommu_info info;
+
+int ioa__iommu_open(const struct ioa_config *cfg)
+{
+	const struct ioa__iommu_ops *o = backends[cfg->backend];
+	int err;
+
+	if (!o) {
+		ioa__err("IOALLOC_BACKEND=%s is not built yet (available: none, sim)",
+			 ioa__backend_name(cfg->backend));
+		return -ENOSYS;
+	}
+	info = (struct ioa__iommu_info){ 0 };
+	err = o->open(cfg, &info);
+	if (err)
+		return err;
+	ops = o;
+	backend = cfg->backend;
+	ioa__info("backend %s open", o->name);
+	return 0;
+}
+
+void ioa__iommu_close(void)
+{
+	if (ops)
+		ops->close();
+	ops = NULL;
+}
+
+const struct ioa__iommu_info *ioa__iommu_info(void)
+{
+	return &info;
+}
+
+enum ioa_backend ioa__iommu_backend(void)
+{
+	return backend;
+}
+
+int ioa__iommu_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
+{
+	int err = ops->map(iova, va, len, perms);
+
+	if (err) {
+		ioa__err("%s: map of %llu bytes at IOVA 0x%llx failed: %s", ops->name,
+			 (unsigned long long)len, (unsigned long long)iova, strerror(-err));
+		return err;
+	}
+	ioa__stat_add(iommu_maps, 1);
+	ioa__stat_add(bytes_mapped, len);
+	return 0;
+}
+
+int ioa__iommu_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done)
+{
+	int err;
+
+	*done = 0;
+	err = ops->unmap(r, n, done);
+	ioa__stat_add(iommu_unmap_calls, 1);
+	ioa__stat_add(iommu_unmaps, *done);
+	for (size_t i = 0; i < *done; i++)
+		ioa__stat_add(bytes_unmapped, r[i].len);
+	if (err)
+		ioa__err("%s: unmap of %llu bytes at IOVA 0x%llx failed: %s", ops->name,
+			 (unsigned long long)r[*done].len, (unsigned long long)r[*done].iova,
+			 strerror(-err));
+	return err;
+}
+
+int ioa__iommu_invalidate(void)
+{
+	int err = ops->invalidate();
+
+	ioa__stat_add(iommu_invalidates, 1);
+	if (err)
+		ioa__err("%s: invalidation failed: %s", ops->name, strerror(-err));
+	return err;
+}

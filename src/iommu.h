@@ -1,0 +1,60 @@
+/*
+ * IOMMU backends behind one small ops table. A backend maps and unmaps IOVA
+ * ranges in the device's view and invalidates its caches; it shapes nothing
+ * above it but the aperture and page sizes it reports.
+ *
+ * Rules every caller keeps, because VFIO type1v2 imposes them: a range is
+ * unmapped exactly as it was mapped (never split), and memory is reused only
+ * after its unmap and the invalidation after it have returned.
+ */
+#ifndef IOA_IOMMU_H
+#define IOA_IOMMU_H
+
+#include "iova.h"
+#include "ioalloc.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define IOA_IOMMU_MAX_APERTURE 16
+
+struct ioa__iommu_info {
+	struct ioa__iova_range aperture[IOA_IOMMU_MAX_APERTURE];
+	size_t naperture;
+	uint64_t page_sizes; /* bit n set: pages of 2^n bytes can be mapped */
+	int identity;        /* IOVA equals the virtual address; nothing is mapped */
+};
+
+struct ioa__iova_extent {
+	uint64_t iova, len;
+};
+
+struct ioa__iommu_ops {
+	const char *name;
+	int (*open)(const struct ioa_config *cfg, struct ioa__iommu_info *info);
+	void (*close)(void);
+	/* @perms: IOA_PTE_READ (device may read) and/or IOA_PTE_WRITE */
+	int (*map)(uint64_t iova, void *va, uint64_t len, uint64_t perms);
+	/* Unmaps @n ranges in order; *done counts those unmapped before an error. */
+	int (*unmap)(const struct ioa__iova_extent *r, size_t n, size_t *done);
+	/* Returns once the device can no longer use any translation removed so far. */
+	int (*invalidate)(void);
+};
+
+extern const struct ioa__iommu_ops ioa__iommu_none;
+extern const struct ioa__iommu_ops ioa__iommu_sim;
+
+/* The wrappers below count what they do in the statistics. */
+int ioa__iommu_open(const struct ioa_config *cfg);
+void ioa__iommu_close(void);
+const struct ioa__iommu_info *ioa__iommu_info(void);
+enum ioa_backend ioa__iommu_backend(void);
+int ioa__iommu_map(uint64_t iova, void *va, uint64_t len, uint64_t perms);
+int ioa__iommu_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done);
+int ioa__iommu_invalidate(void);
+
+
+
+/* Test hook of the sim backend: the next @count unmaps fail with @err. */
+void ioa__sim_fail_unmaps(int count, int err);
+#endif

@@ -1,0 +1,31 @@
+/* IOVA space: the free ranges inside the backend's aperture. Allocation is
+ * first fit at the requested alignment; freeing merges with the neighbours.
+ * Slow path only (segment creation and release), under one mutex. */
+#ifndef IOA_IOVA_H
+#define IOA_IOVA_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct ioa__iova_range {
+	uint64_t start, end; /* [start, end) */
+};
+
+struct ioa__iova_space {
+	pthread_mutex_t lock;
+	struct ioa__iova_range *free; /* sorted, disjoint, never adjacent */
+	size_t n, cap;
+};
+
+/* Starts with the @n usable ranges of the aperture; 0 or -ENOMEM/-EINVAL. */
+int ioa__iova_init(struct ioa__iova_space *s, const struct ioa__iova_range *aperture, size_t n);
+void ioa__iova_destroy(struct ioa__iova_space *s);
+
+/* An IOVA for @size bytes aligned to @align (powers of two), or UINT64_MAX. */
+uint64_t ioa__iova_alloc(struct ioa__iova_space *s, uint64_t size, uint64_t align);
+
+/* Returns [iova, iova + size) to the space; -EINVAL if any of it is free already. */
+int ioa__iova_free(struct ioa__iova_space *s, uint64_t iova, uint64_t size);
+
+#endif

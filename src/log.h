@@ -1,0 +1,21 @@
+/* Diagnostics: formatted into a stack buffer and written to stderr with one
+ * write(2), so logging never allocates (it must work while bootstrapping). */
+#ifndef IOA_LOG_H
+#define IOA_LOG_H
+
+#define IOA_EXPORT __attribute__((visibility("default")))
+
+enum ioa__log_level { IOA_LOG_ERROR, IOA_LOG_WARN, IOA_LOG_INFO, IOA_LOG_DEBUG };
+
+/* Messages above this level are dropped; set from IOALLOC_VERBOSE. */
+void ioa__log_set_verbosity(int verbose);
+
+__attribute__((format(printf, 2, 3)))
+void ioa__log(enum ioa__log_level level, const char *fmt, ...);
+
+#define ioa__err(...) ioa__log(IOA_LOG_ERROR, __VA_ARGS__)
+#define ioa__warn(...) ioa__log(IOA_LOG_WARN, __VA_ARGS__)
+#define ioa__info(...) ioa__log(IOA_LOG_INFO, __VA_ARGS__)
+#define ioa__debug(...) ioa__log(IOA_LOG_DEBUG, __VA_ARGS__)
+
+#endif

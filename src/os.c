@@ -1,0 +1,216 @@
+#include "os.h"
+#include "log.h"
+#include "stats.h"
+
+#include <errno.h>
+#include <numa.h>
+#include <numaif.h>
+#include <sched.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <linux/mman.h>
+
+#define IOA_MAX_CPUS 4096
+
+static struct {
+	int nodes;                   /* highest node + 1 */
+	int has_numa;                /* libnuma works and the kernel has NUMA */
+	uint64_t valid_mask;         /* nodes that have memory */
+	int16_t cpu_node[IOA_MAX_CPUS];
+} os;
+
+int ioa__os_numa_init(int numa)
+{
+	memset(&os, 0, sizeof(os));
+	os.nodes = 1;
+	os.valid_mask = 1;
+	os.has_numa = numa_available() >= 0;
+	if (os.has_numa) {
+		os.nodes = numa_max_node() + 1;
+		if (os.nodes > IOA_MAX_NODES)
+			os.nodes = IOA_MAX_NODES;
+		os.valid_mask = 0;
+		for (int n = 0; n < os.nodes; n++)
+			if (numa_bitmask_isbitset(numa_all_nodes_ptr, (unsigned)n) &&
+			    numa_node_size64(n, NULL) > 0)
+				os.valid_mask |= 1ull << n;
+		for (int cpu = 0; cpu < IOA_MAX_CPUS && cpu < numa_num_configured_cpus(); cpu++) {
+			int node = numa_node_of_cpu(cpu);
+			os.cpu_node[cpu] = (int16_t)(node >= 0 && node < os.nodes ? node : 0);
+		}
+	}
+	if (numa >= 0 && !ioa__os_node_valid(numa)) {
+		ioa__err("invalid IOALLOC_NUMA=%d: this machine has memory on nodes 0 to %d only "
+			 "(accepted: local, interleave or one of those nodes)", numa, os.nodes - 1);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int ioa__os_node_count(void)
+{
+	return os.nodes;
+}
+
+int ioa__os_node_valid(int node)
+{
+	return node >= 0 && node < os.nodes && (os.valid_mask >> node & 1);
+}
+
+int ioa__os_current_node(void)
+{
+	int cpu = sched_getcpu();
+
+	return cpu >= 0 && cpu < IOA_MAX_CPUS ? os.cpu_node[cpu] : 0;
+}
+
+int ioa__os_page_node(const void *addr)
+{
+	void *page = (void *)((uintptr_t)addr & ~(IOA_PAGE - 1));
+	int status = -1;
+
+	if (move_pages(0, 1, &page, NULL, &status, 0) != 0)
+		return -errno;
+	return status;
+}
+
+/* Maps @len bytes at an @align boundary: over-map, then trim both ends. */
+static void *map_aligned(size_t len, size_t align, int flags)
+{
+	size_t span = len + align;
+	uint8_t *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | flags,
+			    -1, 0);
+	uint8_t *start;
+
+	if (raw == MAP_FAILED)
+		return NULL;
+	start = (uint8_t *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
+	if (start > raw)
+		munmap(raw, (size_t)(start - raw));
+	if (start + len < raw + span)
+		munmap(start + len, (size_t)(raw + span - (start + len)));
+	return start;
+}
+
+/* Binds to @node (before the first touch) and prefaults. MADV_POPULATE_WRITE
+ * reports a missing hugetlb page as an error where a touch would SIGBUS. */
+static int bind_and_populate(void *addr, size_t len, int node)
+{
+	if (os.has_numa && os.nodes > 1) {
+		unsigned long mask[IOA_MAX_NODES / (8 * sizeof(unsigned long)) + 1] = { 0 };
+
+		mask[node / (8 * sizeof(unsigned long))] |= 1ul << (node % (8 * sizeof(unsigned long)));
+		if (mbind(addr, len, MPOL_BIND, mask, IOA_MAX_NODES + 1, 0) != 0)
+			return -errno;
+	}
+	if (madvise(addr, len, MADV_POPULATE_WRITE) != 0)
+		return -errno;
+	return 0;
+}
+
+static int map_hugetlb(size_t len, size_t align, int node, enum ioa__page_kind kind,
+		       struct ioa__os_mem *out)
+{
+	size_t huge = kind == IOA_PAGES_1G ? IOA_HUGE_1G : IOA_HUGE_2M;
+	int flags = MAP_HUGETLB | (kind == IOA_PAGES_1G ? MAP_HUGE_1GB : MAP_HUGE_2MB);
+	void *addr = map_aligned(len, align > huge ? align : huge, flags);
+	int err;
+
+	if (!addr)
+		return -errno;
+	err = bind_and_populate(addr, len, node);
+	if (err) {
+		munmap(addr, len);
+		return err;
+	}
+	*out = (struct ioa__os_mem){ .addr = addr, .len = len, .kind = kind };
+	return 0;
+}
+
+static int map_small(size_t len, size_t align, int node, int advise_thp, struct ioa__os_mem *out)
+{
+	void *addr = map_aligned(len, align, 0);
+	int err;
+
+	if (!addr)
+		return -errno;
+	if (advise_thp)
+		madvise(addr, len, MADV_HUGEPAGE); /* advice only: THP may be off */
+	err = bind_and_populate(addr, len, node);
+	if (err) {
+		munmap(addr, len);
+		return err;
+	}
+	*out = (struct ioa__os_mem){ .addr = addr, .len = len, .kind = IOA_PAGES_4K };
+	return 0;
+}
+
+static void count_segment(const struct ioa__os_mem *mem, int sign)
+{
+	uint64_t bytes = sign > 0 ? mem->len : -(uint64_t)mem->len;
+
+	if (mem->kind == IOA_PAGES_1G)
+		ioa__stat_add(segment_bytes_hugetlb_1g, bytes);
+	else if (mem->kind == IOA_PAGES_2M)
+		ioa__stat_add(segment_bytes_hugetlb_2m, bytes);
+	else
+		ioa__stat_add(segment_bytes_4k, bytes);
+	ioa__stat_add(segments, sign > 0 ? 1 : (uint64_t)-1);
+}
+
+int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size policy,
+			  struct ioa__os_mem *out)
+{
+	int err = 0;
+
+	switch (policy) {
+	case IOA_PAGE_1G:
+		err = map_hugetlb(len, align, node, IOA_PAGES_1G, out);
+		if (err)
+			ioa__err("IOALLOC_PAGE_SIZE=1g: cannot get %zu MiB of 1 GiB hugetlb pages on "
+				 "node %d: %s (reserve them in /sys/kernel/mm/hugepages/"
+				 "hugepages-1048576kB/nr_hugepages)", len >> 20, node, strerror(-err));
+		break;
+	case IOA_PAGE_2M:
+		err = map_hugetlb(len, align, node, IOA_PAGES_2M, out);
+		if (err)
+			ioa__err("IOALLOC_PAGE_SIZE=2m: cannot get %zu MiB of 2 MiB hugetlb pages on "
+				 "node %d: %s (reserve them in /proc/sys/vm/nr_hugepages)",
+				 len >> 20, node, strerror(-err));
+		break;
+	case IOA_PAGE_AUTO:
+		if (map_hugetlb(len, align, node, IOA_PAGES_2M, out) == 0)
+			break;
+		ioa__stat_add(hugepage_fallbacks, 1);
+		ioa__info("no 2 MiB hugetlb page free on node %d: using 4 KiB pages with "
+			  "MADV_HUGEPAGE", node);
+		err = map_small(len, align, node, 1, out);
+		break;
+	case IOA_PAGE_4K:
+		err = map_small(len, align, node, 0, out);
+		break;
+	}
+	if (err)
+		return -ENOMEM;
+	count_segment(out, 1);
+	return 0;
+}
+
+void ioa__os_free_segment(const struct ioa__os_mem *mem)
+{
+	count_segment(mem, -1);
+	munmap(mem->addr, mem->len);
+}
+
+void *ioa__os_alloc_pages(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+void ioa__os_free_pages(void *addr, size_t len)
+{
+	munmap(addr, len);
+}

@@ -1,0 +1,48 @@
+/* os layer: memory from the kernel and NUMA placement. Invariant: nothing
+ * here calls malloc; every byte comes from mmap. */
+#ifndef IOA_OS_H
+#define IOA_OS_H
+
+#include "ioalloc.h"
+
+#include <stddef.h>
+
+#define IOA_PAGE_SHIFT 12
+#define IOA_PAGE ((size_t)1 << IOA_PAGE_SHIFT)
+#define IOA_HUGE_2M ((size_t)1 << 21)
+#define IOA_HUGE_1G ((size_t)1 << 30)
+#define IOA_MAX_NODES 64
+
+/* What a segment is backed by. */
+enum ioa__page_kind { IOA_PAGES_4K, IOA_PAGES_2M, IOA_PAGES_1G };
+
+struct ioa__os_mem {
+	void *addr;
+	size_t len;
+	enum ioa__page_kind kind;
+};
+
+/* Reads the machine's NUMA layout; 0 or -EINVAL for an unusable @numa policy. */
+int ioa__os_numa_init(int numa);
+/* Nodes are 0 .. ioa__os_node_count() - 1; a node without memory is not valid. */
+int ioa__os_node_count(void);
+int ioa__os_node_valid(int node);
+/* The node of the CPU the caller runs on (0 without NUMA). */
+int ioa__os_current_node(void);
+/* The node a resident page sits on, or -errno. */
+int ioa__os_page_node(const void *addr);
+
+/*
+ * Maps @len bytes (a multiple of 2 MiB, or of 1 GiB for IOA_PAGE_1G) aligned
+ * to @align, bound to @node and prefaulted, following @policy. Returns 0 or
+ * -ENOMEM with a message (an explicit hugepage size that is not available).
+ */
+int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size policy,
+			  struct ioa__os_mem *out);
+void ioa__os_free_segment(const struct ioa__os_mem *mem);
+
+/* Zeroed 4 KiB pages for the library's own metadata, or NULL. */
+void *ioa__os_alloc_pages(size_t len);
+void ioa__os_free_pages(void *addr, size_t len);
+
+#endif

@@ -1,0 +1,412 @@
+#include "region.h"
+#include "iommu.h"
+#include "iova.h"
+#include "log.h"
+#include "os.h"
+#include "segmap.h"
+#include "stats.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#define SEGMENT_SIZE IOA_HUGE_2M /* of a shared segment, unless pages are 1 GiB */
+
+struct ioa__segment {
+	struct ioa__segment *next; /* in its node's list */
+	struct ioa__os_mem mem;
+	uint64_t iova;             /* window [iova, iova + mem.len) */
+	int node;
+	int dedicated;             /* holds one buffer; returned when it is freed */
+	size_t meta_len;
+	uint32_t npages;
+	uint64_t *free_map;        /* bit set: page free (node lock) */
+	_Atomic uint32_t *run;     /* at a live buffer's first page: its page count */
+};
+
+struct node_arena {
+	pthread_mutex_t lock;
+	struct ioa__segment *segments;
+};
+
+struct ioa__iopt ioa__va2iova = IOA_IOPT_EMPTY;
+struct ioa__iopt ioa__iova2va = IOA_IOPT_EMPTY;
+
+static struct {
+	struct ioa_config cfg;
+	struct ioa__iova_space iova; /* unused by an identity backend */
+	int identity;
+	size_t segment_size;
+	_Atomic unsigned interleave_next;
+	struct node_arena nodes[IOA_MAX_NODES];
+} rg;
+
+static size_t round_up(size_t v, size_t a)
+{
+	return (v + a - 1) & ~(a - 1);
+}
+
+/* ---- segments -------------------------------------------------------- */
+
+static int page_free(const struct ioa__segment *s, uint32_t i)
+{
+	return s->free_map[i / 64] >> (i % 64) & 1;
+}
+
+static void set_pages(struct ioa__segment *s, uint32_t first, uint32_t n, int free)
+{
+	for (uint32_t i = first; i < first + n; i++) {
+		if (free)
+			s->free_map[i / 64] |= 1ull << (i % 64);
+		else
+			s->free_map[i / 64] &= ~(1ull << (i % 64));
+	}
+}
+
+/* First free run of @n pages starting at a multiple of @align pages, or -1. */
+static long find_run(const struct ioa__segment *s, uint32_t n, uint32_t align)
+{
+	for (uint32_t start = 0; start + n <= s->npages; start += align) {
+		uint32_t i = start;
+
+		while (i < start + n && page_free(s, i))
+			i++;
+		if (i == start + n)
+			return start;
+		start = i / align * align; /* resume at the block holding the used page */
+	}
+	return -1;
+}
+
+static void segment_release(struct ioa__segment *s)
+{
+	ioa__segmap_set((uintptr_t)s->mem.addr, s->mem.len, NULL);
+	if (!rg.identity)
+		ioa__iova_free(&rg.iova, s->iova, s->mem.len);
+	ioa__os_free_segment(&s->mem);
+	ioa__os_free_pages(s, s->meta_len);
+}
+
+static struct ioa__segment *segment_create(size_t len, size_t align, int node, int dedicated)
+{
+	uint32_t npages = (uint32_t)(len >> IOA_PAGE_SHIFT);
+	size_t map_words = (npages + 63) / 64;
+	size_t meta_len = round_up(sizeof(struct ioa__segment) + map_words * 8 + npages * 4, IOA_PAGE);
+	struct ioa__segment *s = ioa__os_alloc_pages(meta_len);
+
+	if (!s)
+		return NULL;
+	*s = (struct ioa__segment){ .node = node, .dedicated = dedicated, .meta_len = meta_len,
+				    .npages = npages };
+	s->free_map = (uint64_t *)(s + 1);
+	s->run = (_Atomic uint32_t *)(s->free_map + map_words);
+	set_pages(s, 0, npages, 1);
+	if (ioa__os_alloc_segment(len, align, node, rg.cfg.page_size, &s->mem) != 0)
+		goto fail_meta;
+	s->iova = rg.identity ? (uint64_t)(uintptr_t)s->mem.addr
+			      : ioa__iova_alloc(&rg.iova, len, align);
+	if (s->iova == UINT64_MAX) {
+		ioa__err("IOVA space exhausted: no window of %zu bytes left in the aperture", len);
+		goto fail_mem;
+	}
+	if (ioa__segmap_set((uintptr_t)s->mem.addr, len, s) != 0) {
+		segment_release(s);
+		return NULL;
+	}
+	ioa__debug("segment of %zu KiB on node %d at %p, IOVA 0x%llx", len >> 10, node,
+		   s->mem.addr, (unsigned long long)s->iova);
+	return s;
+fail_mem:
+	ioa__os_free_segment(&s->mem);
+fail_meta:
+	ioa__os_free_pages(s, meta_len);
+	return NULL;
+}
+
+/* ---- buffers --------------------------------------------------------- */
+
+static int pick_node(int node)
+{
+	if (node == IOA_NODE_ANY) {
+		if (rg.cfg.numa >= 0)
+			return rg.cfg.numa;
+		if (rg.cfg.numa == IOA_NUMA_LOCAL)
+			return ioa__os_current_node();
+		for (;;) { /* interleave: the next node that has memory */
+			node = (int)(atomic_fetch_add(&rg.interleave_next, 1) %
+				     (unsigned)ioa__os_node_count());
+			if (ioa__os_node_valid(node))
+				return node;
+		}
+	}
+	if (!ioa__os_node_valid(node)) {
+		ioa__err("ioa_dma_alloc: node %d has no memory (nodes 0 to %d)", node,
+			 ioa__os_node_count() - 1);
+		return -1;
+	}
+	return node;
+}
+
+/* Reserves a run of @len bytes aligned to @align on @node; the first page's
+ * index goes to *first. Segments are created, and linked, under the node lock. */
+static struct ioa__segment *reserve_pages(int node, size_t len, size_t align, uint32_t *first)
+{
+	struct node_arena *a = &rg.nodes[node];
+	uint32_t n = (uint32_t)(len >> IOA_PAGE_SHIFT);
+	struct ioa__segment *s;
+	long page = -1;
+
+	pthread_mutex_lock(&a->lock);
+	for (s = a->segments; s && len <= rg.segment_size && align <= rg.segment_size; s = s->next)
+		if (!s->dedicated &&
+		    (page = find_run(s, n, (uint32_t)(align >> IOA_PAGE_SHIFT))) >= 0)
+			break;
+	if (!s || page < 0) {
+		int dedicated = len > rg.segment_size || align > rg.segment_size;
+
+		s = segment_create(round_up(len, rg.segment_size),
+				   align > rg.segment_size ? align : rg.segment_size, node, dedicated);
+		page = 0;
+		if (s) {
+			s->next = a->segments;
+			a->segments = s;
+		}
+	}
+	if (s)
+		set_pages(s, (uint32_t)page, n, 0);
+	pthread_mutex_unlock(&a->lock);
+	*first = (uint32_t)page;
+	return s;
+}
+
+static void unlink_segment(struct node_arena *a, struct ioa__segment *s)
+{
+	struct ioa__segment **pp = &a->segments;
+
+	while (*pp != s)
+		pp = &(*pp)->next;
+	*pp = s->next;
+}
+
+/* Makes the pages allocatable again; their unmap and invalidation returned. */
+static void release_pages(struct ioa__segment *s, uint32_t first, uint32_t n)
+{
+	struct node_arena *a = &rg.nodes[s->node];
+
+	pthread_mutex_lock(&a->lock);
+	set_pages(s, first, n, 1);
+	if (s->dedicated)
+		unlink_segment(a, s);
+	pthread_mutex_unlock(&a->lock);
+	if (s->dedicated)
+		segment_release(s);
+}
+
+/* Device first, then the software maps: an IOVA is never handed out before
+ * the device can use it. */
+static int map_buffer(uint64_t va, uint64_t iova, size_t len)
+{
+	int err = ioa__iommu_map(iova, (void *)(uintptr_t)va, len, IOA_PTE_READ | IOA_PTE_WRITE);
+	size_t done;
+
+	if (err)
+		return err;
+	err = ioa__iopt_map(&ioa__iova2va, iova, va, len, IOA_PTE_READ);
+	if (!err) {
+		err = ioa__iopt_map(&ioa__va2iova, va, iova, len, IOA_PTE_READ);
+		if (err)
+			ioa__iopt_unmap(&ioa__iova2va, iova, len);
+	}
+	if (err) {
+		struct ioa__iova_extent ext = { iova, len };
+
+		ioa__err("cannot record the mapping of %zu bytes: %s", len, strerror(-err));
+		if (ioa__iommu_unmap(&ext, 1, &done) != 0 || ioa__iommu_invalidate() != 0)
+			return -EIO;
+	}
+	return err;
+}
+
+void *ioa__region_alloc(size_t size, size_t align, int node)
+{
+	struct ioa__segment *s;
+	uint32_t first;
+	size_t len;
+	uint64_t va;
+	int err;
+
+	if (size == 0 || size > ((size_t)1 << 46) || (align & (align - 1))) {
+		ioa__err("ioa_dma_alloc: invalid size %zu or alignment %zu (a power of two)",
+			 size, align);
+		errno = EINVAL;
+		return NULL;
+	}
+	len = round_up(size, IOA_PAGE);
+	align = align < IOA_PAGE ? IOA_PAGE : align;
+	node = pick_node(node);
+	if (node < 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	s = reserve_pages(node, len, align, &first);
+	if (!s) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	va = (uint64_t)(uintptr_t)s->mem.addr + ((uint64_t)first << IOA_PAGE_SHIFT);
+	err = map_buffer(va, s->iova + ((uint64_t)first << IOA_PAGE_SHIFT), len);
+	if (err == -EIO) { /* the device may still reach it: quarantine */
+		ioa__stat_add(quarantined_bytes, len);
+		errno = EIO;
+		return NULL;
+	}
+	if (err) {
+		release_pages(s, first, (uint32_t)(len >> IOA_PAGE_SHIFT));
+		errno = -err == ENOMEM ? ENOMEM : EIO;
+		return NULL;
+	}
+	atomic_store_explicit(&s->run[first], (uint32_t)(len >> IOA_PAGE_SHIFT), memory_order_release);
+	ioa__stat_add(dma_allocs, 1);
+	ioa__stat_add(dma_bytes_live, len);
+	return (void *)(uintptr_t)va;
+}
+
+/* The segment and first page of the live buffer at @ptr, or NULL. */
+static struct ioa__segment *live_buffer(const void *ptr, uint32_t *first)
+{
+	uintptr_t va = (uintptr_t)ptr;
+	struct ioa__segment *s;
+
+	if ((va & (IOA_PAGE - 1)) || ioa__iopt_translate(&ioa__va2iova, va) == UINT64_MAX)
+		return NULL;
+	s = ioa__segmap_get(va);
+	if (!s)
+		return NULL;
+	*first = (uint32_t)((va - (uintptr_t)s->mem.addr) >> IOA_PAGE_SHIFT);
+	return s;
+}
+
+/* Removes a buffer from the software maps and the device. On failure its
+ * pages are quarantined: never released, counted, reported with errno by the
+ * iommu layer. */
+static int unmap_extent(struct ioa__segment *s, uint32_t first, uint32_t n)
+{
+	uint64_t va = (uint64_t)(uintptr_t)s->mem.addr + ((uint64_t)first << IOA_PAGE_SHIFT);
+	struct ioa__iova_extent ext = { s->iova + ((uint64_t)first << IOA_PAGE_SHIFT),
+					(uint64_t)n << IOA_PAGE_SHIFT };
+	size_t done;
+
+	ioa__iopt_unmap(&ioa__va2iova, va, ext.len);
+	ioa__iopt_unmap(&ioa__iova2va, ext.iova, ext.len);
+	if (ioa__iommu_unmap(&ext, 1, &done) != 0 || ioa__iommu_invalidate() != 0) {
+		ioa__stat_add(quarantined_bytes, ext.len);
+		ioa__err("buffer %p (%llu bytes) quarantined: the device may still reach it",
+			 (void *)(uintptr_t)va, (unsigned long long)ext.len);
+		return -EIO;
+	}
+	return 0;
+}
+
+int ioa__region_free(void *ptr)
+{
+	uint32_t first, n = 0;
+	struct ioa__segment *s = live_buffer(ptr, &first);
+
+	/* The exchange makes one of two racing frees of a buffer the winner. */
+	if (s)
+		n = atomic_exchange_explicit(&s->run[first], 0, memory_order_acq_rel);
+	if (!n) {
+		ioa__err("ioa_dma_free(%p): not the start of a live DMA buffer (foreign or "
+			 "interior pointer, or double free); nothing freed", ptr);
+		return -EINVAL;
+	}
+	ioa__stat_add(dma_frees, 1);
+	ioa__stat_sub(dma_bytes_live, (uint64_t)n << IOA_PAGE_SHIFT);
+	if (unmap_extent(s, first, n) != 0)
+		return -EIO;
+	release_pages(s, first, n);
+	return 0;
+}
+
+size_t ioa__region_size(const void *ptr)
+{
+	uint32_t first;
+	struct ioa__segment *s = live_buffer(ptr, &first);
+
+	return s ? (size_t)atomic_load_explicit(&s->run[first], memory_order_acquire)
+			   << IOA_PAGE_SHIFT
+		 : 0;
+}
+
+/* ---- life cycle ------------------------------------------------------ */
+
+int ioa__region_init(const struct ioa_config *cfg)
+{
+	const struct ioa__iommu_info *info = ioa__iommu_info();
+	int err;
+
+	memset(&rg, 0, sizeof(rg));
+	rg.cfg = *cfg;
+	rg.identity = info->identity;
+	rg.segment_size = cfg->page_size == IOA_PAGE_1G ? IOA_HUGE_1G : SEGMENT_SIZE;
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		pthread_mutex_init(&rg.nodes[n].lock, NULL);
+	err = ioa__segmap_init();
+	if (err)
+		return err;
+	if (!rg.identity && (err = ioa__iova_init(&rg.iova, info->aperture, info->naperture)))
+		goto fail_segmap;
+	if ((err = ioa__iopt_init(&ioa__va2iova)))
+		goto fail_iova;
+	if ((err = ioa__iopt_init(&ioa__iova2va)))
+		goto fail_va2iova;
+	return 0;
+fail_va2iova:
+	ioa__iopt_destroy(&ioa__va2iova);
+fail_iova:
+	if (!rg.identity)
+		ioa__iova_destroy(&rg.iova);
+fail_segmap:
+	ioa__segmap_fini();
+	return err;
+}
+
+/* Unmaps the buffers a program leaked, then returns the segment unless a
+ * page is quarantined: such a segment stays mapped in the process forever. */
+static void segment_fini(struct ioa__segment *s)
+{
+	for (uint32_t i = 0; i < s->npages; i++) {
+		uint32_t n = atomic_load_explicit(&s->run[i], memory_order_relaxed);
+
+		if (!n)
+			continue;
+		ioa__warn("ioa_fini: buffer %p of %u KiB was never freed",
+			  (void *)((uint8_t *)s->mem.addr + ((size_t)i << IOA_PAGE_SHIFT)), n * 4);
+		atomic_store_explicit(&s->run[i], 0, memory_order_relaxed);
+		ioa__stat_sub(dma_bytes_live, (uint64_t)n << IOA_PAGE_SHIFT);
+		if (unmap_extent(s, i, n) == 0)
+			set_pages(s, i, n, 1);
+	}
+	for (uint32_t i = 0; i < s->npages; i++)
+		if (!page_free(s, i))
+			return;
+	segment_release(s);
+}
+
+void ioa__region_fini(void)
+{
+	for (int n = 0; n < IOA_MAX_NODES; n++) {
+		struct ioa__segment *s = rg.nodes[n].segments, *next;
+
+		for (; s; s = next) {
+			next = s->next;
+			segment_fini(s);
+		}
+		pthread_mutex_destroy(&rg.nodes[n].lock);
+	}
+	ioa__iopt_destroy(&ioa__iova2va);
+	ioa__iopt_destroy(&ioa__va2iova);
+	if (!rg.identity)
+		ioa__iova_destroy(&rg.iova);
+	ioa__segmap_fini();
+}

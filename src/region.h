@@ -1,0 +1,36 @@
+/*
+ * Regions: DMA buffers carved from per-node segments. A segment is memory
+ * from the os layer with a fixed IOVA window of its own size, so a page's
+ * IOVA never changes; a buffer (a run of pages) is mapped in the IOMMU when
+ * allocated and unmapped, whole, when freed.
+ *
+ * Invariants:
+ * - a page is in the virtual-to-IOVA map exactly while it belongs to a live
+ *   buffer, so ioa_virt2iova() answers for live memory only;
+ * - a page becomes allocatable again only after the unmap and invalidation
+ *   covering it returned; if either failed it stays allocated forever
+ *   (quarantined) and is counted;
+ * - segment metadata lives outside the segment: a device cannot corrupt it.
+ */
+#ifndef IOA_REGION_H
+#define IOA_REGION_H
+
+#include "iopt.h"
+#include "ioalloc.h"
+
+#include <stddef.h>
+
+/* Virtual address -> IOVA of live buffers, read lock-free by ioa_virt2iova. */
+extern struct ioa__iopt ioa__va2iova;
+/* IOVA -> virtual address of live buffers. */
+extern struct ioa__iopt ioa__iova2va;
+
+int ioa__region_init(const struct ioa_config *cfg);
+/* Unmaps leaked buffers (warning about each) and returns every segment. */
+void ioa__region_fini(void);
+
+void *ioa__region_alloc(size_t size, size_t align, int node);
+int ioa__region_free(void *ptr);
+size_t ioa__region_size(const void *ptr);
+
+#endif

@@ -1,0 +1,19 @@
+/* The segment map: which segment a virtual address belongs to, at 2 MiB
+ * granularity, in two lock-free loads. Writers hold the region lock; a
+ * reader may only ask about addresses of live buffers, whose entries are
+ * stable while they live. */
+#ifndef IOA_SEGMAP_H
+#define IOA_SEGMAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct ioa__segment;
+
+int ioa__segmap_init(void);
+void ioa__segmap_fini(void);
+/* Points every 2 MiB unit of [va, va + len) at @seg (NULL clears); 0 or -ENOMEM. */
+int ioa__segmap_set(uintptr_t va, size_t len, struct ioa__segment *seg);
+struct ioa__segment *ioa__segmap_get(uintptr_t va);
+
+#endif

@@ -1,0 +1,47 @@
+/* Counters every layer bumps with one relaxed atomic add. They sit on slow
+ * paths only (map, unmap, segment and table-page changes, sim DMA). */
+#ifndef IOA_STATS_H
+#define IOA_STATS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* X(field of struct ioa_stats, label in the report) */
+#define IOA_STAT_FIELDS(X)                                              \
+	X(dma_allocs, "DMA buffers allocated")                          \
+	X(dma_frees, "DMA buffers freed")                               \
+	X(dma_bytes_live, "DMA bytes live")                             \
+	X(iommu_maps, "IOMMU maps")                                     \
+	X(iommu_unmaps, "IOMMU ranges unmapped")                        \
+	X(iommu_unmap_calls, "IOMMU unmap calls")                       \
+	X(iommu_invalidates, "IOMMU invalidations")                     \
+	X(bytes_mapped, "bytes mapped")                                 \
+	X(bytes_unmapped, "bytes unmapped")                             \
+	X(quarantined_bytes, "bytes quarantined (unmap refused)")       \
+	X(segments, "segments from the kernel")                         \
+	X(segment_bytes_hugetlb_2m, "segment bytes on 2 MiB hugetlb pages") \
+	X(segment_bytes_hugetlb_1g, "segment bytes on 1 GiB hugetlb pages") \
+	X(segment_bytes_4k, "segment bytes on 4 KiB pages (THP advised)") \
+	X(hugepage_fallbacks, "hugetlb fallbacks to 4 KiB pages")       \
+	X(table_pages, "I/O page-table pages")                          \
+	X(sim_dma_ops, "sim DMA transfers")                             \
+	X(sim_dma_bytes, "sim DMA bytes moved")                         \
+	X(sim_dma_faults, "sim DMA faults")
+
+struct ioa__stats {
+#define IOA_STAT_MEMBER(name, label) _Atomic uint64_t name;
+	IOA_STAT_FIELDS(IOA_STAT_MEMBER)
+#undef IOA_STAT_MEMBER
+};
+
+extern struct ioa__stats ioa__stats;
+
+#define ioa__stat_add(field, n) \
+	atomic_fetch_add_explicit(&ioa__stats.field, (uint64_t)(n), memory_order_relaxed)
+#define ioa__stat_sub(field, n) \
+	atomic_fetch_sub_explicit(&ioa__stats.field, (uint64_t)(n), memory_order_relaxed)
+
+/* Zeroes every counter (ioa_init of a fresh library instance). */
+void ioa__stats_reset(void);
+
+#endif
