@@ -6,7 +6,7 @@
  *	static void bm(ioa_bench_state *st, const void *ctx)
  *	{
  *		... untimed setup ...
- *		for (uint64_t n; ioa_bench_next_batch(st, &n);)
+ *		for (uint64_t n; (n = ioa_bench_next_batch(st)) != 0;)
  *			for (uint64_t i = 0; i < n; i++)
  *				... timed body ...
  *	}
@@ -31,11 +31,11 @@ typedef struct ioa_bench_state ioa_bench_state;
 typedef void (*ioa_bench_fn)(ioa_bench_state *st, const void *ctx);
 
 /**
- * First call: starts the clock, sets *@n to the number of iterations to run
- * and returns 1. Second call: stops the clock and returns 0. Returns 0 at
- * once if the run was skipped with ioa_bench_skip().
+ * First call: starts the clock and returns the number of iterations to run.
+ * Second call: stops the clock and returns 0. Returns 0 at once if the run
+ * was skipped with ioa_bench_skip().
  */
-int ioa_bench_next_batch(ioa_bench_state *st, uint64_t *n);
+uint64_t ioa_bench_next_batch(ioa_bench_state *st);
 
 /** The argument of this run (see ioa_bench_register); @i is its index. */
 int64_t ioa_bench_range(const ioa_bench_state *st, size_t i);

@@ -16,7 +16,7 @@ static void bm_alloc_free(ioa_bench_state *st, const void *ctx)
 
 	if (backend_use(st, *backend) != 0)
 		return;
-	for (uint64_t n; ioa_bench_next_batch(st, &n); total += n) {
+	for (uint64_t n; (n = ioa_bench_next_batch(st)) != 0; total += n) {
 		for (uint64_t i = 0; i < n; i++) {
 			void *p = ioa_dma_alloc(size, 0, IOA_NODE_ANY);
 

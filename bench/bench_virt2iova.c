@@ -12,7 +12,7 @@
 /* The empty batch loop: the cost the wrapper adds to every iteration. */
 static void bm_empty(ioa_bench_state *st, const void *ctx)
 {
-	for (uint64_t n; ioa_bench_next_batch(st, &n);)
+	for (uint64_t n; (n = ioa_bench_next_batch(st)) != 0;)
 		for (uint64_t i = 0; i < n; i++)
 			ioa_bench_clobber();
 }

@@ -19,14 +19,11 @@ static const benchmark::State &S(const ioa_bench_state *st)
 // One batch of exactly max_iterations: the first KeepRunningBatch() starts
 // the clock and consumes every iteration, so the second one finds none left
 // and stops the clock.
-int ioa_bench_next_batch(ioa_bench_state *st, uint64_t *n)
+uint64_t ioa_bench_next_batch(ioa_bench_state *st)
 {
 	benchmark::State &s = S(st);
 
-	if (!s.KeepRunningBatch(s.max_iterations))
-		return 0;
-	*n = (uint64_t)s.max_iterations;
-	return 1;
+	return s.KeepRunningBatch(s.max_iterations) ? (uint64_t)s.max_iterations : 0;
 }
 
 int64_t ioa_bench_range(const ioa_bench_state *st, size_t i)

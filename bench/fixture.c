@@ -7,10 +7,10 @@
 #include <time.h>
 
 const struct layout_spec layouts[] = {
-	[LAYOUT_HOT] = {"hot", 64 << 10, 4, 64},
+	[LAYOUT_HOT] = {"hot", HOT_BUF_SIZE, HOT_NBUFS, HOT_NADDRS},
 	[LAYOUT_COLD_2M] = {"cold_2m", 2 << 20, 512, 1 << 22},
 	[LAYOUT_COLD_4K] = {"cold_4k", 4 << 10, 1 << 18, 1 << 22},
-	[LAYOUT_FOREIGN] = {"foreign", 64 << 10, 4, 64},
+	[LAYOUT_FOREIGN] = {"foreign", HOT_BUF_SIZE, HOT_NBUFS, HOT_NADDRS},
 };
 
 /* fx.bufs is non-NULL exactly while a fixture is built (then
@@ -215,9 +215,13 @@ void bm_ioa_virt2iova(ioa_bench_state *st, const void *ctx)
 
 	if (!f)
 		return;
-	for (uint64_t n; ioa_bench_next_batch(st, &n);)
+	/* Locals: do_not_optimize()'s memory clobber would reload fields. */
+	const void *const *addrs = f->addrs;
+	size_t mask = f->mask;
+
+	for (uint64_t n; (n = ioa_bench_next_batch(st)) != 0;)
 		for (uint64_t i = 0; i < n; i++)
-			ioa_bench_do_not_optimize(ioa_virt2iova(f->addrs[i & f->mask]));
+			ioa_bench_do_not_optimize(ioa_virt2iova(addrs[i & mask]));
 }
 
 void bm_ioa_iova2virt(ioa_bench_state *st, const void *ctx)
@@ -226,8 +230,10 @@ void bm_ioa_iova2virt(ioa_bench_state *st, const void *ctx)
 
 	if (!f)
 		return;
-	for (uint64_t n; ioa_bench_next_batch(st, &n);)
+	const uint64_t *iovas = f->iovas;
+	size_t mask = f->mask;
+
+	for (uint64_t n; (n = ioa_bench_next_batch(st)) != 0;)
 		for (uint64_t i = 0; i < n; i++)
-			ioa_bench_do_not_optimize(
-				(uintptr_t)ioa_iova2virt(f->iovas[i & f->mask]));
+			ioa_bench_do_not_optimize((uintptr_t)ioa_iova2virt(iovas[i & mask]));
 }

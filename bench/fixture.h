@@ -12,6 +12,11 @@
 
 #include "bench.h"
 
+/** The hot pattern: HOT_NADDRS addresses in HOT_NBUFS buffers. */
+#define HOT_NBUFS 4
+#define HOT_BUF_SIZE (64 << 10)
+#define HOT_NADDRS 64
+
 /** Buffer sets; every address pattern has a power-of-two length. */
 enum layout {
 	LAYOUT_HOT,     /**< 64 addresses in 4 buffers of 64 KiB: cache resident */

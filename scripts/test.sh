@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Every test: install what is missing, then build and run ctest three times:
+# a warnings-as-errors build (with the valgrind runs), an AddressSanitizer +
+# UBSan build and a ThreadSanitizer build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+jobs=$(nproc)
+run_suite() {
+	local dir=$1
+	shift
+	echo "== ctest in $dir ($*)"
+	cmake -S . -B "$dir" -DIOA_WERROR=ON "$@" >/dev/null
+	cmake --build "$dir" -j"$jobs" >/dev/null
+	(cd "$dir" && ctest --output-on-failure -j"$jobs")
+}
+
+run_suite build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo
+run_suite build-asan -DIOA_ASAN=ON -DIOA_BENCH=OFF
+run_suite build-tsan -DIOA_TSAN=ON -DIOA_BENCH=OFF
+echo "test.sh: all suites passed"
