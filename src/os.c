@@ -75,10 +75,11 @@ int ioa__os_page_node(const void *addr)
 	return status;
 }
 
-/* Maps @len bytes at an @align boundary: over-map, then trim both ends. */
-static void *map_aligned(size_t len, size_t align, int flags)
+/* Maps @len bytes at an @align boundary. The kernel aligns a mapping to its
+ * page size (@natural) by itself; beyond that, over-map and trim both ends. */
+static void *map_aligned(size_t len, size_t align, size_t natural, int flags)
 {
-	size_t span = len + align;
+	size_t span = align > natural ? len + align : len;
 	uint8_t *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | flags,
 			    -1, 0);
 	uint8_t *start;
@@ -114,7 +115,7 @@ static int map_hugetlb(size_t len, size_t align, int node, enum ioa__page_kind k
 {
 	size_t huge = kind == IOA_PAGES_1G ? IOA_HUGE_1G : IOA_HUGE_2M;
 	int flags = MAP_HUGETLB | (kind == IOA_PAGES_1G ? MAP_HUGE_1GB : MAP_HUGE_2MB);
-	void *addr = map_aligned(len, align > huge ? align : huge, flags);
+	void *addr = map_aligned(len, align > huge ? align : huge, huge, flags);
 	int err;
 
 	if (!addr)
@@ -130,7 +131,7 @@ static int map_hugetlb(size_t len, size_t align, int node, enum ioa__page_kind k
 
 static int map_small(size_t len, size_t align, int node, int advise_thp, struct ioa__os_mem *out)
 {
-	void *addr = map_aligned(len, align, 0);
+	void *addr = map_aligned(len, align, IOA_PAGE, 0);
 	int err;
 
 	if (!addr)
