@@ -37,7 +37,7 @@ typedef void (*ioa_bench_fn)(ioa_bench_state *st, const void *ctx);
  */
 uint64_t ioa_bench_next_batch(ioa_bench_state *st);
 
-/** The argument of this run (see ioa_bench_register); @i is its index. */
+/** Argument @i of this run; ioa_bench_register() gives each run one, i = 0. */
 int64_t ioa_bench_range(const ioa_bench_state *st, size_t i);
 
 /** Totals over the whole run, reported as rates per second. */
@@ -51,7 +51,10 @@ void ioa_bench_resume(ioa_bench_state *st);
 /** Adds a user counter, reported as given. */
 void ioa_bench_counter(ioa_bench_state *st, const char *name, double value);
 
-/** Marks the run as failed with @msg; call before the batch loop. */
+/**
+ * Marks the run as failed with @msg: the next ioa_bench_next_batch() returns
+ * 0, so a caller inside the batch loop leaves its inner loop and continues.
+ */
 void ioa_bench_skip(ioa_bench_state *st, const char *msg);
 
 /**

@@ -1,13 +1,14 @@
 /*
  * DPDK peer: DPDK's address translations on rte_malloc() memory next to
  * ioalloc's on its own memory, with the same hot pattern (64 addresses at the
- * same offsets in 4 buffers of 64 KiB) in one process, so ratios come from
- * one run.
+ * same offsets in 4 buffers of 64 KiB), in one process so that ratios come
+ * from one run.
  *
- * The EAL runs in memory, without PCI, on lcore 0, in IOVA mode PA by default
- * (IOA_BENCH_DPDK_IOVA=va selects VA). Without free 2 MiB hugepages it runs
- * with --no-huge, where only VA is possible. In VA mode rte_mem_virt2iova()
- * returns its argument; in PA mode it reads /proc/self/pagemap.
+ * The EAL runs without PCI on lcore 0, in IOVA mode PA by default
+ * (IOA_BENCH_DPDK_IOVA=va selects VA), in memory on 2 MiB hugepages. Without
+ * enough free hugepages it runs with --no-huge, where only VA is possible.
+ * In VA mode rte_mem_virt2iova() returns its argument; in PA mode it reads
+ * /proc/self/pagemap, a system call per lookup.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,14 +49,19 @@ static int eal_init(char *prog)
 	const char *mode = getenv("IOA_BENCH_DPDK_IOVA");
 	int huge = free_hugepages() >= MIN_FREE_HUGEPAGES;
 	int va = !huge || (mode && strcmp(mode, "va") == 0);
-	char *argv[10] = {prog, "--in-memory", "--no-pci", "--no-telemetry",
-			  "-l", "0", "--log-level=warning"};
-	int argc = 7;
+	char *argv[10] = {prog, "--no-pci", "--no-telemetry", "-l", "0",
+			  "--log-level=warning"};
+	int argc = 6;
 	char desc[256];
 
 	argv[argc++] = va ? "--iova-mode=va" : "--iova-mode=pa";
-	if (!huge)
+	/* --no-huge implies legacy memory, which --in-memory refuses. */
+	if (huge) {
+		argv[argc++] = "--in-memory";
+	} else {
 		argv[argc++] = "--no-huge";
+		argv[argc++] = "--no-shconf";
+	}
 	if (rte_eal_init(argc, argv) < 0) {
 		fprintf(stderr, "bench: rte_eal_init: %s\n", rte_strerror(rte_errno));
 		return -1;
@@ -64,7 +70,7 @@ static int eal_init(char *prog)
 		 rte_eal_iova_mode() == RTE_IOVA_PA ? "PA" : "VA",
 		 rte_eal_has_hugepages() ? "2 MiB hugepages" : "--no-huge");
 	ioa_bench_context("dpdk", desc);
-	fprintf(stderr, "bench: DPDK %s\n", desc);
+	fprintf(stderr, "bench: %s\n", desc);
 	return 0;
 }
 
@@ -77,13 +83,16 @@ static uint64_t memseg_virt2iova(const void *a)
 	return ms ? ms->iova + ((uintptr_t)a - (uintptr_t)ms->addr) : RTE_BAD_IOVA;
 }
 
-/* The hot pattern of LAYOUT_HOT over rte_malloc() memory; both lookups must
- * agree on every address. */
+/* The hot pattern over rte_malloc() memory; every translation of each
+ * address must agree. */
 static int setup_dpdk(void)
 {
-	for (size_t i = 0; i < HOT_NBUFS; i++)
-		if (!(bufs[i] = rte_malloc(NULL, HOT_BUF_SIZE, 4096)))
+	for (size_t i = 0; i < HOT_NBUFS; i++) {
+		if (!(bufs[i] = rte_malloc(NULL, HOT_BUF_SIZE, 4096))) {
+			fprintf(stderr, "bench: rte_malloc(%d) failed\n", HOT_BUF_SIZE);
 			return -1;
+		}
+	}
 	pattern_fill(addrs, HOT_NADDRS, bufs, HOT_NBUFS, HOT_BUF_SIZE);
 	for (size_t i = 0; i < HOT_NADDRS; i++) {
 		iovas[i] = rte_mem_virt2iova(addrs[i]);

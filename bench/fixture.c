@@ -13,15 +13,20 @@ const struct layout_spec layouts[] = {
 	[LAYOUT_FOREIGN] = {"foreign", HOT_BUF_SIZE, HOT_NBUFS, HOT_NADDRS},
 };
 
-/* fx.bufs is non-NULL exactly while a fixture is built (then
- * fx.c.backend == live); ioalloc is initialised, with backend live, exactly
- * while initialised is 1. */
+/* The live ioalloc instance, if inst.live, and its fixture, if fx.bufs is
+ * non-NULL: each fixture is built in an instance of its own (fx.c.backend ==
+ * inst.backend, fx.c.layout == inst.key), so that no earlier allocation
+ * shapes its segments or page tables. */
 static struct fixture fx;
-static enum ioa_backend live;
-static int initialised;
+static struct {
+	enum ioa_backend backend;
+	uint64_t key;
+	int live;
+} inst;
 static char reason[256];
 
-uint64_t bench_rand(uint64_t *state)
+/* splitmix64: the next number of the sequence at *state. */
+static uint64_t bench_rand(uint64_t *state)
 {
 	uint64_t z = (*state += 0x9e3779b97f4a7c15);
 
@@ -38,7 +43,7 @@ void pattern_fill(const void **addrs, size_t naddrs, void *const *bufs,
 	for (size_t i = 0; i < naddrs; i++) {
 		const char *b = bufs[bench_rand(&seed) % nbufs];
 
-		addrs[i] = b + (bench_rand(&seed) % buf_size & ~(uint64_t)7);
+		addrs[i] = b + ((bench_rand(&seed) % buf_size) & ~(uint64_t)7);
 	}
 }
 
@@ -74,9 +79,9 @@ static void free_bufs(void)
 void fixture_release(void)
 {
 	free_bufs();
-	if (initialised)
+	if (inst.live)
 		ioa_fini();
-	initialised = 0;
+	inst.live = 0;
 }
 
 static int init_backend(enum ioa_backend backend)
@@ -94,26 +99,22 @@ static int init_backend(enum ioa_backend backend)
 			 backend_name(backend), strerror(-rc));
 		return -1;
 	}
-	live = backend;
-	initialised = 1;
 	return 0;
 }
 
-static int ensure_backend(enum ioa_backend backend)
+int instance_use(ioa_bench_state *st, enum ioa_backend backend, uint64_t key)
 {
-	if (initialised && live == backend)
+	if (inst.live && inst.backend == backend && inst.key == key)
 		return 0;
 	fixture_release();
-	return init_backend(backend);
-}
-
-int backend_use(ioa_bench_state *st, enum ioa_backend backend)
-{
-	if (ensure_backend(backend) != 0) {
+	if (init_backend(backend) != 0) {
 		ioa_bench_skip(st, reason);
 		return -1;
 	}
-	return 0;
+	inst.backend = backend;
+	inst.key = key;
+	inst.live = 1;
+	return 1;
 }
 
 /* Fills fx.bufs; on failure the buffers allocated so far stay for free_bufs(). */
@@ -164,7 +165,7 @@ static void print_built(const struct layout_spec *l, double secs)
 
 	ioa_stats_get(&s);
 	fprintf(stderr, "bench: fixture %s/%s: %zu x %zu KiB built in %.3f s; "
-		"segments so far: hugetlb 2M %llu MiB, 1G %llu MiB, 4K %llu MiB\n",
+		"segments: hugetlb 2M %llu MiB, 1G %llu MiB, 4K %llu MiB\n",
 		backend_name(fx.c.backend), l->name, l->nbufs, l->buf_size >> 10, secs,
 		(unsigned long long)(s.segment_bytes_hugetlb_2m >> 20),
 		(unsigned long long)(s.segment_bytes_hugetlb_1g >> 20),
@@ -176,8 +177,6 @@ static int build(const struct bench_case *c)
 	const struct layout_spec *l = &layouts[c->layout];
 	double t0 = now();
 
-	if (ensure_backend(c->backend) != 0)
-		return -1;
 	fx.c = *c;
 	fx.mask = l->naddrs - 1;
 	fx.bufs = calloc(l->nbufs, sizeof(*fx.bufs));
@@ -198,7 +197,11 @@ static int build(const struct bench_case *c)
 
 const struct fixture *fixture_get(ioa_bench_state *st, const struct bench_case *c)
 {
-	if (fx.bufs && fx.c.backend == c->backend && fx.c.layout == c->layout)
+	int rc = instance_use(st, c->backend, c->layout);
+
+	if (rc < 0)
+		return NULL;
+	if (rc == 0 && fx.bufs)
 		return &fx;
 	free_bufs();
 	if (build(c) != 0) {
@@ -208,7 +211,6 @@ const struct fixture *fixture_get(ioa_bench_state *st, const struct bench_case *
 	}
 	return &fx;
 }
-
 void bm_ioa_virt2iova(ioa_bench_state *st, const void *ctx)
 {
 	const struct fixture *f = fixture_get(st, ctx);

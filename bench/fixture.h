@@ -50,9 +50,6 @@ struct fixture {
 /** "none", "sim" or "other". */
 const char *backend_name(enum ioa_backend b);
 
-/** splitmix64: the next pseudo-random number of the sequence at *@state. */
-uint64_t bench_rand(uint64_t *state);
-
 /**
  * Fills @addrs with @naddrs addresses, each in a random one of the @nbufs
  * buffers of @buf_size bytes at @bufs, at a random 8-byte aligned offset.
@@ -62,22 +59,22 @@ void pattern_fill(const void **addrs, size_t naddrs, void *const *bufs,
 		  size_t nbufs, size_t buf_size);
 
 /**
- * The fixture for @c, built on first use and kept while consecutive
- * benchmarks ask for the same case; building one releases the previous one
- * and re-initialises ioalloc when the backend changes. Checks every address
- * of the pattern against the backend's IOVA rule. On failure, skips the
- * benchmark with the reason and returns NULL.
+ * Makes sure ioalloc runs a live instance with @backend dedicated to @key
+ * (what the caller builds in it), re-initialising it, and releasing the
+ * fixture, otherwise. Returns 1 for a fresh instance, 0 for the same one as
+ * before, or -1 after skipping the benchmark with the reason.
+ */
+int instance_use(ioa_bench_state *st, enum ioa_backend backend, uint64_t key);
+
+/**
+ * The fixture for @c, built on first use in an instance of its own and kept
+ * while consecutive calls ask for the same case. Checks every address of the
+ * pattern against the backend's IOVA rule. On failure, skips the benchmark
+ * with the reason and returns NULL.
  */
 const struct fixture *fixture_get(ioa_bench_state *st, const struct bench_case *c);
 
-/**
- * Makes sure ioalloc runs @backend, releasing the fixture and re-initialising
- * ioalloc if it runs another one. On failure, skips the benchmark with the
- * reason and returns -1.
- */
-int backend_use(ioa_bench_state *st, enum ioa_backend backend);
-
-/** Frees the current fixture and finalises ioalloc, if initialised. */
+/** Frees the fixture and finalises ioalloc, if initialised. */
 void fixture_release(void);
 
 /**
