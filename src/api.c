@@ -33,8 +33,10 @@ static int start(const struct ioa_config *cfg)
 {
 	int err;
 
+	if ((err = ioa__config_validate(cfg)))
+		return err;
 	ioa__log_set_verbosity(cfg->verbose);
-	if ((err = ioa__config_validate(cfg)) || (err = ioa__os_numa_init(cfg->numa)))
+	if ((err = ioa__os_numa_init(cfg->numa)))
 		return err;
 	ioa__stats_reset();
 	if ((err = ioa__iommu_open(cfg)))
@@ -51,43 +53,54 @@ static int start(const struct ioa_config *cfg)
 	return 0;
 }
 
-IOA_EXPORT int ioa_init(const struct ioa_config *cfg)
+/* Brings the library up unless another thread is doing or has done so:
+ * -EBUSY then, with a message only when @quiet_busy is 0. */
+static int init(const struct ioa_config *cfg, int quiet_busy)
 {
 	struct ioa_config from_env;
 	int expected = STATE_DOWN, err;
 
 	if (!atomic_compare_exchange_strong(&state, &expected, STATE_STARTING)) {
-		ioa__err("ioa_init: the library is initialised already (call ioa_fini first)");
+		if (!quiet_busy)
+			ioa__err("ioa_init: the library is initialised already (call ioa_fini first)");
 		return -EBUSY;
 	}
 	if (!cfg) {
 		ioa_config_init(&from_env);
-		err = ioa_config_from_env(&from_env);
 		cfg = &from_env;
-		if (!err)
-			err = start(cfg);
+		err = ioa_config_from_env(&from_env);
 	} else {
-		err = start(cfg);
+		err = 0;
 	}
+	if (!err)
+		err = start(cfg);
 	atomic_store(&state, err ? STATE_DOWN : STATE_UP);
 	return err;
 }
 
-/* Lazy initialisation from the environment; 0 once the library is up. */
+IOA_EXPORT int ioa_init(const struct ioa_config *cfg)
+{
+	return init(cfg, 0);
+}
+
+/* Lazy initialisation from the environment, racing threads agreeing on one
+ * attempt; 0 once the library is up. */
 static int ensure_up(void)
 {
-	int s = atomic_load_explicit(&state, memory_order_acquire);
+	for (;;) {
+		int s = atomic_load_explicit(&state, memory_order_acquire);
 
-	while (s != STATE_UP) {
-		if (s == STATE_DOWN && ioa_init(NULL) == 0)
+		if (s == STATE_UP)
 			return 0;
-		s = atomic_load_explicit(&state, memory_order_acquire);
-		if (s == STATE_DOWN)
-			return -1;
-		if (s == STATE_STARTING)
+		if (s == STATE_DOWN) {
+			int err = init(NULL, 1);
+
+			if (err != -EBUSY)
+				return err;
+		} else {
 			sched_yield();
+		}
 	}
-	return 0;
 }
 
 IOA_EXPORT void ioa_fini(void)
@@ -123,12 +136,12 @@ IOA_EXPORT int ioa_dma_free(void *ptr)
 
 IOA_EXPORT uint64_t ioa_virt2iova(const void *ptr)
 {
-	return ioa__iopt_translate(&ioa__va2iova, (uint64_t)(uintptr_t)ptr);
+	return ioa__iopt_translate(ioa__va2iova_root, (uint64_t)(uintptr_t)ptr);
 }
 
 IOA_EXPORT void *ioa_iova2virt(uint64_t iova)
 {
-	uint64_t va = ioa__iopt_translate(&ioa__iova2va, iova);
+	uint64_t va = ioa__iopt_translate(ioa__iova2va_root, iova);
 
 	return va == UINT64_MAX ? NULL : (void *)(uintptr_t)va;
 }

@@ -78,19 +78,11 @@ int ioa__iommu_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done)
 	ioa__stat_add(iommu_unmaps, *done);
 	for (size_t i = 0; i < *done; i++)
 		ioa__stat_add(bytes_unmapped, r[i].len);
-	if (err)
-		ioa__err("%s: unmap of %llu bytes at IOVA 0x%llx failed: %s", ops->name,
-			 (unsigned long long)r[*done].len, (unsigned long long)r[*done].iova,
-			 strerror(-err));
 	return err;
 }
 
 int ioa__iommu_invalidate(void)
 {
-	int err = ops->invalidate();
-
 	ioa__stat_add(iommu_invalidates, 1);
-	if (err)
-		ioa__err("%s: invalidation failed: %s", ops->name, strerror(-err));
-	return err;
+	return ops->invalidate();
 }

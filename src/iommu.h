@@ -44,7 +44,9 @@ struct ioa__iommu_ops {
 extern const struct ioa__iommu_ops ioa__iommu_none;
 extern const struct ioa__iommu_ops ioa__iommu_sim;
 
-/* The wrappers below count what they do in the statistics. */
+/* The wrappers below count what they do in the statistics; map failures are
+ * reported here, unmap and invalidation failures by the caller, who knows
+ * what becomes of the memory. */
 int ioa__iommu_open(const struct ioa_config *cfg);
 void ioa__iommu_close(void);
 const struct ioa__iommu_info *ioa__iommu_info(void);

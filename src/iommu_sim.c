@@ -35,7 +35,7 @@ static _Atomic int sim_open_flag;
 
 static int sim_open(const struct ioa_config *cfg, struct ioa__iommu_info *info)
 {
-	int err = ioa__iopt_init(&sim.table);
+	int err = ioa__iopt_init(&sim.table, NULL);
 
 	if (err)
 		return err;
@@ -120,7 +120,7 @@ static void record_fault(uint64_t iova, enum ioa_dma_dir dir)
 static uint8_t *translate(uint64_t iova, uint64_t perm)
 {
 	unsigned shift;
-	uint64_t e = ioa__iopt_leaf(&sim.table, iova, &shift);
+	uint64_t e = ioa__iopt_leaf(sim.table.root, iova, &shift);
 
 	if (!(e & perm))
 		return NULL;

@@ -6,8 +6,6 @@
 
 #define ENTRIES 512
 
-_Atomic uint64_t ioa__iopt_empty_root[ENTRIES] __attribute__((aligned(4096)));
-
 static unsigned level_shift(unsigned level)
 {
 	return 12 + 9 * level;
@@ -37,16 +35,19 @@ static void table_free(struct ioa__iopt *pt, _Atomic uint64_t *t)
 	ioa__stat_sub(table_pages, 1);
 }
 
-int ioa__iopt_init(struct ioa__iopt *pt)
+int ioa__iopt_init(struct ioa__iopt *pt, _Atomic uint64_t *root)
 {
 	pt->table_pages = 0;
-	pt->root = table_alloc(pt);
+	pt->own_root = !root;
+	pt->root = root ? root : table_alloc(pt);
 	if (!pt->root)
 		return -ENOMEM;
 	pthread_mutex_init(&pt->lock, NULL);
 	return 0;
 }
 
+/* Frees the tables below @table (at @level), then @table unless it is the
+ * caller's root, which is cleared instead. */
 static void free_tables(struct ioa__iopt *pt, _Atomic uint64_t *table, unsigned level)
 {
 	for (unsigned i = 0; level > 0 && i < ENTRIES; i++) {
@@ -55,13 +56,18 @@ static void free_tables(struct ioa__iopt *pt, _Atomic uint64_t *table, unsigned 
 		if ((e & IOA_PTE_PRESENT) && !(e & IOA_PTE_LEAF))
 			free_tables(pt, child_of(e), level - 1);
 	}
-	table_free(pt, table);
+	if (table != pt->root || pt->own_root)
+		table_free(pt, table);
+	else
+		for (unsigned i = 0; i < ENTRIES; i++)
+			atomic_store_explicit(&table[i], 0, memory_order_relaxed);
 }
 
 void ioa__iopt_destroy(struct ioa__iopt *pt)
 {
 	free_tables(pt, pt->root, IOA_IOPT_LEVELS - 1);
-	pt->root = ioa__iopt_empty_root;
+	if (pt->own_root)
+		pt->root = NULL;
 	pthread_mutex_destroy(&pt->lock);
 }
 
@@ -175,7 +181,8 @@ int ioa__iopt_map(struct ioa__iopt *pt, uint64_t addr, uint64_t target, uint64_t
 {
 	int err;
 
-	if (!range_ok(addr, len) || (target & (IOA_PAGE - 1)) || (target + len - 1) >> 52 ||
+	if (!range_ok(addr, len) || (target & (IOA_PAGE - 1)) || target + len < target ||
+	    (target + len - 1) >> 52 ||
 	    (perms & ~(IOA_PTE_READ | IOA_PTE_WRITE)))
 		return -EINVAL;
 	pthread_mutex_lock(&pt->lock);

@@ -31,16 +31,15 @@ struct ioa__iopt {
 	_Atomic uint64_t *root;
 	pthread_mutex_t lock;
 	uint64_t table_pages;
+	int own_root; /* the root page was allocated here, not given by the caller */
 };
 
-/* A root with no entry: a table before init and after destroy translates
- * nothing, so lookups never need to test whether the table exists. */
-extern _Atomic uint64_t ioa__iopt_empty_root[512];
-#define IOA_IOPT_EMPTY { .root = ioa__iopt_empty_root, .lock = PTHREAD_MUTEX_INITIALIZER }
-
-int ioa__iopt_init(struct ioa__iopt *pt);
-/* Frees every table page and leaves the table empty. No reader or writer may
- * run concurrently. */
+/* Sets up an empty table whose root is @root, a zeroed 4 KiB page the caller
+ * owns (a static one lets readers use the table before init and after
+ * destroy), or a page of its own when @root is NULL. */
+int ioa__iopt_init(struct ioa__iopt *pt, _Atomic uint64_t *root);
+/* Frees every table page but a caller-owned root, which it clears. No reader
+ * or writer may run concurrently. */
 void ioa__iopt_destroy(struct ioa__iopt *pt);
 
 /*
@@ -58,34 +57,42 @@ int ioa__iopt_map(struct ioa__iopt *pt, uint64_t addr, uint64_t target, uint64_t
  */
 int ioa__iopt_unmap(struct ioa__iopt *pt, uint64_t addr, uint64_t len);
 
-/* The leaf entry covering @addr (0 if none) and the log2 size of that leaf. */
-static inline uint64_t ioa__iopt_leaf(const struct ioa__iopt *pt, uint64_t addr,
+/* One level of the walk, unrolled by the caller: levels are constants. */
+#define IOA_IOPT_STEP(level)                                                         \
+	e = atomic_load_explicit(&t[(addr >> (12 + 9 * (level))) & 511], memory_order_acquire); \
+	if (!(e & IOA_PTE_PRESENT))                                                   \
+		return 0;                                                             \
+	if ((level) == 0 || (e & IOA_PTE_LEAF)) {                                     \
+		*leaf_shift = 12 + 9 * (level);                                       \
+		return e;                                                             \
+	}                                                                             \
+	t = (const _Atomic uint64_t *)(uintptr_t)(e & IOA_PTE_ADDR);
+
+/* The leaf entry covering @addr in the table at @root (0 if none) and the
+ * log2 size of that leaf. Leaves exist at levels 0 to 2 only. */
+static inline uint64_t ioa__iopt_leaf(const _Atomic uint64_t *root, uint64_t addr,
 				      unsigned *leaf_shift)
 {
-	const _Atomic uint64_t *table = pt->root;
+	const _Atomic uint64_t *t = root;
+	uint64_t e;
 
 	if (addr >> IOA_IOPT_BITS)
 		return 0;
-	for (unsigned level = IOA_IOPT_LEVELS - 1;; level--) {
-		unsigned shift = 12 + 9 * level;
-		uint64_t e = atomic_load_explicit(&table[(addr >> shift) & 511],
-						  memory_order_acquire);
-
-		if (!(e & IOA_PTE_PRESENT))
-			return 0;
-		if (level == 0 || (e & IOA_PTE_LEAF)) {
-			*leaf_shift = shift;
-			return e;
-		}
-		table = (const _Atomic uint64_t *)(uintptr_t)(e & IOA_PTE_ADDR);
-	}
+	e = atomic_load_explicit(&t[(addr >> 39) & 511], memory_order_acquire);
+	if (!(e & IOA_PTE_PRESENT))
+		return 0;
+	t = (const _Atomic uint64_t *)(uintptr_t)(e & IOA_PTE_ADDR);
+	IOA_IOPT_STEP(2)
+	IOA_IOPT_STEP(1)
+	IOA_IOPT_STEP(0)
+	return 0; /* not reached: level 0 always returns */
 }
 
-/* The target @addr maps to, or UINT64_MAX. Lock-free; safe from any thread. */
-static inline uint64_t ioa__iopt_translate(const struct ioa__iopt *pt, uint64_t addr)
+/* The target @addr maps to in the table at @root, or UINT64_MAX. Lock-free. */
+static inline uint64_t ioa__iopt_translate(const _Atomic uint64_t *root, uint64_t addr)
 {
 	unsigned shift;
-	uint64_t e = ioa__iopt_leaf(pt, addr, &shift);
+	uint64_t e = ioa__iopt_leaf(root, addr, &shift);
 
 	if (!e)
 		return UINT64_MAX;

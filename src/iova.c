@@ -4,7 +4,7 @@
 #include <errno.h>
 #include <string.h>
 
-#define IOVA_TABLE_BYTES (64 * 1024)
+#define IOVA_TABLE_BYTES (64 * 1024) /* to start with; doubles when full */
 
 int ioa__iova_init(struct ioa__iova_space *s, const struct ioa__iova_range *aperture, size_t n)
 {
@@ -26,7 +26,7 @@ int ioa__iova_init(struct ioa__iova_space *s, const struct ioa__iova_range *aper
 
 void ioa__iova_destroy(struct ioa__iova_space *s)
 {
-	ioa__os_free_pages(s->free, IOVA_TABLE_BYTES);
+	ioa__os_free_pages(s->free, s->cap * sizeof(*s->free));
 	s->free = NULL;
 	s->n = 0;
 	pthread_mutex_destroy(&s->lock);
@@ -40,8 +40,15 @@ static void remove_at(struct ioa__iova_space *s, size_t i)
 
 static int insert_at(struct ioa__iova_space *s, size_t i, uint64_t start, uint64_t end)
 {
-	if (s->n == s->cap)
-		return -ENOMEM;
+	if (s->n == s->cap) {
+		size_t bytes = s->cap * sizeof(*s->free);
+		struct ioa__iova_range *grown = ioa__os_grow_pages(s->free, bytes, 2 * bytes);
+
+		if (!grown)
+			return -ENOMEM;
+		s->free = grown;
+		s->cap *= 2;
+	}
 	memmove(&s->free[i + 1], &s->free[i], (s->n - i) * sizeof(*s->free));
 	s->free[i] = (struct ioa__iova_range){ start, end };
 	s->n++;
@@ -63,7 +70,7 @@ uint64_t ioa__iova_alloc(struct ioa__iova_space *s, uint64_t size, uint64_t alig
 
 		if (head && tail) {
 			if (insert_at(s, i + 1, start + size, r.end) != 0)
-				continue; /* table full: look for a range that needs no split */
+				continue; /* no memory for the table: look for a range that needs no split */
 			s->free[i].end = start;
 		} else if (head) {
 			s->free[i].end = start;

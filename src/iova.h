@@ -25,7 +25,8 @@ void ioa__iova_destroy(struct ioa__iova_space *s);
 /* An IOVA for @size bytes aligned to @align (powers of two), or UINT64_MAX. */
 uint64_t ioa__iova_alloc(struct ioa__iova_space *s, uint64_t size, uint64_t align);
 
-/* Returns [iova, iova + size) to the space; -EINVAL if any of it is free already. */
+/* Returns [iova, iova + size) to the space; -EINVAL if any of it is free
+ * already, -ENOMEM if the range table cannot grow (the range is then lost). */
 int ioa__iova_free(struct ioa__iova_space *s, uint64_t iova, uint64_t size);
 
 #endif

@@ -58,6 +58,11 @@ int ioa__os_node_valid(int node)
 	return node >= 0 && node < os.nodes && (os.valid_mask >> node & 1);
 }
 
+int ioa__os_first_node(void)
+{
+	return __builtin_ctzll(os.valid_mask);
+}
+
 int ioa__os_current_node(void)
 {
 	int cpu = sched_getcpu();
@@ -214,4 +219,11 @@ void *ioa__os_alloc_pages(size_t len)
 void ioa__os_free_pages(void *addr, size_t len)
 {
 	munmap(addr, len);
+}
+
+void *ioa__os_grow_pages(void *addr, size_t old_len, size_t new_len)
+{
+	void *p = mremap(addr, old_len, new_len, MREMAP_MAYMOVE);
+
+	return p == MAP_FAILED ? NULL : p;
 }

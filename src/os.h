@@ -27,6 +27,8 @@ int ioa__os_numa_init(int numa);
 /* Nodes are 0 .. ioa__os_node_count() - 1; a node without memory is not valid. */
 int ioa__os_node_count(void);
 int ioa__os_node_valid(int node);
+/* The lowest node that has memory. */
+int ioa__os_first_node(void);
 /* The node of the CPU the caller runs on (0 without NUMA). */
 int ioa__os_current_node(void);
 /* The node a resident page sits on, or -errno. */
@@ -44,5 +46,8 @@ void ioa__os_free_segment(const struct ioa__os_mem *mem);
 /* Zeroed 4 KiB pages for the library's own metadata, or NULL. */
 void *ioa__os_alloc_pages(size_t len);
 void ioa__os_free_pages(void *addr, size_t len);
+/* Grows pages from ioa__os_alloc_pages to @new_len, keeping their contents;
+ * the block may move. Returns the new address or NULL (the old block stays). */
+void *ioa__os_grow_pages(void *addr, size_t old_len, size_t new_len);
 
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #define SEGMENT_SIZE IOA_HUGE_2M /* of a shared segment, unless pages are 1 GiB */
+#define MAX_BUFFER ((size_t)1 << 42) /* keeps page counts within 32 bits */
 
 struct ioa__segment {
 	struct ioa__segment *next; /* in its node's list */
@@ -19,7 +20,7 @@ struct ioa__segment {
 	int node;
 	int dedicated;             /* holds one buffer; returned when it is freed */
 	size_t meta_len;
-	uint32_t npages;
+	uint32_t npages, free_pages;
 	uint64_t *free_map;        /* bit set: page free (node lock) */
 	_Atomic uint32_t *run;     /* at a live buffer's first page: its page count */
 };
@@ -29,8 +30,9 @@ struct node_arena {
 	struct ioa__segment *segments;
 };
 
-struct ioa__iopt ioa__va2iova = IOA_IOPT_EMPTY;
-struct ioa__iopt ioa__iova2va = IOA_IOPT_EMPTY;
+_Atomic uint64_t ioa__va2iova_root[512] __attribute__((aligned(4096)));
+_Atomic uint64_t ioa__iova2va_root[512] __attribute__((aligned(4096)));
+static struct ioa__iopt va2iova, iova2va;
 
 static struct {
 	struct ioa_config cfg;
@@ -48,32 +50,51 @@ static size_t round_up(size_t v, size_t a)
 
 /* ---- segments -------------------------------------------------------- */
 
-static int page_free(const struct ioa__segment *s, uint32_t i)
+/* Bits [from, to) of the 64-bit word holding @from, @to at most one word on. */
+static uint64_t word_mask(uint32_t from, uint32_t to)
 {
-	return s->free_map[i / 64] >> (i % 64) & 1;
+	uint32_t lo = from % 64, hi = to - from + lo;
+
+	return (hi >= 64 ? ~0ull : (1ull << hi) - 1) & ~((1ull << lo) - 1);
 }
 
 static void set_pages(struct ioa__segment *s, uint32_t first, uint32_t n, int free)
 {
-	for (uint32_t i = first; i < first + n; i++) {
+	for (uint32_t i = first, end = first + n; i < end; i = (i | 63) + 1) {
+		uint64_t m = word_mask(i, end < ((i | 63) + 1) ? end : (i | 63) + 1);
+
 		if (free)
-			s->free_map[i / 64] |= 1ull << (i % 64);
+			s->free_map[i / 64] |= m;
 		else
-			s->free_map[i / 64] &= ~(1ull << (i % 64));
+			s->free_map[i / 64] &= ~m;
 	}
+	s->free_pages = free ? s->free_pages + n : s->free_pages - n;
+}
+
+/* The first page in use in [first, first + n), or first + n if all are free. */
+static uint32_t first_used(const struct ioa__segment *s, uint32_t first, uint32_t n)
+{
+	for (uint32_t i = first, end = first + n; i < end; i = (i | 63) + 1) {
+		uint32_t stop = end < ((i | 63) + 1) ? end : (i | 63) + 1;
+		uint64_t used = ~s->free_map[i / 64] & word_mask(i, stop);
+
+		if (used)
+			return i / 64 * 64 + (uint32_t)__builtin_ctzll(used);
+	}
+	return first + n;
 }
 
 /* First free run of @n pages starting at a multiple of @align pages, or -1. */
 static long find_run(const struct ioa__segment *s, uint32_t n, uint32_t align)
 {
-	for (uint32_t start = 0; start + n <= s->npages; start += align) {
-		uint32_t i = start;
+	if (s->free_pages < n)
+		return -1;
+	for (uint32_t start = 0; start + n <= s->npages;) {
+		uint32_t used = first_used(s, start, n);
 
-		while (i < start + n && page_free(s, i))
-			i++;
-		if (i == start + n)
+		if (used == start + n)
 			return start;
-		start = i / align * align; /* resume at the block holding the used page */
+		start = (used / align + 1) * align; /* the next block past the used page */
 	}
 	return -1;
 }
@@ -81,8 +102,9 @@ static long find_run(const struct ioa__segment *s, uint32_t n, uint32_t align)
 static void segment_release(struct ioa__segment *s)
 {
 	ioa__segmap_set((uintptr_t)s->mem.addr, s->mem.len, NULL);
-	if (!rg.identity)
-		ioa__iova_free(&rg.iova, s->iova, s->mem.len);
+	if (!rg.identity && ioa__iova_free(&rg.iova, s->iova, s->mem.len) != 0)
+		ioa__warn("IOVA window 0x%llx of %zu bytes lost: no memory to record it free",
+			  (unsigned long long)s->iova, s->mem.len);
 	ioa__os_free_segment(&s->mem);
 	ioa__os_free_pages(s, s->meta_len);
 }
@@ -130,8 +152,10 @@ static int pick_node(int node)
 	if (node == IOA_NODE_ANY) {
 		if (rg.cfg.numa >= 0)
 			return rg.cfg.numa;
-		if (rg.cfg.numa == IOA_NUMA_LOCAL)
-			return ioa__os_current_node();
+		if (rg.cfg.numa == IOA_NUMA_LOCAL) {
+			node = ioa__os_current_node();
+			return ioa__os_node_valid(node) ? node : ioa__os_first_node();
+		}
 		for (;;) { /* interleave: the next node that has memory */
 			node = (int)(atomic_fetch_add(&rg.interleave_next, 1) %
 				     (unsigned)ioa__os_node_count());
@@ -211,18 +235,21 @@ static int map_buffer(uint64_t va, uint64_t iova, size_t len)
 
 	if (err)
 		return err;
-	err = ioa__iopt_map(&ioa__iova2va, iova, va, len, IOA_PTE_READ);
+	err = ioa__iopt_map(&iova2va, iova, va, len, IOA_PTE_READ);
 	if (!err) {
-		err = ioa__iopt_map(&ioa__va2iova, va, iova, len, IOA_PTE_READ);
+		err = ioa__iopt_map(&va2iova, va, iova, len, IOA_PTE_READ);
 		if (err)
-			ioa__iopt_unmap(&ioa__iova2va, iova, len);
+			ioa__iopt_unmap(&iova2va, iova, len);
 	}
 	if (err) {
 		struct ioa__iova_extent ext = { iova, len };
 
 		ioa__err("cannot record the mapping of %zu bytes: %s", len, strerror(-err));
-		if (ioa__iommu_unmap(&ext, 1, &done) != 0 || ioa__iommu_invalidate() != 0)
+		if (ioa__iommu_unmap(&ext, 1, &done) != 0 || ioa__iommu_invalidate() != 0) {
+			ioa__err("%zu bytes at IOVA 0x%llx quarantined: the unmap after a failed "
+				 "map failed", len, (unsigned long long)iova);
 			return -EIO;
+		}
 	}
 	return err;
 }
@@ -235,7 +262,7 @@ void *ioa__region_alloc(size_t size, size_t align, int node)
 	uint64_t va;
 	int err;
 
-	if (size == 0 || size > ((size_t)1 << 46) || (align & (align - 1))) {
+	if (size == 0 || size > MAX_BUFFER || align > MAX_BUFFER || (align & (align - 1))) {
 		ioa__err("ioa_dma_alloc: invalid size %zu or alignment %zu (a power of two)",
 			 size, align);
 		errno = EINVAL;
@@ -277,7 +304,7 @@ static struct ioa__segment *live_buffer(const void *ptr, uint32_t *first)
 	uintptr_t va = (uintptr_t)ptr;
 	struct ioa__segment *s;
 
-	if ((va & (IOA_PAGE - 1)) || ioa__iopt_translate(&ioa__va2iova, va) == UINT64_MAX)
+	if ((va & (IOA_PAGE - 1)) || ioa__iopt_translate(ioa__va2iova_root, va) == UINT64_MAX)
 		return NULL;
 	s = ioa__segmap_get(va);
 	if (!s)
@@ -295,13 +322,19 @@ static int unmap_extent(struct ioa__segment *s, uint32_t first, uint32_t n)
 	struct ioa__iova_extent ext = { s->iova + ((uint64_t)first << IOA_PAGE_SHIFT),
 					(uint64_t)n << IOA_PAGE_SHIFT };
 	size_t done;
+	int err;
 
-	ioa__iopt_unmap(&ioa__va2iova, va, ext.len);
-	ioa__iopt_unmap(&ioa__iova2va, ext.iova, ext.len);
-	if (ioa__iommu_unmap(&ext, 1, &done) != 0 || ioa__iommu_invalidate() != 0) {
+	ioa__iopt_unmap(&va2iova, va, ext.len);
+	ioa__iopt_unmap(&iova2va, ext.iova, ext.len);
+	err = ioa__iommu_unmap(&ext, 1, &done);
+	if (!err)
+		err = ioa__iommu_invalidate();
+	if (err) {
 		ioa__stat_add(quarantined_bytes, ext.len);
-		ioa__err("buffer %p (%llu bytes) quarantined: the device may still reach it",
-			 (void *)(uintptr_t)va, (unsigned long long)ext.len);
+		ioa__err("buffer %p (%llu bytes at IOVA 0x%llx) quarantined, never reused: the %s "
+			 "failed: %s", (void *)(uintptr_t)va, (unsigned long long)ext.len,
+			 (unsigned long long)ext.iova, done ? "invalidation" : "unmap",
+			 strerror(-err));
 		return -EIO;
 	}
 	return 0;
@@ -356,13 +389,13 @@ int ioa__region_init(const struct ioa_config *cfg)
 		return err;
 	if (!rg.identity && (err = ioa__iova_init(&rg.iova, info->aperture, info->naperture)))
 		goto fail_segmap;
-	if ((err = ioa__iopt_init(&ioa__va2iova)))
+	if ((err = ioa__iopt_init(&va2iova, ioa__va2iova_root)))
 		goto fail_iova;
-	if ((err = ioa__iopt_init(&ioa__iova2va)))
+	if ((err = ioa__iopt_init(&iova2va, ioa__iova2va_root)))
 		goto fail_va2iova;
 	return 0;
 fail_va2iova:
-	ioa__iopt_destroy(&ioa__va2iova);
+	ioa__iopt_destroy(&va2iova);
 fail_iova:
 	if (!rg.identity)
 		ioa__iova_destroy(&rg.iova);
@@ -387,10 +420,8 @@ static void segment_fini(struct ioa__segment *s)
 		if (unmap_extent(s, i, n) == 0)
 			set_pages(s, i, n, 1);
 	}
-	for (uint32_t i = 0; i < s->npages; i++)
-		if (!page_free(s, i))
-			return;
-	segment_release(s);
+	if (s->free_pages == s->npages)
+		segment_release(s);
 }
 
 void ioa__region_fini(void)
@@ -404,8 +435,8 @@ void ioa__region_fini(void)
 		}
 		pthread_mutex_destroy(&rg.nodes[n].lock);
 	}
-	ioa__iopt_destroy(&ioa__iova2va);
-	ioa__iopt_destroy(&ioa__va2iova);
+	ioa__iopt_destroy(&iova2va);
+	ioa__iopt_destroy(&va2iova);
 	if (!rg.identity)
 		ioa__iova_destroy(&rg.iova);
 	ioa__segmap_fini();

@@ -20,10 +20,11 @@
 
 #include <stddef.h>
 
-/* Virtual address -> IOVA of live buffers, read lock-free by ioa_virt2iova. */
-extern struct ioa__iopt ioa__va2iova;
-/* IOVA -> virtual address of live buffers. */
-extern struct ioa__iopt ioa__iova2va;
+/* Roots of the virtual-address -> IOVA and IOVA -> virtual-address tables of
+ * live buffers. Static, so lookups need no pointer load and work, answering
+ * "not mapped", before ioa_init and after ioa_fini. */
+extern _Atomic uint64_t ioa__va2iova_root[512];
+extern _Atomic uint64_t ioa__iova2va_root[512];
 
 int ioa__region_init(const struct ioa_config *cfg);
 /* Unmaps leaked buffers (warning about each) and returns every segment. */

@@ -36,10 +36,16 @@ int ioa__segmap_set(uintptr_t va, size_t len, struct ioa__segment *seg)
 		leaf_t *leaf = atomic_load_explicit(&top[unit >> LEAF_SHIFT], memory_order_relaxed);
 
 		if (!leaf) {
-			leaf = ioa__os_alloc_pages(sizeof(leaf_t));
-			if (!leaf)
+			leaf_t *fresh = ioa__os_alloc_pages(sizeof(leaf_t));
+
+			if (!fresh)
 				return -ENOMEM;
-			atomic_store_explicit(&top[unit >> LEAF_SHIFT], leaf, memory_order_release);
+			if (atomic_compare_exchange_strong_explicit(&top[unit >> LEAF_SHIFT], &leaf,
+								    fresh, memory_order_acq_rel,
+								    memory_order_acquire))
+				leaf = fresh;
+			else
+				ioa__os_free_pages(fresh, sizeof(leaf_t));
 		}
 		atomic_store_explicit(&(*leaf)[unit & ((1u << LEAF_SHIFT) - 1)], seg,
 				      memory_order_release);

@@ -1,5 +1,6 @@
 /* The segment map: which segment a virtual address belongs to, at 2 MiB
- * granularity, in two lock-free loads. Writers hold the region lock; a
+ * granularity, in two lock-free loads. A writer touches only the entries of
+ * its own segment, and leaf pages are installed with a compare-and-swap; a
  * reader may only ask about addresses of live buffers, whose entries are
  * stable while they live. */
 #ifndef IOA_SEGMAP_H
