@@ -45,6 +45,12 @@ enum ioa_page_size {
 #define IOA_NUMA_LOCAL (-1)      /**< the node of the calling CPU */
 #define IOA_NUMA_INTERLEAVE (-2) /**< successive allocations rotate over the nodes */
 
+/** When freed memory is unmapped (IOALLOC_DEFER). */
+enum ioa_defer_mode {
+	IOA_DEFER_ON,   /**< by the node's reclaimer thread, in batches */
+	IOA_DEFER_SYNC, /**< on the freeing thread, before ioa_dma_free returns */
+};
+
 /** Settings; the environment variable of each field is named beside it. */
 struct ioa_config {
 	enum ioa_backend backend;     /**< IOALLOC_BACKEND, default sim */
@@ -52,6 +58,10 @@ struct ioa_config {
 	int numa;    /**< IOALLOC_NUMA: IOA_NUMA_LOCAL, IOA_NUMA_INTERLEAVE or a node */
 	int stats;   /**< IOALLOC_STATS: 1 prints the statistics at exit */
 	int verbose; /**< IOALLOC_VERBOSE: 0 errors and warnings, 1 info, 2 debug */
+	enum ioa_defer_mode defer;  /**< IOALLOC_DEFER: on (default) or sync */
+	unsigned defer_delay_us;    /**< IOALLOC_DEFER_DELAY_US: longest wait of a freed item, default 1000 */
+	unsigned defer_limit;       /**< IOALLOC_DEFER_LIMIT: per-thread backlog before the freeing thread helps, default 4096 */
+	unsigned sim_unmap_ns;      /**< IOALLOC_SIM_UNMAP_NS: cost the sim backend charges per unmap call, default 0 */
 };
 
 /** Fills @cfg with the defaults (sim backend, auto pages, local node). */
@@ -112,6 +122,60 @@ void *ioa_iova2virt(uint64_t iova);
 /** Size in bytes of the live buffer starting at @ptr, or 0. */
 size_t ioa_dma_size(const void *ptr);
 
+/**
+ * Returns once everything freed before the call (buffers and page-table
+ * pages) is retired: unmapped, invalidated, past the readers' grace period,
+ * and reusable or quarantined. Returns 0, or -EIO if any of it was
+ * quarantined since the last call.
+ */
+int ioa_quiesce(void);
+
+/* ---- device page tables ---------------------------------------------- */
+
+/** An I/O page table in DMA memory, for a device MMU or a first-stage IOMMU table. */
+struct ioa_iopt;
+
+/** Permissions of a device page-table mapping. */
+#define IOA_IOPT_READ 0x2u  /**< the device may read */
+#define IOA_IOPT_WRITE 0x4u /**< the device may write */
+
+/**
+ * Invalidates the walker's caches of a device page table, non-leaf levels
+ * included (its paging-structure cache). Called by ioalloc's reclaimer before
+ * a table page that emptied is reused; it must return only once the walker
+ * can no longer use a dropped entry.
+ */
+typedef void (*ioa_iopt_invalidate_fn)(void *ctx);
+
+/**
+ * Creates an empty device page table whose pages are DMA memory on @node.
+ * Entries hold IOVAs, so a walker behind the IOMMU can read it. Returns NULL
+ * with errno EINVAL (no callback, bad node) or ENOMEM.
+ */
+struct ioa_iopt *ioa_iopt_create(int node, ioa_iopt_invalidate_fn invalidate, void *ctx);
+
+/**
+ * Maps device addresses [dva, dva + len) to IOVAs [iova, iova + len) with
+ * @perms. All three must be 4 KiB aligned. Returns 0, -EINVAL, -EEXIST (part
+ * of the range is mapped; nothing changes) or -ENOMEM.
+ */
+int ioa_iopt_map(struct ioa_iopt *pt, uint64_t dva, uint64_t iova, uint64_t len,
+		 unsigned perms);
+
+/**
+ * Unmaps [dva, dva + len). Table pages that become empty are unlinked and
+ * retired through the reclaimer: the invalidate callback runs, then they are
+ * unmapped and reused. Leaf invalidation for the unmapped range is the
+ * caller's. Returns -EINVAL, changing nothing, if it would split a leaf.
+ */
+int ioa_iopt_unmap(struct ioa_iopt *pt, uint64_t dva, uint64_t len);
+
+/** IOVA of the table's root page, for the walker. */
+uint64_t ioa_iopt_root_iova(const struct ioa_iopt *pt);
+
+/** Unmaps everything, retires every table page and frees @pt. */
+void ioa_iopt_destroy(struct ioa_iopt *pt);
+
 /** A snapshot of the library's counters. */
 struct ioa_stats {
 	uint64_t dma_allocs, dma_frees, dma_bytes_live;
@@ -123,7 +187,15 @@ struct ioa_stats {
 	uint64_t segment_bytes_4k;  /**< 4 KiB pages, MADV_HUGEPAGE advised */
 	uint64_t hugepage_fallbacks; /**< auto mode found no hugetlb page */
 	uint64_t table_pages;       /**< I/O page-table pages in use */
-	uint64_t sim_dma_ops, sim_dma_bytes, sim_dma_faults;
+	uint64_t sim_dma_ops, sim_dma_bytes, sim_dma_faults, sim_violations;
+	uint64_t defer_enqueued;    /**< freed items handed to the reclaimers */
+	uint64_t defer_retired;     /**< items retired: reusable or quarantined */
+	uint64_t defer_quarantined; /**< items whose unmap failed: never reused */
+	uint64_t defer_batches;     /**< reclaimer passes that retired something */
+	uint64_t defer_coalesced;   /**< ranges merged into a neighbour before unmapping */
+	uint64_t defer_helped;      /**< drains done by freeing threads over the limit */
+	uint64_t defer_backlog_max; /**< most items waiting at once in one thread's queue */
+	uint64_t defer_latency_p50_ns, defer_latency_p99_ns; /**< free to retirement */
 };
 
 /** Copies the current counters into @out. */
@@ -157,6 +229,49 @@ int ioa_sim_dma(uint64_t iova, void *buf, size_t len, enum ioa_dma_dir dir);
 
 /** Number of faults recorded so far; the most recent one into @last if not NULL. */
 uint64_t ioa_sim_faults(struct ioa_sim_fault *last);
+
+/**
+ * A device access that reached memory after ioalloc had made it reusable:
+ * the use-after-free a stale IOTLB or paging-structure cache entry causes.
+ * With ioalloc's ordering intact there are none.
+ */
+struct ioa_sim_violation {
+	uint64_t addr;        /**< device address of the access (IOVA, or DVA under stage 1) */
+	const void *va;       /**< the reusable memory it reached */
+	int table_walk;       /**< 1: reading a table page through a cached pointer; 0: data */
+};
+
+/** Number of violations so far; the most recent one into @last if not NULL. */
+uint64_t ioa_sim_violations(struct ioa_sim_violation *last);
+
+/**
+ * Starts @threads DMA engine threads that keep transferring to and from the
+ * buffers posted with ioa_sim_engine_post(), until ioa_sim_engine_stop().
+ * Transfers go through the sim IOMMU's caches like ioa_sim_dma(); a posted
+ * buffer that was freed since keeps being tried (that is the point). Returns
+ * -EBUSY if running, -ENODEV without the sim backend.
+ */
+int ioa_sim_engine_start(unsigned threads);
+
+/** Gives the engine a buffer to work on: @len bytes at device address @addr. */
+void ioa_sim_engine_post(uint64_t addr, size_t len);
+
+/** Stops the engine threads; returns how many transfers they completed. */
+uint64_t ioa_sim_engine_stop(void);
+
+/**
+ * Makes the sim IOMMU translate device addresses through a first-stage table
+ * (an I/O page table built with ioa_iopt_create(), rooted at @root_iova)
+ * before its own IOVA table, like nested translation. 0 detaches.
+ */
+int ioa_sim_stage1_attach(uint64_t root_iova);
+
+/**
+ * Invalidates the sim IOMMU's first-stage caches: the IOTLB only when
+ * @leaf_only, the IOTLB and the paging-structure cache otherwise. Returns
+ * once no transfer still uses a dropped entry.
+ */
+void ioa_sim_stage1_invalidate(int leaf_only);
 
 #ifdef __cplusplus
 }

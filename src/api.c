@@ -1,5 +1,7 @@
 /* The public entry points, and the library's life cycle. */
 #include "config.h"
+#include "defer.h"
+#include "grace.h"
 #include "iommu.h"
 #include "log.h"
 #include "os.h"
@@ -16,17 +18,41 @@ enum { STATE_DOWN, STATE_STARTING, STATE_UP };
 
 static _Atomic int state = STATE_DOWN;
 static struct ioa_config active;
-static pthread_once_t exit_hook_once = PTHREAD_ONCE_INIT;
+static pthread_once_t hooks_once = PTHREAD_ONCE_INIT;
 
+/* Process exit retires everything still queued, so nothing is left mapped
+ * that the program freed. */
 static void at_exit(void)
 {
-	if (atomic_load(&state) == STATE_UP && active.stats)
+	if (atomic_load(&state) != STATE_UP)
+		return;
+	ioa__defer_quiesce();
+	if (active.stats)
 		ioa_stats_print(STDERR_FILENO);
 }
 
-static void register_exit_hook(void)
+static void fork_prepare(void)
+{
+	if (atomic_load(&state) == STATE_UP)
+		ioa__defer_fork_prepare();
+}
+
+static void fork_parent(void)
+{
+	if (atomic_load(&state) == STATE_UP)
+		ioa__defer_fork_parent();
+}
+
+static void fork_child(void)
+{
+	if (atomic_load(&state) == STATE_UP)
+		ioa__defer_fork_child();
+}
+
+static void register_hooks(void)
 {
 	atexit(at_exit);
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 static int start(const struct ioa_config *cfg)
@@ -45,8 +71,9 @@ static int start(const struct ioa_config *cfg)
 		ioa__iommu_close();
 		return err;
 	}
+	ioa__defer_init(cfg);
 	active = *cfg;
-	pthread_once(&exit_hook_once, register_exit_hook);
+	pthread_once(&hooks_once, register_hooks);
 	ioa__info("initialised: backend %s, pages %s, %d NUMA node(s)",
 		  ioa__backend_name(cfg->backend), ioa__page_size_name(cfg->page_size),
 		  ioa__os_node_count());
@@ -109,6 +136,7 @@ IOA_EXPORT void ioa_fini(void)
 
 	if (!atomic_compare_exchange_strong(&state, &expected, STATE_STARTING))
 		return;
+	ioa__defer_fini();
 	if (active.stats)
 		ioa_stats_print(STDERR_FILENO);
 	ioa__region_fini();
@@ -131,22 +159,52 @@ IOA_EXPORT int ioa_dma_free(void *ptr)
 		ioa__err("ioa_dma_free(%p): the library is not initialised", ptr);
 		return -EINVAL;
 	}
-	return ioa__region_free(ptr);
+	struct ioa__defer_item item = { .kind = IOA_ITEM_BUFFER };
+	int err = ioa__region_take(ptr, &item.buf);
+
+	return err ? err : ioa__defer_enqueue(ioa__region_node(&item.buf), &item);
+}
+
+IOA_EXPORT int ioa_quiesce(void)
+{
+	if (atomic_load_explicit(&state, memory_order_acquire) != STATE_UP)
+		return 0;
+	return ioa__defer_quiesce();
 }
 
 IOA_EXPORT uint64_t ioa_virt2iova(const void *ptr)
 {
-	return ioa__iopt_translate(ioa__va2iova_root, (uint64_t)(uintptr_t)ptr);
+	struct ioa__reader *r = ioa__read_begin();
+	uint64_t iova = ioa__iopt_translate(ioa__va2iova_root, (uint64_t)(uintptr_t)ptr);
+
+	ioa__read_end(r);
+	return iova;
 }
 
 IOA_EXPORT void *ioa_iova2virt(uint64_t iova)
 {
+	struct ioa__reader *r = ioa__read_begin();
 	uint64_t va = ioa__iopt_translate(ioa__iova2va_root, iova);
 
+	ioa__read_end(r);
 	return va == UINT64_MAX ? NULL : (void *)(uintptr_t)va;
 }
 
 IOA_EXPORT size_t ioa_dma_size(const void *ptr)
 {
 	return ioa__region_size(ptr);
+}
+
+IOA_EXPORT void ioa_stats_get(struct ioa_stats *out)
+{
+	ioa__stats_copy(out);
+	ioa__defer_latency(&out->defer_latency_p50_ns, &out->defer_latency_p99_ns);
+}
+
+IOA_EXPORT void ioa_stats_print(int fd)
+{
+	struct ioa_stats s;
+
+	ioa_stats_get(&s);
+	ioa__stats_write(fd, &s);
 }

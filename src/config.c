@@ -92,6 +92,42 @@ static int parse_verbose(const char *v, struct ioa_config *cfg)
 	return parse_int(v, 0, 2, &cfg->verbose);
 }
 
+static int parse_defer(const char *v, struct ioa_config *cfg)
+{
+	if (strcasecmp(v, "on") == 0)
+		cfg->defer = IOA_DEFER_ON;
+	else if (strcasecmp(v, "sync") == 0)
+		cfg->defer = IOA_DEFER_SYNC;
+	else
+		return -1;
+	return 0;
+}
+
+static int parse_unsigned(const char *v, long lo, long hi, unsigned *out)
+{
+	int n;
+
+	if (parse_int(v, lo, hi, &n) != 0)
+		return -1;
+	*out = (unsigned)n;
+	return 0;
+}
+
+static int parse_defer_delay(const char *v, struct ioa_config *cfg)
+{
+	return parse_unsigned(v, 1, 1000000, &cfg->defer_delay_us);
+}
+
+static int parse_defer_limit(const char *v, struct ioa_config *cfg)
+{
+	return parse_unsigned(v, 16, 1 << 24, &cfg->defer_limit);
+}
+
+static int parse_sim_unmap(const char *v, struct ioa_config *cfg)
+{
+	return parse_unsigned(v, 0, 100000000, &cfg->sim_unmap_ns);
+}
+
 static const struct setting {
 	const char *name;
 	const char *accepted;
@@ -102,6 +138,10 @@ static const struct setting {
 	{ "IOALLOC_NUMA", "local, interleave or a node number from 0 to 1023", parse_numa },
 	{ "IOALLOC_STATS", "0 or 1", parse_stats },
 	{ "IOALLOC_VERBOSE", "0, 1 or 2", parse_verbose },
+	{ "IOALLOC_DEFER", "on or sync", parse_defer },
+	{ "IOALLOC_DEFER_DELAY_US", "microseconds from 1 to 1000000", parse_defer_delay },
+	{ "IOALLOC_DEFER_LIMIT", "items from 16 to 16777216", parse_defer_limit },
+	{ "IOALLOC_SIM_UNMAP_NS", "nanoseconds from 0 to 100000000", parse_sim_unmap },
 };
 
 static int is_known(const char *name, size_t len)
@@ -136,6 +176,9 @@ IOA_EXPORT void ioa_config_init(struct ioa_config *cfg)
 		.backend = IOA_BACKEND_SIM,
 		.page_size = IOA_PAGE_AUTO,
 		.numa = IOA_NUMA_LOCAL,
+		.defer = IOA_DEFER_ON,
+		.defer_delay_us = 1000,
+		.defer_limit = 4096,
 	};
 }
 
@@ -170,6 +213,14 @@ int ioa__config_validate(const struct ioa_config *cfg)
 	if (cfg->numa < IOA_NUMA_INTERLEAVE || cfg->numa > 1023) {
 		ioa__err("invalid numa %d in struct ioa_config: IOA_NUMA_LOCAL, "
 			 "IOA_NUMA_INTERLEAVE or a node from 0 to 1023", cfg->numa);
+		return -EINVAL;
+	}
+	if ((unsigned)cfg->defer > IOA_DEFER_SYNC || cfg->defer_delay_us < 1 ||
+	    cfg->defer_delay_us > 1000000 || cfg->defer_limit < 16 || cfg->defer_limit > 1u << 24 ||
+	    cfg->sim_unmap_ns > 100000000) {
+		ioa__err("invalid defer %d, defer_delay_us %u, defer_limit %u or sim_unmap_ns %u in "
+			 "struct ioa_config (see docs/configuration.md)", (int)cfg->defer,
+			 cfg->defer_delay_us, cfg->defer_limit, cfg->sim_unmap_ns);
 		return -EINVAL;
 	}
 	if (cfg->stats < 0 || cfg->stats > 1 || cfg->verbose < 0 || cfg->verbose > 2) {

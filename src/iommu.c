@@ -86,3 +86,9 @@ int ioa__iommu_invalidate(void)
 	ioa__stat_add(iommu_invalidates, 1);
 	return ops->invalidate();
 }
+
+void ioa__iommu_released(const void *va, uint64_t len)
+{
+	if (ops->released)
+		ops->released(va, len);
+}

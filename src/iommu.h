@@ -39,6 +39,8 @@ struct ioa__iommu_ops {
 	int (*unmap)(const struct ioa__iova_extent *r, size_t n, size_t *done);
 	/* Returns once the device can no longer use any translation removed so far. */
 	int (*invalidate)(void);
+	/* Optional: [va, va + len) was made reusable (the sim's checker watches it). */
+	void (*released)(const void *va, uint64_t len);
 };
 
 extern const struct ioa__iommu_ops ioa__iommu_none;
@@ -54,6 +56,7 @@ enum ioa_backend ioa__iommu_backend(void);
 int ioa__iommu_map(uint64_t iova, void *va, uint64_t len, uint64_t perms);
 int ioa__iommu_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done);
 int ioa__iommu_invalidate(void);
+void ioa__iommu_released(const void *va, uint64_t len);
 
 
 

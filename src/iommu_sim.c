@@ -83,7 +83,7 @@ static int sim_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done)
 		int err = injected_failure();
 
 		if (!err)
-			err = ioa__iopt_unmap(&sim.table, r[*done].iova, r[*done].len);
+			err = ioa__iopt_unmap(&sim.table, r[*done].iova, r[*done].len, NULL);
 		if (err)
 			return err;
 	}

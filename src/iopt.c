@@ -11,17 +11,23 @@ static unsigned level_shift(unsigned level)
 	return 12 + 9 * level;
 }
 
-static _Atomic uint64_t *child_of(uint64_t e)
+static _Atomic uint64_t *child_of(const struct ioa__iopt *pt, uint64_t e)
 {
-	return (_Atomic uint64_t *)(uintptr_t)(e & IOA_PTE_ADDR);
+	uint64_t addr = e & IOA_PTE_ADDR;
+
+	return pt->pages ? pt->pages->to_va(pt->pages->ctx, addr)
+			 : (_Atomic uint64_t *)(uintptr_t)addr;
 }
 
-/* A zeroed table page (mmap gives zeroes). */
-static _Atomic uint64_t *table_alloc(struct ioa__iopt *pt)
+/* A zeroed table page (mmap gives zeroes), its entry address in *addr. */
+static _Atomic uint64_t *table_alloc(struct ioa__iopt *pt, uint64_t *addr)
 {
-	_Atomic uint64_t *t = ioa__os_alloc_pages(IOA_PAGE);
+	_Atomic uint64_t *t = pt->pages ? pt->pages->alloc(pt->pages->ctx, addr)
+					: ioa__os_alloc_pages(IOA_PAGE);
 
 	if (t) {
+		if (!pt->pages)
+			*addr = (uint64_t)(uintptr_t)t;
 		pt->table_pages++;
 		ioa__stat_add(table_pages, 1);
 	}
@@ -30,20 +36,36 @@ static _Atomic uint64_t *table_alloc(struct ioa__iopt *pt)
 
 static void table_free(struct ioa__iopt *pt, _Atomic uint64_t *t)
 {
-	ioa__os_free_pages((void *)t, IOA_PAGE);
+	if (pt->pages)
+		pt->pages->free(pt->pages->ctx, t);
+	else
+		ioa__os_free_pages((void *)t, IOA_PAGE);
 	pt->table_pages--;
 	ioa__stat_sub(table_pages, 1);
 }
 
-int ioa__iopt_init(struct ioa__iopt *pt, _Atomic uint64_t *root)
+static int init(struct ioa__iopt *pt, _Atomic uint64_t *root,
+		const struct ioa__iopt_pages *pages)
 {
 	pt->table_pages = 0;
+	pt->pages = pages;
 	pt->own_root = !root;
-	pt->root = root ? root : table_alloc(pt);
-	if (!pt->root)
+	pt->root = root;
+	pt->root_addr = (uint64_t)(uintptr_t)root;
+	if (!root && !(pt->root = table_alloc(pt, &pt->root_addr)))
 		return -ENOMEM;
 	pthread_mutex_init(&pt->lock, NULL);
 	return 0;
+}
+
+int ioa__iopt_init(struct ioa__iopt *pt, _Atomic uint64_t *root)
+{
+	return init(pt, root, NULL);
+}
+
+int ioa__iopt_init_device(struct ioa__iopt *pt, const struct ioa__iopt_pages *pages)
+{
+	return init(pt, NULL, pages);
 }
 
 /* Frees the tables below @table (at @level), then @table unless it is the
@@ -54,7 +76,7 @@ static void free_tables(struct ioa__iopt *pt, _Atomic uint64_t *table, unsigned 
 		uint64_t e = atomic_load_explicit(&table[i], memory_order_relaxed);
 
 		if ((e & IOA_PTE_PRESENT) && !(e & IOA_PTE_LEAF))
-			free_tables(pt, child_of(e), level - 1);
+			free_tables(pt, child_of(pt, e), level - 1);
 	}
 	if (table != pt->root || pt->own_root)
 		table_free(pt, table);
@@ -88,7 +110,8 @@ static int leaf_fits(unsigned level, uint64_t addr, uint64_t target, uint64_t en
 }
 
 /* Whether no leaf lies inside [addr, end) below @table. */
-static int range_empty(const _Atomic uint64_t *table, unsigned level, uint64_t addr, uint64_t end)
+static int range_empty(const struct ioa__iopt *pt, const _Atomic uint64_t *table, unsigned level,
+		       uint64_t addr, uint64_t end)
 {
 	for (; addr < end; addr = span_end(addr, level, end)) {
 		uint64_t e = atomic_load_explicit(&table[(addr >> level_shift(level)) & 511],
@@ -97,7 +120,7 @@ static int range_empty(const _Atomic uint64_t *table, unsigned level, uint64_t a
 		if (!(e & IOA_PTE_PRESENT))
 			continue;
 		if (level == 0 || (e & IOA_PTE_LEAF) ||
-		    !range_empty(child_of(e), level - 1, addr, span_end(addr, level, end)))
+		    !range_empty(pt, child_of(pt, e), level - 1, addr, span_end(addr, level, end)))
 			return 0;
 	}
 	return 1;
@@ -117,15 +140,15 @@ static int map_range(struct ioa__iopt *pt, _Atomic uint64_t *table, unsigned lev
 					      (level ? IOA_PTE_LEAF : 0), memory_order_release);
 		} else {
 			if (!(e & IOA_PTE_PRESENT)) {
-				_Atomic uint64_t *child = table_alloc(pt);
+				uint64_t child_addr;
 
-				if (!child)
+				if (!table_alloc(pt, &child_addr))
 					return -ENOMEM;
-				e = (uint64_t)(uintptr_t)child | IOA_PTE_PRESENT;
+				e = child_addr | IOA_PTE_PRESENT;
 				/* publishes the zeroed page to lock-free readers */
 				atomic_store_explicit(slot, e, memory_order_release);
 			}
-			int err = map_range(pt, child_of(e), level - 1, addr, target, next, perms);
+			int err = map_range(pt, child_of(pt, e), level - 1, addr, target, next, perms);
 			if (err)
 				return err;
 		}
@@ -136,7 +159,8 @@ static int map_range(struct ioa__iopt *pt, _Atomic uint64_t *table, unsigned lev
 }
 
 /* Whether unmapping [addr, end) would cut a leaf in two. */
-static int splits_leaf(const _Atomic uint64_t *table, unsigned level, uint64_t addr, uint64_t end)
+static int splits_leaf(const struct ioa__iopt *pt, const _Atomic uint64_t *table, unsigned level,
+		       uint64_t addr, uint64_t end)
 {
 	for (; addr < end; addr = span_end(addr, level, end)) {
 		uint64_t e = atomic_load_explicit(&table[(addr >> level_shift(level)) & 511],
@@ -148,26 +172,62 @@ static int splits_leaf(const _Atomic uint64_t *table, unsigned level, uint64_t a
 		if (e & IOA_PTE_LEAF) {
 			if (next - addr != 1ull << level_shift(level))
 				return 1;
-		} else if (splits_leaf(child_of(e), level - 1, addr, next)) {
+		} else if (splits_leaf(pt, child_of(pt, e), level - 1, addr, next)) {
 			return 1;
 		}
 	}
 	return 0;
 }
 
-static void unmap_range(_Atomic uint64_t *table, unsigned level, uint64_t addr, uint64_t end)
+static int table_empty(const _Atomic uint64_t *table)
+{
+	for (unsigned i = 0; i < ENTRIES; i++)
+		if (atomic_load_explicit(&table[i], memory_order_relaxed))
+			return 0;
+	return 1;
+}
+
+/* Unlinks @child, which no entry maps any more, from @slot into @pruned. */
+static void prune(struct ioa__iopt *pt, _Atomic uint64_t *slot, _Atomic uint64_t *child,
+		  struct ioa__iopt_pruned *pruned)
+{
+	atomic_store_explicit(slot, 0, memory_order_release);
+	atomic_store_explicit(&child[0], (uint64_t)(uintptr_t)pruned->first, memory_order_relaxed);
+	pruned->first = child;
+	pruned->count++;
+}
+
+static void unmap_range(struct ioa__iopt *pt, _Atomic uint64_t *table, unsigned level,
+			uint64_t addr, uint64_t end, struct ioa__iopt_pruned *pruned)
 {
 	for (; addr < end; addr = span_end(addr, level, end)) {
 		_Atomic uint64_t *slot = &table[(addr >> level_shift(level)) & 511];
 		uint64_t e = atomic_load_explicit(slot, memory_order_relaxed);
+		_Atomic uint64_t *child;
 
 		if (!(e & IOA_PTE_PRESENT))
 			continue;
-		if (level == 0 || (e & IOA_PTE_LEAF))
+		if (level == 0 || (e & IOA_PTE_LEAF)) {
 			atomic_store_explicit(slot, 0, memory_order_release);
-		else
-			unmap_range(child_of(e), level - 1, addr, span_end(addr, level, end));
+			continue;
+		}
+		child = child_of(pt, e);
+		unmap_range(pt, child, level - 1, addr, span_end(addr, level, end), pruned);
+		if (pruned && table_empty(child))
+			prune(pt, slot, child, pruned);
 	}
+}
+
+void ioa__iopt_free_pruned(struct ioa__iopt *pt, struct ioa__iopt_pruned *pruned)
+{
+	while (pruned->first) {
+		_Atomic uint64_t *page = pruned->first;
+
+		pruned->first = ioa__iopt_pruned_next(page);
+		atomic_store_explicit(&page[0], 0, memory_order_relaxed);
+		table_free(pt, page);
+	}
+	pruned->count = 0;
 }
 
 static int range_ok(uint64_t addr, uint64_t len)
@@ -186,28 +246,29 @@ int ioa__iopt_map(struct ioa__iopt *pt, uint64_t addr, uint64_t target, uint64_t
 	    (perms & ~(IOA_PTE_READ | IOA_PTE_WRITE)))
 		return -EINVAL;
 	pthread_mutex_lock(&pt->lock);
-	if (!range_empty(pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len)) {
+	if (!range_empty(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len)) {
 		err = -EEXIST;
 	} else {
 		err = map_range(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, target, addr + len, perms);
 		if (err) /* the range was empty: clearing all of it undoes the partial map */
-			unmap_range(pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len);
+			unmap_range(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len, NULL);
 	}
 	pthread_mutex_unlock(&pt->lock);
 	return err;
 }
 
-int ioa__iopt_unmap(struct ioa__iopt *pt, uint64_t addr, uint64_t len)
+int ioa__iopt_unmap(struct ioa__iopt *pt, uint64_t addr, uint64_t len,
+		    struct ioa__iopt_pruned *pruned)
 {
 	int err = 0;
 
 	if (!range_ok(addr, len))
 		return -EINVAL;
 	pthread_mutex_lock(&pt->lock);
-	if (splits_leaf(pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len))
+	if (splits_leaf(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len))
 		err = -EINVAL;
 	else
-		unmap_range(pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len);
+		unmap_range(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len, pruned);
 	pthread_mutex_unlock(&pt->lock);
 	return err;
 }

@@ -5,10 +5,12 @@
  * serves the library's virtual-to-IOVA map and the sim IOMMU's tables alike.
  *
  * Concurrency: writers (map, unmap) are serialised by the table's mutex.
- * Readers take no lock: every entry is written with one release store, a new
- * table page is fully zeroed before the store that publishes it, and table
- * pages are never freed while the table lives, so a reader sees either the
- * old or the new entry and always walks valid memory.
+ * Readers take no lock: every entry is written with one release store and a
+ * new table page is fully zeroed before the store that publishes it, so a
+ * reader sees either the old or the new entry. A table page an unmap empties
+ * is unlinked and handed to the caller, who frees it only after every reader
+ * that could have reached it is gone (a grace period, or the device's
+ * non-leaf invalidation), so a reader always walks valid memory.
  */
 #ifndef IOA_IOPT_H
 #define IOA_IOPT_H
@@ -27,17 +29,46 @@
 #define IOA_PTE_LEAF (1ull << 7)  /* a 2 MiB or 1 GiB leaf at levels 1 and 2 */
 #define IOA_PTE_ADDR 0x000ffffffffff000ull
 
+/* Where a device table's pages come from: entries then hold the pages'
+ * device-visible addresses, not their virtual ones. */
+struct ioa__iopt_pages {
+	/* A zeroed 4 KiB page, its entry address in *addr; NULL when out of memory. */
+	_Atomic uint64_t *(*alloc)(void *ctx, uint64_t *addr);
+	/* Frees a page no walker can reach any more. */
+	void (*free)(void *ctx, _Atomic uint64_t *page);
+	_Atomic uint64_t *(*to_va)(void *ctx, uint64_t addr);
+	void *ctx;
+};
+
 struct ioa__iopt {
 	_Atomic uint64_t *root;
+	uint64_t root_addr;                  /* as entries would hold it */
 	pthread_mutex_t lock;
 	uint64_t table_pages;
 	int own_root; /* the root page was allocated here, not given by the caller */
+	const struct ioa__iopt_pages *pages; /* NULL: mmap'd pages, entries hold virtual addresses */
 };
+
+/* Table pages that an unmap emptied and unlinked, chained through their first
+ * entry (a page address, so never "present" to a reader that still walks it).
+ * Lock-free readers may still hold pointers to them: the caller retires them. */
+struct ioa__iopt_pruned {
+	_Atomic uint64_t *first;
+	size_t count;
+};
+
+/* The next page of a pruned chain. */
+static inline _Atomic uint64_t *ioa__iopt_pruned_next(_Atomic uint64_t *page)
+{
+	return (_Atomic uint64_t *)(uintptr_t)atomic_load_explicit(&page[0], memory_order_relaxed);
+}
 
 /* Sets up an empty table whose root is @root, a zeroed 4 KiB page the caller
  * owns (a static one lets readers use the table before init and after
  * destroy), or a page of its own when @root is NULL. */
 int ioa__iopt_init(struct ioa__iopt *pt, _Atomic uint64_t *root);
+/* Sets up an empty device table whose pages, root included, come from @pages. */
+int ioa__iopt_init_device(struct ioa__iopt *pt, const struct ioa__iopt_pages *pages);
 /* Frees every table page but a caller-owned root, which it clears. No reader
  * or writer may run concurrently. */
 void ioa__iopt_destroy(struct ioa__iopt *pt);
@@ -53,9 +84,15 @@ int ioa__iopt_map(struct ioa__iopt *pt, uint64_t addr, uint64_t target, uint64_t
 
 /*
  * Removes the leaves inside [addr, addr + len); unmapped parts are skipped.
- * Returns -EINVAL, changing nothing, if the range would split a leaf.
+ * With @pruned, every table page left empty (but the root) is unlinked and
+ * added to it; without, empty tables stay. Returns -EINVAL, changing
+ * nothing, if the range would split a leaf.
  */
-int ioa__iopt_unmap(struct ioa__iopt *pt, uint64_t addr, uint64_t len);
+int ioa__iopt_unmap(struct ioa__iopt *pt, uint64_t addr, uint64_t len,
+		    struct ioa__iopt_pruned *pruned);
+
+/* Frees pruned pages once no reader can reach them. */
+void ioa__iopt_free_pruned(struct ioa__iopt *pt, struct ioa__iopt_pruned *pruned);
 
 /* One level of the walk, unrolled by the caller: levels are constants. */
 #define IOA_IOPT_STEP(level)                                                         \

@@ -3,6 +3,7 @@
 #include "iova.h"
 #include "log.h"
 #include "os.h"
+#include "grace.h"
 #include "segmap.h"
 #include "stats.h"
 
@@ -239,7 +240,7 @@ static int map_buffer(uint64_t va, uint64_t iova, size_t len)
 	if (!err) {
 		err = ioa__iopt_map(&va2iova, va, iova, len, IOA_PTE_READ);
 		if (err)
-			ioa__iopt_unmap(&iova2va, iova, len);
+			ioa__iopt_unmap(&iova2va, iova, len, NULL);
 	}
 	if (err) {
 		struct ioa__iova_extent ext = { iova, len };
@@ -298,52 +299,29 @@ void *ioa__region_alloc(size_t size, size_t align, int node)
 	return (void *)(uintptr_t)va;
 }
 
-/* The segment and first page of the live buffer at @ptr, or NULL. */
-static struct ioa__segment *live_buffer(const void *ptr, uint32_t *first)
+/* The segment and first page of the buffer whose first byte is @ptr, or NULL
+ * if @ptr is no page of a mapped buffer. */
+static struct ioa__segment *buffer_at(const void *ptr, uint32_t *first)
 {
 	uintptr_t va = (uintptr_t)ptr;
-	struct ioa__segment *s;
+	struct ioa__segment *s = NULL;
+	struct ioa__reader *r;
 
-	if ((va & (IOA_PAGE - 1)) || ioa__iopt_translate(ioa__va2iova_root, va) == UINT64_MAX)
+	if (va & (IOA_PAGE - 1))
 		return NULL;
-	s = ioa__segmap_get(va);
-	if (!s)
-		return NULL;
-	*first = (uint32_t)((va - (uintptr_t)s->mem.addr) >> IOA_PAGE_SHIFT);
+	r = ioa__read_begin();
+	if (ioa__iopt_translate(ioa__va2iova_root, va) != UINT64_MAX)
+		s = ioa__segmap_get(va);
+	ioa__read_end(r);
+	if (s)
+		*first = (uint32_t)((va - (uintptr_t)s->mem.addr) >> IOA_PAGE_SHIFT);
 	return s;
 }
 
-/* Removes a buffer from the software maps and the device. On failure its
- * pages are quarantined: never released, counted, reported with errno by the
- * iommu layer. */
-static int unmap_extent(struct ioa__segment *s, uint32_t first, uint32_t n)
-{
-	uint64_t va = (uint64_t)(uintptr_t)s->mem.addr + ((uint64_t)first << IOA_PAGE_SHIFT);
-	struct ioa__iova_extent ext = { s->iova + ((uint64_t)first << IOA_PAGE_SHIFT),
-					(uint64_t)n << IOA_PAGE_SHIFT };
-	size_t done;
-	int err;
-
-	ioa__iopt_unmap(&va2iova, va, ext.len);
-	ioa__iopt_unmap(&iova2va, ext.iova, ext.len);
-	err = ioa__iommu_unmap(&ext, 1, &done);
-	if (!err)
-		err = ioa__iommu_invalidate();
-	if (err) {
-		ioa__stat_add(quarantined_bytes, ext.len);
-		ioa__err("buffer %p (%llu bytes at IOVA 0x%llx) quarantined, never reused: the %s "
-			 "failed: %s", (void *)(uintptr_t)va, (unsigned long long)ext.len,
-			 (unsigned long long)ext.iova, done ? "invalidation" : "unmap",
-			 strerror(-err));
-		return -EIO;
-	}
-	return 0;
-}
-
-int ioa__region_free(void *ptr)
+int ioa__region_take(void *ptr, struct ioa__buffer *b)
 {
 	uint32_t first, n = 0;
-	struct ioa__segment *s = live_buffer(ptr, &first);
+	struct ioa__segment *s = buffer_at(ptr, &first);
 
 	/* The exchange makes one of two racing frees of a buffer the winner. */
 	if (s)
@@ -355,20 +333,88 @@ int ioa__region_free(void *ptr)
 	}
 	ioa__stat_add(dma_frees, 1);
 	ioa__stat_sub(dma_bytes_live, (uint64_t)n << IOA_PAGE_SHIFT);
-	if (unmap_extent(s, first, n) != 0)
-		return -EIO;
-	release_pages(s, first, n);
+	*b = (struct ioa__buffer){ .seg = s, .first = first, .npages = n };
 	return 0;
+}
+
+static uint64_t buffer_va(const struct ioa__buffer *b)
+{
+	return (uint64_t)(uintptr_t)b->seg->mem.addr + ((uint64_t)b->first << IOA_PAGE_SHIFT);
+}
+
+int ioa__region_node(const struct ioa__buffer *b)
+{
+	return b->seg->node;
+}
+
+void ioa__region_extent(const struct ioa__buffer *b, struct ioa__iova_extent *ext)
+{
+	*ext = (struct ioa__iova_extent){ b->seg->iova + ((uint64_t)b->first << IOA_PAGE_SHIFT),
+					  (uint64_t)b->npages << IOA_PAGE_SHIFT };
+}
+
+void ioa__region_unlink(const struct ioa__buffer *b, struct ioa__region_pruned *pruned)
+{
+	struct ioa__iova_extent ext;
+
+	ioa__region_extent(b, &ext);
+	ioa__iopt_unmap(&va2iova, buffer_va(b), ext.len, &pruned->va2iova);
+	ioa__iopt_unmap(&iova2va, ext.iova, ext.len, &pruned->iova2va);
+}
+
+void ioa__region_free_pruned(struct ioa__region_pruned *pruned)
+{
+	ioa__iopt_free_pruned(&va2iova, &pruned->va2iova);
+	ioa__iopt_free_pruned(&iova2va, &pruned->iova2va);
+}
+
+void ioa__region_release(const struct ioa__buffer *b)
+{
+	ioa__iommu_released((const void *)(uintptr_t)buffer_va(b),
+			    (uint64_t)b->npages << IOA_PAGE_SHIFT);
+	release_pages(b->seg, b->first, b->npages);
+}
+
+void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *step)
+{
+	struct ioa__iova_extent ext;
+
+	ioa__region_extent(b, &ext);
+	ioa__stat_add(quarantined_bytes, ext.len);
+	ioa__err("buffer %p (%llu bytes at IOVA 0x%llx) quarantined, never reused: the %s "
+		 "failed: %s", (void *)(uintptr_t)buffer_va(b), (unsigned long long)ext.len,
+		 (unsigned long long)ext.iova, step, strerror(-err));
 }
 
 size_t ioa__region_size(const void *ptr)
 {
 	uint32_t first;
-	struct ioa__segment *s = live_buffer(ptr, &first);
+	struct ioa__segment *s = buffer_at(ptr, &first);
 
 	return s ? (size_t)atomic_load_explicit(&s->run[first], memory_order_acquire)
 			   << IOA_PAGE_SHIFT
 		 : 0;
+}
+
+/* Unmaps a leaked buffer at ioa_fini, when no reclaimer runs any more;
+ * 0, or -EIO after quarantining it. */
+static int unmap_leaked(const struct ioa__buffer *b)
+{
+	struct ioa__iova_extent ext;
+	size_t done;
+	int err;
+
+	ioa__region_extent(b, &ext);
+	ioa__iopt_unmap(&va2iova, buffer_va(b), ext.len, NULL);
+	ioa__iopt_unmap(&iova2va, ext.iova, ext.len, NULL);
+	err = ioa__iommu_unmap(&ext, 1, &done);
+	if (!err)
+		err = ioa__iommu_invalidate();
+	if (err) {
+		ioa__region_quarantine(b, err, done ? "invalidation" : "unmap");
+		return -EIO;
+	}
+	return 0;
 }
 
 /* ---- life cycle ------------------------------------------------------ */
@@ -417,7 +463,7 @@ static void segment_fini(struct ioa__segment *s)
 			  (void *)((uint8_t *)s->mem.addr + ((size_t)i << IOA_PAGE_SHIFT)), n * 4);
 		atomic_store_explicit(&s->run[i], 0, memory_order_relaxed);
 		ioa__stat_sub(dma_bytes_live, (uint64_t)n << IOA_PAGE_SHIFT);
-		if (unmap_extent(s, i, n) == 0)
+		if (unmap_leaked(&(struct ioa__buffer){ .seg = s, .first = i, .npages = n }) == 0)
 			set_pages(s, i, n, 1);
 	}
 	if (s->free_pages == s->npages)

@@ -5,8 +5,8 @@
  * allocated and unmapped, whole, when freed.
  *
  * Invariants:
- * - a page is in the virtual-to-IOVA map exactly while it belongs to a live
- *   buffer, so ioa_virt2iova() answers for live memory only;
+ * - a page is in the software tables exactly while the device can reach it:
+ *   from its buffer's allocation to its retirement;
  * - a page becomes allocatable again only after the unmap and invalidation
  *   covering it returned; if either failed it stays allocated forever
  *   (quarantined) and is counted;
@@ -15,6 +15,7 @@
 #ifndef IOA_REGION_H
 #define IOA_REGION_H
 
+#include "iommu.h"
 #include "iopt.h"
 #include "ioalloc.h"
 
@@ -31,7 +32,33 @@ int ioa__region_init(const struct ioa_config *cfg);
 void ioa__region_fini(void);
 
 void *ioa__region_alloc(size_t size, size_t align, int node);
-int ioa__region_free(void *ptr);
 size_t ioa__region_size(const void *ptr);
+
+/* A buffer on its way out: freed by its owner, not yet retired. Its pages
+ * stay mapped, in the device and in the software tables, until retired. */
+struct ioa__buffer {
+	struct ioa__segment *seg;
+	uint32_t first, npages;
+};
+
+/* Table pages of the software maps emptied by unlinks: reusable after a grace period. */
+struct ioa__region_pruned {
+	struct ioa__iopt_pruned va2iova, iova2va;
+};
+
+/* Takes the live buffer starting at @ptr out of service (a second free of it
+ * fails from now on); -EINVAL with a message for any other pointer. */
+int ioa__region_take(void *ptr, struct ioa__buffer *b);
+/* The NUMA node of its memory. */
+int ioa__region_node(const struct ioa__buffer *b);
+/* Its device range, as it was mapped. */
+void ioa__region_extent(const struct ioa__buffer *b, struct ioa__iova_extent *ext);
+/* Removes it from the software tables, collecting the table pages emptied. */
+void ioa__region_unlink(const struct ioa__buffer *b, struct ioa__region_pruned *pruned);
+void ioa__region_free_pruned(struct ioa__region_pruned *pruned);
+/* Makes its pages reusable: only once unmapped and invalidated. */
+void ioa__region_release(const struct ioa__buffer *b);
+/* Keeps its pages forever: the unmap or invalidation (@step) failed with @err. */
+void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *step);
 
 #endif

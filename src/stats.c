@@ -14,7 +14,7 @@ void ioa__stats_reset(void)
 #undef IOA_STAT_ZERO
 }
 
-IOA_EXPORT void ioa_stats_get(struct ioa_stats *out)
+void ioa__stats_copy(struct ioa_stats *out)
 {
 #define IOA_STAT_COPY(name, label) \
 	out->name = atomic_load_explicit(&ioa__stats.name, memory_order_relaxed);
@@ -23,20 +23,23 @@ IOA_EXPORT void ioa_stats_get(struct ioa_stats *out)
 }
 
 /* Formats into a stack buffer: printing must not allocate. */
-IOA_EXPORT void ioa_stats_print(int fd)
+void ioa__stats_write(int fd, const struct ioa_stats *s)
 {
-	struct ioa_stats s;
-	char buf[2048];
+	char buf[4096];
 	size_t n = 0;
 
-	ioa_stats_get(&s);
 	n += (size_t)snprintf(buf + n, sizeof(buf) - n, "ioalloc statistics:\n");
 #define IOA_STAT_LINE(name, label) \
 	if (n < sizeof(buf)) \
 		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "  %-44s %llu\n", label, \
-				      (unsigned long long)s.name);
+				      (unsigned long long)s->name);
 	IOA_STAT_FIELDS(IOA_STAT_LINE)
 #undef IOA_STAT_LINE
+	if (n < sizeof(buf))
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n,
+				      "  %-44s %llu / %llu\n", "free to retirement p50 / p99 (ns)",
+				      (unsigned long long)s->defer_latency_p50_ns,
+				      (unsigned long long)s->defer_latency_p99_ns);
 	if (n > sizeof(buf))
 		n = sizeof(buf);
 	if (write(fd, buf, n) < 0)

@@ -26,7 +26,15 @@
 	X(table_pages, "I/O page-table pages")                          \
 	X(sim_dma_ops, "sim DMA transfers")                             \
 	X(sim_dma_bytes, "sim DMA bytes moved")                         \
-	X(sim_dma_faults, "sim DMA faults")
+	X(sim_dma_faults, "sim DMA faults")                             \
+	X(sim_violations, "sim accesses to reused memory")              \
+	X(defer_enqueued, "deferred items enqueued")                    \
+	X(defer_retired, "deferred items retired")                      \
+	X(defer_quarantined, "deferred items quarantined")              \
+	X(defer_batches, "reclaimer batches")                           \
+	X(defer_coalesced, "ranges coalesced before unmap")             \
+	X(defer_helped, "drains by freeing threads over the limit")     \
+	X(defer_backlog_max, "largest per-thread backlog")
 
 struct ioa__stats {
 #define IOA_STAT_MEMBER(name, label) _Atomic uint64_t name;
@@ -43,5 +51,11 @@ extern struct ioa__stats ioa__stats;
 
 /* Zeroes every counter (ioa_init of a fresh library instance). */
 void ioa__stats_reset(void);
+
+struct ioa_stats;
+/* The counters into @out (the fields that are not counters are left alone). */
+void ioa__stats_copy(struct ioa_stats *out);
+/* Writes @s as a readable report to @fd, from a stack buffer. */
+void ioa__stats_write(int fd, const struct ioa_stats *s);
 
 #endif

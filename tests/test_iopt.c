@@ -210,7 +210,7 @@ static void random_unmap(struct ioa__iopt *pt)
 			b = WINDOW_BASE + WINDOW;
 	}
 	want = unmap_would_split(pt, a, b) ? -EINVAL : 0;
-	if (!CHECK_EQ(ioa__iopt_unmap(pt, a, b - a), want))
+	if (!CHECK_EQ(ioa__iopt_unmap(pt, a, b - a, NULL), want))
 		printf("  unmap %#llx..%#llx\n", (unsigned long long)a, (unsigned long long)b);
 	if (want == 0)
 		model_cut(a, b);
@@ -340,16 +340,16 @@ static void test_unmap_split_refused(void)
 	model_add(GB1, 0, GB1, RW);
 	CHECK_EQ(ioa__iopt_map(&pt, 4 * GB1, 64 * MB2, 4 * MB2, IOA_PTE_READ), 0);
 	model_add(4 * GB1, 64 * MB2, 4 * MB2, IOA_PTE_READ);
-	CHECK_EQ(ioa__iopt_unmap(&pt, GB1, KB4), -EINVAL);
-	CHECK_EQ(ioa__iopt_unmap(&pt, GB1 + MB2, MB2), -EINVAL);
-	CHECK_EQ(ioa__iopt_unmap(&pt, GB1 - KB4, GB1), -EINVAL);
-	CHECK_EQ(ioa__iopt_unmap(&pt, 4 * GB1 + MB2 - KB4, 2 * KB4), -EINVAL);
+	CHECK_EQ(ioa__iopt_unmap(&pt, GB1, KB4, NULL), -EINVAL);
+	CHECK_EQ(ioa__iopt_unmap(&pt, GB1 + MB2, MB2, NULL), -EINVAL);
+	CHECK_EQ(ioa__iopt_unmap(&pt, GB1 - KB4, GB1, NULL), -EINVAL);
+	CHECK_EQ(ioa__iopt_unmap(&pt, 4 * GB1 + MB2 - KB4, 2 * KB4, NULL), -EINVAL);
 	/* an unmap covering one whole leaf and cutting another removes neither */
-	CHECK_EQ(ioa__iopt_unmap(&pt, 4 * GB1, MB2 + KB4), -EINVAL);
+	CHECK_EQ(ioa__iopt_unmap(&pt, 4 * GB1, MB2 + KB4, NULL), -EINVAL);
 	check_all(&pt, 0, 8 * GB1);
-	CHECK_EQ(ioa__iopt_unmap(&pt, 4 * GB1, MB2), 0);
+	CHECK_EQ(ioa__iopt_unmap(&pt, 4 * GB1, MB2, NULL), 0);
 	model_cut(4 * GB1, 4 * GB1 + MB2);
-	CHECK_EQ(ioa__iopt_unmap(&pt, 0, 2 * GB1), 0); /* holes are skipped */
+	CHECK_EQ(ioa__iopt_unmap(&pt, 0, 2 * GB1, NULL), 0); /* holes are skipped */
 	model_cut(0, 2 * GB1);
 	check_all(&pt, 0, 8 * GB1);
 	ioa__iopt_destroy(&pt);
@@ -390,14 +390,14 @@ static void test_limits(void)
 	CHECK_EQ(ioa__iopt_map(&pt, UINT64_MAX & ~(KB4 - 1), 0, KB4, RW), -EINVAL);
 	CHECK_EQ(ioa__iopt_map(&pt, 0, 1ull << 52, KB4, RW), -EINVAL);
 	if (!CHECK_EQ(ioa__iopt_map(&pt, 0, -KB4, 2 * KB4, RW), -EINVAL)) /* target wraps */
-		ioa__iopt_unmap(&pt, 0, 2 * KB4);
+		ioa__iopt_unmap(&pt, 0, 2 * KB4, NULL);
 	CHECK_EQ(ioa__iopt_map(&pt, 0x1800, 0, KB4, RW), -EINVAL);
 	CHECK_EQ(ioa__iopt_map(&pt, 0, 0x1800, KB4, RW), -EINVAL);
 	CHECK_EQ(ioa__iopt_map(&pt, 0, 0, 0x1800, RW), -EINVAL);
 	CHECK_EQ(ioa__iopt_map(&pt, 0, 0, 0, RW), -EINVAL);
 	CHECK_EQ(ioa__iopt_map(&pt, 0, 0, KB4, IOA_PTE_LEAF), -EINVAL);
-	CHECK_EQ(ioa__iopt_unmap(&pt, TOP, KB4), -EINVAL);
-	CHECK_EQ(ioa__iopt_unmap(&pt, 0x800, KB4), -EINVAL);
+	CHECK_EQ(ioa__iopt_unmap(&pt, TOP, KB4, NULL), -EINVAL);
+	CHECK_EQ(ioa__iopt_unmap(&pt, 0x800, KB4, NULL), -EINVAL);
 	for (uint64_t a = 0; a < 4 * GB1; a += 64 * MB2 + 12345)
 		CHECK_EQ(ioa__iopt_translate(pt.root, a), UINT64_MAX);
 
@@ -407,7 +407,7 @@ static void test_limits(void)
 	CHECK_EQ(ioa__iopt_translate(pt.root, TOP), UINT64_MAX);
 	CHECK_EQ(ioa__iopt_translate(pt.root, TOP + TOP - KB4), UINT64_MAX);
 	CHECK_EQ(ioa__iopt_translate(pt.root, UINT64_MAX), UINT64_MAX);
-	CHECK_EQ(ioa__iopt_unmap(&pt, TOP - KB4, KB4), 0);
+	CHECK_EQ(ioa__iopt_unmap(&pt, TOP - KB4, KB4, NULL), 0);
 	CHECK_EQ(ioa__iopt_translate(pt.root, TOP - 1), UINT64_MAX);
 	ioa__iopt_destroy(&pt);
 }
@@ -431,7 +431,7 @@ static void test_table_pages(void)
 	CHECK_EQ(pt.table_pages, 1 + 3 * 3);
 	ioa_stats_get(&during);
 	CHECK_EQ(during.table_pages - before.table_pages, pt.table_pages);
-	CHECK_EQ(ioa__iopt_unmap(&pt, 0, TOP), 0);
+	CHECK_EQ(ioa__iopt_unmap(&pt, 0, TOP, NULL), 0);
 	CHECK_EQ(pt.table_pages, 1 + 3 * 3); /* kept for lock-free readers */
 	ioa__iopt_destroy(&pt);
 	ioa_stats_get(&after);

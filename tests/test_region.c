@@ -255,7 +255,9 @@ static void test_bad_frees(int sim)
 		CHECK_EQ(p[sizeof(dev) - 1], 0x5a);
 	}
 	CHECK_EQ(ioa_dma_free(p), 0);
-	expect_free_refused(p); /* double free */
+	expect_free_refused(p); /* double free, before and after retirement */
+	CHECK_EQ(ioa_quiesce(), 0);
+	expect_free_refused(p);
 	check_outside(p);
 
 	/* a double free frees nothing else: the neighbour stays mapped */
@@ -337,6 +339,7 @@ static void run_backend(enum ioa_backend backend)
 		return;
 	test_bad_args();
 	test_bad_frees(sim);
+	ioa_quiesce();
 	ioa_stats_get(&base);
 	for (int i = 0; i < NBUF; i++)
 		alloc_buffer(&bufs[i], !sim);
@@ -362,6 +365,7 @@ static void run_backend(enum ioa_backend backend)
 		if (!b->live || rnd(2))
 			continue;
 		CHECK_EQ(ioa_dma_free(b->p), 0);
+		CHECK_EQ(ioa_quiesce(), 0); /* retired: out of the tables */
 		b->live = 0;
 		frees++;
 		check_outside(b->p);
@@ -393,11 +397,13 @@ static void run_backend(enum ioa_backend backend)
 	}
 }
 
-/* Frees pages [first, first + n) of a segment filled with 4 KiB buffers. */
+/* Frees pages [first, first + n) of a segment filled with 4 KiB buffers and
+ * waits for their retirement, after which they are reusable. */
 static void free_pages(uint8_t *base, int first, int n)
 {
 	for (int k = first; k < first + n; k++)
 		CHECK_EQ(ioa_dma_free(base + k * KB4), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
 }
 
 static uint64_t segments_now(void)

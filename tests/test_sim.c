@@ -57,6 +57,7 @@ static void test_half_mapped(void)
 
 	if (!CHECK(p != NULL))
 		return;
+	CHECK_EQ(ioa_quiesce(), 0); /* earlier frees retired: their pages unmapped */
 	iova = ioa_virt2iova(p);
 	hole = iova + len;
 	if (!CHECK(ioa_iova2virt(hole) == NULL)) { /* the page after it must be unmapped */
@@ -106,6 +107,7 @@ static void test_freed_buffer(void)
 	fill_random(p, len);
 	memcpy(before, p, len);
 	CHECK_EQ(ioa_dma_free(p), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
 	fill_random(dev, sizeof(dev));
 	expect_fault(iova, dev, len, IOA_DMA_FROM_DEVICE, iova);
 	expect_fault(iova + KB4 + 7, dev, 10, IOA_DMA_FROM_DEVICE, iova + KB4 + 7);
@@ -187,11 +189,14 @@ static void test_quarantine(void)
 	if (!CHECK(q != NULL))
 		return;
 	iova = ioa_virt2iova(q);
+	CHECK_EQ(ioa_quiesce(), 0); /* nothing else pending joins the failing range */
 	ioa_stats_get(&before);
 	ioa__sim_fail_unmaps(1, EIO);
 	capture_begin(&cap);
-	CHECK_EQ(ioa_dma_free(q), -EIO);
+	CHECK_EQ(ioa_dma_free(q), 0);
+	CHECK_EQ(ioa_quiesce(), -EIO);
 	CHECK(count_lines(capture_end(&cap)) >= 1);
+	CHECK_EQ(ioa_quiesce(), 0); /* reported once */
 	ioa_stats_get(&after);
 	CHECK_EQ(after.quarantined_bytes - before.quarantined_bytes, len);
 	CHECK_EQ(after.dma_bytes_live, before.dma_bytes_live - len);

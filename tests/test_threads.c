@@ -309,7 +309,7 @@ static void *table_writer(void *arg)
 			THREAD_CHECK(ioa__iopt_translate(table.root, addr[r] + len[r] - 1) ==
 					     addr[r] + len[r] - 1 + delta(w),
 				     "end of %#llx", (unsigned long long)addr[r]);
-			THREAD_CHECK(ioa__iopt_unmap(&table, addr[r], len[r]) == 0, "unmap %#llx",
+			THREAD_CHECK(ioa__iopt_unmap(&table, addr[r], len[r], NULL) == 0, "unmap %#llx",
 				     (unsigned long long)addr[r]);
 			THREAD_CHECK(ioa__iopt_translate(table.root, addr[r]) == UINT64_MAX,
 				     "unmapped %#llx", (unsigned long long)addr[r]);

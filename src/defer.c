@@ -1,0 +1,593 @@
+#include "defer.h"
+#include "clock.h"
+#include "grace.h"
+#include "iommu.h"
+#include "log.h"
+#include "os.h"
+#include "stats.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <numa.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define PASS_MAX 4096      /* items one pass retires at most */
+#define WAKE_BATCH 256     /* a thread with this many queued wakes a napping reclaimer */
+#define LATENCY_BUCKETS 256
+
+/* A thread's queue for one node: single producer (its thread), consumed under
+ * the node's pass lock. Slots [tail, head) hold items not yet retired. */
+struct ring {
+	struct ring *next;            /* in the node's registry; rings are never removed */
+	_Atomic uint32_t head __attribute__((aligned(64)));
+	_Atomic uint32_t tail __attribute__((aligned(64)));
+	uint32_t claimed;             /* pass lock: items below it are in a pass or retired */
+	uint32_t mask;
+	_Atomic int orphan;           /* its thread exited; a new thread may adopt it empty */
+	struct ioa__defer_item items[];
+};
+
+enum sleep_state { AWAKE, NAPPING, IDLE }; /* napping: a timed wait to gather a batch */
+
+struct node {
+	pthread_mutex_t pass_lock;    /* one pass at a time; guards the pass arrays */
+	struct ring *_Atomic rings;
+	_Atomic uint32_t futex;       /* bumped by every wake */
+	_Atomic int sleep;
+	_Atomic int stop;
+	int started;
+	pthread_t thread;
+	struct ioa__defer_item *items;    /* pass arrays, PASS_MAX each */
+	struct ioa__iova_extent *extents;
+	uint32_t *order;
+};
+
+static struct {
+	struct ioa_config cfg;
+	uint32_t ring_size;
+	uint64_t delay_ticks;
+	_Atomic unsigned generation;  /* bumped by fini: stale thread-local rings are dropped */
+	_Atomic int unordered;
+	_Atomic uint64_t quarantined_seen;
+	pthread_mutex_t start_lock;
+	ioa__table_retire_fn table_retire;
+	_Atomic uint64_t latency[LATENCY_BUCKETS];
+	struct node nodes[IOA_MAX_NODES];
+} eng = { .start_lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* The calling thread's queues, valid while their generation is current. */
+static __thread struct {
+	unsigned generation;
+	struct ring *ring[IOA_MAX_NODES];
+} mine __attribute__((tls_model("initial-exec")));
+
+static pthread_key_t thread_key;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+
+static void futex_wake(_Atomic uint32_t *word)
+{
+	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static void futex_wait(_Atomic uint32_t *word, uint32_t seen, uint64_t timeout_ns)
+{
+	struct timespec ts = { (time_t)(timeout_ns / 1000000000u), (long)(timeout_ns % 1000000000u) };
+
+	syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, seen, timeout_ns ? &ts : NULL, NULL, 0);
+}
+
+/* ---- statistics ------------------------------------------------------ */
+
+/* Bucket of a latency: 4 per power of two. */
+static unsigned latency_bucket(uint64_t ns)
+{
+	unsigned log = ns < 2 ? 0 : 63u - (unsigned)__builtin_clzll(ns);
+	unsigned sub = log < 2 ? 0 : (unsigned)(ns >> (log - 2)) & 3;
+	unsigned b = log * 4 + sub;
+
+	return b < LATENCY_BUCKETS ? b : LATENCY_BUCKETS - 1;
+}
+
+/* The upper end of a bucket. */
+static uint64_t bucket_ns(unsigned b)
+{
+	unsigned log = b / 4, sub = b % 4;
+
+	return log < 2 ? (2ull << log) : (1ull << log) + ((uint64_t)(sub + 1) << (log - 2));
+}
+
+void ioa__defer_latency(uint64_t *p50, uint64_t *p99)
+{
+	uint64_t total = 0, seen = 0;
+
+	*p50 = *p99 = 0;
+	for (unsigned b = 0; b < LATENCY_BUCKETS; b++)
+		total += atomic_load_explicit(&eng.latency[b], memory_order_relaxed);
+	for (unsigned b = 0; b < LATENCY_BUCKETS && total; b++) {
+		seen += atomic_load_explicit(&eng.latency[b], memory_order_relaxed);
+		if (!*p50 && seen * 2 >= total)
+			*p50 = bucket_ns(b);
+		if (seen * 100 >= total * 99) {
+			*p99 = bucket_ns(b);
+			break;
+		}
+	}
+}
+
+static void stat_max(_Atomic uint64_t *max, uint64_t v)
+{
+	uint64_t cur = atomic_load_explicit(max, memory_order_relaxed);
+
+	while (cur < v && !atomic_compare_exchange_weak_explicit(max, &cur, v, memory_order_relaxed,
+								  memory_order_relaxed))
+		;
+}
+
+/* ---- retirement ------------------------------------------------------ */
+
+void ioa__defer_set_table_retire(ioa__table_retire_fn fn)
+{
+	eng.table_retire = fn;
+}
+
+void ioa__defer_set_unordered(int on)
+{
+	atomic_store(&eng.unordered, on);
+}
+
+/* Sorts @order (indices into @ext) by IOVA: a heapsort, as qsort may allocate. */
+static void sort_by_iova(uint32_t *order, uint32_t n, const struct ioa__iova_extent *ext)
+{
+	for (uint32_t end = n, start = n / 2; end > 1;) {
+		uint32_t root, child;
+
+		if (start > 0) {
+			start--;
+		} else {
+			uint32_t t = order[--end];
+			order[end] = order[0];
+			order[0] = t;
+		}
+		for (root = start; (child = 2 * root + 1) < end; root = child) {
+			if (child + 1 < end && ext[order[child + 1]].iova > ext[order[child]].iova)
+				child++;
+			if (ext[order[root]].iova >= ext[order[child]].iova)
+				break;
+			uint32_t t = order[root];
+			order[root] = order[child];
+			order[child] = t;
+		}
+	}
+}
+
+/*
+ * Retires @n buffer items: unlink from the software tables, unmap coalesced
+ * ranges, invalidate once, wait out the readers, release. @ext and @order are
+ * scratch arrays of @n entries. Returns how many items were quarantined.
+ */
+static uint32_t retire_buffers(struct ioa__defer_item *it, uint32_t n,
+			       struct ioa__iova_extent *ext, uint32_t *order)
+{
+	struct ioa__region_pruned pruned = { 0 };
+	uint32_t ranges = 0, quarantined = 0, i, j;
+	int unordered = atomic_load(&eng.unordered);
+	int err = 0;
+
+	for (i = 0; i < n; i++) {
+		ioa__region_extent(&it[i].buf, &ext[i]);
+		order[i] = i;
+		if (unordered)
+			ioa__region_release(&it[i].buf);
+	}
+	sort_by_iova(order, n, ext);
+	for (i = 0; i < n; i++)
+		ioa__region_unlink(&it[order[i]].buf, &pruned);
+
+	/* Unmap one coalesced range at a time; a range the IOMMU refuses
+	 * quarantines every buffer in it. Adjacent buffers were mapped one by
+	 * one, so a coalesced range never splits a mapping. */
+	for (i = 0; i < n; i = j) {
+		struct ioa__iova_extent range = ext[order[i]];
+		size_t done;
+		int unmap_err;
+
+		for (j = i + 1; j < n && ext[order[j]].iova == range.iova + range.len; j++)
+			range.len += ext[order[j]].len;
+		ioa__stat_add(defer_coalesced, j - i - 1);
+		ranges++;
+		unmap_err = ioa__iommu_unmap(&range, 1, &done);
+		if (!unmap_err)
+			continue;
+		for (uint32_t k = i; k < j; k++) {
+			ioa__region_quarantine(&it[order[k]].buf, unmap_err, "unmap");
+			it[order[k]].buf.npages = 0; /* marks it quarantined */
+		}
+		quarantined += j - i;
+	}
+	if (ranges)
+		err = ioa__iommu_invalidate();
+	if (pruned.va2iova.count || pruned.iova2va.count) {
+		ioa__grace_wait();
+		ioa__region_free_pruned(&pruned);
+	}
+	for (i = 0; i < n; i++) {
+		if (!it[i].buf.npages)
+			continue;
+		if (err) { /* nothing is known to be unreachable: keep it all */
+			ioa__region_quarantine(&it[i].buf, err, "invalidation");
+			quarantined++;
+		} else if (!unordered) {
+			ioa__region_release(&it[i].buf);
+		}
+	}
+	return quarantined;
+}
+
+/* Retires @n items of any kind and counts them; returns how many were
+ * quarantined. */
+static uint32_t retire(struct ioa__defer_item *it, uint32_t n, struct ioa__iova_extent *ext,
+		       uint32_t *order)
+{
+	uint32_t buffers = 0, quarantined;
+	uint64_t now;
+
+	/* Table items first: their retirement frees their page as a buffer,
+	 * which comes back through the queues. Buffers are swapped to the front. */
+	for (uint32_t i = 0; i < n; i++) {
+		if (it[i].kind == IOA_ITEM_TABLE) {
+			eng.table_retire(it[i].table.owner, it[i].table.page);
+		} else {
+			struct ioa__defer_item t = it[buffers];
+
+			it[buffers++] = it[i];
+			it[i] = t;
+		}
+	}
+	quarantined = buffers ? retire_buffers(it, buffers, ext, order) : 0;
+	now = ioa__ticks();
+	for (uint32_t i = 0; i < n; i++)
+		atomic_fetch_add_explicit(&eng.latency[latency_bucket(ioa__ticks_to_ns(now - it[i].stamp))],
+					  1, memory_order_relaxed);
+	ioa__stat_add(defer_quarantined, quarantined);
+	ioa__stat_add(defer_retired, n);
+	return quarantined;
+}
+
+/* ---- passes ---------------------------------------------------------- */
+
+/* Items queued on @nd and not yet in a pass; the oldest one's stamp in *oldest. */
+static uint32_t pending(struct node *nd, uint64_t *oldest)
+{
+	uint32_t total = 0;
+
+	*oldest = UINT64_MAX;
+	for (struct ring *r = atomic_load_explicit(&nd->rings, memory_order_acquire); r; r = r->next) {
+		uint32_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+
+		if (head == r->claimed)
+			continue;
+		total += head - r->claimed;
+		if (r->items[r->claimed & r->mask].stamp < *oldest)
+			*oldest = r->items[r->claimed & r->mask].stamp;
+	}
+	return total;
+}
+
+/* Takes up to PASS_MAX - *n items of @r into the pass. */
+static void claim(struct node *nd, struct ring *r, uint32_t *n)
+{
+	uint32_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+	uint32_t backlog = head - atomic_load_explicit(&r->tail, memory_order_relaxed);
+
+	stat_max(&ioa__stats.defer_backlog_max, backlog);
+	for (; r->claimed != head && *n < PASS_MAX; r->claimed++)
+		nd->items[(*n)++] = r->items[r->claimed & r->mask];
+}
+
+/* One pass over @nd, @first's items first. Caller holds the pass lock.
+ * Returns the number of items retired. */
+static uint32_t run_pass(struct node *nd, struct ring *first)
+{
+	uint32_t n = 0;
+
+	if (first)
+		claim(nd, first, &n);
+	for (struct ring *r = atomic_load_explicit(&nd->rings, memory_order_acquire);
+	     r && n < PASS_MAX; r = r->next)
+		claim(nd, r, &n);
+	if (!n)
+		return 0;
+	retire(nd->items, n, nd->extents, nd->order);
+	ioa__stat_add(defer_batches, 1);
+	/* Only now may producers reuse the slots. */
+	for (struct ring *r = atomic_load_explicit(&nd->rings, memory_order_acquire); r; r = r->next)
+		atomic_store_explicit(&r->tail, r->claimed, memory_order_release);
+	return n;
+}
+
+static void wake(struct node *nd)
+{
+	if (atomic_exchange_explicit(&nd->sleep, AWAKE, memory_order_relaxed) != AWAKE) {
+		atomic_fetch_add_explicit(&nd->futex, 1, memory_order_release);
+		futex_wake(&nd->futex);
+	}
+}
+
+static void *reclaimer(void *arg)
+{
+	struct node *nd = arg;
+	int node = (int)(nd - eng.nodes);
+	char name[16];
+
+	snprintf(name, sizeof(name), "ioa-reclaim/%d", node);
+	pthread_setname_np(pthread_self(), name);
+	if (ioa__os_node_count() > 1 && numa_run_on_node(node) != 0)
+		ioa__warn("reclaimer of node %d cannot be bound to its node: %s", node,
+			  strerror(errno));
+	for (;;) {
+		uint32_t seq = atomic_load_explicit(&nd->futex, memory_order_acquire);
+		int stopping = atomic_load(&nd->stop);
+		uint64_t oldest, age = 0;
+		uint32_t n;
+
+		pthread_mutex_lock(&nd->pass_lock);
+		n = pending(nd, &oldest);
+		if (n)
+			age = ioa__ticks() - oldest;
+		if (n && (n >= WAKE_BATCH || age >= eng.delay_ticks || stopping))
+			run_pass(nd, NULL);
+		pthread_mutex_unlock(&nd->pass_lock);
+		if (n && (n >= WAKE_BATCH || age >= eng.delay_ticks || stopping))
+			continue;
+		if (stopping)
+			break;
+		if (n) {
+			atomic_store(&nd->sleep, NAPPING);
+			futex_wait(&nd->futex, seq, ioa__ticks_to_ns(eng.delay_ticks - age));
+		} else {
+			/* Announce the sleep, then look again: membarrier() orders this
+			 * against producers' unfenced head stores and sleep loads. */
+			atomic_store(&nd->sleep, IDLE);
+			ioa__grace_fence_all();
+			pthread_mutex_lock(&nd->pass_lock);
+			n = pending(nd, &oldest);
+			pthread_mutex_unlock(&nd->pass_lock);
+			if (!n && !atomic_load(&nd->stop)) /* without membarrier, poll */
+				futex_wait(&nd->futex, seq, ioa__grace_reader_fence
+						 ? ioa__ticks_to_ns(eng.delay_ticks) : 0);
+		}
+		atomic_store(&nd->sleep, AWAKE);
+	}
+	return NULL;
+}
+
+/* ---- queues ---------------------------------------------------------- */
+
+static void thread_exit(void *unused)
+{
+	if (mine.generation != atomic_load(&eng.generation))
+		return;
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		if (mine.ring[n])
+			atomic_store_explicit(&mine.ring[n]->orphan, 1, memory_order_release);
+}
+
+static void make_key(void)
+{
+	pthread_key_create(&thread_key, thread_exit);
+}
+
+static size_t ring_bytes(void)
+{
+	return sizeof(struct ring) + (size_t)eng.ring_size * sizeof(struct ioa__defer_item);
+}
+
+static int start_reclaimer(struct node *nd)
+{
+	int err = 0;
+
+	pthread_mutex_lock(&eng.start_lock);
+	if (!nd->started) {
+		if (!nd->items) { /* a child after fork() keeps its parent's arrays */
+			nd->items = ioa__os_alloc_pages(PASS_MAX * sizeof(*nd->items));
+			nd->extents = ioa__os_alloc_pages(PASS_MAX * sizeof(*nd->extents));
+			nd->order = ioa__os_alloc_pages(PASS_MAX * sizeof(*nd->order));
+		}
+		err = !nd->items || !nd->extents || !nd->order ? ENOMEM
+			: pthread_create(&nd->thread, NULL, reclaimer, nd);
+		nd->started = !err;
+		if (err)
+			ioa__err("cannot start the reclaimer of node %d: %s", (int)(nd - eng.nodes),
+				 strerror(err));
+	}
+	pthread_mutex_unlock(&eng.start_lock);
+	return -err;
+}
+
+/* The calling thread's queue for @node: an orphan adopted, or a new one. */
+static struct ring *ring_for(int node)
+{
+	struct node *nd = &eng.nodes[node];
+	unsigned gen = atomic_load_explicit(&eng.generation, memory_order_acquire);
+	struct ring *r;
+
+	if (mine.generation != gen) {
+		memset(mine.ring, 0, sizeof(mine.ring));
+		mine.generation = gen;
+	}
+	if (mine.ring[node])
+		return mine.ring[node];
+	if (start_reclaimer(nd) != 0)
+		return NULL;
+	for (r = atomic_load_explicit(&nd->rings, memory_order_acquire); r; r = r->next) {
+		int orphan = 1;
+
+		if (atomic_load(&r->head) == atomic_load(&r->tail) &&
+		    atomic_compare_exchange_strong(&r->orphan, &orphan, 0))
+			break;
+	}
+	if (!r) {
+		r = ioa__os_alloc_pages(ring_bytes());
+		if (!r)
+			return NULL;
+		r->mask = eng.ring_size - 1;
+		r->next = atomic_load_explicit(&nd->rings, memory_order_relaxed);
+		while (!atomic_compare_exchange_weak_explicit(&nd->rings, &r->next, r,
+							      memory_order_release,
+							      memory_order_relaxed))
+			;
+	}
+	pthread_once(&key_once, make_key);
+	pthread_setspecific(thread_key, &mine);
+	mine.ring[node] = r;
+	return r;
+}
+
+/* Retires @item on the calling thread, as one batch of its own; -EIO if
+ * it was quarantined. */
+static int retire_now(struct ioa__defer_item *item)
+{
+	struct ioa__iova_extent ext;
+	uint32_t order;
+
+	return retire(item, 1, &ext, &order) ? -EIO : 0;
+}
+
+/* The queue is full: retire a bounded batch, ours first, on this thread. */
+static void help(int node, struct ring *r)
+{
+	struct node *nd = &eng.nodes[node];
+
+	pthread_mutex_lock(&nd->pass_lock);
+	run_pass(nd, r);
+	pthread_mutex_unlock(&nd->pass_lock);
+	ioa__stat_add(defer_helped, 1);
+}
+
+int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
+{
+	struct ring *r;
+	uint32_t head, tail;
+	int sleep;
+
+	item->stamp = ioa__ticks();
+	ioa__stat_add(defer_enqueued, 1);
+	if (eng.cfg.defer == IOA_DEFER_SYNC || !(r = ring_for(node)))
+		return retire_now(item);
+	head = atomic_load_explicit(&r->head, memory_order_relaxed);
+	tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+	if (head - tail > r->mask) {
+		help(node, r);
+		tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+	}
+	r->items[head & r->mask] = *item;
+	atomic_store_explicit(&r->head, head + 1, memory_order_release);
+	sleep = atomic_load_explicit(&eng.nodes[node].sleep, memory_order_relaxed);
+	if (sleep == IDLE || (sleep == NAPPING && head + 1 - tail >= WAKE_BATCH))
+		wake(&eng.nodes[node]);
+	return 0;
+}
+
+/* ---- life cycle ------------------------------------------------------ */
+
+int ioa__defer_quiesce(void)
+{
+	uint64_t q;
+
+	for (int n = 0; n < IOA_MAX_NODES; n++) {
+		struct node *nd = &eng.nodes[n];
+		uint64_t oldest;
+
+		if (!atomic_load_explicit(&nd->rings, memory_order_acquire))
+			continue;
+		if (start_reclaimer(nd) != 0)
+			return -ENOMEM;
+		pthread_mutex_lock(&nd->pass_lock);
+		while (pending(nd, &oldest))
+			run_pass(nd, NULL);
+		pthread_mutex_unlock(&nd->pass_lock);
+	}
+	q = atomic_load_explicit(&ioa__stats.defer_quarantined, memory_order_relaxed);
+	return atomic_exchange(&eng.quarantined_seen, q) != q ? -EIO : 0;
+}
+
+int ioa__defer_init(const struct ioa_config *cfg)
+{
+	eng.cfg = *cfg;
+	for (eng.ring_size = 16; eng.ring_size < cfg->defer_limit; eng.ring_size *= 2)
+		;
+	ioa__clock_calibrate();
+	ioa__grace_init();
+	eng.delay_ticks = ioa__ns_to_ticks((uint64_t)cfg->defer_delay_us * 1000);
+	atomic_store(&eng.unordered, 0);
+	atomic_store(&eng.quarantined_seen, 0);
+	memset(eng.latency, 0, sizeof(eng.latency));
+	for (int n = 0; n < IOA_MAX_NODES; n++) {
+		struct node *nd = &eng.nodes[n];
+
+		memset(nd, 0, sizeof(*nd));
+		pthread_mutex_init(&nd->pass_lock, NULL);
+	}
+	return 0;
+}
+
+void ioa__defer_fini(void)
+{
+	ioa__defer_quiesce();
+	for (int n = 0; n < IOA_MAX_NODES; n++) {
+		struct node *nd = &eng.nodes[n];
+		struct ring *r, *next;
+
+		if (nd->started) {
+			atomic_store(&nd->stop, 1);
+			atomic_fetch_add(&nd->futex, 1);
+			futex_wake(&nd->futex);
+			pthread_join(nd->thread, NULL);
+			ioa__os_free_pages(nd->items, PASS_MAX * sizeof(*nd->items));
+			ioa__os_free_pages(nd->extents, PASS_MAX * sizeof(*nd->extents));
+			ioa__os_free_pages(nd->order, PASS_MAX * sizeof(*nd->order));
+		}
+		for (r = atomic_load(&nd->rings); r; r = next) {
+			next = r->next;
+			ioa__os_free_pages(r, ring_bytes());
+		}
+		pthread_mutex_destroy(&nd->pass_lock);
+		memset(nd, 0, sizeof(*nd));
+	}
+	atomic_fetch_add(&eng.generation, 1);
+}
+
+void ioa__defer_fork_prepare(void)
+{
+	pthread_mutex_lock(&eng.start_lock);
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		pthread_mutex_lock(&eng.nodes[n].pass_lock);
+}
+
+void ioa__defer_fork_parent(void)
+{
+	for (int n = IOA_MAX_NODES - 1; n >= 0; n--)
+		pthread_mutex_unlock(&eng.nodes[n].pass_lock);
+	pthread_mutex_unlock(&eng.start_lock);
+}
+
+/* Only the forking thread lives on: no reclaimer runs (the next enqueue or
+ * quiesce starts one), and the other threads' queues are orphans whose items
+ * the child's reclaimers retire. */
+void ioa__defer_fork_child(void)
+{
+	pthread_mutex_init(&eng.start_lock, NULL);
+	for (int n = 0; n < IOA_MAX_NODES; n++) {
+		struct node *nd = &eng.nodes[n];
+
+		pthread_mutex_init(&nd->pass_lock, NULL);
+		nd->started = 0;
+		atomic_store(&nd->sleep, AWAKE);
+		for (struct ring *r = atomic_load(&nd->rings); r; r = r->next)
+			atomic_store(&r->orphan, mine.ring[n] != r);
+	}
+}

@@ -1,0 +1,69 @@
+/*
+ * The deferral engine: freed memory is retired off the freeing thread, in
+ * batches, by one reclaimer thread per NUMA node.
+ *
+ * A freeing thread appends an item to its own queue for the item's node (a
+ * single-producer ring: plain stores, then one release store of the head; no
+ * atomic read-modify-write) and wakes the node's reclaimer only when it
+ * sleeps. A pass takes everything queued at once, sorts and coalesces the
+ * device ranges, unmaps each coalesced range, invalidates once, waits out the
+ * lock-free readers of the software tables, and only then makes the pages
+ * reusable. An item whose unmap or invalidation failed is quarantined.
+ *
+ * Invariants: an item is retired (reusable or quarantined) exactly once;
+ * a queue slot is reused only after the item in it is retired, so a thread's
+ * backlog is bounded by its queue size, past which it drains a bounded batch
+ * itself; items enqueued = items retired once ioa_quiesce() returns.
+ */
+#ifndef IOA_DEFER_H
+#define IOA_DEFER_H
+
+#include "ioalloc.h"
+#include "region.h"
+
+#include <stdint.h>
+
+/* What a queue carries: a buffer, or a device table page that emptied. */
+enum ioa__item_kind { IOA_ITEM_BUFFER, IOA_ITEM_TABLE };
+
+struct ioa__defer_item {
+	union {
+		struct ioa__buffer buf;          /* IOA_ITEM_BUFFER */
+		struct {
+			void *owner, *page;      /* IOA_ITEM_TABLE: the table and its page */
+		} table;
+	};
+	uint64_t stamp;           /* ioa__ticks() at enqueue */
+	enum ioa__item_kind kind;
+};
+
+/* Retires a device table page: runs its table's non-leaf invalidation, then
+ * frees the page as a buffer. Registered by the device-table layer. */
+typedef void (*ioa__table_retire_fn)(void *owner, void *page);
+void ioa__defer_set_table_retire(ioa__table_retire_fn fn);
+
+int ioa__defer_init(const struct ioa_config *cfg);
+/* Drains every queue, then stops the reclaimers. */
+void ioa__defer_fini(void);
+
+/* Hands @item (of NUMA node @node) to the engine, or retires it at once with
+ * IOALLOC_DEFER=sync: then -EIO if it was quarantined. */
+int ioa__defer_enqueue(int node, struct ioa__defer_item *item);
+
+/* Returns once everything enqueued before the call is retired; -EIO if
+ * anything was quarantined since the previous call. */
+int ioa__defer_quiesce(void);
+
+/* Test switch: 1 makes retirement release pages BEFORE unmapping and
+ * invalidating, the bug the engine exists to prevent. */
+void ioa__defer_set_unordered(int on);
+
+/* Free-to-retirement latency percentiles, in nanoseconds. */
+void ioa__defer_latency(uint64_t *p50, uint64_t *p99);
+
+/* fork() support: quiesce the engine's locks around the fork. */
+void ioa__defer_fork_prepare(void);
+void ioa__defer_fork_parent(void);
+void ioa__defer_fork_child(void);
+
+#endif
