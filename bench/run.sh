@@ -23,9 +23,12 @@ free_huge=/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages
 
 cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release -DIOA_BENCH=ON >/dev/null
 programs=(bench_virt2iova bench_dma_alloc)
-if [[ $(cmake --build "$build" --target help) == *bench_dpdk_virt2iova* ]]; then
-	programs+=(bench_dpdk_virt2iova)
-fi
+targets=$(cmake --build "$build" --target help)
+for optional in bench_grace bench_dpdk_virt2iova; do
+	if [[ $targets == *"$optional"* ]]; then
+		programs+=("$optional")
+	fi
+done
 cmake --build "$build" -j"${JOBS:-2}" --target "${programs[@]}" >/dev/null
 mkdir -p "$out"
 
@@ -55,6 +58,13 @@ run() {
 
 run virt2iova bench_virt2iova "$@"
 run dma_alloc bench_dma_alloc "$@"
+
+if [[ " ${programs[*]} " == *" bench_grace "* ]]; then
+	run grace bench_grace "$@"
+else
+	echo "== grace peers not built (ck, liburcu-memb or liburcu-bp not found by pkg-config)"
+	echo
+fi
 
 if [[ " ${programs[*]} " == *" bench_dpdk_virt2iova "* ]]; then
 	saved=$(cat "$nr_huge")

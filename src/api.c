@@ -172,21 +172,40 @@ IOA_EXPORT int ioa_quiesce(void)
 	return ioa__defer_quiesce();
 }
 
+/* A lookup in the table at @root inside a read section of registered @r. */
+static inline uint64_t lookup(struct ioa__reader *r, const _Atomic uint64_t *root, uint64_t addr)
+{
+	uint64_t target;
+
+	ioa__read_enter(r);
+	target = ioa__iopt_translate(root, addr);
+	ioa__read_end(r);
+	return target;
+}
+
+/* A thread's first lookup registers its reader slot; kept off the fast path
+ * so that the fast path saves no register for a call. */
+__attribute__((noinline, cold)) static uint64_t first_lookup(const _Atomic uint64_t *root,
+							     uint64_t addr)
+{
+	return lookup(ioa__reader_register(), root, addr);
+}
+
 IOA_EXPORT uint64_t ioa_virt2iova(const void *ptr)
 {
-	struct ioa__reader *r = ioa__read_begin();
-	uint64_t iova = ioa__iopt_translate(ioa__va2iova_root, (uint64_t)(uintptr_t)ptr);
+	struct ioa__reader *r = ioa__my_reader;
 
-	ioa__read_end(r);
-	return iova;
+	if (__builtin_expect(!r, 0))
+		return first_lookup(ioa__va2iova_root, (uint64_t)(uintptr_t)ptr);
+	return lookup(r, ioa__va2iova_root, (uint64_t)(uintptr_t)ptr);
 }
 
 IOA_EXPORT void *ioa_iova2virt(uint64_t iova)
 {
-	struct ioa__reader *r = ioa__read_begin();
-	uint64_t va = ioa__iopt_translate(ioa__iova2va_root, iova);
+	struct ioa__reader *r = ioa__my_reader;
+	uint64_t va = __builtin_expect(!r, 0) ? first_lookup(ioa__iova2va_root, iova)
+					      : lookup(r, ioa__iova2va_root, iova);
 
-	ioa__read_end(r);
 	return va == UINT64_MAX ? NULL : (void *)(uintptr_t)va;
 }
 

@@ -49,12 +49,12 @@ struct node {
 static struct {
 	struct ioa_config cfg;
 	uint32_t ring_size;
-	uint64_t delay_ticks;
+	uint64_t delay_ticks;         /* half of IOALLOC_DEFER_DELAY_US */
 	_Atomic unsigned generation;  /* bumped by fini: stale thread-local rings are dropped */
 	_Atomic int unordered;
 	_Atomic uint64_t quarantined_seen;
 	pthread_mutex_t start_lock;
-	ioa__table_retire_fn table_retire;
+	ioa__table_invalidate_fn table_invalidate;
 	_Atomic uint64_t latency[LATENCY_BUCKETS];
 	struct node nodes[IOA_MAX_NODES];
 } eng = { .start_lock = PTHREAD_MUTEX_INITIALIZER };
@@ -129,9 +129,9 @@ static void stat_max(_Atomic uint64_t *max, uint64_t v)
 
 /* ---- retirement ------------------------------------------------------ */
 
-void ioa__defer_set_table_retire(ioa__table_retire_fn fn)
+void ioa__defer_set_table_invalidate(ioa__table_invalidate_fn fn)
 {
-	eng.table_retire = fn;
+	eng.table_invalidate = fn;
 }
 
 void ioa__defer_set_unordered(int on)
@@ -173,6 +173,7 @@ static uint32_t retire_buffers(struct ioa__defer_item *it, uint32_t n,
 			       struct ioa__iova_extent *ext, uint32_t *order)
 {
 	struct ioa__region_pruned pruned = { 0 };
+	struct ioa__region_pruned *prune = ioa__grace_available() ? &pruned : NULL;
 	uint32_t ranges = 0, quarantined = 0, i, j;
 	int unordered = atomic_load(&eng.unordered);
 	int err = 0;
@@ -185,7 +186,7 @@ static uint32_t retire_buffers(struct ioa__defer_item *it, uint32_t n,
 	}
 	sort_by_iova(order, n, ext);
 	for (i = 0; i < n; i++)
-		ioa__region_unlink(&it[order[i]].buf, &pruned);
+		ioa__region_unlink(&it[order[i]].buf, prune);
 
 	/* Unmap one coalesced range at a time; a range the IOMMU refuses
 	 * quarantines every buffer in it. Adjacent buffers were mapped one by
@@ -227,29 +228,57 @@ static uint32_t retire_buffers(struct ioa__defer_item *it, uint32_t n,
 	return quarantined;
 }
 
+/* Turns the device table pages among @it into buffers, after one non-leaf
+ * invalidation of each table they come from: from then on no walker holds
+ * a pointer to them, and they retire like any buffer. Returns how many items
+ * are left: a page that is no live buffer (never expected) is dropped. */
+static uint32_t tables_to_buffers(struct ioa__defer_item *it, uint32_t n, int invalidate)
+{
+	uint32_t kept = 0;
+
+	for (uint32_t i = 0; i < n && invalidate; i++) {
+		void *owner = it[i].table.owner;
+		uint32_t j;
+
+		if (it[i].kind != IOA_ITEM_TABLE)
+			continue;
+		for (j = 0; j < i && !(it[j].kind == IOA_ITEM_TABLE && it[j].table.owner == owner); j++)
+			;
+		if (j == i) /* the first page of this table in the batch */
+			eng.table_invalidate(owner);
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		if (it[i].kind == IOA_ITEM_TABLE) {
+			if (ioa__region_take(it[i].table.page, &it[i].buf) != 0)
+				continue;
+			it[i].kind = IOA_ITEM_BUFFER;
+		}
+		it[kept++] = it[i];
+	}
+	return kept;
+}
+
 /* Retires @n items of any kind and counts them; returns how many were
  * quarantined. */
 static uint32_t retire(struct ioa__defer_item *it, uint32_t n, struct ioa__iova_extent *ext,
 		       uint32_t *order)
 {
-	uint32_t buffers = 0, quarantined;
+	int unordered = atomic_load(&eng.unordered);
+	struct ioa__defer_item tables[8];
+	uint32_t ntables = 0, buffers, quarantined;
 	uint64_t now;
 
-	/* Table items first: their retirement frees their page as a buffer,
-	 * which comes back through the queues. Buffers are swapped to the front. */
-	for (uint32_t i = 0; i < n; i++) {
-		if (it[i].kind == IOA_ITEM_TABLE) {
-			eng.table_retire(it[i].table.owner, it[i].table.page);
-		} else {
-			struct ioa__defer_item t = it[buffers];
-
-			it[buffers++] = it[i];
-			it[i] = t;
-		}
-	}
-	quarantined = buffers ? retire_buffers(it, buffers, ext, order) : 0;
+	/* Unordered (tests only): the tables' invalidation comes last, after
+	 * their pages were released. */
+	for (uint32_t i = 0; unordered && i < n && ntables < 8; i++)
+		if (it[i].kind == IOA_ITEM_TABLE)
+			tables[ntables++] = it[i];
+	buffers = tables_to_buffers(it, n, !unordered);
+	quarantined = retire_buffers(it, buffers, ext, order);
+	for (uint32_t i = 0; i < ntables; i++)
+		eng.table_invalidate(tables[i].table.owner);
 	now = ioa__ticks();
-	for (uint32_t i = 0; i < n; i++)
+	for (uint32_t i = 0; i < buffers; i++)
 		atomic_fetch_add_explicit(&eng.latency[latency_bucket(ioa__ticks_to_ns(now - it[i].stamp))],
 					  1, memory_order_relaxed);
 	ioa__stat_add(defer_quarantined, quarantined);
@@ -357,8 +386,8 @@ static void *reclaimer(void *arg)
 			n = pending(nd, &oldest);
 			pthread_mutex_unlock(&nd->pass_lock);
 			if (!n && !atomic_load(&nd->stop)) /* without membarrier, poll */
-				futex_wait(&nd->futex, seq, ioa__grace_reader_fence
-						 ? ioa__ticks_to_ns(eng.delay_ticks) : 0);
+				futex_wait(&nd->futex, seq, ioa__grace_available()
+						 ? 0 : ioa__ticks_to_ns(eng.delay_ticks));
 		}
 		atomic_store(&nd->sleep, AWAKE);
 	}
@@ -522,7 +551,9 @@ int ioa__defer_init(const struct ioa_config *cfg)
 		;
 	ioa__clock_calibrate();
 	ioa__grace_init();
-	eng.delay_ticks = ioa__ns_to_ticks((uint64_t)cfg->defer_delay_us * 1000);
+	/* A pass starts once the oldest item has waited half the bound, which
+	 * leaves the other half for the pass itself. */
+	eng.delay_ticks = ioa__ns_to_ticks((uint64_t)cfg->defer_delay_us * 1000 / 2);
 	atomic_store(&eng.unordered, 0);
 	atomic_store(&eng.quarantined_seen, 0);
 	memset(eng.latency, 0, sizeof(eng.latency));

@@ -37,10 +37,11 @@ struct ioa__defer_item {
 	enum ioa__item_kind kind;
 };
 
-/* Retires a device table page: runs its table's non-leaf invalidation, then
- * frees the page as a buffer. Registered by the device-table layer. */
-typedef void (*ioa__table_retire_fn)(void *owner, void *page);
-void ioa__defer_set_table_retire(ioa__table_retire_fn fn);
+/* Runs a device table's non-leaf invalidation (the driver's callback); a
+ * pass calls it once for each table among its items, then retires their
+ * pages as buffers. Registered by the device-table layer. */
+typedef void (*ioa__table_invalidate_fn)(void *owner);
+void ioa__defer_set_table_invalidate(ioa__table_invalidate_fn fn);
 
 int ioa__defer_init(const struct ioa_config *cfg);
 /* Drains every queue, then stops the reclaimers. */

@@ -10,7 +10,8 @@
 #include <unistd.h>
 
 __thread struct ioa__reader *ioa__my_reader __attribute__((tls_model("initial-exec")));
-int ioa__grace_reader_fence;
+static int no_membarrier;
+_Atomic uint64_t ioa__grace_epoch = 1;
 
 static struct ioa__reader *_Atomic readers;
 static pthread_once_t grace_once = PTHREAD_ONCE_INIT;
@@ -21,7 +22,7 @@ static long membarrier(int cmd)
 	return syscall(__NR_membarrier, cmd, 0, 0);
 }
 
-/* The thread exits: its slot (even, outside any section) can be reused. */
+/* The thread exits, outside any read section: its slot can be reused. */
 static void reader_exit(void *slot)
 {
 	struct ioa__reader *r = slot;
@@ -32,8 +33,8 @@ static void reader_exit(void *slot)
 static void setup(void)
 {
 	if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) != 0) {
-		ioa__grace_reader_fence = 1;
-		ioa__info("membarrier() unavailable: lookups fence themselves");
+		no_membarrier = 1;
+		ioa__info("membarrier() unavailable: emptied table pages are kept until ioa_fini");
 	}
 	pthread_key_create(&reader_key, reader_exit);
 }
@@ -72,25 +73,33 @@ struct ioa__reader *ioa__reader_register(void)
 	return r;
 }
 
+int ioa__grace_available(void)
+{
+	ioa__grace_init();
+	return !no_membarrier;
+}
+
 void ioa__grace_fence_all(void)
 {
 	ioa__grace_init();
-	if (!ioa__grace_reader_fence)
+	if (!no_membarrier)
 		membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
-	else
-		atomic_thread_fence(memory_order_seq_cst);
+	else /* a sequentially consistent read-modify-write: a full barrier */
+		atomic_fetch_add(&ioa__grace_epoch, 0);
 }
 
 void ioa__grace_wait(void)
 {
+	uint64_t now = atomic_fetch_add(&ioa__grace_epoch, 1) + 1;
+
 	ioa__grace_fence_all();
 	for (struct ioa__reader *r = atomic_load_explicit(&readers, memory_order_acquire); r;
 	     r = r->next) {
-		uint64_t seq = atomic_load_explicit(&r->seq, memory_order_acquire);
+		uint64_t e;
 
-		if (!(seq & 1))
-			continue;
-		while (atomic_load_explicit(&r->seq, memory_order_acquire) == seq)
+		/* A section that began after the increment cannot reach an
+		 * unlinked page; one that began before must end. */
+		while ((e = atomic_load_explicit(&r->epoch, memory_order_acquire)) && e < now)
 			sched_yield();
 	}
 }

@@ -1,45 +1,61 @@
 /*
- * The sim backend: a software IOMMU inside the process and a DMA engine that
- * goes through it. The IOMMU translates by walking an I/O page table (iopt)
- * that maps IOVA to the process's virtual addresses, as hardware walks one
- * that maps IOVA to physical addresses. A DMA through a missing or read-only
- * translation is a recorded fault and touches no memory.
+ * The sim backend: a software IOMMU inside the process and the transfers that
+ * go through it. The IOMMU translates through its caches and I/O page tables
+ * (sim_walk.c) to the process's virtual addresses, as hardware translates to
+ * physical ones. A transfer through a missing or too weak translation is a
+ * recorded fault and touches no memory; one that reaches memory the library
+ * released is a violation (sim_check.c) and touches nothing either.
  *
- * Invariant: a DMA holds `inflight` for reading from its first translation to
- * its last byte; invalidate takes it for writing, so when invalidate returns
- * no DMA can still use a translation that was removed before the call.
+ * Invariant: a transfer holds ioa__sim_inflight for reading from its first
+ * translation to its last byte; invalidations and releases take it for
+ * writing, so when they return no transfer still uses what they removed.
+ * Writers are preferred, so a busy DMA engine cannot starve an invalidation.
  */
 #include "iommu.h"
-#include "iopt.h"
 #include "log.h"
 #include "os.h"
+#include "sim.h"
 #include "stats.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <string.h>
+#include <time.h>
+
+pthread_rwlock_t ioa__sim_inflight = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+struct ioa__iopt ioa__sim_table;
 
 static struct {
-	struct ioa__iopt table; /* IOVA -> virtual address */
-	pthread_rwlock_t inflight;
 	pthread_mutex_t fault_lock;
 	struct ioa_sim_fault last_fault;
 	_Atomic int fail_unmaps;
 	int fail_errno;
+	unsigned unmap_ns; /* cost charged per unmapped range */
 } sim = {
-	.inflight = PTHREAD_RWLOCK_INITIALIZER,
 	.fault_lock = PTHREAD_MUTEX_INITIALIZER,
 };
 
 static _Atomic int sim_open_flag;
 
+int ioa__sim_is_open(void)
+{
+	return atomic_load(&sim_open_flag);
+}
+
 static int sim_open(const struct ioa_config *cfg, struct ioa__iommu_info *info)
 {
-	int err = ioa__iopt_init(&sim.table, NULL);
+	int err = ioa__iopt_init(&ioa__sim_table, NULL);
 
 	if (err)
 		return err;
+	err = ioa__sim_check_open();
+	if (err) {
+		ioa__iopt_destroy(&ioa__sim_table);
+		return err;
+	}
+	ioa__sim_set_stage1_root(0);
+	ioa__sim_flush_all();
 	sim.last_fault = (struct ioa_sim_fault){ 0 };
+	sim.unmap_ns = cfg->sim_unmap_ns;
 	atomic_store(&sim.fail_unmaps, 0);
 	/* IOVA 0 stays unmapped so that a null descriptor faults. */
 	info->aperture[0] = (struct ioa__iova_range){ IOA_HUGE_2M, 1ull << IOA_IOPT_BITS };
@@ -51,13 +67,22 @@ static int sim_open(const struct ioa_config *cfg, struct ioa__iommu_info *info)
 
 static void sim_close(void)
 {
+	ioa_sim_engine_stop();
 	atomic_store(&sim_open_flag, 0);
-	ioa__iopt_destroy(&sim.table);
+	ioa__iopt_destroy(&ioa__sim_table);
+	ioa__sim_check_close();
 }
 
+/* The shadow set learns of the pages first: a transfer that finds the
+ * translation finds them reachable. If the map then fails they stay in the
+ * set, which can hide a violation but never invent one. */
 static int sim_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 {
-	return ioa__iopt_map(&sim.table, iova, (uint64_t)(uintptr_t)va, len, perms);
+	int err = ioa__sim_shadow_add(va, len);
+
+	if (err)
+		return err;
+	return ioa__iopt_map(&ioa__sim_table, iova, (uint64_t)(uintptr_t)va, len, perms);
 }
 
 void ioa__sim_fail_unmaps(int count, int err)
@@ -77,13 +102,32 @@ static int injected_failure(void)
 	return 0;
 }
 
+/* Busy-waits sim.unmap_ns, the time a real IOMMU unmap (an ioctl) takes. */
+static void charge_unmap_cost(void)
+{
+	struct timespec start, now;
+	uint64_t elapsed;
+
+	if (!sim.unmap_ns)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	do {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		elapsed = (uint64_t)(now.tv_sec - start.tv_sec) * 1000000000u +
+			  (uint64_t)now.tv_nsec - (uint64_t)start.tv_nsec;
+	} while (elapsed < sim.unmap_ns);
+}
+
+/* Only the tables change: cached translations stay until sim_invalidate. */
 static int sim_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done)
 {
 	for (*done = 0; *done < n; (*done)++) {
-		int err = injected_failure();
+		int err;
 
+		charge_unmap_cost();
+		err = injected_failure();
 		if (!err)
-			err = ioa__iopt_unmap(&sim.table, r[*done].iova, r[*done].len, NULL);
+			err = ioa__iopt_unmap(&ioa__sim_table, r[*done].iova, r[*done].len, NULL);
 		if (err)
 			return err;
 	}
@@ -92,9 +136,21 @@ static int sim_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done)
 
 static int sim_invalidate(void)
 {
-	pthread_rwlock_wrlock(&sim.inflight);
-	pthread_rwlock_unlock(&sim.inflight);
+	pthread_rwlock_wrlock(&ioa__sim_inflight);
+	ioa__sim_flush_all();
+	pthread_rwlock_unlock(&ioa__sim_inflight);
 	return 0;
+}
+
+/* The pages leave the shadow set; transfers that found them reachable
+ * finish before the library may reuse them. */
+static void sim_released(const void *va, uint64_t len)
+{
+	if (ioa__sim_shadow_remove(va, len) != 0)
+		ioa__err("sim: released range %p of %llu bytes is not whole pages", va,
+			 (unsigned long long)len);
+	pthread_rwlock_wrlock(&ioa__sim_inflight);
+	pthread_rwlock_unlock(&ioa__sim_inflight);
 }
 
 const struct ioa__iommu_ops ioa__iommu_sim = {
@@ -104,74 +160,78 @@ const struct ioa__iommu_ops ioa__iommu_sim = {
 	.map = sim_map,
 	.unmap = sim_unmap,
 	.invalidate = sim_invalidate,
+	.released = sim_released,
 };
 
-static void record_fault(uint64_t iova, enum ioa_dma_dir dir)
+static void record_fault(uint64_t addr, enum ioa_dma_dir dir)
 {
 	pthread_mutex_lock(&sim.fault_lock);
-	sim.last_fault = (struct ioa_sim_fault){ .iova = iova, .dir = dir };
+	sim.last_fault = (struct ioa_sim_fault){ .iova = addr, .dir = dir };
 	ioa__stat_add(sim_dma_faults, 1);
 	pthread_mutex_unlock(&sim.fault_lock);
-	ioa__debug("sim DMA fault at IOVA 0x%llx (%s)", (unsigned long long)iova,
+	ioa__debug("sim DMA fault at device address 0x%llx (%s)", (unsigned long long)addr,
 		   dir == IOA_DMA_TO_DEVICE ? "read" : "write");
 }
 
-/* The virtual address of @iova if mapped with @perm, else NULL. */
-static uint8_t *translate(uint64_t iova, uint64_t perm)
+/* Bytes from @addr to the end of its 4 KiB page, at most @left. */
+static size_t chunk_len(uint64_t addr, size_t left)
 {
-	unsigned shift;
-	uint64_t e = ioa__iopt_leaf(sim.table.root, iova, &shift);
-
-	if (!(e & perm))
-		return NULL;
-	return (uint8_t *)(uintptr_t)((e & IOA_PTE_ADDR) + (iova & ((1ull << shift) - 1)));
-}
-
-/* Bytes from @iova to the end of its 4 KiB page, at most @left. */
-static size_t chunk_len(uint64_t iova, size_t left)
-{
-	size_t room = IOA_PAGE - (iova & (IOA_PAGE - 1));
+	size_t room = IOA_PAGE - (addr & (IOA_PAGE - 1));
 
 	return room < left ? room : left;
 }
 
-IOA_EXPORT int ioa_sim_dma(uint64_t iova, void *buf, size_t len, enum ioa_dma_dir dir)
+/* The memory at @addr through translation @x. */
+static uint8_t *memory_at(uint64_t x, uint64_t addr)
+{
+	return (uint8_t *)(uintptr_t)((x & IOA_PTE_ADDR) + (addr & (IOA_PAGE - 1)));
+}
+
+IOA_EXPORT int ioa_sim_dma(uint64_t addr, void *buf, size_t len, enum ioa_dma_dir dir)
 {
 	uint64_t perm = dir == IOA_DMA_TO_DEVICE ? IOA_PTE_READ : IOA_PTE_WRITE;
 	uint8_t *dev = buf;
+	size_t moved = 0;
 	int err = 0;
 
-	if (!atomic_load(&sim_open_flag))
+	if (!ioa__sim_is_open())
 		return -ENODEV;
-	if (iova + len < iova)
+	if (addr + len < addr)
 		return -EINVAL;
-	pthread_rwlock_rdlock(&sim.inflight);
+	pthread_rwlock_rdlock(&ioa__sim_inflight);
 	/* Translate every page first: a transfer with a hole moves nothing. */
-	for (size_t off = 0; off < len; off += chunk_len(iova + off, len - off)) {
-		if (!translate(iova + off, perm)) {
-			record_fault(iova + off, dir);
+	for (size_t off = 0; off < len; off += chunk_len(addr + off, len - off)) {
+		if (!(ioa__sim_translate(addr + off) & perm)) {
+			record_fault(addr + off, dir);
 			err = -EFAULT;
 			goto out;
 		}
 	}
 	for (size_t off = 0, n; off < len; off += n) {
-		uint8_t *mem = translate(iova + off, perm);
+		uint64_t x = ioa__sim_translate(addr + off);
+		uint8_t *mem;
 
-		n = chunk_len(iova + off, len - off);
-		if (!mem) { /* unmapped since the check: the transfer stops here */
-			record_fault(iova + off, dir);
+		n = chunk_len(addr + off, len - off);
+		if (!(x & perm)) { /* evicted and unmapped since the check: it stops here */
+			record_fault(addr + off, dir);
 			err = -EFAULT;
 			goto out;
+		}
+		mem = memory_at(x, addr + off);
+		if (!ioa__sim_reachable(mem)) { /* a use after free: recorded, not done */
+			ioa__sim_violation(addr + off, mem, 0);
+			continue;
 		}
 		if (dir == IOA_DMA_TO_DEVICE)
 			memcpy(dev + off, mem, n);
 		else
 			memcpy(mem, dev + off, n);
+		moved += n;
 	}
 	ioa__stat_add(sim_dma_ops, 1);
-	ioa__stat_add(sim_dma_bytes, len);
+	ioa__stat_add(sim_dma_bytes, moved);
 out:
-	pthread_rwlock_unlock(&sim.inflight);
+	pthread_rwlock_unlock(&ioa__sim_inflight);
 	return err;
 }
 
@@ -185,4 +245,25 @@ IOA_EXPORT uint64_t ioa_sim_faults(struct ioa_sim_fault *last)
 		*last = sim.last_fault;
 	pthread_mutex_unlock(&sim.fault_lock);
 	return n;
+}
+
+IOA_EXPORT int ioa_sim_stage1_attach(uint64_t root_iova)
+{
+	if (!ioa__sim_is_open())
+		return -ENODEV;
+	if ((root_iova & (IOA_PAGE - 1)) || root_iova >> IOA_IOPT_BITS)
+		return -EINVAL;
+	pthread_rwlock_wrlock(&ioa__sim_inflight);
+	ioa__sim_set_stage1_root(root_iova);
+	pthread_rwlock_unlock(&ioa__sim_inflight);
+	return 0;
+}
+
+IOA_EXPORT void ioa_sim_stage1_invalidate(int leaf_only)
+{
+	if (!ioa__sim_is_open())
+		return;
+	pthread_rwlock_wrlock(&ioa__sim_inflight);
+	ioa__sim_flush_stage1(leaf_only);
+	pthread_rwlock_unlock(&ioa__sim_inflight);
 }

@@ -220,6 +220,7 @@ static void unmap_range(struct ioa__iopt *pt, _Atomic uint64_t *table, unsigned 
 
 void ioa__iopt_free_pruned(struct ioa__iopt *pt, struct ioa__iopt_pruned *pruned)
 {
+	pthread_mutex_lock(&pt->lock); /* for the page count */
 	while (pruned->first) {
 		_Atomic uint64_t *page = pruned->first;
 
@@ -228,6 +229,7 @@ void ioa__iopt_free_pruned(struct ioa__iopt *pt, struct ioa__iopt_pruned *pruned
 		table_free(pt, page);
 	}
 	pruned->count = 0;
+	pthread_mutex_unlock(&pt->lock);
 }
 
 static int range_ok(uint64_t addr, uint64_t len)

@@ -94,19 +94,19 @@ int ioa__iopt_unmap(struct ioa__iopt *pt, uint64_t addr, uint64_t len,
 /* Frees pruned pages once no reader can reach them. */
 void ioa__iopt_free_pruned(struct ioa__iopt *pt, struct ioa__iopt_pruned *pruned);
 
-/* One level of the walk, unrolled by the caller: levels are constants. */
+/* One level of the walk, unrolled by the caller: levels are constants. A
+ * single test sends both a missing entry and a leaf off the straight path. */
 #define IOA_IOPT_STEP(level)                                                         \
 	e = atomic_load_explicit(&t[(addr >> (12 + 9 * (level))) & 511], memory_order_acquire); \
-	if (!(e & IOA_PTE_PRESENT))                                                   \
-		return 0;                                                             \
-	if ((level) == 0 || (e & IOA_PTE_LEAF)) {                                     \
+	if ((e & (IOA_PTE_PRESENT | IOA_PTE_LEAF)) != IOA_PTE_PRESENT) {             \
 		*leaf_shift = 12 + 9 * (level);                                       \
-		return e;                                                             \
+		return e & IOA_PTE_PRESENT ? e : 0;                                   \
 	}                                                                             \
 	t = (const _Atomic uint64_t *)(uintptr_t)(e & IOA_PTE_ADDR);
 
 /* The leaf entry covering @addr in the table at @root (0 if none) and the
- * log2 size of that leaf. Leaves exist at levels 0 to 2 only. */
+ * log2 size of that leaf. Leaves exist at levels 0 to 2 only; level-0
+ * entries never carry the leaf bit. */
 static inline uint64_t ioa__iopt_leaf(const _Atomic uint64_t *root, uint64_t addr,
 				      unsigned *leaf_shift)
 {
@@ -121,8 +121,9 @@ static inline uint64_t ioa__iopt_leaf(const _Atomic uint64_t *root, uint64_t add
 	t = (const _Atomic uint64_t *)(uintptr_t)(e & IOA_PTE_ADDR);
 	IOA_IOPT_STEP(2)
 	IOA_IOPT_STEP(1)
-	IOA_IOPT_STEP(0)
-	return 0; /* not reached: level 0 always returns */
+	e = atomic_load_explicit(&t[(addr >> 12) & 511], memory_order_acquire);
+	*leaf_shift = 12;
+	return e & IOA_PTE_PRESENT ? e : 0;
 }
 
 /* The target @addr maps to in the table at @root, or UINT64_MAX. Lock-free. */

@@ -358,8 +358,8 @@ void ioa__region_unlink(const struct ioa__buffer *b, struct ioa__region_pruned *
 	struct ioa__iova_extent ext;
 
 	ioa__region_extent(b, &ext);
-	ioa__iopt_unmap(&va2iova, buffer_va(b), ext.len, &pruned->va2iova);
-	ioa__iopt_unmap(&iova2va, ext.iova, ext.len, &pruned->iova2va);
+	ioa__iopt_unmap(&va2iova, buffer_va(b), ext.len, pruned ? &pruned->va2iova : NULL);
+	ioa__iopt_unmap(&iova2va, ext.iova, ext.len, pruned ? &pruned->iova2va : NULL);
 }
 
 void ioa__region_free_pruned(struct ioa__region_pruned *pruned)

@@ -53,7 +53,8 @@ int ioa__region_take(void *ptr, struct ioa__buffer *b);
 int ioa__region_node(const struct ioa__buffer *b);
 /* Its device range, as it was mapped. */
 void ioa__region_extent(const struct ioa__buffer *b, struct ioa__iova_extent *ext);
-/* Removes it from the software tables, collecting the table pages emptied. */
+/* Removes it from the software tables, collecting the table pages emptied
+ * into @pruned, or keeping them when @pruned is NULL. */
 void ioa__region_unlink(const struct ioa__buffer *b, struct ioa__region_pruned *pruned);
 void ioa__region_free_pruned(struct ioa__region_pruned *pruned);
 /* Makes its pages reusable: only once unmapped and invalidated. */

@@ -1,0 +1,134 @@
+/*
+ * Device page tables: I/O page tables in DMA memory, for a walker behind the
+ * IOMMU (a device's MMU, or a first-stage IOMMU table). Built on the iopt
+ * code with pages from ioa_dma_alloc(); entries hold IOVAs.
+ *
+ * Invariant: a table page that an unmap empties is unlinked at once but
+ * reused only after the owner's non-leaf invalidation ran and the page's own
+ * IOMMU mapping was removed and invalidated, all through the deferral
+ * engine: a walker's paging-structure cache never points at reused memory.
+ */
+#include "defer.h"
+#include "iopt.h"
+#include "log.h"
+#include "os.h"
+
+#include <errno.h>
+#include <string.h>
+
+struct ioa_iopt {
+	struct ioa__iopt pt;
+	struct ioa__iopt_pages pages;
+	int node;
+	ioa_iopt_invalidate_fn invalidate;
+	void *ctx;
+};
+
+static _Atomic uint64_t *page_alloc(void *ctx, uint64_t *addr)
+{
+	struct ioa_iopt *t = ctx;
+	void *page = ioa_dma_alloc(IOA_PAGE, IOA_PAGE, t->node);
+
+	if (!page)
+		return NULL;
+	memset(page, 0, IOA_PAGE); /* reused memory: no entry may survive */
+	*addr = ioa_virt2iova(page);
+	return page;
+}
+
+/* Only for pages no walker ever saw: a map that failed half way. */
+static void page_free(void *ctx, _Atomic uint64_t *page)
+{
+	ioa_dma_free((void *)page);
+}
+
+static _Atomic uint64_t *page_va(void *ctx, uint64_t iova)
+{
+	return ioa_iova2virt(iova);
+}
+
+static void table_invalidate(void *owner)
+{
+	struct ioa_iopt *t = owner;
+
+	t->invalidate(t->ctx);
+}
+
+/* Hands the pages an unmap emptied to the engine. */
+static void retire_pruned(struct ioa_iopt *t, struct ioa__iopt_pruned *pruned)
+{
+	while (pruned->first) {
+		_Atomic uint64_t *page = pruned->first;
+		struct ioa__defer_item item = { .table = { t, (void *)page }, .kind = IOA_ITEM_TABLE };
+
+		pruned->first = ioa__iopt_pruned_next(page);
+		ioa__defer_enqueue(t->node, &item);
+	}
+}
+
+IOA_EXPORT struct ioa_iopt *ioa_iopt_create(int node, ioa_iopt_invalidate_fn invalidate, void *ctx)
+{
+	struct ioa_iopt *t;
+	void *probe;
+
+	if (!invalidate) {
+		ioa__err("ioa_iopt_create: an invalidation callback is required");
+		errno = EINVAL;
+		return NULL;
+	}
+	/* Brings the library up and checks the node: a buffer must be possible. */
+	probe = ioa_dma_alloc(IOA_PAGE, IOA_PAGE, node);
+	if (!probe)
+		return NULL;
+	ioa_dma_free(probe);
+	t = ioa__os_alloc_pages(IOA_PAGE);
+	if (!t) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	*t = (struct ioa_iopt){ .pages = { page_alloc, page_free, page_va, t },
+				.node = node, .invalidate = invalidate, .ctx = ctx };
+	ioa__defer_set_table_invalidate(table_invalidate);
+	if (ioa__iopt_init_device(&t->pt, &t->pages) != 0) {
+		ioa__os_free_pages(t, IOA_PAGE);
+		errno = ENOMEM;
+		return NULL;
+	}
+	return t;
+}
+
+IOA_EXPORT int ioa_iopt_map(struct ioa_iopt *t, uint64_t dva, uint64_t iova, uint64_t len,
+			    unsigned perms)
+{
+	if (perms & ~(IOA_IOPT_READ | IOA_IOPT_WRITE))
+		return -EINVAL;
+	return ioa__iopt_map(&t->pt, dva, iova, len, perms);
+}
+
+IOA_EXPORT int ioa_iopt_unmap(struct ioa_iopt *t, uint64_t dva, uint64_t len)
+{
+	struct ioa__iopt_pruned pruned = { 0 };
+	int err = ioa__iopt_unmap(&t->pt, dva, len, &pruned);
+
+	retire_pruned(t, &pruned);
+	return err;
+}
+
+IOA_EXPORT uint64_t ioa_iopt_root_iova(const struct ioa_iopt *t)
+{
+	return t->pt.root_addr;
+}
+
+/* Every page, root included, is retired through the engine; the quiesce
+ * makes sure no queued item still names @t when it is freed. */
+IOA_EXPORT void ioa_iopt_destroy(struct ioa_iopt *t)
+{
+	struct ioa__iopt_pruned pruned = { 0 };
+	struct ioa__defer_item root = { .table = { t, (void *)t->pt.root }, .kind = IOA_ITEM_TABLE };
+
+	ioa__iopt_unmap(&t->pt, 0, 1ull << IOA_IOPT_BITS, &pruned);
+	retire_pruned(t, &pruned);
+	ioa__defer_enqueue(t->node, &root);
+	ioa_quiesce();
+	ioa__os_free_pages(t, IOA_PAGE);
+}

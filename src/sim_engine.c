@@ -1,0 +1,175 @@
+/*
+ * The DMA engine: threads that keep transferring to and from posted buffers
+ * through the sim IOMMU, as a device does while the program allocates and
+ * frees. Each thread alternates reads of memory (TO_DEVICE) and writes to it
+ * (FROM_DEVICE), against a device buffer of its own.
+ *
+ * Descriptors sit in a ring of slots, each one 64-bit atomic holding address
+ * and length, so posting is lock-free and a thread reads a whole descriptor
+ * or none. A descriptor stays, and keeps being transferred, until a later
+ * post overwrites its slot or the engine stops: a buffer freed meanwhile is
+ * the stale descriptor a device may hold.
+ *
+ * The engine's threads never race one another on memory: a write to memory
+ * holds `writing` exclusively, a read shares it. The program must not read
+ * or write posted buffers while the engine runs, nor transfer to them with
+ * ioa_sim_dma(): that is a real race with the device, and ThreadSanitizer
+ * rightly reports it.
+ */
+#include "sim.h"
+#include "log.h"
+#include "os.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <time.h>
+
+#define SLOTS 256
+#define MAX_THREADS 64 /* < 256: the index fits the thread's name */
+#define LEN_SHIFT IOA_IOPT_BITS              /* a slot: address | length << LEN_SHIFT */
+#define ADDR_MASK ((1ull << LEN_SHIFT) - 1)
+#define MAX_LEN ((size_t)32 << 10)           /* longer buffers: their first MAX_LEN bytes */
+#define IDLE_NS 100000                       /* pause after a lap over an empty ring */
+
+struct engine_thread {
+	pthread_t thread;
+	unsigned index;
+	uint64_t transfers; /* completed; read by the stopper after the join */
+	uint8_t *dev;       /* the device's buffer, MAX_LEN bytes */
+};
+
+static struct {
+	_Atomic uint64_t slot[SLOTS]; /* 0: empty */
+	_Atomic uint64_t posts;
+	_Atomic int running;
+	pthread_rwlock_t writing;
+	pthread_mutex_t control; /* serialises start and stop; guards the fields below */
+	unsigned nthreads;
+	struct engine_thread thread[MAX_THREADS];
+} engine = {
+	.writing = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP,
+	.control = PTHREAD_MUTEX_INITIALIZER,
+};
+
+/* Addresses beyond the device's 48 bits, which nothing translates, are not posted. */
+IOA_EXPORT void ioa_sim_engine_post(uint64_t addr, size_t len)
+{
+	uint64_t n;
+
+	if (!len || addr > ADDR_MASK)
+		return;
+	len = len < MAX_LEN ? len : MAX_LEN;
+	n = atomic_fetch_add_explicit(&engine.posts, 1, memory_order_relaxed);
+	/* release: the engine sees the buffer's contents as written before the post */
+	atomic_store_explicit(&engine.slot[n % SLOTS], addr | (uint64_t)len << LEN_SHIFT,
+			      memory_order_release);
+}
+
+static int transfer(struct engine_thread *t, uint64_t desc, enum ioa_dma_dir dir)
+{
+	int err;
+
+	if (dir == IOA_DMA_FROM_DEVICE)
+		pthread_rwlock_wrlock(&engine.writing);
+	else
+		pthread_rwlock_rdlock(&engine.writing);
+	err = ioa_sim_dma(desc & ADDR_MASK, t->dev, (size_t)(desc >> LEN_SHIFT), dir);
+	pthread_rwlock_unlock(&engine.writing);
+	return err;
+}
+
+static void *engine_main(void *arg)
+{
+	struct engine_thread *t = arg;
+	enum ioa_dma_dir dir = t->index & 1 ? IOA_DMA_FROM_DEVICE : IOA_DMA_TO_DEVICE;
+	unsigned cursor = t->index % SLOTS, empty = 0;
+
+	while (atomic_load_explicit(&engine.running, memory_order_relaxed)) {
+		uint64_t desc = atomic_load_explicit(&engine.slot[cursor], memory_order_acquire);
+
+		cursor = (cursor + 1) % SLOTS;
+		if (!desc) {
+			if (++empty == SLOTS) {
+				empty = 0;
+				nanosleep(&(struct timespec){ 0, IDLE_NS }, NULL);
+			}
+			continue;
+		}
+		empty = 0;
+		if (transfer(t, desc, dir) == 0)
+			t->transfers++;
+		dir = dir == IOA_DMA_TO_DEVICE ? IOA_DMA_FROM_DEVICE : IOA_DMA_TO_DEVICE;
+	}
+	return NULL;
+}
+
+/* Stops and joins the threads; returns their transfers. Caller holds control. */
+static uint64_t stop_threads(void)
+{
+	uint64_t transfers = 0;
+
+	atomic_store(&engine.running, 0);
+	for (unsigned i = 0; i < engine.nthreads; i++) {
+		pthread_join(engine.thread[i].thread, NULL);
+		transfers += engine.thread[i].transfers;
+		ioa__os_free_pages(engine.thread[i].dev, MAX_LEN);
+	}
+	engine.nthreads = 0;
+	return transfers;
+}
+
+static int start_thread(struct engine_thread *t, uint8_t index)
+{
+	char name[16]; /* the kernel's limit, with the NUL */
+	int err;
+
+	*t = (struct engine_thread){ .index = index, .dev = ioa__os_alloc_pages(MAX_LEN) };
+	if (!t->dev)
+		return -ENOMEM;
+	err = pthread_create(&t->thread, NULL, engine_main, t);
+	if (err) {
+		ioa__os_free_pages(t->dev, MAX_LEN);
+		return -err;
+	}
+	snprintf(name, sizeof(name), "ioa-simdma/%u", index);
+	pthread_setname_np(t->thread, name);
+	return 0;
+}
+
+/* Also -EINVAL for no threads or more than MAX_THREADS. */
+IOA_EXPORT int ioa_sim_engine_start(unsigned threads)
+{
+	int err = 0;
+
+	if (!ioa__sim_is_open())
+		return -ENODEV;
+	if (threads == 0 || threads > MAX_THREADS)
+		return -EINVAL;
+	pthread_mutex_lock(&engine.control);
+	if (engine.nthreads) {
+		err = -EBUSY;
+	} else {
+		atomic_store(&engine.running, 1);
+		while (!err && engine.nthreads < threads)
+			if (!(err = start_thread(&engine.thread[engine.nthreads],
+						 (uint8_t)engine.nthreads)))
+				engine.nthreads++;
+		if (err)
+			stop_threads();
+	}
+	pthread_mutex_unlock(&engine.control);
+	return err;
+}
+
+/* Also forgets every posted descriptor. */
+IOA_EXPORT uint64_t ioa_sim_engine_stop(void)
+{
+	uint64_t transfers;
+
+	pthread_mutex_lock(&engine.control);
+	transfers = stop_threads();
+	for (unsigned i = 0; i < SLOTS; i++)
+		atomic_store_explicit(&engine.slot[i], 0, memory_order_relaxed);
+	pthread_mutex_unlock(&engine.control);
+	return transfers;
+}

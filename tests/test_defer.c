@@ -1,0 +1,359 @@
+/* The deferral engine: retirement order caught by the sim checker when it is
+ * switched off on purpose, a million-operation stress with the DMA engine
+ * running, coalescing, the backlog limit, exiting threads, quarantine. */
+#include "check.h"
+
+#include "defer.h"
+#include "iommu.h"
+#include "ioalloc.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
+
+#define KB4 ((size_t)1 << 12)
+#define DVA ((uint64_t)1 << 30)
+
+/* Allocations, and as many frees; a tenth under ThreadSanitizer, which runs
+ * them some twenty times slower. */
+#if defined(__SANITIZE_THREAD__)
+#define STRESS_ALLOCS 100000
+#else
+#define STRESS_ALLOCS 1000000
+#endif
+#define STRESS_THREADS 4
+#define STRESS_SLOTS 64
+
+static int init_sim(enum ioa_defer_mode mode, unsigned delay_us, unsigned limit,
+		    unsigned unmap_ns)
+{
+	struct ioa_config cfg;
+
+	ioa_config_init(&cfg);
+	cfg.backend = IOA_BACKEND_SIM;
+	cfg.defer = mode;
+	cfg.defer_delay_us = delay_us;
+	cfg.defer_limit = limit;
+	cfg.sim_unmap_ns = unmap_ns;
+	return CHECK_EQ(ioa_init(&cfg), 0);
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
+
+	nanosleep(&ts, NULL);
+}
+
+/* Waits until the DMA engine has done a few more transfers. */
+static void engine_warm(void)
+{
+	struct ioa_stats s;
+	uint64_t start;
+
+	ioa_stats_get(&s);
+	start = s.sim_dma_ops + s.sim_dma_faults;
+	for (int i = 0; i < 2000; i++) {
+		ioa_stats_get(&s);
+		if (s.sim_dma_ops + s.sim_dma_faults > start + 100)
+			return;
+		sleep_ms(1);
+	}
+	CHECK(!"the DMA engine made no progress");
+}
+
+static void check_balanced(void)
+{
+	struct ioa_stats s;
+
+	ioa_stats_get(&s);
+	CHECK_EQ(s.defer_enqueued, s.defer_retired);
+}
+
+/*
+ * A data page released before its unmap and invalidation: the engine's DMA
+ * through the stale IOTLB entry reaches reusable memory, and the checker says
+ * so. With the ordering intact the same sequence is clean. On two CPUs the
+ * engine does not always run inside the unmap's window, so the unordered
+ * case repeats until it is caught (a few rounds at most, in practice).
+ */
+static void stale_data_page(int unordered)
+{
+	struct ioa_sim_violation last = { 0 };
+	int rounds = unordered ? 100 : 5, caught = 0;
+	uint64_t before;
+
+	if (!init_sim(IOA_DEFER_SYNC, 1000, 4096, 5 * 1000 * 1000))
+		return;
+	before = ioa_sim_violations(NULL);
+	CHECK_EQ(ioa_sim_engine_start(2), 0);
+	for (int r = 0; r < rounds && !caught; r++) {
+		void *p = ioa_dma_alloc(KB4, 0, 0);
+
+		if (!CHECK(p != NULL))
+			break;
+		ioa_sim_engine_post(ioa_virt2iova(p), KB4);
+		engine_warm(); /* its translation is in the IOTLB now */
+		ioa__defer_set_unordered(unordered);
+		CHECK_EQ(ioa_dma_free(p), 0); /* 5 ms of unmap, the engine hammering */
+		ioa__defer_set_unordered(0);
+		caught = ioa_sim_violations(&last) > before;
+		if (caught && !CHECK_EQ((uintptr_t)last.va & ~(KB4 - 1), (uintptr_t)p))
+			break;
+	}
+	ioa_sim_engine_stop();
+	CHECK_EQ(caught, unordered);
+	if (caught)
+		CHECK_EQ(last.table_walk, 0);
+	ioa_fini();
+}
+
+static void stage1_invalidate(void *ctx)
+{
+	(void)ctx;
+	ioa_sim_stage1_invalidate(0);
+}
+
+/*
+ * A device table page released before the non-leaf invalidation: after the
+ * driver's leaf-only invalidation, walks start at the paging-structure
+ * cache's pointer to the emptied level-0 page, which then is reusable.
+ * Repeated like the data case until caught.
+ */
+static void stale_table_page(int unordered)
+{
+	struct ioa_sim_violation last = { 0 };
+	int rounds = unordered ? 100 : 5, caught = 0;
+	uint8_t dev[64] = { 0 };
+	uint64_t before;
+	void *data;
+
+	if (!init_sim(IOA_DEFER_ON, 1000000, 4096, 5 * 1000 * 1000))
+		return;
+	data = ioa_dma_alloc(KB4, 0, 0);
+	before = ioa_sim_violations(NULL);
+	CHECK_EQ(ioa_sim_engine_start(2), 0);
+	for (int r = 0; r < rounds && !caught && CHECK(data != NULL); r++) {
+		struct ioa_iopt *t = ioa_iopt_create(0, stage1_invalidate, NULL);
+
+		if (!CHECK(t != NULL))
+			break;
+		CHECK_EQ(ioa_iopt_map(t, DVA, ioa_virt2iova(data), KB4,
+				      IOA_IOPT_READ | IOA_IOPT_WRITE), 0);
+		CHECK_EQ(ioa_sim_stage1_attach(ioa_iopt_root_iova(t)), 0);
+		CHECK_EQ(ioa_sim_dma(DVA, dev, sizeof(dev), IOA_DMA_FROM_DEVICE), 0); /* caches */
+		ioa_sim_engine_post(DVA, sizeof(dev));
+		engine_warm();
+		ioa__defer_set_unordered(unordered);
+		CHECK_EQ(ioa_iopt_unmap(t, DVA, KB4), 0); /* empties three table pages */
+		ioa_sim_stage1_invalidate(1);             /* the driver's leaf invalidation */
+		CHECK_EQ(ioa_quiesce(), 0);               /* retires them: 5 ms per unmap */
+		ioa__defer_set_unordered(0);
+		caught = ioa_sim_violations(&last) > before;
+		ioa_sim_stage1_attach(0);
+		ioa_iopt_destroy(t);
+	}
+	ioa_sim_engine_stop();
+	CHECK_EQ(caught, unordered);
+	if (caught)
+		CHECK_EQ(last.table_walk, 1);
+	CHECK_EQ(ioa_dma_free(data), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	check_balanced();
+	ioa_fini();
+}
+
+struct stress {
+	unsigned id;
+	uint64_t allocs;
+};
+
+/* Random allocations and frees; posts some buffers to the DMA engine and
+ * never touches their bytes (the engine writes them). */
+static void *stress_thread(void *arg)
+{
+	struct stress *st = arg;
+	uint64_t rng = rnd_thread_state(st->id);
+	void *slot[STRESS_SLOTS] = { 0 };
+	uint64_t goal = STRESS_ALLOCS / STRESS_THREADS;
+
+	while (st->allocs < goal) {
+		unsigned i = (unsigned)(rnd_next(&rng) % STRESS_SLOTS);
+
+		if (slot[i]) {
+			if (ioa_dma_free(slot[i]) != 0)
+				CHECK(!"ioa_dma_free failed under stress");
+			slot[i] = NULL;
+			continue;
+		}
+		slot[i] = ioa_dma_alloc(KB4 << (rnd_next(&rng) % 5), 0, IOA_NODE_ANY);
+		if (!slot[i]) {
+			CHECK(!"ioa_dma_alloc failed under stress");
+			break;
+		}
+		st->allocs++;
+		if (rnd_next(&rng) % 16 == 0)
+			ioa_sim_engine_post(ioa_virt2iova(slot[i]), KB4);
+	}
+	for (unsigned i = 0; i < STRESS_SLOTS; i++)
+		if (slot[i])
+			ioa_dma_free(slot[i]);
+	return NULL;
+}
+
+static void stress(void)
+{
+	pthread_t th[STRESS_THREADS];
+	struct stress st[STRESS_THREADS];
+	struct ioa_stats s;
+	uint64_t allocs = 0, transfers;
+
+	if (!init_sim(IOA_DEFER_ON, 1000, 4096, 0))
+		return;
+	CHECK_EQ(ioa_sim_engine_start(2), 0);
+	for (unsigned i = 0; i < STRESS_THREADS; i++) {
+		st[i] = (struct stress){ .id = i };
+		pthread_create(&th[i], NULL, stress_thread, &st[i]);
+	}
+	for (unsigned i = 0; i < STRESS_THREADS; i++) {
+		pthread_join(th[i], NULL);
+		allocs += st[i].allocs;
+	}
+	CHECK_EQ(ioa_quiesce(), 0);
+	transfers = ioa_sim_engine_stop();
+	ioa_stats_get(&s);
+	printf("stress: %llu allocations and frees, %llu engine transfers, %llu faults, "
+	       "%llu batches, %llu unmap calls, p50 %llu ns, p99 %llu ns\n",
+	       (unsigned long long)allocs, (unsigned long long)transfers,
+	       (unsigned long long)s.sim_dma_faults, (unsigned long long)s.defer_batches,
+	       (unsigned long long)s.iommu_unmap_calls, (unsigned long long)s.defer_latency_p50_ns,
+	       (unsigned long long)s.defer_latency_p99_ns);
+	CHECK(allocs >= STRESS_ALLOCS);
+	CHECK(transfers > 0);
+	CHECK_EQ(s.sim_violations, 0);
+	CHECK_EQ(s.defer_enqueued, allocs);
+	CHECK_EQ(s.defer_retired, s.defer_enqueued);
+	CHECK_EQ(s.defer_quarantined, 0);
+	CHECK_EQ(s.dma_bytes_live, 0);
+	CHECK(s.defer_latency_p99_ns > 0);
+	ioa_fini();
+}
+
+/* Adjacent buffers freed together cost one unmap. */
+static void coalescing(void)
+{
+	enum { N = 64 };
+	uint8_t *p[N];
+	struct ioa_stats a, b;
+
+	if (!init_sim(IOA_DEFER_ON, 1000000, 4096, 0))
+		return;
+	for (int i = 0; i < N; i++)
+		p[i] = ioa_dma_alloc(KB4, 0, 0);
+	for (int i = 1; i < N; i++)
+		CHECK(p[i] == p[i - 1] + KB4); /* a fresh segment fills in order */
+	ioa_stats_get(&a);
+	for (int i = N - 1; i >= 0; i -= 2) /* out of order on purpose */
+		CHECK_EQ(ioa_dma_free(p[i]), 0);
+	for (int i = N - 2; i >= 0; i -= 2)
+		CHECK_EQ(ioa_dma_free(p[i]), 0);
+	CHECK(ioa_virt2iova(p[0]) != IOA_BAD_IOVA); /* mapped until retired */
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa_stats_get(&b);
+	CHECK_EQ(b.iommu_unmap_calls - a.iommu_unmap_calls, 1);
+	CHECK_EQ(b.defer_coalesced - a.defer_coalesced, N - 1);
+	CHECK_EQ(b.iommu_invalidates - a.iommu_invalidates, 1);
+	CHECK_EQ(ioa_virt2iova(p[0]), IOA_BAD_IOVA);
+	check_balanced();
+	ioa_fini();
+}
+
+/* A thread whose queue is full drains a batch itself; its backlog never
+ * exceeds the limit. */
+static void backlog_limit(void)
+{
+	enum { N = 200 };
+	struct ioa_stats s;
+
+	if (!init_sim(IOA_DEFER_ON, 1000000, 16, 100 * 1000))
+		return;
+	for (int i = 0; i < N; i++)
+		CHECK_EQ(ioa_dma_free(ioa_dma_alloc(KB4, 0, 0)), 0);
+	ioa_stats_get(&s);
+	CHECK(s.defer_helped > 0);
+	CHECK(s.defer_backlog_max <= 16);
+	CHECK_EQ(ioa_quiesce(), 0);
+	check_balanced();
+	ioa_fini();
+}
+
+static void *free_and_exit(void *p)
+{
+	CHECK_EQ(ioa_dma_free(p), 0);
+	return NULL;
+}
+
+/* Items freed by threads that exited are retired all the same. */
+static void exiting_threads(void)
+{
+	enum { N = 8 };
+	pthread_t th[N];
+	void *p[N];
+
+	if (!init_sim(IOA_DEFER_ON, 1000000, 4096, 0))
+		return;
+	for (int i = 0; i < N; i++) {
+		p[i] = ioa_dma_alloc(KB4, 0, 0);
+		pthread_create(&th[i], NULL, free_and_exit, p[i]);
+		pthread_join(th[i], NULL); /* one exits before the next starts */
+	}
+	CHECK(ioa_virt2iova(p[0]) != IOA_BAD_IOVA);
+	CHECK_EQ(ioa_quiesce(), 0);
+	for (int i = 0; i < N; i++)
+		CHECK_EQ(ioa_virt2iova(p[i]), IOA_BAD_IOVA);
+	check_balanced();
+	ioa_fini();
+}
+
+/* A refused unmap quarantines, and ioa_quiesce reports it once. */
+static void quarantine(void)
+{
+	struct check_capture cap;
+	struct ioa_stats s;
+	void *p, *q;
+
+	if (!init_sim(IOA_DEFER_ON, 1000000, 4096, 0))
+		return;
+	p = ioa_dma_alloc(2 * KB4, 0, 0);
+	ioa__sim_fail_unmaps(1, EPERM);
+	capture_begin(&cap);
+	CHECK_EQ(ioa_dma_free(p), 0);
+	CHECK_EQ(ioa_quiesce(), -EIO);
+	CHECK_CONTAINS(capture_end(&cap), "Operation not permitted");
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa_stats_get(&s);
+	CHECK_EQ(s.defer_quarantined, 1);
+	CHECK_EQ(s.quarantined_bytes, 2 * KB4);
+	q = ioa_dma_alloc(2 * KB4, 0, 0);
+	CHECK(q != NULL && q != p); /* the quarantined pages are never handed out again */
+	CHECK_EQ(ioa_dma_free(q), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	check_balanced();
+	ioa_fini();
+}
+
+int main(void)
+{
+	check_start("test_defer");
+	stale_data_page(1);
+	stale_data_page(0);
+	stale_table_page(1);
+	stale_table_page(0);
+	coalescing();
+	backlog_limit();
+	exiting_threads();
+	quarantine();
+	stress();
+	return check_done();
+}
