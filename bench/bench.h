@@ -48,6 +48,15 @@ void ioa_bench_set_bytes(ioa_bench_state *st, int64_t bytes);
 void ioa_bench_pause(ioa_bench_state *st);
 void ioa_bench_resume(ioa_bench_state *st);
 
+/**
+ * Makes the benchmark registered last report manual time: the sum of what
+ * its runs give ioa_bench_add_time(), not the time of their batch loops.
+ */
+void ioa_bench_manual_time(void);
+
+/** Adds @seconds to the manual time of this run. */
+void ioa_bench_add_time(ioa_bench_state *st, double seconds);
+
 /** Adds a user counter, reported as given. */
 void ioa_bench_counter(ioa_bench_state *st, const char *name, double value);
 

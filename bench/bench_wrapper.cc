@@ -51,6 +51,11 @@ void ioa_bench_resume(ioa_bench_state *st)
 	S(st).ResumeTiming();
 }
 
+void ioa_bench_add_time(ioa_bench_state *st, double seconds)
+{
+	S(st).SetIterationTime(seconds);
+}
+
 void ioa_bench_counter(ioa_bench_state *st, const char *name, double value)
 {
 	S(st).counters[name] = benchmark::Counter(value);
@@ -61,14 +66,22 @@ void ioa_bench_skip(ioa_bench_state *st, const char *msg)
 	S(st).SkipWithError(msg);
 }
 
+// The benchmark registered last, for ioa_bench_manual_time().
+static benchmark::internal::Benchmark *last;
+
 void ioa_bench_register_args(const char *name, ioa_bench_fn fn, const void *ctx,
 			     const int64_t *args, size_t nargs)
 {
-	auto *b = benchmark::RegisterBenchmark(name, [fn, ctx](benchmark::State &s) {
+	auto *b = last = benchmark::RegisterBenchmark(name, [fn, ctx](benchmark::State &s) {
 		fn(reinterpret_cast<ioa_bench_state *>(&s), ctx);
 	});
 	for (size_t i = 0; i < nargs; i++)
 		b->Arg(args[i]);
+}
+
+void ioa_bench_manual_time(void)
+{
+	last->UseManualTime();
 }
 
 void ioa_bench_context(const char *key, const char *value)

@@ -94,15 +94,18 @@ int ioa__iopt_unmap(struct ioa__iopt *pt, uint64_t addr, uint64_t len,
 /* Frees pruned pages once no reader can reach them. */
 void ioa__iopt_free_pruned(struct ioa__iopt *pt, struct ioa__iopt_pruned *pruned);
 
-/* One level of the walk, unrolled by the caller: levels are constants. A
- * single test sends both a missing entry and a leaf off the straight path. */
-#define IOA_IOPT_STEP(level)                                                         \
-	e = atomic_load_explicit(&t[(addr >> (12 + 9 * (level))) & 511], memory_order_acquire); \
-	if ((e & (IOA_PTE_PRESENT | IOA_PTE_LEAF)) != IOA_PTE_PRESENT) {             \
-		*leaf_shift = 12 + 9 * (level);                                       \
-		return e & IOA_PTE_PRESENT ? e : 0;                                   \
-	}                                                                             \
-	t = (const _Atomic uint64_t *)(uintptr_t)(e & IOA_PTE_ADDR);
+/* One level of the walk, unrolled by the caller: levels are constants. An
+ * entry that points to a table holds exactly that table's address and
+ * IOA_PTE_PRESENT, so flipping the present bit leaves the address alone and
+ * one test sends a missing entry and a leaf alike off the straight path. */
+#define IOA_IOPT_STEP(level)                                                          \
+	e = atomic_load_explicit(&t[(addr >> (12 + 9 * (level))) & 511],              \
+				 memory_order_acquire) ^ IOA_PTE_PRESENT;                      \
+	if (e & (IOA_PTE_PRESENT | IOA_PTE_LEAF)) {                                    \
+		*leaf_shift = 12 + 9 * (level);                                        \
+		return e & IOA_PTE_PRESENT ? 0 : e ^ IOA_PTE_PRESENT;                  \
+	}                                                                              \
+	t = (const _Atomic uint64_t *)(uintptr_t)e;
 
 /* The leaf entry covering @addr in the table at @root (0 if none) and the
  * log2 size of that leaf. Leaves exist at levels 0 to 2 only; level-0
@@ -115,10 +118,7 @@ static inline uint64_t ioa__iopt_leaf(const _Atomic uint64_t *root, uint64_t add
 
 	if (addr >> IOA_IOPT_BITS)
 		return 0;
-	e = atomic_load_explicit(&t[(addr >> 39) & 511], memory_order_acquire);
-	if (!(e & IOA_PTE_PRESENT))
-		return 0;
-	t = (const _Atomic uint64_t *)(uintptr_t)(e & IOA_PTE_ADDR);
+	IOA_IOPT_STEP(3) /* never a leaf: the leaf branch only ever sees "missing" */
 	IOA_IOPT_STEP(2)
 	IOA_IOPT_STEP(1)
 	e = atomic_load_explicit(&t[(addr >> 12) & 511], memory_order_acquire);
