@@ -212,6 +212,15 @@ static void bm_free(ioa_bench_state *st, const void *ctx)
 	ioa_quiesce();
 	ioa_stats_get(&s1);
 	ioa_bench_add_time(st, frees.sum_ns * 1e-9);
+	{
+		uint64_t lim[] = {100, 1000, 10000, 65535, 65536};
+		uint64_t c = 0; double sum = 0; size_t li = 0;
+		for (uint32_t b = 0; b < HIST_NS; b++) {
+			if (b == lim[li]) { fprintf(stderr, "  [..%5lu ns) n=%lu sum=%.0f us\n", (unsigned long)lim[li], (unsigned long)c, sum/1e3); li++; }
+			c += frees.hist[b]; sum += (double)frees.hist[b] * b;
+		}
+		fprintf(stderr, "  all n=%lu sum=%.0f us; overflow=%u helped=%lu backlog_max=%lu batches=%lu\n", (unsigned long)c, frees.sum_ns/1e3, frees.hist[HIST_NS-1], (unsigned long)(s1.defer_helped), (unsigned long)s1.defer_backlog_max, (unsigned long)s1.defer_batches);
+	}
 	ioa_bench_counter(st, "free_p50_ns", free_percentile(50));
 	ioa_bench_counter(st, "free_p99_ns", free_percentile(99));
 	ioa_bench_counter(st, "unmaps_per_free",

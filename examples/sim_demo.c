@@ -2,8 +2,8 @@
  * The main job: a toy driver on the sim backend. It allocates DMA buffers,
  * hands their IOVAs to the simulated device as descriptors, lets the device
  * write a pattern into each and read it back, frees the buffers, and shows
- * that the device can no longer reach a freed buffer. Exit status 0 means
- * every check held.
+ * that once ioa_quiesce() returned the device can no longer reach a freed
+ * buffer. Exit status 0 means every check held.
  */
 #include <ioalloc.h>
 
@@ -81,9 +81,12 @@ int main(void)
 		expect(memcmp(back, device, desc[b].len) == 0, "device reads what is in memory");
 	}
 
-	/* Free everything; a late DMA through a stale descriptor must fault. */
+	/* Free everything: the frees only queue the buffers; the reclaimer
+	 * unmaps them in a batch. Once ioa_quiesce() returns, a late DMA
+	 * through a stale descriptor must fault. */
 	for (size_t b = 0; b < NBUF; b++)
 		expect(ioa_dma_free(buf[b]) == 0, "ioa_dma_free");
+	expect(ioa_quiesce() == 0, "ioa_quiesce");
 	uint64_t faults = ioa_sim_faults(NULL);
 	memset(device, 0xee, 4096);
 	err = ioa_sim_dma(desc[0].iova, device, 4096, IOA_DMA_FROM_DEVICE);
@@ -92,15 +95,20 @@ int main(void)
 	expect(ioa_virt2iova(buf[0]) == IOA_BAD_IOVA, "a freed buffer has no IOVA");
 
 	ioa_stats_get(&st);
-	printf("\nreport: %llu buffers allocated, %llu freed; %llu IOMMU maps, %llu unmaps in %llu calls;\n"
-	       "        %llu bytes moved by %llu device transfers; %llu fault(s) (the stale DMA)\n"
+	printf("\nreport: %llu buffers allocated, %llu freed; %llu IOMMU maps; %llu buffers retired in\n"
+	       "        %llu batch(es) with %llu unmap call(s) and %llu invalidation(s);\n"
+	       "        %llu bytes moved by %llu device transfers; %llu fault(s) (the stale DMA);\n"
+	       "        %llu device accesses to reused memory\n"
 	       "        segments: %llu KiB on 2 MiB hugetlb pages, %llu KiB on 4 KiB pages\n",
 	       (unsigned long long)st.dma_allocs, (unsigned long long)st.dma_frees,
-	       (unsigned long long)st.iommu_maps, (unsigned long long)st.iommu_unmaps,
-	       (unsigned long long)st.iommu_unmap_calls, (unsigned long long)st.sim_dma_bytes,
+	       (unsigned long long)st.iommu_maps, (unsigned long long)st.defer_retired,
+	       (unsigned long long)st.defer_batches, (unsigned long long)st.iommu_unmap_calls,
+	       (unsigned long long)st.iommu_invalidates, (unsigned long long)st.sim_dma_bytes,
 	       (unsigned long long)st.sim_dma_ops, (unsigned long long)st.sim_dma_faults,
+	       (unsigned long long)st.sim_violations,
 	       (unsigned long long)st.segment_bytes_hugetlb_2m >> 10,
 	       (unsigned long long)st.segment_bytes_4k >> 10);
+	expect(st.sim_violations == 0, "the device never reached reused memory");
 	ioa_fini();
 	free(device);
 	free(back);
