@@ -29,7 +29,7 @@
 #include "bench.h"
 
 #define BUF_SIZE 4096
-#define CHURN_WINDOW 256    /* half a 2 MiB segment: replacements fit beside it */
+#define CHURN_WINDOW 256    /* in a fresh instance: adjacent pages of one 2 MiB segment */
 #define LAT_WINDOW 1024
 #define PACE_NS 20000       /* mean time between two frees of latency/... */
 #define HIST_NS (1u << 16)  /* free times in 1 ns bins; the last one holds the rest */
@@ -212,15 +212,6 @@ static void bm_free(ioa_bench_state *st, const void *ctx)
 	ioa_quiesce();
 	ioa_stats_get(&s1);
 	ioa_bench_add_time(st, frees.sum_ns * 1e-9);
-	{
-		uint64_t lim[] = {100, 1000, 10000, 65535, 65536};
-		uint64_t c = 0; double sum = 0; size_t li = 0;
-		for (uint32_t b = 0; b < HIST_NS; b++) {
-			if (b == lim[li]) { fprintf(stderr, "  [..%5lu ns) n=%lu sum=%.0f us\n", (unsigned long)lim[li], (unsigned long)c, sum/1e3); li++; }
-			c += frees.hist[b]; sum += (double)frees.hist[b] * b;
-		}
-		fprintf(stderr, "  all n=%lu sum=%.0f us; overflow=%u helped=%lu backlog_max=%lu batches=%lu\n", (unsigned long)c, frees.sum_ns/1e3, frees.hist[HIST_NS-1], (unsigned long)(s1.defer_helped), (unsigned long)s1.defer_backlog_max, (unsigned long)s1.defer_batches);
-	}
 	ioa_bench_counter(st, "free_p50_ns", free_percentile(50));
 	ioa_bench_counter(st, "free_p99_ns", free_percentile(99));
 	ioa_bench_counter(st, "unmaps_per_free",
@@ -301,6 +292,8 @@ int main(int argc, char **argv)
 	ioa_bench_context("sim_unmap", name);
 	snprintf(name, sizeof(name), "%u us", base.defer_delay_us);
 	ioa_bench_context("defer_delay", name);
+	snprintf(name, sizeof(name), "%.1f ns, subtracted", tick_overhead * ns_per_tick);
+	ioa_bench_context("free_timer_overhead", name);
 
 	for (size_t i = 0; i < sizeof(churns) / sizeof(churns[0]); i++) {
 		snprintf(name, sizeof(name), "free/%s/%s", mode_name(churns[i].mode),

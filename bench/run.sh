@@ -22,7 +22,7 @@ nr_huge=/proc/sys/vm/nr_hugepages
 free_huge=/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages
 
 cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release -DIOA_BENCH=ON >/dev/null
-programs=(bench_virt2iova bench_dma_alloc)
+programs=(bench_virt2iova bench_dma_alloc bench_defer)
 targets=$(cmake --build "$build" --target help)
 for optional in bench_grace bench_dpdk_virt2iova; do
 	if [[ $targets == *"$optional"* ]]; then
@@ -34,7 +34,7 @@ mkdir -p "$out"
 
 # Prints the context lines and one "name  median" line per benchmark.
 summarise() {
-	awk '/^Run on / || /^bench: / { print; next }
+	awk '/^Run on / || /^bench: / || /^(sim_unmap|defer_delay|free_timer_overhead): / { print; next }
 	     / (DEBUG|WARNING)/ { next }
 	     $1 ~ /_median$/ {
 		sub(/_median$/, "", $1)
@@ -58,6 +58,7 @@ run() {
 
 run virt2iova bench_virt2iova "$@"
 run dma_alloc bench_dma_alloc "$@"
+run defer bench_defer "$@"
 
 if [[ " ${programs[*]} " == *" bench_grace "* ]]; then
 	run grace bench_grace "$@"

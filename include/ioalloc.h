@@ -101,18 +101,24 @@ void ioa_fini(void);
 void *ioa_dma_alloc(size_t size, size_t align, int node);
 
 /**
- * Frees a buffer from ioa_dma_alloc(). After it returns the device can no
- * longer reach the buffer and ioa_virt2iova() of it fails. Returns -EINVAL,
- * with a message, for a pointer that is not the start of a live buffer
- * (foreign pointer, interior pointer or double free); nothing is freed then.
- * Returns -EIO when the IOMMU refused the unmap: the buffer is quarantined,
- * never reused, and counted in the statistics.
+ * Frees a buffer from ioa_dma_alloc(). The buffer leaves service at once (a
+ * second free of it fails); it is retired later, in a batch, by its node's
+ * reclaimer thread: unmapped, invalidated, and only then reused. Until then
+ * the device may still reach it and ioa_virt2iova() still answers; after
+ * ioa_quiesce() neither holds. No lock, no system call (but a wake of a
+ * sleeping reclaimer). With IOALLOC_DEFER=sync the buffer is retired before
+ * this returns. Returns -EINVAL, with a message, for a pointer that is not
+ * the start of a live buffer (foreign pointer, interior pointer or double
+ * free); nothing is freed then. With IOALLOC_DEFER=sync, returns -EIO when
+ * the IOMMU refused the unmap: the buffer is quarantined, never reused, and
+ * counted in the statistics (deferred, ioa_quiesce() reports it).
  */
 int ioa_dma_free(void *ptr);
 
 /**
- * IOVA of any byte inside live ioalloc memory, or IOA_BAD_IOVA for any other
- * address. Lock-free, no system call: safe from any thread at any time.
+ * IOVA of any byte inside ioalloc memory the device can reach (live buffers,
+ * and freed ones not yet retired), or IOA_BAD_IOVA for any other address.
+ * Lock-free, no system call: safe from any thread at any time.
  */
 uint64_t ioa_virt2iova(const void *ptr);
 
@@ -220,10 +226,14 @@ struct ioa_sim_fault {
 
 /**
  * Has the simulated device move @len bytes between @buf (the device's own
- * buffer) and memory at @iova, translating every page through the sim IOMMU's
- * I/O page table. If any page of the range is unmapped, or lacks the needed
- * permission, no byte moves, a fault is recorded and -EFAULT is returned.
- * Returns -ENODEV when the backend is not sim.
+ * buffer) and memory at @iova, translating every page through the sim IOMMU
+ * (its IOTLB and paging-structure cache first, then its I/O page table, like
+ * hardware). With a first-stage table attached (ioa_sim_stage1_attach) @iova
+ * is a device address translated through that table first. If any page of
+ * the range has no translation, or lacks the needed permission, no byte
+ * moves, a fault is recorded and -EFAULT is returned. A translation that
+ * reaches memory ioalloc has made reusable is a violation: counted, and no
+ * byte moves there. Returns -ENODEV when the backend is not sim.
  */
 int ioa_sim_dma(uint64_t iova, void *buf, size_t len, enum ioa_dma_dir dir);
 
@@ -245,15 +255,19 @@ struct ioa_sim_violation {
 uint64_t ioa_sim_violations(struct ioa_sim_violation *last);
 
 /**
- * Starts @threads DMA engine threads that keep transferring to and from the
- * buffers posted with ioa_sim_engine_post(), until ioa_sim_engine_stop().
- * Transfers go through the sim IOMMU's caches like ioa_sim_dma(); a posted
- * buffer that was freed since keeps being tried (that is the point). Returns
- * -EBUSY if running, -ENODEV without the sim backend.
+ * Starts @threads (1 to 64) DMA engine threads, named ioa-simdma/N, that keep
+ * transferring to and from the buffers posted with ioa_sim_engine_post(),
+ * alternating directions, until ioa_sim_engine_stop(). Transfers go through
+ * the sim IOMMU like ioa_sim_dma(); a posted buffer that was freed since keeps
+ * being tried (that is the point). The engine writes posted buffers: a
+ * program must not touch their bytes while it runs. Returns -EBUSY if
+ * running, -ENODEV without the sim backend, -EINVAL for a bad thread count,
+ * or the error of pthread_create.
  */
 int ioa_sim_engine_start(unsigned threads);
 
-/** Gives the engine a buffer to work on: @len bytes at device address @addr. */
+/** Gives the engine a buffer to work on: @len bytes (at most 32 KiB are used)
+ * at device address @addr; the 256 most recent posts are kept. */
 void ioa_sim_engine_post(uint64_t addr, size_t len);
 
 /** Stops the engine threads; returns how many transfers they completed. */
