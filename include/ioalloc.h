@@ -184,7 +184,9 @@ void ioa_iopt_destroy(struct ioa_iopt *pt);
 
 /** A snapshot of the library's counters. */
 struct ioa_stats {
-	uint64_t dma_allocs, dma_frees, dma_bytes_live;
+	uint64_t dma_allocs;
+	uint64_t dma_frees;       /**< buffers retired: freed, then unmapped or quarantined */
+	uint64_t dma_bytes_live;  /**< bytes allocated and not yet retired */
 	uint64_t iommu_maps, iommu_unmaps, iommu_unmap_calls, iommu_invalidates;
 	uint64_t bytes_mapped, bytes_unmapped;
 	uint64_t quarantined_bytes; /**< unmaps the IOMMU refused: never reused */

@@ -217,6 +217,7 @@ IOA_EXPORT size_t ioa_dma_size(const void *ptr)
 IOA_EXPORT void ioa_stats_get(struct ioa_stats *out)
 {
 	ioa__stats_copy(out);
+	out->defer_enqueued = ioa__defer_enqueued();
 	ioa__defer_latency(&out->defer_latency_p50_ns, &out->defer_latency_p99_ns);
 }
 

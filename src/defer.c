@@ -27,6 +27,7 @@ struct ring {
 	_Atomic uint32_t tail __attribute__((aligned(64)));
 	uint32_t claimed;             /* pass lock: items below it are in a pass or retired */
 	uint32_t mask;
+	_Atomic uint64_t enqueued;    /* items ever queued: written by the producer only */
 	_Atomic int orphan;           /* its thread exited; a new thread may adopt it empty */
 	struct ioa__defer_item items[];
 };
@@ -98,6 +99,17 @@ static uint64_t bucket_ns(unsigned b)
 	unsigned log = b / 4, sub = b % 4;
 
 	return log < 2 ? (2ull << log) : (1ull << log) + ((uint64_t)(sub + 1) << (log - 2));
+}
+
+uint64_t ioa__defer_enqueued(void)
+{
+	uint64_t n = atomic_load_explicit(&ioa__stats.defer_enqueued, memory_order_relaxed);
+
+	for (int i = 0; i < IOA_MAX_NODES; i++)
+		for (struct ring *r = atomic_load_explicit(&eng.nodes[i].rings, memory_order_acquire);
+		     r; r = r->next)
+			n += atomic_load_explicit(&r->enqueued, memory_order_relaxed);
+	return n;
 }
 
 void ioa__defer_latency(uint64_t *p50, uint64_t *p99)
@@ -504,9 +516,10 @@ int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
 	int sleep;
 
 	item->stamp = ioa__ticks();
-	ioa__stat_add(defer_enqueued, 1);
-	if (eng.cfg.defer == IOA_DEFER_SYNC || !(r = ring_for(node)))
+	if (eng.cfg.defer == IOA_DEFER_SYNC || !(r = ring_for(node))) {
+		ioa__stat_add(defer_enqueued, 1);
 		return retire_now(item);
+	}
 	head = atomic_load_explicit(&r->head, memory_order_relaxed);
 	tail = atomic_load_explicit(&r->tail, memory_order_acquire);
 	if (head - tail > r->mask) {
@@ -514,6 +527,9 @@ int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
 		tail = atomic_load_explicit(&r->tail, memory_order_acquire);
 	}
 	r->items[head & r->mask] = *item;
+	/* one producer: a load and a store count it, no read-modify-write */
+	atomic_store_explicit(&r->enqueued, atomic_load_explicit(&r->enqueued, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
 	atomic_store_explicit(&r->head, head + 1, memory_order_release);
 	sleep = atomic_load_explicit(&eng.nodes[node].sleep, memory_order_relaxed);
 	if (sleep == IDLE || (sleep == NAPPING && head + 1 - tail >= WAKE_BATCH))

@@ -59,6 +59,9 @@ int ioa__defer_quiesce(void);
  * invalidating, the bug the engine exists to prevent. */
 void ioa__defer_set_unordered(int on);
 
+/* Items ever enqueued: counted per queue by its producer, summed here. */
+uint64_t ioa__defer_enqueued(void);
+
 /* Free-to-retirement latency percentiles, in nanoseconds. */
 void ioa__defer_latency(uint64_t *p50, uint64_t *p99);
 

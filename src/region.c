@@ -331,8 +331,6 @@ int ioa__region_take(void *ptr, struct ioa__buffer *b)
 			 "interior pointer, or double free); nothing freed", ptr);
 		return -EINVAL;
 	}
-	ioa__stat_add(dma_frees, 1);
-	ioa__stat_sub(dma_bytes_live, (uint64_t)n << IOA_PAGE_SHIFT);
 	*b = (struct ioa__buffer){ .seg = s, .first = first, .npages = n };
 	return 0;
 }
@@ -368,8 +366,16 @@ void ioa__region_free_pruned(struct ioa__region_pruned *pruned)
 	ioa__iopt_free_pruned(&iova2va, &pruned->iova2va);
 }
 
+/* A buffer leaves the counts when retired, off the free path. */
+static void count_retired(const struct ioa__buffer *b)
+{
+	ioa__stat_add(dma_frees, 1);
+	ioa__stat_sub(dma_bytes_live, (uint64_t)b->npages << IOA_PAGE_SHIFT);
+}
+
 void ioa__region_release(const struct ioa__buffer *b)
 {
+	count_retired(b);
 	ioa__iommu_released((const void *)(uintptr_t)buffer_va(b),
 			    (uint64_t)b->npages << IOA_PAGE_SHIFT);
 	release_pages(b->seg, b->first, b->npages);
@@ -380,6 +386,7 @@ void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *st
 	struct ioa__iova_extent ext;
 
 	ioa__region_extent(b, &ext);
+	count_retired(b);
 	ioa__stat_add(quarantined_bytes, ext.len);
 	ioa__err("buffer %p (%llu bytes at IOVA 0x%llx) quarantined, never reused: the %s "
 		 "failed: %s", (void *)(uintptr_t)buffer_va(b), (unsigned long long)ext.len,

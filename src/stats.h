@@ -1,5 +1,6 @@
 /* Counters every layer bumps with one relaxed atomic add. They sit on slow
- * paths only (map, unmap, segment and table-page changes, sim DMA). */
+ * paths only (map, unmap, segment and table-page changes, retirement, sim
+ * DMA); the free path counts in its own queue instead (defer.c). */
 #ifndef IOA_STATS_H
 #define IOA_STATS_H
 
