@@ -495,6 +495,7 @@ static int retire_now(struct ioa__defer_item *item)
 	struct ioa__iova_extent ext;
 	uint32_t order;
 
+	ioa__stat_add(defer_batches, 1);
 	return retire(item, 1, &ext, &order) ? -EIO : 0;
 }
 

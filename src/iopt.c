@@ -5,6 +5,7 @@
 #include <errno.h>
 
 #define ENTRIES 512
+#define SPARE_MAX 64 /* freed software table pages kept for reuse */
 
 static unsigned level_shift(unsigned level)
 {
@@ -19,11 +20,37 @@ static _Atomic uint64_t *child_of(const struct ioa__iopt *pt, uint64_t e)
 			 : (_Atomic uint64_t *)(uintptr_t)addr;
 }
 
-/* A zeroed table page (mmap gives zeroes), its entry address in *addr. */
+/* A software table page: a spare (zeroed but for its link in entry 0), or
+ * a new one (mmap gives zeroes). Caller holds the lock. */
+static _Atomic uint64_t *page_alloc(struct ioa__iopt *pt)
+{
+	_Atomic uint64_t *t = pt->spare;
+
+	if (!t)
+		return ioa__os_alloc_pages(IOA_PAGE);
+	pt->spare = (_Atomic uint64_t *)(uintptr_t)atomic_load_explicit(&t[0], memory_order_relaxed);
+	pt->nspare--;
+	atomic_store_explicit(&t[0], 0, memory_order_relaxed);
+	return t;
+}
+
+/* Keeps an empty software table page as a spare, or gives it back. Caller
+ * holds the lock; no reader can reach the page any more. */
+static void page_free(struct ioa__iopt *pt, _Atomic uint64_t *t)
+{
+	if (pt->nspare == SPARE_MAX) {
+		ioa__os_free_pages((void *)t, IOA_PAGE);
+		return;
+	}
+	atomic_store_explicit(&t[0], (uint64_t)(uintptr_t)pt->spare, memory_order_relaxed);
+	pt->spare = t;
+	pt->nspare++;
+}
+
+/* A zeroed table page, its entry address in *addr. */
 static _Atomic uint64_t *table_alloc(struct ioa__iopt *pt, uint64_t *addr)
 {
-	_Atomic uint64_t *t = pt->pages ? pt->pages->alloc(pt->pages->ctx, addr)
-					: ioa__os_alloc_pages(IOA_PAGE);
+	_Atomic uint64_t *t = pt->pages ? pt->pages->alloc(pt->pages->ctx, addr) : page_alloc(pt);
 
 	if (t) {
 		if (!pt->pages)
@@ -39,7 +66,7 @@ static void table_free(struct ioa__iopt *pt, _Atomic uint64_t *t)
 	if (pt->pages)
 		pt->pages->free(pt->pages->ctx, t);
 	else
-		ioa__os_free_pages((void *)t, IOA_PAGE);
+		page_free(pt, t);
 	pt->table_pages--;
 	ioa__stat_sub(table_pages, 1);
 }
@@ -48,6 +75,8 @@ static int init(struct ioa__iopt *pt, _Atomic uint64_t *root,
 		const struct ioa__iopt_pages *pages)
 {
 	pt->table_pages = 0;
+	pt->spare = NULL;
+	pt->nspare = 0;
 	pt->pages = pages;
 	pt->own_root = !root;
 	pt->root = root;
@@ -88,6 +117,14 @@ static void free_tables(struct ioa__iopt *pt, _Atomic uint64_t *table, unsigned 
 void ioa__iopt_destroy(struct ioa__iopt *pt)
 {
 	free_tables(pt, pt->root, IOA_IOPT_LEVELS - 1);
+	while (pt->spare) {
+		_Atomic uint64_t *t = pt->spare;
+
+		pt->spare = (_Atomic uint64_t *)(uintptr_t)atomic_load_explicit(&t[0],
+										 memory_order_relaxed);
+		ioa__os_free_pages((void *)t, IOA_PAGE);
+	}
+	pt->nspare = 0;
 	if (pt->own_root)
 		pt->root = NULL;
 	pthread_mutex_destroy(&pt->lock);

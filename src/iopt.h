@@ -47,6 +47,8 @@ struct ioa__iopt {
 	uint64_t table_pages;
 	int own_root; /* the root page was allocated here, not given by the caller */
 	const struct ioa__iopt_pages *pages; /* NULL: mmap'd pages, entries hold virtual addresses */
+	_Atomic uint64_t *spare;             /* emptied pages kept for reuse, linked by entry 0 */
+	unsigned nspare;
 };
 
 /* Table pages that an unmap emptied and unlinked, chained through their first

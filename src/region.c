@@ -21,8 +21,12 @@ struct ioa__segment {
 	int node;
 	int dedicated;             /* holds one buffer; returned when it is freed */
 	size_t meta_len;
-	uint32_t npages, free_pages;
-	uint64_t *free_map;        /* bit set: page free (node lock) */
+	uint32_t npages;
+	/* Bit set: page free. Bits are cleared under the node lock (allocation)
+	 * and set without it (release, by the reclaimer): every change is an
+	 * atomic and/or, so neither loses the other's bits. */
+	_Atomic uint64_t *free_map;
+	_Atomic uint32_t free_pages;
 	_Atomic uint32_t *run;     /* at a live buffer's first page: its page count */
 };
 
@@ -65,11 +69,19 @@ static void set_pages(struct ioa__segment *s, uint32_t first, uint32_t n, int fr
 		uint64_t m = word_mask(i, end < ((i | 63) + 1) ? end : (i | 63) + 1);
 
 		if (free)
-			s->free_map[i / 64] |= m;
+			atomic_fetch_or_explicit(&s->free_map[i / 64], m, memory_order_release);
 		else
-			s->free_map[i / 64] &= ~m;
+			atomic_fetch_and_explicit(&s->free_map[i / 64], ~m, memory_order_relaxed);
 	}
-	s->free_pages = free ? s->free_pages + n : s->free_pages - n;
+	if (free)
+		atomic_fetch_add_explicit(&s->free_pages, n, memory_order_relaxed);
+	else
+		atomic_fetch_sub_explicit(&s->free_pages, n, memory_order_relaxed);
+}
+
+static uint64_t map_word(const struct ioa__segment *s, uint32_t i)
+{
+	return atomic_load_explicit(&s->free_map[i / 64], memory_order_acquire);
 }
 
 /* The first page in use in [first, first + n), or first + n if all are free. */
@@ -77,7 +89,7 @@ static uint32_t first_used(const struct ioa__segment *s, uint32_t first, uint32_
 {
 	for (uint32_t i = first, end = first + n; i < end; i = (i | 63) + 1) {
 		uint32_t stop = end < ((i | 63) + 1) ? end : (i | 63) + 1;
-		uint64_t used = ~s->free_map[i / 64] & word_mask(i, stop);
+		uint64_t used = ~map_word(s, i) & word_mask(i, stop);
 
 		if (used)
 			return i / 64 * 64 + (uint32_t)__builtin_ctzll(used);
@@ -85,19 +97,37 @@ static uint32_t first_used(const struct ioa__segment *s, uint32_t first, uint32_
 	return first + n;
 }
 
-/* First free run of @n pages starting at a multiple of @align pages, or -1. */
+/* The first free page at or after @from, or npages: used words are skipped whole. */
+static uint32_t next_free(const struct ioa__segment *s, uint32_t from)
+{
+	for (uint32_t i = from; i < s->npages; i = (i | 63) + 1) {
+		uint64_t free = map_word(s, i) & ~((1ull << (i % 64)) - 1);
+
+		if (free)
+			return i / 64 * 64 + (uint32_t)__builtin_ctzll(free);
+	}
+	return s->npages;
+}
+
+/* First free run of @n pages starting at a multiple of @align pages (a power
+ * of two), or -1. */
 static long find_run(const struct ioa__segment *s, uint32_t n, uint32_t align)
 {
-	if (s->free_pages < n)
-		return -1;
-	for (uint32_t start = 0; start + n <= s->npages;) {
-		uint32_t used = first_used(s, start, n);
+	uint32_t start = 0;
 
+	if (atomic_load_explicit(&s->free_pages, memory_order_relaxed) < n)
+		return -1;
+	for (;;) {
+		uint32_t used;
+
+		start = (next_free(s, start) + align - 1) & ~(align - 1);
+		if (start + n > s->npages)
+			return -1;
+		used = first_used(s, start, n);
 		if (used == start + n)
 			return start;
-		start = (used / align + 1) * align; /* the next block past the used page */
+		start = used + 1;
 	}
-	return -1;
 }
 
 static void segment_release(struct ioa__segment *s)
@@ -121,7 +151,7 @@ static struct ioa__segment *segment_create(size_t len, size_t align, int node, i
 		return NULL;
 	*s = (struct ioa__segment){ .node = node, .dedicated = dedicated, .meta_len = meta_len,
 				    .npages = npages };
-	s->free_map = (uint64_t *)(s + 1);
+	s->free_map = (_Atomic uint64_t *)(s + 1);
 	s->run = (_Atomic uint32_t *)(s->free_map + map_words);
 	set_pages(s, 0, npages, 1);
 	if (ioa__os_alloc_segment(len, align, node, rg.cfg.page_size, &s->mem) != 0)
@@ -213,18 +243,21 @@ static void unlink_segment(struct node_arena *a, struct ioa__segment *s)
 	*pp = s->next;
 }
 
-/* Makes the pages allocatable again; their unmap and invalidation returned. */
+/* Makes the pages allocatable again; their unmap and invalidation returned.
+ * A shared segment takes them back without the node lock; a dedicated one
+ * leaves its node's list, under the lock, and goes back to the kernel. */
 static void release_pages(struct ioa__segment *s, uint32_t first, uint32_t n)
 {
 	struct node_arena *a = &rg.nodes[s->node];
 
+	if (!s->dedicated) {
+		set_pages(s, first, n, 1);
+		return;
+	}
 	pthread_mutex_lock(&a->lock);
-	set_pages(s, first, n, 1);
-	if (s->dedicated)
-		unlink_segment(a, s);
+	unlink_segment(a, s);
 	pthread_mutex_unlock(&a->lock);
-	if (s->dedicated)
-		segment_release(s);
+	segment_release(s);
 }
 
 /* Device first, then the software maps: an IOVA is never handed out before
@@ -473,7 +506,7 @@ static void segment_fini(struct ioa__segment *s)
 		if (unmap_leaked(&(struct ioa__buffer){ .seg = s, .first = i, .npages = n }) == 0)
 			set_pages(s, i, n, 1);
 	}
-	if (s->free_pages == s->npages)
+	if (atomic_load(&s->free_pages) == s->npages)
 		segment_release(s);
 }
 

@@ -28,10 +28,14 @@ dir="$cache/$pkg"
 if [ ! -f "$dir/.ready" ]; then
 	rm -rf "$dir" "$dir.tmp"
 	mkdir -p "$dir.tmp/deb"
-	(cd "$dir.tmp/deb" && apt-get download -qq "$pkg" >&2 2>/dev/null) ||
-		(cd "$dir.tmp/deb" && apt-get download -qq "$pkg" >&2)
+	(cd "$dir.tmp/deb" && apt-get download -qq "$pkg") >&2
 	dpkg-deb -x "$dir.tmp"/deb/*.deb "$dir.tmp/root"
-	ver=${pkg#linux-image-}
+	# Newer packages (Debian 13) put the modules under usr/lib only.
+	if [ ! -d "$dir.tmp/root/lib/modules" ]; then
+		mkdir -p "$dir.tmp/root/lib"
+		ln -s ../usr/lib/modules "$dir.tmp/root/lib/modules"
+	fi
+	ver=$(ls "$dir.tmp/root/lib/modules")
 	# Debian ships no modules.dep: depmod writes one for this tree alone.
 	depmod -b "$dir.tmp/root" "$ver"
 	mv "$dir.tmp/root" "$dir"
