@@ -20,25 +20,27 @@
 #define LATENCY_BUCKETS 256
 
 /* A thread's queue for one node: single producer (its thread), consumed under
- * the node's pass lock. Slots [tail, head) hold items not yet retired. */
+ * the node's pass lock. Slots [tail, head) hold items not yet retired. What
+ * the producer writes and what the consumer writes sit on separate lines. */
 struct ring {
 	struct ring *next;            /* in the node's registry; rings are never removed */
+	uint32_t mask;
+	_Atomic int orphan;           /* its thread exited; a new thread may adopt it empty */
 	_Atomic uint32_t head __attribute__((aligned(64)));
+	_Atomic uint64_t enqueued;    /* items ever queued: written by the producer only */
 	_Atomic uint32_t tail __attribute__((aligned(64)));
 	uint32_t claimed;             /* pass lock: items below it are in a pass or retired */
-	uint32_t mask;
-	_Atomic uint64_t enqueued;    /* items ever queued: written by the producer only */
-	_Atomic int orphan;           /* its thread exited; a new thread may adopt it empty */
-	struct ioa__defer_item items[];
+	struct ioa__defer_item items[] __attribute__((aligned(64)));
 };
 
 enum sleep_state { AWAKE, NAPPING, IDLE }; /* napping: a timed wait to gather a batch */
 
 struct node {
-	pthread_mutex_t pass_lock;    /* one pass at a time; guards the pass arrays */
-	struct ring *_Atomic rings;
+	/* Read by every free: on a line of their own, away from the lock. */
+	_Atomic int sleep __attribute__((aligned(64)));
 	_Atomic uint32_t futex;       /* bumped by every wake */
-	_Atomic int sleep;
+	pthread_mutex_t pass_lock __attribute__((aligned(64))); /* one pass at a time; guards the pass arrays */
+	struct ring *_Atomic rings;
 	_Atomic int stop;
 	int started;
 	pthread_t thread;

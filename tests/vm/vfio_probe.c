@@ -35,20 +35,16 @@ static const char *read_line(const char *path, char *buf, size_t len)
 	return buf;
 }
 
-/* The last path component of a symlink's target; "" if it is no symlink. */
+/* The last path component of a symlink's target, kept in @buf; "" if @path is
+ * no symlink. */
 static const char *link_name(const char *path, char *buf, size_t len)
 {
-	char target[512];
-	ssize_t n = readlink(path, target, sizeof(target) - 1);
+	ssize_t n = readlink(path, buf, len - 1);
 	const char *slash;
 
-	buf[0] = '\0';
-	if (n > 0) {
-		target[n] = '\0';
-		slash = strrchr(target, '/');
-		snprintf(buf, len, "%s", slash ? slash + 1 : target);
-	}
-	return buf;
+	buf[n > 0 ? n : 0] = '\0';
+	slash = strrchr(buf, '/');
+	return slash ? slash + 1 : buf;
 }
 
 static int exists(const char *path)
@@ -116,7 +112,8 @@ static void check_vfio(const char *addr, const char *group)
 int main(void)
 {
 	const char *env = getenv("IOALLOC_VFIO_DEVICE");
-	char addr[64], path[256], buf[128], group[32];
+	char addr[64], path[256], buf[256], link[256];
+	const char *group;
 
 	snprintf(addr, sizeof(addr), "%s", env ? env : "");
 	check_start("vfio_probe"); /* clears IOALLOC_*: read above */
@@ -133,7 +130,7 @@ int main(void)
 	CHECK(strcmp(link_name(path, buf, sizeof(buf)), "vfio-pci") == 0);
 
 	snprintf(path, sizeof(path), PCI_DEVICES "%s/iommu_group", addr);
-	link_name(path, group, sizeof(group));
+	group = link_name(path, link, sizeof(link));
 	printf("note: device %s, IOMMU group '%s'\n", addr, group);
 	if (CHECK(group[0] != '\0'))
 		check_vfio(addr, group);
