@@ -62,9 +62,14 @@ struct ioa_config {
 	unsigned defer_delay_us;    /**< IOALLOC_DEFER_DELAY_US: longest wait of a freed item, default 1000 */
 	unsigned defer_limit;       /**< IOALLOC_DEFER_LIMIT: per-thread backlog before the freeing thread helps, default 4096 */
 	unsigned sim_unmap_ns;      /**< IOALLOC_SIM_UNMAP_NS: cost the sim backend charges per unmap call, default 0 */
+	/* The vfio backend needs exactly one of the next three; the others ignore them. */
+	int vfio_group;             /**< IOALLOC_VFIO_GROUP: IOMMU group N, opened as /dev/vfio/N; -1 for none */
+	char vfio_device[32];       /**< IOALLOC_VFIO_DEVICE: PCI address (0000:00:03.0) whose group to open; "" for none */
+	int vfio_container_fd;      /**< IOALLOC_VFIO_CONTAINER_FD: a container the driver set up (group attached,
+	                                 VFIO_TYPE1v2_IOMMU set), used as it is and never closed; -1 for none */
 };
 
-/** Fills @cfg with the defaults (sim backend, auto pages, local node). */
+/** Fills @cfg with the defaults (sim backend, auto pages, local node, no VFIO group). */
 void ioa_config_init(struct ioa_config *cfg);
 
 /**
@@ -211,6 +216,24 @@ void ioa_stats_get(struct ioa_stats *out);
 
 /** Writes the counters as a readable report to file descriptor @fd. */
 void ioa_stats_print(int fd);
+
+/* ---- vfio backend ------------------------------------------------------ */
+
+/**
+ * The VFIO container the vfio backend maps buffers in: the one ioalloc opened,
+ * or the one it was given (vfio_container_fd). Valid from ioa_init() to
+ * ioa_fini(); -ENODEV when the vfio backend is not open. The driver must not
+ * close it, nor unmap ioalloc's IOVAs in it.
+ */
+int ioa_vfio_container_fd(void);
+
+/**
+ * The VFIO group fd ioalloc opened, for the driver's VFIO_GROUP_GET_DEVICE_FD
+ * (ioctl(ioa_vfio_group_fd(), VFIO_GROUP_GET_DEVICE_FD, "0000:00:03.0")).
+ * Valid from ioa_init() to ioa_fini(); -ENODEV when the vfio backend is not
+ * open or was given a container (the driver holds that group itself).
+ */
+int ioa_vfio_group_fd(void);
 
 /* ---- sim backend: the simulated DMA engine ---------------------------- */
 

@@ -8,6 +8,7 @@ packages=(
 	libnuma-dev libbenchmark-dev
 	libjemalloc-dev libmimalloc-dev libgoogle-perftools-dev libdpdk-dev
 	valgrind
+	qemu-system-x86 busybox-static cpio xz-utils kmod # the VM test (scripts/vm/)
 )
 
 missing=()

@@ -5,6 +5,8 @@
 #include "log.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -128,6 +130,21 @@ static int parse_sim_unmap(const char *v, struct ioa_config *cfg)
 	return parse_unsigned(v, 0, 100000000, &cfg->sim_unmap_ns);
 }
 
+static int parse_vfio_group(const char *v, struct ioa_config *cfg)
+{
+	return parse_int(v, 0, INT_MAX, &cfg->vfio_group);
+}
+
+static int parse_vfio_device(const char *v, struct ioa_config *cfg)
+{
+	return ioa__pci_address_parse(v, cfg->vfio_device, sizeof(cfg->vfio_device));
+}
+
+static int parse_vfio_container_fd(const char *v, struct ioa_config *cfg)
+{
+	return parse_int(v, 0, INT_MAX, &cfg->vfio_container_fd);
+}
+
 static const struct setting {
 	const char *name;
 	const char *accepted;
@@ -142,7 +159,45 @@ static const struct setting {
 	{ "IOALLOC_DEFER_DELAY_US", "microseconds from 1 to 1000000", parse_defer_delay },
 	{ "IOALLOC_DEFER_LIMIT", "items from 16 to 16777216", parse_defer_limit },
 	{ "IOALLOC_SIM_UNMAP_NS", "nanoseconds from 0 to 100000000", parse_sim_unmap },
+	{ "IOALLOC_VFIO_GROUP", "an IOMMU group number (N of /dev/vfio/N)", parse_vfio_group },
+	{ "IOALLOC_VFIO_DEVICE", "a PCI address DDDD:BB:DD.F or BB:DD.F in hex, such as 0000:00:03.0",
+	  parse_vfio_device },
+	{ "IOALLOC_VFIO_CONTAINER_FD", "an open file descriptor number of a VFIO container",
+	  parse_vfio_container_fd },
 };
+
+/* Exactly @min to @max hex digits at *p, value in *v; advances *p. */
+static int hex_digits(const char **p, int min, int max, unsigned *v)
+{
+	int n = 0;
+
+	for (*v = 0; n < max; n++, (*p)++) {
+		char c = **p;
+		int d = c >= '0' && c <= '9' ? c - '0'
+			: c >= 'a' && c <= 'f' ? c - 'a' + 10
+			: c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+
+		if (d < 0)
+			break;
+		*v = *v << 4 | (unsigned)d;
+	}
+	return n >= min ? 0 : -1;
+}
+
+int ioa__pci_address_parse(const char *s, char *out, size_t len)
+{
+	unsigned domain = 0, bus, dev, fn;
+	const char *p = s;
+	int n;
+
+	if (strchr(s, ':') != strrchr(s, ':') && (hex_digits(&p, 4, 8, &domain) || *p++ != ':'))
+		return -1;
+	if (hex_digits(&p, 2, 2, &bus) || *p++ != ':' || hex_digits(&p, 2, 2, &dev) ||
+	    *p++ != '.' || hex_digits(&p, 1, 1, &fn) || *p || dev > 0x1f || fn > 7)
+		return -1;
+	n = snprintf(out, len, "%04x:%02x:%02x.%x", domain, bus, dev, fn);
+	return n > 0 && (size_t)n < len ? 0 : -1;
+}
 
 static int is_known(const char *name, size_t len)
 {
@@ -179,6 +234,8 @@ IOA_EXPORT void ioa_config_init(struct ioa_config *cfg)
 		.defer = IOA_DEFER_ON,
 		.defer_delay_us = 1000,
 		.defer_limit = 4096,
+		.vfio_group = -1,
+		.vfio_container_fd = -1,
 	};
 }
 
@@ -197,6 +254,49 @@ IOA_EXPORT int ioa_config_from_env(struct ioa_config *cfg)
 	}
 	warn_unknown_variables();
 	*cfg = parsed;
+	return 0;
+}
+
+/* The vfio fields: well formed, and exactly one of them with the vfio backend. */
+static int validate_vfio(const struct ioa_config *cfg)
+{
+	char device[sizeof(cfg->vfio_device)];
+	int given;
+
+	if (cfg->vfio_group < -1) {
+		ioa__err("invalid vfio_group %d in struct ioa_config: an IOMMU group number, or -1 "
+			 "for none", cfg->vfio_group);
+		return -EINVAL;
+	}
+	if (cfg->vfio_container_fd < -1) {
+		ioa__err("invalid vfio_container_fd %d in struct ioa_config: a file descriptor, or "
+			 "-1 for none", cfg->vfio_container_fd);
+		return -EINVAL;
+	}
+	if (cfg->vfio_device[0] &&
+	    (!memchr(cfg->vfio_device, '\0', sizeof(cfg->vfio_device)) ||
+	     ioa__pci_address_parse(cfg->vfio_device, device, sizeof(device)) != 0)) {
+		ioa__err("invalid vfio_device '%.*s' in struct ioa_config: a PCI address such as "
+			 "0000:00:03.0, or \"\" for none", (int)sizeof(cfg->vfio_device),
+			 cfg->vfio_device);
+		return -EINVAL;
+	}
+	given = (cfg->vfio_group >= 0) + (cfg->vfio_device[0] != '\0') +
+		(cfg->vfio_container_fd >= 0);
+	if (cfg->backend != IOA_BACKEND_VFIO) {
+		if (given)
+			ioa__warn("IOALLOC_VFIO_GROUP, IOALLOC_VFIO_DEVICE and "
+				  "IOALLOC_VFIO_CONTAINER_FD are ignored: the backend is %s, not vfio",
+				  ioa__backend_name(cfg->backend));
+		return 0;
+	}
+	if (given != 1) {
+		ioa__err("IOALLOC_BACKEND=vfio needs exactly one of IOALLOC_VFIO_GROUP (an IOMMU "
+			 "group number), IOALLOC_VFIO_DEVICE (a PCI address such as 0000:00:03.0) "
+			 "and IOALLOC_VFIO_CONTAINER_FD (a container the driver set up); %d given "
+			 "(struct ioa_config: vfio_group, vfio_device, vfio_container_fd)", given);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -228,5 +328,5 @@ int ioa__config_validate(const struct ioa_config *cfg)
 			 cfg->stats, cfg->verbose);
 		return -EINVAL;
 	}
-	return 0;
+	return validate_vfio(cfg);
 }

@@ -4,10 +4,17 @@
 
 #include "ioalloc.h"
 
+#include <stddef.h>
+
 /* Checks the settings that do not depend on the machine; 0 or -EINVAL. */
 int ioa__config_validate(const struct ioa_config *cfg);
 
 const char *ioa__backend_name(enum ioa_backend backend);
 const char *ioa__page_size_name(enum ioa_page_size page_size);
+
+/* Parses a PCI address, DDDD:BB:DD.F or BB:DD.F in hex, and writes it to
+ * @out as sysfs names it (0000:00:03.0); 0, or -1 if malformed or longer
+ * than @len. Allocates nothing. */
+int ioa__pci_address_parse(const char *s, char *out, size_t len);
 
 #endif

@@ -9,7 +9,7 @@
 static const struct ioa__iommu_ops *const backends[] = {
 	[IOA_BACKEND_NONE] = &ioa__iommu_none,
 	[IOA_BACKEND_SIM] = &ioa__iommu_sim,
-	[IOA_BACKEND_VFIO] = NULL,
+	[IOA_BACKEND_VFIO] = &ioa__iommu_vfio,
 	[IOA_BACKEND_IOMMUFD] = NULL,
 };
 
@@ -23,7 +23,7 @@ int ioa__iommu_open(const struct ioa_config *cfg)
 	int err;
 
 	if (!o) {
-		ioa__err("IOALLOC_BACKEND=%s is not built yet (available: none, sim)",
+		ioa__err("IOALLOC_BACKEND=%s is not built yet (available: none, sim, vfio)",
 			 ioa__backend_name(cfg->backend));
 		return -ENOSYS;
 	}
@@ -59,8 +59,9 @@ int ioa__iommu_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 	int err = ops->map(iova, va, len, perms);
 
 	if (err) {
-		ioa__err("%s: map of %llu bytes at IOVA 0x%llx failed: %s", ops->name,
-			 (unsigned long long)len, (unsigned long long)iova, strerror(-err));
+		if (!ops->map_reports_errors)
+			ioa__err("%s: map of %llu bytes at IOVA 0x%llx failed: %s", ops->name,
+				 (unsigned long long)len, (unsigned long long)iova, strerror(-err));
 		return err;
 	}
 	ioa__stat_add(iommu_maps, 1);

@@ -41,14 +41,16 @@ struct ioa__iommu_ops {
 	int (*invalidate)(void);
 	/* Optional: [va, va + len) was made reusable (the sim's checker watches it). */
 	void (*released)(const void *va, uint64_t len);
+	int map_reports_errors; /* map describes its failures itself (vfio: ioctl, hint) */
 };
 
 extern const struct ioa__iommu_ops ioa__iommu_none;
 extern const struct ioa__iommu_ops ioa__iommu_sim;
+extern const struct ioa__iommu_ops ioa__iommu_vfio;
 
 /* The wrappers below count what they do in the statistics; map failures are
- * reported here, unmap and invalidation failures by the caller, who knows
- * what becomes of the memory. */
+ * reported here (unless the backend does), unmap and invalidation failures
+ * by the caller, who knows what becomes of the memory. */
 int ioa__iommu_open(const struct ioa_config *cfg);
 void ioa__iommu_close(void);
 const struct ioa__iommu_info *ioa__iommu_info(void);
@@ -58,8 +60,17 @@ int ioa__iommu_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done);
 int ioa__iommu_invalidate(void);
 void ioa__iommu_released(const void *va, uint64_t len);
 
-
-
-/* Test hook of the sim backend: the next @count unmaps fail with @err. */
+/* Test hooks: the next @count unmaps of the sim, or vfio, backend fail with
+ * @err, leaving the ranges mapped. */
 void ioa__sim_fail_unmaps(int count, int err);
+void ioa__vfio_fail_unmaps(int count, int err);
+
+/* The vfio backend's reading of a VFIO_IOMMU_GET_INFO answer of @len bytes
+ * (struct vfio_iommu_type1_info and its capability chain): the usable IOVA
+ * ranges, clipped to [2 MiB, 2^48), and the page sizes into @info; the
+ * mappings the kernel still allows into *avail, or -1 if it does not say.
+ * 0, or -EINVAL with a message when the answer is malformed or leaves no
+ * usable range. Exposed for tests. */
+int ioa__vfio_parse_info(const void *buf, size_t len, struct ioa__iommu_info *info,
+			 int64_t *avail);
 #endif

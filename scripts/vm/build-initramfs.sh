@@ -56,11 +56,13 @@ grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$programs" |
 		mkdir -p "$root/vmtest/$(dirname "$path")"
 		cp "$bin" "$root/vmtest/$path"
 		echo "$name /vmtest/$path $args" >>"$root/etc/vmtest/programs"
-		if ldd "$bin" | grep 'not found' >&2; then
+		# Static programs and scripts have no libraries: ldd says so and fails.
+		libs=$(ldd "$bin" 2>/dev/null || true)
+		if grep 'not found' <<<"$libs" >&2; then
 			echo "build-initramfs: $name: a library is missing" >&2
 			exit 1
 		fi
-		ldd "$bin" | grep -o '/[^ ]*' | while read -r lib; do
+		for lib in $(grep -o '/[^ ]*' <<<"$libs" || true); do
 			cp -L --parents "$lib" "$root"
 		done
 	done

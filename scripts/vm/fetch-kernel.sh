@@ -4,9 +4,14 @@
 # CACHE_DIR/<package>/ (never into the host's /boot) and prints that directory.
 # On success it holds boot/vmlinuz-<ver> and lib/modules/<ver>/ with a
 # modules.dep made by depmod, so `modprobe -d DIR -S VER --show-depends` works.
-# A second run with the same candidate package only prints the directory.
+# A second run with the same candidate package only prints the directory;
+# when the candidate changes, the old package's directory is removed.
 set -euo pipefail
 cache=$1
+mkdir -p "$cache"
+# Two test runs sharing a source tree take turns here.
+exec 9>"$cache/.lock"
+flock 9
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -41,5 +46,6 @@ if [ ! -f "$dir/.ready" ]; then
 	mv "$dir.tmp/root" "$dir"
 	rm -rf "$dir.tmp"
 	touch "$dir/.ready"
+	find "$cache" -mindepth 1 -maxdepth 1 -type d ! -name "$pkg" -exec rm -rf {} +
 fi
 echo "$dir"

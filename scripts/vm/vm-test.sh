@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Usage: scripts/vm/vm-test.sh BUILD_DIR [PROGRAMS]
+# The VM test (ctest's vm_vfio): boots a Debian kernel under QEMU with an
+# emulated Intel IOMMU and QEMU's edu device, runs the programs listed in
+# PROGRAMS (default tests/vm/programs.txt, paths relative to BUILD_DIR) inside
+# the guest against the real VFIO driver, and judges the run from the serial
+# console. Exit status: 0 all passed, 1 a failure, 77 (skip) when a tool the
+# harness needs is not installed (scripts/setup.sh installs them).
+# Work files land in BUILD_DIR/vm/; the kernel is cached in .cache/vm/.
+set -euo pipefail
+src=$(cd "$(dirname "$0")/../.." && pwd)
+build=$(cd "$1" && pwd)
+programs=${2:-$src/tests/vm/programs.txt}
+timeout_s=240 # ctest gives the whole test 300 s
+
+for tool in qemu-system-x86_64 modprobe depmod cpio dpkg-deb apt-get; do
+	if ! command -v "$tool" >/dev/null; then
+		echo "vm: SKIP: $tool is not installed (scripts/setup.sh installs what the VM test needs)"
+		exit 77
+	fi
+done
+
+work="$build/vm"
+mkdir -p "$work"
+kernel=$("$src/scripts/vm/fetch-kernel.sh" "$src/.cache/vm")
+echo "vm: kernel $(basename "$kernel")"
+"$src/scripts/vm/build-initramfs.sh" "$kernel" "$build" "$programs" "$work/initramfs.cpio"
+
+start=$(date +%s%N)
+rc=0
+"$src/scripts/vm/run-vm.sh" "$kernel" "$work/initramfs.cpio" "$work/serial.log" "$timeout_s" || rc=$?
+ms=$((($(date +%s%N) - start) / 1000000))
+if [ "$rc" -eq 124 ]; then
+	echo "vm: QEMU killed after ${timeout_s} s"
+else
+	printf 'vm: the VM ran for %d.%d s\n' $((ms / 1000)) $((ms % 1000 / 100))
+fi
+
+echo "---- guest serial console ($work/serial.log)"
+tr -d '\r' <"$work/serial.log" 2>/dev/null || true
+echo "---- end of serial console"
+"$src/scripts/vm/check-log.sh" "$work/serial.log" "$programs"
