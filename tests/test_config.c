@@ -1,6 +1,7 @@
 /* Configuration: IOALLOC_* parsing, struct validation and ioa_init's
  * refusals (bad values, missing NUMA node, unbuilt backend, second init). */
 #include "check.h"
+#include "init_check.h"
 
 #include "ioalloc.h"
 
@@ -223,41 +224,6 @@ static void test_unknown_variable(void)
 	CHECK_EQ(cfg.stats, 0); /* the known variable still applies */
 	CHECK_EQ(cfg.backend, sentinel.backend);
 	check_clear_ioalloc_env();
-}
-
-/* ioa_init(@cfg) must fail with @err and one line on stderr; its text, or
- * NULL (and the library back down) when the call did not fail so. */
-static const char *init_failure(struct check_capture *cap, const struct ioa_config *cfg, int err)
-{
-	int rc;
-
-	capture_begin(cap);
-	rc = ioa_init(cfg);
-	capture_end(cap);
-	if (!CHECK_EQ(rc, err)) {
-		if (rc == 0)
-			ioa_fini();
-		return NULL;
-	}
-	CHECK_EQ(count_lines(cap->text), 1);
-	return cap->text;
-}
-
-/* After a refused ioa_init the library is down and can be initialised. */
-static void check_init_works(void)
-{
-	struct ioa_config cfg;
-	void *p;
-
-	ioa_config_init(&cfg);
-	if (!CHECK_EQ(ioa_init(&cfg), 0))
-		return;
-	p = ioa_dma_alloc(4096, 0, IOA_NODE_ANY);
-	if (CHECK(p != NULL)) {
-		CHECK(ioa_virt2iova(p) != IOA_BAD_IOVA);
-		CHECK_EQ(ioa_dma_free(p), 0);
-	}
-	ioa_fini();
 }
 
 /* Every out-of-range field is refused with a message naming the field,

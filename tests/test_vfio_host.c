@@ -5,6 +5,7 @@
  * expected message is chosen by looking at the machine. The VM tests
  * (tests/vm/) cover the real ioctls. */
 #include "check.h"
+#include "init_check.h"
 
 #include "iommu.h"
 #include "ioalloc.h"
@@ -127,40 +128,13 @@ static void test_bad_values(void)
 
 /* ---- validation and ioa_init's refusals -------------------------------- */
 
-/* ioa_init(@cfg) fails with @err and one line on stderr: its text, or NULL
- * (and the library back down) when it did not fail so. */
-static const char *init_failure(struct check_capture *cap, const struct ioa_config *cfg, int err)
+/* After a refusal the library is down, and comes up on the sim backend,
+ * where the vfio accessors answer -ENODEV. */
+static void check_init_works_without_vfio(void)
 {
-	int rc;
-
-	capture_begin(cap);
-	rc = ioa_init(cfg);
-	capture_end(cap);
-	if (!CHECK_EQ(rc, err)) {
-		if (rc == 0)
-			ioa_fini();
-		return NULL;
-	}
-	CHECK_EQ(count_lines(cap->text), 1);
-	return cap->text;
-}
-
-/* After a refusal the library is down, and comes up on the sim backend. */
-static void check_init_works(void)
-{
-	struct ioa_config cfg;
-	void *p;
-
 	CHECK_EQ(ioa_vfio_container_fd(), -ENODEV);
 	CHECK_EQ(ioa_vfio_group_fd(), -ENODEV);
-	ioa_config_init(&cfg);
-	if (!CHECK_EQ(ioa_init(&cfg), 0))
-		return;
-	p = ioa_dma_alloc(4096, 0, IOA_NODE_ANY);
-	if (CHECK(p != NULL))
-		CHECK_EQ(ioa_dma_free(p), 0);
-	CHECK_EQ(ioa_vfio_container_fd(), -ENODEV);
-	ioa_fini();
+	check_init_works();
 }
 
 static void test_needs_exactly_one(void)
@@ -191,7 +165,7 @@ static void test_needs_exactly_one(void)
 		CHECK_CONTAINS(text, "3 given");
 		CHECK_CONTAINS(text, "vfio_container_fd");
 	}
-	check_init_works();
+	check_init_works_without_vfio();
 }
 
 static void test_bad_struct_fields(void)
@@ -224,7 +198,7 @@ static void test_bad_struct_fields(void)
 	if (CHECK_EQ(ioa_init(&cfg), 0))
 		ioa_fini();
 	CHECK_CONTAINS(capture_end(&cap), "ignored"); /* the backend is sim */
-	check_init_works();
+	check_init_works_without_vfio();
 }
 
 /* A vfio setting with another backend is a likely mistake: one warning. */
@@ -270,7 +244,7 @@ static void test_missing_group(void)
 		}
 	}
 	check_clear_ioalloc_env();
-	check_init_works();
+	check_init_works_without_vfio();
 }
 
 static void test_missing_device(void)
@@ -286,7 +260,7 @@ static void test_missing_device(void)
 		CHECK_CONTAINS(text, "/sys/bus/pci/devices/ffff:ff:1f.7");
 	}
 	check_clear_ioalloc_env();
-	check_init_works();
+	check_init_works_without_vfio();
 }
 
 /* A PCI device of this machine: without an IOMMU it has no group; with
@@ -331,7 +305,7 @@ static void test_real_device(void)
 		CHECK_CONTAINS(text, "errno");
 	}
 	CHECK_EQ(count_lines(text), 1);
-	check_init_works();
+	check_init_works_without_vfio();
 }
 
 static void test_given_container(void)
@@ -353,7 +327,7 @@ static void test_given_container(void)
 		CHECK_CONTAINS(text, "is not a VFIO container");
 	CHECK(fcntl(null_fd, F_GETFD) >= 0); /* a given fd is never closed */
 	close(null_fd);
-	check_init_works();
+	check_init_works_without_vfio();
 }
 
 /* ---- VFIO_IOMMU_GET_INFO answers --------------------------------------- */
