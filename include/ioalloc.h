@@ -154,7 +154,8 @@ struct ioa_iopt;
  * Invalidates the walker's caches of a device page table, non-leaf levels
  * included (its paging-structure cache). Called by ioalloc's reclaimer before
  * a table page that emptied is reused; it must return only once the walker
- * can no longer use a dropped entry.
+ * can no longer use a dropped entry. It runs on the reclaimer thread, inside
+ * a retirement pass: it must not free ioalloc memory nor call ioa_quiesce().
  */
 typedef void (*ioa_iopt_invalidate_fn)(void *ctx);
 
