@@ -1,6 +1,7 @@
 #include "edu.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/pci_regs.h>
 #include <linux/vfio.h>
 #include <stdio.h>
@@ -56,19 +57,13 @@ static int setup_config(struct edu *e)
 	return 0;
 }
 
-int edu_open(struct edu *e, int group_fd, const char *addr)
+/* Config space, BAR0 and its identification register of e->device. */
+static int setup_device(struct edu *e)
 {
 	struct vfio_region_info bar;
 	void *map;
 	int err;
 
-	*e = (struct edu){ .device = -1 };
-	e->device = ioctl(group_fd, VFIO_GROUP_GET_DEVICE_FD, addr);
-	if (e->device < 0) {
-		err = errno;
-		fprintf(stderr, "edu: VFIO_GROUP_GET_DEVICE_FD(%s): %s\n", addr, strerror(err));
-		return -err;
-	}
 	if ((err = setup_config(e)))
 		goto fail;
 	if ((err = region_info(e->device, VFIO_PCI_BAR0_REGION_INDEX, &bar))) {
@@ -98,6 +93,29 @@ int edu_open(struct edu *e, int group_fd, const char *addr)
 fail:
 	edu_close(e);
 	return err;
+}
+
+int edu_open(struct edu *e, int group_fd, const char *addr)
+{
+	int err;
+
+	*e = (struct edu){ .device = -1 };
+	e->device = ioctl(group_fd, VFIO_GROUP_GET_DEVICE_FD, addr);
+	if (e->device < 0) {
+		err = errno;
+		fprintf(stderr, "edu: VFIO_GROUP_GET_DEVICE_FD(%s): %s\n", addr, strerror(err));
+		return -err;
+	}
+	return setup_device(e);
+}
+
+int edu_open_device(struct edu *e, int device_fd)
+{
+	*e = (struct edu){ .device = -1 };
+	e->device = fcntl(device_fd, F_DUPFD_CLOEXEC, 0);
+	if (e->device < 0)
+		return fail("dup of the device fd", errno);
+	return setup_device(e);
 }
 
 void edu_close(struct edu *e)

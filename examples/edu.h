@@ -33,6 +33,12 @@ struct edu {
  * and turns on bus mastering. 0, or -errno after a message on stderr.
  */
 int edu_open(struct edu *e, int group_fd, const char *addr);
+/*
+ * The same for a VFIO device fd the caller already has, bound to an IOMMU
+ * (the iommufd backend's ioa_iommufd_device_fd()): edu works on its own copy
+ * of it (dup), which edu_close closes; @device_fd stays the caller's.
+ */
+int edu_open_device(struct edu *e, int device_fd);
 void edu_close(struct edu *e);
 
 /*

@@ -62,9 +62,11 @@ struct ioa_config {
 	unsigned defer_delay_us;    /**< IOALLOC_DEFER_DELAY_US: longest wait of a freed item, default 1000 */
 	unsigned defer_limit;       /**< IOALLOC_DEFER_LIMIT: per-thread backlog before the freeing thread helps, default 4096 */
 	unsigned sim_unmap_ns;      /**< IOALLOC_SIM_UNMAP_NS: cost the sim backend charges per unmap call, default 0 */
-	/* The vfio backend needs exactly one of the next three; the others ignore them. */
+	/* The vfio backend needs exactly one of the next three, the iommufd backend
+	 * vfio_device alone; the other backends ignore them. */
 	int vfio_group;             /**< IOALLOC_VFIO_GROUP: IOMMU group N, opened as /dev/vfio/N; -1 for none */
-	char vfio_device[32];       /**< IOALLOC_VFIO_DEVICE: PCI address (0000:00:03.0) whose group to open; "" for none */
+	char vfio_device[32];       /**< IOALLOC_VFIO_DEVICE: PCI address (0000:00:03.0) whose group (vfio)
+	                                 or VFIO cdev (iommufd) to open; "" for none */
 	int vfio_container_fd;      /**< IOALLOC_VFIO_CONTAINER_FD: a container the driver set up (group attached,
 	                                 VFIO_TYPE1v2_IOMMU set), used as it is and never closed; -1 for none */
 };
@@ -235,6 +237,19 @@ int ioa_vfio_container_fd(void);
  * open or was given a container (the driver holds that group itself).
  */
 int ioa_vfio_group_fd(void);
+
+/* ---- iommufd backend ---------------------------------------------------- */
+
+/**
+ * The VFIO device fd of vfio_device (IOALLOC_VFIO_DEVICE) that the iommufd
+ * backend opened through its cdev, bound to /dev/iommu and attached to the
+ * IOAS ioalloc maps buffers in: the driver's handle for the device's regions
+ * (VFIO_DEVICE_GET_REGION_INFO, mmap of a BAR, config space). Valid from
+ * ioa_init() to ioa_fini(); -ENODEV when the iommufd backend is not open.
+ * The driver must not close it; a copy it makes (dup) must be closed before
+ * ioa_fini(), which detaches the device, so that it reaches nothing after.
+ */
+int ioa_iommufd_device_fd(void);
 
 /* ---- sim backend: the simulated DMA engine ---------------------------- */
 

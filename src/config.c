@@ -257,7 +257,27 @@ IOA_EXPORT int ioa_config_from_env(struct ioa_config *cfg)
 	return 0;
 }
 
-/* The vfio fields: well formed, and exactly one of them with the vfio backend. */
+/* The iommufd backend opens the device's VFIO cdev: IOALLOC_VFIO_DEVICE is
+ * needed, and a group or container (vfio backend only) is a mistake. */
+static int validate_iommufd(const struct ioa_config *cfg)
+{
+	if (cfg->vfio_group >= 0 || cfg->vfio_container_fd >= 0) {
+		ioa__err("IOALLOC_BACKEND=iommufd takes the device from IOALLOC_VFIO_DEVICE alone: "
+			 "IOALLOC_VFIO_GROUP and IOALLOC_VFIO_CONTAINER_FD are for IOALLOC_BACKEND=vfio "
+			 "(struct ioa_config: vfio_group and vfio_container_fd must be -1)");
+		return -EINVAL;
+	}
+	if (!cfg->vfio_device[0]) {
+		ioa__err("IOALLOC_BACKEND=iommufd needs IOALLOC_VFIO_DEVICE, the PCI address of a "
+			 "device bound to vfio-pci, such as 0000:00:03.0 (struct ioa_config: "
+			 "vfio_device)");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* The vfio fields: well formed, exactly one of them with the vfio backend,
+ * the device alone with the iommufd backend. */
 static int validate_vfio(const struct ioa_config *cfg)
 {
 	char device[sizeof(cfg->vfio_device)];
@@ -283,10 +303,13 @@ static int validate_vfio(const struct ioa_config *cfg)
 	}
 	given = (cfg->vfio_group >= 0) + (cfg->vfio_device[0] != '\0') +
 		(cfg->vfio_container_fd >= 0);
+	if (cfg->backend == IOA_BACKEND_IOMMUFD)
+		return validate_iommufd(cfg);
 	if (cfg->backend != IOA_BACKEND_VFIO) {
 		if (given)
 			ioa__warn("IOALLOC_VFIO_GROUP, IOALLOC_VFIO_DEVICE and "
-				  "IOALLOC_VFIO_CONTAINER_FD are ignored: the backend is %s, not vfio",
+				  "IOALLOC_VFIO_CONTAINER_FD are ignored: the backend is %s, not vfio "
+				  "or iommufd",
 				  ioa__backend_name(cfg->backend));
 		return 0;
 	}

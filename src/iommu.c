@@ -1,16 +1,14 @@
 #include "iommu.h"
-#include "config.h"
 #include "log.h"
 #include "stats.h"
 
-#include <errno.h>
 #include <string.h>
 
 static const struct ioa__iommu_ops *const backends[] = {
 	[IOA_BACKEND_NONE] = &ioa__iommu_none,
 	[IOA_BACKEND_SIM] = &ioa__iommu_sim,
 	[IOA_BACKEND_VFIO] = &ioa__iommu_vfio,
-	[IOA_BACKEND_IOMMUFD] = NULL,
+	[IOA_BACKEND_IOMMUFD] = &ioa__iommu_iommufd,
 };
 
 static const struct ioa__iommu_ops *ops;
@@ -22,11 +20,6 @@ int ioa__iommu_open(const struct ioa_config *cfg)
 	const struct ioa__iommu_ops *o = backends[cfg->backend];
 	int err;
 
-	if (!o) {
-		ioa__err("IOALLOC_BACKEND=%s is not built yet (available: none, sim, vfio)",
-			 ioa__backend_name(cfg->backend));
-		return -ENOSYS;
-	}
 	info = (struct ioa__iommu_info){ 0 };
 	err = o->open(cfg, &info);
 	if (err)

@@ -47,6 +47,9 @@ struct ioa__iommu_ops {
 extern const struct ioa__iommu_ops ioa__iommu_none;
 extern const struct ioa__iommu_ops ioa__iommu_sim;
 extern const struct ioa__iommu_ops ioa__iommu_vfio;
+/* Built from src/iommu_iommufd.c, or, without Linux 6.2+ uapi headers, from
+ * src/iommu_iommufd_missing.c, whose open says so. */
+extern const struct ioa__iommu_ops ioa__iommu_iommufd;
 
 /* The wrappers below count what they do in the statistics; map failures are
  * reported here (unless the backend does), unmap and invalidation failures
@@ -60,10 +63,11 @@ int ioa__iommu_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done);
 int ioa__iommu_invalidate(void);
 void ioa__iommu_released(const void *va, uint64_t len);
 
-/* Test hooks: the next @count unmaps of the sim, or vfio, backend fail with
- * @err, leaving the ranges mapped. */
+/* Test hooks: the next @count unmaps of the sim, vfio, or iommufd backend
+ * fail with @err, leaving the ranges mapped. */
 void ioa__sim_fail_unmaps(int count, int err);
 void ioa__vfio_fail_unmaps(int count, int err);
+void ioa__iommufd_fail_unmaps(int count, int err);
 
 /* The vfio backend's reading of a VFIO_IOMMU_GET_INFO answer of @len bytes
  * (struct vfio_iommu_type1_info and its capability chain): the usable IOVA
@@ -73,4 +77,14 @@ void ioa__vfio_fail_unmaps(int count, int err);
  * usable range. Exposed for tests. */
 int ioa__vfio_parse_info(const void *buf, size_t len, struct ioa__iommu_info *info,
 			 int64_t *avail);
+
+/* The iommufd backend's reading of an IOMMU_IOAS_IOVA_RANGES answer: @n
+ * ranges (struct iommu_iova_range of linux/iommufd.h: [start, last], sorted)
+ * and the IOVA alignment the IOAS needs. The usable ranges, clipped to
+ * [2 MiB, 2^48) and to pages, and the page sizes into @info; 0, or -EINVAL
+ * with a message when the answer is malformed, the alignment is over 4 KiB,
+ * or no usable range is left. Exposed for tests; built with the backend. */
+struct iommu_iova_range;
+int ioa__iommufd_parse_ranges(const struct iommu_iova_range *r, size_t n, uint64_t alignment,
+			      struct ioa__iommu_info *info);
 #endif

@@ -307,25 +307,6 @@ static void test_init_missing_node(void)
 	check_init_works();
 }
 
-/* The vfio backend's own refusals are in test_vfio_host.c. */
-static void test_init_unbuilt_backends(void)
-{
-	struct check_capture cap;
-	const char *text;
-
-	setenv("IOALLOC_BACKEND", "iommufd", 1);
-	if ((text = init_failure(&cap, NULL, -ENOSYS))) {
-		CHECK_CONTAINS(text, "not built yet");
-		CHECK_CONTAINS(text, "iommufd");
-	}
-	check_clear_ioalloc_env();
-	setenv("IOALLOC_BACKEND", "sim", 1);
-	if (CHECK_EQ(ioa_init(NULL), 0))
-		ioa_fini();
-	check_clear_ioalloc_env();
-	check_init_works();
-}
-
 static void test_init_twice(void)
 {
 	struct check_capture cap;
@@ -374,7 +355,6 @@ int main(void)
 	test_init_bad_struct();
 	test_init_bad_env();
 	test_init_missing_node();
-	test_init_unbuilt_backends();
 	test_init_twice();
 	test_verbose_and_stats();
 	return check_done();

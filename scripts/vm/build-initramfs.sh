@@ -6,7 +6,9 @@
 #   /bin/busybox             the static busybox (applet links are made at boot)
 #   /lib/modules/vmtest/     vfio, vfio_iommu_type1, vfio-pci and what they
 #                            need, uncompressed, from KERNEL_DIR (fetch-kernel.sh);
-#                            /etc/vmtest/modules lists them in load order
+#                            /etc/vmtest/modules lists them in load order. A
+#                            kernel with them built in (build-iommufd-kernel.sh)
+#                            has none: the list is empty
 #   /vmtest/<path>           each program of PROGRAMS, from BUILD_DIR
 #   /etc/vmtest/programs     "name /vmtest/<path> [args...]" per program
 #   shared libraries         every library ldd names, with the dynamic loader,
@@ -31,6 +33,8 @@ cp "$busybox" "$root/bin/busybox"
 install -m 755 "$here/init" "$root/init"
 
 # Modules: modprobe on the host orders them; the guest only runs insmod.
+# Built-in ones ("builtin vfio_pci") need nothing.
+: >"$root/etc/vmtest/modules"
 ver=$(ls "$kernel/lib/modules")
 for m in vfio_iommu_type1 vfio-pci; do
 	modprobe -d "$kernel" -S "$ver" --show-depends "$m"
@@ -46,7 +50,8 @@ done |
 		echo "${name%.xz}" >>"$root/etc/vmtest/modules"
 	done
 grep -q '^vfio-pci.ko$' "$root/etc/vmtest/modules" ||
-	{ echo "build-initramfs: no vfio-pci module in $kernel" >&2; exit 1; }
+	grep -qs '/vfio-pci\.ko$' "$kernel/lib/modules/$ver/modules.builtin" ||
+	{ echo "build-initramfs: no vfio-pci in $kernel, as a module or built in" >&2; exit 1; }
 
 # Programs and the libraries they load.
 grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$programs" |

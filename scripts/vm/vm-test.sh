@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Usage: scripts/vm/vm-test.sh BUILD_DIR [PROGRAMS]
+# Usage: scripts/vm/vm-test.sh BUILD_DIR [PROGRAMS [KERNEL_DIR]]
 # The VM test (ctest's vm_vfio): boots a Debian kernel under QEMU with an
 # emulated Intel IOMMU and QEMU's edu device, runs the programs listed in
 # PROGRAMS (default tests/vm/programs.txt, paths relative to BUILD_DIR) inside
 # the guest against the real VFIO driver, and judges the run from the serial
 # console. Exit status: 0 all passed, 1 a failure, 77 (skip) when a tool the
 # harness needs is not installed (scripts/setup.sh installs them).
-# Work files land in BUILD_DIR/vm/; the kernel is cached in .cache/vm/.
+# KERNEL_DIR, laid out as fetch-kernel.sh's, boots instead of the Debian
+# kernel (vm-test-iommufd.sh passes its own). Work files land in BUILD_DIR/vm/
+# (BUILD_DIR/vm-X/ for a list programs-X.txt); the Debian kernel is cached in
+# .cache/vm/.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=$(cd "$1" && pwd)
 programs=${2:-$src/tests/vm/programs.txt}
+kernel=${3:-}
 timeout_s=240 # ctest gives the whole test 300 s
 
 for tool in qemu-system-x86_64 modprobe depmod cpio dpkg-deb apt-get; do
@@ -20,10 +24,15 @@ for tool in qemu-system-x86_64 modprobe depmod cpio dpkg-deb apt-get; do
 	fi
 done
 
-work="$build/vm"
+# One work directory per program list: vm/ for programs.txt, vm-X/ for
+# programs-X.txt (or X.txt).
+list=$(basename "$programs" .txt)
+list=${list#programs}
+list=${list#-}
+work="$build/vm${list:+-$list}"
 mkdir -p "$work"
-kernel=$("$src/scripts/vm/fetch-kernel.sh" "$src/.cache/vm")
-echo "vm: kernel $(basename "$kernel")"
+[ -n "$kernel" ] || kernel=$("$src/scripts/vm/fetch-kernel.sh" "$src/.cache/vm")
+echo "vm: kernel $(ls "$kernel/lib/modules") from $kernel"
 "$src/scripts/vm/build-initramfs.sh" "$kernel" "$build" "$programs" "$work/initramfs.cpio"
 
 start=$(date +%s%N)
