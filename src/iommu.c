@@ -1,4 +1,6 @@
 #include "iommu.h"
+#include "iopt.h"
+#include "os.h"
 #include "log.h"
 #include "stats.h"
 
@@ -85,4 +87,22 @@ void ioa__iommu_released(const void *va, uint64_t len)
 {
 	if (ops->released)
 		ops->released(va, len);
+}
+
+void ioa__iommu_add_range(struct ioa__iommu_info *into, uint64_t start, uint64_t end)
+{
+	const uint64_t top = 1ull << IOA_IOPT_BITS;
+
+	start = start < IOA_HUGE_2M ? IOA_HUGE_2M : start;
+	end = end > top ? top : end;
+	start = (start + IOA_PAGE - 1) & ~(uint64_t)(IOA_PAGE - 1);
+	end &= ~(uint64_t)(IOA_PAGE - 1);
+	if (start >= end)
+		return;
+	if (into->naperture == IOA_IOMMU_MAX_APERTURE) {
+		ioa__info("IOVA range [0x%llx, 0x%llx) left unused: %d ranges are used at most",
+			  (unsigned long long)start, (unsigned long long)end, IOA_IOMMU_MAX_APERTURE);
+		return;
+	}
+	into->aperture[into->naperture++] = (struct ioa__iova_range){ start, end };
 }

@@ -51,6 +51,11 @@ extern const struct ioa__iommu_ops ioa__iommu_vfio;
  * src/iommu_iommufd_missing.c, whose open says so. */
 extern const struct ioa__iommu_ops ioa__iommu_iommufd;
 
+/* Adds a usable IOVA range [start, end) that a kernel reported to @info,
+ * clipped to [2 MiB, 2^48) (IOVA 0 stays unmapped; the software tables reach
+ * 48 bits) and to whole pages; what does not fit is left out. */
+void ioa__iommu_add_range(struct ioa__iommu_info *info, uint64_t start, uint64_t end);
+
 /* The wrappers below count what they do in the statistics; map failures are
  * reported here (unless the backend does), unmap and invalidation failures
  * by the caller, who knows what becomes of the memory. */

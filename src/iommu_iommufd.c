@@ -38,7 +38,6 @@
 #include <unistd.h>
 
 #define IOMMUFD_PATH "/dev/iommu"
-#define APERTURE_END (1ull << IOA_IOPT_BITS) /* the software tables' reach */
 #define NO_IOMMUFD_HINT                                                                   \
 	"the kernel has no iommufd: modprobe iommufd, or boot a kernel built with "      \
 	"CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV (Debian 12's kernels have neither; " \
@@ -76,27 +75,15 @@ int ioa__iommufd_parse_ranges(const struct iommu_iova_range *r, size_t n, uint64
 	}
 	info->page_sizes = ~(alignment - 1); /* any multiple of the alignment maps */
 	for (size_t i = 0; i < n; i++) {
-		/* last is inclusive; clipped to [2 MiB, APERTURE_END) and to pages */
-		uint64_t start = r[i].start < IOA_HUGE_2M ? IOA_HUGE_2M : r[i].start;
-		uint64_t end = r[i].last >= APERTURE_END ? APERTURE_END : r[i].last + 1;
-
 		if (r[i].last < r[i].start || (i && r[i].start <= r[i - 1].last)) {
 			ioa__err("iommufd: IOMMU_IOAS_IOVA_RANGES answered range %zu [0x%llx, 0x%llx] "
 				 "empty or out of order", i, (unsigned long long)r[i].start,
 				 (unsigned long long)r[i].last);
 			return -EINVAL;
 		}
-		start = (start + IOA_PAGE - 1) & ~(uint64_t)(IOA_PAGE - 1);
-		end &= ~(uint64_t)(IOA_PAGE - 1);
-		if (start >= end)
-			continue;
-		if (info->naperture == IOA_IOMMU_MAX_APERTURE) {
-			ioa__info("iommufd: IOVA range [0x%llx, 0x%llx) left unused: %d ranges are "
-				  "used at most", (unsigned long long)start, (unsigned long long)end,
-				  IOA_IOMMU_MAX_APERTURE);
-			continue;
-		}
-		info->aperture[info->naperture++] = (struct ioa__iova_range){ start, end };
+		/* last is inclusive */
+		ioa__iommu_add_range(info, r[i].start,
+				     r[i].last == UINT64_MAX ? UINT64_MAX : r[i].last + 1);
 	}
 	if (!info->naperture) {
 		ioa__err("iommufd: the IOAS has no IOVA range between 2 MiB and 2^%d", IOA_IOPT_BITS);

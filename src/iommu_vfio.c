@@ -33,7 +33,6 @@
 #include <unistd.h>
 
 #define CONTAINER_PATH "/dev/vfio/vfio"
-#define APERTURE_END (1ull << IOA_IOPT_BITS) /* the software tables' reach */
 #define WARN_PERCENT 90
 #define WATCH_STEP 64 /* maps between two readings of the kernel's count, at least */
 
@@ -61,25 +60,6 @@ static const char *errno_name(int err)
 
 /* ---- the IOMMU's properties ------------------------------------------- */
 
-/* Adds [start, end) to @info, clipped to the usable window and to pages. */
-static void add_range(struct ioa__iommu_info *info, uint64_t start, uint64_t end)
-{
-	start = start < IOA_HUGE_2M ? IOA_HUGE_2M : start;
-	end = end > APERTURE_END ? APERTURE_END : end;
-	if (start >= end)
-		return;
-	start = (start + IOA_PAGE - 1) & ~(uint64_t)(IOA_PAGE - 1);
-	end &= ~(uint64_t)(IOA_PAGE - 1);
-	if (start >= end)
-		return;
-	if (info->naperture == IOA_IOMMU_MAX_APERTURE) {
-		ioa__info("vfio: IOVA range [0x%llx, 0x%llx) left unused: %d ranges are used at most",
-			  (unsigned long long)start, (unsigned long long)end, IOA_IOMMU_MAX_APERTURE);
-		return;
-	}
-	info->aperture[info->naperture++] = (struct ioa__iova_range){ start, end };
-}
-
 /* The IOVA range capability at @off; 0 or -EINVAL. */
 static int read_iova_ranges(const uint8_t *buf, size_t len, size_t off,
 			    struct ioa__iommu_info *info)
@@ -99,7 +79,7 @@ static int read_iova_ranges(const uint8_t *buf, size_t len, size_t off,
 		if (r.end < r.start || (i && r.start <= prev_end))
 			return -EINVAL; /* empty, or not sorted (the kernel sorts them) */
 		prev_end = r.end;
-		add_range(info, r.start, r.end == UINT64_MAX ? UINT64_MAX : r.end + 1);
+		ioa__iommu_add_range(info, r.start, r.end == UINT64_MAX ? UINT64_MAX : r.end + 1);
 	}
 	return 0;
 }
@@ -139,7 +119,7 @@ int ioa__vfio_parse_info(const void *answer, size_t len, struct ioa__iommu_info 
 		off = cap.next;
 	}
 	if (!have_ranges) /* kernels before 5.4: below the x86 MSI window is safe */
-		add_range(info, 0, 0xfee00000);
+		ioa__iommu_add_range(info, 0, 0xfee00000);
 	if (!info->naperture) {
 		ioa__err("vfio: the IOMMU reports no IOVA range between 2 MiB and 2^%d",
 			 IOA_IOPT_BITS);
