@@ -14,7 +14,6 @@ static const struct ioa__iommu_ops *const backends[] = {
 };
 
 static const struct ioa__iommu_ops *ops;
-static enum ioa_backend backend;
 static struct ioa__iommu_info info;
 
 int ioa__iommu_open(const struct ioa_config *cfg)
@@ -27,7 +26,6 @@ int ioa__iommu_open(const struct ioa_config *cfg)
 	if (err)
 		return err;
 	ops = o;
-	backend = cfg->backend;
 	ioa__info("backend %s open", o->name);
 	return 0;
 }
@@ -42,11 +40,6 @@ void ioa__iommu_close(void)
 const struct ioa__iommu_info *ioa__iommu_info(void)
 {
 	return &info;
-}
-
-enum ioa_backend ioa__iommu_backend(void)
-{
-	return backend;
 }
 
 int ioa__iommu_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)

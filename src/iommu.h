@@ -62,7 +62,6 @@ void ioa__iommu_add_range(struct ioa__iommu_info *info, uint64_t start, uint64_t
 int ioa__iommu_open(const struct ioa_config *cfg);
 void ioa__iommu_close(void);
 const struct ioa__iommu_info *ioa__iommu_info(void);
-enum ioa_backend ioa__iommu_backend(void);
 int ioa__iommu_map(uint64_t iova, void *va, uint64_t len, uint64_t perms);
 int ioa__iommu_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done);
 int ioa__iommu_invalidate(void);
