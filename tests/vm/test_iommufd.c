@@ -28,13 +28,6 @@
 
 static const char *device_addr;
 
-static const struct vm_backend iommufd = {
-	.map_ioctl = "IOMMU_IOAS_MAP",
-	.unmap_ioctl = "IOMMU_IOAS_UNMAP",
-	.split_err = -ENOENT,
-	.fail_unmaps = ioa__iommufd_fail_unmaps,
-};
-
 static void config_for(struct ioa_config *cfg, const char *addr)
 {
 	ioa_config_init(cfg);
@@ -58,11 +51,15 @@ static int up(struct edu *e)
 	return 0;
 }
 
-static void down(struct edu *e)
-{
-	edu_close(e);
-	ioa_fini();
-}
+static struct vm_test iommufd = {
+	.map_ioctl = "IOMMU_IOAS_MAP",
+	.unmap_ioctl = "IOMMU_IOAS_UNMAP",
+	.split_err = -ENOENT, /* iommufd refuses to split a mapping */
+	.fail_unmaps = ioa__iommufd_fail_unmaps,
+	.write_fault = "PTE Write access is not set", /* attached, no mapping there */
+	.kmsg = -1,
+	.up = up,
+};
 
 /* ---- refusals ----------------------------------------------------------- */
 
@@ -125,42 +122,7 @@ static int try_open(void)
 	return ioa_init(&cfg) == -EINVAL ? 0 : 1;
 }
 
-static void test_device_in_use(void)
-{
-	char buf[2048];
-	const char *text;
-	struct edu e;
-
-	if (up(&e) != 0)
-		return;
-	if ((text = try_open_in_child("test_iommufd", device_addr, buf, sizeof(buf)))) {
-		CHECK_CONTAINS(text, "VFIO_DEVICE_BIND_IOMMUFD");
-		CHECK_CONTAINS(text, "in use");
-	}
-	down(&e);
-}
-
-/* ---- DMA ----------------------------------------------------------------- */
-
-static void test_dma_byte_for_byte(void)
-{
-	struct edu e;
-
-	if (up(&e) != 0)
-		return;
-	check_dma_byte_for_byte(&e);
-	down(&e);
-}
-
-static void test_freed_is_unreachable(int kmsg)
-{
-	struct edu e;
-
-	if (up(&e) != 0)
-		return;
-	check_freed_is_unreachable(&e, kmsg, "PTE Write access is not set"); /* no mapping there */
-	down(&e);
-}
+/* ---- detaching --------------------------------------------------------- */
 
 /* ioa_fini detaches the device although edu still holds a copy of its fd:
  * a DMA to an IOVA that was mapped until then faults, and the fault shows
@@ -185,50 +147,25 @@ static void test_fini_detaches(int kmsg)
 	edu_close(&e);
 }
 
-/* ---- failures ------------------------------------------------------------ */
-
-static void test_injected_unmap_failure(void)
-{
-	struct edu e;
-
-	if (up(&e) != 0)
-		return;
-	check_injected_unmap_failure(&e, &iommufd);
-	down(&e);
-}
-
-/* EEXIST, EINVAL, and ENOENT for an unmap that splits a mapping. */
-static void test_kernel_refusals(void)
-{
-	struct edu e;
-
-	if (up(&e) != 0)
-		return;
-	check_kernel_refusals(&e, &iommufd);
-	down(&e);
-}
-
 int main(int argc, char **argv)
 {
-	int kmsg;
-
 	if (!(device_addr = device_arg(argc, argv, "test_iommufd")))
 		return 2;
 	if (argc == 3)
 		return try_open();
 	check_start("test_iommufd"); /* clears IOALLOC_*: every setting below is explicit */
-	kmsg = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	CHECK(kmsg >= 0);
+	iommufd.kmsg = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	CHECK(iommufd.kmsg >= 0);
 	printf("device %s, IOMMU group %d\n", device_addr, group_of(device_addr));
 	test_no_iommufd();
 	test_unusable_devices();
-	test_device_in_use();
-	test_dma_byte_for_byte();
-	test_freed_is_unreachable(kmsg);
-	test_injected_unmap_failure();
-	test_kernel_refusals();
-	test_fini_detaches(kmsg);
-	if (kmsg >= 0)
-		close(kmsg);
+	check_held_device_refused(&iommufd, "test_iommufd", device_addr, "VFIO_DEVICE_BIND_IOMMUFD");
+	run_check(&iommufd, check_dma_byte_for_byte);
+	run_check(&iommufd, check_freed_is_unreachable);
+	run_check(&iommufd, check_injected_unmap_failure);
+	run_check(&iommufd, check_kernel_refusals);
+	test_fini_detaches(iommufd.kmsg);
+	if (iommufd.kmsg >= 0)
+		close(iommufd.kmsg);
 	return check_done();
 }

@@ -19,49 +19,19 @@
  * - buffers for the device's node are on that node, and that node's
  *   reclaimer thread runs on its CPUs.
  */
-#include "check.h"
-#include "edu.h"
-
-#include "iommu.h"
-#include "iopt.h"
-#include "ioalloc.h"
+#include "vm_check.h"
 
 #include <dirent.h>
-#include <errno.h>
 #include <fcntl.h>
 #include <linux/vfio.h>
 #include <numa.h>
 #include <numaif.h>
 #include <sched.h>
 #include <sys/ioctl.h>
-#include <sys/wait.h>
 
-#define KB4 4096u
-#define LEN 2048u
 #define LIMIT_PARAM "/sys/module/vfio_iommu_type1/parameters/dma_entry_limit"
 
 static const char *device_addr;
-
-/* Frees a buffer this test may have failed to allocate. */
-static void dma_free(void *p)
-{
-	if (p)
-		ioa_dma_free(p);
-}
-
-static void fill(uint8_t *p, size_t n, unsigned seed)
-{
-	for (size_t i = 0; i < n; i++)
-		p[i] = (uint8_t)(i * 7 + seed * 31 + 1);
-}
-
-static int all_bytes(const uint8_t *p, size_t n, uint8_t v)
-{
-	for (size_t i = 0; i < n; i++)
-		if (p[i] != v)
-			return 0;
-	return 1;
-}
 
 static void config_for(struct ioa_config *cfg, const char *addr)
 {
@@ -70,13 +40,14 @@ static void config_for(struct ioa_config *cfg, const char *addr)
 	snprintf(cfg->vfio_device, sizeof(cfg->vfio_device), "%s", addr);
 }
 
-/* ioa_init on the edu device plus its device fd; 0 when both are up. */
-static int up(struct edu *e, enum ioa_defer_mode defer)
+/* ioa_init on the edu device (deferred frees) plus its device fd; 0 when
+ * both are up. */
+static int up(struct edu *e)
 {
 	struct ioa_config cfg;
 
 	config_for(&cfg, device_addr);
-	cfg.defer = defer;
+	cfg.defer = IOA_DEFER_ON;
 	if (!CHECK_EQ(ioa_init(&cfg), 0))
 		return -1;
 	if (!CHECK_EQ(edu_open(e, ioa_vfio_group_fd(), device_addr), 0)) {
@@ -86,24 +57,14 @@ static int up(struct edu *e, enum ioa_defer_mode defer)
 	return 0;
 }
 
-static void down(struct edu *e)
-{
-	edu_close(e);
-	ioa_fini();
-}
-
-static int group_of(const char *addr)
-{
-	char path[128], link[256];
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/iommu_group", addr);
-	n = readlink(path, link, sizeof(link) - 1);
-	if (n < 0)
-		return -1;
-	link[n] = '\0';
-	return atoi(strrchr(link, '/') + 1);
-}
+static struct vm_test vfio = {
+	.map_ioctl = "VFIO_IOMMU_MAP_DMA",
+	.unmap_ioctl = "VFIO_IOMMU_UNMAP_DMA",
+	.split_err = -EINVAL, /* type1v2 refuses to split a mapping */
+	.fail_unmaps = ioa__vfio_fail_unmaps,
+	.kmsg = -1,
+	.up = up,
+};
 
 /* ---- refusals ----------------------------------------------------------- */
 
@@ -164,165 +125,7 @@ static int try_open(void)
 	return ioa_init(&cfg) == -EBUSY ? 0 : 1;
 }
 
-static void test_group_in_use(void)
-{
-	struct edu e;
-	int pipefd[2], status;
-	char text[2048] = "";
-	ssize_t n, got = 0;
-	pid_t pid;
-
-	if (up(&e, IOA_DEFER_ON) != 0)
-		return;
-	if (!CHECK(pipe(pipefd) == 0))
-		goto out;
-	pid = fork();
-	if (pid == 0) {
-		dup2(pipefd[1], STDERR_FILENO);
-		execl("/proc/self/exe", "test_vfio", "--try-open", device_addr, (char *)NULL);
-		_exit(127);
-	}
-	close(pipefd[1]);
-	while (got < (ssize_t)sizeof(text) - 1 &&
-	       (n = read(pipefd[0], text + got, sizeof(text) - 1 - (size_t)got)) > 0)
-		got += n;
-	close(pipefd[0]);
-	waitpid(pid, &status, 0);
-	printf("child said: %s", text);
-	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0); /* ioa_init gave -EBUSY */
-	CHECK_CONTAINS(text, "EBUSY");
-	CHECK_CONTAINS(text, "in use");
-out:
-	down(&e);
-}
-
 /* ---- DMA ----------------------------------------------------------------- */
-
-/* @len bytes at @iova -> device buffer at @off -> @out; 1 if equal to @src. */
-static int round_trip(struct edu *e, const uint8_t *src, uint64_t iova, uint32_t off,
-		      uint32_t len, uint8_t *out)
-{
-	memset(out, 0, len);
-	return CHECK_EQ(edu_read_ram(e, iova, off, len), 0) &&
-	       CHECK_EQ(edu_write_ram(e, off, ioa_virt2iova(out), len), 0) &&
-	       CHECK(memcmp(src, out, len) == 0);
-}
-
-static void test_dma_byte_for_byte(void)
-{
-	uint8_t *big, *out;
-	struct edu e;
-
-	if (up(&e, IOA_DEFER_ON) != 0)
-		return;
-	big = ioa_dma_alloc(4 * KB4, 0, IOA_NODE_ANY);
-	out = ioa_dma_alloc(KB4, 0, IOA_NODE_ANY);
-	if (CHECK(big && out)) {
-		uint64_t iova = ioa_virt2iova(big);
-
-		CHECK(iova >= 0x200000 && iova != IOA_BAD_IOVA); /* IOVA 0 to 2 MiB stays unmapped */
-		CHECK_EQ(ioa_virt2iova(big + 3 * KB4 + 5), iova + 3 * KB4 + 5);
-		fill(big, 4 * KB4, 2);
-		round_trip(&e, big, iova, 0, LEN, out);                        /* page-aligned */
-		round_trip(&e, big + 123, iova + 123, 1000, 3000, out);        /* odd offsets */
-		round_trip(&e, big + KB4 - 100, iova + KB4 - 100, 5, 200, out); /* across a page */
-		round_trip(&e, big + 3 * KB4 + 4094, iova + 3 * KB4 + 4094, 7, 1, out); /* one byte */
-		/* device -> RAM into the middle of a buffer, neighbours untouched */
-		memset(big, 0xee, 4 * KB4);
-		fill(out, LEN, 3);
-		CHECK_EQ(edu_read_ram(&e, ioa_virt2iova(out), 0, LEN), 0);
-		CHECK_EQ(edu_write_ram(&e, 0, iova + KB4 + 512, LEN), 0);
-		CHECK(memcmp(big + KB4 + 512, out, LEN) == 0);
-		CHECK(all_bytes(big, KB4 + 512, 0xee));
-		CHECK(all_bytes(big + KB4 + 512 + LEN, 4 * KB4 - KB4 - 512 - LEN, 0xee));
-	}
-	dma_free(big);
-	dma_free(out);
-	down(&e);
-}
-
-/* Whether the kernel logged a DMAR fault at @iova since @kmsg was last read
- * (the report comes through an interrupt: waits up to 2 s). */
-static int dmar_fault_logged(int kmsg, uint64_t iova)
-{
-	char want[64], rec[1024];
-	struct timespec tick = { 0, 10 * 1000 * 1000 };
-
-	snprintf(want, sizeof(want), "fault addr 0x%llx", (unsigned long long)(iova & ~0xfffull));
-	for (int i = 0; i < 200; i++) {
-		ssize_t n;
-
-		while ((n = read(kmsg, rec, sizeof(rec) - 1)) > 0 || (n < 0 && errno == EPIPE)) {
-			if (n <= 0)
-				continue; /* records were overwritten: read on */
-			rec[n] = '\0';
-			if (strstr(rec, "DMAR") && strstr(rec, want)) {
-				printf("kernel: %s", strchr(rec, ';') ? strchr(rec, ';') + 1 : rec);
-				return 1;
-			}
-		}
-		nanosleep(&tick, NULL);
-	}
-	return 0;
-}
-
-/* The device writes @iova, which must fault: whether the kernel logs it. The
- * kernel prints at most 10 DMAR lines per 5 s for the whole machine, three
- * per fault, so when none comes the write is tried once more after that. */
-static int write_fault_logged(struct edu *e, int kmsg, uint64_t iova)
-{
-	struct timespec ratelimit = { 5, 200 * 1000 * 1000 };
-
-	for (int attempt = 0; attempt < 2; attempt++) {
-		if (attempt) {
-			check_note("no DMAR line yet (the kernel's ratelimit?): again in 5.2 s");
-			nanosleep(&ratelimit, NULL);
-		}
-		if (lseek(kmsg, 0, SEEK_END) < 0 || edu_write_ram(e, 0, iova, LEN) != 0)
-			return 0;
-		if (dmar_fault_logged(kmsg, iova))
-			return 1;
-	}
-	return 0;
-}
-
-static void test_freed_is_unreachable(void)
-{
-	int kmsg = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	uint8_t *victim, *probe;
-	uint64_t iova;
-	struct edu e;
-
-	if (up(&e, IOA_DEFER_ON) != 0)
-		goto out;
-	victim = ioa_dma_alloc(KB4, 0, IOA_NODE_ANY);
-	probe = ioa_dma_alloc(KB4, 0, IOA_NODE_ANY);
-	if (!CHECK(victim && probe))
-		goto down;
-	iova = ioa_virt2iova(victim);
-	memset(victim, 0x5a, KB4);
-	fill(probe, LEN, 4);
-	CHECK_EQ(edu_read_ram(&e, ioa_virt2iova(probe), 0, LEN), 0); /* the device holds probe's bytes */
-	CHECK_EQ(ioa_dma_free(victim), 0);
-	CHECK_EQ(ioa_quiesce(), 0);
-	CHECK_EQ(ioa_virt2iova(victim), IOA_BAD_IOVA);
-
-	/* The device writes the old IOVA: blocked and logged, the memory keeps its bytes. */
-	CHECK(kmsg >= 0 && write_fault_logged(&e, kmsg, iova));
-	CHECK(all_bytes(victim, KB4, 0x5a));
-
-	/* The device reads the old IOVA: blocked, the secret does not come out. */
-	CHECK_EQ(edu_read_ram(&e, iova, 0, LEN), 0);
-	memset(probe, 0, LEN);
-	CHECK_EQ(edu_write_ram(&e, 0, ioa_virt2iova(probe), LEN), 0);
-	CHECK(!all_bytes(probe, LEN, 0x5a));
-	ioa_dma_free(probe);
-down:
-	down(&e);
-out:
-	if (kmsg >= 0)
-		close(kmsg);
-}
 
 /* The driver sets up the container itself and hands it over: ioalloc maps in
  * it, opens no group, and leaves it open at ioa_fini. */
@@ -366,105 +169,6 @@ out:
 		close(group);
 	if (container >= 0)
 		close(container);
-}
-
-/* ---- failures ------------------------------------------------------------ */
-
-static void test_injected_unmap_failure(void)
-{
-	struct ioa_stats before, after;
-	struct check_capture cap;
-	uint8_t *victim, *probe, *p[600];
-	uint64_t iova;
-	const char *text;
-	struct edu e;
-
-	if (up(&e, IOA_DEFER_ON) != 0)
-		return;
-	victim = ioa_dma_alloc(KB4, 0, IOA_NODE_ANY);
-	probe = ioa_dma_alloc(KB4, 0, IOA_NODE_ANY);
-	if (!CHECK(victim && probe))
-		goto out;
-	iova = ioa_virt2iova(victim);
-	memset(victim, 0x11, KB4);
-	ioa_stats_get(&before);
-	ioa__vfio_fail_unmaps(1, EIO);
-	capture_begin(&cap);
-	CHECK_EQ(ioa_dma_free(victim), 0);
-	CHECK_EQ(ioa_quiesce(), -EIO);
-	text = capture_end(&cap);
-	CHECK_CONTAINS(text, "VFIO_IOMMU_UNMAP_DMA");
-	CHECK_CONTAINS(text, "injected");
-	CHECK_CONTAINS(text, "quarantined");
-	ioa_stats_get(&after);
-	CHECK_EQ(after.quarantined_bytes - before.quarantined_bytes, KB4);
-	CHECK_EQ(after.defer_quarantined - before.defer_quarantined, 1);
-	CHECK_EQ(ioa_quiesce(), 0); /* reported once */
-
-	/* Still mapped: the device still reaches it. That is why it is kept. */
-	fill(probe, LEN, 5);
-	CHECK_EQ(edu_read_ram(&e, ioa_virt2iova(probe), 0, LEN), 0);
-	CHECK_EQ(edu_write_ram(&e, 0, iova, LEN), 0);
-	CHECK(memcmp(victim, probe, LEN) == 0);
-
-	/* And never handed out again, while more than a segment is allocated. */
-	for (int i = 0; i < 600; i++) {
-		p[i] = ioa_dma_alloc(KB4, 0, IOA_NODE_ANY);
-		CHECK(p[i] != NULL && p[i] != victim);
-	}
-	for (int i = 0; i < 600; i++)
-		ioa_dma_free(p[i]);
-	ioa_dma_free(probe);
-out:
-	down(&e);
-}
-
-/* The kernel's own refusals, reached through the backend directly. */
-static void test_kernel_refusals(void)
-{
-	struct check_capture cap;
-	uint8_t *a, *b, *out;
-	const char *text;
-	struct edu e;
-	size_t done = 1;
-
-	if (up(&e, IOA_DEFER_ON) != 0)
-		return;
-	a = ioa_dma_alloc(KB4, 0, IOA_NODE_ANY);
-	b = ioa_dma_alloc(2 * KB4, 0, IOA_NODE_ANY);
-	out = ioa_dma_alloc(KB4, 0, IOA_NODE_ANY);
-	if (!CHECK(a && b && out))
-		goto out;
-
-	capture_begin(&cap); /* the IOVA of a, mapped again */
-	CHECK_EQ(ioa__iommu_map(ioa_virt2iova(a), a, KB4, IOA_PTE_READ | IOA_PTE_WRITE), -EEXIST);
-	text = capture_end(&cap);
-	CHECK_CONTAINS(text, "VFIO_IOMMU_MAP_DMA");
-	CHECK_CONTAINS(text, "EEXIST");
-	CHECK_CONTAINS(text, "mapped already");
-
-	capture_begin(&cap);
-	CHECK_EQ(ioa__iommu_map(ioa_virt2iova(a) + 1, a, KB4, IOA_PTE_READ), -EINVAL);
-	text = capture_end(&cap);
-	CHECK_CONTAINS(text, "EINVAL");
-	CHECK_CONTAINS(text, "misaligned");
-
-	capture_begin(&cap); /* half of b's mapping: type1v2 refuses to split it */
-	CHECK_EQ(ioa__iommu_unmap(&(struct ioa__iova_extent){ ioa_virt2iova(b), KB4 }, 1, &done),
-		 -EINVAL);
-	text = capture_end(&cap);
-	CHECK_EQ(done, 0);
-	CHECK_CONTAINS(text, "VFIO_IOMMU_UNMAP_DMA");
-	CHECK_CONTAINS(text, "splits a mapping");
-
-	/* Nothing changed: both pages of b still take DMA. */
-	fill(b, 2 * KB4, 6);
-	CHECK(round_trip(&e, b + KB4 - 8, ioa_virt2iova(b) + KB4 - 8, 0, 16, out));
-out:
-	dma_free(a);
-	dma_free(b);
-	dma_free(out);
-	down(&e);
 }
 
 static int write_param(const char *path, const char *value)
@@ -624,7 +328,7 @@ static void test_node_placement(void)
 		printf("  the edu device must be on node 1\n");
 	if (node < 0)
 		node = 1;
-	if (up(&e, IOA_DEFER_ON) != 0)
+	if (up(&e) != 0)
 		return;
 	buf = ioa_dma_alloc((size_t)pages * KB4, 0, node);
 	out = ioa_dma_alloc(KB4, 0, node);
@@ -661,27 +365,23 @@ out:
 
 int main(int argc, char **argv)
 {
-	static char addr[32];
-	const char *given = argc > 1 ? argv[argc - 1] : getenv("IOALLOC_VFIO_DEVICE");
-
-	if (!given || argc > 3 || (argc == 3 && strcmp(argv[1], "--try-open") != 0)) {
-		printf("usage: test_vfio [PCI-ADDRESS]  (default: $IOALLOC_VFIO_DEVICE)\n");
+	if (!(device_addr = device_arg(argc, argv, "test_vfio")))
 		return 2;
-	}
-	snprintf(addr, sizeof(addr), "%s", given);
-	device_addr = addr;
 	if (argc == 3)
 		return try_open();
 	check_start("test_vfio"); /* clears IOALLOC_*: every setting below is explicit */
+	vfio.kmsg = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* for DMAR faults */
 	printf("device %s, IOMMU group %d\n", device_addr, group_of(device_addr));
 	test_wrong_group();
-	test_group_in_use();
-	test_dma_byte_for_byte();
-	test_freed_is_unreachable();
+	check_held_device_refused(&vfio, "test_vfio", device_addr, "EBUSY");
+	run_check(&vfio, check_dma_byte_for_byte);
+	run_check(&vfio, check_freed_is_unreachable);
 	test_given_container();
-	test_injected_unmap_failure();
-	test_kernel_refusals();
+	run_check(&vfio, check_injected_unmap_failure);
+	run_check(&vfio, check_kernel_refusals);
 	test_mapping_limit();
 	test_node_placement();
+	if (vfio.kmsg >= 0)
+		close(vfio.kmsg);
 	return check_done();
 }
