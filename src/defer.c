@@ -188,29 +188,53 @@ static uint32_t retire_buffers(struct ioa__defer_item *it, uint32_t n,
 {
 	struct ioa__region_pruned pruned = { 0 };
 	struct ioa__region_pruned *prune = ioa__grace_available() ? &pruned : NULL;
-	uint32_t ranges = 0, quarantined = 0, i, j;
+	uint32_t ranges = 0, quarantined = 0, m = 0, i, j;
 	int unordered = atomic_load(&eng.unordered);
 	int err = 0;
 
+	/* Buffers mapped one by one are unmapped by range; those of a segment
+	 * mapped whole only when the segment empties. */
 	for (i = 0; i < n; i++) {
+		if (ioa__region_whole(&it[i].buf))
+			continue;
 		ioa__region_extent(&it[i].buf, &ext[i]);
-		order[i] = i;
+		order[m++] = i;
 		if (unordered)
 			ioa__region_release(&it[i].buf);
 	}
-	sort_by_iova(order, n, ext);
-	for (i = 0; i < n; i++)
+	sort_by_iova(order, m, ext);
+	for (i = 0; i < m; i++)
 		ioa__region_unlink(&it[order[i]].buf, prune);
+	for (i = 0; i < n; i++) {
+		struct ioa__iova_extent whole;
+		size_t done;
+		int unmap_err;
+
+		if (!ioa__region_whole(&it[i].buf))
+			continue;
+		ioa__region_unlink(&it[i].buf, prune);
+		if (!ioa__region_close(&it[i].buf, &whole)) {
+			it[i].buf.npages = 0; /* retired; its pages wait for the segment */
+			continue;
+		}
+		ranges++;
+		unmap_err = ioa__iommu_unmap(&whole, 1, &done);
+		if (unmap_err) {
+			ioa__region_quarantine(&it[i].buf, unmap_err, "unmap of its whole segment");
+			it[i].buf.npages = 0;
+			quarantined++;
+		}
+	}
 
 	/* Unmap one coalesced range at a time; a range the IOMMU refuses
 	 * quarantines every buffer in it. Adjacent buffers were mapped one by
 	 * one, so a coalesced range never splits a mapping. */
-	for (i = 0; i < n; i = j) {
+	for (i = 0; i < m; i = j) {
 		struct ioa__iova_extent range = ext[order[i]];
 		size_t done;
 		int unmap_err;
 
-		for (j = i + 1; j < n && ext[order[j]].iova == range.iova + range.len; j++)
+		for (j = i + 1; j < m && ext[order[j]].iova == range.iova + range.len; j++)
 			range.len += ext[order[j]].len;
 		ioa__stat_add(defer_coalesced, j - i - 1);
 		ranges++;
@@ -235,6 +259,8 @@ static uint32_t retire_buffers(struct ioa__defer_item *it, uint32_t n,
 		if (err) { /* nothing is known to be unreachable: keep it all */
 			ioa__region_quarantine(&it[i].buf, err, "invalidation");
 			quarantined++;
+		} else if (ioa__region_whole(&it[i].buf)) {
+			ioa__region_release_closed(&it[i].buf);
 		} else if (!unordered) {
 			ioa__region_release(&it[i].buf);
 		}

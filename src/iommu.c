@@ -76,6 +76,11 @@ int ioa__iommu_invalidate(void)
 	return ops->invalidate();
 }
 
+int ioa__iommu_mappings_low(void)
+{
+	return ops->mappings_low && ops->mappings_low();
+}
+
 void ioa__iommu_released(const void *va, uint64_t len)
 {
 	if (ops->released)

@@ -41,6 +41,9 @@ struct ioa__iommu_ops {
 	int (*invalidate)(void);
 	/* Optional: [va, va + len) was made reusable (the sim's checker watches it). */
 	void (*released)(const void *va, uint64_t len);
+	/* Optional: 1 once few mappings are left (VFIO's limit): new segments are
+	 * then mapped whole instead of buffer by buffer. */
+	int (*mappings_low)(void);
 	int map_reports_errors; /* map describes its failures itself (vfio: ioctl, hint) */
 };
 
@@ -66,10 +69,13 @@ int ioa__iommu_map(uint64_t iova, void *va, uint64_t len, uint64_t perms);
 int ioa__iommu_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done);
 int ioa__iommu_invalidate(void);
 void ioa__iommu_released(const void *va, uint64_t len);
+int ioa__iommu_mappings_low(void);
 
 /* Test hooks: the next @count unmaps of the sim, vfio, or iommufd backend
  * fail with @err, leaving the ranges mapped. */
 void ioa__sim_fail_unmaps(int count, int err);
+/* Test hook of the sim backend: say that mappings run low (1) or not (0). */
+void ioa__sim_set_mappings_low(int low);
 void ioa__vfio_fail_unmaps(int count, int err);
 void ioa__iommufd_fail_unmaps(int count, int err);
 

@@ -28,6 +28,7 @@ static struct {
 	pthread_mutex_t fault_lock;
 	struct ioa_sim_fault last_fault;
 	_Atomic int fail_unmaps;
+	_Atomic int mappings_low;
 	int fail_errno;
 	unsigned unmap_ns; /* cost charged per unmapped range */
 } sim = {
@@ -57,6 +58,7 @@ static int sim_open(const struct ioa_config *cfg, struct ioa__iommu_info *info)
 	sim.last_fault = (struct ioa_sim_fault){ 0 };
 	sim.unmap_ns = cfg->sim_unmap_ns;
 	atomic_store(&sim.fail_unmaps, 0);
+	atomic_store(&sim.mappings_low, 0);
 	/* IOVA 0 stays unmapped so that a null descriptor faults. */
 	info->aperture[0] = (struct ioa__iova_range){ IOA_HUGE_2M, 1ull << IOA_IOPT_BITS };
 	info->naperture = 1;
@@ -83,6 +85,16 @@ static int sim_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 	if (err)
 		return err;
 	return ioa__iopt_map(&ioa__sim_table, iova, (uint64_t)(uintptr_t)va, len, perms);
+}
+
+void ioa__sim_set_mappings_low(int low)
+{
+	atomic_store(&sim.mappings_low, low);
+}
+
+static int sim_mappings_low(void)
+{
+	return atomic_load(&sim.mappings_low);
 }
 
 void ioa__sim_fail_unmaps(int count, int err)
@@ -161,6 +173,7 @@ const struct ioa__iommu_ops ioa__iommu_sim = {
 	.unmap = sim_unmap,
 	.invalidate = sim_invalidate,
 	.released = sim_released,
+	.mappings_low = sim_mappings_low,
 };
 
 static void record_fault(uint64_t addr, enum ioa_dma_dir dir)

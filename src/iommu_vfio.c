@@ -43,6 +43,7 @@ static struct {
 	uint64_t warn_at;      /* mappings in use that get the warning */
 	_Atomic uint64_t maps; /* successful maps since open */
 	_Atomic uint64_t next_check; /* value of maps at which to read the kernel's count */
+	_Atomic int low;             /* WARN_PERCENT reached: segments are mapped whole */
 	pthread_mutex_t watch_lock;
 	_Atomic int fail_unmaps, fail_errno;
 } vf = {
@@ -366,6 +367,7 @@ static int vfio_open(const struct ioa_config *cfg, struct ioa__iommu_info *info)
 	}
 	vf.warn_at = vf.avail_at_open > 0 ? (uint64_t)vf.avail_at_open * WARN_PERCENT / 100 : 0;
 	atomic_store(&vf.maps, 0);
+	atomic_store(&vf.low, 0);
 	atomic_store(&vf.next_check, vf.warn_at ? vf.warn_at : UINT64_MAX);
 	atomic_store(&vf.fail_unmaps, 0);
 	if (vf.avail_at_open < 0)
@@ -401,13 +403,15 @@ static void watch_mappings(void)
 		if (read_info(&unused, &avail) == 0 && avail >= 0) {
 			uint64_t used = avail < vf.avail_at_open ? (uint64_t)(vf.avail_at_open - avail) : 0;
 
-			if (used >= vf.warn_at)
+			if (used >= vf.warn_at) {
+				atomic_store(&vf.low, 1);
 				ioa__warn("vfio: %llu of the %lld DMA mappings the kernel allowed are in "
-					  "use (one per buffer): at the limit allocations fail with "
-					  "ENOSPC; raise the dma_entry_limit parameter of "
-					  "vfio_iommu_type1, or use fewer, larger buffers",
+					  "use (one per buffer): new segments are now mapped whole, one "
+					  "mapping per 2 MiB, whose freed buffers stay mapped until the "
+					  "segment empties; at the limit allocations fail with ENOSPC; "
+					  "raise the dma_entry_limit parameter of vfio_iommu_type1",
 					  (unsigned long long)used, (long long)vf.avail_at_open);
-			else
+			} else
 				atomic_store(&vf.next_check,
 					     maps + (vf.warn_at - used > WATCH_STEP ? vf.warn_at - used
 										    : WATCH_STEP));
@@ -532,6 +536,11 @@ static int vfio_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done)
 }
 
 /* The IOTLB was flushed before each unmap returned. */
+static int vfio_mappings_low(void)
+{
+	return atomic_load_explicit(&vf.low, memory_order_relaxed);
+}
+
 static int vfio_invalidate(void)
 {
 	return 0;
@@ -544,6 +553,7 @@ const struct ioa__iommu_ops ioa__iommu_vfio = {
 	.map = vfio_map,
 	.unmap = vfio_unmap,
 	.invalidate = vfio_invalidate,
+	.mappings_low = vfio_mappings_low,
 	.map_reports_errors = 1,
 };
 

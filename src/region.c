@@ -20,6 +20,12 @@ struct ioa__segment {
 	uint64_t iova;             /* window [iova, iova + mem.len) */
 	int node;
 	int dedicated;             /* holds one buffer; returned when it is freed */
+	/* Mapped whole in the IOMMU, once, because mappings ran low: its buffers
+	 * are not mapped one by one, and a retired buffer's pages are held until
+	 * the last buffer is retired; then one unmap returns the segment. */
+	int whole;
+	int closing;               /* whole, empty and being unmapped (node lock) */
+	_Atomic uint32_t live;     /* buffers of a whole segment not yet retired */
 	size_t meta_len;
 	uint32_t npages;
 	/* Bit set: page free. Bits are cleared under the node lock (allocation)
@@ -166,6 +172,11 @@ static struct ioa__segment *segment_create(size_t len, size_t align, int node, i
 		segment_release(s);
 		return NULL;
 	}
+	s->whole = !dedicated && ioa__iommu_mappings_low();
+	if (s->whole && ioa__iommu_map(s->iova, s->mem.addr, len, IOA_PTE_READ | IOA_PTE_WRITE)) {
+		segment_release(s);
+		return NULL;
+	}
 	ioa__debug("segment of %zu KiB on node %d at %p, IOVA 0x%llx", len >> 10, node,
 		   s->mem.addr, (unsigned long long)s->iova);
 	return s;
@@ -208,12 +219,13 @@ static struct ioa__segment *reserve_pages(int node, size_t len, size_t align, ui
 {
 	struct node_arena *a = &rg.nodes[node];
 	uint32_t n = (uint32_t)(len >> IOA_PAGE_SHIFT);
+	int low = ioa__iommu_mappings_low(); /* then only whole segments serve */
 	struct ioa__segment *s;
 	long page = -1;
 
 	pthread_mutex_lock(&a->lock);
 	for (s = a->segments; s && len <= rg.segment_size && align <= rg.segment_size; s = s->next)
-		if (!s->dedicated &&
+		if (!s->dedicated && !s->closing && (s->whole || !low) &&
 		    (page = find_run(s, n, (uint32_t)(align >> IOA_PAGE_SHIFT))) >= 0)
 			break;
 	if (!s || page < 0) {
@@ -227,8 +239,11 @@ static struct ioa__segment *reserve_pages(int node, size_t len, size_t align, ui
 			a->segments = s;
 		}
 	}
-	if (s)
+	if (s) {
 		set_pages(s, (uint32_t)page, n, 0);
+		if (s->whole) /* under the lock: closing sees every buffer */
+			atomic_fetch_add_explicit(&s->live, 1, memory_order_relaxed);
+	}
 	pthread_mutex_unlock(&a->lock);
 	*first = (uint32_t)page;
 	return s;
@@ -260,11 +275,12 @@ static void release_pages(struct ioa__segment *s, uint32_t first, uint32_t n)
 	segment_release(s);
 }
 
-/* Device first, then the software maps: an IOVA is never handed out before
- * the device can use it. */
-static int map_buffer(uint64_t va, uint64_t iova, size_t len)
+/* Device first (unless @on_device: its segment is mapped whole), then the
+ * software maps: an IOVA is never handed out before the device can use it. */
+static int map_buffer(uint64_t va, uint64_t iova, size_t len, int on_device)
 {
-	int err = ioa__iommu_map(iova, (void *)(uintptr_t)va, len, IOA_PTE_READ | IOA_PTE_WRITE);
+	int err = on_device ? 0 : ioa__iommu_map(iova, (void *)(uintptr_t)va, len,
+						 IOA_PTE_READ | IOA_PTE_WRITE);
 	size_t done;
 
 	if (err)
@@ -275,7 +291,7 @@ static int map_buffer(uint64_t va, uint64_t iova, size_t len)
 		if (err)
 			ioa__iopt_unmap(&iova2va, iova, len, NULL);
 	}
-	if (err) {
+	if (err && !on_device) {
 		struct ioa__iova_extent ext = { iova, len };
 
 		ioa__err("cannot record the mapping of %zu bytes: %s", len, strerror(-err));
@@ -315,13 +331,15 @@ void *ioa__region_alloc(size_t size, size_t align, int node)
 		return NULL;
 	}
 	va = (uint64_t)(uintptr_t)s->mem.addr + ((uint64_t)first << IOA_PAGE_SHIFT);
-	err = map_buffer(va, s->iova + ((uint64_t)first << IOA_PAGE_SHIFT), len);
+	err = map_buffer(va, s->iova + ((uint64_t)first << IOA_PAGE_SHIFT), len, s->whole);
 	if (err == -EIO) { /* the device may still reach it: quarantine */
 		ioa__stat_add(quarantined_bytes, len);
 		errno = EIO;
 		return NULL;
 	}
 	if (err) {
+		if (s->whole)
+			atomic_fetch_sub_explicit(&s->live, 1, memory_order_relaxed);
 		release_pages(s, first, (uint32_t)(len >> IOA_PAGE_SHIFT));
 		errno = -err == ENOMEM ? ENOMEM : EIO;
 		return NULL;
@@ -414,12 +432,50 @@ void ioa__region_release(const struct ioa__buffer *b)
 	release_pages(b->seg, b->first, b->npages);
 }
 
+int ioa__region_whole(const struct ioa__buffer *b)
+{
+	return b->seg->whole;
+}
+
+int ioa__region_close(const struct ioa__buffer *b, struct ioa__iova_extent *ext)
+{
+	struct ioa__segment *s = b->seg;
+	struct node_arena *a = &rg.nodes[s->node];
+	int last;
+
+	count_retired(b);
+	if (atomic_fetch_sub_explicit(&s->live, 1, memory_order_acq_rel) != 1)
+		return 0;
+	/* An allocation increments live under the lock: seen zero there, the
+	 * segment stays empty once closing. */
+	pthread_mutex_lock(&a->lock);
+	last = !atomic_load_explicit(&s->live, memory_order_relaxed) && !s->closing;
+	s->closing |= last;
+	pthread_mutex_unlock(&a->lock);
+	if (last)
+		*ext = (struct ioa__iova_extent){ s->iova, s->mem.len };
+	return last;
+}
+
+void ioa__region_release_closed(const struct ioa__buffer *b)
+{
+	struct ioa__segment *s = b->seg;
+	struct node_arena *a = &rg.nodes[s->node];
+
+	ioa__iommu_released(s->mem.addr, s->mem.len);
+	pthread_mutex_lock(&a->lock);
+	unlink_segment(a, s);
+	pthread_mutex_unlock(&a->lock);
+	segment_release(s);
+}
+
 void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *step)
 {
 	struct ioa__iova_extent ext;
 
 	ioa__region_extent(b, &ext);
-	count_retired(b);
+	if (!b->seg->whole) /* a whole segment's buffers were counted when closed */
+		count_retired(b);
 	ioa__stat_add(quarantined_bytes, ext.len);
 	ioa__err("buffer %p (%llu bytes at IOVA 0x%llx) quarantined, never reused: the %s "
 		 "failed: %s", (void *)(uintptr_t)buffer_va(b), (unsigned long long)ext.len,
@@ -496,6 +552,7 @@ static void segment_fini(struct ioa__segment *s)
 {
 	for (uint32_t i = 0; i < s->npages; i++) {
 		uint32_t n = atomic_load_explicit(&s->run[i], memory_order_relaxed);
+		struct ioa__buffer b = { .seg = s, .first = i, .npages = n };
 
 		if (!n)
 			continue;
@@ -503,8 +560,16 @@ static void segment_fini(struct ioa__segment *s)
 			  (void *)((uint8_t *)s->mem.addr + ((size_t)i << IOA_PAGE_SHIFT)), n * 4);
 		atomic_store_explicit(&s->run[i], 0, memory_order_relaxed);
 		ioa__stat_sub(dma_bytes_live, (uint64_t)n << IOA_PAGE_SHIFT);
-		if (unmap_leaked(&(struct ioa__buffer){ .seg = s, .first = i, .npages = n }) == 0)
+		if (s->whole)
+			ioa__region_unlink(&b, NULL); /* the segment is unmapped whole below */
+		else if (unmap_leaked(&b) == 0)
 			set_pages(s, i, n, 1);
+	}
+	if (s->whole) {
+		if (!s->closing && unmap_leaked(&(struct ioa__buffer){ .seg = s, .first = 0,
+									.npages = s->npages }) == 0)
+			segment_release(s);
+		return; /* a closing segment here had its unmap refused: quarantined */
 	}
 	if (atomic_load(&s->free_pages) == s->npages)
 		segment_release(s);

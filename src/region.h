@@ -59,6 +59,15 @@ void ioa__region_unlink(const struct ioa__buffer *b, struct ioa__region_pruned *
 void ioa__region_free_pruned(struct ioa__region_pruned *pruned);
 /* Makes its pages reusable: only once unmapped and invalidated. */
 void ioa__region_release(const struct ioa__buffer *b);
+/* Whether its segment is mapped whole: its pages are not unmapped alone. */
+int ioa__region_whole(const struct ioa__buffer *b);
+/* A buffer of a whole segment, out of the software tables: counts it retired
+ * (its pages stay held); if it was the segment's last, the segment closes
+ * (no allocation from it any more) and 1 comes back with its whole device
+ * range in @ext, for the caller to unmap. */
+int ioa__region_close(const struct ioa__buffer *b, struct ioa__iova_extent *ext);
+/* A closed segment whose range is unmapped and invalidated goes back to the kernel. */
+void ioa__region_release_closed(const struct ioa__buffer *b);
 /* Keeps its pages forever: the unmap or invalidation (@step) failed with @err. */
 void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *step);
 

@@ -343,6 +343,57 @@ static void quarantine(void)
 	ioa_fini();
 }
 
+/* With mappings running low, a new segment is mapped whole, once; its freed
+ * buffers leave the tables but stay mapped and unused until the segment
+ * empties; then one unmap returns it, and the device is locked out. */
+static void merged_mappings(void)
+{
+	enum { N = 64 };
+	uint8_t *p[N], dev[16] = { 0 };
+	uint64_t iova[N], violations;
+	struct ioa_stats a, b;
+
+	if (!init_sim(IOA_DEFER_ON, 1000000, 4096, 0))
+		return;
+	ioa__sim_set_mappings_low(1);
+	ioa_stats_get(&a);
+	for (int i = 0; i < N; i++) {
+		p[i] = ioa_dma_alloc(KB4, 0, 0);
+		iova[i] = ioa_virt2iova(p[i]);
+		CHECK(p[i] != NULL && iova[i] != IOA_BAD_IOVA);
+	}
+	ioa_stats_get(&b);
+	CHECK_EQ(b.iommu_maps - a.iommu_maps, 1); /* the segment, not 64 buffers */
+	violations = ioa_sim_violations(NULL);
+	for (int i = 0; i < N; i += 2)
+		CHECK_EQ(ioa_dma_free(p[i]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa_stats_get(&a);
+	CHECK_EQ(a.iommu_unmap_calls - b.iommu_unmap_calls, 0);
+	CHECK_EQ(ioa_virt2iova(p[0]), IOA_BAD_IOVA);
+	/* still mapped, but held: the device reaches memory nobody was given */
+	CHECK_EQ(ioa_sim_dma(iova[0], dev, sizeof(dev), IOA_DMA_FROM_DEVICE), 0);
+	CHECK_EQ(ioa_sim_violations(NULL), violations);
+	for (int i = 0; i < N / 2; i++) {
+		uint8_t *q = ioa_dma_alloc(KB4, 0, 0);
+
+		for (int k = 0; k < N; k += 2)
+			CHECK(q != p[k]); /* held pages are not handed out */
+		CHECK_EQ(ioa_dma_free(q), 0);
+	}
+	for (int i = 1; i < N; i += 2)
+		CHECK_EQ(ioa_dma_free(p[i]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa_stats_get(&b);
+	CHECK_EQ(b.iommu_unmap_calls - a.iommu_unmap_calls, 1); /* the whole segment */
+	CHECK_EQ(ioa_sim_dma(iova[1], dev, sizeof(dev), IOA_DMA_FROM_DEVICE), -EFAULT);
+	CHECK_EQ(ioa_sim_violations(NULL), violations);
+	CHECK_EQ(b.dma_bytes_live, 0);
+	check_balanced();
+	ioa__sim_set_mappings_low(0);
+	ioa_fini();
+}
+
 int main(void)
 {
 	check_start("test_defer");
@@ -354,6 +405,7 @@ int main(void)
 	backlog_limit();
 	exiting_threads();
 	quarantine();
+	merged_mappings();
 	stress();
 	return check_done();
 }
