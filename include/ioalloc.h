@@ -112,8 +112,10 @@ void *ioa_dma_alloc(size_t size, size_t align, int node);
  * second free of it fails); it is retired later, in a batch, by its node's
  * reclaimer thread: unmapped, invalidated, and only then reused. Until then
  * the device may still reach it and ioa_virt2iova() still answers; after
- * ioa_quiesce() neither holds. No lock, no system call (but a wake of a
- * sleeping reclaimer). With IOALLOC_DEFER=sync the buffer is retired before
+ * ioa_quiesce() neither holds (but for a buffer from a segment mapped whole
+ * because IOMMU mappings ran low: the device may reach it until the last
+ * buffer of its segment is retired; its memory is not reused before). No
+ * lock, no system call (but a wake of a sleeping reclaimer). With IOALLOC_DEFER=sync the buffer is retired before
  * this returns. Returns -EINVAL, with a message, for a pointer that is not
  * the start of a live buffer (foreign pointer, interior pointer or double
  * free); nothing is freed then. With IOALLOC_DEFER=sync, returns -EIO when
