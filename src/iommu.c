@@ -104,3 +104,19 @@ void ioa__iommu_add_range(struct ioa__iommu_info *into, uint64_t start, uint64_t
 	}
 	into->aperture[into->naperture++] = (struct ioa__iova_range){ start, end };
 }
+
+void ioa__fail_arm(struct ioa__fail_injection *f, int count, int err)
+{
+	atomic_store(&f->err, err);
+	atomic_store(&f->count, count);
+}
+
+int ioa__fail_take(struct ioa__fail_injection *f)
+{
+	int left = atomic_load(&f->count);
+
+	while (left > 0)
+		if (atomic_compare_exchange_weak(&f->count, &left, left - 1))
+			return -atomic_load(&f->err);
+	return 0;
+}

@@ -71,6 +71,16 @@ int ioa__iommu_invalidate(void);
 void ioa__iommu_released(const void *va, uint64_t len);
 int ioa__iommu_mappings_low(void);
 
+/* Unmap failures a test asks a backend to inject. */
+struct ioa__fail_injection {
+	_Atomic int count, err;
+};
+
+/* Arms @f: the next @count unmaps fail with @err. */
+void ioa__fail_arm(struct ioa__fail_injection *f, int count, int err);
+/* Consumes one pending failure of @f: its -errno, or 0 when none is pending. */
+int ioa__fail_take(struct ioa__fail_injection *f);
+
 /* Test hooks: the next @count unmaps of the sim, vfio, or iommufd backend
  * fail with @err, leaving the ranges mapped. */
 void ioa__sim_fail_unmaps(int count, int err);

@@ -49,18 +49,11 @@ static struct {
 	uint32_t ioas;       /* the IOAS buffers are mapped in, once iommufd is open */
 	int attached;        /* the device is attached to the IOAS */
 	char cdev[48];       /* /dev/vfio/devices/vfioN, for messages */
-	_Atomic int fail_unmaps, fail_errno;
+	struct ioa__fail_injection fail; /* test hook */
 } ifd = {
 	.iommufd = -1,
 	.device = -1,
 };
-
-static const char *errno_name(int err)
-{
-	const char *name = strerrorname_np(err);
-
-	return name ? name : "?";
-}
 
 /* ---- the IOMMU's properties ------------------------------------------- */
 
@@ -109,7 +102,7 @@ static int read_ranges(struct ioa__iommu_info *info)
 			ioa__os_free_pages(r, size);
 		if (err != EMSGSIZE) {
 			ioa__err("iommufd: IOMMU_IOAS_IOVA_RANGES failed: %s (errno %d, %s)",
-				 strerror(err), err, errno_name(err));
+				 strerror(err), err, ioa__errno_name(err));
 			return -err;
 		}
 		size = (q.num_iovas * sizeof(*r) + IOA_PAGE - 1) & ~(IOA_PAGE - 1);
@@ -134,7 +127,7 @@ static int open_iommufd(void)
 	if (ifd.iommufd < 0) {
 		err = errno;
 		ioa__err("iommufd: cannot open " IOMMUFD_PATH ": %s (errno %d, %s)%s", strerror(err),
-			 err, errno_name(err),
+			 err, ioa__errno_name(err),
 			 err == ENOENT ? ": " NO_IOMMUFD_HINT
 			 : err == EACCES || err == EPERM ? ": run as root, or give this user "
 							   IOMMUFD_PATH : "");
@@ -143,7 +136,7 @@ static int open_iommufd(void)
 	if (ioctl(ifd.iommufd, IOMMU_IOAS_ALLOC, &alloc) != 0) {
 		err = errno;
 		ioa__err("iommufd: IOMMU_IOAS_ALLOC failed: %s (errno %d, %s)", strerror(err), err,
-			 errno_name(err));
+			 ioa__errno_name(err));
 		return -err;
 	}
 	ifd.ioas = alloc.out_ioas_id;
@@ -212,7 +205,7 @@ static int open_device(const char *dev)
 		return 0;
 	err = errno;
 	ioa__err("iommufd: cannot open %s, the VFIO cdev of %s: %s (errno %d, %s)%s", ifd.cdev, dev,
-		 strerror(err), err, errno_name(err),
+		 strerror(err), err, ioa__errno_name(err),
 		 err == ENOENT ? ": devtmpfs is not mounted on /dev, or udev did not make the node"
 		 : err == EACCES || err == EPERM ? ": run as root, or give this user the device file"
 		 : "");
@@ -229,7 +222,7 @@ static int bind_and_attach(const char *dev)
 	if (ioctl(ifd.device, VFIO_DEVICE_BIND_IOMMUFD, &bind) != 0) {
 		err = errno;
 		ioa__err("iommufd: VFIO_DEVICE_BIND_IOMMUFD of %s (%s) failed: %s (errno %d, %s)%s",
-			 dev, ifd.cdev, strerror(err), err, errno_name(err),
+			 dev, ifd.cdev, strerror(err), err, ioa__errno_name(err),
 			 err == EBUSY ? ": the device's VFIO group is open (a vfio-backend user, "
 					"or another driver, holds /dev/vfio/N)"
 			 : err == EINVAL ? ": the device is in use: another process, or this one, "
@@ -239,7 +232,7 @@ static int bind_and_attach(const char *dev)
 	if (ioctl(ifd.device, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach) != 0) {
 		err = errno;
 		ioa__err("iommufd: VFIO_DEVICE_ATTACH_IOMMUFD_PT of %s to IOAS %u failed: %s "
-			 "(errno %d, %s)", dev, ifd.ioas, strerror(err), err, errno_name(err));
+			 "(errno %d, %s)", dev, ifd.ioas, strerror(err), err, ioa__errno_name(err));
 		return -err;
 	}
 	ifd.attached = 1;
@@ -254,7 +247,7 @@ static void iommufd_close(void)
 	if (ifd.attached && ioctl(ifd.device, VFIO_DEVICE_DETACH_IOMMUFD_PT, &detach) != 0) {
 		err = errno; /* a copy of the device fd the driver kept still reaches the IOAS */
 		ioa__warn("iommufd: VFIO_DEVICE_DETACH_IOMMUFD_PT of %s failed: %s (errno %d, %s)",
-			  ifd.cdev, strerror(err), err, errno_name(err));
+			  ifd.cdev, strerror(err), err, ioa__errno_name(err));
 	}
 	if (ifd.device >= 0)
 		close(ifd.device); /* unbinds, unless the driver holds a copy */
@@ -286,7 +279,7 @@ static int iommufd_open(const struct ioa_config *cfg, struct ioa__iommu_info *in
 		iommufd_close();
 		return err;
 	}
-	atomic_store(&ifd.fail_unmaps, 0);
+	ioa__fail_arm(&ifd.fail, 0, 0);
 	ioa__info("iommufd: %s (%s) attached to IOAS %u, %zu IOVA range(s) from 0x%llx", dev,
 		  ifd.cdev, ifd.ioas, info->naperture, (unsigned long long)info->aperture[0].start);
 	return 0;
@@ -342,7 +335,7 @@ static int iommufd_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 		map_hint(err, hint, sizeof(hint));
 		ioa__err("iommufd: IOMMU_IOAS_MAP of IOVA [0x%llx, 0x%llx) from %p failed: %s "
 			 "(errno %d, %s)%s", (unsigned long long)iova,
-			 (unsigned long long)(iova + len), va, strerror(err), err, errno_name(err),
+			 (unsigned long long)(iova + len), va, strerror(err), err, ioa__errno_name(err),
 			 hint);
 		return -err;
 	}
@@ -351,19 +344,7 @@ static int iommufd_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 
 void ioa__iommufd_fail_unmaps(int count, int err)
 {
-	atomic_store(&ifd.fail_errno, err);
-	atomic_store(&ifd.fail_unmaps, count);
-}
-
-/* Consumes one injected failure, if any is pending: its -errno, or 0. */
-static int injected_failure(void)
-{
-	int left = atomic_load(&ifd.fail_unmaps);
-
-	while (left > 0)
-		if (atomic_compare_exchange_weak(&ifd.fail_unmaps, &left, left - 1))
-			return -atomic_load(&ifd.fail_errno);
-	return 0;
+	ioa__fail_arm(&ifd.fail, count, err);
 }
 
 static int unmap_one(const struct ioa__iova_extent *r)
@@ -371,7 +352,7 @@ static int unmap_one(const struct ioa__iova_extent *r)
 	struct iommu_ioas_unmap u = {
 		.size = sizeof(u), .ioas_id = ifd.ioas, .iova = r->iova, .length = r->len,
 	};
-	int err = injected_failure(), injected = err != 0;
+	int err = ioa__fail_take(&ifd.fail), injected = err != 0;
 
 	if (!err && ioctl(ifd.iommufd, IOMMU_IOAS_UNMAP, &u) != 0)
 		err = -errno;
@@ -379,7 +360,7 @@ static int unmap_one(const struct ioa__iova_extent *r)
 		ioa__err("iommufd: IOMMU_IOAS_UNMAP of IOVA [0x%llx, 0x%llx) failed%s: %s "
 			 "(errno %d, %s)%s", (unsigned long long)r->iova,
 			 (unsigned long long)(r->iova + r->len), injected ? " (injected by a test)" : "",
-			 strerror(-err), -err, errno_name(-err),
+			 strerror(-err), -err, ioa__errno_name(-err),
 			 err == -ENOENT ? ": the range splits a mapping (iommufd unmaps whole mappings "
 					  "only) or nothing is mapped there" : "");
 		return err;

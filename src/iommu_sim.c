@@ -27,9 +27,8 @@ struct ioa__iopt ioa__sim_table;
 static struct {
 	pthread_mutex_t fault_lock;
 	struct ioa_sim_fault last_fault;
-	_Atomic int fail_unmaps;
+	struct ioa__fail_injection fail; /* test hook */
 	_Atomic int mappings_low;
-	int fail_errno;
 	unsigned unmap_ns; /* cost charged per unmapped range */
 } sim = {
 	.fault_lock = PTHREAD_MUTEX_INITIALIZER,
@@ -57,7 +56,7 @@ static int sim_open(const struct ioa_config *cfg, struct ioa__iommu_info *info)
 	ioa__sim_flush_all();
 	sim.last_fault = (struct ioa_sim_fault){ 0 };
 	sim.unmap_ns = cfg->sim_unmap_ns;
-	atomic_store(&sim.fail_unmaps, 0);
+	ioa__fail_arm(&sim.fail, 0, 0);
 	atomic_store(&sim.mappings_low, 0);
 	/* IOVA 0 stays unmapped so that a null descriptor faults. */
 	info->aperture[0] = (struct ioa__iova_range){ IOA_HUGE_2M, 1ull << IOA_IOPT_BITS };
@@ -99,19 +98,7 @@ static int sim_mappings_low(void)
 
 void ioa__sim_fail_unmaps(int count, int err)
 {
-	sim.fail_errno = err;
-	atomic_store(&sim.fail_unmaps, count);
-}
-
-/* Consumes one injected failure, if any is pending. */
-static int injected_failure(void)
-{
-	int left = atomic_load(&sim.fail_unmaps);
-
-	while (left > 0)
-		if (atomic_compare_exchange_weak(&sim.fail_unmaps, &left, left - 1))
-			return -sim.fail_errno;
-	return 0;
+	ioa__fail_arm(&sim.fail, count, err);
 }
 
 /* Busy-waits sim.unmap_ns, the time a real IOMMU unmap (an ioctl) takes. */
@@ -137,7 +124,7 @@ static int sim_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done)
 		int err;
 
 		charge_unmap_cost();
-		err = injected_failure();
+		err = ioa__fail_take(&sim.fail);
 		if (!err)
 			err = ioa__iopt_unmap(&ioa__sim_table, r[*done].iova, r[*done].len, NULL);
 		if (err)

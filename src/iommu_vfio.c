@@ -45,19 +45,12 @@ static struct {
 	_Atomic uint64_t next_check; /* value of maps at which to read the kernel's count */
 	_Atomic int low;             /* WARN_PERCENT reached: segments are mapped whole */
 	pthread_mutex_t watch_lock;
-	_Atomic int fail_unmaps, fail_errno;
+	struct ioa__fail_injection fail; /* test hook */
 } vf = {
 	.container = -1,
 	.group = -1,
 	.watch_lock = PTHREAD_MUTEX_INITIALIZER,
 };
-
-static const char *errno_name(int err)
-{
-	const char *name = strerrorname_np(err);
-
-	return name ? name : "?";
-}
 
 /* ---- the IOMMU's properties ------------------------------------------- */
 
@@ -150,7 +143,7 @@ static int read_info(struct ioa__iommu_info *info, int64_t *avail)
 	if (ioctl(vf.container, VFIO_IOMMU_GET_INFO, &probe) != 0) {
 		err = errno;
 		ioa__err("vfio: VFIO_IOMMU_GET_INFO failed: %s (errno %d, %s)%s", strerror(err), err,
-			 errno_name(err), vf.own_container ? "" :
+			 ioa__errno_name(err), vf.own_container ? "" :
 			 ": the given container has no IOMMU yet: attach a group and call "
 			 "VFIO_SET_IOMMU(VFIO_TYPE1v2_IOMMU) first");
 		return -err;
@@ -168,7 +161,7 @@ static int read_info(struct ioa__iommu_info *info, int64_t *avail)
 			err = errno;
 			ioa__os_free_pages(buf, size);
 			ioa__err("vfio: VFIO_IOMMU_GET_INFO failed: %s (errno %d, %s)",
-				 strerror(err), err, errno_name(err));
+				 strerror(err), err, ioa__errno_name(err));
 			return -err;
 		}
 		if (answer->argsz <= size)
@@ -204,7 +197,7 @@ static int group_of_device(const char *addr, int *group)
 		else
 			ioa__err("vfio: PCI device %s has no IOMMU group (readlink %s/iommu_group: "
 				 "%s, errno %d, %s): the IOMMU is off; boot with intel_iommu=on or "
-				 "amd_iommu=on", dev, path, strerror(err), err, errno_name(err));
+				 "amd_iommu=on", dev, path, strerror(err), err, ioa__errno_name(err));
 		return -ENODEV;
 	}
 	link[n] = '\0';
@@ -235,7 +228,7 @@ static int open_group(int number)
 	else if (err == EBUSY)
 		hint = ": the group is in use: another process, or this one, has it open";
 	ioa__err("vfio: cannot open %s: %s (errno %d, %s)%s", path, strerror(err), err,
-		 errno_name(err), hint);
+		 ioa__errno_name(err), hint);
 	return -err;
 }
 
@@ -246,7 +239,7 @@ static int open_container(void)
 	if (fd < 0) {
 		err = errno;
 		ioa__err("vfio: cannot open " CONTAINER_PATH ": %s (errno %d, %s)%s", strerror(err),
-			 err, errno_name(err),
+			 err, ioa__errno_name(err),
 			 err == ENOENT ? ": VFIO is not loaded: modprobe vfio-pci" : "");
 		return -err;
 	}
@@ -274,7 +267,7 @@ static int attach_group(int number)
 	if (ioctl(vf.group, VFIO_GROUP_GET_STATUS, &status) != 0) {
 		err = errno;
 		ioa__err("vfio: VFIO_GROUP_GET_STATUS of group %d failed: %s (errno %d, %s)", number,
-			 strerror(err), err, errno_name(err));
+			 strerror(err), err, ioa__errno_name(err));
 		return -err;
 	}
 	if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE)) {
@@ -291,13 +284,13 @@ static int attach_group(int number)
 	if (ioctl(vf.group, VFIO_GROUP_SET_CONTAINER, &vf.container) != 0) {
 		err = errno;
 		ioa__err("vfio: VFIO_GROUP_SET_CONTAINER of group %d failed: %s (errno %d, %s)",
-			 number, strerror(err), err, errno_name(err));
+			 number, strerror(err), err, ioa__errno_name(err));
 		return -err;
 	}
 	if (ioctl(vf.container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) != 0) {
 		err = errno;
 		ioa__err("vfio: VFIO_SET_IOMMU(VFIO_TYPE1v2_IOMMU) for group %d failed: %s "
-			 "(errno %d, %s)", number, strerror(err), err, errno_name(err));
+			 "(errno %d, %s)", number, strerror(err), err, ioa__errno_name(err));
 		return -err;
 	}
 	return 0;
@@ -369,7 +362,7 @@ static int vfio_open(const struct ioa_config *cfg, struct ioa__iommu_info *info)
 	atomic_store(&vf.maps, 0);
 	atomic_store(&vf.low, 0);
 	atomic_store(&vf.next_check, vf.warn_at ? vf.warn_at : UINT64_MAX);
-	atomic_store(&vf.fail_unmaps, 0);
+	ioa__fail_arm(&vf.fail, 0, 0);
 	if (vf.avail_at_open < 0)
 		ioa__info("vfio: the kernel does not report how many mappings are left (before "
 			  "Linux 5.10): no warning before the limit");
@@ -473,7 +466,7 @@ static int vfio_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 		map_hint(err, hint, sizeof(hint));
 		ioa__err("vfio: VFIO_IOMMU_MAP_DMA of IOVA [0x%llx, 0x%llx) from %p failed: %s "
 			 "(errno %d, %s)%s", (unsigned long long)iova,
-			 (unsigned long long)(iova + len), va, strerror(err), err, errno_name(err),
+			 (unsigned long long)(iova + len), va, strerror(err), err, ioa__errno_name(err),
 			 hint);
 		return -err;
 	}
@@ -483,25 +476,13 @@ static int vfio_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 
 void ioa__vfio_fail_unmaps(int count, int err)
 {
-	atomic_store(&vf.fail_errno, err);
-	atomic_store(&vf.fail_unmaps, count);
-}
-
-/* Consumes one injected failure, if any is pending: its -errno, or 0. */
-static int injected_failure(void)
-{
-	int left = atomic_load(&vf.fail_unmaps);
-
-	while (left > 0)
-		if (atomic_compare_exchange_weak(&vf.fail_unmaps, &left, left - 1))
-			return -atomic_load(&vf.fail_errno);
-	return 0;
+	ioa__fail_arm(&vf.fail, count, err);
 }
 
 static int unmap_one(const struct ioa__iova_extent *r)
 {
 	struct vfio_iommu_type1_dma_unmap u = { .argsz = sizeof(u), .iova = r->iova, .size = r->len };
-	int err = injected_failure(), injected = err != 0;
+	int err = ioa__fail_take(&vf.fail), injected = err != 0;
 
 	if (!err && ioctl(vf.container, VFIO_IOMMU_UNMAP_DMA, &u) != 0)
 		err = -errno;
@@ -509,7 +490,7 @@ static int unmap_one(const struct ioa__iova_extent *r)
 		ioa__err("vfio: VFIO_IOMMU_UNMAP_DMA of IOVA [0x%llx, 0x%llx) failed%s: %s "
 			 "(errno %d, %s)%s", (unsigned long long)r->iova,
 			 (unsigned long long)(r->iova + r->len), injected ? " (injected by a test)" : "",
-			 strerror(-err), -err, errno_name(-err),
+			 strerror(-err), -err, ioa__errno_name(-err),
 			 err == -EINVAL ? ": the range splits a mapping (type1v2 unmaps whole mappings "
 					  "only) or is misaligned to the IOMMU page size" : "");
 		return err;

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 static atomic_int max_level = IOA_LOG_WARN;
@@ -30,4 +31,11 @@ void ioa__log(enum ioa__log_level level, const char *fmt, ...)
 	buf[n++] = '\n';
 	if (write(STDERR_FILENO, buf, (size_t)n) < 0)
 		return; /* nowhere left to report to */
+}
+
+const char *ioa__errno_name(int err)
+{
+	const char *name = strerrorname_np(err);
+
+	return name ? name : "?";
 }

@@ -13,6 +13,9 @@ void ioa__log_set_verbosity(int verbose);
 __attribute__((format(printf, 2, 3)))
 void ioa__log(enum ioa__log_level level, const char *fmt, ...);
 
+/* The symbolic name of @err ("EINVAL"), for messages that give errno. */
+const char *ioa__errno_name(int err);
+
 #define ioa__err(...) ioa__log(IOA_LOG_ERROR, __VA_ARGS__)
 #define ioa__warn(...) ioa__log(IOA_LOG_WARN, __VA_ARGS__)
 #define ioa__info(...) ioa__log(IOA_LOG_INFO, __VA_ARGS__)
