@@ -51,7 +51,7 @@ static inline uint64_t walk(const void *addr)
 	}
 
 SECTION_BENCH(bm_raw, (void)0, (void)0)
-SECTION_BENCH(bm_ioa, struct ioa__reader *r = ioa__read_begin(), ioa__read_end(r))
+SECTION_BENCH(bm_ioa, struct ioa__section s = ioa__read_begin(), ioa__read_end(s))
 SECTION_BENCH(bm_ck, ck_epoch_begin(&ck_rec, NULL), ck_epoch_end(&ck_rec, NULL))
 SECTION_BENCH(bm_urcu_memb, urcu_memb_read_lock(), urcu_memb_read_unlock())
 SECTION_BENCH(bm_urcu_bp, urcu_bp_read_lock(), urcu_bp_read_unlock())

@@ -200,6 +200,8 @@ struct ioa_stats {
 	uint64_t iommu_maps, iommu_unmaps, iommu_unmap_calls, iommu_invalidates;
 	uint64_t bytes_mapped, bytes_unmapped;
 	uint64_t quarantined_bytes; /**< unmaps the IOMMU refused: never reused */
+	uint64_t fork_kept_bytes;   /**< freed in a child of fork() whose IOMMU belongs to the
+	                                 parent (vfio, iommufd): left mapped, never reused */
 	uint64_t segments;          /**< memory segments taken from the kernel */
 	uint64_t segment_bytes_hugetlb_2m, segment_bytes_hugetlb_1g;
 	uint64_t segment_bytes_4k;  /**< 4 KiB pages, MADV_HUGEPAGE advised */

@@ -19,6 +19,9 @@ enum { STATE_DOWN, STATE_STARTING, STATE_UP };
 static _Atomic int state = STATE_DOWN;
 static struct ioa_config active;
 static pthread_once_t hooks_once = PTHREAD_ONCE_INIT;
+/* Held by ioa_init and ioa_fini while the state is STARTING, and around
+ * fork(): a child never inherits a half-started or half-stopped library. */
+static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Process exit retires everything still queued, so nothing is left mapped
  * that the program freed. */
@@ -31,22 +34,45 @@ static void at_exit(void)
 		ioa_stats_print(STDERR_FILENO);
 }
 
+/*
+ * fork(). Other threads may be anywhere in the library; the child has only
+ * the forking thread. So every lock is taken before the fork, outermost
+ * first in the order the library nests them (life, the engine's, the
+ * regions', the backend's; device tables and the sim's DMA engine register
+ * handlers of their own later, so theirs run before these), released in the
+ * parent and made anew in the child. In the child the other threads' read
+ * sections are over and their queues are orphans; a backend shared with the
+ * parent (vfio, iommufd) becomes read-only (iommu.h).
+ */
 static void fork_prepare(void)
 {
-	if (atomic_load(&state) == STATE_UP)
-		ioa__defer_fork_prepare();
+	pthread_mutex_lock(&life_lock);
+	if (atomic_load(&state) != STATE_UP)
+		return;
+	ioa__defer_fork_prepare();
+	ioa__region_fork_prepare();
+	ioa__iommu_fork_prepare();
 }
 
 static void fork_parent(void)
 {
-	if (atomic_load(&state) == STATE_UP)
+	if (atomic_load(&state) == STATE_UP) {
+		ioa__iommu_fork_parent();
+		ioa__region_fork_parent();
 		ioa__defer_fork_parent();
+	}
+	pthread_mutex_unlock(&life_lock);
 }
 
 static void fork_child(void)
 {
-	if (atomic_load(&state) == STATE_UP)
+	if (atomic_load(&state) == STATE_UP) {
+		ioa__grace_fork_child();
+		ioa__iommu_fork_child();
+		ioa__region_fork_child();
 		ioa__defer_fork_child();
+	}
+	pthread_mutex_init(&life_lock, NULL);
 }
 
 static void register_hooks(void)
@@ -87,7 +113,9 @@ static int init(const struct ioa_config *cfg, int quiet_busy)
 	struct ioa_config from_env;
 	int expected = STATE_DOWN, err;
 
+	pthread_mutex_lock(&life_lock);
 	if (!atomic_compare_exchange_strong(&state, &expected, STATE_STARTING)) {
+		pthread_mutex_unlock(&life_lock);
 		if (!quiet_busy)
 			ioa__err("ioa_init: the library is initialised already (call ioa_fini first)");
 		return -EBUSY;
@@ -102,6 +130,7 @@ static int init(const struct ioa_config *cfg, int quiet_busy)
 	if (!err)
 		err = start(cfg);
 	atomic_store(&state, err ? STATE_DOWN : STATE_UP);
+	pthread_mutex_unlock(&life_lock);
 	return err;
 }
 
@@ -134,20 +163,30 @@ IOA_EXPORT void ioa_fini(void)
 {
 	int expected = STATE_UP;
 
-	if (!atomic_compare_exchange_strong(&state, &expected, STATE_STARTING))
+	pthread_mutex_lock(&life_lock);
+	if (!atomic_compare_exchange_strong(&state, &expected, STATE_STARTING)) {
+		pthread_mutex_unlock(&life_lock);
 		return;
+	}
 	ioa__defer_fini();
 	if (active.stats)
 		ioa_stats_print(STDERR_FILENO);
 	ioa__region_fini();
 	ioa__iommu_close();
 	atomic_store(&state, STATE_DOWN);
+	pthread_mutex_unlock(&life_lock);
 }
 
 IOA_EXPORT void *ioa_dma_alloc(size_t size, size_t align, int node)
 {
 	if (ensure_up() != 0) {
 		errno = EINVAL;
+		return NULL;
+	}
+	if (ioa__iommu_inherited()) {
+		ioa__err("ioa_dma_alloc: this process is a child of fork() and its IOMMU belongs "
+			 "to the parent: call ioa_fini() and ioa_init() with a device of its own");
+		errno = EPERM;
 		return NULL;
 	}
 	return ioa__region_alloc(size, align, node);
@@ -175,20 +214,24 @@ IOA_EXPORT int ioa_quiesce(void)
 /* A lookup in the table at @root inside a read section of registered @r. */
 static inline uint64_t lookup(struct ioa__reader *r, const _Atomic uint64_t *root, uint64_t addr)
 {
-	uint64_t target;
+	uint64_t outer = ioa__read_enter(r), target;
 
-	ioa__read_enter(r);
 	target = ioa__iopt_translate(root, addr);
-	ioa__read_end(r);
+	ioa__read_exit(r, outer);
 	return target;
 }
 
-/* A thread's first lookup registers its reader slot; kept off the fast path
- * so that the fast path saves no register for a call. */
+/* A thread's first lookup registers its reader slot, and one after its exit
+ * destructor ran is a late section; kept off the fast path so that the fast
+ * path saves no register for a call. */
 __attribute__((noinline, cold)) static uint64_t first_lookup(const _Atomic uint64_t *root,
 							     uint64_t addr)
 {
-	return lookup(ioa__reader_register(), root, addr);
+	struct ioa__section s = ioa__read_begin();
+	uint64_t target = ioa__iopt_translate(root, addr);
+
+	ioa__read_end(s);
+	return target;
 }
 
 IOA_EXPORT uint64_t ioa_virt2iova(const void *ptr)

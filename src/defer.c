@@ -18,6 +18,7 @@
 #define PASS_MAX 4096      /* items one pass retires at most */
 #define WAKE_BATCH 256     /* a thread with this many queued wakes a napping reclaimer */
 #define LATENCY_BUCKETS 256
+#define NAP_MIN_NS 1000    /* shortest nap: under it the futex call costs more */
 
 /* A thread's queue for one node: single producer (its thread), consumed under
  * the node's pass lock. Slots [tail, head) hold items not yet retired. What
@@ -41,8 +42,12 @@ struct node {
 	_Atomic uint32_t futex;       /* bumped by every wake */
 	pthread_mutex_t pass_lock __attribute__((aligned(64))); /* one pass at a time; guards the pass arrays */
 	struct ring *_Atomic rings;
+	/* The queue of frees from threads whose exit destructor ran: its
+	 * producers are serialised by late_lock, so it stays single-producer. */
+	pthread_mutex_t late_lock;
+	struct ring *late;
 	_Atomic int stop;
-	int started;
+	_Atomic int started;          /* written under start_lock */
 	pthread_t thread;
 	struct ioa__defer_item *items;    /* pass arrays, PASS_MAX each */
 	struct ioa__iova_extent *extents;
@@ -62,9 +67,11 @@ static struct {
 	struct node nodes[IOA_MAX_NODES];
 } eng = { .start_lock = PTHREAD_MUTEX_INITIALIZER };
 
-/* The calling thread's queues, valid while their generation is current. */
+/* The calling thread's queues, valid while their generation is current.
+ * exited: its exit destructor ran; its frees go to the nodes' late queues. */
 static __thread struct {
 	unsigned generation;
+	int exited;
 	struct ring *ring[IOA_MAX_NODES];
 } mine __attribute__((tls_model("initial-exec")));
 
@@ -76,11 +83,23 @@ static void futex_wake(_Atomic uint32_t *word)
 	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
+#define FOREVER UINT64_MAX
+
+/* Sleeps while *word == seen, at most @timeout_ns (FOREVER: no limit). The
+ * kernel reads a zero timespec as "do not sleep", never as "forever". */
 static void futex_wait(_Atomic uint32_t *word, uint32_t seen, uint64_t timeout_ns)
 {
 	struct timespec ts = { (time_t)(timeout_ns / 1000000000u), (long)(timeout_ns % 1000000000u) };
 
-	syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, seen, timeout_ns ? &ts : NULL, NULL, 0);
+	syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, seen, timeout_ns == FOREVER ? NULL : &ts,
+		NULL, 0);
+}
+
+uint64_t ioa__defer_nap_ns(uint64_t delay_ticks, uint64_t age_ticks)
+{
+	uint64_t ns = age_ticks < delay_ticks ? ioa__ticks_to_ns(delay_ticks - age_ticks) : 0;
+
+	return ns > NAP_MIN_NS ? ns : NAP_MIN_NS;
 }
 
 /* ---- statistics ------------------------------------------------------ */
@@ -179,6 +198,25 @@ static void sort_by_iova(uint32_t *order, uint32_t n, const struct ioa__iova_ext
 }
 
 /*
+ * In a child of fork() whose backend belongs to the parent (iommu.h): the
+ * buffers leave the software tables, but nothing is unmapped and their pages
+ * are kept, never reused: the parent's device may still reach them.
+ */
+static uint32_t keep_inherited(struct ioa__defer_item *it, uint32_t n,
+			       struct ioa__region_pruned *prune)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		ioa__region_unlink(&it[i].buf, prune);
+		ioa__region_keep(&it[i].buf);
+	}
+	if (prune && (prune->va2iova.count || prune->iova2va.count)) {
+		ioa__grace_wait();
+		ioa__region_free_pruned(prune);
+	}
+	return 0;
+}
+
+/*
  * Retires @n buffer items: unlink from the software tables, unmap coalesced
  * ranges, invalidate once, wait out the readers, release. @ext and @order are
  * scratch arrays of @n entries. Returns how many items were quarantined.
@@ -190,7 +228,10 @@ static uint32_t retire_buffers(struct ioa__defer_item *it, uint32_t n,
 	struct ioa__region_pruned *prune = ioa__grace_available() ? &pruned : NULL;
 	uint32_t ranges = 0, quarantined = 0, m = 0, i, j;
 	int unordered = atomic_load(&eng.unordered);
-	int err = 0;
+	int err = 0, frees_segment = 0;
+
+	if (ioa__iommu_inherited())
+		return keep_inherited(it, n, prune);
 
 	/* Buffers mapped one by one are unmapped by range; those of a segment
 	 * mapped whole only when the segment empties. */
@@ -198,6 +239,7 @@ static uint32_t retire_buffers(struct ioa__defer_item *it, uint32_t n,
 		if (ioa__region_whole(&it[i].buf))
 			continue;
 		ioa__region_extent(&it[i].buf, &ext[i]);
+		frees_segment |= ioa__region_frees_segment(&it[i].buf);
 		order[m++] = i;
 		if (unordered)
 			ioa__region_release(&it[i].buf);
@@ -218,6 +260,7 @@ static uint32_t retire_buffers(struct ioa__defer_item *it, uint32_t n,
 			continue;
 		}
 		ranges++;
+		frees_segment = 1;
 		unmap_err = ioa__iommu_unmap(&whole, 1, &done);
 		if (unmap_err) {
 			ioa__region_quarantine(&it[i].buf, unmap_err, "unmap of its whole segment");
@@ -249,10 +292,12 @@ static uint32_t retire_buffers(struct ioa__defer_item *it, uint32_t n,
 	}
 	if (ranges)
 		err = ioa__iommu_invalidate();
-	if (pruned.va2iova.count || pruned.iova2va.count) {
+	/* Lookups and racing frees that found these buffers before they were
+	 * unlinked end before table pages or segment metadata are freed. */
+	if (pruned.va2iova.count || pruned.iova2va.count || (frees_segment && prune))
 		ioa__grace_wait();
+	if (pruned.va2iova.count || pruned.iova2va.count)
 		ioa__region_free_pruned(&pruned);
-	}
 	for (i = 0; i < n; i++) {
 		if (!it[i].buf.npages)
 			continue;
@@ -378,14 +423,6 @@ static uint32_t run_pass(struct node *nd, struct ring *first)
 	return n;
 }
 
-static void wake(struct node *nd)
-{
-	if (atomic_exchange_explicit(&nd->sleep, AWAKE, memory_order_relaxed) != AWAKE) {
-		atomic_fetch_add_explicit(&nd->futex, 1, memory_order_release);
-		futex_wake(&nd->futex);
-	}
-}
-
 static void *reclaimer(void *arg)
 {
 	struct node *nd = arg;
@@ -416,7 +453,7 @@ static void *reclaimer(void *arg)
 			break;
 		if (n) {
 			atomic_store(&nd->sleep, NAPPING);
-			futex_wait(&nd->futex, seq, ioa__ticks_to_ns(eng.delay_ticks - age));
+			futex_wait(&nd->futex, seq, ioa__defer_nap_ns(eng.delay_ticks, age));
 		} else {
 			/* Announce the sleep, then look again: membarrier() orders this
 			 * against producers' unfenced head stores and sleep loads. */
@@ -427,7 +464,7 @@ static void *reclaimer(void *arg)
 			pthread_mutex_unlock(&nd->pass_lock);
 			if (!n && !atomic_load(&nd->stop)) /* without membarrier, poll */
 				futex_wait(&nd->futex, seq, ioa__grace_available()
-						 ? 0 : ioa__ticks_to_ns(eng.delay_ticks));
+						 ? FOREVER : ioa__defer_nap_ns(eng.delay_ticks, 0));
 		}
 		atomic_store(&nd->sleep, AWAKE);
 	}
@@ -436,13 +473,33 @@ static void *reclaimer(void *arg)
 
 /* ---- queues ---------------------------------------------------------- */
 
+/*
+ * A thread's queues stay its own until its exit destructor ran (glibc runs
+ * key destructors in key order, so others may free after ours ran); then it
+ * stops naming them (mine.exited), and only then are they marked orphans,
+ * which a new thread adopts once they are empty. A free after that (a later
+ * destructor, C++ thread_local, libc's own teardown) goes to the node's late
+ * queue, whose producers take late_lock: two threads never produce into one
+ * single-producer queue. A thread whose first free comes after its exit
+ * destructor ran has a queue that is never orphaned: a leak of one queue,
+ * never a second producer.
+ */
 static void thread_exit(void *unused)
 {
+	int n;
+
+	mine.exited = 1;
+	atomic_signal_fence(memory_order_seq_cst); /* a signal handler sees exited first */
 	if (mine.generation != atomic_load(&eng.generation))
 		return;
-	for (int n = 0; n < IOA_MAX_NODES; n++)
-		if (mine.ring[n])
-			atomic_store_explicit(&mine.ring[n]->orphan, 1, memory_order_release);
+	for (n = 0; n < IOA_MAX_NODES; n++) {
+		struct ring *r = mine.ring[n];
+
+		mine.ring[n] = NULL;
+		/* release: our last item is in the ring before an adopter owns it */
+		if (r)
+			atomic_store_explicit(&r->orphan, 1, memory_order_release);
+	}
 }
 
 static void make_key(void)
@@ -455,12 +512,28 @@ static size_t ring_bytes(void)
 	return sizeof(struct ring) + (size_t)eng.ring_size * sizeof(struct ioa__defer_item);
 }
 
+/* A new, empty queue, in @nd's registry; NULL without memory. */
+static struct ring *ring_new(struct node *nd)
+{
+	struct ring *r = ioa__os_alloc_pages(ring_bytes());
+
+	if (!r)
+		return NULL;
+	r->mask = eng.ring_size - 1;
+	r->next = atomic_load_explicit(&nd->rings, memory_order_relaxed);
+	/* release: the ring's fields are set before the reclaimer sees it */
+	while (!atomic_compare_exchange_weak_explicit(&nd->rings, &r->next, r,
+						      memory_order_release, memory_order_relaxed))
+		;
+	return r;
+}
+
 static int start_reclaimer(struct node *nd)
 {
 	int err = 0;
 
 	pthread_mutex_lock(&eng.start_lock);
-	if (!nd->started) {
+	if (!atomic_load_explicit(&nd->started, memory_order_relaxed)) {
 		if (!nd->items) { /* a child after fork() keeps its parent's arrays */
 			nd->items = ioa__os_alloc_pages(PASS_MAX * sizeof(*nd->items));
 			nd->extents = ioa__os_alloc_pages(PASS_MAX * sizeof(*nd->extents));
@@ -468,7 +541,7 @@ static int start_reclaimer(struct node *nd)
 		}
 		err = !nd->items || !nd->extents || !nd->order ? ENOMEM
 			: pthread_create(&nd->thread, NULL, reclaimer, nd);
-		nd->started = !err;
+		atomic_store_explicit(&nd->started, !err, memory_order_relaxed);
 		if (err)
 			ioa__err("cannot start the reclaimer of node %d: %s", (int)(nd - eng.nodes),
 				 strerror(err));
@@ -477,7 +550,24 @@ static int start_reclaimer(struct node *nd)
 	return -err;
 }
 
-/* The calling thread's queue for @node: an orphan adopted, or a new one. */
+/* Wakes @nd's reclaimer, or starts it: in a child of fork() none runs until
+ * a free or a quiesce needs one. */
+static void wake(struct node *nd)
+{
+	if (!atomic_load_explicit(&nd->started, memory_order_relaxed)) {
+		start_reclaimer(nd);
+		return;
+	}
+	if (atomic_exchange_explicit(&nd->sleep, AWAKE, memory_order_relaxed) != AWAKE) {
+		/* release: not needed for the items (the head's release covers
+		 * them); the futex word only has to change before the wake */
+		atomic_fetch_add_explicit(&nd->futex, 1, memory_order_relaxed);
+		futex_wake(&nd->futex);
+	}
+}
+
+/* The calling thread's queue for @node: an orphan adopted, or a new one;
+ * NULL without memory, or once the thread's exit destructor ran. */
 static struct ring *ring_for(int node)
 {
 	struct node *nd = &eng.nodes[node];
@@ -488,28 +578,22 @@ static struct ring *ring_for(int node)
 		memset(mine.ring, 0, sizeof(mine.ring));
 		mine.generation = gen;
 	}
-	if (mine.ring[node])
+	if (mine.ring[node] || mine.exited)
 		return mine.ring[node];
 	if (start_reclaimer(nd) != 0)
 		return NULL;
 	for (r = atomic_load_explicit(&nd->rings, memory_order_acquire); r; r = r->next) {
 		int orphan = 1;
 
+		/* acquire: the former owner's writes are done before ours begin */
 		if (atomic_load(&r->head) == atomic_load(&r->tail) &&
-		    atomic_compare_exchange_strong(&r->orphan, &orphan, 0))
+		    atomic_compare_exchange_strong_explicit(&r->orphan, &orphan, 0,
+							    memory_order_acquire,
+							    memory_order_relaxed))
 			break;
 	}
-	if (!r) {
-		r = ioa__os_alloc_pages(ring_bytes());
-		if (!r)
-			return NULL;
-		r->mask = eng.ring_size - 1;
-		r->next = atomic_load_explicit(&nd->rings, memory_order_relaxed);
-		while (!atomic_compare_exchange_weak_explicit(&nd->rings, &r->next, r,
-							      memory_order_release,
-							      memory_order_relaxed))
-			;
-	}
+	if (!r && !(r = ring_new(nd)))
+		return NULL;
 	pthread_once(&key_once, make_key);
 	pthread_setspecific(thread_key, &mine);
 	mine.ring[node] = r;
@@ -538,19 +622,14 @@ static void help(int node, struct ring *r)
 	ioa__stat_add(defer_helped, 1);
 }
 
-int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
+/* Appends @item to @r, whose only producer is the caller. */
+static void push(int node, struct ring *r, const struct ioa__defer_item *item)
 {
-	struct ring *r;
-	uint32_t head, tail;
+	uint32_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+	/* acquire: the reclaimer is done with a slot before we reuse it */
+	uint32_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
 	int sleep;
 
-	item->stamp = ioa__ticks();
-	if (eng.cfg.defer == IOA_DEFER_SYNC || !(r = ring_for(node))) {
-		ioa__stat_add(defer_enqueued, 1);
-		return retire_now(item);
-	}
-	head = atomic_load_explicit(&r->head, memory_order_relaxed);
-	tail = atomic_load_explicit(&r->tail, memory_order_acquire);
 	if (head - tail > r->mask) {
 		help(node, r);
 		tail = atomic_load_explicit(&r->tail, memory_order_acquire);
@@ -559,11 +638,53 @@ int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
 	/* one producer: a load and a store count it, no read-modify-write */
 	atomic_store_explicit(&r->enqueued, atomic_load_explicit(&r->enqueued, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
+	/* release: the item is written before the reclaimer sees the head */
 	atomic_store_explicit(&r->head, head + 1, memory_order_release);
+	/* compiler-only: keeps the head store before the sleep load; the CPU
+	 * fence between them is the reclaimer's membarrier() before it sleeps */
+	atomic_signal_fence(memory_order_seq_cst);
 	sleep = atomic_load_explicit(&eng.nodes[node].sleep, memory_order_relaxed);
 	if (sleep == IDLE || (sleep == NAPPING && head + 1 - tail >= WAKE_BATCH))
 		wake(&eng.nodes[node]);
-	return 0;
+}
+
+/* A free after the thread's exit destructor ran: into the node's late queue. */
+static int push_late(int node, const struct ioa__defer_item *item)
+{
+	struct node *nd = &eng.nodes[node];
+	int err = 0;
+
+	if (start_reclaimer(nd) != 0)
+		return -ENOMEM;
+	pthread_mutex_lock(&nd->late_lock);
+	if (!nd->late && !(nd->late = ring_new(nd)))
+		err = -ENOMEM;
+	else
+		push(node, nd->late, item);
+	pthread_mutex_unlock(&nd->late_lock);
+	return err;
+}
+
+int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
+{
+	struct ring *r;
+
+	if (node < 0 || node >= IOA_MAX_NODES) { /* callers resolve nodes: never expected */
+		ioa__err("deferral: node %d out of range 0 to %d; the item is kept", node,
+			 IOA_MAX_NODES - 1);
+		return -EINVAL;
+	}
+	item->stamp = ioa__ticks();
+	if (eng.cfg.defer != IOA_DEFER_SYNC) {
+		if ((r = ring_for(node))) {
+			push(node, r, item);
+			return 0;
+		}
+		if (mine.exited && push_late(node, item) == 0)
+			return 0;
+	}
+	ioa__stat_add(defer_enqueued, 1);
+	return retire_now(item);
 }
 
 /* ---- life cycle ------------------------------------------------------ */
@@ -607,6 +728,7 @@ int ioa__defer_init(const struct ioa_config *cfg)
 
 		memset(nd, 0, sizeof(*nd));
 		pthread_mutex_init(&nd->pass_lock, NULL);
+		pthread_mutex_init(&nd->late_lock, NULL);
 	}
 	return 0;
 }
@@ -632,14 +754,19 @@ void ioa__defer_fini(void)
 			ioa__os_free_pages(r, ring_bytes());
 		}
 		pthread_mutex_destroy(&nd->pass_lock);
+		pthread_mutex_destroy(&nd->late_lock);
 		memset(nd, 0, sizeof(*nd));
 	}
 	atomic_fetch_add(&eng.generation, 1);
 }
 
+/* In the library's lock order: start_lock, late locks, pass locks (a late
+ * free may help drain, taking a pass lock under its late lock). */
 void ioa__defer_fork_prepare(void)
 {
 	pthread_mutex_lock(&eng.start_lock);
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		pthread_mutex_lock(&eng.nodes[n].late_lock);
 	for (int n = 0; n < IOA_MAX_NODES; n++)
 		pthread_mutex_lock(&eng.nodes[n].pass_lock);
 }
@@ -648,12 +775,16 @@ void ioa__defer_fork_parent(void)
 {
 	for (int n = IOA_MAX_NODES - 1; n >= 0; n--)
 		pthread_mutex_unlock(&eng.nodes[n].pass_lock);
+	for (int n = IOA_MAX_NODES - 1; n >= 0; n--)
+		pthread_mutex_unlock(&eng.nodes[n].late_lock);
 	pthread_mutex_unlock(&eng.start_lock);
 }
 
-/* Only the forking thread lives on: no reclaimer runs (the next enqueue or
- * quiesce starts one), and the other threads' queues are orphans whose items
- * the child's reclaimers retire. */
+/* Only the forking thread lives on, and no reclaimer: each node is marked
+ * idle and not started, so the next free (or quiesce) starts one. The other
+ * threads' queues become orphans; what they hold is retired in the child
+ * (through the child's own copy of a private backend, or, with an inherited
+ * one, without touching the parent's IOMMU: see iommu.h). */
 void ioa__defer_fork_child(void)
 {
 	pthread_mutex_init(&eng.start_lock, NULL);
@@ -661,9 +792,10 @@ void ioa__defer_fork_child(void)
 		struct node *nd = &eng.nodes[n];
 
 		pthread_mutex_init(&nd->pass_lock, NULL);
-		nd->started = 0;
-		atomic_store(&nd->sleep, AWAKE);
+		pthread_mutex_init(&nd->late_lock, NULL);
+		atomic_store(&nd->started, 0);
+		atomic_store(&nd->sleep, IDLE);
 		for (struct ring *r = atomic_load(&nd->rings); r; r = r->next)
-			atomic_store(&r->orphan, mine.ring[n] != r);
+			atomic_store(&r->orphan, r != mine.ring[n] && r != nd->late);
 	}
 }

@@ -14,6 +14,7 @@
 #include "os.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 
 struct ioa_iopt {
@@ -22,7 +23,65 @@ struct ioa_iopt {
 	int node;
 	ioa_iopt_invalidate_fn invalidate;
 	void *ctx;
+	struct ioa_iopt *next; /* in the list of live tables, for fork() */
 };
+
+/*
+ * fork(): a table's lock is held while its map allocates pages through the
+ * library (and its unmap queues pages), so every live table's lock is taken
+ * before any of the library's. These handlers are registered at the first
+ * table's creation, after the library's own (the creation initialises the
+ * library first), so this prepare runs before the library's.
+ */
+static pthread_mutex_t tables_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ioa_iopt *tables;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&tables_lock);
+	for (struct ioa_iopt *t = tables; t; t = t->next)
+		ioa__iopt_fork_prepare(&t->pt);
+}
+
+static void fork_parent(void)
+{
+	for (struct ioa_iopt *t = tables; t; t = t->next)
+		ioa__iopt_fork_parent(&t->pt);
+	pthread_mutex_unlock(&tables_lock);
+}
+
+static void fork_child(void)
+{
+	for (struct ioa_iopt *t = tables; t; t = t->next)
+		ioa__iopt_fork_child(&t->pt);
+	pthread_mutex_init(&tables_lock, NULL);
+}
+
+static void register_fork_handlers(void)
+{
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+static void tables_add(struct ioa_iopt *t)
+{
+	pthread_once(&fork_once, register_fork_handlers);
+	pthread_mutex_lock(&tables_lock);
+	t->next = tables;
+	tables = t;
+	pthread_mutex_unlock(&tables_lock);
+}
+
+static void tables_remove(struct ioa_iopt *t)
+{
+	struct ioa_iopt **pp;
+
+	pthread_mutex_lock(&tables_lock);
+	for (pp = &tables; *pp != t; pp = &(*pp)->next)
+		;
+	*pp = t->next;
+	pthread_mutex_unlock(&tables_lock);
+}
 
 static _Atomic uint64_t *page_alloc(void *ctx, uint64_t *addr)
 {
@@ -94,6 +153,7 @@ IOA_EXPORT struct ioa_iopt *ioa_iopt_create(int node, ioa_iopt_invalidate_fn inv
 		errno = ENOMEM;
 		return NULL;
 	}
+	tables_add(t);
 	return t;
 }
 
@@ -126,6 +186,7 @@ IOA_EXPORT void ioa_iopt_destroy(struct ioa_iopt *t)
 	struct ioa__iopt_pruned pruned = { 0 };
 	struct ioa__defer_item root = { .table = { t, (void *)t->pt.root }, .kind = IOA_ITEM_TABLE };
 
+	tables_remove(t);
 	ioa__iopt_unmap(&t->pt, 0, 1ull << IOA_IOPT_BITS, &pruned);
 	retire_pruned(t, &pruned);
 	ioa__defer_enqueue(t->node, &root);

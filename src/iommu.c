@@ -4,6 +4,7 @@
 #include "log.h"
 #include "stats.h"
 
+#include <errno.h>
 #include <string.h>
 
 static const struct ioa__iommu_ops *const backends[] = {
@@ -15,6 +16,8 @@ static const struct ioa__iommu_ops *const backends[] = {
 
 static const struct ioa__iommu_ops *ops;
 static struct ioa__iommu_info info;
+static int inherited;        /* a child of fork() holding its parent's IOMMU */
+static int sim_shared;       /* test hook: the sim acts as a shared backend */
 
 int ioa__iommu_open(const struct ioa_config *cfg)
 {
@@ -26,15 +29,51 @@ int ioa__iommu_open(const struct ioa_config *cfg)
 	if (err)
 		return err;
 	ops = o;
+	inherited = 0;
 	ioa__info("backend %s open", o->name);
 	return 0;
 }
 
 void ioa__iommu_close(void)
 {
-	if (ops)
+	if (ops && inherited && ops->drop)
+		ops->drop();
+	else if (ops)
 		ops->close();
 	ops = NULL;
+	inherited = 0;
+}
+
+int ioa__iommu_inherited(void)
+{
+	return inherited;
+}
+
+void ioa__sim_set_shared_after_fork(int shared)
+{
+	sim_shared = shared;
+}
+
+void ioa__iommu_fork_prepare(void)
+{
+	if (ops && ops->fork_prepare)
+		ops->fork_prepare();
+}
+
+void ioa__iommu_fork_parent(void)
+{
+	if (ops && ops->fork_parent)
+		ops->fork_parent();
+}
+
+void ioa__iommu_fork_child(void)
+{
+	if (!ops)
+		return;
+	if (ops->fork_child)
+		ops->fork_child();
+	if (ops->shared_after_fork || (ops == &ioa__iommu_sim && sim_shared))
+		inherited = 1;
 }
 
 const struct ioa__iommu_info *ioa__iommu_info(void)
@@ -44,7 +83,14 @@ const struct ioa__iommu_info *ioa__iommu_info(void)
 
 int ioa__iommu_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 {
-	int err = ops->map(iova, va, len, perms);
+	int err;
+
+	if (inherited) {
+		ioa__err("%s: no map in a child of fork(): the IOMMU belongs to the parent (call "
+			 "ioa_fini() and ioa_init() with a device of the child's own)", ops->name);
+		return -EPERM;
+	}
+	err = ops->map(iova, va, len, perms);
 
 	if (err) {
 		if (!ops->map_reports_errors)
@@ -57,11 +103,15 @@ int ioa__iommu_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 	return 0;
 }
 
+/* In an inherited child nothing is unmapped, and nothing is reported done:
+ * callers keep the memory (quarantine it) rather than reuse it. */
 int ioa__iommu_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done)
 {
 	int err;
 
 	*done = 0;
+	if (inherited)
+		return -EPERM;
 	err = ops->unmap(r, n, done);
 	ioa__stat_add(iommu_unmap_calls, 1);
 	ioa__stat_add(iommu_unmaps, *done);
@@ -72,6 +122,8 @@ int ioa__iommu_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done)
 
 int ioa__iommu_invalidate(void)
 {
+	if (inherited)
+		return -EPERM;
 	ioa__stat_add(iommu_invalidates, 1);
 	return ops->invalidate();
 }

@@ -45,6 +45,19 @@ struct ioa__iommu_ops {
 	 * then mapped whole instead of buffer by buffer. */
 	int (*mappings_low)(void);
 	int map_reports_errors; /* map describes its failures itself (vfio: ioctl, hint) */
+	/* The IOMMU state lives in the kernel behind file descriptors that a
+	 * child of fork() shares with its parent (vfio, iommufd), not in the
+	 * process's memory (sim, none). */
+	int shared_after_fork;
+	/* Optional: closes what the process holds without a call that changes the
+	 * IOMMU (a child's copy of a shared backend); close is used without it. */
+	void (*drop)(void);
+	/* Optional: take the backend's locks around fork(), release them in the
+	 * parent, make them usable again in the child (only the forking thread
+	 * lives there). */
+	void (*fork_prepare)(void);
+	void (*fork_parent)(void);
+	void (*fork_child)(void);
 };
 
 extern const struct ioa__iommu_ops ioa__iommu_none;
@@ -70,6 +83,24 @@ int ioa__iommu_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done);
 int ioa__iommu_invalidate(void);
 void ioa__iommu_released(const void *va, uint64_t len);
 int ioa__iommu_mappings_low(void);
+
+/*
+ * fork(). A child inherits a shared backend (vfio, iommufd): the container or
+ * IOAS, and every mapping in it, belong to its parent. From the fork on the
+ * child never changes that IOMMU: ioa__iommu_inherited() is 1, a map fails
+ * with -EPERM and a message, the engine keeps what the child frees (left
+ * mapped, never reused, counted in fork_kept_bytes) instead of unmapping it,
+ * and closing only drops the child's file descriptors. A child that wants DMA
+ * calls ioa_fini() and ioa_init() with a device of its own. A private backend
+ * (sim, none) is the child's own copy and works on as in the parent.
+ */
+int ioa__iommu_inherited(void);
+void ioa__iommu_fork_prepare(void);
+void ioa__iommu_fork_parent(void);
+void ioa__iommu_fork_child(void);
+
+/* Test hook: the sim backend behaves as a shared one after fork (1). */
+void ioa__sim_set_shared_after_fork(int shared);
 
 /* Unmap failures a test asks a backend to inject. */
 struct ioa__fail_injection {

@@ -239,6 +239,18 @@ static int bind_and_attach(const char *dev)
 	return 0;
 }
 
+/* Closes the descriptors only: in a child of fork() they are copies of the
+ * parent's, whose device must stay attached. */
+static void iommufd_drop(void)
+{
+	if (ifd.device >= 0)
+		close(ifd.device);
+	if (ifd.iommufd >= 0)
+		close(ifd.iommufd);
+	ifd.device = ifd.iommufd = -1;
+	ifd.attached = 0;
+}
+
 static void iommufd_close(void)
 {
 	struct vfio_device_detach_iommufd_pt detach = { .argsz = sizeof(detach) };
@@ -249,13 +261,9 @@ static void iommufd_close(void)
 		ioa__warn("iommufd: VFIO_DEVICE_DETACH_IOMMUFD_PT of %s failed: %s (errno %d, %s)",
 			  ifd.cdev, strerror(err), err, ioa__errno_name(err));
 	}
-	if (ifd.device >= 0)
-		close(ifd.device); /* unbinds, unless the driver holds a copy */
-	/* The IOAS and its mappings go with the iommufd's last reference. */
-	if (ifd.iommufd >= 0)
-		close(ifd.iommufd);
-	ifd.device = ifd.iommufd = -1;
-	ifd.attached = 0;
+	/* Closing the device unbinds it, unless the driver holds a copy; the
+	 * IOAS and its mappings go with the iommufd's last reference. */
+	iommufd_drop();
 }
 
 static int iommufd_open(const struct ioa_config *cfg, struct ioa__iommu_info *info)
@@ -400,6 +408,8 @@ const struct ioa__iommu_ops ioa__iommu_iommufd = {
 	.unmap = iommufd_unmap,
 	.invalidate = iommufd_invalidate,
 	.map_reports_errors = 1,
+	.shared_after_fork = 1,
+	.drop = iommufd_drop,
 };
 
 IOA_EXPORT int ioa_iommufd_device_fd(void)

@@ -152,6 +152,41 @@ static void sim_released(const void *va, uint64_t len)
 	pthread_rwlock_unlock(&ioa__sim_inflight);
 }
 
+/*
+ * fork(): in the lock order of the sim's paths: its table and the shadow set
+ * (a map), then ioa__sim_inflight (held by a transfer, which may then take
+ * the record and fault locks). The sim is the child's own copy: it works on
+ * in the child, whose DMA engine has no threads (sim_engine.c).
+ */
+static void sim_fork_prepare(void)
+{
+	ioa__iopt_fork_prepare(&ioa__sim_table);
+	ioa__sim_check_fork_prepare_shadow();
+	pthread_rwlock_wrlock(&ioa__sim_inflight);
+	ioa__sim_check_fork_prepare_record();
+	pthread_mutex_lock(&sim.fault_lock);
+}
+
+static void sim_fork_parent(void)
+{
+	pthread_mutex_unlock(&sim.fault_lock);
+	ioa__sim_check_fork_parent();
+	pthread_rwlock_unlock(&ioa__sim_inflight);
+	ioa__iopt_fork_parent(&ioa__sim_table);
+}
+
+/* A rwlock is made anew, not unlocked: glibc tells its writer by thread id,
+ * which differs in the child. */
+static void sim_fork_child(void)
+{
+	pthread_rwlock_t fresh = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+
+	pthread_mutex_init(&sim.fault_lock, NULL);
+	ioa__sim_check_fork_child();
+	ioa__sim_inflight = fresh;
+	ioa__iopt_fork_child(&ioa__sim_table);
+}
+
 const struct ioa__iommu_ops ioa__iommu_sim = {
 	.name = "sim",
 	.open = sim_open,
@@ -161,6 +196,9 @@ const struct ioa__iommu_ops ioa__iommu_sim = {
 	.invalidate = sim_invalidate,
 	.released = sim_released,
 	.mappings_low = sim_mappings_low,
+	.fork_prepare = sim_fork_prepare,
+	.fork_parent = sim_fork_parent,
+	.fork_child = sim_fork_child,
 };
 
 static void record_fault(uint64_t addr, enum ioa_dma_dir dir)

@@ -527,6 +527,25 @@ static int vfio_invalidate(void)
 	return 0;
 }
 
+/* The watch lock is taken under the region layer's locks (a map): so it is
+ * taken after them before a fork. */
+static void vfio_fork_prepare(void)
+{
+	pthread_mutex_lock(&vf.watch_lock);
+}
+
+static void vfio_fork_parent(void)
+{
+	pthread_mutex_unlock(&vf.watch_lock);
+}
+
+static void vfio_fork_child(void)
+{
+	pthread_mutex_init(&vf.watch_lock, NULL);
+}
+
+/* Closing only closes file descriptors (the child's copies, in a child):
+ * vfio_close serves as drop too. */
 const struct ioa__iommu_ops ioa__iommu_vfio = {
 	.name = "vfio",
 	.open = vfio_open,
@@ -536,6 +555,10 @@ const struct ioa__iommu_ops ioa__iommu_vfio = {
 	.invalidate = vfio_invalidate,
 	.mappings_low = vfio_mappings_low,
 	.map_reports_errors = 1,
+	.shared_after_fork = 1,
+	.fork_prepare = vfio_fork_prepare,
+	.fork_parent = vfio_fork_parent,
+	.fork_child = vfio_fork_child,
 };
 
 IOA_EXPORT int ioa_vfio_container_fd(void)

@@ -311,3 +311,18 @@ int ioa__iopt_unmap(struct ioa__iopt *pt, uint64_t addr, uint64_t len,
 	pthread_mutex_unlock(&pt->lock);
 	return err;
 }
+
+void ioa__iopt_fork_prepare(struct ioa__iopt *pt)
+{
+	pthread_mutex_lock(&pt->lock);
+}
+
+void ioa__iopt_fork_parent(struct ioa__iopt *pt)
+{
+	pthread_mutex_unlock(&pt->lock);
+}
+
+void ioa__iopt_fork_child(struct ioa__iopt *pt)
+{
+	pthread_mutex_init(&pt->lock, NULL);
+}

@@ -93,6 +93,12 @@ int ioa__iopt_map(struct ioa__iopt *pt, uint64_t addr, uint64_t target, uint64_t
 int ioa__iopt_unmap(struct ioa__iopt *pt, uint64_t addr, uint64_t len,
 		    struct ioa__iopt_pruned *pruned);
 
+/* fork(): the writers' lock, taken before the fork, released in the parent,
+ * made new in the child (where only the forking thread, which holds it, lives). */
+void ioa__iopt_fork_prepare(struct ioa__iopt *pt);
+void ioa__iopt_fork_parent(struct ioa__iopt *pt);
+void ioa__iopt_fork_child(struct ioa__iopt *pt);
+
 /* Frees pruned pages once no reader can reach them. */
 void ioa__iopt_free_pruned(struct ioa__iopt *pt, struct ioa__iopt_pruned *pruned);
 

@@ -116,3 +116,18 @@ int ioa__iova_free(struct ioa__iova_space *s, uint64_t iova, uint64_t size)
 	pthread_mutex_unlock(&s->lock);
 	return err;
 }
+
+void ioa__iova_fork_prepare(struct ioa__iova_space *s)
+{
+	pthread_mutex_lock(&s->lock);
+}
+
+void ioa__iova_fork_parent(struct ioa__iova_space *s)
+{
+	pthread_mutex_unlock(&s->lock);
+}
+
+void ioa__iova_fork_child(struct ioa__iova_space *s)
+{
+	pthread_mutex_init(&s->lock, NULL);
+}

@@ -29,4 +29,9 @@ uint64_t ioa__iova_alloc(struct ioa__iova_space *s, uint64_t size, uint64_t alig
  * already, -ENOMEM if the range table cannot grow (the range is then lost). */
 int ioa__iova_free(struct ioa__iova_space *s, uint64_t iova, uint64_t size);
 
+/* fork(): the lock, as for the I/O page tables (iopt.h). */
+void ioa__iova_fork_prepare(struct ioa__iova_space *s);
+void ioa__iova_fork_parent(struct ioa__iova_space *s);
+void ioa__iova_fork_child(struct ioa__iova_space *s);
+
 #endif

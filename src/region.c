@@ -136,14 +136,33 @@ static long find_run(const struct ioa__segment *s, uint32_t n, uint32_t align)
 	}
 }
 
-static void segment_release(struct ioa__segment *s)
+/* Returns the segment's memory and IOVA window; its metadata too when
+ * @free_meta (no concurrent lookup can hold it). */
+static void segment_free(struct ioa__segment *s, int free_meta)
 {
 	ioa__segmap_set((uintptr_t)s->mem.addr, s->mem.len, NULL);
 	if (!rg.identity && ioa__iova_free(&rg.iova, s->iova, s->mem.len) != 0)
 		ioa__warn("IOVA window 0x%llx of %zu bytes lost: no memory to record it free",
 			  (unsigned long long)s->iova, s->mem.len);
 	ioa__os_free_segment(&s->mem);
-	ioa__os_free_pages(s, s->meta_len);
+	if (free_meta)
+		ioa__os_free_pages(s, s->meta_len);
+}
+
+static void segment_release(struct ioa__segment *s)
+{
+	segment_free(s, 1);
+}
+
+/* A segment whose last buffer the engine retired while the library runs. A
+ * free of one of its buffers racing the retirement may still read its
+ * metadata inside a read section (run_at); the engine waited a grace period
+ * after unlinking the buffers (ioa__region_frees_segment), so the metadata
+ * can go. Without grace periods (no membarrier) it is kept: a page per
+ * segment, never reachable by the device. */
+static void segment_retire(struct ioa__segment *s)
+{
+	segment_free(s, ioa__grace_available());
 }
 
 static struct ioa__segment *segment_create(size_t len, size_t align, int node, int dedicated)
@@ -272,7 +291,7 @@ static void release_pages(struct ioa__segment *s, uint32_t first, uint32_t n)
 	pthread_mutex_lock(&a->lock);
 	unlink_segment(a, s);
 	pthread_mutex_unlock(&a->lock);
-	segment_release(s);
+	segment_retire(s);
 }
 
 /* Device first (unless @on_device: its segment is mapped whole), then the
@@ -350,33 +369,41 @@ void *ioa__region_alloc(size_t size, size_t align, int node)
 	return (void *)(uintptr_t)va;
 }
 
-/* The segment and first page of the buffer whose first byte is @ptr, or NULL
- * if @ptr is no page of a mapped buffer. */
-static struct ioa__segment *buffer_at(const void *ptr, uint32_t *first)
+/*
+ * The run length at @ptr, the first page of a buffer, exchanged with 0 when
+ * @take (of two racing frees one wins) or only read; 0 for any other pointer.
+ * All of it happens inside a read section: a segment's metadata is freed only
+ * after a grace period that follows the unlinking of its buffers from the
+ * virtual-to-IOVA table, so a section that found the buffer there can still
+ * read and write its segment's metadata safely.
+ */
+static uint32_t run_at(const void *ptr, int take, struct ioa__segment **seg, uint32_t *first)
 {
 	uintptr_t va = (uintptr_t)ptr;
 	struct ioa__segment *s = NULL;
-	struct ioa__reader *r;
+	struct ioa__section sec;
+	uint32_t n = 0;
 
 	if (va & (IOA_PAGE - 1))
-		return NULL;
-	r = ioa__read_begin();
+		return 0;
+	sec = ioa__read_begin();
 	if (ioa__iopt_translate(ioa__va2iova_root, va) != UINT64_MAX)
 		s = ioa__segmap_get(va);
-	ioa__read_end(r);
-	if (s)
+	if (s) {
 		*first = (uint32_t)((va - (uintptr_t)s->mem.addr) >> IOA_PAGE_SHIFT);
-	return s;
+		n = take ? atomic_exchange_explicit(&s->run[*first], 0, memory_order_acq_rel)
+			 : atomic_load_explicit(&s->run[*first], memory_order_acquire);
+	}
+	ioa__read_end(sec);
+	*seg = s;
+	return n;
 }
 
 int ioa__region_take(void *ptr, struct ioa__buffer *b)
 {
-	uint32_t first, n = 0;
-	struct ioa__segment *s = buffer_at(ptr, &first);
+	struct ioa__segment *s;
+	uint32_t first, n = run_at(ptr, 1, &s, &first);
 
-	/* The exchange makes one of two racing frees of a buffer the winner. */
-	if (s)
-		n = atomic_exchange_explicit(&s->run[first], 0, memory_order_acq_rel);
 	if (!n) {
 		ioa__err("ioa_dma_free(%p): not the start of a live DMA buffer (foreign or "
 			 "interior pointer, or double free); nothing freed", ptr);
@@ -437,6 +464,11 @@ int ioa__region_whole(const struct ioa__buffer *b)
 	return b->seg->whole;
 }
 
+int ioa__region_frees_segment(const struct ioa__buffer *b)
+{
+	return b->seg->dedicated;
+}
+
 int ioa__region_close(const struct ioa__buffer *b, struct ioa__iova_extent *ext)
 {
 	struct ioa__segment *s = b->seg;
@@ -466,7 +498,13 @@ void ioa__region_release_closed(const struct ioa__buffer *b)
 	pthread_mutex_lock(&a->lock);
 	unlink_segment(a, s);
 	pthread_mutex_unlock(&a->lock);
-	segment_release(s);
+	segment_retire(s);
+}
+
+void ioa__region_keep(const struct ioa__buffer *b)
+{
+	count_retired(b);
+	ioa__stat_add(fork_kept_bytes, (uint64_t)b->npages << IOA_PAGE_SHIFT);
 }
 
 void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *step)
@@ -484,12 +522,10 @@ void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *st
 
 size_t ioa__region_size(const void *ptr)
 {
+	struct ioa__segment *s;
 	uint32_t first;
-	struct ioa__segment *s = buffer_at(ptr, &first);
 
-	return s ? (size_t)atomic_load_explicit(&s->run[first], memory_order_acquire)
-			   << IOA_PAGE_SHIFT
-		 : 0;
+	return (size_t)run_at(ptr, 0, &s, &first) << IOA_PAGE_SHIFT;
 }
 
 /* Unmaps a leaked buffer at ioa_fini, when no reclaimer runs any more;
@@ -511,6 +547,40 @@ static int unmap_leaked(const struct ioa__buffer *b)
 		return -EIO;
 	}
 	return 0;
+}
+
+/* ---- fork ------------------------------------------------------------ */
+
+/* In the order the allocation path nests them: node locks (a segment is
+ * created under its node's), the IOVA space, then the software tables. */
+void ioa__region_fork_prepare(void)
+{
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		pthread_mutex_lock(&rg.nodes[n].lock);
+	if (!rg.identity)
+		ioa__iova_fork_prepare(&rg.iova);
+	ioa__iopt_fork_prepare(&iova2va);
+	ioa__iopt_fork_prepare(&va2iova);
+}
+
+void ioa__region_fork_parent(void)
+{
+	ioa__iopt_fork_parent(&va2iova);
+	ioa__iopt_fork_parent(&iova2va);
+	if (!rg.identity)
+		ioa__iova_fork_parent(&rg.iova);
+	for (int n = IOA_MAX_NODES - 1; n >= 0; n--)
+		pthread_mutex_unlock(&rg.nodes[n].lock);
+}
+
+void ioa__region_fork_child(void)
+{
+	ioa__iopt_fork_child(&va2iova);
+	ioa__iopt_fork_child(&iova2va);
+	if (!rg.identity)
+		ioa__iova_fork_child(&rg.iova);
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		pthread_mutex_init(&rg.nodes[n].lock, NULL);
 }
 
 /* ---- life cycle ------------------------------------------------------ */
@@ -550,6 +620,10 @@ fail_segmap:
  * page is quarantined: such a segment stays mapped in the process forever. */
 static void segment_fini(struct ioa__segment *s)
 {
+	if (ioa__iommu_inherited()) { /* the parent's IOMMU: only our copy goes */
+		segment_release(s);
+		return;
+	}
 	for (uint32_t i = 0; i < s->npages; i++) {
 		uint32_t n = atomic_load_explicit(&s->run[i], memory_order_relaxed);
 		struct ioa__buffer b = { .seg = s, .first = i, .npages = n };

@@ -59,6 +59,11 @@ void ioa__region_unlink(const struct ioa__buffer *b, struct ioa__region_pruned *
 void ioa__region_free_pruned(struct ioa__region_pruned *pruned);
 /* Makes its pages reusable: only once unmapped and invalidated. */
 void ioa__region_release(const struct ioa__buffer *b);
+/* Whether its release returns its segment, metadata included: the engine
+ * then waits a grace period between unlinking and releasing it, since a
+ * racing free may be reading that metadata inside a read section. A closing
+ * whole segment (ioa__region_close) is returned in the same way. */
+int ioa__region_frees_segment(const struct ioa__buffer *b);
 /* Whether its segment is mapped whole: its pages are not unmapped alone. */
 int ioa__region_whole(const struct ioa__buffer *b);
 /* A buffer of a whole segment, out of the software tables: counts it retired
@@ -68,7 +73,15 @@ int ioa__region_whole(const struct ioa__buffer *b);
 int ioa__region_close(const struct ioa__buffer *b, struct ioa__iova_extent *ext);
 /* A closed segment whose range is unmapped and invalidated goes back to the kernel. */
 void ioa__region_release_closed(const struct ioa__buffer *b);
+/* Keeps its pages forever, unmapped by nobody: a child of fork() must not
+ * unmap in the IOMMU it inherited from its parent. */
+void ioa__region_keep(const struct ioa__buffer *b);
 /* Keeps its pages forever: the unmap or invalidation (@step) failed with @err. */
 void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *step);
+
+/* fork(): the node locks, the IOVA space's and the software tables'. */
+void ioa__region_fork_prepare(void);
+void ioa__region_fork_parent(void);
+void ioa__region_fork_child(void);
 
 #endif

@@ -86,3 +86,25 @@ IOA_EXPORT uint64_t ioa_sim_violations(struct ioa_sim_violation *last)
 	pthread_mutex_unlock(&record_lock);
 	return n;
 }
+
+void ioa__sim_check_fork_prepare_shadow(void)
+{
+	ioa__iopt_fork_prepare(&shadow);
+}
+
+void ioa__sim_check_fork_prepare_record(void)
+{
+	pthread_mutex_lock(&record_lock);
+}
+
+void ioa__sim_check_fork_parent(void)
+{
+	pthread_mutex_unlock(&record_lock);
+	ioa__iopt_fork_parent(&shadow);
+}
+
+void ioa__sim_check_fork_child(void)
+{
+	pthread_mutex_init(&record_lock, NULL);
+	ioa__iopt_fork_child(&shadow);
+}

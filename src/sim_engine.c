@@ -51,6 +51,8 @@ static struct {
 	.control = PTHREAD_MUTEX_INITIALIZER,
 };
 
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
 /* Addresses beyond the device's 48 bits, which nothing translates, are not posted. */
 IOA_EXPORT void ioa_sim_engine_post(uint64_t addr, size_t len)
 {
@@ -136,6 +138,42 @@ static int start_thread(struct engine_thread *t, uint8_t index)
 	return 0;
 }
 
+/*
+ * fork(): no engine thread lives in the child. The handlers are registered
+ * at the first start, after the library's own (api.c), so this prepare runs
+ * before the library's: no transfer is under way when it takes its locks.
+ */
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&engine.control);
+	pthread_rwlock_wrlock(&engine.writing);
+}
+
+static void fork_parent(void)
+{
+	pthread_rwlock_unlock(&engine.writing);
+	pthread_mutex_unlock(&engine.control);
+}
+
+/* The rwlock is made anew (glibc tells its writer by thread id); the
+ * threads are gone, so nothing is joined. */
+static void fork_child(void)
+{
+	pthread_rwlock_t fresh = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+
+	engine.writing = fresh;
+	pthread_mutex_init(&engine.control, NULL);
+	for (unsigned i = 0; i < engine.nthreads; i++)
+		ioa__os_free_pages(engine.thread[i].dev, MAX_LEN);
+	engine.nthreads = 0;
+	atomic_store(&engine.running, 0);
+}
+
+static void register_fork_handlers(void)
+{
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
 /* Also -EINVAL for no threads or more than MAX_THREADS. */
 IOA_EXPORT int ioa_sim_engine_start(unsigned threads)
 {
@@ -145,6 +183,7 @@ IOA_EXPORT int ioa_sim_engine_start(unsigned threads)
 		return -ENODEV;
 	if (threads == 0 || threads > MAX_THREADS)
 		return -EINVAL;
+	pthread_once(&fork_once, register_fork_handlers);
 	pthread_mutex_lock(&engine.control);
 	if (engine.nthreads) {
 		err = -EBUSY;
