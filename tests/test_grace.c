@@ -1,0 +1,236 @@
+/* Grace periods against the read sections they must wait for: a section
+ * that holds table pages the engine prunes, a section a signal handler's
+ * lookup interrupts, and a section in a thread-exit destructor that runs
+ * after ioalloc's own, whose slot another thread has adopted meanwhile. */
+#include "check.h"
+
+#include "grace.h"
+#include "ioalloc.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+
+#define KB4 ((size_t)1 << 12)
+#define HOLD_MS 200 /* how long a grace period must be seen waiting */
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
+
+	nanosleep(&ts, NULL);
+}
+
+static void wait_flag(_Atomic int *flag)
+{
+	while (!atomic_load(flag))
+		sleep_ms(1);
+}
+
+/* A call that must block while a section is open, run on its own thread. */
+struct blocked {
+	pthread_t thread;
+	void (*fn)(void);
+	_Atomic int done;
+};
+
+static void *blocked_main(void *arg)
+{
+	struct blocked *b = arg;
+
+	b->fn();
+	atomic_store(&b->done, 1);
+	return NULL;
+}
+
+static void blocked_start(struct blocked *b, void (*fn)(void))
+{
+	b->fn = fn;
+	atomic_store(&b->done, 0);
+	pthread_create(&b->thread, NULL, blocked_main, b);
+}
+
+/* @b has not returned after HOLD_MS while the section is open; once the
+ * caller closes it (@close), it returns. */
+static void check_waits_for_section(struct blocked *b, void (*close)(void))
+{
+	sleep_ms(HOLD_MS);
+	CHECK(!atomic_load(&b->done));
+	close();
+	pthread_join(b->thread, NULL);
+	CHECK(atomic_load(&b->done));
+}
+
+static void grace_wait(void)
+{
+	ioa__grace_wait();
+}
+
+static void quiesce(void)
+{
+	ioa_quiesce();
+}
+
+static struct ioa__section held;
+static _Atomic int release_held, held_open;
+
+static void *hold_section(void *arg)
+{
+	held = ioa__read_begin();
+	atomic_store(&held_open, 1);
+	wait_flag(&release_held);
+	ioa__read_end(held);
+	return NULL;
+}
+
+static pthread_t holder;
+
+static void close_holder(void)
+{
+	atomic_store(&release_held, 1);
+	pthread_join(holder, NULL);
+}
+
+/* I1 for software table pages: a buffer alone in its 2 MiB leaves a table
+ * page of the virtual-to-IOVA map empty when retired; that page is freed
+ * only after a lookup section open meanwhile has ended. */
+static void pruned_pages_wait_for_readers(void)
+{
+	struct blocked q;
+	struct ioa_stats before, after;
+	void *p;
+
+	CHECK_EQ(ioa_init(NULL), 0);
+	p = ioa_dma_alloc(KB4, 0, 0);
+	CHECK(p != NULL);
+	atomic_store(&release_held, 0);
+	atomic_store(&held_open, 0);
+	pthread_create(&holder, NULL, hold_section, NULL);
+	wait_flag(&held_open);
+	ioa_stats_get(&before);
+	CHECK_EQ(ioa_dma_free(p), 0);
+	blocked_start(&q, quiesce);
+	check_waits_for_section(&q, close_holder);
+	ioa_stats_get(&after);
+	CHECK(after.table_pages < before.table_pages); /* pages were pruned */
+	CHECK_EQ(ioa_virt2iova(p), IOA_BAD_IOVA);
+	ioa_fini();
+}
+
+/* Finding 8: a lookup in a signal handler that interrupts a section leaves
+ * that section open. */
+static void *signal_target;
+static _Atomic uint64_t signal_iova;
+
+static void on_signal(int sig)
+{
+	atomic_store(&signal_iova, ioa_virt2iova(signal_target));
+}
+
+static struct ioa__section interrupted;
+
+static void close_interrupted(void)
+{
+	ioa__read_end(interrupted);
+}
+
+static void signal_nests(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+	struct blocked g;
+
+	CHECK_EQ(ioa_init(NULL), 0);
+	signal_target = ioa_dma_alloc(KB4, 0, 0);
+	sigaction(SIGUSR1, &sa, NULL);
+	interrupted = ioa__read_begin();
+	raise(SIGUSR1);
+	CHECK_EQ(atomic_load(&signal_iova), ioa_virt2iova(signal_target));
+	blocked_start(&g, grace_wait);
+	check_waits_for_section(&g, close_interrupted);
+	signal(SIGUSR1, SIG_DFL);
+	ioa_dma_free(signal_target);
+	ioa_fini();
+}
+
+/*
+ * Finding 1, readers: thread A's key destructor runs after ioalloc's (its key
+ * is created later) and opens a section there. Thread B, started then, takes
+ * the slot A's exit released and looks up. A grace period must still wait
+ * for A's section.
+ */
+static pthread_key_t late_key;
+static _Atomic int late_open, late_close;
+static struct ioa__reader *_Atomic a_slot, *_Atomic b_slot;
+
+static void late_destructor(void *unused)
+{
+	struct ioa__section s = ioa__read_begin();
+
+	CHECK(s.r != atomic_load(&a_slot)); /* not the slot it gave up */
+	atomic_store(&late_open, 1);
+	wait_flag(&late_close);
+	ioa__read_end(s);
+}
+
+static void *thread_a(void *p)
+{
+	ioa_virt2iova(p);
+	atomic_store(&a_slot, ioa__my_reader);
+	pthread_setspecific(late_key, p);
+	return NULL;
+}
+
+static _Atomic int b_done;
+
+static void *thread_b(void *p)
+{
+	ioa_virt2iova(p);
+	atomic_store(&b_slot, ioa__my_reader);
+	wait_flag(&b_done); /* keeps the slot until the check is over */
+	return NULL;
+}
+
+static pthread_t a;
+
+static void close_late(void)
+{
+	atomic_store(&late_close, 1);
+	pthread_join(a, NULL);
+}
+
+static void late_section_after_exit(void)
+{
+	pthread_t b;
+	struct blocked g;
+	void *p;
+
+	CHECK_EQ(ioa_init(NULL), 0);
+	p = ioa_dma_alloc(KB4, 0, 0);
+	ioa_virt2iova(p); /* ioalloc's reader key exists before late_key */
+	pthread_key_create(&late_key, late_destructor);
+	pthread_create(&a, NULL, thread_a, p);
+	wait_flag(&late_open);
+	pthread_create(&b, NULL, thread_b, p);
+	while (!atomic_load(&b_slot))
+		sleep_ms(1);
+	check_note("thread B %s thread A's slot",
+		   atomic_load(&b_slot) == atomic_load(&a_slot) ? "adopted" : "did not adopt");
+	blocked_start(&g, grace_wait);
+	check_waits_for_section(&g, close_late);
+	atomic_store(&b_done, 1);
+	pthread_join(b, NULL);
+	ioa_dma_free(p);
+	ioa_fini();
+}
+
+int main(void)
+{
+	check_start("test_grace");
+	check_clear_ioalloc_env();
+	if (!ioa__grace_available())
+		return check_skip("membarrier() is unavailable: no grace periods to test");
+	late_section_after_exit(); /* first: the only free slot is then A's */
+	signal_nests();
+	pruned_pages_wait_for_readers();
+	return check_done();
+}
