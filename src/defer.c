@@ -60,6 +60,7 @@ static struct {
 	uint64_t delay_ticks;         /* half of IOALLOC_DEFER_DELAY_US */
 	_Atomic unsigned generation;  /* bumped by fini: stale thread-local rings are dropped */
 	_Atomic int unordered;
+	void (*_Atomic before_sleep)(void);
 	_Atomic uint64_t quarantined_seen;
 	pthread_mutex_t start_lock;
 	ioa__table_invalidate_fn table_invalidate;
@@ -170,6 +171,11 @@ void ioa__defer_set_table_invalidate(ioa__table_invalidate_fn fn)
 void ioa__defer_set_unordered(int on)
 {
 	atomic_store(&eng.unordered, on);
+}
+
+void ioa__defer_set_before_sleep(void (*fn)(void))
+{
+	atomic_store(&eng.before_sleep, fn);
 }
 
 /* Sorts @order (indices into @ext) by IOVA: a heapsort, as qsort may allocate. */
@@ -455,6 +461,10 @@ static void *reclaimer(void *arg)
 			atomic_store(&nd->sleep, NAPPING);
 			futex_wait(&nd->futex, seq, ioa__defer_nap_ns(eng.delay_ticks, age));
 		} else {
+			void (*hook)(void) = atomic_load(&eng.before_sleep);
+
+			if (hook) /* test hook: a free in the window below */
+				hook();
 			/* Announce the sleep, then look again: membarrier() orders this
 			 * against producers' unfenced head stores and sleep loads. */
 			atomic_store(&nd->sleep, IDLE);

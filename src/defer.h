@@ -59,8 +59,16 @@ int ioa__defer_quiesce(void);
  * invalidating, the bug the engine exists to prevent. */
 void ioa__defer_set_unordered(int on);
 
+/* Test hook: @fn runs on a reclaimer each time it found nothing to do and is
+ * about to announce that it sleeps (NULL: none). */
+void ioa__defer_set_before_sleep(void (*fn)(void));
+
 /* Items ever enqueued: counted per queue by its producer, summed here. */
 uint64_t ioa__defer_enqueued(void);
+
+/* How long a reclaimer naps when its oldest item is @age_ticks old and a
+ * pass is due at @delay_ticks: what is left, and never 0 (0 is no limit). */
+uint64_t ioa__defer_nap_ns(uint64_t delay_ticks, uint64_t age_ticks);
 
 /* Free-to-retirement latency percentiles, in nanoseconds. */
 void ioa__defer_latency(uint64_t *p50, uint64_t *p99);

@@ -3,6 +3,7 @@
  * running, coalescing, the backlog limit, exiting threads, quarantine. */
 #include "check.h"
 
+#include "clock.h"
 #include "defer.h"
 #include "iommu.h"
 #include "ioalloc.h"
@@ -394,9 +395,64 @@ static void merged_mappings(void)
 	ioa_fini();
 }
 
+/* Finding 4: a nap is always timed. A futex timeout of 0 ns meant "no
+ * timeout", so a reclaimer whose oldest item was 1 or 2 ticks short of the
+ * delay slept until 256 items were queued. */
+static void nap_is_timed(void)
+{
+	uint64_t delay = 1000000;
+
+	ioa__clock_calibrate();
+	for (uint64_t short_by = 0; short_by < 4; short_by++)
+		CHECK(ioa__defer_nap_ns(delay, delay - short_by) > 0);
+	CHECK(ioa__defer_nap_ns(delay, delay + 5) > 0);
+	CHECK(ioa__defer_nap_ns(delay, 0) >= ioa__ticks_to_ns(delay) / 2);
+}
+
+/*
+ * I3 without ioa_quiesce: a free that lands while the reclaimer, having
+ * found nothing to do, is about to announce its sleep. The producer sees it
+ * awake and does not wake it; the reclaimer's fence and second look at the
+ * queues must find the item, or it waits for the next free (none comes).
+ */
+static void *window_buffer;
+static _Atomic int window_freed;
+
+static void free_in_window(void)
+{
+	if (!atomic_exchange(&window_freed, 1))
+		CHECK_EQ(ioa_dma_free(window_buffer), 0);
+}
+
+static void retired_without_quiesce(void)
+{
+	struct ioa_stats s;
+	int i;
+
+	init_sim(IOA_DEFER_ON, 1000, 4096, 0);
+	window_buffer = ioa_dma_alloc(KB4, 0, 0);
+	ioa_dma_free(ioa_dma_alloc(KB4, 0, 0)); /* the reclaimer runs */
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa__defer_set_before_sleep(free_in_window);
+	ioa_dma_free(ioa_dma_alloc(KB4, 0, 0)); /* wakes it: then it goes to sleep */
+	for (i = 0; i < 3000; i++) {
+		ioa_stats_get(&s);
+		if (atomic_load(&window_freed) && s.defer_retired == s.defer_enqueued)
+			break;
+		sleep_ms(1);
+	}
+	CHECK(atomic_load(&window_freed));
+	CHECK(i < 3000); /* retired, in 3 s, without a quiesce */
+	ioa__defer_set_before_sleep(NULL);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa_fini();
+}
+
 int main(void)
 {
 	check_start("test_defer");
+	nap_is_timed();
+	retired_without_quiesce();
 	stale_data_page(1);
 	stale_data_page(0);
 	stale_table_page(1);
