@@ -117,6 +117,37 @@ static void pruned_pages_wait_for_readers(void)
 	ioa_fini();
 }
 
+/* Finding 5: a dedicated segment's metadata, which a racing free reads
+ * inside its section, is returned only after the sections open when its
+ * buffer was unlinked have ended. */
+static void segment_metadata_waits_for_readers(void)
+{
+	struct ioa_stats before, after;
+	struct blocked q;
+	void *keep, *p;
+
+	CHECK_EQ(ioa_init(NULL), 0);
+	/* A live neighbour keeps the tables above the segment's 2 MiB leaves
+	 * in use: no table page is pruned, only the metadata needs the wait. */
+	keep = ioa_dma_alloc(KB4, 0, 0);
+	p = ioa_dma_alloc((size_t)4 << 20, 0, 0); /* over 2 MiB: a segment of its own */
+	CHECK(p != NULL);
+	ioa_stats_get(&before);
+	ioa_virt2iova(p);
+	atomic_store(&release_held, 0);
+	atomic_store(&held_open, 0);
+	pthread_create(&holder, NULL, hold_section, NULL);
+	wait_flag(&held_open);
+	CHECK_EQ(ioa_dma_free(p), 0);
+	blocked_start(&q, quiesce);
+	check_waits_for_section(&q, close_holder);
+	CHECK_EQ(ioa_virt2iova(p), IOA_BAD_IOVA);
+	ioa_stats_get(&after);
+	CHECK_EQ(after.table_pages, before.table_pages);
+	ioa_dma_free(keep);
+	ioa_fini();
+}
+
 /* Finding 8: a lookup in a signal handler that interrupts a section leaves
  * that section open. */
 static void *signal_target;
@@ -232,5 +263,6 @@ int main(void)
 	late_section_after_exit(); /* first: the only free slot is then A's */
 	signal_nests();
 	pruned_pages_wait_for_readers();
+	segment_metadata_waits_for_readers();
 	return check_done();
 }
