@@ -1,10 +1,18 @@
 /* fork(): the child has working reclaimers and consistent queues. Items the
  * parent's threads had queued are retired in the child as well as in the
  * parent (each has its own copy of the sim IOMMU), and both keep allocating,
- * freeing and quiescing with enqueued = retired. */
+ * freeing and quiescing with enqueued = retired. Forks taken while other
+ * threads allocate, free and look up leave no lock held and no reader slot
+ * open in the child (finding 2 of issue 7); a child's first free starts its
+ * reclaimer (finding 3); a child of a backend shared with the parent changes
+ * nothing of its IOMMU (finding 3, with the sim standing in for vfio). */
 #include "check.h"
 
+#include "iommu.h"
 #include "ioalloc.h"
+
+#include <errno.h>
+#include <signal.h>
 
 #include <pthread.h>
 #include <time.h>
@@ -63,7 +71,164 @@ static void *free_half(void *arg)
 	return NULL;
 }
 
-int main(void)
+#define FORKS 200
+#define CHILD_SECONDS 20 /* a child that takes longer is stuck */
+
+static _Atomic int load_stop;
+
+/* Allocates, frees and looks up until told to stop. */
+static void *load(void *arg)
+{
+	void *p[8] = { 0 };
+
+	for (unsigned i = 0; !atomic_load(&load_stop); i++) {
+		unsigned k = i % 8;
+
+		if (p[k]) {
+			ioa_virt2iova(p[k]);
+			ioa_dma_free(p[k]);
+		}
+		p[k] = ioa_dma_alloc(KB4 << (i % 3), 0, 0);
+	}
+	for (int k = 0; k < 8; k++)
+		if (p[k])
+			ioa_dma_free(p[k]);
+	return NULL;
+}
+
+/* The child's work: allocate, free, look up, and see its frees retired by
+ * its own reclaimer before any quiesce; then quiesce. 0 when all held. */
+static int child_work(void)
+{
+	struct timespec tick = { 0, 1000 * 1000 };
+	struct ioa_stats s;
+	void *p[16];
+	int bad = 0, i;
+
+	alarm(CHILD_SECONDS);
+	for (i = 0; i < 16; i++) {
+		p[i] = ioa_dma_alloc(KB4, 0, 0);
+		bad |= !p[i] || ioa_virt2iova(p[i]) == IOA_BAD_IOVA;
+	}
+	for (i = 0; i < 16; i++)
+		bad |= p[i] && ioa_dma_free(p[i]) != 0;
+	for (i = 0; i < 5000; i++) { /* the delay bound is 1 ms */
+		ioa_stats_get(&s);
+		if (s.defer_retired == s.defer_enqueued)
+			break;
+		nanosleep(&tick, NULL);
+	}
+	bad |= i == 5000;
+	bad |= ioa_quiesce() != 0;
+	ioa_stats_get(&s);
+	bad |= s.defer_enqueued != s.defer_retired;
+	return bad;
+}
+
+static int wait_child(pid_t child)
+{
+	int status = -1;
+
+	if (child < 0 || waitpid(child, &status, 0) != child)
+		return 0;
+	if (WIFSIGNALED(status))
+		check_note("child %d: signal %d%s", (int)child, WTERMSIG(status),
+			   WTERMSIG(status) == SIGALRM ? " (stuck)" : "");
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/* FORKS forks while two threads allocate, free and look up. */
+static void forks_under_load(void)
+{
+	pthread_t th[2];
+	int ok = 0;
+
+	if (!CHECK_EQ(ioa_init(NULL), 0))
+		return;
+	atomic_store(&load_stop, 0);
+	for (int t = 0; t < 2; t++)
+		pthread_create(&th[t], NULL, load, NULL);
+	for (int i = 0; i < FORKS; i++) {
+		pid_t child = fork();
+
+		if (child == 0)
+			_exit(child_work());
+		ok += wait_child(child);
+	}
+	atomic_store(&load_stop, 1);
+	for (int t = 0; t < 2; t++)
+		pthread_join(th[t], NULL);
+	CHECK_EQ(ok, FORKS);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa_fini();
+}
+
+/* The forking thread had queues before the fork: its first free in the
+ * child still finds a reclaimer. */
+static void reclaimer_starts_in_child(void)
+{
+	if (!CHECK_EQ(ioa_init(NULL), 0))
+		return;
+	ioa_dma_free(ioa_dma_alloc(KB4, 0, 0));
+	CHECK_EQ(ioa_quiesce(), 0);
+	pid_t child = fork();
+
+	if (child == 0)
+		_exit(child_work());
+	CHECK(wait_child(child));
+	ioa_fini();
+}
+
+/* The child of a shared backend: no map, frees kept without an unmap. */
+static int inherited_child(void *live, void *queued)
+{
+	struct ioa_stats before, after;
+	int bad = 0;
+
+	alarm(CHILD_SECONDS);
+	ioa_stats_get(&before);
+	errno = 0;
+	bad |= ioa_dma_alloc(KB4, 0, 0) != NULL || errno != EPERM;
+	bad |= ioa_dma_free(live) != 0;
+	bad |= ioa_quiesce() != 0;
+	ioa_stats_get(&after);
+	bad |= after.iommu_unmap_calls != before.iommu_unmap_calls;
+	bad |= after.iommu_invalidates != before.iommu_invalidates;
+	bad |= after.quarantined_bytes != before.quarantined_bytes;
+	bad |= after.fork_kept_bytes != before.fork_kept_bytes + 2 * KB4; /* with the queued one */
+	bad |= ioa_virt2iova(live) != IOA_BAD_IOVA || ioa_virt2iova(queued) != IOA_BAD_IOVA;
+	bad |= after.defer_enqueued != after.defer_retired;
+	ioa_fini(); /* touches nothing of the parent's IOMMU either */
+	bad |= ioa_init(NULL) != 0; /* and a backend of its own works */
+	return bad | child_work();
+}
+
+static void inherited_backend_read_only(void)
+{
+	struct ioa_config cfg;
+	void *live, *queued;
+	pid_t child;
+
+	ioa_config_init(&cfg);
+	cfg.defer_delay_us = 1000000; /* the queued free is still queued at the fork */
+	if (!CHECK_EQ(ioa_init(&cfg), 0))
+		return;
+	ioa__sim_set_shared_after_fork(1);
+	live = ioa_dma_alloc(KB4, 0, 0);
+	queued = ioa_dma_alloc(KB4, 0, 0);
+	CHECK_EQ(ioa_dma_free(queued), 0);
+	child = fork();
+	if (child == 0)
+		_exit(inherited_child(live, queued));
+	CHECK(wait_child(child));
+	ioa__sim_set_shared_after_fork(0);
+	CHECK(ioa_virt2iova(live) != IOA_BAD_IOVA);
+	CHECK_EQ(ioa_dma_free(live), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa_fini();
+}
+
+static void queues_across_fork(void)
 {
 	struct ioa_config cfg;
 	void *queued[N], *live[N];
@@ -71,15 +236,11 @@ int main(void)
 	pid_t child;
 	int status = -1;
 
-	check_start("test_fork");
-#if defined(__SANITIZE_THREAD__)
-	return check_skip("ThreadSanitizer does not support threads started after fork()");
-#endif
 	ioa_config_init(&cfg);
 	cfg.backend = IOA_BACKEND_SIM;
 	cfg.defer_delay_us = 1000000; /* queued items stay queued across the fork */
 	if (!CHECK_EQ(ioa_init(&cfg), 0))
-		return check_done();
+		return;
 	for (int i = 0; i < N; i++) {
 		queued[i] = ioa_dma_alloc(KB4, 0, 0);
 		live[i] = ioa_dma_alloc(KB4, 0, 0);
@@ -98,5 +259,18 @@ int main(void)
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	CHECK_EQ(churn_and_check(live, queued), 0);
 	ioa_fini();
+}
+
+int main(void)
+{
+	check_start("test_fork");
+#if defined(__SANITIZE_THREAD__)
+	return check_skip("ThreadSanitizer does not support threads started after fork()");
+#endif
+	check_clear_ioalloc_env();
+	queues_across_fork();
+	reclaimer_starts_in_child();
+	inherited_backend_read_only();
+	forks_under_load();
 	return check_done();
 }
