@@ -76,23 +76,29 @@ static void *free_half(void *arg)
 
 static _Atomic int load_stop;
 
-/* Allocates, frees and looks up until told to stop. */
-static void *load(void *arg)
+/* Allocates and frees until told to stop. */
+static void *churn(void *arg)
 {
 	void *p[8] = { 0 };
 
 	for (unsigned i = 0; !atomic_load(&load_stop); i++) {
 		unsigned k = i % 8;
 
-		if (p[k]) {
-			ioa_virt2iova(p[k]);
+		if (p[k])
 			ioa_dma_free(p[k]);
-		}
 		p[k] = ioa_dma_alloc(KB4 << (i % 3), 0, 0);
 	}
 	for (int k = 0; k < 8; k++)
 		if (p[k])
 			ioa_dma_free(p[k]);
+	return NULL;
+}
+
+/* Looks up until told to stop: mostly inside a read section at the fork. */
+static void *lookups(void *arg)
+{
+	while (!atomic_load(&load_stop))
+		ioa_virt2iova(arg);
 	return NULL;
 }
 
@@ -112,6 +118,8 @@ static int child_work(void)
 	}
 	for (i = 0; i < 16; i++)
 		bad |= p[i] && ioa_dma_free(p[i]) != 0;
+	/* a segment of its own: its retirement waits a grace period */
+	bad |= ioa_dma_free(ioa_dma_alloc((size_t)4 << 20, 0, 0)) != 0;
 	for (i = 0; i < 5000; i++) { /* the delay bound is 1 ms */
 		ioa_stats_get(&s);
 		if (s.defer_retired == s.defer_enqueued)
@@ -137,17 +145,19 @@ static int wait_child(pid_t child)
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-/* FORKS forks while two threads allocate, free and look up. */
+/* FORKS forks while one thread allocates and frees, another looks up. */
 static void forks_under_load(void)
 {
 	pthread_t th[2];
+	void *looked_up;
 	int ok = 0;
 
 	if (!CHECK_EQ(ioa_init(NULL), 0))
 		return;
+	looked_up = ioa_dma_alloc(KB4, 0, 0);
 	atomic_store(&load_stop, 0);
-	for (int t = 0; t < 2; t++)
-		pthread_create(&th[t], NULL, load, NULL);
+	pthread_create(&th[0], NULL, churn, NULL);
+	pthread_create(&th[1], NULL, lookups, looked_up);
 	for (int i = 0; i < FORKS; i++) {
 		pid_t child = fork();
 
@@ -158,6 +168,7 @@ static void forks_under_load(void)
 	atomic_store(&load_stop, 1);
 	for (int t = 0; t < 2; t++)
 		pthread_join(th[t], NULL);
+	ioa_dma_free(looked_up);
 	CHECK_EQ(ok, FORKS);
 	CHECK_EQ(ioa_quiesce(), 0);
 	ioa_fini();
