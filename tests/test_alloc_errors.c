@@ -1,7 +1,8 @@
 /* Allocations that fail, on the sim backend: at a mapped-bytes limit (VFIO's
  * RLIMIT_MEMLOCK), memory freed but not yet retired is retired and the
- * allocation tried once more; a failed map on a segment mapped whole gives
- * its pages and its count back, so the segment is reused and still closes. */
+ * allocation tried once more, and a quarantine met then still reaches
+ * ioa_quiesce(); a failed map on a segment mapped whole gives its pages and
+ * its count back, so the segment is reused and still closes. */
 #include "check.h"
 
 #include "ioalloc.h"
@@ -111,10 +112,37 @@ out:
 	ioa_fini();
 }
 
+/* A quarantine met while an allocation retires the pending frees is still
+ * reported by the program's next ioa_quiesce(), once. */
+static void test_quarantine_during_retry(void)
+{
+	struct check_capture cap;
+	void *a;
+
+	if (!init_sim())
+		return;
+	ioa__sim_set_map_limit(KB64);
+	a = ioa_dma_alloc(KB64, 0, IOA_NODE_ANY);
+	if (!CHECK(a != NULL))
+		goto out;
+	CHECK_EQ(ioa_dma_free(a), 0);
+	ioa__sim_fail_unmaps(1, EIO); /* its retirement quarantines it, still mapped */
+	capture_begin(&cap);
+	CHECK(ioa_dma_alloc(KB64, 0, IOA_NODE_ANY) == NULL);
+	capture_end(&cap);
+	CHECK_CONTAINS(cap.text, "quarantined");
+	CHECK_CONTAINS(cap.text, "limit");
+	CHECK_EQ(ioa_quiesce(), -EIO);
+	CHECK_EQ(ioa_quiesce(), 0);
+out:
+	ioa_fini();
+}
+
 int main(void)
 {
 	check_start("test_alloc_errors");
 	test_map_limit();
 	test_whole_segment_map_failure();
+	test_quarantine_during_retry();
 	return check_done();
 }
