@@ -7,7 +7,12 @@
  *
  * Error style: functions returning int return 0 on success and a negative
  * errno value on failure; functions returning a pointer return NULL and set
- * errno. Every failure is also described on stderr once, naming its cause.
+ * errno. A failure is described on stderr by one line naming the function,
+ * or the step that failed, and the cause (where an IOMMU operation fails, the
+ * backend's line on it comes first). Silent are: the lookups, which answer
+ * IOA_BAD_IOVA, NULL or 0; the backends' fd queries, which answer -ENODEV;
+ * the calls after a failed lazy initialisation (see ioa_init); a simulated
+ * DMA's fault, which is recorded; ioa_sim_engine_post of what it ignores.
  */
 #ifndef IOALLOC_H
 #define IOALLOC_H
@@ -71,56 +76,83 @@ struct ioa_config {
 	                                 VFIO_TYPE1v2_IOMMU set), used as it is and never closed; -1 for none */
 };
 
-/** Fills @cfg with the defaults (sim backend, auto pages, local node, no VFIO group). */
+/** Fills @cfg with the defaults (sim backend, auto pages, local node, no VFIO
+ * group); a NULL @cfg is refused with a message. */
 void ioa_config_init(struct ioa_config *cfg);
 
 /**
  * Overrides the fields of @cfg whose IOALLOC_* variable is set in the
  * environment. Allocates no memory. Warns about unknown IOALLOC_* variables.
  * Returns -EINVAL, after naming the variable, its value and the accepted
- * forms, when a value is invalid; @cfg is then left unchanged.
+ * forms, when a value is invalid; @cfg is then left unchanged. -EINVAL too
+ * for a NULL @cfg.
  */
 int ioa_config_from_env(struct ioa_config *cfg);
 
 /**
  * Initialises the library with @cfg, or with the defaults overridden by the
- * environment when @cfg is NULL. Returns -EINVAL for a bad setting (a node
- * that does not exist, for instance), -EBUSY when already initialised, or
- * the backend's error when it cannot be opened. Other functions initialise
- * the library from the environment on first use when this was not called.
+ * environment when @cfg is NULL. Returns -EINVAL for a bad setting (the
+ * message names the field, ioa_config.numa for instance, or with a NULL @cfg
+ * the variable; a node without memory is a bad setting), -EBUSY when already
+ * initialised, or the backend's error when it cannot be opened (-ENOENT for
+ * a missing VFIO group, for instance).
+ * Without it, ioa_dma_alloc() and ioa_iopt_create() initialise the library
+ * from the environment on first use. No other function does: before
+ * initialisation the lookups find nothing, ioa_dma_free() refuses (-EINVAL),
+ * the backends' calls answer -ENODEV or do nothing, ioa_quiesce() and
+ * ioa_fini() do nothing, and the statistics are the last run's (zero at first).
+ * The lazy initialisation is tried once: if it fails, it is described once,
+ * and every later ioa_dma_alloc() and ioa_iopt_create() fails with its
+ * errno, silently, until ioa_init() is called.
  */
 int ioa_init(const struct ioa_config *cfg);
 
 /**
- * Unmaps every buffer still allocated (warning about each leak), returns all
+ * Retires every buffer freed (then prints the statistics with IOALLOC_STATS=1),
+ * unmaps every buffer still allocated (warning about each leak), returns all
  * memory to the kernel and closes the backend. No other ioalloc call may run
  * concurrently. ioa_init() may be called again afterwards.
  */
 void ioa_fini(void);
 
 /**
- * Allocates @size bytes (rounded up to 4 KiB) of DMA-mapped memory aligned to
- * @align (a power of two; 0 means 4 KiB) on NUMA @node, or on the node the
+ * Allocates @size bytes (1 byte to 4 TiB, 2^42; rounded up to 4 KiB) of
+ * DMA-mapped memory aligned to @align (0 means 4 KiB; else a power of two up
+ * to 2^42) on NUMA @node (a node with memory), or on the node the
  * IOALLOC_NUMA policy picks when @node is IOA_NODE_ANY. The device can read
- * and write it at ioa_virt2iova(ptr) as soon as this returns.
- * Returns NULL with errno EINVAL (bad size, alignment or node) or ENOMEM.
+ * and write it at ioa_virt2iova(ptr) as soon as this returns. It is not
+ * zeroed: memory freed earlier is handed out again holding what its previous
+ * owner, or the device, last wrote; only memory new from the kernel is zero.
+ * An alignment over 2 MiB reserves that much address space, which the kernel
+ * may refuse (ENOMEM). When memory, locked memory (vfio and iommufd count
+ * mapped pages against RLIMIT_MEMLOCK) or IOMMU mappings run out, the frees
+ * not yet retired are retired, as by ioa_quiesce(), and the allocation is
+ * tried once more; only a second failure is reported.
+ * Returns NULL with errno EINVAL (bad size, alignment or node), ENOMEM (no
+ * memory, IOVA space or locked memory), EPERM (locked memory), ENOSPC
+ * (the IOMMU's mapping limit), EIO (any other IOMMU failure), or the error
+ * of a failed lazy initialisation (see ioa_init).
  */
 void *ioa_dma_alloc(size_t size, size_t align, int node);
 
 /**
- * Frees a buffer from ioa_dma_alloc(). The buffer leaves service at once (a
- * second free of it fails); it is retired later, in a batch, by its node's
- * reclaimer thread: unmapped, invalidated, and only then reused. Until then
- * the device may still reach it and ioa_virt2iova() still answers; after
- * ioa_quiesce() neither holds (but for a buffer from a segment mapped whole
- * because IOMMU mappings ran low: the device may reach it until the last
- * buffer of its segment is retired; its memory is not reused before). No
- * lock, no system call (but a wake of a sleeping reclaimer). With IOALLOC_DEFER=sync the buffer is retired before
- * this returns. Returns -EINVAL, with a message, for a pointer that is not
- * the start of a live buffer (foreign pointer, interior pointer or double
- * free); nothing is freed then. With IOALLOC_DEFER=sync, returns -EIO when
- * the IOMMU refused the unmap: the buffer is quarantined, never reused, and
- * counted in the statistics (deferred, ioa_quiesce() reports it).
+ * Frees a buffer from ioa_dma_alloc(). The buffer leaves service at once: a
+ * second free of the pointer fails, but only while its memory is not handed
+ * out again; once retired and returned by a later ioa_dma_alloc(), the
+ * pointer is the new owner's buffer, and a second free frees that. It is
+ * retired later, in a batch, by its node's reclaimer thread: unmapped,
+ * invalidated, and only then reused. Until then the device may still reach
+ * it and ioa_virt2iova() still answers; after ioa_quiesce() neither holds
+ * (but for a buffer from a segment mapped whole because IOMMU mappings ran
+ * low: the device may reach it until the last buffer of its segment is
+ * retired; its memory is not reused before). No lock, no system call (but a
+ * wake of a sleeping reclaimer). With IOALLOC_DEFER=sync the buffer is
+ * retired before this returns. Returns -EINVAL, with a message, for a pointer
+ * that is not the start of a live buffer (foreign pointer, interior pointer
+ * or double free), or before ioa_init(); nothing is freed then. With
+ * IOALLOC_DEFER=sync, returns -EIO when the IOMMU refused the unmap: the
+ * buffer is quarantined, never reused, and counted in the statistics
+ * (deferred, ioa_quiesce() reports it).
  */
 int ioa_dma_free(void *ptr);
 
@@ -134,14 +166,15 @@ uint64_t ioa_virt2iova(const void *ptr);
 /** Inverse of ioa_virt2iova(): the address at @iova, or NULL if unmapped. */
 void *ioa_iova2virt(uint64_t iova);
 
-/** Size in bytes of the live buffer starting at @ptr, or 0. */
+/** Size in bytes, rounded up to 4 KiB, of the live buffer starting at @ptr; 0
+ * for any other pointer: freed (retired or not), interior, or not ioalloc's. */
 size_t ioa_dma_size(const void *ptr);
 
 /**
  * Returns once everything freed before the call (buffers and page-table
  * pages) is retired: unmapped, invalidated, past the readers' grace period,
  * and reusable or quarantined. Returns 0, or -EIO if any of it was
- * quarantined since the last call.
+ * quarantined since the last call. Before ioa_init() it returns 0.
  */
 int ioa_quiesce(void);
 
@@ -159,21 +192,28 @@ struct ioa_iopt;
  * included (its paging-structure cache). Called by ioalloc's reclaimer before
  * a table page that emptied is reused; it must return only once the walker
  * can no longer use a dropped entry. It runs on the reclaimer thread, inside
- * a retirement pass: it must not free ioalloc memory nor call ioa_quiesce().
+ * a retirement pass: it must not free or allocate ioalloc memory (an
+ * allocation may retire pending frees) nor call ioa_quiesce().
  */
 typedef void (*ioa_iopt_invalidate_fn)(void *ctx);
 
 /**
- * Creates an empty device page table whose pages are DMA memory on @node.
- * Entries hold IOVAs, so a walker behind the IOMMU can read it. Returns NULL
- * with errno EINVAL (no callback, bad node) or ENOMEM.
+ * Creates an empty device page table whose pages are DMA memory on @node: a
+ * node with memory, or IOA_NODE_ANY for the node the IOALLOC_NUMA policy
+ * picks, once, for all its pages. Entries hold IOVAs, so a walker behind the
+ * IOMMU can read it. Initialises the library on first use, as ioa_dma_alloc()
+ * does. Returns NULL with errno EINVAL (no callback; a node that is neither;
+ * the message names the accepted ones), ENOMEM, or the errno of the
+ * ioa_dma_alloc() of its root page.
  */
 struct ioa_iopt *ioa_iopt_create(int node, ioa_iopt_invalidate_fn invalidate, void *ctx);
 
 /**
  * Maps device addresses [dva, dva + len) to IOVAs [iova, iova + len) with
- * @perms. All three must be 4 KiB aligned. Returns 0, -EINVAL, -EEXIST (part
- * of the range is mapped; nothing changes) or -ENOMEM.
+ * @perms: IOA_IOPT_READ, IOA_IOPT_WRITE or both. All three must be 4 KiB
+ * aligned, @len not 0, dva + len at most 2^48. Returns 0, -EINVAL (NULL @pt,
+ * bad perms or range), -EEXIST (part of the range is mapped; nothing
+ * changes) or -ENOMEM (a table page's ioa_dma_alloc() failed and said why).
  */
 int ioa_iopt_map(struct ioa_iopt *pt, uint64_t dva, uint64_t iova, uint64_t len,
 		 unsigned perms);
@@ -182,14 +222,16 @@ int ioa_iopt_map(struct ioa_iopt *pt, uint64_t dva, uint64_t iova, uint64_t len,
  * Unmaps [dva, dva + len). Table pages that become empty are unlinked and
  * retired through the reclaimer: the invalidate callback runs, then they are
  * unmapped and reused. Leaf invalidation for the unmapped range is the
- * caller's. Returns -EINVAL, changing nothing, if it would split a leaf.
+ * caller's. Returns -EINVAL, changing nothing, for a NULL @pt, a range that
+ * is empty, misaligned or past 2^48, or one that would split a leaf.
  */
 int ioa_iopt_unmap(struct ioa_iopt *pt, uint64_t dva, uint64_t len);
 
-/** IOVA of the table's root page, for the walker. */
+/** IOVA of the table's root page, for the walker; IOA_BAD_IOVA for a NULL @pt. */
 uint64_t ioa_iopt_root_iova(const struct ioa_iopt *pt);
 
-/** Unmaps everything, retires every table page and frees @pt. */
+/** Unmaps everything, retires every table page and frees @pt; a NULL @pt is
+ * refused with a message. */
 void ioa_iopt_destroy(struct ioa_iopt *pt);
 
 /** A snapshot of the library's counters. */
@@ -202,9 +244,10 @@ struct ioa_stats {
 	uint64_t quarantined_bytes; /**< unmaps the IOMMU refused: never reused */
 	uint64_t fork_kept_bytes;   /**< freed in a child of fork() whose IOMMU belongs to the
 	                                 parent (vfio, iommufd): left mapped, never reused */
-	uint64_t segments;          /**< memory segments taken from the kernel */
-	uint64_t segment_bytes_hugetlb_2m, segment_bytes_hugetlb_1g;
-	uint64_t segment_bytes_4k;  /**< 4 KiB pages, MADV_HUGEPAGE advised */
+	uint64_t segments;          /**< memory segments held now (a segment: 2 MiB, 1 GiB
+	                                 with IOALLOC_PAGE_SIZE=1g, or one larger buffer's) */
+	uint64_t segment_bytes_hugetlb_2m, segment_bytes_hugetlb_1g; /**< held now */
+	uint64_t segment_bytes_4k;  /**< held now: 4 KiB pages, MADV_HUGEPAGE advised */
 	uint64_t hugepage_fallbacks; /**< auto mode found no hugetlb page */
 	uint64_t table_pages;       /**< I/O page-table pages in use */
 	uint64_t sim_dma_ops, sim_dma_bytes, sim_dma_faults, sim_violations;
@@ -218,7 +261,7 @@ struct ioa_stats {
 	uint64_t defer_latency_p50_ns, defer_latency_p99_ns; /**< free to retirement */
 };
 
-/** Copies the current counters into @out. */
+/** Copies the current counters into @out; a NULL @out is refused with a message. */
 void ioa_stats_get(struct ioa_stats *out);
 
 /** Writes the counters as a readable report to file descriptor @fd. */
@@ -278,7 +321,10 @@ struct ioa_sim_fault {
  * the range has no translation, or lacks the needed permission, no byte
  * moves, a fault is recorded and -EFAULT is returned. A translation that
  * reaches memory ioalloc has made reusable is a violation: counted, and no
- * byte moves there. Returns -ENODEV when the backend is not sim.
+ * byte moves there. A fault is recorded (ioa_sim_faults), not printed but
+ * with IOALLOC_VERBOSE=2. Returns -EINVAL for a @dir that is neither
+ * direction, a NULL @buf with @len not 0, or a range past 2^64; -ENODEV when
+ * the backend is not sim.
  */
 int ioa_sim_dma(uint64_t iova, void *buf, size_t len, enum ioa_dma_dir dir);
 
@@ -312,7 +358,8 @@ uint64_t ioa_sim_violations(struct ioa_sim_violation *last);
 int ioa_sim_engine_start(unsigned threads);
 
 /** Gives the engine a buffer to work on: @len bytes (at most 32 KiB are used)
- * at device address @addr; the 256 most recent posts are kept. */
+ * at device address @addr; the 256 most recent posts are kept. A length of 0
+ * or an address past 48 bits (IOA_BAD_IOVA, say) is ignored, silently. */
 void ioa_sim_engine_post(uint64_t addr, size_t len);
 
 /** Stops the engine threads; returns how many transfers they completed. */
@@ -321,14 +368,17 @@ uint64_t ioa_sim_engine_stop(void);
 /**
  * Makes the sim IOMMU translate device addresses through a first-stage table
  * (an I/O page table built with ioa_iopt_create(), rooted at @root_iova)
- * before its own IOVA table, like nested translation. 0 detaches.
+ * before its own IOVA table, like nested translation. 0 detaches. Returns 0,
+ * -EINVAL for a root not 4 KiB aligned or past 2^48, -ENODEV without the sim
+ * backend.
  */
 int ioa_sim_stage1_attach(uint64_t root_iova);
 
 /**
  * Invalidates the sim IOMMU's first-stage caches: the IOTLB only when
  * @leaf_only, the IOTLB and the paging-structure cache otherwise. Returns
- * once no transfer still uses a dropped entry.
+ * once no transfer still uses a dropped entry. Without the sim backend it
+ * does nothing but say so.
  */
 void ioa_sim_stage1_invalidate(int leaf_only);
 

@@ -1,4 +1,5 @@
 /* The public entry points, and the library's life cycle. */
+#include "api.h"
 #include "config.h"
 #include "defer.h"
 #include "grace.h"
@@ -12,11 +13,17 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 enum { STATE_DOWN, STATE_STARTING, STATE_UP };
 
 static _Atomic int state = STATE_DOWN;
+/* -errno of the failed lazy initialisation, 0 if none: set before the state
+ * goes back down, so no racing call tries again; cleared by ioa_init(). */
+static _Atomic int lazy_err;
+/* A quiesce of the library's own saw a quarantine: ioa_quiesce() reports it. */
+static _Atomic int quarantine_unseen;
 static struct ioa_config active;
 static pthread_once_t hooks_once = PTHREAD_ONCE_INIT;
 /* Held by ioa_init and ioa_fini while the state is STARTING, and around
@@ -81,19 +88,41 @@ static void register_hooks(void)
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
-static int start(const struct ioa_config *cfg)
+/* The node of a numa policy must have memory here; the message names where
+ * the value came from: the environment or the program's struct. */
+static int check_numa(const struct ioa_config *cfg, int from_env)
+{
+	char nodes[128];
+
+	if (cfg->numa < 0 || ioa__os_node_valid(cfg->numa))
+		return 0;
+	ioa__os_nodes_text(nodes, sizeof(nodes));
+	if (from_env)
+		ioa__err("invalid IOALLOC_NUMA='%d': this machine has memory on node(s) %s only "
+			 "(accepted: local, interleave or one of those nodes)", cfg->numa, nodes);
+	else
+		ioa__err("invalid ioa_config.numa %d: this machine has memory on node(s) %s only "
+			 "(accepted: IOA_NUMA_LOCAL, IOA_NUMA_INTERLEAVE or one of those nodes)",
+			 cfg->numa, nodes);
+	return -EINVAL;
+}
+
+static int start(const struct ioa_config *cfg, int from_env)
 {
 	int err;
 
 	if ((err = ioa__config_validate(cfg)))
 		return err;
 	ioa__log_set_verbosity(cfg->verbose);
-	if ((err = ioa__os_numa_init(cfg->numa)))
+	ioa__os_numa_init();
+	if ((err = check_numa(cfg, from_env)))
 		return err;
 	ioa__stats_reset();
+	atomic_store(&quarantine_unseen, 0);
 	if ((err = ioa__iommu_open(cfg)))
 		return err;
 	if ((err = ioa__region_init(cfg))) {
+		ioa__err("ioa_init: cannot set up the buffer tables: %s", strerror(-err));
 		ioa__iommu_close();
 		return err;
 	}
@@ -107,8 +136,9 @@ static int start(const struct ioa_config *cfg)
 }
 
 /* Brings the library up unless another thread is doing or has done so:
- * -EBUSY then, with a message only when @quiet_busy is 0. */
-static int init(const struct ioa_config *cfg, int quiet_busy)
+ * -EBUSY then, with a message unless @lazy. A @lazy attempt (from the
+ * environment, on first use) is made once: its failure is remembered. */
+static int init(const struct ioa_config *cfg, int lazy)
 {
 	struct ioa_config from_env;
 	int expected = STATE_DOWN, err;
@@ -116,10 +146,16 @@ static int init(const struct ioa_config *cfg, int quiet_busy)
 	pthread_mutex_lock(&life_lock);
 	if (!atomic_compare_exchange_strong(&state, &expected, STATE_STARTING)) {
 		pthread_mutex_unlock(&life_lock);
-		if (!quiet_busy)
+		if (!lazy)
 			ioa__err("ioa_init: the library is initialised already (call ioa_fini first)");
 		return -EBUSY;
 	}
+	if (lazy && (err = atomic_load(&lazy_err))) { /* a racing attempt failed */
+		atomic_store(&state, STATE_DOWN);
+		pthread_mutex_unlock(&life_lock);
+		return err;
+	}
+	atomic_store(&lazy_err, 0);
 	if (!cfg) {
 		ioa_config_init(&from_env);
 		cfg = &from_env;
@@ -128,7 +164,9 @@ static int init(const struct ioa_config *cfg, int quiet_busy)
 		err = 0;
 	}
 	if (!err)
-		err = start(cfg);
+		err = start(cfg, cfg == &from_env);
+	if (err && lazy)
+		atomic_store(&lazy_err, err);
 	atomic_store(&state, err ? STATE_DOWN : STATE_UP);
 	pthread_mutex_unlock(&life_lock);
 	return err;
@@ -139,19 +177,17 @@ IOA_EXPORT int ioa_init(const struct ioa_config *cfg)
 	return init(cfg, 0);
 }
 
-/* Lazy initialisation from the environment, racing threads agreeing on one
- * attempt; 0 once the library is up. */
-static int ensure_up(void)
+/* Racing threads agree on one attempt: -EBUSY from init means another
+ * thread holds the state; look again. */
+int ioa__ensure_up(void)
 {
 	for (;;) {
-		int s = atomic_load_explicit(&state, memory_order_acquire);
+		int s = atomic_load_explicit(&state, memory_order_acquire), err;
 
 		if (s == STATE_UP)
 			return 0;
 		if (s == STATE_DOWN) {
-			int err = init(NULL, 1);
-
-			if (err != -EBUSY)
+			if ((err = atomic_load(&lazy_err)) || (err = init(NULL, 1)) != -EBUSY)
 				return err;
 		} else {
 			sched_yield();
@@ -168,28 +204,53 @@ IOA_EXPORT void ioa_fini(void)
 		pthread_mutex_unlock(&life_lock);
 		return;
 	}
-	ioa__defer_fini();
+	/* Printed while the engine still has its queues: they hold its counts. */
+	ioa__defer_quiesce();
 	if (active.stats)
 		ioa_stats_print(STDERR_FILENO);
+	ioa__defer_fini();
 	ioa__region_fini();
 	ioa__iommu_close();
 	atomic_store(&state, STATE_DOWN);
 	pthread_mutex_unlock(&life_lock);
 }
 
+/* Whether an allocation that failed with @err may succeed once the pending
+ * frees are retired: they still hold memory, locked memory (vfio counts
+ * mapped pages against RLIMIT_MEMLOCK) and IOMMU mappings. */
+static int pending_frees_may_help(int err)
+{
+	return err == -ENOMEM || err == -EPERM || err == -ENOSPC;
+}
+
+/* Tried once quietly; when it fails for want of what pending frees hold,
+ * those are retired and it is tried once more, whose failure is reported. */
 IOA_EXPORT void *ioa_dma_alloc(size_t size, size_t align, int node)
 {
-	if (ensure_up() != 0) {
-		errno = EINVAL;
-		return NULL;
-	}
-	if (ioa__iommu_inherited()) {
+	void *p = NULL;
+	int err = ioa__ensure_up(), retry;
+
+	if (!err && ioa__iommu_inherited()) {
 		ioa__err("ioa_dma_alloc: this process is a child of fork() and its IOMMU belongs "
 			 "to the parent: call ioa_fini() and ioa_init() with a device of its own");
-		errno = EPERM;
+		err = -EPERM;
+	}
+	if (!err) {
+		ioa__log_hold();
+		err = ioa__region_alloc(size, align, node, &p);
+		retry = pending_frees_may_help(err);
+		ioa__log_release(!retry);
+		if (retry) {
+			if (ioa__defer_quiesce() == -EIO)
+				atomic_store(&quarantine_unseen, 1);
+			err = ioa__region_alloc(size, align, node, &p);
+		}
+	}
+	if (err) {
+		errno = -err;
 		return NULL;
 	}
-	return ioa__region_alloc(size, align, node);
+	return p;
 }
 
 IOA_EXPORT int ioa_dma_free(void *ptr)
@@ -206,9 +267,12 @@ IOA_EXPORT int ioa_dma_free(void *ptr)
 
 IOA_EXPORT int ioa_quiesce(void)
 {
+	int err;
+
 	if (atomic_load_explicit(&state, memory_order_acquire) != STATE_UP)
 		return 0;
-	return ioa__defer_quiesce();
+	err = ioa__defer_quiesce();
+	return atomic_exchange(&quarantine_unseen, 0) ? -EIO : err;
 }
 
 /* A lookup in the table at @root inside a read section of registered @r. */
@@ -259,6 +323,10 @@ IOA_EXPORT size_t ioa_dma_size(const void *ptr)
 
 IOA_EXPORT void ioa_stats_get(struct ioa_stats *out)
 {
+	if (!out) {
+		ioa__err("ioa_stats_get: out is NULL: pass a struct ioa_stats to fill");
+		return;
+	}
 	ioa__stats_copy(out);
 	out->defer_enqueued = ioa__defer_enqueued();
 	ioa__defer_latency(&out->defer_latency_p50_ns, &out->defer_latency_p99_ns);

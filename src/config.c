@@ -227,6 +227,10 @@ static void warn_unknown_variables(void)
 
 IOA_EXPORT void ioa_config_init(struct ioa_config *cfg)
 {
+	if (!cfg) {
+		ioa__err("ioa_config_init: cfg is NULL: pass a struct ioa_config to fill");
+		return;
+	}
 	*cfg = (struct ioa_config){
 		.backend = IOA_BACKEND_SIM,
 		.page_size = IOA_PAGE_AUTO,
@@ -241,7 +245,14 @@ IOA_EXPORT void ioa_config_init(struct ioa_config *cfg)
 
 IOA_EXPORT int ioa_config_from_env(struct ioa_config *cfg)
 {
-	struct ioa_config parsed = *cfg;
+	struct ioa_config parsed;
+
+	if (!cfg) {
+		ioa__err("ioa_config_from_env: cfg is NULL: pass a struct ioa_config, filled by "
+			 "ioa_config_init()");
+		return -EINVAL;
+	}
+	parsed = *cfg;
 
 	for (size_t i = 0; i < NELEM(settings); i++) {
 		const char *value = getenv(settings[i].name);
@@ -323,33 +334,35 @@ static int validate_vfio(const struct ioa_config *cfg)
 	return 0;
 }
 
+/* Refuses field @field of struct ioa_config: its value and what is accepted. */
+static int bad_field(const char *field, long long value, const char *accepted)
+{
+	ioa__err("invalid ioa_config.%s %lld: accepted are %s", field, value, accepted);
+	return -EINVAL;
+}
+
 int ioa__config_validate(const struct ioa_config *cfg)
 {
-	if ((unsigned)cfg->backend >= NELEM(backend_names)) {
-		ioa__err("invalid backend %d in struct ioa_config", (int)cfg->backend);
-		return -EINVAL;
-	}
-	if ((unsigned)cfg->page_size >= NELEM(page_size_names)) {
-		ioa__err("invalid page_size %d in struct ioa_config", (int)cfg->page_size);
-		return -EINVAL;
-	}
-	if (cfg->numa < IOA_NUMA_INTERLEAVE || cfg->numa > 1023) {
-		ioa__err("invalid numa %d in struct ioa_config: IOA_NUMA_LOCAL, "
-			 "IOA_NUMA_INTERLEAVE or a node from 0 to 1023", cfg->numa);
-		return -EINVAL;
-	}
-	if ((unsigned)cfg->defer > IOA_DEFER_SYNC || cfg->defer_delay_us < 1 ||
-	    cfg->defer_delay_us > 1000000 || cfg->defer_limit < 16 || cfg->defer_limit > 1u << 24 ||
-	    cfg->sim_unmap_ns > 100000000) {
-		ioa__err("invalid defer %d, defer_delay_us %u, defer_limit %u or sim_unmap_ns %u in "
-			 "struct ioa_config (see docs/configuration.md)", (int)cfg->defer,
-			 cfg->defer_delay_us, cfg->defer_limit, cfg->sim_unmap_ns);
-		return -EINVAL;
-	}
-	if (cfg->stats < 0 || cfg->stats > 1 || cfg->verbose < 0 || cfg->verbose > 2) {
-		ioa__err("invalid stats %d or verbose %d in struct ioa_config",
-			 cfg->stats, cfg->verbose);
-		return -EINVAL;
-	}
+	if ((unsigned)cfg->backend >= NELEM(backend_names))
+		return bad_field("backend", cfg->backend, "IOA_BACKEND_NONE, IOA_BACKEND_SIM, "
+				 "IOA_BACKEND_VFIO or IOA_BACKEND_IOMMUFD");
+	if ((unsigned)cfg->page_size >= NELEM(page_size_names))
+		return bad_field("page_size", cfg->page_size,
+				 "IOA_PAGE_AUTO, IOA_PAGE_4K, IOA_PAGE_2M or IOA_PAGE_1G");
+	if (cfg->numa < IOA_NUMA_INTERLEAVE || cfg->numa > 1023)
+		return bad_field("numa", cfg->numa, "IOA_NUMA_LOCAL (-1), IOA_NUMA_INTERLEAVE (-2) "
+				 "or a node from 0 to 1023");
+	if (cfg->stats < 0 || cfg->stats > 1)
+		return bad_field("stats", cfg->stats, "0 or 1");
+	if (cfg->verbose < 0 || cfg->verbose > 2)
+		return bad_field("verbose", cfg->verbose, "0, 1 or 2");
+	if ((unsigned)cfg->defer > IOA_DEFER_SYNC)
+		return bad_field("defer", cfg->defer, "IOA_DEFER_ON or IOA_DEFER_SYNC");
+	if (cfg->defer_delay_us < 1 || cfg->defer_delay_us > 1000000)
+		return bad_field("defer_delay_us", cfg->defer_delay_us, "1 to 1000000 microseconds");
+	if (cfg->defer_limit < 16 || cfg->defer_limit > 1u << 24)
+		return bad_field("defer_limit", cfg->defer_limit, "16 to 16777216 items");
+	if (cfg->sim_unmap_ns > 100000000)
+		return bad_field("sim_unmap_ns", cfg->sim_unmap_ns, "0 to 100000000 nanoseconds");
 	return validate_vfio(cfg);
 }

@@ -8,6 +8,7 @@
  * IOMMU mapping was removed and invalidated, all through the deferral
  * engine: a walker's paging-structure cache never points at reused memory.
  */
+#include "api.h"
 #include "defer.h"
 #include "iopt.h"
 #include "log.h"
@@ -20,7 +21,7 @@
 struct ioa_iopt {
 	struct ioa__iopt pt;
 	struct ioa__iopt_pages pages;
-	int node;
+	int node;                 /* a node with memory, never IOA_NODE_ANY */
 	ioa_iopt_invalidate_fn invalidate;
 	void *ctx;
 	struct ioa_iopt *next; /* in the list of live tables, for fork() */
@@ -125,23 +126,28 @@ static void retire_pruned(struct ioa_iopt *t, struct ioa__iopt_pruned *pruned)
 	}
 }
 
+/* Brings the library up and resolves @node: IOA_NODE_ANY becomes the node
+ * the policy picks, so the table's pages and their retirement use one real
+ * node. The root page comes from ioa_dma_alloc(), which reports its failure. */
 IOA_EXPORT struct ioa_iopt *ioa_iopt_create(int node, ioa_iopt_invalidate_fn invalidate, void *ctx)
 {
 	struct ioa_iopt *t;
-	void *probe;
+	int err;
 
 	if (!invalidate) {
-		ioa__err("ioa_iopt_create: an invalidation callback is required");
+		ioa__err("ioa_iopt_create: invalidate is NULL: an invalidation callback is required");
 		errno = EINVAL;
 		return NULL;
 	}
-	/* Brings the library up and checks the node: a buffer must be possible. */
-	probe = ioa_dma_alloc(IOA_PAGE, IOA_PAGE, node);
-	if (!probe)
+	if ((err = ioa__ensure_up()) == 0)
+		node = ioa__region_pick_node(node, "ioa_iopt_create");
+	if (err || node < 0) {
+		errno = err ? -err : EINVAL;
 		return NULL;
-	ioa_dma_free(probe);
+	}
 	t = ioa__os_alloc_pages(IOA_PAGE);
 	if (!t) {
+		ioa__err("ioa_iopt_create: no memory for the table's descriptor");
 		errno = ENOMEM;
 		return NULL;
 	}
@@ -149,34 +155,66 @@ IOA_EXPORT struct ioa_iopt *ioa_iopt_create(int node, ioa_iopt_invalidate_fn inv
 				.node = node, .invalidate = invalidate, .ctx = ctx };
 	ioa__defer_set_table_invalidate(table_invalidate);
 	if (ioa__iopt_init_device(&t->pt, &t->pages) != 0) {
+		err = errno; /* ioa_dma_alloc's */
 		ioa__os_free_pages(t, IOA_PAGE);
-		errno = ENOMEM;
+		errno = err;
 		return NULL;
 	}
 	tables_add(t);
 	return t;
 }
 
+/* Describes a refused call of @fn on @t; 1 when @t is NULL. */
+static int no_table(const struct ioa_iopt *t, const char *fn)
+{
+	if (!t)
+		ioa__err("%s: pt is NULL: pass a table from ioa_iopt_create()", fn);
+	return !t;
+}
+
+/* ENOMEM comes from a table page's ioa_dma_alloc(), which described it. */
 IOA_EXPORT int ioa_iopt_map(struct ioa_iopt *t, uint64_t dva, uint64_t iova, uint64_t len,
 			    unsigned perms)
 {
-	if (perms & ~(IOA_IOPT_READ | IOA_IOPT_WRITE))
+	int err;
+
+	if (no_table(t, "ioa_iopt_map"))
 		return -EINVAL;
-	return ioa__iopt_map(&t->pt, dva, iova, len, perms);
+	if (!perms || (perms & ~(IOA_IOPT_READ | IOA_IOPT_WRITE))) {
+		ioa__err("ioa_iopt_map: invalid perms 0x%x: accepted are IOA_IOPT_READ, IOA_IOPT_WRITE "
+			 "or both", perms);
+		return -EINVAL;
+	}
+	err = ioa__iopt_map(&t->pt, dva, iova, len, perms);
+	if (err == -EINVAL)
+		ioa__err("ioa_iopt_map: invalid range: dva 0x%llx, iova 0x%llx, len 0x%llx: all three "
+			 "4 KiB aligned, len not 0, dva + len within 2^48 and iova + len within 2^52",
+			 (unsigned long long)dva, (unsigned long long)iova, (unsigned long long)len);
+	else if (err == -EEXIST)
+		ioa__err("ioa_iopt_map: part of [0x%llx, 0x%llx) is mapped already; nothing changed",
+			 (unsigned long long)dva, (unsigned long long)(dva + len));
+	return err;
 }
 
 IOA_EXPORT int ioa_iopt_unmap(struct ioa_iopt *t, uint64_t dva, uint64_t len)
 {
 	struct ioa__iopt_pruned pruned = { 0 };
-	int err = ioa__iopt_unmap(&t->pt, dva, len, &pruned);
+	int err;
 
+	if (no_table(t, "ioa_iopt_unmap"))
+		return -EINVAL;
+	err = ioa__iopt_unmap(&t->pt, dva, len, &pruned);
 	retire_pruned(t, &pruned);
+	if (err)
+		ioa__err("ioa_iopt_unmap: invalid range: dva 0x%llx, len 0x%llx: both 4 KiB aligned, "
+			 "len not 0, dva + len within 2^48, and no 2 MiB or 1 GiB mapping cut in part; "
+			 "nothing changed", (unsigned long long)dva, (unsigned long long)len);
 	return err;
 }
 
 IOA_EXPORT uint64_t ioa_iopt_root_iova(const struct ioa_iopt *t)
 {
-	return t->pt.root_addr;
+	return no_table(t, "ioa_iopt_root_iova") ? IOA_BAD_IOVA : t->pt.root_addr;
 }
 
 /* Every page, root included, is retired through the engine; the quiesce
@@ -184,8 +222,12 @@ IOA_EXPORT uint64_t ioa_iopt_root_iova(const struct ioa_iopt *t)
 IOA_EXPORT void ioa_iopt_destroy(struct ioa_iopt *t)
 {
 	struct ioa__iopt_pruned pruned = { 0 };
-	struct ioa__defer_item root = { .table = { t, (void *)t->pt.root }, .kind = IOA_ITEM_TABLE };
+	struct ioa__defer_item root = { .kind = IOA_ITEM_TABLE };
 
+	if (no_table(t, "ioa_iopt_destroy"))
+		return;
+	root.table.owner = t;
+	root.table.page = (void *)t->pt.root;
 	tables_remove(t);
 	ioa__iopt_unmap(&t->pt, 0, 1ull << IOA_IOPT_BITS, &pruned);
 	retire_pruned(t, &pruned);

@@ -28,6 +28,8 @@ static struct {
 	pthread_mutex_t fault_lock;
 	struct ioa_sim_fault last_fault;
 	struct ioa__fail_injection fail; /* test hook */
+	_Atomic uint64_t mapped;         /* bytes mapped now */
+	_Atomic uint64_t map_limit;      /* test hook: most bytes mapped at once; 0: none */
 	_Atomic int mappings_low;
 	unsigned unmap_ns; /* cost charged per unmapped range */
 } sim = {
@@ -45,11 +47,10 @@ static int sim_open(const struct ioa_config *cfg, struct ioa__iommu_info *info)
 {
 	int err = ioa__iopt_init(&ioa__sim_table, NULL);
 
-	if (err)
-		return err;
-	err = ioa__sim_check_open();
-	if (err) {
+	if (!err && (err = ioa__sim_check_open()))
 		ioa__iopt_destroy(&ioa__sim_table);
+	if (err) {
+		ioa__err("sim: cannot open: no memory for its tables");
 		return err;
 	}
 	ioa__sim_set_stage1_root(0);
@@ -57,6 +58,8 @@ static int sim_open(const struct ioa_config *cfg, struct ioa__iommu_info *info)
 	sim.last_fault = (struct ioa_sim_fault){ 0 };
 	sim.unmap_ns = cfg->sim_unmap_ns;
 	ioa__fail_arm(&sim.fail, 0, 0);
+	atomic_store(&sim.mapped, 0);
+	atomic_store(&sim.map_limit, 0);
 	atomic_store(&sim.mappings_low, 0);
 	/* IOVA 0 stays unmapped so that a null descriptor faults. */
 	info->aperture[0] = (struct ioa__iova_range){ IOA_HUGE_2M, 1ull << IOA_IOPT_BITS };
@@ -74,16 +77,46 @@ static void sim_close(void)
 	ioa__sim_check_close();
 }
 
+void ioa__sim_set_map_limit(uint64_t bytes)
+{
+	atomic_store(&sim.map_limit, bytes);
+}
+
+/* Counts @len more bytes mapped, or -ENOMEM if that would pass the limit. */
+static int charge_mapped(uint64_t len)
+{
+	uint64_t limit = atomic_load(&sim.map_limit);
+
+	if (atomic_fetch_add(&sim.mapped, len) + len > limit && limit) {
+		atomic_fetch_sub(&sim.mapped, len);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 /* The shadow set learns of the pages first: a transfer that finds the
  * translation finds them reachable. If the map then fails they stay in the
  * set, which can hide a violation but never invent one. */
 static int sim_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 {
-	int err = ioa__sim_shadow_add(va, len);
+	int err = charge_mapped(len);
 
-	if (err)
+	if (err) {
+		ioa__err("sim: map of %llu bytes at IOVA 0x%llx refused: %s (ENOMEM): the limit of "
+			 "%llu bytes mapped at once is reached (a test's stand-in for VFIO's "
+			 "RLIMIT_MEMLOCK)", (unsigned long long)len, (unsigned long long)iova,
+			 strerror(-err), (unsigned long long)atomic_load(&sim.map_limit));
 		return err;
-	return ioa__iopt_map(&ioa__sim_table, iova, (uint64_t)(uintptr_t)va, len, perms);
+	}
+	err = ioa__sim_shadow_add(va, len);
+	if (!err)
+		err = ioa__iopt_map(&ioa__sim_table, iova, (uint64_t)(uintptr_t)va, len, perms);
+	if (err) {
+		atomic_fetch_sub(&sim.mapped, len);
+		ioa__err("sim: map of %llu bytes at IOVA 0x%llx failed: %s", (unsigned long long)len,
+			 (unsigned long long)iova, strerror(-err));
+	}
+	return err;
 }
 
 void ioa__sim_set_mappings_low(int low)
@@ -129,6 +162,7 @@ static int sim_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done)
 			err = ioa__iopt_unmap(&ioa__sim_table, r[*done].iova, r[*done].len, NULL);
 		if (err)
 			return err;
+		atomic_fetch_sub(&sim.mapped, r[*done].len);
 	}
 	return 0;
 }
@@ -196,6 +230,7 @@ const struct ioa__iommu_ops ioa__iommu_sim = {
 	.invalidate = sim_invalidate,
 	.released = sim_released,
 	.mappings_low = sim_mappings_low,
+	.map_reports_errors = 1,
 	.fork_prepare = sim_fork_prepare,
 	.fork_parent = sim_fork_parent,
 	.fork_child = sim_fork_child,
@@ -225,6 +260,18 @@ static uint8_t *memory_at(uint64_t x, uint64_t addr)
 	return (uint8_t *)(uintptr_t)((x & IOA_PTE_ADDR) + (addr & (IOA_PAGE - 1)));
 }
 
+/* -ENODEV with a message naming @fn unless the sim backend is open. */
+static int need_sim(const char *fn)
+{
+	if (ioa__sim_is_open())
+		return 0;
+	ioa__err("%s: the sim backend is not open (IOALLOC_BACKEND=sim, or ioa_config.backend "
+		 "IOA_BACKEND_SIM, and ioa_init())", fn);
+	return -ENODEV;
+}
+
+/* A fault is the device's outcome, not a caller's error: recorded, counted,
+ * and printed only at IOALLOC_VERBOSE=2. */
 IOA_EXPORT int ioa_sim_dma(uint64_t addr, void *buf, size_t len, enum ioa_dma_dir dir)
 {
 	uint64_t perm = dir == IOA_DMA_TO_DEVICE ? IOA_PTE_READ : IOA_PTE_WRITE;
@@ -232,10 +279,22 @@ IOA_EXPORT int ioa_sim_dma(uint64_t addr, void *buf, size_t len, enum ioa_dma_di
 	size_t moved = 0;
 	int err = 0;
 
-	if (!ioa__sim_is_open())
-		return -ENODEV;
-	if (addr + len < addr)
+	if ((err = need_sim("ioa_sim_dma")))
+		return err;
+	if (dir != IOA_DMA_TO_DEVICE && dir != IOA_DMA_FROM_DEVICE) {
+		ioa__err("ioa_sim_dma: invalid dir %d: accepted are IOA_DMA_TO_DEVICE (%d) or "
+			 "IOA_DMA_FROM_DEVICE (%d)", (int)dir, IOA_DMA_TO_DEVICE, IOA_DMA_FROM_DEVICE);
 		return -EINVAL;
+	}
+	if (!buf && len) {
+		ioa__err("ioa_sim_dma: buf is NULL for %zu bytes: pass the device's buffer", len);
+		return -EINVAL;
+	}
+	if (addr + len < addr) {
+		ioa__err("ioa_sim_dma: range of %zu bytes at 0x%llx wraps past 2^64", len,
+			 (unsigned long long)addr);
+		return -EINVAL;
+	}
 	pthread_rwlock_rdlock(&ioa__sim_inflight);
 	/* Translate every page first: a transfer with a hole moves nothing. */
 	for (size_t off = 0; off < len; off += chunk_len(addr + off, len - off)) {
@@ -287,10 +346,16 @@ IOA_EXPORT uint64_t ioa_sim_faults(struct ioa_sim_fault *last)
 
 IOA_EXPORT int ioa_sim_stage1_attach(uint64_t root_iova)
 {
-	if (!ioa__sim_is_open())
-		return -ENODEV;
-	if ((root_iova & (IOA_PAGE - 1)) || root_iova >> IOA_IOPT_BITS)
+	int err;
+
+	if ((err = need_sim("ioa_sim_stage1_attach")))
+		return err;
+	if ((root_iova & (IOA_PAGE - 1)) || root_iova >> IOA_IOPT_BITS) {
+		ioa__err("ioa_sim_stage1_attach: invalid root_iova 0x%llx: accepted are 0 (detach) or "
+			 "a 4 KiB aligned IOVA below 2^48, from ioa_iopt_root_iova()",
+			 (unsigned long long)root_iova);
 		return -EINVAL;
+	}
 	pthread_rwlock_wrlock(&ioa__sim_inflight);
 	ioa__sim_set_stage1_root(root_iova);
 	pthread_rwlock_unlock(&ioa__sim_inflight);
@@ -299,7 +364,7 @@ IOA_EXPORT int ioa_sim_stage1_attach(uint64_t root_iova)
 
 IOA_EXPORT void ioa_sim_stage1_invalidate(int leaf_only)
 {
-	if (!ioa__sim_is_open())
+	if (need_sim("ioa_sim_stage1_invalidate"))
 		return;
 	pthread_rwlock_wrlock(&ioa__sim_inflight);
 	ioa__sim_flush_stage1(leaf_only);

@@ -8,6 +8,33 @@
 
 static atomic_int max_level = IOA_LOG_WARN;
 
+/* The calling thread's held errors: whole lines; those that do not fit are lost. */
+static __thread struct {
+	int on;
+	size_t len;
+	char text[1024];
+} held;
+
+static void emit(const char *text, size_t len)
+{
+	if (write(STDERR_FILENO, text, len) < 0)
+		return; /* nowhere left to report to */
+}
+
+void ioa__log_hold(void)
+{
+	held.on = 1;
+	held.len = 0;
+}
+
+void ioa__log_release(int print)
+{
+	if (print && held.len)
+		emit(held.text, held.len);
+	held.on = 0;
+	held.len = 0;
+}
+
 void ioa__log_set_verbosity(int verbose)
 {
 	atomic_store_explicit(&max_level, IOA_LOG_WARN + verbose, memory_order_relaxed);
@@ -29,8 +56,14 @@ void ioa__log(enum ioa__log_level level, const char *fmt, ...)
 	if (n > (int)sizeof(buf) - 2)
 		n = (int)sizeof(buf) - 2;
 	buf[n++] = '\n';
-	if (write(STDERR_FILENO, buf, (size_t)n) < 0)
-		return; /* nowhere left to report to */
+	if (held.on && level == IOA_LOG_ERROR) {
+		if (held.len + (size_t)n <= sizeof(held.text)) {
+			memcpy(held.text + held.len, buf, (size_t)n);
+			held.len += (size_t)n;
+		}
+		return;
+	}
+	emit(buf, (size_t)n);
 }
 
 const char *ioa__errno_name(int err)

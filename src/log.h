@@ -13,6 +13,13 @@ void ioa__log_set_verbosity(int verbose);
 __attribute__((format(printf, 2, 3)))
 void ioa__log(enum ioa__log_level level, const char *fmt, ...);
 
+/* Holds back the calling thread's error messages until ioa__log_release(),
+ * which prints them (@print 1) or drops them (0): for a step that is tried
+ * again, whose first failure is no failure of the call. Warnings and info
+ * are never held. Holds do not nest. */
+void ioa__log_hold(void);
+void ioa__log_release(int print);
+
 /* The symbolic name of @err ("EINVAL"), for messages that give errno. */
 const char *ioa__errno_name(int err);
 

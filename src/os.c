@@ -7,6 +7,7 @@
 #include <numaif.h>
 #include <sched.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <linux/mman.h>
@@ -20,7 +21,7 @@ static struct {
 	int16_t cpu_node[IOA_MAX_CPUS];
 } os;
 
-int ioa__os_numa_init(int numa)
+void ioa__os_numa_init(void)
 {
 	memset(&os, 0, sizeof(os));
 	os.nodes = 1;
@@ -40,12 +41,6 @@ int ioa__os_numa_init(int numa)
 			os.cpu_node[cpu] = (int16_t)(node >= 0 && node < os.nodes ? node : 0);
 		}
 	}
-	if (numa >= 0 && !ioa__os_node_valid(numa)) {
-		ioa__err("invalid IOALLOC_NUMA=%d: this machine has memory on nodes 0 to %d only "
-			 "(accepted: local, interleave or one of those nodes)", numa, os.nodes - 1);
-		return -EINVAL;
-	}
-	return 0;
 }
 
 int ioa__os_node_count(void)
@@ -56,6 +51,25 @@ int ioa__os_node_count(void)
 int ioa__os_node_valid(int node)
 {
 	return node >= 0 && node < os.nodes && (os.valid_mask >> node & 1);
+}
+
+void ioa__os_nodes_text(char *buf, size_t len)
+{
+	size_t n = 0;
+	int runs = 0;
+
+	buf[0] = '\0';
+	for (int first = 0; first < os.nodes && n < len; first++) {
+		int last = first;
+
+		if (!ioa__os_node_valid(first))
+			continue;
+		while (ioa__os_node_valid(last + 1))
+			last++;
+		n += (size_t)snprintf(buf + n, len - n, last > first ? "%s%d to %d" : "%s%d",
+				      runs++ ? ", " : "", first, last);
+		first = last;
+	}
 }
 
 int ioa__os_first_node(void)
@@ -197,6 +211,9 @@ int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size
 		err = map_small(len, align, node, 0, out);
 		break;
 	}
+	if (err && (policy == IOA_PAGE_AUTO || policy == IOA_PAGE_4K))
+		ioa__err("cannot map a segment of %zu MiB aligned to %zu MiB on node %d: %s", len >> 20,
+			 align >> 20, node, strerror(-err));
 	if (err)
 		return -ENOMEM;
 	count_segment(out, 1);

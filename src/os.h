@@ -22,11 +22,13 @@ struct ioa__os_mem {
 	enum ioa__page_kind kind;
 };
 
-/* Reads the machine's NUMA layout; 0 or -EINVAL for an unusable @numa policy. */
-int ioa__os_numa_init(int numa);
+/* Reads the machine's NUMA layout. */
+void ioa__os_numa_init(void);
 /* Nodes are 0 .. ioa__os_node_count() - 1; a node without memory is not valid. */
 int ioa__os_node_count(void);
 int ioa__os_node_valid(int node);
+/* The valid nodes for a message, such as "0 to 3" or "0, 2 to 5", into @buf. */
+void ioa__os_nodes_text(char *buf, size_t len);
 /* The lowest node that has memory. */
 int ioa__os_first_node(void);
 /* The node of the CPU the caller runs on (0 without NUMA). */

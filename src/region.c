@@ -12,7 +12,7 @@
 #include <string.h>
 
 #define SEGMENT_SIZE IOA_HUGE_2M /* of a shared segment, unless pages are 1 GiB */
-#define MAX_BUFFER ((size_t)1 << 42) /* keeps page counts within 32 bits */
+#define MAX_BUFFER ((size_t)1 << 42) /* size and alignment: keeps page counts within 32 bits */
 
 struct ioa__segment {
 	struct ioa__segment *next; /* in its node's list */
@@ -165,51 +165,64 @@ static void segment_retire(struct ioa__segment *s)
 	segment_free(s, ioa__grace_available());
 }
 
-static struct ioa__segment *segment_create(size_t len, size_t align, int node, int dedicated)
+/* A new segment into *out: 0, or -errno with a message (the IOMMU map's own
+ * errno when mapping it whole failed). */
+static int segment_create(size_t len, size_t align, int node, int dedicated,
+			  struct ioa__segment **out)
 {
 	uint32_t npages = (uint32_t)(len >> IOA_PAGE_SHIFT);
 	size_t map_words = (npages + 63) / 64;
-	size_t meta_len = round_up(sizeof(struct ioa__segment) + map_words * 8 + npages * 4, IOA_PAGE);
+	size_t meta_len = round_up(sizeof(struct ioa__segment) + map_words * 8 + (size_t)npages * 4,
+				   IOA_PAGE);
 	struct ioa__segment *s = ioa__os_alloc_pages(meta_len);
+	int err;
 
-	if (!s)
-		return NULL;
+	if (!s) {
+		ioa__err("no memory for the metadata (%zu KiB) of a segment", meta_len >> 10);
+		return -ENOMEM;
+	}
 	*s = (struct ioa__segment){ .node = node, .dedicated = dedicated, .meta_len = meta_len,
 				    .npages = npages };
 	s->free_map = (_Atomic uint64_t *)(s + 1);
 	s->run = (_Atomic uint32_t *)(s->free_map + map_words);
 	set_pages(s, 0, npages, 1);
-	if (ioa__os_alloc_segment(len, align, node, rg.cfg.page_size, &s->mem) != 0)
+	if ((err = ioa__os_alloc_segment(len, align, node, rg.cfg.page_size, &s->mem)) != 0)
 		goto fail_meta;
 	s->iova = rg.identity ? (uint64_t)(uintptr_t)s->mem.addr
 			      : ioa__iova_alloc(&rg.iova, len, align);
 	if (s->iova == UINT64_MAX) {
 		ioa__err("IOVA space exhausted: no window of %zu bytes left in the aperture", len);
+		err = -ENOMEM;
 		goto fail_mem;
 	}
-	if (ioa__segmap_set((uintptr_t)s->mem.addr, len, s) != 0) {
+	if ((err = ioa__segmap_set((uintptr_t)s->mem.addr, len, s)) != 0) {
+		ioa__err("no memory to record a segment in the segment map");
 		segment_release(s);
-		return NULL;
+		return err;
 	}
 	s->whole = !dedicated && ioa__iommu_mappings_low();
-	if (s->whole && ioa__iommu_map(s->iova, s->mem.addr, len, IOA_PTE_READ | IOA_PTE_WRITE)) {
+	if (s->whole &&
+	    (err = ioa__iommu_map(s->iova, s->mem.addr, len, IOA_PTE_READ | IOA_PTE_WRITE))) {
 		segment_release(s);
-		return NULL;
+		return err;
 	}
 	ioa__debug("segment of %zu KiB on node %d at %p, IOVA 0x%llx", len >> 10, node,
 		   s->mem.addr, (unsigned long long)s->iova);
-	return s;
+	*out = s;
+	return 0;
 fail_mem:
 	ioa__os_free_segment(&s->mem);
 fail_meta:
 	ioa__os_free_pages(s, meta_len);
-	return NULL;
+	return err;
 }
 
 /* ---- buffers --------------------------------------------------------- */
 
-static int pick_node(int node)
+int ioa__region_pick_node(int node, const char *fn)
 {
+	char nodes[128];
+
 	if (node == IOA_NODE_ANY) {
 		if (rg.cfg.numa >= 0)
 			return rg.cfg.numa;
@@ -224,23 +237,27 @@ static int pick_node(int node)
 				return node;
 		}
 	}
-	if (!ioa__os_node_valid(node)) {
-		ioa__err("ioa_dma_alloc: node %d has no memory (nodes 0 to %d)", node,
-			 ioa__os_node_count() - 1);
-		return -1;
-	}
-	return node;
+	if (ioa__os_node_valid(node))
+		return node;
+	ioa__os_nodes_text(nodes, sizeof(nodes));
+	ioa__err("%s: invalid node %d: %s; accepted are IOA_NODE_ANY (-1) or a node with memory: %s",
+		 fn, node, node < 0 ? "not a node number" : "no such node, or it has no memory",
+		 nodes);
+	return -EINVAL;
 }
 
-/* Reserves a run of @len bytes aligned to @align on @node; the first page's
- * index goes to *first. Segments are created, and linked, under the node lock. */
-static struct ioa__segment *reserve_pages(int node, size_t len, size_t align, uint32_t *first)
+/* Reserves a run of @len bytes aligned to @align on @node: its segment into
+ * *seg, its first page's index into *first; 0 or the -errno of
+ * segment_create. Segments are created, and linked, under the node lock. */
+static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment **seg,
+			 uint32_t *first)
 {
 	struct node_arena *a = &rg.nodes[node];
 	uint32_t n = (uint32_t)(len >> IOA_PAGE_SHIFT);
 	int low = ioa__iommu_mappings_low(); /* then only whole segments serve */
 	struct ioa__segment *s;
 	long page = -1;
+	int err = 0;
 
 	pthread_mutex_lock(&a->lock);
 	for (s = a->segments; s && len <= rg.segment_size && align <= rg.segment_size; s = s->next)
@@ -250,22 +267,24 @@ static struct ioa__segment *reserve_pages(int node, size_t len, size_t align, ui
 	if (!s || page < 0) {
 		int dedicated = len > rg.segment_size || align > rg.segment_size;
 
-		s = segment_create(round_up(len, rg.segment_size),
-				   align > rg.segment_size ? align : rg.segment_size, node, dedicated);
+		err = segment_create(round_up(len, rg.segment_size),
+				     align > rg.segment_size ? align : rg.segment_size, node, dedicated,
+				     &s);
 		page = 0;
-		if (s) {
+		if (!err) {
 			s->next = a->segments;
 			a->segments = s;
 		}
 	}
-	if (s) {
+	if (!err) {
 		set_pages(s, (uint32_t)page, n, 0);
 		if (s->whole) /* under the lock: closing sees every buffer */
 			atomic_fetch_add_explicit(&s->live, 1, memory_order_relaxed);
 	}
 	pthread_mutex_unlock(&a->lock);
+	*seg = s;
 	*first = (uint32_t)page;
-	return s;
+	return err;
 }
 
 static void unlink_segment(struct node_arena *a, struct ioa__segment *s)
@@ -294,6 +313,13 @@ static void release_pages(struct ioa__segment *s, uint32_t first, uint32_t n)
 	segment_retire(s);
 }
 
+static struct ioa__fail_injection table_map_fail; /* test hook */
+
+void ioa__region_fail_table_maps(int count, int err)
+{
+	ioa__fail_arm(&table_map_fail, count, err);
+}
+
 /* Device first (unless @on_device: its segment is mapped whole), then the
  * software maps: an IOVA is never handed out before the device can use it. */
 static int map_buffer(uint64_t va, uint64_t iova, size_t len, int on_device)
@@ -304,16 +330,19 @@ static int map_buffer(uint64_t va, uint64_t iova, size_t len, int on_device)
 
 	if (err)
 		return err;
-	err = ioa__iopt_map(&iova2va, iova, va, len, IOA_PTE_READ);
+	err = ioa__fail_take(&table_map_fail);
+	if (!err)
+		err = ioa__iopt_map(&iova2va, iova, va, len, IOA_PTE_READ);
 	if (!err) {
 		err = ioa__iopt_map(&va2iova, va, iova, len, IOA_PTE_READ);
 		if (err)
 			ioa__iopt_unmap(&iova2va, iova, len, NULL);
 	}
+	if (err)
+		ioa__err("cannot record the mapping of %zu bytes: %s", len, strerror(-err));
 	if (err && !on_device) {
 		struct ioa__iova_extent ext = { iova, len };
 
-		ioa__err("cannot record the mapping of %zu bytes: %s", len, strerror(-err));
 		if (ioa__iommu_unmap(&ext, 1, &done) != 0 || ioa__iommu_invalidate() != 0) {
 			ioa__err("%zu bytes at IOVA 0x%llx quarantined: the unmap after a failed "
 				 "map failed", len, (unsigned long long)iova);
@@ -323,7 +352,27 @@ static int map_buffer(uint64_t va, uint64_t iova, size_t len, int on_device)
 	return err;
 }
 
-void *ioa__region_alloc(size_t size, size_t align, int node)
+/* Gives a reserved run back after its map failed. Pages first, then the
+ * live count: while this buffer holds a count its whole segment cannot close,
+ * so a concurrent last close (ioa__region_close) cannot unmap and return the
+ * segment under the pages being released; the release order publishes them
+ * to that closer. A count that drops to 0 here leaves the segment open, its
+ * held pages waiting for the next buffer's retirement or ioa_fini(). */
+static void unreserve_pages(struct ioa__segment *s, uint32_t first, uint32_t n)
+{
+	release_pages(s, first, n);
+	if (s->whole)
+		atomic_fetch_sub_explicit(&s->live, 1, memory_order_release);
+}
+
+/* What an allocation whose map failed with @err returns: the map's own error
+ * when it may be a limit that retiring pending frees lifts, else -EIO. */
+static int map_failure(int err)
+{
+	return err == -ENOMEM || err == -EPERM || err == -ENOSPC ? err : -EIO;
+}
+
+int ioa__region_alloc(size_t size, size_t align, int node, void **out)
 {
 	struct ioa__segment *s;
 	uint32_t first;
@@ -331,42 +380,38 @@ void *ioa__region_alloc(size_t size, size_t align, int node)
 	uint64_t va;
 	int err;
 
-	if (size == 0 || size > MAX_BUFFER || align > MAX_BUFFER || (align & (align - 1))) {
-		ioa__err("ioa_dma_alloc: invalid size %zu or alignment %zu (a power of two)",
-			 size, align);
-		errno = EINVAL;
-		return NULL;
+	if (size == 0 || size > MAX_BUFFER) {
+		ioa__err("ioa_dma_alloc: invalid size %zu: accepted are 1 byte to 4 TiB (2^42 bytes)",
+			 size);
+		return -EINVAL;
+	}
+	if (align > MAX_BUFFER || (align & (align - 1))) {
+		ioa__err("ioa_dma_alloc: invalid alignment %zu: accepted are 0 (4 KiB) or a power of "
+			 "two up to 4 TiB (2^42)", align);
+		return -EINVAL;
 	}
 	len = round_up(size, IOA_PAGE);
 	align = align < IOA_PAGE ? IOA_PAGE : align;
-	node = pick_node(node);
-	if (node < 0) {
-		errno = EINVAL;
-		return NULL;
-	}
-	s = reserve_pages(node, len, align, &first);
-	if (!s) {
-		errno = ENOMEM;
-		return NULL;
-	}
+	node = ioa__region_pick_node(node, "ioa_dma_alloc");
+	if (node < 0)
+		return node;
+	if ((err = reserve_pages(node, len, align, &s, &first)) != 0)
+		return err;
 	va = (uint64_t)(uintptr_t)s->mem.addr + ((uint64_t)first << IOA_PAGE_SHIFT);
 	err = map_buffer(va, s->iova + ((uint64_t)first << IOA_PAGE_SHIFT), len, s->whole);
 	if (err == -EIO) { /* the device may still reach it: quarantine */
 		ioa__stat_add(quarantined_bytes, len);
-		errno = EIO;
-		return NULL;
+		return err;
 	}
 	if (err) {
-		if (s->whole)
-			atomic_fetch_sub_explicit(&s->live, 1, memory_order_relaxed);
-		release_pages(s, first, (uint32_t)(len >> IOA_PAGE_SHIFT));
-		errno = -err == ENOMEM ? ENOMEM : EIO;
-		return NULL;
+		unreserve_pages(s, first, (uint32_t)(len >> IOA_PAGE_SHIFT));
+		return map_failure(err);
 	}
 	atomic_store_explicit(&s->run[first], (uint32_t)(len >> IOA_PAGE_SHIFT), memory_order_release);
 	ioa__stat_add(dma_allocs, 1);
 	ioa__stat_add(dma_bytes_live, len);
-	return (void *)(uintptr_t)va;
+	*out = (void *)(uintptr_t)va;
+	return 0;
 }
 
 /*
@@ -630,8 +675,9 @@ static void segment_fini(struct ioa__segment *s)
 
 		if (!n)
 			continue;
-		ioa__warn("ioa_fini: buffer %p of %u KiB was never freed",
-			  (void *)((uint8_t *)s->mem.addr + ((size_t)i << IOA_PAGE_SHIFT)), n * 4);
+		ioa__warn("ioa_fini: buffer %p of %llu KiB was never freed",
+			  (void *)((uint8_t *)s->mem.addr + ((size_t)i << IOA_PAGE_SHIFT)),
+			  (unsigned long long)n * 4);
 		atomic_store_explicit(&s->run[i], 0, memory_order_relaxed);
 		ioa__stat_sub(dma_bytes_live, (uint64_t)n << IOA_PAGE_SHIFT);
 		if (s->whole)

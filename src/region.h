@@ -31,7 +31,16 @@ int ioa__region_init(const struct ioa_config *cfg);
 /* Unmaps leaked buffers (warning about each) and returns every segment. */
 void ioa__region_fini(void);
 
-void *ioa__region_alloc(size_t size, size_t align, int node);
+/* The node a buffer of @node goes to: @node itself when it has memory, the
+ * IOALLOC_NUMA policy's pick for IOA_NODE_ANY; -EINVAL, with a message that
+ * names @fn, the value and the accepted ones, for anything else. */
+int ioa__region_pick_node(int node, const char *fn);
+/* A buffer of @size bytes into *out: 0, or -errno with a message: -EINVAL
+ * (bad argument), -ENOMEM (memory, IOVA space, or the IOMMU map's ENOMEM),
+ * -EPERM or -ENOSPC (the IOMMU map's: a limit), -EIO (another IOMMU error). */
+int ioa__region_alloc(size_t size, size_t align, int node, void **out);
+/* Test hook: the next @count maps into the software tables fail with -@err. */
+void ioa__region_fail_table_maps(int count, int err);
 size_t ioa__region_size(const void *ptr);
 
 /* A buffer on its way out: freed by its owner, not yet retired. Its pages

@@ -32,6 +32,11 @@ extern struct ioa__iopt ioa__sim_table;
 /* Whether the sim backend is open. */
 int ioa__sim_is_open(void);
 
+/* Test hook: maps that would take the bytes mapped at once past @bytes fail
+ * with -ENOMEM, as VFIO's do at RLIMIT_MEMLOCK; 0 lifts the limit. Reset
+ * when the backend opens. */
+void ioa__sim_set_map_limit(uint64_t bytes);
+
 /* ---- caches (sim_cache.c) --------------------------------------------- */
 
 #define IOA_SIM_CACHE_ENTRIES 256

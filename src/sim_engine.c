@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #define SLOTS 256
@@ -179,13 +180,19 @@ IOA_EXPORT int ioa_sim_engine_start(unsigned threads)
 {
 	int err = 0;
 
-	if (!ioa__sim_is_open())
+	if (!ioa__sim_is_open()) {
+		ioa__err("ioa_sim_engine_start: the sim backend is not open");
 		return -ENODEV;
-	if (threads == 0 || threads > MAX_THREADS)
+	}
+	if (threads == 0 || threads > MAX_THREADS) {
+		ioa__err("ioa_sim_engine_start: invalid threads %u: accepted are 1 to %d", threads,
+			 MAX_THREADS);
 		return -EINVAL;
+	}
 	pthread_once(&fork_once, register_fork_handlers);
 	pthread_mutex_lock(&engine.control);
 	if (engine.nthreads) {
+		ioa__err("ioa_sim_engine_start: the engine runs already (ioa_sim_engine_stop first)");
 		err = -EBUSY;
 	} else {
 		atomic_store(&engine.running, 1);
@@ -193,8 +200,11 @@ IOA_EXPORT int ioa_sim_engine_start(unsigned threads)
 			if (!(err = start_thread(&engine.thread[engine.nthreads],
 						 (uint8_t)engine.nthreads)))
 				engine.nthreads++;
-		if (err)
+		if (err) {
+			ioa__err("ioa_sim_engine_start: cannot start engine thread %u: %s",
+				 engine.nthreads, strerror(-err));
 			stop_threads();
+		}
 	}
 	pthread_mutex_unlock(&engine.control);
 	return err;

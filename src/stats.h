@@ -20,7 +20,7 @@
 	X(bytes_unmapped, "bytes unmapped")                             \
 	X(quarantined_bytes, "bytes quarantined (unmap refused)")       \
 	X(fork_kept_bytes, "bytes freed in a fork child, kept")         \
-	X(segments, "segments from the kernel")                         \
+	X(segments, "segments held now")                               \
 	X(segment_bytes_hugetlb_2m, "segment bytes on 2 MiB hugetlb pages") \
 	X(segment_bytes_hugetlb_1g, "segment bytes on 1 GiB hugetlb pages") \
 	X(segment_bytes_4k, "segment bytes on 4 KiB pages (THP advised)") \
