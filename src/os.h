@@ -50,4 +50,12 @@ void ioa__os_free_pages(void *addr, size_t len);
  * the block may move. Returns the new address or NULL (the old block stays). */
 void *ioa__os_grow_pages(void *addr, size_t old_len, size_t new_len);
 
+/*
+ * Looks in directory @path for an entry whose name starts with @prefix and
+ * copies the name to @name (@len bytes). Reads the directory with
+ * getdents64 into a stack buffer, as opendir would allocate. Returns 1 when
+ * found, 0 when no entry matches, -errno when @path cannot be read.
+ */
+int ioa__os_dir_find(const char *path, const char *prefix, char *name, size_t len);
+
 #endif
