@@ -1,5 +1,6 @@
 /* os layer: memory from the kernel and NUMA placement. Invariant: nothing
- * here calls malloc; every byte comes from mmap. */
+ * here calls malloc (libnuma does, in ioa__os_numa_init); every byte comes
+ * from mmap. */
 #ifndef IOA_OS_H
 #define IOA_OS_H
 
