@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Usage: tests/symbols_test.sh LIBIOALLOC_SO HEADER CC
+# Usage: tests/symbols_test.sh LIBIOALLOC_SO HEADER CC [NM]
 # The dynamic symbols the shared library defines are exactly the functions
 # HEADER (include/ioalloc.h) declares, each with a default symbol version
 # IOALLOC_<major>.<minor> (src/ioalloc.map): nothing internal leaks out, and
 # nothing public is missing.
 set -euo pipefail
-lib=$1 header=$(realpath "$2") cc=$3
+lib=$1 header=$(realpath "$2") cc=$3 nm=${4:-nm}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -19,8 +19,8 @@ grep -F "$(basename "$header"):" "$work/aux" | grep ' extern ' |
 
 # What the library defines: "name@@NODE" (the default version) for each
 # function, "NODE" as an absolute symbol for each version node.
-nm -D --defined-only "$lib" | awk '$2 != "A" { print $3 }' | sort >"$work/exported"
-nm -D --defined-only "$lib" | awk '$2 == "A" { print $3 }' | sort >"$work/nodes"
+"$nm" -D --defined-only "$lib" | awk '$2 != "A" { print $3 }' | sort >"$work/exported"
+"$nm" -D --defined-only "$lib" | awk '$2 == "A" { print $3 }' | sort >"$work/nodes"
 
 status=0
 unversioned=$(grep -vE '@@IOALLOC_[0-9]+\.[0-9]+$' "$work/exported" || true)
