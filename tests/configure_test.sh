@@ -4,7 +4,7 @@
 # headers meets it: it succeeds and says what was left out and why;
 # -DIOA_BENCH=ON then fails and names the package; iommufd headers in
 # IOA_UAPI_DIR are found there. No configure writes into the source tree
-# (a copy of the tracked files, compared before and after).
+# (a copy of the files git does not ignore, compared before and after).
 set -euo pipefail
 src=$1
 command -v git >/dev/null && git -C "$src" rev-parse --git-dir >/dev/null 2>&1 ||
@@ -12,7 +12,7 @@ command -v git >/dev/null && git -C "$src" rev-parse --git-dir >/dev/null 2>&1 |
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 mkdir "$scratch/src"
-git -C "$src" ls-files -z | (cd "$src" && xargs -0 tar -cf - --) | tar -xf - -C "$scratch/src"
+git -C "$src" ls-files -z --cached --others --exclude-standard | (cd "$src" && xargs -0 tar -cf - --) | tar -xf - -C "$scratch/src"
 (cd "$scratch/src" && find . | sort) >"$scratch/before"
 
 fail() {
