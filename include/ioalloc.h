@@ -24,6 +24,22 @@
 extern "C" {
 #endif
 
+/*
+ * Version of this header (CMake's project version is read from these lines).
+ * IOA_VERSION is MAJOR * 10000 + MINOR * 100 + PATCH: 0.1.0 is 100.
+ * ioa_version() returns the IOA_VERSION the library was built with, so a
+ * program can check the library it runs with against the header it was built
+ * with: while the major version is 0, a minor release may change the API and
+ * ABI, so they match when ioa_version() / 100 == IOA_VERSION / 100.
+ */
+#define IOA_VERSION_MAJOR 0
+#define IOA_VERSION_MINOR 1
+#define IOA_VERSION_PATCH 0
+#define IOA_VERSION (IOA_VERSION_MAJOR * 10000 + IOA_VERSION_MINOR * 100 + IOA_VERSION_PATCH)
+
+/** The library's IOA_VERSION. Callable at any time, also before ioa_init(). */
+int ioa_version(void);
+
 /** IOVA returned for an address that is not inside live ioalloc memory. */
 #define IOA_BAD_IOVA UINT64_MAX
 

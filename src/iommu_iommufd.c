@@ -25,7 +25,6 @@
 #include "log.h"
 #include "os.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/iommufd.h>
@@ -159,9 +158,8 @@ static void link_base(const char *dir, const char *name, char *out, size_t len)
  * /sys/bus/pci/devices/@dev/vfio-dev/; the messages say what is missing. */
 static int find_cdev(const char *dev)
 {
-	char dir[96], path[128], driver[256];
-	struct dirent *e;
-	DIR *d;
+	char dir[96], path[128], driver[256], name[24];
+	int found;
 
 	snprintf(dir, sizeof(dir), "/sys/bus/pci/devices/%s", dev);
 	if (access(dir, F_OK) != 0) {
@@ -178,21 +176,17 @@ static int find_cdev(const char *dev)
 		return -ENODEV;
 	}
 	snprintf(path, sizeof(path), "%s/vfio-dev", dir);
-	if (!(d = opendir(path))) {
+	if ((found = ioa__os_dir_find(path, "vfio", name, sizeof(name))) < 0) {
 		ioa__err("iommufd: PCI device %s is bound to vfio-pci but has no VFIO cdev (no %s): "
 			 "the kernel lacks CONFIG_VFIO_DEVICE_CDEV (no Debian 12 kernel has it; "
 			 "scripts/vm/build-iommufd-kernel.sh builds one for the test VM)", dev, path);
 		return -ENODEV;
 	}
-	ifd.cdev[0] = '\0';
-	while ((e = readdir(d)))
-		if (strncmp(e->d_name, "vfio", 4) == 0)
-			snprintf(ifd.cdev, sizeof(ifd.cdev), "/dev/vfio/devices/%.24s", e->d_name);
-	closedir(d);
-	if (!ifd.cdev[0]) {
+	if (!found) {
 		ioa__err("iommufd: %s holds no vfioN entry: the device's VFIO cdev is missing", path);
 		return -ENODEV;
 	}
+	snprintf(ifd.cdev, sizeof(ifd.cdev), "/dev/vfio/devices/%s", name);
 	return 0;
 }
 

@@ -15,8 +15,8 @@ static int missing_open(const struct ioa_config *cfg, struct ioa__iommu_info *in
 	ioa__err("iommufd: IOALLOC_BACKEND=iommufd is not built in this ioalloc: linux/iommufd.h "
 		 "(Linux 6.2+ uapi headers, with the VFIO cdev ioctls of linux/vfio.h) was missing "
 		 "when it was built; scripts/fetch-iommufd-header.sh fetches it from Debian's "
-		 "linux-headers-6.12 package (see docs/configuration.md), or use "
-		 "IOALLOC_BACKEND=vfio");
+		 "linux-headers-6.12 package, then configure and build ioalloc again (see "
+		 "docs/configuration.md), or use IOALLOC_BACKEND=vfio");
 	return -ENOSYS;
 }
 

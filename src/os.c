@@ -2,7 +2,9 @@
 #include "log.h"
 #include "stats.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <numa.h>
 #include <numaif.h>
 #include <sched.h>
@@ -10,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <linux/mman.h>
 
 #define IOA_MAX_CPUS 4096
@@ -243,4 +246,33 @@ void *ioa__os_grow_pages(void *addr, size_t old_len, size_t new_len)
 	void *p = mremap(addr, old_len, new_len, MREMAP_MAYMOVE);
 
 	return p == MAP_FAILED ? NULL : p;
+}
+
+int ioa__os_dir_find(const char *path, const char *prefix, char *name, size_t len)
+{
+	_Alignas(struct dirent64) char buf[4096];
+	size_t plen = strlen(prefix);
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ssize_t n;
+	int found = 0;
+
+	if (fd < 0)
+		return -errno;
+	while (!found && (n = getdents64(fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t off = 0; off < n;) {
+			const struct dirent64 *e = (const struct dirent64 *)(buf + off);
+			size_t elen = strlen(e->d_name);
+
+			off += e->d_reclen;
+			if (strncmp(e->d_name, prefix, plen) == 0 && elen < len) {
+				memcpy(name, e->d_name, elen + 1);
+				found = 1;
+				break;
+			}
+		}
+	}
+	if (!found && n < 0)
+		found = -errno;
+	close(fd);
+	return found;
 }

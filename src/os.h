@@ -1,5 +1,6 @@
 /* os layer: memory from the kernel and NUMA placement. Invariant: nothing
- * here calls malloc; every byte comes from mmap. */
+ * here calls malloc (libnuma does, in ioa__os_numa_init); every byte comes
+ * from mmap. */
 #ifndef IOA_OS_H
 #define IOA_OS_H
 
@@ -51,5 +52,13 @@ void ioa__os_free_pages(void *addr, size_t len);
 /* Grows pages from ioa__os_alloc_pages to @new_len, keeping their contents;
  * the block may move. Returns the new address or NULL (the old block stays). */
 void *ioa__os_grow_pages(void *addr, size_t old_len, size_t new_len);
+
+/*
+ * Looks in directory @path for an entry whose name starts with @prefix and
+ * copies the name to @name (@len bytes). Reads the directory with
+ * getdents64 into a stack buffer, as opendir would allocate. Returns 1 when
+ * found, 0 when no entry matches, -errno when @path cannot be read.
+ */
+int ioa__os_dir_find(const char *path, const char *prefix, char *name, size_t len);
 
 #endif
