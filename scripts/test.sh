@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: install what is missing, then build and run ctest three times:
 # a warnings-as-errors build (with the valgrind runs), an AddressSanitizer +
-# UBSan build and a ThreadSanitizer build.
+# UBSan build and a ThreadSanitizer build; then the aarch64 suite, a cross
+# build whose tests run under qemu-user (scripts/test-aarch64.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -19,4 +20,5 @@ run_suite() {
 run_suite build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo
 run_suite build-asan -DIOA_ASAN=ON -DIOA_BENCH=OFF
 run_suite build-tsan -DIOA_TSAN=ON -DIOA_BENCH=OFF
+scripts/test-aarch64.sh build-aarch64
 echo "test.sh: all suites passed"
