@@ -143,17 +143,25 @@ static void test_freed_out_of_reach(void)
 
 /*
  * ioa_quiesce() retires everything freed before it, however much that is:
- * twenty threads free 250 buffers each and exit, each queue too short to
- * wake the reclaimer, which naps for half a second; so more items wait than
- * one pass takes (4096). After one call every item is retired, counted, and
- * out of the device's reach.
+ * twenty threads free 250 buffers each, each queue too short to wake the
+ * reclaimer, which naps for half a second; so more items wait than one pass
+ * takes (4096). (Each thread first frees one buffer, and those are retired,
+ * so that the threads' queues exist before the timed part starts: the frees
+ * that count take milliseconds.) After one call every item is retired,
+ * counted, and out of the device's reach.
  */
 enum { DRAIN_THREADS = 20, DRAIN_PER_THREAD = 250 };
+
+static pthread_barrier_t drain_ready, drain_go;
 
 static void *free_many_thread(void *arg)
 {
 	uint8_t **p = arg;
 
+	if (ioa_dma_free(p[DRAIN_PER_THREAD]) != 0) /* its queue, made now */
+		CHECK(!"ioa_dma_free failed");
+	pthread_barrier_wait(&drain_ready);
+	pthread_barrier_wait(&drain_go);
 	for (int i = 0; i < DRAIN_PER_THREAD; i++)
 		if (ioa_dma_free(p[i]) != 0)
 			CHECK(!"ioa_dma_free failed");
@@ -162,32 +170,39 @@ static void *free_many_thread(void *arg)
 
 static void test_quiesce_drains_all(void)
 {
-	static uint8_t *p[DRAIN_THREADS * DRAIN_PER_THREAD];
-	static uint64_t iova[DRAIN_THREADS * DRAIN_PER_THREAD];
+	enum { PER = DRAIN_PER_THREAD + 1, ALL = DRAIN_THREADS * PER };
+	static uint8_t *p[ALL];
+	static uint64_t iova[ALL];
 	pthread_t th[DRAIN_THREADS];
 	struct ioa_stats a, b;
 
-	CHECK_EQ(ioa_quiesce(), 0);
-	ioa_stats_get(&a);
-	for (int i = 0; i < DRAIN_THREADS * DRAIN_PER_THREAD; i++) {
+	for (int i = 0; i < ALL; i++) {
 		if (!CHECK((p[i] = ioa_dma_alloc(KB4, 0, 0)) != NULL))
 			return;
 		iova[i] = ioa_virt2iova(p[i]);
 	}
+	pthread_barrier_init(&drain_ready, NULL, DRAIN_THREADS + 1);
+	pthread_barrier_init(&drain_go, NULL, DRAIN_THREADS + 1);
 	for (int t = 0; t < DRAIN_THREADS; t++)
-		pthread_create(&th[t], NULL, free_many_thread, p + t * DRAIN_PER_THREAD);
+		pthread_create(&th[t], NULL, free_many_thread, p + t * PER);
+	pthread_barrier_wait(&drain_ready);
+	CHECK_EQ(ioa_quiesce(), 0); /* the warm-up frees: the reclaimer is idle now */
+	ioa_stats_get(&a);
+	pthread_barrier_wait(&drain_go);
 	for (int t = 0; t < DRAIN_THREADS; t++)
 		pthread_join(th[t], NULL);
 	CHECK_EQ(ioa_quiesce(), 0);
 	ioa_stats_get(&b);
 	CHECK_EQ(b.defer_enqueued - a.defer_enqueued, DRAIN_THREADS * DRAIN_PER_THREAD);
 	CHECK_EQ(b.defer_retired - a.defer_retired, DRAIN_THREADS * DRAIN_PER_THREAD);
-	CHECK_EQ(b.dma_bytes_live, a.dma_bytes_live);
-	for (int i = 0; i < DRAIN_THREADS * DRAIN_PER_THREAD; i++)
+	CHECK_EQ(a.dma_bytes_live - b.dma_bytes_live, DRAIN_THREADS * DRAIN_PER_THREAD * KB4);
+	for (int i = 0; i < ALL; i++)
 		if (!CHECK_EQ(ioa_virt2iova(p[i]), IOA_BAD_IOVA))
 			break;
-	for (int i = 0; i < DRAIN_THREADS * DRAIN_PER_THREAD; i += 211)
+	for (int i = 0; i < ALL; i += 211)
 		expect_fault(iova[i], 8, IOA_DMA_TO_DEVICE);
+	pthread_barrier_destroy(&drain_ready);
+	pthread_barrier_destroy(&drain_go);
 }
 
 /* Whether [a, a + alen) and [b, b + blen) overlap. */
