@@ -145,8 +145,9 @@ static struct ioa_iopt *table_with_walk(struct walker *w, void **data)
 	if (!CHECK(t != NULL) || !CHECK(*data != NULL))
 		return NULL;
 	w->root_iova = ioa_iopt_root_iova(t);
-	CHECK_EQ(ioa_iopt_map(t, DVA, ioa_virt2iova(*data), KB4, IOA_IOPT_READ | IOA_IOPT_WRITE),
-		 0);
+	if (!CHECK_EQ(ioa_iopt_map(t, DVA, ioa_virt2iova(*data), KB4,
+				   IOA_IOPT_READ | IOA_IOPT_WRITE), 0))
+		return NULL; /* not walked nor destroyed: what it holds is unknown */
 	CHECK_EQ(walk(w, DVA), ioa_virt2iova(*data) + (DVA & (KB4 - 1)));
 	for (int l = 0; l < LEVELS - 1; l++)
 		CHECK(w->psc[l].valid);
