@@ -520,6 +520,7 @@ static inline void fork_child_exits(uint8_t **live, uint8_t **queued)
 	struct ioa_stats before, after;
 	size_t pending = unretired(queued, FORK_QUEUED);
 
+	alarm(30); /* a child that hangs dies, and its parent fails the check */
 	ioa_stats_get(&before);
 	CHECK_EQ(pending, FORK_QUEUED); /* still queued at the fork (the 1 s delay) */
 	free_bufs(live, 3);
@@ -548,6 +549,7 @@ static inline void fork_child_finis(uint8_t **live, uint8_t **queued, int go)
 	char c;
 	void *p;
 
+	alarm(30);
 	ioa_stats_get(&before);
 	CHECK_EQ(pending, FORK_REUSED);
 	CHECK_EQ(read(go, &c, 1), 1);
