@@ -18,7 +18,12 @@
  *   90% and from then on maps new segments whole: a thousand more buffers
  *   fit in the 20 mappings left;
  * - buffers for the device's node are on that node, and that node's
- *   reclaimer thread runs on its CPUs.
+ *   reclaimer thread runs on its CPUs;
+ * - a child of fork() changes nothing of the parent's container: it frees
+ *   the parent's buffers without unmapping them, is refused allocations,
+ *   and neither its exit nor its ioa_fini unmaps anything; the parent's
+ *   buffers still take DMA and its own unmaps still remove exactly its
+ *   buffers (vm_check.h, check_fork_leaves_parent_iommu).
  */
 #include "vm_check.h"
 
@@ -359,6 +364,28 @@ out:
 	down(&e);
 }
 
+/* ---- fork ---------------------------------------------------------------- */
+
+/* With a 1 s defer delay: frees made just before a fork are queued at it. */
+static void test_fork(void)
+{
+	struct timespec t0, t1;
+	struct ioa_config cfg;
+	struct edu e;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	config_for(&cfg, device_addr);
+	cfg.defer_delay_us = 1000000;
+	if (!CHECK_EQ(ioa_init(&cfg), 0))
+		return;
+	if (CHECK_EQ(edu_open(&e, ioa_vfio_group_fd(), device_addr), 0))
+		check_fork_leaves_parent_iommu(&e, &vfio);
+	down(&e);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	check_note("fork: %lld ms", (long long)(t1.tv_sec - t0.tv_sec) * 1000 +
+		   (t1.tv_nsec - t0.tv_nsec) / 1000000);
+}
+
 int main(int argc, char **argv)
 {
 	if (!(device_addr = device_arg(argc, argv, "test_vfio")))
@@ -377,6 +404,7 @@ int main(int argc, char **argv)
 	run_check(&vfio, check_kernel_refusals);
 	test_mapping_limit();
 	test_node_placement();
+	test_fork();
 	if (vfio.kmsg >= 0)
 		close(vfio.kmsg);
 	return check_done();

@@ -377,4 +377,331 @@ out:
 	dma_free(out);
 }
 
+/* ---- fork ------------------------------------------------------------------ */
+
+/*
+ * A child of fork() shares the parent's container or IOAS (iommu.h: the
+ * child's backend is read-only). The check below runs two children against
+ * the parent's buffers and proves, from the parent, with edu, that neither
+ * changed the parent's IOMMU. Run it with the library up with a defer delay
+ * of 1 s (IOALLOC_DEFER_DELAY_US=1000000), so that buffers freed just before
+ * a fork are still queued at it; it checks that they are.
+ */
+enum {
+	FORK_LIVE = 8,    /* the parent's buffers, live across both forks */
+	FORK_QUEUED = 16, /* freed by the parent just before the first fork */
+	FORK_REUSED = 8,  /* freed just before the second, then reused by the parent */
+	FORK_NEW = 2,     /* allocated by the parent after each child's exit */
+};
+
+/* @len bytes at @va, IOVA @iova, that the device reads or writes. */
+struct dma_window {
+	uint8_t *va;
+	uint64_t iova;
+};
+
+/* A pattern no window held before: a blocked transfer leaves a difference. */
+static inline void fill_fresh(uint8_t *p)
+{
+	static unsigned seed = 100;
+
+	fill(p, LEN, seed++);
+}
+
+/*
+ * Whether each 4 KiB buffer of @bufs takes DMA in both directions, byte for
+ * byte. A window of LEN bytes covers two neighbours (adjacent in memory and
+ * in IOVA) across their boundary, or one buffer alone. The device reads
+ * window k and writes what it read into window k + 1 (the last into the
+ * first), each holding a pattern of its own just before: a read or a write
+ * the IOMMU blocks shows as a difference. Two transfers per window, about
+ * 100 ms each. Returns how many windows failed; names each.
+ */
+static inline int takes_dma(struct edu *e, uint8_t *const *bufs, size_t n)
+{
+	struct dma_window w[64];
+	uint8_t want[LEN];
+	size_t nw = 0;
+	int bad = 0;
+
+	for (size_t i = 0; i < n && nw < 64; i++) {
+		uint64_t iova = ioa_virt2iova(bufs[i]);
+
+		if (!CHECK(bufs[i] && iova != IOA_BAD_IOVA))
+			return (int)n;
+		if (i + 1 < n && bufs[i + 1] == bufs[i] + KB4 &&
+		    ioa_virt2iova(bufs[i + 1]) == iova + KB4) {
+			w[nw++] = (struct dma_window){ bufs[i] + KB4 - LEN / 2, iova + KB4 - LEN / 2 };
+			i++;
+		} else {
+			w[nw++] = (struct dma_window){ bufs[i] + 1000, iova + 1000 };
+		}
+	}
+	for (size_t k = 0; k < nw; k++) {
+		struct dma_window *to = &w[(k + 1) % nw];
+
+		fill_fresh(w[k].va);
+		memcpy(want, w[k].va, LEN);
+		CHECK_EQ(edu_read_ram(e, w[k].iova, 0, LEN), 0);
+		fill_fresh(to->va);
+		CHECK_EQ(edu_write_ram(e, 0, to->iova, LEN), 0);
+		if (!CHECK(memcmp(to->va, want, LEN) == 0)) {
+			printf("  no DMA from IOVA 0x%llx (%p) to IOVA 0x%llx (%p)\n",
+			       (unsigned long long)w[k].iova, (void *)w[k].va,
+			       (unsigned long long)to->iova, (void *)to->va);
+			bad++;
+		}
+	}
+	return bad;
+}
+
+/* @n buffers of 4 KiB; 0, or -1 (after a failed check) if one is missing. */
+static inline int alloc_bufs(uint8_t **p, size_t n)
+{
+	int ok = 1;
+
+	for (size_t i = 0; i < n; i++)
+		ok &= (p[i] = ioa_dma_alloc(KB4, 0, IOA_NODE_ANY)) != NULL;
+	return CHECK(ok) ? 0 : -1;
+}
+
+static inline void free_bufs(uint8_t **p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		CHECK_EQ(ioa_dma_free(p[i]), 0);
+}
+
+/* How many of @p are still in the lookup tables (queued, not retired). */
+static inline size_t unretired(uint8_t *const *p, size_t n)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < n; i++)
+		k += ioa_virt2iova(p[i]) != IOA_BAD_IOVA;
+	return k;
+}
+
+/* In a child: ioa_dma_alloc fails with EPERM and says why. */
+static inline void child_alloc_refused(void)
+{
+	struct check_capture cap;
+	const char *text;
+	void *p;
+	int err;
+
+	capture_begin(&cap);
+	errno = 0;
+	p = ioa_dma_alloc(KB4, 0, IOA_NODE_ANY);
+	err = errno;
+	text = capture_end(&cap);
+	CHECK(p == NULL);
+	CHECK_EQ(err, EPERM);
+	CHECK_CONTAINS(text, "child of fork()");
+	if (p)
+		ioa_dma_free(p);
+}
+
+/* What a child checks ends its life: exit() (atexit handlers run), with 1
+ * if a check made in the child failed. */
+static inline void child_exit(long failed_before, const char *round)
+{
+	long failed = atomic_load(&check_failures) - failed_before;
+
+	printf("fork child (%s): %s\n", round, failed ? "FAILED" : "done");
+	exit(failed ? 1 : 0);
+}
+
+/* Round 1. The child frees three of the parent's live buffers, sees
+ * ioa_dma_alloc refused, quiesces, frees a fourth and exits through exit(),
+ * whose atexit handler retires it. */
+static inline void fork_child_exits(uint8_t **live, uint8_t **queued)
+{
+	long failed = atomic_load(&check_failures);
+	struct ioa_stats before, after;
+	size_t pending = unretired(queued, FORK_QUEUED);
+
+	alarm(30); /* a child that hangs dies, and its parent fails the check */
+	ioa_stats_get(&before);
+	CHECK_EQ(pending, FORK_QUEUED); /* still queued at the fork (the 1 s delay) */
+	free_bufs(live, 3);
+	child_alloc_refused();
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa_stats_get(&after);
+	/* Kept, not unmapped: its own frees and the queue it inherited. */
+	CHECK_EQ(after.fork_kept_bytes - before.fork_kept_bytes, (3 + pending) * KB4);
+	CHECK_EQ(after.iommu_unmap_calls, before.iommu_unmap_calls);
+	CHECK_EQ(after.iommu_maps, before.iommu_maps);
+	CHECK_EQ(after.quarantined_bytes, before.quarantined_bytes);
+	CHECK_EQ(unretired(live, 3) + unretired(queued, FORK_QUEUED), 0);
+	CHECK_EQ(ioa_dma_free(live[3]), 0); /* left to the atexit handler */
+	child_exit(failed, "exit");
+}
+
+/* Round 2. The child waits for the parent's byte on @go, frees two more of
+ * its live buffers and calls ioa_fini; then ioa_init gives it a backend of
+ * its own (sim) that works; it exits through exit(). */
+static inline void fork_child_finis(uint8_t **live, uint8_t **queued, int go)
+{
+	long failed = atomic_load(&check_failures);
+	struct ioa_stats before, after;
+	size_t pending = unretired(queued, FORK_REUSED);
+	struct ioa_config cfg;
+	char c;
+	void *p;
+
+	alarm(30);
+	ioa_stats_get(&before);
+	CHECK_EQ(pending, FORK_REUSED);
+	CHECK_EQ(read(go, &c, 1), 1);
+	free_bufs(live + 4, 2);
+	ioa_fini();
+	ioa_stats_get(&after); /* the last run's, until the next ioa_init */
+	CHECK_EQ(after.fork_kept_bytes - before.fork_kept_bytes, (2 + pending) * KB4);
+	CHECK_EQ(after.iommu_unmap_calls, before.iommu_unmap_calls); /* not even the leaks */
+	CHECK_EQ(ioa_vfio_container_fd(), -ENODEV);
+
+	ioa_config_init(&cfg);
+	cfg.backend = IOA_BACKEND_SIM;
+	if (CHECK_EQ(ioa_init(&cfg), 0)) {
+		p = ioa_dma_alloc(KB4, 0, IOA_NODE_ANY);
+		if (CHECK(p != NULL && ioa_virt2iova(p) != IOA_BAD_IOVA))
+			CHECK_EQ(ioa_dma_free(p), 0);
+		CHECK_EQ(ioa_quiesce(), 0);
+	}
+	child_exit(failed, "ioa_fini");
+}
+
+/* Waits for @pid: it must have exited with 0. */
+static inline void reap(pid_t pid)
+{
+	int status = 0;
+
+	CHECK_EQ(waitpid(pid, &status, 0), pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* The parent frees @p (its own frees of what a child freed too) and
+ * quiesces: every unmap removes exactly its buffer (nothing quarantined),
+ * and the device is blocked at @p[0] (DMAR fault, memory unchanged). */
+static inline void parent_frees_blocked(struct edu *e, const struct vm_test *t, uint8_t **p,
+					size_t n)
+{
+	struct ioa_stats before, after;
+	uint64_t iova = ioa_virt2iova(p[0]);
+	char line[1024] = "";
+
+	memset(p[0], 0x6b, KB4);
+	ioa_stats_get(&before);
+	free_bufs(p, n);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa_stats_get(&after);
+	CHECK_EQ(after.bytes_unmapped - before.bytes_unmapped, n * KB4);
+	CHECK_EQ(after.quarantined_bytes, 0);
+	CHECK(write_fault_logged(e, t->kmsg, iova, line, sizeof(line)));
+	if (t->write_fault)
+		CHECK_CONTAINS(line, t->write_fault);
+	CHECK(all_bytes(p[0], KB4, 0x6b));
+}
+
+/*
+ * Two children of fork() change nothing of the parent's IOMMU. The parent
+ * holds FORK_LIVE buffers and has FORK_QUEUED frees queued at the first
+ * fork. The first child frees four of the live ones (one in its atexit
+ * handler), is refused an allocation and quiesces; the second, forked with
+ * FORK_REUSED frees queued that the parent then retires and reuses while it
+ * waits, frees two more live ones and calls ioa_fini. After each exit: every
+ * live buffer of the parent takes DMA, including those the child freed and
+ * those whose IOVAs the child's queue held; the parent's own unmaps remove
+ * exactly what they should (ioa_quiesce 0, nothing quarantined, the bytes
+ * unmapped counted) and then block the device (DMAR fault); and buffers it
+ * allocates afterwards take DMA. Adds about 3 s (26 transfers).
+ */
+static inline void check_fork_leaves_parent_iommu(struct edu *e, const struct vm_test *t)
+{
+	uint8_t *live[FORK_LIVE], *queued[FORK_QUEUED], *reused[FORK_REUSED], *fresh[FORK_REUSED];
+	uint8_t *new1[FORK_NEW], *new2[FORK_NEW];
+	uint64_t iovas[FORK_REUSED];
+	struct ioa_stats before, after;
+	int go[2];
+	pid_t pid;
+
+	if (alloc_bufs(live, FORK_LIVE) || alloc_bufs(queued, FORK_QUEUED))
+		return;
+
+	/* Round 1: the child exits through exit(). */
+	free_bufs(queued, FORK_QUEUED);
+	ioa_stats_get(&before);
+	fflush(NULL);
+	if ((pid = fork()) == 0)
+		fork_child_exits(live, queued);
+	if (!CHECK(pid > 0))
+		return;
+	reap(pid);
+	CHECK_EQ(takes_dma(e, live, FORK_LIVE), 0);
+	/* The parent's own unmaps of the queued frees (its reclaimer may have
+	 * made them already: the delay is 0.5 to 1 s). */
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa_stats_get(&after);
+	CHECK_EQ(after.bytes_unmapped - before.bytes_unmapped, FORK_QUEUED * KB4);
+	CHECK_EQ(after.quarantined_bytes, 0);
+	CHECK_EQ(after.fork_kept_bytes, 0);
+	if (alloc_bufs(new1, FORK_NEW))
+		return;
+	CHECK_EQ(takes_dma(e, new1, FORK_NEW), 0);
+	parent_frees_blocked(e, t, live, 4);
+
+	/* Round 2: the parent retires and reuses what the child's queue holds,
+	 * then the child calls ioa_fini. */
+	if (alloc_bufs(reused, FORK_REUSED) || !CHECK_EQ(pipe(go), 0))
+		return;
+	for (size_t i = 0; i < FORK_REUSED; i++)
+		iovas[i] = ioa_virt2iova(reused[i]);
+	free_bufs(reused, FORK_REUSED);
+	fflush(NULL);
+	if ((pid = fork()) == 0) {
+		close(go[1]);
+		fork_child_finis(live, reused, go[0]);
+	}
+	close(go[0]);
+	if (!CHECK(pid > 0)) {
+		close(go[1]);
+		return;
+	}
+	CHECK_EQ(ioa_quiesce(), 0);
+	if (alloc_bufs(fresh, FORK_REUSED)) {
+		close(go[1]);
+		reap(pid);
+		return;
+	}
+	/* The premise: the parent maps the IOVAs the child's queue holds again. */
+	for (size_t i = 0; i < FORK_REUSED; i++) {
+		int found = 0;
+
+		for (size_t j = 0; j < FORK_REUSED; j++)
+			found |= ioa_virt2iova(fresh[i]) == iovas[j];
+		if (!CHECK(found))
+			printf("  buffer %zu allocated after the retirement has a new IOVA (0x%llx): "
+			       "first fit no longer reuses?\n", i,
+			       (unsigned long long)ioa_virt2iova(fresh[i]));
+	}
+	CHECK_EQ(write(go[1], "g", 1), 1);
+	close(go[1]);
+	reap(pid);
+	CHECK_EQ(takes_dma(e, live + 4, FORK_LIVE - 4), 0);
+	CHECK_EQ(takes_dma(e, new1, FORK_NEW), 0);
+	CHECK_EQ(takes_dma(e, fresh, FORK_REUSED), 0);
+	parent_frees_blocked(e, t, live + 4, 2);
+	if (alloc_bufs(new2, FORK_NEW))
+		return;
+	CHECK_EQ(takes_dma(e, new2, FORK_NEW), 0);
+	free_bufs(live + 6, FORK_LIVE - 6);
+	free_bufs(new1, FORK_NEW);
+	free_bufs(new2, FORK_NEW);
+	free_bufs(fresh, FORK_REUSED);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa_stats_get(&after);
+	CHECK_EQ(after.quarantined_bytes, 0);
+	CHECK_EQ(after.fork_kept_bytes, 0);
+}
+
 #endif
