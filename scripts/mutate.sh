@@ -104,7 +104,7 @@ sync_tree() {
 		[ -f "$root/$f" ] || continue # deleted in the checkout, not yet committed
 		if ! cmp -s "$root/$f" "$src/$f"; then
 			mkdir -p "$(dirname "$src/$f")"
-			cp -p "$root/$f" "$src/$f"
+			cp "$root/$f" "$src/$f" # a new time stamp: make rebuilds what uses it
 		fi
 	done
 	# uapi headers fetched earlier: configuring the copy need not fetch them again
