@@ -157,6 +157,10 @@ static void dma_barrier(void)
 {
 #if defined(__x86_64__)
 	__asm__ __volatile__("mfence" ::: "memory");
+#elif defined(__aarch64__)
+	/* A full-system dsb, as arm64's mb(): a dmb ish (__sync_synchronize)
+	 * orders only between CPUs, not against the Device-memory registers. */
+	__asm__ __volatile__("dsb sy" ::: "memory");
 #else
 	__sync_synchronize();
 #endif

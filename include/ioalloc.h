@@ -13,6 +13,28 @@
  * IOA_BAD_IOVA, NULL or 0; the backends' fd queries, which answer -ENODEV;
  * the calls after a failed lazy initialisation (see ioa_init); a simulated
  * DMA's fault, which is recorded; ioa_sim_engine_post of what it ignores.
+ *
+ * Life in a process:
+ * - Threads: every call may come from any thread, also from a thread-exit
+ *   destructor (a pthread key's, a C++ thread_local's) that runs after
+ *   ioalloc's own: a free there goes to a shared per-node queue, a lookup to
+ *   a shared counter that grace periods wait for.
+ * - Signal handlers: ioa_virt2iova() and ioa_iova2virt() are async-signal-
+ *   safe, also when the handler interrupts a lookup. Nothing else is (like
+ *   malloc and free: a free in a handler that interrupts a free of the same
+ *   thread corrupts that thread's queue).
+ * - fork(): every internal lock is taken around the fork, so a child is
+ *   consistent whatever the parent's other threads were doing. With the sim
+ *   or none backend the child has its own copy and works on (its first free
+ *   starts its reclaimers). With vfio or iommufd the container or IOAS
+ *   belongs to the parent, and the child never changes it: ioa_dma_alloc()
+ *   fails with EPERM, a free is accepted but its buffer is only taken out of
+ *   the lookups, never unmapped nor reused (fork_kept_bytes), and
+ *   ioa_quiesce(), the exit handler and ioa_fini() make no IOMMU call (ioa_fini
+ *   only closes the child's descriptors). A child that wants DMA calls
+ *   ioa_fini() and then ioa_init() with a device of its own.
+ * - ioa_fini() must not run concurrently with any other call (it frees what
+ *   they use); calls after it answer as before ioa_init().
  */
 #ifndef IOALLOC_H
 #define IOALLOC_H
@@ -163,7 +185,8 @@ void *ioa_dma_alloc(size_t size, size_t align, int node);
  * low: the device may reach it until the last buffer of its segment is
  * retired; its memory is not reused before). No lock, no system call (but a
  * wake of a sleeping reclaimer). With IOALLOC_DEFER=sync the buffer is
- * retired before this returns. Returns -EINVAL, with a message, for a pointer
+ * retired before this returns. Not async-signal-safe (see "Life in a
+ * process" above). Returns -EINVAL, with a message, for a pointer
  * that is not the start of a live buffer (foreign pointer, interior pointer
  * or double free), or before ioa_init(); nothing is freed then. With
  * IOALLOC_DEFER=sync, returns -EIO when the IOMMU refused the unmap: the
@@ -175,7 +198,8 @@ int ioa_dma_free(void *ptr);
 /**
  * IOVA of any byte inside ioalloc memory the device can reach (live buffers,
  * and freed ones not yet retired), or IOA_BAD_IOVA for any other address.
- * Lock-free, no system call: safe from any thread at any time.
+ * Lock-free, no system call: safe from any thread at any time, in a signal
+ * handler (also one that interrupts a lookup) and in a thread-exit destructor.
  */
 uint64_t ioa_virt2iova(const void *ptr);
 

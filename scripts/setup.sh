@@ -11,6 +11,7 @@ packages=(
 	libjemalloc-dev libmimalloc-dev libgoogle-perftools-dev libdpdk-dev
 	valgrind
 	qemu-system-x86 busybox-static cpio xz-utils kmod # the VM test (scripts/vm/)
+	gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static # scripts/test-aarch64.sh
 )
 
 missing=()
@@ -32,4 +33,30 @@ fi
 if ! printf '#include <linux/iommufd.h>\n#include <linux/vfio.h>\nint x[] = { %s, %s };\n' \
 	IOMMU_IOAS_MAP_FIXED_IOVA VFIO_DEVICE_BIND_IOMMUFD | cc -fsyntax-only -x c - 2>/dev/null; then
 	"$(dirname "$0")/fetch-iommufd-header.sh" >/dev/null
+fi
+
+# libnuma for arm64 (scripts/test-aarch64.sh, cmake/aarch64-linux-gnu.cmake):
+# Debian's libnuma1 and libnuma-dev arm64 packages, unpacked into a sysroot
+# outside the source tree. apt runs as the user, with package lists, cache and
+# status of its own in a scratch directory, so the system's apt state and
+# architectures stay as they were (multiarch libnuma-dev:arm64 would pull
+# libc6-dev:arm64 and upgrade the host's packages to its versions).
+sysroot=${IOA_AARCH64_SYSROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/ioalloc/aarch64-sysroot}
+if [ ! -f "$sysroot/usr/lib/aarch64-linux-gnu/pkgconfig/numa.pc" ]; then
+	echo "setup: unpacking Debian's arm64 libnuma into $sysroot"
+	mkdir -p "$(dirname "$sysroot")"
+	tmp=$(mktemp -d "$(dirname "$sysroot")/apt.XXXXXX")
+	trap 'rm -rf "$tmp"' EXIT
+	mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/debs" "$tmp/root"
+	: >"$tmp/status"
+	apt_arm64=(apt-get -qq -o APT::Architecture=arm64 -o APT::Architectures=arm64
+		-o Dir::State::Lists="$tmp/lists" -o Dir::State::status="$tmp/status"
+		-o Dir::Cache="$tmp/cache" -o APT::Sandbox::User="$(id -un)")
+	"${apt_arm64[@]}" update
+	(cd "$tmp/debs" && "${apt_arm64[@]}" download libnuma1 libnuma-dev)
+	for deb in "$tmp"/debs/*.deb; do
+		dpkg-deb -x "$deb" "$tmp/root"
+	done
+	rm -rf "$sysroot"
+	mv "$tmp/root" "$sysroot"
 fi

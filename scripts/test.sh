@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Every test: install what is missing, then build and run ctest three times:
 # a warnings-as-errors build (with the valgrind runs), an AddressSanitizer +
-# UBSan build and a ThreadSanitizer build.
+# UBSan build and a ThreadSanitizer build; then the aarch64 suite, a cross
+# build whose tests run under qemu-user (scripts/test-aarch64.sh), and the
+# mutation script, which shows that the tests fail when a guard of an
+# invariant is removed (docs/testing.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -19,4 +22,7 @@ run_suite() {
 run_suite build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo
 run_suite build-asan -DIOA_ASAN=ON -DIOA_BENCH=OFF
 run_suite build-tsan -DIOA_TSAN=ON -DIOA_BENCH=OFF
-echo "test.sh: all suites passed"
+scripts/test-aarch64.sh build-aarch64
+echo "== mutations (scripts/mutate.sh, in build-mutate)"
+scripts/mutate.sh
+echo "test.sh: all suites passed, every mutation caught"

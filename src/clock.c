@@ -2,7 +2,7 @@
 
 #include <pthread.h>
 
-/* Ticks per nanosecond, as a 32.32 fixed-point number (1.0 without a TSC). */
+/* Ticks per nanosecond, as a 32.32 fixed-point number (1.0 without a counter). */
 static uint64_t ticks_per_ns_fp = 1ull << 32;
 static pthread_once_t calibrated = PTHREAD_ONCE_INIT;
 
@@ -16,7 +16,7 @@ uint64_t ioa__now_ns(void)
 
 static void calibrate(void)
 {
-#if defined(__x86_64__)
+#if defined(IOA_CLOCK_COUNTER)
 	uint64_t ns0 = ioa__now_ns(), t0 = ioa__ticks(), ns1, t1;
 
 	do {

@@ -18,6 +18,9 @@ _Atomic uint64_t ioa__grace_epoch = 1;
 static struct ioa__reader *_Atomic readers;
 /* Late sections open now: of threads whose exit destructor ran. */
 static _Atomic long late_readers;
+/* Read-modify-written by late readers and by grace periods: all such RMWs
+ * are totally ordered, and each acquires what the previous one released. */
+static _Atomic unsigned long handoff;
 static pthread_once_t grace_once = PTHREAD_ONCE_INIT;
 static pthread_key_t reader_key;
 
@@ -93,9 +96,10 @@ struct ioa__reader *ioa__reader_register(void)
 void ioa__late_enter(void)
 {
 	atomic_fetch_add_explicit(&late_readers, 1, memory_order_relaxed);
-	/* seq_cst fence: pairs with the one in ioa__grace_wait (store-buffering:
-	 * either the waiter sees this count, or the walk sees the unlinking) */
-	atomic_thread_fence(memory_order_seq_cst);
+	/* acq_rel RMW on handoff, as ioa__grace_wait does after unlinking: if
+	 * ours comes later we acquire the unlinking, if earlier the waiter
+	 * acquires our count (store-buffering, made safe by one shared word) */
+	atomic_fetch_add_explicit(&handoff, 1, memory_order_acq_rel);
 }
 
 void ioa__late_exit(void)
@@ -115,8 +119,8 @@ void ioa__grace_fence_all(void)
 	ioa__grace_init();
 	if (!no_membarrier)
 		membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
-	else
-		atomic_thread_fence(memory_order_seq_cst);
+	else /* a local full barrier: a sequentially consistent RMW */
+		atomic_fetch_add(&handoff, 1);
 }
 
 /*
@@ -126,7 +130,7 @@ void ioa__grace_fence_all(void)
  * old epoch did so before membarrier()'s barrier ran on its CPU (a load after
  * that barrier sees the increment); its slot store then comes either before
  * the barrier, and the scan below sees it and waits, or after it, and then its
- * walk sees the unlinking too. Late sections pair through the seq_cst fences.
+ * walk sees the unlinking too. Late sections pair through handoff.
  */
 void ioa__grace_wait(void)
 {
@@ -134,7 +138,7 @@ void ioa__grace_wait(void)
 	uint64_t now = atomic_fetch_add(&ioa__grace_epoch, 1) + 1;
 
 	ioa__grace_fence_all();
-	atomic_thread_fence(memory_order_seq_cst); /* pairs with ioa__late_enter */
+	atomic_fetch_add_explicit(&handoff, 1, memory_order_acq_rel); /* see ioa__late_enter */
 	for (struct ioa__reader *r = atomic_load_explicit(&readers, memory_order_acquire); r;
 	     r = r->next) {
 		uint64_t e;

@@ -1,0 +1,317 @@
+/*
+ * I1 and I2 for device page tables (ioa_iopt_*), seen from a walker of the
+ * test's own: a model of a device MMU that walks the table in DMA memory and
+ * keeps a paging-structure cache (the table page it last went through at
+ * each level) that only the table's invalidation callback clears. Unlike the
+ * sim IOMMU's stage 1, whose caches the backend's own invalidation flushes
+ * as well, nothing else clears this one, so the test sees exactly whether
+ * and when the library ran the callback:
+ * - after an unmap empties table pages, the callback runs before any of them
+ *   is retired, and no walk ever reads a retired or reused page;
+ * - the callback runs on the reclaimer, not on the thread that unmapped;
+ * - a table built on reused DMA memory holds no entry of its last owner.
+ */
+#include "check.h"
+
+#include "ioalloc.h"
+#include "iopt.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#define KB4 ((size_t)1 << 12)
+/* A device address whose walk uses a table page at every level. */
+#define DVA ((3ull << 39) | (5ull << 30) | (7ull << 21) | (9ull << 12))
+#define LEVELS IOA_IOPT_LEVELS
+#define MAX_PAGES 8
+
+/* The device MMU model and what the test knows about the table's pages. */
+struct walker {
+	uint64_t root_iova;
+	struct {
+		int valid;
+		uint64_t tag;
+		const _Atomic uint64_t *page;
+	} psc[LEVELS - 1];
+	/* pages an unmap unlinked: each must be invalidated before it is retired */
+	struct {
+		void *page;
+		int invalidated;
+	} unlinked[MAX_PAGES];
+	int nunlinked;
+	void *reused[MAX_PAGES]; /* unlinked pages handed out again, as data */
+	int nreused;
+	int late;                /* unlinked pages already retired when the callback ran */
+	int stale_reads;         /* walks that read a retired or reused page */
+	pthread_t thread;        /* where the callback last ran */
+	atomic_uint invalidations;
+};
+
+static unsigned level_shift(int level)
+{
+	return 12 + 9 * (unsigned)level;
+}
+
+static uint64_t psc_tag(uint64_t dva, int level)
+{
+	return dva >> level_shift(level + 1);
+}
+
+/* The table's invalidation callback: the model's non-leaf invalidation. */
+static void invalidate(void *ctx)
+{
+	struct walker *w = ctx;
+
+	for (int i = 0; i < w->nunlinked; i++) {
+		if (w->unlinked[i].invalidated)
+			continue;
+		/* still a buffer of the library's: not yet unmapped nor released */
+		if (ioa_virt2iova(w->unlinked[i].page) == IOA_BAD_IOVA)
+			w->late++;
+		w->unlinked[i].invalidated = 1;
+	}
+	for (int l = 0; l < LEVELS - 1; l++)
+		w->psc[l].valid = 0;
+	w->thread = pthread_self();
+	atomic_fetch_add_explicit(&w->invalidations, 1, memory_order_release);
+}
+
+/* Whether the walker may read @page: a page of the table is a live buffer
+ * of the library's that the test was never given. */
+static int readable(struct walker *w, const _Atomic uint64_t *page)
+{
+	for (int i = 0; i < w->nreused; i++)
+		if (w->reused[i] == (const void *)page)
+			return 0;
+	return ioa_virt2iova((const void *)page) != IOA_BAD_IOVA;
+}
+
+/* Translates @dva as the device would: from the deepest table page its
+ * paging-structure cache holds, else from the root. Returns the IOVA, or 0
+ * for a fault. A read of a page that is no longer the table's is counted
+ * and not done. */
+static uint64_t walk(struct walker *w, uint64_t dva)
+{
+	const _Atomic uint64_t *table = NULL;
+	int level;
+
+	for (level = 0; level < LEVELS - 1; level++)
+		if (w->psc[level].valid && w->psc[level].tag == psc_tag(dva, level)) {
+			table = w->psc[level].page;
+			break;
+		}
+	if (!table) {
+		level = LEVELS - 1;
+		table = ioa_iova2virt(w->root_iova);
+	}
+	for (;;) {
+		uint64_t e;
+
+		if (!table || !readable(w, table)) {
+			w->stale_reads += table != NULL;
+			return 0;
+		}
+		e = atomic_load(&table[(dva >> level_shift(level)) & 511]);
+		if (!(e & IOA_PTE_PRESENT))
+			return 0;
+		if (level == 0 || (e & IOA_PTE_LEAF))
+			return (e & IOA_PTE_ADDR) + (dva & ((1ull << level_shift(level)) - 1));
+		table = ioa_iova2virt(e & IOA_PTE_ADDR);
+		level--;
+		w->psc[level].valid = 1;
+		w->psc[level].tag = psc_tag(dva, level);
+		w->psc[level].page = table;
+	}
+}
+
+static int init_sim(void)
+{
+	struct ioa_config cfg;
+
+	ioa_config_init(&cfg);
+	cfg.backend = IOA_BACKEND_SIM;
+	return CHECK_EQ(ioa_init(&cfg), 0);
+}
+
+/* A table with DVA mapped to a fresh buffer's IOVA, walked once: the
+ * paging-structure cache holds its three pages below the root. */
+static struct ioa_iopt *table_with_walk(struct walker *w, void **data)
+{
+	struct ioa_iopt *t = ioa_iopt_create(0, invalidate, w);
+
+	*data = ioa_dma_alloc(KB4, 0, 0);
+	if (!CHECK(t != NULL) || !CHECK(*data != NULL))
+		return NULL;
+	w->root_iova = ioa_iopt_root_iova(t);
+	if (!CHECK_EQ(ioa_iopt_map(t, DVA, ioa_virt2iova(*data), KB4,
+				   IOA_IOPT_READ | IOA_IOPT_WRITE), 0))
+		return NULL; /* not walked nor destroyed: what it holds is unknown */
+	CHECK_EQ(walk(w, DVA), ioa_virt2iova(*data) + (DVA & (KB4 - 1)));
+	for (int l = 0; l < LEVELS - 1; l++)
+		CHECK(w->psc[l].valid);
+	return t;
+}
+
+/* The pages the walk cached are the ones the unmap of DVA will empty. */
+static void expect_unlinked(struct walker *w)
+{
+	w->nunlinked = 0;
+	for (int l = 0; l < LEVELS - 1; l++)
+		w->unlinked[w->nunlinked++] = (typeof(w->unlinked[0])){ (void *)w->psc[l].page, 0 };
+}
+
+/*
+ * Unmapping DVA empties three table pages, which the walker's cache still
+ * points to. Once ioa_quiesce() returns they are retired, so the callback
+ * must have run, after the unlink and before their retirement. Then the
+ * test allocates until all three come back as data buffers of its own,
+ * scribbles on them (a present leaf in every entry), and walks again: the
+ * walk starts at the root and faults, never reading them.
+ */
+static void test_pages_invalidated_before_reuse(void)
+{
+	struct walker w = { 0 };
+	void *data, *got[600] = { 0 };
+	struct ioa_iopt *t = table_with_walk(&w, &data);
+	unsigned before;
+	int n = 0;
+
+	if (!t)
+		return;
+	expect_unlinked(&w);
+	before = atomic_load(&w.invalidations);
+	CHECK_EQ(ioa_iopt_unmap(t, DVA, KB4), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	CHECK(atomic_load(&w.invalidations) > before);
+	for (int i = 0; i < w.nunlinked; i++)
+		CHECK(w.unlinked[i].invalidated);
+	CHECK_EQ(w.late, 0);
+	CHECK_EQ(walk(&w, DVA), 0);
+	CHECK_EQ(w.stale_reads, 0);
+
+	for (; n < 600 && w.nreused < w.nunlinked; n++) {
+		if (!CHECK((got[n] = ioa_dma_alloc(KB4, 0, 0)) != NULL))
+			break;
+		for (int i = 0; i < w.nunlinked; i++)
+			if (got[n] == w.unlinked[i].page) {
+				CHECK(w.unlinked[i].invalidated);
+				w.reused[w.nreused++] = got[n];
+			}
+		memset(got[n], 0xff, KB4);
+	}
+	CHECK_EQ(w.nreused, w.nunlinked); /* the reuse really happened */
+	CHECK_EQ(walk(&w, DVA), 0);
+	CHECK_EQ(w.stale_reads, 0);
+	for (int i = 0; i < n; i++)
+		if (got[i])
+			CHECK_EQ(ioa_dma_free(got[i]), 0);
+	CHECK_EQ(ioa_dma_free(data), 0);
+	w.nreused = 0;
+	ioa_iopt_destroy(t);
+	CHECK_EQ(ioa_quiesce(), 0);
+}
+
+/* Whether every page the unmap unlinked is retired (no longer a buffer). */
+static int all_retired(const struct walker *w)
+{
+	for (int i = 0; i < w->nunlinked; i++)
+		if (ioa_virt2iova(w->unlinked[i].page) != IOA_BAD_IOVA)
+			return 0;
+	return 1;
+}
+
+/*
+ * I2: retiring table pages is the reclaimer's work. Without ioa_quiesce(),
+ * the pages are retired (a liveness bound of 30 s), the callback ran
+ * before, and not on the thread that unmapped: ioa_iopt_unmap() only
+ * queued the pages.
+ */
+static void test_callback_on_reclaimer(void)
+{
+	struct walker w = { 0 };
+	void *data;
+	struct ioa_iopt *t = table_with_walk(&w, &data);
+	struct timespec ms = { 0, 1000000 };
+	unsigned before;
+
+	if (!t)
+		return;
+	expect_unlinked(&w);
+	before = atomic_load(&w.invalidations);
+	CHECK_EQ(ioa_iopt_unmap(t, DVA, KB4), 0);
+	for (int i = 0; i < 30000 && !all_retired(&w); i++)
+		nanosleep(&ms, NULL);
+	CHECK(all_retired(&w));
+	if (CHECK(atomic_load_explicit(&w.invalidations, memory_order_acquire) > before))
+		CHECK(!pthread_equal(w.thread, pthread_self()));
+	CHECK_EQ(w.late, 0);
+	CHECK_EQ(ioa_dma_free(data), 0);
+	ioa_iopt_destroy(t);
+	CHECK_EQ(ioa_quiesce(), 0);
+}
+
+/*
+ * A table whose pages come from reused DMA memory: the test fills pages with
+ * a present leaf in every entry, frees them and lets them retire; the next
+ * table's root (and the pages a map adds) are those pages, and they start
+ * empty: a map anywhere succeeds and nothing else translates.
+ */
+static void test_table_on_reused_memory(void)
+{
+	enum { N = 64 };
+	struct walker w = { 0 };
+	uint8_t *p[N], *root;
+	struct ioa_iopt *t;
+	void *data;
+	int from_reused = 0;
+
+	for (int i = 0; i < N; i++) {
+		if (!CHECK((p[i] = ioa_dma_alloc(KB4, 0, 0)) != NULL))
+			return;
+		memset(p[i], 0xff, KB4);
+	}
+	for (int i = 0; i < N; i++)
+		CHECK_EQ(ioa_dma_free(p[i]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	t = ioa_iopt_create(0, invalidate, &w);
+	data = ioa_dma_alloc(KB4, 0, 0);
+	if (!CHECK(t != NULL) || !CHECK(data != NULL))
+		return;
+	w.root_iova = ioa_iopt_root_iova(t);
+	root = ioa_iova2virt(w.root_iova);
+	for (int i = 0; i < N; i++)
+		from_reused += root == p[i];
+	CHECK_EQ(from_reused, 1); /* the case under test did arise */
+	if (!CHECK_EQ(ioa_iopt_map(t, DVA, ioa_virt2iova(data), KB4, IOA_IOPT_READ), 0) ||
+	    !CHECK_EQ(ioa_iopt_map(t, 1ull << 30, ioa_virt2iova(data), KB4, IOA_IOPT_READ), 0))
+		return; /* the table holds garbage: destroying it would walk it */
+	CHECK_EQ(walk(&w, DVA), ioa_virt2iova(data) + (DVA & (KB4 - 1)));
+	CHECK_EQ(walk(&w, 1ull << 30), ioa_virt2iova(data));
+	CHECK_EQ(walk(&w, DVA + KB4), 0);
+	CHECK_EQ(walk(&w, DVA + (1ull << 21)), 0);
+	CHECK_EQ(walk(&w, DVA + (1ull << 30)), 0);
+	CHECK_EQ(walk(&w, DVA + (1ull << 39)), 0);
+	CHECK_EQ(walk(&w, 0), 0);
+	CHECK_EQ(w.stale_reads, 0);
+	CHECK_EQ(ioa_dma_free(data), 0);
+	ioa_iopt_destroy(t);
+	CHECK_EQ(ioa_quiesce(), 0);
+}
+
+int main(void)
+{
+	check_start("test_devtable");
+	if (init_sim()) {
+		test_table_on_reused_memory(); /* first: the node's lowest pages are the test's */
+		ioa_fini();
+	}
+	if (init_sim()) {
+		test_pages_invalidated_before_reuse();
+		test_callback_on_reclaimer();
+		CHECK_EQ(ioa_sim_violations(NULL), 0);
+		ioa_fini();
+	}
+	return check_done();
+}

@@ -1,0 +1,120 @@
+/* What the library takes from the CPU and the kernel, on whatever it was
+ * built for (x86-64 natively, aarch64 under qemu-user: docs/aarch64.md):
+ *
+ * - the tick counter of clock.h (TSC, CNTVCT_EL0 or CLOCK_MONOTONIC) never
+ *   goes back on one thread and, once calibrated, converts to nanoseconds
+ *   that agree with CLOCK_MONOTONIC;
+ * - membarrier(): the grace periods use it where the kernel (or the emulator)
+ *   offers MEMBARRIER_CMD_PRIVATE_EXPEDITED, and say so; a note tells which;
+ * - the kernel's page size is the 4 KiB the library is built around.
+ */
+#include "check.h"
+
+#include "clock.h"
+#include "grace.h"
+#include "os.h"
+
+#include <errno.h>
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+
+#if defined(__aarch64__)
+#define ARCH "aarch64"
+#elif defined(__x86_64__)
+#define ARCH "x86-64"
+#else
+#define ARCH "an architecture without a tick counter here"
+#endif
+
+#ifndef IOA_CLOCK_COUNTER
+#define IOA_CLOCK_COUNTER "CLOCK_MONOTONIC (no counter)"
+#endif
+
+static void ticks_never_go_back(void)
+{
+	uint64_t prev = ioa__ticks(), back = 0;
+
+	for (int i = 0; i < 200000; i++) {
+		uint64_t t = ioa__ticks();
+
+		back += t < prev;
+		prev = t;
+	}
+	CHECK_EQ(back, 0);
+}
+
+/* A tick reading with the CLOCK_MONOTONIC time around it, taken again if the
+ * thread was preempted in between (more than 200 us between the two). */
+static void tick_and_ns(uint64_t *ticks, uint64_t *ns)
+{
+	for (int i = 0; i < 100; i++) {
+		uint64_t before = ioa__now_ns();
+
+		*ticks = ioa__ticks();
+		*ns = ioa__now_ns();
+		if (*ns - before < 200000)
+			break;
+	}
+}
+
+/* Over 100 ms of sleep, ticks converted to nanoseconds agree with
+ * CLOCK_MONOTONIC within 5%, and the conversions invert each other. */
+static void ticks_convert(void)
+{
+	struct timespec nap = { 0, 100 * 1000 * 1000 };
+	uint64_t t0, ns0, t1, ns1, ns, took;
+
+	ioa__clock_calibrate();
+	tick_and_ns(&t0, &ns0);
+	nanosleep(&nap, NULL);
+	tick_and_ns(&t1, &ns1);
+	took = ns1 - ns0;
+	ns = ioa__ticks_to_ns(t1 - t0);
+	if (!CHECK(ns > took - took / 20 && ns < took + took / 20))
+		printf("  %llu ticks are %llu ns by the calibration; CLOCK_MONOTONIC says %llu ns\n",
+		       (unsigned long long)(t1 - t0), (unsigned long long)ns,
+		       (unsigned long long)took);
+	check_note("tick counter: %s, %.3f ticks per ns", IOA_CLOCK_COUNTER,
+		   (double)(t1 - t0) / (double)took);
+	/* 1 ms there and back, within a tick's rounding either way. */
+	CHECK(ioa__ticks_to_ns(ioa__ns_to_ticks(1000000)) > 1000000 - 100);
+	CHECK(ioa__ticks_to_ns(ioa__ns_to_ticks(1000000)) <= 1000000);
+	CHECK(ioa__ns_to_ticks(1000000) >= 1000); /* every counter here runs at 1 MHz or more */
+}
+
+/* grace.c registers for MEMBARRIER_CMD_PRIVATE_EXPEDITED; without it, table
+ * pages that empty are kept. Whichever it is, the library must agree with the
+ * kernel. */
+static void membarrier_as_offered(void)
+{
+	long cmds = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+	int offered = cmds >= 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+
+	CHECK_EQ(ioa__grace_available(), offered);
+	if (offered)
+		check_note("membarrier(): MEMBARRIER_CMD_PRIVATE_EXPEDITED offered and used: grace "
+			   "periods free emptied table pages");
+	else
+		check_note("membarrier(): not offered (%s): emptied table pages are kept until "
+			   "ioa_fini", cmds < 0 ? strerror(errno) : "no PRIVATE_EXPEDITED");
+}
+
+static void page_size(void)
+{
+	long size = sysconf(_SC_PAGESIZE);
+
+	if (!CHECK_EQ(size, IOA_PAGE))
+		printf("  the kernel's pages are %ld KiB: ioalloc is built for 4 KiB pages\n",
+		       size / 1024);
+}
+
+int main(void)
+{
+	check_start("test_platform");
+	check_note("built for %s", ARCH);
+	ticks_never_go_back();
+	ticks_convert();
+	membarrier_as_offered();
+	page_size();
+	return check_done();
+}
