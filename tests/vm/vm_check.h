@@ -545,6 +545,7 @@ static inline void fork_child_finis(uint8_t **live, uint8_t **queued, int go)
 	long failed = atomic_load(&check_failures);
 	struct ioa_stats before, after;
 	size_t pending = unretired(queued, FORK_REUSED);
+	struct check_capture cap;
 	struct ioa_config cfg;
 	char c;
 	void *p;
@@ -554,10 +555,14 @@ static inline void fork_child_finis(uint8_t **live, uint8_t **queued, int go)
 	CHECK_EQ(pending, FORK_REUSED);
 	CHECK_EQ(read(go, &c, 1), 1);
 	free_bufs(live + 4, 2);
+	capture_begin(&cap);
 	ioa_fini();
+	/* The parent's live buffers are no leaks of the child's: not a word. */
+	CHECK_EQ(count_lines(capture_end(&cap)), 0);
 	ioa_stats_get(&after); /* the last run's, until the next ioa_init */
 	CHECK_EQ(after.fork_kept_bytes - before.fork_kept_bytes, (2 + pending) * KB4);
 	CHECK_EQ(after.iommu_unmap_calls, before.iommu_unmap_calls); /* not even the leaks */
+	CHECK_EQ(after.quarantined_bytes, before.quarantined_bytes);
 	CHECK_EQ(ioa_vfio_container_fd(), -ENODEV);
 
 	ioa_config_init(&cfg);
