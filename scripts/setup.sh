@@ -9,6 +9,7 @@ packages=(
 	build-essential cmake pkg-config git
 	libnuma-dev libbenchmark-dev
 	libjemalloc-dev libmimalloc-dev libgoogle-perftools-dev libdpdk-dev
+	libck-dev liburcu-dev # bench_grace's peers
 	valgrind
 	qemu-system-x86 busybox-static cpio xz-utils kmod # the VM test (scripts/vm/)
 	gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static # scripts/test-aarch64.sh

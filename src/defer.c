@@ -27,10 +27,12 @@ struct ring {
 	struct ring *next;            /* in the node's registry; rings are never removed */
 	uint32_t mask;
 	_Atomic int orphan;           /* its thread exited; a new thread may adopt it empty */
-	_Atomic uint32_t head __attribute__((aligned(64)));
-	_Atomic uint64_t enqueued;    /* items ever queued: written by the producer only */
-	_Atomic uint32_t tail __attribute__((aligned(64)));
-	uint32_t claimed;             /* pass lock: items below it are in a pass or retired */
+	/* Counts that never wrap: head is also the number of items ever queued,
+	 * so the count is exact whenever the item is visible, even in a child of
+	 * fork() whose parent's thread was between writing an item and its head. */
+	_Atomic uint64_t head __attribute__((aligned(64)));
+	_Atomic uint64_t tail __attribute__((aligned(64)));
+	uint64_t claimed;             /* pass lock: items below it are in a pass or retired */
 	struct ioa__defer_item items[] __attribute__((aligned(64)));
 };
 
@@ -130,7 +132,7 @@ uint64_t ioa__defer_enqueued(void)
 	for (int i = 0; i < IOA_MAX_NODES; i++)
 		for (struct ring *r = atomic_load_explicit(&eng.nodes[i].rings, memory_order_acquire);
 		     r; r = r->next)
-			n += atomic_load_explicit(&r->enqueued, memory_order_relaxed);
+			n += atomic_load_explicit(&r->head, memory_order_relaxed);
 	return n;
 }
 
@@ -386,11 +388,11 @@ static uint32_t pending(struct node *nd, uint64_t *oldest)
 
 	*oldest = UINT64_MAX;
 	for (struct ring *r = atomic_load_explicit(&nd->rings, memory_order_acquire); r; r = r->next) {
-		uint32_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+		uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
 
 		if (head == r->claimed)
 			continue;
-		total += head - r->claimed;
+		total += (uint32_t)(head - r->claimed);
 		if (r->items[r->claimed & r->mask].stamp < *oldest)
 			*oldest = r->items[r->claimed & r->mask].stamp;
 	}
@@ -400,8 +402,8 @@ static uint32_t pending(struct node *nd, uint64_t *oldest)
 /* Takes up to PASS_MAX - *n items of @r into the pass. */
 static void claim(struct node *nd, struct ring *r, uint32_t *n)
 {
-	uint32_t head = atomic_load_explicit(&r->head, memory_order_acquire);
-	uint32_t backlog = head - atomic_load_explicit(&r->tail, memory_order_relaxed);
+	uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+	uint64_t backlog = head - atomic_load_explicit(&r->tail, memory_order_relaxed);
 
 	stat_max(&ioa__stats.defer_backlog_max, backlog);
 	for (; r->claimed != head && *n < PASS_MAX; r->claimed++)
@@ -635,9 +637,9 @@ static void help(int node, struct ring *r)
 /* Appends @item to @r, whose only producer is the caller. */
 static void push(int node, struct ring *r, const struct ioa__defer_item *item)
 {
-	uint32_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+	uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
 	/* acquire: the reclaimer is done with a slot before we reuse it */
-	uint32_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
 	int sleep;
 
 	if (head - tail > r->mask) {
@@ -645,9 +647,6 @@ static void push(int node, struct ring *r, const struct ioa__defer_item *item)
 		tail = atomic_load_explicit(&r->tail, memory_order_acquire);
 	}
 	r->items[head & r->mask] = *item;
-	/* one producer: a load and a store count it, no read-modify-write */
-	atomic_store_explicit(&r->enqueued, atomic_load_explicit(&r->enqueued, memory_order_relaxed) + 1,
-			      memory_order_relaxed);
 	/* release: the item is written before the reclaimer sees the head */
 	atomic_store_explicit(&r->head, head + 1, memory_order_release);
 	/* compiler-only: keeps the head store before the sleep load; the CPU

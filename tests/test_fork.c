@@ -53,13 +53,13 @@ static int churn_and_check(void **p, void **queued)
 	}
 	for (int i = 0; i < N; i++)
 		bad |= ioa_dma_free(p[i]) != 0;
-	bad |= ioa_quiesce() != 0;
+	bad |= (ioa_quiesce() != 0) << 1;
 	ioa_stats_get(&s);
-	bad |= s.defer_enqueued != s.defer_retired;
-	bad |= s.dma_bytes_live != 0;
+	bad |= (s.defer_enqueued != s.defer_retired) << 2;
+	bad |= (s.dma_bytes_live != 0) << 3;
 	for (int i = 0; i < N; i++)
-		bad |= ioa_virt2iova(queued[i]) != IOA_BAD_IOVA;
-	return bad || !reclaimer_runs();
+		bad |= (ioa_virt2iova(queued[i]) != IOA_BAD_IOVA) << 4;
+	return bad | !reclaimer_runs() << 5;
 }
 
 static void *free_half(void *arg)
@@ -103,7 +103,8 @@ static void *lookups(void *arg)
 }
 
 /* The child's work: allocate, free, look up, and see its frees retired by
- * its own reclaimer before any quiesce; then quiesce. 0 when all held. */
+ * its own reclaimer before any quiesce; then quiesce. 0 when all held, else
+ * a bit for each step that failed (the parent prints the exit status). */
 static int child_work(void)
 {
 	struct timespec tick = { 0, 1000 * 1000 };
@@ -114,22 +115,28 @@ static int child_work(void)
 	alarm(CHILD_SECONDS);
 	for (i = 0; i < 16; i++) {
 		p[i] = ioa_dma_alloc(KB4, 0, 0);
-		bad |= !p[i] || ioa_virt2iova(p[i]) == IOA_BAD_IOVA;
+		if (!p[i] || ioa_virt2iova(p[i]) == IOA_BAD_IOVA)
+			bad |= 1;
 	}
 	for (i = 0; i < 16; i++)
-		bad |= p[i] && ioa_dma_free(p[i]) != 0;
+		if (p[i] && ioa_dma_free(p[i]) != 0)
+			bad |= 2;
 	/* a segment of its own: its retirement waits a grace period */
-	bad |= ioa_dma_free(ioa_dma_alloc((size_t)4 << 20, 0, 0)) != 0;
+	if (ioa_dma_free(ioa_dma_alloc((size_t)4 << 20, 0, 0)) != 0)
+		bad |= 4;
 	for (i = 0; i < 5000; i++) { /* the delay bound is 1 ms */
 		ioa_stats_get(&s);
 		if (s.defer_retired == s.defer_enqueued)
 			break;
 		nanosleep(&tick, NULL);
 	}
-	bad |= i == 5000;
-	bad |= ioa_quiesce() != 0;
+	if (i == 5000)
+		bad |= 8;
+	if (ioa_quiesce() != 0)
+		bad |= 16;
 	ioa_stats_get(&s);
-	bad |= s.defer_enqueued != s.defer_retired;
+	if (s.defer_enqueued != s.defer_retired)
+		bad |= 32;
 	return bad;
 }
 
@@ -142,6 +149,8 @@ static int wait_child(pid_t child)
 	if (WIFSIGNALED(status))
 		check_note("child %d: signal %d%s", (int)child, WTERMSIG(status),
 			   WTERMSIG(status) == SIGALRM ? " (stuck)" : "");
+	else if (WIFEXITED(status) && WEXITSTATUS(status))
+		check_note("child %d: exit status %d", (int)child, WEXITSTATUS(status));
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
@@ -245,7 +254,6 @@ static void queues_across_fork(void)
 	void *queued[N], *live[N];
 	pthread_t th;
 	pid_t child;
-	int status = -1;
 
 	ioa_config_init(&cfg);
 	cfg.backend = IOA_BACKEND_SIM;
@@ -264,10 +272,8 @@ static void queues_across_fork(void)
 
 	child = fork();
 	if (child == 0)
-		_exit(churn_and_check(live, queued) ? 1 : 0);
-	CHECK(child > 0);
-	CHECK_EQ(waitpid(child, &status, 0), child);
-	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		_exit(churn_and_check(live, queued));
+	CHECK(wait_child(child));
 	CHECK_EQ(churn_and_check(live, queued), 0);
 	ioa_fini();
 }

@@ -10,12 +10,12 @@
 #include <pthread.h>
 
 #define KB4 ((size_t)1 << 12)
-#define LATE_THREADS 2
-#define ADOPTERS 8
+#define LATE_THREADS 1
+#define ADOPTERS 1
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define PER_THREAD 400
-#else
 #define PER_THREAD 2000
+#else
+#define PER_THREAD 8000
 #endif
 
 struct batch {
