@@ -45,8 +45,8 @@ static void at_exit(void)
  * fork(). Other threads may be anywhere in the library; the child has only
  * the forking thread. So every lock is taken before the fork, outermost
  * first in the order the library nests them (life, the engine's, the
- * regions', the backend's; device tables and the sim's DMA engine register
- * handlers of their own later, so theirs run before these), released in the
+ * regions', the backend's; device tables register handlers of their own
+ * later, so theirs run before these), released in the
  * parent and made anew in the child. In the child the other threads' read
  * sections are over and their queues are orphans; a backend shared with the
  * parent (vfio, iommufd) becomes read-only (iommu.h).

@@ -187,13 +187,15 @@ static void sim_released(const void *va, uint64_t len)
 }
 
 /*
- * fork(): in the lock order of the sim's paths: its table and the shadow set
+ * fork(): in the lock order of the sim's paths: the DMA engine's locks, its
+ * table and the shadow set
  * (a map), then ioa__sim_inflight (held by a transfer, which may then take
  * the record and fault locks). The sim is the child's own copy: it works on
  * in the child, whose DMA engine has no threads (sim_engine.c).
  */
 static void sim_fork_prepare(void)
 {
+	ioa__sim_engine_fork_prepare();
 	ioa__iopt_fork_prepare(&ioa__sim_table);
 	ioa__sim_check_fork_prepare_shadow();
 	pthread_rwlock_wrlock(&ioa__sim_inflight);
@@ -207,6 +209,7 @@ static void sim_fork_parent(void)
 	ioa__sim_check_fork_parent();
 	pthread_rwlock_unlock(&ioa__sim_inflight);
 	ioa__iopt_fork_parent(&ioa__sim_table);
+	ioa__sim_engine_fork_parent();
 }
 
 /* A rwlock is made anew, not unlocked: glibc tells its writer by thread id,
@@ -219,6 +222,7 @@ static void sim_fork_child(void)
 	ioa__sim_check_fork_child();
 	ioa__sim_inflight = fresh;
 	ioa__iopt_fork_child(&ioa__sim_table);
+	ioa__sim_engine_fork_child();
 }
 
 const struct ioa__iommu_ops ioa__iommu_sim = {

@@ -90,6 +90,10 @@ int ioa__sim_shadow_remove(const void *va, uint64_t len);
 int ioa__sim_reachable(const void *va);
 /* Counts and records a device access at @addr that reached @va outside the set. */
 void ioa__sim_violation(uint64_t addr, const void *va, int table_walk);
+/* fork(): the DMA engine's control and writing locks (sim_engine.c). */
+void ioa__sim_engine_fork_prepare(void);
+void ioa__sim_engine_fork_parent(void);
+void ioa__sim_engine_fork_child(void);
 /* fork(): the shadow set's lock, then the record lock (taken under
  * ioa__sim_inflight by a transfer, so after it). */
 void ioa__sim_check_fork_prepare_shadow(void);

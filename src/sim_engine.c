@@ -52,8 +52,6 @@ static struct {
 	.control = PTHREAD_MUTEX_INITIALIZER,
 };
 
-static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
-
 /* Addresses beyond the device's 48 bits, which nothing translates, are not posted. */
 IOA_EXPORT void ioa_sim_engine_post(uint64_t addr, size_t len)
 {
@@ -140,17 +138,18 @@ static int start_thread(struct engine_thread *t, uint8_t index)
 }
 
 /*
- * fork(): no engine thread lives in the child. The handlers are registered
- * at the first start, after the library's own (api.c), so this prepare runs
- * before the library's: no transfer is under way when it takes its locks.
+ * fork(): called by the sim backend's handlers, after the library's
+ * life-cycle lock is taken (so an ioa_fini that stops the engine is not
+ * under way) and before the sim's own locks (a transfer holds `writing`,
+ * then ioa__sim_inflight). No engine thread lives in the child.
  */
-static void fork_prepare(void)
+void ioa__sim_engine_fork_prepare(void)
 {
 	pthread_mutex_lock(&engine.control);
 	pthread_rwlock_wrlock(&engine.writing);
 }
 
-static void fork_parent(void)
+void ioa__sim_engine_fork_parent(void)
 {
 	pthread_rwlock_unlock(&engine.writing);
 	pthread_mutex_unlock(&engine.control);
@@ -158,7 +157,7 @@ static void fork_parent(void)
 
 /* The rwlock is made anew (glibc tells its writer by thread id); the
  * threads are gone, so nothing is joined. */
-static void fork_child(void)
+void ioa__sim_engine_fork_child(void)
 {
 	pthread_rwlock_t fresh = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
 
@@ -170,10 +169,6 @@ static void fork_child(void)
 	atomic_store(&engine.running, 0);
 }
 
-static void register_fork_handlers(void)
-{
-	pthread_atfork(fork_prepare, fork_parent, fork_child);
-}
 
 /* Also -EINVAL for no threads or more than MAX_THREADS. */
 IOA_EXPORT int ioa_sim_engine_start(unsigned threads)
@@ -189,7 +184,6 @@ IOA_EXPORT int ioa_sim_engine_start(unsigned threads)
 			 MAX_THREADS);
 		return -EINVAL;
 	}
-	pthread_once(&fork_once, register_fork_handlers);
 	pthread_mutex_lock(&engine.control);
 	if (engine.nthreads) {
 		ioa__err("ioa_sim_engine_start: the engine runs already (ioa_sim_engine_stop first)");

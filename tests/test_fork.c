@@ -248,6 +248,43 @@ static void inherited_backend_read_only(void)
 	ioa_fini();
 }
 
+/* The sim's DMA engine runs in the parent, transferring to a buffer: the
+ * child has no engine thread, stops the engine without joining ghosts,
+ * and starts one of its own. */
+static int engine_child(void *buf)
+{
+	int bad = 0;
+
+	alarm(CHILD_SECONDS);
+	bad |= ioa_sim_engine_stop() != 0;
+	bad |= (ioa_sim_engine_start(2) != 0) << 1;
+	ioa_sim_engine_post(ioa_virt2iova(buf), KB4);
+	nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
+	bad |= (ioa_sim_engine_stop() == 0) << 2; /* it transferred */
+	return bad | child_work() << 3;
+}
+
+static void engine_across_fork(void)
+{
+	void *buf;
+	pid_t child;
+
+	if (!CHECK_EQ(ioa_init(NULL), 0))
+		return;
+	buf = ioa_dma_alloc(KB4, 0, 0);
+	CHECK_EQ(ioa_sim_engine_start(2), 0);
+	ioa_sim_engine_post(ioa_virt2iova(buf), KB4);
+	for (int i = 0; i < 20; i++) {
+		child = fork();
+		if (child == 0)
+			_exit(engine_child(buf));
+		CHECK(wait_child(child));
+	}
+	CHECK(ioa_sim_engine_stop() > 0);
+	ioa_dma_free(buf);
+	ioa_fini();
+}
+
 static void queues_across_fork(void)
 {
 	struct ioa_config cfg;
@@ -297,6 +334,7 @@ int main(void)
 	queues_across_fork();
 	reclaimer_starts_in_child();
 	inherited_backend_read_only();
+	engine_across_fork();
 	forks_under_load();
 	return check_done();
 }
