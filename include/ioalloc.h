@@ -32,7 +32,10 @@
  *   the lookups, never unmapped nor reused (fork_kept_bytes), and
  *   ioa_quiesce(), the exit handler and ioa_fini() make no IOMMU call (ioa_fini
  *   only closes the child's descriptors). A child that wants DMA calls
- *   ioa_fini() and then ioa_init() with a device of its own.
+ *   ioa_fini() and then ioa_init() with a device of its own. Memory on
+ *   hugetlb pages is copied on write like any private memory, but the copy
+ *   needs a free hugepage: without one the kernel kills the writer with
+ *   SIGBUS (IOALLOC_PAGE_SIZE=4k avoids it).
  * - ioa_fini() must not run concurrently with any other call (it frees what
  *   they use); calls after it answer as before ioa_init().
  */
