@@ -206,6 +206,22 @@ static void sort_by_iova(uint32_t *order, uint32_t n, const struct ioa__iova_ext
 }
 
 /*
+ * Lookups and racing frees that found the pass's buffers before they were
+ * unlinked end before the table pages the unlinking emptied (@prune, NULL
+ * without grace periods) or the segment metadata about to be returned
+ * (@frees_segment) are freed.
+ */
+static void wait_readers(struct ioa__region_pruned *prune, int frees_segment)
+{
+	int pruned = prune && (prune->va2iova.count || prune->iova2va.count);
+
+	if (pruned || (frees_segment && prune))
+		ioa__grace_wait();
+	if (pruned)
+		ioa__region_free_pruned(prune);
+}
+
+/*
  * In a child of fork() whose backend belongs to the parent (iommu.h): the
  * buffers leave the software tables, but nothing is unmapped and their pages
  * are kept, never reused: the parent's device may still reach them.
@@ -217,10 +233,7 @@ static uint32_t keep_inherited(struct ioa__defer_item *it, uint32_t n,
 		ioa__region_unlink(&it[i].buf, prune);
 		ioa__region_keep(&it[i].buf);
 	}
-	if (prune && (prune->va2iova.count || prune->iova2va.count)) {
-		ioa__grace_wait();
-		ioa__region_free_pruned(prune);
-	}
+	wait_readers(prune, 0);
 	return 0;
 }
 
@@ -300,12 +313,7 @@ static uint32_t retire_buffers(struct ioa__defer_item *it, uint32_t n,
 	}
 	if (ranges)
 		err = ioa__iommu_invalidate();
-	/* Lookups and racing frees that found these buffers before they were
-	 * unlinked end before table pages or segment metadata are freed. */
-	if (pruned.va2iova.count || pruned.iova2va.count || (frees_segment && prune))
-		ioa__grace_wait();
-	if (pruned.va2iova.count || pruned.iova2va.count)
-		ioa__region_free_pruned(&pruned);
+	wait_readers(prune, frees_segment);
 	for (i = 0; i < n; i++) {
 		if (!it[i].buf.npages)
 			continue;
@@ -678,11 +686,6 @@ int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
 {
 	struct ring *r;
 
-	if (node < 0 || node >= IOA_MAX_NODES) { /* callers resolve nodes: never expected */
-		ioa__err("deferral: node %d out of range 0 to %d; the item is kept", node,
-			 IOA_MAX_NODES - 1);
-		return -EINVAL;
-	}
 	item->stamp = ioa__ticks();
 	if (eng.cfg.defer != IOA_DEFER_SYNC) {
 		if ((r = ring_for(node))) {

@@ -47,7 +47,8 @@ int ioa__defer_init(const struct ioa_config *cfg);
 /* Drains every queue, then stops the reclaimers. */
 void ioa__defer_fini(void);
 
-/* Hands @item (of NUMA node @node) to the engine, or retires it at once with
+/* Hands @item (of NUMA node @node, a real node: callers resolve
+ * IOA_NODE_ANY when the buffer or table is created) to the engine, or retires it at once with
  * IOALLOC_DEFER=sync: then -EIO if it was quarantined. */
 int ioa__defer_enqueue(int node, struct ioa__defer_item *item);
 

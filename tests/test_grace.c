@@ -91,29 +91,37 @@ static void close_holder(void)
 	pthread_join(holder, NULL);
 }
 
+/* Frees @p while another thread holds a read section open: the quiesce must
+ * wait for that section. */
+static void free_while_section_open(void *p)
+{
+	struct blocked q;
+
+	atomic_store(&release_held, 0);
+	atomic_store(&held_open, 0);
+	pthread_create(&holder, NULL, hold_section, NULL);
+	wait_flag(&held_open);
+	CHECK_EQ(ioa_dma_free(p), 0);
+	blocked_start(&q, quiesce);
+	check_waits_for_section(&q, close_holder);
+	CHECK_EQ(ioa_virt2iova(p), IOA_BAD_IOVA);
+}
+
 /* I1 for software table pages: a buffer alone in its 2 MiB leaves a table
  * page of the virtual-to-IOVA map empty when retired; that page is freed
  * only after a lookup section open meanwhile has ended. */
 static void pruned_pages_wait_for_readers(void)
 {
-	struct blocked q;
 	struct ioa_stats before, after;
 	void *p;
 
 	CHECK_EQ(ioa_init(NULL), 0);
 	p = ioa_dma_alloc(KB4, 0, 0);
 	CHECK(p != NULL);
-	atomic_store(&release_held, 0);
-	atomic_store(&held_open, 0);
-	pthread_create(&holder, NULL, hold_section, NULL);
-	wait_flag(&held_open);
 	ioa_stats_get(&before);
-	CHECK_EQ(ioa_dma_free(p), 0);
-	blocked_start(&q, quiesce);
-	check_waits_for_section(&q, close_holder);
+	free_while_section_open(p);
 	ioa_stats_get(&after);
 	CHECK(after.table_pages < before.table_pages); /* pages were pruned */
-	CHECK_EQ(ioa_virt2iova(p), IOA_BAD_IOVA);
 	ioa_fini();
 }
 
@@ -123,7 +131,6 @@ static void pruned_pages_wait_for_readers(void)
 static void segment_metadata_waits_for_readers(void)
 {
 	struct ioa_stats before, after;
-	struct blocked q;
 	void *keep, *p;
 
 	CHECK_EQ(ioa_init(NULL), 0);
@@ -133,15 +140,7 @@ static void segment_metadata_waits_for_readers(void)
 	p = ioa_dma_alloc((size_t)4 << 20, 0, 0); /* over 2 MiB: a segment of its own */
 	CHECK(p != NULL);
 	ioa_stats_get(&before);
-	ioa_virt2iova(p);
-	atomic_store(&release_held, 0);
-	atomic_store(&held_open, 0);
-	pthread_create(&holder, NULL, hold_section, NULL);
-	wait_flag(&held_open);
-	CHECK_EQ(ioa_dma_free(p), 0);
-	blocked_start(&q, quiesce);
-	check_waits_for_section(&q, close_holder);
-	CHECK_EQ(ioa_virt2iova(p), IOA_BAD_IOVA);
+	free_while_section_open(p);
 	ioa_stats_get(&after);
 	CHECK_EQ(after.table_pages, before.table_pages);
 	ioa_dma_free(keep);
