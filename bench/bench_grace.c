@@ -2,7 +2,7 @@
  * Read-side sections for the lock-free lookups, by scheme: each wraps the
  * same raw walk (ioa__iopt_translate() of the va -> IOVA table) over the sim
  * backend's hot pattern, so the difference to section/raw is the section's
- * cost per call. Schemes: ours (src/grace.h), Concurrency Kit's ck_epoch,
+ * cost per call. Schemes: ours (src/defer/grace.h), Concurrency Kit's ck_epoch,
  * liburcu's memb and bp flavours. liburcu's read side is inlined
  * (_LGPL_SOURCE), as ours and ck_epoch's are.
  *

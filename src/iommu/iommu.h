@@ -63,8 +63,8 @@ struct ioa__iommu_ops {
 extern const struct ioa__iommu_ops ioa__iommu_none;
 extern const struct ioa__iommu_ops ioa__iommu_sim;
 extern const struct ioa__iommu_ops ioa__iommu_vfio;
-/* Built from src/iommu_iommufd.c, or, without Linux 6.2+ uapi headers, from
- * src/iommu_iommufd_missing.c, whose open says so. */
+/* Built from src/iommu/iommufd.c, or, without Linux 6.2+ uapi headers, from
+ * src/iommu/iommufd_missing.c, whose open says so. */
 extern const struct ioa__iommu_ops ioa__iommu_iommufd;
 
 /* Adds a usable IOVA range [start, end) that a kernel reported to @info,
