@@ -83,8 +83,3 @@ void ioa__check_report_double(const struct ioa__span *s, uint32_t i)
 		 (void *)(s->base + (size_t)i * s->obj_size), s->obj_size);
 	errno = EINVAL;
 }
-
-void ioa__check_report_remote_double(const struct ioa__span *s, uint32_t word, uint64_t bits)
-{
-	ioa__check_report_double(s, word * 64 + (uint32_t)__builtin_ctzll(bits));
-}

@@ -32,6 +32,5 @@ size_t ioa__check_requested(const struct ioa__span *s, const void *p);
 
 void ioa__check_report_invalid(const struct ioa__span *s, const void *p);
 void ioa__check_report_double(const struct ioa__span *s, uint32_t i);
-void ioa__check_report_remote_double(const struct ioa__span *s, uint32_t word, uint64_t bits);
 
 #endif

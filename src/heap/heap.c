@@ -47,6 +47,7 @@ static void heap_reset(struct ioa__heap *h)
 	h->empty = NULL;
 	h->nempty = 0;
 	h->npending = 0;
+	memset(h->out, 0, sizeof(h->out));
 }
 
 /* ---- span lists of a heap -------------------------------------------- */
@@ -116,71 +117,113 @@ void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s)
 
 /* ---- remote frees ----------------------------------------------------- */
 
-/* The objects other threads freed into @s, made free here. */
-static void collect_span(struct ioa__heap *h, struct ioa__span *s)
-{
-	/* seq_cst, with the remote free's seq_cst or and load: either this
-	 * thread's loads below see that free's bit, or that free sees the flag
-	 * clear and pushes the span again; no bit is stranded. */
-	atomic_store_explicit(&s->rflag, 0, memory_order_seq_cst);
-	for (uint32_t w = 0; w < s->words; w++) {
-		uint64_t got;
+#define BATCH 64 /* objects a freeing thread hands over at once */
 
-		if (!atomic_load_explicit(&s->rbits[w], memory_order_seq_cst))
-			continue;
-		/* acquire: the freeing threads' writes to the objects come before
-		 * their reuse here (their or is a release) */
-		got = atomic_exchange_explicit(&s->rbits[w], 0, memory_order_acquire);
-		if (got & s->bits[w])
-			ioa__check_report_remote_double(s, w, got & s->bits[w]);
-		got &= ~s->bits[w];
-		s->bits[w] |= got;
-		s->used -= __builtin_popcountll(got);
-		if (got && w < s->wi)
-			s->wi = w;
-	}
-	span_changed(h, s);
+/* A batch is a list of freed objects linked through their first word; its
+ * head's second word links the batches on the owner's stack. */
+static void **links(void *p)
+{
+	return (void **)p;
 }
 
+/* Hands a batch to @owner: one compare-and-swap. */
+static void send(struct ioa__heap *owner, void *head)
+{
+	void *old = atomic_load_explicit(&owner->remote, memory_order_relaxed);
+
+	do
+		links(head)[1] = old;
+	/* release: the links and the objects' last writes before the owner's
+	 * acquire exchange takes them */
+	while (!atomic_compare_exchange_weak_explicit(&owner->remote, &old, head,
+						      memory_order_release, memory_order_relaxed));
+}
+
+static void flush_out(struct ioa__outgoing *o)
+{
+	if (o->n)
+		send(o->owner, o->head);
+	o->head = NULL;
+	o->n = 0;
+}
+
+static void flush_all_out(struct ioa__heap *h)
+{
+	for (unsigned k = 0; k < sizeof(h->out) / sizeof(h->out[0]); k++)
+		flush_out(&h->out[k]);
+}
+
+/* A free of object @p of @s, owned by another heap, from heap @h (the empty
+ * heap for a thread that has none: then the batch is of one). */
+static void remote_free(struct ioa__heap *h, struct ioa__span *s, void *p)
+{
+	struct ioa__heap *owner = s->owner;
+	struct ioa__outgoing *o;
+
+	links(p)[0] = NULL;
+	if (h == &empty_heap || h->shared) {
+		send(owner, p);
+		return;
+	}
+	o = &h->out[((uintptr_t)owner >> 6) % (sizeof(h->out) / sizeof(h->out[0]))];
+	if (o->owner != owner) {
+		flush_out(o);
+		o->owner = owner;
+	}
+	links(p)[0] = o->head;
+	o->head = p;
+	if (++o->n == BATCH)
+		flush_out(o);
+}
+
+/* A free of an object of @h applied by @h itself: 0 when @p is no object
+ * of @h (reported: a link in freed memory was overwritten). */
+static int apply_free(struct ioa__heap *h, void *p)
+{
+	struct ioa__span *s = ioa__pagemap_get(p);
+	uint32_t i;
+
+	if (!s || s->owner != h || !s->obj_size || (i = ioa__check_index(s, p)) == UINT32_MAX) {
+		ioa__err("a batch of frees handed to this thread holds %p, no object of its own: "
+			 "the links in freed memory were overwritten (a device writing into freed "
+			 "memory?); the rest of the batch is left allocated", p);
+		return 0;
+	}
+	if (s->bits[i >> 6] & (1ull << (i & 63))) {
+		ioa__check_report_double(s, i);
+		return 1;
+	}
+	s->bits[i >> 6] |= 1ull << (i & 63);
+	if (i >> 6 < s->wi)
+		s->wi = i >> 6;
+	if (--s->used <= s->low)
+		span_changed(h, s);
+	return 1;
+}
+
+/* Applies the batches other threads handed to @h. */
 static void collect_remote(struct ioa__heap *h)
 {
-	struct ioa__span *s;
+	void *batch;
 
 	if (!atomic_load_explicit(&h->remote, memory_order_relaxed))
 		return;
-	/* acquire: pairs with the pushers' release, for rnext and the bits */
-	s = atomic_exchange_explicit(&h->remote, NULL, memory_order_acquire);
-	while (s) {
-		struct ioa__span *next = atomic_load_explicit(&s->rnext, memory_order_relaxed);
+	/* acquire: pairs with the senders' release, for links and objects */
+	batch = atomic_exchange_explicit(&h->remote, NULL, memory_order_acquire);
+	while (batch) {
+		void *next_batch = links(batch)[1], *p = batch;
 
 		ioa__stat_add(heap_remote_batches, 1);
-		collect_span(h, s); /* may push s again, after next was read */
-		s = next;
-	}
-}
+		/* bounded: a double free may have linked an object twice */
+		for (unsigned k = 0; p && k < BATCH; k++) {
+			void *next = links(p)[0]; /* read first: p may be retired */
 
-static void remote_free(struct ioa__span *s, uint32_t i)
-{
-	uint64_t bit = 1ull << (i & 63), old;
-	struct ioa__heap *owner = s->owner;
-	struct ioa__span *head;
-
-	/* seq_cst (a release for the object's last writes, and see
-	 * collect_span for the flag) */
-	old = atomic_fetch_or_explicit(&s->rbits[i >> 6], bit, memory_order_seq_cst);
-	if (old & bit) {
-		ioa__check_report_double(s, i);
-		return;
+			if (!apply_free(h, p))
+				break;
+			p = next;
+		}
+		batch = next_batch;
 	}
-	if (atomic_load_explicit(&s->rflag, memory_order_seq_cst) ||
-	    atomic_exchange_explicit(&s->rflag, 1, memory_order_relaxed))
-		return;
-	head = atomic_load_explicit(&owner->remote, memory_order_relaxed);
-	do
-		atomic_store_explicit(&s->rnext, head, memory_order_relaxed);
-	/* release: the owner's acquire exchange sees rnext and the bit */
-	while (!atomic_compare_exchange_weak_explicit(&owner->remote, &head, s,
-						      memory_order_release, memory_order_relaxed));
 }
 
 /* ---- allocation -------------------------------------------------------- */
@@ -202,6 +245,7 @@ static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 
 	if (s && has_free(s))
 		return s;
+	flush_all_out(h); /* a slow path bounds how long this thread's frees wait */
 	collect_remote(h);
 	if ((s = h->spans[c]) && has_free(s))
 		return s;
@@ -331,6 +375,7 @@ static void heap_exit(void *arg)
 	ioa__my_heap = &empty_heap;
 	my_state = HEAP_EXITED;
 	flush_pending(h);
+	flush_all_out(h);
 	collect_remote(h);
 	while (h->empty) {
 		struct ioa__span *s = h->empty;
@@ -483,7 +528,7 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p)
 	if (ioa__heap_checking && !ioa__check_disarm(s, i, p))
 		return;
 	if (s->owner != h || h == &empty_heap) {
-		remote_free(s, i);
+		remote_free(h, s, p);
 		return;
 	}
 	if (s->bits[i >> 6] & (1ull << (i & 63))) {
@@ -505,8 +550,13 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p)
 
 void ioa__heap_flush_mine(void)
 {
-	if (ioa__my_heap != &empty_heap)
-		flush_pending(ioa__my_heap);
+	struct ioa__heap *h = ioa__my_heap;
+
+	if (h != &empty_heap) {
+		flush_pending(h);
+		flush_all_out(h);
+		collect_remote(h);
+	}
 }
 
 /* ---- the library's life ----------------------------------------------- */
@@ -533,8 +583,12 @@ void ioa__heap_fini(void)
 {
 	uint64_t leaked = 0;
 
-	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
+	for (struct ioa__heap *h = all_heaps; h; h = h->next_all) {
 		flush_pending(h);
+		flush_all_out(h);
+	}
+	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
+		collect_remote(h);
 	ioa__span_caches_drain();
 	ioa__span_each(release_span, &leaked);
 	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)

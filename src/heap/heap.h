@@ -4,13 +4,16 @@
  * ioa_virt2iova finds it in O(1)); small objects share a span of their size
  * class, a large block is a span of its own.
  *
- * A span's metadata is outside the DMA memory (the device cannot corrupt
- * it): a bitmap of its free objects, owned by one thread heap, whose
- * malloc and free touch it with plain loads and stores. A free from
- * another thread sets the object's bit in the span's remote bitmap (one
- * atomic or) and, the first time since the owner last looked, pushes the
- * span on the owner's remote stack (a compare-and-swap): the owner collects
- * the batch when its current span runs out.
+ * A span's metadata is outside the DMA memory: a bitmap of its free
+ * objects, owned by one thread heap, whose malloc and free touch it with
+ * plain loads and stores. A free from another thread is batched: the
+ * freeing thread links the object into its outgoing batch for the owner
+ * (through the freed object's first words) and hands 64 at a time to the
+ * owner's remote stack with one compare-and-swap; the owner applies them
+ * when its current span runs out. The freeing thread never touches the
+ * span after the hand-over, so the owner may recycle a span as soon as its
+ * last object is back. A link a device overwrote in freed memory is caught
+ * by the owner's checks (a leak and a message, never a wild write).
  *
  * The fast paths below take no lock, make no atomic read-modify-write and no
  * system call. Everything else is in heap.c (slow paths, thread life),
@@ -70,10 +73,7 @@ struct ioa__span {
 	uint64_t idle_since;        /* in a cache: ioa__ticks() when it went there */
 	uint32_t *req;              /* IOALLOC_CHECK: each object's requested size */
 	size_t large_req;           /* IOALLOC_CHECK, large block: requested size */
-	/* Remote frees, on a line of their own. */
-	_Alignas(64) struct ioa__span *_Atomic rnext; /* in its owner's remote stack */
-	_Atomic int rflag;          /* on that stack, or about to be */
-	_Atomic uint64_t *rbits;    /* words of remote-freed objects */
+	_Atomic int live;           /* a large block: allocated (its double free loses) */
 	uint64_t bits[];            /* words of free objects (set bit: free) */
 };
 
@@ -81,7 +81,12 @@ struct ioa__heap {
 	struct ioa__span *cur[IOA_CLASSES];   /* what the fast path allocates from */
 	struct ioa__span *spans[IOA_CLASSES]; /* the current span of each class */
 	struct ioa__span *partial[IOA_CLASSES]; /* spans with free objects */
-	struct ioa__span *_Atomic remote;     /* spans with remote frees to collect */
+	void *_Atomic remote;       /* batches of objects other threads freed */
+	struct ioa__outgoing {      /* this thread's batches for other heaps */
+		struct ioa__heap *owner;
+		void *head;
+		unsigned n;
+	} out[8];
 	int node;
 	int state;                  /* heap.c */
 	int shared;                 /* a node's shared heap: used under @lock by any thread */
@@ -121,8 +126,9 @@ static inline void *ioa__heap_alloc(size_t size)
 	return s->base + (size_t)(s->wi * 64 + (uint32_t)__builtin_ctzll(w)) * s->obj_size;
 }
 
-/* free's fast path: the owner sets the object's bit. An interior pointer or
- * a second free of an object is caught here at no cost (one compare each). */
+/* free's fast path: the owner sets the object's bit. An interior pointer, a
+ * pointer past the last object or a second free of an object is caught here
+ * at the cost of a few instructions, and reported by the slow path. */
 static inline void ioa__heap_free(void *p)
 {
 	struct ioa__span *s = ioa__pagemap_get(p);
@@ -141,7 +147,7 @@ static inline void ioa__heap_free(void *p)
 	i = (uint32_t)((off * s->magic) >> 40);
 	bit = 1ull << (i & 63);
 	w = s->bits[i >> 6];
-	if (__builtin_expect((w & bit) || (uint64_t)i * s->obj_size != off, 0)) {
+	if (__builtin_expect((w & bit) | ((uint64_t)i * s->obj_size ^ off) | (i >= s->nobjs), 0)) {
 		ioa__heap_free_slow(s, p); /* reports it */
 		return;
 	}

@@ -19,7 +19,7 @@ void *ioa__large_alloc(int node, size_t size, size_t align)
 	if (!s)
 		return NULL;
 	/* relaxed: the block is this thread's until it hands the pointer on */
-	atomic_store_explicit(&s->rflag, 1, memory_order_relaxed);
+	atomic_store_explicit(&s->live, 1, memory_order_relaxed);
 	return s->base;
 }
 
@@ -34,7 +34,7 @@ void ioa__large_free(struct ioa__span *s, void *p)
 		return;
 	}
 	/* acq_rel: the winner sees the block as its allocator left it */
-	if (!atomic_exchange_explicit(&s->rflag, 0, memory_order_acq_rel)) {
+	if (!atomic_exchange_explicit(&s->live, 0, memory_order_acq_rel)) {
 		ioa__err("free(%p): double free of a large block of %zu bytes", p, s->len);
 		errno = EINVAL;
 		return;

@@ -95,7 +95,7 @@ static size_t pool_size(int pool)
 {
 	size_t words = pool_words[pool], objs = words * 64;
 
-	return (sizeof(struct ioa__span) + words * 16 + objs * 4 + 63) & ~(size_t)63;
+	return (sizeof(struct ioa__span) + words * 8 + objs * 4 + 63) & ~(size_t)63;
 }
 
 static struct ioa__span *desc_alloc(int pool)
@@ -125,8 +125,7 @@ static struct ioa__span *desc_alloc(int pool)
 	pthread_mutex_unlock(&p->lock);
 	memset(s, 0, p->size);
 	s->pool = (uint16_t)pool;
-	s->rbits = (_Atomic uint64_t *)(s->bits + pool_words[pool]);
-	s->req = (uint32_t *)(s->rbits + pool_words[pool]);
+	s->req = (uint32_t *)(s->bits + pool_words[pool]);
 	return s;
 }
 
@@ -263,9 +262,7 @@ void ioa__span_format(struct ioa__span *s, unsigned c, struct ioa__heap *owner)
 		uint32_t left = n - w * 64;
 
 		s->bits[w] = left >= 64 ? ~0ull : (1ull << left) - 1;
-		atomic_store_explicit(&s->rbits[w], 0, memory_order_relaxed);
 	}
-	atomic_store_explicit(&s->rflag, 0, memory_order_relaxed);
 }
 
 /* Retires, outside the lock, what a cache let go. */
