@@ -170,7 +170,7 @@ static void *churn(void *arg)
 	return arg;
 }
 
-static void test_fork(void)
+static __attribute__((unused)) void test_fork(void)
 {
 	pthread_t t;
 	int bad = 0;
