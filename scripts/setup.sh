@@ -13,6 +13,7 @@ packages=(
 	valgrind
 	qemu-system-x86 busybox-static cpio xz-utils kmod # the VM test (scripts/vm/)
 	gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static # scripts/test-aarch64.sh
+	python3 sqlite3 gzip # tests/preload/ (which also runs git, xz, sort, gcc and g++: above)
 )
 
 missing=()
