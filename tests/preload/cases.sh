@@ -16,7 +16,7 @@ case_python() {
 }
 
 need_sort() { echo python3 sort; }
-prep_sort() { python3 "$here/gen.py" text 24 "$in/text"; }
+prep_sort() { python3 "$here/gen.py" text 20 "$in/text"; }
 case_sort() {
 	step sort sort "$in/text"
 	step sort-parallel sort --parallel=2 -S 64M -k3,3n -k1,1 "$in/text"
