@@ -13,8 +13,9 @@
 #   BUILD_DIR  build directory of the workloads, configured Release if new
 #              [<repo>/build-bench]
 #   REPS       runs per workload and allocator [3]
-#   OUT        results: runs.csv, summary.csv, table.md, alloc-bench.png
-#              [$BUILD_DIR/alloc-bench]
+#   OUT        results: runs.csv, summary.csv, table.md [$BUILD_DIR/alloc-bench]
+#   CHART      the PNG chart [$OUT/alloc-bench.png]; docs/alloc-bench.png is
+#              the one docs/benchmarks.md shows
 #   TIMEOUT    seconds a run may take before it is killed and fails [120]
 #   JOBS       parallel build jobs [2]
 set -euo pipefail
@@ -23,6 +24,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 build=${BUILD_DIR:-$repo/build-bench}
 out=${OUT:-$build/alloc-bench}
+chart=${CHART:-$out/alloc-bench.png}
 preload=${1:-$build/libioalloc-preload.so}
 
 if [[ ! -f $build/CMakeCache.txt ]]; then
@@ -70,8 +72,8 @@ for py in python3 /usr/bin/python3; do
 	fi
 done
 if [[ -n $chart_python ]]; then
-	"$chart_python" "$here/chart.py" "$out/summary.csv" "$out/alloc-bench.png"
-	echo "run.sh: chart in $out/alloc-bench.png"
+	"$chart_python" "$here/chart.py" "$out/summary.csv" "$chart"
+	echo "run.sh: chart in $chart"
 else
 	echo "run.sh: no chart: matplotlib is missing (scripts/setup.sh installs python3-matplotlib)" >&2
 fi
