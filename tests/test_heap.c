@@ -1,5 +1,6 @@
 /*
  * The allocator (ioa_malloc and friends) on one thread, on the sim backend:
+ * - the size classes: the fast path's table is the computed classes;
  * - every size class and large sizes: the object is writable whole, at
  *   least as large as asked, 16-byte aligned, and every byte has an IOVA
  *   that translates back (I5: the O(1) lookup covers heap memory);
@@ -16,6 +17,7 @@
 #include "check.h"
 
 #include "ioalloc.h"
+#include "sizeclass.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -54,6 +56,22 @@ static int iova_covers(const void *p, size_t n)
 			return 0;
 	}
 	return 1;
+}
+
+/* The fast path's table agrees with the computed classes, and each class
+ * is the smallest that holds its sizes. */
+static void test_classes(void)
+{
+	int bad = 0;
+
+	for (size_t size = 0; size <= IOA_SMALL_MAX; size++) {
+		unsigned c = ioa__class_of(size);
+
+		bad += c != ioa__class_compute(size) || ioa__class_size(c) < size ||
+		       (c && ioa__class_size(c - 1) >= size) || ioa__class_size(c) % 16;
+	}
+	CHECK_EQ(bad, 0);
+	CHECK_EQ(ioa__class_of(IOA_SMALL_MAX), IOA_CLASSES - 1);
 }
 
 static void test_sizes(void)
@@ -241,6 +259,7 @@ static void test_protect(void)
 int main(void)
 {
 	check_start("test_heap");
+	test_classes();
 	if (init(IOA_PROTECT_LAZY, 0)) {
 		test_sizes();
 		test_alignment();

@@ -16,7 +16,7 @@ int ioa__heap_strict, ioa__heap_checking;
 #define SPAN_ALIGN ((size_t)64 << 10) /* every lazy span: above any class's own alignment */
 #define CACHE_SPANS 64                /* wholly free spans a node keeps per pool */
 #define CACHE_LARGE 64                /* large blocks a node keeps ... */
-#define CACHE_LARGE_BYTES ((size_t)256 << 20) /* ... and their bytes */
+#define CACHE_LARGE_BYTES ((size_t)64 << 20) /* ... and their bytes */
 #define CACHE_DECAY_NS 1000000000ull  /* kept at most this long unused */
 
 /* Descriptor pools: one size each, for the spans of 64 KiB (up to 4096
