@@ -25,9 +25,12 @@ for prog in $("need_$name"); do
 	command -v "$prog" >/dev/null || fail "$prog is not installed: run scripts/setup.sh"
 done
 [ -f "$lib" ] || fail "no preload library $lib"
+# The cases run in directories of their own.
+lib=$(realpath "$lib")
+[ -z "$mt_cxx" ] || mt_cxx=$(realpath "$mt_cxx")
 # The loader ignores, with a message, a library it cannot preload.
 maps=$(LD_PRELOAD=$lib cat /proc/self/maps 2>&1) || true
-grep -qF "$(readlink -f "$lib")" <<<"$maps" || {
+grep -qF "$lib" <<<"$maps" || {
 	echo "$maps"
 	fail "$lib is not mapped into a program it is preloaded into"
 }
