@@ -319,6 +319,20 @@ struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
 	return s;
 }
 
+/* The smallest cached block of at least @len bytes, at most twice as many,
+ * aligned to @align: what it holds beyond @len costs no memory until touched
+ * (on-demand pages) or is memory the node already holds (pinned pages). */
+static struct ioa__span *best_fit(const struct list *l, size_t len, size_t align)
+{
+	struct ioa__span *best = NULL;
+
+	for (struct ioa__span *s = l->head; s; s = s->next)
+		if (s->len >= len && s->len / 2 <= len && ((uintptr_t)s->base & (align - 1)) == 0 &&
+		    (!best || s->len < best->len))
+			best = s;
+	return best;
+}
+
 struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align)
 {
 	struct node_cache *nc = &caches[node];
@@ -327,9 +341,7 @@ struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align)
 	pthread_once(&caches_once, caches_init);
 	if (!ioa__heap_strict) {
 		pthread_mutex_lock(&nc->lock);
-		for (s = nc->large.head; s; s = s->next)
-			if (s->len == len && ((uintptr_t)s->base & (align - 1)) == 0)
-				break;
+		s = best_fit(&nc->large, len, align);
 		if (s)
 			list_remove(&nc->large, s);
 		trim(&nc->large, CACHE_LARGE, CACHE_LARGE_BYTES, &victims);
