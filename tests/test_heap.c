@@ -195,6 +195,18 @@ static void test_bad_frees(void)
 	ioa_free(r);
 	ioa_free(s);
 	ioa_free(q);
+	/* a double free into a span that emptied (not the current one: the 13th
+	 * object of 20 KB opens a new span) and waits as a spare */
+	char *fill[13];
+
+	for (int i = 0; i < 13; i++)
+		fill[i] = ioa_malloc(20000);
+	for (int i = 0; i < 12; i++)
+		ioa_free(fill[i]);
+	capture_begin(&cap);
+	ioa_free(fill[0]);
+	CHECK_CONTAINS(capture_end(&cap), "double free of an object of size class 20480");
+	ioa_free(fill[12]);
 	ioa_free(big);
 	capture_begin(&cap);
 	ioa_free(big);

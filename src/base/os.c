@@ -188,9 +188,7 @@ int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size
 {
 	int err = 0;
 
-	if (on_demand && policy == IOA_PAGE_AUTO)
-		return map_small(len, align, node, 0, 0, out);
-	switch (policy) {
+	switch (on_demand && policy == IOA_PAGE_AUTO ? IOA_PAGE_4K : policy) {
 	case IOA_PAGE_1G:
 		err = map_hugetlb(len, align, node, IOA_PAGES_1G, out);
 		if (err)

@@ -107,6 +107,7 @@ static void span_emptied(struct ioa__heap *h, struct ioa__span *s)
 	} else if (s->low == IOA_SPAN_PARTIAL) {
 		partial_remove(h, s);
 	}
+	s->owner = NULL; /* a spare: flush_pending must not see it twice */
 	if (!ioa__heap_strict && h->nempty < HEAP_EMPTY_SPANS && !h->shared) {
 		s->next = h->empty;
 		h->empty = s;
@@ -289,7 +290,10 @@ static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 		if ((s = *pp)) {
 			*pp = s->next;
 			h->nempty--;
-			ioa__span_format(s, c, h);
+			if (ioa__span_format(s, c, h) != 0) {
+				ioa__span_put(s);
+				return NULL;
+			}
 		} else if (!(s = ioa__span_get(h->node, c, h))) {
 			return NULL;
 		}
@@ -401,6 +405,7 @@ static void flush_pending(struct ioa__heap *h)
 	for (unsigned k = 0; k < n; k++) {
 		struct ioa__span *s = h->pending[k] ? ioa__pagemap_get(h->pending[k]) : NULL;
 
+		/* once per span: an emptied span is no longer its owner's */
 		if (s && s->owner == h && (s->used == 0 || s->low == IOA_SPAN_FULL))
 			span_changed(h, s);
 	}
@@ -572,6 +577,10 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p)
 	}
 	if ((i = ioa__check_index(s, p)) == UINT32_MAX) {
 		ioa__check_report_invalid(s, p);
+		return;
+	}
+	if (!s->owner) { /* a spare or cached span: all of it is free */
+		ioa__check_report_double(s, i);
 		return;
 	}
 	if (ioa__heap_checking && !ioa__check_disarm(s, i, p))

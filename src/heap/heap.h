@@ -74,7 +74,9 @@ struct ioa__span {
 	struct ioa__span *next, *prev; /* in a list of its owner, or of a cache */
 	struct ioa__span *all_next, *all_prev; /* among every span (span.c) */
 	uint64_t idle_since;        /* in a cache: ioa__ticks() when it went there */
-	uint32_t *req;              /* IOALLOC_CHECK: each object's requested size */
+	int purged;                 /* in a cache, its pages given back to the kernel */
+	uint32_t *req;              /* IOALLOC_CHECK: each object's requested size + 1 */
+	size_t req_bytes;
 	size_t large_req;           /* IOALLOC_CHECK, large block: requested size */
 	_Atomic int live;           /* a large block: allocated (its double free loses) */
 	uint64_t bits[];            /* words of free objects (set bit: free) */

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 
 int ioa__heap_strict, ioa__heap_checking;
 
@@ -19,6 +20,7 @@ int ioa__heap_strict, ioa__heap_checking;
 #define CACHE_LARGE 64                /* large blocks a node keeps ... */
 #define CACHE_LARGE_BYTES ((size_t)64 << 20) /* ... and their bytes */
 #define CACHE_DECAY_NS 1000000000ull  /* kept at most this long unused */
+#define CACHE_RESIDENT ((size_t)48 << 20) /* cached large bytes left resident (none backend) */
 
 /* Descriptor pools: one size each, for the spans of 64 KiB (up to 4096
  * objects), of one page (strict: up to 256) and the rest (up to 64 objects,
@@ -37,7 +39,7 @@ struct pool {
 struct list {
 	struct ioa__span *head, *tail;
 	unsigned n;
-	size_t bytes;
+	size_t bytes, resident; /* resident: of blocks not purged */
 };
 
 struct node_cache {
@@ -74,6 +76,7 @@ static void list_push(struct list *l, struct ioa__span *s)
 	l->head = s;
 	l->n++;
 	l->bytes += s->len;
+	l->resident += s->purged ? 0 : s->len;
 }
 
 static void list_remove(struct list *l, struct ioa__span *s)
@@ -88,15 +91,15 @@ static void list_remove(struct list *l, struct ioa__span *s)
 		l->tail = s->prev;
 	l->n--;
 	l->bytes -= s->len;
+	l->resident -= s->purged ? 0 : s->len;
+	s->purged = 0;
 }
 
 /* ---- descriptors ----------------------------------------------------- */
 
 static size_t pool_size(int pool)
 {
-	size_t words = pool_words[pool], objs = words * 64;
-
-	return (sizeof(struct ioa__span) + words * 8 + objs * 4 + 63) & ~(size_t)63;
+	return (sizeof(struct ioa__span) + pool_words[pool] * 8 + 63) & ~(size_t)63;
 }
 
 static struct ioa__span *desc_alloc(int pool)
@@ -126,13 +129,15 @@ static struct ioa__span *desc_alloc(int pool)
 	pthread_mutex_unlock(&p->lock);
 	memset(s, 0, p->size);
 	s->pool = (uint16_t)pool;
-	s->req = (uint32_t *)(s->bits + pool_words[pool]);
 	return s;
 }
 
 static void desc_free(struct ioa__span *s)
 {
 	struct pool *p = &pools[s->pool];
+
+	if (s->req)
+		ioa__os_free_pages(s->req, s->req_bytes);
 
 	pthread_mutex_lock(&p->lock);
 	s->next = p->free;
@@ -249,11 +254,24 @@ void ioa__span_retire(struct ioa__span *s)
 	span_destroy(s);
 }
 
-void ioa__span_format(struct ioa__span *s, unsigned c, struct ioa__heap *owner)
+int ioa__span_format(struct ioa__span *s, unsigned c, struct ioa__heap *owner)
 {
 	uint32_t size = (uint32_t)ioa__class_size(c), n = (uint32_t)(s->len / size);
 	uint32_t words = (n + 63) / 64;
 
+	if (ioa__heap_checking && s->req_bytes < (size_t)n * 4) { /* IOALLOC_CHECK's sizes */
+		if (s->req)
+			ioa__os_free_pages(s->req, s->req_bytes);
+		s->req_bytes = ((size_t)n * 4 + IOA_PAGE - 1) & ~(IOA_PAGE - 1);
+		if (!(s->req = ioa__os_alloc_pages(s->req_bytes))) {
+			s->req_bytes = 0;
+			ioa__err("ioa_malloc: no memory for IOALLOC_CHECK's sizes of a span");
+			errno = ENOMEM;
+			return -ENOMEM;
+		}
+	}
+	if (ioa__heap_checking)
+		memset(s->req, 0, (size_t)n * 4);
 	s->obj_size = size;
 	s->nobjs = n;
 	s->magic = ((1ull << 40) + size - 1) / size;
@@ -266,6 +284,7 @@ void ioa__span_format(struct ioa__span *s, unsigned c, struct ioa__heap *owner)
 	for (uint32_t w = 0; w < words; w++)
 		s->bits[w] = ~0ull;
 	s->last_mask = n % 64 ? (1ull << (n % 64)) - 1 : ~0ull;
+	return 0;
 }
 
 /* Retires, outside the lock, what a cache let go. */
@@ -295,6 +314,27 @@ static void trim(struct list *l, unsigned max_n, size_t max_bytes, struct ioa__s
 	}
 }
 
+/*
+ * Gives the pages of the oldest cached large blocks back to the kernel
+ * until CACHE_RESIDENT bytes of them are left resident, with the none
+ * backend only: no device maps them, so a later touch simply brings fresh
+ * pages (with a device it would keep the old ones: never done there). Under
+ * the cache's lock, so that nobody takes a block while it is purged.
+ */
+static void purge(struct list *l)
+{
+	if (!ioa__region_on_demand())
+		return;
+	for (struct ioa__span *s = l->tail; s && l->resident > CACHE_RESIDENT; s = s->prev) {
+		if (s->purged)
+			continue;
+		if (madvise(s->base, s->len, MADV_DONTNEED) != 0)
+			return;
+		s->purged = 1;
+		l->resident -= s->len;
+	}
+}
+
 struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
 {
 	size_t len = ioa__span_len(c);
@@ -303,14 +343,17 @@ struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
 	struct ioa__span *s, *victims = NULL;
 
 	pthread_once(&caches_once, caches_init);
-	pthread_mutex_lock(&nc->lock);
-	for (s = nc->spans[pool].head; s && s->len != len; s = s->next)
-		;
-	if (s)
-		list_remove(&nc->spans[pool], s);
-	trim(&nc->spans[pool], CACHE_SPANS, SIZE_MAX, &victims);
-	pthread_mutex_unlock(&nc->lock);
-	retire_list(victims);
+	s = NULL;
+	if (!ioa__heap_strict) { /* strict mode caches nothing */
+		pthread_mutex_lock(&nc->lock);
+		for (s = nc->spans[pool].head; s && s->len != len; s = s->next)
+			;
+		if (s)
+			list_remove(&nc->spans[pool], s);
+		trim(&nc->spans[pool], CACHE_SPANS, SIZE_MAX, &victims);
+		pthread_mutex_unlock(&nc->lock);
+		retire_list(victims);
+	}
 	if (!s) {
 		s = span_create(node, len, ioa__heap_strict ? IOA_PAGE : SPAN_ALIGN, pool,
 				len >> IOA_PAGE_SHIFT);
@@ -318,12 +361,16 @@ struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
 			return NULL;
 		ioa__stat_add(heap_spans_created, 1);
 	}
-	ioa__span_format(s, c, owner);
+	if (ioa__span_format(s, c, owner) != 0) {
+		ioa__span_put(s);
+		return NULL;
+	}
 	return s;
 }
 
 /* The smallest cached block of at least @len bytes, at most twice as many,
- * aligned to @align: what it holds beyond @len costs no memory until touched
+ * aligned to @align, resident ones first (a purged one faults its pages in
+ * again): what it holds beyond @len costs no memory until touched
  * (on-demand pages) or is memory the node already holds (pinned pages). */
 static struct ioa__span *best_fit(const struct list *l, size_t len, size_t align)
 {
@@ -331,7 +378,7 @@ static struct ioa__span *best_fit(const struct list *l, size_t len, size_t align
 
 	for (struct ioa__span *s = l->head; s; s = s->next)
 		if (s->len >= len && s->len / 2 <= len && ((uintptr_t)s->base & (align - 1)) == 0 &&
-		    (!best || s->len < best->len))
+		    (!best || (s->purged == best->purged ? s->len < best->len : !s->purged)))
 			best = s;
 	return best;
 }
@@ -377,6 +424,7 @@ void ioa__span_put(struct ioa__span *s)
 	if (large) {
 		list_push(&nc->large, s);
 		trim(&nc->large, CACHE_LARGE, CACHE_LARGE_BYTES, &victims);
+		purge(&nc->large);
 	} else {
 		list_push(&nc->spans[s->pool], s);
 		trim(&nc->spans[s->pool], CACHE_SPANS, SIZE_MAX, &victims);

@@ -22,8 +22,9 @@ size_t ioa__span_small_max(void);
 /* A wholly free span of class @c on @node for @owner: from the node's cache
  * or a new region buffer; NULL with errno set when memory ran out. */
 struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner);
-/* Formats @s, wholly free, for class @c and @owner. */
-void ioa__span_format(struct ioa__span *s, unsigned c, struct ioa__heap *owner);
+/* Formats @s, wholly free, for class @c and @owner: 0, or -ENOMEM with a
+ * message (IOALLOC_CHECK's sizes). */
+int ioa__span_format(struct ioa__span *s, unsigned c, struct ioa__heap *owner);
 /* A large block of @len bytes (rounded already) aligned to @align on @node:
  * from the node's cache when the sizes match, else a new region buffer. */
 struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align);

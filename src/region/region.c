@@ -59,6 +59,11 @@ static size_t round_up(size_t v, size_t a)
 	return (v + a - 1) & ~(a - 1);
 }
 
+int ioa__region_on_demand(void)
+{
+	return rg.identity;
+}
+
 /* ---- segments -------------------------------------------------------- */
 
 /* Bits [from, to) of the 64-bit word holding @from, @to at most one word on. */
