@@ -4,9 +4,10 @@
 # jemalloc, mimalloc, tcmalloc and ioalloc's preload library PRELOAD with
 # IOALLOC_PROTECT=lazy and =strict, REPS runs each, round robin (measure.py);
 # then prints the markdown tables (report.py) and draws the chart (chart.py).
-# PRELOAD defaults to $BUILD_DIR/libioalloc-preload.so; when it does not
-# exist, ioalloc is left out (said so) and the peers still run. A peer whose
-# Debian package is missing is left out likewise. Exits 1 on a failed run or
+# PRELOAD defaults to $BUILD_DIR/libioalloc-preload.so (the ioalloc-preload
+# target, built first when BUILD_DIR has it); when it does not exist, ioalloc
+# is left out (said so) and the peers still run. A peer whose Debian package
+# is missing is left out likewise. Exits 1 on a failed run or
 # on a checksum that is not glibc's.
 #
 # Environment (defaults in brackets):
@@ -32,6 +33,10 @@ if [[ ! -f $build/CMakeCache.txt ]]; then
 fi
 mapfile -t programs < <(awk '!/^#/ && NF { print $2 }' "$here/workloads.txt" | sort -u)
 programs+=(alloc_launch)
+# Without an argument, the preload library of this build, built too.
+if (($# == 0)) && cmake --build "$build" --target help | grep -Ex '(\.\.\. )?ioalloc-preload(: .*)?' >/dev/null; then
+	programs+=(ioalloc-preload)
+fi
 cmake --build "$build" -j"${JOBS:-2}" --target "${programs[@]}" >/dev/null
 
 # The peers' libraries, from Debian's packages, in the multiarch library dir.
@@ -51,6 +56,7 @@ for peer in jemalloc:libjemalloc.so.2:libjemalloc2 mimalloc:libmimalloc.so.2:lib
 	fi
 done
 if [[ -f $preload ]]; then
+	preload=$(realpath -- "$preload")
 	allocs+=(--alloc ioalloc-lazy "$preload" lazy --alloc ioalloc-strict "$preload" strict)
 else
 	missing+=(ioalloc)
