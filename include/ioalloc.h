@@ -97,6 +97,12 @@ enum ioa_defer_mode {
 	IOA_DEFER_SYNC, /**< on the freeing thread, before ioa_dma_free returns */
 };
 
+/** What ioa_malloc() does with memory it frees (IOALLOC_PROTECT). */
+enum ioa_protect {
+	IOA_PROTECT_LAZY,   /**< freed memory stays mapped while the allocator keeps it */
+	IOA_PROTECT_STRICT, /**< a page that becomes wholly free is unmapped before any reuse */
+};
+
 /** Settings; the environment variable of each field is named beside it. */
 struct ioa_config {
 	enum ioa_backend backend;     /**< IOALLOC_BACKEND, default sim */
@@ -107,6 +113,8 @@ struct ioa_config {
 	enum ioa_defer_mode defer;  /**< IOALLOC_DEFER: on (default) or sync */
 	unsigned defer_delay_us;    /**< IOALLOC_DEFER_DELAY_US: longest wait of a freed item, default 1000 */
 	unsigned defer_limit;       /**< IOALLOC_DEFER_LIMIT: per-thread backlog before the freeing thread helps, default 4096 */
+	enum ioa_protect protect;   /**< IOALLOC_PROTECT: lazy (default) or strict, see ioa_malloc() */
+	int check;                  /**< IOALLOC_CHECK: 1 checks every free and canaries every object */
 	unsigned sim_unmap_ns;      /**< IOALLOC_SIM_UNMAP_NS: cost the sim backend charges per unmap call, default 0 */
 	/* The vfio backend needs exactly one of the next three, the iommufd backend
 	 * vfio_device alone; the other backends ignore them. */
@@ -221,6 +229,73 @@ size_t ioa_dma_size(const void *ptr);
  */
 int ioa_quiesce(void);
 
+/** ioa_dma_alloc() whose buffer is zeroed. */
+void *ioa_dma_zalloc(size_t size, size_t align, int node);
+
+/* ---- the general allocator ------------------------------------------- */
+
+/**
+ * malloc() over DMA memory: every byte it returns is mapped in the IOMMU, so
+ * ioa_virt2iova() answers for any address inside the object, in O(1), and a
+ * device may DMA into it. Small sizes (up to 32 KiB) share spans of 64 KiB
+ * of their size class; larger ones are blocks of their own, rounded to 4 KiB
+ * pages and four sizes per doubling. The memory is on the calling thread's
+ * node (IOALLOC_NUMA decides for a thread as for IOA_NODE_ANY). Thread-safe;
+ * malloc and free take no lock and make no system call unless a span runs
+ * out or empties. The library starts from the environment on first use, as
+ * with ioa_dma_alloc(). Returns NULL with errno ENOMEM when memory or the
+ * IOMMU's mappings ran out.
+ *
+ * What the device may reach after a free (IOALLOC_PROTECT):
+ * - lazy (the default): freed objects stay mapped while the allocator keeps
+ *   their memory for reuse; a device writing through a stale IOVA lands in
+ *   whatever object is there now.
+ * - strict: a page that becomes wholly free is retired (unmapped and
+ *   invalidated through the deferral engine) before anything on it is used
+ *   again, so a stale DMA into it faults. Spans are then one page, sizes
+ *   above 2 KiB take whole pages, and each thread applies its frees in
+ *   batches of 64 (ioa_quiesce() applies the caller's at once). What strict
+ *   cannot do: an object freed on a page that still holds live objects stays
+ *   mapped, and a stale DMA to it reaches that page (the next object placed
+ *   there, or nothing); only ioa_dma_alloc() gives a buffer its own pages.
+ *
+ * Checks: a free of a pointer ioalloc never returned (or of the inside of
+ * an object) and a second free of an object are detected and reported with
+ * the address and the size class, and the free is ignored. With
+ * IOALLOC_CHECK=1 every object also gets a canary after its requested size,
+ * verified when it is freed (a write past its end is reported), and
+ * ioa_usable_size() returns the requested size.
+ *
+ * Life in a process: a thread's caches are handed on at its exit; frees and
+ * mallocs in later thread-exit destructors work; a child of fork() keeps
+ * what its thread allocated (the heaps of the parent's other threads are
+ * left to leak in the child, as glibc leaves their caches); in a child whose
+ * IOMMU belongs to its parent (vfio, iommufd) new memory fails with EPERM. In
+ * a signal handler, as glibc's malloc: not while the thread was inside one.
+ */
+void *ioa_malloc(size_t size);
+/** Frees an object of ioa_malloc() and friends; NULL does nothing. */
+void ioa_free(void *ptr);
+/** ioa_malloc() of @n x @size zeroed bytes; NULL with ENOMEM on overflow. */
+void *ioa_calloc(size_t n, size_t size);
+/** As realloc(): in place when the block still fits without wasting half of
+ * it; NULL @ptr allocates; on failure NULL and @ptr is kept. */
+void *ioa_realloc(void *ptr, size_t size);
+/** @size bytes aligned to @align (a power of two; else NULL, EINVAL). */
+void *ioa_aligned_alloc(size_t align, size_t size);
+/** The bytes usable at @ptr (its size class, or the request with IOALLOC_CHECK=1). */
+size_t ioa_usable_size(const void *ptr);
+/** ioa_malloc() on NUMA node @node (IOA_NODE_ANY: the thread's); a node
+ * without memory fails with EINVAL and a message. */
+void *ioa_malloc_node(size_t size, int node);
+/**
+ * @size bytes aligned to @align (0 or a power of two) that do not cross a
+ * multiple of @boundary (0 for none, or a power of two at least @size), for
+ * devices whose descriptors may not cross 4 KiB or 2 MiB: the block is
+ * aligned to the smallest power of two that holds it. Freed with ioa_free().
+ */
+void *ioa_malloc_dma(size_t size, size_t align, size_t boundary);
+
 /* ---- device page tables ---------------------------------------------- */
 
 /** An I/O page table in DMA memory, for a device MMU or a first-stage IOMMU table. */
@@ -302,6 +377,12 @@ struct ioa_stats {
 	uint64_t defer_helped;      /**< drains done by freeing threads over the limit */
 	uint64_t defer_backlog_max; /**< most items waiting at once in one thread's queue */
 	uint64_t defer_latency_p50_ns, defer_latency_p99_ns; /**< free to retirement */
+	uint64_t heap_spans_created;  /**< spans of small objects ioa_malloc() made */
+	uint64_t heap_spans_retired;  /**< spans and large blocks handed to the reclaimers */
+	uint64_t heap_large_created;  /**< large blocks (above 32 KiB) made */
+	uint64_t heap_large_reused;   /**< large blocks served from a node's cache */
+	uint64_t heap_remote_batches; /**< spans whose remote frees their owner collected */
+	uint64_t heap_leaked_objects; /**< objects still allocated when ioa_fini() ran */
 };
 
 /** Copies the current counters into @out; a NULL @out is refused with a message. */

@@ -14,6 +14,7 @@ packages=(
 	python3-matplotlib # bench/alloc/chart.py, the allocator workloads' chart
 	qemu-system-x86 busybox-static cpio xz-utils kmod # the VM test (scripts/vm/)
 	gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static # scripts/test-aarch64.sh
+	python3 sqlite3 gzip # tests/preload/ (which also runs git, xz, sort, gcc and g++: above)
 )
 
 missing=()

@@ -3,6 +3,8 @@
 #include "config.h"
 #include "defer.h"
 #include "grace.h"
+#include "heap_life.h"
+#include "boot.h"
 #include "iommu.h"
 #include "log.h"
 #include "os.h"
@@ -56,17 +58,21 @@ static void fork_prepare(void)
 	pthread_mutex_lock(&life_lock);
 	if (atomic_load(&state) != STATE_UP)
 		return;
+	ioa__heap_fork_prepare();
 	ioa__defer_fork_prepare();
 	ioa__region_fork_prepare();
 	ioa__iommu_fork_prepare();
+	ioa__span_fork_prepare();
 }
 
 static void fork_parent(void)
 {
 	if (atomic_load(&state) == STATE_UP) {
+		ioa__span_fork_parent();
 		ioa__iommu_fork_parent();
 		ioa__region_fork_parent();
 		ioa__defer_fork_parent();
+		ioa__heap_fork_parent();
 	}
 	pthread_mutex_unlock(&life_lock);
 }
@@ -75,9 +81,11 @@ static void fork_child(void)
 {
 	if (atomic_load(&state) == STATE_UP) {
 		ioa__grace_fork_child();
+		ioa__span_fork_child();
 		ioa__iommu_fork_child();
 		ioa__region_fork_child();
 		ioa__defer_fork_child();
+		ioa__heap_fork_child();
 	}
 	pthread_mutex_init(&life_lock, NULL);
 }
@@ -127,6 +135,7 @@ static int start(const struct ioa_config *cfg, int from_env)
 		return err;
 	}
 	ioa__defer_init(cfg);
+	ioa__heap_init(cfg);
 	active = *cfg;
 	pthread_once(&hooks_once, register_hooks);
 	ioa__info("initialised: backend %s, pages %s, %d NUMA node(s)",
@@ -158,6 +167,8 @@ static int init(const struct ioa_config *cfg, int lazy)
 	atomic_store(&lazy_err, 0);
 	if (!cfg) {
 		ioa_config_init(&from_env);
+		if (ioa__preloaded) /* a program that knows nothing of devices */
+			from_env.backend = IOA_BACKEND_NONE;
 		cfg = &from_env;
 		err = ioa_config_from_env(&from_env);
 	} else {
@@ -204,6 +215,7 @@ IOA_EXPORT void ioa_fini(void)
 		pthread_mutex_unlock(&life_lock);
 		return;
 	}
+	ioa__heap_fini();
 	/* Printed while the engine still has its queues: they hold its counts. */
 	ioa__defer_quiesce();
 	if (active.stats)
@@ -271,6 +283,7 @@ IOA_EXPORT int ioa_quiesce(void)
 
 	if (atomic_load_explicit(&state, memory_order_acquire) != STATE_UP)
 		return 0;
+	ioa__heap_flush_mine();
 	err = ioa__defer_quiesce();
 	return atomic_exchange(&quarantine_unseen, 0) ? -EIO : err;
 }

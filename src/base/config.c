@@ -105,6 +105,22 @@ static int parse_defer(const char *v, struct ioa_config *cfg)
 	return 0;
 }
 
+static int parse_protect(const char *v, struct ioa_config *cfg)
+{
+	if (strcasecmp(v, "lazy") == 0)
+		cfg->protect = IOA_PROTECT_LAZY;
+	else if (strcasecmp(v, "strict") == 0)
+		cfg->protect = IOA_PROTECT_STRICT;
+	else
+		return -1;
+	return 0;
+}
+
+static int parse_check(const char *v, struct ioa_config *cfg)
+{
+	return parse_int(v, 0, 1, &cfg->check);
+}
+
 static int parse_unsigned(const char *v, long lo, long hi, unsigned *out)
 {
 	int n;
@@ -158,6 +174,8 @@ static const struct setting {
 	{ "IOALLOC_DEFER", "on or sync", parse_defer },
 	{ "IOALLOC_DEFER_DELAY_US", "microseconds from 1 to 1000000", parse_defer_delay },
 	{ "IOALLOC_DEFER_LIMIT", "items from 16 to 16777216", parse_defer_limit },
+	{ "IOALLOC_PROTECT", "lazy or strict", parse_protect },
+	{ "IOALLOC_CHECK", "0 or 1", parse_check },
 	{ "IOALLOC_SIM_UNMAP_NS", "nanoseconds from 0 to 100000000", parse_sim_unmap },
 	{ "IOALLOC_VFIO_GROUP", "an IOMMU group number (N of /dev/vfio/N)", parse_vfio_group },
 	{ "IOALLOC_VFIO_DEVICE", "a PCI address DDDD:BB:DD.F or BB:DD.F in hex, such as 0000:00:03.0",
@@ -362,6 +380,10 @@ int ioa__config_validate(const struct ioa_config *cfg)
 		return bad_field("defer_delay_us", cfg->defer_delay_us, "1 to 1000000 microseconds");
 	if (cfg->defer_limit < 16 || cfg->defer_limit > 1u << 24)
 		return bad_field("defer_limit", cfg->defer_limit, "16 to 16777216 items");
+	if ((unsigned)cfg->protect > IOA_PROTECT_STRICT)
+		return bad_field("protect", cfg->protect, "IOA_PROTECT_LAZY or IOA_PROTECT_STRICT");
+	if (cfg->check < 0 || cfg->check > 1)
+		return bad_field("check", cfg->check, "0 or 1");
 	if (cfg->sim_unmap_ns > 100000000)
 		return bad_field("sim_unmap_ns", cfg->sim_unmap_ns, "0 to 100000000 nanoseconds");
 	return validate_vfio(cfg);

@@ -118,7 +118,7 @@ static void *map_aligned(size_t len, size_t align, size_t natural, int flags)
 
 /* Binds to @node (before the first touch) and prefaults. MADV_POPULATE_WRITE
  * reports a missing hugetlb page as an error where a touch would SIGBUS. */
-static int bind_and_populate(void *addr, size_t len, int node)
+static int bind_and_populate(void *addr, size_t len, int node, int populate)
 {
 	if (os.has_numa && os.nodes > 1) {
 		unsigned long mask[IOA_MAX_NODES / (8 * sizeof(unsigned long)) + 1] = { 0 };
@@ -127,7 +127,7 @@ static int bind_and_populate(void *addr, size_t len, int node)
 		if (mbind(addr, len, MPOL_BIND, mask, IOA_MAX_NODES + 1, 0) != 0)
 			return -errno;
 	}
-	if (madvise(addr, len, MADV_POPULATE_WRITE) != 0)
+	if (populate && madvise(addr, len, MADV_POPULATE_WRITE) != 0)
 		return -errno;
 	return 0;
 }
@@ -142,7 +142,7 @@ static int map_hugetlb(size_t len, size_t align, int node, enum ioa__page_kind k
 
 	if (!addr)
 		return -errno;
-	err = bind_and_populate(addr, len, node);
+	err = bind_and_populate(addr, len, node, 1);
 	if (err) {
 		munmap(addr, len);
 		return err;
@@ -151,7 +151,8 @@ static int map_hugetlb(size_t len, size_t align, int node, enum ioa__page_kind k
 	return 0;
 }
 
-static int map_small(size_t len, size_t align, int node, int advise_thp, struct ioa__os_mem *out)
+static int map_small(size_t len, size_t align, int node, int advise_thp, int populate,
+		     struct ioa__os_mem *out)
 {
 	void *addr = map_aligned(len, align, IOA_PAGE, 0);
 	int err;
@@ -160,7 +161,7 @@ static int map_small(size_t len, size_t align, int node, int advise_thp, struct 
 		return -errno;
 	if (advise_thp)
 		madvise(addr, len, MADV_HUGEPAGE); /* advice only: THP may be off */
-	err = bind_and_populate(addr, len, node);
+	err = bind_and_populate(addr, len, node, populate);
 	if (err) {
 		munmap(addr, len);
 		return err;
@@ -183,10 +184,12 @@ static void count_segment(const struct ioa__os_mem *mem, int sign)
 }
 
 int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size policy,
-			  struct ioa__os_mem *out)
+			  int on_demand, struct ioa__os_mem *out)
 {
 	int err = 0;
 
+	if (on_demand && policy == IOA_PAGE_AUTO)
+		return map_small(len, align, node, 0, 0, out);
 	switch (policy) {
 	case IOA_PAGE_1G:
 		err = map_hugetlb(len, align, node, IOA_PAGES_1G, out);
@@ -208,10 +211,10 @@ int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size
 		ioa__stat_add(hugepage_fallbacks, 1);
 		ioa__info("no 2 MiB hugetlb page free on node %d: using 4 KiB pages with "
 			  "MADV_HUGEPAGE", node);
-		err = map_small(len, align, node, 1, out);
+		err = map_small(len, align, node, 1, 1, out);
 		break;
 	case IOA_PAGE_4K:
-		err = map_small(len, align, node, 0, out);
+		err = map_small(len, align, node, 0, !on_demand, out);
 		break;
 	}
 	if (err && (policy == IOA_PAGE_AUTO || policy == IOA_PAGE_4K))

@@ -41,9 +41,12 @@ int ioa__os_page_node(const void *addr);
  * Maps @len bytes (a multiple of 2 MiB, or of 1 GiB for IOA_PAGE_1G) aligned
  * to @align, bound to @node and prefaulted, following @policy. Returns 0 or
  * -ENOMEM with a message (an explicit hugepage size that is not available).
+ * @on_demand (no device can reach the memory: the none backend): 4 KiB pages
+ * come at first touch, without prefault or THP advice, unless @policy asks
+ * for hugetlb pages; so a program pays in RSS only for what it touches.
  */
 int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size policy,
-			  struct ioa__os_mem *out);
+			  int on_demand, struct ioa__os_mem *out);
 void ioa__os_free_segment(const struct ioa__os_mem *mem);
 
 /* Zeroed 4 KiB pages for the library's own metadata, or NULL. */

@@ -36,7 +36,13 @@
 	X(defer_batches, "reclaimer batches")                           \
 	X(defer_coalesced, "ranges coalesced before unmap")             \
 	X(defer_helped, "drains by freeing threads over the limit")     \
-	X(defer_backlog_max, "largest per-thread backlog")
+	X(defer_backlog_max, "largest per-thread backlog")             \
+	X(heap_spans_created, "heap spans created")                    \
+	X(heap_spans_retired, "heap spans and large blocks retired")   \
+	X(heap_large_created, "heap large blocks created")             \
+	X(heap_large_reused, "heap large blocks reused from a cache")  \
+	X(heap_remote_batches, "heap remote-free batches collected")   \
+	X(heap_leaked_objects, "heap objects left at ioa_fini")
 
 struct ioa__stats {
 #define IOA_STAT_MEMBER(name, label) _Atomic uint64_t name;

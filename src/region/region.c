@@ -186,7 +186,7 @@ static int segment_create(size_t len, size_t align, int node, int dedicated,
 	s->free_map = (_Atomic uint64_t *)(s + 1);
 	s->run = (_Atomic uint32_t *)(s->free_map + map_words);
 	set_pages(s, 0, npages, 1);
-	if ((err = ioa__os_alloc_segment(len, align, node, rg.cfg.page_size, &s->mem)) != 0)
+	if ((err = ioa__os_alloc_segment(len, align, node, rg.cfg.page_size, rg.identity, &s->mem)) != 0)
 		goto fail_meta;
 	s->iova = rg.identity ? (uint64_t)(uintptr_t)s->mem.addr
 			      : ioa__iova_alloc(&rg.iova, len, align);

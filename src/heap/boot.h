@@ -1,0 +1,26 @@
+/*
+ * The bootstrap arena: under LD_PRELOAD, the mallocs made before the preload
+ * library's constructor ran (libc's and libnuma's own start) and those made
+ * while the library starts (libnuma reading the machine's layout) come from
+ * a static arena, so that starting never recurses into itself. Its objects
+ * are never reused: a free of one is a no-op.
+ */
+#ifndef IOA_BOOT_H
+#define IOA_BOOT_H
+
+#include <stddef.h>
+
+/* Set in the preload library (a strong definition there), 0 elsewhere. */
+extern int ioa__preloaded;
+/* The preload library's constructor ran: the heap may start the library. */
+extern _Atomic int ioa__preload_ready;
+
+/* @size bytes aligned to @align (a power of two) from the arena, or NULL
+ * with errno ENOMEM once it is spent. */
+void *ioa__boot_alloc(size_t size, size_t align);
+/* Whether @p is an arena object. */
+int ioa__boot_owns(const void *p);
+/* The requested size of arena object @p. */
+size_t ioa__boot_size(const void *p);
+
+#endif

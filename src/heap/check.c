@@ -1,0 +1,85 @@
+#include "check.h"
+#include "log.h"
+#include "pagemap.h"
+
+#include <errno.h>
+#include <string.h>
+
+static uint64_t canary_of(const void *p, size_t size)
+{
+	return ((uint64_t)(uintptr_t)p ^ size) * 0x9e3779b97f4a7c15ull ^ 0xa5a5a5a55a5a5a5aull;
+}
+
+uint32_t ioa__check_index(const struct ioa__span *s, const void *p)
+{
+	uint64_t off = (uint64_t)((const char *)p - s->base);
+	uint32_t i = (uint32_t)((off * s->magic) >> 40);
+
+	if ((const char *)p < s->base || off >= s->len || i >= s->nobjs ||
+	    (uint64_t)i * s->obj_size != off)
+		return UINT32_MAX;
+	return i;
+}
+
+void ioa__check_armed(void *p, size_t size)
+{
+	struct ioa__span *s = ioa__pagemap_get(p);
+	uint64_t canary = canary_of(p, size);
+
+	if (s->obj_size)
+		s->req[ioa__check_index(s, p)] = (uint32_t)size + 1; /* 0: free */
+	else
+		s->large_req = size;
+	memcpy((char *)p + size, &canary, sizeof(canary));
+}
+
+/* Whether the canary after @p's @size bytes is intact; reports it if not. */
+static void verify(const struct ioa__span *s, const void *p, size_t size)
+{
+	uint64_t canary;
+
+	memcpy(&canary, (const char *)p + size, sizeof(canary));
+	if (canary != canary_of(p, size))
+		ioa__err("IOALLOC_CHECK: write past the end of %p (%zu bytes requested, %s %u): "
+			 "the %d bytes after it were overwritten", p, size,
+			 s->obj_size ? "size class" : "large block of",
+			 s->obj_size ? s->obj_size : (unsigned)s->len, IOA_CANARY);
+}
+
+int ioa__check_disarm(struct ioa__span *s, uint32_t i, void *p)
+{
+	uint32_t req = s->req[i];
+
+	if (!req) {
+		ioa__check_report_double(s, i);
+		return 0;
+	}
+	verify(s, p, req - 1);
+	s->req[i] = 0;
+	return 1;
+}
+
+int ioa__check_disarm_large(struct ioa__span *s, void *p)
+{
+	verify(s, p, s->large_req);
+	return 1;
+}
+
+size_t ioa__check_requested(const struct ioa__span *s, const void *p)
+{
+	return s->obj_size ? s->req[ioa__check_index(s, p)] - 1 : s->large_req;
+}
+
+void ioa__check_report_invalid(const struct ioa__span *s, const void *p)
+{
+	ioa__err("free(%p): not the start of an object ioalloc returned (it lies inside a span "
+		 "of size class %u at %p)", p, s->obj_size, (void *)s->base);
+	errno = EINVAL;
+}
+
+void ioa__check_report_double(const struct ioa__span *s, uint32_t i)
+{
+	ioa__err("free(%p): double free of an object of size class %u", 
+		 (void *)(s->base + (size_t)i * s->obj_size), s->obj_size);
+	errno = EINVAL;
+}

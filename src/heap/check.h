@@ -1,0 +1,36 @@
+/*
+ * Checks of frees and of writes past an object's end. Those that cost
+ * nothing on the fast path always run (an interior or foreign pointer, a
+ * second free of a free object); IOALLOC_CHECK=1 adds a canary after every
+ * object, its requested size kept outside DMA memory, and sends every free
+ * through the slow path, which verifies both.
+ */
+#ifndef IOA_CHECK_H
+#define IOA_CHECK_H
+
+#include "heap.h"
+
+#define IOA_CANARY 8 /* bytes after each object with IOALLOC_CHECK=1 */
+
+/* What a request of @size takes with the canary; less than @size on overflow. */
+static inline size_t ioa__check_inner_size(size_t size)
+{
+	return size + IOA_CANARY;
+}
+
+/* The index of the object starting at @p in small span @s, or UINT32_MAX. */
+uint32_t ioa__check_index(const struct ioa__span *s, const void *p);
+/* Records @size as the request of new object @p and writes its canary. */
+void ioa__check_armed(void *p, size_t size);
+/* Verifies object @i at @p of @s on its free, and forgets its request: 0
+ * when it was free already (reported, the free must not proceed). */
+int ioa__check_disarm(struct ioa__span *s, uint32_t i, void *p);
+/* Same for a large block; 0 when the free must not proceed. */
+int ioa__check_disarm_large(struct ioa__span *s, void *p);
+/* The size the program asked for, with IOALLOC_CHECK=1. */
+size_t ioa__check_requested(const struct ioa__span *s, const void *p);
+
+void ioa__check_report_invalid(const struct ioa__span *s, const void *p);
+void ioa__check_report_double(const struct ioa__span *s, uint32_t i);
+
+#endif

@@ -1,0 +1,630 @@
+/* The heap's slow paths and the life of thread heaps (heap.h says how). */
+#include "heap.h"
+#include "api.h"
+#include "heap_life.h"
+#include "boot.h"
+#include "check.h"
+#include "large.h"
+#include "log.h"
+#include "os.h"
+#include "region.h"
+#include "span.h"
+#include "stats.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define HEAP_EMPTY_SPANS 4 /* wholly free spans a heap keeps before its node's cache */
+
+/* A thread's heap state: its heap is the empty one until LIVE. */
+enum { HEAP_NEW, HEAP_BOOTING, HEAP_LIVE, HEAP_EXITED };
+/* A heap's state in the registry. */
+enum { OWNED, PARKED, ABANDONED };
+
+/* A span with no free object: the fast path of a heap that has none yet
+ * falls through to the slow path. */
+static _Alignas(64) char empty_span_mem[sizeof(struct ioa__span) + 8];
+#define EMPTY_SPAN ((struct ioa__span *)empty_span_mem)
+static struct ioa__heap empty_heap = { .cur = { [0 ... IOA_CLASSES - 1] = EMPTY_SPAN } };
+
+__thread struct ioa__heap *ioa__my_heap __attribute__((tls_model("initial-exec"))) = &empty_heap;
+static __thread int my_state __attribute__((tls_model("initial-exec")));
+
+static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ioa__heap *all_heaps, *parked;
+static struct ioa__heap *shared[IOA_MAX_NODES]; /* under heaps_lock */
+static pthread_key_t heap_key;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+
+static void heap_reset(struct ioa__heap *h)
+{
+	for (unsigned c = 0; c < IOA_CLASSES; c++) {
+		h->cur[c] = EMPTY_SPAN;
+		h->spans[c] = NULL;
+		h->partial[c] = NULL;
+	}
+	atomic_store_explicit(&h->remote, NULL, memory_order_relaxed);
+	h->empty = NULL;
+	h->nempty = 0;
+	h->npending = 0;
+	memset(h->out, 0, sizeof(h->out));
+}
+
+/* ---- span lists of a heap -------------------------------------------- */
+
+static void partial_push(struct ioa__heap *h, struct ioa__span *s)
+{
+	s->low = IOA_SPAN_PARTIAL;
+	s->prev = NULL;
+	s->next = h->partial[s->cls];
+	if (s->next)
+		s->next->prev = s;
+	h->partial[s->cls] = s;
+}
+
+static void partial_remove(struct ioa__heap *h, struct ioa__span *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		h->partial[s->cls] = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+}
+
+static void make_current(struct ioa__heap *h, struct ioa__span *s)
+{
+	s->low = IOA_SPAN_CURRENT;
+	h->spans[s->cls] = s;
+	h->cur[s->cls] = ioa__heap_checking || h->shared ? EMPTY_SPAN : s;
+}
+
+/* A span of @h nobody holds an object of: kept by the heap (lazy, a few),
+ * else given to its node (ioa__span_put keeps or retires it). */
+static void span_emptied(struct ioa__heap *h, struct ioa__span *s)
+{
+	if (h->spans[s->cls] == s) {
+		h->spans[s->cls] = NULL;
+		h->cur[s->cls] = EMPTY_SPAN;
+	} else if (s->low == IOA_SPAN_PARTIAL) {
+		partial_remove(h, s);
+	}
+	if (!ioa__heap_strict && h->nempty < HEAP_EMPTY_SPANS && !h->shared) {
+		s->next = h->empty;
+		h->empty = s;
+		h->nempty++;
+		return;
+	}
+	ioa__span_put(s);
+}
+
+/* After frees into @s: a full span has room again; an empty one leaves,
+ * unless it is the current span of a lazy heap. */
+static void span_changed(struct ioa__heap *h, struct ioa__span *s)
+{
+	if (s->used == 0 && (s->low != IOA_SPAN_CURRENT || ioa__heap_strict)) {
+		span_emptied(h, s);
+		return;
+	}
+	if (s->low == IOA_SPAN_FULL)
+		partial_push(h, s);
+}
+
+void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s)
+{
+	span_changed(h, s);
+}
+
+/* ---- remote frees ----------------------------------------------------- */
+
+#define BATCH 64 /* objects a freeing thread hands over at once */
+
+/* A batch is a list of freed objects linked through their first word; its
+ * head's second word links the batches on the owner's stack. */
+static void **links(void *p)
+{
+	return (void **)p;
+}
+
+/* Hands a batch to @owner: one compare-and-swap. */
+static void send(struct ioa__heap *owner, void *head)
+{
+	void *old = atomic_load_explicit(&owner->remote, memory_order_relaxed);
+
+	do
+		links(head)[1] = old;
+	/* release: the links and the objects' last writes before the owner's
+	 * acquire exchange takes them */
+	while (!atomic_compare_exchange_weak_explicit(&owner->remote, &old, head,
+						      memory_order_release, memory_order_relaxed));
+}
+
+static void flush_out(struct ioa__outgoing *o)
+{
+	if (o->n)
+		send(o->owner, o->head);
+	o->head = NULL;
+	o->n = 0;
+}
+
+static void flush_all_out(struct ioa__heap *h)
+{
+	for (unsigned k = 0; k < sizeof(h->out) / sizeof(h->out[0]); k++)
+		flush_out(&h->out[k]);
+}
+
+/* A free of object @p of @s, owned by another heap, from heap @h (the empty
+ * heap for a thread that has none: then the batch is of one). */
+static void remote_free(struct ioa__heap *h, struct ioa__span *s, void *p)
+{
+	struct ioa__heap *owner = s->owner;
+	struct ioa__outgoing *o;
+
+	links(p)[0] = NULL;
+	if (h == &empty_heap || h->shared) {
+		send(owner, p);
+		return;
+	}
+	o = &h->out[((uintptr_t)owner >> 6) % (sizeof(h->out) / sizeof(h->out[0]))];
+	if (o->owner != owner) {
+		flush_out(o);
+		o->owner = owner;
+	}
+	links(p)[0] = o->head;
+	o->head = p;
+	if (++o->n == BATCH)
+		flush_out(o);
+}
+
+/* A free of an object of @h applied by @h itself: 0 when @p is no object
+ * of @h (reported: a link in freed memory was overwritten). */
+static int apply_free(struct ioa__heap *h, void *p)
+{
+	struct ioa__span *s = ioa__pagemap_get(p);
+	uint32_t i;
+
+	if (!s || s->owner != h || !s->obj_size || (i = ioa__check_index(s, p)) == UINT32_MAX) {
+		ioa__err("a batch of frees handed to this thread holds %p, no object of its own: "
+			 "the links in freed memory were overwritten (a device writing into freed "
+			 "memory?); the rest of the batch is left allocated", p);
+		return 0;
+	}
+	if (s->bits[i >> 6] & (1ull << (i & 63))) {
+		ioa__check_report_double(s, i);
+		return 1;
+	}
+	s->bits[i >> 6] |= 1ull << (i & 63);
+	if (i >> 6 < s->wi)
+		s->wi = i >> 6;
+	if (--s->used <= s->low)
+		span_changed(h, s);
+	return 1;
+}
+
+/* Applies the batches other threads handed to @h. */
+static void collect_remote(struct ioa__heap *h)
+{
+	void *batch;
+
+	if (!atomic_load_explicit(&h->remote, memory_order_relaxed))
+		return;
+	/* acquire: pairs with the senders' release, for links and objects */
+	batch = atomic_exchange_explicit(&h->remote, NULL, memory_order_acquire);
+	while (batch) {
+		void *next_batch = links(batch)[1], *p = batch;
+
+		ioa__stat_add(heap_remote_batches, 1);
+		/* bounded: a double free may have linked an object twice */
+		for (unsigned k = 0; p && k < BATCH; k++) {
+			void *next = links(p)[0]; /* read first: p may be retired */
+
+			if (!apply_free(h, p))
+				break;
+			p = next;
+		}
+		batch = next_batch;
+	}
+}
+
+/* ---- allocation -------------------------------------------------------- */
+
+/* Whether @s has a free object: moves wi to the first word with one. */
+static int has_free(struct ioa__span *s)
+{
+	for (; s->wi < s->words; s->wi++)
+		if (s->bits[s->wi])
+			return 1;
+	s->wi = s->words - 1;
+	return 0;
+}
+
+/* A span of class @c with a free object, current in @h; NULL with errno. */
+static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
+{
+	struct ioa__span *s = h->spans[c], **pp;
+
+	if (s && has_free(s))
+		return s;
+	flush_all_out(h); /* a slow path bounds how long this thread's frees wait */
+	collect_remote(h);
+	if ((s = h->spans[c]) && has_free(s))
+		return s;
+	if (s)
+		s->low = IOA_SPAN_FULL; /* in no list until a free */
+	h->spans[c] = NULL;
+	h->cur[c] = EMPTY_SPAN;
+	if ((s = h->partial[c])) {
+		partial_remove(h, s);
+	} else {
+		size_t len = ioa__span_len(c);
+
+		for (pp = &h->empty; *pp && (*pp)->len != len; pp = &(*pp)->next)
+			;
+		if ((s = *pp)) {
+			*pp = s->next;
+			h->nempty--;
+			ioa__span_format(s, c, h);
+		} else if (!(s = ioa__span_get(h->node, c, h))) {
+			return NULL;
+		}
+	}
+	has_free(s);
+	make_current(h, s);
+	return s;
+}
+
+/* One object of class @c from heap @h. */
+static void *alloc_small(struct ioa__heap *h, unsigned c)
+{
+	struct ioa__span *s = span_with_room(h, c);
+	uint64_t w;
+
+	if (!s)
+		return NULL;
+	w = s->bits[s->wi];
+	s->bits[s->wi] = w & (w - 1);
+	s->used++;
+	return s->base + (size_t)(s->wi * 64 + (uint32_t)__builtin_ctzll(w)) * s->obj_size;
+}
+
+/* The class for @size bytes aligned to @align (a power of two), or
+ * IOA_CLASSES when spans do not serve it: a class whose size is a multiple
+ * of @align starts every object on such a multiple. */
+static unsigned class_for(size_t size, size_t align)
+{
+	unsigned c;
+
+	if (size > ioa__span_small_max() || align > IOA_PAGE)
+		return IOA_CLASSES;
+	for (c = ioa__class_of(size); c < IOA_CLASSES; c++)
+		if (ioa__class_size(c) % align == 0)
+			break;
+	return c < IOA_CLASSES && ioa__class_size(c) <= ioa__span_small_max() ? c : IOA_CLASSES;
+}
+
+/* @size bytes aligned to @align from heap @h (locked if shared). */
+static void *heap_alloc(struct ioa__heap *h, size_t size, size_t align)
+{
+	size_t inner = ioa__heap_checking ? ioa__check_inner_size(size) : size;
+	unsigned c = class_for(inner, align);
+	void *p;
+
+	if (inner < size) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	p = c == IOA_CLASSES ? ioa__large_alloc(h->node, inner, align) : alloc_small(h, c);
+	if (p && ioa__heap_checking)
+		ioa__check_armed(p, size);
+	return p;
+}
+
+/* ---- thread heaps ------------------------------------------------------ */
+
+static struct ioa__heap *heap_new(int node, int is_shared)
+{
+	struct ioa__heap *h = ioa__os_alloc_pages(sizeof(*h));
+
+	if (!h)
+		return NULL;
+	heap_reset(h);
+	h->node = node;
+	h->shared = is_shared;
+	pthread_mutex_init(&h->lock, NULL);
+	h->next_all = all_heaps;
+	all_heaps = h;
+	return h;
+}
+
+/* Frees of strict mode applied: pages that emptied are retired. */
+static void flush_pending(struct ioa__heap *h)
+{
+	unsigned n = h->npending;
+
+	h->npending = 0;
+	for (unsigned k = 0; k < n; k++) {
+		struct ioa__span *s = ioa__pagemap_get(h->pending[k]);
+		uint32_t i = ioa__check_index(s, h->pending[k]);
+		uint64_t bit = 1ull << (i & 63);
+
+		if (s->bits[i >> 6] & bit) { /* freed twice within the batch */
+			ioa__check_report_double(s, i);
+			h->pending[k] = NULL;
+			continue;
+		}
+		s->bits[i >> 6] |= bit;
+		s->used--;
+		if (i >> 6 < s->wi)
+			s->wi = i >> 6;
+	}
+	for (unsigned k = 0; k < n; k++) {
+		struct ioa__span *s = h->pending[k] ? ioa__pagemap_get(h->pending[k]) : NULL;
+
+		if (s && s->owner == h && (s->used == 0 || s->low == IOA_SPAN_FULL))
+			span_changed(h, s);
+	}
+}
+
+/* The exit destructor: the thread stops naming its heap first (a later
+ * destructor's malloc takes the shared heap, its free the remote path),
+ * then the heap is parked for the next new thread. */
+static void heap_exit(void *arg)
+{
+	struct ioa__heap *h = arg;
+
+	ioa__my_heap = &empty_heap;
+	my_state = HEAP_EXITED;
+	flush_pending(h);
+	flush_all_out(h);
+	collect_remote(h);
+	while (h->empty) {
+		struct ioa__span *s = h->empty;
+
+		h->empty = s->next;
+		ioa__span_put(s);
+	}
+	h->nempty = 0;
+	pthread_mutex_lock(&heaps_lock);
+	h->state = PARKED;
+	h->next_parked = parked;
+	parked = h;
+	pthread_mutex_unlock(&heaps_lock);
+}
+
+static void key_create(void)
+{
+	pthread_key_create(&heap_key, heap_exit);
+}
+
+/* The calling thread's first heap: a parked one of its node, else a new
+ * one; NULL with errno set. */
+static struct ioa__heap *adopt(void)
+{
+	int node = ioa__region_pick_node(IOA_NODE_ANY, "ioa_malloc");
+	struct ioa__heap *h, **pp;
+
+	if (node < 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	pthread_mutex_lock(&heaps_lock);
+	for (pp = &parked; *pp && (*pp)->node != node; pp = &(*pp)->next_parked)
+		;
+	if ((h = *pp))
+		*pp = h->next_parked;
+	else
+		h = heap_new(node, 0);
+	if (h)
+		h->state = OWNED;
+	pthread_mutex_unlock(&heaps_lock);
+	if (!h) {
+		ioa__err("ioa_malloc: no memory for a thread heap");
+		errno = ENOMEM;
+		return NULL;
+	}
+	/* named before pthread_setspecific, which may allocate */
+	ioa__my_heap = h;
+	my_state = HEAP_LIVE;
+	pthread_setspecific(heap_key, h);
+	collect_remote(h);
+	return h;
+}
+
+/* The shared heap of @node (a valid node), made on first use. */
+static struct ioa__heap *shared_heap(int node)
+{
+	struct ioa__heap *h;
+
+	pthread_mutex_lock(&heaps_lock);
+	if (!(h = shared[node]) && (h = heap_new(node, 1)))
+		shared[node] = h;
+	pthread_mutex_unlock(&heaps_lock);
+	if (!h)
+		errno = ENOMEM;
+	return h;
+}
+
+static void *shared_alloc(int node, size_t size, size_t align)
+{
+	struct ioa__heap *h = shared_heap(node);
+	void *p;
+
+	if (!h)
+		return NULL;
+	pthread_mutex_lock(&h->lock);
+	collect_remote(h);
+	p = heap_alloc(h, size, align);
+	pthread_mutex_unlock(&h->lock);
+	return p;
+}
+
+/* A heap for the calling thread, or NULL when it has none to use: then
+ * *late says whether it exited (its mallocs go to the shared heap). */
+static struct ioa__heap *my_heap_or_adopt(int *late)
+{
+	*late = 0;
+	if (ioa__my_heap != &empty_heap)
+		return ioa__my_heap;
+	if (my_state == HEAP_EXITED) {
+		*late = 1;
+		return NULL;
+	}
+	if (my_state == HEAP_BOOTING) /* a malloc inside the library's start */
+		return NULL;
+	my_state = HEAP_BOOTING;
+	pthread_once(&key_once, key_create);
+	if (!adopt()) {
+		my_state = HEAP_NEW;
+		return NULL;
+	}
+	return ioa__my_heap;
+}
+
+void *ioa__heap_alloc_aligned(size_t size, size_t align, int node)
+{
+	int state = my_state, err, late;
+	struct ioa__heap *h;
+
+	/* a malloc of the library's own start, or one before the preload
+	 * library's constructor ran (libc's and libnuma's start) */
+	if (state == HEAP_BOOTING || (ioa__preloaded && !ioa__preload_ready))
+		return ioa__boot_alloc(size, align);
+	my_state = HEAP_BOOTING;
+	err = ioa__ensure_up();
+	my_state = state;
+	if (err) {
+		errno = -err;
+		return NULL;
+	}
+	if (!(h = my_heap_or_adopt(&late)) && !late)
+		return NULL;
+	if (h && (node == IOA_NODE_ANY || node == h->node))
+		return heap_alloc(h, size, align);
+	if (node == IOA_NODE_ANY)
+		node = ioa__region_pick_node(IOA_NODE_ANY, "ioa_malloc");
+	return node < 0 ? NULL : shared_alloc(node, size, align);
+}
+
+void *ioa__heap_alloc_slow(size_t size)
+{
+	return ioa__heap_alloc_aligned(size, 16, IOA_NODE_ANY);
+}
+
+/* ---- frees ------------------------------------------------------------- */
+
+void ioa__heap_free_slow(struct ioa__span *s, void *p)
+{
+	struct ioa__heap *h = ioa__my_heap;
+	uint32_t i;
+
+	if (s->obj_size == 0) {
+		ioa__large_free(s, p);
+		return;
+	}
+	if ((i = ioa__check_index(s, p)) == UINT32_MAX) {
+		ioa__check_report_invalid(s, p);
+		return;
+	}
+	if (ioa__heap_checking && !ioa__check_disarm(s, i, p))
+		return;
+	if (s->owner != h || h == &empty_heap) {
+		remote_free(h, s, p);
+		return;
+	}
+	if (s->bits[i >> 6] & (1ull << (i & 63))) {
+		ioa__check_report_double(s, i);
+		return;
+	}
+	if (ioa__heap_strict) { /* applied in batches: see flush_pending */
+		h->pending[h->npending++] = p;
+		if (h->npending == sizeof(h->pending) / sizeof(h->pending[0]))
+			flush_pending(h);
+		return;
+	}
+	s->bits[i >> 6] |= 1ull << (i & 63);
+	if (i >> 6 < s->wi)
+		s->wi = i >> 6;
+	if (--s->used <= s->low)
+		span_changed(h, s);
+}
+
+void ioa__heap_flush_mine(void)
+{
+	struct ioa__heap *h = ioa__my_heap;
+
+	if (h != &empty_heap) {
+		flush_pending(h);
+		flush_all_out(h);
+		collect_remote(h);
+	}
+}
+
+/* ---- the library's life ----------------------------------------------- */
+
+void ioa__heap_init(const struct ioa_config *cfg)
+{
+	ioa__heap_strict = cfg->protect == IOA_PROTECT_STRICT;
+	ioa__heap_checking = cfg->check;
+	pthread_once(&key_once, key_create);
+}
+
+static void release_span(struct ioa__span *s, void *arg)
+{
+	uint64_t *leaked = arg;
+
+	if (s->owner && s->obj_size)
+		*leaked += (uint64_t)s->used;
+	ioa__span_retire(s);
+}
+
+/* No other call runs: every span is retired, live objects counted as
+ * leaks, every heap emptied (threads keep theirs, parked ones stay parked). */
+void ioa__heap_fini(void)
+{
+	uint64_t leaked = 0;
+
+	for (struct ioa__heap *h = all_heaps; h; h = h->next_all) {
+		flush_pending(h);
+		flush_all_out(h);
+	}
+	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
+		collect_remote(h);
+	ioa__span_caches_drain();
+	ioa__span_each(release_span, &leaked);
+	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
+		heap_reset(h);
+	if (leaked)
+		ioa__warn("ioa_fini: %llu object(s) of ioa_malloc still allocated: freed",
+			  (unsigned long long)leaked);
+	ioa__stat_add(heap_leaked_objects, leaked);
+}
+
+/* fork(): the shared heaps' locks are held while spans are made (they call
+ * the region layer), so they come first; the registry's is a leaf. */
+void ioa__heap_fork_prepare(void)
+{
+	pthread_mutex_lock(&heaps_lock);
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		if (shared[n])
+			pthread_mutex_lock(&shared[n]->lock);
+}
+
+void ioa__heap_fork_parent(void)
+{
+	for (int n = IOA_MAX_NODES - 1; n >= 0; n--)
+		if (shared[n])
+			pthread_mutex_unlock(&shared[n]->lock);
+	pthread_mutex_unlock(&heaps_lock);
+}
+
+/* Only the forking thread lives on: the heaps other threads owned are
+ * abandoned, whatever state their owners left them in. */
+void ioa__heap_fork_child(void)
+{
+	for (struct ioa__heap *h = all_heaps; h; h = h->next_all) {
+		if (h->state == OWNED && !h->shared && h != ioa__my_heap)
+			h->state = ABANDONED;
+		pthread_mutex_init(&h->lock, NULL);
+	}
+	pthread_mutex_init(&heaps_lock, NULL);
+}

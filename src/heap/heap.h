@@ -1,0 +1,161 @@
+/*
+ * The heap: ioa_malloc and friends over DMA memory. Every object lives in a
+ * span, a buffer of the region layer (so it is mapped in the IOMMU and
+ * ioa_virt2iova finds it in O(1)); small objects share a span of their size
+ * class, a large block is a span of its own.
+ *
+ * A span's metadata is outside the DMA memory: a bitmap of its free
+ * objects, owned by one thread heap, whose malloc and free touch it with
+ * plain loads and stores. A free from another thread is batched: the
+ * freeing thread links the object into its outgoing batch for the owner
+ * (through the freed object's first words) and hands 64 at a time to the
+ * owner's remote stack with one compare-and-swap; the owner applies them
+ * when its current span runs out. The freeing thread never touches the
+ * span after the hand-over, so the owner may recycle a span as soon as its
+ * last object is back. A link a device overwrote in freed memory is caught
+ * by the owner's checks (a leak and a message, never a wild write).
+ *
+ * The fast paths below take no lock, make no atomic read-modify-write and no
+ * system call. Everything else is in heap.c (slow paths, thread life),
+ * span.c (spans over regions and the node caches) and large.c.
+ *
+ * Life in a process: a thread's heap is its own from its first malloc to its
+ * exit destructor, which hands it back (parked) for the next new thread to
+ * adopt; frees after that, in later destructors, are remote frees, and
+ * mallocs there are served by the node's shared heap under a lock. A child
+ * of fork() keeps only its own thread's heap: the heaps of the parent's
+ * other threads are abandoned (their objects leak in the child, as glibc's
+ * thread caches do), since their owners stopped anywhere. A signal handler
+ * may call them as far as glibc's malloc may be: not while the interrupted
+ * thread is inside one of them.
+ */
+#ifndef IOA_HEAP_H
+#define IOA_HEAP_H
+
+#include "pagemap.h"
+#include "sizeclass.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct ioa__heap;
+
+/* Span states, kept in @low so that a local free needs one compare to know
+ * whether the span must change lists: it calls the slow path when its live
+ * count drops to @low or below. */
+#define IOA_SPAN_CURRENT (-1)       /* its class's current span: never */
+#define IOA_SPAN_PARTIAL 0          /* in its class's list: once empty */
+#define IOA_SPAN_FULL INT32_MAX     /* in no list: at the first free */
+
+struct ioa__span {
+	/* Read by every free: fixed while the span lives. */
+	char *base;
+	uint32_t obj_size;          /* 0: a large block */
+	uint32_t nobjs;
+	uint64_t magic;             /* offset * magic >> 40 = offset / obj_size */
+	/* The heap whose frees take the fast path: the owner, or NULL when every
+	 * free must take the slow path (strict mode, IOALLOC_CHECK, large). */
+	struct ioa__heap *fast_owner;
+	/* The owner's, plain. */
+	struct ioa__heap *owner;    /* NULL: a large block */
+	int32_t used;               /* objects allocated, as the owner counts them */
+	int32_t low;                /* IOA_SPAN_* */
+	uint32_t wi;                /* no free bit below word wi */
+	uint32_t words;
+	uint16_t cls;
+	uint16_t pool;              /* descriptor pool (span.c) */
+	int node;
+	size_t len;                 /* bytes of its region buffer */
+	struct ioa__span *next, *prev; /* in a list of its owner, or of a cache */
+	struct ioa__span *all_next, *all_prev; /* among every span (span.c) */
+	uint64_t idle_since;        /* in a cache: ioa__ticks() when it went there */
+	uint32_t *req;              /* IOALLOC_CHECK: each object's requested size */
+	size_t large_req;           /* IOALLOC_CHECK, large block: requested size */
+	_Atomic int live;           /* a large block: allocated (its double free loses) */
+	uint64_t bits[];            /* words of free objects (set bit: free) */
+};
+
+struct ioa__heap {
+	struct ioa__span *cur[IOA_CLASSES];   /* what the fast path allocates from */
+	struct ioa__span *spans[IOA_CLASSES]; /* the current span of each class */
+	struct ioa__span *partial[IOA_CLASSES]; /* spans with free objects */
+	void *_Atomic remote;       /* batches of objects other threads freed */
+	struct ioa__outgoing {      /* this thread's batches for other heaps */
+		struct ioa__heap *owner;
+		void *head;
+		unsigned n;
+	} out[8];
+	int node;
+	int state;                  /* heap.c */
+	int shared;                 /* a node's shared heap: used under @lock by any thread */
+	struct ioa__span *empty;    /* wholly free spans kept for reuse (lazy) */
+	unsigned nempty;
+	unsigned npending;          /* strict mode: frees not applied yet */
+	void *pending[64];
+	pthread_mutex_t lock;       /* shared heaps only: serialises their users */
+	struct ioa__heap *next_all; /* every heap, for ioa_fini and fork */
+	struct ioa__heap *next_parked;
+};
+
+/* The calling thread's heap; a static empty one (whose current spans are
+ * all full) until its first malloc, so the fast path needs no NULL test. */
+extern __thread struct ioa__heap *ioa__my_heap __attribute__((tls_model("initial-exec")));
+
+void *ioa__heap_alloc_slow(size_t size);
+void ioa__heap_free_slow(struct ioa__span *s, void *p);
+void ioa__heap_free_unknown(void *p);
+void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s);
+
+/* malloc's fast path: the lowest free object of the class's current span. */
+static inline void *ioa__heap_alloc(size_t size)
+{
+	struct ioa__heap *h = ioa__my_heap;
+	struct ioa__span *s;
+	uint64_t w;
+
+	if (__builtin_expect(size > IOA_SMALL_MAX, 0))
+		return ioa__heap_alloc_slow(size);
+	s = h->cur[ioa__class_of(size)];
+	w = s->bits[s->wi];
+	if (__builtin_expect(w == 0, 0))
+		return ioa__heap_alloc_slow(size);
+	s->bits[s->wi] = w & (w - 1);
+	s->used++;
+	return s->base + (size_t)(s->wi * 64 + (uint32_t)__builtin_ctzll(w)) * s->obj_size;
+}
+
+/* free's fast path: the owner sets the object's bit. An interior pointer, a
+ * pointer past the last object or a second free of an object is caught here
+ * at the cost of a few instructions, and reported by the slow path. */
+static inline void ioa__heap_free(void *p)
+{
+	struct ioa__span *s = ioa__pagemap_get(p);
+	uint64_t off, bit, w;
+	uint32_t i;
+
+	if (__builtin_expect(!s, 0)) {
+		ioa__heap_free_unknown(p);
+		return;
+	}
+	if (__builtin_expect(s->fast_owner != ioa__my_heap, 0)) {
+		ioa__heap_free_slow(s, p);
+		return;
+	}
+	off = (uint64_t)((char *)p - s->base);
+	i = (uint32_t)((off * s->magic) >> 40);
+	bit = 1ull << (i & 63);
+	w = s->bits[i >> 6];
+	if (__builtin_expect((w & bit) | ((uint64_t)i * s->obj_size ^ off) | (i >= s->nobjs), 0)) {
+		ioa__heap_free_slow(s, p); /* reports it */
+		return;
+	}
+	s->bits[i >> 6] = w | bit;
+	if (i >> 6 < s->wi)
+		s->wi = i >> 6;
+	if (__builtin_expect(--s->used <= s->low, 0))
+		ioa__heap_span_watch(s->owner, s);
+}
+
+#endif

@@ -1,0 +1,45 @@
+#include "large.h"
+#include "check.h"
+#include "log.h"
+#include "span.h"
+
+#include <errno.h>
+
+#define LARGE_MAX ((size_t)1 << 42) /* the region layer's largest buffer */
+
+void *ioa__large_alloc(int node, size_t size, size_t align)
+{
+	struct ioa__span *s;
+
+	if (size > LARGE_MAX || align > LARGE_MAX) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	s = ioa__span_get_large(node, size <= 4096 ? 4096 : ioa__large_round(size), align);
+	if (!s)
+		return NULL;
+	/* relaxed: the block is this thread's until it hands the pointer on */
+	atomic_store_explicit(&s->live, 1, memory_order_relaxed);
+	return s->base;
+}
+
+/* Of two frees of one block (racing, or one after the other) one wins the
+ * exchange of its live flag; the other is reported. */
+void ioa__large_free(struct ioa__span *s, void *p)
+{
+	if (p != s->base) {
+		ioa__err("free(%p): not the start of an object ioalloc returned (it lies inside a "
+			 "large block at %p of %zu bytes)", p, (void *)s->base, s->len);
+		errno = EINVAL;
+		return;
+	}
+	/* acq_rel: the winner sees the block as its allocator left it */
+	if (!atomic_exchange_explicit(&s->live, 0, memory_order_acq_rel)) {
+		ioa__err("free(%p): double free of a large block of %zu bytes", p, s->len);
+		errno = EINVAL;
+		return;
+	}
+	if (ioa__heap_checking)
+		ioa__check_disarm_large(s, p);
+	ioa__span_put(s);
+}

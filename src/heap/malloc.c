@@ -1,0 +1,161 @@
+/* The malloc family of include/ioalloc.h over the heap. */
+#include "heap.h"
+#include "api.h"
+#include "heap_life.h"
+#include "boot.h"
+#include "check.h"
+#include "log.h"
+#include "region.h"
+#include "span.h"
+
+#include <errno.h>
+#include <string.h>
+
+IOA_EXPORT void *ioa_malloc(size_t size)
+{
+	return ioa__heap_alloc(size);
+}
+
+IOA_EXPORT void ioa_free(void *ptr)
+{
+	ioa__heap_free(ptr);
+}
+
+void ioa__heap_free_unknown(void *p)
+{
+	if (!p || ioa__boot_owns(p))
+		return;
+	ioa__err("free(%p): not a pointer ioalloc returned, or one it returned before "
+		 "ioa_fini()", p);
+	errno = EINVAL;
+}
+
+IOA_EXPORT void *ioa_calloc(size_t n, size_t size)
+{
+	size_t total;
+	void *p;
+
+	if (__builtin_mul_overflow(n, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if ((p = ioa__heap_alloc(total)))
+		memset(p, 0, total);
+	return p;
+}
+
+IOA_EXPORT size_t ioa_usable_size(const void *ptr)
+{
+	const struct ioa__span *s = ioa__pagemap_get(ptr);
+
+	if (!s) {
+		if (ptr && ioa__boot_owns(ptr))
+			return ioa__boot_size(ptr);
+		if (ptr)
+			ioa__err("ioa_usable_size(%p): not a pointer ioalloc returned", ptr);
+		return 0;
+	}
+	if (ioa__heap_checking)
+		return ioa__check_requested(s, ptr);
+	return s->obj_size ? s->obj_size : s->len;
+}
+
+/* Whether a block of @have usable bytes serves a realloc to @size in
+ * place: it fits, and no more than half of it would be wasted. */
+static int fits(const struct ioa__span *s, size_t have, size_t size)
+{
+	return size <= have && (size >= have / 2 || (s->obj_size && s->cls == 0));
+}
+
+IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
+{
+	const struct ioa__span *s;
+	size_t have;
+	void *p;
+
+	if (!ptr)
+		return ioa__heap_alloc(size);
+	s = ioa__pagemap_get(ptr);
+	if (!s && !ioa__boot_owns(ptr)) {
+		ioa__err("realloc(%p): not a pointer ioalloc returned", ptr);
+		errno = EINVAL;
+		return NULL;
+	}
+	have = s ? ioa_usable_size(ptr) : ioa__boot_size(ptr);
+	if (s && !ioa__heap_checking && fits(s, have, size))
+		return ptr;
+	if (!(p = ioa__heap_alloc(size)))
+		return NULL; /* the old block stays */
+	memcpy(p, ptr, have < size ? have : size);
+	ioa__heap_free(ptr);
+	return p;
+}
+
+static int is_pow2(size_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+IOA_EXPORT void *ioa_aligned_alloc(size_t align, size_t size)
+{
+	if (!is_pow2(align)) {
+		ioa__err("ioa_aligned_alloc: invalid alignment %zu: accepted are powers of two",
+			 align);
+		errno = EINVAL;
+		return NULL;
+	}
+	if (align <= 16)
+		return ioa__heap_alloc(size);
+	return ioa__heap_alloc_aligned(size, align, IOA_NODE_ANY);
+}
+
+IOA_EXPORT void *ioa_malloc_node(size_t size, int node)
+{
+	int err = ioa__ensure_up();
+
+	if (err) {
+		errno = -err;
+		return NULL;
+	}
+	if (node != IOA_NODE_ANY && (node = ioa__region_pick_node(node, "ioa_malloc_node")) < 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return ioa__heap_alloc_aligned(size, 16, node);
+}
+
+IOA_EXPORT void *ioa_malloc_dma(size_t size, size_t align, size_t boundary)
+{
+	size_t a = align ? align : 16;
+
+	if (!is_pow2(a) || (boundary && !is_pow2(boundary))) {
+		ioa__err("ioa_malloc_dma: invalid %s %zu: accepted are 0 or a power of two",
+			 is_pow2(a) ? "boundary" : "alignment", is_pow2(a) ? boundary : align);
+		errno = EINVAL;
+		return NULL;
+	}
+	if (boundary && size > boundary) {
+		ioa__err("ioa_malloc_dma: %zu bytes cannot fit within a %zu-byte boundary", size,
+			 boundary);
+		errno = EINVAL;
+		return NULL;
+	}
+	/* A block aligned to a power of two at least its size, at most the
+	 * boundary, never crosses a multiple of the boundary. */
+	if (boundary) {
+		size_t fit = size <= 16 ? 16 : (size_t)1 << (64 - __builtin_clzll(size - 1));
+
+		if (fit > a)
+			a = fit;
+	}
+	return ioa__heap_alloc_aligned(size ? size : 1, a, IOA_NODE_ANY);
+}
+
+IOA_EXPORT void *ioa_dma_zalloc(size_t size, size_t align, int node)
+{
+	void *p = ioa_dma_alloc(size, align, node);
+
+	if (p)
+		memset(p, 0, size);
+	return p;
+}

@@ -1,0 +1,35 @@
+#include "pagemap.h"
+#include "os.h"
+
+#include <errno.h>
+
+ioa__pm_leaf *_Atomic ioa__pagemap[IOA_PM_TOP];
+
+int ioa__pagemap_set(const void *p, size_t npages, struct ioa__span *span)
+{
+	uintptr_t page = (uintptr_t)p >> 12;
+
+	for (size_t i = 0; i < npages; i++, page++) {
+		_Atomic(ioa__pm_leaf *) *slot = &ioa__pagemap[page >> IOA_PM_LEAF_BITS];
+		ioa__pm_leaf *leaf = atomic_load_explicit(slot, memory_order_acquire);
+
+		if (!leaf) {
+			ioa__pm_leaf *fresh;
+
+			if (!span) /* nothing to clear */
+				continue;
+			if (!(fresh = ioa__os_alloc_pages(sizeof(ioa__pm_leaf))))
+				return -ENOMEM;
+			/* release: a reader that finds the leaf sees it zeroed */
+			if (atomic_compare_exchange_strong_explicit(slot, &leaf, fresh,
+								    memory_order_acq_rel,
+								    memory_order_acquire))
+				leaf = fresh;
+			else
+				ioa__os_free_pages(fresh, sizeof(ioa__pm_leaf));
+		}
+		atomic_store_explicit(&(*leaf)[page & ((1ul << IOA_PM_LEAF_BITS) - 1)], span,
+				      memory_order_relaxed);
+	}
+	return 0;
+}

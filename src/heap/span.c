@@ -1,0 +1,428 @@
+#include "span.h"
+#include "clock.h"
+#include "defer.h"
+#include "iommu.h"
+#include "log.h"
+#include "os.h"
+#include "region.h"
+#include "stats.h"
+
+#include <errno.h>
+#include <string.h>
+
+int ioa__heap_strict, ioa__heap_checking;
+
+#define SPAN_LEN ((size_t)64 << 10)   /* of classes up to 8 KiB (lazy) */
+#define SPAN_ALIGN ((size_t)64 << 10) /* every lazy span: above any class's own alignment */
+#define CACHE_SPANS 64                /* wholly free spans a node keeps per pool */
+#define CACHE_LARGE 64                /* large blocks a node keeps ... */
+#define CACHE_LARGE_BYTES ((size_t)64 << 20) /* ... and their bytes */
+#define CACHE_DECAY_NS 1000000000ull  /* kept at most this long unused */
+
+/* Descriptor pools: one size each, for the spans of 64 KiB (up to 4096
+ * objects), of one page (strict: up to 256) and the rest (up to 64 objects,
+ * or a large block). Descriptors are never unmapped: a racing bad free may
+ * read a recycled one, never an unmapped one. */
+enum { POOL_64K, POOL_PAGE, POOL_FEW, NPOOLS };
+static const uint32_t pool_words[NPOOLS] = { 64, 4, 1 };
+
+struct pool {
+	pthread_mutex_t lock;
+	struct ioa__span *free;
+	char *bump, *end;
+	size_t size;
+};
+
+struct list {
+	struct ioa__span *head, *tail;
+	unsigned n;
+	size_t bytes;
+};
+
+struct node_cache {
+	pthread_mutex_t lock;
+	struct list spans[NPOOLS];
+	struct list large;
+};
+
+static struct pool pools[NPOOLS] = {
+	{ .lock = PTHREAD_MUTEX_INITIALIZER }, { .lock = PTHREAD_MUTEX_INITIALIZER },
+	{ .lock = PTHREAD_MUTEX_INITIALIZER },
+};
+static struct node_cache caches[IOA_MAX_NODES];
+static pthread_once_t caches_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ioa__span *all;
+
+static void caches_init(void)
+{
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		pthread_mutex_init(&caches[n].lock, NULL);
+}
+
+/* ---- lists ----------------------------------------------------------- */
+
+static void list_push(struct list *l, struct ioa__span *s)
+{
+	s->prev = NULL;
+	s->next = l->head;
+	if (l->head)
+		l->head->prev = s;
+	else
+		l->tail = s;
+	l->head = s;
+	l->n++;
+	l->bytes += s->len;
+}
+
+static void list_remove(struct list *l, struct ioa__span *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		l->head = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	else
+		l->tail = s->prev;
+	l->n--;
+	l->bytes -= s->len;
+}
+
+/* ---- descriptors ----------------------------------------------------- */
+
+static size_t pool_size(int pool)
+{
+	size_t words = pool_words[pool], objs = words * 64;
+
+	return (sizeof(struct ioa__span) + words * 8 + objs * 4 + 63) & ~(size_t)63;
+}
+
+static struct ioa__span *desc_alloc(int pool)
+{
+	struct pool *p = &pools[pool];
+	struct ioa__span *s;
+
+	pthread_mutex_lock(&p->lock);
+	if ((s = p->free)) {
+		p->free = s->next;
+	} else {
+		if (!p->size)
+			p->size = pool_size(pool);
+		if (p->bump + p->size > p->end) {
+			size_t chunk = (size_t)256 << 10;
+
+			if (!(p->bump = ioa__os_alloc_pages(chunk))) {
+				p->end = NULL;
+				pthread_mutex_unlock(&p->lock);
+				return NULL;
+			}
+			p->end = p->bump + chunk;
+		}
+		s = (struct ioa__span *)p->bump;
+		p->bump += p->size;
+	}
+	pthread_mutex_unlock(&p->lock);
+	memset(s, 0, p->size);
+	s->pool = (uint16_t)pool;
+	s->req = (uint32_t *)(s->bits + pool_words[pool]);
+	return s;
+}
+
+static void desc_free(struct ioa__span *s)
+{
+	struct pool *p = &pools[s->pool];
+
+	pthread_mutex_lock(&p->lock);
+	s->next = p->free;
+	p->free = s;
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* ---- spans over regions ---------------------------------------------- */
+
+size_t ioa__span_small_max(void)
+{
+	return ioa__heap_strict ? 2048 : IOA_SMALL_MAX;
+}
+
+size_t ioa__span_len(unsigned c)
+{
+	size_t size = ioa__class_size(c), len = SPAN_LEN;
+
+	if (size > ioa__span_small_max())
+		return 0;
+	if (ioa__heap_strict) /* a page that empties is retired whole */
+		return IOA_PAGE;
+	while (len < 8 * size)
+		len *= 2;
+	return len;
+}
+
+static int pool_of(size_t len, int large)
+{
+	return large ? POOL_FEW : len == SPAN_LEN ? POOL_64K : len == IOA_PAGE ? POOL_PAGE : POOL_FEW;
+}
+
+/* A new span of @len bytes on @node, its pages (@map_pages of them) in the
+ * page map; NULL with errno set. */
+static struct ioa__span *span_create(int node, size_t len, size_t align, int pool,
+				     size_t map_pages)
+{
+	struct ioa__span *s;
+	void *p;
+	int err;
+
+	if (ioa__iommu_inherited()) {
+		ioa__err("ioa_malloc: this process is a child of fork() and its IOMMU belongs to "
+			 "the parent: call ioa_fini() and ioa_init() with a device of its own");
+		errno = EPERM;
+		return NULL;
+	}
+	if (!(s = desc_alloc(pool))) {
+		ioa__err("ioa_malloc: no memory for a span descriptor");
+		errno = ENOMEM;
+		return NULL;
+	}
+	if ((err = ioa__region_alloc(len, align, node, &p)) != 0) {
+		desc_free(s);
+		errno = -err;
+		return NULL;
+	}
+	s->base = p;
+	s->len = len;
+	s->node = node;
+	if (ioa__pagemap_set(p, map_pages, s) != 0) {
+		ioa__err("ioa_malloc: no memory for the page map");
+		ioa__pagemap_set(p, map_pages, NULL);
+		ioa__span_retire(s);
+		errno = ENOMEM;
+		return NULL;
+	}
+	pthread_mutex_lock(&all_lock);
+	s->all_next = all;
+	if (all)
+		all->all_prev = s;
+	all = s;
+	pthread_mutex_unlock(&all_lock);
+	return s;
+}
+
+static void region_free(struct ioa__span *s)
+{
+	struct ioa__defer_item item = { .kind = IOA_ITEM_BUFFER };
+	int err = ioa__region_take(s->base, &item.buf);
+
+	if (!err)
+		err = ioa__defer_enqueue(ioa__region_node(&item.buf), &item);
+	if (err && err != -EIO)
+		ioa__err("a heap span at %p of %zu bytes could not be retired: %s", (void *)s->base,
+			 s->len, strerror(-err));
+}
+
+/* Out of every list; the page map forgets it before its pages can serve
+ * another span (which would set their entries) and the descriptor is freed
+ * last. */
+static void span_destroy(struct ioa__span *s)
+{
+	ioa__pagemap_set(s->base, s->obj_size ? s->len >> IOA_PAGE_SHIFT : 1, NULL);
+	region_free(s);
+	desc_free(s);
+}
+
+void ioa__span_retire(struct ioa__span *s)
+{
+	pthread_mutex_lock(&all_lock);
+	if (s->all_prev)
+		s->all_prev->all_next = s->all_next;
+	else if (all == s)
+		all = s->all_next;
+	if (s->all_next)
+		s->all_next->all_prev = s->all_prev;
+	pthread_mutex_unlock(&all_lock);
+	ioa__stat_add(heap_spans_retired, 1);
+	span_destroy(s);
+}
+
+void ioa__span_format(struct ioa__span *s, unsigned c, struct ioa__heap *owner)
+{
+	uint32_t size = (uint32_t)ioa__class_size(c), n = (uint32_t)(s->len / size);
+	uint32_t words = (n + 63) / 64;
+
+	s->obj_size = size;
+	s->nobjs = n;
+	s->magic = ((1ull << 40) + size - 1) / size;
+	s->cls = (uint16_t)c;
+	s->owner = owner;
+	s->fast_owner = ioa__heap_strict || ioa__heap_checking || owner->shared ? NULL : owner;
+	s->used = 0;
+	s->wi = 0;
+	s->words = words;
+	for (uint32_t w = 0; w < words; w++) {
+		uint32_t left = n - w * 64;
+
+		s->bits[w] = left >= 64 ? ~0ull : (1ull << left) - 1;
+	}
+}
+
+/* Retires, outside the lock, what a cache let go. */
+static void retire_list(struct ioa__span *victims)
+{
+	while (victims) {
+		struct ioa__span *next = victims->next;
+
+		ioa__span_retire(victims);
+		victims = next;
+	}
+}
+
+/* Takes from @l's tail what is beyond @max_n or @max_bytes, or unused for
+ * longer than the decay, onto *@victims. */
+static void trim(struct list *l, unsigned max_n, size_t max_bytes, struct ioa__span **victims)
+{
+	uint64_t now = ioa__ticks(), decay = ioa__ns_to_ticks(CACHE_DECAY_NS);
+
+	while (l->tail && (l->n > max_n || l->bytes > max_bytes ||
+			   now - l->tail->idle_since > decay)) {
+		struct ioa__span *s = l->tail;
+
+		list_remove(l, s);
+		s->next = *victims;
+		*victims = s;
+	}
+}
+
+struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
+{
+	size_t len = ioa__span_len(c);
+	int pool = pool_of(len, 0);
+	struct node_cache *nc = &caches[node];
+	struct ioa__span *s, *victims = NULL;
+
+	pthread_once(&caches_once, caches_init);
+	pthread_mutex_lock(&nc->lock);
+	for (s = nc->spans[pool].head; s && s->len != len; s = s->next)
+		;
+	if (s)
+		list_remove(&nc->spans[pool], s);
+	trim(&nc->spans[pool], CACHE_SPANS, SIZE_MAX, &victims);
+	pthread_mutex_unlock(&nc->lock);
+	retire_list(victims);
+	if (!s) {
+		s = span_create(node, len, ioa__heap_strict ? IOA_PAGE : SPAN_ALIGN, pool,
+				len >> IOA_PAGE_SHIFT);
+		if (!s)
+			return NULL;
+		ioa__stat_add(heap_spans_created, 1);
+	}
+	ioa__span_format(s, c, owner);
+	return s;
+}
+
+struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align)
+{
+	struct node_cache *nc = &caches[node];
+	struct ioa__span *s = NULL, *victims = NULL;
+
+	pthread_once(&caches_once, caches_init);
+	if (!ioa__heap_strict) {
+		pthread_mutex_lock(&nc->lock);
+		for (s = nc->large.head; s; s = s->next)
+			if (s->len == len && ((uintptr_t)s->base & (align - 1)) == 0)
+				break;
+		if (s)
+			list_remove(&nc->large, s);
+		trim(&nc->large, CACHE_LARGE, CACHE_LARGE_BYTES, &victims);
+		pthread_mutex_unlock(&nc->lock);
+		retire_list(victims);
+	}
+	if (s) {
+		ioa__stat_add(heap_large_reused, 1);
+		return s;
+	}
+	s = span_create(node, len, align < IOA_PAGE ? IOA_PAGE : align, POOL_FEW, 1);
+	if (s)
+		ioa__stat_add(heap_large_created, 1);
+	return s;
+}
+
+void ioa__span_put(struct ioa__span *s)
+{
+	struct node_cache *nc = &caches[s->node];
+	struct ioa__span *victims = NULL;
+	int large = s->obj_size == 0;
+
+	if (ioa__heap_strict || (large && s->len > CACHE_LARGE_BYTES / 4)) {
+		ioa__span_retire(s);
+		return;
+	}
+	s->idle_since = ioa__ticks();
+	s->owner = s->fast_owner = NULL;
+	pthread_mutex_lock(&nc->lock);
+	if (large) {
+		list_push(&nc->large, s);
+		trim(&nc->large, CACHE_LARGE, CACHE_LARGE_BYTES, &victims);
+	} else {
+		list_push(&nc->spans[s->pool], s);
+		trim(&nc->spans[s->pool], CACHE_SPANS, SIZE_MAX, &victims);
+	}
+	pthread_mutex_unlock(&nc->lock);
+	retire_list(victims);
+}
+
+void ioa__span_each(void (*fn)(struct ioa__span *s, void *arg), void *arg)
+{
+	struct ioa__span *s, *next;
+
+	pthread_mutex_lock(&all_lock);
+	s = all;
+	all = NULL;
+	pthread_mutex_unlock(&all_lock);
+	for (; s; s = next) {
+		next = s->all_next;
+		fn(s, arg);
+	}
+}
+
+void ioa__span_caches_drain(void)
+{
+	pthread_once(&caches_once, caches_init);
+	for (int n = 0; n < IOA_MAX_NODES; n++) {
+		struct node_cache *nc = &caches[n];
+
+		pthread_mutex_lock(&nc->lock);
+		memset(nc->spans, 0, sizeof(nc->spans));
+		memset(&nc->large, 0, sizeof(nc->large));
+		pthread_mutex_unlock(&nc->lock);
+	}
+}
+
+/* The caches' locks and the pools' are leaves: nothing is called while
+ * they are held; so fork takes them after every other lock. */
+void ioa__span_fork_prepare(void)
+{
+	pthread_once(&caches_once, caches_init);
+	pthread_mutex_lock(&all_lock);
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		pthread_mutex_lock(&caches[n].lock);
+	for (int p = 0; p < NPOOLS; p++)
+		pthread_mutex_lock(&pools[p].lock);
+}
+
+void ioa__span_fork_parent(void)
+{
+	for (int p = NPOOLS - 1; p >= 0; p--)
+		pthread_mutex_unlock(&pools[p].lock);
+	for (int n = IOA_MAX_NODES - 1; n >= 0; n--)
+		pthread_mutex_unlock(&caches[n].lock);
+	pthread_mutex_unlock(&all_lock);
+}
+
+void ioa__span_fork_child(void)
+{
+	for (int p = 0; p < NPOOLS; p++)
+		pthread_mutex_init(&pools[p].lock, NULL);
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		pthread_mutex_init(&caches[n].lock, NULL);
+	pthread_mutex_init(&all_lock, NULL);
+}

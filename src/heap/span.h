@@ -1,0 +1,46 @@
+/*
+ * Spans over regions, their descriptors, and each node's caches of spans
+ * that are wholly free (lazy mode): what heaps take spans from and give
+ * them back to, under the node's lock, never on a fast path.
+ */
+#ifndef IOA_SPAN_H
+#define IOA_SPAN_H
+
+#include "heap.h"
+
+#include <stddef.h>
+
+/* Settings of the running library (ioa__heap_init). */
+extern int ioa__heap_strict, ioa__heap_checking;
+
+/* Bytes of the span that holds class @c, or 0 when the class is served by
+ * large blocks (strict mode keeps spans to one page). */
+size_t ioa__span_len(unsigned c);
+/* Largest size served by spans in this mode. */
+size_t ioa__span_small_max(void);
+
+/* A wholly free span of class @c on @node for @owner: from the node's cache
+ * or a new region buffer; NULL with errno set when memory ran out. */
+struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner);
+/* Formats @s, wholly free, for class @c and @owner. */
+void ioa__span_format(struct ioa__span *s, unsigned c, struct ioa__heap *owner);
+/* A large block of @len bytes (rounded already) aligned to @align on @node:
+ * from the node's cache when the sizes match, else a new region buffer. */
+struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align);
+/* A span or large block nobody uses any more: kept in its node's cache
+ * (lazy) or retired through the deferral engine (strict, or past the cache's
+ * bounds: then it is unmapped before its pages serve anyone again). */
+void ioa__span_put(struct ioa__span *s);
+/* Retires it at once through the deferral engine. */
+void ioa__span_retire(struct ioa__span *s);
+
+/* Every span in use or cached, for ioa_fini: @fn on each. */
+void ioa__span_each(void (*fn)(struct ioa__span *s, void *arg), void *arg);
+/* ioa_fini: retires every cached span. */
+void ioa__span_caches_drain(void);
+
+void ioa__span_fork_prepare(void);
+void ioa__span_fork_parent(void);
+void ioa__span_fork_child(void);
+
+#endif

@@ -1,0 +1,113 @@
+/*
+ * libioalloc-preload.so: the C allocator of an unmodified program, through
+ * LD_PRELOAD. Every function of glibc's malloc family is defined here over
+ * the heap's fast paths; C++'s operator new and delete reach them through
+ * libstdc++'s own, which call malloc and free.
+ *
+ * Bootstrapping: mallocs before this library's constructor ran (libc's,
+ * libnuma's and libstdc++'s start) and those made while the library starts
+ * come from a static arena (heap/boot.h); nothing here calls dlsym. The
+ * backend is `none` unless IOALLOC_BACKEND says otherwise (api.c).
+ */
+#include "heap.h"
+#include "boot.h"
+#include "heap_life.h"
+#include "log.h"
+#include "ioalloc.h"
+
+#include <errno.h>
+#include <malloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int ioa__preloaded = 1;
+
+__attribute__((constructor)) static void preload_ready(void)
+{
+	/* release: a thread that sees it sees the constructors before it done */
+	atomic_store_explicit(&ioa__preload_ready, 1, memory_order_release);
+}
+
+void *malloc(size_t size)
+{
+	return ioa__heap_alloc(size);
+}
+
+void free(void *ptr)
+{
+	ioa__heap_free(ptr);
+}
+
+void *calloc(size_t n, size_t size)
+{
+	return ioa_calloc(n, size);
+}
+
+void *realloc(void *ptr, size_t size)
+{
+	if (ptr && size == 0) { /* glibc's realloc frees and returns NULL */
+		ioa__heap_free(ptr);
+		return NULL;
+	}
+	return ioa_realloc(ptr, size);
+}
+
+void *reallocarray(void *ptr, size_t n, size_t size)
+{
+	size_t total;
+
+	if (__builtin_mul_overflow(n, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return realloc(ptr, total);
+}
+
+static int is_pow2(size_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+int posix_memalign(void **out, size_t align, size_t size)
+{
+	void *p;
+
+	if (!is_pow2(align) || align % sizeof(void *))
+		return EINVAL;
+	if (!(p = ioa__heap_alloc_aligned(size, align, IOA_NODE_ANY)))
+		return ENOMEM;
+	*out = p;
+	return 0;
+}
+
+void *aligned_alloc(size_t align, size_t size)
+{
+	if (!is_pow2(align)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return ioa__heap_alloc_aligned(size, align, IOA_NODE_ANY);
+}
+
+void *memalign(size_t align, size_t size)
+{
+	return aligned_alloc(align, size);
+}
+
+void *valloc(size_t size)
+{
+	return ioa__heap_alloc_aligned(size, (size_t)sysconf(_SC_PAGESIZE), IOA_NODE_ANY);
+}
+
+void *pvalloc(size_t size)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+	return ioa__heap_alloc_aligned((size + page - 1) & ~(page - 1), page, IOA_NODE_ANY);
+}
+
+size_t malloc_usable_size(void *ptr)
+{
+	return ptr ? ioa_usable_size(ptr) : 0;
+}

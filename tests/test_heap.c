@@ -1,0 +1,283 @@
+/*
+ * The allocator (ioa_malloc and friends) on one thread, on the sim backend:
+ * - the size classes: the fast path's table is the computed classes;
+ * - every size class and large sizes: the object is writable whole, at
+ *   least as large as asked, 16-byte aligned, and every byte has an IOVA
+ *   that translates back (I5: the O(1) lookup covers heap memory);
+ * - aligned_alloc and ioa_malloc_dma's alignment and boundary guarantees;
+ * - realloc growth keeps the contents; calloc zeroes reused memory;
+ * - I6: a double free, an interior pointer and a foreign pointer are
+ *   reported with the address and the class and change nothing; with
+ *   IOALLOC_CHECK=1 a write past an object's end is reported;
+ * - I1 through the heap: with IOALLOC_PROTECT=strict a DMA to a freed
+ *   object whose page emptied faults after ioa_quiesce(), while lazy mode
+ *   keeps it mapped (its documented difference);
+ * - nothing leaks: ioa_fini() finds no object left.
+ */
+#include "check.h"
+
+#include "ioalloc.h"
+#include "sizeclass.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+static int init(enum ioa_protect protect, int checking)
+{
+	struct ioa_config cfg;
+
+	ioa_config_init(&cfg);
+	cfg.backend = IOA_BACKEND_SIM;
+	cfg.protect = protect;
+	cfg.check = checking;
+	return CHECK_EQ(ioa_init(&cfg), 0);
+}
+
+static uint64_t leaked_at_fini(void)
+{
+	struct ioa_stats s;
+
+	ioa_fini();
+	ioa_stats_get(&s);
+	return s.heap_leaked_objects;
+}
+
+/* Every byte of [p, p + n) has an IOVA mapping back to it (checked at a few). */
+static int iova_covers(const void *p, size_t n)
+{
+	const char *c = p;
+	size_t at[] = { 0, n / 3, n / 2, n - 1 };
+
+	for (unsigned k = 0; k < 4; k++) {
+		uint64_t iova = ioa_virt2iova(c + at[k]);
+
+		if (iova == IOA_BAD_IOVA || ioa_iova2virt(iova) != c + at[k])
+			return 0;
+	}
+	return 1;
+}
+
+/* The fast path's table agrees with the computed classes, and each class
+ * is the smallest that holds its sizes. */
+static void test_classes(void)
+{
+	int bad = 0;
+
+	for (size_t size = 0; size <= IOA_SMALL_MAX; size++) {
+		unsigned c = ioa__class_of(size);
+
+		bad += c != ioa__class_compute(size) || ioa__class_size(c) < size ||
+		       (c && ioa__class_size(c - 1) >= size) || ioa__class_size(c) % 16;
+	}
+	CHECK_EQ(bad, 0);
+	CHECK_EQ(ioa__class_of(IOA_SMALL_MAX), IOA_CLASSES - 1);
+}
+
+static void test_sizes(void)
+{
+	static void *objs[2000];
+	size_t sizes[2000];
+	int bad = 0;
+
+	for (unsigned i = 0; i < 2000; i++) {
+		size_t n = i < 1200 ? 1 + i * 29 % 33000 : 33000 + rnd(3u << 20);
+
+		sizes[i] = n;
+		objs[i] = ioa_malloc(n);
+		if (!objs[i] || ((uintptr_t)objs[i] & 15) || ioa_usable_size(objs[i]) < n ||
+		    !iova_covers(objs[i], n)) {
+			bad++;
+			continue;
+		}
+		memset(objs[i], (int)(i & 0xff), n);
+	}
+	CHECK_EQ(bad, 0);
+	for (unsigned i = 0; i < 2000; i++) {
+		const unsigned char *c = objs[i];
+
+		if (c && (c[0] != (i & 0xff) || c[sizes[i] - 1] != (i & 0xff)))
+			bad++;
+		ioa_free(objs[i]);
+	}
+	CHECK_EQ(bad, 0);
+}
+
+static void test_alignment(void)
+{
+	for (size_t align = 16; align <= ((size_t)1 << 21); align <<= 1) {
+		void *p = ioa_aligned_alloc(align, 100);
+
+		CHECK(p && ((uintptr_t)p & (align - 1)) == 0);
+		ioa_free(p);
+	}
+	errno = 0;
+	CHECK(!ioa_aligned_alloc(24, 100) && errno == EINVAL);
+	/* never across the boundary, whatever the neighbours */
+	for (unsigned i = 0; i < 300; i++) {
+		size_t boundary = i & 1 ? 4096 : (size_t)2 << 20;
+		size_t n = 1 + rnd(i & 1 ? 4096 : 65536);
+		char *p = ioa_malloc_dma(n, 64, boundary);
+
+		if (!CHECK(p && ((uintptr_t)p & 63) == 0 &&
+			   (uintptr_t)p / boundary == ((uintptr_t)p + n - 1) / boundary))
+			break;
+		ioa_free(ioa_malloc(1 + rnd(5000))); /* shuffle the spans a little */
+		ioa_free(p);
+	}
+	errno = 0;
+	CHECK(!ioa_malloc_dma(5000, 0, 4096) && errno == EINVAL);
+	CHECK(!ioa_malloc_dma(10, 3, 0) && errno == EINVAL);
+}
+
+static void test_realloc_calloc(void)
+{
+	unsigned char *p = NULL;
+	size_t n = 0;
+	int bad = 0;
+
+	for (size_t size = 1; size < ((size_t)3 << 20); size += size / 3 + 1) {
+		p = ioa_realloc(p, size);
+		if (!p) {
+			bad++;
+			break;
+		}
+		for (size_t i = 0; i < n; i += 97)
+			bad += p[i] != (unsigned char)(i * 7);
+		for (size_t i = n; i < size; i++)
+			p[i] = (unsigned char)(i * 7);
+		n = size;
+	}
+	CHECK_EQ(bad, 0);
+	ioa_free(p);
+	for (unsigned r = 0; r < 50; r++) {
+		size_t size = 1 + rnd(100000);
+		unsigned char *d = ioa_malloc(size);
+
+		memset(d, 0xee, size);
+		ioa_free(d);
+		d = ioa_calloc(1, size);
+		for (size_t i = 0; d && i < size; i++)
+			bad += d[i] != 0;
+		ioa_free(d);
+	}
+	CHECK_EQ(bad, 0);
+	errno = 0;
+	CHECK(!ioa_calloc(SIZE_MAX / 2, 3) && errno == ENOMEM);
+	errno = 0;
+	CHECK(!ioa_malloc(SIZE_MAX - 4096) && errno == ENOMEM);
+}
+
+static void test_bad_frees(void)
+{
+	struct check_capture cap;
+	char *p = ioa_malloc(100), *q = ioa_malloc(100), *big = ioa_malloc(100000);
+	int on_stack;
+	const char *text;
+
+	memset(q, 0x5a, 100);
+	ioa_free(p);
+	capture_begin(&cap);
+	ioa_free(p);
+	ioa_free(q + 16);
+	ioa_free(&on_stack);
+	ioa_free(big + 64);
+	text = capture_end(&cap);
+	CHECK_CONTAINS(text, "double free of an object of size class 112");
+	CHECK_CONTAINS(text, "not the start of an object ioalloc returned");
+	CHECK_CONTAINS(text, "not a pointer ioalloc returned");
+	CHECK_CONTAINS(text, "inside a large block");
+	/* nothing changed: q is intact and p is handed out once */
+	CHECK(q[0] == 0x5a && q[99] == 0x5a);
+	char *r = ioa_malloc(100), *s = ioa_malloc(100);
+
+	CHECK(r != s && r != q && s != q);
+	ioa_free(r);
+	ioa_free(s);
+	ioa_free(q);
+	ioa_free(big);
+	capture_begin(&cap);
+	ioa_free(big);
+	CHECK_CONTAINS(capture_end(&cap), "double free of a large block");
+}
+
+static void test_canary(void)
+{
+	struct check_capture cap;
+	char *p = ioa_malloc(24), *big = ioa_malloc(50000);
+
+	CHECK_EQ(ioa_usable_size(p), 24);
+	p[24] = 1; /* one byte past the end */
+	big[50000] = 1;
+	capture_begin(&cap);
+	ioa_free(p);
+	ioa_free(big);
+	const char *text = capture_end(&cap);
+
+	CHECK_CONTAINS(text, "write past the end of");
+	CHECK_CONTAINS(text, "24 bytes requested, size class 32");
+	CHECK_CONTAINS(text, "50000 bytes requested, large block");
+	p = ioa_malloc(40);
+	capture_begin(&cap);
+	ioa_free(p);
+	CHECK_EQ(strlen(capture_end(&cap)), 0);
+}
+
+/* A DMA to an object's IOVA after its free and ioa_quiesce(): 0 when the
+ * device still reaches it, -EFAULT when it faults. */
+static int dma_after_free(size_t size, int keep_neighbour)
+{
+	char *p = ioa_malloc(size), *n = keep_neighbour ? ioa_malloc(size) : NULL;
+	uint64_t iova = ioa_virt2iova(p);
+	char data[16] = "stale descriptor";
+	int err;
+
+	ioa_free(p);
+	ioa_quiesce();
+	err = ioa_sim_dma(iova, data, sizeof(data), IOA_DMA_FROM_DEVICE);
+	ioa_free(n);
+	return err;
+}
+
+static void test_protect(void)
+{
+	if (init(IOA_PROTECT_STRICT, 0)) {
+		CHECK_EQ(dma_after_free(64, 0), -EFAULT);
+		CHECK_EQ(dma_after_free(3000, 0), -EFAULT);
+		CHECK_EQ(dma_after_free(100000, 0), -EFAULT);
+		/* what strict cannot do: a page that still holds a live object */
+		CHECK_EQ(dma_after_free(64, 1), 0);
+		CHECK_EQ(leaked_at_fini(), 0);
+	}
+	if (init(IOA_PROTECT_LAZY, 0)) {
+		CHECK_EQ(dma_after_free(64, 0), 0);
+		CHECK_EQ(dma_after_free(100000, 0), 0);
+		CHECK_EQ(leaked_at_fini(), 0);
+	}
+}
+
+int main(void)
+{
+	check_start("test_heap");
+	test_classes();
+	if (init(IOA_PROTECT_LAZY, 0)) {
+		test_sizes();
+		test_alignment();
+		test_realloc_calloc();
+		test_bad_frees();
+		CHECK_EQ(leaked_at_fini(), 0);
+	}
+	if (init(IOA_PROTECT_STRICT, 0)) {
+		test_sizes();
+		test_alignment();
+		test_realloc_calloc();
+		CHECK_EQ(leaked_at_fini(), 0);
+	}
+	if (init(IOA_PROTECT_LAZY, 1)) {
+		test_sizes();
+		test_canary();
+		CHECK_EQ(leaked_at_fini(), 0);
+	}
+	test_protect();
+	return check_done();
+}

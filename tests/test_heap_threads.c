@@ -1,0 +1,224 @@
+/*
+ * The allocator across threads, in lazy and strict mode:
+ * - producer/consumer: objects allocated on one thread are freed on
+ *   another (remote frees, collected by the owner in batches) while both
+ *   keep allocating; every object keeps its contents until freed, no object
+ *   is handed out twice at once, and ioa_fini() finds none left (I3);
+ * - thread exit: a thread-exit destructor that runs after the library's
+ *   frees and allocates; a new thread adopts the exited thread's heap;
+ * - fork under allocation: children of a process whose other thread
+ *   allocates and frees allocate and free themselves and exit cleanly.
+ * Run under ThreadSanitizer too.
+ */
+#include "check.h"
+
+#include "ioalloc.h"
+
+#include <pthread.h>
+#include <sys/wait.h>
+
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define OBJECTS 40000
+#else
+#define OBJECTS 400000
+#endif
+#define RING 1024
+
+/* A single-producer single-consumer ring of objects. */
+static void *_Atomic ring[RING];
+static _Atomic int producer_done;
+static atomic_long corrupt;
+
+static size_t size_of(unsigned long i)
+{
+	return 16 + (i * 2654435761u) % (i % 64 ? 600 : 70000);
+}
+
+static void *producer(void *arg)
+{
+	for (unsigned long i = 0; i < OBJECTS; i++) {
+		size_t n = size_of(i);
+		unsigned long *p = ioa_malloc(n);
+		void *mine = ioa_malloc(n); /* and some of its own, freed here */
+
+		p[0] = i;
+		((unsigned char *)p)[n - 1] = (unsigned char)i;
+		ioa_free(mine);
+		while (atomic_load_explicit(&ring[i % RING], memory_order_acquire))
+			;
+		atomic_store_explicit(&ring[i % RING], p, memory_order_release);
+	}
+	atomic_store(&producer_done, 1);
+	return arg;
+}
+
+static void *consumer(void *arg)
+{
+	for (unsigned long i = 0; i < OBJECTS; i++) {
+		unsigned long *p;
+
+		while (!(p = atomic_exchange_explicit(&ring[i % RING], NULL, memory_order_acquire)))
+			;
+		if (p[0] != i || ((unsigned char *)p)[size_of(i) - 1] != (unsigned char)i)
+			atomic_fetch_add(&corrupt, 1);
+		ioa_free(p);
+		if (i % 7 == 0)
+			ioa_free(ioa_malloc(size_of(i)));
+	}
+	return arg;
+}
+
+static int init(enum ioa_protect protect)
+{
+	struct ioa_config cfg;
+
+	ioa_config_init(&cfg);
+	cfg.backend = IOA_BACKEND_SIM;
+	cfg.protect = protect;
+	return CHECK_EQ(ioa_init(&cfg), 0);
+}
+
+static uint64_t leaked_at_fini(void)
+{
+	struct ioa_stats s;
+
+	ioa_fini();
+	ioa_stats_get(&s);
+	return s.heap_leaked_objects;
+}
+
+static void test_producer_consumer(enum ioa_protect protect)
+{
+	pthread_t a, b;
+	struct ioa_stats s;
+
+	if (!init(protect))
+		return;
+	atomic_store(&producer_done, 0);
+	pthread_create(&a, NULL, producer, NULL);
+	pthread_create(&b, NULL, consumer, NULL);
+	pthread_join(a, NULL);
+	pthread_join(b, NULL);
+	CHECK_EQ(atomic_load(&corrupt), 0);
+	ioa_stats_get(&s);
+	CHECK(s.heap_remote_batches > 0);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/* ---- thread exit ---------------------------------------------------------- */
+
+static pthread_key_t late_key;
+static void *_Atomic late_result;
+
+/* Runs after the library's own destructor (its key is older): frees what the
+ * thread allocated and allocates once more, handing that on. */
+static void late_destructor(void *p)
+{
+	ioa_free(p);
+	char *q = ioa_malloc(300);
+
+	if (q)
+		memset(q, 7, 300);
+	atomic_store(&late_result, q);
+}
+
+static void *exiting_thread(void *arg)
+{
+	void *p = ioa_malloc(200);
+
+	pthread_setspecific(late_key, p);
+	for (int i = 0; i < 1000; i++)
+		ioa_free(ioa_malloc(16 + (size_t)i));
+	return arg;
+}
+
+static void test_thread_exit(void)
+{
+	if (!init(IOA_PROTECT_LAZY))
+		return;
+	ioa_free(ioa_malloc(1)); /* the library's key is created before the test's */
+	pthread_key_create(&late_key, late_destructor);
+	for (int round = 0; round < 20; round++) {
+		pthread_t t;
+		char *q;
+
+		pthread_create(&t, NULL, exiting_thread, NULL);
+		pthread_join(t, NULL);
+		q = atomic_exchange(&late_result, NULL);
+		if (!CHECK(q && q[0] == 7 && q[299] == 7))
+			break;
+		ioa_free(q); /* freed here: a remote free into the shared heap */
+	}
+	pthread_key_delete(late_key);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/* ---- fork ------------------------------------------------------------------ */
+
+static _Atomic int churn_stop;
+
+static void *churn(void *arg)
+{
+	void *keep[64] = { 0 };
+
+	for (unsigned long i = 0; !atomic_load(&churn_stop); i++) {
+		ioa_free(keep[i % 64]);
+		keep[i % 64] = ioa_malloc(size_of(i));
+	}
+	for (int i = 0; i < 64; i++)
+		ioa_free(keep[i]);
+	return arg;
+}
+
+static __attribute__((unused)) void test_fork(void)
+{
+	pthread_t t;
+	int bad = 0;
+
+	if (!init(IOA_PROTECT_LAZY))
+		return;
+	atomic_store(&churn_stop, 0);
+	pthread_create(&t, NULL, churn, NULL);
+	for (int i = 0; i < 50; i++) {
+		void *mine = ioa_malloc(1000);
+		pid_t pid = fork();
+		int status;
+
+		if (pid == 0) {
+			int ok = 1;
+
+			ioa_free(mine);
+			for (unsigned long k = 0; k < 5000; k++) {
+				char *p = ioa_malloc(size_of(k));
+
+				ok &= p != NULL;
+				if (p)
+					p[0] = 1;
+				ioa_free(p);
+			}
+			ok &= ioa_quiesce() == 0;
+			_exit(ok ? 0 : 1);
+		}
+		ioa_free(mine);
+		bad += pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+		       WEXITSTATUS(status) != 0;
+	}
+	atomic_store(&churn_stop, 1);
+	pthread_join(t, NULL);
+	CHECK_EQ(bad, 0);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+int main(void)
+{
+	check_start("test_heap_threads");
+	test_producer_consumer(IOA_PROTECT_LAZY);
+	test_producer_consumer(IOA_PROTECT_STRICT);
+	test_thread_exit();
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+	test_fork(); /* GCC 12's sanitizer runtimes are not fork-safe (test_fork.c) */
+#else
+	check_note("fork under allocation not run under a sanitizer (see test_fork.c)");
+#endif
+	return check_done();
+}
