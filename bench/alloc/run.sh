@@ -28,9 +28,11 @@ out=${OUT:-$build/alloc-bench}
 chart=${CHART:-$out/alloc-bench.png}
 preload=${1:-$build/libioalloc-preload.so}
 
-if [[ ! -f $build/CMakeCache.txt ]]; then
-	cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-fi
+# Configured afresh, so that the targets asked for below are those of the
+# source tree as it is now: Release when new, else the type it has.
+release=()
+[[ -f $build/CMakeCache.txt ]] || release=(-DCMAKE_BUILD_TYPE=Release)
+cmake -S "$repo" -B "$build" "${release[@]}" >/dev/null
 mapfile -t programs < <(awk '!/^#/ && NF { print $2 }' "$here/workloads.txt" | sort -u)
 programs+=(alloc_launch)
 # Without an argument, the preload library of this build, built too.
