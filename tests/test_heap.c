@@ -201,6 +201,32 @@ static void test_bad_frees(void)
 	CHECK_CONTAINS(capture_end(&cap), "double free of a large block");
 }
 
+/* Bad arguments: one message and an error code each, nothing lost. */
+static void test_arguments(void)
+{
+	struct check_capture cap;
+	char *p, local;
+	const char *text;
+
+	p = ioa_malloc_node(100, 0);
+	CHECK(p && ioa_virt2iova(p) != IOA_BAD_IOVA);
+	ioa_free(p);
+	capture_begin(&cap);
+	errno = 0;
+	CHECK(!ioa_malloc_node(100, 999) && errno == EINVAL);
+	errno = 0;
+	CHECK(!ioa_realloc(&local, 10) && errno == EINVAL);
+	CHECK_EQ(ioa_usable_size(&local), 0);
+	text = capture_end(&cap);
+	CHECK_CONTAINS(text, "ioa_malloc_node: invalid node 999");
+	CHECK_CONTAINS(text, "realloc(");
+	CHECK_EQ(ioa_usable_size(NULL), 0);
+	ioa_free(NULL);
+	p = ioa_dma_zalloc(10000, 0, IOA_NODE_ANY);
+	CHECK(p && p[0] == 0 && p[9999] == 0);
+	ioa_dma_free(p);
+}
+
 static void test_canary(void)
 {
 	struct check_capture cap;
@@ -265,6 +291,7 @@ int main(void)
 		test_alignment();
 		test_realloc_calloc();
 		test_bad_frees();
+		test_arguments();
 		CHECK_EQ(leaked_at_fini(), 0);
 	}
 	if (init(IOA_PROTECT_STRICT, 0)) {

@@ -21,11 +21,9 @@ enum { HEAP_NEW, HEAP_BOOTING, HEAP_LIVE, HEAP_EXITED };
 /* A heap's state in the registry. */
 enum { OWNED, PARKED, ABANDONED };
 
-/* A span with no free object: the fast path of a heap that has none yet
- * falls through to the slow path. */
-static _Alignas(64) char empty_span_mem[sizeof(struct ioa__span) + 8];
-#define EMPTY_SPAN ((struct ioa__span *)empty_span_mem)
-static struct ioa__heap empty_heap = { .cur = { [0 ... IOA_CLASSES - 1] = EMPTY_SPAN } };
+/* The heap of a thread that has none: its cached words are empty, so its
+ * fast path falls through to the slow path. */
+static struct ioa__heap empty_heap;
 
 __thread struct ioa__heap *ioa__my_heap __attribute__((tls_model("initial-exec"))) = &empty_heap;
 static __thread int my_state __attribute__((tls_model("initial-exec")));
@@ -38,8 +36,8 @@ static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
 static void heap_reset(struct ioa__heap *h)
 {
+	memset(h->cache, 0, sizeof(h->cache));
 	for (unsigned c = 0; c < IOA_CLASSES; c++) {
-		h->cur[c] = EMPTY_SPAN;
 		h->spans[c] = NULL;
 		h->partial[c] = NULL;
 	}
@@ -76,7 +74,27 @@ static void make_current(struct ioa__heap *h, struct ioa__span *s)
 {
 	s->low = IOA_SPAN_CURRENT;
 	h->spans[s->cls] = s;
-	h->cur[s->cls] = ioa__heap_checking || h->shared ? EMPTY_SPAN : s;
+}
+
+/* Gives the objects left in class @c's cached word back to its span. */
+static void give_back_word(struct ioa__heap *h, unsigned c)
+{
+	struct ioa__word_cache *e = &h->cache[c];
+
+	if (e->span && e->word) {
+		e->span->bits[e->wi] |= e->word;
+		e->span->used -= ioa__popcount(e->word);
+		if (e->wi < e->span->wi)
+			e->span->wi = e->wi;
+	}
+	e->word = 0;
+	e->span = NULL;
+}
+
+static void give_back_words(struct ioa__heap *h)
+{
+	for (unsigned c = 0; c < IOA_CLASSES; c++)
+		give_back_word(h, c);
 }
 
 /* A span of @h nobody holds an object of: kept by the heap (lazy, a few),
@@ -85,7 +103,7 @@ static void span_emptied(struct ioa__heap *h, struct ioa__span *s)
 {
 	if (h->spans[s->cls] == s) {
 		h->spans[s->cls] = NULL;
-		h->cur[s->cls] = EMPTY_SPAN;
+		h->cache[s->cls].span = NULL; /* its word was given back: used is 0 */
 	} else if (s->low == IOA_SPAN_PARTIAL) {
 		partial_remove(h, s);
 	}
@@ -228,13 +246,22 @@ static void collect_remote(struct ioa__heap *h)
 
 /* ---- allocation -------------------------------------------------------- */
 
-/* Whether @s has a free object: moves wi to the first word with one. */
+/* The free objects of word @wi (the last word's phantom bits masked). */
+static uint64_t free_bits(const struct ioa__span *s, uint32_t wi)
+{
+	return s->bits[wi] & (wi == s->words - 1 ? s->last_mask : ~0ull);
+}
+
+/* Whether @s has a free object: moves wi to the next word with one, from
+ * where it was and round (frees do not move it back: that keeps it out of
+ * free's fast path). */
 static int has_free(struct ioa__span *s)
 {
-	for (; s->wi < s->words; s->wi++)
-		if (s->bits[s->wi])
+	if (s->used >= (int32_t)s->nobjs)
+		return 0;
+	for (uint32_t k = 0; k < s->words; k++, s->wi = s->wi + 1 < s->words ? s->wi + 1 : 0)
+		if (free_bits(s, s->wi))
 			return 1;
-	s->wi = s->words - 1;
 	return 0;
 }
 
@@ -252,7 +279,6 @@ static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 	if (s)
 		s->low = IOA_SPAN_FULL; /* in no list until a free */
 	h->spans[c] = NULL;
-	h->cur[c] = EMPTY_SPAN;
 	if ((s = h->partial[c])) {
 		partial_remove(h, s);
 	} else {
@@ -273,18 +299,33 @@ static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 	return s;
 }
 
-/* One object of class @c from heap @h. */
+/* One object of class @c from heap @h: from its cached word, else the span's
+ * next word with a free object becomes the cached word (a thread heap
+ * without IOALLOC_CHECK), or one object is taken from the span. */
 static void *alloc_small(struct ioa__heap *h, unsigned c)
 {
-	struct ioa__span *s = span_with_room(h, c);
-	uint64_t w;
+	struct ioa__word_cache *e = &h->cache[c];
+	struct ioa__span *s;
+	uint64_t w = e->word;
 
-	if (!s)
-		return NULL;
-	w = s->bits[s->wi];
-	s->bits[s->wi] = w & (w - 1);
-	s->used++;
-	return s->base + (size_t)(s->wi * 64 + (uint32_t)__builtin_ctzll(w)) * s->obj_size;
+	if (!w) {
+		give_back_word(h, c);
+		if (!(s = span_with_room(h, c)))
+			return NULL;
+		w = free_bits(s, s->wi);
+		if (ioa__heap_checking || h->shared) {
+			s->bits[s->wi] &= ~(w & -w);
+			s->used++;
+			return s->base +
+			       (size_t)(s->wi * 64 + (uint32_t)__builtin_ctzll(w)) * s->obj_size;
+		}
+		s->bits[s->wi] &= ~w;
+		s->used += ioa__popcount(w);
+		*e = (struct ioa__word_cache){ .base = s->base + (size_t)s->wi * 64 * s->obj_size,
+					       .size = s->obj_size, .span = s, .wi = s->wi };
+	}
+	e->word = w & (w - 1);
+	return e->base + (size_t)__builtin_ctzll(w) * e->size;
 }
 
 /* The class for @size bytes aligned to @align (a power of two), or
@@ -374,6 +415,7 @@ static void heap_exit(void *arg)
 
 	ioa__my_heap = &empty_heap;
 	my_state = HEAP_EXITED;
+	give_back_words(h);
 	flush_pending(h);
 	flush_all_out(h);
 	collect_remote(h);
@@ -505,8 +547,15 @@ void *ioa__heap_alloc_aligned(size_t size, size_t align, int node)
 	return node < 0 ? NULL : shared_alloc(node, size, align);
 }
 
+/* malloc's refill: a thread with a heap takes the next word of its class
+ * (span.c brings the library up again before it makes a span, should a
+ * program have called ioa_fini()); everything else takes the long way. */
 void *ioa__heap_alloc_slow(size_t size)
 {
+	struct ioa__heap *h = ioa__my_heap;
+
+	if (h != &empty_heap && size <= ioa__span_small_max() && !ioa__heap_checking)
+		return alloc_small(h, ioa__class_of(size));
 	return ioa__heap_alloc_aligned(size, 16, IOA_NODE_ANY);
 }
 
@@ -553,9 +602,13 @@ void ioa__heap_flush_mine(void)
 	struct ioa__heap *h = ioa__my_heap;
 
 	if (h != &empty_heap) {
+		give_back_words(h);
 		flush_pending(h);
 		flush_all_out(h);
 		collect_remote(h);
+		for (unsigned c = 0; c < IOA_CLASSES; c++) /* strict: emptied current spans */
+			if (h->spans[c])
+				span_changed(h, h->spans[c]);
 	}
 }
 
@@ -584,6 +637,7 @@ void ioa__heap_fini(void)
 	uint64_t leaked = 0;
 
 	for (struct ioa__heap *h = all_heaps; h; h = h->next_all) {
+		give_back_words(h);
 		flush_pending(h);
 		flush_all_out(h);
 	}

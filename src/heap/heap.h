@@ -62,8 +62,11 @@ struct ioa__span {
 	struct ioa__heap *owner;    /* NULL: a large block */
 	int32_t used;               /* objects allocated, as the owner counts them */
 	int32_t low;                /* IOA_SPAN_* */
-	uint32_t wi;                /* no free bit below word wi */
+	uint32_t wi;                /* the word malloc looks at first */
 	uint32_t words;
+	/* The bits of real objects in the last word: the others are set for
+	 * good, so a free there looks like a double free, and malloc masks them. */
+	uint64_t last_mask;
 	uint16_t cls;
 	uint16_t pool;              /* descriptor pool (span.c) */
 	int node;
@@ -77,8 +80,19 @@ struct ioa__span {
 	uint64_t bits[];            /* words of free objects (set bit: free) */
 };
 
+/* A word of free objects a heap took out of its current span of a class:
+ * malloc's fast path allocates from it without touching the span. Its
+ * objects count as used in the span until they are given back. */
+struct ioa__word_cache {
+	uint64_t word;              /* set bit: free object base + bit * size */
+	char *base;
+	size_t size;
+	struct ioa__span *span;     /* NULL: none taken */
+	uint32_t wi;                /* the word's index in the span */
+};
+
 struct ioa__heap {
-	struct ioa__span *cur[IOA_CLASSES];   /* what the fast path allocates from */
+	struct ioa__word_cache cache[IOA_CLASSES]; /* what the fast path allocates from */
 	struct ioa__span *spans[IOA_CLASSES]; /* the current span of each class */
 	struct ioa__span *partial[IOA_CLASSES]; /* spans with free objects */
 	void *_Atomic remote;       /* batches of objects other threads freed */
@@ -99,6 +113,16 @@ struct ioa__heap {
 	struct ioa__heap *next_parked;
 };
 
+/* Set bits of @w, without a library call on CPUs the compiler may not
+ * assume have POPCNT. */
+static inline int ioa__popcount(uint64_t w)
+{
+	w -= (w >> 1) & 0x5555555555555555ull;
+	w = (w & 0x3333333333333333ull) + ((w >> 2) & 0x3333333333333333ull);
+	w = (w + (w >> 4)) & 0x0f0f0f0f0f0f0f0full;
+	return (int)((w * 0x0101010101010101ull) >> 56);
+}
+
 /* The calling thread's heap; a static empty one (whose current spans are
  * all full) until its first malloc, so the fast path needs no NULL test. */
 extern __thread struct ioa__heap *ioa__my_heap __attribute__((tls_model("initial-exec")));
@@ -108,27 +132,26 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p);
 void ioa__heap_free_unknown(void *p);
 void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s);
 
-/* malloc's fast path: the lowest free object of the class's current span. */
+/* malloc's fast path: the lowest free object of the class's cached word. */
 static inline void *ioa__heap_alloc(size_t size)
 {
-	struct ioa__heap *h = ioa__my_heap;
-	struct ioa__span *s;
+	struct ioa__word_cache *e;
 	uint64_t w;
 
 	if (__builtin_expect(size > IOA_SMALL_MAX, 0))
 		return ioa__heap_alloc_slow(size);
-	s = h->cur[ioa__class_of(size)];
-	w = s->bits[s->wi];
+	e = &ioa__my_heap->cache[ioa__class_of(size)];
+	w = e->word;
 	if (__builtin_expect(w == 0, 0))
 		return ioa__heap_alloc_slow(size);
-	s->bits[s->wi] = w & (w - 1);
-	s->used++;
-	return s->base + (size_t)(s->wi * 64 + (uint32_t)__builtin_ctzll(w)) * s->obj_size;
+	e->word = w & (w - 1);
+	return e->base + (size_t)__builtin_ctzll(w) * e->size;
 }
 
 /* free's fast path: the owner sets the object's bit. An interior pointer, a
- * pointer past the last object or a second free of an object is caught here
- * at the cost of a few instructions, and reported by the slow path. */
+ * second free of an object or a pointer past the last object (whose bits
+ * are always set, see last_mask) is caught here at the cost of a few
+ * instructions, and reported by the slow path. */
 static inline void ioa__heap_free(void *p)
 {
 	struct ioa__span *s = ioa__pagemap_get(p);
@@ -147,13 +170,11 @@ static inline void ioa__heap_free(void *p)
 	i = (uint32_t)((off * s->magic) >> 40);
 	bit = 1ull << (i & 63);
 	w = s->bits[i >> 6];
-	if (__builtin_expect((w & bit) | ((uint64_t)i * s->obj_size ^ off) | (i >= s->nobjs), 0)) {
+	if (__builtin_expect((w & bit) | ((uint64_t)i * s->obj_size ^ off), 0)) {
 		ioa__heap_free_slow(s, p); /* reports it */
 		return;
 	}
 	s->bits[i >> 6] = w | bit;
-	if (i >> 6 < s->wi)
-		s->wi = i >> 6;
 	if (__builtin_expect(--s->used <= s->low, 0))
 		ioa__heap_span_watch(s->owner, s);
 }

@@ -36,9 +36,9 @@ static inline struct ioa__span *ioa__pagemap_get(const void *p)
 	uintptr_t va = (uintptr_t)p;
 	ioa__pm_leaf *leaf;
 
-	if (__builtin_expect(va >> IOA_PM_VA_BITS, 0))
-		return NULL;
-	leaf = atomic_load_explicit(&ioa__pagemap[va >> (12 + IOA_PM_LEAF_BITS)],
+	/* An address above the VA bits aliases a lower one: the free's checks
+	 * reject it (no object starts that far from its span's base). */
+	leaf = atomic_load_explicit(&ioa__pagemap[(va >> (12 + IOA_PM_LEAF_BITS)) & (IOA_PM_TOP - 1)],
 				    memory_order_acquire); /* the leaf's zeroed contents */
 	if (__builtin_expect(!leaf, 0))
 		return NULL;

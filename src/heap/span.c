@@ -1,4 +1,5 @@
 #include "span.h"
+#include "api.h"
 #include "clock.h"
 #include "defer.h"
 #include "iommu.h"
@@ -173,6 +174,10 @@ static struct ioa__span *span_create(int node, size_t len, size_t align, int poo
 	void *p;
 	int err;
 
+	if ((err = ioa__ensure_up()) != 0) { /* after an ioa_fini(), the program's next malloc */
+		errno = -err;
+		return NULL;
+	}
 	if (ioa__iommu_inherited()) {
 		ioa__err("ioa_malloc: this process is a child of fork() and its IOMMU belongs to "
 			 "the parent: call ioa_fini() and ioa_init() with a device of its own");
@@ -258,11 +263,9 @@ void ioa__span_format(struct ioa__span *s, unsigned c, struct ioa__heap *owner)
 	s->used = 0;
 	s->wi = 0;
 	s->words = words;
-	for (uint32_t w = 0; w < words; w++) {
-		uint32_t left = n - w * 64;
-
-		s->bits[w] = left >= 64 ? ~0ull : (1ull << left) - 1;
-	}
+	for (uint32_t w = 0; w < words; w++)
+		s->bits[w] = ~0ull;
+	s->last_mask = n % 64 ? (1ull << (n % 64)) - 1 : ~0ull;
 }
 
 /* Retires, outside the lock, what a cache let go. */
@@ -319,6 +322,20 @@ struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
 	return s;
 }
 
+/* The smallest cached block of at least @len bytes, at most twice as many,
+ * aligned to @align: what it holds beyond @len costs no memory until touched
+ * (on-demand pages) or is memory the node already holds (pinned pages). */
+static struct ioa__span *best_fit(const struct list *l, size_t len, size_t align)
+{
+	struct ioa__span *best = NULL;
+
+	for (struct ioa__span *s = l->head; s; s = s->next)
+		if (s->len >= len && s->len / 2 <= len && ((uintptr_t)s->base & (align - 1)) == 0 &&
+		    (!best || s->len < best->len))
+			best = s;
+	return best;
+}
+
 struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align)
 {
 	struct node_cache *nc = &caches[node];
@@ -327,9 +344,7 @@ struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align)
 	pthread_once(&caches_once, caches_init);
 	if (!ioa__heap_strict) {
 		pthread_mutex_lock(&nc->lock);
-		for (s = nc->large.head; s; s = s->next)
-			if (s->len == len && ((uintptr_t)s->base & (align - 1)) == 0)
-				break;
+		s = best_fit(&nc->large, len, align);
 		if (s)
 			list_remove(&nc->large, s);
 		trim(&nc->large, CACHE_LARGE, CACHE_LARGE_BYTES, &victims);
