@@ -10,8 +10,9 @@ mismatch, a failed run or a timeout is printed loudly and makes the exit
 status 1.
 
 Writes OUT/runs.csv (one row a run) and OUT/summary.csv (per workload and
-allocator: median wall time, largest peak RSS, median ns per malloc+free pair
-for the workloads that print one).
+allocator: median wall time, the spread of the wall times (slowest run over
+fastest), largest peak RSS, median ns per malloc+free pair for the workloads
+that print one).
 
 Usage: measure.py --bin DIR --workloads FILE --reps N --out DIR [--timeout S]
                   --alloc NAME PRELOAD PROTECT [--alloc NAME PRELOAD PROTECT ...]
@@ -41,8 +42,11 @@ def run_once(launch, timeout, settings, argv, env):
     """Runs argv through the launcher with the NAME=VALUE settings; returns
     (wall seconds, peak RSS in KiB, exit status, output)."""
     cmd = [launch, str(timeout)] + settings + argv
-    done = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, timeout=timeout + 60)
+    try:
+        done = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=timeout + 60)
+    except subprocess.TimeoutExpired as e:
+        return 0.0, 0, 1, (e.stdout or b"").decode(errors="replace") + "\nthe launcher hung\n"
     output = done.stdout.decode(errors="replace")
     words = output.splitlines()[-1].split() if output else []
     if len(words) != 7 or words[0] != "launch":
@@ -79,7 +83,10 @@ def main():
     workloads = read_workloads(args.workloads)
     total = len(workloads) * args.reps * len(allocs)
     runs = []
-    errors = []
+    errors = []  # what failed, to print
+    failed = set()  # (workload, allocator) with a failed run
+    reference = allocs[0][0]
+    ref_sum = {}  # workload: the reference's checksum
     done = 0
     for wname, prog, scale, extra in workloads:
         argv = [os.path.join(args.bin, prog), scale] + extra
@@ -92,21 +99,21 @@ def main():
                        "maxrss_kib": rss, "ns_per_pair": value(output, "ns_per_pair"),
                        "checksum": value(output, "checksum"), "exit": code}
                 runs.append(row)
-                print(f"[{done:3}/{total}] {wname:14} {aname:15} rep {rep}: "
-                      f"{wall:7.3f} s {rss / 1024:8.1f} MiB  exit {code}", flush=True)
+                if aname == reference and row["checksum"]:
+                    ref_sum.setdefault(wname, row["checksum"])
+                problem = ""
                 if code != 0 or not row["checksum"]:
-                    what = f"exit status {code}" + (" (killed: timeout?)" if code == 128 + 9 else "")
-                    errors.append(f"{wname} under {aname} (rep {rep}): {what}, "
-                                  f"checksum '{row['checksum']}'\n{output}")
-
-    reference = allocs[0][0]
-    for wname, _, _, _ in workloads:
-        ref = next((r["checksum"] for r in runs if r["workload"] == wname
-                    and r["allocator"] == reference and r["checksum"]), "")
-        for r in runs:
-            if r["workload"] == wname and r["checksum"] and r["checksum"] != ref:
-                errors.append(f"{wname} under {r['allocator']} (rep {r['rep']}): CHECKSUM MISMATCH "
-                              f"{r['checksum']}, {reference}: {ref or 'none'}")
+                    problem = f"exit status {code}" + (" (killed: timeout?)" if code == 128 + 9 else "")
+                    problem += f", checksum '{row['checksum']}'\n{output}"
+                elif row["checksum"] != ref_sum.get(wname):
+                    problem = (f"CHECKSUM MISMATCH {row['checksum']}, "
+                               f"{reference}: {ref_sum.get(wname, 'none')}")
+                print(f"[{done:3}/{total}] {wname:14} {aname:15} rep {rep}: {wall:7.3f} s "
+                      f"{rss / 1024:8.1f} MiB  exit {code}" + (f"  FAILED: {problem.splitlines()[0]}" if problem else ""),
+                      flush=True)
+                if problem:
+                    errors.append(f"{wname} under {aname} (rep {rep}): {problem}")
+                    failed.add((wname, aname))
 
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "runs.csv"), "w", newline="") as f:
@@ -115,15 +122,16 @@ def main():
         w.writerows(runs)
     with open(os.path.join(args.out, "summary.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["workload", "allocator", "reps", "time_s", "maxrss_kib", "ns_per_pair", "ok"])
+        w.writerow(["workload", "allocator", "reps", "time_s", "time_spread", "maxrss_kib",
+                    "ns_per_pair", "ok"])
         for wname, _, _, _ in workloads:
             for aname, _ in allocs:
                 mine = [r for r in runs if r["workload"] == wname and r["allocator"] == aname]
-                ok = all(r["exit"] == 0 and r["checksum"] for r in mine) and not any(
-                    e.startswith(f"{wname} under {aname} ") for e in errors)
+                ok = (wname, aname) not in failed
                 ns = [float(r["ns_per_pair"]) for r in mine if r["ns_per_pair"]]
-                w.writerow([wname, aname, len(mine),
-                            f"{statistics.median(float(r['wall_s']) for r in mine):.4f}",
+                walls = [float(r["wall_s"]) for r in mine]
+                w.writerow([wname, aname, len(mine), f"{statistics.median(walls):.4f}",
+                            f"{max(walls) / min(walls):.2f}" if min(walls) > 0 else "",
                             max(r["maxrss_kib"] for r in mine),
                             f"{statistics.median(ns):.2f}" if ns else "", int(ok)])
 

@@ -3,13 +3,15 @@
 
 Time and peak RSS of each allocator per workload, as a ratio to glibc and,
 in brackets, to the best peer (the lowest of glibc, jemalloc, mimalloc and
-tcmalloc), with the geometric means per allocator; then the nanoseconds of
-a malloc+free pair of 16..512 bytes.
+tcmalloc), with the geometric means per allocator and how far apart the
+runs of one workload were; then the nanoseconds of a malloc+free pair of
+16..512 bytes.
 
 Usage: report.py SUMMARY_CSV
 """
 import csv
 import math
+import statistics
 import sys
 
 REFERENCE = "glibc"
@@ -73,6 +75,13 @@ def main():
     print(f"Wall time, median of {reps} runs: {REFERENCE}'s in seconds, every allocator's as a "
           f"ratio to {REFERENCE}'s (and to the best peer's). Lower is better.\n")
     print("\n".join(metric_table(cells, allocs, workloads, "time_s", "s", 1)))
+    spreads = [(float(r["time_spread"]), w, a) for (w, a), r in cells.items() if r["time_spread"]]
+    if reps > 1 and spreads:
+        spread, w, a = max(spreads)
+        median = statistics.median(s for s, _, _ in spreads)
+        print(f"\nNoise: the slowest of a workload's {reps} runs under one allocator took "
+              f"{median:.2f} times as long as the fastest in the median case, "
+              f"{spread:.2f} times at worst ({w}, {a}).")
     print(f"\nPeak RSS, largest of {reps} runs: {REFERENCE}'s in MiB, every allocator's as a "
           f"ratio to {REFERENCE}'s (and to the best peer's). Lower is better.\n")
     print("\n".join(metric_table(cells, allocs, workloads, "maxrss_kib", "MiB", 1 / 1024)))

@@ -4,9 +4,10 @@
 # jemalloc, mimalloc, tcmalloc and ioalloc's preload library PRELOAD with
 # IOALLOC_PROTECT=lazy and =strict, REPS runs each, round robin (measure.py);
 # then prints the markdown tables (report.py) and draws the chart (chart.py).
-# PRELOAD defaults to $BUILD_DIR/libioalloc-preload.so; when it does not
-# exist, ioalloc is left out (said so) and the peers still run. A peer whose
-# Debian package is missing is left out likewise. Exits 1 on a failed run or
+# PRELOAD defaults to $BUILD_DIR/libioalloc-preload.so (the ioalloc-preload
+# target, built first when BUILD_DIR has it); when it does not exist, ioalloc
+# is left out (said so) and the peers still run. A peer whose Debian package
+# is missing is left out likewise. Exits 1 on a failed run or
 # on a checksum that is not glibc's.
 #
 # Environment (defaults in brackets):
@@ -27,11 +28,17 @@ out=${OUT:-$build/alloc-bench}
 chart=${CHART:-$out/alloc-bench.png}
 preload=${1:-$build/libioalloc-preload.so}
 
-if [[ ! -f $build/CMakeCache.txt ]]; then
-	cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-fi
+# Configured afresh, so that the targets asked for below are those of the
+# source tree as it is now: Release when new, else the type it has.
+release=()
+[[ -f $build/CMakeCache.txt ]] || release=(-DCMAKE_BUILD_TYPE=Release)
+cmake -S "$repo" -B "$build" "${release[@]}" >/dev/null
 mapfile -t programs < <(awk '!/^#/ && NF { print $2 }' "$here/workloads.txt" | sort -u)
 programs+=(alloc_launch)
+# Without an argument, the preload library of this build, built too.
+if (($# == 0)) && cmake --build "$build" --target help | grep -Ex '(\.\.\. )?ioalloc-preload(: .*)?' >/dev/null; then
+	programs+=(ioalloc-preload)
+fi
 cmake --build "$build" -j"${JOBS:-2}" --target "${programs[@]}" >/dev/null
 
 # The peers' libraries, from Debian's packages, in the multiarch library dir.
@@ -51,6 +58,7 @@ for peer in jemalloc:libjemalloc.so.2:libjemalloc2 mimalloc:libmimalloc.so.2:lib
 	fi
 done
 if [[ -f $preload ]]; then
+	preload=$(realpath -- "$preload")
 	allocs+=(--alloc ioalloc-lazy "$preload" lazy --alloc ioalloc-strict "$preload" strict)
 else
 	missing+=(ioalloc)
