@@ -585,6 +585,13 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p)
 	}
 	if (ioa__heap_checking && !ioa__check_disarm(s, i, p))
 		return;
+	if (h == &empty_heap && my_state == HEAP_NEW) { /* a thread that only frees: */
+		int late;                                    /* a heap lets it batch them */
+
+		h = my_heap_or_adopt(&late);
+		if (!h)
+			h = &empty_heap;
+	}
 	if (s->owner != h || h == &empty_heap) {
 		remote_free(h, s, p);
 		return;
