@@ -277,9 +277,36 @@ static int dma_after_free(size_t size, int keep_neighbour)
 	return err;
 }
 
+/* Strict mode without ioa_quiesce(): once a batch of frees is applied, a
+ * page whose only object was freed is not handed out again (it waits for
+ * retirement), even while the thread still holds a word of its free objects. */
+static int reused_before_retirement(void)
+{
+	static void *other[1024];
+	char *x = ioa_malloc(64);
+	int reused = 0;
+
+	for (int i = 0; i < 1024; i++)
+		other[i] = ioa_malloc(200);
+	ioa_free(x);
+	for (int i = 0; i < 1023; i++) /* with x's, a whole batch: applied */
+		ioa_free(other[i]);
+	for (int i = 0; i < 200; i++) {
+		char *p = ioa_malloc(64);
+
+		reused |= p == x;
+		other[i] = p;
+	}
+	for (int i = 0; i < 200; i++)
+		ioa_free(other[i]);
+	ioa_free(other[1023]);
+	return reused;
+}
+
 static void test_protect(void)
 {
 	if (init(IOA_PROTECT_STRICT, 0)) {
+		CHECK_EQ(reused_before_retirement(), 0);
 		CHECK_EQ(dma_after_free(64, 0), -EFAULT);
 		CHECK_EQ(dma_after_free(3000, 0), -EFAULT);
 		CHECK_EQ(dma_after_free(100000, 0), -EFAULT);

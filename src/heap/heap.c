@@ -386,6 +386,12 @@ static void flush_pending(struct ioa__heap *h)
 {
 	unsigned n = h->npending;
 
+	if (!n)
+		return;
+	/* The objects left in cached words are free: given back first, so that
+	 * the live counts are exact and a page with no live object is seen. */
+	give_back_words(h);
+
 	h->npending = 0;
 	for (unsigned k = 0; k < n; k++) {
 		struct ioa__span *s = ioa__pagemap_get(h->pending[k]);
@@ -409,6 +415,9 @@ static void flush_pending(struct ioa__heap *h)
 		if (s && s->owner == h && (s->used == 0 || s->low == IOA_SPAN_FULL))
 			span_changed(h, s);
 	}
+	for (unsigned c = 0; c < IOA_CLASSES; c++) /* current spans that emptied */
+		if (h->spans[c] && h->spans[c]->used == 0)
+			span_changed(h, h->spans[c]);
 }
 
 /* The exit destructor: the thread stops naming its heap first (a later
@@ -623,7 +632,7 @@ void ioa__heap_flush_mine(void)
 		flush_all_out(h);
 		collect_remote(h);
 		for (unsigned c = 0; c < IOA_CLASSES; c++) /* strict: emptied current spans */
-			if (h->spans[c])
+			if (h->spans[c] && h->spans[c]->used == 0)
 				span_changed(h, h->spans[c]);
 	}
 }

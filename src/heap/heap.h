@@ -93,6 +93,11 @@ struct ioa__word_cache {
 	uint32_t wi;                /* the word's index in the span */
 };
 
+/* Strict mode: frees a thread applies at once. A page is judged wholly free
+ * when they are applied, so a loop that allocates and frees one object
+ * empties (and retires) a page per class touched per batch, not per free. */
+#define IOA_STRICT_BATCH 1024
+
 struct ioa__heap {
 	struct ioa__word_cache cache[IOA_CLASSES]; /* what the fast path allocates from */
 	struct ioa__span *spans[IOA_CLASSES]; /* the current span of each class */
@@ -109,7 +114,7 @@ struct ioa__heap {
 	struct ioa__span *empty;    /* wholly free spans kept for reuse (lazy) */
 	unsigned nempty;
 	unsigned npending;          /* strict mode: frees not applied yet */
-	void *pending[64];
+	void *pending[IOA_STRICT_BATCH];
 	pthread_mutex_t lock;       /* shared heaps only: serialises their users */
 	struct ioa__heap *next_all; /* every heap, for ioa_fini and fork */
 	struct ioa__heap *next_parked;
