@@ -107,6 +107,8 @@ struct ioa_config {
 	enum ioa_defer_mode defer;  /**< IOALLOC_DEFER: on (default) or sync */
 	unsigned defer_delay_us;    /**< IOALLOC_DEFER_DELAY_US: longest wait of a freed item, default 1000 */
 	unsigned defer_limit;       /**< IOALLOC_DEFER_LIMIT: per-thread backlog before the freeing thread helps, default 4096 */
+	unsigned defer_cap_mb;      /**< IOALLOC_DEFER_CAP_MB: MiB freed and not yet retired per node before
+	                                 an allocation on it helps or waits, default 8 */
 	unsigned sim_unmap_ns;      /**< IOALLOC_SIM_UNMAP_NS: cost the sim backend charges per unmap call, default 0 */
 	/* The vfio backend needs exactly one of the next three, the iommufd backend
 	 * vfio_device alone; the other backends ignore them. */
@@ -302,6 +304,7 @@ struct ioa_stats {
 	uint64_t defer_helped;      /**< drains done by freeing threads over the limit */
 	uint64_t defer_backlog_max; /**< most items waiting at once in one thread's queue */
 	uint64_t defer_latency_p50_ns, defer_latency_p99_ns; /**< free to retirement */
+	uint64_t defer_throttled;   /**< allocations that found their node past IOALLOC_DEFER_CAP_MB */
 };
 
 /** Copies the current counters into @out; a NULL @out is refused with a message. */

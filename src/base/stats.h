@@ -36,7 +36,8 @@
 	X(defer_batches, "reclaimer batches")                           \
 	X(defer_coalesced, "ranges coalesced before unmap")             \
 	X(defer_helped, "drains by freeing threads over the limit")     \
-	X(defer_backlog_max, "largest per-thread backlog")
+	X(defer_backlog_max, "largest per-thread backlog")              \
+	X(defer_throttled, "allocations past the unretired cap")
 
 struct ioa__stats {
 #define IOA_STAT_MEMBER(name, label) _Atomic uint64_t name;
