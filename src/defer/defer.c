@@ -579,7 +579,7 @@ static void note_held(struct node *nd)
 	/* A pass is due when the oldest item is delay_ticks old; held ones wait
 	 * until hold_ticks, and hold_short holds none older: no pass holds an
 	 * item a second time once it is due (the reclaimer would spin). */
-	nd->held_oldest = oldest + (eng.hold_ticks - eng.delay_ticks);
+	nd->held_oldest = nd->held ? oldest + (eng.hold_ticks - eng.delay_ticks) : UINT64_MAX;
 	/* release: before the queues' retired bytes that stop counting them
 	 * (ioa__defer_unretired), so a reader may count them twice, never not */
 	atomic_store_explicit(&nd->held_bytes, bytes, memory_order_release);
@@ -833,6 +833,7 @@ static void push(int node, struct ring *r, const struct ioa__defer_item *item)
 	uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
 	/* acquire: the reclaimer is done with a slot before we reuse it */
 	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+	/* relaxed: our own count, only this thread writes it */
 	uint64_t freed = atomic_load_explicit(&r->freed_bytes, memory_order_relaxed) +
 			 item_bytes(item);
 	int sleep;
