@@ -12,8 +12,10 @@
  * IOMMU unmap calls per freed buffer, coalesced_per_free the ranges merged
  * into a neighbour per freed buffer, helped the passes the freeing thread
  * ran itself because its backlog reached IOALLOC_DEFER_LIMIT (they are the
- * slow tail of the mean), frees_per_batch the passes' mean size (absent
- * with sync, which counts no batches).
+ * slow tail of the mean), throttled the allocations that found the node past
+ * IOALLOC_DEFER_CAP_MB and helped or waited (untimed: they are allocations),
+ * frees_per_batch the passes' mean size (absent with sync, which counts no
+ * batches).
  *
  * latency/MODE/BURST: BURST frees back to back every BURST x PACE_NS (the
  * same mean rate, 50 000 frees/s, for every BURST) from a window of
@@ -221,6 +223,7 @@ static void bm_free(ioa_bench_state *st, const void *ctx)
 	ioa_bench_counter(st, "coalesced_per_free",
 			  (double)(s1.defer_coalesced - s0.defer_coalesced) / frees.count);
 	ioa_bench_counter(st, "helped", (double)(s1.defer_helped - s0.defer_helped));
+	ioa_bench_counter(st, "throttled", (double)(s1.defer_throttled - s0.defer_throttled));
 	if (s1.defer_batches > s0.defer_batches)
 		ioa_bench_counter(st, "frees_per_batch",
 				  (double)frees.count / (s1.defer_batches - s0.defer_batches));

@@ -115,6 +115,8 @@ struct ioa_config {
 	unsigned defer_limit;       /**< IOALLOC_DEFER_LIMIT: per-thread backlog before the freeing thread helps, default 4096 */
 	enum ioa_protect protect;   /**< IOALLOC_PROTECT: lazy (default) or strict, see ioa_malloc() */
 	int check;                  /**< IOALLOC_CHECK: 1 checks every free and canaries every object */
+	unsigned defer_cap_mb;      /**< IOALLOC_DEFER_CAP_MB: MiB freed and not yet retired per node before
+	                                 an allocation on it helps or waits, default 8 */
 	unsigned sim_unmap_ns;      /**< IOALLOC_SIM_UNMAP_NS: cost the sim backend charges per unmap call, default 0 */
 	/* The vfio backend needs exactly one of the next three, the iommufd backend
 	 * vfio_device alone; the other backends ignore them. */
@@ -383,6 +385,7 @@ struct ioa_stats {
 	uint64_t heap_large_reused;   /**< large blocks served from a node's cache */
 	uint64_t heap_remote_batches; /**< spans whose remote frees their owner collected */
 	uint64_t heap_leaked_objects; /**< objects still allocated when ioa_fini() ran */
+	uint64_t defer_throttled;   /**< allocations that found their node past IOALLOC_DEFER_CAP_MB */
 };
 
 /** Copies the current counters into @out; a NULL @out is refused with a message. */

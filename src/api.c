@@ -247,7 +247,10 @@ IOA_EXPORT void *ioa_dma_alloc(size_t size, size_t align, int node)
 			 "to the parent: call ioa_fini() and ioa_init() with a device of its own");
 		err = -EPERM;
 	}
+	if (!err && (node = ioa__region_pick_node(node, "ioa_dma_alloc")) < 0)
+		err = node;
 	if (!err) {
+		ioa__defer_throttle(node);
 		ioa__log_hold();
 		err = ioa__region_alloc(size, align, node, &p);
 		retry = pending_frees_may_help(err);

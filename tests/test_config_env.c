@@ -1,6 +1,6 @@
 /* I6 for the settings test_config leaves out: IOALLOC_DEFER,
- * IOALLOC_DEFER_DELAY_US, IOALLOC_DEFER_LIMIT, IOALLOC_SIM_UNMAP_NS and the
- * three VFIO variables. Each bad value is refused with -EINVAL and one line
+ * IOALLOC_DEFER_DELAY_US, IOALLOC_DEFER_LIMIT, IOALLOC_DEFER_CAP_MB,
+ * IOALLOC_SIM_UNMAP_NS and the three VFIO variables. Each bad value is refused with -EINVAL and one line
  * naming the variable, the value and the accepted forms, and changes
  * nothing; each bound is accepted; ioa_init() refuses the same values in a
  * struct. */
@@ -31,6 +31,10 @@ static const struct value bad_values[] = {
 	{ "IOALLOC_DEFER_LIMIT", "16777217", "16777216" },
 	{ "IOALLOC_DEFER_LIMIT", "4k", "16777216" },
 	{ "IOALLOC_DEFER_LIMIT", " 64", "16777216" },
+	{ "IOALLOC_DEFER_CAP_MB", "0", "1048576" },
+	{ "IOALLOC_DEFER_CAP_MB", "1048577", "1048576" },
+	{ "IOALLOC_DEFER_CAP_MB", "8M", "1048576" },
+	{ "IOALLOC_DEFER_CAP_MB", "-8", "1048576" },
 	{ "IOALLOC_SIM_UNMAP_NS", "100000001", "100000000" },
 	{ "IOALLOC_SIM_UNMAP_NS", "-5", "100000000" },
 	{ "IOALLOC_SIM_UNMAP_NS", "5us", "100000000" },
@@ -54,6 +58,8 @@ static const struct value good_values[] = {
 	{ "IOALLOC_DEFER_DELAY_US", "1000000", NULL },
 	{ "IOALLOC_DEFER_LIMIT", "16", NULL },
 	{ "IOALLOC_DEFER_LIMIT", "16777216", NULL },
+	{ "IOALLOC_DEFER_CAP_MB", "1", NULL },
+	{ "IOALLOC_DEFER_CAP_MB", "1048576", NULL },
 	{ "IOALLOC_SIM_UNMAP_NS", "0", NULL },
 	{ "IOALLOC_SIM_UNMAP_NS", "100000000", NULL },
 	{ "IOALLOC_VFIO_GROUP", "0", NULL },
@@ -73,6 +79,7 @@ static struct ioa_config sentinel(void)
 	cfg.defer = IOA_DEFER_SYNC;
 	cfg.defer_delay_us = 777;
 	cfg.defer_limit = 333;
+	cfg.defer_cap_mb = 44;
 	cfg.sim_unmap_ns = 55;
 	cfg.vfio_group = 9;
 	strcpy(cfg.vfio_device, "0000:00:09.0");
@@ -135,11 +142,13 @@ static void test_good_values(void)
 		struct ioa_config cfg = sentinel();
 
 		setenv("IOALLOC_DEFER_LIMIT", "16", 1);
+		setenv("IOALLOC_DEFER_CAP_MB", "1", 1);
 		setenv("IOALLOC_DEFER_DELAY_US", "1", 1);
 		setenv("IOALLOC_SIM_UNMAP_NS", "100000000", 1);
 		setenv("IOALLOC_DEFER", "on", 1);
 		CHECK_EQ(ioa_config_from_env(&cfg), 0);
 		CHECK_EQ(cfg.defer_limit, 16);
+		CHECK_EQ(cfg.defer_cap_mb, 1);
 		CHECK_EQ(cfg.defer_delay_us, 1);
 		CHECK_EQ(cfg.sim_unmap_ns, 100000000);
 		CHECK_EQ(cfg.defer, IOA_DEFER_ON);
@@ -150,7 +159,7 @@ static void test_good_values(void)
 /* The same bounds hold for a struct given to ioa_init(). */
 static void test_init_bad_struct(void)
 {
-	for (int i = 0; i < 6; i++) {
+	for (int i = 0; i < 8; i++) {
 		struct ioa_config cfg;
 		struct check_capture cap;
 		const char *text;
@@ -162,11 +171,13 @@ static void test_init_bad_struct(void)
 		case 2: cfg.defer_delay_us = 0; break;
 		case 3: cfg.defer_delay_us = 1000001; break;
 		case 4: cfg.sim_unmap_ns = 100000001; break;
+		case 5: cfg.defer_cap_mb = 0; break;
+		case 6: cfg.defer_cap_mb = (1u << 20) + 1; break;
 		default: cfg.defer = (enum ioa_defer_mode)2; break;
 		}
 		if ((text = init_failure(&cap, &cfg, -EINVAL)))
 			CHECK_CONTAINS(text, i < 2 ? "defer_limit" : i < 4 ? "defer_delay_us"
-						 : i == 4 ? "sim_unmap_ns" : "defer");
+						 : i == 4 ? "sim_unmap_ns" : i < 7 ? "defer_cap_mb" : "defer");
 	}
 	check_init_works();
 }

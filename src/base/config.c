@@ -141,6 +141,11 @@ static int parse_defer_limit(const char *v, struct ioa_config *cfg)
 	return parse_unsigned(v, 16, 1 << 24, &cfg->defer_limit);
 }
 
+static int parse_defer_cap(const char *v, struct ioa_config *cfg)
+{
+	return parse_unsigned(v, 1, 1 << 20, &cfg->defer_cap_mb);
+}
+
 static int parse_sim_unmap(const char *v, struct ioa_config *cfg)
 {
 	return parse_unsigned(v, 0, 100000000, &cfg->sim_unmap_ns);
@@ -176,6 +181,7 @@ static const struct setting {
 	{ "IOALLOC_DEFER_LIMIT", "items from 16 to 16777216", parse_defer_limit },
 	{ "IOALLOC_PROTECT", "lazy or strict", parse_protect },
 	{ "IOALLOC_CHECK", "0 or 1", parse_check },
+	{ "IOALLOC_DEFER_CAP_MB", "MiB from 1 to 1048576", parse_defer_cap },
 	{ "IOALLOC_SIM_UNMAP_NS", "nanoseconds from 0 to 100000000", parse_sim_unmap },
 	{ "IOALLOC_VFIO_GROUP", "an IOMMU group number (N of /dev/vfio/N)", parse_vfio_group },
 	{ "IOALLOC_VFIO_DEVICE", "a PCI address DDDD:BB:DD.F or BB:DD.F in hex, such as 0000:00:03.0",
@@ -256,6 +262,7 @@ IOA_EXPORT void ioa_config_init(struct ioa_config *cfg)
 		.defer = IOA_DEFER_ON,
 		.defer_delay_us = 1000,
 		.defer_limit = 4096,
+		.defer_cap_mb = 8,
 		.vfio_group = -1,
 		.vfio_container_fd = -1,
 	};
@@ -384,6 +391,8 @@ int ioa__config_validate(const struct ioa_config *cfg)
 		return bad_field("protect", cfg->protect, "IOA_PROTECT_LAZY or IOA_PROTECT_STRICT");
 	if (cfg->check < 0 || cfg->check > 1)
 		return bad_field("check", cfg->check, "0 or 1");
+	if (cfg->defer_cap_mb < 1 || cfg->defer_cap_mb > 1u << 20)
+		return bad_field("defer_cap_mb", cfg->defer_cap_mb, "1 to 1048576 MiB");
 	if (cfg->sim_unmap_ns > 100000000)
 		return bad_field("sim_unmap_ns", cfg->sim_unmap_ns, "0 to 100000000 nanoseconds");
 	return validate_vfio(cfg);

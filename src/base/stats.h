@@ -37,6 +37,7 @@
 	X(defer_coalesced, "ranges coalesced before unmap")             \
 	X(defer_helped, "drains by freeing threads over the limit")     \
 	X(defer_backlog_max, "largest per-thread backlog")             \
+	X(defer_throttled, "allocations past the unretired cap")       \
 	X(heap_spans_created, "heap spans created")                    \
 	X(heap_spans_retired, "heap spans and large blocks retired")   \
 	X(heap_large_created, "heap large blocks created")             \

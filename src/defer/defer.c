@@ -10,15 +10,16 @@
 #include <linux/futex.h>
 #include <numa.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #define PASS_MAX 4096      /* items one pass retires at most */
-#define WAKE_BATCH 256     /* a thread with this many queued wakes a napping reclaimer */
 #define LATENCY_BUCKETS 256
 #define NAP_MIN_NS 1000    /* shortest nap: under it the futex call costs more */
+#define HOLD_PAGES 64      /* a shorter coalesced range may wait for its neighbours */
 
 /* A thread's queue for one node: single producer (its thread), consumed under
  * the node's pass lock. Slots [tail, head) hold items not yet retired. What
@@ -31,8 +32,13 @@ struct ring {
 	 * so the count is exact whenever the item is visible, even in a child of
 	 * fork() whose parent's thread was between writing an item and its head. */
 	_Atomic uint64_t head __attribute__((aligned(64)));
+	/* Bytes of the items ever queued, counted before head covers them, so
+	 * it never trails retired_bytes (in a child of fork() neither). */
+	_Atomic uint64_t freed_bytes;
 	_Atomic uint64_t tail __attribute__((aligned(64)));
+	_Atomic uint64_t retired_bytes; /* pass lock: bytes of the items below tail */
 	uint64_t claimed;             /* pass lock: items below it are in a pass or retired */
+	uint64_t claimed_bytes;       /* pass lock: their bytes */
 	struct ioa__defer_item items[] __attribute__((aligned(64)));
 };
 
@@ -54,12 +60,29 @@ struct node {
 	struct ioa__defer_item *items;    /* pass arrays, PASS_MAX each */
 	struct ioa__iova_extent *extents;
 	uint32_t *order;
+	/* Items a pass held back for the next one (the first `held` of items):
+	 * freed, out of their queues, not retired. Pass lock; their bytes are
+	 * also read by allocations (the cap), their oldest stamp by the reclaimer. */
+	uint32_t held;
+	uint64_t held_oldest;
+	_Atomic uint64_t held_bytes;
 };
 
 static struct {
 	struct ioa_config cfg;
 	uint32_t ring_size;
+	/* A napping reclaimer is woken by a thread with this many items queued,
+	 * three quarters of a queue (or of a pass): a last call before the
+	 * queue fills and its thread has to drain it itself. Not earlier: a wake
+	 * is a system call on the free path, and on a busy machine the woken
+	 * reclaimer often takes the freeing thread's CPU for its whole pass (a
+	 * millisecond stall in one free). A reclaimer that falls behind is
+	 * helped by allocations instead, through the cap (wake_bytes). */
+	uint32_t wake_at;
 	uint64_t delay_ticks;         /* half of IOALLOC_DEFER_DELAY_US */
+	uint64_t hold_ticks;          /* three quarters of it: the longest an item is held */
+	uint64_t cap;                 /* IOALLOC_DEFER_CAP_MB in bytes */
+	uint64_t wake_bytes;          /* half of it: a node holding as many queued is due a pass */
 	_Atomic unsigned generation;  /* bumped by fini: stale thread-local rings are dropped */
 	_Atomic int unordered;
 	void (*_Atomic before_sleep)(void);
@@ -77,6 +100,10 @@ static __thread struct {
 	int exited;
 	struct ring *ring[IOA_MAX_NODES];
 } mine __attribute__((tls_model("initial-exec")));
+
+/* The calling thread runs a pass (and the table callbacks in it): an
+ * allocation it makes there must not wait for a pass. */
+static __thread int in_pass __attribute__((tls_model("initial-exec")));
 
 static pthread_key_t thread_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
@@ -154,6 +181,20 @@ void ioa__defer_latency(uint64_t *p50, uint64_t *p99)
 	}
 }
 
+/* The free-to-retirement latencies of @n items retired at @now. Items of a
+ * pass were freed close together: their buckets come in runs, each counted
+ * with one atomic add rather than one per item. */
+static void count_latencies(const struct ioa__defer_item *it, uint32_t n, uint64_t now)
+{
+	for (uint32_t i = 0, j; i < n; i = j) {
+		unsigned b = latency_bucket(ioa__ticks_to_ns(now - it[i].stamp));
+
+		for (j = i + 1; j < n && latency_bucket(ioa__ticks_to_ns(now - it[j].stamp)) == b; j++)
+			;
+		atomic_fetch_add_explicit(&eng.latency[b], j - i, memory_order_relaxed);
+	}
+}
+
 static void stat_max(_Atomic uint64_t *max, uint64_t v)
 {
 	uint64_t cur = atomic_load_explicit(max, memory_order_relaxed);
@@ -203,6 +244,24 @@ static void sort_by_iova(uint32_t *order, uint32_t n, const struct ioa__iova_ext
 			order[child] = t;
 		}
 	}
+}
+
+/*
+ * The buffers at @order[i], @order[i + 1]... (of @m, sorted by IOVA) that
+ * follow each other in one shared segment, merged into *run; returns the
+ * index after them. A run is unlinked, and released, with one call: a
+ * table walk and a bitmap update for all its buffers, not one each (in
+ * address order, runs are hundreds of buffers long). A quarantined buffer
+ * (no pages left) ends a run; its whole coalesced range was quarantined, and
+ * a run never spans two coalesced ranges, so a run is all or nothing.
+ */
+static uint32_t take_run(const struct ioa__defer_item *it, const uint32_t *order, uint32_t i,
+			 uint32_t m, struct ioa__buffer *run)
+{
+	*run = it[order[i]].buf;
+	for (i++; i < m && run->npages && ioa__region_continues(run, &it[order[i]].buf); i++)
+		run->npages += it[order[i]].buf.npages;
+	return i;
 }
 
 /*
@@ -266,8 +325,12 @@ static uint32_t retire_buffers(struct ioa__defer_item *it, uint32_t n,
 			ioa__region_release(&it[i].buf);
 	}
 	sort_by_iova(order, m, ext);
-	for (i = 0; i < m; i++)
-		ioa__region_unlink(&it[order[i]].buf, prune);
+	for (i = 0; i < m; i = j) {
+		struct ioa__buffer run;
+
+		j = take_run(it, order, i, m, &run);
+		ioa__region_unlink(&run, prune);
+	}
 	for (i = 0; i < n; i++) {
 		struct ioa__iova_extent whole;
 		size_t done;
@@ -322,9 +385,14 @@ static uint32_t retire_buffers(struct ioa__defer_item *it, uint32_t n,
 			quarantined++;
 		} else if (ioa__region_whole(&it[i].buf)) {
 			ioa__region_release_closed(&it[i].buf);
-		} else if (!unordered) {
-			ioa__region_release(&it[i].buf);
 		}
+	}
+	for (i = 0; i < m && !err && !unordered; i = j) {
+		struct ioa__buffer run;
+
+		j = take_run(it, order, i, m, &run);
+		if (run.npages) /* 0: quarantined, each buffer a run of its own */
+			ioa__region_release_run(&run, j - i);
 	}
 	return quarantined;
 }
@@ -359,15 +427,81 @@ static uint32_t tables_to_buffers(struct ioa__defer_item *it, uint32_t n, int in
 	return kept;
 }
 
+/* Whether hold_short marked @it[i] (@ext[i] is only set for these items). */
+static int marked_held(const struct ioa__defer_item *it, const struct ioa__iova_extent *ext,
+		       uint32_t i)
+{
+	return !ioa__region_whole(&it[i].buf) && ext[i].len == 0;
+}
+
+/*
+ * The sort window. A coalesced range of fewer than HOLD_PAGES pages whose
+ * items are all younger than hold_ticks (three quarters of
+ * IOALLOC_DEFER_DELAY_US) is held for a later pass instead of being unmapped
+ * now: its neighbours, still live, are likely freed by then (random-order
+ * churn frees a window's buffers within a few window lengths), and one unmap
+ * covers them all. The pass after an item turns hold_ticks old retires it,
+ * which leaves a quarter of the bound for that pass; that pass also retires
+ * every item due within the next quarter of the delay, so that passes for
+ * held items come at most that often, not one per range. At most half a pass,
+ * and half the cap in bytes, is held: every pass also takes new items, and
+ * what is held leaves room under the cap. Chosen by measurement over the
+ * alternatives (docs/deferral.md). Moves the held items to the end of @it
+ * (@ext and @order are scratch arrays of @n entries); returns how many.
+ */
+static uint32_t hold_short(struct ioa__defer_item *it, uint32_t n, struct ioa__iova_extent *ext,
+			   uint32_t *order, uint64_t now)
+{
+	uint32_t m = 0, held = 0, lo = 0, hi = n, i, j;
+	uint64_t held_bytes = 0;
+
+	for (i = 0; i < n; i++) {
+		if (ioa__region_whole(&it[i].buf))
+			continue;
+		ioa__region_extent(&it[i].buf, &ext[i]);
+		order[m++] = i;
+	}
+	sort_by_iova(order, m, ext);
+	for (i = 0; i < m; i = j) {
+		uint64_t end = ext[order[i]].iova + ext[order[i]].len, oldest = it[order[i]].stamp;
+
+		for (j = i + 1; j < m && ext[order[j]].iova == end; j++) {
+			end += ext[order[j]].len;
+			oldest = it[order[j]].stamp < oldest ? it[order[j]].stamp : oldest;
+		}
+		if (end - ext[order[i]].iova >= (uint64_t)HOLD_PAGES << IOA_PAGE_SHIFT ||
+		    now - oldest >= eng.hold_ticks - eng.delay_ticks / 2 || held + (j - i) > PASS_MAX / 2 ||
+		    held_bytes + (end - ext[order[i]].iova) > eng.wake_bytes)
+			continue;
+		held_bytes += end - ext[order[i]].iova;
+		for (uint32_t k = i; k < j; k++)
+			ext[order[k]].len = 0; /* the mark */
+		held += j - i;
+	}
+	while (lo < hi) { /* held ones to the end; each extent moves with its item */
+		if (marked_held(it, ext, lo)) {
+			struct ioa__defer_item t = it[--hi];
+			struct ioa__iova_extent e = ext[hi];
+
+			it[hi] = it[lo], ext[hi] = ext[lo];
+			it[lo] = t, ext[lo] = e;
+		} else {
+			lo++;
+		}
+	}
+	return held;
+}
+
 /* Retires @n items of any kind and counts them; returns how many were
- * quarantined. */
+ * quarantined. With @hold, short young ranges wait (hold_short): they are
+ * moved to the front of @it, their number in *held. */
 static uint32_t retire(struct ioa__defer_item *it, uint32_t n, struct ioa__iova_extent *ext,
-		       uint32_t *order)
+		       uint32_t *order, int hold, uint32_t *held)
 {
 	int unordered = atomic_load(&eng.unordered);
 	struct ioa__defer_item tables[8];
 	uint32_t ntables = 0, buffers, quarantined;
-	uint64_t now;
+	uint64_t now = ioa__ticks();
 
 	/* Unordered (tests only): the tables' invalidation comes last, after
 	 * their pages were released. */
@@ -375,32 +509,44 @@ static uint32_t retire(struct ioa__defer_item *it, uint32_t n, struct ioa__iova_
 		if (it[i].kind == IOA_ITEM_TABLE)
 			tables[ntables++] = it[i];
 	buffers = tables_to_buffers(it, n, !unordered);
+	*held = hold && !unordered && !ioa__iommu_inherited() ? hold_short(it, buffers, ext, order, now)
+							       : 0;
+	buffers -= *held;
 	quarantined = retire_buffers(it, buffers, ext, order);
 	for (uint32_t i = 0; i < ntables; i++)
 		eng.table_invalidate(tables[i].table.owner);
-	now = ioa__ticks();
-	for (uint32_t i = 0; i < buffers; i++)
-		atomic_fetch_add_explicit(&eng.latency[latency_bucket(ioa__ticks_to_ns(now - it[i].stamp))],
-					  1, memory_order_relaxed);
+	count_latencies(it, buffers, ioa__ticks());
+	memmove(it, it + buffers, *held * sizeof(*it));
 	ioa__stat_add(defer_quarantined, quarantined);
-	ioa__stat_add(defer_retired, n);
+	ioa__stat_add(defer_retired, n - *held);
 	return quarantined;
 }
 
 /* ---- passes ---------------------------------------------------------- */
 
-/* Items queued on @nd and not yet in a pass; the oldest one's stamp in *oldest. */
-static uint32_t pending(struct node *nd, uint64_t *oldest)
+/* The bytes of an item: what it keeps from reuse until retired. */
+static uint64_t item_bytes(const struct ioa__defer_item *item)
+{
+	return item->kind == IOA_ITEM_TABLE ? IOA_PAGE : (uint64_t)item->buf.npages << IOA_PAGE_SHIFT;
+}
+
+/* Items queued on @nd and not yet in a pass, their bytes in *bytes (at
+ * least); the oldest stamp of these and the held items in *oldest. Caller
+ * holds the pass lock. */
+static uint32_t pending(struct node *nd, uint64_t *oldest, uint64_t *bytes)
 {
 	uint32_t total = 0;
 
-	*oldest = UINT64_MAX;
+	*oldest = nd->held ? nd->held_oldest : UINT64_MAX;
+	*bytes = 0;
 	for (struct ring *r = atomic_load_explicit(&nd->rings, memory_order_acquire); r; r = r->next) {
 		uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
 
 		if (head == r->claimed)
 			continue;
 		total += (uint32_t)(head - r->claimed);
+		/* relaxed: counted before the head just read, so it covers its items */
+		*bytes += atomic_load_explicit(&r->freed_bytes, memory_order_relaxed) - r->claimed_bytes;
 		if (r->items[r->claimed & r->mask].stamp < *oldest)
 			*oldest = r->items[r->claimed & r->mask].stamp;
 	}
@@ -414,15 +560,37 @@ static void claim(struct node *nd, struct ring *r, uint32_t *n)
 	uint64_t backlog = head - atomic_load_explicit(&r->tail, memory_order_relaxed);
 
 	stat_max(&ioa__stats.defer_backlog_max, backlog);
-	for (; r->claimed != head && *n < PASS_MAX; r->claimed++)
-		nd->items[(*n)++] = r->items[r->claimed & r->mask];
+	for (; r->claimed != head && *n < PASS_MAX; r->claimed++) {
+		nd->items[*n] = r->items[r->claimed & r->mask];
+		r->claimed_bytes += item_bytes(&nd->items[(*n)++]);
+	}
 }
 
-/* One pass over @nd, @first's items first. Caller holds the pass lock.
- * Returns the number of items retired. */
-static uint32_t run_pass(struct node *nd, struct ring *first)
+/* Takes note of the items @nd's last pass held: their bytes count as
+ * unretired, their oldest stamp wakes the reclaimer. */
+static void note_held(struct node *nd)
 {
-	uint32_t n = 0;
+	uint64_t bytes = 0, oldest = UINT64_MAX;
+
+	for (uint32_t i = 0; i < nd->held; i++) {
+		bytes += item_bytes(&nd->items[i]);
+		oldest = nd->items[i].stamp < oldest ? nd->items[i].stamp : oldest;
+	}
+	/* A pass is due when the oldest item is delay_ticks old; held ones wait
+	 * until hold_ticks, and hold_short holds none older: no pass holds an
+	 * item a second time once it is due (the reclaimer would spin). */
+	nd->held_oldest = nd->held ? oldest + (eng.hold_ticks - eng.delay_ticks) : UINT64_MAX;
+	/* release: before the queues' retired bytes that stop counting them
+	 * (ioa__defer_unretired), so a reader may count them twice, never not */
+	atomic_store_explicit(&nd->held_bytes, bytes, memory_order_release);
+}
+
+/* One pass over @nd: the items the last pass held, then @first's, then the
+ * other queues'. With @all (a quiesce, the cap, a stop), nothing is held.
+ * Caller holds the pass lock. Returns the number of items it took. */
+static uint32_t run_pass(struct node *nd, struct ring *first, int all)
+{
+	uint32_t n = nd->held;
 
 	if (first)
 		claim(nd, first, &n);
@@ -431,11 +599,18 @@ static uint32_t run_pass(struct node *nd, struct ring *first)
 		claim(nd, r, &n);
 	if (!n)
 		return 0;
-	retire(nd->items, n, nd->extents, nd->order);
+	in_pass = 1;
+	retire(nd->items, n, nd->extents, nd->order, !all, &nd->held);
+	in_pass = 0;
+	note_held(nd);
 	ioa__stat_add(defer_batches, 1);
 	/* Only now may producers reuse the slots. */
-	for (struct ring *r = atomic_load_explicit(&nd->rings, memory_order_acquire); r; r = r->next)
+	for (struct ring *r = atomic_load_explicit(&nd->rings, memory_order_acquire); r; r = r->next) {
+		/* release: ioa__defer_unretired's acquire of it then sees the
+		 * freed bytes of these items (the head it acquired covered them) */
+		atomic_store_explicit(&r->retired_bytes, r->claimed_bytes, memory_order_release);
 		atomic_store_explicit(&r->tail, r->claimed, memory_order_release);
+	}
 	return n;
 }
 
@@ -443,6 +618,7 @@ static void *reclaimer(void *arg)
 {
 	struct node *nd = arg;
 	int node = (int)(nd - eng.nodes);
+	int linger = 0;           /* a pass ran since the last nap */
 	char name[16];
 
 	snprintf(name, sizeof(name), "ioa-reclaim/%d", node);
@@ -453,21 +629,30 @@ static void *reclaimer(void *arg)
 	for (;;) {
 		uint32_t seq = atomic_load_explicit(&nd->futex, memory_order_acquire);
 		int stopping = atomic_load(&nd->stop);
-		uint64_t oldest, age = 0;
+		uint64_t oldest, bytes, age = 0, now;
 		uint32_t n;
+		int due, waiting;
 
 		pthread_mutex_lock(&nd->pass_lock);
-		n = pending(nd, &oldest);
-		if (n)
-			age = ioa__ticks() - oldest;
-		if (n && (n >= WAKE_BATCH || age >= eng.delay_ticks || stopping))
-			run_pass(nd, NULL);
+		n = pending(nd, &oldest, &bytes);
+		waiting = n || nd->held;
+		now = ioa__ticks();
+		if (waiting && now > oldest) /* held ones' stamps may lie ahead (note_held) */
+			age = now - oldest;
+		due = waiting && (n >= eng.wake_at || bytes >= eng.wake_bytes ||
+				  age >= eng.delay_ticks || stopping);
+		if (due)
+			run_pass(nd, NULL, stopping);
 		pthread_mutex_unlock(&nd->pass_lock);
-		if (n && (n >= WAKE_BATCH || age >= eng.delay_ticks || stopping))
+		linger |= due;
+		if (due)
 			continue;
 		if (stopping)
 			break;
-		if (n) {
+		if (waiting || linger) {
+			/* Items wait for a batch; or, right after passes, more frees
+			 * are likely: napping, not idle, frees need no wake. */
+			linger = 0;
 			atomic_store(&nd->sleep, NAPPING);
 			futex_wait(&nd->futex, seq, ioa__defer_nap_ns(eng.delay_ticks, age));
 		} else {
@@ -480,7 +665,7 @@ static void *reclaimer(void *arg)
 			atomic_store(&nd->sleep, IDLE);
 			ioa__grace_fence_all();
 			pthread_mutex_lock(&nd->pass_lock);
-			n = pending(nd, &oldest);
+			n = pending(nd, &oldest, &bytes);
 			pthread_mutex_unlock(&nd->pass_lock);
 			if (!n && !atomic_load(&nd->stop)) /* without membarrier, poll */
 				futex_wait(&nd->futex, seq, ioa__grace_available()
@@ -625,10 +810,10 @@ static struct ring *ring_for(int node)
 static int retire_now(struct ioa__defer_item *item)
 {
 	struct ioa__iova_extent ext;
-	uint32_t order;
+	uint32_t order, held;
 
 	ioa__stat_add(defer_batches, 1);
-	return retire(item, 1, &ext, &order) ? -EIO : 0;
+	return retire(item, 1, &ext, &order, 0, &held) ? -EIO : 0;
 }
 
 /* The queue is full: retire a bounded batch, ours first, on this thread. */
@@ -637,7 +822,7 @@ static void help(int node, struct ring *r)
 	struct node *nd = &eng.nodes[node];
 
 	pthread_mutex_lock(&nd->pass_lock);
-	run_pass(nd, r);
+	run_pass(nd, r, 0);
 	pthread_mutex_unlock(&nd->pass_lock);
 	ioa__stat_add(defer_helped, 1);
 }
@@ -648,6 +833,9 @@ static void push(int node, struct ring *r, const struct ioa__defer_item *item)
 	uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
 	/* acquire: the reclaimer is done with a slot before we reuse it */
 	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+	/* relaxed: our own count, only this thread writes it */
+	uint64_t freed = atomic_load_explicit(&r->freed_bytes, memory_order_relaxed) +
+			 item_bytes(item);
 	int sleep;
 
 	if (head - tail > r->mask) {
@@ -655,13 +843,15 @@ static void push(int node, struct ring *r, const struct ioa__defer_item *item)
 		tail = atomic_load_explicit(&r->tail, memory_order_acquire);
 	}
 	r->items[head & r->mask] = *item;
+	/* relaxed: the head's release store below publishes it with the item */
+	atomic_store_explicit(&r->freed_bytes, freed, memory_order_relaxed);
 	/* release: the item is written before the reclaimer sees the head */
 	atomic_store_explicit(&r->head, head + 1, memory_order_release);
 	/* compiler-only: keeps the head store before the sleep load; the CPU
 	 * fence between them is the reclaimer's membarrier() before it sleeps */
 	atomic_signal_fence(memory_order_seq_cst);
 	sleep = atomic_load_explicit(&eng.nodes[node].sleep, memory_order_relaxed);
-	if (sleep == IDLE || (sleep == NAPPING && head + 1 - tail >= WAKE_BATCH))
+	if (sleep == IDLE || (sleep == NAPPING && head + 1 - tail >= eng.wake_at))
 		wake(&eng.nodes[node]);
 }
 
@@ -699,6 +889,62 @@ int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
 	return retire_now(item);
 }
 
+/* ---- the cap on unretired bytes ---------------------------------------- */
+
+uint64_t ioa__defer_unretired(int node)
+{
+	uint64_t total = 0;
+
+	for (struct ring *r = atomic_load_explicit(&eng.nodes[node].rings, memory_order_acquire); r;
+	     r = r->next) {
+		/* acquire: the freed bytes of every item retired are visible next */
+		uint64_t retired = atomic_load_explicit(&r->retired_bytes, memory_order_acquire);
+
+		total += atomic_load_explicit(&r->freed_bytes, memory_order_relaxed) - retired;
+	}
+	/* relaxed: stored before the retired bytes acquired above (note_held) */
+	return total + atomic_load_explicit(&eng.nodes[node].held_bytes, memory_order_relaxed);
+}
+
+/* Whether @node holds more freed, unretired bytes than IOALLOC_DEFER_CAP_MB. */
+static int over_cap(int node)
+{
+	return ioa__defer_unretired(node) > eng.cap;
+}
+
+/*
+ * The cap: an allocation on a node past it runs one pass there itself (it
+ * helps), or, while another thread runs one, waits for that pass to end (it
+ * waits for the reclaimer) and runs one more only if the node is still past
+ * the cap. Bounded both ways, so it cannot deadlock whatever locks the caller holds
+ * (a pass may call a device table's invalidation, the driver's code): one
+ * pass at most, and a wait of at most IOALLOC_DEFER_DELAY_US, polled with
+ * pthread_mutex_trylock, never blocking on the pass lock; inside a pass it
+ * returns at once (the pass lock is the caller's own). A fork child runs the
+ * pass itself (its reclaimer may not have started); after ioa_fini there are
+ * no queues, so nothing is over the cap.
+ */
+void ioa__defer_throttle(int node)
+{
+	struct node *nd = &eng.nodes[node];
+	uint64_t deadline;
+
+	if (in_pass || !over_cap(node))
+		return;
+	ioa__stat_add(defer_throttled, 1);
+	deadline = ioa__ticks() + 2 * eng.delay_ticks;
+	while (pthread_mutex_trylock(&nd->pass_lock) != 0) {
+		if (ioa__ticks() > deadline)
+			return;
+		sched_yield(); /* on a busy machine, lets the reclaimer run */
+		if (!over_cap(node))
+			return;
+	}
+	if (over_cap(node))
+		run_pass(nd, NULL, 0);
+	pthread_mutex_unlock(&nd->pass_lock);
+}
+
 /* ---- life cycle ------------------------------------------------------ */
 
 int ioa__defer_quiesce(void)
@@ -707,15 +953,15 @@ int ioa__defer_quiesce(void)
 
 	for (int n = 0; n < IOA_MAX_NODES; n++) {
 		struct node *nd = &eng.nodes[n];
-		uint64_t oldest;
+		uint64_t oldest, bytes;
 
 		if (!atomic_load_explicit(&nd->rings, memory_order_acquire))
 			continue;
 		if (start_reclaimer(nd) != 0)
 			return -ENOMEM;
 		pthread_mutex_lock(&nd->pass_lock);
-		while (pending(nd, &oldest))
-			run_pass(nd, NULL);
+		while (pending(nd, &oldest, &bytes) || nd->held)
+			run_pass(nd, NULL, 1);
 		pthread_mutex_unlock(&nd->pass_lock);
 	}
 	q = atomic_load_explicit(&ioa__stats.defer_quarantined, memory_order_relaxed);
@@ -727,11 +973,17 @@ int ioa__defer_init(const struct ioa_config *cfg)
 	eng.cfg = *cfg;
 	for (eng.ring_size = 16; eng.ring_size < cfg->defer_limit; eng.ring_size *= 2)
 		;
+	eng.wake_at = (eng.ring_size < PASS_MAX ? eng.ring_size : PASS_MAX) / 4 * 3;
+	eng.cap = (uint64_t)cfg->defer_cap_mb << 20;
+	eng.wake_bytes = eng.cap / 2;
 	ioa__clock_calibrate();
 	ioa__grace_init();
 	/* A pass starts once the oldest item has waited half the bound, which
 	 * leaves the other half for the pass itself. */
 	eng.delay_ticks = ioa__ns_to_ticks((uint64_t)cfg->defer_delay_us * 1000 / 2);
+	/* A held item is retired at three quarters of the bound, which leaves a
+	 * quarter for its pass (hold_short). */
+	eng.hold_ticks = eng.delay_ticks / 2 * 3;
 	atomic_store(&eng.unordered, 0);
 	atomic_store(&eng.quarantined_seen, 0);
 	memset(eng.latency, 0, sizeof(eng.latency));

@@ -5,15 +5,20 @@
  * A freeing thread appends an item to its own queue for the item's node (a
  * single-producer ring: plain stores, then one release store of the head; no
  * atomic read-modify-write) and wakes the node's reclaimer only when it
- * sleeps. A pass takes everything queued at once, sorts and coalesces the
- * device ranges, unmaps each coalesced range, invalidates once, waits out the
- * lock-free readers of the software tables, and only then makes the pages
- * reusable. An item whose unmap or invalidation failed is quarantined.
+ * sleeps or the queue is three quarters full. A pass takes everything queued
+ * at once, sorts and coalesces the device ranges, holds short young ranges
+ * for the next pass (the sort window), unmaps each other coalesced range,
+ * invalidates once, waits out the lock-free readers of the software tables,
+ * and only then makes the pages reusable. An item whose unmap or
+ * invalidation failed is quarantined.
  *
  * Invariants: an item is retired (reusable or quarantined) exactly once;
- * a queue slot is reused only after the item in it is retired, so a thread's
- * backlog is bounded by its queue size, past which it drains a bounded batch
- * itself; items enqueued = items retired once ioa_quiesce() returns.
+ * a queue slot is reused only after the item in it is retired or held by the
+ * node for its next pass (at most half a pass), so a thread's backlog is
+ * bounded by its queue size, past which it drains a bounded batch itself; a
+ * node's bytes freed and not retired are bounded by IOALLOC_DEFER_CAP_MB,
+ * past which allocations on it help or wait (ioa__defer_throttle); items
+ * enqueued = items retired once ioa_quiesce() returns.
  */
 #ifndef IOA_DEFER_H
 #define IOA_DEFER_H
@@ -51,6 +56,15 @@ void ioa__defer_fini(void);
  * IOA_NODE_ANY when the buffer or table is created) to the engine, or retires it at once with
  * IOALLOC_DEFER=sync: then -EIO if it was quarantined. */
 int ioa__defer_enqueue(int node, struct ioa__defer_item *item);
+
+/* The bytes freed on @node and not yet retired: items queued or in a pass. */
+uint64_t ioa__defer_unretired(int node);
+
+/* Called before an allocation on @node (a real node), holding no lock of the
+ * library: past IOALLOC_DEFER_CAP_MB unretired bytes there, runs a pass or
+ * waits for one, bounded (defer.c). An allocator over regions calls it
+ * before ioa__region_alloc, as ioa_dma_alloc does. */
+void ioa__defer_throttle(int node);
 
 /* Returns once everything enqueued before the call is retired; -EIO if
  * anything was quarantined since the previous call. */

@@ -194,6 +194,7 @@ static struct ioa__span *span_create(int node, size_t len, size_t align, int poo
 		errno = ENOMEM;
 		return NULL;
 	}
+	ioa__defer_throttle(node); /* past the node's unretired cap: help or wait (no lock held) */
 	if ((err = ioa__region_alloc(len, align, node, &p)) != 0) {
 		desc_free(s);
 		errno = -err;

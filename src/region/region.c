@@ -494,19 +494,37 @@ void ioa__region_free_pruned(struct ioa__region_pruned *pruned)
 	ioa__iopt_free_pruned(&iova2va, &pruned->iova2va);
 }
 
-/* A buffer leaves the counts when retired, off the free path. */
+/* @buffers buffers, together @b's pages, leave the counts when retired, off
+ * the free path. */
+static void count_retired_run(const struct ioa__buffer *b, uint32_t buffers)
+{
+	ioa__stat_add(dma_frees, buffers);
+	ioa__stat_sub(dma_bytes_live, (uint64_t)b->npages << IOA_PAGE_SHIFT);
+}
+
 static void count_retired(const struct ioa__buffer *b)
 {
-	ioa__stat_add(dma_frees, 1);
-	ioa__stat_sub(dma_bytes_live, (uint64_t)b->npages << IOA_PAGE_SHIFT);
+	count_retired_run(b, 1);
+}
+
+void ioa__region_release_run(const struct ioa__buffer *run, uint32_t buffers)
+{
+	count_retired_run(run, buffers);
+	ioa__iommu_released((const void *)(uintptr_t)buffer_va(run),
+			    (uint64_t)run->npages << IOA_PAGE_SHIFT);
+	release_pages(run->seg, run->first, run->npages);
 }
 
 void ioa__region_release(const struct ioa__buffer *b)
 {
-	count_retired(b);
-	ioa__iommu_released((const void *)(uintptr_t)buffer_va(b),
-			    (uint64_t)b->npages << IOA_PAGE_SHIFT);
-	release_pages(b->seg, b->first, b->npages);
+	ioa__region_release_run(b, 1);
+}
+
+/* A dedicated segment holds one buffer and leaves with it: never part of a run. */
+int ioa__region_continues(const struct ioa__buffer *run, const struct ioa__buffer *next)
+{
+	return next->seg == run->seg && !run->seg->dedicated &&
+	       next->first == run->first + run->npages;
 }
 
 int ioa__region_whole(const struct ioa__buffer *b)

@@ -71,6 +71,12 @@ void ioa__region_unlink(const struct ioa__buffer *b, struct ioa__region_pruned *
 void ioa__region_free_pruned(struct ioa__region_pruned *pruned);
 /* Makes its pages reusable: only once unmapped and invalidated. */
 void ioa__region_release(const struct ioa__buffer *b);
+/* The same for @run, @buffers buffers that follow each other in one shared
+ * segment, merged into one (ioa__region_unlink takes such a run too): one
+ * bitmap update and one release notice for all of them. */
+void ioa__region_release_run(const struct ioa__buffer *run, uint32_t buffers);
+/* Whether @next starts where @run ends, in the same shared segment. */
+int ioa__region_continues(const struct ioa__buffer *run, const struct ioa__buffer *next);
 /* Whether its release returns its segment, metadata included: the engine
  * then waits a grace period between unlinking and releasing it, since a
  * racing free may be reading that metadata inside a read section. A closing
