@@ -256,10 +256,11 @@ void *ioa_dma_zalloc(size_t size, size_t align, int node);
  *   invalidated through the deferral engine) before anything on it is used
  *   again, so a stale DMA into it faults. Spans are then one page, sizes
  *   above 2 KiB take whole pages, and each thread applies its frees in
- *   batches of 1024 (ioa_quiesce() applies the caller's at once), and a page is judged wholly free when a batch is applied. What strict
- *   cannot do: an object freed on a page that still holds live objects stays
- *   mapped, and a stale DMA to it reaches that page (the next object placed
- *   there, or nothing); only ioa_dma_alloc() gives a buffer its own pages.
+ *   batches of 1024: a page is judged wholly free when a batch is applied
+ *   (ioa_quiesce() applies the caller's at once). What strict cannot do: an
+ *   object freed on a page that still holds live objects stays mapped, and
+ *   a stale DMA to it reaches that page (the next object placed there, or
+ *   nothing); only ioa_dma_alloc() gives a buffer its own pages.
  *
  * Checks: a free of a pointer ioalloc never returned (or of the inside of
  * an object) and a second free of an object are detected and reported with
