@@ -4,6 +4,7 @@
 #include "defer.h"
 #include "grace.h"
 #include "heap_life.h"
+#include "pagemap.h"
 #include "boot.h"
 #include "iommu.h"
 #include "log.h"
@@ -272,6 +273,11 @@ IOA_EXPORT int ioa_dma_free(void *ptr)
 {
 	if (atomic_load_explicit(&state, memory_order_acquire) != STATE_UP) {
 		ioa__err("ioa_dma_free(%p): the library is not initialised", ptr);
+		return -EINVAL;
+	}
+	if (ioa__pagemap_get(ptr)) { /* its span is a buffer: freeing it would free its neighbours */
+		ioa__err("ioa_dma_free(%p): an object of ioa_malloc(): free it with ioa_free(); "
+			 "nothing freed", ptr);
 		return -EINVAL;
 	}
 	struct ioa__defer_item item = { .kind = IOA_ITEM_BUFFER };

@@ -4,7 +4,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#define ARENA_BYTES ((size_t)1 << 20) /* libc, libstdc++ and libnuma start within 100 KiB */
+/* libc, libstdc++ and libnuma start within 100 KiB; other libraries'
+ * constructors may take more. Untouched pages of the arena cost nothing. */
+#define ARENA_BYTES ((size_t)64 << 20)
 
 int ioa__preloaded __attribute__((weak));
 _Atomic int ioa__preload_ready;

@@ -2,7 +2,8 @@
  * The bootstrap arena: under LD_PRELOAD, the mallocs made before the preload
  * library's constructor ran (libc's and libnuma's own start) and those made
  * while the library starts (libnuma reading the machine's layout) come from
- * a static arena, so that starting never recurses into itself. Its objects
+ * a static arena of 64 MiB (zero pages until used), so that starting never
+ * recurses into itself. Its objects
  * are never reused: a free of one is a no-op.
  */
 #ifndef IOA_BOOT_H

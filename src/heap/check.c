@@ -67,7 +67,13 @@ int ioa__check_disarm_large(struct ioa__span *s, void *p)
 
 size_t ioa__check_requested(const struct ioa__span *s, const void *p)
 {
-	return s->obj_size ? s->req[ioa__check_index(s, p)] - 1 : s->large_req;
+	uint32_t i;
+
+	if (!s->obj_size)
+		return p == s->base && atomic_load_explicit(&s->live, memory_order_relaxed)
+			       ? s->large_req : SIZE_MAX;
+	i = ioa__check_index(s, p);
+	return i == UINT32_MAX || !s->req[i] ? SIZE_MAX : s->req[i] - 1;
 }
 
 void ioa__check_report_invalid(const struct ioa__span *s, const void *p)

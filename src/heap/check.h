@@ -27,7 +27,8 @@ void ioa__check_armed(void *p, size_t size);
 int ioa__check_disarm(struct ioa__span *s, uint32_t i, void *p);
 /* Same for a large block; 0 when the free must not proceed. */
 int ioa__check_disarm_large(struct ioa__span *s, void *p);
-/* The size the program asked for, with IOALLOC_CHECK=1. */
+/* The size the program asked for, with IOALLOC_CHECK=1; SIZE_MAX when @p
+ * is not the start of a live object. */
 size_t ioa__check_requested(const struct ioa__span *s, const void *p);
 
 void ioa__check_report_invalid(const struct ioa__span *s, const void *p);

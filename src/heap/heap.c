@@ -48,6 +48,8 @@ static void heap_reset(struct ioa__heap *h)
 	memset(h->out, 0, sizeof(h->out));
 }
 
+static void flush_pending(struct ioa__heap *h);
+
 /* ---- span lists of a heap -------------------------------------------- */
 
 static void partial_push(struct ioa__heap *h, struct ioa__span *s)
@@ -81,11 +83,10 @@ static void give_back_word(struct ioa__heap *h, unsigned c)
 {
 	struct ioa__word_cache *e = &h->cache[c];
 
-	if (e->span && e->word) {
+	if (e->span) {
 		e->span->bits[e->wi] |= e->word;
 		e->span->used -= ioa__popcount(e->word);
-		if (e->wi < e->span->wi)
-			e->span->wi = e->wi;
+		e->span->out_wi = UINT32_MAX;
 	}
 	e->word = 0;
 	e->span = NULL;
@@ -103,7 +104,8 @@ static void span_emptied(struct ioa__heap *h, struct ioa__span *s)
 {
 	if (h->spans[s->cls] == s) {
 		h->spans[s->cls] = NULL;
-		h->cache[s->cls].span = NULL; /* its word was given back: used is 0 */
+		h->cache[s->cls].span = NULL; /* its word is spent: used is 0 */
+		s->out_wi = UINT32_MAX;
 	} else if (s->low == IOA_SPAN_PARTIAL) {
 		partial_remove(h, s);
 	}
@@ -195,50 +197,72 @@ static void remote_free(struct ioa__heap *h, struct ioa__span *s, void *p)
 		flush_out(o);
 }
 
-/* A free of an object of @h applied by @h itself: 0 when @p is no object
- * of @h (reported: a link in freed memory was overwritten). */
-static int apply_free(struct ioa__heap *h, void *p)
+/* The span of @p when @p is an object of @h (its index into *@i), else
+ * NULL, reported: a link in freed memory was overwritten. Checked before a
+ * link is followed, so a device's bytes there are never dereferenced. */
+static struct ioa__span *mine(struct ioa__heap *h, void *p, uint32_t *i)
 {
 	struct ioa__span *s = ioa__pagemap_get(p);
-	uint32_t i;
 
-	if (!s || s->owner != h || !s->obj_size || (i = ioa__check_index(s, p)) == UINT32_MAX) {
-		ioa__err("a batch of frees handed to this thread holds %p, no object of its own: "
-			 "the links in freed memory were overwritten (a device writing into freed "
-			 "memory?); the rest of the batch is left allocated", p);
+	if (s && s->owner == h && s->obj_size && (*i = ioa__check_index(s, p)) != UINT32_MAX)
+		return s;
+	ioa__err("a batch of frees handed to this thread holds %p, no object of its own: the "
+		 "links in freed memory were overwritten (a device writing into freed memory?); "
+		 "the rest is left allocated", p);
+	return NULL;
+}
+
+/* Object @i of @s, freed by another thread, made free by its owner @h: 0
+ * when it was free already (a double free, reported). */
+static int apply_free(struct ioa__heap *h, struct ioa__span *s, uint32_t i)
+{
+	if (ioa__object_free(s, i)) {
+		ioa__check_report_double(s, i);
 		return 0;
 	}
-	if (s->bits[i >> 6] & (1ull << (i & 63))) {
-		ioa__check_report_double(s, i);
-		return 1;
-	}
 	s->bits[i >> 6] |= 1ull << (i & 63);
-	if (i >> 6 < s->wi)
-		s->wi = i >> 6;
 	if (--s->used <= s->low)
 		span_changed(h, s);
 	return 1;
 }
 
-/* Applies the batches other threads handed to @h. */
+/*
+ * Applies the batches other threads handed to @h. Every object is checked
+ * to be one of @h's before its links are read; a batch stops at a double
+ * free (which may have linked an object twice), and the whole chain stops
+ * when a batch's head is one (the chain may then loop): what is left stays
+ * allocated, after a message.
+ */
 static void collect_remote(struct ioa__heap *h)
 {
 	void *batch;
 
 	if (!atomic_load_explicit(&h->remote, memory_order_relaxed))
 		return;
+	if (ioa__heap_strict) /* exact live counts: see flush_pending */
+		give_back_words(h);
 	/* acquire: pairs with the senders' release, for links and objects */
 	batch = atomic_exchange_explicit(&h->remote, NULL, memory_order_acquire);
 	while (batch) {
-		void *next_batch = links(batch)[1], *p = batch;
+		void *next_batch, *p = batch;
+		struct ioa__span *s;
+		uint32_t i;
 
+		if (!(s = mine(h, batch, &i)))
+			return;
+		next_batch = links(batch)[1];
 		ioa__stat_add(heap_remote_batches, 1);
-		/* bounded: a double free may have linked an object twice */
 		for (unsigned k = 0; p && k < BATCH; k++) {
-			void *next = links(p)[0]; /* read first: p may be retired */
+			void *next;
 
-			if (!apply_free(h, p))
+			if (p != batch && !(s = mine(h, p, &i)))
 				break;
+			next = links(p)[0]; /* read before: p may be retired */
+			if (!apply_free(h, s, i)) {
+				if (p == batch)
+					return;
+				break;
+			}
 			p = next;
 		}
 		batch = next_batch;
@@ -313,6 +337,10 @@ static void *alloc_small(struct ioa__heap *h, unsigned c)
 	uint64_t w = e->word;
 
 	if (!w) {
+		/* strict: a thread's frees take effect before it hands out
+		 * anything more, so no emptied page is used again unretired */
+		if (ioa__heap_strict)
+			flush_pending(h);
 		give_back_word(h, c);
 		if (!(s = span_with_room(h, c)))
 			return NULL;
@@ -327,6 +355,8 @@ static void *alloc_small(struct ioa__heap *h, unsigned c)
 		s->used += ioa__popcount(w);
 		*e = (struct ioa__word_cache){ .base = s->base + (size_t)s->wi * 64 * s->obj_size,
 					       .size = s->obj_size, .span = s, .wi = s->wi };
+		s->out_wi = s->wi;
+		s->out_word = &e->word;
 	}
 	e->word = w & (w - 1);
 	return e->base + (size_t)__builtin_ctzll(w) * e->size;
@@ -398,7 +428,7 @@ static void flush_pending(struct ioa__heap *h)
 		uint32_t i = ioa__check_index(s, h->pending[k]);
 		uint64_t bit = 1ull << (i & 63);
 
-		if (s->bits[i >> 6] & bit) { /* freed twice within the batch */
+		if (ioa__object_free(s, i)) { /* freed twice within the batch */
 			ioa__check_report_double(s, i);
 			h->pending[k] = NULL;
 			continue;
@@ -605,7 +635,7 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p)
 		remote_free(h, s, p);
 		return;
 	}
-	if (s->bits[i >> 6] & (1ull << (i & 63))) {
+	if (ioa__object_free(s, i)) {
 		ioa__check_report_double(s, i);
 		return;
 	}

@@ -67,6 +67,11 @@ struct ioa__span {
 	/* The bits of real objects in the last word: the others are set for
 	 * good, so a free there looks like a double free, and malloc masks them. */
 	uint64_t last_mask;
+	/* The word its owner's heap took out for malloc (UINT32_MAX: none) and
+	 * the heap's copy of it, whose set bits are free objects: a free of one
+	 * of them is a double free that the span's own bits cannot show. */
+	uint32_t out_wi;
+	const uint64_t *out_word;
 	uint16_t cls;
 	uint16_t pool;              /* descriptor pool (span.c) */
 	int node;
@@ -119,6 +124,15 @@ struct ioa__heap {
 	struct ioa__heap *next_all; /* every heap, for ioa_fini and fork */
 	struct ioa__heap *next_parked;
 };
+
+/* Whether object @i of @s is free: its bit in the span, or in the word its
+ * owner took out for malloc. */
+static inline int ioa__object_free(const struct ioa__span *s, uint32_t i)
+{
+	uint64_t bit = 1ull << (i & 63);
+
+	return (s->bits[i >> 6] & bit) || (i >> 6 == s->out_wi && (*s->out_word & bit));
+}
 
 /* Set bits of @w, without a library call on CPUs the compiler may not
  * assume have POPCNT. */
@@ -177,7 +191,8 @@ static inline void ioa__heap_free(void *p)
 	i = (uint32_t)((off * s->magic) >> 40);
 	bit = 1ull << (i & 63);
 	w = s->bits[i >> 6];
-	if (__builtin_expect((w & bit) | ((uint64_t)i * s->obj_size ^ off), 0)) {
+	if (__builtin_expect((w & bit) | ((uint64_t)i * s->obj_size ^ off) |
+			     (i >> 6 == s->out_wi && (*s->out_word & bit)), 0)) {
 		ioa__heap_free_slow(s, p); /* reports it */
 		return;
 	}

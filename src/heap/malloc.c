@@ -55,8 +55,15 @@ IOA_EXPORT size_t ioa_usable_size(const void *ptr)
 			ioa__err("ioa_usable_size(%p): not a pointer ioalloc returned", ptr);
 		return 0;
 	}
-	if (ioa__heap_checking)
-		return ioa__check_requested(s, ptr);
+	if (ioa__heap_checking) {
+		size_t n = ioa__check_requested(s, ptr);
+
+		if (n == SIZE_MAX) {
+			ioa__err("ioa_usable_size(%p): not a live object ioalloc returned", ptr);
+			return 0;
+		}
+		return n;
+	}
 	return s->obj_size ? s->obj_size : s->len;
 }
 
