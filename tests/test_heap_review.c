@@ -321,6 +321,44 @@ static void test_overwritten_link(void)
 	ioa_fini();
 }
 
+/*
+ * R8. ioa_dma_free() accepts a pointer from ioa_malloc(): a large block, or
+ * the first object of a span, is the start of a live region buffer, so
+ * ioa_dma_free() (api.c ioa_dma_free -> ioa__region_take) takes the span's
+ * memory out from under the heap and retires it (unmapped, then reused for
+ * other buffers) while the heap still hands out and tracks objects there:
+ * the next ioa_malloc()s land in memory the device can no longer reach, or
+ * that another ioa_dma_alloc() owns.
+ *
+ * Should: -EINVAL with a message, as for any pointer that is not a buffer
+ * of ioa_dma_alloc() ("a pointer that is not the start of a live buffer");
+ * the heap's buffers are not the program's to free that way (the page map
+ * says which they are).
+ */
+static void test_dma_free_of_heap_object(void)
+{
+	struct check_capture cap;
+	char *big, *small;
+	int err_big, err_small;
+
+	if (!init(IOA_PROTECT_LAZY, 0))
+		return;
+	big = ioa_malloc(100000);
+	small = ioa_malloc(16); /* the first object of a fresh span */
+	capture_begin(&cap);
+	err_big = ioa_dma_free(big);
+	err_small = ((uintptr_t)small & 0xffff) == 0 ? ioa_dma_free(small) : -EINVAL;
+	capture_end(&cap);
+	CHECK_EQ(err_big, -EINVAL);
+	CHECK_EQ(err_small, -EINVAL);
+	/* after ioa_dma_free() succeeded the heap's memory is gone: fresh
+	 * objects of the span have no IOVA any more */
+	ioa_quiesce();
+	CHECK(ioa_virt2iova(small) != IOA_BAD_IOVA);
+	CHECK(ioa_virt2iova(big) != IOA_BAD_IOVA);
+	ioa_fini();
+}
+
 int main(void)
 {
 	check_start("test_heap_review");
@@ -330,5 +368,6 @@ int main(void)
 	test_fini_counts_large();
 	test_check_usable_size();
 	test_overwritten_link();
+	test_dma_free_of_heap_object();
 	return check_done();
 }
