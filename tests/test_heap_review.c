@@ -9,6 +9,7 @@
 #include "ioalloc.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
@@ -359,6 +360,62 @@ static void test_dma_free_of_heap_object(void)
 	ioa_fini();
 }
 
+/*
+ * R9. A double free from a thread that has no heap (one that only frees,
+ * or a late thread-exit destructor) makes the owner loop forever.
+ *
+ * Such a thread sends each free as a batch of one (heap.c:183-184
+ * remote_free -> send): send() links the batch onto the owner's stack
+ * through the object's second word, `links(head)[1] = old`
+ * (heap.c:154). The second free of p finds p on top of the stack, so it
+ * writes links(p)[1] = p: the stack is a cycle. collect_remote
+ * (heap.c:232-244) walks batches with `while (batch)` and no bound: it
+ * applies p (reported as a double free) forever. Other objects below p on
+ * the stack are never applied (leaked).
+ *
+ * Should: the second free is reported once and ignored; the owner's next
+ * refill or ioa_quiesce() returns. Run in a child with an alarm.
+ */
+static void *free_twice(void *arg)
+{
+	void **objs = arg;
+
+	ioa_free(objs[0]);
+	ioa_free(objs[1]);
+	ioa_free(objs[1]); /* a double free */
+	return NULL;
+}
+
+static void test_remote_double_free(void)
+{
+	pid_t pid;
+	int status;
+
+	if (!init(IOA_PROTECT_LAZY, 0))
+		return;
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		void *objs[2];
+		pthread_t t;
+		int null = open("/dev/null", O_WRONLY);
+
+		dup2(null, STDERR_FILENO); /* the reports */
+		objs[0] = ioa_malloc(64);
+		objs[1] = ioa_malloc(64);
+		pthread_create(&t, NULL, free_twice, objs);
+		pthread_join(t, NULL);
+		alarm(3);
+		ioa_quiesce(); /* collects the batches */
+		_exit(0);
+	}
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+	if (!CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+		check_note("R9: the child %s %d", WIFSIGNALED(status) ? "died of signal" : "exited",
+			   WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+	ioa_fini();
+}
+
 int main(void)
 {
 	check_start("test_heap_review");
@@ -369,5 +426,6 @@ int main(void)
 	test_check_usable_size();
 	test_overwritten_link();
 	test_dma_free_of_heap_object();
+	test_remote_double_free();
 	return check_done();
 }
