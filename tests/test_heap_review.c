@@ -232,7 +232,7 @@ static void test_fini_counts_large(void)
  * realloc() under LD_PRELOAD) of an interior pointer reads far outside the
  * span's size array and crashes, and of a freed object answers 4 GiB.
  *
- * ioa__check_requested (check.c:115) indexes s->req with
+ * ioa__check_requested (check.c:70) indexes s->req with
  * ioa__check_index(), which is UINT32_MAX for a pointer that is not an
  * object's start: req[4294967295] is 16 GiB past the array. For a freed
  * object req[i] is 0 and `req - 1` wraps to 4294967295.
