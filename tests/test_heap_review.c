@@ -416,6 +416,52 @@ static void test_remote_double_free(void)
 	ioa_fini();
 }
 
+/*
+ * R11. IOALLOC_PROTECT=strict, remote frees: a current span whose objects
+ * were all freed by another thread is reused without being retired.
+ *
+ * The main thread allocates the 64 objects of one page P (64 bytes each):
+ * P is its current span of the class. A second thread frees all 64 (one
+ * batch). The main thread's next malloc refills: span_with_room
+ * (heap.c:277) collects the batch; apply_free (heap.c:218) decrements
+ * used to 0 but calls span_changed only when `used <= low`, and low is
+ * IOA_SPAN_CURRENT (-1) for the current span, so P is not retired; then
+ * heap.c:278 finds room in P and hands its objects out again. (Strict mode
+ * retires an emptied current span only in flush_pending and
+ * ioa__heap_flush_mine, heap.c:409 and :618.)
+ *
+ * Should: P is retired (unmapped) before any object on it is used again.
+ */
+static void *free_all64(void *arg)
+{
+	char **p = arg;
+
+	for (int i = 0; i < 64; i++)
+		ioa_free(p[i]);
+	return NULL;
+}
+
+static void test_strict_remote_emptied_current(void)
+{
+	char *p[64], *y;
+	pthread_t t;
+	uint64_t retired_before;
+
+	if (!init(IOA_PROTECT_STRICT, 0))
+		return;
+	for (int i = 0; i < 64; i++)
+		p[i] = ioa_malloc(64);
+	CHECK_EQ(((uintptr_t)p[0] >> 12), ((uintptr_t)p[63] >> 12));
+	pthread_create(&t, NULL, free_all64, p);
+	pthread_join(t, NULL);
+	retired_before = stats().heap_spans_retired;
+	y = ioa_malloc(64);
+	if (((uintptr_t)y >> 12) == ((uintptr_t)p[0] >> 12))
+		CHECK(stats().heap_spans_retired > retired_before);
+	ioa_free(y);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
 int main(void)
 {
 	check_start("test_heap_review");
@@ -427,5 +473,6 @@ int main(void)
 	test_overwritten_link();
 	test_dma_free_of_heap_object();
 	test_remote_double_free();
+	test_strict_remote_emptied_current();
 	return check_done();
 }
