@@ -462,9 +462,62 @@ static void test_strict_remote_emptied_current(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
+/*
+ * R12 (low). A pthread_atfork() prepare handler registered before the
+ * library started, that allocates with ioa_malloc(), deadlocks fork().
+ *
+ * ioalloc takes every internal lock in its own atfork prepare handler
+ * (api.c fork_prepare, registered by the first ioa_init or lazy start).
+ * Prepare handlers run in reverse order of registration, so a handler the
+ * program registered earlier runs after ioalloc's, with the heap's, the
+ * regions' and the node caches' locks held by the forking thread: its
+ * ioa_malloc(40000) (a large block) locks the node cache again
+ * (span.c:393) and waits for itself. glibc's malloc takes its locks inside
+ * fork() after every handler, so malloc in a prepare handler works there;
+ * the preload library inherits this ordering constraint for malloc.
+ *
+ * Should: fork() returns (or the header documents that no ioalloc call may
+ * be made from an atfork handler). Run in a child (a fresh library) with an
+ * alarm.
+ */
+static void prepare_allocates(void)
+{
+	ioa_free(ioa_malloc(40000));
+}
+
+static void test_atfork_handler_allocates(void)
+{
+	pid_t pid;
+	int status;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		struct ioa_config cfg;
+		pid_t grandchild;
+
+		pthread_atfork(prepare_allocates, NULL, NULL); /* before the library's */
+		ioa_config_init(&cfg);
+		cfg.backend = IOA_BACKEND_SIM;
+		if (ioa_init(&cfg) != 0)
+			_exit(3);
+		ioa_free(ioa_malloc(40000));
+		alarm(3);
+		grandchild = fork();
+		if (grandchild == 0)
+			_exit(0);
+		_exit(grandchild > 0 && waitpid(grandchild, NULL, 0) == grandchild ? 0 : 2);
+	}
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+	if (!CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+		check_note("R12: the child %s %d", WIFSIGNALED(status) ? "died of signal" : "exited",
+			   WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+}
+
 int main(void)
 {
 	check_start("test_heap_review");
+	test_atfork_handler_allocates(); /* first: its child needs a fresh library */
 	test_double_free_after_checkout();
 	test_strict_reuse_of_emptied_page();
 	test_strict_remote_free_quiesce();
