@@ -682,6 +682,8 @@ static void release_span(struct ioa__span *s, void *arg)
 
 	if (s->owner && s->obj_size)
 		*leaked += (uint64_t)s->used;
+	else if (!s->obj_size && atomic_load_explicit(&s->live, memory_order_relaxed))
+		*leaked += 1; /* a large block still allocated */
 	ioa__span_retire(s);
 }
 

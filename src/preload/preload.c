@@ -104,6 +104,8 @@ void *pvalloc(size_t size)
 {
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 
+	if (size > SIZE_MAX - (page - 1)) /* the rounding would wrap to 0 */
+		return errno = ENOMEM, NULL;
 	return ioa__heap_alloc_aligned((size + page - 1) & ~(page - 1), page, IOA_NODE_ANY);
 }
 

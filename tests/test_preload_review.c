@@ -1,0 +1,50 @@
+/*
+ * Review of libioalloc-preload.so: a plain program (not linked with
+ * ioalloc) run with LD_PRELOAD set by ctest. Each check is a proof of one
+ * problem found in review and fails while it is there.
+ *
+ * R7. pvalloc(n) with n within a page of SIZE_MAX returns a one-page block
+ * instead of failing. src/preload/preload.c:107 rounds with
+ * `(size + page - 1) & ~(page - 1)`, which wraps to 0 for size >
+ * SIZE_MAX - page + 1, and then allocates 0 bytes aligned to a page; glibc
+ * (and any malloc) returns NULL with ENOMEM: the program believes it has
+ * n bytes and writes past the 4 KiB it got.
+ *
+ * R10. A shared library's constructor that allocates more than 1 MiB in all
+ * gets NULL from malloc. The constructors of the program's libraries run
+ * before libioalloc-preload.so's (ld.so initialises the preloaded object
+ * after them), and until that one ran every malloc comes from the 1 MiB
+ * static boot arena (src/heap/heap.c:537 `ioa__preloaded &&
+ * !ioa__preload_ready` -> src/heap/boot.c ioa__boot_alloc), which is never
+ * reused: once it is spent, malloc fails with ENOMEM although memory is
+ * plentiful. C++ libraries' static initialisers allocate there (here:
+ * review_ctor_lib.c, 48 blocks of 64 KiB); a NULL there is a crash or a
+ * std::bad_alloc before main. docs/heap.md assumes only libc's, libstdc++'s
+ * and libnuma's start comes before ("within 100 KiB").
+ *
+ * Should: every malloc of a library constructor succeeds while memory
+ * lasts (the arena only for the library's own start).
+ */
+#include "check.h"
+
+#include <errno.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+extern int review_ctor_failed, review_ctor_allocs;
+
+int main(void)
+{
+	void *p;
+
+	check_start("test_preload_review");
+	if (!getenv("LD_PRELOAD"))
+		return check_skip("run with LD_PRELOAD=libioalloc-preload.so (ctest does)");
+	errno = 0;
+	p = pvalloc(SIZE_MAX - 100);
+	CHECK(p == NULL && errno == ENOMEM);
+	CHECK_EQ(review_ctor_allocs, 48);
+	CHECK_EQ(review_ctor_failed, 0);
+	return check_done();
+}
