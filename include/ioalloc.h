@@ -257,7 +257,10 @@ void *ioa_dma_zalloc(size_t size, size_t align, int node);
  *   again, so a stale DMA into it faults. Spans are then one page, sizes
  *   above 2 KiB take whole pages, and each thread applies its frees in
  *   batches of 1024: a page is judged wholly free when a batch is applied
- *   (ioa_quiesce() applies the caller's at once). What strict cannot do: an
+ *   (ioa_quiesce() applies the caller's at once); frees from another thread
+ *   are applied by the allocating thread, at its next refill, ioa_quiesce()
+ *   or exit, so its ioa_quiesce() is the one that retires them. What
+ *   strict cannot do: an
  *   object freed on a page that still holds live objects stays mapped, and
  *   a stale DMA to it reaches that page (the next object placed there, or
  *   nothing); only ioa_dma_alloc() gives a buffer its own pages.

@@ -97,6 +97,15 @@ static void register_hooks(void)
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
+/* Registered when the library is loaded, before the program registers
+ * anything: fork's prepare handlers run in reverse order, so the program's
+ * run first and may still allocate (ours take every lock), and the exit
+ * handler runs after the program's, retiring what they freed. */
+__attribute__((constructor)) static void early_hooks(void)
+{
+	pthread_once(&hooks_once, register_hooks);
+}
+
 /* The node of a numa policy must have memory here; the message names where
  * the value came from: the environment or the program's struct. */
 static int check_numa(const struct ioa_config *cfg, int from_env)

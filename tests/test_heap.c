@@ -305,8 +305,18 @@ static int reused_before_retirement(void)
 
 static void test_protect(void)
 {
-	if (init(IOA_PROTECT_STRICT, 0)) {
+	struct ioa_config slow;
+
+	/* retirement a second away: a page handed out again was never retired */
+	ioa_config_init(&slow);
+	slow.backend = IOA_BACKEND_SIM;
+	slow.protect = IOA_PROTECT_STRICT;
+	slow.defer_delay_us = 1000000;
+	if (CHECK_EQ(ioa_init(&slow), 0)) {
 		CHECK_EQ(reused_before_retirement(), 0);
+		CHECK_EQ(leaked_at_fini(), 0);
+	}
+	if (init(IOA_PROTECT_STRICT, 0)) {
 		CHECK_EQ(dma_after_free(64, 0), -EFAULT);
 		CHECK_EQ(dma_after_free(3000, 0), -EFAULT);
 		CHECK_EQ(dma_after_free(100000, 0), -EFAULT);

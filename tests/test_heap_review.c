@@ -201,6 +201,7 @@ static void test_strict_remote_free_quiesce(void)
 	iova = ioa_virt2iova(p);
 	pthread_create(&t, NULL, free_and_quiesce, p);
 	pthread_join(t, NULL);
+	ioa_quiesce(); /* the owner applies the batch: documented (ioalloc.h, strict) */
 	/* a device read: a write would break the link in the freed object (R6) */
 	CHECK_EQ(ioa_sim_dma(iova, data, sizeof(data), IOA_DMA_TO_DEVICE), -EFAULT);
 	CHECK_EQ(leaked_at_fini(), 0);

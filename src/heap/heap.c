@@ -221,7 +221,8 @@ static int apply_free(struct ioa__heap *h, struct ioa__span *s, uint32_t i)
 		return 0;
 	}
 	s->bits[i >> 6] |= 1ull << (i & 63);
-	if (--s->used <= s->low)
+	/* strict: a current span emptied by other threads is retired too */
+	if (--s->used <= s->low || (ioa__heap_strict && s->used == 0))
 		span_changed(h, s);
 	return 1;
 }
