@@ -733,10 +733,18 @@ static struct ring *ring_new(struct node *nd)
 	return r;
 }
 
+/* Set while this thread starts a reclaimer: pthread_create allocates (the
+ * new thread's TLS), and under the heap's strict mode that allocation may
+ * retire a page, whose enqueue comes back here. */
+static __thread int starting_reclaimer;
+
 static int start_reclaimer(struct node *nd)
 {
 	int err = 0;
 
+	if (starting_reclaimer) /* the outer call starts it: the item waits in the ring */
+		return 0;
+	starting_reclaimer = 1;
 	pthread_mutex_lock(&eng.start_lock);
 	if (!atomic_load_explicit(&nd->started, memory_order_relaxed)) {
 		if (!nd->items) { /* a child after fork() keeps its parent's arrays */
@@ -752,6 +760,7 @@ static int start_reclaimer(struct node *nd)
 				 strerror(err));
 	}
 	pthread_mutex_unlock(&eng.start_lock);
+	starting_reclaimer = 0;
 	return -err;
 }
 
@@ -787,6 +796,8 @@ static struct ring *ring_for(int node)
 		return mine.ring[node];
 	if (start_reclaimer(nd) != 0)
 		return NULL;
+	if (mine.ring[node]) /* made by an enqueue inside the start (see starting_reclaimer) */
+		return mine.ring[node];
 	for (r = atomic_load_explicit(&nd->rings, memory_order_acquire); r; r = r->next) {
 		int orphan = 1;
 

@@ -191,6 +191,11 @@ static void remote_free(struct ioa__heap *h, struct ioa__span *s, void *p)
 		flush_out(o);
 		o->owner = owner;
 	}
+	if (o->head == p) { /* freed twice in a row: linking it again would loop */
+		ioa__err("free(%p): double free (it waits in this thread's batch of frees)", p);
+		errno = EINVAL;
+		return;
+	}
 	links(p)[0] = o->head;
 	o->head = p;
 	if (++o->n == BATCH)

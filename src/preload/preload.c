@@ -81,18 +81,22 @@ int posix_memalign(void **out, size_t align, size_t size)
 	return 0;
 }
 
-void *aligned_alloc(size_t align, size_t size)
+/* As glibc's: an alignment that is not a power of two is rounded up to
+ * one (0 to the least), and one too large for any block fails with EINVAL. */
+void *memalign(size_t align, size_t size)
 {
-	if (!is_pow2(align)) {
+	if (align > ((size_t)1 << 42)) {
 		errno = EINVAL;
 		return NULL;
 	}
+	if (!is_pow2(align))
+		align = align <= 16 ? 16 : (size_t)1 << (64 - __builtin_clzll(align - 1));
 	return ioa__heap_alloc_aligned(size, align, IOA_NODE_ANY);
 }
 
-void *memalign(size_t align, size_t size)
+void *aligned_alloc(size_t align, size_t size)
 {
-	return aligned_alloc(align, size);
+	return memalign(align, size);
 }
 
 void *valloc(size_t size)
