@@ -144,17 +144,15 @@ static void test_strict_reuse_of_emptied_page(void)
 		}
 	}
 	if (y) {
-		/* only correct if the page was retired (unmapped) in between */
+		/* only correct if the page was retired (unmapped) in between;
+		 * once retired it may come back at its old IOVA (IOVAs are fixed
+		 * per page until issue 11's rotation), so a stale DMA then
+		 * reaching y is no finding */
 		CHECK(stats().heap_spans_retired > retired_before);
-		memset(y, 0, 64);
+	} else {
+		/* not handed out again: a stale DMA must not reach anything live */
 		ioa_quiesce();
-		if (y == p[0]) {
-			int err = ioa_sim_dma(stale_iova, data, sizeof(data),
-					      IOA_DMA_FROM_DEVICE);
-
-			/* the stale DMA faults, or at least does not reach y */
-			CHECK(err == -EFAULT || memcmp(y, data, sizeof(data)) != 0);
-		}
+		CHECK_EQ(ioa_sim_dma(stale_iova, data, sizeof(data), IOA_DMA_FROM_DEVICE), -EFAULT);
 	}
 	for (unsigned i = 0; i < n; i++)
 		ioa_free(more[i]);
@@ -242,7 +240,7 @@ static void test_fini_counts_large(void)
  * live object's start, 0 (and a message), as ioa_usable_size() answers for
  * a foreign pointer.
  */
-static void test_check_usable_size(void)
+static __attribute__((unused)) void test_check_usable_size(void)
 {
 	pid_t pid;
 	int status;
@@ -291,7 +289,7 @@ static void *free_it(void *arg)
 	return NULL;
 }
 
-static void test_overwritten_link(void)
+static __attribute__((unused)) void test_overwritten_link(void)
 {
 	pthread_t t;
 	pid_t pid;
@@ -387,7 +385,7 @@ static void *free_twice(void *arg)
 	return NULL;
 }
 
-static void test_remote_double_free(void)
+static __attribute__((unused)) void test_remote_double_free(void)
 {
 	pid_t pid;
 	int status;
@@ -486,7 +484,7 @@ static void prepare_allocates(void)
 	ioa_free(ioa_malloc(40000));
 }
 
-static void test_atfork_handler_allocates(void)
+static __attribute__((unused)) void test_atfork_handler_allocates(void)
 {
 	pid_t pid;
 	int status;
@@ -518,15 +516,21 @@ static void test_atfork_handler_allocates(void)
 int main(void)
 {
 	check_start("test_heap_review");
-	test_atfork_handler_allocates(); /* first: its child needs a fresh library */
 	test_double_free_after_checkout();
 	test_strict_reuse_of_emptied_page();
 	test_strict_remote_free_quiesce();
 	test_fini_counts_large();
+	test_dma_free_of_heap_object();
+	test_strict_remote_emptied_current();
+#if !defined(__SANITIZE_THREAD__)
+	/* in forked children: ThreadSanitizer counts at most 64 locks held at
+	 * once, fewer than ioalloc's fork handler takes (test_fork.c skips too) */
+	test_atfork_handler_allocates();
 	test_check_usable_size();
 	test_overwritten_link();
-	test_dma_free_of_heap_object();
 	test_remote_double_free();
-	test_strict_remote_emptied_current();
+#else
+	check_note("R5, R6, R9 and R12 run in forked children: not under ThreadSanitizer");
+#endif
 	return check_done();
 }
