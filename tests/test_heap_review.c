@@ -49,7 +49,7 @@ static uint64_t leaked_at_fini(void)
  * the span). The class's cached word is drained, so the next refill takes
  * the word holding a and b out of the span: a is returned, b waits in the
  * cached word, its bit cleared in the span. A second free of b now finds
- * its bit clear and is accepted (fast path, heap.h ioa__heap_free; the
+ * its bit clear and is accepted (fast path, heap.h:175-179; the
  * slow path's test at heap.c:592 is the same): the bit is set again while b
  * is still in the cached word. The next malloc returns b from the cached
  * word, and a later refill returns b again from the span.
