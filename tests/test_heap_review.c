@@ -49,7 +49,7 @@ static uint64_t leaked_at_fini(void)
  * the span). The class's cached word is drained, so the next refill takes
  * the word holding a and b out of the span: a is returned, b waits in the
  * cached word, its bit cleared in the span. A second free of b now finds
- * its bit clear and is accepted (fast path, heap.h ioa__heap_free; the
+ * its bit clear and is accepted (fast path, heap.h:175-179; the
  * slow path's test at heap.c:592 is the same): the bit is set again while b
  * is still in the cached word. The next malloc returns b from the cached
  * word, and a later refill returns b again from the span.
@@ -513,6 +513,56 @@ static __attribute__((unused)) void test_atfork_handler_allocates(void)
 			   WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
 }
 
+/*
+ * R13. A double free from a thread that has a heap silently loses the
+ * other objects of its outgoing batch.
+ *
+ * The freeing thread links each remote free into its batch for the owner
+ * through the object's first word, `links(p)[0] = o->head` (heap.c:192).
+ * Freeing c twice in a row makes links(c)[0] = c: the objects linked
+ * before c (a and b here) are no longer reachable from the batch. The
+ * owner applies c, then c again ~63 times (63 "double free" reports, the
+ * walk is bounded by BATCH, heap.c:237), and a and b are never freed: they
+ * stay allocated for good (ioa_fini counts them as leaked).
+ *
+ * Should: the second free is reported once and ignored; a and b are freed.
+ */
+static void *free_abcc(void *arg)
+{
+	void **o = arg;
+
+	ioa_free(ioa_malloc(16)); /* this thread has a heap: frees are batched */
+	ioa_free(o[0]);
+	ioa_free(o[1]);
+	ioa_free(o[2]);
+	ioa_free(o[2]); /* a double free */
+	ioa_quiesce();  /* hands the batch over */
+	return NULL;
+}
+
+static void test_batched_double_free(void)
+{
+	struct check_capture cap;
+	void *o[3];
+	pthread_t t;
+	const char *text, *at;
+	unsigned reports = 0;
+
+	if (!init(IOA_PROTECT_LAZY, 0))
+		return;
+	for (int i = 0; i < 3; i++)
+		o[i] = ioa_malloc(64);
+	capture_begin(&cap);
+	pthread_create(&t, NULL, free_abcc, o);
+	pthread_join(t, NULL);
+	ioa_quiesce(); /* the owner applies the batch */
+	text = capture_end(&cap);
+	for (at = text; (at = strstr(at, "double free")); at++)
+		reports++;
+	CHECK_EQ(reports, 1);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
 int main(void)
 {
 	check_start("test_heap_review");
@@ -532,5 +582,6 @@ int main(void)
 #else
 	check_note("R5, R6, R9 and R12 run in forked children: not under ThreadSanitizer");
 #endif
+	test_batched_double_free();
 	return check_done();
 }

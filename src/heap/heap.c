@@ -181,8 +181,8 @@ static void remote_free(struct ioa__heap *h, struct ioa__span *s, void *p)
 	struct ioa__heap *owner = s->owner;
 	struct ioa__outgoing *o;
 
-	links(p)[0] = NULL;
 	if (h == &empty_heap || h->shared) {
+		links(p)[0] = NULL;
 		send(owner, p);
 		return;
 	}
