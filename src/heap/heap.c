@@ -98,6 +98,13 @@ static void give_back_words(struct ioa__heap *h)
 		give_back_word(h, c);
 }
 
+/* Objects of @s still allocated: its used count less the free objects its
+ * owner's cached word holds (they count as used while checked out). */
+static int32_t live_objects(const struct ioa__span *s)
+{
+	return s->used - (s->out_wi != UINT32_MAX ? ioa__popcount(*s->out_word) : 0);
+}
+
 /* A span of @h nobody holds an object of: kept by the heap (lazy, a few),
  * else given to its node (ioa__span_put keeps or retires it). */
 static void span_emptied(struct ioa__heap *h, struct ioa__span *s)
@@ -134,6 +141,20 @@ static void span_changed(struct ioa__heap *h, struct ioa__span *s)
 void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s)
 {
 	span_changed(h, s);
+}
+
+/* Strict mode, after frees were applied to @s of @h: a span with no live
+ * object left takes its cached word back (its count becomes exact) and is
+ * retired, the current one included; a full one gets a list again. */
+static void strict_changed(struct ioa__heap *h, struct ioa__span *s)
+{
+	if (live_objects(s) == 0) {
+		if (s->out_wi != UINT32_MAX)
+			give_back_word(h, s->cls);
+		span_changed(h, s);
+	} else if (s->low == IOA_SPAN_FULL) {
+		span_changed(h, s);
+	}
 }
 
 /* ---- remote frees ----------------------------------------------------- */
@@ -226,8 +247,15 @@ static int apply_free(struct ioa__heap *h, struct ioa__span *s, uint32_t i)
 		return 0;
 	}
 	s->bits[i >> 6] |= 1ull << (i & 63);
-	/* strict: a current span emptied by other threads is retired too */
-	if (--s->used <= s->low || (ioa__heap_strict && s->used == 0))
+	s->used--;
+	/* strict: a current span emptied by other threads is retired too, but
+	 * never one the owner's batch names (a racing double free could empty
+	 * it): that batch's flush looks at it */
+	if (ioa__heap_strict) {
+		if (!s->pending)
+			strict_changed(h, s);
+	}
+	else if (s->used <= s->low)
 		span_changed(h, s);
 	return 1;
 }
@@ -245,8 +273,6 @@ static void collect_remote(struct ioa__heap *h)
 
 	if (!atomic_load_explicit(&h->remote, memory_order_relaxed))
 		return;
-	if (ioa__heap_strict) /* exact live counts: see flush_pending */
-		give_back_words(h);
 	/* acquire: pairs with the senders' release, for links and objects */
 	batch = atomic_exchange_explicit(&h->remote, NULL, memory_order_acquire);
 	while (batch) {
@@ -343,13 +369,16 @@ static void *alloc_small(struct ioa__heap *h, unsigned c)
 	uint64_t w = e->word;
 
 	if (!w) {
-		/* strict: a thread's frees take effect before it hands out
-		 * anything more, so no emptied page is used again unretired */
-		if (ioa__heap_strict)
-			flush_pending(h);
 		give_back_word(h, c);
 		if (!(s = span_with_room(h, c)))
 			return NULL;
+		/* strict: a span's pending frees take effect before a word of
+		 * it is handed out, so no emptied page is used again unretired */
+		if (s->pending) {
+			flush_pending(h);
+			if (!(s = span_with_room(h, c)))
+				return NULL;
+		}
 		w = free_bits(s, s->wi);
 		if (ioa__heap_checking || h->shared) {
 			s->bits[s->wi] &= ~(w & -w);
@@ -417,43 +446,33 @@ static struct ioa__heap *heap_new(int node, int is_shared)
 	return h;
 }
 
-/* Frees of strict mode applied: pages that emptied are retired. */
+/* Frees of strict mode applied: pages with no live object left are retired. */
 static void flush_pending(struct ioa__heap *h)
 {
-	unsigned n = h->npending;
-
-	if (!n)
-		return;
-	/* The objects left in cached words are free: given back first, so that
-	 * the live counts are exact and a page with no live object is seen. */
-	give_back_words(h);
+	unsigned n = h->npending, spans = 0;
 
 	h->npending = 0;
 	for (unsigned k = 0; k < n; k++) {
-		struct ioa__span *s = ioa__pagemap_get(h->pending[k]);
-		uint32_t i = ioa__check_index(s, h->pending[k]);
-		uint64_t bit = 1ull << (i & 63);
+		struct ioa__span *s = h->pending[k].span;
+		uint32_t i = h->pending[k].index;
 
+		if (s->pending) { /* its first entry: listed once, in an entry done with */
+			s->pending = 0;
+			h->pending[spans++].span = s;
+		}
 		if (ioa__object_free(s, i)) { /* freed twice within the batch */
 			ioa__check_report_double(s, i);
-			h->pending[k] = NULL;
 			continue;
 		}
-		s->bits[i >> 6] |= bit;
+		s->bits[i >> 6] |= 1ull << (i & 63);
 		s->used--;
 		if (i >> 6 < s->wi)
 			s->wi = i >> 6;
 	}
-	for (unsigned k = 0; k < n; k++) {
-		struct ioa__span *s = h->pending[k] ? ioa__pagemap_get(h->pending[k]) : NULL;
-
-		/* once per span: an emptied span is no longer its owner's */
-		if (s && s->owner == h && (s->used == 0 || s->low == IOA_SPAN_FULL))
-			span_changed(h, s);
-	}
-	for (unsigned c = 0; c < IOA_CLASSES; c++) /* current spans that emptied */
-		if (h->spans[c] && h->spans[c]->used == 0)
-			span_changed(h, h->spans[c]);
+	/* Each span once: one retired here may be reused by another thread at
+	 * once, so nothing reads it after its turn. */
+	for (unsigned k = 0; k < spans; k++)
+		strict_changed(h, h->pending[k].span);
 }
 
 /* The exit destructor: the thread stops naming its heap first (a later
@@ -646,7 +665,8 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p)
 		return;
 	}
 	if (ioa__heap_strict) { /* applied in batches: see flush_pending */
-		h->pending[h->npending++] = p;
+		s->pending = 1;
+		h->pending[h->npending++] = (struct ioa__pending_free){ s, i };
 		if (h->npending == sizeof(h->pending) / sizeof(h->pending[0]))
 			flush_pending(h);
 		return;

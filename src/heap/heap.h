@@ -69,11 +69,13 @@ struct ioa__span {
 	uint64_t last_mask;
 	/* The word its owner's heap took out for malloc (UINT32_MAX: none) and
 	 * the heap's copy of it, whose set bits are free objects: a free of one
-	 * of them is a double free that the span's own bits cannot show. */
+	 * of them is a double free that the span's own bits cannot show. The
+	 * owner's fast free of an object of that word sets its bit there. */
 	uint32_t out_wi;
-	const uint64_t *out_word;
+	uint64_t *out_word;
 	uint16_t cls;
 	uint16_t pool;              /* descriptor pool (span.c) */
+	int pending;                /* strict: its owner's batch holds frees of it */
 	int node;
 	size_t len;                 /* bytes of its region buffer */
 	struct ioa__span *next, *prev; /* in a list of its owner, or of a cache */
@@ -119,7 +121,10 @@ struct ioa__heap {
 	struct ioa__span *empty;    /* wholly free spans kept for reuse (lazy) */
 	unsigned nempty;
 	unsigned npending;          /* strict mode: frees not applied yet */
-	void *pending[IOA_STRICT_BATCH];
+	struct ioa__pending_free {
+		struct ioa__span *span;
+		uint32_t index;
+	} pending[IOA_STRICT_BATCH];
 	pthread_mutex_t lock;       /* shared heaps only: serialises their users */
 	struct ioa__heap *next_all; /* every heap, for ioa_fini and fork */
 	struct ioa__heap *next_parked;
@@ -191,9 +196,16 @@ static inline void ioa__heap_free(void *p)
 	i = (uint32_t)((off * s->magic) >> 40);
 	bit = 1ull << (i & 63);
 	w = s->bits[i >> 6];
-	if (__builtin_expect((w & bit) | ((uint64_t)i * s->obj_size ^ off) |
-			     (i >> 6 == s->out_wi && (*s->out_word & bit)), 0)) {
+	if (__builtin_expect((w & bit) | ((uint64_t)i * s->obj_size ^ off), 0)) {
 		ioa__heap_free_slow(s, p); /* reports it */
+		return;
+	}
+	if (i >> 6 == s->out_wi) { /* back into the cached word: the next malloc reuses it warm */
+		if (__builtin_expect(*s->out_word & bit, 0)) {
+			ioa__heap_free_slow(s, p);
+			return;
+		}
+		*s->out_word |= bit; /* still counted used, as the word's objects are */
 		return;
 	}
 	s->bits[i >> 6] = w | bit;
