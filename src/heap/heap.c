@@ -309,16 +309,18 @@ static uint64_t free_bits(const struct ioa__span *s, uint32_t wi)
 	return s->bits[wi] & (wi == s->words - 1 ? s->last_mask : ~0ull);
 }
 
-/* Whether @s has a free object: moves wi to the next word with one, from
- * where it was and round (frees do not move it back: that keeps it out of
- * free's fast path). */
+/* Whether @s has a free object: moves wi to the lowest word with one, so
+ * that a span's pages are touched in order, as its live objects need them
+ * (a cursor that went round touched every page of every class's span). */
 static int has_free(struct ioa__span *s)
 {
 	if (s->used >= (int32_t)s->nobjs)
 		return 0;
-	for (uint32_t k = 0; k < s->words; k++, s->wi = s->wi + 1 < s->words ? s->wi + 1 : 0)
-		if (free_bits(s, s->wi))
+	for (uint32_t k = 0; k < s->words; k++)
+		if (free_bits(s, k)) {
+			s->wi = k;
 			return 1;
+		}
 	return 0;
 }
 
@@ -466,8 +468,6 @@ static void flush_pending(struct ioa__heap *h)
 		}
 		s->bits[i >> 6] |= 1ull << (i & 63);
 		s->used--;
-		if (i >> 6 < s->wi)
-			s->wi = i >> 6;
 	}
 	/* Each span once: one retired here may be reused by another thread at
 	 * once, so nothing reads it after its turn. */
@@ -672,8 +672,6 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p)
 		return;
 	}
 	s->bits[i >> 6] |= 1ull << (i & 63);
-	if (i >> 6 < s->wi)
-		s->wi = i >> 6;
 	if (--s->used <= s->low)
 		span_changed(h, s);
 }

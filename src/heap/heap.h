@@ -62,7 +62,7 @@ struct ioa__span {
 	struct ioa__heap *owner;    /* NULL: a large block */
 	int32_t used;               /* objects allocated, as the owner counts them */
 	int32_t low;                /* IOA_SPAN_* */
-	uint32_t wi;                /* the word malloc looks at first */
+	uint32_t wi;                /* the lowest word with a free object (has_free) */
 	uint32_t words;
 	/* The bits of real objects in the last word: the others are set for
 	 * good, so a free there looks like a double free, and malloc masks them. */
