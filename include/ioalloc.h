@@ -255,9 +255,10 @@ void *ioa_dma_zalloc(size_t size, size_t align, int node);
  * - strict: a page that becomes wholly free is retired (unmapped and
  *   invalidated through the deferral engine) before anything on it is used
  *   again, so a stale DMA into it faults. Spans are then one page, sizes
- *   above 2 KiB take whole pages, and each thread applies its frees in
- *   batches of 1024: a page is judged wholly free when a batch is applied
- *   (ioa_quiesce() applies the caller's at once); frees from another thread
+ *   above 2 KiB take whole pages, and a thread looks for wholly free pages
+ *   among those its frees touched before it hands out more from one of
+ *   them, after 1024 frees or 64 pages, and at ioa_quiesce() (the caller's
+ *   at once) and exit; frees from another thread
  *   are applied by the allocating thread, at its next refill, ioa_quiesce()
  *   or exit, so its ioa_quiesce() is the one that retires them. What
  *   strict cannot do: an

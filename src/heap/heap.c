@@ -45,6 +45,7 @@ static void heap_reset(struct ioa__heap *h)
 	h->empty = NULL;
 	h->nempty = 0;
 	h->npending = 0;
+	h->nfreed = 0;
 	memset(h->out, 0, sizeof(h->out));
 }
 
@@ -249,8 +250,7 @@ static int apply_free(struct ioa__heap *h, struct ioa__span *s, uint32_t i)
 	s->bits[i >> 6] |= 1ull << (i & 63);
 	s->used--;
 	/* strict: a current span emptied by other threads is retired too, but
-	 * never one the owner's batch names (a racing double free could empty
-	 * it): that batch's flush looks at it */
+	 * never one in the owner's list: the list's flush looks at it */
 	if (ioa__heap_strict) {
 		if (!s->pending)
 			strict_changed(h, s);
@@ -374,8 +374,8 @@ static void *alloc_small(struct ioa__heap *h, unsigned c)
 		give_back_word(h, c);
 		if (!(s = span_with_room(h, c)))
 			return NULL;
-		/* strict: a span's pending frees take effect before a word of
-		 * it is handed out, so no emptied page is used again unretired */
+		/* strict: a span freed into is looked at before a word of it is
+		 * handed out, so no emptied page is used again unretired */
 		if (s->pending) {
 			flush_pending(h);
 			if (!(s = span_with_room(h, c)))
@@ -448,31 +448,21 @@ static struct ioa__heap *heap_new(int node, int is_shared)
 	return h;
 }
 
-/* Frees of strict mode applied: pages with no live object left are retired. */
+/* Strict mode: the spans a thread's frees touched are looked at, each once;
+ * one left with no live object is retired (and may be reused by another
+ * thread at once: nothing reads it after its turn). */
 static void flush_pending(struct ioa__heap *h)
 {
-	unsigned n = h->npending, spans = 0;
+	unsigned n = h->npending;
 
 	h->npending = 0;
+	h->nfreed = 0;
 	for (unsigned k = 0; k < n; k++) {
-		struct ioa__span *s = h->pending[k].span;
-		uint32_t i = h->pending[k].index;
+		struct ioa__span *s = h->pending[k];
 
-		if (s->pending) { /* its first entry: listed once, in an entry done with */
-			s->pending = 0;
-			h->pending[spans++].span = s;
-		}
-		if (ioa__object_free(s, i)) { /* freed twice within the batch */
-			ioa__check_report_double(s, i);
-			continue;
-		}
-		s->bits[i >> 6] |= 1ull << (i & 63);
-		s->used--;
+		s->pending = 0;
+		strict_changed(h, s);
 	}
-	/* Each span once: one retired here may be reused by another thread at
-	 * once, so nothing reads it after its turn. */
-	for (unsigned k = 0; k < spans; k++)
-		strict_changed(h, h->pending[k].span);
 }
 
 /* The exit destructor: the thread stops naming its heap first (a later
@@ -664,14 +654,17 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p)
 		ioa__check_report_double(s, i);
 		return;
 	}
-	if (ioa__heap_strict) { /* applied in batches: see flush_pending */
-		s->pending = 1;
-		h->pending[h->npending++] = (struct ioa__pending_free){ s, i };
-		if (h->npending == sizeof(h->pending) / sizeof(h->pending[0]))
+	s->bits[i >> 6] |= 1ull << (i & 63);
+	if (ioa__heap_strict) { /* the span is looked at later: see flush_pending */
+		s->used--;
+		if (!s->pending) {
+			s->pending = 1;
+			h->pending[h->npending++] = s;
+		}
+		if (++h->nfreed == IOA_STRICT_BATCH || h->npending == IOA_STRICT_SPANS)
 			flush_pending(h);
 		return;
 	}
-	s->bits[i >> 6] |= 1ull << (i & 63);
 	if (--s->used <= s->low)
 		span_changed(h, s);
 }

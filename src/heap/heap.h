@@ -75,7 +75,7 @@ struct ioa__span {
 	uint64_t *out_word;
 	uint16_t cls;
 	uint16_t pool;              /* descriptor pool (span.c) */
-	int pending;                /* strict: its owner's batch holds frees of it */
+	int pending;                /* strict: in its owner's list of spans to look at */
 	int node;
 	size_t len;                 /* bytes of its region buffer */
 	struct ioa__span *next, *prev; /* in a list of its owner, or of a cache */
@@ -100,10 +100,13 @@ struct ioa__word_cache {
 	uint32_t wi;                /* the word's index in the span */
 };
 
-/* Strict mode: frees a thread applies at once. A page is judged wholly free
- * when they are applied, so a loop that allocates and frees one object
- * empties (and retires) a page per class touched per batch, not per free. */
+/* Strict mode: a thread's frees are applied at once, but a span they left
+ * with no live object is retired only when the spans they touched are
+ * looked at: before a word of one of them is handed out, after this many
+ * frees or spans, at ioa_quiesce() and at exit. So a loop that allocates and
+ * frees one object retires a page per word it uses, not one per free. */
 #define IOA_STRICT_BATCH 1024
+#define IOA_STRICT_SPANS 64
 
 struct ioa__heap {
 	struct ioa__word_cache cache[IOA_CLASSES]; /* what the fast path allocates from */
@@ -120,11 +123,9 @@ struct ioa__heap {
 	int shared;                 /* a node's shared heap: used under @lock by any thread */
 	struct ioa__span *empty;    /* wholly free spans kept for reuse (lazy) */
 	unsigned nempty;
-	unsigned npending;          /* strict mode: frees not applied yet */
-	struct ioa__pending_free {
-		struct ioa__span *span;
-		uint32_t index;
-	} pending[IOA_STRICT_BATCH];
+	unsigned nfreed;            /* strict mode: frees since its spans were looked at */
+	unsigned npending;          /* ... and the spans they touched, each once */
+	struct ioa__span *pending[IOA_STRICT_SPANS];
 	pthread_mutex_t lock;       /* shared heaps only: serialises their users */
 	struct ioa__heap *next_all; /* every heap, for ioa_fini and fork */
 	struct ioa__heap *next_parked;
