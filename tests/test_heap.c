@@ -303,6 +303,43 @@ static int reused_before_retirement(void)
 	return reused;
 }
 
+/* Strict mode without ioa_quiesce(), a page emptied by a few frees of the
+ * thread (below every batch limit): the refill that would take a word of it
+ * looks at it first and retires it, rather than hand its objects out
+ * again. 1 when a page was reused unretired, -1 when no page was set up. */
+static int refilled_before_retirement(void)
+{
+	static char *before[128], *page[64];
+	unsigned n = 0;
+	int reused = -1;
+	char *q;
+
+	while (n < 128) { /* to the start of a fresh page of 64-byte objects */
+		before[n] = ioa_malloc(64);
+		if (((uintptr_t)before[n++] & (4096 - 1)) == 0)
+			break;
+	}
+	page[0] = before[--n];
+	for (int i = 1; i < 64; i++)
+		page[i] = ioa_malloc(64);
+	for (int i = 0; i < 64; i++)
+		if (page[i] != page[0] + 64 * i)
+			goto out;
+	for (int i = 0; i < 64; i++)
+		ioa_free(page[i]);
+	q = ioa_malloc(64); /* the word is spent: a refill */
+	reused = q >= page[0] && q < page[0] + 4096;
+	ioa_free(q);
+	page[0] = NULL;
+out:
+	for (unsigned i = 0; i < n; i++)
+		ioa_free(before[i]);
+	if (page[0])
+		for (int i = 0; i < 64; i++)
+			ioa_free(page[i]);
+	return reused;
+}
+
 static void test_protect(void)
 {
 	struct ioa_config slow;
@@ -313,6 +350,7 @@ static void test_protect(void)
 	slow.protect = IOA_PROTECT_STRICT;
 	slow.defer_delay_us = 1000000;
 	if (CHECK_EQ(ioa_init(&slow), 0)) {
+		CHECK_EQ(refilled_before_retirement(), 0); /* first: fresh pages */
 		CHECK_EQ(reused_before_retirement(), 0);
 		CHECK_EQ(leaked_at_fini(), 0);
 	}
