@@ -390,6 +390,7 @@ struct ioa_stats {
 	uint64_t heap_remote_batches; /**< spans whose remote frees their owner collected */
 	uint64_t heap_leaked_objects; /**< objects still allocated when ioa_fini() ran */
 	uint64_t defer_throttled;   /**< allocations that found their node past IOALLOC_DEFER_CAP_MB */
+	uint64_t heap_large_purged; /**< free large-block bytes given back to the kernel (none backend) */
 };
 
 /** Copies the current counters into @out; a NULL @out is refused with a message. */

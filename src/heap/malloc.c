@@ -4,6 +4,7 @@
 #include "heap_life.h"
 #include "boot.h"
 #include "check.h"
+#include "extent.h"
 #include "log.h"
 #include "region.h"
 #include "span.h"
@@ -23,7 +24,7 @@ IOA_EXPORT void ioa_free(void *ptr)
 
 void ioa__heap_free_unknown(void *p)
 {
-	if (!p || ioa__boot_owns(p))
+	if (!p || ioa__boot_owns(p) || ioa__extent_report(p))
 		return;
 	ioa__err("free(%p): not a pointer ioalloc returned, or one it returned before "
 		 "ioa_fini()", p);
@@ -88,6 +89,11 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 		errno = EINVAL;
 		return NULL;
 	}
+	/* an extent grows into the free one after it, or gives its tail back */
+	if (s && s->chunk && !ioa__heap_checking && size > ioa__span_small_max() &&
+	    size <= IOA_EXTENT_MAX &&
+	    ioa__extent_resize((struct ioa__span *)s, ptr, ioa__large_round(size)))
+		return ptr;
 	have = s ? ioa_usable_size(ptr) : ioa__boot_size(ptr);
 	if (s && !ioa__heap_checking && fits(s, have, size))
 		return ptr;
