@@ -35,7 +35,8 @@
 #define CHUNK_MIN ((size_t)2 << 20)   /* a node's first chunk; each next one twice ... */
 #define CHUNK_MAX ((size_t)64 << 20)  /* ... up to this */
 #define DECAY_NS 1000000000ull        /* a free extent, or an empty chunk, kept this long unused */
-#define DIRTY_MAX ((size_t)8 << 20)   /* free bytes left resident beyond which the oldest go */
+static size_t DIRTY_MAX = (size_t)64 << 20; /* TMP */
+#include <stdlib.h>
 
 struct list {
 	struct ioa__span *head, *tail;
@@ -54,6 +55,7 @@ static pthread_once_t nodes_once = PTHREAD_ONCE_INIT;
 
 static void nodes_init(void)
 {
+	if (getenv("HL_DIRTY")) DIRTY_MAX = (size_t)atoi(getenv("HL_DIRTY")) << 20;
 	for (int n = 0; n < IOA_MAX_NODES; n++)
 		pthread_mutex_init(&nodes[n].lock, NULL);
 }
@@ -182,7 +184,7 @@ static void purge(struct ext_node *en, uint64_t now)
 	uint64_t decay = ioa__ns_to_ticks(DECAY_NS);
 	struct ioa__span *e;
 
-	if (!ioa__region_on_demand())
+	if (!en->dirty.tail || !ioa__region_on_demand())
 		return;
 	while ((e = en->dirty.tail) &&
 	       (en->dirty_bytes > DIRTY_MAX || now - e->idle_since > decay)) {
@@ -223,7 +225,7 @@ static void take_empty_chunks(struct ext_node *en, uint64_t now, struct ioa__spa
 /* Unlocks @en after the upkeep every call does; retires what it let go. */
 static void unlock_node(struct ext_node *en)
 {
-	uint64_t now = ioa__ticks();
+	uint64_t now = en->dirty.tail || en->nempty ? ioa__ticks() : 0;
 	struct ioa__span *victims = NULL;
 
 	purge(en, now);
