@@ -35,8 +35,7 @@
 #define CHUNK_MIN ((size_t)2 << 20)   /* a node's first chunk; each next one twice ... */
 #define CHUNK_MAX ((size_t)64 << 20)  /* ... up to this */
 #define DECAY_NS 1000000000ull        /* a free extent, or an empty chunk, kept this long unused */
-static size_t DIRTY_MAX = (size_t)64 << 20; /* TMP */
-#include <stdlib.h>
+#define DIRTY_MAX ((size_t)64 << 20)  /* free resident bytes beyond which the oldest go */
 
 struct list {
 	struct ioa__span *head, *tail;
@@ -55,7 +54,6 @@ static pthread_once_t nodes_once = PTHREAD_ONCE_INIT;
 
 static void nodes_init(void)
 {
-	if (getenv("HL_DIRTY")) DIRTY_MAX = (size_t)atoi(getenv("HL_DIRTY")) << 20;
 	for (int n = 0; n < IOA_MAX_NODES; n++)
 		pthread_mutex_init(&nodes[n].lock, NULL);
 }
