@@ -2,7 +2,8 @@
  * Lazy mode's large blocks carved out of chunks (src/heap/extent.c):
  * - realloc grows a block in place into the free extent after it, and
  *   shrinks it in place, keeping the contents; the tail it gives back
- *   coalesces with the free extent after it;
+ *   coalesces with the free extent after it; a block followed by a used
+ *   one moves;
  * - three neighbours freed in each of the six orders coalesce into one
  *   extent that serves a block of their three sizes at the first's address;
  *   a second free of a coalesced block and an interior pointer are reported;
@@ -97,8 +98,10 @@ static void test_realloc_in_place(void)
 	CHECK(intact(q, 50 * KB, 2));
 	r = ioa_malloc(200 * KB); /* right after the shrunk block */
 	CHECK(r == p + ioa_usable_size(p));
-	q = ioa_realloc(p, 300 * KB); /* no room after it: moved, contents kept */
+	fill(r, 200 * KB, 3);
+	q = ioa_realloc(p, 100 * KB); /* a used block after it: moved, contents kept */
 	CHECK(q && q != p && intact(q, 50 * KB, 2));
+	CHECK(intact(r, 200 * KB, 3));
 	ioa_free(r);
 	ioa_free(q);
 	CHECK_EQ(leaked_at_fini(), 0);
