@@ -12,7 +12,7 @@
 #include <string.h>
 
 #define SEGMENT_SIZE IOA_HUGE_2M /* of a shared segment, unless pages are 1 GiB */
-/* On demand (no device), buffers above a quarter of a segment and up to
+/* On demand (no device), buffers above 1/32 of a segment (64 KiB) and up to
  * BIG_MAX come from shared segments of BIG_SIZE: their pages stay resident
  * when released, so the next buffer there (a large heap block retired in
  * strict mode, say) does not fault them in again, as a dedicated segment's
@@ -262,7 +262,7 @@ int ioa__region_pick_node(int node, const char *fn)
 /* Whether a buffer of @len bytes aligned to @align goes to a big segment. */
 static int big_buffer(size_t len, size_t align)
 {
-	return rg.identity && rg.segment_size == SEGMENT_SIZE && len > SEGMENT_SIZE / 4 &&
+	return rg.identity && rg.segment_size == SEGMENT_SIZE && len > SEGMENT_SIZE / 32 &&
 	       len <= BIG_MAX && align <= SEGMENT_SIZE;
 }
 
