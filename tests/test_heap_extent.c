@@ -11,6 +11,8 @@
  * - free extents are given back (MADV_DONTNEED) after the decay with the
  *   none backend only: never with a device backend (the sim), where the
  *   IOMMU still maps them; an empty chunk is retired after the decay;
+ * - threads that allocate, grow, shrink and free large blocks at once (and
+ *   free each other's) never see their bytes change (ThreadSanitizer runs it);
  * - strict mode: a DMA to a freed large block faults after ioa_quiesce();
  * - ioa_fini counts the blocks left, none otherwise.
  */
@@ -19,6 +21,7 @@
 #include "ioalloc.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -185,6 +188,73 @@ static void test_purge(void)
 	CHECK_EQ(retired, 1);
 }
 
+enum { THREADS = 4, STEPS = 300, SLOTS = 6 };
+
+static unsigned char *_Atomic handed; /* a block one thread frees for another */
+
+static void *churn(void *arg)
+{
+	uint64_t rng = rnd_thread_state((unsigned)(uintptr_t)arg);
+	unsigned char *blk[SLOTS] = { NULL };
+	size_t len[SLOTS] = { 0 };
+	unsigned seed = (unsigned)(uintptr_t)arg * 17;
+	long bad = 0;
+
+	for (int i = 0; i < STEPS; i++) {
+		int k = (int)(rnd_next(&rng) % SLOTS);
+		size_t n = 33 * KB + rnd_next(&rng) % (1024 * KB);
+		unsigned char *p;
+
+		if (blk[k] && !intact(blk[k], len[k] < 4096 ? len[k] : 4096, seed + (unsigned)k))
+			bad++;
+		if (blk[k] && rnd_next(&rng) % 2) { /* grow or shrink, contents kept */
+			size_t kept = n < len[k] ? n : len[k];
+
+			p = ioa_realloc(blk[k], n);
+			if (!p || !intact(p, kept < 4096 ? kept : 4096, seed + (unsigned)k))
+				bad++;
+		} else {
+			if (blk[k] && rnd_next(&rng) % 2) /* hand it over, free the last one handed */
+				ioa_free(atomic_exchange(&handed, blk[k]));
+			else
+				ioa_free(blk[k]);
+			p = ioa_malloc(n);
+		}
+		if (!p) {
+			bad++;
+			blk[k] = NULL;
+			continue;
+		}
+		fill(p, n < 4096 ? n : 4096, seed + (unsigned)k);
+		p[n - 1] = 0x5a;
+		blk[k] = p;
+		len[k] = n;
+	}
+	for (int k = 0; k < SLOTS; k++)
+		ioa_free(blk[k]);
+	return (void *)bad;
+}
+
+static void test_threads(void)
+{
+	pthread_t t[THREADS];
+	long bad = 0;
+
+	if (!init(IOA_BACKEND_SIM, IOA_PROTECT_LAZY))
+		return;
+	for (uintptr_t i = 0; i < THREADS; i++)
+		pthread_create(&t[i], NULL, churn, (void *)i);
+	for (int i = 0; i < THREADS; i++) {
+		void *r;
+
+		pthread_join(t[i], &r);
+		bad += (long)r;
+	}
+	ioa_free(atomic_exchange(&handed, NULL));
+	CHECK_EQ(bad, 0);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
 /* A DMA to a large block's IOVA after its free and ioa_quiesce(). */
 static int dma_after_free(size_t size)
 {
@@ -220,6 +290,7 @@ int main(void)
 	test_realloc_in_place();
 	test_coalescing();
 	test_purge();
+	test_threads();
 	test_strict();
 	return check_done();
 }
