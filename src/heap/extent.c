@@ -8,8 +8,9 @@
  * - no two free extents are neighbours (a free coalesces);
  * - the page map points each extent's first page, and no other page of the
  *   chunk, at the extent's descriptor (outside DMA memory);
- * - a free extent is in its node's dirty list (its pages may be resident,
- *   most recently freed first) or clean list (given back to the kernel).
+ * - a free extent is in one size bin of its node: of the dirty ones (its
+ *   pages may be resident; then also in the node's LRU list, most recently
+ *   freed first) or of the clean ones (given back to the kernel).
  * So a freed block's resident pages serve the next request of any size, and
  * realloc grows into the free extent that follows.
  *
@@ -30,6 +31,7 @@
 #include "stats.h"
 
 #include <errno.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #define CHUNK_MIN ((size_t)2 << 20)   /* a node's first chunk; each next one twice ... */
@@ -37,13 +39,22 @@
 #define DECAY_NS 1000000000ull        /* a free extent, or an empty chunk, kept this long unused */
 #define DIRTY_MAX ((size_t)64 << 20)  /* free resident bytes beyond which the oldest go */
 
+#define NBINS 64 /* four per doubling from 4 KiB: 64 MiB chunks stay within */
+
 struct list {
 	struct ioa__span *head, *tail;
 };
 
+/* Free extents by size: bin b holds lengths from bin_min(b) below the next. */
+struct bins {
+	struct ioa__span *head[NBINS]; /* linked by bin_next/bin_prev */
+	uint64_t nonempty;             /* bit b: head[b] */
+};
+
 struct ext_node {
 	pthread_mutex_t lock;
-	struct list dirty, clean; /* free extents */
+	struct bins bins[2];      /* [purged] */
+	struct list lru;          /* the dirty free extents, linked by next/prev */
 	size_t dirty_bytes;
 	struct ioa__span *chunks; /* linked by next/prev */
 	unsigned nchunks, nempty; /* nempty: chunks with no used extent */
@@ -83,7 +94,41 @@ static void list_remove(struct list *l, struct ioa__span *e)
 		l->tail = e->prev;
 }
 
-/* Free extent @e (not in a list yet) into its list, freed now when @fresh. */
+static unsigned bin_of(size_t len)
+{
+	unsigned l = 63u - (unsigned)__builtin_clzll(len);
+	unsigned b = (l - IOA_PAGE_SHIFT) * 4 + (unsigned)((len >> (l - 2)) & 3);
+
+	return b < NBINS ? b : NBINS - 1;
+}
+
+static void bins_add(struct ext_node *en, struct ioa__span *e)
+{
+	struct bins *b = &en->bins[e->purged];
+	unsigned i = bin_of(e->len);
+
+	e->bin_prev = NULL;
+	e->bin_next = b->head[i];
+	if (b->head[i])
+		b->head[i]->bin_prev = e;
+	b->head[i] = e;
+	b->nonempty |= 1ull << i;
+}
+
+static void bins_del(struct ext_node *en, struct ioa__span *e)
+{
+	struct bins *b = &en->bins[e->purged];
+	unsigned i = bin_of(e->len);
+
+	if (e->bin_prev)
+		e->bin_prev->bin_next = e->bin_next;
+	else if (!(b->head[i] = e->bin_next))
+		b->nonempty &= ~(1ull << i);
+	if (e->bin_next)
+		e->bin_next->bin_prev = e->bin_prev;
+}
+
+/* Free extent @e (in no bin yet) into its bin, freed now when @fresh. */
 static void free_insert(struct ext_node *en, struct ioa__span *e, int fresh)
 {
 	e->ext_free = 1;
@@ -91,20 +136,18 @@ static void free_insert(struct ext_node *en, struct ioa__span *e, int fresh)
 		e->purged = 0;
 		e->idle_since = ioa__ticks();
 	}
-	if (e->purged) {
-		list_push(&en->clean, e);
-	} else {
-		list_push(&en->dirty, e);
+	bins_add(en, e);
+	if (!e->purged) {
+		list_push(&en->lru, e);
 		en->dirty_bytes += e->len;
 	}
 }
 
 static void free_remove(struct ext_node *en, struct ioa__span *e)
 {
-	if (e->purged) {
-		list_remove(&en->clean, e);
-	} else {
-		list_remove(&en->dirty, e);
+	bins_del(en, e);
+	if (!e->purged) {
+		list_remove(&en->lru, e);
 		en->dirty_bytes -= e->len;
 	}
 	e->ext_free = 0;
@@ -150,13 +193,18 @@ static void ext_drop(struct ioa__span *e)
 	ioa__span_desc_free(e);
 }
 
-/* Moves @e's start by @delta bytes (its end stays), page map included. */
-static void ext_move_start(struct ioa__span *e, ptrdiff_t delta)
+/* Moves free extent @e's start by @delta bytes (its end stays), page map,
+ * bin and counts included; its place in the LRU list stays. */
+static void ext_move_start(struct ext_node *en, struct ioa__span *e, ptrdiff_t delta)
 {
+	bins_del(en, e);
 	ioa__pagemap_set(e->base, 1, NULL);
 	e->base += delta;
 	e->len -= (size_t)delta;
+	if (!e->purged)
+		en->dirty_bytes -= (size_t)delta;
 	ioa__pagemap_set(e->base, 1, e);
+	bins_add(en, e);
 }
 
 static void chunk_used(struct ext_node *en, struct ioa__span *chunk, int delta)
@@ -182,9 +230,9 @@ static void purge(struct ext_node *en, uint64_t now)
 	uint64_t decay = ioa__ns_to_ticks(DECAY_NS);
 	struct ioa__span *e;
 
-	if (!en->dirty.tail || !ioa__region_on_demand())
+	if (!en->lru.tail || !ioa__region_on_demand())
 		return;
-	while ((e = en->dirty.tail) &&
+	while ((e = en->lru.tail) &&
 	       (en->dirty_bytes > DIRTY_MAX || now - e->idle_since > decay)) {
 		if (madvise(e->base, e->len, MADV_DONTNEED) != 0)
 			return;
@@ -223,7 +271,7 @@ static void take_empty_chunks(struct ext_node *en, uint64_t now, struct ioa__spa
 /* Unlocks @en after the upkeep every call does; retires what it let go. */
 static void unlock_node(struct ext_node *en)
 {
-	uint64_t now = en->dirty.tail || en->nempty ? ioa__ticks() : 0;
+	uint64_t now = en->lru.tail || en->nempty ? ioa__ticks() : 0;
 	struct ioa__span *victims = NULL;
 
 	purge(en, now);
@@ -240,18 +288,26 @@ static void unlock_node(struct ext_node *en)
 
 /* ---- blocks ------------------------------------------------------------ */
 
-/* The smallest free extent of at least @len bytes, resident ones first. */
+/* A free extent of at least @len bytes in @b: the first that fits in
+ * @len's bin, else the first of the next bin that is not empty. */
+static struct ioa__span *fit(const struct bins *b, size_t len)
+{
+	unsigned i = bin_of(len);
+	uint64_t above;
+
+	for (struct ioa__span *e = b->head[i]; e; e = e->bin_next)
+		if (e->len >= len)
+			return e;
+	above = i + 1 < NBINS ? b->nonempty & ~((2ull << i) - 1) : 0;
+	return above ? b->head[__builtin_ctzll(above)] : NULL;
+}
+
+/* A free extent for @len bytes, one whose pages may be resident first. */
 static struct ioa__span *best_fit(struct ext_node *en, size_t len)
 {
-	struct ioa__span *best = NULL;
+	struct ioa__span *e = fit(&en->bins[0], len);
 
-	for (struct ioa__span *e = en->dirty.head; e; e = e->next)
-		if (e->len >= len && (!best || e->len < best->len))
-			best = e;
-	for (struct ioa__span *e = en->clean.head; e && !best; e = e->next)
-		if (e->len >= len && (!best || e->len < best->len))
-			best = e;
-	return best;
+	return e ? e : fit(&en->bins[1], len);
 }
 
 /* The first @len bytes of free extent @e as a used block; NULL when no
@@ -263,13 +319,11 @@ static struct ioa__span *carve(struct ext_node *en, struct ioa__span *e, size_t 
 	if (e->len > len) {
 		char *base = e->base;
 
-		ext_move_start(e, (ptrdiff_t)len); /* first: u's entry takes its place */
+		ext_move_start(en, e, (ptrdiff_t)len); /* first: u's entry takes its place */
 		if (!(u = ext_new(e->chunk, e->aprev, base, len))) {
-			ext_move_start(e, -(ptrdiff_t)len);
+			ext_move_start(en, e, -(ptrdiff_t)len);
 			return NULL;
 		}
-		if (!e->purged)
-			en->dirty_bytes -= len;
 	} else {
 		free_remove(en, e);
 	}
@@ -378,9 +432,7 @@ int ioa__extent_resize(struct ioa__span *e, void *p, size_t len)
 				free_remove(en, next);
 				ext_drop(next);
 			} else {
-				ext_move_start(next, (ptrdiff_t)more);
-				if (!next->purged)
-					en->dirty_bytes -= more;
+				ext_move_start(en, next, (ptrdiff_t)more);
 			}
 			e->len = len;
 			done = 1;
@@ -389,9 +441,7 @@ int ioa__extent_resize(struct ioa__span *e, void *p, size_t len)
 		size_t less = e->len - len;
 
 		if (next && next->ext_free) {
-			ext_move_start(next, -(ptrdiff_t)less);
-			if (!next->purged)
-				en->dirty_bytes += less;
+			ext_move_start(en, next, -(ptrdiff_t)less);
 			e->len = len;
 			done = 1;
 		} else if ((next = ext_new(e->chunk, e, e->base + len, less))) {
@@ -458,7 +508,8 @@ void ioa__extent_fini(uint64_t *leaked)
 		}
 		/* the chunks stay among every span: ioa_fini retires them */
 		en->chunks = NULL;
-		en->dirty = en->clean = (struct list){ NULL, NULL };
+		memset(en->bins, 0, sizeof(en->bins));
+		en->lru = (struct list){ NULL, NULL };
 		en->dirty_bytes = 0;
 		en->nchunks = en->nempty = 0;
 		pthread_mutex_unlock(&en->lock);

@@ -84,6 +84,7 @@ struct ioa__span {
 	 * stretch of one; a chunk is a region buffer holding extents. */
 	struct ioa__span *chunk;    /* an extent's chunk; NULL for anything else */
 	struct ioa__span *anext, *aprev; /* an extent's neighbours in address order; a chunk's anext: its first extent */
+	struct ioa__span *bin_next, *bin_prev; /* a free extent: in its size bin */
 	uint8_t is_chunk;
 	uint8_t ext_free;           /* an extent: free (under its node's extent lock) */
 	uint32_t *req;              /* IOALLOC_CHECK: each object's requested size + 1 */
