@@ -1,5 +1,6 @@
 /*
  * Lazy mode's large blocks carved out of chunks (src/heap/extent.c):
+ * - realloc does not copy at every growth step, in either mode;
  * - realloc grows a block in place into the free extent after it, and
  *   shrinks it in place, keeping the contents; the tail it gives back
  *   coalesces with the free extent after it; a block followed by a used
@@ -108,6 +109,43 @@ static void test_realloc_in_place(void)
 	ioa_free(r);
 	ioa_free(q);
 	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/* A block grown 1000 bytes at a time from 40 KB to 2 MB: the times it moved,
+ * or -1 when its contents changed. */
+static int moves_while_growing(void)
+{
+	unsigned char *p = ioa_malloc(40000), *q;
+	int moves = 0, bad = 0;
+
+	fill(p, 40000, 4);
+	for (size_t n = 41000; n <= 2000000 && !bad; n += 1000) {
+		q = ioa_realloc(p, n);
+		moves += q != p;
+		bad += !q || q[0] != 4 || q[n - 1001] != (unsigned char)((n - 1001) * 13 + 4);
+		for (size_t i = n - 1000; i < n; i++) /* the pattern at its place */
+			q[i] = (unsigned char)(i * 13 + 4);
+		p = q;
+	}
+	ioa_free(p);
+	return bad ? -1 : moves;
+}
+
+/* realloc does not copy at every growth step: an extent grows in place
+ * while the one after it is free; strict mode's blocks of their own move
+ * to twice their size, so about once per doubling (not four times). */
+static void test_growth(void)
+{
+	if (init(IOA_BACKEND_SIM, IOA_PROTECT_LAZY)) {
+		CHECK_EQ(moves_while_growing(), 0);
+		CHECK_EQ(leaked_at_fini(), 0);
+	}
+	if (init(IOA_BACKEND_SIM, IOA_PROTECT_STRICT)) {
+		int moves = moves_while_growing();
+
+		CHECK(moves >= 1 && moves <= 6); /* 5.6 doublings; at 4 per doubling, 22 */
+		CHECK_EQ(leaked_at_fini(), 0);
+	}
 }
 
 /* Three neighbours of 64 KiB freed in every order: one extent of 192 KiB. */
@@ -288,6 +326,7 @@ int main(void)
 {
 	check_start("test_heap_extent");
 	test_realloc_in_place();
+	test_growth();
 	test_coalescing();
 	test_purge();
 	test_threads();

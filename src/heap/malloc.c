@@ -101,10 +101,11 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 	/* a large block of its own cannot grow where it lies: the new one takes
 	 * twice the old size, so a buffer that keeps growing is copied once per
 	 * doubling (its pages cost nothing until touched, or came resident) */
-	if (s && !s->obj_size && !s->chunk && size > have && size < 2 * have &&
-	    2 * have <= IOA_EXTENT_MAX && (p = ioa__heap_alloc(2 * have)))
-		;
-	else if (!(p = ioa__heap_alloc(size)))
+	p = NULL;
+	if (s && !s->obj_size && !s->chunk && !ioa__heap_checking && size > have &&
+	    size < 2 * have && 2 * have <= IOA_EXTENT_MAX)
+		p = ioa__heap_alloc(2 * have);
+	if (!p && !(p = ioa__heap_alloc(size)))
 		return NULL; /* the old block stays */
 	memcpy(p, ptr, have < size ? have : size);
 	ioa__heap_free(ptr);
