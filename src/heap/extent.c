@@ -45,7 +45,8 @@ struct list {
 	struct ioa__span *head, *tail;
 };
 
-/* Free extents by size: bin b holds lengths from bin_min(b) below the next. */
+/* Free extents by size (bin_of): a bin's lengths are less than a quarter of
+ * the smallest apart, and every length in a higher bin is larger. */
 struct bins {
 	struct ioa__span *head[NBINS]; /* linked by bin_next/bin_prev */
 	uint64_t nonempty;             /* bit b: head[b] */
