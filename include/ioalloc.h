@@ -369,7 +369,8 @@ struct ioa_stats {
 	uint64_t quarantined_bytes; /**< unmaps the IOMMU refused: never reused */
 	uint64_t fork_kept_bytes;   /**< freed in a child of fork() whose IOMMU belongs to the
 	                                 parent (vfio, iommufd): left mapped, never reused */
-	uint64_t segments;          /**< memory segments held now (a segment: 2 MiB, 1 GiB
+	uint64_t segments;          /**< memory segments held now (a segment: 2 MiB, 64 MiB for
+	                                 buffers above 64 KiB with the none backend, 1 GiB
 	                                 with IOALLOC_PAGE_SIZE=1g, or one larger buffer's) */
 	uint64_t segment_bytes_hugetlb_2m, segment_bytes_hugetlb_1g; /**< held now */
 	uint64_t segment_bytes_4k;  /**< held now: 4 KiB pages, MADV_HUGEPAGE advised */
@@ -391,6 +392,7 @@ struct ioa_stats {
 	uint64_t heap_remote_batches; /**< spans whose remote frees their owner collected */
 	uint64_t heap_leaked_objects; /**< objects still allocated when ioa_fini() ran */
 	uint64_t defer_throttled;   /**< allocations that found their node past IOALLOC_DEFER_CAP_MB */
+	uint64_t heap_large_purged; /**< free large-block bytes given back to the kernel (none backend) */
 };
 
 /** Copies the current counters into @out; a NULL @out is refused with a message. */

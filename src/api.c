@@ -63,6 +63,7 @@ static void fork_prepare(void)
 	ioa__defer_fork_prepare();
 	ioa__region_fork_prepare();
 	ioa__iommu_fork_prepare();
+	ioa__extent_fork_prepare();
 	ioa__span_fork_prepare();
 }
 
@@ -70,6 +71,7 @@ static void fork_parent(void)
 {
 	if (atomic_load(&state) == STATE_UP) {
 		ioa__span_fork_parent();
+		ioa__extent_fork_parent();
 		ioa__iommu_fork_parent();
 		ioa__region_fork_parent();
 		ioa__defer_fork_parent();
@@ -83,6 +85,7 @@ static void fork_child(void)
 	if (atomic_load(&state) == STATE_UP) {
 		ioa__grace_fork_child();
 		ioa__span_fork_child();
+		ioa__extent_fork_child();
 		ioa__iommu_fork_child();
 		ioa__region_fork_child();
 		ioa__defer_fork_child();

@@ -43,7 +43,8 @@
 	X(heap_large_created, "heap large blocks created")             \
 	X(heap_large_reused, "heap large blocks reused from a cache")  \
 	X(heap_remote_batches, "heap remote-free batches collected")   \
-	X(heap_leaked_objects, "heap objects left at ioa_fini")
+	X(heap_leaked_objects, "heap objects left at ioa_fini")          \
+	X(heap_large_purged, "heap free large-block bytes given back")
 
 struct ioa__stats {
 #define IOA_STAT_MEMBER(name, label) _Atomic uint64_t name;

@@ -4,6 +4,7 @@
 #include "heap_life.h"
 #include "boot.h"
 #include "check.h"
+#include "extent.h"
 #include "large.h"
 #include "log.h"
 #include "os.h"
@@ -718,6 +719,7 @@ void ioa__heap_fini(void)
 	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
 		collect_remote(h);
 	ioa__span_caches_drain();
+	ioa__extent_fini(&leaked);
 	ioa__span_each(release_span, &leaked);
 	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
 		heap_reset(h);

@@ -82,6 +82,13 @@ struct ioa__span {
 	struct ioa__span *all_next, *all_prev; /* among every span (span.c) */
 	uint64_t idle_since;        /* in a cache: ioa__ticks() when it went there */
 	int purged;                 /* in a cache, its pages given back to the kernel */
+	/* Extents (extent.c): a large block carved out of a chunk, or a free
+	 * stretch of one; a chunk is a region buffer holding extents. */
+	struct ioa__span *chunk;    /* an extent's chunk; NULL for anything else */
+	struct ioa__span *anext, *aprev; /* an extent's neighbours in address order; a chunk's anext: its first extent */
+	struct ioa__span *bin_next, *bin_prev; /* a free extent: in its size bin */
+	uint8_t is_chunk;
+	uint8_t ext_free;           /* an extent: free (under its node's extent lock) */
 	uint32_t *req;              /* IOALLOC_CHECK: each object's requested size + 1 */
 	size_t req_bytes;
 	size_t large_req;           /* IOALLOC_CHECK, large block: requested size */

@@ -1,6 +1,8 @@
 #include "large.h"
 #include "check.h"
+#include "extent.h"
 #include "log.h"
+#include "os.h"
 #include "span.h"
 
 #include <errno.h>
@@ -10,12 +12,18 @@
 void *ioa__large_alloc(int node, size_t size, size_t align)
 {
 	struct ioa__span *s;
+	size_t len;
 
 	if (size > LARGE_MAX || align > LARGE_MAX) {
 		errno = ENOMEM;
 		return NULL;
 	}
-	s = ioa__span_get_large(node, size <= 4096 ? 4096 : ioa__large_round(size), align);
+	len = size <= 4096 ? 4096 : ioa__large_round(size);
+	if (!ioa__heap_strict && align <= IOA_PAGE && len <= IOA_EXTENT_MAX) {
+		s = ioa__extent_alloc(node, len);
+		return s ? s->base : NULL;
+	}
+	s = ioa__span_get_large(node, len, align);
 	if (!s)
 		return NULL;
 	/* relaxed: the block is this thread's until it hands the pointer on */
@@ -41,5 +49,8 @@ void ioa__large_free(struct ioa__span *s, void *p)
 	}
 	if (ioa__heap_checking)
 		ioa__check_disarm_large(s, p);
-	ioa__span_put(s);
+	if (s->chunk)
+		ioa__extent_free(s);
+	else
+		ioa__span_put(s);
 }

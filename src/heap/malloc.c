@@ -4,6 +4,7 @@
 #include "heap_life.h"
 #include "boot.h"
 #include "check.h"
+#include "extent.h"
 #include "log.h"
 #include "region.h"
 #include "span.h"
@@ -23,7 +24,7 @@ IOA_EXPORT void ioa_free(void *ptr)
 
 void ioa__heap_free_unknown(void *p)
 {
-	if (!p || ioa__boot_owns(p))
+	if (!p || ioa__boot_owns(p) || ioa__extent_report(p))
 		return;
 	ioa__err("free(%p): not a pointer ioalloc returned, or one it returned before "
 		 "ioa_fini()", p);
@@ -88,10 +89,23 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 		errno = EINVAL;
 		return NULL;
 	}
+	/* an extent grows into the free one after it, or gives its tail back */
+	if (s && s->chunk && !ioa__heap_checking && size > ioa__span_small_max() &&
+	    size <= IOA_EXTENT_MAX &&
+	    (ioa__large_round(size) == s->len ||
+	     ioa__extent_resize((struct ioa__span *)s, ptr, ioa__large_round(size))))
+		return ptr;
 	have = s ? ioa_usable_size(ptr) : ioa__boot_size(ptr);
 	if (s && !ioa__heap_checking && fits(s, have, size))
 		return ptr;
-	if (!(p = ioa__heap_alloc(size)))
+	/* a large block of its own cannot grow where it lies: the new one takes
+	 * twice the old size, so a buffer that keeps growing is copied once per
+	 * doubling (its pages cost nothing until touched, or came resident) */
+	p = NULL;
+	if (s && !s->obj_size && !s->chunk && !ioa__heap_checking && size > have &&
+	    size < 2 * have && 2 * have <= IOA_EXTENT_MAX)
+		p = ioa__heap_alloc(2 * have);
+	if (!p && !(p = ioa__heap_alloc(size)))
 		return NULL; /* the old block stays */
 	memcpy(p, ptr, have < size ? have : size);
 	ioa__heap_free(ptr);

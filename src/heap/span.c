@@ -145,6 +145,16 @@ static void desc_free(struct ioa__span *s)
 	pthread_mutex_unlock(&p->lock);
 }
 
+struct ioa__span *ioa__span_desc_new(void)
+{
+	return desc_alloc(POOL_FEW);
+}
+
+void ioa__span_desc_free(struct ioa__span *s)
+{
+	desc_free(s);
+}
+
 /* ---- spans over regions ---------------------------------------------- */
 
 size_t ioa__span_small_max(void)
@@ -236,7 +246,7 @@ static void region_free(struct ioa__span *s)
  * last. */
 static void span_destroy(struct ioa__span *s)
 {
-	ioa__pagemap_set(s->base, s->obj_size ? s->len >> IOA_PAGE_SHIFT : 1, NULL);
+	ioa__pagemap_set(s->base, s->obj_size || s->is_chunk ? s->len >> IOA_PAGE_SHIFT : 1, NULL);
 	region_free(s);
 	desc_free(s);
 }
@@ -408,6 +418,17 @@ struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align)
 	s = span_create(node, len, align < IOA_PAGE ? IOA_PAGE : align, POOL_FEW, 1);
 	if (s)
 		ioa__stat_add(heap_large_created, 1);
+	return s;
+}
+
+struct ioa__span *ioa__span_new_chunk(int node, size_t len)
+{
+	struct ioa__span *s = span_create(node, len, IOA_PAGE, POOL_FEW, len >> IOA_PAGE_SHIFT);
+
+	if (!s)
+		return NULL;
+	s->is_chunk = 1;
+	ioa__pagemap_set(s->base, len >> IOA_PAGE_SHIFT, NULL); /* its extents set theirs */
 	return s;
 }
 

@@ -28,6 +28,14 @@ int ioa__span_format(struct ioa__span *s, unsigned c, struct ioa__heap *owner);
 /* A large block of @len bytes (rounded already) aligned to @align on @node:
  * from the node's cache when the sizes match, else a new region buffer. */
 struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align);
+/* A zeroed descriptor of a large block or an extent; NULL when memory ran
+ * out. The descriptor goes back with ioa__span_desc_free. */
+struct ioa__span *ioa__span_desc_new(void);
+void ioa__span_desc_free(struct ioa__span *s);
+/* A chunk of @len bytes (a multiple of pages) on @node: a region buffer out
+ * of the page map, whose page-map leaves exist, so that entries of its pages
+ * can be set later without failing; NULL with errno set. */
+struct ioa__span *ioa__span_new_chunk(int node, size_t len);
 /* A span or large block nobody uses any more: kept in its node's cache
  * (lazy) or retired through the deferral engine (strict, or past the cache's
  * bounds: then it is unmapped before its pages serve anyone again). */

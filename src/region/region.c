@@ -12,6 +12,13 @@
 #include <string.h>
 
 #define SEGMENT_SIZE IOA_HUGE_2M /* of a shared segment, unless pages are 1 GiB */
+/* On demand (no device), buffers above 1/32 of a segment (64 KiB) and up to
+ * BIG_MAX come from shared segments of BIG_SIZE: their pages stay resident
+ * when released, so the next buffer there (a large heap block retired in
+ * strict mode, say) does not fault them in again, as a dedicated segment's
+ * would after its munmap. */
+#define BIG_SIZE ((size_t)64 << 20)
+#define BIG_MAX ((size_t)16 << 20)
 #define MAX_BUFFER ((size_t)1 << 42) /* size and alignment: keeps page counts within 32 bits */
 
 struct ioa__segment {
@@ -20,6 +27,7 @@ struct ioa__segment {
 	uint64_t iova;             /* window [iova, iova + mem.len) */
 	int node;
 	int dedicated;             /* holds one buffer; returned when it is freed */
+	int big;                   /* shared, of BIG_SIZE: for the buffers big_buffer() says */
 	/* Mapped whole in the IOMMU, once, because mappings ran low: its buffers
 	 * are not mapped one by one, and a retired buffer's pages are held until
 	 * the last buffer is retired; then one unmap returns the segment. */
@@ -251,6 +259,13 @@ int ioa__region_pick_node(int node, const char *fn)
 	return -EINVAL;
 }
 
+/* Whether a buffer of @len bytes aligned to @align goes to a big segment. */
+static int big_buffer(size_t len, size_t align)
+{
+	return rg.identity && rg.segment_size == SEGMENT_SIZE && len > SEGMENT_SIZE / 32 &&
+	       len <= BIG_MAX && align <= SEGMENT_SIZE;
+}
+
 /* Reserves a run of @len bytes aligned to @align on @node: its segment into
  * *seg, its first page's index into *first; 0 or the -errno of
  * segment_create. Segments are created, and linked, under the node lock. */
@@ -260,23 +275,26 @@ static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment
 	struct node_arena *a = &rg.nodes[node];
 	uint32_t n = (uint32_t)(len >> IOA_PAGE_SHIFT);
 	int low = ioa__iommu_mappings_low(); /* then only whole segments serve */
+	int big = big_buffer(len, align);
 	struct ioa__segment *s;
 	long page = -1;
 	int err = 0;
 
 	pthread_mutex_lock(&a->lock);
-	for (s = a->segments; s && len <= rg.segment_size && align <= rg.segment_size; s = s->next)
-		if (!s->dedicated && !s->closing && (s->whole || !low) &&
+	for (s = a->segments; s && (big || (len <= rg.segment_size && align <= rg.segment_size));
+	     s = s->next)
+		if (!s->dedicated && s->big == big && !s->closing && (s->whole || !low) &&
 		    (page = find_run(s, n, (uint32_t)(align >> IOA_PAGE_SHIFT))) >= 0)
 			break;
 	if (!s || page < 0) {
-		int dedicated = len > rg.segment_size || align > rg.segment_size;
+		int dedicated = !big && (len > rg.segment_size || align > rg.segment_size);
 
-		err = segment_create(round_up(len, rg.segment_size),
+		err = segment_create(big ? BIG_SIZE : round_up(len, rg.segment_size),
 				     align > rg.segment_size ? align : rg.segment_size, node, dedicated,
 				     &s);
 		page = 0;
 		if (!err) {
+			s->big = big;
 			s->next = a->segments;
 			a->segments = s;
 		}

@@ -1,0 +1,33 @@
+/* Extents (extent.c): lazy mode's large blocks of up to IOA_EXTENT_MAX
+ * bytes, aligned to a page, carved out of chunks under a node's lock. */
+#ifndef IOA_EXTENT_H
+#define IOA_EXTENT_H
+
+#include "heap.h"
+
+#include <stddef.h>
+
+#define IOA_EXTENT_MAX ((size_t)16 << 20)
+
+/* A used extent of @len bytes (a multiple of pages) on @node, live; NULL
+ * with errno set. */
+struct ioa__span *ioa__extent_alloc(int node, size_t len);
+/* Extent @e, whose live flag its free cleared, back to the free ones. */
+void ioa__extent_free(struct ioa__span *e);
+/* Resizes live extent @e, starting at @p, to @len bytes (a multiple of
+ * pages) where it lies: 1 when done, 0 when it cannot grow there (or @e is
+ * not the live extent at @p). */
+int ioa__extent_resize(struct ioa__span *e, void *p, size_t len);
+/* A bad free of @p inside a chunk, whose page has no descriptor: reported
+ * (a double free of a block that coalesced, or an interior pointer), 1; 0
+ * when @p is in no chunk. */
+int ioa__extent_report(const void *p);
+/* ioa_fini: every extent's descriptor goes, live ones counted in *@leaked;
+ * the chunks stay among every span, for ioa__span_each. */
+void ioa__extent_fini(uint64_t *leaked);
+
+void ioa__extent_fork_prepare(void);
+void ioa__extent_fork_parent(void);
+void ioa__extent_fork_child(void);
+
+#endif
