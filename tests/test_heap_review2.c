@@ -81,6 +81,12 @@ static unsigned to_page_start(char **keep, unsigned max)
  * is used again" (include/ioalloc.h, docs/heap.md), objects of the word the
  * thread had already checked out excepted: a is not one of them, so it may
  * come back only after its page was retired.
+ *
+ * Fixed: a free that leaves a span with no live object notes it
+ * (heap.c strict_note_free); a noted span looked at with live objects
+ * serves no more (its word given back, out of the current slot and the
+ * lists) and is retired once they are freed (strict_changed). Mutation h9
+ * removes the note.
  */
 
 /* Whether @y, a fresh object, is on @old's page and a stale DMA to @old's
