@@ -188,9 +188,51 @@ static void test_strict_emptied_page_revived_by_cached_word(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
+/*
+ * R15. IOALLOC_PROTECT=strict: a page emptied by another thread's free,
+ * handed over to its owner, is used again by the owner's next refill
+ * before it applies that free, so unretired.
+ *
+ * Objects of 2 KiB, two per page: the main thread allocates a and b (the
+ * page's word is spent) and frees a (listed, b lives). A second thread
+ * frees b and calls ioa_quiesce(), which hands the free to the owner's
+ * remote stack: the page is wholly free. The owner's next malloc refills:
+ * span_with_room (heap.c:355) returns the current span because it has a
+ * free object (a), before collect_remote (heap.c:358) runs, which it does
+ * only when the current span has no room; the look (flush_pending) counts
+ * b as live, and a is handed out again, never retired. A stale DMA to a's
+ * IOVA lands in the new object.
+ *
+ * Should: "a page that becomes wholly free is retired before anything on it
+ * is used again"; frees from other threads "are applied by the allocating
+ * thread, at its next refill" (include/ioalloc.h): applied before the
+ * refill hands anything out, so the page is seen wholly free and retired.
+ */
+static void test_strict_refill_before_collect(void)
+{
+	char *a, *b, *y;
+	uint64_t stale;
+	pthread_t t;
+
+	if (!init(IOA_PROTECT_STRICT, 0))
+		return;
+	a = ioa_malloc(2000);
+	b = ioa_malloc(2000);
+	CHECK(b == a + 2048);
+	stale = ioa_virt2iova(a);
+	ioa_free(a); /* listed; b lives */
+	pthread_create(&t, NULL, free_one, b);
+	pthread_join(t, NULL); /* b's free is the owner's to apply: the page is wholly free */
+	y = ioa_malloc(2000); /* a refill */
+	CHECK(!reused_unretired(y, a, stale));
+	ioa_free(y);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
 int main(void)
 {
 	check_start("test_heap_review2");
 	test_strict_emptied_page_revived_by_cached_word();
+	test_strict_refill_before_collect();
 	return check_done();
 }
