@@ -207,6 +207,10 @@ static void test_strict_emptied_page_revived_by_cached_word(void)
  * is used again"; frees from other threads "are applied by the allocating
  * thread, at its next refill" (include/ioalloc.h): applied before the
  * refill hands anything out, so the page is seen wholly free and retired.
+ *
+ * Fixed: in strict mode span_with_room collects the frees handed over
+ * first, at every refill (one relaxed load when there are none). Mutation
+ * h10 removes that.
  */
 static void test_strict_refill_before_collect(void)
 {

@@ -350,9 +350,13 @@ static int has_free(struct ioa__span *s)
 /* A span of class @c with a free object, current in @h; NULL with errno. */
 static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 {
-	struct ioa__span *s = h->spans[c], **pp;
+	struct ioa__span *s, **pp;
 
-	if (s && has_free(s))
+	/* strict: the frees handed over are applied before anything is handed
+	 * out, so a page they left wholly free is seen and retired first */
+	if (ioa__heap_strict)
+		collect_remote(h);
+	if ((s = h->spans[c]) && has_free(s))
 		return s;
 	flush_all_out(h); /* a slow path bounds how long this thread's frees wait */
 	collect_remote(h);
