@@ -233,10 +233,66 @@ static void test_strict_refill_before_collect(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
+/*
+ * R16 (open, not fixed: run with REVIEW_OPEN=1). IOALLOC_PROTECT=strict: a
+ * page left wholly free by another thread's free, handed over, is used
+ * again unretired when its owner took an object of its cached word before
+ * the refill that applies the free.
+ *
+ * Objects of 1280 bytes, three per page, one word: the main thread takes
+ * objects 0 and 1 (its cached word W keeps object 2) and frees object 0
+ * (listed). A second thread frees object 1 and hands the free over
+ * (ioa_quiesce): the page is wholly free. The main thread's next malloc
+ * takes object 2 from W (the exception). The one after refills:
+ * alloc_small gives W back (heap.c:401) before span_with_room collects the
+ * free (R15's fix), so apply_free sees one live object (object 2) and
+ * nothing notes that the page was empty (the owner cannot tell whether
+ * object 2 was taken before or after the other thread's free); the look
+ * keeps the page and object 0 is handed out again, never retired.
+ *
+ * Should: object 0 comes back only after its page was retired, as in R14.
+ * The documented limit (a page emptied by another thread's frees is
+ * retired when its owner applies them, docs/heap.md) does not allow it: it
+ * delays retirement, and the claim is still that nothing but objects of
+ * the checked-out word is used before it. A fix must treat a page whose
+ * only live objects were taken from the current word since it was checked
+ * out as emptied when the owner applies another thread's frees to it
+ * (collecting before the word is given back, and remembering the word as
+ * checked out); its cost is that a producer/consumer pair (one thread
+ * allocates, another frees) would then retire a page per word, not per
+ * page: a trade-off for the maintainers.
+ */
+static void test_strict_remote_emptied_then_cached_word(void)
+{
+	char *o[2], *y, *z;
+	uint64_t stale;
+	pthread_t t;
+
+	if (!init(IOA_PROTECT_STRICT, 0))
+		return;
+	o[0] = ioa_malloc(1280);
+	o[1] = ioa_malloc(1280); /* W keeps object 2 */
+	CHECK(o[1] == o[0] + 1280);
+	stale = ioa_virt2iova(o[0]);
+	ioa_free(o[0]);
+	pthread_create(&t, NULL, free_one, o[1]);
+	pthread_join(t, NULL); /* handed over: the page is wholly free */
+	z = ioa_malloc(1280);  /* object 2, of the checked-out word */
+	y = ioa_malloc(1280);  /* a refill */
+	CHECK(!reused_unretired(y, o[0], stale));
+	ioa_free(y);
+	ioa_free(z);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
 int main(void)
 {
 	check_start("test_heap_review2");
 	test_strict_emptied_page_revived_by_cached_word();
 	test_strict_refill_before_collect();
+	if (getenv("REVIEW_OPEN")) /* open findings: fail until fixed */
+		test_strict_remote_emptied_then_cached_word();
+	else
+		check_note("R16 is open: REVIEW_OPEN=1 runs it");
 	return check_done();
 }
