@@ -145,15 +145,37 @@ void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s)
 	span_changed(h, s);
 }
 
+/* Strict mode, after a free into @s: notes that it has no live object
+ * left. Objects of the cached word may still be handed out before it is
+ * looked at; its other free objects may not, as they were free on a wholly
+ * free page (see strict_changed). */
+static void strict_note_free(struct ioa__span *s)
+{
+	if (s->used <= 64 && live_objects(s) == 0)
+		s->emptied = 1;
+}
+
 /* Strict mode, after frees were applied to @s of @h: a span with no live
  * object left takes its cached word back (its count becomes exact) and is
- * retired, the current one included; a full one gets a list again. */
+ * retired, the current one included; one that had none since it was last
+ * looked at but holds objects of its cached word handed out since serves no
+ * more (in no list, its word given back: none of its free objects is handed
+ * out again) until they are freed and it is retired; a full one gets a list
+ * again. */
 static void strict_changed(struct ioa__heap *h, struct ioa__span *s)
 {
 	if (live_objects(s) == 0) {
 		if (s->out_wi != UINT32_MAX)
 			give_back_word(h, s->cls);
 		span_changed(h, s);
+	} else if (s->emptied) {
+		if (s->out_wi != UINT32_MAX)
+			give_back_word(h, s->cls);
+		if (h->spans[s->cls] == s)
+			h->spans[s->cls] = NULL;
+		else if (s->low == IOA_SPAN_PARTIAL)
+			partial_remove(h, s);
+		s->low = IOA_SPAN_FULL;
 	} else if (s->low == IOA_SPAN_FULL) {
 		span_changed(h, s);
 	}
@@ -253,6 +275,7 @@ static int apply_free(struct ioa__heap *h, struct ioa__span *s, uint32_t i)
 	/* strict: a current span emptied by other threads is retired too, but
 	 * never one in the owner's list: the list's flush looks at it */
 	if (ioa__heap_strict) {
+		strict_note_free(s);
 		if (!s->pending)
 			strict_changed(h, s);
 	}
@@ -328,9 +351,13 @@ static int has_free(struct ioa__span *s)
 /* A span of class @c with a free object, current in @h; NULL with errno. */
 static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 {
-	struct ioa__span *s = h->spans[c], **pp;
+	struct ioa__span *s, **pp;
 
-	if (s && has_free(s))
+	/* strict: the frees handed over are applied before anything is handed
+	 * out, so a page they left wholly free is seen and retired first */
+	if (ioa__heap_strict)
+		collect_remote(h);
+	if ((s = h->spans[c]) && has_free(s))
 		return s;
 	flush_all_out(h); /* a slow path bounds how long this thread's frees wait */
 	collect_remote(h);
@@ -658,6 +685,7 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p)
 	s->bits[i >> 6] |= 1ull << (i & 63);
 	if (ioa__heap_strict) { /* the span is looked at later: see flush_pending */
 		s->used--;
+		strict_note_free(s);
 		if (!s->pending) {
 			s->pending = 1;
 			h->pending[h->npending++] = s;

@@ -76,6 +76,10 @@ struct ioa__span {
 	uint16_t cls;
 	uint16_t pool;              /* descriptor pool (span.c) */
 	int pending;                /* strict: in its owner's list of spans to look at */
+	/* strict: it had no live object since its owner last looked at it;
+	 * looked at with live ones (objects of the cached word handed out
+	 * since), it serves no more and is retired once they are freed */
+	int emptied;
 	int node;
 	size_t len;                 /* bytes of its region buffer */
 	struct ioa__span *next, *prev; /* in a list of its owner, or of a cache */

@@ -291,6 +291,7 @@ int ioa__span_format(struct ioa__span *s, unsigned c, struct ioa__heap *owner)
 	s->fast_owner = ioa__heap_strict || ioa__heap_checking || owner->shared ? NULL : owner;
 	s->used = 0;
 	s->pending = 0;
+	s->emptied = 0;
 	s->wi = 0;
 	s->out_wi = UINT32_MAX;
 	s->words = words;
