@@ -258,13 +258,15 @@ void *ioa_dma_zalloc(size_t size, size_t align, int node);
  *   above 2 KiB take whole pages, and a thread looks for wholly free pages
  *   among those its frees touched before it hands out more from one of
  *   them, after 1024 frees or 64 pages, and at ioa_quiesce() (the caller's
- *   at once) and exit; frees from another thread
- *   are applied by the allocating thread, at its next refill, ioa_quiesce()
- *   or exit, so its ioa_quiesce() is the one that retires them. What
- *   strict cannot do: an
+ *   at once) and exit; frees from another thread are applied by the
+ *   allocating thread, at its next refill, ioa_quiesce() or exit, so its
+ *   ioa_quiesce() is the one that retires them. What strict cannot do: an
  *   object freed on a page that still holds live objects stays mapped, and
  *   a stale DMA to it reaches that page (the next object placed there, or
- *   nothing); only ioa_dma_alloc() gives a buffer its own pages.
+ *   nothing); a page emptied by another thread's frees counts as holding
+ *   the objects its allocating thread took from its current word of free
+ *   objects before it applied them (it cannot tell which came first); only
+ *   ioa_dma_alloc() gives a buffer its own pages.
  *
  * Checks: a free of a pointer ioalloc never returned (or of the inside of
  * an object) and a second free of an object are detected and reported with
