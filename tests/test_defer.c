@@ -552,10 +552,56 @@ static void retired_without_quiesce(void)
 	ioa_fini();
 }
 
+/* Frees @n of @bufs from @from on, back to back. */
+static void free_all(void **bufs, int from, int n)
+{
+	for (int i = from; i < from + n; i++)
+		CHECK_EQ(ioa_dma_free(bufs[i]), 0);
+}
+
+/*
+ * Frees share a clock read (stamp_item), and what bounds it. A free into an
+ * empty queue reads the clock: after a quiet spell it is not stamped with
+ * the spell's start, 100 ms older than it is. And one read stamps at most a
+ * few frees: 8 frees, 100 ms of quiet with the queue still holding them (the
+ * delay is 1 s), then 16 frees: those 16 are not stamped 100 ms early, so
+ * the median latency stays under it.
+ */
+static void stamps_shared_and_bounded(void)
+{
+	void *bufs[24];
+	struct ioa_stats s;
+
+	init_sim(IOA_DEFER_ON, 1000, 4096, 0);
+	for (int i = 0; i < 2; i++)
+		bufs[i] = ioa_dma_alloc(KB4, 0, 0);
+	free_all(bufs, 0, 1);
+	CHECK_EQ(ioa_quiesce(), 0); /* the queue is empty again */
+	sleep_ms(100);
+	free_all(bufs, 1, 1);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa_stats_get(&s);
+	CHECK(s.defer_latency_p99_ns < 50000000);
+	ioa_fini();
+
+	init_sim(IOA_DEFER_ON, 1000000, 4096, 0);
+	for (int i = 0; i < 24; i++)
+		bufs[i] = ioa_dma_alloc(KB4, 0, 0);
+	free_all(bufs, 0, 8);
+	sleep_ms(100);
+	free_all(bufs, 8, 16);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa_stats_get(&s);
+	CHECK(s.defer_latency_p50_ns < 50000000);
+	CHECK(s.defer_latency_p99_ns >= 100000000); /* the first 8 did wait */
+	ioa_fini();
+}
+
 int main(void)
 {
 	check_start("test_defer");
 	nap_is_timed();
+	stamps_shared_and_bounded();
 	retired_without_quiesce();
 	stale_data_page(1);
 	stale_data_page(0);

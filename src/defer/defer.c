@@ -20,6 +20,8 @@
 #define LATENCY_BUCKETS 256
 #define NAP_MIN_NS 1000    /* shortest nap: under it the futex call costs more */
 #define HOLD_PAGES 64      /* a shorter coalesced range may wait for its neighbours */
+#define STAMP_SHARE 8      /* items of one queue stamped by one clock read, at most */
+#define LINGER_NAPS 128    /* naps that found nothing before a reclaimer goes idle */
 
 /* A thread's queue for one node: single producer (its thread), consumed under
  * the node's pass lock. Slots [tail, head) hold items not yet retired. What
@@ -35,6 +37,10 @@ struct ring {
 	/* Bytes of the items ever queued, counted before head covers them, so
 	 * it never trails retired_bytes (in a child of fork() neither). */
 	_Atomic uint64_t freed_bytes;
+	/* Producer only: the clock read that stamped the last item, and how
+	 * many items it stamped (stamp_item). */
+	uint64_t stamp;
+	uint32_t stamp_uses;
 	_Atomic uint64_t tail __attribute__((aligned(64)));
 	_Atomic uint64_t retired_bytes; /* pass lock: bytes of the items below tail */
 	uint64_t claimed;             /* pass lock: items below it are in a pass or retired */
@@ -618,7 +624,7 @@ static void *reclaimer(void *arg)
 {
 	struct node *nd = arg;
 	int node = (int)(nd - eng.nodes);
-	int linger = 0;           /* a pass ran since the last nap */
+	unsigned linger = 0;      /* naps left before idle: frees come in spells */
 	char name[16];
 
 	snprintf(name, sizeof(name), "ioa-reclaim/%d", node);
@@ -644,15 +650,18 @@ static void *reclaimer(void *arg)
 		if (due)
 			run_pass(nd, NULL, stopping);
 		pthread_mutex_unlock(&nd->pass_lock);
-		linger |= due;
-		if (due)
+		if (due) {
+			linger = LINGER_NAPS;
 			continue;
+		}
 		if (stopping)
 			break;
 		if (waiting || linger) {
-			/* Items wait for a batch; or, right after passes, more frees
-			 * are likely: napping, not idle, frees need no wake. */
-			linger = 0;
+			/* Items wait for a batch; or passes ran lately and more
+			 * frees are likely: napping, not idle, so that they need
+			 * no wake (a system call on the free path, which on a busy
+			 * machine often hands the CPU to the reclaimer). */
+			linger -= !waiting;
 			atomic_store(&nd->sleep, NAPPING);
 			futex_wait(&nd->futex, seq, ioa__defer_nap_ns(eng.delay_ticks, age));
 		} else {
@@ -838,7 +847,28 @@ static void help(int node, struct ring *r)
 	ioa__stat_add(defer_helped, 1);
 }
 
-/* Appends @item to @r, whose only producer is the caller. */
+/*
+ * The stamp of the item about to be queued at @head of @r: one clock read
+ * (ioa__ticks: about 10 ns of the 40 a free took) shared by up to
+ * STAMP_SHARE consecutive items. Invariants: a shared stamp is never later
+ * than the free it stamps, so an item's age is over-, never underestimated
+ * and the delay bound holds; while the queue is not empty its newest item
+ * (the last one stamped: retirement goes in queue order) still waits with
+ * that stamp, so a pass is due by the stamp plus half the delay and the
+ * overstatement ends with that pass; a queue found empty gets a fresh read
+ * (a free after a quiet spell is not stamped with the spell's start).
+ */
+static uint64_t stamp_item(struct ring *r, uint64_t head, uint64_t tail)
+{
+	if (head == tail || r->stamp_uses >= STAMP_SHARE) {
+		r->stamp = ioa__ticks();
+		r->stamp_uses = 0;
+	}
+	r->stamp_uses++;
+	return r->stamp;
+}
+
+/* Appends @item to @r, whose only producer is the caller, and stamps it. */
 static void push(int node, struct ring *r, const struct ioa__defer_item *item)
 {
 	uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
@@ -854,6 +884,7 @@ static void push(int node, struct ring *r, const struct ioa__defer_item *item)
 		tail = atomic_load_explicit(&r->tail, memory_order_acquire);
 	}
 	r->items[head & r->mask] = *item;
+	r->items[head & r->mask].stamp = stamp_item(r, head, tail);
 	/* relaxed: the head's release store below publishes it with the item */
 	atomic_store_explicit(&r->freed_bytes, freed, memory_order_relaxed);
 	/* release: the item is written before the reclaimer sees the head */
@@ -887,7 +918,6 @@ int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
 {
 	struct ring *r;
 
-	item->stamp = ioa__ticks();
 	if (eng.cfg.defer != IOA_DEFER_SYNC) {
 		if ((r = ring_for(node))) {
 			push(node, r, item);
@@ -897,6 +927,7 @@ int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
 			return 0;
 	}
 	ioa__stat_add(defer_enqueued, 1);
+	item->stamp = ioa__ticks();
 	return retire_now(item);
 }
 
