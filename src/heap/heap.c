@@ -86,8 +86,9 @@ static void give_back_word(struct ioa__heap *h, unsigned c)
 	struct ioa__word_cache *e = &h->cache[c];
 
 	if (e->span) {
-		e->span->bits[e->wi] |= e->word;
-		e->span->used -= ioa__popcount(e->word);
+		e->span->bits[e->wi] |= e->word | e->span->out_freed;
+		e->span->used -= ioa__popcount(e->word) + ioa__popcount(e->span->out_freed);
+		e->span->out_freed = 0;
 		e->span->out_wi = UINT32_MAX;
 	}
 	e->word = 0;
@@ -100,11 +101,13 @@ static void give_back_words(struct ioa__heap *h)
 		give_back_word(h, c);
 }
 
-/* Objects of @s still allocated: its used count less the free objects its
- * owner's cached word holds (they count as used while checked out). */
+/* Objects of @s still allocated: its used count less the free objects of
+ * its owner's cached word (they count as used while checked out). */
 static int32_t live_objects(const struct ioa__span *s)
 {
-	return s->used - (s->out_wi != UINT32_MAX ? ioa__popcount(*s->out_word) : 0);
+	if (s->out_wi == UINT32_MAX)
+		return s->used;
+	return s->used - ioa__popcount(*s->out_word) - ioa__popcount(s->out_freed);
 }
 
 /* A span of @h nobody holds an object of: kept by the heap (lazy, a few),
@@ -115,6 +118,7 @@ static void span_emptied(struct ioa__heap *h, struct ioa__span *s)
 		h->spans[s->cls] = NULL;
 		h->cache[s->cls].span = NULL; /* its word is spent: used is 0 */
 		s->out_wi = UINT32_MAX;
+		s->out_freed = 0;
 	} else if (s->low == IOA_SPAN_PARTIAL) {
 		partial_remove(h, s);
 	}
@@ -398,6 +402,10 @@ static void *alloc_small(struct ioa__heap *h, unsigned c)
 	struct ioa__span *s;
 	uint64_t w = e->word;
 
+	if (!w && e->span && e->span->out_freed) { /* the word's objects freed since */
+		w = e->span->out_freed;
+		e->span->out_freed = 0;
+	}
 	if (!w) {
 		give_back_word(h, c);
 		if (!(s = span_with_room(h, c)))

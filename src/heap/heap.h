@@ -69,10 +69,15 @@ struct ioa__span {
 	uint64_t last_mask;
 	/* The word its owner's heap took out for malloc (UINT32_MAX: none) and
 	 * the heap's copy of it, whose set bits are free objects: a free of one
-	 * of them is a double free that the span's own bits cannot show. The
-	 * owner's fast free of an object of that word sets its bit there. */
+	 * of them is a double free that the span's own bits cannot show. */
 	uint32_t out_wi;
 	uint64_t *out_word;
+	/* Objects of that word the owner freed since (fast path): still counted
+	 * used, malloc takes them again before it takes another word, so they
+	 * come back warm. Kept here, not in the heap's copy: a free that stored
+	 * into the cache lines malloc reads made a malloc+free pair 1.6 times
+	 * as slow (malloc_pairs, 9.4 ns against 5.8). */
+	uint64_t out_freed;
 	uint16_t cls;
 	uint16_t pool;              /* descriptor pool (span.c) */
 	int pending;                /* strict: in its owner's list of spans to look at */
@@ -148,7 +153,8 @@ static inline int ioa__object_free(const struct ioa__span *s, uint32_t i)
 {
 	uint64_t bit = 1ull << (i & 63);
 
-	return (s->bits[i >> 6] & bit) || (i >> 6 == s->out_wi && (*s->out_word & bit));
+	return (s->bits[i >> 6] & bit) ||
+	       (i >> 6 == s->out_wi && ((*s->out_word | s->out_freed) & bit));
 }
 
 /* Set bits of @w, without a library call on CPUs the compiler may not
@@ -212,12 +218,12 @@ static inline void ioa__heap_free(void *p)
 		ioa__heap_free_slow(s, p); /* reports it */
 		return;
 	}
-	if (i >> 6 == s->out_wi) { /* back into the cached word: the next malloc reuses it warm */
-		if (__builtin_expect(*s->out_word & bit, 0)) {
+	if (i >> 6 == s->out_wi) { /* an object of the cached word: see out_freed */
+		if (__builtin_expect((*s->out_word | s->out_freed) & bit, 0)) {
 			ioa__heap_free_slow(s, p);
 			return;
 		}
-		*s->out_word |= bit; /* still counted used, as the word's objects are */
+		s->out_freed |= bit;
 		return;
 	}
 	s->bits[i >> 6] = w | bit;
