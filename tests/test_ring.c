@@ -11,7 +11,7 @@
  *   (RTS): the others of both sides go on and return, the other side sees
  *   nothing past its slots, and when it resumes nothing is lost;
  * - bad arguments: one message each, an error code, no crash.
- * This program builds ring.c itself with IOA_RING_TEST_HOOK, which calls
+ * This program builds ring_api.c itself with IOA_RING_TEST_HOOK, which calls
  * ioa__ring_test_reserved() between a reservation and its copy. Run under
  * ThreadSanitizer and AddressSanitizer too.
  */

@@ -19,8 +19,8 @@
  * [prod.tail, prod.head) is being written and one in [cons.tail, cons.head)
  * is being read, by the thread that reserved it alone.
  *
- * This is the internal API, for the pools' per-thread caches: a refill is one
- * dequeue of a bulk, a flush one enqueue of a bulk. No lock, no system call.
+ * The internal API, for the pools' per-thread caches: this header and
+ * ring_ops.h (the inline enqueue and dequeue).
  */
 #ifndef IOA_RING_H
 #define IOA_RING_H
@@ -68,14 +68,6 @@ enum ioa__ring_take { IOA_RING_BULK, IOA_RING_BURST };
 struct ioa_ring *ioa__ring_create(const char *fn, const char *name, unsigned count, int node,
 				  unsigned flags);
 void ioa__ring_destroy(struct ioa_ring *r);
-
-/* Moves up to @n pointers in or out; returns how many, and the free slots
- * (enqueue) or the elements left (dequeue) after it, when the pointer is
- * not NULL. @n of a bulk is at most the capacity. */
-unsigned ioa__ring_enqueue(struct ioa_ring *r, void *const *objs, unsigned n,
-			   enum ioa__ring_take take, unsigned *free_space);
-unsigned ioa__ring_dequeue(struct ioa_ring *r, void **objs, unsigned n,
-			   enum ioa__ring_take take, unsigned *available);
 
 /* Committed elements at one moment (a snapshot while others run). */
 unsigned ioa__ring_count(const struct ioa_ring *r);

@@ -1,37 +1,45 @@
 /* The ioa_ring_* functions of include/ioalloc.h: argument checks over ring.c. */
-#include "ring.h"
+#include "ring_ops.h"
 
 #include "log.h"
 
 #include <errno.h>
 
+static int live(const struct ioa_ring *r)
+{
+	return r && r->magic == IOA_RING_MAGIC;
+}
+
 /* Describes a refused call of @fn on @r; 1 when @r is not a live ring. */
-static int bad_ring(const struct ioa_ring *r, const char *fn)
+static __attribute__((cold, noinline)) int bad_ring(const struct ioa_ring *r, const char *fn)
 {
 	if (!r)
 		ioa__err("%s: ring is NULL: pass a ring from ioa_ring_create()", fn);
 	else if (r->magic != IOA_RING_MAGIC)
 		ioa__err("%s: %p is not a live ring (freed, or not from ioa_ring_create())", fn,
 			 (const void *)r);
-	return !r || r->magic != IOA_RING_MAGIC;
+	return !live(r);
 }
 
-/* Describes a refused transfer of @n pointers at @objs; 1 when refused. */
-static int bad_transfer(const struct ioa_ring *r, const void *objs, unsigned n,
-			enum ioa__ring_take take, const char *fn)
+/* Whether a transfer of @n pointers at @objs may go ahead. */
+static inline int transfer_ok(const struct ioa_ring *r, const void *objs, unsigned n,
+			      enum ioa__ring_take take)
+{
+	return live(r) && (objs || !n) && (take == IOA_RING_BURST || n <= r->capacity);
+}
+
+/* Describes the refused transfer; -EINVAL. */
+static __attribute__((cold, noinline)) int refuse(const struct ioa_ring *r, const void *objs,
+						  unsigned n, const char *fn)
 {
 	if (bad_ring(r, fn))
-		return 1;
-	if (!objs && n) {
+		return -EINVAL;
+	if (!objs && n)
 		ioa__err("%s: ring \"%s\": objs is NULL with n %u", fn, r->name, n);
-		return 1;
-	}
-	if (take == IOA_RING_BULK && n > r->capacity) {
+	else
 		ioa__err("%s: ring \"%s\": n %u is above the ring's count %u: such a bulk never fits",
 			 fn, r->name, n, r->capacity);
-		return 1;
-	}
-	return 0;
+	return -EINVAL;
 }
 
 IOA_EXPORT struct ioa_ring *ioa_ring_create(const char *name, unsigned count, int node,
@@ -42,52 +50,54 @@ IOA_EXPORT struct ioa_ring *ioa_ring_create(const char *name, unsigned count, in
 
 IOA_EXPORT void ioa_ring_free(struct ioa_ring *r)
 {
-	if (r && !bad_ring(r, "ioa_ring_free"))
+	if (live(r))
 		ioa__ring_destroy(r);
+	else if (r)
+		bad_ring(r, "ioa_ring_free");
 }
 
 IOA_EXPORT int ioa_ring_enqueue_bulk(struct ioa_ring *r, void *const *objs, unsigned n,
 				     unsigned *free_space)
 {
-	if (bad_transfer(r, objs, n, IOA_RING_BULK, "ioa_ring_enqueue_bulk"))
-		return -EINVAL;
+	if (__builtin_expect(!transfer_ok(r, objs, n, IOA_RING_BULK), 0))
+		return refuse(r, objs, n, "ioa_ring_enqueue_bulk");
 	return (int)ioa__ring_enqueue(r, objs, n, IOA_RING_BULK, free_space);
 }
 
 IOA_EXPORT int ioa_ring_enqueue_burst(struct ioa_ring *r, void *const *objs, unsigned n,
 				      unsigned *free_space)
 {
-	if (bad_transfer(r, objs, n, IOA_RING_BURST, "ioa_ring_enqueue_burst"))
-		return -EINVAL;
+	if (__builtin_expect(!transfer_ok(r, objs, n, IOA_RING_BURST), 0))
+		return refuse(r, objs, n, "ioa_ring_enqueue_burst");
 	return (int)ioa__ring_enqueue(r, objs, n, IOA_RING_BURST, free_space);
 }
 
 IOA_EXPORT int ioa_ring_dequeue_bulk(struct ioa_ring *r, void **objs, unsigned n,
 				     unsigned *available)
 {
-	if (bad_transfer(r, objs, n, IOA_RING_BULK, "ioa_ring_dequeue_bulk"))
-		return -EINVAL;
+	if (__builtin_expect(!transfer_ok(r, objs, n, IOA_RING_BULK), 0))
+		return refuse(r, objs, n, "ioa_ring_dequeue_bulk");
 	return (int)ioa__ring_dequeue(r, objs, n, IOA_RING_BULK, available);
 }
 
 IOA_EXPORT int ioa_ring_dequeue_burst(struct ioa_ring *r, void **objs, unsigned n,
 				      unsigned *available)
 {
-	if (bad_transfer(r, objs, n, IOA_RING_BURST, "ioa_ring_dequeue_burst"))
-		return -EINVAL;
+	if (__builtin_expect(!transfer_ok(r, objs, n, IOA_RING_BURST), 0))
+		return refuse(r, objs, n, "ioa_ring_dequeue_burst");
 	return (int)ioa__ring_dequeue(r, objs, n, IOA_RING_BURST, available);
 }
 
 IOA_EXPORT int ioa_ring_count(const struct ioa_ring *r)
 {
-	if (bad_ring(r, "ioa_ring_count"))
+	if (!live(r) && bad_ring(r, "ioa_ring_count"))
 		return -EINVAL;
 	return (int)ioa__ring_count(r);
 }
 
 IOA_EXPORT int ioa_ring_free_count(const struct ioa_ring *r)
 {
-	if (bad_ring(r, "ioa_ring_free_count"))
+	if (!live(r) && bad_ring(r, "ioa_ring_free_count"))
 		return -EINVAL;
 	return (int)(r->capacity - ioa__ring_count(r));
 }
