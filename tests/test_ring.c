@@ -286,6 +286,86 @@ static void test_threads(unsigned producers, unsigned consumers, unsigned flags)
 	ioa_ring_free(run.r);
 }
 
+/* Contention on one side: @threads producers enqueue one value per call
+ * into a ring that holds them all, then @threads consumers take them back one
+ * per call; every value once. One-element calls keep the heads busiest. In
+ * RTS mode a call may take nothing while a preempted thread holds the tail
+ * and the others reached the bound: it is tried again. */
+#define HAMMER (1u << 15)
+
+struct hammer {
+	struct ioa_ring *r;
+	atomic_uint next_id;
+	_Atomic uint64_t seen[MAX_THREADS * HAMMER / 64];
+	atomic_long bad;
+	atomic_long refused; /* calls that took nothing: RTS only, past its bound */
+};
+
+static void *hammer_in(void *arg)
+{
+	struct hammer *h = arg;
+	unsigned p = atomic_fetch_add(&h->next_id, 1);
+
+	for (uint32_t i = 0; i < HAMMER; i++)
+		while (ioa_ring_enqueue_bulk(h->r, (void *[]){TAG(p, i)}, 1, NULL) != 1) {
+			atomic_fetch_add(&h->refused, 1);
+			sched_yield();
+		}
+	return NULL;
+}
+
+static void *hammer_out(void *arg)
+{
+	struct hammer *h = arg;
+
+	for (uint32_t i = 0; i < HAMMER; i++) {
+		void *v;
+		uint64_t id, bit;
+
+		while (ioa_ring_dequeue_bulk(h->r, &v, 1, NULL) != 1) {
+			atomic_fetch_add(&h->refused, 1);
+			sched_yield();
+		}
+		if (TAG_P(v) >= MAX_THREADS || TAG_I(v) >= HAMMER) {
+			atomic_fetch_add(&h->bad, 1);
+			continue;
+		}
+		id = (uint64_t)TAG_P(v) * HAMMER + TAG_I(v);
+		bit = 1ull << (id % 64);
+		if (atomic_fetch_or(&h->seen[id / 64], bit) & bit)
+			atomic_fetch_add(&h->bad, 1);
+	}
+	return NULL;
+}
+
+static void test_contention(unsigned threads, unsigned flags)
+{
+	static struct hammer h;
+	pthread_t t[MAX_THREADS];
+
+	printf("contention: %u threads a side, flags %#x\n", threads, flags);
+	memset(&h, 0, sizeof(h));
+	h.r = ioa_ring_create("contention", MAX_THREADS * HAMMER, IOA_NODE_ANY, flags);
+	if (!CHECK(h.r != NULL))
+		return;
+	for (unsigned k = 0; k < threads; k++)
+		pthread_create(&t[k], NULL, hammer_in, &h);
+	for (unsigned k = 0; k < threads; k++)
+		pthread_join(t[k], NULL);
+	CHECK_EQ(ioa_ring_count(h.r), threads * HAMMER);
+	for (unsigned k = 0; k < threads; k++)
+		pthread_create(&t[k], NULL, hammer_out, &h);
+	for (unsigned k = 0; k < threads; k++)
+		pthread_join(t[k], NULL);
+	CHECK_EQ(atomic_load(&h.bad), 0);
+	CHECK_EQ(ioa_ring_count(h.r), 0);
+	if (!(flags & IOA_RING_RTS_ENQ))
+		CHECK_EQ(atomic_load(&h.refused), 0);
+	else
+		printf("  %ld calls refused past the RTS bound\n", atomic_load(&h.refused));
+	ioa_ring_free(h.r);
+}
+
 /* ---- a thread stopped between reservation and commit -------------------- */
 
 #define OTHER_CALLS 2000
@@ -549,6 +629,9 @@ int main(void)
 	test_threads(4, 4, IOA_RING_RTS_ENQ | IOA_RING_RTS_DEQ);
 	test_threads(4, 1, IOA_RING_RTS_ENQ | IOA_RING_SC_DEQ);
 	test_threads(1, 4, IOA_RING_SP_ENQ);
+	test_contention(2, 0);
+	test_contention(4, 0);
+	test_contention(4, IOA_RING_RTS_ENQ | IOA_RING_RTS_DEQ);
 	test_stopped(STOP_ENQ);
 	test_stopped(STOP_DEQ);
 	test_stopped_mt();

@@ -3,13 +3,16 @@
  * [old, old + n) with a CAS on the head, copies, then waits for the tail to
  * reach old (the threads that reserved before it have committed) and stores
  * old + n. A thread stopped between its CAS and its store stops every later
- * thread of its side in that wait, until it runs again (RTS avoids that).
+ * thread of its side in that wait, until it runs again (RTS avoids that); a
+ * long wait yields the CPU, the only system call, off the fast path.
  * Words hold positions only (cnt 0). Private to ring.c.
  */
 #ifndef IOA_RING_MT_H
 #define IOA_RING_MT_H
 
 #include "ring.h"
+
+#include <sched.h>
 
 /*
  * Reserves up to @n positions of side @s. What is there for a head at pos
@@ -44,14 +47,23 @@ static inline uint32_t mt_reserve(struct ioa__ring_side *s, const _Atomic uint64
 	return got;
 }
 
+/* Pauses a waiter spends before it yields its CPU: the thread it waits for
+ * may be preempted and need that CPU (more threads than CPUs). */
+#define MT_SPINS 256
+
 /* Commits [old, old + n): waits for the threads that reserved before. */
 static inline void mt_commit(struct ioa__ring_side *s, uint32_t old, uint32_t n)
 {
+	unsigned spins = 0;
+
 	/* acquire: the earlier threads' slot accesses happen before our
 	 * release below; the tail is written by plain stores, which carry no
 	 * release sequence from one thread to the next. */
 	while (ioa__ring_pos(atomic_load_explicit(&s->tail, memory_order_acquire)) != old)
-		ioa__ring_pause();
+		if (++spins % MT_SPINS)
+			ioa__ring_pause();
+		else
+			sched_yield();
 	/* release: our slot accesses happen before the other side's acquire
 	 * of this tail. */
 	atomic_store_explicit(&s->tail, (uint32_t)(old + n), memory_order_release);
