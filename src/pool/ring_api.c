@@ -42,6 +42,51 @@ static __attribute__((cold, noinline)) int refuse(const struct ioa_ring *r, cons
 	return -EINVAL;
 }
 
+/* One function per mode of a side, each saving only the registers its
+ * mode needs; the public functions check, then jump to one. */
+#define MODE_FNS(mode, sync)                                                              \
+	static __attribute__((noinline)) unsigned enq_##mode(                              \
+		struct ioa_ring *r, void *const *objs, unsigned n, enum ioa__ring_take take, \
+		unsigned *free_space)                                                      \
+	{                                                                                  \
+		return ioa__ring_enqueue_sync(r, objs, n, take, free_space, sync);         \
+	}                                                                                  \
+	static __attribute__((noinline)) unsigned deq_##mode(                              \
+		struct ioa_ring *r, void **objs, unsigned n, enum ioa__ring_take take,      \
+		unsigned *available)                                                       \
+	{                                                                                  \
+		return ioa__ring_dequeue_sync(r, objs, n, take, available, sync);          \
+	}
+MODE_FNS(mt, IOA_RING_SYNC_MT)
+MODE_FNS(st, IOA_RING_SYNC_ST)
+MODE_FNS(rts, IOA_RING_SYNC_RTS)
+
+static inline unsigned enqueue(struct ioa_ring *r, void *const *objs, unsigned n,
+			       enum ioa__ring_take take, unsigned *free_space)
+{
+	switch (r->prod_sync) {
+	case IOA_RING_SYNC_ST:
+		return enq_st(r, objs, n, take, free_space);
+	case IOA_RING_SYNC_RTS:
+		return enq_rts(r, objs, n, take, free_space);
+	default:
+		return enq_mt(r, objs, n, take, free_space);
+	}
+}
+
+static inline unsigned dequeue(struct ioa_ring *r, void **objs, unsigned n,
+			       enum ioa__ring_take take, unsigned *available)
+{
+	switch (r->cons_sync) {
+	case IOA_RING_SYNC_ST:
+		return deq_st(r, objs, n, take, available);
+	case IOA_RING_SYNC_RTS:
+		return deq_rts(r, objs, n, take, available);
+	default:
+		return deq_mt(r, objs, n, take, available);
+	}
+}
+
 IOA_EXPORT struct ioa_ring *ioa_ring_create(const char *name, unsigned count, int node,
 					    unsigned flags)
 {
@@ -61,7 +106,7 @@ IOA_EXPORT int ioa_ring_enqueue_bulk(struct ioa_ring *r, void *const *objs, unsi
 {
 	if (__builtin_expect(!transfer_ok(r, objs, n, IOA_RING_BULK), 0))
 		return refuse(r, objs, n, "ioa_ring_enqueue_bulk");
-	return (int)ioa__ring_enqueue(r, objs, n, IOA_RING_BULK, free_space);
+	return (int)enqueue(r, objs, n, IOA_RING_BULK, free_space);
 }
 
 IOA_EXPORT int ioa_ring_enqueue_burst(struct ioa_ring *r, void *const *objs, unsigned n,
@@ -69,7 +114,7 @@ IOA_EXPORT int ioa_ring_enqueue_burst(struct ioa_ring *r, void *const *objs, uns
 {
 	if (__builtin_expect(!transfer_ok(r, objs, n, IOA_RING_BURST), 0))
 		return refuse(r, objs, n, "ioa_ring_enqueue_burst");
-	return (int)ioa__ring_enqueue(r, objs, n, IOA_RING_BURST, free_space);
+	return (int)enqueue(r, objs, n, IOA_RING_BURST, free_space);
 }
 
 IOA_EXPORT int ioa_ring_dequeue_bulk(struct ioa_ring *r, void **objs, unsigned n,
@@ -77,7 +122,7 @@ IOA_EXPORT int ioa_ring_dequeue_bulk(struct ioa_ring *r, void **objs, unsigned n
 {
 	if (__builtin_expect(!transfer_ok(r, objs, n, IOA_RING_BULK), 0))
 		return refuse(r, objs, n, "ioa_ring_dequeue_bulk");
-	return (int)ioa__ring_dequeue(r, objs, n, IOA_RING_BULK, available);
+	return (int)dequeue(r, objs, n, IOA_RING_BULK, available);
 }
 
 IOA_EXPORT int ioa_ring_dequeue_burst(struct ioa_ring *r, void **objs, unsigned n,
@@ -85,7 +130,7 @@ IOA_EXPORT int ioa_ring_dequeue_burst(struct ioa_ring *r, void **objs, unsigned 
 {
 	if (__builtin_expect(!transfer_ok(r, objs, n, IOA_RING_BURST), 0))
 		return refuse(r, objs, n, "ioa_ring_dequeue_burst");
-	return (int)ioa__ring_dequeue(r, objs, n, IOA_RING_BURST, available);
+	return (int)dequeue(r, objs, n, IOA_RING_BURST, available);
 }
 
 IOA_EXPORT int ioa_ring_count(const struct ioa_ring *r)
