@@ -379,9 +379,11 @@ void ioa_iopt_destroy(struct ioa_iopt *pt);
  *   it runs again, and nothing is lost. A call of that side also takes
  *   nothing, as if the ring were full (or empty), while more than count / 8
  *   slots are reserved by calls not yet finished.
- * Enqueue and dequeue take no lock and make no system call; they are
- * async-signal-safe in the relaxed tail sync and single-thread modes (for
- * single-thread: when the handler does not interrupt a call of its side).
+ * Enqueue and dequeue take no lock and make no system call (but for a
+ * multi-thread side that has waited a while for a preempted thread: the
+ * waiter then yields its CPU); they are async-signal-safe in the relaxed
+ * tail sync and single-thread modes (for single-thread: when the handler
+ * does not interrupt a call of its side).
  * Bulk calls move all @n or none; burst calls as many as they can. The
  * counts are snapshots while other threads work on the ring.
  * Bad arguments are described in one line naming the function and the
