@@ -75,8 +75,6 @@ struct ioa_ring *ioa__ring_create(const char *fn, const char *name, unsigned cou
 	r->htd_max = count / 8;
 	r->prod_sync = (uint8_t)side_sync(flags, IOA_RING_SP_ENQ, IOA_RING_RTS_ENQ);
 	r->cons_sync = (uint8_t)side_sync(flags, IOA_RING_SC_DEQ, IOA_RING_RTS_DEQ);
-	r->flags = flags;
-	r->node = node;
 	strcpy(r->name, name);
 	r->magic = IOA_RING_MAGIC;
 	return r;

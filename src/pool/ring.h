@@ -49,8 +49,6 @@ struct ioa_ring {
 	uint32_t capacity;  /* count: every slot is usable */
 	uint32_t htd_max;   /* RTS: reserved-not-committed positions beyond which a side refuses */
 	uint8_t prod_sync, cons_sync; /* enum ioa__ring_sync */
-	unsigned flags;     /* as given to ioa_ring_create() */
-	int node;
 	char name[IOA_RING_NAMESIZE];
 	struct ioa__ring_side prod, cons;
 	_Alignas(IOA_RING_ALIGN) void *slots[];
