@@ -361,6 +361,87 @@ uint64_t ioa_iopt_root_iova(const struct ioa_iopt *pt);
  * refused with a message. */
 void ioa_iopt_destroy(struct ioa_iopt *pt);
 
+/* ---- rings of pointers ------------------------------------------------ */
+
+/**
+ * A lock-free FIFO ring of pointers, for handing objects between threads in
+ * bursts (the pools' backing store, a driver's rx/tx queues). Its count is
+ * a power of two and every slot is usable. Each side runs in one mode, set
+ * at creation:
+ * - multi-thread (default): any number of threads enqueue (dequeue) at
+ *   once. A thread that is preempted or stopped in the middle of its call
+ *   makes the next threads of its side wait until it runs again (do not use
+ *   one from a signal handler that may interrupt a call on the same side).
+ * - single-thread (IOA_RING_SP_ENQ, IOA_RING_SC_DEQ): one thread at a time
+ *   on that side, the caller's promise; cheaper.
+ * - relaxed tail sync (IOA_RING_RTS_ENQ, IOA_RING_RTS_DEQ): any number of
+ *   threads, and no call ever waits for another thread. A thread stopped
+ *   in the middle of its call delays only the visibility of what its side
+ *   did after it: the other side sees those elements (or free slots) once
+ *   it runs again, and nothing is lost. A call of that side also takes
+ *   nothing, as if the ring were full (or empty), while more than count / 8
+ *   slots are reserved by calls not yet finished.
+ * Enqueue and dequeue take no lock and make no system call (but for a
+ * multi-thread side that has waited a while for a preempted thread: the
+ * waiter then yields its CPU); they are async-signal-safe in the relaxed
+ * tail sync and single-thread modes (for single-thread: when the handler
+ * does not interrupt a call of its side).
+ * Bulk calls move all @n or none; burst calls as many as they can. The
+ * counts are snapshots while other threads work on the ring.
+ * Bad arguments are described in one line naming the function and the
+ * value, and refused with -EINVAL (or NULL and errno EINVAL).
+ */
+struct ioa_ring;
+
+#define IOA_RING_NAMESIZE 32          /**< a name is 1 to 31 characters */
+#define IOA_RING_COUNT_MAX (1u << 28) /**< the largest count */
+#define IOA_RING_SP_ENQ 0x1u  /**< one producer thread at a time */
+#define IOA_RING_SC_DEQ 0x2u  /**< one consumer thread at a time */
+#define IOA_RING_RTS_ENQ 0x4u /**< producers in relaxed tail sync mode */
+#define IOA_RING_RTS_DEQ 0x8u /**< consumers in relaxed tail sync mode */
+
+/**
+ * Creates an empty ring of @count slots (a power of two from 1 to
+ * IOA_RING_COUNT_MAX) named @name (for messages), with its memory on NUMA
+ * @node (IOA_NODE_ANY: the calling thread's), in the modes of @flags (0,
+ * or one of IOA_RING_SP_ENQ and IOA_RING_RTS_ENQ with one of
+ * IOA_RING_SC_DEQ and IOA_RING_RTS_DEQ). The ring is ordinary memory of
+ * the library's allocator, not meant for a device. Initialises the library
+ * on first use, as ioa_dma_alloc() does. Returns NULL with errno EINVAL (a
+ * bad argument), ENOMEM, or the error of a failed lazy initialisation.
+ */
+struct ioa_ring *ioa_ring_create(const char *name, unsigned count, int node, unsigned flags);
+
+/** Frees @r, which no thread may be using; NULL does nothing. */
+void ioa_ring_free(struct ioa_ring *r);
+
+/**
+ * Enqueues the @n pointers at @objs (@n at most the ring's count): all of
+ * them, or none when fewer slots are free. Returns @n or 0, or -EINVAL (a
+ * NULL or freed ring, a NULL @objs with @n > 0, @n above the count). When
+ * @free_space is not NULL it gets the free slots left after the call.
+ */
+int ioa_ring_enqueue_bulk(struct ioa_ring *r, void *const *objs, unsigned n,
+			  unsigned *free_space);
+/** As ioa_ring_enqueue_bulk(), but enqueues as many as there are free slots
+ * for (any @n): returns that count, 0 to @n. */
+int ioa_ring_enqueue_burst(struct ioa_ring *r, void *const *objs, unsigned n,
+			   unsigned *free_space);
+/**
+ * Dequeues @n pointers into @objs (@n at most the ring's count), oldest
+ * first: all of them, or none when fewer are in the ring. Returns @n or 0, or
+ * -EINVAL as ioa_ring_enqueue_bulk(). When @available is not NULL it gets
+ * the elements left after the call.
+ */
+int ioa_ring_dequeue_bulk(struct ioa_ring *r, void **objs, unsigned n, unsigned *available);
+/** As ioa_ring_dequeue_bulk(), but dequeues as many as there are, up to @n
+ * (any @n): returns that count. */
+int ioa_ring_dequeue_burst(struct ioa_ring *r, void **objs, unsigned n, unsigned *available);
+
+/** Elements in @r; its free slots. Both -EINVAL for a NULL or freed ring. */
+int ioa_ring_count(const struct ioa_ring *r);
+int ioa_ring_free_count(const struct ioa_ring *r);
+
 /** A snapshot of the library's counters. */
 struct ioa_stats {
 	uint64_t dma_allocs;

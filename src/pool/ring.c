@@ -1,0 +1,99 @@
+/* Creating and freeing rings, and their counts (ring.h); the operations
+ * are in ring_ops.h. */
+#include "ring.h"
+
+#include "api.h"
+#include "heap_life.h"
+#include "log.h"
+#include "region.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define KNOWN_FLAGS (IOA_RING_SP_ENQ | IOA_RING_SC_DEQ | IOA_RING_RTS_ENQ | IOA_RING_RTS_DEQ)
+
+/* The sync mode of a side from its two flags; -1 when both are set. */
+static int side_sync(unsigned flags, unsigned single, unsigned rts)
+{
+	if ((flags & single) && (flags & rts))
+		return -1;
+	return flags & single ? IOA_RING_SYNC_ST : flags & rts ? IOA_RING_SYNC_RTS : IOA_RING_SYNC_MT;
+}
+
+static int check_args(const char *fn, const char *name, unsigned count, unsigned flags)
+{
+	if (!name || !name[0] || strlen(name) >= IOA_RING_NAMESIZE) {
+		ioa__err("%s: invalid name %s%s%s: accepted are 1 to %d characters", fn,
+			 name ? "\"" : "", name ? name : "NULL", name ? "\"" : "",
+			 IOA_RING_NAMESIZE - 1);
+		return -EINVAL;
+	}
+	if (!count || (count & (count - 1)) || count > IOA_RING_COUNT_MAX) {
+		ioa__err("%s: ring \"%s\": invalid count %u: accepted are powers of two from 1 to %u",
+			 fn, name, count, IOA_RING_COUNT_MAX);
+		return -EINVAL;
+	}
+	if (flags & ~KNOWN_FLAGS) {
+		ioa__err("%s: ring \"%s\": unknown flags %#x in %#x: accepted are IOA_RING_SP_ENQ, "
+			 "IOA_RING_SC_DEQ, IOA_RING_RTS_ENQ, IOA_RING_RTS_DEQ", fn, name,
+			 flags & ~KNOWN_FLAGS, flags);
+		return -EINVAL;
+	}
+	if (side_sync(flags, IOA_RING_SP_ENQ, IOA_RING_RTS_ENQ) < 0 ||
+	    side_sync(flags, IOA_RING_SC_DEQ, IOA_RING_RTS_DEQ) < 0) {
+		ioa__err("%s: ring \"%s\": flags %#x ask for a single-thread and an RTS mode on "
+			 "one side: choose one", fn, name, flags);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+struct ioa_ring *ioa__ring_create(const char *fn, const char *name, unsigned count, int node,
+				  unsigned flags)
+{
+	struct ioa_ring *r;
+	int err = check_args(fn, name, count, flags);
+
+	if (!err)
+		err = ioa__ensure_up();
+	if (!err && node != IOA_NODE_ANY && ioa__region_pick_node(node, fn) < 0)
+		err = -EINVAL;
+	if (err) {
+		errno = -err;
+		return NULL;
+	}
+	r = ioa__heap_alloc_aligned(sizeof(*r) + (size_t)count * sizeof(void *), IOA_RING_ALIGN,
+				    node);
+	if (!r) {
+		ioa__err("%s: ring \"%s\": no memory for %u slots", fn, name, count);
+		errno = ENOMEM;
+		return NULL;
+	}
+	memset(r, 0, sizeof(*r));
+	r->mask = count - 1;
+	r->capacity = count;
+	r->htd_max = count / 8;
+	r->prod_sync = (uint8_t)side_sync(flags, IOA_RING_SP_ENQ, IOA_RING_RTS_ENQ);
+	r->cons_sync = (uint8_t)side_sync(flags, IOA_RING_SC_DEQ, IOA_RING_RTS_DEQ);
+	strcpy(r->name, name);
+	r->magic = IOA_RING_MAGIC;
+	return r;
+}
+
+void ioa__ring_destroy(struct ioa_ring *r)
+{
+	r->magic = 0;
+	ioa_free(r);
+}
+
+unsigned ioa__ring_count(const struct ioa_ring *r)
+{
+	/* acquire: the consumer that wrote this tail had read a producers'
+	 * tail at least as far, so ours, read next, is too: the difference is
+	 * not below 0 (it may pass the capacity when both moved meanwhile). */
+	uint32_t cons = ioa__ring_pos(atomic_load_explicit(&r->cons.tail, memory_order_acquire));
+	/* relaxed: a snapshot, no data follows. */
+	uint32_t n = ioa__ring_pos(atomic_load_explicit(&r->prod.tail, memory_order_relaxed)) - cons;
+
+	return n < r->capacity ? n : r->capacity;
+}

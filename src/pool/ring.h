@@ -1,0 +1,107 @@
+/*
+ * A ring of pointers: a power-of-two array with a head and a tail per side.
+ * Each side (producers, consumers) runs in one sync mode, chosen at creation:
+ * - MT (default): a thread reserves with a CAS on its side's head, copies,
+ *   then waits until the tail reaches its reservation and moves it on; ring_mt.h.
+ * - ST: one thread at a time, no CAS and no wait; ring_st.h.
+ * - RTS (relaxed tail sync): the tail moves only when the last operation in
+ *   flight commits, so nobody waits for a thread stopped between its
+ *   reservation and its commit; ring_rts.h.
+ * docs/ring.md gives the memory-ordering argument.
+ *
+ * Positions are 32-bit counters that wrap; a slot is pos & mask. A head or
+ * tail word is { pos: low 32 bits, cnt: high 32 bits }; cnt counts the
+ * reservations (head) and commits (tail) of an RTS side and is 0 otherwise.
+ *
+ * Invariants, for positions compared modulo 2^32:
+ *   cons.tail <= cons.head <= prod.tail <= prod.head <= cons.tail + capacity
+ * slots [cons.tail, prod.tail) hold committed elements; a slot in
+ * [prod.tail, prod.head) is being written and one in [cons.tail, cons.head)
+ * is being read, by the thread that reserved it alone.
+ *
+ * The internal API, for the pools' per-thread caches: this header and
+ * ring_ops.h (the inline enqueue and dequeue).
+ */
+#ifndef IOA_RING_H
+#define IOA_RING_H
+
+#include "ioalloc.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* Two lines apart: the adjacent-line prefetcher pulls 64-byte lines in pairs. */
+#define IOA_RING_ALIGN 128
+#define IOA_RING_MAGIC 0x52494e47u /* "RING" while the ring is live */
+
+enum ioa__ring_sync { IOA_RING_SYNC_MT, IOA_RING_SYNC_ST, IOA_RING_SYNC_RTS };
+
+/* A head and a tail, each alone on its lines. */
+struct ioa__ring_side {
+	_Alignas(IOA_RING_ALIGN) _Atomic uint64_t head; /* next position to reserve */
+	_Alignas(IOA_RING_ALIGN) _Atomic uint64_t tail; /* positions before it are committed */
+};
+
+struct ioa_ring {
+	/* Read-mostly: written once at creation. */
+	uint32_t magic;
+	uint32_t mask;      /* count - 1 */
+	uint32_t capacity;  /* count: every slot is usable */
+	uint32_t htd_max;   /* RTS: reserved-not-committed positions beyond which a side refuses */
+	uint8_t prod_sync, cons_sync; /* enum ioa__ring_sync */
+	char name[IOA_RING_NAMESIZE];
+	struct ioa__ring_side prod, cons;
+	_Alignas(IOA_RING_ALIGN) void *slots[];
+};
+
+/* All of @n or none (bulk), or as many as there are (burst). */
+enum ioa__ring_take { IOA_RING_BULK, IOA_RING_BURST };
+
+/*
+ * A ring of @count slots (a power of two, 1 to IOA_RING_COUNT_MAX) on @node
+ * (IOA_NODE_ANY: the calling thread's), in the modes of @flags. Bad
+ * arguments are described in one message naming @fn; NULL with errno
+ * EINVAL, ENOMEM, or the error of the library's start.
+ */
+struct ioa_ring *ioa__ring_create(const char *fn, const char *name, unsigned count, int node,
+				  unsigned flags);
+void ioa__ring_destroy(struct ioa_ring *r);
+
+/* Committed elements at one moment (a snapshot while others run). */
+unsigned ioa__ring_count(const struct ioa_ring *r);
+
+/* The position and count halves of a head or tail word. */
+static inline uint32_t ioa__ring_pos(uint64_t w)
+{
+	return (uint32_t)w;
+}
+
+static inline uint32_t ioa__ring_cnt(uint64_t w)
+{
+	return (uint32_t)(w >> 32);
+}
+
+static inline uint64_t ioa__ring_word(uint32_t pos, uint32_t cnt)
+{
+	return (uint64_t)cnt << 32 | pos;
+}
+
+/* What a side may take: @have elements or free slots are there; all of @n
+ * or nothing for a bulk. */
+static inline uint32_t ioa__ring_fit(uint32_t n, uint32_t have, enum ioa__ring_take take)
+{
+	if (n <= have)
+		return n;
+	return take == IOA_RING_BULK ? 0 : have;
+}
+
+static inline void ioa__ring_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ volatile("yield");
+#endif
+}
+
+#endif
