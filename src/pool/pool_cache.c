@@ -1,0 +1,119 @@
+/*
+ * The per-thread caches' slow paths (pool_cache.h has the hot one):
+ * - a thread's first call on a pool makes its cache and links it into the
+ *   pool's list (under ioa__pools_lock), so that stats and ioa_pool_free()
+ *   find it;
+ * - thread exit: a pthread key's destructor (like the heap's heap_exit)
+ *   flushes every cache of the thread back to its pool's ring and frees
+ *   it; the thread's later calls (another destructor's) go to the rings;
+ * - ioa_pool_free() detaches its caches: they stay with their threads,
+ *   which free them when the slot's next pool or their exit finds them;
+ * - fork(): the lock is held across it; the child keeps the forking
+ *   thread's caches and the other threads' are abandoned there (their
+ *   objects count as in use, and are never returned).
+ */
+#include "pool_cache.h"
+
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+__thread struct ioa__pool_tls *ioa__pool_my __attribute__((tls_model("initial-exec")));
+static __thread int pool_exited __attribute__((tls_model("initial-exec")));
+
+static pthread_key_t pool_key;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+
+/* Unlinks @c from its pool's list; under the lock. */
+static void unlink_cache(struct ioa_pool *p, struct ioa__pool_cache *c)
+{
+	struct ioa__pool_cache **pp;
+
+	for (pp = &p->caches; *pp && *pp != c; pp = &(*pp)->next)
+		;
+	if (*pp)
+		*pp = c->next;
+	p->gone_hits += atomic_load_explicit(&c->hits, memory_order_relaxed);
+	p->gone_misses += atomic_load_explicit(&c->misses, memory_order_relaxed);
+	p->gone_flushes += atomic_load_explicit(&c->flushes, memory_order_relaxed);
+}
+
+/* Thread exit: every cache's objects go back to the ring. */
+static void pool_exit(void *arg)
+{
+	struct ioa__pool_tls *t = arg;
+
+	ioa__pool_my = NULL;
+	pool_exited = 1;
+	pthread_mutex_lock(&ioa__pools_lock);
+	for (unsigned i = 0; i < IOA_POOL_MAX; i++) {
+		struct ioa__pool_cache *c = t->caches[i];
+		/* relaxed: pool is written and read under the lock. */
+		struct ioa_pool *p = c ? atomic_load_explicit(&c->pool, memory_order_relaxed) : NULL;
+
+		if (!p)
+			continue;
+		ioa__pool_ring_put(p, c->objs, atomic_load_explicit(&c->len, memory_order_relaxed));
+		atomic_store_explicit(&c->len, 0, memory_order_relaxed);
+		unlink_cache(p, c);
+	}
+	pthread_mutex_unlock(&ioa__pools_lock);
+	for (unsigned i = 0; i < IOA_POOL_MAX; i++)
+		ioa_free(t->caches[i]);
+	ioa_free(t);
+}
+
+static void key_create(void)
+{
+	pthread_key_create(&pool_key, pool_exit);
+}
+
+struct ioa__pool_cache *ioa__pool_cache_slow(struct ioa_pool *p)
+{
+	struct ioa__pool_tls *t = ioa__pool_my;
+	struct ioa__pool_cache *c, *old;
+
+	if (!p->cache_size || pool_exited)
+		return NULL;
+	if (!t) {
+		pthread_once(&key_once, key_create);
+		t = ioa_calloc(1, sizeof(*t));
+		if (!t)
+			return NULL;
+		ioa__pool_my = t;
+		pthread_setspecific(pool_key, t);
+	}
+	c = ioa_malloc(sizeof(*c) + 2 * (size_t)p->cache_size * sizeof(void *));
+	if (!c)
+		return NULL;
+	memset(c, 0, sizeof(*c));
+	c->gen = p->gen;
+	c->size = p->cache_size;
+	pthread_mutex_lock(&ioa__pools_lock);
+	/* A cache of the slot's earlier pool was detached by its free. */
+	old = t->caches[p->id];
+	atomic_store_explicit(&c->pool, p, memory_order_relaxed);
+	c->next = p->caches;
+	p->caches = c;
+	t->caches[p->id] = c;
+	pthread_mutex_unlock(&ioa__pools_lock);
+	ioa_free(old);
+	return c;
+}
+
+/* ioa_pool_free(): the caches' objects are freed with the pool; the caches
+ * stay with their threads, marked detached. Under the lock. */
+void ioa__pool_detach_caches(struct ioa_pool *p)
+{
+	for (struct ioa__pool_cache *c = p->caches; c; c = c->next)
+		atomic_store_explicit(&c->pool, NULL, memory_order_relaxed);
+	p->caches = NULL;
+}
+
+void ioa__pool_overput(struct ioa_pool *p, unsigned n)
+{
+	ioa__err("ioa_pool_put: pool \"%s\": %u objects do not fit in its ring: more objects "
+		 "were put than the pool holds (a double put? IOALLOC_CHECK=1 finds it); "
+		 "they are dropped", p->name, n);
+}
