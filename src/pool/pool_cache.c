@@ -11,6 +11,9 @@
  * - fork(): the lock is held across it; the child keeps the forking
  *   thread's caches and the other threads' are abandoned there (their
  *   objects count as in use, and are never returned).
+ * The thread's table and caches are the C library's memory, not the heap's,
+ * so that they outlive an ioa_fini() and ioa_init() (the table is per
+ * thread, the pools are not: pools must be freed before ioa_fini()).
  */
 #include "pool_cache.h"
 
@@ -60,8 +63,8 @@ static void pool_exit(void *arg)
 	}
 	pthread_mutex_unlock(&ioa__pools_lock);
 	for (unsigned i = 0; i < IOA_POOL_MAX; i++)
-		ioa_free(t->caches[i]);
-	ioa_free(t);
+		free(t->caches[i]);
+	free(t);
 }
 
 static void key_create(void)
@@ -78,13 +81,13 @@ struct ioa__pool_cache *ioa__pool_cache_slow(struct ioa_pool *p)
 		return NULL;
 	if (!t) {
 		pthread_once(&key_once, key_create);
-		t = ioa_calloc(1, sizeof(*t));
+		t = calloc(1, sizeof(*t));
 		if (!t)
 			return NULL;
 		ioa__pool_my = t;
 		pthread_setspecific(pool_key, t);
 	}
-	c = ioa_malloc(sizeof(*c) + 2 * (size_t)p->cache_size * sizeof(void *));
+	c = malloc(sizeof(*c) + 2 * (size_t)p->cache_size * sizeof(void *));
 	if (!c)
 		return NULL;
 	memset(c, 0, sizeof(*c));
@@ -98,7 +101,7 @@ struct ioa__pool_cache *ioa__pool_cache_slow(struct ioa_pool *p)
 	p->caches = c;
 	t->caches[p->id] = c;
 	pthread_mutex_unlock(&ioa__pools_lock);
-	ioa_free(old);
+	free(old);
 	return c;
 }
 

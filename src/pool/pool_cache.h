@@ -85,6 +85,26 @@ static inline void ioa__pool_ring_put(struct ioa_pool *p, void *const *objs, uns
 		ioa__pool_overput(p, n);
 }
 
+/* A bulk above the cache's size, from the ring; when the ring has too few,
+ * the cache goes back to it first (its objects count). */
+static inline int ioa__pool_big_get(struct ioa_pool *p, struct ioa__pool_cache *c, void **objs,
+				    unsigned n)
+{
+	uint32_t len;
+
+	if (ioa__ring_dequeue(p->ring, objs, n, IOA_RING_BULK, NULL) == n) {
+		atomic_fetch_add_explicit(&p->ring_gets, 1, memory_order_relaxed);
+		return 0;
+	}
+	len = atomic_load_explicit(&c->len, memory_order_relaxed);
+	if (len) {
+		ioa__pool_ring_put(p, c->objs, len);
+		atomic_store_explicit(&c->len, 0, memory_order_relaxed);
+		ioa__pool_count(&c->flushes);
+	}
+	return ioa__pool_ring_get(p, objs, n);
+}
+
 /* Gets @n objects (at most the pool's count) into @objs: 0 or -ENOBUFS. */
 static inline __attribute__((always_inline)) int ioa__pool_get(struct ioa_pool *p, void **objs,
 							       unsigned n)
@@ -92,8 +112,10 @@ static inline __attribute__((always_inline)) int ioa__pool_get(struct ioa_pool *
 	struct ioa__pool_cache *c = ioa__pool_cache(p);
 	uint32_t len;
 
-	if (!c || n > c->size)
+	if (!c)
 		return ioa__pool_ring_get(p, objs, n);
+	if (n > c->size)
+		return ioa__pool_big_get(p, c, objs, n);
 	len = atomic_load_explicit(&c->len, memory_order_relaxed);
 	if (__builtin_expect(len >= n, 1)) {
 		ioa__pool_count(&c->hits);
