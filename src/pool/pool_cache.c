@@ -11,21 +11,33 @@
  * - fork(): the lock is held across it; the child keeps the forking
  *   thread's caches and the other threads' are abandoned there (their
  *   objects count as in use, and are never returned).
- * The thread's table and caches are the C library's memory, not the heap's,
- * so that they outlive an ioa_fini() and ioa_init() (the table is per
- * thread, the pools are not: pools must be freed before ioa_fini()).
+ * The thread's table and caches are pages of their own (mmap, on these slow
+ * paths only), not the heap's: the library's code calls no malloc, and
+ * they outlive an ioa_fini() and ioa_init() (the table is per thread, the
+ * pools are not: pools must be freed before ioa_fini()).
  */
 #include "pool_cache.h"
 
 #include "log.h"
+#include "os.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 __thread struct ioa__pool_tls *ioa__pool_my __attribute__((tls_model("initial-exec")));
 static __thread int pool_exited __attribute__((tls_model("initial-exec")));
 
 static pthread_key_t pool_key;
+
+static size_t cache_bytes(uint32_t size)
+{
+	return sizeof(struct ioa__pool_cache) + 2 * (size_t)size * sizeof(void *);
+}
+
+static void free_cache(struct ioa__pool_cache *c)
+{
+	if (c)
+		ioa__os_free_pages(c, cache_bytes(c->size));
+}
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
 /* Unlinks @c from its pool's list; under the lock. */
@@ -63,8 +75,8 @@ static void pool_exit(void *arg)
 	}
 	pthread_mutex_unlock(&ioa__pools_lock);
 	for (unsigned i = 0; i < IOA_POOL_MAX; i++)
-		free(t->caches[i]);
-	free(t);
+		free_cache(t->caches[i]);
+	ioa__os_free_pages(t, sizeof(*t));
 }
 
 static void key_create(void)
@@ -81,16 +93,15 @@ struct ioa__pool_cache *ioa__pool_cache_slow(struct ioa_pool *p)
 		return NULL;
 	if (!t) {
 		pthread_once(&key_once, key_create);
-		t = calloc(1, sizeof(*t));
+		t = ioa__os_alloc_pages(sizeof(*t)); /* zeroed */
 		if (!t)
 			return NULL;
 		ioa__pool_my = t;
 		pthread_setspecific(pool_key, t);
 	}
-	c = malloc(sizeof(*c) + 2 * (size_t)p->cache_size * sizeof(void *));
+	c = ioa__os_alloc_pages(cache_bytes(p->cache_size)); /* zeroed */
 	if (!c)
 		return NULL;
-	memset(c, 0, sizeof(*c));
 	c->gen = p->gen;
 	c->size = p->cache_size;
 	pthread_mutex_lock(&ioa__pools_lock);
@@ -101,7 +112,7 @@ struct ioa__pool_cache *ioa__pool_cache_slow(struct ioa_pool *p)
 	p->caches = c;
 	t->caches[p->id] = c;
 	pthread_mutex_unlock(&ioa__pools_lock);
-	free(old);
+	free_cache(old);
 	return c;
 }
 
