@@ -568,10 +568,26 @@ int main(void)
 	test_ctor_iter();
 	test_alignment(0);
 	test_lookup();
-	ioa_fini();
+	{
+		/* A pool left live at ioa_fini is dropped with a warning. */
+		struct ioa_pool *left = ioa_pool_create("leftover", 64, 16, 4, IOA_NODE_ANY, 0);
+		void *obj;
+		struct check_capture cap;
+
+		CHECK(left && ioa_pool_get(left, &obj) == 0);
+		capture_begin(&cap);
+		ioa_fini();
+		capture_end(&cap);
+		CHECK_CONTAINS(cap.text, "ioa_fini: pool \"leftover\" was not freed");
+		CHECK(!ioa_pool_lookup("leftover"));
+	}
 
 	cfg.check = 1;
 	if (CHECK_EQ(ioa_init(&cfg), 0)) {
+		struct ioa_pool *again = ioa_pool_create("leftover", 64, 16, 4, IOA_NODE_ANY, 0);
+
+		CHECK(again && ioa_pool_lookup("leftover") == again);
+		ioa_pool_free(again);
 		test_check_mode();
 		test_alignment(1); /* with cookies */
 		test_threads(4, 1024, 32, 32);

@@ -353,6 +353,26 @@ IOA_EXPORT int ioa_pool_stats_get(struct ioa_pool *p, struct ioa_pool_stats *out
 	return 0;
 }
 
+void ioa__pool_fini(void)
+{
+	pthread_mutex_lock(&ioa__pools_lock);
+	for (unsigned i = 0; i < IOA_POOL_MAX; i++) {
+		struct ioa_pool *p = &table[i];
+
+		if (!ioa__pool_live(p))
+			continue;
+		ioa__warn("ioa_fini: pool \"%s\" was not freed: dropped with its %u objects",
+			  p->name, p->count);
+		atomic_store_explicit(&p->magic, 0, memory_order_relaxed);
+		ioa__pool_detach_caches(p);
+		p->ring = NULL;
+		p->base = NULL;
+		p->state = NULL;
+		p->name[0] = 0;
+	}
+	pthread_mutex_unlock(&ioa__pools_lock);
+}
+
 int ioa__pool_bad(const struct ioa_pool *p, const char *fn)
 {
 	if (!p)

@@ -97,6 +97,10 @@ void ioa__pool_cookie_arm(const struct ioa_pool *p, void *obj);
 void ioa__pool_check_got(struct ioa_pool *p, void *const *objs, unsigned n);
 int ioa__pool_check_put(struct ioa_pool *p, void *obj, const char *fn);
 
+/* ioa_fini(): pools still live are dropped, with a warning each; their
+ * memory goes with the heap's and the regions' (a leaked buffer each). */
+void ioa__pool_fini(void);
+
 /* Describes a call of @fn on a pool that is not live; -EINVAL. */
 int ioa__pool_bad(const struct ioa_pool *p, const char *fn);
 
