@@ -493,6 +493,44 @@ static void test_lookup(void)
 	ioa_pool_free(b);
 }
 
+static atomic_int race_wins;
+static struct ioa_pool *race_pool;
+
+static void *race_create(void *arg)
+{
+	struct ioa_pool *p = ioa_pool_create("race", 64, 8, 0, IOA_NODE_ANY, 0);
+
+	(void)arg;
+	if (p) {
+		atomic_fetch_add(&race_wins, 1);
+		race_pool = p;
+	} else if (errno != EEXIST) {
+		atomic_fetch_add(&race_wins, 100);
+	}
+	return NULL;
+}
+
+/* Threads creating one name at once: exactly one wins, the others get EEXIST. */
+static void test_name_race(void)
+{
+	for (int round = 0; round < 20; round++) {
+		pthread_t t[4];
+		struct check_capture cap;
+
+		atomic_store(&race_wins, 0);
+		capture_begin(&cap);
+		for (int i = 0; i < 4; i++)
+			pthread_create(&t[i], NULL, race_create, NULL);
+		for (int i = 0; i < 4; i++)
+			pthread_join(t[i], NULL);
+		capture_end(&cap);
+		CHECK_EQ(atomic_load(&race_wins), 1);
+		CHECK_EQ(count_lines(cap.text), 3);
+		CHECK(ioa_pool_lookup("race") == race_pool);
+		ioa_pool_free(race_pool);
+	}
+}
+
 /* ---- IOALLOC_CHECK=1 ------------------------------------------------------- */
 
 static void test_check_mode(void)
@@ -568,6 +606,7 @@ int main(void)
 	test_ctor_iter();
 	test_alignment(0);
 	test_lookup();
+	test_name_race();
 	{
 		/* A pool left live at ioa_fini is dropped with a warning. */
 		struct ioa_pool *left = ioa_pool_create("leftover", 64, 16, 4, IOA_NODE_ANY, 0);

@@ -114,15 +114,14 @@ static struct ioa_pool *claim_slot(const char *fn, const char *name, int *err)
 	for (unsigned i = 0; i < IOA_POOL_MAX; i++) {
 		struct ioa_pool *p = &table[i];
 
-		if (ioa__pool_live(p)) {
-			if (!strcmp(p->name, name)) {
-				ioa__err("%s: the name \"%s\" is taken by a live pool", fn, name);
-				*err = -EEXIST;
-				return NULL;
-			}
-		} else if (!free_slot && !p->name[0]) {
-			free_slot = p;
+		/* A slot with a name is live or being made by another thread. */
+		if (p->name[0] && !strcmp(p->name, name)) {
+			ioa__err("%s: the name \"%s\" is taken by a live pool", fn, name);
+			*err = -EEXIST;
+			return NULL;
 		}
+		if (!free_slot && !p->name[0])
+			free_slot = p;
 	}
 	if (!free_slot) {
 		ioa__err("%s: pool \"%s\": %d pools are live, the most there may be", fn, name,
@@ -130,7 +129,8 @@ static struct ioa_pool *claim_slot(const char *fn, const char *name, int *err)
 		*err = -ENOSPC;
 		return NULL;
 	}
-	free_slot->name[0] = '-'; /* reserved while being made */
+	memset(free_slot->name, 0, sizeof(free_slot->name));
+	strcpy(free_slot->name, name); /* the slot and the name are ours from here */
 	return free_slot;
 }
 
@@ -186,8 +186,6 @@ static struct ioa_pool *create(const char *fn, const char *name, size_t obj_size
 	atomic_store_explicit(&p->ring_gets, 0, memory_order_relaxed);
 	atomic_store_explicit(&p->ring_puts, 0, memory_order_relaxed);
 	atomic_store_explicit(&p->failed, 0, memory_order_relaxed);
-	memset(p->name, 0, sizeof(p->name));
-	strcpy(p->name, name);
 	if (layout(p, fn)) {
 		errno = EINVAL;
 		goto out_slot;
