@@ -125,6 +125,59 @@ void ioa__pool_detach_caches(struct ioa_pool *p)
 	p->caches = NULL;
 }
 
+int ioa__pool_big_get(struct ioa_pool *p, struct ioa__pool_cache *c, void **objs, unsigned n)
+{
+	uint32_t len;
+
+	if (ioa__ring_dequeue(p->ring, objs, n, IOA_RING_BULK, NULL) == n) {
+		atomic_fetch_add_explicit(&p->ring_gets, 1, memory_order_relaxed);
+		return 0;
+	}
+	len = atomic_load_explicit(&c->len, memory_order_relaxed);
+	if (len) {
+		ioa__pool_ring_put(p, c->objs, len);
+		atomic_store_explicit(&c->len, 0, memory_order_relaxed);
+		ioa__pool_count(&c->flushes);
+	}
+	return ioa__pool_ring_get(p, objs, n);
+}
+
+int ioa__pool_refill_get(struct ioa_pool *p, struct ioa__pool_cache *c, void **objs,
+			 unsigned n)
+{
+	uint32_t len = atomic_load_explicit(&c->len, memory_order_relaxed);
+	/* The shortfall and half a cache more in one bulk; when the ring has
+	 * not that many, the shortfall alone; else nothing is taken. */
+	uint32_t want = c->size / 2 + n - len;
+
+	if (ioa__ring_dequeue(p->ring, &c->objs[len], want, IOA_RING_BULK, NULL) != want) {
+		want = n - len;
+		if (ioa__ring_dequeue(p->ring, &c->objs[len], want, IOA_RING_BULK, NULL) != want) {
+			atomic_fetch_add_explicit(&p->failed, 1, memory_order_relaxed);
+			return -ENOBUFS;
+		}
+	}
+	ioa__pool_count(&c->misses);
+	ioa__pool_take(c, objs, n, len + want);
+	return 0;
+}
+
+void ioa__pool_flush_put(struct ioa_pool *p, struct ioa__pool_cache *c, void *const *objs,
+			 unsigned n)
+{
+	uint32_t len = atomic_load_explicit(&c->len, memory_order_relaxed);
+	/* The colder objects at the bottom go, keeping the hotter half (or room
+	 * for @n, when that is less); or all of them with IOA_POOL_FLUSH_ALL. */
+	uint32_t keep = c->size / 2 < c->size - n ? c->size / 2 : c->size - n;
+	uint32_t out = p->flags & IOA_POOL_FLUSH_ALL ? len : len - keep;
+
+	ioa__pool_ring_put(p, c->objs, out);
+	for (uint32_t k = out; k < len; k++)
+		c->objs[k - out] = c->objs[k];
+	ioa__pool_count(&c->flushes);
+	ioa__pool_push(c, objs, n, len - out);
+}
+
 void ioa__pool_overput(struct ioa_pool *p, unsigned n)
 {
 	ioa__err("ioa_pool_put: pool \"%s\": %u objects do not fit in its ring: more objects "

@@ -87,23 +87,38 @@ static inline void ioa__pool_ring_put(struct ioa_pool *p, void *const *objs, uns
 }
 
 /* A bulk above the cache's size, from the ring; when the ring has too few,
- * the cache goes back to it first (its objects count). */
-static inline int ioa__pool_big_get(struct ioa_pool *p, struct ioa__pool_cache *c, void **objs,
-				    unsigned n)
-{
-	uint32_t len;
+ * the cache goes back to it first (its objects count). pool_cache.c. */
+int ioa__pool_big_get(struct ioa_pool *p, struct ioa__pool_cache *c, void **objs, unsigned n);
 
-	if (ioa__ring_dequeue(p->ring, objs, n, IOA_RING_BULK, NULL) == n) {
-		atomic_fetch_add_explicit(&p->ring_gets, 1, memory_order_relaxed);
-		return 0;
-	}
-	len = atomic_load_explicit(&c->len, memory_order_relaxed);
-	if (len) {
-		ioa__pool_ring_put(p, c->objs, len);
-		atomic_store_explicit(&c->len, 0, memory_order_relaxed);
-		ioa__pool_count(&c->flushes);
-	}
-	return ioa__pool_ring_get(p, objs, n);
+/* A get that the cache cannot serve: refill, then hand out (pool_cache.c,
+ * out of line so that the hot path saves few registers). */
+int ioa__pool_refill_get(struct ioa_pool *p, struct ioa__pool_cache *c, void **objs,
+			 unsigned n);
+/* A put that would overfill the cache: flush, then take the objects. */
+void ioa__pool_flush_put(struct ioa_pool *p, struct ioa__pool_cache *c, void *const *objs,
+			 unsigned n);
+
+/* Hands out the @n objects at the top of @c, which holds @len >= @n. */
+static inline __attribute__((always_inline)) void
+ioa__pool_take(struct ioa__pool_cache *c, void **objs, unsigned n, uint32_t len)
+{
+	/* Hottest first; pointers and size_t so that the copy vectorises. */
+	void *const *top = &c->objs[len];
+
+	for (size_t k = 0; k < n; k++)
+		objs[k] = top[-1 - (ptrdiff_t)k];
+	atomic_store_explicit(&c->len, len - n, memory_order_relaxed);
+}
+
+/* Pushes the @n objects at @objs onto @c, which holds @len, with room. */
+static inline __attribute__((always_inline)) void
+ioa__pool_push(struct ioa__pool_cache *c, void *const *objs, unsigned n, uint32_t len)
+{
+	void **top = &c->objs[len];
+
+	for (size_t k = 0; k < n; k++)
+		top[k] = objs[k];
+	atomic_store_explicit(&c->len, len + n, memory_order_relaxed);
 }
 
 /* Gets @n objects (at most the pool's count) into @objs: 0 or -ENOBUFS. */
@@ -113,35 +128,13 @@ static inline __attribute__((always_inline)) int ioa__pool_get(struct ioa_pool *
 	struct ioa__pool_cache *c = ioa__pool_cache(p);
 	uint32_t len;
 
-	if (!c)
-		return ioa__pool_ring_get(p, objs, n);
-	if (n > c->size)
-		return ioa__pool_big_get(p, c, objs, n);
+	if (__builtin_expect(!c || n > c->size, 0))
+		return c ? ioa__pool_big_get(p, c, objs, n) : ioa__pool_ring_get(p, objs, n);
 	len = atomic_load_explicit(&c->len, memory_order_relaxed);
-	if (__builtin_expect(len >= n, 1)) {
-		ioa__pool_count(&c->hits);
-	} else {
-		/* Refill: the shortfall and half a cache more in one bulk; when
-		 * the ring has not that many, the shortfall alone. */
-		uint32_t want = c->size / 2 + n - len;
-
-		if (ioa__ring_dequeue(p->ring, &c->objs[len], want, IOA_RING_BULK, NULL) != want) {
-			want = n - len;
-			if (ioa__ring_dequeue(p->ring, &c->objs[len], want, IOA_RING_BULK,
-					      NULL) != want) {
-				atomic_fetch_add_explicit(&p->failed, 1, memory_order_relaxed);
-				return -ENOBUFS;
-			}
-		}
-		len += want;
-		ioa__pool_count(&c->misses);
-	}
-	/* Hottest first; pointers and size_t so that the copy vectorises. */
-	void *const *top = &c->objs[len];
-
-	for (size_t k = 0; k < n; k++)
-		objs[k] = top[-1 - (ptrdiff_t)k];
-	atomic_store_explicit(&c->len, len - n, memory_order_relaxed);
+	if (__builtin_expect(len < n, 0))
+		return ioa__pool_refill_get(p, c, objs, n);
+	ioa__pool_count(&c->hits);
+	ioa__pool_take(c, objs, n, len);
 	return 0;
 }
 
@@ -152,29 +145,17 @@ static inline __attribute__((always_inline)) void ioa__pool_put(struct ioa_pool 
 	struct ioa__pool_cache *c = ioa__pool_cache(p);
 	uint32_t len;
 
-	if (!c || n > c->size) {
+	if (__builtin_expect(!c || n > c->size, 0)) {
 		ioa__pool_ring_put(p, objs, n);
 		atomic_fetch_add_explicit(&p->ring_puts, 1, memory_order_relaxed);
 		return;
 	}
 	len = atomic_load_explicit(&c->len, memory_order_relaxed);
 	if (__builtin_expect(len + n > c->size, 0)) {
-		/* Flush: the colder objects at the bottom, keeping the hotter
-		 * half (or room for @n, when that is less); or all of them. */
-		uint32_t keep = c->size / 2 < c->size - n ? c->size / 2 : c->size - n;
-		uint32_t out = p->flags & IOA_POOL_FLUSH_ALL ? len : len - keep;
-
-		ioa__pool_ring_put(p, c->objs, out);
-		for (uint32_t k = out; k < len; k++)
-			c->objs[k - out] = c->objs[k];
-		len -= out;
-		ioa__pool_count(&c->flushes);
+		ioa__pool_flush_put(p, c, objs, n);
+		return;
 	}
-	void **top = &c->objs[len];
-
-	for (size_t k = 0; k < n; k++)
-		top[k] = objs[k];
-	atomic_store_explicit(&c->len, len + n, memory_order_relaxed);
+	ioa__pool_push(c, objs, n, len);
 }
 
 #endif
