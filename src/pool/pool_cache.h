@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <string.h>
 
 struct ioa__pool_cache {
 	uint32_t gen;              /* the pool's generation when made */
@@ -102,11 +103,8 @@ void ioa__pool_flush_put(struct ioa_pool *p, struct ioa__pool_cache *c, void *co
 static inline __attribute__((always_inline)) void
 ioa__pool_take(struct ioa__pool_cache *c, void **objs, unsigned n, uint32_t len)
 {
-	/* Hottest first; pointers and size_t so that the copy vectorises. */
-	void *const *top = &c->objs[len];
-
-	for (size_t k = 0; k < n; k++)
-		objs[k] = top[-1 - (ptrdiff_t)k];
+	/* The @n hottest, in one memcpy (the stack's order, not hottest first). */
+	memcpy(objs, &c->objs[len - n], (size_t)n * sizeof(void *));
 	atomic_store_explicit(&c->len, len - n, memory_order_relaxed);
 }
 
@@ -114,10 +112,7 @@ ioa__pool_take(struct ioa__pool_cache *c, void **objs, unsigned n, uint32_t len)
 static inline __attribute__((always_inline)) void
 ioa__pool_push(struct ioa__pool_cache *c, void *const *objs, unsigned n, uint32_t len)
 {
-	void **top = &c->objs[len];
-
-	for (size_t k = 0; k < n; k++)
-		top[k] = objs[k];
+	memcpy(&c->objs[len], objs, (size_t)n * sizeof(void *));
 	atomic_store_explicit(&c->len, len + n, memory_order_relaxed);
 }
 
