@@ -160,7 +160,8 @@ int ioa_init(const struct ioa_config *cfg);
 
 /**
  * Retires every buffer freed (then prints the statistics with IOALLOC_STATS=1),
- * unmaps every buffer still allocated (warning about each leak), returns all
+ * unmaps every buffer still allocated (warning about each leak; a pool still
+ * live is dropped, with a warning naming it), returns all
  * memory to the kernel and closes the backend. No other ioalloc call may run
  * concurrently. ioa_init() may be called again afterwards.
  */
