@@ -160,7 +160,8 @@ int ioa_init(const struct ioa_config *cfg);
 
 /**
  * Retires every buffer freed (then prints the statistics with IOALLOC_STATS=1),
- * unmaps every buffer still allocated (warning about each leak), returns all
+ * unmaps every buffer still allocated (warning about each leak; a pool still
+ * live is dropped, with a warning naming it), returns all
  * memory to the kernel and closes the backend. No other ioalloc call may run
  * concurrently. ioa_init() may be called again afterwards.
  */
@@ -441,6 +442,128 @@ int ioa_ring_dequeue_burst(struct ioa_ring *r, void **objs, unsigned n, unsigned
 /** Elements in @r; its free slots. Both -EINVAL for a NULL or freed ring. */
 int ioa_ring_count(const struct ioa_ring *r);
 int ioa_ring_free_count(const struct ioa_ring *r);
+
+/* ---- object pools ----------------------------------------------------- */
+
+/**
+ * A pool of @count fixed-size objects in DMA memory, for packet buffers,
+ * descriptors and commands taken and returned in bursts (DPDK's
+ * rte_mempool). The objects are carved from one ioa_dma_alloc() buffer on
+ * the pool's node, made at creation: every object is mapped in the IOMMU
+ * from ioa_pool_create() to ioa_pool_free() and stays mapped while it
+ * recycles through the pool (as the kernel's page_pool keeps pages mapped):
+ * a put does not unmap it, so a device writing through a stale IOVA after a
+ * put lands in the object, or in whoever got it next. Only ioa_pool_free()
+ * unmaps, through the deferral engine (ioa_dma_free()).
+ *
+ * The free objects are in a ring (multi-producer, multi-consumer); each
+ * thread has a cache of up to @cache_size objects per pool in front of it,
+ * refilled from and flushed to the ring in batches: a get or put that the
+ * cache serves takes no lock and makes no system call.
+ * Life of the caches:
+ * - thread exit: a thread's caches go back to their pools' rings (a pthread
+ *   key's destructor); a later destructor's get or put of that thread goes
+ *   to the ring directly.
+ * - fork(): the child has the forking thread's caches; the objects held in
+ *   the other threads' caches are lost to the child (they count as in use
+ *   there, forever).
+ * - signal handlers: get and put are not async-signal-safe (like malloc): a
+ *   handler may use a pool only when it never interrupts a call of its own
+ *   thread on that pool.
+ * - ioa_pool_free(): no thread may be in, or later start, a call on the pool
+ *   (the caller's promise). A call on a freed pool is detected while its
+ *   slot has not been given to a new pool, and refused with a message.
+ * With IOALLOC_CHECK=1 a put of an object that is not the pool's (or not the
+ * start of one), a double put, and a write past an object's end (an 8-byte
+ * cookie follows each object) are reported in one line naming the pool and
+ * the object, and the put is refused (-EINVAL).
+ */
+struct ioa_pool;
+
+#define IOA_POOL_NAMESIZE 32          /**< a name is 1 to 31 characters */
+#define IOA_POOL_MAX 256              /**< pools alive at once */
+#define IOA_POOL_COUNT_MAX (1u << 27) /**< the most objects in a pool */
+#define IOA_POOL_OBJ_MAX (1u << 24)   /**< the largest object size, 16 MiB */
+#define IOA_POOL_CACHE_MAX 512        /**< the largest per-thread cache */
+#define IOA_POOL_ALIGN_4K 0x1u        /**< objects start on 4 KiB boundaries (default: 64 bytes) */
+#define IOA_POOL_NO_PAGE_CROSS 0x2u   /**< no object crosses a 4 KiB page (objects up to 4 KiB) */
+#define IOA_POOL_FLUSH_ALL 0x4u       /**< a full cache flushes whole (default: its colder half) */
+
+/** Called once per object at creation, with the object, its index and @arg. */
+typedef void (*ioa_pool_ctor_fn)(struct ioa_pool *pool, void *obj, unsigned idx, void *arg);
+
+/**
+ * Creates pool @name (1 to 31 characters, unique among live pools) of
+ * @count objects (1 to IOA_POOL_COUNT_MAX) of @obj_size bytes (1 to
+ * IOA_POOL_OBJ_MAX), with per-thread caches of up to @cache_size objects
+ * (0 for none; at most IOA_POOL_CACHE_MAX and @count), on NUMA @node (a
+ * node with memory, or IOA_NODE_ANY), laid out by @flags (IOA_POOL_*).
+ * Objects are 64-byte aligned by default. The memory is not zeroed.
+ * Initialises the library on first use, as ioa_dma_alloc() does. Returns
+ * NULL with errno EINVAL (a bad argument, described in one line naming the
+ * value), EEXIST (the name is taken), ENOSPC (IOA_POOL_MAX pools live),
+ * ENOMEM, or the errno of ioa_dma_alloc().
+ */
+struct ioa_pool *ioa_pool_create(const char *name, size_t obj_size, unsigned count,
+				 unsigned cache_size, int node, unsigned flags);
+/** ioa_pool_create() that calls @ctor (unless NULL) on every object once, in
+ * index order, before it returns. */
+struct ioa_pool *ioa_pool_create_ctor(const char *name, size_t obj_size, unsigned count,
+				      unsigned cache_size, int node, unsigned flags,
+				      ioa_pool_ctor_fn ctor, void *arg);
+
+/**
+ * Frees @pool: its objects' memory goes to ioa_dma_free() (unmapped and
+ * reused only once retired by the deferral engine), its ring and every
+ * thread's cache of it are dropped. No thread may use the pool during or
+ * after the call; objects still taken are freed with it. NULL does nothing.
+ */
+void ioa_pool_free(struct ioa_pool *pool);
+
+/** The live pool named @name, or NULL. */
+struct ioa_pool *ioa_pool_lookup(const char *name);
+
+/**
+ * Takes one object into @obj: 0, or -ENOBUFS when the pool has none free
+ * (never blocks), -EINVAL (NULL or freed pool, NULL @obj).
+ */
+int ioa_pool_get(struct ioa_pool *pool, void **obj);
+/** Takes @n objects into @objs: all of them (0) or none (-ENOBUFS), or
+ * -EINVAL (bad pool, NULL @objs with @n > 0, @n above the pool's count). */
+int ioa_pool_get_bulk(struct ioa_pool *pool, void **objs, unsigned n);
+/** Returns @obj to @pool: 0, or -EINVAL (bad pool; with IOALLOC_CHECK=1 an
+ * object that is not the pool's, a double put or an overwritten cookie). */
+int ioa_pool_put(struct ioa_pool *pool, void *obj);
+/** Returns the @n objects at @objs; -EINVAL as ioa_pool_put() (with
+ * IOALLOC_CHECK=1 the objects that pass are returned, the others not). */
+int ioa_pool_put_bulk(struct ioa_pool *pool, void *const *objs, unsigned n);
+
+/** The IOVA of any byte of a pool's object, in O(1) (as ioa_virt2iova());
+ * IOA_BAD_IOVA for other addresses. */
+uint64_t ioa_pool_obj_iova(const void *obj);
+
+/** Calls @fn on every object of @pool, free or taken, in index order;
+ * returns the count, or -EINVAL for a bad pool or NULL @fn. */
+int ioa_pool_iterate(struct ioa_pool *pool, ioa_pool_ctor_fn fn, void *arg);
+
+#define IOA_POOL_STATS_CACHES 64 /**< per-thread fills reported */
+
+/** A snapshot of a pool's counters (exact only while no thread uses it). */
+struct ioa_pool_stats {
+	uint64_t hits;      /**< get calls its cache served */
+	uint64_t misses;    /**< get calls that went to the ring */
+	uint64_t flushes;   /**< put calls that flushed (part of) a cache, or went to the ring */
+	uint64_t failed;    /**< get calls refused for want of objects */
+	unsigned count;     /**< objects in the pool */
+	unsigned in_ring;   /**< free objects in the ring */
+	unsigned in_caches; /**< free objects in the threads' caches */
+	unsigned in_use;    /**< count - in_ring - in_caches */
+	unsigned caches;    /**< threads with a cache of this pool */
+	unsigned cache_fill[IOA_POOL_STATS_CACHES]; /**< objects in each (the first 64) */
+};
+
+/** Fills @out with @pool's counters: 0, or -EINVAL (bad pool, NULL @out). */
+int ioa_pool_stats_get(struct ioa_pool *pool, struct ioa_pool_stats *out);
 
 /** A snapshot of the library's counters. */
 struct ioa_stats {

@@ -9,6 +9,7 @@
 #include "iommu.h"
 #include "log.h"
 #include "os.h"
+#include "pool.h"
 #include "region.h"
 #include "stats.h"
 
@@ -228,6 +229,7 @@ IOA_EXPORT void ioa_fini(void)
 		pthread_mutex_unlock(&life_lock);
 		return;
 	}
+	ioa__pool_fini();
 	ioa__heap_fini();
 	/* Printed while the engine still has its queues: they hold its counts. */
 	ioa__defer_quiesce();

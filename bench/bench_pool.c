@@ -1,0 +1,281 @@
+/*
+ * Pools: ioalloc's against DPDK's rte_mempool when built with DPDK
+ * (IOA_BENCH_DPDK), in one process so that both run in the same period.
+ * Each thread has a cache of 256 objects (DPDK: a cache made with
+ * rte_mempool_cache_create() per thread, used by rte_mempool_generic_get/put,
+ * as an lcore's would be).
+ * - getput/T/B: T threads (1 or 2, on CPUs 0 and 1) each get a bulk of B
+ *   objects and put it back, over and over;
+ * - deep/T/B: each thread gets 16 bulks of B (more than its cache holds),
+ *   then puts the 16 back: refills and flushes every round. Run with
+ *   ioalloc's default flush (the colder half of a full cache) and with
+ *   IOA_POOL_FLUSH_ALL (the whole cache), the measurement issue 9 asks for.
+ * An iteration is one object got and put (by either thread): the reported
+ * time is nanoseconds per object, the threads together.
+ * Pools of 8192 objects of 2048 bytes. The EAL runs with --no-huge --no-pci
+ * --no-shconf on lcores 0-1.
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <ioalloc.h>
+
+#include "bench.h"
+
+#ifdef IOA_BENCH_DPDK
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_mempool.h>
+#include <rte_version.h>
+#endif
+
+#define POOL_COUNT 8192
+#define OBJ_SIZE 2048
+#define CACHE 256
+#define MAX_BULK 32
+#define DEPTH 16
+
+/* One library's pool and a thread's cache of it. */
+struct lib {
+	void *(*thread_cache)(void *pool); /* per thread; NULL for ioalloc */
+	void (*free_cache)(void *cache);
+	int (*get)(void *pool, void *cache, void **objs, unsigned n);
+	void (*put)(void *pool, void *cache, void *const *objs, unsigned n);
+};
+
+struct bcase {
+	const struct lib *lib;
+	unsigned flags;  /* ioalloc's pool flags */
+	int threads;
+	int deep;
+};
+
+static void pin(pthread_t t, int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	pthread_setaffinity_np(t, sizeof(set), &set);
+}
+
+/* @n objects through the pool in bulks of @bulk; 0, or -1 when a get failed. */
+static inline __attribute__((always_inline)) int run(const struct lib *l, void *pool,
+						     void *cache, unsigned bulk, int deep,
+						     uint64_t n)
+{
+	void *objs[DEPTH][MAX_BULK];
+
+	if (!deep) {
+		for (uint64_t i = 0; i < n; i += bulk) {
+			if (l->get(pool, cache, objs[0], bulk) != 0)
+				return -1;
+			ioa_bench_clobber();
+			l->put(pool, cache, objs[0], bulk);
+		}
+		return 0;
+	}
+	for (uint64_t i = 0; i < n; i += (uint64_t)bulk * DEPTH) {
+		for (unsigned d = 0; d < DEPTH; d++)
+			if (l->get(pool, cache, objs[d], bulk) != 0)
+				return -1;
+		ioa_bench_clobber();
+		for (unsigned d = 0; d < DEPTH; d++)
+			l->put(pool, cache, objs[d], bulk);
+	}
+	return 0;
+}
+
+struct helper {
+	const struct bcase *bc;
+	void *pool;
+	unsigned bulk;
+	_Atomic uint64_t todo; /* objects of the next round; UINT64_MAX ends */
+	_Atomic int done, failed;
+};
+
+static void *helper_body(void *arg)
+{
+	struct helper *h = arg;
+	void *cache = h->bc->lib->thread_cache ? h->bc->lib->thread_cache(h->pool) : NULL;
+	uint64_t n;
+
+	for (;;) {
+		/* acquire: the round's parameters, set before it. */
+		while ((n = atomic_load_explicit(&h->todo, memory_order_acquire)) == 0)
+			sched_yield();
+		if (n == UINT64_MAX)
+			break;
+		atomic_store_explicit(&h->todo, 0, memory_order_relaxed);
+		if (run(h->bc->lib, h->pool, cache, h->bulk, h->bc->deep, n))
+			atomic_store(&h->failed, 1);
+		/* release: the round's work before the main thread goes on. */
+		atomic_fetch_add_explicit(&h->done, 1, memory_order_release);
+	}
+	if (h->bc->lib->free_cache)
+		h->bc->lib->free_cache(cache);
+	return NULL;
+}
+
+static void measure(ioa_bench_state *st, const struct bcase *bc, void *pool)
+{
+	unsigned bulk = (unsigned)ioa_bench_range(st, 0);
+	void *cache = bc->lib->thread_cache ? bc->lib->thread_cache(pool) : NULL;
+	struct helper h = {.bc = bc, .pool = pool, .bulk = bulk};
+	pthread_t t;
+	int rounds = 0;
+
+	pin(pthread_self(), 0);
+	if (bc->threads == 2) {
+		pthread_create(&t, NULL, helper_body, &h);
+		pin(t, 1);
+	}
+	for (uint64_t n; (n = ioa_bench_next_batch(st)) != 0;) {
+		uint64_t mine = n;
+
+		if (bc->threads == 2) {
+			uint64_t half = (n / 2 + bulk * DEPTH - 1) / (bulk * DEPTH) * (bulk * DEPTH);
+
+			atomic_store_explicit(&h.todo, half ? half : bulk, memory_order_release);
+			mine = n > half ? n - half : bulk;
+		}
+		if (run(bc->lib, pool, cache, bulk, bc->deep, mine))
+			ioa_bench_skip(st, "a get failed");
+		if (bc->threads == 2) {
+			rounds++;
+			while (atomic_load_explicit(&h.done, memory_order_acquire) != rounds)
+				;
+		}
+	}
+	if (bc->threads == 2) {
+		atomic_store_explicit(&h.todo, UINT64_MAX, memory_order_release);
+		pthread_join(t, NULL);
+		if (atomic_load(&h.failed))
+			ioa_bench_skip(st, "a get failed on the second thread");
+	}
+	if (bc->lib->free_cache)
+		bc->lib->free_cache(cache);
+}
+
+/* ---- ioalloc ------------------------------------------------------------ */
+
+static int ioa_get(void *pool, void *cache, void **objs, unsigned n)
+{
+	(void)cache;
+	return ioa_pool_get_bulk(pool, objs, n);
+}
+
+static void ioa_put(void *pool, void *cache, void *const *objs, unsigned n)
+{
+	(void)cache;
+	ioa_pool_put_bulk(pool, objs, n);
+}
+
+static const struct lib ioa_lib = {NULL, NULL, ioa_get, ioa_put};
+
+static void bm_ioa(ioa_bench_state *st, const void *ctx)
+{
+	const struct bcase *bc = ctx;
+	struct ioa_pool *p = ioa_pool_create("bench", OBJ_SIZE, POOL_COUNT, CACHE, IOA_NODE_ANY,
+					     bc->flags);
+
+	if (!p) {
+		ioa_bench_skip(st, "ioa_pool_create failed");
+		return;
+	}
+	measure(st, bc, p);
+	ioa_pool_free(p);
+}
+
+/* ---- DPDK --------------------------------------------------------------- */
+
+#ifdef IOA_BENCH_DPDK
+static void *rte_cache(void *pool)
+{
+	(void)pool;
+	return rte_mempool_cache_create(CACHE, SOCKET_ID_ANY);
+}
+
+static void rte_cache_free(void *cache)
+{
+	rte_mempool_cache_free(cache);
+}
+
+static int rte_get(void *pool, void *cache, void **objs, unsigned n)
+{
+	return rte_mempool_generic_get(pool, objs, n, cache);
+}
+
+static void rte_put(void *pool, void *cache, void *const *objs, unsigned n)
+{
+	rte_mempool_generic_put(pool, objs, n, cache);
+}
+
+static const struct lib rte_lib = {rte_cache, rte_cache_free, rte_get, rte_put};
+
+static void bm_rte(ioa_bench_state *st, const void *ctx)
+{
+	const struct bcase *bc = ctx;
+	struct rte_mempool *mp = rte_mempool_create("bench", POOL_COUNT, OBJ_SIZE, CACHE, 0, NULL,
+						    NULL, NULL, NULL, SOCKET_ID_ANY, 0);
+
+	if (!mp) {
+		ioa_bench_skip(st, "rte_mempool_create failed");
+		return;
+	}
+	measure(st, bc, mp);
+	rte_mempool_free(mp);
+}
+
+static int eal_init(char *prog)
+{
+	char *argv[] = {prog, "--no-huge", "--no-pci", "--no-shconf", "--no-telemetry",
+			"-l", "0-1", "--iova-mode=va", "--log-level=warning", "-m", "128"};
+
+	if (rte_eal_init((int)(sizeof(argv) / sizeof(argv[0])), argv) < 0) {
+		fprintf(stderr, "bench: rte_eal_init: %s\n", rte_strerror(rte_errno));
+		return -1;
+	}
+	ioa_bench_context("dpdk", rte_version());
+	return 0;
+}
+#endif
+
+static struct bcase cases[16];
+
+int main(int argc, char **argv)
+{
+	struct ioa_config cfg;
+	char name[64];
+	unsigned nc = 0;
+
+#ifdef IOA_BENCH_DPDK
+	if (eal_init(argv[0]) != 0)
+		return 1;
+#endif
+	ioa_config_init(&cfg);
+	cfg.backend = IOA_BACKEND_NONE;
+	if (ioa_init(&cfg) != 0)
+		return 1;
+	for (int deep = 0; deep < 2; deep++) {
+		for (int t = 1; t <= 2; t++) {
+			cases[nc] = (struct bcase){&ioa_lib, 0, t, deep};
+			snprintf(name, sizeof(name), "ioalloc/%s/%dthread", deep ? "deep" : "getput", t);
+			ioa_bench_register(name, bm_ioa, &cases[nc++], 32);
+			if (deep) {
+				cases[nc] = (struct bcase){&ioa_lib, IOA_POOL_FLUSH_ALL, t, deep};
+				snprintf(name, sizeof(name), "ioalloc-flushall/deep/%dthread", t);
+				ioa_bench_register(name, bm_ioa, &cases[nc++], 32);
+			}
+#ifdef IOA_BENCH_DPDK
+			cases[nc] = (struct bcase){&rte_lib, 0, t, deep};
+			snprintf(name, sizeof(name), "dpdk/%s/%dthread", deep ? "deep" : "getput", t);
+			ioa_bench_register(name, bm_rte, &cases[nc++], 32);
+#endif
+		}
+	}
+	return ioa_bench_main(argc, argv);
+}

@@ -1,0 +1,382 @@
+/* Pools' cold paths: creation, lookup, iteration, stats and free (pool.h). */
+#include "pool.h"
+
+#include "api.h"
+#include "log.h"
+#include "pool_cache.h"
+#include "region.h"
+#include "span.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KNOWN_FLAGS (IOA_POOL_ALIGN_4K | IOA_POOL_NO_PAGE_CROSS | IOA_POOL_FLUSH_ALL)
+#define PAGE 4096u
+#define LINE 64u
+
+pthread_mutex_t ioa__pools_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ioa_pool table[IOA_POOL_MAX];
+static uint32_t next_gen = 1;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+void ioa__pool_detach_caches(struct ioa_pool *p);
+
+/* fork(): no thread holds the lock while it waits for another of the
+ * library's, so taking it first (these handlers run before the library's)
+ * is safe. The child's caches of other threads are abandoned. */
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&ioa__pools_lock);
+}
+
+static void fork_parent(void)
+{
+	pthread_mutex_unlock(&ioa__pools_lock);
+}
+
+static void fork_child(void)
+{
+	pthread_mutex_init(&ioa__pools_lock, NULL);
+}
+
+static void register_fork(void)
+{
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+static size_t round_up(size_t x, size_t a)
+{
+	return (x + a - 1) / a * a;
+}
+
+static int check_args(const char *fn, const char *name, size_t obj_size, unsigned count,
+		      unsigned cache_size, unsigned flags)
+{
+	if (!name || !name[0] || strlen(name) >= IOA_POOL_NAMESIZE) {
+		ioa__err("%s: invalid name %s%s%s: accepted are 1 to %d characters", fn,
+			 name ? "\"" : "", name ? name : "NULL", name ? "\"" : "",
+			 IOA_POOL_NAMESIZE - 1);
+		return -EINVAL;
+	}
+	if (!obj_size || obj_size > IOA_POOL_OBJ_MAX) {
+		ioa__err("%s: pool \"%s\": invalid obj_size %zu: accepted are 1 to %u bytes", fn, name,
+			 obj_size, IOA_POOL_OBJ_MAX);
+		return -EINVAL;
+	}
+	if (!count || count > IOA_POOL_COUNT_MAX) {
+		ioa__err("%s: pool \"%s\": invalid count %u: accepted are 1 to %u", fn, name, count,
+			 IOA_POOL_COUNT_MAX);
+		return -EINVAL;
+	}
+	if (cache_size > IOA_POOL_CACHE_MAX || cache_size > count) {
+		ioa__err("%s: pool \"%s\": invalid cache_size %u: accepted are 0 to %u and at most "
+			 "the count %u", fn, name, cache_size, IOA_POOL_CACHE_MAX, count);
+		return -EINVAL;
+	}
+	if (flags & ~KNOWN_FLAGS) {
+		ioa__err("%s: pool \"%s\": unknown flags %#x in %#x: accepted are IOA_POOL_ALIGN_4K, "
+			 "IOA_POOL_NO_PAGE_CROSS, IOA_POOL_FLUSH_ALL", fn, name,
+			 flags & ~KNOWN_FLAGS, flags);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Lays out @p's objects; -EINVAL when they cannot be laid out as asked. */
+static int layout(struct ioa_pool *p, const char *fn)
+{
+	size_t need = p->obj_size + (p->check ? IOA_POOL_COOKIE_SIZE : 0);
+
+	p->stride = round_up(need, p->flags & IOA_POOL_ALIGN_4K ? PAGE : LINE);
+	if (p->flags & IOA_POOL_NO_PAGE_CROSS) {
+		if (p->stride > PAGE) {
+			ioa__err("%s: pool \"%s\": obj_size %zu%s does not fit in a 4 KiB page, as "
+				 "IOA_POOL_NO_PAGE_CROSS asks", fn, p->name, p->obj_size,
+				 p->check ? " and its 8-byte cookie (IOALLOC_CHECK=1)" : "");
+			return -EINVAL;
+		}
+		p->per_group = PAGE / (uint32_t)p->stride;
+		p->group_bytes = PAGE;
+	} else {
+		p->per_group = p->count;
+		p->group_bytes = (size_t)p->count * p->stride;
+	}
+	p->slab_bytes = (size_t)((p->count + p->per_group - 1) / p->per_group) * p->group_bytes;
+	return 0;
+}
+
+/* A free slot under the lock, or NULL: -EEXIST or -ENOSPC in *err. */
+static struct ioa_pool *claim_slot(const char *fn, const char *name, int *err)
+{
+	struct ioa_pool *free_slot = NULL;
+
+	for (unsigned i = 0; i < IOA_POOL_MAX; i++) {
+		struct ioa_pool *p = &table[i];
+
+		/* A slot with a name is live or being made by another thread. */
+		if (p->name[0] && !strcmp(p->name, name)) {
+			ioa__err("%s: the name \"%s\" is taken by a live pool", fn, name);
+			*err = -EEXIST;
+			return NULL;
+		}
+		if (!free_slot && !p->name[0])
+			free_slot = p;
+	}
+	if (!free_slot) {
+		ioa__err("%s: pool \"%s\": %d pools are live, the most there may be", fn, name,
+			 IOA_POOL_MAX);
+		*err = -ENOSPC;
+		return NULL;
+	}
+	memset(free_slot->name, 0, sizeof(free_slot->name));
+	strcpy(free_slot->name, name); /* the slot and the name are ours from here */
+	return free_slot;
+}
+
+static void release_slot(struct ioa_pool *p)
+{
+	pthread_mutex_lock(&ioa__pools_lock);
+	p->name[0] = 0;
+	pthread_mutex_unlock(&ioa__pools_lock);
+}
+
+static unsigned pow2_at_least(unsigned n)
+{
+	unsigned r = 1;
+
+	while (r < n)
+		r <<= 1;
+	return r;
+}
+
+static struct ioa_pool *create(const char *fn, const char *name, size_t obj_size,
+			       unsigned count, unsigned cache_size, int node, unsigned flags,
+			       ioa_pool_ctor_fn ctor, void *arg)
+{
+	struct ioa_pool *p;
+	int err = check_args(fn, name, obj_size, count, cache_size, flags);
+
+	if (!err)
+		err = ioa__ensure_up();
+	if (!err && node != IOA_NODE_ANY && ioa__region_pick_node(node, fn) < 0)
+		err = -EINVAL;
+	if (err) {
+		errno = -err;
+		return NULL;
+	}
+	pthread_once(&fork_once, register_fork);
+	pthread_mutex_lock(&ioa__pools_lock);
+	p = claim_slot(fn, name, &err);
+	pthread_mutex_unlock(&ioa__pools_lock);
+	if (!p) {
+		errno = -err;
+		return NULL;
+	}
+	/* The slot is ours alone until its magic is set under the lock. */
+	p->obj_size = obj_size;
+	p->count = count;
+	p->cache_size = cache_size;
+	p->flags = flags;
+	p->node = node;
+	p->check = ioa__heap_checking;
+	p->id = (uint32_t)(p - table);
+	p->caches = NULL;
+	p->gone_hits = p->gone_misses = p->gone_flushes = 0;
+	atomic_store_explicit(&p->ring_gets, 0, memory_order_relaxed);
+	atomic_store_explicit(&p->ring_puts, 0, memory_order_relaxed);
+	atomic_store_explicit(&p->failed, 0, memory_order_relaxed);
+	if (layout(p, fn)) {
+		errno = EINVAL;
+		goto out_slot;
+	}
+	p->base = ioa_dma_alloc(p->slab_bytes, flags & IOA_POOL_ALIGN_4K ? PAGE : 0, node);
+	if (!p->base) {
+		err = errno;
+		ioa__err("%s: pool \"%s\": no DMA memory for %u objects (%zu bytes): %s", fn, name,
+			 count, p->slab_bytes, ioa__errno_name(err));
+		errno = err;
+		goto out_slot;
+	}
+	p->ring = ioa__ring_create(fn, name, pow2_at_least(count), node, 0);
+	if (!p->ring)
+		goto out_slab;
+	p->state = NULL;
+	if (p->check && !(p->state = ioa_calloc(count, 1))) {
+		ioa__err("%s: pool \"%s\": no memory for the check state", fn, name);
+		errno = ENOMEM;
+		goto out_ring;
+	}
+	for (uint32_t i = 0; i < count; i++) {
+		void *obj = ioa__pool_obj(p, i);
+
+		if (p->check)
+			ioa__pool_cookie_arm(p, obj);
+		if (ctor)
+			ctor(p, obj, i, arg);
+		p->ring->slots[i] = obj;
+	}
+	/* Single-threaded fill: the ring is not shared yet. */
+	atomic_store_explicit(&p->ring->prod.head, count, memory_order_relaxed);
+	atomic_store_explicit(&p->ring->prod.tail, count, memory_order_relaxed);
+	pthread_mutex_lock(&ioa__pools_lock);
+	p->gen = next_gen++;
+	/* relaxed: the pointer reaches other threads through the lock
+	 * (lookup) or the caller's own synchronisation. */
+	atomic_store_explicit(&p->magic, IOA_POOL_MAGIC, memory_order_relaxed);
+	pthread_mutex_unlock(&ioa__pools_lock);
+	return p;
+
+out_ring:
+	ioa__ring_destroy(p->ring);
+out_slab:
+	err = errno;
+	ioa_dma_free(p->base);
+	errno = err;
+out_slot:
+	release_slot(p);
+	return NULL;
+}
+
+IOA_EXPORT struct ioa_pool *ioa_pool_create(const char *name, size_t obj_size, unsigned count,
+					    unsigned cache_size, int node, unsigned flags)
+{
+	return create("ioa_pool_create", name, obj_size, count, cache_size, node, flags, NULL,
+		      NULL);
+}
+
+IOA_EXPORT struct ioa_pool *ioa_pool_create_ctor(const char *name, size_t obj_size,
+						 unsigned count, unsigned cache_size, int node,
+						 unsigned flags, ioa_pool_ctor_fn ctor, void *arg)
+{
+	return create("ioa_pool_create_ctor", name, obj_size, count, cache_size, node, flags,
+		      ctor, arg);
+}
+
+IOA_EXPORT void ioa_pool_free(struct ioa_pool *p)
+{
+	struct ioa_ring *ring;
+	void *base, *state;
+
+	if (!p)
+		return;
+	pthread_mutex_lock(&ioa__pools_lock);
+	if (!ioa__pool_live(p)) {
+		pthread_mutex_unlock(&ioa__pools_lock);
+		ioa__pool_bad(p, "ioa_pool_free");
+		return;
+	}
+	atomic_store_explicit(&p->magic, 0, memory_order_relaxed);
+	ioa__pool_detach_caches(p);
+	ring = p->ring;
+	base = p->base;
+	state = (void *)p->state;
+	p->ring = NULL;
+	p->base = NULL;
+	p->state = NULL;
+	pthread_mutex_unlock(&ioa__pools_lock);
+	ioa__ring_destroy(ring);
+	ioa_free(state);
+	/* Retired through the deferral engine: unmapped, invalidated, then reused. */
+	ioa_dma_free(base);
+	release_slot(p);
+}
+
+IOA_EXPORT struct ioa_pool *ioa_pool_lookup(const char *name)
+{
+	struct ioa_pool *found = NULL;
+
+	if (!name)
+		return NULL;
+	pthread_mutex_lock(&ioa__pools_lock);
+	for (unsigned i = 0; i < IOA_POOL_MAX && !found; i++)
+		if (ioa__pool_live(&table[i]) && !strcmp(table[i].name, name))
+			found = &table[i];
+	pthread_mutex_unlock(&ioa__pools_lock);
+	return found;
+}
+
+IOA_EXPORT int ioa_pool_iterate(struct ioa_pool *p, ioa_pool_ctor_fn fn, void *arg)
+{
+	if (!ioa__pool_live(p))
+		return ioa__pool_bad(p, "ioa_pool_iterate");
+	if (!fn) {
+		ioa__err("ioa_pool_iterate: pool \"%s\": fn is NULL", p->name);
+		return -EINVAL;
+	}
+	for (uint32_t i = 0; i < p->count; i++)
+		fn(p, ioa__pool_obj(p, i), i, arg);
+	return (int)p->count;
+}
+
+IOA_EXPORT uint64_t ioa_pool_obj_iova(const void *obj)
+{
+	/* The slab is one ioa_dma_alloc() buffer: its IOVA lookup is O(1). */
+	return ioa_virt2iova(obj);
+}
+
+IOA_EXPORT int ioa_pool_stats_get(struct ioa_pool *p, struct ioa_pool_stats *out)
+{
+	unsigned in_caches = 0, n = 0;
+
+	if (!ioa__pool_live(p))
+		return ioa__pool_bad(p, "ioa_pool_stats_get");
+	if (!out) {
+		ioa__err("ioa_pool_stats_get: pool \"%s\": out is NULL", p->name);
+		return -EINVAL;
+	}
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&ioa__pools_lock);
+	out->hits = p->gone_hits;
+	out->misses = p->gone_misses + atomic_load_explicit(&p->ring_gets, memory_order_relaxed);
+	out->flushes = p->gone_flushes + atomic_load_explicit(&p->ring_puts, memory_order_relaxed);
+	out->failed = atomic_load_explicit(&p->failed, memory_order_relaxed);
+	for (struct ioa__pool_cache *c = p->caches; c; c = c->next, n++) {
+		/* relaxed: counters, a snapshot. */
+		unsigned len = atomic_load_explicit(&c->len, memory_order_relaxed);
+
+		out->hits += atomic_load_explicit(&c->hits, memory_order_relaxed);
+		out->misses += atomic_load_explicit(&c->misses, memory_order_relaxed);
+		out->flushes += atomic_load_explicit(&c->flushes, memory_order_relaxed);
+		in_caches += len;
+		if (n < IOA_POOL_STATS_CACHES)
+			out->cache_fill[n] = len;
+	}
+	pthread_mutex_unlock(&ioa__pools_lock);
+	out->count = p->count;
+	out->caches = n;
+	out->in_caches = in_caches;
+	out->in_ring = ioa__ring_count(p->ring);
+	out->in_use = in_caches + out->in_ring <= p->count ? p->count - in_caches - out->in_ring : 0;
+	return 0;
+}
+
+void ioa__pool_fini(void)
+{
+	pthread_mutex_lock(&ioa__pools_lock);
+	for (unsigned i = 0; i < IOA_POOL_MAX; i++) {
+		struct ioa_pool *p = &table[i];
+
+		if (!ioa__pool_live(p))
+			continue;
+		ioa__warn("ioa_fini: pool \"%s\" was not freed: dropped with its %u objects",
+			  p->name, p->count);
+		atomic_store_explicit(&p->magic, 0, memory_order_relaxed);
+		ioa__pool_detach_caches(p);
+		p->ring = NULL;
+		p->base = NULL;
+		p->state = NULL;
+		p->name[0] = 0;
+	}
+	pthread_mutex_unlock(&ioa__pools_lock);
+}
+
+int ioa__pool_bad(const struct ioa_pool *p, const char *fn)
+{
+	if (!p)
+		ioa__err("%s: pool is NULL: pass a pool from ioa_pool_create()", fn);
+	else
+		ioa__err("%s: %p is not a live pool (freed, or not from ioa_pool_create())", fn,
+			 (const void *)p);
+	return -EINVAL;
+}

@@ -1,0 +1,186 @@
+/*
+ * The per-thread caches' slow paths (pool_cache.h has the hot one):
+ * - a thread's first call on a pool makes its cache and links it into the
+ *   pool's list (under ioa__pools_lock), so that stats and ioa_pool_free()
+ *   find it;
+ * - thread exit: a pthread key's destructor (like the heap's heap_exit)
+ *   flushes every cache of the thread back to its pool's ring and frees
+ *   it; the thread's later calls (another destructor's) go to the rings;
+ * - ioa_pool_free() detaches its caches: they stay with their threads,
+ *   which free them when the slot's next pool or their exit finds them;
+ * - fork(): the lock is held across it; the child keeps the forking
+ *   thread's caches and the other threads' are abandoned there (their
+ *   objects count as in use, and are never returned).
+ * The thread's table and caches are pages of their own (mmap, on these slow
+ * paths only), not the heap's: the library's code calls no malloc, and
+ * they outlive an ioa_fini() and ioa_init() (the table is per thread, the
+ * pools are not: pools must be freed before ioa_fini()).
+ */
+#include "pool_cache.h"
+
+#include "log.h"
+#include "os.h"
+
+#include <string.h>
+
+__thread struct ioa__pool_tls *ioa__pool_my __attribute__((tls_model("initial-exec")));
+static __thread int pool_exited __attribute__((tls_model("initial-exec")));
+
+static pthread_key_t pool_key;
+
+static size_t cache_bytes(uint32_t size)
+{
+	return sizeof(struct ioa__pool_cache) + 2 * (size_t)size * sizeof(void *);
+}
+
+static void free_cache(struct ioa__pool_cache *c)
+{
+	if (c)
+		ioa__os_free_pages(c, cache_bytes(c->size));
+}
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+
+/* Unlinks @c from its pool's list; under the lock. */
+static void unlink_cache(struct ioa_pool *p, struct ioa__pool_cache *c)
+{
+	struct ioa__pool_cache **pp;
+
+	for (pp = &p->caches; *pp && *pp != c; pp = &(*pp)->next)
+		;
+	if (*pp)
+		*pp = c->next;
+	p->gone_hits += atomic_load_explicit(&c->hits, memory_order_relaxed);
+	p->gone_misses += atomic_load_explicit(&c->misses, memory_order_relaxed);
+	p->gone_flushes += atomic_load_explicit(&c->flushes, memory_order_relaxed);
+}
+
+/* Thread exit: every cache's objects go back to the ring. */
+static void pool_exit(void *arg)
+{
+	struct ioa__pool_tls *t = arg;
+
+	ioa__pool_my = NULL;
+	pool_exited = 1;
+	pthread_mutex_lock(&ioa__pools_lock);
+	for (unsigned i = 0; i < IOA_POOL_MAX; i++) {
+		struct ioa__pool_cache *c = t->caches[i];
+		/* relaxed: pool is written and read under the lock. */
+		struct ioa_pool *p = c ? atomic_load_explicit(&c->pool, memory_order_relaxed) : NULL;
+
+		if (!p)
+			continue;
+		ioa__pool_ring_put(p, c->objs, atomic_load_explicit(&c->len, memory_order_relaxed));
+		atomic_store_explicit(&c->len, 0, memory_order_relaxed);
+		unlink_cache(p, c);
+	}
+	pthread_mutex_unlock(&ioa__pools_lock);
+	for (unsigned i = 0; i < IOA_POOL_MAX; i++)
+		free_cache(t->caches[i]);
+	ioa__os_free_pages(t, sizeof(*t));
+}
+
+static void key_create(void)
+{
+	pthread_key_create(&pool_key, pool_exit);
+}
+
+struct ioa__pool_cache *ioa__pool_cache_slow(struct ioa_pool *p)
+{
+	struct ioa__pool_tls *t = ioa__pool_my;
+	struct ioa__pool_cache *c, *old;
+
+	if (!p->cache_size || pool_exited)
+		return NULL;
+	if (!t) {
+		pthread_once(&key_once, key_create);
+		t = ioa__os_alloc_pages(sizeof(*t)); /* zeroed */
+		if (!t)
+			return NULL;
+		ioa__pool_my = t;
+		pthread_setspecific(pool_key, t);
+	}
+	c = ioa__os_alloc_pages(cache_bytes(p->cache_size)); /* zeroed */
+	if (!c)
+		return NULL;
+	c->gen = p->gen;
+	c->size = p->cache_size;
+	pthread_mutex_lock(&ioa__pools_lock);
+	/* A cache of the slot's earlier pool was detached by its free. */
+	old = t->caches[p->id];
+	atomic_store_explicit(&c->pool, p, memory_order_relaxed);
+	c->next = p->caches;
+	p->caches = c;
+	t->caches[p->id] = c;
+	pthread_mutex_unlock(&ioa__pools_lock);
+	free_cache(old);
+	return c;
+}
+
+/* ioa_pool_free(): the caches' objects are freed with the pool; the caches
+ * stay with their threads, marked detached. Under the lock. */
+void ioa__pool_detach_caches(struct ioa_pool *p)
+{
+	for (struct ioa__pool_cache *c = p->caches; c; c = c->next)
+		atomic_store_explicit(&c->pool, NULL, memory_order_relaxed);
+	p->caches = NULL;
+}
+
+int ioa__pool_big_get(struct ioa_pool *p, struct ioa__pool_cache *c, void **objs, unsigned n)
+{
+	uint32_t len;
+
+	if (ioa__ring_dequeue(p->ring, objs, n, IOA_RING_BULK, NULL) == n) {
+		atomic_fetch_add_explicit(&p->ring_gets, 1, memory_order_relaxed);
+		return 0;
+	}
+	len = atomic_load_explicit(&c->len, memory_order_relaxed);
+	if (len) {
+		ioa__pool_ring_put(p, c->objs, len);
+		atomic_store_explicit(&c->len, 0, memory_order_relaxed);
+		ioa__pool_count(&c->flushes);
+	}
+	return ioa__pool_ring_get(p, objs, n);
+}
+
+int ioa__pool_refill_get(struct ioa_pool *p, struct ioa__pool_cache *c, void **objs,
+			 unsigned n)
+{
+	uint32_t len = atomic_load_explicit(&c->len, memory_order_relaxed);
+	/* The shortfall and half a cache more in one bulk; when the ring has
+	 * not that many, the shortfall alone; else nothing is taken. */
+	uint32_t want = c->size / 2 + n - len;
+
+	if (ioa__ring_dequeue(p->ring, &c->objs[len], want, IOA_RING_BULK, NULL) != want) {
+		want = n - len;
+		if (ioa__ring_dequeue(p->ring, &c->objs[len], want, IOA_RING_BULK, NULL) != want) {
+			atomic_fetch_add_explicit(&p->failed, 1, memory_order_relaxed);
+			return -ENOBUFS;
+		}
+	}
+	ioa__pool_count(&c->misses);
+	ioa__pool_take(c, objs, n, len + want);
+	return 0;
+}
+
+void ioa__pool_flush_put(struct ioa_pool *p, struct ioa__pool_cache *c, void *const *objs,
+			 unsigned n)
+{
+	uint32_t len = atomic_load_explicit(&c->len, memory_order_relaxed);
+	/* The colder objects at the bottom go, keeping the hotter half (or room
+	 * for @n, when that is less); or all of them with IOA_POOL_FLUSH_ALL. */
+	uint32_t keep = c->size / 2 < c->size - n ? c->size / 2 : c->size - n;
+	uint32_t out = p->flags & IOA_POOL_FLUSH_ALL ? len : len - keep;
+
+	ioa__pool_ring_put(p, c->objs, out);
+	for (uint32_t k = out; k < len; k++)
+		c->objs[k - out] = c->objs[k];
+	ioa__pool_count(&c->flushes);
+	ioa__pool_push(c, objs, n, len - out);
+}
+
+void ioa__pool_overput(struct ioa_pool *p, unsigned n)
+{
+	ioa__err("ioa_pool_put: pool \"%s\": %u objects do not fit in its ring: more objects "
+		 "were put than the pool holds (a double put? IOALLOC_CHECK=1 finds it); "
+		 "they are dropped", p->name, n);
+}
