@@ -215,4 +215,17 @@ static inline int count_lines(const char *text)
 	return n;
 }
 
+/* Runs @call with stderr captured: it must print exactly one line, which
+ * contains @needle. */
+#define ONE_MESSAGE(needle, call)                                                  \
+	do {                                                                       \
+		struct check_capture cap_;                                         \
+		capture_begin(&cap_);                                              \
+		call;                                                              \
+		capture_end(&cap_);                                                \
+		if (!CHECK_EQ(count_lines(cap_.text), 1))                          \
+			printf("  after %s\n", #call);                             \
+		CHECK_CONTAINS(cap_.text, needle);                                 \
+	} while (0)
+
 #endif

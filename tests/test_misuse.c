@@ -12,19 +12,6 @@
 
 #define KB4 ((size_t)1 << 12)
 
-/* Runs @call with stderr captured: it must print exactly one line, which
- * contains @needle. */
-#define ONE_MESSAGE(needle, call)                                                  \
-	do {                                                                       \
-		struct check_capture cap_;                                         \
-		capture_begin(&cap_);                                              \
-		call;                                                              \
-		capture_end(&cap_);                                                \
-		if (!CHECK_EQ(count_lines(cap_.text), 1))                          \
-			printf("  after %s\n", #call);                             \
-		CHECK_CONTAINS(cap_.text, needle);                                 \
-	} while (0)
-
 /* Runs @call with stderr captured: it must print nothing. */
 #define NO_MESSAGE(call)                                                           \
 	do {                                                                       \

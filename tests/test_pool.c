@@ -28,18 +28,6 @@
 #define ROUNDS 30000
 #endif
 
-/* Runs @call with stderr captured: exactly one line, containing @needle. */
-#define ONE_MESSAGE(needle, call)                                                  \
-	do {                                                                       \
-		struct check_capture cap_;                                         \
-		capture_begin(&cap_);                                              \
-		call;                                                              \
-		capture_end(&cap_);                                                \
-		if (!CHECK_EQ(count_lines(cap_.text), 1))                          \
-			printf("  after %s\n", #call);                             \
-		CHECK_CONTAINS(cap_.text, needle);                                 \
-	} while (0)
-
 static struct ioa_pool_stats stats_of(struct ioa_pool *p)
 {
 	struct ioa_pool_stats s;

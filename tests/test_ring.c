@@ -36,19 +36,6 @@
 #define TAG_P(v) ((unsigned)((uintptr_t)(v) >> 32) - 1)
 #define TAG_I(v) ((uint32_t)(uintptr_t)(v))
 
-/* Runs @call with stderr captured: it must print exactly one line, which
- * contains @needle. */
-#define ONE_MESSAGE(needle, call)                                                  \
-	do {                                                                       \
-		struct check_capture cap_;                                         \
-		capture_begin(&cap_);                                              \
-		call;                                                              \
-		capture_end(&cap_);                                                \
-		if (!CHECK_EQ(count_lines(cap_.text), 1))                          \
-			printf("  after %s\n", #call);                             \
-		CHECK_CONTAINS(cap_.text, needle);                                 \
-	} while (0)
-
 static const unsigned modes[] = {0, IOA_RING_SP_ENQ | IOA_RING_SC_DEQ,
 				 IOA_RING_RTS_ENQ | IOA_RING_RTS_DEQ,
 				 IOA_RING_SP_ENQ | IOA_RING_RTS_DEQ, IOA_RING_RTS_ENQ | IOA_RING_SC_DEQ};
