@@ -619,7 +619,8 @@ static inline void parent_frees_blocked(struct edu *e, const struct vm_test *t, 
  * those whose IOVAs the child's queue held; the parent's own unmaps remove
  * exactly what they should (ioa_quiesce 0, nothing quarantined, the bytes
  * unmapped counted) and then block the device (DMAR fault); and buffers it
- * allocates afterwards take DMA. Adds about 3 s (26 transfers).
+ * allocates afterwards take DMA. Adds about 3 s (26 transfers). Run it
+ * with one IOALLOC_NUMA node: the reuse of IOVAs is per node.
  */
 static inline void check_fork_leaves_parent_iommu(struct edu *e, const struct vm_test *t)
 {
