@@ -14,7 +14,7 @@
  *   keeps it mapped (its documented difference);
  * - nothing leaks: ioa_fini() finds no object left.
  */
-#include "check.h"
+#include "heap_check.h"
 
 #include "ioalloc.h"
 #include "sizeclass.h"
@@ -22,26 +22,6 @@
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
-
-static int init(enum ioa_protect protect, int checking)
-{
-	struct ioa_config cfg;
-
-	ioa_config_init(&cfg);
-	cfg.backend = IOA_BACKEND_SIM;
-	cfg.protect = protect;
-	cfg.check = checking;
-	return CHECK_EQ(ioa_init(&cfg), 0);
-}
-
-static uint64_t leaked_at_fini(void)
-{
-	struct ioa_stats s;
-
-	ioa_fini();
-	ioa_stats_get(&s);
-	return s.heap_leaked_objects;
-}
 
 /* Every byte of [p, p + n) has an IOVA mapping back to it (checked at a few). */
 static int iova_covers(const void *p, size_t n)
@@ -354,7 +334,7 @@ static void test_protect(void)
 		CHECK_EQ(reused_before_retirement(), 0);
 		CHECK_EQ(leaked_at_fini(), 0);
 	}
-	if (init(IOA_PROTECT_STRICT, 0)) {
+	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 0)) {
 		CHECK_EQ(dma_after_free(64, 0), -EFAULT);
 		CHECK_EQ(dma_after_free(3000, 0), -EFAULT);
 		CHECK_EQ(dma_after_free(100000, 0), -EFAULT);
@@ -362,7 +342,7 @@ static void test_protect(void)
 		CHECK_EQ(dma_after_free(64, 1), 0);
 		CHECK_EQ(leaked_at_fini(), 0);
 	}
-	if (init(IOA_PROTECT_LAZY, 0)) {
+	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0)) {
 		CHECK_EQ(dma_after_free(64, 0), 0);
 		CHECK_EQ(dma_after_free(100000, 0), 0);
 		CHECK_EQ(leaked_at_fini(), 0);
@@ -373,7 +353,7 @@ int main(void)
 {
 	check_start("test_heap");
 	test_classes();
-	if (init(IOA_PROTECT_LAZY, 0)) {
+	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0)) {
 		test_sizes();
 		test_alignment();
 		test_realloc_calloc();
@@ -381,13 +361,13 @@ int main(void)
 		test_arguments();
 		CHECK_EQ(leaked_at_fini(), 0);
 	}
-	if (init(IOA_PROTECT_STRICT, 0)) {
+	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 0)) {
 		test_sizes();
 		test_alignment();
 		test_realloc_calloc();
 		CHECK_EQ(leaked_at_fini(), 0);
 	}
-	if (init(IOA_PROTECT_LAZY, 1)) {
+	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 1, 0)) {
 		test_sizes();
 		test_canary();
 		CHECK_EQ(leaked_at_fini(), 0);

@@ -17,7 +17,7 @@
  * - strict mode: a DMA to a freed large block faults after ioa_quiesce();
  * - ioa_fini counts the blocks left, none otherwise.
  */
-#include "check.h"
+#include "heap_check.h"
 
 #include "ioalloc.h"
 
@@ -28,30 +28,6 @@
 #include <time.h>
 
 #define KB ((size_t)1 << 10)
-
-static int init(enum ioa_backend backend, enum ioa_protect protect)
-{
-	struct ioa_config cfg;
-
-	ioa_config_init(&cfg);
-	cfg.backend = backend;
-	cfg.protect = protect;
-	return CHECK_EQ(ioa_init(&cfg), 0);
-}
-
-static struct ioa_stats stats(void)
-{
-	struct ioa_stats s;
-
-	ioa_stats_get(&s);
-	return s;
-}
-
-static uint64_t leaked_at_fini(void)
-{
-	ioa_fini();
-	return stats().heap_leaked_objects;
-}
 
 static void fill(unsigned char *p, size_t n, unsigned seed)
 {
@@ -86,7 +62,7 @@ static void test_realloc_in_place(void)
 {
 	unsigned char *p, *q, *r;
 
-	if (!init(IOA_BACKEND_SIM, IOA_PROTECT_LAZY))
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
 		return;
 	p = ioa_malloc(100 * KB);
 	fill(p, 100 * KB, 1);
@@ -136,11 +112,11 @@ static int moves_while_growing(void)
  * to twice their size, so about once per doubling (not four times). */
 static void test_growth(void)
 {
-	if (init(IOA_BACKEND_SIM, IOA_PROTECT_LAZY)) {
+	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0)) {
 		CHECK_EQ(moves_while_growing(), 0);
 		CHECK_EQ(leaked_at_fini(), 0);
 	}
-	if (init(IOA_BACKEND_SIM, IOA_PROTECT_STRICT)) {
+	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 0)) {
 		int moves = moves_while_growing();
 
 		CHECK(moves >= 1 && moves <= 6); /* 5.6 doublings; at 4 per doubling, 22 */
@@ -157,7 +133,7 @@ static void test_coalescing(void)
 	char *b[3], *guard, *all;
 	const char *text;
 
-	if (!init(IOA_BACKEND_SIM, IOA_PROTECT_LAZY))
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
 		return;
 	for (int o = 0; o < 6; o++) {
 		for (int i = 0; i < 3; i++)
@@ -196,20 +172,20 @@ static int purged_after_decay(enum ioa_backend backend, uint64_t *chunks_retired
 	char *p, *keep;
 	int purged;
 
-	if (!init(backend, IOA_PROTECT_LAZY))
+	if (!heap_up(backend, IOA_PROTECT_LAZY, 0, 0))
 		return -1;
 	keep = ioa_malloc(64 * KB);
 	p = ioa_malloc(1024 * KB);
 	memset(p, 1, 1024 * KB);
 	ioa_free(p);
-	before = stats().heap_spans_retired;
+	before = heap_stats().heap_spans_retired;
 	nanosleep(&second, NULL);
 	ioa_free(ioa_malloc(64 * KB)); /* upkeep runs at every large call */
-	purged = stats().heap_large_purged > 0;
+	purged = heap_stats().heap_large_purged > 0;
 	ioa_free(keep); /* the chunk empties */
 	nanosleep(&second, NULL);
 	p = ioa_malloc(15 * 1024 * KB); /* too big for it: a new chunk, and the old goes */
-	*chunks_retired = stats().heap_spans_retired - before;
+	*chunks_retired = heap_stats().heap_spans_retired - before;
 	ioa_free(p);
 	CHECK_EQ(leaked_at_fini(), 0);
 	return purged;
@@ -278,7 +254,7 @@ static void test_threads(void)
 	pthread_t t[THREADS];
 	long bad = 0;
 
-	if (!init(IOA_BACKEND_SIM, IOA_PROTECT_LAZY))
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
 		return;
 	for (uintptr_t i = 0; i < THREADS; i++)
 		pthread_create(&t[i], NULL, churn, (void *)i);
@@ -308,7 +284,7 @@ static int dma_after_free(size_t size)
 
 static void test_strict(void)
 {
-	if (init(IOA_BACKEND_SIM, IOA_PROTECT_STRICT)) {
+	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 0)) {
 		for (int i = 0; i < 3; i++) {
 			CHECK_EQ(dma_after_free(100 * KB), -EFAULT);
 			CHECK_EQ(dma_after_free(1500 * KB), -EFAULT);
@@ -316,7 +292,7 @@ static void test_strict(void)
 		}
 		CHECK_EQ(leaked_at_fini(), 0);
 	}
-	if (init(IOA_BACKEND_SIM, IOA_PROTECT_LAZY)) { /* lazy keeps its chunks mapped */
+	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0)) { /* lazy keeps its chunks mapped */
 		CHECK_EQ(dma_after_free(100 * KB), 0);
 		CHECK_EQ(leaked_at_fini(), 0);
 	}

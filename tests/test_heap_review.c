@@ -4,7 +4,7 @@
  * description above each test says what it does, what happens, what should
  * happen and where the cause is.
  */
-#include "check.h"
+#include "heap_check.h"
 
 #include "ioalloc.h"
 
@@ -14,31 +14,6 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/wait.h>
-
-static int init(enum ioa_protect protect, int checking)
-{
-	struct ioa_config cfg;
-
-	ioa_config_init(&cfg);
-	cfg.backend = IOA_BACKEND_SIM;
-	cfg.protect = protect;
-	cfg.check = checking;
-	return CHECK_EQ(ioa_init(&cfg), 0);
-}
-
-static struct ioa_stats stats(void)
-{
-	struct ioa_stats s;
-
-	ioa_stats_get(&s);
-	return s;
-}
-
-static uint64_t leaked_at_fini(void)
-{
-	ioa_fini();
-	return stats().heap_leaked_objects;
-}
 
 /*
  * R1. A double free is not detected once the freed object's word was taken
@@ -67,7 +42,7 @@ static void test_double_free_after_checkout(void)
 	unsigned n = 0, dups = 0;
 	const char *text;
 
-	if (!init(IOA_PROTECT_LAZY, 0))
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
 		return;
 	a = ioa_malloc(SIZE);
 	b = ioa_malloc(SIZE);
@@ -120,7 +95,7 @@ static void test_strict_reuse_of_emptied_page(void)
 	char data[16] = "stale descriptor";
 	unsigned n = 0;
 
-	if (!init(IOA_PROTECT_STRICT, 0))
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 0))
 		return;
 	for (int i = 0; i < 64; i++)
 		p[i] = ioa_malloc(64);
@@ -133,7 +108,7 @@ static void test_strict_reuse_of_emptied_page(void)
 		ioa_free(p[i]);
 	ioa_free(q);     /* the 64th free applies the batch */
 	ioa_free(p[63]); /* the page is wholly free now */
-	uint64_t retired_before = stats().heap_spans_retired;
+	uint64_t retired_before = heap_stats().heap_spans_retired;
 
 	/* allocate until something lands on that page again (at most 130 more) */
 	while (n < 130) {
@@ -148,7 +123,7 @@ static void test_strict_reuse_of_emptied_page(void)
 		 * once retired it may come back at its old IOVA (IOVAs are fixed
 		 * per page until issue 11's rotation), so a stale DMA then
 		 * reaching y is no finding */
-		CHECK(stats().heap_spans_retired > retired_before);
+		CHECK(heap_stats().heap_spans_retired > retired_before);
 	} else {
 		/* not handed out again: a stale DMA must not reach anything live */
 		ioa_quiesce();
@@ -191,7 +166,7 @@ static void test_strict_remote_free_quiesce(void)
 	char *p;
 	uint64_t iova;
 
-	if (!init(IOA_PROTECT_STRICT, 0))
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 0))
 		return;
 	ioa_free(ioa_malloc(64)); /* the main thread has a heap */
 	ioa_quiesce();
@@ -219,7 +194,7 @@ static void test_strict_remote_free_quiesce(void)
  */
 static void test_fini_counts_large(void)
 {
-	if (!init(IOA_PROTECT_LAZY, 0))
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
 		return;
 	CHECK(ioa_malloc(100000) != NULL);
 	CHECK(ioa_malloc(64) != NULL);
@@ -245,7 +220,7 @@ static __attribute__((unused)) void test_check_usable_size(void)
 	pid_t pid;
 	int status;
 
-	if (!init(IOA_PROTECT_LAZY, 1))
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 1, 0))
 		return;
 	char *p = ioa_malloc(100), *q = ioa_malloc(100);
 
@@ -295,7 +270,7 @@ static __attribute__((unused)) void test_overwritten_link(void)
 	pid_t pid;
 	int status;
 
-	if (!init(IOA_PROTECT_LAZY, 0))
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
 		return;
 	fflush(stdout);
 	pid = fork();
@@ -341,7 +316,7 @@ static void test_dma_free_of_heap_object(void)
 	char *big, *small;
 	int err_big, err_small;
 
-	if (!init(IOA_PROTECT_LAZY, 0))
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
 		return;
 	big = ioa_malloc(100000);
 	small = ioa_malloc(16); /* the first object of a fresh span */
@@ -390,7 +365,7 @@ static __attribute__((unused)) void test_remote_double_free(void)
 	pid_t pid;
 	int status;
 
-	if (!init(IOA_PROTECT_LAZY, 0))
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
 		return;
 	fflush(stdout);
 	pid = fork();
@@ -446,17 +421,17 @@ static void test_strict_remote_emptied_current(void)
 	pthread_t t;
 	uint64_t retired_before;
 
-	if (!init(IOA_PROTECT_STRICT, 0))
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 0))
 		return;
 	for (int i = 0; i < 64; i++)
 		p[i] = ioa_malloc(64);
 	CHECK_EQ(((uintptr_t)p[0] >> 12), ((uintptr_t)p[63] >> 12));
 	pthread_create(&t, NULL, free_all64, p);
 	pthread_join(t, NULL);
-	retired_before = stats().heap_spans_retired;
+	retired_before = heap_stats().heap_spans_retired;
 	y = ioa_malloc(64);
 	if (((uintptr_t)y >> 12) == ((uintptr_t)p[0] >> 12))
-		CHECK(stats().heap_spans_retired > retired_before);
+		CHECK(heap_stats().heap_spans_retired > retired_before);
 	ioa_free(y);
 	CHECK_EQ(leaked_at_fini(), 0);
 }
@@ -548,7 +523,7 @@ static void test_batched_double_free(void)
 	const char *text, *at;
 	unsigned reports = 0;
 
-	if (!init(IOA_PROTECT_LAZY, 0))
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
 		return;
 	for (int i = 0; i < 3; i++)
 		o[i] = ioa_malloc(64);

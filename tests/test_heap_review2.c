@@ -5,7 +5,7 @@
  * found in review and fails while the problem is there; above each test:
  * what it does, what happens, what should happen and where the cause is.
  */
-#include "check.h"
+#include "heap_check.h"
 
 #include "ioalloc.h"
 
@@ -13,32 +13,6 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
-
-static int init(enum ioa_protect protect, int checking)
-{
-	struct ioa_config cfg;
-
-	ioa_config_init(&cfg);
-	cfg.backend = IOA_BACKEND_SIM;
-	cfg.protect = protect;
-	cfg.check = checking;
-	cfg.defer_delay_us = 1000000; /* a retired page does not come back soon */
-	return CHECK_EQ(ioa_init(&cfg), 0);
-}
-
-static struct ioa_stats stats(void)
-{
-	struct ioa_stats s;
-
-	ioa_stats_get(&s);
-	return s;
-}
-
-static uint64_t leaked_at_fini(void)
-{
-	ioa_fini();
-	return stats().heap_leaked_objects;
-}
 
 static int same_page(const void *a, const void *b)
 {
@@ -182,7 +156,7 @@ static void strict_revived_remote(void)
 
 static void test_strict_emptied_page_revived_by_cached_word(void)
 {
-	if (!init(IOA_PROTECT_STRICT, 0))
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 1000000))
 		return;
 	strict_revived_2k();
 	strict_revived_16();
@@ -220,7 +194,7 @@ static void test_strict_refill_before_collect(void)
 	uint64_t stale;
 	pthread_t t;
 
-	if (!init(IOA_PROTECT_STRICT, 0))
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 1000000))
 		return;
 	a = ioa_malloc(2000);
 	b = ioa_malloc(2000);
@@ -270,7 +244,7 @@ static void test_strict_remote_emptied_then_cached_word(void)
 	uint64_t stale;
 	pthread_t t;
 
-	if (!init(IOA_PROTECT_STRICT, 0))
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 1000000))
 		return;
 	o[0] = ioa_malloc(1280);
 	o[1] = ioa_malloc(1280); /* W keeps object 2 */

@@ -10,7 +10,7 @@
  *   allocates and frees allocate and free themselves and exit cleanly.
  * Run under ThreadSanitizer too.
  */
-#include "check.h"
+#include "heap_check.h"
 
 #include "ioalloc.h"
 
@@ -68,31 +68,12 @@ static void *consumer(void *arg)
 	return arg;
 }
 
-static int init(enum ioa_protect protect)
-{
-	struct ioa_config cfg;
-
-	ioa_config_init(&cfg);
-	cfg.backend = IOA_BACKEND_SIM;
-	cfg.protect = protect;
-	return CHECK_EQ(ioa_init(&cfg), 0);
-}
-
-static uint64_t leaked_at_fini(void)
-{
-	struct ioa_stats s;
-
-	ioa_fini();
-	ioa_stats_get(&s);
-	return s.heap_leaked_objects;
-}
-
 static void test_producer_consumer(enum ioa_protect protect)
 {
 	pthread_t a, b;
 	struct ioa_stats s;
 
-	if (!init(protect))
+	if (!heap_up(IOA_BACKEND_SIM, protect, 0, 0))
 		return;
 	atomic_store(&producer_done, 0);
 	pthread_create(&a, NULL, producer, NULL);
@@ -134,7 +115,7 @@ static void *exiting_thread(void *arg)
 
 static void test_thread_exit(void)
 {
-	if (!init(IOA_PROTECT_LAZY))
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
 		return;
 	ioa_free(ioa_malloc(1)); /* the library's key is created before the test's */
 	pthread_key_create(&late_key, late_destructor);
@@ -175,7 +156,7 @@ static __attribute__((unused)) void test_fork(void)
 	pthread_t t;
 	int bad = 0;
 
-	if (!init(IOA_PROTECT_LAZY))
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
 		return;
 	atomic_store(&churn_stop, 0);
 	pthread_create(&t, NULL, churn, NULL);

@@ -1,0 +1,45 @@
+/*
+ * What the heap's tests share: the library brought up for a heap test, its
+ * statistics as a value, and the objects ioa_fini() found still live.
+ */
+#ifndef HEAP_CHECK_H
+#define HEAP_CHECK_H
+
+#include "check.h"
+
+#include "ioalloc.h"
+
+#include <stdint.h>
+
+/* ioa_init with @backend, @protect, IOALLOC_CHECK=@checking and, unless 0,
+ * a defer delay of @defer_delay_us; counts a check. */
+static inline int heap_up(enum ioa_backend backend, enum ioa_protect protect, int checking,
+			  unsigned defer_delay_us)
+{
+	struct ioa_config cfg;
+
+	ioa_config_init(&cfg);
+	cfg.backend = backend;
+	cfg.protect = protect;
+	cfg.check = checking;
+	if (defer_delay_us)
+		cfg.defer_delay_us = defer_delay_us;
+	return CHECK_EQ(ioa_init(&cfg), 0);
+}
+
+static inline struct ioa_stats heap_stats(void)
+{
+	struct ioa_stats s;
+
+	ioa_stats_get(&s);
+	return s;
+}
+
+/* Takes the library down; the objects it found live (and reported). */
+static inline uint64_t leaked_at_fini(void)
+{
+	ioa_fini();
+	return heap_stats().heap_leaked_objects;
+}
+
+#endif
