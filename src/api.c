@@ -231,6 +231,7 @@ IOA_EXPORT void ioa_fini(void)
 	}
 	ioa__pool_fini();
 	ioa__heap_fini();
+	ioa__extmem_fini();
 	/* Printed while the engine still has its queues: they hold its counts. */
 	ioa__defer_quiesce();
 	if (active.stats)
@@ -248,6 +249,12 @@ IOA_EXPORT void ioa_fini(void)
 static int pending_frees_may_help(int err)
 {
 	return err == -ENOMEM || err == -EPERM || err == -ENOSPC;
+}
+
+void ioa__retire_pending(void)
+{
+	if (ioa__defer_quiesce() == -EIO)
+		atomic_store(&quarantine_unseen, 1);
 }
 
 /* Tried once quietly; when it fails for want of what pending frees hold,
@@ -271,8 +278,7 @@ IOA_EXPORT void *ioa_dma_alloc(size_t size, size_t align, int node)
 		retry = pending_frees_may_help(err);
 		ioa__log_release(!retry);
 		if (retry) {
-			if (ioa__defer_quiesce() == -EIO)
-				atomic_store(&quarantine_unseen, 1);
+			ioa__retire_pending();
 			err = ioa__region_alloc(size, align, node, &p);
 		}
 	}
