@@ -256,11 +256,16 @@ static void test_fini_unmaps(void)
 /* A child whose IOMMU is the parent's changes nothing in it. */
 static int inherited_child(uint8_t *registered, uint8_t *other)
 {
+	struct check_capture cap;
 	int bad = 0;
 
 	bad |= ioa_dma_register(other, KB4, 0) != -EPERM;
 	bad |= ioa_dma_unregister(registered) != -EPERM;
 	bad |= ioa_virt2iova(registered) == IOA_BAD_IOVA;
+	capture_begin(&cap); /* its ioa_fini leaves the parent's mapping alone */
+	ioa_fini();
+	capture_end(&cap);
+	bad |= !strstr(cap.text, "left mapped");
 	return bad;
 }
 
@@ -285,6 +290,40 @@ static void test_fork_child_refuses(void)
 #endif
 
 /* ---- threads ------------------------------------------------------------ */
+
+static pthread_key_t late_key;
+
+/* A thread-exit destructor (of a key made after the library's, so glibc
+ * runs it after theirs: the thread's queues are orphaned by then) unregisters. */
+static void unregister_at_exit(void *p)
+{
+	CHECK_EQ(ioa_dma_unregister(p), 0);
+	CHECK_EQ(ioa_virt2iova(p), IOA_BAD_IOVA);
+}
+
+static void *register_then_exit(void *p)
+{
+	uint8_t dev[KB4] = { 9 };
+
+	CHECK_EQ(ioa_dma_register(p, KB4, 0), 0);
+	CHECK_EQ(ioa_sim_dma(ioa_virt2iova(p), dev, KB4, IOA_DMA_FROM_DEVICE), 0);
+	pthread_setspecific(late_key, p);
+	return NULL;
+}
+
+static void test_thread_exit(void)
+{
+	uint8_t *p = map_anon(KB4);
+	pthread_t t;
+
+	if (!CHECK(p) || !CHECK_EQ(pthread_key_create(&late_key, unregister_at_exit), 0))
+		return;
+	pthread_create(&t, NULL, register_then_exit, p);
+	pthread_join(t, NULL);
+	CHECK_EQ(ioa_virt2iova(p), IOA_BAD_IOVA);
+	CHECK_EQ(munmap(p, KB4), 0);
+	pthread_key_delete(late_key);
+}
 
 enum { OWNERS = 3, LOOKERS = 2, ROUNDS = 60, RANGE_PAGES = 4 };
 
@@ -433,6 +472,7 @@ int main(int argc, char **argv)
 	check_note("fork part skipped under TSan (as test_fork: TSan's fork support with threads)");
 #endif
 	test_threads();
+	test_thread_exit();
 	test_refused_unmap();
 	ioa_fini();
 	test_fini_unmaps();
