@@ -251,12 +251,6 @@ static int pending_frees_may_help(int err)
 	return err == -ENOMEM || err == -EPERM || err == -ENOSPC;
 }
 
-void ioa__retire_pending(void)
-{
-	if (ioa__defer_quiesce() == -EIO)
-		atomic_store(&quarantine_unseen, 1);
-}
-
 /* Tried once quietly; when it fails for want of what pending frees hold,
  * those are retired and it is tried once more, whose failure is reported. */
 IOA_EXPORT void *ioa_dma_alloc(size_t size, size_t align, int node)
@@ -278,7 +272,8 @@ IOA_EXPORT void *ioa_dma_alloc(size_t size, size_t align, int node)
 		retry = pending_frees_may_help(err);
 		ioa__log_release(!retry);
 		if (retry) {
-			ioa__retire_pending();
+			if (ioa__defer_quiesce() == -EIO)
+				atomic_store(&quarantine_unseen, 1);
 			err = ioa__region_alloc(size, align, node, &p);
 		}
 	}

@@ -8,10 +8,6 @@
  * ioa_init() is called. */
 int ioa__ensure_up(void);
 
-/* Retires everything freed so far, as ioa_quiesce() does, keeping a
- * quarantine it sees for the program's next ioa_quiesce() to report. */
-void ioa__retire_pending(void);
-
 /* ioa_fini(): retires the registrations still present (extmem.c), with a
  * warning each. */
 void ioa__extmem_fini(void);

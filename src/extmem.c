@@ -162,17 +162,6 @@ static int check_range(uintptr_t va, size_t len, unsigned flags)
 	return -EINVAL;
 }
 
-/* The node whose reclaimer retires the registration: its first page's, else
- * the IOALLOC_NUMA policy's pick. */
-static int reg_node(void *addr)
-{
-	int node = ioa__os_page_node(addr);
-
-	return node >= 0 && ioa__os_node_valid(node) ? node
-						     : ioa__region_pick_node(IOA_NODE_ANY,
-									     "ioa_dma_register");
-}
-
 /* Under reg_lock: refuses an overlap, faults the pages in, maps them. The
  * pages are faulted in before the library maps anything of its own: a hole
  * in the range is reported, never filled by the library's metadata. */
@@ -209,7 +198,10 @@ static int add(void *addr, size_t len)
 			 addr, len);
 		return err;
 	}
-	if ((err = ioa__region_adopt(addr, len, reg_node(addr), &r.buf)))
+	/* the node only picks the queue ioa_fini retires it through: the
+	 * policy's pick, not a system call to find the memory's */
+	if ((err = ioa__region_adopt(addr, len, ioa__region_pick_node(IOA_NODE_ANY,
+								      "ioa_dma_register"), &r.buf)))
 		return err;
 	insert(&r);
 	return 0;
@@ -296,11 +288,10 @@ IOA_EXPORT int ioa_dma_unregister(void *addr)
 	pthread_mutex_unlock(&reg_lock);
 	if (err)
 		return err;
-	/* The engine unlinks, unmaps, invalidates and waits out the lookups;
-	 * waiting for everything queued before is waiting for this one. */
+	/* The engine's protocol, on this thread: unlink, unmap, invalidate,
+	 * wait out the lookups, release; no reclaimer to wake and wait for. */
 	item.buf = r.buf;
-	ioa__defer_enqueue(ioa__region_node(&r.buf), &item);
-	ioa__retire_pending();
+	ioa__defer_retire_now(&item);
 	released = ioa__region_adopted_state(&r.buf) == IOA_ADOPTED_RELEASED;
 	pthread_mutex_lock(&reg_lock);
 	settle(r.start, released);

@@ -670,6 +670,19 @@ static void window_of(const struct ioa__segment *s, uint64_t *start, uint64_t *l
 	*len = round_up(off + s->mem.len, WINDOW_ALIGN);
 }
 
+/* One metadata page kept for the next registration: a program that registers
+ * and unregisters in a loop makes no mmap and no munmap (whose TLB shootdown
+ * reaches every thread's CPU) for it. An atomic exchange: no lock to take
+ * around fork, and a racing pair each keeps or frees its own page. */
+static struct ioa__segment *_Atomic spare_meta;
+
+static struct ioa__segment *external_meta(void)
+{
+	struct ioa__segment *s = atomic_exchange_explicit(&spare_meta, NULL, memory_order_acquire);
+
+	return s ? s : ioa__os_alloc_pages(IOA_PAGE); /* acquire: the page's last writes */
+}
+
 static void external_free(struct ioa__segment *s)
 {
 	uint64_t start, len;
@@ -678,7 +691,10 @@ static void external_free(struct ioa__segment *s)
 	if (!rg.identity && ioa__iova_free(&rg.iova, start, len) != 0)
 		ioa__warn("IOVA window 0x%llx of %llu bytes lost: no memory to record it free",
 			  (unsigned long long)start, (unsigned long long)len);
-	ioa__os_free_pages(s, s->meta_len);
+	/* release: our writes to the page before the next owner's */
+	s = atomic_exchange_explicit(&spare_meta, s, memory_order_release);
+	if (s)
+		ioa__os_free_pages(s, IOA_PAGE);
 }
 
 /* Segments own whole 2 MiB units of the segment map: a unit the range
@@ -698,7 +714,7 @@ int ioa__region_holds(const void *addr, size_t len)
 int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out)
 {
 	uint64_t va = (uint64_t)(uintptr_t)addr, window = va;
-	struct ioa__segment *s = ioa__os_alloc_pages(IOA_PAGE);
+	struct ioa__segment *s = external_meta();
 	int err;
 
 	if (!s) {
@@ -846,6 +862,8 @@ static void segment_fini(struct ioa__segment *s)
 
 void ioa__region_fini(void)
 {
+	struct ioa__segment *spare;
+
 	for (int n = 0; n < IOA_MAX_NODES; n++) {
 		struct ioa__segment *s = rg.nodes[n].segments, *next;
 
@@ -860,4 +878,6 @@ void ioa__region_fini(void)
 	if (!rg.identity)
 		ioa__iova_destroy(&rg.iova);
 	ioa__segmap_fini();
+	if ((spare = atomic_exchange(&spare_meta, NULL)))
+		ioa__os_free_pages(spare, IOA_PAGE);
 }
