@@ -274,13 +274,15 @@ void *ioa_dma_zalloc(size_t size, size_t align, int node);
 int ioa_dma_register(void *addr, size_t len, unsigned flags);
 
 /**
- * Revokes the registration that starts at @addr through the deferral engine,
- * as a freed buffer is retired: it leaves the lookups, is unmapped and
- * invalidated (VFIO and iommufd: the unmap ioctl returned; sim: its IOTLB
- * and paging-structure cache were flushed), and returns only once the
- * device can no longer reach any of it: the program may munmap or reuse the
- * memory right after. The call waits for everything freed before it to be
- * retired too (as ioa_quiesce() does). Returns 0, or, with one message:
+ * Revokes the registration that starts at @addr by the deferral engine's
+ * protocol, as a freed buffer is retired: it leaves the lookups, is unmapped
+ * and invalidated (VFIO and iommufd: the unmap ioctl returned; sim: its
+ * IOTLB and paging-structure cache were flushed), the lock-free lookups are
+ * waited out, and the call returns only once the device can no longer reach
+ * any of it: the program may munmap or reuse the memory right after. The
+ * calling thread does this work itself, as one batch (as IOALLOC_DEFER=sync
+ * retires a free): no reclaimer is woken, no other free waited for.
+ * Returns 0, or, with one message:
  * -EINVAL (@addr is not the start of a registration: never registered,
  * interior, already unregistered), -EBUSY (another thread is unregistering
  * it), -EPERM (a child of fork() whose vfio or iommufd IOMMU is its
