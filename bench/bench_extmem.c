@@ -8,7 +8,8 @@
  * Peer in the same run: ioa_dma_alloc() + ioa_dma_free() + ioa_quiesce() of
  * the same size, the library's own memory mapped and revoked with the same
  * wait (it also takes fresh memory from the kernel above 2 MiB, which a
- * registration does not).
+ * registration does not); and MADV_POPULATE_WRITE alone on the resident
+ * range, the floor of a registration.
  */
 #include <stdio.h>
 #include <sys/mman.h>
@@ -98,6 +99,31 @@ static void bm_alloc_peer(ioa_bench_state *st, const void *ctx)
 	ioa_bench_set_items(st, (int64_t)total);
 }
 
+/* What faulting the range in costs when it is resident already: the floor
+ * of a registration, which populates every page (MADV_POPULATE_WRITE). */
+static void bm_populate(ioa_bench_state *st, const void *ctx)
+{
+	size_t size = (size_t)ioa_bench_range(st, 0);
+	uint64_t total = 0;
+	void *p;
+
+	(void)ctx;
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+		 -1, 0);
+	if (p == MAP_FAILED) {
+		ioa_bench_skip(st, "mmap failed: not enough memory for this size");
+		return;
+	}
+	for (uint64_t n; (n = ioa_bench_next_batch(st)) != 0; total += n)
+		for (uint64_t i = 0; i < n; i++)
+			if (madvise(p, size, MADV_POPULATE_WRITE) != 0) {
+				ioa_bench_skip(st, "MADV_POPULATE_WRITE failed");
+				break;
+			}
+	ioa_bench_set_items(st, (int64_t)total);
+	munmap(p, size);
+}
+
 static const enum ioa_backend backends[] = {IOA_BACKEND_NONE, IOA_BACKEND_SIM};
 
 int main(int argc, char **argv)
@@ -113,6 +139,8 @@ int main(int argc, char **argv)
 		ioa_bench_register(name, bm_alloc_peer, &backends[b], 4 << 10, 64 << 10, 2 << 20,
 				   64 << 20, 1 << 30);
 	}
+	ioa_bench_register("populate_resident", bm_populate, NULL, 4 << 10, 64 << 10, 2 << 20,
+			   64 << 20, 1 << 30);
 	rc = ioa_bench_main(argc, argv);
 	fixture_release();
 	return rc;
