@@ -200,11 +200,17 @@ static int add(void *addr, size_t len)
 	}
 	/* the node only picks the queue ioa_fini retires it through: the
 	 * policy's pick, not a system call to find the memory's */
-	if ((err = ioa__region_adopt(addr, len, ioa__region_pick_node(IOA_NODE_ANY,
-								      "ioa_dma_register"), &r.buf)))
+	err = ioa__region_adopt(addr, len, ioa__region_pick_node(IOA_NODE_ANY, "ioa_dma_register"),
+				&r.buf);
+	if (err && !r.buf.seg)
 		return err;
+	if (err) { /* mapped for good: refused to later calls, never to be freed */
+		r.state = REG_QUARANTINED;
+		ioa__err("ioa_dma_register(%p, %zu): the IOMMU may still map the range "
+			 "(quarantined): never free, unmap or reuse it (EIO)", addr, len);
+	}
 	insert(&r);
-	return 0;
+	return err;
 }
 
 IOA_EXPORT int ioa_dma_register(void *addr, size_t len, unsigned flags)

@@ -12,6 +12,7 @@
 
 #include "iommu.h"
 #include "ioalloc.h"
+#include "region.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -229,6 +230,30 @@ static void test_refused_unmap(void)
 	ONE_MESSAGE("overlaps the registered range", CHECK_EQ(ioa_dma_register(p, KB4, 0), -EEXIST));
 	ONE_MESSAGE("quarantined", CHECK_EQ(ioa_dma_unregister(p), -EIO));
 	CHECK_EQ(ioa_quiesce(), -EIO); /* reported to the program's quiesce too */
+	/* p is never unmapped: the device may reach it */
+}
+
+/* A map that fails after the device's map succeeded, whose undoing unmap is
+ * refused too: the range may be mapped, so it stays registered (quarantined). */
+static void test_refused_undo(void)
+{
+	uint8_t *p = map_anon(KB4), *q = map_anon(KB4);
+
+	if (!CHECK(p && q))
+		return;
+	/* a table map that fails alone: undone, nothing registered */
+	ioa__region_fail_table_maps(1, ENOMEM);
+	CHECK_EQ(ioa_dma_register(q, KB4, 0), -ENOMEM);
+	CHECK_EQ(ioa_virt2iova(q), IOA_BAD_IOVA);
+	CHECK_EQ(ioa_dma_register(q, KB4, 0), 0);
+	CHECK_EQ(ioa_dma_unregister(q), 0);
+	munmap(q, KB4);
+	ioa__region_fail_table_maps(1, ENOMEM);
+	ioa__sim_fail_unmaps(1, EIO);
+	CHECK_EQ(ioa_dma_register(p, KB4, 0), -EIO);
+	ONE_MESSAGE("overlaps the registered range", CHECK_EQ(ioa_dma_register(p, KB4, 0), -EEXIST));
+	ONE_MESSAGE("quarantined", CHECK_EQ(ioa_dma_unregister(p), -EIO));
+	CHECK_EQ(ioa_quiesce(), 0); /* not the engine's: ioa_dma_register said it */
 	/* p is never unmapped: the device may reach it */
 }
 
@@ -474,6 +499,7 @@ int main(int argc, char **argv)
 	test_threads();
 	test_thread_exit();
 	test_refused_unmap();
+	test_refused_undo();
 	ioa_fini();
 	test_fini_unmaps();
 	return check_done();

@@ -735,16 +735,15 @@ int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out)
 	}
 	s->iova = rg.identity ? va : window + (va & (WINDOW_ALIGN - 1));
 	err = map_buffer(va, s->iova, len, 0);
-	if (err == -EIO) { /* the device may still reach it: quarantined, window and all */
-		ioa__stat_add(quarantined_bytes, len);
-		return err;
-	}
-	if (err) {
+	if (err && err != -EIO) {
 		external_free(s);
+		*out = (struct ioa__buffer){ 0 };
 		return map_failure(err);
 	}
 	*out = (struct ioa__buffer){ .seg = s, .first = 0, .npages = s->npages };
-	return 0;
+	if (err) /* the device may still reach it: quarantined, window and all */
+		ioa__stat_add(quarantined_bytes, len);
+	return err;
 }
 
 enum ioa__adopted_state ioa__region_adopted_state(const struct ioa__buffer *b)

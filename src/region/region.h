@@ -112,9 +112,11 @@ enum ioa__adopted_state {
 /* Whether any of [addr, addr + len) is in a segment of the library's. */
 int ioa__region_holds(const void *addr, size_t len);
 /* Maps [addr, addr + len) (page-aligned, resident) for the device and the
- * lookups, as buffer *out of a new external segment on @node (the reclaimer
- * that will retire it): 0, or -errno with a message as ioa__region_alloc
- * (-EIO: the unmap after a failed map failed too: quarantined). */
+ * lookups, as buffer *out of a new external segment on @node (the queue
+ * ioa_fini retires it through): 0, or -errno with a message as
+ * ioa__region_alloc. -EIO with out->seg set: the unmap after a failed map
+ * failed too, the range is quarantined (the device may reach it); with
+ * out->seg NULL, as every other error: nothing is mapped. */
 int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out);
 enum ioa__adopted_state ioa__region_adopted_state(const struct ioa__buffer *b);
 /* Frees the metadata and the IOVA window of an external buffer that is not
