@@ -267,7 +267,10 @@ void *ioa_dma_zalloc(size_t size, size_t align, int node);
  * cannot be had), -EPERM (a child of fork() whose vfio or iommufd IOMMU is
  * its parent's, as for ioa_dma_alloc(); or VFIO's locked-memory limit),
  * -ENOSPC (the IOMMU's mapping limit), -ENOMEM (memory or IOVA space), -EIO
- * (any other IOMMU failure), or the error of a failed lazy initialisation.
+ * (any other IOMMU failure; if the IOMMU also refused to undo its map, the
+ * message says so and the range stays registered, quarantined for good, as
+ * after a failed ioa_dma_unregister(): never free it), or the error of a
+ * failed lazy initialisation.
  * Not async-signal-safe. ioa_fini() unmaps, with a warning each, the
  * registrations still present.
  */

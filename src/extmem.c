@@ -35,7 +35,7 @@
 enum reg_state {
 	REG_LIVE,        /* mapped; the device may reach it */
 	REG_LEAVING,     /* a thread is unregistering it */
-	REG_QUARANTINED, /* its unmap or invalidation failed: mapped for good */
+	REG_QUARANTINED, /* an unmap or invalidation of it failed: mapped for good */
 };
 
 struct reg {
@@ -257,8 +257,9 @@ static int take(uintptr_t va, struct reg *out)
 		return -EBUSY;
 	}
 	if (regs[i].state == REG_QUARANTINED) {
-		ioa__err("ioa_dma_unregister(%p): quarantined: its unmap failed earlier and the "
-			 "device may still reach it; never free or reuse it (EIO)", (void *)va);
+		ioa__err("ioa_dma_unregister(%p): quarantined: the IOMMU refused an unmap of it "
+			 "earlier and the device may still reach it; never free or reuse it (EIO)",
+			 (void *)va);
 		return -EIO;
 	}
 	regs[i].state = REG_LEAVING;
