@@ -211,7 +211,8 @@ int ioa_dma_free(void *ptr);
 
 /**
  * IOVA of any byte inside ioalloc memory the device can reach (live buffers,
- * and freed ones not yet retired), or IOA_BAD_IOVA for any other address.
+ * and freed ones not yet retired) or inside a range registered with
+ * ioa_dma_register(), or IOA_BAD_IOVA for any other address.
  * Lock-free, no system call: safe from any thread at any time, in a signal
  * handler (also one that interrupts a lookup) and in a thread-exit destructor.
  */
