@@ -194,15 +194,33 @@ static void test_engine_during_unregister(void)
 	CHECK_EQ(munmap(p, 8 * KB4), 0);
 }
 
-static void test_bad_arguments(void)
+/* Whether madvise() reaches the kernel: it refuses an advice it does not
+ * know. qemu-user (the aarch64 tests) answers 0 to every advice, so there
+ * MADV_POPULATE_WRITE neither faults in nor finds a hole (as test_os says). */
+static int madvise_reaches_kernel(void)
 {
-	uint8_t *p = map_anon(4 * KB4), *holed = map_anon(3 * KB4);
+	void *p = map_anon(KB4);
+	int refused = p && madvise(p, KB4, 0x7fff) != 0;
+
+	if (p)
+		munmap(p, KB4);
+	return refused;
+}
+
+/* A range with a hole is refused: the middle page of holed is unmapped
+ * while stderr is captured already (the capture's own mmap would fill it). */
+static void test_hole_refused(void)
+{
+	uint8_t *holed = map_anon(3 * KB4);
 	struct check_capture cap;
 
-	if (!CHECK(p && holed))
+	if (!madvise_reaches_kernel()) {
+		check_note("hole part skipped: madvise() does not reach the kernel here (qemu-user), "
+			   "so MADV_POPULATE_WRITE cannot find a hole");
 		return;
-	/* the middle page of holed unmapped while stderr is captured already:
-	 * the capture's own mmap would fill the hole */
+	}
+	if (!CHECK(holed))
+		return;
 	capture_begin(&cap);
 	munmap(holed + KB4, KB4);
 	CHECK_EQ(ioa_dma_register(holed, 3 * KB4, 0), -EFAULT);
@@ -211,6 +229,15 @@ static void test_bad_arguments(void)
 	CHECK_EQ(count_lines(cap.text), 2);
 	CHECK_CONTAINS(cap.text, "not mapped");
 	munmap(holed, 3 * KB4);
+}
+
+static void test_bad_arguments(void)
+{
+	uint8_t *p = map_anon(4 * KB4);
+
+	if (!CHECK(p))
+		return;
+	test_hole_refused();
 	ONE_MESSAGE("unknown flags", CHECK_EQ(ioa_dma_register(p, KB4, 1), -EINVAL));
 	ONE_MESSAGE("addr is NULL", CHECK_EQ(ioa_dma_register(NULL, KB4, 0), -EINVAL));
 	ONE_MESSAGE("not 4 KiB aligned", CHECK_EQ(ioa_dma_register(p + 8, KB4, 0), -EINVAL));
