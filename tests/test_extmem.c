@@ -511,8 +511,8 @@ static int write_long(const char *path, long v)
 
 /* Two 2 MiB hugetlb pages: anonymous (MAP_HUGETLB) and a hugetlbfs file
  * (memfd MFD_HUGETLB). Without free hugepages, root reserves two for the
- * test and gives them back; anyone else skips, saying why. */
-static int test_hugetlb(void)
+ * test and gives them back. Returns NULL once run, else why it could not. */
+static const char *test_hugetlb(void)
 {
 	long nr = read_long(NR_HUGEPAGES), added = 0;
 	uint8_t *p;
@@ -527,7 +527,10 @@ static int test_hugetlb(void)
 	if (p == MAP_FAILED) {
 		if (added)
 			write_long(NR_HUGEPAGES, nr);
-		return 0;
+		return geteuid() != 0 ? "no 2 MiB hugetlb page free, and not root to reserve one"
+		       : added	      ? "no 2 MiB hugetlb page can be mapped, even with two reserved "
+					"(qemu-user refuses MAP_HUGETLB at an address it picks)"
+				      : "no 2 MiB hugetlb page free, and reserving one failed";
 	}
 	round_trip(p, MB2, "hugetlb anonymous");
 	munmap(p, MB2);
@@ -543,7 +546,7 @@ static int test_hugetlb(void)
 		close(fd);
 	if (added)
 		CHECK_EQ(write_long(NR_HUGEPAGES, nr), 0);
-	return 1;
+	return NULL;
 }
 
 int main(int argc, char **argv)
@@ -554,13 +557,10 @@ int main(int argc, char **argv)
 	if (!init_sim())
 		return check_done();
 	if (hugetlb) {
-		int ran = test_hugetlb();
+		const char *why_not = test_hugetlb();
 
 		ioa_fini();
-		if (!ran)
-			return check_skip("no 2 MiB hugetlb page free (nr_hugepages %ld) and not root to "
-					  "reserve one", read_long(NR_HUGEPAGES));
-		return check_done();
+		return why_not ? check_skip("%s", why_not) : check_done();
 	}
 	test_bad_arguments();
 	test_anonymous();
