@@ -22,7 +22,7 @@ nr_huge=/proc/sys/vm/nr_hugepages
 free_huge=/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages
 
 cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release -DIOA_BENCH=ON >/dev/null
-programs=(bench_virt2iova bench_dma_alloc bench_defer)
+programs=(bench_virt2iova bench_dma_alloc bench_defer bench_extmem)
 targets=$(cmake --build "$build" --target help)
 for optional in bench_grace bench_dpdk_virt2iova; do
 	if [[ $targets == *"$optional"* ]]; then

@@ -211,7 +211,8 @@ int ioa_dma_free(void *ptr);
 
 /**
  * IOVA of any byte inside ioalloc memory the device can reach (live buffers,
- * and freed ones not yet retired), or IOA_BAD_IOVA for any other address.
+ * and freed ones not yet retired) or inside a range registered with
+ * ioa_dma_register(), or IOA_BAD_IOVA for any other address.
  * Lock-free, no system call: safe from any thread at any time, in a signal
  * handler (also one that interrupts a lookup) and in a thread-exit destructor.
  */
@@ -234,6 +235,68 @@ int ioa_quiesce(void);
 
 /** ioa_dma_alloc() whose buffer is zeroed. */
 void *ioa_dma_zalloc(size_t size, size_t align, int node);
+
+/* ---- external memory --------------------------------------------------- */
+
+/**
+ * Registers memory the program owns for DMA: [addr, addr + len), pages it
+ * mapped itself (anonymous, a hugetlbfs or memfd file, shared or private),
+ * is faulted in for writing and mapped into the IOMMU of the configured
+ * backend with ONE mapping (so VFIO's limit of 65535 mappings is spent once
+ * per registration, whatever its size), at an IOVA window of its own that
+ * keeps the range's offset inside 2 MiB. From the return on, the device can
+ * read and write it, and ioa_virt2iova() and ioa_iova2virt() answer for
+ * every byte of it, in O(1), like for a buffer of ioa_dma_alloc() (also in
+ * signal handlers and thread-exit destructors). The memory stays the
+ * program's: ioalloc never frees it, ioa_dma_free() and ioa_dma_size() do
+ * not take it.
+ *
+ * While it is registered the program must not munmap, mremap or
+ * madvise(MADV_DONTNEED/MADV_FREE/MADV_REMOVE) any of it, nor truncate or
+ * punch a hole in the file behind it: with VFIO the device keeps the
+ * physical pages pinned at the time of the map, and would reach memory the
+ * process no longer sees (or, with sim, the page the process faults in next).
+ *
+ * @addr and @len are 4 KiB multiples (@len from 4 KiB to 4 TiB, 2^42); no
+ * @flags are defined: pass 0. Registrations are serialised with each other
+ * (a thread faulting in and mapping 1 GiB holds the others back). The library
+ * starts from the environment on first use, as with ioa_dma_alloc().
+ * Returns 0, or, with one message naming the call: -EINVAL (NULL or
+ * misaligned @addr, bad @len, a range past 2^48, unknown @flags), -EEXIST
+ * (the range overlaps another registration or ioalloc's own memory),
+ * -EFAULT (part of the range is not mapped, not writable, or a hugetlb page
+ * cannot be had), -EPERM (a child of fork() whose vfio or iommufd IOMMU is
+ * its parent's, as for ioa_dma_alloc(); or VFIO's locked-memory limit),
+ * -ENOSPC (the IOMMU's mapping limit), -ENOMEM (memory or IOVA space), -EIO
+ * (any other IOMMU failure; if the IOMMU also refused to undo its map, the
+ * message says so and the range stays registered, quarantined for good, as
+ * after a failed ioa_dma_unregister(): never free it), or the error of a
+ * failed lazy initialisation.
+ * Not async-signal-safe. ioa_fini() unmaps, with a warning each, the
+ * registrations still present.
+ */
+int ioa_dma_register(void *addr, size_t len, unsigned flags);
+
+/**
+ * Revokes the registration that starts at @addr by the deferral engine's
+ * protocol, as a freed buffer is retired: it leaves the lookups, is unmapped
+ * and invalidated (VFIO and iommufd: the unmap ioctl returned; sim: its
+ * IOTLB and paging-structure cache were flushed), the lock-free lookups are
+ * waited out, and the call returns only once the device can no longer reach
+ * any of it: the program may munmap or reuse the memory right after. The
+ * calling thread does this work itself, as one batch (as IOALLOC_DEFER=sync
+ * retires a free): no reclaimer is woken, no other free waited for.
+ * Returns 0, or, with one message:
+ * -EINVAL (@addr is not the start of a registration: never registered,
+ * interior, already unregistered), -EBUSY (another thread is unregistering
+ * it), -EPERM (a child of fork() whose vfio or iommufd IOMMU is its
+ * parent's: the mapping is left to the parent), -EIO (the IOMMU refused the
+ * unmap or the invalidation: the range stays registered and mapped,
+ * quarantined for good; the program must never free it; a later
+ * ioa_quiesce() reports it too). May run in a thread-exit destructor; not
+ * async-signal-safe; never concurrently with ioa_fini().
+ */
+int ioa_dma_unregister(void *addr);
 
 /* ---- the general allocator ------------------------------------------- */
 

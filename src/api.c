@@ -231,6 +231,7 @@ IOA_EXPORT void ioa_fini(void)
 	}
 	ioa__pool_fini();
 	ioa__heap_fini();
+	ioa__extmem_fini();
 	/* Printed while the engine still has its queues: they hold its counts. */
 	ioa__defer_quiesce();
 	if (active.stats)

@@ -1,4 +1,4 @@
-/* What api.c offers the layer built on the public API (devpt.c). */
+/* What api.c offers the layers built on the public API (devpt.c, extmem.c). */
 #ifndef IOA_API_H
 #define IOA_API_H
 
@@ -7,5 +7,9 @@
  * once and not retried: later calls return its error silently, until
  * ioa_init() is called. */
 int ioa__ensure_up(void);
+
+/* ioa_fini(): retires the registrations still present (extmem.c), with a
+ * warning each. */
+void ioa__extmem_fini(void);
 
 #endif

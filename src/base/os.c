@@ -132,6 +132,11 @@ static int bind_and_populate(void *addr, size_t len, int node, int populate)
 	return 0;
 }
 
+int ioa__os_populate(void *addr, size_t len)
+{
+	return madvise(addr, len, MADV_POPULATE_WRITE) != 0 ? -errno : 0;
+}
+
 static int map_hugetlb(size_t len, size_t align, int node, enum ioa__page_kind kind,
 		       struct ioa__os_mem *out)
 {

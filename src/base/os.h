@@ -49,6 +49,12 @@ int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size
 			  int on_demand, struct ioa__os_mem *out);
 void ioa__os_free_segment(const struct ioa__os_mem *mem);
 
+/* Faults in every page of [addr, addr + len), memory the program mapped,
+ * for writing (MADV_POPULATE_WRITE): 0, or -errno: -ENOMEM when part of it
+ * is not mapped, -EFAULT when a page cannot be had (no hugetlb page left,
+ * or no write permission). */
+int ioa__os_populate(void *addr, size_t len);
+
 /* Zeroed 4 KiB pages for the library's own metadata, or NULL. */
 void *ioa__os_alloc_pages(size_t len);
 void ioa__os_free_pages(void *addr, size_t len);

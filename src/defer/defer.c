@@ -926,6 +926,11 @@ int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
 		if (mine.exited && push_late(node, item) == 0)
 			return 0;
 	}
+	return ioa__defer_retire_now(item);
+}
+
+int ioa__defer_retire_now(struct ioa__defer_item *item)
+{
 	ioa__stat_add(defer_enqueued, 1);
 	item->stamp = ioa__ticks();
 	return retire_now(item);

@@ -61,6 +61,12 @@ void ioa__defer_fini(void);
  * IOALLOC_DEFER=sync: then -EIO if it was quarantined. */
 int ioa__defer_enqueue(int node, struct ioa__defer_item *item);
 
+/* Retires @item on the calling thread, as a batch of its own, by the same
+ * protocol as a pass (what IOALLOC_DEFER=sync does with every free): no
+ * queue, no reclaimer, no wait for other items. 0, or -EIO if it was
+ * quarantined (counted, and reported by the next ioa__defer_quiesce). */
+int ioa__defer_retire_now(struct ioa__defer_item *item);
+
 /* The bytes freed on @node and not yet retired: items queued or in a pass. */
 uint64_t ioa__defer_unretired(int node);
 

@@ -33,6 +33,12 @@ struct ioa__segment {
 	 * the last buffer is retired; then one unmap returns the segment. */
 	int whole;
 	int closing;               /* whole, empty and being unmapped (node lock) */
+	/* Memory the program registered (ioa_dma_register): one buffer, its
+	 * own mapping, no bitmap nor run lengths, in no node's list nor the
+	 * segment map; the program owns the memory, the library only this
+	 * metadata and the IOVA window. */
+	int external;
+	_Atomic int adopted_state; /* external: enum ioa__adopted_state */
 	_Atomic uint32_t live;     /* buffers of a whole segment not yet retired */
 	size_t meta_len;
 	uint32_t npages;
@@ -326,6 +332,12 @@ static void release_pages(struct ioa__segment *s, uint32_t first, uint32_t n)
 {
 	struct node_arena *a = &rg.nodes[s->node];
 
+	if (s->external) {
+		/* release: the unmap and invalidation happened before the
+		 * unregistering thread sees this (ioa__region_adopted_state) */
+		atomic_store_explicit(&s->adopted_state, IOA_ADOPTED_RELEASED, memory_order_release);
+		return;
+	}
 	if (!s->dedicated) {
 		set_pages(s, first, n, 1);
 		return;
@@ -516,6 +528,8 @@ void ioa__region_free_pruned(struct ioa__region_pruned *pruned)
  * the free path. */
 static void count_retired_run(const struct ioa__buffer *b, uint32_t buffers)
 {
+	if (b->seg->external) /* never counted as a buffer */
+		return;
 	ioa__stat_add(dma_frees, buffers);
 	ioa__stat_sub(dma_bytes_live, (uint64_t)b->npages << IOA_PAGE_SHIFT);
 }
@@ -550,9 +564,11 @@ int ioa__region_whole(const struct ioa__buffer *b)
 	return b->seg->whole;
 }
 
+/* A registration's metadata is freed by its unregistering thread, after the
+ * retirement: no racing free can read it (it is in no segment map). */
 int ioa__region_frees_segment(const struct ioa__buffer *b)
 {
-	return b->seg->dedicated;
+	return b->seg->dedicated && !b->seg->external;
 }
 
 int ioa__region_close(const struct ioa__buffer *b, struct ioa__iova_extent *ext)
@@ -601,8 +617,12 @@ void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *st
 	if (!b->seg->whole) /* a whole segment's buffers were counted when closed */
 		count_retired(b);
 	ioa__stat_add(quarantined_bytes, ext.len);
-	ioa__err("buffer %p (%llu bytes at IOVA 0x%llx) quarantined, never reused: the %s "
-		 "failed: %s", (void *)(uintptr_t)buffer_va(b), (unsigned long long)ext.len,
+	if (b->seg->external)
+		atomic_store_explicit(&b->seg->adopted_state, IOA_ADOPTED_QUARANTINED,
+				      memory_order_release); /* release: pairs as in release_pages */
+	ioa__err("%s %p (%llu bytes at IOVA 0x%llx) quarantined, never reused: the %s "
+		 "failed: %s", b->seg->external ? "registered range" : "buffer",
+		 (void *)(uintptr_t)buffer_va(b), (unsigned long long)ext.len,
 		 (unsigned long long)ext.iova, step, strerror(-err));
 }
 
@@ -633,6 +653,109 @@ static int unmap_leaked(const struct ioa__buffer *b)
 		return -EIO;
 	}
 	return 0;
+}
+
+/* ---- registered memory (ioa_dma_register) ------------------------------ */
+
+/* A registration's IOVA window: 2 MiB aligned, with the range at the same
+ * offset inside a 2 MiB page as its memory, so tables can map it with 2 MiB
+ * leaves where the memory allows. */
+#define WINDOW_ALIGN IOA_HUGE_2M
+
+static void window_of(const struct ioa__segment *s, uint64_t *start, uint64_t *len)
+{
+	uint64_t off = s->iova & (WINDOW_ALIGN - 1);
+
+	*start = s->iova - off;
+	*len = round_up(off + s->mem.len, WINDOW_ALIGN);
+}
+
+/* One metadata page kept for the next registration: a program that registers
+ * and unregisters in a loop makes no mmap and no munmap (whose TLB shootdown
+ * reaches every thread's CPU) for it. An atomic exchange: no lock to take
+ * around fork, and a racing pair each keeps or frees its own page. */
+static struct ioa__segment *_Atomic spare_meta;
+
+static struct ioa__segment *external_meta(void)
+{
+	struct ioa__segment *s = atomic_exchange_explicit(&spare_meta, NULL, memory_order_acquire);
+
+	return s ? s : ioa__os_alloc_pages(IOA_PAGE); /* acquire: the page's last writes */
+}
+
+static void external_free(struct ioa__segment *s)
+{
+	uint64_t start, len;
+
+	window_of(s, &start, &len);
+	if (!rg.identity && ioa__iova_free(&rg.iova, start, len) != 0)
+		ioa__warn("IOVA window 0x%llx of %llu bytes lost: no memory to record it free",
+			  (unsigned long long)start, (unsigned long long)len);
+	/* release: our writes to the page before the next owner's */
+	s = atomic_exchange_explicit(&spare_meta, s, memory_order_release);
+	if (s)
+		ioa__os_free_pages(s, IOA_PAGE);
+}
+
+/* Segments own whole 2 MiB units of the segment map: a unit the range
+ * touches that holds one is the library's memory. Lock-free: a segment
+ * appears only in memory the kernel gave the library, never in the
+ * caller's. */
+int ioa__region_holds(const void *addr, size_t len)
+{
+	uintptr_t va = (uintptr_t)addr;
+
+	for (uintptr_t unit = va >> 21; unit <= (va + len - 1) >> 21; unit++)
+		if (ioa__segmap_get(unit << 21))
+			return 1;
+	return 0;
+}
+
+int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out)
+{
+	uint64_t va = (uint64_t)(uintptr_t)addr, window = va;
+	struct ioa__segment *s = external_meta();
+	int err;
+
+	if (!s) {
+		ioa__err("ioa_dma_register: no memory for a registration's metadata");
+		return -ENOMEM;
+	}
+	*s = (struct ioa__segment){ .mem = { addr, len, IOA_PAGES_4K }, .node = node,
+				    .dedicated = 1, .external = 1, .meta_len = IOA_PAGE,
+				    .npages = (uint32_t)(len >> IOA_PAGE_SHIFT) };
+	if (!rg.identity)
+		window = ioa__iova_alloc(&rg.iova, round_up((va & (WINDOW_ALIGN - 1)) + len, WINDOW_ALIGN),
+					 WINDOW_ALIGN);
+	if (window == UINT64_MAX) {
+		ioa__err("ioa_dma_register: IOVA space exhausted: no window of %zu bytes left in "
+			 "the aperture", len);
+		ioa__os_free_pages(s, s->meta_len);
+		return -ENOMEM;
+	}
+	s->iova = rg.identity ? va : window + (va & (WINDOW_ALIGN - 1));
+	err = map_buffer(va, s->iova, len, 0);
+	if (err && err != -EIO) {
+		external_free(s);
+		*out = (struct ioa__buffer){ 0 };
+		return map_failure(err);
+	}
+	*out = (struct ioa__buffer){ .seg = s, .first = 0, .npages = s->npages };
+	if (err) /* the device may still reach it: quarantined, window and all */
+		ioa__stat_add(quarantined_bytes, len);
+	return err;
+}
+
+enum ioa__adopted_state ioa__region_adopted_state(const struct ioa__buffer *b)
+{
+	/* acquire: pairs with the engine's release store (release_pages) */
+	return (enum ioa__adopted_state)atomic_load_explicit(&b->seg->adopted_state,
+							     memory_order_acquire);
+}
+
+void ioa__region_forget(const struct ioa__buffer *b)
+{
+	external_free(b->seg);
 }
 
 /* ---- fork ------------------------------------------------------------ */
@@ -738,6 +861,8 @@ static void segment_fini(struct ioa__segment *s)
 
 void ioa__region_fini(void)
 {
+	struct ioa__segment *spare;
+
 	for (int n = 0; n < IOA_MAX_NODES; n++) {
 		struct ioa__segment *s = rg.nodes[n].segments, *next;
 
@@ -752,4 +877,6 @@ void ioa__region_fini(void)
 	if (!rg.identity)
 		ioa__iova_destroy(&rg.iova);
 	ioa__segmap_fini();
+	if ((spare = atomic_exchange(&spare_meta, NULL)))
+		ioa__os_free_pages(spare, IOA_PAGE);
 }

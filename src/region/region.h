@@ -97,6 +97,32 @@ void ioa__region_keep(const struct ioa__buffer *b);
 /* Keeps its pages forever: the unmap or invalidation (@step) failed with @err. */
 void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *step);
 
+/*
+ * Memory the program owns, registered for DMA (ioa_dma_register). It becomes
+ * one buffer of a segment of its own, mapped with one IOMMU mapping at an
+ * IOVA window of its own, and entered in the software tables; it leaves
+ * through the deferral engine like any buffer, but its release only records
+ * that it is out of the device's reach: the memory stays the program's.
+ */
+enum ioa__adopted_state {
+	IOA_ADOPTED_LIVE,        /* registered, or on its way out */
+	IOA_ADOPTED_RELEASED,    /* unmapped and invalidated: the program may free it */
+	IOA_ADOPTED_QUARANTINED, /* its unmap or invalidation failed: mapped for good */
+};
+/* Whether any of [addr, addr + len) is in a segment of the library's. */
+int ioa__region_holds(const void *addr, size_t len);
+/* Maps [addr, addr + len) (page-aligned, resident) for the device and the
+ * lookups, as buffer *out of a new external segment on @node (the queue
+ * ioa_fini retires it through): 0, or -errno with a message as
+ * ioa__region_alloc. -EIO with out->seg set: the unmap after a failed map
+ * failed too, the range is quarantined (the device may reach it); with
+ * out->seg NULL, as every other error: nothing is mapped. */
+int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out);
+enum ioa__adopted_state ioa__region_adopted_state(const struct ioa__buffer *b);
+/* Frees the metadata and the IOVA window of an external buffer that is not
+ * mapped (released, or never retired by an IOMMU that is its parent's). */
+void ioa__region_forget(const struct ioa__buffer *b);
+
 /* fork(): the node locks, the IOVA space's and the software tables'. */
 void ioa__region_fork_prepare(void);
 void ioa__region_fork_parent(void);

@@ -10,6 +10,9 @@
  *   across page boundaries;
  * - after ioa_dma_free and ioa_quiesce the IOMMU blocks the device: memory
  *   unchanged, nothing read, and the kernel logs a DMAR fault at the IOVA;
+ * - memory the program mapped itself (ioa_dma_register) takes DMA byte for
+ *   byte through one mapping; after ioa_dma_unregister the device's write
+ *   faults (DMAR) and changes nothing, and the program may munmap it;
  * - an unmap that fails (injected) quarantines the buffer: still mapped,
  *   never handed out again, counted, and ioa_quiesce returns -EIO;
  * - the kernel's refusals (EEXIST, EINVAL) are reported with the ioctl, the
@@ -467,6 +470,7 @@ int main(int argc, char **argv)
 	check_held_device_refused(&vfio, "test_vfio", device_addr, "EBUSY");
 	run_check(&vfio, check_dma_byte_for_byte);
 	run_check(&vfio, check_freed_is_unreachable);
+	run_check(&vfio, check_registered_memory);
 	test_given_container();
 	run_check(&vfio, check_injected_unmap_failure);
 	run_check(&vfio, check_kernel_refusals);

@@ -17,6 +17,7 @@
 #include "ioalloc.h"
 
 #include <errno.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 
 #define KB4 4096u
@@ -286,6 +287,47 @@ static inline void check_freed_is_unreachable(struct edu *e, const struct vm_tes
 	CHECK_EQ(edu_write_ram(e, 0, ioa_virt2iova(probe), LEN), 0);
 	CHECK(!all_bytes(probe, LEN, 0x5a));
 	ioa_dma_free(probe);
+}
+
+/* Memory the program mapped itself, registered (ioa_dma_register): one
+ * IOMMU mapping; the device reads it and writes into it byte for byte; after
+ * ioa_dma_unregister the device's write to the old IOVA faults (a DMAR fault
+ * logged, the memory unchanged) and the program may munmap it. */
+static inline void check_registered_memory(struct edu *e, const struct vm_test *t)
+{
+	uint8_t *p = mmap(NULL, 4 * KB4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint8_t *out = ioa_dma_alloc(KB4, 0, IOA_NODE_ANY);
+	struct ioa_stats before, after;
+	char line[1024] = "";
+	uint64_t iova;
+
+	if (!CHECK(p != MAP_FAILED && out))
+		return;
+	fill(p, 4 * KB4, 6);
+	ioa_stats_get(&before);
+	if (!CHECK_EQ(ioa_dma_register(p, 4 * KB4, 0), 0))
+		return;
+	ioa_stats_get(&after);
+	CHECK_EQ(after.iommu_maps, before.iommu_maps + 1);
+	iova = ioa_virt2iova(p);
+	CHECK(iova != IOA_BAD_IOVA && ioa_iova2virt(iova + 3 * KB4) == p + 3 * KB4);
+	round_trip(e, p + 123, iova + 123, 0, LEN, out);                 /* device reads it */
+	round_trip(e, p + KB4 - 100, iova + KB4 - 100, 5, 200, out);     /* across a page */
+	/* device -> registered memory, neighbours untouched */
+	memset(p, 0xee, 4 * KB4);
+	fill(out, LEN, 7);
+	CHECK_EQ(edu_read_ram(e, ioa_virt2iova(out), 0, LEN), 0);
+	CHECK_EQ(edu_write_ram(e, 0, iova + 2 * KB4 + 512, LEN), 0);
+	CHECK(memcmp(p + 2 * KB4 + 512, out, LEN) == 0);
+	CHECK(all_bytes(p, 2 * KB4 + 512, 0xee));
+
+	CHECK_EQ(ioa_dma_unregister(p), 0);
+	CHECK_EQ(ioa_virt2iova(p), IOA_BAD_IOVA);
+	memset(p, 0x5a, 4 * KB4);
+	CHECK(write_fault_logged(e, t->kmsg, iova, line, sizeof(line)));
+	CHECK(all_bytes(p, 4 * KB4, 0x5a));
+	CHECK_EQ(munmap(p, 4 * KB4), 0);
+	ioa_dma_free(out);
 }
 
 /* An unmap that fails (injected) quarantines the buffer: still mapped, never
