@@ -576,7 +576,9 @@ int ioa_pool_stats_get(struct ioa_pool *pool, struct ioa_pool_stats *out);
  *   the device reaches at ioa_virt2iova() as soon as it returns; a chunk's
  *   IOVAs are contiguous (ioa_virt2iova(p + i) == ioa_virt2iova(p) + i) and
  *   aligned like its address up to @align. Each chunk is one IOMMU mapping
- *   (vfio, iommufd: one of the container's 65535 by default).
+ *   (vfio, iommufd: one of the container's 65535 by default; near that
+ *   limit a chunk of up to 2 MiB shares its segment's mapping, and stays
+ *   reachable until that segment empties, as ioa_dma_free() says).
  * - Frees: ioa_provider_free() takes back any page-aligned run of pages the
  *   provider handed out and has not taken back, also part of a chunk. An
  *   IOMMU mapping is never split (VFIO type1v2 refuses to, with EINVAL), on
