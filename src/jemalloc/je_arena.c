@@ -2,6 +2,14 @@
  * ioa_je_arena_create / ioa_je_arena_destroy: arenas in a static table of
  * slots (jemalloc keeps a pointer to a slot's hooks for the arena's life,
  * and a slot is never freed), each with a provider of its own.
+ *
+ * Life in a process: the hooks run on the thread jemalloc runs them on, a
+ * thread-exit destructor's included (jemalloc's own tcache flush at thread
+ * exit may dalloc), and go to the provider, which is fine there. fork():
+ * jemalloc holds its locks across it, the providers theirs, and the slots'
+ * lock is held too (below). Not async-signal-safe. ioa_fini(): every arena
+ * must be destroyed before (ioalloc_jemalloc.h); a hook called after finds
+ * its provider dead and declines, with a message.
  */
 #include "ioalloc_jemalloc.h"
 #include "je_hooks.h"

@@ -12,6 +12,18 @@
  * Locks: the providers' lock (slots, fork) is taken before a provider's;
  * a provider's lock is taken before the library's (ioa_dma_free runs under
  * it at destroy), never the other way round.
+ *
+ * Life in a process:
+ * - thread exit: nothing is per thread here; a call from a late destructor
+ *   takes the lock as any other, and its retirement goes through
+ *   ioa_dma_free(), which handles such threads (a shared per-node queue).
+ * - fork(): every lock is held across it (below); a child of a vfio or
+ *   iommufd parent gets EPERM from ioa_dma_alloc() for a new chunk, and an
+ *   emptied chunk is only taken out of the lookups (ioa_dma_free), never
+ *   unmapped: the IOMMU is the parent's.
+ * - signal handlers: nothing here is async-signal-safe (a mutex).
+ * - ioa_fini(): must not run concurrently (the contract); it destroys the
+ *   providers left live with ioa__dma_free_unchecked while stopping.
  */
 #include "provider.h"
 #include "api.h"
