@@ -23,11 +23,8 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
-static struct ioa__je_slot slots[IOA_PROVIDER_MAX];
-/* The slots' live and index fields. Held only around them, never across a
- * call into jemalloc or ioalloc, so fork() cannot find it held by a thread
- * that the child lacks but for a few stores: made anew in the child. */
-static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+struct ioa__je_slot ioa__je_slots[IOA_JE_SLOTS];
+pthread_mutex_t ioa__je_slots_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 
 void ioa__je_err(const char *fmt, ...)
@@ -46,19 +43,22 @@ void ioa__je_err(const char *fmt, ...)
 		return; /* nowhere else to say it */
 }
 
+/* fork(): registered at the first creation, after jemalloc's handlers (it
+ * is initialised by then), so this prepare runs first: the slots' lock
+ * before jemalloc's, the order in which tcache.destroy under it takes them. */
 static void fork_prepare(void)
 {
-	pthread_mutex_lock(&slots_lock);
+	pthread_mutex_lock(&ioa__je_slots_lock);
 }
 
 static void fork_parent(void)
 {
-	pthread_mutex_unlock(&slots_lock);
+	pthread_mutex_unlock(&ioa__je_slots_lock);
 }
 
 static void fork_child(void)
 {
-	pthread_mutex_init(&slots_lock, NULL);
+	pthread_mutex_init(&ioa__je_slots_lock, NULL);
 }
 
 static void register_fork_handlers(void)
@@ -71,15 +71,15 @@ static struct ioa__je_slot *claim(struct ioa_provider *prov)
 {
 	struct ioa__je_slot *s = NULL;
 
-	pthread_mutex_lock(&slots_lock);
-	for (unsigned i = 0; i < IOA_PROVIDER_MAX && !s; i++)
-		if (!slots[i].live && !slots[i].prov)
-			s = &slots[i];
+	pthread_mutex_lock(&ioa__je_slots_lock);
+	for (unsigned i = 0; i < IOA_JE_SLOTS && !s; i++)
+		if (!ioa__je_slots[i].live && !ioa__je_slots[i].prov)
+			s = &ioa__je_slots[i];
 	if (s) {
 		s->hooks = ioa__je_hooks;
 		s->prov = prov;
 	}
-	pthread_mutex_unlock(&slots_lock);
+	pthread_mutex_unlock(&ioa__je_slots_lock);
 	return s;
 }
 
@@ -87,11 +87,11 @@ static struct ioa__je_slot *find(unsigned arena, const char *fn)
 {
 	struct ioa__je_slot *s = NULL;
 
-	pthread_mutex_lock(&slots_lock);
-	for (unsigned i = 0; i < IOA_PROVIDER_MAX && !s; i++)
-		if (slots[i].live && slots[i].index == arena)
-			s = &slots[i];
-	pthread_mutex_unlock(&slots_lock);
+	pthread_mutex_lock(&ioa__je_slots_lock);
+	for (unsigned i = 0; i < IOA_JE_SLOTS && !s; i++)
+		if (ioa__je_slots[i].live && ioa__je_slots[i].index == arena)
+			s = &ioa__je_slots[i];
+	pthread_mutex_unlock(&ioa__je_slots_lock);
 	if (!s)
 		ioa__je_err("%s(%u): not a live arena of ioa_je_arena_create() (EINVAL)", fn, arena);
 	return s;
@@ -99,10 +99,10 @@ static struct ioa__je_slot *find(unsigned arena, const char *fn)
 
 static void release(struct ioa__je_slot *s)
 {
-	pthread_mutex_lock(&slots_lock);
+	pthread_mutex_lock(&ioa__je_slots_lock);
 	s->live = 0;
 	s->prov = NULL;
-	pthread_mutex_unlock(&slots_lock);
+	pthread_mutex_unlock(&ioa__je_slots_lock);
 }
 
 EXPORT int ioa_je_arena_create(int node, unsigned flags)
@@ -142,10 +142,10 @@ EXPORT int ioa_je_arena_create(int node, unsigned flags)
 	if ((err = mallctl(name, NULL, NULL, &limit, sizeof(limit))) != 0)
 		ioa__je_err("ioa_je_arena_create: %s: %s (the arena grows without it)", name,
 			    strerror(err));
-	pthread_mutex_lock(&slots_lock);
+	pthread_mutex_lock(&ioa__je_slots_lock);
 	s->index = index;
 	s->live = 1;
-	pthread_mutex_unlock(&slots_lock);
+	pthread_mutex_unlock(&ioa__je_slots_lock);
 	return (int)index;
 }
 
@@ -157,6 +157,10 @@ EXPORT int ioa_je_arena_destroy(unsigned arena)
 
 	if (!s)
 		return -EINVAL;
+	/* The threads' tcaches of it first: jemalloc requires them flushed. */
+	pthread_mutex_lock(&ioa__je_slots_lock);
+	ioa__je_tcaches_drop(s);
+	pthread_mutex_unlock(&ioa__je_slots_lock);
 	snprintf(name, sizeof(name), "arena.%u.destroy", arena);
 	if ((err = mallctl(name, NULL, NULL, NULL, 0)) != 0) {
 		ioa__je_err("ioa_je_arena_destroy(%u): jemalloc's %s failed: %s (EIO)", arena, name,

@@ -49,6 +49,7 @@ struct ioa_provider {
 };
 
 static struct ioa_provider slots[IOA_PROVIDER_MAX];
+static void (*_Atomic locked_hook)(void); /* test hook */
 static pthread_mutex_t providers_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 
@@ -326,11 +327,14 @@ IOA_EXPORT int ioa_provider_purge(struct ioa_provider *p, void *addr, size_t len
 IOA_EXPORT int ioa_provider_chunk(struct ioa_provider *p, const void *addr, void **base,
 				  size_t *len)
 {
+	void (*hook)(void);
 	struct ioa__chunk *c;
 
 	if (!usable(p, "ioa_provider_chunk"))
 		return -EINVAL;
 	pthread_mutex_lock(&p->lock);
+	if ((hook = atomic_load_explicit(&locked_hook, memory_order_relaxed)))
+		hook();
 	if ((c = ioa__chunks_find(&p->table, (uintptr_t)addr))) {
 		if (base)
 			*base = (void *)c->base;
@@ -339,6 +343,11 @@ IOA_EXPORT int ioa_provider_chunk(struct ioa_provider *p, const void *addr, void
 	}
 	pthread_mutex_unlock(&p->lock);
 	return c ? 0 : -ENOENT;
+}
+
+void ioa__provider_set_locked_hook(void (*fn)(void))
+{
+	atomic_store_explicit(&locked_hook, fn, memory_order_relaxed);
 }
 
 IOA_EXPORT int ioa_provider_stats_get(struct ioa_provider *p, struct ioa_provider_stats *out)

@@ -17,6 +17,10 @@
  * to madvise to *@advised), -EBUSY when declined, nothing changed. */
 int ioa__purge(void *addr, size_t len, unsigned how, uint64_t *zeroed, uint64_t *advised);
 
+/* Test hook: @fn runs inside every ioa_provider_chunk() call, with the
+ * provider's lock held (NULL: none); test_provider forks meanwhile. */
+void ioa__provider_set_locked_hook(void (*fn)(void));
+
 /* ioa_fini: destroys the providers still live, with a warning each. */
 void ioa__provider_fini(void);
 
