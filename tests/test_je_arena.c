@@ -5,15 +5,17 @@
  * memory and gives every byte back; a purge (arena.<i>.purge) never breaks
  * the mapping: the extent jemalloc reuses is still the one the device
  * reaches; the hooks themselves (merge only inside a chunk, dalloc of part
- * of a chunk declined, purges kept to the rule); explicit tcaches; bad
- * arguments; two threads on one arena.
+ * of a chunk declined, purges kept to the rule); explicit tcaches and
+ * ioa_je_flags()'s per-thread ones; bad arguments; two threads on one arena.
  */
 #include "dma_check.h"
 
 #include "ioalloc_jemalloc.h"
+#include "je_hooks.h"
 
 #include <jemalloc/jemalloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 
 #define PAGE 4096ul
@@ -45,6 +47,15 @@ static void check_dma(unsigned char *p, size_t size, unsigned char tag)
 	CHECK(p[0] == tag && p[n - 1] == tag);
 	memset(p, tag ^ 0xff, n);
 	CHECK(device_reads(p, n, tag ^ 0xff));
+}
+
+/* The slot of live arena @a (internal: je_hooks.h). */
+static struct ioa__je_slot *ioa__je_slots_of(unsigned a)
+{
+	for (unsigned i = 0; i < IOA_JE_SLOTS; i++)
+		if (ioa__je_slots[i].live && ioa__je_slots[i].index == a)
+			return &ioa__je_slots[i];
+	return &ioa__je_slots[0];
 }
 
 #define OBJECTS 400
@@ -200,6 +211,103 @@ static void test_tcache(void)
 	CHECK_EQ(ioa_je_arena_destroy((unsigned)a), 0);
 }
 
+/* ioa_je_flags(): a tcache per thread and arena, kept across calls,
+ * different for each thread. */
+static unsigned flags_arena;
+static pthread_barrier_t both_have_one; /* the two threads hold theirs at once */
+
+struct flags_user {
+	int flags;   /* out: what ioa_je_flags() gave */
+	int meet;    /* wait for the other thread at the barrier */
+};
+
+static void *flags_user(void *arg)
+{
+	struct flags_user *u = arg;
+	int f = ioa_je_flags(flags_arena);
+
+	if (u->meet)
+		pthread_barrier_wait(&both_have_one);
+	CHECK_EQ(ioa_je_flags(flags_arena), f);
+	for (int round = 0; round < 3; round++) {
+		void *p[32];
+
+		for (int i = 0; i < 32; i++) {
+			p[i] = mallocx(size_at((unsigned)i % 11), f);
+			CHECK(p[i] && iova_contiguous(p[i], size_at((unsigned)i % 11)));
+		}
+		for (int i = 0; i < 32; i++)
+			dallocx(p[i], f);
+	}
+	u->flags = f;
+	return NULL;
+}
+
+static void test_flags(void)
+{
+	struct flags_user mine = { 0, 0 }, theirs[2] = { { 0, 1 }, { 0, 1 } };
+	int a = ioa_je_flags(77777);
+	pthread_t t[2];
+
+	CHECK_EQ(a, MALLOCX_ARENA(77777) | MALLOCX_TCACHE_NONE);
+	a = ioa_je_arena_create(IOA_NODE_ANY, 0);
+	if (!CHECK(a >= 0))
+		return;
+	flags_arena = (unsigned)a;
+	flags_user(&mine);
+	CHECK(mine.flags != (MALLOCX_ARENA(a) | MALLOCX_TCACHE_NONE));
+	pthread_barrier_init(&both_have_one, NULL, 2);
+	for (int i = 0; i < 2; i++)
+		pthread_create(&t[i], NULL, flags_user, &theirs[i]);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(&both_have_one);
+	CHECK(theirs[0].flags != mine.flags && theirs[1].flags != mine.flags &&
+	      theirs[0].flags != theirs[1].flags);
+	CHECK_EQ(ioa__je_slots_of(flags_arena)->ntcaches, 1); /* theirs went at their exit */
+	CHECK_EQ(ioa_je_arena_destroy((unsigned)a), 0); /* and mine with the arena */
+}
+
+/* A thread's tcache of a destroyed arena is stale: its exit must not
+ * destroy the index, which jemalloc hands to the next tcache made (here
+ * the main thread's, for a new arena). */
+static _Atomic int stage;
+
+static void *stale_user(void *arg)
+{
+	int f = ioa_je_flags(flags_arena);
+	void *p = mallocx(100, f);
+
+	dallocx(p, f); /* cached in the thread's tcache */
+	atomic_store(&stage, 1);
+	while (atomic_load(&stage) != 2)
+		sched_yield();
+	return arg; /* exits: the destructor looks at its stale entry */
+}
+
+static void test_flags_stale(void)
+{
+	int a = ioa_je_arena_create(IOA_NODE_ANY, 0), b, f;
+	pthread_t t;
+	void *p;
+
+	if (!CHECK(a >= 0))
+		return;
+	flags_arena = (unsigned)a;
+	pthread_create(&t, NULL, stale_user, NULL);
+	while (atomic_load(&stage) != 1)
+		sched_yield();
+	CHECK_EQ(ioa_je_arena_destroy((unsigned)a), 0); /* flushes the thread's tcache */
+	b = ioa_je_arena_create(IOA_NODE_ANY, 0);
+	f = ioa_je_flags((unsigned)b); /* reuses the freed tcache index */
+	atomic_store(&stage, 2);
+	pthread_join(t, NULL);
+	p = mallocx(100, f); /* jemalloc aborts on a destroyed tcache */
+	CHECK(p && ioa_virt2iova(p) != IOA_BAD_IOVA);
+	dallocx(p, f);
+	CHECK_EQ(ioa_je_arena_destroy((unsigned)b), 0);
+}
+
 static void test_bad_arguments(void)
 {
 	struct check_capture cap;
@@ -270,6 +378,8 @@ int main(void)
 	test_purge_keeps_mapping();
 	test_hooks();
 	test_tcache();
+	test_flags();
+	test_flags_stale();
 	test_threads();
 	CHECK_EQ(ioa_sim_violations(NULL), 0);
 	ioa_fini();

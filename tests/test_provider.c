@@ -281,7 +281,7 @@ static void test_threads(void)
  * lock free); without them the fork goes through at once, the child gets
  * the lock held, and its first call hangs (ctest's timeout).
  */
-static _Atomic int forking, forked;
+static _Atomic int inside, forking, forked;
 
 static void test_prepare(void)
 {
@@ -297,6 +297,7 @@ static void hold_lock_across_fork(void)
 {
 	struct timespec t0, now;
 
+	atomic_store(&inside, 1);
 	while (!atomic_load(&forking))
 		sched_yield();
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -325,6 +326,8 @@ static void test_fork(void)
 	pthread_atfork(test_prepare, test_parent, NULL);
 	ioa__provider_set_locked_hook(hold_lock_across_fork);
 	pthread_create(&t, NULL, query_locked, c);
+	while (!atomic_load(&inside)) /* the thread holds the lock */
+		sched_yield();
 	pid = fork();
 	if (pid == 0) {
 		char *d = ioa_provider_alloc(shared, 2 * PAGE, 0);
