@@ -5,6 +5,8 @@
  *   MALLOCX_TCACHE_NONE (every call takes the arena's bin lock);
  * - je-dma-tcache: the same arena through an explicit tcache of each thread
  *   (tcache.create, MALLOCX_TCACHE);
+ * - je-dma-flags: the same through ioa_je_flags(), called for every mallocx
+ *   and dallocx (the thread's tcache of the arena, found in its table);
  * - je-plain: jemalloc's own malloc path, mallocx(size, 0) (an automatic
  *   arena and the thread's automatic tcache);
  * - ioa_malloc: ioalloc's allocator, ioa_malloc/ioa_free.
@@ -28,7 +30,7 @@
 
 #define BATCH 16
 
-enum peer { JE_DMA, JE_DMA_TCACHE, JE_PLAIN, IOA_MALLOC };
+enum peer { JE_DMA, JE_DMA_TCACHE, JE_DMA_FLAGS, JE_PLAIN, IOA_MALLOC };
 
 struct bcase {
 	enum peer peer;
@@ -77,7 +79,11 @@ static int run(const struct alloc_ctx *c, size_t size, uint64_t n)
 
 	for (uint64_t i = 0; i < n; i += BATCH) {
 		for (int j = 0; j < BATCH; j++) {
-			p[j] = c->peer == IOA_MALLOC ? ioa_malloc(size) : mallocx(size, c->flags);
+			if (c->peer == IOA_MALLOC)
+				p[j] = ioa_malloc(size);
+			else
+				p[j] = mallocx(size, c->peer == JE_DMA_FLAGS ? ioa_je_flags((unsigned)arena)
+									     : c->flags);
 			if (!p[j])
 				return -1;
 			*(volatile char *)p[j] = (char)j;
@@ -87,7 +93,8 @@ static int run(const struct alloc_ctx *c, size_t size, uint64_t n)
 			if (c->peer == IOA_MALLOC)
 				ioa_free(p[j]);
 			else
-				dallocx(p[j], c->free_flags);
+				dallocx(p[j], c->peer == JE_DMA_FLAGS ? ioa_je_flags((unsigned)arena)
+								      : c->free_flags);
 		}
 	}
 	return 0;
@@ -177,11 +184,12 @@ static void bm(ioa_bench_state *st, const void *ctx)
 	ctx_fini(&c);
 }
 
-static struct bcase cases[8];
+static struct bcase cases[10];
 
 int main(int argc, char **argv)
 {
-	static const char *const names[] = { "je-dma", "je-dma-tcache", "je-plain", "ioa_malloc" };
+	static const char *const names[] = { "je-dma", "je-dma-tcache", "je-dma-flags", "je-plain",
+					     "ioa_malloc" };
 	struct ioa_config cfg;
 	char name[64];
 	const char *version;
