@@ -1,6 +1,7 @@
 /*
  * jemalloc on DMA memory: an arena of libioalloc-jemalloc, objects from it
- * with and without an explicit tcache, their IOVAs handed to the (sim)
+ * without a tcache, through the thread's tcache of ioa_je_flags() and
+ * through a tcache of the program's own, their IOVAs handed to the (sim)
  * device, and the arena destroyed. Build: cc je_arena.c -lioalloc-jemalloc
  * -lioalloc -ljemalloc. docs/integration.md walks through it.
  */
@@ -16,7 +17,7 @@ int main(void)
 	unsigned tc;
 	size_t sz = sizeof(tc);
 	unsigned char got[16];
-	char *cmd, *data;
+	char *cmd, *data, *desc;
 	int a;
 
 	ioa_config_init(&cfg);
@@ -26,11 +27,13 @@ int main(void)
 
 	/* Without a tcache: every call goes to the arena (its bin lock). */
 	cmd = mallocx(64, MALLOCX_ARENA(a) | MALLOCX_TCACHE_NONE);
-	/* With this thread's own tcache for this arena: the fast path. */
-	if (!cmd || mallctl("tcache.create", &tc, &sz, NULL, 0) != 0)
+	/* This thread's tcache of the arena, kept by the library: the fast path. */
+	data = mallocx(100000, ioa_je_flags((unsigned)a));
+	/* A tcache of the program's own, used with this arena alone. */
+	if (!cmd || !data || mallctl("tcache.create", &tc, &sz, NULL, 0) != 0)
 		return 1;
-	data = mallocx(100000, MALLOCX_ARENA(a) | MALLOCX_TCACHE(tc));
-	if (!data)
+	desc = mallocx(256, MALLOCX_ARENA(a) | MALLOCX_TCACHE(tc));
+	if (!desc)
 		return 1;
 	strcpy(cmd, "read block 7");
 	memset(data, 0x42, 100000);
@@ -43,9 +46,10 @@ int main(void)
 	printf("device read data byte 0x%x\n", got[15]);
 
 	dallocx(cmd, MALLOCX_TCACHE_NONE);
-	dallocx(data, MALLOCX_TCACHE(tc));
-	mallctl("tcache.destroy", NULL, NULL, &tc, sizeof(tc)); /* before the arena goes */
-	ioa_je_arena_destroy((unsigned)a);
+	dallocx(data, ioa_je_flags((unsigned)a));
+	dallocx(desc, MALLOCX_TCACHE(tc));
+	mallctl("tcache.destroy", NULL, NULL, &tc, sizeof(tc)); /* ours: before the arena goes */
+	ioa_je_arena_destroy((unsigned)a); /* ioa_je_flags' tcaches go with it */
 	ioa_quiesce(); /* the device reaches none of the arena's memory now */
 	printf("after destroy: lookup of the data %s\n",
 	       ioa_virt2iova(data) == IOA_BAD_IOVA ? "gone" : "FAIL");
