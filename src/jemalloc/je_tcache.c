@@ -138,13 +138,20 @@ static int new_tcache(unsigned arena)
 	return (int)tc;
 }
 
+/* MALLOCX_ARENA(), shifted as unsigned: jemalloc's int shift overflows
+ * from arena 2047 on (its arena field holds up to 4094). */
+static int arena_flag(unsigned arena)
+{
+	return (int)((arena + 1u) << 20);
+}
+
 EXPORT int ioa_je_flags(unsigned arena)
 {
 	int tc;
 
 	for (unsigned i = 0; i < nrecent; i++)
 		if (recent[i].arena == arena && current(&recent[i]))
-			return MALLOCX_ARENA(arena) | MALLOCX_TCACHE(recent[i].tc);
+			return arena_flag(arena) | MALLOCX_TCACHE(recent[i].tc);
 	tc = new_tcache(arena);
-	return MALLOCX_ARENA(arena) | (tc < 0 ? MALLOCX_TCACHE_NONE : MALLOCX_TCACHE(tc));
+	return arena_flag(arena) | (tc < 0 ? MALLOCX_TCACHE_NONE : MALLOCX_TCACHE(tc));
 }
