@@ -10,7 +10,8 @@
  * errno. A failure is described on stderr by one line naming the function,
  * or the step that failed, and the cause (where an IOMMU operation fails, the
  * backend's line on it comes first). Silent are: the lookups, which answer
- * IOA_BAD_IOVA, NULL or 0; the backends' fd queries, which answer -ENODEV;
+ * IOA_BAD_IOVA, NULL or 0 (and ioa_provider_chunk's -ENOENT); the backends'
+ * fd queries, which answer -ENODEV;
  * the calls after a failed lazy initialisation (see ioa_init); a simulated
  * DMA's fault, which is recorded; ioa_sim_engine_post of what it ignores.
  *
@@ -623,7 +624,8 @@ struct ioa_provider;
  * IOA_NODE_ANY, resolved now by the IOALLOC_NUMA policy). @flags must be 0.
  * Initialises the library on first use, as ioa_dma_alloc() does. Returns
  * NULL with errno EINVAL (bad node or flags, one message), ENOSPC
- * (IOA_PROVIDER_MAX live), ENOMEM, or a failed lazy initialisation's errno.
+ * (IOA_PROVIDER_MAX live, one message), or a failed lazy initialisation's
+ * errno.
  */
 struct ioa_provider *ioa_provider_create(int node, unsigned flags);
 

@@ -84,6 +84,7 @@ void ioa__je_tcaches_drop(struct ioa__je_slot *s)
 	for (unsigned i = 0; i < s->ntcaches; i++)
 		destroy_tcache(s->tcaches[i]);
 	s->ntcaches = 0;
+	/* Relaxed: the lock orders it for thread exits; see current(). */
 	atomic_fetch_add_explicit(&s->gen, 1, memory_order_relaxed);
 }
 
@@ -115,7 +116,7 @@ static int new_tcache(unsigned arena)
 	if (s && s->ntcaches < IOA_JE_TCACHES_MAX &&
 	    !(err = mallctl("tcache.create", &tc, &sz, NULL, 0))) {
 		s->tcaches[s->ntcaches++] = tc;
-		gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
+		gen = atomic_load_explicit(&s->gen, memory_order_relaxed); /* under the lock */
 		listed = 1;
 	}
 	pthread_mutex_unlock(&ioa__je_slots_lock);

@@ -333,6 +333,7 @@ IOA_EXPORT int ioa_provider_chunk(struct ioa_provider *p, const void *addr, void
 	if (!usable(p, "ioa_provider_chunk"))
 		return -EINVAL;
 	pthread_mutex_lock(&p->lock);
+	/* Relaxed: a test sets it before it starts the thread that calls this. */
 	if ((hook = atomic_load_explicit(&locked_hook, memory_order_relaxed)))
 		hook();
 	if ((c = ioa__chunks_find(&p->table, (uintptr_t)addr))) {
@@ -347,7 +348,7 @@ IOA_EXPORT int ioa_provider_chunk(struct ioa_provider *p, const void *addr, void
 
 void ioa__provider_set_locked_hook(void (*fn)(void))
 {
-	atomic_store_explicit(&locked_hook, fn, memory_order_relaxed);
+	atomic_store_explicit(&locked_hook, fn, memory_order_relaxed); /* see ioa_provider_chunk */
 }
 
 IOA_EXPORT int ioa_provider_stats_get(struct ioa_provider *p, struct ioa_provider_stats *out)
