@@ -27,8 +27,10 @@
  *   MADV_DONTNEED and MADV_FREE), so a purge never hands the process a new
  *   page while the IOMMU maps the old one;
  * - split: allowed; merge: only inside one provider chunk.
- * jemalloc also keeps the arena's metadata (its base blocks) in memory from
- * these hooks, so some of the DMA memory holds jemalloc's own structures.
+ * The arena's own metadata (jemalloc's base blocks) stays in jemalloc's
+ * memory, out of the device's reach (experimental.arenas_create_ext with
+ * metadata_use_hooks false, jemalloc 5.3; a jemalloc without it gets
+ * arenas.create, which takes the metadata through the hooks, in DMA memory).
  *
  * Per-thread caches: an explicit tcache (mallctl "tcache.create") used only
  * with MALLOCX_ARENA(a) | MALLOCX_TCACHE(tc), for both mallocx and dallocx,

@@ -311,6 +311,7 @@ static void test_flags_stale(void)
 
 static void test_bad_arguments(void)
 {
+	struct ioa_provider_stats st;
 	struct check_capture cap;
 	int a;
 
@@ -319,6 +320,10 @@ static void test_bad_arguments(void)
 	ONE_MESSAGE("ioa_je_arena_destroy(0): not a live arena", CHECK_EQ(ioa_je_arena_destroy(0), -EINVAL));
 	ONE_MESSAGE("ioa_je_arena_provider(77777)", CHECK(ioa_je_arena_provider(77777) == NULL));
 	a = ioa_je_arena_create(IOA_NODE_ANY, 0);
+	/* jemalloc's metadata stays out of DMA memory: nothing from the
+	 * provider until the first object. */
+	CHECK_EQ(ioa_provider_stats_get(ioa_je_arena_provider((unsigned)a), &st), 0);
+	CHECK_EQ(st.allocs, 0);
 	capture_begin(&cap); /* a clean destroy says nothing */
 	CHECK_EQ(ioa_je_arena_destroy((unsigned)a), 0);
 	CHECK_EQ(count_lines(capture_end(&cap)), 0);

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -66,6 +67,28 @@ static void register_fork_handlers(void)
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
+/* jemalloc 5.3's arena_config_t (internal to jemalloc), the argument of
+ * experimental.arenas_create_ext; jemalloc checks its size. */
+struct je_arena_config {
+	extent_hooks_t *extent_hooks;
+	bool metadata_use_hooks;
+};
+
+/* A new arena over @hooks into *@index: 0 or jemalloc's error. Its metadata
+ * (jemalloc's base blocks) stays in jemalloc's own memory, out of the
+ * device's reach, where jemalloc offers that (experimental.arenas_create_ext,
+ * 5.3); else arenas.create takes it through the hooks, in DMA memory. */
+static int create_arena(extent_hooks_t *hooks, unsigned *index)
+{
+	struct je_arena_config config = { hooks, false };
+	size_t sz = sizeof(*index);
+	int err = mallctl("experimental.arenas_create_ext", index, &sz, &config, sizeof(config));
+
+	if (err == ENOENT || err == EINVAL)
+		err = mallctl("arenas.create", index, &sz, &hooks, sizeof(hooks));
+	return err;
+}
+
 /* Claims a free slot for @prov (not yet live: its index comes later). */
 static struct ioa__je_slot *claim(struct ioa_provider *prov)
 {
@@ -110,7 +133,7 @@ EXPORT int ioa_je_arena_create(int node, unsigned flags)
 	struct ioa_provider *prov;
 	struct ioa__je_slot *s;
 	extent_hooks_t *hooks;
-	size_t limit = IOA_JE_GROW_LIMIT, sz = sizeof(unsigned);
+	size_t limit = IOA_JE_GROW_LIMIT;
 	unsigned index;
 	char name[64];
 	int err;
@@ -129,9 +152,9 @@ EXPORT int ioa_je_arena_create(int node, unsigned flags)
 		return -ENOSPC;
 	}
 	hooks = &s->hooks;
-	/* jemalloc takes the arena's first metadata block through the hooks
-	 * while it creates it: the slot's provider is set already. */
-	if ((err = mallctl("arenas.create", &index, &sz, &hooks, sizeof(hooks))) != 0) {
+	/* jemalloc may call the hooks while it creates the arena: the slot's
+	 * provider is set already. */
+	if ((err = create_arena(hooks, &index)) != 0) {
 		ioa__je_err("ioa_je_arena_create: jemalloc's arenas.create failed: %s (EIO)",
 			    strerror(err));
 		ioa_provider_destroy(prov);
