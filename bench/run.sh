@@ -24,7 +24,7 @@ free_huge=/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages
 cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release -DIOA_BENCH=ON >/dev/null
 programs=(bench_virt2iova bench_dma_alloc bench_defer bench_extmem)
 targets=$(cmake --build "$build" --target help)
-for optional in bench_grace bench_dpdk_virt2iova; do
+for optional in bench_grace bench_dpdk_virt2iova bench_jemalloc; do
 	if [[ $targets == *"$optional"* ]]; then
 		programs+=("$optional")
 	fi
@@ -64,6 +64,13 @@ if [[ " ${programs[*]} " == *" bench_grace "* ]]; then
 	run grace bench_grace "$@"
 else
 	echo "== grace peers not built (ck, liburcu-memb or liburcu-bp not found by pkg-config)"
+	echo
+fi
+
+if [[ " ${programs[*]} " == *" bench_jemalloc "* ]]; then
+	run jemalloc bench_jemalloc "$@"
+else
+	echo "== jemalloc arenas not built (jemalloc not found by pkg-config)"
 	echo
 fi
 

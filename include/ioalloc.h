@@ -10,7 +10,8 @@
  * errno. A failure is described on stderr by one line naming the function,
  * or the step that failed, and the cause (where an IOMMU operation fails, the
  * backend's line on it comes first). Silent are: the lookups, which answer
- * IOA_BAD_IOVA, NULL or 0; the backends' fd queries, which answer -ENODEV;
+ * IOA_BAD_IOVA, NULL or 0 (and ioa_provider_chunk's -ENOENT); the backends'
+ * fd queries, which answer -ENODEV;
  * the calls after a failed lazy initialisation (see ioa_init); a simulated
  * DMA's fault, which is recorded; ioa_sim_engine_post of what it ignores.
  *
@@ -627,6 +628,124 @@ struct ioa_pool_stats {
 
 /** Fills @out with @pool's counters: 0, or -EINVAL (bad pool, NULL @out). */
 int ioa_pool_stats_get(struct ioa_pool *pool, struct ioa_pool_stats *out);
+
+/* ---- the provider interface: DMA pages for a pool manager of your own -- */
+
+/**
+ * A provider hands a pool manager (jemalloc through libioalloc-jemalloc.so,
+ * or one of the program's own) page-granular DMA memory on one NUMA node,
+ * and takes it back in whole or in page-aligned parts. The contract:
+ *
+ * - Memory: ioa_provider_alloc() returns a chunk of whole 4 KiB pages that
+ *   the device reaches at ioa_virt2iova() as soon as it returns; a chunk's
+ *   IOVAs are contiguous (ioa_virt2iova(p + i) == ioa_virt2iova(p) + i) and
+ *   aligned like its address up to @align. Each chunk is one IOMMU mapping
+ *   (vfio, iommufd: one of the container's 65535 by default; near that
+ *   limit a chunk of up to 2 MiB shares its segment's mapping, and stays
+ *   reachable until that segment empties, as ioa_dma_free() says).
+ * - Frees: ioa_provider_free() takes back any page-aligned run of pages the
+ *   provider handed out and has not taken back, also part of a chunk. An
+ *   IOMMU mapping is never split (VFIO type1v2 refuses to, with EINVAL), on
+ *   every backend alike: pages freed while others of their chunk are still
+ *   out are HELD: they stay mapped (the device may still reach them), are
+ *   not handed out again, and count in held_bytes. When the last page of a
+ *   chunk comes back, the whole chunk is retired through the deferral engine
+ *   (unmapped, invalidated, then reused), as ioa_dma_free() retires a
+ *   buffer. So once ioa_quiesce() returns, the device can reach none of the
+ *   chunks emptied before the call; pages held in a chunk that still has
+ *   pages out stay reachable until that chunk empties (free its last pages,
+ *   or ioa_provider_destroy(), which retires every chunk).
+ * - Purge: never hands the process a new physical page while the IOMMU maps
+ *   the old one (with VFIO type1, MADV_DONTNEED on a mapped page does
+ *   exactly that: the device keeps the old page, the program gets a new
+ *   one). With a backend that maps pages for a device (sim, vfio, iommufd)
+ *   the mapping and the physical pages stay: a forced purge writes zeros, a
+ *   lazy purge is declined (-EBUSY, nothing changes). With the none backend
+ *   a forced purge is MADV_DONTNEED and a lazy one MADV_FREE (hugetlb pages
+ *   that the range does not cover whole: zeros written, or declined).
+ *
+ * Life in a process: every call is thread-safe (a provider has a lock);
+ * none is async-signal-safe. A free or destroy from a thread-exit destructor
+ * works (retirement goes through ioa_dma_free()). fork(): the providers'
+ * locks are taken around it; with vfio or iommufd a child's allocations fail
+ * with EPERM and its frees take chunks out of service without unmapping
+ * them (see ioa_dma_free()); with sim and none the child works on its copy.
+ * ioa_fini() destroys every provider still live, with a warning each; a
+ * call on a destroyed provider is refused with a message (-EINVAL) while
+ * its slot has not been given to a new provider. No call may run
+ * concurrently with ioa_fini() or with ioa_provider_destroy() of its
+ * provider.
+ */
+struct ioa_provider;
+
+#define IOA_PROVIDER_MAX 64          /**< providers alive at once */
+#define IOA_PURGE_LAZY 0x1u          /**< the pages may later read as before or as zeros */
+#define IOA_PURGE_FORCED 0x2u        /**< the pages read as zeros afterwards */
+
+/**
+ * Creates a provider of memory on NUMA @node (a node with memory; or
+ * IOA_NODE_ANY, resolved now by the IOALLOC_NUMA policy). @flags must be 0.
+ * Initialises the library on first use, as ioa_dma_alloc() does. Returns
+ * NULL with errno EINVAL (bad node or flags, one message), ENOSPC
+ * (IOA_PROVIDER_MAX live, one message), or a failed lazy initialisation's
+ * errno.
+ */
+struct ioa_provider *ioa_provider_create(int node, unsigned flags);
+
+/**
+ * Retires every chunk of @p, pages still out included (a warning names how
+ * many bytes were still out), through the deferral engine, and frees @p.
+ * Returns 0, or -EINVAL (NULL or destroyed @p, one message).
+ */
+int ioa_provider_destroy(struct ioa_provider *p);
+
+/**
+ * A new chunk of @len bytes (a multiple of 4 KiB, up to 2^42) aligned to
+ * @align (0 means 4 KiB; else a power of two from 4 KiB to 2^42), mapped
+ * for the device, not zeroed (as ioa_dma_alloc()). Returns NULL with errno
+ * EINVAL (bad provider, length or alignment: one message naming
+ * ioa_provider_alloc), or the errno of ioa_dma_alloc().
+ */
+void *ioa_provider_alloc(struct ioa_provider *p, size_t len, size_t align);
+
+/**
+ * Takes back the @len bytes at @addr (page-aligned, a multiple of 4 KiB,
+ * inside one chunk, every page out): see the contract above for when they
+ * are retired. Returns 0, or -EINVAL with one message (bad provider, an
+ * unaligned or empty range, a range not inside one of @p's chunks, or
+ * holding a page already taken back: nothing is freed then).
+ */
+int ioa_provider_free(struct ioa_provider *p, void *addr, size_t len);
+
+/**
+ * Purges the @len bytes at @addr (checked as by ioa_provider_free(); the
+ * pages stay out) as @how says: IOA_PURGE_FORCED or IOA_PURGE_LAZY, kept to
+ * the contract above. Returns 0 when purged, -EBUSY when declined (nothing
+ * changed), -EINVAL with one message for a bad argument.
+ */
+int ioa_provider_purge(struct ioa_provider *p, void *addr, size_t len, unsigned how);
+
+/**
+ * The chunk of @p holding @addr: its start into *@base and length into
+ * *@len (either may be NULL). Returns 0, or -ENOENT (not in a live chunk of
+ * @p: silent), -EINVAL (bad provider, one message). A pool manager asks it
+ * before merging two ranges: only ranges of one chunk may form one object,
+ * since another chunk's IOVAs need not continue them.
+ */
+int ioa_provider_chunk(struct ioa_provider *p, const void *addr, void **base, size_t *len);
+
+/** What a provider holds now. */
+struct ioa_provider_stats {
+	uint64_t chunks;      /**< chunks live: each one IOMMU mapping */
+	uint64_t bytes_out;   /**< handed out and not taken back */
+	uint64_t bytes_held;  /**< taken back, held mapped until their chunk empties */
+	uint64_t allocs, frees, retired; /**< alloc and free calls; chunks retired */
+	uint64_t purged_zeroed, purged_advised, purges_declined; /**< bytes zeroed, bytes
+	                          given to madvise, and purge calls declined */
+};
+
+/** Fills @out: 0, or -EINVAL (bad provider or NULL @out, one message). */
+int ioa_provider_stats_get(struct ioa_provider *p, struct ioa_provider_stats *out);
 
 /** A snapshot of the library's counters. */
 struct ioa_stats {

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "os.h"
 #include "pool.h"
+#include "provider.h"
 #include "region.h"
 #include "stats.h"
 
@@ -230,6 +231,7 @@ IOA_EXPORT void ioa_fini(void)
 		return;
 	}
 	ioa__pool_fini();
+	ioa__provider_fini();
 	ioa__heap_fini();
 	ioa__extmem_fini();
 	/* Printed while the engine still has its queues: they hold its counts. */
@@ -295,6 +297,11 @@ IOA_EXPORT int ioa_dma_free(void *ptr)
 			 "nothing freed", ptr);
 		return -EINVAL;
 	}
+	return ioa__dma_free_unchecked(ptr);
+}
+
+int ioa__dma_free_unchecked(void *ptr)
+{
 	struct ioa__defer_item item = { .kind = IOA_ITEM_BUFFER };
 	int err = ioa__region_take(ptr, &item.buf);
 

@@ -12,4 +12,9 @@ int ioa__ensure_up(void);
  * warning each. */
 void ioa__extmem_fini(void);
 
+/* ioa_dma_free() without its checks of the library's state and of heap
+ * objects: for ioa_fini, which retires the providers' chunks while the
+ * library is stopping. */
+int ioa__dma_free_unchecked(void *ptr);
+
 #endif
