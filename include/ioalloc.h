@@ -607,6 +607,44 @@ void ioa_stats_get(struct ioa_stats *out);
 /** Writes the counters as a readable report to file descriptor @fd. */
 void ioa_stats_print(int fd);
 
+/**
+ * One NUMA node's share of the counters: the fields of struct ioa_stats that
+ * belong to a node, with the same meaning, and what only a node has. For
+ * each of them, the ioa_stats field of the same name is the sum over the
+ * nodes. Not per node (only in struct ioa_stats): the IOMMU's calls and
+ * bytes (one IOMMU serves every node), the I/O page-table pages, the sim's
+ * DMA counts, the largest per-thread backlog, the latency percentiles, the
+ * heap's remote batches and leaked objects.
+ */
+struct ioa_node_stats {
+	uint64_t dma_allocs, dma_frees, dma_bytes_live; /**< buffers whose memory is on the node */
+	uint64_t quarantined_bytes, fork_kept_bytes;
+	uint64_t segments;          /**< segments of the node held now */
+	uint64_t segment_bytes_hugetlb_2m, segment_bytes_hugetlb_1g, segment_bytes_4k;
+	uint64_t hugepage_fallbacks;
+	uint64_t defer_enqueued;    /**< items of the node handed to the engine */
+	uint64_t defer_retired, defer_quarantined;
+	uint64_t defer_batches;     /**< passes over the node (by its reclaimer, a helping
+	                                 thread, or a synchronous free) */
+	uint64_t defer_coalesced, defer_helped, defer_throttled;
+	uint64_t heap_spans_created, heap_spans_retired; /**< ioa_malloc() spans on the node */
+	uint64_t heap_large_created, heap_large_reused, heap_large_purged;
+	uint64_t defer_unretired_bytes; /**< freed on the node and not yet retired, now (what
+	                                     IOALLOC_DEFER_CAP_MB bounds); per node only */
+};
+
+/**
+ * Copies NUMA @node's counters into @out. Reads relaxed counters and takes
+ * no lock: callable from any thread, a thread-exit destructor, a forked
+ * child, concurrently with anything but ioa_fini(); not async-signal-safe
+ * (nothing in the header is, but the lookups). Before ioa_init(), and on a
+ * node that never had a buffer, the counters are zero (the last run's after
+ * ioa_fini(), as ioa_stats_get()). Returns 0, or -EINVAL with a message for
+ * a NULL @out or a @node that is not one of this machine's nodes with memory
+ * (IOA_NODE_ANY included: name the node).
+ */
+int ioa_stats_node(int node, struct ioa_node_stats *out);
+
 /* ---- vfio backend ------------------------------------------------------ */
 
 /**

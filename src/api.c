@@ -364,8 +364,33 @@ IOA_EXPORT void ioa_stats_get(struct ioa_stats *out)
 		return;
 	}
 	ioa__stats_copy(out);
-	out->defer_enqueued = ioa__defer_enqueued();
+	out->defer_enqueued = 0;
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		out->defer_enqueued += ioa__defer_enqueued(n);
 	ioa__defer_latency(&out->defer_latency_p50_ns, &out->defer_latency_p99_ns);
+}
+
+/* Lock-free reads of relaxed counters and of the engine's queues (defer.c):
+ * fine anywhere but concurrently with ioa_fini, which frees the queues. */
+IOA_EXPORT int ioa_stats_node(int node, struct ioa_node_stats *out)
+{
+	char nodes[128];
+
+	if (!out) {
+		ioa__err("ioa_stats_node: out is NULL: pass a struct ioa_node_stats to fill");
+		return -EINVAL;
+	}
+	if (!ioa__os_node_valid(node)) {
+		ioa__os_nodes_text(nodes, sizeof(nodes));
+		ioa__err("ioa_stats_node: invalid node %d: accepted are this machine's nodes with "
+			 "memory: %s", node, nodes[0] ? nodes : "none known before ioa_init()");
+		return -EINVAL;
+	}
+	memset(out, 0, sizeof(*out));
+	ioa__node_stats_copy(node, out);
+	out->defer_enqueued = ioa__defer_enqueued(node);
+	out->defer_unretired_bytes = ioa__defer_unretired(node);
+	return 0;
 }
 
 IOA_EXPORT void ioa_stats_print(int fd)

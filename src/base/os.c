@@ -175,12 +175,12 @@ static void count_segment(const struct ioa__os_mem *mem, int sign)
 	uint64_t bytes = sign > 0 ? mem->len : -(uint64_t)mem->len;
 
 	if (mem->kind == IOA_PAGES_1G)
-		ioa__stat_add(segment_bytes_hugetlb_1g, bytes);
+		ioa__node_stat_add(mem->node, segment_bytes_hugetlb_1g, bytes);
 	else if (mem->kind == IOA_PAGES_2M)
-		ioa__stat_add(segment_bytes_hugetlb_2m, bytes);
+		ioa__node_stat_add(mem->node, segment_bytes_hugetlb_2m, bytes);
 	else
-		ioa__stat_add(segment_bytes_4k, bytes);
-	ioa__stat_add(segments, sign > 0 ? 1 : (uint64_t)-1);
+		ioa__node_stat_add(mem->node, segment_bytes_4k, bytes);
+	ioa__node_stat_add(mem->node, segments, sign > 0 ? 1 : (uint64_t)-1);
 }
 
 int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size policy,
@@ -206,7 +206,7 @@ int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size
 	case IOA_PAGE_AUTO:
 		if (map_hugetlb(len, align, node, IOA_PAGES_2M, out) == 0)
 			break;
-		ioa__stat_add(hugepage_fallbacks, 1);
+		ioa__node_stat_add(node, hugepage_fallbacks, 1);
 		ioa__info("no 2 MiB hugetlb page free on node %d: using 4 KiB pages with "
 			  "MADV_HUGEPAGE", node);
 		err = map_small(len, align, node, 1, 1, out);
@@ -220,6 +220,7 @@ int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size
 			 align >> 20, node, strerror(-err));
 	if (err)
 		return -ENOMEM;
+	out->node = node;
 	count_segment(out, 1);
 	return 0;
 }

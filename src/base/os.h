@@ -21,6 +21,7 @@ struct ioa__os_mem {
 	void *addr;
 	size_t len;
 	enum ioa__page_kind kind;
+	int node;                 /* its NUMA node: whose counters it is in */
 };
 
 /* Reads the machine's NUMA layout. */

@@ -158,14 +158,13 @@ static uint64_t bucket_ns(unsigned b)
 	return log < 2 ? (2ull << log) : (1ull << log) + ((uint64_t)(sub + 1) << (log - 2));
 }
 
-uint64_t ioa__defer_enqueued(void)
+uint64_t ioa__defer_enqueued(int node)
 {
-	uint64_t n = atomic_load_explicit(&ioa__stats.defer_enqueued, memory_order_relaxed);
+	uint64_t n = atomic_load_explicit(&ioa__node_stats[node].defer_enqueued, memory_order_relaxed);
 
-	for (int i = 0; i < IOA_MAX_NODES; i++)
-		for (struct ring *r = atomic_load_explicit(&eng.nodes[i].rings, memory_order_acquire);
-		     r; r = r->next)
-			n += atomic_load_explicit(&r->head, memory_order_relaxed);
+	for (struct ring *r = atomic_load_explicit(&eng.nodes[node].rings, memory_order_acquire); r;
+	     r = r->next)
+		n += atomic_load_explicit(&r->head, memory_order_relaxed);
 	return n;
 }
 
@@ -307,7 +306,7 @@ static uint32_t keep_inherited(struct ioa__defer_item *it, uint32_t n,
  * ranges, invalidate once, wait out the readers, release. @ext and @order are
  * scratch arrays of @n entries. Returns how many items were quarantined.
  */
-static uint32_t retire_buffers(struct ioa__defer_item *it, uint32_t n,
+static uint32_t retire_buffers(int node, struct ioa__defer_item *it, uint32_t n,
 			       struct ioa__iova_extent *ext, uint32_t *order)
 {
 	struct ioa__region_pruned pruned = { 0 };
@@ -369,7 +368,7 @@ static uint32_t retire_buffers(struct ioa__defer_item *it, uint32_t n,
 
 		for (j = i + 1; j < m && ext[order[j]].iova == range.iova + range.len; j++)
 			range.len += ext[order[j]].len;
-		ioa__stat_add(defer_coalesced, j - i - 1);
+		ioa__node_stat_add(node, defer_coalesced, j - i - 1);
 		ranges++;
 		unmap_err = ioa__iommu_unmap(&range, 1, &done);
 		if (!unmap_err)
@@ -498,11 +497,11 @@ static uint32_t hold_short(struct ioa__defer_item *it, uint32_t n, struct ioa__i
 	return held;
 }
 
-/* Retires @n items of any kind and counts them; returns how many were
- * quarantined. With @hold, short young ranges wait (hold_short): they are
- * moved to the front of @it, their number in *held. */
-static uint32_t retire(struct ioa__defer_item *it, uint32_t n, struct ioa__iova_extent *ext,
-		       uint32_t *order, int hold, uint32_t *held)
+/* Retires @n items of any kind, all of NUMA @node, and counts them there;
+ * returns how many were quarantined. With @hold, short young ranges wait
+ * (hold_short): they are moved to the front of @it, their number in *held. */
+static uint32_t retire(int node, struct ioa__defer_item *it, uint32_t n,
+		       struct ioa__iova_extent *ext, uint32_t *order, int hold, uint32_t *held)
 {
 	int unordered = atomic_load(&eng.unordered);
 	struct ioa__defer_item tables[8];
@@ -518,13 +517,13 @@ static uint32_t retire(struct ioa__defer_item *it, uint32_t n, struct ioa__iova_
 	*held = hold && !unordered && !ioa__iommu_inherited() ? hold_short(it, buffers, ext, order, now)
 							       : 0;
 	buffers -= *held;
-	quarantined = retire_buffers(it, buffers, ext, order);
+	quarantined = retire_buffers(node, it, buffers, ext, order);
 	for (uint32_t i = 0; i < ntables; i++)
 		eng.table_invalidate(tables[i].table.owner);
 	count_latencies(it, buffers, ioa__ticks());
 	memmove(it, it + buffers, *held * sizeof(*it));
-	ioa__stat_add(defer_quarantined, quarantined);
-	ioa__stat_add(defer_retired, n - *held);
+	ioa__node_stat_add(node, defer_quarantined, quarantined);
+	ioa__node_stat_add(node, defer_retired, n - *held);
 	return quarantined;
 }
 
@@ -606,10 +605,10 @@ static uint32_t run_pass(struct node *nd, struct ring *first, int all)
 	if (!n)
 		return 0;
 	in_pass = 1;
-	retire(nd->items, n, nd->extents, nd->order, !all, &nd->held);
+	retire((int)(nd - eng.nodes), nd->items, n, nd->extents, nd->order, !all, &nd->held);
 	in_pass = 0;
 	note_held(nd);
-	ioa__stat_add(defer_batches, 1);
+	ioa__node_stat_add(nd - eng.nodes, defer_batches, 1);
 	/* Only now may producers reuse the slots. */
 	for (struct ring *r = atomic_load_explicit(&nd->rings, memory_order_acquire); r; r = r->next) {
 		/* release: ioa__defer_unretired's acquire of it then sees the
@@ -825,15 +824,15 @@ static struct ring *ring_for(int node)
 	return r;
 }
 
-/* Retires @item on the calling thread, as one batch of its own; -EIO if
- * it was quarantined. */
-static int retire_now(struct ioa__defer_item *item)
+/* Retires @item of @node on the calling thread, as one batch of its own;
+ * -EIO if it was quarantined. */
+static int retire_now(int node, struct ioa__defer_item *item)
 {
 	struct ioa__iova_extent ext;
 	uint32_t order, held;
 
-	ioa__stat_add(defer_batches, 1);
-	return retire(item, 1, &ext, &order, 0, &held) ? -EIO : 0;
+	ioa__node_stat_add(node, defer_batches, 1);
+	return retire(node, item, 1, &ext, &order, 0, &held) ? -EIO : 0;
 }
 
 /* The queue is full: retire a bounded batch, ours first, on this thread. */
@@ -844,7 +843,7 @@ static void help(int node, struct ring *r)
 	pthread_mutex_lock(&nd->pass_lock);
 	run_pass(nd, r, 0);
 	pthread_mutex_unlock(&nd->pass_lock);
-	ioa__stat_add(defer_helped, 1);
+	ioa__node_stat_add(node, defer_helped, 1);
 }
 
 /*
@@ -926,9 +925,9 @@ int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
 		if (mine.exited && push_late(node, item) == 0)
 			return 0;
 	}
-	ioa__stat_add(defer_enqueued, 1);
+	ioa__node_stat_add(node, defer_enqueued, 1);
 	item->stamp = ioa__ticks();
-	return retire_now(item);
+	return retire_now(node, item);
 }
 
 /* ---- the cap on unretired bytes ---------------------------------------- */
@@ -973,7 +972,7 @@ void ioa__defer_throttle(int node)
 
 	if (in_pass || !over_cap(node))
 		return;
-	ioa__stat_add(defer_throttled, 1);
+	ioa__node_stat_add(node, defer_throttled, 1);
 	deadline = ioa__ticks() + 2 * eng.delay_ticks;
 	while (pthread_mutex_trylock(&nd->pass_lock) != 0) {
 		if (ioa__ticks() > deadline)
@@ -1006,7 +1005,9 @@ int ioa__defer_quiesce(void)
 			run_pass(nd, NULL, 1);
 		pthread_mutex_unlock(&nd->pass_lock);
 	}
-	q = atomic_load_explicit(&ioa__stats.defer_quarantined, memory_order_relaxed);
+	q = 0;
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		q += atomic_load_explicit(&ioa__node_stats[n].defer_quarantined, memory_order_relaxed);
 	return atomic_exchange(&eng.quarantined_seen, q) != q ? -EIO : 0;
 }
 

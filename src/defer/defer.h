@@ -82,8 +82,8 @@ void ioa__defer_set_unordered(int on);
  * about to announce that it sleeps (NULL: none). */
 void ioa__defer_set_before_sleep(void (*fn)(void));
 
-/* Items ever enqueued: counted per queue by its producer, summed here. */
-uint64_t ioa__defer_enqueued(void);
+/* Items ever enqueued on @node: counted per queue by its producer, summed here. */
+uint64_t ioa__defer_enqueued(int node);
 
 /* How long a reclaimer naps when its oldest item is @age_ticks old and a
  * pass is due at @delay_ticks: what is left, and never 0 (0 is no limit). */

@@ -423,7 +423,7 @@ int ioa__region_alloc(size_t size, size_t align, int node, void **out)
 	va = (uint64_t)(uintptr_t)s->mem.addr + ((uint64_t)first << IOA_PAGE_SHIFT);
 	err = map_buffer(va, s->iova + ((uint64_t)first << IOA_PAGE_SHIFT), len, s->whole);
 	if (err == -EIO) { /* the device may still reach it: quarantine */
-		ioa__stat_add(quarantined_bytes, len);
+		ioa__node_stat_add(node, quarantined_bytes, len);
 		return err;
 	}
 	if (err) {
@@ -431,8 +431,8 @@ int ioa__region_alloc(size_t size, size_t align, int node, void **out)
 		return map_failure(err);
 	}
 	atomic_store_explicit(&s->run[first], (uint32_t)(len >> IOA_PAGE_SHIFT), memory_order_release);
-	ioa__stat_add(dma_allocs, 1);
-	ioa__stat_add(dma_bytes_live, len);
+	ioa__node_stat_add(s->node, dma_allocs, 1);
+	ioa__node_stat_add(s->node, dma_bytes_live, len);
 	*out = (void *)(uintptr_t)va;
 	return 0;
 }
@@ -516,8 +516,8 @@ void ioa__region_free_pruned(struct ioa__region_pruned *pruned)
  * the free path. */
 static void count_retired_run(const struct ioa__buffer *b, uint32_t buffers)
 {
-	ioa__stat_add(dma_frees, buffers);
-	ioa__stat_sub(dma_bytes_live, (uint64_t)b->npages << IOA_PAGE_SHIFT);
+	ioa__node_stat_add(b->seg->node, dma_frees, buffers);
+	ioa__node_stat_sub(b->seg->node, dma_bytes_live, (uint64_t)b->npages << IOA_PAGE_SHIFT);
 }
 
 static void count_retired(const struct ioa__buffer *b)
@@ -590,7 +590,7 @@ void ioa__region_release_closed(const struct ioa__buffer *b)
 void ioa__region_keep(const struct ioa__buffer *b)
 {
 	count_retired(b);
-	ioa__stat_add(fork_kept_bytes, (uint64_t)b->npages << IOA_PAGE_SHIFT);
+	ioa__node_stat_add(b->seg->node, fork_kept_bytes, (uint64_t)b->npages << IOA_PAGE_SHIFT);
 }
 
 void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *step)
@@ -600,7 +600,7 @@ void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *st
 	ioa__region_extent(b, &ext);
 	if (!b->seg->whole) /* a whole segment's buffers were counted when closed */
 		count_retired(b);
-	ioa__stat_add(quarantined_bytes, ext.len);
+	ioa__node_stat_add(b->seg->node, quarantined_bytes, ext.len);
 	ioa__err("buffer %p (%llu bytes at IOVA 0x%llx) quarantined, never reused: the %s "
 		 "failed: %s", (void *)(uintptr_t)buffer_va(b), (unsigned long long)ext.len,
 		 (unsigned long long)ext.iova, step, strerror(-err));
@@ -720,7 +720,7 @@ static void segment_fini(struct ioa__segment *s)
 			  (void *)((uint8_t *)s->mem.addr + ((size_t)i << IOA_PAGE_SHIFT)),
 			  (unsigned long long)n * 4);
 		atomic_store_explicit(&s->run[i], 0, memory_order_relaxed);
-		ioa__stat_sub(dma_bytes_live, (uint64_t)n << IOA_PAGE_SHIFT);
+		ioa__node_stat_sub(s->node, dma_bytes_live, (uint64_t)n << IOA_PAGE_SHIFT);
 		if (s->whole)
 			ioa__region_unlink(&b, NULL); /* the segment is unmapped whole below */
 		else if (unmap_leaked(&b) == 0)
