@@ -125,6 +125,12 @@ struct ioa_config {
 	                                 or VFIO cdev (iommufd) to open; "" for none */
 	int vfio_container_fd;      /**< IOALLOC_VFIO_CONTAINER_FD: a container the driver set up (group attached,
 	                                 VFIO_TYPE1v2_IOMMU set), used as it is and never closed; -1 for none */
+	/** IOALLOC_RECLAIM_CPUS: the CPUs the reclaimer threads may run on, a CPU list such as
+	 *  "0-3,8" (as taskset -c takes it; every CPU present on the machine, else ioa_init()
+	 *  fails with -EINVAL). A node's reclaimer runs on the listed CPUs of that node, or on
+	 *  all the listed CPUs when none of them is the node's. "" (the default): each
+	 *  reclaimer runs on its node's CPUs on a machine of several nodes, anywhere on one. */
+	char reclaim_cpus[128];
 };
 
 /** Fills @cfg with the defaults (sim backend, auto pages, local node, no VFIO

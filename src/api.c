@@ -1,6 +1,7 @@
 /* The public entry points, and the library's life cycle. */
 #include "api.h"
 #include "config.h"
+#include "cpulist.h"
 #include "defer.h"
 #include "grace.h"
 #include "heap_life.h"
@@ -129,6 +130,29 @@ static int check_numa(const struct ioa_config *cfg, int from_env)
 	return -EINVAL;
 }
 
+/* Every CPU of reclaim_cpus must be present here; the message names where the
+ * value came from, as check_numa's. */
+static int check_reclaim_cpus(const struct ioa_config *cfg, int from_env)
+{
+	cpu_set_t listed, present, missing;
+	char missing_text[128], present_text[128];
+
+	if (!cfg->reclaim_cpus[0] || ioa__cpulist_parse(cfg->reclaim_cpus, &listed) != 0)
+		return 0; /* "" or refused already by ioa__config_validate */
+	ioa__cpulist_present(&present);
+	CPU_XOR(&missing, &listed, &present);
+	CPU_AND(&missing, &missing, &listed);
+	if (!CPU_COUNT(&missing))
+		return 0;
+	ioa__cpulist_format(&missing, missing_text, sizeof(missing_text));
+	ioa__cpulist_format(&present, present_text, sizeof(present_text));
+	ioa__err("invalid %s'%s': CPU(s) %s not present on this machine (accepted: a CPU list of "
+		 "the present CPUs %s, such as 0-3,8)",
+		 from_env ? "IOALLOC_RECLAIM_CPUS=" : "ioa_config.reclaim_cpus ", cfg->reclaim_cpus,
+		 missing_text, present_text);
+	return -EINVAL;
+}
+
 static int start(const struct ioa_config *cfg, int from_env)
 {
 	int err;
@@ -137,7 +161,7 @@ static int start(const struct ioa_config *cfg, int from_env)
 		return err;
 	ioa__log_set_verbosity(cfg->verbose);
 	ioa__os_numa_init();
-	if ((err = check_numa(cfg, from_env)))
+	if ((err = check_numa(cfg, from_env)) || (err = check_reclaim_cpus(cfg, from_env)))
 		return err;
 	ioa__stats_reset();
 	atomic_store(&quarantine_unseen, 0);

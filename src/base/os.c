@@ -87,6 +87,14 @@ int ioa__os_current_node(void)
 	return cpu >= 0 && cpu < IOA_MAX_CPUS ? os.cpu_node[cpu] : 0;
 }
 
+void ioa__os_node_cpus(int node, cpu_set_t *out)
+{
+	CPU_ZERO(out);
+	for (int cpu = 0; cpu < CPU_SETSIZE && cpu < IOA_MAX_CPUS; cpu++)
+		if (os.cpu_node[cpu] == node)
+			CPU_SET(cpu, out);
+}
+
 int ioa__os_page_node(const void *addr)
 {
 	void *page = (void *)((uintptr_t)addr & ~(IOA_PAGE - 1));

@@ -1,5 +1,6 @@
 #include "defer.h"
 #include "clock.h"
+#include "cpulist.h"
 #include "grace.h"
 #include "iommu.h"
 #include "log.h"
@@ -94,6 +95,8 @@ static struct {
 	void (*_Atomic before_sleep)(void);
 	_Atomic uint64_t quarantined_seen;
 	pthread_mutex_t start_lock;
+	int cpus_listed;              /* IOALLOC_RECLAIM_CPUS was given: reclaim_cpus holds it */
+	cpu_set_t reclaim_cpus;
 	ioa__table_invalidate_fn table_invalidate;
 	_Atomic uint64_t latency[LATENCY_BUCKETS];
 	struct node nodes[IOA_MAX_NODES];
@@ -628,7 +631,8 @@ static void *reclaimer(void *arg)
 
 	snprintf(name, sizeof(name), "ioa-reclaim/%d", node);
 	pthread_setname_np(pthread_self(), name);
-	if (ioa__os_node_count() > 1 && numa_run_on_node(node) != 0)
+	/* With IOALLOC_RECLAIM_CPUS its starter bound it (bind_reclaimer). */
+	if (!eng.cpus_listed && ioa__os_node_count() > 1 && numa_run_on_node(node) != 0)
 		ioa__warn("reclaimer of node %d cannot be bound to its node: %s", node,
 			  strerror(errno));
 	for (;;) {
@@ -746,6 +750,31 @@ static struct ring *ring_new(struct node *nd)
  * retire a page, whose enqueue comes back here. */
 static __thread int starting_reclaimer;
 
+/*
+ * IOALLOC_RECLAIM_CPUS: the reclaimer of @nd runs on the listed CPUs of its
+ * node, or on all the listed ones when none is its node's. Set by the
+ * starting thread right after pthread_create (pthread_setaffinity_np is one
+ * system call; an attribute's affinity would allocate), so the binding holds
+ * once start_reclaimer returns, whichever thread runs first. A refusal (a
+ * cpuset that excludes every listed CPU) leaves the reclaimer where it is,
+ * with a warning: retirement goes on.
+ */
+static void bind_reclaimer(struct node *nd)
+{
+	int node = (int)(nd - eng.nodes), err;
+	cpu_set_t set;
+
+	if (!eng.cpus_listed)
+		return;
+	ioa__os_node_cpus(node, &set);
+	CPU_AND(&set, &set, &eng.reclaim_cpus);
+	if (!CPU_COUNT(&set))
+		set = eng.reclaim_cpus;
+	if ((err = pthread_setaffinity_np(nd->thread, sizeof(set), &set)) != 0)
+		ioa__warn("reclaimer of node %d cannot be bound to IOALLOC_RECLAIM_CPUS=%s: %s", node,
+			  eng.cfg.reclaim_cpus, strerror(err));
+}
+
 static int start_reclaimer(struct node *nd)
 {
 	int err = 0;
@@ -766,6 +795,8 @@ static int start_reclaimer(struct node *nd)
 		if (err)
 			ioa__err("cannot start the reclaimer of node %d: %s", (int)(nd - eng.nodes),
 				 strerror(err));
+		else
+			bind_reclaimer(nd);
 	}
 	pthread_mutex_unlock(&eng.start_lock);
 	starting_reclaimer = 0;
@@ -1018,6 +1049,8 @@ int ioa__defer_init(const struct ioa_config *cfg)
 		;
 	eng.wake_at = (eng.ring_size < PASS_MAX ? eng.ring_size : PASS_MAX) / 4 * 3;
 	eng.cap = (uint64_t)cfg->defer_cap_mb << 20;
+	eng.cpus_listed = cfg->reclaim_cpus[0] && ioa__cpulist_parse(cfg->reclaim_cpus,
+								   &eng.reclaim_cpus) == 0;
 	eng.wake_bytes = eng.cap / 2;
 	ioa__clock_calibrate();
 	ioa__grace_init();
