@@ -651,6 +651,49 @@ struct ioa_node_stats {
  */
 int ioa_stats_node(int node, struct ioa_node_stats *out);
 
+/* ---- debugging ---------------------------------------------------------- */
+
+#define IOA_DUMP_NO_BUFFERS 0x1u /**< ioa_dump(): segments and counts only, no buffer lines */
+
+/**
+ * Writes the library's memory to file descriptor @fd as lines of text, one
+ * record a line: a keyword, then space-separated key=value fields (addresses
+ * in hex with 0x, sizes in bytes in decimal). Stable: fields may be added at
+ * the end of a line and records of new keywords may appear; readers skip
+ * what they do not know. In this order:
+ *   ioalloc-dump 1 state=up|down
+ *   then per NUMA node with memory (none when down):
+ *   node N dma_allocs= dma_frees= dma_bytes_live= unretired_bytes= segments= quarantined_bytes=
+ *   heap node= spans_created= spans_retired= large_created= large_reused= large_purged_bytes=
+ *   segment node= va= len= iova= pages=4k|2m|1g map=buffers|whole kind=shared|big|dedicated
+ *           npages= free_pages= [closing=1]      (one line; each followed by its buffers)
+ *   buffer node= va= iova= len= owner=dma|heap   (live: allocated, not freed; heap: a span
+ *                                                 of ioa_malloc() objects or a large block)
+ *   freed node= va= iova= len= kind=buffer       (freed, not yet retired: the device
+ *   freed node= va= kind=table                    may still reach it)
+ *   then, for the whole library:
+ *   quarantined node= va= iova= len=             (the first 64 since ioa_init(); the last
+ *   quarantined_unlisted count=                   run's after ioa_fini())
+ *   end
+ * A buffer retired from a segment mapped whole stays in that segment's used
+ * pages (npages - free_pages) and on no line of its own. @flags: 0, or
+ * IOA_DUMP_NO_BUFFERS. Returns 0; -EINVAL with a message for a negative @fd
+ * or an unknown flag; the -errno of a failed write, with a message.
+ *
+ * A snapshot node by node, not of the whole library: a buffer freed while the
+ * dump runs may appear as live, as freed, or on neither line. Locks: per node
+ * it holds the node's allocation lock while it writes the node's segments
+ * and buffers (allocations on that node wait), then the node's reclaimer
+ * pass lock while it writes the freed ones (retirement there waits): a @fd
+ * that blocks (a full pipe) stalls them, and a reader of that pipe must not
+ * allocate from ioalloc on the same thread. Writes through a stack buffer: no
+ * allocation, no stdio. Callable from any thread and a thread-exit
+ * destructor; in a child of fork() it shows the child's view; not in a
+ * signal handler (it takes locks); never concurrently with ioa_fini(), nor
+ * from a device table's invalidation callback (it runs inside a pass).
+ */
+int ioa_dump(int fd, unsigned flags);
+
 /* ---- vfio backend ------------------------------------------------------ */
 
 /**

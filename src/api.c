@@ -226,6 +226,12 @@ IOA_EXPORT int ioa_init(const struct ioa_config *cfg)
 	return init(cfg, 0);
 }
 
+int ioa__is_up(void)
+{
+	/* acquire: what start() set up is visible once UP is seen */
+	return atomic_load_explicit(&state, memory_order_acquire) == STATE_UP;
+}
+
 /* Racing threads agree on one attempt: -EBUSY from init means another
  * thread holds the state; look again. */
 int ioa__ensure_up(void)

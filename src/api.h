@@ -8,4 +8,7 @@
  * ioa_init() is called. */
 int ioa__ensure_up(void);
 
+/* Whether the library is up: between a successful ioa_init and ioa_fini. */
+int ioa__is_up(void);
+
 #endif

@@ -1017,6 +1017,28 @@ void ioa__defer_throttle(int node)
 	pthread_mutex_unlock(&nd->pass_lock);
 }
 
+/* ---- the dump -------------------------------------------------------- */
+
+/* Under the pass lock no pass runs, so every ring's claimed equals its tail:
+ * [tail, head) is what waits, and the slots there stay until a pass. */
+void ioa__defer_walk(int node, void (*fn)(void *arg, const struct ioa__defer_item *item),
+		     void *arg)
+{
+	struct node *nd = &eng.nodes[node];
+
+	pthread_mutex_lock(&nd->pass_lock);
+	for (uint32_t i = 0; i < nd->held; i++)
+		fn(arg, &nd->items[i]);
+	for (struct ring *r = atomic_load_explicit(&nd->rings, memory_order_acquire); r; r = r->next) {
+		/* acquire: the items below head are written (push's release) */
+		uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+
+		for (uint64_t i = r->claimed; i != head; i++)
+			fn(arg, &r->items[i & r->mask]);
+	}
+	pthread_mutex_unlock(&nd->pass_lock);
+}
+
 /* ---- life cycle ------------------------------------------------------ */
 
 int ioa__defer_quiesce(void)

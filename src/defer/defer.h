@@ -92,6 +92,13 @@ uint64_t ioa__defer_nap_ns(uint64_t delay_ticks, uint64_t age_ticks);
 /* Free-to-retirement latency percentiles, in nanoseconds. */
 void ioa__defer_latency(uint64_t *p50, uint64_t *p99);
 
+/* Calls @fn on each item of @node freed and not yet retired (queued, or held
+ * by the last pass for the next), holding the node's pass lock: retirement
+ * on the node waits meanwhile; frees go on, and one queued meanwhile may or
+ * may not be seen. Must not be called inside a pass (a table callback). */
+void ioa__defer_walk(int node, void (*fn)(void *arg, const struct ioa__defer_item *item),
+		     void *arg);
+
 /* fork() support: quiesce the engine's locks around the fork. */
 void ioa__defer_fork_prepare(void);
 void ioa__defer_fork_parent(void);
