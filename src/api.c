@@ -146,8 +146,8 @@ static int check_reclaim_cpus(const struct ioa_config *cfg, int from_env)
 		return 0;
 	ioa__cpulist_format(&missing, missing_text, sizeof(missing_text));
 	ioa__cpulist_format(&present, present_text, sizeof(present_text));
-	ioa__err("invalid %s'%s': CPU(s) %s not present on this machine (accepted: a CPU list of "
-		 "the present CPUs %s, such as 0-3,8)",
+	ioa__err("invalid %s'%s': CPU(s) %s not present on this machine (accepted: a CPU list "
+		 "of the CPUs present, %s)",
 		 from_env ? "IOALLOC_RECLAIM_CPUS=" : "ioa_config.reclaim_cpus ", cfg->reclaim_cpus,
 		 missing_text, present_text);
 	return -EINVAL;
