@@ -129,8 +129,12 @@ struct ioa_config {
 	 *  "0-3,8" (as taskset -c takes it; every CPU present on the machine, else ioa_init()
 	 *  fails with -EINVAL). A node's reclaimer runs on the listed CPUs of that node, or on
 	 *  all the listed CPUs when none of them is the node's. "" (the default): each
-	 *  reclaimer runs on its node's CPUs on a machine of several nodes, anywhere on one. */
+	 *  reclaimer runs on its node's CPUs on a machine of several nodes; on one, with the
+	 *  affinity it inherits from the thread that starts it (the first to free). */
 	char reclaim_cpus[128];
+	int dump_at_exit;           /**< IOALLOC_DUMP_AT_EXIT: 1 writes ioa_dump() to stderr at process exit
+	                                 and at ioa_fini(), once the frees are retired (what is left:
+	                                 leaks, quarantined buffers) */
 };
 
 /** Fills @cfg with the defaults (sim backend, auto pages, local node, no VFIO

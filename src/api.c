@@ -3,6 +3,7 @@
 #include "config.h"
 #include "cpulist.h"
 #include "defer.h"
+#include "dump.h"
 #include "grace.h"
 #include "heap_life.h"
 #include "pagemap.h"
@@ -44,6 +45,8 @@ static void at_exit(void)
 	ioa__defer_quiesce();
 	if (active.stats)
 		ioa_stats_print(STDERR_FILENO);
+	if (active.dump_at_exit)
+		ioa_dump(STDERR_FILENO, 0);
 }
 
 /*
@@ -265,6 +268,8 @@ IOA_EXPORT void ioa_fini(void)
 	ioa__defer_quiesce();
 	if (active.stats)
 		ioa_stats_print(STDERR_FILENO);
+	if (active.dump_at_exit) /* before the leaks are unmapped: they are what it shows */
+		ioa__dump_in_fini(STDERR_FILENO);
 	ioa__defer_fini();
 	ioa__region_fini();
 	ioa__iommu_close();

@@ -10,6 +10,7 @@
  */
 #include "api.h"
 #include "defer.h"
+#include "dump.h"
 #include "fdout.h"
 #include "log.h"
 #include "os.h"
@@ -100,24 +101,16 @@ static void dump_node(struct ioa__fdout *o, int node, unsigned flags)
 	ioa__defer_walk(node, dump_freed, &c);
 }
 
-IOA_EXPORT int ioa_dump(int fd, unsigned flags)
+/* The dump proper; @up: the library's structures are there to walk. */
+static int dump(int fd, unsigned flags, int up)
 {
 	struct ioa__fdout o;
 	uint64_t quarantined;
 	int err;
 
-	if (fd < 0) {
-		ioa__err("ioa_dump: invalid fd %d: pass an open file descriptor", fd);
-		return -EINVAL;
-	}
-	if (flags & ~DUMP_FLAGS) {
-		ioa__err("ioa_dump: unknown flags 0x%x: accepted are 0 and IOA_DUMP_NO_BUFFERS (0x%x)",
-			 flags, DUMP_FLAGS);
-		return -EINVAL;
-	}
 	ioa__fdout_init(&o, fd);
-	ioa__fdout_printf(&o, "ioalloc-dump 1 state=%s\n", ioa__is_up() ? "up" : "down");
-	for (int n = 0; ioa__is_up() && n < ioa__os_node_count(); n++)
+	ioa__fdout_printf(&o, "ioalloc-dump 1 state=%s\n", up ? "up" : "down");
+	for (int n = 0; up && n < ioa__os_node_count(); n++)
 		if (ioa__os_node_valid(n))
 			dump_node(&o, n, flags);
 	quarantined = ioa__region_each_quarantined(dump_quarantined, &o);
@@ -128,4 +121,23 @@ IOA_EXPORT int ioa_dump(int fd, unsigned flags)
 	if ((err = ioa__fdout_flush(&o)))
 		ioa__err("ioa_dump: cannot write to fd %d: %s", fd, strerror(-err));
 	return err;
+}
+
+void ioa__dump_in_fini(int fd)
+{
+	dump(fd, 0, 1);
+}
+
+IOA_EXPORT int ioa_dump(int fd, unsigned flags)
+{
+	if (fd < 0) {
+		ioa__err("ioa_dump: invalid fd %d: pass an open file descriptor", fd);
+		return -EINVAL;
+	}
+	if (flags & ~DUMP_FLAGS) {
+		ioa__err("ioa_dump: unknown flags 0x%x: accepted are 0 and IOA_DUMP_NO_BUFFERS (0x%x)",
+			 flags, DUMP_FLAGS);
+		return -EINVAL;
+	}
+	return dump(fd, flags, ioa__is_up());
 }

@@ -167,6 +167,11 @@ static int parse_vfio_container_fd(const char *v, struct ioa_config *cfg)
 	return parse_int(v, 0, INT_MAX, &cfg->vfio_container_fd);
 }
 
+static int parse_dump_at_exit(const char *v, struct ioa_config *cfg)
+{
+	return parse_int(v, 0, 1, &cfg->dump_at_exit);
+}
+
 static int parse_reclaim_cpus(const char *v, struct ioa_config *cfg)
 {
 	cpu_set_t set;
@@ -201,6 +206,7 @@ static const struct setting {
 	  parse_vfio_container_fd },
 	{ "IOALLOC_RECLAIM_CPUS", IOA_CPULIST_ACCEPTED " (at most 127 characters)",
 	  parse_reclaim_cpus },
+	{ "IOALLOC_DUMP_AT_EXIT", "0 or 1", parse_dump_at_exit },
 };
 
 /* Exactly @min to @max hex digits at *p, value in *v; advances *p. */
@@ -426,6 +432,8 @@ int ioa__config_validate(const struct ioa_config *cfg)
 		return bad_field("defer_cap_mb", cfg->defer_cap_mb, "1 to 1048576 MiB");
 	if (cfg->sim_unmap_ns > 100000000)
 		return bad_field("sim_unmap_ns", cfg->sim_unmap_ns, "0 to 100000000 nanoseconds");
+	if (cfg->dump_at_exit < 0 || cfg->dump_at_exit > 1)
+		return bad_field("dump_at_exit", cfg->dump_at_exit, "0 or 1");
 	if ((err = validate_reclaim_cpus(cfg)))
 		return err;
 	return validate_vfio(cfg);
