@@ -5,8 +5,16 @@
  *
  * Per node it takes the node's allocation lock (region walk), then, after
  * releasing it, the node's pass lock (engine walk): never both, never any
- * other. What it writes goes through a stack buffer (fdout.h): no
- * allocation, no stdio.
+ * other; the quarantine log takes none. What it writes goes through a stack
+ * buffer (fdout.h): no allocation, no stdio.
+ * - thread-exit destructor: fine (no thread state is used);
+ * - forked child: fork_prepare holds every lock this takes, so the child's
+ *   are free and its structures whole; it shows the child's view (with an
+ *   inherited vfio/iommufd backend, buffers freed there stay as used pages);
+ * - signal handler: not allowed, it takes mutexes the interrupted code may
+ *   hold (header);
+ * - ioa_fini: not concurrently (header); ioa_fini's own dump
+ *   (IOALLOC_DUMP_AT_EXIT) runs on its thread before anything is returned.
  */
 #include "api.h"
 #include "defer.h"

@@ -19,6 +19,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -365,6 +366,59 @@ static void test_dump(void)
 	CHECK_EQ(count_records("buffer"), 0);
 }
 
+/* Dumps and per-node reads while other threads allocate and free (TSan's
+ * case): every dump is whole (its header and its end), every read succeeds. */
+#define CHURN_THREADS 2
+#define CHURN_ROUNDS 3000
+
+static atomic_int churn_done; /* threads that finished */
+
+static void *churn(void *arg)
+{
+	void *held[8] = { 0 };
+
+	(void)arg;
+	for (unsigned i = 0; i < CHURN_ROUNDS; i++) {
+		unsigned k = i % 8;
+
+		if (held[k])
+			CHECK_EQ(ioa_dma_free(held[k]), 0);
+		held[k] = ioa_dma_alloc(KB4 * (1 + i % 3), 0, IOA_NODE_ANY);
+		ioa_free(ioa_malloc(1 + i % 5000));
+	}
+	for (unsigned k = 0; k < 8; k++)
+		if (held[k])
+			CHECK_EQ(ioa_dma_free(held[k]), 0);
+	atomic_fetch_add(&churn_done, 1);
+	return NULL;
+}
+
+static void test_dump_concurrent(void)
+{
+	pthread_t t[CHURN_THREADS];
+	int nodes[IOA_MAX_NODES];
+
+	init_sim(NULL);
+	nodes_valid(nodes);
+	atomic_store(&churn_done, 0);
+	for (int i = 0; i < CHURN_THREADS; i++)
+		CHECK_EQ(pthread_create(&t[i], NULL, churn, NULL), 0);
+	/* at least 20 dumps, and until the threads are done: some overlap them */
+	for (int i = 0; i < 20 || atomic_load(&churn_done) < CHURN_THREADS; i++) {
+		struct ioa_node_stats s;
+
+		CHECK_EQ(take_dump(0), 0);
+		CHECK_EQ(strncmp(dump.text, "ioalloc-dump 1 state=up\n", 24), 0);
+		CHECK(dump.len > 4 && strcmp(dump.text + dump.len - 4, "end\n") == 0);
+		CHECK_EQ(ioa_stats_node(nodes[0], &s), 0);
+	}
+	for (int i = 0; i < CHURN_THREADS; i++)
+		pthread_join(t[i], NULL);
+	CHECK_EQ(ioa_quiesce(), 0);
+	check_sums();
+	ioa_fini();
+}
+
 /* IOALLOC_DUMP_AT_EXIT=1 in a child that leaks a buffer and leaves through
  * ioa_fini (@via_fini) or exit(): the child's stderr holds the dump, with
  * the leaked buffer live. */
@@ -541,6 +595,7 @@ int main(void)
 	check_start("test_stats_node");
 	test_stats_per_node();
 	test_dump();
+	test_dump_concurrent();
 	test_dump_at_exit(0);
 	test_dump_at_exit(1);
 	{

@@ -757,7 +757,8 @@ static __thread int starting_reclaimer;
  * system call; an attribute's affinity would allocate), so the binding holds
  * once start_reclaimer returns, whichever thread runs first. A refusal (a
  * cpuset that excludes every listed CPU) leaves the reclaimer where it is,
- * with a warning: retirement goes on.
+ * with a warning: retirement goes on. A forked child's reclaimers start
+ * anew (ioa__defer_fork_child) and are bound here the same way.
  */
 static void bind_reclaimer(struct node *nd)
 {
