@@ -676,19 +676,23 @@ int ioa_stats_node(int node, struct ioa_node_stats *out);
  *   freed node= va= iova= len= kind=buffer       (freed, not yet retired: the device
  *   freed node= va= kind=table                    may still reach it)
  *   then, for the whole library:
+ *   pool node= va= iova= slab_bytes= obj_size= count= in_ring= in_caches= in_use= name=
+ *                                                (each live pool; va: its slab, also a
+ *                                                 buffer line; name runs to the line's end)
  *   quarantined node= va= iova= len=             (the first 64 since ioa_init(); the last
  *   quarantined_unlisted count=                   run's after ioa_fini())
  *   end
  * A buffer retired from a segment mapped whole stays in that segment's used
  * pages (npages - free_pages) and on no line of its own. @flags: 0, or
- * IOA_DUMP_NO_BUFFERS. Returns 0; -EINVAL with a message for a negative @fd
+ * IOA_DUMP_NO_BUFFERS (no buffer and no freed lines). Returns 0; -EINVAL with a message for a negative @fd
  * or an unknown flag; the -errno of a failed write, with a message.
  *
  * A snapshot node by node, not of the whole library: a buffer freed while the
  * dump runs may appear as live, as freed, or on neither line. Locks: per node
  * it holds the node's allocation lock while it writes the node's segments
  * and buffers (allocations on that node wait), then the node's reclaimer
- * pass lock while it writes the freed ones (retirement there waits): a @fd
+ * pass lock while it writes the freed ones (retirement there waits); then
+ * the pools' lock while it writes the pools (pool creation and free wait): a @fd
  * that blocks (a full pipe) stalls them, and a reader of that pipe must not
  * allocate from ioalloc on the same thread. Writes through a stack buffer: no
  * allocation, no stdio. Callable from any thread and a thread-exit

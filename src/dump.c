@@ -5,7 +5,7 @@
  *
  * Per node it takes the node's allocation lock (region walk), then, after
  * releasing it, the node's pass lock (engine walk): never both, never any
- * other; the quarantine log takes none. What it writes goes through a stack
+ * other; then the pools' lock (pool walk); the quarantine log takes none. What it writes goes through a stack
  * buffer (fdout.h): no allocation, no stdio.
  * - thread-exit destructor: fine (no thread state is used);
  * - forked child: fork_prepare holds every lock this takes, so the child's
@@ -23,6 +23,7 @@
 #include "log.h"
 #include "os.h"
 #include "pagemap.h"
+#include "pool.h"
 #include "region.h"
 
 #include <errno.h>
@@ -82,6 +83,18 @@ static void dump_quarantined(void *arg, int node, const void *va, uint64_t iova,
 			  (unsigned long long)iova, len);
 }
 
+/* The name comes last: it may hold spaces, and runs to the end of the line. */
+static void dump_pool(void *arg, const struct ioa__pool_info *p)
+{
+	unsigned free_objs = p->in_ring + p->in_caches;
+
+	ioa__fdout_printf(arg, "pool node=%d va=%p iova=0x%llx slab_bytes=%zu obj_size=%zu count=%u "
+			  "in_ring=%u in_caches=%u in_use=%u name=%s\n", p->node, p->base,
+			  (unsigned long long)ioa_virt2iova(p->base), p->slab_bytes, p->obj_size,
+			  p->count, p->in_ring, p->in_caches,
+			  free_objs <= p->count ? p->count - free_objs : 0, p->name);
+}
+
 static void dump_node(struct ioa__fdout *o, int node, unsigned flags)
 {
 	struct dump_ctx c = { o, node };
@@ -121,6 +134,8 @@ static int dump(int fd, unsigned flags, int up)
 	for (int n = 0; up && n < ioa__os_node_count(); n++)
 		if (ioa__os_node_valid(n))
 			dump_node(&o, n, flags);
+	if (up)
+		ioa__pool_walk(dump_pool, &o);
 	quarantined = ioa__region_each_quarantined(dump_quarantined, &o);
 	if (quarantined > IOA_QUARANTINE_LOG)
 		ioa__fdout_printf(&o, "quarantined_unlisted count=%llu\n",

@@ -268,7 +268,8 @@ static void check_live(const void *va, const char *owner)
 
 static void test_dump(void)
 {
-	void *live[DUMP_BUFS], *freed[3], *obj;
+	void *live[DUMP_BUFS], *freed[3], *obj, *pool_obj = NULL;
+	struct ioa_pool *pool;
 	uint64_t freed_iova[3];
 	size_t sizes[DUMP_BUFS];
 	uint64_t unretired = 0;
@@ -285,10 +286,24 @@ static void test_dump(void)
 	}
 	obj = ioa_malloc(64);
 	CHECK(obj != NULL);
+	pool = ioa_pool_create("dump test pool", 200, 64, 8, IOA_NODE_ANY, 0);
+	CHECK(pool != NULL);
+	CHECK_EQ(ioa_pool_get(pool, &pool_obj), 0);
 	for (int i = 0; i < 3; i++)
 		CHECK_EQ(ioa_dma_free(freed[i]), 0);
 
 	CHECK_EQ(take_dump(0), 0);
+	/* The pool: its counts, its name last, its slab a live buffer. */
+	const char *pl = strstr(dump.text, "\npool ");
+	if (CHECK(pl != NULL)) {
+		pl++;
+		CHECK_EQ(field(pl, "count="), 64);
+		CHECK_EQ(field(pl, "obj_size="), 200);
+		CHECK_EQ(field(pl, "in_use="), 1);
+		CHECK_EQ(strncmp(strstr(pl, "name="), "name=dump test pool\n", 20), 0);
+		CHECK(find_record("buffer", (void *)(uintptr_t)field(pl, "va=")) != NULL);
+		CHECK_EQ(field(pl, "iova="), ioa_virt2iova((void *)(uintptr_t)field(pl, "va=")));
+	}
 	CHECK_EQ(strncmp(dump.text, "ioalloc-dump 1 state=up\n", 24), 0);
 	CHECK(dump.len > 5 && strcmp(dump.text + dump.len - 4, "end\n") == 0);
 	for (int i = 0; i < DUMP_BUFS; i++) {
@@ -359,6 +374,8 @@ static void test_dump(void)
 
 	for (int i = 0; i < DUMP_BUFS; i++)
 		CHECK_EQ(ioa_dma_free(live[i]), 0);
+	CHECK_EQ(ioa_pool_put(pool, pool_obj), 0);
+	ioa_pool_free(pool);
 	ioa_free(obj);
 	ioa_fini();
 	CHECK_EQ(take_dump(0), 0);
