@@ -647,11 +647,12 @@ struct ioa_node_stats {
  * Copies NUMA @node's counters into @out. Reads relaxed counters and takes
  * no lock: callable from any thread, a thread-exit destructor, a forked
  * child, concurrently with anything but ioa_fini(); not async-signal-safe
- * (nothing in the header is, but the lookups). Before ioa_init(), and on a
- * node that never had a buffer, the counters are zero (the last run's after
- * ioa_fini(), as ioa_stats_get()). Returns 0, or -EINVAL with a message for
- * a NULL @out or a @node that is not one of this machine's nodes with memory
- * (IOA_NODE_ANY included: name the node).
+ * (nothing in the header is, but the lookups). A node that never had a
+ * buffer has zero counters; after ioa_fini() they are the last run's (as
+ * ioa_stats_get()'s). Returns 0, or -EINVAL with a message for a NULL @out
+ * or a @node that is not one of this machine's nodes with memory
+ * (IOA_NODE_ANY included: name the node), which before the first ioa_init()
+ * is every node: the NUMA layout is read there.
  */
 int ioa_stats_node(int node, struct ioa_node_stats *out);
 
