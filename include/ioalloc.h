@@ -126,6 +126,16 @@ struct ioa_config {
 	                                 or VFIO cdev (iommufd) to open; "" for none */
 	int vfio_container_fd;      /**< IOALLOC_VFIO_CONTAINER_FD: a container the driver set up (group attached,
 	                                 VFIO_TYPE1v2_IOMMU set), used as it is and never closed; -1 for none */
+	/** IOALLOC_RECLAIM_CPUS: the CPUs the reclaimer threads may run on, a CPU list such as
+	 *  "0-3,8" (as taskset -c takes it; every CPU present on the machine, else ioa_init()
+	 *  fails with -EINVAL). A node's reclaimer runs on the listed CPUs of that node, or on
+	 *  all the listed CPUs when none of them is the node's. "" (the default): each
+	 *  reclaimer runs on its node's CPUs on a machine of several nodes; on one, with the
+	 *  affinity it inherits from the thread that starts it (the first to free). */
+	char reclaim_cpus[128];
+	int dump_at_exit;           /**< IOALLOC_DUMP_AT_EXIT: 1 writes ioa_dump() to stderr at process exit
+	                                 and at ioa_fini(), once the frees are retired (what is left:
+	                                 leaks, quarantined buffers) */
 };
 
 /** Fills @cfg with the defaults (sim backend, auto pages, local node, no VFIO
@@ -788,6 +798,92 @@ void ioa_stats_get(struct ioa_stats *out);
 
 /** Writes the counters as a readable report to file descriptor @fd. */
 void ioa_stats_print(int fd);
+
+/**
+ * One NUMA node's share of the counters: the fields of struct ioa_stats that
+ * belong to a node, with the same meaning, and what only a node has. For
+ * each of them, the ioa_stats field of the same name is the sum over the
+ * nodes. Not per node (only in struct ioa_stats): the IOMMU's calls and
+ * bytes (one IOMMU serves every node), the I/O page-table pages, the sim's
+ * DMA counts, the largest per-thread backlog, the latency percentiles, the
+ * heap's remote batches and leaked objects.
+ */
+struct ioa_node_stats {
+	uint64_t dma_allocs, dma_frees, dma_bytes_live; /**< buffers whose memory is on the node */
+	uint64_t quarantined_bytes, fork_kept_bytes;
+	uint64_t segments;          /**< segments of the node held now */
+	uint64_t segment_bytes_hugetlb_2m, segment_bytes_hugetlb_1g, segment_bytes_4k;
+	uint64_t hugepage_fallbacks;
+	uint64_t defer_enqueued;    /**< items of the node handed to the engine */
+	uint64_t defer_retired, defer_quarantined;
+	uint64_t defer_batches;     /**< passes over the node (by its reclaimer, a helping
+	                                 thread, or a synchronous free) */
+	uint64_t defer_coalesced, defer_helped, defer_throttled;
+	uint64_t heap_spans_created, heap_spans_retired; /**< ioa_malloc() spans on the node */
+	uint64_t heap_large_created, heap_large_reused, heap_large_purged;
+	uint64_t defer_unretired_bytes; /**< freed on the node and not yet retired, now (what
+	                                     IOALLOC_DEFER_CAP_MB bounds); per node only */
+};
+
+/**
+ * Copies NUMA @node's counters into @out. Reads relaxed counters and takes
+ * no lock: callable from any thread, a thread-exit destructor, a forked
+ * child, concurrently with anything but ioa_fini(); not async-signal-safe
+ * (nothing in the header is, but the lookups). A node that never had a
+ * buffer has zero counters; after ioa_fini() they are the last run's (as
+ * ioa_stats_get()'s). Returns 0, or -EINVAL with a message for a NULL @out
+ * or a @node that is not one of this machine's nodes with memory
+ * (IOA_NODE_ANY included: name the node), which before the first ioa_init()
+ * is every node: the NUMA layout is read there.
+ */
+int ioa_stats_node(int node, struct ioa_node_stats *out);
+
+/* ---- debugging ---------------------------------------------------------- */
+
+#define IOA_DUMP_NO_BUFFERS 0x1u /**< ioa_dump(): segments and counts only, no buffer lines */
+
+/**
+ * Writes the library's memory to file descriptor @fd as lines of text, one
+ * record a line: a keyword, then space-separated key=value fields (addresses
+ * in hex with 0x, sizes in bytes in decimal). Stable: fields may be added at
+ * the end of a line and records of new keywords may appear; readers skip
+ * what they do not know. In this order:
+ *   ioalloc-dump 1 state=up|down
+ *   then per NUMA node with memory (none when down):
+ *   node N dma_allocs= dma_frees= dma_bytes_live= unretired_bytes= segments= quarantined_bytes=
+ *   heap node= spans_created= spans_retired= large_created= large_reused= large_purged_bytes=
+ *   segment node= va= len= iova= pages=4k|2m|1g map=buffers|whole kind=shared|big|dedicated
+ *           npages= free_pages= [closing=1]      (one line; each followed by its buffers)
+ *   buffer node= va= iova= len= owner=dma|heap   (live: allocated, not freed; heap: a span
+ *                                                 of ioa_malloc() objects or a large block)
+ *   freed node= va= iova= len= kind=buffer       (freed, not yet retired: the device
+ *   freed node= va= kind=table                    may still reach it)
+ *   then, for the whole library:
+ *   pool node= va= iova= slab_bytes= obj_size= count= in_ring= in_caches= in_use= name=
+ *                                                (each live pool; va: its slab, also a
+ *                                                 buffer line; name runs to the line's end)
+ *   quarantined node= va= iova= len=             (the first 64 since ioa_init(); the last
+ *   quarantined_unlisted count=                   run's after ioa_fini())
+ *   end
+ * A buffer retired from a segment mapped whole stays in that segment's used
+ * pages (npages - free_pages) and on no line of its own. @flags: 0, or
+ * IOA_DUMP_NO_BUFFERS (no buffer and no freed lines). Returns 0; -EINVAL with a message for a negative @fd
+ * or an unknown flag; the -errno of a failed write, with a message.
+ *
+ * A snapshot node by node, not of the whole library: a buffer freed while the
+ * dump runs may appear as live, as freed, or on neither line. Locks: per node
+ * it holds the node's allocation lock while it writes the node's segments
+ * and buffers (allocations on that node wait), then the node's reclaimer
+ * pass lock while it writes the freed ones (retirement there waits); then
+ * the pools' lock while it writes the pools (pool creation and free wait): a @fd
+ * that blocks (a full pipe) stalls them, and a reader of that pipe must not
+ * allocate from ioalloc on the same thread. Writes through a stack buffer: no
+ * allocation, no stdio. Callable from any thread and a thread-exit
+ * destructor; in a child of fork() it shows the child's view; not in a
+ * signal handler (it takes locks); never concurrently with ioa_fini(), nor
+ * from a device table's invalidation callback (it runs inside a pass).
+ */
+int ioa_dump(int fd, unsigned flags);
 
 /* ---- vfio backend ------------------------------------------------------ */
 

@@ -1,7 +1,9 @@
 /* The public entry points, and the library's life cycle. */
 #include "api.h"
 #include "config.h"
+#include "cpulist.h"
 #include "defer.h"
+#include "dump.h"
 #include "grace.h"
 #include "heap_life.h"
 #include "pagemap.h"
@@ -44,6 +46,8 @@ static void at_exit(void)
 	ioa__defer_quiesce();
 	if (active.stats)
 		ioa_stats_print(STDERR_FILENO);
+	if (active.dump_at_exit)
+		ioa_dump(STDERR_FILENO, 0);
 }
 
 /*
@@ -130,6 +134,29 @@ static int check_numa(const struct ioa_config *cfg, int from_env)
 	return -EINVAL;
 }
 
+/* Every CPU of reclaim_cpus must be present here; the message names where the
+ * value came from, as check_numa's. */
+static int check_reclaim_cpus(const struct ioa_config *cfg, int from_env)
+{
+	cpu_set_t listed, present, missing;
+	char missing_text[128], present_text[128];
+
+	if (!cfg->reclaim_cpus[0] || ioa__cpulist_parse(cfg->reclaim_cpus, &listed) != 0)
+		return 0; /* "" or refused already by ioa__config_validate */
+	ioa__cpulist_present(&present);
+	CPU_XOR(&missing, &listed, &present);
+	CPU_AND(&missing, &missing, &listed);
+	if (!CPU_COUNT(&missing))
+		return 0;
+	ioa__cpulist_format(&missing, missing_text, sizeof(missing_text));
+	ioa__cpulist_format(&present, present_text, sizeof(present_text));
+	ioa__err("invalid %s'%s': CPU(s) %s not present on this machine (accepted: a CPU list "
+		 "of the CPUs present, %s)",
+		 from_env ? "IOALLOC_RECLAIM_CPUS=" : "ioa_config.reclaim_cpus ", cfg->reclaim_cpus,
+		 missing_text, present_text);
+	return -EINVAL;
+}
+
 static int start(const struct ioa_config *cfg, int from_env)
 {
 	int err;
@@ -138,7 +165,7 @@ static int start(const struct ioa_config *cfg, int from_env)
 		return err;
 	ioa__log_set_verbosity(cfg->verbose);
 	ioa__os_numa_init();
-	if ((err = check_numa(cfg, from_env)))
+	if ((err = check_numa(cfg, from_env)) || (err = check_reclaim_cpus(cfg, from_env)))
 		return err;
 	ioa__stats_reset();
 	atomic_store(&quarantine_unseen, 0);
@@ -203,6 +230,12 @@ IOA_EXPORT int ioa_init(const struct ioa_config *cfg)
 	return init(cfg, 0);
 }
 
+int ioa__is_up(void)
+{
+	/* acquire: what start() set up is visible once UP is seen */
+	return atomic_load_explicit(&state, memory_order_acquire) == STATE_UP;
+}
+
 /* Racing threads agree on one attempt: -EBUSY from init means another
  * thread holds the state; look again. */
 int ioa__ensure_up(void)
@@ -238,6 +271,8 @@ IOA_EXPORT void ioa_fini(void)
 	ioa__defer_quiesce();
 	if (active.stats)
 		ioa_stats_print(STDERR_FILENO);
+	if (active.dump_at_exit) /* before the leaks are unmapped: they are what it shows */
+		ioa__dump_in_fini(STDERR_FILENO);
 	ioa__defer_fini();
 	ioa__region_fini();
 	ioa__iommu_close();
@@ -372,8 +407,33 @@ IOA_EXPORT void ioa_stats_get(struct ioa_stats *out)
 		return;
 	}
 	ioa__stats_copy(out);
-	out->defer_enqueued = ioa__defer_enqueued();
+	out->defer_enqueued = 0;
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		out->defer_enqueued += ioa__defer_enqueued(n);
 	ioa__defer_latency(&out->defer_latency_p50_ns, &out->defer_latency_p99_ns);
+}
+
+/* Lock-free reads of relaxed counters and of the engine's queues (defer.c):
+ * fine anywhere but concurrently with ioa_fini, which frees the queues. */
+IOA_EXPORT int ioa_stats_node(int node, struct ioa_node_stats *out)
+{
+	char nodes[128];
+
+	if (!out) {
+		ioa__err("ioa_stats_node: out is NULL: pass a struct ioa_node_stats to fill");
+		return -EINVAL;
+	}
+	if (!ioa__os_node_valid(node)) {
+		ioa__os_nodes_text(nodes, sizeof(nodes));
+		ioa__err("ioa_stats_node: invalid node %d: accepted are this machine's nodes with "
+			 "memory: %s", node, nodes[0] ? nodes : "none known before ioa_init()");
+		return -EINVAL;
+	}
+	memset(out, 0, sizeof(*out));
+	ioa__node_stats_copy(node, out);
+	out->defer_enqueued = ioa__defer_enqueued(node);
+	out->defer_unretired_bytes = ioa__defer_unretired(node);
+	return 0;
 }
 
 IOA_EXPORT void ioa_stats_print(int fd)

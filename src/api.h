@@ -17,4 +17,7 @@ void ioa__extmem_fini(void);
  * library is stopping. */
 int ioa__dma_free_unchecked(void *ptr);
 
+/* Whether the library is up: between a successful ioa_init and ioa_fini. */
+int ioa__is_up(void);
+
 #endif

@@ -298,7 +298,7 @@ IOA_EXPORT int ioa_dma_unregister(void *addr)
 	/* The engine's protocol, on this thread: unlink, unmap, invalidate,
 	 * wait out the lookups, release; no reclaimer to wake and wait for. */
 	item.buf = r.buf;
-	ioa__defer_retire_now(&item);
+	ioa__defer_retire_now(ioa__region_node(&r.buf), &item);
 	released = ioa__region_adopted_state(&r.buf) == IOA_ADOPTED_RELEASED;
 	pthread_mutex_lock(&reg_lock);
 	settle(r.start, released);

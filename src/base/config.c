@@ -2,6 +2,7 @@
  * only), so it works before malloc does under LD_PRELOAD. A setting is
  * applied only once every variable has parsed. */
 #include "config.h"
+#include "cpulist.h"
 #include "log.h"
 
 #include <errno.h>
@@ -166,6 +167,21 @@ static int parse_vfio_container_fd(const char *v, struct ioa_config *cfg)
 	return parse_int(v, 0, INT_MAX, &cfg->vfio_container_fd);
 }
 
+static int parse_dump_at_exit(const char *v, struct ioa_config *cfg)
+{
+	return parse_int(v, 0, 1, &cfg->dump_at_exit);
+}
+
+static int parse_reclaim_cpus(const char *v, struct ioa_config *cfg)
+{
+	cpu_set_t set;
+
+	if (strlen(v) >= sizeof(cfg->reclaim_cpus) || ioa__cpulist_parse(v, &set) != 0)
+		return -1;
+	strcpy(cfg->reclaim_cpus, v);
+	return 0;
+}
+
 static const struct setting {
 	const char *name;
 	const char *accepted;
@@ -188,6 +204,9 @@ static const struct setting {
 	  parse_vfio_device },
 	{ "IOALLOC_VFIO_CONTAINER_FD", "an open file descriptor number of a VFIO container",
 	  parse_vfio_container_fd },
+	{ "IOALLOC_RECLAIM_CPUS", IOA_CPULIST_ACCEPTED " (at most 127 characters)",
+	  parse_reclaim_cpus },
+	{ "IOALLOC_DUMP_AT_EXIT", "0 or 1", parse_dump_at_exit },
 };
 
 /* Exactly @min to @max hex digits at *p, value in *v; advances *p. */
@@ -233,7 +252,7 @@ static int is_known(const char *name, size_t len)
 
 static void warn_unknown_variables(void)
 {
-	char known[256] = "";
+	char known[512] = "";
 
 	for (size_t i = 0; i < NELEM(settings); i++) {
 		strncat(known, i ? ", " : "", sizeof(known) - strlen(known) - 1);
@@ -366,8 +385,26 @@ static int bad_field(const char *field, long long value, const char *accepted)
 	return -EINVAL;
 }
 
+/* reclaim_cpus: "" or a CPU list; whether its CPUs exist is ioa_init's to say. */
+static int validate_reclaim_cpus(const struct ioa_config *cfg)
+{
+	cpu_set_t set;
+
+	if (!cfg->reclaim_cpus[0])
+		return 0;
+	if (!memchr(cfg->reclaim_cpus, '\0', sizeof(cfg->reclaim_cpus)) ||
+	    ioa__cpulist_parse(cfg->reclaim_cpus, &set) != 0) {
+		ioa__err("invalid ioa_config.reclaim_cpus '%.*s': accepted are \"\" (the default) "
+			 "or " IOA_CPULIST_ACCEPTED, (int)sizeof(cfg->reclaim_cpus), cfg->reclaim_cpus);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int ioa__config_validate(const struct ioa_config *cfg)
 {
+	int err;
+
 	if ((unsigned)cfg->backend >= NELEM(backend_names))
 		return bad_field("backend", cfg->backend, "IOA_BACKEND_NONE, IOA_BACKEND_SIM, "
 				 "IOA_BACKEND_VFIO or IOA_BACKEND_IOMMUFD");
@@ -395,5 +432,9 @@ int ioa__config_validate(const struct ioa_config *cfg)
 		return bad_field("defer_cap_mb", cfg->defer_cap_mb, "1 to 1048576 MiB");
 	if (cfg->sim_unmap_ns > 100000000)
 		return bad_field("sim_unmap_ns", cfg->sim_unmap_ns, "0 to 100000000 nanoseconds");
+	if (cfg->dump_at_exit < 0 || cfg->dump_at_exit > 1)
+		return bad_field("dump_at_exit", cfg->dump_at_exit, "0 or 1");
+	if ((err = validate_reclaim_cpus(cfg)))
+		return err;
 	return validate_vfio(cfg);
 }

@@ -87,6 +87,14 @@ int ioa__os_current_node(void)
 	return cpu >= 0 && cpu < IOA_MAX_CPUS ? os.cpu_node[cpu] : 0;
 }
 
+void ioa__os_node_cpus(int node, cpu_set_t *out)
+{
+	CPU_ZERO(out);
+	for (int cpu = 0; cpu < CPU_SETSIZE && cpu < IOA_MAX_CPUS; cpu++)
+		if (os.cpu_node[cpu] == node)
+			CPU_SET(cpu, out);
+}
+
 int ioa__os_page_node(const void *addr)
 {
 	void *page = (void *)((uintptr_t)addr & ~(IOA_PAGE - 1));
@@ -180,12 +188,12 @@ static void count_segment(const struct ioa__os_mem *mem, int sign)
 	uint64_t bytes = sign > 0 ? mem->len : -(uint64_t)mem->len;
 
 	if (mem->kind == IOA_PAGES_1G)
-		ioa__stat_add(segment_bytes_hugetlb_1g, bytes);
+		ioa__node_stat_add(mem->node, segment_bytes_hugetlb_1g, bytes);
 	else if (mem->kind == IOA_PAGES_2M)
-		ioa__stat_add(segment_bytes_hugetlb_2m, bytes);
+		ioa__node_stat_add(mem->node, segment_bytes_hugetlb_2m, bytes);
 	else
-		ioa__stat_add(segment_bytes_4k, bytes);
-	ioa__stat_add(segments, sign > 0 ? 1 : (uint64_t)-1);
+		ioa__node_stat_add(mem->node, segment_bytes_4k, bytes);
+	ioa__node_stat_add(mem->node, segments, sign > 0 ? 1 : (uint64_t)-1);
 }
 
 int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size policy,
@@ -211,7 +219,7 @@ int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size
 	case IOA_PAGE_AUTO:
 		if (map_hugetlb(len, align, node, IOA_PAGES_2M, out) == 0)
 			break;
-		ioa__stat_add(hugepage_fallbacks, 1);
+		ioa__node_stat_add(node, hugepage_fallbacks, 1);
 		ioa__info("no 2 MiB hugetlb page free on node %d: using 4 KiB pages with "
 			  "MADV_HUGEPAGE", node);
 		err = map_small(len, align, node, 1, 1, out);
@@ -225,6 +233,7 @@ int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size
 			 align >> 20, node, strerror(-err));
 	if (err)
 		return -ENOMEM;
+	out->node = node;
 	count_segment(out, 1);
 	return 0;
 }

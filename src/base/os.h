@@ -6,6 +6,7 @@
 
 #include "ioalloc.h"
 
+#include <sched.h>
 #include <stddef.h>
 
 #define IOA_PAGE_SHIFT 12
@@ -21,6 +22,7 @@ struct ioa__os_mem {
 	void *addr;
 	size_t len;
 	enum ioa__page_kind kind;
+	int node;                 /* its NUMA node: whose counters it is in */
 };
 
 /* Reads the machine's NUMA layout. */
@@ -34,6 +36,8 @@ void ioa__os_nodes_text(char *buf, size_t len);
 int ioa__os_first_node(void);
 /* The node of the CPU the caller runs on (0 without NUMA). */
 int ioa__os_current_node(void);
+/* The CPUs of @node into *out (on a machine without NUMA: every CPU). */
+void ioa__os_node_cpus(int node, cpu_set_t *out);
 /* The node a resident page sits on, or -errno. */
 int ioa__os_page_node(const void *addr);
 

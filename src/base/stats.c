@@ -2,24 +2,60 @@
 #include "log.h"
 #include "ioalloc.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <unistd.h>
 
 struct ioa__stats ioa__stats;
+struct ioa__node_stats ioa__node_stats[IOA_MAX_NODES];
 
 void ioa__stats_reset(void)
 {
-#define IOA_STAT_ZERO(name, label) atomic_store_explicit(&ioa__stats.name, 0, memory_order_relaxed);
+#define IOA_STAT_ZERO_GLOBAL(name) atomic_store_explicit(&ioa__stats.name, 0, memory_order_relaxed);
+#define IOA_STAT_ZERO_NODE(name) \
+	for (int n = 0; n < IOA_MAX_NODES; n++) \
+		atomic_store_explicit(&ioa__node_stats[n].name, 0, memory_order_relaxed);
+#define IOA_STAT_ZERO(name, label, scope) IOA_STAT_ZERO_##scope(name)
 	IOA_STAT_FIELDS(IOA_STAT_ZERO)
 #undef IOA_STAT_ZERO
+#undef IOA_STAT_ZERO_NODE
+#undef IOA_STAT_ZERO_GLOBAL
+}
+
+/* A NODE counter summed over the nodes: each node's is read alone, so the
+ * sum is exact only while no counter moves (as the global ones are). */
+static uint64_t node_sum(size_t offset)
+{
+	uint64_t sum = 0;
+
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		sum += atomic_load_explicit((_Atomic uint64_t *)((char *)&ioa__node_stats[n] + offset),
+					    memory_order_relaxed);
+	return sum;
 }
 
 void ioa__stats_copy(struct ioa_stats *out)
 {
-#define IOA_STAT_COPY(name, label) \
+#define IOA_STAT_COPY_GLOBAL(name) \
 	out->name = atomic_load_explicit(&ioa__stats.name, memory_order_relaxed);
+#define IOA_STAT_COPY_NODE(name) out->name = node_sum(offsetof(struct ioa__node_stats, name));
+#define IOA_STAT_COPY(name, label, scope) IOA_STAT_COPY_##scope(name)
 	IOA_STAT_FIELDS(IOA_STAT_COPY)
 #undef IOA_STAT_COPY
+#undef IOA_STAT_COPY_NODE
+#undef IOA_STAT_COPY_GLOBAL
+}
+
+void ioa__node_stats_copy(int node, struct ioa_node_stats *out)
+{
+#define IOA_NODE_STAT_COPY_GLOBAL(name)
+#define IOA_NODE_STAT_COPY_NODE(name) \
+	out->name = atomic_load_explicit(&ioa__node_stats[node].name, memory_order_relaxed);
+#define IOA_NODE_STAT_COPY(name, label, scope) IOA_NODE_STAT_COPY_##scope(name)
+	IOA_STAT_FIELDS(IOA_NODE_STAT_COPY)
+#undef IOA_NODE_STAT_COPY
+#undef IOA_NODE_STAT_COPY_NODE
+#undef IOA_NODE_STAT_COPY_GLOBAL
 }
 
 /* Formats into a stack buffer: printing must not allocate. */
@@ -29,7 +65,7 @@ void ioa__stats_write(int fd, const struct ioa_stats *s)
 	size_t n = 0;
 
 	n += (size_t)snprintf(buf + n, sizeof(buf) - n, "ioalloc statistics:\n");
-#define IOA_STAT_LINE(name, label) \
+#define IOA_STAT_LINE(name, label, scope) \
 	if (n < sizeof(buf)) \
 		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "  %-44s %llu\n", label, \
 				      (unsigned long long)s->name);

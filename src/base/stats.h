@@ -7,64 +7,93 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-/* X(field of struct ioa_stats, label in the report) */
+#include "os.h"
+
+/* X(field of struct ioa_stats, label in the report, scope): a NODE counter
+ * is kept per NUMA node (ioa__node_stats, also a field of struct
+ * ioa_node_stats) and the global figure is the sum over the nodes; a GLOBAL
+ * one belongs to the IOMMU, the tables or the library as a whole. */
 #define IOA_STAT_FIELDS(X)                                              \
-	X(dma_allocs, "DMA buffers allocated")                          \
-	X(dma_frees, "DMA buffers freed")                               \
-	X(dma_bytes_live, "DMA bytes live")                             \
-	X(iommu_maps, "IOMMU maps")                                     \
-	X(iommu_unmaps, "IOMMU ranges unmapped")                        \
-	X(iommu_unmap_calls, "IOMMU unmap calls")                       \
-	X(iommu_invalidates, "IOMMU invalidations")                     \
-	X(bytes_mapped, "bytes mapped")                                 \
-	X(bytes_unmapped, "bytes unmapped")                             \
-	X(quarantined_bytes, "bytes quarantined (unmap refused)")       \
-	X(fork_kept_bytes, "bytes freed in a fork child, kept")         \
-	X(segments, "segments held now")                               \
-	X(segment_bytes_hugetlb_2m, "segment bytes on 2 MiB hugetlb pages") \
-	X(segment_bytes_hugetlb_1g, "segment bytes on 1 GiB hugetlb pages") \
-	X(segment_bytes_4k, "segment bytes on 4 KiB pages (THP advised)") \
-	X(hugepage_fallbacks, "hugetlb fallbacks to 4 KiB pages")       \
-	X(table_pages, "I/O page-table pages")                          \
-	X(sim_dma_ops, "sim DMA transfers")                             \
-	X(sim_dma_bytes, "sim DMA bytes moved")                         \
-	X(sim_dma_faults, "sim DMA faults")                             \
-	X(sim_violations, "sim accesses to reused memory")              \
-	X(defer_enqueued, "deferred items enqueued")                    \
-	X(defer_retired, "deferred items retired")                      \
-	X(defer_quarantined, "deferred items quarantined")              \
-	X(defer_batches, "reclaimer batches")                           \
-	X(defer_coalesced, "ranges coalesced before unmap")             \
-	X(defer_helped, "drains by freeing threads over the limit")     \
-	X(defer_backlog_max, "largest per-thread backlog")             \
-	X(defer_throttled, "allocations past the unretired cap")       \
-	X(heap_spans_created, "heap spans created")                    \
-	X(heap_spans_retired, "heap spans and large blocks retired")   \
-	X(heap_large_created, "heap large blocks created")             \
-	X(heap_large_reused, "heap large blocks reused from a cache")  \
-	X(heap_remote_batches, "heap remote-free batches collected")   \
-	X(heap_leaked_objects, "heap objects left at ioa_fini")          \
-	X(heap_large_purged, "heap free large-block bytes given back")
+	X(dma_allocs, "DMA buffers allocated", NODE)                              \
+	X(dma_frees, "DMA buffers freed", NODE)                                   \
+	X(dma_bytes_live, "DMA bytes live", NODE)                                 \
+	X(iommu_maps, "IOMMU maps", GLOBAL)                                       \
+	X(iommu_unmaps, "IOMMU ranges unmapped", GLOBAL)                          \
+	X(iommu_unmap_calls, "IOMMU unmap calls", GLOBAL)                         \
+	X(iommu_invalidates, "IOMMU invalidations", GLOBAL)                       \
+	X(bytes_mapped, "bytes mapped", GLOBAL)                                   \
+	X(bytes_unmapped, "bytes unmapped", GLOBAL)                               \
+	X(quarantined_bytes, "bytes quarantined (unmap refused)", NODE)           \
+	X(fork_kept_bytes, "bytes freed in a fork child, kept", NODE)             \
+	X(segments, "segments held now", NODE)                                    \
+	X(segment_bytes_hugetlb_2m, "segment bytes on 2 MiB hugetlb pages", NODE) \
+	X(segment_bytes_hugetlb_1g, "segment bytes on 1 GiB hugetlb pages", NODE) \
+	X(segment_bytes_4k, "segment bytes on 4 KiB pages (THP advised)", NODE)   \
+	X(hugepage_fallbacks, "hugetlb fallbacks to 4 KiB pages", NODE)           \
+	X(table_pages, "I/O page-table pages", GLOBAL)                            \
+	X(sim_dma_ops, "sim DMA transfers", GLOBAL)                               \
+	X(sim_dma_bytes, "sim DMA bytes moved", GLOBAL)                           \
+	X(sim_dma_faults, "sim DMA faults", GLOBAL)                               \
+	X(sim_violations, "sim accesses to reused memory", GLOBAL)                \
+	X(defer_enqueued, "deferred items enqueued", NODE)                        \
+	X(defer_retired, "deferred items retired", NODE)                          \
+	X(defer_quarantined, "deferred items quarantined", NODE)                  \
+	X(defer_batches, "reclaimer batches", NODE)                               \
+	X(defer_coalesced, "ranges coalesced before unmap", NODE)                 \
+	X(defer_helped, "drains by freeing threads over the limit", NODE)         \
+	X(defer_backlog_max, "largest per-thread backlog", GLOBAL)                \
+	X(defer_throttled, "allocations past the unretired cap", NODE)            \
+	X(heap_spans_created, "heap spans created", NODE)                         \
+	X(heap_spans_retired, "heap spans and large blocks retired", NODE)        \
+	X(heap_large_created, "heap large blocks created", NODE)                  \
+	X(heap_large_reused, "heap large blocks reused from a cache", NODE)       \
+	X(heap_remote_batches, "heap remote-free batches collected", GLOBAL)      \
+	X(heap_leaked_objects, "heap objects left at ioa_fini", GLOBAL)           \
+	X(heap_large_purged, "heap free large-block bytes given back", NODE)
+
+#define IOA_STAT_IF_GLOBAL(...) __VA_ARGS__
+#define IOA_STAT_IF_NODE(...)
+#define IOA_NODE_STAT_IF_GLOBAL(...)
+#define IOA_NODE_STAT_IF_NODE(...) __VA_ARGS__
 
 struct ioa__stats {
-#define IOA_STAT_MEMBER(name, label) _Atomic uint64_t name;
+#define IOA_STAT_MEMBER(name, label, scope) IOA_STAT_IF_##scope(_Atomic uint64_t name;)
 	IOA_STAT_FIELDS(IOA_STAT_MEMBER)
 #undef IOA_STAT_MEMBER
 };
 
+/* One node's counters, on cache lines of their own: a reclaimer bumps its
+ * node's only, so nodes do not share lines. */
+struct ioa__node_stats {
+#define IOA_NODE_STAT_MEMBER(name, label, scope) IOA_NODE_STAT_IF_##scope(_Atomic uint64_t name;)
+	IOA_STAT_FIELDS(IOA_NODE_STAT_MEMBER)
+#undef IOA_NODE_STAT_MEMBER
+} __attribute__((aligned(64)));
+
 extern struct ioa__stats ioa__stats;
+extern struct ioa__node_stats ioa__node_stats[IOA_MAX_NODES];
 
 #define ioa__stat_add(field, n) \
 	atomic_fetch_add_explicit(&ioa__stats.field, (uint64_t)(n), memory_order_relaxed)
 #define ioa__stat_sub(field, n) \
 	atomic_fetch_sub_explicit(&ioa__stats.field, (uint64_t)(n), memory_order_relaxed)
+/* A NODE counter of @node (a real node, 0 to IOA_MAX_NODES - 1): the same one
+ * relaxed add as a global counter, on the node's line instead. */
+#define ioa__node_stat_add(node, field, n) \
+	atomic_fetch_add_explicit(&ioa__node_stats[node].field, (uint64_t)(n), memory_order_relaxed)
+#define ioa__node_stat_sub(node, field, n) \
+	atomic_fetch_sub_explicit(&ioa__node_stats[node].field, (uint64_t)(n), memory_order_relaxed)
 
 /* Zeroes every counter (ioa_init of a fresh library instance). */
 void ioa__stats_reset(void);
 
 struct ioa_stats;
-/* The counters into @out (the fields that are not counters are left alone). */
+struct ioa_node_stats;
+/* The counters into @out, NODE ones summed over the nodes (the fields that
+ * are not counters are left alone). */
 void ioa__stats_copy(struct ioa_stats *out);
+/* @node's NODE counters into @out (the other fields are left alone). */
+void ioa__node_stats_copy(int node, struct ioa_node_stats *out);
 /* Writes @s as a readable report to @fd, from a stack buffer. */
 void ioa__stats_write(int fd, const struct ioa_stats *s);
 

@@ -1,5 +1,6 @@
 #include "defer.h"
 #include "clock.h"
+#include "cpulist.h"
 #include "grace.h"
 #include "iommu.h"
 #include "log.h"
@@ -94,6 +95,8 @@ static struct {
 	void (*_Atomic before_sleep)(void);
 	_Atomic uint64_t quarantined_seen;
 	pthread_mutex_t start_lock;
+	int cpus_listed;              /* IOALLOC_RECLAIM_CPUS was given: reclaim_cpus holds it */
+	cpu_set_t reclaim_cpus;
 	ioa__table_invalidate_fn table_invalidate;
 	_Atomic uint64_t latency[LATENCY_BUCKETS];
 	struct node nodes[IOA_MAX_NODES];
@@ -158,14 +161,13 @@ static uint64_t bucket_ns(unsigned b)
 	return log < 2 ? (2ull << log) : (1ull << log) + ((uint64_t)(sub + 1) << (log - 2));
 }
 
-uint64_t ioa__defer_enqueued(void)
+uint64_t ioa__defer_enqueued(int node)
 {
-	uint64_t n = atomic_load_explicit(&ioa__stats.defer_enqueued, memory_order_relaxed);
+	uint64_t n = atomic_load_explicit(&ioa__node_stats[node].defer_enqueued, memory_order_relaxed);
 
-	for (int i = 0; i < IOA_MAX_NODES; i++)
-		for (struct ring *r = atomic_load_explicit(&eng.nodes[i].rings, memory_order_acquire);
-		     r; r = r->next)
-			n += atomic_load_explicit(&r->head, memory_order_relaxed);
+	for (struct ring *r = atomic_load_explicit(&eng.nodes[node].rings, memory_order_acquire); r;
+	     r = r->next)
+		n += atomic_load_explicit(&r->head, memory_order_relaxed);
 	return n;
 }
 
@@ -307,7 +309,7 @@ static uint32_t keep_inherited(struct ioa__defer_item *it, uint32_t n,
  * ranges, invalidate once, wait out the readers, release. @ext and @order are
  * scratch arrays of @n entries. Returns how many items were quarantined.
  */
-static uint32_t retire_buffers(struct ioa__defer_item *it, uint32_t n,
+static uint32_t retire_buffers(int node, struct ioa__defer_item *it, uint32_t n,
 			       struct ioa__iova_extent *ext, uint32_t *order)
 {
 	struct ioa__region_pruned pruned = { 0 };
@@ -369,7 +371,7 @@ static uint32_t retire_buffers(struct ioa__defer_item *it, uint32_t n,
 
 		for (j = i + 1; j < m && ext[order[j]].iova == range.iova + range.len; j++)
 			range.len += ext[order[j]].len;
-		ioa__stat_add(defer_coalesced, j - i - 1);
+		ioa__node_stat_add(node, defer_coalesced, j - i - 1);
 		ranges++;
 		unmap_err = ioa__iommu_unmap(&range, 1, &done);
 		if (!unmap_err)
@@ -498,11 +500,11 @@ static uint32_t hold_short(struct ioa__defer_item *it, uint32_t n, struct ioa__i
 	return held;
 }
 
-/* Retires @n items of any kind and counts them; returns how many were
- * quarantined. With @hold, short young ranges wait (hold_short): they are
- * moved to the front of @it, their number in *held. */
-static uint32_t retire(struct ioa__defer_item *it, uint32_t n, struct ioa__iova_extent *ext,
-		       uint32_t *order, int hold, uint32_t *held)
+/* Retires @n items of any kind, all of NUMA @node, and counts them there;
+ * returns how many were quarantined. With @hold, short young ranges wait
+ * (hold_short): they are moved to the front of @it, their number in *held. */
+static uint32_t retire(int node, struct ioa__defer_item *it, uint32_t n,
+		       struct ioa__iova_extent *ext, uint32_t *order, int hold, uint32_t *held)
 {
 	int unordered = atomic_load(&eng.unordered);
 	struct ioa__defer_item tables[8];
@@ -518,13 +520,13 @@ static uint32_t retire(struct ioa__defer_item *it, uint32_t n, struct ioa__iova_
 	*held = hold && !unordered && !ioa__iommu_inherited() ? hold_short(it, buffers, ext, order, now)
 							       : 0;
 	buffers -= *held;
-	quarantined = retire_buffers(it, buffers, ext, order);
+	quarantined = retire_buffers(node, it, buffers, ext, order);
 	for (uint32_t i = 0; i < ntables; i++)
 		eng.table_invalidate(tables[i].table.owner);
 	count_latencies(it, buffers, ioa__ticks());
 	memmove(it, it + buffers, *held * sizeof(*it));
-	ioa__stat_add(defer_quarantined, quarantined);
-	ioa__stat_add(defer_retired, n - *held);
+	ioa__node_stat_add(node, defer_quarantined, quarantined);
+	ioa__node_stat_add(node, defer_retired, n - *held);
 	return quarantined;
 }
 
@@ -606,10 +608,10 @@ static uint32_t run_pass(struct node *nd, struct ring *first, int all)
 	if (!n)
 		return 0;
 	in_pass = 1;
-	retire(nd->items, n, nd->extents, nd->order, !all, &nd->held);
+	retire((int)(nd - eng.nodes), nd->items, n, nd->extents, nd->order, !all, &nd->held);
 	in_pass = 0;
 	note_held(nd);
-	ioa__stat_add(defer_batches, 1);
+	ioa__node_stat_add(nd - eng.nodes, defer_batches, 1);
 	/* Only now may producers reuse the slots. */
 	for (struct ring *r = atomic_load_explicit(&nd->rings, memory_order_acquire); r; r = r->next) {
 		/* release: ioa__defer_unretired's acquire of it then sees the
@@ -629,7 +631,8 @@ static void *reclaimer(void *arg)
 
 	snprintf(name, sizeof(name), "ioa-reclaim/%d", node);
 	pthread_setname_np(pthread_self(), name);
-	if (ioa__os_node_count() > 1 && numa_run_on_node(node) != 0)
+	/* With IOALLOC_RECLAIM_CPUS its starter bound it (bind_reclaimer). */
+	if (!eng.cpus_listed && ioa__os_node_count() > 1 && numa_run_on_node(node) != 0)
 		ioa__warn("reclaimer of node %d cannot be bound to its node: %s", node,
 			  strerror(errno));
 	for (;;) {
@@ -747,6 +750,32 @@ static struct ring *ring_new(struct node *nd)
  * retire a page, whose enqueue comes back here. */
 static __thread int starting_reclaimer;
 
+/*
+ * IOALLOC_RECLAIM_CPUS: the reclaimer of @nd runs on the listed CPUs of its
+ * node, or on all the listed ones when none is its node's. Set by the
+ * starting thread right after pthread_create (pthread_setaffinity_np is one
+ * system call; an attribute's affinity would allocate), so the binding holds
+ * once start_reclaimer returns, whichever thread runs first. A refusal (a
+ * cpuset that excludes every listed CPU) leaves the reclaimer where it is,
+ * with a warning: retirement goes on. A forked child's reclaimers start
+ * anew (ioa__defer_fork_child) and are bound here the same way.
+ */
+static void bind_reclaimer(struct node *nd)
+{
+	int node = (int)(nd - eng.nodes), err;
+	cpu_set_t set;
+
+	if (!eng.cpus_listed)
+		return;
+	ioa__os_node_cpus(node, &set);
+	CPU_AND(&set, &set, &eng.reclaim_cpus);
+	if (!CPU_COUNT(&set))
+		set = eng.reclaim_cpus;
+	if ((err = pthread_setaffinity_np(nd->thread, sizeof(set), &set)) != 0)
+		ioa__warn("reclaimer of node %d cannot be bound to IOALLOC_RECLAIM_CPUS=%s: %s", node,
+			  eng.cfg.reclaim_cpus, strerror(err));
+}
+
 static int start_reclaimer(struct node *nd)
 {
 	int err = 0;
@@ -767,6 +796,8 @@ static int start_reclaimer(struct node *nd)
 		if (err)
 			ioa__err("cannot start the reclaimer of node %d: %s", (int)(nd - eng.nodes),
 				 strerror(err));
+		else
+			bind_reclaimer(nd);
 	}
 	pthread_mutex_unlock(&eng.start_lock);
 	starting_reclaimer = 0;
@@ -825,15 +856,15 @@ static struct ring *ring_for(int node)
 	return r;
 }
 
-/* Retires @item on the calling thread, as one batch of its own; -EIO if
- * it was quarantined. */
-static int retire_now(struct ioa__defer_item *item)
+/* Retires @item of @node on the calling thread, as one batch of its own;
+ * -EIO if it was quarantined. */
+static int retire_now(int node, struct ioa__defer_item *item)
 {
 	struct ioa__iova_extent ext;
 	uint32_t order, held;
 
-	ioa__stat_add(defer_batches, 1);
-	return retire(item, 1, &ext, &order, 0, &held) ? -EIO : 0;
+	ioa__node_stat_add(node, defer_batches, 1);
+	return retire(node, item, 1, &ext, &order, 0, &held) ? -EIO : 0;
 }
 
 /* The queue is full: retire a bounded batch, ours first, on this thread. */
@@ -844,7 +875,7 @@ static void help(int node, struct ring *r)
 	pthread_mutex_lock(&nd->pass_lock);
 	run_pass(nd, r, 0);
 	pthread_mutex_unlock(&nd->pass_lock);
-	ioa__stat_add(defer_helped, 1);
+	ioa__node_stat_add(node, defer_helped, 1);
 }
 
 /*
@@ -926,14 +957,14 @@ int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
 		if (mine.exited && push_late(node, item) == 0)
 			return 0;
 	}
-	return ioa__defer_retire_now(item);
+	return ioa__defer_retire_now(node, item);
 }
 
-int ioa__defer_retire_now(struct ioa__defer_item *item)
+int ioa__defer_retire_now(int node, struct ioa__defer_item *item)
 {
-	ioa__stat_add(defer_enqueued, 1);
+	ioa__node_stat_add(node, defer_enqueued, 1);
 	item->stamp = ioa__ticks();
-	return retire_now(item);
+	return retire_now(node, item);
 }
 
 /* ---- the cap on unretired bytes ---------------------------------------- */
@@ -978,7 +1009,7 @@ void ioa__defer_throttle(int node)
 
 	if (in_pass || !over_cap(node))
 		return;
-	ioa__stat_add(defer_throttled, 1);
+	ioa__node_stat_add(node, defer_throttled, 1);
 	deadline = ioa__ticks() + 2 * eng.delay_ticks;
 	while (pthread_mutex_trylock(&nd->pass_lock) != 0) {
 		if (ioa__ticks() > deadline)
@@ -989,6 +1020,28 @@ void ioa__defer_throttle(int node)
 	}
 	if (over_cap(node))
 		run_pass(nd, NULL, 0);
+	pthread_mutex_unlock(&nd->pass_lock);
+}
+
+/* ---- the dump -------------------------------------------------------- */
+
+/* Under the pass lock no pass runs, so every ring's claimed equals its tail:
+ * [tail, head) is what waits, and the slots there stay until a pass. */
+void ioa__defer_walk(int node, void (*fn)(void *arg, const struct ioa__defer_item *item),
+		     void *arg)
+{
+	struct node *nd = &eng.nodes[node];
+
+	pthread_mutex_lock(&nd->pass_lock);
+	for (uint32_t i = 0; i < nd->held; i++)
+		fn(arg, &nd->items[i]);
+	for (struct ring *r = atomic_load_explicit(&nd->rings, memory_order_acquire); r; r = r->next) {
+		/* acquire: the items below head are written (push's release) */
+		uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+
+		for (uint64_t i = r->claimed; i != head; i++)
+			fn(arg, &r->items[i & r->mask]);
+	}
 	pthread_mutex_unlock(&nd->pass_lock);
 }
 
@@ -1011,7 +1064,9 @@ int ioa__defer_quiesce(void)
 			run_pass(nd, NULL, 1);
 		pthread_mutex_unlock(&nd->pass_lock);
 	}
-	q = atomic_load_explicit(&ioa__stats.defer_quarantined, memory_order_relaxed);
+	q = 0;
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		q += atomic_load_explicit(&ioa__node_stats[n].defer_quarantined, memory_order_relaxed);
 	return atomic_exchange(&eng.quarantined_seen, q) != q ? -EIO : 0;
 }
 
@@ -1022,6 +1077,8 @@ int ioa__defer_init(const struct ioa_config *cfg)
 		;
 	eng.wake_at = (eng.ring_size < PASS_MAX ? eng.ring_size : PASS_MAX) / 4 * 3;
 	eng.cap = (uint64_t)cfg->defer_cap_mb << 20;
+	eng.cpus_listed = cfg->reclaim_cpus[0] && ioa__cpulist_parse(cfg->reclaim_cpus,
+								   &eng.reclaim_cpus) == 0;
 	eng.wake_bytes = eng.cap / 2;
 	ioa__clock_calibrate();
 	ioa__grace_init();

@@ -61,11 +61,11 @@ void ioa__defer_fini(void);
  * IOALLOC_DEFER=sync: then -EIO if it was quarantined. */
 int ioa__defer_enqueue(int node, struct ioa__defer_item *item);
 
-/* Retires @item on the calling thread, as a batch of its own, by the same
+/* Retires @item (of @node) on the calling thread, as a batch of its own, by the same
  * protocol as a pass (what IOALLOC_DEFER=sync does with every free): no
  * queue, no reclaimer, no wait for other items. 0, or -EIO if it was
  * quarantined (counted, and reported by the next ioa__defer_quiesce). */
-int ioa__defer_retire_now(struct ioa__defer_item *item);
+int ioa__defer_retire_now(int node, struct ioa__defer_item *item);
 
 /* The bytes freed on @node and not yet retired: items queued or in a pass. */
 uint64_t ioa__defer_unretired(int node);
@@ -88,8 +88,8 @@ void ioa__defer_set_unordered(int on);
  * about to announce that it sleeps (NULL: none). */
 void ioa__defer_set_before_sleep(void (*fn)(void));
 
-/* Items ever enqueued: counted per queue by its producer, summed here. */
-uint64_t ioa__defer_enqueued(void);
+/* Items ever enqueued on @node: counted per queue by its producer, summed here. */
+uint64_t ioa__defer_enqueued(int node);
 
 /* How long a reclaimer naps when its oldest item is @age_ticks old and a
  * pass is due at @delay_ticks: what is left, and never 0 (0 is no limit). */
@@ -97,6 +97,13 @@ uint64_t ioa__defer_nap_ns(uint64_t delay_ticks, uint64_t age_ticks);
 
 /* Free-to-retirement latency percentiles, in nanoseconds. */
 void ioa__defer_latency(uint64_t *p50, uint64_t *p99);
+
+/* Calls @fn on each item of @node freed and not yet retired (queued, or held
+ * by the last pass for the next), holding the node's pass lock: retirement
+ * on the node waits meanwhile; frees go on, and one queued meanwhile may or
+ * may not be seen. Must not be called inside a pass (a table callback). */
+void ioa__defer_walk(int node, void (*fn)(void *arg, const struct ioa__defer_item *item),
+		     void *arg);
 
 /* fork() support: quiesce the engine's locks around the fork. */
 void ioa__defer_fork_prepare(void);

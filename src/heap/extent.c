@@ -237,7 +237,7 @@ static void purge(struct ext_node *en, uint64_t now)
 	       (en->dirty_bytes > DIRTY_MAX || now - e->idle_since > decay)) {
 		if (madvise(e->base, e->len, MADV_DONTNEED) != 0)
 			return;
-		ioa__stat_add(heap_large_purged, e->len);
+		ioa__node_stat_add(en - nodes, heap_large_purged, e->len);
 		free_remove(en, e);
 		e->purged = 1;
 		free_insert(en, e, 0);
@@ -367,7 +367,7 @@ static struct ioa__span *add_chunk(struct ext_node *en, int node, size_t len)
 	c->idle_since = ioa__ticks();
 	e->purged = 1; /* untouched pages: nothing to give back */
 	free_insert(en, e, 0);
-	ioa__stat_add(heap_large_created, 1);
+	ioa__node_stat_add(node, heap_large_created, 1);
 	return e;
 }
 
@@ -379,7 +379,7 @@ struct ioa__span *ioa__extent_alloc(int node, size_t len)
 	pthread_once(&nodes_once, nodes_init);
 	pthread_mutex_lock(&en->lock);
 	if ((e = best_fit(en, len)))
-		ioa__stat_add(heap_large_reused, 1);
+		ioa__node_stat_add(node, heap_large_reused, 1);
 	else
 		e = add_chunk(en, node, len);
 	if (e && !(u = carve(en, e, len))) {

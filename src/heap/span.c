@@ -261,7 +261,7 @@ void ioa__span_retire(struct ioa__span *s)
 	if (s->all_next)
 		s->all_next->all_prev = s->all_prev;
 	pthread_mutex_unlock(&all_lock);
-	ioa__stat_add(heap_spans_retired, 1);
+	ioa__node_stat_add(s->node, heap_spans_retired, 1);
 	span_destroy(s);
 }
 
@@ -374,7 +374,7 @@ struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
 				len >> IOA_PAGE_SHIFT);
 		if (!s)
 			return NULL;
-		ioa__stat_add(heap_spans_created, 1);
+		ioa__node_stat_add(node, heap_spans_created, 1);
 	}
 	if (ioa__span_format(s, c, owner) != 0) {
 		ioa__span_put(s);
@@ -414,12 +414,12 @@ struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align)
 		retire_list(victims);
 	}
 	if (s) {
-		ioa__stat_add(heap_large_reused, 1);
+		ioa__node_stat_add(node, heap_large_reused, 1);
 		return s;
 	}
 	s = span_create(node, len, align < IOA_PAGE ? IOA_PAGE : align, POOL_FEW, 1);
 	if (s)
-		ioa__stat_add(heap_large_created, 1);
+		ioa__node_stat_add(node, heap_large_created, 1);
 	return s;
 }
 

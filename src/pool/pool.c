@@ -351,6 +351,27 @@ IOA_EXPORT int ioa_pool_stats_get(struct ioa_pool *p, struct ioa_pool_stats *out
 	return 0;
 }
 
+void ioa__pool_walk(void (*fn)(void *arg, const struct ioa__pool_info *pool), void *arg)
+{
+	pthread_mutex_lock(&ioa__pools_lock);
+	for (unsigned i = 0; i < IOA_POOL_MAX; i++) {
+		struct ioa_pool *p = &table[i];
+		struct ioa__pool_info info;
+
+		if (!ioa__pool_live(p))
+			continue;
+		info = (struct ioa__pool_info){ .name = p->name, .node = p->node, .base = p->base,
+						.slab_bytes = p->slab_bytes, .obj_size = p->obj_size,
+						.count = p->count,
+						.in_ring = (unsigned)ioa__ring_count(p->ring) };
+		for (struct ioa__pool_cache *c = p->caches; c; c = c->next)
+			/* relaxed: a count, a snapshot */
+			info.in_caches += atomic_load_explicit(&c->len, memory_order_relaxed);
+		fn(arg, &info);
+	}
+	pthread_mutex_unlock(&ioa__pools_lock);
+}
+
 void ioa__pool_fini(void)
 {
 	pthread_mutex_lock(&ioa__pools_lock);

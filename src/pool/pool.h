@@ -101,6 +101,19 @@ int ioa__pool_check_put(struct ioa_pool *p, void *obj, const char *fn);
  * memory goes with the heap's and the regions' (a leaked buffer each). */
 void ioa__pool_fini(void);
 
+/* A live pool as the dump shows it. */
+struct ioa__pool_info {
+	const char *name;
+	int node;
+	const void *base;     /* the slab: one ioa_dma_alloc() buffer */
+	size_t slab_bytes, obj_size;
+	unsigned count, in_ring, in_caches;
+};
+/* Calls @fn on every live pool, holding the pools' lock (creation, free and
+ * every thread's first use or exit of a pool's cache wait meanwhile; gets
+ * and puts do not): the counts are a snapshot. */
+void ioa__pool_walk(void (*fn)(void *arg, const struct ioa__pool_info *pool), void *arg);
+
 /* Describes a call of @fn on a pool that is not live; -EINVAL. */
 int ioa__pool_bad(const struct ioa_pool *p, const char *fn);
 

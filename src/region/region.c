@@ -59,6 +59,49 @@ _Atomic uint64_t ioa__va2iova_root[512] __attribute__((aligned(4096)));
 _Atomic uint64_t ioa__iova2va_root[512] __attribute__((aligned(4096)));
 static struct ioa__iopt va2iova, iova2va;
 
+/* Quarantined buffers, for the dump: slots taken by a counter, each published
+ * by its ready flag; no lock, so nothing to take around fork(). */
+struct quarantine_record {
+	_Atomic int ready;
+	int node;
+	uint64_t va, iova, len;
+};
+
+static struct {
+	_Atomic uint64_t count;
+	struct quarantine_record rec[IOA_QUARANTINE_LOG];
+} qlog;
+
+static void log_quarantine(int node, uint64_t va, uint64_t iova, uint64_t len)
+{
+	uint64_t i = atomic_fetch_add_explicit(&qlog.count, 1, memory_order_relaxed);
+	struct quarantine_record *r;
+
+	if (i >= IOA_QUARANTINE_LOG)
+		return;
+	r = &qlog.rec[i];
+	r->node = node;
+	r->va = va;
+	r->iova = iova;
+	r->len = len;
+	/* release: the fields are written before a reader sees the record */
+	atomic_store_explicit(&r->ready, 1, memory_order_release);
+}
+
+uint64_t ioa__region_each_quarantined(ioa__quarantine_fn fn, void *arg)
+{
+	uint64_t n = atomic_load_explicit(&qlog.count, memory_order_relaxed);
+
+	for (uint64_t i = 0; i < n && i < IOA_QUARANTINE_LOG; i++) {
+		const struct quarantine_record *r = &qlog.rec[i];
+
+		/* acquire: pairs with log_quarantine's release of ready */
+		if (atomic_load_explicit(&r->ready, memory_order_acquire))
+			fn(arg, r->node, (const void *)(uintptr_t)r->va, r->iova, (size_t)r->len);
+	}
+	return n;
+}
+
 static struct {
 	struct ioa_config cfg;
 	struct ioa__iova_space iova; /* unused by an identity backend */
@@ -435,7 +478,8 @@ int ioa__region_alloc(size_t size, size_t align, int node, void **out)
 	va = (uint64_t)(uintptr_t)s->mem.addr + ((uint64_t)first << IOA_PAGE_SHIFT);
 	err = map_buffer(va, s->iova + ((uint64_t)first << IOA_PAGE_SHIFT), len, s->whole);
 	if (err == -EIO) { /* the device may still reach it: quarantine */
-		ioa__stat_add(quarantined_bytes, len);
+		ioa__node_stat_add(node, quarantined_bytes, len);
+		log_quarantine(node, va, s->iova + ((uint64_t)first << IOA_PAGE_SHIFT), len);
 		return err;
 	}
 	if (err) {
@@ -443,8 +487,8 @@ int ioa__region_alloc(size_t size, size_t align, int node, void **out)
 		return map_failure(err);
 	}
 	atomic_store_explicit(&s->run[first], (uint32_t)(len >> IOA_PAGE_SHIFT), memory_order_release);
-	ioa__stat_add(dma_allocs, 1);
-	ioa__stat_add(dma_bytes_live, len);
+	ioa__node_stat_add(s->node, dma_allocs, 1);
+	ioa__node_stat_add(s->node, dma_bytes_live, len);
 	*out = (void *)(uintptr_t)va;
 	return 0;
 }
@@ -498,6 +542,11 @@ static uint64_t buffer_va(const struct ioa__buffer *b)
 	return (uint64_t)(uintptr_t)b->seg->mem.addr + ((uint64_t)b->first << IOA_PAGE_SHIFT);
 }
 
+void *ioa__region_va(const struct ioa__buffer *b)
+{
+	return (void *)(uintptr_t)buffer_va(b);
+}
+
 int ioa__region_node(const struct ioa__buffer *b)
 {
 	return b->seg->node;
@@ -530,8 +579,8 @@ static void count_retired_run(const struct ioa__buffer *b, uint32_t buffers)
 {
 	if (b->seg->external) /* never counted as a buffer */
 		return;
-	ioa__stat_add(dma_frees, buffers);
-	ioa__stat_sub(dma_bytes_live, (uint64_t)b->npages << IOA_PAGE_SHIFT);
+	ioa__node_stat_add(b->seg->node, dma_frees, buffers);
+	ioa__node_stat_sub(b->seg->node, dma_bytes_live, (uint64_t)b->npages << IOA_PAGE_SHIFT);
 }
 
 static void count_retired(const struct ioa__buffer *b)
@@ -606,7 +655,7 @@ void ioa__region_release_closed(const struct ioa__buffer *b)
 void ioa__region_keep(const struct ioa__buffer *b)
 {
 	count_retired(b);
-	ioa__stat_add(fork_kept_bytes, (uint64_t)b->npages << IOA_PAGE_SHIFT);
+	ioa__node_stat_add(b->seg->node, fork_kept_bytes, (uint64_t)b->npages << IOA_PAGE_SHIFT);
 }
 
 void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *step)
@@ -616,7 +665,8 @@ void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *st
 	ioa__region_extent(b, &ext);
 	if (!b->seg->whole) /* a whole segment's buffers were counted when closed */
 		count_retired(b);
-	ioa__stat_add(quarantined_bytes, ext.len);
+	ioa__node_stat_add(b->seg->node, quarantined_bytes, ext.len);
+	log_quarantine(b->seg->node, buffer_va(b), ext.iova, ext.len);
 	if (b->seg->external)
 		atomic_store_explicit(&b->seg->adopted_state, IOA_ADOPTED_QUARANTINED,
 				      memory_order_release); /* release: pairs as in release_pages */
@@ -742,7 +792,7 @@ int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out)
 	}
 	*out = (struct ioa__buffer){ .seg = s, .first = 0, .npages = s->npages };
 	if (err) /* the device may still reach it: quarantined, window and all */
-		ioa__stat_add(quarantined_bytes, len);
+		ioa__node_stat_add(node, quarantined_bytes, len);
 	return err;
 }
 
@@ -756,6 +806,37 @@ enum ioa__adopted_state ioa__region_adopted_state(const struct ioa__buffer *b)
 void ioa__region_forget(const struct ioa__buffer *b)
 {
 	external_free(b->seg);
+}
+
+/* ---- the dump -------------------------------------------------------- */
+
+void ioa__region_walk(int node, ioa__segment_fn seg_fn, ioa__buffer_fn buf_fn, void *arg)
+{
+	struct node_arena *a = &rg.nodes[node];
+
+	pthread_mutex_lock(&a->lock);
+	for (struct ioa__segment *s = a->segments; s; s = s->next) {
+		struct ioa__segment_info info = {
+			.va = s->mem.addr, .iova = s->iova, .len = s->mem.len, .node = s->node,
+			.kind = s->mem.kind, .whole = s->whole, .dedicated = s->dedicated,
+			.big = s->big, .closing = s->closing, .npages = s->npages,
+			.free_pages = atomic_load_explicit(&s->free_pages, memory_order_relaxed),
+		};
+
+		seg_fn(arg, &info);
+		for (uint32_t i = 0; buf_fn && i < s->npages; i++) {
+			/* acquire: pairs with the allocation's release of its run
+			 * length, published once the buffer is mapped */
+			uint32_t n = atomic_load_explicit(&s->run[i], memory_order_acquire);
+
+			if (!n)
+				continue;
+			buf_fn(arg, (uint8_t *)s->mem.addr + ((size_t)i << IOA_PAGE_SHIFT),
+			       s->iova + ((uint64_t)i << IOA_PAGE_SHIFT), (size_t)n << IOA_PAGE_SHIFT);
+			i += n - 1; /* the buffer's other pages hold no run */
+		}
+	}
+	pthread_mutex_unlock(&a->lock);
 }
 
 /* ---- fork ------------------------------------------------------------ */
@@ -800,6 +881,7 @@ int ioa__region_init(const struct ioa_config *cfg)
 	int err;
 
 	memset(&rg, 0, sizeof(rg));
+	memset(&qlog, 0, sizeof(qlog));
 	rg.cfg = *cfg;
 	rg.identity = info->identity;
 	rg.segment_size = cfg->page_size == IOA_PAGE_1G ? IOA_HUGE_1G : SEGMENT_SIZE;
@@ -843,7 +925,7 @@ static void segment_fini(struct ioa__segment *s)
 			  (void *)((uint8_t *)s->mem.addr + ((size_t)i << IOA_PAGE_SHIFT)),
 			  (unsigned long long)n * 4);
 		atomic_store_explicit(&s->run[i], 0, memory_order_relaxed);
-		ioa__stat_sub(dma_bytes_live, (uint64_t)n << IOA_PAGE_SHIFT);
+		ioa__node_stat_sub(s->node, dma_bytes_live, (uint64_t)n << IOA_PAGE_SHIFT);
 		if (s->whole)
 			ioa__region_unlink(&b, NULL); /* the segment is unmapped whole below */
 		else if (unmap_leaked(&b) == 0)

@@ -17,6 +17,7 @@
 
 #include "iommu.h"
 #include "iopt.h"
+#include "os.h"
 #include "ioalloc.h"
 
 #include <stddef.h>
@@ -122,6 +123,37 @@ enum ioa__adopted_state ioa__region_adopted_state(const struct ioa__buffer *b);
 /* Frees the metadata and the IOVA window of an external buffer that is not
  * mapped (released, or never retired by an IOMMU that is its parent's). */
 void ioa__region_forget(const struct ioa__buffer *b);
+
+/* The start of its memory. */
+void *ioa__region_va(const struct ioa__buffer *b);
+
+/* ---- for the dump (ioa_dump) ------------------------------------------ */
+
+struct ioa__segment_info {
+	const void *va;
+	uint64_t iova;            /* its window: [iova, iova + len) */
+	size_t len;
+	int node;
+	enum ioa__page_kind kind;
+	int whole;                /* mapped whole (mappings ran low), else buffer by buffer */
+	int dedicated, big, closing;
+	uint32_t npages, free_pages;
+};
+typedef void (*ioa__segment_fn)(void *arg, const struct ioa__segment_info *seg);
+/* A live buffer: allocated and not freed. */
+typedef void (*ioa__buffer_fn)(void *arg, const void *va, uint64_t iova, size_t len);
+/* Calls @seg_fn on each segment of @node, each followed by @buf_fn (unless
+ * NULL) on each of its live buffers, holding the node's lock (allocations on the node
+ * wait; frees and retirement of shared segments' pages go on, so a buffer
+ * freed meanwhile may or may not be seen). */
+void ioa__region_walk(int node, ioa__segment_fn seg_fn, ioa__buffer_fn buf_fn, void *arg);
+
+#define IOA_QUARANTINE_LOG 64 /* quarantined buffers remembered for the dump */
+typedef void (*ioa__quarantine_fn)(void *arg, int node, const void *va, uint64_t iova, size_t len);
+/* Calls @fn on the first IOA_QUARANTINE_LOG buffers quarantined since
+ * ioa_init (no lock: each record is published once, with a release store);
+ * returns how many were quarantined in all. */
+uint64_t ioa__region_each_quarantined(ioa__quarantine_fn fn, void *arg);
 
 /* fork(): the node locks, the IOVA space's and the software tables'. */
 void ioa__region_fork_prepare(void);
