@@ -106,6 +106,10 @@ IOA_EXPORT int ioa_ring_enqueue_bulk(struct ioa_ring *r, void *const *objs, unsi
 {
 	if (__builtin_expect(!transfer_ok(r, objs, n, IOA_RING_BULK), 0))
 		return refuse(r, objs, n, "ioa_ring_enqueue_bulk");
+	/* The default mode inline, its take folded in (DPDK's bulk calls are
+	 * inline in the caller); the other modes out of line. */
+	if (__builtin_expect(r->prod_sync == IOA_RING_SYNC_MT, 1))
+		return (int)ioa__ring_enqueue_sync(r, objs, n, IOA_RING_BULK, free_space, IOA_RING_SYNC_MT);
 	return (int)enqueue(r, objs, n, IOA_RING_BULK, free_space);
 }
 
@@ -122,6 +126,10 @@ IOA_EXPORT int ioa_ring_dequeue_bulk(struct ioa_ring *r, void **objs, unsigned n
 {
 	if (__builtin_expect(!transfer_ok(r, objs, n, IOA_RING_BULK), 0))
 		return refuse(r, objs, n, "ioa_ring_dequeue_bulk");
+	/* The default mode inline, its take folded in (DPDK's bulk calls are
+	 * inline in the caller); the other modes out of line. */
+	if (__builtin_expect(r->cons_sync == IOA_RING_SYNC_MT, 1))
+		return (int)ioa__ring_dequeue_sync(r, objs, n, IOA_RING_BULK, available, IOA_RING_SYNC_MT);
 	return (int)dequeue(r, objs, n, IOA_RING_BULK, available);
 }
 
