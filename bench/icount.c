@@ -1,13 +1,14 @@
 /*
  * Instruction counts, the stable comparison on a shared machine: run under
  * callgrind by bench/icount.sh, which divides each loop function's
- * inclusive instructions by the objects it moved. Each case is one
- * noinline function named loop_<library>_<case> that moves ROUNDS bulks
- * through the pool or ring with the calls a program makes (ioalloc.h's
- * inline pool path and exported ring functions; DPDK's inline functions
- * through the wrappers of bench_pool.c and bench_ring.c). One thread:
- * instructions, not time; timing is bench_pool's and bench_ring's.
- * Usage: icount [ROUNDS]; prints "case objects" lines for icount.sh.
+ * inclusive instructions by the objects it moved. Each case is one noipa
+ * function (neither inlined nor merged with its twins) named
+ * loop_<library>_<case> that moves ROUNDS bulks through the pool or ring
+ * with the calls a program makes (ioalloc.h's inline pool path, or the
+ * exported functions, and the exported ring functions; DPDK's inline
+ * functions). One thread: instructions, not time; timing is bench_pool's
+ * and bench_ring's. Usage: icount [ROUNDS]; prints "case objects" lines
+ * for icount.sh.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,7 +57,7 @@ static __attribute__((noinline)) void ioa_put_exported(void *pool, void *const *
 	(ioa_pool_put_bulk)(pool, objs, n);
 }
 
-static __attribute__((noinline)) void loop_ioa_exported_pool32(void *pool)
+static __attribute__((noipa)) void loop_ioa_exported_pool32(void *pool)
 {
 	void *objs[32];
 
@@ -68,7 +69,7 @@ static __attribute__((noinline)) void loop_ioa_exported_pool32(void *pool)
 	}
 }
 
-static __attribute__((noinline)) void loop_ioa_pool32(void *pool)
+static __attribute__((noipa)) void loop_ioa_pool32(void *pool)
 {
 	void *objs[32];
 
@@ -80,7 +81,7 @@ static __attribute__((noinline)) void loop_ioa_pool32(void *pool)
 	}
 }
 
-static __attribute__((noinline)) void loop_ioa_ring8(struct ioa_ring *r)
+static inline __attribute__((always_inline)) void ioa_ring_loop(struct ioa_ring *r)
 {
 	void *objs[32] = {0};
 
@@ -90,6 +91,21 @@ static __attribute__((noinline)) void loop_ioa_ring8(struct ioa_ring *r)
 			abort();
 		CLOBBER(objs);
 	}
+}
+
+static __attribute__((noipa)) void loop_ioa_ring8(struct ioa_ring *r)
+{
+	ioa_ring_loop(r);
+}
+
+static __attribute__((noipa)) void loop_ioa_ring8_spsc(struct ioa_ring *r)
+{
+	ioa_ring_loop(r);
+}
+
+static __attribute__((noipa)) void loop_ioa_ring8_rts(struct ioa_ring *r)
+{
+	ioa_ring_loop(r);
 }
 
 #ifdef IOA_BENCH_DPDK
@@ -104,7 +120,7 @@ static __attribute__((noinline)) void rte_put(void *pool, void *cache, void *con
 	rte_mempool_generic_put(pool, objs, n, cache);
 }
 
-static __attribute__((noinline)) void loop_dpdk_pool32(void *pool, void *cache)
+static __attribute__((noipa)) void loop_dpdk_pool32(void *pool, void *cache)
 {
 	void *objs[32];
 
@@ -116,7 +132,7 @@ static __attribute__((noinline)) void loop_dpdk_pool32(void *pool, void *cache)
 	}
 }
 
-static __attribute__((noinline)) void loop_dpdk_ring8(struct rte_ring *r)
+static inline __attribute__((always_inline)) void rte_ring_loop(struct rte_ring *r)
 {
 	void *objs[32] = {0};
 
@@ -128,13 +144,28 @@ static __attribute__((noinline)) void loop_dpdk_ring8(struct rte_ring *r)
 	}
 }
 
+static __attribute__((noipa)) void loop_dpdk_ring8(struct rte_ring *r)
+{
+	rte_ring_loop(r);
+}
+
+static __attribute__((noipa)) void loop_dpdk_ring8_spsc(struct rte_ring *r)
+{
+	rte_ring_loop(r);
+}
+
+static __attribute__((noipa)) void loop_dpdk_ring8_rts(struct rte_ring *r)
+{
+	rte_ring_loop(r);
+}
+
 static int dpdk_cases(char *prog)
 {
 	char *argv[] = {prog, "--no-huge", "--no-pci", "--no-shconf", "--no-telemetry",
 			"-l", "0", "--iova-mode=va", "--log-level=warning", "-m", "128"};
 	struct rte_mempool *mp;
 	struct rte_mempool_cache *cache;
-	struct rte_ring *r;
+	struct rte_ring *r, *r_st, *r_rts;
 
 	if (rte_eal_init((int)(sizeof(argv) / sizeof(argv[0])), argv) < 0)
 		return -1;
@@ -142,12 +173,20 @@ static int dpdk_cases(char *prog)
 				SOCKET_ID_ANY, 0);
 	cache = rte_mempool_cache_create(CACHE, SOCKET_ID_ANY);
 	r = rte_ring_create("icount", RING_COUNT, SOCKET_ID_ANY, 0);
-	if (!mp || !cache || !r)
+	r_st = rte_ring_create("icount-st", RING_COUNT, SOCKET_ID_ANY,
+			       RING_F_SP_ENQ | RING_F_SC_DEQ);
+	r_rts = rte_ring_create("icount-rts", RING_COUNT, SOCKET_ID_ANY,
+				RING_F_MP_RTS_ENQ | RING_F_MC_RTS_DEQ);
+	if (!mp || !cache || !r || !r_st || !r_rts)
 		return -1;
 	loop_dpdk_pool32(mp, cache);
 	printf("dpdk_pool32 %lu\n", rounds * pool_bulk * 2);
 	loop_dpdk_ring8(r);
 	printf("dpdk_ring8 %lu\n", rounds * ring_bulk * 2);
+	loop_dpdk_ring8_spsc(r_st);
+	printf("dpdk_ring8_spsc %lu\n", rounds * ring_bulk * 2);
+	loop_dpdk_ring8_rts(r_rts);
+	printf("dpdk_ring8_rts %lu\n", rounds * ring_bulk * 2);
 	return 0;
 }
 #endif
@@ -180,6 +219,19 @@ int main(int argc, char **argv)
 	printf("ioa_exported_pool32 %lu\n", rounds * pool_bulk * 2);
 	loop_ioa_ring8(r);
 	printf("ioa_ring8 %lu\n", rounds * ring_bulk * 2);
+	ioa_ring_free(r);
+	r = ioa_ring_create("icount-st", RING_COUNT, IOA_NODE_ANY, IOA_RING_SP_ENQ | IOA_RING_SC_DEQ);
+	if (!r)
+		return 1;
+	loop_ioa_ring8_spsc(r);
+	printf("ioa_ring8_spsc %lu\n", rounds * ring_bulk * 2);
+	ioa_ring_free(r);
+	r = ioa_ring_create("icount-rts", RING_COUNT, IOA_NODE_ANY,
+			    IOA_RING_RTS_ENQ | IOA_RING_RTS_DEQ);
+	if (!r)
+		return 1;
+	loop_ioa_ring8_rts(r);
+	printf("ioa_ring8_rts %lu\n", rounds * ring_bulk * 2);
 	ioa_ring_free(r);
 	ioa_pool_free(p);
 	return 0;

@@ -23,20 +23,11 @@ void ioa__ring_test_reserved(const struct ioa_ring *r, int enqueue);
 #endif
 
 /* Copies @n pointers between a ring's slots and a caller's array, which
- * never overlap (restrict: no run-time alias check), by 4 as DPDK's ring
- * does (a bulk of 8: two rounds). */
+ * never overlap (restrict: no run-time alias check before the copy). */
 static inline __attribute__((always_inline)) void copy_ptrs(void **restrict dst,
 							   void *const *restrict src, size_t n)
 {
-	size_t k = 0;
-
-	for (; k + 4 <= n; k += 4) {
-		dst[k] = src[k];
-		dst[k + 1] = src[k + 1];
-		dst[k + 2] = src[k + 2];
-		dst[k + 3] = src[k + 3];
-	}
-	for (; k < n; k++)
+	for (size_t k = 0; k < n; k++)
 		dst[k] = src[k];
 }
 
