@@ -53,7 +53,7 @@ static void check_all_free(struct ioa_pool *p)
 static void test_bad_args(void)
 {
 	struct ioa_pool *p, *q = NULL;
-	void *obj = NULL, *objs[4];
+	void *obj = NULL, *objs[4] = {0};
 	char *np = NULL;
 
 	errno = 0;
