@@ -22,15 +22,6 @@ void ioa__ring_test_reserved(const struct ioa_ring *r, int enqueue);
 #define RESERVED(r, enq) ((void)(r), (void)(enq))
 #endif
 
-/* Copies @n pointers between a ring's slots and a caller's array, which
- * never overlap (restrict: no run-time alias check before the copy). */
-static inline __attribute__((always_inline)) void copy_ptrs(void **restrict dst,
-							   void *const *restrict src, size_t n)
-{
-	for (size_t k = 0; k < n; k++)
-		dst[k] = src[k];
-}
-
 /* The copies: slots from pos & mask on, wrapping once at the end. Indexes
  * are size_t so the loops need no 32-bit wrap of their own. */
 static inline void copy_in(struct ioa_ring *r, uint32_t pos, void *const *objs, uint32_t n)
@@ -38,11 +29,14 @@ static inline void copy_in(struct ioa_ring *r, uint32_t pos, void *const *objs, 
 	size_t i = pos & r->mask, first = r->capacity - i;
 
 	if (__builtin_expect(n <= first, 1)) {
-		copy_ptrs(&r->slots[i], objs, n);
+		for (size_t k = 0; k < n; k++)
+			r->slots[i + k] = objs[k];
 		return;
 	}
-	copy_ptrs(&r->slots[i], objs, first);
-	copy_ptrs(r->slots, objs + first, n - first);
+	for (size_t k = 0; k < first; k++)
+		r->slots[i + k] = objs[k];
+	for (size_t k = first; k < n; k++)
+		r->slots[k - first] = objs[k];
 }
 
 static inline void copy_out(const struct ioa_ring *r, uint32_t pos, void **objs, uint32_t n)
@@ -50,11 +44,14 @@ static inline void copy_out(const struct ioa_ring *r, uint32_t pos, void **objs,
 	size_t i = pos & r->mask, first = r->capacity - i;
 
 	if (__builtin_expect(n <= first, 1)) {
-		copy_ptrs(objs, &r->slots[i], n);
+		for (size_t k = 0; k < n; k++)
+			objs[k] = r->slots[i + k];
 		return;
 	}
-	copy_ptrs(objs, &r->slots[i], first);
-	copy_ptrs(objs + first, r->slots, n - first);
+	for (size_t k = 0; k < first; k++)
+		objs[k] = r->slots[i + k];
+	for (size_t k = first; k < n; k++)
+		objs[k] = r->slots[k - first];
 }
 
 /* Moves up to @n pointers in or out, with the side in mode @sync (a
