@@ -548,8 +548,13 @@ int ioa_pool_put_bulk(struct ioa_pool *pool, void *const *objs, unsigned n);
  * the exported function of the same name, which does everything (argument
  * checks, IOALLOC_CHECK=1's checks, refill, flush, a thread's first call).
  * Results, messages, counters and the life of the caches (above) are the
- * same either way; (ioa_pool_get_bulk)(...) or a function pointer calls the
- * exported function.
+ * same either way: after the thread's exit destructor (it clears the
+ * thread's table before freeing it) a call goes to the exported function
+ * and the ring; a forked child has the forking thread's caches; a signal
+ * handler may not interrupt a call on the same pool; a pool freed, or
+ * dropped by ioa_fini(), never matches a cache, so the exported function
+ * refuses the call. (ioa_pool_get_bulk)(...) or a function pointer calls
+ * the exported function.
  *
  * What the inline code reads is part of the ABI, version IOA_POOL_FAST_ABI:
  * the two structs below and the thread's table ioa_pool_tcaches_v1 (an
