@@ -612,6 +612,141 @@ int ioa_pool_put(struct ioa_pool *pool, void *obj);
  * IOALLOC_CHECK=1 the objects that pass are returned, the others not). */
 int ioa_pool_put_bulk(struct ioa_pool *pool, void *const *objs, unsigned n);
 
+/*
+ * The inline fast path of get and put (GCC and Clang; a program that defines
+ * IOA_POOL_NO_INLINE before including this header calls the functions
+ * above instead). ioa_pool_get, ioa_pool_get_bulk, ioa_pool_put and
+ * ioa_pool_put_bulk are then also function-like macros (as C allows for any
+ * library function): they serve the call from the calling thread's cache of
+ * the pool when it can, like DPDK's rte_mempool_get_bulk, and otherwise call
+ * the exported function of the same name, which does everything (argument
+ * checks, IOALLOC_CHECK=1's checks, refill, flush, a thread's first call).
+ * Results, messages, counters and the life of the caches (above) are the
+ * same either way: after the thread's exit destructor (it clears the
+ * thread's table before freeing it) a call goes to the exported function
+ * and the ring; a forked child has the forking thread's caches; a signal
+ * handler may not interrupt a call on the same pool; a pool freed, or
+ * dropped by ioa_fini(), never matches a cache, so the exported function
+ * refuses the call. (ioa_pool_get_bulk)(...) or a function pointer calls
+ * the exported function.
+ *
+ * What the inline code reads is part of the ABI, version IOA_POOL_FAST_ABI:
+ * the two structs below and the thread's table ioa_pool_tcaches_v1 (an
+ * initial-exec thread-local variable of the library: the library's own
+ * thread-local variables are all initial-exec, so a program that can load
+ * the library can reach this one). A library with another layout would name
+ * the variable after its version; it could keep this one's table empty, so
+ * that programs built with this header take the exported functions.
+ */
+#if defined(__GNUC__)
+#define IOA_POOL_FAST_ABI 1
+
+/** Not for direct use: the first bytes of every pool (ABI 1). */
+struct ioa_pool_fast {
+	uint32_t slot; /**< index of the pool's cache in a thread's table */
+	uint32_t key;  /**< a cache serves the inline path only when its key is
+			    this; 0 (no cache matches) with IOALLOC_CHECK=1 and
+			    once the pool is freed */
+};
+
+/** Not for direct use: the head of a thread's cache of one pool (ABI 1).
+ * Only the owning thread changes it; ioa_pool_stats_get() reads len and
+ * hits from other threads, so they are accessed with relaxed atomic loads
+ * and stores (no read-modify-write: one writer). */
+struct ioa_pool_tcache {
+	uint32_t key;  /**< the pool's generation when the cache was made */
+	uint32_t size; /**< room in objs (the pool's cache_size) */
+	uint32_t len;  /**< objects in objs; objs[len - 1] the hottest */
+	uint32_t reserved;
+	void **objs;
+	uint64_t hits; /**< get calls served from objs */
+};
+
+/** Not for direct use: the calling thread's caches, indexed by a pool's
+ * slot; NULL before the thread's first cache and after its exit. */
+extern __thread struct ioa_pool_tcache **ioa_pool_tcaches_v1
+	__attribute__((tls_model("initial-exec")));
+
+#ifndef IOA_POOL_NO_INLINE
+/* The calling thread's cache of @pool when the inline path may use it. */
+static inline __attribute__((always_inline)) struct ioa_pool_tcache *
+ioa_pool_tcache_(struct ioa_pool *pool)
+{
+	struct ioa_pool_tcache **table = ioa_pool_tcaches_v1;
+	const struct ioa_pool_fast *f = (const struct ioa_pool_fast *)(const void *)pool;
+	struct ioa_pool_tcache *c;
+
+	if (__builtin_expect(!pool || !table, 0))
+		return 0;
+	c = table[f->slot & (IOA_POOL_MAX - 1)];
+	return __builtin_expect(c && c->key == f->key, 1) ? c : 0;
+}
+
+/* Takes @n >= 1 objects from the cache into @objs: 1, or 0 when the
+ * exported function must do it (nothing changed). */
+static inline __attribute__((always_inline)) int
+ioa_pool_fast_get_(struct ioa_pool *pool, void **objs, unsigned n)
+{
+	struct ioa_pool_tcache *c = ioa_pool_tcache_(pool);
+	uint32_t len;
+
+	if (__builtin_expect(!c || !objs, 0))
+		return 0;
+	len = __atomic_load_n(&c->len, __ATOMIC_RELAXED);
+	if (__builtin_expect(n - 1u >= len, 0)) /* n is 0 or above len */
+		return 0;
+	__builtin_memcpy(objs, c->objs + (len - n), (size_t)n * sizeof(void *));
+	__atomic_store_n(&c->len, len - n, __ATOMIC_RELAXED);
+	__atomic_store_n(&c->hits, __atomic_load_n(&c->hits, __ATOMIC_RELAXED) + 1,
+			 __ATOMIC_RELAXED);
+	return 1;
+}
+
+/* Puts the @n >= 1 objects at @objs on the cache: 1, or 0 as above. */
+static inline __attribute__((always_inline)) int
+ioa_pool_fast_put_(struct ioa_pool *pool, void *const *objs, unsigned n)
+{
+	struct ioa_pool_tcache *c = ioa_pool_tcache_(pool);
+	uint32_t len;
+
+	if (__builtin_expect(!c || !objs, 0))
+		return 0;
+	len = __atomic_load_n(&c->len, __ATOMIC_RELAXED);
+	if (__builtin_expect(n - 1u >= c->size - len, 0)) /* n is 0 or does not fit */
+		return 0;
+	__builtin_memcpy(c->objs + len, objs, (size_t)n * sizeof(void *));
+	__atomic_store_n(&c->len, len + n, __ATOMIC_RELAXED);
+	return 1;
+}
+
+static inline int ioa_pool_get_inline_(struct ioa_pool *pool, void **obj)
+{
+	return ioa_pool_fast_get_(pool, obj, 1) ? 0 : (ioa_pool_get)(pool, obj);
+}
+
+static inline int ioa_pool_get_bulk_inline_(struct ioa_pool *pool, void **objs, unsigned n)
+{
+	return ioa_pool_fast_get_(pool, objs, n) ? 0 : (ioa_pool_get_bulk)(pool, objs, n);
+}
+
+static inline int ioa_pool_put_inline_(struct ioa_pool *pool, void *obj)
+{
+	return obj && ioa_pool_fast_put_(pool, &obj, 1) ? 0 : (ioa_pool_put)(pool, obj);
+}
+
+static inline int ioa_pool_put_bulk_inline_(struct ioa_pool *pool, void *const *objs,
+					     unsigned n)
+{
+	return ioa_pool_fast_put_(pool, objs, n) ? 0 : (ioa_pool_put_bulk)(pool, objs, n);
+}
+
+#define ioa_pool_get(pool, obj) ioa_pool_get_inline_(pool, obj)
+#define ioa_pool_get_bulk(pool, objs, n) ioa_pool_get_bulk_inline_(pool, objs, n)
+#define ioa_pool_put(pool, obj) ioa_pool_put_inline_(pool, obj)
+#define ioa_pool_put_bulk(pool, objs, n) ioa_pool_put_bulk_inline_(pool, objs, n)
+#endif /* IOA_POOL_NO_INLINE */
+#endif /* __GNUC__ */
+
 /** The IOVA of any byte of a pool's object, in O(1) (as ioa_virt2iova());
  * IOA_BAD_IOVA for other addresses. */
 uint64_t ioa_pool_obj_iova(const void *obj);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Usage: tests/symbols_test.sh LIBIOALLOC_SO HEADER CC [NM]
 # The dynamic symbols the shared library defines are exactly the functions
-# HEADER (include/ioalloc.h) declares, each with a default symbol version
+# and thread-local variables HEADER (include/ioalloc.h) declares, each with a default symbol version
 # IOALLOC_<major>.<minor> (src/ioalloc.map): nothing internal leaks out, and
 # nothing public is missing.
 set -euo pipefail
@@ -13,8 +13,13 @@ trap 'rm -rf "$work"' EXIT
 # writes one prototype per declared function, with its file and line.
 echo "#include \"$header\"" >"$work/h.c"
 "$cc" -fsyntax-only -aux-info "$work/aux" "$work/h.c"
-grep -F "$(basename "$header"):" "$work/aux" | grep ' extern ' |
-	sed -E 's/^.* \**([A-Za-z_][A-Za-z0-9_]*) \(.*$/\1/' | sort >"$work/declared"
+# And its thread-local variables (the pools' inline path reads one).
+{
+	grep -F "$(basename "$header"):" "$work/aux" | grep ' extern ' |
+		sed -E 's/^.* \**([A-Za-z_][A-Za-z0-9_]*) \(.*$/\1/'
+	"$cc" -E -P "$work/h.c" | tr '\n' ' ' | grep -oE 'extern __thread [^;]*;' |
+		sed -E 's/ *(__attribute__.*)?;$//; s/^.*[^A-Za-z0-9_]([A-Za-z_][A-Za-z0-9_]*)$/\1/'
+} | sort >"$work/declared"
 [ -s "$work/declared" ] || { echo "symbols_test: no function found in $header"; exit 1; }
 
 # What the library defines: "name@@NODE" (the default version) for each

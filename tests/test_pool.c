@@ -7,7 +7,10 @@
  *   whole with IOA_POOL_FLUSH_ALL), bulks above the cache going to the ring;
  * - threads: bulk get/put on 4 threads, each object marked by its holder
  *   (no object held twice), then every object accounted for;
- * - thread exit flushes the thread's cache back to the ring;
+ * - thread exit flushes the thread's cache back to the ring; a later
+ *   destructor's calls go to the ring;
+ * - the inline path (ioalloc.h's macros) against the exported functions:
+ *   same results and counters, bad arguments and a freed pool refused;
  * - constructor once per object, iteration, obj_iova against
  *   ioa_virt2iova, alignment options, lookup, free and reuse of a name;
  * - IOALLOC_CHECK=1 (after ioa_fini and ioa_init): a foreign or interior
@@ -50,7 +53,7 @@ static void check_all_free(struct ioa_pool *p)
 static void test_bad_args(void)
 {
 	struct ioa_pool *p, *q = NULL;
-	void *obj = NULL, *objs[4];
+	void *obj = NULL, *objs[4] = {0};
 	char *np = NULL;
 
 	errno = 0;
@@ -338,6 +341,99 @@ static void test_thread_exit(void)
 	pthread_join(t, NULL);
 	CHECK_EQ(stats_of(p).in_caches, 0);
 	CHECK_EQ(stats_of(p).in_ring, 128);
+	ioa_pool_free(p);
+}
+
+/* ---- the inline path (ioalloc.h's macros) ---------------------------------- */
+
+/* The thread's cache of @p is warm: what the inline path serves, it serves
+ * as the exported functions do; what it must refuse reaches them. */
+static void test_inline_path(void)
+{
+	struct ioa_pool *p = ioa_pool_create("inline", 64, 64, 8, IOA_NODE_ANY, 0);
+	void *objs[8], *obj = NULL;
+	struct ioa_pool_stats s;
+
+	if (!CHECK(p))
+		return;
+	/* A miss makes the cache (4 + 1), then the inline path hands out 2. */
+	CHECK_EQ(ioa_pool_get(p, &objs[0]), 0);
+	CHECK_EQ(ioa_pool_get_bulk(p, objs + 1, 2), 0);
+	/* The exported function serves from the same cache, counted alike. */
+	CHECK_EQ((ioa_pool_get_bulk)(p, objs + 3, 2), 0);
+	s = stats_of(p);
+	CHECK_EQ(s.misses, 1);
+	CHECK_EQ(s.hits, 2);
+	CHECK_EQ(s.cache_fill[0], 0);
+	CHECK_EQ(ioa_pool_put_bulk(p, objs, 3), 0);
+	CHECK_EQ((ioa_pool_put_bulk)(p, objs + 3, 2), 0);
+	CHECK_EQ(stats_of(p).cache_fill[0], 5);
+	/* Bad arguments with a cache that could serve them: refused, one
+	 * message each, nothing taken. */
+	ONE_MESSAGE("ioa_pool_get_bulk: pool \"inline\": objs is NULL",
+		    CHECK_EQ(ioa_pool_get_bulk(p, NULL, 3), -EINVAL));
+	ONE_MESSAGE("ioa_pool_put_bulk: pool \"inline\": objs is NULL",
+		    CHECK_EQ(ioa_pool_put_bulk(p, NULL, 3), -EINVAL));
+	ONE_MESSAGE("ioa_pool_put: pool \"inline\": obj is NULL", CHECK_EQ(ioa_pool_put(p, obj), -EINVAL));
+	CHECK_EQ(ioa_pool_get_bulk(p, objs, 0), 0);
+	CHECK_EQ(stats_of(p).cache_fill[0], 5);
+	/* A put that does not fit goes out of line, flushing the colder half. */
+	CHECK_EQ(ioa_pool_get_bulk(p, objs, 5), 0);
+	CHECK_EQ(ioa_pool_get_bulk(p, objs + 5, 3), 0);
+	CHECK_EQ(ioa_pool_put_bulk(p, objs, 8), 0);
+	s = stats_of(p);
+	CHECK_EQ(s.flushes, 1);
+	CHECK_EQ(s.cache_fill[0], 8);
+	check_all_free(p);
+	ioa_pool_free(p);
+	/* Freed with a warm cache: refused, not served from the cache. */
+	ONE_MESSAGE("ioa_pool_get_bulk: ", CHECK_EQ(ioa_pool_get_bulk(p, objs, 1), -EINVAL));
+	ONE_MESSAGE("ioa_pool_put_bulk: ", CHECK_EQ(ioa_pool_put_bulk(p, objs, 1), -EINVAL));
+}
+
+/* A destructor that runs after the pools' own (its key is made later): the
+ * thread's table is gone, its calls go to the ring. */
+static pthread_key_t late_key;
+
+static void late_destructor(void *arg)
+{
+	struct ioa_pool *p = arg;
+	void *objs[4];
+
+	if (stats_of(p).caches != 0) { /* the pools' destructor has not run yet */
+		pthread_setspecific(late_key, p);
+		return;
+	}
+	CHECK_EQ(ioa_pool_get_bulk(p, objs, 4), 0);
+	CHECK_EQ(ioa_pool_put_bulk(p, objs, 4), 0);
+	CHECK_EQ(ioa_pool_get(p, &objs[0]), 0);
+	CHECK_EQ(ioa_pool_put(p, objs[0]), 0);
+}
+
+static void *use_then_exit(void *arg)
+{
+	struct ioa_pool *p = arg;
+	void *objs[4];
+
+	CHECK_EQ(ioa_pool_get_bulk(p, objs, 4), 0);
+	CHECK_EQ(ioa_pool_put_bulk(p, objs, 4), 0);
+	pthread_setspecific(late_key, p);
+	return NULL;
+}
+
+static void test_late_destructor(void)
+{
+	struct ioa_pool *p = ioa_pool_create("late", 64, 32, 8, IOA_NODE_ANY, 0);
+	pthread_t t;
+
+	if (!CHECK(p))
+		return;
+	pthread_key_create(&late_key, late_destructor);
+	pthread_create(&t, NULL, use_then_exit, p);
+	pthread_join(t, NULL);
+	CHECK_EQ(stats_of(p).in_ring, 32);
+	CHECK_EQ(stats_of(p).caches, 0);
+	pthread_key_delete(late_key);
 	ioa_pool_free(p);
 }
 
@@ -645,6 +741,8 @@ int main(void)
 	test_threads(4, 512, 0, 16);
 	test_threads(4, 300, 128, 40); /* caches can hold most objects: exhaustion under load */
 	test_thread_exit();
+	test_inline_path();
+	test_late_destructor();
 	test_ctor_iter();
 	test_alignment(0);
 	test_lookup();

@@ -180,7 +180,7 @@ static struct ioa_pool *create(const char *fn, const char *name, size_t obj_size
 	p->flags = flags;
 	p->node = node;
 	p->check = ioa__heap_checking;
-	p->id = (uint32_t)(p - table);
+	p->fast.slot = (uint32_t)(p - table);
 	p->caches = NULL;
 	p->gone_hits = p->gone_misses = p->gone_flushes = 0;
 	atomic_store_explicit(&p->ring_gets, 0, memory_order_relaxed);
@@ -221,6 +221,9 @@ static struct ioa_pool *create(const char *fn, const char *name, size_t obj_size
 	atomic_store_explicit(&p->ring->prod.tail, count, memory_order_relaxed);
 	pthread_mutex_lock(&ioa__pools_lock);
 	p->gen = next_gen++;
+	next_gen += !next_gen; /* 0 is the key no cache has */
+	/* Check mode's puts must reach the exported functions (pool_api.c). */
+	p->fast.key = p->check ? 0 : p->gen;
 	/* relaxed: the pointer reaches other threads through the lock
 	 * (lookup) or the caller's own synchronisation. */
 	atomic_store_explicit(&p->magic, IOA_POOL_MAGIC, memory_order_relaxed);
@@ -333,9 +336,9 @@ IOA_EXPORT int ioa_pool_stats_get(struct ioa_pool *p, struct ioa_pool_stats *out
 	out->failed = atomic_load_explicit(&p->failed, memory_order_relaxed);
 	for (struct ioa__pool_cache *c = p->caches; c; c = c->next, n++) {
 		/* relaxed: counters, a snapshot. */
-		unsigned len = atomic_load_explicit(&c->len, memory_order_relaxed);
+		unsigned len = ioa__pool_len(c);
 
-		out->hits += atomic_load_explicit(&c->hits, memory_order_relaxed);
+		out->hits += __atomic_load_n(&c->pub.hits, __ATOMIC_RELAXED);
 		out->misses += atomic_load_explicit(&c->misses, memory_order_relaxed);
 		out->flushes += atomic_load_explicit(&c->flushes, memory_order_relaxed);
 		in_caches += len;
@@ -365,8 +368,7 @@ void ioa__pool_walk(void (*fn)(void *arg, const struct ioa__pool_info *pool), vo
 						.count = p->count,
 						.in_ring = (unsigned)ioa__ring_count(p->ring) };
 		for (struct ioa__pool_cache *c = p->caches; c; c = c->next)
-			/* relaxed: a count, a snapshot */
-			info.in_caches += atomic_load_explicit(&c->len, memory_order_relaxed);
+			info.in_caches += ioa__pool_len(c); /* relaxed: a snapshot */
 		fn(arg, &info);
 	}
 	pthread_mutex_unlock(&ioa__pools_lock);

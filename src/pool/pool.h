@@ -29,9 +29,12 @@
 struct ioa__pool_cache;
 
 struct ioa_pool {
+	/* First: what ioalloc.h's inline path reads. fast.slot indexes the
+	 * threads' cache tables; fast.key is gen, or 0 (no cache matches, every
+	 * call takes the exported functions) in check mode and once freed. */
+	struct ioa_pool_fast fast;
 	/* Read-mostly: written at creation (magic also at free). */
 	_Atomic uint32_t magic;
-	uint32_t id;          /* the slot: index of the threads' cache tables */
 	uint32_t gen;         /* the slot's generation: a cache of an older pool is stale */
 	uint32_t count;
 	uint32_t cache_size;

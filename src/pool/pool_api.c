@@ -1,5 +1,7 @@
 /* The pools' get and put of include/ioalloc.h: argument checks, check mode,
- * then the caches' inline paths (pool_cache.h). */
+ * then the caches' inline paths (pool_cache.h). These are the exported
+ * functions that ioalloc.h's inline path falls back to. */
+#define IOA_POOL_NO_INLINE /* define them, not the header's macros */
 #include "pool_cache.h"
 
 #include "log.h"

@@ -23,10 +23,18 @@
 
 #include <string.h>
 
-__thread struct ioa__pool_tls *ioa__pool_my __attribute__((tls_model("initial-exec")));
+/* Exported for ioalloc.h's inline path; initial-exec as every thread-local
+ * variable of the library (no __tls_get_addr call on a hot path; the
+ * library is linked or preloaded, or dlopen'ed into glibc's static TLS
+ * surplus). */
+IOA_EXPORT __thread struct ioa_pool_tcache **ioa_pool_tcaches_v1
+	__attribute__((tls_model("initial-exec")));
 static __thread int pool_exited __attribute__((tls_model("initial-exec")));
 
 static pthread_key_t pool_key;
+
+/* A thread's table: one entry per pool slot. */
+#define TABLE_BYTES (IOA_POOL_MAX * sizeof(struct ioa_pool_tcache *))
 
 static size_t cache_bytes(uint32_t size)
 {
@@ -36,7 +44,7 @@ static size_t cache_bytes(uint32_t size)
 static void free_cache(struct ioa__pool_cache *c)
 {
 	if (c)
-		ioa__os_free_pages(c, cache_bytes(c->size));
+		ioa__os_free_pages(c, cache_bytes(c->pub.size));
 }
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
@@ -49,7 +57,7 @@ static void unlink_cache(struct ioa_pool *p, struct ioa__pool_cache *c)
 		;
 	if (*pp)
 		*pp = c->next;
-	p->gone_hits += atomic_load_explicit(&c->hits, memory_order_relaxed);
+	p->gone_hits += __atomic_load_n(&c->pub.hits, __ATOMIC_RELAXED);
 	p->gone_misses += atomic_load_explicit(&c->misses, memory_order_relaxed);
 	p->gone_flushes += atomic_load_explicit(&c->flushes, memory_order_relaxed);
 }
@@ -57,26 +65,26 @@ static void unlink_cache(struct ioa_pool *p, struct ioa__pool_cache *c)
 /* Thread exit: every cache's objects go back to the ring. */
 static void pool_exit(void *arg)
 {
-	struct ioa__pool_tls *t = arg;
+	struct ioa_pool_tcache **t = arg;
 
-	ioa__pool_my = NULL;
+	ioa_pool_tcaches_v1 = NULL;
 	pool_exited = 1;
 	pthread_mutex_lock(&ioa__pools_lock);
 	for (unsigned i = 0; i < IOA_POOL_MAX; i++) {
-		struct ioa__pool_cache *c = t->caches[i];
+		struct ioa__pool_cache *c = (struct ioa__pool_cache *)t[i];
 		/* relaxed: pool is written and read under the lock. */
 		struct ioa_pool *p = c ? atomic_load_explicit(&c->pool, memory_order_relaxed) : NULL;
 
 		if (!p)
 			continue;
-		ioa__pool_ring_put(p, c->objs, atomic_load_explicit(&c->len, memory_order_relaxed));
-		atomic_store_explicit(&c->len, 0, memory_order_relaxed);
+		ioa__pool_ring_put(p, c->slots, ioa__pool_len(c));
+		ioa__pool_set_len(c, 0);
 		unlink_cache(p, c);
 	}
 	pthread_mutex_unlock(&ioa__pools_lock);
 	for (unsigned i = 0; i < IOA_POOL_MAX; i++)
-		free_cache(t->caches[i]);
-	ioa__os_free_pages(t, sizeof(*t));
+		free_cache((struct ioa__pool_cache *)t[i]);
+	ioa__os_free_pages(t, TABLE_BYTES);
 }
 
 static void key_create(void)
@@ -86,31 +94,32 @@ static void key_create(void)
 
 struct ioa__pool_cache *ioa__pool_cache_slow(struct ioa_pool *p)
 {
-	struct ioa__pool_tls *t = ioa__pool_my;
+	struct ioa_pool_tcache **t = ioa_pool_tcaches_v1;
 	struct ioa__pool_cache *c, *old;
 
 	if (!p->cache_size || pool_exited)
 		return NULL;
 	if (!t) {
 		pthread_once(&key_once, key_create);
-		t = ioa__os_alloc_pages(sizeof(*t)); /* zeroed */
+		t = ioa__os_alloc_pages(TABLE_BYTES); /* zeroed */
 		if (!t)
 			return NULL;
-		ioa__pool_my = t;
+		ioa_pool_tcaches_v1 = t;
 		pthread_setspecific(pool_key, t);
 	}
 	c = ioa__os_alloc_pages(cache_bytes(p->cache_size)); /* zeroed */
 	if (!c)
 		return NULL;
-	c->gen = p->gen;
-	c->size = p->cache_size;
+	c->pub.key = p->gen;
+	c->pub.size = p->cache_size;
+	c->pub.objs = c->slots;
 	pthread_mutex_lock(&ioa__pools_lock);
 	/* A cache of the slot's earlier pool was detached by its free. */
-	old = t->caches[p->id];
+	old = (struct ioa__pool_cache *)t[p->fast.slot];
 	atomic_store_explicit(&c->pool, p, memory_order_relaxed);
 	c->next = p->caches;
 	p->caches = c;
-	t->caches[p->id] = c;
+	t[p->fast.slot] = &c->pub;
 	pthread_mutex_unlock(&ioa__pools_lock);
 	free_cache(old);
 	return c;
@@ -120,6 +129,9 @@ struct ioa__pool_cache *ioa__pool_cache_slow(struct ioa_pool *p)
  * stay with their threads, marked detached. Under the lock. */
 void ioa__pool_detach_caches(struct ioa_pool *p)
 {
+	/* No cache matches key 0: the inline path leaves every call on the
+	 * pool to the exported functions, which refuse it. */
+	p->fast.key = 0;
 	for (struct ioa__pool_cache *c = p->caches; c; c = c->next)
 		atomic_store_explicit(&c->pool, NULL, memory_order_relaxed);
 	p->caches = NULL;
@@ -133,10 +145,10 @@ int ioa__pool_big_get(struct ioa_pool *p, struct ioa__pool_cache *c, void **objs
 		atomic_fetch_add_explicit(&p->ring_gets, 1, memory_order_relaxed);
 		return 0;
 	}
-	len = atomic_load_explicit(&c->len, memory_order_relaxed);
+	len = ioa__pool_len(c);
 	if (len) {
-		ioa__pool_ring_put(p, c->objs, len);
-		atomic_store_explicit(&c->len, 0, memory_order_relaxed);
+		ioa__pool_ring_put(p, c->slots, len);
+		ioa__pool_set_len(c, 0);
 		ioa__pool_count(&c->flushes);
 	}
 	return ioa__pool_ring_get(p, objs, n);
@@ -145,14 +157,14 @@ int ioa__pool_big_get(struct ioa_pool *p, struct ioa__pool_cache *c, void **objs
 int ioa__pool_refill_get(struct ioa_pool *p, struct ioa__pool_cache *c, void **objs,
 			 unsigned n)
 {
-	uint32_t len = atomic_load_explicit(&c->len, memory_order_relaxed);
+	uint32_t len = ioa__pool_len(c);
 	/* The shortfall and half a cache more in one bulk; when the ring has
 	 * not that many, the shortfall alone; else nothing is taken. */
-	uint32_t want = c->size / 2 + n - len;
+	uint32_t want = c->pub.size / 2 + n - len;
 
-	if (ioa__ring_dequeue(p->ring, &c->objs[len], want, IOA_RING_BULK, NULL) != want) {
+	if (ioa__ring_dequeue(p->ring, &c->slots[len], want, IOA_RING_BULK, NULL) != want) {
 		want = n - len;
-		if (ioa__ring_dequeue(p->ring, &c->objs[len], want, IOA_RING_BULK, NULL) != want) {
+		if (ioa__ring_dequeue(p->ring, &c->slots[len], want, IOA_RING_BULK, NULL) != want) {
 			atomic_fetch_add_explicit(&p->failed, 1, memory_order_relaxed);
 			return -ENOBUFS;
 		}
@@ -165,15 +177,15 @@ int ioa__pool_refill_get(struct ioa_pool *p, struct ioa__pool_cache *c, void **o
 void ioa__pool_flush_put(struct ioa_pool *p, struct ioa__pool_cache *c, void *const *objs,
 			 unsigned n)
 {
-	uint32_t len = atomic_load_explicit(&c->len, memory_order_relaxed);
+	uint32_t len = ioa__pool_len(c);
 	/* The colder objects at the bottom go, keeping the hotter half (or room
 	 * for @n, when that is less); or all of them with IOA_POOL_FLUSH_ALL. */
-	uint32_t keep = c->size / 2 < c->size - n ? c->size / 2 : c->size - n;
+	uint32_t keep = c->pub.size / 2 < c->pub.size - n ? c->pub.size / 2 : c->pub.size - n;
 	uint32_t out = p->flags & IOA_POOL_FLUSH_ALL ? len : len - keep;
 
-	ioa__pool_ring_put(p, c->objs, out);
+	ioa__pool_ring_put(p, c->slots, out);
 	for (uint32_t k = out; k < len; k++)
-		c->objs[k - out] = c->objs[k];
+		c->slots[k - out] = c->slots[k];
 	ioa__pool_count(&c->flushes);
 	ioa__pool_push(c, objs, n, len - out);
 }

@@ -28,21 +28,31 @@
 #include <string.h>
 
 struct ioa__pool_cache {
-	uint32_t gen;              /* the pool's generation when made */
-	uint32_t size;             /* the pool's cache_size */
-	_Atomic uint32_t len;      /* objects in objs[]; written by the owner only */
-	_Atomic uint64_t hits, misses, flushes; /* written by the owner only */
+	/* First, so that a table entry is both: what ioalloc.h's inline path
+	 * reads. pub.key is the pool's generation when made (ioa_pool_free
+	 * detaches the cache; the slot's next pool has another generation),
+	 * pub.size its cache_size, pub.objs points to slots. */
+	struct ioa_pool_tcache pub;
+	_Atomic uint64_t misses, flushes; /* written by the owner only (hits: in pub) */
 	/* Under ioa__pools_lock: */
 	_Atomic(struct ioa_pool *) pool; /* NULL once detached by ioa_pool_free */
 	struct ioa__pool_cache *next;    /* the pool's list */
-	void *objs[];              /* room for 2 * size */
+	/* Room for 2 * size (a refill's most is 1.5 * size); 64-byte aligned,
+	 * so that a copy of 32 pointers touches 4 lines, not 5. */
+	void *slots[] __attribute__((aligned(64)));
 };
 
-struct ioa__pool_tls {
-	struct ioa__pool_cache *caches[IOA_POOL_MAX];
-};
+/* The objects in @c: relaxed, as ioalloc.h's inline path (only the owner
+ * writes; ioa_pool_stats_get reads it from other threads). */
+static inline uint32_t ioa__pool_len(const struct ioa__pool_cache *c)
+{
+	return __atomic_load_n(&c->pub.len, __ATOMIC_RELAXED);
+}
 
-extern __thread struct ioa__pool_tls *ioa__pool_my __attribute__((tls_model("initial-exec")));
+static inline void ioa__pool_set_len(struct ioa__pool_cache *c, uint32_t len)
+{
+	__atomic_store_n(&c->pub.len, len, __ATOMIC_RELAXED);
+}
 
 /* The calling thread's cache of @p, made if need be; NULL when the pool
  * has no caches, the thread is exiting, or no memory is left for one. */
@@ -57,10 +67,11 @@ static inline void ioa__pool_count(_Atomic uint64_t *c)
 
 static inline struct ioa__pool_cache *ioa__pool_cache(struct ioa_pool *p)
 {
-	struct ioa__pool_tls *t = ioa__pool_my;
+	struct ioa_pool_tcache **t = ioa_pool_tcaches_v1;
 	struct ioa__pool_cache *c;
 
-	if (__builtin_expect(t && (c = t->caches[p->id]) && c->gen == p->gen, 1))
+	if (__builtin_expect(t && (c = (struct ioa__pool_cache *)t[p->fast.slot]) &&
+			     c->pub.key == p->gen, 1))
 		return c;
 	return ioa__pool_cache_slow(p);
 }
@@ -104,16 +115,16 @@ static inline __attribute__((always_inline)) void
 ioa__pool_take(struct ioa__pool_cache *c, void **objs, unsigned n, uint32_t len)
 {
 	/* The @n hottest, in one memcpy (the stack's order, not hottest first). */
-	memcpy(objs, &c->objs[len - n], (size_t)n * sizeof(void *));
-	atomic_store_explicit(&c->len, len - n, memory_order_relaxed);
+	memcpy(objs, &c->slots[len - n], (size_t)n * sizeof(void *));
+	ioa__pool_set_len(c, len - n);
 }
 
 /* Pushes the @n objects at @objs onto @c, which holds @len, with room. */
 static inline __attribute__((always_inline)) void
 ioa__pool_push(struct ioa__pool_cache *c, void *const *objs, unsigned n, uint32_t len)
 {
-	memcpy(&c->objs[len], objs, (size_t)n * sizeof(void *));
-	atomic_store_explicit(&c->len, len + n, memory_order_relaxed);
+	memcpy(&c->slots[len], objs, (size_t)n * sizeof(void *));
+	ioa__pool_set_len(c, len + n);
 }
 
 /* Gets @n objects (at most the pool's count) into @objs: 0 or -ENOBUFS. */
@@ -123,12 +134,13 @@ static inline __attribute__((always_inline)) int ioa__pool_get(struct ioa_pool *
 	struct ioa__pool_cache *c = ioa__pool_cache(p);
 	uint32_t len;
 
-	if (__builtin_expect(!c || n > c->size, 0))
+	if (__builtin_expect(!c || n > c->pub.size, 0))
 		return c ? ioa__pool_big_get(p, c, objs, n) : ioa__pool_ring_get(p, objs, n);
-	len = atomic_load_explicit(&c->len, memory_order_relaxed);
+	len = ioa__pool_len(c);
 	if (__builtin_expect(len < n, 0))
 		return ioa__pool_refill_get(p, c, objs, n);
-	ioa__pool_count(&c->hits);
+	__atomic_store_n(&c->pub.hits, __atomic_load_n(&c->pub.hits, __ATOMIC_RELAXED) + 1,
+			 __ATOMIC_RELAXED);
 	ioa__pool_take(c, objs, n, len);
 	return 0;
 }
@@ -140,13 +152,13 @@ static inline __attribute__((always_inline)) void ioa__pool_put(struct ioa_pool 
 	struct ioa__pool_cache *c = ioa__pool_cache(p);
 	uint32_t len;
 
-	if (__builtin_expect(!c || n > c->size, 0)) {
+	if (__builtin_expect(!c || n > c->pub.size, 0)) {
 		ioa__pool_ring_put(p, objs, n);
 		atomic_fetch_add_explicit(&p->ring_puts, 1, memory_order_relaxed);
 		return;
 	}
-	len = atomic_load_explicit(&c->len, memory_order_relaxed);
-	if (__builtin_expect(len + n > c->size, 0)) {
+	len = ioa__pool_len(c);
+	if (__builtin_expect(len + n > c->pub.size, 0)) {
 		ioa__pool_flush_put(p, c, objs, n);
 		return;
 	}

@@ -1,6 +1,7 @@
 /* Creating and freeing rings, and their counts (ring.h); the operations
  * are in ring_ops.h. */
 #include "ring.h"
+#include "ring_mt.h"
 
 #include "api.h"
 #include "heap_life.h"
@@ -11,6 +12,20 @@
 #include <string.h>
 
 #define KNOWN_FLAGS (IOA_RING_SP_ENQ | IOA_RING_SC_DEQ | IOA_RING_RTS_ENQ | IOA_RING_RTS_DEQ)
+
+void ioa__ring_mt_commit_late(struct ioa__ring_side *s, uint32_t old, uint32_t n)
+{
+	unsigned spins = 0;
+
+	/* acquire: as in mt_commit() (ring_mt.h). */
+	while (ioa__ring_pos(atomic_load_explicit(&s->tail, memory_order_acquire)) != old)
+		if (++spins % MT_SPINS)
+			ioa__ring_pause();
+		else
+			sched_yield();
+	/* release: as in mt_commit(). */
+	atomic_store_explicit(&s->tail, (uint32_t)(old + n), memory_order_release);
+}
 
 /* The sync mode of a side from its two flags; -1 when both are set. */
 static int side_sync(unsigned flags, unsigned single, unsigned rts)

@@ -42,50 +42,36 @@ static __attribute__((cold, noinline)) int refuse(const struct ioa_ring *r, cons
 	return -EINVAL;
 }
 
-/* One function per mode of a side, each saving only the registers its
- * mode needs; the public functions check, then jump to one. */
-#define MODE_FNS(mode, sync)                                                              \
-	static __attribute__((noinline)) unsigned enq_##mode(                              \
-		struct ioa_ring *r, void *const *objs, unsigned n, enum ioa__ring_take take, \
-		unsigned *free_space)                                                      \
+/* One function per mode of a side and take (bulk or burst), each saving
+ * only the registers its mode needs, with the take folded in; the public
+ * functions check, then jump to one. */
+#define MODE_FNS(mode, sync, kind, take)                                                   \
+	static __attribute__((noinline)) unsigned enq_##mode##_##kind(                     \
+		struct ioa_ring *r, void *const *objs, unsigned n, unsigned *free_space)   \
 	{                                                                                  \
 		return ioa__ring_enqueue_sync(r, objs, n, take, free_space, sync);         \
 	}                                                                                  \
-	static __attribute__((noinline)) unsigned deq_##mode(                              \
-		struct ioa_ring *r, void **objs, unsigned n, enum ioa__ring_take take,      \
-		unsigned *available)                                                       \
+	static __attribute__((noinline)) unsigned deq_##mode##_##kind(                     \
+		struct ioa_ring *r, void **objs, unsigned n, unsigned *available)           \
 	{                                                                                  \
 		return ioa__ring_dequeue_sync(r, objs, n, take, available, sync);          \
 	}
-MODE_FNS(mt, IOA_RING_SYNC_MT)
-MODE_FNS(st, IOA_RING_SYNC_ST)
-MODE_FNS(rts, IOA_RING_SYNC_RTS)
+MODE_FNS(mt, IOA_RING_SYNC_MT, bulk, IOA_RING_BULK)
+MODE_FNS(st, IOA_RING_SYNC_ST, bulk, IOA_RING_BULK)
+MODE_FNS(rts, IOA_RING_SYNC_RTS, bulk, IOA_RING_BULK)
+MODE_FNS(mt, IOA_RING_SYNC_MT, burst, IOA_RING_BURST)
+MODE_FNS(st, IOA_RING_SYNC_ST, burst, IOA_RING_BURST)
+MODE_FNS(rts, IOA_RING_SYNC_RTS, burst, IOA_RING_BURST)
 
-static inline unsigned enqueue(struct ioa_ring *r, void *const *objs, unsigned n,
-			       enum ioa__ring_take take, unsigned *free_space)
-{
-	switch (r->prod_sync) {
-	case IOA_RING_SYNC_ST:
-		return enq_st(r, objs, n, take, free_space);
-	case IOA_RING_SYNC_RTS:
-		return enq_rts(r, objs, n, take, free_space);
-	default:
-		return enq_mt(r, objs, n, take, free_space);
-	}
-}
-
-static inline unsigned dequeue(struct ioa_ring *r, void **objs, unsigned n,
-			       enum ioa__ring_take take, unsigned *available)
-{
-	switch (r->cons_sync) {
-	case IOA_RING_SYNC_ST:
-		return deq_st(r, objs, n, take, available);
-	case IOA_RING_SYNC_RTS:
-		return deq_rts(r, objs, n, take, available);
-	default:
-		return deq_mt(r, objs, n, take, available);
-	}
-}
+/* The side's mode function for @kind (bulk or burst); the default first. */
+#define ENQUEUE(r, objs, n, kind, free_space)                                              \
+	((r)->prod_sync == IOA_RING_SYNC_MT   ? enq_mt_##kind(r, objs, n, free_space)       \
+	 : (r)->prod_sync == IOA_RING_SYNC_ST ? enq_st_##kind(r, objs, n, free_space)       \
+					      : enq_rts_##kind(r, objs, n, free_space))
+#define DEQUEUE(r, objs, n, kind, available)                                               \
+	((r)->cons_sync == IOA_RING_SYNC_MT   ? deq_mt_##kind(r, objs, n, available)        \
+	 : (r)->cons_sync == IOA_RING_SYNC_ST ? deq_st_##kind(r, objs, n, available)        \
+					      : deq_rts_##kind(r, objs, n, available))
 
 IOA_EXPORT struct ioa_ring *ioa_ring_create(const char *name, unsigned count, int node,
 					    unsigned flags)
@@ -106,7 +92,7 @@ IOA_EXPORT int ioa_ring_enqueue_bulk(struct ioa_ring *r, void *const *objs, unsi
 {
 	if (__builtin_expect(!transfer_ok(r, objs, n, IOA_RING_BULK), 0))
 		return refuse(r, objs, n, "ioa_ring_enqueue_bulk");
-	return (int)enqueue(r, objs, n, IOA_RING_BULK, free_space);
+	return (int)ENQUEUE(r, objs, n, bulk, free_space);
 }
 
 IOA_EXPORT int ioa_ring_enqueue_burst(struct ioa_ring *r, void *const *objs, unsigned n,
@@ -114,7 +100,7 @@ IOA_EXPORT int ioa_ring_enqueue_burst(struct ioa_ring *r, void *const *objs, uns
 {
 	if (__builtin_expect(!transfer_ok(r, objs, n, IOA_RING_BURST), 0))
 		return refuse(r, objs, n, "ioa_ring_enqueue_burst");
-	return (int)enqueue(r, objs, n, IOA_RING_BURST, free_space);
+	return (int)ENQUEUE(r, objs, n, burst, free_space);
 }
 
 IOA_EXPORT int ioa_ring_dequeue_bulk(struct ioa_ring *r, void **objs, unsigned n,
@@ -122,7 +108,7 @@ IOA_EXPORT int ioa_ring_dequeue_bulk(struct ioa_ring *r, void **objs, unsigned n
 {
 	if (__builtin_expect(!transfer_ok(r, objs, n, IOA_RING_BULK), 0))
 		return refuse(r, objs, n, "ioa_ring_dequeue_bulk");
-	return (int)dequeue(r, objs, n, IOA_RING_BULK, available);
+	return (int)DEQUEUE(r, objs, n, bulk, available);
 }
 
 IOA_EXPORT int ioa_ring_dequeue_burst(struct ioa_ring *r, void **objs, unsigned n,
@@ -130,7 +116,7 @@ IOA_EXPORT int ioa_ring_dequeue_burst(struct ioa_ring *r, void **objs, unsigned 
 {
 	if (__builtin_expect(!transfer_ok(r, objs, n, IOA_RING_BURST), 0))
 		return refuse(r, objs, n, "ioa_ring_dequeue_burst");
-	return (int)dequeue(r, objs, n, IOA_RING_BURST, available);
+	return (int)DEQUEUE(r, objs, n, burst, available);
 }
 
 IOA_EXPORT int ioa_ring_count(const struct ioa_ring *r)

@@ -51,19 +51,22 @@ static inline uint32_t mt_reserve(struct ioa__ring_side *s, const _Atomic uint64
  * may be preempted and need that CPU (more threads than CPUs). */
 #define MT_SPINS 256
 
+/* mt_commit() when an earlier thread has not committed yet (ring.c: out of
+ * line, so that a commit that need not wait calls nothing and its caller
+ * saves no registers for the call). */
+void ioa__ring_mt_commit_late(struct ioa__ring_side *s, uint32_t old, uint32_t n);
+
 /* Commits [old, old + n): waits for the threads that reserved before. */
 static inline void mt_commit(struct ioa__ring_side *s, uint32_t old, uint32_t n)
 {
-	unsigned spins = 0;
-
 	/* acquire: the earlier threads' slot accesses happen before our
 	 * release below; the tail is written by plain stores, which carry no
 	 * release sequence from one thread to the next. */
-	while (ioa__ring_pos(atomic_load_explicit(&s->tail, memory_order_acquire)) != old)
-		if (++spins % MT_SPINS)
-			ioa__ring_pause();
-		else
-			sched_yield();
+	if (__builtin_expect(
+		    ioa__ring_pos(atomic_load_explicit(&s->tail, memory_order_acquire)) != old, 0)) {
+		ioa__ring_mt_commit_late(s, old, n);
+		return;
+	}
 	/* release: our slot accesses happen before the other side's acquire
 	 * of this tail. */
 	atomic_store_explicit(&s->tail, (uint32_t)(old + n), memory_order_release);
