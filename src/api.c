@@ -53,7 +53,9 @@ static void at_exit(void)
 /*
  * fork(). Other threads may be anywhere in the library; the child has only
  * the forking thread. So every lock is taken before the fork, outermost
- * first in the order the library nests them (life, the engine's, the
+ * first in the order the library nests them (life; the pools', the
+ * providers' and the registrations', each taken under life by ioa_fini and
+ * holding the rest in their own calls; the heap's, the engine's, the
  * regions', the backend's; device tables register handlers of their own
  * later, so theirs run before these), released in the
  * parent and made anew in the child. In the child the other threads' read
@@ -63,6 +65,9 @@ static void at_exit(void)
 static void fork_prepare(void)
 {
 	pthread_mutex_lock(&life_lock);
+	ioa__pool_fork_prepare();
+	ioa__provider_fork_prepare();
+	ioa__extmem_fork_prepare();
 	if (atomic_load(&state) != STATE_UP)
 		return;
 	ioa__heap_fork_prepare();
@@ -83,6 +88,9 @@ static void fork_parent(void)
 		ioa__defer_fork_parent();
 		ioa__heap_fork_parent();
 	}
+	ioa__extmem_fork_parent();
+	ioa__provider_fork_parent();
+	ioa__pool_fork_parent();
 	pthread_mutex_unlock(&life_lock);
 }
 
@@ -97,6 +105,9 @@ static void fork_child(void)
 		ioa__defer_fork_child();
 		ioa__heap_fork_child();
 	}
+	ioa__extmem_fork_child();
+	ioa__provider_fork_child();
+	ioa__pool_fork_child();
 	pthread_mutex_init(&life_lock, NULL);
 }
 

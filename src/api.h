@@ -12,6 +12,11 @@ int ioa__ensure_up(void);
  * warning each. */
 void ioa__extmem_fini(void);
 
+/* fork(): the registrations' lock, taken by the library's handlers. */
+void ioa__extmem_fork_prepare(void);
+void ioa__extmem_fork_parent(void);
+void ioa__extmem_fork_child(void);
+
 /* ioa_dma_free() without its checks of the library's state and of heap
  * objects: for ioa_fini, which retires the providers' chunks while the
  * library is stopping. */

@@ -50,35 +50,27 @@ static struct reg *regs; /* sorted by start; pages from ioa__os_alloc_pages */
 static size_t nregs, reg_cap;
 
 /*
- * fork(): reg_lock is held while a registration maps (the library's locks
- * are taken under it), so it is taken before any of them: these handlers are
- * registered at the first registration, after the library's own (it is up
- * by then), so this prepare runs before the library's. In the child the set
+ * fork(), from the library's handlers (api.c): reg_lock is taken after the
+ * life-cycle lock (ioa_fini holds that one while it takes this) and before
+ * the regions' and the backend's (a registration maps under it). In the child the set
  * is a copy: with sim or none it works on; with vfio or iommufd both calls
  * refuse (EPERM), as the IOMMU is the parent's. A registration a parent's
  * thread was unregistering during the fork stays LEAVING in the child for
  * good: neither reusable nor unregistrable there.
  */
-static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
-
-static void fork_prepare(void)
+void ioa__extmem_fork_prepare(void)
 {
 	pthread_mutex_lock(&reg_lock);
 }
 
-static void fork_parent(void)
+void ioa__extmem_fork_parent(void)
 {
 	pthread_mutex_unlock(&reg_lock);
 }
 
-static void fork_child(void)
+void ioa__extmem_fork_child(void)
 {
 	pthread_mutex_init(&reg_lock, NULL);
-}
-
-static void register_fork_handlers(void)
-{
-	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 /* The index of the first registration starting at or after @va. */
@@ -227,7 +219,6 @@ IOA_EXPORT int ioa_dma_register(void *addr, size_t len, unsigned flags)
 	}
 	if (err)
 		return err;
-	pthread_once(&fork_once, register_fork_handlers);
 	pthread_mutex_lock(&reg_lock);
 	err = add(addr, len);
 	pthread_mutex_unlock(&reg_lock);

@@ -18,31 +18,26 @@
 pthread_mutex_t ioa__pools_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ioa_pool table[IOA_POOL_MAX];
 static uint32_t next_gen = 1;
-static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 
 void ioa__pool_detach_caches(struct ioa_pool *p);
 
-/* fork(): no thread holds the lock while it waits for another of the
- * library's, so taking it first (these handlers run before the library's)
- * is safe. The child's caches of other threads are abandoned. */
-static void fork_prepare(void)
+/* fork(), from the library's handlers (api.c): after the life-cycle lock,
+ * which ioa_fini holds while it takes this one, and before the heap's and
+ * the regions', which a pool's creation takes under it. The child's caches
+ * of other threads are abandoned. */
+void ioa__pool_fork_prepare(void)
 {
 	pthread_mutex_lock(&ioa__pools_lock);
 }
 
-static void fork_parent(void)
+void ioa__pool_fork_parent(void)
 {
 	pthread_mutex_unlock(&ioa__pools_lock);
 }
 
-static void fork_child(void)
+void ioa__pool_fork_child(void)
 {
 	pthread_mutex_init(&ioa__pools_lock, NULL);
-}
-
-static void register_fork(void)
-{
-	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 static size_t round_up(size_t x, size_t a)
@@ -165,7 +160,6 @@ static struct ioa_pool *create(const char *fn, const char *name, size_t obj_size
 		errno = -err;
 		return NULL;
 	}
-	pthread_once(&fork_once, register_fork);
 	pthread_mutex_lock(&ioa__pools_lock);
 	p = claim_slot(fn, name, &err);
 	pthread_mutex_unlock(&ioa__pools_lock);

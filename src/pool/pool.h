@@ -104,6 +104,11 @@ int ioa__pool_check_put(struct ioa_pool *p, void *obj, const char *fn);
  * memory goes with the heap's and the regions' (a leaked buffer each). */
 void ioa__pool_fini(void);
 
+/* fork(): the pools' lock, taken by the library's handlers (api.c). */
+void ioa__pool_fork_prepare(void);
+void ioa__pool_fork_parent(void);
+void ioa__pool_fork_child(void);
+
 /* A live pool as the dump shows it. */
 struct ioa__pool_info {
 	const char *name;

@@ -10,8 +10,9 @@
  * call on a destroyed provider reads a dead magic, not freed memory.
  *
  * Locks: the providers' lock (slots, fork) is taken before a provider's;
- * a provider's lock is taken before the library's (ioa_dma_free runs under
- * it at destroy), never the other way round.
+ * both after the library's life-cycle lock (ioa_fini holds it while it
+ * destroys the providers left) and before the library's inner locks
+ * (ioa_dma_free runs under a provider's at destroy), never the other way.
  *
  * Life in a process:
  * - thread exit: nothing is per thread here; a call from a late destructor
@@ -51,7 +52,6 @@ struct ioa_provider {
 static struct ioa_provider slots[IOA_PROVIDER_MAX];
 static void (*_Atomic locked_hook)(void); /* test hook */
 static pthread_mutex_t providers_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 
 static int live(const struct ioa_provider *p)
 {
@@ -77,10 +77,10 @@ static int usable(const struct ioa_provider *p, const char *fn)
 
 /* ---- fork: every provider's lock is held across it -------------------- */
 
-/* Registered at the first creation, after the library's handlers (creation
- * initialises the library first), so this prepare runs before the
- * library's: the order the locks nest in. */
-static void fork_prepare(void)
+/* Called by the library's handlers (api.c): after the life-cycle lock,
+ * which ioa_fini holds while it takes these, and before the heap's and the
+ * regions', which a provider's calls take under its lock. */
+void ioa__provider_fork_prepare(void)
 {
 	pthread_mutex_lock(&providers_lock);
 	for (unsigned i = 0; i < IOA_PROVIDER_MAX; i++)
@@ -88,7 +88,7 @@ static void fork_prepare(void)
 			pthread_mutex_lock(&slots[i].lock);
 }
 
-static void fork_parent(void)
+void ioa__provider_fork_parent(void)
 {
 	for (unsigned i = 0; i < IOA_PROVIDER_MAX; i++)
 		if (live(&slots[i]))
@@ -97,7 +97,7 @@ static void fork_parent(void)
 }
 
 /* The child has only the forking thread: the locks are made anew. */
-static void fork_child(void)
+void ioa__provider_fork_child(void)
 {
 	for (unsigned i = 0; i < IOA_PROVIDER_MAX; i++)
 		if (live(&slots[i]))
@@ -105,10 +105,6 @@ static void fork_child(void)
 	pthread_mutex_init(&providers_lock, NULL);
 }
 
-static void register_fork_handlers(void)
-{
-	pthread_atfork(fork_prepare, fork_parent, fork_child);
-}
 
 /* ---- life ------------------------------------------------------------- */
 
@@ -127,7 +123,6 @@ IOA_EXPORT struct ioa_provider *ioa_provider_create(int node, unsigned flags)
 		errno = -err;
 		return NULL;
 	}
-	pthread_once(&fork_once, register_fork_handlers);
 	pthread_mutex_lock(&providers_lock);
 	for (unsigned i = 0; i < IOA_PROVIDER_MAX && !p; i++)
 		if (!live(&slots[i]))

@@ -24,4 +24,9 @@ void ioa__provider_set_locked_hook(void (*fn)(void));
 /* ioa_fini: destroys the providers still live, with a warning each. */
 void ioa__provider_fini(void);
 
+/* fork(): the providers' locks, taken by the library's handlers (api.c). */
+void ioa__provider_fork_prepare(void);
+void ioa__provider_fork_parent(void);
+void ioa__provider_fork_child(void);
+
 #endif
