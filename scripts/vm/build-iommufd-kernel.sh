@@ -2,18 +2,18 @@
 # Usage: scripts/vm/build-iommufd-kernel.sh [CACHE_DIR]
 # Builds a small x86-64 kernel with iommufd (CONFIG_IOMMUFD) and VFIO device
 # cdevs (CONFIG_VFIO_DEVICE_CDEV), which no Debian 12 kernel has, from
-# Debian's linux-source-6.12, for the opt-in VM test vm_iommufd. Prints the
+# Debian's linux-source-6.12, for the VM test vm_iommufd (scripts/test.sh runs it). Prints the
 # directory that run-vm.sh boots: CACHE_DIR/root, holding boot/vmlinuz-<ver>
 # and lib/modules/<ver>/ with modules.builtin only (VFIO, vfio-pci and iommufd
 # are built in: the guest loads no module). CACHE_DIR defaults to
-# .cache/iommufd-kernel (outside .cache/vm, which fetch-kernel.sh prunes).
+# ${XDG_CACHE_HOME:-~/.cache}/ioalloc/iommufd-kernel: outside the checkout, so
+# that every clone of the machine (CI's among them) shares one build.
 #
 # About 6 minutes on 2 cores the first time; a rerun with the same source
-# package and options only prints the directory, and an interrupted build
-# resumes where make stopped.
+# package and options (the key, kept in root/.ready) only prints the
+# directory, and an interrupted build resumes where make stopped.
 set -euo pipefail
-src=$(cd "$(dirname "$0")/../.." && pwd)
-cache=${1:-$src/.cache/iommufd-kernel}
+cache=${1:-${XDG_CACHE_HOME:-$HOME/.cache}/ioalloc/iommufd-kernel}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
 exec 9>"$cache/.lock"

@@ -162,6 +162,7 @@ int main(int argc, char **argv)
 	check_held_device_refused(&iommufd, "test_iommufd", device_addr, "VFIO_DEVICE_BIND_IOMMUFD");
 	run_check(&iommufd, check_dma_byte_for_byte);
 	run_check(&iommufd, check_freed_is_unreachable);
+	run_check(&iommufd, check_registered_memory);
 	run_check(&iommufd, check_injected_unmap_failure);
 	run_check(&iommufd, check_kernel_refusals);
 	test_fini_detaches(iommufd.kmsg);
