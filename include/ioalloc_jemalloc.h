@@ -47,10 +47,14 @@
  * glibc's (docs/integration.md).
  *
  * Life in a process: create and destroy are thread-safe, not async-signal-
- * safe; the hooks run on whichever thread jemalloc runs them. fork(): as
- * jemalloc's (it takes its locks around fork) and ioalloc's providers'
- * (a vfio or iommufd child gets no new DMA memory: mallocx fails once the
- * arena needs a new chunk). Every arena must be destroyed before ioa_fini():
+ * safe; the hooks run on whichever thread jemalloc runs them. fork(): a
+ * vfio or iommufd child gets no new DMA memory (mallocx fails once the arena
+ * needs a new chunk). KNOWN DEADLOCK, not yet fixed: a fork() while another
+ * thread's mallocx grows an arena (its alloc hook running, under jemalloc's
+ * grow lock) can hang both: ioalloc's fork handler runs first and takes
+ * ioalloc's locks, the hook waits for one of them, and jemalloc's handler
+ * waits for the grow lock. Do not fork while other threads allocate on
+ * these arenas. Every arena must be destroyed before ioa_fini():
  * ioa_fini() retires the providers' chunks, and an arena still live then
  * would hand out memory that is gone.
  */

@@ -303,9 +303,9 @@ IOA_EXPORT int ioa_dma_unregister(void *addr)
 	return 0;
 }
 
-/* ioa_fini: no other call runs, so no lock (a fork waits for ioa_fini in the
- * library's prepare, with reg_lock held by ours: taking it here would
- * deadlock). Every registration left is retired as by ioa_dma_unregister. */
+/* ioa_fini: no other call runs (the contract), so no lock; a fork waits at
+ * the life-cycle lock, which ioa_fini holds, before it takes reg_lock. Every
+ * registration left is retired as by ioa_dma_unregister. */
 void ioa__extmem_fini(void)
 {
 	int inherited = ioa__iommu_inherited();

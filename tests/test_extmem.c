@@ -308,8 +308,29 @@ static void test_refused_unmap(void)
 	/* p is never unmapped: the device may reach it */
 }
 
+/* Whether ioa_dump() lists @p on a "quarantined" line. */
+static int dump_lists_quarantined(const void *p)
+{
+	char want[64], buf[1 << 16] = "";
+	int fd = memfd_create("ioa-extmem-dump", 0), found = 0;
+	ssize_t n = -1;
+
+	if (fd < 0)
+		return 0;
+	snprintf(want, sizeof(want), " va=%p ", p);
+	if (ioa_dump(fd, 0) == 0 && lseek(fd, 0, SEEK_SET) == 0)
+		n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
+		found |= strncmp(line, "quarantined ", 12) == 0 && strstr(line, want) != NULL;
+	return found;
+}
+
 /* A map that fails after the device's map succeeded, whose undoing unmap is
- * refused too: the range may be mapped, so it stays registered (quarantined). */
+ * refused too: the range may be mapped, so it stays registered (quarantined),
+ * and ioa_dump() says so. */
 static void test_refused_undo(void)
 {
 	uint8_t *p = map_anon(KB4), *q = map_anon(KB4);
@@ -326,6 +347,7 @@ static void test_refused_undo(void)
 	ioa__region_fail_table_maps(1, ENOMEM);
 	ioa__sim_fail_unmaps(1, EIO);
 	CHECK_EQ(ioa_dma_register(p, KB4, 0), -EIO);
+	CHECK(dump_lists_quarantined(p));
 	ONE_MESSAGE("overlaps the registered range", CHECK_EQ(ioa_dma_register(p, KB4, 0), -EEXIST));
 	ONE_MESSAGE("quarantined", CHECK_EQ(ioa_dma_unregister(p), -EIO));
 	CHECK_EQ(ioa_quiesce(), 0); /* not the engine's: ioa_dma_register said it */

@@ -64,6 +64,10 @@ static void test_bad_args(void)
 	ONE_MESSAGE("invalid name \"0123456789012345678901234567890123\"",
 		    p = ioa_pool_create("0123456789012345678901234567890123", 64, 8, 0, IOA_NODE_ANY, 0));
 	CHECK(!p);
+	/* a newline in a name would forge a line of ioa_dump's */
+	ONE_MESSAGE("invalid name: a control character (0x0a) at offset 1",
+		    p = ioa_pool_create("x\nbuffer node=0 va=0x1000", 64, 8, 0, IOA_NODE_ANY, 0));
+	CHECK(!p && errno == EINVAL);
 	ONE_MESSAGE("invalid obj_size 0", p = ioa_pool_create("b", 0, 8, 0, IOA_NODE_ANY, 0));
 	CHECK(!p && errno == EINVAL);
 	ONE_MESSAGE("invalid obj_size 1099511627776",

@@ -5,13 +5,13 @@
  * invalidation; nested translation needs both stages' permissions; the DMA
  * engine runs beside allocations; an unmap costs what the config says. */
 #include "check.h"
+#include "task_check.h"
 
 #include "defer.h"
 #include "ioalloc.h"
 #include "iommu.h"
 #include "iopt.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <time.h>
 
@@ -379,30 +379,6 @@ out:
 }
 
 /* ---- the DMA engine ----------------------------------------------------- */
-
-/* Threads of this process whose name starts with @prefix. */
-static int threads_named(const char *prefix)
-{
-	DIR *d = opendir("/proc/self/task");
-	struct dirent *e;
-	int n = 0;
-
-	if (!d)
-		return -1;
-	while ((e = readdir(d))) {
-		char path[300], name[32] = "";
-		FILE *f;
-
-		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
-		if (e->d_name[0] == '.' || !(f = fopen(path, "r")))
-			continue;
-		if (fgets(name, sizeof(name), f) && strncmp(name, prefix, strlen(prefix)) == 0)
-			n++;
-		fclose(f);
-	}
-	closedir(d);
-	return n;
-}
 
 /* threads_named(@prefix) once it reaches @want, or after a second: a joined
  * thread's task may linger in /proc for a moment after pthread_join returns

@@ -11,13 +11,13 @@
  * This machine may have one NUMA node: what needs two is said, not faked.
  */
 #include "check.h"
+#include "task_check.h"
 
 #include "ioalloc.h"
 #include "iommu.h"
 #include "os.h"
 #include "stats.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <fcntl.h>
@@ -500,30 +500,6 @@ static void check_env_value(const char *value, int ok)
 	unsetenv("IOALLOC_RECLAIM_CPUS");
 }
 
-/* The thread id of the thread named @name, or -1. */
-static pid_t thread_named(const char *name)
-{
-	DIR *d = opendir("/proc/self/task");
-	struct dirent *e;
-	pid_t found = -1;
-
-	while (d && (e = readdir(d))) {
-		char path[300], comm[32] = "";
-		FILE *f;
-
-		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
-		if (e->d_name[0] == '.' || !(f = fopen(path, "r")))
-			continue;
-		if (fgets(comm, sizeof(comm), f) && strncmp(comm, name, strlen(name)) == 0 &&
-		    comm[strlen(name)] == '\n')
-			found = atoi(e->d_name);
-		fclose(f);
-	}
-	if (d)
-		closedir(d);
-	return found;
-}
-
 /* Starts node @node's reclaimer (its first free does), returns its affinity. */
 static int reclaimer_affinity(int node, cpu_set_t *set)
 {
@@ -616,7 +592,7 @@ int main(void)
 	/* After test_dump made and dropped a pool (ioa_fini: the life-cycle
 	 * lock, then the pools'), these fork: TSan reports a fork handler that
 	 * takes the two in the other order (a deadlock with a concurrent
-	 * ioa_fini; mutation f1-fork-pools-before-life). */
+	 * ioa_fini; mutation f2-fork-pools-before-life). */
 	test_dump_at_exit(0);
 	test_dump_at_exit(1);
 	{

@@ -45,13 +45,30 @@ static size_t round_up(size_t x, size_t a)
 	return (x + a - 1) / a * a;
 }
 
+/* The offset of @name's first control character (a newline would forge a
+ * line of ioa_dump's), or -1. */
+static long control_char(const char *name)
+{
+	for (const char *c = name; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			return c - name;
+	return -1;
+}
+
 static int check_args(const char *fn, const char *name, size_t obj_size, unsigned count,
 		      unsigned cache_size, unsigned flags)
 {
+	long ctl;
+
 	if (!name || !name[0] || strlen(name) >= IOA_POOL_NAMESIZE) {
 		ioa__err("%s: invalid name %s%s%s: accepted are 1 to %d characters", fn,
 			 name ? "\"" : "", name ? name : "NULL", name ? "\"" : "",
 			 IOA_POOL_NAMESIZE - 1);
+		return -EINVAL;
+	}
+	if ((ctl = control_char(name)) >= 0) {
+		ioa__err("%s: invalid name: a control character (0x%02x) at offset %ld: accepted "
+			 "are printable characters", fn, (unsigned char)name[ctl], ctl);
 		return -EINVAL;
 	}
 	if (!obj_size || obj_size > IOA_POOL_OBJ_MAX) {

@@ -116,9 +116,13 @@ static size_t round_up(size_t v, size_t a)
 	return (v + a - 1) & ~(a - 1);
 }
 
+/* No device maps anything (the none backend) and the pages are 4 KiB ones:
+ * MADV_DONTNEED on a hugetlb page would give it back to the pool, losing
+ * its reservation (a SIGBUS at the next touch when the pool is dry), and
+ * rounds a range's end down to a whole hugepage, purging less than asked. */
 int ioa__region_on_demand(void)
 {
-	return rg.identity;
+	return rg.identity && (rg.cfg.page_size == IOA_PAGE_AUTO || rg.cfg.page_size == IOA_PAGE_4K);
 }
 
 /* ---- segments -------------------------------------------------------- */
@@ -791,8 +795,10 @@ int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out)
 		return map_failure(err);
 	}
 	*out = (struct ioa__buffer){ .seg = s, .first = 0, .npages = s->npages };
-	if (err) /* the device may still reach it: quarantined, window and all */
+	if (err) { /* the device may still reach it: quarantined, window and all */
 		ioa__node_stat_add(node, quarantined_bytes, len);
+		log_quarantine(node, va, s->iova, len);
+	}
 	return err;
 }
 

@@ -29,8 +29,9 @@ extern _Atomic uint64_t ioa__va2iova_root[512];
 extern _Atomic uint64_t ioa__iova2va_root[512];
 
 int ioa__region_init(const struct ioa_config *cfg);
-/* Whether no device can reach the memory (the none backend): then pages come
- * at first touch, and may go back to the kernel while they are mapped. */
+/* Whether no device can reach the memory (the none backend) and its pages are
+ * 4 KiB ones: then pages come at first touch, and may go back to the kernel
+ * (MADV_DONTNEED) while they are mapped; never hugetlb pages. */
 int ioa__region_on_demand(void);
 /* Unmaps leaked buffers (warning about each) and returns every segment. */
 void ioa__region_fini(void);

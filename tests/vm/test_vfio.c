@@ -33,8 +33,8 @@
  *   large block the same; with lazy, a freed object stays reachable.
  */
 #include "vm_check.h"
+#include "task_check.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <linux/vfio.h>
 #include <numa.h>
@@ -263,30 +263,6 @@ static int device_node(void)
 		fclose(f);
 	}
 	return node;
-}
-
-/* The thread id of this process's thread named @name, or -1. */
-static pid_t thread_named(const char *name)
-{
-	DIR *d = opendir("/proc/self/task");
-	struct dirent *e;
-	pid_t tid = -1;
-
-	while (d && tid < 0 && (e = readdir(d))) {
-		char path[300], comm[32] = "";
-		FILE *f;
-
-		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
-		if (e->d_name[0] == '.' || !(f = fopen(path, "r")))
-			continue;
-		if (fgets(comm, sizeof(comm), f) && strncmp(comm, name, strlen(name)) == 0 &&
-		    comm[strlen(name)] == '\n')
-			tid = atoi(e->d_name);
-		fclose(f);
-	}
-	if (d)
-		closedir(d);
-	return tid;
 }
 
 /* Whether every CPU thread @tid may run on is in @cpus (and there is one). */
