@@ -49,12 +49,13 @@
  * Life in a process: create and destroy are thread-safe, not async-signal-
  * safe; the hooks run on whichever thread jemalloc runs them. fork(): a
  * vfio or iommufd child gets no new DMA memory (mallocx fails once the arena
- * needs a new chunk). KNOWN DEADLOCK, not yet fixed: a fork() while another
- * thread's mallocx grows an arena (its alloc hook running, under jemalloc's
- * grow lock) can hang both: ioalloc's fork handler runs first and takes
- * ioalloc's locks, the hook waits for one of them, and jemalloc's handler
- * waits for the grow lock. Do not fork while other threads allocate on
- * these arenas. Every arena must be destroyed before ioa_fini():
+ * needs a new chunk). jemalloc's fork handlers run after ioalloc's, which
+ * take ioalloc's locks; so a fork first waits until no extent hook of
+ * these arenas is inside ioalloc, and while it runs a hook declines (a
+ * mallocx that needs a new chunk then fails, in the fork's instant). An
+ * arena's destroy concurrent with a fork can still hang both (its destroy
+ * hook cannot decline): do not destroy arenas while another thread forks.
+ * Every arena must be destroyed before ioa_fini():
  * ioa_fini() retires the providers' chunks, and an arena still live then
  * would hand out memory that is gone.
  */

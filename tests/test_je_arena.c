@@ -16,6 +16,7 @@
 #include <jemalloc/jemalloc.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/wait.h>
 #include <stdbool.h>
 
 #define PAGE 4096ul
@@ -374,6 +375,59 @@ static void test_threads(void)
 	CHECK_EQ(dma_bytes_live(), live0);
 }
 
+/*
+ * fork() while another thread's mallocx grows an arena: its alloc hook runs
+ * under jemalloc's grow lock. The hook pauses inside the gate (the test
+ * hook) while this thread forks: the fork's prepare must wait for it to
+ * leave before ioalloc's prepare takes the library's locks, or the hook
+ * waits for those while jemalloc's prepare waits for the grow lock (a
+ * deadlock: ctest's timeout).
+ */
+static atomic_int grower_inside;
+
+static void pause_inside(void)
+{
+	struct timespec pause = { 0, 200 * 1000 * 1000 }; /* the fork starts meanwhile */
+
+	atomic_store(&grower_inside, 1);
+	nanosleep(&pause, NULL);
+}
+
+static void *grow(void *arg)
+{
+	unsigned arena = (unsigned)(uintptr_t)arg;
+	void *p = mallocx((size_t)8 << 20, FLAGS(arena));
+
+	if (p)
+		dallocx(p, MALLOCX_TCACHE_NONE);
+	return p;
+}
+
+static void test_fork_while_growing(void)
+{
+	int a = ioa_je_arena_create(IOA_NODE_ANY, 0), status = -1;
+	void *grown = NULL;
+	pthread_t t;
+	pid_t pid;
+
+	if (!CHECK(a >= 0))
+		return;
+	atomic_store(&grower_inside, 0);
+	ioa__je_set_inside_hook(pause_inside);
+	pthread_create(&t, NULL, grow, (void *)(uintptr_t)a);
+	while (!atomic_load(&grower_inside))
+		sched_yield();
+	pid = fork();
+	if (pid == 0)
+		_exit(0);
+	if (CHECK(pid > 0))
+		CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	pthread_join(t, &grown);
+	ioa__je_set_inside_hook(NULL);
+	CHECK(grown != NULL); /* it was inside the gate before the fork closed it */
+	CHECK_EQ(ioa_je_arena_destroy((unsigned)a), 0);
+}
+
 int main(void)
 {
 	check_start("test_je_arena");
@@ -387,6 +441,12 @@ int main(void)
 	test_flags();
 	test_flags_stale();
 	test_threads();
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+	check_note("fork part skipped under the sanitizers (as test_fork)");
+	(void)test_fork_while_growing;
+#else
+	test_fork_while_growing();
+#endif
 	CHECK_EQ(ioa_sim_violations(NULL), 0);
 	ioa_fini();
 	return check_done();

@@ -44,22 +44,27 @@ void ioa__je_err(const char *fmt, ...)
 		return; /* nowhere else to say it */
 }
 
-/* fork(): registered at the first creation, after jemalloc's handlers (it
- * is initialised by then), so this prepare runs first: the slots' lock
- * before jemalloc's, the order in which tcache.destroy under it takes them. */
+/* fork(): registered at the first creation, after jemalloc's and ioalloc's
+ * handlers (both are initialised by then), so this prepare runs first: it
+ * closes the hooks' gate (je_hooks.c) before ioalloc's prepare takes the
+ * library's locks, then takes the slots' lock before jemalloc's, the order
+ * in which tcache.destroy under it takes them. */
 static void fork_prepare(void)
 {
+	ioa__je_gate_close();
 	pthread_mutex_lock(&ioa__je_slots_lock);
 }
 
 static void fork_parent(void)
 {
 	pthread_mutex_unlock(&ioa__je_slots_lock);
+	ioa__je_gate_open(0);
 }
 
 static void fork_child(void)
 {
 	pthread_mutex_init(&ioa__je_slots_lock, NULL);
+	ioa__je_gate_open(1);
 }
 
 static void register_fork_handlers(void)

@@ -6,11 +6,64 @@
  * A hook returning true declines; jemalloc then keeps the memory and tries
  * something else (dalloc declined: decommit, then the purges, then it keeps
  * the extent as retained and reuses it).
+ *
+ * The fork gate. jemalloc registers its fork handlers before ioalloc's, so
+ * at a fork ioalloc's prepare runs first and takes the providers' and the
+ * library's locks; jemalloc's then waits for its own, which a thread in a
+ * hook may hold (its grow lock around alloc) while it waits for one of
+ * ioalloc's: a deadlock. So this library's prepare (je_arena.c, run before
+ * both) closes the gate and waits until no hook is inside; a hook that
+ * finds it closed declines without calling ioalloc (mallocx may then fail,
+ * during a fork of another thread). destroy cannot decline: it waits for
+ * the gate, and so a fork concurrent with an arena's destroy can still
+ * deadlock (ioalloc_jemalloc.h).
  */
 #include "je_hooks.h"
 
+#include <sched.h>
 #include <stdint.h>
 #include <string.h>
+
+static _Atomic int gate_closed;
+static _Atomic unsigned in_flight; /* hooks inside the gate */
+static void (*_Atomic inside_hook)(void); /* test hook */
+
+/* seq_cst, as the prepare's close and count below: of a hook's increment
+ * and the prepare's close, one sees the other (a Dekker pair). */
+static bool enter(void)
+{
+	atomic_fetch_add(&in_flight, 1);
+	if (!atomic_load(&gate_closed))
+		return true;
+	atomic_fetch_sub_explicit(&in_flight, 1, memory_order_relaxed); /* it did nothing */
+	return false;
+}
+
+/* release: the hook's calls into ioalloc happen before the prepare sees it
+ * gone and lets ioalloc's prepare take the library's locks. */
+static void leave(void)
+{
+	atomic_fetch_sub_explicit(&in_flight, 1, memory_order_release);
+}
+
+void ioa__je_gate_close(void)
+{
+	atomic_store(&gate_closed, 1);
+	while (atomic_load(&in_flight)) /* seq_cst: pairs with enter (and leave's release) */
+		sched_yield();
+}
+
+void ioa__je_gate_open(int child)
+{
+	if (child) /* hooks of threads the child does not have */
+		atomic_store_explicit(&in_flight, 0, memory_order_relaxed);
+	atomic_store(&gate_closed, 0);
+}
+
+void ioa__je_set_inside_hook(void (*fn)(void))
+{
+	atomic_store_explicit(&inside_hook, fn, memory_order_relaxed);
+}
 
 static struct ioa_provider *prov_of(extent_hooks_t *h)
 {
@@ -22,11 +75,16 @@ static struct ioa_provider *prov_of(extent_hooks_t *h)
 static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t alignment,
 			bool *zero, bool *commit, unsigned arena_ind)
 {
+	void (*test)(void) = atomic_load_explicit(&inside_hook, memory_order_relaxed);
 	void *p;
 
-	if (new_addr)
+	if (new_addr || !enter())
 		return NULL;
-	if (!(p = ioa_provider_alloc(prov_of(h), size, alignment)))
+	if (test)
+		test();
+	p = ioa_provider_alloc(prov_of(h), size, alignment);
+	leave();
+	if (!p)
 		return NULL;
 	if (*zero) /* reused DMA memory holds what its last owner wrote */
 		memset(p, 0, size);
@@ -41,10 +99,14 @@ static bool hook_dalloc(extent_hooks_t *h, void *addr, size_t size, bool committ
 {
 	void *base;
 	size_t len;
+	bool declined;
 
-	if (ioa_provider_chunk(prov_of(h), addr, &base, &len) != 0 || base != addr || len != size)
+	if (!enter())
 		return true;
-	return ioa_provider_free(prov_of(h), addr, size) != 0;
+	declined = ioa_provider_chunk(prov_of(h), addr, &base, &len) != 0 || base != addr ||
+		   len != size || ioa_provider_free(prov_of(h), addr, size) != 0;
+	leave();
+	return declined;
 }
 
 /* The arena is going away (arena.<i>.destroy): every piece goes back; its
@@ -52,7 +114,22 @@ static bool hook_dalloc(extent_hooks_t *h, void *addr, size_t size, bool committ
 static void hook_destroy(extent_hooks_t *h, void *addr, size_t size, bool committed,
 			 unsigned arena_ind)
 {
+	while (!enter())
+		sched_yield();
 	ioa_provider_free(prov_of(h), addr, size);
+	leave();
+}
+
+/* A purge through the gate: true (declined) unless it purged. */
+static bool purge(extent_hooks_t *h, void *addr, size_t offset, size_t length, unsigned how)
+{
+	bool declined;
+
+	if (!enter())
+		return true;
+	declined = ioa_provider_purge(prov_of(h), (char *)addr + offset, length, how) != 0;
+	leave();
+	return declined;
 }
 
 /* Nothing is ever decommitted (below): committing is making the pages read
@@ -60,8 +137,7 @@ static void hook_destroy(extent_hooks_t *h, void *addr, size_t size, bool commit
 static bool hook_commit(extent_hooks_t *h, void *addr, size_t size, size_t offset,
 			size_t length, unsigned arena_ind)
 {
-	return ioa_provider_purge(prov_of(h), (char *)addr + offset, length,
-				  IOA_PURGE_FORCED) != 0;
+	return purge(h, addr, offset, length, IOA_PURGE_FORCED);
 }
 
 /* Declined: decommitting would take pages the IOMMU may map. */
@@ -74,14 +150,13 @@ static bool hook_decommit(extent_hooks_t *h, void *addr, size_t size, size_t off
 static bool hook_purge_lazy(extent_hooks_t *h, void *addr, size_t size, size_t offset,
 			    size_t length, unsigned arena_ind)
 {
-	return ioa_provider_purge(prov_of(h), (char *)addr + offset, length, IOA_PURGE_LAZY) != 0;
+	return purge(h, addr, offset, length, IOA_PURGE_LAZY);
 }
 
 static bool hook_purge_forced(extent_hooks_t *h, void *addr, size_t size, size_t offset,
 			      size_t length, unsigned arena_ind)
 {
-	return ioa_provider_purge(prov_of(h), (char *)addr + offset, length,
-				  IOA_PURGE_FORCED) != 0;
+	return purge(h, addr, offset, length, IOA_PURGE_FORCED);
 }
 
 /* The provider counts pages, not extents: a split needs no bookkeeping. */
@@ -97,9 +172,14 @@ static bool hook_merge(extent_hooks_t *h, void *addr_a, size_t size_a, void *add
 		       size_t size_b, bool committed, unsigned arena_ind)
 {
 	void *base_a, *base_b;
+	bool declined;
 
-	return ioa_provider_chunk(prov_of(h), addr_a, &base_a, NULL) != 0 ||
-	       ioa_provider_chunk(prov_of(h), addr_b, &base_b, NULL) != 0 || base_a != base_b;
+	if (!enter())
+		return true;
+	declined = ioa_provider_chunk(prov_of(h), addr_a, &base_a, NULL) != 0 ||
+		   ioa_provider_chunk(prov_of(h), addr_b, &base_b, NULL) != 0 || base_a != base_b;
+	leave();
+	return declined;
 }
 
 const extent_hooks_t ioa__je_hooks = {

@@ -41,6 +41,14 @@ void ioa__je_tcaches_drop(struct ioa__je_slot *s);
 /* The hooks every slot starts from. */
 extern const extent_hooks_t ioa__je_hooks;
 
+/* fork(): closes the hooks' gate and waits until no hook is inside it (the
+ * prepare); opens it again in the parent, and in the child (@child). */
+void ioa__je_gate_close(void);
+void ioa__je_gate_open(int child);
+/* Test hook: @fn runs inside the alloc hook, in the gate, before the
+ * provider is asked (NULL: none); test_je_arena forks meanwhile. */
+void ioa__je_set_inside_hook(void (*fn)(void));
+
 /* One line on stderr, "ioalloc: error: ...", as libioalloc writes them. */
 __attribute__((format(printf, 1, 2))) void ioa__je_err(const char *fmt, ...);
 
