@@ -52,10 +52,9 @@
  * needs a new chunk). jemalloc's fork handlers run after ioalloc's, which
  * take ioalloc's locks; so a fork first waits until no extent hook of
  * these arenas is inside ioalloc, and while it runs a hook declines (a
- * mallocx that needs a new chunk then fails, in the fork's instant). An
- * arena's destroy concurrent with a fork can still hang both (its destroy
- * hook cannot decline): do not destroy arenas while another thread forks.
- * Every arena must be destroyed before ioa_fini():
+ * mallocx that needs a new chunk then fails, in the fork's instant); an
+ * arena's destroy (whose hooks cannot decline) is waited for whole, or
+ * waits for the fork. Every arena must be destroyed before ioa_fini():
  * ioa_fini() retires the providers' chunks, and an arena still live then
  * would hand out memory that is gone.
  */

@@ -185,12 +185,14 @@ EXPORT int ioa_je_arena_destroy(unsigned arena)
 
 	if (!s)
 		return -EINVAL;
+	ioa__je_gate_enter_wait(); /* a fork waits for the whole destroy (je_hooks.c) */
 	/* The threads' tcaches of it first: jemalloc requires them flushed. */
 	pthread_mutex_lock(&ioa__je_slots_lock);
 	ioa__je_tcaches_drop(s);
 	pthread_mutex_unlock(&ioa__je_slots_lock);
 	snprintf(name, sizeof(name), "arena.%u.destroy", arena);
 	if ((err = mallctl(name, NULL, NULL, NULL, 0)) != 0) {
+		ioa__je_gate_leave();
 		ioa__je_err("ioa_je_arena_destroy(%u): jemalloc's %s failed: %s (EIO)", arena, name,
 			    strerror(err));
 		return -EIO;
@@ -199,6 +201,7 @@ EXPORT int ioa_je_arena_destroy(unsigned arena)
 	 * not (it would be a leak) goes with the provider, with a warning. */
 	ioa_provider_destroy(s->prov);
 	release(s);
+	ioa__je_gate_leave();
 	return 0;
 }
 

@@ -14,9 +14,9 @@
  * ioalloc's: a deadlock. So this library's prepare (je_arena.c, run before
  * both) closes the gate and waits until no hook is inside; a hook that
  * finds it closed declines without calling ioalloc (mallocx may then fail,
- * during a fork of another thread). destroy cannot decline: it waits for
- * the gate, and so a fork concurrent with an arena's destroy can still
- * deadlock (ioalloc_jemalloc.h).
+ * during a fork of another thread). destroy cannot decline: jemalloc calls
+ * it only inside ioa_je_arena_destroy(), which is inside the gate as a
+ * whole (it waits, holding nothing, while the gate is closed).
  */
 #include "je_hooks.h"
 
@@ -44,6 +44,17 @@ static bool enter(void)
 static void leave(void)
 {
 	atomic_fetch_sub_explicit(&in_flight, 1, memory_order_release);
+}
+
+void ioa__je_gate_enter_wait(void)
+{
+	while (!enter())
+		sched_yield();
+}
+
+void ioa__je_gate_leave(void)
+{
+	leave();
 }
 
 void ioa__je_gate_close(void)
@@ -109,15 +120,12 @@ static bool hook_dalloc(extent_hooks_t *h, void *addr, size_t size, bool committ
 	return declined;
 }
 
-/* The arena is going away (arena.<i>.destroy): every piece goes back; its
- * chunk is retired once all of it is back. */
+/* The arena is going away (arena.<i>.destroy, inside the gate: see above):
+ * every piece goes back; its chunk is retired once all of it is back. */
 static void hook_destroy(extent_hooks_t *h, void *addr, size_t size, bool committed,
 			 unsigned arena_ind)
 {
-	while (!enter())
-		sched_yield();
 	ioa_provider_free(prov_of(h), addr, size);
-	leave();
 }
 
 /* A purge through the gate: true (declined) unless it purged. */

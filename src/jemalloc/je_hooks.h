@@ -45,6 +45,10 @@ extern const extent_hooks_t ioa__je_hooks;
  * prepare); opens it again in the parent, and in the child (@child). */
 void ioa__je_gate_close(void);
 void ioa__je_gate_open(int child);
+/* A whole call inside the gate (ioa_je_arena_destroy, whose destroy hooks
+ * cannot decline): waits, holding no lock, while a fork has it closed. */
+void ioa__je_gate_enter_wait(void);
+void ioa__je_gate_leave(void);
 /* Test hook: @fn runs inside the alloc hook, in the gate, before the
  * provider is asked (NULL: none); test_je_arena forks meanwhile. */
 void ioa__je_set_inside_hook(void (*fn)(void));
