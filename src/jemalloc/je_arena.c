@@ -6,8 +6,9 @@
  * Life in a process: the hooks run on the thread jemalloc runs them on, a
  * thread-exit destructor's included (jemalloc's own tcache flush at thread
  * exit may dalloc), and go to the provider, which is fine there. fork():
- * jemalloc holds its locks across it, the providers theirs, and the slots'
- * lock is held too (below). Not async-signal-safe. ioa_fini(): every arena
+ * the hooks' gate is closed and waited for first (je_hooks.c), then the
+ * slots' lock is held across it (below), ioalloc's and jemalloc's by their
+ * own handlers. Not async-signal-safe. ioa_fini(): every arena
  * must be destroyed before (ioalloc_jemalloc.h); a hook called after finds
  * its provider dead and declines, with a message.
  */
