@@ -104,6 +104,33 @@ enum ioa_protect {
 	IOA_PROTECT_STRICT, /**< a page that becomes wholly free is unmapped before any reuse */
 };
 
+/**
+ * Which IOVA a buffer's pages get when mapped (IOALLOC_IOVA).
+ *
+ * fixed: the IOVA of the page's place in its segment, the same every time
+ * the page is mapped again; a stale descriptor that names a freed buffer's
+ * IOVA reaches whichever buffer holds that page next, with no fault.
+ *
+ * rotate: a fresh IOVA at each map, from one cursor that moves up through the
+ * whole aperture (all nodes share it: one IOMMU domain, one aperture) and
+ * wraps at its end. An IOVA comes back only after its buffer was retired
+ * (unmapped and invalidated) and the cursor has gone once round: between a
+ * retirement and the reuse of its IOVA the library maps at least the
+ * aperture's size, less the bytes that stay mapped meanwhile and the
+ * alignment gaps, in bytes (about 2^48 with sim, the IOMMU's aperture with
+ * vfio and iommufd: years of mapping at GiB/s). A stale descriptor then
+ * faults. Where rotation cannot apply the pages keep fixed IOVAs, said
+ * once on stderr (a warning) and in ioa_dump() ("iova fixed"): pages of a
+ * segment mapped whole (IOMMU mappings ran low) and every page with the
+ * none backend (IOVA = virtual address). The lookups stay O(1) and
+ * async-signal-safe either way; a fork child's buffers keep their IOVAs
+ * (the parent's IOMMU), never handed out again.
+ */
+enum ioa_iova_mode {
+	IOA_IOVA_FIXED,  /**< a page's IOVA is fixed by its place in its segment */
+	IOA_IOVA_ROTATE, /**< each map takes a fresh IOVA from a cursor over the aperture */
+};
+
 /** Settings; the environment variable of each field is named beside it. */
 struct ioa_config {
 	enum ioa_backend backend;     /**< IOALLOC_BACKEND, default sim */
@@ -136,6 +163,7 @@ struct ioa_config {
 	int dump_at_exit;           /**< IOALLOC_DUMP_AT_EXIT: 1 writes ioa_dump() to stderr at process exit
 	                                 and at ioa_fini(), once the frees are retired (what is left:
 	                                 leaks, quarantined buffers) */
+	enum ioa_iova_mode iova;    /**< IOALLOC_IOVA: fixed or rotate (default), see enum ioa_iova_mode */
 };
 
 /** Fills @cfg with the defaults (sim backend, auto pages, local node, no VFIO

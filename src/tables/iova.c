@@ -20,6 +20,8 @@ int ioa__iova_init(struct ioa__iova_space *s, const struct ioa__iova_range *aper
 		return -ENOMEM;
 	memcpy(s->free, aperture, n * sizeof(*aperture));
 	s->n = n;
+	s->cursor = aperture[0].start;
+	s->laps = 0;
 	pthread_mutex_init(&s->lock, NULL);
 	return 0;
 }
@@ -55,35 +57,96 @@ static int insert_at(struct ioa__iova_space *s, size_t i, uint64_t start, uint64
 	return 0;
 }
 
+/* Takes [start, start + size) out of free[i], which holds it; 0, or -ENOMEM
+ * when splitting the range needs a table that cannot grow. Lock held. */
+static int take_from(struct ioa__iova_space *s, size_t i, uint64_t start, uint64_t size)
+{
+	struct ioa__iova_range r = s->free[i];
+	int head = start > r.start, tail = start + size < r.end;
+
+	if (head && tail) {
+		if (insert_at(s, i + 1, start + size, r.end) != 0)
+			return -ENOMEM;
+		s->free[i].end = start;
+	} else if (head) {
+		s->free[i].end = start;
+	} else if (tail) {
+		s->free[i].start = start + size;
+	} else {
+		remove_at(s, i);
+	}
+	return 0;
+}
+
+/* The lowest IOVA at or above @from, aligned to @align, with @size bytes free
+ * in one range, searching from free[i] on; UINT64_MAX if none. Lock held. */
+static uint64_t fit_from(struct ioa__iova_space *s, size_t i, uint64_t from, uint64_t size,
+			 uint64_t align)
+{
+	for (; i < s->n; i++) {
+		struct ioa__iova_range r = s->free[i];
+		uint64_t low = r.start > from ? r.start : from;
+		uint64_t start = (low + align - 1) & ~(align - 1);
+
+		if (start < low || start >= r.end || r.end - start < size)
+			continue;
+		if (take_from(s, i, start, size) != 0)
+			continue; /* no memory for the table: look for a range that needs no split */
+		return start;
+	}
+	return UINT64_MAX;
+}
+
 uint64_t ioa__iova_alloc(struct ioa__iova_space *s, uint64_t size, uint64_t align)
 {
-	uint64_t found = UINT64_MAX;
+	uint64_t found;
 
 	pthread_mutex_lock(&s->lock);
-	for (size_t i = 0; i < s->n; i++) {
-		struct ioa__iova_range r = s->free[i];
-		uint64_t start = (r.start + align - 1) & ~(align - 1);
-
-		if (start < r.start || start >= r.end || r.end - start < size)
-			continue;
-		int head = start > r.start, tail = start + size < r.end;
-
-		if (head && tail) {
-			if (insert_at(s, i + 1, start + size, r.end) != 0)
-				continue; /* no memory for the table: look for a range that needs no split */
-			s->free[i].end = start;
-		} else if (head) {
-			s->free[i].end = start;
-		} else if (tail) {
-			s->free[i].start = start + size;
-		} else {
-			remove_at(s, i);
-		}
-		found = start;
-		break;
-	}
+	found = fit_from(s, 0, 0, size, align);
 	pthread_mutex_unlock(&s->lock);
 	return found;
+}
+
+/* The first range that ends above @addr (binary search), or s->n. */
+static size_t first_ending_above(const struct ioa__iova_space *s, uint64_t addr)
+{
+	size_t lo = 0, hi = s->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (s->free[mid].end <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+uint64_t ioa__iova_alloc_next(struct ioa__iova_space *s, uint64_t size, uint64_t align)
+{
+	uint64_t found;
+
+	pthread_mutex_lock(&s->lock);
+	found = fit_from(s, first_ending_above(s, s->cursor), s->cursor, size, align);
+	if (found == UINT64_MAX) { /* nothing above the cursor: a new lap from the start */
+		found = fit_from(s, 0, 0, size, align);
+		s->laps += found != UINT64_MAX;
+	}
+	if (found != UINT64_MAX)
+		s->cursor = found + size;
+	pthread_mutex_unlock(&s->lock);
+	return found;
+}
+
+uint64_t ioa__iova_laps(struct ioa__iova_space *s)
+{
+	uint64_t laps;
+
+	pthread_mutex_lock(&s->lock);
+	laps = s->laps;
+	pthread_mutex_unlock(&s->lock);
+	return laps;
 }
 
 int ioa__iova_free(struct ioa__iova_space *s, uint64_t iova, uint64_t size)
