@@ -111,20 +111,27 @@ enum ioa_protect {
  * the page is mapped again; a stale descriptor that names a freed buffer's
  * IOVA reaches whichever buffer holds that page next, with no fault.
  *
- * rotate: a fresh IOVA at each map, from one cursor that moves up through the
- * whole aperture (all nodes share it: one IOMMU domain, one aperture) and
- * wraps at its end. An IOVA comes back only after its buffer was retired
- * (unmapped and invalidated) and the cursor has gone once round: between a
- * retirement and the reuse of its IOVA the library maps at least the
- * aperture's size, less the bytes that stay mapped meanwhile and the
- * alignment gaps, in bytes (about 2^48 with sim, the IOMMU's aperture with
- * vfio and iommufd: years of mapping at GiB/s). A stale descriptor then
- * faults. Where rotation cannot apply the pages keep fixed IOVAs, said
- * once on stderr (a warning) and in ioa_dump() ("iova fixed"): pages of a
- * segment mapped whole (IOMMU mappings ran low) and every page with the
- * none backend (IOVA = virtual address). The lookups stay O(1) and
- * async-signal-safe either way; a fork child's buffers keep their IOVAs
- * (the parent's IOMMU), never handed out again.
+ * rotate (the default): a fresh IOVA at each map, from one cursor that moves
+ * up through the whole aperture and wraps at its end (one cursor for all
+ * nodes: they share one IOMMU domain and one aperture, and per-node cursors
+ * would split it into shorter laps). An IOVA is handed out again only once
+ * its buffer is retired (unmapped and invalidated; never while it is mapped
+ * or queued for retirement) and the cursor has gone once round since it was
+ * handed out. The bound, in bytes mapped: between two handouts of one IOVA
+ * the library maps at least the aperture's size (about 2^48 bytes with sim;
+ * with vfio and iommufd what the IOMMU reports, typically 2^39 to 2^48)
+ * less the bytes that stay mapped meanwhile and the alignment gaps the
+ * cursor skips: days to years of mapping at GiB/s. A stale descriptor
+ * naming a retired buffer's IOVA therefore faults. Where rotation cannot
+ * apply, pages keep fixed IOVAs, and it is said: pages of a segment mapped
+ * whole once IOMMU mappings ran low (a warning on stderr, once; ioa_dump()
+ * shows the segment with iovas=fixed) and every page with the none backend,
+ * whose IOVA is the virtual address (an info line at ioa_init()). Measured
+ * on the sim backend (docs/benchmarks.md), rotate costs no more than fixed:
+ * the same map calls, fewer unmap calls, two more table pages at peak and
+ * none at rest. ioa_virt2iova() and ioa_iova2virt() stay O(1), lock-free and
+ * async-signal-safe in both modes. A fork child keeps the IOVAs of the
+ * buffers it inherited and never hands them out again.
  */
 enum ioa_iova_mode {
 	IOA_IOVA_FIXED,  /**< a page's IOVA is fixed by its place in its segment */
@@ -1016,7 +1023,11 @@ int ioa_stats_node(int node, struct ioa_node_stats *out);
  *   node N dma_allocs= dma_frees= dma_bytes_live= unretired_bytes= segments= quarantined_bytes=
  *   heap node= spans_created= spans_retired= large_created= large_reused= large_purged_bytes=
  *   segment node= va= len= iova= pages=4k|2m|1g map=buffers|whole kind=shared|big|dedicated
- *           npages= free_pages= [closing=1]      (one line; each followed by its buffers)
+ *           npages= free_pages= [closing=1] iovas=fixed|rotate
+ *                                                (one line; each followed by its buffers;
+ *                                                 iovas=rotate: its buffers take IOVAs from
+ *                                                 the cursor, IOALLOC_IOVA, and iova=0x0,
+ *                                                 it has no window)
  *   buffer node= va= iova= len= owner=dma|heap   (live: allocated, not freed; heap: a span
  *                                                 of ioa_malloc() objects or a large block)
  *   freed node= va= iova= len= kind=buffer       (freed, not yet retired: the device

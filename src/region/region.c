@@ -468,9 +468,16 @@ static void unreserve_pages(struct ioa__segment *s, uint32_t first, uint32_t n)
  * segment's window, or, in a rotated segment, a fresh one from the cursor
  * (UINT64_MAX when the aperture has no room), aligned as @align and, for a
  * buffer of 2 MiB or more on a 2 MiB boundary, to 2 MiB, so the IOMMU can
- * map it with 2 MiB leaves. Called on the allocating thread only: never in
- * a signal handler or a thread-exit destructor's lookup; takes the IOVA
- * space's mutex (fork takes it in ioa__region_fork_prepare).
+ * map it with 2 MiB leaves.
+ * - It takes the IOVA space's mutex, like segment creation: an allocation
+ *   in a thread-exit destructor does the same as anywhere; a signal handler
+ *   must not allocate (ioa_dma_alloc is not async-signal-safe), and the
+ *   lookups it may call read only the tables, never the cursor.
+ * - fork(): ioa__region_fork_prepare holds the mutex across it; the child's
+ *   cursor is a copy of the parent's, and the IOVAs of buffers it inherited
+ *   are never freed there (ioa__region_keep), so it never hands them out.
+ * - ioa_fini may not run concurrently with an allocation (its contract);
+ *   it destroys the space after the engine retired every free.
  */
 static uint64_t buffer_iova(const struct ioa__segment *s, uint64_t va, size_t len, size_t align)
 {
