@@ -5,7 +5,8 @@
  * gone from the iova2va table);
  * the table pages the moving cursor empties, in the sim's table and in
  * ioalloc's own, are retired at rest; the sim frees an emptied table page
- * only after the invalidation that follows its unlinking; threads rotating
+ * only after the invalidation that follows its unlinking, and a map after an
+ * unlink is reachable at once (no stale cached table page); threads rotating
  * at once (the TSan variant's case). The lap bound of the cursor itself is
  * in test_iova.
  *
@@ -248,18 +249,41 @@ static void test_table_pages_at_rest(void)
 	ioa_fini();
 }
 
-/*
- * The sim's table: X and X' share a level-0 table page P. A transfer to X
- * caches P in the paging-structure cache; one to X' evicts X from the IOTLB
- * (same set). Both unmapped: P is empty and unlinked. Y, in the next 2 MiB,
- * needs a new level-0 page. Before any invalidation a transfer to X goes
- * through the cached P: it must find P empty (fault), not Y's mapping, which
- * it would if P had been freed and reused for Y. After the invalidation X
- * faults as well, walked from the root.
- */
-static void test_sim_prunes_after_invalidation(void)
+#define RW (IOA_PTE_READ | IOA_PTE_WRITE)
+#define FILL_REGIONS 70 /* more than the 64 emptied table pages a table keeps as spares */
+
+/* Maps one page in each of FILL_REGIONS 2 MiB regions from @base, unmaps
+ * them and invalidates: FILL_REGIONS level-0 pages pruned and freed, which
+ * leaves the sim table's spare list full. */
+static void fill_spares(uint64_t base, uint8_t *page)
 {
-	const uint64_t x = (uint64_t)1 << 40, x2 = x + MB1, y = x + MB2, keeper = x + 2 * MB2;
+	struct ioa__iova_extent ext[FILL_REGIONS];
+	size_t done;
+
+	for (int i = 0; i < FILL_REGIONS; i++) {
+		ext[i] = (struct ioa__iova_extent){ base + (uint64_t)i * MB2, KB4 };
+		CHECK_EQ(ioa__iommu_map(ext[i].iova, page, KB4, RW), 0);
+	}
+	CHECK_EQ(ioa__iommu_unmap(ext, FILL_REGIONS, &done), 0);
+	CHECK_EQ(ioa__iommu_invalidate(), 0);
+}
+
+/*
+ * The sim's stage-2 table, the seed's case. X and X' share the level-0 table
+ * page P; the keeper holds their level-1 page, so only P empties.
+ * 1. A transfer to X caches P in the paging-structure cache (PSC), one to X'
+ *    evicts X from the IOTLB (the same set). Both unmapped: P is unlinked.
+ *    With the spare list full, a P freed now would go back to the kernel;
+ *    a transfer to X walks from the cached P and must find it still there,
+ *    empty: a fault (a crash if P had been freed before the invalidation).
+ * 2. After the invalidation X faults, walked from the root.
+ * 3. A new page mapped where P was gets a new level-0 page; a PSC entry
+ *    for P, cached again and not flushed, would hide it: the map must flush,
+ *    so the new page is reached at once.
+ */
+static void test_sim_table_pages(void)
+{
+	const uint64_t x = (uint64_t)1 << 40, x2 = x + MB1, keeper = x + 511 * MB2;
 	struct ioa__iova_extent ext[2] = { { x, KB4 }, { x2, KB4 } };
 	uint8_t *mem;
 	size_t done;
@@ -269,19 +293,23 @@ static void test_sim_prunes_after_invalidation(void)
 	mem = mmap(NULL, 4 * KB4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (!CHECK(mem != MAP_FAILED))
 		goto out;
-	/* the keeper holds the level-1 page, so only P empties */
-	CHECK_EQ(ioa__iommu_map(keeper, mem + 3 * KB4, KB4, IOA_PTE_READ | IOA_PTE_WRITE), 0);
-	CHECK_EQ(ioa__iommu_map(x, mem, KB4, IOA_PTE_READ | IOA_PTE_WRITE), 0);
-	CHECK_EQ(ioa__iommu_map(x2, mem + KB4, KB4, IOA_PTE_READ | IOA_PTE_WRITE), 0);
+	CHECK_EQ(ioa__iommu_map(keeper, mem + 3 * KB4, KB4, RW), 0);
+	CHECK_EQ(ioa__iommu_map(x, mem, KB4, RW), 0);
+	CHECK_EQ(ioa__iommu_map(x2, mem + KB4, KB4, RW), 0);
+	fill_spares(x + MB2, mem + 2 * KB4);
 	CHECK(!dma_faults(x));
 	CHECK(!dma_faults(x2));
 	CHECK_EQ(ioa__iommu_unmap(ext, 2, &done), 0);
-	CHECK_EQ(ioa__iommu_map(y, mem + 2 * KB4, KB4, IOA_PTE_READ | IOA_PTE_WRITE), 0);
 	CHECK(dma_faults(x));
 	CHECK_EQ(ioa__iommu_invalidate(), 0);
 	CHECK(dma_faults(x));
-	CHECK(!dma_faults(y));
-	ext[0] = (struct ioa__iova_extent){ y, KB4 };
+
+	CHECK_EQ(ioa__iommu_map(x, mem, KB4, RW), 0);
+	CHECK(!dma_faults(x)); /* caches P' */
+	CHECK_EQ(ioa__iommu_unmap(ext, 1, &done), 0);
+	CHECK_EQ(ioa__iommu_map(x2, mem + KB4, KB4, RW), 0);
+	CHECK(!dma_faults(x2));
+	ext[0] = (struct ioa__iova_extent){ x2, KB4 };
 	ext[1] = (struct ioa__iova_extent){ keeper, KB4 };
 	CHECK_EQ(ioa__iommu_unmap(ext, 2, &done), 0);
 	CHECK_EQ(ioa__iommu_invalidate(), 0);
@@ -345,7 +373,7 @@ int main(int argc, char **argv)
 	check_clear_ioalloc_env();
 	test_old_iova(IOA_IOVA_FIXED);
 	test_old_iova(IOA_IOVA_ROTATE);
-	test_sim_prunes_after_invalidation();
+	test_sim_table_pages();
 	test_runs_follow_iova();
 	test_table_pages_at_rest();
 	test_threads();

@@ -16,7 +16,9 @@
  * page the device may reach: unlinked by the unmap, kept on a pending list,
  * and freed only by the next invalidation, after it flushed the
  * paging-structure caches under ioa__sim_inflight for writing: no walk
- * still holds a pointer to them then, cached or on its way down.
+ * still holds a pointer to them then, cached or on its way down. A map made
+ * after an unlink and before that flush flushes itself (sim_map), so a
+ * cached pointer to an unlinked page never hides a page mapped since.
  */
 #include "iommu.h"
 #include "log.h"
@@ -79,6 +81,12 @@ static struct ioa__iopt_pruned prune_take(void)
 	return p;
 }
 
+/* Table pages unlinked (ioa__sim_table.unlinked) before the last flush of the
+ * paging-structure caches began: no cached pointer to them is left. */
+static _Atomic uint64_t unlinked_flushed;
+
+static void flush_and_free_pruned(void);
+
 /* Frees pages taken by prune_take once no walker can reach them. */
 static void prune_free(struct ioa__iopt_pruned *p)
 {
@@ -108,6 +116,7 @@ static int sim_open(const struct ioa_config *cfg, struct ioa__iommu_info *info)
 	atomic_store(&sim.mapped, 0);
 	atomic_store(&sim.map_limit, 0);
 	atomic_store(&sim.mappings_low, 0);
+	atomic_store(&unlinked_flushed, 0); /* the new table has unlinked none */
 	/* IOVA 0 stays unmapped so that a null descriptor faults. */
 	info->aperture[0] = (struct ioa__iova_range){ IOA_HUGE_2M, 1ull << IOA_IOPT_BITS };
 	info->naperture = 1;
@@ -162,6 +171,16 @@ static int sim_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 	err = ioa__sim_shadow_add(va, len);
 	if (!err)
 		err = ioa__iopt_map(&ioa__sim_table, iova, (uint64_t)(uintptr_t)va, len, perms);
+	/* A table page unlinked and not yet flushed may still be cached for
+	 * this range, hiding the page the map just linked: the device would
+	 * fault on a live buffer. Flush before the IOVA is handed out, as an
+	 * IOMMU driver invalidates a non-leaf entry it changed. The map took
+	 * the table's lock after every unmap whose unlink it could meet, so
+	 * the count below includes them. acquire: pairs with the flusher's
+	 * release of unlinked_flushed. */
+	if (!err && atomic_load_explicit(&ioa__sim_table.unlinked, memory_order_relaxed) !=
+			    atomic_load_explicit(&unlinked_flushed, memory_order_acquire))
+		flush_and_free_pruned();
 	if (err) {
 		atomic_fetch_sub(&sim.mapped, len);
 		ioa__err("sim: map of %llu bytes at IOVA 0x%llx failed: %s", (unsigned long long)len,
@@ -221,16 +240,29 @@ static int sim_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done)
 	return 0;
 }
 
-/* Pages pruned before it starts are freed once the flush returned; those
- * pruned meanwhile wait for the next one. */
-static int sim_invalidate(void)
+/* Flushes the caches with every transfer drained. Pages pruned before it
+ * starts are freed once it returned; those pruned meanwhile wait for the
+ * next one. */
+static void flush_and_free_pruned(void)
 {
+	/* acquire: the count before the flush; any unlink it counts is done */
+	uint64_t unlinked = atomic_load_explicit(&ioa__sim_table.unlinked, memory_order_acquire);
 	struct ioa__iopt_pruned pruned = prune_take();
+	uint64_t seen = atomic_load_explicit(&unlinked_flushed, memory_order_relaxed);
 
 	pthread_rwlock_wrlock(&ioa__sim_inflight);
 	ioa__sim_flush_all();
 	pthread_rwlock_unlock(&ioa__sim_inflight);
 	prune_free(&pruned);
+	/* release: a mapper that reads this also sees the flush done */
+	while (seen < unlinked && !atomic_compare_exchange_weak_explicit(
+			&unlinked_flushed, &seen, unlinked, memory_order_release, memory_order_relaxed))
+		;
+}
+
+static int sim_invalidate(void)
+{
+	flush_and_free_pruned();
 	return 0;
 }
 
