@@ -124,8 +124,9 @@ enum ioa_protect {
  * cursor skips: days to years of mapping at GiB/s. A stale descriptor
  * naming a retired buffer's IOVA therefore faults. Where rotation cannot
  * apply, pages keep fixed IOVAs, and it is said: pages of a segment mapped
- * whole once IOMMU mappings ran low (a warning on stderr, once; ioa_dump()
- * shows the segment with iovas=fixed) and every page with the none backend,
+ * whole once IOMMU mappings ran low (after the backend's warning that they
+ * run low, an info line once, IOALLOC_VERBOSE=1; ioa_dump() shows such a
+ * segment with iovas=fixed) and every page with the none backend,
  * whose IOVA is the virtual address (an info line at ioa_init()). Measured
  * on the sim backend (docs/benchmarks.md), rotate costs no more than fixed:
  * the same map calls, fewer unmap calls, two more table pages at peak and

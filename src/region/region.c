@@ -110,7 +110,7 @@ static struct {
 	struct ioa__iova_space iova; /* unused by an identity backend */
 	int identity;
 	int rotate;                  /* IOALLOC_IOVA=rotate and not identity */
-	_Atomic int whole_warned;    /* "a whole segment keeps fixed IOVAs" said once */
+	_Atomic int whole_said;      /* "a whole segment keeps fixed IOVAs" said once */
 	size_t segment_size;
 	_Atomic unsigned interleave_next;
 	struct node_arena nodes[IOA_MAX_NODES];
@@ -283,8 +283,10 @@ static int segment_create(size_t len, size_t align, int node, int dedicated,
 		segment_release(s);
 		return err;
 	}
-	if (s->whole && rg.rotate && !atomic_exchange(&rg.whole_warned, 1))
-		ioa__warn("IOALLOC_IOVA=rotate: IOMMU mappings ran low, so segments are now mapped "
+	/* an info line, not a warning: the backend warned already that mappings
+	 * run low and segments are mapped whole (vfio) */
+	if (s->whole && rg.rotate && !atomic_exchange(&rg.whole_said, 1))
+		ioa__info("IOALLOC_IOVA=rotate: IOMMU mappings ran low, so segments are now mapped "
 			  "whole (the first: %zu KiB at IOVA 0x%llx): their pages keep fixed IOVAs "
 			  "while they live (ioa_dump shows iova=fixed)", len >> 10,
 			  (unsigned long long)s->iova);

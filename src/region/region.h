@@ -9,7 +9,7 @@
  *   gives it back once retired (unmapped and invalidated), never before.
  *   A segment mapped whole, and a registration, hold a window (from the
  *   cursor too); the pages of a whole segment keep fixed IOVAs while it
- *   lives (warned once, and shown by ioa_dump). The identity (none) backend
+ *   lives (an info line once, and shown by ioa_dump). The identity (none) backend
  *   has IOVA = virtual address: fixed, said at init.
  * Either way the buffer's IOVA is in the software tables (found by a lookup
  * and by ioa__region_take) and, once freed, in its struct ioa__buffer.

@@ -10,6 +10,9 @@
  *   across page boundaries;
  * - after ioa_dma_free and ioa_quiesce the IOMMU blocks the device: memory
  *   unchanged, nothing read, and the kernel logs a DMAR fault at the IOVA;
+ * - with IOALLOC_IOVA=rotate (the default) a page freed, quiesced and
+ *   allocated again has a new IOVA: the device's write to the old one
+ *   faults (DMAR) and leaves the new owner's bytes alone;
  * - memory the program mapped itself (ioa_dma_register) takes DMA byte for
  *   byte through one mapping; after ioa_dma_unregister the device's write
  *   faults (DMAR) and changes nothing, and the program may munmap it;
@@ -446,6 +449,7 @@ int main(int argc, char **argv)
 	check_held_device_refused(&vfio, "test_vfio", device_addr, "EBUSY");
 	run_check(&vfio, check_dma_byte_for_byte);
 	run_check(&vfio, check_freed_is_unreachable);
+	run_check(&vfio, check_reused_page_old_iova_faults);
 	run_check(&vfio, check_registered_memory);
 	test_given_container();
 	run_check(&vfio, check_injected_unmap_failure);
