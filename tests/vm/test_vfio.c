@@ -366,6 +366,9 @@ static void test_fork(void)
 	 * each node's pages (each node its own IOVAs), and the reuse the check
 	 * relies on would depend on where the scheduler ran it. */
 	cfg.numa = 0;
+	/* The check's premise is that the parent maps the IOVAs the child's
+	 * queue holds again: fixed IOVAs (rotate would hand out new ones). */
+	cfg.iova = IOA_IOVA_FIXED;
 	if (!CHECK_EQ(ioa_init(&cfg), 0))
 		return;
 	if (CHECK_EQ(edu_open(&e, ioa_vfio_group_fd(), device_addr), 0))
