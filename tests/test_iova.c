@@ -1,6 +1,7 @@
 /* The IOVA space (ioa__iova_*): first-fit aligned allocation inside the
  * aperture, checked against a model of the live pieces; exhaustion, merging
- * on free, double frees, several aperture ranges. */
+ * on free, double frees, several aperture ranges. Next fit from the cursor
+ * (IOALLOC_IOVA=rotate): the lap, and its bound, never a live range. */
 #include "check.h"
 
 #include "iova.h"
