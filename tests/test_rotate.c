@@ -143,6 +143,39 @@ out:
 	ioa_fini();
 }
 
+/* ioa_dump: a shared segment of rotated buffers says iovas=rotate, and a
+ * buffer's line gives the IOVA it is mapped at. */
+static void test_dump(void)
+{
+	char text[8192], want[64];
+	uint8_t *p, *q;
+	FILE *f;
+	size_t n;
+
+	if (!init_mode(IOA_IOVA_ROTATE))
+		return;
+	p = ioa_dma_alloc(KB4, 0, 0);
+	q = ioa_dma_alloc(2 * KB4, 0, 0);
+	f = tmpfile();
+	if (!CHECK(p && q && f))
+		goto out;
+	CHECK_EQ(ioa_dump(fileno(f), 0), 0);
+	rewind(f);
+	n = fread(text, 1, sizeof(text) - 1, f);
+	text[n] = '\0';
+	CHECK_CONTAINS(text, "map=buffers kind=shared");
+	CHECK_CONTAINS(text, "iovas=rotate");
+	snprintf(want, sizeof(want), "va=%p iova=0x%llx len=8192", (void *)q,
+		 (unsigned long long)ioa_virt2iova(q));
+	CHECK_CONTAINS(text, want);
+out:
+	if (f)
+		fclose(f);
+	ioa_dma_free(p);
+	ioa_dma_free(q);
+	ioa_fini();
+}
+
 struct live_buffer {
 	uint8_t *va;
 	uint64_t iova;
@@ -375,6 +408,7 @@ int main(int argc, char **argv)
 	test_old_iova(IOA_IOVA_ROTATE);
 	test_sim_table_pages();
 	test_runs_follow_iova();
+	test_dump();
 	test_table_pages_at_rest();
 	test_threads();
 	test_stress(quick ? QUICK_PAIRS : STRESS_PAIRS);

@@ -288,7 +288,7 @@ static int segment_create(size_t len, size_t align, int node, int dedicated,
 	if (s->whole && rg.rotate && !atomic_exchange(&rg.whole_said, 1))
 		ioa__info("IOALLOC_IOVA=rotate: IOMMU mappings ran low, so segments are now mapped "
 			  "whole (the first: %zu KiB at IOVA 0x%llx): their pages keep fixed IOVAs "
-			  "while they live (ioa_dump shows iova=fixed)", len >> 10,
+			  "while they live (ioa_dump shows iovas=fixed)", len >> 10,
 			  (unsigned long long)s->iova);
 	ioa__debug("segment of %zu KiB on node %d at %p, IOVA %s0x%llx", len >> 10, node,
 		   s->mem.addr, s->rotated ? "per buffer, none " : "", (unsigned long long)s->iova);
@@ -881,8 +881,9 @@ void ioa__region_forget(const struct ioa__buffer *b)
 
 /* ---- the dump -------------------------------------------------------- */
 
-/* The IOVA page @i of @s is mapped at, from the software table: lock-free,
- * so also right for a rotated segment; UINT64_MAX if it is not mapped. */
+/* The IOVA page @i of @s is mapped at, from the software table (right for a
+ * rotated segment too); UINT64_MAX if it is not mapped. A raw walk: the
+ * caller is in a read section, or no retirement runs (ioa_fini). */
 static uint64_t page_iova(const struct ioa__segment *s, uint32_t i)
 {
 	return ioa__iopt_translate(ioa__va2iova_root,
@@ -908,11 +909,19 @@ void ioa__region_walk(int node, ioa__segment_fn seg_fn, ioa__buffer_fn buf_fn, v
 			/* acquire: pairs with the allocation's release of its run
 			 * length, published once the buffer is mapped */
 			uint32_t n = atomic_load_explicit(&s->run[i], memory_order_acquire);
+			struct ioa__section sec;
+			uint64_t iova;
 
 			if (!n)
 				continue;
-			buf_fn(arg, (uint8_t *)s->mem.addr + ((size_t)i << IOA_PAGE_SHIFT),
-			       page_iova(s, i), (size_t)n << IOA_PAGE_SHIFT);
+			/* a section: a retirement going on may prune the table pages walked */
+			sec = ioa__read_begin();
+			iova = page_iova(s, i);
+			ioa__read_end(sec);
+			if (iova == UINT64_MAX)
+				continue; /* freed and retired meanwhile */
+			buf_fn(arg, (uint8_t *)s->mem.addr + ((size_t)i << IOA_PAGE_SHIFT), iova,
+			       (size_t)n << IOA_PAGE_SHIFT);
 			i += n - 1; /* the buffer's other pages hold no run */
 		}
 	}
@@ -922,11 +931,6 @@ void ioa__region_walk(int node, ioa__segment_fn seg_fn, ioa__buffer_fn buf_fn, v
 int ioa__region_rotates(void)
 {
 	return rg.rotate;
-}
-
-uint64_t ioa__region_iova_laps(void)
-{
-	return rg.identity ? 0 : ioa__iova_laps(&rg.iova);
 }
 
 /* ---- fork ------------------------------------------------------------ */

@@ -170,9 +170,8 @@ typedef void (*ioa__quarantine_fn)(void *arg, int node, const void *va, uint64_t
 uint64_t ioa__region_each_quarantined(ioa__quarantine_fn fn, void *arg);
 
 /* Whether buffers take a fresh IOVA at each map (IOALLOC_IOVA=rotate, not
- * the identity backend), and how many times the cursor wrapped. */
+ * the identity backend). */
 int ioa__region_rotates(void);
-uint64_t ioa__region_iova_laps(void);
 
 /* fork(): the node locks, the IOVA space's and the software tables'. */
 void ioa__region_fork_prepare(void);
