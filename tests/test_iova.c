@@ -363,6 +363,56 @@ static void test_next_fit_bound(void)
 	ioa__iova_destroy(&s);
 }
 
+/*
+ * Next fit with the frees given back later (ioa__iova_free_later), in
+ * random order, several at a time: never a live range; once all are back
+ * the aperture is whole again (each of its ranges fits in one piece); a
+ * range given back twice is dropped, counted, and not handed out.
+ */
+static void test_free_later(void)
+{
+	enum { LIVE = 40 };
+	static const struct ioa__iova_range ap[] = { { MB1, MB1 + 4096 * KB4 } };
+	struct ioa__iova_space s;
+	struct check_capture cap;
+	uint64_t got;
+
+	nlive = 0;
+	if (!CHECK_EQ(ioa__iova_init(&s, ap, 1), 0))
+		return;
+	for (int op = 0; op < 30000; op++) {
+		uint64_t size = (1 + rnd(4)) * KB4;
+
+		if (nlive >= LIVE || (nlive && rnd(3) == 0)) {
+			size_t i = rnd(nlive);
+
+			ioa__iova_free_later(&s, live[i].iova, live[i].size);
+			live_remove(i);
+			continue;
+		}
+		got = ioa__iova_alloc_next(&s, size, KB4);
+		if (!CHECK(got != UINT64_MAX) || !CHECK(in_aperture(ap, 1, got, size)) ||
+		    !CHECK(!overlaps_live(got, size)))
+			break;
+		live_add(got, size);
+	}
+	CHECK(ioa__iova_laps(&s) > 2);
+	printf("free later: %llu laps\n", (unsigned long long)ioa__iova_laps(&s));
+	while (nlive) {
+		ioa__iova_free_later(&s, live[0].iova, live[0].size);
+		live_remove(0);
+	}
+	got = ioa__iova_alloc(&s, ap[0].end - ap[0].start, KB4);
+	CHECK_EQ(got, ap[0].start);
+	ioa__iova_free_later(&s, got, KB4);
+	ioa__iova_free_later(&s, got, KB4); /* twice */
+	capture_begin(&cap);
+	CHECK_EQ(ioa__iova_alloc(&s, 2 * KB4, KB4), UINT64_MAX); /* one page back, not two */
+	CHECK_CONTAINS(capture_end(&cap), "dropped");
+	CHECK_EQ(ioa__iova_lost(&s), 1);
+	ioa__iova_destroy(&s);
+}
+
 int main(void)
 {
 	check_start("test_iova");
@@ -374,5 +424,6 @@ int main(void)
 	test_many_fragments();
 	test_next_fit_lap();
 	test_next_fit_bound();
+	test_free_later();
 	return check_done();
 }

@@ -491,12 +491,13 @@ static uint64_t buffer_iova(const struct ioa__segment *s, uint64_t va, size_t le
 }
 
 /* Gives a rotated buffer's IOVA back to the space: only once no device can
- * reach it there (unmapped and invalidated, or never mapped). */
+ * reach it there (unmapped and invalidated, or never mapped). Later, in a
+ * batch (ioa__iova_free_later): one at a time, a release in a process with
+ * many live buffers would move the whole range table each time. */
 static void free_buffer_iova(const struct ioa__segment *s, uint64_t iova, uint64_t len)
 {
-	if (s->rotated && ioa__iova_free(&rg.iova, iova, len) != 0)
-		ioa__warn("IOVA range 0x%llx of %llu bytes lost: no memory to record it free",
-			  (unsigned long long)iova, (unsigned long long)len);
+	if (s->rotated)
+		ioa__iova_free_later(&rg.iova, iova, len);
 }
 
 /* What an allocation whose map failed with @err returns: the map's own error

@@ -23,7 +23,15 @@ struct ioa__iova_space {
 	 * handed out by next fit only after the cursor wrapped (laps grew). */
 	uint64_t cursor;
 	uint64_t laps; /* times the cursor wrapped to the aperture's start */
+	/* Ranges given back by ioa__iova_free_later, not yet in free[]: merged
+	 * all at once, sorted, when IOA_IOVA_LATER_MAX are waiting or an
+	 * allocation finds no room; until then none of them is handed out. */
+	struct ioa__iova_range *later;
+	size_t nlater;
+	uint64_t lost; /* ranges dropped: freed twice, or no memory to record */
 };
+
+#define IOA_IOVA_LATER_MAX 2048
 
 /* Starts with the @n usable ranges of the aperture; 0 or -ENOMEM/-EINVAL. */
 int ioa__iova_init(struct ioa__iova_space *s, const struct ioa__iova_range *aperture, size_t n);
@@ -36,6 +44,14 @@ uint64_t ioa__iova_alloc(struct ioa__iova_space *s, uint64_t size, uint64_t alig
  * fitting one at or above the cursor, else (a lap) the lowest from the
  * aperture's start; the cursor then moves to its end. UINT64_MAX if none. */
 uint64_t ioa__iova_alloc_next(struct ioa__iova_space *s, uint64_t size, uint64_t align);
+
+/* Returns [iova, iova + size) to the space, later: in one sorted merge with
+ * the others, so that a process with many live buffers freed in any order
+ * pays O(ranges) per IOA_IOVA_LATER_MAX frees, not per free. A range that
+ * overlaps a free one when merged is dropped and counted (lost). */
+void ioa__iova_free_later(struct ioa__iova_space *s, uint64_t iova, uint64_t size);
+/* Ranges dropped so far: freed twice, or lost for want of memory. */
+uint64_t ioa__iova_lost(struct ioa__iova_space *s);
 
 /* How many times next fit wrapped to the aperture's start. */
 uint64_t ioa__iova_laps(struct ioa__iova_space *s);
