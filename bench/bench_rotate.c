@@ -17,6 +17,8 @@
  *   pair2_ns      pair_ns with THREADS threads at once, each with LIVE / THREADS
  *                 live, per pair of each thread (rotate's cursor is one mutex
  *                 for all: this is where it would contend)
+ *   many_ms       MANY (65536) live 4 KiB buffers freed in random order, and
+ *                 ioa_quiesce: the retirement of many scattered IOVAs
  *
  * A plain program, not Google Benchmark: the figures are counts and times
  * of a fixed workload. The machine is shared: read the ratios, not the
@@ -35,12 +37,13 @@
 #define LOOKUP_BUFS 4096
 #define LOOKUPS (1 << 22)
 #define ROUNDS 5
-#define FIGURES 8
+#define FIGURES 9
+#define MANY 65536
 #define THREADS 2
 
 static const char *const figure_names[FIGURES] = {
 	"pair_ns", "maps/pair", "unmaps/pair", "tables_peak", "tables_rest", "v2i_ns", "i2v_ns",
-	"pair2_ns",
+	"pair2_ns", "many_ms",
 };
 
 static double now_ns(void)
@@ -152,6 +155,25 @@ static int run(enum ioa_iova_mode mode, double out[FIGURES])
 	}
 	ioa_quiesce();
 	out[7] = (now_ns() - t) / (PAIRS / THREADS);
+
+	void **many = malloc(MANY * sizeof(*many));
+
+	for (int i = 0; many && i < MANY; i++)
+		if (!(many[i] = ioa_dma_alloc(4096, 0, 0)))
+			return -1;
+	for (int i = MANY - 1; many && i > 0; i--) {
+		int j = (int)(next_rand(&seed) % (uint64_t)(i + 1));
+		void *x = many[i];
+
+		many[i] = many[j];
+		many[j] = x;
+	}
+	t = now_ns();
+	for (int i = 0; many && i < MANY; i++)
+		ioa_dma_free(many[i]);
+	ioa_quiesce();
+	out[8] = many ? (now_ns() - t) / 1e6 : 0;
+	free(many);
 	ioa_fini();
 	if (failed)
 		return -1;
