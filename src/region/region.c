@@ -19,7 +19,13 @@
  * would after its munmap. */
 #define BIG_SIZE ((size_t)64 << 20)
 #define BIG_MAX ((size_t)16 << 20)
-#define MAX_BUFFER ((size_t)1 << 42) /* size and alignment: keeps page counts within 32 bits */
+#define MAX_BUFFER ((size_t)1 << 41) /* size and alignment: page counts fit RUN_PAGES */
+/* A run entry: the buffer's page count, its owner (enum ioa__owner) in the
+ * top two bits, so that one atomic holds both and a take checks and clears
+ * them at once. */
+#define RUN_OWNER_SHIFT 30
+#define RUN_PAGES(v) ((v) & ((UINT32_C(1) << RUN_OWNER_SHIFT) - 1))
+#define RUN_OWNER(v) ((v) >> RUN_OWNER_SHIFT)
 
 struct ioa__segment {
 	struct ioa__segment *next; /* in its node's list */
@@ -47,7 +53,7 @@ struct ioa__segment {
 	 * atomic and/or, so neither loses the other's bits. */
 	_Atomic uint64_t *free_map;
 	_Atomic uint32_t free_pages;
-	_Atomic uint32_t *run;     /* at a live buffer's first page: its page count */
+	_Atomic uint32_t *run;     /* at a live buffer's first page: its run entry */
 };
 
 struct node_arena {
@@ -454,7 +460,7 @@ static int map_failure(int err)
 	return err == -ENOMEM || err == -EPERM || err == -ENOSPC ? err : -EIO;
 }
 
-int ioa__region_alloc(size_t size, size_t align, int node, void **out)
+int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner, void **out)
 {
 	struct ioa__segment *s;
 	uint32_t first;
@@ -463,13 +469,13 @@ int ioa__region_alloc(size_t size, size_t align, int node, void **out)
 	int err;
 
 	if (size == 0 || size > MAX_BUFFER) {
-		ioa__err("ioa_dma_alloc: invalid size %zu: accepted are 1 byte to 4 TiB (2^42 bytes)",
+		ioa__err("ioa_dma_alloc: invalid size %zu: accepted are 1 byte to 2 TiB (2^41 bytes)",
 			 size);
 		return -EINVAL;
 	}
 	if (align > MAX_BUFFER || (align & (align - 1))) {
 		ioa__err("ioa_dma_alloc: invalid alignment %zu: accepted are 0 (4 KiB) or a power of "
-			 "two up to 4 TiB (2^42)", align);
+			 "two up to 2 TiB (2^41)", align);
 		return -EINVAL;
 	}
 	len = round_up(size, IOA_PAGE);
@@ -490,7 +496,9 @@ int ioa__region_alloc(size_t size, size_t align, int node, void **out)
 		unreserve_pages(s, first, (uint32_t)(len >> IOA_PAGE_SHIFT));
 		return map_failure(err);
 	}
-	atomic_store_explicit(&s->run[first], (uint32_t)(len >> IOA_PAGE_SHIFT), memory_order_release);
+	atomic_store_explicit(&s->run[first],
+			      (uint32_t)(len >> IOA_PAGE_SHIFT) | (uint32_t)owner << RUN_OWNER_SHIFT,
+			      memory_order_release);
 	ioa__node_stat_add(s->node, dma_allocs, 1);
 	ioa__node_stat_add(s->node, dma_bytes_live, len);
 	*out = (void *)(uintptr_t)va;
@@ -498,14 +506,15 @@ int ioa__region_alloc(size_t size, size_t align, int node, void **out)
 }
 
 /*
- * The run length at @ptr, the first page of a buffer, exchanged with 0 when
- * @take (of two racing frees one wins) or only read; 0 for any other pointer.
+ * The run entry at @ptr, the first page of a buffer, set to 0 when it is
+ * @owner's (of two racing frees one wins) or only read when @owner < 0; 0
+ * for any other pointer.
  * All of it happens inside a read section: a segment's metadata is freed only
  * after a grace period that follows the unlinking of its buffers from the
  * virtual-to-IOVA table, so a section that found the buffer there can still
  * read and write its segment's metadata safely.
  */
-static uint32_t run_at(const void *ptr, int take, struct ioa__segment **seg, uint32_t *first)
+static uint32_t run_at(const void *ptr, int owner, struct ioa__segment **seg, uint32_t *first)
 {
 	uintptr_t va = (uintptr_t)ptr;
 	struct ioa__segment *s = NULL;
@@ -519,25 +528,46 @@ static uint32_t run_at(const void *ptr, int take, struct ioa__segment **seg, uin
 		s = ioa__segmap_get(va);
 	if (s) {
 		*first = (uint32_t)((va - (uintptr_t)s->mem.addr) >> IOA_PAGE_SHIFT);
-		n = take ? atomic_exchange_explicit(&s->run[*first], 0, memory_order_acq_rel)
-			 : atomic_load_explicit(&s->run[*first], memory_order_acquire);
+		/* acquire: pairs with the allocation's release of the entry,
+		 * published once the buffer is mapped */
+		n = atomic_load_explicit(&s->run[*first], memory_order_acquire);
+		/* acq_rel: the winner of racing frees takes the mapped buffer
+		 * (acquire) and its clearing orders before its retirement */
+		while (n && owner >= 0 && RUN_OWNER(n) == (uint32_t)owner &&
+		       !atomic_compare_exchange_weak_explicit(&s->run[*first], &n, 0,
+							      memory_order_acq_rel,
+							      memory_order_acquire))
+			;
 	}
 	ioa__read_end(sec);
 	*seg = s;
 	return n;
 }
 
-int ioa__region_take(void *ptr, struct ioa__buffer *b)
+int ioa__region_take(void *ptr, enum ioa__owner owner, struct ioa__buffer *b)
 {
+	static const char *const how[] = {
+		[IOA_OWNER_DMA] = "a buffer of ioa_dma_alloc(): free it with ioa_dma_free()",
+		[IOA_OWNER_HEAP] = "memory of ioa_malloc(): free it with ioa_free()",
+		[IOA_OWNER_POOL] = "the slab of a pool: its objects go back with ioa_pool_put(), "
+				   "the slab with ioa_pool_free()",
+		[IOA_OWNER_PROVIDER] = "a chunk of a provider: its pages go back with "
+				       "ioa_provider_free() (a jemalloc arena's with "
+				       "ioa_je_arena_destroy())",
+	};
 	struct ioa__segment *s;
-	uint32_t first, n = run_at(ptr, 1, &s, &first);
+	uint32_t first, n = run_at(ptr, (int)owner, &s, &first);
 
 	if (!n) {
 		ioa__err("ioa_dma_free(%p): not the start of a live DMA buffer (foreign or "
 			 "interior pointer, or double free); nothing freed", ptr);
 		return -EINVAL;
 	}
-	*b = (struct ioa__buffer){ .seg = s, .first = first, .npages = n };
+	if (RUN_OWNER(n) != owner) {
+		ioa__err("ioa_dma_free(%p): %s; nothing freed", ptr, how[RUN_OWNER(n)]);
+		return -EINVAL;
+	}
+	*b = (struct ioa__buffer){ .seg = s, .first = first, .npages = RUN_PAGES(n) };
 	return 0;
 }
 
@@ -685,7 +715,7 @@ size_t ioa__region_size(const void *ptr)
 	struct ioa__segment *s;
 	uint32_t first;
 
-	return (size_t)run_at(ptr, 0, &s, &first) << IOA_PAGE_SHIFT;
+	return (size_t)RUN_PAGES(run_at(ptr, -1, &s, &first)) << IOA_PAGE_SHIFT;
 }
 
 /* Unmaps a leaked buffer at ioa_fini, when no reclaimer runs any more;
@@ -833,12 +863,15 @@ void ioa__region_walk(int node, ioa__segment_fn seg_fn, ioa__buffer_fn buf_fn, v
 		for (uint32_t i = 0; buf_fn && i < s->npages; i++) {
 			/* acquire: pairs with the allocation's release of its run
 			 * length, published once the buffer is mapped */
-			uint32_t n = atomic_load_explicit(&s->run[i], memory_order_acquire);
+			static const char *const owners[] = { "dma", "heap", "pool", "provider" };
+			uint32_t v = atomic_load_explicit(&s->run[i], memory_order_acquire);
+			uint32_t n = RUN_PAGES(v);
 
 			if (!n)
 				continue;
 			buf_fn(arg, (uint8_t *)s->mem.addr + ((size_t)i << IOA_PAGE_SHIFT),
-			       s->iova + ((uint64_t)i << IOA_PAGE_SHIFT), (size_t)n << IOA_PAGE_SHIFT);
+			       s->iova + ((uint64_t)i << IOA_PAGE_SHIFT), (size_t)n << IOA_PAGE_SHIFT,
+			       owners[RUN_OWNER(v)]);
 			i += n - 1; /* the buffer's other pages hold no run */
 		}
 	}
@@ -922,7 +955,7 @@ static void segment_fini(struct ioa__segment *s)
 		return;
 	}
 	for (uint32_t i = 0; i < s->npages; i++) {
-		uint32_t n = atomic_load_explicit(&s->run[i], memory_order_relaxed);
+		uint32_t n = RUN_PAGES(atomic_load_explicit(&s->run[i], memory_order_relaxed));
 		struct ioa__buffer b = { .seg = s, .first = i, .npages = n };
 
 		if (!n)
