@@ -343,6 +343,12 @@ static void test_refused_undo(void)
 	CHECK_EQ(ioa_virt2iova(q), IOA_BAD_IOVA);
 	CHECK_EQ(ioa_dma_register(q, KB4, 0), 0);
 	CHECK_EQ(ioa_dma_unregister(q), 0);
+	/* tables that hold part of the range already: EEXIST, not an IOMMU error */
+	ioa__region_fail_table_maps(1, EEXIST);
+	ONE_MESSAGE("mapped for DMA already", CHECK_EQ(ioa_dma_register(q, KB4, 0), -EEXIST));
+	CHECK_EQ(ioa_virt2iova(q), IOA_BAD_IOVA);
+	CHECK_EQ(ioa_dma_register(q, KB4, 0), 0);
+	CHECK_EQ(ioa_dma_unregister(q), 0);
 	munmap(q, KB4);
 	ioa__region_fail_table_maps(1, ENOMEM);
 	ioa__sim_fail_unmaps(1, EIO);

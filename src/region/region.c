@@ -782,17 +782,22 @@ static void external_free(struct ioa__segment *s)
 }
 
 /* Segments own whole 2 MiB units of the segment map: a unit the range
- * touches that holds one is the library's memory. Lock-free: a segment
- * appears only in memory the kernel gave the library, never in the
- * caller's. */
+ * touches that holds one is the library's memory. A segment is created,
+ * its memory mapped and entered in the segment map, under its node's lock:
+ * with every node's lock held, each segment is either in the map or not
+ * mapped yet. */
 int ioa__region_holds(const void *addr, size_t len)
 {
 	uintptr_t va = (uintptr_t)addr;
+	int held = 0;
 
-	for (uintptr_t unit = va >> 21; unit <= (va + len - 1) >> 21; unit++)
-		if (ioa__segmap_get(unit << 21))
-			return 1;
-	return 0;
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		pthread_mutex_lock(&rg.nodes[n].lock);
+	for (uintptr_t unit = va >> 21; unit <= (va + len - 1) >> 21 && !held; unit++)
+		held = ioa__segmap_get(unit << 21) != NULL;
+	for (int n = IOA_MAX_NODES; n-- > 0;)
+		pthread_mutex_unlock(&rg.nodes[n].lock);
+	return held;
 }
 
 int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out)
@@ -818,11 +823,19 @@ int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out)
 		return -ENOMEM;
 	}
 	s->iova = rg.identity ? va : window + (va & (WINDOW_ALIGN - 1));
+	ioa__log_hold(); /* an EEXIST is described below, in the caller's words */
 	err = map_buffer(va, s->iova, len, 0);
+	ioa__log_release(err != -EEXIST);
 	if (err && err != -EIO) {
 		external_free(s);
 		*out = (struct ioa__buffer){ 0 };
-		return map_failure(err);
+		if (err != -EEXIST)
+			return map_failure(err);
+		/* the software tables hold part of it: a buffer's or another
+		 * registration's (the callers' checks should have said so) */
+		ioa__err("ioa_dma_register(%p, %zu): part of the range is mapped for DMA already; "
+			 "nothing registered (EEXIST)", addr, len);
+		return -EEXIST;
 	}
 	*out = (struct ioa__buffer){ .seg = s, .first = 0, .npages = s->npages };
 	if (err) { /* the device may still reach it: quarantined, window and all */
