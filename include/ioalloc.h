@@ -629,7 +629,12 @@ int ioa_pool_put_bulk(struct ioa_pool *pool, void *const *objs, unsigned n);
  * and the ring; a forked child has the forking thread's caches; a signal
  * handler may not interrupt a call on the same pool; a pool freed, or
  * dropped by ioa_fini(), never matches a cache, so the exported function
- * refuses the call. (ioa_pool_get_bulk)(...) or a function pointer calls
+ * refuses the call. One difference: the inline code reads the first 8
+ * bytes at @pool before anything is checked (a pool's descriptor is never
+ * freed, so this is safe for any pool, live or freed); a pointer that is
+ * neither NULL nor a pool may fault there, where the exported function
+ * prints a message and returns -EINVAL. IOA_POOL_NO_INLINE keeps that
+ * check on every call. (ioa_pool_get_bulk)(...) or a function pointer calls
  * the exported function.
  *
  * What the inline code reads is part of the ABI, version IOA_POOL_FAST_ABI:
