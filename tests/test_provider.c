@@ -182,11 +182,24 @@ static void test_purge_mapped(void)
 	CHECK_EQ(ioa_provider_destroy(p), 0);
 }
 
+/* The purge counters of @p, whose chunk @c of 8 pages is then freed and
+ * @p destroyed. */
+static void purged_then_destroy(struct ioa_provider *p, char *c, uint64_t zeroed,
+				uint64_t advised)
+{
+	struct ioa_provider_stats st;
+
+	CHECK_EQ(ioa_provider_stats_get(p, &st), 0);
+	CHECK_EQ(st.purged_zeroed, zeroed);
+	CHECK_EQ(st.purged_advised, advised);
+	CHECK_EQ(ioa_provider_free(p, c, 8 * PAGE), 0);
+	CHECK_EQ(ioa_provider_destroy(p), 0);
+}
+
 /* The none backend maps nothing for a device: purges go to the kernel. */
 static void test_purge_none(void)
 {
 	struct ioa_provider *p;
-	struct ioa_provider_stats st;
 	char *c;
 
 	ioa_fini();
@@ -201,11 +214,7 @@ static void test_purge_none(void)
 	CHECK_EQ(c[0], 0);
 	CHECK_EQ(c[4 * PAGE], 0x77);
 	CHECK_EQ(ioa_provider_purge(p, c + 4 * PAGE, 4 * PAGE, IOA_PURGE_LAZY), 0);
-	CHECK_EQ(ioa_provider_stats_get(p, &st), 0);
-	CHECK_EQ(st.purged_advised, 8 * PAGE);
-	CHECK_EQ(st.purged_zeroed, 0);
-	CHECK_EQ(ioa_provider_free(p, c, 8 * PAGE), 0);
-	CHECK_EQ(ioa_provider_destroy(p), 0);
+	purged_then_destroy(p, c, 0, 8 * PAGE);
 	ioa_fini();
 	dma_up(IOA_BACKEND_SIM);
 }
@@ -213,14 +222,12 @@ static void test_purge_none(void)
 /* The none backend on 2 MiB hugetlb pages: a purge of part of a page is
  * zeroed in place. MADV_DONTNEED would round the range's end down to whole
  * hugepages (nothing, for a part at the page's start) and drop the page's
- * reservation. NULL once run,
- * else why it could not. */
+ * reservation. NULL once run, else why it could not. */
 static const char *test_purge_hugetlb(void)
 {
 	long added = hugepages_reserve(1);
 	struct ioa_config cfg;
 	struct ioa_provider *p;
-	struct ioa_provider_stats st;
 	char *c;
 
 	ioa_config_init(&cfg);
@@ -247,12 +254,8 @@ static const char *test_purge_hugetlb(void)
 		CHECK_EQ(c[5 * PAGE], 0x77);
 		CHECK_EQ(ioa_provider_purge(p, c + 6 * PAGE, PAGE, IOA_PURGE_LAZY), -EBUSY);
 		CHECK_EQ(c[6 * PAGE], 0x77);
-		CHECK_EQ(ioa_provider_stats_get(p, &st), 0);
-		CHECK_EQ(st.purged_zeroed, 4 * PAGE);
-		CHECK_EQ(st.purged_advised, 0);
-		CHECK_EQ(ioa_provider_free(p, c, 8 * PAGE), 0);
+		purged_then_destroy(p, c, 4 * PAGE, 0);
 	}
-	CHECK_EQ(ioa_provider_destroy(p), 0);
 	ioa_fini();
 	CHECK_EQ(hugepages_give_back(added), 0);
 	return NULL;
