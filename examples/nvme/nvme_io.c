@@ -110,6 +110,12 @@ void nvme_ioq_delete(struct nvme_ioq *q)
 int nvme_io_prepare(struct nvme_ioq *q, struct nvme_sqe *cmd, int opcode, uint64_t lba,
 		    uint32_t blocks, void *buf, void *user)
 {
+	return nvme_io_prepare_list(q, cmd, opcode, lba, blocks, buf, NULL, user);
+}
+
+int nvme_io_prepare_list(struct nvme_ioq *q, struct nvme_sqe *cmd, int opcode, uint64_t lba,
+			 uint32_t blocks, void *buf, uint64_t *list, void *user)
+{
 	size_t len = (size_t)blocks * q->ctrl->block_size;
 	struct nvme_prp prp;
 	unsigned s = 0;
@@ -124,8 +130,9 @@ int nvme_io_prepare(struct nvme_ioq *q, struct nvme_sqe *cmd, int opcode, uint64
 			q->ctrl->max_transfer / q->ctrl->block_size);
 		return blocks ? -E2BIG : -EINVAL;
 	}
-	err = nvme_prp_build(&prp, buf, len, iova_of, q->slot[s].prp_list,
-			     ioa_virt2iova(q->slot[s].prp_list));
+	if (!list)
+		list = q->slot[s].prp_list;
+	err = nvme_prp_build(&prp, buf, len, iova_of, list, ioa_virt2iova(list));
 	if (err) {
 		fprintf(stderr, "nvme: PRPs for %zu bytes at %p: %s\n", len, buf, strerror(-err));
 		return err;
@@ -149,6 +156,11 @@ int nvme_io_post(struct nvme_ioq *q, const struct nvme_sqe *cmd)
 {
 	q->in_flight++;
 	return nvme_submit(&q->q, cmd); /* fewer slots than SQ entries: never -EBUSY */
+}
+
+void nvme_io_discard(struct nvme_ioq *q, const struct nvme_sqe *cmd)
+{
+	q->slot[cmd->cid].busy = 0;
 }
 
 int nvme_io_poll(struct nvme_ioq *q, struct nvme_cqe *out, void **user)

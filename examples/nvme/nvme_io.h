@@ -58,9 +58,19 @@ void nvme_ioq_delete(struct nvme_ioq *q);
 int nvme_io_prepare(struct nvme_ioq *q, struct nvme_sqe *cmd, int opcode, uint64_t lba,
 		    uint32_t blocks, void *buf, void *user);
 
+/* nvme_io_prepare with the PRP list, if one is needed, in @list (a 4 KiB
+ * page of ioalloc memory the caller owns; NULL: the slot's own): so that a
+ * test can free the list before the command is posted. */
+int nvme_io_prepare_list(struct nvme_ioq *q, struct nvme_sqe *cmd, int opcode, uint64_t lba,
+			 uint32_t blocks, void *buf, uint64_t *list, void *user);
+
 /* Submits a command nvme_io_prepare built. 0 (the SQ always has room for
  * the slots' commands). */
 int nvme_io_post(struct nvme_ioq *q, const struct nvme_sqe *cmd);
+
+/* Gives back the slot of a command nvme_io_prepare built and that was never
+ * posted. */
+void nvme_io_discard(struct nvme_ioq *q, const struct nvme_sqe *cmd);
 
 /* Takes one completion, if there is one: 1 with @out and the command's
  * @user set and its slot free again, 0 if none. */
