@@ -103,8 +103,8 @@ static void stale_post(struct nvme_ioq *q, struct stale *s)
 		void *user;
 
 		if (posted) {
-			check_note("%s: no DMAR line yet (the kernel's ratelimit, or QEMU's fault compression?): again in 5.2 s",
-				   s->what);
+			check_note("%s: no DMAR line yet (the kernel's ratelimit, or QEMU "
+				   "recording no fault while one is pending?): again in 5.2 s", s->what);
 			nanosleep(&ratelimit, NULL);
 		}
 		lseek(kmsg, 0, SEEK_END);
