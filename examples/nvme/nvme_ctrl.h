@@ -9,10 +9,12 @@
  * the Identify buffer from ioa_dma_zalloc on the device's NUMA node.
  *
  * Life in a process: one thread drives a controller (admin commands are not
- * locked); nothing here is async-signal-safe. A child of fork() must not use
- * it: the device and the IOMMU belong to the parent (ioalloc refuses a
- * child's allocations; the child's registers are the parent's). Close the
- * controller before ioa_fini(): nvme_ctrl_close disables it, so it reaches no
+ * locked); that thread may close it from a thread-exit destructor while
+ * ioalloc is up. Nothing here is async-signal-safe (not in a signal
+ * handler). A child of fork() must not use it: the device and the IOMMU
+ * belong to the parent (ioalloc refuses a child's allocations; the child's
+ * registers are the parent's). Close the controller before ioa_fini(), never
+ * concurrently with it: nvme_ctrl_close disables it, so it reaches no
  * memory, before it frees its queues.
  */
 #ifndef IOA_NVME_CTRL_H

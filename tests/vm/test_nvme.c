@@ -45,8 +45,16 @@
 static const char *device_addr;
 static int kmsg = -1;
 
-/* One stale command and its spare (posted only if the kernel's DMAR
- * ratelimit, 10 lines per 5 s for the machine, hid the first's fault). */
+/* Tries of a stale command, and the wait before each: the kernel prints at
+ * most 10 DMAR lines per 5 s for the machine (and QEMU records no fault
+ * while the last one is pending), so a fault may leave no line; the second
+ * try, 5.2 s on, is past the ratelimit's window. (A try 0.2 s on was seen
+ * to leave no line either.) */
+#define TRIES 2
+static const struct timespec before_try[TRIES] = { { 0, 0 }, { 5, 200 * 1000 * 1000 } };
+
+/* One stale command, built TRIES times (a spare posted only if the fault
+ * left no DMAR line). */
 struct stale {
 	const char *what;
 	int opcode;
@@ -56,7 +64,7 @@ struct stale {
 	uint64_t iova;  /* its IOVA while it lived */
 	uint8_t *data;  /* the data buffer */
 	int list;       /* whether the PRP list is what is freed */
-	struct nvme_sqe cmd[2];
+	struct nvme_sqe cmd[TRIES];
 	uint8_t before[4096]; /* the freed list page as the commands left it */
 };
 
@@ -80,7 +88,7 @@ static int stale_prepare(struct nvme_ioq *q, struct stale *s)
 		memset(data, LIVE, len + 4096);
 		s->data = data + 512; /* so that the transfer takes five pages */
 	}
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < TRIES; i++)
 		if (!CHECK_EQ(nvme_io_prepare_list(q, &s->cmd[i], s->opcode, s->lba, s->blocks,
 						   s->data, s->list ? (uint64_t *)s->freed : NULL,
 						   NULL), 0))
@@ -89,24 +97,23 @@ static int stale_prepare(struct nvme_ioq *q, struct stale *s)
 	return 0;
 }
 
-/* Posts @s's command (the spare after the ratelimit's window if the first
- * left no DMAR line): the kernel must log the fault; a stale list must end
- * in a data transfer error. */
+/* Posts @s's command (a spare after the next wait if it left no DMAR
+ * line): the kernel must log the fault; a stale list must end in a data
+ * transfer error. */
 static void stale_post(struct nvme_ioq *q, struct stale *s)
 {
-	struct timespec ratelimit = { 5, 200 * 1000 * 1000 };
 	int faulted = 0, posted = 0;
 	char line[1024];
 
-	for (; posted < 2 && !faulted; posted++) {
+	for (; posted < TRIES && !faulted; posted++) {
 		struct nvme_cqe done;
 		void *user;
 
-		if (posted) {
-			check_note("%s: no DMAR line yet (the kernel's ratelimit, or QEMU "
-				   "recording no fault while one is pending?): again in 5.2 s", s->what);
-			nanosleep(&ratelimit, NULL);
-		}
+		if (posted)
+			check_note("%s: no DMAR line yet (the kernel's ratelimit, or a pending fault?): "
+				   "again in %ld.%ld s", s->what, (long)before_try[posted].tv_sec,
+				   before_try[posted].tv_nsec / 100000000);
+		nanosleep(&before_try[posted], NULL);
 		lseek(kmsg, 0, SEEK_END);
 		CHECK_EQ(nvme_io_post(q, &s->cmd[posted]), 0);
 		if (!CHECK_EQ(nvme_io_wait(q, &done, &user), 0))
@@ -121,8 +128,8 @@ static void stale_post(struct nvme_ioq *q, struct stale *s)
 		faulted = dmar_fault_logged(kmsg, s->iova, line, sizeof(line));
 	}
 	CHECK(faulted);
-	if (posted < 2)
-		nvme_io_discard(q, &s->cmd[1]);
+	for (; posted < TRIES; posted++)
+		nvme_io_discard(q, &s->cmd[posted]);
 }
 
 /* The region's blocks hold the pattern of REGION_SEED (read into @buf). */
