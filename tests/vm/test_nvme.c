@@ -1,29 +1,32 @@
 /*
  * Stale NVMe commands fault, in the test VM (tests/vm/README.md): QEMU's
  * NVMe controller bound to vfio-pci behind the emulated Intel IOMMU, driven
- * by examples/nvme on ioalloc's vfio backend.
+ * by examples/nvme on ioalloc's vfio backend (IOALLOC_PROTECT=strict, so
+ * that ioa_free unmaps emptied pages too).
  *
  * Usage: test_nvme [PCI-ADDRESS]   (default: $IOA_NVME_DEVICE)
  *
  * Each command is built while its memory is live (PRPs pointing at its
- * IOVAs), then that memory is freed (ioa_dma_free) and ioa_quiesce()
- * returns, then the command is posted. Every one makes the kernel log a
- * DMAR fault at the freed IOVA, and changes no byte of a live buffer
- * (ioa_dma_alloc'd and ioa_malloc'd, compared byte for byte):
+ * IOVAs), then that memory is freed (ioa_dma_free, or ioa_free) and
+ * ioa_quiesce() returns, then the command is posted. Every one makes the
+ * kernel log a DMAR fault at the freed IOVA, leaves the freed memory as it
+ * was after the free, and changes no byte of a live buffer (ioa_dma_alloc'd
+ * and ioa_malloc'd, compared byte for byte):
  *   - stale PRP list (the data buffer live, its list page freed), a write
  *     and a read: the controller cannot read the list; the completion
  *     carries a data transfer error (SCT 0, SC 0x04), no block changes (read
  *     back here; the host checks the image too: tests/vm/programs.nvme-image)
  *     and the read's live buffer keeps its bytes;
- *   - stale data buffer, a write: the freed memory's bytes do not reach the
- *     disk: the blocks it targets (outside every extent of the image file)
- *     read back as zero here and on the host;
- *   - stale data buffer, a read: the freed memory keeps its bytes.
- * QEMU 7.2's NVMe model completes the last two with success: its block
- * DMA helpers read a refused page as zeros and drop a refused write (the
- * program prints the status it got). Real controllers report the abort.
- * Nothing is allocated between the frees and the posts: the freed IOVAs are
- * not handed out again meanwhile (whatever IOALLOC_IOVA does).
+ *   - stale data buffer (ioa_dma_alloc'd; ioa_malloc'd), a write: the freed
+ *     memory's bytes do not reach the disk: the blocks it targets (outside
+ *     every extent of the image file) read back as zero here and on the host;
+ *   - stale data buffer (ioa_dma_alloc'd; ioa_malloc'd), a read: nothing
+ *     lands in the freed memory.
+ * QEMU 7.2's NVMe model completes the stale data buffer cases with success:
+ * its block DMA helpers read a refused page as zeros and drop a refused
+ * write (the program prints the status it got). Real controllers report the
+ * abort. Nothing is allocated between the frees and the posts: the freed
+ * IOVAs are not handed out again meanwhile (whatever IOALLOC_IOVA does).
  */
 #include "vm_check.h" /* dmar_fault_logged, all_bytes */
 #include "nvme_io.h"
@@ -35,6 +38,7 @@
 #define REGION_BLOCKS 64u
 #define REGION_SEED 2u
 #define ZERO_LBA 8256u     /* just past the region: no extent, zero on the host */
+#define ZERO_BLOCKS 32u    /* where the stale writes of freed data aim */
 #define STALE_BLOCKS 16u   /* 8 KiB of 512-byte blocks: PRP1 and PRP2 */
 #define STALE_BYTES (STALE_BLOCKS * 512u)
 #define LIST_BLOCKS 32u    /* 16 KiB at an offset of 512 bytes: a PRP list */
@@ -64,20 +68,28 @@ struct stale {
 	uint64_t iova;  /* its IOVA while it lived */
 	uint8_t *data;  /* the data buffer */
 	int list;       /* whether the PRP list is what is freed */
+	int heap;       /* the data from ioa_malloc, freed with ioa_free */
 	struct nvme_sqe cmd[TRIES];
-	uint8_t before[4096]; /* the freed list page as the commands left it */
+	uint8_t before[STALE_BYTES]; /* the freed memory after the free and quiesce */
 };
 
-/* Allocates @s's memory and builds both its commands: a data buffer of
- * SECRET that is freed, or a live data buffer of LIVE whose PRP list page is
- * freed. */
+/* Bytes of @s's memory that is freed. */
+static size_t freed_len(const struct stale *s)
+{
+	return s->list ? 4096 : (size_t)s->blocks * 512u;
+}
+
+/* Allocates @s's memory and builds its commands: a data buffer of SECRET
+ * that is freed (ioa_dma_alloc'd, or ioa_malloc'd), or a live data buffer of
+ * LIVE whose PRP list page is freed. */
 static int stale_prepare(struct nvme_ioq *q, struct stale *s)
 {
 	size_t len = (size_t)s->blocks * 512u;
 
-	if (!CHECK((s->freed = ioa_dma_alloc(s->list ? 4096 : len, 0, IOA_NODE_ANY)) != NULL))
+	s->freed = s->heap ? ioa_malloc(len) : ioa_dma_alloc(freed_len(s), 0, IOA_NODE_ANY);
+	if (!CHECK(s->freed != NULL))
 		return -1;
-	memset(s->freed, SECRET, s->list ? 4096 : len);
+	memset(s->freed, SECRET, freed_len(s));
 	s->iova = ioa_virt2iova(s->freed);
 	s->data = s->freed;
 	if (s->list) {
@@ -93,7 +105,6 @@ static int stale_prepare(struct nvme_ioq *q, struct stale *s)
 						   s->data, s->list ? (uint64_t *)s->freed : NULL,
 						   NULL), 0))
 			return -1;
-	memcpy(s->before, s->freed, 4096);
 	return 0;
 }
 
@@ -140,12 +151,12 @@ static int region_intact(struct nvme_ioq *q, uint8_t *buf)
 	       nvme_pattern_mismatch(buf, REGION_LBA, REGION_BLOCKS, 512, REGION_SEED) < 0;
 }
 
-/* The blocks a stale write of freed memory aimed at are still zero. */
+/* The blocks stale writes of freed memory aimed at are still zero. */
 static int zero_blocks_zero(struct nvme_ioq *q, uint8_t *buf)
 {
-	memset(buf, 0xff, STALE_BYTES);
-	return nvme_io_sync(q, NVME_IO_READ, ZERO_LBA, STALE_BLOCKS, buf) == 0 &&
-	       all_bytes(buf, STALE_BYTES, 0);
+	memset(buf, 0xff, ZERO_BLOCKS * 512u);
+	return nvme_io_sync(q, NVME_IO_READ, ZERO_LBA, ZERO_BLOCKS, buf) == 0 &&
+	       all_bytes(buf, ZERO_BLOCKS * 512u, 0);
 }
 
 static void stale_commands_on(struct nvme_ctrl *c, struct nvme_ioq *q)
@@ -159,6 +170,10 @@ static void stale_commands_on(struct nvme_ctrl *c, struct nvme_ioq *q)
 		  .blocks = STALE_BLOCKS },
 		{ .what = "read, stale data buffer", .opcode = NVME_IO_READ, .lba = REGION_LBA,
 		  .blocks = STALE_BLOCKS },
+		{ .what = "write, stale ioa_malloc object", .opcode = NVME_IO_WRITE,
+		  .lba = ZERO_LBA + STALE_BLOCKS, .blocks = STALE_BLOCKS, .heap = 1 },
+		{ .what = "read, stale ioa_malloc object", .opcode = NVME_IO_READ, .lba = REGION_LBA,
+		  .blocks = STALE_BLOCKS, .heap = 1 },
 	};
 	enum { N = sizeof(s) / sizeof(s[0]) };
 	uint8_t *region = ioa_dma_alloc(REGION_BLOCKS * 512u, 0, IOA_NODE_ANY);
@@ -179,24 +194,26 @@ static void stale_commands_on(struct nvme_ctrl *c, struct nvme_ioq *q)
 	if (!ready)
 		goto out;
 	for (int i = 0; i < N; i++)
-		CHECK_EQ(ioa_dma_free(s[i].freed), 0);
-	CHECK_EQ(ioa_quiesce(), 0);
+		if (s[i].heap)
+			ioa_free(s[i].freed);
+		else
+			CHECK_EQ(ioa_dma_free(s[i].freed), 0);
+	CHECK_EQ(ioa_quiesce(), 0); /* strict: the objects' emptied pages too */
 	for (int i = 0; i < N; i++) {
 		CHECK_EQ(ioa_virt2iova(s[i].freed), IOA_BAD_IOVA);
-		stale_post(q, &s[i]);
+		memcpy(s[i].before, s[i].freed, freed_len(&s[i]));
 	}
+	for (int i = 0; i < N; i++)
+		stale_post(q, &s[i]);
 	/* Nothing landed: on disk, in freed memory, in live memory. */
 	CHECK(region_intact(q, region));
 	CHECK(zero_blocks_zero(q, region));
 	for (int i = 0; i < N; i++) {
 		size_t len = (size_t)s[i].blocks * 512u;
 
-		if (s[i].list) {
-			CHECK(memcmp(s[i].freed, s[i].before, 4096) == 0);
+		CHECK(memcmp(s[i].freed, s[i].before, freed_len(&s[i])) == 0);
+		if (s[i].list)
 			CHECK(all_bytes(s[i].data - 512, len + 4096, LIVE));
-		} else {
-			CHECK(all_bytes(s[i].freed, len, SECRET));
-		}
 	}
 	CHECK(all_bytes(live, 2 * 4096, LIVE));
 	CHECK(all_bytes(obj, 3000, LIVE));
@@ -248,6 +265,7 @@ int main(int argc, char **argv)
 		return check_done();
 	ioa_config_init(&cfg);
 	cfg.backend = IOA_BACKEND_VFIO;
+	cfg.protect = IOA_PROTECT_STRICT; /* so that ioa_free retires emptied pages */
 	snprintf(cfg.vfio_device, sizeof(cfg.vfio_device), "%s", device_addr);
 	check_stale_commands(&cfg);
 	close(kmsg);
