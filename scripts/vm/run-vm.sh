@@ -21,6 +21,7 @@ set -euo pipefail
 kernel=$1 initrd=$2 log=$3 timeout_s=$4 nvme_image=${5:-}
 nvme=()
 if [ -n "$nvme_image" ]; then
+	# shellcheck disable=SC2054 # commas separate QEMU's options, not elements
 	nvme=(-device pcie-root-port,id=rp2,bus=pcie.0,chassis=2
 		-drive "file=$nvme_image,if=none,id=nvm,format=raw"
 		-device nvme,serial=ioa-nvme-0,drive=nvm,bus=rp2)
