@@ -108,7 +108,7 @@ static int reset_and_enable(struct nvme_ctrl *c)
 int nvme_admin(struct nvme_ctrl *c, struct nvme_sqe *cmd, struct nvme_cqe *out,
 	       const char *what)
 {
-	uint64_t deadline = nvme_now_ns() + NVME_CMD_TIMEOUT_MS * 1000000ull;
+	uint64_t deadline = nvme_now_ns() + c->cmd_timeout_ms * 1000000ull;
 	int err;
 
 	cmd->cid = c->admin_cid++;
@@ -120,7 +120,7 @@ int nvme_admin(struct nvme_ctrl *c, struct nvme_sqe *cmd, struct nvme_cqe *out,
 	while (!nvme_complete(&c->admin, out))
 		if (nvme_now_ns() > deadline) {
 			fprintf(stderr, "nvme: %s: no completion within %u ms: %s\n", what,
-				NVME_CMD_TIMEOUT_MS, strerror(ETIMEDOUT));
+				c->cmd_timeout_ms, strerror(ETIMEDOUT));
 			return -ETIMEDOUT;
 		}
 	if (out->cid != cmd->cid || NVME_CQE_SC(out->status) || NVME_CQE_SCT(out->status)) {
@@ -207,7 +207,8 @@ int nvme_ctrl_open(struct nvme_ctrl *c, int group_fd, const char *addr, unsigned
 {
 	int err;
 
-	*c = (struct nvme_ctrl){ .device = -1, .disabled_cleanly = 1 };
+	*c = (struct nvme_ctrl){ .device = -1, .disabled_cleanly = 1,
+				 .cmd_timeout_ms = NVME_CMD_TIMEOUT_MS };
 	if (!io_queues || io_queues > 64) {
 		fprintf(stderr, "nvme: %u I/O queue pairs asked for: 1 to 64 are taken\n", io_queues);
 		return -EINVAL;

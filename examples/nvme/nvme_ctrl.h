@@ -26,7 +26,7 @@
 #include <stdint.h>
 
 #define NVME_ADMIN_ENTRIES 32u
-#define NVME_CMD_TIMEOUT_MS 5000u /* per command; a stuck controller is an error */
+#define NVME_CMD_TIMEOUT_MS 5000u /* cmd_timeout_ms's default */
 
 struct nvme_ctrl {
 	int device;             /* VFIO device fd */
@@ -41,6 +41,8 @@ struct nvme_ctrl {
 	uint8_t *identify;      /* 4 KiB for Identify data */
 	uint16_t admin_cid;
 	int disabled_cleanly;   /* CC.EN = 0 took: the controller reaches no memory */
+	uint32_t cmd_timeout_ms; /* per command, admin or I/O: a stuck controller is an
+				    error; NVME_CMD_TIMEOUT_MS unless the caller changes it */
 	/* From Identify: */
 	char serial[21], model[41];
 	uint32_t max_transfer;  /* bytes per command */
@@ -66,7 +68,7 @@ void nvme_ctrl_close(struct nvme_ctrl *c);
 
 /* Submits the admin command @cmd (its cid is set here) and waits for its
  * completion into @out. 0 on success status, -EIO after a message naming
- * @what when the status is an error, -ETIMEDOUT after NVME_CMD_TIMEOUT_MS. */
+ * @what when the status is an error, -ETIMEDOUT after c->cmd_timeout_ms. */
 int nvme_admin(struct nvme_ctrl *c, struct nvme_sqe *cmd, struct nvme_cqe *out,
 	       const char *what);
 

@@ -181,12 +181,12 @@ int nvme_io_poll(struct nvme_ioq *q, struct nvme_cqe *out, void **user)
 
 int nvme_io_wait(struct nvme_ioq *q, struct nvme_cqe *out, void **user)
 {
-	uint64_t deadline = nvme_now_ns() + NVME_CMD_TIMEOUT_MS * 1000000ull;
+	uint64_t deadline = nvme_now_ns() + q->ctrl->cmd_timeout_ms * 1000000ull;
 
 	while (!nvme_io_poll(q, out, user))
 		if (nvme_now_ns() > deadline) {
 			fprintf(stderr, "nvme: queue %u: no completion within %u ms (%u in flight): %s\n",
-				q->q.qid, NVME_CMD_TIMEOUT_MS, q->in_flight, strerror(ETIMEDOUT));
+				q->q.qid, q->ctrl->cmd_timeout_ms, q->in_flight, strerror(ETIMEDOUT));
 			return -ETIMEDOUT;
 		}
 	return 0;

@@ -77,7 +77,7 @@ void nvme_io_discard(struct nvme_ioq *q, const struct nvme_sqe *cmd);
 int nvme_io_poll(struct nvme_ioq *q, struct nvme_cqe *out, void **user);
 
 /* nvme_io_poll until a completion comes: 0, or -ETIMEDOUT after
- * NVME_CMD_TIMEOUT_MS and a message. */
+ * the controller's cmd_timeout_ms and a message. */
 int nvme_io_wait(struct nvme_ioq *q, struct nvme_cqe *out, void **user);
 
 /* prepare, post and wait for one command: its completion status field

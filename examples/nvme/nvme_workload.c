@@ -88,11 +88,12 @@ static void complete(struct pass *p, unsigned qi, const struct nvme_cqe *done, s
 }
 
 /* Issues and completes until every command is done; -ETIMEDOUT when no
- * completion came for NVME_CMD_TIMEOUT_MS. */
+ * completion came for the controller's cmd_timeout_ms. */
 static int pump(struct pass *p)
 {
 	const struct nvme_workload *w = p->w;
 	uint64_t end = w->first + w->count, last = nvme_now_ns();
+	uint64_t timeout_ms = w->queues[0].ctrl->cmd_timeout_ms;
 	int err;
 
 	while (p->next_lba < end || p->res->commands < p->k) {
@@ -109,9 +110,9 @@ static int pump(struct pass *p)
 					complete(p, qi, &done, user);
 			}
 		}
-		if (nvme_now_ns() - last > NVME_CMD_TIMEOUT_MS * 1000000ull) {
+		if (nvme_now_ns() - last > timeout_ms * 1000000ull) {
 			fprintf(stderr, "nvme: no completion within %u ms (%llu of %llu commands done): "
-				"%s\n", NVME_CMD_TIMEOUT_MS, (unsigned long long)p->res->commands,
+				"%s\n", (unsigned)timeout_ms, (unsigned long long)p->res->commands,
 				(unsigned long long)p->k, strerror(ETIMEDOUT));
 			return -ETIMEDOUT;
 		}

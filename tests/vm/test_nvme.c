@@ -252,6 +252,53 @@ static void check_stale_commands(const struct ioa_config *cfg)
 	ioa_fini();
 }
 
+/*
+ * A controller that stops answering (CC.EN cleared behind the driver's back:
+ * it drops its queues and ignores the doorbells) makes every wait end in
+ * -ETIMEDOUT with one message after cmd_timeout_ms, not a hang: an I/O
+ * command, then the Delete commands of the pair, whose memory then stays
+ * allocated (said once; ioa_fini then warns of its buffers and objects as
+ * never freed). The buffer of the stuck command is freed only after
+ * nvme_ctrl_close saw the controller disabled.
+ */
+static void check_stuck_controller(const struct ioa_config *cfg)
+{
+	struct check_capture cap;
+	struct nvme_ctrl c;
+	struct nvme_ioq q;
+	const char *text;
+	uint8_t *buf;
+
+	if (!CHECK_EQ(ioa_init(cfg), 0))
+		return;
+	if (!CHECK_EQ(nvme_ctrl_open(&c, ioa_vfio_group_fd(), device_addr, 1), 0)) {
+		ioa_fini();
+		return;
+	}
+	buf = ioa_dma_alloc(4096, 0, IOA_NODE_ANY);
+	if (CHECK(buf != NULL) && CHECK_EQ(nvme_ioq_create(&c, &q, 1), 0)) {
+		CHECK_EQ(nvme_io_sync(&q, NVME_IO_READ, 0, 8, buf), 0); /* it works */
+		c.cmd_timeout_ms = 100;
+		*(volatile uint32_t *)(c.bar0 + NVME_REG_CC) &= ~NVME_CC_EN;
+		capture_begin(&cap);
+		CHECK_EQ(nvme_io_sync(&q, NVME_IO_READ, 0, 8, buf), -ETIMEDOUT);
+		text = capture_end(&cap);
+		CHECK_EQ(count_lines(text), 1);
+		CHECK_CONTAINS(text, "no completion within 100 ms");
+		capture_begin(&cap);
+		nvme_ioq_delete(&q);
+		text = capture_end(&cap);
+		CHECK_CONTAINS(text, "Delete I/O SQ: no completion within 100 ms");
+		CHECK_CONTAINS(text, "its memory stays allocated");
+	}
+	nvme_ctrl_close(&c);
+	CHECK(c.disabled_cleanly);
+	if (buf)
+		ioa_dma_free(buf);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa_fini();
+}
+
 int main(int argc, char **argv)
 {
 	struct ioa_config cfg;
@@ -270,6 +317,7 @@ int main(int argc, char **argv)
 	cfg.protect = IOA_PROTECT_STRICT; /* so that ioa_free retires emptied pages */
 	snprintf(cfg.vfio_device, sizeof(cfg.vfio_device), "%s", device_addr);
 	check_stale_commands(&cfg);
+	check_stuck_controller(&cfg);
 	close(kmsg);
 	return check_done();
 }
