@@ -117,7 +117,7 @@ enum ioa__adopted_state {
 	IOA_ADOPTED_QUARANTINED, /* its unmap or invalidation failed: mapped for good */
 };
 /* Whether any of [addr, addr + len) is in a segment of the library's,
- * including one being created now (it takes every node's lock). */
+ * including one being created now (it waits for each node's lock). */
 int ioa__region_holds(const void *addr, size_t len);
 /* Maps [addr, addr + len) (page-aligned, resident) for the device and the
  * lookups, as buffer *out of a new external segment on @node (the queue
