@@ -27,6 +27,7 @@
 #include <jemalloc/jemalloc.h>
 
 #include "bench.h"
+#include "threads.h"
 
 #define BATCH 16
 
@@ -100,87 +101,68 @@ static int run(const struct alloc_ctx *c, size_t size, uint64_t n)
 	return 0;
 }
 
-static void pin(pthread_t t, int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	pthread_setaffinity_np(t, sizeof(set), &set);
-}
-
-struct helper {
+/* The second thread's part of a batch: its own context (its tcache). */
+struct helper_arg {
 	const struct bcase *bc;
 	size_t size;
-	_Atomic uint64_t todo; /* pairs of the next round; UINT64_MAX ends */
-	_Atomic int done, failed;
+	struct alloc_ctx c;
+	int ready;
 };
 
-static void *helper_body(void *arg)
+static void *helper_setup(void *arg)
 {
-	struct helper *h = arg;
-	struct alloc_ctx c;
-	uint64_t n;
+	struct helper_arg *a = arg;
 
-	if (ctx_init(&c, h->bc->peer) != 0)
-		atomic_store(&h->failed, 1);
-	for (;;) {
-		/* acquire: the round's parameters, set before it. */
-		while ((n = atomic_load_explicit(&h->todo, memory_order_acquire)) == 0)
-			sched_yield();
-		if (n == UINT64_MAX)
-			break;
-		atomic_store_explicit(&h->todo, 0, memory_order_relaxed);
-		if (atomic_load(&h->failed) || run(&c, h->size, n))
-			atomic_store(&h->failed, 1);
-		/* release: the round's work before the main thread goes on. */
-		atomic_fetch_add_explicit(&h->done, 1, memory_order_release);
-	}
-	ctx_fini(&c);
-	return NULL;
+	a->ready = ctx_init(&a->c, a->bc->peer) == 0;
+	return a;
+}
+
+static int helper_run(void *arg, void *state, uint64_t n)
+{
+	struct helper_arg *a = state;
+
+	(void)arg;
+	return !a->ready || run(&a->c, a->size, n);
+}
+
+static void helper_teardown(void *arg, void *state)
+{
+	(void)arg;
+	ctx_fini(&((struct helper_arg *)state)->c);
 }
 
 static void bm(ioa_bench_state *st, const void *ctx)
 {
 	const struct bcase *bc = ctx;
 	size_t size = (size_t)ioa_bench_range(st, 0);
-	struct helper h = { .bc = bc, .size = size };
+	struct helper_arg arg = { .bc = bc, .size = size };
+	struct bench_helper h = { .setup = helper_setup, .run = helper_run,
+				  .teardown = helper_teardown, .arg = &arg };
 	struct alloc_ctx c;
-	pthread_t t;
-	int rounds = 0;
 
-	pin(pthread_self(), 0);
+	bench_pin(pthread_self(), 0);
 	if (ctx_init(&c, bc->peer) != 0 || run(&c, size, 4 * BATCH) != 0) { /* warm-up */
 		ioa_bench_skip(st, "allocation failed");
 		return;
 	}
-	if (bc->threads == 2) {
-		pthread_create(&t, NULL, helper_body, &h);
-		pin(t, 1);
-	}
+	if (bc->threads == 2)
+		bench_helper_start(&h);
 	for (uint64_t n; (n = ioa_bench_next_batch(st)) != 0;) {
 		uint64_t mine = n;
 
 		if (bc->threads == 2) {
 			uint64_t half = (n / 2 + BATCH - 1) / BATCH * BATCH;
 
-			atomic_store_explicit(&h.todo, half ? half : BATCH, memory_order_release);
+			bench_helper_give(&h, half ? half : BATCH);
 			mine = n > half ? n - half : BATCH;
 		}
 		if (run(&c, size, mine))
 			ioa_bench_skip(st, "allocation failed");
-		if (bc->threads == 2) {
-			rounds++;
-			while (atomic_load_explicit(&h.done, memory_order_acquire) != rounds)
-				;
-		}
+		if (bc->threads == 2)
+			bench_helper_wait(&h);
 	}
-	if (bc->threads == 2) {
-		atomic_store_explicit(&h.todo, UINT64_MAX, memory_order_release);
-		pthread_join(t, NULL);
-		if (atomic_load(&h.failed))
-			ioa_bench_skip(st, "allocation failed on the second thread");
-	}
+	if (bc->threads == 2 && bench_helper_stop(&h))
+		ioa_bench_skip(st, "allocation failed on the second thread");
 	ctx_fini(&c);
 }
 

@@ -24,10 +24,10 @@
 #include <ioalloc.h>
 
 #include "bench.h"
+#include "threads.h"
 
 #ifdef IOA_BENCH_DPDK
-#include <rte_eal.h>
-#include <rte_errno.h>
+#include "dpdk_eal.h"
 #include <rte_mempool.h>
 #include <rte_version.h>
 #endif
@@ -52,15 +52,6 @@ struct bcase {
 	int threads;
 	int deep;
 };
-
-static void pin(pthread_t t, int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	pthread_setaffinity_np(t, sizeof(set), &set);
-}
 
 /* @n objects through the pool in bulks of @bulk; 0, or -1 when a get failed. */
 static inline __attribute__((always_inline)) int run(const struct lib *l, void *pool,
@@ -89,73 +80,63 @@ static inline __attribute__((always_inline)) int run(const struct lib *l, void *
 	return 0;
 }
 
-struct helper {
+/* The second thread's part of a batch: its own cache of the pool. */
+struct helper_arg {
 	const struct bcase *bc;
 	void *pool;
 	unsigned bulk;
-	_Atomic uint64_t todo; /* objects of the next round; UINT64_MAX ends */
-	_Atomic int done, failed;
 };
 
-static void *helper_body(void *arg)
+static void *helper_setup(void *arg)
 {
-	struct helper *h = arg;
-	void *cache = h->bc->lib->thread_cache ? h->bc->lib->thread_cache(h->pool) : NULL;
-	uint64_t n;
+	const struct helper_arg *a = arg;
 
-	for (;;) {
-		/* acquire: the round's parameters, set before it. */
-		while ((n = atomic_load_explicit(&h->todo, memory_order_acquire)) == 0)
-			sched_yield();
-		if (n == UINT64_MAX)
-			break;
-		atomic_store_explicit(&h->todo, 0, memory_order_relaxed);
-		if (run(h->bc->lib, h->pool, cache, h->bulk, h->bc->deep, n))
-			atomic_store(&h->failed, 1);
-		/* release: the round's work before the main thread goes on. */
-		atomic_fetch_add_explicit(&h->done, 1, memory_order_release);
-	}
-	if (h->bc->lib->free_cache)
-		h->bc->lib->free_cache(cache);
-	return NULL;
+	return a->bc->lib->thread_cache ? a->bc->lib->thread_cache(a->pool) : NULL;
+}
+
+static int helper_run(void *arg, void *cache, uint64_t n)
+{
+	const struct helper_arg *a = arg;
+
+	return run(a->bc->lib, a->pool, cache, a->bulk, a->bc->deep, n);
+}
+
+static void helper_teardown(void *arg, void *cache)
+{
+	const struct helper_arg *a = arg;
+
+	if (a->bc->lib->free_cache)
+		a->bc->lib->free_cache(cache);
 }
 
 static void measure(ioa_bench_state *st, const struct bcase *bc, void *pool)
 {
 	unsigned bulk = (unsigned)ioa_bench_range(st, 0);
 	void *cache = bc->lib->thread_cache ? bc->lib->thread_cache(pool) : NULL;
-	struct helper h = {.bc = bc, .pool = pool, .bulk = bulk};
-	pthread_t t;
-	int rounds = 0;
+	struct helper_arg arg = {.bc = bc, .pool = pool, .bulk = bulk};
+	struct bench_helper h = {.setup = helper_setup, .run = helper_run,
+				 .teardown = helper_teardown, .arg = &arg};
 
-	pin(pthread_self(), 0);
-	if (bc->threads == 2) {
-		pthread_create(&t, NULL, helper_body, &h);
-		pin(t, 1);
-	}
+	if (bc->threads == 2)
+		bench_helper_start(&h);
+	else
+		bench_pin(pthread_self(), 0);
 	for (uint64_t n; (n = ioa_bench_next_batch(st)) != 0;) {
 		uint64_t mine = n;
 
 		if (bc->threads == 2) {
 			uint64_t half = (n / 2 + bulk * DEPTH - 1) / (bulk * DEPTH) * (bulk * DEPTH);
 
-			atomic_store_explicit(&h.todo, half ? half : bulk, memory_order_release);
+			bench_helper_give(&h, half ? half : bulk);
 			mine = n > half ? n - half : bulk;
 		}
 		if (run(bc->lib, pool, cache, bulk, bc->deep, mine))
 			ioa_bench_skip(st, "a get failed");
-		if (bc->threads == 2) {
-			rounds++;
-			while (atomic_load_explicit(&h.done, memory_order_acquire) != rounds)
-				;
-		}
+		if (bc->threads == 2)
+			bench_helper_wait(&h);
 	}
-	if (bc->threads == 2) {
-		atomic_store_explicit(&h.todo, UINT64_MAX, memory_order_release);
-		pthread_join(t, NULL);
-		if (atomic_load(&h.failed))
-			ioa_bench_skip(st, "a get failed on the second thread");
-	}
+	if (bc->threads == 2 && bench_helper_stop(&h))
+		ioa_bench_skip(st, "a get failed on the second thread");
 	if (bc->lib->free_cache)
 		bc->lib->free_cache(cache);
 }
@@ -230,18 +211,6 @@ static void bm_rte(ioa_bench_state *st, const void *ctx)
 	rte_mempool_free(mp);
 }
 
-static int eal_init(char *prog)
-{
-	char *argv[] = {prog, "--no-huge", "--no-pci", "--no-shconf", "--no-telemetry",
-			"-l", "0-1", "--iova-mode=va", "--log-level=warning", "-m", "128"};
-
-	if (rte_eal_init((int)(sizeof(argv) / sizeof(argv[0])), argv) < 0) {
-		fprintf(stderr, "bench: rte_eal_init: %s\n", rte_strerror(rte_errno));
-		return -1;
-	}
-	ioa_bench_context("dpdk", rte_version());
-	return 0;
-}
 #endif
 
 static struct bcase cases[16];
@@ -253,8 +222,9 @@ int main(int argc, char **argv)
 	unsigned nc = 0;
 
 #ifdef IOA_BENCH_DPDK
-	if (eal_init(argv[0]) != 0)
+	if (bench_eal_init(argv[0], "0-1", "128") != 0)
 		return 1;
+	ioa_bench_context("dpdk", rte_version());
 #endif
 	ioa_config_init(&cfg);
 	cfg.backend = IOA_BACKEND_NONE;

@@ -23,10 +23,10 @@
 #include <ioalloc.h>
 
 #include "bench.h"
+#include "threads.h"
 
 #ifdef IOA_BENCH_DPDK
-#include <rte_eal.h>
-#include <rte_errno.h>
+#include "dpdk_eal.h"
 #include <rte_ring.h>
 #include <rte_version.h>
 #endif
@@ -42,15 +42,6 @@ struct ring_case {
 	unsigned flags;
 	int two_threads;
 };
-
-static void pin(pthread_t t, int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	pthread_setaffinity_np(t, sizeof(set), &set);
-}
 
 /* ---- the measurements, inlined with each library's calls ---------------- */
 
@@ -103,8 +94,8 @@ two_threads(ioa_bench_state *st, void *ring, unsigned bulk, enq_fn enq,
 		objs[k] = &objs[k];
 	*c = (struct consumer){.ring = ring, .bulk = bulk};
 	pthread_create(&t, NULL, body, c);
-	pin(pthread_self(), 0);
-	pin(t, 1);
+	bench_pin(pthread_self(), 0);
+	bench_pin(t, 1);
 	for (uint64_t n; (n = ioa_bench_next_batch(st)) != 0;) {
 		uint64_t rounds = (n + bulk - 1) / bulk;
 
@@ -189,18 +180,6 @@ static void bm_rte(ioa_bench_state *st, const void *ctx)
 	rte_ring_free(r);
 }
 
-static int eal_init(char *prog)
-{
-	char *argv[] = {prog, "--no-huge", "--no-pci", "--no-shconf", "--no-telemetry",
-			"-l", "0-1", "--iova-mode=va", "--log-level=warning"};
-
-	if (rte_eal_init((int)(sizeof(argv) / sizeof(argv[0])), argv) < 0) {
-		fprintf(stderr, "bench: rte_eal_init: %s\n", rte_strerror(rte_errno));
-		return -1;
-	}
-	ioa_bench_context("dpdk", rte_version());
-	return 0;
-}
 #endif
 
 /* ---- the cases ---------------------------------------------------------- */
@@ -231,8 +210,9 @@ int main(int argc, char **argv)
 	char name[64];
 
 #ifdef IOA_BENCH_DPDK
-	if (eal_init(argv[0]) != 0)
+	if (bench_eal_init(argv[0], "0-1", NULL) != 0)
 		return 1;
+	ioa_bench_context("dpdk", rte_version());
 #endif
 	ioa_config_init(&cfg);
 	cfg.backend = IOA_BACKEND_NONE;

@@ -16,7 +16,7 @@
 #include <ioalloc.h>
 
 #ifdef IOA_BENCH_DPDK
-#include <rte_eal.h>
+#include "dpdk_eal.h"
 #include <rte_mempool.h>
 #include <rte_ring.h>
 #endif
@@ -161,13 +161,11 @@ static __attribute__((noipa)) void loop_dpdk_ring8_rts(struct rte_ring *r)
 
 static int dpdk_cases(char *prog)
 {
-	char *argv[] = {prog, "--no-huge", "--no-pci", "--no-shconf", "--no-telemetry",
-			"-l", "0", "--iova-mode=va", "--log-level=warning", "-m", "128"};
 	struct rte_mempool *mp;
 	struct rte_mempool_cache *cache;
 	struct rte_ring *r, *r_st, *r_rts;
 
-	if (rte_eal_init((int)(sizeof(argv) / sizeof(argv[0])), argv) < 0)
+	if (bench_eal_init(prog, "0", "128") != 0)
 		return -1;
 	mp = rte_mempool_create("icount", POOL_COUNT, 2048, CACHE, 0, NULL, NULL, NULL, NULL,
 				SOCKET_ID_ANY, 0);

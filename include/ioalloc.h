@@ -217,9 +217,9 @@ int ioa_init(const struct ioa_config *cfg);
 void ioa_fini(void);
 
 /**
- * Allocates @size bytes (1 byte to 4 TiB, 2^42; rounded up to 4 KiB) of
+ * Allocates @size bytes (1 byte to 2 TiB, 2^41; rounded up to 4 KiB) of
  * DMA-mapped memory aligned to @align (0 means 4 KiB; else a power of two up
- * to 2^42) on NUMA @node (a node with memory), or on the node the
+ * to 2^41) on NUMA @node (a node with memory), or on the node the
  * IOALLOC_NUMA policy picks when @node is IOA_NODE_ANY. The device can read
  * and write it at ioa_virt2iova(ptr) as soon as this returns. It is not
  * zeroed: memory freed earlier is handed out again holding what its previous
@@ -251,7 +251,9 @@ void *ioa_dma_alloc(size_t size, size_t align, int node);
  * retired before this returns. Not async-signal-safe (see "Life in a
  * process" above). Returns -EINVAL, with a message, for a pointer
  * that is not the start of a live buffer (foreign pointer, interior pointer
- * or double free), or before ioa_init(); nothing is freed then. With
+ * or double free), for one another call owns (an object of ioa_malloc(), a
+ * pool's slab, a provider's or a jemalloc arena's chunk: the message names
+ * the call that frees it), or before ioa_init(); nothing is freed then. With
  * IOALLOC_DEFER=sync, returns -EIO when the IOMMU refused the unmap: the
  * buffer is quarantined, never reused, and counted in the statistics
  * (deferred, ioa_quiesce() reports it).
@@ -665,7 +667,12 @@ int ioa_pool_put_bulk(struct ioa_pool *pool, void *const *objs, unsigned n);
  * and the ring; a forked child has the forking thread's caches; a signal
  * handler may not interrupt a call on the same pool; a pool freed, or
  * dropped by ioa_fini(), never matches a cache, so the exported function
- * refuses the call. (ioa_pool_get_bulk)(...) or a function pointer calls
+ * refuses the call. One difference: the inline code reads the first 8
+ * bytes at @pool before anything is checked (a pool's descriptor is never
+ * freed, so this is safe for any pool, live or freed); a pointer that is
+ * neither NULL nor a pool may fault there, where the exported function
+ * prints a message and returns -EINVAL. IOA_POOL_NO_INLINE keeps that
+ * check on every call. (ioa_pool_get_bulk)(...) or a function pointer calls
  * the exported function.
  *
  * What the inline code reads is part of the ABI, version IOA_POOL_FAST_ABI:
@@ -883,8 +890,8 @@ struct ioa_provider *ioa_provider_create(int node, unsigned flags);
 int ioa_provider_destroy(struct ioa_provider *p);
 
 /**
- * A new chunk of @len bytes (a multiple of 4 KiB, up to 2^42) aligned to
- * @align (0 means 4 KiB; else a power of two from 4 KiB to 2^42), mapped
+ * A new chunk of @len bytes (a multiple of 4 KiB, up to 2^41) aligned to
+ * @align (0 means 4 KiB; else a power of two from 4 KiB to 2^41), mapped
  * for the device, not zeroed (as ioa_dma_alloc()). Returns NULL with errno
  * EINVAL (bad provider, length or alignment: one message naming
  * ioa_provider_alloc), or the errno of ioa_dma_alloc().
@@ -1031,8 +1038,10 @@ int ioa_stats_node(int node, struct ioa_node_stats *out);
  *                                                 iovas=rotate: its buffers take IOVAs from
  *                                                 the cursor, IOALLOC_IOVA, and iova=0x0,
  *                                                 it has no window)
- *   buffer node= va= iova= len= owner=dma|heap   (live: allocated, not freed; heap: a span
- *                                                 of ioa_malloc() objects or a large block)
+ *   buffer node= va= iova= len= owner=dma|heap|pool|provider
+ *                                                (live: allocated, not freed; heap: a span
+ *                                                 of ioa_malloc() objects or a large block;
+ *                                                 pool: a slab; provider: a chunk)
  *   freed node= va= iova= len= kind=buffer       (freed, not yet retired: the device
  *   freed node= va= kind=table                    may still reach it)
  *   then, for the whole library:

@@ -303,6 +303,11 @@ static int pending_frees_may_help(int err)
  * those are retired and it is tried once more, whose failure is reported. */
 IOA_EXPORT void *ioa_dma_alloc(size_t size, size_t align, int node)
 {
+	return ioa__dma_alloc_as(size, align, node, IOA_OWNER_DMA);
+}
+
+void *ioa__dma_alloc_as(size_t size, size_t align, int node, enum ioa__owner owner)
+{
 	void *p = NULL;
 	int err = ioa__ensure_up(), retry;
 
@@ -316,13 +321,13 @@ IOA_EXPORT void *ioa_dma_alloc(size_t size, size_t align, int node)
 	if (!err) {
 		ioa__defer_throttle(node);
 		ioa__log_hold();
-		err = ioa__region_alloc(size, align, node, &p);
+		err = ioa__region_alloc(size, align, node, owner, &p);
 		retry = pending_frees_may_help(err);
 		ioa__log_release(!retry);
 		if (retry) {
 			if (ioa__defer_quiesce() == -EIO)
 				atomic_store(&quarantine_unseen, 1);
-			err = ioa__region_alloc(size, align, node, &p);
+			err = ioa__region_alloc(size, align, node, owner, &p);
 		}
 	}
 	if (err) {
@@ -334,22 +339,28 @@ IOA_EXPORT void *ioa_dma_alloc(size_t size, size_t align, int node)
 
 IOA_EXPORT int ioa_dma_free(void *ptr)
 {
-	if (atomic_load_explicit(&state, memory_order_acquire) != STATE_UP) {
-		ioa__err("ioa_dma_free(%p): the library is not initialised", ptr);
-		return -EINVAL;
-	}
-	if (ioa__pagemap_get(ptr)) { /* its span is a buffer: freeing it would free its neighbours */
+	/* a heap span is one buffer: freeing it would free its neighbours */
+	if (ioa__is_up() && ioa__pagemap_get(ptr)) {
 		ioa__err("ioa_dma_free(%p): an object of ioa_malloc(): free it with ioa_free(); "
 			 "nothing freed", ptr);
 		return -EINVAL;
 	}
-	return ioa__dma_free_unchecked(ptr);
+	return ioa__dma_free_as(ptr, IOA_OWNER_DMA);
 }
 
-int ioa__dma_free_unchecked(void *ptr)
+int ioa__dma_free_as(void *ptr, enum ioa__owner owner)
+{
+	if (atomic_load_explicit(&state, memory_order_acquire) != STATE_UP) {
+		ioa__err("ioa_dma_free(%p): the library is not initialised", ptr);
+		return -EINVAL;
+	}
+	return ioa__dma_free_unchecked(ptr, owner);
+}
+
+int ioa__dma_free_unchecked(void *ptr, enum ioa__owner owner)
 {
 	struct ioa__defer_item item = { .kind = IOA_ITEM_BUFFER };
-	int err = ioa__region_take(ptr, &item.buf);
+	int err = ioa__region_take(ptr, owner, &item.buf);
 
 	return err ? err : ioa__defer_enqueue(ioa__region_node(&item.buf), &item);
 }

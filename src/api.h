@@ -2,6 +2,10 @@
 #ifndef IOA_API_H
 #define IOA_API_H
 
+#include <stddef.h>
+
+#include "region.h"
+
 /* Brings the library up from the environment unless it is up: 0, or the
  * -errno of the failed attempt. A failed lazy initialisation is described
  * once and not retried: later calls return its error silently, until
@@ -17,10 +21,15 @@ void ioa__extmem_fork_prepare(void);
 void ioa__extmem_fork_parent(void);
 void ioa__extmem_fork_child(void);
 
-/* ioa_dma_free() without its checks of the library's state and of heap
- * objects: for ioa_fini, which retires the providers' chunks while the
- * library is stopping. */
-int ioa__dma_free_unchecked(void *ptr);
+/* ioa_dma_alloc() and ioa_dma_free() for the buffers of another owner (a
+ * pool's slab, a provider's chunk): ioa_dma_free() refuses those, and the
+ * owner's own call here refuses any other. */
+void *ioa__dma_alloc_as(size_t size, size_t align, int node, enum ioa__owner owner);
+int ioa__dma_free_as(void *ptr, enum ioa__owner owner);
+/* ioa__dma_free_as() without its check of the library's state: for
+ * ioa_fini, which retires the providers' chunks while the library is
+ * stopping. */
+int ioa__dma_free_unchecked(void *ptr, enum ioa__owner owner);
 
 /* Whether the library is up: between a successful ioa_init and ioa_fini. */
 int ioa__is_up(void);

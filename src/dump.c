@@ -22,7 +22,6 @@
 #include "fdout.h"
 #include "log.h"
 #include "os.h"
-#include "pagemap.h"
 #include "pool.h"
 #include "region.h"
 
@@ -52,13 +51,14 @@ static void dump_segment(void *arg, const struct ioa__segment_info *s)
 			  s->free_pages, s->closing ? " closing=1" : "", s->rotated ? "rotate" : "fixed");
 }
 
-/* A live buffer; owner=heap when ioa_malloc()'s spans are carved from it. */
-static void dump_buffer(void *arg, const void *va, uint64_t iova, size_t len)
+/* A live buffer and the call that frees it: dma (ioa_dma_free), heap
+ * (ioa_malloc()'s spans are carved from it), pool (a slab), provider. */
+static void dump_buffer(void *arg, const void *va, uint64_t iova, size_t len, const char *owner)
 {
 	struct dump_ctx *c = arg;
 
 	ioa__fdout_printf(c->out, "buffer node=%d va=%p iova=0x%llx len=%zu owner=%s\n", c->node,
-			  va, (unsigned long long)iova, len, ioa__pagemap_get(va) ? "heap" : "dma");
+			  va, (unsigned long long)iova, len, owner);
 }
 
 /* A buffer's IOVA is its segment's window plus its offset, as mapped. */

@@ -170,11 +170,6 @@ static int add(void *addr, size_t len)
 			 (void *)(other->start + other->len));
 		return -EEXIST;
 	}
-	if (ioa__region_holds(addr, len)) {
-		ioa__err("ioa_dma_register(%p, %zu): overlaps ioalloc's own DMA memory (it is "
-			 "mapped already); nothing registered (EEXIST)", addr, len);
-		return -EEXIST;
-	}
 	/* resident before the map: VFIO would pin them anyway; the sim's device
 	 * would otherwise find a page the process never touched */
 	if ((err = ioa__os_populate(addr, len))) {
@@ -184,6 +179,15 @@ static int add(void *addr, size_t len)
 			 : err == -EFAULT ? ": a page cannot be had (read-only, or no hugetlb page left)"
 					  : "");
 		return -EFAULT;
+	}
+	/* After the populate, which found no hole in the range: a segment an
+	 * allocation racing with us mapped into a hole of it is seen here
+	 * (ioa__region_holds waits for segments being created), and none can
+	 * be mapped into it any more. */
+	if (ioa__region_holds(addr, len)) {
+		ioa__err("ioa_dma_register(%p, %zu): overlaps ioalloc's own DMA memory (it is "
+			 "mapped already); nothing registered (EEXIST)", addr, len);
+		return -EEXIST;
 	}
 	if ((err = reserve_slot())) {
 		ioa__err("ioa_dma_register(%p, %zu): no memory to record a registration (ENOMEM)",

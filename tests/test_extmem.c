@@ -9,6 +9,7 @@
  * unregister while others look up (TSan). The reclaimer is kept asleep (one
  * second) so only the unregistering call can retire anything. */
 #include "check.h"
+#include "hugepages_check.h"
 
 #include "iommu.h"
 #include "ioalloc.h"
@@ -23,7 +24,6 @@
 #define KB4 ((size_t)1 << 12)
 #define MB2 ((size_t)1 << 21)
 #define SLOW_DELAY_US 1000000
-#define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
 
 static int init_sim(void)
 {
@@ -343,6 +343,12 @@ static void test_refused_undo(void)
 	CHECK_EQ(ioa_virt2iova(q), IOA_BAD_IOVA);
 	CHECK_EQ(ioa_dma_register(q, KB4, 0), 0);
 	CHECK_EQ(ioa_dma_unregister(q), 0);
+	/* tables that hold part of the range already: EEXIST, not an IOMMU error */
+	ioa__region_fail_table_maps(1, EEXIST);
+	ONE_MESSAGE("mapped for DMA already", CHECK_EQ(ioa_dma_register(q, KB4, 0), -EEXIST));
+	CHECK_EQ(ioa_virt2iova(q), IOA_BAD_IOVA);
+	CHECK_EQ(ioa_dma_register(q, KB4, 0), 0);
+	CHECK_EQ(ioa_dma_unregister(q), 0);
 	munmap(q, KB4);
 	ioa__region_fail_table_maps(1, ENOMEM);
 	ioa__sim_fail_unmaps(1, EIO);
@@ -511,44 +517,18 @@ static void test_threads(void)
 
 /* ---- hugetlb pages -------------------------------------------------------- */
 
-static long read_long(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	long v = -1;
-
-	if (f && fscanf(f, "%ld", &v) != 1)
-		v = -1;
-	if (f)
-		fclose(f);
-	return v;
-}
-
-static int write_long(const char *path, long v)
-{
-	FILE *f = fopen(path, "w");
-	int ok = f && fprintf(f, "%ld\n", v) > 0;
-
-	return (f && fclose(f) == 0 && ok) ? 0 : -1;
-}
-
 /* Two 2 MiB hugetlb pages: anonymous (MAP_HUGETLB) and a hugetlbfs file
  * (memfd MFD_HUGETLB). Without free hugepages, root reserves two for the
  * test and gives them back. Returns NULL once run, else why it could not. */
 static const char *test_hugetlb(void)
 {
-	long nr = read_long(NR_HUGEPAGES), added = 0;
+	long added = hugepages_reserve(2);
 	uint8_t *p;
 	int fd;
 
 	p = mmap(NULL, MB2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
-	if (p == MAP_FAILED && nr >= 0 && geteuid() == 0 && write_long(NR_HUGEPAGES, nr + 2) == 0) {
-		added = read_long(NR_HUGEPAGES) - nr;
-		p = mmap(NULL, MB2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB,
-			 -1, 0);
-	}
 	if (p == MAP_FAILED) {
-		if (added)
-			write_long(NR_HUGEPAGES, nr);
+		hugepages_give_back(added);
 		return geteuid() != 0 ? "no 2 MiB hugetlb page free, and not root to reserve one"
 		       : added	      ? "no 2 MiB hugetlb page can be mapped, even with two reserved "
 					"(qemu-user refuses MAP_HUGETLB at an address it picks)"
@@ -566,8 +546,7 @@ static const char *test_hugetlb(void)
 	}
 	if (fd >= 0)
 		close(fd);
-	if (added)
-		CHECK_EQ(write_long(NR_HUGEPAGES, nr), 0);
+	CHECK_EQ(hugepages_give_back(added), 0);
 	return NULL;
 }
 

@@ -38,6 +38,46 @@ static void *alloc_errno(size_t size, size_t align, int node, int *err)
 	return p;
 }
 
+/* The lowest object of a pool: the start of its slab, one DMA buffer. */
+static void lowest(struct ioa_pool *pool, void *obj, unsigned idx, void *arg)
+{
+	(void)pool;
+	if (idx == 0)
+		*(void **)arg = obj;
+}
+
+/* A buffer another call owns, handed to ioa_dma_free(): refused with the
+ * owner's call named, and still mapped after a quiesce. */
+static void refused_as_foreign(void *buf, const char *owner_call)
+{
+	ONE_MESSAGE(owner_call, CHECK_EQ(ioa_dma_free(buf), -EINVAL));
+	CHECK_EQ(ioa_quiesce(), 0);
+	CHECK(ioa_virt2iova(buf) != IOA_BAD_IOVA);
+}
+
+/* A pool's slab and a provider's chunk are ioa_dma_alloc() buffers, but
+ * ioa_dma_free() of them would retire memory their owner still hands out. */
+static void test_foreign_owners(void)
+{
+	struct ioa_pool *pool = ioa_pool_create("misuse", 256, 64, 0, IOA_NODE_ANY, 0);
+	struct ioa_provider *prov = ioa_provider_create(IOA_NODE_ANY, 0);
+	void *slab = NULL, *chunk = prov ? ioa_provider_alloc(prov, 2 * KB4, 0) : NULL;
+	void *block = ioa_malloc(1 << 20);
+
+	if (!CHECK(pool && chunk && block) || !CHECK_EQ(ioa_pool_iterate(pool, lowest, &slab), 64))
+		return;
+	refused_as_foreign(slab, "ioa_pool_free()");
+	refused_as_foreign(chunk, "ioa_provider_free()");
+	refused_as_foreign(block, "ioa_free()");
+	ioa_pool_free(pool);
+	CHECK_EQ(ioa_provider_free(prov, chunk, 2 * KB4), 0);
+	CHECK_EQ(ioa_provider_destroy(prov), 0);
+	ioa_free(block);
+	CHECK_EQ(ioa_quiesce(), 0);
+	CHECK_EQ(ioa_virt2iova(slab), IOA_BAD_IOVA);
+	CHECK_EQ(ioa_virt2iova(chunk), IOA_BAD_IOVA);
+}
+
 /* Calls that need no initialised library. */
 static void test_before_init(void)
 {
@@ -64,7 +104,7 @@ static void test_before_init(void)
 	NO_MESSAGE(CHECK_EQ(ioa_quiesce(), 0));
 }
 
-/* Sizes and alignments past 2^42, zero, or not a power of two. */
+/* Sizes and alignments past 2^41, zero, or not a power of two. */
 static void test_bad_sizes(void)
 {
 	static const struct {
@@ -72,10 +112,10 @@ static void test_bad_sizes(void)
 		const char *needle;
 	} bad[] = {
 		{ 0, 0, "size 0" },
-		{ ((size_t)1 << 42) + 1, 0, "4 TiB" },
-		{ SIZE_MAX, 0, "4 TiB" },
+		{ ((size_t)1 << 41) + 1, 0, "2 TiB" },
+		{ SIZE_MAX, 0, "2 TiB" },
 		{ KB4, 3, "alignment 3" },
-		{ KB4, (size_t)1 << 43, "4 TiB" },
+		{ KB4, (size_t)1 << 42, "2 TiB" },
 	};
 	int err;
 
@@ -297,6 +337,7 @@ int main(void)
 	test_iopt_node_any();
 	test_bad_iopt_args();
 	test_bad_sim_args();
+	test_foreign_owners();
 	ONE_MESSAGE("cannot write statistics to fd -1", ioa_stats_print(-1));
 	ioa_fini();
 	return check_done();

@@ -6,6 +6,7 @@
  *                      IOALLOC_NUMA=interleave rotates over the nodes
  */
 #include "check.h"
+#include "hugepages_check.h"
 
 #include "ioalloc.h"
 #include "os.h"
@@ -18,7 +19,6 @@
 #include <sys/mman.h>
 
 #define KB4 ((size_t)1 << 12)
-#define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
 
 /* ---- /proc helpers --------------------------------------------------------- */
 
@@ -57,18 +57,6 @@ static long kernel_page_kib(const void *addr)
 	if (f)
 		fclose(f);
 	return kib;
-}
-
-static long read_long(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	long v = -1;
-
-	if (f && fscanf(f, "%ld", &v) != 1)
-		v = -1;
-	if (f)
-		fclose(f);
-	return v;
 }
 
 /* Writes with open/write/close only: also used from a signal handler. */

@@ -6,9 +6,11 @@
  * zeroes it, a lazy one is declined) and give pages to the kernel only with
  * the none backend; one message for each bad argument; destroy and
  * ioa_fini retire what is left; two threads on one provider; fork() while
- * another thread holds a provider's lock.
+ * another thread holds a provider's lock. `test_provider hugetlb` (run
+ * alone: it may reserve a hugepage) purges part of a hugetlb page.
  */
 #include "dma_check.h"
+#include "hugepages_check.h"
 #include "provider.h"
 
 #include <pthread.h>
@@ -17,6 +19,7 @@
 #include <sys/wait.h>
 
 #define PAGE 4096ul
+#define HUGE (2ul << 20)
 
 /* Frees a whole chunk, quiesces and checks that nothing of it stays
  * reachable: not in the lookups, and a device write faults. */
@@ -179,11 +182,24 @@ static void test_purge_mapped(void)
 	CHECK_EQ(ioa_provider_destroy(p), 0);
 }
 
+/* The purge counters of @p, whose chunk @c of 8 pages is then freed and
+ * @p destroyed. */
+static void purged_then_destroy(struct ioa_provider *p, char *c, uint64_t zeroed,
+				uint64_t advised)
+{
+	struct ioa_provider_stats st;
+
+	CHECK_EQ(ioa_provider_stats_get(p, &st), 0);
+	CHECK_EQ(st.purged_zeroed, zeroed);
+	CHECK_EQ(st.purged_advised, advised);
+	CHECK_EQ(ioa_provider_free(p, c, 8 * PAGE), 0);
+	CHECK_EQ(ioa_provider_destroy(p), 0);
+}
+
 /* The none backend maps nothing for a device: purges go to the kernel. */
 static void test_purge_none(void)
 {
 	struct ioa_provider *p;
-	struct ioa_provider_stats st;
 	char *c;
 
 	ioa_fini();
@@ -198,13 +214,51 @@ static void test_purge_none(void)
 	CHECK_EQ(c[0], 0);
 	CHECK_EQ(c[4 * PAGE], 0x77);
 	CHECK_EQ(ioa_provider_purge(p, c + 4 * PAGE, 4 * PAGE, IOA_PURGE_LAZY), 0);
-	CHECK_EQ(ioa_provider_stats_get(p, &st), 0);
-	CHECK_EQ(st.purged_advised, 8 * PAGE);
-	CHECK_EQ(st.purged_zeroed, 0);
-	CHECK_EQ(ioa_provider_free(p, c, 8 * PAGE), 0);
-	CHECK_EQ(ioa_provider_destroy(p), 0);
+	purged_then_destroy(p, c, 0, 8 * PAGE);
 	ioa_fini();
 	dma_up(IOA_BACKEND_SIM);
+}
+
+/* The none backend on 2 MiB hugetlb pages: a purge of part of a page is
+ * zeroed in place. MADV_DONTNEED would round the range's end down to whole
+ * hugepages (nothing, for a part at the page's start) and drop the page's
+ * reservation. NULL once run, else why it could not. */
+static const char *test_purge_hugetlb(void)
+{
+	long added = hugepages_reserve(1);
+	struct ioa_config cfg;
+	struct ioa_provider *p;
+	char *c;
+
+	ioa_config_init(&cfg);
+	cfg.backend = IOA_BACKEND_NONE;
+	cfg.page_size = IOA_PAGE_2M;
+	if (!hugepage_free() || ioa_init(&cfg) != 0) {
+		hugepages_give_back(added);
+		return geteuid() != 0 ? "no 2 MiB hugetlb page free, and not root to reserve one"
+				      : "no 2 MiB hugetlb page free, even after reserving one";
+	}
+	p = ioa_provider_create(IOA_NODE_ANY, 0);
+	c = ioa_provider_alloc(p, 8 * PAGE, HUGE);
+	if (CHECK(c != NULL)) {
+		memset(c, 0x77, 8 * PAGE);
+		/* at the hugepage's start (MADV_DONTNEED there would round the
+		 * end down to it and drop nothing) and inside it (EINVAL) */
+		CHECK_EQ(ioa_provider_purge(p, c, 2 * PAGE, IOA_PURGE_FORCED), 0);
+		CHECK_EQ(ioa_provider_purge(p, c + 3 * PAGE, 2 * PAGE, IOA_PURGE_FORCED), 0);
+		CHECK_EQ(c[0], 0);
+		CHECK_EQ(c[2 * PAGE - 1], 0);
+		CHECK_EQ(c[2 * PAGE], 0x77);
+		CHECK_EQ(c[3 * PAGE], 0);
+		CHECK_EQ(c[5 * PAGE - 1], 0);
+		CHECK_EQ(c[5 * PAGE], 0x77);
+		CHECK_EQ(ioa_provider_purge(p, c + 6 * PAGE, PAGE, IOA_PURGE_LAZY), -EBUSY);
+		CHECK_EQ(c[6 * PAGE], 0x77);
+		purged_then_destroy(p, c, 4 * PAGE, 0);
+	}
+	ioa_fini();
+	CHECK_EQ(hugepages_give_back(added), 0);
+	return NULL;
 }
 
 /* destroy retires chunks with pages still out; ioa_fini() destroys a
@@ -344,9 +398,14 @@ static void test_fork(void)
 	CHECK_EQ(ioa_provider_destroy(shared), 0);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	check_start("test_provider");
+	if (argc > 1 && strcmp(argv[1], "hugetlb") == 0) {
+		const char *why_not = test_purge_hugetlb();
+
+		return why_not ? check_skip("%s", why_not) : check_done();
+	}
 	if (!dma_up(IOA_BACKEND_SIM))
 		return check_done();
 	test_bad_arguments();

@@ -302,7 +302,10 @@ static void test_dump(void)
 		CHECK_EQ(field(pl, "obj_size="), 200);
 		CHECK_EQ(field(pl, "in_use="), 1);
 		CHECK_EQ(strncmp(strstr(pl, "name="), "name=dump test pool\n", 20), 0);
-		CHECK(find_record("buffer", (void *)(uintptr_t)field(pl, "va=")) != NULL);
+		CHECK(strstr(or_empty(find_record("buffer", (void *)(uintptr_t)field(pl, "va="))),
+			     "owner=pool\n") != NULL);
+		CHECK_EQ(field(pl, "node="), field(or_empty(find_record("buffer", (void *)(uintptr_t)
+							       field(pl, "va="))), "node="));
 		CHECK_EQ(field(pl, "iova="), ioa_virt2iova((void *)(uintptr_t)field(pl, "va=")));
 	}
 	CHECK_EQ(strncmp(dump.text, "ioalloc-dump 1 state=up\n", 24), 0);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: run-vm.sh KERNEL_DIR INITRD SERIAL_LOG TIMEOUT_SECONDS
+# Usage: run-vm.sh KERNEL_DIR INITRD SERIAL_LOG TIMEOUT_SECONDS [NVME_IMAGE]
 # Boots the test VM once and returns when it powers off, crashes or runs out
 # of time. Everything the guest prints on its serial console lands in
 # SERIAL_LOG; QEMU's own messages go to stderr. QEMU's exit status says
@@ -14,8 +14,18 @@
 #   pcie.0 -> pxb-pcie (PCIe expander bridge, bus 128, numa_node=1)
 #          -> pcie-root-port -> edu, so the guest sees edu at 0000:81:00.0 on
 #     node 1; edu takes 64-bit DMA addresses (dma_mask)
+#   with NVME_IMAGE (a raw file): pcie.0 -> pcie-root-port -> QEMU's NVMe
+#     controller on that file (one namespace of 512-byte blocks), in an
+#     IOMMU group of its own, on node 0 (the guest sees it at 0000:01:00.0)
 set -euo pipefail
-kernel=$1 initrd=$2 log=$3 timeout_s=$4
+kernel=$1 initrd=$2 log=$3 timeout_s=$4 nvme_image=${5:-}
+nvme=()
+if [ -n "$nvme_image" ]; then
+	# shellcheck disable=SC2054 # commas separate QEMU's options, not elements
+	nvme=(-device pcie-root-port,id=rp2,bus=pcie.0,chassis=2
+		-drive "file=$nvme_image,if=none,id=nvm,format=raw"
+		-device nvme,serial=ioa-nvme-0,drive=nvm,bus=rp2)
+fi
 
 ver=$(ls "$kernel/lib/modules")
 ulimit -c 0 # a QEMU abort (edu's hw_error, for one) leaves no core file
@@ -33,6 +43,7 @@ timeout -k 5 "$timeout_s" qemu-system-x86_64 \
 	-device pxb-pcie,id=pxb1,bus_nr=128,numa_node=1,bus=pcie.0 \
 	-device pcie-root-port,id=rp1,bus=pxb1,chassis=1 \
 	-device edu,dma_mask=0xffffffffffffffff,bus=rp1 \
+	"${nvme[@]}" \
 	-kernel "$kernel/boot/vmlinuz-$ver" -initrd "$initrd" \
 	-append "console=ttyS0 intel_iommu=on panic=-1 quiet" \
 	-nodefaults -display none -monitor none -no-reboot \

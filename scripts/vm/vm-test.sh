@@ -10,6 +10,11 @@
 # kernel (vm-test-iommufd.sh passes its own). Work files land in BUILD_DIR/vm/
 # (BUILD_DIR/vm-X/ for a list programs-X.txt); the Debian kernel is cached in
 # .cache/vm/.
+# A list with a sibling PROGRAMS-without-.txt.nvme-image file (programs.txt:
+# programs.nvme-image) also gets an NVMe controller on a raw file of zeros
+# the host creates (vm/nvme.raw); after QEMU exits, the host checks that
+# file byte for byte against the extents the .nvme-image file lists
+# (examples/nvme/nvme_image_check): a difference fails the test.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=$(cd "$1" && pwd)
@@ -35,9 +40,20 @@ mkdir -p "$work"
 echo "vm: kernel $(ls "$kernel/lib/modules") from $kernel"
 "$src/scripts/vm/build-initramfs.sh" "$kernel" "$build" "$programs" "$work/initramfs.cpio"
 
+expect=${programs%.txt}.nvme-image
+image=""
+if [ -f "$expect" ]; then
+	[ -x "$build/examples/nvme/nvme_image_check" ] ||
+		{ echo "vm: $build/examples/nvme/nvme_image_check is not built"; exit 1; }
+	image=$work/nvme.raw
+	rm -f "$image"
+	truncate -s "$(sed -n 's/^size[[:space:]]*//p' "$expect")" "$image"
+fi
+
 start=$(date +%s%N)
 rc=0
-"$src/scripts/vm/run-vm.sh" "$kernel" "$work/initramfs.cpio" "$work/serial.log" "$timeout_s" || rc=$?
+"$src/scripts/vm/run-vm.sh" "$kernel" "$work/initramfs.cpio" "$work/serial.log" "$timeout_s" \
+	${image:+"$image"} || rc=$?
 ms=$((($(date +%s%N) - start) / 1000000))
 if [ "$rc" -eq 124 ]; then
 	echo "vm: QEMU killed after ${timeout_s} s"
@@ -48,4 +64,18 @@ fi
 echo "---- guest serial console ($work/serial.log)"
 tr -d '\r' <"$work/serial.log" 2>/dev/null || true
 echo "---- end of serial console"
-"$src/scripts/vm/check-log.sh" "$work/serial.log" "$programs"
+"$src/scripts/vm/check-log.sh" "$work/serial.log" "$programs" || rc=1
+[ "$rc" -eq 124 ] && rc=1
+if [ -n "$image" ]; then
+	# The data's truth, judged outside the guest.
+	block=$(sed -n 's/^block[[:space:]]*//p' "$expect")
+	# shellcheck disable=SC2046 # one argument per extent
+	if "$build/examples/nvme/nvme_image_check" "$image" "$block" \
+		$(sed -n 's/^extent[[:space:]]*//p' "$expect"); then
+		echo "vm: NVMe image checked on the host"
+	else
+		echo "vm: NVMe image FAILED the host's check"
+		rc=1
+	fi
+fi
+exit "$rc"

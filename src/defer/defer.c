@@ -426,7 +426,7 @@ static uint32_t tables_to_buffers(struct ioa__defer_item *it, uint32_t n, int in
 	}
 	for (uint32_t i = 0; i < n; i++) {
 		if (it[i].kind == IOA_ITEM_TABLE) {
-			if (ioa__region_take(it[i].table.page, &it[i].buf) != 0)
+			if (ioa__region_take(it[i].table.page, IOA_OWNER_DMA, &it[i].buf) != 0)
 				continue;
 			it[i].kind = IOA_ITEM_BUFFER;
 		}

@@ -7,7 +7,7 @@
 
 #include <errno.h>
 
-#define LARGE_MAX ((size_t)1 << 42) /* the region layer's largest buffer */
+#define LARGE_MAX ((size_t)1 << 41) /* the region layer's largest buffer */
 
 void *ioa__large_alloc(int node, size_t size, size_t align)
 {

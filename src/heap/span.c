@@ -205,7 +205,7 @@ static struct ioa__span *span_create(int node, size_t len, size_t align, int poo
 		return NULL;
 	}
 	ioa__defer_throttle(node); /* past the node's unretired cap: help or wait (no lock held) */
-	if ((err = ioa__region_alloc(len, align, node, &p)) != 0) {
+	if ((err = ioa__region_alloc(len, align, node, IOA_OWNER_HEAP, &p)) != 0) {
 		desc_free(s);
 		errno = -err;
 		return NULL;
@@ -232,7 +232,7 @@ static struct ioa__span *span_create(int node, size_t len, size_t align, int poo
 static void region_free(struct ioa__span *s)
 {
 	struct ioa__defer_item item = { .kind = IOA_ITEM_BUFFER };
-	int err = ioa__region_take(s->base, &item.buf);
+	int err = ioa__region_take(s->base, IOA_OWNER_HEAP, &item.buf);
 
 	if (!err)
 		err = ioa__defer_enqueue(ioa__region_node(&item.buf), &item);

@@ -134,6 +134,17 @@ static void release(struct ioa__je_slot *s)
 	pthread_mutex_unlock(&ioa__je_slots_lock);
 }
 
+/* Whether jemalloc runs with opt.retain (Debian's default on 64-bit): only
+ * then does an arena grow by chunks, and has a grow limit to set; without
+ * it jemalloc asks the hooks for each extent's own size. */
+static int retains(void)
+{
+	bool on = false;
+	size_t len = sizeof(on);
+
+	return mallctl("opt.retain", &on, &len, NULL, 0) == 0 && on;
+}
+
 EXPORT int ioa_je_arena_create(int node, unsigned flags)
 {
 	struct ioa_provider *prov;
@@ -168,7 +179,7 @@ EXPORT int ioa_je_arena_create(int node, unsigned flags)
 		return -EIO;
 	}
 	snprintf(name, sizeof(name), "arena.%u.retain_grow_limit", index);
-	if ((err = mallctl(name, NULL, NULL, &limit, sizeof(limit))) != 0)
+	if (retains() && (err = mallctl(name, NULL, NULL, &limit, sizeof(limit))) != 0)
 		ioa__je_err("ioa_je_arena_create: %s: %s (the arena grows without it)", name,
 			    strerror(err));
 	pthread_mutex_lock(&ioa__je_slots_lock);

@@ -171,8 +171,9 @@ static struct ioa_pool *create(const char *fn, const char *name, size_t obj_size
 
 	if (!err)
 		err = ioa__ensure_up();
-	if (!err && node != IOA_NODE_ANY && ioa__region_pick_node(node, fn) < 0)
-		err = -EINVAL;
+	/* IOA_NODE_ANY is resolved once: the slab and the ring share a node */
+	if (!err && (node = ioa__region_pick_node(node, fn)) < 0)
+		err = node;
 	if (err) {
 		errno = -err;
 		return NULL;
@@ -201,7 +202,8 @@ static struct ioa_pool *create(const char *fn, const char *name, size_t obj_size
 		errno = EINVAL;
 		goto out_slot;
 	}
-	p->base = ioa_dma_alloc(p->slab_bytes, flags & IOA_POOL_ALIGN_4K ? PAGE : 0, node);
+	p->base = ioa__dma_alloc_as(p->slab_bytes, flags & IOA_POOL_ALIGN_4K ? PAGE : 0, node,
+				    IOA_OWNER_POOL);
 	if (!p->base) {
 		err = errno;
 		ioa__err("%s: pool \"%s\": no DMA memory for %u objects (%zu bytes): %s", fn, name,
@@ -245,7 +247,7 @@ out_ring:
 	ioa__ring_destroy(p->ring);
 out_slab:
 	err = errno;
-	ioa_dma_free(p->base);
+	ioa__dma_free_as(p->base, IOA_OWNER_POOL);
 	errno = err;
 out_slot:
 	release_slot(p);
@@ -292,7 +294,7 @@ IOA_EXPORT void ioa_pool_free(struct ioa_pool *p)
 	ioa__ring_destroy(ring);
 	ioa_free(state);
 	/* Retired through the deferral engine: unmapped, invalidated, then reused. */
-	ioa_dma_free(base);
+	ioa__dma_free_as(base, IOA_OWNER_POOL);
 	release_slot(p);
 }
 

@@ -23,35 +23,42 @@ void ioa__ring_test_reserved(const struct ioa_ring *r, int enqueue);
 #endif
 
 /* The copies: slots from pos & mask on, wrapping once at the end. Indexes
- * are size_t so the loops need no 32-bit wrap of their own. */
-static inline void copy_in(struct ioa_ring *r, uint32_t pos, void *const *objs, uint32_t n)
+ * are size_t so the loops need no 32-bit wrap of their own. restrict: a
+ * caller's array is never the ring's slots (private to the ring), so the
+ * compiler needs no overlap check before it copies by vectors (2 of the
+ * 13.6 instructions per element of a bulk of 8, bench/icount.sh). */
+static inline void copy_in(struct ioa_ring *r, uint32_t pos, void *const *restrict objs,
+			   uint32_t n)
 {
 	size_t i = pos & r->mask, first = r->capacity - i;
+	void **restrict to = r->slots;
 
 	if (__builtin_expect(n <= first, 1)) {
 		for (size_t k = 0; k < n; k++)
-			r->slots[i + k] = objs[k];
+			to[i + k] = objs[k];
 		return;
 	}
 	for (size_t k = 0; k < first; k++)
-		r->slots[i + k] = objs[k];
+		to[i + k] = objs[k];
 	for (size_t k = first; k < n; k++)
-		r->slots[k - first] = objs[k];
+		to[k - first] = objs[k];
 }
 
-static inline void copy_out(const struct ioa_ring *r, uint32_t pos, void **objs, uint32_t n)
+static inline void copy_out(const struct ioa_ring *r, uint32_t pos, void **restrict objs,
+			    uint32_t n)
 {
 	size_t i = pos & r->mask, first = r->capacity - i;
+	void *const *restrict from = r->slots;
 
 	if (__builtin_expect(n <= first, 1)) {
 		for (size_t k = 0; k < n; k++)
-			objs[k] = r->slots[i + k];
+			objs[k] = from[i + k];
 		return;
 	}
 	for (size_t k = 0; k < first; k++)
-		objs[k] = r->slots[i + k];
+		objs[k] = from[i + k];
 	for (size_t k = first; k < n; k++)
-		objs[k] = r->slots[k - first];
+		objs[k] = from[k - first];
 }
 
 /* Moves up to @n pointers in or out, with the side in mode @sync (a

@@ -85,7 +85,7 @@ int posix_memalign(void **out, size_t align, size_t size)
  * one (0 to the least), and one too large for any block fails with EINVAL. */
 void *memalign(size_t align, size_t size)
 {
-	if (align > ((size_t)1 << 42)) {
+	if (align > ((size_t)1 << 41)) { /* the region layer's largest alignment */
 		errno = EINVAL;
 		return NULL;
 	}

@@ -24,7 +24,7 @@
  *   unmapped: the IOMMU is the parent's.
  * - signal handlers: nothing here is async-signal-safe (a mutex).
  * - ioa_fini(): must not run concurrently (the contract); it destroys the
- *   providers left live with ioa__dma_free_unchecked while stopping.
+ *   providers left live with chunk_retire_stopping.
  */
 #include "provider.h"
 #include "api.h"
@@ -38,7 +38,7 @@
 #include <stdatomic.h>
 
 #define MAGIC 0x50524f56u              /* "PROV" while live */
-#define MAX_LEN ((size_t)1 << 42)      /* as ioa_dma_alloc */
+#define MAX_LEN ((size_t)1 << 41)      /* as ioa_dma_alloc */
 
 struct ioa_provider {
 	_Atomic uint32_t magic;
@@ -147,8 +147,22 @@ IOA_EXPORT struct ioa_provider *ioa_provider_create(int node, unsigned flags)
 	return p;
 }
 
-/* Retires every chunk of @p (ioa_dma_free, or @retire at ioa_fini) and frees
- * its table; the caller holds the providers' lock. The bytes still out. */
+/* A chunk back to the deferral engine, by the call that knows it as a
+ * provider's (ioa_dma_free refuses it). */
+static int chunk_retire(void *base)
+{
+	return ioa__dma_free_as(base, IOA_OWNER_PROVIDER);
+}
+
+/* The same at ioa_fini, while the library is stopping. */
+static int chunk_retire_stopping(void *base)
+{
+	return ioa__dma_free_unchecked(base, IOA_OWNER_PROVIDER);
+}
+
+/* Retires every chunk of @p (chunk_retire, or chunk_retire_stopping at
+ * ioa_fini) and frees its table; the caller holds the providers' lock. The
+ * bytes still out. */
 static uint64_t drop(struct ioa_provider *p, int (*retire)(void *))
 {
 	uint64_t out;
@@ -177,7 +191,7 @@ IOA_EXPORT int ioa_provider_destroy(struct ioa_provider *p)
 		pthread_mutex_unlock(&providers_lock);
 		return -EINVAL;
 	}
-	out = drop(p, ioa_dma_free);
+	out = drop(p, chunk_retire);
 	pthread_mutex_unlock(&providers_lock);
 	if (out)
 		ioa__warn("ioa_provider_destroy: %llu bytes were still out: retired with the "
@@ -194,7 +208,7 @@ void ioa__provider_fini(void)
 		ioa__warn("ioa_fini: provider %p was not destroyed: its %llu bytes are retired "
 			  "with it", (void *)&slots[i],
 			  (unsigned long long)slots[i].bytes_mapped);
-		drop(&slots[i], ioa__dma_free_unchecked);
+		drop(&slots[i], chunk_retire_stopping);
 	}
 	pthread_mutex_unlock(&providers_lock);
 }
@@ -212,17 +226,17 @@ IOA_EXPORT void *ioa_provider_alloc(struct ioa_provider *p, size_t len, size_t a
 	}
 	if (len == 0 || len % IOA_PAGE || len > MAX_LEN) {
 		ioa__err("ioa_provider_alloc: invalid length %zu: accepted are multiples of 4 KiB "
-			 "up to 2^42 (EINVAL)", len);
+			 "up to 2^41 (EINVAL)", len);
 		errno = EINVAL;
 		return NULL;
 	}
 	if (align && ((align & (align - 1)) || align < IOA_PAGE || align > MAX_LEN)) {
 		ioa__err("ioa_provider_alloc: invalid alignment %zu: accepted are 0 (4 KiB) or a "
-			 "power of two from 4 KiB to 2^42 (EINVAL)", align);
+			 "power of two from 4 KiB to 2^41 (EINVAL)", align);
 		errno = EINVAL;
 		return NULL;
 	}
-	if (!(mem = ioa_dma_alloc(len, align, p->node)))
+	if (!(mem = ioa__dma_alloc_as(len, align, p->node, IOA_OWNER_PROVIDER)))
 		return NULL; /* ioa_dma_alloc said why */
 	pthread_mutex_lock(&p->lock);
 	err = ioa__chunks_add(&p->table, (uintptr_t)mem, len);
@@ -233,7 +247,7 @@ IOA_EXPORT void *ioa_provider_alloc(struct ioa_provider *p, size_t len, size_t a
 	}
 	pthread_mutex_unlock(&p->lock);
 	if (err) {
-		ioa_dma_free(mem);
+		chunk_retire(mem);
 		ioa__err("ioa_provider_alloc: no memory for the chunk table (ENOMEM)");
 		errno = ENOMEM;
 		return NULL;
@@ -290,7 +304,7 @@ IOA_EXPORT int ioa_provider_free(struct ioa_provider *p, void *addr, size_t len)
 		ioa__chunks_remove(&p->table, c);
 	}
 	pthread_mutex_unlock(&p->lock);
-	return retire ? ioa_dma_free(retire) : 0;
+	return retire ? chunk_retire(retire) : 0;
 }
 
 IOA_EXPORT int ioa_provider_purge(struct ioa_provider *p, void *addr, size_t len, unsigned how)

@@ -19,7 +19,13 @@
  * would after its munmap. */
 #define BIG_SIZE ((size_t)64 << 20)
 #define BIG_MAX ((size_t)16 << 20)
-#define MAX_BUFFER ((size_t)1 << 42) /* size and alignment: keeps page counts within 32 bits */
+#define MAX_BUFFER ((size_t)1 << 41) /* size and alignment: page counts fit RUN_PAGES */
+/* A run entry: the buffer's page count, its owner (enum ioa__owner) in the
+ * top two bits, so that one atomic holds both and a take checks and clears
+ * them at once. */
+#define RUN_OWNER_SHIFT 30
+#define RUN_PAGES(v) ((v) & ((UINT32_C(1) << RUN_OWNER_SHIFT) - 1))
+#define RUN_OWNER(v) ((v) >> RUN_OWNER_SHIFT)
 
 struct ioa__segment {
 	struct ioa__segment *next; /* in its node's list */
@@ -50,7 +56,7 @@ struct ioa__segment {
 	 * atomic and/or, so neither loses the other's bits. */
 	_Atomic uint64_t *free_map;
 	_Atomic uint32_t free_pages;
-	_Atomic uint32_t *run;     /* at a live buffer's first page: its page count */
+	_Atomic uint32_t *run;     /* at a live buffer's first page: its run entry */
 };
 
 struct node_arena {
@@ -507,7 +513,7 @@ static int map_failure(int err)
 	return err == -ENOMEM || err == -EPERM || err == -ENOSPC ? err : -EIO;
 }
 
-int ioa__region_alloc(size_t size, size_t align, int node, void **out)
+int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner, void **out)
 {
 	struct ioa__segment *s;
 	uint32_t first;
@@ -516,13 +522,13 @@ int ioa__region_alloc(size_t size, size_t align, int node, void **out)
 	int err;
 
 	if (size == 0 || size > MAX_BUFFER) {
-		ioa__err("ioa_dma_alloc: invalid size %zu: accepted are 1 byte to 4 TiB (2^42 bytes)",
+		ioa__err("ioa_dma_alloc: invalid size %zu: accepted are 1 byte to 2 TiB (2^41 bytes)",
 			 size);
 		return -EINVAL;
 	}
 	if (align > MAX_BUFFER || (align & (align - 1))) {
 		ioa__err("ioa_dma_alloc: invalid alignment %zu: accepted are 0 (4 KiB) or a power of "
-			 "two up to 4 TiB (2^42)", align);
+			 "two up to 2 TiB (2^41)", align);
 		return -EINVAL;
 	}
 	len = round_up(size, IOA_PAGE);
@@ -550,7 +556,9 @@ int ioa__region_alloc(size_t size, size_t align, int node, void **out)
 		unreserve_pages(s, first, (uint32_t)(len >> IOA_PAGE_SHIFT));
 		return map_failure(err);
 	}
-	atomic_store_explicit(&s->run[first], (uint32_t)(len >> IOA_PAGE_SHIFT), memory_order_release);
+	atomic_store_explicit(&s->run[first],
+			      (uint32_t)(len >> IOA_PAGE_SHIFT) | (uint32_t)owner << RUN_OWNER_SHIFT,
+			      memory_order_release);
 	ioa__node_stat_add(s->node, dma_allocs, 1);
 	ioa__node_stat_add(s->node, dma_bytes_live, len);
 	*out = (void *)(uintptr_t)va;
@@ -558,14 +566,15 @@ int ioa__region_alloc(size_t size, size_t align, int node, void **out)
 }
 
 /*
- * The run length at @ptr, the first page of a buffer, exchanged with 0 when
- * @take (of two racing frees one wins) or only read; 0 for any other pointer.
+ * The run entry at @ptr, the first page of a buffer, set to 0 when it is
+ * @owner's (of two racing frees one wins) or only read when @owner < 0; 0
+ * for any other pointer.
  * All of it happens inside a read section: a segment's metadata is freed only
  * after a grace period that follows the unlinking of its buffers from the
  * virtual-to-IOVA table, so a section that found the buffer there can still
  * read and write its segment's metadata safely.
  */
-static uint32_t run_at(const void *ptr, int take, struct ioa__segment **seg, uint32_t *first,
+static uint32_t run_at(const void *ptr, int owner, struct ioa__segment **seg, uint32_t *first,
 		       uint64_t *iova)
 {
 	uintptr_t va = (uintptr_t)ptr;
@@ -581,26 +590,47 @@ static uint32_t run_at(const void *ptr, int take, struct ioa__segment **seg, uin
 		s = ioa__segmap_get(va);
 	if (s) {
 		*first = (uint32_t)((va - (uintptr_t)s->mem.addr) >> IOA_PAGE_SHIFT);
-		n = take ? atomic_exchange_explicit(&s->run[*first], 0, memory_order_acq_rel)
-			 : atomic_load_explicit(&s->run[*first], memory_order_acquire);
+		/* acquire: pairs with the allocation's release of the entry,
+		 * published once the buffer is mapped */
+		n = atomic_load_explicit(&s->run[*first], memory_order_acquire);
+		/* acq_rel: the winner of racing frees takes the mapped buffer
+		 * (acquire) and its clearing orders before its retirement */
+		while (n && owner >= 0 && RUN_OWNER(n) == (uint32_t)owner &&
+		       !atomic_compare_exchange_weak_explicit(&s->run[*first], &n, 0,
+							      memory_order_acq_rel,
+							      memory_order_acquire))
+			;
 	}
 	ioa__read_end(sec);
 	*seg = s;
 	return n;
 }
 
-int ioa__region_take(void *ptr, struct ioa__buffer *b)
+int ioa__region_take(void *ptr, enum ioa__owner owner, struct ioa__buffer *b)
 {
+	static const char *const how[] = {
+		[IOA_OWNER_DMA] = "a buffer of ioa_dma_alloc(): free it with ioa_dma_free()",
+		[IOA_OWNER_HEAP] = "memory of ioa_malloc(): free it with ioa_free()",
+		[IOA_OWNER_POOL] = "the slab of a pool: its objects go back with ioa_pool_put(), "
+				   "the slab with ioa_pool_free()",
+		[IOA_OWNER_PROVIDER] = "a chunk of a provider: its pages go back with "
+				       "ioa_provider_free() (a jemalloc arena's with "
+				       "ioa_je_arena_destroy())",
+	};
 	struct ioa__segment *s;
 	uint64_t iova;
-	uint32_t first, n = run_at(ptr, 1, &s, &first, &iova);
+	uint32_t first, n = run_at(ptr, (int)owner, &s, &first, &iova);
 
 	if (!n) {
 		ioa__err("ioa_dma_free(%p): not the start of a live DMA buffer (foreign or "
 			 "interior pointer, or double free); nothing freed", ptr);
 		return -EINVAL;
 	}
-	*b = (struct ioa__buffer){ .seg = s, .first = first, .npages = n, .iova = iova };
+	if (RUN_OWNER(n) != owner) {
+		ioa__err("ioa_dma_free(%p): %s; nothing freed", ptr, how[RUN_OWNER(n)]);
+		return -EINVAL;
+	}
+	*b = (struct ioa__buffer){ .seg = s, .first = first, .npages = RUN_PAGES(n), .iova = iova };
 	return 0;
 }
 
@@ -751,7 +781,7 @@ size_t ioa__region_size(const void *ptr)
 	uint64_t iova;
 	uint32_t first;
 
-	return (size_t)run_at(ptr, 0, &s, &first, &iova) << IOA_PAGE_SHIFT;
+	return (size_t)RUN_PAGES(run_at(ptr, -1, &s, &first, &iova)) << IOA_PAGE_SHIFT;
 }
 
 /* Unmaps a leaked buffer at ioa_fini, when no reclaimer runs any more;
@@ -818,17 +848,23 @@ static void external_free(struct ioa__segment *s)
 }
 
 /* Segments own whole 2 MiB units of the segment map: a unit the range
- * touches that holds one is the library's memory. Lock-free: a segment
- * appears only in memory the kernel gave the library, never in the
- * caller's. */
+ * touches that holds one is the library's memory. A segment is created,
+ * its memory mapped and entered in the segment map, under its node's lock:
+ * taking and dropping each node's lock in turn waits out every creation in
+ * progress, so a segment mapped before this call is in the map when it
+ * looks (one lock at a time: TSan tracks at most 64 held at once). */
 int ioa__region_holds(const void *addr, size_t len)
 {
 	uintptr_t va = (uintptr_t)addr;
+	int held = 0;
 
-	for (uintptr_t unit = va >> 21; unit <= (va + len - 1) >> 21; unit++)
-		if (ioa__segmap_get(unit << 21))
-			return 1;
-	return 0;
+	for (int n = 0; n < IOA_MAX_NODES; n++) {
+		pthread_mutex_lock(&rg.nodes[n].lock);
+		pthread_mutex_unlock(&rg.nodes[n].lock);
+	}
+	for (uintptr_t unit = va >> 21; unit <= (va + len - 1) >> 21 && !held; unit++)
+		held = ioa__segmap_get(unit << 21) != NULL;
+	return held;
 }
 
 int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out)
@@ -854,11 +890,19 @@ int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out)
 		return -ENOMEM;
 	}
 	s->iova = rg.identity ? va : window + (va & (WINDOW_ALIGN - 1));
+	ioa__log_hold(); /* an EEXIST is described below, in the caller's words */
 	err = map_buffer(va, s->iova, len, 0);
+	ioa__log_release(err != -EEXIST);
 	if (err && err != -EIO) {
 		external_free(s);
 		*out = (struct ioa__buffer){ 0 };
-		return map_failure(err);
+		if (err != -EEXIST)
+			return map_failure(err);
+		/* the software tables hold part of it: a buffer's or another
+		 * registration's (the callers' checks should have said so) */
+		ioa__err("ioa_dma_register(%p, %zu): part of the range is mapped for DMA already; "
+			 "nothing registered (EEXIST)", addr, len);
+		return -EEXIST;
 	}
 	*out = (struct ioa__buffer){ .seg = s, .first = 0, .npages = s->npages, .iova = s->iova };
 	if (err) { /* the device may still reach it: quarantined, window and all */
@@ -909,7 +953,9 @@ void ioa__region_walk(int node, ioa__segment_fn seg_fn, ioa__buffer_fn buf_fn, v
 		for (uint32_t i = 0; buf_fn && i < s->npages; i++) {
 			/* acquire: pairs with the allocation's release of its run
 			 * length, published once the buffer is mapped */
-			uint32_t n = atomic_load_explicit(&s->run[i], memory_order_acquire);
+			static const char *const owners[] = { "dma", "heap", "pool", "provider" };
+			uint32_t v = atomic_load_explicit(&s->run[i], memory_order_acquire);
+			uint32_t n = RUN_PAGES(v);
 			struct ioa__section sec;
 			uint64_t iova;
 
@@ -922,7 +968,7 @@ void ioa__region_walk(int node, ioa__segment_fn seg_fn, ioa__buffer_fn buf_fn, v
 			if (iova == UINT64_MAX)
 				continue; /* freed and retired meanwhile */
 			buf_fn(arg, (uint8_t *)s->mem.addr + ((size_t)i << IOA_PAGE_SHIFT), iova,
-			       (size_t)n << IOA_PAGE_SHIFT);
+			       (size_t)n << IOA_PAGE_SHIFT, owners[RUN_OWNER(v)]);
 			i += n - 1; /* the buffer's other pages hold no run */
 		}
 	}
@@ -1015,7 +1061,7 @@ static void segment_fini(struct ioa__segment *s)
 		return;
 	}
 	for (uint32_t i = 0; i < s->npages; i++) {
-		uint32_t n = atomic_load_explicit(&s->run[i], memory_order_relaxed);
+		uint32_t n = RUN_PAGES(atomic_load_explicit(&s->run[i], memory_order_relaxed));
 		struct ioa__buffer b = { .seg = s, .first = i, .npages = n,
 					 .iova = page_iova(s, i) };
 

@@ -50,10 +50,14 @@ void ioa__region_fini(void);
  * IOALLOC_NUMA policy's pick for IOA_NODE_ANY; -EINVAL, with a message that
  * names @fn, the value and the accepted ones, for anything else. */
 int ioa__region_pick_node(int node, const char *fn);
+/* Who allocated a buffer, kept with it: a free through another owner's call
+ * is refused, since a pool's slab or a provider's chunk retired by
+ * ioa_dma_free() would be unmapped while its owner still hands it out. */
+enum ioa__owner { IOA_OWNER_DMA, IOA_OWNER_HEAP, IOA_OWNER_POOL, IOA_OWNER_PROVIDER };
 /* A buffer of @size bytes into *out: 0, or -errno with a message: -EINVAL
  * (bad argument), -ENOMEM (memory, IOVA space, or the IOMMU map's ENOMEM),
  * -EPERM or -ENOSPC (the IOMMU map's: a limit), -EIO (another IOMMU error). */
-int ioa__region_alloc(size_t size, size_t align, int node, void **out);
+int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner, void **out);
 /* Test hook: the next @count maps into the software tables fail with -@err. */
 void ioa__region_fail_table_maps(int count, int err);
 size_t ioa__region_size(const void *ptr);
@@ -71,9 +75,10 @@ struct ioa__region_pruned {
 	struct ioa__iopt_pruned va2iova, iova2va;
 };
 
-/* Takes the live buffer starting at @ptr out of service (a second free of it
- * fails from now on); -EINVAL with a message for any other pointer. */
-int ioa__region_take(void *ptr, struct ioa__buffer *b);
+/* Takes the live buffer of @owner starting at @ptr out of service (a second
+ * free of it fails from now on); -EINVAL with a message for any other
+ * pointer, one of another owner included (the message names its call). */
+int ioa__region_take(void *ptr, enum ioa__owner owner, struct ioa__buffer *b);
 /* The NUMA node of its memory. */
 int ioa__region_node(const struct ioa__buffer *b);
 /* Its device range, as it was mapped. */
@@ -123,7 +128,8 @@ enum ioa__adopted_state {
 	IOA_ADOPTED_RELEASED,    /* unmapped and invalidated: the program may free it */
 	IOA_ADOPTED_QUARANTINED, /* its unmap or invalidation failed: mapped for good */
 };
-/* Whether any of [addr, addr + len) is in a segment of the library's. */
+/* Whether any of [addr, addr + len) is in a segment of the library's,
+ * including one being created now (it waits for each node's lock). */
 int ioa__region_holds(const void *addr, size_t len);
 /* Maps [addr, addr + len) (page-aligned, resident) for the device and the
  * lookups, as buffer *out of a new external segment on @node (the queue
@@ -155,7 +161,9 @@ struct ioa__segment_info {
 };
 typedef void (*ioa__segment_fn)(void *arg, const struct ioa__segment_info *seg);
 /* A live buffer: allocated and not freed. */
-typedef void (*ioa__buffer_fn)(void *arg, const void *va, uint64_t iova, size_t len);
+/* @owner: dma, heap, pool or provider (enum ioa__owner's names). */
+typedef void (*ioa__buffer_fn)(void *arg, const void *va, uint64_t iova, size_t len,
+			       const char *owner);
 /* Calls @seg_fn on each segment of @node, each followed by @buf_fn (unless
  * NULL) on each of its live buffers, holding the node's lock (allocations on the node
  * wait; frees and retirement of shared segments' pages go on, so a buffer

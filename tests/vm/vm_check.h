@@ -145,15 +145,16 @@ static inline int round_trip(struct edu *e, const uint8_t *src, uint64_t iova, u
 }
 
 /* Whether the kernel logged a DMAR fault at @iova since @kmsg was last read
- * (the report comes through an interrupt: waits up to 2 s); the line into
- * @line. */
-static inline int dmar_fault_logged(int kmsg, uint64_t iova, char *line, size_t len)
+ * (the report comes through an interrupt: waits up to @ms milliseconds);
+ * the line into @line. */
+static inline int dmar_fault_logged_within(int kmsg, uint64_t iova, char *line, size_t len,
+					   int ms)
 {
 	char want[64], rec[1024];
 	struct timespec tick = { 0, 10 * 1000 * 1000 };
 
 	snprintf(want, sizeof(want), "fault addr 0x%llx", (unsigned long long)(iova & ~0xfffull));
-	for (int i = 0; i < 200; i++) {
+	for (int i = 0; i < ms / 10; i++) {
 		ssize_t n;
 
 		while ((n = read(kmsg, rec, sizeof(rec) - 1)) > 0 || (n < 0 && errno == EPIPE)) {
@@ -169,6 +170,12 @@ static inline int dmar_fault_logged(int kmsg, uint64_t iova, char *line, size_t 
 		nanosleep(&tick, NULL);
 	}
 	return 0;
+}
+
+/* dmar_fault_logged_within 2 s. */
+static inline int dmar_fault_logged(int kmsg, uint64_t iova, char *line, size_t len)
+{
+	return dmar_fault_logged_within(kmsg, iova, line, len, 2000);
 }
 
 /* The device writes @iova, which must fault: whether the kernel logs it (the
