@@ -1,11 +1,14 @@
 /*
- * The NVMe driver's admin command path (examples/nvme/nvme_ctrl.c) on the
- * host, over queue memory in the process and no device: an admin command
- * that timed out may still complete later, and that late completion must
- * not be taken for the next command's.
+ * The NVMe driver's command waits (examples/nvme/nvme_ctrl.c, nvme_io.c) on
+ * the host, over queue memory in the process and no device: an admin
+ * command that timed out may still complete later, and that late completion
+ * must not be taken for the next command's; nvme_io_sync, which takes the
+ * pair's next completion, refuses a pair with commands in flight (it would
+ * return another command's status).
  */
 #include "check.h"
 #include "nvme_ctrl.h"
+#include "nvme_io.h"
 
 #include <errno.h>
 
@@ -36,9 +39,23 @@ static void test_late_completion(void)
 	CHECK_EQ(cq_doorbell, 2); /* both entries consumed */
 }
 
+/* nvme_io_sync on a pair with a command in flight: refused before anything
+ * is built or posted. */
+static void test_sync_with_commands_in_flight(void)
+{
+	struct nvme_ctrl c = { .cmd_timeout_ms = 1, .block_size = 512, .max_transfer = 4096 };
+	struct nvme_ioq q = { .ctrl = &c, .in_flight = 1 };
+	static uint32_t buf[128];
+
+	q.q.qid = 1;
+	ONE_MESSAGE("in flight", CHECK_EQ(nvme_io_sync(&q, NVME_IO_READ, 0, 1, buf), -EBUSY));
+	CHECK_EQ(q.in_flight, 1);
+}
+
 int main(void)
 {
 	check_start("test_nvme_admin_host");
 	test_late_completion();
+	test_sync_with_commands_in_flight();
 	return check_done();
 }
