@@ -187,6 +187,13 @@ static int identify_all(struct nvme_ctrl *c)
 			(unsigned long long)c->blocks, c->block_size);
 		return -ENODEV;
 	}
+	/* LBAF bits 15:0: metadata bytes per block. Interleaved, the PRPs
+	 * would describe too few bytes; separate, MPTR (0 here) is its address. */
+	if (lbaf & 0xffff) {
+		fprintf(stderr, "nvme: namespace 1: %u bytes of metadata per block: not supported "
+			"here (format it without metadata)\n", lbaf & 0xffff);
+		return -ENODEV;
+	}
 	return 0;
 }
 
@@ -200,10 +207,12 @@ static int set_queue_count(struct nvme_ctrl *c, unsigned n)
 	};
 	struct nvme_cqe done;
 	int err = nvme_admin(c, &cmd, &done, "Set Features (Number of Queues)");
-	uint32_t sq = (done.result & 0xffff) + 1, cq = (done.result >> 16) + 1;
+	uint32_t sq, cq;
 
 	if (err)
 		return err;
+	sq = (done.result & 0xffff) + 1;
+	cq = (done.result >> 16) + 1;
 	c->io_queues = sq < cq ? sq : cq;
 	if (c->io_queues > n)
 		c->io_queues = n;
