@@ -116,14 +116,21 @@ int nvme_admin(struct nvme_ctrl *c, struct nvme_sqe *cmd, struct nvme_cqe *out,
 		fprintf(stderr, "nvme: %s: the admin queue is full\n", what);
 		return err;
 	}
-	/* One admin command at a time: the next completion is this one's. */
-	while (!nvme_complete(&c->admin, out))
-		if (nvme_now_ns() > deadline) {
-			fprintf(stderr, "nvme: %s: no completion within %u ms: %s\n", what,
-				c->cmd_timeout_ms, strerror(ETIMEDOUT));
-			return -ETIMEDOUT;
-		}
-	if (out->cid != cmd->cid || NVME_CQE_SC(out->status) || NVME_CQE_SCT(out->status)) {
+	/* One admin command at a time: a completion for another cid is the late
+	 * one of an earlier command that timed out, dropped. */
+	for (;;) {
+		while (!nvme_complete(&c->admin, out))
+			if (nvme_now_ns() > deadline) {
+				fprintf(stderr, "nvme: %s: no completion within %u ms: %s\n", what,
+					c->cmd_timeout_ms, strerror(ETIMEDOUT));
+				return -ETIMEDOUT;
+			}
+		if (out->cid == cmd->cid)
+			break;
+		fprintf(stderr, "nvme: %s: dropped the late completion of cid %u (a command that "
+			"timed out)\n", what, out->cid);
+	}
+	if (NVME_CQE_SC(out->status) || NVME_CQE_SCT(out->status)) {
 		fprintf(stderr, "nvme: %s: status type %u code 0x%02x (cid %u for %u)\n", what,
 			NVME_CQE_SCT(out->status), NVME_CQE_SC(out->status), out->cid, cmd->cid);
 		return -EIO;
@@ -180,6 +187,13 @@ static int identify_all(struct nvme_ctrl *c)
 			(unsigned long long)c->blocks, c->block_size);
 		return -ENODEV;
 	}
+	/* LBAF bits 15:0: metadata bytes per block. Interleaved, the PRPs
+	 * would describe too few bytes; separate, MPTR (0 here) is its address. */
+	if (lbaf & 0xffff) {
+		fprintf(stderr, "nvme: namespace 1: %u bytes of metadata per block: not supported "
+			"here (format it without metadata)\n", lbaf & 0xffff);
+		return -ENODEV;
+	}
 	return 0;
 }
 
@@ -193,10 +207,12 @@ static int set_queue_count(struct nvme_ctrl *c, unsigned n)
 	};
 	struct nvme_cqe done;
 	int err = nvme_admin(c, &cmd, &done, "Set Features (Number of Queues)");
-	uint32_t sq = (done.result & 0xffff) + 1, cq = (done.result >> 16) + 1;
+	uint32_t sq, cq;
 
 	if (err)
 		return err;
+	sq = (done.result & 0xffff) + 1;
+	cq = (done.result >> 16) + 1;
 	c->io_queues = sq < cq ? sq : cq;
 	if (c->io_queues > n)
 		c->io_queues = n;

@@ -68,7 +68,9 @@ void nvme_ctrl_close(struct nvme_ctrl *c);
 
 /* Submits the admin command @cmd (its cid is set here) and waits for its
  * completion into @out. 0 on success status, -EIO after a message naming
- * @what when the status is an error, -ETIMEDOUT after c->cmd_timeout_ms. */
+ * @what when the status is an error, -ETIMEDOUT after c->cmd_timeout_ms. A
+ * completion for another cid (the late one of a command that timed out) is
+ * dropped with a message, and the wait goes on. */
 int nvme_admin(struct nvme_ctrl *c, struct nvme_sqe *cmd, struct nvme_cqe *out,
 	       const char *what);
 

@@ -199,6 +199,12 @@ int nvme_io_sync(struct nvme_ioq *q, int opcode, uint64_t lba, uint32_t blocks, 
 	void *user;
 	int err;
 
+	/* the wait takes the pair's next completion: it must be this one's */
+	if (q->in_flight) {
+		fprintf(stderr, "nvme: queue %u: a synchronous command with %u in flight: refused "
+			"(EBUSY)\n", q->q.qid, q->in_flight);
+		return -EBUSY;
+	}
 	if ((err = nvme_io_prepare(q, &cmd, opcode, lba, blocks, buf, NULL)) ||
 	    (err = nvme_io_post(q, &cmd)) || (err = nvme_io_wait(q, &done, &user)))
 		return err;

@@ -81,7 +81,8 @@ int nvme_io_poll(struct nvme_ioq *q, struct nvme_cqe *out, void **user);
 int nvme_io_wait(struct nvme_ioq *q, struct nvme_cqe *out, void **user);
 
 /* prepare, post and wait for one command: its completion status field
- * (0: success), or -errno. */
+ * (0: success), or -errno; -EBUSY after a message when the pair has
+ * commands in flight (the wait would take whichever completes first). */
 int nvme_io_sync(struct nvme_ioq *q, int opcode, uint64_t lba, uint32_t blocks, void *buf);
 
 #endif
