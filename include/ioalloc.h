@@ -104,6 +104,43 @@ enum ioa_protect {
 	IOA_PROTECT_STRICT, /**< a page that becomes wholly free is unmapped before any reuse */
 };
 
+/**
+ * Which IOVA a buffer's pages get when mapped (IOALLOC_IOVA).
+ *
+ * fixed: the IOVA of the page's place in its segment, the same every time
+ * the page is mapped again; a stale descriptor that names a freed buffer's
+ * IOVA reaches whichever buffer holds that page next, with no fault.
+ *
+ * rotate (the default): a fresh IOVA at each map, from one cursor that moves
+ * up through the whole aperture and wraps at its end (one cursor for all
+ * nodes: they share one IOMMU domain and one aperture, and per-node cursors
+ * would split it into shorter laps). An IOVA is handed out again only once
+ * its buffer is retired (unmapped and invalidated; never while it is mapped
+ * or queued for retirement) and the cursor has gone once round since it was
+ * handed out. The bound, in bytes mapped: between two handouts of one IOVA
+ * the library maps at least the aperture's size (about 2^48 bytes with sim;
+ * with vfio and iommufd what the IOMMU reports, typically 2^39 to 2^48)
+ * less the bytes that stay mapped meanwhile and the alignment gaps the
+ * cursor skips: days to years of mapping at GiB/s. A stale descriptor
+ * naming a retired buffer's IOVA therefore faults. Where rotation cannot
+ * apply, pages keep fixed IOVAs, and it is said: pages of a segment mapped
+ * whole once IOMMU mappings ran low (after the backend's warning that they
+ * run low, an info line once, IOALLOC_VERBOSE=1; ioa_dump() shows such a
+ * segment with iovas=fixed) and every page with the none backend,
+ * whose IOVA is the virtual address (an info line at ioa_init()). Measured
+ * on the sim backend (docs/benchmarks.md): the same map calls, fewer unmap
+ * calls, two more table pages at peak and none at rest, no slower on one
+ * thread; 2 to 20% more per alloc/free pair with two threads (the cursor is
+ * one mutex), and slower retirement of many scattered frees (on the
+ * reclaimer). ioa_virt2iova() and ioa_iova2virt() stay O(1), lock-free and
+ * async-signal-safe in both modes. A fork child keeps the IOVAs of the
+ * buffers it inherited and never hands them out again.
+ */
+enum ioa_iova_mode {
+	IOA_IOVA_FIXED,  /**< a page's IOVA is fixed by its place in its segment */
+	IOA_IOVA_ROTATE, /**< each map takes a fresh IOVA from a cursor over the aperture */
+};
+
 /** Settings; the environment variable of each field is named beside it. */
 struct ioa_config {
 	enum ioa_backend backend;     /**< IOALLOC_BACKEND, default sim */
@@ -136,6 +173,7 @@ struct ioa_config {
 	int dump_at_exit;           /**< IOALLOC_DUMP_AT_EXIT: 1 writes ioa_dump() to stderr at process exit
 	                                 and at ioa_fini(), once the frees are retired (what is left:
 	                                 leaks, quarantined buffers) */
+	enum ioa_iova_mode iova;    /**< IOALLOC_IOVA: fixed or rotate (default), see enum ioa_iova_mode */
 };
 
 /** Fills @cfg with the defaults (sim backend, auto pages, local node, no VFIO
@@ -995,7 +1033,11 @@ int ioa_stats_node(int node, struct ioa_node_stats *out);
  *   node N dma_allocs= dma_frees= dma_bytes_live= unretired_bytes= segments= quarantined_bytes=
  *   heap node= spans_created= spans_retired= large_created= large_reused= large_purged_bytes=
  *   segment node= va= len= iova= pages=4k|2m|1g map=buffers|whole kind=shared|big|dedicated
- *           npages= free_pages= [closing=1]      (one line; each followed by its buffers)
+ *           npages= free_pages= [closing=1] iovas=fixed|rotate
+ *                                                (one line; each followed by its buffers;
+ *                                                 iovas=rotate: its buffers take IOVAs from
+ *                                                 the cursor, IOALLOC_IOVA, and iova=0x0,
+ *                                                 it has no window)
  *   buffer node= va= iova= len= owner=dma|heap|pool|provider
  *                                                (live: allocated, not freed; heap: a span
  *                                                 of ioa_malloc() objects or a large block;

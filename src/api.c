@@ -191,9 +191,9 @@ static int start(const struct ioa_config *cfg, int from_env)
 	ioa__heap_init(cfg);
 	active = *cfg;
 	pthread_once(&hooks_once, register_hooks);
-	ioa__info("initialised: backend %s, pages %s, %d NUMA node(s)",
+	ioa__info("initialised: backend %s, pages %s, %d NUMA node(s), IOVAs %s",
 		  ioa__backend_name(cfg->backend), ioa__page_size_name(cfg->page_size),
-		  ioa__os_node_count());
+		  ioa__os_node_count(), ioa__region_rotates() ? "rotate" : "fixed");
 	return 0;
 }
 

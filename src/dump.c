@@ -44,11 +44,11 @@ struct dump_ctx {
 static void dump_segment(void *arg, const struct ioa__segment_info *s)
 {
 	ioa__fdout_printf(((struct dump_ctx *)arg)->out, "segment node=%d va=%p len=%zu iova=0x%llx pages=%s map=%s kind=%s "
-			  "npages=%u free_pages=%u%s\n", s->node, s->va, s->len,
+			  "npages=%u free_pages=%u%s iovas=%s\n", s->node, s->va, s->len,
 			  (unsigned long long)s->iova, page_kind_name(s->kind),
 			  s->whole ? "whole" : "buffers",
 			  s->dedicated ? "dedicated" : s->big ? "big" : "shared", s->npages,
-			  s->free_pages, s->closing ? " closing=1" : "");
+			  s->free_pages, s->closing ? " closing=1" : "", s->rotated ? "rotate" : "fixed");
 }
 
 /* A live buffer and the call that frees it: dma (ioa_dma_free), heap

@@ -1,6 +1,6 @@
 /* I6 for the settings test_config leaves out: IOALLOC_DEFER,
  * IOALLOC_DEFER_DELAY_US, IOALLOC_DEFER_LIMIT, IOALLOC_DEFER_CAP_MB,
- * IOALLOC_SIM_UNMAP_NS and the three VFIO variables. Each bad value is refused with -EINVAL and one line
+ * IOALLOC_SIM_UNMAP_NS, IOALLOC_IOVA and the three VFIO variables. Each bad value is refused with -EINVAL and one line
  * naming the variable, the value and the accepted forms, and changes
  * nothing; each bound is accepted; ioa_init() refuses the same values in a
  * struct. */
@@ -49,6 +49,10 @@ static const struct value bad_values[] = {
 	{ "IOALLOC_VFIO_DEVICE", "g0:03.0", "PCI" },
 	{ "IOALLOC_VFIO_CONTAINER_FD", "-1", "descriptor" },
 	{ "IOALLOC_VFIO_CONTAINER_FD", "fd3", "descriptor" },
+	{ "IOALLOC_IOVA", "rotating", "fixed or rotate" },
+	{ "IOALLOC_IOVA", "", "fixed or rotate" },
+	{ "IOALLOC_IOVA", "fixed ", "fixed or rotate" },
+	{ "IOALLOC_IOVA", "1", "fixed or rotate" },
 };
 
 static const struct value good_values[] = {
@@ -66,6 +70,7 @@ static const struct value good_values[] = {
 	{ "IOALLOC_VFIO_DEVICE", "0000:00:03.0", NULL },
 	{ "IOALLOC_VFIO_DEVICE", "00:1f.7", NULL },
 	{ "IOALLOC_VFIO_CONTAINER_FD", "3", NULL },
+	{ "IOALLOC_IOVA", "Rotate", NULL },
 };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -84,6 +89,7 @@ static struct ioa_config sentinel(void)
 	cfg.vfio_group = 9;
 	strcpy(cfg.vfio_device, "0000:00:09.0");
 	cfg.vfio_container_fd = 99;
+	cfg.iova = IOA_IOVA_FIXED;
 	return cfg;
 }
 
@@ -146,7 +152,9 @@ static void test_good_values(void)
 		setenv("IOALLOC_DEFER_DELAY_US", "1", 1);
 		setenv("IOALLOC_SIM_UNMAP_NS", "100000000", 1);
 		setenv("IOALLOC_DEFER", "on", 1);
+		setenv("IOALLOC_IOVA", "rotate", 1);
 		CHECK_EQ(ioa_config_from_env(&cfg), 0);
+		CHECK_EQ(cfg.iova, IOA_IOVA_ROTATE);
 		CHECK_EQ(cfg.defer_limit, 16);
 		CHECK_EQ(cfg.defer_cap_mb, 1);
 		CHECK_EQ(cfg.defer_delay_us, 1);
@@ -159,7 +167,7 @@ static void test_good_values(void)
 /* The same bounds hold for a struct given to ioa_init(). */
 static void test_init_bad_struct(void)
 {
-	for (int i = 0; i < 8; i++) {
+	for (int i = 0; i < 9; i++) {
 		struct ioa_config cfg;
 		struct check_capture cap;
 		const char *text;
@@ -173,11 +181,13 @@ static void test_init_bad_struct(void)
 		case 4: cfg.sim_unmap_ns = 100000001; break;
 		case 5: cfg.defer_cap_mb = 0; break;
 		case 6: cfg.defer_cap_mb = (1u << 20) + 1; break;
-		default: cfg.defer = (enum ioa_defer_mode)2; break;
+		case 7: cfg.defer = (enum ioa_defer_mode)2; break;
+		default: cfg.iova = (enum ioa_iova_mode)2; break;
 		}
 		if ((text = init_failure(&cap, &cfg, -EINVAL)))
 			CHECK_CONTAINS(text, i < 2 ? "defer_limit" : i < 4 ? "defer_delay_us"
-						 : i == 4 ? "sim_unmap_ns" : i < 7 ? "defer_cap_mb" : "defer");
+						 : i == 4 ? "sim_unmap_ns" : i < 7 ? "defer_cap_mb"
+						 : i == 7 ? "defer" : "ioa_config.iova");
 	}
 	check_init_works();
 }

@@ -1,6 +1,7 @@
 /* The IOVA space (ioa__iova_*): first-fit aligned allocation inside the
  * aperture, checked against a model of the live pieces; exhaustion, merging
- * on free, double frees, several aperture ranges. */
+ * on free, double frees, several aperture ranges. Next fit from the cursor
+ * (IOALLOC_IOVA=rotate): the lap, and its bound, never a live range. */
 #include "check.h"
 
 #include "iova.h"
@@ -275,6 +276,143 @@ static void test_many_fragments(void)
 	ioa__iova_destroy(&s);
 }
 
+/* The aperture of the next-fit tests: two ranges with a gap, 64 pages. */
+#define LAP_PAGES 64
+static const struct ioa__iova_range lap_ap[] = { { 16 * KB4, 48 * KB4 }, { 80 * KB4, 112 * KB4 } };
+
+static uint64_t lap_page(uint64_t iova)
+{
+	return iova < 80 * KB4 ? (iova - 16 * KB4) / KB4 : 32 + (iova - 80 * KB4) / KB4;
+}
+
+/* Nothing live: page after page in order, across the gap, and the first page
+ * again only after a whole lap of LAP_PAGES pages, not one sooner. */
+static void test_next_fit_lap(void)
+{
+	struct ioa__iova_space s;
+
+	if (!CHECK_EQ(ioa__iova_init(&s, lap_ap, 2), 0))
+		return;
+	for (uint64_t i = 0; i < 3 * LAP_PAGES; i++) {
+		uint64_t got = ioa__iova_alloc_next(&s, KB4, KB4);
+
+		if (!CHECK_EQ(lap_page(got), i % LAP_PAGES))
+			break;
+		CHECK_EQ(ioa__iova_free(&s, got, KB4), 0);
+	}
+	CHECK_EQ(ioa__iova_laps(&s), 2);
+	ioa__iova_destroy(&s);
+}
+
+/*
+ * Pages handed out and freed at random, up to LIVE at once (plus one kept
+ * for good), checked against the live model: never one that is live; and
+ * between two handouts of one page the cursor went round, so at least
+ * LAP_PAGES - 1 - (LIVE + 1) other pages were handed out meanwhile (the
+ * bound of IOALLOC_IOVA=rotate, in pages). Ranges of several pages at a
+ * random alignment too: never overlapping a live one.
+ */
+static void test_next_fit_bound(void)
+{
+	enum { LIVE = 5 };
+	uint64_t last[LAP_PAGES], handed = 0;
+	struct ioa__iova_space s;
+
+	nlive = 0;
+	if (!CHECK_EQ(ioa__iova_init(&s, lap_ap, 2), 0))
+		return;
+	for (int i = 0; i < LAP_PAGES; i++)
+		last[i] = UINT64_MAX;
+	live_add(ioa__iova_alloc_next(&s, KB4, KB4), KB4); /* kept: every lap skips it */
+	for (int op = 0; op < 20000; op++) {
+		uint64_t got;
+
+		if (nlive > LIVE || (nlive > 1 && rnd(2))) {
+			free_live(&s, 1 + rnd(nlive - 1));
+			continue;
+		}
+		got = ioa__iova_alloc_next(&s, KB4, KB4);
+		if (!CHECK(got != UINT64_MAX) || !CHECK(!overlaps_live(got, KB4)))
+			break;
+		if (last[lap_page(got)] != UINT64_MAX &&
+		    !CHECK(handed - last[lap_page(got)] >= LAP_PAGES - 1 - (LIVE + 1)))
+			break;
+		last[lap_page(got)] = ++handed;
+		live_add(got, KB4);
+	}
+	CHECK(ioa__iova_laps(&s) >= 20000 / 2 / LAP_PAGES / 2);
+	while (nlive > 1)
+		free_live(&s, 1);
+	for (int op = 0; op < 2000; op++) {
+		uint64_t size = (1 + rnd(3)) * KB4, align = KB4 << rnd(3);
+
+		uint64_t got;
+
+		if (nlive > 4) {
+			free_live(&s, 1 + rnd(nlive - 1));
+			continue;
+		}
+		got = ioa__iova_alloc_next(&s, size, align);
+		if (!CHECK(got != UINT64_MAX) || !CHECK_EQ(got & (align - 1), 0) ||
+		    !CHECK(in_aperture(lap_ap, 2, got, size)) || !CHECK(!overlaps_live(got, size)))
+			break;
+		live_add(got, size);
+	}
+	while (nlive)
+		free_live(&s, 0);
+	ioa__iova_destroy(&s);
+}
+
+/*
+ * Next fit with the frees given back later (ioa__iova_free_later), in
+ * random order, several at a time: never a live range; once all are back
+ * the aperture is whole again (each of its ranges fits in one piece); a
+ * range given back twice is dropped, counted, and not handed out.
+ */
+static void test_free_later(void)
+{
+	enum { LIVE = 40 };
+	static const struct ioa__iova_range ap[] = { { MB1, MB1 + 4096 * KB4 } };
+	struct ioa__iova_space s;
+	struct check_capture cap;
+	uint64_t got;
+
+	nlive = 0;
+	if (!CHECK_EQ(ioa__iova_init(&s, ap, 1), 0))
+		return;
+	for (int op = 0; op < 30000; op++) {
+		uint64_t size = (1 + rnd(4)) * KB4;
+
+		if (nlive >= LIVE || (nlive && rnd(3) == 0)) {
+			size_t i = rnd(nlive);
+
+			ioa__iova_free_later(&s, live[i].iova, live[i].size);
+			live_remove(i);
+			continue;
+		}
+		got = ioa__iova_alloc_next(&s, size, KB4);
+		if (!CHECK(got != UINT64_MAX) || !CHECK(in_aperture(ap, 1, got, size)) ||
+		    !CHECK(!overlaps_live(got, size)))
+			break;
+		live_add(got, size);
+	}
+	CHECK(ioa__iova_laps(&s) > 2);
+	printf("free later: %llu laps\n", (unsigned long long)ioa__iova_laps(&s));
+	while (nlive) {
+		ioa__iova_free_later(&s, live[0].iova, live[0].size);
+		live_remove(0);
+	}
+	got = ioa__iova_alloc(&s, ap[0].end - ap[0].start, KB4);
+	CHECK_EQ(got, ap[0].start);
+	ioa__iova_free_later(&s, got, KB4);
+	ioa__iova_free_later(&s, got, KB4); /* twice */
+	capture_begin(&cap);
+	CHECK_EQ(ioa__iova_alloc(&s, 2 * KB4, KB4), UINT64_MAX); /* one page back, not two */
+	CHECK_CONTAINS(capture_end(&cap), "dropped");
+	CHECK_EQ(ioa__iova_lost(&s), 1);
+	ioa__iova_destroy(&s);
+}
+
 int main(void)
 {
 	check_start("test_iova");
@@ -284,5 +422,8 @@ int main(void)
 	test_exhaustion_and_merge();
 	test_double_free();
 	test_many_fragments();
+	test_next_fit_lap();
+	test_next_fit_bound();
+	test_free_later();
 	return check_done();
 }

@@ -17,6 +17,7 @@ static int init_backend(enum ioa_backend backend)
 
 	ioa_config_init(&cfg);
 	cfg.backend = backend;
+	cfg.iova = IOA_IOVA_FIXED; /* a page keeps its IOVA here; rotate: test_rotate */
 	return CHECK_EQ(ioa_init(&cfg), 0);
 }
 

@@ -37,6 +37,7 @@ static void init_sim(const char *reclaim_cpus)
 	ioa_config_init(&cfg);
 	cfg.backend = IOA_BACKEND_SIM;
 	cfg.page_size = IOA_PAGE_4K;
+	cfg.iova = IOA_IOVA_FIXED; /* the dump's buffers lie in their segment's IOVA window */
 	/* A pass is due half a second after a free: what the test frees stays
 	 * queued while it looks, unless the machine stalls that long (then a
 	 * note says so and the queued-only checks are not made). */

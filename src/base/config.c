@@ -117,6 +117,17 @@ static int parse_protect(const char *v, struct ioa_config *cfg)
 	return 0;
 }
 
+static int parse_iova(const char *v, struct ioa_config *cfg)
+{
+	if (strcasecmp(v, "fixed") == 0)
+		cfg->iova = IOA_IOVA_FIXED;
+	else if (strcasecmp(v, "rotate") == 0)
+		cfg->iova = IOA_IOVA_ROTATE;
+	else
+		return -1;
+	return 0;
+}
+
 static int parse_check(const char *v, struct ioa_config *cfg)
 {
 	return parse_int(v, 0, 1, &cfg->check);
@@ -207,6 +218,7 @@ static const struct setting {
 	{ "IOALLOC_RECLAIM_CPUS", IOA_CPULIST_ACCEPTED " (at most 127 characters)",
 	  parse_reclaim_cpus },
 	{ "IOALLOC_DUMP_AT_EXIT", "0 or 1", parse_dump_at_exit },
+	{ "IOALLOC_IOVA", "fixed or rotate", parse_iova },
 };
 
 /* Exactly @min to @max hex digits at *p, value in *v; advances *p. */
@@ -284,6 +296,7 @@ IOA_EXPORT void ioa_config_init(struct ioa_config *cfg)
 		.defer_cap_mb = 8,
 		.vfio_group = -1,
 		.vfio_container_fd = -1,
+		.iova = IOA_IOVA_ROTATE,
 	};
 }
 
@@ -434,6 +447,8 @@ int ioa__config_validate(const struct ioa_config *cfg)
 		return bad_field("sim_unmap_ns", cfg->sim_unmap_ns, "0 to 100000000 nanoseconds");
 	if (cfg->dump_at_exit < 0 || cfg->dump_at_exit > 1)
 		return bad_field("dump_at_exit", cfg->dump_at_exit, "0 or 1");
+	if ((unsigned)cfg->iova > IOA_IOVA_ROTATE)
+		return bad_field("iova", cfg->iova, "IOA_IOVA_FIXED or IOA_IOVA_ROTATE");
 	if ((err = validate_reclaim_cpus(cfg)))
 		return err;
 	return validate_vfio(cfg);

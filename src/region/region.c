@@ -30,7 +30,10 @@
 struct ioa__segment {
 	struct ioa__segment *next; /* in its node's list */
 	struct ioa__os_mem mem;
-	uint64_t iova;             /* window [iova, iova + mem.len) */
+	uint64_t iova;             /* window [iova, iova + mem.len), unless rotated */
+	/* Rotate mode, buffers mapped one by one: no window; each buffer holds
+	 * an IOVA of its own from the cursor, freed at its release. */
+	int rotated;
 	int node;
 	int dedicated;             /* holds one buffer; returned when it is freed */
 	int big;                   /* shared, of BIG_SIZE: for the buffers big_buffer() says */
@@ -112,6 +115,8 @@ static struct {
 	struct ioa_config cfg;
 	struct ioa__iova_space iova; /* unused by an identity backend */
 	int identity;
+	int rotate;                  /* IOALLOC_IOVA=rotate and not identity */
+	_Atomic int whole_said;      /* "a whole segment keeps fixed IOVAs" said once */
 	size_t segment_size;
 	_Atomic unsigned interleave_next;
 	struct node_arena nodes[IOA_MAX_NODES];
@@ -213,7 +218,7 @@ static long find_run(const struct ioa__segment *s, uint32_t n, uint32_t align)
 static void segment_free(struct ioa__segment *s, int free_meta)
 {
 	ioa__segmap_set((uintptr_t)s->mem.addr, s->mem.len, NULL);
-	if (!rg.identity && ioa__iova_free(&rg.iova, s->iova, s->mem.len) != 0)
+	if (!rg.identity && !s->rotated && ioa__iova_free(&rg.iova, s->iova, s->mem.len) != 0)
 		ioa__warn("IOVA window 0x%llx of %zu bytes lost: no memory to record it free",
 			  (unsigned long long)s->iova, s->mem.len);
 	ioa__os_free_segment(&s->mem);
@@ -260,8 +265,15 @@ static int segment_create(size_t len, size_t align, int node, int dedicated,
 	set_pages(s, 0, npages, 1);
 	if ((err = ioa__os_alloc_segment(len, align, node, rg.cfg.page_size, rg.identity, &s->mem)) != 0)
 		goto fail_meta;
-	s->iova = rg.identity ? (uint64_t)(uintptr_t)s->mem.addr
-			      : ioa__iova_alloc(&rg.iova, len, align);
+	s->whole = !dedicated && ioa__iommu_mappings_low();
+	s->rotated = rg.rotate && !s->whole;
+	if (rg.identity)
+		s->iova = (uint64_t)(uintptr_t)s->mem.addr;
+	else if (s->rotated)
+		s->iova = 0; /* no window: its buffers' IOVAs come at their map */
+	else
+		s->iova = rg.rotate ? ioa__iova_alloc_next(&rg.iova, len, align)
+				    : ioa__iova_alloc(&rg.iova, len, align);
 	if (s->iova == UINT64_MAX) {
 		ioa__err("IOVA space exhausted: no window of %zu bytes left in the aperture", len);
 		err = -ENOMEM;
@@ -272,14 +284,20 @@ static int segment_create(size_t len, size_t align, int node, int dedicated,
 		segment_release(s);
 		return err;
 	}
-	s->whole = !dedicated && ioa__iommu_mappings_low();
 	if (s->whole &&
 	    (err = ioa__iommu_map(s->iova, s->mem.addr, len, IOA_PTE_READ | IOA_PTE_WRITE))) {
 		segment_release(s);
 		return err;
 	}
-	ioa__debug("segment of %zu KiB on node %d at %p, IOVA 0x%llx", len >> 10, node,
-		   s->mem.addr, (unsigned long long)s->iova);
+	/* an info line, not a warning: the backend warned already that mappings
+	 * run low and segments are mapped whole (vfio) */
+	if (s->whole && rg.rotate && !atomic_exchange(&rg.whole_said, 1))
+		ioa__info("IOALLOC_IOVA=rotate: IOMMU mappings ran low, so segments are now mapped "
+			  "whole (the first: %zu KiB at IOVA 0x%llx): their pages keep fixed IOVAs "
+			  "while they live (ioa_dump shows iovas=fixed)", len >> 10,
+			  (unsigned long long)s->iova);
+	ioa__debug("segment of %zu KiB on node %d at %p, IOVA %s0x%llx", len >> 10, node,
+		   s->mem.addr, s->rotated ? "per buffer, none " : "", (unsigned long long)s->iova);
 	*out = s;
 	return 0;
 fail_mem:
@@ -453,6 +471,41 @@ static void unreserve_pages(struct ioa__segment *s, uint32_t first, uint32_t n)
 		atomic_fetch_sub_explicit(&s->live, 1, memory_order_release);
 }
 
+/*
+ * The IOVA a buffer of @len bytes at @va in @s is mapped at: its place in the
+ * segment's window, or, in a rotated segment, a fresh one from the cursor
+ * (UINT64_MAX when the aperture has no room), aligned as @align and, for a
+ * buffer of 2 MiB or more on a 2 MiB boundary, to 2 MiB, so the IOMMU can
+ * map it with 2 MiB leaves.
+ * - It takes the IOVA space's mutex, like segment creation: an allocation
+ *   in a thread-exit destructor does the same as anywhere; a signal handler
+ *   must not allocate (ioa_dma_alloc is not async-signal-safe), and the
+ *   lookups it may call read only the tables, never the cursor.
+ * - fork(): ioa__region_fork_prepare holds the mutex across it; the child's
+ *   cursor is a copy of the parent's, and the IOVAs of buffers it inherited
+ *   are never freed there (ioa__region_keep), so it never hands them out.
+ * - ioa_fini may not run concurrently with an allocation (its contract);
+ *   it destroys the space after the engine retired every free.
+ */
+static uint64_t buffer_iova(const struct ioa__segment *s, uint64_t va, size_t len, size_t align)
+{
+	if (!s->rotated)
+		return s->iova + (va - (uint64_t)(uintptr_t)s->mem.addr);
+	if (len >= IOA_HUGE_2M && !(va & (IOA_HUGE_2M - 1)) && align < IOA_HUGE_2M)
+		align = IOA_HUGE_2M;
+	return ioa__iova_alloc_next(&rg.iova, len, align);
+}
+
+/* Gives a rotated buffer's IOVA back to the space: only once no device can
+ * reach it there (unmapped and invalidated, or never mapped). Later, in a
+ * batch (ioa__iova_free_later): one at a time, a release in a process with
+ * many live buffers would move the whole range table each time. */
+static void free_buffer_iova(const struct ioa__segment *s, uint64_t iova, uint64_t len)
+{
+	if (s->rotated)
+		ioa__iova_free_later(&rg.iova, iova, len);
+}
+
 /* What an allocation whose map failed with @err returns: the map's own error
  * when it may be a limit that retiring pending frees lifts, else -EIO. */
 static int map_failure(int err)
@@ -465,7 +518,7 @@ int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner
 	struct ioa__segment *s;
 	uint32_t first;
 	size_t len;
-	uint64_t va;
+	uint64_t va, iova;
 	int err;
 
 	if (size == 0 || size > MAX_BUFFER) {
@@ -486,13 +539,20 @@ int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner
 	if ((err = reserve_pages(node, len, align, &s, &first)) != 0)
 		return err;
 	va = (uint64_t)(uintptr_t)s->mem.addr + ((uint64_t)first << IOA_PAGE_SHIFT);
-	err = map_buffer(va, s->iova + ((uint64_t)first << IOA_PAGE_SHIFT), len, s->whole);
-	if (err == -EIO) { /* the device may still reach it: quarantine */
+	iova = buffer_iova(s, va, len, align);
+	if (iova == UINT64_MAX) {
+		ioa__err("IOVA space exhausted: no range of %zu bytes left in the aperture", len);
+		unreserve_pages(s, first, (uint32_t)(len >> IOA_PAGE_SHIFT));
+		return -ENOMEM;
+	}
+	err = map_buffer(va, iova, len, s->whole);
+	if (err == -EIO) { /* the device may still reach it: quarantine, IOVA and all */
 		ioa__node_stat_add(node, quarantined_bytes, len);
-		log_quarantine(node, va, s->iova + ((uint64_t)first << IOA_PAGE_SHIFT), len);
+		log_quarantine(node, va, iova, len);
 		return err;
 	}
-	if (err) {
+	if (err) { /* nothing is mapped: the IOVA can go back at once */
+		free_buffer_iova(s, iova, len);
 		unreserve_pages(s, first, (uint32_t)(len >> IOA_PAGE_SHIFT));
 		return map_failure(err);
 	}
@@ -514,7 +574,8 @@ int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner
  * virtual-to-IOVA table, so a section that found the buffer there can still
  * read and write its segment's metadata safely.
  */
-static uint32_t run_at(const void *ptr, int owner, struct ioa__segment **seg, uint32_t *first)
+static uint32_t run_at(const void *ptr, int owner, struct ioa__segment **seg, uint32_t *first,
+		       uint64_t *iova)
 {
 	uintptr_t va = (uintptr_t)ptr;
 	struct ioa__segment *s = NULL;
@@ -524,7 +585,8 @@ static uint32_t run_at(const void *ptr, int owner, struct ioa__segment **seg, ui
 	if (va & (IOA_PAGE - 1))
 		return 0;
 	sec = ioa__read_begin();
-	if (ioa__iopt_translate(ioa__va2iova_root, va) != UINT64_MAX)
+	/* the buffer's IOVA as mapped: with rotate, not derivable from the segment */
+	if ((*iova = ioa__iopt_translate(ioa__va2iova_root, va)) != UINT64_MAX)
 		s = ioa__segmap_get(va);
 	if (s) {
 		*first = (uint32_t)((va - (uintptr_t)s->mem.addr) >> IOA_PAGE_SHIFT);
@@ -556,7 +618,8 @@ int ioa__region_take(void *ptr, enum ioa__owner owner, struct ioa__buffer *b)
 				       "ioa_je_arena_destroy())",
 	};
 	struct ioa__segment *s;
-	uint32_t first, n = run_at(ptr, (int)owner, &s, &first);
+	uint64_t iova;
+	uint32_t first, n = run_at(ptr, (int)owner, &s, &first, &iova);
 
 	if (!n) {
 		ioa__err("ioa_dma_free(%p): not the start of a live DMA buffer (foreign or "
@@ -567,7 +630,7 @@ int ioa__region_take(void *ptr, enum ioa__owner owner, struct ioa__buffer *b)
 		ioa__err("ioa_dma_free(%p): %s; nothing freed", ptr, how[RUN_OWNER(n)]);
 		return -EINVAL;
 	}
-	*b = (struct ioa__buffer){ .seg = s, .first = first, .npages = RUN_PAGES(n) };
+	*b = (struct ioa__buffer){ .seg = s, .first = first, .npages = RUN_PAGES(n), .iova = iova };
 	return 0;
 }
 
@@ -588,8 +651,7 @@ int ioa__region_node(const struct ioa__buffer *b)
 
 void ioa__region_extent(const struct ioa__buffer *b, struct ioa__iova_extent *ext)
 {
-	*ext = (struct ioa__iova_extent){ b->seg->iova + ((uint64_t)b->first << IOA_PAGE_SHIFT),
-					  (uint64_t)b->npages << IOA_PAGE_SHIFT };
+	*ext = (struct ioa__iova_extent){ b->iova, (uint64_t)b->npages << IOA_PAGE_SHIFT };
 }
 
 void ioa__region_unlink(const struct ioa__buffer *b, struct ioa__region_pruned *pruned)
@@ -627,6 +689,8 @@ void ioa__region_release_run(const struct ioa__buffer *run, uint32_t buffers)
 	count_retired_run(run, buffers);
 	ioa__iommu_released((const void *)(uintptr_t)buffer_va(run),
 			    (uint64_t)run->npages << IOA_PAGE_SHIFT);
+	/* before the pages: releasing a dedicated segment's frees its metadata */
+	free_buffer_iova(run->seg, run->iova, (uint64_t)run->npages << IOA_PAGE_SHIFT);
 	release_pages(run->seg, run->first, run->npages);
 }
 
@@ -639,7 +703,8 @@ void ioa__region_release(const struct ioa__buffer *b)
 int ioa__region_continues(const struct ioa__buffer *run, const struct ioa__buffer *next)
 {
 	return next->seg == run->seg && !run->seg->dedicated &&
-	       next->first == run->first + run->npages;
+	       next->first == run->first + run->npages &&
+	       next->iova == run->iova + ((uint64_t)run->npages << IOA_PAGE_SHIFT);
 }
 
 int ioa__region_whole(const struct ioa__buffer *b)
@@ -713,9 +778,10 @@ void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *st
 size_t ioa__region_size(const void *ptr)
 {
 	struct ioa__segment *s;
+	uint64_t iova;
 	uint32_t first;
 
-	return (size_t)RUN_PAGES(run_at(ptr, -1, &s, &first)) << IOA_PAGE_SHIFT;
+	return (size_t)RUN_PAGES(run_at(ptr, -1, &s, &first, &iova)) << IOA_PAGE_SHIFT;
 }
 
 /* Unmaps a leaked buffer at ioa_fini, when no reclaimer runs any more;
@@ -815,8 +881,8 @@ int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out)
 				    .dedicated = 1, .external = 1, .meta_len = IOA_PAGE,
 				    .npages = (uint32_t)(len >> IOA_PAGE_SHIFT) };
 	if (!rg.identity)
-		window = ioa__iova_alloc(&rg.iova, round_up((va & (WINDOW_ALIGN - 1)) + len, WINDOW_ALIGN),
-					 WINDOW_ALIGN);
+		window = (rg.rotate ? ioa__iova_alloc_next : ioa__iova_alloc)(
+			&rg.iova, round_up((va & (WINDOW_ALIGN - 1)) + len, WINDOW_ALIGN), WINDOW_ALIGN);
 	if (window == UINT64_MAX) {
 		ioa__err("ioa_dma_register: IOVA space exhausted: no window of %zu bytes left in "
 			 "the aperture", len);
@@ -838,7 +904,7 @@ int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out)
 			 "nothing registered (EEXIST)", addr, len);
 		return -EEXIST;
 	}
-	*out = (struct ioa__buffer){ .seg = s, .first = 0, .npages = s->npages };
+	*out = (struct ioa__buffer){ .seg = s, .first = 0, .npages = s->npages, .iova = s->iova };
 	if (err) { /* the device may still reach it: quarantined, window and all */
 		ioa__node_stat_add(node, quarantined_bytes, len);
 		log_quarantine(node, va, s->iova, len);
@@ -860,6 +926,15 @@ void ioa__region_forget(const struct ioa__buffer *b)
 
 /* ---- the dump -------------------------------------------------------- */
 
+/* The IOVA page @i of @s is mapped at, from the software table (right for a
+ * rotated segment too); UINT64_MAX if it is not mapped. A raw walk: the
+ * caller is in a read section, or no retirement runs (ioa_fini). */
+static uint64_t page_iova(const struct ioa__segment *s, uint32_t i)
+{
+	return ioa__iopt_translate(ioa__va2iova_root,
+				   (uint64_t)(uintptr_t)s->mem.addr + ((uint64_t)i << IOA_PAGE_SHIFT));
+}
+
 void ioa__region_walk(int node, ioa__segment_fn seg_fn, ioa__buffer_fn buf_fn, void *arg)
 {
 	struct node_arena *a = &rg.nodes[node];
@@ -868,7 +943,8 @@ void ioa__region_walk(int node, ioa__segment_fn seg_fn, ioa__buffer_fn buf_fn, v
 	for (struct ioa__segment *s = a->segments; s; s = s->next) {
 		struct ioa__segment_info info = {
 			.va = s->mem.addr, .iova = s->iova, .len = s->mem.len, .node = s->node,
-			.kind = s->mem.kind, .whole = s->whole, .dedicated = s->dedicated,
+			.kind = s->mem.kind, .whole = s->whole, .rotated = s->rotated,
+			.dedicated = s->dedicated,
 			.big = s->big, .closing = s->closing, .npages = s->npages,
 			.free_pages = atomic_load_explicit(&s->free_pages, memory_order_relaxed),
 		};
@@ -880,16 +956,28 @@ void ioa__region_walk(int node, ioa__segment_fn seg_fn, ioa__buffer_fn buf_fn, v
 			static const char *const owners[] = { "dma", "heap", "pool", "provider" };
 			uint32_t v = atomic_load_explicit(&s->run[i], memory_order_acquire);
 			uint32_t n = RUN_PAGES(v);
+			struct ioa__section sec;
+			uint64_t iova;
 
 			if (!n)
 				continue;
-			buf_fn(arg, (uint8_t *)s->mem.addr + ((size_t)i << IOA_PAGE_SHIFT),
-			       s->iova + ((uint64_t)i << IOA_PAGE_SHIFT), (size_t)n << IOA_PAGE_SHIFT,
-			       owners[RUN_OWNER(v)]);
+			/* a section: a retirement going on may prune the table pages walked */
+			sec = ioa__read_begin();
+			iova = page_iova(s, i);
+			ioa__read_end(sec);
+			if (iova == UINT64_MAX)
+				continue; /* freed and retired meanwhile */
+			buf_fn(arg, (uint8_t *)s->mem.addr + ((size_t)i << IOA_PAGE_SHIFT), iova,
+			       (size_t)n << IOA_PAGE_SHIFT, owners[RUN_OWNER(v)]);
 			i += n - 1; /* the buffer's other pages hold no run */
 		}
 	}
 	pthread_mutex_unlock(&a->lock);
+}
+
+int ioa__region_rotates(void)
+{
+	return rg.rotate;
 }
 
 /* ---- fork ------------------------------------------------------------ */
@@ -937,6 +1025,10 @@ int ioa__region_init(const struct ioa_config *cfg)
 	memset(&qlog, 0, sizeof(qlog));
 	rg.cfg = *cfg;
 	rg.identity = info->identity;
+	rg.rotate = cfg->iova == IOA_IOVA_ROTATE && !rg.identity;
+	if (cfg->iova == IOA_IOVA_ROTATE && rg.identity)
+		ioa__info("IOALLOC_IOVA=rotate: an identity backend (none) has IOVA = virtual "
+			  "address: IOVAs stay fixed (no device reaches this memory)");
 	rg.segment_size = cfg->page_size == IOA_PAGE_1G ? IOA_HUGE_1G : SEGMENT_SIZE;
 	for (int n = 0; n < IOA_MAX_NODES; n++)
 		pthread_mutex_init(&rg.nodes[n].lock, NULL);
@@ -970,7 +1062,8 @@ static void segment_fini(struct ioa__segment *s)
 	}
 	for (uint32_t i = 0; i < s->npages; i++) {
 		uint32_t n = RUN_PAGES(atomic_load_explicit(&s->run[i], memory_order_relaxed));
-		struct ioa__buffer b = { .seg = s, .first = i, .npages = n };
+		struct ioa__buffer b = { .seg = s, .first = i, .npages = n,
+					 .iova = page_iova(s, i) };
 
 		if (!n)
 			continue;
@@ -986,7 +1079,8 @@ static void segment_fini(struct ioa__segment *s)
 	}
 	if (s->whole) {
 		if (!s->closing && unmap_leaked(&(struct ioa__buffer){ .seg = s, .first = 0,
-									.npages = s->npages }) == 0)
+									.npages = s->npages,
+									.iova = s->iova }) == 0)
 			segment_release(s);
 		return; /* a closing segment here had its unmap refused: quarantined */
 	}

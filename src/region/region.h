@@ -1,8 +1,18 @@
 /*
- * Regions: DMA buffers carved from per-node segments. A segment is memory
- * from the os layer with a fixed IOVA window of its own size, so a page's
- * IOVA never changes; a buffer (a run of pages) is mapped in the IOMMU when
- * allocated and unmapped, whole, when freed.
+ * Regions: DMA buffers carved from per-node segments. A buffer (a run of
+ * pages) is mapped in the IOMMU when allocated and unmapped, whole, when
+ * freed. Where its IOVA comes from (IOALLOC_IOVA):
+ * - fixed: a segment holds an IOVA window of its own size, and a page's IOVA
+ *   is its place in it, the same at every map;
+ * - rotate: a segment of buffers mapped one by one holds no window; each
+ *   buffer takes a fresh IOVA from the IOVA space's cursor when mapped and
+ *   gives it back once retired (unmapped and invalidated), never before.
+ *   A segment mapped whole, and a registration, hold a window (from the
+ *   cursor too); the pages of a whole segment keep fixed IOVAs while it
+ *   lives (an info line once, and shown by ioa_dump). The identity (none) backend
+ *   has IOVA = virtual address: fixed, said at init.
+ * Either way the buffer's IOVA is in the software tables (found by a lookup
+ * and by ioa__region_take) and, once freed, in its struct ioa__buffer.
  *
  * Invariants:
  * - a page is in the software tables exactly while the device can reach it:
@@ -57,6 +67,7 @@ size_t ioa__region_size(const void *ptr);
 struct ioa__buffer {
 	struct ioa__segment *seg;
 	uint32_t first, npages;
+	uint64_t iova; /* of its first page, as mapped */
 };
 
 /* Table pages of the software maps emptied by unlinks: reusable after a grace period. */
@@ -82,7 +93,8 @@ void ioa__region_release(const struct ioa__buffer *b);
  * segment, merged into one (ioa__region_unlink takes such a run too): one
  * bitmap update and one release notice for all of them. */
 void ioa__region_release_run(const struct ioa__buffer *run, uint32_t buffers);
-/* Whether @next starts where @run ends, in the same shared segment. */
+/* Whether @next starts where @run ends, in the same shared segment and in
+ * IOVA (with rotate, neighbours in memory need not be neighbours in IOVA). */
 int ioa__region_continues(const struct ioa__buffer *run, const struct ioa__buffer *next);
 /* Whether its release returns its segment, metadata included: the engine
  * then waits a grace period between unlinking and releasing it, since a
@@ -143,6 +155,7 @@ struct ioa__segment_info {
 	int node;
 	enum ioa__page_kind kind;
 	int whole;                /* mapped whole (mappings ran low), else buffer by buffer */
+	int rotated;              /* its buffers take IOVAs from the cursor: no window */
 	int dedicated, big, closing;
 	uint32_t npages, free_pages;
 };
@@ -163,6 +176,10 @@ typedef void (*ioa__quarantine_fn)(void *arg, int node, const void *va, uint64_t
  * ioa_init (no lock: each record is published once, with a release store);
  * returns how many were quarantined in all. */
 uint64_t ioa__region_each_quarantined(ioa__quarantine_fn fn, void *arg);
+
+/* Whether buffers take a fresh IOVA at each map (IOALLOC_IOVA=rotate, not
+ * the identity backend). */
+int ioa__region_rotates(void);
 
 /* fork(): the node locks, the IOVA space's and the software tables'. */
 void ioa__region_fork_prepare(void);

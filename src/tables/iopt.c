@@ -77,6 +77,7 @@ static int init(struct ioa__iopt *pt, _Atomic uint64_t *root,
 	pt->table_pages = 0;
 	pt->spare = NULL;
 	pt->nspare = 0;
+	atomic_store_explicit(&pt->unlinked, 0, memory_order_relaxed);
 	pt->pages = pages;
 	pt->own_root = !root;
 	pt->root = root;
@@ -232,6 +233,8 @@ static void prune(struct ioa__iopt *pt, _Atomic uint64_t *slot, _Atomic uint64_t
 	atomic_store_explicit(&child[0], (uint64_t)(uintptr_t)pruned->first, memory_order_relaxed);
 	pruned->first = child;
 	pruned->count++;
+	/* relaxed: written under the lock; readers order through it (iopt.h) */
+	atomic_fetch_add_explicit(&pt->unlinked, 1, memory_order_relaxed);
 }
 
 static void unmap_range(struct ioa__iopt *pt, _Atomic uint64_t *table, unsigned level,

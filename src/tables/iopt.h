@@ -49,6 +49,9 @@ struct ioa__iopt {
 	const struct ioa__iopt_pages *pages; /* NULL: mmap'd pages, entries hold virtual addresses */
 	_Atomic uint64_t *spare;             /* emptied pages kept for reuse, linked by entry 0 */
 	unsigned nspare;
+	/* Table pages unlinked by unmaps so far. Changed under the lock: a
+	 * thread that took the lock after an unmap sees that unmap's count. */
+	_Atomic uint64_t unlinked;
 };
 
 /* Table pages that an unmap emptied and unlinked, chained through their first

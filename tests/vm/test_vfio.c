@@ -10,6 +10,9 @@
  *   across page boundaries;
  * - after ioa_dma_free and ioa_quiesce the IOMMU blocks the device: memory
  *   unchanged, nothing read, and the kernel logs a DMAR fault at the IOVA;
+ * - with IOALLOC_IOVA=rotate (the default) a page freed, quiesced and
+ *   allocated again has a new IOVA: the device's write to the old one
+ *   faults (DMAR) and leaves the new owner's bytes alone;
  * - memory the program mapped itself (ioa_dma_register) takes DMA byte for
  *   byte through one mapping; after ioa_dma_unregister the device's write
  *   faults (DMAR) and changes nothing, and the program may munmap it;
@@ -363,6 +366,9 @@ static void test_fork(void)
 	 * each node's pages (each node its own IOVAs), and the reuse the check
 	 * relies on would depend on where the scheduler ran it. */
 	cfg.numa = 0;
+	/* The check's premise is that the parent maps the IOVAs the child's
+	 * queue holds again: fixed IOVAs (rotate would hand out new ones). */
+	cfg.iova = IOA_IOVA_FIXED;
 	if (!CHECK_EQ(ioa_init(&cfg), 0))
 		return;
 	if (CHECK_EQ(edu_open(&e, ioa_vfio_group_fd(), device_addr), 0))
@@ -446,6 +452,7 @@ int main(int argc, char **argv)
 	check_held_device_refused(&vfio, "test_vfio", device_addr, "EBUSY");
 	run_check(&vfio, check_dma_byte_for_byte);
 	run_check(&vfio, check_freed_is_unreachable);
+	run_check(&vfio, check_reused_page_old_iova_faults);
 	run_check(&vfio, check_registered_memory);
 	test_given_container();
 	run_check(&vfio, check_injected_unmap_failure);

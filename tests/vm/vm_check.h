@@ -296,6 +296,37 @@ static inline void check_freed_is_unreachable(struct edu *e, const struct vm_tes
 	ioa_dma_free(probe);
 }
 
+/* IOALLOC_IOVA=rotate (the default): a page freed, quiesced and allocated
+ * again has a new IOVA; the device's write to its old IOVA faults (a DMAR
+ * fault logged) and leaves the new owner's bytes alone, and the new IOVA
+ * takes the device's write. */
+static inline void check_reused_page_old_iova_faults(struct edu *e, const struct vm_test *t)
+{
+	char line[1024] = "";
+	uint8_t *victim, *probe, *again;
+	uint64_t iova;
+
+	if (victim_and_probe(&victim, &probe, 0x3c, &iova) != 0)
+		return;
+	CHECK_EQ(ioa_dma_free(victim), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	again = ioa_dma_alloc(KB4, 0, IOA_NODE_ANY);
+	if (CHECK(again != NULL)) {
+		if (again != victim)
+			check_note("the freed page was not reused: the check is weaker");
+		memset(again, 0x77, KB4);
+		CHECK(ioa_virt2iova(again) != iova);
+		fill(probe, LEN, 5);
+		CHECK_EQ(edu_read_ram(e, ioa_virt2iova(probe), 0, LEN), 0);
+		CHECK(write_fault_logged(e, t->kmsg, iova, line, sizeof(line)));
+		CHECK(all_bytes(again, KB4, 0x77));
+		CHECK_EQ(edu_write_ram(e, 0, ioa_virt2iova(again), LEN), 0);
+		CHECK(memcmp(again, probe, LEN) == 0);
+	}
+	dma_free(again);
+	ioa_dma_free(probe);
+}
+
 /* Memory the program mapped itself, registered (ioa_dma_register): one
  * IOMMU mapping; the device reads it and writes into it byte for byte; after
  * ioa_dma_unregister the device's write to the old IOVA faults (a DMAR fault

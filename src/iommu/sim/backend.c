@@ -10,6 +10,15 @@
  * translation to its last byte; invalidations and releases take it for
  * writing, so when they return no transfer still uses what they removed.
  * Writers are preferred, so a busy DMA engine cannot starve an invalidation.
+ *
+ * Table pages an unmap empties (many with IOALLOC_IOVA=rotate, whose cursor
+ * leaves emptied ranges behind it) follow the retirement protocol of every
+ * page the device may reach: unlinked by the unmap, kept on a pending list,
+ * and freed only by the next invalidation, after it flushed the
+ * paging-structure caches under ioa__sim_inflight for writing: no walk
+ * still holds a pointer to them then, cached or on its way down. A map made
+ * after an unlink and before that flush flushes itself (sim_map), so a
+ * cached pointer to an unlinked page never hides a page mapped since.
  */
 #include "iommu.h"
 #include "log.h"
@@ -38,6 +47,52 @@ static struct {
 
 static _Atomic int sim_open_flag;
 
+/* Emptied, unlinked stage-2 table pages waiting for an invalidation, chained
+ * through entry 0 (struct ioa__iopt_pruned's form). A lock-free stack that is
+ * only ever taken whole: no ABA, and no lock to take around fork(). */
+static _Atomic uint64_t *_Atomic pruned_pending;
+
+/* Puts the chain @p onto the pending list. */
+static void prune_defer(struct ioa__iopt_pruned *p)
+{
+	_Atomic uint64_t *last = p->first, *head;
+
+	if (!last)
+		return;
+	while (ioa__iopt_pruned_next(last))
+		last = ioa__iopt_pruned_next(last);
+	head = atomic_load_explicit(&pruned_pending, memory_order_relaxed);
+	do
+		atomic_store_explicit(&last[0], (uint64_t)(uintptr_t)head, memory_order_relaxed);
+	/* release: the chain's links are written before a taker follows them */
+	while (!atomic_compare_exchange_weak_explicit(&pruned_pending, &head, p->first,
+						      memory_order_release, memory_order_relaxed));
+}
+
+/* Takes the whole pending list (called before the flush that retires it). */
+static struct ioa__iopt_pruned prune_take(void)
+{
+	/* acquire: pairs with prune_defer's release, the links are visible */
+	struct ioa__iopt_pruned p = {
+		atomic_exchange_explicit(&pruned_pending, NULL, memory_order_acquire), 0 };
+
+	for (_Atomic uint64_t *t = p.first; t; t = ioa__iopt_pruned_next(t))
+		p.count++;
+	return p;
+}
+
+/* Table pages unlinked (ioa__sim_table.unlinked) before the last flush of the
+ * paging-structure caches began: no cached pointer to them is left. */
+static _Atomic uint64_t unlinked_flushed;
+
+static void flush_and_free_pruned(void);
+
+/* Frees pages taken by prune_take once no walker can reach them. */
+static void prune_free(struct ioa__iopt_pruned *p)
+{
+	ioa__iopt_free_pruned(&ioa__sim_table, p);
+}
+
 int ioa__sim_is_open(void)
 {
 	return atomic_load(&sim_open_flag);
@@ -61,6 +116,7 @@ static int sim_open(const struct ioa_config *cfg, struct ioa__iommu_info *info)
 	atomic_store(&sim.mapped, 0);
 	atomic_store(&sim.map_limit, 0);
 	atomic_store(&sim.mappings_low, 0);
+	atomic_store(&unlinked_flushed, 0); /* the new table has unlinked none */
 	/* IOVA 0 stays unmapped so that a null descriptor faults. */
 	info->aperture[0] = (struct ioa__iova_range){ IOA_HUGE_2M, 1ull << IOA_IOPT_BITS };
 	info->naperture = 1;
@@ -71,8 +127,12 @@ static int sim_open(const struct ioa_config *cfg, struct ioa__iommu_info *info)
 
 static void sim_close(void)
 {
+	struct ioa__iopt_pruned pending;
+
 	ioa_sim_engine_stop();
 	atomic_store(&sim_open_flag, 0);
+	pending = prune_take(); /* no transfer runs any more: no walker holds them */
+	prune_free(&pending);
 	ioa__iopt_destroy(&ioa__sim_table);
 	ioa__sim_check_close();
 }
@@ -111,6 +171,16 @@ static int sim_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 	err = ioa__sim_shadow_add(va, len);
 	if (!err)
 		err = ioa__iopt_map(&ioa__sim_table, iova, (uint64_t)(uintptr_t)va, len, perms);
+	/* A table page unlinked and not yet flushed may still be cached for
+	 * this range, hiding the page the map just linked: the device would
+	 * fault on a live buffer. Flush before the IOVA is handed out, as an
+	 * IOMMU driver invalidates a non-leaf entry it changed. The map took
+	 * the table's lock after every unmap whose unlink it could meet, so
+	 * the count below includes them. acquire: pairs with the flusher's
+	 * release of unlinked_flushed. */
+	if (!err && atomic_load_explicit(&ioa__sim_table.unlinked, memory_order_relaxed) !=
+			    atomic_load_explicit(&unlinked_flushed, memory_order_acquire))
+		flush_and_free_pruned();
 	if (err) {
 		atomic_fetch_sub(&sim.mapped, len);
 		ioa__err("sim: map of %llu bytes at IOVA 0x%llx failed: %s", (unsigned long long)len,
@@ -150,16 +220,19 @@ static void charge_unmap_cost(void)
 	} while (elapsed < sim.unmap_ns);
 }
 
-/* Only the tables change: cached translations stay until sim_invalidate. */
+/* Only the tables change: cached translations stay until sim_invalidate,
+ * and so do the table pages the unmap empties (prune_defer). */
 static int sim_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done)
 {
 	for (*done = 0; *done < n; (*done)++) {
+		struct ioa__iopt_pruned pruned = { 0 };
 		int err;
 
 		charge_unmap_cost();
 		err = ioa__fail_take(&sim.fail);
 		if (!err)
-			err = ioa__iopt_unmap(&ioa__sim_table, r[*done].iova, r[*done].len, NULL);
+			err = ioa__iopt_unmap(&ioa__sim_table, r[*done].iova, r[*done].len, &pruned);
+		prune_defer(&pruned);
 		if (err)
 			return err;
 		atomic_fetch_sub(&sim.mapped, r[*done].len);
@@ -167,11 +240,29 @@ static int sim_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done)
 	return 0;
 }
 
-static int sim_invalidate(void)
+/* Flushes the caches with every transfer drained. Pages pruned before it
+ * starts are freed once it returned; those pruned meanwhile wait for the
+ * next one. */
+static void flush_and_free_pruned(void)
 {
+	/* acquire: the count before the flush; any unlink it counts is done */
+	uint64_t unlinked = atomic_load_explicit(&ioa__sim_table.unlinked, memory_order_acquire);
+	struct ioa__iopt_pruned pruned = prune_take();
+	uint64_t seen = atomic_load_explicit(&unlinked_flushed, memory_order_relaxed);
+
 	pthread_rwlock_wrlock(&ioa__sim_inflight);
 	ioa__sim_flush_all();
 	pthread_rwlock_unlock(&ioa__sim_inflight);
+	prune_free(&pruned);
+	/* release: a mapper that reads this also sees the flush done */
+	while (seen < unlinked && !atomic_compare_exchange_weak_explicit(
+			&unlinked_flushed, &seen, unlinked, memory_order_release, memory_order_relaxed))
+		;
+}
+
+static int sim_invalidate(void)
+{
+	flush_and_free_pruned();
 	return 0;
 }
 

@@ -24,9 +24,9 @@
 
 extern pthread_rwlock_t ioa__sim_inflight;
 
-/* Stage 2, the sim's own table: IOVA -> virtual address. Its unmaps prune
- * nothing, so its table pages live until the backend closes and a cached
- * pointer to one never dangles. */
+/* Stage 2, the sim's own table: IOVA -> virtual address. A table page its
+ * unmaps empty is unlinked and freed only by the next invalidation, after
+ * the caches are flushed (backend.c): a cached pointer never dangles. */
 extern struct ioa__iopt ioa__sim_table;
 
 /* Whether the sim backend is open. */
