@@ -27,6 +27,8 @@
  * write (the program prints the status it got). Real controllers report the
  * abort. Nothing is allocated between the frees and the posts: the freed
  * IOVAs are not handed out again meanwhile (whatever IOALLOC_IOVA does).
+ * Then, with IOALLOC_IOVA=rotate, a read aimed at a freed, quiesced and
+ * re-allocated buffer's old IOVA faults and the new owner's bytes stay.
  */
 #include "vm_check.h" /* dmar_fault_logged_within, all_bytes */
 #include "nvme_io.h"
@@ -253,6 +255,49 @@ static void check_stale_commands(const struct ioa_config *cfg)
 }
 
 /*
+ * IOALLOC_IOVA=rotate (the default): a data buffer freed, quiesced and
+ * allocated again (its pages: nothing else is freed meanwhile) is mapped at
+ * a fresh IOVA, so a read built on the old one faults and the new owner's
+ * bytes stay as they were. With fixed the same read would land in them
+ * (the edu check of test_vfio shows that side: check_reused_page_old_iova_faults).
+ */
+static void check_reused_buffer_old_iova(const struct ioa_config *base)
+{
+	struct ioa_config cfg = *base;
+	struct stale s = { .what = "read, a re-allocated buffer's old IOVA", .opcode = NVME_IO_READ,
+			   .lba = REGION_LBA, .blocks = STALE_BLOCKS };
+	struct nvme_ctrl c;
+	struct nvme_ioq q;
+	uint8_t *again = NULL;
+
+	cfg.iova = IOA_IOVA_ROTATE;
+	if (!CHECK_EQ(ioa_init(&cfg), 0))
+		return;
+	if (CHECK_EQ(nvme_ctrl_open(&c, ioa_vfio_group_fd(), device_addr, 1), 0)) {
+		if (CHECK_EQ(nvme_ioq_create(&c, &q, 1), 0)) {
+			if (stale_prepare(&q, &s) == 0) {
+				CHECK_EQ(ioa_dma_free(s.freed), 0);
+				CHECK_EQ(ioa_quiesce(), 0);
+				again = ioa_dma_alloc(STALE_BYTES, 0, IOA_NODE_ANY);
+			}
+			if (again && CHECK(ioa_virt2iova(again) != s.iova)) {
+				if (again != s.freed)
+					check_note("the freed pages were not reused: the check is weaker");
+				memset(again, LIVE, STALE_BYTES);
+				stale_post(&q, &s);
+				CHECK(all_bytes(again, STALE_BYTES, LIVE));
+			}
+			if (again)
+				ioa_dma_free(again);
+			nvme_ioq_delete(&q);
+		}
+		nvme_ctrl_close(&c);
+	}
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa_fini();
+}
+
+/*
  * A controller that stops answering (CC.EN cleared behind the driver's back:
  * it drops its queues and ignores the doorbells) makes every wait end in
  * -ETIMEDOUT with one message after cmd_timeout_ms, not a hang: an I/O
@@ -317,6 +362,7 @@ int main(int argc, char **argv)
 	cfg.protect = IOA_PROTECT_STRICT; /* so that ioa_free retires emptied pages */
 	snprintf(cfg.vfio_device, sizeof(cfg.vfio_device), "%s", device_addr);
 	check_stale_commands(&cfg);
+	check_reused_buffer_old_iova(&cfg);
 	check_stuck_controller(&cfg);
 	close(kmsg);
 	return check_done();
