@@ -172,7 +172,8 @@ run_tests() {
 	local kind=$1 regex=$2 out=$3 rc=0
 	(cd "$work/build-$kind" &&
 		timeout -k 10 $((timeout_s * 4 + 120)) ctest -R "$regex" -E '^vm_' --no-tests=error \
-			--timeout "$timeout_s" -j"$jobs" --output-on-failure) >"$out.log" 2>&1 || rc=$?
+			--timeout "$timeout_s" -j"$jobs" --output-on-failure \
+			--test-output-size-failed 65536) >"$out.log" 2>&1 || rc=$?
 	$helper results "$out.log" >"$out"
 	[ $rc -ne 124 ] && [ $rc -ne 137 ] || echo "ctest-itself	hung (killed after $((timeout_s * 4 + 120)) s)" >>"$out"
 	[ -s "$out" ] || echo "ctest-itself	no test ran (exit $rc)" >"$out"

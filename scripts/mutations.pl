@@ -173,9 +173,12 @@ if ($cmd eq 'list') {
 	my $json = JSON::PP::decode_json(<STDIN>);
 	print "$_->{name}\n" for @{ $json->{tests} || [] };
 } elsif ($cmd eq 'results') {
-	my $log = slurp(shift) // '';
-	# "  3/4 Test #15: test_frees .......***Failed    1.77 sec"
-	while ($log =~ /^\s*\d+\/\d+ Test\s+#\d+: (\S+) \.*\s*(\*\*\*)?([^\n]*?)\s+[\d.]+ sec$/mg) {
+	my $path = shift;
+	open(my $in, '<', $path) or exit 0;
+	# "  3/4 Test #15: test_frees .......***Failed    1.77 sec", line by line:
+	# a mutated test may print hundreds of MB
+	while (my $line = <$in>) {
+		next unless $line =~ /^\s*\d+\/\d+ Test\s+#\d+: (\S+) \.*\s*(\*\*\*)?(.*?)\s+[\d.]+ sec$/;
 		my ($name, $status) = ($1, $3);
 		$status =~ s/\s+/ /g;
 		$status = 'Skipped' if $status =~ /Skipped|Not Run/;
