@@ -178,8 +178,10 @@ if ($cmd eq 'list') {
 	# "  3/4 Test #15: test_frees .......***Failed    1.77 sec", line by line:
 	# a mutated test may print hundreds of MB
 	while (my $line = <$in>) {
-		next unless $line =~ /^\s*\d+\/\d+ Test\s+#\d+: (\S+) \.*\s*(\*\*\*)?(.*?)\s+[\d.]+ sec$/;
-		my ($name, $status) = ($1, $3);
+		next unless $line =~ /^\s*\d+\/\d+ Test\s+#\d+: (\S+) \.*\s*(.*?)\s+[\d.]+ sec$/;
+		my ($name, $status) = ($1, $2);
+		$status = "Exception: $1" if $status =~ /^(\S+)\*\*\*Exception:$/; # "SIGALRM***Exception:"
+		$status =~ s/^\*\*\*//;
 		$status =~ s/\s+/ /g;
 		$status = 'Skipped' if $status =~ /Skipped|Not Run/;
 		print "$name\t$status\n";

@@ -11,6 +11,7 @@ packages=(
 	libjemalloc-dev libmimalloc-dev libgoogle-perftools-dev libdpdk-dev
 	libck-dev liburcu-dev # bench_grace's peers
 	valgrind
+	ninja-build ccache # scripts/mutate.sh's builds
 	python3-matplotlib # bench/alloc/chart.py, the allocator workloads' chart
 	qemu-system-x86 busybox-static cpio xz-utils kmod # the VM test (scripts/vm/)
 	gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static # scripts/test-aarch64.sh

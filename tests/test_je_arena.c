@@ -380,9 +380,11 @@ static void test_threads(void)
  * under jemalloc's grow lock. The hook pauses inside the gate (the test
  * hook) while this thread forks: the fork's prepare must wait for it to
  * leave before ioalloc's prepare takes the library's locks, or the hook
- * waits for those while jemalloc's prepare waits for the grow lock (a
- * deadlock: ctest's timeout).
+ * waits for those while jemalloc's prepare waits for the grow lock: a
+ * deadlock, which the alarm of DEADLOCK_SECONDS (the section needs a fifth
+ * of a second) turns into the test's death by SIGALRM.
  */
+#define DEADLOCK_SECONDS 10
 static atomic_int grower_inside;
 
 static void pause_inside(void)
@@ -414,6 +416,7 @@ static void test_fork_while_growing(void)
 		return;
 	atomic_store(&grower_inside, 0);
 	ioa__je_set_inside_hook(pause_inside);
+	alarm(DEADLOCK_SECONDS);
 	pthread_create(&t, NULL, grow, (void *)(uintptr_t)a);
 	while (!atomic_load(&grower_inside))
 		sched_yield();
@@ -423,6 +426,7 @@ static void test_fork_while_growing(void)
 	if (CHECK(pid > 0))
 		CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	pthread_join(t, &grown);
+	alarm(0);
 	ioa__je_set_inside_hook(NULL);
 	CHECK(grown != NULL); /* it was inside the gate before the fork closed it */
 	CHECK_EQ(ioa_je_arena_destroy((unsigned)a), 0);

@@ -333,8 +333,10 @@ static void test_threads(void)
  * providers' handlers the fork waits in their prepare for the lock, so the
  * thread lets go after a bounded wait (the fork then completes with the
  * lock free); without them the fork goes through at once, the child gets
- * the lock held, and its first call hangs (ctest's timeout).
+ * the lock held, and its first call hangs: its alarm of CHILD_SECONDS (it
+ * needs milliseconds) ends it, and the parent sees the signal.
  */
+#define CHILD_SECONDS 10
 static _Atomic int inside, forking, forked;
 
 static void test_prepare(void)
@@ -384,6 +386,7 @@ static void test_fork(void)
 		sched_yield();
 	pid = fork();
 	if (pid == 0) {
+		alarm(CHILD_SECONDS);
 		char *d = ioa_provider_alloc(shared, 2 * PAGE, 0);
 
 		_exit(d && ioa_provider_free(shared, d, 2 * PAGE) == 0 ? 0 : 1);
