@@ -15,10 +15,15 @@
 #   NAME...   only these mutations
 #
 # Environment: MUTATE_DIR, the scratch directory (default build-mutate in the
-# checkout, which git ignores): a copy of the sources in src/ and one build
-# per kind (build-plain, build-asan, build-tsan), kept between runs so that a
-# second run rebuilds only what changed. MUTATE_TIMEOUT, seconds a test may
-# run (default 30: the slowest named test takes 12 s unmutated, under TSan). MUTATE_JOBS, build and ctest parallelism (default 2).
+# checkout, which git ignores): per worker (w0, w1, ...) a copy of the
+# sources in src/ and one build per kind (build-plain, build-asan,
+# build-tsan), kept between runs so that a second run rebuilds only what
+# changed, and the workers' ccache. MUTATE_WORKERS, mutations applied at once,
+# each in its own tree (default 2: a mutation's build and test mostly keep
+# one CPU busy, and its tests often wait). MUTATE_JOBS, build and ctest
+# parallelism within a worker (default: the CPUs shared among the workers).
+# MUTATE_TIMEOUT, seconds a test may run (default 30: the slowest named test
+# takes 12 s unmutated, under TSan).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -26,13 +31,16 @@ data=tests/mutations.txt
 helper="perl $root/scripts/mutations.pl"
 work=${MUTATE_DIR:-$root/build-mutate}
 timeout_s=${MUTATE_TIMEOUT:-30}
-jobs=${MUTATE_JOBS:-2}
+workers=${MUTATE_WORKERS:-2}
+jobs=${MUTATE_JOBS:-$(( ($(nproc) + workers - 1) / workers ))}
 check_only=0
 if [ "${1:-}" = --check ]; then
 	check_only=1
 	shift
 fi
-export CCACHE_DIR=$work/ccache CCACHE_MAXSIZE=2G
+# one cache for all workers' trees: paths under $work count relative to the
+# build directory, which makes w0's and w1's compilations the same
+export CCACHE_DIR=$work/ccache CCACHE_MAXSIZE=2G CCACHE_BASEDIR=$work CCACHE_NOHASHDIR=1
 started=$(date +%s)
 elapsed() { echo $(($(date +%s) - started)); }
 log() { echo "mutate: [$(elapsed) s] $*"; }
@@ -89,13 +97,17 @@ if [ $check_only = 1 ]; then
 	exit
 fi
 
-# ---- the scratch tree -----------------------------------------------------
+# ---- the scratch trees ----------------------------------------------------
+
+# Worker @w's tree: a copy of the sources and its builds.
+tree() { echo "$work/w$1"; }
 
 # Copies the checkout's files (tracked, and untracked but not ignored) into
-# $work/src, rewriting only those whose content differs, so that builds kept
-# from an earlier run stay valid.
+# worker @w's src/, rewriting only those whose content differs, so that builds
+# kept from an earlier run stay valid.
 sync_tree() {
-	local src=$work/src f
+	local src f
+	src=$(tree "$1")/src
 	mkdir -p "$src"
 	if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
 		git -C "$root" ls-files -z --cached --others --exclude-standard
@@ -105,7 +117,7 @@ sync_tree() {
 		[ -f "$root/$f" ] || continue # deleted in the checkout, not yet committed
 		if ! cmp -s "$root/$f" "$src/$f"; then
 			mkdir -p "$(dirname "$src/$f")"
-			cp "$root/$f" "$src/$f" # a new time stamp: make rebuilds what uses it
+			cp "$root/$f" "$src/$f" # a new time stamp: the build redoes what uses it
 		fi
 	done
 	# uapi headers fetched earlier: configuring the copy need not fetch them again
@@ -115,20 +127,23 @@ sync_tree() {
 	fi
 }
 
-# Restores the scratch copies of @files (comma-separated) from the checkout.
+# Restores worker @w's copies of @files (comma-separated) from the checkout.
 restore() {
-	local f
-	IFS=, read -ra list <<<"$1"
+	local f src
+	src=$(tree "$1")/src
+	IFS=, read -ra list <<<"$2"
 	for f in "${list[@]}"; do
-		cp "$root/$f" "$work/src/$f"
+		cp "$root/$f" "$src/$f"
 	done
 }
 
-# Ninja, whose no-op check of a target takes a tenth of make's second, and
-# ccache in the scratch directory: a file restored after its mutation comes
-# back from the cache when the next mutation's build recompiles it.
+# Worker @w's build of @kind: Ninja, whose no-op check of a target takes a
+# tenth of make's second, and ccache (shared by the workers, in the scratch
+# directory): the workers' identical baseline builds compile once, and a file
+# restored after its mutation comes back from the cache.
 configure() {
-	local kind=$1 dir=$work/build-$1 flags=()
+	local w=$1 kind=$2 dir flags=()
+	dir=$(tree "$w")/build-$kind
 	case $kind in
 	plain) flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo) ;;
 	asan) flags=(-DIOA_ASAN=ON) ;;
@@ -138,18 +153,24 @@ configure() {
 	if [ -f "$dir/CMakeCache.txt" ] && ! grep -qx 'CMAKE_GENERATOR:INTERNAL=Ninja' "$dir/CMakeCache.txt"; then
 		rm -rf "$dir"
 	fi
-	cmake -S "$work/src" -B "$dir" -G Ninja -DCMAKE_C_COMPILER_LAUNCHER=ccache \
+	cmake -S "$(tree "$w")/src" -B "$dir" -G Ninja -DCMAKE_C_COMPILER_LAUNCHER=ccache \
 		-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DIOA_WERROR=ON -DIOA_BENCH=OFF \
-		-DIOA_TEST_TIMEOUT="$timeout_s" "${flags[@]}" >"$work/configure-$kind.log" 2>&1 ||
-		{ cat "$work/configure-$kind.log"; echo "mutate: cannot configure the $kind build" >&2; exit 2; }
+		-DIOA_TEST_TIMEOUT="$timeout_s" "${flags[@]}" >"$dir.configure.log" 2>&1 ||
+		{ cat "$dir.configure.log"; echo "mutate: cannot configure $dir" >&2; return 2; }
 }
 
-# The executables the tests matching @regex run, in build @kind. Before the
-# first build ctest knows no command: a test named as a target is taken to
-# run it; for any other, everything is built.
+# ctest's description of the tests matching @regex in worker @w's @kind build.
+show_tests() {
+	(cd "$(tree "$1")/build-$2" && ctest -R "$3" -E '^vm_' --show-only=json-v1)
+}
+
+# The executables the tests matching @regex run, in worker @w's build @kind.
+# Before the first build ctest knows no command: a test named as a target is
+# taken to run it; for any other, everything is built.
 targets_of() {
-	local dir=$work/build-$1 t known=
-	(cd "$dir" && ctest -R "$2" -E '^vm_' --show-only=json-v1) | $helper targets "$dir" |
+	local dir t known=
+	dir=$(tree "$1")/build-$2
+	show_tests "$1" "$2" "$3" | $helper targets "$dir" |
 		while read -r t; do
 			if [ "${t#\?}" = "$t" ]; then
 				echo "$t"
@@ -164,25 +185,26 @@ targets_of() {
 		done | sort -u
 }
 
-# The names of the tests matching @regex in build @kind.
-tests_of() {
-	(cd "$work/build-$1" && ctest -R "$2" -E '^vm_' --show-only=json-v1) | $helper names
-}
-
-# Builds @targets... of build @kind; its output goes to @log.
+# Builds @targets... of worker @w's build @kind with $jobs jobs; the output
+# goes to @log.
 build_targets() {
-	local kind=$1 log=$2
-	shift 2
-	cmake --build "$work/build-$kind" -j"$jobs" --target "$@" >"$log" 2>&1
+	local w=$1 kind=$2 log=$3
+	shift 3
+	cmake --build "$(tree "$w")/build-$kind" -j"$jobs" --target "$@" >"$log" 2>&1
 }
 
-# Runs the tests matching @regex in build @kind; writes "name<TAB>status"
-# lines to @out and the log to @out.log. ctest's own timeout fails a test
-# that hangs; the outer one only guards against ctest itself hanging.
+# Runs the tests matching @regex in worker @w's build @kind; writes
+# "name<TAB>status" lines to @out and the log to @out.log. ctest's own
+# timeout fails a test that hangs; the outer one only guards against ctest
+# itself hanging. A RUN_SERIAL test (one that changes the machine's
+# hugepages) runs with no other worker's tests beside it: the workers hold
+# $work/serial.lock shared while they test, such a test exclusively.
 run_tests() {
-	local kind=$1 regex=$2 out=$3 rc=0
-	(cd "$work/build-$kind" &&
-		timeout -k 10 $((timeout_s * 4 + 120)) ctest -R "$regex" -E '^vm_' --no-tests=error \
+	local w=$1 kind=$2 regex=$3 out=$4 rc=0 mode=-s
+	[ "$(show_tests "$w" "$kind" "$regex" | $helper serial)" = 0 ] || mode=-x
+	(cd "$(tree "$w")/build-$kind" &&
+		flock "$mode" "$work/serial.lock" \
+			timeout -k 10 $((timeout_s * 4 + 120)) ctest -R "$regex" -E '^vm_' --no-tests=error \
 			--timeout "$timeout_s" -j"$jobs" --output-on-failure \
 			--test-output-size-failed 65536) >"$out.log" 2>&1 || rc=$?
 	$helper results "$out.log" >"$out"
@@ -191,8 +213,8 @@ run_tests() {
 }
 
 mkdir -p "$work"
-log "scratch tree and builds in $work"
-sync_tree
+log "scratch trees and builds in $work: $workers worker(s), $jobs job(s) each"
+for ((w = 0; w < workers; w++)); do sync_tree $w; done
 
 kinds=()
 for n in "${names[@]}"; do
@@ -202,26 +224,33 @@ done
 
 # ---- baseline: the unmutated builds pass what the mutations will run ---------
 
+# Every worker builds what the mutations of @kind run; worker 0 runs it
+# (the trees are the same).
 baseline_failed=0
+mutation_jobs=$jobs
+jobs=$(nproc) # no worker runs beside the baseline
 for kind in "${kinds[@]}"; do
-	configure "$kind"
+	for ((w = 0; w < workers; w++)); do configure $w "$kind" || exit 2; done
 	# one regex of the tests' names: ctest's regex cannot hold all of theirs
 	declare -A union=()
 	for n in "${names[@]}"; do
 		[ -z "${status[$n]:-}" ] && [ "${build[$n]}" = "$kind" ] || continue
-		for t in $(tests_of "$kind" "${tests[$n]}"); do union[$t]=1; done
+		for t in $(show_tests 0 "$kind" "${tests[$n]}" | $helper names); do union[$t]=1; done
 	done
 	regex="^($(printf '%s\n' "${!union[@]}" | sort | paste -sd '|'))\$"
 	unset union
-	mapfile -t targets < <(targets_of "$kind" "$regex")
+	mapfile -t targets < <(targets_of 0 "$kind" "$regex")
 	[ ${#targets[@]} -gt 0 ] || { echo "mutate: no test matches $regex in the $kind build" >&2; exit 2; }
 	log "$kind build: ${targets[*]}"
-	if ! build_targets "$kind" "$work/build-$kind.log" "${targets[@]}"; then
-		tail -n 30 "$work/build-$kind.log"
-		echo "mutate: the unmutated $kind build fails" >&2
-		exit 2
-	fi
-	run_tests "$kind" "$regex" "$work/baseline-$kind"
+	# one after the other, on every CPU: the second finds the first's objects in ccache
+	for ((w = 0; w < workers; w++)); do
+		if ! build_targets $w "$kind" "$(tree $w)/build-$kind.log" "${targets[@]}"; then
+			tail -n 30 "$(tree $w)/build-$kind.log"
+			echo "mutate: the unmutated $kind build fails" >&2
+			exit 2
+		fi
+	done
+	run_tests 0 "$kind" "$regex" "$work/baseline-$kind"
 	if grep -qv $'\tPassed$' "$work/baseline-$kind"; then
 		echo "mutate: unmutated $kind tests do not all pass:" >&2
 		grep -v $'\tPassed$' "$work/baseline-$kind" >&2
@@ -230,6 +259,7 @@ for kind in "${kinds[@]}"; do
 	fi
 	log "$kind baseline: $(grep -c $'\tPassed$' "$work/baseline-$kind") test(s) passed"
 done
+jobs=$mutation_jobs
 if [ $baseline_failed = 1 ]; then
 	for n in "${names[@]}"; do [ -n "${status[$n]:-}" ] || status[$n]="baseline fails"; done
 	print_table
@@ -238,38 +268,66 @@ fi
 
 # ---- the mutations -------------------------------------------------------------
 
-trap 'for n in "${names[@]}"; do restore "${files[$n]}" 2>/dev/null || true; done' EXIT
-for n in "${names[@]}"; do
-	[ -z "${status[$n]:-}" ] || continue
-	kind=${build[$n]}
-	out=$work/mutation-$n
-	if ! $helper apply "$data" "$work/src" "$n" >/dev/null; then
-		status[$n]="ANCHOR BROKEN"
-		continue
-	fi
-	mapfile -t targets < <(targets_of "$kind" "${tests[$n]}")
-	if [ ${#targets[@]} -eq 0 ]; then
-		status[$n]="NO TESTS"
-		caught_by[$n]="no test matches ${tests[$n]}"
-	elif ! build_targets "$kind" "$out.build.log" "${targets[@]}"; then
-		status[$n]="BUILD FAILS"
-		caught_by[$n]="see $out.build.log"
+# Applies mutation @n in worker @w's tree, builds, runs its tests, restores;
+# writes "status<TAB>caught by" to $work/result-@n.
+mutate_one() {
+	local w=$1 n=$2 kind=${build[$2]} out=$work/mutation-$2 st by=
+	if ! $helper apply "$data" "$(tree "$w")/src" "$n" >/dev/null; then
+		st="ANCHOR BROKEN"
 	else
-		run_tests "$kind" "${tests[$n]}" "$out"
-		by=$(grep -v -e $'\tPassed$' -e $'\tSkipped$' "$out" | grep -v '^ctest-itself' |
-			sed 's/\t/ (/; s/$/)/' | paste -sd ' ' || true)
-		if [ -n "$by" ]; then
-			status[$n]=caught
-			caught_by[$n]=$by
+		mapfile -t targets < <(targets_of "$w" "$kind" "${tests[$n]}")
+		if [ ${#targets[@]} -eq 0 ]; then
+			st="NO TESTS" by="no test matches ${tests[$n]}"
+		elif ! build_targets "$w" "$kind" "$out.build.log" "${targets[@]}"; then
+			st="BUILD FAILS" by="see $out.build.log"
 		else
-			status[$n]=MISSED
-			caught_by[$n]="ran: $(cut -f1,2 "$out" | sed 's/\t/ /' | paste -sd ',' || true)"
+			run_tests "$w" "$kind" "${tests[$n]}" "$out"
+			by=$(grep -v -e $'\tPassed$' -e $'\tSkipped$' "$out" | grep -v '^ctest-itself' |
+				sed 's/\t/ (/; s/$/)/' | paste -sd ' ' || true)
+			if [ -n "$by" ]; then
+				st=caught
+			else
+				st=MISSED
+				by="ran: $(cut -f1,2 "$out" | sed 's/\t/ /' | paste -sd ',' || true)"
+			fi
 		fi
 	fi
-	restore "${files[$n]}"
-	log "$n: ${status[$n]} ${caught_by[$n]:-}"
+	restore "$w" "${files[$n]}"
+	printf '%s\t%s\n' "$st" "$by" >"$work/result-$n"
+	log "$n: $st $by"
+}
+
+# The next mutation of the queue, for whichever worker asks first.
+next_mutation() {
+	local i
+	{
+		flock 8
+		i=$(cat "$work/queue.next")
+		echo $((i + 1)) >"$work/queue.next"
+	} 8>"$work/queue.lock"
+	[ "$i" -lt ${#queue[@]} ] && echo "${queue[$i]}"
+}
+
+queue=()
+for n in "${names[@]}"; do
+	[ -n "${status[$n]:-}" ] || { queue+=("$n"); rm -f "$work/result-$n"; }
 done
+echo 0 >"$work/queue.next"
+trap 'for ((w = 0; w < workers; w++)); do for n in "${queue[@]}"; do restore $w "${files[$n]}" 2>/dev/null || true; done; done' EXIT
+pids=()
+for ((w = 0; w < workers; w++)); do
+	(while n=$(next_mutation); do mutate_one $w "$n"; done) &
+	pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || true; done
 trap - EXIT
+for n in "${queue[@]}"; do
+	if [ -f "$work/result-$n" ]; then
+		IFS=$'\t' read -r status[$n] caught_by[$n] <"$work/result-$n"
+	else
+		status[$n]="NOT RUN" caught_by[$n]="its worker stopped"
+	fi
+done
 
 print_table
 for n in "${names[@]}"; do

@@ -14,6 +14,8 @@
 #                                      "?name" for a test whose program is not
 #                                      built yet (ctest then gives no command)
 #   mutations.pl names                 reads the same; prints the tests' names
+#   mutations.pl serial                reads the same; prints 1 if one of the
+#                                      tests is RUN_SERIAL, else 0
 #   mutations.pl results LOG           reads a ctest log; prints "name status"
 #                                      per test (Passed, Skipped, or why it failed)
 use strict;
@@ -172,6 +174,15 @@ if ($cmd eq 'list') {
 	local $/;
 	my $json = JSON::PP::decode_json(<STDIN>);
 	print "$_->{name}\n" for @{ $json->{tests} || [] };
+} elsif ($cmd eq 'serial') {
+	require JSON::PP;
+	local $/;
+	my $json = JSON::PP::decode_json(<STDIN>);
+	my $serial = 0;
+	for my $test (@{ $json->{tests} || [] }) {
+		$serial ||= grep { $_->{name} eq 'RUN_SERIAL' && $_->{value} } @{ $test->{properties} || [] };
+	}
+	print $serial ? "1\n" : "0\n";
 } elsif ($cmd eq 'results') {
 	my $path = shift;
 	open(my $in, '<', $path) or exit 0;
@@ -187,5 +198,5 @@ if ($cmd eq 'list') {
 		print "$name\t$status\n";
 	}
 } else {
-	fail("usage: mutations.pl list|check|apply|targets|names|results ...");
+	fail("usage: mutations.pl list|check|apply|targets|names|serial|results ...");
 }

@@ -8,8 +8,9 @@
 # harness needs is not installed (scripts/setup.sh installs them).
 # KERNEL_DIR, laid out as fetch-kernel.sh's, boots instead of the Debian
 # kernel (vm-test-iommufd.sh passes its own). Work files land in BUILD_DIR/vm/
-# (BUILD_DIR/vm-X/ for a list programs-X.txt); the Debian kernel is cached in
-# .cache/vm/.
+# (BUILD_DIR/vm-X/ for a list programs-X.txt); the Debian kernel is cached
+# outside the checkout, in ${XDG_CACHE_HOME:-~/.cache}/ioalloc/vm-kernel/,
+# which every clone of the machine shares.
 # A list with a sibling PROGRAMS-without-.txt.nvme-image file (programs.txt:
 # programs.nvme-image) also gets an NVMe controller on a raw file of zeros
 # the host creates (vm/nvme.raw); after QEMU exits, the host checks that
@@ -36,7 +37,8 @@ list=${list#programs}
 list=${list#-}
 work="$build/vm${list:+-$list}"
 mkdir -p "$work"
-[ -n "$kernel" ] || kernel=$("$src/scripts/vm/fetch-kernel.sh" "$src/.cache/vm")
+[ -n "$kernel" ] ||
+	kernel=$("$src/scripts/vm/fetch-kernel.sh" "${XDG_CACHE_HOME:-$HOME/.cache}/ioalloc/vm-kernel")
 echo "vm: kernel $(ls "$kernel/lib/modules") from $kernel"
 "$src/scripts/vm/build-initramfs.sh" "$kernel" "$build" "$programs" "$work/initramfs.cpio"
 
