@@ -18,7 +18,8 @@
 # checkout, which git ignores): per worker (w0, w1, ...) a copy of the
 # sources in src/ and one build per kind (build-plain, build-asan,
 # build-tsan), kept between runs so that a second run rebuilds only what
-# changed, and the workers' ccache. MUTATE_WORKERS, mutations applied at once,
+# changed, and the workers' ccache (unless CCACHE_DIR names one, as
+# scripts/test.sh's does). MUTATE_WORKERS, mutations applied at once,
 # each in its own tree (default 2: a mutation's build and test mostly keep
 # one CPU busy, and its tests often wait). MUTATE_JOBS, build and ctest
 # parallelism within a worker (default: the CPUs shared among the workers).
@@ -38,9 +39,10 @@ if [ "${1:-}" = --check ]; then
 	check_only=1
 	shift
 fi
-# one cache for all workers' trees: paths under $work count relative to the
-# build directory, which makes w0's and w1's compilations the same
-export CCACHE_DIR=$work/ccache CCACHE_MAXSIZE=2G CCACHE_BASEDIR=$work CCACHE_NOHASHDIR=1
+# one cache for all workers' trees (scripts/test.sh's, or one in $work): paths
+# under $work count relative to the build directory, which makes w0's and
+# w1's compilations the same
+export CCACHE_DIR=${CCACHE_DIR:-$work/ccache} CCACHE_BASEDIR=$work CCACHE_NOHASHDIR=1
 started=$(date +%s)
 elapsed() { echo $(($(date +%s) - started)); }
 log() { echo "mutate: [$(elapsed) s] $*"; }
@@ -138,8 +140,8 @@ restore() {
 }
 
 # Worker @w's build of @kind: Ninja, whose no-op check of a target takes a
-# tenth of make's second, and ccache (shared by the workers, in the scratch
-# directory): the workers' identical baseline builds compile once, and a file
+# tenth of make's second, and ccache (shared by the workers): the workers'
+# identical baseline builds compile once, and a file
 # restored after its mutation comes back from the cache.
 configure() {
 	local w=$1 kind=$2 dir flags=()

@@ -11,6 +11,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+
+# Every build compiles through ccache (setup.sh installs it), whose cache
+# lives outside the checkout with the kernels; paths count relative to the
+# checkout, so every clone of the machine shares it. A fresh machine
+# compiles everything once.
+export CCACHE_DIR=${CCACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ccache} CCACHE_MAXSIZE=5G
+export CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=1
+export CMAKE_C_COMPILER_LAUNCHER=ccache CMAKE_CXX_COMPILER_LAUNCHER=ccache
 scripts/vm/build-iommufd-kernel.sh >/dev/null
 
 jobs=$(nproc)
