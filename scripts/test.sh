@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every test: install what is missing (and build, once per machine, the
-# iommufd kernel the VM test vm_iommufd boots: about 6 minutes, then cached
+# iommufd kernel the VM test vm_iommufd boots: a few minutes, then cached
 # outside the checkout), then build and run ctest three times: a
 # warnings-as-errors build (with the valgrind runs and both VM tests), an
 # AddressSanitizer +
