@@ -1000,6 +1000,7 @@ static inline __attribute__((always_inline)) int
 ioa_pool_fast_get_(struct ioa_pool *pool, void **objs, unsigned n)
 {
 	struct ioa_pool_tcache *c = ioa_pool_tcache_(pool);
+	void *const *from;
 	uint32_t len;
 
 	if (__builtin_expect(!c || !objs, 0))
@@ -1007,10 +1008,15 @@ ioa_pool_fast_get_(struct ioa_pool *pool, void **objs, unsigned n)
 	len = __atomic_load_n(&c->len, __ATOMIC_RELAXED);
 	if (__builtin_expect(n - 1u >= len, 0)) /* n is 0 or above len */
 		return 0;
-	__builtin_memcpy(objs, c->objs + (len - n), (size_t)n * sizeof(void *));
+	from = c->objs + (len - n);
+	/* The counters before the copy: nothing of the cache is live across
+	 * the memcpy call (no register saved for it), and the next call's load
+	 * of len does not wait behind the copy. Only this thread reads the
+	 * objects above len, so the order is free. */
 	__atomic_store_n(&c->len, len - n, __ATOMIC_RELAXED);
 	__atomic_store_n(&c->hits, __atomic_load_n(&c->hits, __ATOMIC_RELAXED) + 1,
 			 __ATOMIC_RELAXED);
+	__builtin_memcpy(objs, from, (size_t)n * sizeof(void *));
 	return 1;
 }
 
@@ -1026,8 +1032,10 @@ ioa_pool_fast_put_(struct ioa_pool *pool, void *const *objs, unsigned n)
 	len = __atomic_load_n(&c->len, __ATOMIC_RELAXED);
 	if (__builtin_expect(n - 1u >= c->size - len, 0)) /* n is 0 or does not fit */
 		return 0;
-	__builtin_memcpy(c->objs + len, objs, (size_t)n * sizeof(void *));
+	/* len before the copy: as in ioa_pool_fast_get_() (the new objects
+	 * are this thread's until its next call). */
 	__atomic_store_n(&c->len, len + n, __ATOMIC_RELAXED);
+	__builtin_memcpy(c->objs + len, objs, (size_t)n * sizeof(void *));
 	return 1;
 }
 
