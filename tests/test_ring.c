@@ -171,6 +171,29 @@ static void test_wrap(unsigned flags)
 	ioa_ring_free(r);
 }
 
+/* Each side ran its own mode's code: an RTS side's head and tail count
+ * its 3 reservations and commits in their high halves, an MT or ST side's
+ * never do (so the inline path sent the RTS calls to the exported
+ * functions, and ran the others itself). */
+static void test_mode_code(unsigned flags)
+{
+	struct ioa_ring *r = ioa_ring_create("modes", 8, IOA_NODE_ANY, flags);
+	unsigned rts_enq = !!(flags & IOA_RING_RTS_ENQ), rts_deq = !!(flags & IOA_RING_RTS_DEQ);
+	void *v = &v, *out;
+
+	if (!CHECK(r != NULL))
+		return;
+	for (int k = 0; k < 3; k++) {
+		CHECK_EQ(ioa_ring_enqueue_bulk(r, &v, 1, NULL), 1);
+		CHECK_EQ(ioa_ring_dequeue_burst(r, &out, 1, NULL), 1);
+	}
+	CHECK_EQ(ioa__ring_cnt(__atomic_load_n(&r->prod.head, __ATOMIC_RELAXED)), 3 * rts_enq);
+	CHECK_EQ(ioa__ring_cnt(__atomic_load_n(&r->prod.tail, __ATOMIC_RELAXED)), 3 * rts_enq);
+	CHECK_EQ(ioa__ring_cnt(__atomic_load_n(&r->cons.head, __ATOMIC_RELAXED)), 3 * rts_deq);
+	CHECK_EQ(ioa__ring_cnt(__atomic_load_n(&r->cons.tail, __ATOMIC_RELAXED)), 3 * rts_deq);
+	ioa_ring_free(r);
+}
+
 /* ---- producers and consumers ------------------------------------------- */
 
 struct run {
@@ -624,6 +647,7 @@ int main(void)
 	for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
 		test_edges(modes[m]);
 		test_wrap(modes[m]);
+		test_mode_code(modes[m]);
 	}
 	test_threads(1, 1, 0);
 	test_threads(1, 1, IOA_RING_SP_ENQ | IOA_RING_SC_DEQ);
