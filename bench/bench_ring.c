@@ -9,7 +9,9 @@
  * Rings of 1024 slots, in each library's default mode (multi-producer,
  * multi-consumer), single-thread mode and relaxed tail sync. Each library's
  * calls are the ones a program makes: DPDK's inline functions of
- * rte_ring.h, ioalloc's exported functions.
+ * rte_ring.h, ioalloc.h's inline path (the exported functions for RTS);
+ * ioalloc-exported/... calls ioalloc's exported functions, as a program
+ * built with IOA_RING_NO_INLINE does (one thread).
  * --benchmark_enable_random_interleaving=true alternates the runs of both.
  *
  * The EAL runs with --no-huge --no-pci --no-shconf on lcores 0-1.
@@ -41,6 +43,7 @@ typedef int (*deq_fn)(void *ring, void **objs, unsigned n);
 struct ring_case {
 	unsigned flags;
 	int two_threads;
+	int exported; /* ioalloc's exported functions, not ioalloc.h's inline path */
 };
 
 /* ---- the measurements, inlined with each library's calls ---------------- */
@@ -119,6 +122,16 @@ static inline int ioa_deq(void *r, void **objs, unsigned n)
 	return ioa_ring_dequeue_bulk(r, objs, n, NULL);
 }
 
+static inline int ioa_enq_exported(void *r, void *const *objs, unsigned n)
+{
+	return (ioa_ring_enqueue_bulk)(r, objs, n, NULL);
+}
+
+static inline int ioa_deq_exported(void *r, void **objs, unsigned n)
+{
+	return (ioa_ring_dequeue_bulk)(r, objs, n, NULL);
+}
+
 static void *ioa_consumer(void *arg)
 {
 	consume(arg, ioa_deq);
@@ -138,6 +151,8 @@ static void bm_ioa(ioa_bench_state *st, const void *ctx)
 	}
 	if (rc->two_threads)
 		two_threads(st, r, bulk, ioa_enq, ioa_consumer, &c);
+	else if (rc->exported)
+		one_thread(st, r, bulk, ioa_enq_exported, ioa_deq_exported);
 	else
 		one_thread(st, r, bulk, ioa_enq, ioa_deq);
 	ioa_ring_free(r);
@@ -203,6 +218,7 @@ static const struct mode modes[] = {
 };
 
 static struct ring_case cases[2][sizeof(modes) / sizeof(modes[0])][2];
+static struct ring_case exported_cases[sizeof(modes) / sizeof(modes[0])];
 
 int main(int argc, char **argv)
 {
@@ -224,6 +240,13 @@ int main(int argc, char **argv)
 			snprintf(name, sizeof(name), "ioalloc/%s/%s", modes[m].name,
 				 t ? "2threads" : "1thread");
 			ioa_bench_register(name, bm_ioa, &cases[0][m][t], 8, 32);
+			if (!t) {
+				exported_cases[m] = (struct ring_case){.flags = modes[m].ioa_flags,
+								       .exported = 1};
+				snprintf(name, sizeof(name), "ioalloc-exported/%s/1thread",
+					 modes[m].name);
+				ioa_bench_register(name, bm_ioa, &exported_cases[m], 8, 32);
+			}
 #ifdef IOA_BENCH_DPDK
 			cases[1][m][t] = (struct ring_case){.flags = modes[m].rte_flags, .two_threads = t};
 			snprintf(name, sizeof(name), "dpdk/%s/%s", modes[m].name,

@@ -4,9 +4,8 @@
  * inclusive instructions by the objects it moved. Each case is one noipa
  * function (neither inlined nor merged with its twins) named
  * loop_<library>_<case> that moves ROUNDS bulks through the pool or ring
- * with the calls a program makes (ioalloc.h's inline pool path, or the
- * exported functions, and the exported ring functions; DPDK's inline
- * functions). One thread: instructions, not time; timing is bench_pool's
+ * with the calls a program makes (ioalloc.h's inline pool and ring paths,
+ * or the exported functions; DPDK's inline functions). One thread: instructions, not time; timing is bench_pool's
  * and bench_ring's. Usage: icount [ROUNDS]; prints "case objects" lines
  * for icount.sh.
  */
@@ -96,6 +95,20 @@ static inline __attribute__((always_inline)) void ioa_ring_loop(struct ioa_ring 
 static __attribute__((noipa)) void loop_ioa_ring8(struct ioa_ring *r)
 {
 	ioa_ring_loop(r);
+}
+
+/* The exported functions (IOA_RING_NO_INLINE's calls; the only path before
+ * the inline one). */
+static __attribute__((noipa)) void loop_ioa_exported_ring8(struct ioa_ring *r)
+{
+	void *objs[32] = {0};
+
+	for (unsigned long i = 0; i < rounds; i++) {
+		if ((ioa_ring_enqueue_bulk)(r, objs, ring_bulk, NULL) != (int)ring_bulk ||
+		    (ioa_ring_dequeue_bulk)(r, objs, ring_bulk, NULL) != (int)ring_bulk)
+			abort();
+		CLOBBER(objs);
+	}
 }
 
 static __attribute__((noipa)) void loop_ioa_ring8_spsc(struct ioa_ring *r)
@@ -217,6 +230,8 @@ int main(int argc, char **argv)
 	printf("ioa_exported_pool32 %lu\n", rounds * pool_bulk * 2);
 	loop_ioa_ring8(r);
 	printf("ioa_ring8 %lu\n", rounds * ring_bulk * 2);
+	loop_ioa_exported_ring8(r);
+	printf("ioa_exported_ring8 %lu\n", rounds * ring_bulk * 2);
 	ioa_ring_free(r);
 	r = ioa_ring_create("icount-st", RING_COUNT, IOA_NODE_ANY, IOA_RING_SP_ENQ | IOA_RING_SC_DEQ);
 	if (!r)

@@ -557,6 +557,294 @@ int ioa_ring_dequeue_burst(struct ioa_ring *r, void **objs, unsigned n, unsigned
 int ioa_ring_count(const struct ioa_ring *r);
 int ioa_ring_free_count(const struct ioa_ring *r);
 
+/*
+ * The inline fast path of the ring (GCC and Clang; a program that defines
+ * IOA_RING_NO_INLINE before including this header calls the functions above
+ * instead). ioa_ring_enqueue_bulk, ioa_ring_enqueue_burst,
+ * ioa_ring_dequeue_bulk and ioa_ring_dequeue_burst are then also
+ * function-like macros for inline functions that move the elements in the
+ * caller, as DPDK's rte_ring functions do, when the side is in the
+ * multi-thread or single-thread mode. A relaxed-tail-sync side, and a call
+ * that fails the inline checks (NULL ring or @objs, @n of 0 or above the
+ * count, a ring that is not live), go to the exported function of the same
+ * name, which checks and does everything. The inline code is the library's
+ * own (its exported functions and its pools run it), so results, memory
+ * ordering and liveness are the same either way; so are thread exit, fork
+ * (a ring is ordinary memory), signal handlers (async-signal-safe as said
+ * above) and ioa_fini() (no call may run concurrently with it, nor with
+ * ioa_ring_free() of its ring). One difference: like ioa_ring_free()'s
+ * check, the inline code reads the ring's first line before it knows the
+ * ring is live; a pointer that is neither NULL nor a ring may fault there,
+ * where the exported function prints a message. (ioa_ring_enqueue_bulk)(...)
+ * or a function pointer calls the exported function.
+ *
+ * What the inline code reads and writes is part of the ABI, version
+ * IOA_RING_FAST_ABI: struct ioa_ring's layout below and
+ * ioa_ring_mt_commit_wait_v1(). A library with another layout would rename
+ * that function and change the magic, so that programs built with this
+ * header take the exported functions.
+ */
+#if defined(__GNUC__)
+#define IOA_RING_FAST_ABI 1
+#define IOA_RING_MAGIC_V1 0x52494e47u /**< "RING" while a ring is live (ABI 1) */
+#define IOA_RING_SYNC_MT_V1 0         /**< a side's mode: multi-thread */
+#define IOA_RING_SYNC_ST_V1 1         /**< single-thread */
+#define IOA_RING_SYNC_RTS_V1 2        /**< relaxed tail sync (never inline) */
+
+/** Not for direct use: a side's head and tail (ABI 1), each alone on a
+ * 64-byte line, two lines apart (the adjacent-line prefetcher fetches pairs).
+ * A word is {position: low 32 bits, count: high 32 bits} (the count is used
+ * by relaxed tail sync only), accessed only with __atomic builtins. */
+struct ioa_ring_side_v1 {
+	uint64_t head __attribute__((aligned(128))); /**< next position to reserve */
+	uint64_t tail __attribute__((aligned(128))); /**< positions before it are committed */
+};
+
+/** Not for direct use: a ring (ABI 1); the first line is written once, at
+ * creation. docs/ring.md gives the invariants and the ordering argument. */
+struct ioa_ring {
+	uint32_t magic;    /**< IOA_RING_MAGIC_V1 while live */
+	uint32_t mask;     /**< count - 1 */
+	uint32_t capacity; /**< count: every slot is usable */
+	uint32_t htd_max;  /**< relaxed tail sync: reserved-not-committed bound */
+	uint8_t prod_sync, cons_sync; /**< IOA_RING_SYNC_*_V1 */
+	char name[IOA_RING_NAMESIZE];
+	struct ioa_ring_side_v1 prod, cons;
+	void *slots[] __attribute__((aligned(128)));
+};
+
+/**
+ * Not for direct use: commits the multi-thread reservation [@old, @old + @n)
+ * of side @s once the threads that reserved before it have committed: spins,
+ * and yields its CPU after a while (the thread it waits for may be
+ * preempted). Out of line, so that a commit that need not wait calls nothing.
+ */
+void ioa_ring_mt_commit_wait_v1(struct ioa_ring_side_v1 *s, uint32_t old, uint32_t n);
+
+/* The position half of a head or tail word. */
+static inline uint32_t ioa_ring_pos_(uint64_t w)
+{
+	return (uint32_t)w;
+}
+
+/* What a side may take when @have elements or free slots are there: all of
+ * @n or nothing for a bulk, as many as there are for a burst. */
+static inline uint32_t ioa_ring_fit_(uint32_t n, uint32_t have, int burst)
+{
+	if (n <= have)
+		return n;
+	return burst ? have : 0;
+}
+
+#if defined(__SANITIZE_THREAD__)
+#define IOA_RING_TSAN_ 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define IOA_RING_TSAN_ 1
+#endif
+#endif
+
+/* Copies @n pointers inline: eight at a time as one 64-byte block (vector
+ * moves), then four, then one. The index passes through an empty asm each
+ * round, so that the compiler turns the loops neither into a memcpy call
+ * (for a bulk of 8 the call costs more than the copy, and its caller saves
+ * registers around it) nor into vector shuffles. Under ThreadSanitizer one
+ * memcpy call instead: one range check rather than one per pointer, so the
+ * time between a reservation and its commit, which the side's other threads
+ * wait out, stays short (the ordering code TSan checks is the same).
+ * __restrict: the caller's array is never the ring's slots (private to the
+ * ring). */
+static inline __attribute__((always_inline)) void
+ioa_ring_copy_(void **__restrict to, void *const *__restrict from, size_t n)
+{
+	size_t k = 0;
+
+#ifdef IOA_RING_TSAN_
+	__builtin_memcpy(to, from, n * sizeof(void *));
+	return;
+#endif
+	for (; k + 8 <= n; k += 8) {
+		__asm__("" : "+r"(k));
+		__builtin_memcpy(to + k, from + k, 8 * sizeof(void *));
+	}
+	for (; k + 4 <= n; k += 4) {
+		__asm__("" : "+r"(k));
+		to[k] = from[k];
+		to[k + 1] = from[k + 1];
+		to[k + 2] = from[k + 2];
+		to[k + 3] = from[k + 3];
+	}
+	for (; k < n; k++) {
+		__asm__("" : "+r"(k));
+		to[k] = from[k];
+	}
+}
+
+/* The @n pointers at @objs into the slots from position @pos on, wrapping
+ * once at the end of the slots. */
+static inline __attribute__((always_inline)) void
+ioa_ring_copy_in_(struct ioa_ring *r, uint32_t pos, void *const *objs, uint32_t n)
+{
+	size_t i = pos & r->mask, first = r->capacity - i;
+
+	if (__builtin_expect(n <= first, 1)) {
+		ioa_ring_copy_(r->slots + i, objs, n);
+		return;
+	}
+	ioa_ring_copy_(r->slots + i, objs, first);
+	ioa_ring_copy_(r->slots, objs + first, n - first);
+}
+
+static inline __attribute__((always_inline)) void
+ioa_ring_copy_out_(struct ioa_ring *r, uint32_t pos, void **objs, uint32_t n)
+{
+	size_t i = pos & r->mask, first = r->capacity - i;
+
+	if (__builtin_expect(n <= first, 1)) {
+		ioa_ring_copy_(objs, r->slots + i, n);
+		return;
+	}
+	ioa_ring_copy_(objs, r->slots + i, first);
+	ioa_ring_copy_(objs + first, r->slots, n - first);
+}
+
+/*
+ * Multi-thread mode: reserves up to @n positions of side @s with a CAS on
+ * its head. What is there for a head at pos is @room + other_tail - pos
+ * (room: the capacity for producers, 0 for consumers). *@old gets the first
+ * position reserved, *@have what was there; returns how many.
+ */
+static inline __attribute__((always_inline)) uint32_t
+ioa_ring_mt_reserve_(struct ioa_ring_side_v1 *s, const uint64_t *other_tail, uint32_t room,
+		     uint32_t n, int burst, uint32_t *old, uint32_t *have)
+{
+	/* acquire: pairs with the release of the CAS that wrote it, so the
+	 * other tail we read next is no older than the one its writer checked
+	 * (else room + other_tail - head could wrap below 0). */
+	uint64_t head = __atomic_load_n(&s->head, __ATOMIC_ACQUIRE);
+	uint32_t got;
+
+	do {
+		/* acquire: the other side's accesses to the slots we take
+		 * happen before ours. */
+		uint32_t other = ioa_ring_pos_(__atomic_load_n(other_tail, __ATOMIC_ACQUIRE));
+
+		*have = room + other - ioa_ring_pos_(head);
+		got = ioa_ring_fit_(n, *have, burst);
+		if (!got)
+			return 0;
+		/* release on success: see the acquire load of the head above;
+		 * acquire on failure: the new head is a load like that one. */
+	} while (!__atomic_compare_exchange_n(&s->head, &head, (uint64_t)(ioa_ring_pos_(head) + got),
+					      1, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE));
+	*old = ioa_ring_pos_(head);
+	return got;
+}
+
+/* Multi-thread mode: commits [@old, @old + @n) after the threads that
+ * reserved before it. */
+static inline __attribute__((always_inline)) void
+ioa_ring_mt_commit_(struct ioa_ring_side_v1 *s, uint32_t old, uint32_t n)
+{
+	/* acquire: the earlier threads' slot accesses happen before our
+	 * release below; the tail is written by plain stores, which carry no
+	 * release sequence from one thread to the next. */
+	if (__builtin_expect(ioa_ring_pos_(__atomic_load_n(&s->tail, __ATOMIC_ACQUIRE)) != old, 0)) {
+		ioa_ring_mt_commit_wait_v1(s, old, n);
+		return;
+	}
+	/* release: our slot accesses happen before the other side's acquire
+	 * of this tail. */
+	__atomic_store_n(&s->tail, (uint64_t)(uint32_t)(old + n), __ATOMIC_RELEASE);
+}
+
+/* Single-thread mode (one thread at a time on the side, the caller's
+ * promise): as ioa_ring_mt_reserve_(), with the side's tail as its head. */
+static inline __attribute__((always_inline)) uint32_t
+ioa_ring_st_reserve_(struct ioa_ring_side_v1 *s, const uint64_t *other_tail, uint32_t room,
+		     uint32_t n, int burst, uint32_t *old, uint32_t *have)
+{
+	/* relaxed: this thread is the only writer of its side's tail. */
+	*old = ioa_ring_pos_(__atomic_load_n(&s->tail, __ATOMIC_RELAXED));
+	/* acquire: the other side's accesses to the slots we take happen
+	 * before ours. */
+	*have = room + ioa_ring_pos_(__atomic_load_n(other_tail, __ATOMIC_ACQUIRE)) - *old;
+	return ioa_ring_fit_(n, *have, burst);
+}
+
+static inline __attribute__((always_inline)) void
+ioa_ring_st_commit_(struct ioa_ring_side_v1 *s, uint32_t old, uint32_t n)
+{
+	/* release: our slot accesses happen before the other side's acquire
+	 * of this tail. */
+	__atomic_store_n(&s->tail, (uint64_t)(uint32_t)(old + n), __ATOMIC_RELEASE);
+}
+
+#ifndef IOA_RING_NO_INLINE
+/* Whether the inline path may serve a call of @n on side mode @sync. */
+#define IOA_RING_INLINE_OK_(r, objs, n, sync)                                                  \
+	(__builtin_expect((r) && (objs) && (n) - 1u < (r)->capacity &&                          \
+				  (r)->magic == IOA_RING_MAGIC_V1 &&                            \
+				  (r)->sync != IOA_RING_SYNC_RTS_V1,                            \
+			  1))
+
+static inline __attribute__((always_inline)) int
+ioa_ring_enqueue_inline_(struct ioa_ring *r, void *const *objs, unsigned n, unsigned *free_space,
+			 int burst)
+{
+	uint32_t old = 0, have = 0, got;
+
+	if (!IOA_RING_INLINE_OK_(r, objs, n, prod_sync))
+		return burst ? (ioa_ring_enqueue_burst)(r, objs, n, free_space)
+			     : (ioa_ring_enqueue_bulk)(r, objs, n, free_space);
+	if (r->prod_sync == IOA_RING_SYNC_ST_V1)
+		got = ioa_ring_st_reserve_(&r->prod, &r->cons.tail, r->capacity, n, burst, &old, &have);
+	else
+		got = ioa_ring_mt_reserve_(&r->prod, &r->cons.tail, r->capacity, n, burst, &old, &have);
+	if (got) {
+		ioa_ring_copy_in_(r, old, objs, got);
+		if (r->prod_sync == IOA_RING_SYNC_ST_V1)
+			ioa_ring_st_commit_(&r->prod, old, got);
+		else
+			ioa_ring_mt_commit_(&r->prod, old, got);
+	}
+	if (free_space)
+		*free_space = have - got;
+	return (int)got;
+}
+
+static inline __attribute__((always_inline)) int
+ioa_ring_dequeue_inline_(struct ioa_ring *r, void **objs, unsigned n, unsigned *available,
+			 int burst)
+{
+	uint32_t old = 0, have = 0, got;
+
+	if (!IOA_RING_INLINE_OK_(r, objs, n, cons_sync))
+		return burst ? (ioa_ring_dequeue_burst)(r, objs, n, available)
+			     : (ioa_ring_dequeue_bulk)(r, objs, n, available);
+	if (r->cons_sync == IOA_RING_SYNC_ST_V1)
+		got = ioa_ring_st_reserve_(&r->cons, &r->prod.tail, 0, n, burst, &old, &have);
+	else
+		got = ioa_ring_mt_reserve_(&r->cons, &r->prod.tail, 0, n, burst, &old, &have);
+	if (got) {
+		ioa_ring_copy_out_(r, old, objs, got);
+		if (r->cons_sync == IOA_RING_SYNC_ST_V1)
+			ioa_ring_st_commit_(&r->cons, old, got);
+		else
+			ioa_ring_mt_commit_(&r->cons, old, got);
+	}
+	if (available)
+		*available = have - got;
+	return (int)got;
+}
+
+#define ioa_ring_enqueue_bulk(r, objs, n, free_space) ioa_ring_enqueue_inline_(r, objs, n, free_space, 0)
+#define ioa_ring_enqueue_burst(r, objs, n, free_space) ioa_ring_enqueue_inline_(r, objs, n, free_space, 1)
+#define ioa_ring_dequeue_bulk(r, objs, n, available) ioa_ring_dequeue_inline_(r, objs, n, available, 0)
+#define ioa_ring_dequeue_burst(r, objs, n, available) ioa_ring_dequeue_inline_(r, objs, n, available, 1)
+#endif /* IOA_RING_NO_INLINE */
+#endif /* __GNUC__ */
+
 /* ---- object pools ----------------------------------------------------- */
 
 /**
@@ -733,6 +1021,7 @@ static inline __attribute__((always_inline)) int
 ioa_pool_fast_get_(struct ioa_pool *pool, void **objs, unsigned n)
 {
 	struct ioa_pool_tcache *c = ioa_pool_tcache_(pool);
+	void *const *from;
 	uint32_t len;
 
 	if (__builtin_expect(!c || !objs, 0))
@@ -740,10 +1029,15 @@ ioa_pool_fast_get_(struct ioa_pool *pool, void **objs, unsigned n)
 	len = __atomic_load_n(&c->len, __ATOMIC_RELAXED);
 	if (__builtin_expect(n - 1u >= len, 0)) /* n is 0 or above len */
 		return 0;
-	__builtin_memcpy(objs, c->objs + (len - n), (size_t)n * sizeof(void *));
+	from = c->objs + (len - n);
+	/* The counters before the copy: nothing of the cache is live across
+	 * the memcpy call (no register saved for it), and the next call's load
+	 * of len does not wait behind the copy. Only this thread reads the
+	 * objects above len, so the order is free. */
 	__atomic_store_n(&c->len, len - n, __ATOMIC_RELAXED);
 	__atomic_store_n(&c->hits, __atomic_load_n(&c->hits, __ATOMIC_RELAXED) + 1,
 			 __ATOMIC_RELAXED);
+	__builtin_memcpy(objs, from, (size_t)n * sizeof(void *));
 	return 1;
 }
 
@@ -759,8 +1053,10 @@ ioa_pool_fast_put_(struct ioa_pool *pool, void *const *objs, unsigned n)
 	len = __atomic_load_n(&c->len, __ATOMIC_RELAXED);
 	if (__builtin_expect(n - 1u >= c->size - len, 0)) /* n is 0 or does not fit */
 		return 0;
-	__builtin_memcpy(c->objs + len, objs, (size_t)n * sizeof(void *));
+	/* len before the copy: as in ioa_pool_fast_get_() (the new objects
+	 * are this thread's until its next call). */
 	__atomic_store_n(&c->len, len + n, __ATOMIC_RELAXED);
+	__builtin_memcpy(c->objs + len, objs, (size_t)n * sizeof(void *));
 	return 1;
 }
 

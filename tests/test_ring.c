@@ -12,10 +12,17 @@
  *   nothing past its slots, and when it resumes nothing is lost; in the
  *   default mode it holds back the next commit of its side, as documented;
  * - bad arguments: one message each, an error code, no crash.
- * This program builds ring_api.c itself with IOA_RING_TEST_HOOK, which calls
- * ioa__ring_test_reserved() between a reservation and its copy. Run under
- * ThreadSanitizer and AddressSanitizer too.
+ * Built twice (tests/CMakeLists.txt). test_ring builds ring_api.c itself
+ * with IOA_RING_TEST_HOOK, which calls ioa__ring_test_reserved() between a
+ * reservation and its copy, and calls those exported functions
+ * (IOA_RING_NO_INLINE). test_ring_inline is an ordinary program: its calls
+ * take ioalloc.h's inline path (the exported functions for RTS sides and bad
+ * arguments), everything but the stopped-thread tests, which need the hook.
+ * Run under ThreadSanitizer and AddressSanitizer too.
  */
+#ifdef IOA_RING_TEST_HOOK
+#define IOA_RING_NO_INLINE /* the exported functions, built here with the hook */
+#endif
 #include "check.h"
 
 #include "ioalloc.h"
@@ -45,6 +52,7 @@ static const unsigned modes[] = {0, IOA_RING_SP_ENQ | IOA_RING_SC_DEQ,
 				 IOA_RING_RTS_ENQ | IOA_RING_RTS_DEQ,
 				 IOA_RING_SP_ENQ | IOA_RING_RTS_DEQ, IOA_RING_RTS_ENQ | IOA_RING_SC_DEQ};
 
+#ifdef IOA_RING_TEST_HOOK
 /* ---- the hook: a thread stopped by a signal between reserve and commit -- */
 
 #define STOP_ENQ 1
@@ -69,6 +77,8 @@ static void on_stop(int sig)
 	while (!atomic_load(&released))
 		sched_yield();
 }
+
+#endif
 
 /* ---- edges, one thread --------------------------------------------------- */
 
@@ -147,10 +157,10 @@ static void test_wrap(unsigned flags)
 
 	if (!CHECK(r != NULL))
 		return;
-	atomic_store(&r->prod.head, w);
-	atomic_store(&r->prod.tail, w);
-	atomic_store(&r->cons.head, w);
-	atomic_store(&r->cons.tail, w);
+	__atomic_store_n(&r->prod.head, w, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&r->prod.tail, w, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&r->cons.head, w, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&r->cons.tail, w, __ATOMIC_SEQ_CST);
 	for (unsigned round = 0; round < 8; round++) {
 		for (unsigned k = 0; k < 8; k++)
 			in[k] = TAG(0, next + k);
@@ -163,6 +173,29 @@ static void test_wrap(unsigned flags)
 		CHECK_EQ(ioa_ring_count(r), 0);
 		next += 8;
 	}
+	ioa_ring_free(r);
+}
+
+/* Each side ran its own mode's code: an RTS side's head and tail count
+ * its 3 reservations and commits in their high halves, an MT or ST side's
+ * never do (so the inline path sent the RTS calls to the exported
+ * functions, and ran the others itself). */
+static void test_mode_code(unsigned flags)
+{
+	struct ioa_ring *r = ioa_ring_create("modes", 8, IOA_NODE_ANY, flags);
+	unsigned rts_enq = !!(flags & IOA_RING_RTS_ENQ), rts_deq = !!(flags & IOA_RING_RTS_DEQ);
+	void *v = &v, *out;
+
+	if (!CHECK(r != NULL))
+		return;
+	for (int k = 0; k < 3; k++) {
+		CHECK_EQ(ioa_ring_enqueue_bulk(r, &v, 1, NULL), 1);
+		CHECK_EQ(ioa_ring_dequeue_burst(r, &out, 1, NULL), 1);
+	}
+	CHECK_EQ(ioa__ring_cnt(__atomic_load_n(&r->prod.head, __ATOMIC_RELAXED)), 3 * rts_enq);
+	CHECK_EQ(ioa__ring_cnt(__atomic_load_n(&r->prod.tail, __ATOMIC_RELAXED)), 3 * rts_enq);
+	CHECK_EQ(ioa__ring_cnt(__atomic_load_n(&r->cons.head, __ATOMIC_RELAXED)), 3 * rts_deq);
+	CHECK_EQ(ioa__ring_cnt(__atomic_load_n(&r->cons.tail, __ATOMIC_RELAXED)), 3 * rts_deq);
 	ioa_ring_free(r);
 }
 
@@ -362,6 +395,7 @@ static void test_contention(unsigned threads, unsigned flags)
 	ioa_ring_free(h.r);
 }
 
+#ifdef IOA_RING_TEST_HOOK
 /* ---- a thread stopped between reservation and commit -------------------- */
 
 #define OTHER_CALLS 2000
@@ -544,6 +578,8 @@ static void test_stopped_mt(void)
 	ioa_ring_free(s.r);
 }
 
+#endif
+
 /* ---- bad arguments ------------------------------------------------------ */
 
 static void test_bad_args(void)
@@ -604,10 +640,14 @@ static void test_bad_args(void)
 int main(void)
 {
 	struct ioa_config cfg;
+#ifdef IOA_RING_TEST_HOOK
 	struct sigaction sa = {.sa_handler = on_stop};
 
 	check_start("test_ring");
 	sigaction(SIGUSR1, &sa, NULL);
+#else
+	check_start("test_ring_inline");
+#endif
 	ioa_config_init(&cfg);
 	cfg.backend = IOA_BACKEND_NONE;
 	if (!CHECK_EQ(ioa_init(&cfg), 0))
@@ -616,6 +656,7 @@ int main(void)
 	for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
 		test_edges(modes[m]);
 		test_wrap(modes[m]);
+		test_mode_code(modes[m]);
 	}
 	test_threads(1, 1, 0);
 	test_threads(1, 1, IOA_RING_SP_ENQ | IOA_RING_SC_DEQ);
@@ -628,9 +669,11 @@ int main(void)
 	test_contention(2, 0);
 	test_contention(4, 0);
 	test_contention(4, IOA_RING_RTS_ENQ | IOA_RING_RTS_DEQ);
+#ifdef IOA_RING_TEST_HOOK
 	test_stopped(STOP_ENQ);
 	test_stopped(STOP_DEQ);
 	test_stopped_mt();
+#endif
 	ioa_fini();
 	return check_done();
 }

@@ -230,8 +230,8 @@ static struct ioa_pool *create(const char *fn, const char *name, size_t obj_size
 		p->ring->slots[i] = obj;
 	}
 	/* Single-threaded fill: the ring is not shared yet. */
-	atomic_store_explicit(&p->ring->prod.head, count, memory_order_relaxed);
-	atomic_store_explicit(&p->ring->prod.tail, count, memory_order_relaxed);
+	__atomic_store_n(&p->ring->prod.head, count, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->ring->prod.tail, count, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&ioa__pools_lock);
 	p->gen = next_gen++;
 	next_gen += !next_gen; /* 0 is the key no cache has */

@@ -1,7 +1,6 @@
 /* Creating and freeing rings, and their counts (ring.h); the operations
  * are in ring_ops.h. */
 #include "ring.h"
-#include "ring_mt.h"
 
 #include "api.h"
 #include "heap_life.h"
@@ -9,22 +8,27 @@
 #include "region.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 
 #define KNOWN_FLAGS (IOA_RING_SP_ENQ | IOA_RING_SC_DEQ | IOA_RING_RTS_ENQ | IOA_RING_RTS_DEQ)
 
-void ioa__ring_mt_commit_late(struct ioa__ring_side *s, uint32_t old, uint32_t n)
+/* Pauses a waiter spends before it yields its CPU: the thread it waits for
+ * may be preempted and need that CPU (more threads than CPUs). */
+#define MT_SPINS 256
+
+IOA_EXPORT void ioa_ring_mt_commit_wait_v1(struct ioa_ring_side_v1 *s, uint32_t old, uint32_t n)
 {
 	unsigned spins = 0;
 
-	/* acquire: as in mt_commit() (ring_mt.h). */
-	while (ioa__ring_pos(atomic_load_explicit(&s->tail, memory_order_acquire)) != old)
+	/* acquire: as in ioa_ring_mt_commit_() (ioalloc.h). */
+	while (ioa__ring_pos(__atomic_load_n(&s->tail, __ATOMIC_ACQUIRE)) != old)
 		if (++spins % MT_SPINS)
 			ioa__ring_pause();
 		else
 			sched_yield();
-	/* release: as in mt_commit(). */
-	atomic_store_explicit(&s->tail, (uint32_t)(old + n), memory_order_release);
+	/* release: as in ioa_ring_mt_commit_(). */
+	__atomic_store_n(&s->tail, (uint64_t)(uint32_t)(old + n), __ATOMIC_RELEASE);
 }
 
 /* The sync mode of a side from its two flags; -1 when both are set. */
@@ -106,9 +110,9 @@ unsigned ioa__ring_count(const struct ioa_ring *r)
 	/* acquire: the consumer that wrote this tail had read a producers'
 	 * tail at least as far, so ours, read next, is too: the difference is
 	 * not below 0 (it may pass the capacity when both moved meanwhile). */
-	uint32_t cons = ioa__ring_pos(atomic_load_explicit(&r->cons.tail, memory_order_acquire));
+	uint32_t cons = ioa__ring_pos(__atomic_load_n(&r->cons.tail, __ATOMIC_ACQUIRE));
 	/* relaxed: a snapshot, no data follows. */
-	uint32_t n = ioa__ring_pos(atomic_load_explicit(&r->prod.tail, memory_order_relaxed)) - cons;
+	uint32_t n = ioa__ring_pos(__atomic_load_n(&r->prod.tail, __ATOMIC_RELAXED)) - cons;
 
 	return n < r->capacity ? n : r->capacity;
 }

@@ -2,16 +2,21 @@
  * A ring of pointers: a power-of-two array with a head and a tail per side.
  * Each side (producers, consumers) runs in one sync mode, chosen at creation:
  * - MT (default): a thread reserves with a CAS on its side's head, copies,
- *   then waits until the tail reaches its reservation and moves it on; ring_mt.h.
- * - ST: one thread at a time, no CAS and no wait; ring_st.h.
+ *   then waits until the tail reaches its reservation and moves it on;
+ * - ST: one thread at a time on a side, the caller's promise: the tail is
+ *   the only word, no CAS, no wait;
  * - RTS (relaxed tail sync): the tail moves only when the last operation in
  *   flight commits, so nobody waits for a thread stopped between its
  *   reservation and its commit; ring_rts.h.
- * docs/ring.md gives the memory-ordering argument.
+ * MT and ST, the layout (struct ioa_ring) and the copies are in
+ * include/ioalloc.h, whose inline path runs them in the caller (ABI
+ * IOA_RING_FAST_ABI). docs/ring.md gives the memory-ordering argument.
  *
  * Positions are 32-bit counters that wrap; a slot is pos & mask. A head or
  * tail word is { pos: low 32 bits, cnt: high 32 bits }; cnt counts the
  * reservations (head) and commits (tail) of an RTS side and is 0 otherwise.
+ * The words are plain uint64_t (the public layout) accessed only with
+ * __atomic builtins.
  *
  * Invariants, for positions compared modulo 2^32:
  *   cons.tail <= cons.head <= prod.tail <= prod.head <= cons.tail + capacity
@@ -27,35 +32,31 @@
 
 #include "ioalloc.h"
 
-#include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
+
+#if !defined(IOA_RING_FAST_ABI) || IOA_RING_FAST_ABI != 1
+#error "the ring's layout is include/ioalloc.h's (GCC or Clang), ABI 1"
+#endif
 
 /* Two lines apart: the adjacent-line prefetcher pulls 64-byte lines in pairs. */
 #define IOA_RING_ALIGN 128
-#define IOA_RING_MAGIC 0x52494e47u /* "RING" while the ring is live */
+#define IOA_RING_MAGIC IOA_RING_MAGIC_V1 /* "RING" while the ring is live */
 
-enum ioa__ring_sync { IOA_RING_SYNC_MT, IOA_RING_SYNC_ST, IOA_RING_SYNC_RTS };
-
-/* A head and a tail, each alone on its lines. */
-struct ioa__ring_side {
-	_Alignas(IOA_RING_ALIGN) _Atomic uint64_t head; /* next position to reserve */
-	_Alignas(IOA_RING_ALIGN) _Atomic uint64_t tail; /* positions before it are committed */
+enum ioa__ring_sync {
+	IOA_RING_SYNC_MT = IOA_RING_SYNC_MT_V1,
+	IOA_RING_SYNC_ST = IOA_RING_SYNC_ST_V1,
+	IOA_RING_SYNC_RTS = IOA_RING_SYNC_RTS_V1
 };
 
-struct ioa_ring {
-	/* Read-mostly: written once at creation. */
-	uint32_t magic;
-	uint32_t mask;      /* count - 1 */
-	uint32_t capacity;  /* count: every slot is usable */
-	uint32_t htd_max;   /* RTS: reserved-not-committed positions beyond which a side refuses */
-	uint8_t prod_sync, cons_sync; /* enum ioa__ring_sync */
-	char name[IOA_RING_NAMESIZE];
-	struct ioa__ring_side prod, cons;
-	_Alignas(IOA_RING_ALIGN) void *slots[];
-};
+_Static_assert(_Alignof(struct ioa_ring) == IOA_RING_ALIGN &&
+		       offsetof(struct ioa_ring, prod) % IOA_RING_ALIGN == 0 &&
+		       offsetof(struct ioa_ring, slots) % IOA_RING_ALIGN == 0,
+	       "each side and the slots start on their own pair of lines");
 
-/* All of @n or none (bulk), or as many as there are (burst). */
-enum ioa__ring_take { IOA_RING_BULK, IOA_RING_BURST };
+/* All of @n or none (bulk), or as many as there are (burst): the burst
+ * argument of include/ioalloc.h's ring functions. */
+enum ioa__ring_take { IOA_RING_BULK = 0, IOA_RING_BURST = 1 };
 
 /*
  * A ring of @count slots (a power of two, 1 to IOA_RING_COUNT_MAX) on @node
@@ -86,13 +87,10 @@ static inline uint64_t ioa__ring_word(uint32_t pos, uint32_t cnt)
 	return (uint64_t)cnt << 32 | pos;
 }
 
-/* What a side may take: @have elements or free slots are there; all of @n
- * or nothing for a bulk. */
+/* What a side may take (ioalloc.h's ioa_ring_fit_()). */
 static inline uint32_t ioa__ring_fit(uint32_t n, uint32_t have, enum ioa__ring_take take)
 {
-	if (n <= have)
-		return n;
-	return take == IOA_RING_BULK ? 0 : have;
+	return ioa_ring_fit_(n, have, take == IOA_RING_BURST);
 }
 
 static inline void ioa__ring_pause(void)

@@ -1,4 +1,5 @@
 /* The ioa_ring_* functions of include/ioalloc.h: argument checks over ring.c. */
+#define IOA_RING_NO_INLINE /* define them, not the header's macros */
 #include "ring_ops.h"
 
 #include "log.h"

@@ -16,33 +16,33 @@
 
 #include "ring.h"
 
-/* As mt_reserve(); @htd_max bounds the reserved-not-committed positions. */
-static inline uint32_t rts_reserve(struct ioa__ring_side *s, const _Atomic uint64_t *other_tail,
+/* As ioa_ring_mt_reserve_(); @htd_max bounds the reserved-not-committed positions. */
+static inline uint32_t rts_reserve(struct ioa_ring_side_v1 *s, const uint64_t *other_tail,
 				   uint32_t room, uint32_t htd_max, uint32_t n,
 				   enum ioa__ring_take take, uint32_t *old, uint32_t *have)
 {
-	/* acquire: as in mt_reserve(), the other tail read next is no older
+	/* acquire: as in ioa_ring_mt_reserve_(), the other tail read next is no older
 	 * than the one the head's writer checked. */
-	uint64_t head = atomic_load_explicit(&s->head, memory_order_acquire);
+	uint64_t head = __atomic_load_n(&s->head, __ATOMIC_ACQUIRE);
 	uint32_t got;
 
 	do {
 		uint32_t pos = ioa__ring_pos(head);
 		/* relaxed: only a bound on the work in flight, no data follows. */
-		uint32_t tail = ioa__ring_pos(atomic_load_explicit(&s->tail, memory_order_relaxed));
+		uint32_t tail = ioa__ring_pos(__atomic_load_n(&s->tail, __ATOMIC_RELAXED));
 		/* acquire: the other side's accesses to the slots we take
 		 * happen before ours. */
-		uint32_t other = ioa__ring_pos(atomic_load_explicit(other_tail, memory_order_acquire));
+		uint32_t other = ioa__ring_pos(__atomic_load_n(other_tail, __ATOMIC_ACQUIRE));
 
 		*have = room + other - pos;
 		/* signed: a tail read after a stale head may be ahead of it */
 		got = (int32_t)(pos - tail) > (int32_t)htd_max ? 0 : ioa__ring_fit(n, *have, take);
 		if (!got)
 			return 0;
-		/* release on success, acquire on failure: as in mt_reserve(). */
-	} while (!atomic_compare_exchange_weak_explicit(
-		&s->head, &head, ioa__ring_word(ioa__ring_pos(head) + got, ioa__ring_cnt(head) + 1),
-		memory_order_release, memory_order_acquire));
+		/* release on success, acquire on failure: as in ioa_ring_mt_reserve_(). */
+	} while (!__atomic_compare_exchange_n(
+		&s->head, &head, ioa__ring_word(ioa__ring_pos(head) + got, ioa__ring_cnt(head) + 1), 1,
+		__ATOMIC_RELEASE, __ATOMIC_ACQUIRE));
 	*old = ioa__ring_pos(head);
 	return got;
 }
@@ -54,14 +54,14 @@ static inline uint32_t rts_reserve(struct ioa__ring_side *s, const _Atomic uint6
  * the head; so when commits (old cnt + 1, ours included) equal the head's
  * reservations, each reservation up to the head's pos has committed.
  */
-static inline void rts_commit(struct ioa__ring_side *s)
+static inline void rts_commit(struct ioa_ring_side_v1 *s)
 {
 	/* acquire: see above. */
-	uint64_t tail = atomic_load_explicit(&s->tail, memory_order_acquire), next;
+	uint64_t tail = __atomic_load_n(&s->tail, __ATOMIC_ACQUIRE), next;
 
 	do {
 		/* relaxed: the acquire of the tail orders it (see above). */
-		uint64_t head = atomic_load_explicit(&s->head, memory_order_relaxed);
+		uint64_t head = __atomic_load_n(&s->head, __ATOMIC_RELAXED);
 		uint32_t cnt = ioa__ring_cnt(tail) + 1;
 
 		next = ioa__ring_word(cnt == ioa__ring_cnt(head) ? ioa__ring_pos(head)
@@ -70,8 +70,8 @@ static inline void rts_commit(struct ioa__ring_side *s)
 		 * us (the tail is only changed by CAS: one release sequence),
 		 * happen before the other side's acquire of this tail; acquire
 		 * on failure: the new tail is a load like the first one. */
-	} while (!atomic_compare_exchange_weak_explicit(&s->tail, &tail, next, memory_order_release,
-							memory_order_acquire));
+	} while (!__atomic_compare_exchange_n(&s->tail, &tail, next, 1, __ATOMIC_RELEASE,
+					      __ATOMIC_ACQUIRE));
 }
 
 #endif
