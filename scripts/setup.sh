@@ -14,6 +14,7 @@ packages=(
 	ninja-build ccache # scripts/mutate.sh's builds
 	python3-matplotlib # bench/alloc/chart.py, the allocator workloads' chart
 	qemu-system-x86 busybox-static cpio xz-utils kmod # the VM test (scripts/vm/)
+	bc bison flex libelf-dev libssl-dev # the iommufd VM kernel (scripts/vm/build-iommufd-kernel.sh)
 	gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static # scripts/test-aarch64.sh
 	python3 sqlite3 gzip # tests/preload/ (which also runs git, xz, sort, gcc and g++: above)
 )
@@ -29,6 +30,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
 		"${missing[@]}" >/dev/null
+fi
+
+# Package lists, which the VM scripts read (apt-cache) to pick their kernel
+# packages while test.sh builds the iommufd kernel beside the suites: here,
+# once, rather than by two of them at the same time.
+if ! apt-cache show --no-all-versions linux-source-6.12 >/dev/null 2>&1; then
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo="sudo"
+	$sudo apt-get update -qq
 fi
 
 # The iommufd backend's Linux 6.2+ uapi headers, where the system's are older
