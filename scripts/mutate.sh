@@ -24,7 +24,10 @@
 # one CPU busy, and its tests often wait). MUTATE_JOBS, build and ctest
 # parallelism within a worker (default: the CPUs shared among the workers).
 # MUTATE_TIMEOUT, seconds a test may run (default 30: the slowest named test
-# takes 12 s unmutated, under TSan).
+# takes 12 s unmutated, under TSan). MUTATE_BASELINE_TESTED=1: the caller has
+# just run every test of the three builds, with the same sources and flags,
+# and they passed (scripts/test.sh's suites): the baseline is built but its
+# tests are not run a second time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -32,6 +35,7 @@ data=tests/mutations.txt
 helper="perl $root/scripts/mutations.pl"
 work=${MUTATE_DIR:-$root/build-mutate}
 timeout_s=${MUTATE_TIMEOUT:-30}
+baseline_tested=${MUTATE_BASELINE_TESTED:-0}
 workers=${MUTATE_WORKERS:-2}
 jobs=${MUTATE_JOBS:-$(( ($(nproc) + workers - 1) / workers ))}
 check_only=0
@@ -104,6 +108,12 @@ fi
 # Worker @w's tree: a copy of the sources and its builds.
 tree() { echo "$work/w$1"; }
 
+# Worker @w's build of @kind, inside its copy of the sources as the suites'
+# builds are inside the checkout: the compilations' paths, relative to the
+# build, are then theirs, and ccache has their objects (scripts/test.sh's
+# suites configure the same flags with Ninja).
+build_dir() { echo "$(tree "$1")/src/build-$2"; }
+
 # Copies the checkout's files (tracked, and untracked but not ignored) into
 # worker @w's src/, rewriting only those whose content differs, so that builds
 # kept from an earlier run stay valid.
@@ -145,7 +155,7 @@ restore() {
 # restored after its mutation comes back from the cache.
 configure() {
 	local w=$1 kind=$2 dir flags=()
-	dir=$(tree "$w")/build-$kind
+	dir=$(build_dir "$w" "$kind")
 	case $kind in
 	plain) flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo) ;;
 	asan) flags=(-DIOA_ASAN=ON) ;;
@@ -163,7 +173,7 @@ configure() {
 
 # ctest's description of the tests matching @regex in worker @w's @kind build.
 show_tests() {
-	(cd "$(tree "$1")/build-$2" && ctest -R "$3" -E '^vm_' --show-only=json-v1)
+	(cd "$(build_dir "$1" "$2")" && ctest -R "$3" -E '^vm_' --show-only=json-v1)
 }
 
 # The executables the tests matching @regex run, in worker @w's build @kind.
@@ -171,7 +181,7 @@ show_tests() {
 # taken to run it; for any other, everything is built.
 targets_of() {
 	local dir t known=
-	dir=$(tree "$1")/build-$2
+	dir=$(build_dir "$1" "$2")
 	show_tests "$1" "$2" "$3" | $helper targets "$dir" |
 		while read -r t; do
 			if [ "${t#\?}" = "$t" ]; then
@@ -192,7 +202,7 @@ targets_of() {
 build_targets() {
 	local w=$1 kind=$2 log=$3
 	shift 3
-	cmake --build "$(tree "$w")/build-$kind" -j"$jobs" --target "$@" >"$log" 2>&1
+	cmake --build "$(build_dir "$w" "$kind")" -j"$jobs" --target "$@" >"$log" 2>&1
 }
 
 # Runs the tests matching @regex in worker @w's build @kind; writes
@@ -204,7 +214,7 @@ build_targets() {
 run_tests() {
 	local w=$1 kind=$2 regex=$3 out=$4 rc=0 mode=-s
 	[ "$(show_tests "$w" "$kind" "$regex" | $helper serial)" = 0 ] || mode=-x
-	(cd "$(tree "$w")/build-$kind" &&
+	(cd "$(build_dir "$w" "$kind")" &&
 		flock "$mode" "$work/serial.lock" \
 			timeout -k 10 $((timeout_s * 4 + 120)) ctest -R "$regex" -E '^vm_' --no-tests=error \
 			--timeout "$timeout_s" -j"$jobs" --output-on-failure \
@@ -233,25 +243,32 @@ mutation_jobs=$jobs
 jobs=$(nproc) # no worker runs beside the baseline
 for kind in "${kinds[@]}"; do
 	for ((w = 0; w < workers; w++)); do configure $w "$kind" || exit 2; done
-	# one regex of the tests' names: ctest's regex cannot hold all of theirs
-	declare -A union=()
+	# one regex of the tests' names: ctest's regex cannot hold all of theirs;
+	# each distinct regex asked once (a ctest run each)
+	declare -A union=() asked=()
 	for n in "${names[@]}"; do
 		[ -z "${status[$n]:-}" ] && [ "${build[$n]}" = "$kind" ] || continue
+		[ -z "${asked[${tests[$n]}]:-}" ] || continue
+		asked[${tests[$n]}]=1
 		for t in $(show_tests 0 "$kind" "${tests[$n]}" | $helper names); do union[$t]=1; done
 	done
 	regex="^($(printf '%s\n' "${!union[@]}" | sort | paste -sd '|'))\$"
-	unset union
+	unset union asked
 	mapfile -t targets < <(targets_of 0 "$kind" "$regex")
 	[ ${#targets[@]} -gt 0 ] || { echo "mutate: no test matches $regex in the $kind build" >&2; exit 2; }
 	log "$kind build: ${targets[*]}"
 	# one after the other, on every CPU: the second finds the first's objects in ccache
 	for ((w = 0; w < workers; w++)); do
-		if ! build_targets $w "$kind" "$(tree $w)/build-$kind.log" "${targets[@]}"; then
-			tail -n 30 "$(tree $w)/build-$kind.log"
+		if ! build_targets $w "$kind" "$(build_dir $w "$kind").log" "${targets[@]}"; then
+			tail -n 30 "$(build_dir $w "$kind").log"
 			echo "mutate: the unmutated $kind build fails" >&2
 			exit 2
 		fi
 	done
+	if [ "$baseline_tested" = 1 ]; then
+		log "$kind baseline: built; its tests passed in the caller's suite (MUTATE_BASELINE_TESTED=1)"
+		continue
+	fi
 	run_tests 0 "$kind" "$regex" "$work/baseline-$kind"
 	if grep -qv $'\tPassed$' "$work/baseline-$kind"; then
 		echo "mutate: unmutated $kind tests do not all pass:" >&2
