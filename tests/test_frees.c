@@ -179,13 +179,19 @@ static void test_racing_double_free(void)
  * for half a second: a thread freeing 160 buffers (none adjacent, so no two
  * ranges coalesce) finds its queue full again and again and drains a batch
  * itself each time. Its backlog never passed 16; every item is retired once
- * ioa_quiesce() returns, and none was lost or retired twice.
+ * ioa_quiesce() returns, and none was lost or retired twice. A round in
+ * which the reclaimer, woken at 12 items, kept the queue from filling (the
+ * freeing thread kept off the CPU while it drained, on a loaded machine)
+ * shows nothing of the full queue: the rounds go on until one filled it
+ * (or one failed).
  */
 static void test_backlog_limit(void)
 {
-	enum { N = 160 };
+	enum { N = 160, ROUNDS = 20 };
 	struct ioa_stats base, s;
 	void *p[N], *gap[N];
+	long failed = atomic_load(&check_failures);
+	int helped = 0;
 
 	setenv("IOALLOC_BACKEND", "sim", 1);
 	setenv("IOALLOC_DEFER_LIMIT", "16", 1);
@@ -194,30 +200,33 @@ static void test_backlog_limit(void)
 	if (!CHECK_EQ(ioa_init(NULL), 0))
 		return;
 	check_clear_ioalloc_env();
-	for (int i = 0; i < N; i++) {
-		p[i] = ioa_dma_alloc(KB4, 0, 0);
-		gap[i] = ioa_dma_alloc(KB4, 0, 0); /* keeps the freed ones apart */
-		if (!CHECK(p[i] != NULL && gap[i] != NULL))
-			goto out;
+	for (int round = 0; round < ROUNDS && !helped && atomic_load(&check_failures) == failed;
+	     round++) {
+		for (int i = 0; i < N; i++) {
+			p[i] = ioa_dma_alloc(KB4, 0, 0);
+			gap[i] = ioa_dma_alloc(KB4, 0, 0); /* keeps the freed ones apart */
+			if (!CHECK(p[i] != NULL && gap[i] != NULL))
+				goto out;
+		}
+		ioa_stats_get(&base);
+		for (int i = 0; i < N; i++)
+			CHECK_EQ(ioa_dma_free(p[i]), 0);
+		ioa_stats_get(&s);
+		helped = s.defer_helped > base.defer_helped;
+		CHECK(s.defer_backlog_max <= 16);
+		CHECK_EQ(ioa_quiesce(), 0);
+		ioa_stats_get(&s);
+		CHECK(s.defer_backlog_max <= 16);
+		CHECK_EQ(s.defer_quarantined, base.defer_quarantined);
+		check_balanced(&base, N, N * KB4);
+		for (int i = 0; i < N; i++)
+			CHECK_EQ(ioa_virt2iova(p[i]), IOA_BAD_IOVA);
+		for (int i = 0; i < N; i++)
+			CHECK_EQ(ioa_dma_free(gap[i]), 0);
+		CHECK_EQ(ioa_quiesce(), 0);
 	}
-	ioa_stats_get(&base);
-	for (int i = 0; i < N; i++)
-		CHECK_EQ(ioa_dma_free(p[i]), 0);
-	ioa_stats_get(&s);
-	/* it helped, unless the reclaimer kept the queue from filling (seen
-	 * once under ThreadSanitizer); either way the backlog stayed bounded */
-	CHECK(s.defer_helped > base.defer_helped || s.defer_backlog_max < 16);
-	CHECK(s.defer_backlog_max <= 16);
-	CHECK_EQ(ioa_quiesce(), 0);
-	ioa_stats_get(&s);
-	CHECK(s.defer_backlog_max <= 16);
-	CHECK_EQ(s.defer_quarantined, base.defer_quarantined);
-	check_balanced(&base, N, N * KB4);
-	for (int i = 0; i < N; i++)
-		CHECK_EQ(ioa_virt2iova(p[i]), IOA_BAD_IOVA);
-	for (int i = 0; i < N; i++)
-		CHECK_EQ(ioa_dma_free(gap[i]), 0);
-	CHECK_EQ(ioa_quiesce(), 0);
+	if (atomic_load(&check_failures) == failed) /* else a round has said what went wrong */
+		CHECK(helped);
 out:
 	ioa_fini();
 }
