@@ -4,6 +4,10 @@
  * closing "N passed, N failed" line and gives main's exit status (0, 1, or
  * CHECK_SKIP when nothing could run). Safe to use from several threads.
  *
+ * CHECK_EXIT_AT_FAILURE=1 (scripts/mutate.sh sets it) ends the program at
+ * its first failure, exit status 1: a test that is going to fail fails
+ * sooner, and its verdict is the same.
+ *
  * Also here: a seeded random generator (CHECK_SEED=n reproduces a run), a
  * stderr capture for checking the library's messages, and a helper that
  * clears the IOALLOC_* variables a developer may have set.
@@ -24,6 +28,7 @@
 #define CHECK_MAX_REPORTS 50  /* failures printed; more are only counted */
 
 static atomic_long check_passes, check_failures;
+static int check_exit_at_failure; /* CHECK_EXIT_AT_FAILURE, read by check_start() */
 
 /* Counts one result; prints a failure. Returns @ok so callers can bail out. */
 static inline int check_result(int ok, const char *file, int line, const char *expr,
@@ -35,6 +40,11 @@ static inline int check_result(int ok, const char *file, int line, const char *e
 	}
 	if (atomic_fetch_add(&check_failures, 1) < CHECK_MAX_REPORTS)
 		printf("%s:%d: CHECK failed: %s%s\n", file, line, expr, detail);
+	if (check_exit_at_failure) {
+		printf("CHECK_EXIT_AT_FAILURE: ending at the first failure\n");
+		fflush(stdout);
+		_exit(1);
+	}
 	return 0;
 }
 
@@ -134,8 +144,10 @@ static inline void check_clear_ioalloc_env(void)
 static inline void check_start(const char *name)
 {
 	const char *s = getenv("CHECK_SEED");
+	const char *exit_at_failure = getenv("CHECK_EXIT_AT_FAILURE");
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	check_exit_at_failure = exit_at_failure && strcmp(exit_at_failure, "1") == 0;
 	check_seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
 	check_rng = check_seed | 1;
 	printf("%s: seed %llu (rerun with CHECK_SEED=%llu)\n", name,

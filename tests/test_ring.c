@@ -273,6 +273,37 @@ static void *consumer(void *arg)
 	return NULL;
 }
 
+/* Joins @n threads of a run. One whose consumers took nothing for
+ * STALL_SECONDS is stuck (elements lost, or a commit waiting for a tail
+ * that never comes; a preempted thread holds the others up for a time
+ * slice): it fails, and the program ends, as its threads cannot be joined. */
+#define STALL_SECONDS 5
+static void join_run(pthread_t *t, unsigned n, struct run *run)
+{
+	unsigned long last = atomic_load(&run->consumed);
+	time_t moved = time(NULL);
+
+	for (unsigned k = 0; k < n;) {
+		struct timespec until;
+		unsigned long now;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 1;
+		if (pthread_timedjoin_np(t[k], NULL, &until) == 0) {
+			k++;
+			continue;
+		}
+		if ((now = atomic_load(&run->consumed)) != last) {
+			last = now;
+			moved = time(NULL);
+		} else if (time(NULL) - moved >= STALL_SECONDS) {
+			CHECK(!"no element consumed for 5 s: the run is stuck");
+			fflush(stdout);
+			_exit(check_done());
+		}
+	}
+}
+
 static void test_threads(unsigned producers, unsigned consumers, unsigned flags)
 {
 	struct run run = {.producers = producers, .consumers = consumers};
@@ -292,8 +323,7 @@ static void test_threads(unsigned producers, unsigned consumers, unsigned flags)
 		sched_yield(); /* producers take ids 0 .. producers - 1 */
 	for (unsigned k = 0; k < consumers; k++)
 		pthread_create(&t[n++], NULL, consumer, &run);
-	for (unsigned k = 0; k < n; k++)
-		pthread_join(t[k], NULL);
+	join_run(t, n, &run);
 	for (size_t w = 0; w < words; w++) {
 		uint64_t want = w + 1 < words || (producers * PER_PRODUCER) % 64 == 0
 					? ~0ull
