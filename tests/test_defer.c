@@ -17,8 +17,8 @@
 #define DVA ((uint64_t)1 << 30)
 
 /* Allocations, and as many frees; a tenth under ThreadSanitizer, which runs
- * them some twenty times slower. */
-#if defined(__SANITIZE_THREAD__)
+ * them some twenty times slower, and under qemu-user (IOA_TEST_EMULATED). */
+#if defined(__SANITIZE_THREAD__) || defined(IOA_TEST_EMULATED)
 #define STRESS_ALLOCS 100000
 #else
 #define STRESS_ALLOCS 1000000

@@ -191,7 +191,7 @@ static void test_backlog_limit(void)
 	struct ioa_stats base, s;
 	void *p[N], *gap[N];
 	long failed = atomic_load(&check_failures);
-	int helped = 0;
+	int helped = 0, round;
 
 	setenv("IOALLOC_BACKEND", "sim", 1);
 	setenv("IOALLOC_DEFER_LIMIT", "16", 1);
@@ -200,7 +200,7 @@ static void test_backlog_limit(void)
 	if (!CHECK_EQ(ioa_init(NULL), 0))
 		return;
 	check_clear_ioalloc_env();
-	for (int round = 0; round < ROUNDS && !helped && atomic_load(&check_failures) == failed;
+	for (round = 0; round < ROUNDS && !helped && atomic_load(&check_failures) == failed;
 	     round++) {
 		for (int i = 0; i < N; i++) {
 			p[i] = ioa_dma_alloc(KB4, 0, 0);
@@ -225,6 +225,7 @@ static void test_backlog_limit(void)
 			CHECK_EQ(ioa_dma_free(gap[i]), 0);
 		CHECK_EQ(ioa_quiesce(), 0);
 	}
+	printf("backlog limit: %d round(s) to fill the queue\n", round);
 	if (atomic_load(&check_failures) == failed) /* else a round has said what went wrong */
 		CHECK(helped);
 out:

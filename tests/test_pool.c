@@ -25,7 +25,9 @@
 #include <pthread.h>
 #include <sys/wait.h>
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+/* a tenth under the sanitizers and qemu-user (IOA_TEST_EMULATED), some ten
+ * times slower */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__) || defined(IOA_TEST_EMULATED)
 #define ROUNDS 3000
 #else
 #define ROUNDS 30000

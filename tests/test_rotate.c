@@ -26,8 +26,8 @@
 #define MB1 ((uint64_t)1 << 20)
 #define MB2 ((uint64_t)1 << 21)
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define STRESS_PAIRS 100000 /* 10x slower there: still seconds */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__) || defined(IOA_TEST_EMULATED)
+#define STRESS_PAIRS 100000 /* 10x slower there (and under qemu-user): still seconds */
 #else
 #define STRESS_PAIRS 1000000
 #endif

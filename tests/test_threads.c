@@ -16,8 +16,9 @@
 
 /* A quarter of the rounds and table operations under ThreadSanitizer, which
  * runs them some forty times slower (it reports a race the first time the
- * two accesses meet unordered; the plain build keeps the full counts). */
-#if defined(__SANITIZE_THREAD__)
+ * two accesses meet unordered; the plain build keeps the full counts), and
+ * under qemu-user (IOA_TEST_EMULATED). */
+#if defined(__SANITIZE_THREAD__) || defined(IOA_TEST_EMULATED)
 #define SCALE_DOWN 4
 #else
 #define SCALE_DOWN 1
