@@ -4,6 +4,8 @@
 #ifndef HUGEPAGES_CHECK_H
 #define HUGEPAGES_CHECK_H
 
+#include "check.h"
+
 #include <stdio.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -45,12 +47,18 @@ static inline int hugepage_free(void)
 
 /* Makes @n more hugepages when none is free and we are root: how many the
  * kernel added (0 when none was needed or it could not), to give back
- * with hugepages_give_back(). */
+ * with hugepages_give_back(). The machine's count is changed from here on:
+ * a failed check no longer ends the program (CHECK_EXIT_AT_FAILURE), which
+ * would skip the give-back and leave a free hugepage that later tests'
+ * forked children fault on (copy-on-write of a hugetlb page, SIGBUS). */
 static inline long hugepages_reserve(long n)
 {
 	long nr = read_long(NR_HUGEPAGES);
 
-	if (hugepage_free() || nr < 0 || geteuid() != 0 || write_long(NR_HUGEPAGES, nr + n) != 0)
+	if (hugepage_free() || nr < 0 || geteuid() != 0)
+		return 0;
+	check_exit_at_failure = 0;
+	if (write_long(NR_HUGEPAGES, nr + n) != 0)
 		return 0;
 	return read_long(NR_HUGEPAGES) - nr;
 }
