@@ -183,15 +183,12 @@ configure() {
 tests_known=0
 show_tests() {
 	local kept
-	if [ $tests_known = 0 ]; then
-		(cd "$(build_dir "$1" "$2")" && ctest -R "$3" -E '^vm_' --show-only=json-v1)
-		return
-	fi
+	[ $tests_known = 1 ] || { ask_ctest "$@"; return; }
 	kept=$work/tests-w$1-$2-$(md5sum <<<"$3" | cut -c1-16).json
-	[ -s "$kept" ] ||
-		(cd "$(build_dir "$1" "$2")" && ctest -R "$3" -E '^vm_' --show-only=json-v1) >"$kept"
+	[ -s "$kept" ] || ask_ctest "$@" >"$kept"
 	cat "$kept"
 }
+ask_ctest() { (cd "$(build_dir "$1" "$2")" && ctest -R "$3" -E '^vm_' --show-only=json-v1); }
 
 # The executables the tests matching @regex run, in worker @w's build @kind.
 # Before the first build ctest knows no command: a test named as a target is

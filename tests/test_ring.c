@@ -297,7 +297,7 @@ static void join_run(pthread_t *t, unsigned n, struct run *run)
 			last = now;
 			moved = time(NULL);
 		} else if (time(NULL) - moved >= STALL_SECONDS) {
-			CHECK(!"no element consumed for 5 s: the run is stuck");
+			CHECK(!"no element consumed for STALL_SECONDS: the run is stuck");
 			fflush(stdout);
 			_exit(check_done());
 		}
