@@ -149,12 +149,12 @@ struct ioa_config {
 	int stats;   /**< IOALLOC_STATS: 1 prints the statistics at exit */
 	int verbose; /**< IOALLOC_VERBOSE: 0 errors and warnings, 1 info, 2 debug */
 	enum ioa_defer_mode defer;  /**< IOALLOC_DEFER: on (default) or sync */
-	unsigned defer_delay_us;    /**< IOALLOC_DEFER_DELAY_US: longest wait of a freed item, default 1000 */
+	unsigned defer_delay_us;    /**< IOALLOC_DEFER_DELAY_US: longest wait of a freed item, default 2000 */
 	unsigned defer_limit;       /**< IOALLOC_DEFER_LIMIT: per-thread backlog before the freeing thread helps, default 4096 */
 	enum ioa_protect protect;   /**< IOALLOC_PROTECT: lazy (default) or strict, see ioa_malloc() */
 	int check;                  /**< IOALLOC_CHECK: 1 checks every free and canaries every object */
 	unsigned defer_cap_mb;      /**< IOALLOC_DEFER_CAP_MB: MiB freed and not yet retired per node before
-	                                 an allocation on it helps or waits, default 8 */
+	                                 an allocation on it helps or waits, default 16 */
 	unsigned sim_unmap_ns;      /**< IOALLOC_SIM_UNMAP_NS: cost the sim backend charges per unmap call, default 0 */
 	/* The vfio backend needs exactly one of the next three, the iommufd backend
 	 * vfio_device alone; the other backends ignore them. */

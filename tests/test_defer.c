@@ -346,6 +346,58 @@ static void cap_bounds_unretired(void)
 	ioa_fini();
 }
 
+/* A pass takes its items out of their queue at its start and unmaps after:
+ * the slots are free for the producer at once (it never waits for a pass's
+ * unmaps), and while the pass unmaps, the items' bytes still count against
+ * the cap, on the node. Two ranges apart, each unmap 100 ms: a queue's worth
+ * of frees and the count happen inside the first one. */
+static void *quiesce_thread(void *arg)
+{
+	(void)arg;
+	CHECK_EQ(ioa_quiesce(), 0);
+	return NULL;
+}
+
+static void pass_frees_slots_and_counts(void)
+{
+	enum { SIZE = 4 * KB4, QUEUE = 16 };
+	struct ioa_stats s;
+	void *p[3], *more[QUEUE];
+	pthread_t t;
+	int i;
+
+	/* delay 1 s: only the quiesce runs a pass */
+	if (!init_sim(IOA_DEFER_ON, 1000000, QUEUE, 100 * 1000 * 1000))
+		return;
+	for (i = 0; i < 3; i++)
+		p[i] = ioa_dma_alloc(SIZE, 0, 0);
+	for (i = 0; i < QUEUE; i++)
+		more[i] = ioa_dma_alloc(SIZE, 0, 0);
+	CHECK_EQ(ioa_dma_free(p[0]), 0);
+	CHECK_EQ(ioa_dma_free(p[2]), 0);
+	CHECK_EQ(ioa__defer_unretired(0), 2 * SIZE);
+	if (!CHECK_EQ(pthread_create(&t, NULL, quiesce_thread, NULL), 0))
+		return;
+	/* the pass notes the queue's backlog as it takes the items */
+	for (i = 0; i < 5000; i++) {
+		ioa_stats_get(&s);
+		if (s.defer_backlog_max)
+			break;
+		sleep_ms(1);
+	}
+	CHECK_EQ(s.defer_backlog_max, 2);
+	for (i = 0; i < QUEUE; i++)
+		CHECK_EQ(ioa_dma_free(more[i]), 0);
+	ioa_stats_get(&s);
+	CHECK_EQ(s.defer_helped, 0);      /* the queue had room for all */
+	CHECK_EQ(s.iommu_unmap_calls, 0); /* still in the first unmap */
+	CHECK_EQ(ioa__defer_unretired(0), (2 + QUEUE) * SIZE);
+	pthread_join(t, NULL);
+	CHECK_EQ(ioa__defer_unretired(0), 0);
+	CHECK_EQ(ioa_dma_free(p[1]), 0);
+	ioa_fini();
+}
+
 /* A device table's invalidation callback, run inside a pass, allocates: the
  * cap must not make it wait for the pass it is in. */
 static uint64_t callback_alloc_ns;
@@ -610,6 +662,7 @@ int main(void)
 	coalescing();
 	backlog_limit();
 	cap_bounds_unretired();
+	pass_frees_slots_and_counts();
 	cap_inside_pass();
 	exiting_threads();
 	quarantine();

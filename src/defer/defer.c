@@ -25,8 +25,10 @@
 #define LINGER_NAPS 128    /* naps that found nothing before a reclaimer goes idle */
 
 /* A thread's queue for one node: single producer (its thread), consumed under
- * the node's pass lock. Slots [tail, head) hold items not yet retired. What
- * the producer writes and what the consumer writes sit on separate lines. */
+ * the node's pass lock. Slots [tail, head) hold items no pass has taken yet:
+ * a pass copies its items out and frees their slots at once (claim), so the
+ * producer never waits for a pass's unmaps. What the producer writes and what
+ * the consumer writes sit on separate lines. */
 struct ring {
 	struct ring *next;            /* in the node's registry; rings are never removed */
 	uint32_t mask;
@@ -36,16 +38,14 @@ struct ring {
 	 * fork() whose parent's thread was between writing an item and its head. */
 	_Atomic uint64_t head __attribute__((aligned(64)));
 	/* Bytes of the items ever queued, counted before head covers them, so
-	 * it never trails retired_bytes (in a child of fork() neither). */
+	 * it never trails taken_bytes (in a child of fork() neither). */
 	_Atomic uint64_t freed_bytes;
 	/* Producer only: the clock read that stamped the last item, and how
 	 * many items it stamped (stamp_item). */
 	uint64_t stamp;
 	uint32_t stamp_uses;
 	_Atomic uint64_t tail __attribute__((aligned(64)));
-	_Atomic uint64_t retired_bytes; /* pass lock: bytes of the items below tail */
-	uint64_t claimed;             /* pass lock: items below it are in a pass or retired */
-	uint64_t claimed_bytes;       /* pass lock: their bytes */
+	_Atomic uint64_t taken_bytes; /* pass lock: bytes of the items below tail */
 	struct ioa__defer_item items[] __attribute__((aligned(64)));
 };
 
@@ -68,11 +68,14 @@ struct node {
 	struct ioa__iova_extent *extents;
 	uint32_t *order;
 	/* Items a pass held back for the next one (the first `held` of items):
-	 * freed, out of their queues, not retired. Pass lock; their bytes are
-	 * also read by allocations (the cap), their oldest stamp by the reclaimer. */
+	 * freed, out of their queues, not retired. Pass lock; their oldest
+	 * stamp is read by the reclaimer. */
 	uint32_t held;
 	uint64_t held_oldest;
-	_Atomic uint64_t held_bytes;
+	/* Bytes of the items out of the queues and not retired: the held ones
+	 * and those of the pass running. Written under the pass lock, read by
+	 * allocations (the cap). */
+	_Atomic uint64_t out_bytes;
 };
 
 static struct {
@@ -549,33 +552,54 @@ static uint32_t pending(struct node *nd, uint64_t *oldest, uint64_t *bytes)
 	*bytes = 0;
 	for (struct ring *r = atomic_load_explicit(&nd->rings, memory_order_acquire); r; r = r->next) {
 		uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+		/* relaxed: only pass-lock holders write it, and we hold the lock */
+		uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
 
-		if (head == r->claimed)
+		if (head == tail)
 			continue;
-		total += (uint32_t)(head - r->claimed);
+		total += (uint32_t)(head - tail);
 		/* relaxed: counted before the head just read, so it covers its items */
-		*bytes += atomic_load_explicit(&r->freed_bytes, memory_order_relaxed) - r->claimed_bytes;
-		if (r->items[r->claimed & r->mask].stamp < *oldest)
-			*oldest = r->items[r->claimed & r->mask].stamp;
+		*bytes += atomic_load_explicit(&r->freed_bytes, memory_order_relaxed) -
+			  atomic_load_explicit(&r->taken_bytes, memory_order_relaxed);
+		if (r->items[tail & r->mask].stamp < *oldest)
+			*oldest = r->items[tail & r->mask].stamp;
 	}
 	return total;
 }
 
-/* Takes up to PASS_MAX - *n items of @r into the pass. */
+/* Copies up to PASS_MAX - *n items of @r into the pass and frees their
+ * slots: the producer may refill them while the pass unmaps. Their bytes
+ * move from the queue's count to the node's out_bytes. */
 static void claim(struct node *nd, struct ring *r, uint32_t *n)
 {
+	/* acquire: the items below head are written (push's release) */
 	uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
-	uint64_t backlog = head - atomic_load_explicit(&r->tail, memory_order_relaxed);
+	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed); /* ours: pass lock */
+	uint64_t bytes = 0;
 
-	stat_max(&ioa__stats.defer_backlog_max, backlog);
-	for (; r->claimed != head && *n < PASS_MAX; r->claimed++) {
-		nd->items[*n] = r->items[r->claimed & r->mask];
-		r->claimed_bytes += item_bytes(&nd->items[(*n)++]);
+	stat_max(&ioa__stats.defer_backlog_max, head - tail);
+	if (tail == head)
+		return;
+	for (; tail != head && *n < PASS_MAX; tail++) {
+		nd->items[*n] = r->items[tail & r->mask];
+		bytes += item_bytes(&nd->items[(*n)++]);
 	}
+	/* relaxed: only pass-lock holders write it; published by the release
+	 * below, so a reader that sees the queue's new count sees this one */
+	atomic_store_explicit(&nd->out_bytes,
+			      atomic_load_explicit(&nd->out_bytes, memory_order_relaxed) + bytes,
+			      memory_order_relaxed);
+	/* release: out_bytes first (ioa__defer_unretired counts the items in
+	 * one place or both, never in neither) */
+	atomic_store_explicit(&r->taken_bytes,
+			      atomic_load_explicit(&r->taken_bytes, memory_order_relaxed) + bytes,
+			      memory_order_release);
+	/* release: the items are copied out before the producer reuses the slots */
+	atomic_store_explicit(&r->tail, tail, memory_order_release);
 }
 
-/* Takes note of the items @nd's last pass held: their bytes count as
- * unretired, their oldest stamp wakes the reclaimer. */
+/* Takes note of the items @nd's last pass held: their bytes stay in
+ * out_bytes, their oldest stamp wakes the reclaimer. */
 static void note_held(struct node *nd)
 {
 	uint64_t bytes = 0, oldest = UINT64_MAX;
@@ -588,9 +612,9 @@ static void note_held(struct node *nd)
 	 * until hold_ticks, and hold_short holds none older: no pass holds an
 	 * item a second time once it is due (the reclaimer would spin). */
 	nd->held_oldest = nd->held ? oldest + (eng.hold_ticks - eng.delay_ticks) : UINT64_MAX;
-	/* release: before the queues' retired bytes that stop counting them
-	 * (ioa__defer_unretired), so a reader may count them twice, never not */
-	atomic_store_explicit(&nd->held_bytes, bytes, memory_order_release);
+	/* relaxed: the pass's other items are retired, so out_bytes is now the
+	 * held ones' alone; no other count depends on the order */
+	atomic_store_explicit(&nd->out_bytes, bytes, memory_order_relaxed);
 }
 
 /* One pass over @nd: the items the last pass held, then @first's, then the
@@ -612,13 +636,6 @@ static uint32_t run_pass(struct node *nd, struct ring *first, int all)
 	in_pass = 0;
 	note_held(nd);
 	ioa__node_stat_add(nd - eng.nodes, defer_batches, 1);
-	/* Only now may producers reuse the slots. */
-	for (struct ring *r = atomic_load_explicit(&nd->rings, memory_order_acquire); r; r = r->next) {
-		/* release: ioa__defer_unretired's acquire of it then sees the
-		 * freed bytes of these items (the head it acquired covered them) */
-		atomic_store_explicit(&r->retired_bytes, r->claimed_bytes, memory_order_release);
-		atomic_store_explicit(&r->tail, r->claimed, memory_order_release);
-	}
 	return n;
 }
 
@@ -975,13 +992,14 @@ uint64_t ioa__defer_unretired(int node)
 
 	for (struct ring *r = atomic_load_explicit(&eng.nodes[node].rings, memory_order_acquire); r;
 	     r = r->next) {
-		/* acquire: the freed bytes of every item retired are visible next */
-		uint64_t retired = atomic_load_explicit(&r->retired_bytes, memory_order_acquire);
+		/* acquire: the node's out_bytes that took these bytes over, and
+		 * the freed bytes of the items taken, are visible next (claim) */
+		uint64_t taken = atomic_load_explicit(&r->taken_bytes, memory_order_acquire);
 
-		total += atomic_load_explicit(&r->freed_bytes, memory_order_relaxed) - retired;
+		total += atomic_load_explicit(&r->freed_bytes, memory_order_relaxed) - taken;
 	}
-	/* relaxed: stored before the retired bytes acquired above (note_held) */
-	return total + atomic_load_explicit(&eng.nodes[node].held_bytes, memory_order_relaxed);
+	/* relaxed: ordered by the acquires above (claim) */
+	return total + atomic_load_explicit(&eng.nodes[node].out_bytes, memory_order_relaxed);
 }
 
 /* Whether @node holds more freed, unretired bytes than IOALLOC_DEFER_CAP_MB. */
@@ -1025,8 +1043,8 @@ void ioa__defer_throttle(int node)
 
 /* ---- the dump -------------------------------------------------------- */
 
-/* Under the pass lock no pass runs, so every ring's claimed equals its tail:
- * [tail, head) is what waits, and the slots there stay until a pass. */
+/* Under the pass lock no pass runs: [tail, head) of each ring is what waits,
+ * and the slots there stay until a pass. */
 void ioa__defer_walk(int node, void (*fn)(void *arg, const struct ioa__defer_item *item),
 		     void *arg)
 {
@@ -1039,7 +1057,7 @@ void ioa__defer_walk(int node, void (*fn)(void *arg, const struct ioa__defer_ite
 		/* acquire: the items below head are written (push's release) */
 		uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
 
-		for (uint64_t i = r->claimed; i != head; i++)
+		for (uint64_t i = atomic_load_explicit(&r->tail, memory_order_relaxed); i != head; i++)
 			fn(arg, &r->items[i & r->mask]);
 	}
 	pthread_mutex_unlock(&nd->pass_lock);
