@@ -10,6 +10,12 @@
  *   then puts the 16 back: refills and flushes every round. Run with
  *   ioalloc's default flush (the colder half of a full cache) and with
  *   IOA_POOL_FLUSH_ALL (the whole cache), the measurement issue 9 asks for.
+ * - getput-at/1thread/OFFSET: getput/1thread/32 with the caller's array at
+ *   byte OFFSET of a page (0 to 4032 by 64): a sweep over every placement of
+ *   the program's array against the library's own data, since a store to
+ *   the array and a later load 4 KiB apart in address (4K aliasing) stall
+ *   the load, and which of them alias depends on where each process's stack
+ *   lands (docs/pool.md).
  * An iteration is one object got and put (by either thread): the reported
  * time is nanoseconds per object, the threads together.
  * Pools of 8192 objects of 2048 bytes. The EAL runs with --no-huge --no-pci
@@ -37,6 +43,7 @@
 #define CACHE 256
 #define MAX_BULK 32
 #define DEPTH 16
+#define PAGE 4096
 
 /* One library's pool and a thread's cache of it. */
 struct lib {
@@ -51,15 +58,15 @@ struct bcase {
 	unsigned flags;  /* ioalloc's pool flags */
 	int threads;
 	int deep;
+	int at; /* the caller's array at the page offset given as the run's argument */
 };
 
-/* @n objects through the pool in bulks of @bulk; 0, or -1 when a get failed. */
+/* @n objects through the pool in bulks of @bulk, the caller's arrays at
+ * @objs; 0, or -1 when a get failed. */
 static inline __attribute__((always_inline)) int run(const struct lib *l, void *pool,
 						     void *cache, unsigned bulk, int deep,
-						     uint64_t n)
+						     uint64_t n, void *(*objs)[MAX_BULK])
 {
-	void *objs[DEPTH][MAX_BULK];
-
 	if (!deep) {
 		for (uint64_t i = 0; i < n; i += bulk) {
 			if (l->get(pool, cache, objs[0], bulk) != 0)
@@ -97,8 +104,9 @@ static void *helper_setup(void *arg)
 static int helper_run(void *arg, void *cache, uint64_t n)
 {
 	const struct helper_arg *a = arg;
+	void *objs[DEPTH][MAX_BULK];
 
-	return run(a->bc->lib, a->pool, cache, a->bulk, a->bc->deep, n);
+	return run(a->bc->lib, a->pool, cache, a->bulk, a->bc->deep, n, objs);
 }
 
 static void helper_teardown(void *arg, void *cache)
@@ -109,9 +117,15 @@ static void helper_teardown(void *arg, void *cache)
 		a->bc->lib->free_cache(cache);
 }
 
+/* Two pages for getput-at's array: it may start anywhere in the first. */
+static _Alignas(PAGE) char placed[2 * PAGE];
+
 static void measure(ioa_bench_state *st, const struct bcase *bc, void *pool)
 {
-	unsigned bulk = (unsigned)ioa_bench_range(st, 0);
+	unsigned bulk = bc->at ? MAX_BULK : (unsigned)ioa_bench_range(st, 0);
+	void *stacked[DEPTH][MAX_BULK];
+	void *(*objs)[MAX_BULK] =
+		bc->at ? (void *(*)[MAX_BULK])(void *)(placed + ioa_bench_range(st, 0)) : stacked;
 	void *cache = bc->lib->thread_cache ? bc->lib->thread_cache(pool) : NULL;
 	struct helper_arg arg = {.bc = bc, .pool = pool, .bulk = bulk};
 	struct bench_helper h = {.setup = helper_setup, .run = helper_run,
@@ -130,7 +144,7 @@ static void measure(ioa_bench_state *st, const struct bcase *bc, void *pool)
 			bench_helper_give(&h, half ? half : bulk);
 			mine = n > half ? n - half : bulk;
 		}
-		if (run(bc->lib, pool, cache, bulk, bc->deep, mine))
+		if (run(bc->lib, pool, cache, bulk, bc->deep, mine, objs))
 			ioa_bench_skip(st, "a get failed");
 		if (bc->threads == 2)
 			bench_helper_wait(&h);
@@ -214,6 +228,7 @@ static void bm_rte(ioa_bench_state *st, const void *ctx)
 #endif
 
 static struct bcase cases[16];
+static int64_t offsets[PAGE / 64];
 
 int main(int argc, char **argv)
 {
@@ -230,18 +245,27 @@ int main(int argc, char **argv)
 	cfg.backend = IOA_BACKEND_NONE;
 	if (ioa_init(&cfg) != 0)
 		return 1;
+	for (unsigned i = 0; i < PAGE / 64; i++)
+		offsets[i] = 64 * (int64_t)i;
+	cases[nc] = (struct bcase){&ioa_lib, 0, 1, 0, 1};
+	ioa_bench_register_args("ioalloc/getput-at/1thread", bm_ioa, &cases[nc++], offsets,
+				PAGE / 64);
+#ifdef IOA_BENCH_DPDK
+	cases[nc] = (struct bcase){&rte_lib, 0, 1, 0, 1};
+	ioa_bench_register_args("dpdk/getput-at/1thread", bm_rte, &cases[nc++], offsets, PAGE / 64);
+#endif
 	for (int deep = 0; deep < 2; deep++) {
 		for (int t = 1; t <= 2; t++) {
-			cases[nc] = (struct bcase){&ioa_lib, 0, t, deep};
+			cases[nc] = (struct bcase){&ioa_lib, 0, t, deep, 0};
 			snprintf(name, sizeof(name), "ioalloc/%s/%dthread", deep ? "deep" : "getput", t);
 			ioa_bench_register(name, bm_ioa, &cases[nc++], 32);
 			if (deep) {
-				cases[nc] = (struct bcase){&ioa_lib, IOA_POOL_FLUSH_ALL, t, deep};
+				cases[nc] = (struct bcase){&ioa_lib, IOA_POOL_FLUSH_ALL, t, deep, 0};
 				snprintf(name, sizeof(name), "ioalloc-flushall/deep/%dthread", t);
 				ioa_bench_register(name, bm_ioa, &cases[nc++], 32);
 			}
 #ifdef IOA_BENCH_DPDK
-			cases[nc] = (struct bcase){&rte_lib, 0, t, deep};
+			cases[nc] = (struct bcase){&rte_lib, 0, t, deep, 0};
 			snprintf(name, sizeof(name), "dpdk/%s/%dthread", deep ? "deep" : "getput", t);
 			ioa_bench_register(name, bm_rte, &cases[nc++], 32);
 #endif
