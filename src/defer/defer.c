@@ -577,8 +577,9 @@ static void claim(struct node *nd, struct ring *r, uint32_t *n)
 	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed); /* ours: pass lock */
 	uint64_t bytes = 0;
 
-	stat_max(&ioa__stats.defer_backlog_max, head - tail);
-	if (tail == head)
+	uint64_t backlog = head - tail;
+
+	if (!backlog)
 		return;
 	for (; tail != head && *n < PASS_MAX; tail++) {
 		nd->items[*n] = r->items[tail & r->mask];
@@ -596,6 +597,9 @@ static void claim(struct node *nd, struct ring *r, uint32_t *n)
 			      memory_order_release);
 	/* release: the items are copied out before the producer reuses the slots */
 	atomic_store_explicit(&r->tail, tail, memory_order_release);
+	/* after the slots are free: test_defer takes the count as the sign that
+	 * they are (pass_frees_slots_and_counts) */
+	stat_max(&ioa__stats.defer_backlog_max, backlog);
 }
 
 /* Takes note of the items @nd's last pass held: their bytes stay in
