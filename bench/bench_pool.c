@@ -10,12 +10,12 @@
  *   then puts the 16 back: refills and flushes every round. Run with
  *   ioalloc's default flush (the colder half of a full cache) and with
  *   IOA_POOL_FLUSH_ALL (the whole cache), the measurement issue 9 asks for.
- * - getput-at/1thread/OFFSET: getput/1thread/32 with the caller's array at
- *   byte OFFSET of a page (0 to 4032 by 64): a sweep over every placement of
- *   the program's array against the library's own data, since a store to
- *   the array and a later load 4 KiB apart in address (4K aliasing) stall
- *   the load, and which of them alias depends on where each process's stack
- *   lands (docs/pool.md).
+ * - getput-at/1thread/OFFSET: getput/1thread/32 with the caller's array in
+ *   static memory at byte OFFSET of a page (0 to 4032 by 64): every place
+ *   of the program's array against the library's own data (a store to the
+ *   array and a later load 4 KiB apart in address stall the load); run
+ *   interleaved, its median over the places is the layout-free figure
+ *   (docs/pool.md).
  * An iteration is one object got and put (by either thread): the reported
  * time is nanoseconds per object, the threads together.
  * Pools of 8192 objects of 2048 bytes. The EAL runs with --no-huge --no-pci

@@ -349,9 +349,9 @@ static void cap_bounds_unretired(void)
 }
 
 /* A pass takes its items out of their queue at its start and unmaps after:
- * the slots are free for the producer at once (it never waits for a pass's
- * unmaps), and while the pass unmaps, the items' bytes still count against
- * the cap, on the node. Two ranges apart, each unmap 100 ms: a queue's worth
+ * the slots are free for the producer at once (a queue's worth of frees fits
+ * while the pass unmaps), and while the pass unmaps, the items' bytes still
+ * count against the cap, on the node. Two ranges apart, each unmap 100 ms: a queue's worth
  * of frees and the count happen inside the first one. */
 static void *quiesce_thread(void *arg)
 {

@@ -27,8 +27,8 @@
 /* A thread's queue for one node: single producer (its thread), consumed under
  * the node's pass lock. Slots [tail, head) hold items no pass has taken yet:
  * a pass copies its items out and frees their slots at once (claim), so the
- * producer never waits for a pass's unmaps. What the producer writes and what
- * the consumer writes sit on separate lines. */
+ * slots do not wait for its unmaps. What the producer writes and what the
+ * consumer writes sit on separate lines. */
 struct ring {
 	struct ring *next;            /* in the node's registry; rings are never removed */
 	uint32_t mask;
@@ -575,9 +575,7 @@ static void claim(struct node *nd, struct ring *r, uint32_t *n)
 	/* acquire: the items below head are written (push's release) */
 	uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
 	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed); /* ours: pass lock */
-	uint64_t bytes = 0;
-
-	uint64_t backlog = head - tail;
+	uint64_t backlog = head - tail, bytes = 0;
 
 	if (!backlog)
 		return;
@@ -597,8 +595,7 @@ static void claim(struct node *nd, struct ring *r, uint32_t *n)
 			      memory_order_release);
 	/* release: the items are copied out before the producer reuses the slots */
 	atomic_store_explicit(&r->tail, tail, memory_order_release);
-	/* after the slots are free: test_defer takes the count as the sign that
-	 * they are (pass_frees_slots_and_counts) */
+	/* once the slots are free: whoever sees this backlog noted finds them so */
 	stat_max(&ioa__stats.defer_backlog_max, backlog);
 }
 
