@@ -1,6 +1,7 @@
 /*
  * What the heap's tests share: the library brought up for a heap test, its
- * statistics as a value, and the objects ioa_fini() found still live.
+ * statistics as a value, and the objects ioa_fini() found still live (and
+ * that it found no region buffer of the heap's never freed).
  */
 #ifndef HEAP_CHECK_H
 #define HEAP_CHECK_H
@@ -10,6 +11,7 @@
 #include "ioalloc.h"
 
 #include <stdint.h>
+#include <string.h>
 
 /* ioa_init with @backend, @protect, IOALLOC_CHECK=@checking and, unless 0,
  * a defer delay of @defer_delay_us; counts a check. */
@@ -38,7 +40,12 @@ static inline struct ioa_stats heap_stats(void)
 /* Takes the library down; the objects it found live (and reported). */
 static inline uint64_t leaked_at_fini(void)
 {
+	struct check_capture c;
+
+	capture_begin(&c);
 	ioa_fini();
+	/* the heap retired every region buffer of its own, those made ahead too */
+	CHECK(!strstr(capture_end(&c), "was never freed"));
 	return heap_stats().heap_leaked_objects;
 }
 

@@ -7,7 +7,7 @@
  * reclaimer (finding 3); a child of a backend shared with the parent changes
  * nothing of its IOMMU (finding 3, with the sim standing in for vfio); a
  * child whose inherited queues put it past IOALLOC_DEFER_CAP_MB allocates
- * (issue 8). */
+ * (issue 8); nor does it take the pages a strict heap made ahead. */
 #include "check.h"
 
 #include "defer.h"
@@ -257,6 +257,53 @@ static void inherited_backend_read_only(void)
 	ioa_fini();
 }
 
+/* Strict mode: the pages the forking thread's heap made ahead are the
+ * parent's mappings; a child of a shared backend gets none of them. */
+static int inherited_strict_child(void)
+{
+	int bad = 0;
+
+	alarm(CHILD_SECONDS);
+	for (size_t size = 3000; size <= 6000; size += 3000) { /* one page, two pages */
+		errno = 0;
+		void *p = ioa_malloc(size);
+
+		bad |= p != NULL || errno != EPERM;
+		if (bad)
+			fprintf(stderr, "child: ioa_malloc(%zu) = %p, errno %d: a page made ahead "
+				"by the parent was handed out\n", size, p, errno);
+	}
+	return bad;
+}
+
+static void inherited_strict_pages_stay_parents(void)
+{
+	struct ioa_config cfg;
+	void *one, *two;
+	pid_t child;
+
+	ioa_config_init(&cfg);
+	cfg.protect = IOA_PROTECT_STRICT;
+	if (!CHECK_EQ(ioa_init(&cfg), 0))
+		return;
+	one = ioa_malloc(3000); /* the heap makes pages of one and of two ahead */
+	two = ioa_malloc(6000);
+	CHECK(one && two);
+	ioa__sim_set_shared_after_fork(1);
+	child = fork();
+	if (child == 0)
+		_exit(inherited_strict_child());
+	CHECK(wait_child(child));
+	ioa__sim_set_shared_after_fork(0);
+	ioa_free(one);
+	ioa_free(two);
+	one = ioa_malloc(3000); /* the parent goes on with them */
+	CHECK(one && ioa_virt2iova(one) != IOA_BAD_IOVA);
+	ioa_free(one);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa_fini();
+}
+
 /* The sim's DMA engine runs in the parent, transferring to a buffer: the
  * child has no engine thread, stops the engine without joining ghosts,
  * and starts one of its own. */
@@ -391,6 +438,7 @@ int main(void)
 	queues_across_fork();
 	reclaimer_starts_in_child();
 	inherited_backend_read_only();
+	inherited_strict_pages_stay_parents();
 	engine_across_fork();
 	cap_in_child();
 	forks_under_load();

@@ -23,7 +23,7 @@ int ioa__extent_resize(struct ioa__span *e, void *p, size_t len);
  * when @p is in no chunk. */
 int ioa__extent_report(const void *p);
 /* ioa_fini: every extent's descriptor goes, live ones counted in *@leaked;
- * the chunks stay among every span, for ioa__span_each. */
+ * the chunks are left to ioa__span_each. */
 void ioa__extent_fini(uint64_t *leaked);
 
 void ioa__extent_fork_prepare(void);

@@ -47,6 +47,7 @@ static void heap_reset(struct ioa__heap *h)
 	h->nempty = 0;
 	h->npending = 0;
 	h->nfreed = 0;
+	memset(h->nready, 0, sizeof(h->nready)); /* ioa_fini retired them with every span */
 	memset(h->out, 0, sizeof(h->out));
 }
 
@@ -461,7 +462,7 @@ static void *heap_alloc(struct ioa__heap *h, size_t size, size_t align)
 		errno = ENOMEM;
 		return NULL;
 	}
-	p = c == IOA_CLASSES ? ioa__large_alloc(h->node, inner, align) : alloc_small(h, c);
+	p = c == IOA_CLASSES ? ioa__large_alloc(h, inner, align) : alloc_small(h, c);
 	if (p && ioa__heap_checking)
 		ioa__check_armed(p, size);
 	return p;

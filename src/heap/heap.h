@@ -88,7 +88,7 @@ struct ioa__span {
 	int node;
 	size_t len;                 /* bytes of its region buffer */
 	struct ioa__span *next, *prev; /* in a list of its owner, or of a cache */
-	struct ioa__span *all_next, *all_prev; /* among every span (span.c) */
+	int listed;                 /* a span of its own region buffer, not yet retired */
 	uint64_t idle_since;        /* in a cache: ioa__ticks() when it went there */
 	int purged;                 /* in a cache, its pages given back to the kernel */
 	/* Extents (extent.c): a large block carved out of a chunk, or a free
@@ -123,6 +123,10 @@ struct ioa__word_cache {
  * frees one object retires a page per word it uses, not one per free. */
 #define IOA_STRICT_BATCH 1024
 #define IOA_STRICT_SPANS 64
+/* Strict mode: spans of one or two pages (of small objects or a large block)
+ * a heap makes ahead, at once. They are mapped and unused: no stale DMA can reach
+ * them that could not reach any page mapped anew (see docs/heap.md). */
+#define IOA_READY_PAGES 16
 
 struct ioa__heap {
 	struct ioa__word_cache cache[IOA_CLASSES]; /* what the fast path allocates from */
@@ -142,6 +146,9 @@ struct ioa__heap {
 	unsigned nfreed;            /* strict mode: frees since its spans were looked at */
 	unsigned npending;          /* ... and the spans they touched, each once */
 	struct ioa__span *pending[IOA_STRICT_SPANS];
+	/* strict: spans of 1 and of 2 pages made ahead, wholly free */
+	struct ioa__span *ready[2][IOA_READY_PAGES];
+	unsigned nready[2];
 	pthread_mutex_t lock;       /* shared heaps only: serialises their users */
 	struct ioa__heap *next_all; /* every heap, for ioa_fini and fork */
 	struct ioa__heap *next_parked;

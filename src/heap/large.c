@@ -4,13 +4,15 @@
 #include "log.h"
 #include "os.h"
 #include "span.h"
+#include "stats.h"
 
 #include <errno.h>
 
 #define LARGE_MAX ((size_t)1 << 41) /* the region layer's largest buffer */
 
-void *ioa__large_alloc(int node, size_t size, size_t align)
+void *ioa__large_alloc(struct ioa__heap *h, size_t size, size_t align)
 {
+	int node = h->node;
 	struct ioa__span *s;
 	size_t len;
 
@@ -23,9 +25,13 @@ void *ioa__large_alloc(int node, size_t size, size_t align)
 		s = ioa__extent_alloc(node, len);
 		return s ? s->base : NULL;
 	}
-	s = ioa__span_get_large(node, len, align);
-	if (!s)
+	if (ioa__heap_strict && len <= 2 * IOA_PAGE && align <= IOA_PAGE) {
+		if (!(s = ioa__span_page(h, (uint32_t)(len >> IOA_PAGE_SHIFT))))
+			return NULL;
+		ioa__node_stat_add(node, heap_large_created, 1);
+	} else if (!(s = ioa__span_get_large(node, len, align))) {
 		return NULL;
+	}
 	/* relaxed: the block is this thread's until it hands the pointer on */
 	atomic_store_explicit(&s->live, 1, memory_order_relaxed);
 	return s->base;

@@ -7,7 +7,8 @@
 
 #include <stddef.h>
 
-void *ioa__large_alloc(int node, size_t size, size_t align);
+/* For heap @h (locked if shared), on its node. */
+void *ioa__large_alloc(struct ioa__heap *h, size_t size, size_t align);
 void ioa__large_free(struct ioa__span *s, void *p);
 
 #endif

@@ -29,10 +29,16 @@ int ioa__heap_strict, ioa__heap_checking;
 enum { POOL_64K, POOL_PAGE, POOL_FEW, NPOOLS };
 static const uint32_t pool_words[NPOOLS] = { 64, 4, 1 };
 
+#define DESC_CHUNK ((size_t)256 << 10) /* descriptors are carved from chunks of this */
+
+/* A chunk's first slot holds the link to the pool's previous chunk, so that
+ * ioa__span_each can find every descriptor without a list of spans (whose
+ * lock every span's making and retiring would take). */
 struct pool {
 	pthread_mutex_t lock;
 	struct ioa__span *free;
 	char *bump, *end;
+	char *chunks;
 	size_t size;
 };
 
@@ -54,8 +60,6 @@ static struct pool pools[NPOOLS] = {
 };
 static struct node_cache caches[IOA_MAX_NODES];
 static pthread_once_t caches_once = PTHREAD_ONCE_INIT;
-static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct ioa__span *all;
 
 static void caches_init(void)
 {
@@ -102,34 +106,46 @@ static size_t pool_size(int pool)
 	return (sizeof(struct ioa__span) + pool_words[pool] * 8 + 63) & ~(size_t)63;
 }
 
-static struct ioa__span *desc_alloc(int pool)
+/* Up to @n zeroed descriptors of @pool into @out, under one lock; how many. */
+static unsigned desc_alloc_n(int pool, struct ioa__span **out, unsigned n)
 {
 	struct pool *p = &pools[pool];
-	struct ioa__span *s;
+	unsigned got = 0;
 
 	pthread_mutex_lock(&p->lock);
-	if ((s = p->free)) {
-		p->free = s->next;
-	} else {
-		if (!p->size)
-			p->size = pool_size(pool);
-		if (p->bump + p->size > p->end) {
-			size_t chunk = (size_t)256 << 10;
-
-			if (!(p->bump = ioa__os_alloc_pages(chunk))) {
-				p->end = NULL;
-				pthread_mutex_unlock(&p->lock);
-				return NULL;
-			}
-			p->end = p->bump + chunk;
+	if (!p->size)
+		p->size = pool_size(pool);
+	for (; got < n; got++) {
+		if ((out[got] = p->free)) {
+			p->free = out[got]->next;
+			continue;
 		}
-		s = (struct ioa__span *)p->bump;
+		if (p->bump + p->size > p->end) {
+			if (!(p->bump = ioa__os_alloc_pages(DESC_CHUNK))) {
+				p->end = NULL;
+				break;
+			}
+			p->end = p->bump + DESC_CHUNK;
+			*(char **)p->bump = p->chunks;
+			p->chunks = p->bump;
+			p->bump += p->size;
+		}
+		out[got] = (struct ioa__span *)p->bump;
 		p->bump += p->size;
 	}
 	pthread_mutex_unlock(&p->lock);
-	memset(s, 0, p->size);
-	s->pool = (uint16_t)pool;
-	return s;
+	for (unsigned i = 0; i < got; i++) {
+		memset(out[i], 0, p->size);
+		out[i]->pool = (uint16_t)pool;
+	}
+	return got;
+}
+
+static struct ioa__span *desc_alloc(int pool)
+{
+	struct ioa__span *s;
+
+	return desc_alloc_n(pool, &s, 1) ? s : NULL;
 }
 
 static void desc_free(struct ioa__span *s)
@@ -180,6 +196,37 @@ static int pool_of(size_t len, int large)
 	return large ? POOL_FEW : len == SPAN_LEN ? POOL_64K : len == IOA_PAGE ? POOL_PAGE : POOL_FEW;
 }
 
+/* Whether new spans can be made: 0, or -1 with errno set and a message. */
+static int can_create(void)
+{
+	int err;
+
+	if ((err = ioa__ensure_up()) != 0) { /* after an ioa_fini(), the program's next malloc */
+		errno = -err;
+		return -1;
+	}
+	if (ioa__iommu_inherited()) {
+		ioa__err("ioa_malloc: this process is a child of fork() and its IOMMU belongs to "
+			 "the parent: call ioa_fini() and ioa_init() with a device of its own");
+		errno = EPERM;
+		return -1;
+	}
+	return 0;
+}
+
+/* Sets the page-map entries of new span @s (@map_pages pages); on failure
+ * the span is retired and -1 comes back with errno set. */
+static int span_map(struct ioa__span *s, size_t map_pages)
+{
+	if (ioa__pagemap_set(s->base, map_pages, s) == 0)
+		return 0;
+	ioa__err("ioa_malloc: no memory for the page map");
+	ioa__pagemap_set(s->base, map_pages, NULL);
+	ioa__span_retire(s);
+	errno = ENOMEM;
+	return -1;
+}
+
 /* A new span of @len bytes on @node, its pages (@map_pages of them) in the
  * page map; NULL with errno set. */
 static struct ioa__span *span_create(int node, size_t len, size_t align, int pool,
@@ -189,16 +236,8 @@ static struct ioa__span *span_create(int node, size_t len, size_t align, int poo
 	void *p;
 	int err;
 
-	if ((err = ioa__ensure_up()) != 0) { /* after an ioa_fini(), the program's next malloc */
-		errno = -err;
+	if (can_create() != 0)
 		return NULL;
-	}
-	if (ioa__iommu_inherited()) {
-		ioa__err("ioa_malloc: this process is a child of fork() and its IOMMU belongs to "
-			 "the parent: call ioa_fini() and ioa_init() with a device of its own");
-		errno = EPERM;
-		return NULL;
-	}
 	if (!(s = desc_alloc(pool))) {
 		ioa__err("ioa_malloc: no memory for a span descriptor");
 		errno = ENOMEM;
@@ -213,20 +252,44 @@ static struct ioa__span *span_create(int node, size_t len, size_t align, int poo
 	s->base = p;
 	s->len = len;
 	s->node = node;
-	if (ioa__pagemap_set(p, map_pages, s) != 0) {
-		ioa__err("ioa_malloc: no memory for the page map");
-		ioa__pagemap_set(p, map_pages, NULL);
-		ioa__span_retire(s);
-		errno = ENOMEM;
+	if (span_map(s, map_pages) != 0)
 		return NULL;
-	}
-	pthread_mutex_lock(&all_lock);
-	s->all_next = all;
-	if (all)
-		all->all_prev = s;
-	all = s;
-	pthread_mutex_unlock(&all_lock);
+	s->listed = 1;
 	return s;
+}
+
+unsigned ioa__span_make_pages(int node, uint32_t per, struct ioa__span **out, unsigned n)
+{
+	void *pages[IOA_REGION_PAGES_MAX];
+	unsigned got, made = 0;
+	int mapped;
+
+	if (n > IOA_REGION_PAGES_MAX)
+		n = IOA_REGION_PAGES_MAX;
+	if (can_create() != 0)
+		return 0;
+	if (!(got = desc_alloc_n(POOL_PAGE, out, n))) {
+		ioa__err("ioa_malloc: no memory for a span descriptor");
+		errno = ENOMEM;
+		return 0;
+	}
+	ioa__defer_throttle(node); /* past the node's unretired cap: help or wait (no lock held) */
+	mapped = ioa__region_alloc_pages(node, IOA_OWNER_HEAP, per, got, pages);
+	for (unsigned i = mapped > 0 ? (unsigned)mapped : 0; i < got; i++)
+		desc_free(out[i]);
+	if (mapped < 0) {
+		errno = -mapped;
+		return 0;
+	}
+	for (unsigned i = 0; i < (unsigned)mapped; i++) {
+		out[made] = out[i];
+		out[made]->base = pages[i];
+		out[made]->len = (size_t)per << IOA_PAGE_SHIFT;
+		out[made]->node = node;
+		if (span_map(out[made], 1) == 0)
+			out[made++]->listed = 1;
+	}
+	return made;
 }
 
 static void region_free(struct ioa__span *s)
@@ -253,14 +316,7 @@ static void span_destroy(struct ioa__span *s)
 
 void ioa__span_retire(struct ioa__span *s)
 {
-	pthread_mutex_lock(&all_lock);
-	if (s->all_prev)
-		s->all_prev->all_next = s->all_next;
-	else if (all == s)
-		all = s->all_next;
-	if (s->all_next)
-		s->all_next->all_prev = s->all_prev;
-	pthread_mutex_unlock(&all_lock);
+	s->listed = 0;
 	ioa__node_stat_add(s->node, heap_spans_retired, 1);
 	span_destroy(s);
 }
@@ -370,8 +426,8 @@ struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
 		retire_list(victims);
 	}
 	if (!s) {
-		s = span_create(node, len, ioa__heap_strict ? IOA_PAGE : SPAN_ALIGN, pool,
-				len >> IOA_PAGE_SHIFT);
+		s = ioa__heap_strict ? ioa__span_page(owner, 1)
+				     : span_create(node, len, SPAN_ALIGN, pool, len >> IOA_PAGE_SHIFT);
 		if (!s)
 			return NULL;
 		ioa__node_stat_add(node, heap_spans_created, 1);
@@ -396,6 +452,27 @@ static struct ioa__span *best_fit(const struct list *l, size_t len, size_t align
 		    (!best || (s->purged == best->purged ? s->len < best->len : !s->purged)))
 			best = s;
 	return best;
+}
+
+struct ioa__span *ioa__span_page(struct ioa__heap *h, uint32_t per)
+{
+	struct ioa__span **ready = h->ready[per - 1];
+	unsigned *n = &h->nready[per - 1];
+
+	if (!*n || ioa__iommu_inherited()) { /* the child of fork() gets EPERM */
+		unsigned made = ioa__span_make_pages(h->node, per, ready, IOA_READY_PAGES);
+
+		if (!made)
+			return NULL;
+		for (unsigned i = 0; i < made / 2; i++) { /* the lowest address is taken first */
+			struct ioa__span *t = ready[i];
+
+			ready[i] = ready[made - 1 - i];
+			ready[made - 1 - i] = t;
+		}
+		*n = made;
+	}
+	return ready[--*n];
 }
 
 struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align)
@@ -461,16 +538,12 @@ void ioa__span_put(struct ioa__span *s)
 
 void ioa__span_each(void (*fn)(struct ioa__span *s, void *arg), void *arg)
 {
-	struct ioa__span *s, *next;
-
-	pthread_mutex_lock(&all_lock);
-	s = all;
-	all = NULL;
-	pthread_mutex_unlock(&all_lock);
-	for (; s; s = next) {
-		next = s->all_next;
-		fn(s, arg);
-	}
+	for (int p = 0; p < NPOOLS; p++)
+		for (char *c = pools[p].chunks; c; c = *(char **)c)
+			for (char *d = c + pools[p].size; d + pools[p].size <= c + DESC_CHUNK;
+			     d += pools[p].size)
+				if (((struct ioa__span *)d)->listed) /* a slot never used is zero */
+					fn((struct ioa__span *)d, arg);
 }
 
 void ioa__span_caches_drain(void)
@@ -491,7 +564,6 @@ void ioa__span_caches_drain(void)
 void ioa__span_fork_prepare(void)
 {
 	pthread_once(&caches_once, caches_init);
-	pthread_mutex_lock(&all_lock);
 	for (int n = 0; n < IOA_MAX_NODES; n++)
 		pthread_mutex_lock(&caches[n].lock);
 	for (int p = 0; p < NPOOLS; p++)
@@ -504,7 +576,6 @@ void ioa__span_fork_parent(void)
 		pthread_mutex_unlock(&pools[p].lock);
 	for (int n = IOA_MAX_NODES - 1; n >= 0; n--)
 		pthread_mutex_unlock(&caches[n].lock);
-	pthread_mutex_unlock(&all_lock);
 }
 
 void ioa__span_fork_child(void)
@@ -513,5 +584,4 @@ void ioa__span_fork_child(void)
 		pthread_mutex_init(&pools[p].lock, NULL);
 	for (int n = 0; n < IOA_MAX_NODES; n++)
 		pthread_mutex_init(&caches[n].lock, NULL);
-	pthread_mutex_init(&all_lock, NULL);
 }

@@ -25,6 +25,14 @@ struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner);
 /* Formats @s, wholly free, for class @c and @owner: 0, or -ENOMEM with a
  * message (IOALLOC_CHECK's sizes). */
 int ioa__span_format(struct ioa__span *s, unsigned c, struct ioa__heap *owner);
+/* Strict mode: up to @n new spans of @per pages (1 or 2) on @node into
+ * @out, made at once (each lock taken once for all, neighbouring pages
+ * recorded with one table walk); how many, 0 with errno set and a message. */
+unsigned ioa__span_make_pages(int node, uint32_t per, struct ioa__span **out, unsigned n);
+/* Strict mode: a wholly free span of @per pages (1 or 2) on @h's node, from
+ * those @h made ahead (refilled IOA_READY_PAGES at a time); NULL with errno
+ * set. */
+struct ioa__span *ioa__span_page(struct ioa__heap *h, uint32_t per);
 /* A large block of @len bytes (rounded already) aligned to @align on @node:
  * from the node's cache when the sizes match, else a new region buffer. */
 struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align);
@@ -43,7 +51,9 @@ void ioa__span_put(struct ioa__span *s);
 /* Retires it at once through the deferral engine. */
 void ioa__span_retire(struct ioa__span *s);
 
-/* Every span in use or cached, for ioa_fini: @fn on each. */
+/* Every span of its own region buffer (in use, cached, made ahead or a
+ * chunk), for ioa_fini: @fn on each. No other call may run: it reads every
+ * descriptor without a lock. */
 void ioa__span_each(void (*fn)(struct ioa__span *s, void *arg), void *arg);
 /* ioa_fini: retires every cached span. */
 void ioa__span_caches_drain(void);

@@ -427,16 +427,21 @@ void ioa__region_fail_table_maps(int count, int err)
 }
 
 /* Device first (unless @on_device: its segment is mapped whole), then the
- * software maps: an IOVA is never handed out before the device can use it. */
-static int map_buffer(uint64_t va, uint64_t iova, size_t len, int on_device)
+ * software maps: an IOVA is never handed out before the device can use it.
+ * The device maps the range as buffers of @unit bytes, one call each, so
+ * that each can be unmapped alone; the software maps take it in one walk.
+ * A failure undoes what was mapped: nothing stays mapped, or -EIO. */
+static int map_buffer(uint64_t va, uint64_t iova, size_t len, size_t unit, int on_device)
 {
-	int err = on_device ? 0 : ioa__iommu_map(iova, (void *)(uintptr_t)va, len,
-						 IOA_PTE_READ | IOA_PTE_WRITE);
-	size_t done;
+	size_t mapped = on_device ? len : 0, done;
+	int err = 0;
 
-	if (err)
-		return err;
-	err = ioa__fail_take(&table_map_fail);
+	while (mapped < len &&
+	       !(err = ioa__iommu_map(iova + mapped, (void *)(uintptr_t)(va + mapped), unit,
+				      IOA_PTE_READ | IOA_PTE_WRITE)))
+		mapped += unit;
+	if (!err)
+		err = ioa__fail_take(&table_map_fail);
 	if (!err)
 		err = ioa__iopt_map(&iova2va, iova, va, len, IOA_PTE_READ);
 	if (!err) {
@@ -444,10 +449,10 @@ static int map_buffer(uint64_t va, uint64_t iova, size_t len, int on_device)
 		if (err)
 			ioa__iopt_unmap(&iova2va, iova, len, NULL);
 	}
-	if (err)
+	if (err && mapped == len)
 		ioa__err("cannot record the mapping of %zu bytes: %s", len, strerror(-err));
-	if (err && !on_device) {
-		struct ioa__iova_extent ext = { iova, len };
+	if (err && mapped && !on_device) {
+		struct ioa__iova_extent ext = { iova, mapped };
 
 		if (ioa__iommu_unmap(&ext, 1, &done) != 0 || ioa__iommu_invalidate() != 0) {
 			ioa__err("%zu bytes at IOVA 0x%llx quarantined: the unmap after a failed "
@@ -458,17 +463,18 @@ static int map_buffer(uint64_t va, uint64_t iova, size_t len, int on_device)
 	return err;
 }
 
-/* Gives a reserved run back after its map failed. Pages first, then the
- * live count: while this buffer holds a count its whole segment cannot close,
- * so a concurrent last close (ioa__region_close) cannot unmap and return the
+/* Gives reserved pages back after their map failed: @n pages from @first,
+ * reserved for @buffers buffers. Pages first, then the live count: while
+ * these buffers hold counts their whole segment cannot close, so a
+ * concurrent last close (ioa__region_close) cannot unmap and return the
  * segment under the pages being released; the release order publishes them
  * to that closer. A count that drops to 0 here leaves the segment open, its
  * held pages waiting for the next buffer's retirement or ioa_fini(). */
-static void unreserve_pages(struct ioa__segment *s, uint32_t first, uint32_t n)
+static void unreserve_pages(struct ioa__segment *s, uint32_t first, uint32_t n, uint32_t buffers)
 {
 	release_pages(s, first, n);
 	if (s->whole)
-		atomic_fetch_sub_explicit(&s->live, 1, memory_order_release);
+		atomic_fetch_sub_explicit(&s->live, buffers, memory_order_release);
 }
 
 /*
@@ -513,12 +519,47 @@ static int map_failure(int err)
 	return err == -ENOMEM || err == -EPERM || err == -ENOSPC ? err : -EIO;
 }
 
+/* Maps the @len bytes of @s reserved from page @first as buffers of @unit
+ * bytes each (aligned to @align) and records them live for @owner: 0, or
+ * -errno with the pages given back (-EIO: quarantined, the device may still
+ * reach them). */
+static int map_reserved(struct ioa__segment *s, uint32_t first, size_t len, size_t unit,
+			size_t align, enum ioa__owner owner)
+{
+	uint64_t va = (uint64_t)(uintptr_t)s->mem.addr + ((uint64_t)first << IOA_PAGE_SHIFT);
+	uint64_t iova = buffer_iova(s, va, len, align);
+	uint32_t n = (uint32_t)(len >> IOA_PAGE_SHIFT), per = (uint32_t)(unit >> IOA_PAGE_SHIFT);
+	int err;
+
+	if (iova == UINT64_MAX) {
+		ioa__err("IOVA space exhausted: no range of %zu bytes left in the aperture", len);
+		unreserve_pages(s, first, n, n / per);
+		return -ENOMEM;
+	}
+	err = map_buffer(va, iova, len, unit, s->whole);
+	if (err == -EIO) { /* the device may still reach it: quarantine, IOVA and all */
+		ioa__node_stat_add(s->node, quarantined_bytes, len);
+		log_quarantine(s->node, va, iova, len);
+		return err;
+	}
+	if (err) { /* nothing is mapped: the IOVA can go back at once */
+		free_buffer_iova(s, iova, len);
+		unreserve_pages(s, first, n, n / per);
+		return map_failure(err);
+	}
+	for (uint32_t p = first; p < first + n; p += per)
+		atomic_store_explicit(&s->run[p], per | (uint32_t)owner << RUN_OWNER_SHIFT,
+				      memory_order_release);
+	ioa__node_stat_add(s->node, dma_allocs, n / per);
+	ioa__node_stat_add(s->node, dma_bytes_live, len);
+	return 0;
+}
+
 int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner, void **out)
 {
 	struct ioa__segment *s;
 	uint32_t first;
 	size_t len;
-	uint64_t va, iova;
 	int err;
 
 	if (size == 0 || size > MAX_BUFFER) {
@@ -538,31 +579,85 @@ int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner
 		return node;
 	if ((err = reserve_pages(node, len, align, &s, &first)) != 0)
 		return err;
-	va = (uint64_t)(uintptr_t)s->mem.addr + ((uint64_t)first << IOA_PAGE_SHIFT);
-	iova = buffer_iova(s, va, len, align);
-	if (iova == UINT64_MAX) {
-		ioa__err("IOVA space exhausted: no range of %zu bytes left in the aperture", len);
-		unreserve_pages(s, first, (uint32_t)(len >> IOA_PAGE_SHIFT));
-		return -ENOMEM;
-	}
-	err = map_buffer(va, iova, len, s->whole);
-	if (err == -EIO) { /* the device may still reach it: quarantine, IOVA and all */
-		ioa__node_stat_add(node, quarantined_bytes, len);
-		log_quarantine(node, va, iova, len);
+	if ((err = map_reserved(s, first, len, len, align, owner)) != 0)
 		return err;
-	}
-	if (err) { /* nothing is mapped: the IOVA can go back at once */
-		free_buffer_iova(s, iova, len);
-		unreserve_pages(s, first, (uint32_t)(len >> IOA_PAGE_SHIFT));
-		return map_failure(err);
-	}
-	atomic_store_explicit(&s->run[first],
-			      (uint32_t)(len >> IOA_PAGE_SHIFT) | (uint32_t)owner << RUN_OWNER_SHIFT,
-			      memory_order_release);
-	ioa__node_stat_add(s->node, dma_allocs, 1);
-	ioa__node_stat_add(s->node, dma_bytes_live, len);
-	*out = (void *)(uintptr_t)va;
+	*out = (void *)((char *)s->mem.addr + ((size_t)first << IOA_PAGE_SHIFT));
 	return 0;
+}
+
+/* Up to @n runs of @per free pages (1 or 2, a run within one word of the
+ * bitmap) of one shared segment of @node, reserved: the segment into *seg,
+ * their first pages, ascending, into @first; how many (0 when no segment has
+ * such a run: nothing is created here). */
+static uint32_t reserve_small_runs(int node, uint32_t per, uint32_t n, struct ioa__segment **seg,
+				   uint32_t *first)
+{
+	struct node_arena *a = &rg.nodes[node];
+	int low = ioa__iommu_mappings_low(); /* then only whole segments serve */
+	struct ioa__segment *s;
+	uint32_t got = 0, w = 0;
+
+	pthread_mutex_lock(&a->lock);
+	for (s = a->segments; s; s = s->next, w = 0) {
+		if (s->dedicated || s->big || s->closing || (!s->whole && low) ||
+		    atomic_load_explicit(&s->free_pages, memory_order_relaxed) < per)
+			continue;
+		for (; w < (s->npages + 63) / 64 && got < n; w++) {
+			/* only allocations, under this lock, clear bits: a set bit stays set */
+			uint64_t bits = map_word(s, w * 64), take = 0, run = per == 1 ? 1 : 3;
+			uint64_t starts = per == 1 ? bits : bits & (bits >> 1);
+
+			for (; starts && got < n; starts &= ~(run << __builtin_ctzll(starts))) {
+				first[got] = w * 64 + (uint32_t)__builtin_ctzll(starts);
+				take |= run << (first[got++] % 64);
+			}
+			if (take)
+				atomic_fetch_and_explicit(&s->free_map[w], ~take, memory_order_relaxed);
+		}
+		if (got)
+			break;
+	}
+	if (got) {
+		atomic_fetch_sub_explicit(&s->free_pages, got * per, memory_order_relaxed);
+		if (s->whole) /* under the lock: closing sees every buffer */
+			atomic_fetch_add_explicit(&s->live, got, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&a->lock);
+	*seg = s;
+	return got;
+}
+
+int ioa__region_alloc_pages(int node, enum ioa__owner owner, uint32_t per, uint32_t n, void **out)
+{
+	uint32_t first[IOA_REGION_PAGES_MAX], got, done = 0;
+	size_t unit = (size_t)per << IOA_PAGE_SHIFT;
+	struct ioa__segment *s;
+	int err;
+
+	node = ioa__region_pick_node(node, "ioa_malloc");
+	if (node < 0)
+		return node;
+	if (per < 1 || per > 2)
+		return -EINVAL;
+	got = reserve_small_runs(node, per, n < IOA_REGION_PAGES_MAX ? n : IOA_REGION_PAGES_MAX,
+				 &s, first);
+	if (!got) /* a new segment, as for any buffer */
+		return (err = ioa__region_alloc(unit, IOA_PAGE, node, owner, out)) ? err : 1;
+	/* buffers that follow each other are mapped together, but for rotated
+	 * IOVAs (each buffer takes its own from the cursor) */
+	for (uint32_t i = 0, j; i < got; i = j) {
+		for (j = i + 1; j < got && !s->rotated && first[j] == first[j - 1] + per; j++)
+			;
+		err = map_reserved(s, first[i], (size_t)(j - i) * unit, unit, IOA_PAGE, owner);
+		if (err) {
+			for (; j < got; j++)
+				unreserve_pages(s, first[j], per, 1);
+			return done ? (int)done : err;
+		}
+		for (; i < j; i++)
+			out[done++] = (char *)s->mem.addr + ((size_t)first[i] << IOA_PAGE_SHIFT);
+	}
+	return (int)done;
 }
 
 /*
@@ -891,7 +986,7 @@ int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out)
 	}
 	s->iova = rg.identity ? va : window + (va & (WINDOW_ALIGN - 1));
 	ioa__log_hold(); /* an EEXIST is described below, in the caller's words */
-	err = map_buffer(va, s->iova, len, 0);
+	err = map_buffer(va, s->iova, len, len, 0);
 	ioa__log_release(err != -EEXIST);
 	if (err && err != -EIO) {
 		external_free(s);

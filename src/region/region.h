@@ -58,6 +58,14 @@ enum ioa__owner { IOA_OWNER_DMA, IOA_OWNER_HEAP, IOA_OWNER_POOL, IOA_OWNER_PROVI
  * (bad argument), -ENOMEM (memory, IOVA space, or the IOMMU map's ENOMEM),
  * -EPERM or -ENOSPC (the IOMMU map's: a limit), -EIO (another IOMMU error). */
 int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner, void **out);
+/* Strict mode's heap pages: up to @n buffers of @per pages (1 or 2) each on
+ * @node (at most IOA_REGION_PAGES_MAX; neighbours where the segment has
+ * them), taken under one lock and recorded with one table walk per run of
+ * neighbours; each is freed alone, as any buffer. Their addresses into @out;
+ * how many (at least 1), or -errno with a message as ioa__region_alloc. */
+#define IOA_REGION_PAGES_MAX 64 /* 128 pages < 512: a run never becomes a 2 MiB leaf */
+int ioa__region_alloc_pages(int node, enum ioa__owner owner, uint32_t per, uint32_t n,
+			    void **out);
 /* Test hook: the next @count maps into the software tables fail with -@err. */
 void ioa__region_fail_table_maps(int count, int err);
 size_t ioa__region_size(const void *ptr);
