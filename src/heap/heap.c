@@ -655,6 +655,11 @@ void *ioa__heap_alloc_slow(size_t size)
 	return ioa__heap_alloc_aligned(size, 16, IOA_NODE_ANY);
 }
 
+struct ioa__heap *ioa__heap_mine(void)
+{
+	return ioa__my_heap != &empty_heap ? ioa__my_heap : NULL;
+}
+
 /* ---- frees ------------------------------------------------------------- */
 
 void ioa__heap_free_slow(struct ioa__span *s, void *p)
@@ -758,8 +763,10 @@ void ioa__heap_fini(void)
 	ioa__span_caches_drain();
 	ioa__extent_fini(&leaked);
 	ioa__span_each(release_span, &leaked);
-	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
+	for (struct ioa__heap *h = all_heaps; h; h = h->next_all) {
+		ioa__span_spares_return(h);
 		heap_reset(h);
+	}
 	if (leaked)
 		ioa__warn("ioa_fini: %llu object(s) of ioa_malloc still allocated: freed",
 			  (unsigned long long)leaked);

@@ -127,6 +127,7 @@ struct ioa__word_cache {
  * a heap makes ahead, at once. They are mapped and unused: no stale DMA can reach
  * them that could not reach any page mapped anew (see docs/heap.md). */
 #define IOA_READY_PAGES 16
+#define IOA_SPARE_DESCS (2 * IOA_READY_PAGES)
 
 struct ioa__heap {
 	struct ioa__word_cache cache[IOA_CLASSES]; /* what the fast path allocates from */
@@ -149,6 +150,9 @@ struct ioa__heap {
 	/* strict: spans of 1 and of 2 pages made ahead, wholly free */
 	struct ioa__span *ready[2][IOA_READY_PAGES];
 	unsigned nready[2];
+	/* descriptors of page spans this thread retired, for the next batch */
+	struct ioa__span *spare_desc[IOA_SPARE_DESCS];
+	unsigned nspare_desc;
 	pthread_mutex_t lock;       /* shared heaps only: serialises their users */
 	struct ioa__heap *next_all; /* every heap, for ioa_fini and fork */
 	struct ioa__heap *next_parked;
@@ -178,6 +182,8 @@ static inline int ioa__popcount(uint64_t w)
  * all full) until its first malloc, so the fast path needs no NULL test. */
 extern __thread struct ioa__heap *ioa__my_heap __attribute__((tls_model("initial-exec")));
 
+/* The calling thread's own heap, or NULL while it has none. */
+struct ioa__heap *ioa__heap_mine(void);
 void *ioa__heap_alloc_slow(size_t size);
 void ioa__heap_free_slow(struct ioa__span *s, void *p);
 void ioa__heap_free_unknown(void *p);

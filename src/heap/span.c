@@ -148,16 +148,36 @@ static struct ioa__span *desc_alloc(int pool)
 	return desc_alloc_n(pool, &s, 1) ? s : NULL;
 }
 
+/* Back to its pool; a page span's to the calling thread's heap first, where
+ * the next batch of pages made ahead takes it without the pool's lock. */
 static void desc_free(struct ioa__span *s)
 {
 	struct pool *p = &pools[s->pool];
+	struct ioa__heap *h;
 
 	if (s->req)
 		ioa__os_free_pages(s->req, s->req_bytes);
-
+	if (s->pool == POOL_PAGE && (h = ioa__heap_mine()) && h->nspare_desc < IOA_SPARE_DESCS) {
+		h->spare_desc[h->nspare_desc++] = s;
+		return;
+	}
 	pthread_mutex_lock(&p->lock);
 	s->next = p->free;
 	p->free = s;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void ioa__span_spares_return(struct ioa__heap *h)
+{
+	struct pool *p = &pools[POOL_PAGE];
+
+	pthread_mutex_lock(&p->lock);
+	while (h->nspare_desc) {
+		struct ioa__span *s = h->spare_desc[--h->nspare_desc];
+
+		s->next = p->free;
+		p->free = s;
+	}
 	pthread_mutex_unlock(&p->lock);
 }
 
@@ -258,17 +278,23 @@ static struct ioa__span *span_create(int node, size_t len, size_t align, int poo
 	return s;
 }
 
-unsigned ioa__span_make_pages(int node, uint32_t per, struct ioa__span **out, unsigned n)
+unsigned ioa__span_make_pages(struct ioa__heap *h, uint32_t per, struct ioa__span **out,
+			      unsigned n)
 {
 	void *pages[IOA_REGION_PAGES_MAX];
-	unsigned got, made = 0;
-	int mapped;
+	unsigned got = 0, made = 0;
+	int node = h->node, mapped;
 
 	if (n > IOA_REGION_PAGES_MAX)
 		n = IOA_REGION_PAGES_MAX;
 	if (can_create() != 0)
 		return 0;
-	if (!(got = desc_alloc_n(POOL_PAGE, out, n))) {
+	for (; got < n && h->nspare_desc; got++) {
+		out[got] = h->spare_desc[--h->nspare_desc];
+		memset(out[got], 0, pools[POOL_PAGE].size);
+		out[got]->pool = POOL_PAGE;
+	}
+	if (!(got += desc_alloc_n(POOL_PAGE, out + got, n - got))) {
 		ioa__err("ioa_malloc: no memory for a span descriptor");
 		errno = ENOMEM;
 		return 0;
@@ -460,7 +486,7 @@ struct ioa__span *ioa__span_page(struct ioa__heap *h, uint32_t per)
 	unsigned *n = &h->nready[per - 1];
 
 	if (!*n || ioa__iommu_inherited()) { /* the child of fork() gets EPERM */
-		unsigned made = ioa__span_make_pages(h->node, per, ready, IOA_READY_PAGES);
+		unsigned made = ioa__span_make_pages(h, per, ready, IOA_READY_PAGES);
 
 		if (!made)
 			return NULL;

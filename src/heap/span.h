@@ -25,10 +25,14 @@ struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner);
 /* Formats @s, wholly free, for class @c and @owner: 0, or -ENOMEM with a
  * message (IOALLOC_CHECK's sizes). */
 int ioa__span_format(struct ioa__span *s, unsigned c, struct ioa__heap *owner);
-/* Strict mode: up to @n new spans of @per pages (1 or 2) on @node into
+/* Strict mode: up to @n new spans of @per pages (1 or 2) on @h's node into
  * @out, made at once (each lock taken once for all, neighbouring pages
- * recorded with one table walk); how many, 0 with errno set and a message. */
-unsigned ioa__span_make_pages(int node, uint32_t per, struct ioa__span **out, unsigned n);
+ * recorded with one table walk, descriptors @h kept first); how many, 0 with
+ * errno set and a message. */
+unsigned ioa__span_make_pages(struct ioa__heap *h, uint32_t per, struct ioa__span **out,
+			      unsigned n);
+/* ioa_fini: the descriptors @h kept go back to their pool. */
+void ioa__span_spares_return(struct ioa__heap *h);
 /* Strict mode: a wholly free span of @per pages (1 or 2) on @h's node, from
  * those @h made ahead (refilled IOA_READY_PAGES at a time); NULL with errno
  * set. */
