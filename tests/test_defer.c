@@ -243,29 +243,29 @@ static void stress(void)
 	ioa_fini();
 }
 
-/* Adjacent buffers freed together cost one unmap. */
-static void coalescing(void)
+/* @n adjacent buffers freed together cost one unmap; 64 of them have page
+ * numbers that differ in one byte, 300 in two (the sort's passes). */
+static void coalescing(int n)
 {
-	enum { N = 64 };
-	uint8_t *p[N];
+	uint8_t *p[300];
 	struct ioa_stats a, b;
 
 	if (!init_sim(IOA_DEFER_ON, 1000000, 4096, 0))
 		return;
-	for (int i = 0; i < N; i++)
+	for (int i = 0; i < n; i++)
 		p[i] = ioa_dma_alloc(KB4, 0, 0);
-	for (int i = 1; i < N; i++)
+	for (int i = 1; i < n; i++)
 		CHECK(p[i] == p[i - 1] + KB4); /* a fresh segment fills in order */
 	ioa_stats_get(&a);
-	for (int i = N - 1; i >= 0; i -= 2) /* out of order on purpose */
+	for (int i = n - 1; i >= 0; i -= 2) /* out of order on purpose */
 		CHECK_EQ(ioa_dma_free(p[i]), 0);
-	for (int i = N - 2; i >= 0; i -= 2)
+	for (int i = n - 2; i >= 0; i -= 2)
 		CHECK_EQ(ioa_dma_free(p[i]), 0);
 	CHECK(ioa_virt2iova(p[0]) != IOA_BAD_IOVA); /* mapped until retired */
 	CHECK_EQ(ioa_quiesce(), 0);
 	ioa_stats_get(&b);
 	CHECK_EQ(b.iommu_unmap_calls - a.iommu_unmap_calls, 1);
-	CHECK_EQ(b.defer_coalesced - a.defer_coalesced, N - 1);
+	CHECK_EQ(b.defer_coalesced - a.defer_coalesced, n - 1);
 	CHECK_EQ(b.iommu_invalidates - a.iommu_invalidates, 1);
 	CHECK_EQ(ioa_virt2iova(p[0]), IOA_BAD_IOVA);
 	check_balanced();
@@ -739,7 +739,8 @@ int main(void)
 	stale_data_page(0);
 	stale_table_page(1);
 	stale_table_page(0);
-	coalescing();
+	coalescing(64);
+	coalescing(300);
 	backlog_limit();
 	cap_bounds_unretired();
 	pass_frees_slots_and_counts();
