@@ -438,6 +438,38 @@ static void test_table_pages(void)
 	CHECK_EQ(after.table_pages, before.table_pages);
 }
 
+/* An unmap with a pruned list unlinks every table it leaves empty, and only
+ * those: two pages in one level-0 table, then a range in one table and one
+ * across tables. */
+static void test_pruning(void)
+{
+	struct ioa__iopt_pruned pruned = { 0 };
+	struct ioa__iopt pt;
+
+	if (!CHECK_EQ(ioa__iopt_init(&pt, NULL), 0))
+		return;
+	CHECK_EQ(ioa__iopt_map(&pt, GB1, 0, KB4, RW), 0);
+	CHECK_EQ(ioa__iopt_map(&pt, GB1 + 5 * KB4, KB4, 2 * KB4, RW), 0);
+	CHECK_EQ(pt.table_pages, 1 + 3);
+	CHECK_EQ(ioa__iopt_unmap(&pt, GB1 + 5 * KB4, 2 * KB4, &pruned), 0);
+	CHECK_EQ(pruned.count, 0); /* the level-0 table still maps GB1 */
+	CHECK_EQ(ioa__iopt_translate(pt.root, GB1 + 5 * KB4), UINT64_MAX);
+	CHECK_EQ(ioa__iopt_translate(pt.root, GB1), 0);
+	CHECK_EQ(ioa__iopt_unmap(&pt, GB1, KB4, &pruned), 0);
+	CHECK_EQ(pruned.count, 3); /* levels 0, 1 and 2, all emptied */
+	CHECK_EQ(atomic_load(&pt.root[GB1 >> 39]), 0);
+	ioa__iopt_free_pruned(&pt, &pruned);
+	CHECK_EQ(pt.table_pages, 1);
+
+	CHECK_EQ(ioa__iopt_map(&pt, GB1 + MB2 - KB4, 0, 2 * KB4, RW), 0); /* two level-0 tables */
+	CHECK_EQ(pt.table_pages, 1 + 4);
+	CHECK_EQ(ioa__iopt_unmap(&pt, GB1 + MB2 - KB4, 2 * KB4, &pruned), 0);
+	CHECK_EQ(pruned.count, 4);
+	ioa__iopt_free_pruned(&pt, &pruned);
+	CHECK_EQ(pt.table_pages, 1);
+	ioa__iopt_destroy(&pt);
+}
+
 /* A table on a root page of the caller's: the root is not counted nor freed,
  * and after destroy it is empty, so lookups through it find nothing. */
 static void test_caller_root(void)
@@ -476,6 +508,7 @@ int main(void)
 	test_unmap_split_refused();
 	test_leaf_sizes();
 	test_table_pages();
+	test_pruning();
 	test_caller_root();
 	test_random_against_model();
 	return check_done();

@@ -278,9 +278,30 @@ static int range_ok(uint64_t addr, uint64_t len)
 	       !((addr + len - 1) >> IOA_IOPT_BITS);
 }
 
+/* The level-0 table of [addr, addr + len) when the range lies inside one
+ * (so only 4 KiB leaves map it) and every table above it exists, with no
+ * leaf on the way; else NULL, for the general walk. Caller holds the lock. */
+static _Atomic uint64_t *one_leaf_table(const struct ioa__iopt *pt, uint64_t addr, uint64_t len)
+{
+	_Atomic uint64_t *t = pt->root;
+
+	if ((addr >> level_shift(1)) != ((addr + len - 1) >> level_shift(1)))
+		return NULL;
+	for (unsigned level = IOA_IOPT_LEVELS - 1; level > 0; level--) {
+		uint64_t e = atomic_load_explicit(&t[(addr >> level_shift(level)) & 511],
+						  memory_order_relaxed);
+
+		if (!(e & IOA_PTE_PRESENT) || (e & IOA_PTE_LEAF))
+			return NULL;
+		t = child_of(pt, e);
+	}
+	return t;
+}
+
 int ioa__iopt_map(struct ioa__iopt *pt, uint64_t addr, uint64_t target, uint64_t len,
 		  uint64_t perms)
 {
+	_Atomic uint64_t *t;
 	int err;
 
 	if (!range_ok(addr, len) || (target & (IOA_PAGE - 1)) || target + len < target ||
@@ -288,7 +309,17 @@ int ioa__iopt_map(struct ioa__iopt *pt, uint64_t addr, uint64_t target, uint64_t
 	    (perms & ~(IOA_PTE_READ | IOA_PTE_WRITE)))
 		return -EINVAL;
 	pthread_mutex_lock(&pt->lock);
-	if (!range_empty(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len)) {
+	if ((t = one_leaf_table(pt, addr, len))) { /* the common case: one walk, no recursion */
+		unsigned first = (addr >> IOA_PAGE_SHIFT) & 511, n = (unsigned)(len >> IOA_PAGE_SHIFT);
+
+		err = 0;
+		for (unsigned i = first; i < first + n && !err; i++)
+			if (atomic_load_explicit(&t[i], memory_order_relaxed))
+				err = -EEXIST;
+		for (unsigned i = first; i < first + n && !err; i++, target += IOA_PAGE)
+			atomic_store_explicit(&t[i], target | perms | IOA_PTE_PRESENT,
+					      memory_order_release);
+	} else if (!range_empty(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len)) {
 		err = -EEXIST;
 	} else {
 		err = map_range(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, target, addr + len, perms);
@@ -304,9 +335,22 @@ int ioa__iopt_unmap(struct ioa__iopt *pt, uint64_t addr, uint64_t len,
 {
 	int err = 0;
 
+	_Atomic uint64_t *t;
+
 	if (!range_ok(addr, len))
 		return -EINVAL;
 	pthread_mutex_lock(&pt->lock);
+	if ((t = one_leaf_table(pt, addr, len))) { /* the common case: one walk */
+		unsigned first = (addr >> IOA_PAGE_SHIFT) & 511, n = (unsigned)(len >> IOA_PAGE_SHIFT);
+
+		for (unsigned i = first; i < first + n; i++)
+			atomic_store_explicit(&t[i], 0, memory_order_release);
+		if (!pruned || !table_empty(t)) {
+			pthread_mutex_unlock(&pt->lock);
+			return 0;
+		}
+		/* emptied: the general walk below finds no leaf and prunes the tables */
+	}
 	if (splits_leaf(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len))
 		err = -EINVAL;
 	else
