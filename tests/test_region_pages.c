@@ -2,11 +2,14 @@
  * mode's heaps make ahead: every buffer is one of its own (looked up, seen
  * by the sim device, freed and retired alone), two batches never share a
  * page, and a batch whose map fails gives its pages back and leaves nothing
- * mapped; with fixed IOVAs (neighbours mapped together) and rotated ones. */
+ * mapped, near a map limit it takes what the device lets it, and with
+ * mappings low it comes from a segment mapped whole; with fixed IOVAs
+ * (neighbours mapped together) and rotated ones. */
 #include "check.h"
 
 #include "ioalloc.h"
 #include "region.h"
+#include "sim.h"
 
 #include <errno.h>
 #include <string.h>
@@ -121,7 +124,8 @@ static void failed_map_gives_back(void)
 	CHECK_EQ(bytes_live(), before - BATCH * KB4);
 }
 
-/* A batch's IOVAs do not stay mapped in the device after a failure. */
+/* A batch's IOVAs do not stay mapped in the device after a failure (its
+ * group's, then each buffer's alone). */
 static void failed_map_unmaps_device(void)
 {
 	void *a[BATCH];
@@ -132,9 +136,98 @@ static void failed_map_unmaps_device(void)
 	iova = ioa_virt2iova(a[0]);
 	CHECK_EQ(ioa_dma_free(a[0]), 0);
 	CHECK_EQ(ioa_quiesce(), 0);
-	ioa__region_fail_table_maps(1, ENOMEM);
+	ioa__region_fail_table_maps(2, ENOMEM);
 	CHECK_EQ(ioa__region_alloc_pages(0, IOA_OWNER_DMA, 2, BATCH, a), -ENOMEM);
 	CHECK(ioa_sim_dma(iova, &byte, 1, IOA_DMA_TO_DEVICE) != 0);
+}
+
+static uint64_t mapped_now(void)
+{
+	struct ioa_stats s;
+
+	ioa_stats_get(&s);
+	return s.bytes_mapped - s.bytes_unmapped;
+}
+
+/* Near an IOMMU limit (the sim's, as VFIO's at RLIMIT_MEMLOCK): a group of
+ * 16 neighbours that the device refuses whole is mapped one by one as far
+ * as the limit lets it, the rest given back; a batch of holes whose later
+ * group fails keeps the groups before it. */
+static void near_a_map_limit(void)
+{
+	void *a[BATCH], *b[BATCH], *pages[2 * BATCH];
+	uint64_t live;
+	int n;
+
+	a[0] = ioa_dma_alloc(KB4, 0, 0);
+	CHECK_EQ(ioa_dma_free(a[0]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	live = bytes_live();
+	ioa__sim_set_map_limit(mapped_now() + 5 * KB4);
+	n = ioa__region_alloc_pages(0, IOA_OWNER_DMA, 1, BATCH, a);
+	ioa__sim_set_map_limit(0);
+	CHECK_EQ(n, 5);
+	CHECK_EQ(bytes_live(), live + 5 * KB4);
+	for (int i = 0; i < n; i++) /* all of them mapped, for the device too */
+		CHECK_EQ(ioa_sim_dma(ioa_virt2iova(a[i]), &live, 1, IOA_DMA_TO_DEVICE), 0);
+	CHECK_EQ(batch(1, BATCH, b), BATCH); /* the rest came back */
+	CHECK(b[0] == (uint8_t *)a[4] + KB4);
+	for (int i = 0; i < n; i++)
+		CHECK_EQ(ioa_dma_free(a[i]), 0);
+	for (int i = 0; i < BATCH; i++)
+		CHECK_EQ(ioa_dma_free(b[i]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+
+	for (int i = 0; i < 2 * BATCH; i++) /* holes: groups of one */
+		pages[i] = ioa_dma_alloc(KB4, 0, 0);
+	for (int i = 0; i < 2 * BATCH; i += 2)
+		CHECK_EQ(ioa_dma_free(pages[i]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa__sim_set_map_limit(mapped_now() + 5 * KB4);
+	n = ioa__region_alloc_pages(0, IOA_OWNER_DMA, 1, BATCH, a);
+	ioa__sim_set_map_limit(0);
+	CHECK_EQ(n, 5);
+	for (int i = 0; i < n; i++)
+		CHECK(a[i] == pages[2 * i]);
+	CHECK_EQ(batch(1, BATCH, b), BATCH); /* the other 11 holes first */
+	for (int i = 0; i < BATCH - n; i++)
+		CHECK(b[i] == pages[2 * (i + n)]);
+	for (int i = 0; i < n; i++)
+		CHECK_EQ(ioa_dma_free(a[i]), 0);
+	for (int i = 0; i < BATCH; i++)
+		CHECK_EQ(ioa_dma_free(b[i]), 0);
+	for (int i = 1; i < 2 * BATCH; i += 2)
+		CHECK_EQ(ioa_dma_free(pages[i]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+}
+
+/* Mappings low: batches come from a segment mapped whole (not from the
+ * segment mapped page by page that has room), whose live count holds every
+ * buffer: freeing two of a batch does not unmap the segment under the rest. */
+static void mappings_low(void)
+{
+	void *first = ioa_dma_alloc(KB4, 0, 0), *p[BATCH];
+	uint8_t byte;
+	int n;
+
+	ioa__sim_set_mappings_low(1);
+	n = batch(1, BATCH, p); /* a new whole segment: its first page */
+	n += batch(1, BATCH - 1, p + n);
+	CHECK_EQ(n, BATCH);
+	for (int i = 0; i < n; i++)
+		CHECK(((uintptr_t)p[i] >> 21) != ((uintptr_t)first >> 21));
+	CHECK_EQ(ioa_dma_free(p[0]), 0);
+	CHECK_EQ(ioa_dma_free(p[1]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	for (int i = 2; i < n; i++)
+		CHECK_EQ(ioa_sim_dma(ioa_virt2iova(p[i]), &byte, 1, IOA_DMA_TO_DEVICE), 0);
+	for (int i = 2; i < n; i++)
+		CHECK_EQ(ioa_dma_free(p[i]), 0);
+	CHECK_EQ(ioa_dma_free(first), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	CHECK_EQ(mapped_now(), 0); /* the whole segment unmapped once its last buffer went */
+	CHECK_EQ(ioa_sim_violations(NULL), 0);
+	ioa__sim_set_mappings_low(0);
 }
 
 /* @test on a fresh region, with IOVAs @mode: fixed ones map neighbours
@@ -170,6 +263,8 @@ int main(void)
 		run(batches_of_two, mode);
 		run(failed_map_gives_back, mode);
 		run(failed_map_unmaps_device, mode);
+		run(near_a_map_limit, mode);
 	}
+	run(mappings_low, IOA_IOVA_FIXED);
 	return check_done();
 }

@@ -796,8 +796,12 @@ void ioa__heap_fork_parent(void)
 void ioa__heap_fork_child(void)
 {
 	for (struct ioa__heap *h = all_heaps; h; h = h->next_all) {
-		if (h->state == OWNED && !h->shared && h != ioa__my_heap)
+		if (h->state == OWNED && !h->shared && h != ioa__my_heap) {
 			h->state = ABANDONED;
+			/* its owner may have stopped inside a push: the kept
+			 * descriptors are left to leak, never pooled twice */
+			h->nspare_desc = 0;
+		}
 		pthread_mutex_init(&h->lock, NULL);
 	}
 	pthread_mutex_init(&heaps_lock, NULL);

@@ -294,7 +294,9 @@ unsigned ioa__span_make_pages(struct ioa__heap *h, uint32_t per, struct ioa__spa
 		memset(out[got], 0, pools[POOL_PAGE].size);
 		out[got]->pool = POOL_PAGE;
 	}
-	if (!(got += desc_alloc_n(POOL_PAGE, out + got, n - got))) {
+	if (got < n)
+		got += desc_alloc_n(POOL_PAGE, out + got, n - got);
+	if (!got) {
 		ioa__err("ioa_malloc: no memory for a span descriptor");
 		errno = ENOMEM;
 		return 0;

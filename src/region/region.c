@@ -521,10 +521,11 @@ static int map_failure(int err)
 
 /* Maps the @len bytes of @s reserved from page @first as buffers of @unit
  * bytes each (aligned to @align) and records them live for @owner: 0, or
- * -errno with the pages given back (-EIO: quarantined, the device may still
- * reach them). */
+ * -errno with nothing mapped and the pages given back, unless @keep (still
+ * reserved, for the caller to retry); -EIO: quarantined, the device may
+ * still reach them. */
 static int map_reserved(struct ioa__segment *s, uint32_t first, size_t len, size_t unit,
-			size_t align, enum ioa__owner owner)
+			size_t align, enum ioa__owner owner, int keep)
 {
 	uint64_t va = (uint64_t)(uintptr_t)s->mem.addr + ((uint64_t)first << IOA_PAGE_SHIFT);
 	uint64_t iova = buffer_iova(s, va, len, align);
@@ -533,7 +534,8 @@ static int map_reserved(struct ioa__segment *s, uint32_t first, size_t len, size
 
 	if (iova == UINT64_MAX) {
 		ioa__err("IOVA space exhausted: no range of %zu bytes left in the aperture", len);
-		unreserve_pages(s, first, n, n / per);
+		if (!keep)
+			unreserve_pages(s, first, n, n / per);
 		return -ENOMEM;
 	}
 	err = map_buffer(va, iova, len, unit, s->whole);
@@ -544,7 +546,8 @@ static int map_reserved(struct ioa__segment *s, uint32_t first, size_t len, size
 	}
 	if (err) { /* nothing is mapped: the IOVA can go back at once */
 		free_buffer_iova(s, iova, len);
-		unreserve_pages(s, first, n, n / per);
+		if (!keep)
+			unreserve_pages(s, first, n, n / per);
 		return map_failure(err);
 	}
 	for (uint32_t p = first; p < first + n; p += per)
@@ -579,7 +582,7 @@ int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner
 		return node;
 	if ((err = reserve_pages(node, len, align, &s, &first)) != 0)
 		return err;
-	if ((err = map_reserved(s, first, len, len, align, owner)) != 0)
+	if ((err = map_reserved(s, first, len, len, align, owner, 0)) != 0)
 		return err;
 	*out = (void *)((char *)s->mem.addr + ((size_t)first << IOA_PAGE_SHIFT));
 	return 0;
@@ -648,14 +651,25 @@ int ioa__region_alloc_pages(int node, enum ioa__owner owner, uint32_t per, uint3
 	for (uint32_t i = 0, j; i < got; i = j) {
 		for (j = i + 1; j < got && !s->rotated && first[j] == first[j - 1] + per; j++)
 			;
-		err = map_reserved(s, first[i], (size_t)(j - i) * unit, unit, IOA_PAGE, owner);
+		uint32_t rest = j; /* what goes back when a map fails */
+
+		err = map_reserved(s, first[i], (size_t)(j - i) * unit, unit, IOA_PAGE, owner,
+				   j - i > 1);
+		if (err && err != -EIO && j - i > 1) { /* refused whole; near an IOMMU */
+			for (err = 0; !err && i < j; i++) /* limit some may still go in alone */
+				if (!(err = map_reserved(s, first[i], unit, unit, IOA_PAGE, owner, 0)))
+					out[done++] = (char *)s->mem.addr +
+						      ((size_t)first[i] << IOA_PAGE_SHIFT);
+			rest = i; /* after the one that failed, given back (or quarantined) */
+		} else if (!err) {
+			for (; i < j; i++)
+				out[done++] = (char *)s->mem.addr + ((size_t)first[i] << IOA_PAGE_SHIFT);
+		}
 		if (err) {
-			for (; j < got; j++)
-				unreserve_pages(s, first[j], per, 1);
+			for (; rest < got; rest++)
+				unreserve_pages(s, first[rest], per, 1);
 			return done ? (int)done : err;
 		}
-		for (; i < j; i++)
-			out[done++] = (char *)s->mem.addr + ((size_t)first[i] << IOA_PAGE_SHIFT);
 	}
 	return (int)done;
 }
