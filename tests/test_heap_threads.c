@@ -134,6 +134,56 @@ static void test_thread_exit(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
+/* Strict mode: two threads' late destructors free, at once, blocks of a
+ * page the main thread allocated. The spans' descriptors go back to their
+ * pool: a thread past its exit has no heap to keep them in (a shared place
+ * for them would be written by both: ThreadSanitizer sees it). */
+#define LATE_BLOCKS 48
+
+static pthread_key_t strict_key;
+static pthread_barrier_t strict_together;
+static void *strict_blocks[2][LATE_BLOCKS];
+
+static void strict_late_destructor(void *arg)
+{
+	void **blocks = arg;
+
+	pthread_barrier_wait(&strict_together);
+	for (int i = 0; i < LATE_BLOCKS; i++)
+		ioa_free(blocks[i]);
+}
+
+static void *strict_exiting_thread(void *arg)
+{
+	ioa_free(ioa_malloc(64)); /* a heap of its own, parked at its exit */
+	pthread_setspecific(strict_key, arg);
+	return NULL;
+}
+
+static void test_strict_late_frees(void)
+{
+	pthread_t t[2];
+
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 0))
+		return;
+	ioa_free(ioa_malloc(3000)); /* the library's key is created before the test's */
+	pthread_key_create(&strict_key, strict_late_destructor);
+	pthread_barrier_init(&strict_together, NULL, 2);
+	for (int k = 0; k < 2; k++)
+		for (int i = 0; i < LATE_BLOCKS; i++)
+			CHECK((strict_blocks[k][i] = ioa_malloc(3000)) != NULL);
+	for (int k = 0; k < 2; k++)
+		pthread_create(&t[k], NULL, strict_exiting_thread, strict_blocks[k]);
+	for (int k = 0; k < 2; k++)
+		pthread_join(t[k], NULL);
+	pthread_barrier_destroy(&strict_together);
+	pthread_key_delete(strict_key);
+	CHECK_EQ(ioa_quiesce(), 0);
+	for (int k = 0; k < 2; k++)
+		CHECK_EQ(ioa_virt2iova(strict_blocks[k][0]), IOA_BAD_IOVA);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
 /* ---- fork ------------------------------------------------------------------ */
 
 static _Atomic int churn_stop;
@@ -196,6 +246,7 @@ int main(void)
 	test_producer_consumer(IOA_PROTECT_LAZY);
 	test_producer_consumer(IOA_PROTECT_STRICT);
 	test_thread_exit();
+	test_strict_late_frees();
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 	test_fork(); /* GCC 12's sanitizer runtimes are not fork-safe (test_fork.c) */
 #else
