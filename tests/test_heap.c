@@ -17,6 +17,7 @@
 #include "heap_check.h"
 
 #include "ioalloc.h"
+#include "heap.h"
 #include "sizeclass.h"
 
 #include <errno.h>
@@ -71,6 +72,22 @@ static void test_classes(void)
 	}
 	CHECK_EQ(bad, 0);
 	CHECK_EQ(ioa__class_of(IOA_SMALL_MAX), IOA_CLASSES - 1);
+}
+
+/* Up to IOA_LIFO_MAX bytes, a thread's free of an object of its cached word
+ * makes it the next malloc's, hot in the cache. */
+static void test_freed_comes_back_first(void)
+{
+	for (size_t size = 16; size <= IOA_LIFO_MAX; size += 16) {
+		void *a = ioa_malloc(size), *b = ioa_malloc(size), *c;
+
+		ioa_free(b);
+		c = ioa_malloc(size);
+		if (!CHECK(c == b))
+			check_note("%zu bytes: freed %p, then got %p", size, b, c);
+		ioa_free(c);
+		ioa_free(a);
+	}
 }
 
 static void test_sizes(void)
@@ -373,6 +390,7 @@ int main(void)
 	check_start("test_heap");
 	test_classes();
 	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0)) {
+		test_freed_comes_back_first();
 		test_sizes();
 		test_alignment();
 		test_realloc_calloc();

@@ -431,6 +431,7 @@ static void *alloc_small(struct ioa__heap *h, unsigned c)
 					       .size = s->obj_size, .span = s, .wi = s->wi };
 		s->out_wi = s->wi;
 		s->out_word = &e->word;
+		s->free_into = s->obj_size <= IOA_LIFO_MAX ? &e->word : &s->out_freed;
 	}
 	e->word = w & (w - 1);
 	return e->base + (size_t)__builtin_ctzll(w) * e->size;

@@ -74,10 +74,14 @@ struct ioa__span {
 	uint64_t *out_word;
 	/* Objects of that word the owner freed since (fast path): still counted
 	 * used, malloc takes them again before it takes another word, so they
-	 * come back warm. Kept here, not in the heap's copy: a free that stored
-	 * into the cache lines malloc reads made a malloc+free pair 1.6 times
-	 * as slow (malloc_pairs, 9.4 ns against 5.8). */
+	 * come back warm. Classes up to IOA_LIFO_MAX: none, the fast path's free
+	 * sets the object's bit in the heap's copy itself, so the next malloc
+	 * hands out the object just freed, hot in the cache (alloc-test-1 took
+	 * 10 % less time). Larger classes keep them here: a free that stores into
+	 * the cache line malloc reads puts the next malloc behind it (every class
+	 * so: malloc_pairs 10.1 ns a pair against 6.0; up to 128 bytes: 6.8). */
 	uint64_t out_freed;
+	uint64_t *free_into;        /* out_word or &out_freed, set with them */
 	uint16_t cls;
 	uint16_t pool;              /* descriptor pool (span.c) */
 	int pending;                /* strict: in its owner's list of spans to look at */
@@ -115,6 +119,8 @@ struct ioa__word_cache {
 	struct ioa__span *span;     /* NULL: none taken */
 	uint32_t wi;                /* the word's index in the span */
 };
+
+#define IOA_LIFO_MAX 128 /* classes whose objects freed from the cached word come back first */
 
 /* Strict mode: a thread's frees are applied at once, but a span they left
  * with no live object is retired only when the spans they touched are
@@ -236,7 +242,7 @@ static inline void ioa__heap_free(void *p)
 			ioa__heap_free_slow(s, p);
 			return;
 		}
-		s->out_freed |= bit;
+		*s->free_into |= bit;
 		return;
 	}
 	s->bits[i >> 6] = w | bit;
