@@ -211,6 +211,18 @@ static void test_bad_frees(void)
 	ioa_free(r);
 	ioa_free(s);
 	ioa_free(q);
+	/* a double free of an object outside the thread's cached word (65
+	 * objects: the word moved on), which only the span's bit shows */
+	char *many[65];
+
+	for (int i = 0; i < 65; i++)
+		many[i] = ioa_malloc(48);
+	ioa_free(many[0]);
+	capture_begin(&cap);
+	ioa_free(many[0]);
+	CHECK_CONTAINS(capture_end(&cap), "double free of an object of size class 48");
+	for (int i = 1; i < 65; i++)
+		ioa_free(many[i]);
 	/* a double free into a span that emptied (not the current one: the 13th
 	 * object of 20 KB opens a new span) and waits as a spare */
 	char *fill[13];

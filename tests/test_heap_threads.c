@@ -135,9 +135,11 @@ static void test_thread_exit(void)
 }
 
 /* Strict mode: two threads' late destructors free, at once, blocks of a
- * page the main thread allocated. The spans' descriptors go back to their
- * pool: a thread past its exit has no heap to keep them in (a shared place
- * for them would be written by both: ThreadSanitizer sees it). */
+ * page the main thread allocated: each is retired, none is lost. (A thread
+ * past its exit has no heap to keep the descriptors in, ioa__heap_mine();
+ * were they kept in a place both share, ThreadSanitizer would see it only
+ * in some runs: each free first takes the late queue's lock, which orders
+ * most of the two threads' writes.) */
 #define LATE_BLOCKS 48
 
 static pthread_key_t strict_key;
