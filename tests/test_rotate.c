@@ -275,7 +275,9 @@ static void test_table_pages_at_rest(void)
 	}
 	CHECK_EQ(ioa_quiesce(), 0);
 	ioa_stats_get(&after);
-	CHECK(after.table_pages <= before.table_pages + 8); /* the last pass's, pending in the sim */
+	/* the last pass's, pending in the sim: 8 here, 9 at times (a pass whose
+	 * range crosses a table boundary); 64 and more if none were retired */
+	CHECK(after.table_pages <= before.table_pages + 16);
 	printf("table pages: %llu before, %llu after 64 MiB of IOVA\n",
 	       (unsigned long long)before.table_pages, (unsigned long long)after.table_pages);
 	ioa_dma_free(keep);
