@@ -106,6 +106,13 @@ static size_t pool_size(int pool)
 	return (sizeof(struct ioa__span) + pool_words[pool] * 8 + 63) & ~(size_t)63;
 }
 
+/* Clears descriptor @s of @pool for a new span. */
+static void desc_clear(struct ioa__span *s, int pool)
+{
+	memset(s, 0, pools[pool].size);
+	s->pool = (uint16_t)pool;
+}
+
 /* Up to @n zeroed descriptors of @pool into @out, under one lock; how many. */
 static unsigned desc_alloc_n(int pool, struct ioa__span **out, unsigned n)
 {
@@ -134,10 +141,8 @@ static unsigned desc_alloc_n(int pool, struct ioa__span **out, unsigned n)
 		p->bump += p->size;
 	}
 	pthread_mutex_unlock(&p->lock);
-	for (unsigned i = 0; i < got; i++) {
-		memset(out[i], 0, p->size);
-		out[i]->pool = (uint16_t)pool;
-	}
+	for (unsigned i = 0; i < got; i++)
+		desc_clear(out[i], pool);
 	return got;
 }
 
@@ -289,11 +294,8 @@ unsigned ioa__span_make_pages(struct ioa__heap *h, uint32_t per, struct ioa__spa
 		n = IOA_REGION_PAGES_MAX;
 	if (can_create() != 0)
 		return 0;
-	for (; got < n && h->nspare_desc; got++) {
-		out[got] = h->spare_desc[--h->nspare_desc];
-		memset(out[got], 0, pools[POOL_PAGE].size);
-		out[got]->pool = POOL_PAGE;
-	}
+	for (; got < n && h->nspare_desc; got++)
+		desc_clear(out[got] = h->spare_desc[--h->nspare_desc], POOL_PAGE);
 	if (got < n)
 		got += desc_alloc_n(POOL_PAGE, out + got, n - got);
 	if (!got) {

@@ -122,6 +122,19 @@ static struct {
 	struct node_arena nodes[IOA_MAX_NODES];
 } rg;
 
+/* The address of page @i of @s. */
+static void *page_addr(const struct ioa__segment *s, uint32_t i)
+{
+	return (char *)s->mem.addr + ((size_t)i << IOA_PAGE_SHIFT);
+}
+
+/* Whether shared segment @s takes new buffers: of its kind (@big), not
+ * closing, and mapped whole when mappings run @low. */
+static int segment_serves(const struct ioa__segment *s, int big, int low)
+{
+	return !s->dedicated && s->big == big && !s->closing && (s->whole || !low);
+}
+
 static size_t round_up(size_t v, size_t a)
 {
 	return (v + a - 1) & ~(a - 1);
@@ -360,7 +373,7 @@ static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment
 	pthread_mutex_lock(&a->lock);
 	for (s = a->segments; s && (big || (len <= rg.segment_size && align <= rg.segment_size));
 	     s = s->next)
-		if (!s->dedicated && s->big == big && !s->closing && (s->whole || !low) &&
+		if (segment_serves(s, big, low) &&
 		    (page = find_run(s, n, (uint32_t)(align >> IOA_PAGE_SHIFT))) >= 0)
 			break;
 	if (!s || page < 0) {
@@ -527,7 +540,7 @@ static int map_failure(int err)
 static int map_reserved(struct ioa__segment *s, uint32_t first, size_t len, size_t unit,
 			size_t align, enum ioa__owner owner, int keep)
 {
-	uint64_t va = (uint64_t)(uintptr_t)s->mem.addr + ((uint64_t)first << IOA_PAGE_SHIFT);
+	uint64_t va = (uint64_t)(uintptr_t)page_addr(s, first);
 	uint64_t iova = buffer_iova(s, va, len, align);
 	uint32_t n = (uint32_t)(len >> IOA_PAGE_SHIFT), per = (uint32_t)(unit >> IOA_PAGE_SHIFT);
 	int err;
@@ -584,7 +597,7 @@ int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner
 		return err;
 	if ((err = map_reserved(s, first, len, len, align, owner, 0)) != 0)
 		return err;
-	*out = (void *)((char *)s->mem.addr + ((size_t)first << IOA_PAGE_SHIFT));
+	*out = page_addr(s, first);
 	return 0;
 }
 
@@ -602,7 +615,7 @@ static uint32_t reserve_small_runs(int node, uint32_t per, uint32_t n, struct io
 
 	pthread_mutex_lock(&a->lock);
 	for (s = a->segments; s; s = s->next, w = 0) {
-		if (s->dedicated || s->big || s->closing || (!s->whole && low) ||
+		if (!segment_serves(s, 0, low) ||
 		    atomic_load_explicit(&s->free_pages, memory_order_relaxed) < per)
 			continue;
 		for (; w < (s->npages + 63) / 64 && got < n; w++) {
@@ -658,12 +671,11 @@ int ioa__region_alloc_pages(int node, enum ioa__owner owner, uint32_t per, uint3
 		if (err && err != -EIO && j - i > 1) { /* refused whole; near an IOMMU */
 			for (err = 0; !err && i < j; i++) /* limit some may still go in alone */
 				if (!(err = map_reserved(s, first[i], unit, unit, IOA_PAGE, owner, 0)))
-					out[done++] = (char *)s->mem.addr +
-						      ((size_t)first[i] << IOA_PAGE_SHIFT);
+					out[done++] = page_addr(s, first[i]);
 			rest = i; /* after the one that failed, given back (or quarantined) */
 		} else if (!err) {
 			for (; i < j; i++)
-				out[done++] = (char *)s->mem.addr + ((size_t)first[i] << IOA_PAGE_SHIFT);
+				out[done++] = page_addr(s, first[i]);
 		}
 		if (err) {
 			for (; rest < got; rest++)
@@ -1040,8 +1052,7 @@ void ioa__region_forget(const struct ioa__buffer *b)
  * caller is in a read section, or no retirement runs (ioa_fini). */
 static uint64_t page_iova(const struct ioa__segment *s, uint32_t i)
 {
-	return ioa__iopt_translate(ioa__va2iova_root,
-				   (uint64_t)(uintptr_t)s->mem.addr + ((uint64_t)i << IOA_PAGE_SHIFT));
+	return ioa__iopt_translate(ioa__va2iova_root, (uint64_t)(uintptr_t)page_addr(s, i));
 }
 
 void ioa__region_walk(int node, ioa__segment_fn seg_fn, ioa__buffer_fn buf_fn, void *arg)
@@ -1076,8 +1087,8 @@ void ioa__region_walk(int node, ioa__segment_fn seg_fn, ioa__buffer_fn buf_fn, v
 			ioa__read_end(sec);
 			if (iova == UINT64_MAX)
 				continue; /* freed and retired meanwhile */
-			buf_fn(arg, (uint8_t *)s->mem.addr + ((size_t)i << IOA_PAGE_SHIFT), iova,
-			       (size_t)n << IOA_PAGE_SHIFT, owners[RUN_OWNER(v)]);
+			buf_fn(arg, page_addr(s, i), iova, (size_t)n << IOA_PAGE_SHIFT,
+			       owners[RUN_OWNER(v)]);
 			i += n - 1; /* the buffer's other pages hold no run */
 		}
 	}
@@ -1176,8 +1187,7 @@ static void segment_fini(struct ioa__segment *s)
 
 		if (!n)
 			continue;
-		ioa__warn("ioa_fini: buffer %p of %llu KiB was never freed",
-			  (void *)((uint8_t *)s->mem.addr + ((size_t)i << IOA_PAGE_SHIFT)),
+		ioa__warn("ioa_fini: buffer %p of %llu KiB was never freed", page_addr(s, i),
 			  (unsigned long long)n * 4);
 		atomic_store_explicit(&s->run[i], 0, memory_order_relaxed);
 		ioa__node_stat_sub(s->node, dma_bytes_live, (uint64_t)n << IOA_PAGE_SHIFT);

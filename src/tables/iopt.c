@@ -333,9 +333,8 @@ int ioa__iopt_map(struct ioa__iopt *pt, uint64_t addr, uint64_t target, uint64_t
 int ioa__iopt_unmap(struct ioa__iopt *pt, uint64_t addr, uint64_t len,
 		    struct ioa__iopt_pruned *pruned)
 {
-	int err = 0;
-
 	_Atomic uint64_t *t;
+	int err = 0;
 
 	if (!range_ok(addr, len))
 		return -EINVAL;
