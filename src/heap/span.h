@@ -35,7 +35,14 @@ unsigned ioa__span_make_pages(struct ioa__heap *h, uint32_t per, struct ioa__spa
 void ioa__span_spares_return(struct ioa__heap *h);
 /* Strict mode: a wholly free span of @per pages (1 or 2) on @h's node, from
  * those @h made ahead (refilled IOA_READY_PAGES at a time); NULL with errno
- * set. */
+ * set. Life in a process: they (and the descriptors @h keeps) stay with @h
+ * when its thread exits and serve the thread that adopts it; a later
+ * destructor's frees keep no descriptor (ioa__heap_mine() is NULL then); in
+ * a child of fork() whose IOMMU is its parent's none is handed out (EPERM),
+ * and abandoned heaps' kept descriptors are dropped; ioa_fini(), which no
+ * call may race, retires them with every span; a signal handler may not
+ * allocate while its thread is in the heap (as with glibc), and under
+ * LD_PRELOAD nothing reaches here before the preload library is up. */
 struct ioa__span *ioa__span_page(struct ioa__heap *h, uint32_t per);
 /* A large block of @len bytes (rounded already) aligned to @align on @node:
  * from the node's cache when the sizes match, else a new region buffer. */
