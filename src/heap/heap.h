@@ -124,9 +124,10 @@ struct ioa__word_cache {
 
 /* Strict mode: a thread's frees are applied at once, but a span they left
  * with no live object is retired only when the spans they touched are
- * looked at: before a word of one of them is handed out, after this many
- * frees or spans, at ioa_quiesce() and at exit. So a loop that allocates and
- * frees one object retires a page per word it uses, not one per free. */
+ * looked at: before a word of one of them is handed out (all but those with
+ * a word out), after this many frees or spans, at ioa_quiesce() and at exit.
+ * So a loop that allocates and frees one object retires a page per word it
+ * uses, not one per free. */
 #define IOA_STRICT_BATCH 1024
 #define IOA_STRICT_SPANS 64
 /* Strict mode: spans of one or two pages (of small objects or a large block)
