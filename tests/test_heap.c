@@ -90,6 +90,29 @@ static void test_freed_comes_back_first(void)
 	}
 }
 
+/* Strict mode, every small class on a fresh heap: an object freed while its
+ * page keeps live ones comes back at the class's next refill, before a page
+ * is made; one whose page it empties does not (test_protect). */
+static void test_strict_freed_comes_back(void)
+{
+	static void *objs[64];
+
+	for (unsigned c = 0; c < IOA_CLASSES && ioa__class_size(c) <= 2048; c++) {
+		size_t size = ioa__class_size(c), n = 4096 / size < 64 ? 4096 / size : 64;
+		void *again;
+
+		for (size_t k = 0; k < n; k++) /* the page's first word, spent */
+			objs[k] = ioa_malloc(size);
+		ioa_free(objs[1]);
+		again = ioa_malloc(size);
+		if (!CHECK(again == objs[1]))
+			check_note("%zu bytes: freed %p, then got %p", size, objs[1], again);
+		objs[1] = again;
+		for (size_t k = 0; k < n; k++)
+			ioa_free(objs[k]);
+	}
+}
+
 static void test_sizes(void)
 {
 	static void *objs[2000];
@@ -411,6 +434,7 @@ int main(void)
 		CHECK_EQ(leaked_at_fini(), 0);
 	}
 	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 0)) {
+		test_strict_freed_comes_back();
 		test_sizes();
 		test_alignment();
 		test_realloc_calloc();

@@ -10,17 +10,6 @@ static uint64_t canary_of(const void *p, size_t size)
 	return ((uint64_t)(uintptr_t)p ^ size) * 0x9e3779b97f4a7c15ull ^ 0xa5a5a5a55a5a5a5aull;
 }
 
-uint32_t ioa__check_index(const struct ioa__span *s, const void *p)
-{
-	uint64_t off = (uint64_t)((const char *)p - s->base);
-	uint32_t i = (uint32_t)((off * s->magic) >> 40);
-
-	if ((const char *)p < s->base || off >= s->len || i >= s->nobjs ||
-	    (uint64_t)i * s->obj_size != off)
-		return UINT32_MAX;
-	return i;
-}
-
 void ioa__check_armed(void *p, size_t size)
 {
 	struct ioa__span *s = ioa__pagemap_get(p);

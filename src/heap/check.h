@@ -18,8 +18,18 @@ static inline size_t ioa__check_inner_size(size_t size)
 	return size + IOA_CANARY;
 }
 
-/* The index of the object starting at @p in small span @s, or UINT32_MAX. */
-uint32_t ioa__check_index(const struct ioa__span *s, const void *p);
+/* The index of the object starting at @p in small span @s, or UINT32_MAX
+ * (inline: every slow-path free asks). */
+static inline uint32_t ioa__check_index(const struct ioa__span *s, const void *p)
+{
+	uint64_t off = (uint64_t)((const char *)p - s->base);
+	uint32_t i = (uint32_t)((off * s->magic) >> 40);
+
+	if ((const char *)p < s->base || off >= s->len || i >= s->nobjs ||
+	    (uint64_t)i * s->obj_size != off)
+		return UINT32_MAX;
+	return i;
+}
 /* Records @size as the request of new object @p and writes its canary. */
 void ioa__check_armed(void *p, size_t size);
 /* Verifies object @i at @p of @s on its free, and forgets its request: 0

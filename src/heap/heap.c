@@ -52,7 +52,7 @@ static void heap_reset(struct ioa__heap *h)
 }
 
 static void flush_pending(struct ioa__heap *h);
-static void flush_pending_but_words(struct ioa__heap *h);
+static void look_at_pending(struct ioa__heap *h, int keep_words);
 
 /* ---- span lists of a heap -------------------------------------------- */
 
@@ -154,12 +154,38 @@ void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s)
 /* Strict mode, after a free into @s: notes that it has no live object
  * left. Objects of the cached word may still be handed out before it is
  * looked at; its other free objects may not, as they were free on a wholly
- * free page (see strict_changed). */
+ * free page (see strict_changed), nor those freed since it was taken out
+ * (out_freed: see strict_free_into_word). */
 static void strict_note_free(struct ioa__span *s)
 {
 	if (s->used <= 64 && live_objects(s) == 0)
 		s->emptied = 1;
 }
+
+/* Strict mode, a free of object @i of @s by its owner: an object of the
+ * cached word joins out_freed, which the next refill of the class hands out
+ * again first (as lazy mode does for its larger classes), when another
+ * object of the word is still allocated (a strict span is one page, so the
+ * page keeps a live object) and the page has not emptied since it was last
+ * looked at. Reusing a freed object on a page that still holds live ones is
+ * what strict mode cannot prevent (a stale DMA reaches it either way);
+ * without it every refill took the few objects freed since the last one
+ * (alloc_test: a refill every 6 mallocs). Not into the word itself: the
+ * refill applies other threads' frees first (strict_refill_freed). 1 when
+ * it did. */
+static int strict_free_into_word(struct ioa__span *s, uint32_t i)
+{
+	uint64_t bit = 1ull << (i & 63), others;
+
+	if (i >> 6 != s->out_wi || s->emptied)
+		return 0;
+	others = ~(s->bits[s->out_wi] | *s->out_word | s->out_freed | bit);
+	if (!(others & (s->out_wi == s->words - 1 ? s->last_mask : ~0ull)))
+		return 0;
+	s->out_freed |= bit;
+	return 1;
+}
+
 
 /* Strict mode, after frees were applied to @s of @h: a span with no live
  * object left takes its cached word back (its count becomes exact) and is
@@ -395,6 +421,23 @@ static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 	return s;
 }
 
+/* Strict mode, class @c's word spent: the objects freed into it since, when
+ * its page has not emptied once the frees other threads handed over are
+ * applied (they may retire the span and give the word back); else 0. */
+static uint64_t strict_refill_freed(struct ioa__heap *h, unsigned c)
+{
+	struct ioa__span *s;
+	uint64_t w;
+
+	collect_remote(h);
+	s = h->cache[c].span;
+	if (!s || !s->out_freed || s->emptied)
+		return 0;
+	w = s->out_freed;
+	s->out_freed = 0;
+	return w;
+}
+
 /* One object of class @c from heap @h: from its cached word, else the span's
  * next word with a free object becomes the cached word (a thread heap
  * without IOALLOC_CHECK), or one object is taken from the span. */
@@ -405,8 +448,12 @@ static void *alloc_small(struct ioa__heap *h, unsigned c)
 	uint64_t w = e->word;
 
 	if (!w && e->span && e->span->out_freed) { /* the word's objects freed since */
-		w = e->span->out_freed;
-		e->span->out_freed = 0;
+		if (ioa__heap_strict) {
+			w = strict_refill_freed(h, c);
+		} else {
+			w = e->span->out_freed;
+			e->span->out_freed = 0;
+		}
 	}
 	if (!w) {
 		give_back_word(h, c);
@@ -415,7 +462,7 @@ static void *alloc_small(struct ioa__heap *h, unsigned c)
 		/* strict: a span freed into is looked at before a word of it is
 		 * handed out, so no emptied page is used again unretired */
 		if (s->pending) {
-			flush_pending_but_words(h);
+			look_at_pending(h, 1);
 			if (!(s = span_with_room(h, c)))
 				return NULL;
 		}
@@ -489,43 +536,51 @@ static struct ioa__heap *heap_new(int node, int is_shared)
 
 /* Strict mode: the spans a thread's frees touched are looked at, each once;
  * one left with no live object is retired (and may be reused by another
- * thread at once: nothing reads it after its turn). */
-static void flush_pending(struct ioa__heap *h)
+ * thread at once: nothing reads it after its turn). With @keep_words, at a
+ * refill, a span with a word out (its class's cached word is of it) stays
+ * listed, its word serving on until its own refill or the next full flush.
+ * No word is handed out of a listed span: the refilling class gave its word
+ * back first, so its span is looked at, and span_with_room() finds only
+ * spans of that class. (Looking at every span at every refill retired each
+ * class's current page whenever any class took a word: malloc_pairs
+ * retired a page every 4 pairs; kept: every 13.)
+ *
+ * The list is taken out before any span is looked at: a retirement may call
+ * into libc (the reclaimer's first start creates a thread), which under
+ * LD_PRELOAD mallocs and frees through this heap, refilling and listing
+ * again; the inner call sees only what it listed itself. */
+static void look_at_pending(struct ioa__heap *h, int keep_words)
 {
-	unsigned n = h->npending;
+	struct ioa__span *list[IOA_STRICT_SPANS], *kept[IOA_STRICT_SPANS];
+	unsigned n = h->npending, nkept = 0;
 
+	memcpy(list, h->pending, n * sizeof(list[0]));
 	h->npending = 0;
-	h->nfreed = 0;
+	if (!keep_words)
+		h->nfreed = 0;
 	for (unsigned k = 0; k < n; k++) {
-		struct ioa__span *s = h->pending[k];
+		struct ioa__span *s = list[k];
 
-		s->pending = 0;
-		strict_changed(h, s);
-	}
-}
-
-/* flush_pending() at a refill: a span with a word out (its class's cached
- * word is of it) stays in the list, its word serving on until its own
- * refill or the list's flush. No word is handed out of a span in the list:
- * the refilling class gave its word back first, so its span is looked at
- * here, and span_with_room() finds only spans of that class. Looking at
- * every span at every refill retired each class's current page whenever any
- * class took a word (malloc_pairs: a page every 4 pairs; kept: every 13). */
-static void flush_pending_but_words(struct ioa__heap *h)
-{
-	unsigned n = h->npending, kept = 0;
-
-	for (unsigned k = 0; k < n; k++) {
-		struct ioa__span *s = h->pending[k];
-
-		if (h->cache[s->cls].span == s) {
-			h->pending[kept++] = s;
+		if (keep_words && h->cache[s->cls].span == s) {
+			kept[nkept++] = s;
 			continue;
 		}
 		s->pending = 0;
 		strict_changed(h, s);
 	}
-	h->npending = kept;
+	for (unsigned k = 0; k < nkept; k++) {
+		if (h->npending < IOA_STRICT_SPANS) {
+			h->pending[h->npending++] = kept[k];
+		} else { /* filled by inner calls: looked at now */
+			kept[k]->pending = 0;
+			strict_changed(h, kept[k]);
+		}
+	}
+}
+
+static void flush_pending(struct ioa__heap *h)
+{
+	look_at_pending(h, 0);
 }
 
 /* The exit destructor: the thread stops naming its heap first (a later
@@ -722,6 +777,8 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p)
 		ioa__check_report_double(s, i);
 		return;
 	}
+	if (ioa__heap_strict && strict_free_into_word(s, i))
+		return;
 	s->bits[i >> 6] |= 1ull << (i & 63);
 	if (ioa__heap_strict) { /* the span is looked at later: see flush_pending */
 		s->used--;
