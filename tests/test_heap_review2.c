@@ -184,9 +184,10 @@ static void test_strict_emptied_page_revived_by_cached_word(void)
  * thread, at its next refill" (include/ioalloc.h): applied before the
  * refill hands anything out, so the page is seen wholly free and retired.
  *
- * Fixed: in strict mode span_with_room collects the frees handed over
- * first, at every refill (one relaxed load when there are none). Mutation
- * h14 removes that.
+ * Fixed: in strict mode a refill collects the frees handed over first
+ * (alloc_small; one relaxed load when there are none), before it hands out
+ * objects freed into its word or looks for a span. Mutation h14 removes
+ * that.
  */
 static void test_strict_refill_before_collect(void)
 {

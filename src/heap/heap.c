@@ -171,8 +171,8 @@ static void strict_note_free(struct ioa__span *s)
  * what strict mode cannot prevent (a stale DMA reaches it either way);
  * without it every refill took the few objects freed since the last one
  * (alloc_test: a refill every 6 mallocs). Not into the word itself: the
- * refill applies other threads' frees first (strict_refill_freed). 1 when
- * it did. */
+ * refill applies other threads' frees first (alloc_small). 1 when it
+ * did. */
 static int strict_free_into_word(struct ioa__span *s, uint32_t i)
 {
 	uint64_t bit = 1ull << (i & 63), others;
@@ -385,10 +385,6 @@ static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 {
 	struct ioa__span *s, **pp;
 
-	/* strict: the frees handed over are applied before anything is handed
-	 * out, so a page they left wholly free is seen and retired first */
-	if (ioa__heap_strict)
-		collect_remote(h);
 	if ((s = h->spans[c]) && has_free(s))
 		return s;
 	flush_all_out(h); /* a slow path bounds how long this thread's frees wait */
@@ -421,23 +417,6 @@ static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 	return s;
 }
 
-/* Strict mode, class @c's word spent: the objects freed into it since, when
- * its page has not emptied once the frees other threads handed over are
- * applied (they may retire the span and give the word back); else 0. */
-static uint64_t strict_refill_freed(struct ioa__heap *h, unsigned c)
-{
-	struct ioa__span *s;
-	uint64_t w;
-
-	collect_remote(h);
-	s = h->cache[c].span;
-	if (!s || !s->out_freed || s->emptied)
-		return 0;
-	w = s->out_freed;
-	s->out_freed = 0;
-	return w;
-}
-
 /* One object of class @c from heap @h: from its cached word, else the span's
  * next word with a free object becomes the cached word (a thread heap
  * without IOALLOC_CHECK), or one object is taken from the span. */
@@ -447,13 +426,16 @@ static void *alloc_small(struct ioa__heap *h, unsigned c)
 	struct ioa__span *s;
 	uint64_t w = e->word;
 
-	if (!w && e->span && e->span->out_freed) { /* the word's objects freed since */
-		if (ioa__heap_strict) {
-			w = strict_refill_freed(h, c);
-		} else {
-			w = e->span->out_freed;
-			e->span->out_freed = 0;
-		}
+	/* strict: the frees other threads handed over are applied before
+	 * anything is handed out, so a page they left wholly free is seen and
+	 * retired first (which gives its word back) */
+	if (!w && ioa__heap_strict)
+		collect_remote(h);
+	/* the word's objects freed since: not of a page that emptied since
+	 * (strict: see strict_free_into_word) */
+	if (!w && e->span && e->span->out_freed && !e->span->emptied) {
+		w = e->span->out_freed;
+		e->span->out_freed = 0;
 	}
 	if (!w) {
 		give_back_word(h, c);
@@ -743,36 +725,10 @@ struct ioa__heap *ioa__heap_mine(void)
 
 /* ---- frees ------------------------------------------------------------- */
 
-void ioa__heap_free_slow(struct ioa__span *s, void *p)
+/* Object @i of @s freed by its owner @h (not checking). */
+static inline __attribute__((always_inline)) void free_own(struct ioa__heap *h,
+							  struct ioa__span *s, uint32_t i)
 {
-	struct ioa__heap *h = ioa__my_heap;
-	uint32_t i;
-
-	if (s->obj_size == 0) {
-		ioa__large_free(s, p);
-		return;
-	}
-	if ((i = ioa__check_index(s, p)) == UINT32_MAX) {
-		ioa__check_report_invalid(s, p);
-		return;
-	}
-	if (!s->owner) { /* a spare or cached span: all of it is free */
-		ioa__check_report_double(s, i);
-		return;
-	}
-	if (ioa__heap_checking && !ioa__check_disarm(s, i, p))
-		return;
-	if (h == &empty_heap && my_state == HEAP_NEW) { /* a thread that only frees: */
-		int late;                                    /* a heap lets it batch them */
-
-		h = my_heap_or_adopt(&late);
-		if (!h)
-			h = &empty_heap;
-	}
-	if (s->owner != h || h == &empty_heap) {
-		remote_free(h, s, p);
-		return;
-	}
 	if (ioa__object_free(s, i)) {
 		ioa__check_report_double(s, i);
 		return;
@@ -793,6 +749,54 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p)
 	}
 	if (--s->used <= s->low)
 		span_changed(h, s);
+}
+
+/* A small object's free that is not its owner's own, valid and unchecked
+ * one, in the order of the checks; out of line, so that the common case
+ * below saves no registers. */
+static __attribute__((noinline)) void free_not_own(struct ioa__heap *h, struct ioa__span *s,
+						   void *p, uint32_t i)
+{
+	if (i == UINT32_MAX) {
+		ioa__check_report_invalid(s, p);
+		return;
+	}
+	if (!s->owner) { /* a spare or cached span: all of it is free */
+		ioa__check_report_double(s, i);
+		return;
+	}
+	if (ioa__heap_checking && !ioa__check_disarm(s, i, p))
+		return;
+	if (h == &empty_heap && my_state == HEAP_NEW) { /* a thread that only frees: */
+		int late;                                    /* a heap lets it batch them */
+
+		h = my_heap_or_adopt(&late);
+		if (!h)
+			h = &empty_heap;
+	}
+	if (s->owner != h || h == &empty_heap) {
+		remote_free(h, s, p);
+		return;
+	}
+	free_own(h, s, i);
+}
+
+void ioa__heap_free_slow(struct ioa__span *s, void *p)
+{
+	struct ioa__heap *h = ioa__my_heap;
+	uint32_t i;
+
+	if (s->obj_size == 0) {
+		ioa__large_free(s, p);
+		return;
+	}
+	i = ioa__check_index(s, p);
+	if (__builtin_expect(i == UINT32_MAX || s->owner != h || ioa__heap_checking ||
+			     h == &empty_heap, 0)) {
+		free_not_own(h, s, p, i);
+		return;
+	}
+	free_own(h, s, i);
 }
 
 void ioa__heap_flush_mine(void)
