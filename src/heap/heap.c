@@ -443,8 +443,16 @@ static void *alloc_small(struct ioa__heap *h, unsigned c)
 			return NULL;
 		/* strict: a span freed into is looked at before a word of it is
 		 * handed out, so no emptied page is used again unretired */
-		if (s->pending) {
-			look_at_pending(h, 1);
+		while (s->pending) {
+			if (s->pending == IOA_PENDING_HELD) {
+				/* a look further up this thread's stack holds it (a
+				 * retirement re-entered malloc): that look decides,
+				 * this refill takes another span */
+				h->spans[c] = NULL;
+				s->low = IOA_SPAN_FULL;
+			} else {
+				look_at_pending(h, 1);
+			}
 			if (!(s = span_with_room(h, c)))
 				return NULL;
 		}
@@ -530,7 +538,9 @@ static struct ioa__heap *heap_new(int node, int is_shared)
  * The list is taken out before any span is looked at: a retirement may call
  * into libc (the reclaimer's first start creates a thread), which under
  * LD_PRELOAD mallocs and frees through this heap, refilling and listing
- * again; the inner call sees only what it listed itself. */
+ * again; the inner call sees only what it listed itself, and the spans
+ * taken out are held (IOA_PENDING_HELD) until looked at, so that an inner
+ * refill hands out nothing of them. */
 static void look_at_pending(struct ioa__heap *h, int keep_words)
 {
 	struct ioa__span *list[IOA_STRICT_SPANS], *kept[IOA_STRICT_SPANS];
@@ -540,6 +550,8 @@ static void look_at_pending(struct ioa__heap *h, int keep_words)
 	h->npending = 0;
 	if (!keep_words)
 		h->nfreed = 0;
+	for (unsigned k = 0; k < n; k++)
+		list[k]->pending = IOA_PENDING_HELD;
 	for (unsigned k = 0; k < n; k++) {
 		struct ioa__span *s = list[k];
 
@@ -552,6 +564,7 @@ static void look_at_pending(struct ioa__heap *h, int keep_words)
 	}
 	for (unsigned k = 0; k < nkept; k++) {
 		if (h->npending < IOA_STRICT_SPANS) {
+			kept[k]->pending = 1;
 			h->pending[h->npending++] = kept[k];
 		} else { /* filled by inner calls: looked at now */
 			kept[k]->pending = 0;

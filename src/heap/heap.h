@@ -84,7 +84,8 @@ struct ioa__span {
 	uint64_t *free_into;        /* out_word or &out_freed, set with them */
 	uint16_t cls;
 	uint16_t pool;              /* descriptor pool (span.c) */
-	int pending;                /* strict: in its owner's list of spans to look at */
+	int pending;                /* strict: in its owner's list of spans to look at,
+				       or IOA_PENDING_HELD: taken out by a look in progress */
 	/* strict: it had no live object since its owner last looked at it;
 	 * looked at with live ones (objects of the cached word handed out
 	 * since), it serves no more and is retired once they are freed */
@@ -129,6 +130,7 @@ struct ioa__word_cache {
  * So a loop that allocates and frees one object retires a page per word it
  * uses, not one per free. */
 #define IOA_STRICT_BATCH 1024
+#define IOA_PENDING_HELD 2
 #define IOA_STRICT_SPANS 64
 /* Strict mode: spans of one or two pages (of small objects or a large block)
  * a heap makes ahead, at once. They are mapped and unused: no stale DMA can reach
