@@ -186,7 +186,6 @@ static int strict_free_into_word(struct ioa__span *s, uint32_t i)
 	return 1;
 }
 
-
 /* Strict mode, after frees were applied to @s of @h: a span with no live
  * object left takes its cached word back (its count becomes exact) and is
  * retired, the current one included; one that had none since it was last
@@ -540,7 +539,10 @@ static struct ioa__heap *heap_new(int node, int is_shared)
  * LD_PRELOAD mallocs and frees through this heap, refilling and listing
  * again; the inner call sees only what it listed itself, and the spans
  * taken out are held (IOA_PENDING_HELD) until looked at, so that an inner
- * refill hands out nothing of them. */
+ * refill hands out nothing of them. Nothing else nests here: fork() is not
+ * called from inside the heap, a signal handler may not malloc while its
+ * thread is in it (as with glibc's), a thread's exit destructor looks at its
+ * list last, and ioa_fini() races no call. */
 static void look_at_pending(struct ioa__heap *h, int keep_words)
 {
 	struct ioa__span *list[IOA_STRICT_SPANS], *kept[IOA_STRICT_SPANS];

@@ -130,8 +130,10 @@ struct ioa__word_cache {
  * So a loop that allocates and frees one object retires a page per word it
  * uses, not one per free. */
 #define IOA_STRICT_BATCH 1024
-#define IOA_PENDING_HELD 2
 #define IOA_STRICT_SPANS 64
+/* A span's pending while a look that took it out of the list is in progress
+ * (1: listed). */
+#define IOA_PENDING_HELD 2
 /* Strict mode: spans of one or two pages (of small objects or a large block)
  * a heap makes ahead, at once. They are mapped and unused: no stale DMA can reach
  * them that could not reach any page mapped anew (see docs/heap.md). */
