@@ -91,19 +91,27 @@ static void test_freed_comes_back_first(void)
 }
 
 /* Strict mode, every small class on a fresh heap: an object freed while its
- * page keeps live ones comes back at the class's next refill, before a page
+ * page keeps live ones goes to its word's freed set, not to the list of
+ * spans to look at, and comes back at the class's next refill, before a page
  * is made; one whose page it empties does not (test_protect). */
 static void test_strict_freed_comes_back(void)
 {
 	static void *objs[64];
+	struct ioa__heap *h = ioa__heap_mine();
 
 	for (unsigned c = 0; c < IOA_CLASSES && ioa__class_size(c) <= 2048; c++) {
 		size_t size = ioa__class_size(c), n = 4096 / size < 64 ? 4096 / size : 64;
+		unsigned listed;
 		void *again;
 
 		for (size_t k = 0; k < n; k++) /* the page's first word, spent */
 			objs[k] = ioa_malloc(size);
+		if (!h)
+			h = ioa__heap_mine();
+		listed = h ? h->npending : 0;
 		ioa_free(objs[1]);
+		if (!CHECK(h && h->npending == listed))
+			check_note("%zu bytes: the free listed its span", size);
 		again = ioa_malloc(size);
 		if (!CHECK(again == objs[1]))
 			check_note("%zu bytes: freed %p, then got %p", size, objs[1], again);
