@@ -834,8 +834,8 @@ static int start_reclaimer(struct node *nd)
 }
 
 /* Wakes @nd's reclaimer, or starts it: in a child of fork() none runs until
- * a free or a quiesce needs one. */
-static void wake(struct node *nd)
+ * a free or a quiesce needs one. Out of line: push() saves no register for it. */
+__attribute__((noinline)) static void wake(struct node *nd)
 {
 	if (!atomic_load_explicit(&nd->started, memory_order_relaxed)) {
 		start_reclaimer(nd);
@@ -896,8 +896,9 @@ static int retire_now(int node, struct ioa__defer_item *item)
 	return retire(node, item, 1, &ext, &order, 0, &held) ? -EIO : 0;
 }
 
-/* The queue is full: retire a bounded batch, ours first, on this thread. */
-static void help(int node, struct ring *r)
+/* The queue is full: retire a bounded batch, ours first, on this thread.
+ * Out of line, as wake(). */
+__attribute__((noinline, cold)) static void help(int node, struct ring *r)
 {
 	struct node *nd = &eng.nodes[node];
 
@@ -928,8 +929,11 @@ static uint64_t stamp_item(struct ring *r, uint64_t head, uint64_t tail)
 	return r->stamp;
 }
 
-/* Appends @item to @r, whose only producer is the caller, and stamps it. */
-static void push(int node, struct ring *r, const struct ioa__defer_item *item)
+/* Appends @item to @r, whose only producer is the caller, and stamps it.
+ * Inline in ioa__defer_enqueue: a deferred free's common path is this and
+ * the lookup of the ring, with no call and no register saved. */
+static inline __attribute__((always_inline)) void push(int node, struct ring *r,
+							const struct ioa__defer_item *item)
 {
 	uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
 	/* acquire: the reclaimer is done with a slot before we reuse it */
@@ -974,7 +978,9 @@ static int push_late(int node, const struct ioa__defer_item *item)
 	return err;
 }
 
-int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
+/* ioa__defer_enqueue when the thread has no current queue for @node yet,
+ * has exited, or IOALLOC_DEFER=sync. */
+__attribute__((noinline)) static int enqueue_slow(int node, struct ioa__defer_item *item)
 {
 	struct ring *r;
 
@@ -987,6 +993,20 @@ int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
 			return 0;
 	}
 	return ioa__defer_retire_now(node, item);
+}
+
+int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
+{
+	/* acquire: pairs with ioa__defer_fini's bump; a queue of an instance
+	 * ioa_fini() ended is never pushed to (ring_for's case, repeated) */
+	unsigned gen = atomic_load_explicit(&eng.generation, memory_order_acquire);
+	struct ring *r = mine.ring[node];
+
+	if (__builtin_expect(r && mine.generation == gen && eng.cfg.defer != IOA_DEFER_SYNC, 1)) {
+		push(node, r, item);
+		return 0;
+	}
+	return enqueue_slow(node, item);
 }
 
 int ioa__defer_retire_now(int node, struct ioa__defer_item *item)
