@@ -25,7 +25,12 @@
  *   malloc and free: a free in a handler that interrupts a free of the same
  *   thread corrupts that thread's queue).
  * - fork(): every internal lock is taken around the fork, so a child is
- *   consistent whatever the parent's other threads were doing. With the sim
+ *   consistent whatever the parent's other threads were doing. The atfork
+ *   handlers of libraries loaded before this one (under LD_PRELOAD, all the
+ *   program links) run inside ours and may malloc and free, as with glibc's
+ *   malloc: the forking thread's allocations there come from a static arena
+ *   and are never reused, its frees (64 at most) wait until fork returns.
+ *   With the sim
  *   or none backend the child has its own copy and works on (its first free
  *   starts its reclaimers). With vfio or iommufd the container or IOAS
  *   belongs to the parent, and the child never changes it: ioa_dma_alloc()

@@ -68,14 +68,15 @@ static void fork_prepare(void)
 	ioa__pool_fork_prepare();
 	ioa__provider_fork_prepare();
 	ioa__extmem_fork_prepare();
-	if (atomic_load(&state) != STATE_UP)
-		return;
-	ioa__heap_fork_prepare();
-	ioa__defer_fork_prepare();
-	ioa__region_fork_prepare();
-	ioa__iommu_fork_prepare();
-	ioa__extent_fork_prepare();
-	ioa__span_fork_prepare();
+	if (atomic_load(&state) == STATE_UP) {
+		ioa__heap_fork_prepare();
+		ioa__defer_fork_prepare();
+		ioa__region_fork_prepare();
+		ioa__iommu_fork_prepare();
+		ioa__extent_fork_prepare();
+		ioa__span_fork_prepare();
+	}
+	ioa__heap_fork_window_open(); /* other libraries' handlers may allocate */
 }
 
 static void fork_parent(void)
@@ -92,6 +93,7 @@ static void fork_parent(void)
 	ioa__provider_fork_parent();
 	ioa__pool_fork_parent();
 	pthread_mutex_unlock(&life_lock);
+	ioa__heap_fork_window_close();
 }
 
 static void fork_child(void)
@@ -109,6 +111,7 @@ static void fork_child(void)
 	ioa__provider_fork_child();
 	ioa__pool_fork_child();
 	pthread_mutex_init(&life_lock, NULL);
+	ioa__heap_fork_window_close();
 }
 
 static void register_hooks(void)
@@ -120,7 +123,10 @@ static void register_hooks(void)
 /* Registered when the library is loaded, before the program registers
  * anything: fork's prepare handlers run in reverse order, so the program's
  * run first and may still allocate (ours take every lock), and the exit
- * handler runs after the program's, retiring what they freed. */
+ * handler runs after the program's, retiring what they freed. Libraries
+ * whose constructors ran earlier (under LD_PRELOAD, every one the program
+ * links) registered theirs before ours: they run inside ours, where the
+ * forking thread's mallocs and frees avoid every lock (heap.c, held). */
 __attribute__((constructor)) static void early_hooks(void)
 {
 	pthread_once(&hooks_once, register_hooks);

@@ -774,11 +774,6 @@ static struct ring *ring_new(struct node *nd)
 	return r;
 }
 
-/* Set while this thread starts a reclaimer: pthread_create allocates (the
- * new thread's TLS), and under the heap's strict mode that allocation may
- * retire a page, whose enqueue comes back here. */
-static __thread int starting_reclaimer;
-
 /*
  * IOALLOC_RECLAIM_CPUS: the reclaimer of @nd runs on the listed CPUs of its
  * node, or on all the listed ones when none is its node's. Set by the
@@ -789,7 +784,7 @@ static __thread int starting_reclaimer;
  * with a warning: retirement goes on. A forked child's reclaimers start
  * anew (ioa__defer_fork_child) and are bound here the same way.
  */
-static void bind_reclaimer(struct node *nd)
+static void bind_reclaimer(struct node *nd, pthread_t thread)
 {
 	int node = (int)(nd - eng.nodes), err;
 	cpu_set_t set;
@@ -800,36 +795,59 @@ static void bind_reclaimer(struct node *nd)
 	CPU_AND(&set, &set, &eng.reclaim_cpus);
 	if (!CPU_COUNT(&set))
 		set = eng.reclaim_cpus;
-	if ((err = pthread_setaffinity_np(nd->thread, sizeof(set), &set)) != 0)
+	if ((err = pthread_setaffinity_np(thread, sizeof(set), &set)) != 0)
 		ioa__warn("reclaimer of node %d cannot be bound to IOALLOC_RECLAIM_CPUS=%s: %s", node,
 			  eng.cfg.reclaim_cpus, strerror(err));
 }
 
+/*
+ * Starts @nd's reclaimer unless it runs or another thread is starting it:
+ * either way the caller's items wait in their queue, which a reclaimer
+ * looks at first. started is set under start_lock before the thread is
+ * created, and start_lock is not held across pthread_create: under
+ * LD_PRELOAD that call allocates the new thread's TLS through the heap,
+ * which may take the heap's registry lock (a thread with no heap adopts
+ * one; one past its exit destructor uses the shared heap), and fork's
+ * prepare handler takes that lock before start_lock (test_preload_fork);
+ * in strict mode the allocation may also retire a page, whose enqueue comes
+ * back here and finds started set. A fork child, where the starting thread
+ * does not exist, clears started (ioa__defer_fork_child); a failed
+ * pthread_create clears it again, so the next free tries anew.
+ */
 static int start_reclaimer(struct node *nd)
 {
+	pthread_t thread;
 	int err = 0;
 
-	if (starting_reclaimer) /* the outer call starts it: the item waits in the ring */
-		return 0;
-	starting_reclaimer = 1;
 	pthread_mutex_lock(&eng.start_lock);
-	if (!atomic_load_explicit(&nd->started, memory_order_relaxed)) {
-		if (!nd->items) { /* a child after fork() keeps its parent's arrays */
-			nd->items = ioa__os_alloc_pages(PASS_MAX * sizeof(*nd->items));
-			nd->extents = ioa__os_alloc_pages(PASS_MAX * sizeof(*nd->extents));
-			nd->order = ioa__os_alloc_pages(2 * PASS_MAX * sizeof(*nd->order));
-		}
-		err = !nd->items || !nd->extents || !nd->order ? ENOMEM
-			: pthread_create(&nd->thread, NULL, reclaimer, nd);
-		atomic_store_explicit(&nd->started, !err, memory_order_relaxed);
-		if (err)
-			ioa__err("cannot start the reclaimer of node %d: %s", (int)(nd - eng.nodes),
-				 strerror(err));
-		else
-			bind_reclaimer(nd);
+	if (atomic_load_explicit(&nd->started, memory_order_relaxed)) {
+		pthread_mutex_unlock(&eng.start_lock);
+		return 0;
 	}
+	if (!nd->items) { /* a child after fork() keeps its parent's arrays */
+		nd->items = ioa__os_alloc_pages(PASS_MAX * sizeof(*nd->items));
+		nd->extents = ioa__os_alloc_pages(PASS_MAX * sizeof(*nd->extents));
+		nd->order = ioa__os_alloc_pages(2 * PASS_MAX * sizeof(*nd->order));
+	}
+	if (!nd->items || !nd->extents || !nd->order)
+		err = ENOMEM;
+	else
+		atomic_store_explicit(&nd->started, 1, memory_order_relaxed);
 	pthread_mutex_unlock(&eng.start_lock);
-	starting_reclaimer = 0;
+	if (!err) {
+		err = pthread_create(&thread, NULL, reclaimer, nd);
+		pthread_mutex_lock(&eng.start_lock);
+		if (err)
+			atomic_store_explicit(&nd->started, 0, memory_order_relaxed);
+		else
+			nd->thread = thread;
+		pthread_mutex_unlock(&eng.start_lock);
+	}
+	if (err)
+		ioa__err("cannot start the reclaimer of node %d: %s", (int)(nd - eng.nodes),
+			 strerror(err));
+	else
+		bind_reclaimer(nd, thread);
 	return -err;
 }
 
@@ -865,7 +883,7 @@ static struct ring *ring_for(int node)
 		return mine.ring[node];
 	if (start_reclaimer(nd) != 0)
 		return NULL;
-	if (mine.ring[node]) /* made by an enqueue inside the start (see starting_reclaimer) */
+	if (mine.ring[node]) /* made by an enqueue inside the start (see start_reclaimer) */
 		return mine.ring[node];
 	for (r = atomic_load_explicit(&nd->rings, memory_order_acquire); r; r = r->next) {
 		int orphan = 1;

@@ -29,6 +29,40 @@ static struct ioa__heap empty_heap;
 __thread struct ioa__heap *ioa__my_heap __attribute__((tls_model("initial-exec"))) = &empty_heap;
 static __thread int my_state __attribute__((tls_model("initial-exec")));
 
+/*
+ * From the end of the library's prepare handler to the end of its parent or
+ * child handler the forking thread holds every lock of the library (in the
+ * child, copies of them), and other libraries' atfork handlers run in
+ * between: the prepare handlers of those registered before ours (under
+ * LD_PRELOAD every library the program links: their constructors run before
+ * the preload library's), and the parent and child handlers of the same.
+ * They may allocate, as glibc's malloc lets them. So meanwhile the thread
+ * points at the empty heap, whose fast paths fall through, its mallocs come
+ * from the boot arena (never reused: a few bytes a fork) and its frees wait
+ * here, applied once every lock is free again (test_preload_fork). A free
+ * beyond HELD_FREES is left allocated with a warning: memory lost, never a
+ * deadlock. Only the forking thread is affected; the parent's other threads
+ * meanwhile wait on the locks as before.
+ */
+#define HELD_FREES 64
+
+static __thread struct {
+	int on;
+	int state;              /* my_state before */
+	struct ioa__heap *heap; /* ioa__my_heap before */
+	unsigned nfrees;
+	void *frees[HELD_FREES];
+} held __attribute__((tls_model("initial-exec")));
+
+static void held_free(void *p)
+{
+	if (held.nfrees < HELD_FREES)
+		held.frees[held.nfrees++] = p;
+	else
+		ioa__warn("free(%p) inside a fork handler: more than %d frees there, this one "
+			  "left allocated", p, HELD_FREES);
+}
+
 static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ioa__heap *all_heaps, *parked;
 static struct ioa__heap *shared[IOA_MAX_NODES]; /* under heaps_lock */
@@ -801,6 +835,10 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p)
 	struct ioa__heap *h = ioa__my_heap;
 	uint32_t i;
 
+	if (__builtin_expect(held.on, 0)) { /* inside fork's handlers: see held */
+		held_free(p);
+		return;
+	}
 	if (s->obj_size == 0) {
 		ioa__large_free(s, p);
 		return;
@@ -875,6 +913,34 @@ void ioa__heap_fini(void)
 	ioa__stat_add(heap_leaked_objects, leaked);
 }
 
+/* ---- fork's window (see held) -------------------------------------------- */
+
+void ioa__heap_fork_window_open(void)
+{
+	held.heap = ioa__my_heap;
+	held.state = my_state;
+	held.nfrees = 0;
+	ioa__my_heap = &empty_heap;
+	my_state = HEAP_BOOTING;
+	held.on = 1;
+}
+
+void ioa__heap_fork_window_close(void)
+{
+	if (!held.on)
+		return;
+	ioa__my_heap = held.heap;
+	my_state = held.state;
+	held.on = 0;
+	for (unsigned i = 0; i < held.nfrees; i++)
+		ioa__heap_free(held.frees[i]);
+}
+
+int ioa__heap_in_fork_window(void)
+{
+	return held.on;
+}
+
 /* fork(): the shared heaps' locks are held while spans are made (they call
  * the region layer), so they come first; the registry's is a leaf. */
 void ioa__heap_fork_prepare(void)
@@ -897,8 +963,10 @@ void ioa__heap_fork_parent(void)
  * abandoned, whatever state their owners left them in. */
 void ioa__heap_fork_child(void)
 {
+	struct ioa__heap *forking = held.on ? held.heap : ioa__my_heap;
+
 	for (struct ioa__heap *h = all_heaps; h; h = h->next_all) {
-		if (h->state == OWNED && !h->shared && h != ioa__my_heap) {
+		if (h->state == OWNED && !h->shared && h != forking) {
 			h->state = ABANDONED;
 			/* its owner may have stopped inside a push: the kept
 			 * descriptors are left to leak, never pooled twice */

@@ -199,6 +199,9 @@ void *ioa__heap_alloc_slow(size_t size);
 void ioa__heap_free_slow(struct ioa__span *s, void *p);
 void ioa__heap_free_unknown(void *p);
 void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s);
+/* Whether the calling thread is inside fork's handlers (heap.c, held): it
+ * must take no lock of the library. */
+int ioa__heap_in_fork_window(void);
 
 /* malloc's fast path: the lowest free object of the class's cached word. */
 static inline void *ioa__heap_alloc(size_t size)

@@ -15,6 +15,11 @@ void ioa__heap_flush_mine(void);
 void *ioa__heap_alloc_aligned(size_t size, size_t align, int node);
 
 void ioa__heap_fork_prepare(void);
+/* Around other libraries' atfork handlers (heap.c, held): opened at the end
+ * of the library's prepare handler, closed at the end of its parent and child
+ * handlers, once its locks are free. */
+void ioa__heap_fork_window_open(void);
+void ioa__heap_fork_window_close(void);
 void ioa__heap_fork_parent(void);
 void ioa__heap_fork_child(void);
 void ioa__extent_fork_prepare(void);

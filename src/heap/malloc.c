@@ -24,7 +24,8 @@ IOA_EXPORT void ioa_free(void *ptr)
 
 void ioa__heap_free_unknown(void *p)
 {
-	if (!p || ioa__boot_owns(p) || ioa__extent_report(p))
+	/* the extents' lookup takes their lock: not inside fork's handlers */
+	if (!p || ioa__boot_owns(p) || (!ioa__heap_in_fork_window() && ioa__extent_report(p)))
 		return;
 	ioa__err("free(%p): not a pointer ioalloc returned, or one it returned before "
 		 "ioa_fini()", p);
@@ -91,6 +92,7 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 	}
 	/* an extent grows into the free one after it, or gives its tail back */
 	if (s && s->chunk && !ioa__heap_checking && size > ioa__span_small_max() &&
+	    !ioa__heap_in_fork_window() && /* the extents' lock: see ioa__heap_free_unknown */
 	    size <= IOA_EXTENT_MAX &&
 	    (ioa__large_round(size) == s->len ||
 	     ioa__extent_resize((struct ioa__span *)s, ptr, ioa__large_round(size))))

@@ -1,0 +1,71 @@
+/*
+ * A library linked by test_preload_fork that, like many, keeps state it
+ * rebuilds around fork(): its constructor, which runs before the preload
+ * library's under LD_PRELOAD, registers atfork handlers, so they run inside
+ * ioalloc's (its prepare handler after ioalloc's, its parent and child
+ * handlers before ioalloc's). Each handler frees what the previous one made
+ * and allocates anew: a 64-byte object (a small class) and a 4096-byte block
+ * (a page of its own in strict mode), and grows one with realloc. The test
+ * hands them more: the prepare handler grows a large block of the heap's (in
+ * lazy mode one that could grow in place) and frees a pointer ioalloc never
+ * returned; the parent and child handlers free an object each, so that the
+ * test can check that the free took effect once fork() returned.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void *small, *block;
+/* set by the test; the grown block replaces atfork_grow_in_prepare */
+void *atfork_free_in_parent, *atfork_free_in_child, *atfork_grow_in_prepare,
+	*atfork_bad_free_in_prepare;
+
+static void *fill(size_t size)
+{
+	void *p = malloc(size);
+
+	if (p)
+		memset(p, 0x5a, size);
+	return p;
+}
+
+static void churn(void)
+{
+	void *grown;
+
+	free(small);
+	free(block);
+	small = fill(64);
+	block = fill(4096);
+	if ((grown = realloc(fill(100), 3000)))
+		free(grown);
+}
+
+static void prepare(void)
+{
+	void *grown;
+
+	churn();
+	if (atfork_grow_in_prepare && (grown = realloc(atfork_grow_in_prepare, 200000)))
+		atfork_grow_in_prepare = grown;
+	free(atfork_bad_free_in_prepare);
+}
+
+static void parent(void)
+{
+	churn();
+	free(atfork_free_in_parent);
+}
+
+static void child(void)
+{
+	churn();
+	free(atfork_free_in_child);
+}
+
+__attribute__((constructor)) static void atfork_lib_init(void)
+{
+	small = fill(64);
+	block = fill(4096);
+	pthread_atfork(prepare, parent, child);
+}

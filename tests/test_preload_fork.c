@@ -1,0 +1,169 @@
+/*
+ * fork() under libioalloc-preload.so, where the library's fork handlers hold
+ * every lock it has while code outside it runs (ctest sets LD_PRELOAD):
+ *
+ * - atfork: a library the program links (preload_atfork_lib.c) registered
+ *   its atfork handlers before ioalloc's, so they run inside ioalloc's, and
+ *   they malloc, realloc and free: small objects, blocks of a page, and
+ *   objects the test hands them, a large block to grow included, and once a
+ *   pointer ioalloc never returned (reported: "not a pointer ioalloc
+ *   returned"). fork() must complete in parent and child,
+ *   the frees they made must have taken effect once fork() returned (a
+ *   second free of the object is reported), and the heap must serve
+ *   again after it (its objects have IOVAs; the boot arena's have none).
+ *   Run with IOALLOC_PROTECT=lazy and strict.
+ * - noheap, exit (strict, with preload_slow_create.c preloaded first): the
+ *   process's first retirement starts the reclaimer, whose pthread_create
+ *   allocates through the heap, from a thread with no heap yet (its first
+ *   call frees a block) or past its exit destructor (which retires a page it
+ *   emptied); the shim keeps that thread inside pthread_create while the
+ *   main thread forks. fork() must complete.
+ *
+ * A deadlock is reported by a watchdog after 10 s (a run takes under 1 s).
+ */
+#include "check.h"
+
+#include "ioalloc.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define FORKS 8
+
+/* preload_atfork_lib.c */
+extern void *atfork_free_in_parent, *atfork_free_in_child, *atfork_grow_in_prepare,
+	*atfork_bad_free_in_prepare;
+
+static void watchdog(int sig)
+{
+	static const char msg[] = "test_preload_fork: no progress for 10 s: deadlocked\n";
+
+	(void)sig;
+	if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0)
+		_exit(1);
+	_exit(1);
+}
+
+/* Whether @p is heap memory: it has an IOVA, which the boot arena's lack. */
+static int from_heap(void *p)
+{
+	return p && ioa_virt2iova(p) != IOA_BAD_IOVA;
+}
+
+/* The free a handler made of @p took effect: a second one is reported. */
+static void freed_already(void *p)
+{
+	ONE_MESSAGE("free(", free(p));
+}
+
+/* In the child: the child handler's free took effect, and the heap serves. */
+static void child_checks(void *freed_by_handler)
+{
+	void *small, *block;
+
+	freed_already(freed_by_handler);
+	small = malloc(64);
+	block = malloc(4096);
+	CHECK(from_heap(small) && from_heap(block));
+	free(small);
+	free(block);
+	_exit(atomic_load(&check_failures) ? 3 : 0);
+}
+
+static void atfork_handlers_allocate(void)
+{
+	for (int i = 0; i < FORKS; i++) {
+		void *in_parent = malloc(4096), *in_child = malloc(4096), *p;
+		int status = -1;
+		pid_t pid;
+
+		static int not_ours;
+
+		CHECK(from_heap(in_parent) && from_heap(in_child));
+		atfork_free_in_parent = in_parent;
+		atfork_free_in_child = in_child;
+		atfork_grow_in_prepare = malloc(100000);
+		atfork_bad_free_in_prepare = i == 0 ? &not_ours : NULL;
+		pid = fork();
+		if (pid == 0)
+			child_checks(in_child);
+		atfork_free_in_parent = atfork_free_in_child = NULL;
+		CHECK(pid > 0);
+		CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+		      WEXITSTATUS(status) == 0);
+		freed_already(in_parent);
+		free(in_child); /* still allocated in the parent */
+		free(atfork_grow_in_prepare);
+		p = malloc(64);
+		CHECK(from_heap(p));
+		free(p);
+	}
+}
+
+static _Atomic int go;
+static void *block;
+
+static void *victim(void *arg)
+{
+	int at_exit = *(int *)arg;
+
+	pthread_setname_np(pthread_self(), "victim"); /* the shim's cue */
+	if (at_exit) {
+		void *p[64];
+
+		for (int i = 0; i < 64; i++) /* a page of 64-byte objects, emptied: */
+			p[i] = malloc(64);   /* listed, looked at by the exit destructor */
+		for (int i = 0; i < 64; i++)
+			free(p[i]);
+	}
+	while (!atomic_load(&go))
+		usleep(1000);
+	if (!at_exit)
+		free(block); /* the thread's first heap call: strict retires the block at once */
+	return NULL;
+}
+
+static void fork_while_first_start(int at_exit)
+{
+	pthread_t t;
+	int status = -1;
+	pid_t pid;
+
+	block = malloc(3000); /* strict: a page of its own */
+	CHECK(pthread_create(&t, NULL, victim, &at_exit) == 0);
+	atomic_store(&go, 1);
+	usleep(100000); /* the victim sleeps in the shim, inside the reclaimer's start */
+	pid = fork();
+	if (pid == 0)
+		_exit(0);
+	CHECK(pid > 0);
+	CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK(pthread_join(t, NULL) == 0);
+}
+
+int main(int argc, char **argv)
+{
+	const char *preload = getenv("LD_PRELOAD");
+	char want[512];
+
+	check_start("test_preload_fork");
+	if (argc < 3)
+		return check_skip("usage: test_preload_fork atfork|noheap|exit PRELOAD_LIB [SHIM]");
+	snprintf(want, sizeof(want), "%s%s%s", argc > 3 ? argv[3] : "", argc > 3 ? ":" : "",
+		 argv[2]);
+	if (!preload || strcmp(preload, want) != 0)
+		return check_skip("run with LD_PRELOAD=[SHIM:]PRELOAD_LIB as the arguments say "
+				  "(ctest does)");
+	signal(SIGALRM, watchdog);
+	alarm(10);
+	if (strcmp(argv[1], "atfork") == 0)
+		atfork_handlers_allocate();
+	else
+		fork_while_first_start(strcmp(argv[1], "exit") == 0);
+	return check_done();
+}
