@@ -54,13 +54,18 @@ static __thread struct {
 	void *frees[HELD_FREES];
 } held __attribute__((tls_model("initial-exec")));
 
-static void held_free(void *p)
+/* Inside fork's handlers, takes the free of @p to apply later: 1 if it did.
+ * Asked only where the thread's heap is the empty one. */
+static int held_free(void *p)
 {
+	if (!held.on)
+		return 0;
 	if (held.nfrees < HELD_FREES)
 		held.frees[held.nfrees++] = p;
 	else
 		ioa__warn("free(%p) inside a fork handler: more than %d frees there, this one "
 			  "left allocated", p, HELD_FREES);
+	return 1;
 }
 
 static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -806,6 +811,8 @@ static inline __attribute__((always_inline)) void free_own(struct ioa__heap *h,
 static __attribute__((noinline)) void free_not_own(struct ioa__heap *h, struct ioa__span *s,
 						   void *p, uint32_t i)
 {
+	if (h == &empty_heap && held_free(p))
+		return;
 	if (i == UINT32_MAX) {
 		ioa__check_report_invalid(s, p);
 		return;
@@ -835,11 +842,9 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p)
 	struct ioa__heap *h = ioa__my_heap;
 	uint32_t i;
 
-	if (__builtin_expect(held.on, 0)) { /* inside fork's handlers: see held */
-		held_free(p);
-		return;
-	}
 	if (s->obj_size == 0) {
+		if (h == &empty_heap && held_free(p))
+			return;
 		ioa__large_free(s, p);
 		return;
 	}
