@@ -1458,8 +1458,9 @@ uint64_t ioa_sim_violations(struct ioa_sim_violation *last);
  * the sim IOMMU like ioa_sim_dma(); a posted buffer that was freed since keeps
  * being tried (that is the point). The engine writes posted buffers: a
  * program must not touch their bytes while it runs. Returns -EBUSY if
- * running, -ENODEV without the sim backend, -EINVAL for a bad thread count,
- * or the error of pthread_create.
+ * running or starting, -ENODEV without the sim backend, -EINVAL for a bad
+ * thread count, or the error of pthread_create. A stop that races a start
+ * may find no thread to stop yet.
  */
 int ioa_sim_engine_start(unsigned threads);
 

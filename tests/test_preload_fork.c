@@ -18,6 +18,8 @@
  *   call frees a block) or past its exit destructor (which retires a page it
  *   emptied); the shim keeps that thread inside pthread_create while the
  *   main thread forks. fork() must complete.
+ * - engine (sim backend, the shim preloaded): the same while a thread with no
+ *   heap starts the sim's DMA engine, whose threads' creation allocates.
  *
  * A deadlock is reported by a watchdog after 10 s (a run takes under 1 s).
  */
@@ -128,6 +130,35 @@ static void *victim(void *arg)
 	return NULL;
 }
 
+/* The sim's DMA engine started from a thread with no heap: its threads'
+ * creation allocates under the engine's control lock, and adopting a heap
+ * takes the registry lock, which a fork takes before the control lock. */
+static void *engine_victim(void *arg)
+{
+	(void)arg;
+	pthread_setname_np(pthread_self(), "victim");
+	CHECK(ioa_sim_engine_start(1) == 0);
+	return NULL;
+}
+
+static void fork_while_engine_starts(void)
+{
+	pthread_t t;
+	int status = -1;
+	pid_t pid;
+
+	free(malloc(64)); /* the library is up: the engine needs the sim open */
+	CHECK(pthread_create(&t, NULL, engine_victim, NULL) == 0);
+	usleep(100000); /* the victim sleeps in the shim, inside the engine's start */
+	pid = fork();
+	if (pid == 0)
+		_exit(0);
+	CHECK(pid > 0);
+	CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK(pthread_join(t, NULL) == 0);
+	ioa_sim_engine_stop();
+}
+
 static void fork_while_first_start(int at_exit)
 {
 	pthread_t t;
@@ -153,7 +184,8 @@ int main(int argc, char **argv)
 
 	check_start("test_preload_fork");
 	if (argc < 3)
-		return check_skip("usage: test_preload_fork atfork|noheap|exit PRELOAD_LIB [SHIM]");
+		return check_skip("usage: test_preload_fork atfork|noheap|exit|engine PRELOAD_LIB "
+				  "[SHIM]");
 	snprintf(want, sizeof(want), "%s%s%s", argc > 3 ? argv[3] : "", argc > 3 ? ":" : "",
 		 argv[2]);
 	if (!preload || strcmp(preload, want) != 0)
@@ -163,6 +195,8 @@ int main(int argc, char **argv)
 	alarm(10);
 	if (strcmp(argv[1], "atfork") == 0)
 		atfork_handlers_allocate();
+	else if (strcmp(argv[1], "engine") == 0)
+		fork_while_engine_starts();
 	else
 		fork_while_first_start(strcmp(argv[1], "exit") == 0);
 	return check_done();

@@ -45,6 +45,7 @@ static struct {
 	_Atomic int running;
 	pthread_rwlock_t writing;
 	pthread_mutex_t control; /* serialises start and stop; guards the fields below */
+	int starting;            /* a start makes its threads, outside control */
 	unsigned nthreads;
 	struct engine_thread thread[MAX_THREADS];
 } engine = {
@@ -166,6 +167,7 @@ void ioa__sim_engine_fork_child(void)
 	for (unsigned i = 0; i < engine.nthreads; i++)
 		ioa__os_free_pages(engine.thread[i].dev, MAX_LEN);
 	engine.nthreads = 0;
+	engine.starting = 0; /* its starter is not in the child */
 	atomic_store(&engine.running, 0);
 }
 
@@ -173,6 +175,7 @@ void ioa__sim_engine_fork_child(void)
 /* Also -EINVAL for no threads or more than MAX_THREADS. */
 IOA_EXPORT int ioa_sim_engine_start(unsigned threads)
 {
+	unsigned n = 0;
 	int err = 0;
 
 	if (!ioa__sim_is_open()) {
@@ -185,20 +188,31 @@ IOA_EXPORT int ioa_sim_engine_start(unsigned threads)
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&engine.control);
-	if (engine.nthreads) {
+	if (engine.nthreads || engine.starting) {
 		ioa__err("ioa_sim_engine_start: the engine runs already (ioa_sim_engine_stop first)");
 		err = -EBUSY;
 	} else {
+		engine.starting = 1;
 		atomic_store(&engine.running, 1);
-		while (!err && engine.nthreads < threads)
-			if (!(err = start_thread(&engine.thread[engine.nthreads],
-						 (uint8_t)engine.nthreads)))
-				engine.nthreads++;
-		if (err) {
-			ioa__err("ioa_sim_engine_start: cannot start engine thread %u: %s",
-				 engine.nthreads, strerror(-err));
-			stop_threads();
-		}
+	}
+	pthread_mutex_unlock(&engine.control);
+	if (err)
+		return err;
+	/* The threads are made outside control: pthread_create allocates, under
+	 * LD_PRELOAD through the heap, whose registry lock (a thread without a
+	 * heap adopts one) fork takes before control (test_preload_fork_engine).
+	 * starting keeps other starts out; the slots are this call's until it
+	 * publishes nthreads. A stop meanwhile finds no thread to stop. */
+	while (!err && n < threads)
+		if (!(err = start_thread(&engine.thread[n], (uint8_t)n)))
+			n++;
+	pthread_mutex_lock(&engine.control);
+	engine.nthreads = n;
+	engine.starting = 0;
+	if (err) {
+		ioa__err("ioa_sim_engine_start: cannot start engine thread %u: %s", n,
+			 strerror(-err));
+		stop_threads();
 	}
 	pthread_mutex_unlock(&engine.control);
 	return err;
