@@ -28,8 +28,10 @@
  *   consistent whatever the parent's other threads were doing. The atfork
  *   handlers of libraries loaded before this one (under LD_PRELOAD, all the
  *   program links) run inside ours and may malloc and free, as with glibc's
- *   malloc: the forking thread's allocations there come from a static arena
- *   and are never reused, its frees (64 at most) wait until fork returns.
+ *   malloc: the forking thread's allocations there come from a static arena,
+ *   reused by its later forks, its frees (64 at most) wait until fork
+ *   returns. Unlike glibc's, a prepare handler of theirs must not wait for
+ *   another thread that allocates meanwhile: that thread waits for our locks.
  *   With the sim
  *   or none backend the child has its own copy and works on (its first free
  *   starts its reclaimers). With vfio or iommufd the container or IOAS

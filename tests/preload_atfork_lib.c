@@ -9,13 +9,21 @@
  * hands them more: the prepare handler grows a large block of the heap's (in
  * lazy mode one that could grow in place) and frees a pointer ioalloc never
  * returned; the parent and child handlers free an object each, so that the
- * test can check that the free took effect once fork() returned.
+ * test can check that the free took effect once fork() returned. Every
+ * handler also replaces a 64 KiB block, counting how often the new one is the
+ * one just freed (reused inside fork's handlers, the memory there does not run
+ * out however often the program forks), and makes aligned allocations up to
+ * 2 MiB, counting those not aligned (the constructor too: its allocations
+ * come before the preload library is ready).
  */
+#include <malloc.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void *small, *block;
+static void *small, *block, *big;
+int atfork_big_reused, atfork_misaligned;
 /* set by the test; the grown block replaces atfork_grow_in_prepare */
 void *atfork_free_in_parent, *atfork_free_in_child, *atfork_grow_in_prepare,
 	*atfork_bad_free_in_prepare;
@@ -29,9 +37,40 @@ static void *fill(size_t size)
 	return p;
 }
 
+/* Whether @p is NULL or not aligned to @align. Through an empty asm: the
+ * compiler takes these calls' results as aligned and would fold the test. */
+static int misaligned(void *p, uintptr_t align)
+{
+	uintptr_t a = (uintptr_t)p;
+
+	__asm__("" : "+r"(a));
+	return !a || (a & (align - 1));
+}
+
+static void aligned_ones(void)
+{
+	void *p = NULL;
+
+	if (posix_memalign(&p, 65536, 100) != 0)
+		p = NULL;
+	atfork_misaligned += misaligned(p, 65536);
+	free(p);
+	p = aligned_alloc(16384, 16384);
+	atfork_misaligned += misaligned(p, 16384);
+	free(p);
+	p = memalign((size_t)1 << 21, 64);
+	atfork_misaligned += misaligned(p, (uintptr_t)1 << 21);
+	free(p);
+}
+
 static void churn(void)
 {
-	void *grown;
+	void *grown, *old_big = big;
+
+	free(big);
+	big = fill(65536);
+	atfork_big_reused += big == old_big;
+	aligned_ones();
 
 	free(small);
 	free(block);
@@ -67,5 +106,7 @@ __attribute__((constructor)) static void atfork_lib_init(void)
 {
 	small = fill(64);
 	block = fill(4096);
+	big = fill(65536);
+	aligned_ones();
 	pthread_atfork(prepare, parent, child);
 }

@@ -1,10 +1,13 @@
 /*
- * Test shim for test_preload_fork, preloaded before libioalloc-preload.so:
- * a pthread_create called by a thread named "victim" sleeps 300 ms first.
- * It widens a window that exists anyway (a thread descheduled inside
- * pthread_create): the reclaimer's start, which that thread makes.
+ * Test shim, preloaded first (test_preload_fork, test_start_fails): a
+ * pthread_create called by a thread named "victim" sleeps 300 ms first; one
+ * called by a thread named "failer" sleeps 200 ms and fails with EAGAIN, as
+ * under RLIMIT_NPROC. The sleeps widen a window that exists anyway (a thread
+ * descheduled inside pthread_create): the reclaimer's start, which that
+ * thread makes.
  */
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -22,5 +25,9 @@ int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *)
 	prctl(PR_GET_NAME, name);
 	if (strcmp(name, "victim") == 0)
 		usleep(300000);
+	if (strcmp(name, "failer") == 0) {
+		usleep(200000);
+		return EAGAIN;
+	}
 	return real(t, attr, fn, arg);
 }

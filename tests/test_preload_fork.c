@@ -11,6 +11,8 @@
  *   the frees they made must have taken effect once fork() returned (a
  *   second free of the object is reported), and the heap must serve
  *   again after it (its objects have IOVAs; the boot arena's have none).
+ *   What the handlers free and allocate again inside fork's handlers is
+ *   reused there, and their aligned allocations up to 2 MiB are aligned.
  *   Run with IOALLOC_PROTECT=lazy and strict.
  * - noheap, exit (strict, with preload_slow_create.c preloaded first): the
  *   process's first retirement starts the reclaimer, whose pthread_create
@@ -40,6 +42,7 @@
 /* preload_atfork_lib.c */
 extern void *atfork_free_in_parent, *atfork_free_in_child, *atfork_grow_in_prepare,
 	*atfork_bad_free_in_prepare;
+extern int atfork_big_reused, atfork_misaligned;
 
 static void watchdog(int sig)
 {
@@ -105,6 +108,11 @@ static void atfork_handlers_allocate(void)
 		CHECK(from_heap(p));
 		free(p);
 	}
+	/* two windows a fork in the parent, each replacing the block */
+	if (!CHECK(atfork_big_reused >= FORKS))
+		printf("  the handlers' 64 KiB block was reused %d times in %d forks\n",
+		       atfork_big_reused, FORKS);
+	CHECK_EQ(atfork_misaligned, 0);
 }
 
 static _Atomic int go;

@@ -801,6 +801,25 @@ static void bind_reclaimer(struct node *nd, pthread_t thread)
 }
 
 /*
+ * A start that failed after other threads, finding started set, took queues
+ * and pushed to them: their push saw the reclaimer AWAKE and woke nobody. The
+ * node is marked IDLE, as a reclaimer marks it before it sleeps, so that the
+ * next push anywhere starts one again; after the same membarrier() as the
+ * reclaimer's (a push that read the old state published its item before),
+ * one pass retires what waits, unless a pass runs (trylock: this may be
+ * reached from inside one, through a table callback that frees).
+ */
+static void start_failed(struct node *nd)
+{
+	atomic_store(&nd->sleep, IDLE);
+	ioa__grace_fence_all();
+	if (pthread_mutex_trylock(&nd->pass_lock) == 0) {
+		run_pass(nd, NULL, 0);
+		pthread_mutex_unlock(&nd->pass_lock);
+	}
+}
+
+/*
  * Starts @nd's reclaimer unless it runs or another thread is starting it:
  * either way the caller's items wait in their queue, which a reclaimer
  * looks at first. started is set under start_lock before the thread is
@@ -812,7 +831,7 @@ static void bind_reclaimer(struct node *nd, pthread_t thread)
  * in strict mode the allocation may also retire a page, whose enqueue comes
  * back here and finds started set. A fork child, where the starting thread
  * does not exist, clears started (ioa__defer_fork_child); a failed
- * pthread_create clears it again, so the next free tries anew.
+ * pthread_create clears it again (start_failed).
  */
 static int start_reclaimer(struct node *nd)
 {
@@ -837,11 +856,13 @@ static int start_reclaimer(struct node *nd)
 	if (!err) {
 		err = pthread_create(&thread, NULL, reclaimer, nd);
 		pthread_mutex_lock(&eng.start_lock);
-		if (err)
+		if (err) /* IDLE: the next push anywhere tries again (start_failed) */
 			atomic_store_explicit(&nd->started, 0, memory_order_relaxed);
 		else
 			nd->thread = thread;
 		pthread_mutex_unlock(&eng.start_lock);
+		if (err)
+			start_failed(nd);
 	}
 	if (err)
 		ioa__err("cannot start the reclaimer of node %d: %s", (int)(nd - eng.nodes),

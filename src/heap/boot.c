@@ -21,8 +21,9 @@ void *ioa__boot_alloc(size_t size, size_t align)
 
 	if (align < 16)
 		align = 16;
-	do {
-		start = (old + 16 + align - 1) & ~(align - 1);
+	do { /* the address aligned, not the offset: the arena is page-aligned only */
+		start = (((uintptr_t)arena + old + 16 + align - 1) & ~(uintptr_t)(align - 1)) -
+			(uintptr_t)arena;
 		end = start + size;
 		if (size > ARENA_BYTES || end > ARENA_BYTES) {
 			errno = ENOMEM;

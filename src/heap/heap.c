@@ -38,11 +38,14 @@ static __thread int my_state __attribute__((tls_model("initial-exec")));
  * the preload library's), and the parent and child handlers of the same.
  * They may allocate, as glibc's malloc lets them. So meanwhile the thread
  * points at the empty heap, whose fast paths fall through, its mallocs come
- * from the boot arena (never reused: a few bytes a fork) and its frees wait
- * here, applied once every lock is free again (test_preload_fork). A free
- * beyond HELD_FREES is left allocated with a warning: memory lost, never a
- * deadlock. Only the forking thread is affected; the parent's other threads
- * meanwhile wait on the locks as before.
+ * from the boot arena and its frees of heap objects wait here, applied once
+ * every lock is free again (test_preload_fork). A free beyond HELD_FREES is
+ * left allocated with a warning: memory lost, never a deadlock. Arena objects
+ * freed inside the window (what the handlers of an earlier fork made, as
+ * handlers that rebuild their state do) serve the thread's later windows, so
+ * that forking over and over does not use the arena up. Only the forking
+ * thread is affected; the parent's other threads meanwhile wait on the
+ * locks as before.
  */
 #define HELD_FREES 64
 
@@ -52,7 +55,43 @@ static __thread struct {
 	struct ioa__heap *heap; /* ioa__my_heap before */
 	unsigned nfrees;
 	void *frees[HELD_FREES];
+	void *spare;            /* arena objects freed in a window, linked at p - 8 */
 } held __attribute__((tls_model("initial-exec")));
+
+static void **spare_link(void *p)
+{
+	return (void **)((char *)p - 8); /* the arena's header holds the size at p - 16 */
+}
+
+/* A window's malloc: a spare arena object that fits, else a new one. */
+static void *held_alloc(size_t size, size_t align)
+{
+	for (void **pp = &held.spare; *pp; pp = spare_link(*pp)) {
+		void *p = *pp;
+
+		if (ioa__boot_size(p) >= size && !((uintptr_t)p & (align - 1))) {
+			*pp = *spare_link(p);
+			return p;
+		}
+	}
+	return ioa__boot_alloc(size, align);
+}
+
+void ioa__heap_boot_free(void *p)
+{
+	if (!held.on)
+		return; /* outside a window, an arena object is never reused */
+	for (void *q = held.spare; q; q = *spare_link(q)) {
+		if (q == p) {
+			ioa__err("free(%p): double free (of a bootstrap object freed in a fork "
+				 "handler)", p);
+			errno = EINVAL;
+			return;
+		}
+	}
+	*spare_link(p) = held.spare;
+	held.spare = p;
+}
 
 /* Inside fork's handlers, takes the free of @p to apply later: 1 if it did.
  * Asked only where the thread's heap is the empty one. */
@@ -743,7 +782,7 @@ void *ioa__heap_alloc_aligned(size_t size, size_t align, int node)
 	/* a malloc of the library's own start, or one before the preload
 	 * library's constructor ran (libc's and libnuma's start) */
 	if (state == HEAP_BOOTING || (ioa__preloaded && !ioa__preload_ready))
-		return ioa__boot_alloc(size, align);
+		return held.on ? held_alloc(size, align) : ioa__boot_alloc(size, align);
 	my_state = HEAP_BOOTING;
 	err = ioa__ensure_up();
 	my_state = state;

@@ -202,6 +202,8 @@ void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s);
 /* Whether the calling thread is inside fork's handlers (heap.c, held): it
  * must take no lock of the library. */
 int ioa__heap_in_fork_window(void);
+/* The free of boot arena object @p: kept for reuse inside fork's handlers. */
+void ioa__heap_boot_free(void *p);
 
 /* malloc's fast path: the lowest free object of the class's cached word. */
 static inline void *ioa__heap_alloc(size_t size)

@@ -24,8 +24,12 @@ IOA_EXPORT void ioa_free(void *ptr)
 
 void ioa__heap_free_unknown(void *p)
 {
+	if (p && ioa__boot_owns(p)) {
+		ioa__heap_boot_free(p);
+		return;
+	}
 	/* the extents' lookup takes their lock: not inside fork's handlers */
-	if (!p || ioa__boot_owns(p) || (!ioa__heap_in_fork_window() && ioa__extent_report(p)))
+	if (!p || (!ioa__heap_in_fork_window() && ioa__extent_report(p)))
 		return;
 	ioa__err("free(%p): not a pointer ioalloc returned, or one it returned before "
 		 "ioa_fini()", p);

@@ -1,0 +1,78 @@
+/*
+ * The reclaimer's first start fails (ctest preloads preload_slow_create.c,
+ * whose pthread_create fails with EAGAIN, after 200 ms, for a thread named
+ * "failer") while another thread frees: that thread finds the start claimed,
+ * takes a queue and pushes to it, waking nobody. Once the start has failed,
+ * every buffer freed must still be retired: by a pass of the failing thread
+ * and by a reclaimer that a later free starts (src/defer/defer.c,
+ * start_failed). Before, the other thread's frees waited until its queue
+ * filled.
+ */
+#include "check.h"
+
+#include "ioalloc.h"
+
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+#define FREES 32
+
+static void *first, *later[FREES];
+
+static void *failer(void *arg)
+{
+	(void)arg;
+	pthread_setname_np(pthread_self(), "failer"); /* the shim's cue */
+	CHECK(ioa_dma_free(first) == 0); /* the first free: it starts the reclaimer */
+	return NULL;
+}
+
+static void *other(void *arg)
+{
+	(void)arg;
+	usleep(50000); /* while the failer is inside pthread_create */
+	for (int i = 0; i < FREES; i++) {
+		CHECK(ioa_dma_free(later[i]) == 0);
+		usleep(10000);
+	}
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	const char *preload = getenv("LD_PRELOAD");
+	struct ioa_config cfg;
+	struct ioa_stats s;
+	pthread_t a, b;
+
+	check_start("test_start_fails");
+	if (argc != 2 || !preload || strcmp(preload, argv[1]) != 0)
+		return check_skip("run as LD_PRELOAD=SHIM test_start_fails SHIM, SHIM "
+				  "preload_slow_create's library (ctest does)");
+	check_clear_ioalloc_env();
+	ioa_config_init(&cfg);
+	cfg.backend = IOA_BACKEND_SIM;
+	if (!CHECK(ioa_init(&cfg) == 0))
+		return check_done();
+	first = ioa_dma_alloc(4096, 0, IOA_NODE_ANY);
+	for (int i = 0; i < FREES; i++)
+		later[i] = ioa_dma_alloc(4096, 0, IOA_NODE_ANY);
+	CHECK(pthread_create(&a, NULL, failer, NULL) == 0);
+	CHECK(pthread_create(&b, NULL, other, NULL) == 0);
+	pthread_join(a, NULL);
+	pthread_join(b, NULL);
+	/* 500 times IOALLOC_DEFER_DELAY_US (2 ms): retired long since */
+	for (int i = 0; i < 100; i++) {
+		ioa_stats_get(&s);
+		if (s.defer_retired == s.defer_enqueued)
+			break;
+		usleep(10000);
+	}
+	if (!CHECK_EQ(s.defer_retired, s.defer_enqueued))
+		printf("  %llu of %llu frees retired 1 s after the last\n",
+		       (unsigned long long)s.defer_retired, (unsigned long long)s.defer_enqueued);
+	CHECK(s.defer_enqueued == FREES + 1);
+	ioa_fini();
+	return check_done();
+}
