@@ -149,34 +149,17 @@ static void *engine_victim(void *arg)
 	return NULL;
 }
 
-static void fork_while_engine_starts(void)
+/* Runs @fn(@arg) on a thread, lets it go and forks while the shim keeps it
+ * inside pthread_create: parent and child must get through. */
+static void fork_beside(void *(*fn)(void *), void *arg)
 {
 	pthread_t t;
 	int status = -1;
 	pid_t pid;
 
-	free(malloc(64)); /* the library is up: the engine needs the sim open */
-	CHECK(pthread_create(&t, NULL, engine_victim, NULL) == 0);
-	usleep(100000); /* the victim sleeps in the shim, inside the engine's start */
-	pid = fork();
-	if (pid == 0)
-		_exit(0);
-	CHECK(pid > 0);
-	CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	CHECK(pthread_join(t, NULL) == 0);
-	ioa_sim_engine_stop();
-}
-
-static void fork_while_first_start(int at_exit)
-{
-	pthread_t t;
-	int status = -1;
-	pid_t pid;
-
-	block = malloc(3000); /* strict: a page of its own */
-	CHECK(pthread_create(&t, NULL, victim, &at_exit) == 0);
+	CHECK(pthread_create(&t, NULL, fn, arg) == 0);
 	atomic_store(&go, 1);
-	usleep(100000); /* the victim sleeps in the shim, inside the reclaimer's start */
+	usleep(100000); /* the victim sleeps in the shim */
 	pid = fork();
 	if (pid == 0)
 		_exit(0);
@@ -201,11 +184,17 @@ int main(int argc, char **argv)
 				  "(ctest does)");
 	signal(SIGALRM, watchdog);
 	alarm(10);
-	if (strcmp(argv[1], "atfork") == 0)
+	if (strcmp(argv[1], "atfork") == 0) {
 		atfork_handlers_allocate();
-	else if (strcmp(argv[1], "engine") == 0)
-		fork_while_engine_starts();
-	else
-		fork_while_first_start(strcmp(argv[1], "exit") == 0);
+	} else if (strcmp(argv[1], "engine") == 0) {
+		free(malloc(64)); /* the library is up: the engine needs the sim open */
+		fork_beside(engine_victim, NULL);
+		ioa_sim_engine_stop();
+	} else {
+		int at_exit = strcmp(argv[1], "exit") == 0;
+
+		block = malloc(3000); /* strict: a page of its own */
+		fork_beside(victim, &at_exit);
+	}
 	return check_done();
 }
