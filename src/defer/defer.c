@@ -831,7 +831,9 @@ static void start_failed(struct node *nd)
  * in strict mode the allocation may also retire a page, whose enqueue comes
  * back here and finds started set. A fork child, where the starting thread
  * does not exist, clears started (ioa__defer_fork_child); a failed
- * pthread_create clears it again (start_failed).
+ * pthread_create clears it again (start_failed). ioa__defer_fini joins the
+ * thread of a started node: a start still in progress there would be a call
+ * racing ioa_fini(), which no call may.
  */
 static int start_reclaimer(struct node *nd)
 {

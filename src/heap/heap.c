@@ -45,7 +45,8 @@ static __thread int my_state __attribute__((tls_model("initial-exec")));
  * handlers that rebuild their state do) serve the thread's later windows, so
  * that forking over and over does not use the arena up. Only the forking
  * thread is affected; the parent's other threads meanwhile wait on the
- * locks as before.
+ * locks as before. A signal handler that allocates while it interrupts
+ * this thread's malloc or free here is unsupported, as with glibc's malloc.
  */
 #define HELD_FREES 64
 

@@ -96,10 +96,10 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 	}
 	/* an extent grows into the free one after it, or gives its tail back */
 	if (s && s->chunk && !ioa__heap_checking && size > ioa__span_small_max() &&
-	    !ioa__heap_in_fork_window() && /* the extents' lock: see ioa__heap_free_unknown */
 	    size <= IOA_EXTENT_MAX &&
 	    (ioa__large_round(size) == s->len ||
-	     ioa__extent_resize((struct ioa__span *)s, ptr, ioa__large_round(size))))
+	     (!ioa__heap_in_fork_window() && /* the extents' lock: see ioa__heap_free_unknown */
+	      ioa__extent_resize((struct ioa__span *)s, ptr, ioa__large_round(size)))))
 		return ptr;
 	have = s ? ioa_usable_size(ptr) : ioa__boot_size(ptr);
 	if (s && !ioa__heap_checking && fits(s, have, size))
