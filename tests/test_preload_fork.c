@@ -23,7 +23,8 @@
  * - engine (sim backend, the shim preloaded): the same while a thread with no
  *   heap starts the sim's DMA engine, whose threads' creation allocates.
  *
- * A deadlock is reported by a watchdog after 10 s (a run takes under 1 s).
+ * A deadlock is reported by a watchdog after 20 s (a run takes under 1 s; a
+ * loaded machine once stalled one for 10 s).
  */
 #include "check.h"
 
@@ -46,7 +47,7 @@ extern int atfork_big_reused, atfork_misaligned;
 
 static void watchdog(int sig)
 {
-	static const char msg[] = "test_preload_fork: no progress for 10 s: deadlocked\n";
+	static const char msg[] = "test_preload_fork: no progress for 20 s: deadlocked\n";
 
 	(void)sig;
 	if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0)
@@ -183,7 +184,7 @@ int main(int argc, char **argv)
 		return check_skip("run with LD_PRELOAD=[SHIM:]PRELOAD_LIB as the arguments say "
 				  "(ctest does)");
 	signal(SIGALRM, watchdog);
-	alarm(10);
+	alarm(20);
 	if (strcmp(argv[1], "atfork") == 0) {
 		atfork_handlers_allocate();
 	} else if (strcmp(argv[1], "engine") == 0) {
