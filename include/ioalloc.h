@@ -25,14 +25,17 @@
  *   malloc and free: a free in a handler that interrupts a free of the same
  *   thread corrupts that thread's queue).
  * - fork(): every internal lock is taken around the fork, so a child is
- *   consistent whatever the parent's other threads were doing. The atfork
- *   handlers of libraries loaded before this one (under LD_PRELOAD, all the
- *   program links) run inside ours and may malloc and free, as with glibc's
- *   malloc: the forking thread's allocations there come from a static arena,
- *   reused by its later forks, its frees (64 at most) wait until fork
- *   returns. Unlike glibc's, a prepare handler of theirs must not wait for
- *   another thread that allocates meanwhile: that thread waits for our locks.
- *   With the sim
+ *   consistent whatever the parent's other threads were doing. Our handlers
+ *   are registered when the library is loaded (under LD_PRELOAD, at the
+ *   process's first malloc, before the constructors of the libraries the
+ *   program links), so other libraries' prepare handlers run before ours and
+ *   may allocate or wait for threads that do. Handlers registered earlier
+ *   still (a program's preinit_array) run inside ours and may malloc and
+ *   free, as with glibc's malloc: the forking thread's allocations there
+ *   come from a static arena, reused by its later forks, its frees (64 at
+ *   most) wait until fork returns; but, unlike with glibc's, such a prepare
+ *   handler must not wait for another thread that allocates meanwhile: that
+ *   thread waits for our locks. With the sim
  *   or none backend the child has its own copy and works on (its first free
  *   starts its reclaimers). With vfio or iommufd the container or IOAS
  *   belongs to the parent, and the child never changes it: ioa_dma_alloc()

@@ -114,19 +114,37 @@ static void fork_child(void)
 	ioa__heap_fork_window_close();
 }
 
+static _Atomic int fork_hooks_registered;
+
+/* Once, by whichever comes first: the preload library's first malloc or the
+ * hooks below. An exchange, not pthread_once: pthread_atfork may malloc
+ * (past its built-in room for handlers), which re-enters here from inside
+ * the first malloc, and a nested pthread_once would wait for itself. */
+void ioa__fork_hooks_register(void)
+{
+	/* relaxed: the exchange only elects the one caller that registers (the
+	 * load first keeps the bootstrap's later mallocs to a read) */
+	if (!atomic_load_explicit(&fork_hooks_registered, memory_order_relaxed) &&
+	    !atomic_exchange_explicit(&fork_hooks_registered, 1, memory_order_relaxed))
+		pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
 static void register_hooks(void)
 {
 	atexit(at_exit);
-	pthread_atfork(fork_prepare, fork_parent, fork_child);
+	ioa__fork_hooks_register();
 }
 
 /* Registered when the library is loaded, before the program registers
  * anything: fork's prepare handlers run in reverse order, so the program's
- * run first and may still allocate (ours take every lock), and the exit
- * handler runs after the program's, retiring what they freed. Libraries
- * whose constructors ran earlier (under LD_PRELOAD, every one the program
- * links) registered theirs before ours: they run inside ours, where the
- * forking thread's mallocs and frees avoid every lock (heap.c, held). */
+ * run first and may still allocate, or wait for threads that do (ours take
+ * every lock), and the exit handler runs after the program's, retiring what
+ * they freed. Under LD_PRELOAD the constructors of every library the
+ * program links run before this one, so the fork handlers are registered
+ * at the process's first malloc instead (heap.c), in libnuma's constructor,
+ * before any library the program links registers its own. Handlers
+ * registered before that (a program's preinit_array) run inside ours, where
+ * the forking thread's mallocs and frees avoid every lock (heap.c, held). */
 __attribute__((constructor)) static void early_hooks(void)
 {
 	pthread_once(&hooks_once, register_hooks);

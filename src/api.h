@@ -12,6 +12,10 @@
  * ioa_init() is called. */
 int ioa__ensure_up(void);
 
+/* Registers the library's fork handlers, once (the preload library's first
+ * malloc calls it: see early_hooks in api.c). */
+void ioa__fork_hooks_register(void);
+
 /* ioa_fini(): retires the registrations still present (extmem.c), with a
  * warning each. */
 void ioa__extmem_fini(void);

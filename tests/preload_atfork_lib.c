@@ -1,20 +1,29 @@
 /*
  * A library linked by test_preload_fork that, like many, keeps state it
- * rebuilds around fork(): its constructor, which runs before the preload
- * library's under LD_PRELOAD, registers atfork handlers, so they run inside
- * ioalloc's (its prepare handler after ioalloc's, its parent and child
- * handlers before ioalloc's). Each handler frees what the previous one made
- * and allocates anew: a 64-byte object (a small class) and a 4096-byte block
- * (a page of its own in strict mode), and grows one with realloc. The test
- * hands them more: the prepare handler grows a large block of the heap's (in
- * lazy mode one that could grow in place) and frees a pointer ioalloc never
- * returned; the parent and child handlers free an object each, so that the
- * test can check that the free took effect once fork() returned. Every
- * handler also replaces a 64 KiB block, counting how often the new one is the
- * one just freed (reused inside fork's handlers, the memory there does not run
- * out however often the program forks), and makes aligned allocations up to
- * 2 MiB, counting those not aligned (the constructor too: its allocations
- * come before the preload library is ready).
+ * rebuilds around fork().
+ *
+ * Its constructor registers a prepare handler that, once the test started
+ * the library's worker thread, has the worker allocate (a 1 MiB block and
+ * 100 kB, through locks of the heap) and waits until it has. Under
+ * LD_PRELOAD this constructor runs before the preload library's, so the
+ * handler comes after ioalloc's only because ioalloc registers its own at
+ * the process's first malloc: it then runs before ioalloc's takes the
+ * locks the worker needs.
+ *
+ * atfork_lib_register(), which the test calls from its preinit_array,
+ * before the first malloc, registers handlers that run inside ioalloc's.
+ * Each frees what the previous one made and allocates anew: a 64-byte
+ * object (a small class) and a 4096-byte block (a page of its own in strict
+ * mode), and grows one with realloc. The test hands them more: the prepare
+ * handler grows a large block of the heap's (in lazy mode one that could
+ * grow in place) and frees a pointer ioalloc never returned; the parent and
+ * child handlers free an object each, so that the test can check that the
+ * free took effect once fork() returned. Every handler also replaces a 64
+ * KiB block, counting how often the new one is the one just freed (reused
+ * inside fork's handlers, the memory there does not run out however often
+ * the program forks), and makes aligned allocations up to 2 MiB, counting
+ * those not aligned (the constructor too: its allocations come before the
+ * preload library is ready).
  */
 #include <malloc.h>
 #include <pthread.h>
@@ -102,11 +111,73 @@ static void child(void)
 	free(atfork_free_in_child);
 }
 
+void atfork_lib_register(void)
+{
+	pthread_atfork(prepare, parent, child);
+}
+
+/* The worker and the prepare handler that waits for it. */
+static pthread_mutex_t worker_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t worker_cond = PTHREAD_COND_INITIALIZER;
+static unsigned asked, done;
+static int worker_on;
+static void *volatile worker_made[2]; /* the compiler may not drop the allocations */
+
+static void *worker(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&worker_lock);
+	for (;;) {
+		while (done == asked)
+			pthread_cond_wait(&worker_cond, &worker_lock);
+		pthread_mutex_unlock(&worker_lock);
+		worker_made[0] = fill((size_t)1 << 20);
+		worker_made[1] = fill(100000);
+		free(worker_made[0]);
+		free(worker_made[1]);
+		pthread_mutex_lock(&worker_lock);
+		done++;
+		pthread_cond_broadcast(&worker_cond);
+	}
+	return NULL;
+}
+
+int atfork_lib_start_worker(void)
+{
+	pthread_t t;
+
+	if (pthread_create(&t, NULL, worker, NULL) != 0)
+		return -1;
+	worker_on = 1;
+	return 0;
+}
+
+/* The number of times a prepare handler had the worker allocate. */
+unsigned atfork_lib_worker_runs(void)
+{
+	pthread_mutex_lock(&worker_lock);
+	unsigned n = done;
+	pthread_mutex_unlock(&worker_lock);
+	return n;
+}
+
+static void prepare_waits(void)
+{
+	if (!worker_on)
+		return;
+	pthread_mutex_lock(&worker_lock);
+	asked++;
+	pthread_cond_broadcast(&worker_cond);
+	while (done != asked)
+		pthread_cond_wait(&worker_cond, &worker_lock);
+	pthread_mutex_unlock(&worker_lock);
+}
+
 __attribute__((constructor)) static void atfork_lib_init(void)
 {
 	small = fill(64);
 	block = fill(4096);
 	big = fill(65536);
 	aligned_ones();
-	pthread_atfork(prepare, parent, child);
+	pthread_atfork(prepare_waits, NULL, NULL);
 }

@@ -2,9 +2,16 @@
  * fork() under libioalloc-preload.so, where the library's fork handlers hold
  * every lock it has while code outside it runs (ctest sets LD_PRELOAD):
  *
- * - atfork: a library the program links (preload_atfork_lib.c) registered
- *   its atfork handlers before ioalloc's, so they run inside ioalloc's, and
- *   they malloc, realloc and free: small objects, blocks of a page, and
+ * - waits: a library the program links (preload_atfork_lib.c) registered a
+ *   prepare handler in its constructor that waits for its worker thread to
+ *   allocate, through locks of the heap. ioalloc's handlers must have been
+ *   registered before it (at the process's first malloc, in libnuma's
+ *   constructor), so that theirs runs first; else the worker waits for the
+ *   locks ioalloc's prepare handler holds, and the handler for the worker.
+ * - atfork: the program's preinit_array, which runs before any constructor
+ *   and so before the first malloc, registers the library's other atfork
+ *   handlers before ioalloc's, so they run inside ioalloc's, and they
+ *   malloc, realloc and free: small objects, blocks of a page, and
  *   objects the test hands them, a large block to grow included, and once a
  *   pointer ioalloc never returned (reported: "not a pointer ioalloc
  *   returned"). fork() must complete in parent and child,
@@ -44,6 +51,20 @@
 extern void *atfork_free_in_parent, *atfork_free_in_child, *atfork_grow_in_prepare,
 	*atfork_bad_free_in_prepare;
 extern int atfork_big_reused, atfork_misaligned;
+void atfork_lib_register(void);
+int atfork_lib_start_worker(void);
+unsigned atfork_lib_worker_runs(void);
+
+/* Before every constructor: ahead of ioalloc's fork handlers in mode atfork. */
+static void preinit(int argc, char **argv, char **envp)
+{
+	(void)envp;
+	if (argc > 1 && strcmp(argv[1], "atfork") == 0)
+		atfork_lib_register();
+}
+
+__attribute__((section(".preinit_array"), used)) static void (*const preinit_entry)(
+	int, char **, char **) = preinit;
 
 static void watchdog(int sig)
 {
@@ -150,6 +171,24 @@ static void *engine_victim(void *arg)
 	return NULL;
 }
 
+/* Forks while the library's prepare handler waits for its worker to
+ * allocate: every fork must complete, the worker having run once each. */
+static void prepare_waits_for_allocating_thread(void)
+{
+	CHECK(atfork_lib_start_worker() == 0);
+	for (int i = 0; i < FORKS; i++) {
+		int status = -1;
+		pid_t pid = fork();
+
+		if (pid == 0)
+			_exit(0);
+		CHECK(pid > 0);
+		CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+		      WEXITSTATUS(status) == 0);
+	}
+	CHECK_EQ(atfork_lib_worker_runs(), FORKS);
+}
+
 /* Runs @fn(@arg) on a thread, lets it go and forks while the shim keeps it
  * inside pthread_create: parent and child must get through. */
 static void fork_beside(void *(*fn)(void *), void *arg)
@@ -176,7 +215,7 @@ int main(int argc, char **argv)
 
 	check_start("test_preload_fork");
 	if (argc < 3)
-		return check_skip("usage: test_preload_fork atfork|noheap|exit|engine PRELOAD_LIB "
+		return check_skip("usage: test_preload_fork atfork|waits|noheap|exit|engine PRELOAD_LIB "
 				  "[SHIM]");
 	snprintf(want, sizeof(want), "%s%s%s", argc > 3 ? argv[3] : "", argc > 3 ? ":" : "",
 		 argv[2]);
@@ -187,6 +226,8 @@ int main(int argc, char **argv)
 	alarm(20);
 	if (strcmp(argv[1], "atfork") == 0) {
 		atfork_handlers_allocate();
+	} else if (strcmp(argv[1], "waits") == 0) {
+		prepare_waits_for_allocating_thread();
 	} else if (strcmp(argv[1], "engine") == 0) {
 		free(malloc(64)); /* the library is up: the engine needs the sim open */
 		fork_beside(engine_victim, NULL);
