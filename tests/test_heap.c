@@ -290,12 +290,44 @@ static void test_arguments(void)
 	CHECK_EQ(ioa_usable_size(&local), 0);
 	text = capture_end(&cap);
 	CHECK_CONTAINS(text, "ioa_malloc_node: invalid node 999");
-	CHECK_CONTAINS(text, "realloc(");
+	CHECK_CONTAINS(text, "ioa_realloc(");
 	CHECK_EQ(ioa_usable_size(NULL), 0);
 	ioa_free(NULL);
 	p = ioa_dma_zalloc(10000, 0, IOA_NODE_ANY);
 	CHECK(p && p[0] == 0 && p[9999] == 0);
 	ioa_dma_free(p);
+}
+
+/* ioa_realloc of a pointer that is no live object's start: one message,
+ * NULL and EINVAL, nothing changed (before, an interior pointer that "fit"
+ * came back as the result, and a freed block was handed out again while the
+ * allocator handed it to the next malloc too). */
+static void test_realloc_misuse(void)
+{
+	char *small = ioa_malloc(10), *mid = ioa_malloc(100), *freed = ioa_malloc(100);
+	char *large = ioa_malloc(100000), *freed_large = ioa_malloc(100000), *again;
+
+	ioa_free(freed);
+	ioa_free(freed_large);
+	memset(mid, 7, 100);
+	errno = 0;
+	ONE_MESSAGE("not the start of an object", CHECK(!ioa_realloc(small + 1, 10)));
+	CHECK_EQ(errno, EINVAL);
+	ONE_MESSAGE("not the start of an object", CHECK(!ioa_realloc(mid + 16, 50)));
+	ONE_MESSAGE("not the start of an object", CHECK(!ioa_realloc(mid + 16, 5000)));
+	ONE_MESSAGE("that is free", CHECK(!ioa_realloc(freed, 50)));
+	ONE_MESSAGE("nothing changed", CHECK(!ioa_realloc(large + 4096, 90000)));
+	errno = 0;
+	ONE_MESSAGE("not a live block", CHECK(!ioa_realloc(freed_large, 90000)));
+	CHECK_EQ(errno, EINVAL);
+	/* nothing changed: the live ones are intact and free once */
+	CHECK(mid[99] == 7 && ioa_usable_size(small) >= 10);
+	again = ioa_malloc(90000);
+	CHECK(again && again != large);
+	ioa_free(again);
+	ioa_free(small);
+	ioa_free(mid);
+	ioa_free(large);
 }
 
 static void test_canary(void)
@@ -439,6 +471,7 @@ int main(void)
 		test_realloc_calloc();
 		test_bad_frees();
 		test_arguments();
+		test_realloc_misuse();
 		CHECK_EQ(leaked_at_fini(), 0);
 	}
 	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 0)) {
@@ -451,6 +484,7 @@ int main(void)
 	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 1, 0)) {
 		test_sizes();
 		test_canary();
+		test_realloc_misuse();
 		CHECK_EQ(leaked_at_fini(), 0);
 	}
 	test_protect();

@@ -80,6 +80,39 @@ static int fits(const struct ioa__span *s, size_t have, size_t size)
 	return size <= have && (size >= have / 2 || (s->obj_size && s->cls == 0));
 }
 
+/* Whether @ptr, in @s, is the start of a live object or block: else one
+ * message, and realloc changes nothing (it would hand out or copy memory
+ * that is free, or another object's). A small object's free bit is read as
+ * free reads it: by its owner only (another thread's realloc of it is
+ * checked by the free that follows the copy, as its free would be). */
+static int realloc_live(const struct ioa__span *s, const void *ptr)
+{
+	uint32_t i;
+
+	if (!s->obj_size) {
+		/* relaxed: only a program's bug races this load with a free */
+		if (ptr == s->base && atomic_load_explicit(&s->live, memory_order_relaxed))
+			return 1;
+		ioa__err("ioa_realloc(%p): not a live block ioalloc returned (freed, or inside one); "
+			 "nothing changed", ptr);
+		return 0;
+	}
+	i = ioa__check_index(s, ptr);
+	if (i == UINT32_MAX) {
+		ioa__err("ioa_realloc(%p): not the start of an object ioalloc returned (it lies "
+			 "inside a span of size class %u at %p); nothing changed", ptr, s->obj_size,
+			 (void *)s->base);
+		return 0;
+	}
+	if (ioa__heap_checking ? ioa__check_requested(s, ptr) == SIZE_MAX
+			       : !s->owner || (s->owner == ioa__my_heap && ioa__object_free(s, i))) {
+		ioa__err("ioa_realloc(%p): an object of size class %u that is free (freed "
+			 "already?); nothing changed", ptr, s->obj_size);
+		return 0;
+	}
+	return 1;
+}
+
 IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 {
 	const struct ioa__span *s;
@@ -90,7 +123,11 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 		return ioa__heap_alloc(size);
 	s = ioa__pagemap_get(ptr);
 	if (!s && !ioa__boot_owns(ptr)) {
-		ioa__err("realloc(%p): not a pointer ioalloc returned", ptr);
+		ioa__err("ioa_realloc(%p): not a pointer ioalloc returned; nothing changed", ptr);
+		errno = EINVAL;
+		return NULL;
+	}
+	if (s && !realloc_live(s, ptr)) {
 		errno = EINVAL;
 		return NULL;
 	}
