@@ -583,10 +583,11 @@ int ioa_ring_free_count(const struct ioa_ring *r);
  * ordering and liveness are the same either way; so are thread exit, fork
  * (a ring is ordinary memory), signal handlers (async-signal-safe as said
  * above) and ioa_fini() (no call may run concurrently with it, nor with
- * ioa_ring_free() of its ring). One difference: like ioa_ring_free()'s
- * check, the inline code reads the ring's first line before it knows the
- * ring is live; a pointer that is neither NULL nor a ring may fault there,
- * where the exported function prints a message. (ioa_ring_enqueue_bulk)(...)
+ * ioa_ring_free() of its ring). One difference: the inline code reads the
+ * ring's first line before it knows the ring is live; a pointer that is
+ * neither NULL nor a ring (or a ring whose memory ioa_fini() gave back) may
+ * fault there, where the exported function, which looks the pointer up in
+ * the heap's page map first, prints a message. (ioa_ring_enqueue_bulk)(...)
  * or a function pointer calls the exported function.
  *
  * What the inline code reads and writes is part of the ABI, version

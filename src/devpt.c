@@ -73,15 +73,22 @@ static void tables_add(struct ioa_iopt *t)
 	pthread_mutex_unlock(&tables_lock);
 }
 
-static void tables_remove(struct ioa_iopt *t)
+/* Whether @t is a live table (in the list: any other pointer, which may not
+ * be readable, is refused unread); with @remove it leaves the list, so that
+ * of two destroys of one table one wins. */
+static int tables_find(const struct ioa_iopt *t, int remove)
 {
 	struct ioa_iopt **pp;
+	int found;
 
 	pthread_mutex_lock(&tables_lock);
-	for (pp = &tables; *pp != t; pp = &(*pp)->next)
+	for (pp = &tables; *pp && *pp != t; pp = &(*pp)->next)
 		;
-	*pp = t->next;
+	found = *pp != NULL;
+	if (found && remove)
+		*pp = t->next;
 	pthread_mutex_unlock(&tables_lock);
+	return found;
 }
 
 static _Atomic uint64_t *page_alloc(void *ctx, uint64_t *addr)
@@ -164,12 +171,18 @@ IOA_EXPORT struct ioa_iopt *ioa_iopt_create(int node, ioa_iopt_invalidate_fn inv
 	return t;
 }
 
-/* Describes a refused call of @fn on @t; 1 when @t is NULL. */
-static int no_table(const struct ioa_iopt *t, const char *fn)
+/* Describes a refused call of @fn on @t; 1 when @t is not a live table
+ * (taken out of the list when @remove, see tables_find). */
+static int no_table(const struct ioa_iopt *t, const char *fn, int remove)
 {
 	if (!t)
 		ioa__err("%s: pt is NULL: pass a table from ioa_iopt_create()", fn);
-	return !t;
+	else if (!tables_find(t, remove))
+		ioa__err("%s: %p is not a live table (destroyed, or not from ioa_iopt_create())",
+			 fn, (const void *)t);
+	else
+		return 0;
+	return 1;
 }
 
 /* ENOMEM comes from a table page's ioa_dma_alloc(), which described it. */
@@ -178,7 +191,7 @@ IOA_EXPORT int ioa_iopt_map(struct ioa_iopt *t, uint64_t dva, uint64_t iova, uin
 {
 	int err;
 
-	if (no_table(t, "ioa_iopt_map"))
+	if (no_table(t, "ioa_iopt_map", 0))
 		return -EINVAL;
 	if (!perms || (perms & ~(IOA_IOPT_READ | IOA_IOPT_WRITE))) {
 		ioa__err("ioa_iopt_map: invalid perms 0x%x: accepted are IOA_IOPT_READ, IOA_IOPT_WRITE "
@@ -201,7 +214,7 @@ IOA_EXPORT int ioa_iopt_unmap(struct ioa_iopt *t, uint64_t dva, uint64_t len)
 	struct ioa__iopt_pruned pruned = { 0 };
 	int err;
 
-	if (no_table(t, "ioa_iopt_unmap"))
+	if (no_table(t, "ioa_iopt_unmap", 0))
 		return -EINVAL;
 	err = ioa__iopt_unmap(&t->pt, dva, len, &pruned);
 	retire_pruned(t, &pruned);
@@ -214,7 +227,7 @@ IOA_EXPORT int ioa_iopt_unmap(struct ioa_iopt *t, uint64_t dva, uint64_t len)
 
 IOA_EXPORT uint64_t ioa_iopt_root_iova(const struct ioa_iopt *t)
 {
-	return no_table(t, "ioa_iopt_root_iova") ? IOA_BAD_IOVA : t->pt.root_addr;
+	return no_table(t, "ioa_iopt_root_iova", 0) ? IOA_BAD_IOVA : t->pt.root_addr;
 }
 
 /* Every page, root included, is retired through the engine; the quiesce
@@ -224,11 +237,10 @@ IOA_EXPORT void ioa_iopt_destroy(struct ioa_iopt *t)
 	struct ioa__iopt_pruned pruned = { 0 };
 	struct ioa__defer_item root = { .kind = IOA_ITEM_TABLE };
 
-	if (no_table(t, "ioa_iopt_destroy"))
+	if (no_table(t, "ioa_iopt_destroy", 1))
 		return;
 	root.table.owner = t;
 	root.table.page = (void *)t->pt.root;
-	tables_remove(t);
 	ioa__iopt_unmap(&t->pt, 0, 1ull << IOA_IOPT_BITS, &pruned);
 	retire_pruned(t, &pruned);
 	ioa__defer_enqueue(t->node, &root);

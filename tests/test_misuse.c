@@ -234,6 +234,32 @@ static void test_bad_iopt_args(void)
 	CHECK_EQ(ioa_dma_free(buf), 0);
 }
 
+/* A pointer that is no handle (0x1000, not mapped) and a destroyed table:
+ * the exported functions refuse them before reading them. */
+static void test_foreign_handles(void)
+{
+	void *bad = (void *)0x1000, *obj = NULL, *objs[2];
+	struct ioa_pool_stats st;
+	struct ioa_iopt *t = ioa_iopt_create(IOA_NODE_ANY, invalidate, NULL);
+
+	ONE_MESSAGE("0x1000 is not a live pool", CHECK_EQ((ioa_pool_get)(bad, &obj), -EINVAL));
+	ONE_MESSAGE("0x1000 is not a live pool",
+		    CHECK_EQ((ioa_pool_put_bulk)(bad, objs, 2), -EINVAL));
+	ONE_MESSAGE("0x1000 is not a live pool", CHECK_EQ(ioa_pool_stats_get(bad, &st), -EINVAL));
+	ONE_MESSAGE("0x1000 is not a live pool", ioa_pool_free(bad));
+	ONE_MESSAGE("0x1000 is not a live ring", CHECK_EQ(ioa_ring_count(bad), -EINVAL));
+	ONE_MESSAGE("0x1000 is not a live ring",
+		    CHECK_EQ((ioa_ring_dequeue_burst)(bad, objs, 2, NULL), -EINVAL));
+	ONE_MESSAGE("0x1000 is not a live ring", ioa_ring_free(bad));
+	ONE_MESSAGE("0x1000 is not a live table",
+		    CHECK_EQ(ioa_iopt_map(bad, 0, 0, KB4, IOA_IOPT_READ), -EINVAL));
+	if (!CHECK(t != NULL))
+		return;
+	ioa_iopt_destroy(t);
+	ONE_MESSAGE("is not a live table", ioa_iopt_destroy(t));
+	ONE_MESSAGE("is not a live table", CHECK_EQ(ioa_iopt_unmap(t, 0, KB4), -EINVAL));
+}
+
 static void test_bad_sim_args(void)
 {
 	uint8_t *buf = ioa_dma_alloc(KB4, 0, IOA_NODE_ANY);
@@ -323,6 +349,7 @@ static void test_numa_source(void)
 int main(void)
 {
 	struct ioa_config cfg;
+	struct ioa_ring *ring;
 
 	check_start("test_misuse");
 	test_before_init();
@@ -338,7 +365,13 @@ int main(void)
 	test_bad_iopt_args();
 	test_bad_sim_args();
 	test_foreign_owners();
+	test_foreign_handles();
 	ONE_MESSAGE("cannot write statistics to fd -1", ioa_stats_print(-1));
+	ring = ioa_ring_create("past-fini", 8, IOA_NODE_ANY, 0);
+	CHECK(ring != NULL);
 	ioa_fini();
+	/* its memory went back with the heap's: refused, not read */
+	ONE_MESSAGE("is not a live ring", CHECK_EQ(ioa_ring_count(ring), -EINVAL));
+	ONE_MESSAGE("is not a live ring", ioa_ring_free(ring));
 	return check_done();
 }

@@ -16,7 +16,7 @@
 #define LINE 64u
 
 pthread_mutex_t ioa__pools_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct ioa_pool table[IOA_POOL_MAX];
+struct ioa_pool ioa__pool_table[IOA_POOL_MAX];
 static uint32_t next_gen = 1;
 
 void ioa__pool_detach_caches(struct ioa_pool *p);
@@ -124,7 +124,7 @@ static struct ioa_pool *claim_slot(const char *fn, const char *name, int *err)
 	struct ioa_pool *free_slot = NULL;
 
 	for (unsigned i = 0; i < IOA_POOL_MAX; i++) {
-		struct ioa_pool *p = &table[i];
+		struct ioa_pool *p = &ioa__pool_table[i];
 
 		/* A slot with a name is live or being made by another thread. */
 		if (p->name[0] && !strcmp(p->name, name)) {
@@ -192,7 +192,7 @@ static struct ioa_pool *create(const char *fn, const char *name, size_t obj_size
 	p->flags = flags;
 	p->node = node;
 	p->check = ioa__heap_checking;
-	p->fast.slot = (uint32_t)(p - table);
+	p->fast.slot = (uint32_t)(p - ioa__pool_table);
 	p->caches = NULL;
 	p->gone_hits = p->gone_misses = p->gone_flushes = 0;
 	atomic_store_explicit(&p->ring_gets, 0, memory_order_relaxed);
@@ -306,8 +306,8 @@ IOA_EXPORT struct ioa_pool *ioa_pool_lookup(const char *name)
 		return NULL;
 	pthread_mutex_lock(&ioa__pools_lock);
 	for (unsigned i = 0; i < IOA_POOL_MAX && !found; i++)
-		if (ioa__pool_live(&table[i]) && !strcmp(table[i].name, name))
-			found = &table[i];
+		if (ioa__pool_live(&ioa__pool_table[i]) && !strcmp(ioa__pool_table[i].name, name))
+			found = &ioa__pool_table[i];
 	pthread_mutex_unlock(&ioa__pools_lock);
 	return found;
 }
@@ -371,7 +371,7 @@ void ioa__pool_walk(void (*fn)(void *arg, const struct ioa__pool_info *pool), vo
 {
 	pthread_mutex_lock(&ioa__pools_lock);
 	for (unsigned i = 0; i < IOA_POOL_MAX; i++) {
-		struct ioa_pool *p = &table[i];
+		struct ioa_pool *p = &ioa__pool_table[i];
 		struct ioa__pool_info info;
 
 		if (!ioa__pool_live(p))
@@ -391,7 +391,7 @@ void ioa__pool_fini(void)
 {
 	pthread_mutex_lock(&ioa__pools_lock);
 	for (unsigned i = 0; i < IOA_POOL_MAX; i++) {
-		struct ioa_pool *p = &table[i];
+		struct ioa_pool *p = &ioa__pool_table[i];
 
 		if (!ioa__pool_live(p))
 			continue;

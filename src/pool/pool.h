@@ -61,11 +61,20 @@ struct ioa_pool {
 /* Guards the table, every pool's cache list and the caches' detaching. */
 extern pthread_mutex_t ioa__pools_lock;
 
+/* Every pool descriptor, live or not (pool.c). */
+extern struct ioa_pool ioa__pool_table[IOA_POOL_MAX];
+
+/* Whether @p is a live pool: a slot of the table (any other pointer, which
+ * may not be readable, is refused before it is read), holding a pool. */
 static inline int ioa__pool_live(const struct ioa_pool *p)
 {
+	uintptr_t off = (uintptr_t)p - (uintptr_t)ioa__pool_table;
+	size_t i = off / sizeof(struct ioa_pool);
+
 	/* relaxed: a pool is used only between its creation and its free (the
 	 * caller's promise); this only catches a call after the free. */
-	return p && atomic_load_explicit(&p->magic, memory_order_relaxed) == IOA_POOL_MAGIC;
+	return i < IOA_POOL_MAX && &ioa__pool_table[i] == p &&
+	       atomic_load_explicit(&p->magic, memory_order_relaxed) == IOA_POOL_MAGIC;
 }
 
 /* Object @i's address. */

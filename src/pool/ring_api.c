@@ -2,13 +2,18 @@
 #define IOA_RING_NO_INLINE /* define them, not the header's macros */
 #include "ring_ops.h"
 
+#include "boot.h"
 #include "log.h"
+#include "pagemap.h"
 
 #include <errno.h>
 
+/* Whether @r is a live ring. A ring is heap memory: any other pointer
+ * (foreign, or a ring whose memory ioa_fini() gave back) is refused by the
+ * page map before it is read. */
 static int live(const struct ioa_ring *r)
 {
-	return r && r->magic == IOA_RING_MAGIC;
+	return r && (ioa__pagemap_get(r) || ioa__boot_owns(r)) && r->magic == IOA_RING_MAGIC;
 }
 
 /* Describes a refused call of @fn on @r; 1 when @r is not a live ring. */
@@ -16,9 +21,9 @@ static __attribute__((cold, noinline)) int bad_ring(const struct ioa_ring *r, co
 {
 	if (!r)
 		ioa__err("%s: ring is NULL: pass a ring from ioa_ring_create()", fn);
-	else if (r->magic != IOA_RING_MAGIC)
-		ioa__err("%s: %p is not a live ring (freed, or not from ioa_ring_create())", fn,
-			 (const void *)r);
+	else if (!live(r))
+		ioa__err("%s: %p is not a live ring (freed, given back by ioa_fini(), or not from "
+			 "ioa_ring_create())", fn, (const void *)r);
 	return !live(r);
 }
 
