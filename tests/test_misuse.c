@@ -126,6 +126,30 @@ static void test_bad_sizes(void)
 	}
 }
 
+/* The malloc family and pools asked for more than the largest block (each
+ * argument of a pool within its bound, not their product): one message,
+ * NULL and an error code. */
+static void test_impossible_heap_sizes(void)
+{
+	void *p = ioa_malloc(64);
+
+	errno = 0;
+	ONE_MESSAGE("above the largest block", CHECK(ioa_malloc(SIZE_MAX) == NULL));
+	CHECK_EQ(errno, ENOMEM);
+	ONE_MESSAGE("ioa_calloc: ", CHECK(ioa_calloc(SIZE_MAX, 2) == NULL));
+	ONE_MESSAGE("above the largest block", CHECK(ioa_realloc(p, SIZE_MAX / 2) == NULL));
+	ONE_MESSAGE("above the largest block",
+		    CHECK(ioa_aligned_alloc((size_t)1 << 63, 10) == NULL));
+	ONE_MESSAGE("above the largest block", CHECK(ioa_malloc_dma(SIZE_MAX, 0, 0) == NULL));
+	ONE_MESSAGE("above the largest block", CHECK(ioa_malloc_node(SIZE_MAX, 0) == NULL));
+	errno = 0;
+	ONE_MESSAGE("above the largest DMA buffer",
+		    CHECK(ioa_pool_create("huge", (size_t)1 << 20, 1u << 22, 0, IOA_NODE_ANY, 0) ==
+			  NULL));
+	CHECK_EQ(errno, EINVAL);
+	ioa_free(p); /* the failed realloc kept it */
+}
+
 /* An alignment of 2^40 reserves a TiB of address space: refused by the
  * kernel here (strict or heuristic overcommit), with one message. */
 static void test_huge_alignment(void)
@@ -359,6 +383,7 @@ int main(void)
 	if (!CHECK_EQ(ioa_init(&cfg), 0))
 		return check_done();
 	test_bad_sizes();
+	test_impossible_heap_sizes();
 	test_huge_alignment();
 	test_bad_nodes();
 	test_iopt_node_any();

@@ -3,12 +3,11 @@
 #include "extent.h"
 #include "log.h"
 #include "os.h"
+#include "region.h"
 #include "span.h"
 #include "stats.h"
 
 #include <errno.h>
-
-#define LARGE_MAX ((size_t)1 << 41) /* the region layer's largest buffer */
 
 void *ioa__large_alloc(struct ioa__heap *h, size_t size, size_t align)
 {
@@ -16,7 +15,9 @@ void *ioa__large_alloc(struct ioa__heap *h, size_t size, size_t align)
 	struct ioa__span *s;
 	size_t len;
 
-	if (size > LARGE_MAX || align > LARGE_MAX) {
+	if (size > IOA_BUFFER_MAX || align > IOA_BUFFER_MAX) {
+		ioa__err("an allocation of %zu bytes aligned to %zu: above the largest block, %zu "
+			 "bytes (2 TiB); nothing allocated", size, align, IOA_BUFFER_MAX);
 		errno = ENOMEM;
 		return NULL;
 	}

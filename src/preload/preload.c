@@ -13,6 +13,7 @@
 #include "boot.h"
 #include "heap_life.h"
 #include "log.h"
+#include "region.h"
 #include "ioalloc.h"
 
 #include <errno.h>
@@ -85,7 +86,7 @@ int posix_memalign(void **out, size_t align, size_t size)
  * one (0 to the least), and one too large for any block fails with EINVAL. */
 void *memalign(size_t align, size_t size)
 {
-	if (align > ((size_t)1 << 41)) { /* the region layer's largest alignment */
+	if (align > IOA_BUFFER_MAX) {
 		errno = EINVAL;
 		return NULL;
 	}

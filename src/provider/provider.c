@@ -38,7 +38,6 @@
 #include <stdatomic.h>
 
 #define MAGIC 0x50524f56u              /* "PROV" while live */
-#define MAX_LEN ((size_t)1 << 41)      /* as ioa_dma_alloc */
 
 struct ioa_provider {
 	_Atomic uint32_t magic;
@@ -224,13 +223,13 @@ IOA_EXPORT void *ioa_provider_alloc(struct ioa_provider *p, size_t len, size_t a
 		errno = EINVAL;
 		return NULL;
 	}
-	if (len == 0 || len % IOA_PAGE || len > MAX_LEN) {
+	if (len == 0 || len % IOA_PAGE || len > IOA_BUFFER_MAX) {
 		ioa__err("ioa_provider_alloc: invalid length %zu: accepted are multiples of 4 KiB "
 			 "up to 2^41 (EINVAL)", len);
 		errno = EINVAL;
 		return NULL;
 	}
-	if (align && ((align & (align - 1)) || align < IOA_PAGE || align > MAX_LEN)) {
+	if (align && ((align & (align - 1)) || align < IOA_PAGE || align > IOA_BUFFER_MAX)) {
 		ioa__err("ioa_provider_alloc: invalid alignment %zu: accepted are 0 (4 KiB) or a "
 			 "power of two from 4 KiB to 2^41 (EINVAL)", align);
 		errno = EINVAL;

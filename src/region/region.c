@@ -19,7 +19,6 @@
  * would after its munmap. */
 #define BIG_SIZE ((size_t)64 << 20)
 #define BIG_MAX ((size_t)16 << 20)
-#define MAX_BUFFER ((size_t)1 << 41) /* size and alignment: page counts fit RUN_PAGES */
 /* A run entry: the buffer's page count, its owner (enum ioa__owner) in the
  * top two bits, so that one atomic holds both and a take checks and clears
  * them at once. */
@@ -578,12 +577,12 @@ int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner
 	size_t len;
 	int err;
 
-	if (size == 0 || size > MAX_BUFFER) {
+	if (size == 0 || size > IOA_BUFFER_MAX) {
 		ioa__err("ioa_dma_alloc: invalid size %zu: accepted are 1 byte to 2 TiB (2^41 bytes)",
 			 size);
 		return -EINVAL;
 	}
-	if (align > MAX_BUFFER || (align & (align - 1))) {
+	if (align > IOA_BUFFER_MAX || (align & (align - 1))) {
 		ioa__err("ioa_dma_alloc: invalid alignment %zu: accepted are 0 (4 KiB) or a power of "
 			 "two up to 2 TiB (2^41)", align);
 		return -EINVAL;

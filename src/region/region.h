@@ -63,6 +63,8 @@ int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner
  * them), taken under one lock and recorded with one table walk per run of
  * neighbours; each is freed alone, as any buffer. Their addresses into @out;
  * how many (at least 1), or -errno with a message as ioa__region_alloc. */
+/* The largest buffer and alignment: page counts fit a run entry's 30 bits. */
+#define IOA_BUFFER_MAX ((size_t)1 << 41)
 #define IOA_REGION_PAGES_MAX 64 /* 128 pages < 512: a run never becomes a 2 MiB leaf */
 int ioa__region_alloc_pages(int node, enum ioa__owner owner, uint32_t per, uint32_t n,
 			    void **out);
