@@ -126,6 +126,35 @@ static void test_bad_values(void)
 	check_clear_ioalloc_env();
 }
 
+/* A value that would end the message's line or fill it: one line, and
+ * what is accepted is still said. */
+static void test_hostile_values(void)
+{
+	struct ioa_config cfg = sentinel();
+	struct check_capture cap;
+	char long_value[600];
+	const char *text;
+
+	check_clear_ioalloc_env();
+	setenv("IOALLOC_NUMA", "1\nioalloc: error: forged", 1);
+	capture_begin(&cap);
+	CHECK_EQ(ioa_config_from_env(&cfg), -EINVAL);
+	text = capture_end(&cap);
+	CHECK_EQ(count_lines(text), 1);
+	CHECK_CONTAINS(text, "IOALLOC_NUMA='1?ioalloc: error: forged'");
+	memset(long_value, 'x', sizeof(long_value) - 1);
+	long_value[sizeof(long_value) - 1] = 0;
+	check_clear_ioalloc_env();
+	setenv("IOALLOC_BACKEND", long_value, 1);
+	capture_begin(&cap);
+	CHECK_EQ(ioa_config_from_env(&cfg), -EINVAL);
+	text = capture_end(&cap);
+	CHECK_EQ(count_lines(text), 1);
+	CHECK_CONTAINS(text, "(cut): accepted values are");
+	CHECK_CONTAINS(text, "iommufd");
+	check_clear_ioalloc_env();
+}
+
 static void test_good_values(void)
 {
 	for (size_t i = 0; i < NELEM(good_values); i++) {
@@ -196,6 +225,7 @@ int main(void)
 {
 	check_start("test_config_env");
 	test_bad_values();
+	test_hostile_values();
 	test_good_values();
 	test_init_bad_struct();
 	return check_done();

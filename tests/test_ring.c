@@ -625,6 +625,9 @@ static void test_bad_args(void)
 	ONE_MESSAGE("invalid name \"\"", CHECK(!ioa_ring_create("", 8, -1, 0)));
 	ONE_MESSAGE("invalid name \"0123456789abcdef0123456789abcdef\"",
 		    CHECK(!ioa_ring_create("0123456789abcdef0123456789abcdef", 8, -1, 0)));
+	/* a newline in a name would forge a line of ioa_dump's, as a pool's */
+	ONE_MESSAGE("invalid name: a control character (0x0a) at offset 1",
+		    CHECK(!ioa_ring_create("x\nring", 8, -1, 0)));
 	ONE_MESSAGE("ioa_ring_create: ring \"x\": invalid count 0",
 		    CHECK(!ioa_ring_create("x", 0, -1, 0)));
 	ONE_MESSAGE("invalid count 24", CHECK(!ioa_ring_create("x", 24, -1, 0)));

@@ -315,8 +315,9 @@ IOA_EXPORT int ioa_config_from_env(struct ioa_config *cfg)
 		const char *value = getenv(settings[i].name);
 
 		if (value && settings[i].parse(value, &parsed) != 0) {
-			ioa__err("invalid %s='%s': accepted values are %s", settings[i].name,
-				 value, settings[i].accepted);
+			/* the value cut, so that what is accepted is always said */
+			ioa__err("invalid %s='%.64s'%s: accepted values are %s", settings[i].name,
+				 value, strlen(value) > 64 ? " (cut)" : "", settings[i].accepted);
 			return -EINVAL;
 		}
 	}

@@ -55,6 +55,11 @@ void ioa__log(enum ioa__log_level level, const char *fmt, ...)
 	va_end(ap);
 	if (n > (int)sizeof(buf) - 2)
 		n = (int)sizeof(buf) - 2;
+	/* one line each: a control character of a value the message quotes (an
+	 * environment variable, a name) could end it and forge the next */
+	for (int i = 0; i < n; i++)
+		if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f)
+			buf[i] = '?';
 	buf[n++] = '\n';
 	if (held.on && level == IOA_LOG_ERROR) {
 		if (held.len + (size_t)n <= sizeof(held.text)) {

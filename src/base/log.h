@@ -1,5 +1,6 @@
 /* Diagnostics: formatted into a stack buffer and written to stderr with one
- * write(2), so logging never allocates (it must work while bootstrapping). */
+ * write(2), so logging never allocates (it must work while bootstrapping).
+ * A message is one line: control characters in it print as '?'. */
 #ifndef IOA_LOG_H
 #define IOA_LOG_H
 

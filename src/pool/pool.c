@@ -45,16 +45,6 @@ static size_t round_up(size_t x, size_t a)
 	return (x + a - 1) / a * a;
 }
 
-/* The offset of @name's first control character (a newline would forge a
- * line of ioa_dump's), or -1. */
-static long control_char(const char *name)
-{
-	for (const char *c = name; *c; c++)
-		if ((unsigned char)*c < 0x20 || *c == 0x7f)
-			return c - name;
-	return -1;
-}
-
 static int check_args(const char *fn, const char *name, size_t obj_size, unsigned count,
 		      unsigned cache_size, unsigned flags)
 {
@@ -66,7 +56,7 @@ static int check_args(const char *fn, const char *name, size_t obj_size, unsigne
 			 IOA_POOL_NAMESIZE - 1);
 		return -EINVAL;
 	}
-	if ((ctl = control_char(name)) >= 0) {
+	if ((ctl = ioa__name_control_char(name)) >= 0) {
 		ioa__err("%s: invalid name: a control character (0x%02x) at offset %ld: accepted "
 			 "are printable characters", fn, (unsigned char)name[ctl], ctl);
 		return -EINVAL;

@@ -41,10 +41,17 @@ static int side_sync(unsigned flags, unsigned single, unsigned rts)
 
 static int check_args(const char *fn, const char *name, unsigned count, unsigned flags)
 {
+	long ctl;
+
 	if (!name || !name[0] || strlen(name) >= IOA_RING_NAMESIZE) {
 		ioa__err("%s: invalid name %s%s%s: accepted are 1 to %d characters", fn,
 			 name ? "\"" : "", name ? name : "NULL", name ? "\"" : "",
 			 IOA_RING_NAMESIZE - 1);
+		return -EINVAL;
+	}
+	if ((ctl = ioa__name_control_char(name)) >= 0) {
+		ioa__err("%s: invalid name: a control character (0x%02x) at offset %ld: accepted "
+			 "are printable characters", fn, (unsigned char)name[ctl], ctl);
 		return -EINVAL;
 	}
 	if (!count || (count & (count - 1)) || count > IOA_RING_COUNT_MAX) {

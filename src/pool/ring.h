@@ -58,6 +58,16 @@ _Static_assert(_Alignof(struct ioa_ring) == IOA_RING_ALIGN &&
  * argument of include/ioalloc.h's ring functions. */
 enum ioa__ring_take { IOA_RING_BULK = 0, IOA_RING_BURST = 1 };
 
+/* The offset of @name's first control character (a newline would forge a
+ * line of ioa_dump's), or -1: pools and rings refuse such names. */
+static inline long ioa__name_control_char(const char *name)
+{
+	for (const char *c = name; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			return c - name;
+	return -1;
+}
+
 /*
  * A ring of @count slots (a power of two, 1 to IOA_RING_COUNT_MAX) on @node
  * (IOA_NODE_ANY: the calling thread's), in the modes of @flags. Bad
