@@ -282,8 +282,10 @@ uint64_t ioa_virt2iova(const void *ptr);
 /** Inverse of ioa_virt2iova(): the address at @iova, or NULL if unmapped. */
 void *ioa_iova2virt(uint64_t iova);
 
-/** Size in bytes, rounded up to 4 KiB, of the live buffer starting at @ptr; 0
- * for any other pointer: freed (retired or not), interior, or not ioalloc's. */
+/** Size in bytes, rounded up to 4 KiB, of the live buffer of ioa_dma_alloc()
+ * starting at @ptr; 0 for any other pointer: freed (retired or not),
+ * interior, not ioalloc's, or memory it hands out otherwise (ioa_malloc's,
+ * a pool's slab, a provider's chunk). */
 size_t ioa_dma_size(const void *ptr);
 
 /**

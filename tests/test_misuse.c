@@ -62,13 +62,24 @@ static void test_foreign_owners(void)
 	struct ioa_pool *pool = ioa_pool_create("misuse", 256, 64, 0, IOA_NODE_ANY, 0);
 	struct ioa_provider *prov = ioa_provider_create(IOA_NODE_ANY, 0);
 	void *slab = NULL, *chunk = prov ? ioa_provider_alloc(prov, 2 * KB4, 0) : NULL;
-	void *block = ioa_malloc(1 << 20);
+	void *block = ioa_malloc(1 << 20), *dma;
 
 	if (!CHECK(pool && chunk && block) || !CHECK_EQ(ioa_pool_iterate(pool, lowest, &slab), 64))
 		return;
 	refused_as_foreign(slab, "ioa_pool_free()");
 	refused_as_foreign(chunk, "ioa_provider_free()");
 	refused_as_foreign(block, "ioa_free()");
+	/* the other way round: ioa_free() names the call that frees them */
+	ONE_MESSAGE("the slab of a pool", ioa_free(slab));
+	ONE_MESSAGE("a chunk of a provider", ioa_free(chunk));
+	dma = ioa_dma_alloc(KB4, 0, IOA_NODE_ANY);
+	ONE_MESSAGE("free it with ioa_dma_free()", ioa_free(dma));
+	CHECK(ioa_virt2iova(dma) != IOA_BAD_IOVA);
+	/* ioa_dma_size() answers for ioa_dma_alloc()'s buffers only */
+	CHECK_EQ(ioa_dma_size(dma), KB4);
+	CHECK_EQ(ioa_dma_size(slab), 0);
+	CHECK_EQ(ioa_dma_size(chunk), 0);
+	CHECK_EQ(ioa_dma_free(dma), 0);
 	ioa_pool_free(pool);
 	CHECK_EQ(ioa_provider_free(prov, chunk, 2 * KB4), 0);
 	CHECK_EQ(ioa_provider_destroy(prov), 0);

@@ -24,6 +24,8 @@ IOA_EXPORT void ioa_free(void *ptr)
 
 void ioa__heap_free_unknown(void *p)
 {
+	const char *how;
+
 	if (p && ioa__boot_owns(p)) {
 		ioa__heap_boot_free(p);
 		return;
@@ -31,8 +33,11 @@ void ioa__heap_free_unknown(void *p)
 	/* the extents' lookup takes their lock: not inside fork's handlers */
 	if (!p || (!ioa__heap_in_fork_window() && ioa__extent_report(p)))
 		return;
-	ioa__err("free(%p): not a pointer ioalloc returned, or one it returned before "
-		 "ioa_fini()", p);
+	if (ioa__is_up() && (how = ioa__region_how_freed(p)))
+		ioa__err("free(%p): %s; nothing freed", p, how);
+	else
+		ioa__err("free(%p): not a pointer ioalloc returned, or one it returned before "
+			 "ioa_fini()", p);
 	errno = EINVAL;
 }
 

@@ -726,17 +726,28 @@ static uint32_t run_at(const void *ptr, int owner, struct ioa__segment **seg, ui
 	return n;
 }
 
+/* How a buffer of each owner goes back, for the messages of a wrong call. */
+static const char *const how[] = {
+	[IOA_OWNER_DMA] = "a buffer of ioa_dma_alloc(): free it with ioa_dma_free()",
+	[IOA_OWNER_HEAP] = "memory of ioa_malloc(): free it with ioa_free()",
+	[IOA_OWNER_POOL] = "the slab of a pool: its objects go back with ioa_pool_put(), "
+			   "the slab with ioa_pool_free()",
+	[IOA_OWNER_PROVIDER] = "a chunk of a provider: its pages go back with "
+			       "ioa_provider_free() (a jemalloc arena's with "
+			       "ioa_je_arena_destroy())",
+};
+
+const char *ioa__region_how_freed(const void *ptr)
+{
+	struct ioa__segment *s;
+	uint64_t iova;
+	uint32_t first, n = run_at(ptr, -1, &s, &first, &iova);
+
+	return n ? how[RUN_OWNER(n)] : NULL;
+}
+
 int ioa__region_take(void *ptr, enum ioa__owner owner, struct ioa__buffer *b)
 {
-	static const char *const how[] = {
-		[IOA_OWNER_DMA] = "a buffer of ioa_dma_alloc(): free it with ioa_dma_free()",
-		[IOA_OWNER_HEAP] = "memory of ioa_malloc(): free it with ioa_free()",
-		[IOA_OWNER_POOL] = "the slab of a pool: its objects go back with ioa_pool_put(), "
-				   "the slab with ioa_pool_free()",
-		[IOA_OWNER_PROVIDER] = "a chunk of a provider: its pages go back with "
-				       "ioa_provider_free() (a jemalloc arena's with "
-				       "ioa_je_arena_destroy())",
-	};
 	struct ioa__segment *s;
 	uint64_t iova;
 	uint32_t first, n = run_at(ptr, (int)owner, &s, &first, &iova);
@@ -899,9 +910,9 @@ size_t ioa__region_size(const void *ptr)
 {
 	struct ioa__segment *s;
 	uint64_t iova;
-	uint32_t first;
+	uint32_t first, n = run_at(ptr, -1, &s, &first, &iova);
 
-	return (size_t)RUN_PAGES(run_at(ptr, -1, &s, &first, &iova)) << IOA_PAGE_SHIFT;
+	return RUN_OWNER(n) == IOA_OWNER_DMA ? (size_t)RUN_PAGES(n) << IOA_PAGE_SHIFT : 0;
 }
 
 /* Unmaps a leaked buffer at ioa_fini, when no reclaimer runs any more;

@@ -71,6 +71,9 @@ int ioa__region_alloc_pages(int node, enum ioa__owner owner, uint32_t per, uint3
 /* Test hook: the next @count maps into the software tables fail with -@err. */
 void ioa__region_fail_table_maps(int count, int err);
 size_t ioa__region_size(const void *ptr);
+/* For the start of a live buffer, how a buffer of its owner is given back
+ * (one clause for a message); NULL for any other pointer. */
+const char *ioa__region_how_freed(const void *ptr);
 
 /* A buffer on its way out: freed by its owner, not yet retired. Its pages
  * stay mapped, in the device and in the software tables, until retired. */
