@@ -218,6 +218,17 @@ static void test_init_bad_struct(void)
 						 : i == 4 ? "sim_unmap_ns" : i < 7 ? "defer_cap_mb"
 						 : i == 7 ? "defer" : "ioa_config.iova");
 	}
+	/* a negative enum is shown as such, not as its unsigned image */
+	{
+		struct ioa_config cfg;
+		struct check_capture cap;
+		const char *text;
+
+		ioa_config_init(&cfg);
+		cfg.backend = (enum ioa_backend)-1;
+		if ((text = init_failure(&cap, &cfg, -EINVAL)))
+			CHECK_CONTAINS(text, "ioa_config.backend -1:");
+	}
 	check_init_works();
 }
 

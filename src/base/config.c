@@ -420,10 +420,10 @@ int ioa__config_validate(const struct ioa_config *cfg)
 	int err;
 
 	if ((unsigned)cfg->backend >= NELEM(backend_names))
-		return bad_field("backend", cfg->backend, "IOA_BACKEND_NONE, IOA_BACKEND_SIM, "
+		return bad_field("backend", (int)cfg->backend, "IOA_BACKEND_NONE, IOA_BACKEND_SIM, "
 				 "IOA_BACKEND_VFIO or IOA_BACKEND_IOMMUFD");
 	if ((unsigned)cfg->page_size >= NELEM(page_size_names))
-		return bad_field("page_size", cfg->page_size,
+		return bad_field("page_size", (int)cfg->page_size,
 				 "IOA_PAGE_AUTO, IOA_PAGE_4K, IOA_PAGE_2M or IOA_PAGE_1G");
 	if (cfg->numa < IOA_NUMA_INTERLEAVE || cfg->numa > 1023)
 		return bad_field("numa", cfg->numa, "IOA_NUMA_LOCAL (-1), IOA_NUMA_INTERLEAVE (-2) "
@@ -433,13 +433,13 @@ int ioa__config_validate(const struct ioa_config *cfg)
 	if (cfg->verbose < 0 || cfg->verbose > 2)
 		return bad_field("verbose", cfg->verbose, "0, 1 or 2");
 	if ((unsigned)cfg->defer > IOA_DEFER_SYNC)
-		return bad_field("defer", cfg->defer, "IOA_DEFER_ON or IOA_DEFER_SYNC");
+		return bad_field("defer", (int)cfg->defer, "IOA_DEFER_ON or IOA_DEFER_SYNC");
 	if (cfg->defer_delay_us < 1 || cfg->defer_delay_us > 1000000)
 		return bad_field("defer_delay_us", cfg->defer_delay_us, "1 to 1000000 microseconds");
 	if (cfg->defer_limit < 16 || cfg->defer_limit > 1u << 24)
 		return bad_field("defer_limit", cfg->defer_limit, "16 to 16777216 items");
 	if ((unsigned)cfg->protect > IOA_PROTECT_STRICT)
-		return bad_field("protect", cfg->protect, "IOA_PROTECT_LAZY or IOA_PROTECT_STRICT");
+		return bad_field("protect", (int)cfg->protect, "IOA_PROTECT_LAZY or IOA_PROTECT_STRICT");
 	if (cfg->check < 0 || cfg->check > 1)
 		return bad_field("check", cfg->check, "0 or 1");
 	if (cfg->defer_cap_mb < 1 || cfg->defer_cap_mb > 1u << 20)
@@ -449,7 +449,7 @@ int ioa__config_validate(const struct ioa_config *cfg)
 	if (cfg->dump_at_exit < 0 || cfg->dump_at_exit > 1)
 		return bad_field("dump_at_exit", cfg->dump_at_exit, "0 or 1");
 	if ((unsigned)cfg->iova > IOA_IOVA_ROTATE)
-		return bad_field("iova", cfg->iova, "IOA_IOVA_FIXED or IOA_IOVA_ROTATE");
+		return bad_field("iova", (int)cfg->iova, "IOA_IOVA_FIXED or IOA_IOVA_ROTATE");
 	if ((err = validate_reclaim_cpus(cfg)))
 		return err;
 	return validate_vfio(cfg);
