@@ -3,7 +3,6 @@
 #include "os.h"
 
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define IOVA_TABLE_BYTES (64 * 1024) /* to start with; doubles when full */
@@ -158,12 +157,33 @@ int ioa__iova_free(struct ioa__iova_space *s, uint64_t iova, uint64_t size)
 	return err;
 }
 
-static int by_start(const void *a, const void *b)
+/* Sorts @r[0..n) by start, in place: a heapsort, as qsort may malloc a
+ * scratch array, which under LD_PRELOAD is this library's malloc, whose
+ * span may need an IOVA: this space's lock, held here. */
+static void sort_by_start(struct ioa__iova_range *r, size_t n)
 {
-	uint64_t x = ((const struct ioa__iova_range *)a)->start;
-	uint64_t y = ((const struct ioa__iova_range *)b)->start;
+	for (size_t end = n, start = n / 2; end > 1;) {
+		struct ioa__iova_range v;
+		size_t i, child;
 
-	return (x > y) - (x < y);
+		if (start > 0) { /* building the heap */
+			v = r[--start];
+			i = start;
+		} else { /* the largest to the end, the last one sifted down */
+			v = r[--end];
+			r[end] = r[0];
+			i = 0;
+		}
+		while ((child = 2 * i + 1) < end) {
+			if (child + 1 < end && r[child + 1].start > r[child].start)
+				child++;
+			if (r[child].start <= v.start)
+				break;
+			r[i] = r[child];
+			i = child;
+		}
+		r[i] = v;
+	}
 }
 
 /* A range given back that cannot be taken: it overlaps a free one (freed
@@ -195,7 +215,7 @@ static size_t merge_later(struct ioa__iova_space *s)
 				drop(s, s->later[i]);
 		return k;
 	}
-	qsort(s->later, k, sizeof(*s->later), by_start);
+	sort_by_start(s->later, k);
 	for (i = s->n, j = k, out = s->n + k; j > 0; ) /* from the end: never overwrites unread */
 		s->free[--out] = i > 0 && s->free[i - 1].start > s->later[j - 1].start ? s->free[--i]
 										      : s->later[--j];
