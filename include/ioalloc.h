@@ -27,15 +27,16 @@
  * - fork(): every internal lock is taken around the fork, so a child is
  *   consistent whatever the parent's other threads were doing. Our handlers
  *   are registered when the library is loaded (under LD_PRELOAD, at the
- *   process's first malloc, before the constructors of the libraries the
- *   program links), so other libraries' prepare handlers run before ours and
- *   may allocate or wait for threads that do. Handlers registered earlier
- *   still (a program's preinit_array) run inside ours and may malloc and
- *   free, as with glibc's malloc: the forking thread's allocations there
- *   come from a static arena, reused by its later forks, its frees (64 at
- *   most) wait until fork returns; but, unlike with glibc's, such a prepare
- *   handler must not wait for another thread that allocates meanwhile: that
- *   thread waits for our locks. With the sim
+ *   process's first malloc, in libnuma's constructor), so the prepare
+ *   handlers of libraries whose constructors run later run before ours and
+ *   may allocate or wait for threads that do. Handlers registered earlier (a
+ *   program's preinit_array; libraries initialised ahead of libnuma, as
+ *   those a program links ahead of -lnuma are) run inside ours and may
+ *   malloc and free, as with glibc's malloc: the forking thread's
+ *   allocations there come from a static arena, reused by its later forks,
+ *   its frees (64 at most) wait until fork returns; but, unlike with
+ *   glibc's, such a prepare handler must not wait for another thread that
+ *   allocates meanwhile: that thread waits for our locks. With the sim
  *   or none backend the child has its own copy and works on (its first free
  *   starts its reclaimers). With vfio or iommufd the container or IOAS
  *   belongs to the parent, and the child never changes it: ioa_dma_alloc()

@@ -139,12 +139,19 @@ static void register_hooks(void)
  * anything: fork's prepare handlers run in reverse order, so the program's
  * run first and may still allocate, or wait for threads that do (ours take
  * every lock), and the exit handler runs after the program's, retiring what
- * they freed. Under LD_PRELOAD the constructors of every library the
- * program links run before this one, so the fork handlers are registered
- * at the process's first malloc instead (heap.c), in libnuma's constructor,
- * before any library the program links registers its own. Handlers
- * registered before that (a program's preinit_array) run inside ours, where
- * the forking thread's mallocs and frees avoid every lock (heap.c, held). */
+ * they freed. Under LD_PRELOAD the constructors of the libraries the program
+ * links run before this one, so the fork handlers are registered at the
+ * process's first malloc instead (heap.c): in libnuma's constructor (it
+ * reads /proc/self/status with stdio), before the constructors that run
+ * after libnuma's. Those that run before it register first: a program's
+ * preinit_array, and the libraries initialised ahead of libnuma (those the
+ * program links ahead of -lnuma when it links libnuma itself, as DPDK's
+ * programs do, and the dependencies of its libraries). Their handlers run
+ * inside ours, where the forking thread's mallocs and frees avoid every
+ * lock (heap.c, held), but a prepare handler of theirs must not wait for a
+ * thread that allocates. And should 48 handlers be registered before the
+ * first malloc, glibc's list grows, with a malloc, while it holds its
+ * atfork lock, and this registration waits for that lock forever. */
 __attribute__((constructor)) static void early_hooks(void)
 {
 	pthread_once(&hooks_once, register_hooks);
