@@ -171,13 +171,16 @@ IOA_EXPORT struct ioa_iopt *ioa_iopt_create(int node, ioa_iopt_invalidate_fn inv
 	return t;
 }
 
-/* Describes a refused call of @fn on @t; 1 when @t is not a live table
- * (taken out of the list when @remove, see tables_find). */
+/* Describes a refused call of @fn on @t; 1 when @t is NULL or, for a
+ * destroy (@remove), not a live table (taken out of the list, see
+ * tables_find). Map, unmap and root_iova do not look: tables_lock is taken
+ * by fork before the library's locks, and an invalidate callback, which
+ * runs under the engine's pass lock, may call them. */
 static int no_table(const struct ioa_iopt *t, const char *fn, int remove)
 {
 	if (!t)
 		ioa__err("%s: pt is NULL: pass a table from ioa_iopt_create()", fn);
-	else if (!tables_find(t, remove))
+	else if (remove && !tables_find(t, 1))
 		ioa__err("%s: %p is not a live table (destroyed, or not from ioa_iopt_create())",
 			 fn, (const void *)t);
 	else
