@@ -27,12 +27,12 @@
  * - fork(): every internal lock is taken around the fork, so a child is
  *   consistent whatever the parent's other threads were doing. Our handlers
  *   are registered when the library is loaded (under LD_PRELOAD, at the
- *   process's first malloc, in libnuma's constructor), so the prepare
- *   handlers of libraries whose constructors run later run before ours and
- *   may allocate or wait for threads that do. Handlers registered earlier (a
- *   program's preinit_array; libraries initialised ahead of libnuma, as
- *   those a program links ahead of -lnuma are) run inside ours and may
- *   malloc and free, as with glibc's malloc: the forking thread's
+ *   first registration of anyone's, ahead of it), so the prepare handlers
+ *   of libraries registered later run before ours and may allocate or wait
+ *   for threads that do. Handlers registered earlier (a program's
+ *   preinit_array when the library is linked; under LD_PRELOAD only those
+ *   registered inside libc, as by binaries built before glibc 2.3.2) run
+ *   inside ours and may malloc and free, as with glibc's malloc: the forking thread's
  *   allocations there come from a static arena, reused by its later forks,
  *   its frees (64 at most) wait until fork returns; but, unlike with
  *   glibc's, such a prepare handler must not wait for another thread that

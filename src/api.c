@@ -114,19 +114,42 @@ static void fork_child(void)
 	ioa__heap_fork_window_close();
 }
 
-static _Atomic int fork_hooks_registered;
+enum { HOOKS_NONE, HOOKS_REGISTERING, HOOKS_DONE };
+static _Atomic int fork_hooks_state;
+/* volatile: glibc declares pthread_atfork a leaf (it never calls back into
+ * this file), but ours does, through preload/atfork.c; without it the
+ * compiler drops the store before the call */
+static __thread volatile int registering_here __attribute__((tls_model("initial-exec")));
 
-/* Once, by whichever comes first: the preload library's first malloc or the
- * hooks below. An exchange, not pthread_once: pthread_atfork may malloc
- * (past its built-in room for handlers), which re-enters here from inside
- * the first malloc, and a nested pthread_once would wait for itself. */
+/* Once, by whichever comes first: the hooks below (when the library is
+ * loaded) or, under LD_PRELOAD, any library's registration of its own
+ * (preload/atfork.c). Our pthread_atfork passes through that registration
+ * too, and may malloc, which must not wait here for itself: neither
+ * pthread_once nor a lock. Another thread that comes meanwhile waits until
+ * ours is in glibc's list, so that its handlers come after ours. */
 void ioa__fork_hooks_register(void)
 {
-	/* relaxed: the exchange only elects the one caller that registers (the
-	 * load first keeps the bootstrap's later mallocs to a read) */
-	if (!atomic_load_explicit(&fork_hooks_registered, memory_order_relaxed) &&
-	    !atomic_exchange_explicit(&fork_hooks_registered, 1, memory_order_relaxed))
+	int s = HOOKS_NONE;
+
+	/* acquire: pairs with the release below, so that our registration
+	 * happens before the caller's own */
+	if (registering_here || atomic_load_explicit(&fork_hooks_state, memory_order_acquire) ==
+				    HOOKS_DONE)
+		return;
+	/* relaxed: the exchange only elects the thread that registers */
+	if (atomic_compare_exchange_strong_explicit(&fork_hooks_state, &s, HOOKS_REGISTERING,
+						    memory_order_relaxed, memory_order_relaxed)) {
+		registering_here = 1;
 		pthread_atfork(fork_prepare, fork_parent, fork_child);
+		registering_here = 0;
+		/* release: see the acquire above */
+		atomic_store_explicit(&fork_hooks_state, HOOKS_DONE, memory_order_release);
+		return;
+	}
+	/* only while the process starts, and only when two threads register at
+	 * once: ours takes glibc's atfork lock, which a waiter never holds */
+	while (atomic_load_explicit(&fork_hooks_state, memory_order_acquire) != HOOKS_DONE)
+		sched_yield();
 }
 
 static void register_hooks(void)
@@ -139,19 +162,13 @@ static void register_hooks(void)
  * anything: fork's prepare handlers run in reverse order, so the program's
  * run first and may still allocate, or wait for threads that do (ours take
  * every lock), and the exit handler runs after the program's, retiring what
- * they freed. Under LD_PRELOAD the constructors of the libraries the program
- * links run before this one, so the fork handlers are registered at the
- * process's first malloc instead (heap.c): in libnuma's constructor (it
- * reads /proc/self/status with stdio), before the constructors that run
- * after libnuma's. Those that run before it register first: a program's
- * preinit_array, and the libraries initialised ahead of libnuma (those the
- * program links ahead of -lnuma when it links libnuma itself, as DPDK's
- * programs do, and the dependencies of its libraries). Their handlers run
- * inside ours, where the forking thread's mallocs and frees avoid every
- * lock (heap.c, held), but a prepare handler of theirs must not wait for a
- * thread that allocates. And should 48 handlers be registered before the
- * first malloc, glibc's list grows, with a malloc, while it holds its
- * atfork lock, and this registration waits for that lock forever. */
+ * they freed. Handlers registered before this constructor (a program's
+ * preinit_array) run inside ours, where the forking thread's mallocs and
+ * frees avoid every lock (heap.c, held); such a prepare handler must not
+ * wait for a thread that allocates. Under LD_PRELOAD, where the libraries
+ * the program links start first, ours are registered at the first
+ * registration of anyone's (preload/atfork.c), so there nothing comes
+ * before them but what bypasses that (see there). */
 __attribute__((constructor)) static void early_hooks(void)
 {
 	pthread_once(&hooks_once, register_hooks);

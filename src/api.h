@@ -12,8 +12,9 @@
  * ioa_init() is called. */
 int ioa__ensure_up(void);
 
-/* Registers the library's fork handlers, once (the preload library's first
- * malloc calls it: see early_hooks in api.c). */
+/* Registers the library's fork handlers, once, ahead of any other thread's
+ * registration (preload/atfork.c calls it at every registration: see
+ * early_hooks in api.c). */
 void ioa__fork_hooks_register(void);
 
 /* ioa_fini(): retires the registrations still present (extmem.c), with a

@@ -2,16 +2,20 @@
  * A library linked by test_preload_fork that, like many, keeps state it
  * rebuilds around fork().
  *
- * Its constructor registers a prepare handler that, once the test started
- * the library's worker thread, has the worker allocate (a 1 MiB block and
- * 100 kB, through locks of the heap) and waits until it has. Under
- * LD_PRELOAD this constructor runs before the preload library's, so the
- * handler comes after ioalloc's only because ioalloc registers its own at
- * the process's first malloc: it then runs before ioalloc's takes the
+ * atfork_lib_register_waits(), which the test calls from its preinit_array,
+ * before anything else registers, registers 60 empty handlers (past glibc's
+ * room for 48, so that its list grows with a malloc while it holds its
+ * atfork lock) and a prepare handler that, once the test started the
+ * library's worker thread, has the worker allocate (a 1 MiB block and 100
+ * kB, through locks of the heap) and waits until it has. Its handler comes
+ * after ioalloc's only because the preload library registers its own at the
+ * first registration of anyone's: it then runs before ioalloc's takes the
  * locks the worker needs.
  *
- * atfork_lib_register(), which the test calls from its preinit_array,
- * before the first malloc, registers handlers that run inside ioalloc's.
+ * atfork_lib_register(), which the test also calls from its preinit_array,
+ * registers handlers through glibc's compatibility pthread_atfork, which
+ * registers inside libc and so bypasses the preload library: they come
+ * before ioalloc's and run inside them.
  * Each frees what the previous one made and allocates anew: a 64-byte
  * object (a small class) and a 4096-byte block (a page of its own in strict
  * mode), and grows one with realloc. The test hands them more: the prepare
@@ -111,10 +115,23 @@ static void child(void)
 	free(atfork_free_in_child);
 }
 
-void atfork_lib_register(void)
+#if defined(__x86_64__)
+/* glibc's pthread_atfork of binaries built before 2.3.2: it calls
+ * __register_atfork inside libc, not through the preload library's. */
+int compat_pthread_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void));
+__asm__(".symver compat_pthread_atfork, pthread_atfork@GLIBC_2.2.5");
+
+/* 0, or -1 where there is no such function. */
+int atfork_lib_register(void)
 {
-	pthread_atfork(prepare, parent, child);
+	return compat_pthread_atfork(prepare, parent, child) == 0 ? 0 : -1;
 }
+#else
+int atfork_lib_register(void)
+{
+	return -1;
+}
+#endif
 
 /* The worker and the prepare handler that waits for it. */
 static pthread_mutex_t worker_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -179,5 +196,15 @@ __attribute__((constructor)) static void atfork_lib_init(void)
 	block = fill(4096);
 	big = fill(65536);
 	aligned_ones();
+}
+
+static void nothing(void)
+{
+}
+
+void atfork_lib_register_waits(void)
+{
+	for (int i = 0; i < 60; i++)
+		pthread_atfork(nothing, nothing, nothing);
 	pthread_atfork(prepare_waits, NULL, NULL);
 }

@@ -2,15 +2,19 @@
  * fork() under libioalloc-preload.so, where the library's fork handlers hold
  * every lock it has while code outside it runs (ctest sets LD_PRELOAD):
  *
- * - waits: a library the program links (preload_atfork_lib.c) registered a
- *   prepare handler in its constructor that waits for its worker thread to
- *   allocate, through locks of the heap. ioalloc's handlers must have been
- *   registered before it (at the process's first malloc, in libnuma's
- *   constructor), so that theirs runs first; else the worker waits for the
- *   locks ioalloc's prepare handler holds, and the handler for the worker.
- * - atfork: the program's preinit_array, which runs before any constructor
- *   and so before the first malloc, registers the library's other atfork
- *   handlers before ioalloc's, so they run inside ioalloc's, and they
+ * - waits: the program's preinit_array, which runs before any constructor,
+ *   has the library it links (preload_atfork_lib.c) register 60 handlers
+ *   and then a prepare handler that waits for its worker thread to allocate,
+ *   through locks of the heap. ioalloc's handlers must have been registered
+ *   before them (at the first registration of anyone's), so that theirs
+ *   runs first; else the worker waits for the locks ioalloc's prepare
+ *   handler holds, and the handler for the worker (or, when ioalloc
+ *   registers from inside the malloc that grows glibc's list, startup waits
+ *   for glibc's atfork lock).
+ * - atfork: the preinit_array has the library register its other handlers
+ *   through glibc's compatibility pthread_atfork (x86-64 only), which
+ *   bypasses the preload library's registration, so they come before
+ *   ioalloc's and run inside them, and they
  *   malloc, realloc and free: small objects, blocks of a page, and
  *   objects the test hands them, a large block to grow included, and once a
  *   pointer ioalloc never returned (reported: "not a pointer ioalloc
@@ -51,16 +55,21 @@
 extern void *atfork_free_in_parent, *atfork_free_in_child, *atfork_grow_in_prepare,
 	*atfork_bad_free_in_prepare;
 extern int atfork_big_reused, atfork_misaligned;
-void atfork_lib_register(void);
+int atfork_lib_register(void);
+void atfork_lib_register_waits(void);
 int atfork_lib_start_worker(void);
 unsigned atfork_lib_worker_runs(void);
 
-/* Before every constructor: ahead of ioalloc's fork handlers in mode atfork. */
+static int no_compat_atfork;
+
+/* Before every constructor and every other registration. */
 static void preinit(int argc, char **argv, char **envp)
 {
 	(void)envp;
 	if (argc > 1 && strcmp(argv[1], "atfork") == 0)
-		atfork_lib_register();
+		no_compat_atfork = atfork_lib_register() != 0;
+	if (argc > 1 && strcmp(argv[1], "waits") == 0)
+		atfork_lib_register_waits();
 }
 
 __attribute__((section(".preinit_array"), used)) static void (*const preinit_entry)(
@@ -225,6 +234,9 @@ int main(int argc, char **argv)
 	signal(SIGALRM, watchdog);
 	alarm(20);
 	if (strcmp(argv[1], "atfork") == 0) {
+		if (no_compat_atfork)
+			return check_skip("no compatibility pthread_atfork to bypass the preload "
+					  "library's registration with (x86-64 only)");
 		atfork_handlers_allocate();
 	} else if (strcmp(argv[1], "waits") == 0) {
 		prepare_waits_for_allocating_thread();

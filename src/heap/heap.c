@@ -781,14 +781,9 @@ void *ioa__heap_alloc_aligned(size_t size, size_t align, int node)
 	struct ioa__heap *h;
 
 	/* a malloc of the library's own start, or one before the preload
-	 * library's constructor ran (libc's and libnuma's start): the first of
-	 * these registers the fork handlers, ahead of those of the libraries
-	 * whose constructors run next (see early_hooks in api.c) */
-	if (state == HEAP_BOOTING || (ioa__preloaded && !ioa__preload_ready)) {
-		if (state != HEAP_BOOTING) /* nor inside fork's handlers (held) */
-			ioa__fork_hooks_register();
+	 * library's constructor ran (libc's and libnuma's start) */
+	if (state == HEAP_BOOTING || (ioa__preloaded && !ioa__preload_ready))
 		return held.on ? held_alloc(size, align) : ioa__boot_alloc(size, align);
-	}
 	my_state = HEAP_BOOTING;
 	err = ioa__ensure_up();
 	my_state = state;

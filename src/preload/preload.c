@@ -7,7 +7,8 @@
  * Bootstrapping: mallocs before this library's constructor ran (libc's,
  * libnuma's and libstdc++'s start) and those made while the library starts
  * come from a static arena (heap/boot.h); nothing here calls dlsym. The
- * backend is `none` unless IOALLOC_BACKEND says otherwise (api.c).
+ * backend is `none` unless IOALLOC_BACKEND says otherwise (api.c). Fork
+ * handlers: atfork.c.
  */
 #include "heap.h"
 #include "boot.h"
