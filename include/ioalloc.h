@@ -1287,8 +1287,9 @@ struct ioa_stats {
 /** Copies the current counters into @out; a NULL @out is refused with a message. */
 void ioa_stats_get(struct ioa_stats *out);
 
-/** Writes the counters as a readable report to file descriptor @fd. */
-void ioa_stats_print(int fd);
+/** Writes the counters as a readable report to file descriptor @fd: 0, or
+ * -errno of the failed write (with a message naming @fd). */
+int ioa_stats_print(int fd);
 
 /**
  * One NUMA node's share of the counters: the fields of struct ioa_stats that

@@ -506,10 +506,10 @@ IOA_EXPORT int ioa_stats_node(int node, struct ioa_node_stats *out)
 	return 0;
 }
 
-IOA_EXPORT void ioa_stats_print(int fd)
+IOA_EXPORT int ioa_stats_print(int fd)
 {
 	struct ioa_stats s;
 
 	ioa_stats_get(&s);
-	ioa__stats_write(fd, &s);
+	return ioa__stats_write(fd, &s);
 }

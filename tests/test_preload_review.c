@@ -24,6 +24,9 @@
  *
  * Should: every malloc of a library constructor succeeds while memory
  * lasts (the arena only for the library's own start).
+ *
+ * reallocarray() whose size overflows returns NULL with ENOMEM, leaves the
+ * block as it was and says so once, as calloc() does.
  */
 #include "check.h"
 
@@ -31,6 +34,7 @@
 #include <malloc.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 extern int review_ctor_failed, review_ctor_allocs;
 
@@ -44,6 +48,23 @@ int main(void)
 	errno = 0;
 	p = pvalloc(SIZE_MAX - 100);
 	CHECK(p == NULL && errno == ENOMEM);
+	{
+		/* through volatiles: GCC rejects what it can see overflows */
+		void *(*volatile realloc_array)(void *, size_t, size_t) = reallocarray;
+		void *(*volatile c_alloc)(size_t, size_t) = calloc;
+		volatile size_t half = SIZE_MAX / 2;
+		char *block = malloc(100), *q = block;
+
+		CHECK(block != NULL);
+		memset(block, 7, 100);
+		errno = 0;
+		ONE_MESSAGE("the size overflows", q = realloc_array(block, half, 3));
+		CHECK(q == NULL && errno == ENOMEM);
+		CHECK(block[99] == 7);
+		ONE_MESSAGE("the size overflows", q = c_alloc(half, 3));
+		CHECK(q == NULL);
+		free(block);
+	}
 	CHECK_EQ(review_ctor_allocs, 48);
 	CHECK_EQ(review_ctor_failed, 0);
 	return check_done();

@@ -2,8 +2,10 @@
 #include "log.h"
 #include "ioalloc.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 struct ioa__stats ioa__stats;
@@ -59,7 +61,7 @@ void ioa__node_stats_copy(int node, struct ioa_node_stats *out)
 }
 
 /* Formats into a stack buffer: printing must not allocate. */
-void ioa__stats_write(int fd, const struct ioa_stats *s)
+int ioa__stats_write(int fd, const struct ioa_stats *s)
 {
 	char buf[4096];
 	size_t n = 0;
@@ -78,6 +80,11 @@ void ioa__stats_write(int fd, const struct ioa_stats *s)
 				      (unsigned long long)s->defer_latency_p99_ns);
 	if (n > sizeof(buf))
 		n = sizeof(buf);
-	if (write(fd, buf, n) < 0)
-		ioa__warn("cannot write statistics to fd %d", fd);
+	if (write(fd, buf, n) < 0) {
+		int err = errno;
+
+		ioa__err("ioa_stats_print: cannot write statistics to fd %d: %s", fd, strerror(err));
+		return -err;
+	}
+	return 0;
 }

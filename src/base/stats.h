@@ -95,6 +95,6 @@ void ioa__stats_copy(struct ioa_stats *out);
 /* @node's NODE counters into @out (the other fields are left alone). */
 void ioa__node_stats_copy(int node, struct ioa_node_stats *out);
 /* Writes @s as a readable report to @fd, from a stack buffer. */
-void ioa__stats_write(int fd, const struct ioa_stats *s);
+int ioa__stats_write(int fd, const struct ioa_stats *s);
 
 #endif
