@@ -1,4 +1,11 @@
+/*
+ * The deferral engine (defer.h has its design and invariants): the freeing
+ * threads' queues, the per-node reclaimers and their passes, the cap on
+ * unretired bytes, and the life cycle. What a pass does with the items it
+ * took is retire.c.
+ */
 #include "defer.h"
+#include "retire.h"
 #include "clock.h"
 #include "cpulist.h"
 #include "grace.h"
@@ -17,10 +24,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define PASS_MAX 4096      /* items one pass retires at most */
-#define LATENCY_BUCKETS 256
 #define NAP_MIN_NS 1000    /* shortest nap: under it the futex call costs more */
-#define HOLD_PAGES 64      /* a shorter coalesced range may wait for its neighbours */
 #define STAMP_SHARE 8      /* items of one queue stamped by one clock read, at most */
 #define LINGER_NAPS 128    /* naps that found nothing before a reclaimer goes idle */
 
@@ -64,9 +68,9 @@ struct node {
 	_Atomic int stop;
 	_Atomic int started;          /* written under start_lock */
 	pthread_t thread;
-	struct ioa__defer_item *items;    /* pass arrays, PASS_MAX each */
+	struct ioa__defer_item *items;    /* pass arrays, IOA_PASS_MAX each */
 	struct ioa__iova_extent *extents;
-	uint32_t *order;                  /* 2 * PASS_MAX: the sort's scratch after */
+	uint32_t *order;                  /* 2 * IOA_PASS_MAX: the sort's scratch after */
 	/* Items a pass held back for the next one (the first `held` of items):
 	 * freed, out of their queues, not retired. Pass lock; their oldest
 	 * stamp is read by the reclaimer. */
@@ -94,14 +98,11 @@ static struct {
 	uint64_t cap;                 /* IOALLOC_DEFER_CAP_MB in bytes */
 	uint64_t wake_bytes;          /* half of it: a node holding as many queued is due a pass */
 	_Atomic unsigned generation;  /* bumped by fini: stale thread-local rings are dropped */
-	_Atomic int unordered;
 	void (*_Atomic before_sleep)(void);
 	_Atomic uint64_t quarantined_seen;
 	pthread_mutex_t start_lock;
 	int cpus_listed;              /* IOALLOC_RECLAIM_CPUS was given: reclaim_cpus holds it */
 	cpu_set_t reclaim_cpus;
-	ioa__table_invalidate_fn table_invalidate;
-	_Atomic uint64_t latency[LATENCY_BUCKETS];
 	struct node nodes[IOA_MAX_NODES];
 } eng = { .start_lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -144,25 +145,12 @@ uint64_t ioa__defer_nap_ns(uint64_t delay_ticks, uint64_t age_ticks)
 	return ns > NAP_MIN_NS ? ns : NAP_MIN_NS;
 }
 
+void ioa__defer_set_before_sleep(void (*fn)(void))
+{
+	atomic_store(&eng.before_sleep, fn);
+}
+
 /* ---- statistics ------------------------------------------------------ */
-
-/* Bucket of a latency: 4 per power of two. */
-static unsigned latency_bucket(uint64_t ns)
-{
-	unsigned log = ns < 2 ? 0 : 63u - (unsigned)__builtin_clzll(ns);
-	unsigned sub = log < 2 ? 0 : (unsigned)(ns >> (log - 2)) & 3;
-	unsigned b = log * 4 + sub;
-
-	return b < LATENCY_BUCKETS ? b : LATENCY_BUCKETS - 1;
-}
-
-/* The upper end of a bucket. */
-static uint64_t bucket_ns(unsigned b)
-{
-	unsigned log = b / 4, sub = b % 4;
-
-	return log < 2 ? (2ull << log) : (1ull << log) + ((uint64_t)(sub + 1) << (log - 2));
-}
 
 uint64_t ioa__defer_enqueued(int node)
 {
@@ -174,38 +162,6 @@ uint64_t ioa__defer_enqueued(int node)
 	return n;
 }
 
-void ioa__defer_latency(uint64_t *p50, uint64_t *p99)
-{
-	uint64_t total = 0, seen = 0;
-
-	*p50 = *p99 = 0;
-	for (unsigned b = 0; b < LATENCY_BUCKETS; b++)
-		total += atomic_load_explicit(&eng.latency[b], memory_order_relaxed);
-	for (unsigned b = 0; b < LATENCY_BUCKETS && total; b++) {
-		seen += atomic_load_explicit(&eng.latency[b], memory_order_relaxed);
-		if (!*p50 && seen * 2 >= total)
-			*p50 = bucket_ns(b);
-		if (seen * 100 >= total * 99) {
-			*p99 = bucket_ns(b);
-			break;
-		}
-	}
-}
-
-/* The free-to-retirement latencies of @n items retired at @now. Items of a
- * pass were freed close together: their buckets come in runs, each counted
- * with one atomic add rather than one per item. */
-static void count_latencies(const struct ioa__defer_item *it, uint32_t n, uint64_t now)
-{
-	for (uint32_t i = 0, j; i < n; i = j) {
-		unsigned b = latency_bucket(ioa__ticks_to_ns(now - it[i].stamp));
-
-		for (j = i + 1; j < n && latency_bucket(ioa__ticks_to_ns(now - it[j].stamp)) == b; j++)
-			;
-		atomic_fetch_add_explicit(&eng.latency[b], j - i, memory_order_relaxed);
-	}
-}
-
 static void stat_max(_Atomic uint64_t *max, uint64_t v)
 {
 	uint64_t cur = atomic_load_explicit(max, memory_order_relaxed);
@@ -213,335 +169,6 @@ static void stat_max(_Atomic uint64_t *max, uint64_t v)
 	while (cur < v && !atomic_compare_exchange_weak_explicit(max, &cur, v, memory_order_relaxed,
 								  memory_order_relaxed))
 		;
-}
-
-/* ---- retirement ------------------------------------------------------ */
-
-void ioa__defer_set_table_invalidate(ioa__table_invalidate_fn fn)
-{
-	eng.table_invalidate = fn;
-}
-
-void ioa__defer_set_unordered(int on)
-{
-	atomic_store(&eng.unordered, on);
-}
-
-void ioa__defer_set_before_sleep(void (*fn)(void))
-{
-	atomic_store(&eng.before_sleep, fn);
-}
-
-/* Sorts @order (@n indices into @ext) by IOVA, with the PASS_MAX entries
- * after @order's as scratch when @n > 1 (the pass arrays have them; a single
- * item's retirement passes one entry): a radix sort of the page numbers, a
- * byte at a time, skipping the bytes in which all are equal (IOVAs a few
- * hundred MiB apart take two or three passes). No allocation, as qsort may
- * make; linear in @n, where the heapsort it replaced spent most of the
- * reclaimer's time under churn. */
-static void sort_by_iova(uint32_t *order, uint32_t n, const struct ioa__iova_extent *ext)
-{
-	uint32_t *from = order, *to = order + PASS_MAX;
-	uint64_t first, differ = 0;
-
-	if (n < 2)
-		return;
-	first = ext[order[0]].iova >> IOA_PAGE_SHIFT;
-	for (uint32_t i = 1; i < n; i++)
-		differ |= (ext[order[i]].iova >> IOA_PAGE_SHIFT) ^ first;
-	for (unsigned shift = 0; shift < 64 && differ >> shift; shift += 8) {
-		uint32_t start[257] = { 0 }, *t;
-
-		if (!((differ >> shift) & 255)) /* every key has the same byte here */
-			continue;
-		for (uint32_t i = 0; i < n; i++)
-			start[((ext[from[i]].iova >> (IOA_PAGE_SHIFT + shift)) & 255) + 1]++;
-		for (unsigned d = 1; d < 257; d++)
-			start[d] += start[d - 1];
-		for (uint32_t i = 0; i < n; i++) /* stable: the lower bytes' order holds */
-			to[start[(ext[from[i]].iova >> (IOA_PAGE_SHIFT + shift)) & 255]++] = from[i];
-		t = from;
-		from = to;
-		to = t;
-	}
-	if (from != order)
-		memcpy(order, from, n * sizeof(*order));
-}
-
-/*
- * The buffers at @order[i], @order[i + 1]... (of @m, sorted by IOVA) that
- * follow each other in one shared segment, merged into *run; returns the
- * index after them. A run is unlinked, and released, with one call: a
- * table walk and a bitmap update for all its buffers, not one each (in
- * address order, runs are hundreds of buffers long). A quarantined buffer
- * (no pages left) ends a run; its whole coalesced range was quarantined, and
- * a run never spans two coalesced ranges, so a run is all or nothing.
- */
-static uint32_t take_run(const struct ioa__defer_item *it, const uint32_t *order, uint32_t i,
-			 uint32_t m, struct ioa__buffer *run)
-{
-	*run = it[order[i]].buf;
-	for (i++; i < m && run->npages && ioa__region_continues(run, &it[order[i]].buf); i++)
-		run->npages += it[order[i]].buf.npages;
-	return i;
-}
-
-/*
- * Lookups and racing frees that found the pass's buffers before they were
- * unlinked end before the table pages the unlinking emptied (@prune, NULL
- * without grace periods) or the segment metadata about to be returned
- * (@frees_segment) are freed.
- */
-static void wait_readers(struct ioa__region_pruned *prune, int frees_segment)
-{
-	int pruned = prune && (prune->va2iova.count || prune->iova2va.count);
-
-	if (pruned || (frees_segment && prune))
-		ioa__grace_wait();
-	if (pruned)
-		ioa__region_free_pruned(prune);
-}
-
-/*
- * In a child of fork() whose backend belongs to the parent (iommu.h): the
- * buffers leave the software tables, but nothing is unmapped and their pages
- * are kept, never reused: the parent's device may still reach them.
- */
-static uint32_t keep_inherited(struct ioa__defer_item *it, uint32_t n,
-			       struct ioa__region_pruned *prune)
-{
-	for (uint32_t i = 0; i < n; i++) {
-		ioa__region_unlink(&it[i].buf, prune);
-		ioa__region_keep(&it[i].buf);
-	}
-	wait_readers(prune, 0);
-	return 0;
-}
-
-/*
- * Retires @n buffer items: unlink from the software tables, unmap coalesced
- * ranges, invalidate once, wait out the readers, release. @ext and @order are
- * scratch arrays of @n entries. Returns how many items were quarantined.
- */
-static uint32_t retire_buffers(int node, struct ioa__defer_item *it, uint32_t n,
-			       struct ioa__iova_extent *ext, uint32_t *order)
-{
-	struct ioa__region_pruned pruned = { 0 };
-	struct ioa__region_pruned *prune = ioa__grace_available() ? &pruned : NULL;
-	uint32_t ranges = 0, quarantined = 0, m = 0, i, j;
-	int unordered = atomic_load(&eng.unordered);
-	int err = 0, frees_segment = 0;
-
-	if (ioa__iommu_inherited())
-		return keep_inherited(it, n, prune);
-
-	/* Buffers mapped one by one are unmapped by range; those of a segment
-	 * mapped whole only when the segment empties. */
-	for (i = 0; i < n; i++) {
-		if (ioa__region_whole(&it[i].buf))
-			continue;
-		ioa__region_extent(&it[i].buf, &ext[i]);
-		frees_segment |= ioa__region_frees_segment(&it[i].buf);
-		order[m++] = i;
-		if (unordered)
-			ioa__region_release(&it[i].buf);
-	}
-	sort_by_iova(order, m, ext);
-	for (i = 0; i < m; i = j) {
-		struct ioa__buffer run;
-
-		j = take_run(it, order, i, m, &run);
-		ioa__region_unlink(&run, prune);
-	}
-	for (i = 0; i < n; i++) {
-		struct ioa__iova_extent whole;
-		size_t done;
-		int unmap_err;
-
-		if (!ioa__region_whole(&it[i].buf))
-			continue;
-		ioa__region_unlink(&it[i].buf, prune);
-		if (!ioa__region_close(&it[i].buf, &whole)) {
-			it[i].buf.npages = 0; /* retired; its pages wait for the segment */
-			continue;
-		}
-		ranges++;
-		frees_segment = 1;
-		unmap_err = ioa__iommu_unmap(&whole, 1, &done);
-		if (unmap_err) {
-			ioa__region_quarantine(&it[i].buf, unmap_err, "unmap of its whole segment");
-			it[i].buf.npages = 0;
-			quarantined++;
-		}
-	}
-
-	/* Unmap one coalesced range at a time; a range the IOMMU refuses
-	 * quarantines every buffer in it. Adjacent buffers were mapped one by
-	 * one, so a coalesced range never splits a mapping. */
-	for (i = 0; i < m; i = j) {
-		struct ioa__iova_extent range = ext[order[i]];
-		size_t done;
-		int unmap_err;
-
-		for (j = i + 1; j < m && ext[order[j]].iova == range.iova + range.len; j++)
-			range.len += ext[order[j]].len;
-		ioa__node_stat_add(node, defer_coalesced, j - i - 1);
-		ranges++;
-		unmap_err = ioa__iommu_unmap(&range, 1, &done);
-		if (!unmap_err)
-			continue;
-		for (uint32_t k = i; k < j; k++) {
-			ioa__region_quarantine(&it[order[k]].buf, unmap_err, "unmap");
-			it[order[k]].buf.npages = 0; /* marks it quarantined */
-		}
-		quarantined += j - i;
-	}
-	if (ranges)
-		err = ioa__iommu_invalidate();
-	wait_readers(prune, frees_segment);
-	for (i = 0; i < n; i++) {
-		if (!it[i].buf.npages)
-			continue;
-		if (err) { /* nothing is known to be unreachable: keep it all */
-			ioa__region_quarantine(&it[i].buf, err, "invalidation");
-			quarantined++;
-		} else if (ioa__region_whole(&it[i].buf)) {
-			ioa__region_release_closed(&it[i].buf);
-		}
-	}
-	for (i = 0; i < m && !err && !unordered; i = j) {
-		struct ioa__buffer run;
-
-		j = take_run(it, order, i, m, &run);
-		if (run.npages) /* 0: quarantined, each buffer a run of its own */
-			ioa__region_release_run(&run, j - i);
-	}
-	return quarantined;
-}
-
-/* Turns the device table pages among @it into buffers, after one non-leaf
- * invalidation of each table they come from: from then on no walker holds
- * a pointer to them, and they retire like any buffer. Returns how many items
- * are left: a page that is no live buffer (never expected) is dropped. */
-static uint32_t tables_to_buffers(struct ioa__defer_item *it, uint32_t n, int invalidate)
-{
-	uint32_t kept = 0;
-
-	for (uint32_t i = 0; i < n && invalidate; i++) {
-		void *owner = it[i].table.owner;
-		uint32_t j;
-
-		if (it[i].kind != IOA_ITEM_TABLE)
-			continue;
-		for (j = 0; j < i && !(it[j].kind == IOA_ITEM_TABLE && it[j].table.owner == owner); j++)
-			;
-		if (j == i) /* the first page of this table in the batch */
-			eng.table_invalidate(owner);
-	}
-	for (uint32_t i = 0; i < n; i++) {
-		if (it[i].kind == IOA_ITEM_TABLE) {
-			if (ioa__region_take(it[i].table.page, IOA_OWNER_DMA, &it[i].buf) != 0)
-				continue;
-			it[i].kind = IOA_ITEM_BUFFER;
-		}
-		it[kept++] = it[i];
-	}
-	return kept;
-}
-
-/* Whether hold_short marked @it[i] (@ext[i] is only set for these items). */
-static int marked_held(const struct ioa__defer_item *it, const struct ioa__iova_extent *ext,
-		       uint32_t i)
-{
-	return !ioa__region_whole(&it[i].buf) && ext[i].len == 0;
-}
-
-/*
- * The sort window. A coalesced range of fewer than HOLD_PAGES pages whose
- * items are all younger than hold_ticks (three quarters of
- * IOALLOC_DEFER_DELAY_US) is held for a later pass instead of being unmapped
- * now: its neighbours, still live, are likely freed by then (random-order
- * churn frees a window's buffers within a few window lengths), and one unmap
- * covers them all. The pass after an item turns hold_ticks old retires it,
- * which leaves a quarter of the bound for that pass; that pass also retires
- * every item due within the next quarter of the delay, so that passes for
- * held items come at most that often, not one per range. At most half a pass,
- * and half the cap in bytes, is held: every pass also takes new items, and
- * what is held leaves room under the cap. Chosen by measurement over the
- * alternatives (docs/deferral.md). Moves the held items to the end of @it
- * (@ext and @order are scratch arrays of @n entries); returns how many.
- */
-static uint32_t hold_short(struct ioa__defer_item *it, uint32_t n, struct ioa__iova_extent *ext,
-			   uint32_t *order, uint64_t now)
-{
-	uint32_t m = 0, held = 0, lo = 0, hi = n, i, j;
-	uint64_t held_bytes = 0;
-
-	for (i = 0; i < n; i++) {
-		if (ioa__region_whole(&it[i].buf))
-			continue;
-		ioa__region_extent(&it[i].buf, &ext[i]);
-		order[m++] = i;
-	}
-	sort_by_iova(order, m, ext);
-	for (i = 0; i < m; i = j) {
-		uint64_t end = ext[order[i]].iova + ext[order[i]].len, oldest = it[order[i]].stamp;
-
-		for (j = i + 1; j < m && ext[order[j]].iova == end; j++) {
-			end += ext[order[j]].len;
-			oldest = it[order[j]].stamp < oldest ? it[order[j]].stamp : oldest;
-		}
-		if (end - ext[order[i]].iova >= (uint64_t)HOLD_PAGES << IOA_PAGE_SHIFT ||
-		    now - oldest >= eng.hold_ticks - eng.delay_ticks / 2 || held + (j - i) > PASS_MAX / 2 ||
-		    held_bytes + (end - ext[order[i]].iova) > eng.wake_bytes)
-			continue;
-		held_bytes += end - ext[order[i]].iova;
-		for (uint32_t k = i; k < j; k++)
-			ext[order[k]].len = 0; /* the mark */
-		held += j - i;
-	}
-	while (lo < hi) { /* held ones to the end; each extent moves with its item */
-		if (marked_held(it, ext, lo)) {
-			struct ioa__defer_item t = it[--hi];
-			struct ioa__iova_extent e = ext[hi];
-
-			it[hi] = it[lo], ext[hi] = ext[lo];
-			it[lo] = t, ext[lo] = e;
-		} else {
-			lo++;
-		}
-	}
-	return held;
-}
-
-/* Retires @n items of any kind, all of NUMA @node, and counts them there;
- * returns how many were quarantined. With @hold, short young ranges wait
- * (hold_short): they are moved to the front of @it, their number in *held. */
-static uint32_t retire(int node, struct ioa__defer_item *it, uint32_t n,
-		       struct ioa__iova_extent *ext, uint32_t *order, int hold, uint32_t *held)
-{
-	int unordered = atomic_load(&eng.unordered);
-	struct ioa__defer_item tables[8];
-	uint32_t ntables = 0, buffers, quarantined;
-	uint64_t now = ioa__ticks();
-
-	/* Unordered (tests only): the tables' invalidation comes last, after
-	 * their pages were released. */
-	for (uint32_t i = 0; unordered && i < n && ntables < 8; i++)
-		if (it[i].kind == IOA_ITEM_TABLE)
-			tables[ntables++] = it[i];
-	buffers = tables_to_buffers(it, n, !unordered);
-	*held = hold && !unordered && !ioa__iommu_inherited() ? hold_short(it, buffers, ext, order, now)
-							       : 0;
-	buffers -= *held;
-	quarantined = retire_buffers(node, it, buffers, ext, order);
-	for (uint32_t i = 0; i < ntables; i++)
-		eng.table_invalidate(tables[i].table.owner);
-	count_latencies(it, buffers, ioa__ticks());
-	memmove(it, it + buffers, *held * sizeof(*it));
-	ioa__node_stat_add(node, defer_quarantined, quarantined);
-	ioa__node_stat_add(node, defer_retired, n - *held);
-	return quarantined;
 }
 
 /* ---- passes ---------------------------------------------------------- */
@@ -578,7 +205,7 @@ static uint32_t pending(struct node *nd, uint64_t *oldest, uint64_t *bytes)
 	return total;
 }
 
-/* Copies up to PASS_MAX - *n items of @r into the pass and frees their
+/* Copies up to IOA_PASS_MAX - *n items of @r into the pass and frees their
  * slots: the producer may refill them while the pass unmaps. Their bytes
  * move from the queue's count to the node's out_bytes. */
 static void claim(struct node *nd, struct ring *r, uint32_t *n)
@@ -590,7 +217,7 @@ static void claim(struct node *nd, struct ring *r, uint32_t *n)
 
 	if (!backlog)
 		return;
-	for (; tail != head && *n < PASS_MAX; tail++) {
+	for (; tail != head && *n < IOA_PASS_MAX; tail++) {
 		nd->items[*n] = r->items[tail & r->mask];
 		bytes += item_bytes(&nd->items[(*n)++]);
 	}
@@ -639,12 +266,12 @@ static uint32_t run_pass(struct node *nd, struct ring *first, int all)
 	if (first)
 		claim(nd, first, &n);
 	for (struct ring *r = atomic_load_explicit(&nd->rings, memory_order_acquire);
-	     r && n < PASS_MAX; r = r->next)
+	     r && n < IOA_PASS_MAX; r = r->next)
 		claim(nd, r, &n);
 	if (!n)
 		return 0;
 	in_pass = 1;
-	retire((int)(nd - eng.nodes), nd->items, n, nd->extents, nd->order, !all, &nd->held);
+	ioa__retire((int)(nd - eng.nodes), nd->items, n, nd->extents, nd->order, !all, &nd->held);
 	in_pass = 0;
 	note_held(nd);
 	ioa__node_stat_add(nd - eng.nodes, defer_batches, 1);
@@ -846,9 +473,9 @@ static int start_reclaimer(struct node *nd)
 		return 0;
 	}
 	if (!nd->items) { /* a child after fork() keeps its parent's arrays */
-		nd->items = ioa__os_alloc_pages(PASS_MAX * sizeof(*nd->items));
-		nd->extents = ioa__os_alloc_pages(PASS_MAX * sizeof(*nd->extents));
-		nd->order = ioa__os_alloc_pages(2 * PASS_MAX * sizeof(*nd->order));
+		nd->items = ioa__os_alloc_pages(IOA_PASS_MAX * sizeof(*nd->items));
+		nd->extents = ioa__os_alloc_pages(IOA_PASS_MAX * sizeof(*nd->extents));
+		nd->order = ioa__os_alloc_pages(2 * IOA_PASS_MAX * sizeof(*nd->order));
 	}
 	if (!nd->items || !nd->extents || !nd->order)
 		err = ENOMEM;
@@ -934,7 +561,7 @@ static int retire_now(int node, struct ioa__defer_item *item)
 	uint32_t order, held;
 
 	ioa__node_stat_add(node, defer_batches, 1);
-	return retire(node, item, 1, &ext, &order, 0, &held) ? -EIO : 0;
+	return ioa__retire(node, item, 1, &ext, &order, 0, &held) ? -EIO : 0;
 }
 
 /* The queue is full: retire a bounded batch, ours first, on this thread.
@@ -1166,7 +793,7 @@ int ioa__defer_init(const struct ioa_config *cfg)
 	eng.cfg = *cfg;
 	for (eng.ring_size = 16; eng.ring_size < cfg->defer_limit; eng.ring_size *= 2)
 		;
-	eng.wake_at = (eng.ring_size < PASS_MAX ? eng.ring_size : PASS_MAX) / 4 * 3;
+	eng.wake_at = (eng.ring_size < IOA_PASS_MAX ? eng.ring_size : IOA_PASS_MAX) / 4 * 3;
 	eng.cap = (uint64_t)cfg->defer_cap_mb << 20;
 	eng.cpus_listed = cfg->reclaim_cpus[0] && ioa__cpulist_parse(cfg->reclaim_cpus,
 								   &eng.reclaim_cpus) == 0;
@@ -1179,9 +806,10 @@ int ioa__defer_init(const struct ioa_config *cfg)
 	/* A held item is retired at three quarters of the bound, which leaves a
 	 * quarter for its pass (hold_short). */
 	eng.hold_ticks = eng.delay_ticks / 2 * 3;
-	atomic_store(&eng.unordered, 0);
+	/* A pass retires the items due within the next quarter of the bound:
+	 * the sort window holds none older than hold_ticks less that quarter. */
+	ioa__retire_init(eng.hold_ticks - eng.delay_ticks / 2, eng.wake_bytes);
 	atomic_store(&eng.quarantined_seen, 0);
-	memset(eng.latency, 0, sizeof(eng.latency));
 	for (int n = 0; n < IOA_MAX_NODES; n++) {
 		struct node *nd = &eng.nodes[n];
 
@@ -1204,9 +832,9 @@ void ioa__defer_fini(void)
 			atomic_fetch_add(&nd->futex, 1);
 			futex_wake(&nd->futex);
 			pthread_join(nd->thread, NULL);
-			ioa__os_free_pages(nd->items, PASS_MAX * sizeof(*nd->items));
-			ioa__os_free_pages(nd->extents, PASS_MAX * sizeof(*nd->extents));
-			ioa__os_free_pages(nd->order, 2 * PASS_MAX * sizeof(*nd->order));
+			ioa__os_free_pages(nd->items, IOA_PASS_MAX * sizeof(*nd->items));
+			ioa__os_free_pages(nd->extents, IOA_PASS_MAX * sizeof(*nd->extents));
+			ioa__os_free_pages(nd->order, 2 * IOA_PASS_MAX * sizeof(*nd->order));
 		}
 		for (r = atomic_load(&nd->rings); r; r = next) {
 			next = r->next;
