@@ -27,9 +27,9 @@
  * - fork(): every internal lock is taken around the fork, so a child is
  *   consistent whatever the parent's other threads were doing. Our handlers
  *   are registered when the library is loaded (under LD_PRELOAD, at the
- *   first registration of anyone's, ahead of it), so the prepare handlers
- *   of libraries registered later run before ours and may allocate or wait
- *   for threads that do. Handlers registered earlier (a program's
+ *   first registration of anyone's, ahead of it, and never removed, not
+ *   even by exit()), so the prepare handlers of libraries registered later
+ *   run before ours and may allocate or wait for threads that do. Handlers registered earlier (a program's
  *   preinit_array when the library is linked; under LD_PRELOAD only those
  *   registered inside libc, as by binaries built before glibc 2.3.2) run
  *   inside ours and may malloc and free, as with glibc's malloc: the forking thread's

@@ -33,6 +33,10 @@ static _Atomic int lazy_err;
 static _Atomic int quarantine_unseen;
 static struct ioa_config active;
 static pthread_once_t hooks_once = PTHREAD_ONCE_INIT;
+/* Our fork handlers: HOOKS_NONE, HOOKS_DONE, or the pid of the process one
+ * of whose threads registers them now (ioa__fork_hooks_register). */
+enum { HOOKS_NONE = 0, HOOKS_DONE = -1 };
+static _Atomic pid_t fork_hooks_state;
 /* Held by ioa_init and ioa_fini while the state is STARTING, and around
  * fork(): a child never inherits a half-started or half-stopped library. */
 static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -98,6 +102,9 @@ static void fork_parent(void)
 
 static void fork_child(void)
 {
+	/* release: as ioa__fork_hooks_register's (they are in this child's
+	 * list, though the parent's thread that put them there is gone) */
+	atomic_store_explicit(&fork_hooks_state, HOOKS_DONE, memory_order_release);
 	if (atomic_load(&state) == STATE_UP) {
 		ioa__grace_fork_child();
 		ioa__span_fork_child();
@@ -114,42 +121,56 @@ static void fork_child(void)
 	ioa__heap_fork_window_close();
 }
 
-enum { HOOKS_NONE, HOOKS_REGISTERING, HOOKS_DONE };
-static _Atomic int fork_hooks_state;
-/* volatile: glibc declares pthread_atfork a leaf (it never calls back into
- * this file), but ours does, through preload/atfork.c; without it the
- * compiler drops the store before the call */
-static __thread volatile int registering_here __attribute__((tls_model("initial-exec")));
+/* Where ours go: pthread_atfork, with the library's handle, so that a
+ * dlclose() of the library removes them. The preload library replaces both
+ * (preload/atfork.c). The lookup is made before the election below. */
+__attribute__((weak)) void ioa__fork_hooks_lookup(void)
+{
+}
+
+__attribute__((weak)) void ioa__fork_hooks_add(void (*prepare)(void), void (*parent)(void),
+					       void (*child)(void))
+{
+	pthread_atfork(prepare, parent, child);
+}
 
 /* Once, by whichever comes first: the hooks below (when the library is
  * loaded) or, under LD_PRELOAD, any library's registration of its own
- * (preload/atfork.c). Our pthread_atfork passes through that registration
- * too, and may malloc, which must not wait here for itself: neither
- * pthread_once nor a lock. Another thread that comes meanwhile waits until
- * ours is in glibc's list, so that its handlers come after ours. */
+ * (preload/atfork.c). Neither pthread_once nor a lock: another thread that
+ * comes meanwhile waits until ours is in glibc's list, so that its handlers
+ * come after ours, and in a child of fork() whose parent was registering
+ * (only the forking thread lives on) a caller registers them itself. The
+ * registering thread holds no lock a waiter may hold: the lookup, which may
+ * take the loader's lock (held by a dlopen whose constructor registers),
+ * comes before the election, and glibc's registration, which takes its
+ * atfork lock, allocates under LD_PRELOAD from the heap's window (heap.c,
+ * held), taking no lock of ours. */
 void ioa__fork_hooks_register(void)
 {
-	int s = HOOKS_NONE;
+	pid_t seen, me;
 
 	/* acquire: pairs with the release below, so that our registration
 	 * happens before the caller's own */
-	if (registering_here || atomic_load_explicit(&fork_hooks_state, memory_order_acquire) ==
-				    HOOKS_DONE)
+	if (atomic_load_explicit(&fork_hooks_state, memory_order_acquire) == HOOKS_DONE)
 		return;
-	/* relaxed: the exchange only elects the thread that registers */
-	if (atomic_compare_exchange_strong_explicit(&fork_hooks_state, &s, HOOKS_REGISTERING,
-						    memory_order_relaxed, memory_order_relaxed)) {
-		registering_here = 1;
-		pthread_atfork(fork_prepare, fork_parent, fork_child);
-		registering_here = 0;
-		/* release: see the acquire above */
-		atomic_store_explicit(&fork_hooks_state, HOOKS_DONE, memory_order_release);
-		return;
+	ioa__fork_hooks_lookup();
+	me = getpid();
+	for (;;) {
+		/* acquire: as above */
+		seen = atomic_load_explicit(&fork_hooks_state, memory_order_acquire);
+		if (seen == HOOKS_DONE)
+			return;
+		/* relaxed: the exchange only elects the thread that registers;
+		 * glibc's lock orders the registrations themselves */
+		if (seen != me &&
+		    atomic_compare_exchange_strong_explicit(&fork_hooks_state, &seen, me,
+							    memory_order_relaxed, memory_order_relaxed))
+			break;
+		sched_yield(); /* only while the process starts */
 	}
-	/* only while the process starts, and only when two threads register at
-	 * once: ours takes glibc's atfork lock, which a waiter never holds */
-	while (atomic_load_explicit(&fork_hooks_state, memory_order_acquire) != HOOKS_DONE)
-		sched_yield();
+	ioa__fork_hooks_add(fork_prepare, fork_parent, fork_child);
+	/* release: see the acquire above */
+	atomic_store_explicit(&fork_hooks_state, HOOKS_DONE, memory_order_release);
 }
 
 static void register_hooks(void)

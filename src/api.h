@@ -16,6 +16,11 @@ int ioa__ensure_up(void);
  * registration (preload/atfork.c calls it at every registration: see
  * early_hooks in api.c). */
 void ioa__fork_hooks_register(void);
+/* How: the lookup it needs, made before it elects the registering thread,
+ * and the registration. pthread_atfork in api.c; the preload library
+ * replaces both (preload/atfork.c). */
+void ioa__fork_hooks_lookup(void);
+void ioa__fork_hooks_add(void (*prepare)(void), void (*parent)(void), void (*child)(void));
 
 /* ioa_fini(): retires the registrations still present (extmem.c), with a
  * warning each. */

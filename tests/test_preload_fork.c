@@ -241,7 +241,9 @@ int main(int argc, char **argv)
 	} else if (strcmp(argv[1], "waits") == 0) {
 		prepare_waits_for_allocating_thread();
 	} else if (strcmp(argv[1], "engine") == 0) {
-		free(malloc(64)); /* the library is up: the engine needs the sim open */
+		void *volatile up = malloc(64); /* volatile: GCC elides free(malloc()) */
+
+		free(up); /* the library is up: the engine needs the sim open */
 		fork_beside(engine_victim, NULL);
 		ioa_sim_engine_stop();
 	} else {

@@ -17,7 +17,8 @@ void *ioa__heap_alloc_aligned(size_t size, size_t align, int node);
 void ioa__heap_fork_prepare(void);
 /* Around other libraries' atfork handlers (heap.c, held): opened at the end
  * of the library's prepare handler, closed at the end of its parent and child
- * handlers, once its locks are free. */
+ * handlers, once its locks are free; and, under LD_PRELOAD, around glibc's
+ * registration of atfork handlers (preload/atfork.c). Not nested. */
 void ioa__heap_fork_window_open(void);
 void ioa__heap_fork_window_close(void);
 void ioa__heap_fork_parent(void);

@@ -9,18 +9,31 @@
  * and registers ours first: ours are then the first in glibc's list and
  * their prepare handler runs last, after every other.
  *
- * What bypasses it (calls inside libc: the compatibility pthread_atfork of
+ * Ours are registered with no handle: glibc removes a library's handlers
+ * when exit() finalizes it, and this library is finalized before the
+ * libraries initialised ahead of it, whose destructors may still fork. It is
+ * never unloaded.
+ *
+ * glibc's registration allocates, with its atfork lock held, when its list
+ * outgrows its room (48 handlers); a fork meanwhile runs our prepare handler
+ * (glibc drops that lock around each handler) and then waits for the lock
+ * while holding ours. So the registering thread allocates from the heap's
+ * window (heap.c, held: the bootstrap arena, frees applied after), taking
+ * no lock of ours.
+ *
+ * What bypasses this (calls inside libc: the compatibility pthread_atfork of
  * binaries built before glibc 2.3.2; a library dlopen()ed with RTLD_DEEPBIND
  * binds to libc, but opens too late to come first) runs inside ours, where
  * the forking thread's mallocs and frees avoid every lock (heap.c, held).
  *
  * Called from anywhere: a preinit_array, a constructor before this
- * library's, any thread. glibc's function is found with dlsym(RTLD_NEXT),
- * which takes the loader's lock (recursive: a dlopen's constructor may
- * register) and mallocs nothing when it finds the symbol; a malloc before
- * this library's constructor comes from the boot arena anyway.
+ * library's, a dlopen's constructor (which holds the loader's lock), any
+ * thread. glibc's function is found with dlsym(RTLD_NEXT), which takes the
+ * loader's lock (recursive) and allocates nothing when it finds the symbol.
  */
 #include "api.h"
+#include "heap.h"
+#include "heap_life.h"
 #include "log.h"
 
 #include <dlfcn.h>
@@ -33,22 +46,59 @@ typedef int register_fn(void (*prepare)(void), void (*parent)(void), void (*chil
 int __register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void),
 		      void *dso_handle);
 
+/* glibc's __register_atfork; NULL, with a message, if it is not found. */
+static register_fn *libc_register(void)
+{
+	/* relaxed: every thread that looks it up finds the same function */
+	static _Atomic(register_fn *) found;
+	register_fn *fn = atomic_load_explicit(&found, memory_order_relaxed);
+
+	if (!fn) {
+		fn = (register_fn *)dlsym(RTLD_NEXT, "__register_atfork");
+		if (!fn)
+			ioa__err("pthread_atfork: glibc's __register_atfork not found (%s); "
+				 "nothing registered", dlerror());
+		atomic_store_explicit(&found, fn, memory_order_relaxed);
+	}
+	return fn;
+}
+
+/* @fn's registration, allocating from the heap's window (above). Inside
+ * fork's handlers the window is open already. */
+static int register_in_window(register_fn *fn, void (*prepare)(void), void (*parent)(void),
+			      void (*child)(void), void *dso_handle)
+{
+	int open = !ioa__heap_in_fork_window();
+	int err;
+
+	if (open)
+		ioa__heap_fork_window_open();
+	err = fn(prepare, parent, child, dso_handle);
+	if (open)
+		ioa__heap_fork_window_close();
+	return err;
+}
+
+void ioa__fork_hooks_lookup(void)
+{
+	(void)libc_register();
+}
+
+void ioa__fork_hooks_add(void (*prepare)(void), void (*parent)(void), void (*child)(void))
+{
+	register_fn *fn = libc_register();
+
+	if (fn)
+		register_in_window(fn, prepare, parent, child, NULL);
+}
+
 int __register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void),
 		      void *dso_handle)
 {
-	/* relaxed: every thread that looks it up finds the same function */
-	static _Atomic(register_fn *) libc_register;
-	register_fn *next = atomic_load_explicit(&libc_register, memory_order_relaxed);
+	register_fn *fn = libc_register();
 
-	if (!next) {
-		next = (register_fn *)dlsym(RTLD_NEXT, "__register_atfork");
-		if (!next) {
-			ioa__err("pthread_atfork: glibc's __register_atfork not found (%s); "
-				 "nothing registered", dlerror());
-			return ENOSYS;
-		}
-		atomic_store_explicit(&libc_register, next, memory_order_relaxed);
-	}
-	ioa__fork_hooks_register(); /* ours first; it registers through here */
-	return next(prepare, parent, child, dso_handle);
+	if (!fn)
+		return ENOSYS;
+	ioa__fork_hooks_register(); /* ours first */
+	return register_in_window(fn, prepare, parent, child, dso_handle);
 }
