@@ -6,6 +6,7 @@
 
 #include "ioalloc.h"
 
+#include <pthread.h>
 #include <sched.h>
 #include <stddef.h>
 
@@ -73,5 +74,14 @@ void *ioa__os_grow_pages(void *addr, size_t old_len, size_t new_len);
  * found, 0 when no entry matches, -errno when @path cannot be read.
  */
 int ioa__os_dir_find(const char *path, const char *prefix, char *name, size_t len);
+
+/*
+ * pthread_create for the library's own threads (reclaimers, the sim's DMA
+ * engine), with every signal blocked in them: a signal sent to the process
+ * must reach one of the program's threads, never one of ours (a program
+ * that blocks a signal in all its threads to sigwait() for it, or whose
+ * handler allocates while ours is inside the heap). Returns 0 or an errno.
+ */
+int ioa__os_thread_create(pthread_t *thread, void *(*fn)(void *), void *arg);
 
 #endif

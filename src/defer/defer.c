@@ -483,7 +483,7 @@ static int start_reclaimer(struct node *nd)
 		atomic_store_explicit(&nd->started, 1, memory_order_relaxed);
 	pthread_mutex_unlock(&eng.start_lock);
 	if (!err) {
-		err = pthread_create(&thread, NULL, reclaimer, nd);
+		err = ioa__os_thread_create(&thread, reclaimer, nd);
 		pthread_mutex_lock(&eng.start_lock);
 		if (err) /* IDLE: the next push anywhere tries again (start_failed) */
 			atomic_store_explicit(&nd->started, 0, memory_order_relaxed);

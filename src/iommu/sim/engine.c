@@ -128,7 +128,7 @@ static int start_thread(struct engine_thread *t, uint8_t index)
 	*t = (struct engine_thread){ .index = index, .dev = ioa__os_alloc_pages(MAX_LEN) };
 	if (!t->dev)
 		return -ENOMEM;
-	err = pthread_create(&t->thread, NULL, engine_main, t);
+	err = ioa__os_thread_create(&t->thread, engine_main, t);
 	if (err) {
 		ioa__os_free_pages(t->dev, MAX_LEN);
 		return -err;
