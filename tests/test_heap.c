@@ -234,6 +234,9 @@ static void test_bad_frees(void)
 	CHECK_CONTAINS(text, "not the start of an object ioalloc returned");
 	CHECK_CONTAINS(text, "not a pointer ioalloc returned");
 	CHECK_CONTAINS(text, "inside a large block");
+	/* a tagged pointer, or garbage, above the 48 address bits: masked, it
+	 * would alias q, and the free read q's span's bitmap out of bounds */
+	ONE_MESSAGE("not a pointer ioalloc returned", ioa_free(q + (1ull << 48)));
 	/* nothing changed: q is intact and p is handed out once */
 	CHECK(q[0] == 0x5a && q[99] == 0x5a);
 	char *r = ioa_malloc(100), *s = ioa_malloc(100);

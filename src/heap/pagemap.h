@@ -33,13 +33,16 @@ extern ioa__pm_leaf *_Atomic ioa__pagemap[IOA_PM_TOP];
  * program's own hand-over of the pointer, which orders it). */
 static inline struct ioa__span *ioa__pagemap_get(const void *p)
 {
-	uintptr_t va = (uintptr_t)p;
+	uintptr_t va = (uintptr_t)p, top = va >> (12 + IOA_PM_LEAF_BITS);
 	ioa__pm_leaf *leaf;
 
-	/* An address above the VA bits aliases a lower one: the free's checks
-	 * reject it (no object starts that far from its span's base). */
-	leaf = atomic_load_explicit(&ioa__pagemap[(va >> (12 + IOA_PM_LEAF_BITS)) & (IOA_PM_TOP - 1)],
-				    memory_order_acquire); /* the leaf's zeroed contents */
+	/* An address above the VA bits (a tagged pointer, garbage) is no
+	 * pointer of ours; masked, it would alias a lower one, whose span's
+	 * bitmap the free then reads far out of bounds. */
+	if (__builtin_expect(top >= IOA_PM_TOP, 0))
+		return NULL;
+	/* acquire: the leaf's zeroed contents */
+	leaf = atomic_load_explicit(&ioa__pagemap[top], memory_order_acquire);
 	if (__builtin_expect(!leaf, 0))
 		return NULL;
 	return atomic_load_explicit(&(*leaf)[(va >> 12) & ((1ul << IOA_PM_LEAF_BITS) - 1)],
