@@ -8,7 +8,6 @@
 #include <numa.h>
 #include <numaif.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -291,16 +290,4 @@ int ioa__os_dir_find(const char *path, const char *prefix, char *name, size_t le
 		found = -errno;
 	close(fd);
 	return found;
-}
-
-int ioa__os_thread_create(pthread_t *thread, void *(*fn)(void *), void *arg)
-{
-	sigset_t all, old;
-	int err;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old); /* the new thread inherits it */
-	err = pthread_create(thread, NULL, fn, arg);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	return err;
 }

@@ -84,4 +84,13 @@ int ioa__os_dir_find(const char *path, const char *prefix, char *name, size_t le
  */
 int ioa__os_thread_create(pthread_t *thread, void *(*fn)(void *), void *arg);
 
+/*
+ * Whether the program has ended but for the library's threads: its main
+ * thread called pthread_exit() (the thread group's leader is a zombie) and
+ * every other thread is one of ours (named ioa-*). glibc ends the process
+ * when its last thread exits, and ours never exit on their own. Reads /proc
+ * with raw calls (nothing allocates); 0 when it cannot tell.
+ */
+int ioa__os_program_ended(void);
+
 #endif

@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -27,6 +28,7 @@
 #define NAP_MIN_NS 1000    /* shortest nap: under it the futex call costs more */
 #define STAMP_SHARE 8      /* items of one queue stamped by one clock read, at most */
 #define LINGER_NAPS 128    /* naps that found nothing before a reclaimer goes idle */
+#define IDLE_LOOK_NS 1000000000ull /* an idle reclaimer looks whether the program ended */
 
 /* A thread's queue for one node: single producer (its thread), consumed under
  * the node's pass lock. Slots [tail, head) hold items no pass has taken yet:
@@ -278,6 +280,20 @@ static uint32_t run_pass(struct node *nd, struct ring *first, int all)
 	return n;
 }
 
+/*
+ * Whether an idle reclaimer ends the process: the program's main thread
+ * called pthread_exit() and every thread left is the library's, so the
+ * process would have ended with its last thread of its own (glibc calls
+ * exit(0) there). One reclaimer does it, as that thread would: exit(0)
+ * runs the exit handlers, ours retiring what is still queued.
+ */
+static int program_ended(void)
+{
+	static _Atomic int elected;
+
+	return ioa__os_program_ended() && !atomic_exchange(&elected, 1);
+}
+
 static void *reclaimer(void *arg)
 {
 	struct node *nd = arg;
@@ -337,7 +353,9 @@ static void *reclaimer(void *arg)
 			pthread_mutex_unlock(&nd->pass_lock);
 			if (!n && !atomic_load(&nd->stop)) /* without membarrier, poll */
 				futex_wait(&nd->futex, seq, ioa__grace_available()
-						 ? FOREVER : ioa__defer_nap_ns(eng.delay_ticks, 0));
+						 ? IDLE_LOOK_NS : ioa__defer_nap_ns(eng.delay_ticks, 0));
+			if (!n && program_ended())
+				exit(0);
 		}
 		atomic_store(&nd->sleep, AWAKE);
 	}
