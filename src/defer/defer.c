@@ -299,10 +299,7 @@ static void *reclaimer(void *arg)
 	struct node *nd = arg;
 	int node = (int)(nd - eng.nodes);
 	unsigned linger = 0;      /* naps left before idle: frees come in spells */
-	char name[16];
 
-	snprintf(name, sizeof(name), "ioa-reclaim/%d", node);
-	pthread_setname_np(pthread_self(), name);
 	/* With IOALLOC_RECLAIM_CPUS its starter bound it (bind_reclaimer). */
 	if (!eng.cpus_listed && ioa__os_node_count() > 1 && numa_run_on_node(node) != 0)
 		ioa__warn("reclaimer of node %d cannot be bound to its node: %s", node,
@@ -502,6 +499,12 @@ static int start_reclaimer(struct node *nd)
 	pthread_mutex_unlock(&eng.start_lock);
 	if (!err) {
 		err = ioa__os_thread_create(&thread, reclaimer, nd);
+		if (!err) { /* named here: one of ours from its start (ioa__os_program_ended) */
+			char name[16];
+
+			snprintf(name, sizeof(name), "ioa-reclaim/%d", (int)(nd - eng.nodes));
+			pthread_setname_np(thread, name);
+		}
 		pthread_mutex_lock(&eng.start_lock);
 		if (err) /* IDLE: the next push anywhere tries again (start_failed) */
 			atomic_store_explicit(&nd->started, 0, memory_order_relaxed);
