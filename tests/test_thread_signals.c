@@ -6,7 +6,8 @@
  * allocates may interrupt ours inside the heap.
  *
  * - every thread named ioa-* blocks every signal a thread can block
- *   (SigBlk in /proc/self/task/TID/status);
+ *   (SigBlk in /proc/self/task/TID/status; not under qemu-user, whose
+ *   /proc shows the emulator's own masks);
  * - the sigwait pattern: with a reclaimer and two engine threads started,
  *   the program blocks SIGUSR1 in its thread, starts one that waits for it
  *   with sigtimedwait, and sends it to the process: that thread gets it
@@ -91,7 +92,13 @@ int main(void)
 	CHECK(ioa_sim_engine_start(2) == 0);
 	library_threads(&threads, &blocking);
 	CHECK(threads >= 3);
+#ifdef IOA_TEST_EMULATED
+	/* qemu-user keeps the guest's masks itself: /proc shows its own */
+	printf("under emulation: SigBlk in /proc is the emulator's, not checked; the "
+	       "sigwait part is\n");
+#else
 	CHECK_EQ(blocking, threads);
+#endif
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);
