@@ -24,30 +24,36 @@
  *   safe, also when the handler interrupts a lookup. Nothing else is (like
  *   malloc and free: a free in a handler that interrupts a free of the same
  *   thread corrupts that thread's queue).
+ * - The library's own threads (a reclaimer per node, the sim's engine)
+ *   block every signal, so a signal sent to the process reaches one of the
+ *   program's threads; and when the program's main thread called
+ *   pthread_exit() and only ours are left, an idle reclaimer ends the
+ *   process with exit(0) within a second, as glibc does in a last thread.
  * - fork(): every internal lock is taken around the fork, so a child is
  *   consistent whatever the parent's other threads were doing. Our handlers
  *   are registered when the library is loaded (under LD_PRELOAD, at the
  *   first registration of anyone's, ahead of it, and never removed, not
  *   even by exit()), so the prepare handlers of libraries registered later
- *   run before ours and may allocate or wait for threads that do. Handlers registered earlier (a program's
- *   preinit_array when the library is linked; under LD_PRELOAD only those
- *   registered inside libc, as by binaries built before glibc 2.3.2) run
- *   inside ours and may malloc and free, as with glibc's malloc: the forking thread's
- *   allocations there come from a static arena, reused by its later forks,
- *   its frees (64 at most) wait until fork returns; but, unlike with
- *   glibc's, such a prepare handler must not wait for another thread that
- *   allocates meanwhile: that thread waits for our locks. With the sim
- *   or none backend the child has its own copy and works on (its first free
- *   starts its reclaimers). With vfio or iommufd the container or IOAS
- *   belongs to the parent, and the child never changes it: ioa_dma_alloc()
- *   fails with EPERM, a free is accepted but its buffer is only taken out of
- *   the lookups, never unmapped nor reused (fork_kept_bytes), and
- *   ioa_quiesce(), the exit handler and ioa_fini() make no IOMMU call (ioa_fini
- *   only closes the child's descriptors). A child that wants DMA calls
- *   ioa_fini() and then ioa_init() with a device of its own. Memory on
- *   hugetlb pages is copied on write like any private memory, but the copy
- *   needs a free hugepage: without one the kernel kills the writer with
- *   SIGBUS (IOALLOC_PAGE_SIZE=4k avoids it).
+ *   run before ours and may allocate or wait for threads that do. Handlers
+ *   registered earlier (a program's preinit_array when the library is
+ *   linked; under LD_PRELOAD only those registered inside libc, as by
+ *   binaries built before glibc 2.3.2) run inside ours and may malloc and
+ *   free, as with glibc's malloc: the forking thread's allocations there
+ *   come from a static arena, reused by its later forks, its frees (64 at
+ *   most) wait until fork returns; but, unlike with glibc's, such a prepare
+ *   handler must not wait for another thread that allocates meanwhile: that
+ *   thread waits for our locks. With the sim or none backend the child has
+ *   its own copy and works on (its first free starts its reclaimers). With
+ *   vfio or iommufd the container or IOAS belongs to the parent, and the
+ *   child never changes it: ioa_dma_alloc() fails with EPERM, a free is
+ *   accepted but its buffer is only taken out of the lookups, never
+ *   unmapped nor reused (fork_kept_bytes), and ioa_quiesce(), the exit
+ *   handler and ioa_fini() make no IOMMU call (ioa_fini only closes the
+ *   child's descriptors). A child that wants DMA calls ioa_fini() and then
+ *   ioa_init() with a device of its own. Memory on hugetlb pages is copied
+ *   on write like any private memory, but the copy needs a free hugepage:
+ *   without one the kernel kills the writer with SIGBUS
+ *   (IOALLOC_PAGE_SIZE=4k avoids it).
  * - ioa_fini() must not run concurrently with any other call (it frees what
  *   they use); calls after it answer as before ioa_init().
  */

@@ -53,7 +53,7 @@ int ioa__os_program_ended(void)
 {
 	_Alignas(struct dirent64) char buf[4096];
 	char path[300], comm[32];
-	int fd, ended = 1;
+	int fd, ended = 1, leader = getpid();
 	ssize_t n;
 
 	if (!leader_exited())
@@ -65,7 +65,7 @@ int ioa__os_program_ended(void)
 			const struct dirent64 *e = (const struct dirent64 *)(buf + off);
 
 			off += e->d_reclen;
-			if (e->d_name[0] == '.' || atoi(e->d_name) == getpid())
+			if (e->d_name[0] == '.' || atoi(e->d_name) == leader)
 				continue;
 			snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
 			/* a thread gone meanwhile cannot be read: it is not alive */

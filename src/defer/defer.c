@@ -285,7 +285,11 @@ static uint32_t run_pass(struct node *nd, struct ring *first, int all)
  * called pthread_exit() and every thread left is the library's, so the
  * process would have ended with its last thread of its own (glibc calls
  * exit(0) there). One reclaimer does it, as that thread would: exit(0)
- * runs the exit handlers, ours retiring what is still queued.
+ * runs the exit handlers, ours retiring what is still queued. No program
+ * thread is left to race it; an exit handler that calls ioa_fini() joins
+ * this thread, which glibc refuses (EDEADLK) rather than waits for, and
+ * this thread never returns to its loop. In a child of fork() the forking
+ * thread is the leader, so the same holds.
  */
 static int program_ended(void)
 {

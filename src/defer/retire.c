@@ -89,7 +89,6 @@ static void count_latencies(const struct ioa__defer_item *it, uint32_t n, uint64
 	}
 }
 
-
 /* ---- retirement ------------------------------------------------------ */
 
 void ioa__defer_set_table_invalidate(ioa__table_invalidate_fn fn)

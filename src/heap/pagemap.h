@@ -38,7 +38,8 @@ static inline struct ioa__span *ioa__pagemap_get(const void *p)
 
 	/* An address above the VA bits (a tagged pointer, garbage) is no
 	 * pointer of ours; masked, it would alias a lower one, whose span's
-	 * bitmap the free then reads far out of bounds. */
+	 * bitmap the free then reads far out of bounds. The compare and branch
+	 * (one fused micro-op) takes the place of the mask's and. */
 	if (__builtin_expect(top >= IOA_PM_TOP, 0))
 		return NULL;
 	/* acquire: the leaf's zeroed contents */
