@@ -39,6 +39,7 @@
 #define LAT_WINDOW 1024
 #define PACE_NS 20000       /* mean time between two frees of latency/... */
 #define HIST_NS (1u << 16)  /* free times in 1 ns bins; the last one holds the rest */
+#define BURST_FREES 32     /* free-burst/...: frees timed together */
 #define TAIL_NS 10000       /* a free this long was descheduled, not working */
 
 static struct ioa_config base; /* every run's settings but the defer mode */
@@ -101,9 +102,10 @@ static void calibrate(void)
 	}
 }
 
-static void record_free(uint64_t dt)
+/* @dt ticks timed around @m frees: each counts as an equal share. */
+static void record_free(uint64_t dt, unsigned m)
 {
-	double ns = dt > tick_overhead ? (double)(dt - tick_overhead) * ns_per_tick : 0;
+	double ns = dt > tick_overhead ? (double)(dt - tick_overhead) * ns_per_tick / m : 0;
 
 	frees.hist[ns < HIST_NS - 1 ? (uint32_t)ns : HIST_NS - 1]++;
 	frees.count++;
@@ -173,7 +175,23 @@ static const char *mode_name(enum ioa_defer_mode m)
 struct churn {
 	enum ioa_defer_mode mode;
 	int random;
+	int burst; /* timed BURST_FREES frees at a time, not one by one */
 };
+
+/* The next buffer of @win to free: ring order from @i, or at random (a
+ * xorshift64 of *@x) among those still held. */
+static size_t pick(const struct churn *c, void **win, uint64_t i, uint64_t *x)
+{
+	size_t k = i % CHURN_WINDOW;
+
+	while (c->random) {
+		*x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+		k = *x % CHURN_WINDOW;
+		if (win[k])
+			break;
+	}
+	return k;
+}
 
 static void bm_free(ioa_bench_state *st, const void *ctx)
 {
@@ -195,25 +213,33 @@ static void bm_free(ioa_bench_state *st, const void *ctx)
 	memset(&frees, 0, sizeof(frees));
 	ioa_stats_get(&s0);
 	for (uint64_t n; (n = ioa_bench_next_batch(st)) != 0;) {
-		for (uint64_t i = 0; i < n; i++) {
-			size_t k = i % CHURN_WINDOW;
+		for (uint64_t i = 0; i < n; i += c->burst ? BURST_FREES : 1) {
+			size_t k[BURST_FREES];
+			void *held[BURST_FREES];
+			unsigned m = c->burst ? BURST_FREES : 1, j;
 			uint64_t t;
-			int rc;
+			int rc = 0;
 
-			if (c->random) {
-				x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-				k = x % CHURN_WINDOW;
+			for (j = 0; j < m; j++) {
+				k[j] = pick(c, win, i + j, &x);
+				held[j] = win[k[j]];
+				win[k[j]] = NULL;
 			}
 			t = ticks();
-			rc = ioa_dma_free(win[k]);
-			record_free(ticks() - t);
-			win[k] = NULL;
+			for (j = 0; j < m && rc == 0; j++)
+				rc = ioa_dma_free(held[j]);
+			t = ticks() - t;
+			for (j = 0; j < m; j++)
+				record_free(t, m);
 			if (rc != 0) {
 				errno = -rc;
 				fail(st, "ioa_dma_free");
 				break;
 			}
-			if (!(win[k] = ioa_dma_alloc(BUF_SIZE, 0, IOA_NODE_ANY))) {
+			for (j = 0; j < m; j++)
+				if (!(win[k[j]] = ioa_dma_alloc(BUF_SIZE, 0, IOA_NODE_ANY)))
+					break;
+			if (j < m) {
 				fail(st, "ioa_dma_alloc");
 				break;
 			}
@@ -290,7 +316,8 @@ out:
 int main(int argc, char **argv)
 {
 	static const struct churn churns[] = {
-		{IOA_DEFER_ON, 0}, {IOA_DEFER_SYNC, 0}, {IOA_DEFER_ON, 1}, {IOA_DEFER_SYNC, 1},
+		{IOA_DEFER_ON, 0, 0}, {IOA_DEFER_SYNC, 0, 0}, {IOA_DEFER_ON, 1, 0},
+		{IOA_DEFER_SYNC, 1, 0}, {IOA_DEFER_ON, 0, 1}, {IOA_DEFER_ON, 1, 1},
 	};
 	static const enum ioa_defer_mode modes[] = {IOA_DEFER_ON, IOA_DEFER_SYNC};
 	char name[64];
@@ -309,7 +336,8 @@ int main(int argc, char **argv)
 	ioa_bench_context("free_timer_overhead", name);
 
 	for (size_t i = 0; i < sizeof(churns) / sizeof(churns[0]); i++) {
-		snprintf(name, sizeof(name), "free/%s/%s", mode_name(churns[i].mode),
+		snprintf(name, sizeof(name), "free%s/%s/%s", churns[i].burst ? "-burst" : "",
+			 mode_name(churns[i].mode),
 			 churns[i].random ? "random" : "seq");
 		ioa_bench_register(name, bm_free, &churns[i]);
 		ioa_bench_manual_time();

@@ -617,7 +617,9 @@ int ioa_ring_free_count(const struct ioa_ring *r);
  * A word is {position: low 32 bits, count: high 32 bits} (the count is used
  * by relaxed tail sync only), accessed only with __atomic builtins. */
 struct ioa_ring_side_v1 {
-	uint64_t head __attribute__((aligned(128))); /**< next position to reserve */
+	/** Next position to reserve; on a single-thread side, the other side's
+	 * tail as this side last read it (ioa_ring_st_reserve_()). */
+	uint64_t head __attribute__((aligned(128)));
 	uint64_t tail __attribute__((aligned(128))); /**< positions before it are committed */
 };
 
@@ -780,16 +782,34 @@ ioa_ring_mt_commit_(struct ioa_ring_side_v1 *s, uint32_t old, uint32_t n)
 }
 
 /* Single-thread mode (one thread at a time on the side, the caller's
- * promise): as ioa_ring_mt_reserve_(), with the side's tail as its head. */
+ * promise): as ioa_ring_mt_reserve_(), with the side's tail as its head.
+ * The side's head word, unused otherwise, keeps the other side's tail as
+ * this side last read it: the other tail is read (a miss on a line the
+ * other thread writes) only when that copy shows fewer than @n, or when
+ * @exact asks for the count left after the call. The copy is never ahead
+ * of the tail, so it may show fewer, never more, than there are; one that
+ * shows more than the @cap a side can have (another thread left it behind
+ * while the side changed hands, or code of an older header, which did not
+ * keep it, moved the side) is read again too. */
 static inline __attribute__((always_inline)) uint32_t
 ioa_ring_st_reserve_(struct ioa_ring_side_v1 *s, const uint64_t *other_tail, uint32_t room,
-		     uint32_t n, int burst, uint32_t *old, uint32_t *have)
+		     uint32_t cap, uint32_t n, int burst, int exact, uint32_t *old, uint32_t *have)
 {
+	uint32_t other;
+
 	/* relaxed: this thread is the only writer of its side's tail. */
 	*old = ioa_ring_pos_(__atomic_load_n(&s->tail, __ATOMIC_RELAXED));
-	/* acquire: the other side's accesses to the slots we take happen
-	 * before ours. */
-	*have = room + ioa_ring_pos_(__atomic_load_n(other_tail, __ATOMIC_ACQUIRE)) - *old;
+	/* relaxed: written and read only by the side's thread; the acquire
+	 * that read the value below still orders our slot accesses after the
+	 * other side's, as program order keeps them after it. */
+	*have = room + ioa_ring_pos_(__atomic_load_n(&s->head, __ATOMIC_RELAXED)) - *old;
+	if (__builtin_expect(*have < n || *have > cap || exact, 0)) {
+		/* acquire: the other side's accesses to the slots we take
+		 * happen before ours. */
+		other = ioa_ring_pos_(__atomic_load_n(other_tail, __ATOMIC_ACQUIRE));
+		__atomic_store_n(&s->head, (uint64_t)other, __ATOMIC_RELAXED);
+		*have = room + other - *old;
+	}
 	return ioa_ring_fit_(n, *have, burst);
 }
 
@@ -819,7 +839,8 @@ ioa_ring_enqueue_inline_(struct ioa_ring *r, void *const *objs, unsigned n, unsi
 		return burst ? (ioa_ring_enqueue_burst)(r, objs, n, free_space)
 			     : (ioa_ring_enqueue_bulk)(r, objs, n, free_space);
 	if (r->prod_sync == IOA_RING_SYNC_ST_V1)
-		got = ioa_ring_st_reserve_(&r->prod, &r->cons.tail, r->capacity, n, burst, &old, &have);
+		got = ioa_ring_st_reserve_(&r->prod, &r->cons.tail, r->capacity, r->capacity, n,
+					   burst, free_space != 0, &old, &have);
 	else
 		got = ioa_ring_mt_reserve_(&r->prod, &r->cons.tail, r->capacity, n, burst, &old, &have);
 	if (got) {
@@ -844,7 +865,8 @@ ioa_ring_dequeue_inline_(struct ioa_ring *r, void **objs, unsigned n, unsigned *
 		return burst ? (ioa_ring_dequeue_burst)(r, objs, n, available)
 			     : (ioa_ring_dequeue_bulk)(r, objs, n, available);
 	if (r->cons_sync == IOA_RING_SYNC_ST_V1)
-		got = ioa_ring_st_reserve_(&r->cons, &r->prod.tail, 0, n, burst, &old, &have);
+		got = ioa_ring_st_reserve_(&r->cons, &r->prod.tail, 0, r->capacity, n, burst,
+					   available != 0, &old, &have);
 	else
 		got = ioa_ring_mt_reserve_(&r->cons, &r->prod.tail, 0, n, burst, &old, &have);
 	if (got) {

@@ -199,6 +199,45 @@ static void test_mode_code(unsigned flags)
 	ioa_ring_free(r);
 }
 
+/* A single-thread side keeps the other side's tail in its head word and
+ * reads the tail again only when that copy shows too few: the counts
+ * returned are still exact, and a copy left behind (another thread, or an
+ * older header's code, moved the side past it) is never trusted. */
+static void test_st_copy(void)
+{
+	struct ioa_ring *r = ioa_ring_create("st-copy", 8, IOA_NODE_ANY,
+					     IOA_RING_SP_ENQ | IOA_RING_SC_DEQ);
+	void *in[8] = {&in[0], &in[1], &in[2], &in[3], &in[4], &in[5], &in[6], &in[7]};
+	void *out[8];
+	unsigned left = 99;
+
+	if (!CHECK(r != NULL))
+		return;
+	CHECK_EQ(ioa_ring_enqueue_bulk(r, in, 4, NULL), 4);
+	CHECK_EQ(ioa_ring_dequeue_bulk(r, out, 4, NULL), 4);
+	/* the producer's copy still shows the consumer's tail at 0 */
+	CHECK_EQ(ioa_ring_enqueue_bulk(r, in, 1, &left), 1);
+	CHECK_EQ(left, 7u);
+	CHECK_EQ(ioa_ring_dequeue_bulk(r, out, 1, &left), 1);
+	CHECK_EQ(left, 0u);
+	/* fill the ring: the producer must read the consumer's tail again */
+	CHECK_EQ(ioa_ring_enqueue_bulk(r, in, 8, NULL), 8);
+	CHECK_EQ(ioa_ring_enqueue_burst(r, in, 1, NULL), 0);
+	CHECK_EQ(ioa_ring_dequeue_bulk(r, out, 8, NULL), 8);
+	CHECK(out[0] == in[0] && out[7] == in[7]);
+	/* a consumer's copy behind its own tail: the ring is empty, not 2^32 */
+	__atomic_store_n(&r->cons.head, (uint64_t)(ioa__ring_pos(r->cons.tail) - 3),
+			 __ATOMIC_RELAXED);
+	CHECK_EQ(ioa_ring_dequeue_burst(r, out, 1, NULL), 0);
+	/* a producer's copy behind a consumer tail of a full ring: still full */
+	CHECK_EQ(ioa_ring_enqueue_bulk(r, in, 8, NULL), 8);
+	__atomic_store_n(&r->prod.head, (uint64_t)(ioa__ring_pos(r->cons.tail) - 1),
+			 __ATOMIC_RELAXED);
+	CHECK_EQ(ioa_ring_enqueue_burst(r, in, 1, NULL), 0);
+	CHECK_EQ(ioa_ring_count(r), 8);
+	ioa_ring_free(r);
+}
+
 /* ---- producers and consumers ------------------------------------------- */
 
 struct run {
@@ -686,6 +725,7 @@ int main(void)
 	if (!CHECK_EQ(ioa_init(&cfg), 0))
 		return check_done();
 	test_bad_args();
+	test_st_copy();
 	for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
 		test_edges(modes[m]);
 		test_wrap(modes[m]);

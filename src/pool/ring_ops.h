@@ -33,7 +33,8 @@ ioa__ring_enqueue_sync(struct ioa_ring *r, void *const *objs, unsigned n,
 	uint32_t old = 0, have = 0, got;
 
 	if (sync == IOA_RING_SYNC_ST)
-		got = ioa_ring_st_reserve_(&r->prod, &r->cons.tail, r->capacity, n, take, &old, &have);
+		got = ioa_ring_st_reserve_(&r->prod, &r->cons.tail, r->capacity, r->capacity, n, take,
+					   free_space != NULL, &old, &have);
 	else if (sync == IOA_RING_SYNC_RTS)
 		got = rts_reserve(&r->prod, &r->cons.tail, r->capacity, r->htd_max, n, take, &old,
 				  &have);
@@ -61,7 +62,8 @@ ioa__ring_dequeue_sync(struct ioa_ring *r, void **objs, unsigned n, enum ioa__ri
 	uint32_t old = 0, have = 0, got;
 
 	if (sync == IOA_RING_SYNC_ST)
-		got = ioa_ring_st_reserve_(&r->cons, &r->prod.tail, 0, n, take, &old, &have);
+		got = ioa_ring_st_reserve_(&r->cons, &r->prod.tail, 0, r->capacity, n, take,
+					   available != NULL, &old, &have);
 	else if (sync == IOA_RING_SYNC_RTS)
 		got = rts_reserve(&r->cons, &r->prod.tail, 0, r->htd_max, n, take, &old, &have);
 	else
