@@ -46,19 +46,21 @@ typedef int register_fn(void (*prepare)(void), void (*parent)(void), void (*chil
 int __register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void),
 		      void *dso_handle);
 
-/* glibc's __register_atfork; NULL, with a message, if it is not found. */
+/* glibc's __register_atfork; NULL if it is not found, said once. */
 static register_fn *libc_register(void)
 {
 	/* relaxed: every thread that looks it up finds the same function */
 	static _Atomic(register_fn *) found;
+	static _Atomic int missing; /* looked up and not found: no second dlsym or message */
 	register_fn *fn = atomic_load_explicit(&found, memory_order_relaxed);
 
-	if (!fn) {
+	if (!fn && !atomic_load_explicit(&missing, memory_order_relaxed)) {
 		fn = (register_fn *)dlsym(RTLD_NEXT, "__register_atfork");
-		if (!fn)
+		if (fn)
+			atomic_store_explicit(&found, fn, memory_order_relaxed);
+		else if (!atomic_exchange_explicit(&missing, 1, memory_order_relaxed))
 			ioa__err("pthread_atfork: glibc's __register_atfork not found (%s); "
-				 "nothing registered", dlerror());
-		atomic_store_explicit(&found, fn, memory_order_relaxed);
+				 "no fork handler will be registered", dlerror());
 	}
 	return fn;
 }
