@@ -8,6 +8,11 @@
 #include <string.h>
 
 int review_ctor_failed, review_ctor_allocs;
+/* Big blocks, beyond the 64 MiB arena in all: one kept for main, the others freed. */
+char *review_ctor_big;
+int review_ctor_big_failed;
+
+#define BIG ((size_t)40 << 20)
 
 __attribute__((constructor)) static void review_ctor(void)
 {
@@ -21,5 +26,31 @@ __attribute__((constructor)) static void review_ctor(void)
 			continue;
 		}
 		memset(p, i, 64 << 10);
+	}
+	for (int i = 0; i < 3; i++) {
+		char *p = malloc(BIG);
+
+		if (!p) {
+			review_ctor_big_failed++;
+			continue;
+		}
+		p[0] = (char)(i + 1);
+		p[BIG - 1] = (char)(i + 1);
+		if (i < 2)
+			free(p);
+		else
+			review_ctor_big = p;
+	}
+	/* more big blocks, one at a time, than the bootstrap keeps live at once:
+	 * each free must make room for the next */
+	for (int i = 0; i < 70; i++) {
+		char *p = malloc(BIG);
+
+		if (!p) {
+			review_ctor_big_failed++;
+			continue;
+		}
+		p[BIG - 1] = 1;
+		free(p);
 	}
 }

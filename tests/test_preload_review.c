@@ -23,7 +23,11 @@
  * and libnuma's start comes before ("within 100 KiB").
  *
  * Should: every malloc of a library constructor succeeds while memory
- * lasts (the arena only for the library's own start).
+ * lasts (the arena only for the library's own start). Blocks of 1 MiB or
+ * more get pages of their own: three of 40 MiB (more than the arena) come
+ * from the constructor too, two freed there, one grown here by realloc;
+ * then 70 more, each freed before the next (the bootstrap keeps at most 64
+ * such blocks live).
  *
  * reallocarray() whose size overflows returns NULL with ENOMEM, leaves the
  * block as it was and says so once, as calloc() does.
@@ -36,15 +40,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-extern int review_ctor_failed, review_ctor_allocs;
+extern int review_ctor_failed, review_ctor_allocs, review_ctor_big_failed;
+extern char *review_ctor_big;
 
-int main(void)
+int main(int argc, char **argv)
 {
 	void *p;
 
 	check_start("test_preload_review");
-	if (!getenv("LD_PRELOAD"))
-		return check_skip("run with LD_PRELOAD=libioalloc-preload.so (ctest does)");
+	if (argc != 2 || !getenv("LD_PRELOAD") || strcmp(getenv("LD_PRELOAD"), argv[1]) != 0)
+		return check_skip("run as LD_PRELOAD=LIB test_preload_review LIB, LIB "
+				  "libioalloc-preload.so (ctest does)");
 	errno = 0;
 	p = pvalloc(SIZE_MAX - 100);
 	CHECK(p == NULL && errno == ENOMEM);
@@ -67,5 +73,17 @@ int main(void)
 	}
 	CHECK_EQ(review_ctor_allocs, 48);
 	CHECK_EQ(review_ctor_failed, 0);
+	CHECK_EQ(review_ctor_big_failed, 0);
+	if (CHECK(review_ctor_big != NULL)) {
+		size_t big = (size_t)40 << 20;
+		char *q;
+
+		CHECK(malloc_usable_size(review_ctor_big) >= big);
+		q = realloc(review_ctor_big, big + 4096);
+		if (CHECK(q != NULL)) {
+			CHECK(q[0] == 3 && q[big - 1] == 3);
+			free(q);
+		}
+	}
 	return check_done();
 }

@@ -3,8 +3,10 @@
  * library's constructor ran (libc's and libnuma's own start) and those made
  * while the library starts (libnuma reading the machine's layout) come from
  * a static arena of 64 MiB (zero pages until used), so that starting never
- * recurses into itself. Its objects
- * are never reused: a free of one is a no-op.
+ * recurses into itself. Its objects are never reused: a free of one is a
+ * no-op. An object of 1 MiB or more gets pages of its own instead (mmap,
+ * which recurses into nothing), given back at its free; once the arena is
+ * spent a malloc there fails, said once.
  */
 #ifndef IOA_BOOT_H
 #define IOA_BOOT_H
@@ -19,7 +21,9 @@ extern _Atomic int ioa__preload_ready;
 /* @size bytes aligned to @align (a power of two) from the arena, or NULL
  * with errno ENOMEM once it is spent. */
 void *ioa__boot_alloc(size_t size, size_t align);
-/* Whether @p is an arena object. */
+/* Gives back big object @p's pages: 1, or 0 if @p is not one. */
+int ioa__boot_release_big(void *p);
+/* Whether @p is an arena object or a big one. */
 int ioa__boot_owns(const void *p);
 /* The requested size of arena object @p. */
 size_t ioa__boot_size(const void *p);

@@ -80,6 +80,8 @@ static void *held_alloc(size_t size, size_t align)
 
 void ioa__heap_boot_free(void *p)
 {
+	if (ioa__boot_release_big(p))
+		return;
 	if (!held.on)
 		return; /* outside a window, an arena object is never reused */
 	for (void *q = held.spare; q; q = *spare_link(q)) {
