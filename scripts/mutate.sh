@@ -281,6 +281,19 @@ for kind in "${kinds[@]}"; do
 			exit 2
 		fi
 	done
+	# a program built only now has its command known to ctest: the libraries
+	# its arguments name (a preloaded or dlopen()ed one) are built too
+	mapfile -t more < <(targets_of 0 "$kind" "$regex" | grep -vxF -f <(printf '%s\n' "${targets[@]}") || true)
+	if [ ${#more[@]} -gt 0 ]; then
+		log "$kind build, the programs' arguments: ${more[*]}"
+		for ((w = 0; w < workers; w++)); do
+			if ! build_targets $w "$kind" "$(build_dir $w "$kind").log" "${more[@]}"; then
+				tail -n 30 "$(build_dir $w "$kind").log"
+				echo "mutate: the unmutated $kind build fails" >&2
+				exit 2
+			fi
+		done
+	fi
 	if [ "$baseline_tested" = 1 ]; then
 		log "$kind baseline: built; its tests passed in the caller's suite (MUTATE_BASELINE_TESTED=1)"
 		continue

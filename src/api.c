@@ -377,6 +377,7 @@ IOA_EXPORT void *ioa_dma_alloc(size_t size, size_t align, int node)
 
 void *ioa__dma_alloc_as(size_t size, size_t align, int node, enum ioa__owner owner)
 {
+	struct ioa__log_held quiet;
 	void *p = NULL;
 	int err = ioa__ensure_up(), retry;
 
@@ -389,10 +390,10 @@ void *ioa__dma_alloc_as(size_t size, size_t align, int node, enum ioa__owner own
 		err = node;
 	if (!err) {
 		ioa__defer_throttle(node);
-		ioa__log_hold();
+		ioa__log_hold(&quiet);
 		err = ioa__region_alloc(size, align, node, owner, &p);
 		retry = pending_frees_may_help(err);
-		ioa__log_release(!retry);
+		ioa__log_release(&quiet, !retry);
 		if (retry) {
 			if (ioa__defer_quiesce() == -EIO)
 				atomic_store(&quarantine_unseen, 1);

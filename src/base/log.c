@@ -8,12 +8,8 @@
 
 static atomic_int max_level = IOA_LOG_WARN;
 
-/* The calling thread's held errors: whole lines; those that do not fit are lost. */
-static __thread struct {
-	int on;
-	size_t len;
-	char text[1024];
-} held;
+/* The calling thread's innermost hold, or NULL. */
+static __thread struct ioa__log_held *holding;
 
 static void emit(const char *text, size_t len)
 {
@@ -21,18 +17,18 @@ static void emit(const char *text, size_t len)
 		return; /* nowhere left to report to */
 }
 
-void ioa__log_hold(void)
+void ioa__log_hold(struct ioa__log_held *h)
 {
-	held.on = 1;
-	held.len = 0;
+	h->outer = holding;
+	h->len = 0;
+	holding = h;
 }
 
-void ioa__log_release(int print)
+void ioa__log_release(struct ioa__log_held *h, int print)
 {
-	if (print && held.len)
-		emit(held.text, held.len);
-	held.on = 0;
-	held.len = 0;
+	holding = h->outer;
+	if (print && h->len)
+		emit(h->text, h->len);
 }
 
 void ioa__log_set_verbosity(int verbose)
@@ -61,10 +57,12 @@ void ioa__log(enum ioa__log_level level, const char *fmt, ...)
 		if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f)
 			buf[i] = '?';
 	buf[n++] = '\n';
-	if (held.on && level == IOA_LOG_ERROR) {
-		if (held.len + (size_t)n <= sizeof(held.text)) {
-			memcpy(held.text + held.len, buf, (size_t)n);
-			held.len += (size_t)n;
+	if (holding && level == IOA_LOG_ERROR) {
+		struct ioa__log_held *h = holding;
+
+		if (h->len + (size_t)n <= sizeof(h->text)) {
+			memcpy(h->text + h->len, buf, (size_t)n);
+			h->len += (unsigned)n;
 		}
 		return;
 	}

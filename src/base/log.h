@@ -14,12 +14,24 @@ void ioa__log_set_verbosity(int verbose);
 __attribute__((format(printf, 2, 3)))
 void ioa__log(enum ioa__log_level level, const char *fmt, ...);
 
-/* Holds back the calling thread's error messages until ioa__log_release(),
- * which prints them (@print 1) or drops them (0): for a step that is tried
- * again, whose first failure is no failure of the call. Warnings and info
- * are never held. Holds do not nest. */
-void ioa__log_hold(void);
-void ioa__log_release(int print);
+/* Held error messages: whole lines; those that do not fit are lost. On the
+ * caller's stack, so that the library's thread-local storage stays small
+ * (it is initial-exec: a late dlopen() of the library must find room for
+ * it in glibc's static TLS surplus; test_dlopen_late). */
+struct ioa__log_held {
+	struct ioa__log_held *outer;
+	unsigned len;
+	char text[1024];
+};
+
+/* Holds back the calling thread's error messages in @h until
+ * ioa__log_release(), which prints them (@print 1) or drops them (0): for
+ * a step that is tried again, whose first failure is no failure of the
+ * call. Warnings and info are never held. A hold inside a hold holds its
+ * own messages (a signal handler's call, say); the release of the inner
+ * one comes first. */
+void ioa__log_hold(struct ioa__log_held *h);
+void ioa__log_release(struct ioa__log_held *h, int print);
 
 /* The symbolic name of @err ("EINVAL"), for messages that give errno. */
 const char *ioa__errno_name(int err);

@@ -1002,6 +1002,7 @@ int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out)
 {
 	uint64_t va = (uint64_t)(uintptr_t)addr, window = va;
 	struct ioa__segment *s = external_meta();
+	struct ioa__log_held quiet;
 	int err;
 
 	if (!s) {
@@ -1021,9 +1022,9 @@ int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out)
 		return -ENOMEM;
 	}
 	s->iova = rg.identity ? va : window + (va & (WINDOW_ALIGN - 1));
-	ioa__log_hold(); /* an EEXIST is described below, in the caller's words */
+	ioa__log_hold(&quiet); /* an EEXIST is described below, in the caller's words */
 	err = map_buffer(va, s->iova, len, len, 0);
-	ioa__log_release(err != -EEXIST);
+	ioa__log_release(&quiet, err != -EEXIST);
 	if (err && err != -EIO) {
 		external_free(s);
 		*out = (struct ioa__buffer){ 0 };

@@ -1,0 +1,98 @@
+/*
+ * libioalloc.so loaded late, by dlopen() from a program that does not link
+ * it (a plugin, a Python extension): the library's thread-local storage is
+ * initial-exec (no __tls_get_addr call on its hot paths), which a late
+ * dlopen() must find room for in glibc's static TLS surplus, about 1.6 KiB
+ * shared by every such library. It used 2.1 KiB, and the dlopen() failed
+ * with "cannot allocate memory in static TLS block".
+ *
+ * Here: dlopen() with a thread already running, then the heap and a DMA
+ * buffer on the sim backend from that thread and from a new one, then
+ * ioa_fini() and dlclose(). Run as test_dlopen_late LIB, LIB the path of
+ * libioalloc.so (ctest does).
+ */
+#include "check.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+
+static void *(*dl_malloc)(size_t);
+static void (*dl_free)(void *);
+static void *(*dl_dma_alloc)(size_t, size_t, int);
+static int (*dl_dma_free)(void *);
+static uint64_t (*dl_virt2iova)(const void *);
+
+/* Heap objects and a DMA buffer, written and given back. */
+static void *use(void *arg)
+{
+	void *objs[64];
+	char *buf;
+
+	(void)arg;
+	for (int i = 0; i < 64; i++) {
+		objs[i] = dl_malloc((size_t)16 << (i % 12));
+		if (CHECK(objs[i] != NULL))
+			memset(objs[i], i, 16);
+	}
+	for (int i = 0; i < 64; i++)
+		dl_free(objs[i]);
+	buf = dl_dma_alloc(4096, 0, -1);
+	if (CHECK(buf != NULL)) {
+		memset(buf, 1, 4096);
+		CHECK(dl_virt2iova(buf) != UINT64_MAX);
+		CHECK_EQ(dl_dma_free(buf), 0);
+	}
+	return NULL;
+}
+
+static pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
+
+/* A thread that exists before the dlopen(), and uses the library after it. */
+static void *early(void *arg)
+{
+	pthread_mutex_lock(&gate); /* the main thread holds it until the dlopen() */
+	pthread_mutex_unlock(&gate);
+	return use(arg);
+}
+
+int main(int argc, char **argv)
+{
+	void (*dl_fini)(void);
+	pthread_t before, after;
+	void *lib;
+
+	check_start("test_dlopen_late");
+	if (argc != 2)
+		return check_skip("run as test_dlopen_late PATH-OF-libioalloc.so (ctest does)");
+	setenv("IOALLOC_BACKEND", "sim", 1);
+	pthread_mutex_lock(&gate);
+	if (!CHECK_EQ(pthread_create(&before, NULL, early, NULL), 0))
+		return check_done();
+	lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+	if (!CHECK(lib != NULL)) {
+		fprintf(stderr, "dlopen: %s\n", dlerror());
+		pthread_mutex_unlock(&gate);
+		pthread_join(before, NULL);
+		return check_done();
+	}
+	*(void **)&dl_malloc = dlsym(lib, "ioa_malloc");
+	*(void **)&dl_free = dlsym(lib, "ioa_free");
+	*(void **)&dl_dma_alloc = dlsym(lib, "ioa_dma_alloc");
+	*(void **)&dl_dma_free = dlsym(lib, "ioa_dma_free");
+	*(void **)&dl_virt2iova = dlsym(lib, "ioa_virt2iova");
+	*(void **)&dl_fini = dlsym(lib, "ioa_fini");
+	if (!CHECK(dl_malloc && dl_free && dl_dma_alloc && dl_dma_free && dl_virt2iova &&
+		   dl_fini)) {
+		pthread_mutex_unlock(&gate);
+		pthread_join(before, NULL);
+		return check_done();
+	}
+	use(NULL);
+	pthread_mutex_unlock(&gate);
+	CHECK_EQ(pthread_join(before, NULL), 0);
+	if (CHECK_EQ(pthread_create(&after, NULL, use, NULL), 0))
+		CHECK_EQ(pthread_join(after, NULL), 0);
+	dl_fini();
+	CHECK_EQ(dlclose(lib), 0);
+	return check_done();
+}
