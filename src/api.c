@@ -320,6 +320,8 @@ int ioa__is_up(void)
  * thread holds the state; look again. */
 int ioa__ensure_up(void)
 {
+	unsigned round = 0;
+
 	for (;;) {
 		int s = atomic_load_explicit(&state, memory_order_acquire), err;
 
@@ -329,7 +331,7 @@ int ioa__ensure_up(void)
 			if ((err = atomic_load(&lazy_err)) || (err = init(NULL, 1)) != -EBUSY)
 				return err;
 		} else {
-			sched_yield();
+			ioa__os_backoff(&round); /* another thread starts the library */
 		}
 	}
 }

@@ -32,13 +32,24 @@ struct blocked {
 	pthread_t thread;
 	void (*fn)(void);
 	_Atomic int done;
+	uint64_t cpu_ns; /* the CPU time the call took, once done */
 };
+
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static void *blocked_main(void *arg)
 {
 	struct blocked *b = arg;
+	uint64_t t0 = thread_cpu_ns();
 
 	b->fn();
+	b->cpu_ns = thread_cpu_ns() - t0;
 	atomic_store(&b->done, 1);
 	return NULL;
 }
@@ -105,6 +116,24 @@ static void free_while_section_open(void *p)
 	blocked_start(&q, quiesce);
 	check_waits_for_section(&q, close_holder);
 	CHECK_EQ(ioa_virt2iova(p), IOA_BAD_IOVA);
+}
+
+/* A grace period that waits long for a section (its thread descheduled, or
+ * stopped in a signal handler) sleeps, not spins: of the HOLD_MS it waited,
+ * it took a few ms of CPU at most, not nearly all (as a yield loop did). */
+static void long_wait_sleeps(void)
+{
+	struct blocked g;
+
+	atomic_store(&release_held, 0);
+	atomic_store(&held_open, 0);
+	pthread_create(&holder, NULL, hold_section, NULL);
+	wait_flag(&held_open);
+	blocked_start(&g, grace_wait);
+	check_waits_for_section(&g, close_holder);
+	CHECK(g.cpu_ns < (uint64_t)HOLD_MS * 1000000u / 10);
+	if (g.cpu_ns >= (uint64_t)HOLD_MS * 1000000u / 10)
+		fprintf(stderr, "the wait took %.1f ms of CPU\n", g.cpu_ns / 1e6);
 }
 
 /* I1 for software table pages: a buffer alone in its 2 MiB leaves a table
@@ -288,5 +317,6 @@ int main(void)
 	signal_nests();
 	pruned_pages_wait_for_readers();
 	segment_metadata_waits_for_readers();
+	long_wait_sleeps();
 	return check_done();
 }

@@ -1,13 +1,15 @@
-/* The library's own threads: how they are made, and whether they are all
- * that is left of the process (os.h). */
+/* The library's own threads: how they are made, how they wait for others,
+ * and whether they are all that is left of the process (os.h). */
 #include "os.h"
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 int ioa__os_thread_create(pthread_t *thread, void *(*fn)(void *), void *arg)
@@ -77,4 +79,21 @@ int ioa__os_program_ended(void)
 		ended = 0;
 	close(fd);
 	return ended;
+}
+
+#define BACKOFF_YIELDS 64
+#define BACKOFF_MAX_NS 1000000L
+
+void ioa__os_backoff(unsigned *round)
+{
+	unsigned r = (*round)++;
+	struct timespec ts = { 0, BACKOFF_MAX_NS };
+
+	if (r < BACKOFF_YIELDS) {
+		sched_yield();
+		return;
+	}
+	if (r - BACKOFF_YIELDS < 10)
+		ts.tv_nsec = 1000L << (r - BACKOFF_YIELDS);
+	nanosleep(&ts, NULL);
 }

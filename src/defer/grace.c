@@ -5,7 +5,6 @@
 #include <linux/membarrier.h>
 #include <pthread.h>
 #include <stdlib.h>
-#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -136,6 +135,7 @@ void ioa__grace_wait(void)
 {
 	/* release (part of seq_cst): ordered after the caller's unlinking */
 	uint64_t now = atomic_fetch_add(&ioa__grace_epoch, 1) + 1;
+	unsigned round = 0;
 
 	ioa__grace_fence_all();
 	atomic_fetch_add_explicit(&handoff, 1, memory_order_acq_rel); /* see ioa__late_enter */
@@ -145,10 +145,10 @@ void ioa__grace_wait(void)
 
 		/* acquire: the reader's walk ended before we see its slot change */
 		while ((e = atomic_load_explicit(&r->epoch, memory_order_acquire)) && e < now)
-			sched_yield();
+			ioa__os_backoff(&round);
 	}
 	while (atomic_load_explicit(&late_readers, memory_order_acquire))
-		sched_yield();
+		ioa__os_backoff(&round);
 }
 
 /* The other threads are gone with whatever sections they had open. */
