@@ -186,6 +186,48 @@ static void test_strict_late_frees(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
+/* Strict mode, frees sent to an exited thread's heap: thread A allocates
+ * and exits (its heap parked, no thread owns it); the main thread frees
+ * A's objects. The reclaimer's upkeep applies those frees within about a
+ * second, and the pages they empty are retired (ioa_virt2iova fails), not
+ * kept mapped until a new thread happens to adopt A's heap. */
+#define PARKED_OBJS 64
+
+static void *parked_objs[PARKED_OBJS];
+
+static void *parking_thread(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < PARKED_OBJS; i++)
+		CHECK((parked_objs[i] = ioa_malloc(256)) != NULL);
+	return NULL;
+}
+
+static void test_strict_frees_to_parked(void)
+{
+	struct timespec pause = { 0, 50000000 };
+	pthread_t a;
+	int waited;
+
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 0))
+		return;
+	ioa_free(ioa_malloc(64));                     /* the main thread's own heap */
+	CHECK_EQ(ioa_dma_free(ioa_dma_alloc(4096, 0, IOA_NODE_ANY)), 0); /* a reclaimer */
+	pthread_create(&a, NULL, parking_thread, NULL);
+	pthread_join(a, NULL);
+	for (int i = 0; i < PARKED_OBJS; i++)
+		ioa_free(parked_objs[i]);
+	for (waited = 0; waited < 60; waited++) { /* 3 s */
+		CHECK_EQ(ioa_quiesce(), 0); /* sends ours on, retires what the upkeep queued */
+		if (ioa_virt2iova(parked_objs[0]) == IOA_BAD_IOVA)
+			break;
+		nanosleep(&pause, NULL);
+	}
+	CHECK_EQ(ioa_virt2iova(parked_objs[0]), IOA_BAD_IOVA);
+	check_note("the parked heap's frees applied after %d ms", waited * 50);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
 /* ---- fork ------------------------------------------------------------------ */
 
 static _Atomic int churn_stop;
@@ -249,6 +291,7 @@ int main(void)
 	test_producer_consumer(IOA_PROTECT_STRICT);
 	test_thread_exit();
 	test_strict_late_frees();
+	test_strict_frees_to_parked();
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 	test_fork(); /* GCC 12's sanitizer runtimes are not fork-safe (test_fork.c) */
 #else

@@ -29,6 +29,7 @@
 #define STAMP_SHARE 8      /* items of one queue stamped by one clock read, at most */
 #define LINGER_NAPS 128    /* naps that found nothing before a reclaimer goes idle */
 #define IDLE_LOOK_NS 1000000000ull /* an idle reclaimer looks whether the program ended */
+#define UPKEEP_NS 900000000ull     /* the upkeep's period: at each idle look */
 
 /* A thread's queue for one node: single producer (its thread), consumed under
  * the node's pass lock. Slots [tail, head) hold items no pass has taken yet:
@@ -101,6 +102,7 @@ static struct {
 	uint64_t wake_bytes;          /* half of it: a node holding as many queued is due a pass */
 	_Atomic unsigned generation;  /* bumped by fini: stale thread-local rings are dropped */
 	void (*_Atomic before_sleep)(void);
+	void (*_Atomic upkeep)(int node);
 	_Atomic uint64_t quarantined_seen;
 	pthread_mutex_t start_lock;
 	int cpus_listed;              /* IOALLOC_RECLAIM_CPUS was given: reclaim_cpus holds it */
@@ -145,6 +147,11 @@ uint64_t ioa__defer_nap_ns(uint64_t delay_ticks, uint64_t age_ticks)
 	uint64_t ns = age_ticks < delay_ticks ? ioa__ticks_to_ns(delay_ticks - age_ticks) : 0;
 
 	return ns > NAP_MIN_NS ? ns : NAP_MIN_NS;
+}
+
+void ioa__defer_set_upkeep(void (*fn)(int node))
+{
+	atomic_store(&eng.upkeep, fn);
 }
 
 void ioa__defer_set_before_sleep(void (*fn)(void))
@@ -303,6 +310,7 @@ static void *reclaimer(void *arg)
 	struct node *nd = arg;
 	int node = (int)(nd - eng.nodes);
 	unsigned linger = 0;      /* naps left before idle: frees come in spells */
+	uint64_t upkept = ioa__ticks(), upkeep_every = ioa__ns_to_ticks(UPKEEP_NS);
 
 	/* With IOALLOC_RECLAIM_CPUS its starter bound it (bind_reclaimer). */
 	if (!eng.cpus_listed && ioa__os_node_count() > 1 && numa_run_on_node(node) != 0)
@@ -326,6 +334,13 @@ static void *reclaimer(void *arg)
 		if (due)
 			run_pass(nd, NULL, stopping);
 		pthread_mutex_unlock(&nd->pass_lock);
+		if (now - upkept >= upkeep_every && !stopping) {
+			void (*fn)(int) = atomic_load(&eng.upkeep);
+
+			upkept = now;
+			if (fn)
+				fn(node);
+		}
 		if (due) {
 			linger = LINGER_NAPS;
 			continue;

@@ -84,6 +84,11 @@ int ioa__defer_quiesce(void);
  * invalidating, the bug the engine exists to prevent. */
 void ioa__defer_set_unordered(int on);
 
+/* Upkeep of a layer above (the heap's parked heaps): @fn(node) runs on
+ * node's reclaimer about once a second, outside any pass and lock, whether
+ * the reclaimer is busy or idle (NULL: none). */
+void ioa__defer_set_upkeep(void (*fn)(int node));
+
 /* Test hook: @fn runs on a reclaimer each time it found nothing to do and is
  * about to announce that it sleeps (NULL: none). */
 void ioa__defer_set_before_sleep(void (*fn)(void));

@@ -4,6 +4,7 @@
 #include "heap_life.h"
 #include "boot.h"
 #include "check.h"
+#include "defer.h"
 #include "extent.h"
 #include "large.h"
 #include "log.h"
@@ -19,8 +20,9 @@
 
 /* A thread's heap state: its heap is the empty one until LIVE. */
 enum { HEAP_NEW, HEAP_BOOTING, HEAP_LIVE, HEAP_EXITED };
-/* A heap's state in the registry. */
-enum { OWNED, PARKED, ABANDONED };
+/* A heap's state in the registry: COLLECTING while the upkeep applies the
+ * frees other threads sent a parked heap (off the parked list meanwhile). */
+enum { OWNED, PARKED, ABANDONED, COLLECTING };
 
 /* The heap of a thread that has none: its cached words are empty, so its
  * fast path falls through to the slow path. */
@@ -661,6 +663,68 @@ static void flush_pending(struct ioa__heap *h)
 	look_at_pending(h, 0);
 }
 
+/* What a heap that no thread owns is left with: the frees other threads
+ * sent it applied (in strict mode the pages they empty are retired), and
+ * its wholly free spans back to the node. */
+static void settle(struct ioa__heap *h)
+{
+	collect_remote(h);
+	flush_pending(h);
+	while (h->empty) {
+		struct ioa__span *s = h->empty;
+
+		h->empty = s->next;
+		ioa__span_put(s);
+	}
+	h->nempty = 0;
+}
+
+/*
+ * The reclaimer's upkeep (ioa__defer_set_upkeep), about once a second:
+ * the frees other threads sent to @node's parked heaps are applied, so that
+ * their memory comes back (and in strict mode their emptied pages are
+ * retired) without waiting for a new thread to adopt the heap. The heaps
+ * are taken off the parked list (a new thread meanwhile gets another), so
+ * no thread touches them but this one. Life in a process: ioa_fini takes
+ * upkeep_lock and unregisters the upkeep first, so it never runs during
+ * or after the heaps' fini; a fork meanwhile abandons the heaps in the
+ * child (their state there is half done), as those of the other threads;
+ * the reclaimer blocks every signal.
+ */
+static pthread_mutex_t upkeep_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void upkeep(int node)
+{
+	struct ioa__heap *taken = NULL, **pp, *h;
+
+	if (pthread_mutex_trylock(&upkeep_lock) != 0)
+		return; /* ioa_fini is taking the heaps down */
+	pthread_mutex_lock(&heaps_lock);
+	for (pp = &parked; (h = *pp);) {
+		/* relaxed: a hint; what the batches hold is collect_remote's acquire */
+		if (h->node != node || !atomic_load_explicit(&h->remote, memory_order_relaxed)) {
+			pp = &h->next_parked;
+			continue;
+		}
+		*pp = h->next_parked;
+		h->state = COLLECTING;
+		h->next_parked = taken;
+		taken = h;
+	}
+	pthread_mutex_unlock(&heaps_lock);
+	for (h = taken; h; h = h->next_parked)
+		settle(h);
+	pthread_mutex_lock(&heaps_lock);
+	while ((h = taken)) {
+		taken = h->next_parked;
+		h->state = PARKED;
+		h->next_parked = parked;
+		parked = h;
+	}
+	pthread_mutex_unlock(&heaps_lock);
+	pthread_mutex_unlock(&upkeep_lock);
+}
+
 /* The exit destructor: the thread stops naming its heap first (a later
  * destructor's malloc takes the shared heap, its free the remote path),
  * then the heap is parked for the next new thread. */
@@ -673,14 +737,7 @@ static void heap_exit(void *arg)
 	give_back_words(h);
 	flush_pending(h);
 	flush_all_out(h);
-	collect_remote(h);
-	while (h->empty) {
-		struct ioa__span *s = h->empty;
-
-		h->empty = s->next;
-		ioa__span_put(s);
-	}
-	h->nempty = 0;
+	settle(h);
 	pthread_mutex_lock(&heaps_lock);
 	h->state = PARKED;
 	h->next_parked = parked;
@@ -921,6 +978,7 @@ void ioa__heap_init(const struct ioa_config *cfg)
 	ioa__heap_strict = cfg->protect == IOA_PROTECT_STRICT;
 	ioa__heap_checking = cfg->check;
 	pthread_once(&key_once, key_create);
+	ioa__defer_set_upkeep(upkeep);
 }
 
 static void release_span(struct ioa__span *s, void *arg)
@@ -940,6 +998,9 @@ void ioa__heap_fini(void)
 {
 	uint64_t leaked = 0;
 
+	ioa__defer_set_upkeep(NULL);
+	pthread_mutex_lock(&upkeep_lock); /* a running upkeep ends first */
+
 	for (struct ioa__heap *h = all_heaps; h; h = h->next_all) {
 		give_back_words(h);
 		flush_pending(h);
@@ -958,6 +1019,7 @@ void ioa__heap_fini(void)
 		ioa__warn("ioa_fini: %llu object(s) of ioa_malloc still allocated: freed",
 			  (unsigned long long)leaked);
 	ioa__stat_add(heap_leaked_objects, leaked);
+	pthread_mutex_unlock(&upkeep_lock);
 }
 
 /* ---- fork's window (see held) -------------------------------------------- */
@@ -1013,7 +1075,7 @@ void ioa__heap_fork_child(void)
 	struct ioa__heap *forking = held.on ? held.heap : ioa__my_heap;
 
 	for (struct ioa__heap *h = all_heaps; h; h = h->next_all) {
-		if (h->state == OWNED && !h->shared && h != forking) {
+		if ((h->state == OWNED && !h->shared && h != forking) || h->state == COLLECTING) {
 			h->state = ABANDONED;
 			/* its owner may have stopped inside a push: the kept
 			 * descriptors are left to leak, never pooled twice */
@@ -1022,4 +1084,5 @@ void ioa__heap_fork_child(void)
 		pthread_mutex_init(&h->lock, NULL);
 	}
 	pthread_mutex_init(&heaps_lock, NULL);
+	pthread_mutex_init(&upkeep_lock, NULL); /* the reclaimer holding it is gone */
 }
