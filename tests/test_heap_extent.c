@@ -191,6 +191,29 @@ static int purged_after_decay(enum ioa_backend backend, uint64_t *chunks_retired
 	return purged;
 }
 
+/* The same in a program gone quiet (no further call): the reclaimer's
+ * upkeep gives the free pages back within about two seconds. */
+static void test_purge_when_quiet(void)
+{
+	struct timespec pause = { 0, 100 * 1000 * 1000 };
+	char *keep, *p;
+	int waited;
+
+	if (!heap_up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	CHECK_EQ(ioa_dma_free(ioa_dma_alloc(4096, 0, IOA_NODE_ANY)), 0); /* a reclaimer */
+	keep = ioa_malloc(64 * KB);
+	p = ioa_malloc(1024 * KB);
+	memset(p, 1, 1024 * KB);
+	ioa_free(p);
+	for (waited = 0; waited < 40 && !heap_stats().heap_large_purged; waited++) /* 4 s */
+		nanosleep(&pause, NULL);
+	CHECK(heap_stats().heap_large_purged > 0);
+	check_note("purged %d ms after the free, no call between", waited * 100);
+	ioa_free(keep);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
 static void test_purge(void)
 {
 	uint64_t retired;
@@ -305,6 +328,7 @@ int main(void)
 	test_growth();
 	test_coalescing();
 	test_purge();
+	test_purge_when_quiet();
 	test_threads();
 	test_strict();
 	return check_done();

@@ -390,6 +390,15 @@ struct ioa__span *ioa__extent_alloc(int node, size_t len)
 	return u;
 }
 
+void ioa__extent_upkeep(int node)
+{
+	struct ext_node *en = &nodes[node];
+
+	pthread_once(&nodes_once, nodes_init);
+	pthread_mutex_lock(&en->lock);
+	unlock_node(en);
+}
+
 void ioa__extent_free(struct ioa__span *e)
 {
 	struct ext_node *en = &nodes[e->node];

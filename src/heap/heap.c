@@ -683,7 +683,9 @@ static void settle(struct ioa__heap *h)
  * The reclaimer's upkeep (ioa__defer_set_upkeep), about once a second:
  * the frees other threads sent to @node's parked heaps are applied, so that
  * their memory comes back (and in strict mode their emptied pages are
- * retired) without waiting for a new thread to adopt the heap. The heaps
+ * retired) without waiting for a new thread to adopt the heap; and the
+ * node's free large blocks past the decay are given back (extent.c), which
+ * otherwise happens only at a later call. The heaps
  * are taken off the parked list (a new thread meanwhile gets another), so
  * no thread touches them but this one. Life in a process: ioa_fini takes
  * upkeep_lock and unregisters the upkeep first, so it never runs during
@@ -722,6 +724,7 @@ static void upkeep(int node)
 		parked = h;
 	}
 	pthread_mutex_unlock(&heaps_lock);
+	ioa__extent_upkeep(node);
 	pthread_mutex_unlock(&upkeep_lock);
 }
 
