@@ -744,22 +744,33 @@ ioa_ring_mt_reserve_(struct ioa_ring_side_v1 *s, const uint64_t *other_tail, uin
 	/* acquire: pairs with the release of the CAS that wrote it, so the
 	 * other tail we read next is no older than the one its writer checked
 	 * (else room + other_tail - head could wrap below 0). */
-	uint64_t head = __atomic_load_n(&s->head, __ATOMIC_ACQUIRE);
+	uint64_t head = __atomic_load_n(&s->head, __ATOMIC_ACQUIRE), now;
 	uint32_t got;
 
-	do {
+	for (;;) {
 		/* acquire: the other side's accesses to the slots we take
 		 * happen before ours. */
 		uint32_t other = ioa_ring_pos_(__atomic_load_n(other_tail, __ATOMIC_ACQUIRE));
 
 		*have = room + other - ioa_ring_pos_(head);
 		got = ioa_ring_fit_(n, *have, burst);
-		if (!got)
-			return 0;
 		/* release on success: see the acquire load of the head above;
 		 * acquire on failure: the new head is a load like that one. */
-	} while (!__atomic_compare_exchange_n(&s->head, &head, (uint64_t)(ioa_ring_pos_(head) + got),
-					      1, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE));
+		if (got && __atomic_compare_exchange_n(&s->head, &head,
+						       (uint64_t)(ioa_ring_pos_(head) + got), 1,
+						       __ATOMIC_RELEASE, __ATOMIC_ACQUIRE))
+			break;
+		if (got)
+			continue;
+		/* Nothing to take: the count holds for a moment between the two
+		 * loads of the head if it stayed; one that moved meanwhile (other
+		 * threads reserved) overstates it, past the capacity even. Acquire:
+		 * as the first load. */
+		now = __atomic_load_n(&s->head, __ATOMIC_ACQUIRE);
+		if (now == head)
+			return 0;
+		head = now;
+	}
 	*old = ioa_ring_pos_(head);
 	return got;
 }
@@ -787,10 +798,12 @@ ioa_ring_mt_commit_(struct ioa_ring_side_v1 *s, uint32_t old, uint32_t n)
  * this side last read it: the other tail is read (a miss on a line the
  * other thread writes) only when that copy shows fewer than @n, or when
  * @exact asks for the count left after the call. The copy is never ahead
- * of the tail, so it may show fewer, never more, than there are; one that
- * shows more than the @cap a side can have (another thread left it behind
- * while the side changed hands, or code of an older header, which did not
- * keep it, moved the side) is read again too. */
+ * of the tail, so it may show fewer, never more, than there are, and the
+ * side's own moves stay within it. A copy that shows more than the @cap a
+ * side can have was left behind by code that moved the side without
+ * keeping it (an older header's, which knew no copy): it is read again.
+ * That check is best effort: a side moved 2^32 - @cap positions or more
+ * behind the copy's back goes unseen. */
 static inline __attribute__((always_inline)) uint32_t
 ioa_ring_st_reserve_(struct ioa_ring_side_v1 *s, const uint64_t *other_tail, uint32_t room,
 		     uint32_t cap, uint32_t n, int burst, int exact, uint32_t *old, uint32_t *have)

@@ -238,6 +238,30 @@ static void test_st_copy(void)
 	ioa_ring_free(r);
 }
 
+/* The copy is used: a side that has enough by its copy does not read the
+ * other tail again (its head word stays), and one that has not renews it. */
+static void test_st_copy_used(void)
+{
+	struct ioa_ring *r = ioa_ring_create("st-used", 8, IOA_NODE_ANY,
+					     IOA_RING_SP_ENQ | IOA_RING_SC_DEQ);
+	void *in[8] = {&in[0], &in[1], &in[2], &in[3], &in[4], &in[5], &in[6], &in[7]};
+	void *out[8];
+
+	if (!CHECK(r != NULL))
+		return;
+	CHECK_EQ(ioa_ring_enqueue_bulk(r, in, 4, NULL), 4);
+	CHECK_EQ(ioa__ring_pos(r->prod.head), 0u); /* 8 free, known from the start */
+	CHECK_EQ(ioa_ring_dequeue_bulk(r, out, 4, NULL), 4);
+	CHECK_EQ(ioa__ring_pos(r->cons.head), 4u); /* it showed none: read */
+	CHECK_EQ(ioa_ring_enqueue_bulk(r, in, 2, NULL), 2);
+	CHECK_EQ(ioa__ring_pos(r->prod.head), 0u); /* 4 free by the copy: enough */
+	CHECK_EQ(ioa_ring_dequeue_bulk(r, out, 1, NULL), 1);
+	CHECK_EQ(ioa__ring_pos(r->cons.head), 6u);
+	CHECK_EQ(ioa_ring_enqueue_bulk(r, in, 8, NULL), 0); /* 7 free, 8 wanted */
+	CHECK_EQ(ioa__ring_pos(r->prod.head), 5u);
+	ioa_ring_free(r);
+}
+
 /* ---- producers and consumers ------------------------------------------- */
 
 struct run {
@@ -462,6 +486,65 @@ static void test_contention(unsigned threads, unsigned flags)
 	else
 		printf("  %ld calls refused past the RTS bound\n", atomic_load(&h.refused));
 	ioa_ring_free(h.r);
+}
+
+/* ---- counts of calls that take nothing ---------------------------------- */
+
+/* A ring of one slot, full or empty most of the time, two threads a side,
+ * calls of 0 to 3 with the count left asked for: a side that takes nothing
+ * reports a count no larger than the ring (a head that moved between the
+ * call's two loads once made it larger; a window of two loads, which this
+ * stress run hits only when a thread is preempted there: no mutation can
+ * rely on it). */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define COUNT_CALLS 20000
+#else
+#define COUNT_CALLS 200000
+#endif
+#define COUNT_RING 1
+
+struct counts {
+	struct ioa_ring *r;
+	atomic_uint next_id;
+	atomic_long over; /* counts above COUNT_RING */
+	atomic_long balance; /* enqueued minus dequeued */
+};
+
+static void *count_side(void *arg)
+{
+	struct counts *c = arg;
+	unsigned id = atomic_fetch_add(&c->next_id, 1);
+	uint64_t rng = rnd_thread_state(id);
+	void *objs[8] = {&objs[0], &objs[1], &objs[2]};
+
+	for (int i = 0; i < COUNT_CALLS; i++) {
+		unsigned n = (unsigned)(rnd_next(&rng) % 4), left = 0;
+		int got = id & 1 ? ioa_ring_dequeue_burst(c->r, objs, n, &left)
+				 : ioa_ring_enqueue_burst(c->r, objs, n, &left);
+
+		if (left > COUNT_RING)
+			atomic_fetch_add(&c->over, 1);
+		atomic_fetch_add(&c->balance, id & 1 ? -(long)got : got);
+	}
+	return NULL;
+}
+
+static void test_counts_bounded(unsigned flags)
+{
+	static struct counts c;
+	pthread_t t[4];
+
+	memset(&c, 0, sizeof(c));
+	c.r = ioa_ring_create("counts", COUNT_RING, IOA_NODE_ANY, flags);
+	if (!CHECK(c.r != NULL))
+		return;
+	for (unsigned k = 0; k < 4; k++)
+		pthread_create(&t[k], NULL, count_side, &c);
+	for (unsigned k = 0; k < 4; k++)
+		pthread_join(t[k], NULL);
+	CHECK_EQ(atomic_load(&c.over), 0);
+	CHECK_EQ((long)ioa_ring_count(c.r), atomic_load(&c.balance));
+	ioa_ring_free(c.r);
 }
 
 #ifdef IOA_RING_TEST_HOOK
@@ -726,6 +809,7 @@ int main(void)
 		return check_done();
 	test_bad_args();
 	test_st_copy();
+	test_st_copy_used();
 	for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
 		test_edges(modes[m]);
 		test_wrap(modes[m]);
@@ -742,6 +826,8 @@ int main(void)
 	test_contention(2, 0);
 	test_contention(4, 0);
 	test_contention(4, IOA_RING_RTS_ENQ | IOA_RING_RTS_DEQ);
+	test_counts_bounded(0);
+	test_counts_bounded(IOA_RING_RTS_ENQ | IOA_RING_RTS_DEQ);
 #ifdef IOA_RING_TEST_HOOK
 	test_stopped(STOP_ENQ);
 	test_stopped(STOP_DEQ);

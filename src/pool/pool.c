@@ -224,9 +224,7 @@ static struct ioa_pool *create(const char *fn, const char *name, size_t obj_size
 			ctor(p, obj, i, arg);
 		p->ring->slots[i] = obj;
 	}
-	/* Single-threaded fill: the ring is not shared yet. */
-	__atomic_store_n(&p->ring->prod.head, count, __ATOMIC_RELAXED);
-	__atomic_store_n(&p->ring->prod.tail, count, __ATOMIC_RELAXED);
+	ioa__ring_fill(p->ring, count); /* the ring is not shared yet */
 	pthread_mutex_lock(&ioa__pools_lock);
 	p->gen = next_gen++;
 	next_gen += !next_gen; /* 0 is the key no cache has */

@@ -31,6 +31,15 @@ IOA_EXPORT void ioa_ring_mt_commit_wait_v1(struct ioa_ring_side_v1 *s, uint32_t 
 	__atomic_store_n(&s->tail, (uint64_t)(uint32_t)(old + n), __ATOMIC_RELEASE);
 }
 
+void ioa__ring_fill(struct ioa_ring *r, uint32_t n)
+{
+	/* relaxed: the ring is not shared yet. A single-thread producers' side
+	 * keeps the consumers' tail (0) in its head. */
+	__atomic_store_n(&r->prod.tail, (uint64_t)n, __ATOMIC_RELAXED);
+	if (r->prod_sync != IOA_RING_SYNC_ST)
+		__atomic_store_n(&r->prod.head, (uint64_t)n, __ATOMIC_RELAXED);
+}
+
 /* The sync mode of a side from its two flags; -1 when both are set. */
 static int side_sync(unsigned flags, unsigned single, unsigned rts)
 {

@@ -4,7 +4,8 @@
  * - MT (default): a thread reserves with a CAS on its side's head, copies,
  *   then waits until the tail reaches its reservation and moves it on;
  * - ST: one thread at a time on a side, the caller's promise: the tail is
- *   the only word, no CAS, no wait;
+ *   the position, no CAS, no wait; the head keeps the other side's tail as
+ *   the side last read it (ioalloc.h's ioa_ring_st_reserve_());
  * - RTS (relaxed tail sync): the tail moves only when the last operation in
  *   flight commits, so nobody waits for a thread stopped between its
  *   reservation and its commit; ring_rts.h.
@@ -18,11 +19,14 @@
  * The words are plain uint64_t (the public layout) accessed only with
  * __atomic builtins.
  *
- * Invariants, for positions compared modulo 2^32:
+ * Invariants, for positions compared modulo 2^32, with an ST side's head
+ * read as its tail:
  *   cons.tail <= cons.head <= prod.tail <= prod.head <= cons.tail + capacity
  * slots [cons.tail, prod.tail) hold committed elements; a slot in
  * [prod.tail, prod.head) is being written and one in [cons.tail, cons.head)
- * is being read, by the thread that reserved it alone.
+ * is being read, by the thread that reserved it alone. An ST side's head
+ * is at or below the other side's tail (the copy is never ahead of it);
+ * code that sets the words by hand sets it so (ioa__ring_fill).
  *
  * The internal API, for the pools' per-thread caches: this header and
  * ring_ops.h (the inline enqueue and dequeue).
@@ -77,6 +81,10 @@ static inline long ioa__name_control_char(const char *name)
 struct ioa_ring *ioa__ring_create(const char *fn, const char *name, unsigned count, int node,
 				  unsigned flags);
 void ioa__ring_destroy(struct ioa_ring *r);
+
+/* Makes the @n pointers written to @r's slots[0..n) its elements, before
+ * @r is shared with any other thread (a pool's fill). */
+void ioa__ring_fill(struct ioa_ring *r, uint32_t n);
 
 /* Committed elements at one moment (a snapshot while others run). */
 unsigned ioa__ring_count(const struct ioa_ring *r);

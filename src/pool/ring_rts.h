@@ -23,10 +23,10 @@ static inline uint32_t rts_reserve(struct ioa_ring_side_v1 *s, const uint64_t *o
 {
 	/* acquire: as in ioa_ring_mt_reserve_(), the other tail read next is no older
 	 * than the one the head's writer checked. */
-	uint64_t head = __atomic_load_n(&s->head, __ATOMIC_ACQUIRE);
+	uint64_t head = __atomic_load_n(&s->head, __ATOMIC_ACQUIRE), now;
 	uint32_t got;
 
-	do {
+	for (;;) {
 		uint32_t pos = ioa__ring_pos(head);
 		/* relaxed: only a bound on the work in flight, no data follows. */
 		uint32_t tail = ioa__ring_pos(__atomic_load_n(&s->tail, __ATOMIC_RELAXED));
@@ -37,12 +37,20 @@ static inline uint32_t rts_reserve(struct ioa_ring_side_v1 *s, const uint64_t *o
 		*have = room + other - pos;
 		/* signed: a tail read after a stale head may be ahead of it */
 		got = (int32_t)(pos - tail) > (int32_t)htd_max ? 0 : ioa__ring_fit(n, *have, take);
-		if (!got)
-			return 0;
 		/* release on success, acquire on failure: as in ioa_ring_mt_reserve_(). */
-	} while (!__atomic_compare_exchange_n(
-		&s->head, &head, ioa__ring_word(ioa__ring_pos(head) + got, ioa__ring_cnt(head) + 1), 1,
-		__ATOMIC_RELEASE, __ATOMIC_ACQUIRE));
+		if (got && __atomic_compare_exchange_n(&s->head, &head,
+						       ioa__ring_word(ioa__ring_pos(head) + got,
+								      ioa__ring_cnt(head) + 1),
+						       1, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE))
+			break;
+		if (got)
+			continue;
+		/* as in ioa_ring_mt_reserve_(): a count read across a moved head is stale */
+		now = __atomic_load_n(&s->head, __ATOMIC_ACQUIRE);
+		if (now == head)
+			return 0;
+		head = now;
+	}
 	*old = ioa__ring_pos(head);
 	return got;
 }
