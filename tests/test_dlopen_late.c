@@ -8,8 +8,10 @@
  *
  * Here: dlopen() with a thread already running, then the heap and a DMA
  * buffer on the sim backend from that thread and from a new one, then
- * ioa_fini() and dlclose(). Run as test_dlopen_late LIB, LIB the path of
- * libioalloc.so (ctest does).
+ * ioa_fini() and dlclose() while a third thread that used the library still
+ * runs; it exits after them, running the library's thread-exit destructors
+ * (the library stays loaded: -z nodelete; unloaded, they were a crash).
+ * Run as test_dlopen_late LIB, LIB the path of libioalloc.so (ctest does).
  */
 #include "check.h"
 
@@ -46,6 +48,16 @@ static void *use(void *arg)
 }
 
 static pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
+static pthread_barrier_t unloaded;
+
+/* A thread that uses the library and exits only after its dlclose(). */
+static void *outlives(void *arg)
+{
+	dl_free(dl_malloc(100));
+	pthread_barrier_wait(&unloaded); /* used */
+	pthread_barrier_wait(&unloaded); /* dlclose() returned */
+	return arg;
+}
 
 /* A thread that exists before the dlopen(), and uses the library after it. */
 static void *early(void *arg)
@@ -92,7 +104,13 @@ int main(int argc, char **argv)
 	CHECK_EQ(pthread_join(before, NULL), 0);
 	if (CHECK_EQ(pthread_create(&after, NULL, use, NULL), 0))
 		CHECK_EQ(pthread_join(after, NULL), 0);
+	pthread_barrier_init(&unloaded, NULL, 2);
+	if (!CHECK_EQ(pthread_create(&after, NULL, outlives, NULL), 0))
+		return check_done();
+	pthread_barrier_wait(&unloaded);
 	dl_fini();
 	CHECK_EQ(dlclose(lib), 0);
+	pthread_barrier_wait(&unloaded);
+	CHECK_EQ(pthread_join(after, NULL), 0); /* its exit ran the destructors */
 	return check_done();
 }

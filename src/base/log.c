@@ -9,7 +9,7 @@
 static atomic_int max_level = IOA_LOG_WARN;
 
 /* The calling thread's innermost hold, or NULL. */
-static __thread struct ioa__log_held *holding;
+static __thread struct ioa__log_held *holding __attribute__((tls_model("initial-exec")));
 
 static void emit(const char *text, size_t len)
 {

@@ -97,7 +97,8 @@ int ioa__os_program_ended(void);
  * One round of a wait for another thread (its read section to end, its
  * start to finish): a yield for the first BACKOFF_YIELDS rounds (the wait
  * is usually that short), then a sleep that doubles from 1 us to 1 ms (the
- * thread is descheduled, or stopped in a signal handler), so that a long
+ * thread is descheduled, or stopped in a signal handler; the kernel's
+ * timer slack, 50 us by default, lengthens the short ones), so that a long
  * wait never spins a CPU. @round starts at 0.
  */
 void ioa__os_backoff(unsigned *round);

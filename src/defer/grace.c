@@ -143,6 +143,7 @@ void ioa__grace_wait(void)
 	     r = r->next) {
 		uint64_t e;
 
+		round = 0; /* each reader's section starts with yields again */
 		/* acquire: the reader's walk ended before we see its slot change */
 		while ((e = atomic_load_explicit(&r->epoch, memory_order_acquire)) && e < now)
 			ioa__os_backoff(&round);

@@ -687,20 +687,28 @@ static void settle(struct ioa__heap *h)
  * node's free large blocks past the decay are given back (extent.c), which
  * otherwise happens only at a later call. The heaps
  * are taken off the parked list (a new thread meanwhile gets another), so
- * no thread touches them but this one. Life in a process: ioa_fini takes
- * upkeep_lock and unregisters the upkeep first, so it never runs during
- * or after the heaps' fini; a fork meanwhile abandons the heaps in the
- * child (their state there is half done), as those of the other threads;
- * the reclaimer blocks every signal.
+ * no thread touches them but this one. It runs where the node's reclaimer
+ * has started (any retirement starts it; in strict mode the first page
+ * freed): a lazy program that never retires anything purges at its calls
+ * only, as mimalloc does and jemalloc without its background thread. Life
+ * in a process: ioa_fini unregisters the upkeep and takes upkeep_lock for
+ * the heaps' whole fini, marking it not live, so an upkeep never runs
+ * during or after it; a fork meanwhile abandons the heaps in the child
+ * (their state there is half done), as those of the other threads; the
+ * reclaimer blocks every signal.
  */
 static pthread_mutex_t upkeep_lock = PTHREAD_MUTEX_INITIALIZER;
+static int upkeep_live; /* under upkeep_lock: from ioa__heap_init to ioa__heap_fini */
 
 static void upkeep(int node)
 {
 	struct ioa__heap *taken = NULL, **pp, *h;
 
-	if (pthread_mutex_trylock(&upkeep_lock) != 0)
-		return; /* ioa_fini is taking the heaps down */
+	pthread_mutex_lock(&upkeep_lock); /* one node's at a time; ioa__heap_fini's holds it */
+	if (!upkeep_live) { /* the hook was read before ioa__heap_fini unset it */
+		pthread_mutex_unlock(&upkeep_lock);
+		return;
+	}
 	pthread_mutex_lock(&heaps_lock);
 	for (pp = &parked; (h = *pp);) {
 		/* relaxed: a hint; what the batches hold is collect_remote's acquire */
@@ -981,6 +989,9 @@ void ioa__heap_init(const struct ioa_config *cfg)
 	ioa__heap_strict = cfg->protect == IOA_PROTECT_STRICT;
 	ioa__heap_checking = cfg->check;
 	pthread_once(&key_once, key_create);
+	pthread_mutex_lock(&upkeep_lock);
+	upkeep_live = 1;
+	pthread_mutex_unlock(&upkeep_lock);
 	ioa__defer_set_upkeep(upkeep);
 }
 
@@ -1002,7 +1013,8 @@ void ioa__heap_fini(void)
 	uint64_t leaked = 0;
 
 	ioa__defer_set_upkeep(NULL);
-	pthread_mutex_lock(&upkeep_lock); /* a running upkeep ends first */
+	pthread_mutex_lock(&upkeep_lock); /* a running upkeep ends first, a later one does nothing */
+	upkeep_live = 0;
 
 	for (struct ioa__heap *h = all_heaps; h; h = h->next_all) {
 		give_back_words(h);
