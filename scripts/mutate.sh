@@ -219,6 +219,21 @@ build_targets() {
 	cmake --build "$(build_dir "$w" "$kind")" -j"$jobs" --target "$@" >"$log" 2>&1
 }
 
+# Builds @targets... of the unmutated @kind build in every worker's tree, one
+# after the other, on every CPU (the second finds the first's objects in
+# ccache); a failure ends the run.
+build_baseline() {
+	local kind=$1 w
+	shift
+	for ((w = 0; w < workers; w++)); do
+		if ! build_targets $w "$kind" "$(build_dir $w "$kind").log" "$@"; then
+			tail -n 30 "$(build_dir $w "$kind").log"
+			echo "mutate: the unmutated $kind build fails" >&2
+			exit 2
+		fi
+	done
+}
+
 # Runs the tests matching @regex in worker @w's build @kind; writes
 # "name<TAB>status" lines to @out and the log to @out.log. ctest's own
 # timeout fails a test that hangs; the outer one only guards against ctest
@@ -273,26 +288,13 @@ for kind in "${kinds[@]}"; do
 	mapfile -t targets < <(targets_of 0 "$kind" "$regex")
 	[ ${#targets[@]} -gt 0 ] || { echo "mutate: no test matches $regex in the $kind build" >&2; exit 2; }
 	log "$kind build: ${targets[*]}"
-	# one after the other, on every CPU: the second finds the first's objects in ccache
-	for ((w = 0; w < workers; w++)); do
-		if ! build_targets $w "$kind" "$(build_dir $w "$kind").log" "${targets[@]}"; then
-			tail -n 30 "$(build_dir $w "$kind").log"
-			echo "mutate: the unmutated $kind build fails" >&2
-			exit 2
-		fi
-	done
+	build_baseline "$kind" "${targets[@]}"
 	# a program built only now has its command known to ctest: the libraries
 	# its arguments name (a preloaded or dlopen()ed one) are built too
 	mapfile -t more < <(targets_of 0 "$kind" "$regex" | grep -vxF -f <(printf '%s\n' "${targets[@]}") || true)
 	if [ ${#more[@]} -gt 0 ]; then
 		log "$kind build, the programs' arguments: ${more[*]}"
-		for ((w = 0; w < workers; w++)); do
-			if ! build_targets $w "$kind" "$(build_dir $w "$kind").log" "${more[@]}"; then
-				tail -n 30 "$(build_dir $w "$kind").log"
-				echo "mutate: the unmutated $kind build fails" >&2
-				exit 2
-			fi
-		done
+		build_baseline "$kind" "${more[@]}"
 	fi
 	if [ "$baseline_tested" = 1 ]; then
 		log "$kind baseline: built; its tests passed in the caller's suite (MUTATE_BASELINE_TESTED=1)"
