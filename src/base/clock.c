@@ -14,15 +14,37 @@ uint64_t ioa__now_ns(void)
 	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+#if defined(IOA_CLOCK_COUNTER)
+/* A tick reading paired with the CLOCK_MONOTONIC time at its middle: of up to
+ * 20 tries, the one with the two clock reads closest together, so that a
+ * preemption between the reads (common under an emulator or a busy host)
+ * cannot skew the pair; under 20 us apart is taken at once. */
+static void paired_reading(uint64_t *ticks, uint64_t *ns)
+{
+	uint64_t best = UINT64_MAX;
+
+	for (int i = 0; i < 20 && best > 20000; i++) {
+		uint64_t before = ioa__now_ns(), t = ioa__ticks(), after = ioa__now_ns();
+
+		if (after - before < best) {
+			best = after - before;
+			*ticks = t;
+			*ns = before + best / 2;
+		}
+	}
+}
+#endif
+
+/* The rate over at least 2 ms between two paired readings. */
 static void calibrate(void)
 {
 #if defined(IOA_CLOCK_COUNTER)
-	uint64_t ns0 = ioa__now_ns(), t0 = ioa__ticks(), ns1, t1;
+	uint64_t ns0, t0, ns1, t1;
 
-	do {
-		ns1 = ioa__now_ns();
-		t1 = ioa__ticks();
-	} while (ns1 - ns0 < 2000000);
+	paired_reading(&t0, &ns0);
+	do
+		paired_reading(&t1, &ns1);
+	while (ns1 - ns0 < 2000000);
 	ticks_per_ns_fp = (uint64_t)(((unsigned __int128)(t1 - t0) << 32) / (ns1 - ns0));
 #endif
 }
