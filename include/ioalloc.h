@@ -303,7 +303,8 @@ size_t ioa_dma_size(const void *ptr);
  */
 int ioa_quiesce(void);
 
-/** ioa_dma_alloc() whose buffer is zeroed. */
+/** ioa_dma_alloc() whose buffer is zeroed (not written when its pages are new
+ * from the kernel). */
 void *ioa_dma_zalloc(size_t size, size_t align, int node);
 
 /* ---- external memory --------------------------------------------------- */
@@ -420,7 +421,9 @@ int ioa_dma_unregister(void *addr);
 void *ioa_malloc(size_t size);
 /** Frees an object of ioa_malloc() and friends; NULL does nothing. */
 void ioa_free(void *ptr);
-/** ioa_malloc() of @n x @size zeroed bytes; NULL with ENOMEM on overflow. */
+/** ioa_malloc() of @n x @size zeroed bytes; NULL with ENOMEM on overflow. A
+ * large block new from the kernel is not written (its pages stay untouched
+ * until the program writes them), as glibc does for a block of its own mmap. */
 void *ioa_calloc(size_t n, size_t size);
 /** As realloc(): in place when the block still fits without wasting half of
  * it; NULL @ptr allocates; on failure NULL and @ptr is kept. */

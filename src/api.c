@@ -374,10 +374,11 @@ static int pending_frees_may_help(int err)
  * those are retired and it is tried once more, whose failure is reported. */
 IOA_EXPORT void *ioa_dma_alloc(size_t size, size_t align, int node)
 {
-	return ioa__dma_alloc_as(size, align, node, IOA_OWNER_DMA);
+	return ioa__dma_alloc_as(size, align, node, IOA_OWNER_DMA, NULL);
 }
 
-void *ioa__dma_alloc_as(size_t size, size_t align, int node, enum ioa__owner owner)
+void *ioa__dma_alloc_as(size_t size, size_t align, int node, enum ioa__owner owner,
+			int *zeroed)
 {
 	struct ioa__log_held quiet;
 	void *p = NULL;
@@ -393,13 +394,13 @@ void *ioa__dma_alloc_as(size_t size, size_t align, int node, enum ioa__owner own
 	if (!err) {
 		ioa__defer_throttle(node);
 		ioa__log_hold(&quiet);
-		err = ioa__region_alloc(size, align, node, owner, &p);
+		err = ioa__region_alloc(size, align, node, owner, &p, zeroed);
 		retry = pending_frees_may_help(err);
 		ioa__log_release(&quiet, !retry);
 		if (retry) {
 			if (ioa__defer_quiesce() == -EIO)
 				atomic_store(&quarantine_unseen, 1);
-			err = ioa__region_alloc(size, align, node, owner, &p);
+			err = ioa__region_alloc(size, align, node, owner, &p, zeroed);
 		}
 	}
 	if (err) {

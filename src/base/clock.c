@@ -39,7 +39,7 @@ static void paired_reading(uint64_t *ticks, uint64_t *ns)
 static void calibrate(void)
 {
 #if defined(IOA_CLOCK_COUNTER)
-	uint64_t ns0, t0, ns1, t1;
+	uint64_t ns0 = 0, t0 = 0, ns1 = 0, t1 = 0; /* set by the first try */
 
 	paired_reading(&t0, &ns0);
 	do

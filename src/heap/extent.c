@@ -135,6 +135,7 @@ static void free_insert(struct ext_node *en, struct ioa__span *e, int fresh)
 	e->ext_free = 1;
 	if (fresh) {
 		e->purged = 0;
+		e->zeroed = 0;
 		e->idle_since = ioa__ticks();
 	}
 	bins_add(en, e);
@@ -325,6 +326,7 @@ static struct ioa__span *carve(struct ext_node *en, struct ioa__span *e, size_t 
 			ext_move_start(en, e, -(ptrdiff_t)len);
 			return NULL;
 		}
+		u->zeroed = e->zeroed;
 	} else {
 		free_remove(en, e);
 	}
@@ -366,6 +368,7 @@ static struct ioa__span *add_chunk(struct ext_node *en, int node, size_t len)
 	en->nempty++;
 	c->idle_since = ioa__ticks();
 	e->purged = 1; /* untouched pages: nothing to give back */
+	e->zeroed = c->zeroed;
 	free_insert(en, e, 0);
 	ioa__node_stat_add(node, heap_large_created, 1);
 	return e;
@@ -452,6 +455,8 @@ int ioa__extent_resize(struct ioa__span *e, void *p, size_t len)
 
 		if (next && next->ext_free) {
 			ext_move_start(en, next, -(ptrdiff_t)less);
+			free_remove(en, next); /* it now starts with the block's */
+			free_insert(en, next, 1); /* written tail: neither clean nor zero */
 			e->len = len;
 			done = 1;
 		} else if ((next = ext_new(e->chunk, e, e->base + len, less))) {

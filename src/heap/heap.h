@@ -96,6 +96,12 @@ struct ioa__span {
 	int listed;                 /* a span of its own region buffer, not yet retired */
 	uint64_t idle_since;        /* in a cache: ioa__ticks() when it went there */
 	int purged;                 /* in a cache, its pages given back to the kernel */
+	/* A large block or a free extent whose memory reads as zeros: new from
+	 * the kernel, unwritten since. Set where
+	 * a block is made (span_create) or carved (extent.c, which clears it when
+	 * a freed block joins a free extent); calloc reads it only there: its
+	 * sizes past lazy mode's extents (16 MiB) are never cached blocks. */
+	uint8_t zeroed;
 	/* Extents (extent.c): a large block carved out of a chunk, or a free
 	 * stretch of one; a chunk is a region buffer holding extents. */
 	struct ioa__span *chunk;    /* an extent's chunk; NULL for anything else */

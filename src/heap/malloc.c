@@ -41,6 +41,18 @@ void ioa__heap_free_unknown(void *p)
 	errno = EINVAL;
 }
 
+/* Whether @p, just allocated, is a large block whose memory reads as zeros
+ * (new from the kernel, or given back to it): a big calloc then costs no
+ * memset, no page faults and no resident memory until written, as glibc's
+ * does for a block of its own mmap. The block is this thread's: nobody else
+ * changes its flag before the caller hands the pointer on. */
+static int known_zero(const void *p)
+{
+	const struct ioa__span *s = ioa__pagemap_get(p);
+
+	return s && s->obj_size == 0 && s->zeroed;
+}
+
 IOA_EXPORT void *ioa_calloc(size_t n, size_t size)
 {
 	size_t total;
@@ -52,7 +64,7 @@ IOA_EXPORT void *ioa_calloc(size_t n, size_t size)
 		errno = ENOMEM;
 		return NULL;
 	}
-	if ((p = ioa__heap_alloc(total)))
+	if ((p = ioa__heap_alloc(total)) && !known_zero(p))
 		memset(p, 0, total);
 	return p;
 }
@@ -224,9 +236,10 @@ IOA_EXPORT void *ioa_malloc_dma(size_t size, size_t align, size_t boundary)
 
 IOA_EXPORT void *ioa_dma_zalloc(size_t size, size_t align, int node)
 {
-	void *p = ioa_dma_alloc(size, align, node);
+	int zeroed = 0;
+	void *p = ioa__dma_alloc_as(size, align, node, IOA_OWNER_DMA, &zeroed);
 
-	if (p)
+	if (p && !zeroed) /* else new from the kernel: see ioa__region_alloc */
 		memset(p, 0, size);
 	return p;
 }

@@ -259,7 +259,7 @@ static struct ioa__span *span_create(int node, size_t len, size_t align, int poo
 {
 	struct ioa__span *s;
 	void *p;
-	int err;
+	int err, zeroed;
 
 	if (can_create() != 0)
 		return NULL;
@@ -269,7 +269,7 @@ static struct ioa__span *span_create(int node, size_t len, size_t align, int poo
 		return NULL;
 	}
 	ioa__defer_throttle(node); /* past the node's unretired cap: help or wait (no lock held) */
-	if ((err = ioa__region_alloc(len, align, node, IOA_OWNER_HEAP, &p)) != 0) {
+	if ((err = ioa__region_alloc(len, align, node, IOA_OWNER_HEAP, &p, &zeroed)) != 0) {
 		desc_free(s);
 		errno = -err;
 		return NULL;
@@ -277,6 +277,7 @@ static struct ioa__span *span_create(int node, size_t len, size_t align, int poo
 	s->base = p;
 	s->len = len;
 	s->node = node;
+	s->zeroed = (uint8_t)zeroed;
 	if (span_map(s, map_pages) != 0)
 		return NULL;
 	s->listed = 1;

@@ -198,7 +198,7 @@ static struct ioa_pool *create(const char *fn, const char *name, size_t obj_size
 		goto out_slot;
 	}
 	p->base = ioa__dma_alloc_as(p->slab_bytes, flags & IOA_POOL_ALIGN_4K ? PAGE : 0, node,
-				    IOA_OWNER_POOL);
+				    IOA_OWNER_POOL, NULL);
 	if (!p->base) {
 		err = errno;
 		ioa__err("%s: pool \"%s\": no DMA memory for %u objects (%zu bytes): %s", fn, name,

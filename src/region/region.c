@@ -356,10 +356,11 @@ static int big_buffer(size_t len, size_t align)
 }
 
 /* Reserves a run of @len bytes aligned to @align on @node: its segment into
- * *seg, its first page's index into *first; 0 or the -errno of
- * segment_create. Segments are created, and linked, under the node lock. */
+ * *seg, its first page's index into *first, and into *created whether the
+ * segment was made for it; 0 or the -errno of segment_create. Segments are
+ * created, and linked, under the node lock. */
 static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment **seg,
-			 uint32_t *first)
+			 uint32_t *first, int *created)
 {
 	struct node_arena *a = &rg.nodes[node];
 	uint32_t n = (uint32_t)(len >> IOA_PAGE_SHIFT);
@@ -369,6 +370,7 @@ static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment
 	long page = -1;
 	int err = 0;
 
+	*created = 0;
 	pthread_mutex_lock(&a->lock);
 	for (s = a->segments; s && (big || (len <= rg.segment_size && align <= rg.segment_size));
 	     s = s->next)
@@ -383,6 +385,7 @@ static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment
 				     &s);
 		page = 0;
 		if (!err) {
+			*created = 1;
 			s->big = big;
 			s->next = a->segments;
 			a->segments = s;
@@ -570,12 +573,13 @@ static int map_reserved(struct ioa__segment *s, uint32_t first, size_t len, size
 	return 0;
 }
 
-int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner, void **out)
+int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner, void **out,
+		      int *zeroed)
 {
 	struct ioa__segment *s;
 	uint32_t first;
 	size_t len;
-	int err;
+	int err, created;
 
 	if (size == 0 || size > IOA_BUFFER_MAX) {
 		ioa__err("ioa_dma_alloc: invalid size %zu: accepted are 1 byte to 2 TiB (2^41 bytes)",
@@ -592,11 +596,13 @@ int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner
 	node = ioa__region_pick_node(node, "ioa_dma_alloc");
 	if (node < 0)
 		return node;
-	if ((err = reserve_pages(node, len, align, &s, &first)) != 0)
+	if ((err = reserve_pages(node, len, align, &s, &first, &created)) != 0)
 		return err;
 	if ((err = map_reserved(s, first, len, len, align, owner, 0)) != 0)
 		return err;
 	*out = page_addr(s, first);
+	if (zeroed) /* private anonymous memory (os.c), untouched since its mmap */
+		*zeroed = created;
 	return 0;
 }
 
@@ -657,7 +663,7 @@ int ioa__region_alloc_pages(int node, enum ioa__owner owner, uint32_t per, uint3
 	got = reserve_small_runs(node, per, n < IOA_REGION_PAGES_MAX ? n : IOA_REGION_PAGES_MAX,
 				 &s, first);
 	if (!got) /* a new segment, as for any buffer */
-		return (err = ioa__region_alloc(unit, IOA_PAGE, node, owner, out)) ? err : 1;
+		return (err = ioa__region_alloc(unit, IOA_PAGE, node, owner, out, NULL)) ? err : 1;
 	/* buffers that follow each other are mapped together, but for rotated
 	 * IOVAs (each buffer takes its own from the cursor) */
 	for (uint32_t i = 0, j; i < got; i = j) {

@@ -1,0 +1,178 @@
+/*
+ * calloc and ioa_dma_zalloc skip the memset only where the memory is known
+ * to read as zeros (src/heap/malloc.c known_zero, ioa__region_alloc):
+ * - a big block new from the kernel costs no resident memory (64 MiB: the
+ *   pages stay untouched), in lazy and strict mode, and reads as zeros;
+ * - a block whose memory the program wrote before (a freed block, an
+ *   extent that took back a block's tail or coalesced with a freed one, a
+ *   reused DMA buffer) is zeroed all the same, every size of large block;
+ * - the first block of a new chunk is known zero (no page touched), unless
+ *   the chunk lies on pages a buffer used before.
+ */
+#include "heap_check.h"
+#include "heap.h"
+#include "pagemap.h"
+
+#include "ioalloc.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define KB ((size_t)1 << 10)
+#define MB ((size_t)1 << 20)
+
+/* Resident bytes of the process (/proc/self/statm). */
+static size_t resident(void)
+{
+	unsigned long size = 0, pages = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (f) {
+		if (fscanf(f, "%lu %lu", &size, &pages) != 2)
+			pages = 0;
+		fclose(f);
+	}
+	return (size_t)pages * 4096;
+}
+
+static int all_zero(const void *p, size_t n)
+{
+	const unsigned char *c = p;
+
+	for (size_t i = 0; i < n; i++)
+		if (c[i])
+			return 0;
+	return 1;
+}
+
+/* calloc of 64 MiB: zeros, and fewer than 4 MiB more resident (a memset
+ * would make all 64 resident); then written, freed and asked for again. */
+static void big_fresh(enum ioa_protect mode)
+{
+	size_t before, after;
+	unsigned char *p;
+
+	if (!heap_up(IOA_BACKEND_NONE, mode, 0, 0))
+		return;
+	before = resident();
+	p = ioa_calloc(1, 64 * MB);
+	after = resident();
+	if (CHECK(p != NULL)) {
+		if (!CHECK(after < before + 4 * MB))
+			printf("  calloc of 64 MiB: %zu KiB more resident\n", (after - before) >> 10);
+		CHECK(all_zero(p, 64 * MB));
+		memset(p, 0xab, 64 * MB);
+		ioa_free(p);
+	}
+	CHECK_EQ(ioa_quiesce(), 0);
+	p = ioa_calloc(64, MB);
+	CHECK(p && all_zero(p, 64 * MB));
+	ioa_free(p);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/* Blocks of every kind of large size written and freed, then calloc'ed
+ * again at once and after the frees are retired: zeros every time. */
+static void dirty_reused(enum ioa_protect mode, enum ioa_backend backend)
+{
+	static const size_t sizes[] = { 40 * KB, 300 * KB, 1 * MB, 3 * MB, 9 * MB, 20 * MB };
+
+	if (!heap_up(backend, mode, 0, 0))
+		return;
+	for (int round = 0; round < 2; round++) {
+		for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+			unsigned char *p = ioa_malloc(sizes[i]), *q;
+
+			if (!CHECK(p != NULL))
+				continue;
+			memset(p, 0xab, sizes[i]);
+			ioa_free(p);
+			if (round)
+				CHECK_EQ(ioa_quiesce(), 0);
+			q = ioa_calloc(1, sizes[i]);
+			if (!CHECK(q && all_zero(q, sizes[i])))
+				printf("  %s, %zu bytes, round %d: not zeroed\n",
+				       mode == IOA_PROTECT_STRICT ? "strict" : "lazy", sizes[i], round);
+			ioa_free(q);
+		}
+	}
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/* Lazy mode: the first block of a new chunk is known zero; its tail given
+ * back by realloc makes the free extent after it dirty, so a calloc carved
+ * there is zeroed. */
+static void shrunk_tail(void)
+{
+	unsigned char *a, *b;
+	struct ioa__span *s;
+
+	if (!heap_up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	a = ioa_malloc(1 * MB); /* the first chunk, 2 MiB: the rest stays free */
+	if (CHECK(a != NULL) && CHECK((s = ioa__pagemap_get(a)) != NULL))
+		CHECK_EQ(s->zeroed, 1);
+	if (a) {
+		memset(a, 0xab, 1 * MB);
+		CHECK(ioa_realloc(a, 256 * KB) == a); /* 768 KiB written go back */
+	}
+	b = ioa_calloc(1, 1536 * KB); /* carved where a's tail was */
+	CHECK(b == a + 256 * KB);
+	CHECK(b && all_zero(b, 1536 * KB));
+	ioa_free(b);
+	ioa_free(a);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/* ioa_dma_zalloc: a buffer new from the kernel, then one on pages a
+ * previous buffer wrote. */
+static void dma_zalloc(void)
+{
+	unsigned char *p;
+
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	p = ioa_dma_zalloc(1 * MB, 0, IOA_NODE_ANY);
+	if (CHECK(p && all_zero(p, 1 * MB))) {
+		memset(p, 0xab, 1 * MB);
+		CHECK_EQ(ioa_dma_free(p), 0);
+	}
+	CHECK_EQ(ioa_quiesce(), 0);
+	p = ioa_dma_zalloc(1 * MB, 0, IOA_NODE_ANY);
+	CHECK(p && all_zero(p, 1 * MB));
+	CHECK_EQ(ioa_dma_free(p), 0);
+	ioa_fini();
+}
+
+/* Lazy mode, none backend: a chunk made on pages a DMA buffer wrote (in the
+ * segment that buffer made) is not known zero, nor its first block. */
+static void chunk_on_used_pages(void)
+{
+	unsigned char *p;
+
+	if (!heap_up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	p = ioa_dma_alloc(1 * MB, 0, IOA_NODE_ANY);
+	if (CHECK(p != NULL)) {
+		memset(p, 0xab, 1 * MB);
+		CHECK_EQ(ioa_dma_free(p), 0);
+	}
+	CHECK_EQ(ioa_quiesce(), 0);
+	p = ioa_calloc(1, 1 * MB); /* the first chunk: where the buffer was */
+	CHECK(p && all_zero(p, 1 * MB));
+	ioa_free(p);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+int main(void)
+{
+	big_fresh(IOA_PROTECT_LAZY);
+	big_fresh(IOA_PROTECT_STRICT);
+	shrunk_tail();
+	dirty_reused(IOA_PROTECT_LAZY, IOA_BACKEND_NONE);
+	dirty_reused(IOA_PROTECT_STRICT, IOA_BACKEND_NONE);
+	dirty_reused(IOA_PROTECT_LAZY, IOA_BACKEND_SIM);
+	dma_zalloc();
+	chunk_on_used_pages();
+	return check_done();
+}
