@@ -735,6 +735,25 @@ ioa_ring_copy_out_(struct ioa_ring *r, uint32_t pos, void **objs, uint32_t n)
 }
 
 /*
+ * After a reservation that found nothing to take: whether the head moved
+ * since *@head was read (other threads reserved), then read again into it.
+ * The count holds for a moment between the two loads of a head that stayed;
+ * one that moved meanwhile overstates it, past the capacity even, and must
+ * be computed again.
+ */
+static inline __attribute__((always_inline)) int
+ioa_ring_head_moved_(struct ioa_ring_side_v1 *s, uint64_t *head)
+{
+	/* acquire: as the first load of the head in the reservation */
+	uint64_t now = __atomic_load_n(&s->head, __ATOMIC_ACQUIRE);
+
+	if (now == *head)
+		return 0;
+	*head = now;
+	return 1;
+}
+
+/*
  * Multi-thread mode: reserves up to @n positions of side @s with a CAS on
  * its head. What is there for a head at pos is @room + other_tail - pos
  * (room: the capacity for producers, 0 for consumers). *@old gets the first
@@ -747,7 +766,7 @@ ioa_ring_mt_reserve_(struct ioa_ring_side_v1 *s, const uint64_t *other_tail, uin
 	/* acquire: pairs with the release of the CAS that wrote it, so the
 	 * other tail we read next is no older than the one its writer checked
 	 * (else room + other_tail - head could wrap below 0). */
-	uint64_t head = __atomic_load_n(&s->head, __ATOMIC_ACQUIRE), now;
+	uint64_t head = __atomic_load_n(&s->head, __ATOMIC_ACQUIRE);
 	uint32_t got;
 
 	for (;;) {
@@ -765,14 +784,8 @@ ioa_ring_mt_reserve_(struct ioa_ring_side_v1 *s, const uint64_t *other_tail, uin
 			break;
 		if (got)
 			continue;
-		/* Nothing to take: the count holds for a moment between the two
-		 * loads of the head if it stayed; one that moved meanwhile (other
-		 * threads reserved) overstates it, past the capacity even. Acquire:
-		 * as the first load. */
-		now = __atomic_load_n(&s->head, __ATOMIC_ACQUIRE);
-		if (now == head)
+		if (!ioa_ring_head_moved_(s, &head))
 			return 0;
-		head = now;
 	}
 	*old = ioa_ring_pos_(head);
 	return got;

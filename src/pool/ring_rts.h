@@ -23,7 +23,7 @@ static inline uint32_t rts_reserve(struct ioa_ring_side_v1 *s, const uint64_t *o
 {
 	/* acquire: as in ioa_ring_mt_reserve_(), the other tail read next is no older
 	 * than the one the head's writer checked. */
-	uint64_t head = __atomic_load_n(&s->head, __ATOMIC_ACQUIRE), now;
+	uint64_t head = __atomic_load_n(&s->head, __ATOMIC_ACQUIRE);
 	uint32_t got;
 
 	for (;;) {
@@ -45,11 +45,8 @@ static inline uint32_t rts_reserve(struct ioa_ring_side_v1 *s, const uint64_t *o
 			break;
 		if (got)
 			continue;
-		/* as in ioa_ring_mt_reserve_(): a count read across a moved head is stale */
-		now = __atomic_load_n(&s->head, __ATOMIC_ACQUIRE);
-		if (now == head)
+		if (!ioa_ring_head_moved_(s, &head))
 			return 0;
-		head = now;
 	}
 	*old = ioa__ring_pos(head);
 	return got;
