@@ -7,7 +7,9 @@
  *   extent that took back a block's tail or coalesced with a freed one, a
  *   reused DMA buffer) is zeroed all the same, every size of large block;
  * - the first block of a new chunk is known zero (no page touched), unless
- *   the chunk lies on pages a buffer used before.
+ *   the chunk lies on pages a buffer used before;
+ * - a block carved from a free extent given back to the kernel (purged after
+ *   the decay) is known zero.
  */
 #include "heap_check.h"
 #include "heap.h"
@@ -17,6 +19,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #define KB ((size_t)1 << 10)
 #define MB ((size_t)1 << 20)
@@ -164,6 +167,39 @@ static void chunk_on_used_pages(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
+/* Lazy mode, none backend: a freed block's extent is purged after the decay
+ * (about a second, by the reclaimer's upkeep); a calloc there then leaves
+ * its pages untouched. */
+static void purged_extent(void)
+{
+	struct timespec pause = { 0, 100 * 1000 * 1000 };
+	unsigned char *keep, *p, *q;
+	size_t before, after;
+	int waited;
+
+	if (!heap_up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	CHECK_EQ(ioa_dma_free(ioa_dma_alloc(4096, 0, IOA_NODE_ANY)), 0); /* a reclaimer */
+	keep = ioa_malloc(64 * KB);
+	p = ioa_malloc(1 * MB);
+	if (p)
+		memset(p, 0xab, 1 * MB);
+	ioa_free(p);
+	for (waited = 0; waited < 40 && !heap_stats().heap_large_purged; waited++) /* 4 s */
+		nanosleep(&pause, NULL);
+	CHECK(heap_stats().heap_large_purged > 0);
+	before = resident();
+	q = ioa_calloc(1, 1 * MB);
+	after = resident();
+	CHECK(q == p);
+	if (!CHECK(after < before + 512 * KB))
+		printf("  calloc of a purged 1 MiB: %zu KiB more resident\n", (after - before) >> 10);
+	CHECK(q && all_zero(q, 1 * MB));
+	ioa_free(q);
+	ioa_free(keep);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
 int main(void)
 {
 	big_fresh(IOA_PROTECT_LAZY);
@@ -174,5 +210,6 @@ int main(void)
 	dirty_reused(IOA_PROTECT_LAZY, IOA_BACKEND_SIM);
 	dma_zalloc();
 	chunk_on_used_pages();
+	purged_extent();
 	return check_done();
 }

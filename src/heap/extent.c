@@ -241,6 +241,7 @@ static void purge(struct ext_node *en, uint64_t now)
 		ioa__node_stat_add(en - nodes, heap_large_purged, e->len);
 		free_remove(en, e);
 		e->purged = 1;
+		e->zeroed = 1; /* private anonymous pages: zero-filled at the next touch */
 		free_insert(en, e, 0);
 	}
 }

@@ -97,7 +97,7 @@ struct ioa__span {
 	uint64_t idle_since;        /* in a cache: ioa__ticks() when it went there */
 	int purged;                 /* in a cache, its pages given back to the kernel */
 	/* A large block or a free extent whose memory reads as zeros: new from
-	 * the kernel, unwritten since. Set where
+	 * the kernel or purged (MADV_DONTNEED), unwritten since. Set where
 	 * a block is made (span_create) or carved (extent.c, which clears it when
 	 * a freed block joins a free extent); calloc reads it only there: its
 	 * sizes past lazy mode's extents (16 MiB) are never cached blocks. */
