@@ -6,10 +6,12 @@
  * - a block whose memory the program wrote before (a freed block, an
  *   extent that took back a block's tail or coalesced with a freed one, a
  *   reused DMA buffer) is zeroed all the same, every size of large block;
- * - the first block of a new chunk is known zero (no page touched), unless
- *   the chunk lies on pages a buffer used before;
+ * - a block of a new chunk is known zero (no page touched), unless the
+ *   chunk lies on pages a buffer (a DMA buffer, a span of small objects)
+ *   had before;
  * - a block carved from a free extent given back to the kernel (purged after
- *   the decay) is known zero.
+ *   the decay) is known zero;
+ * - a freed block is not known zero when it serves again.
  */
 #include "heap_check.h"
 #include "heap.h"
@@ -200,6 +202,81 @@ static void purged_extent(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
+/* Lazy mode, none backend: the second chunk lies on pages of the segment no
+ * buffer had: a calloc that makes it leaves them untouched. */
+static void second_chunk_untouched(void)
+{
+	unsigned char *a, *b;
+	size_t before, after;
+
+	if (!heap_up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	a = ioa_malloc(1 * MB); /* the first chunk, 2 MiB */
+	before = resident();
+	b = ioa_calloc(1, 3 * MB); /* the second, 4 MiB, after the first */
+	after = resident();
+	if (!CHECK(after < before + 1 * MB))
+		printf("  calloc of 3 MiB in a second chunk: %zu KiB more resident\n",
+		       (after - before) >> 10);
+	CHECK(b && all_zero(b, 3 * MB));
+	ioa_free(b);
+	ioa_free(a);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/* Strict mode, none backend: pages that spans of small objects had (taken
+ * a run at a time) are not new to a DMA buffer that gets them later. The
+ * first object stays: its page, the segment's first, came as a buffer of
+ * its own (reserve_pages), and the DMA buffer must lie on runs' pages. */
+static void small_pages_reused(void)
+{
+	enum { N = 2000 };
+	static unsigned char *obj[N];
+	unsigned char *p;
+	uintptr_t lo = UINTPTR_MAX, hi = 0;
+
+	if (!heap_up(IOA_BACKEND_NONE, IOA_PROTECT_STRICT, 0, 0))
+		return;
+	for (int i = 0; i < N; i++) {
+		if (!(obj[i] = ioa_malloc(100)))
+			continue;
+		memset(obj[i], 0xab, 100);
+		lo = (uintptr_t)obj[i] < lo ? (uintptr_t)obj[i] : lo;
+		hi = (uintptr_t)obj[i] > hi ? (uintptr_t)obj[i] : hi;
+	}
+	for (int i = 1; i < N; i++)
+		ioa_free(obj[i]);
+	CHECK_EQ(ioa_quiesce(), 0); /* their pages retired and released */
+	p = ioa_dma_zalloc(32 * KB, 0, IOA_NODE_ANY);
+	/* the test's premise: the buffer is where the objects were */
+	CHECK(p && (uintptr_t)p <= hi && (uintptr_t)p + 32 * KB > lo);
+	CHECK(p && all_zero(p, 32 * KB));
+	CHECK_EQ(ioa_dma_free(p), 0);
+	ioa_free(obj[0]);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/* A block's flag goes at its free: one of the node's cache, taken again,
+ * is not known zero (calloc never gets one, but aligned allocations do). */
+static void cached_block_written(void)
+{
+	unsigned char *p, *q;
+	struct ioa__span *s;
+
+	if (!heap_up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	p = ioa_aligned_alloc(64 * KB, 1 * MB); /* aligned: a block of its own */
+	if (CHECK(p && (s = ioa__pagemap_get(p)) != NULL) && CHECK_EQ(s->zeroed, 1)) {
+		memset(p, 0xab, 1 * MB);
+		ioa_free(p); /* into the node's cache */
+		q = ioa_aligned_alloc(64 * KB, 1 * MB);
+		CHECK(q == p); /* the test's premise: the cached block */
+		CHECK_EQ(s->zeroed, 0);
+		ioa_free(q);
+	}
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
 int main(void)
 {
 	big_fresh(IOA_PROTECT_LAZY);
@@ -211,5 +288,8 @@ int main(void)
 	dma_zalloc();
 	chunk_on_used_pages();
 	purged_extent();
+	second_chunk_untouched();
+	small_pages_reused();
+	cached_block_written();
 	return check_done();
 }

@@ -97,10 +97,10 @@ struct ioa__span {
 	uint64_t idle_since;        /* in a cache: ioa__ticks() when it went there */
 	int purged;                 /* in a cache, its pages given back to the kernel */
 	/* A large block or a free extent whose memory reads as zeros: new from
-	 * the kernel or purged (MADV_DONTNEED), unwritten since. Set where
-	 * a block is made (span_create) or carved (extent.c, which clears it when
-	 * a freed block joins a free extent); calloc reads it only there: its
-	 * sizes past lazy mode's extents (16 MiB) are never cached blocks. */
+	 * the kernel or purged (MADV_DONTNEED). Set where a block is made
+	 * (span_create) or carved (extent.c, which clears it when a freed block
+	 * joins a free extent), cleared at a block's free; calloc reads it right
+	 * after the block was made or carved for it, before anyone wrote it. */
 	uint8_t zeroed;
 	/* Extents (extent.c): a large block carved out of a chunk, or a free
 	 * stretch of one; a chunk is a region buffer holding extents. */

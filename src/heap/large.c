@@ -56,6 +56,7 @@ void ioa__large_free(struct ioa__span *s, void *p)
 	}
 	if (ioa__heap_checking)
 		ioa__check_disarm_large(s, p);
+	s->zeroed = 0; /* written, maybe: a cached block keeps its descriptor */
 	if (s->chunk)
 		ioa__extent_free(s);
 	else

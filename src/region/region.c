@@ -54,6 +54,9 @@ struct ioa__segment {
 	 * and set without it (release, by the reclaimer): every change is an
 	 * atomic and/or, so neither loses the other's bits. */
 	_Atomic uint64_t *free_map;
+	/* Bit set: page handed out at least once (its memory may have been
+	 * written); under the node lock. A clear bit's page reads as zeros. */
+	uint64_t *touched;
 	_Atomic uint32_t free_pages;
 	_Atomic uint32_t *run;     /* at a live buffer's first page: its run entry */
 };
@@ -179,6 +182,21 @@ static uint64_t map_word(const struct ioa__segment *s, uint32_t i)
 	return atomic_load_explicit(&s->free_map[i / 64], memory_order_acquire);
 }
 
+/* Marks [first, first + n) of @s handed out (node lock); whether none of
+ * those pages had been before, so that they still read as zeros. */
+static int touch_pages(struct ioa__segment *s, uint32_t first, uint32_t n)
+{
+	uint64_t seen = 0;
+
+	for (uint32_t i = first, end = first + n; i < end; i = (i | 63) + 1) {
+		uint64_t m = word_mask(i, end < ((i | 63) + 1) ? end : (i | 63) + 1);
+
+		seen |= s->touched[i / 64] & m;
+		s->touched[i / 64] |= m;
+	}
+	return !seen;
+}
+
 /* The first page in use in [first, first + n), or first + n if all are free. */
 static uint32_t first_used(const struct ioa__segment *s, uint32_t first, uint32_t n)
 {
@@ -261,8 +279,8 @@ static int segment_create(size_t len, size_t align, int node, int dedicated,
 {
 	uint32_t npages = (uint32_t)(len >> IOA_PAGE_SHIFT);
 	size_t map_words = (npages + 63) / 64;
-	size_t meta_len = round_up(sizeof(struct ioa__segment) + map_words * 8 + (size_t)npages * 4,
-				   IOA_PAGE);
+	size_t meta_len = round_up(sizeof(struct ioa__segment) + 2 * map_words * 8 +
+				   (size_t)npages * 4, IOA_PAGE);
 	struct ioa__segment *s = ioa__os_alloc_pages(meta_len);
 	int err;
 
@@ -273,7 +291,8 @@ static int segment_create(size_t len, size_t align, int node, int dedicated,
 	*s = (struct ioa__segment){ .node = node, .dedicated = dedicated, .meta_len = meta_len,
 				    .npages = npages };
 	s->free_map = (_Atomic uint64_t *)(s + 1);
-	s->run = (_Atomic uint32_t *)(s->free_map + map_words);
+	s->touched = (uint64_t *)(s->free_map + map_words); /* zeros: an mmap's */
+	s->run = (_Atomic uint32_t *)(s->touched + map_words);
 	set_pages(s, 0, npages, 1);
 	if ((err = ioa__os_alloc_segment(len, align, node, rg.cfg.page_size, rg.identity, &s->mem)) != 0)
 		goto fail_meta;
@@ -356,11 +375,11 @@ static int big_buffer(size_t len, size_t align)
 }
 
 /* Reserves a run of @len bytes aligned to @align on @node: its segment into
- * *seg, its first page's index into *first, and into *created whether the
- * segment was made for it; 0 or the -errno of segment_create. Segments are
- * created, and linked, under the node lock. */
+ * *seg, its first page's index into *first, and into *untouched whether no
+ * buffer had its pages before; 0 or the -errno of segment_create. Segments
+ * are created, and linked, under the node lock. */
 static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment **seg,
-			 uint32_t *first, int *created)
+			 uint32_t *first, int *untouched)
 {
 	struct node_arena *a = &rg.nodes[node];
 	uint32_t n = (uint32_t)(len >> IOA_PAGE_SHIFT);
@@ -370,7 +389,6 @@ static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment
 	long page = -1;
 	int err = 0;
 
-	*created = 0;
 	pthread_mutex_lock(&a->lock);
 	for (s = a->segments; s && (big || (len <= rg.segment_size && align <= rg.segment_size));
 	     s = s->next)
@@ -385,7 +403,6 @@ static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment
 				     &s);
 		page = 0;
 		if (!err) {
-			*created = 1;
 			s->big = big;
 			s->next = a->segments;
 			a->segments = s;
@@ -393,6 +410,7 @@ static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment
 	}
 	if (!err) {
 		set_pages(s, (uint32_t)page, n, 0);
+		*untouched = touch_pages(s, (uint32_t)page, n);
 		if (s->whole) /* under the lock: closing sees every buffer */
 			atomic_fetch_add_explicit(&s->live, 1, memory_order_relaxed);
 	}
@@ -579,7 +597,7 @@ int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner
 	struct ioa__segment *s;
 	uint32_t first;
 	size_t len;
-	int err, created;
+	int err, untouched = 0;
 
 	if (size == 0 || size > IOA_BUFFER_MAX) {
 		ioa__err("ioa_dma_alloc: invalid size %zu: accepted are 1 byte to 2 TiB (2^41 bytes)",
@@ -596,13 +614,13 @@ int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner
 	node = ioa__region_pick_node(node, "ioa_dma_alloc");
 	if (node < 0)
 		return node;
-	if ((err = reserve_pages(node, len, align, &s, &first, &created)) != 0)
+	if ((err = reserve_pages(node, len, align, &s, &first, &untouched)) != 0)
 		return err;
 	if ((err = map_reserved(s, first, len, len, align, owner, 0)) != 0)
 		return err;
 	*out = page_addr(s, first);
 	if (zeroed) /* private anonymous memory (os.c), untouched since its mmap */
-		*zeroed = created;
+		*zeroed = untouched;
 	return 0;
 }
 
@@ -632,8 +650,10 @@ static uint32_t reserve_small_runs(int node, uint32_t per, uint32_t n, struct io
 				first[got] = w * 64 + (uint32_t)__builtin_ctzll(starts);
 				take |= run << (first[got++] % 64);
 			}
-			if (take)
+			if (take) {
 				atomic_fetch_and_explicit(&s->free_map[w], ~take, memory_order_relaxed);
+				s->touched[w] |= take;
+			}
 		}
 		if (got)
 			break;

@@ -57,8 +57,8 @@ enum ioa__owner { IOA_OWNER_DMA, IOA_OWNER_HEAP, IOA_OWNER_POOL, IOA_OWNER_PROVI
 /* A buffer of @size bytes into *out: 0, or -errno with a message: -EINVAL
  * (bad argument), -ENOMEM (memory, IOVA space, or the IOMMU map's ENOMEM),
  * -EPERM or -ENOSPC (the IOMMU map's: a limit), -EIO (another IOMMU error).
- * *@zeroed (unless NULL): 1 when its pages are new from the kernel (the first
- * buffer of a segment made for it), so read as zeros; else 0. */
+ * *@zeroed (unless NULL): 1 when its pages are new from the kernel (no buffer
+ * had them before), so read as zeros; else 0. */
 int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner, void **out,
 		      int *zeroed);
 /* Strict mode's heap pages: up to @n buffers of @per pages (1 or 2) each on
