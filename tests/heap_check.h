@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 /* ioa_init with @backend, @protect, IOALLOC_CHECK=@checking and, unless 0,
  * a defer delay of @defer_delay_us; counts a check. */
@@ -35,6 +36,19 @@ static inline struct ioa_stats heap_stats(void)
 
 	ioa_stats_get(&s);
 	return s;
+}
+
+/* Waits up to 4 s for the reclaimer's upkeep to purge a free extent; the
+ * milliseconds waited, checked to have seen one. */
+static inline int wait_purged(void)
+{
+	struct timespec pause = { 0, 100 * 1000 * 1000 };
+	int waited;
+
+	for (waited = 0; waited < 40 && !heap_stats().heap_large_purged; waited++)
+		nanosleep(&pause, NULL);
+	CHECK(heap_stats().heap_large_purged > 0);
+	return waited * 100;
 }
 
 /* Takes the library down; the objects it found live (and reported). */

@@ -21,7 +21,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #define KB ((size_t)1 << 10)
 #define MB ((size_t)1 << 20)
@@ -174,10 +173,8 @@ static void chunk_on_used_pages(void)
  * its pages untouched. */
 static void purged_extent(void)
 {
-	struct timespec pause = { 0, 100 * 1000 * 1000 };
 	unsigned char *keep, *p, *q;
 	size_t before, after;
-	int waited;
 
 	if (!heap_up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0, 0))
 		return;
@@ -187,9 +184,7 @@ static void purged_extent(void)
 	if (p)
 		memset(p, 0xab, 1 * MB);
 	ioa_free(p);
-	for (waited = 0; waited < 40 && !heap_stats().heap_large_purged; waited++) /* 4 s */
-		nanosleep(&pause, NULL);
-	CHECK(heap_stats().heap_large_purged > 0);
+	wait_purged();
 	before = resident();
 	q = ioa_calloc(1, 1 * MB);
 	after = resident();
