@@ -937,10 +937,12 @@ ioa_ring_dequeue_inline_(struct ioa_ring *r, void **objs, unsigned n, unsigned *
  * Life of the caches:
  * - thread exit: a thread's caches go back to their pools' rings (a pthread
  *   key's destructor); a later destructor's get or put of that thread goes
- *   to the ring directly.
+ *   to the ring directly. A thread whose first pool call is made in the last
+ *   round of key destructors keeps that cache (glibc runs no more rounds).
  * - fork(): the child has the forking thread's caches; the objects held in
- *   the other threads' caches are lost to the child (they count as in use
- *   there, forever).
+ *   the other threads' caches, or in their ring operations at the fork, are
+ *   lost to the child (they count as in use there, forever); an object a
+ *   thread was taking out of the ring stays in it.
  * - signal handlers: get and put are not async-signal-safe (like malloc): a
  *   handler may use a pool only when it never interrupts a call of its own
  *   thread on that pool.

@@ -20,11 +20,14 @@ struct ioa_pool ioa__pool_table[IOA_POOL_MAX];
 static uint32_t next_gen = 1;
 
 void ioa__pool_detach_caches(struct ioa_pool *p);
+void ioa__pool_keep_my_cache(struct ioa_pool *p);
 
 /* fork(), from the library's handlers (api.c): after the life-cycle lock,
  * which ioa_fini holds while it takes this one, and before the heap's and
- * the regions', which a pool's creation takes under it. The child's caches
- * of other threads are abandoned. */
+ * the regions', which a pool's creation takes under it. Gets and puts take
+ * no lock: in the child, what the parent's other threads had reserved in a
+ * ring is abandoned (ioa__ring_fork_child), and their caches leave the
+ * pools' lists (pool_cache.c); their objects count as in use there. */
 void ioa__pool_fork_prepare(void)
 {
 	pthread_mutex_lock(&ioa__pools_lock);
@@ -38,6 +41,14 @@ void ioa__pool_fork_parent(void)
 void ioa__pool_fork_child(void)
 {
 	pthread_mutex_init(&ioa__pools_lock, NULL);
+	for (unsigned i = 0; i < IOA_POOL_MAX; i++) {
+		struct ioa_pool *p = &ioa__pool_table[i];
+
+		if (atomic_load_explicit(&p->magic, memory_order_relaxed) != IOA_POOL_MAGIC)
+			continue;
+		ioa__ring_fork_child(p->ring);
+		ioa__pool_keep_my_cache(p);
+	}
 }
 
 static size_t round_up(size_t x, size_t a)

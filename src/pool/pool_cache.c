@@ -9,8 +9,12 @@
  * - ioa_pool_free() detaches its caches: they stay with their threads,
  *   which free them when the slot's next pool or their exit finds them;
  * - fork(): the lock is held across it; the child keeps the forking
- *   thread's caches and the other threads' are abandoned there (their
- *   objects count as in use, and are never returned).
+ *   thread's caches and the other threads' leave the pools' lists there
+ *   (their objects count as in use, and are never returned);
+ * - a signal handler's first call on a pool (pool.h's rule: one that does
+ *   not interrupt its thread's call on that pool) may interrupt its thread
+ *   holding the lock (a create, a lookup, stats): the cache is made only
+ *   when the lock is free at once, else the call goes to the ring.
  * The thread's table and caches are pages of their own (mmap, on these slow
  * paths only), not the heap's: the library's code calls no malloc, and
  * they outlive an ioa_fini() and ioa_init() (the table is per thread, the
@@ -107,13 +111,16 @@ struct ioa__pool_cache *ioa__pool_cache_slow(struct ioa_pool *p)
 		ioa_pool_tcaches_v1 = t;
 		pthread_setspecific(pool_key, t);
 	}
-	c = ioa__os_alloc_pages(cache_bytes(p->cache_size)); /* zeroed */
-	if (!c)
+	/* busy: maybe held by the call this one interrupted (a handler) */
+	if (pthread_mutex_trylock(&ioa__pools_lock) != 0)
 		return NULL;
+	if (!(c = ioa__os_alloc_pages(cache_bytes(p->cache_size)))) { /* zeroed */
+		pthread_mutex_unlock(&ioa__pools_lock);
+		return NULL;
+	}
 	c->pub.key = p->gen;
 	c->pub.size = p->cache_size;
 	c->pub.objs = c->slots;
-	pthread_mutex_lock(&ioa__pools_lock);
 	/* A cache of the slot's earlier pool was detached by its free. */
 	old = (struct ioa__pool_cache *)t[p->fast.slot];
 	atomic_store_explicit(&c->pool, p, memory_order_relaxed);
@@ -123,6 +130,23 @@ struct ioa__pool_cache *ioa__pool_cache_slow(struct ioa_pool *p)
 	pthread_mutex_unlock(&ioa__pools_lock);
 	free_cache(old);
 	return c;
+}
+
+/* In a child of fork(): @p's list keeps the calling thread's cache alone
+ * (the only thread there); the others' objects count as in use. */
+void ioa__pool_keep_my_cache(struct ioa_pool *p)
+{
+	struct ioa_pool_tcache **t = ioa_pool_tcaches_v1;
+	struct ioa__pool_cache *mine = t ? (struct ioa__pool_cache *)t[p->fast.slot] : NULL;
+	struct ioa__pool_cache *c = p->caches, *next;
+
+	for (; c; c = next) {
+		next = c->next;
+		if (c == mine)
+			continue;
+		atomic_store_explicit(&c->pool, NULL, memory_order_relaxed);
+		unlink_cache(p, c);
+	}
 }
 
 /* ioa_pool_free(): the caches' objects are freed with the pool; the caches

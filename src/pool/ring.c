@@ -40,6 +40,21 @@ void ioa__ring_fill(struct ioa_ring *r, uint32_t n)
 		__atomic_store_n(&r->prod.head, (uint64_t)n, __ATOMIC_RELAXED);
 }
 
+static void abandon_in_flight(struct ioa_ring_side_v1 *s, uint8_t sync)
+{
+	/* relaxed: the child runs one thread; an RTS tail's cnt (commits)
+	 * becomes the head's (reservations): none in flight */
+	if (sync != IOA_RING_SYNC_ST)
+		__atomic_store_n(&s->head, __atomic_load_n(&s->tail, __ATOMIC_RELAXED),
+				 __ATOMIC_RELAXED);
+}
+
+void ioa__ring_fork_child(struct ioa_ring *r)
+{
+	abandon_in_flight(&r->prod, r->prod_sync);
+	abandon_in_flight(&r->cons, r->cons_sync);
+}
+
 /* The sync mode of a side from its two flags; -1 when both are set. */
 static int side_sync(unsigned flags, unsigned single, unsigned rts)
 {
@@ -119,6 +134,17 @@ void ioa__ring_destroy(struct ioa_ring *r)
 {
 	r->magic = 0;
 	ioa_free(r);
+}
+
+unsigned ioa__ring_count_floor(const struct ioa_ring *r)
+{
+	/* relaxed, both: the producers' tail first, so that the consumers'
+	 * read after it is no older; the difference then understates what the
+	 * ring held when that was read, or is below 0 (none counted). */
+	uint32_t prod = ioa__ring_pos(__atomic_load_n(&r->prod.tail, __ATOMIC_RELAXED));
+	int32_t n = (int32_t)(prod - ioa__ring_pos(__atomic_load_n(&r->cons.tail, __ATOMIC_RELAXED)));
+
+	return n > 0 ? (unsigned)n : 0;
 }
 
 unsigned ioa__ring_count(const struct ioa_ring *r)

@@ -85,9 +85,18 @@ void ioa__ring_destroy(struct ioa_ring *r);
 /* Makes the @n pointers written to @r's slots[0..n) its elements, before
  * @r is shared with any other thread (a pool's fill). */
 void ioa__ring_fill(struct ioa_ring *r, uint32_t n);
+/* In a child of fork(): the reservations of MT and RTS sides still in
+ * flight belong to threads the child does not have, and would make every
+ * later commit (MT) wait for them; each such side's head goes back to its
+ * tail. What producers were writing is lost; what consumers were reading
+ * stays in the ring. An ST side is one thread's, the caller's. */
+void ioa__ring_fork_child(struct ioa_ring *r);
 
 /* Committed elements at one moment (a snapshot while others run). */
 unsigned ioa__ring_count(const struct ioa_ring *r);
+/* At most the elements the ring held at a moment of the call (a lower
+ * bound: never more than were there, whatever other threads did). */
+unsigned ioa__ring_count_floor(const struct ioa_ring *r);
 
 /* The position and count halves of a head or tail word. */
 static inline uint32_t ioa__ring_pos(uint64_t w)
