@@ -9,6 +9,11 @@
  * starts the reclaimer), starts a thread that exits 200 ms later, and its
  * main thread calls pthread_exit(). The child must end, with status 0,
  * within 10 s (the reclaimer looks once a second when idle).
+ *
+ * A second child does the same with a thread that names itself
+ * "ioa-poller" and works 2.5 s before it calls exit(7): the library knows
+ * its own threads by id, not by name, so the process ends with 7, not with
+ * the reclaimer's exit(0) after a second.
  */
 #include "check.h"
 
@@ -25,32 +30,36 @@ static void *exits_later(void *arg)
 	return arg;
 }
 
-static void child(void)
+static void *named_like_ours(void *arg)
+{
+	pthread_setname_np(pthread_self(), "ioa-poller");
+	usleep(2500000);
+	exit(7);
+	return arg;
+}
+
+static void child(void *(*thread_fn)(void *))
 {
 	void *volatile block = malloc(3000); /* volatile: GCC elides free(malloc()) */
 	pthread_t t;
 
 	free(block);
-	if (pthread_create(&t, NULL, exits_later, NULL) != 0)
+	if (pthread_create(&t, NULL, thread_fn, NULL) != 0)
 		_exit(3);
 	pthread_exit(NULL);
 }
 
-int main(int argc, char **argv)
+/* A child running @thread_fn as above; its exit status, or -1 when it did
+ * not end within 10 s. */
+static int run_child(void *(*thread_fn)(void *))
 {
-	const char *preload = getenv("LD_PRELOAD");
 	int status = 0, waited = 0, tenths = 0;
-	pid_t pid;
+	pid_t pid = fork();
 
-	check_start("test_preload_pthread_exit");
-	if (argc != 2 || !preload || strcmp(preload, argv[1]) != 0)
-		return check_skip("run as LD_PRELOAD=LIB test_preload_pthread_exit LIB, LIB "
-				  "libioalloc-preload.so (ctest does)");
-	pid = fork();
 	if (pid == 0)
-		child();
+		child(thread_fn);
 	if (!CHECK(pid > 0))
-		return check_done();
+		return -1;
 	while (!(waited = waitpid(pid, &status, WNOHANG))) {
 		if (++tenths > 100) { /* 10 s: it did not end */
 			kill(pid, SIGKILL);
@@ -60,6 +69,18 @@ int main(int argc, char **argv)
 		usleep(100000);
 	}
 	CHECK_EQ(waited, pid);
-	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	return waited == pid && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int main(int argc, char **argv)
+{
+	const char *preload = getenv("LD_PRELOAD");
+
+	check_start("test_preload_pthread_exit");
+	if (argc != 2 || !preload || strcmp(preload, argv[1]) != 0)
+		return check_skip("run as LD_PRELOAD=LIB test_preload_pthread_exit LIB, LIB "
+				  "libioalloc-preload.so (ctest does)");
+	CHECK_EQ(run_child(exits_later), 0);
+	CHECK_EQ(run_child(named_like_ours), 7);
 	return check_done();
 }

@@ -39,6 +39,11 @@ void ioa__os_numa_init(void)
 			if (numa_bitmask_isbitset(numa_all_nodes_ptr, (unsigned)n) &&
 			    numa_node_size64(n, NULL) > 0)
 				os.valid_mask |= 1ull << n;
+		if (!os.valid_mask) { /* sizes unreadable: /sys not mounted (a chroot) */
+			ioa__info("libnuma reports no node with memory (is /sys mounted?): node 0 "
+				  "serves every allocation");
+			os.valid_mask = 1;
+		}
 		for (int cpu = 0; cpu < IOA_MAX_CPUS && cpu < numa_num_configured_cpus(); cpu++) {
 			int node = numa_node_of_cpu(cpu);
 			os.cpu_node[cpu] = (int16_t)(node >= 0 && node < os.nodes ? node : 0);

@@ -87,7 +87,8 @@ int ioa__os_thread_create(pthread_t *thread, void *(*fn)(void *), void *arg);
 /*
  * Whether the program has ended but for the library's threads: its main
  * thread called pthread_exit() (the thread group's leader is a zombie) and
- * every other thread is one of ours (named ioa-*). glibc ends the process
+ * every other thread is one of ours (made by ioa__os_thread_create, known
+ * by its thread id, not its name, which a program may share). glibc ends the process
  * when its last thread exits, and ours never exit on their own. Reads /proc
  * with raw calls (nothing allocates); 0 when it cannot tell.
  */

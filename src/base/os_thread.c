@@ -6,21 +6,80 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+/* The library's threads, by kernel thread id, for ioa__os_program_ended: a
+ * name would do as well only until a program names a thread, or itself,
+ * ioa-something. A slot is claimed by its creator (used), its tid set by
+ * the thread itself at its start and cleared when its function returns. No
+ * lock, nothing allocated; a thread made while every slot is used is not
+ * listed, so it counts as the program's (the process never ends early). */
+#define OWN_THREADS 128
+static struct own_thread {
+	_Atomic int used;
+	_Atomic int tid;
+	void *(*fn)(void *);
+	void *arg;
+} own[OWN_THREADS];
+
+static void *own_thread_main(void *arg)
+{
+	struct own_thread *t = arg;
+	void *ret;
+
+	/* relaxed: only this thread writes it; a reader that misses it takes
+	 * the thread for the program's, the safe way */
+	atomic_store_explicit(&t->tid, gettid(), memory_order_relaxed);
+	ret = t->fn(t->arg);
+	atomic_store_explicit(&t->tid, 0, memory_order_relaxed);
+	/* release: fn and arg were read before the slot can be claimed again */
+	atomic_store_explicit(&t->used, 0, memory_order_release);
+	return ret;
+}
+
+static struct own_thread *claim_own(void *(*fn)(void *), void *arg)
+{
+	for (int i = 0; i < OWN_THREADS; i++) {
+		int idle = 0;
+
+		/* acquire: the last user of the slot is done with fn and arg */
+		if (atomic_compare_exchange_strong_explicit(&own[i].used, &idle, 1,
+							    memory_order_acquire,
+							    memory_order_relaxed)) {
+			own[i].fn = fn;
+			own[i].arg = arg;
+			return &own[i];
+		}
+	}
+	return NULL;
+}
+
+static int is_own(int tid)
+{
+	for (int i = 0; i < OWN_THREADS; i++)
+		if (atomic_load_explicit(&own[i].tid, memory_order_relaxed) == tid)
+			return 1;
+	return 0;
+}
+
 int ioa__os_thread_create(pthread_t *thread, void *(*fn)(void *), void *arg)
 {
+	struct own_thread *t = claim_own(fn, arg);
 	sigset_t all, old;
 	int err;
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old); /* the new thread inherits it */
-	err = pthread_create(thread, NULL, fn, arg);
+	/* the slot is handed over by pthread_create, which synchronises */
+	err = t ? pthread_create(thread, NULL, own_thread_main, t) : pthread_create(thread, NULL, fn, arg);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err && t)
+		atomic_store_explicit(&t->used, 0, memory_order_relaxed);
 	return err;
 }
 
@@ -54,7 +113,6 @@ static int leader_exited(void)
 int ioa__os_program_ended(void)
 {
 	_Alignas(struct dirent64) char buf[4096];
-	char path[300], comm[32];
 	int fd, ended = 1, leader = getpid();
 	ssize_t n;
 
@@ -69,9 +127,7 @@ int ioa__os_program_ended(void)
 			off += e->d_reclen;
 			if (e->d_name[0] == '.' || atoi(e->d_name) == leader)
 				continue;
-			snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
-			/* a thread gone meanwhile cannot be read: it is not alive */
-			if (read_small(path, comm, sizeof(comm)) && strncmp(comm, "ioa-", 4) != 0)
+			if (!is_own(atoi(e->d_name)))
 				ended = 0;
 		}
 	}

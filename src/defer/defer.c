@@ -518,7 +518,7 @@ static int start_reclaimer(struct node *nd)
 	pthread_mutex_unlock(&eng.start_lock);
 	if (!err) {
 		err = ioa__os_thread_create(&thread, reclaimer, nd);
-		if (!err) { /* named here: one of ours from its start (ioa__os_program_ended) */
+		if (!err) { /* a name for ps and debuggers (ioa__os_program_ended knows it by id) */
 			char name[16];
 
 			snprintf(name, sizeof(name), "ioa-reclaim/%d", (int)(nd - eng.nodes));
