@@ -8,6 +8,12 @@
 #include <string.h>
 
 int review_ctor_failed, review_ctor_allocs;
+/* Small blocks allocated and freed in a loop, 200 MB in all: more than the
+ * arena, unless freed ones serve again; the mallocs that failed. */
+int review_ctor_churn_failed;
+/* After a double free of an arena object, two mallocs of its size: 1 if
+ * they are two objects (the second free was refused, said on stderr). */
+int review_ctor_double_distinct;
 /* Big blocks, beyond the 64 MiB arena in all: one kept for main, the others freed. */
 char *review_ctor_big;
 int review_ctor_big_failed;
@@ -40,6 +46,27 @@ __attribute__((constructor)) static void review_ctor(void)
 			free(p);
 		else
 			review_ctor_big = p;
+	}
+	for (int i = 0; i < 200000; i++) {
+		char *volatile p = malloc(1000 + (size_t)(i % 7) * 8); /* volatile: kept */
+
+		if (!p) {
+			review_ctor_churn_failed++;
+			continue;
+		}
+		p[0] = (char)i;
+		free(p);
+	}
+	{
+		char *volatile p = malloc(300), *a, *b;
+
+		free(p);
+		free(p); /* "double free of an object allocated before ..." */
+		a = malloc(300);
+		b = malloc(300);
+		review_ctor_double_distinct = a && b && a != b;
+		free(a);
+		free(b);
 	}
 	/* more big blocks, one at a time, than the bootstrap keeps live at once:
 	 * each free must make room for the next */

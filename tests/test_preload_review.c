@@ -27,7 +27,8 @@
  * more get pages of their own: three of 40 MiB (more than the arena) come
  * from the constructor too, two freed there, one grown here by realloc;
  * then 70 more, each freed before the next (the bootstrap keeps at most 64
- * such blocks live).
+ * such blocks live); and 200 000 small blocks of about 1000 bytes, each
+ * freed before the next (200 MB: the arena's freed objects serve again).
  *
  * reallocarray() whose size overflows returns NULL with ENOMEM, leaves the
  * block as it was and says so once, as calloc() does.
@@ -41,6 +42,7 @@
 #include <string.h>
 
 extern int review_ctor_failed, review_ctor_allocs, review_ctor_big_failed;
+extern int review_ctor_churn_failed, review_ctor_double_distinct;
 extern char *review_ctor_big;
 
 int main(int argc, char **argv)
@@ -74,6 +76,8 @@ int main(int argc, char **argv)
 	CHECK_EQ(review_ctor_allocs, 48);
 	CHECK_EQ(review_ctor_failed, 0);
 	CHECK_EQ(review_ctor_big_failed, 0);
+	CHECK_EQ(review_ctor_churn_failed, 0);
+	CHECK_EQ(review_ctor_double_distinct, 1);
 	if (CHECK(review_ctor_big != NULL)) {
 		size_t big = (size_t)40 << 20;
 		char *q;

@@ -15,6 +15,15 @@
 #define BIG_BYTES ((size_t)1 << 20)
 #define BIG_SLOTS 64 /* big objects live at once; beyond, they come from the arena */
 #define HEADER 16    /* an object's size, in the 16 bytes before it */
+/* Objects below BIG_BYTES aligned to at most HEADER take a power of two of
+ * the arena, 16 B to 1 MiB, and go back to its class's free list at their
+ * free, so that a constructor that allocates and frees in a loop reuses
+ * them instead of spending the arena. Their size word has CLASSED set, and
+ * FREED while listed (a second free finds it: a double free, said). */
+#define CLASSES 17 /* 2^4 .. 2^20 bytes */
+#define CLASSED ((size_t)1 << 63)
+#define FREED ((size_t)1 << 62)
+#define SIZE_BITS (FREED - 1)
 
 int ioa__preloaded __attribute__((weak));
 _Atomic int ioa__preload_ready;
@@ -22,6 +31,57 @@ _Atomic int ioa__preload_ready;
 static _Alignas(4096) char arena[ARENA_BYTES];
 static _Atomic size_t arena_used;
 static _Atomic int arena_spent_said;
+
+/* A class's free objects: a stack whose head holds the top object's offset
+ * + 1 (0: empty) in its low 32 bits and a count of pops in its high ones,
+ * so that a pop's compare-and-swap fails if the top went and came back
+ * meanwhile; each object's first word holds the next one's offset + 1. */
+static _Atomic uint64_t free_top[CLASSES];
+
+static _Atomic size_t *size_word(const void *p)
+{
+	return (_Atomic size_t *)((char *)p - HEADER);
+}
+
+/* The class of @size (at most BIG_BYTES). */
+static unsigned class_of(size_t size)
+{
+	return size <= 16 ? 0 : 64 - (unsigned)__builtin_clzll(size - 1) - 4;
+}
+
+/* A listed object of class @c, or NULL. Its first word is read while
+ * another thread may pop it and write there: the count in the head then
+ * fails the exchange, and the word read is discarded. */
+static void *class_pop(unsigned c)
+{
+	/* acquire: the pusher's link write comes before our read of it */
+	uint64_t top = atomic_load_explicit(&free_top[c], memory_order_acquire), next;
+	char *p;
+
+	do {
+		if (!(uint32_t)top)
+			return NULL;
+		p = arena + (uint32_t)top - 1;
+		next = atomic_load_explicit((_Atomic uint64_t *)p, memory_order_relaxed);
+		/* acquire on failure: as the first load */
+	} while (!atomic_compare_exchange_weak_explicit(&free_top[c], &top,
+							 (uint32_t)next | ((top >> 32) + 1) << 32,
+							 memory_order_acquire, memory_order_acquire));
+	return p;
+}
+
+static void class_push(unsigned c, void *p)
+{
+	uint64_t top = atomic_load_explicit(&free_top[c], memory_order_relaxed);
+	uint32_t off = (uint32_t)((char *)p - arena) + 1;
+
+	do
+		atomic_store_explicit((_Atomic uint64_t *)p, (uint32_t)top, memory_order_relaxed);
+	/* release: the link above comes before a popper's read of it */
+	while (!atomic_compare_exchange_weak_explicit(&free_top[c], &top,
+						       off | (top & ~(uint64_t)UINT32_MAX),
+						       memory_order_release, memory_order_relaxed));
+}
 
 /* The live big objects: a slot is claimed and emptied by CAS of its pages'
  * start; the object's address follows it (what a lookup compares with:
@@ -82,17 +142,29 @@ static int big_slot(const void *p)
 void *ioa__boot_alloc(size_t size, size_t align)
 {
 	size_t old = atomic_load_explicit(&arena_used, memory_order_relaxed), start, end;
+	size_t mark = 0, take = size;
 	void *p;
 
 	if (align < HEADER)
 		align = HEADER;
 	if (size >= BIG_BYTES && (p = big_alloc(size, align)))
 		return p;
+	if (size < BIG_BYTES && align == HEADER) { /* a class's */
+		unsigned c = class_of(size);
+
+		if ((p = class_pop(c))) {
+			/* relaxed: the object is ours alone once popped */
+			atomic_store_explicit(size_word(p), size | CLASSED, memory_order_relaxed);
+			return p;
+		}
+		mark = CLASSED;
+		take = (size_t)16 << c;
+	}
 	do { /* the address aligned, not the offset: the arena is page-aligned only */
 		start = (((uintptr_t)arena + old + HEADER + align - 1) & ~(uintptr_t)(align - 1)) -
 			(uintptr_t)arena;
-		end = start + size;
-		if (size > ARENA_BYTES || end > ARENA_BYTES) {
+		end = start + take;
+		if (take > ARENA_BYTES || end > ARENA_BYTES) {
 			if (!atomic_exchange_explicit(&arena_spent_said, 1, memory_order_relaxed))
 				ioa__err("malloc(%zu) before libioalloc-preload.so started, or inside "
 					 "a fork handler: the bootstrap arena (%zu MiB) is spent; such "
@@ -103,8 +175,29 @@ void *ioa__boot_alloc(size_t size, size_t align)
 		/* relaxed: each object belongs to its caller alone */
 	} while (!atomic_compare_exchange_weak_explicit(&arena_used, &old, end,
 							memory_order_relaxed, memory_order_relaxed));
-	*(size_t *)(arena + start - HEADER) = size;
+	atomic_store_explicit(size_word(arena + start), size | mark, memory_order_relaxed);
 	return arena + start;
+}
+
+int ioa__boot_free_small(void *p)
+{
+	size_t was;
+
+	if (!ioa__boot_owns(p) || big_slot(p) >= 0)
+		return 0;
+	/* relaxed: the object's words are the freeing thread's */
+	was = atomic_load_explicit(size_word(p), memory_order_relaxed);
+	if (!(was & CLASSED))
+		return 0;
+	was = atomic_fetch_or_explicit(size_word(p), FREED, memory_order_relaxed);
+	if (was & FREED) {
+		ioa__err("free(%p): double free of an object allocated before "
+			 "libioalloc-preload.so started", p);
+		errno = EINVAL;
+		return 1;
+	}
+	class_push(class_of(was & SIZE_BITS), p);
+	return 1;
 }
 
 int ioa__boot_release_big(void *p)
@@ -137,5 +230,5 @@ int ioa__boot_owns(const void *p)
 
 size_t ioa__boot_size(const void *p)
 {
-	return *(const size_t *)((const char *)p - HEADER);
+	return atomic_load_explicit(size_word(p), memory_order_relaxed) & SIZE_BITS;
 }

@@ -3,10 +3,11 @@
  * library's constructor ran (libc's and libnuma's own start) and those made
  * while the library starts (libnuma reading the machine's layout) come from
  * a static arena of 64 MiB (zero pages until used), so that starting never
- * recurses into itself. Its objects are never reused: a free of one is a
- * no-op. An object of 1 MiB or more gets pages of its own instead (mmap,
- * which recurses into nothing), given back at its free; once the arena is
- * spent a malloc there fails, said once.
+ * recurses into itself. Objects below 1 MiB of the default alignment come
+ * in powers of two and are reused after their free (a class's lock-free
+ * list); others are never reused. An object of 1 MiB or more gets pages of
+ * its own instead (mmap, which recurses into nothing), given back at its
+ * free; once the arena is spent a malloc there fails, said once.
  */
 #ifndef IOA_BOOT_H
 #define IOA_BOOT_H
@@ -21,6 +22,9 @@ extern _Atomic int ioa__preload_ready;
 /* @size bytes aligned to @align (a power of two) from the arena, or NULL
  * with errno ENOMEM once it is spent. */
 void *ioa__boot_alloc(size_t size, size_t align);
+/* Lists arena object @p of a class for reuse (a double free is said): 1,
+ * or 0 if @p is no such object. */
+int ioa__boot_free_small(void *p);
 /* Gives back big object @p's pages: 1, or 0 if @p is not one. */
 int ioa__boot_release_big(void *p);
 /* Whether @p is an arena object or a big one. */

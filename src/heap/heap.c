@@ -84,8 +84,10 @@ void ioa__heap_boot_free(void *p)
 {
 	if (ioa__boot_release_big(p))
 		return;
-	if (!held.on)
-		return; /* outside a window, an arena object is never reused */
+	if (!held.on) { /* outside a window: a class's object goes back to its list */
+		ioa__boot_free_small(p);
+		return;
+	}
 	for (void *q = held.spare; q; q = *spare_link(q)) {
 		if (q == p) {
 			ioa__err("free(%p): double free (of a bootstrap object freed in a fork "
