@@ -41,15 +41,20 @@ void ioa__heap_free_unknown(void *p)
 	errno = EINVAL;
 }
 
-/* Whether @p, just allocated, is a large block whose memory reads as zeros
- * (new from the kernel, or given back to it): a big calloc then costs no
- * memset, no page faults and no resident memory until written, as glibc's
- * does for a block of its own mmap. The block is this thread's: nobody else
+/* Whether @p, just allocated for @size bytes, is a large block whose memory
+ * reads as zeros (new from the kernel, or given back to it): a big calloc
+ * then costs no memset, no page faults and no resident memory until
+ * written, as glibc's does for a block of its own mmap. Sizes a class serves
+ * are never asked (no lookup on a small calloc; strict mode's page blocks
+ * below that are never zeroed). The block is this thread's: nobody else
  * changes its flag before the caller hands the pointer on. */
-static int known_zero(const void *p)
+static int known_zero(const void *p, size_t size)
 {
-	const struct ioa__span *s = ioa__pagemap_get(p);
+	const struct ioa__span *s;
 
+	if (size <= IOA_SMALL_MAX)
+		return 0;
+	s = ioa__pagemap_get(p);
 	return s && s->obj_size == 0 && s->zeroed;
 }
 
@@ -64,7 +69,7 @@ IOA_EXPORT void *ioa_calloc(size_t n, size_t size)
 		errno = ENOMEM;
 		return NULL;
 	}
-	if ((p = ioa__heap_alloc(total)) && !known_zero(p))
+	if ((p = ioa__heap_alloc(total)) && !known_zero(p, total))
 		memset(p, 0, total);
 	return p;
 }

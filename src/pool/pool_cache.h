@@ -93,11 +93,13 @@ void ioa__pool_overput(struct ioa_pool *p, unsigned n);
 
 /* Objects into the ring, unless the ring already holds so many that these
  * cannot all be others (a double put: the ring is a power of two, so it
- * would take them up to its size); the check is a lower bound, so a put
- * racing with others' never trips it. Not on the caches' hot path. */
+ * would take them up to its size; one of exactly the count refuses them
+ * itself); the check is a lower bound, so a put racing with others' never
+ * trips it. Not on the caches' hot path. */
 static inline void ioa__pool_ring_put(struct ioa_pool *p, void *const *objs, unsigned n)
 {
-	if (__builtin_expect(ioa__ring_count_floor(p->ring) + n > p->count ||
+	if (__builtin_expect((p->count < p->ring->capacity &&
+			      ioa__ring_count_floor(p->ring) + n > p->count) ||
 				     ioa__ring_enqueue(p->ring, objs, n, IOA_RING_BULK, NULL) != n,
 			     0) &&
 	    n)
