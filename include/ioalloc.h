@@ -1341,6 +1341,11 @@ struct ioa_stats {
 	uint64_t heap_leaked_objects; /**< objects still allocated when ioa_fini() ran */
 	uint64_t defer_throttled;   /**< allocations that found their node past IOALLOC_DEFER_CAP_MB */
 	uint64_t heap_large_purged; /**< free large-block bytes given back to the kernel (none backend) */
+	uint64_t segment_bytes_returned; /**< bytes of segments given back to the kernel once
+	                                      empty (no buffer) and unused for a second, or at once
+	                                      when a new segment found no memory */
+	uint64_t segment_bytes_purged; /**< free pages of segments unused for a second given
+	                                    back to the kernel (MADV_DONTNEED; none backend) */
 };
 
 /** Copies the current counters into @out; a NULL @out is refused with a message. */
@@ -1372,6 +1377,7 @@ struct ioa_node_stats {
 	uint64_t defer_coalesced, defer_helped, defer_throttled;
 	uint64_t heap_spans_created, heap_spans_retired; /**< ioa_malloc() spans on the node */
 	uint64_t heap_large_created, heap_large_reused, heap_large_purged;
+	uint64_t segment_bytes_returned, segment_bytes_purged;
 	uint64_t defer_unretired_bytes; /**< freed on the node and not yet retired, now (what
 	                                     IOALLOC_DEFER_CAP_MB bounds); per node only */
 };

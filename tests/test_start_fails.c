@@ -18,7 +18,30 @@
 
 #define FREES 32
 
-static void *first, *later[FREES];
+static void *first, *later[FREES], *again[3];
+static struct check_capture said;
+
+static int times_said(const char *text, const char *what)
+{
+	int n = 0;
+
+	for (const char *at = text; (at = strstr(at, what)); at++)
+		n++;
+	return n;
+}
+
+/* Three frees whose reclaimer starts all fail: one message for the three,
+ * each free's buffer retired by the freeing thread itself. */
+static void *failer_again(void *arg)
+{
+	(void)arg;
+	pthread_setname_np(pthread_self(), "failer");
+	capture_begin(&said);
+	for (int i = 0; i < 3; i++)
+		CHECK(ioa_dma_free(again[i]) == 0);
+	capture_end(&said);
+	return NULL;
+}
 
 static void *failer(void *arg)
 {
@@ -55,6 +78,12 @@ int main(int argc, char **argv)
 	cfg.backend = IOA_BACKEND_SIM;
 	if (!CHECK(ioa_init(&cfg) == 0))
 		return check_done();
+	for (int i = 0; i < 3; i++)
+		again[i] = ioa_dma_alloc(4096, 0, IOA_NODE_ANY);
+	CHECK(pthread_create(&a, NULL, failer_again, NULL) == 0);
+	pthread_join(a, NULL);
+	CHECK_CONTAINS(said.text, "cannot start the reclaimer of node 0");
+	CHECK_EQ(times_said(said.text, "cannot start"), 1);
 	first = ioa_dma_alloc(4096, 0, IOA_NODE_ANY);
 	for (int i = 0; i < FREES; i++)
 		later[i] = ioa_dma_alloc(4096, 0, IOA_NODE_ANY);
@@ -72,7 +101,7 @@ int main(int argc, char **argv)
 	if (!CHECK_EQ(s.defer_retired, s.defer_enqueued))
 		printf("  %llu of %llu frees retired 1 s after the last\n",
 		       (unsigned long long)s.defer_retired, (unsigned long long)s.defer_enqueued);
-	CHECK(s.defer_enqueued == FREES + 1);
+	CHECK(s.defer_enqueued == FREES + 1 + 3);
 	ioa_fini();
 	return check_done();
 }

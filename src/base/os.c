@@ -209,17 +209,9 @@ int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size
 	switch (on_demand && policy == IOA_PAGE_AUTO ? IOA_PAGE_4K : policy) {
 	case IOA_PAGE_1G:
 		err = map_hugetlb(len, align, node, IOA_PAGES_1G, out);
-		if (err)
-			ioa__err("IOALLOC_PAGE_SIZE=1g: cannot get %zu MiB of 1 GiB hugetlb pages on "
-				 "node %d: %s (reserve them in /sys/kernel/mm/hugepages/"
-				 "hugepages-1048576kB/nr_hugepages)", len >> 20, node, strerror(-err));
 		break;
 	case IOA_PAGE_2M:
 		err = map_hugetlb(len, align, node, IOA_PAGES_2M, out);
-		if (err)
-			ioa__err("IOALLOC_PAGE_SIZE=2m: cannot get %zu MiB of 2 MiB hugetlb pages on "
-				 "node %d: %s (reserve them in /proc/sys/vm/nr_hugepages)",
-				 len >> 20, node, strerror(-err));
 		break;
 	case IOA_PAGE_AUTO:
 		if (map_hugetlb(len, align, node, IOA_PAGES_2M, out) == 0)
@@ -233,11 +225,8 @@ int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size
 		err = map_small(len, align, node, 0, !on_demand, out);
 		break;
 	}
-	if (err && (policy == IOA_PAGE_AUTO || policy == IOA_PAGE_4K))
-		ioa__err("cannot map a segment of %zu MiB aligned to %zu MiB on node %d: %s", len >> 20,
-			 align >> 20, node, strerror(-err));
 	if (err)
-		return -ENOMEM;
+		return err;
 	out->node = node;
 	count_segment(out, 1);
 	return 0;

@@ -45,7 +45,8 @@ int ioa__os_page_node(const void *addr);
 /*
  * Maps @len bytes (a multiple of 2 MiB, or of 1 GiB for IOA_PAGE_1G) aligned
  * to @align, bound to @node and prefaulted, following @policy. Returns 0 or
- * -ENOMEM with a message (an explicit hugepage size that is not available).
+ * the -errno of the map, bind or prefault that failed, without a message
+ * (the caller may make room and try again).
  * @on_demand (no device can reach the memory: the none backend): 4 KiB pages
  * come at first touch, without prefault or THP advice, unless @policy asks
  * for hugetlb pages; so a program pays in RSS only for what it touches.

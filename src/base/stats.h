@@ -49,7 +49,9 @@
 	X(heap_large_reused, "heap large blocks reused from a cache", NODE)       \
 	X(heap_remote_batches, "heap remote-free batches collected", GLOBAL)      \
 	X(heap_leaked_objects, "heap objects left at ioa_fini", GLOBAL)           \
-	X(heap_large_purged, "heap free large-block bytes given back", NODE)
+	X(heap_large_purged, "heap free large-block bytes given back", NODE)      \
+	X(segment_bytes_returned, "idle empty segment bytes given back", NODE)    \
+	X(segment_bytes_purged, "idle segments' free page bytes purged", NODE)
 
 #define IOA_STAT_IF_GLOBAL(...) __VA_ARGS__
 #define IOA_STAT_IF_NODE(...)

@@ -70,6 +70,7 @@ struct node {
 	struct ring *late;
 	_Atomic int stop;
 	_Atomic int started;          /* written under start_lock */
+	int start_said;               /* a failed start said, none succeeded since (start_lock) */
 	pthread_t thread;
 	struct ioa__defer_item *items;    /* pass arrays, IOA_PASS_MAX each */
 	struct ioa__iova_extent *extents;
@@ -499,7 +500,7 @@ static void start_failed(struct node *nd)
 static int start_reclaimer(struct node *nd)
 {
 	pthread_t thread;
-	int err = 0;
+	int err = 0, said, tried = 0;
 
 	pthread_mutex_lock(&eng.start_lock);
 	if (atomic_load_explicit(&nd->started, memory_order_relaxed)) {
@@ -517,6 +518,7 @@ static int start_reclaimer(struct node *nd)
 		atomic_store_explicit(&nd->started, 1, memory_order_relaxed);
 	pthread_mutex_unlock(&eng.start_lock);
 	if (!err) {
+		tried = 1;
 		err = ioa__os_thread_create(&thread, reclaimer, nd);
 		if (!err) { /* a name for ps and debuggers (ioa__os_program_ended knows it by id) */
 			char name[16];
@@ -524,19 +526,24 @@ static int start_reclaimer(struct node *nd)
 			snprintf(name, sizeof(name), "ioa-reclaim/%d", (int)(nd - eng.nodes));
 			pthread_setname_np(thread, name);
 		}
-		pthread_mutex_lock(&eng.start_lock);
-		if (err) /* IDLE: the next push anywhere tries again (start_failed) */
-			atomic_store_explicit(&nd->started, 0, memory_order_relaxed);
-		else
-			nd->thread = thread;
-		pthread_mutex_unlock(&eng.start_lock);
-		if (err)
-			start_failed(nd);
 	}
-	if (err)
-		ioa__err("cannot start the reclaimer of node %d: %s", (int)(nd - eng.nodes),
-			 strerror(err));
-	else
+	/* Said once until a start succeeds: out of threads or address space,
+	 * every push tries again (its free retires the items meanwhile). */
+	pthread_mutex_lock(&eng.start_lock);
+	if (err && tried) /* IDLE: the next push anywhere tries again (start_failed) */
+		atomic_store_explicit(&nd->started, 0, memory_order_relaxed);
+	else if (!err)
+		nd->thread = thread;
+	said = nd->start_said;
+	nd->start_said = !!err;
+	pthread_mutex_unlock(&eng.start_lock);
+	if (err && !said)
+		ioa__err("cannot start the reclaimer of node %d: %s (said once: each free tries "
+			 "again, and retires what waits itself until one starts)",
+			 (int)(nd - eng.nodes), strerror(err));
+	if (err && tried)
+		start_failed(nd);
+	else if (!err)
 		bind_reclaimer(nd, thread);
 	return -err;
 }

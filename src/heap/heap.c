@@ -735,6 +735,7 @@ static void upkeep(int node)
 	}
 	pthread_mutex_unlock(&heaps_lock);
 	ioa__extent_upkeep(node);
+	ioa__region_upkeep(node); /* after the extents: the chunks they retired */
 	pthread_mutex_unlock(&upkeep_lock);
 }
 

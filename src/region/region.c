@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define SEGMENT_SIZE IOA_HUGE_2M /* of a shared segment, unless pages are 1 GiB */
 /* On demand (no device), buffers above 1/32 of a segment (64 KiB) and up to
@@ -59,11 +60,17 @@ struct ioa__segment {
 	uint64_t *touched;
 	_Atomic uint32_t free_pages;
 	_Atomic uint32_t *run;     /* at a live buffer's first page: its run entry */
+	/* Node lock: allocations from it, and their count at the last upkeep
+	 * (equal: idle since then, so it may be given back, ioa__region_upkeep). */
+	uint32_t reserves, reserves_seen;
 };
 
 struct node_arena {
 	pthread_mutex_t lock;
 	struct ioa__segment *segments;
+	/* Segments given back at once when an allocation ran out of memory:
+	 * their metadata, freed by the next upkeep after a grace period. */
+	struct ioa__segment *returned;
 };
 
 _Atomic uint64_t ioa__va2iova_root[512] __attribute__((aligned(4096)));
@@ -171,8 +178,8 @@ static void set_pages(struct ioa__segment *s, uint32_t first, uint32_t n, int fr
 		else
 			atomic_fetch_and_explicit(&s->free_map[i / 64], ~m, memory_order_relaxed);
 	}
-	if (free)
-		atomic_fetch_add_explicit(&s->free_pages, n, memory_order_relaxed);
+	if (free) /* release: a releasing thread's last access to the segment (segment_empty) */
+		atomic_fetch_add_explicit(&s->free_pages, n, memory_order_release);
 	else
 		atomic_fetch_sub_explicit(&s->free_pages, n, memory_order_relaxed);
 }
@@ -272,8 +279,62 @@ static void segment_retire(struct ioa__segment *s)
 	segment_free(s, ioa__grace_available());
 }
 
-/* A new segment into *out: 0, or -errno with a message (the IOMMU map's own
- * errno when mapping it whole failed). */
+/* Whether shared segment @s holds no buffer and may go back to the kernel
+ * (node lock): every page free (quarantined and kept buffers stay allocated)
+ * and not mapped whole (its buffers wait for its closing). */
+static int segment_empty(const struct ioa__segment *s)
+{
+	/* acquire: pairs with set_pages' release, so the releasing threads are
+	 * done with the segment before it goes */
+	return !s->dedicated && !s->whole &&
+	       atomic_load_explicit(&s->free_pages, memory_order_acquire) == s->npages;
+}
+
+/* The memory of @a's empty shared segments goes back to the kernel at once,
+ * used lately or not (node lock held): a new segment found no memory or
+ * address space (RLIMIT_AS, say). Their metadata waits in a->returned for
+ * the next upkeep's grace period (a racing free may still read it), or is
+ * kept without grace periods, as segment_retire's. How many went. */
+static int give_back_empty(struct node_arena *a)
+{
+	struct ioa__segment **pp = &a->segments, *s;
+	int n = 0;
+
+	while ((s = *pp)) {
+		if (!segment_empty(s)) {
+			pp = &s->next;
+			continue;
+		}
+		*pp = s->next;
+		ioa__node_stat_add(s->node, segment_bytes_returned, s->mem.len);
+		segment_free(s, 0);
+		if (ioa__grace_available()) {
+			s->next = a->returned;
+			a->returned = s;
+		}
+		n++;
+	}
+	return n;
+}
+
+static void say_no_segment(size_t len, size_t align, int node, int err)
+{
+	if (rg.cfg.page_size == IOA_PAGE_1G)
+		ioa__err("IOALLOC_PAGE_SIZE=1g: cannot get %zu MiB of 1 GiB hugetlb pages on "
+			 "node %d: %s (reserve them in /sys/kernel/mm/hugepages/"
+			 "hugepages-1048576kB/nr_hugepages)", len >> 20, node, strerror(-err));
+	else if (rg.cfg.page_size == IOA_PAGE_2M)
+		ioa__err("IOALLOC_PAGE_SIZE=2m: cannot get %zu MiB of 2 MiB hugetlb pages on "
+			 "node %d: %s (reserve them in /proc/sys/vm/nr_hugepages)", len >> 20, node,
+			 strerror(-err));
+	else
+		ioa__err("cannot map a segment of %zu MiB aligned to %zu MiB on node %d: %s",
+			 len >> 20, align >> 20, node, strerror(-err));
+}
+
+/* A new segment into *out (@node's lock held): 0, or -errno with a message
+ * (-ENOMEM when no memory could be mapped, even after the node's empty
+ * segments went back; the IOMMU map's own errno when mapping it whole failed). */
 static int segment_create(size_t len, size_t align, int node, int dedicated,
 			  struct ioa__segment **out)
 {
@@ -294,8 +355,15 @@ static int segment_create(size_t len, size_t align, int node, int dedicated,
 	s->touched = (uint64_t *)(s->free_map + map_words); /* zeros: an mmap's */
 	s->run = (_Atomic uint32_t *)(s->touched + map_words);
 	set_pages(s, 0, npages, 1);
-	if ((err = ioa__os_alloc_segment(len, align, node, rg.cfg.page_size, rg.identity, &s->mem)) != 0)
+	err = ioa__os_alloc_segment(len, align, node, rg.cfg.page_size, rg.identity, &s->mem);
+	if (err && give_back_empty(&rg.nodes[node]))
+		err = ioa__os_alloc_segment(len, align, node, rg.cfg.page_size, rg.identity,
+					    &s->mem);
+	if (err) {
+		say_no_segment(len, align, node, err);
+		err = -ENOMEM;
 		goto fail_meta;
+	}
 	s->whole = !dedicated && ioa__iommu_mappings_low();
 	s->rotated = rg.rotate && !s->whole;
 	if (rg.identity)
@@ -411,6 +479,7 @@ static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment
 	if (!err) {
 		set_pages(s, (uint32_t)page, n, 0);
 		*untouched = touch_pages(s, (uint32_t)page, n);
+		s->reserves++;
 		if (s->whole) /* under the lock: closing sees every buffer */
 			atomic_fetch_add_explicit(&s->live, 1, memory_order_relaxed);
 	}
@@ -660,6 +729,7 @@ static uint32_t reserve_small_runs(int node, uint32_t per, uint32_t n, struct io
 	}
 	if (got) {
 		atomic_fetch_sub_explicit(&s->free_pages, got * per, memory_order_relaxed);
+		s->reserves++;
 		if (s->whole) /* under the lock: closing sees every buffer */
 			atomic_fetch_add_explicit(&s->live, got, memory_order_relaxed);
 	}
@@ -1137,6 +1207,106 @@ int ioa__region_rotates(void)
 	return rg.rotate;
 }
 
+/* ---- giving memory back ---------------------------------------------- */
+
+/* madvise(MADV_DONTNEED) of pages [first, first + n) of @s; their bytes, or 0. */
+static uint64_t purge_run(struct ioa__segment *s, uint32_t first, uint32_t n)
+{
+	if (madvise(page_addr(s, first), (size_t)n << IOA_PAGE_SHIFT, MADV_DONTNEED) != 0) {
+		ioa__debug("madvise(MADV_DONTNEED) of %u free pages at %p: %s", n,
+			   page_addr(s, first), strerror(errno));
+		return 0;
+	}
+	for (uint32_t i = first, end = first + n; i < end; i = (i | 63) + 1)
+		s->touched[i / 64] &= ~word_mask(i, end < ((i | 63) + 1) ? end : (i | 63) + 1);
+	return (uint64_t)n << IOA_PAGE_SHIFT;
+}
+
+/* The free pages of @s that a buffer ever had go back to the kernel, and read
+ * as zeros again (untouched). Only on demand: no device maps a free page, and
+ * they are 4 KiB pages. Under the node lock: no allocation takes them meanwhile
+ * (a release may add free pages; those wait for the next time). Their bytes. */
+static uint64_t purge_free(struct ioa__segment *s)
+{
+	uint64_t bytes = 0;
+	uint32_t start = 0, n = 0;
+
+	for (uint32_t i = 0; i < s->npages; i++) {
+		uint64_t word = map_word(s, i) & s->touched[i / 64];
+
+		if (!n && !word) { /* nothing to purge in this word */
+			i |= 63;
+			continue;
+		}
+		if (word >> (i % 64) & 1) {
+			start = n ? start : i;
+			n++;
+		} else if (n) {
+			bytes += purge_run(s, start, n);
+			n = 0;
+		}
+	}
+	return n ? bytes + purge_run(s, start, n) : bytes;
+}
+
+/*
+ * About once a second, on @node's reclaimer (the heap's upkeep calls it),
+ * for the shared segments no allocation used since the previous call: an
+ * empty one goes back to the kernel, memory, IOVA window and metadata (the
+ * metadata after a grace period: a racing free may be reading it); the free
+ * pages of the others are purged when on demand. So memory a program freed
+ * goes back within two upkeeps of its last use, and a segment in use keeps
+ * its pages. Also frees the metadata of the segments an allocation gave back
+ * (give_back_empty). Life in a process: it runs on the reclaimer, which
+ * blocks every signal; ioa_fini stops the upkeep before the region's fini; a
+ * fork meanwhile finds the node lock taken (ioa__region_fork_prepare) or the
+ * segments unlinked (then the child keeps their metadata, as their memory).
+ */
+void ioa__region_upkeep(int node)
+{
+	struct node_arena *a = &rg.nodes[node];
+	struct ioa__segment *gone = NULL, *meta, **pp, *s, *next;
+	uint64_t purged = 0, returned = 0;
+	int on_demand = ioa__region_on_demand();
+
+	pthread_mutex_lock(&a->lock);
+	meta = a->returned;
+	a->returned = NULL;
+	for (pp = &a->segments; (s = *pp);) {
+		int idle = s->reserves == s->reserves_seen;
+
+		s->reserves_seen = s->reserves;
+		if (idle && segment_empty(s)) {
+			*pp = s->next;
+			s->next = gone;
+			gone = s;
+			continue;
+		}
+		if (idle && on_demand)
+			purged += purge_free(s);
+		pp = &s->next;
+	}
+	pthread_mutex_unlock(&a->lock);
+	if (!gone && !meta && !purged)
+		return;
+	for (s = gone; s; s = s->next)
+		returned += s->mem.len;
+	if ((gone || meta) && ioa__grace_available())
+		ioa__grace_wait();
+	for (s = gone; s; s = next) {
+		next = s->next;
+		segment_retire(s);
+	}
+	for (s = meta; s; s = next) {
+		next = s->next;
+		ioa__os_free_pages(s, s->meta_len);
+	}
+	ioa__node_stat_add(node, segment_bytes_purged, purged);
+	ioa__node_stat_add(node, segment_bytes_returned, returned);
+	ioa__debug("node %d: %llu KiB of idle segments returned, %llu KiB of free pages purged",
+		   node, (unsigned long long)(returned >> 10), (unsigned long long)(purged >> 10));
+}
+
 /* ---- fork ------------------------------------------------------------ */
 
 /* In the order the allocation path nests them: node locks (a segment is
@@ -1254,6 +1424,10 @@ void ioa__region_fini(void)
 		for (; s; s = next) {
 			next = s->next;
 			segment_fini(s);
+		}
+		for (s = rg.nodes[n].returned; s; s = next) {
+			next = s->next;
+			ioa__os_free_pages(s, s->meta_len);
 		}
 		pthread_mutex_destroy(&rg.nodes[n].lock);
 	}

@@ -45,6 +45,10 @@ int ioa__region_init(const struct ioa_config *cfg);
 int ioa__region_on_demand(void);
 /* Unmaps leaked buffers (warning about each) and returns every segment. */
 void ioa__region_fini(void);
+/* The node's upkeep, about once a second on its reclaimer (the heap's calls
+ * it): shared segments no allocation used since the previous call go back to
+ * the kernel when empty, or have their free pages purged when on demand. */
+void ioa__region_upkeep(int node);
 
 /* The node a buffer of @node goes to: @node itself when it has memory, the
  * IOALLOC_NUMA policy's pick for IOA_NODE_ANY; -EINVAL, with a message that

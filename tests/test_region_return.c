@@ -1,0 +1,231 @@
+/* Memory the region gives back to the kernel (ioa__region_upkeep and an
+ * allocation that finds no memory): empty shared segments go, at the second
+ * upkeep after their last use, not the first; a segment that holds a buffer
+ * stays; on demand (the none backend) the free pages of an idle segment are
+ * purged, its live pages kept, and purged pages count as zero again; with a
+ * device (sim) nothing is purged; under RLIMIT_AS a buffer that needs a
+ * segment of its own is served by giving the empty ones back at once. The
+ * test drives the upkeep itself (the reclaimer's is switched off). */
+#include "check.h"
+
+#include "defer.h"
+#include "ioalloc.h"
+#include "region.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#define KB4 ((size_t)1 << 12)
+#define MB ((size_t)1 << 20)
+#define NBUF 1200 /* of 4 KiB: three segments of 2 MiB at least */
+
+static void *bufs[NBUF];
+
+static struct ioa_stats stats(void)
+{
+	struct ioa_stats s;
+
+	ioa_stats_get(&s);
+	return s;
+}
+
+/* Whether the page at @p is resident; -1 when it is not mapped at all. */
+static int resident(const void *p)
+{
+	unsigned char v;
+
+	if (mincore((void *)((uintptr_t)p & ~(KB4 - 1)), KB4, &v) != 0)
+		return errno == ENOMEM ? -1 : -2;
+	return v & 1;
+}
+
+static int start(enum ioa_backend backend)
+{
+	struct ioa_config cfg;
+
+	ioa_config_init(&cfg);
+	cfg.backend = backend;
+	if (!CHECK_EQ(ioa_init(&cfg), 0))
+		return 0;
+	ioa__defer_set_upkeep(NULL); /* the test calls ioa__region_upkeep itself */
+	return 1;
+}
+
+/* NBUF buffers of 4 KiB, each written; how many came. */
+static int fill(void)
+{
+	int n = 0;
+
+	for (; n < NBUF; n++) {
+		if (!(bufs[n] = ioa_dma_alloc(KB4, 0, 0)))
+			break;
+		memset(bufs[n], 0x5a, KB4);
+	}
+	CHECK_EQ(n, NBUF);
+	return n;
+}
+
+/* Empty segments go back at the second upkeep after their last use; one
+ * that holds a buffer stays. */
+static void empty_segments_go_back(enum ioa_backend backend)
+{
+	uint64_t segments, returned;
+	void *kept;
+	int n;
+
+	if (!start(backend))
+		return;
+	n = fill();
+	segments = stats().segments;
+	CHECK(segments >= 3);
+	for (int i = 0; i < n; i++)
+		CHECK_EQ(ioa_dma_free(bufs[i]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa__region_upkeep(0); /* used since the last upkeep: kept */
+	CHECK_EQ(stats().segments, segments);
+	CHECK_EQ(stats().segment_bytes_returned, 0);
+	CHECK_EQ(resident(bufs[0]), 1);
+	ioa__region_upkeep(0); /* idle and empty: every one goes */
+	CHECK_EQ(stats().segments, 0);
+	CHECK_EQ(stats().segment_bytes_returned, segments * 2 * MB);
+	CHECK_EQ(resident(bufs[0]), -1); /* unmapped from the process */
+	CHECK_EQ(resident(bufs[n - 1]), -1);
+
+	/* a segment holding a buffer stays, whatever its age */
+	kept = ioa_dma_alloc(KB4, 0, 0);
+	if (CHECK(kept)) {
+		memset(kept, 0x3c, KB4);
+		returned = stats().segment_bytes_returned;
+		ioa__region_upkeep(0);
+		ioa__region_upkeep(0);
+		ioa__region_upkeep(0);
+		CHECK_EQ(stats().segments, 1);
+		CHECK_EQ(stats().segment_bytes_returned, returned);
+		CHECK_EQ(((unsigned char *)kept)[KB4 - 1], 0x3c);
+		CHECK(ioa_virt2iova(kept) != IOA_BAD_IOVA);
+		CHECK_EQ(ioa_dma_free(kept), 0);
+	}
+	ioa_fini();
+}
+
+/* On demand, an idle segment's free pages are purged (the second upkeep),
+ * its live buffer's page kept with its contents, and a buffer on purged
+ * pages counts as new (zeros). With a device nothing is purged. */
+static void idle_free_pages_purged(enum ioa_backend backend)
+{
+	int on_demand = backend == IOA_BACKEND_NONE;
+	void *p;
+	int n, zeroed = -1;
+
+	if (!start(backend))
+		return;
+	n = fill();
+	for (int i = 1; i < n; i++) /* bufs[0] stays live: no segment empties whole... */
+		if (i % 512 != 0)    /* ...nor do the ones holding every 512th */
+			CHECK_EQ(ioa_dma_free(bufs[i]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa__region_upkeep(0);
+	CHECK_EQ(resident(bufs[1]), 1); /* used since the last upkeep: kept */
+	CHECK_EQ(stats().segment_bytes_purged, 0);
+	ioa__region_upkeep(0);
+	CHECK_EQ(resident(bufs[1]), on_demand ? 0 : 1);
+	CHECK_EQ(resident(bufs[n - 1]), on_demand ? 0 : 1);
+	CHECK_EQ(resident(bufs[0]), 1);
+	CHECK_EQ(((unsigned char *)bufs[0])[100], 0x5a);
+	CHECK_EQ(((unsigned char *)bufs[512])[KB4 - 1], 0x5a);
+	if (on_demand)
+		CHECK(stats().segment_bytes_purged >= (uint64_t)(n - 4) * KB4);
+	else
+		CHECK_EQ(stats().segment_bytes_purged, 0);
+	CHECK(stats().segments >= 3); /* none went: each holds a buffer */
+
+	/* the next buffer lies on freed pages: new again only if purged */
+	if (CHECK_EQ(ioa__region_alloc(KB4, 0, 0, IOA_OWNER_DMA, &p, &zeroed), 0)) {
+		CHECK_EQ(zeroed, on_demand);
+		CHECK_EQ(((unsigned char *)p)[0], on_demand ? 0 : 0x5a);
+		CHECK_EQ(ioa_dma_free(p), 0);
+	}
+	CHECK_EQ(ioa_dma_free(bufs[0]), 0);
+	for (int i = 512; i < n; i += 512)
+		CHECK_EQ(ioa_dma_free(bufs[i]), 0);
+	ioa_fini();
+}
+
+/* Under RLIMIT_AS, a buffer too big for the shared segments is served once
+ * the empty ones are given back, at once and with no error said; a live
+ * buffer's segment stays. In a child: the limit stays there. */
+static void out_of_address_space(void)
+{
+	struct check_capture cap;
+	struct rlimit lim;
+	long pages = 0;
+	pid_t pid;
+	int status;
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	check_note("out_of_address_space skipped: the sanitizer's shadow memory needs the "
+		   "address space RLIMIT_AS would take");
+	return;
+#endif
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		enum { BIG = 64 * 1024 }; /* the largest buffer of a 2 MiB segment */
+		static void *big[1536];   /* 96 MiB */
+		FILE *f;
+		void *huge, *live;
+
+		check_clear_ioalloc_env();
+		if (!start(IOA_BACKEND_NONE))
+			_exit(1);
+		live = ioa_dma_alloc(KB4, 0, 0);
+		memset(live, 0x77, KB4);
+		for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++)
+			if (!CHECK(big[i] = ioa_dma_alloc(BIG, 0, 0)))
+				_exit(1);
+		for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++)
+			CHECK_EQ(ioa_dma_free(big[i]), 0);
+		CHECK_EQ(ioa_quiesce(), 0);
+		f = fopen("/proc/self/statm", "r");
+		if (!f || fscanf(f, "%ld", &pages) != 1)
+			_exit(1);
+		fclose(f);
+		/* room for 32 MiB more: not for 48 while the 96 MiB stay mapped */
+		lim.rlim_cur = lim.rlim_max = (rlim_t)pages * KB4 + 32 * MB;
+		if (setrlimit(RLIMIT_AS, &lim) != 0)
+			_exit(1);
+		capture_begin(&cap);
+		huge = ioa_dma_alloc(48 * MB, 0, 0);
+		capture_end(&cap);
+		CHECK(huge != NULL);
+		CHECK_EQ(cap.text[0], '\0');
+		CHECK(stats().segment_bytes_returned >= 90 * MB);
+		if (huge) {
+			memset(huge, 1, 48 * MB);
+			CHECK_EQ(ioa_dma_free(huge), 0);
+		}
+		CHECK_EQ(((unsigned char *)live)[KB4 - 1], 0x77);
+		CHECK(ioa_virt2iova(live) != IOA_BAD_IOVA);
+		CHECK_EQ(ioa_dma_free(live), 0);
+		ioa__region_upkeep(0); /* frees the metadata of those given back */
+		ioa_fini();
+		_exit(check_done());
+	}
+	if (!CHECK(pid > 0))
+		return;
+	CHECK_EQ(waitpid(pid, &status, 0), pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+int main(void)
+{
+	check_start("test_region_return");
+	empty_segments_go_back(IOA_BACKEND_NONE);
+	empty_segments_go_back(IOA_BACKEND_SIM);
+	idle_free_pages_purged(IOA_BACKEND_NONE);
+	idle_free_pages_purged(IOA_BACKEND_SIM);
+	out_of_address_space();
+	return check_done();
+}
