@@ -1089,6 +1089,24 @@ ioa_pool_tcache_(struct ioa_pool *pool)
 	return __builtin_expect(c && c->key == f->key, 1) ? c : 0;
 }
 
+/* Copies @n pointers for a fast get or put. A bulk the compiler knows (a
+ * constant) would be copied inline with the vectors the program was built
+ * for, 16-byte ones on x86-64's baseline; hidden from it by the empty asm,
+ * the copy calls libc's memcpy, which uses the widest the CPU has (32 or 64
+ * bytes): a get+put of 32 took 0.32 ns per object inline, 0.21 through the
+ * call, on this project's AVX-512 machine (16: 0.48 and 0.41). Up to 8
+ * pointers (a cache line) the inline moves cost less than the call (8:
+ * 0.64 inline, 0.89 through the call). */
+static inline __attribute__((always_inline)) void
+ioa_pool_copy_(void **to, void *const *from, unsigned n)
+{
+	size_t bytes = (size_t)n * sizeof(void *);
+
+	if (!(__builtin_constant_p(n) && n <= 8))
+		__asm__("" : "+r"(bytes));
+	__builtin_memcpy(to, from, bytes);
+}
+
 /* Takes @n >= 1 objects from the cache into @objs: 1, or 0 when the
  * exported function must do it (nothing changed). */
 static inline __attribute__((always_inline)) int
@@ -1111,7 +1129,7 @@ ioa_pool_fast_get_(struct ioa_pool *pool, void **objs, unsigned n)
 	__atomic_store_n(&c->len, len - n, __ATOMIC_RELAXED);
 	__atomic_store_n(&c->hits, __atomic_load_n(&c->hits, __ATOMIC_RELAXED) + 1,
 			 __ATOMIC_RELAXED);
-	__builtin_memcpy(objs, from, (size_t)n * sizeof(void *));
+	ioa_pool_copy_(objs, from, n);
 	return 1;
 }
 
@@ -1130,7 +1148,7 @@ ioa_pool_fast_put_(struct ioa_pool *pool, void *const *objs, unsigned n)
 	/* len before the copy: as in ioa_pool_fast_get_() (the new objects
 	 * are this thread's until its next call). */
 	__atomic_store_n(&c->len, len + n, __ATOMIC_RELAXED);
-	__builtin_memcpy(c->objs + len, objs, (size_t)n * sizeof(void *));
+	ioa_pool_copy_(c->objs + len, objs, n);
 	return 1;
 }
 
