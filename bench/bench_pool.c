@@ -15,7 +15,8 @@
  *   of the program's array against the library's own data (a store to the
  *   array and a later load 4 KiB apart in address stall the load); run
  *   interleaved, its median over the places is the layout-free figure
- *   (docs/pool.md).
+ *   (docs/pool.md). getput-at/2thread/OFFSET: the same on two threads, each
+ *   with its array at OFFSET of a page of its own (0 to 3840 by 256).
  * An iteration is one object got and put (by either thread): the reported
  * time is nanoseconds per object, the threads together.
  * Pools of 8192 objects of 2048 bytes. The EAL runs with --no-huge --no-pci
@@ -92,6 +93,7 @@ struct helper_arg {
 	const struct bcase *bc;
 	void *pool;
 	unsigned bulk;
+	void *(*objs)[MAX_BULK]; /* the placed array, or NULL: one on the stack */
 };
 
 static void *helper_setup(void *arg)
@@ -106,7 +108,7 @@ static int helper_run(void *arg, void *cache, uint64_t n)
 	const struct helper_arg *a = arg;
 	void *objs[DEPTH][MAX_BULK];
 
-	return run(a->bc->lib, a->pool, cache, a->bulk, a->bc->deep, n, objs);
+	return run(a->bc->lib, a->pool, cache, a->bulk, a->bc->deep, n, a->objs ? a->objs : objs);
 }
 
 static void helper_teardown(void *arg, void *cache)
@@ -117,17 +119,21 @@ static void helper_teardown(void *arg, void *cache)
 		a->bc->lib->free_cache(cache);
 }
 
-/* Two pages for getput-at's array: it may start anywhere in the first. */
-static _Alignas(PAGE) char placed[2 * PAGE];
+/* Two pages for getput-at's array of each thread: it may start anywhere in
+ * the first. */
+static _Alignas(PAGE) char placed[2][2 * PAGE];
 
 static void measure(ioa_bench_state *st, const struct bcase *bc, void *pool)
 {
 	unsigned bulk = bc->at ? MAX_BULK : (unsigned)ioa_bench_range(st, 0);
 	void *stacked[DEPTH][MAX_BULK];
 	void *(*objs)[MAX_BULK] =
-		bc->at ? (void *(*)[MAX_BULK])(void *)(placed + ioa_bench_range(st, 0)) : stacked;
+		bc->at ? (void *(*)[MAX_BULK])(void *)(placed[0] + ioa_bench_range(st, 0)) : stacked;
 	void *cache = bc->lib->thread_cache ? bc->lib->thread_cache(pool) : NULL;
-	struct helper_arg arg = {.bc = bc, .pool = pool, .bulk = bulk};
+	struct helper_arg arg = {
+		.bc = bc, .pool = pool, .bulk = bulk,
+		.objs = bc->at ? (void *(*)[MAX_BULK])(void *)(placed[1] + ioa_bench_range(st, 0))
+			       : NULL};
 	struct bench_helper h = {.setup = helper_setup, .run = helper_run,
 				 .teardown = helper_teardown, .arg = &arg};
 
@@ -228,7 +234,7 @@ static void bm_rte(ioa_bench_state *st, const void *ctx)
 #endif
 
 static struct bcase cases[16];
-static int64_t offsets[PAGE / 64];
+static int64_t offsets[PAGE / 64], offsets2[PAGE / 256];
 
 int main(int argc, char **argv)
 {
@@ -247,12 +253,20 @@ int main(int argc, char **argv)
 		return 1;
 	for (unsigned i = 0; i < PAGE / 64; i++)
 		offsets[i] = 64 * (int64_t)i;
+	for (unsigned i = 0; i < PAGE / 256; i++)
+		offsets2[i] = 256 * (int64_t)i;
 	cases[nc] = (struct bcase){&ioa_lib, 0, 1, 0, 1};
 	ioa_bench_register_args("ioalloc/getput-at/1thread", bm_ioa, &cases[nc++], offsets,
 				PAGE / 64);
+	cases[nc] = (struct bcase){&ioa_lib, 0, 2, 0, 1};
+	ioa_bench_register_args("ioalloc/getput-at/2thread", bm_ioa, &cases[nc++], offsets2,
+				PAGE / 256);
 #ifdef IOA_BENCH_DPDK
 	cases[nc] = (struct bcase){&rte_lib, 0, 1, 0, 1};
 	ioa_bench_register_args("dpdk/getput-at/1thread", bm_rte, &cases[nc++], offsets, PAGE / 64);
+	cases[nc] = (struct bcase){&rte_lib, 0, 2, 0, 1};
+	ioa_bench_register_args("dpdk/getput-at/2thread", bm_rte, &cases[nc++], offsets2,
+				PAGE / 256);
 #endif
 	for (int deep = 0; deep < 2; deep++) {
 		for (int t = 1; t <= 2; t++) {

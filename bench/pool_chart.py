@@ -4,8 +4,9 @@
 Usage: bench/pool_chart.py RESULT.json OUT.png
 RESULT.json is bench_pool's --benchmark_out (with --benchmark_repetitions, the
 medians are used). Prints the table in Markdown too. The getput-at runs (the
-caller's array at each of 64 places in a page) make one row: the median, over
-the places, of each place's median.
+caller's array at each of 64 places in a page, on one thread; at each of 16
+on two) make one row each: the median, over the places, of each place's
+median.
 """
 import json
 import statistics
@@ -32,17 +33,19 @@ def medians(path):
     return out
 
 
-def placed(res, lib):
-    """Median over the getput-at places of @lib, or None."""
-    runs = [v for k, v in res.items() if k.startswith(f"{lib}/getput-at/1thread/")]
+def placed(res, lib, threads):
+    """Median over the getput-at places of @lib on @threads threads, or None."""
+    runs = [v for k, v in res.items() if k.startswith(f"{lib}/getput-at/{threads}thread/")]
     return statistics.median(runs) if runs else None
 
 
 def main():
     res = medians(sys.argv[1])
     for lib in ("ioalloc", "dpdk"):
-        res[f"{lib}/getput-at/1thread/32"] = placed(res, lib)
-    cases = [("getput", 1), ("getput-at", 1), ("getput", 2), ("deep", 1), ("deep", 2)]
+        for t in (1, 2):
+            res[f"{lib}/getput-at/{t}thread/32"] = placed(res, lib, t)
+    cases = [("getput", 1), ("getput-at", 1), ("getput", 2), ("getput-at", 2), ("deep", 1),
+             ("deep", 2)]
     labels, ioa, ioa_all, rte = [], [], [], []
     print("| ns per object | ioalloc | ioalloc, whole-cache flush | DPDK rte_mempool | ioalloc / DPDK |")
     print("| --- | ---: | ---: | ---: | ---: |")
@@ -52,7 +55,7 @@ def main():
         d = res.get(f"dpdk/{kind}/{t}thread/32")
         label = f"{kind}, {t} thread{'s' if t > 1 else ''}, bulk 32"
         if kind == "getput-at":
-            label = "getput, 1 thread, bulk 32, 64 array places"
+            label = f"getput, {t} thread{'s' if t > 1 else ''}, bulk 32, {64 if t == 1 else 16} array places"
         labels.append(label)
         ioa.append(a or 0)
         ioa_all.append(b or 0)

@@ -1268,6 +1268,7 @@ void ioa__region_upkeep(int node)
 	struct ioa__segment *gone = NULL, *meta, **pp, *s, *next;
 	uint64_t purged = 0, returned = 0;
 	int on_demand = ioa__region_on_demand();
+	int kept[2] = { 0, 0 }; /* empty segments kept, small and big */
 
 	pthread_mutex_lock(&a->lock);
 	meta = a->returned;
@@ -1276,7 +1277,13 @@ void ioa__region_upkeep(int node)
 		int idle = s->reserves == s->reserves_seen;
 
 		s->reserves_seen = s->reserves;
-		if (idle && segment_empty(s)) {
+		/* one empty segment of each kind stays (purged when on demand): a
+		 * program that frees all and allocates again a while later, in
+		 * cycles, does not make a segment each time (with a device: map,
+		 * prefault and pin it; a 1 GiB page is cleared whole) */
+		if (idle && segment_empty(s) && !kept[s->big]) {
+			kept[s->big] = 1;
+		} else if (idle && segment_empty(s)) {
 			*pp = s->next;
 			s->next = gone;
 			gone = s;
