@@ -1395,9 +1395,9 @@ struct ioa_node_stats {
 	uint64_t defer_coalesced, defer_helped, defer_throttled;
 	uint64_t heap_spans_created, heap_spans_retired; /**< ioa_malloc() spans on the node */
 	uint64_t heap_large_created, heap_large_reused, heap_large_purged;
-	uint64_t segment_bytes_returned, segment_bytes_purged;
 	uint64_t defer_unretired_bytes; /**< freed on the node and not yet retired, now (what
 	                                     IOALLOC_DEFER_CAP_MB bounds); per node only */
+	uint64_t segment_bytes_returned, segment_bytes_purged;
 };
 
 /**

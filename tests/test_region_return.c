@@ -154,14 +154,27 @@ static void idle_free_pages_purged(enum ioa_backend backend)
 	ioa_fini();
 }
 
-/* Under RLIMIT_AS, a buffer too big for the shared segments is served once
- * the empty ones are given back, at once and with no error said; a live
- * buffer's segment stays. In a child: the limit stays there. */
-static void out_of_address_space(void)
+/* Sets RLIMIT_AS to the address space in use plus @slack bytes; 0 or -1. */
+static int limit_address_space(size_t slack)
 {
-	struct check_capture cap;
 	struct rlimit lim;
 	long pages = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (!f || fscanf(f, "%ld", &pages) != 1)
+		return -1;
+	fclose(f);
+	lim.rlim_cur = lim.rlim_max = (rlim_t)pages * KB4 + slack;
+	return setrlimit(RLIMIT_AS, &lim);
+}
+
+/* Under RLIMIT_AS, a buffer too big for the shared segments is served once
+ * the empty ones are given back, at once and with no error said; a live
+ * buffer's segment stays. With @slack of 32 MiB the segment's own map fails
+ * first, with none its metadata's. In a child: the limit stays there. */
+static void out_of_address_space(size_t slack)
+{
+	struct check_capture cap;
 	pid_t pid;
 	int status;
 
@@ -175,7 +188,6 @@ static void out_of_address_space(void)
 	if (pid == 0) {
 		enum { BIG = 64 * 1024 }; /* the largest buffer of a 2 MiB segment */
 		static void *big[1536];   /* 96 MiB */
-		FILE *f;
 		void *huge, *live;
 
 		check_clear_ioalloc_env();
@@ -189,13 +201,8 @@ static void out_of_address_space(void)
 		for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++)
 			CHECK_EQ(ioa_dma_free(big[i]), 0);
 		CHECK_EQ(ioa_quiesce(), 0);
-		f = fopen("/proc/self/statm", "r");
-		if (!f || fscanf(f, "%ld", &pages) != 1)
-			_exit(1);
-		fclose(f);
-		/* room for 32 MiB more: not for 48 while the 96 MiB stay mapped */
-		lim.rlim_cur = lim.rlim_max = (rlim_t)pages * KB4 + 32 * MB;
-		if (setrlimit(RLIMIT_AS, &lim) != 0)
+		/* not room for 48 MiB while the 96 MiB stay mapped */
+		if (limit_address_space(slack) != 0)
 			_exit(1);
 		capture_begin(&cap);
 		huge = ioa_dma_alloc(48 * MB, 0, 0);
@@ -220,6 +227,55 @@ static void out_of_address_space(void)
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+/* The heap: after 300 MiB of 3000-byte objects were freed, with no address
+ * space left, a malloc of 20 MiB (its span descriptor first) is served by
+ * the segments the objects had. */
+static void heap_out_of_address_space(void)
+{
+	enum { OBJECTS = 100000 };
+	struct check_capture cap;
+	pid_t pid;
+	int status;
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	check_note("heap_out_of_address_space skipped: as out_of_address_space");
+	return;
+#endif
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		static void *obj[OBJECTS];
+		void *p;
+
+		check_clear_ioalloc_env();
+		if (!start(IOA_BACKEND_NONE))
+			_exit(1);
+		for (int i = 0; i < OBJECTS; i++)
+			if (!CHECK(obj[i] = ioa_malloc(3000)))
+				_exit(1);
+		for (int i = 0; i < OBJECTS; i++)
+			ioa_free(obj[i]);
+		CHECK_EQ(ioa_quiesce(), 0);
+		if (limit_address_space(0) != 0)
+			_exit(1);
+		capture_begin(&cap);
+		p = ioa_malloc(20 * MB);
+		capture_end(&cap);
+		CHECK(p != NULL);
+		CHECK_EQ(cap.text[0], '\0');
+		if (p) {
+			memset(p, 1, 20 * MB);
+			ioa_free(p);
+		}
+		ioa_fini();
+		_exit(check_done());
+	}
+	if (!CHECK(pid > 0))
+		return;
+	CHECK_EQ(waitpid(pid, &status, 0), pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 int main(void)
 {
 	check_start("test_region_return");
@@ -227,6 +283,8 @@ int main(void)
 	empty_segments_go_back(IOA_BACKEND_SIM);
 	idle_free_pages_purged(IOA_BACKEND_NONE);
 	idle_free_pages_purged(IOA_BACKEND_SIM);
-	out_of_address_space();
+	out_of_address_space(32 * MB);
+	out_of_address_space(0);
+	heap_out_of_address_space();
 	return check_done();
 }

@@ -928,6 +928,7 @@ void ioa__defer_fork_child(void)
 		pthread_mutex_init(&nd->pass_lock, NULL);
 		pthread_mutex_init(&nd->late_lock, NULL);
 		atomic_store(&nd->started, 0);
+		nd->start_said = 0; /* the child's own failure is news */
 		atomic_store(&nd->sleep, IDLE);
 		for (struct ring *r = atomic_load(&nd->rings); r; r = r->next)
 			atomic_store(&r->orphan, r != mine.ring[n] && r != nd->late);

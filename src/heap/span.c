@@ -118,7 +118,9 @@ static unsigned desc_alloc_n(int pool, struct ioa__span **out, unsigned n)
 {
 	struct pool *p = &pools[pool];
 	unsigned got = 0;
+	int room = 0;
 
+again:
 	pthread_mutex_lock(&p->lock);
 	if (!p->size)
 		p->size = pool_size(pool);
@@ -141,6 +143,9 @@ static unsigned desc_alloc_n(int pool, struct ioa__span **out, unsigned n)
 		p->bump += p->size;
 	}
 	pthread_mutex_unlock(&p->lock);
+	/* out of memory or address space: the regions' empty segments go first */
+	if (!got && !room++ && ioa__region_make_room())
+		goto again;
 	for (unsigned i = 0; i < got; i++)
 		desc_clear(out[i], pool);
 	return got;

@@ -20,6 +20,7 @@
  * would after its munmap. */
 #define BIG_SIZE ((size_t)64 << 20)
 #define BIG_MAX ((size_t)16 << 20)
+#define PURGE_RUNS_MAX 1024 /* madvise calls of one node's upkeep (ioa__region_upkeep) */
 /* A run entry: the buffer's page count, its owner (enum ioa__owner) in the
  * top two bits, so that one atomic holds both and a take checks and clears
  * them at once. */
@@ -63,6 +64,10 @@ struct ioa__segment {
 	/* Node lock: allocations from it, and their count at the last upkeep
 	 * (equal: idle since then, so it may be given back, ioa__region_upkeep). */
 	uint32_t reserves, reserves_seen;
+	/* The upkeep's own (one at a time): pages it took out of service to
+	 * purge them (bit set), and whether a purge here was refused. */
+	uint64_t *held;
+	int purge_refused;
 };
 
 struct node_arena {
@@ -317,6 +322,13 @@ static int give_back_empty(struct node_arena *a)
 	return n;
 }
 
+/* An IOVA window of @len bytes aligned to @align for a new segment; UINT64_MAX if none. */
+static uint64_t segment_window(size_t len, size_t align)
+{
+	return rg.rotate ? ioa__iova_alloc_next(&rg.iova, len, align)
+			 : ioa__iova_alloc(&rg.iova, len, align);
+}
+
 static void say_no_segment(size_t len, size_t align, int node, int err)
 {
 	if (rg.cfg.page_size == IOA_PAGE_1G)
@@ -340,11 +352,13 @@ static int segment_create(size_t len, size_t align, int node, int dedicated,
 {
 	uint32_t npages = (uint32_t)(len >> IOA_PAGE_SHIFT);
 	size_t map_words = (npages + 63) / 64;
-	size_t meta_len = round_up(sizeof(struct ioa__segment) + 2 * map_words * 8 +
+	size_t meta_len = round_up(sizeof(struct ioa__segment) + 3 * map_words * 8 +
 				   (size_t)npages * 4, IOA_PAGE);
 	struct ioa__segment *s = ioa__os_alloc_pages(meta_len);
 	int err;
 
+	if (!s && give_back_empty(&rg.nodes[node]))
+		s = ioa__os_alloc_pages(meta_len);
 	if (!s) {
 		ioa__err("no memory for the metadata (%zu KiB) of a segment", meta_len >> 10);
 		return -ENOMEM;
@@ -353,7 +367,8 @@ static int segment_create(size_t len, size_t align, int node, int dedicated,
 				    .npages = npages };
 	s->free_map = (_Atomic uint64_t *)(s + 1);
 	s->touched = (uint64_t *)(s->free_map + map_words); /* zeros: an mmap's */
-	s->run = (_Atomic uint32_t *)(s->touched + map_words);
+	s->held = s->touched + map_words;
+	s->run = (_Atomic uint32_t *)(s->held + map_words);
 	set_pages(s, 0, npages, 1);
 	err = ioa__os_alloc_segment(len, align, node, rg.cfg.page_size, rg.identity, &s->mem);
 	if (err && give_back_empty(&rg.nodes[node]))
@@ -371,8 +386,9 @@ static int segment_create(size_t len, size_t align, int node, int dedicated,
 	else if (s->rotated)
 		s->iova = 0; /* no window: its buffers' IOVAs come at their map */
 	else
-		s->iova = rg.rotate ? ioa__iova_alloc_next(&rg.iova, len, align)
-				    : ioa__iova_alloc(&rg.iova, len, align);
+		s->iova = segment_window(len, align);
+	if (s->iova == UINT64_MAX && give_back_empty(&rg.nodes[node])) /* their windows */
+		s->iova = segment_window(len, align);
 	if (s->iova == UINT64_MAX) {
 		ioa__err("IOVA space exhausted: no window of %zu bytes left in the aperture", len);
 		err = -ENOMEM;
@@ -574,8 +590,11 @@ static int map_buffer(uint64_t va, uint64_t iova, size_t len, size_t unit, int o
  * held pages waiting for the next buffer's retirement or ioa_fini(). */
 static void unreserve_pages(struct ioa__segment *s, uint32_t first, uint32_t n, uint32_t buffers)
 {
+	int whole = s->whole; /* read first: the release may empty a shared segment,
+				 which an upkeep may then return */
+
 	release_pages(s, first, n);
-	if (s->whole)
+	if (whole)
 		atomic_fetch_sub_explicit(&s->live, buffers, memory_order_release);
 }
 
@@ -1209,55 +1228,107 @@ int ioa__region_rotates(void)
 
 /* ---- giving memory back ---------------------------------------------- */
 
-/* madvise(MADV_DONTNEED) of pages [first, first + n) of @s; their bytes, or 0. */
-static uint64_t purge_run(struct ioa__segment *s, uint32_t first, uint32_t n)
+int ioa__region_make_room(void)
 {
-	if (madvise(page_addr(s, first), (size_t)n << IOA_PAGE_SHIFT, MADV_DONTNEED) != 0) {
-		ioa__debug("madvise(MADV_DONTNEED) of %u free pages at %p: %s", n,
-			   page_addr(s, first), strerror(errno));
-		return 0;
+	int n = 0;
+
+	for (int node = 0; node < IOA_MAX_NODES; node++) {
+		pthread_mutex_lock(&rg.nodes[node].lock);
+		n += give_back_empty(&rg.nodes[node]);
+		pthread_mutex_unlock(&rg.nodes[node].lock);
 	}
-	for (uint32_t i = first, end = first + n; i < end; i = (i | 63) + 1)
-		s->touched[i / 64] &= ~word_mask(i, end < ((i | 63) + 1) ? end : (i | 63) + 1);
-	return (uint64_t)n << IOA_PAGE_SHIFT;
+	return n;
 }
 
-/* The free pages of @s that a buffer ever had go back to the kernel, and read
- * as zeros again (untouched). Only on demand: no device maps a free page, and
- * they are 4 KiB pages. Under the node lock: no allocation takes them meanwhile
- * (a release may add free pages; those wait for the next time). Their bytes. */
-static uint64_t purge_free(struct ioa__segment *s)
+/* Takes free pages of @s that a buffer ever had out of service for a purge,
+ * at most *@runs runs of them (one madvise each; counted down): cleared in
+ * the free bitmap, set in held (node lock: no allocation clears a free bit
+ * meanwhile, and a release sets only bits of pages in use). How many pages. */
+static uint32_t hold_purgeable(struct ioa__segment *s, uint32_t *runs)
+{
+	uint32_t n = 0;
+
+	for (uint32_t w = 0; w < (s->npages + 63) / 64 && *runs; w++) {
+		uint64_t cand = map_word(s, w * 64) & s->touched[w], take = 0;
+
+		while (cand && *runs) { /* the lowest run of cand */
+			uint64_t run = cand & ~(cand + (cand & -cand));
+
+			take |= run;
+			cand &= ~run;
+			--*runs;
+		}
+		if (!take)
+			continue;
+		atomic_fetch_and_explicit(&s->free_map[w], ~take, memory_order_relaxed);
+		s->held[w] = take;
+		n += (uint32_t)__builtin_popcountll(take);
+	}
+	atomic_fetch_sub_explicit(&s->free_pages, n, memory_order_relaxed);
+	return n;
+}
+
+/* madvise(MADV_DONTNEED) of the held runs of @s, without the node lock (the
+ * pages are out of service; @s stays linked while it holds them: not empty).
+ * A refusal (EINVAL: locked memory, after mlockall) marks the segment, never
+ * tried again. The bytes purged. */
+static uint64_t purge_held(struct ioa__segment *s)
 {
 	uint64_t bytes = 0;
-	uint32_t start = 0, n = 0;
 
-	for (uint32_t i = 0; i < s->npages; i++) {
-		uint64_t word = map_word(s, i) & s->touched[i / 64];
+	for (uint32_t w = 0; w < (s->npages + 63) / 64 && !s->purge_refused; w++) {
+		for (uint64_t h = s->held[w]; h;) {
+			uint32_t lo = (uint32_t)__builtin_ctzll(h);
+			uint64_t rest = h >> lo; /* the run at bit 0 */
+			uint32_t n = rest == ~0ull ? 64 : (uint32_t)__builtin_ctzll(~rest);
+			void *at = page_addr(s, w * 64 + lo);
 
-		if (!n && !word) { /* nothing to purge in this word */
-			i |= 63;
-			continue;
-		}
-		if (word >> (i % 64) & 1) {
-			start = n ? start : i;
-			n++;
-		} else if (n) {
-			bytes += purge_run(s, start, n);
-			n = 0;
+			if (madvise(at, (size_t)n << IOA_PAGE_SHIFT, MADV_DONTNEED) != 0) {
+				ioa__debug("free pages of the segment at %p are not given back: "
+					   "madvise(MADV_DONTNEED) of %p: %s", s->mem.addr, at,
+					   strerror(errno));
+				s->purge_refused = 1;
+				break;
+			}
+			bytes += (uint64_t)n << IOA_PAGE_SHIFT;
+			h &= ~word_mask(w * 64 + lo, w * 64 + lo + n);
 		}
 	}
-	return n ? bytes + purge_run(s, start, n) : bytes;
+	return bytes;
+}
+
+/* Puts the held pages of @s back in service (node lock), as never handed out
+ * when purged: they read as zeros. */
+static void release_held(struct ioa__segment *s)
+{
+	uint32_t n = 0;
+
+	for (uint32_t w = 0; w < (s->npages + 63) / 64; w++) {
+		uint64_t h = s->held[w];
+
+		if (!h)
+			continue;
+		if (!s->purge_refused) /* else some may be resident: kept as touched */
+			s->touched[w] &= ~h;
+		s->held[w] = 0;
+		n += (uint32_t)__builtin_popcountll(h);
+		/* release: as set_pages', the purge before the pages' next owner */
+		atomic_fetch_or_explicit(&s->free_map[w], h, memory_order_release);
+	}
+	atomic_fetch_add_explicit(&s->free_pages, n, memory_order_release);
 }
 
 /*
  * About once a second, on @node's reclaimer (the heap's upkeep calls it),
  * for the shared segments no allocation used since the previous call: an
  * empty one goes back to the kernel, memory, IOVA window and metadata (the
- * metadata after a grace period: a racing free may be reading it); the free
- * pages of the others are purged when on demand. So memory a program freed
- * goes back within two upkeeps of its last use, and a segment in use keeps
- * its pages. Also frees the metadata of the segments an allocation gave back
- * (give_back_empty). Life in a process: it runs on the reclaimer, which
+ * metadata after a grace period: a racing free may be reading it), but for
+ * the newest of each kind; the free pages of the others are purged when on
+ * demand, without the node lock and at most PURGE_RUNS_MAX runs a call. So
+ * memory a program freed goes back within two upkeeps of its last use, and a
+ * segment in use keeps its pages. Also frees the metadata of the segments an
+ * allocation gave back (give_back_empty). One upkeep at a time (the heap's
+ * upkeep_lock): the held pages and purge_refused are its own. Life in a process: it runs on the reclaimer, which
  * blocks every signal; ioa_fini stops the upkeep before the region's fini; a
  * fork meanwhile finds the node lock taken (ioa__region_fork_prepare) or the
  * segments unlinked (then the child keeps their metadata, as their memory).
@@ -1269,6 +1340,10 @@ void ioa__region_upkeep(int node)
 	uint64_t purged = 0, returned = 0;
 	int on_demand = ioa__region_on_demand();
 	int kept[2] = { 0, 0 }; /* empty segments kept, small and big */
+	/* madvise calls this upkeep may make: with another thread running, each
+	 * costs a TLB shootdown (some 50 us here), so scattered free pages are
+	 * given back over several upkeeps, at a few percent of a CPU */
+	uint32_t runs = PURGE_RUNS_MAX;
 
 	pthread_mutex_lock(&a->lock);
 	meta = a->returned;
@@ -1289,8 +1364,12 @@ void ioa__region_upkeep(int node)
 			gone = s;
 			continue;
 		}
-		if (idle && on_demand)
-			purged += purge_free(s);
+		if (idle && on_demand && !s->purge_refused && hold_purgeable(s, &runs)) {
+			pthread_mutex_unlock(&a->lock);
+			purged += purge_held(s);
+			pthread_mutex_lock(&a->lock);
+			release_held(s); /* @s stayed linked: it held pages */
+		}
 		pp = &s->next;
 	}
 	pthread_mutex_unlock(&a->lock);

@@ -49,6 +49,10 @@ void ioa__region_fini(void);
  * it): shared segments no allocation used since the previous call go back to
  * the kernel when empty, or have their free pages purged when on demand. */
 void ioa__region_upkeep(int node);
+/* Memory or address space ran out (an mmap failed): every node's empty
+ * shared segments go back to the kernel at once; how many. Takes each node's
+ * lock in turn: never called under one. */
+int ioa__region_make_room(void);
 
 /* The node a buffer of @node goes to: @node itself when it has memory, the
  * IOALLOC_NUMA policy's pick for IOA_NODE_ANY; -EINVAL, with a message that
