@@ -11,6 +11,7 @@ median.
 import json
 import statistics
 import sys
+import textwrap
 
 import matplotlib
 
@@ -65,12 +66,12 @@ def main():
         print(f"| {label} | {fmt(a)} | {fmt(b)} | {fmt(d)} | {ratio} |")
     x = range(len(labels))
     w = 0.27
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     ax.bar([i - w for i in x], ioa, w, label="ioalloc (colder-half flush)")
     ax.bar([i for i in x], ioa_all, w, label="ioalloc (whole-cache flush)")
     ax.bar([i + w for i in x], rte, w, label="DPDK rte_mempool")
     ax.set_xticks(list(x))
-    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_xticklabels(["\n".join(textwrap.wrap(s, 18)) for s in labels], fontsize=8)
     ax.set_ylabel("ns per object (lower is better)")
     ax.set_title("Pools, per-thread cache 256: get + put")
     ax.legend(fontsize=8)
