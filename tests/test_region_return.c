@@ -13,8 +13,11 @@
 #include "region.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #define KB4 ((size_t)1 << 12)
@@ -22,6 +25,21 @@
 #define NBUF 1200 /* of 4 KiB: three segments of 2 MiB at least */
 
 static void *bufs[NBUF];
+
+/* The library's madvise calls come here (the program's definition is the
+ * one the static library links to): an armed hook runs once, on the calling
+ * thread; the upkeep's first call is its purge, made while it holds free
+ * pages out of service without the node lock. */
+static void (*_Atomic madvise_hook)(void);
+
+int madvise(void *addr, size_t len, int advice)
+{
+	void (*hook)(void) = atomic_exchange(&madvise_hook, NULL);
+
+	if (hook)
+		hook();
+	return (int)syscall(SYS_madvise, addr, len, advice);
+}
 
 static struct ioa_stats stats(void)
 {
@@ -154,6 +172,101 @@ static void idle_free_pages_purged(enum ioa_backend backend)
 	ioa_fini();
 }
 
+/* A fork in the middle of a purge: in the child the held pages are free
+ * again, so once everything is freed the segments go (but the newest). */
+static void fork_in_purge(void)
+{
+	pid_t pid;
+	int status;
+
+	fflush(stdout);
+	if ((pid = fork()) != 0) {
+		if (CHECK(pid > 0)) {
+			CHECK_EQ(waitpid(pid, &status, 0), pid);
+			CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		}
+		return;
+	}
+	for (int i = 0; i < NBUF; i++)
+		if (i >= 512 || i % 2 == 0)
+			CHECK_EQ(ioa_dma_free(bufs[i]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa__region_upkeep(0);
+	ioa__region_upkeep(0);
+	CHECK_EQ(stats().segments, 1);
+	_exit(check_done());
+}
+
+static void fork_during_purge(void)
+{
+	if (!start(IOA_BACKEND_NONE))
+		return;
+#if defined(__SANITIZE_THREAD__)
+	check_note("fork_during_purge skipped: TSan cannot follow the library's fork handlers");
+	ioa_fini();
+	return;
+#endif
+	fill();
+	for (int i = 1; i < 512; i += 2) /* 256 free runs in the oldest segment */
+		CHECK_EQ(ioa_dma_free(bufs[i]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa__region_upkeep(0);
+	madvise_hook = fork_in_purge;
+	ioa__region_upkeep(0); /* forks inside its first madvise */
+	CHECK(!madvise_hook);
+	for (int i = 0; i < NBUF; i++)
+		if (i >= 512 || i % 2 == 0)
+			CHECK_EQ(ioa_dma_free(bufs[i]), 0);
+	ioa_fini();
+}
+
+static atomic_int allocating;
+static void *during_purge;
+
+static void *allocate(void *arg)
+{
+	(void)arg;
+	atomic_store(&allocating, 1);
+	during_purge = ioa_dma_alloc(KB4, 0, 0);
+	return NULL;
+}
+
+static pthread_t allocator;
+
+/* An allocation while every free page is held: give it time to arrive. */
+static void allocate_in_purge(void)
+{
+	CHECK_EQ(pthread_create(&allocator, NULL, allocate, NULL), 0);
+	while (!atomic_load(&allocating))
+		sched_yield();
+	usleep(100000);
+}
+
+/* An allocation that finds every free page held by a purge waits for them,
+ * rather than making a new segment (or failing under RLIMIT_AS). */
+static void allocation_waits_for_purge(void)
+{
+	if (!start(IOA_BACKEND_NONE))
+		return;
+	for (int i = 0; i < 512; i++) { /* one segment, all of it freed */
+		bufs[i] = ioa_dma_alloc(KB4, 0, 0);
+		memset(bufs[i], 1, KB4);
+	}
+	for (int i = 0; i < 512; i++)
+		CHECK_EQ(ioa_dma_free(bufs[i]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	CHECK_EQ(stats().segments, 1);
+	ioa__region_upkeep(0);
+	madvise_hook = allocate_in_purge;
+	ioa__region_upkeep(0); /* kept (the newest), purged: all 512 pages held */
+	CHECK_EQ(pthread_join(allocator, NULL), 0);
+	CHECK(during_purge != NULL);
+	CHECK_EQ(stats().segments, 1);
+	if (during_purge)
+		CHECK_EQ(ioa_dma_free(during_purge), 0);
+	ioa_fini();
+}
+
 /* Sets RLIMIT_AS to the address space in use plus @slack bytes; 0 or -1. */
 static int limit_address_space(size_t slack)
 {
@@ -283,6 +396,8 @@ int main(void)
 	empty_segments_go_back(IOA_BACKEND_SIM);
 	idle_free_pages_purged(IOA_BACKEND_NONE);
 	idle_free_pages_purged(IOA_BACKEND_SIM);
+	fork_during_purge();
+	allocation_waits_for_purge();
 	out_of_address_space(32 * MB);
 	out_of_address_space(0);
 	heap_out_of_address_space();

@@ -76,6 +76,8 @@ struct node_arena {
 	/* Segments given back at once when an allocation ran out of memory:
 	 * their metadata, freed by the next upkeep after a grace period. */
 	struct ioa__segment *returned;
+	int purging; /* the upkeep holds pages for a purge; purge_done when not */
+	pthread_cond_t purge_done;
 };
 
 _Atomic uint64_t ioa__va2iova_root[512] __attribute__((aligned(4096)));
@@ -469,19 +471,24 @@ static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment
 	uint32_t n = (uint32_t)(len >> IOA_PAGE_SHIFT);
 	int low = ioa__iommu_mappings_low(); /* then only whole segments serve */
 	int big = big_buffer(len, align);
+	int dedicated = !big && (len > rg.segment_size || align > rg.segment_size);
 	struct ioa__segment *s;
 	long page = -1;
 	int err = 0;
 
 	pthread_mutex_lock(&a->lock);
-	for (s = a->segments; s && (big || (len <= rg.segment_size && align <= rg.segment_size));
-	     s = s->next)
-		if (segment_serves(s, big, low) &&
-		    (page = find_run(s, n, (uint32_t)(align >> IOA_PAGE_SHIFT))) >= 0)
+	for (;;) {
+		for (s = a->segments; s && !dedicated; s = s->next)
+			if (segment_serves(s, big, low) &&
+			    (page = find_run(s, n, (uint32_t)(align >> IOA_PAGE_SHIFT))) >= 0)
+				break;
+		if ((s && page >= 0) || dedicated || !a->purging)
 			break;
+		/* the upkeep holds free pages for a purge: they come back free
+		 * (purge_done), rather than a new segment made meanwhile */
+		pthread_cond_wait(&a->purge_done, &a->lock);
+	}
 	if (!s || page < 0) {
-		int dedicated = !big && (len > rg.segment_size || align > rg.segment_size);
-
 		err = segment_create(big ? BIG_SIZE : round_up(len, rg.segment_size),
 				     align > rg.segment_size ? align : rg.segment_size, node, dedicated,
 				     &s);
@@ -1233,7 +1240,11 @@ int ioa__region_make_room(void)
 	int n = 0;
 
 	for (int node = 0; node < IOA_MAX_NODES; node++) {
-		pthread_mutex_lock(&rg.nodes[node].lock);
+		/* trylock: a caller may hold a lock that fork's prepare handler
+		 * takes after the node locks (the heap's extent lock); a node
+		 * busy now is skipped */
+		if (pthread_mutex_trylock(&rg.nodes[node].lock) != 0)
+			continue;
 		n += give_back_empty(&rg.nodes[node]);
 		pthread_mutex_unlock(&rg.nodes[node].lock);
 	}
@@ -1297,9 +1308,9 @@ static uint64_t purge_held(struct ioa__segment *s)
 	return bytes;
 }
 
-/* Puts the held pages of @s back in service (node lock), as never handed out
- * when purged: they read as zeros. */
-static void release_held(struct ioa__segment *s)
+/* Puts the held pages of @s back in service (node lock); as never handed out
+ * when @purged (and no madvise was refused): they read as zeros. */
+static void release_held(struct ioa__segment *s, int purged)
 {
 	uint32_t n = 0;
 
@@ -1308,7 +1319,7 @@ static void release_held(struct ioa__segment *s)
 
 		if (!h)
 			continue;
-		if (!s->purge_refused) /* else some may be resident: kept as touched */
+		if (purged && !s->purge_refused) /* else some may be resident: touched */
 			s->touched[w] &= ~h;
 		s->held[w] = 0;
 		n += (uint32_t)__builtin_popcountll(h);
@@ -1365,10 +1376,13 @@ void ioa__region_upkeep(int node)
 			continue;
 		}
 		if (idle && on_demand && !s->purge_refused && hold_purgeable(s, &runs)) {
+			a->purging = 1;
 			pthread_mutex_unlock(&a->lock);
 			purged += purge_held(s);
 			pthread_mutex_lock(&a->lock);
-			release_held(s); /* @s stayed linked: it held pages */
+			release_held(s, 1); /* @s stayed linked: it held pages */
+			a->purging = 0;
+			pthread_cond_broadcast(&a->purge_done);
 		}
 		pp = &s->next;
 	}
@@ -1417,14 +1431,28 @@ void ioa__region_fork_parent(void)
 		pthread_mutex_unlock(&rg.nodes[n].lock);
 }
 
+/* A fork during a purge (the upkeep drops the node lock for its madvise
+ * calls) leaves the held pages out of service in the child, where no upkeep
+ * finishes it: they go back free, still counted as handed out (some may
+ * not be purged). */
+static void release_held_in_child(struct node_arena *a)
+{
+	for (struct ioa__segment *s = a->segments; s && a->purging; s = s->next)
+		release_held(s, 0);
+	a->purging = 0;
+}
+
 void ioa__region_fork_child(void)
 {
 	ioa__iopt_fork_child(&va2iova);
 	ioa__iopt_fork_child(&iova2va);
 	if (!rg.identity)
 		ioa__iova_fork_child(&rg.iova);
-	for (int n = 0; n < IOA_MAX_NODES; n++)
+	for (int n = 0; n < IOA_MAX_NODES; n++) {
 		pthread_mutex_init(&rg.nodes[n].lock, NULL);
+		pthread_cond_init(&rg.nodes[n].purge_done, NULL);
+		release_held_in_child(&rg.nodes[n]);
+	}
 }
 
 /* ---- life cycle ------------------------------------------------------ */
@@ -1443,8 +1471,10 @@ int ioa__region_init(const struct ioa_config *cfg)
 		ioa__info("IOALLOC_IOVA=rotate: an identity backend (none) has IOVA = virtual "
 			  "address: IOVAs stay fixed (no device reaches this memory)");
 	rg.segment_size = cfg->page_size == IOA_PAGE_1G ? IOA_HUGE_1G : SEGMENT_SIZE;
-	for (int n = 0; n < IOA_MAX_NODES; n++)
+	for (int n = 0; n < IOA_MAX_NODES; n++) {
 		pthread_mutex_init(&rg.nodes[n].lock, NULL);
+		pthread_cond_init(&rg.nodes[n].purge_done, NULL);
+	}
 	err = ioa__segmap_init();
 	if (err)
 		return err;
@@ -1516,6 +1546,7 @@ void ioa__region_fini(void)
 			ioa__os_free_pages(s, s->meta_len);
 		}
 		pthread_mutex_destroy(&rg.nodes[n].lock);
+		pthread_cond_destroy(&rg.nodes[n].purge_done);
 	}
 	ioa__iopt_destroy(&iova2va);
 	ioa__iopt_destroy(&va2iova);
