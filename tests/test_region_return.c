@@ -267,18 +267,29 @@ static void allocation_waits_for_purge(void)
 	ioa_fini();
 }
 
-/* Sets RLIMIT_AS to the address space in use plus @slack bytes; 0 or -1. */
+/* Sets RLIMIT_AS to the address space in use plus @slack bytes: 0, or 1
+ * when the limit is not enforced (qemu-user keeps it from the host: a map
+ * past it still succeeds), with a note; -1 on an error. */
 static int limit_address_space(size_t slack)
 {
 	struct rlimit lim;
 	long pages = 0;
 	FILE *f = fopen("/proc/self/statm", "r");
+	void *probe;
 
 	if (!f || fscanf(f, "%ld", &pages) != 1)
 		return -1;
 	fclose(f);
 	lim.rlim_cur = lim.rlim_max = (rlim_t)pages * KB4 + slack;
-	return setrlimit(RLIMIT_AS, &lim);
+	if (setrlimit(RLIMIT_AS, &lim) != 0)
+		return -1;
+	probe = mmap(NULL, slack + 64 * MB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (probe == MAP_FAILED)
+		return 0;
+	munmap(probe, slack + 64 * MB);
+	check_note("RLIMIT_AS is not enforced here (a map past it succeeded; qemu-user does "
+		   "not pass it on): the address-space part is not checked");
+	return 1;
 }
 
 /* Under RLIMIT_AS, a buffer too big for the shared segments is served once
@@ -315,8 +326,14 @@ static void out_of_address_space(size_t slack)
 			CHECK_EQ(ioa_dma_free(big[i]), 0);
 		CHECK_EQ(ioa_quiesce(), 0);
 		/* not room for 48 MiB while the 96 MiB stay mapped */
-		if (limit_address_space(slack) != 0)
+		switch (limit_address_space(slack)) {
+		case 0:
+			break;
+		case 1:
+			_exit(check_done());
+		default:
 			_exit(1);
+		}
 		capture_begin(&cap);
 		huge = ioa_dma_alloc(48 * MB, 0, 0);
 		capture_end(&cap);
@@ -369,8 +386,14 @@ static void heap_out_of_address_space(void)
 		for (int i = 0; i < OBJECTS; i++)
 			ioa_free(obj[i]);
 		CHECK_EQ(ioa_quiesce(), 0);
-		if (limit_address_space(0) != 0)
+		switch (limit_address_space(0)) {
+		case 0:
+			break;
+		case 1:
+			_exit(check_done());
+		default:
 			_exit(1);
+		}
 		capture_begin(&cap);
 		p = ioa_malloc(20 * MB);
 		capture_end(&cap);
