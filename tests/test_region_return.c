@@ -220,26 +220,27 @@ static void fork_during_purge(void)
 	ioa_fini();
 }
 
-static atomic_int allocating;
+static atomic_int allocated;
 static void *during_purge;
 
 static void *allocate(void *arg)
 {
 	(void)arg;
-	atomic_store(&allocating, 1);
 	during_purge = ioa_dma_alloc(KB4, 0, 0);
+	atomic_store(&allocated, 1);
 	return NULL;
 }
 
 static pthread_t allocator;
 
-/* An allocation while every free page is held: give it time to arrive. */
+/* An allocation while every free page is held: it must wait for them, so
+ * it does not end within a second (one that makes a segment ends at once). */
 static void allocate_in_purge(void)
 {
 	CHECK_EQ(pthread_create(&allocator, NULL, allocate, NULL), 0);
-	while (!atomic_load(&allocating))
-		sched_yield();
-	usleep(100000);
+	for (int ms = 0; ms < 1000 && !atomic_load(&allocated); ms++)
+		usleep(1000);
+	CHECK(!atomic_load(&allocated));
 }
 
 /* An allocation that finds every free page held by a purge waits for them,

@@ -23,6 +23,7 @@
 
 static atomic_int refuse_chunks, slow_refusal, in_refusal;
 
+#if !defined(__SANITIZE_THREAD__) /* TSan's runtime needs libc's mmap from its start */
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
 	if (len == DESC_CHUNK && atomic_load(&refuse_chunks)) {
@@ -35,6 +36,7 @@ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 	}
 	return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
 }
+#endif
 
 static void deadlocked(int sig)
 {
