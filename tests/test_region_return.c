@@ -172,21 +172,27 @@ static void idle_free_pages_purged(enum ioa_backend backend)
 	ioa_fini();
 }
 
-/* A fork in the middle of a purge: in the child the held pages are free
- * again, so once everything is freed the segments go (but the newest). */
-static void fork_in_purge(void)
+/* Runs @body(@arg) in a child, whose checks decide its exit status; the
+ * parent checks that it passed. */
+static void in_child(void (*body)(void *), void *arg)
 {
 	pid_t pid;
 	int status;
 
 	fflush(stdout);
-	if ((pid = fork()) != 0) {
-		if (CHECK(pid > 0)) {
-			CHECK_EQ(waitpid(pid, &status, 0), pid);
-			CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-		}
-		return;
+	if ((pid = fork()) == 0) {
+		body(arg);
+		_exit(check_done());
 	}
+	if (!CHECK(pid > 0))
+		return;
+	CHECK_EQ(waitpid(pid, &status, 0), pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static void free_the_rest(void *arg)
+{
+	(void)arg;
 	for (int i = 0; i < NBUF; i++)
 		if (i >= 512 || i % 2 == 0)
 			CHECK_EQ(ioa_dma_free(bufs[i]), 0);
@@ -194,7 +200,13 @@ static void fork_in_purge(void)
 	ioa__region_upkeep(0);
 	ioa__region_upkeep(0);
 	CHECK_EQ(stats().segments, 1);
-	_exit(check_done());
+}
+
+/* A fork in the middle of a purge: in the child the held pages are free
+ * again, so once everything is freed the segments go (but the newest). */
+static void fork_in_purge(void)
+{
+	in_child(free_the_rest, NULL);
 }
 
 static void fork_during_purge(void)
@@ -270,19 +282,23 @@ static void allocation_waits_for_purge(void)
 
 /* Sets RLIMIT_AS to the address space in use plus @slack bytes: 0, or 1
  * when the limit is not enforced (qemu-user keeps it from the host: a map
- * past it still succeeds), with a note; -1 on an error. */
+ * past it still succeeds), with a note; -1 on an error (a failed check). */
 static int limit_address_space(size_t slack)
 {
+	volatile char stack[128 << 10]; /* the calls after grow no stack under the limit */
 	struct rlimit lim;
 	long pages = 0;
-	FILE *f = fopen("/proc/self/statm", "r");
+	FILE *f;
 	void *probe;
 
-	if (!f || fscanf(f, "%ld", &pages) != 1)
+	for (size_t i = 0; i < sizeof(stack); i += KB4)
+		stack[i] = 0;
+	f = fopen("/proc/self/statm", "r");
+	if (!CHECK(f && fscanf(f, "%ld", &pages) == 1))
 		return -1;
 	fclose(f);
 	lim.rlim_cur = lim.rlim_max = (rlim_t)pages * KB4 + slack;
-	if (setrlimit(RLIMIT_AS, &lim) != 0)
+	if (!CHECK_EQ(setrlimit(RLIMIT_AS, &lim), 0))
 		return -1;
 	probe = mmap(NULL, slack + 64 * MB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (probe == MAP_FAILED)
@@ -295,122 +311,98 @@ static int limit_address_space(size_t slack)
 
 /* Under RLIMIT_AS, a buffer too big for the shared segments is served once
  * the empty ones are given back, at once and with no error said; a live
- * buffer's segment stays. With @slack of 32 MiB the segment's own map fails
+ * buffer's segment stays. With *@slack of 32 MiB the segment's own map fails
  * first, with none its metadata's. In a child: the limit stays there. */
+static void dma_when_out_of_address_space(void *slack)
+{
+	enum { BIG = 64 * 1024 }; /* the largest buffer of a 2 MiB segment */
+	static void *big[1536];   /* 96 MiB */
+	struct check_capture cap;
+	void *huge, *live;
+
+	check_clear_ioalloc_env();
+	if (!start(IOA_BACKEND_NONE))
+		return;
+	live = ioa_dma_alloc(KB4, 0, 0);
+	memset(live, 0x77, KB4);
+	for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++)
+		if (!CHECK(big[i] = ioa_dma_alloc(BIG, 0, 0)))
+			return;
+	for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++)
+		CHECK_EQ(ioa_dma_free(big[i]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	/* not room for 48 MiB while the 96 MiB stay mapped */
+	if (limit_address_space(*(size_t *)slack) != 0)
+		return;
+	capture_begin(&cap);
+	huge = ioa_dma_alloc(48 * MB, 0, 0);
+	capture_end(&cap);
+	CHECK(huge != NULL);
+	CHECK_EQ(cap.text[0], '\0');
+	CHECK(stats().segment_bytes_returned >= 90 * MB);
+	if (huge) {
+		memset(huge, 1, 48 * MB);
+		CHECK_EQ(ioa_dma_free(huge), 0);
+	}
+	CHECK_EQ(((unsigned char *)live)[KB4 - 1], 0x77);
+	CHECK(ioa_virt2iova(live) != IOA_BAD_IOVA);
+	CHECK_EQ(ioa_dma_free(live), 0);
+	ioa__region_upkeep(0); /* frees the metadata of those given back */
+	ioa_fini();
+}
+
 static void out_of_address_space(size_t slack)
 {
-	struct check_capture cap;
-	pid_t pid;
-	int status;
-
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	(void)slack;
 	check_note("out_of_address_space skipped: the sanitizer's shadow memory needs the "
 		   "address space RLIMIT_AS would take");
 	return;
 #endif
-	fflush(stdout);
-	pid = fork();
-	if (pid == 0) {
-		enum { BIG = 64 * 1024 }; /* the largest buffer of a 2 MiB segment */
-		static void *big[1536];   /* 96 MiB */
-		void *huge, *live;
-
-		check_clear_ioalloc_env();
-		if (!start(IOA_BACKEND_NONE))
-			_exit(1);
-		live = ioa_dma_alloc(KB4, 0, 0);
-		memset(live, 0x77, KB4);
-		for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++)
-			if (!CHECK(big[i] = ioa_dma_alloc(BIG, 0, 0)))
-				_exit(1);
-		for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++)
-			CHECK_EQ(ioa_dma_free(big[i]), 0);
-		CHECK_EQ(ioa_quiesce(), 0);
-		/* not room for 48 MiB while the 96 MiB stay mapped */
-		switch (limit_address_space(slack)) {
-		case 0:
-			break;
-		case 1:
-			_exit(check_done());
-		default:
-			_exit(1);
-		}
-		capture_begin(&cap);
-		huge = ioa_dma_alloc(48 * MB, 0, 0);
-		capture_end(&cap);
-		CHECK(huge != NULL);
-		CHECK_EQ(cap.text[0], '\0');
-		CHECK(stats().segment_bytes_returned >= 90 * MB);
-		if (huge) {
-			memset(huge, 1, 48 * MB);
-			CHECK_EQ(ioa_dma_free(huge), 0);
-		}
-		CHECK_EQ(((unsigned char *)live)[KB4 - 1], 0x77);
-		CHECK(ioa_virt2iova(live) != IOA_BAD_IOVA);
-		CHECK_EQ(ioa_dma_free(live), 0);
-		ioa__region_upkeep(0); /* frees the metadata of those given back */
-		ioa_fini();
-		_exit(check_done());
-	}
-	if (!CHECK(pid > 0))
-		return;
-	CHECK_EQ(waitpid(pid, &status, 0), pid);
-	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	in_child(dma_when_out_of_address_space, &slack);
 }
 
 /* The heap: after 300 MiB of 3000-byte objects were freed, with no address
  * space left, a malloc of 20 MiB (its span descriptor first) is served by
  * the segments the objects had. */
-static void heap_out_of_address_space(void)
+static void heap_when_out_of_address_space(void *arg)
 {
 	enum { OBJECTS = 100000 };
+	static void *obj[OBJECTS];
 	struct check_capture cap;
-	pid_t pid;
-	int status;
+	void *p;
 
+	(void)arg;
+	check_clear_ioalloc_env();
+	if (!start(IOA_BACKEND_NONE))
+		return;
+	for (int i = 0; i < OBJECTS; i++)
+		if (!CHECK(obj[i] = ioa_malloc(3000)))
+			return;
+	for (int i = 0; i < OBJECTS; i++)
+		ioa_free(obj[i]);
+	CHECK_EQ(ioa_quiesce(), 0);
+	if (limit_address_space(0) != 0)
+		return;
+	capture_begin(&cap);
+	p = ioa_malloc(20 * MB);
+	capture_end(&cap);
+	CHECK(p != NULL);
+	CHECK_EQ(cap.text[0], '\0');
+	if (p) {
+		memset(p, 1, 20 * MB);
+		ioa_free(p);
+	}
+	ioa_fini();
+}
+
+static void heap_out_of_address_space(void)
+{
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 	check_note("heap_out_of_address_space skipped: as out_of_address_space");
 	return;
 #endif
-	fflush(stdout);
-	pid = fork();
-	if (pid == 0) {
-		static void *obj[OBJECTS];
-		void *p;
-
-		check_clear_ioalloc_env();
-		if (!start(IOA_BACKEND_NONE))
-			_exit(1);
-		for (int i = 0; i < OBJECTS; i++)
-			if (!CHECK(obj[i] = ioa_malloc(3000)))
-				_exit(1);
-		for (int i = 0; i < OBJECTS; i++)
-			ioa_free(obj[i]);
-		CHECK_EQ(ioa_quiesce(), 0);
-		switch (limit_address_space(0)) {
-		case 0:
-			break;
-		case 1:
-			_exit(check_done());
-		default:
-			_exit(1);
-		}
-		capture_begin(&cap);
-		p = ioa_malloc(20 * MB);
-		capture_end(&cap);
-		CHECK(p != NULL);
-		CHECK_EQ(cap.text[0], '\0');
-		if (p) {
-			memset(p, 1, 20 * MB);
-			ioa_free(p);
-		}
-		ioa_fini();
-		_exit(check_done());
-	}
-	if (!CHECK(pid > 0))
-		return;
-	CHECK_EQ(waitpid(pid, &status, 0), pid);
-	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	in_child(heap_when_out_of_address_space, NULL);
 }
 
 int main(void)

@@ -1339,10 +1339,12 @@ static void release_held(struct ioa__segment *s, int purged)
  * memory a program freed goes back within two upkeeps of its last use, and a
  * segment in use keeps its pages. Also frees the metadata of the segments an
  * allocation gave back (give_back_empty). One upkeep at a time (the heap's
- * upkeep_lock): the held pages and purge_refused are its own. Life in a process: it runs on the reclaimer, which
- * blocks every signal; ioa_fini stops the upkeep before the region's fini; a
- * fork meanwhile finds the node lock taken (ioa__region_fork_prepare) or the
- * segments unlinked (then the child keeps their metadata, as their memory).
+ * upkeep_lock): the held pages and purge_refused are its own. Life in a
+ * process: it runs on the reclaimer, which blocks every signal; ioa_fini
+ * stops the upkeep before the region's fini; a fork meanwhile finds the node
+ * lock taken (ioa__region_fork_prepare), or pages held for a purge (the
+ * child puts them back, ioa__region_fork_child), or segments unlinked (the
+ * child keeps their metadata, as their memory).
  */
 void ioa__region_upkeep(int node)
 {
@@ -1361,18 +1363,20 @@ void ioa__region_upkeep(int node)
 	a->returned = NULL;
 	for (pp = &a->segments; (s = *pp);) {
 		int idle = s->reserves == s->reserves_seen;
+		int empty = idle && segment_empty(s);
 
 		s->reserves_seen = s->reserves;
 		/* one empty segment of each kind stays (purged when on demand): a
 		 * program that frees all and allocates again a while later, in
 		 * cycles, does not make a segment each time (with a device: map,
 		 * prefault and pin it; a 1 GiB page is cleared whole) */
-		if (idle && segment_empty(s) && !kept[s->big]) {
+		if (empty && !kept[s->big]) {
 			kept[s->big] = 1;
-		} else if (idle && segment_empty(s)) {
+		} else if (empty) {
 			*pp = s->next;
 			s->next = gone;
 			gone = s;
+			returned += s->mem.len;
 			continue;
 		}
 		if (idle && on_demand && !s->purge_refused && hold_purgeable(s, &runs)) {
@@ -1389,8 +1393,6 @@ void ioa__region_upkeep(int node)
 	pthread_mutex_unlock(&a->lock);
 	if (!gone && !meta && !purged)
 		return;
-	for (s = gone; s; s = s->next)
-		returned += s->mem.len;
 	if ((gone || meta) && ioa__grace_available())
 		ioa__grace_wait();
 	for (s = gone; s; s = next) {
