@@ -126,7 +126,7 @@ static void retire_pruned(struct ioa_iopt *t, struct ioa__iopt_pruned *pruned)
 {
 	while (pruned->first) {
 		_Atomic uint64_t *page = pruned->first;
-		struct ioa__defer_item item = { .table = { t, (void *)page }, .kind = IOA_ITEM_TABLE };
+		struct ioa__defer_item item = ioa__table_item(t, (void *)page);
 
 		pruned->first = ioa__iopt_pruned_next(page);
 		ioa__defer_enqueue(t->node, &item);
@@ -238,12 +238,11 @@ IOA_EXPORT uint64_t ioa_iopt_root_iova(const struct ioa_iopt *t)
 IOA_EXPORT void ioa_iopt_destroy(struct ioa_iopt *t)
 {
 	struct ioa__iopt_pruned pruned = { 0 };
-	struct ioa__defer_item root = { .kind = IOA_ITEM_TABLE };
+	struct ioa__defer_item root;
 
 	if (no_table(t, "ioa_iopt_destroy", 1))
 		return;
-	root.table.owner = t;
-	root.table.page = (void *)t->pt.root;
+	root = ioa__table_item(t, (void *)t->pt.root);
 	ioa__iopt_unmap(&t->pt, 0, 1ull << IOA_IOPT_BITS, &pruned);
 	retire_pruned(t, &pruned);
 	ioa__defer_enqueue(t->node, &root);

@@ -67,7 +67,7 @@ static void dump_freed(void *arg, const struct ioa__defer_item *item)
 	struct dump_ctx *c = arg;
 	struct ioa__iova_extent ext;
 
-	if (item->kind == IOA_ITEM_TABLE) {
+	if (ioa__item_is_table(item)) {
 		ioa__fdout_printf(c->out, "freed node=%d va=%p kind=table\n", c->node, item->table.page);
 		return;
 	}

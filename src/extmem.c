@@ -275,7 +275,7 @@ static void settle(uintptr_t va, int released)
 
 IOA_EXPORT int ioa_dma_unregister(void *addr)
 {
-	struct ioa__defer_item item = { .kind = IOA_ITEM_BUFFER };
+	struct ioa__defer_item item = { 0 };
 	struct reg r;
 	int err, released;
 
@@ -315,7 +315,7 @@ void ioa__extmem_fini(void)
 	int inherited = ioa__iommu_inherited();
 
 	for (size_t i = 0; i < nregs; i++) {
-		struct ioa__defer_item item = { .kind = IOA_ITEM_BUFFER, .buf = regs[i].buf };
+		struct ioa__defer_item item = { .buf = regs[i].buf };
 
 		if (regs[i].state != REG_LIVE)
 			continue;

@@ -697,13 +697,13 @@ static void free_all(void **bufs, int from, int n)
  * Frees share a clock read (stamp_item), and what bounds it. A free into an
  * empty queue reads the clock: after a quiet spell it is not stamped with
  * the spell's start, 100 ms older than it is. And one read stamps at most a
- * few frees: 8 frees, 100 ms of quiet with the queue still holding them (the
- * delay is 1 s), then 16 frees: those 16 are not stamped 100 ms early, so
- * the median latency stays under it.
+ * few frees (32): 32 frees, 100 ms of quiet with the queue still holding
+ * them (the delay is 1 s), then 64 frees: those 64 are not stamped 100 ms
+ * early, so the median latency stays under it.
  */
 static void stamps_shared_and_bounded(void)
 {
-	void *bufs[24];
+	void *bufs[96];
 	struct ioa_stats s;
 
 	init_sim(IOA_DEFER_ON, 1000, 4096, 0);
@@ -719,15 +719,15 @@ static void stamps_shared_and_bounded(void)
 	ioa_fini();
 
 	init_sim(IOA_DEFER_ON, 1000000, 4096, 0);
-	for (int i = 0; i < 24; i++)
+	for (int i = 0; i < 96; i++)
 		bufs[i] = ioa_dma_alloc(KB4, 0, 0);
-	free_all(bufs, 0, 8);
+	free_all(bufs, 0, 32);
 	sleep_ms(100);
-	free_all(bufs, 8, 16);
+	free_all(bufs, 32, 64);
 	CHECK_EQ(ioa_quiesce(), 0);
 	ioa_stats_get(&s);
 	CHECK(s.defer_latency_p50_ns < 50000000);
-	CHECK(s.defer_latency_p99_ns >= 100000000); /* the first 8 did wait */
+	CHECK(s.defer_latency_p99_ns >= 100000000); /* the first 32 did wait */
 	ioa_fini();
 }
 

@@ -32,19 +32,32 @@
 
 #include <stdint.h>
 
-/* What a queue carries: a buffer, or a device table page that emptied. */
-enum ioa__item_kind { IOA_ITEM_BUFFER, IOA_ITEM_TABLE };
-
+/* What a queue carries: a buffer, or a device table page that emptied,
+ * told apart by the first word (a buffer's segment is never NULL). 32 bytes:
+ * two items a cache line, each line a free writes is one the reclaimer
+ * reads. */
 struct ioa__defer_item {
 	union {
-		struct ioa__buffer buf;          /* IOA_ITEM_BUFFER */
+		struct ioa__buffer buf; /* a buffer */
 		struct {
-			void *owner, *page;      /* IOA_ITEM_TABLE: the table and its page */
+			void *none;     /* NULL: a table page */
+			void *owner, *page; /* the table and its page */
 		} table;
 	};
 	uint64_t stamp;           /* ioa__ticks() at enqueue */
-	enum ioa__item_kind kind;
 };
+_Static_assert(sizeof(struct ioa__defer_item) == 32, "two items a cache line");
+
+/* A table page's item for @owner's @page. */
+static inline struct ioa__defer_item ioa__table_item(void *owner, void *page)
+{
+	return (struct ioa__defer_item){ .table = { NULL, owner, page } };
+}
+
+static inline int ioa__item_is_table(const struct ioa__defer_item *item)
+{
+	return item->table.none == NULL;
+}
 
 /* Runs a device table's non-leaf invalidation (the driver's callback); a
  * pass calls it once for each table among its items, then retires their

@@ -300,18 +300,18 @@ static uint32_t tables_to_buffers(struct ioa__defer_item *it, uint32_t n, int in
 		void *owner = it[i].table.owner;
 		uint32_t j;
 
-		if (it[i].kind != IOA_ITEM_TABLE)
+		if (!ioa__item_is_table(&it[i]))
 			continue;
-		for (j = 0; j < i && !(it[j].kind == IOA_ITEM_TABLE && it[j].table.owner == owner); j++)
+		for (j = 0; j < i && !(ioa__item_is_table(&it[j]) && it[j].table.owner == owner); j++)
 			;
 		if (j == i) /* the first page of this table in the batch */
 			rt.table_invalidate(owner);
 	}
 	for (uint32_t i = 0; i < n; i++) {
-		if (it[i].kind == IOA_ITEM_TABLE) {
+		if (ioa__item_is_table(&it[i])) {
+			/* a buffer from here on: take sets its segment */
 			if (ioa__region_take(it[i].table.page, IOA_OWNER_DMA, &it[i].buf) != 0)
 				continue;
-			it[i].kind = IOA_ITEM_BUFFER;
 		}
 		it[kept++] = it[i];
 	}
@@ -395,7 +395,7 @@ uint32_t ioa__retire(int node, struct ioa__defer_item *it, uint32_t n, struct io
 	/* Unordered (tests only): the tables' invalidation comes last, after
 	 * their pages were released. */
 	for (uint32_t i = 0; unordered && i < n && ntables < 8; i++)
-		if (it[i].kind == IOA_ITEM_TABLE)
+		if (ioa__item_is_table(&it[i]))
 			tables[ntables++] = it[i];
 	buffers = tables_to_buffers(it, n, !unordered);
 	*held = hold && !unordered && !ioa__iommu_inherited() ? hold_short(it, buffers, ext, order, now)
