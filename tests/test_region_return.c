@@ -362,6 +362,54 @@ static void out_of_address_space(size_t slack)
 	in_child(dma_when_out_of_address_space, &slack);
 }
 
+/* With the sim backend and IOALLOC_PAGE_SIZE=auto where no hugetlb page is
+ * free, the first try of a segment that finds no address space falls back
+ * to 4 KiB pages and fails, and the try after the give-back falls back and
+ * succeeds: one segment, one fallback counted. */
+static void fallback_when_out_of_address_space(void *arg)
+{
+	static void *big[1536]; /* 96 MiB */
+	uint64_t before;
+	void *huge;
+
+	(void)arg;
+	check_clear_ioalloc_env();
+	if (!start(IOA_BACKEND_SIM))
+		return;
+	for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++)
+		if (!CHECK(big[i] = ioa_dma_alloc(64 * 1024, 0, 0)))
+			return;
+	for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++)
+		CHECK_EQ(ioa_dma_free(big[i]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	if (stats().segment_bytes_hugetlb_2m) {
+		check_note("fallback_when_out_of_address_space: hugetlb pages are free here, so "
+			   "there is no fallback to count; not checked");
+		ioa_fini();
+		return;
+	}
+	before = stats().hugepage_fallbacks;
+	if (limit_address_space(32 * MB) != 0)
+		return;
+	huge = ioa_dma_alloc(48 * MB, 0, 0);
+	if (CHECK(huge != NULL)) {
+		CHECK(stats().segment_bytes_returned >= 90 * MB);
+		CHECK_EQ(stats().hugepage_fallbacks - before, 1);
+		CHECK_EQ(ioa_dma_free(huge), 0);
+	}
+	ioa__region_upkeep(0);
+	ioa_fini();
+}
+
+static void fallback_out_of_address_space(void)
+{
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	check_note("fallback_out_of_address_space skipped: as out_of_address_space");
+	return;
+#endif
+	in_child(fallback_when_out_of_address_space, NULL);
+}
+
 /* The heap: after 300 MiB of 3000-byte objects were freed, with no address
  * space left, a malloc of 20 MiB (its span descriptor first) is served by
  * the segments the objects had. */
@@ -417,5 +465,6 @@ int main(void)
 	out_of_address_space(32 * MB);
 	out_of_address_space(0);
 	heap_out_of_address_space();
+	fallback_out_of_address_space();
 	return check_done();
 }

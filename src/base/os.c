@@ -216,10 +216,13 @@ int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size
 	case IOA_PAGE_AUTO:
 		if (map_hugetlb(len, align, node, IOA_PAGES_2M, out) == 0)
 			break;
-		ioa__node_stat_add(node, hugepage_fallbacks, 1);
-		ioa__info("no 2 MiB hugetlb page free on node %d: using 4 KiB pages with "
-			  "MADV_HUGEPAGE", node);
-		err = map_small(len, align, node, 1, 1, out);
+		/* counted and said once a segment is made: a caller that gives
+		 * memory back and tries again would count one segment twice */
+		if ((err = map_small(len, align, node, 1, 1, out)) == 0) {
+			ioa__node_stat_add(node, hugepage_fallbacks, 1);
+			ioa__info("no 2 MiB hugetlb page free on node %d: using 4 KiB pages with "
+				  "MADV_HUGEPAGE", node);
+		}
 		break;
 	case IOA_PAGE_4K:
 		err = map_small(len, align, node, 0, !on_demand, out);
