@@ -159,8 +159,9 @@ static void measure(ioa_bench_state *st, const struct bcase *bc, void *pool)
 		ioa_bench_skip(st, "a get failed on the second thread");
 	if (bc->lib->free_cache)
 		bc->lib->free_cache(cache);
-	/* where the main thread's array starts in its cache line: a copy into
-	 * it stores across lines unless 0 (docs/pool.md) */
+	/* where the main thread's array starts in its page: one that crosses
+	 * into the next page off a 64-byte boundary is three times as slow
+	 * (docs/benchmarks.md, pools) */
 	ioa_bench_counter(st, "page_offset", (double)((uintptr_t)&objs[0][0] % 4096));
 }
 

@@ -1354,7 +1354,10 @@ struct ioa_stats {
 	uint64_t defer_coalesced;   /**< ranges merged into a neighbour before unmapping */
 	uint64_t defer_helped;      /**< drains done by freeing threads over the limit */
 	uint64_t defer_backlog_max; /**< most items waiting at once in one thread's queue */
-	uint64_t defer_latency_p50_ns, defer_latency_p99_ns; /**< free to retirement */
+	/** Free to retirement. A free's time is a clock read shared by up to 32
+	 * frees of a thread: sparse frees read older, by at most half of
+	 * IOALLOC_DEFER_DELAY_US. */
+	uint64_t defer_latency_p50_ns, defer_latency_p99_ns;
 	uint64_t heap_spans_created;  /**< spans of small objects ioa_malloc() made */
 	uint64_t heap_spans_retired;  /**< spans and large blocks handed to the reclaimers */
 	uint64_t heap_large_created;  /**< large blocks (above 32 KiB) made */

@@ -7,7 +7,7 @@
  * atomic read-modify-write) and wakes the node's reclaimer only when it
  * sleeps or the queue is three quarters full. Frees are not batched
  * outside the queue: each is published by its own release store, and only
- * the clock read that stamps it is shared (at most 8 items a read), so
+ * the clock read that stamps it is shared (at most 32 items a read), so
  * thread exit, fork(), ioa_quiesce(), ioa_fini() and the delay bound find
  * every freed item in a queue: none can be stranded in a thread's batch. A pass takes everything queued
  * at once, sorts and coalesces the device ranges, holds short young ranges
