@@ -432,7 +432,7 @@ int ioa__dma_free_as(void *ptr, enum ioa__owner owner)
 
 int ioa__dma_free_unchecked(void *ptr, enum ioa__owner owner)
 {
-	struct ioa__defer_item item = { 0 };
+	struct ioa__defer_item item; /* take writes buf, the queue the stamp */
 	int err = ioa__region_take(ptr, owner, &item.buf);
 
 	return err ? err : ioa__defer_enqueue(ioa__region_node(&item.buf), &item);

@@ -626,9 +626,9 @@ __attribute__((noinline, cold)) static void help(int node, struct ring *r)
 /*
  * The stamp of the item about to be queued at @head of @r: one clock read
  * (ioa__ticks: rdtsc, some 10 ns) shared by up to STAMP_SHARE consecutive
- * items (8 before: a free in a burst took 2 ns more). Invariants: a shared stamp is never later
- * than the free it stamps, so an item's age is over-, never underestimated
- * and the delay bound holds; while the queue is not empty its newest item
+ * items. Invariants: a shared stamp is never later than the free it stamps,
+ * so an item's age is over-, never underestimated and the delay bound
+ * holds; while the queue is not empty its newest item
  * (the last one stamped: retirement goes in queue order) still waits with
  * that stamp, so a pass is due by the stamp plus half the delay and the
  * overstatement ends with that pass; a queue found empty gets a fresh read
@@ -648,14 +648,11 @@ static uint64_t stamp_item(struct ring *r, uint64_t head, uint64_t tail)
  * 16-byte loads of a struct copy each span two or three of the maker's
  * stores (segment, first, npages), which the CPU cannot forward, and wait
  * for them to reach the cache (2 ns of a free). The empty asm keeps the
- * compiler from merging the loads again. */
+ * compiler from merging the loads again. A table item's words go the same
+ * way (its owner read as two halves, each within the one store). */
 static inline __attribute__((always_inline)) void copy_item(struct ioa__defer_item *slot,
 							     const struct ioa__defer_item *item)
 {
-	if (ioa__item_is_table(item)) {
-		*slot = ioa__table_item(item->table.owner, item->table.page);
-		return;
-	}
 	struct ioa__segment *seg = item->buf.seg;
 	uint32_t first = item->buf.first, npages = item->buf.npages;
 	uint64_t iova = item->buf.iova;

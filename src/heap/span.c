@@ -330,7 +330,7 @@ unsigned ioa__span_make_pages(struct ioa__heap *h, uint32_t per, struct ioa__spa
 
 static void region_free(struct ioa__span *s)
 {
-	struct ioa__defer_item item = { 0 };
+	struct ioa__defer_item item; /* take writes buf, the queue the stamp */
 	int err = ioa__region_take(s->base, IOA_OWNER_HEAP, &item.buf);
 
 	if (!err)
