@@ -9,7 +9,7 @@
  * Rings of 1024 slots, in each library's default mode (multi-producer,
  * multi-consumer), single-thread mode and relaxed tail sync. Each library's
  * calls are the ones a program makes: DPDK's inline functions of
- * rte_ring.h, ioalloc.h's inline path (the exported functions for RTS);
+ * rte_ring.h, ioalloc.h's inline path (every mode);
  * ioalloc-exported/... calls ioalloc's exported functions, as a program
  * built with IOA_RING_NO_INLINE does (one thread).
  * --benchmark_enable_random_interleaving=true alternates the runs of both.

@@ -586,11 +586,10 @@ int ioa_ring_free_count(const struct ioa_ring *r);
  * instead). ioa_ring_enqueue_bulk, ioa_ring_enqueue_burst,
  * ioa_ring_dequeue_bulk and ioa_ring_dequeue_burst are then also
  * function-like macros for inline functions that move the elements in the
- * caller, as DPDK's rte_ring functions do, when the side is in the
- * multi-thread or single-thread mode. A relaxed-tail-sync side, and a call
- * that fails the inline checks (NULL ring or @objs, @n of 0 or above the
- * count, a ring that is not live), go to the exported function of the same
- * name, which checks and does everything. The inline code is the library's
+ * caller in every sync mode, as DPDK's rte_ring functions do. A call that
+ * fails the inline checks (NULL ring or @objs, @n of 0 or above the count, a
+ * ring that is not live) goes to the exported function of the same name,
+ * which checks and does everything. The inline code is the library's
  * own (its exported functions and its pools run it), so results, memory
  * ordering and liveness are the same either way; so are thread exit, fork
  * (a ring is ordinary memory), signal handlers (async-signal-safe as said
@@ -603,17 +602,18 @@ int ioa_ring_free_count(const struct ioa_ring *r);
  * or a function pointer calls the exported function.
  *
  * What the inline code reads and writes is part of the ABI, version
- * IOA_RING_FAST_ABI: struct ioa_ring's layout below and
- * ioa_ring_mt_commit_wait_v1(). A library with another layout would rename
- * that function and change the magic, so that programs built with this
- * header take the exported functions.
+ * IOA_RING_FAST_ABI: struct ioa_ring's layout below, what its head and tail
+ * words hold in each mode (the relaxed-tail-sync counts included) and
+ * ioa_ring_mt_commit_wait_v1(). A library that changed any of them would
+ * rename that function and change the magic, so that programs built with
+ * this header take the exported functions.
  */
 #if defined(__GNUC__)
 #define IOA_RING_FAST_ABI 1
 #define IOA_RING_MAGIC_V1 0x52494e47u /**< "RING" while a ring is live (ABI 1) */
 #define IOA_RING_SYNC_MT_V1 0         /**< a side's mode: multi-thread */
 #define IOA_RING_SYNC_ST_V1 1         /**< single-thread */
-#define IOA_RING_SYNC_RTS_V1 2        /**< relaxed tail sync (never inline) */
+#define IOA_RING_SYNC_RTS_V1 2        /**< relaxed tail sync */
 
 /** Not for direct use: a side's head and tail (ABI 1), each alone on a
  * 64-byte line, two lines apart (the adjacent-line prefetcher fetches pairs).
@@ -850,34 +850,124 @@ ioa_ring_st_commit_(struct ioa_ring_side_v1 *s, uint32_t old, uint32_t n)
 	__atomic_store_n(&s->tail, (uint64_t)(uint32_t)(old + n), __ATOMIC_RELEASE);
 }
 
+/* The count half of a head or tail word, and a word of a position and a
+ * count. */
+static inline uint32_t ioa_ring_cnt_(uint64_t w)
+{
+	return (uint32_t)(w >> 32);
+}
+
+static inline uint64_t ioa_ring_word_(uint32_t pos, uint32_t cnt)
+{
+	return (uint64_t)cnt << 32 | pos;
+}
+
+/*
+ * Relaxed tail sync (RTS): any number of threads on a side, and none waits
+ * for another. The head word counts reservations in its count, the tail
+ * word commits. A commit adds 1 to the tail's count and, when that makes it
+ * equal to the head's (every reservation so far has committed), moves the
+ * tail's position to the head's; otherwise the tail stays and a later
+ * commit moves it. So a thread stopped between its reservation and its
+ * commit holds the tail (the other side sees nothing past its slots) but
+ * never stops its own side. A reservation is refused, as if the ring were
+ * full (or empty), while more than @htd_max positions are reserved but not
+ * committed, so that the tail catches up under load; it never waits.
+ * Otherwise as ioa_ring_mt_reserve_().
+ */
+static inline __attribute__((always_inline)) uint32_t
+ioa_ring_rts_reserve_(struct ioa_ring_side_v1 *s, const uint64_t *other_tail, uint32_t room,
+		      uint32_t htd_max, uint32_t n, int burst, uint32_t *old, uint32_t *have)
+{
+	/* acquire: as in ioa_ring_mt_reserve_(), the other tail read next is no
+	 * older than the one the head's writer checked. */
+	uint64_t head = __atomic_load_n(&s->head, __ATOMIC_ACQUIRE);
+	uint32_t got;
+
+	for (;;) {
+		uint32_t pos = ioa_ring_pos_(head);
+		/* relaxed: only a bound on the work in flight, no data follows. */
+		uint32_t tail = ioa_ring_pos_(__atomic_load_n(&s->tail, __ATOMIC_RELAXED));
+		/* acquire: the other side's accesses to the slots we take
+		 * happen before ours. */
+		uint32_t other = ioa_ring_pos_(__atomic_load_n(other_tail, __ATOMIC_ACQUIRE));
+
+		*have = room + other - pos;
+		/* signed: a tail read after a stale head may be ahead of it */
+		got = (int32_t)(pos - tail) > (int32_t)htd_max ? 0 : ioa_ring_fit_(n, *have, burst);
+		/* release on success, acquire on failure: as in ioa_ring_mt_reserve_(). */
+		if (got && __atomic_compare_exchange_n(&s->head, &head,
+						       ioa_ring_word_(pos + got, ioa_ring_cnt_(head) + 1),
+						       1, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE))
+			break;
+		if (got)
+			continue;
+		if (!ioa_ring_head_moved_(s, &head))
+			return 0;
+	}
+	*old = ioa_ring_pos_(head);
+	return got;
+}
+
+/*
+ * RTS: commits one reservation. Why the tail never passes an uncommitted
+ * slot: every commit counted in the tail word we CAS from was preceded by
+ * its reservation, which our acquire of that word makes visible to our
+ * load of the head; so when commits (old count + 1, ours included) equal
+ * the head's reservations, each reservation up to the head's position has
+ * committed.
+ */
+static inline __attribute__((always_inline)) void ioa_ring_rts_commit_(struct ioa_ring_side_v1 *s)
+{
+	/* acquire: see above. */
+	uint64_t tail = __atomic_load_n(&s->tail, __ATOMIC_ACQUIRE), next;
+
+	do {
+		/* relaxed: the acquire of the tail orders it (see above). */
+		uint64_t head = __atomic_load_n(&s->head, __ATOMIC_RELAXED);
+		uint32_t cnt = ioa_ring_cnt_(tail) + 1;
+
+		next = ioa_ring_word_(cnt == ioa_ring_cnt_(head) ? ioa_ring_pos_(head)
+								 : ioa_ring_pos_(tail), cnt);
+		/* release: our slot accesses, and those of the committers before
+		 * us (the tail is only changed by CAS: one release sequence),
+		 * happen before the other side's acquire of this tail; acquire
+		 * on failure: the new tail is a load like the first one. */
+	} while (!__atomic_compare_exchange_n(&s->tail, &tail, next, 1, __ATOMIC_RELEASE,
+					      __ATOMIC_ACQUIRE));
+}
+
 #ifndef IOA_RING_NO_INLINE
-/* Whether the inline path may serve a call of @n on side mode @sync. */
-#define IOA_RING_INLINE_OK_(r, objs, n, sync)                                                  \
+/* Whether the inline path may serve a call of @n. */
+#define IOA_RING_INLINE_OK_(r, objs, n)                                                        \
 	(__builtin_expect((r) && (objs) && (n) - 1u < (r)->capacity &&                          \
-				  (r)->magic == IOA_RING_MAGIC_V1 &&                            \
-				  (r)->sync != IOA_RING_SYNC_RTS_V1,                            \
+				  (r)->magic == IOA_RING_MAGIC_V1,                              \
 			  1))
 
+/* An enqueue on a side in mode @sync, a constant: the other modes' code
+ * folds away. */
 static inline __attribute__((always_inline)) int
-ioa_ring_enqueue_inline_(struct ioa_ring *r, void *const *objs, unsigned n, unsigned *free_space,
-			 int burst)
+ioa_ring_enqueue_mode_(struct ioa_ring *r, void *const *objs, unsigned n, unsigned *free_space,
+		       int burst, int sync)
 {
 	uint32_t old = 0, have = 0, got;
 
-	if (!IOA_RING_INLINE_OK_(r, objs, n, prod_sync))
-		return burst ? (ioa_ring_enqueue_burst)(r, objs, n, free_space)
-			     : (ioa_ring_enqueue_bulk)(r, objs, n, free_space);
-	if (r->prod_sync == IOA_RING_SYNC_ST_V1)
+	if (sync == IOA_RING_SYNC_ST_V1)
 		got = ioa_ring_st_reserve_(&r->prod, &r->cons.tail, r->capacity, r->capacity, n,
 					   burst, free_space != 0, &old, &have);
-	else
+	else if (sync == IOA_RING_SYNC_MT_V1)
 		got = ioa_ring_mt_reserve_(&r->prod, &r->cons.tail, r->capacity, n, burst, &old, &have);
+	else
+		got = ioa_ring_rts_reserve_(&r->prod, &r->cons.tail, r->capacity, r->htd_max, n,
+					    burst, &old, &have);
 	if (got) {
 		ioa_ring_copy_in_(r, old, objs, got);
-		if (r->prod_sync == IOA_RING_SYNC_ST_V1)
+		if (sync == IOA_RING_SYNC_ST_V1)
 			ioa_ring_st_commit_(&r->prod, old, got);
-		else
+		else if (sync == IOA_RING_SYNC_MT_V1)
 			ioa_ring_mt_commit_(&r->prod, old, got);
+		else
+			ioa_ring_rts_commit_(&r->prod);
 	}
 	if (free_space)
 		*free_space = have - got;
@@ -885,29 +975,60 @@ ioa_ring_enqueue_inline_(struct ioa_ring *r, void *const *objs, unsigned n, unsi
 }
 
 static inline __attribute__((always_inline)) int
-ioa_ring_dequeue_inline_(struct ioa_ring *r, void **objs, unsigned n, unsigned *available,
-			 int burst)
+ioa_ring_dequeue_mode_(struct ioa_ring *r, void **objs, unsigned n, unsigned *available,
+		       int burst, int sync)
 {
 	uint32_t old = 0, have = 0, got;
 
-	if (!IOA_RING_INLINE_OK_(r, objs, n, cons_sync))
-		return burst ? (ioa_ring_dequeue_burst)(r, objs, n, available)
-			     : (ioa_ring_dequeue_bulk)(r, objs, n, available);
-	if (r->cons_sync == IOA_RING_SYNC_ST_V1)
+	if (sync == IOA_RING_SYNC_ST_V1)
 		got = ioa_ring_st_reserve_(&r->cons, &r->prod.tail, 0, r->capacity, n, burst,
 					   available != 0, &old, &have);
-	else
+	else if (sync == IOA_RING_SYNC_MT_V1)
 		got = ioa_ring_mt_reserve_(&r->cons, &r->prod.tail, 0, n, burst, &old, &have);
+	else
+		got = ioa_ring_rts_reserve_(&r->cons, &r->prod.tail, 0, r->htd_max, n, burst, &old,
+					    &have);
 	if (got) {
 		ioa_ring_copy_out_(r, old, objs, got);
-		if (r->cons_sync == IOA_RING_SYNC_ST_V1)
+		if (sync == IOA_RING_SYNC_ST_V1)
 			ioa_ring_st_commit_(&r->cons, old, got);
-		else
+		else if (sync == IOA_RING_SYNC_MT_V1)
 			ioa_ring_mt_commit_(&r->cons, old, got);
+		else
+			ioa_ring_rts_commit_(&r->cons);
 	}
 	if (available)
 		*available = have - got;
 	return (int)got;
+}
+
+/* One test of the side's mode per call, then that mode's code alone. */
+static inline __attribute__((always_inline)) int
+ioa_ring_enqueue_inline_(struct ioa_ring *r, void *const *objs, unsigned n, unsigned *free_space,
+			 int burst)
+{
+	if (!IOA_RING_INLINE_OK_(r, objs, n))
+		return burst ? (ioa_ring_enqueue_burst)(r, objs, n, free_space)
+			     : (ioa_ring_enqueue_bulk)(r, objs, n, free_space);
+	if (r->prod_sync == IOA_RING_SYNC_ST_V1)
+		return ioa_ring_enqueue_mode_(r, objs, n, free_space, burst, IOA_RING_SYNC_ST_V1);
+	if (r->prod_sync == IOA_RING_SYNC_MT_V1)
+		return ioa_ring_enqueue_mode_(r, objs, n, free_space, burst, IOA_RING_SYNC_MT_V1);
+	return ioa_ring_enqueue_mode_(r, objs, n, free_space, burst, IOA_RING_SYNC_RTS_V1);
+}
+
+static inline __attribute__((always_inline)) int
+ioa_ring_dequeue_inline_(struct ioa_ring *r, void **objs, unsigned n, unsigned *available,
+			 int burst)
+{
+	if (!IOA_RING_INLINE_OK_(r, objs, n))
+		return burst ? (ioa_ring_dequeue_burst)(r, objs, n, available)
+			     : (ioa_ring_dequeue_bulk)(r, objs, n, available);
+	if (r->cons_sync == IOA_RING_SYNC_ST_V1)
+		return ioa_ring_dequeue_mode_(r, objs, n, available, burst, IOA_RING_SYNC_ST_V1);
+	if (r->cons_sync == IOA_RING_SYNC_MT_V1)
+		return ioa_ring_dequeue_mode_(r, objs, n, available, burst, IOA_RING_SYNC_MT_V1);
+	return ioa_ring_dequeue_mode_(r, objs, n, available, burst, IOA_RING_SYNC_RTS_V1);
 }
 
 #define ioa_ring_enqueue_bulk(r, objs, n, free_space) ioa_ring_enqueue_inline_(r, objs, n, free_space, 0)

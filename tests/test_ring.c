@@ -16,7 +16,7 @@
  * with IOA_RING_TEST_HOOK, which calls ioa__ring_test_reserved() between a
  * reservation and its copy, and calls those exported functions
  * (IOA_RING_NO_INLINE). test_ring_inline is an ordinary program: its calls
- * take ioalloc.h's inline path (the exported functions for RTS sides and bad
+ * take ioalloc.h's inline path in every mode (the exported functions for bad
  * arguments), everything but the stopped-thread tests, which need the hook.
  * Run under ThreadSanitizer and AddressSanitizer too.
  */
@@ -151,7 +151,7 @@ static void test_edges(unsigned flags)
 static void test_wrap(unsigned flags)
 {
 	struct ioa_ring *r = ioa_ring_create("wrap", 8, IOA_NODE_ANY, flags);
-	uint64_t w = ioa__ring_word(UINT32_MAX - 5, UINT32_MAX - 1);
+	uint64_t w = ioa_ring_word_(UINT32_MAX - 5, UINT32_MAX - 1);
 	unsigned next = 0, space;
 	void *in[8];
 
@@ -176,10 +176,9 @@ static void test_wrap(unsigned flags)
 	ioa_ring_free(r);
 }
 
-/* Each side ran its own mode's code: an RTS side's head and tail count
- * its 3 reservations and commits in their high halves, an MT or ST side's
- * never do (so the inline path sent the RTS calls to the exported
- * functions, and ran the others itself). */
+/* Each side ran its own mode's code, inline or exported: an RTS side's
+ * head and tail count its 3 reservations and commits in their high halves,
+ * an MT or ST side's never do. */
 static void test_mode_code(unsigned flags)
 {
 	struct ioa_ring *r = ioa_ring_create("modes", 8, IOA_NODE_ANY, flags);
@@ -192,10 +191,10 @@ static void test_mode_code(unsigned flags)
 		CHECK_EQ(ioa_ring_enqueue_bulk(r, &v, 1, NULL), 1);
 		CHECK_EQ(ioa_ring_dequeue_burst(r, &out, 1, NULL), 1);
 	}
-	CHECK_EQ(ioa__ring_cnt(__atomic_load_n(&r->prod.head, __ATOMIC_RELAXED)), 3 * rts_enq);
-	CHECK_EQ(ioa__ring_cnt(__atomic_load_n(&r->prod.tail, __ATOMIC_RELAXED)), 3 * rts_enq);
-	CHECK_EQ(ioa__ring_cnt(__atomic_load_n(&r->cons.head, __ATOMIC_RELAXED)), 3 * rts_deq);
-	CHECK_EQ(ioa__ring_cnt(__atomic_load_n(&r->cons.tail, __ATOMIC_RELAXED)), 3 * rts_deq);
+	CHECK_EQ(ioa_ring_cnt_(__atomic_load_n(&r->prod.head, __ATOMIC_RELAXED)), 3 * rts_enq);
+	CHECK_EQ(ioa_ring_cnt_(__atomic_load_n(&r->prod.tail, __ATOMIC_RELAXED)), 3 * rts_enq);
+	CHECK_EQ(ioa_ring_cnt_(__atomic_load_n(&r->cons.head, __ATOMIC_RELAXED)), 3 * rts_deq);
+	CHECK_EQ(ioa_ring_cnt_(__atomic_load_n(&r->cons.tail, __ATOMIC_RELAXED)), 3 * rts_deq);
 	ioa_ring_free(r);
 }
 
@@ -226,12 +225,12 @@ static void test_st_copy(void)
 	CHECK_EQ(ioa_ring_dequeue_bulk(r, out, 8, NULL), 8);
 	CHECK(out[0] == in[0] && out[7] == in[7]);
 	/* a consumer's copy behind its own tail: the ring is empty, not 2^32 */
-	__atomic_store_n(&r->cons.head, (uint64_t)(ioa__ring_pos(r->cons.tail) - 3),
+	__atomic_store_n(&r->cons.head, (uint64_t)(ioa_ring_pos_(r->cons.tail) - 3),
 			 __ATOMIC_RELAXED);
 	CHECK_EQ(ioa_ring_dequeue_burst(r, out, 1, NULL), 0);
 	/* a producer's copy behind a consumer tail of a full ring: still full */
 	CHECK_EQ(ioa_ring_enqueue_bulk(r, in, 8, NULL), 8);
-	__atomic_store_n(&r->prod.head, (uint64_t)(ioa__ring_pos(r->cons.tail) - 1),
+	__atomic_store_n(&r->prod.head, (uint64_t)(ioa_ring_pos_(r->cons.tail) - 1),
 			 __ATOMIC_RELAXED);
 	CHECK_EQ(ioa_ring_enqueue_burst(r, in, 1, NULL), 0);
 	CHECK_EQ(ioa_ring_count(r), 8);
@@ -250,15 +249,15 @@ static void test_st_copy_used(void)
 	if (!CHECK(r != NULL))
 		return;
 	CHECK_EQ(ioa_ring_enqueue_bulk(r, in, 4, NULL), 4);
-	CHECK_EQ(ioa__ring_pos(r->prod.head), 0u); /* 8 free, known from the start */
+	CHECK_EQ(ioa_ring_pos_(r->prod.head), 0u); /* 8 free, known from the start */
 	CHECK_EQ(ioa_ring_dequeue_bulk(r, out, 4, NULL), 4);
-	CHECK_EQ(ioa__ring_pos(r->cons.head), 4u); /* it showed none: read */
+	CHECK_EQ(ioa_ring_pos_(r->cons.head), 4u); /* it showed none: read */
 	CHECK_EQ(ioa_ring_enqueue_bulk(r, in, 2, NULL), 2);
-	CHECK_EQ(ioa__ring_pos(r->prod.head), 0u); /* 4 free by the copy: enough */
+	CHECK_EQ(ioa_ring_pos_(r->prod.head), 0u); /* 4 free by the copy: enough */
 	CHECK_EQ(ioa_ring_dequeue_bulk(r, out, 1, NULL), 1);
-	CHECK_EQ(ioa__ring_pos(r->cons.head), 6u);
+	CHECK_EQ(ioa_ring_pos_(r->cons.head), 6u);
 	CHECK_EQ(ioa_ring_enqueue_bulk(r, in, 8, NULL), 0); /* 7 free, 8 wanted */
-	CHECK_EQ(ioa__ring_pos(r->prod.head), 5u);
+	CHECK_EQ(ioa_ring_pos_(r->prod.head), 5u);
 	ioa_ring_free(r);
 }
 

@@ -22,7 +22,7 @@ IOA_EXPORT void ioa_ring_mt_commit_wait_v1(struct ioa_ring_side_v1 *s, uint32_t 
 	unsigned spins = 0;
 
 	/* acquire: as in ioa_ring_mt_commit_() (ioalloc.h). */
-	while (ioa__ring_pos(__atomic_load_n(&s->tail, __ATOMIC_ACQUIRE)) != old)
+	while (ioa_ring_pos_(__atomic_load_n(&s->tail, __ATOMIC_ACQUIRE)) != old)
 		if (++spins % MT_SPINS)
 			ioa__ring_pause();
 		else
@@ -141,8 +141,8 @@ unsigned ioa__ring_count_floor(const struct ioa_ring *r)
 	/* relaxed, both: the producers' tail first, so that the consumers'
 	 * read after it is no older; the difference then understates what the
 	 * ring held when that was read, or is below 0 (none counted). */
-	uint32_t prod = ioa__ring_pos(__atomic_load_n(&r->prod.tail, __ATOMIC_RELAXED));
-	int32_t n = (int32_t)(prod - ioa__ring_pos(__atomic_load_n(&r->cons.tail, __ATOMIC_RELAXED)));
+	uint32_t prod = ioa_ring_pos_(__atomic_load_n(&r->prod.tail, __ATOMIC_RELAXED));
+	int32_t n = (int32_t)(prod - ioa_ring_pos_(__atomic_load_n(&r->cons.tail, __ATOMIC_RELAXED)));
 
 	return n > 0 ? (unsigned)n : 0;
 }
@@ -152,9 +152,9 @@ unsigned ioa__ring_count(const struct ioa_ring *r)
 	/* acquire: the consumer that wrote this tail had read a producers'
 	 * tail at least as far, so ours, read next, is too: the difference is
 	 * not below 0 (it may pass the capacity when both moved meanwhile). */
-	uint32_t cons = ioa__ring_pos(__atomic_load_n(&r->cons.tail, __ATOMIC_ACQUIRE));
+	uint32_t cons = ioa_ring_pos_(__atomic_load_n(&r->cons.tail, __ATOMIC_ACQUIRE));
 	/* relaxed: a snapshot, no data follows. */
-	uint32_t n = ioa__ring_pos(__atomic_load_n(&r->prod.tail, __ATOMIC_RELAXED)) - cons;
+	uint32_t n = ioa_ring_pos_(__atomic_load_n(&r->prod.tail, __ATOMIC_RELAXED)) - cons;
 
 	return n < r->capacity ? n : r->capacity;
 }

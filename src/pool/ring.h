@@ -8,8 +8,8 @@
  *   the side last read it (ioalloc.h's ioa_ring_st_reserve_());
  * - RTS (relaxed tail sync): the tail moves only when the last operation in
  *   flight commits, so nobody waits for a thread stopped between its
- *   reservation and its commit; ring_rts.h.
- * MT and ST, the layout (struct ioa_ring) and the copies are in
+ *   reservation and its commit.
+ * The three modes' steps, the layout (struct ioa_ring) and the copies are in
  * include/ioalloc.h, whose inline path runs them in the caller (ABI
  * IOA_RING_FAST_ABI). docs/ring.md gives the memory-ordering argument.
  *
@@ -97,22 +97,6 @@ unsigned ioa__ring_count(const struct ioa_ring *r);
 /* At most the elements the ring held at a moment of the call (a lower
  * bound: never more than were there, whatever other threads did). */
 unsigned ioa__ring_count_floor(const struct ioa_ring *r);
-
-/* The position and count halves of a head or tail word. */
-static inline uint32_t ioa__ring_pos(uint64_t w)
-{
-	return (uint32_t)w;
-}
-
-static inline uint32_t ioa__ring_cnt(uint64_t w)
-{
-	return (uint32_t)(w >> 32);
-}
-
-static inline uint64_t ioa__ring_word(uint32_t pos, uint32_t cnt)
-{
-	return (uint64_t)cnt << 32 | pos;
-}
 
 /* What a side may take (ioalloc.h's ioa_ring_fit_()). */
 static inline uint32_t ioa__ring_fit(uint32_t n, uint32_t have, enum ioa__ring_take take)

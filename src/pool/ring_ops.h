@@ -3,15 +3,14 @@
  * the commit. Inline, so that a caller's constant @take and a bulk's
  * size fold in: the public functions (ring_api.c) and the pools' caches,
  * whose refill is one dequeue of a bulk and whose flush one enqueue.
- * The MT and ST steps and the copies are include/ioalloc.h's (its inline
- * path composes them the same way, without the test hook); RTS is
- * ring_rts.h. No lock, no system call.
+ * The MT, ST and RTS steps and the copies are include/ioalloc.h's (its
+ * inline path composes them the same way, without the test hook). No lock,
+ * no system call.
  */
 #ifndef IOA_RING_OPS_H
 #define IOA_RING_OPS_H
 
 #include "ring.h"
-#include "ring_rts.h"
 
 /* tests/test_ring.c builds ring_api.c with IOA_RING_TEST_HOOK to stop a
  * thread between its reservation and its commit. */
@@ -36,8 +35,8 @@ ioa__ring_enqueue_sync(struct ioa_ring *r, void *const *objs, unsigned n,
 		got = ioa_ring_st_reserve_(&r->prod, &r->cons.tail, r->capacity, r->capacity, n, take,
 					   free_space != NULL, &old, &have);
 	else if (sync == IOA_RING_SYNC_RTS)
-		got = rts_reserve(&r->prod, &r->cons.tail, r->capacity, r->htd_max, n, take, &old,
-				  &have);
+		got = ioa_ring_rts_reserve_(&r->prod, &r->cons.tail, r->capacity, r->htd_max, n,
+					    take == IOA_RING_BURST, &old, &have);
 	else
 		got = ioa_ring_mt_reserve_(&r->prod, &r->cons.tail, r->capacity, n, take, &old, &have);
 	if (got) {
@@ -46,7 +45,7 @@ ioa__ring_enqueue_sync(struct ioa_ring *r, void *const *objs, unsigned n,
 		if (sync == IOA_RING_SYNC_ST)
 			ioa_ring_st_commit_(&r->prod, old, got);
 		else if (sync == IOA_RING_SYNC_RTS)
-			rts_commit(&r->prod);
+			ioa_ring_rts_commit_(&r->prod);
 		else
 			ioa_ring_mt_commit_(&r->prod, old, got);
 	}
@@ -65,7 +64,8 @@ ioa__ring_dequeue_sync(struct ioa_ring *r, void **objs, unsigned n, enum ioa__ri
 		got = ioa_ring_st_reserve_(&r->cons, &r->prod.tail, 0, r->capacity, n, take,
 					   available != NULL, &old, &have);
 	else if (sync == IOA_RING_SYNC_RTS)
-		got = rts_reserve(&r->cons, &r->prod.tail, 0, r->htd_max, n, take, &old, &have);
+		got = ioa_ring_rts_reserve_(&r->cons, &r->prod.tail, 0, r->htd_max, n,
+					    take == IOA_RING_BURST, &old, &have);
 	else
 		got = ioa_ring_mt_reserve_(&r->cons, &r->prod.tail, 0, n, take, &old, &have);
 	if (got) {
@@ -74,7 +74,7 @@ ioa__ring_dequeue_sync(struct ioa_ring *r, void **objs, unsigned n, enum ioa__ri
 		if (sync == IOA_RING_SYNC_ST)
 			ioa_ring_st_commit_(&r->cons, old, got);
 		else if (sync == IOA_RING_SYNC_RTS)
-			rts_commit(&r->cons);
+			ioa_ring_rts_commit_(&r->cons);
 		else
 			ioa_ring_mt_commit_(&r->cons, old, got);
 	}
