@@ -492,7 +492,9 @@ IOA_EXPORT void *ioa_iova2virt(uint64_t iova)
 
 IOA_EXPORT size_t ioa_dma_size(const void *ptr)
 {
-	return ioa__region_size(ptr);
+	/* before ioa_init() or after ioa_fini() no buffer is live, and the
+	 * segment map does not exist */
+	return ioa__is_up() ? ioa__region_size(ptr) : 0;
 }
 
 IOA_EXPORT void ioa_stats_get(struct ioa_stats *out)

@@ -645,6 +645,25 @@ static void nap_is_timed(void)
 	CHECK(ioa__defer_nap_ns(delay, 0) >= ioa__ticks_to_ns(delay) / 2);
 }
 
+/* A reclaimer naps until the inflow would bring the node to its pass: the
+ * time for the items left at the rate seen, half of it after a pass, never
+ * more than the nap the delay allows and never under 1 us. */
+static void nap_follows_inflow(void)
+{
+	uint64_t ms = ioa__ns_to_ticks(1000000), nap = 5000000;
+
+	ioa__clock_calibrate();
+	/* 100 items a millisecond: 300 more take 3 ms */
+	CHECK(ioa__defer_fill_ns(nap, ms, 100, 300, 0) >= 2900000);
+	CHECK(ioa__defer_fill_ns(nap, ms, 100, 300, 0) <= 3100000);
+	CHECK(ioa__defer_fill_ns(nap, ms, 100, 300, 1) >= 1450000);
+	CHECK(ioa__defer_fill_ns(nap, ms, 100, 300, 1) <= 1550000);
+	CHECK_EQ(ioa__defer_fill_ns(nap, ms, 100, 1000, 0), nap); /* 10 ms: the delay's nap */
+	CHECK_EQ(ioa__defer_fill_ns(nap, ms, 100, 0, 0), 1000);   /* there already */
+	CHECK_EQ(ioa__defer_fill_ns(nap, ms, 100, -5, 0), 1000);
+	CHECK_EQ(ioa__defer_fill_ns(nap, 1, 100, 1, 0), 1000);    /* a flood: the shortest nap */
+}
+
 /*
  * I3 without ioa_quiesce: a free that lands while the reclaimer, having
  * found nothing to do, is about to announce its sleep. The producer sees it
@@ -735,6 +754,7 @@ int main(void)
 {
 	check_start("test_defer");
 	nap_is_timed();
+	nap_follows_inflow();
 	stamps_shared_and_bounded();
 	retired_without_quiesce();
 	stale_data_page(1);

@@ -97,6 +97,12 @@ static struct {
 	 * millisecond stall in one free). A reclaimer that falls behind is
 	 * helped by allocations instead, through the cap (wake_bytes). */
 	uint32_t wake_at;
+	/* A reclaimer that looks on its own starts a pass at half wake_at
+	 * (1536 items by default), and naps until the inflow would bring the
+	 * node a little past that: it comes well before a queue is three
+	 * quarters full, so the producers need not wake it (a system call each,
+	 * most of the tail of the mean free in address order). */
+	uint32_t self_at;
 	uint64_t delay_ticks;         /* half of IOALLOC_DEFER_DELAY_US */
 	uint64_t hold_ticks;          /* three quarters of it: the longest an item is held */
 	uint64_t cap;                 /* IOALLOC_DEFER_CAP_MB in bytes */
@@ -148,6 +154,18 @@ uint64_t ioa__defer_nap_ns(uint64_t delay_ticks, uint64_t age_ticks)
 	uint64_t ns = age_ticks < delay_ticks ? ioa__ticks_to_ns(delay_ticks - age_ticks) : 0;
 
 	return ns > NAP_MIN_NS ? ns : NAP_MIN_NS;
+}
+
+uint64_t ioa__defer_fill_ns(uint64_t nap_ns, uint64_t ticks, uint32_t came, int64_t left, int half)
+{
+	uint64_t fill;
+
+	if (left <= 0)
+		return NAP_MIN_NS;
+	/* @came in @ticks: at that rate @left take ticks * left / came */
+	fill = ioa__ticks_to_ns(ticks / came * (uint64_t)left) >> half;
+	fill = fill > NAP_MIN_NS ? fill : NAP_MIN_NS;
+	return fill < nap_ns ? fill : nap_ns;
 }
 
 void ioa__defer_set_upkeep(void (*fn)(int node))
@@ -311,6 +329,9 @@ static void *reclaimer(void *arg)
 	struct node *nd = arg;
 	int node = (int)(nd - eng.nodes);
 	unsigned linger = 0;      /* naps left before idle: frees come in spells */
+	uint64_t since = 0;       /* when the last pass began */
+	uint64_t last_look = 0;   /* and the last look, when the node held last_n: */
+	uint32_t last_n = 0;      /* the inflow is measured from there */
 	uint64_t upkept = ioa__ticks(), upkeep_every = ioa__ns_to_ticks(UPKEEP_NS);
 
 	/* With IOALLOC_RECLAIM_CPUS its starter bound it (bind_reclaimer). */
@@ -330,10 +351,13 @@ static void *reclaimer(void *arg)
 		now = ioa__ticks();
 		if (waiting && now > oldest) /* held ones' stamps may lie ahead (note_held) */
 			age = now - oldest;
-		due = waiting && (n >= eng.wake_at || bytes >= eng.wake_bytes ||
+		due = waiting && (n >= eng.self_at || bytes >= eng.wake_bytes ||
 				  age >= eng.delay_ticks || stopping);
-		if (due)
+		if (due) {
+			since = last_look = now;
+			last_n = 0;
 			run_pass(nd, NULL, stopping);
+		}
 		pthread_mutex_unlock(&nd->pass_lock);
 		if (now - upkept >= upkeep_every && !stopping) {
 			void (*fn)(int) = atomic_load(&eng.upkeep);
@@ -353,9 +377,20 @@ static void *reclaimer(void *arg)
 			 * frees are likely: napping, not idle, so that they need
 			 * no wake (a system call on the free path, which on a busy
 			 * machine often hands the CPU to the reclaimer). */
+			uint64_t nap = ioa__defer_nap_ns(eng.delay_ticks, age);
+
+			/* The inflow since the last look; over a pass it is
+			 * slowed by the pass (the producers contend with it),
+			 * so the first nap after one goes half the way. */
+			if (n > last_n && now > last_look)
+				nap = ioa__defer_fill_ns(nap, now - last_look, n - last_n,
+							 (int64_t)eng.self_at + eng.self_at / 8 - n,
+							 last_look == since);
+			last_look = now;
+			last_n = n;
 			linger -= !waiting;
 			atomic_store(&nd->sleep, NAPPING);
-			futex_wait(&nd->futex, seq, ioa__defer_nap_ns(eng.delay_ticks, age));
+			futex_wait(&nd->futex, seq, nap);
 		} else {
 			void (*hook)(void) = atomic_load(&eng.before_sleep);
 
@@ -858,6 +893,7 @@ int ioa__defer_init(const struct ioa_config *cfg)
 	for (eng.ring_size = 16; eng.ring_size < cfg->defer_limit; eng.ring_size *= 2)
 		;
 	eng.wake_at = (eng.ring_size < IOA_PASS_MAX ? eng.ring_size : IOA_PASS_MAX) / 4 * 3;
+	eng.self_at = eng.wake_at / 2;
 	eng.cap = (uint64_t)cfg->defer_cap_mb << 20;
 	eng.cpus_listed = cfg->reclaim_cpus[0] && ioa__cpulist_parse(cfg->reclaim_cpus,
 								   &eng.reclaim_cpus) == 0;

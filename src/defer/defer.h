@@ -112,6 +112,11 @@ uint64_t ioa__defer_enqueued(int node);
 /* How long a reclaimer naps when its oldest item is @age_ticks old and a
  * pass is due at @delay_ticks: what is left, and never 0 (0 is no limit). */
 uint64_t ioa__defer_nap_ns(uint64_t delay_ticks, uint64_t age_ticks);
+/* @nap_ns, or less: the time until @left more items come, when @came came
+ * in the last @ticks; half of it when @half; at least NAP_MIN_NS (under it
+ * the futex call costs more). */
+uint64_t ioa__defer_fill_ns(uint64_t nap_ns, uint64_t ticks, uint32_t came, int64_t left,
+			    int half);
 
 /* Free-to-retirement latency percentiles, in nanoseconds. */
 void ioa__defer_latency(uint64_t *p50, uint64_t *p99);

@@ -398,6 +398,8 @@ uint32_t ioa__retire(int node, struct ioa__defer_item *it, uint32_t n, struct io
 		if (ioa__item_is_table(&it[i]))
 			tables[ntables++] = it[i];
 	buffers = tables_to_buffers(it, n, !unordered);
+	for (uint32_t i = 0; i < buffers; i++) /* before any unlink */
+		ioa__region_resolve(&it[i].buf);
 	*held = hold && !unordered && !ioa__iommu_inherited() ? hold_short(it, buffers, ext, order, now)
 							       : 0;
 	buffers -= *held;

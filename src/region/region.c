@@ -816,20 +816,17 @@ int ioa__region_alloc_pages(int node, enum ioa__owner owner, uint32_t per, uint3
  * virtual-to-IOVA table, so a section that found the buffer there can still
  * read and write its segment's metadata safely.
  */
-static uint32_t run_at(const void *ptr, int owner, struct ioa__segment **seg, uint32_t *first,
-		       uint64_t *iova)
+static uint32_t run_at(const void *ptr, int owner, struct ioa__segment **seg, uint32_t *first)
 {
 	uintptr_t va = (uintptr_t)ptr;
-	struct ioa__segment *s = NULL;
+	struct ioa__segment *s;
 	struct ioa__section sec;
 	uint32_t n = 0;
 
 	if (va & (IOA_PAGE - 1))
 		return 0;
 	sec = ioa__read_begin();
-	/* the buffer's IOVA as mapped: with rotate, not derivable from the segment */
-	if ((*iova = ioa__iopt_translate(ioa__va2iova_root, va)) != UINT64_MAX)
-		s = ioa__segmap_get(va);
+	s = ioa__segmap_get(va);
 	if (s) {
 		*first = (uint32_t)((va - (uintptr_t)s->mem.addr) >> IOA_PAGE_SHIFT);
 		/* acquire: pairs with the allocation's release of the entry,
@@ -862,8 +859,7 @@ static const char *const how[] = {
 const char *ioa__region_how_freed(const void *ptr)
 {
 	struct ioa__segment *s;
-	uint64_t iova;
-	uint32_t first, n = run_at(ptr, -1, &s, &first, &iova);
+	uint32_t first, n = run_at(ptr, -1, &s, &first);
 
 	return n ? how[RUN_OWNER(n)] : NULL;
 }
@@ -871,8 +867,7 @@ const char *ioa__region_how_freed(const void *ptr)
 int ioa__region_take(void *ptr, enum ioa__owner owner, struct ioa__buffer *b)
 {
 	struct ioa__segment *s;
-	uint64_t iova;
-	uint32_t first, n = run_at(ptr, (int)owner, &s, &first, &iova);
+	uint32_t first, n = run_at(ptr, (int)owner, &s, &first);
 
 	if (!n) {
 		ioa__err("ioa_dma_free(%p): not the start of a live DMA buffer (foreign or "
@@ -883,7 +878,8 @@ int ioa__region_take(void *ptr, enum ioa__owner owner, struct ioa__buffer *b)
 		ioa__err("ioa_dma_free(%p): %s; nothing freed", ptr, how[RUN_OWNER(n)]);
 		return -EINVAL;
 	}
-	*b = (struct ioa__buffer){ .seg = s, .first = first, .npages = RUN_PAGES(n), .iova = iova };
+	*b = (struct ioa__buffer){ .seg = s, .first = first, .npages = RUN_PAGES(n),
+				   .iova = IOA_IOVA_UNRESOLVED };
 	return 0;
 }
 
@@ -902,9 +898,28 @@ int ioa__region_node(const struct ioa__buffer *b)
 	return b->seg->node;
 }
 
+/* @b's IOVA as its software table maps it: with rotate, not derivable from
+ * the segment. */
+static uint64_t mapped_iova(const struct ioa__buffer *b)
+{
+	struct ioa__section sec = ioa__read_begin();
+	uint64_t iova = ioa__iopt_translate(ioa__va2iova_root, buffer_va(b));
+
+	ioa__read_end(sec);
+	return iova;
+}
+
+void ioa__region_resolve(struct ioa__buffer *b)
+{
+	if (b->iova == IOA_IOVA_UNRESOLVED)
+		b->iova = mapped_iova(b);
+}
+
 void ioa__region_extent(const struct ioa__buffer *b, struct ioa__iova_extent *ext)
 {
-	*ext = (struct ioa__iova_extent){ b->iova, (uint64_t)b->npages << IOA_PAGE_SHIFT };
+	uint64_t iova = b->iova != IOA_IOVA_UNRESOLVED ? b->iova : mapped_iova(b);
+
+	*ext = (struct ioa__iova_extent){ iova, (uint64_t)b->npages << IOA_PAGE_SHIFT };
 }
 
 void ioa__region_unlink(const struct ioa__buffer *b, struct ioa__region_pruned *pruned)
@@ -1031,8 +1046,7 @@ void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *st
 size_t ioa__region_size(const void *ptr)
 {
 	struct ioa__segment *s;
-	uint64_t iova;
-	uint32_t first, n = run_at(ptr, -1, &s, &first, &iova);
+	uint32_t first, n = run_at(ptr, -1, &s, &first);
 
 	return RUN_OWNER(n) == IOA_OWNER_DMA ? (size_t)RUN_PAGES(n) << IOA_PAGE_SHIFT : 0;
 }

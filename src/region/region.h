@@ -11,8 +11,8 @@
  *   cursor too); the pages of a whole segment keep fixed IOVAs while it
  *   lives (an info line once, and shown by ioa_dump). The identity (none) backend
  *   has IOVA = virtual address: fixed, said at init.
- * Either way the buffer's IOVA is in the software tables (found by a lookup
- * and by ioa__region_take) and, once freed, in its struct ioa__buffer.
+ * Either way the buffer's IOVA is in the software tables (found by a lookup)
+ * and, once its retirement looked it up, in its struct ioa__buffer.
  *
  * Invariants:
  * - a page is in the software tables exactly while the device can reach it:
@@ -91,8 +91,14 @@ const char *ioa__region_how_freed(const void *ptr);
 struct ioa__buffer {
 	struct ioa__segment *seg;
 	uint32_t first, npages;
-	uint64_t iova; /* of its first page, as mapped */
+	/* of its first page, as mapped; IOA_IOVA_UNRESOLVED from
+	 * ioa__region_take() until ioa__region_resolve(): a free does not look
+	 * it up, its retirement does (off the free path, and off the table lines
+	 * the reclaimer writes as it unlinks the buffers freed before) */
+	uint64_t iova;
 };
+
+#define IOA_IOVA_UNRESOLVED UINT64_MAX
 
 /* Table pages of the software maps emptied by unlinks: reusable after a grace period. */
 struct ioa__region_pruned {
@@ -105,7 +111,10 @@ struct ioa__region_pruned {
 int ioa__region_take(void *ptr, enum ioa__owner owner, struct ioa__buffer *b);
 /* The NUMA node of its memory. */
 int ioa__region_node(const struct ioa__buffer *b);
-/* Its device range, as it was mapped. */
+/* Looks up and keeps its IOVA, while it is still in the software tables
+ * (before ioa__region_unlink()); retirement does it first. */
+void ioa__region_resolve(struct ioa__buffer *b);
+/* Its device range, as it was mapped (looked up while unresolved). */
 void ioa__region_extent(const struct ioa__buffer *b, struct ioa__iova_extent *ext);
 /* Removes it from the software tables, collecting the table pages emptied
  * into @pruned, or keeping them when @pruned is NULL. */
