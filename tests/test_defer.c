@@ -662,6 +662,7 @@ static void nap_follows_inflow(void)
 	CHECK_EQ(ioa__defer_fill_ns(nap, ms, 100, 0, 0), 1000);   /* there already */
 	CHECK_EQ(ioa__defer_fill_ns(nap, ms, 100, -5, 0), 1000);
 	CHECK_EQ(ioa__defer_fill_ns(nap, 1, 100, 1, 0), 1000);    /* a flood: the shortest nap */
+	CHECK_EQ(ioa__defer_fill_ns(nap, UINT64_MAX / 2, 1, 1000, 0), nap); /* no overflow */
 }
 
 /*

@@ -162,6 +162,8 @@ uint64_t ioa__defer_fill_ns(uint64_t nap_ns, uint64_t ticks, uint32_t came, int6
 
 	if (left <= 0)
 		return NAP_MIN_NS;
+	if (ticks / came > UINT64_MAX / (uint64_t)left) /* slower than any nap */
+		return nap_ns;
 	/* @came in @ticks: at that rate @left take ticks * left / came */
 	fill = ioa__ticks_to_ns(ticks / came * (uint64_t)left) >> half;
 	fill = fill > NAP_MIN_NS ? fill : NAP_MIN_NS;
@@ -382,7 +384,7 @@ static void *reclaimer(void *arg)
 			/* The inflow since the last look; over a pass it is
 			 * slowed by the pass (the producers contend with it),
 			 * so the first nap after one goes half the way. */
-			if (n > last_n && now > last_look)
+			if (last_look && n > last_n && now > last_look)
 				nap = ioa__defer_fill_ns(nap, now - last_look, n - last_n,
 							 (int64_t)eng.self_at + eng.self_at / 8 - n,
 							 last_look == since);

@@ -156,19 +156,17 @@ static uint32_t take_run(const struct ioa__defer_item *it, const uint32_t *order
 }
 
 /*
- * Lookups and racing frees that found the pass's buffers before they were
- * unlinked end before the table pages the unlinking emptied (@prune, NULL
- * without grace periods) or the segment metadata about to be returned
- * (@frees_segment) are freed.
+ * Lookups that found the pass's buffers before they were unlinked end before
+ * the table pages the unlinking emptied (@prune, NULL without grace periods)
+ * are freed. (A returned segment's metadata waits for the region's upkeep:
+ * segment_retire.)
  */
-static void wait_readers(struct ioa__region_pruned *prune, int frees_segment)
+static void wait_readers(struct ioa__region_pruned *prune)
 {
-	int pruned = prune && (prune->va2iova.count || prune->iova2va.count);
-
-	if (pruned || (frees_segment && prune))
+	if (prune && (prune->va2iova.count || prune->iova2va.count)) {
 		ioa__grace_wait();
-	if (pruned)
 		ioa__region_free_pruned(prune);
+	}
 }
 
 /*
@@ -183,7 +181,7 @@ static uint32_t keep_inherited(struct ioa__defer_item *it, uint32_t n,
 		ioa__region_unlink(&it[i].buf, prune);
 		ioa__region_keep(&it[i].buf);
 	}
-	wait_readers(prune, 0);
+	wait_readers(prune);
 	return 0;
 }
 
@@ -199,7 +197,7 @@ static uint32_t retire_buffers(int node, struct ioa__defer_item *it, uint32_t n,
 	struct ioa__region_pruned *prune = ioa__grace_available() ? &pruned : NULL;
 	uint32_t ranges = 0, quarantined = 0, m = 0, i, j;
 	int unordered = atomic_load(&rt.unordered);
-	int err = 0, frees_segment = 0;
+	int err = 0;
 
 	if (ioa__iommu_inherited())
 		return keep_inherited(it, n, prune);
@@ -210,7 +208,6 @@ static uint32_t retire_buffers(int node, struct ioa__defer_item *it, uint32_t n,
 		if (ioa__region_whole(&it[i].buf))
 			continue;
 		ioa__region_extent(&it[i].buf, &ext[i]);
-		frees_segment |= ioa__region_frees_segment(&it[i].buf);
 		order[m++] = i;
 		if (unordered)
 			ioa__region_release(&it[i].buf);
@@ -235,7 +232,6 @@ static uint32_t retire_buffers(int node, struct ioa__defer_item *it, uint32_t n,
 			continue;
 		}
 		ranges++;
-		frees_segment = 1;
 		unmap_err = ioa__iommu_unmap(&whole, 1, &done);
 		if (unmap_err) {
 			ioa__region_quarantine(&it[i].buf, unmap_err, "unmap of its whole segment");
@@ -267,7 +263,7 @@ static uint32_t retire_buffers(int node, struct ioa__defer_item *it, uint32_t n,
 	}
 	if (ranges)
 		err = ioa__iommu_invalidate();
-	wait_readers(prune, frees_segment);
+	wait_readers(prune);
 	for (i = 0; i < n; i++) {
 		if (!it[i].buf.npages)
 			continue;

@@ -275,15 +275,31 @@ static void segment_release(struct ioa__segment *s)
 	segment_free(s, 1);
 }
 
-/* A segment whose last buffer the engine retired while the library runs. A
- * free of one of its buffers racing the retirement may still read its
- * metadata inside a read section (run_at); the engine waited a grace period
- * after unlinking the buffers (ioa__region_frees_segment), so the metadata
- * can go. Without grace periods (no membarrier) it is kept: a page per
- * segment, never reachable by the device. */
+/* A segment whose last buffer the engine retired, or an idle empty one,
+ * while the library runs. A lookup of a pointer into it (run_at: a free
+ * racing the retirement, a stale free, ioa_dma_size) finds it through the
+ * segment map until segment_free clears its entries, and may read its
+ * metadata inside a read section: so the metadata waits in a->returned
+ * for the next upkeep's grace period, as give_back_empty's. Without grace
+ * periods (no membarrier) it is kept: a page per segment, never reachable
+ * by the device. segment_retire takes the node lock, the other is called
+ * with it held. */
+static void segment_retire_locked(struct node_arena *a, struct ioa__segment *s)
+{
+	segment_free(s, 0);
+	if (ioa__grace_available()) {
+		s->next = a->returned;
+		a->returned = s;
+	}
+}
+
 static void segment_retire(struct ioa__segment *s)
 {
-	segment_free(s, ioa__grace_available());
+	struct node_arena *a = &rg.nodes[s->node];
+
+	pthread_mutex_lock(&a->lock);
+	segment_retire_locked(a, s);
+	pthread_mutex_unlock(&a->lock);
 }
 
 /* Whether shared segment @s holds no buffer and may go back to the kernel
@@ -314,11 +330,7 @@ static int give_back_empty(struct node_arena *a)
 		}
 		*pp = s->next;
 		ioa__node_stat_add(s->node, segment_bytes_returned, s->mem.len);
-		segment_free(s, 0);
-		if (ioa__grace_available()) {
-			s->next = a->returned;
-			a->returned = s;
-		}
+		segment_retire_locked(a, s);
 		n++;
 	}
 	return n;
@@ -396,14 +408,15 @@ static int segment_create(size_t len, size_t align, int node, int dedicated,
 		err = -ENOMEM;
 		goto fail_mem;
 	}
+	/* from here on a lookup may find it in the segment map: retired, not released */
 	if ((err = ioa__segmap_set((uintptr_t)s->mem.addr, len, s)) != 0) {
 		ioa__err("no memory to record a segment in the segment map");
-		segment_release(s);
+		segment_retire_locked(&rg.nodes[node], s);
 		return err;
 	}
 	if (s->whole &&
 	    (err = ioa__iommu_map(s->iova, s->mem.addr, len, IOA_PTE_READ | IOA_PTE_WRITE))) {
-		segment_release(s);
+		segment_retire_locked(&rg.nodes[node], s);
 		return err;
 	}
 	/* an info line, not a warning: the backend warned already that mappings
@@ -812,9 +825,11 @@ int ioa__region_alloc_pages(int node, enum ioa__owner owner, uint32_t per, uint3
  * @owner's (of two racing frees one wins) or only read when @owner < 0; 0
  * for any other pointer.
  * All of it happens inside a read section: a segment's metadata is freed only
- * after a grace period that follows the unlinking of its buffers from the
- * virtual-to-IOVA table, so a section that found the buffer there can still
- * read and write its segment's metadata safely.
+ * after a grace period that follows the clearing of its segment-map entries
+ * (segment_retire), so a section that found the segment there can still
+ * read and write its metadata safely. The segment map answers for any
+ * address (a stale or foreign pointer finds no segment, or a run entry of
+ * 0), and the run entry says whether a buffer starts there.
  */
 static uint32_t run_at(const void *ptr, int owner, struct ioa__segment **seg, uint32_t *first)
 {
@@ -978,13 +993,6 @@ int ioa__region_continues(const struct ioa__buffer *run, const struct ioa__buffe
 int ioa__region_whole(const struct ioa__buffer *b)
 {
 	return b->seg->whole;
-}
-
-/* A registration's metadata is freed by its unregistering thread, after the
- * retirement: no racing free can read it (it is in no segment map). */
-int ioa__region_frees_segment(const struct ioa__buffer *b)
-{
-	return b->seg->dedicated && !b->seg->external;
 }
 
 int ioa__region_close(const struct ioa__buffer *b, struct ioa__iova_extent *ext)
@@ -1407,12 +1415,12 @@ void ioa__region_upkeep(int node)
 	pthread_mutex_unlock(&a->lock);
 	if (!gone && !meta && !purged)
 		return;
-	if ((gone || meta) && ioa__grace_available())
-		ioa__grace_wait();
-	for (s = gone; s; s = next) {
+	for (s = gone; s; s = next) { /* their metadata waits for the next upkeep */
 		next = s->next;
 		segment_retire(s);
 	}
+	if (meta && ioa__grace_available())
+		ioa__grace_wait(); /* the lookups that found them in the map have ended */
 	for (s = meta; s; s = next) {
 		next = s->next;
 		ioa__os_free_pages(s, s->meta_len);

@@ -47,7 +47,8 @@ int ioa__region_on_demand(void);
 void ioa__region_fini(void);
 /* The node's upkeep, about once a second on its reclaimer (the heap's calls
  * it): shared segments no allocation used since the previous call go back to
- * the kernel when empty, or have their free pages purged when on demand. */
+ * the kernel when empty, or have their free pages purged when on demand; the
+ * metadata of segments retired before the call is freed after a grace period. */
 void ioa__region_upkeep(int node);
 /* Memory or address space ran out (an mmap failed): every node's empty
  * shared segments go back to the kernel at once; how many. Takes each node's
@@ -129,11 +130,6 @@ void ioa__region_release_run(const struct ioa__buffer *run, uint32_t buffers);
 /* Whether @next starts where @run ends, in the same shared segment and in
  * IOVA (with rotate, neighbours in memory need not be neighbours in IOVA). */
 int ioa__region_continues(const struct ioa__buffer *run, const struct ioa__buffer *next);
-/* Whether its release returns its segment, metadata included: the engine
- * then waits a grace period between unlinking and releasing it, since a
- * racing free may be reading that metadata inside a read section. A closing
- * whole segment (ioa__region_close) is returned in the same way. */
-int ioa__region_frees_segment(const struct ioa__buffer *b);
 /* Whether its segment is mapped whole: its pages are not unmapped alone. */
 int ioa__region_whole(const struct ioa__buffer *b);
 /* A buffer of a whole segment, out of the software tables: counts it retired

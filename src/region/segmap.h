@@ -1,8 +1,10 @@
 /* The segment map: which segment a virtual address belongs to, at 2 MiB
- * granularity, in two lock-free loads. A writer touches only the entries of
- * its own segment, and leaf pages are installed with a compare-and-swap; a
- * reader may only ask about addresses of live buffers, whose entries are
- * stable while they live. */
+ * granularity, in two lock-free loads, for any address while the library is
+ * up. A writer touches only the entries of its own segment, and leaf pages
+ * are installed with a compare-and-swap; a reader reads inside a read
+ * section, and the metadata of a segment it finds is freed only after a
+ * grace period that follows the clearing of its entries (region.c's
+ * segment_retire). */
 #ifndef IOA_SEGMAP_H
 #define IOA_SEGMAP_H
 
