@@ -70,12 +70,17 @@ struct ioa__segment {
 	int purge_refused;
 };
 
+/* Retired segments whose metadata may wait for a grace period, per node */
+#define RETURNED_MAX 64
+
 struct node_arena {
 	pthread_mutex_t lock;
 	struct ioa__segment *segments;
-	/* Segments given back at once when an allocation ran out of memory:
-	 * their metadata, freed by the next upkeep after a grace period. */
+	/* Retired segments' metadata, freed after a grace period by the next
+	 * upkeep, or by the retirement that makes them RETURNED_MAX (no upkeep
+	 * runs without a reclaimer: IOALLOC_DEFER=sync). */
 	struct ioa__segment *returned;
+	unsigned nreturned;
 	int purging; /* the upkeep holds pages for a purge; purge_done when not */
 	pthread_cond_t purge_done;
 };
@@ -280,7 +285,8 @@ static void segment_release(struct ioa__segment *s)
  * racing the retirement, a stale free, ioa_dma_size) finds it through the
  * segment map until segment_free clears its entries, and may read its
  * metadata inside a read section: so the metadata waits in a->returned
- * for the next upkeep's grace period, as give_back_empty's. Without grace
+ * for a grace period, the next upkeep's or, once RETURNED_MAX wait, one
+ * the retirement that made them so waits itself. Without grace
  * periods (no membarrier) it is kept: a page per segment, never reachable
  * by the device. segment_retire takes the node lock, the other is called
  * with it held. */
@@ -290,16 +296,45 @@ static void segment_retire_locked(struct node_arena *a, struct ioa__segment *s)
 	if (ioa__grace_available()) {
 		s->next = a->returned;
 		a->returned = s;
+		a->nreturned++;
+	}
+}
+
+/* Takes @a's retired segments' metadata (node lock held). */
+static struct ioa__segment *take_returned(struct node_arena *a)
+{
+	struct ioa__segment *meta = a->returned;
+
+	a->returned = NULL;
+	a->nreturned = 0;
+	return meta;
+}
+
+/* Frees the metadata list @meta, taken from a node, once the lookups that
+ * may have found its segments in the segment map have ended. */
+static void free_returned(struct ioa__segment *meta)
+{
+	struct ioa__segment *next;
+
+	if (meta && ioa__grace_available())
+		ioa__grace_wait();
+	for (; meta; meta = next) {
+		next = meta->next;
+		ioa__os_free_pages(meta, meta->meta_len);
 	}
 }
 
 static void segment_retire(struct ioa__segment *s)
 {
 	struct node_arena *a = &rg.nodes[s->node];
+	struct ioa__segment *meta = NULL;
 
 	pthread_mutex_lock(&a->lock);
 	segment_retire_locked(a, s);
+	if (a->nreturned >= RETURNED_MAX)
+		meta = take_returned(a);
 	pthread_mutex_unlock(&a->lock);
+	free_returned(meta);
 }
 
 /* Whether shared segment @s holds no buffer and may go back to the kernel
@@ -1381,8 +1416,7 @@ void ioa__region_upkeep(int node)
 	uint32_t runs = PURGE_RUNS_MAX;
 
 	pthread_mutex_lock(&a->lock);
-	meta = a->returned;
-	a->returned = NULL;
+	meta = take_returned(a);
 	for (pp = &a->segments; (s = *pp);) {
 		int idle = s->reserves == s->reserves_seen;
 		int empty = idle && segment_empty(s);
@@ -1419,12 +1453,7 @@ void ioa__region_upkeep(int node)
 		next = s->next;
 		segment_retire(s);
 	}
-	if (meta && ioa__grace_available())
-		ioa__grace_wait(); /* the lookups that found them in the map have ended */
-	for (s = meta; s; s = next) {
-		next = s->next;
-		ioa__os_free_pages(s, s->meta_len);
-	}
+	free_returned(meta);
 	ioa__node_stat_add(node, segment_bytes_purged, purged);
 	ioa__node_stat_add(node, segment_bytes_returned, returned);
 	ioa__debug("node %d: %llu KiB of idle segments returned, %llu KiB of free pages purged",
