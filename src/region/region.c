@@ -324,6 +324,17 @@ static void free_returned(struct ioa__segment *meta)
 	}
 }
 
+unsigned ioa__region_returned(int node)
+{
+	struct node_arena *a = &rg.nodes[node];
+	unsigned n;
+
+	pthread_mutex_lock(&a->lock);
+	n = a->nreturned;
+	pthread_mutex_unlock(&a->lock);
+	return n;
+}
+
 static void segment_retire(struct ioa__segment *s)
 {
 	struct node_arena *a = &rg.nodes[s->node];

@@ -45,6 +45,8 @@ int ioa__region_init(const struct ioa_config *cfg);
 int ioa__region_on_demand(void);
 /* Unmaps leaked buffers (warning about each) and returns every segment. */
 void ioa__region_fini(void);
+/* Retired segments on @node whose metadata waits for a grace period (tests). */
+unsigned ioa__region_returned(int node);
 /* The node's upkeep, about once a second on its reclaimer (the heap's calls
  * it): shared segments no allocation used since the previous call go back to
  * the kernel when empty, or have their free pages purged when on demand; the
