@@ -174,15 +174,22 @@ static void idle_free_pages_purged(enum ioa_backend backend)
 	ioa_fini();
 }
 
-/* Whether valgrind runs this test (its preload is in LD_PRELOAD): its own
- * memory counts against RLIMIT_AS, so under the limit which map fails first,
- * the program's or valgrind's (which then gives up), depends on valgrind's
- * heap: the address-space tests are left to the plain run. */
-static int under_valgrind(void)
+/* Why the address-space cases cannot run here, or NULL. Under a sanitizer
+ * the shadow memory needs the address space RLIMIT_AS would take; under
+ * valgrind (its preload is in LD_PRELOAD) its own memory counts against the
+ * limit, so which map fails first, the program's or valgrind's (which then
+ * gives up), depends on valgrind's heap: the plain run checks them. */
+static const char *no_address_space_limit(void)
 {
 	const char *preload = getenv("LD_PRELOAD");
 
-	return preload && strstr(preload, "vgpreload");
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	return "the sanitizer's shadow memory needs the address space RLIMIT_AS would take";
+#endif
+	if (preload && strstr(preload, "vgpreload"))
+		return "under valgrind its own memory counts against RLIMIT_AS (the plain run "
+		       "checks it)";
+	return NULL;
 }
 
 /* Runs @body(@arg) in a child, whose checks decide its exit status; the
@@ -366,15 +373,10 @@ static void dma_when_out_of_address_space(void *slack)
 
 static void out_of_address_space(size_t slack)
 {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-	(void)slack;
-	check_note("out_of_address_space skipped: the sanitizer's shadow memory needs the "
-		   "address space RLIMIT_AS would take");
-	return;
-#endif
-	if (under_valgrind()) {
-		check_note("out_of_address_space skipped under valgrind: its own memory counts against "
-			   "RLIMIT_AS (the plain run checks it)");
+	const char *why = no_address_space_limit();
+
+	if (why) {
+		check_note("out_of_address_space skipped: %s", why);
 		return;
 	}
 	in_child(dma_when_out_of_address_space, &slack);
@@ -421,13 +423,10 @@ static void fallback_when_out_of_address_space(void *arg)
 
 static void fallback_out_of_address_space(void)
 {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-	check_note("fallback_out_of_address_space skipped: as out_of_address_space");
-	return;
-#endif
-	if (under_valgrind()) {
-		check_note("fallback_out_of_address_space skipped under valgrind: its own memory counts against "
-			   "RLIMIT_AS (the plain run checks it)");
+	const char *why = no_address_space_limit();
+
+	if (why) {
+		check_note("fallback_out_of_address_space skipped: %s", why);
 		return;
 	}
 	in_child(fallback_when_out_of_address_space, NULL);
@@ -469,13 +468,10 @@ static void heap_when_out_of_address_space(void *arg)
 
 static void heap_out_of_address_space(void)
 {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-	check_note("heap_out_of_address_space skipped: as out_of_address_space");
-	return;
-#endif
-	if (under_valgrind()) {
-		check_note("heap_out_of_address_space skipped under valgrind: its own memory counts against "
-			   "RLIMIT_AS (the plain run checks it)");
+	const char *why = no_address_space_limit();
+
+	if (why) {
+		check_note("heap_out_of_address_space skipped: %s", why);
 		return;
 	}
 	in_child(heap_when_out_of_address_space, NULL);

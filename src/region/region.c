@@ -285,8 +285,8 @@ static void segment_release(struct ioa__segment *s)
  * racing the retirement, a stale free, ioa_dma_size) finds it through the
  * segment map until segment_free clears its entries, and may read its
  * metadata inside a read section: so the metadata waits in a->returned
- * for a grace period, the next upkeep's or, once RETURNED_MAX wait, one
- * the retirement that made them so waits itself. Without grace
+ * and is freed after a grace period, by the next upkeep or by the
+ * retirement that brings the list to RETURNED_MAX. Without grace
  * periods (no membarrier) it is kept: a page per segment, never reachable
  * by the device. segment_retire takes the node lock, the other is called
  * with it held. */
@@ -1460,7 +1460,7 @@ void ioa__region_upkeep(int node)
 	pthread_mutex_unlock(&a->lock);
 	if (!gone && !meta && !purged)
 		return;
-	for (s = gone; s; s = next) { /* their metadata waits for the next upkeep */
+	for (s = gone; s; s = next) { /* their metadata waits as any retired segment's */
 		next = s->next;
 		segment_retire(s);
 	}
