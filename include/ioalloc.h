@@ -753,6 +753,15 @@ ioa_ring_head_moved_(struct ioa_ring_side_v1 *s, uint64_t *head)
 	return 1;
 }
 
+/* tests/test_ring.c (IOA_RING_TEST_HOOK) stops a thread between a
+ * multi-thread reservation's read of the head and its CAS; nothing else does. */
+#ifdef IOA_RING_TEST_HOOK
+void ioa__ring_test_head_read(const struct ioa_ring_side_v1 *s);
+#define IOA_RING_HEAD_READ_(s) ioa__ring_test_head_read(s)
+#else
+#define IOA_RING_HEAD_READ_(s) ((void)(s))
+#endif
+
 /*
  * Multi-thread mode: reserves up to @n positions of side @s with a CAS on
  * its head. What is there for a head at pos is @room + other_tail - pos
@@ -774,6 +783,7 @@ ioa_ring_mt_reserve_(struct ioa_ring_side_v1 *s, const uint64_t *other_tail, uin
 		 * happen before ours. */
 		uint32_t other = ioa_ring_pos_(__atomic_load_n(other_tail, __ATOMIC_ACQUIRE));
 
+		IOA_RING_HEAD_READ_(s);
 		*have = room + other - ioa_ring_pos_(head);
 		got = ioa_ring_fit_(n, *have, burst);
 		/* release on success: see the acquire load of the head above;
