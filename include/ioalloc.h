@@ -706,32 +706,50 @@ ioa_ring_copy_(void **__restrict to, void *const *__restrict from, size_t n)
 	}
 }
 
+/* The copies of a call that wraps at the end of the slots, once per lap:
+ * out of line, so that the registers they need are not saved by every call
+ * that inlines the copies (a one-thread RTS round of bulk 8 saved six, DPDK's
+ * three). */
+static __attribute__((noinline, cold, unused)) void
+ioa_ring_copy_in_wrap_(struct ioa_ring *r, size_t i, void *const *objs, uint32_t n)
+{
+	size_t first = r->capacity - i;
+
+	ioa_ring_copy_(r->slots + i, objs, first);
+	ioa_ring_copy_(r->slots, objs + first, n - first);
+}
+
+static __attribute__((noinline, cold, unused)) void
+ioa_ring_copy_out_wrap_(struct ioa_ring *r, size_t i, void **objs, uint32_t n)
+{
+	size_t first = r->capacity - i;
+
+	ioa_ring_copy_(objs, r->slots + i, first);
+	ioa_ring_copy_(objs + first, r->slots, n - first);
+}
+
 /* The @n pointers at @objs into the slots from position @pos on, wrapping
  * once at the end of the slots. */
 static inline __attribute__((always_inline)) void
 ioa_ring_copy_in_(struct ioa_ring *r, uint32_t pos, void *const *objs, uint32_t n)
 {
-	size_t i = pos & r->mask, first = r->capacity - i;
+	size_t i = pos & r->mask;
 
-	if (__builtin_expect(n <= first, 1)) {
+	if (__builtin_expect(n <= r->capacity - i, 1))
 		ioa_ring_copy_(r->slots + i, objs, n);
-		return;
-	}
-	ioa_ring_copy_(r->slots + i, objs, first);
-	ioa_ring_copy_(r->slots, objs + first, n - first);
+	else
+		ioa_ring_copy_in_wrap_(r, i, objs, n);
 }
 
 static inline __attribute__((always_inline)) void
 ioa_ring_copy_out_(struct ioa_ring *r, uint32_t pos, void **objs, uint32_t n)
 {
-	size_t i = pos & r->mask, first = r->capacity - i;
+	size_t i = pos & r->mask;
 
-	if (__builtin_expect(n <= first, 1)) {
+	if (__builtin_expect(n <= r->capacity - i, 1))
 		ioa_ring_copy_(objs, r->slots + i, n);
-		return;
-	}
-	ioa_ring_copy_(objs, r->slots + i, first);
-	ioa_ring_copy_(objs + first, r->slots, n - first);
+	else
+		ioa_ring_copy_out_wrap_(r, i, objs, n);
 }
 
 /*
