@@ -772,12 +772,16 @@ ioa_ring_head_moved_(struct ioa_ring_side_v1 *s, uint64_t *head)
 }
 
 /* tests/test_ring.c (IOA_RING_TEST_HOOK) stops a thread between a
- * multi-thread reservation's read of the head and its CAS; nothing else does. */
+ * multi-thread reservation's read of the head and its CAS, and between a
+ * reservation and its copy; nothing else does. */
 #ifdef IOA_RING_TEST_HOOK
 void ioa__ring_test_head_read(const struct ioa_ring_side_v1 *s);
+void ioa__ring_test_reserved(const struct ioa_ring *r, int enqueue);
 #define IOA_RING_HEAD_READ_(s) ioa__ring_test_head_read(s)
+#define IOA_RING_RESERVED_(r, enqueue) ioa__ring_test_reserved((r), (enqueue))
 #else
 #define IOA_RING_HEAD_READ_(s) ((void)(s))
+#define IOA_RING_RESERVED_(r, enqueue) ((void)(r), (void)(enqueue))
 #endif
 
 /*
@@ -965,15 +969,10 @@ static inline __attribute__((always_inline)) void ioa_ring_rts_commit_(struct io
 					      __ATOMIC_ACQUIRE));
 }
 
-#ifndef IOA_RING_NO_INLINE
-/* Whether the inline path may serve a call of @n. */
-#define IOA_RING_INLINE_OK_(r, objs, n)                                                        \
-	(__builtin_expect((r) && (objs) && (n) - 1u < (r)->capacity &&                          \
-				  (r)->magic == IOA_RING_MAGIC_V1,                              \
-			  1))
-
 /* An enqueue on a side in mode @sync, a constant: the other modes' code
- * folds away. */
+ * folds away. Returns how many it moved, and the free slots after it when
+ * @free_space is not NULL; @n of a bulk is at most the capacity. The inline path below, the exported functions and the pools'
+ * caches (src/pool/) all move elements through these two. */
 static inline __attribute__((always_inline)) int
 ioa_ring_enqueue_mode_(struct ioa_ring *r, void *const *objs, unsigned n, unsigned *free_space,
 		       int burst, int sync)
@@ -989,6 +988,7 @@ ioa_ring_enqueue_mode_(struct ioa_ring *r, void *const *objs, unsigned n, unsign
 		got = ioa_ring_rts_reserve_(&r->prod, &r->cons.tail, r->capacity, r->htd_max, n,
 					    burst, &old, &have);
 	if (got) {
+		IOA_RING_RESERVED_(r, 1);
 		ioa_ring_copy_in_(r, old, objs, got);
 		if (sync == IOA_RING_SYNC_ST_V1)
 			ioa_ring_st_commit_(&r->prod, old, got);
@@ -1017,6 +1017,7 @@ ioa_ring_dequeue_mode_(struct ioa_ring *r, void **objs, unsigned n, unsigned *av
 		got = ioa_ring_rts_reserve_(&r->cons, &r->prod.tail, 0, r->htd_max, n, burst, &old,
 					    &have);
 	if (got) {
+		IOA_RING_RESERVED_(r, 0);
 		ioa_ring_copy_out_(r, old, objs, got);
 		if (sync == IOA_RING_SYNC_ST_V1)
 			ioa_ring_st_commit_(&r->cons, old, got);
@@ -1029,6 +1030,13 @@ ioa_ring_dequeue_mode_(struct ioa_ring *r, void **objs, unsigned n, unsigned *av
 		*available = have - got;
 	return (int)got;
 }
+
+#ifndef IOA_RING_NO_INLINE
+/* Whether the inline path may serve a call of @n. */
+#define IOA_RING_INLINE_OK_(r, objs, n)                                                        \
+	(__builtin_expect((r) && (objs) && (n) - 1u < (r)->capacity &&                          \
+				  (r)->magic == IOA_RING_MAGIC_V1,                              \
+			  1))
 
 /* One test of the side's mode per call, then that mode's code alone. */
 static inline __attribute__((always_inline)) int

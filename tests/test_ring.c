@@ -63,7 +63,6 @@ static const unsigned modes[] = {0, IOA_RING_SP_ENQ | IOA_RING_SC_DEQ,
 static _Thread_local int stop_me; /* STOP_*: where this thread's next call stops */
 static atomic_int stopped, released;
 
-void ioa__ring_test_reserved(const struct ioa_ring *r, int enqueue);
 void ioa__ring_test_reserved(const struct ioa_ring *r, int enqueue)
 {
 	(void)r;

@@ -1,5 +1,5 @@
 /* Creating and freeing rings, and their counts (ring.h); the operations
- * are in ring_ops.h. */
+ * are include/ioalloc.h's, picked by ring_ops.h. */
 #include "ring.h"
 
 #include "api.h"

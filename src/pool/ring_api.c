@@ -55,12 +55,12 @@ static __attribute__((cold, noinline)) int refuse(const struct ioa_ring *r, cons
 	static __attribute__((noinline)) unsigned enq_##mode##_##kind(                     \
 		struct ioa_ring *r, void *const *objs, unsigned n, unsigned *free_space)   \
 	{                                                                                  \
-		return ioa__ring_enqueue_sync(r, objs, n, take, free_space, sync);         \
+		return (unsigned)ioa_ring_enqueue_mode_(r, objs, n, free_space, take, sync); \
 	}                                                                                  \
 	static __attribute__((noinline)) unsigned deq_##mode##_##kind(                     \
 		struct ioa_ring *r, void **objs, unsigned n, unsigned *available)           \
 	{                                                                                  \
-		return ioa__ring_dequeue_sync(r, objs, n, take, available, sync);          \
+		return (unsigned)ioa_ring_dequeue_mode_(r, objs, n, available, take, sync);  \
 	}
 MODE_FNS(mt, IOA_RING_SYNC_MT, bulk, IOA_RING_BULK)
 MODE_FNS(st, IOA_RING_SYNC_ST, bulk, IOA_RING_BULK)
