@@ -484,8 +484,12 @@ IOA_EXPORT uint64_t ioa_virt2iova(const void *ptr)
 IOA_EXPORT void *ioa_iova2virt(uint64_t iova)
 {
 	struct ioa__reader *r = ioa__my_reader;
-	uint64_t va = __builtin_expect(!r, 0) ? first_lookup(ioa__iova2va_root, iova)
-					      : lookup(r, ioa__iova2va_root, iova);
+	/* relaxed: set before the first buffer exists and cleared after the
+	 * last is gone (region.h); an identity backend keeps va2iova only */
+	const _Atomic uint64_t *root = atomic_load_explicit(&ioa__iova_is_va, memory_order_relaxed)
+					       ? ioa__va2iova_root
+					       : ioa__iova2va_root;
+	uint64_t va = __builtin_expect(!r, 0) ? first_lookup(root, iova) : lookup(r, root, iova);
 
 	return va == UINT64_MAX ? NULL : (void *)(uintptr_t)va;
 }

@@ -88,6 +88,7 @@ struct node_arena {
 _Atomic uint64_t ioa__va2iova_root[512] __attribute__((aligned(4096)));
 _Atomic uint64_t ioa__iova2va_root[512] __attribute__((aligned(4096)));
 static struct ioa__iopt va2iova, iova2va;
+_Atomic int ioa__iova_is_va;
 
 /* Quarantined buffers, for the dump: slots taken by a counter, each published
  * by its ready flag; no lock, so nothing to take around fork(). */
@@ -626,11 +627,11 @@ static int map_buffer(uint64_t va, uint64_t iova, size_t len, size_t unit, int o
 		mapped += unit;
 	if (!err)
 		err = ioa__fail_take(&table_map_fail);
-	if (!err)
+	if (!err && !rg.identity)
 		err = ioa__iopt_map(&iova2va, iova, va, len, IOA_PTE_READ);
 	if (!err) {
 		err = ioa__iopt_map(&va2iova, va, iova, len, IOA_PTE_READ);
-		if (err)
+		if (err && !rg.identity)
 			ioa__iopt_unmap(&iova2va, iova, len, NULL);
 	}
 	if (err && mapped == len)
@@ -989,7 +990,8 @@ void ioa__region_unlink(const struct ioa__buffer *b, struct ioa__region_pruned *
 
 	ioa__region_extent(b, &ext);
 	ioa__iopt_unmap(&va2iova, buffer_va(b), ext.len, pruned ? &pruned->va2iova : NULL);
-	ioa__iopt_unmap(&iova2va, ext.iova, ext.len, pruned ? &pruned->iova2va : NULL);
+	if (!rg.identity)
+		ioa__iopt_unmap(&iova2va, ext.iova, ext.len, pruned ? &pruned->iova2va : NULL);
 }
 
 void ioa__region_free_pruned(struct ioa__region_pruned *pruned)
@@ -1115,7 +1117,8 @@ static int unmap_leaked(const struct ioa__buffer *b)
 
 	ioa__region_extent(b, &ext);
 	ioa__iopt_unmap(&va2iova, buffer_va(b), ext.len, NULL);
-	ioa__iopt_unmap(&iova2va, ext.iova, ext.len, NULL);
+	if (!rg.identity)
+		ioa__iopt_unmap(&iova2va, ext.iova, ext.len, NULL);
 	err = ioa__iommu_unmap(&ext, 1, &done);
 	if (!err)
 		err = ioa__iommu_invalidate();
@@ -1548,6 +1551,9 @@ int ioa__region_init(const struct ioa_config *cfg)
 		goto fail_iova;
 	if ((err = ioa__iopt_init(&iova2va, ioa__iova2va_root)))
 		goto fail_va2iova;
+	/* relaxed: no buffer exists yet; a lookup racing ioa_init() is outside
+	 * the API's contract */
+	atomic_store_explicit(&ioa__iova_is_va, rg.identity, memory_order_relaxed);
 	return 0;
 fail_va2iova:
 	ioa__iopt_destroy(&va2iova);
@@ -1612,6 +1618,8 @@ void ioa__region_fini(void)
 		pthread_mutex_destroy(&rg.nodes[n].lock);
 		pthread_cond_destroy(&rg.nodes[n].purge_done);
 	}
+	/* relaxed: every buffer is gone, as at ioa__region_init() */
+	atomic_store_explicit(&ioa__iova_is_va, 0, memory_order_relaxed);
 	ioa__iopt_destroy(&iova2va);
 	ioa__iopt_destroy(&va2iova);
 	if (!rg.identity)

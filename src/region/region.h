@@ -37,6 +37,12 @@
  * "not mapped", before ioa_init and after ioa_fini. */
 extern _Atomic uint64_t ioa__va2iova_root[512];
 extern _Atomic uint64_t ioa__iova2va_root[512];
+/* 1 while an identity backend (none: IOVA = virtual address) is up: then
+ * the IOVA -> virtual-address table would be the other one again, and only
+ * va2iova is kept (half the table walks and lock takes of a page's map and
+ * unmap); ioa_iova2virt() looks an IOVA up there. Set at ioa_init() before
+ * any buffer exists, cleared at ioa_fini() after the last is gone. */
+extern _Atomic int ioa__iova_is_va;
 
 int ioa__region_init(const struct ioa_config *cfg);
 /* Whether no device can reach the memory (the none backend) and its pages are
