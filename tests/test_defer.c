@@ -706,6 +706,49 @@ static void retired_without_quiesce(void)
 	ioa_fini();
 }
 
+/*
+ * Items a pass holds are not lost to a reclaimer going idle. In the window
+ * before its sleep, another thread's pass (here the cap's: a 16 MiB free
+ * puts the node over it, and the next allocation runs a pass) holds a young
+ * 4 KiB buffer for its neighbours, leaving nothing queued. The reclaimer's
+ * last look must count it, or it sleeps a second (IDLE_LOOK_NS) with the
+ * buffer mapped, 500 times the delay.
+ */
+static void *held_small, *held_big, *held_alloc;
+static _Atomic int held_done;
+
+static void hold_in_window(void)
+{
+	if (atomic_exchange(&held_done, 1))
+		return;
+	CHECK_EQ(ioa_dma_free(held_small), 0);
+	CHECK_EQ(ioa_dma_free(held_big), 0);
+	held_alloc = ioa_dma_alloc(KB4, 0, 0); /* over the cap: a pass, which holds held_small */
+	atomic_store(&held_done, 2);
+}
+
+static void held_retired_before_idle(void)
+{
+	int i;
+
+	init_sim(IOA_DEFER_ON, 1000, 4096, 0);
+	held_small = ioa_dma_alloc(KB4, 0, 0);
+	held_big = ioa_dma_alloc((size_t)16 << 20, 0, 0);
+	ioa_dma_free(ioa_dma_alloc(KB4, 0, 0)); /* the reclaimer runs */
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa__defer_set_before_sleep(hold_in_window);
+	while (atomic_load(&held_done) != 2)
+		sleep_ms(1);
+	for (i = 0; i < 700 && ioa_virt2iova(held_small) != IOA_BAD_IOVA; i++)
+		sleep_ms(1);
+	if (!CHECK(i < 700)) /* retired in 0.7 s, not after the reclaimer's idle second */
+		printf("  the held buffer was still mapped after %d ms\n", i);
+	ioa__defer_set_before_sleep(NULL);
+	CHECK_EQ(ioa_dma_free(held_alloc), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa_fini();
+}
+
 /* Frees @n of @bufs from @from on, back to back. */
 static void free_all(void **bufs, int from, int n)
 {
@@ -758,6 +801,7 @@ int main(void)
 	nap_follows_inflow();
 	stamps_shared_and_bounded();
 	retired_without_quiesce();
+	held_retired_before_idle();
 	stale_data_page(1);
 	stale_data_page(0);
 	stale_table_page(1);

@@ -6,7 +6,9 @@
  * every buffer freed must still be retired: by a pass of the failing thread
  * and by a reclaimer that a later free starts (src/defer/defer.c,
  * start_failed). Before, the other thread's frees waited until its queue
- * filled.
+ * filled. Then, in a fresh library, the pass of a failed start holds
+ * nothing back: a buffer another thread freed meanwhile, with no free after
+ * it, is retired by that pass.
  */
 #include "check.h"
 
@@ -31,7 +33,8 @@ static int times_said(const char *text, const char *what)
 }
 
 /* Three frees whose reclaimer starts all fail: one message for the three,
- * each free's buffer retired by the freeing thread itself. */
+ * each free's buffer retired by the freeing thread itself, at once (its pass
+ * holds nothing back for a sort window: no reclaimer would come for it). */
 static void *failer_again(void *arg)
 {
 	(void)arg;
@@ -62,6 +65,50 @@ static void *other(void *arg)
 	return NULL;
 }
 
+/* The third round: one buffer pushed by another thread while the start
+ * fails, young (a delay of 1 s holds items up to half of it), and no free
+ * after it. */
+static void *held_buf, *failer_buf;
+
+static void *failer_alone(void *arg)
+{
+	(void)arg;
+	pthread_setname_np(pthread_self(), "failer");
+	CHECK(ioa_dma_free(failer_buf) == 0);
+	return NULL;
+}
+
+static void *one_push(void *arg)
+{
+	(void)arg;
+	usleep(50000); /* while the failer is inside pthread_create */
+	CHECK(ioa_dma_free(held_buf) == 0);
+	return NULL;
+}
+
+/* The failed start's pass retires what waits and holds nothing back for a
+ * sort window: no reclaimer would come back for it, and no free follows. */
+static void failed_start_holds_nothing(void)
+{
+	struct ioa_config cfg;
+	pthread_t a, b;
+
+	ioa_config_init(&cfg);
+	cfg.backend = IOA_BACKEND_SIM;
+	cfg.defer_delay_us = 1000000;
+	if (!CHECK(ioa_init(&cfg) == 0))
+		return;
+	failer_buf = ioa_dma_alloc(4096, 0, IOA_NODE_ANY);
+	held_buf = ioa_dma_alloc(4096, 0, IOA_NODE_ANY);
+	CHECK(pthread_create(&a, NULL, failer_alone, NULL) == 0);
+	CHECK(pthread_create(&b, NULL, one_push, NULL) == 0);
+	pthread_join(a, NULL);
+	pthread_join(b, NULL);
+	usleep(50000);
+	CHECK(ioa_virt2iova(held_buf) == IOA_BAD_IOVA);
+	ioa_fini();
+}
+
 int main(int argc, char **argv)
 {
 	const char *preload = getenv("LD_PRELOAD");
@@ -84,6 +131,9 @@ int main(int argc, char **argv)
 	pthread_join(a, NULL);
 	CHECK_CONTAINS(said.text, "cannot start the reclaimer of node 0");
 	CHECK_EQ(times_said(said.text, "cannot start"), 1);
+	/* retired by then: no reclaimer comes back for what a pass holds */
+	for (int i = 0; i < 3; i++)
+		CHECK(ioa_virt2iova(again[i]) == IOA_BAD_IOVA);
 	first = ioa_dma_alloc(4096, 0, IOA_NODE_ANY);
 	for (int i = 0; i < FREES; i++)
 		later[i] = ioa_dma_alloc(4096, 0, IOA_NODE_ANY);
@@ -103,5 +153,6 @@ int main(int argc, char **argv)
 		       (unsigned long long)s.defer_retired, (unsigned long long)s.defer_enqueued);
 	CHECK(s.defer_enqueued == FREES + 1 + 3);
 	ioa_fini();
+	failed_start_holds_nothing();
 	return check_done();
 }

@@ -287,7 +287,8 @@ static void note_held(struct node *nd)
 }
 
 /* One pass over @nd: the items the last pass held, then @first's, then the
- * other queues'. With @all (a quiesce, the cap, a stop), nothing is held.
+ * other queues'. With @all (a quiesce, a stop, a failed reclaimer start),
+ * nothing is held.
  * Caller holds the pass lock. Returns the number of items it took. */
 static uint32_t run_pass(struct node *nd, struct ring *first, int all)
 {
@@ -403,7 +404,9 @@ static void *reclaimer(void *arg)
 			atomic_store(&nd->sleep, IDLE);
 			ioa__grace_fence_all();
 			pthread_mutex_lock(&nd->pass_lock);
-			n = pending(nd, &oldest, &bytes);
+			/* held too: another thread's pass in the window (the cap's, a
+			 * full queue's) may have taken every queued item and held some */
+			n = pending(nd, &oldest, &bytes) + nd->held;
 			pthread_mutex_unlock(&nd->pass_lock);
 			if (!n && !atomic_load(&nd->stop)) /* without membarrier, poll */
 				futex_wait(&nd->futex, seq, ioa__grace_available()
@@ -513,7 +516,7 @@ static void start_failed(struct node *nd)
 	atomic_store(&nd->sleep, IDLE);
 	ioa__grace_fence_all();
 	if (pthread_mutex_trylock(&nd->pass_lock) == 0) {
-		run_pass(nd, NULL, 0);
+		run_pass(nd, NULL, 1); /* holds nothing: no reclaimer comes back for it */
 		pthread_mutex_unlock(&nd->pass_lock);
 	}
 }
