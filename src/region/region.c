@@ -263,6 +263,30 @@ static long find_run(const struct ioa__segment *s, uint32_t n, uint32_t align)
 	}
 }
 
+/* Segment metadata pages come and go here, counted: the tests check that
+ * none is left mapped after ioa_fini() (ioa__region_meta_bytes()). */
+static _Atomic size_t meta_bytes;
+
+static void *meta_alloc(size_t len)
+{
+	void *p = ioa__os_alloc_pages(len);
+
+	if (p) /* relaxed: a count for the tests, read after the threads are done */
+		atomic_fetch_add_explicit(&meta_bytes, len, memory_order_relaxed);
+	return p;
+}
+
+static void meta_free(void *p, size_t len)
+{
+	atomic_fetch_sub_explicit(&meta_bytes, len, memory_order_relaxed);
+	ioa__os_free_pages(p, len);
+}
+
+size_t ioa__region_meta_bytes(void)
+{
+	return atomic_load_explicit(&meta_bytes, memory_order_relaxed);
+}
+
 /* Returns the segment's memory and IOVA window; its metadata too when
  * @free_meta (no concurrent lookup can hold it). */
 static void segment_free(struct ioa__segment *s, int free_meta)
@@ -273,7 +297,7 @@ static void segment_free(struct ioa__segment *s, int free_meta)
 			  (unsigned long long)s->iova, s->mem.len);
 	ioa__os_free_segment(&s->mem);
 	if (free_meta)
-		ioa__os_free_pages(s, s->meta_len);
+		meta_free(s, s->meta_len);
 }
 
 static void segment_release(struct ioa__segment *s)
@@ -321,7 +345,7 @@ static void free_returned(struct ioa__segment *meta)
 		ioa__grace_wait();
 	for (; meta; meta = next) {
 		next = meta->next;
-		ioa__os_free_pages(meta, meta->meta_len);
+		meta_free(meta, meta->meta_len);
 	}
 }
 
@@ -415,11 +439,11 @@ static int segment_create(size_t len, size_t align, int node, int dedicated,
 	size_t map_words = (npages + 63) / 64;
 	size_t meta_len = round_up(sizeof(struct ioa__segment) + 3 * map_words * 8 +
 				   (size_t)npages * 4, IOA_PAGE);
-	struct ioa__segment *s = ioa__os_alloc_pages(meta_len);
+	struct ioa__segment *s = meta_alloc(meta_len);
 	int err;
 
 	if (!s && give_back_empty(&rg.nodes[node]))
-		s = ioa__os_alloc_pages(meta_len);
+		s = meta_alloc(meta_len);
 	if (!s) {
 		ioa__err("no memory for the metadata (%zu KiB) of a segment", meta_len >> 10);
 		return -ENOMEM;
@@ -480,7 +504,7 @@ static int segment_create(size_t len, size_t align, int node, int dedicated,
 fail_mem:
 	ioa__os_free_segment(&s->mem);
 fail_meta:
-	ioa__os_free_pages(s, meta_len);
+	meta_free(s, meta_len);
 	return err;
 }
 
@@ -1154,7 +1178,7 @@ static struct ioa__segment *external_meta(void)
 {
 	struct ioa__segment *s = atomic_exchange_explicit(&spare_meta, NULL, memory_order_acquire);
 
-	return s ? s : ioa__os_alloc_pages(IOA_PAGE); /* acquire: the page's last writes */
+	return s ? s : meta_alloc(IOA_PAGE); /* acquire: the page's last writes */
 }
 
 static void external_free(struct ioa__segment *s)
@@ -1168,7 +1192,7 @@ static void external_free(struct ioa__segment *s)
 	/* release: our writes to the page before the next owner's */
 	s = atomic_exchange_explicit(&spare_meta, s, memory_order_release);
 	if (s)
-		ioa__os_free_pages(s, IOA_PAGE);
+		meta_free(s, IOA_PAGE);
 }
 
 /* Segments own whole 2 MiB units of the segment map: a unit the range
@@ -1211,7 +1235,7 @@ int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out)
 	if (window == UINT64_MAX) {
 		ioa__err("ioa_dma_register: IOVA space exhausted: no window of %zu bytes left in "
 			 "the aperture", len);
-		ioa__os_free_pages(s, s->meta_len);
+		meta_free(s, s->meta_len);
 		return -ENOMEM;
 	}
 	s->iova = rg.identity ? va : window + (va & (WINDOW_ALIGN - 1));
@@ -1613,7 +1637,7 @@ void ioa__region_fini(void)
 		}
 		for (s = rg.nodes[n].returned; s; s = next) {
 			next = s->next;
-			ioa__os_free_pages(s, s->meta_len);
+			meta_free(s, s->meta_len);
 		}
 		pthread_mutex_destroy(&rg.nodes[n].lock);
 		pthread_cond_destroy(&rg.nodes[n].purge_done);
@@ -1626,5 +1650,5 @@ void ioa__region_fini(void)
 		ioa__iova_destroy(&rg.iova);
 	ioa__segmap_fini();
 	if ((spare = atomic_exchange(&spare_meta, NULL)))
-		ioa__os_free_pages(spare, IOA_PAGE);
+		meta_free(spare, IOA_PAGE);
 }

@@ -53,6 +53,9 @@ int ioa__region_on_demand(void);
 void ioa__region_fini(void);
 /* Retired segments on @node whose metadata waits for a grace period (tests). */
 unsigned ioa__region_returned(int node);
+/* Bytes of segment metadata mapped, whatever the state (tests: 0 once
+ * ioa_fini() returned). */
+size_t ioa__region_meta_bytes(void);
 /* The node's upkeep, about once a second on its reclaimer (the heap's calls
  * it): shared segments no allocation used since the previous call go back to
  * the kernel when empty, or have their free pages purged when on demand; the
