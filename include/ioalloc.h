@@ -636,7 +636,17 @@ struct ioa_ring {
 	uint8_t prod_sync, cons_sync; /**< IOA_RING_SYNC_*_V1 */
 	char name[IOA_RING_NAMESIZE];
 	struct ioa_ring_side_v1 prod, cons;
-	void *slots[] __attribute__((aligned(128)));
+	/* a flexible array member: C99, an extension of C++ that GCC's
+	 * __extension__ and the pragma around this struct accept under
+	 * -pedantic */
+#if defined(__clang__) && defined(__cplusplus)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wc99-extensions"
+#endif
+	__extension__ void *slots[] __attribute__((aligned(128)));
+#if defined(__clang__) && defined(__cplusplus)
+#pragma clang diagnostic pop
+#endif
 };
 
 /**

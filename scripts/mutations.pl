@@ -13,6 +13,7 @@
 #                                      prints the executables (targets) it runs;
 #                                      "?name" for a test whose program is not
 #                                      built yet (ctest then gives no command)
+#                                      or that runs nothing of the build
 #   mutations.pl names                 reads the same; prints the tests' names
 #   mutations.pl serial                reads the same; prints 1 if one of the
 #                                      tests is RUN_SERIAL, else 0
@@ -163,10 +164,14 @@ if ($cmd eq 'list') {
 	my $json = JSON::PP::decode_json(<STDIN>);
 	my %t;
 	for my $test (@{ $json->{tests} || [] }) {
-		$t{"?$test->{name}"} = 1 unless $test->{command};
+		my $built = 0;
 		for my $arg (@{ $test->{command} || [] }) {
-			$t{$1} = 1 if index($arg, "$build/") == 0 && $arg =~ m{([^/]+)$};
+			next unless index($arg, "$build/") == 0 && $arg =~ m{([^/]+)$};
+			$t{$1} = 1;
+			$built = 1;
 		}
+		# not built yet, or a script over the sources (tests/header_test.sh)
+		$t{"?$test->{name}"} = 1 unless $built;
 	}
 	print "$_\n" for sort keys %t;
 } elsif ($cmd eq 'names') {

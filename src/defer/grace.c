@@ -46,7 +46,8 @@ static void setup(void)
 {
 	if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) != 0) {
 		no_membarrier = 1;
-		ioa__info("membarrier() unavailable: emptied table pages are kept until ioa_fini");
+		ioa__info("membarrier() unavailable: emptied table pages and retired segments' metadata "
+			  "are kept until ioa_fini");
 	}
 	pthread_key_create(&reader_key, reader_exit);
 }

@@ -81,6 +81,9 @@ struct node_arena {
 	 * runs without a reclaimer: IOALLOC_DEFER=sync). */
 	struct ioa__segment *returned;
 	unsigned nreturned;
+	/* Without grace periods (no membarrier), retired segments' metadata:
+	 * no time is known after which no lookup reads it; freed at fini. */
+	struct ioa__segment *kept;
 	int purging; /* the upkeep holds pages for a purge; purge_done when not */
 	pthread_cond_t purge_done;
 };
@@ -312,9 +315,9 @@ static void segment_release(struct ioa__segment *s)
  * metadata inside a read section: so the metadata waits in a->returned
  * and is freed after a grace period, by the next upkeep or by the
  * retirement that brings the list to RETURNED_MAX. Without grace
- * periods (no membarrier) it is kept: a page per segment, never reachable
- * by the device. segment_retire takes the node lock, the other is called
- * with it held. */
+ * periods (no membarrier) it is kept in a->kept until ioa_fini(): a page
+ * or two per segment, never reachable by the device. segment_retire takes
+ * the node lock, the other is called with it held. */
 static void segment_retire_locked(struct node_arena *a, struct ioa__segment *s)
 {
 	segment_free(s, 0);
@@ -322,6 +325,9 @@ static void segment_retire_locked(struct node_arena *a, struct ioa__segment *s)
 		s->next = a->returned;
 		a->returned = s;
 		a->nreturned++;
+	} else {
+		s->next = a->kept;
+		a->kept = s;
 	}
 }
 
@@ -1636,6 +1642,10 @@ void ioa__region_fini(void)
 			segment_fini(s);
 		}
 		for (s = rg.nodes[n].returned; s; s = next) {
+			next = s->next;
+			meta_free(s, s->meta_len);
+		}
+		for (s = rg.nodes[n].kept; s; s = next) {
 			next = s->next;
 			meta_free(s, s->meta_len);
 		}

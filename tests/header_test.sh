@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# include/ioalloc.h compiles cleanly on its own, twice in one program's two
+# translation units, as C (C99, C11) and as C++ (C++11, C++17), with
+# -Wall -Wextra -Werror -pedantic, under each of gcc/g++ and clang/clang++
+# found here: a driver's build flags are its own. Exits 77 (skipped) when no
+# C++ compiler is installed.
+set -euo pipefail
+header_dir=$1
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+flags=(-Wall -Wextra -Werror -pedantic -I"$header_dir")
+printf '#include <ioalloc.h>\nint one(void) { return IOA_VERSION; }\n' >"$scratch/a.c"
+printf '#include <ioalloc.h>\nint one(void);\nint main(void) { return one() < 0; }\n' >"$scratch/b.c"
+cp "$scratch/a.c" "$scratch/a.cc"
+cp "$scratch/b.c" "$scratch/b.cc"
+checked=0 cxx=0
+for cc in gcc clang; do
+	command -v "$cc" >/dev/null || continue
+	for std in c99 c11; do
+		"$cc" -std=$std "${flags[@]}" "$scratch/a.c" "$scratch/b.c" -o "$scratch/c.out"
+		checked=$((checked + 1))
+	done
+done
+for cxxc in g++ clang++; do
+	command -v "$cxxc" >/dev/null || continue
+	for std in c++11 c++17; do
+		"$cxxc" -std=$std "${flags[@]}" "$scratch/a.cc" "$scratch/b.cc" -o "$scratch/cc.out"
+		checked=$((checked + 1)) cxx=$((cxx + 1))
+	done
+done
+echo "header_test: ioalloc.h compiled cleanly $checked ways (C++: $cxx)"
+if [ "$cxx" -eq 0 ]; then
+	echo "SKIP: no C++ compiler (g++ or clang++) here: the header's C++ use is not checked"
+	exit 77
+fi
