@@ -553,21 +553,29 @@ static void exiting_threads(void)
 	ioa_fini();
 }
 
-/* A refused unmap quarantines, and ioa_quiesce reports it once. */
+/* A refused unmap quarantines, and ioa_quiesce reports it once; the record
+ * (and its message) names the IOVA the buffer was mapped at, which the pass
+ * looked up before it unlinked the buffer (a free does not look it up). */
 static void quarantine(void)
 {
 	struct check_capture cap;
 	struct ioa_stats s;
+	char at_iova[64];
+	const char *said;
 	void *p, *q;
 
 	if (!init_sim(IOA_DEFER_ON, 1000000, 4096, 0))
 		return;
 	p = ioa_dma_alloc(2 * KB4, 0, 0);
+	snprintf(at_iova, sizeof(at_iova), "at IOVA 0x%llx)",
+		 (unsigned long long)ioa_virt2iova(p));
 	ioa__sim_fail_unmaps(1, EPERM);
 	capture_begin(&cap);
 	CHECK_EQ(ioa_dma_free(p), 0);
 	CHECK_EQ(ioa_quiesce(), -EIO);
-	CHECK_CONTAINS(capture_end(&cap), "Operation not permitted");
+	said = capture_end(&cap);
+	CHECK_CONTAINS(said, "Operation not permitted");
+	CHECK_CONTAINS(said, at_iova);
 	CHECK_EQ(ioa_quiesce(), 0);
 	ioa_stats_get(&s);
 	CHECK_EQ(s.defer_quarantined, 1);
