@@ -718,8 +718,7 @@ ioa_ring_copy_(void **__restrict to, void *const *__restrict from, size_t n)
 
 /* The copies of a call that wraps at the end of the slots, once per lap:
  * out of line, so that the registers they need are not saved by every call
- * that inlines the copies (a one-thread RTS round of bulk 8 saved six, DPDK's
- * three). */
+ * that inlines the copies (an inlined enqueue saved six, DPDK's three). */
 static __attribute__((noinline, cold, unused)) void
 ioa_ring_copy_in_wrap_(struct ioa_ring *r, size_t i, void *const *objs, uint32_t n)
 {
@@ -981,8 +980,9 @@ static inline __attribute__((always_inline)) void ioa_ring_rts_commit_(struct io
 
 /* An enqueue on a side in mode @sync, a constant: the other modes' code
  * folds away. Returns how many it moved, and the free slots after it when
- * @free_space is not NULL; @n of a bulk is at most the capacity. The inline path below, the exported functions and the pools'
- * caches (src/pool/) all move elements through these two. */
+ * @free_space is not NULL; @n of a bulk is at most the capacity. The inline
+ * path below, the exported functions and the pools' caches (src/pool/) all
+ * move elements through these two. */
 static inline __attribute__((always_inline)) int
 ioa_ring_enqueue_mode_(struct ioa_ring *r, void *const *objs, unsigned n, unsigned *free_space,
 		       int burst, int sync)
