@@ -1041,6 +1041,30 @@ ioa_ring_dequeue_mode_(struct ioa_ring *r, void **objs, unsigned n, unsigned *av
 	return (int)got;
 }
 
+/* The same in the side's own mode: one test of the mode per call, then
+ * that mode's code alone. */
+static inline __attribute__((always_inline)) int
+ioa_ring_enqueue_own_mode_(struct ioa_ring *r, void *const *objs, unsigned n,
+			   unsigned *free_space, int burst)
+{
+	if (r->prod_sync == IOA_RING_SYNC_ST_V1)
+		return ioa_ring_enqueue_mode_(r, objs, n, free_space, burst, IOA_RING_SYNC_ST_V1);
+	if (r->prod_sync == IOA_RING_SYNC_MT_V1)
+		return ioa_ring_enqueue_mode_(r, objs, n, free_space, burst, IOA_RING_SYNC_MT_V1);
+	return ioa_ring_enqueue_mode_(r, objs, n, free_space, burst, IOA_RING_SYNC_RTS_V1);
+}
+
+static inline __attribute__((always_inline)) int
+ioa_ring_dequeue_own_mode_(struct ioa_ring *r, void **objs, unsigned n, unsigned *available,
+			   int burst)
+{
+	if (r->cons_sync == IOA_RING_SYNC_ST_V1)
+		return ioa_ring_dequeue_mode_(r, objs, n, available, burst, IOA_RING_SYNC_ST_V1);
+	if (r->cons_sync == IOA_RING_SYNC_MT_V1)
+		return ioa_ring_dequeue_mode_(r, objs, n, available, burst, IOA_RING_SYNC_MT_V1);
+	return ioa_ring_dequeue_mode_(r, objs, n, available, burst, IOA_RING_SYNC_RTS_V1);
+}
+
 #ifndef IOA_RING_NO_INLINE
 /* Whether the inline path may serve a call of @n. */
 #define IOA_RING_INLINE_OK_(r, objs, n)                                                        \
@@ -1048,7 +1072,7 @@ ioa_ring_dequeue_mode_(struct ioa_ring *r, void **objs, unsigned n, unsigned *av
 				  (r)->magic == IOA_RING_MAGIC_V1,                              \
 			  1))
 
-/* One test of the side's mode per call, then that mode's code alone. */
+/* The checks, then the side's own mode. */
 static inline __attribute__((always_inline)) int
 ioa_ring_enqueue_inline_(struct ioa_ring *r, void *const *objs, unsigned n, unsigned *free_space,
 			 int burst)
@@ -1056,11 +1080,7 @@ ioa_ring_enqueue_inline_(struct ioa_ring *r, void *const *objs, unsigned n, unsi
 	if (!IOA_RING_INLINE_OK_(r, objs, n))
 		return burst ? (ioa_ring_enqueue_burst)(r, objs, n, free_space)
 			     : (ioa_ring_enqueue_bulk)(r, objs, n, free_space);
-	if (r->prod_sync == IOA_RING_SYNC_ST_V1)
-		return ioa_ring_enqueue_mode_(r, objs, n, free_space, burst, IOA_RING_SYNC_ST_V1);
-	if (r->prod_sync == IOA_RING_SYNC_MT_V1)
-		return ioa_ring_enqueue_mode_(r, objs, n, free_space, burst, IOA_RING_SYNC_MT_V1);
-	return ioa_ring_enqueue_mode_(r, objs, n, free_space, burst, IOA_RING_SYNC_RTS_V1);
+	return ioa_ring_enqueue_own_mode_(r, objs, n, free_space, burst);
 }
 
 static inline __attribute__((always_inline)) int
@@ -1070,11 +1090,7 @@ ioa_ring_dequeue_inline_(struct ioa_ring *r, void **objs, unsigned n, unsigned *
 	if (!IOA_RING_INLINE_OK_(r, objs, n))
 		return burst ? (ioa_ring_dequeue_burst)(r, objs, n, available)
 			     : (ioa_ring_dequeue_bulk)(r, objs, n, available);
-	if (r->cons_sync == IOA_RING_SYNC_ST_V1)
-		return ioa_ring_dequeue_mode_(r, objs, n, available, burst, IOA_RING_SYNC_ST_V1);
-	if (r->cons_sync == IOA_RING_SYNC_MT_V1)
-		return ioa_ring_dequeue_mode_(r, objs, n, available, burst, IOA_RING_SYNC_MT_V1);
-	return ioa_ring_dequeue_mode_(r, objs, n, available, burst, IOA_RING_SYNC_RTS_V1);
+	return ioa_ring_dequeue_own_mode_(r, objs, n, available, burst);
 }
 
 #define ioa_ring_enqueue_bulk(r, objs, n, free_space) ioa_ring_enqueue_inline_(r, objs, n, free_space, 0)

@@ -231,6 +231,25 @@ static void segment_metadata_waits_for_readers(void)
 	ioa_fini();
 }
 
+/* Starts the library with IOALLOC_DEFER=sync (no reclaimer, no upkeep)
+ * and retires @n segments: buffers of 4 MiB, each a segment of its own,
+ * allocated and freed one after the other. */
+static void retire_segments_sync(int n)
+{
+	struct ioa_config cfg;
+
+	ioa_config_init(&cfg);
+	cfg.defer = IOA_DEFER_SYNC;
+	CHECK_EQ(ioa_init(&cfg), 0);
+	for (int i = 0; i < n; i++) {
+		void *p = ioa_dma_alloc((size_t)4 << 20, 0, 0);
+
+		if (!CHECK(p != NULL))
+			break;
+		CHECK_EQ(ioa_dma_free(p), 0);
+	}
+}
+
 /* Without a reclaimer (IOALLOC_DEFER=sync) no upkeep runs: the retired
  * segments' metadata (a mapping of 8 KiB each) must not wait for one. 512
  * buffers of a segment of their own, allocated and freed one after the
@@ -238,18 +257,7 @@ static void segment_metadata_waits_for_readers(void)
  * frees them. */
 static void segment_metadata_bounded_without_upkeep(void)
 {
-	struct ioa_config cfg;
-
-	ioa_config_init(&cfg);
-	cfg.defer = IOA_DEFER_SYNC;
-	CHECK_EQ(ioa_init(&cfg), 0);
-	for (int i = 0; i < 512; i++) {
-		void *p = ioa_dma_alloc((size_t)4 << 20, 0, 0);
-
-		if (!CHECK(p != NULL))
-			break;
-		CHECK_EQ(ioa_dma_free(p), 0);
-	}
+	retire_segments_sync(512);
 	CHECK(ioa__region_returned(0) < 64);
 	ioa_fini();
 }
@@ -259,18 +267,7 @@ static void segment_metadata_bounded_without_upkeep(void)
  * valgrind do not see them). */
 static void fini_frees_waiting_metadata(void)
 {
-	struct ioa_config cfg;
-
-	ioa_config_init(&cfg);
-	cfg.defer = IOA_DEFER_SYNC;
-	CHECK_EQ(ioa_init(&cfg), 0);
-	for (int i = 0; i < 8; i++) {
-		void *p = ioa_dma_alloc((size_t)4 << 20, 0, 0);
-
-		if (!CHECK(p != NULL))
-			break;
-		CHECK_EQ(ioa_dma_free(p), 0);
-	}
+	retire_segments_sync(8);
 	CHECK(ioa__region_returned(0) > 0); /* some wait when fini comes */
 	ioa_fini();
 	CHECK_EQ(ioa__region_meta_bytes(), 0);
@@ -395,23 +392,13 @@ static int without_membarrier(void)
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
 	struct sock_fprog prog = { sizeof(deny) / sizeof(deny[0]), deny };
-	struct ioa_config cfg;
 
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
 	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
 		return check_skip("no seccomp filter here (%s): membarrier() cannot be refused",
 				  strerror(errno));
-	ioa_config_init(&cfg);
-	cfg.defer = IOA_DEFER_SYNC;
-	CHECK_EQ(ioa_init(&cfg), 0);
+	retire_segments_sync(8);
 	CHECK(!ioa__grace_available());
-	for (int i = 0; i < 8; i++) {
-		void *p = ioa_dma_alloc((size_t)4 << 20, 0, 0);
-
-		if (!CHECK(p != NULL))
-			break;
-		CHECK_EQ(ioa_dma_free(p), 0);
-	}
 	CHECK(ioa__region_meta_bytes() >= 8 * IOA_PAGE); /* kept: 8 segments' at least */
 	ioa_fini();
 	CHECK_EQ(ioa__region_meta_bytes(), 0);

@@ -4,8 +4,8 @@
  * and whose flush one enqueue. Inline, so that a caller's constant @take
  * and a bulk's size fold in. The reservation, copy and commit of each sync
  * mode are include/ioalloc.h's (ioa_ring_enqueue_mode_(),
- * ioa_ring_dequeue_mode_()), the code its inline path runs. No lock, no
- * system call.
+ * ioa_ring_dequeue_mode_(), picked by ioa_ring_*_own_mode_()), the code its
+ * inline path runs. No lock, no system call.
  */
 #ifndef IOA_RING_OPS_H
 #define IOA_RING_OPS_H
@@ -19,34 +19,14 @@ static inline __attribute__((always_inline)) unsigned
 ioa__ring_enqueue(struct ioa_ring *r, void *const *objs, unsigned n, enum ioa__ring_take take,
 		  unsigned *free_space)
 {
-	switch (r->prod_sync) {
-	case IOA_RING_SYNC_ST:
-		return (unsigned)ioa_ring_enqueue_mode_(r, objs, n, free_space, take,
-						       IOA_RING_SYNC_ST);
-	case IOA_RING_SYNC_RTS:
-		return (unsigned)ioa_ring_enqueue_mode_(r, objs, n, free_space, take,
-						       IOA_RING_SYNC_RTS);
-	default:
-		return (unsigned)ioa_ring_enqueue_mode_(r, objs, n, free_space, take,
-						       IOA_RING_SYNC_MT);
-	}
+	return (unsigned)ioa_ring_enqueue_own_mode_(r, objs, n, free_space, take);
 }
 
 static inline __attribute__((always_inline)) unsigned
 ioa__ring_dequeue(struct ioa_ring *r, void **objs, unsigned n, enum ioa__ring_take take,
 		  unsigned *available)
 {
-	switch (r->cons_sync) {
-	case IOA_RING_SYNC_ST:
-		return (unsigned)ioa_ring_dequeue_mode_(r, objs, n, available, take,
-						       IOA_RING_SYNC_ST);
-	case IOA_RING_SYNC_RTS:
-		return (unsigned)ioa_ring_dequeue_mode_(r, objs, n, available, take,
-						       IOA_RING_SYNC_RTS);
-	default:
-		return (unsigned)ioa_ring_dequeue_mode_(r, objs, n, available, take,
-						       IOA_RING_SYNC_MT);
-	}
+	return (unsigned)ioa_ring_dequeue_own_mode_(r, objs, n, available, take);
 }
 
 #endif

@@ -290,6 +290,17 @@ size_t ioa__region_meta_bytes(void)
 	return atomic_load_explicit(&meta_bytes, memory_order_relaxed);
 }
 
+/* Frees a list of retired segments' metadata, linked by next. */
+static void meta_free_list(struct ioa__segment *meta)
+{
+	struct ioa__segment *next;
+
+	for (; meta; meta = next) {
+		next = meta->next;
+		meta_free(meta, meta->meta_len);
+	}
+}
+
 /* Returns the segment's memory and IOVA window; its metadata too when
  * @free_meta (no concurrent lookup can hold it). */
 static void segment_free(struct ioa__segment *s, int free_meta)
@@ -345,14 +356,9 @@ static struct ioa__segment *take_returned(struct node_arena *a)
  * may have found its segments in the segment map have ended. */
 static void free_returned(struct ioa__segment *meta)
 {
-	struct ioa__segment *next;
-
 	if (meta && ioa__grace_available())
 		ioa__grace_wait();
-	for (; meta; meta = next) {
-		next = meta->next;
-		meta_free(meta, meta->meta_len);
-	}
+	meta_free_list(meta);
 }
 
 unsigned ioa__region_returned(int node)
@@ -1145,10 +1151,8 @@ static int unmap_leaked(const struct ioa__buffer *b)
 	size_t done;
 	int err;
 
-	ioa__region_extent(b, &ext);
-	ioa__iopt_unmap(&va2iova, buffer_va(b), ext.len, NULL);
-	if (!rg.identity)
-		ioa__iopt_unmap(&iova2va, ext.iova, ext.len, NULL);
+	ioa__region_extent(b, &ext); /* while the tables still hold it */
+	ioa__region_unlink(b, NULL);
 	err = ioa__iommu_unmap(&ext, 1, &done);
 	if (!err)
 		err = ioa__iommu_invalidate();
@@ -1641,14 +1645,8 @@ void ioa__region_fini(void)
 			next = s->next;
 			segment_fini(s);
 		}
-		for (s = rg.nodes[n].returned; s; s = next) {
-			next = s->next;
-			meta_free(s, s->meta_len);
-		}
-		for (s = rg.nodes[n].kept; s; s = next) {
-			next = s->next;
-			meta_free(s, s->meta_len);
-		}
+		meta_free_list(rg.nodes[n].returned);
+		meta_free_list(rg.nodes[n].kept);
 		pthread_mutex_destroy(&rg.nodes[n].lock);
 		pthread_cond_destroy(&rg.nodes[n].purge_done);
 	}
