@@ -134,6 +134,7 @@ static void heap_reset(struct ioa__heap *h)
 	h->nfreed = 0;
 	memset(h->nready, 0, sizeof(h->nready)); /* ioa_fini retired them with every span */
 	memset(h->out, 0, sizeof(h->out));
+	h->out_waiting = 0;
 }
 
 static void flush_pending(struct ioa__heap *h);
@@ -173,8 +174,12 @@ static void give_back_word(struct ioa__heap *h, unsigned c)
 	struct ioa__word_cache *e = &h->cache[c];
 
 	if (e->span) {
-		e->span->bits[e->wi] |= e->word | e->span->out_freed;
-		e->span->used -= ioa__popcount(e->word) + ioa__popcount(e->span->out_freed);
+		uint64_t back = e->word | e->span->out_freed; /* the two never share a bit */
+
+		if (back) { /* at a refill, mostly none: the word ran out */
+			e->span->bits[e->wi] |= back;
+			e->span->used -= ioa__popcount(back);
+		}
 		e->span->out_freed = 0;
 		e->span->out_wi = UINT32_MAX;
 	}
@@ -321,18 +326,22 @@ static void send(struct ioa__heap *owner, void *head)
 						      memory_order_release, memory_order_relaxed));
 }
 
-static void flush_out(struct ioa__outgoing *o)
+static void flush_out(struct ioa__heap *h, unsigned k)
 {
+	struct ioa__outgoing *o = &h->out[k];
+
 	if (o->n)
 		send(o->owner, o->head);
 	o->head = NULL;
 	o->n = 0;
+	h->out_waiting &= ~(1u << k);
 }
 
+/* Every refill calls this: it looks only at the batches that hold objects. */
 static void flush_all_out(struct ioa__heap *h)
 {
-	for (unsigned k = 0; k < sizeof(h->out) / sizeof(h->out[0]); k++)
-		flush_out(&h->out[k]);
+	while (h->out_waiting)
+		flush_out(h, (unsigned)__builtin_ctz(h->out_waiting));
 }
 
 /* A free of object @p of @s, owned by another heap, from heap @h (the empty
@@ -341,15 +350,17 @@ static void remote_free(struct ioa__heap *h, struct ioa__span *s, void *p)
 {
 	struct ioa__heap *owner = s->owner;
 	struct ioa__outgoing *o;
+	unsigned k;
 
 	if (h == &empty_heap || h->shared) {
 		links(p)[0] = NULL;
 		send(owner, p);
 		return;
 	}
-	o = &h->out[((uintptr_t)owner >> 6) % (sizeof(h->out) / sizeof(h->out[0]))];
+	k = ((uintptr_t)owner >> 6) % (sizeof(h->out) / sizeof(h->out[0]));
+	o = &h->out[k];
 	if (o->owner != owner) {
-		flush_out(o);
+		flush_out(h, k);
 		o->owner = owner;
 	}
 	if (o->head == p) { /* freed twice in a row: linking it again would loop */
@@ -359,8 +370,9 @@ static void remote_free(struct ioa__heap *h, struct ioa__span *s, void *p)
 	}
 	links(p)[0] = o->head;
 	o->head = p;
+	h->out_waiting |= 1u << k;
 	if (++o->n == BATCH)
-		flush_out(o);
+		flush_out(h, k);
 }
 
 /* The span of @p when @p is an object of @h (its index into *@i), else
@@ -407,12 +419,10 @@ static int apply_free(struct ioa__heap *h, struct ioa__span *s, uint32_t i)
  * when a batch's head is one (the chain may then loop): what is left stays
  * allocated, after a message.
  */
-static void collect_remote(struct ioa__heap *h)
+static void collect_batches(struct ioa__heap *h)
 {
 	void *batch;
 
-	if (!atomic_load_explicit(&h->remote, memory_order_relaxed))
-		return;
 	/* acquire: pairs with the senders' release, for links and objects */
 	batch = atomic_exchange_explicit(&h->remote, NULL, memory_order_acquire);
 	while (batch) {
@@ -439,6 +449,14 @@ static void collect_remote(struct ioa__heap *h)
 		}
 		batch = next_batch;
 	}
+}
+
+/* Every refill asks: one load when no batch waits. */
+static inline void collect_remote(struct ioa__heap *h)
+{
+	/* relaxed: a hint; collect_batches' acquire orders what it takes */
+	if (atomic_load_explicit(&h->remote, memory_order_relaxed))
+		collect_batches(h);
 }
 
 /* ---- allocation -------------------------------------------------------- */
@@ -472,9 +490,12 @@ static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 	if ((s = h->spans[c]) && has_free(s))
 		return s;
 	flush_all_out(h); /* a slow path bounds how long this thread's frees wait */
-	collect_remote(h);
-	if ((s = h->spans[c]) && has_free(s))
-		return s;
+	/* relaxed: a hint, as in collect_remote */
+	if (atomic_load_explicit(&h->remote, memory_order_relaxed)) {
+		collect_batches(h);
+		if ((s = h->spans[c]) && has_free(s))
+			return s;
+	}
 	if (s)
 		s->low = IOA_SPAN_FULL; /* in no list until a free */
 	h->spans[c] = NULL;

@@ -156,6 +156,7 @@ struct ioa__heap {
 		void *head;
 		unsigned n;
 	} out[8];
+	unsigned out_waiting;       /* bit k: out[k] holds objects */
 	int node;
 	int state;                  /* heap.c */
 	int shared;                 /* a node's shared heap: used under @lock by any thread */

@@ -203,11 +203,6 @@ void ioa__span_desc_free(struct ioa__span *s)
 
 /* ---- spans over regions ---------------------------------------------- */
 
-size_t ioa__span_small_max(void)
-{
-	return ioa__heap_strict ? 2048 : IOA_SMALL_MAX;
-}
-
 size_t ioa__span_len(unsigned c)
 {
 	size_t size = ioa__class_size(c), len = SPAN_LEN;

@@ -10,14 +10,20 @@
 
 #include <stddef.h>
 
+#include "sizeclass.h"
+
 /* Settings of the running library (ioa__heap_init). */
 extern int ioa__heap_strict, ioa__heap_checking;
 
 /* Bytes of the span that holds class @c, or 0 when the class is served by
  * large blocks (strict mode keeps spans to one page). */
 size_t ioa__span_len(unsigned c);
-/* Largest size served by spans in this mode. */
-size_t ioa__span_small_max(void);
+/* Largest size served by spans in this mode: strict mode's pages hold two
+ * objects at least (larger ones are large blocks of their own pages). */
+static inline size_t ioa__span_small_max(void)
+{
+	return ioa__heap_strict ? 2048 : IOA_SMALL_MAX;
+}
 
 /* A wholly free span of class @c on @node for @owner: from the node's cache
  * or a new region buffer; NULL with errno set when memory ran out. */
