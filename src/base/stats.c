@@ -8,38 +8,73 @@
 #include <string.h>
 #include <unistd.h>
 
-struct ioa__stats ioa__stats;
-struct ioa__node_stats ioa__node_stats[IOA_MAX_NODES];
+struct ioa__stats ioa__stats[IOA_STAT_SHARDS];
+struct ioa__node_stats ioa__node_stats[IOA_MAX_NODES][IOA_STAT_SHARDS];
+__thread unsigned ioa__stat_copy __attribute__((tls_model("initial-exec")));
+static _Atomic unsigned copies_taken;
+
+unsigned ioa__stat_take_copy(void)
+{
+	/* relaxed: only spreads threads over the copies */
+	ioa__stat_copy = atomic_fetch_add_explicit(&copies_taken, 1, memory_order_relaxed) %
+				 IOA_STAT_SHARDS + 1;
+	return ioa__stat_copy;
+}
 
 void ioa__stats_reset(void)
 {
-#define IOA_STAT_ZERO_GLOBAL(name) atomic_store_explicit(&ioa__stats.name, 0, memory_order_relaxed);
+	for (int k = 0; k < IOA_STAT_SHARDS; k++) {
+#define IOA_STAT_ZERO_GLOBAL(name) \
+	atomic_store_explicit(&ioa__stats[k].name, 0, memory_order_relaxed);
 #define IOA_STAT_ZERO_NODE(name) \
 	for (int n = 0; n < IOA_MAX_NODES; n++) \
-		atomic_store_explicit(&ioa__node_stats[n].name, 0, memory_order_relaxed);
+		atomic_store_explicit(&ioa__node_stats[n][k].name, 0, memory_order_relaxed);
 #define IOA_STAT_ZERO(name, label, scope) IOA_STAT_ZERO_##scope(name)
-	IOA_STAT_FIELDS(IOA_STAT_ZERO)
+		IOA_STAT_FIELDS(IOA_STAT_ZERO)
 #undef IOA_STAT_ZERO
 #undef IOA_STAT_ZERO_NODE
 #undef IOA_STAT_ZERO_GLOBAL
+	}
 }
 
-/* A NODE counter summed over the nodes: each node's is read alone, so the
+static uint64_t read_at(const void *stats, size_t offset)
+{
+	return atomic_load_explicit((const _Atomic uint64_t *)((const char *)stats + offset),
+				    memory_order_relaxed);
+}
+
+uint64_t ioa__stat_sum(size_t offset)
+{
+	uint64_t sum = 0;
+
+	for (int k = 0; k < IOA_STAT_SHARDS; k++)
+		sum += read_at(&ioa__stats[k], offset);
+	return sum;
+}
+
+uint64_t ioa__node_stat_sum(int node, size_t offset)
+{
+	uint64_t sum = 0;
+
+	for (int k = 0; k < IOA_STAT_SHARDS; k++)
+		sum += read_at(&ioa__node_stats[node][k], offset);
+	return sum;
+}
+
+/* A NODE counter summed over the nodes: each copy is read alone, so the
  * sum is exact only while no counter moves (as the global ones are). */
 static uint64_t node_sum(size_t offset)
 {
 	uint64_t sum = 0;
 
 	for (int n = 0; n < IOA_MAX_NODES; n++)
-		sum += atomic_load_explicit((_Atomic uint64_t *)((char *)&ioa__node_stats[n] + offset),
-					    memory_order_relaxed);
+		sum += ioa__node_stat_sum(n, offset);
 	return sum;
 }
 
 void ioa__stats_copy(struct ioa_stats *out)
 {
-#define IOA_STAT_COPY_GLOBAL(name) \
-	out->name = atomic_load_explicit(&ioa__stats.name, memory_order_relaxed);
+#define IOA_STAT_COPY_GLOBAL(name) out->name = ioa__stat_get(name);
 #define IOA_STAT_COPY_NODE(name) out->name = node_sum(offsetof(struct ioa__node_stats, name));
 #define IOA_STAT_COPY(name, label, scope) IOA_STAT_COPY_##scope(name)
 	IOA_STAT_FIELDS(IOA_STAT_COPY)
@@ -51,8 +86,7 @@ void ioa__stats_copy(struct ioa_stats *out)
 void ioa__node_stats_copy(int node, struct ioa_node_stats *out)
 {
 #define IOA_NODE_STAT_COPY_GLOBAL(name)
-#define IOA_NODE_STAT_COPY_NODE(name) \
-	out->name = atomic_load_explicit(&ioa__node_stats[node].name, memory_order_relaxed);
+#define IOA_NODE_STAT_COPY_NODE(name) out->name = ioa__node_stat_get(node, name);
 #define IOA_NODE_STAT_COPY(name, label, scope) IOA_NODE_STAT_COPY_##scope(name)
 	IOA_STAT_FIELDS(IOA_NODE_STAT_COPY)
 #undef IOA_NODE_STAT_COPY

@@ -184,7 +184,7 @@ void ioa__defer_set_before_sleep(void (*fn)(void))
 
 uint64_t ioa__defer_enqueued(int node)
 {
-	uint64_t n = atomic_load_explicit(&ioa__node_stats[node].defer_enqueued, memory_order_relaxed);
+	uint64_t n = ioa__node_stat_get(node, defer_enqueued);
 
 	for (struct ring *r = atomic_load_explicit(&eng.nodes[node].rings, memory_order_acquire); r;
 	     r = r->next)
@@ -264,7 +264,7 @@ static void claim(struct node *nd, struct ring *r, uint32_t *n)
 	/* release: the items are copied out before the producer reuses the slots */
 	atomic_store_explicit(&r->tail, tail, memory_order_release);
 	/* once the slots are free: whoever sees this backlog noted finds them so */
-	stat_max(&ioa__stats.defer_backlog_max, backlog);
+	stat_max(&ioa__stats[0].defer_backlog_max, backlog); /* a maximum: in one copy, the others 0 */
 }
 
 /* Takes note of the items @nd's last pass held: their bytes stay in
@@ -888,7 +888,7 @@ int ioa__defer_quiesce(void)
 	}
 	q = 0;
 	for (int n = 0; n < IOA_MAX_NODES; n++)
-		q += atomic_load_explicit(&ioa__node_stats[n].defer_quarantined, memory_order_relaxed);
+		q += ioa__node_stat_get(n, defer_quarantined);
 	return atomic_exchange(&eng.quarantined_seen, q) != q ? -EIO : 0;
 }
 

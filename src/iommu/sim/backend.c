@@ -432,7 +432,7 @@ IOA_EXPORT uint64_t ioa_sim_faults(struct ioa_sim_fault *last)
 	uint64_t n;
 
 	pthread_mutex_lock(&sim.fault_lock);
-	n = atomic_load_explicit(&ioa__stats.sim_dma_faults, memory_order_relaxed);
+	n = ioa__stat_get(sim_dma_faults);
 	if (last)
 		*last = sim.last_fault;
 	pthread_mutex_unlock(&sim.fault_lock);

@@ -80,7 +80,7 @@ IOA_EXPORT uint64_t ioa_sim_violations(struct ioa_sim_violation *last)
 	uint64_t n;
 
 	pthread_mutex_lock(&record_lock);
-	n = atomic_load_explicit(&ioa__stats.sim_violations, memory_order_relaxed);
+	n = ioa__stat_get(sim_violations);
 	if (last)
 		*last = last_violation;
 	pthread_mutex_unlock(&record_lock);
