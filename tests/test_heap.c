@@ -11,7 +11,9 @@
  *   IOALLOC_CHECK=1 a write past an object's end is reported;
  * - I1 through the heap: with IOALLOC_PROTECT=strict a DMA to a freed
  *   object whose page emptied faults after ioa_quiesce(), while lazy mode
- *   keeps it mapped (its documented difference);
+ *   keeps it mapped (its documented difference); no page is handed out again
+ *   before its retirement, from a refill, a batch of frees or the list of
+ *   pages with few free objects;
  * - nothing leaks: ioa_fini() finds no object left.
  */
 #include "heap_check.h"
@@ -434,6 +436,61 @@ out:
 	return reused;
 }
 
+/* Strict mode: pages of a class with few free objects wait aside (the
+ * sparse list), and a refill takes from them once more than
+ * IOA_STRICT_SPARSE wait. One of them that empties is retired and leaves
+ * the list: no later refill hands out an object of its page (retirement is
+ * a second away, so none could have been retired and reused legitimately).
+ * 1 when one came back, -1 when the pages were not laid out as planned. */
+static int sparse_page_reused(void)
+{
+	enum { PAGES = IOA_STRICT_SPARSE + 8, PER = 4096 / 512, N = (PAGES + 2) * PER };
+	static char *obj[N], *got[2 * PAGES];
+	char *victim = NULL;
+	unsigned pages = 0;
+	int reused = -1;
+
+	for (unsigned i = 0; i < N; i++)
+		obj[i] = ioa_malloc(512);
+	/* the pages wholly ours, each but the last keeping one object free */
+	for (unsigned i = 0; i + PER <= N && pages < PAGES; i++) {
+		char *page = (char *)((uintptr_t)obj[i] & ~(uintptr_t)4095);
+		unsigned k = 0;
+
+		while (k < PER && i + k < N && obj[i + k] == page + 512 * k)
+			k++;
+		if (k < PER)
+			continue;
+		ioa_free(obj[i]);
+		obj[i] = NULL;
+		victim = page; /* freed into last: the head of the sparse list */
+		pages++;
+		i += PER - 1;
+	}
+	if (pages < PAGES)
+		goto out;
+	ioa_quiesce();
+	for (unsigned i = 0; i < N; i++) /* the victim page empties: retired */
+		if (obj[i] && obj[i] >= victim && obj[i] < victim + 4096) {
+			ioa_free(obj[i]);
+			obj[i] = NULL;
+		}
+	ioa_quiesce();
+	reused = 0;
+	for (unsigned g = 0; g < 2 * PAGES; g++) {
+		got[g] = ioa_malloc(512);
+		reused |= got[g] >= victim && got[g] < victim + 4096;
+		for (unsigned i = 0; i < N; i++)
+			reused |= got[g] == obj[i];
+	}
+	for (unsigned g = 0; g < 2 * PAGES; g++)
+		ioa_free(got[g]);
+out:
+	for (unsigned i = 0; i < N; i++)
+		ioa_free(obj[i]);
+	return reused;
+}
+
 static void test_protect(void)
 {
 	struct ioa_config slow;
@@ -446,6 +503,7 @@ static void test_protect(void)
 	if (CHECK_EQ(ioa_init(&slow), 0)) {
 		CHECK_EQ(refilled_before_retirement(), 0); /* first: fresh pages */
 		CHECK_EQ(reused_before_retirement(), 0);
+		CHECK_EQ(sparse_page_reused(), 0);
 		CHECK_EQ(leaked_at_fini(), 0);
 	}
 	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 0)) {
