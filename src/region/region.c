@@ -1000,8 +1000,13 @@ int ioa__region_node(const struct ioa__buffer *b)
  * the segment. */
 static uint64_t mapped_iova(const struct ioa__buffer *b)
 {
-	struct ioa__section sec = ioa__read_begin();
-	uint64_t iova = ioa__iopt_translate(ioa__va2iova_root, buffer_va(b));
+	struct ioa__section sec;
+	uint64_t iova;
+
+	if (rg.identity) /* no table walk: a reclaimer asks this of every heap page */
+		return buffer_va(b);
+	sec = ioa__read_begin();
+	iova = ioa__iopt_translate(ioa__va2iova_root, buffer_va(b));
 
 	ioa__read_end(sec);
 	return iova;
