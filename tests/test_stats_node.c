@@ -3,6 +3,8 @@
  * - ioa_stats_node: allocations and frees on each node counted on that node
  *   and no other; every per-node counter of struct ioa_stats equals the sum
  *   over the nodes; a bad node or a NULL out gets one message and -EINVAL;
+ *   a gauge (bytes live, segments) is kept in one copy, so a read while
+ *   threads allocate and the reclaimer retires is a value it held;
  * - ioa_dump: its lines parsed back: every live buffer listed with its IOVA
  *   and length, a freed one never as live (as freed while it waits), a
  *   quarantined one marked, segments around the buffers; bad arguments;
@@ -392,6 +394,25 @@ static void test_dump(void)
 #define CHURN_THREADS 2
 #define CHURN_ROUNDS 3000
 
+/* The gauges (figures that go down too) are in copy 0 alone, whichever
+ * thread changed them: the churn threads and the reclaimer took other copies
+ * for their counts (stats.h). */
+static void check_gauges_in_one_copy(void)
+{
+	uint64_t elsewhere = 0;
+
+	for (int k = 1; k < IOA_STAT_SHARDS; k++) {
+		elsewhere |= ioa__stats[k].table_pages;
+		for (int n = 0; n < IOA_MAX_NODES; n++)
+			elsewhere |= ioa__node_stats[n][k].dma_bytes_live |
+				     ioa__node_stats[n][k].segments |
+				     ioa__node_stats[n][k].segment_bytes_4k |
+				     ioa__node_stats[n][k].segment_bytes_hugetlb_2m |
+				     ioa__node_stats[n][k].segment_bytes_hugetlb_1g;
+	}
+	CHECK_EQ(elsewhere, 0);
+}
+
 static atomic_int churn_done; /* threads that finished */
 
 static void *churn(void *arg)
@@ -432,11 +453,14 @@ static void test_dump_concurrent(void)
 		CHECK_EQ(strncmp(dump.text, "ioalloc-dump 1 state=up\n", 24), 0);
 		CHECK(dump.len > 4 && strcmp(dump.text + dump.len - 4, "end\n") == 0);
 		CHECK_EQ(ioa_stats_node(nodes[0], &s), 0);
+		/* a gauge read while it moves is a value it held, never "negative" */
+		CHECK(s.dma_bytes_live < (1ull << 62) && s.segments < (1ull << 62));
 	}
 	for (int i = 0; i < CHURN_THREADS; i++)
 		pthread_join(t[i], NULL);
 	CHECK_EQ(ioa_quiesce(), 0);
 	check_sums();
+	check_gauges_in_one_copy();
 	ioa_fini();
 }
 

@@ -193,12 +193,12 @@ static void count_segment(const struct ioa__os_mem *mem, int sign)
 	uint64_t bytes = sign > 0 ? mem->len : -(uint64_t)mem->len;
 
 	if (mem->kind == IOA_PAGES_1G)
-		ioa__node_stat_add(mem->node, segment_bytes_hugetlb_1g, bytes);
+		ioa__node_gauge_add(mem->node, segment_bytes_hugetlb_1g, bytes);
 	else if (mem->kind == IOA_PAGES_2M)
-		ioa__node_stat_add(mem->node, segment_bytes_hugetlb_2m, bytes);
+		ioa__node_gauge_add(mem->node, segment_bytes_hugetlb_2m, bytes);
 	else
-		ioa__node_stat_add(mem->node, segment_bytes_4k, bytes);
-	ioa__node_stat_add(mem->node, segments, sign > 0 ? 1 : (uint64_t)-1);
+		ioa__node_gauge_add(mem->node, segment_bytes_4k, bytes);
+	ioa__node_gauge_add(mem->node, segments, sign > 0 ? 1 : (uint64_t)-1);
 }
 
 int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size policy,

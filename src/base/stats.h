@@ -99,17 +99,23 @@ static inline unsigned ioa__stat_shard(void)
 #define ioa__stat_add(field, n) \
 	atomic_fetch_add_explicit(&ioa__stats[ioa__stat_shard()].field, (uint64_t)(n), \
 				  memory_order_relaxed)
-#define ioa__stat_sub(field, n) \
-	atomic_fetch_sub_explicit(&ioa__stats[ioa__stat_shard()].field, (uint64_t)(n), \
-				  memory_order_relaxed)
 /* A NODE counter of @node (a real node, 0 to IOA_MAX_NODES - 1): the same one
  * relaxed add as a global counter, on the node's lines instead. */
 #define ioa__node_stat_add(node, field, n) \
 	atomic_fetch_add_explicit(&ioa__node_stats[node][ioa__stat_shard()].field, (uint64_t)(n), \
 				  memory_order_relaxed)
-#define ioa__node_stat_sub(node, field, n) \
-	atomic_fetch_sub_explicit(&ioa__node_stats[node][ioa__stat_shard()].field, (uint64_t)(n), \
-				  memory_order_relaxed)
+
+/* A gauge, a figure that goes down too (bytes live, segments and their
+ * bytes, table pages), is kept in copy 0 alone: its decrease is often made
+ * by another thread than its increase (the reclaimer retires what a program
+ * thread allocated), and a sum over copies could take the one without the
+ * other (a review read dma_bytes_live as 2^64 - 4096). In one copy every
+ * change is in one modification order, and a read is a value it held.
+ * @n may be negative, as a uint64_t. */
+#define ioa__gauge_add(field, n) \
+	atomic_fetch_add_explicit(&ioa__stats[0].field, (uint64_t)(n), memory_order_relaxed)
+#define ioa__node_gauge_add(node, field, n) \
+	atomic_fetch_add_explicit(&ioa__node_stats[node][0].field, (uint64_t)(n), memory_order_relaxed)
 
 /* A counter's value, its copies summed: exact only while none moves. */
 uint64_t ioa__stat_sum(size_t offset);

@@ -778,7 +778,7 @@ static int map_reserved(struct ioa__segment *s, uint32_t first, size_t len, size
 		atomic_store_explicit(&s->run[p], per | (uint32_t)owner << RUN_OWNER_SHIFT,
 				      memory_order_release);
 	ioa__node_stat_add(s->node, dma_allocs, n / per);
-	ioa__node_stat_add(s->node, dma_bytes_live, len);
+	ioa__node_gauge_add(s->node, dma_bytes_live, len);
 	return 0;
 }
 
@@ -1048,7 +1048,7 @@ static void count_retired_run(const struct ioa__buffer *b, uint32_t buffers)
 	if (b->seg->external) /* never counted as a buffer */
 		return;
 	ioa__node_stat_add(b->seg->node, dma_frees, buffers);
-	ioa__node_stat_sub(b->seg->node, dma_bytes_live, (uint64_t)b->npages << IOA_PAGE_SHIFT);
+	ioa__node_gauge_add(b->seg->node, dma_bytes_live, -((uint64_t)b->npages << IOA_PAGE_SHIFT));
 }
 
 static void count_retired(const struct ioa__buffer *b)
@@ -1622,7 +1622,7 @@ static void segment_fini(struct ioa__segment *s)
 		ioa__warn("ioa_fini: buffer %p of %llu KiB was never freed", page_addr(s, i),
 			  (unsigned long long)n * 4);
 		atomic_store_explicit(&s->run[i], 0, memory_order_relaxed);
-		ioa__node_stat_sub(s->node, dma_bytes_live, (uint64_t)n << IOA_PAGE_SHIFT);
+		ioa__node_gauge_add(s->node, dma_bytes_live, -((uint64_t)n << IOA_PAGE_SHIFT));
 		if (s->whole)
 			ioa__region_unlink(&b, NULL); /* the segment is unmapped whole below */
 		else if (unmap_leaked(&b) == 0)

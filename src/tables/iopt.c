@@ -56,7 +56,7 @@ static _Atomic uint64_t *table_alloc(struct ioa__iopt *pt, uint64_t *addr)
 		if (!pt->pages)
 			*addr = (uint64_t)(uintptr_t)t;
 		pt->table_pages++;
-		ioa__stat_add(table_pages, 1);
+		ioa__gauge_add(table_pages, 1);
 	}
 	return t;
 }
@@ -68,7 +68,7 @@ static void table_free(struct ioa__iopt *pt, _Atomic uint64_t *t)
 	else
 		page_free(pt, t);
 	pt->table_pages--;
-	ioa__stat_sub(table_pages, 1);
+	ioa__gauge_add(table_pages, -1);
 }
 
 static int init(struct ioa__iopt *pt, _Atomic uint64_t *root,
