@@ -4,21 +4,31 @@
  * initial-exec (no __tls_get_addr call on its hot paths), which a late
  * dlopen() must find room for in glibc's static TLS surplus, about 1.6 KiB
  * shared by every such library. It used 2.1 KiB, and the dlopen() failed
- * with "cannot allocate memory in static TLS block".
+ * with "cannot allocate memory in static TLS block"; then 1.1 KiB, and it
+ * failed after a plugin of 1 KiB (tls_neighbour.c). Its TLS segment must
+ * stay within TLS_BUDGET: a thread's tables are mapped, not thread-local
+ * (docs/design.md, "Static TLS").
  *
- * Here: dlopen() with a thread already running, then the heap and a DMA
+ * Here: that plugin dlopen()ed first, then libioalloc.so, whose TLS segment
+ * is measured; dlopen() with a thread already running, then the heap and a DMA
  * buffer on the sim backend from that thread and from a new one, then
  * ioa_fini() and dlclose() while a third thread that used the library still
  * runs; it exits after them, running the library's thread-exit destructors
  * (the library stays loaded: -z nodelete; unloaded, they were a crash).
- * Run as test_dlopen_late LIB, LIB the path of libioalloc.so (ctest does).
+ * Run as test_dlopen_late LIB NEIGHBOUR, the paths of libioalloc.so and of
+ * the plugin (ctest does).
  */
 #include "check.h"
 
 #include <dlfcn.h>
+#include <elf.h>
+#include <link.h>
 #include <pthread.h>
 
+#define TLS_BUDGET 256 /* bytes of initial-exec TLS libioalloc.so may take */
+
 static void *(*dl_malloc)(size_t);
+static int symbols_found; /* set before the gate opens */
 static void (*dl_free)(void *);
 static void *(*dl_dma_alloc)(size_t, size_t, int);
 static int (*dl_dma_free)(void *);
@@ -64,19 +74,53 @@ static void *early(void *arg)
 {
 	pthread_mutex_lock(&gate); /* the main thread holds it until the dlopen() */
 	pthread_mutex_unlock(&gate);
-	return use(arg);
+	return symbols_found ? use(arg) : NULL; /* not when the dlopen() failed */
+}
+
+/* The size of the TLS segment of the loaded object whose path ends as @name. */
+static int tls_of(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	const char *name = *(const char **)arg, *base = strrchr(info->dlpi_name, '/');
+
+	(void)size;
+	if (!base || strcmp(base + 1, name) != 0)
+		return 0;
+	for (int i = 0; i < info->dlpi_phnum; i++)
+		if (info->dlpi_phdr[i].p_type == PT_TLS)
+			*(size_t *)arg = info->dlpi_phdr[i].p_memsz;
+	return 1;
+}
+
+static void check_tls_budget(const char *path)
+{
+	const char *base = strrchr(path, '/');
+	union {
+		const char *name;
+		size_t bytes;
+	} q = { .name = base ? base + 1 : path };
+
+	if (CHECK(dl_iterate_phdr(tls_of, &q) == 1)) {
+		printf("static TLS of %s: %zu bytes (budget %d)\n", path, q.bytes, TLS_BUDGET);
+		CHECK(q.bytes <= TLS_BUDGET);
+	}
 }
 
 int main(int argc, char **argv)
 {
 	void (*dl_fini)(void);
 	pthread_t before, after;
-	void *lib;
+	void *lib, *neighbour;
 
 	check_start("test_dlopen_late");
-	if (argc != 2)
-		return check_skip("run as test_dlopen_late PATH-OF-libioalloc.so (ctest does)");
+	if (argc != 3)
+		return check_skip("run as test_dlopen_late PATH-OF-libioalloc.so "
+				  "PATH-OF-tls_neighbour.so (ctest does)");
 	setenv("IOALLOC_BACKEND", "sim", 1);
+	neighbour = dlopen(argv[2], RTLD_NOW | RTLD_LOCAL);
+	if (!CHECK(neighbour != NULL)) {
+		fprintf(stderr, "dlopen of the 1 KiB plugin: %s\n", dlerror());
+		return check_done();
+	}
 	pthread_mutex_lock(&gate);
 	if (!CHECK_EQ(pthread_create(&before, NULL, early, NULL), 0))
 		return check_done();
@@ -87,6 +131,7 @@ int main(int argc, char **argv)
 		pthread_join(before, NULL);
 		return check_done();
 	}
+	check_tls_budget(argv[1]);
 	*(void **)&dl_malloc = dlsym(lib, "ioa_malloc");
 	*(void **)&dl_free = dlsym(lib, "ioa_free");
 	*(void **)&dl_dma_alloc = dlsym(lib, "ioa_dma_alloc");
@@ -99,6 +144,7 @@ int main(int argc, char **argv)
 		pthread_join(before, NULL);
 		return check_done();
 	}
+	symbols_found = 1;
 	use(NULL);
 	pthread_mutex_unlock(&gate);
 	CHECK_EQ(pthread_join(before, NULL), 0);
@@ -112,5 +158,6 @@ int main(int argc, char **argv)
 	CHECK_EQ(dlclose(lib), 0);
 	pthread_barrier_wait(&unloaded);
 	CHECK_EQ(pthread_join(after, NULL), 0); /* its exit ran the destructors */
+	CHECK_EQ(dlclose(neighbour), 0);
 	return check_done();
 }

@@ -117,13 +117,21 @@ static struct {
 	struct node nodes[IOA_MAX_NODES];
 } eng = { .start_lock = PTHREAD_MUTEX_INITIALIZER };
 
-/* The calling thread's queues, valid while their generation is current.
- * exited: its exit destructor ran; its frees go to the nodes' late queues. */
+/* The calling thread's queues, valid while their generation is current: a
+ * table of IOA_MAX_NODES, mapped at its first free (a page, as its first
+ * queue is), so that the thread's static TLS holds a few words
+ * (docs/design.md, "Static TLS"). exited: its exit destructor ran; its
+ * frees go to the nodes' late queues. */
 static __thread struct {
 	unsigned generation;
 	int exited;
-	struct ring *ring[IOA_MAX_NODES];
+	struct ring **ring;
 } mine __attribute__((tls_model("initial-exec")));
+
+static inline struct ring *my_ring(int node)
+{
+	return mine.ring ? mine.ring[node] : NULL;
+}
 
 /* The calling thread runs a pass (and the table callbacks in it): an
  * allocation it makes there must not wait for a pass. */
@@ -434,20 +442,22 @@ static void *reclaimer(void *arg)
  */
 static void thread_exit(void *unused)
 {
-	int n;
+	struct ring **ring = mine.ring;
 
 	mine.exited = 1;
 	atomic_signal_fence(memory_order_seq_cst); /* a signal handler sees exited first */
-	if (mine.generation != atomic_load(&eng.generation))
+	if (!ring)
 		return;
-	for (n = 0; n < IOA_MAX_NODES; n++) {
-		struct ring *r = mine.ring[n];
-
-		mine.ring[n] = NULL;
-		/* release: our last item is in the ring before an adopter owns it */
-		if (r)
-			atomic_store_explicit(&r->orphan, 1, memory_order_release);
+	if (mine.generation == atomic_load(&eng.generation)) {
+		for (int n = 0; n < IOA_MAX_NODES; n++) {
+			/* release: our last item is in the ring before an adopter owns it */
+			if (ring[n])
+				atomic_store_explicit(&ring[n]->orphan, 1, memory_order_release);
+		}
 	}
+	mine.ring = NULL;
+	atomic_signal_fence(memory_order_seq_cst); /* a signal handler no longer reads the table */
+	ioa__os_free_pages(ring, IOA_MAX_NODES * sizeof(*ring));
 }
 
 static void make_key(void)
@@ -613,15 +623,18 @@ static struct ring *ring_for(int node)
 	struct ring *r;
 
 	if (mine.generation != gen) {
-		memset(mine.ring, 0, sizeof(mine.ring));
+		if (mine.ring)
+			memset(mine.ring, 0, IOA_MAX_NODES * sizeof(*mine.ring));
 		mine.generation = gen;
 	}
-	if (mine.ring[node] || mine.exited)
-		return mine.ring[node];
+	if ((r = my_ring(node)) || mine.exited)
+		return r;
 	if (start_reclaimer(nd) != 0)
 		return NULL;
-	if (mine.ring[node]) /* made by an enqueue inside the start (see start_reclaimer) */
-		return mine.ring[node];
+	if ((r = my_ring(node))) /* made by an enqueue inside the start (see start_reclaimer) */
+		return r;
+	if (!mine.ring && !(mine.ring = ioa__os_alloc_pages(IOA_MAX_NODES * sizeof(r))))
+		return NULL;
 	for (r = atomic_load_explicit(&nd->rings, memory_order_acquire); r; r = r->next) {
 		int orphan = 1;
 
@@ -772,7 +785,7 @@ int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
 	/* acquire: pairs with ioa__defer_fini's bump; a queue of an instance
 	 * ioa_fini() ended is never pushed to (ring_for's case, repeated) */
 	unsigned gen = atomic_load_explicit(&eng.generation, memory_order_acquire);
-	struct ring *r = mine.ring[node];
+	struct ring *r = my_ring(node);
 
 	if (__builtin_expect(r && mine.generation == gen && eng.cfg.defer != IOA_DEFER_SYNC, 1)) {
 		push(node, r, item);
@@ -989,6 +1002,6 @@ void ioa__defer_fork_child(void)
 		nd->start_said = 0; /* the child's own failure is news */
 		atomic_store(&nd->sleep, IDLE);
 		for (struct ring *r = atomic_load(&nd->rings); r; r = r->next)
-			atomic_store(&r->orphan, r != mine.ring[n] && r != nd->late);
+			atomic_store(&r->orphan, r != my_ring(n) && r != nd->late);
 	}
 }

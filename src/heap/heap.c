@@ -49,15 +49,18 @@ static __thread int my_state __attribute__((tls_model("initial-exec")));
  * thread is affected; the parent's other threads meanwhile wait on the
  * locks as before. A signal handler that allocates while it interrupts
  * this thread's malloc or free here is unsupported, as with glibc's malloc.
+ * The frees wait in a page mapped at a window's first one and unmapped when
+ * it closes (a system call, no lock), so that the thread's static TLS holds
+ * only a pointer (docs/design.md, "Static TLS").
  */
-#define HELD_FREES 64
+#define HELD_FREES (IOA_PAGE / sizeof(void *))
 
 static __thread struct {
 	int on;
 	int state;              /* my_state before */
 	struct ioa__heap *heap; /* ioa__my_heap before */
 	unsigned nfrees;
-	void *frees[HELD_FREES];
+	void **frees;           /* HELD_FREES of them, or NULL: none yet in this window */
 	void *spare;            /* arena objects freed in a window, linked at p - 8 */
 } held __attribute__((tls_model("initial-exec")));
 
@@ -106,11 +109,15 @@ static int held_free(void *p)
 {
 	if (!held.on)
 		return 0;
-	if (held.nfrees < HELD_FREES)
+	if (!held.frees)
+		held.frees = ioa__os_alloc_pages(HELD_FREES * sizeof(void *));
+	if (held.frees && held.nfrees < HELD_FREES)
 		held.frees[held.nfrees++] = p;
-	else
-		ioa__warn("free(%p) inside a fork handler: more than %d frees there, this one "
+	else if (held.frees)
+		ioa__warn("free(%p) inside a fork handler: more than %zu frees there, this one "
 			  "left allocated", p, HELD_FREES);
+	else
+		ioa__warn("free(%p) inside a fork handler: no memory to note it, left allocated", p);
 	return 1;
 }
 
@@ -1117,8 +1124,12 @@ void ioa__heap_fork_window_close(void)
 	ioa__my_heap = held.heap;
 	my_state = held.state;
 	held.on = 0;
-	for (unsigned i = 0; i < held.nfrees; i++)
-		ioa__heap_free(held.frees[i]);
+	if (held.frees) {
+		for (unsigned i = 0; i < held.nfrees; i++)
+			ioa__heap_free(held.frees[i]);
+		ioa__os_free_pages(held.frees, HELD_FREES * sizeof(void *));
+		held.frees = NULL;
+	}
 }
 
 int ioa__heap_in_fork_window(void)
