@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 struct ioa__stats ioa__stats[IOA_STAT_SHARDS];
+_Static_assert(sizeof(struct ioa__stats) % 64 == 0 && sizeof(struct ioa__node_stats) % 64 == 0,
+	       "a copy of the counters shares no cache line with the next");
 struct ioa__node_stats ioa__node_stats[IOA_MAX_NODES][IOA_STAT_SHARDS];
 __thread unsigned ioa__stat_copy __attribute__((tls_model("initial-exec")));
 static _Atomic unsigned copies_taken;
