@@ -877,16 +877,25 @@ static struct ioa__heap *shared_heap(int node)
 	return h;
 }
 
+/* While the thread holds the shared heap's lock it counts as booting: a
+ * malloc it makes meanwhile is served by the boot arena, without the lock.
+ * In strict mode the frees applied here may empty a page, whose retirement
+ * may start the node's reclaimer, and the new thread's creation callocs on
+ * this thread (it waited for its own lock: test_preload_strict_late); a
+ * signal handler's malloc likewise. */
 static void *shared_alloc(int node, size_t size, size_t align)
 {
 	struct ioa__heap *h = shared_heap(node);
+	int state = my_state;
 	void *p;
 
 	if (!h)
 		return NULL;
+	my_state = HEAP_BOOTING;
 	pthread_mutex_lock(&h->lock);
 	collect_remote(h);
 	p = heap_alloc(h, size, align);
+	my_state = state;
 	pthread_mutex_unlock(&h->lock);
 	return p;
 }
