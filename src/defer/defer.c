@@ -15,6 +15,7 @@
 #include "stats.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <linux/futex.h>
 #include <numa.h>
 #include <pthread.h>
@@ -40,6 +41,9 @@ struct ring {
 	struct ring *next;            /* in the node's registry; rings are never removed */
 	uint32_t mask;
 	_Atomic int orphan;           /* its thread exited; a new thread may adopt it empty */
+	/* The table of its producer's queues, one per node, when it is that
+	 * thread's first (its home: see mine); unused otherwise. */
+	struct ring *table[IOA_MAX_NODES];
 	/* Counts that never wrap: head is also the number of items ever queued,
 	 * so the count is exact whenever the item is visible, even in a child of
 	 * fork() whose parent's thread was between writing an item and its head. */
@@ -117,20 +121,29 @@ static struct {
 	struct node nodes[IOA_MAX_NODES];
 } eng = { .start_lock = PTHREAD_MUTEX_INITIALIZER };
 
-/* The calling thread's queues, valid while their generation is current: a
- * table of IOA_MAX_NODES, mapped at its first free (a page, as its first
- * queue is), so that the thread's static TLS holds a few words
- * (docs/design.md, "Static TLS"). exited: its exit destructor ran; its
- * frees go to the nodes' late queues. */
+/* The calling thread's queues, valid while their generation is current: the
+ * table in its home ring, the first queue it named (made or adopted), so that
+ * the table travels with the queue to the thread that adopts it after this
+ * one exits, and the thread's static TLS holds a few words (docs/design.md,
+ * "Static TLS"). exited: its exit destructor ran; its frees go to the nodes'
+ * late queues. */
 static __thread struct {
 	unsigned generation;
 	int exited;
 	struct ring **ring;
 } mine __attribute__((tls_model("initial-exec")));
 
+/* Only while mine.generation is current: ioa_fini() frees the home ring. */
 static inline struct ring *my_ring(int node)
 {
 	return mine.ring ? mine.ring[node] : NULL;
+}
+
+/* The ring whose table mine.ring is, or NULL. */
+static struct ring *my_home(void)
+{
+	return mine.ring ? (struct ring *)(void *)((char *)mine.ring - offsetof(struct ring, table))
+			 : NULL;
 }
 
 /* The calling thread runs a pass (and the table callbacks in it): an
@@ -442,22 +455,23 @@ static void *reclaimer(void *arg)
  */
 static void thread_exit(void *unused)
 {
-	struct ring **ring = mine.ring;
+	struct ring **table = mine.ring, *home = my_home();
 
 	mine.exited = 1;
 	atomic_signal_fence(memory_order_seq_cst); /* a signal handler sees exited first */
-	if (!ring)
+	if (!table || mine.generation != atomic_load(&eng.generation)) {
+		mine.ring = NULL;
 		return;
-	if (mine.generation == atomic_load(&eng.generation)) {
-		for (int n = 0; n < IOA_MAX_NODES; n++) {
-			/* release: our last item is in the ring before an adopter owns it */
-			if (ring[n])
-				atomic_store_explicit(&ring[n]->orphan, 1, memory_order_release);
-		}
+	}
+	for (int n = 0; n < IOA_MAX_NODES; n++) {
+		/* release: our last item is in the ring before an adopter owns it */
+		if (table[n] && table[n] != home)
+			atomic_store_explicit(&table[n]->orphan, 1, memory_order_release);
 	}
 	mine.ring = NULL;
 	atomic_signal_fence(memory_order_seq_cst); /* a signal handler no longer reads the table */
-	ioa__os_free_pages(ring, IOA_MAX_NODES * sizeof(*ring));
+	/* release, last: our reads of its table too, before an adopter clears it */
+	atomic_store_explicit(&home->orphan, 1, memory_order_release);
 }
 
 static void make_key(void)
@@ -623,8 +637,7 @@ static struct ring *ring_for(int node)
 	struct ring *r;
 
 	if (mine.generation != gen) {
-		if (mine.ring)
-			memset(mine.ring, 0, IOA_MAX_NODES * sizeof(*mine.ring));
+		mine.ring = NULL; /* its home ring went with the instance ioa_fini() ended */
 		mine.generation = gen;
 	}
 	if ((r = my_ring(node)) || mine.exited)
@@ -633,8 +646,6 @@ static struct ring *ring_for(int node)
 		return NULL;
 	if ((r = my_ring(node))) /* made by an enqueue inside the start (see start_reclaimer) */
 		return r;
-	if (!mine.ring && !(mine.ring = ioa__os_alloc_pages(IOA_MAX_NODES * sizeof(r))))
-		return NULL;
 	for (r = atomic_load_explicit(&nd->rings, memory_order_acquire); r; r = r->next) {
 		int orphan = 1;
 
@@ -649,6 +660,10 @@ static struct ring *ring_for(int node)
 		return NULL;
 	pthread_once(&key_once, make_key);
 	pthread_setspecific(thread_key, &mine);
+	if (!mine.ring) { /* its home: its table is ours (adopted: its last owner is done with it) */
+		memset(r->table, 0, sizeof(r->table));
+		mine.ring = r->table;
+	}
 	mine.ring[node] = r;
 	return r;
 }
@@ -785,9 +800,10 @@ int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
 	/* acquire: pairs with ioa__defer_fini's bump; a queue of an instance
 	 * ioa_fini() ended is never pushed to (ring_for's case, repeated) */
 	unsigned gen = atomic_load_explicit(&eng.generation, memory_order_acquire);
-	struct ring *r = my_ring(node);
+	struct ring *r;
 
-	if (__builtin_expect(r && mine.generation == gen && eng.cfg.defer != IOA_DEFER_SYNC, 1)) {
+	if (__builtin_expect(mine.generation == gen && (r = my_ring(node)) &&
+			     eng.cfg.defer != IOA_DEFER_SYNC, 1)) {
 		push(node, r, item);
 		return 0;
 	}
@@ -1002,6 +1018,6 @@ void ioa__defer_fork_child(void)
 		nd->start_said = 0; /* the child's own failure is news */
 		atomic_store(&nd->sleep, IDLE);
 		for (struct ring *r = atomic_load(&nd->rings); r; r = r->next)
-			atomic_store(&r->orphan, r != my_ring(n) && r != nd->late);
+			atomic_store(&r->orphan, r != my_ring(n) && r != my_home() && r != nd->late);
 	}
 }
