@@ -175,8 +175,12 @@ void ioa__fork_hooks_register(void)
 
 static void register_hooks(void)
 {
+	struct ioa__life_window w;
+
+	ioa__heap_life_window_open(&w); /* atexit may calloc (heap_life.h) */
 	atexit(at_exit);
 	ioa__fork_hooks_register();
+	ioa__heap_life_window_close(&w);
 }
 
 /* Registered when the library is loaded, before the program registers
@@ -272,6 +276,7 @@ static int start(const struct ioa_config *cfg, int from_env)
 static int init(const struct ioa_config *cfg, int lazy)
 {
 	struct ioa_config from_env;
+	struct ioa__life_window w;
 	int expected = STATE_DOWN, err;
 
 	pthread_mutex_lock(&life_lock);
@@ -287,6 +292,7 @@ static int init(const struct ioa_config *cfg, int lazy)
 		return err;
 	}
 	atomic_store(&lazy_err, 0);
+	ioa__heap_life_window_open(&w); /* see heap_life.h */
 	if (!cfg) {
 		ioa_config_init(&from_env);
 		if (ioa__preloaded) /* a program that knows nothing of devices */
@@ -300,6 +306,7 @@ static int init(const struct ioa_config *cfg, int lazy)
 		err = start(cfg, cfg == &from_env);
 	if (err && lazy)
 		atomic_store(&lazy_err, err);
+	ioa__heap_life_window_close(&w);
 	atomic_store(&state, err ? STATE_DOWN : STATE_UP);
 	pthread_mutex_unlock(&life_lock);
 	return err;
@@ -338,6 +345,7 @@ int ioa__ensure_up(void)
 
 IOA_EXPORT void ioa_fini(void)
 {
+	struct ioa__life_window w;
 	int expected = STATE_UP;
 
 	pthread_mutex_lock(&life_lock);
@@ -345,6 +353,7 @@ IOA_EXPORT void ioa_fini(void)
 		pthread_mutex_unlock(&life_lock);
 		return;
 	}
+	ioa__heap_life_window_open(&w); /* see heap_life.h */
 	ioa__pool_fini();
 	ioa__provider_fini();
 	ioa__heap_fini();
@@ -358,6 +367,7 @@ IOA_EXPORT void ioa_fini(void)
 	ioa__defer_fini();
 	ioa__region_fini();
 	ioa__iommu_close();
+	ioa__heap_life_window_close(&w);
 	atomic_store(&state, STATE_DOWN);
 	pthread_mutex_unlock(&life_lock);
 }

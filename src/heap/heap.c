@@ -1114,6 +1114,22 @@ void ioa__heap_fini(void)
 	pthread_mutex_unlock(&upkeep_lock);
 }
 
+/* ---- the library's life changes (heap_life.h) ----------------------------- */
+
+void ioa__heap_life_window_open(struct ioa__life_window *w)
+{
+	w->heap = ioa__my_heap;
+	w->state = my_state;
+	ioa__my_heap = &empty_heap; /* every malloc takes the slow path ... */
+	my_state = HEAP_BOOTING;    /* ... which serves it from the boot arena */
+}
+
+void ioa__heap_life_window_close(const struct ioa__life_window *w)
+{
+	ioa__my_heap = w->heap;
+	my_state = w->state;
+}
+
 /* ---- fork's window (see held) -------------------------------------------- */
 
 void ioa__heap_fork_window_open(void)

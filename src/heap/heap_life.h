@@ -14,6 +14,20 @@ void ioa__heap_flush_mine(void);
 /* @size bytes aligned to @align on @node (IOA_NODE_ANY: the thread's). */
 void *ioa__heap_alloc_aligned(size_t size, size_t align, int node);
 
+/* The thread that changes the library's life (ioa_init, ioa_fini, the
+ * registration of its exit and fork hooks) allocates from the boot arena,
+ * as a thread inside the library's start does, from open to close (nested,
+ * each close restoring what its open saw): what it calls may malloc (glibc's
+ * pthread_create when a retirement starts a reclaimer, libnuma's fopen,
+ * atexit's next block of handlers), and such a malloc went to the library
+ * it was starting or stopping and waited for it forever. */
+struct ioa__life_window {
+	struct ioa__heap *heap;
+	int state;
+};
+void ioa__heap_life_window_open(struct ioa__life_window *w);
+void ioa__heap_life_window_close(const struct ioa__life_window *w);
+
 void ioa__heap_fork_prepare(void);
 /* Around other libraries' atfork handlers (heap.c, held): opened at the end
  * of the library's prepare handler, closed at the end of its parent and child
