@@ -1008,6 +1008,8 @@ void ioa__defer_fork_parent(void)
  * one, without touching the parent's IOMMU: see iommu.h). */
 void ioa__defer_fork_child(void)
 {
+	if (mine.generation != atomic_load(&eng.generation))
+		mine.ring = NULL; /* a table of an instance ioa_fini() ended: freed with it */
 	pthread_mutex_init(&eng.start_lock, NULL);
 	for (int n = 0; n < IOA_MAX_NODES; n++) {
 		struct node *nd = &eng.nodes[n];
