@@ -1008,8 +1008,11 @@ void ioa__defer_fork_parent(void)
  * one, without touching the parent's IOMMU: see iommu.h). */
 void ioa__defer_fork_child(void)
 {
+	struct ring *home;
+
 	if (mine.generation != atomic_load(&eng.generation))
 		mine.ring = NULL; /* a table of an instance ioa_fini() ended: freed with it */
+	home = my_home();
 	pthread_mutex_init(&eng.start_lock, NULL);
 	for (int n = 0; n < IOA_MAX_NODES; n++) {
 		struct node *nd = &eng.nodes[n];
@@ -1020,6 +1023,6 @@ void ioa__defer_fork_child(void)
 		nd->start_said = 0; /* the child's own failure is news */
 		atomic_store(&nd->sleep, IDLE);
 		for (struct ring *r = atomic_load(&nd->rings); r; r = r->next)
-			atomic_store(&r->orphan, r != my_ring(n) && r != my_home() && r != nd->late);
+			atomic_store(&r->orphan, r != my_ring(n) && r != home && r != nd->late);
 	}
 }

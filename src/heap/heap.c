@@ -57,9 +57,8 @@ static __thread int my_state __attribute__((tls_model("initial-exec")));
 
 static __thread struct {
 	int on;
-	int state;              /* my_state before */
-	struct ioa__heap *heap; /* ioa__my_heap before */
 	unsigned nfrees;
+	struct ioa__life_window saved; /* the thread's heap and state before */
 	void **frees;           /* HELD_FREES of them, or NULL: none yet in this window */
 	void *spare;            /* arena objects freed in a window, linked at p - 8 */
 } held __attribute__((tls_model("initial-exec")));
@@ -1134,11 +1133,8 @@ void ioa__heap_life_window_close(const struct ioa__life_window *w)
 
 void ioa__heap_fork_window_open(void)
 {
-	held.heap = ioa__my_heap;
-	held.state = my_state;
+	ioa__heap_life_window_open(&held.saved);
 	held.nfrees = 0;
-	ioa__my_heap = &empty_heap;
-	my_state = HEAP_BOOTING;
 	held.on = 1;
 }
 
@@ -1146,8 +1142,7 @@ void ioa__heap_fork_window_close(void)
 {
 	if (!held.on)
 		return;
-	ioa__my_heap = held.heap;
-	my_state = held.state;
+	ioa__heap_life_window_close(&held.saved);
 	held.on = 0;
 	if (held.frees) {
 		for (unsigned i = 0; i < held.nfrees; i++)
@@ -1184,7 +1179,7 @@ void ioa__heap_fork_parent(void)
  * abandoned, whatever state their owners left them in. */
 void ioa__heap_fork_child(void)
 {
-	struct ioa__heap *forking = held.on ? held.heap : ioa__my_heap;
+	struct ioa__heap *forking = held.on ? held.saved.heap : ioa__my_heap;
 
 	for (struct ioa__heap *h = all_heaps; h; h = h->next_all) {
 		if ((h->state == OWNED && !h->shared && h != forking) || h->state == COLLECTING) {

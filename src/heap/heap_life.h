@@ -20,7 +20,8 @@ void *ioa__heap_alloc_aligned(size_t size, size_t align, int node);
  * each close restoring what its open saw): what it calls may malloc (glibc's
  * pthread_create when a retirement starts a reclaimer, libnuma's fopen,
  * atexit's next block of handlers), and such a malloc went to the library
- * it was starting or stopping and waited for it forever. */
+ * it was starting or stopping and waited for it forever. fork's window
+ * (heap.c, held) is one too, with the frees it holds. */
 struct ioa__life_window {
 	struct ioa__heap *heap;
 	int state;
