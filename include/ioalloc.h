@@ -966,10 +966,13 @@ static inline __attribute__((always_inline)) void ioa_ring_rts_commit_(struct io
 	do {
 		/* relaxed: the acquire of the tail orders it (see above). */
 		uint64_t head = __atomic_load_n(&s->head, __ATOMIC_RELAXED);
-		uint32_t cnt = ioa_ring_cnt_(tail) + 1;
 
-		next = ioa_ring_word_(cnt == ioa_ring_cnt_(head) ? ioa_ring_pos_(head)
-								 : ioa_ring_pos_(tail), cnt);
+		/* one commit more; the last one in flight takes the head's
+		 * position, and with it the head's word (the counts are equal).
+		 * A branch, not a select: the CAS then waits for no compare. */
+		next = tail + ((uint64_t)1 << 32);
+		if (__builtin_expect(ioa_ring_cnt_(next) == ioa_ring_cnt_(head), 1))
+			next = head;
 		/* release: our slot accesses, and those of the committers before
 		 * us (the tail is only changed by CAS: one release sequence),
 		 * happen before the other side's acquire of this tail; acquire
