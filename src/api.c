@@ -256,7 +256,7 @@ static int start(const struct ioa_config *cfg, int from_env)
 	if ((err = ioa__iommu_open(cfg)))
 		return err;
 	if ((err = ioa__region_init(cfg))) {
-		ioa__err("ioa_init: cannot set up the buffer tables: %s", strerror(-err));
+		ioa__err("ioa_init: cannot set up the buffer tables: %s", ioa__errno_text(-err));
 		ioa__iommu_close();
 		return err;
 	}

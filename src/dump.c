@@ -142,7 +142,7 @@ static int dump(int fd, unsigned flags, int up)
 				  (unsigned long long)(quarantined - IOA_QUARANTINE_LOG));
 	ioa__fdout_printf(&o, "end\n");
 	if ((err = ioa__fdout_flush(&o)))
-		ioa__err("ioa_dump: cannot write to fd %d: %s", fd, strerror(-err));
+		ioa__err("ioa_dump: cannot write to fd %d: %s", fd, ioa__errno_text(-err));
 	return err;
 }
 

@@ -174,7 +174,7 @@ static int add(void *addr, size_t len)
 	 * would otherwise find a page the process never touched */
 	if ((err = ioa__os_populate(addr, len))) {
 		ioa__err("ioa_dma_register(%p, %zu): cannot fault the range in for writing: %s "
-			 "(errno %d)%s; nothing registered (EFAULT)", addr, len, strerror(-err), -err,
+			 "(errno %d)%s; nothing registered (EFAULT)", addr, len, ioa__errno_text(-err), -err,
 			 err == -ENOMEM ? ": part of it is not mapped in the process"
 			 : err == -EFAULT ? ": a page cannot be had (read-only, or no hugetlb page left)"
 					  : "");

@@ -75,3 +75,10 @@ const char *ioa__errno_name(int err)
 
 	return name ? name : "?";
 }
+
+const char *ioa__errno_text(int err)
+{
+	const char *text = strerrordesc_np(err);
+
+	return text ? text : "unknown error";
+}

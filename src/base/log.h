@@ -35,6 +35,10 @@ void ioa__log_release(struct ioa__log_held *h, int print);
 
 /* The symbolic name of @err ("EINVAL"), for messages that give errno. */
 const char *ioa__errno_name(int err);
+/* errno @err's description, untranslated: ioa__errno_text() may malloc (a
+ * message catalogue's translation), and under LD_PRELOAD that malloc comes
+ * back into the library, while some callers hold a lock it needs. */
+const char *ioa__errno_text(int err);
 
 #define ioa__err(...) ioa__log(IOA_LOG_ERROR, __VA_ARGS__)
 #define ioa__warn(...) ioa__log(IOA_LOG_WARN, __VA_ARGS__)

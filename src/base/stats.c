@@ -119,7 +119,7 @@ int ioa__stats_write(int fd, const struct ioa_stats *s)
 	if (write(fd, buf, n) < 0) {
 		int err = errno;
 
-		ioa__err("ioa_stats_print: cannot write statistics to fd %d: %s", fd, strerror(err));
+		ioa__err("ioa_stats_print: cannot write statistics to fd %d: %s", fd, ioa__errno_text(err));
 		return -err;
 	}
 	return 0;

@@ -361,7 +361,7 @@ static void *reclaimer(void *arg)
 	/* With IOALLOC_RECLAIM_CPUS its starter bound it (bind_reclaimer). */
 	if (!eng.cpus_listed && ioa__os_node_count() > 1 && numa_run_on_node(node) != 0)
 		ioa__warn("reclaimer of node %d cannot be bound to its node: %s", node,
-			  strerror(errno));
+			  ioa__errno_text(errno));
 	for (;;) {
 		uint32_t seq = atomic_load_explicit(&nd->futex, memory_order_acquire);
 		int stopping = atomic_load(&nd->stop);
@@ -523,7 +523,7 @@ static void bind_reclaimer(struct node *nd, pthread_t thread)
 		set = eng.reclaim_cpus;
 	if ((err = pthread_setaffinity_np(thread, sizeof(set), &set)) != 0)
 		ioa__warn("reclaimer of node %d cannot be bound to IOALLOC_RECLAIM_CPUS=%s: %s", node,
-			  eng.cfg.reclaim_cpus, strerror(err));
+			  eng.cfg.reclaim_cpus, ioa__errno_text(err));
 }
 
 /*
@@ -604,7 +604,7 @@ static int start_reclaimer(struct node *nd)
 	if (err && !said)
 		ioa__err("cannot start the reclaimer of node %d: %s (said once: each free tries "
 			 "again, and retires what waits itself until one starts)",
-			 (int)(nd - eng.nodes), strerror(err));
+			 (int)(nd - eng.nodes), ioa__errno_text(err));
 	if (err && tried)
 		start_failed(nd);
 	else if (!err)

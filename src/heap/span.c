@@ -332,7 +332,7 @@ static void region_free(struct ioa__span *s)
 		err = ioa__defer_enqueue(ioa__region_node(&item.buf), &item);
 	if (err && err != -EIO)
 		ioa__err("a heap span at %p of %zu bytes could not be retired: %s", (void *)s->base,
-			 s->len, strerror(-err));
+			 s->len, ioa__errno_text(-err));
 }
 
 /* Out of every list; the page map forgets it before its pages can serve

@@ -95,7 +95,7 @@ int ioa__iommu_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 	if (err) {
 		if (!ops->map_reports_errors)
 			ioa__err("%s: map of %llu bytes at IOVA 0x%llx failed: %s", ops->name,
-				 (unsigned long long)len, (unsigned long long)iova, strerror(-err));
+				 (unsigned long long)len, (unsigned long long)iova, ioa__errno_text(-err));
 		return err;
 	}
 	ioa__stat_add(iommu_maps, 1);

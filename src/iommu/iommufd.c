@@ -101,7 +101,7 @@ static int read_ranges(struct ioa__iommu_info *info)
 			ioa__os_free_pages(r, size);
 		if (err != EMSGSIZE) {
 			ioa__err("iommufd: IOMMU_IOAS_IOVA_RANGES failed: %s (errno %d, %s)",
-				 strerror(err), err, ioa__errno_name(err));
+				 ioa__errno_text(err), err, ioa__errno_name(err));
 			return -err;
 		}
 		size = (q.num_iovas * sizeof(*r) + IOA_PAGE - 1) & ~(IOA_PAGE - 1);
@@ -125,7 +125,7 @@ static int open_iommufd(void)
 	ifd.iommufd = open(IOMMUFD_PATH, O_RDWR | O_CLOEXEC);
 	if (ifd.iommufd < 0) {
 		err = errno;
-		ioa__err("iommufd: cannot open " IOMMUFD_PATH ": %s (errno %d, %s)%s", strerror(err),
+		ioa__err("iommufd: cannot open " IOMMUFD_PATH ": %s (errno %d, %s)%s", ioa__errno_text(err),
 			 err, ioa__errno_name(err),
 			 err == ENOENT ? ": " NO_IOMMUFD_HINT
 			 : err == EACCES || err == EPERM ? ": run as root, or give this user "
@@ -134,7 +134,7 @@ static int open_iommufd(void)
 	}
 	if (ioctl(ifd.iommufd, IOMMU_IOAS_ALLOC, &alloc) != 0) {
 		err = errno;
-		ioa__err("iommufd: IOMMU_IOAS_ALLOC failed: %s (errno %d, %s)", strerror(err), err,
+		ioa__err("iommufd: IOMMU_IOAS_ALLOC failed: %s (errno %d, %s)", ioa__errno_text(err), err,
 			 ioa__errno_name(err));
 		return -err;
 	}
@@ -199,7 +199,7 @@ static int open_device(const char *dev)
 		return 0;
 	err = errno;
 	ioa__err("iommufd: cannot open %s, the VFIO cdev of %s: %s (errno %d, %s)%s", ifd.cdev, dev,
-		 strerror(err), err, ioa__errno_name(err),
+		 ioa__errno_text(err), err, ioa__errno_name(err),
 		 err == ENOENT ? ": devtmpfs is not mounted on /dev, or udev did not make the node"
 		 : err == EACCES || err == EPERM ? ": run as root, or give this user the device file"
 		 : "");
@@ -216,7 +216,7 @@ static int bind_and_attach(const char *dev)
 	if (ioctl(ifd.device, VFIO_DEVICE_BIND_IOMMUFD, &bind) != 0) {
 		err = errno;
 		ioa__err("iommufd: VFIO_DEVICE_BIND_IOMMUFD of %s (%s) failed: %s (errno %d, %s)%s",
-			 dev, ifd.cdev, strerror(err), err, ioa__errno_name(err),
+			 dev, ifd.cdev, ioa__errno_text(err), err, ioa__errno_name(err),
 			 err == EBUSY ? ": the device's VFIO group is open (a vfio-backend user, "
 					"or another driver, holds /dev/vfio/N)"
 			 : err == EINVAL ? ": the device is in use: another process, or this one, "
@@ -226,7 +226,7 @@ static int bind_and_attach(const char *dev)
 	if (ioctl(ifd.device, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach) != 0) {
 		err = errno;
 		ioa__err("iommufd: VFIO_DEVICE_ATTACH_IOMMUFD_PT of %s to IOAS %u failed: %s "
-			 "(errno %d, %s)", dev, ifd.ioas, strerror(err), err, ioa__errno_name(err));
+			 "(errno %d, %s)", dev, ifd.ioas, ioa__errno_text(err), err, ioa__errno_name(err));
 		return -err;
 	}
 	ifd.attached = 1;
@@ -253,7 +253,7 @@ static void iommufd_close(void)
 	if (ifd.attached && ioctl(ifd.device, VFIO_DEVICE_DETACH_IOMMUFD_PT, &detach) != 0) {
 		err = errno; /* a copy of the device fd the driver kept still reaches the IOAS */
 		ioa__warn("iommufd: VFIO_DEVICE_DETACH_IOMMUFD_PT of %s failed: %s (errno %d, %s)",
-			  ifd.cdev, strerror(err), err, ioa__errno_name(err));
+			  ifd.cdev, ioa__errno_text(err), err, ioa__errno_name(err));
 	}
 	/* Closing the device unbinds it, unless the driver holds a copy; the
 	 * IOAS and its mappings go with the iommufd's last reference. */
@@ -337,7 +337,7 @@ static int iommufd_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 		map_hint(err, hint, sizeof(hint));
 		ioa__err("iommufd: IOMMU_IOAS_MAP of IOVA [0x%llx, 0x%llx) from %p failed: %s "
 			 "(errno %d, %s)%s", (unsigned long long)iova,
-			 (unsigned long long)(iova + len), va, strerror(err), err, ioa__errno_name(err),
+			 (unsigned long long)(iova + len), va, ioa__errno_text(err), err, ioa__errno_name(err),
 			 hint);
 		return -err;
 	}
@@ -362,7 +362,7 @@ static int unmap_one(const struct ioa__iova_extent *r)
 		ioa__err("iommufd: IOMMU_IOAS_UNMAP of IOVA [0x%llx, 0x%llx) failed%s: %s "
 			 "(errno %d, %s)%s", (unsigned long long)r->iova,
 			 (unsigned long long)(r->iova + r->len), injected ? " (injected by a test)" : "",
-			 strerror(-err), -err, ioa__errno_name(-err),
+			 ioa__errno_text(-err), -err, ioa__errno_name(-err),
 			 err == -ENOENT ? ": the range splits a mapping (iommufd unmaps whole mappings "
 					  "only) or nothing is mapped there" : "");
 		return err;

@@ -142,7 +142,7 @@ static int read_info(struct ioa__iommu_info *info, int64_t *avail)
 
 	if (ioctl(vf.container, VFIO_IOMMU_GET_INFO, &probe) != 0) {
 		err = errno;
-		ioa__err("vfio: VFIO_IOMMU_GET_INFO failed: %s (errno %d, %s)%s", strerror(err), err,
+		ioa__err("vfio: VFIO_IOMMU_GET_INFO failed: %s (errno %d, %s)%s", ioa__errno_text(err), err,
 			 ioa__errno_name(err), vf.own_container ? "" :
 			 ": the given container has no IOMMU yet: attach a group and call "
 			 "VFIO_SET_IOMMU(VFIO_TYPE1v2_IOMMU) first");
@@ -161,7 +161,7 @@ static int read_info(struct ioa__iommu_info *info, int64_t *avail)
 			err = errno;
 			ioa__os_free_pages(buf, size);
 			ioa__err("vfio: VFIO_IOMMU_GET_INFO failed: %s (errno %d, %s)",
-				 strerror(err), err, ioa__errno_name(err));
+				 ioa__errno_text(err), err, ioa__errno_name(err));
 			return -err;
 		}
 		if (answer->argsz <= size)
@@ -197,7 +197,7 @@ static int group_of_device(const char *addr, int *group)
 		else
 			ioa__err("vfio: PCI device %s has no IOMMU group (readlink %s/iommu_group: "
 				 "%s, errno %d, %s): the IOMMU is off; boot with intel_iommu=on or "
-				 "amd_iommu=on", dev, path, strerror(err), err, ioa__errno_name(err));
+				 "amd_iommu=on", dev, path, ioa__errno_text(err), err, ioa__errno_name(err));
 		return -ENODEV;
 	}
 	link[n] = '\0';
@@ -227,7 +227,7 @@ static int open_group(int number)
 		hint = ": run as root, or give this user the group's device file";
 	else if (err == EBUSY)
 		hint = ": the group is in use: another process, or this one, has it open";
-	ioa__err("vfio: cannot open %s: %s (errno %d, %s)%s", path, strerror(err), err,
+	ioa__err("vfio: cannot open %s: %s (errno %d, %s)%s", path, ioa__errno_text(err), err,
 		 ioa__errno_name(err), hint);
 	return -err;
 }
@@ -238,7 +238,7 @@ static int open_container(void)
 
 	if (fd < 0) {
 		err = errno;
-		ioa__err("vfio: cannot open " CONTAINER_PATH ": %s (errno %d, %s)%s", strerror(err),
+		ioa__err("vfio: cannot open " CONTAINER_PATH ": %s (errno %d, %s)%s", ioa__errno_text(err),
 			 err, ioa__errno_name(err),
 			 err == ENOENT ? ": VFIO is not loaded: modprobe vfio-pci" : "");
 		return -err;
@@ -267,7 +267,7 @@ static int attach_group(int number)
 	if (ioctl(vf.group, VFIO_GROUP_GET_STATUS, &status) != 0) {
 		err = errno;
 		ioa__err("vfio: VFIO_GROUP_GET_STATUS of group %d failed: %s (errno %d, %s)", number,
-			 strerror(err), err, ioa__errno_name(err));
+			 ioa__errno_text(err), err, ioa__errno_name(err));
 		return -err;
 	}
 	if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE)) {
@@ -284,13 +284,13 @@ static int attach_group(int number)
 	if (ioctl(vf.group, VFIO_GROUP_SET_CONTAINER, &vf.container) != 0) {
 		err = errno;
 		ioa__err("vfio: VFIO_GROUP_SET_CONTAINER of group %d failed: %s (errno %d, %s)",
-			 number, strerror(err), err, ioa__errno_name(err));
+			 number, ioa__errno_text(err), err, ioa__errno_name(err));
 		return -err;
 	}
 	if (ioctl(vf.container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) != 0) {
 		err = errno;
 		ioa__err("vfio: VFIO_SET_IOMMU(VFIO_TYPE1v2_IOMMU) for group %d failed: %s "
-			 "(errno %d, %s)", number, strerror(err), err, ioa__errno_name(err));
+			 "(errno %d, %s)", number, ioa__errno_text(err), err, ioa__errno_name(err));
 		return -err;
 	}
 	return 0;
@@ -310,7 +310,7 @@ static int check_given_container(int fd)
 		int err = version < 0 ? errno : 0;
 
 		ioa__err("vfio: IOALLOC_VFIO_CONTAINER_FD=%d is not a VFIO container "
-			 "(VFIO_GET_API_VERSION: %s)", fd, version < 0 ? strerror(err) : "another API");
+			 "(VFIO_GET_API_VERSION: %s)", fd, version < 0 ? ioa__errno_text(err) : "another API");
 		return -EINVAL;
 	}
 	return 0;
@@ -466,7 +466,7 @@ static int vfio_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 		map_hint(err, hint, sizeof(hint));
 		ioa__err("vfio: VFIO_IOMMU_MAP_DMA of IOVA [0x%llx, 0x%llx) from %p failed: %s "
 			 "(errno %d, %s)%s", (unsigned long long)iova,
-			 (unsigned long long)(iova + len), va, strerror(err), err, ioa__errno_name(err),
+			 (unsigned long long)(iova + len), va, ioa__errno_text(err), err, ioa__errno_name(err),
 			 hint);
 		return -err;
 	}
@@ -490,7 +490,7 @@ static int unmap_one(const struct ioa__iova_extent *r)
 		ioa__err("vfio: VFIO_IOMMU_UNMAP_DMA of IOVA [0x%llx, 0x%llx) failed%s: %s "
 			 "(errno %d, %s)%s", (unsigned long long)r->iova,
 			 (unsigned long long)(r->iova + r->len), injected ? " (injected by a test)" : "",
-			 strerror(-err), -err, ioa__errno_name(-err),
+			 ioa__errno_text(-err), -err, ioa__errno_name(-err),
 			 err == -EINVAL ? ": the range splits a mapping (type1v2 unmaps whole mappings "
 					  "only) or is misaligned to the IOMMU page size" : "");
 		return err;

@@ -431,14 +431,14 @@ static void say_no_segment(size_t len, size_t align, int node, int err)
 	if (rg.cfg.page_size == IOA_PAGE_1G)
 		ioa__err("IOALLOC_PAGE_SIZE=1g: cannot get %zu MiB of 1 GiB hugetlb pages on "
 			 "node %d: %s (reserve them in /sys/kernel/mm/hugepages/"
-			 "hugepages-1048576kB/nr_hugepages)", len >> 20, node, strerror(-err));
+			 "hugepages-1048576kB/nr_hugepages)", len >> 20, node, ioa__errno_text(-err));
 	else if (rg.cfg.page_size == IOA_PAGE_2M)
 		ioa__err("IOALLOC_PAGE_SIZE=2m: cannot get %zu MiB of 2 MiB hugetlb pages on "
 			 "node %d: %s (reserve them in /proc/sys/vm/nr_hugepages)", len >> 20, node,
-			 strerror(-err));
+			 ioa__errno_text(-err));
 	else
 		ioa__err("cannot map a segment of %zu MiB aligned to %zu MiB on node %d: %s",
-			 len >> 20, align >> 20, node, strerror(-err));
+			 len >> 20, align >> 20, node, ioa__errno_text(-err));
 }
 
 /* A new segment into *out (@node's lock held): 0, or -errno with a message
@@ -671,7 +671,7 @@ static int map_buffer(uint64_t va, uint64_t iova, size_t len, size_t unit, int o
 			ioa__iopt_unmap(&iova2va, iova, len, NULL);
 	}
 	if (err && mapped == len)
-		ioa__err("cannot record the mapping of %zu bytes: %s", len, strerror(-err));
+		ioa__err("cannot record the mapping of %zu bytes: %s", len, ioa__errno_text(-err));
 	if (err && mapped && !on_device) {
 		struct ioa__iova_extent ext = { iova, mapped };
 
@@ -1137,7 +1137,7 @@ void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *st
 	ioa__err("%s %p (%llu bytes at IOVA 0x%llx) quarantined, never reused: the %s "
 		 "failed: %s", b->seg->external ? "registered range" : "buffer",
 		 (void *)(uintptr_t)buffer_va(b), (unsigned long long)ext.len,
-		 (unsigned long long)ext.iova, step, strerror(-err));
+		 (unsigned long long)ext.iova, step, ioa__errno_text(-err));
 }
 
 size_t ioa__region_size(const void *ptr)
@@ -1407,7 +1407,7 @@ static uint64_t purge_held(struct ioa__segment *s)
 			if (madvise(at, (size_t)n << IOA_PAGE_SHIFT, MADV_DONTNEED) != 0) {
 				ioa__debug("free pages of the segment at %p are not given back: "
 					   "madvise(MADV_DONTNEED) of %p: %s", s->mem.addr, at,
-					   strerror(errno));
+					   ioa__errno_text(errno));
 				s->purge_refused = 1;
 				break;
 			}

@@ -165,7 +165,7 @@ static int sim_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 		ioa__err("sim: map of %llu bytes at IOVA 0x%llx refused: %s (ENOMEM): the limit of "
 			 "%llu bytes mapped at once is reached (a test's stand-in for VFIO's "
 			 "RLIMIT_MEMLOCK)", (unsigned long long)len, (unsigned long long)iova,
-			 strerror(-err), (unsigned long long)atomic_load(&sim.map_limit));
+			 ioa__errno_text(-err), (unsigned long long)atomic_load(&sim.map_limit));
 		return err;
 	}
 	err = ioa__sim_shadow_add(va, len);
@@ -184,7 +184,7 @@ static int sim_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 	if (err) {
 		atomic_fetch_sub(&sim.mapped, len);
 		ioa__err("sim: map of %llu bytes at IOVA 0x%llx failed: %s", (unsigned long long)len,
-			 (unsigned long long)iova, strerror(-err));
+			 (unsigned long long)iova, ioa__errno_text(-err));
 	}
 	return err;
 }

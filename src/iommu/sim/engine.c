@@ -211,7 +211,7 @@ IOA_EXPORT int ioa_sim_engine_start(unsigned threads)
 	engine.starting = 0;
 	if (err) {
 		ioa__err("ioa_sim_engine_start: cannot start engine thread %u: %s", n,
-			 strerror(-err));
+			 ioa__errno_text(-err));
 		stop_threads();
 	}
 	pthread_mutex_unlock(&engine.control);
