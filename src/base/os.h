@@ -81,9 +81,32 @@ int ioa__os_dir_find(const char *path, const char *prefix, char *name, size_t le
  * engine), with every signal blocked in them: a signal sent to the process
  * must reach one of the program's threads, never one of ours (a program
  * that blocks a signal in all its threads to sigwait() for it, or whose
- * handler allocates while ours is inside the heap). Returns 0 or an errno.
+ * handler allocates while ours is inside the heap). The calling thread is
+ * in the window set below meanwhile. Returns 0 or an errno.
  */
 int ioa__os_thread_create(pthread_t *thread, void *(*fn)(void *), void *arg);
+
+/* What a window (the heap's life window, heap_life.h) saves of the calling
+ * thread, to restore at its close. */
+struct ioa__heap;
+struct ioa__life_window {
+	struct ioa__heap *heap;
+	int state;
+};
+
+/*
+ * The window ioa__os_thread_create opens around pthread_create, set by the
+ * heap at its start (NULL: none). Under LD_PRELOAD pthread_create allocates
+ * the new thread's TLS through the heap, and a reclaimer starts at the
+ * process's first retirement, wherever that happens: inside a refill of the
+ * calling thread's heap (lazy mode's trim of the spans' cache), a batch of
+ * its frees (strict mode), a shared heap's lock. In the window those
+ * allocations come from the boot arena, never from the heap operation the
+ * thread is in the middle of (jemalloc guards its background threads'
+ * start the same way, with its reentrancy level).
+ */
+void ioa__os_set_create_window(void (*open)(struct ioa__life_window *w),
+			       void (*close)(const struct ioa__life_window *w));
 
 /*
  * Whether the program has ended but for the library's threads: its main

@@ -67,16 +67,37 @@ static int is_own(int tid)
 	return 0;
 }
 
+/* Set once, by the heap's start; read by the threads that make ours, which
+ * a library that has started runs (relaxed: the start happens before). */
+static void (*_Atomic window_open)(struct ioa__life_window *w);
+static void (*_Atomic window_close)(const struct ioa__life_window *w);
+
+void ioa__os_set_create_window(void (*open)(struct ioa__life_window *w),
+			       void (*close)(const struct ioa__life_window *w))
+{
+	atomic_store_explicit(&window_open, open, memory_order_relaxed);
+	atomic_store_explicit(&window_close, close, memory_order_relaxed);
+}
+
 int ioa__os_thread_create(pthread_t *thread, void *(*fn)(void *), void *arg)
 {
+	void (*open)(struct ioa__life_window *) =
+		atomic_load_explicit(&window_open, memory_order_relaxed);
+	void (*close)(const struct ioa__life_window *) =
+		atomic_load_explicit(&window_close, memory_order_relaxed);
 	struct own_thread *t = claim_own(fn, arg);
+	struct ioa__life_window w;
 	sigset_t all, old;
 	int err;
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old); /* the new thread inherits it */
+	if (open && close)
+		open(&w);
 	/* the slot is handed over by pthread_create, which synchronises */
 	err = t ? pthread_create(thread, NULL, own_thread_main, t) : pthread_create(thread, NULL, fn, arg);
+	if (open && close)
+		close(&w);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (err && t)
 		atomic_store_explicit(&t->used, 0, memory_order_relaxed);

@@ -1069,6 +1069,7 @@ void ioa__heap_init(const struct ioa_config *cfg)
 	upkeep_live = 1;
 	pthread_mutex_unlock(&upkeep_lock);
 	ioa__defer_set_upkeep(upkeep);
+	ioa__os_set_create_window(ioa__heap_life_window_open, ioa__heap_life_window_close);
 }
 
 static void release_span(struct ioa__span *s, void *arg)

@@ -3,6 +3,7 @@
 #define IOA_HEAP_LIFE_H
 
 #include "ioalloc.h"
+#include "os.h"
 
 #include <stddef.h>
 
@@ -21,11 +22,9 @@ void *ioa__heap_alloc_aligned(size_t size, size_t align, int node);
  * pthread_create when a retirement starts a reclaimer, libnuma's fopen,
  * atexit's next block of handlers), and such a malloc went to the library
  * it was starting or stopping and waited for it forever. fork's window
- * (heap.c, held) is one too, with the frees it holds. */
-struct ioa__life_window {
-	struct ioa__heap *heap;
-	int state;
-};
+ * (heap.c, held) is one too, with the frees it holds, and so is the
+ * creation of the library's own threads (os.h). The saved state's struct
+ * is os.h's. */
 void ioa__heap_life_window_open(struct ioa__life_window *w);
 void ioa__heap_life_window_close(const struct ioa__life_window *w);
 
