@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <stddef.h>
 #include <linux/futex.h>
-#include <numa.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -358,10 +357,18 @@ static void *reclaimer(void *arg)
 	uint32_t last_n = 0;      /* the inflow is measured from there */
 	uint64_t upkept = ioa__ticks(), upkeep_every = ioa__ns_to_ticks(UPKEEP_NS);
 
-	/* With IOALLOC_RECLAIM_CPUS its starter bound it (bind_reclaimer). */
-	if (!eng.cpus_listed && ioa__os_node_count() > 1 && numa_run_on_node(node) != 0)
-		ioa__warn("reclaimer of node %d cannot be bound to its node: %s", node,
-			  ioa__errno_text(errno));
+	/* With IOALLOC_RECLAIM_CPUS its starter bound it (bind_reclaimer).
+	 * Bound by sched_setaffinity, not numa_run_on_node, which mallocs a
+	 * bitmask: under LD_PRELOAD that malloc may wait for an ioa_fini()
+	 * that waits for this thread. */
+	if (!eng.cpus_listed && ioa__os_node_count() > 1) {
+		cpu_set_t set;
+
+		ioa__os_node_cpus(node, &set);
+		if (sched_setaffinity(0, sizeof(set), &set) != 0)
+			ioa__warn("reclaimer of node %d cannot be bound to its node: %s", node,
+				  ioa__errno_text(errno));
+	}
 	for (;;) {
 		uint32_t seq = atomic_load_explicit(&nd->futex, memory_order_acquire);
 		int stopping = atomic_load(&nd->stop);
