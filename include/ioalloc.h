@@ -458,7 +458,10 @@ struct ioa_iopt;
  * a table page that emptied is reused; it must return only once the walker
  * can no longer use a dropped entry. It runs on the reclaimer thread, inside
  * a retirement pass: it must not free or allocate ioalloc memory (an
- * allocation may retire pending frees) nor call ioa_quiesce().
+ * allocation may retire pending frees) nor call ioa_quiesce(). ioa_iopt_map,
+ * ioa_iopt_unmap and ioa_iopt_destroy called from it are refused with a
+ * message (-EDEADLK; destroy does nothing): a map holds its table while its
+ * page allocation may wait for the pass the callback is in.
  */
 typedef void (*ioa_iopt_invalidate_fn)(void *ctx);
 
@@ -478,7 +481,8 @@ struct ioa_iopt *ioa_iopt_create(int node, ioa_iopt_invalidate_fn invalidate, vo
  * @perms: IOA_IOPT_READ, IOA_IOPT_WRITE or both. All three must be 4 KiB
  * aligned, @len not 0, dva + len at most 2^48. Returns 0, -EINVAL (NULL @pt,
  * bad perms or range), -EEXIST (part of the range is mapped; nothing
- * changes) or -ENOMEM (a table page's ioa_dma_alloc() failed and said why).
+ * changes), -ENOMEM (a table page's ioa_dma_alloc() failed and said why) or
+ * -EDEADLK (called from an invalidate callback; nothing changes).
  */
 int ioa_iopt_map(struct ioa_iopt *pt, uint64_t dva, uint64_t iova, uint64_t len,
 		 unsigned perms);
@@ -488,7 +492,8 @@ int ioa_iopt_map(struct ioa_iopt *pt, uint64_t dva, uint64_t iova, uint64_t len,
  * retired through the reclaimer: the invalidate callback runs, then they are
  * unmapped and reused. Leaf invalidation for the unmapped range is the
  * caller's. Returns -EINVAL, changing nothing, for a NULL @pt, a range that
- * is empty, misaligned or past 2^48, or one that would split a leaf.
+ * is empty, misaligned or past 2^48, or one that would split a leaf;
+ * -EDEADLK from an invalidate callback.
  */
 int ioa_iopt_unmap(struct ioa_iopt *pt, uint64_t dva, uint64_t len);
 

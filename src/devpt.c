@@ -114,11 +114,32 @@ static _Atomic uint64_t *page_va(void *ctx, uint64_t iova)
 	return ioa_iova2virt(iova);
 }
 
+/* Set while this thread runs a table's invalidate callback (inside a
+ * retirement pass): map, unmap and destroy refuse to run there. A thread
+ * in ioa_iopt_map() holds its table's lock while a table page's allocation
+ * may help with a pass or wait for one, so a callback of that pass that
+ * took the lock would wait forever. Initial-exec: a thread's first pass
+ * may come in any context, so no access may allocate. */
+static __thread int in_callback __attribute__((tls_model("initial-exec")));
+
 static void table_invalidate(void *owner)
 {
 	struct ioa_iopt *t = owner;
 
+	in_callback = 1;
 	t->invalidate(t->ctx);
+	in_callback = 0;
+}
+
+/* Refuses a call of @fn from an invalidate callback: 1 when it did. */
+static int from_callback(const char *fn)
+{
+	if (__builtin_expect(!in_callback, 1))
+		return 0;
+	ioa__err("%s: called from a table's invalidate callback, inside a retirement pass: a "
+		 "table's map may wait for that pass while holding the table; nothing changed (EDEADLK)",
+		 fn);
+	return 1;
 }
 
 /* Hands the pages an unmap emptied to the engine. */
@@ -175,7 +196,8 @@ IOA_EXPORT struct ioa_iopt *ioa_iopt_create(int node, ioa_iopt_invalidate_fn inv
  * destroy (@remove), not a live table (taken out of the list, see
  * tables_find). Map, unmap and root_iova do not look: tables_lock is taken
  * by fork before the library's locks, and an invalidate callback, which
- * runs under the engine's pass lock, may call them. */
+ * runs under the engine's pass lock, may call root_iova (map and unmap
+ * refuse it: from_callback). */
 static int no_table(const struct ioa_iopt *t, const char *fn, int remove)
 {
 	if (!t)
@@ -196,6 +218,8 @@ IOA_EXPORT int ioa_iopt_map(struct ioa_iopt *t, uint64_t dva, uint64_t iova, uin
 
 	if (no_table(t, "ioa_iopt_map", 0))
 		return -EINVAL;
+	if (from_callback("ioa_iopt_map"))
+		return -EDEADLK;
 	if (!perms || (perms & ~(IOA_IOPT_READ | IOA_IOPT_WRITE))) {
 		ioa__err("ioa_iopt_map: invalid perms 0x%x: accepted are IOA_IOPT_READ, IOA_IOPT_WRITE "
 			 "or both", perms);
@@ -219,6 +243,8 @@ IOA_EXPORT int ioa_iopt_unmap(struct ioa_iopt *t, uint64_t dva, uint64_t len)
 
 	if (no_table(t, "ioa_iopt_unmap", 0))
 		return -EINVAL;
+	if (from_callback("ioa_iopt_unmap"))
+		return -EDEADLK;
 	err = ioa__iopt_unmap(&t->pt, dva, len, &pruned);
 	retire_pruned(t, &pruned);
 	if (err)
@@ -240,7 +266,7 @@ IOA_EXPORT void ioa_iopt_destroy(struct ioa_iopt *t)
 	struct ioa__iopt_pruned pruned = { 0 };
 	struct ioa__defer_item root;
 
-	if (no_table(t, "ioa_iopt_destroy", 1))
+	if (from_callback("ioa_iopt_destroy") || no_table(t, "ioa_iopt_destroy", 1))
 		return;
 	root = ioa__table_item(t, (void *)t->pt.root);
 	ioa__iopt_unmap(&t->pt, 0, 1ull << IOA_IOPT_BITS, &pruned);

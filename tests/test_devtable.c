@@ -253,6 +253,58 @@ static void test_callback_on_reclaimer(void)
 }
 
 /*
+ * A callback that maps, unmaps or destroys a table is refused (EDEADLK):
+ * a thread in ioa_iopt_map() holds its table while a page allocation may
+ * wait for the pass the callback runs in. The refused calls change nothing.
+ */
+struct reentering {
+	struct ioa_iopt *t;
+	uint64_t iova;
+	int map, unmap, calls;
+};
+
+static void reentering_invalidate(void *ctx)
+{
+	struct reentering *r = ctx;
+
+	if (r->calls++)
+		return;
+	r->map = ioa_iopt_map(r->t, DVA + (1ull << 39), r->iova, KB4, IOA_IOPT_READ);
+	r->unmap = ioa_iopt_unmap(r->t, DVA + (1ull << 39), KB4);
+	ioa_iopt_destroy(r->t); /* refused too: the table is used below */
+}
+
+static void test_callback_may_not_change_tables(void)
+{
+	struct reentering r = { 0 };
+	struct check_capture cap;
+	void *data = ioa_dma_alloc(KB4, 0, 0);
+
+	r.t = ioa_iopt_create(0, reentering_invalidate, &r);
+	if (!CHECK(r.t && data))
+		return;
+	r.iova = ioa_virt2iova(data);
+	CHECK_EQ(ioa_iopt_map(r.t, DVA, r.iova, KB4, IOA_IOPT_READ | IOA_IOPT_WRITE), 0);
+	CHECK_EQ(ioa_iopt_unmap(r.t, DVA, KB4), 0); /* empties table pages */
+	capture_begin(&cap);
+	CHECK_EQ(ioa_quiesce(), 0); /* the callback runs in this pass */
+	capture_end(&cap);
+	CHECK_EQ(r.calls, 1);
+	CHECK_EQ(r.map, -EDEADLK);
+	CHECK_EQ(r.unmap, -EDEADLK);
+	CHECK_EQ(count_lines(cap.text), 3);
+	CHECK_CONTAINS(cap.text, "ioa_iopt_map: called from a table's invalidate callback");
+	CHECK_CONTAINS(cap.text, "ioa_iopt_unmap: called from a table's invalidate callback");
+	CHECK_CONTAINS(cap.text, "ioa_iopt_destroy: called from a table's invalidate callback");
+	/* the table is still there and still empty: a map of the same range works */
+	CHECK_EQ(ioa_iopt_map(r.t, DVA + (1ull << 39), r.iova, KB4, IOA_IOPT_READ), 0);
+	CHECK_EQ(ioa_iopt_unmap(r.t, DVA + (1ull << 39), KB4), 0);
+	ioa_iopt_destroy(r.t);
+	CHECK_EQ(ioa_quiesce(), 0);
+	CHECK_EQ(ioa_dma_free(data), 0);
+}
+
+/*
  * A table whose pages come from reused DMA memory: the test fills pages with
  * a present leaf in every entry, frees them and lets them retire; the next
  * table's root (and the pages a map adds) are those pages, and they start
@@ -310,6 +362,7 @@ int main(void)
 	if (init_sim()) {
 		test_pages_invalidated_before_reuse();
 		test_callback_on_reclaimer();
+		test_callback_may_not_change_tables();
 		CHECK_EQ(ioa_sim_violations(NULL), 0);
 		ioa_fini();
 	}
