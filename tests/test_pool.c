@@ -195,40 +195,43 @@ static void test_cache_edges(unsigned flags)
 {
 	struct ioa_pool *p = ioa_pool_create("edges", 64, 64, 8, IOA_NODE_ANY, flags);
 	struct ioa_pool_stats s;
-	void *objs[64], *put[9];
+	void *objs[64], *put[7];
 
 	if (!CHECK(p))
 		return;
-	/* A miss refills the shortfall and half a cache: 5, 1 handed out. */
+	/* A miss fills the cache (8), 1 handed out. */
 	CHECK_EQ(ioa_pool_get(p, &objs[0]), 0);
 	s = stats_of(p);
 	CHECK_EQ(s.misses, 1);
 	CHECK_EQ(s.hits, 0);
 	CHECK_EQ(s.caches, 1);
-	CHECK_EQ(s.cache_fill[0], 4);
-	CHECK_EQ(s.in_ring, 59);
-	/* Four hits empty it; the next get misses again. */
-	for (unsigned k = 1; k <= 4; k++)
+	CHECK_EQ(s.cache_fill[0], 7);
+	CHECK_EQ(s.in_ring, 56);
+	/* Seven hits empty it; the next get misses again. */
+	for (unsigned k = 1; k <= 7; k++)
 		CHECK_EQ(ioa_pool_get(p, &objs[k]), 0);
 	s = stats_of(p);
-	CHECK_EQ(s.hits, 4);
+	CHECK_EQ(s.hits, 7);
 	CHECK_EQ(s.cache_fill[0], 0);
-	/* A bulk of 3 with 0 cached: 4 + 3 come from the ring. */
-	CHECK_EQ(ioa_pool_get_bulk(p, objs + 5, 3), 0);
+	/* A bulk of 3 with 0 cached: 8 come from the ring, 3 handed out. */
+	CHECK_EQ(ioa_pool_get_bulk(p, objs + 8, 3), 0);
 	s = stats_of(p);
 	CHECK_EQ(s.misses, 2);
-	CHECK_EQ(s.cache_fill[0], 4);
-	CHECK_EQ(s.in_ring, 52);
-	/* Take the cache's 4 and 1 more: 13 held, cache refilled to 4 */
-	CHECK_EQ(ioa_pool_get_bulk(p, objs + 8, 5), 0);
-	CHECK_EQ(stats_of(p).cache_fill[0], 4);
-	/* Put 4 (the cache is then full at 8), then one more: a flush. */
-	for (unsigned k = 0; k < 4; k++)
+	CHECK_EQ(s.cache_fill[0], 5);
+	CHECK_EQ(s.in_ring, 48);
+	/* A bulk of 6 with 5 cached: the ring fills the cache (3 more) first. */
+	CHECK_EQ(ioa_pool_get_bulk(p, objs + 11, 6), 0);
+	s = stats_of(p);
+	CHECK_EQ(s.misses, 3);
+	CHECK_EQ(s.cache_fill[0], 2);
+	CHECK_EQ(s.in_ring, 45);
+	/* Put 6 (the cache is then full at 8), then one more: a flush. */
+	for (unsigned k = 0; k < 6; k++)
 		CHECK_EQ(ioa_pool_put(p, put[k] = objs[k]), 0);
 	s = stats_of(p);
 	CHECK_EQ(s.cache_fill[0], 8);
 	CHECK_EQ(s.flushes, 0);
-	CHECK_EQ(ioa_pool_put(p, put[4] = objs[4]), 0);
+	CHECK_EQ(ioa_pool_put(p, put[6] = objs[6]), 0);
 	s = stats_of(p);
 	CHECK_EQ(s.flushes, 1);
 	if (flags & IOA_POOL_FLUSH_ALL) {
@@ -236,25 +239,27 @@ static void test_cache_edges(unsigned flags)
 	} else {
 		void *back[5];
 
-		/* The colder half went: the cache keeps the 4 put last, and
-		 * the new one, in the order they were put. */
+		/* The colder half went (the 2 the refill left and the 2 put
+		 * first): the cache keeps the 4 put last, and the new one, in
+		 * the order they were put. */
 		CHECK_EQ(s.cache_fill[0], 5);
 		CHECK_EQ(ioa_pool_get_bulk(p, back, 5), 0);
 		for (unsigned k = 0; k < 5; k++)
-			CHECK(back[k] == put[k]);
+			CHECK(back[k] == put[k + 2]);
 		CHECK_EQ(ioa_pool_put_bulk(p, back, 5), 0);
 	}
-	CHECK_EQ(s.in_ring + s.in_caches + 13 - 5, 64);
+	CHECK_EQ(s.in_ring + s.in_caches + 17 - 7, 64);
 	/* A bulk above the cache size goes to the ring, the cache untouched. */
-	unsigned fill = stats_of(p).cache_fill[0];
-
-	CHECK_EQ(ioa_pool_put_bulk(p, objs + 5, 8), 0);
-	CHECK_EQ(stats_of(p).cache_fill[0], fill == 8 ? 8 : stats_of(p).cache_fill[0]);
+	s = stats_of(p);
+	CHECK_EQ(ioa_pool_put_bulk(p, objs + 7, 9), 0);
+	CHECK_EQ(stats_of(p).cache_fill[0], s.cache_fill[0]);
+	CHECK_EQ(stats_of(p).in_ring, s.in_ring + 9);
 	s = stats_of(p);
 	CHECK_EQ(ioa_pool_get_bulk(p, objs, 9), 0);
 	CHECK_EQ(stats_of(p).cache_fill[0], s.cache_fill[0]);
 	CHECK_EQ(stats_of(p).in_ring, s.in_ring - 9);
 	CHECK_EQ(ioa_pool_put_bulk(p, objs, 9), 0);
+	CHECK_EQ(ioa_pool_put(p, objs[16]), 0);
 	check_all_free(p);
 	ioa_pool_free(p);
 }
@@ -357,12 +362,12 @@ static void test_thread_exit(void)
 static void test_inline_path(void)
 {
 	struct ioa_pool *p = ioa_pool_create("inline", 64, 64, 8, IOA_NODE_ANY, 0);
-	void *objs[8], *obj = NULL;
+	void *objs[16], *obj = NULL;
 	struct ioa_pool_stats s;
 
 	if (!CHECK(p))
 		return;
-	/* A miss makes the cache (4 + 1), then the inline path hands out 2. */
+	/* A miss makes the cache (7 + 1), then the inline path hands out 2. */
 	CHECK_EQ(ioa_pool_get(p, &objs[0]), 0);
 	CHECK_EQ(ioa_pool_get_bulk(p, objs + 1, 2), 0);
 	/* The exported function serves from the same cache, counted alike. */
@@ -370,10 +375,10 @@ static void test_inline_path(void)
 	s = stats_of(p);
 	CHECK_EQ(s.misses, 1);
 	CHECK_EQ(s.hits, 2);
-	CHECK_EQ(s.cache_fill[0], 0);
+	CHECK_EQ(s.cache_fill[0], 3);
 	CHECK_EQ(ioa_pool_put_bulk(p, objs, 3), 0);
 	CHECK_EQ((ioa_pool_put_bulk)(p, objs + 3, 2), 0);
-	CHECK_EQ(stats_of(p).cache_fill[0], 5);
+	CHECK_EQ(stats_of(p).cache_fill[0], 8);
 	/* Bad arguments with a cache that could serve them: refused, one
 	 * message each, nothing taken. */
 	ONE_MESSAGE("ioa_pool_get_bulk: pool \"inline\": objs is NULL",
@@ -382,11 +387,14 @@ static void test_inline_path(void)
 		    CHECK_EQ(ioa_pool_put_bulk(p, NULL, 3), -EINVAL));
 	ONE_MESSAGE("ioa_pool_put: pool \"inline\": obj is NULL", CHECK_EQ(ioa_pool_put(p, obj), -EINVAL));
 	CHECK_EQ(ioa_pool_get_bulk(p, objs, 0), 0);
-	CHECK_EQ(stats_of(p).cache_fill[0], 5);
-	/* A put that does not fit goes out of line, flushing the colder half. */
-	CHECK_EQ(ioa_pool_get_bulk(p, objs, 5), 0);
-	CHECK_EQ(ioa_pool_get_bulk(p, objs + 5, 3), 0);
+	CHECK_EQ(stats_of(p).cache_fill[0], 8);
+	/* A put that does not fit goes out of line and flushes: 8 from the
+	 * cache, 8 through a refill, then both bulks back. */
+	CHECK_EQ(ioa_pool_get_bulk(p, objs, 8), 0);
+	CHECK_EQ(ioa_pool_get_bulk(p, objs + 8, 8), 0);
 	CHECK_EQ(ioa_pool_put_bulk(p, objs, 8), 0);
+	CHECK_EQ(stats_of(p).flushes, 0);
+	CHECK_EQ(ioa_pool_put_bulk(p, objs + 8, 8), 0);
 	s = stats_of(p);
 	CHECK_EQ(s.flushes, 1);
 	CHECK_EQ(s.cache_fill[0], 8);

@@ -37,7 +37,7 @@ struct ioa__pool_cache {
 	/* Under ioa__pools_lock: */
 	_Atomic(struct ioa_pool *) pool; /* NULL once detached by ioa_pool_free */
 	struct ioa__pool_cache *next;    /* the pool's list */
-	/* Room for 2 * size (a refill's most is 1.5 * size); 64-byte aligned,
+	/* Room for size (a refill fills the cache, a put never passes it); 64-byte aligned,
 	 * so that a copy of 32 pointers touches 4 lines, not 5. */
 	void *slots[] __attribute__((aligned(64)));
 };
