@@ -456,8 +456,9 @@ struct ioa_iopt;
  * Invalidates the walker's caches of a device page table, non-leaf levels
  * included (its paging-structure cache). Called by ioalloc's reclaimer before
  * a table page that emptied is reused; it must return only once the walker
- * can no longer use a dropped entry. It runs on the reclaimer thread, inside
- * a retirement pass: it must not free or allocate ioalloc memory (an
+ * can no longer use a dropped entry. It runs inside a retirement pass, on the
+ * reclaimer thread or on a thread that helps with a pass or calls
+ * ioa_quiesce(): it must not free or allocate ioalloc memory (an
  * allocation may retire pending frees) nor call ioa_quiesce(). ioa_iopt_map,
  * ioa_iopt_unmap and ioa_iopt_destroy called from it are refused with a
  * message (-EDEADLK; destroy does nothing): a map holds its table while its

@@ -125,10 +125,11 @@ static __thread int in_callback __attribute__((tls_model("initial-exec")));
 static void table_invalidate(void *owner)
 {
 	struct ioa_iopt *t = owner;
+	int was = in_callback; /* a callback inside a callback keeps it set */
 
 	in_callback = 1;
 	t->invalidate(t->ctx);
-	in_callback = 0;
+	in_callback = was;
 }
 
 /* Refuses a call of @fn from an invalidate callback: 1 when it did. */

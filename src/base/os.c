@@ -44,9 +44,10 @@ void ioa__os_numa_init(void)
 				  "serves every allocation");
 			os.valid_mask = 1;
 		}
-		for (int cpu = 0; cpu < IOA_MAX_CPUS && cpu < numa_num_configured_cpus(); cpu++) {
-			int node = numa_node_of_cpu(cpu);
-			os.cpu_node[cpu] = (int16_t)(node >= 0 && node < os.nodes ? node : 0);
+		/* -1: a CPU of no known node (or past the configured ones) */
+		for (int cpu = 0, n = numa_num_configured_cpus(); cpu < IOA_MAX_CPUS; cpu++) {
+			int node = cpu < n ? numa_node_of_cpu(cpu) : -1;
+			os.cpu_node[cpu] = (int16_t)(node >= 0 && node < os.nodes ? node : -1);
 		}
 	}
 }
@@ -89,7 +90,7 @@ int ioa__os_current_node(void)
 {
 	int cpu = sched_getcpu();
 
-	return cpu >= 0 && cpu < IOA_MAX_CPUS ? os.cpu_node[cpu] : 0;
+	return cpu >= 0 && cpu < IOA_MAX_CPUS && os.cpu_node[cpu] >= 0 ? os.cpu_node[cpu] : 0;
 }
 
 void ioa__os_node_cpus(int node, cpu_set_t *out)
@@ -98,6 +99,17 @@ void ioa__os_node_cpus(int node, cpu_set_t *out)
 	for (int cpu = 0; cpu < CPU_SETSIZE && cpu < IOA_MAX_CPUS; cpu++)
 		if (os.cpu_node[cpu] == node)
 			CPU_SET(cpu, out);
+}
+
+int ioa__os_bind_to_node(int node)
+{
+	cpu_set_t set[IOA_MAX_CPUS / CPU_SETSIZE]; /* a cpu_set_t holds 1024 CPUs */
+
+	CPU_ZERO_S(sizeof(set), set);
+	for (int cpu = 0; cpu < IOA_MAX_CPUS; cpu++)
+		if (os.cpu_node[cpu] == node)
+			CPU_SET_S(cpu, sizeof(set), set);
+	return sched_setaffinity(0, sizeof(set), set) == 0 ? 0 : errno;
 }
 
 int ioa__os_page_node(const void *addr)

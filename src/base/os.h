@@ -37,8 +37,13 @@ void ioa__os_nodes_text(char *buf, size_t len);
 int ioa__os_first_node(void);
 /* The node of the CPU the caller runs on (0 without NUMA). */
 int ioa__os_current_node(void);
-/* The CPUs of @node into *out (on a machine without NUMA: every CPU). */
+/* The CPUs of @node into *out (on a machine without NUMA: every CPU), up
+ * to CPU 1023, what a cpu_set_t holds. */
 void ioa__os_node_cpus(int node, cpu_set_t *out);
+/* Binds the calling thread to @node's CPUs, all of them (a machine may
+ * number them past 1023), allocating nothing (libnuma's numa_run_on_node
+ * mallocs a mask): 0 or an errno. */
+int ioa__os_bind_to_node(int node);
 /* The node a resident page sits on, or -errno. */
 int ioa__os_page_node(const void *addr);
 

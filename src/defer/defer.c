@@ -356,19 +356,15 @@ static void *reclaimer(void *arg)
 	uint64_t last_look = 0;   /* and the last look, when the node held last_n: */
 	uint32_t last_n = 0;      /* the inflow is measured from there */
 	uint64_t upkept = ioa__ticks(), upkeep_every = ioa__ns_to_ticks(UPKEEP_NS);
+	int err;
 
 	/* With IOALLOC_RECLAIM_CPUS its starter bound it (bind_reclaimer).
-	 * Bound by sched_setaffinity, not numa_run_on_node, which mallocs a
-	 * bitmask: under LD_PRELOAD that malloc may wait for an ioa_fini()
-	 * that waits for this thread. */
-	if (!eng.cpus_listed && ioa__os_node_count() > 1) {
-		cpu_set_t set;
-
-		ioa__os_node_cpus(node, &set);
-		if (sched_setaffinity(0, sizeof(set), &set) != 0)
-			ioa__warn("reclaimer of node %d cannot be bound to its node: %s", node,
-				  ioa__errno_text(errno));
-	}
+	 * Nothing allocated (numa_run_on_node mallocs a mask): under
+	 * LD_PRELOAD that malloc may wait for an ioa_fini() that waits for
+	 * this thread. */
+	if (!eng.cpus_listed && ioa__os_node_count() > 1 && (err = ioa__os_bind_to_node(node)))
+		ioa__warn("reclaimer of node %d cannot be bound to its node: %s", node,
+			  ioa__errno_text(err));
 	for (;;) {
 		uint32_t seq = atomic_load_explicit(&nd->futex, memory_order_acquire);
 		int stopping = atomic_load(&nd->stop);
