@@ -399,10 +399,11 @@ int ioa_dma_unregister(void *addr);
  *   object freed on a page that still holds live objects stays mapped, and
  *   a stale DMA to it reaches that page (the next object placed there, or
  *   nothing): the thread that freed it may hand it out again at its next
- *   refill of that size while the page keeps a live object; a page emptied by another thread's frees counts as holding
- *   the objects its allocating thread took from its current word of free
- *   objects before it applied them (it cannot tell which came first); only
- *   ioa_dma_alloc() gives a buffer its own pages.
+ *   refill of that size while the page keeps a live object; a page emptied
+ *   by another thread's frees counts as holding the objects its allocating
+ *   thread took from its current word of free objects before it applied
+ *   them (it cannot tell which came first); only ioa_dma_alloc() gives a
+ *   buffer its own pages.
  *
  * Checks: a free of a pointer ioalloc never returned (or of the inside of
  * an object) and a second free of an object are detected and reported with
