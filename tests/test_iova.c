@@ -253,7 +253,7 @@ static void test_double_free(void)
 }
 
 /* Freeing must not fail however fragmented the space gets: a lost range
- * would shrink the IOVA space for good (region.c ignores free's result). */
+ * would shrink the IOVA space for good (segment.c ignores free's result). */
 static void test_many_fragments(void)
 {
 	const uint64_t pieces = 16384;

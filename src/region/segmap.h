@@ -3,8 +3,8 @@
  * up. A writer touches only the entries of its own segment, and leaf pages
  * are installed with a compare-and-swap; a reader reads inside a read
  * section, and the metadata of a segment it finds is freed only after a
- * grace period that follows the clearing of its entries (region.c's
- * segment_retire). */
+ * grace period that follows the clearing of its entries (segment.c's
+ * ioa__region_segment_retire). */
 #ifndef IOA_SEGMAP_H
 #define IOA_SEGMAP_H
 

@@ -1,0 +1,439 @@
+/* Buffers in: a node picked, a free run of pages found and reserved in one of
+ * its segments (or in a new one), then mapped for the device and entered in
+ * the software tables (ioa__region_alloc; ioa__region_alloc_pages for strict
+ * mode's heap pages, many at once). */
+#include "region_internal.h"
+#include "iommu.h"
+#include "iova.h"
+#include "log.h"
+#include "os.h"
+#include "stats.h"
+
+#include <errno.h>
+
+/* On demand (no device), buffers above 1/32 of a segment (64 KiB) and up to
+ * BIG_MAX come from shared segments of BIG_SIZE: their pages stay resident
+ * when released, so the next buffer there (a large heap block retired in
+ * strict mode, say) does not fault them in again, as a dedicated segment's
+ * would after its munmap. */
+#define BIG_SIZE ((size_t)64 << 20)
+#define BIG_MAX ((size_t)16 << 20)
+
+/* Whether shared segment @s takes new buffers: of its kind (@big), not
+ * closing, and mapped whole when mappings run @low. */
+static int segment_serves(const struct ioa__segment *s, int big, int low)
+{
+	return !s->dedicated && s->big == big && !s->closing && (s->whole || !low);
+}
+
+/* Marks [first, first + n) of @s handed out (node lock); whether none of
+ * those pages had been before, so that they still read as zeros. */
+static int touch_pages(struct ioa__segment *s, uint32_t first, uint32_t n)
+{
+	uint64_t seen = 0;
+
+	for (uint32_t i = first, end = first + n; i < end; i = (i | 63) + 1) {
+		uint64_t m = ioa__region_word_mask(i, end < ((i | 63) + 1) ? end : (i | 63) + 1);
+
+		seen |= s->touched[i / 64] & m;
+		s->touched[i / 64] |= m;
+	}
+	return !seen;
+}
+
+/* The first page in use in [first, first + n), or first + n if all are free. */
+static uint32_t first_used(const struct ioa__segment *s, uint32_t first, uint32_t n)
+{
+	for (uint32_t i = first, end = first + n; i < end; i = (i | 63) + 1) {
+		uint32_t stop = end < ((i | 63) + 1) ? end : (i | 63) + 1;
+		uint64_t used = ~ioa__region_map_word(s, i) & ioa__region_word_mask(i, stop);
+
+		if (used)
+			return i / 64 * 64 + (uint32_t)__builtin_ctzll(used);
+	}
+	return first + n;
+}
+
+/* The first free page at or after @from, or npages: used words are skipped whole. */
+static uint32_t next_free(const struct ioa__segment *s, uint32_t from)
+{
+	for (uint32_t i = from; i < s->npages; i = (i | 63) + 1) {
+		uint64_t free = ioa__region_map_word(s, i) & ~((1ull << (i % 64)) - 1);
+
+		if (free)
+			return i / 64 * 64 + (uint32_t)__builtin_ctzll(free);
+	}
+	return s->npages;
+}
+
+/* First free run of @n pages starting at a multiple of @align pages (a power
+ * of two), or -1. */
+static long find_run(const struct ioa__segment *s, uint32_t n, uint32_t align)
+{
+	uint32_t start = 0;
+
+	if (atomic_load_explicit(&s->free_pages, memory_order_relaxed) < n)
+		return -1;
+	for (;;) {
+		uint32_t used;
+
+		start = (next_free(s, start) + align - 1) & ~(align - 1);
+		if (start + n > s->npages)
+			return -1;
+		used = first_used(s, start, n);
+		if (used == start + n)
+			return start;
+		start = used + 1;
+	}
+}
+
+int ioa__region_pick_node(int node, const char *fn)
+{
+	char nodes[128];
+
+	if (node == IOA_NODE_ANY) {
+		if (ioa__region.cfg.numa >= 0)
+			return ioa__region.cfg.numa;
+		if (ioa__region.cfg.numa == IOA_NUMA_LOCAL) {
+			node = ioa__os_current_node();
+			return ioa__os_node_valid(node) ? node : ioa__os_first_node();
+		}
+		for (;;) { /* interleave: the next node that has memory */
+			node = (int)(atomic_fetch_add(&ioa__region.interleave_next, 1) %
+				     (unsigned)ioa__os_node_count());
+			if (ioa__os_node_valid(node))
+				return node;
+		}
+	}
+	if (ioa__os_node_valid(node))
+		return node;
+	ioa__os_nodes_text(nodes, sizeof(nodes));
+	ioa__err("%s: invalid node %d: %s; accepted are IOA_NODE_ANY (-1) or a node with memory: %s",
+		 fn, node, node < 0 ? "not a node number" : "no such node, or it has no memory",
+		 nodes);
+	return -EINVAL;
+}
+
+/* Whether a buffer of @len bytes aligned to @align goes to a big segment. */
+static int big_buffer(size_t len, size_t align)
+{
+	return ioa__region.identity && ioa__region.segment_size == SEGMENT_SIZE &&
+	       len > SEGMENT_SIZE / 32 && len <= BIG_MAX && align <= SEGMENT_SIZE;
+}
+
+/* Reserves a run of @len bytes aligned to @align on @node: its segment into
+ * *seg, its first page's index into *first, and into *untouched whether no
+ * buffer had its pages before; 0 or the -errno of ioa__region_segment_create.
+ * Segments are created, and linked, under the node lock. */
+static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment **seg,
+			 uint32_t *first, int *untouched)
+{
+	struct node_arena *a = &ioa__region.nodes[node];
+	uint32_t n = (uint32_t)(len >> IOA_PAGE_SHIFT);
+	int low = ioa__iommu_mappings_low(); /* then only whole segments serve */
+	int big = big_buffer(len, align);
+	size_t seg_size = ioa__region.segment_size;
+	int dedicated = !big && (len > seg_size || align > seg_size);
+	struct ioa__segment *s;
+	long page = -1;
+	int err = 0;
+
+	pthread_mutex_lock(&a->lock);
+	for (;;) {
+		for (s = a->segments; s && !dedicated; s = s->next)
+			if (segment_serves(s, big, low) &&
+			    (page = find_run(s, n, (uint32_t)(align >> IOA_PAGE_SHIFT))) >= 0)
+				break;
+		if ((s && page >= 0) || dedicated || !a->purging)
+			break;
+		/* the upkeep holds free pages for a purge: they come back free
+		 * (purge_done), rather than a new segment made meanwhile */
+		pthread_cond_wait(&a->purge_done, &a->lock);
+	}
+	if (!s || page < 0) {
+		err = ioa__region_segment_create(
+			big ? BIG_SIZE : ioa__region_round_up(len, seg_size),
+			align > seg_size ? align : seg_size, node, dedicated, &s);
+		page = 0;
+		if (!err) {
+			s->big = big;
+			s->next = a->segments;
+			a->segments = s;
+		}
+	}
+	if (!err) {
+		ioa__region_set_pages(s, (uint32_t)page, n, 0);
+		*untouched = touch_pages(s, (uint32_t)page, n);
+		s->reserves++;
+		if (s->whole) /* under the lock: closing sees every buffer */
+			atomic_fetch_add_explicit(&s->live, 1, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&a->lock);
+	*seg = s;
+	*first = (uint32_t)page;
+	return err;
+}
+
+static struct ioa__fail_injection table_map_fail; /* test hook */
+
+void ioa__region_fail_table_maps(int count, int err)
+{
+	ioa__fail_arm(&table_map_fail, count, err);
+}
+
+/* Device first (unless @on_device: its segment is mapped whole), then the
+ * software maps: an IOVA is never handed out before the device can use it.
+ * The device maps the range as buffers of @unit bytes, one call each, so
+ * that each can be unmapped alone; the software maps take it in one walk.
+ * A failure undoes what was mapped: nothing stays mapped, or -EIO. */
+int ioa__region_map_buffer(uint64_t va, uint64_t iova, size_t len, size_t unit, int on_device)
+{
+	size_t mapped = on_device ? len : 0, done;
+	int err = 0;
+
+	while (mapped < len &&
+	       !(err = ioa__iommu_map(iova + mapped, (void *)(uintptr_t)(va + mapped), unit,
+				      IOA_PTE_READ | IOA_PTE_WRITE)))
+		mapped += unit;
+	if (!err)
+		err = ioa__fail_take(&table_map_fail);
+	if (!err && !ioa__region.identity)
+		err = ioa__iopt_map(&ioa__iova2va, iova, va, len, IOA_PTE_READ);
+	if (!err) {
+		err = ioa__iopt_map(&ioa__va2iova, va, iova, len, IOA_PTE_READ);
+		if (err && !ioa__region.identity)
+			ioa__iopt_unmap(&ioa__iova2va, iova, len, NULL);
+	}
+	if (err && mapped == len)
+		ioa__err("cannot record the mapping of %zu bytes: %s", len, ioa__errno_text(-err));
+	if (err && mapped && !on_device) {
+		struct ioa__iova_extent ext = { iova, mapped };
+
+		if (ioa__iommu_unmap(&ext, 1, &done) != 0 || ioa__iommu_invalidate() != 0) {
+			ioa__err("%zu bytes at IOVA 0x%llx quarantined: the unmap after a failed "
+				 "map failed", len, (unsigned long long)iova);
+			return -EIO;
+		}
+	}
+	return err;
+}
+
+/* Gives reserved pages back after their map failed: @n pages from @first,
+ * reserved for @buffers buffers. Pages first, then the live count: while
+ * these buffers hold counts their whole segment cannot close, so a
+ * concurrent last close (ioa__region_close) cannot unmap and return the
+ * segment under the pages being released; the release order publishes them
+ * to that closer. A count that drops to 0 here leaves the segment open, its
+ * held pages waiting for the next buffer's retirement or ioa_fini(). */
+static void unreserve_pages(struct ioa__segment *s, uint32_t first, uint32_t n, uint32_t buffers)
+{
+	int whole = s->whole; /* read first: the release may empty a shared segment,
+				 which an upkeep may then return */
+
+	ioa__region_release_pages(s, first, n);
+	if (whole)
+		atomic_fetch_sub_explicit(&s->live, buffers, memory_order_release);
+}
+
+/*
+ * The IOVA a buffer of @len bytes at @va in @s is mapped at: its place in the
+ * segment's window, or, in a rotated segment, a fresh one from the cursor
+ * (UINT64_MAX when the aperture has no room), aligned as @align and, for a
+ * buffer of 2 MiB or more on a 2 MiB boundary, to 2 MiB, so the IOMMU can
+ * map it with 2 MiB leaves.
+ * - It takes the IOVA space's mutex, like segment creation: an allocation
+ *   in a thread-exit destructor does the same as anywhere; a signal handler
+ *   must not allocate (ioa_dma_alloc is not async-signal-safe), and the
+ *   lookups it may call read only the tables, never the cursor.
+ * - fork(): ioa__region_fork_prepare holds the mutex across it; the child's
+ *   cursor is a copy of the parent's, and the IOVAs of buffers it inherited
+ *   are never freed there (ioa__region_keep), so it never hands them out.
+ * - ioa_fini may not run concurrently with an allocation (its contract);
+ *   it destroys the space after the engine retired every free.
+ */
+static uint64_t buffer_iova(const struct ioa__segment *s, uint64_t va, size_t len, size_t align)
+{
+	if (!s->rotated)
+		return s->iova + (va - (uint64_t)(uintptr_t)s->mem.addr);
+	if (len >= IOA_HUGE_2M && !(va & (IOA_HUGE_2M - 1)) && align < IOA_HUGE_2M)
+		align = IOA_HUGE_2M;
+	return ioa__iova_alloc_next(&ioa__region.iova, len, align);
+}
+
+/* Gives a rotated buffer's IOVA back to the space: only once no device can
+ * reach it there (unmapped and invalidated, or never mapped). Later, in a
+ * batch (ioa__iova_free_later): one at a time, a release in a process with
+ * many live buffers would move the whole range table each time. */
+void ioa__region_free_buffer_iova(const struct ioa__segment *s, uint64_t iova, uint64_t len)
+{
+	if (s->rotated)
+		ioa__iova_free_later(&ioa__region.iova, iova, len);
+}
+
+/* What an allocation whose map failed with @err returns: the map's own error
+ * when it may be a limit that retiring pending frees lifts, else -EIO. */
+int ioa__region_map_failure(int err)
+{
+	return err == -ENOMEM || err == -EPERM || err == -ENOSPC ? err : -EIO;
+}
+
+/* Maps the @len bytes of @s reserved from page @first as buffers of @unit
+ * bytes each (aligned to @align) and records them live for @owner: 0, or
+ * -errno with nothing mapped and the pages given back, unless @keep (still
+ * reserved, for the caller to retry); -EIO: quarantined, the device may
+ * still reach them. */
+static int map_reserved(struct ioa__segment *s, uint32_t first, size_t len, size_t unit,
+			size_t align, enum ioa__owner owner, int keep)
+{
+	uint64_t va = (uint64_t)(uintptr_t)ioa__region_page_addr(s, first);
+	uint64_t iova = buffer_iova(s, va, len, align);
+	uint32_t n = (uint32_t)(len >> IOA_PAGE_SHIFT), per = (uint32_t)(unit >> IOA_PAGE_SHIFT);
+	int err;
+
+	if (iova == UINT64_MAX) {
+		ioa__err("IOVA space exhausted: no range of %zu bytes left in the aperture", len);
+		if (!keep)
+			unreserve_pages(s, first, n, n / per);
+		return -ENOMEM;
+	}
+	err = ioa__region_map_buffer(va, iova, len, unit, s->whole);
+	if (err == -EIO) { /* the device may still reach it: quarantine, IOVA and all */
+		ioa__node_stat_add(s->node, quarantined_bytes, len);
+		ioa__region_log_quarantine(s->node, va, iova, len);
+		return err;
+	}
+	if (err) { /* nothing is mapped: the IOVA can go back at once */
+		ioa__region_free_buffer_iova(s, iova, len);
+		if (!keep)
+			unreserve_pages(s, first, n, n / per);
+		return ioa__region_map_failure(err);
+	}
+	for (uint32_t p = first; p < first + n; p += per)
+		atomic_store_explicit(&s->run[p], per | (uint32_t)owner << RUN_OWNER_SHIFT,
+				      memory_order_release);
+	ioa__node_stat_add(s->node, dma_allocs, n / per);
+	ioa__node_gauge_add(s->node, dma_bytes_live, len);
+	return 0;
+}
+
+int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner, void **out,
+		      int *zeroed)
+{
+	struct ioa__segment *s;
+	uint32_t first;
+	size_t len;
+	int err, untouched = 0;
+
+	if (size == 0 || size > IOA_BUFFER_MAX) {
+		ioa__err("ioa_dma_alloc: invalid size %zu: accepted are 1 byte to 2 TiB (2^41 bytes)",
+			 size);
+		return -EINVAL;
+	}
+	if (align > IOA_BUFFER_MAX || (align & (align - 1))) {
+		ioa__err("ioa_dma_alloc: invalid alignment %zu: accepted are 0 (4 KiB) or a power of "
+			 "two up to 2 TiB (2^41)", align);
+		return -EINVAL;
+	}
+	len = ioa__region_round_up(size, IOA_PAGE);
+	align = align < IOA_PAGE ? IOA_PAGE : align;
+	node = ioa__region_pick_node(node, "ioa_dma_alloc");
+	if (node < 0)
+		return node;
+	if ((err = reserve_pages(node, len, align, &s, &first, &untouched)) != 0)
+		return err;
+	if ((err = map_reserved(s, first, len, len, align, owner, 0)) != 0)
+		return err;
+	*out = ioa__region_page_addr(s, first);
+	if (zeroed) /* private anonymous memory (os.c), untouched since its mmap */
+		*zeroed = untouched;
+	return 0;
+}
+
+/* Up to @n runs of @per free pages (1 or 2, a run within one word of the
+ * bitmap) of one shared segment of @node, reserved: the segment into *seg,
+ * their first pages, ascending, into @first; how many (0 when no segment has
+ * such a run: nothing is created here). */
+static uint32_t reserve_small_runs(int node, uint32_t per, uint32_t n, struct ioa__segment **seg,
+				   uint32_t *first)
+{
+	struct node_arena *a = &ioa__region.nodes[node];
+	int low = ioa__iommu_mappings_low(); /* then only whole segments serve */
+	struct ioa__segment *s;
+	uint32_t got = 0, w = 0;
+
+	pthread_mutex_lock(&a->lock);
+	for (s = a->segments; s; s = s->next, w = 0) {
+		if (!segment_serves(s, 0, low) ||
+		    atomic_load_explicit(&s->free_pages, memory_order_relaxed) < per)
+			continue;
+		for (; w < (s->npages + 63) / 64 && got < n; w++) {
+			/* only allocations, under this lock, clear bits: a set bit stays set */
+			uint64_t bits = ioa__region_map_word(s, w * 64), take = 0;
+			uint64_t run = per == 1 ? 1 : 3;
+			uint64_t starts = per == 1 ? bits : bits & (bits >> 1);
+
+			for (; starts && got < n; starts &= ~(run << __builtin_ctzll(starts))) {
+				first[got] = w * 64 + (uint32_t)__builtin_ctzll(starts);
+				take |= run << (first[got++] % 64);
+			}
+			if (take) {
+				atomic_fetch_and_explicit(&s->free_map[w], ~take, memory_order_relaxed);
+				s->touched[w] |= take;
+			}
+		}
+		if (got)
+			break;
+	}
+	if (got) {
+		atomic_fetch_sub_explicit(&s->free_pages, got * per, memory_order_relaxed);
+		s->reserves++;
+		if (s->whole) /* under the lock: closing sees every buffer */
+			atomic_fetch_add_explicit(&s->live, got, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&a->lock);
+	*seg = s;
+	return got;
+}
+
+int ioa__region_alloc_pages(int node, enum ioa__owner owner, uint32_t per, uint32_t n, void **out)
+{
+	uint32_t first[IOA_REGION_PAGES_MAX], got, done = 0;
+	size_t unit = (size_t)per << IOA_PAGE_SHIFT;
+	struct ioa__segment *s;
+	int err;
+
+	node = ioa__region_pick_node(node, "ioa_malloc");
+	if (node < 0)
+		return node;
+	if (per < 1 || per > 2)
+		return -EINVAL;
+	got = reserve_small_runs(node, per, n < IOA_REGION_PAGES_MAX ? n : IOA_REGION_PAGES_MAX,
+				 &s, first);
+	if (!got) /* a new segment, as for any buffer */
+		return (err = ioa__region_alloc(unit, IOA_PAGE, node, owner, out, NULL)) ? err : 1;
+	/* buffers that follow each other are mapped together, but for rotated
+	 * IOVAs (each buffer takes its own from the cursor) */
+	for (uint32_t i = 0, j; i < got; i = j) {
+		for (j = i + 1; j < got && !s->rotated && first[j] == first[j - 1] + per; j++)
+			;
+		uint32_t rest = j; /* what goes back when a map fails */
+
+		err = map_reserved(s, first[i], (size_t)(j - i) * unit, unit, IOA_PAGE, owner,
+				   j - i > 1);
+		if (err && err != -EIO && j - i > 1) { /* refused whole; near an IOMMU */
+			for (err = 0; !err && i < j; i++) /* limit some may still go in alone */
+				if (!(err = map_reserved(s, first[i], unit, unit, IOA_PAGE, owner, 0)))
+					out[done++] = ioa__region_page_addr(s, first[i]);
+			rest = i; /* after the one that failed, given back (or quarantined) */
+		} else if (!err) {
+			for (; i < j; i++)
+				out[done++] = ioa__region_page_addr(s, first[i]);
+		}
+		if (err) {
+			for (; rest < got; rest++)
+				unreserve_pages(s, first[rest], per, 1);
+			return done ? (int)done : err;
+		}
+	}
+	return (int)done;
+}

@@ -1,0 +1,164 @@
+/* The node's upkeep (ioa__region_upkeep): shared segments no allocation used
+ * lately go back to the kernel when empty, or have their free pages purged
+ * (madvise) when on demand. */
+#include "region_internal.h"
+#include "log.h"
+#include "stats.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+
+#define PURGE_RUNS_MAX 1024 /* madvise calls of one node's upkeep (ioa__region_upkeep) */
+
+/* Takes free pages of @s that a buffer ever had out of service for a purge,
+ * at most *@runs runs of them (one madvise each; counted down): cleared in
+ * the free bitmap, set in held (node lock: no allocation clears a free bit
+ * meanwhile, and a release sets only bits of pages in use). How many pages. */
+static uint32_t hold_purgeable(struct ioa__segment *s, uint32_t *runs)
+{
+	uint32_t n = 0;
+
+	for (uint32_t w = 0; w < (s->npages + 63) / 64 && *runs; w++) {
+		uint64_t cand = ioa__region_map_word(s, w * 64) & s->touched[w], take = 0;
+
+		while (cand && *runs) { /* the lowest run of cand */
+			uint64_t run = cand & ~(cand + (cand & -cand));
+
+			take |= run;
+			cand &= ~run;
+			--*runs;
+		}
+		if (!take)
+			continue;
+		atomic_fetch_and_explicit(&s->free_map[w], ~take, memory_order_relaxed);
+		s->held[w] = take;
+		n += (uint32_t)__builtin_popcountll(take);
+	}
+	atomic_fetch_sub_explicit(&s->free_pages, n, memory_order_relaxed);
+	return n;
+}
+
+/* madvise(MADV_DONTNEED) of the held runs of @s, without the node lock (the
+ * pages are out of service; @s stays linked while it holds them: not empty).
+ * A refusal (EINVAL: locked memory, after mlockall) marks the segment, never
+ * tried again. The bytes purged. */
+static uint64_t purge_held(struct ioa__segment *s)
+{
+	uint64_t bytes = 0;
+
+	for (uint32_t w = 0; w < (s->npages + 63) / 64 && !s->purge_refused; w++) {
+		for (uint64_t h = s->held[w]; h;) {
+			uint32_t lo = (uint32_t)__builtin_ctzll(h);
+			uint64_t rest = h >> lo; /* the run at bit 0 */
+			uint32_t n = rest == ~0ull ? 64 : (uint32_t)__builtin_ctzll(~rest);
+			void *at = ioa__region_page_addr(s, w * 64 + lo);
+
+			if (madvise(at, (size_t)n << IOA_PAGE_SHIFT, MADV_DONTNEED) != 0) {
+				ioa__debug("free pages of the segment at %p are not given back: "
+					   "madvise(MADV_DONTNEED) of %p: %s", s->mem.addr, at,
+					   ioa__errno_text(errno));
+				s->purge_refused = 1;
+				break;
+			}
+			bytes += (uint64_t)n << IOA_PAGE_SHIFT;
+			h &= ~ioa__region_word_mask(w * 64 + lo, w * 64 + lo + n);
+		}
+	}
+	return bytes;
+}
+
+/* Puts the held pages of @s back in service (node lock); as never handed out
+ * when @purged (and no madvise was refused): they read as zeros. */
+void ioa__region_release_held(struct ioa__segment *s, int purged)
+{
+	uint32_t n = 0;
+
+	for (uint32_t w = 0; w < (s->npages + 63) / 64; w++) {
+		uint64_t h = s->held[w];
+
+		if (!h)
+			continue;
+		if (purged && !s->purge_refused) /* else some may be resident: touched */
+			s->touched[w] &= ~h;
+		s->held[w] = 0;
+		n += (uint32_t)__builtin_popcountll(h);
+		/* release: as ioa__region_set_pages', the purge before the pages'
+		 * next owner */
+		atomic_fetch_or_explicit(&s->free_map[w], h, memory_order_release);
+	}
+	atomic_fetch_add_explicit(&s->free_pages, n, memory_order_release);
+}
+
+/*
+ * About once a second, on @node's reclaimer (the heap's upkeep calls it),
+ * for the shared segments no allocation used since the previous call: an
+ * empty one goes back to the kernel, memory, IOVA window and metadata (the
+ * metadata after a grace period: a racing free may be reading it), but for
+ * the newest of each kind; the free pages of the others are purged when on
+ * demand, without the node lock and at most PURGE_RUNS_MAX runs a call. So
+ * memory a program freed goes back within two upkeeps of its last use, and a
+ * segment in use keeps its pages. Also frees the metadata of the segments an
+ * allocation gave back (give_back_empty). One upkeep at a time (the heap's
+ * upkeep_lock): the held pages and purge_refused are its own. Life in a
+ * process: it runs on the reclaimer, which blocks every signal; ioa_fini
+ * stops the upkeep before the region's fini; a fork meanwhile finds the node
+ * lock taken (ioa__region_fork_prepare), or pages held for a purge (the
+ * child puts them back, ioa__region_fork_child), or segments unlinked (the
+ * child keeps their metadata, as their memory).
+ */
+void ioa__region_upkeep(int node)
+{
+	struct node_arena *a = &ioa__region.nodes[node];
+	struct ioa__segment *gone = NULL, *meta, **pp, *s, *next;
+	uint64_t purged = 0, returned = 0;
+	int on_demand = ioa__region_on_demand();
+	int kept[2] = { 0, 0 }; /* empty segments kept, small and big */
+	/* madvise calls this upkeep may make: with another thread running, each
+	 * costs a TLB shootdown (some 50 us here), so scattered free pages are
+	 * given back over several upkeeps, at a few percent of a CPU */
+	uint32_t runs = PURGE_RUNS_MAX;
+
+	pthread_mutex_lock(&a->lock);
+	meta = ioa__region_take_returned(a);
+	for (pp = &a->segments; (s = *pp);) {
+		int idle = s->reserves == s->reserves_seen;
+		int empty = idle && ioa__region_segment_empty(s);
+
+		s->reserves_seen = s->reserves;
+		/* one empty segment of each kind stays (purged when on demand): a
+		 * program that frees all and allocates again a while later, in
+		 * cycles, does not make a segment each time (with a device: map,
+		 * prefault and pin it; a 1 GiB page is cleared whole) */
+		if (empty && !kept[s->big]) {
+			kept[s->big] = 1;
+		} else if (empty) {
+			*pp = s->next;
+			s->next = gone;
+			gone = s;
+			returned += s->mem.len;
+			continue;
+		}
+		if (idle && on_demand && !s->purge_refused && hold_purgeable(s, &runs)) {
+			a->purging = 1;
+			pthread_mutex_unlock(&a->lock);
+			purged += purge_held(s);
+			pthread_mutex_lock(&a->lock);
+			ioa__region_release_held(s, 1); /* @s stayed linked: it held pages */
+			a->purging = 0;
+			pthread_cond_broadcast(&a->purge_done);
+		}
+		pp = &s->next;
+	}
+	pthread_mutex_unlock(&a->lock);
+	if (!gone && !meta && !purged)
+		return;
+	for (s = gone; s; s = next) { /* their metadata waits as any retired segment's */
+		next = s->next;
+		ioa__region_segment_retire(s);
+	}
+	ioa__region_free_returned(meta);
+	ioa__node_stat_add(node, segment_bytes_purged, purged);
+	ioa__node_stat_add(node, segment_bytes_returned, returned);
+	ioa__debug("node %d: %llu KiB of idle segments returned, %llu KiB of free pages purged",
+		   node, (unsigned long long)(returned >> 10), (unsigned long long)(purged >> 10));
+}

@@ -1,0 +1,165 @@
+/* The region's internals, shared by its files (region.h says what a region
+ * is and holds each file's part): a segment's and a node's metadata, the
+ * region's state (region.c), the helpers on a segment's pages, and the
+ * functions one file lends another, by the file that defines them (and
+ * says what each does). */
+#ifndef IOA_REGION_INTERNAL_H
+#define IOA_REGION_INTERNAL_H
+
+#include "region.h"
+#include "iova.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define SEGMENT_SIZE IOA_HUGE_2M /* of a shared segment, unless pages are 1 GiB */
+
+/* A run entry: the buffer's page count, its owner (enum ioa__owner) in the
+ * top two bits, so that one atomic holds both and a take checks and clears
+ * them at once. */
+#define RUN_OWNER_SHIFT 30
+#define RUN_PAGES(v) ((v) & ((UINT32_C(1) << RUN_OWNER_SHIFT) - 1))
+#define RUN_OWNER(v) ((v) >> RUN_OWNER_SHIFT)
+
+struct ioa__segment {
+	struct ioa__segment *next; /* in its node's list */
+	struct ioa__os_mem mem;
+	uint64_t iova;             /* window [iova, iova + mem.len), unless rotated */
+	/* Rotate mode, buffers mapped one by one: no window; each buffer holds
+	 * an IOVA of its own from the cursor, freed at its release. */
+	int rotated;
+	int node;
+	int dedicated;             /* holds one buffer; returned when it is freed */
+	int big;                   /* shared, of BIG_SIZE: for the buffers big_buffer() says */
+	/* Mapped whole in the IOMMU, once, because mappings ran low: its buffers
+	 * are not mapped one by one, and a retired buffer's pages are held until
+	 * the last buffer is retired; then one unmap returns the segment. */
+	int whole;
+	int closing;               /* whole, empty and being unmapped (node lock) */
+	/* Memory the program registered (ioa_dma_register): one buffer, its
+	 * own mapping, no bitmap nor run lengths, in no node's list nor the
+	 * segment map; the program owns the memory, the library only this
+	 * metadata and the IOVA window. */
+	int external;
+	_Atomic int adopted_state; /* external: enum ioa__adopted_state */
+	_Atomic uint32_t live;     /* buffers of a whole segment not yet retired */
+	size_t meta_len;
+	uint32_t npages;
+	/* Bit set: page free. Bits are cleared under the node lock (allocation)
+	 * and set without it (release, by the reclaimer): every change is an
+	 * atomic and/or, so neither loses the other's bits. */
+	_Atomic uint64_t *free_map;
+	/* Bit set: page handed out at least once (its memory may have been
+	 * written); under the node lock. A clear bit's page reads as zeros. */
+	uint64_t *touched;
+	_Atomic uint32_t free_pages;
+	_Atomic uint32_t *run;     /* at a live buffer's first page: its run entry */
+	/* Node lock: allocations from it, and their count at the last upkeep
+	 * (equal: idle since then, so it may be given back, ioa__region_upkeep). */
+	uint32_t reserves, reserves_seen;
+	/* The upkeep's own (one at a time): pages it took out of service to
+	 * purge them (bit set), and whether a purge here was refused. */
+	uint64_t *held;
+	int purge_refused;
+};
+
+/* Retired segments whose metadata may wait for a grace period, per node */
+#define RETURNED_MAX 64
+
+struct node_arena {
+	pthread_mutex_t lock;
+	struct ioa__segment *segments;
+	/* Retired segments' metadata, freed after a grace period by the next
+	 * upkeep, or by the retirement that makes them RETURNED_MAX (no upkeep
+	 * runs without a reclaimer: IOALLOC_DEFER=sync). */
+	struct ioa__segment *returned;
+	unsigned nreturned;
+	/* Without grace periods (no membarrier), retired segments' metadata:
+	 * no time is known after which no lookup reads it; freed at fini. */
+	struct ioa__segment *kept;
+	int purging; /* the upkeep holds pages for a purge; purge_done when not */
+	pthread_cond_t purge_done;
+};
+
+/* The software tables of live buffers, rooted at ioa__va2iova_root and
+ * ioa__iova2va_root (region.h); the latter unused by an identity backend. */
+extern struct ioa__iopt ioa__va2iova, ioa__iova2va;
+
+/* The region's state, set by ioa__region_init() (region.c). */
+struct ioa__region_state {
+	struct ioa_config cfg;
+	struct ioa__iova_space iova; /* unused by an identity backend */
+	int identity;
+	int rotate;                  /* IOALLOC_IOVA=rotate and not identity */
+	_Atomic int whole_said;      /* "a whole segment keeps fixed IOVAs" said once */
+	size_t segment_size;
+	_Atomic unsigned interleave_next;
+	struct node_arena nodes[IOA_MAX_NODES];
+};
+extern struct ioa__region_state ioa__region;
+
+/* The address of page @i of @s. */
+static inline void *ioa__region_page_addr(const struct ioa__segment *s, uint32_t i)
+{
+	return (char *)s->mem.addr + ((size_t)i << IOA_PAGE_SHIFT);
+}
+
+static inline size_t ioa__region_round_up(size_t v, size_t a)
+{
+	return (v + a - 1) & ~(a - 1);
+}
+
+/* Bits [from, to) of the 64-bit word holding @from, @to at most one word on. */
+static inline uint64_t ioa__region_word_mask(uint32_t from, uint32_t to)
+{
+	uint32_t lo = from % 64, hi = to - from + lo;
+
+	return (hi >= 64 ? ~0ull : (1ull << hi) - 1) & ~((1ull << lo) - 1);
+}
+
+static inline uint64_t ioa__region_map_word(const struct ioa__segment *s, uint32_t i)
+{
+	return atomic_load_explicit(&s->free_map[i / 64], memory_order_acquire);
+}
+
+/* The IOVA page @i of @s is mapped at, from the software table (right for a
+ * rotated segment too); UINT64_MAX if it is not mapped. A raw walk: the
+ * caller is in a read section, or no retirement runs (ioa_fini). */
+static inline uint64_t ioa__region_page_iova(const struct ioa__segment *s, uint32_t i)
+{
+	return ioa__iopt_translate(ioa__va2iova_root,
+				   (uint64_t)(uintptr_t)ioa__region_page_addr(s, i));
+}
+
+/* region.c */
+void ioa__region_log_quarantine(int node, uint64_t va, uint64_t iova, uint64_t len);
+
+/* segment.c */
+void ioa__region_set_pages(struct ioa__segment *s, uint32_t first, uint32_t n, int free);
+void *ioa__region_meta_alloc(size_t len);
+void ioa__region_meta_free(void *p, size_t len);
+void ioa__region_meta_free_list(struct ioa__segment *meta);
+void ioa__region_segment_release(struct ioa__segment *s);
+void ioa__region_segment_retire(struct ioa__segment *s);
+struct ioa__segment *ioa__region_take_returned(struct node_arena *a);
+void ioa__region_free_returned(struct ioa__segment *meta);
+int ioa__region_segment_empty(const struct ioa__segment *s);
+int ioa__region_segment_create(size_t len, size_t align, int node, int dedicated,
+			       struct ioa__segment **out);
+
+/* buffer_alloc.c */
+int ioa__region_map_buffer(uint64_t va, uint64_t iova, size_t len, size_t unit, int on_device);
+int ioa__region_map_failure(int err);
+void ioa__region_free_buffer_iova(const struct ioa__segment *s, uint64_t iova, uint64_t len);
+
+/* buffer_free.c */
+void ioa__region_release_pages(struct ioa__segment *s, uint32_t first, uint32_t n);
+
+/* register.c */
+extern struct ioa__segment *_Atomic ioa__region_spare_meta;
+
+/* give_back.c */
+void ioa__region_release_held(struct ioa__segment *s, int purged);
+
+#endif
