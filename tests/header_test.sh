@@ -2,8 +2,10 @@
 # include/ioalloc.h compiles cleanly on its own, twice in one program's two
 # translation units, as C (C99, C11) and as C++ (C++11, C++17), with
 # -Wall -Wextra -Werror -pedantic, under each of gcc/g++ and clang/clang++
-# found here: a driver's build flags are its own. Exits 77 (skipped) when no
-# C++ compiler is installed.
+# found here: a driver's build flags are its own. Its inline ring and pool
+# paths, called with one pointer held in a variable, compile cleanly at -O0,
+# -Og and -O2 too (a debug build sees other warnings than an optimised one).
+# Exits 77 (skipped) when no C++ compiler is installed.
 set -euo pipefail
 header_dir=$1
 scratch=$(mktemp -d)
@@ -11,8 +13,29 @@ trap 'rm -rf "$scratch"' EXIT
 flags=(-Wall -Wextra -Werror -pedantic -I"$header_dir")
 printf '#include <ioalloc.h>\nint one(void) { return IOA_VERSION; }\n' >"$scratch/a.c"
 printf '#include <ioalloc.h>\nint one(void);\nint main(void) { return one() < 0; }\n' >"$scratch/b.c"
+cat >"$scratch/use.c" <<'EOF'
+#include <ioalloc.h>
+int use_inline(struct ioa_ring *r, struct ioa_pool *p);
+int use_inline(struct ioa_ring *r, struct ioa_pool *p)
+{
+	void *v = &v, *out = 0;
+	unsigned left = 0;
+	int bad = 0;
+
+	bad |= ioa_ring_enqueue_bulk(r, &v, 1, &left) != 1;
+	bad |= ioa_ring_enqueue_burst(r, &v, 1, &left) != 1;
+	bad |= ioa_ring_dequeue_bulk(r, &out, 1, &left) != 1;
+	bad |= ioa_ring_dequeue_burst(r, &out, 1, &left) != 1;
+	bad |= ioa_pool_get(p, &out) != 0;
+	ioa_pool_put(p, out);
+	bad |= ioa_pool_get_bulk(p, &out, 1) != 0;
+	ioa_pool_put_bulk(p, &out, 1);
+	return bad;
+}
+EOF
 cp "$scratch/a.c" "$scratch/a.cc"
 cp "$scratch/b.c" "$scratch/b.cc"
+cp "$scratch/use.c" "$scratch/use.cc"
 checked=0 cxx=0
 for cc in gcc clang; do
 	command -v "$cc" >/dev/null || continue
@@ -20,11 +43,19 @@ for cc in gcc clang; do
 		"$cc" -std=$std "${flags[@]}" "$scratch/a.c" "$scratch/b.c" -o "$scratch/c.out"
 		checked=$((checked + 1))
 	done
+	for opt in -O0 -Og -O2; do
+		"$cc" -std=c11 "${flags[@]}" $opt -c "$scratch/use.c" -o "$scratch/use.o"
+		checked=$((checked + 1))
+	done
 done
 for cxxc in g++ clang++; do
 	command -v "$cxxc" >/dev/null || continue
 	for std in c++11 c++17; do
 		"$cxxc" -std=$std "${flags[@]}" "$scratch/a.cc" "$scratch/b.cc" -o "$scratch/cc.out"
+		checked=$((checked + 1)) cxx=$((cxx + 1))
+	done
+	for opt in -O0 -Og -O2; do
+		"$cxxc" -std=c++17 "${flags[@]}" $opt -c "$scratch/use.cc" -o "$scratch/use.o"
 		checked=$((checked + 1)) cxx=$((cxx + 1))
 	done
 done
