@@ -664,6 +664,14 @@ struct ioa_ring {
  */
 void ioa_ring_mt_commit_wait_v1(struct ioa_ring_side_v1 *s, uint32_t old, uint32_t n);
 
+/* The null pointer of the inline code: nullptr in C++ (a driver's C++ build
+ * may refuse 0 and NULL as pointers, -Wzero-as-null-pointer-constant). */
+#if defined(__cplusplus) && __cplusplus >= 201103L
+#define IOA_NULL_ nullptr
+#else
+#define IOA_NULL_ NULL
+#endif
+
 /* The position half of a head or tail word. */
 static inline uint32_t ioa_ring_pos_(uint64_t w)
 {
@@ -864,7 +872,7 @@ ioa_ring_mt_commit_(struct ioa_ring_side_v1 *s, uint32_t old, uint32_t n)
 	}
 	/* release: our slot accesses happen before the other side's acquire
 	 * of this tail. */
-	__atomic_store_n(&s->tail, (uint64_t)(uint32_t)(old + n), __ATOMIC_RELEASE);
+	__atomic_store_n(&s->tail, (uint64_t)((old + n) & 0xffffffffu), __ATOMIC_RELEASE);
 }
 
 /* Single-thread mode (one thread at a time on the side, the caller's
@@ -906,7 +914,7 @@ ioa_ring_st_commit_(struct ioa_ring_side_v1 *s, uint32_t old, uint32_t n)
 {
 	/* release: our slot accesses happen before the other side's acquire
 	 * of this tail. */
-	__atomic_store_n(&s->tail, (uint64_t)(uint32_t)(old + n), __ATOMIC_RELEASE);
+	__atomic_store_n(&s->tail, (uint64_t)((old + n) & 0xffffffffu), __ATOMIC_RELEASE);
 }
 
 /* The count half of a head or tail word, and a word of a position and a
@@ -1012,7 +1020,7 @@ ioa_ring_enqueue_mode_(struct ioa_ring *r, void *const *objs, unsigned n, unsign
 
 	if (sync == IOA_RING_SYNC_ST_V1)
 		got = ioa_ring_st_reserve_(&r->prod, &r->cons.tail, r->capacity, r->capacity, n,
-					   burst, free_space != 0, &old, &have);
+					   burst, free_space != IOA_NULL_, &old, &have);
 	else if (sync == IOA_RING_SYNC_MT_V1)
 		got = ioa_ring_mt_reserve_(&r->prod, &r->cons.tail, r->capacity, n, burst, &old, &have);
 	else
@@ -1041,7 +1049,7 @@ ioa_ring_dequeue_mode_(struct ioa_ring *r, void **objs, unsigned n, unsigned *av
 
 	if (sync == IOA_RING_SYNC_ST_V1)
 		got = ioa_ring_st_reserve_(&r->cons, &r->prod.tail, 0, r->capacity, n, burst,
-					   available != 0, &old, &have);
+					   available != IOA_NULL_, &old, &have);
 	else if (sync == IOA_RING_SYNC_MT_V1)
 		got = ioa_ring_mt_reserve_(&r->cons, &r->prod.tail, 0, n, burst, &old, &have);
 	else
@@ -1292,9 +1300,9 @@ ioa_pool_tcache_(struct ioa_pool *pool)
 	struct ioa_pool_tcache *c;
 
 	if (__builtin_expect(!pool || !table, 0))
-		return 0;
+		return IOA_NULL_;
 	c = table[f->slot & (IOA_POOL_MAX - 1)];
-	return __builtin_expect(c && c->key == f->key, 1) ? c : 0;
+	return __builtin_expect(c && c->key == f->key, 1) ? c : IOA_NULL_;
 }
 
 /* Copies @n pointers for a fast get or put. A bulk the compiler knows (a

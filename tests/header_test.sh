@@ -4,13 +4,18 @@
 # -Wall -Wextra -Werror -pedantic, under each of gcc/g++ and clang/clang++
 # found here: a driver's build flags are its own. Its inline ring and pool
 # paths, called with one pointer held in a variable, compile cleanly at -O0,
-# -Og and -O2 too (a debug build sees other warnings than an optimised one).
+# -Og and -O2 too (a debug build sees other warnings than an optimised one),
+# under the stricter warnings drivers often add (DPDK's set: conversions,
+# casts dropping const; in C++, 0 as a null pointer and, with g++, casts to
+# the type an expression already has).
 # Exits 77 (skipped) when no C++ compiler is installed.
 set -euo pipefail
 header_dir=$1
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 flags=(-Wall -Wextra -Werror -pedantic -I"$header_dir")
+strict=(-Wcast-qual -Wcast-align -Wconversion -Wsign-conversion -Wshadow -Wundef -Wpointer-arith
+	-Wwrite-strings -Wmissing-declarations)
 printf '#include <ioalloc.h>\nint one(void) { return IOA_VERSION; }\n' >"$scratch/a.c"
 printf '#include <ioalloc.h>\nint one(void);\nint main(void) { return one() < 0; }\n' >"$scratch/b.c"
 cat >"$scratch/use.c" <<'EOF'
@@ -18,7 +23,7 @@ cat >"$scratch/use.c" <<'EOF'
 int use_inline(struct ioa_ring *r, struct ioa_pool *p);
 int use_inline(struct ioa_ring *r, struct ioa_pool *p)
 {
-	void *v = &v, *out = 0;
+	void *v = &v, *out = &v;
 	unsigned left = 0;
 	int bad = 0;
 
@@ -44,7 +49,8 @@ for cc in gcc clang; do
 		checked=$((checked + 1))
 	done
 	for opt in -O0 -Og -O2; do
-		"$cc" -std=c11 "${flags[@]}" $opt -c "$scratch/use.c" -o "$scratch/use.o"
+		"$cc" -std=c11 "${flags[@]}" "${strict[@]}" -Wmissing-prototypes -Wstrict-prototypes $opt \
+			-c "$scratch/use.c" -o "$scratch/use.o"
 		checked=$((checked + 1))
 	done
 done
@@ -55,7 +61,10 @@ for cxxc in g++ clang++; do
 		checked=$((checked + 1)) cxx=$((cxx + 1))
 	done
 	for opt in -O0 -Og -O2; do
-		"$cxxc" -std=c++17 "${flags[@]}" $opt -c "$scratch/use.cc" -o "$scratch/use.o"
+		cxx_strict=(-Wzero-as-null-pointer-constant)
+		[ "$cxxc" = g++ ] && cxx_strict+=(-Wuseless-cast)
+		"$cxxc" -std=c++17 "${flags[@]}" "${strict[@]}" "${cxx_strict[@]}" $opt \
+			-c "$scratch/use.cc" -o "$scratch/use.o"
 		checked=$((checked + 1)) cxx=$((cxx + 1))
 	done
 done
