@@ -143,7 +143,7 @@ __attribute__((weak)) void ioa__fork_hooks_add(void (*prepare)(void), void (*par
  * registering thread holds no lock a waiter may hold: the lookup, which may
  * take the loader's lock (held by a dlopen whose constructor registers),
  * comes before the election, and glibc's registration, which takes its
- * atfork lock, allocates under LD_PRELOAD from the heap's window (heap.c,
+ * atfork lock, allocates under LD_PRELOAD from the heap's window (heap_fork.c,
  * held), taking no lock of ours. */
 void ioa__fork_hooks_register(void)
 {
@@ -189,7 +189,7 @@ static void register_hooks(void)
  * every lock), and the exit handler runs after the program's, retiring what
  * they freed. Handlers registered before this constructor (a program's
  * preinit_array) run inside ours, where the forking thread's mallocs and
- * frees avoid every lock (heap.c, held); such a prepare handler must not
+ * frees avoid every lock (heap_fork.c, held); such a prepare handler must not
  * wait for a thread that allocates. Under LD_PRELOAD, where the libraries
  * the program links start first, ours are registered at the first
  * registration of anyone's (preload/atfork.c), so there nothing comes

@@ -74,11 +74,11 @@ static void test_double_free_after_checkout(void)
  * without being retired, so a stale DMA to one of its freed objects lands
  * in a new live object.
  *
- * 64 objects of 64 bytes fill one page P; one more opens page Q. The
- * program frees the 63 first objects of P and then the one on Q: the 64th
- * free applies the batch (heap.c:598 flush_pending), P keeps one live
- * object and goes to the partial list. Then the last object of P is freed:
- * P is wholly free, but that free waits in the batch (heap.c:597). The next
+ * 64 objects of 64 bytes fill one page P; one more opens page Q. The program
+ * frees the 63 first objects of P and then the one on Q: the 64th free
+ * applies the batch (heap.c:598 ioa__heap_flush_pending), P keeps one live
+ * object and goes to the partial list. Then the last object of P is freed: P
+ * is wholly free, but that free waits in the batch (heap.c:597). The next
  * allocations, once Q's cached word is spent, take P from the partial list
  * (heap.c:283) and hand out P's objects again: P was never retired.
  *
@@ -184,7 +184,7 @@ static void test_strict_remote_free_quiesce(void)
  * R4. ioa_fini() does not count large blocks still allocated: the
  * statistic heap_leaked_objects and the warning miss them.
  *
- * release_span (heap.c:637) counts s->used of small spans only (`s->owner
+ * release_span (heap_thread.c) counts s->used of small spans only (`s->owner
  * && s->obj_size`); a large block has no owner and no obj_size, its
  * allocation is in s->live.
  *
@@ -247,11 +247,11 @@ static __attribute__((unused)) void test_check_usable_size(void)
  * A second thread frees an object of the main thread's heap: a batch of
  * one, linked through the object's first two words (heap.c:182-184). The
  * device then writes 16 bytes into the object through its IOVA. The main
- * thread's ioa_quiesce() collects the batch (heap.c:617 collect_remote),
- * which reads `next = links(p)[0]` (heap.c:238), the device's bytes, and on
- * the next turn reads `links(next)[0]` before apply_free() (heap.c:240)
+ * thread's ioa_quiesce() collects the batch (heap_internal.h collect_remote),
+ * which reads `next = links(p)[0]` (heap_remote.c), the device's bytes, and on
+ * the next turn reads `links(next)[0]` before apply_free() (heap_remote.c)
  * has checked that next is an object of the heap: SIGSEGV on a wild
- * address (a device-chosen one; `links(batch)[1]`, heap.c:233, likewise).
+ * address (a device-chosen one; `links(batch)[1]`, heap_remote.c, likewise).
  *
  * Should: docs/heap.md and heap.h promise that "a link a device overwrote in
  * freed memory is caught by the owner, which checks every object it
@@ -343,7 +343,7 @@ static void test_dma_free_of_heap_object(void)
  * through the object's second word, `links(head)[1] = old`
  * (heap.c:154). The second free of p finds p on top of the stack, so it
  * writes links(p)[1] = p: the stack is a cycle. collect_remote
- * (heap.c:232-244) walks batches with `while (batch)` and no bound: it
+ * (heap_remote.c) walks batches with `while (batch)` and no bound: it
  * applies p (reported as a double free) forever. Other objects below p on
  * the stack are never applied (leaked).
  *
@@ -397,11 +397,11 @@ static __attribute__((unused)) void test_remote_double_free(void)
  * The main thread allocates the 64 objects of one page P (64 bytes each):
  * P is its current span of the class. A second thread frees all 64 (one
  * batch). The main thread's next malloc refills: span_with_room
- * (heap.c:277) collects the batch; apply_free (heap.c:218) decrements
+ * (heap.c:277) collects the batch; apply_free (heap_remote.c) decrements
  * used to 0 but calls span_changed only when `used <= low`, and low is
  * IOA_SPAN_CURRENT (-1) for the current span, so P is not retired; then
  * heap.c:278 finds room in P and hands its objects out again. (Strict mode
- * retires an emptied current span only in flush_pending and
+ * retires an emptied current span only in ioa__heap_flush_pending and
  * ioa__heap_flush_mine, heap.c:409 and :618.)
  *
  * Should: P is retired (unmapped) before any object on it is used again.
@@ -497,7 +497,7 @@ static __attribute__((unused)) void test_atfork_handler_allocates(void)
  * Freeing c twice in a row makes links(c)[0] = c: the objects linked
  * before c (a and b here) are no longer reachable from the batch. The
  * owner applies c, then c again ~63 times (63 "double free" reports, the
- * walk is bounded by BATCH, heap.c:237), and a and b are never freed: they
+ * walk is bounded by BATCH, heap_remote.c), and a and b are never freed: they
  * stay allocated for good (ioa_fini counts them as leaked).
  *
  * Should: the second free is reported once and ignored; a and b are freed.

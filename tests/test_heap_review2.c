@@ -37,19 +37,19 @@ static unsigned to_page_start(char **keep, unsigned max)
  * again, unretired, for objects outside the word the thread had checked
  * out, once an object of that word was handed out after it emptied.
  *
- * Objects of 2 KiB, two per page: the first malloc takes the page's word
- * out (the cached word W) and returns object 0; W keeps object 1. free(a)
- * leaves the page with no live object (heap.c:104 live_objects: used less
- * W's free objects) and lists it. The next malloc hands out object 1 from
- * W (the documented exception). The third refills: the page is listed, so
- * flush_pending looks at it (heap.c:379-383), but it holds one live object
- * now, so strict_changed (heap.c:150) keeps it, and the refill hands out
- * object 0 again: a, freed while its page was wholly free, never retired;
- * a stale DMA to a's IOVA lands in the new object. Same with 16-byte
- * objects (the page's word 0, freed with the page, comes back through
- * has_free's first fit, heap.c:319), and when the free that empties the
- * page is another thread's, applied while the page is listed (apply_free,
- * heap.c:254, leaves it to the list's look).
+ * Objects of 2 KiB, two per page: the first malloc takes the page's word out
+ * (the cached word W) and returns object 0; W keeps object 1. free(a) leaves
+ * the page with no live object (heap_internal.h live_objects: used less W's
+ * free objects) and lists it. The next malloc hands out object 1 from W (the
+ * documented exception). The third refills: the page is listed, so
+ * ioa__heap_flush_pending looks at it (heap.c:379-383), but it holds one live
+ * object now, so ioa__heap_strict_changed (heap.c:150) keeps it, and the
+ * refill hands out object 0 again: a, freed while its page was wholly free,
+ * never retired; a stale DMA to a's IOVA lands in the new object. Same with
+ * 16-byte objects (the page's word 0, freed with the page, comes back through
+ * has_free's first fit, heap.c:319), and when the free that empties the page
+ * is another thread's, applied while the page is listed (apply_free,
+ * heap_remote.c, leaves it to the list's look).
  *
  * Should: "a page that becomes wholly free is retired before anything on it
  * is used again" (include/ioalloc.h, docs/heap.md), objects of the word the
@@ -57,10 +57,10 @@ static unsigned to_page_start(char **keep, unsigned max)
  * come back only after its page was retired.
  *
  * Fixed: a free that leaves a span with no live object notes it
- * (heap.c strict_note_free); a noted span looked at with live objects
- * serves no more (its word given back, out of the current slot and the
- * lists) and is retired once they are freed (strict_changed). Mutation h13
- * removes the note.
+ * (heap_internal.h strict_note_free); a noted span looked at with live
+ * objects serves no more (its word given back, out of the current slot and
+ * the lists) and is retired once they are freed (ioa__heap_strict_changed).
+ * Mutation h13 removes the note.
  */
 
 /* Whether @y, a fresh object, is on @old's page and a stale DMA to @old's
@@ -170,14 +170,14 @@ static void test_strict_emptied_page_revived_by_cached_word(void)
  * before it applies that free, so unretired.
  *
  * Objects of 2 KiB, two per page: the main thread allocates a and b (the
- * page's word is spent) and frees a (listed, b lives). A second thread
- * frees b and calls ioa_quiesce(), which hands the free to the owner's
- * remote stack: the page is wholly free. The owner's next malloc refills:
- * span_with_room (heap.c:355) returns the current span because it has a
- * free object (a), before collect_remote (heap.c:358) runs, which it does
- * only when the current span has no room; the look (flush_pending) counts
- * b as live, and a is handed out again, never retired. A stale DMA to a's
- * IOVA lands in the new object.
+ * page's word is spent) and frees a (listed, b lives). A second thread frees
+ * b and calls ioa_quiesce(), which hands the free to the owner's remote
+ * stack: the page is wholly free. The owner's next malloc refills:
+ * span_with_room (heap.c:355) returns the current span because it has a free
+ * object (a), before collect_remote (heap.c:358) runs, which it does only
+ * when the current span has no room; the look (ioa__heap_flush_pending)
+ * counts b as live, and a is handed out again, never retired. A stale DMA to
+ * a's IOVA lands in the new object.
  *
  * Should: "a page that becomes wholly free is retired before anything on it
  * is used again"; frees from other threads "are applied by the allocating

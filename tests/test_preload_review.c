@@ -14,13 +14,14 @@
  * gets NULL from malloc. The constructors of the program's libraries run
  * before libioalloc-preload.so's (ld.so initialises the preloaded object
  * after them), and until that one ran every malloc comes from the 1 MiB
- * static boot arena (src/heap/heap.c:537 `ioa__preloaded &&
- * !ioa__preload_ready` -> src/heap/boot.c ioa__boot_alloc), which is never
- * reused: once it is spent, malloc fails with ENOMEM although memory is
- * plentiful. C++ libraries' static initialisers allocate there (here:
- * review_ctor_lib.c, 48 blocks of 64 KiB); a NULL there is a crash or a
- * std::bad_alloc before main. docs/heap.md assumes only libc's, libstdc++'s
- * and libnuma's start comes before ("within 100 KiB").
+ * static boot arena (src/heap/heap_thread.c, ioa__heap_alloc_aligned:
+ * `ioa__preloaded && !ioa__preload_ready` -> src/heap/boot.c
+ * ioa__boot_alloc), which is never reused: once it is spent, malloc fails
+ * with ENOMEM although memory is plentiful. C++ libraries' static
+ * initialisers allocate there (here: review_ctor_lib.c, 48 blocks of 64 KiB);
+ * a NULL there is a crash or a std::bad_alloc before main. docs/heap.md
+ * assumes only libc's, libstdc++'s and libnuma's start comes before ("within
+ * 100 KiB").
  *
  * Should: every malloc of a library constructor succeeds while memory
  * lasts (the arena only for the library's own start). Blocks of 1 MiB or

@@ -25,9 +25,9 @@ int ioa__extent_report(const void *p);
 /* ioa_fini: every extent's descriptor goes, live ones counted in *@leaked;
  * the chunks are left to ioa__span_each. */
 void ioa__extent_fini(uint64_t *leaked);
-/* The reclaimer's upkeep of @node (heap.c): free extents past the decay are
- * purged and chunks wholly free past it retired, as at any call, so that a
- * program gone quiet gives its free memory back too. */
+/* The reclaimer's upkeep of @node (heap_thread.c): free extents past the
+ * decay are purged and chunks wholly free past it retired, as at any call, so
+ * that a program gone quiet gives its free memory back too. */
 void ioa__extent_upkeep(int node);
 
 void ioa__extent_fork_prepare(void);

@@ -16,8 +16,10 @@
  * by the owner's checks (a leak and a message, never a wild write).
  *
  * The fast paths below take no lock, make no atomic read-modify-write and no
- * system call. Everything else is in heap.c (slow paths, thread life),
- * span.c (spans over regions and the node caches) and large.c.
+ * system call. Everything else is in heap.c (the slow paths, the batches
+ * sent), heap_remote.c (the batches received, applied), heap_thread.c (the
+ * life of thread heaps), heap_fork.c (fork's window), span.c (spans over
+ * regions and the node caches) and large.c.
  *
  * Life in a process: a thread's heap is its own from its first malloc to its
  * exit destructor, which hands it back (parked) for the next new thread to
@@ -142,9 +144,9 @@ struct ioa__word_cache {
 #define IOA_STRICT_SPANS 64
 /* Strict mode: spans of a class with under a quarter of their objects free
  * that a heap keeps aside before it refills from them (heap.c,
- * strict_changed). larson 100 by callgrind: 1.75 G instructions with none
- * kept aside, 1.66 G with 16, 1.63 G with 32, 1.58 G with no limit, which
- * made leak_grow's peak RSS 11 % larger (docs/heap.md). */
+ * ioa__heap_strict_changed). larson 100 by callgrind: 1.75 G instructions
+ * with none kept aside, 1.66 G with 16, 1.63 G with 32, 1.58 G with no
+ * limit, which made leak_grow's peak RSS 11 % larger (docs/heap.md). */
 #define IOA_STRICT_SPARSE 32
 /* A span's pending while a look that took it out of the list is in progress
  * (1: listed). */
@@ -159,7 +161,7 @@ struct ioa__heap {
 	struct ioa__word_cache cache[IOA_CLASSES]; /* what the fast path allocates from */
 	struct ioa__span *spans[IOA_CLASSES]; /* the current span of each class */
 	struct ioa__span *partial[IOA_CLASSES]; /* spans with free objects */
-	struct ioa__span *sparse[IOA_CLASSES];  /* strict: spans with few (see strict_changed) */
+	struct ioa__span *sparse[IOA_CLASSES];  /* strict: spans with few (ioa__heap_strict_changed) */
 	unsigned nsparse[IOA_CLASSES];
 	void *_Atomic remote;       /* batches of objects other threads freed */
 	struct ioa__outgoing {      /* this thread's batches for other heaps */
@@ -169,7 +171,7 @@ struct ioa__heap {
 	} out[8];
 	unsigned out_waiting;       /* bit k: out[k] holds objects */
 	int node;
-	int state;                  /* heap.c */
+	int state;                  /* heap_thread.c */
 	int shared;                 /* a node's shared heap: used under @lock by any thread */
 	struct ioa__span *empty;    /* wholly free spans kept for reuse (lazy) */
 	unsigned nempty;
@@ -217,7 +219,7 @@ void *ioa__heap_alloc_slow(size_t size);
 void ioa__heap_free_slow(struct ioa__span *s, void *p);
 void ioa__heap_free_unknown(void *p);
 void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s);
-/* Whether the calling thread is inside fork's handlers (heap.c, held): it
+/* Whether the calling thread is inside fork's handlers (heap_fork.c, held): it
  * must take no lock of the library. */
 int ioa__heap_in_fork_window(void);
 /* The free of boot arena object @p: kept for reuse inside fork's handlers. */

@@ -22,17 +22,17 @@ void *ioa__heap_alloc_aligned(size_t size, size_t align, int node);
  * pthread_create when a retirement starts a reclaimer, libnuma's fopen,
  * atexit's next block of handlers), and such a malloc went to the library
  * it was starting or stopping and waited for it forever. fork's window
- * (heap.c, held) is one too, with the frees it holds, and so is the
+ * (heap_fork.c, held) is one too, with the frees it holds, and so is the
  * creation of the library's own threads (os.h). The saved state's struct
  * is os.h's. */
 void ioa__heap_life_window_open(struct ioa__life_window *w);
 void ioa__heap_life_window_close(const struct ioa__life_window *w);
 
 void ioa__heap_fork_prepare(void);
-/* Around other libraries' atfork handlers (heap.c, held): opened at the end
- * of the library's prepare handler, closed at the end of its parent and child
- * handlers, once its locks are free; and, under LD_PRELOAD, around glibc's
- * registration of atfork handlers (preload/atfork.c). Not nested. */
+/* Around other libraries' atfork handlers (heap_fork.c, held): opened at the
+ * end of the library's prepare handler, closed at the end of its parent and
+ * child handlers, once its locks are free; and, under LD_PRELOAD, around
+ * glibc's registration of atfork handlers (preload/atfork.c). Not nested. */
 void ioa__heap_fork_window_open(void);
 void ioa__heap_fork_window_close(void);
 void ioa__heap_fork_parent(void);

@@ -18,13 +18,13 @@
  * outgrows its room (48 handlers); a fork meanwhile runs our prepare handler
  * (glibc drops that lock around each handler) and then waits for the lock
  * while holding ours. So the registering thread allocates from the heap's
- * window (heap.c, held: the bootstrap arena, frees applied after), taking
+ * window (heap_fork.c, held: the bootstrap arena, frees applied after), taking
  * no lock of ours.
  *
  * What bypasses this (calls inside libc: the compatibility pthread_atfork of
  * binaries built before glibc 2.3.2; a library dlopen()ed with RTLD_DEEPBIND
  * binds to libc, but opens too late to come first) runs inside ours, where
- * the forking thread's mallocs and frees avoid every lock (heap.c, held).
+ * the forking thread's mallocs and frees avoid every lock (heap_fork.c, held).
  *
  * Called from anywhere: a preinit_array, a constructor before this
  * library's, a dlopen's constructor (which holds the loader's lock), any

@@ -1,0 +1,76 @@
+/* The heap's internals, shared by its files (heap.h says how the heap
+ * works): the state of a thread's heap, the helpers the slow paths of
+ * several files inline, and the functions one file lends another, by the
+ * file that defines them (and says what each does). */
+#ifndef IOA_HEAP_INTERNAL_H
+#define IOA_HEAP_INTERNAL_H
+
+#include "heap.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A thread's heap state: its heap is the empty one until LIVE. */
+enum { HEAP_NEW, HEAP_BOOTING, HEAP_LIVE, HEAP_EXITED };
+
+/* The heap of a thread that has none, and the calling thread's HEAP_* state
+ * (heap_thread.c). */
+extern struct ioa__heap ioa__empty_heap;
+extern __thread int ioa__my_state __attribute__((tls_model("initial-exec")));
+
+/* heap.c */
+void ioa__heap_hand_back(struct ioa__heap *h);
+void ioa__heap_strict_changed(struct ioa__heap *h, struct ioa__span *s);
+void ioa__heap_flush_pending(struct ioa__heap *h);
+void *ioa__heap_alloc_from(struct ioa__heap *h, size_t size, size_t align);
+
+/* heap_remote.c */
+void ioa__heap_collect_batches(struct ioa__heap *h);
+
+/* heap_thread.c */
+struct ioa__heap *ioa__heap_my_heap_or_adopt(int *late);
+
+/* heap_fork.c */
+void *ioa__heap_held_alloc(size_t size, size_t align);
+int ioa__heap_held_free(void *p);
+struct ioa__heap *ioa__heap_of_forking_thread(void);
+
+#define BATCH 64 /* objects a freeing thread hands over at once */
+
+/* A batch is a list of freed objects linked through their first word; its
+ * head's second word links the batches on the owner's stack. */
+static inline void **links(void *p)
+{
+	return (void **)p;
+}
+
+/* Objects of @s still allocated: its used count less the free objects of
+ * its owner's cached word (they count as used while checked out). */
+static inline int32_t live_objects(const struct ioa__span *s)
+{
+	if (s->out_wi == UINT32_MAX)
+		return s->used;
+	return s->used - ioa__popcount(*s->out_word) - ioa__popcount(s->out_freed);
+}
+
+/* Strict mode, after a free into @s: notes that it has no live object
+ * left. Objects of the cached word may still be handed out before it is
+ * looked at; its other free objects may not, as they were free on a wholly
+ * free page (see ioa__heap_strict_changed), nor those freed since it was
+ * taken out (out_freed: see strict_free_into_word). */
+static inline void strict_note_free(struct ioa__span *s)
+{
+	if (s->used <= 64 && live_objects(s) == 0)
+		s->emptied = 1;
+}
+
+/* Every refill asks: one load when no batch waits. */
+static inline void collect_remote(struct ioa__heap *h)
+{
+	/* relaxed: a hint; ioa__heap_collect_batches' acquire orders what it takes */
+	if (atomic_load_explicit(&h->remote, memory_order_relaxed))
+		ioa__heap_collect_batches(h);
+}
+
+#endif

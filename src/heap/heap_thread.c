@@ -1,0 +1,387 @@
+/* The life of thread heaps (heap.h says how): the registry of every heap,
+ * a thread's adoption of a parked heap or a new one, its exit destructor,
+ * the reclaimer's upkeep of parked heaps, the nodes' shared heaps and which
+ * heap serves a malloc, the heaps' part in ioa_init and ioa_fini, and the
+ * registry's fork handlers. */
+#include "heap_internal.h"
+#include "api.h"
+#include "boot.h"
+#include "check.h"
+#include "defer.h"
+#include "extent.h"
+#include "heap_life.h"
+#include "log.h"
+#include "os.h"
+#include "region.h"
+#include "span.h"
+#include "stats.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* A heap's state in the registry: COLLECTING while the upkeep applies the
+ * frees other threads sent a parked heap (off the parked list meanwhile). */
+enum { OWNED, PARKED, ABANDONED, COLLECTING };
+
+/* The heap of a thread that has none: its cached words are empty, so its
+ * fast path falls through to the slow path. */
+struct ioa__heap ioa__empty_heap;
+
+__thread struct ioa__heap *ioa__my_heap __attribute__((tls_model("initial-exec"))) =
+	&ioa__empty_heap;
+__thread int ioa__my_state __attribute__((tls_model("initial-exec")));
+
+/* ---- thread heaps ------------------------------------------------------ */
+
+static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ioa__heap *all_heaps, *parked;
+static struct ioa__heap *shared[IOA_MAX_NODES]; /* under heaps_lock */
+static pthread_key_t heap_key;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+
+static void heap_reset(struct ioa__heap *h)
+{
+	memset(h->cache, 0, sizeof(h->cache));
+	for (unsigned c = 0; c < IOA_CLASSES; c++) {
+		h->spans[c] = NULL;
+		h->partial[c] = NULL;
+		h->sparse[c] = NULL;
+		h->nsparse[c] = 0;
+	}
+	atomic_store_explicit(&h->remote, NULL, memory_order_relaxed);
+	h->empty = NULL;
+	h->nempty = 0;
+	h->npending = 0;
+	h->nfreed = 0;
+	memset(h->nready, 0, sizeof(h->nready)); /* ioa_fini retired them with every span */
+	memset(h->out, 0, sizeof(h->out));
+	h->out_waiting = 0;
+}
+
+static struct ioa__heap *heap_new(int node, int is_shared)
+{
+	struct ioa__heap *h = ioa__os_alloc_pages(sizeof(*h));
+
+	if (!h)
+		return NULL;
+	heap_reset(h);
+	h->node = node;
+	h->shared = is_shared;
+	pthread_mutex_init(&h->lock, NULL);
+	h->next_all = all_heaps;
+	all_heaps = h;
+	return h;
+}
+
+/* What a heap that no thread owns is left with: the frees other threads
+ * sent it applied (in strict mode the pages they empty are retired), and
+ * its wholly free spans back to the node. */
+static void settle(struct ioa__heap *h)
+{
+	collect_remote(h);
+	ioa__heap_flush_pending(h);
+	while (h->empty) {
+		struct ioa__span *s = h->empty;
+
+		h->empty = s->next;
+		ioa__span_put(s);
+	}
+	h->nempty = 0;
+}
+
+/*
+ * The reclaimer's upkeep (ioa__defer_set_upkeep), about once a second:
+ * the frees other threads sent to @node's parked heaps are applied, so that
+ * their memory comes back (and in strict mode their emptied pages are
+ * retired) without waiting for a new thread to adopt the heap; and the
+ * node's free large blocks past the decay are given back (extent.c), which
+ * otherwise happens only at a later call. The heaps
+ * are taken off the parked list (a new thread meanwhile gets another), so
+ * no thread touches them but this one. It runs where the node's reclaimer
+ * has started (any retirement starts it; in strict mode the first page
+ * freed): a lazy program that never retires anything purges at its calls
+ * only, as mimalloc does and jemalloc without its background thread. Life
+ * in a process: ioa_fini unregisters the upkeep and takes upkeep_lock for
+ * the heaps' whole fini, marking it not live, so an upkeep never runs
+ * during or after it; a fork meanwhile abandons the heaps in the child
+ * (their state there is half done), as those of the other threads; the
+ * reclaimer blocks every signal.
+ */
+static pthread_mutex_t upkeep_lock = PTHREAD_MUTEX_INITIALIZER;
+static int upkeep_live; /* under upkeep_lock: from ioa__heap_init to ioa__heap_fini */
+
+static void upkeep(int node)
+{
+	struct ioa__heap *taken = NULL, **pp, *h;
+
+	pthread_mutex_lock(&upkeep_lock); /* one node's at a time; ioa__heap_fini's holds it */
+	if (!upkeep_live) { /* the hook was read before ioa__heap_fini unset it */
+		pthread_mutex_unlock(&upkeep_lock);
+		return;
+	}
+	pthread_mutex_lock(&heaps_lock);
+	for (pp = &parked; (h = *pp);) {
+		/* relaxed: a hint; what the batches hold is collect_remote's acquire */
+		if (h->node != node || !atomic_load_explicit(&h->remote, memory_order_relaxed)) {
+			pp = &h->next_parked;
+			continue;
+		}
+		*pp = h->next_parked;
+		h->state = COLLECTING;
+		h->next_parked = taken;
+		taken = h;
+	}
+	pthread_mutex_unlock(&heaps_lock);
+	for (h = taken; h; h = h->next_parked)
+		settle(h);
+	pthread_mutex_lock(&heaps_lock);
+	while ((h = taken)) {
+		taken = h->next_parked;
+		h->state = PARKED;
+		h->next_parked = parked;
+		parked = h;
+	}
+	pthread_mutex_unlock(&heaps_lock);
+	ioa__extent_upkeep(node);
+	ioa__region_upkeep(node); /* after the extents: the chunks they retired */
+	pthread_mutex_unlock(&upkeep_lock);
+}
+
+/* The exit destructor: the thread stops naming its heap first (a later
+ * destructor's malloc takes the shared heap, its free the remote path),
+ * then the heap is parked for the next new thread. */
+static void heap_exit(void *arg)
+{
+	struct ioa__heap *h = arg;
+
+	ioa__my_heap = &ioa__empty_heap;
+	ioa__my_state = HEAP_EXITED;
+	ioa__heap_hand_back(h);
+	settle(h);
+	pthread_mutex_lock(&heaps_lock);
+	h->state = PARKED;
+	h->next_parked = parked;
+	parked = h;
+	pthread_mutex_unlock(&heaps_lock);
+}
+
+static void key_create(void)
+{
+	pthread_key_create(&heap_key, heap_exit);
+}
+
+/* The calling thread's first heap: a parked one of its node, else a new
+ * one; NULL with errno set. */
+static struct ioa__heap *adopt(void)
+{
+	int node = ioa__region_pick_node(IOA_NODE_ANY, "ioa_malloc");
+	struct ioa__heap *h, **pp;
+
+	if (node < 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	pthread_mutex_lock(&heaps_lock);
+	for (pp = &parked; *pp && (*pp)->node != node; pp = &(*pp)->next_parked)
+		;
+	if ((h = *pp))
+		*pp = h->next_parked;
+	else
+		h = heap_new(node, 0);
+	if (h)
+		h->state = OWNED;
+	pthread_mutex_unlock(&heaps_lock);
+	if (!h) {
+		ioa__err("ioa_malloc: no memory for a thread heap");
+		errno = ENOMEM;
+		return NULL;
+	}
+	/* named before pthread_setspecific, which may allocate */
+	ioa__my_heap = h;
+	ioa__my_state = HEAP_LIVE;
+	pthread_setspecific(heap_key, h);
+	collect_remote(h);
+	return h;
+}
+
+/* The shared heap of @node (a valid node), made on first use. */
+static struct ioa__heap *shared_heap(int node)
+{
+	struct ioa__heap *h;
+
+	pthread_mutex_lock(&heaps_lock);
+	if (!(h = shared[node]) && (h = heap_new(node, 1)))
+		shared[node] = h;
+	pthread_mutex_unlock(&heaps_lock);
+	if (!h)
+		errno = ENOMEM;
+	return h;
+}
+
+/* While the thread holds the shared heap's lock it counts as booting: a
+ * malloc it makes meanwhile is served by the boot arena, without the lock.
+ * In strict mode the frees applied here may empty a page, whose retirement
+ * may start the node's reclaimer, and the new thread's creation callocs on
+ * this thread (it waited for its own lock: test_preload_strict_late); a
+ * signal handler's malloc likewise. */
+static void *shared_alloc(int node, size_t size, size_t align)
+{
+	struct ioa__heap *h = shared_heap(node);
+	int state = ioa__my_state;
+	void *p;
+
+	if (!h)
+		return NULL;
+	ioa__my_state = HEAP_BOOTING;
+	pthread_mutex_lock(&h->lock);
+	collect_remote(h);
+	p = ioa__heap_alloc_from(h, size, align);
+	ioa__my_state = state;
+	pthread_mutex_unlock(&h->lock);
+	return p;
+}
+
+/* A heap for the calling thread, or NULL when it has none to use: then
+ * *late says whether it exited (its mallocs go to the shared heap). */
+struct ioa__heap *ioa__heap_my_heap_or_adopt(int *late)
+{
+	*late = 0;
+	if (ioa__my_heap != &ioa__empty_heap)
+		return ioa__my_heap;
+	if (ioa__my_state == HEAP_EXITED) {
+		*late = 1;
+		return NULL;
+	}
+	if (ioa__my_state == HEAP_BOOTING) /* a malloc inside the library's start */
+		return NULL;
+	ioa__my_state = HEAP_BOOTING;
+	pthread_once(&key_once, key_create);
+	if (!adopt()) {
+		ioa__my_state = HEAP_NEW;
+		return NULL;
+	}
+	return ioa__my_heap;
+}
+
+void *ioa__heap_alloc_aligned(size_t size, size_t align, int node)
+{
+	int state = ioa__my_state, err, late;
+	struct ioa__heap *h;
+
+	/* a malloc of the library's own start, or one before the preload
+	 * library's constructor ran (libc's and libnuma's start) */
+	if (state == HEAP_BOOTING || (ioa__preloaded && !ioa__preload_ready))
+		return ioa__heap_in_fork_window() ? ioa__heap_held_alloc(size, align)
+						  : ioa__boot_alloc(size, align);
+	ioa__my_state = HEAP_BOOTING;
+	err = ioa__ensure_up();
+	ioa__my_state = state;
+	if (err) {
+		errno = -err;
+		return NULL;
+	}
+	if (!(h = ioa__heap_my_heap_or_adopt(&late)) && !late)
+		return NULL;
+	if (h && (node == IOA_NODE_ANY || node == h->node))
+		return ioa__heap_alloc_from(h, size, align);
+	if (node == IOA_NODE_ANY)
+		node = ioa__region_pick_node(IOA_NODE_ANY, "ioa_malloc");
+	return node < 0 ? NULL : shared_alloc(node, size, align);
+}
+
+struct ioa__heap *ioa__heap_mine(void)
+{
+	return ioa__my_heap != &ioa__empty_heap ? ioa__my_heap : NULL;
+}
+
+/* ---- the library's life ----------------------------------------------- */
+
+void ioa__heap_init(const struct ioa_config *cfg)
+{
+	ioa__heap_strict = cfg->protect == IOA_PROTECT_STRICT;
+	ioa__heap_checking = cfg->check;
+	pthread_once(&key_once, key_create);
+	pthread_mutex_lock(&upkeep_lock);
+	upkeep_live = 1;
+	pthread_mutex_unlock(&upkeep_lock);
+	ioa__defer_set_upkeep(upkeep);
+	ioa__os_set_create_window(ioa__heap_life_window_open, ioa__heap_life_window_close);
+}
+
+static void release_span(struct ioa__span *s, void *arg)
+{
+	uint64_t *leaked = arg;
+
+	if (s->owner && s->obj_size)
+		*leaked += (uint64_t)s->used;
+	else if (!s->obj_size && atomic_load_explicit(&s->live, memory_order_relaxed))
+		*leaked += 1; /* a large block still allocated */
+	ioa__span_retire(s);
+}
+
+/* No other call runs: every span is retired, live objects counted as
+ * leaks, every heap emptied (threads keep theirs, parked ones stay parked). */
+void ioa__heap_fini(void)
+{
+	uint64_t leaked = 0;
+
+	ioa__defer_set_upkeep(NULL);
+	pthread_mutex_lock(&upkeep_lock); /* a running upkeep ends first, a later one does nothing */
+	upkeep_live = 0;
+
+	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
+		ioa__heap_hand_back(h);
+	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
+		collect_remote(h);
+	ioa__span_caches_drain();
+	ioa__extent_fini(&leaked);
+	ioa__span_each(release_span, &leaked);
+	for (struct ioa__heap *h = all_heaps; h; h = h->next_all) {
+		ioa__span_spares_return(h);
+		heap_reset(h);
+	}
+	if (leaked)
+		ioa__warn("ioa_fini: %llu object(s) of ioa_malloc still allocated: freed",
+			  (unsigned long long)leaked);
+	ioa__stat_add(heap_leaked_objects, leaked);
+	pthread_mutex_unlock(&upkeep_lock);
+}
+
+/* ---- fork ------------------------------------------------------------- */
+
+/* fork(): the shared heaps' locks are held while spans are made (they call
+ * the region layer), so they come first; the registry's is a leaf. */
+void ioa__heap_fork_prepare(void)
+{
+	pthread_mutex_lock(&heaps_lock);
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		if (shared[n])
+			pthread_mutex_lock(&shared[n]->lock);
+}
+
+void ioa__heap_fork_parent(void)
+{
+	for (int n = IOA_MAX_NODES - 1; n >= 0; n--)
+		if (shared[n])
+			pthread_mutex_unlock(&shared[n]->lock);
+	pthread_mutex_unlock(&heaps_lock);
+}
+
+/* Only the forking thread lives on: the heaps other threads owned are
+ * abandoned, whatever state their owners left them in. */
+void ioa__heap_fork_child(void)
+{
+	struct ioa__heap *forking = ioa__heap_of_forking_thread();
+
+	for (struct ioa__heap *h = all_heaps; h; h = h->next_all) {
+		if ((h->state == OWNED && !h->shared && h != forking) || h->state == COLLECTING) {
+			h->state = ABANDONED;
+			/* its owner may have stopped inside a push: the kept
+			 * descriptors are left to leak, never pooled twice */
+			h->nspare_desc = 0;
+		}
+		pthread_mutex_init(&h->lock, NULL);
+	}
+	pthread_mutex_init(&heaps_lock, NULL);
+	pthread_mutex_init(&upkeep_lock, NULL); /* the reclaimer holding it is gone */
+}
