@@ -524,7 +524,7 @@ IOA_EXPORT void ioa_stats_get(struct ioa_stats *out)
 	ioa__defer_latency(&out->defer_latency_p50_ns, &out->defer_latency_p99_ns);
 }
 
-/* Lock-free reads of relaxed counters and of the engine's queues (defer.c):
+/* Lock-free reads of relaxed counters and of the engine's queues (enqueue.c, pass.c):
  * fine anywhere but concurrently with ioa_fini, which frees the queues. */
 IOA_EXPORT int ioa_stats_node(int node, struct ioa_node_stats *out)
 {

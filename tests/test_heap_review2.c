@@ -66,7 +66,7 @@ static unsigned to_page_start(char **keep, unsigned max)
 /* Whether @y, a fresh object, is on @old's page and a stale DMA to @old's
  * IOVA @stale lands in it. A retired page waits for the reclaimer half of
  * init's defer_delay_us (a second), or less when many items or bytes wait
- * (defer.c): with the few pages these tests retire, one retired since is
+ * (reclaimer.c): with the few pages these tests retire, one retired since is
  * not handed out again yet. */
 static int reused_unretired(char *y, const char *old, uint64_t stale)
 {

@@ -2,7 +2,7 @@
  * A program whose main thread calls pthread_exit() ends when its last
  * thread does (glibc then calls exit(0)), under libioalloc-preload.so too,
  * whose reclaimer thread never exits on its own: an idle reclaimer ends the
- * process once only the library's threads are left (defer.c,
+ * process once only the library's threads are left (reclaimer.c,
  * program_ended). ctest sets LD_PRELOAD and IOALLOC_PROTECT=strict.
  *
  * A child process frees a block of a page of its own (strict: the free

@@ -4,7 +4,7 @@
  * "failer") while another thread frees: that thread finds the start claimed,
  * takes a queue and pushes to it, waking nobody. Once the start has failed,
  * every buffer freed must still be retired: by a pass of the failing thread
- * and by a reclaimer that a later free starts (src/defer/defer.c,
+ * and by a reclaimer that a later free starts (src/defer/reclaimer.c,
  * start_failed). Before, the other thread's frees waited until its queue
  * filled. Then, in a fresh library, the pass of a failed start holds
  * nothing back: a buffer another thread freed meanwhile, with no free after

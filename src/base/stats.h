@@ -1,6 +1,6 @@
 /* Counters every layer bumps with one relaxed atomic add. They sit on slow
  * paths only (map, unmap, segment and table-page changes, retirement, sim
- * DMA); the free path counts in its own queue instead (defer.c). Each
+ * DMA); the free path counts in its own queue instead (enqueue.c). Each
  * counter is kept in IOA_STAT_SHARDS copies on lines of their own, a thread
  * adding to its own copy (threads take copies in turn), and a read sums
  * them: two threads that create and retire pages all day (strict mode's

@@ -85,7 +85,7 @@ uint64_t ioa__defer_unretired(int node);
 
 /* Called before an allocation on @node (a real node), holding no lock of the
  * library: past IOALLOC_DEFER_CAP_MB unretired bytes there, runs a pass or
- * waits for one, bounded (defer.c). An allocator over regions calls it
+ * waits for one, bounded (pass.c). An allocator over regions calls it
  * before ioa__region_alloc, as ioa_dma_alloc does. */
 void ioa__defer_throttle(int node);
 

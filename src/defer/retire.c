@@ -1,5 +1,5 @@
 /*
- * Retirement: what a pass of the deferral engine (defer.c) does with the
+ * Retirement: what a pass of the deferral engine (pass.c) does with the
  * items it took. Device table pages become buffers after one non-leaf
  * invalidation of their table; short young ranges may wait for their
  * neighbours (the sort window); the other buffers leave the software tables,
