@@ -104,9 +104,9 @@ struct ioa__defer_engine {
 	cpu_set_t reclaim_cpus;
 	struct node nodes[IOA_MAX_NODES];
 };
-/* Defined in defer.c. Hidden, as the file's static it was: the free path
- * reads it at a fixed address, not through the GOT. */
-extern struct ioa__defer_engine ioa__defer_eng __attribute__((visibility("hidden")));
+/* Defined in defer.c; hidden, as every symbol of the library's objects
+ * (C_VISIBILITY_PRESET), so the free path reads it at a fixed address. */
+extern struct ioa__defer_engine ioa__defer_eng;
 
 /* The calling thread's queues, valid while their generation is current: the
  * table in its home ring, the first queue it named (made or adopted), so that
