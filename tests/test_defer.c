@@ -745,9 +745,13 @@ static void hold_in_window(void)
 
 static void held_retired_before_idle(void)
 {
-	int i;
+	uint64_t t0;
+	int mapped;
 
-	init_sim(IOA_DEFER_ON, 1000, 4096, 0);
+	/* a delay of 100 ms: the hook's pass holds held_small while it is
+	 * younger than half of it, as it still is when the hook was preempted
+	 * (at 1 ms, a preemption of 0.5 ms let the pass retire it instead) */
+	init_sim(IOA_DEFER_ON, 100000, 4096, 0);
 	held_small = ioa_dma_alloc(KB4, 0, 0);
 	held_big = ioa_dma_alloc((size_t)16 << 20, 0, 0);
 	ioa_dma_free(ioa_dma_alloc(KB4, 0, 0)); /* the reclaimer runs */
@@ -755,10 +759,14 @@ static void held_retired_before_idle(void)
 	ioa__defer_set_before_sleep(hold_in_window);
 	while (atomic_load(&held_done) != 2)
 		sleep_ms(1);
-	for (i = 0; i < 700 && ioa_virt2iova(held_small) != IOA_BAD_IOVA; i++)
+	/* by the clock: under load, 700 sleeps of 1 ms outlast the idle second */
+	t0 = ioa__now_ns();
+	while ((mapped = ioa_virt2iova(held_small) != IOA_BAD_IOVA) &&
+	       ioa__now_ns() - t0 < 700 * 1000000ull)
 		sleep_ms(1);
-	if (!CHECK(i < 700)) /* retired in 0.7 s, not after the reclaimer's idle second */
-		printf("  the held buffer was still mapped after %d ms\n", i);
+	if (!CHECK(!mapped)) /* retired in 0.7 s, not after the reclaimer's idle second */
+		printf("  the held buffer was still mapped after %llu ms\n",
+		       (unsigned long long)((ioa__now_ns() - t0) / 1000000));
 	ioa__defer_set_before_sleep(NULL);
 	CHECK_EQ(ioa_dma_free(held_alloc), 0);
 	CHECK_EQ(ioa_quiesce(), 0);
