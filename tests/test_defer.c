@@ -401,11 +401,12 @@ static void pass_frees_slots_and_counts(void)
 }
 
 /* Passes take items from queues of 16 while three threads refill them as
- * fast as they can, and a fourth checks all the while that the cap's count
- * never falls below the bytes freed and not retired: a pass's items count in
- * their queue or on the node, never in neither (claim's store order), and
- * no slot is refilled before the pass copied it (no item lost: every free
- * retired, nothing left live; TSan sees the race). */
+ * fast as they can, and a fourth checks all the while, as does each pass
+ * between its two counts (a test hook), that the cap's count never falls
+ * below the bytes freed and not retired: a pass's items count in their
+ * queue or on the node, never in neither (claim's store order), and no slot
+ * is refilled before the pass copied it (no item lost: every free retired,
+ * nothing left live; TSan sees the race). */
 enum { RACE_THREADS = 3, RACE_LIVE = 40, RACE_SAMPLES = 64 };
 #if defined(__SANITIZE_THREAD__) || defined(IOA_TEST_EMULATED)
 #define RACE_ROUNDS 1000
@@ -429,47 +430,66 @@ static void *race_producer(void *arg)
 	return NULL;
 }
 
+/* Whether node 0's count of bytes freed and not retired (the cap's) fell
+ * below them, taking the least of @samples counts: 1 the first time (said). */
+static _Atomic uint64_t race_under;
+
+static int undercount(int samples)
+{
+	struct ioa_node_stats ns;
+	/* enqueued first, retired last: a free counted in e is either in u or
+	 * counted as retired */
+	uint64_t e = ioa__defer_enqueued(0), u = UINT64_MAX;
+
+	/* acquire: the queue heads read above were release stores, so their
+	 * items' freed bytes are visible to the counts below */
+	atomic_thread_fence(memory_order_acquire);
+	/* Each count lies between the reads of e and of retired, so each covers
+	 * (e - retired) * KB4, and so does the least. */
+	for (int k = 0; k < samples; k++) {
+		uint64_t now = ioa__defer_unretired(0);
+
+		u = now < u ? now : u;
+	}
+	ioa_stats_node(0, &ns);
+	if (e <= ns.defer_retired || u >= (e - ns.defer_retired) * KB4)
+		return 0;
+	if (!atomic_fetch_add(&race_under, 1))
+		printf("  undercount: enqueued %llu, retired %llu, unretired %llu bytes\n",
+		       (unsigned long long)e, (unsigned long long)ns.defer_retired,
+		       (unsigned long long)u);
+	return 1;
+}
+
+/* From outside, while passes run: many counts a round (the stats' read
+ * takes most of it) catch a pass between its two stores more often than
+ * one, but only when both threads run at once. */
 static void *race_checker(void *arg)
 {
-	uint64_t *under = arg;
-
-	while (!atomic_load(&race_done)) {
-		struct ioa_node_stats ns;
-		/* enqueued first, retired last: a free counted in e is either
-		 * in u or counted as retired */
-		uint64_t e = ioa__defer_enqueued(0), u = UINT64_MAX;
-
-		/* acquire: the queue heads read above were release stores, so
-		 * their items' freed bytes are visible to the counts below */
-		atomic_thread_fence(memory_order_acquire);
-		/* Each count lies between the reads of e and of retired, so each
-		 * covers (e - retired) * KB4, and so does the least: many counts
-		 * a round (the stats' read takes most of it) catch a pass between
-		 * its two stores far more often than one. */
-		for (int k = 0; k < RACE_SAMPLES; k++) {
-			uint64_t now = ioa__defer_unretired(0);
-
-			u = now < u ? now : u;
-		}
-		ioa_stats_node(0, &ns);
-		if (e > ns.defer_retired && u < (e - ns.defer_retired) * KB4 && !(*under)++)
-			printf("  undercount: enqueued %llu, retired %llu, unretired %llu bytes\n",
-			       (unsigned long long)e, (unsigned long long)ns.defer_retired,
-			       (unsigned long long)u);
-	}
+	(void)arg;
+	while (!atomic_load(&race_done))
+		undercount(RACE_SAMPLES);
 	return NULL;
+}
+
+/* From inside each pass, between its two counts (the test hook): there the
+ * items it took count twice, never in neither, whatever the load. */
+static void check_mid_claim(void)
+{
+	undercount(1);
 }
 
 static void claims_race_frees(void)
 {
 	pthread_t th[RACE_THREADS], ck;
-	uint64_t under = 0;
 	struct ioa_stats s;
 
 	if (!init_sim(IOA_DEFER_ON, 50, 16, 2000))
 		return;
 	atomic_store(&race_done, 0);
-	CHECK_EQ(pthread_create(&ck, NULL, race_checker, &under), 0);
+	atomic_store(&race_under, 0);
+	ioa__defer_set_mid_claim(check_mid_claim);
+	CHECK_EQ(pthread_create(&ck, NULL, race_checker, NULL), 0);
 	for (int i = 0; i < RACE_THREADS; i++)
 		CHECK_EQ(pthread_create(&th[i], NULL, race_producer, NULL), 0);
 	for (int i = 0; i < RACE_THREADS; i++)
@@ -477,8 +497,9 @@ static void claims_race_frees(void)
 	atomic_store(&race_done, 1);
 	pthread_join(ck, NULL);
 	CHECK_EQ(ioa_quiesce(), 0);
+	ioa__defer_set_mid_claim(NULL);
 	ioa_stats_get(&s);
-	CHECK_EQ(under, 0);
+	CHECK_EQ(atomic_load(&race_under), 0);
 	CHECK_EQ(s.defer_enqueued, (uint64_t)RACE_THREADS * RACE_ROUNDS * RACE_LIVE);
 	CHECK_EQ(s.defer_retired, s.defer_enqueued);
 	CHECK_EQ(s.sim_violations, 0);

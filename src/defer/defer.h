@@ -106,6 +106,11 @@ void ioa__defer_set_upkeep(void (*fn)(int node));
  * about to announce that it sleeps (NULL: none). */
 void ioa__defer_set_before_sleep(void (*fn)(void));
 
+/* Test hook: @fn runs inside a pass each time it takes items of a queue,
+ * between the two counts that move their bytes from the queue to the node
+ * (pass.c, claim), where they count in both (NULL: none). */
+void ioa__defer_set_mid_claim(void (*fn)(void));
+
 /* Items ever enqueued on @node: counted per queue by its producer, summed here. */
 uint64_t ioa__defer_enqueued(int node);
 

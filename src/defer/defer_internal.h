@@ -97,6 +97,7 @@ struct ioa__defer_engine {
 	uint64_t wake_bytes;          /* half of it: a node holding as many queued is due a pass */
 	_Atomic unsigned generation;  /* bumped by fini: stale thread-local rings are dropped */
 	void (*_Atomic before_sleep)(void);
+	void (*_Atomic mid_claim)(void);
 	void (*_Atomic upkeep)(int node);
 	_Atomic uint64_t quarantined_seen;
 	pthread_mutex_t start_lock;

@@ -50,6 +50,21 @@ static void stat_max(_Atomic uint64_t *max, uint64_t v)
 		;
 }
 
+void ioa__defer_set_mid_claim(void (*fn)(void))
+{
+	atomic_store(&ioa__defer_eng.mid_claim, fn);
+}
+
+/* The test hook between claim's two counts, if set. */
+static void mid_claim(void)
+{
+	/* relaxed: set before the test's passes; any value is a whole pointer */
+	void (*hook)(void) = atomic_load_explicit(&ioa__defer_eng.mid_claim, memory_order_relaxed);
+
+	if (hook)
+		hook();
+}
+
 /* Copies up to IOA_PASS_MAX - *n items of @r into the pass and frees their
  * slots: the producer may refill them while the pass unmaps. Their bytes
  * move from the queue's count to the node's out_bytes. */
@@ -71,6 +86,7 @@ static void claim(struct node *nd, struct ring *r, uint32_t *n)
 	atomic_store_explicit(&nd->out_bytes,
 			      atomic_load_explicit(&nd->out_bytes, memory_order_relaxed) + bytes,
 			      memory_order_relaxed);
+	mid_claim();
 	/* release: out_bytes first (ioa__defer_unretired counts the items in
 	 * one place or both, never in neither) */
 	atomic_store_explicit(&r->taken_bytes,
