@@ -20,11 +20,14 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 
 #define KB4 ((size_t)1 << 12)
 #define HOLD_MS 200 /* how long a grace period must be seen waiting */
+#define SLEPT_MIN 20 /* the sleeps a long wait is seen to take */
+#define SLEEP_BOUND_MS 3000 /* how long the section stays open for them */
 
 static void sleep_ms(long ms)
 {
@@ -45,6 +48,8 @@ struct blocked {
 	void (*fn)(void);
 	_Atomic int done;
 	uint64_t cpu_ns; /* the CPU time the call took, once done */
+	long slept; /* the times it went to sleep (voluntary switches), once done */
+	_Atomic int tid; /* its thread's id, once it runs */
 };
 
 static uint64_t thread_cpu_ns(void)
@@ -58,10 +63,16 @@ static uint64_t thread_cpu_ns(void)
 static void *blocked_main(void *arg)
 {
 	struct blocked *b = arg;
-	uint64_t t0 = thread_cpu_ns();
+	struct rusage r0, r1;
+	uint64_t t0;
 
+	atomic_store(&b->tid, (int)syscall(SYS_gettid));
+	getrusage(RUSAGE_THREAD, &r0);
+	t0 = thread_cpu_ns();
 	b->fn();
 	b->cpu_ns = thread_cpu_ns() - t0;
+	getrusage(RUSAGE_THREAD, &r1);
+	b->slept = r1.ru_nvcsw - r0.ru_nvcsw;
 	atomic_store(&b->done, 1);
 	return NULL;
 }
@@ -70,6 +81,7 @@ static void blocked_start(struct blocked *b, void (*fn)(void))
 {
 	b->fn = fn;
 	atomic_store(&b->done, 0);
+	atomic_store(&b->tid, 0);
 	pthread_create(&b->thread, NULL, blocked_main, b);
 }
 
@@ -130,22 +142,63 @@ static void free_while_section_open(void *p)
 	CHECK_EQ(ioa_virt2iova(p), IOA_BAD_IOVA);
 }
 
+/* The voluntary context switches (sleeps) of thread @tid so far, or -1 if
+ * /proc does not say. */
+static long sleeps_of(int tid)
+{
+	char path[64], line[128];
+	long n = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/status", tid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1)
+			break;
+	fclose(f);
+	return n;
+}
+
 /* A grace period that waits long for a section (its thread descheduled, or
  * stopped in a signal handler) sleeps, not spins: of the HOLD_MS it waited,
- * it took a few ms of CPU at most, not nearly all (as a yield loop did). */
+ * it took a few ms of CPU at most, not nearly all (as a yield loop did), and
+ * it went to sleep. CPU time alone misses a yield loop on a loaded machine,
+ * where each yield hands the CPU to the other programs for milliseconds
+ * (0.2 ms of CPU in 200); its sleeps do not, but the wait's first rounds
+ * yield too, and under load those alone may last past HOLD_MS: so the
+ * section stays open until the waiter has slept SLEPT_MIN times (right after
+ * its yields), or for SLEEP_BOUND_MS at most (a yield loop never sleeps). */
 static void long_wait_sleeps(void)
 {
 	struct blocked g;
+	long v0, v = -1;
 
 	atomic_store(&release_held, 0);
 	atomic_store(&held_open, 0);
 	pthread_create(&holder, NULL, hold_section, NULL);
 	wait_flag(&held_open);
 	blocked_start(&g, grace_wait);
-	check_waits_for_section(&g, close_holder);
+	wait_flag(&g.tid);
+	v0 = sleeps_of(atomic_load(&g.tid));
+	sleep_ms(HOLD_MS);
+	for (int ms = 0; v0 >= 0 && ms < SLEEP_BOUND_MS; ms++) {
+		v = sleeps_of(atomic_load(&g.tid));
+		if (v < 0 || v - v0 >= SLEPT_MIN)
+			break;
+		sleep_ms(1);
+	}
+	CHECK(!atomic_load(&g.done));
+	close_holder();
+	pthread_join(g.thread, NULL);
+	CHECK(atomic_load(&g.done));
 	CHECK(g.cpu_ns < (uint64_t)HOLD_MS * 1000000u / 10);
-	if (g.cpu_ns >= (uint64_t)HOLD_MS * 1000000u / 10)
-		fprintf(stderr, "the wait took %.1f ms of CPU\n", g.cpu_ns / 1e6);
+	if (v0 >= 0 && v >= 0)
+		CHECK(g.slept >= SLEPT_MIN);
+	if (g.cpu_ns >= (uint64_t)HOLD_MS * 1000000u / 10 || g.slept < SLEPT_MIN)
+		fprintf(stderr, "the wait took %.1f ms of CPU and slept %ld times\n",
+			g.cpu_ns / 1e6, g.slept);
 }
 
 /* I1 for software table pages: a buffer alone in its 2 MiB leaves a table
