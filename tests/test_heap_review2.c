@@ -262,11 +262,118 @@ static void test_strict_remote_emptied_then_cached_word(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
+/*
+ * R17. A thread's double free of an object that waits in its batch of frees
+ * for another thread, not the last one it linked, cuts the batch: the
+ * objects linked before that object are never freed, and the owner's
+ * report names another object.
+ *
+ * The freeing thread frees x, a, b, then a again (IOALLOC_CHECK off). Its
+ * batch is linked through the objects' first words, newest first: b, a, x.
+ * The second free of a links a again, a -> b, which loops b -> a -> b and
+ * drops x (heap.c remote_free caught only a double free of the newest
+ * object). The owner's walk applied a and b, then found a again at the head
+ * and skipped its check (heap_remote.c: `p != batch`), reporting b, with
+ * a's descriptor and index left from the previous object. x stayed
+ * allocated: ioa_realloc(x) took it as live, ioa_fini counted it leaked.
+ *
+ * Should: one report, naming a; x, a and b freed once; nothing leaked.
+ *
+ * Fixed: an object in a batch carries a mark in its second word until its
+ * owner applies it (heap_internal.h in_a_batch); a second free that finds it
+ * is refused, whichever thread's batch holds it, handed over or not.
+ * Mutation h37 removes the check, h38 the clearing of the mark (an object
+ * applied, allocated again and freed by another thread would be refused),
+ * and h39 stops the owner's walk at a double free it finds.
+ */
+static void *free_xaba(void *arg)
+{
+	void **o = arg;
+
+	ioa_free(ioa_malloc(16)); /* a heap of its own: a batch */
+	ioa_free(o[0]);
+	ioa_free(o[1]);
+	ioa_free(o[2]);
+	ioa_free(o[1]); /* a double free, not of the newest */
+	ioa_quiesce();
+	ioa_free(o[2]); /* and after the batch was handed over */
+	ioa_quiesce();
+	return NULL;
+}
+
+static void *free_all(void *arg)
+{
+	void **o = arg;
+
+	ioa_free(ioa_malloc(16));
+	for (int i = 0; o[i]; i++)
+		ioa_free(o[i]);
+	ioa_quiesce();
+	return NULL;
+}
+
+static unsigned count(const char *text, const char *what)
+{
+	unsigned n = 0;
+
+	for (const char *at = text; (at = strstr(at, what)); at++)
+		n++;
+	return n;
+}
+
+static void test_batched_double_free_cuts_batch(void)
+{
+	struct check_capture cap;
+	char name[32];
+	void *o[4] = { 0 }, *again;
+	const char *text;
+	pthread_t t;
+
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	for (int i = 0; i < 3; i++)
+		o[i] = ioa_malloc(64);
+	capture_begin(&cap);
+	pthread_create(&t, NULL, free_xaba, o);
+	pthread_join(t, NULL);
+	ioa_quiesce(); /* the owner applies the batches */
+	text = capture_end(&cap);
+	snprintf(name, sizeof(name), "free(%p)", o[1]);
+	CHECK_EQ(count(text, "double free"), 2);
+	if (!CHECK(strstr(text, name)))
+		check_note("the report does not name %p: %s", o[1], text);
+
+	/* applied, allocated again, freed by another thread again: no report */
+	capture_begin(&cap);
+	o[3] = NULL;
+	for (int i = 0; i < 3; i++)
+		o[i] = ioa_malloc(64);
+	pthread_create(&t, NULL, free_all, o);
+	pthread_join(t, NULL);
+	ioa_quiesce();
+	text = capture_end(&cap);
+	CHECK_EQ(count(text, "double free"), 0);
+
+	/* the owner frees one of a batch too: reported, the rest still freed */
+	for (int i = 0; i < 3; i++)
+		o[i] = ioa_malloc(64);
+	pthread_create(&t, NULL, free_all, o);
+	pthread_join(t, NULL); /* handed over, not applied */
+	again = o[1];
+	capture_begin(&cap);
+	ioa_free(again);
+	ioa_quiesce();
+	text = capture_end(&cap);
+	CHECK_EQ(count(text, "double free"), 1);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
 int main(void)
 {
 	check_start("test_heap_review2");
 	test_strict_emptied_page_revived_by_cached_word();
 	test_strict_refill_before_collect();
+	test_batched_double_free_cuts_batch();
 	if (getenv("REVIEW_OPEN")) /* open findings: fail until fixed */
 		test_strict_remote_emptied_then_cached_word();
 	else

@@ -255,15 +255,15 @@ void ioa__heap_flush_pending(struct ioa__heap *h)
 
 /* ---- frees to other heaps --------------------------------------------- */
 
-/* Hands a batch to @owner: one compare-and-swap. */
-static void send(struct ioa__heap *owner, void *head)
+/* Hands the batch @head .. @tail to @owner: one compare-and-swap. */
+static void send(struct ioa__heap *owner, void *head, void *tail)
 {
 	void *old = atomic_load_explicit(&owner->remote, memory_order_relaxed);
 
 	do
-		links(head)[1] = old;
-	/* release: the links and the objects' last writes before the owner's
-	 * acquire exchange takes them */
+		links(tail)[0] = old;
+	/* release: the links, the marks and the objects' last writes before
+	 * the owner's acquire exchange takes them */
 	while (!atomic_compare_exchange_weak_explicit(&owner->remote, &old, head,
 						      memory_order_release, memory_order_relaxed));
 }
@@ -273,23 +273,30 @@ static void flush_out(struct ioa__heap *h, unsigned k)
 	struct ioa__outgoing *o = &h->out[k];
 
 	if (o->n)
-		send(o->owner, o->head);
-	o->head = NULL;
+		send(o->owner, o->head, o->tail);
+	o->head = o->tail = NULL;
 	o->n = 0;
 	h->out_waiting &= ~(1u << k);
 }
 
 /* A free of object @p of @s, owned by another heap, from heap @h (the empty
- * heap for a thread that has none: then the batch is of one). */
+ * heap for a thread that has none: then the batch is of one). A second free
+ * of an object still in a batch is refused (in_a_batch). */
 static void remote_free(struct ioa__heap *h, struct ioa__span *s, void *p)
 {
 	struct ioa__heap *owner = s->owner;
 	struct ioa__outgoing *o;
 	unsigned k;
 
+	if (in_a_batch(p)) {
+		ioa__err("free(%p): double free of an object of %zu bytes (it waits in a batch of "
+			 "frees for the thread that allocated it)", p, (size_t)s->obj_size);
+		errno = EINVAL;
+		return;
+	}
 	if (h == &ioa__empty_heap || h->shared) {
-		links(p)[0] = NULL;
-		send(owner, p);
+		links(p)[1] = (void *)(batch_mark(p) ^ TAIL_MARK);
+		send(owner, p, p);
 		return;
 	}
 	k = ((uintptr_t)owner >> 6) % (sizeof(h->out) / sizeof(h->out[0]));
@@ -298,12 +305,10 @@ static void remote_free(struct ioa__heap *h, struct ioa__span *s, void *p)
 		flush_out(h, k);
 		o->owner = owner;
 	}
-	if (o->head == p) { /* freed twice in a row: linking it again would loop */
-		ioa__err("free(%p): double free (it waits in this thread's batch of frees)", p);
-		errno = EINVAL;
-		return;
-	}
 	links(p)[0] = o->head;
+	links(p)[1] = (void *)(batch_mark(p) ^ (o->n ? 0 : TAIL_MARK));
+	if (!o->n)
+		o->tail = p;
 	o->head = p;
 	h->out_waiting |= 1u << k;
 	if (++o->n == BATCH)

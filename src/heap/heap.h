@@ -166,7 +166,7 @@ struct ioa__heap {
 	void *_Atomic remote;       /* batches of objects other threads freed */
 	struct ioa__outgoing {      /* this thread's batches for other heaps */
 		struct ioa__heap *owner;
-		void *head;
+		void *head, *tail;
 		unsigned n;
 	} out[8];
 	unsigned out_waiting;       /* bit k: out[k] holds objects */

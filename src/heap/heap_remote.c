@@ -23,13 +23,13 @@ static struct ioa__span *mine(struct ioa__heap *h, void *p, uint32_t *i)
 	return NULL;
 }
 
-/* Object @i of @s, freed by another thread, made free by its owner @h: 0
- * when it was free already (a double free, reported). */
-static int apply_free(struct ioa__heap *h, struct ioa__span *s, uint32_t i)
+/* Object @i of @s, freed by another thread, made free by its owner @h;
+ * one free already is a double free, reported and skipped. */
+static void apply_free(struct ioa__heap *h, struct ioa__span *s, uint32_t i)
 {
 	if (ioa__object_free(s, i)) {
 		ioa__check_report_double(s, i);
-		return 0;
+		return;
 	}
 	s->bits[i >> 6] |= 1ull << (i & 63);
 	s->used--;
@@ -42,44 +42,50 @@ static int apply_free(struct ioa__heap *h, struct ioa__span *s, uint32_t i)
 	}
 	else if (s->used <= s->low)
 		ioa__heap_span_watch(h, s);
-	return 1;
 }
 
 /*
- * Applies the batches other threads handed to @h. Every object is checked
- * to be one of @h's before its links are read; a batch stops at a double
- * free (which may have linked an object twice), and the whole chain stops
- * when a batch's head is one (the chain may then loop): what is left stays
- * allocated, after a message.
+ * Applies the batches other threads handed to @h, one list of objects.
+ * Every object is checked to be one of @h's before its links are read, and
+ * its batch mark is cleared before it is made free (then it may be retired,
+ * or allocated again). A double free found here (an object the owner freed
+ * itself too) is reported and skipped: its links were not rewritten, as a
+ * second free of an object in a batch is refused (in_a_batch). A run of
+ * BATCH objects with no batch's end among them means that the links were
+ * overwritten (a device writing into freed memory, a racing double free)
+ * and may loop: the rest stays allocated, after a message.
  */
 void ioa__heap_collect_batches(struct ioa__heap *h)
 {
-	void *batch;
+	unsigned k = 0;
+	void *p;
 
-	/* acquire: pairs with the senders' release, for links and objects */
-	batch = atomic_exchange_explicit(&h->remote, NULL, memory_order_acquire);
-	while (batch) {
-		void *next_batch, *p = batch;
+	/* acquire: pairs with the senders' release, for links, marks and objects */
+	p = atomic_exchange_explicit(&h->remote, NULL, memory_order_acquire);
+	while (p) {
 		struct ioa__span *s;
 		uint32_t i;
+		void *next;
+		int last;
 
-		if (!(s = mine(h, batch, &i)))
+		if (!(s = mine(h, p, &i)))
 			return;
-		next_batch = links(batch)[1];
-		ioa__stat_add(heap_remote_batches, 1);
-		for (unsigned k = 0; p && k < BATCH; k++) {
-			void *next;
-
-			if (p != batch && !(s = mine(h, p, &i)))
-				break;
-			next = links(p)[0]; /* read before: p may be retired */
-			if (!apply_free(h, s, i)) {
-				if (p == batch)
-					return;
-				break;
-			}
-			p = next;
+		/* read and cleared before it is free: its page may be retired */
+		next = links(p)[0];
+		last = (uintptr_t)links(p)[1] == (batch_mark(p) ^ TAIL_MARK);
+		links(p)[1] = NULL;
+		if (last)
+			ioa__stat_add(heap_remote_batches, 1);
+		apply_free(h, s, i);
+		if (last) {
+			k = 0;
+		} else if (++k == BATCH) {
+			ioa__err("a batch of frees handed to this thread holds more than %d objects: "
+				 "the links in freed memory were overwritten (a device writing into "
+				 "freed memory, or a racing double free?); the rest is left allocated",
+				 BATCH);
+			return;
 		}
-		batch = next_batch;
+		p = next;
 	}
 }
