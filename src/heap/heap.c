@@ -82,7 +82,6 @@ static void give_back_word(struct ioa__heap *h, unsigned c)
 			e->span->used -= ioa__popcount(back);
 		}
 		e->span->out_freed = 0;
-		e->span->out_lifo = 0;
 		e->span->out_wi = UINT32_MAX;
 	}
 	e->word = 0;
@@ -104,7 +103,6 @@ static void span_emptied(struct ioa__heap *h, struct ioa__span *s)
 		h->cache[s->cls].span = NULL; /* its word is spent: used is 0 */
 		s->out_wi = UINT32_MAX;
 		s->out_freed = 0;
-		s->out_lifo = 0;
 	} else if (listed(s)) {
 		list_remove(h, s);
 	}
@@ -137,24 +135,18 @@ void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s)
 
 /* ---- strict mode's looks --------------------------------------------- */
 
-/* Strict mode, a free of object @i of @s by its owner @h, when another
- * object of the cached word is still allocated (a strict span is one page,
- * so the page keeps a live object) and the page has not emptied since it
- * was last looked at. Reusing a freed object on a page that still holds
- * live ones is what strict mode cannot prevent (a stale DMA reaches it
- * either way). Up to IOA_LIFO_MAX bytes it goes back into the word, so the
- * next malloc hands it out hot, as in lazy mode (alloc-test-1: 22 % fewer
- * L1 data misses by cachegrind); out_lifo remembers it, and a free that
- * empties the page takes it out again before it can be handed out
- * (strict_note_free). Not while frees other threads handed over wait to be
- * applied: one may have left the page with no other live object (the refill
- * applies them first, alloc_small). Else it joins out_freed, which the next
- * refill of the class hands out first (without either, every refill took
- * the few objects freed since the last one: alloc_test, a refill every 6
- * mallocs). 1 when it took the object. */
-static inline __attribute__((always_inline)) int strict_free_into_word(struct ioa__heap *h,
-									struct ioa__span *s,
-									uint32_t i)
+/* Strict mode, a free of object @i of @s by its owner: an object of the
+ * cached word joins out_freed, which the next refill of the class hands out
+ * again first (as lazy mode does for its larger classes), when another
+ * object of the word is still allocated (a strict span is one page, so the
+ * page keeps a live object) and the page has not emptied since it was last
+ * looked at. Reusing a freed object on a page that still holds live ones is
+ * what strict mode cannot prevent (a stale DMA reaches it either way);
+ * without it every refill took the few objects freed since the last one
+ * (alloc_test: a refill every 6 mallocs). Not into the word itself: the
+ * refill applies other threads' frees first (alloc_small). 1 when it
+ * did. */
+static int strict_free_into_word(struct ioa__span *s, uint32_t i)
 {
 	uint64_t bit = 1ull << (i & 63), others;
 
@@ -163,14 +155,7 @@ static inline __attribute__((always_inline)) int strict_free_into_word(struct io
 	others = ~(s->bits[s->out_wi] | *s->out_word | s->out_freed | bit);
 	if (!(others & (s->out_wi == s->words - 1 ? s->last_mask : ~0ull)))
 		return 0;
-	/* relaxed: a hint, as collect_remote's; a batch handed over after
-	 * this load holds frees the owner could not have seen anyway */
-	if (s->free_into == s->out_word && !atomic_load_explicit(&h->remote, memory_order_relaxed)) {
-		*s->out_word |= bit;
-		s->out_lifo |= bit;
-	} else {
-		s->out_freed |= bit;
-	}
+	s->out_freed |= bit;
 	return 1;
 }
 
@@ -512,7 +497,7 @@ static inline __attribute__((always_inline)) void free_own(struct ioa__heap *h,
 		ioa__check_report_double(s, i);
 		return;
 	}
-	if (ioa__heap_strict && strict_free_into_word(h, s, i))
+	if (ioa__heap_strict && strict_free_into_word(s, i))
 		return;
 	s->bits[i >> 6] |= 1ull << (i & 63);
 	if (ioa__heap_strict) { /* the span is looked at later: see ioa__heap_flush_pending */

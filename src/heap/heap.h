@@ -96,10 +96,6 @@ struct ioa__span {
 	 * since), it serves no more and is retired once they are freed */
 	int emptied;
 	int node;
-	/* strict: objects the owner freed back into the cached word since it
-	 * was taken out (strict_free_into_word); those still in it leave it
-	 * when the page empties (strict_note_free) */
-	uint64_t out_lifo;
 	size_t len;                 /* bytes of its region buffer */
 	struct ioa__span *next, *prev; /* in a list of its owner, or of a cache */
 	int listed;                 /* a span of its own region buffer, not yet retired */

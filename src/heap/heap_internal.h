@@ -82,21 +82,11 @@ static inline int32_t live_objects(const struct ioa__span *s)
  * left. Objects of the cached word may still be handed out before it is
  * looked at; its other free objects may not, as they were free on a wholly
  * free page (see ioa__heap_strict_changed), nor those freed since it was
- * taken out: out_freed's (see strict_free_into_word) and out_lifo's, which
- * leave the word for the span's bits here, free and not handed out. */
+ * taken out (out_freed: see strict_free_into_word). */
 static inline void strict_note_free(struct ioa__span *s)
 {
-	if (s->used <= 64 && live_objects(s) == 0) {
+	if (s->used <= 64 && live_objects(s) == 0)
 		s->emptied = 1;
-		if (s->out_lifo) {
-			uint64_t back = *s->out_word & s->out_lifo;
-
-			*s->out_word &= ~back;
-			s->bits[s->out_wi] |= back;
-			s->used -= ioa__popcount(back);
-			s->out_lifo = 0;
-		}
-	}
 }
 
 /* Every refill asks: one load when no batch waits. */
