@@ -22,12 +22,41 @@ IOA_EXPORT void ioa_free(void *ptr)
 	ioa__heap_free(ptr);
 }
 
+/* Whether @p, which the bootstrap owns, is the start of an object it made:
+ * else one message, as @call's, and errno EINVAL. */
+static int boot_object(const void *p, const char *call)
+{
+	if (ioa__boot_object(p))
+		return 1;
+	ioa__err("%s(%p): not the start of an object allocated before libioalloc-preload.so "
+		 "started (it lies inside the bootstrap arena)", call, p);
+	errno = EINVAL;
+	return 0;
+}
+
+/* The requested size of @p, which the bootstrap owns, if it is a live
+ * object's start: else SIZE_MAX, one message, as @call's, and errno EINVAL. */
+static size_t boot_live_size(const void *p, const char *call)
+{
+	size_t n;
+
+	if (!boot_object(p, call))
+		return SIZE_MAX;
+	if ((n = ioa__boot_size(p)) == SIZE_MAX) {
+		ioa__err("%s(%p): an object allocated before libioalloc-preload.so started that "
+			 "is free (freed already?)", call, p);
+		errno = EINVAL;
+	}
+	return n;
+}
+
 void ioa__heap_free_unknown(void *p)
 {
 	const char *how;
 
 	if (p && ioa__boot_owns(p)) {
-		ioa__heap_boot_free(p);
+		if (boot_object(p, "free"))
+			ioa__heap_boot_free(p);
 		return;
 	}
 	/* the extents' lookup takes their lock: not inside fork's handlers */
@@ -125,15 +154,18 @@ static size_t usable(const struct ioa__span *s, const void *ptr)
 IOA_EXPORT size_t ioa_usable_size(const void *ptr)
 {
 	const struct ioa__span *s = ioa__pagemap_get(ptr);
+	size_t n;
 
 	if (s)
 		return live(s, ptr, "ioa_usable_size") ? usable(s, ptr) : 0;
 	if (!ptr)
 		return 0;
-	if (ioa__boot_owns(ptr))
-		return ioa__boot_size(ptr);
-	ioa__err("ioa_usable_size(%p): not a pointer ioalloc returned", ptr);
-	return 0;
+	if (!ioa__boot_owns(ptr)) {
+		ioa__err("ioa_usable_size(%p): not a pointer ioalloc returned", ptr);
+		return 0;
+	}
+	n = boot_live_size(ptr, "ioa_usable_size");
+	return n == SIZE_MAX ? 0 : n;
 }
 
 IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
@@ -151,7 +183,7 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 		return NULL;
 	}
 	have = s ? (live(s, ptr, "ioa_realloc") ? usable(s, ptr) : SIZE_MAX)
-		 : ioa__boot_size(ptr);
+		 : boot_live_size(ptr, "ioa_realloc");
 	if (have == SIZE_MAX) {
 		errno = EINVAL; /* nothing changed */
 		return NULL;
