@@ -431,7 +431,8 @@ void *ioa_calloc(size_t n, size_t size);
 void *ioa_realloc(void *ptr, size_t size);
 /** @size bytes aligned to @align (a power of two; else NULL, EINVAL). */
 void *ioa_aligned_alloc(size_t align, size_t size);
-/** The bytes usable at @ptr (its size class, or the request with IOALLOC_CHECK=1). */
+/** The bytes usable at @ptr (its size class, or the request with IOALLOC_CHECK=1);
+ * 0 and a message if @ptr is no live object's start (inside one, or freed). */
 size_t ioa_usable_size(const void *ptr);
 /** ioa_malloc() on NUMA node @node (IOA_NODE_ANY: the thread's); a node
  * without memory fails with EINVAL and a message. */

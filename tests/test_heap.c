@@ -335,6 +335,41 @@ static void test_realloc_misuse(void)
 	ioa_free(large);
 }
 
+/* ioa_usable_size of a pointer that is no live object's start: one message
+ * naming it, and 0 (before, without IOALLOC_CHECK, an interior pointer
+ * answered its object's class or its block's length, and a freed object
+ * its class: a program that wrote that far overran the neighbour). */
+static void usable_refused(const void *p, const char *needle)
+{
+	struct check_capture cap;
+	char want[64];
+	const char *text;
+
+	snprintf(want, sizeof(want), "ioa_usable_size(%p): ", p);
+	capture_begin(&cap);
+	CHECK_EQ(ioa_usable_size(p), 0);
+	text = capture_end(&cap);
+	CHECK_EQ(count_lines(text), 1);
+	CHECK_CONTAINS(text, want);
+	CHECK_CONTAINS(text, needle);
+}
+
+static void test_usable_size_misuse(void)
+{
+	char *mid = ioa_malloc(100), *freed = ioa_malloc(100);
+	char *large = ioa_malloc(100000), *freed_large = ioa_malloc(100000);
+
+	ioa_free(freed);
+	ioa_free(freed_large);
+	usable_refused(mid + 16, "inside a span of size class 112");
+	usable_refused(freed, "an object of size class 112 that is free");
+	usable_refused(large + 64, "not a live block");
+	usable_refused(freed_large, "ioalloc returned");
+	CHECK(ioa_usable_size(mid) >= 100 && ioa_usable_size(large) >= 100000);
+	ioa_free(mid);
+	ioa_free(large);
+}
+
 static void test_canary(void)
 {
 	struct check_capture cap;
@@ -533,6 +568,7 @@ int main(void)
 		test_bad_frees();
 		test_arguments();
 		test_realloc_misuse();
+		test_usable_size_misuse();
 		CHECK_EQ(leaked_at_fini(), 0);
 	}
 	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 0)) {
@@ -546,6 +582,7 @@ int main(void)
 		test_sizes();
 		test_canary();
 		test_realloc_misuse();
+		test_usable_size_misuse();
 		CHECK_EQ(leaked_at_fini(), 0);
 	}
 	test_protect();

@@ -38,6 +38,14 @@ static _Atomic int arena_spent_said;
  * meanwhile; each object's first word holds the next one's offset + 1. */
 static _Atomic uint64_t free_top[CLASSES];
 
+/* One bit per HEADER bytes of the arena, set at an object's start before
+ * malloc returns it and never cleared (a listed object starts there again):
+ * what tells an object from a pointer into one, whose "size word" is the
+ * program's data. Exact, where a tag in the size word would match data by
+ * chance; an atomic OR, no call and no lock, and a fork child's copy is
+ * whole; 512 KiB of zero pages, one touched per 512 KiB of arena used. */
+static _Atomic uint64_t starts[ARENA_BYTES / HEADER / 64];
+
 static _Atomic size_t *size_word(const void *p)
 {
 	return (_Atomic size_t *)((char *)p - HEADER);
@@ -176,19 +184,30 @@ void *ioa__boot_alloc(size_t size, size_t align)
 	} while (!atomic_compare_exchange_weak_explicit(&arena_used, &old, end,
 							memory_order_relaxed, memory_order_relaxed));
 	atomic_store_explicit(size_word(arena + start), size | mark, memory_order_relaxed);
+	/* relaxed: whoever frees the object got it from us, after this */
+	atomic_fetch_or_explicit(&starts[start / HEADER / 64], (uint64_t)1 << (start / HEADER % 64),
+				 memory_order_relaxed);
 	return arena + start;
 }
 
 int ioa__boot_free_small(void *p)
 {
 	size_t was;
+	unsigned c;
 
-	if (!ioa__boot_owns(p) || big_slot(p) >= 0)
+	if (!ioa__boot_object(p) || big_slot(p) >= 0)
 		return 0;
 	/* relaxed: the object's words are the freeing thread's */
 	was = atomic_load_explicit(size_word(p), memory_order_relaxed);
 	if (!(was & CLASSED))
 		return 0;
+	c = class_of(was & SIZE_BITS);
+	if (c >= CLASSES) { /* the word written over, past the end of the object before */
+		ioa__err("free(%p): the size word of an object allocated before "
+			 "libioalloc-preload.so started is overwritten; nothing freed", p);
+		errno = EINVAL;
+		return 1;
+	}
 	was = atomic_fetch_or_explicit(size_word(p), FREED, memory_order_relaxed);
 	if (was & FREED) {
 		ioa__err("free(%p): double free of an object allocated before "
@@ -196,7 +215,7 @@ int ioa__boot_free_small(void *p)
 		errno = EINVAL;
 		return 1;
 	}
-	class_push(class_of(was & SIZE_BITS), p);
+	class_push(c, p);
 	return 1;
 }
 
@@ -228,7 +247,19 @@ int ioa__boot_owns(const void *p)
 	return (a >= lo + HEADER && a < lo + ARENA_BYTES) || big_slot(p) >= 0;
 }
 
+int ioa__boot_object(const void *p)
+{
+	uintptr_t off = (uintptr_t)p - (uintptr_t)arena, i = off / HEADER;
+
+	if (off >= ARENA_BYTES || off % HEADER)
+		return big_slot(p) >= 0;
+	/* relaxed: as the store of the bit */
+	return atomic_load_explicit(&starts[i / 64], memory_order_relaxed) >> (i % 64) & 1;
+}
+
 size_t ioa__boot_size(const void *p)
 {
-	return atomic_load_explicit(size_word(p), memory_order_relaxed) & SIZE_BITS;
+	size_t word = atomic_load_explicit(size_word(p), memory_order_relaxed);
+
+	return word & FREED ? SIZE_MAX : word & SIZE_BITS;
 }

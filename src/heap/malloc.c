@@ -22,12 +22,41 @@ IOA_EXPORT void ioa_free(void *ptr)
 	ioa__heap_free(ptr);
 }
 
+/* Whether @p, which the bootstrap owns, is the start of an object it made:
+ * else one message, as @call's, and errno EINVAL. */
+static int boot_object(const void *p, const char *call)
+{
+	if (ioa__boot_object(p))
+		return 1;
+	ioa__err("%s(%p): not the start of an object allocated before libioalloc-preload.so "
+		 "started (it lies inside the bootstrap arena)", call, p);
+	errno = EINVAL;
+	return 0;
+}
+
+/* The requested size of @p, which the bootstrap owns, if it is a live
+ * object's start: else SIZE_MAX, one message, as @call's, and errno EINVAL. */
+static size_t boot_live_size(const void *p, const char *call)
+{
+	size_t n;
+
+	if (!boot_object(p, call))
+		return SIZE_MAX;
+	if ((n = ioa__boot_size(p)) == SIZE_MAX) {
+		ioa__err("%s(%p): an object allocated before libioalloc-preload.so started that "
+			 "is free (freed already?)", call, p);
+		errno = EINVAL;
+	}
+	return n;
+}
+
 void ioa__heap_free_unknown(void *p)
 {
 	const char *how;
 
 	if (p && ioa__boot_owns(p)) {
-		ioa__heap_boot_free(p);
+		if (boot_object(p, "free"))
+			ioa__heap_boot_free(p);
 		return;
 	}
 	/* the extents' lookup takes their lock: not inside fork's handlers */
@@ -74,29 +103,6 @@ IOA_EXPORT void *ioa_calloc(size_t n, size_t size)
 	return p;
 }
 
-IOA_EXPORT size_t ioa_usable_size(const void *ptr)
-{
-	const struct ioa__span *s = ioa__pagemap_get(ptr);
-
-	if (!s) {
-		if (ptr && ioa__boot_owns(ptr))
-			return ioa__boot_size(ptr);
-		if (ptr)
-			ioa__err("ioa_usable_size(%p): not a pointer ioalloc returned", ptr);
-		return 0;
-	}
-	if (ioa__heap_checking) {
-		size_t n = ioa__check_requested(s, ptr);
-
-		if (n == SIZE_MAX) {
-			ioa__err("ioa_usable_size(%p): not a live object ioalloc returned", ptr);
-			return 0;
-		}
-		return n;
-	}
-	return s->obj_size ? s->obj_size : s->len;
-}
-
 /* Whether a block of @have usable bytes serves a realloc to @size in
  * place: it fits, and no more than half of it would be wasted. */
 static int fits(const struct ioa__span *s, size_t have, size_t size)
@@ -105,11 +111,12 @@ static int fits(const struct ioa__span *s, size_t have, size_t size)
 }
 
 /* Whether @ptr, in @s, is the start of a live object or block: else one
- * message, and realloc changes nothing (it would hand out or copy memory
- * that is free, or another object's). A small object's free bit is read as
- * free reads it: by its owner only (another thread's realloc of it is
- * checked by the free that follows the copy, as its free would be). */
-static int realloc_live(const struct ioa__span *s, const void *ptr)
+ * message, as @call's (realloc would hand out or copy memory that is free, or
+ * another object's; usable_size would answer its size). A small object's
+ * free bit is read as free reads it: by its owner only (another thread's
+ * realloc of it is checked by the free that follows the copy, as its free
+ * would be). */
+static int live(const struct ioa__span *s, const void *ptr, const char *call)
 {
 	uint32_t i;
 
@@ -117,24 +124,48 @@ static int realloc_live(const struct ioa__span *s, const void *ptr)
 		/* relaxed: only a program's bug races this load with a free */
 		if (ptr == s->base && atomic_load_explicit(&s->live, memory_order_relaxed))
 			return 1;
-		ioa__err("ioa_realloc(%p): not a live block ioalloc returned (freed, or inside one); "
-			 "nothing changed", ptr);
+		ioa__err("%s(%p): not a live block ioalloc returned (freed, or inside one)", call,
+			 ptr);
 		return 0;
 	}
 	i = ioa__check_index(s, ptr);
 	if (i == UINT32_MAX) {
-		ioa__err("ioa_realloc(%p): not the start of an object ioalloc returned (it lies "
-			 "inside a span of size class %u at %p); nothing changed", ptr, s->obj_size,
-			 (void *)s->base);
+		ioa__err("%s(%p): not the start of an object ioalloc returned (it lies inside a "
+			 "span of size class %u at %p)", call, ptr, s->obj_size, (void *)s->base);
 		return 0;
 	}
 	if (ioa__heap_checking ? ioa__check_requested(s, ptr) == SIZE_MAX
 			       : !s->owner || (s->owner == ioa__my_heap && ioa__object_free(s, i))) {
-		ioa__err("ioa_realloc(%p): an object of size class %u that is free (freed "
-			 "already?); nothing changed", ptr, s->obj_size);
+		ioa__err("%s(%p): an object of size class %u that is free (freed already?)", call,
+			 ptr, s->obj_size);
 		return 0;
 	}
 	return 1;
+}
+
+/* The usable size of live object or block @ptr of @s. */
+static size_t usable(const struct ioa__span *s, const void *ptr)
+{
+	if (ioa__heap_checking)
+		return ioa__check_requested(s, ptr);
+	return s->obj_size ? s->obj_size : s->len;
+}
+
+IOA_EXPORT size_t ioa_usable_size(const void *ptr)
+{
+	const struct ioa__span *s = ioa__pagemap_get(ptr);
+	size_t n;
+
+	if (s)
+		return live(s, ptr, "ioa_usable_size") ? usable(s, ptr) : 0;
+	if (!ptr)
+		return 0;
+	if (!ioa__boot_owns(ptr)) {
+		ioa__err("ioa_usable_size(%p): not a pointer ioalloc returned", ptr);
+		return 0;
+	}
+	n = boot_live_size(ptr, "ioa_usable_size");
+	return n == SIZE_MAX ? 0 : n;
 }
 
 IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
@@ -151,8 +182,10 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 		errno = EINVAL;
 		return NULL;
 	}
-	if (s && !realloc_live(s, ptr)) {
-		errno = EINVAL;
+	have = s ? (live(s, ptr, "ioa_realloc") ? usable(s, ptr) : SIZE_MAX)
+		 : boot_live_size(ptr, "ioa_realloc");
+	if (have == SIZE_MAX) {
+		errno = EINVAL; /* nothing changed */
 		return NULL;
 	}
 	/* an extent grows into the free one after it, or gives its tail back */
@@ -162,7 +195,6 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 	     (!ioa__heap_in_fork_window() && /* the extents' lock: see ioa__heap_free_unknown */
 	      ioa__extent_resize((struct ioa__span *)s, ptr, ioa__large_round(size)))))
 		return ptr;
-	have = s ? ioa_usable_size(ptr) : ioa__boot_size(ptr);
 	if (s && !ioa__heap_checking && fits(s, have, size))
 		return ptr;
 	/* a large block of its own cannot grow where it lies: the new one takes
