@@ -319,13 +319,24 @@ static void inherited_strict_pages_stay_parents(void)
  * and starts one of its own. */
 static int engine_child(void *buf)
 {
+	struct ioa_stats s;
+	uint64_t ops;
 	int bad = 0;
 
 	alarm(CHILD_SECONDS);
 	bad |= ioa_sim_engine_stop() != 0;
+	ioa_stats_get(&s);
+	ops = s.sim_dma_ops;
 	bad |= (ioa_sim_engine_start(2) != 0) << 1;
 	ioa_sim_engine_post(ioa_virt2iova(buf), KB4);
-	nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
+	/* until the engine transferred, at most 2 s: it needs microseconds, but
+	 * on a loaded machine its threads may not run for 50 ms (seen) */
+	for (int i = 0; i < 200; i++) {
+		ioa_stats_get(&s);
+		if (s.sim_dma_ops != ops)
+			break;
+		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+	}
 	bad |= (ioa_sim_engine_stop() == 0) << 2; /* it transferred */
 	return bad | child_work() << 3;
 }
