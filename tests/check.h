@@ -217,6 +217,16 @@ static inline const char *capture_end(struct check_capture *c)
 }
 
 /* Number of lines in @text (a last line without '\n' counts). */
+/* How often @what occurs in @text. */
+static inline unsigned count_text(const char *text, const char *what)
+{
+	unsigned n = 0;
+
+	for (const char *at = text; (at = strstr(at, what)); at++)
+		n++;
+	return n;
+}
+
 static inline int count_lines(const char *text)
 {
 	int n = 0;

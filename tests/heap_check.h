@@ -10,6 +10,7 @@
 
 #include "ioalloc.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -61,6 +62,20 @@ static inline uint64_t leaked_at_fini(void)
 	/* the heap retired every region buffer of its own, those made ahead too */
 	CHECK(!strstr(capture_end(&c), "was never freed"));
 	return heap_stats().heap_leaked_objects;
+}
+
+/* What is said while a thread runs @fn(@arg), freeing objects of this one,
+ * and this one then applies the frees it was handed (ioa_quiesce). */
+static inline const char *frees_by_thread(struct check_capture *cap, void *(*fn)(void *),
+					  void *arg)
+{
+	pthread_t t;
+
+	capture_begin(cap);
+	pthread_create(&t, NULL, fn, arg);
+	pthread_join(t, NULL);
+	ioa_quiesce();
+	return capture_end(cap);
 }
 
 #endif

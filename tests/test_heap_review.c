@@ -519,22 +519,14 @@ static void test_batched_double_free(void)
 {
 	struct check_capture cap;
 	void *o[3];
-	pthread_t t;
-	const char *text, *at;
-	unsigned reports = 0;
+	const char *text;
 
 	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
 		return;
 	for (int i = 0; i < 3; i++)
 		o[i] = ioa_malloc(64);
-	capture_begin(&cap);
-	pthread_create(&t, NULL, free_abcc, o);
-	pthread_join(t, NULL);
-	ioa_quiesce(); /* the owner applies the batch */
-	text = capture_end(&cap);
-	for (at = text; (at = strstr(at, "double free")); at++)
-		reports++;
-	CHECK_EQ(reports, 1);
+	text = frees_by_thread(&cap, free_abcc, o);
+	CHECK_EQ(count_text(text, "double free"), 1);
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 

@@ -312,15 +312,6 @@ static void *free_all(void *arg)
 	return NULL;
 }
 
-static unsigned count(const char *text, const char *what)
-{
-	unsigned n = 0;
-
-	for (const char *at = text; (at = strstr(at, what)); at++)
-		n++;
-	return n;
-}
-
 static void test_batched_double_free_cuts_batch(void)
 {
 	struct check_capture cap;
@@ -333,26 +324,18 @@ static void test_batched_double_free_cuts_batch(void)
 		return;
 	for (int i = 0; i < 3; i++)
 		o[i] = ioa_malloc(64);
-	capture_begin(&cap);
-	pthread_create(&t, NULL, free_xaba, o);
-	pthread_join(t, NULL);
-	ioa_quiesce(); /* the owner applies the batches */
-	text = capture_end(&cap);
+	text = frees_by_thread(&cap, free_xaba, o);
 	snprintf(name, sizeof(name), "free(%p)", o[1]);
-	CHECK_EQ(count(text, "double free"), 2);
+	CHECK_EQ(count_text(text, "double free"), 2);
 	if (!CHECK(strstr(text, name)))
 		check_note("the report does not name %p: %s", o[1], text);
 
 	/* applied, allocated again, freed by another thread again: no report */
-	capture_begin(&cap);
 	o[3] = NULL;
 	for (int i = 0; i < 3; i++)
 		o[i] = ioa_malloc(64);
-	pthread_create(&t, NULL, free_all, o);
-	pthread_join(t, NULL);
-	ioa_quiesce();
-	text = capture_end(&cap);
-	CHECK_EQ(count(text, "double free"), 0);
+	text = frees_by_thread(&cap, free_all, o);
+	CHECK_EQ(count_text(text, "double free"), 0);
 
 	/* the owner frees one of a batch too: reported, the rest still freed */
 	for (int i = 0; i < 3; i++)
@@ -364,7 +347,7 @@ static void test_batched_double_free_cuts_batch(void)
 	ioa_free(again);
 	ioa_quiesce();
 	text = capture_end(&cap);
-	CHECK_EQ(count(text, "double free"), 1);
+	CHECK_EQ(count_text(text, "double free"), 1);
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 

@@ -56,7 +56,12 @@ static inline void **links(void *p)
  * (the objects after it, leaked) or loop. The mark is the address mixed
  * with one of the library's own (set by ASLR), so a live object's data
  * matches it only by a deliberate copy; the owner clears it as it applies
- * the object, so a later free of it, allocated again, finds none.
+ * the object, so a later free of it, allocated again, finds none. A
+ * thread's exit and fork() hand its batches over as any refill does
+ * (flush_out), marks and all; in a child of fork() the objects in batches of
+ * heaps abandoned there keep their marks and stay allocated, and a free of
+ * one is refused. A signal handler's free meets the same rule as glibc's
+ * (not while its thread is inside the heap); ioa_fini() races no free.
  */
 #define TAIL_MARK 1u
 static inline uintptr_t batch_mark(const void *p)

@@ -74,10 +74,9 @@ void ioa__heap_collect_batches(struct ioa__heap *h)
 		next = links(p)[0];
 		last = (uintptr_t)links(p)[1] == (batch_mark(p) ^ TAIL_MARK);
 		links(p)[1] = NULL;
-		if (last)
-			ioa__stat_add(heap_remote_batches, 1);
 		apply_free(h, s, i);
 		if (last) {
+			ioa__stat_add(heap_remote_batches, 1);
 			k = 0;
 		} else if (++k == BATCH) {
 			ioa__err("a batch of frees handed to this thread holds more than %d objects: "
