@@ -211,33 +211,28 @@ static void test_strict_refill_before_collect(void)
 }
 
 /*
- * R16 (open, not fixed: run with REVIEW_OPEN=1). IOALLOC_PROTECT=strict: a
- * page left wholly free by another thread's free, handed over, is used
- * again unretired when its owner took an object of its cached word before
- * the refill that applies the free.
+ * R16. IOALLOC_PROTECT=strict: a page left wholly free by another thread's
+ * free, handed over, was used again unretired when its owner took an object
+ * of its cached word before the refill that applied the free.
  *
  * Objects of 1280 bytes, three per page, one word: the main thread takes
  * objects 0 and 1 (its cached word W keeps object 2) and frees object 0
  * (listed). A second thread frees object 1 and hands the free over
  * (ioa_quiesce): the page is wholly free. The main thread's next malloc
- * takes object 2 from W (the exception). The one after refills:
- * alloc_small gives W back (heap.c:401) before span_with_room collects the
- * free (R15's fix), so apply_free sees one live object (object 2) and
- * nothing notes that the page was empty (the owner cannot tell whether
- * object 2 was taken before or after the other thread's free); the look
- * keeps the page and object 0 is handed out again, never retired.
+ * took object 2 from W on the fast path. The one after refilled:
+ * alloc_small gave W back before span_with_room collected the free (R15's
+ * fix), so the free saw one live object (object 2), nothing noted that the
+ * page was empty, and object 0 was handed out again, never retired.
  *
- * Should: object 0 comes back only after its page was retired, as in R14.
- * The documented limit (a page emptied by another thread's frees is
- * retired when its owner applies them, docs/heap.md) does not allow it: it
- * delays retirement, and the claim is still that nothing but objects of
- * the checked-out word is used before it. A fix must treat a page whose
- * only live objects were taken from the current word since it was checked
- * out as emptied when the owner applies another thread's frees to it
- * (collecting before the word is given back, and remembering the word as
- * checked out); its cost is that a producer/consumer pair (one thread
- * allocates, another frees) would then retire a page per word, not per
- * page: a trade-off for the maintainers.
+ * Should: neither object 2 nor object 0 comes back before the page is
+ * retired.
+ *
+ * Fixed: in strict mode malloc's fast path goes to the slow one while
+ * frees handed over wait (heap.h ioa__heap_alloc), and alloc_small
+ * applies them before it hands out anything, its word's objects included:
+ * every object taken from a word was taken before any free still waiting
+ * was handed over. Mutation h45 removes the fast path's test, h46 applies
+ * the frees only when the word ran out.
  */
 static void test_strict_remote_emptied_then_cached_word(void)
 {
@@ -254,8 +249,9 @@ static void test_strict_remote_emptied_then_cached_word(void)
 	ioa_free(o[0]);
 	pthread_create(&t, NULL, free_one, o[1]);
 	pthread_join(t, NULL); /* handed over: the page is wholly free */
-	z = ioa_malloc(1280);  /* object 2, of the checked-out word */
-	y = ioa_malloc(1280);  /* a refill */
+	z = ioa_malloc(1280);  /* not object 2, of the checked-out word */
+	y = ioa_malloc(1280);
+	CHECK(!reused_unretired(z, o[0] + 2560, stale + 2560));
 	CHECK(!reused_unretired(y, o[0], stale));
 	ioa_free(y);
 	ioa_free(z);
@@ -357,9 +353,6 @@ int main(void)
 	test_strict_emptied_page_revived_by_cached_word();
 	test_strict_refill_before_collect();
 	test_batched_double_free_cuts_batch();
-	if (getenv("REVIEW_OPEN")) /* open findings: fail until fixed */
-		test_strict_remote_emptied_then_cached_word();
-	else
-		check_note("R16 is open: REVIEW_OPEN=1 runs it");
+	test_strict_remote_emptied_then_cached_word();
 	return check_done();
 }

@@ -353,8 +353,7 @@ static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 	if ((s = h->spans[c]) && has_free(s))
 		return s;
 	flush_all_out(h); /* a slow path bounds how long this thread's frees wait */
-	/* relaxed: a hint, as in collect_remote */
-	if (atomic_load_explicit(&h->remote, memory_order_relaxed)) {
+	if (ioa__heap_frees_wait(h)) {
 		ioa__heap_collect_batches(h);
 		if ((s = h->spans[c]) && has_free(s))
 			return s;
@@ -392,13 +391,16 @@ static void *alloc_small(struct ioa__heap *h, unsigned c)
 {
 	struct ioa__word_cache *e = &h->cache[c];
 	struct ioa__span *s;
-	uint64_t w = e->word;
+	uint64_t w;
 
 	/* strict: the frees other threads handed over are applied before
-	 * anything is handed out, so a page they left wholly free is seen and
-	 * retired first (which gives its word back) */
-	if (!w && ioa__heap_strict)
+	 * anything is handed out (the fast path comes here while some wait),
+	 * so a page they left wholly free is seen and retired first (which
+	 * gives its word back): every object taken from a word was taken
+	 * before any free still waiting was handed over (R16) */
+	if (ioa__heap_strict)
 		collect_remote(h);
+	w = e->word;
 	/* the word's objects freed since: not of a page that emptied since
 	 * (strict: see strict_free_into_word) */
 	if (!w && e->span && e->span->out_freed && !e->span->emptied) {

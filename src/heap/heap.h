@@ -209,6 +209,12 @@ static inline int ioa__popcount(uint64_t w)
 	return (int)((w * 0x0101010101010101ull) >> 56);
 }
 
+/* Settings of the running library (ioa__heap_init). Hidden: the preload
+ * library's malloc, built with default visibility, reads the first directly,
+ * not through the GOT. */
+extern int ioa__heap_strict __attribute__((visibility("hidden")));
+extern int ioa__heap_checking;
+
 /* The calling thread's heap; a static empty one (whose current spans are
  * all full) until its first malloc, so the fast path needs no NULL test. */
 extern __thread struct ioa__heap *ioa__my_heap __attribute__((tls_model("initial-exec")));
@@ -225,6 +231,14 @@ int ioa__heap_in_fork_window(void);
 /* The free of boot arena object @p: kept for reuse inside fork's handlers. */
 void ioa__heap_boot_free(void *p);
 
+/* Whether other threads handed frees over to @h that it has not applied.
+ * Relaxed: by coherence a handover that happens before the call is seen;
+ * the collect's acquire orders what it takes. */
+static inline int ioa__heap_frees_wait(struct ioa__heap *h)
+{
+	return atomic_load_explicit(&h->remote, memory_order_relaxed) != NULL;
+}
+
 /* malloc's fast path: the lowest free object of the class's cached word. */
 static inline void *ioa__heap_alloc(size_t size)
 {
@@ -236,6 +250,10 @@ static inline void *ioa__heap_alloc(size_t size)
 	e = &ioa__my_heap->cache[ioa__class_of(size)];
 	w = e->word;
 	if (__builtin_expect(w == 0, 0))
+		return ioa__heap_alloc_slow(size);
+	/* strict: nothing is handed out while frees handed over wait, so that
+	 * a page they left wholly free is retired first (alloc_small) */
+	if (__builtin_expect(ioa__heap_strict, 0) && ioa__heap_frees_wait(ioa__my_heap))
 		return ioa__heap_alloc_slow(size);
 	e->word = w & (w - 1);
 	return e->base + (size_t)__builtin_ctzll(w) * e->size;

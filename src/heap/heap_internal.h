@@ -97,8 +97,7 @@ static inline void strict_note_free(struct ioa__span *s)
 /* Every refill asks: one load when no batch waits. */
 static inline void collect_remote(struct ioa__heap *h)
 {
-	/* relaxed: a hint; ioa__heap_collect_batches' acquire orders what it takes */
-	if (atomic_load_explicit(&h->remote, memory_order_relaxed))
+	if (ioa__heap_frees_wait(h))
 		ioa__heap_collect_batches(h);
 }
 

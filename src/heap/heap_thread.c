@@ -121,8 +121,7 @@ static void upkeep(int node)
 	}
 	pthread_mutex_lock(&heaps_lock);
 	for (pp = &parked; (h = *pp);) {
-		/* relaxed: a hint; what the batches hold is collect_remote's acquire */
-		if (h->node != node || !atomic_load_explicit(&h->remote, memory_order_relaxed)) {
+		if (h->node != node || !ioa__heap_frees_wait(h)) {
 			pp = &h->next_parked;
 			continue;
 		}

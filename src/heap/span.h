@@ -12,9 +12,6 @@
 
 #include "sizeclass.h"
 
-/* Settings of the running library (ioa__heap_init). */
-extern int ioa__heap_strict, ioa__heap_checking;
-
 /* Bytes of the span that holds class @c, or 0 when the class is served by
  * large blocks (strict mode keeps spans to one page). */
 size_t ioa__span_len(unsigned c);
