@@ -391,19 +391,20 @@ int ioa_dma_unregister(void *addr);
  *   invalidated through the deferral engine) before anything on it is used
  *   again, so a stale DMA into it faults. Spans are then one page, sizes
  *   above 2 KiB take whole pages, and a thread looks for wholly free pages
- *   among those its frees touched before it hands out more from one of
- *   them, after 1024 frees or 64 pages, and at ioa_quiesce() (the caller's
- *   at once) and exit; frees from another thread are applied by the
- *   allocating thread, at its next refill, ioa_quiesce() or exit, so its
- *   ioa_quiesce() is the one that retires them. What strict cannot do: an
- *   object freed on a page that still holds live objects stays mapped, and
- *   a stale DMA to it reaches that page (the next object placed there, or
- *   nothing): the thread that freed it may hand it out again at its next
- *   refill of that size while the page keeps a live object; a page emptied
- *   by another thread's frees counts as holding the objects its allocating
- *   thread took from its current word of free objects before it applied
- *   them (it cannot tell which came first); only ioa_dma_alloc() gives a
- *   buffer its own pages.
+ *   among those its frees touched before it takes a new word of free
+ *   objects (up to 64) from one of them, after 1024 frees or 64 pages, and
+ *   at ioa_quiesce() (the caller's at once) and exit; frees from another
+ *   thread are applied by the allocating thread at its next malloc,
+ *   ioa_quiesce() or exit (so its ioa_quiesce() is the one that retires
+ *   them), and nothing on a page they leave wholly free serves before its
+ *   retirement. What
+ *   strict cannot do: an object freed on a page that still holds live
+ *   objects stays mapped, and a stale DMA to it reaches that page (the next
+ *   object placed there, or nothing): the thread that freed it may hand it
+ *   out again at its next refill of that size while the page keeps a live
+ *   object; a page emptied by its own thread's frees may still serve the
+ *   rest of that thread's current word until the thread looks at it; only
+ *   ioa_dma_alloc() gives a buffer its own pages.
  *
  * Checks: a free of a pointer ioalloc never returned (or of the inside of
  * an object) and a second free of an object are detected and reported with

@@ -259,6 +259,70 @@ static void test_strict_remote_emptied_then_cached_word(void)
 }
 
 /*
+ * R18. IOALLOC_PROTECT=strict: a page that the owner's own frees had listed
+ * for a look, then left wholly free by another thread's free, still served
+ * the rest of its cached word once that free was applied.
+ *
+ * Objects of 16 bytes, 256 a page, four words: the main thread takes word 0
+ * whole and one object of word 1 (checked out), then frees all but one of
+ * word 0 and the object of word 1 (the span is listed). A second thread
+ * frees the last one and hands it over: the page is wholly free. The next
+ * malloc of the class collected the free (R16's fix), but apply_free left a
+ * listed span to the list's look and only noted it emptied, so the word's
+ * next object was handed out, unretired; likewise on the fast path when a
+ * malloc of another class had collected the free.
+ *
+ * Should: nothing of the page is handed out before it is retired.
+ *
+ * Fixed: apply_free gives the cached word of a listed span that it left
+ * emptied back (heap_remote.c); the list's look retires the span. Mutation
+ * h47 removes that.
+ */
+static void strict_listed_emptied_by_remote(int collect_elsewhere)
+{
+	static char *before[300];
+	char *w0[64], *w1, *z;
+	unsigned n = 0;
+	uint64_t stale;
+	pthread_t t;
+
+	while (n < 300) { /* to the start of a fresh page of 16-byte objects */
+		before[n] = ioa_malloc(16);
+		if (((uintptr_t)before[n++] & 4095) == 0)
+			break;
+	}
+	w0[0] = before[--n];
+	for (int i = 1; i < 64; i++)
+		w0[i] = ioa_malloc(16);
+	w1 = ioa_malloc(16); /* word 1 checked out */
+	if (!CHECK(w1 == w0[0] + 1024))
+		return;
+	stale = ioa_virt2iova(w1);
+	for (int i = 0; i < 63; i++)
+		ioa_free(w0[i]);
+	ioa_free(w1); /* the span is listed */
+	pthread_create(&t, NULL, free_one, w0[63]);
+	pthread_join(t, NULL); /* handed over: the page is wholly free */
+	if (collect_elsewhere)
+		ioa_free(ioa_malloc(100)); /* applies the free: none waits after */
+	z = ioa_malloc(16);
+	CHECK(!reused_unretired(z, w1, stale + (uint64_t)(z - w1)));
+	ioa_free(z);
+	for (unsigned i = 0; i < n; i++)
+		ioa_free(before[i]);
+}
+
+static void test_strict_listed_emptied_by_remote(void)
+{
+	for (int elsewhere = 0; elsewhere < 2; elsewhere++) {
+		if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 1000000))
+			return;
+		strict_listed_emptied_by_remote(elsewhere);
+		CHECK_EQ(leaked_at_fini(), 0);
+	}
+}
+
+/*
  * R17. A thread's double free of an object that waits in its batch of frees
  * for another thread, not the last one it linked, cuts the batch: the
  * objects linked before that object are never freed, and the owner's
@@ -354,5 +418,6 @@ int main(void)
 	test_strict_refill_before_collect();
 	test_batched_double_free_cuts_batch();
 	test_strict_remote_emptied_then_cached_word();
+	test_strict_listed_emptied_by_remote();
 	return check_done();
 }

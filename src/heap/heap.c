@@ -69,8 +69,7 @@ static void make_current(struct ioa__heap *h, struct ioa__span *s)
 	h->spans[s->cls] = s;
 }
 
-/* Gives the objects left in class @c's cached word back to its span. */
-static void give_back_word(struct ioa__heap *h, unsigned c)
+void ioa__heap_give_back_word(struct ioa__heap *h, unsigned c)
 {
 	struct ioa__word_cache *e = &h->cache[c];
 
@@ -91,7 +90,7 @@ static void give_back_word(struct ioa__heap *h, unsigned c)
 static void give_back_words(struct ioa__heap *h)
 {
 	for (unsigned c = 0; c < IOA_CLASSES; c++)
-		give_back_word(h, c);
+		ioa__heap_give_back_word(h, c);
 }
 
 /* A span of @h nobody holds an object of: kept by the heap (lazy, a few),
@@ -176,11 +175,11 @@ void ioa__heap_strict_changed(struct ioa__heap *h, struct ioa__span *s)
 {
 	if (live_objects(s) == 0) {
 		if (s->out_wi != UINT32_MAX)
-			give_back_word(h, s->cls);
+			ioa__heap_give_back_word(h, s->cls);
 		span_changed(h, s);
 	} else if (s->emptied) {
 		if (s->out_wi != UINT32_MAX)
-			give_back_word(h, s->cls);
+			ioa__heap_give_back_word(h, s->cls);
 		if (h->spans[s->cls] == s)
 			h->spans[s->cls] = NULL;
 		else if (listed(s))
@@ -408,7 +407,7 @@ static void *alloc_small(struct ioa__heap *h, unsigned c)
 		e->span->out_freed = 0;
 	}
 	if (!w) {
-		give_back_word(h, c);
+		ioa__heap_give_back_word(h, c);
 		if (!(s = span_with_room(h, c)))
 			return NULL;
 		/* strict: a span freed into is looked at before a word of it is

@@ -23,6 +23,8 @@ extern __thread int ioa__my_state __attribute__((tls_model("initial-exec")));
 void ioa__heap_hand_back(struct ioa__heap *h);
 void ioa__heap_strict_changed(struct ioa__heap *h, struct ioa__span *s);
 void ioa__heap_flush_pending(struct ioa__heap *h);
+/* Gives the objects left in class @c's cached word back to its span. */
+void ioa__heap_give_back_word(struct ioa__heap *h, unsigned c);
 void *ioa__heap_alloc_from(struct ioa__heap *h, size_t size, size_t align);
 
 /* heap_remote.c */

@@ -34,11 +34,14 @@ static void apply_free(struct ioa__heap *h, struct ioa__span *s, uint32_t i)
 	s->bits[i >> 6] |= 1ull << (i & 63);
 	s->used--;
 	/* strict: a current span emptied by other threads is retired too, but
-	 * never one in the owner's list: the list's flush looks at it */
+	 * never one in the owner's list: the list's flush looks at it, and
+	 * until then its cached word serves no more (R18) */
 	if (ioa__heap_strict) {
 		strict_note_free(s);
 		if (!s->pending)
 			ioa__heap_strict_changed(h, s);
+		else if (s->emptied && s->out_wi != UINT32_MAX)
+			ioa__heap_give_back_word(h, s->cls);
 	}
 	else if (s->used <= s->low)
 		ioa__heap_span_watch(h, s);
