@@ -393,11 +393,14 @@ int ioa_dma_unregister(void *addr);
  *   above 2 KiB take whole pages, and a thread looks for wholly free pages
  *   among those its frees touched before it takes a new word of free
  *   objects (up to 64) from one of them, after 1024 frees or 64 pages, and
- *   at ioa_quiesce() (the caller's at once) and exit; frees from another
- *   thread are applied by the allocating thread at its next malloc,
- *   ioa_quiesce() or exit (so its ioa_quiesce() is the one that retires
- *   them), and nothing on a page they leave wholly free serves before its
- *   retirement. What
+ *   at ioa_quiesce() (the caller's at once) and exit. A free from another
+ *   thread counts once that thread hands it over: its batch of frees for
+ *   the allocating thread goes at its next refill, after 64 of them, at its
+ *   ioa_quiesce() or exit. The allocating thread applies what was handed
+ *   over at its next malloc, ioa_quiesce() or exit, and from then on
+ *   nothing on a page those frees left wholly free serves before its
+ *   retirement (so the freeing thread's ioa_quiesce(), then the allocating
+ *   thread's, retire it). What
  *   strict cannot do: an object freed on a page that still holds live
  *   objects stays mapped, and a stale DMA to it reaches that page (the next
  *   object placed there, or nothing): the thread that freed it may hand it
