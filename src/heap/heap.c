@@ -206,17 +206,19 @@ void ioa__heap_strict_changed(struct ioa__heap *h, struct ioa__span *s)
  * class's current page whenever any class took a word: malloc_pairs
  * retired a page every 4 pairs; kept: every 13.)
  *
- * The list is taken out before any span is looked at: a retirement may call
- * into libc (a thread's first one registers its queue under a pthread key,
- * for which glibc may calloc), which under LD_PRELOAD mallocs and frees
- * through this heap, refilling and listing again; the inner call sees only
- * what it listed itself, the spans taken out are held (IOA_PENDING_HELD)
- * until looked at, so that an inner refill hands out nothing of them, and a
- * word the inner call cached serves the outer refill (alloc_small). Nothing
- * else nests here: fork() is not
+ * The list is taken out before any span is looked at: a retirement may
+ * call into libc (the reclaimer's first start creates a thread, whose TLS
+ * glibc callocs; a thread's first retirement registers its queue under a
+ * pthread key, for which glibc callocs past 32 keys), which under
+ * LD_PRELOAD mallocs and frees through this heap, refilling and listing
+ * again; the inner call sees only what it listed itself, the spans taken
+ * out are held (IOA_PENDING_HELD) until looked at, so that an inner refill
+ * hands out nothing of them, and a word the inner call cached serves the
+ * outer refill (alloc_small). Nothing else nests here: fork() is not
  * called from inside the heap, a signal handler may not malloc while its
- * thread is in it (as with glibc's), a thread's exit destructor looks at its
- * list last, and ioa_fini() races no call. */
+ * thread is in it (as with glibc's), a thread's exit destructor looks at
+ * its list last, and ioa_fini() races no call.
+ */
 static void look_at_pending(struct ioa__heap *h, int keep_words)
 {
 	struct ioa__span *list[IOA_STRICT_SPANS], *kept[IOA_STRICT_SPANS];
@@ -414,7 +416,7 @@ static void *alloc_small(struct ioa__heap *h, unsigned c)
 			return NULL;
 		/* strict: a span freed into is looked at before a word of it is
 		 * handed out, so no emptied page is used again unretired */
-		while (s->pending) {
+		while (!e->span && s->pending) {
 			if (s->pending == IOA_PENDING_HELD) {
 				/* a look further up this thread's stack holds it (a
 				 * retirement re-entered malloc): that look decides,
@@ -427,11 +429,9 @@ static void *alloc_small(struct ioa__heap *h, unsigned c)
 			if (!(s = span_with_room(h, c)))
 				return NULL;
 		}
-		/* a retirement above re-entered malloc for this class and cached
-		 * a word (a thread's first retirement registers its queue under a
-		 * pthread key: past glibc's first 32 keys, pthread_setspecific
-		 * callocs 512 bytes): that word serves, not one checked out over
-		 * it (test_preload_strict_keys) */
+		/* a call above re-entered malloc for this class and cached a word
+		 * (a retirement's calloc in libc: see look_at_pending): that word
+		 * serves, not one checked out over it (test_preload_strict_keys) */
 		if (e->span)
 			return alloc_small(h, c);
 		w = free_bits(s, s->wi);
