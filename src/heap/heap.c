@@ -382,6 +382,10 @@ static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 			return NULL;
 		}
 	}
+	/* a span an inner malloc made current meanwhile (a retirement above
+	 * re-entered it: see look_at_pending) joins a list at its next free */
+	if (h->spans[c])
+		h->spans[c]->low = IOA_SPAN_FULL;
 	has_free(s);
 	make_current(h, s);
 	return s;
