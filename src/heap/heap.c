@@ -207,17 +207,18 @@ void ioa__heap_strict_changed(struct ioa__heap *h, struct ioa__span *s)
  * retired a page every 4 pairs; kept: every 13.)
  *
  * The list is taken out before any span is looked at: a retirement may
- * call into libc (the reclaimer's first start creates a thread, whose TLS
- * glibc callocs; a thread's first retirement registers its queue under a
- * pthread key, for which glibc callocs past 32 keys), which under
- * LD_PRELOAD mallocs and frees through this heap, refilling and listing
- * again; the inner call sees only what it listed itself, the spans taken
- * out are held (IOA_PENDING_HELD) until looked at, so that an inner refill
- * hands out nothing of them, and a word the inner call cached serves the
- * outer refill (alloc_small). Nothing else nests here: fork() is not
- * called from inside the heap, a signal handler may not malloc while its
- * thread is in it (as with glibc's), a thread's exit destructor looks at
- * its list last, and ioa_fini() races no call.
+ * call into libc (a thread's first retirement registers its queue under a
+ * pthread key, for which glibc callocs past 32 keys; the reclaimer's
+ * thread creation, whose TLS glibc callocs, runs in a life window and is
+ * served by the boot arena), which under LD_PRELOAD mallocs and frees
+ * through this heap, refilling and listing again; the inner call sees only
+ * what it listed itself, the spans taken out are held (IOA_PENDING_HELD)
+ * until looked at, so that an inner refill hands out nothing of them, and
+ * a word the inner call cached serves the outer refill (alloc_small).
+ * Nothing else nests here: fork() is not called from inside the heap, a
+ * signal handler may not malloc while its thread is in it (as with
+ * glibc's), a thread's exit destructor looks at its list last, and
+ * ioa_fini() races no call.
  */
 static void look_at_pending(struct ioa__heap *h, int keep_words)
 {
