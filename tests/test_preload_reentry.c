@@ -12,7 +12,10 @@
  * back, and S2 still named the heap's cached word as its own, so a free of
  * the object the inner malloc got set a bit in S1's word: the next malloc
  * of the class handed out S1's first object, still live. With the window,
- * that malloc comes from the boot arena and the heap is not re-entered.
+ * that malloc comes from the boot arena and the heap is not re-entered:
+ * the test checks that the shim's object has no IOVA. (Since 7ebc072 and
+ * 7b00026 the heap copes with such a re-entry too: the outer refill
+ * serves the inner one's word and lists its span at its next free.)
  *
  * The shim preload_create_spy.c, preloaded before the library, makes the
  * re-entry deterministic: its pthread_create mallocs a size the test
@@ -117,9 +120,11 @@ static void *target(void *arg)
 	}
 	if (!CHECK(mine != NULL) || !CHECK(spy != NULL))
 		return arg;
-	check_note("size %zu: the malloc inside pthread_create came from %s", size,
-		   ioa_virt2iova(spy) == IOA_BAD_IOVA ? "the boot arena (no IOVA)"
-						      : "the heap (it has an IOVA)");
+	/* the window: the library's own call is not re-entered (the heap would
+	 * now cope with it, 7ebc072 and 7b00026, but the window keeps it out) */
+	if (!CHECK_EQ(ioa_virt2iova(spy), IOA_BAD_IOVA))
+		check_note("size %zu: the malloc inside the library's pthread_create came from "
+			   "the heap (it has an IOVA), not the boot arena", size);
 	memset(mine, 0xa5, size);
 	free(spy); /* orphaned: it set a bit in the word that now is the target's */
 	for (int i = 0; i < AFTER; i++) {
