@@ -233,7 +233,9 @@ void ioa__heap_boot_free(void *p);
 
 /* Whether other threads handed frees over to @h that it has not applied.
  * Relaxed: by coherence a handover that happens before the call is seen;
- * the collect's acquire orders what it takes. */
+ * the collect's acquire orders what it takes. The empty heap (bootstrap,
+ * past a thread's exit) is never handed any; in a child of fork() the
+ * stack copied is the child's heap's to apply, as at any refill. */
 static inline int ioa__heap_frees_wait(struct ioa__heap *h)
 {
 	return atomic_load_explicit(&h->remote, memory_order_relaxed) != NULL;
