@@ -7,7 +7,8 @@
  * ioalloc's own, are retired at rest; the sim frees an emptied table page
  * only after the invalidation that follows its unlinking, and a map after an
  * unlink is reachable at once (no stale cached table page); threads rotating
- * at once (the TSan variant's case). The lap bound of the cursor itself is
+ * at once (the TSan variant's case); a retirement's runs stay in their
+ * segment. The lap bound of the cursor itself is
  * in test_iova.
  *
  * `test_rotate quick` (valgrind) and the sanitizer builds do fewer pairs in
@@ -140,6 +141,86 @@ static void test_runs_follow_iova(void)
 	CHECK(!dma_faults(liova));
 	CHECK_EQ(ioa_dma_free(l), 0);
 out:
+	ioa_fini();
+}
+
+/*
+ * Neighbours in IOVA and in page index that lie in two segments retire as two
+ * runs. With rotate, X (page k of segment A) and Y (page k + 1 of segment B)
+ * take the cursor's IOVAs one after the other; freed in one pass, a run that
+ * went on from X into Y would release page k + 1 of A, live, and keep B's.
+ * The two segments are full but for those pages, so that the next two
+ * allocations take them; after their retirement no live page may be handed
+ * out again.
+ */
+enum { SEG_PAGES = 512, SEG_BUFFERS = 2 * SEG_PAGES };
+
+static uint8_t *seg_buf[SEG_BUFFERS];
+
+/* The buffer at page @k of the 2 MiB segment @seg, or NULL. */
+static uint8_t *buffer_at(uintptr_t seg, unsigned k)
+{
+	for (unsigned i = 0; i < SEG_BUFFERS; i++)
+		if (seg_buf[i] && (uint8_t *)(seg * MB2) + k * KB4 == seg_buf[i])
+			return seg_buf[i];
+	return NULL;
+}
+
+static void forget(const uint8_t *p)
+{
+	for (unsigned i = 0; i < SEG_BUFFERS; i++)
+		if (seg_buf[i] == p)
+			seg_buf[i] = NULL;
+}
+
+static void test_runs_stay_in_segment(void)
+{
+	uintptr_t a, b;
+	unsigned k = SEG_PAGES / 2;
+	uint8_t *x, *y, *z[2];
+
+	if (!init_with(IOA_IOVA_ROTATE, 1000000))
+		return;
+	for (unsigned i = 0; i < SEG_BUFFERS; i++)
+		if (!CHECK((seg_buf[i] = ioa_dma_alloc(KB4, 0, 0)) != NULL))
+			goto out;
+	/* they fill two segments: the newest (A), which allocations look at
+	 * first, and the one before (B) */
+	a = (uintptr_t)seg_buf[SEG_BUFFERS - 1] / MB2;
+	b = (uintptr_t)seg_buf[0] / MB2;
+	for (unsigned i = 0; i < SEG_BUFFERS; i++)
+		if (!CHECK((uintptr_t)seg_buf[i] / MB2 == a || (uintptr_t)seg_buf[i] / MB2 == b))
+			goto out;
+	if (!CHECK(a != b))
+		goto out;
+	x = buffer_at(a, k);
+	y = buffer_at(b, k + 1);
+	CHECK_EQ(ioa_dma_free(x), 0);
+	CHECK_EQ(ioa_dma_free(y), 0);
+	forget(x);
+	forget(y);
+	CHECK_EQ(ioa_quiesce(), 0);
+	z[0] = ioa_dma_alloc(KB4, 0, 0);
+	z[1] = ioa_dma_alloc(KB4, 0, 0);
+	/* the case: X's IOVA just below Y's, X's page just below Y's */
+	if (!CHECK(z[0] == x && z[1] == y) ||
+	    !CHECK_EQ(ioa_virt2iova(y), ioa_virt2iova(x) + KB4))
+		goto out;
+	CHECK_EQ(ioa_dma_free(x), 0);
+	CHECK_EQ(ioa_dma_free(y), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	z[0] = ioa_dma_alloc(KB4, 0, 0);
+	z[1] = ioa_dma_alloc(KB4, 0, 0);
+	for (unsigned j = 0; j < 2; j++) {
+		CHECK(z[j] != NULL && buffer_at((uintptr_t)z[j] / MB2,
+						(unsigned)((uintptr_t)z[j] % MB2 / KB4)) != z[j]);
+		if (z[j])
+			CHECK_EQ(ioa_dma_free(z[j]), 0);
+	}
+out:
+	for (unsigned i = 0; i < SEG_BUFFERS; i++)
+		if (seg_buf[i])
+			CHECK_EQ(ioa_dma_free(seg_buf[i]), 0);
 	ioa_fini();
 }
 
@@ -410,6 +491,7 @@ int main(int argc, char **argv)
 	test_old_iova(IOA_IOVA_ROTATE);
 	test_sim_table_pages();
 	test_runs_follow_iova();
+	test_runs_stay_in_segment();
 	test_dump();
 	test_table_pages_at_rest();
 	test_threads();
