@@ -491,6 +491,12 @@ struct ioa__span *ioa__span_page(struct ioa__heap *h, uint32_t per)
 	unsigned *n = &h->nready[per - 1];
 
 	if (!*n || ioa__iommu_inherited()) { /* the child of fork() gets EPERM */
+		/* made in place, as no call nests here: the making allocates
+		 * nothing through the heap (descriptors and table pages come from
+		 * mmap), and a pass its throttle runs on this thread calls device
+		 * tables' invalidate callbacks, which may not allocate (ioalloc.h);
+		 * the reader slot a pass's lookups register sits under a key
+		 * made at ioa_init, whose pthread_setspecific needs no calloc */
 		unsigned made = ioa__span_make_pages(h, per, ready, IOA_READY_PAGES);
 
 		if (!made)
