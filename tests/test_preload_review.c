@@ -33,6 +33,10 @@
  *
  * reallocarray() whose size overflows returns NULL with ENOMEM, leaves the
  * block as it was and says so once, as calloc() does.
+ *
+ * memalign() and aligned_alloc() with an alignment no block can have, but
+ * at most the largest power of two, fail with ENOMEM, as glibc's do (they
+ * said EINVAL above 2 TiB); above it, with EINVAL.
  */
 #include "check.h"
 
@@ -73,6 +77,20 @@ int main(int argc, char **argv)
 		ONE_MESSAGE("the size overflows", q = c_alloc(half, 3));
 		CHECK(q == NULL);
 		free(block);
+	}
+	{
+		void *(*volatile mem_align)(size_t, size_t) = memalign;
+		void *(*volatile aligned)(size_t, size_t) = aligned_alloc;
+		const size_t aligns[] = { (size_t)1 << 42, ((size_t)1 << 41) + 1, (size_t)1 << 63 };
+
+		for (unsigned i = 0; i < sizeof(aligns) / sizeof(aligns[0]); i++) {
+			errno = 0;
+			CHECK(mem_align(aligns[i], 100) == NULL && errno == ENOMEM);
+			errno = 0;
+			CHECK(aligned(aligns[i], 100) == NULL && errno == ENOMEM);
+		}
+		errno = 0;
+		CHECK(mem_align(((size_t)1 << 63) + 1, 100) == NULL && errno == EINVAL);
 	}
 	CHECK_EQ(review_ctor_allocs, 48);
 	CHECK_EQ(review_ctor_failed, 0);

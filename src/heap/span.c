@@ -278,6 +278,7 @@ static struct ioa__span *span_create(int node, size_t len, size_t align, int poo
 	s->len = len;
 	s->node = node;
 	s->zeroed = (uint8_t)zeroed;
+	s->align_shift = (uint8_t)__builtin_ctzll((uintptr_t)p | ioa_virt2iova(p));
 	if (span_map(s, map_pages) != 0)
 		return NULL;
 	s->listed = 1;
@@ -471,7 +472,7 @@ struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
 }
 
 /* The smallest cached block of at least @len bytes, at most twice as many,
- * aligned to @align, resident ones first (a purged one faults its pages in
+ * aligned to @align in address and IOVA, resident ones first (a purged one faults its pages in
  * again): what it holds beyond @len costs no memory until touched
  * (on-demand pages) or is memory the node already holds (pinned pages). */
 static struct ioa__span *best_fit(const struct list *l, size_t len, size_t align)
@@ -479,7 +480,7 @@ static struct ioa__span *best_fit(const struct list *l, size_t len, size_t align
 	struct ioa__span *best = NULL;
 
 	for (struct ioa__span *s = l->head; s; s = s->next)
-		if (s->len >= len && s->len / 2 <= len && ((uintptr_t)s->base & (align - 1)) == 0 &&
+		if (s->len >= len && s->len / 2 <= len && ((size_t)1 << s->align_shift) >= align &&
 		    (!best || (s->purged == best->purged ? s->len < best->len : !s->purged)))
 			best = s;
 	return best;

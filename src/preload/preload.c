@@ -86,10 +86,11 @@ int posix_memalign(void **out, size_t align, size_t size)
 }
 
 /* As glibc's: an alignment that is not a power of two is rounded up to
- * one (0 to the least), and one too large for any block fails with EINVAL. */
+ * one (0 to the least); one above the largest power of two fails with
+ * EINVAL, one too large for any block with ENOMEM (the heap says so). */
 void *memalign(size_t align, size_t size)
 {
-	if (align > IOA_BUFFER_MAX) {
+	if (align > SIZE_MAX / 2 + 1) {
 		errno = EINVAL;
 		return NULL;
 	}
