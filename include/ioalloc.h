@@ -433,7 +433,8 @@ void *ioa_calloc(size_t n, size_t size);
 /** As realloc(): in place when the block still fits without wasting half of
  * it; NULL @ptr allocates; on failure NULL and @ptr is kept. */
 void *ioa_realloc(void *ptr, size_t size);
-/** @size bytes aligned to @align (a power of two; else NULL, EINVAL). */
+/** @size bytes aligned to @align (a power of two; else NULL, EINVAL), in
+ * address and in IOVA alike. */
 void *ioa_aligned_alloc(size_t align, size_t size);
 /** The bytes usable at @ptr (its size class, or the request with IOALLOC_CHECK=1);
  * 0 and a message if @ptr is no live object's start (inside one, or freed). */
@@ -445,7 +446,9 @@ void *ioa_malloc_node(size_t size, int node);
  * @size bytes aligned to @align (0 or a power of two) that do not cross a
  * multiple of @boundary (0 for none, or a power of two at least @size), for
  * devices whose descriptors may not cross 4 KiB or 2 MiB: the block is
- * aligned to the smallest power of two that holds it. Freed with ioa_free().
+ * aligned to the smallest power of two that holds it. Alignment and boundary
+ * hold in address and in IOVA alike. A @size of 0 gets a unique block, as
+ * ioa_malloc(0) does. Freed with ioa_free().
  */
 void *ioa_malloc_dma(size_t size, size_t align, size_t boundary);
 

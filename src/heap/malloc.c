@@ -65,8 +65,8 @@ void ioa__heap_free_unknown(void *p)
 	if (ioa__is_up() && (how = ioa__region_how_freed(p)))
 		ioa__err("free(%p): %s; nothing freed", p, how);
 	else
-		ioa__err("free(%p): not a pointer ioalloc returned, or one it returned before "
-			 "ioa_fini()", p);
+		ioa__err("free(%p): not a pointer ioalloc returned, or one freed already whose "
+			 "pages were retired (a double free), or one returned before ioa_fini()", p);
 	errno = EINVAL;
 }
 
