@@ -166,44 +166,48 @@ static int dma_fits(const char *p, size_t n, size_t align, size_t boundary)
 }
 
 /* Lazy mode: a cached large block serves a request aligned more than it
- * was only if its IOVA is aligned so too. A block of 3 MiB aligned to 2 MiB
- * whose address happens to be aligned more than its IOVA (blocks are made
- * until one is), freed into the cache, was handed to a request aligned as
- * its address: ioa_malloc_dma(3 MiB, 0, 4 MiB) got an IOVA range that
- * crossed 4 MiB. */
+ * was only if its IOVA is aligned so too. Blocks of 3 and 5 MiB in turn
+ * (two strides, so that addresses, which go down, and IOVAs, which go up,
+ * are not aligned alike), aligned to 2 MiB, are made until one has its
+ * address aligned more than its IOVA (the victim); freed into the cache, it
+ * was handed to ioa_aligned_alloc() with its address's alignment, and, a
+ * block of 3 MiB whose IOVA was aligned to 2 MiB only, to
+ * ioa_malloc_dma(3 MiB, 0, 4 MiB), whose IOVA range then crossed 4 MiB. */
 static void test_cached_block_iova(void)
 {
 	enum { TRIES = 64 };
 	const size_t mb = (size_t)1 << 20;
 	char *kept[TRIES], *victim = NULL, *p;
-	size_t align = 0;
+	unsigned va_shift = 0, iova_shift = 0;
+	size_t len = 0;
 	int n = 0;
 
 	while (n < TRIES && !victim) {
-		unsigned va_shift, iova_shift;
-
-		if (!CHECK((p = ioa_malloc_dma(3 * mb, 2 * mb, 0)) != NULL))
+		len = (n & 1 ? 5 : 3) * mb;
+		if (!CHECK((p = ioa_malloc_dma(len, 2 * mb, 0)) != NULL))
 			break;
 		va_shift = (unsigned)__builtin_ctzll((uintptr_t)p);
 		iova_shift = (unsigned)__builtin_ctzll(ioa_virt2iova(p));
-		if (va_shift > iova_shift && va_shift <= 26) {
+		if (va_shift > iova_shift && va_shift <= 26)
 			victim = p;
-			align = (size_t)1 << va_shift;
-		} else {
+		else
 			kept[n++] = p;
-		}
 	}
 	if (!CHECK(victim != NULL))
-		check_note("no block of 3 MiB had its address aligned more than its IOVA, in %d: the "
-			   "case did not happen", TRIES);
-	ioa_free(victim);
+		check_note("no block had its address aligned more than its IOVA, in %d: the case did "
+			   "not happen", TRIES);
 	if (victim) {
-		p = ioa_malloc_dma(3 * mb, 0, align);
-		CHECK(p && dma_fits(p, 3 * mb, align, align));
+		size_t align = (size_t)1 << va_shift;
+
+		ioa_free(victim);
+		p = ioa_aligned_alloc(align, len);
+		CHECK(p && dma_fits(p, len, align, 0));
 		ioa_free(p);
-		p = ioa_aligned_alloc(align, 3 * mb);
-		CHECK(p && dma_fits(p, 3 * mb, align, 0));
-		ioa_free(p);
+		if (len == 3 * mb && iova_shift == 21) {
+			p = ioa_malloc_dma(len, 0, 4 * mb);
+			CHECK(p && dma_fits(p, len, 16, 4 * mb));
+			ioa_free(p);
+		}
 	}
 	while (n > 0)
 		ioa_free(kept[--n]);
