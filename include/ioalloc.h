@@ -234,9 +234,9 @@ int ioa_init(const struct ioa_config *cfg);
 void ioa_fini(void);
 
 /**
- * Allocates @size bytes (1 byte to 2 TiB, 2^41; rounded up to 4 KiB) of
+ * Allocates @size bytes (1 byte to 1 TiB, 2^40; rounded up to 4 KiB) of
  * DMA-mapped memory aligned to @align (0 means 4 KiB; else a power of two up
- * to 2^41) on NUMA @node (a node with memory), or on the node the
+ * to 2^40) on NUMA @node (a node with memory), or on the node the
  * IOALLOC_NUMA policy picks when @node is IOA_NODE_ANY. The device can read
  * and write it at ioa_virt2iova(ptr) as soon as this returns. It is not
  * zeroed: memory freed earlier is handed out again holding what its previous
@@ -334,7 +334,9 @@ void *ioa_dma_zalloc(size_t size, size_t align, int node);
  * starts from the environment on first use, as with ioa_dma_alloc().
  * Returns 0, or, with one message naming the call: -EINVAL (NULL or
  * misaligned @addr, bad @len, a range past 2^48, unknown @flags), -EEXIST
- * (the range overlaps another registration or ioalloc's own memory),
+ * (the range overlaps another registration or ioalloc's own DMA memory, its
+ * segments; the library's bookkeeping, such as a table's or a pool's
+ * descriptor, is not looked for: registering it is the program's error),
  * -EFAULT (part of the range is not mapped, not writable, or a hugetlb page
  * cannot be had), -EPERM (a child of fork() whose vfio or iommufd IOMMU is
  * its parent's, as for ioa_dma_alloc(); or VFIO's locked-memory limit),
@@ -511,7 +513,8 @@ int ioa_iopt_unmap(struct ioa_iopt *pt, uint64_t dva, uint64_t len);
 uint64_t ioa_iopt_root_iova(const struct ioa_iopt *pt);
 
 /** Unmaps everything, retires every table page and frees @pt; a NULL @pt is
- * refused with a message. */
+ * refused with a message, and so is any later call on @pt (until a new
+ * table, which may reuse its descriptor, is created). */
 void ioa_iopt_destroy(struct ioa_iopt *pt);
 
 /* ---- rings of pointers ------------------------------------------------ */
@@ -1502,8 +1505,8 @@ struct ioa_provider *ioa_provider_create(int node, unsigned flags);
 int ioa_provider_destroy(struct ioa_provider *p);
 
 /**
- * A new chunk of @len bytes (a multiple of 4 KiB, up to 2^41) aligned to
- * @align (0 means 4 KiB; else a power of two from 4 KiB to 2^41), mapped
+ * A new chunk of @len bytes (a multiple of 4 KiB, up to 2^40) aligned to
+ * @align (0 means 4 KiB; else a power of two from 4 KiB to 2^40), mapped
  * for the device, not zeroed (as ioa_dma_alloc()). Returns NULL with errno
  * EINVAL (bad provider, length or alignment: one message naming
  * ioa_provider_alloc), or the errno of ioa_dma_alloc().

@@ -1,7 +1,9 @@
 /*
  * Device page tables: I/O page tables in DMA memory, for a walker behind the
  * IOMMU (a device's MMU, or a first-stage IOMMU table). Built on the iopt
- * code with pages from ioa_dma_alloc(); entries hold IOVAs.
+ * code with DMA pages of their own owner (a table's: ioa_dma_free() refuses
+ * them, so no other call can free a page the table still links); entries
+ * hold IOVAs.
  *
  * Invariant: a table page that an unmap empties is unlinked at once but
  * reused only after the owner's non-leaf invalidation ran and the page's own
@@ -24,7 +26,13 @@ struct ioa_iopt {
 	int node;                 /* a node with memory, never IOA_NODE_ANY */
 	ioa_iopt_invalidate_fn invalidate;
 	void *ctx;
-	struct ioa_iopt *next; /* in the list of live tables, for fork() */
+	struct ioa_iopt *next; /* in the list of live tables (for fork()), or of spares */
+	/* 0 once destroyed: a destroyed table's descriptor stays mapped (a
+	 * spare for the next ioa_iopt_create()), so that a call on it is
+	 * refused, not a crash. Relaxed: a call racing the destroy of its
+	 * table is the program's error; one after it is ordered by the
+	 * program's own synchronisation with the destroying thread. */
+	_Atomic int live;
 };
 
 /*
@@ -64,12 +72,34 @@ static void register_fork_handlers(void)
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
+static struct ioa_iopt *spares; /* destroyed tables' descriptors (tables_lock) */
+
 static void tables_add(struct ioa_iopt *t)
 {
 	pthread_once(&fork_once, register_fork_handlers);
 	pthread_mutex_lock(&tables_lock);
 	t->next = tables;
 	tables = t;
+	pthread_mutex_unlock(&tables_lock);
+}
+
+/* A descriptor: a destroyed table's, or a new page; NULL when none. */
+static struct ioa_iopt *desc_take(void)
+{
+	struct ioa_iopt *t;
+
+	pthread_mutex_lock(&tables_lock);
+	if ((t = spares))
+		spares = t->next;
+	pthread_mutex_unlock(&tables_lock);
+	return t ? t : ioa__os_alloc_pages(IOA_PAGE);
+}
+
+static void desc_spare(struct ioa_iopt *t)
+{
+	pthread_mutex_lock(&tables_lock);
+	t->next = spares;
+	spares = t;
 	pthread_mutex_unlock(&tables_lock);
 }
 
@@ -94,7 +124,7 @@ static int tables_find(const struct ioa_iopt *t, int remove)
 static _Atomic uint64_t *page_alloc(void *ctx, uint64_t *addr)
 {
 	struct ioa_iopt *t = ctx;
-	void *page = ioa_dma_alloc(IOA_PAGE, IOA_PAGE, t->node);
+	void *page = ioa__dma_alloc_as(IOA_PAGE, IOA_PAGE, t->node, IOA_OWNER_TABLE, NULL);
 
 	if (!page)
 		return NULL;
@@ -106,7 +136,7 @@ static _Atomic uint64_t *page_alloc(void *ctx, uint64_t *addr)
 /* Only for pages no walker ever saw: a map that failed half way. */
 static void page_free(void *ctx, _Atomic uint64_t *page)
 {
-	ioa_dma_free((void *)page);
+	ioa__dma_free_as((void *)page, IOA_OWNER_TABLE);
 }
 
 static _Atomic uint64_t *page_va(void *ctx, uint64_t iova)
@@ -157,7 +187,7 @@ static void retire_pruned(struct ioa_iopt *t, struct ioa__iopt_pruned *pruned)
 
 /* Brings the library up and resolves @node: IOA_NODE_ANY becomes the node
  * the policy picks, so the table's pages and their retirement use one real
- * node. The root page comes from ioa_dma_alloc(), which reports its failure. */
+ * node. The root page is a DMA page whose allocation reports its failure. */
 IOA_EXPORT struct ioa_iopt *ioa_iopt_create(int node, ioa_iopt_invalidate_fn invalidate, void *ctx)
 {
 	struct ioa_iopt *t;
@@ -174,7 +204,7 @@ IOA_EXPORT struct ioa_iopt *ioa_iopt_create(int node, ioa_iopt_invalidate_fn inv
 		errno = err ? -err : EINVAL;
 		return NULL;
 	}
-	t = ioa__os_alloc_pages(IOA_PAGE);
+	t = desc_take();
 	if (!t) {
 		ioa__err("ioa_iopt_create: no memory for the table's descriptor");
 		errno = ENOMEM;
@@ -184,26 +214,29 @@ IOA_EXPORT struct ioa_iopt *ioa_iopt_create(int node, ioa_iopt_invalidate_fn inv
 				.node = node, .invalidate = invalidate, .ctx = ctx };
 	ioa__defer_set_table_invalidate(table_invalidate);
 	if (ioa__iopt_init_device(&t->pt, &t->pages) != 0) {
-		err = errno; /* ioa_dma_alloc's */
-		ioa__os_free_pages(t, IOA_PAGE);
+		err = errno; /* the root page's allocation's */
+		desc_spare(t);
 		errno = err;
 		return NULL;
 	}
+	atomic_store_explicit(&t->live, 1, memory_order_relaxed);
 	tables_add(t);
 	return t;
 }
 
-/* Describes a refused call of @fn on @t; 1 when @t is NULL or, for a
- * destroy (@remove), not a live table (taken out of the list, see
- * tables_find). Map, unmap and root_iova do not look: tables_lock is taken
- * by fork before the library's locks, and an invalidate callback, which
- * runs under the engine's pass lock, may call root_iova (map and unmap
- * refuse it: from_callback). */
+/* Describes a refused call of @fn on @t; 1 when @t is NULL, destroyed or,
+ * for a destroy (@remove), not a live table (taken out of the list, see
+ * tables_find). Map, unmap and root_iova do not look in the list:
+ * tables_lock is taken by fork before the library's locks, and an
+ * invalidate callback, which runs under the engine's pass lock, may call
+ * root_iova (map and unmap refuse it: from_callback); they read the
+ * descriptor's flag, any other pointer than a table's being the program's
+ * error. */
 static int no_table(const struct ioa_iopt *t, const char *fn, int remove)
 {
 	if (!t)
 		ioa__err("%s: pt is NULL: pass a table from ioa_iopt_create()", fn);
-	else if (remove && !tables_find(t, 1))
+	else if (remove ? !tables_find(t, 1) : !atomic_load_explicit(&t->live, memory_order_relaxed))
 		ioa__err("%s: %p is not a live table (destroyed, or not from ioa_iopt_create())",
 			 fn, (const void *)t);
 	else
@@ -211,7 +244,7 @@ static int no_table(const struct ioa_iopt *t, const char *fn, int remove)
 	return 1;
 }
 
-/* ENOMEM comes from a table page's ioa_dma_alloc(), which described it. */
+/* ENOMEM comes from a table page's allocation, which described it. */
 IOA_EXPORT int ioa_iopt_map(struct ioa_iopt *t, uint64_t dva, uint64_t iova, uint64_t len,
 			    unsigned perms)
 {
@@ -260,8 +293,8 @@ IOA_EXPORT uint64_t ioa_iopt_root_iova(const struct ioa_iopt *t)
 	return no_table(t, "ioa_iopt_root_iova", 0) ? IOA_BAD_IOVA : t->pt.root_addr;
 }
 
-/* Every page, root included, is retired through the engine; the quiesce
- * makes sure no queued item still names @t when it is freed. */
+/* Every page, root included, is retired through the engine; the drain
+ * makes sure no queued item still names @t when it becomes a spare. */
 IOA_EXPORT void ioa_iopt_destroy(struct ioa_iopt *t)
 {
 	struct ioa__iopt_pruned pruned = { 0 };
@@ -269,10 +302,11 @@ IOA_EXPORT void ioa_iopt_destroy(struct ioa_iopt *t)
 
 	if (from_callback("ioa_iopt_destroy") || no_table(t, "ioa_iopt_destroy", 1))
 		return;
+	atomic_store_explicit(&t->live, 0, memory_order_relaxed);
 	root = ioa__table_item(t, (void *)t->pt.root);
 	ioa__iopt_unmap(&t->pt, 0, 1ull << IOA_IOPT_BITS, &pruned);
 	retire_pruned(t, &pruned);
 	ioa__defer_enqueue(t->node, &root);
-	ioa_quiesce();
-	ioa__os_free_pages(t, IOA_PAGE);
+	ioa__defer_drain(); /* what it quarantined is the program's next ioa_quiesce()'s to say */
+	desc_spare(t);
 }

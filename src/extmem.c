@@ -29,7 +29,7 @@
 #include <pthread.h>
 #include <string.h>
 
-#define REG_MAX_LEN ((size_t)1 << 42) /* page counts fit 32 bits (no run entry: not 2^41) */
+#define REG_MAX_LEN ((size_t)1 << 42) /* page counts fit 32 bits (no run entry: not 2^40) */
 #define REG_VA_END ((uintptr_t)1 << 48) /* the software tables' reach */
 
 enum reg_state {

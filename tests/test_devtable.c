@@ -9,11 +9,14 @@
  * - after an unmap empties table pages, the callback runs before any of them
  *   is retired, and no walk ever reads a retired or reused page;
  * - the callback runs on the reclaimer, not on the thread that unmapped;
- * - a table built on reused DMA memory holds no entry of its last owner.
+ * - a table built on reused DMA memory holds no entry of its last owner;
+ * - its pages cannot be freed by other calls, calls on a destroyed table are
+ *   refused, and a destroy reports nothing of the program's quarantines.
  */
 #include "check.h"
 
 #include "ioalloc.h"
+#include "iommu.h"
 #include "iopt.h"
 
 #include <errno.h>
@@ -354,6 +357,45 @@ static void test_table_on_reused_memory(void)
 	CHECK_EQ(ioa_quiesce(), 0);
 }
 
+/*
+ * A table's pages and handle against other calls (a review's findings):
+ * ioa_dma_free() of a table page is refused (it was freed, handed to the
+ * next ioa_dma_alloc(), and the table's destroy then retired that live
+ * buffer); calls on a destroyed table are refused with a message (they read
+ * its unmapped descriptor); and a destroy leaves what an earlier free had
+ * quarantined for the program's next ioa_quiesce() to report (its own
+ * quiesce took the report).
+ */
+static void test_table_pages_and_handle(void)
+{
+	struct walker w = { 0 };
+	struct check_capture cap;
+	struct ioa_iopt *t = ioa_iopt_create(0, invalidate, &w);
+	void *data = ioa_dma_alloc(KB4, 0, 0), *lost = ioa_dma_alloc(KB4, 0, 0);
+	void *root;
+
+	if (!CHECK(t && data && lost))
+		return;
+	CHECK_EQ(ioa_iopt_map(t, DVA, ioa_virt2iova(data), KB4, IOA_IOPT_READ), 0);
+	root = ioa_iova2virt(ioa_iopt_root_iova(t));
+	ONE_MESSAGE("a page of a device table", CHECK_EQ(ioa_dma_free(root), -EINVAL));
+	CHECK_EQ(ioa_dma_size(root), 0);
+	CHECK_EQ(ioa_dma_free(lost), 0);
+	ioa__sim_fail_unmaps(1, EIO); /* its retirement quarantines it, still mapped */
+	ioa_iopt_destroy(t);
+	CHECK_EQ(ioa_quiesce(), -EIO);
+	capture_begin(&cap);
+	CHECK_EQ(ioa_iopt_map(t, DVA, ioa_virt2iova(data), KB4, IOA_IOPT_READ), -EINVAL);
+	CHECK_EQ(ioa_iopt_unmap(t, DVA, KB4), -EINVAL);
+	CHECK_EQ(ioa_iopt_root_iova(t), IOA_BAD_IOVA);
+	capture_end(&cap);
+	CHECK_EQ(count_lines(cap.text), 3);
+	CHECK_CONTAINS(cap.text, "ioa_iopt_map: ");
+	CHECK_CONTAINS(cap.text, "is not a live table");
+	CHECK_EQ(ioa_dma_free(data), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+}
+
 int main(void)
 {
 	check_start("test_devtable");
@@ -365,6 +407,7 @@ int main(void)
 		test_pages_invalidated_before_reuse();
 		test_callback_on_reclaimer();
 		test_callback_may_not_change_tables();
+		test_table_pages_and_handle();
 		CHECK_EQ(ioa_sim_violations(NULL), 0);
 		ioa_fini();
 	}

@@ -117,7 +117,7 @@ static void test_before_init(void)
 	NO_MESSAGE(CHECK_EQ(ioa_quiesce(), 0));
 }
 
-/* Sizes and alignments past 2^41, zero, or not a power of two. */
+/* Sizes and alignments past 2^40, zero, or not a power of two. */
 static void test_bad_sizes(void)
 {
 	static const struct {
@@ -125,10 +125,10 @@ static void test_bad_sizes(void)
 		const char *needle;
 	} bad[] = {
 		{ 0, 0, "size 0" },
-		{ ((size_t)1 << 41) + 1, 0, "2 TiB" },
-		{ SIZE_MAX, 0, "2 TiB" },
+		{ ((size_t)1 << 40) + 1, 0, "1 TiB" },
+		{ SIZE_MAX, 0, "1 TiB" },
 		{ KB4, 3, "alignment 3" },
-		{ KB4, (size_t)1 << 42, "2 TiB" },
+		{ KB4, (size_t)1 << 41, "1 TiB" },
 	};
 	int err;
 

@@ -36,7 +36,7 @@
  *
  * memalign() and aligned_alloc() with an alignment no block can have, but
  * at most the largest power of two, fail with ENOMEM, as glibc's do (they
- * said EINVAL above 2 TiB); above it, with EINVAL.
+ * said EINVAL above the largest block); above it, with EINVAL.
  */
 #include "check.h"
 

@@ -18,10 +18,8 @@
 
 struct ioa__defer_engine ioa__defer_eng = { .start_lock = PTHREAD_MUTEX_INITIALIZER };
 
-int ioa__defer_quiesce(void)
+int ioa__defer_drain(void)
 {
-	uint64_t q;
-
 	for (int n = 0; n < IOA_MAX_NODES; n++) {
 		struct node *nd = &ioa__defer_eng.nodes[n];
 		uint64_t oldest, bytes;
@@ -35,7 +33,16 @@ int ioa__defer_quiesce(void)
 			ioa__defer_run_pass(nd, NULL, 1);
 		pthread_mutex_unlock(&nd->pass_lock);
 	}
-	q = 0;
+	return 0;
+}
+
+int ioa__defer_quiesce(void)
+{
+	uint64_t q = 0;
+	int err = ioa__defer_drain();
+
+	if (err)
+		return err;
 	for (int n = 0; n < IOA_MAX_NODES; n++)
 		q += ioa__node_stat_get(n, defer_quarantined);
 	return atomic_exchange(&ioa__defer_eng.quarantined_seen, q) != q ? -EIO : 0;

@@ -92,6 +92,9 @@ void ioa__defer_throttle(int node);
 /* Returns once everything enqueued before the call is retired; -EIO if
  * anything was quarantined since the previous call. */
 int ioa__defer_quiesce(void);
+/* The same without the report: what was quarantined stays for the next
+ * ioa__defer_quiesce() (-ENOMEM when a reclaimer could not start). */
+int ioa__defer_drain(void);
 
 /* Test switch: 1 makes retirement release pages BEFORE unmapping and
  * invalidating, the bug the engine exists to prevent. */

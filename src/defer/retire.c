@@ -306,7 +306,7 @@ static uint32_t tables_to_buffers(struct ioa__defer_item *it, uint32_t n, int in
 	for (uint32_t i = 0; i < n; i++) {
 		if (ioa__item_is_table(&it[i])) {
 			/* a buffer from here on: take sets its segment */
-			if (ioa__region_take(it[i].table.page, IOA_OWNER_DMA, &it[i].buf) != 0)
+			if (ioa__region_take(it[i].table.page, IOA_OWNER_TABLE, &it[i].buf) != 0)
 				continue;
 		}
 		it[kept++] = it[i];

@@ -17,7 +17,7 @@ void *ioa__large_alloc(struct ioa__heap *h, size_t size, size_t align)
 
 	if (size > IOA_BUFFER_MAX || align > IOA_BUFFER_MAX) {
 		ioa__err("an allocation of %zu bytes aligned to %zu: above the largest block, %zu "
-			 "bytes (2 TiB); nothing allocated", size, align, IOA_BUFFER_MAX);
+			 "bytes (1 TiB); nothing allocated", size, align, IOA_BUFFER_MAX);
 		errno = ENOMEM;
 		return NULL;
 	}

@@ -118,7 +118,7 @@ static int layout(struct ioa_pool *p, const char *fn)
 	p->slab_bytes = (size_t)((p->count + p->per_group - 1) / p->per_group) * p->group_bytes;
 	if (p->slab_bytes > IOA_BUFFER_MAX) { /* each argument within its bound, not their product */
 		ioa__err("%s: pool \"%s\": %u objects of %zu bytes take %zu bytes, above the largest "
-			 "DMA buffer (2 TiB)", fn, p->name, p->count, p->obj_size, p->slab_bytes);
+			 "DMA buffer (1 TiB)", fn, p->name, p->count, p->obj_size, p->slab_bytes);
 		return -EINVAL;
 	}
 	return 0;

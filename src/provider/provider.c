@@ -225,13 +225,13 @@ IOA_EXPORT void *ioa_provider_alloc(struct ioa_provider *p, size_t len, size_t a
 	}
 	if (len == 0 || len % IOA_PAGE || len > IOA_BUFFER_MAX) {
 		ioa__err("ioa_provider_alloc: invalid length %zu: accepted are multiples of 4 KiB "
-			 "up to 2^41 (EINVAL)", len);
+			 "up to 2^40 (EINVAL)", len);
 		errno = EINVAL;
 		return NULL;
 	}
 	if (align && ((align & (align - 1)) || align < IOA_PAGE || align > IOA_BUFFER_MAX)) {
 		ioa__err("ioa_provider_alloc: invalid alignment %zu: accepted are 0 (4 KiB) or a "
-			 "power of two from 4 KiB to 2^41 (EINVAL)", align);
+			 "power of two from 4 KiB to 2^40 (EINVAL)", align);
 		errno = EINVAL;
 		return NULL;
 	}

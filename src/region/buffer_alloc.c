@@ -325,13 +325,13 @@ int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner
 	int err, untouched = 0;
 
 	if (size == 0 || size > IOA_BUFFER_MAX) {
-		ioa__err("ioa_dma_alloc: invalid size %zu: accepted are 1 byte to 2 TiB (2^41 bytes)",
+		ioa__err("ioa_dma_alloc: invalid size %zu: accepted are 1 byte to 1 TiB (2^40 bytes)",
 			 size);
 		return -EINVAL;
 	}
 	if (align > IOA_BUFFER_MAX || (align & (align - 1))) {
 		ioa__err("ioa_dma_alloc: invalid alignment %zu: accepted are 0 (4 KiB) or a power of "
-			 "two up to 2 TiB (2^41)", align);
+			 "two up to 1 TiB (2^40)", align);
 		return -EINVAL;
 	}
 	len = ioa__region_round_up(size, IOA_PAGE);

@@ -93,6 +93,8 @@ static const char *const how[] = {
 	[IOA_OWNER_PROVIDER] = "a chunk of a provider: its pages go back with "
 			       "ioa_provider_free() (a jemalloc arena's with "
 			       "ioa_je_arena_destroy())",
+	[IOA_OWNER_TABLE] = "a page of a device table: its pages go back with "
+			    "ioa_iopt_unmap() and ioa_iopt_destroy()",
 };
 
 const char *ioa__region_how_freed(const void *ptr)

@@ -73,7 +73,13 @@ int ioa__region_pick_node(int node, const char *fn);
 /* Who allocated a buffer, kept with it: a free through another owner's call
  * is refused, since a pool's slab or a provider's chunk retired by
  * ioa_dma_free() would be unmapped while its owner still hands it out. */
-enum ioa__owner { IOA_OWNER_DMA, IOA_OWNER_HEAP, IOA_OWNER_POOL, IOA_OWNER_PROVIDER };
+enum ioa__owner {
+	IOA_OWNER_DMA,
+	IOA_OWNER_HEAP,
+	IOA_OWNER_POOL,
+	IOA_OWNER_PROVIDER,
+	IOA_OWNER_TABLE, /* a page of a device table (devpt.c) */
+};
 /* A buffer of @size bytes into *out: 0, or -errno with a message: -EINVAL
  * (bad argument), -ENOMEM (memory, IOVA space, or the IOMMU map's ENOMEM),
  * -EPERM or -ENOSPC (the IOMMU map's: a limit), -EIO (another IOMMU error).
@@ -86,8 +92,8 @@ int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner
  * them), taken under one lock and recorded with one table walk per run of
  * neighbours; each is freed alone, as any buffer. Their addresses into @out;
  * how many (at least 1), or -errno with a message as ioa__region_alloc. */
-/* The largest buffer and alignment: page counts fit a run entry's 30 bits. */
-#define IOA_BUFFER_MAX ((size_t)1 << 41)
+/* The largest buffer and alignment: page counts fit a run entry's 29 bits. */
+#define IOA_BUFFER_MAX ((size_t)1 << 40)
 #define IOA_REGION_PAGES_MAX 64 /* 128 pages < 512: a run never becomes a 2 MiB leaf */
 int ioa__region_alloc_pages(int node, enum ioa__owner owner, uint32_t per, uint32_t n,
 			    void **out);
@@ -201,7 +207,7 @@ struct ioa__segment_info {
 };
 typedef void (*ioa__segment_fn)(void *arg, const struct ioa__segment_info *seg);
 /* A live buffer: allocated and not freed. */
-/* @owner: dma, heap, pool or provider (enum ioa__owner's names). */
+/* @owner: dma, heap, pool, provider or table (enum ioa__owner's names). */
 typedef void (*ioa__buffer_fn)(void *arg, const void *va, uint64_t iova, size_t len,
 			       const char *owner);
 /* Calls @seg_fn on each segment of @node, each followed by @buf_fn (unless

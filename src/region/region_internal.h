@@ -16,9 +16,9 @@
 #define SEGMENT_SIZE IOA_HUGE_2M /* of a shared segment, unless pages are 1 GiB */
 
 /* A run entry: the buffer's page count, its owner (enum ioa__owner) in the
- * top two bits, so that one atomic holds both and a take checks and clears
+ * top three bits, so that one atomic holds both and a take checks and clears
  * them at once. */
-#define RUN_OWNER_SHIFT 30
+#define RUN_OWNER_SHIFT 29
 #define RUN_PAGES(v) ((v) & ((UINT32_C(1) << RUN_OWNER_SHIFT) - 1))
 #define RUN_OWNER(v) ((v) >> RUN_OWNER_SHIFT)
 

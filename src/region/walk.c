@@ -21,7 +21,7 @@ void ioa__region_walk(int node, ioa__segment_fn seg_fn, ioa__buffer_fn buf_fn, v
 		for (uint32_t i = 0; buf_fn && i < s->npages; i++) {
 			/* acquire: pairs with the allocation's release of its run
 			 * length, published once the buffer is mapped */
-			static const char *const owners[] = { "dma", "heap", "pool", "provider" };
+			static const char *const owners[] = { "dma", "heap", "pool", "provider", "table" };
 			uint32_t v = atomic_load_explicit(&s->run[i], memory_order_acquire);
 			uint32_t n = RUN_PAGES(v);
 			struct ioa__section sec;
