@@ -1238,7 +1238,9 @@ int ioa_pool_get_bulk(struct ioa_pool *pool, void **objs, unsigned n);
  * object that is not the pool's, a double put or an overwritten cookie). */
 int ioa_pool_put(struct ioa_pool *pool, void *obj);
 /** Returns the @n objects at @objs; -EINVAL as ioa_pool_put() (with
- * IOALLOC_CHECK=1 the objects that pass are returned, the others not). */
+ * IOALLOC_CHECK=1 the objects that pass are returned, the others not; without
+ * it the objects are not looked at, as DPDK's mempool does not: a NULL among
+ * them would be handed out again). */
 int ioa_pool_put_bulk(struct ioa_pool *pool, void *const *objs, unsigned n);
 
 /*

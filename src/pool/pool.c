@@ -273,10 +273,36 @@ IOA_EXPORT struct ioa_pool *ioa_pool_create_ctor(const char *name, size_t obj_si
 		      ctor, arg);
 }
 
-IOA_EXPORT void ioa_pool_free(struct ioa_pool *p)
-{
+/* What live pool @p holds, taken out of it (ioa__pools_lock held). */
+struct pool_memory {
 	struct ioa_ring *ring;
 	void *base, *state;
+};
+
+static struct pool_memory pool_take(struct ioa_pool *p)
+{
+	struct pool_memory m = { p->ring, p->base, (void *)p->state };
+
+	atomic_store_explicit(&p->magic, 0, memory_order_relaxed);
+	ioa__pool_detach_caches(p);
+	p->ring = NULL;
+	p->base = NULL;
+	p->state = NULL;
+	return m;
+}
+
+/* Gives it back, outside the lock: the slab is retired through the
+ * deferral engine (unmapped, invalidated, then reused). */
+static void pool_give_back(struct pool_memory m)
+{
+	ioa__ring_destroy(m.ring);
+	ioa_free(m.state);
+	ioa__dma_free_unchecked(m.base, IOA_OWNER_POOL);
+}
+
+IOA_EXPORT void ioa_pool_free(struct ioa_pool *p)
+{
+	struct pool_memory m;
 
 	if (!p)
 		return;
@@ -286,19 +312,9 @@ IOA_EXPORT void ioa_pool_free(struct ioa_pool *p)
 		ioa__pool_bad(p, "ioa_pool_free");
 		return;
 	}
-	atomic_store_explicit(&p->magic, 0, memory_order_relaxed);
-	ioa__pool_detach_caches(p);
-	ring = p->ring;
-	base = p->base;
-	state = (void *)p->state;
-	p->ring = NULL;
-	p->base = NULL;
-	p->state = NULL;
+	m = pool_take(p);
 	pthread_mutex_unlock(&ioa__pools_lock);
-	ioa__ring_destroy(ring);
-	ioa_free(state);
-	/* Retired through the deferral engine: unmapped, invalidated, then reused. */
-	ioa__dma_free_as(base, IOA_OWNER_POOL);
+	pool_give_back(m);
 	release_slot(p);
 }
 
@@ -391,24 +407,26 @@ void ioa__pool_walk(void (*fn)(void *arg, const struct ioa__pool_info *pool), vo
 	pthread_mutex_unlock(&ioa__pools_lock);
 }
 
+/* Pools the program did not free are freed, one warning each: their memory
+ * is not reported again as leaked heap objects and DMA buffers. */
 void ioa__pool_fini(void)
 {
-	pthread_mutex_lock(&ioa__pools_lock);
 	for (unsigned i = 0; i < IOA_POOL_MAX; i++) {
 		struct ioa_pool *p = &ioa__pool_table[i];
+		struct pool_memory m;
 
-		if (!ioa__pool_live(p))
+		pthread_mutex_lock(&ioa__pools_lock);
+		if (!ioa__pool_live(p)) {
+			pthread_mutex_unlock(&ioa__pools_lock);
 			continue;
+		}
 		ioa__warn("ioa_fini: pool \"%s\" was not freed: dropped with its %u objects",
 			  p->name, p->count);
-		atomic_store_explicit(&p->magic, 0, memory_order_relaxed);
-		ioa__pool_detach_caches(p);
-		p->ring = NULL;
-		p->base = NULL;
-		p->state = NULL;
-		p->name[0] = 0;
+		m = pool_take(p);
+		pthread_mutex_unlock(&ioa__pools_lock);
+		pool_give_back(m);
+		release_slot(p);
 	}
-	pthread_mutex_unlock(&ioa__pools_lock);
 }
 
 int ioa__pool_bad(const struct ioa_pool *p, const char *fn)
