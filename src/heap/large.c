@@ -50,7 +50,10 @@ void ioa__large_free(struct ioa__span *s, void *p)
 	}
 	/* acq_rel: the winner sees the block as its allocator left it */
 	if (!atomic_exchange_explicit(&s->live, 0, memory_order_acq_rel)) {
-		ioa__err("free(%p): double free of a large block of %zu bytes", p, s->len);
+		if (s->chunk || s->is_chunk) /* a free stretch of a chunk: its size is not the block's */
+			ioa__err("free(%p): double free of a large block (its memory is free)", p);
+		else
+			ioa__err("free(%p): double free of a large block of %zu bytes", p, s->len);
 		errno = EINVAL;
 		return;
 	}
