@@ -1665,10 +1665,11 @@ int ioa_stats_node(int node, struct ioa_node_stats *out);
  *                                                 iovas=rotate: its buffers take IOVAs from
  *                                                 the cursor, IOALLOC_IOVA, and iova=0x0,
  *                                                 it has no window)
- *   buffer node= va= iova= len= owner=dma|heap|pool|provider
+ *   buffer node= va= iova= len= owner=dma|heap|pool|provider|table
  *                                                (live: allocated, not freed; heap: a span
  *                                                 of ioa_malloc() objects or a large block;
- *                                                 pool: a slab; provider: a chunk)
+ *                                                 pool: a slab; provider: a chunk; table: a
+ *                                                 page of a device table)
  *   freed node= va= iova= len= kind=buffer       (freed, not yet retired: the device
  *   freed node= va= kind=table                    may still reach it)
  *   then, for the whole library:

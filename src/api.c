@@ -354,6 +354,7 @@ IOA_EXPORT void ioa_fini(void)
 		return;
 	}
 	ioa__heap_life_window_open(&w); /* see heap_life.h */
+	ioa__devpt_fini();
 	ioa__pool_fini();
 	ioa__provider_fini();
 	ioa__heap_fini();

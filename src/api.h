@@ -25,6 +25,9 @@ void ioa__fork_hooks_add(void (*prepare)(void), void (*parent)(void), void (*chi
 /* ioa_fini(): retires the registrations still present (extmem.c), with a
  * warning each. */
 void ioa__extmem_fini(void);
+/* ioa_fini(): destroys the device tables still live (devpt.c), a warning
+ * each: their pages are retired and calls on them are refused from then on. */
+void ioa__devpt_fini(void);
 
 /* fork(): the registrations' lock, taken by the library's handlers. */
 void ioa__extmem_fork_prepare(void);

@@ -302,11 +302,28 @@ IOA_EXPORT void ioa_iopt_destroy(struct ioa_iopt *t)
 
 	if (from_callback("ioa_iopt_destroy") || no_table(t, "ioa_iopt_destroy", 1))
 		return;
-	atomic_store_explicit(&t->live, 0, memory_order_relaxed);
 	root = ioa__table_item(t, (void *)t->pt.root);
 	ioa__iopt_unmap(&t->pt, 0, 1ull << IOA_IOPT_BITS, &pruned);
 	retire_pruned(t, &pruned);
 	ioa__defer_enqueue(t->node, &root);
 	ioa__defer_drain(); /* what it quarantined is the program's next ioa_quiesce()'s to say */
+	/* after the drain: its pass's callbacks may still ask root_iova */
+	atomic_store_explicit(&t->live, 0, memory_order_relaxed);
 	desc_spare(t);
+}
+
+void ioa__devpt_fini(void)
+{
+	struct ioa_iopt *t;
+
+	for (;;) {
+		pthread_mutex_lock(&tables_lock);
+		t = tables;
+		pthread_mutex_unlock(&tables_lock);
+		if (!t)
+			return;
+		ioa__warn("ioa_fini: device table %p was not destroyed: destroyed now, its pages "
+			  "retired", (void *)t);
+		ioa_iopt_destroy(t);
+	}
 }

@@ -52,7 +52,8 @@ static void dump_segment(void *arg, const struct ioa__segment_info *s)
 }
 
 /* A live buffer and the call that frees it: dma (ioa_dma_free), heap
- * (ioa_malloc()'s spans are carved from it), pool (a slab), provider. */
+ * (ioa_malloc()'s spans are carved from it), pool (a slab), provider, table
+ * (a device table's page: ioa_iopt_unmap and ioa_iopt_destroy). */
 static void dump_buffer(void *arg, const void *va, uint64_t iova, size_t len, const char *owner)
 {
 	struct dump_ctx *c = arg;

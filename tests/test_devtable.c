@@ -11,7 +11,8 @@
  * - the callback runs on the reclaimer, not on the thread that unmapped;
  * - a table built on reused DMA memory holds no entry of its last owner;
  * - its pages cannot be freed by other calls, calls on a destroyed table are
- *   refused, and a destroy reports nothing of the program's quarantines.
+ *   refused, a destroy reports nothing of the program's quarantines, and
+ *   ioa_fini() destroys a table left live.
  */
 #include "check.h"
 
@@ -358,42 +359,87 @@ static void test_table_on_reused_memory(void)
 }
 
 /*
- * A table's pages and handle against other calls (a review's findings):
+ * A table's pages and handle against other calls (reviews' findings):
  * ioa_dma_free() of a table page is refused (it was freed, handed to the
  * next ioa_dma_alloc(), and the table's destroy then retired that live
- * buffer); calls on a destroyed table are refused with a message (they read
- * its unmapped descriptor); and a destroy leaves what an earlier free had
+ * buffer); a callback still gets the table's root IOVA during its destroy;
+ * calls on a destroyed table are refused with a message (they read its
+ * unmapped descriptor); a destroy leaves what an earlier free had
  * quarantined for the program's next ioa_quiesce() to report (its own
- * quiesce took the report).
+ * quiesce took the report); and ioa_fini() destroys a table left live, so
+ * that calls on it are refused after it too.
  */
+struct asking {
+	struct ioa_iopt *t;
+	uint64_t root; /* what the last call of the callback got */
+	int calls;
+};
+
+static void asking_invalidate(void *ctx)
+{
+	struct asking *a = ctx;
+
+	a->calls++;
+	a->root = ioa_iopt_root_iova(a->t);
+}
+
 static void test_table_pages_and_handle(void)
 {
-	struct walker w = { 0 };
+	struct asking a = { 0 };
 	struct check_capture cap;
-	struct ioa_iopt *t = ioa_iopt_create(0, invalidate, &w);
 	void *data = ioa_dma_alloc(KB4, 0, 0), *lost = ioa_dma_alloc(KB4, 0, 0);
+	uint64_t root_iova;
 	void *root;
 
-	if (!CHECK(t && data && lost))
+	a.t = ioa_iopt_create(0, asking_invalidate, &a);
+	if (!CHECK(a.t && data && lost))
 		return;
-	CHECK_EQ(ioa_iopt_map(t, DVA, ioa_virt2iova(data), KB4, IOA_IOPT_READ), 0);
-	root = ioa_iova2virt(ioa_iopt_root_iova(t));
+	CHECK_EQ(ioa_iopt_map(a.t, DVA, ioa_virt2iova(data), KB4, IOA_IOPT_READ), 0);
+	root_iova = ioa_iopt_root_iova(a.t);
+	root = ioa_iova2virt(root_iova);
 	ONE_MESSAGE("a page of a device table", CHECK_EQ(ioa_dma_free(root), -EINVAL));
 	CHECK_EQ(ioa_dma_size(root), 0);
 	CHECK_EQ(ioa_dma_free(lost), 0);
 	ioa__sim_fail_unmaps(1, EIO); /* its retirement quarantines it, still mapped */
-	ioa_iopt_destroy(t);
+	capture_begin(&cap);
+	ioa_iopt_destroy(a.t);
+	capture_end(&cap);
+	CHECK(strstr(cap.text, "ioa_iopt_root_iova") == NULL); /* the quarantine's line only */
+	CHECK(a.calls > 0);
+	CHECK_EQ(a.root, root_iova);
 	CHECK_EQ(ioa_quiesce(), -EIO);
 	capture_begin(&cap);
-	CHECK_EQ(ioa_iopt_map(t, DVA, ioa_virt2iova(data), KB4, IOA_IOPT_READ), -EINVAL);
-	CHECK_EQ(ioa_iopt_unmap(t, DVA, KB4), -EINVAL);
-	CHECK_EQ(ioa_iopt_root_iova(t), IOA_BAD_IOVA);
+	CHECK_EQ(ioa_iopt_map(a.t, DVA, ioa_virt2iova(data), KB4, IOA_IOPT_READ), -EINVAL);
+	CHECK_EQ(ioa_iopt_unmap(a.t, DVA, KB4), -EINVAL);
+	CHECK_EQ(ioa_iopt_root_iova(a.t), IOA_BAD_IOVA);
 	capture_end(&cap);
 	CHECK_EQ(count_lines(cap.text), 3);
 	CHECK_CONTAINS(cap.text, "ioa_iopt_map: ");
 	CHECK_CONTAINS(cap.text, "is not a live table");
 	CHECK_EQ(ioa_dma_free(data), 0);
 	CHECK_EQ(ioa_quiesce(), 0);
+}
+
+/* Run last: it ends the library. */
+static void test_table_live_at_fini(void)
+{
+	struct walker w = { 0 };
+	struct ioa_iopt *t = ioa_iopt_create(0, invalidate, &w);
+	void *data = ioa_dma_alloc(KB4, 0, 0);
+	struct check_capture cap;
+
+	if (!CHECK(t && data))
+		return;
+	CHECK_EQ(ioa_iopt_map(t, DVA, ioa_virt2iova(data), KB4, IOA_IOPT_READ), 0);
+	CHECK_EQ(ioa_dma_free(data), 0);
+	capture_begin(&cap);
+	ioa_fini();
+	capture_end(&cap);
+	CHECK_EQ(count_lines(cap.text), 1);
+	CHECK_CONTAINS(cap.text, "was not destroyed");
+	ONE_MESSAGE("is not a live table",
+		    CHECK_EQ(ioa_iopt_map(t, DVA, 0, KB4, IOA_IOPT_READ), -EINVAL));
+	ONE_MESSAGE("is not a live table", ioa_iopt_destroy(t));
 }
 
 int main(void)
@@ -409,7 +455,7 @@ int main(void)
 		test_callback_may_not_change_tables();
 		test_table_pages_and_handle();
 		CHECK_EQ(ioa_sim_violations(NULL), 0);
-		ioa_fini();
+		test_table_live_at_fini();
 	}
 	return check_done();
 }
