@@ -348,13 +348,14 @@ IOA_EXPORT void ioa_fini(void)
 	struct ioa__life_window w;
 	int expected = STATE_UP;
 
+	/* before life_lock: fork's handlers take tables_lock first (devpt.c) */
+	ioa__devpt_fini();
 	pthread_mutex_lock(&life_lock);
 	if (!atomic_compare_exchange_strong(&state, &expected, STATE_STARTING)) {
 		pthread_mutex_unlock(&life_lock);
 		return;
 	}
 	ioa__heap_life_window_open(&w); /* see heap_life.h */
-	ioa__devpt_fini();
 	ioa__pool_fini();
 	ioa__provider_fini();
 	ioa__heap_fini();

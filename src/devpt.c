@@ -299,6 +299,7 @@ IOA_EXPORT void ioa_iopt_destroy(struct ioa_iopt *t)
 {
 	struct ioa__iopt_pruned pruned = { 0 };
 	struct ioa__defer_item root;
+	int drained;
 
 	if (from_callback("ioa_iopt_destroy") || no_table(t, "ioa_iopt_destroy", 1))
 		return;
@@ -306,10 +307,12 @@ IOA_EXPORT void ioa_iopt_destroy(struct ioa_iopt *t)
 	ioa__iopt_unmap(&t->pt, 0, 1ull << IOA_IOPT_BITS, &pruned);
 	retire_pruned(t, &pruned);
 	ioa__defer_enqueue(t->node, &root);
-	ioa__defer_drain(); /* what it quarantined is the program's next ioa_quiesce()'s to say */
+	/* what it quarantined is the program's next ioa_quiesce()'s to say */
+	drained = ioa__defer_drain() == 0;
 	/* after the drain: its pass's callbacks may still ask root_iova */
 	atomic_store_explicit(&t->live, 0, memory_order_relaxed);
-	desc_spare(t);
+	if (drained) /* else items may still name it (no reclaimer started): never reused */
+		desc_spare(t);
 }
 
 void ioa__devpt_fini(void)

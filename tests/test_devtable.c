@@ -24,6 +24,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/wait.h>
 
 #define KB4 ((size_t)1 << 12)
 /* A device address whose walk uses a table page at every level. */
@@ -442,9 +444,67 @@ static void test_table_live_at_fini(void)
 	ONE_MESSAGE("is not a live table", ioa_iopt_destroy(t));
 }
 
-int main(void)
+/*
+ * fork() on one thread while another calls ioa_fini(), a table having
+ * existed: the tables' fork handler holds tables_lock while the library's
+ * waits for life_lock, so ioa_fini() may not take tables_lock while it
+ * holds life_lock (it did, to destroy the tables left live: a deadlock). A
+ * prepare handler that sleeps, run between the two, holds the fork there
+ * while ioa_fini() starts: registered after the library's handlers and
+ * before the tables', which the process's first table registers, so it runs
+ * in a process of its own (`test_devtable fork-during-fini`). alarm() turns
+ * a hang into a failure.
+ */
+static void slow_prepare(void)
+{
+	usleep(200000);
+}
+
+static void *forker(void *arg)
+{
+	pid_t pid = fork();
+
+	(void)arg;
+	if (pid == 0)
+		_exit(0);
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
+	return NULL;
+}
+
+static void test_fork_during_fini(void)
+{
+	struct walker w = { 0 };
+	struct ioa_iopt *t;
+	pthread_t f;
+
+	pthread_atfork(slow_prepare, NULL, NULL); /* after the library's, before the tables' */
+	t = ioa_iopt_create(0, invalidate, &w);   /* registers the tables' handlers */
+	if (!CHECK(t != NULL))
+		return;
+	ioa_iopt_destroy(t);
+	alarm(20);
+	if (!CHECK_EQ(pthread_create(&f, NULL, forker, NULL), 0))
+		return;
+	usleep(50000); /* the fork holds tables_lock, in slow_prepare */
+	ioa_fini();
+	CHECK_EQ(pthread_join(f, NULL), 0);
+	alarm(0);
+}
+
+int main(int argc, char **argv)
 {
 	check_start("test_devtable");
+	if (argc > 1 && strcmp(argv[1], "fork-during-fini") == 0) {
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+		(void)test_fork_during_fini;
+		return check_skip("fork during ioa_fini: not under the sanitizers (as test_fork)");
+#else
+		if (init_sim())
+			test_fork_during_fini();
+		return check_done();
+#endif
+	}
 	if (init_sim()) {
 		test_table_on_reused_memory(); /* first: the node's lowest pages are the test's */
 		ioa_fini();
