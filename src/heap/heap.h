@@ -107,9 +107,10 @@ struct ioa__span {
 	 * joins a free extent), cleared at a block's free; calloc reads it right
 	 * after the block was made or carved for it, before anyone wrote it. */
 	uint8_t zeroed;
-	/* A large block: log2 of the alignment of both its address and its
-	 * IOVA (span_create). A cached block serves a request aligned to at
-	 * most that: its address may be aligned more than its IOVA. */
+	/* A large block of its own buffer: log2 of the alignment of both its
+	 * address and its IOVA (ioa__span_get_large). A cached block serves a
+	 * request aligned to at most that: its address may be aligned more
+	 * than its IOVA. */
 	uint8_t align_shift;
 	/* Extents (extent.c): a large block carved out of a chunk, or a free
 	 * stretch of one; a chunk is a region buffer holding extents. */

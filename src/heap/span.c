@@ -278,7 +278,6 @@ static struct ioa__span *span_create(int node, size_t len, size_t align, int poo
 	s->len = len;
 	s->node = node;
 	s->zeroed = (uint8_t)zeroed;
-	s->align_shift = (uint8_t)__builtin_ctzll((uintptr_t)p | ioa_virt2iova(p));
 	if (span_map(s, map_pages) != 0)
 		return NULL;
 	s->listed = 1;
@@ -472,9 +471,10 @@ struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
 }
 
 /* The smallest cached block of at least @len bytes, at most twice as many,
- * aligned to @align in address and IOVA, resident ones first (a purged one faults its pages in
- * again): what it holds beyond @len costs no memory until touched
- * (on-demand pages) or is memory the node already holds (pinned pages). */
+ * aligned to @align in address and IOVA, resident ones first (a purged one
+ * faults its pages in again): what it holds beyond @len costs no memory
+ * until touched (on-demand pages) or is memory the node already holds
+ * (pinned pages). */
 static struct ioa__span *best_fit(const struct list *l, size_t len, size_t align)
 {
 	struct ioa__span *best = NULL;
@@ -533,8 +533,12 @@ struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align)
 		return s;
 	}
 	s = span_create(node, len, align < IOA_PAGE ? IOA_PAGE : align, POOL_FEW, 1);
-	if (s)
+	if (s) {
+		uint64_t bits = (uintptr_t)s->base | ioa_virt2iova(s->base);
+
+		s->align_shift = (uint8_t)__builtin_ctzll(bits);
 		ioa__node_stat_add(node, heap_large_created, 1);
+	}
 	return s;
 }
 
