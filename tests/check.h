@@ -216,7 +216,6 @@ static inline const char *capture_end(struct check_capture *c)
 	return c->text;
 }
 
-/* Number of lines in @text (a last line without '\n' counts). */
 /* How often @what occurs in @text. */
 static inline unsigned count_text(const char *text, const char *what)
 {
@@ -227,6 +226,7 @@ static inline unsigned count_text(const char *text, const char *what)
 	return n;
 }
 
+/* Number of lines in @text (a last line without '\n' counts). */
 static inline int count_lines(const char *text)
 {
 	int n = 0;
@@ -248,6 +248,17 @@ static inline int count_lines(const char *text)
 		if (!CHECK_EQ(count_lines(cap_.text), 1))                          \
 			printf("  after %s\n", #call);                             \
 		CHECK_CONTAINS(cap_.text, needle);                                 \
+	} while (0)
+
+/* Runs @call with stderr captured: it must print nothing. */
+#define NO_MESSAGE(call)                                                           \
+	do {                                                                       \
+		struct check_capture cap_;                                         \
+		capture_begin(&cap_);                                              \
+		call;                                                              \
+		capture_end(&cap_);                                                \
+		if (!CHECK_EQ(count_lines(cap_.text), 0))                          \
+			printf("  after %s\n", #call);                             \
 	} while (0)
 
 #endif

@@ -31,8 +31,15 @@
  * such blocks live); and 200 000 small blocks of about 1000 bytes, each
  * freed before the next (200 MB: the arena's freed objects serve again).
  *
- * reallocarray() whose size overflows returns NULL with ENOMEM, leaves the
- * block as it was and says so once, as calloc() does.
+ * reallocarray() whose size overflows returns NULL with ENOMEM and leaves the
+ * block as it was, as calloc() does.
+ *
+ * R19. A malloc the program could not have (2^50 bytes, SIZE_MAX; calloc's
+ * and reallocarray()'s sizes that overflow; more than the address space
+ * allows) printed an error line, where glibc's fails silently: python3's
+ * MemoryError, or any program that tries a huge buffer and copes with NULL,
+ * printed more under LD_PRELOAD than without. Should: NULL, errno ENOMEM,
+ * nothing on stderr (the reason is an info line with IOALLOC_VERBOSE=1).
  *
  * memalign() and aligned_alloc() with an alignment no block can have, but
  * at most the largest power of two, fail with ENOMEM, as glibc's do (they
@@ -45,10 +52,62 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 extern int review_ctor_failed, review_ctor_allocs, review_ctor_big_failed;
 extern int review_ctor_churn_failed, review_ctor_double_distinct;
 extern char *review_ctor_big;
+
+/* R19: requests above the largest block, and one the address space refuses
+ * (in a child, whose RLIMIT_AS leaves no room for a new 64 MiB segment). */
+static void huge_requests_fail_silently(void)
+{
+	void *(*volatile m_alloc)(size_t) = malloc;
+	void *(*volatile re_alloc)(void *, size_t) = realloc;
+	char *small = malloc(100);
+	void *p = small;
+	int rc = 0, status;
+	pid_t pid;
+
+	errno = 0;
+	NO_MESSAGE(p = m_alloc((size_t)1 << 50));
+	CHECK(p == NULL && errno == ENOMEM);
+	errno = 0;
+	NO_MESSAGE(p = m_alloc(SIZE_MAX));
+	CHECK(p == NULL && errno == ENOMEM);
+	errno = 0;
+	NO_MESSAGE(p = re_alloc(small, (size_t)1 << 45));
+	CHECK(p == NULL && errno == ENOMEM);
+	NO_MESSAGE(rc = posix_memalign(&p, 64, (size_t)1 << 50));
+	CHECK_EQ(rc, ENOMEM);
+	free(small);
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		struct check_capture cap;
+		struct rlimit lim;
+		unsigned long pages = 0;
+		FILE *f = fopen("/proc/self/statm", "r");
+
+		if (!f || fscanf(f, "%lu", &pages) != 1)
+			_exit(3);
+		fclose(f);
+		lim.rlim_cur = lim.rlim_max = pages * (unsigned long)sysconf(_SC_PAGESIZE) + (16 << 20);
+		if (setrlimit(RLIMIT_AS, &lim) != 0)
+			_exit(3);
+		capture_begin(&cap);
+		errno = 0;
+		p = m_alloc((size_t)256 << 20);
+		rc = errno;
+		capture_end(&cap);
+		_exit(p == NULL && rc == ENOMEM && !cap.text[0] ? 0 : 1);
+	}
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+	if (!CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+		printf("  the child's malloc of 256 MiB past its RLIMIT_AS: status 0x%x\n", status);
+}
 
 int main(int argc, char **argv)
 {
@@ -71,13 +130,15 @@ int main(int argc, char **argv)
 		CHECK(block != NULL);
 		memset(block, 7, 100);
 		errno = 0;
-		ONE_MESSAGE("the size overflows", q = realloc_array(block, half, 3));
+		NO_MESSAGE(q = realloc_array(block, half, 3));
 		CHECK(q == NULL && errno == ENOMEM);
 		CHECK(block[99] == 7);
-		ONE_MESSAGE("the size overflows", q = c_alloc(half, 3));
-		CHECK(q == NULL);
+		errno = 0;
+		NO_MESSAGE(q = c_alloc(half, 3));
+		CHECK(q == NULL && errno == ENOMEM);
 		free(block);
 	}
+	huge_requests_fail_silently();
 	{
 		void *(*volatile mem_align)(size_t, size_t) = memalign;
 		void *(*volatile aligned)(size_t, size_t) = aligned_alloc;

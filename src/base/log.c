@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 static atomic_int max_level = IOA_LOG_WARN;
+int ioa__preloaded __attribute__((weak));
 
 /* The calling thread's innermost hold, or NULL. */
 static __thread struct ioa__log_held *holding __attribute__((tls_model("initial-exec")));

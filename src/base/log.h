@@ -41,6 +41,13 @@ const char *ioa__errno_name(int err);
 const char *ioa__errno_text(int err);
 
 #define ioa__err(...) ioa__log(IOA_LOG_ERROR, __VA_ARGS__)
+/* Set in the preload library (a strong definition there), 0 elsewhere. */
+extern int ioa__preloaded;
+/* A request refused for want of memory or address space (ENOMEM): an error,
+ * but an info line (IOALLOC_VERBOSE=1) in the preload library, whose malloc
+ * family fails silently as glibc's does: a program that tries a huge
+ * malloc and copes with NULL prints the same under LD_PRELOAD as without. */
+#define ioa__err_nomem(...) ioa__log(ioa__preloaded ? IOA_LOG_INFO : IOA_LOG_ERROR, __VA_ARGS__)
 #define ioa__warn(...) ioa__log(IOA_LOG_WARN, __VA_ARGS__)
 #define ioa__info(...) ioa__log(IOA_LOG_INFO, __VA_ARGS__)
 #define ioa__debug(...) ioa__log(IOA_LOG_DEBUG, __VA_ARGS__)

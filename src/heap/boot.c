@@ -25,7 +25,6 @@
 #define FREED ((size_t)1 << 62)
 #define SIZE_BITS (FREED - 1)
 
-int ioa__preloaded __attribute__((weak));
 _Atomic int ioa__preload_ready;
 
 static _Alignas(4096) char arena[ARENA_BYTES];

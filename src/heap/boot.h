@@ -17,8 +17,6 @@
 
 #include <stddef.h>
 
-/* Set in the preload library (a strong definition there), 0 elsewhere. */
-extern int ioa__preloaded;
 /* The preload library's constructor ran: the heap may start the library. */
 extern _Atomic int ioa__preload_ready;
 

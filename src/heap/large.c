@@ -16,7 +16,7 @@ void *ioa__large_alloc(struct ioa__heap *h, size_t size, size_t align)
 	size_t len;
 
 	if (size > IOA_BUFFER_MAX || align > IOA_BUFFER_MAX) {
-		ioa__err("an allocation of %zu bytes aligned to %zu: above the largest block, %zu "
+		ioa__err_nomem("an allocation of %zu bytes aligned to %zu: above the largest block, %zu "
 			 "bytes (1 TiB); nothing allocated", size, align, IOA_BUFFER_MAX);
 		errno = ENOMEM;
 		return NULL;

@@ -93,7 +93,7 @@ IOA_EXPORT void *ioa_calloc(size_t n, size_t size)
 	void *p;
 
 	if (__builtin_mul_overflow(n, size, &total)) {
-		ioa__err("ioa_calloc: %zu objects of %zu bytes: the size overflows; nothing "
+		ioa__err_nomem("ioa_calloc: %zu objects of %zu bytes: the size overflows; nothing "
 			 "allocated", n, size);
 		errno = ENOMEM;
 		return NULL;

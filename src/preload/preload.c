@@ -60,7 +60,7 @@ void *reallocarray(void *ptr, size_t n, size_t size)
 	size_t total;
 
 	if (__builtin_mul_overflow(n, size, &total)) { /* as ioa_calloc's */
-		ioa__err("reallocarray(%p): %zu objects of %zu bytes: the size overflows; the "
+		ioa__err_nomem("reallocarray(%p): %zu objects of %zu bytes: the size overflows; the "
 			 "block is unchanged", ptr, n, size);
 		errno = ENOMEM;
 		return NULL;

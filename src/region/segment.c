@@ -219,6 +219,9 @@ static void say_no_segment(size_t len, size_t align, int node, int err)
 		ioa__err("IOALLOC_PAGE_SIZE=2m: cannot get %zu MiB of 2 MiB hugetlb pages on "
 			 "node %d: %s (reserve them in /proc/sys/vm/nr_hugepages)", len >> 20, node,
 			 ioa__errno_text(-err));
+	else if (err == -ENOMEM)
+		ioa__err_nomem("cannot map a segment of %zu MiB aligned to %zu MiB on node %d: %s",
+			       len >> 20, align >> 20, node, ioa__errno_text(-err));
 	else
 		ioa__err("cannot map a segment of %zu MiB aligned to %zu MiB on node %d: %s",
 			 len >> 20, align >> 20, node, ioa__errno_text(-err));
