@@ -8,7 +8,9 @@
  * start_failed). Before, the other thread's frees waited until its queue
  * filled. Then, in a fresh library, the pass of a failed start holds
  * nothing back: a buffer another thread freed meanwhile, with no free after
- * it, is retired by that pass.
+ * it, is retired by that pass; and a device table destroyed then, while no
+ * reclaimer can start, whose drain fails: its descriptor, which a queued
+ * item may still name, is never handed out again (src/devpt.c).
  */
 #include "check.h"
 
@@ -65,6 +67,28 @@ static void *other(void *arg)
 	return NULL;
 }
 
+static void no_invalidate(void *ctx)
+{
+	(void)ctx;
+}
+
+/* Then a table destroyed on the failer's thread: the destroy's drain cannot
+ * start a reclaimer. The next table must get another descriptor. */
+static struct ioa_iopt *destroyed, *next_table;
+
+static void *failer_destroys(void *arg)
+{
+	(void)arg;
+	pthread_setname_np(pthread_self(), "failer");
+	destroyed = ioa_iopt_create(0, no_invalidate, NULL);
+	if (!CHECK(destroyed != NULL))
+		return NULL;
+	CHECK(ioa_iopt_map(destroyed, 0x200000, 0x400000, 4096, IOA_IOPT_READ) == 0);
+	ioa_iopt_destroy(destroyed); /* its drain fails: said before, once */
+	next_table = ioa_iopt_create(0, no_invalidate, NULL);
+	return NULL;
+}
+
 /* The third round: one buffer pushed by another thread while the start
  * fails, young (a delay of 1 s holds items up to half of it), and no free
  * after it. */
@@ -106,6 +130,13 @@ static void failed_start_holds_nothing(void)
 	pthread_join(b, NULL);
 	usleep(50000);
 	CHECK(ioa_virt2iova(held_buf) == IOA_BAD_IOVA);
+	/* the node has a queue now, and still no reclaimer */
+	CHECK(pthread_create(&a, NULL, failer_destroys, NULL) == 0);
+	pthread_join(a, NULL);
+	if (CHECK(next_table != NULL)) {
+		CHECK(next_table != destroyed);
+		ioa_iopt_destroy(next_table);
+	}
 	ioa_fini();
 }
 
