@@ -213,14 +213,17 @@ int ioa_config_from_env(struct ioa_config *cfg);
  * the variable; a node without memory is a bad setting), -EBUSY when already
  * initialised, or the backend's error when it cannot be opened (-ENOENT for
  * a missing VFIO group, for instance).
- * Without it, ioa_dma_alloc() and ioa_iopt_create() initialise the library
- * from the environment on first use. No other function does: before
- * initialisation the lookups find nothing, ioa_dma_free() refuses (-EINVAL),
- * the backends' calls answer -ENODEV or do nothing, ioa_quiesce() and
- * ioa_fini() do nothing, and the statistics are the last run's (zero at first).
- * The lazy initialisation is tried once: if it fails, it is described once,
- * and every later ioa_dma_alloc() and ioa_iopt_create() fails with its
- * errno, silently, until ioa_init() is called.
+ * Without it, the calls that allocate initialise the library from the
+ * environment on first use: ioa_dma_alloc(), ioa_iopt_create(), ioa_malloc()
+ * and the rest of its family, ioa_ring_create(), ioa_pool_create(),
+ * ioa_provider_create() and ioa_dma_register(); a later ioa_init() then
+ * answers -EBUSY. No other function does: before initialisation the lookups
+ * find nothing, ioa_dma_free() refuses (-EINVAL), the backends' calls answer
+ * -ENODEV or do nothing, ioa_quiesce() and ioa_fini() do nothing, and the
+ * statistics are the last run's (zero at first). The lazy initialisation is
+ * tried once: if it fails, it is described once, and every later call that
+ * would initialise fails with its errno, silently, until ioa_init() is
+ * called.
  */
 int ioa_init(const struct ioa_config *cfg);
 
@@ -491,8 +494,8 @@ struct ioa_iopt *ioa_iopt_create(int node, ioa_iopt_invalidate_fn invalidate, vo
 /**
  * Maps device addresses [dva, dva + len) to IOVAs [iova, iova + len) with
  * @perms: IOA_IOPT_READ, IOA_IOPT_WRITE or both. All three must be 4 KiB
- * aligned, @len not 0, dva + len at most 2^48. Returns 0, -EINVAL (NULL @pt,
- * bad perms or range), -EEXIST (part of the range is mapped; nothing
+ * aligned, @len not 0, dva + len at most 2^48 and iova + len at most 2^52.
+ * Returns 0, -EINVAL (NULL or destroyed @pt, bad perms or range), -EEXIST (part of the range is mapped; nothing
  * changes), -ENOMEM (a table page's ioa_dma_alloc() failed and said why) or
  * -EDEADLK (called from an invalidate callback; nothing changes).
  */
@@ -503,13 +506,14 @@ int ioa_iopt_map(struct ioa_iopt *pt, uint64_t dva, uint64_t iova, uint64_t len,
  * Unmaps [dva, dva + len). Table pages that become empty are unlinked and
  * retired through the reclaimer: the invalidate callback runs, then they are
  * unmapped and reused. Leaf invalidation for the unmapped range is the
- * caller's. Returns -EINVAL, changing nothing, for a NULL @pt, a range that
- * is empty, misaligned or past 2^48, or one that would split a leaf;
- * -EDEADLK from an invalidate callback.
+ * caller's. Returns -EINVAL, changing nothing, for a NULL or destroyed
+ * @pt, a range that is empty, misaligned or past 2^48, or one that would
+ * split a leaf; -EDEADLK from an invalidate callback.
  */
 int ioa_iopt_unmap(struct ioa_iopt *pt, uint64_t dva, uint64_t len);
 
-/** IOVA of the table's root page, for the walker; IOA_BAD_IOVA for a NULL @pt. */
+/** IOVA of the table's root page, for the walker; IOA_BAD_IOVA, with a
+ * message, for a NULL or destroyed @pt. */
 uint64_t ioa_iopt_root_iova(const struct ioa_iopt *pt);
 
 /** Unmaps everything, retires every table page and frees @pt; a NULL @pt is
