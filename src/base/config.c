@@ -38,9 +38,12 @@ static int lookup_name(const char *value, const char *const *names, size_t n)
 	return -1;
 }
 
-/* A decimal integer in [lo, hi] with nothing after it. */
+/* A decimal integer in [lo, hi] with nothing after it. The caller's errno
+ * is kept: the environment is read at the program's first malloc under
+ * LD_PRELOAD, and no library function sets errno to 0. */
 static int parse_int(const char *value, long lo, long hi, int *out)
 {
+	int saved = errno, range;
 	char *end;
 	long v;
 
@@ -48,7 +51,9 @@ static int parse_int(const char *value, long lo, long hi, int *out)
 		return -1;
 	errno = 0;
 	v = strtol(value, &end, 10);
-	if (errno || *end || v < lo || v > hi)
+	range = errno;
+	errno = saved;
+	if (range || *end || v < lo || v > hi)
 		return -1;
 	*out = (int)v;
 	return 0;
