@@ -111,8 +111,9 @@ enum ioa_page_size {
 
 /** When freed memory is unmapped (IOALLOC_DEFER). */
 enum ioa_defer_mode {
-	IOA_DEFER_ON,   /**< by the node's reclaimer thread, in batches */
-	IOA_DEFER_SYNC, /**< on the freeing thread, before ioa_dma_free returns */
+	IOA_DEFER_ON,     /**< by the node's reclaimer thread, in batches */
+	IOA_DEFER_SYNC,   /**< on the freeing thread, before ioa_dma_free returns */
+	IOA_DEFER_INLINE, /**< in batches by the freeing threads: no thread of the library's own */
 };
 
 /** What ioa_malloc() does with memory it frees (IOALLOC_PROTECT). */
@@ -165,7 +166,7 @@ struct ioa_config {
 	int numa;    /**< IOALLOC_NUMA: IOA_NUMA_LOCAL, IOA_NUMA_INTERLEAVE or a node */
 	int stats;   /**< IOALLOC_STATS: 1 prints the statistics at exit */
 	int verbose; /**< IOALLOC_VERBOSE: 0 errors and warnings, 1 info, 2 debug */
-	enum ioa_defer_mode defer;  /**< IOALLOC_DEFER: on (default) or sync */
+	enum ioa_defer_mode defer;  /**< IOALLOC_DEFER: on (default), sync or inline */
 	unsigned defer_delay_us;    /**< IOALLOC_DEFER_DELAY_US: longest wait of a freed item, default 2000 */
 	unsigned defer_limit;       /**< IOALLOC_DEFER_LIMIT: per-thread backlog before the freeing thread helps, default 4096 */
 	enum ioa_protect protect;   /**< IOALLOC_PROTECT: lazy (default) or strict, see ioa_malloc() */

@@ -295,8 +295,12 @@ static int init(const struct ioa_config *cfg, int lazy)
 	ioa__heap_life_window_open(&w); /* see heap_life.h */
 	if (!cfg) {
 		ioa_config_init(&from_env);
-		if (ioa__preloaded) /* a program that knows nothing of devices */
+		if (ioa__preloaded) { /* a program that knows nothing of devices */
 			from_env.backend = IOA_BACKEND_NONE;
+			/* nor of threads it did not make: setresuid() applied to
+			 * every thread, unshare(CLONE_NEWUSER) single-threaded */
+			from_env.defer = IOA_DEFER_INLINE;
+		}
 		cfg = &from_env;
 		err = ioa_config_from_env(&from_env);
 	} else {

@@ -210,7 +210,7 @@ static void test_init_bad_struct(void)
 		case 4: cfg.sim_unmap_ns = 100000001; break;
 		case 5: cfg.defer_cap_mb = 0; break;
 		case 6: cfg.defer_cap_mb = (1u << 20) + 1; break;
-		case 7: cfg.defer = (enum ioa_defer_mode)2; break;
+		case 7: cfg.defer = (enum ioa_defer_mode)3; break;
 		default: cfg.iova = (enum ioa_iova_mode)2; break;
 		}
 		if ((text = init_failure(&cap, &cfg, -EINVAL)))

@@ -199,8 +199,10 @@ static int child(size_t sz)
 	return check_done();
 }
 
-/* Runs this program again as `self child SIZE` in lazy mode; whether it
- * exited 0 within 10 s (else it is killed). 77 when it skipped. */
+/* Runs this program again as `self child SIZE` in lazy mode, with a
+ * reclaimer thread (IOALLOC_DEFER=on: the preload library's default makes
+ * none); whether it exited 0 within 10 s (else it is killed). 77 when it
+ * skipped. */
 static int run_child(const char *self, const char *sz)
 {
 	pid_t pid = fork();
@@ -208,6 +210,7 @@ static int run_child(const char *self, const char *sz)
 
 	if (pid == 0) {
 		setenv("IOALLOC_PROTECT", "lazy", 1);
+		setenv("IOALLOC_DEFER", "on", 1);
 		execl(self, self, "child", sz, (char *)NULL);
 		_exit(126);
 	}

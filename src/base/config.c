@@ -106,6 +106,8 @@ static int parse_defer(const char *v, struct ioa_config *cfg)
 		cfg->defer = IOA_DEFER_ON;
 	else if (strcasecmp(v, "sync") == 0)
 		cfg->defer = IOA_DEFER_SYNC;
+	else if (strcasecmp(v, "inline") == 0)
+		cfg->defer = IOA_DEFER_INLINE;
 	else
 		return -1;
 	return 0;
@@ -208,7 +210,7 @@ static const struct setting {
 	{ "IOALLOC_NUMA", "local, interleave or a node number from 0 to 1023", parse_numa },
 	{ "IOALLOC_STATS", "0 or 1", parse_stats },
 	{ "IOALLOC_VERBOSE", "0, 1 or 2", parse_verbose },
-	{ "IOALLOC_DEFER", "on or sync", parse_defer },
+	{ "IOALLOC_DEFER", "on, sync or inline", parse_defer },
 	{ "IOALLOC_DEFER_DELAY_US", "microseconds from 1 to 1000000", parse_defer_delay },
 	{ "IOALLOC_DEFER_LIMIT", "items from 16 to 16777216", parse_defer_limit },
 	{ "IOALLOC_PROTECT", "lazy or strict", parse_protect },
@@ -437,8 +439,9 @@ int ioa__config_validate(const struct ioa_config *cfg)
 		return bad_field("stats", cfg->stats, "0 or 1");
 	if (cfg->verbose < 0 || cfg->verbose > 2)
 		return bad_field("verbose", cfg->verbose, "0, 1 or 2");
-	if ((unsigned)cfg->defer > IOA_DEFER_SYNC)
-		return bad_field("defer", (int)cfg->defer, "IOA_DEFER_ON or IOA_DEFER_SYNC");
+	if ((unsigned)cfg->defer > IOA_DEFER_INLINE)
+		return bad_field("defer", (int)cfg->defer,
+				 "IOA_DEFER_ON, IOA_DEFER_SYNC or IOA_DEFER_INLINE");
 	if (cfg->defer_delay_us < 1 || cfg->defer_delay_us > 1000000)
 		return bad_field("defer_delay_us", cfg->defer_delay_us, "1 to 1000000 microseconds");
 	if (cfg->defer_limit < 16 || cfg->defer_limit > 1u << 24)

@@ -94,10 +94,12 @@ void ioa__defer_fini(void)
 		struct ring *r, *next;
 
 		if (nd->started) {
-			atomic_store(&nd->stop, 1);
-			atomic_fetch_add(&nd->futex, 1);
-			futex_wake(&nd->futex);
-			pthread_join(nd->thread, NULL);
+			if (ioa__defer_eng.cfg.defer != IOA_DEFER_INLINE) { /* else no thread */
+				atomic_store(&nd->stop, 1);
+				atomic_fetch_add(&nd->futex, 1);
+				futex_wake(&nd->futex);
+				pthread_join(nd->thread, NULL);
+			}
 			ioa__os_free_pages(nd->items, IOA_PASS_MAX * sizeof(*nd->items));
 			ioa__os_free_pages(nd->extents, IOA_PASS_MAX * sizeof(*nd->extents));
 			ioa__os_free_pages(nd->order, 2 * IOA_PASS_MAX * sizeof(*nd->order));

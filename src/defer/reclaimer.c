@@ -240,7 +240,8 @@ static void start_failed(struct node *nd)
  * does not exist, clears started (ioa__defer_fork_child); a failed
  * pthread_create clears it again (start_failed). ioa__defer_fini joins the
  * thread of a started node: a start still in progress there would be a call
- * racing ioa_fini(), which no call may.
+ * racing ioa_fini(), which no call may. With IOALLOC_DEFER=inline no thread
+ * is made: started only marks the node's pass arrays made.
  */
 int ioa__defer_start_reclaimer(struct node *nd)
 {
@@ -261,6 +262,14 @@ int ioa__defer_start_reclaimer(struct node *nd)
 		err = ENOMEM;
 	else
 		atomic_store_explicit(&nd->started, 1, memory_order_relaxed);
+	if (!err && ioa__defer_eng.cfg.defer == IOA_DEFER_INLINE) {
+		/* no thread: the freeing threads retire in passes of their own
+		 * (a full queue, an allocation past the cap, a quiesce); AWAKE,
+		 * so that no push wakes anybody */
+		atomic_store_explicit(&nd->sleep, AWAKE, memory_order_relaxed);
+		pthread_mutex_unlock(&ioa__defer_eng.start_lock);
+		return 0;
+	}
 	pthread_mutex_unlock(&ioa__defer_eng.start_lock);
 	if (!err) {
 		tried = 1;

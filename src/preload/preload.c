@@ -7,7 +7,9 @@
  * Bootstrapping: mallocs before this library's constructor ran (libc's,
  * libnuma's and libstdc++'s start) and those made while the library starts
  * come from a static arena (heap/boot.h); nothing here calls dlsym. The
- * backend is `none` unless IOALLOC_BACKEND says otherwise (api.c). Fork
+ * backend is `none` unless IOALLOC_BACKEND says otherwise, and the deferral
+ * engine retires on the freeing threads (IOALLOC_DEFER=inline: no thread of
+ * the library's own) unless IOALLOC_DEFER says otherwise (api.c). Fork
  * handlers: atfork.c.
  */
 #include "heap.h"

@@ -1,0 +1,108 @@
+/*
+ * Under libioalloc-preload.so the library makes no thread of its own
+ * (IOALLOC_DEFER defaults to inline there; ctest sets LD_PRELOAD and
+ * IOALLOC_PROTECT, and no IOALLOC_DEFER): a program that believes it is
+ * single-threaded stays so. glibc's setresuid() and setresgid() run on
+ * every thread and abort the program when one of them fails, as it does on
+ * a reclaimer thread without the capability the program kept for itself
+ * (setpriv); unshare(CLONE_NEWUSER) refuses a process of two threads. A
+ * review found both. Freed memory is still retired: by the freeing thread
+ * once its queue fills, and whatever waits by ioa_quiesce(); a thread that
+ * exits leaves its items for the next pass; a forked child stays
+ * single-threaded too.
+ */
+#include "check.h"
+
+#include "ioalloc.h"
+
+#include <dirent.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define BIG ((size_t)20 << 20) /* above what lazy mode's node cache keeps */
+
+/* Threads of this process, from /proc/self/task; -1 if it cannot be read. */
+static int threads(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* Frees that retire: blocks of 3000 bytes (strict: a page each) and blocks
+ * of 20 MiB (both modes: retired at once). */
+static void churn(int rounds)
+{
+	for (int i = 0; i < rounds; i++) {
+		char *p = malloc(3000);
+
+		if (!CHECK(p != NULL))
+			return;
+		memset(p, 1, 3000);
+		free(p);
+		if (i % 1000 == 0) {
+			char *big = malloc(BIG);
+
+			if (!CHECK(big != NULL))
+				return;
+			big[0] = big[BIG - 1] = 2;
+			free(big);
+		}
+	}
+}
+
+static void *worker(void *arg)
+{
+	(void)arg;
+	churn(3000);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	struct ioa_stats before, after;
+	pthread_t t;
+	pid_t pid;
+	int status;
+
+	check_start("test_preload_inline");
+	if (argc != 2 || !getenv("LD_PRELOAD") || strcmp(getenv("LD_PRELOAD"), argv[1]) != 0)
+		return check_skip("run as LD_PRELOAD=LIB test_preload_inline LIB, LIB "
+				  "libioalloc-preload.so (ctest does)");
+	churn(20000);
+	ioa_stats_get(&before);
+	CHECK(before.defer_enqueued >= 20);
+	if (getenv("IOALLOC_PROTECT") && strcmp(getenv("IOALLOC_PROTECT"), "strict") == 0)
+		CHECK(before.defer_retired > 0); /* 20 000 pages: the queue filled */
+	CHECK_EQ(threads(), 1);
+	CHECK(pthread_create(&t, NULL, worker, NULL) == 0);
+	pthread_join(t, NULL);
+	CHECK_EQ(threads(), 1);
+	CHECK(ioa_quiesce() == 0);
+	ioa_stats_get(&after);
+	CHECK(after.defer_enqueued > before.defer_enqueued);
+	if (!CHECK_EQ(after.defer_retired, after.defer_enqueued))
+		printf("  %llu of %llu items retired after ioa_quiesce()\n",
+		       (unsigned long long)after.defer_retired,
+		       (unsigned long long)after.defer_enqueued);
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		churn(5000);
+		_exit(threads() == 1 ? 0 : 1);
+	}
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK_EQ(threads(), 1);
+	return check_done();
+}
