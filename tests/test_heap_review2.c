@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -411,6 +412,72 @@ static void test_batched_double_free_cuts_batch(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
+/*
+ * R20. The owner's second free of an object that another thread freed first
+ * and still holds in its batch was not refused (IOALLOC_CHECK off, lazy and
+ * strict): the owner's free paths looked only at the span's bits. The
+ * object came back from the owner's next malloc, live, and the other
+ * thread's hand-over then freed it again: its batch link overwrote the
+ * program's first word, and a later malloc handed the live object out a
+ * second time. A review found it (helper-70).
+ *
+ * Should: the owner's free is reported and ignored; the object comes back
+ * once, after the hand-over is applied, and never while it is live.
+ */
+static sem_t freed_there, owner_done;
+
+static void *free_then_hand_over(void *arg)
+{
+	ioa_free(ioa_malloc(16)); /* a heap of its own: its frees wait in a batch */
+	ioa_free(arg);
+	sem_post(&freed_there);
+	while (sem_wait(&owner_done) != 0)
+		;
+	ioa_quiesce(); /* hands the batch over */
+	return NULL;
+}
+
+static void owner_frees_object_in_a_batch(enum ioa_protect protect)
+{
+	struct check_capture cap;
+	char *p, *got[256];
+	int back = 0, reported;
+	pthread_t t;
+
+	if (!heap_up(IOA_BACKEND_SIM, protect, 0, 0))
+		return;
+	p = ioa_malloc(64);
+	sem_init(&freed_there, 0, 0);
+	sem_init(&owner_done, 0, 0);
+	pthread_create(&t, NULL, free_then_hand_over, p);
+	while (sem_wait(&freed_there) != 0)
+		;
+	capture_begin(&cap);
+	ioa_free(p); /* the second free */
+	reported = count_text(capture_end(&cap), "double free");
+	CHECK_EQ(reported, 1);
+	for (int i = 0; i < 256; i++) { /* p is not free: none of these is p */
+		got[i] = ioa_malloc(64);
+		memset(got[i], 'A', 64);
+		back += got[i] == p;
+	}
+	CHECK_EQ(back, 0);
+	sem_post(&owner_done);
+	pthread_join(t, NULL);
+	for (int i = 0; i < 256; i++) /* the live objects kept what was written */
+		if (!CHECK(got[i][0] == 'A' && got[i][63] == 'A'))
+			break;
+	for (int i = 0; i < 256; i++)
+		ioa_free(got[i]);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+static void test_owner_frees_object_in_a_batch(void)
+{
+	owner_frees_object_in_a_batch(IOA_PROTECT_LAZY);
+	owner_frees_object_in_a_batch(IOA_PROTECT_STRICT);
+}
+
 int main(void)
 {
 	check_start("test_heap_review2");
@@ -419,5 +486,6 @@ int main(void)
 	test_batched_double_free_cuts_batch();
 	test_strict_remote_emptied_then_cached_word();
 	test_strict_listed_emptied_by_remote();
+	test_owner_frees_object_in_a_batch();
 	return check_done();
 }

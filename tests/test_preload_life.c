@@ -5,7 +5,9 @@
  * up or down. Each case runs in a child process of its own (a fresh library),
  * which is killed should it run for 10 s (a run takes milliseconds); before the window, each hung:
  * - fini: ioa_fini() of a program that never retired anything: the retirement
- *   of its spans starts the reclaimer, whose pthread_create callocs;
+ *   of its spans starts the reclaimer, whose pthread_create callocs (the
+ *   child runs with IOALLOC_DEFER=on: the preload library's default makes
+ *   no reclaimer);
  * - init: ioa_init() as the program's first call: libnuma's fopen mallocs;
  * - atexit: the library's registration of its exit handler when glibc's
  *   block of handlers is full (life_atexit_lib.c registers N before it, for
@@ -54,6 +56,7 @@ static int run_child(const char *self, const char *what, const char *env_n)
 	if (pid == 0) {
 		if (env_n)
 			setenv("LIFE_ATEXIT_N", env_n, 1);
+		setenv("IOALLOC_DEFER", "on", 1);
 		execl(self, self, what, (char *)NULL);
 		_exit(126);
 	}

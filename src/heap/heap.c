@@ -512,6 +512,10 @@ static inline __attribute__((always_inline)) void free_own(struct ioa__heap *h,
 		ioa__check_report_double(s, i);
 		return;
 	}
+	if (in_a_batch(s->base + (size_t)i * s->obj_size)) { /* another thread freed it first */
+		ioa__check_report_double(s, i);
+		return;
+	}
 	if (ioa__heap_strict && strict_free_into_word(s, i))
 		return;
 	s->bits[i >> 6] |= 1ull << (i & 63);

@@ -220,6 +220,48 @@ static inline int ioa__popcount(uint64_t w)
 extern int ioa__heap_strict __attribute__((visibility("hidden")));
 extern int ioa__heap_checking;
 
+/* The heap of a thread that has none (heap_thread.c). */
+extern struct ioa__heap ioa__empty_heap;
+
+/* A batch is a list of freed objects linked through their first word; the
+ * owner's stack of batches is one list: a batch's last object links the
+ * next batch's first. */
+static inline void **links(void *p)
+{
+	return (void **)p;
+}
+
+/*
+ * An object in a batch of frees, from the free that links it until its
+ * owner applies it, holds its batch mark in its second word: the mark of
+ * its address, or TAIL_MARK's for the last object of a batch, whose first
+ * word links the next batch on the owner's stack. A second free of it
+ * finds the mark there, whichever thread's batch holds it and whether it
+ * was handed over yet, and is refused: linking it again would cut its batch
+ * (the objects after it, leaked) or loop. The mark is the address mixed
+ * with one of the library's own (set by ASLR), so a live object's data
+ * matches it only by a deliberate copy; the owner clears it as it applies
+ * the object, so a later free of it, allocated again, finds none. The
+ * owner's own free looks too (its fast path reads the object's second
+ * word: the line the program wrote last, as a rule), so an object another
+ * thread freed first is refused there as well. A
+ * thread's exit and fork() hand its batches over as any refill does
+ * (flush_out), marks and all; in a child of fork() the objects in batches of
+ * heaps abandoned there keep their marks and stay allocated, and a free of
+ * one is refused. A signal handler's free meets the same rule as glibc's
+ * (not while its thread is inside the heap); ioa_fini() races no free.
+ */
+#define TAIL_MARK 1u
+static inline uintptr_t batch_mark(const void *p)
+{
+	return ~(uintptr_t)p ^ ((uintptr_t)&ioa__empty_heap << 4);
+}
+
+static inline int in_a_batch(void *p)
+{
+	return ((uintptr_t)links(p)[1] ^ batch_mark(p)) <= TAIL_MARK;
+}
+
 /* The calling thread's heap; a static empty one (whose current spans are
  * all full) until its first malloc, so the fast path needs no NULL test. */
 extern __thread struct ioa__heap *ioa__my_heap __attribute__((tls_model("initial-exec")));
@@ -288,7 +330,7 @@ static inline void ioa__heap_free(void *p)
 	i = (uint32_t)((off * s->magic) >> 40);
 	bit = 1ull << (i & 63);
 	w = s->bits[i >> 6];
-	if (__builtin_expect((w & bit) | ((uint64_t)i * s->obj_size ^ off), 0)) {
+	if (__builtin_expect((w & bit) | ((uint64_t)i * s->obj_size ^ off) | in_a_batch(p), 0)) {
 		ioa__heap_free_slow(s, p); /* reports it */
 		return;
 	}

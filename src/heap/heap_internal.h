@@ -14,9 +14,7 @@
 /* A thread's heap state: its heap is the empty one until LIVE. */
 enum { HEAP_NEW, HEAP_BOOTING, HEAP_LIVE, HEAP_EXITED };
 
-/* The heap of a thread that has none, and the calling thread's HEAP_* state
- * (heap_thread.c). */
-extern struct ioa__heap ioa__empty_heap;
+/* The calling thread's HEAP_* state (heap_thread.c). */
 extern __thread int ioa__my_state __attribute__((tls_model("initial-exec")));
 
 /* heap.c */
@@ -39,42 +37,6 @@ int ioa__heap_held_free(void *p);
 struct ioa__heap *ioa__heap_of_forking_thread(void);
 
 #define BATCH 64 /* objects a freeing thread hands over at once */
-
-/* A batch is a list of freed objects linked through their first word; the
- * owner's stack of batches is one list: a batch's last object links the
- * next batch's first. */
-static inline void **links(void *p)
-{
-	return (void **)p;
-}
-
-/*
- * An object in a batch of frees, from the free that links it until its
- * owner applies it, holds its batch mark in its second word: the mark of
- * its address, or TAIL_MARK's for the last object of a batch, whose first
- * word links the next batch on the owner's stack. A second free of it
- * finds the mark there, whichever thread's batch holds it and whether it
- * was handed over yet, and is refused: linking it again would cut its batch
- * (the objects after it, leaked) or loop. The mark is the address mixed
- * with one of the library's own (set by ASLR), so a live object's data
- * matches it only by a deliberate copy; the owner clears it as it applies
- * the object, so a later free of it, allocated again, finds none. A
- * thread's exit and fork() hand its batches over as any refill does
- * (flush_out), marks and all; in a child of fork() the objects in batches of
- * heaps abandoned there keep their marks and stay allocated, and a free of
- * one is refused. A signal handler's free meets the same rule as glibc's
- * (not while its thread is inside the heap); ioa_fini() races no free.
- */
-#define TAIL_MARK 1u
-static inline uintptr_t batch_mark(const void *p)
-{
-	return ~(uintptr_t)p ^ ((uintptr_t)&ioa__empty_heap << 4);
-}
-
-static inline int in_a_batch(void *p)
-{
-	return ((uintptr_t)links(p)[1] ^ batch_mark(p)) <= TAIL_MARK;
-}
 
 /* Objects of @s still allocated: its used count less the free objects of
  * its owner's cached word (they count as used while checked out). */
