@@ -48,6 +48,17 @@ int ioa__check_disarm(struct ioa__span *s, uint32_t i, void *p)
 	return 1;
 }
 
+int ioa__check_resize(struct ioa__span *s, void *p, size_t size)
+{
+	size_t room = s->obj_size ? s->obj_size : s->len, old = ioa__check_requested(s, p);
+
+	if (old == SIZE_MAX || size > room - IOA_CANARY || 2 * (size + IOA_CANARY) < room)
+		return 0;
+	verify(s, p, old);
+	ioa__check_armed(p, size);
+	return 1;
+}
+
 int ioa__check_disarm_large(struct ioa__span *s, void *p)
 {
 	verify(s, p, s->large_req);

@@ -37,6 +37,11 @@ void ioa__check_armed(void *p, size_t size);
 int ioa__check_disarm(struct ioa__span *s, uint32_t i, void *p);
 /* Same for a large block; 0 when the free must not proceed. */
 int ioa__check_disarm_large(struct ioa__span *s, void *p);
+/* realloc of live object @p of @s to @size bytes in place, with
+ * IOALLOC_CHECK=1: when its room holds them and the canary without wasting
+ * more than half of it, the canary is verified and moved and 1 comes back;
+ * else 0, nothing changed. */
+int ioa__check_resize(struct ioa__span *s, void *p, size_t size);
 /* The size the program asked for, with IOALLOC_CHECK=1; SIZE_MAX when @p
  * is not the start of a live object. */
 size_t ioa__check_requested(const struct ioa__span *s, const void *p);

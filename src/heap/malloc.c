@@ -195,15 +195,18 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 	     (!ioa__heap_in_fork_window() && /* the extents' lock: see ioa__heap_free_unknown */
 	      ioa__extent_resize((struct ioa__span *)s, ptr, ioa__large_round(size)))))
 		return ptr;
-	if (s && !ioa__heap_checking && fits(s, have, size))
+	if (s && (ioa__heap_checking ? ioa__check_resize((struct ioa__span *)s, ptr, size)
+				     : fits(s, have, size)))
 		return ptr;
 	/* a large block of its own cannot grow where it lies: the new one takes
 	 * twice the old size, so a buffer that keeps growing is copied once per
-	 * doubling (its pages cost nothing until touched, or came resident) */
+	 * doubling (its pages cost nothing until touched, or came resident);
+	 * IOALLOC_CHECK's canary then follows the size asked for, and later
+	 * growth within the block stays in place (ioa__check_resize) */
 	p = NULL;
-	if (s && !s->obj_size && !s->chunk && !ioa__heap_checking && size > have &&
-	    size < 2 * have && 2 * have <= IOA_EXTENT_MAX)
-		p = ioa__heap_alloc(2 * have);
+	if (s && !s->obj_size && !s->chunk && size > have && size < 2 * have &&
+	    2 * have <= IOA_EXTENT_MAX && (p = ioa__heap_alloc(2 * have)) && ioa__heap_checking)
+		ioa__check_resize(ioa__pagemap_get(p), p, size);
 	if (!p && !(p = ioa__heap_alloc(size)))
 		return NULL; /* the old block stays */
 	memcpy(p, ptr, have < size ? have : size);
