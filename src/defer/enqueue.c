@@ -21,6 +21,8 @@ __thread struct ioa__defer_thread ioa__defer_mine __attribute__((tls_model("init
 static pthread_key_t thread_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
+static void help(int node, struct ring *r);
+
 /*
  * A thread's queues stay its own until its exit destructor ran (glibc runs
  * key destructors in key order, so others may free after ours ran); then it
@@ -30,12 +32,23 @@ static pthread_once_t key_once = PTHREAD_ONCE_INIT;
  * queue, whose producers take late_lock: two threads never produce into one
  * single-producer queue. A thread whose first free comes after its exit
  * destructor ran has a queue that is never orphaned: a leak of one queue,
- * never a second producer.
+ * never a second producer. With IOALLOC_DEFER=inline no reclaimer would
+ * empty its queues, and a queue is adopted only empty: the thread retires
+ * them first, with a pass of its own each (else every short-lived thread
+ * that freed anything left a queue nobody could use).
  */
 static void thread_exit(void *unused)
 {
-	struct ring **table = ioa__defer_mine.ring, *home = my_home();
+	struct ring **table = ioa__defer_mine.ring, *home;
 
+	if (table && ioa__defer_eng.cfg.defer == IOA_DEFER_INLINE &&
+	    ioa__defer_mine.generation == atomic_load(&ioa__defer_eng.generation))
+		for (int n = 0; n < IOA_MAX_NODES; n++)
+			/* relaxed: head is ours; a stale tail only adds a pass */
+			if (table[n] && atomic_load_explicit(&table[n]->head, memory_order_relaxed) !=
+						atomic_load_explicit(&table[n]->tail, memory_order_relaxed))
+				help(n, table[n]);
+	home = my_home();
 	ioa__defer_mine.exited = 1;
 	atomic_signal_fence(memory_order_seq_cst); /* a signal handler sees exited first */
 	if (!table || ioa__defer_mine.generation != atomic_load(&ioa__defer_eng.generation)) {
@@ -226,7 +239,9 @@ static inline __attribute__((always_inline)) void push(int node, struct ring *r,
 		wake(&ioa__defer_eng.nodes[node]);
 }
 
-/* A free after the thread's exit destructor ran: into the node's late queue. */
+/* A free after the thread's exit destructor ran: into the node's late queue;
+ * with IOALLOC_DEFER=inline retired there and then, by a pass of its own
+ * (no reclaimer looks, and the thread will not come back to it). */
 static int push_late(int node, const struct ioa__defer_item *item)
 {
 	struct node *nd = &ioa__defer_eng.nodes[node];
@@ -240,6 +255,8 @@ static int push_late(int node, const struct ioa__defer_item *item)
 	else
 		push(node, nd->late, item);
 	pthread_mutex_unlock(&nd->late_lock);
+	if (!err && ioa__defer_eng.cfg.defer == IOA_DEFER_INLINE)
+		help(node, nd->late);
 	return err;
 }
 

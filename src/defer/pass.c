@@ -120,12 +120,14 @@ static void note_held(struct node *nd)
 
 /* One pass over @nd: the items the last pass held, then @first's, then the
  * other queues'. With @all (a quiesce, a stop, a failed reclaimer start),
- * nothing is held.
+ * and always with IOALLOC_DEFER=inline (no reclaimer comes back for what a
+ * pass holds), nothing is held.
  * Caller holds the pass lock. Returns the number of items it took. */
 uint32_t ioa__defer_run_pass(struct node *nd, struct ring *first, int all)
 {
 	uint32_t n = nd->held;
 
+	all |= ioa__defer_eng.cfg.defer == IOA_DEFER_INLINE;
 	if (first)
 		claim(nd, first, &n);
 	for (struct ring *r = atomic_load_explicit(&nd->rings, memory_order_acquire);

@@ -330,7 +330,12 @@ static inline void ioa__heap_free(void *p)
 	i = (uint32_t)((off * s->magic) >> 40);
 	bit = 1ull << (i & 63);
 	w = s->bits[i >> 6];
-	if (__builtin_expect((w & bit) | ((uint64_t)i * s->obj_size ^ off) | in_a_batch(p), 0)) {
+	if (__builtin_expect((w & bit) | ((uint64_t)i * s->obj_size ^ off), 0)) {
+		ioa__heap_free_slow(s, p); /* reports it */
+		return;
+	}
+	/* only now: @p starts an object, so its second word is inside it */
+	if (__builtin_expect(in_a_batch(p), 0)) {
 		ioa__heap_free_slow(s, p); /* reports it */
 		return;
 	}
