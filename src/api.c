@@ -300,6 +300,8 @@ static int init(const struct ioa_config *cfg, int lazy)
 			/* nor of threads it did not make: setresuid() applied to
 			 * every thread, unshare(CLONE_NEWUSER) single-threaded */
 			from_env.defer = IOA_DEFER_INLINE;
+			/* passes of 64: strict mode's pages back sooner (deferral.md) */
+			from_env.defer_limit = 64;
 		}
 		cfg = &from_env;
 		err = ioa_config_from_env(&from_env);
