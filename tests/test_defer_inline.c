@@ -5,7 +5,10 @@
  *   window), which may never come: the buffers it took are retired at once.
  * - A free made after the thread's exit destructor ran goes to the node's
  *   late queue and is retired there and then.
- * - A thread's exit retires its queue (a queue is adopted only empty).
+ * - A thread's exit retires its queue (a queue is adopted only empty), in
+ *   as many passes as it takes: with IOALLOC_DEFER_LIMIT above what one
+ *   pass takes (IOA_PASS_MAX, 4096), one pass left 5904 of 10 000 items
+ *   (a review found it).
  * Retired buffers are unmapped: ioa_virt2iova() answers IOA_BAD_IOVA.
  */
 #include "check.h"
@@ -40,6 +43,43 @@ static void *exits_with_a_queue(void *arg)
 {
 	CHECK(ioa_dma_free(arg) == 0);
 	return NULL;
+}
+
+#define MANY 10000
+
+static void *exits_with_many(void *arg)
+{
+	void **bufs = arg;
+
+	for (int i = 0; i < MANY; i++)
+		CHECK(ioa_dma_free(bufs[i]) == 0);
+	return NULL;
+}
+
+/* A queue longer than one pass, left by an exiting thread. */
+static void exit_retires_a_long_queue(void)
+{
+	static void *bufs[MANY];
+	struct ioa_config cfg;
+	pthread_t t;
+	int mapped = 0;
+
+	ioa_config_init(&cfg);
+	cfg.backend = IOA_BACKEND_SIM;
+	cfg.defer = IOA_DEFER_INLINE;
+	cfg.defer_limit = 16384;
+	cfg.defer_cap_mb = 1024; /* no allocation pass meanwhile */
+	if (!CHECK(ioa_init(&cfg) == 0))
+		return;
+	for (int i = 0; i < MANY; i++)
+		bufs[i] = ioa_dma_alloc(4096, 0, IOA_NODE_ANY);
+	CHECK(pthread_create(&t, NULL, exits_with_many, bufs) == 0);
+	pthread_join(t, NULL);
+	for (int i = 0; i < MANY; i++)
+		mapped += ioa_virt2iova(bufs[i]) != IOA_BAD_IOVA;
+	if (!CHECK_EQ(mapped, 0))
+		printf("  %d of %d buffers still mapped after their thread's exit\n", mapped, MANY);
+	ioa_fini();
 }
 
 int main(void)
@@ -80,5 +120,6 @@ int main(void)
 	pthread_join(t, NULL);
 	CHECK(ioa_virt2iova(left) == IOA_BAD_IOVA);
 	ioa_fini();
+	exit_retires_a_long_queue();
 	return check_done();
 }

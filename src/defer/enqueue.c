@@ -21,7 +21,7 @@ __thread struct ioa__defer_thread ioa__defer_mine __attribute__((tls_model("init
 static pthread_key_t thread_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
-static void help(int node, struct ring *r);
+static uint32_t help(int node, struct ring *r);
 
 /*
  * A thread's queues stay its own until its exit destructor ran (glibc runs
@@ -34,8 +34,9 @@ static void help(int node, struct ring *r);
  * destructor ran has a queue that is never orphaned: a leak of one queue,
  * never a second producer. With IOALLOC_DEFER=inline no reclaimer would
  * empty its queues, and a queue is adopted only empty: the thread retires
- * them first, with a pass of its own each (else every short-lived thread
- * that freed anything left a queue nobody could use).
+ * them first, in passes of its own until each is empty (a pass takes at
+ * most IOA_PASS_MAX items; else every short-lived thread that freed
+ * anything left a queue nobody could use).
  */
 static void thread_exit(void *unused)
 {
@@ -45,9 +46,11 @@ static void thread_exit(void *unused)
 	    ioa__defer_mine.generation == atomic_load(&ioa__defer_eng.generation))
 		for (int n = 0; n < IOA_MAX_NODES; n++)
 			/* relaxed: head is ours; a stale tail only adds a pass */
-			if (table[n] && atomic_load_explicit(&table[n]->head, memory_order_relaxed) !=
-						atomic_load_explicit(&table[n]->tail, memory_order_relaxed))
-				help(n, table[n]);
+			while (table[n] &&
+			       atomic_load_explicit(&table[n]->head, memory_order_relaxed) !=
+				       atomic_load_explicit(&table[n]->tail, memory_order_relaxed) &&
+			       help(n, table[n]))
+				;
 	home = my_home();
 	ioa__defer_mine.exited = 1;
 	atomic_signal_fence(memory_order_seq_cst); /* a signal handler sees exited first */
@@ -157,16 +160,24 @@ static int retire_now(int node, struct ioa__defer_item *item)
 	return ioa__retire(node, item, 1, &ext, &order, 0, &held) ? -EIO : 0;
 }
 
-/* The queue is full: retire a bounded batch, ours first, on this thread.
- * Out of line, as wake(). */
-__attribute__((noinline, cold)) static void help(int node, struct ring *r)
+/* The queue is full: retire a bounded batch, ours first, on this thread;
+ * how many items the pass took. Cancellation is off meanwhile: a pass may
+ * sleep (the grace period's backoff, a cancellation point), and a thread
+ * cancelled there would keep pass_lock for good (glibc's free() is no
+ * cancellation point). Out of line, as wake(). */
+__attribute__((noinline, cold)) static uint32_t help(int node, struct ring *r)
 {
 	struct node *nd = &ioa__defer_eng.nodes[node];
+	uint32_t took;
+	int cancel;
 
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	pthread_mutex_lock(&nd->pass_lock);
-	ioa__defer_run_pass(nd, r, 0);
+	took = ioa__defer_run_pass(nd, r, 0);
 	pthread_mutex_unlock(&nd->pass_lock);
+	pthread_setcancelstate(cancel, NULL);
 	ioa__node_stat_add(node, defer_helped, 1);
+	return took;
 }
 
 /*

@@ -186,6 +186,7 @@ void ioa__defer_throttle(int node)
 {
 	struct node *nd = &ioa__defer_eng.nodes[node];
 	uint64_t deadline;
+	int cancel;
 
 	if (in_pass || !over_cap(node))
 		return;
@@ -198,9 +199,12 @@ void ioa__defer_throttle(int node)
 		if (!over_cap(node))
 			return;
 	}
+	/* no cancellation in the pass: see help() in enqueue.c */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	if (over_cap(node))
 		ioa__defer_run_pass(nd, NULL, 0);
 	pthread_mutex_unlock(&nd->pass_lock);
+	pthread_setcancelstate(cancel, NULL);
 }
 
 /* ---- the dump -------------------------------------------------------- */
