@@ -14,17 +14,6 @@
 
 #define KB4 ((size_t)1 << 12)
 
-/* Runs @call with stderr captured: it must print nothing. */
-#define NO_MESSAGE(call)                                                           \
-	do {                                                                       \
-		struct check_capture cap_;                                         \
-		capture_begin(&cap_);                                              \
-		call;                                                              \
-		capture_end(&cap_);                                                \
-		if (!CHECK_EQ(count_lines(cap_.text), 0))                          \
-			printf("  after %s\n", #call);                             \
-	} while (0)
-
 static void invalidate(void *ctx)
 {
 	(void)ctx;
