@@ -222,10 +222,12 @@ static void second_chunk_untouched(void)
 /* Strict mode, none backend: pages that spans of small objects had (taken
  * a run at a time) are not new to a DMA buffer that gets them later. The
  * first object stays: its page, the segment's first, came as a buffer of
- * its own (reserve_pages), and the DMA buffer must lie on runs' pages. */
+ * its own (reserve_pages), and the DMA buffer must lie on runs' pages.
+ * Enough pages that the heap recycles some and releases the rest
+ * (IOA_RECYCLE_MAX). */
 static void small_pages_reused(void)
 {
-	enum { N = 2000 };
+	enum { N = 40000 };
 	static unsigned char *obj[N];
 	unsigned char *p;
 	uintptr_t lo = UINTPTR_MAX, hi = 0;

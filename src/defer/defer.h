@@ -65,6 +65,13 @@ static inline int ioa__item_is_table(const struct ioa__defer_item *item)
 typedef void (*ioa__table_invalidate_fn)(void *owner);
 void ioa__defer_set_table_invalidate(ioa__table_invalidate_fn fn);
 
+/* Asked of each buffer a pass retired (unmapped, invalidated, its readers
+ * waited out) before its pages are released: 1 when the caller keeps it
+ * (ioa__region_recycle), which the pass then leaves alone. Registered by the
+ * heap in strict mode (heap/span.c), removed after a drain; NULL: none. */
+typedef int (*ioa__defer_recycler_fn)(const struct ioa__buffer *b);
+void ioa__defer_set_recycler(ioa__defer_recycler_fn fn);
+
 int ioa__defer_init(const struct ioa_config *cfg);
 /* Drains every queue, then stops the reclaimers. */
 void ioa__defer_fini(void);

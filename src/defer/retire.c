@@ -23,6 +23,9 @@
 
 static struct {
 	ioa__table_invalidate_fn table_invalidate;
+	/* relaxed loads: set before the first item it takes is enqueued, and
+	 * cleared after a drain (ioa__defer_set_recycler) */
+	_Atomic ioa__defer_recycler_fn recycler;
 	_Atomic int unordered;       /* tests only: see ioa__defer_set_unordered */
 	uint64_t hold_age_ticks;     /* an item this old is held no more */
 	uint64_t hold_bytes;         /* held bytes of a pass, at most */
@@ -96,6 +99,11 @@ void ioa__defer_set_table_invalidate(ioa__table_invalidate_fn fn)
 	rt.table_invalidate = fn;
 }
 
+void ioa__defer_set_recycler(ioa__defer_recycler_fn fn)
+{
+	atomic_store_explicit(&rt.recycler, fn, memory_order_relaxed);
+}
+
 void ioa__defer_set_unordered(int on)
 {
 	atomic_store(&rt.unordered, on);
@@ -142,15 +150,16 @@ static void sort_by_iova(uint32_t *order, uint32_t n, const struct ioa__iova_ext
  * follow each other in one shared segment, merged into *run; returns the
  * index after them. A run is unlinked, and released, with one call: a
  * table walk and a bitmap update for all its buffers, not one each (in
- * address order, runs are hundreds of buffers long). A quarantined buffer
- * (no pages left) ends a run; its whole coalesced range was quarantined, and
+ * address order, runs are hundreds of buffers long). A quarantined or held
+ * buffer (no pages left) ends a run; its whole coalesced range was quarantined, and
  * a run never spans two coalesced ranges, so a run is all or nothing.
  */
 static uint32_t take_run(const struct ioa__defer_item *it, const uint32_t *order, uint32_t i,
 			 uint32_t m, struct ioa__buffer *run)
 {
 	*run = it[order[i]].buf;
-	for (i++; i < m && run->npages && ioa__region_continues(run, &it[order[i]].buf); i++)
+	for (i++; i < m && run->npages && it[order[i]].buf.npages &&
+		  ioa__region_continues(run, &it[order[i]].buf); i++)
 		run->npages += it[order[i]].buf.npages;
 	return i;
 }
@@ -197,6 +206,7 @@ static uint32_t retire_buffers(int node, struct ioa__defer_item *it, uint32_t n,
 	struct ioa__region_pruned *prune = ioa__grace_available() ? &pruned : NULL;
 	uint32_t ranges = 0, quarantined = 0, m = 0, i, j;
 	int unordered = atomic_load(&rt.unordered);
+	ioa__defer_recycler_fn recycler = atomic_load_explicit(&rt.recycler, memory_order_relaxed);
 	int err = 0;
 
 	if (ioa__iommu_inherited())
@@ -274,6 +284,11 @@ static uint32_t retire_buffers(int node, struct ioa__defer_item *it, uint32_t n,
 			ioa__region_release_closed(&it[i].buf);
 		}
 	}
+	/* unmapped, invalidated, readers gone: a buffer its owner holds
+	 * leaves the runs released below (0 pages ends a run) */
+	for (i = 0; i < m && !err && !unordered && recycler; i++)
+		if (it[order[i]].buf.npages && recycler(&it[order[i]].buf))
+			it[order[i]].buf.npages = 0;
 	for (i = 0; i < m && !err && !unordered; i = j) {
 		struct ioa__buffer run;
 

@@ -96,6 +96,9 @@ struct ioa__span {
 	 * since), it serves no more and is retired once they are freed */
 	int emptied;
 	int node;
+	/* strict, a page span retiring: the heap it goes back to (recycle.c) */
+	struct ioa__heap *recycle_for;
+	struct ioa__heap *maker;    /* strict, a page span: the heap that made it */
 	size_t len;                 /* bytes of its region buffer */
 	struct ioa__span *next, *prev; /* in a list of its owner, or of a cache */
 	int listed;                 /* a span of its own region buffer, not yet retired */
@@ -161,6 +164,8 @@ struct ioa__word_cache {
  * them that could not reach any page mapped anew (see docs/heap.md). */
 #define IOA_READY_PAGES 16
 #define IOA_SPARE_DESCS (2 * IOA_READY_PAGES)
+/* Strict: pages a heap holds or has on their way to it, at most (recycle.c). */
+#define IOA_RECYCLE_MAX 128
 
 struct ioa__heap {
 	struct ioa__word_cache cache[IOA_CLASSES]; /* what the fast path allocates from */
@@ -189,6 +194,12 @@ struct ioa__heap {
 	/* descriptors of page spans this thread retired, for the next batch */
 	struct ioa__span *spare_desc[IOA_SPARE_DESCS];
 	unsigned nspare_desc;
+	/* strict: page spans of 1 and of 2 pages this heap retired, unmapped,
+	 * pushed by passes, taken by the heap's user (recycle.c); how many are
+	 * recycled or on their way (the user's count) */
+	struct ioa__span *_Atomic recycled[2];
+	struct ioa__span *recycled_mine[2]; /* taken from those, not used yet */
+	unsigned nrecycling[2];
 	pthread_mutex_t lock;       /* shared heaps only: serialises their users */
 	struct ioa__heap *next_all; /* every heap, for ioa_fini and fork */
 	struct ioa__heap *next_parked;
@@ -219,6 +230,8 @@ static inline int ioa__popcount(uint64_t w)
  * not through the GOT. */
 extern int ioa__heap_strict __attribute__((visibility("hidden")));
 extern int ioa__heap_checking;
+/* Strict: retired page spans go back to their heap (recycle.c). */
+extern int ioa__heap_recycling;
 
 /* The heap of a thread that has none (heap_thread.c). */
 extern struct ioa__heap ioa__empty_heap;

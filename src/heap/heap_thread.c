@@ -54,6 +54,10 @@ static void heap_reset(struct ioa__heap *h)
 	h->npending = 0;
 	h->nfreed = 0;
 	memset(h->nready, 0, sizeof(h->nready)); /* ioa_fini retired them with every span */
+	atomic_store_explicit(&h->recycled[0], NULL, memory_order_relaxed); /* and released these */
+	atomic_store_explicit(&h->recycled[1], NULL, memory_order_relaxed);
+	memset(h->recycled_mine, 0, sizeof(h->recycled_mine));
+	memset(h->nrecycling, 0, sizeof(h->nrecycling));
 	memset(h->out, 0, sizeof(h->out));
 	h->out_waiting = 0;
 }
@@ -299,6 +303,7 @@ void ioa__heap_init(const struct ioa_config *cfg)
 {
 	ioa__heap_strict = cfg->protect == IOA_PROTECT_STRICT;
 	ioa__heap_checking = cfg->check;
+	ioa__span_recycling(ioa__heap_strict);
 	pthread_once(&key_once, key_create);
 	pthread_mutex_lock(&upkeep_lock);
 	upkeep_live = 1;
@@ -324,14 +329,19 @@ void ioa__heap_fini(void)
 {
 	uint64_t leaked = 0;
 
+	/* every page on its way to a heap is held first, then none is */
+	ioa__defer_drain();
+	ioa__span_recycling(0);
 	ioa__defer_set_upkeep(NULL);
 	pthread_mutex_lock(&upkeep_lock); /* a running upkeep ends first, a later one does nothing */
 	upkeep_live = 0;
 
 	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
 		ioa__heap_hand_back(h);
-	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
+	for (struct ioa__heap *h = all_heaps; h; h = h->next_all) {
 		collect_remote(h);
+		ioa__span_release_recycled(h);
+	}
 	ioa__span_caches_drain();
 	ioa__extent_fini(&leaked);
 	ioa__span_each(release_span, &leaked);

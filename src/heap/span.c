@@ -12,7 +12,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-int ioa__heap_strict, ioa__heap_checking;
+int ioa__heap_strict, ioa__heap_checking, ioa__heap_recycling;
 
 #define SPAN_LEN ((size_t)64 << 10)   /* of classes up to 8 KiB (lazy) */
 #define SPAN_ALIGN ((size_t)64 << 10) /* every lazy span: above any class's own alignment */
@@ -295,6 +295,8 @@ unsigned ioa__span_make_pages(struct ioa__heap *h, uint32_t per, struct ioa__spa
 		n = IOA_REGION_PAGES_MAX;
 	if (can_create() != 0)
 		return 0;
+	if ((got = ioa__span_take_recycled(h, per, out, n)))
+		return got; /* mapped again: no lock of the node's, no new page */
 	for (; got < n && h->nspare_desc; got++)
 		desc_clear(out[got] = h->spare_desc[--h->nspare_desc], POOL_PAGE);
 	if (got < n)
@@ -317,6 +319,7 @@ unsigned ioa__span_make_pages(struct ioa__heap *h, uint32_t per, struct ioa__spa
 		out[made]->base = pages[i];
 		out[made]->len = (size_t)per << IOA_PAGE_SHIFT;
 		out[made]->node = node;
+		out[made]->maker = h;
 		if (span_map(out[made], 1) == 0)
 			out[made++]->listed = 1;
 	}
@@ -349,7 +352,36 @@ void ioa__span_retire(struct ioa__span *s)
 {
 	s->listed = 0;
 	ioa__node_stat_add(s->node, heap_spans_retired, 1);
-	span_destroy(s);
+	if (!ioa__span_recycle(s))
+		span_destroy(s);
+}
+
+int ioa__span_of_pages(const struct ioa__span *s)
+{
+	return s->pool == POOL_PAGE;
+}
+
+void ioa__span_desc_renew(struct ioa__span *s)
+{
+	char *base = s->base;
+	size_t len = s->len, req_bytes = s->req_bytes;
+	uint32_t *req = s->req;
+	struct ioa__heap *maker = s->maker;
+	int node = s->node;
+
+	desc_clear(s, POOL_PAGE);
+	s->base = base;
+	s->len = len;
+	s->node = node;
+	s->req = req;
+	s->req_bytes = req_bytes;
+	s->maker = maker;
+	s->listed = 1;
+}
+
+void ioa__span_desc_drop(struct ioa__span *s)
+{
+	desc_free(s);
 }
 
 int ioa__span_format(struct ioa__span *s, unsigned c, struct ioa__heap *owner)
@@ -486,6 +518,18 @@ static struct ioa__span *best_fit(const struct list *l, size_t len, size_t align
 	return best;
 }
 
+/* @a[0..n), in address order, reversed: ready pages are taken from the
+ * end, the lowest address first. */
+static void lowest_last(struct ioa__span **a, unsigned n)
+{
+	for (unsigned i = 0; i < n / 2; i++) {
+		struct ioa__span *t = a[i];
+
+		a[i] = a[n - 1 - i];
+		a[n - 1 - i] = t;
+	}
+}
+
 struct ioa__span *ioa__span_page(struct ioa__heap *h, uint32_t per)
 {
 	struct ioa__span **ready = h->ready[per - 1];
@@ -502,12 +546,7 @@ struct ioa__span *ioa__span_page(struct ioa__heap *h, uint32_t per)
 
 		if (!made)
 			return NULL;
-		for (unsigned i = 0; i < made / 2; i++) { /* the lowest address is taken first */
-			struct ioa__span *t = ready[i];
-
-			ready[i] = ready[made - 1 - i];
-			ready[made - 1 - i] = t;
-		}
+		lowest_last(ready, made);
 		*n = made;
 	}
 	return ready[--*n];

@@ -62,8 +62,29 @@ struct ioa__span *ioa__span_new_chunk(int node, size_t len);
  * (lazy) or retired through the deferral engine (strict, or past the cache's
  * bounds: then it is unmapped before its pages serve anyone again). */
 void ioa__span_put(struct ioa__span *s);
-/* Retires it at once through the deferral engine. */
+/* Retires it at once through the deferral engine (strict mode's pages
+ * recycled for the retiring thread's heap, recycle.c). */
 void ioa__span_retire(struct ioa__span *s);
+/* Whether it is a span of ioa__span_make_pages' (one or two pages). */
+int ioa__span_of_pages(const struct ioa__span *s);
+/* A recycled span's descriptor, as new for its pages (IOALLOC_CHECK's sizes kept). */
+void ioa__span_desc_renew(struct ioa__span *s);
+/* Its descriptor back to its pool (or the calling thread's spares). */
+void ioa__span_desc_drop(struct ioa__span *s);
+
+/* recycle.c: strict mode's page spans retired in place (see there). */
+/* Holding on (ioa_init in strict mode) or off (ioa_fini, after a drain). */
+void ioa__span_recycling(int on);
+/* @s, retiring, recycled for the calling thread's heap: 1, or 0 when it must
+ * retire as any span (no heap, another node, too many recycled, a segment
+ * that cannot recycle). */
+int ioa__span_recycle(struct ioa__span *s);
+/* Up to @n spans of @per pages @h recycled, mapped again, into @out, in
+ * address order: how many. */
+unsigned ioa__span_take_recycled(struct ioa__heap *h, uint32_t per, struct ioa__span **out,
+			     unsigned n);
+/* ioa_fini, holding off: every page @h holds released. */
+void ioa__span_release_recycled(struct ioa__heap *h);
 
 /* Every span of its own region buffer (in use, cached, made ahead or a
  * chunk), for ioa_fini: @fn on each. No other call may run: it reads every

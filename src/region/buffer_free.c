@@ -55,7 +55,8 @@ void ioa__region_release_pages(struct ioa__segment *s, uint32_t first, uint32_t 
  * address (a stale or foreign pointer finds no segment, or a run entry of
  * 0), and the run entry says whether a buffer starts there.
  */
-static uint32_t run_at(const void *ptr, int owner, struct ioa__segment **seg, uint32_t *first)
+uint32_t ioa__region_run_at(const void *ptr, int owner, struct ioa__segment **seg,
+			   uint32_t *first)
 {
 	uintptr_t va = (uintptr_t)ptr;
 	struct ioa__segment *s;
@@ -100,7 +101,7 @@ static const char *const how[] = {
 const char *ioa__region_how_freed(const void *ptr)
 {
 	struct ioa__segment *s;
-	uint32_t first, n = run_at(ptr, -1, &s, &first);
+	uint32_t first, n = ioa__region_run_at(ptr, -1, &s, &first);
 
 	return n ? how[RUN_OWNER(n)] : NULL;
 }
@@ -108,7 +109,7 @@ const char *ioa__region_how_freed(const void *ptr)
 int ioa__region_take(void *ptr, enum ioa__owner owner, struct ioa__buffer *b)
 {
 	struct ioa__segment *s;
-	uint32_t first, n = run_at(ptr, (int)owner, &s, &first);
+	uint32_t first, n = ioa__region_run_at(ptr, (int)owner, &s, &first);
 
 	if (!n) {
 		ioa__err("ioa_dma_free(%p): not the start of a live DMA buffer (foreign or "
@@ -286,7 +287,7 @@ void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *st
 size_t ioa__region_size(const void *ptr)
 {
 	struct ioa__segment *s;
-	uint32_t first, n = run_at(ptr, -1, &s, &first);
+	uint32_t first, n = ioa__region_run_at(ptr, -1, &s, &first);
 
 	return RUN_OWNER(n) == IOA_OWNER_DMA ? (size_t)RUN_PAGES(n) << IOA_PAGE_SHIFT : 0;
 }

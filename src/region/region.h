@@ -156,6 +156,32 @@ int ioa__region_whole(const struct ioa__buffer *b);
 int ioa__region_close(const struct ioa__buffer *b, struct ioa__iova_extent *ext);
 /* A closed segment whose range is unmapped and invalidated goes back to the kernel. */
 void ioa__region_release_closed(const struct ioa__buffer *b);
+/*
+ * Recycled buffers (recycle.c): a buffer retired like any other (unlinked,
+ * unmapped, invalidated, its readers waited out) whose pages stay reserved for the
+ * owner that freed it, to be mapped again where they are (strict mode's
+ * pages: heap/recycle.c), at the IOVA a new buffer there would get (its own
+ * again, or with rotate the cursor's next: the old one goes back to the
+ * space at the retirement). Only a buffer of a shared segment unmapped alone
+ * can be recycled: not one of a segment mapped whole (unmapped only when the
+ * segment empties), a dedicated or an external one.
+ */
+/* The live buffer of @owner at @ptr, read, not taken: 0, or -EINVAL. */
+int ioa__region_lookup(const void *ptr, enum ioa__owner owner, struct ioa__buffer *b);
+/* Whether @b can be recycled (above). */
+int ioa__region_recyclable(const struct ioa__buffer *b);
+/* After its retirement: its pages stay reserved, a live buffer still. */
+void ioa__region_recycle(const struct ioa__buffer *b);
+/* Whether recycled @next can be mapped again with the run @run (neighbours
+ * in a segment with fixed IOVAs). */
+int ioa__region_recycled_joins(const struct ioa__buffer *run, const struct ioa__buffer *next);
+/* Maps recycled @b again; @b may be a run of neighbouring recycled buffers
+ * of @per pages each (ioa__region_recycled_joins; one table walk, one IOMMU
+ * mapping each): 0; -EIO: quarantined (the unmap after a failed map
+ * failed); any other -errno: nothing mapped, still recycled. */
+int ioa__region_recycled_remap(const struct ioa__buffer *b, uint32_t per);
+/* Makes recycled @b's pages reusable by anyone. */
+void ioa__region_recycled_release(const struct ioa__buffer *b);
 /* Keeps its pages forever, unmapped by nobody: a child of fork() must not
  * unmap in the IOMMU it inherited from its parent. */
 void ioa__region_keep(const struct ioa__buffer *b);

@@ -132,6 +132,10 @@ static inline uint64_t ioa__region_page_iova(const struct ioa__segment *s, uint3
 				   (uint64_t)(uintptr_t)ioa__region_page_addr(s, i));
 }
 
+/* buffer_free.c */
+uint32_t ioa__region_run_at(const void *ptr, int owner, struct ioa__segment **seg,
+			   uint32_t *first);
+
 /* region.c */
 void ioa__region_log_quarantine(int node, uint64_t va, uint64_t iova, uint64_t len);
 

@@ -1,0 +1,189 @@
+/*
+ * Strict mode's pages recycled in place. A span of one or two pages
+ * (ioa__span_make_pages) that a heap's thread retires keeps its descriptor
+ * and its pages: the deferral engine unlinks, unmaps and invalidates them
+ * like any buffer and waits out the readers, and then, instead of releasing
+ * them, hands them back to that heap (ioa__region_recycle), which maps them
+ * again where they are when it makes its next pages. A page cycle so takes
+ * no lock of the node's segments and writes no entry of the page map or of
+ * the segment's runs (lines that two threads' pages share: with two
+ * threads, most of what the cycles cost beyond one thread's), and a
+ * thread's pages stay its own.
+ *
+ * What holds:
+ * - A recycled page is in no software table and no IOMMU mapping from its
+ *   retirement until it is mapped again for its next use: a lookup finds no
+ *   IOVA and a device's DMA faults, as for a page released to the region
+ *   (with rotate it comes back at a fresh IOVA, its old one returned).
+ * - Its page-map entry still names its descriptor, whose owner is NULL from
+ *   the retirement on: a free of a pointer into it is a double free.
+ * - At most IOA_RECYCLE_MAX pages a heap are recycled or on their way,
+ *   beyond which its retirements release pages as before: what a heap keeps
+ *   is bounded, and comes from what it used.
+ *
+ * Life in a process: a pass on any thread (a reclaimer, or a freeing thread
+ * in inline mode) pushes onto the heap's lock-free stack; only the heap's
+ * user takes from it, the whole stack at once into a list of its own, so
+ * no pop races a push (no ABA). A thread's exit leaves its recycled pages
+ * with its parked heap, for the thread that adopts it, as its pages made
+ * ahead. In a child of fork() those of abandoned heaps leak, as their spans
+ * do; one whose IOMMU is its parent's maps nothing (ioa__span_make_pages
+ * fails with EPERM first). ioa_fini() drains the engine first, so that
+ * every page on its way is recycled, then stops recycling and releases what
+ * the heaps keep. A signal handler may not allocate while its thread is in
+ * the heap (as with glibc's).
+ */
+#include "heap_internal.h"
+#include "defer.h"
+#include "log.h"
+#include "region.h"
+#include "span.h"
+
+#include <errno.h>
+
+/* The pass's side: @b, retired, goes back to a heap when its page map
+ * names a span that its retirement marked for one. The descriptor was
+ * written before the item was enqueued: the queue's release and the pass's
+ * acquire order it before these reads. */
+static int recycle_for_heap(const struct ioa__buffer *b)
+{
+	void *va = ioa__region_va(b);
+	struct ioa__span *s = ioa__pagemap_get(va), *old;
+	struct ioa__heap *h;
+
+	if (!s || s->base != va || !(h = s->recycle_for))
+		return 0;
+	ioa__region_recycle(b);
+	s->recycle_for = NULL;
+	old = atomic_load_explicit(&h->recycled[s->len > IOA_PAGE], memory_order_relaxed);
+	do
+		s->next = old;
+	/* release: the descriptor's link and the pass's unmapping before the
+	 * heap's acquire exchange takes it */
+	while (!atomic_compare_exchange_weak_explicit(&h->recycled[s->len > IOA_PAGE], &old, s,
+						      memory_order_release, memory_order_relaxed));
+	return 1;
+}
+
+void ioa__span_recycling(int on)
+{
+	ioa__defer_set_recycler(on ? recycle_for_heap : NULL);
+	ioa__heap_recycling = on;
+}
+
+int ioa__span_recycle(struct ioa__span *s)
+{
+	struct ioa__defer_item item; /* the queue writes the stamp */
+	struct ioa__heap *h = ioa__heap_mine();
+	int err;
+
+	/* only to the heap that made it: another thread's (a consumer's) would
+	 * keep what it never allocates */
+	if (!ioa__heap_recycling || !ioa__span_of_pages(s) || !h || h != s->maker ||
+	    h->nrecycling[s->len > IOA_PAGE] >= IOA_RECYCLE_MAX ||
+	    ioa__region_lookup(s->base, IOA_OWNER_HEAP, &item.buf) != 0 ||
+	    !ioa__region_recyclable(&item.buf))
+		return 0;
+	s->owner = s->fast_owner = NULL; /* a free into it is a double free */
+	s->recycle_for = h;
+	h->nrecycling[s->len > IOA_PAGE]++;
+	err = ioa__defer_enqueue(ioa__region_node(&item.buf), &item);
+	if (err && err != -EIO)
+		ioa__err("a heap page at %p could not be retired: %s", (void *)s->base,
+			 ioa__errno_text(-err));
+	return 1;
+}
+
+/* Recycled @s given up: its pages to anyone (or quarantined on -EIO), its
+ * descriptor to its pool. */
+static void drop(struct ioa__span *s, const struct ioa__buffer *b, int err)
+{
+	if (err != -EIO)
+		ioa__region_recycled_release(b);
+	ioa__pagemap_set(s->base, 1, NULL);
+	ioa__span_desc_drop(s);
+}
+
+/* @s[0..n), recycled spans of @per pages, mapped again (neighbours with one
+ * table walk) and made as new; those whose map failed dropped. How many
+ * are left in @s, in address order. */
+static unsigned remap(struct ioa__span **s, unsigned n, uint32_t per)
+{
+	struct ioa__buffer b[IOA_READY_PAGES];
+	unsigned kept = 0;
+
+	for (unsigned i = 1; i < n; i++) /* insertion sort by address: n <= 16 */
+		for (unsigned j = i; j && s[j - 1]->base > s[j]->base; j--) {
+			struct ioa__span *t = s[j];
+
+			s[j] = s[j - 1];
+			s[j - 1] = t;
+		}
+	for (unsigned i = 0; i < n; i++)
+		if (ioa__region_lookup(s[i]->base, IOA_OWNER_HEAP, &b[i]) != 0) {
+			ioa__err("a recycled heap page at %p is no buffer of the heap: dropped",
+				 (void *)s[i]->base);
+			b[i].seg = NULL;
+		}
+	for (unsigned i = 0, j; i < n; i = j) {
+		struct ioa__buffer run = b[i];
+		int err;
+
+		for (j = i + 1; j < n && run.seg && b[j].seg && ioa__region_recycled_joins(&run, &b[j]);
+		     j++)
+			run.npages += b[j].npages;
+		err = run.seg ? ioa__region_recycled_remap(&run, per) : -EINVAL;
+		for (unsigned k = i; k < j; k++) {
+			/* a run refused whole may go in page by page (near a limit) */
+			int e = err && j - i > 1 && err != -EIO ?
+					ioa__region_recycled_remap(&b[k], per) : err;
+
+			if (!e) {
+				ioa__span_desc_renew(s[k]);
+				s[kept++] = s[k];
+			} else if (b[k].seg) {
+				drop(s[k], &b[k], e);
+			}
+		}
+	}
+	return kept;
+}
+
+unsigned ioa__span_take_recycled(struct ioa__heap *h, uint32_t per, struct ioa__span **out,
+				 unsigned n)
+{
+	struct ioa__span **mine = &h->recycled_mine[per > 1];
+	unsigned got = 0;
+
+	if (n > IOA_READY_PAGES)
+		n = IOA_READY_PAGES;
+	if (!*mine) /* acquire: pairs with recycle_for_heap's release */
+		*mine = atomic_exchange_explicit(&h->recycled[per > 1], NULL, memory_order_acquire);
+	for (; got < n && *mine; got++) {
+		out[got] = *mine;
+		*mine = (*mine)->next;
+	}
+	h->nrecycling[per > 1] -= got;
+	return got ? remap(out, got, per) : 0;
+}
+
+void ioa__span_release_recycled(struct ioa__heap *h)
+{
+	for (int k = 0; k < 2; k++) {
+		struct ioa__span *lists[2] = {
+			h->recycled_mine[k],
+			atomic_exchange_explicit(&h->recycled[k], NULL, memory_order_acquire),
+		};
+
+		for (int l = 0; l < 2; l++)
+			for (struct ioa__span *s = lists[l], *next; s; s = next) {
+				struct ioa__buffer b;
+
+				next = s->next;
+				if (ioa__region_lookup(s->base, IOA_OWNER_HEAP, &b) == 0)
+					drop(s, &b, 0);
+			}
+		h->recycled_mine[k] = NULL;
+		h->nrecycling[k] = 0;
+	}
+}

@@ -1,0 +1,263 @@
+/*
+ * Strict mode's pages recycled in place (src/heap/recycle.c), on the sim
+ * backend:
+ * - a page block its heap's thread freed comes back to that heap, not
+ *   counted as a DMA free: the same page, mapped again, which a DMA reaches
+ *   again: at the IOVA it had (IOALLOC_IOVA=fixed) or at a fresh one
+ *   (rotate), the old one still faulting; one another thread freed is
+ *   released as before (a consumer's heap would keep what it never uses);
+ * - from its retirement until that reuse it is in no table and no mapping:
+ *   no IOVA, and a DMA to the IOVA it had faults;
+ * - a page of small objects likewise;
+ * - a second free of a recycled page is reported and changes nothing: the
+ *   page is handed out once;
+ * - past IOA_RECYCLE_MAX pages on their way or recycled, retired pages are
+ *   released as before, and only those count as DMA frees (a recycled page
+ *   stays a live buffer, its retirement ends a run of released ones);
+ * - ioa_fini() releases what the heaps recycled and what was on its way to
+ *   them (leaked_at_fini).
+ * One NUMA node here: that a page of another node is not recycled into a
+ * heap is not run.
+ */
+#include "heap_check.h"
+
+#include "ioalloc.h"
+#include "heap.h"
+#include "region_internal.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+/* Strict on the sim backend with IOVAs @iova, frees retired only by
+ * ioa_quiesce() (inline, queues long enough for the tests' frees). */
+static int strict_up(enum ioa_iova_mode iova)
+{
+	struct ioa_config cfg;
+
+	ioa_config_init(&cfg);
+	cfg.backend = IOA_BACKEND_SIM;
+	cfg.iova = iova;
+	cfg.protect = IOA_PROTECT_STRICT;
+	cfg.defer = IOA_DEFER_INLINE;
+	cfg.defer_limit = 4096;
+	return CHECK_EQ(ioa_init(&cfg), 0);
+}
+
+/* Bytes of the IOVA space free or given back to it (rotate's cursor). */
+static uint64_t iova_space_free(void)
+{
+	struct ioa__iova_space *sp = &ioa__region.iova;
+	uint64_t bytes = 0;
+
+	pthread_mutex_lock(&sp->lock);
+	for (size_t i = 0; i < sp->n; i++)
+		bytes += sp->free[i].end - sp->free[i].start;
+	for (size_t i = 0; i < sp->nlater; i++)
+		bytes += sp->later[i].end - sp->later[i].start;
+	pthread_mutex_unlock(&sp->lock);
+	return bytes;
+}
+
+static int dma_into(uint64_t iova)
+{
+	char data[16] = "stale descriptor";
+
+	return ioa_sim_dma(iova, data, sizeof(data), IOA_DMA_FROM_DEVICE);
+}
+
+/* Blocks of @size are taken (and kept in @held) until one is @p: how many
+ * were taken, or -1 when none was among 4 batches of pages made ahead. */
+static int take_until(void *p, size_t size, void **held)
+{
+	for (int i = 0; i < 4 * IOA_READY_PAGES; i++) {
+		held[i] = ioa_malloc(size);
+		if (held[i] == p)
+			return i + 1;
+	}
+	return -1;
+}
+
+static void free_all(void **p, int n)
+{
+	for (int i = 0; i < n; i++)
+		ioa_free(p[i]);
+}
+
+/* @p, a freed block of @size whose IOVA was @iova, is unmapped after
+ * ioa_quiesce(), then comes back mapped again: where it was with @fixed,
+ * else at another IOVA, the old one unreachable still. */
+static void comes_back(char *p, size_t size, uint64_t iova, int fixed)
+{
+	void *held[4 * IOA_READY_PAGES];
+	uint64_t now;
+	int n;
+
+	CHECK_EQ(ioa_quiesce(), 0);
+	CHECK_EQ(ioa_virt2iova(p), IOA_BAD_IOVA);
+	CHECK_EQ(dma_into(iova), -EFAULT);
+	n = take_until(p, size, held);
+	CHECK(n > 0);
+	if (n <= 0)
+		n = 4 * IOA_READY_PAGES;
+	now = ioa_virt2iova(p);
+	CHECK(now != IOA_BAD_IOVA && ioa_iova2virt(now) == p);
+	CHECK_EQ(now == iova, fixed);
+	CHECK_EQ(dma_into(iova), fixed ? 0 : -EFAULT);
+	CHECK_EQ(dma_into(now), 0);
+	CHECK(memcmp(p, "stale descriptor", 16) == 0);
+	free_all(held, n);
+}
+
+static void test_page_block(enum ioa_iova_mode mode)
+{
+	char *p;
+	uint64_t iova, space, frees;
+
+	if (!strict_up(mode))
+		return;
+	p = ioa_malloc(3000);
+	iova = ioa_virt2iova(p);
+	CHECK(iova != IOA_BAD_IOVA);
+	space = iova_space_free();
+	frees = heap_stats().dma_frees;
+	ioa_free(p);
+	CHECK_EQ(ioa_quiesce(), 0);
+	CHECK_EQ(heap_stats().dma_frees, frees); /* recycled: a live buffer still */
+	/* with rotate its IOVA went back to the space */
+	CHECK_EQ(iova_space_free() - space, mode == IOA_IOVA_ROTATE ? 4096 : 0);
+	comes_back(p, 3000, iova, mode == IOA_IOVA_FIXED);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+static void *alloc_block(void *arg)
+{
+	return ioa_malloc(*(size_t *)arg);
+}
+
+/* Freed here, allocated by a thread that exited: released, not recycled
+ * (counted as a DMA free). */
+static void test_other_threads_block(void)
+{
+	size_t size = 5000;
+	pthread_t t;
+	uint64_t frees;
+	void *p;
+
+	if (!strict_up(IOA_IOVA_FIXED))
+		return;
+	pthread_create(&t, NULL, alloc_block, &size);
+	pthread_join(t, &p);
+	CHECK(p && ioa_virt2iova(p) != IOA_BAD_IOVA);
+	frees = heap_stats().dma_frees;
+	ioa_free(p);
+	CHECK_EQ(ioa_quiesce(), 0);
+	CHECK_EQ(heap_stats().dma_frees - frees, 1);
+	CHECK_EQ(ioa_virt2iova(p), IOA_BAD_IOVA);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/* A page of 64-byte objects, all freed: its first object's page comes back. */
+static void test_small_page(void)
+{
+	enum { PER = 4096 / 64 };
+	static char *obj[PER], *more[64 * IOA_READY_PAGES * PER];
+	uint64_t iova;
+	int found = 0, n = 0;
+
+	if (!strict_up(IOA_IOVA_FIXED))
+		return;
+	for (int i = 0; i < PER; i++)
+		obj[i] = ioa_malloc(64);
+	iova = ioa_virt2iova(obj[0]);
+	free_all((void **)obj, PER);
+	CHECK_EQ(ioa_quiesce(), 0);
+	CHECK_EQ(ioa_virt2iova(obj[0]), IOA_BAD_IOVA);
+	CHECK_EQ(dma_into(iova), -EFAULT);
+	while (!found && n < (int)(sizeof(more) / sizeof(more[0]))) {
+		more[n] = ioa_malloc(64);
+		found = more[n++] == obj[0];
+	}
+	CHECK(found);
+	CHECK_EQ(ioa_virt2iova(obj[0]), iova);
+	CHECK_EQ(dma_into(iova), 0);
+	free_all((void **)more, n);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+static void test_double_free(void)
+{
+	struct check_capture cap;
+	void *held[4 * IOA_READY_PAGES];
+	char *p;
+	int twice = 0, n = 4 * IOA_READY_PAGES;
+
+	if (!strict_up(IOA_IOVA_ROTATE))
+		return;
+	p = ioa_malloc(3000);
+	ioa_free(p);
+	CHECK_EQ(ioa_quiesce(), 0);
+	capture_begin(&cap);
+	ioa_free(p);
+	CHECK_CONTAINS(capture_end(&cap), "double free");
+	for (int i = 0; i < n; i++) {
+		held[i] = ioa_malloc(3000);
+		twice += held[i] == p;
+	}
+	CHECK_EQ(twice, 1);
+	free_all(held, n);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/* Freed just before ioa_fini(): on its way when the heaps are emptied. */
+static void test_freed_at_fini(void)
+{
+	if (!strict_up(IOA_IOVA_FIXED))
+		return;
+	ioa_free(ioa_malloc(3000));
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+static int by_iova(const void *a, const void *b)
+{
+	uint64_t x = ioa_virt2iova(*(void *const *)a), y = ioa_virt2iova(*(void *const *)b);
+
+	return (x > y) - (x < y);
+}
+
+/* Past the bound, pages are released: freed from the highest IOVA down, the
+ * last ones freed (the lowest) are released and lie just below the recycled
+ * ones, in one pass, which sorts by IOVA. */
+static void test_bound(void)
+{
+	enum { N = IOA_RECYCLE_MAX + 88 };
+	static void *p[N];
+	struct ioa_stats before;
+
+	if (!strict_up(IOA_IOVA_FIXED))
+		return;
+	for (int i = 0; i < N; i++)
+		p[i] = ioa_malloc(3000);
+	qsort(p, N, sizeof(p[0]), by_iova);
+	before = heap_stats();
+	for (int i = N - 1; i >= 0; i--)
+		ioa_free(p[i]);
+	CHECK_EQ(ioa_quiesce(), 0);
+	CHECK_EQ(heap_stats().dma_frees - before.dma_frees, N - IOA_RECYCLE_MAX);
+	for (int i = 0; i < N - IOA_RECYCLE_MAX; i++) /* released: in no table */
+		CHECK_EQ(ioa_virt2iova(p[i]), IOA_BAD_IOVA);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+int main(void)
+{
+	check_start("test_heap_recycle");
+	test_page_block(IOA_IOVA_FIXED);
+	test_page_block(IOA_IOVA_ROTATE);
+	test_other_threads_block();
+	test_small_page();
+	test_double_free();
+	test_freed_at_fini();
+	test_bound();
+	return check_done();
+}
