@@ -230,8 +230,6 @@ static inline int ioa__popcount(uint64_t w)
  * not through the GOT. */
 extern int ioa__heap_strict __attribute__((visibility("hidden")));
 extern int ioa__heap_checking;
-/* Strict: retired page spans go back to their heap (recycle.c). */
-extern int ioa__heap_recycling;
 
 /* The heap of a thread that has none (heap_thread.c). */
 extern struct ioa__heap ioa__empty_heap;

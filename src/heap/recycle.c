@@ -41,6 +41,11 @@
 
 #include <errno.h>
 
+/* Relaxed: read by retiring threads, the node's upkeep on a reclaimer among
+ * them (which has no heap: it never recycles), written by ioa_init and
+ * ioa_fini, which no call of the program races. */
+static _Atomic int recycling;
+
 /* The pass's side: @b, retired, goes back to a heap when its page map
  * names a span that its retirement marked for one. The descriptor was
  * written before the item was enqueued: the queue's release and the pass's
@@ -68,7 +73,7 @@ static int recycle_for_heap(const struct ioa__buffer *b)
 void ioa__span_recycling(int on)
 {
 	ioa__defer_set_recycler(on ? recycle_for_heap : NULL);
-	ioa__heap_recycling = on;
+	atomic_store_explicit(&recycling, on, memory_order_relaxed);
 }
 
 int ioa__span_recycle(struct ioa__span *s)
@@ -79,7 +84,8 @@ int ioa__span_recycle(struct ioa__span *s)
 
 	/* only to the heap that made it: another thread's (a consumer's) would
 	 * keep what it never allocates */
-	if (!ioa__heap_recycling || !ioa__span_of_pages(s) || !h || h != s->maker ||
+	if (!atomic_load_explicit(&recycling, memory_order_relaxed) || !ioa__span_of_pages(s) ||
+	    !h || h != s->maker ||
 	    h->nrecycling[s->len > IOA_PAGE] >= IOA_RECYCLE_MAX ||
 	    ioa__region_lookup(s->base, IOA_OWNER_HEAP, &item.buf) != 0 ||
 	    !ioa__region_recyclable(&item.buf))
