@@ -40,6 +40,7 @@
 #include "span.h"
 
 #include <errno.h>
+#include <string.h>
 
 /* Relaxed: read by retiring threads, the node's upkeep on a reclaimer among
  * them (which has no heap: it never recycles), written by ioa_init and
@@ -85,10 +86,10 @@ int ioa__span_recycle(struct ioa__span *s)
 	/* only to the heap that made it: another thread's (a consumer's) would
 	 * keep what it never allocates */
 	if (!atomic_load_explicit(&recycling, memory_order_relaxed) || !ioa__span_of_pages(s) ||
-	    !h || h != s->maker ||
-	    h->nrecycling[s->len > IOA_PAGE] >= IOA_RECYCLE_MAX ||
-	    ioa__region_lookup(s->base, IOA_OWNER_HEAP, &item.buf) != 0 ||
-	    !ioa__region_recyclable(&item.buf))
+	    !h || h != s->maker || h->nrecycling[s->len > IOA_PAGE] >= IOA_RECYCLE_MAX)
+		return 0;
+	ioa__region_buffer_at(s->base, s->len, &item.buf);
+	if (!ioa__region_recyclable(&item.buf))
 		return 0;
 	s->owner = s->fast_owner = NULL; /* a free into it is a double free */
 	s->recycle_for = h;
@@ -126,19 +127,14 @@ static unsigned remap(struct ioa__span **s, unsigned n, uint32_t per)
 			s[j - 1] = t;
 		}
 	for (unsigned i = 0; i < n; i++)
-		if (ioa__region_lookup(s[i]->base, IOA_OWNER_HEAP, &b[i]) != 0) {
-			ioa__err("a recycled heap page at %p is no buffer of the heap: dropped",
-				 (void *)s[i]->base);
-			b[i].seg = NULL;
-		}
+		ioa__region_buffer_at(s[i]->base, s[i]->len, &b[i]);
 	for (unsigned i = 0, j; i < n; i = j) {
 		struct ioa__buffer run = b[i];
 		int err;
 
-		for (j = i + 1; j < n && run.seg && b[j].seg && ioa__region_recycled_joins(&run, &b[j]);
-		     j++)
+		for (j = i + 1; j < n && ioa__region_recycled_joins(&run, &b[j]); j++)
 			run.npages += b[j].npages;
-		err = run.seg ? ioa__region_recycled_remap(&run, per) : -EINVAL;
+		err = ioa__region_recycled_remap(&run, per);
 		for (unsigned k = i; k < j; k++) {
 			/* a run refused whole may go in page by page (near a limit) */
 			int e = err && j - i > 1 && err != -EIO ?
@@ -147,7 +143,7 @@ static unsigned remap(struct ioa__span **s, unsigned n, uint32_t per)
 			if (!e) {
 				ioa__span_desc_renew(s[k]);
 				s[kept++] = s[k];
-			} else if (b[k].seg) {
+			} else {
 				drop(s[k], &b[k], e);
 			}
 		}
@@ -165,10 +161,13 @@ unsigned ioa__span_take_recycled(struct ioa__heap *h, uint32_t per, struct ioa__
 		n = IOA_READY_PAGES;
 	if (!*mine) /* acquire: pairs with recycle_for_heap's release */
 		*mine = atomic_exchange_explicit(&h->recycled[per > 1], NULL, memory_order_acquire);
+	/* from the end: a pass pushes in IOVA order, so the stack pops in
+	 * reverse, and remap's sort finds them in order */
 	for (; got < n && *mine; got++) {
-		out[got] = *mine;
+		out[n - 1 - got] = *mine;
 		*mine = (*mine)->next;
 	}
+	memmove(out, out + n - got, got * sizeof(*out));
 	h->nrecycling[per > 1] -= got;
 	return got ? remap(out, got, per) : 0;
 }
@@ -186,8 +185,8 @@ void ioa__span_release_recycled(struct ioa__heap *h)
 				struct ioa__buffer b;
 
 				next = s->next;
-				if (ioa__region_lookup(s->base, IOA_OWNER_HEAP, &b) == 0)
-					drop(s, &b, 0);
+				ioa__region_buffer_at(s->base, s->len, &b);
+				drop(s, &b, 0);
 			}
 		h->recycled_mine[k] = NULL;
 		h->nrecycling[k] = 0;

@@ -10,20 +10,22 @@
 #include "region_internal.h"
 #include "iommu.h"
 #include "log.h"
+#include "segmap.h"
 #include "stats.h"
 
 #include <errno.h>
 
-int ioa__region_lookup(const void *ptr, enum ioa__owner owner, struct ioa__buffer *b)
+void ioa__region_buffer_at(const void *va, size_t len, struct ioa__buffer *b)
 {
-	struct ioa__segment *s;
-	uint32_t first, n = ioa__region_run_at(ptr, -1, &s, &first);
+	/* no read section: the caller's buffer keeps its segment */
+	struct ioa__segment *s = ioa__segmap_get((uintptr_t)va);
 
-	if (!n || RUN_OWNER(n) != owner)
-		return -EINVAL;
-	*b = (struct ioa__buffer){ .seg = s, .first = first, .npages = RUN_PAGES(n),
-				   .iova = IOA_IOVA_UNRESOLVED };
-	return 0;
+	*b = (struct ioa__buffer){
+		.seg = s,
+		.first = (uint32_t)(((uintptr_t)va - (uintptr_t)s->mem.addr) >> IOA_PAGE_SHIFT),
+		.npages = (uint32_t)(len >> IOA_PAGE_SHIFT),
+		.iova = IOA_IOVA_UNRESOLVED,
+	};
 }
 
 int ioa__region_recyclable(const struct ioa__buffer *b)

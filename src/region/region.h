@@ -166,8 +166,9 @@ void ioa__region_release_closed(const struct ioa__buffer *b);
  * can be recycled: not one of a segment mapped whole (unmapped only when the
  * segment empties), a dedicated or an external one.
  */
-/* The live buffer of @owner at @ptr, read, not taken: 0, or -EINVAL. */
-int ioa__region_lookup(const void *ptr, enum ioa__owner owner, struct ioa__buffer *b);
+/* The buffer of @len bytes at @va, which the caller holds (live or
+ * recycled): found without a read section or its run entry. */
+void ioa__region_buffer_at(const void *va, size_t len, struct ioa__buffer *b);
 /* Whether @b can be recycled (above). */
 int ioa__region_recyclable(const struct ioa__buffer *b);
 /* After its retirement: its pages stay reserved, a live buffer still. */
