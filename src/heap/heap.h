@@ -164,7 +164,8 @@ struct ioa__word_cache {
  * them that could not reach any page mapped anew (see docs/heap.md). */
 #define IOA_READY_PAGES 16
 #define IOA_SPARE_DESCS (2 * IOA_READY_PAGES)
-/* Strict: pages a heap holds or has on their way to it, at most (recycle.c). */
+/* Strict: pages of each kind (spans of one page, of two) a heap has
+ * recycled or on their way to it, at most (recycle.c). */
 #define IOA_RECYCLE_MAX 128
 
 struct ioa__heap {

@@ -160,6 +160,7 @@ static void heap_exit(void *arg)
 	ioa__my_heap = &ioa__empty_heap;
 	ioa__my_state = HEAP_EXITED;
 	ioa__heap_hand_back(h);
+	ioa__span_release_recycled(h); /* a parked heap keeps only those on their way */
 	settle(h);
 	pthread_mutex_lock(&heaps_lock);
 	h->state = PARKED;

@@ -17,18 +17,25 @@
  *   (with rotate it comes back at a fresh IOVA, its old one returned).
  * - Its page-map entry still names its descriptor, whose owner is NULL from
  *   the retirement on: a free of a pointer into it is a double free.
- * - At most IOA_RECYCLE_MAX pages a heap are recycled or on their way,
- *   beyond which its retirements release pages as before: what a heap keeps
- *   is bounded, and comes from what it used.
+ * - At most IOA_RECYCLE_MAX pages of each kind a heap are recycled or on
+ *   their way, beyond which its retirements release pages as before, and
+ *   only pages it made: what a heap keeps is bounded, and comes from what it
+ *   used. While IOMMU mappings run low it releases them instead of mapping
+ *   them one by one (segments mapped whole serve).
+ * - The pass recycles only a buffer whose run entry still names a heap
+ *   buffer of its size: a mark left on a descriptor whose item never came
+ *   back (a child of fork() kept it; quarantined) takes nothing later.
+ * - A quarantined page's run entry is cleared (region), so ioa_fini() does
+ *   not take it for a leak; its heap's count keeps it (at most the bound).
  *
  * Life in a process: a pass on any thread (a reclaimer, or a freeing thread
  * in inline mode) pushes onto the heap's lock-free stack; only the heap's
  * user takes from it, the whole stack at once into a list of its own, so
- * no pop races a push (no ABA). A thread's exit leaves its recycled pages
- * with its parked heap, for the thread that adopts it, as its pages made
- * ahead. In a child of fork() those of abandoned heaps leak, as their spans
- * do; one whose IOMMU is its parent's maps nothing (ioa__span_make_pages
- * fails with EPERM first). ioa_fini() drains the engine first, so that
+ * no pop races a push (no ABA). A thread's exit releases its recycled
+ * pages; those still on their way reach its parked heap, for the thread
+ * that adopts it, as its pages made ahead. In a child of fork() those of
+ * abandoned heaps leak, as their spans do; one whose IOMMU is its parent's
+ * maps nothing (ioa__span_make_pages fails with EPERM first). ioa_fini() drains the engine first, so that
  * every page on its way is recycled, then stops recycling and releases what
  * the heaps keep. A signal handler may not allocate while its thread is in
  * the heap (as with glibc's).
@@ -57,7 +64,10 @@ static int recycle_for_heap(const struct ioa__buffer *b)
 	struct ioa__span *s = ioa__pagemap_get(va), *old;
 	struct ioa__heap *h;
 
-	if (!s || s->base != va || !(h = s->recycle_for))
+	/* and its run entry says a heap buffer of its size: a mark left on a
+	 * descriptor whose item never came here (kept in a child of fork(),
+	 * quarantined) names no buffer retired later at that address */
+	if (!s || s->base != va || !(h = s->recycle_for) || !ioa__region_is_heap_buffer(b))
 		return 0;
 	ioa__region_recycle(b);
 	s->recycle_for = NULL;
@@ -93,7 +103,7 @@ int ioa__span_recycle(struct ioa__span *s)
 		return 0;
 	s->owner = s->fast_owner = NULL; /* a free into it is a double free */
 	s->recycle_for = h;
-	h->nrecycling[s->len > IOA_PAGE]++;
+	h->nrecycling[s->len > IOA_PAGE] += (unsigned)(s->len >> IOA_PAGE_SHIFT);
 	err = ioa__defer_enqueue(ioa__region_node(&item.buf), &item);
 	if (err && err != -EIO)
 		ioa__err("a heap page at %p could not be retired: %s", (void *)s->base,
@@ -159,6 +169,10 @@ unsigned ioa__span_take_recycled(struct ioa__heap *h, uint32_t per, struct ioa__
 
 	if (n > IOA_READY_PAGES)
 		n = IOA_READY_PAGES;
+	if (ioa__region_mappings_low()) { /* pages mapped one by one cost mappings: */
+		ioa__span_release_recycled(h); /* segments mapped whole serve instead */
+		return 0;
+	}
 	if (!*mine) /* acquire: pairs with recycle_for_heap's release */
 		*mine = atomic_exchange_explicit(&h->recycled[per > 1], NULL, memory_order_acquire);
 	/* from the end: a pass pushes in IOVA order, so the stack pops in
@@ -168,7 +182,7 @@ unsigned ioa__span_take_recycled(struct ioa__heap *h, uint32_t per, struct ioa__
 		*mine = (*mine)->next;
 	}
 	memmove(out, out + n - got, got * sizeof(*out));
-	h->nrecycling[per > 1] -= got;
+	h->nrecycling[per > 1] -= got * per;
 	return got ? remap(out, got, per) : 0;
 }
 
@@ -185,10 +199,10 @@ void ioa__span_release_recycled(struct ioa__heap *h)
 				struct ioa__buffer b;
 
 				next = s->next;
+				h->nrecycling[k] -= (unsigned)(s->len >> IOA_PAGE_SHIFT);
 				ioa__region_buffer_at(s->base, s->len, &b);
 				drop(s, &b, 0);
 			}
 		h->recycled_mine[k] = NULL;
-		h->nrecycling[k] = 0;
 	}
 }

@@ -187,7 +187,7 @@ void ioa__region_free_pruned(struct ioa__region_pruned *pruned)
 
 /* @buffers buffers, together @b's pages, leave the counts when retired, off
  * the free path. */
-static void count_retired_run(const struct ioa__buffer *b, uint32_t buffers)
+void ioa__region_count_retired(const struct ioa__buffer *b, uint32_t buffers)
 {
 	if (b->seg->external) /* never counted as a buffer */
 		return;
@@ -197,12 +197,12 @@ static void count_retired_run(const struct ioa__buffer *b, uint32_t buffers)
 
 static void count_retired(const struct ioa__buffer *b)
 {
-	count_retired_run(b, 1);
+	ioa__region_count_retired(b, 1);
 }
 
 void ioa__region_release_run(const struct ioa__buffer *run, uint32_t buffers)
 {
-	count_retired_run(run, buffers);
+	ioa__region_count_retired(run, buffers);
 	ioa__iommu_released((const void *)(uintptr_t)buffer_va(run),
 			    (uint64_t)run->npages << IOA_PAGE_SHIFT);
 	/* before the pages: releasing a dedicated segment's frees its metadata */
@@ -260,8 +260,17 @@ void ioa__region_release_closed(const struct ioa__buffer *b)
 	ioa__region_segment_retire(s);
 }
 
+void ioa__region_forget_run(const struct ioa__buffer *b)
+{
+	/* relaxed: nothing is published; pages released later are by their
+	 * release (ioa__region_release_pages) */
+	if (!b->seg->external)
+		atomic_store_explicit(&b->seg->run[b->first], 0, memory_order_relaxed);
+}
+
 void ioa__region_keep(const struct ioa__buffer *b)
 {
+	ioa__region_forget_run(b); /* a recycled heap page's was still set */
 	count_retired(b);
 	ioa__node_stat_add(b->seg->node, fork_kept_bytes, (uint64_t)b->npages << IOA_PAGE_SHIFT);
 }
@@ -271,6 +280,7 @@ void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *st
 	struct ioa__iova_extent ext;
 
 	ioa__region_extent(b, &ext);
+	ioa__region_forget_run(b); /* a recycled heap page's was still set */
 	if (!b->seg->whole) /* a whole segment's buffers were counted when closed */
 		count_retired(b);
 	ioa__node_stat_add(b->seg->node, quarantined_bytes, ext.len);

@@ -4,8 +4,8 @@
  * buffer keeps its run entry, so a free of it through any call is refused as
  * for a live one of its owner; it is in no software table and no IOMMU mapping until
  * ioa__region_recycled_remap(), so a lookup finds no IOVA and a device's DMA
- * faults. It stays a live buffer of its segment for the counts and for the
- * segment, which stays open (its pages are reserved).
+ * faults. The counts take it for freed at its retirement and allocated again
+ * at its map; its segment stays open (its pages are reserved).
  */
 #include "region_internal.h"
 #include "iommu.h"
@@ -35,10 +35,27 @@ int ioa__region_recyclable(const struct ioa__buffer *b)
 	return !s->whole && !s->dedicated && !s->external;
 }
 
+int ioa__region_is_heap_buffer(const struct ioa__buffer *b)
+{
+	uint32_t v;
+
+	if (b->seg->external) /* a registered range has no run entries of its pages */
+		return 0;
+	/* relaxed: the pass retiring it is the only one that changes it now */
+	v = atomic_load_explicit(&b->seg->run[b->first], memory_order_relaxed);
+	return RUN_OWNER(v) == IOA_OWNER_HEAP && RUN_PAGES(v) == b->npages;
+}
+
+int ioa__region_mappings_low(void)
+{
+	return ioa__iommu_mappings_low();
+}
+
 void ioa__region_recycle(const struct ioa__buffer *b)
 {
 	uint64_t len = (uint64_t)b->npages << IOA_PAGE_SHIFT;
 
+	ioa__region_count_retired(b, 1); /* retired in the counts, as a release */
 	/* the backend forgets the pages as at a release (the sim's checker:
 	 * transfers that found them reachable end first); a rotated IOVA goes
 	 * back to the space, unreachable now (its remap takes a fresh one) */
@@ -71,19 +88,18 @@ int ioa__region_recycled_remap(const struct ioa__buffer *b, uint32_t per)
 	if (err == -EIO) { /* the device may still reach it: quarantined for good */
 		ioa__node_stat_add(s->node, quarantined_bytes, len);
 		ioa__region_log_quarantine(s->node, va, iova, len);
+		ioa__region_forget_run(b);
 	} else if (err) { /* nothing mapped: the IOVA goes back at once */
 		ioa__region_free_buffer_iova(s, iova, len);
+	} else { /* a buffer again in the counts, as a new one */
+		ioa__node_stat_add(s->node, dma_allocs, len / ((size_t)per << IOA_PAGE_SHIFT));
+		ioa__node_gauge_add(s->node, dma_bytes_live, len);
 	}
 	return err;
 }
 
 void ioa__region_recycled_release(const struct ioa__buffer *b)
 {
-	const void *va = ioa__region_va(b);
-	struct ioa__segment *s;
-	uint32_t first, n = ioa__region_run_at(va, -1, &s, &first);
-
-	/* the entry cleared as a free's take clears it, then the pages go */
-	if (n && ioa__region_run_at(va, (int)RUN_OWNER(n), &s, &first))
-		ioa__region_release_pages(b->seg, b->first, b->npages);
+	ioa__region_forget_run(b); /* as a free's take clears it, then the pages go */
+	ioa__region_release_pages(b->seg, b->first, b->npages);
 }

@@ -171,15 +171,23 @@ void ioa__region_release_closed(const struct ioa__buffer *b);
 void ioa__region_buffer_at(const void *va, size_t len, struct ioa__buffer *b);
 /* Whether @b can be recycled (above). */
 int ioa__region_recyclable(const struct ioa__buffer *b);
-/* After its retirement: its pages stay reserved, a live buffer still. */
+/* Whether its run entry names a heap buffer of its size, in no registered
+ * range. */
+int ioa__region_is_heap_buffer(const struct ioa__buffer *b);
+/* Whether IOMMU mappings run low: recycled pages, mapped one by one, would
+ * cost them (segments mapped whole serve instead). */
+int ioa__region_mappings_low(void);
+/* After its retirement: counted retired as at a release; its pages stay
+ * reserved for its owner, its run entry set, in no table or mapping. */
 void ioa__region_recycle(const struct ioa__buffer *b);
 /* Whether recycled @next can be mapped again with the run @run (neighbours
  * in a segment with fixed IOVAs). */
 int ioa__region_recycled_joins(const struct ioa__buffer *run, const struct ioa__buffer *next);
-/* Maps recycled @b again; @b may be a run of neighbouring recycled buffers
- * of @per pages each (ioa__region_recycled_joins; one table walk, one IOMMU
- * mapping each): 0; -EIO: quarantined (the unmap after a failed map
- * failed); any other -errno: nothing mapped, still recycled. */
+/* Maps recycled @b again, counted allocated; @b may be a run of
+ * neighbouring recycled buffers of @per pages each
+ * (ioa__region_recycled_joins; one table walk, one IOMMU mapping each): 0;
+ * -EIO: quarantined (the unmap after a failed map failed); any other
+ * -errno: nothing mapped, still recycled. */
 int ioa__region_recycled_remap(const struct ioa__buffer *b, uint32_t per);
 /* Makes recycled @b's pages reusable by anyone. */
 void ioa__region_recycled_release(const struct ioa__buffer *b);

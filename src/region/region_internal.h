@@ -135,6 +135,11 @@ static inline uint64_t ioa__region_page_iova(const struct ioa__segment *s, uint3
 /* buffer_free.c */
 uint32_t ioa__region_run_at(const void *ptr, int owner, struct ioa__segment **seg,
 			   uint32_t *first);
+/* Counted retired (dma_frees, dma_bytes_live), with @buffers buffers in @b. */
+void ioa__region_count_retired(const struct ioa__buffer *b, uint32_t buffers);
+/* Its run entry cleared: a buffer kept or quarantined is no live one (a
+ * recycled heap page's entry was still set), never a leak at ioa_fini. */
+void ioa__region_forget_run(const struct ioa__buffer *b);
 
 /* region.c */
 void ioa__region_log_quarantine(int node, uint64_t va, uint64_t iova, uint64_t len);
