@@ -111,6 +111,10 @@ void ioa__defer_set_unordered(int on);
  * node's reclaimer about once a second, outside any pass and lock, whether
  * the reclaimer is busy or idle (NULL: none). */
 void ioa__defer_set_upkeep(void (*fn)(int node));
+/* IOALLOC_DEFER=inline: the calling thread's queues retired now, in as many
+ * passes as they take (what its exit does; the heap's exit first, so that
+ * the pages it recycles come back before it lets them go). Else nothing. */
+void ioa__defer_retire_mine(void);
 
 /* Test hook: @fn runs on a reclaimer each time it found nothing to do and is
  * about to announce that it sleeps (NULL: none). */

@@ -38,9 +38,9 @@ static uint32_t help(int node, struct ring *r);
  * most IOA_PASS_MAX items; else every short-lived thread that freed
  * anything left a queue nobody could use).
  */
-static void thread_exit(void *unused)
+void ioa__defer_retire_mine(void)
 {
-	struct ring **table = ioa__defer_mine.ring, *home;
+	struct ring **table = ioa__defer_mine.ring;
 
 	if (table && ioa__defer_eng.cfg.defer == IOA_DEFER_INLINE &&
 	    ioa__defer_mine.generation == atomic_load(&ioa__defer_eng.generation))
@@ -51,6 +51,13 @@ static void thread_exit(void *unused)
 				       atomic_load_explicit(&table[n]->tail, memory_order_relaxed) &&
 			       help(n, table[n]))
 				;
+}
+
+static void thread_exit(void *unused)
+{
+	struct ring **table = ioa__defer_mine.ring, *home;
+
+	ioa__defer_retire_mine();
 	home = my_home();
 	ioa__defer_mine.exited = 1;
 	atomic_signal_fence(memory_order_seq_cst); /* a signal handler sees exited first */

@@ -84,6 +84,7 @@ static void settle(struct ioa__heap *h)
 {
 	collect_remote(h);
 	ioa__heap_flush_pending(h);
+	ioa__span_release_recycled(h); /* a parked heap keeps none for a thread to come */
 	while (h->empty) {
 		struct ioa__span *s = h->empty;
 
@@ -97,7 +98,8 @@ static void settle(struct ioa__heap *h)
  * The reclaimer's upkeep (ioa__defer_set_upkeep), about once a second:
  * the frees other threads sent to @node's parked heaps are applied, so that
  * their memory comes back (and in strict mode their emptied pages are
- * retired) without waiting for a new thread to adopt the heap; and the
+ * retired), and the pages recycled to them after their thread's exit are
+ * released, without waiting for a new thread to adopt the heap; and the
  * node's free large blocks past the decay are given back (extent.c), which
  * otherwise happens only at a later call. The heaps
  * are taken off the parked list (a new thread meanwhile gets another), so
@@ -125,7 +127,7 @@ static void upkeep(int node)
 	}
 	pthread_mutex_lock(&heaps_lock);
 	for (pp = &parked; (h = *pp);) {
-		if (h->node != node || !ioa__heap_frees_wait(h)) {
+		if (h->node != node || (!ioa__heap_frees_wait(h) && !ioa__span_recycled_wait(h))) {
 			pp = &h->next_parked;
 			continue;
 		}
@@ -160,7 +162,7 @@ static void heap_exit(void *arg)
 	ioa__my_heap = &ioa__empty_heap;
 	ioa__my_state = HEAP_EXITED;
 	ioa__heap_hand_back(h);
-	ioa__span_release_recycled(h); /* a parked heap keeps only those on their way */
+	ioa__defer_retire_mine(); /* inline: its pages on their way come back first */
 	settle(h);
 	pthread_mutex_lock(&heaps_lock);
 	h->state = PARKED;

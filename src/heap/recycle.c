@@ -31,9 +31,10 @@
  * Life in a process: a pass on any thread (a reclaimer, or a freeing thread
  * in inline mode) pushes onto the heap's lock-free stack; only the heap's
  * user takes from it, the whole stack at once into a list of its own, so
- * no pop races a push (no ABA). A thread's exit releases its recycled
- * pages; those still on their way reach its parked heap, for the thread
- * that adopts it, as its pages made ahead. In a child of fork() those of
+ * no pop races a push (no ABA). A thread's exit retires its queued frees
+ * first (inline mode) and releases its recycled pages; those a reclaimer
+ * retires later reach its parked heap, whose upkeep (or adopter) releases
+ * or takes them. In a child of fork() those of
  * abandoned heaps leak, as their spans do; one whose IOMMU is its parent's
  * maps nothing (ioa__span_make_pages fails with EPERM first). ioa_fini() drains the engine first, so that
  * every page on its way is recycled, then stops recycling and releases what
@@ -184,6 +185,12 @@ unsigned ioa__span_take_recycled(struct ioa__heap *h, uint32_t per, struct ioa__
 	memmove(out, out + n - got, got * sizeof(*out));
 	h->nrecycling[per > 1] -= got * per;
 	return got ? remap(out, got, per) : 0;
+}
+
+int ioa__span_recycled_wait(struct ioa__heap *h)
+{
+	return atomic_load_explicit(&h->recycled[0], memory_order_relaxed) ||
+	       atomic_load_explicit(&h->recycled[1], memory_order_relaxed);
 }
 
 void ioa__span_release_recycled(struct ioa__heap *h)

@@ -83,7 +83,11 @@ int ioa__span_recycle(struct ioa__span *s);
  * address order: how many. */
 unsigned ioa__span_take_recycled(struct ioa__heap *h, uint32_t per, struct ioa__span **out,
 			     unsigned n);
-/* ioa_fini, holding off: every page @h holds released. */
+/* Whether passes recycled pages to @h that it has not taken (relaxed: a
+ * push missed now is seen at a later call). */
+int ioa__span_recycled_wait(struct ioa__heap *h);
+/* Every page @h recycled released (its thread's exit, the upkeep of a
+ * parked heap, ioa_fini with recycling off), by @h's one user. */
 void ioa__span_release_recycled(struct ioa__heap *h);
 
 /* Every span of its own region buffer (in use, cached, made ahead or a

@@ -88,7 +88,11 @@ int ioa__region_recycled_remap(const struct ioa__buffer *b, uint32_t per)
 	if (err == -EIO) { /* the device may still reach it: quarantined for good */
 		ioa__node_stat_add(s->node, quarantined_bytes, len);
 		ioa__region_log_quarantine(s->node, va, iova, len);
-		ioa__region_forget_run(b);
+		for (uint32_t f = b->first; f < b->first + b->npages; f += per) {
+			struct ioa__buffer one = { b->seg, f, per, IOA_IOVA_UNRESOLVED };
+
+			ioa__region_forget_run(&one); /* every buffer of the run */
+		}
 	} else if (err) { /* nothing mapped: the IOVA goes back at once */
 		ioa__region_free_buffer_iova(s, iova, len);
 	} else { /* a buffer again in the counts, as a new one */
