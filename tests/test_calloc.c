@@ -20,6 +20,7 @@
 #include "ioalloc.h"
 
 #include <stdio.h>
+#include <pthread.h>
 #include <string.h>
 
 #define KB ((size_t)1 << 10)
@@ -222,34 +223,45 @@ static void second_chunk_untouched(void)
 /* Strict mode, none backend: pages that spans of small objects had (taken
  * a run at a time) are not new to a DMA buffer that gets them later. The
  * first object stays: its page, the segment's first, came as a buffer of
- * its own (reserve_pages), and the DMA buffer must lie on runs' pages.
- * Enough pages that the heap recycles some and releases the rest
- * (IOA_RECYCLE_MAX). */
+ * its own (reserve_pages), and the DMA buffer must lie on runs' pages. A
+ * thread makes and frees them, and exits: its heap recycled the pages, and
+ * its exit releases them to the region. */
+enum { SMALL_N = 2000 };
+static unsigned char *small_obj[SMALL_N];
+static uintptr_t small_lo, small_hi;
+
+static void *small_objects(void *unused)
+{
+	small_lo = UINTPTR_MAX;
+	small_hi = 0;
+	for (int i = 0; i < SMALL_N; i++) {
+		if (!(small_obj[i] = ioa_malloc(100)))
+			continue;
+		memset(small_obj[i], 0xab, 100);
+		small_lo = (uintptr_t)small_obj[i] < small_lo ? (uintptr_t)small_obj[i] : small_lo;
+		small_hi = (uintptr_t)small_obj[i] > small_hi ? (uintptr_t)small_obj[i] : small_hi;
+	}
+	for (int i = 1; i < SMALL_N; i++)
+		ioa_free(small_obj[i]);
+	CHECK_EQ(ioa_quiesce(), 0); /* their pages retired, back to this heap */
+	return NULL;
+}
+
 static void small_pages_reused(void)
 {
-	enum { N = 40000 };
-	static unsigned char *obj[N];
 	unsigned char *p;
-	uintptr_t lo = UINTPTR_MAX, hi = 0;
+	pthread_t t;
 
 	if (!heap_up(IOA_BACKEND_NONE, IOA_PROTECT_STRICT, 0, 0))
 		return;
-	for (int i = 0; i < N; i++) {
-		if (!(obj[i] = ioa_malloc(100)))
-			continue;
-		memset(obj[i], 0xab, 100);
-		lo = (uintptr_t)obj[i] < lo ? (uintptr_t)obj[i] : lo;
-		hi = (uintptr_t)obj[i] > hi ? (uintptr_t)obj[i] : hi;
-	}
-	for (int i = 1; i < N; i++)
-		ioa_free(obj[i]);
-	CHECK_EQ(ioa_quiesce(), 0); /* their pages retired and released */
+	pthread_create(&t, NULL, small_objects, NULL);
+	pthread_join(t, NULL);
 	p = ioa_dma_zalloc(32 * KB, 0, IOA_NODE_ANY);
 	/* the test's premise: the buffer is where the objects were */
-	CHECK(p && (uintptr_t)p <= hi && (uintptr_t)p + 32 * KB > lo);
+	CHECK(p && (uintptr_t)p <= small_hi && (uintptr_t)p + 32 * KB > small_lo);
 	CHECK(p && all_zero(p, 32 * KB));
 	CHECK_EQ(ioa_dma_free(p), 0);
-	ioa_free(obj[0]);
+	ioa_free(small_obj[0]);
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
