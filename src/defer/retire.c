@@ -150,9 +150,10 @@ static void sort_by_iova(uint32_t *order, uint32_t n, const struct ioa__iova_ext
  * follow each other in one shared segment, merged into *run; returns the
  * index after them. A run is unlinked, and released, with one call: a
  * table walk and a bitmap update for all its buffers, not one each (in
- * address order, runs are hundreds of buffers long). A quarantined or held
- * buffer (no pages left) ends a run; its whole coalesced range was quarantined, and
- * a run never spans two coalesced ranges, so a run is all or nothing.
+ * address order, runs are hundreds of buffers long). A quarantined or
+ * recycled buffer (no pages left) ends a run; a quarantined one's whole
+ * coalesced range was quarantined, and a run never spans two coalesced
+ * ranges, so a run is all or nothing.
  */
 static uint32_t take_run(const struct ioa__defer_item *it, const uint32_t *order, uint32_t i,
 			 uint32_t m, struct ioa__buffer *run)
@@ -284,7 +285,7 @@ static uint32_t retire_buffers(int node, struct ioa__defer_item *it, uint32_t n,
 			ioa__region_release_closed(&it[i].buf);
 		}
 	}
-	/* unmapped, invalidated, readers gone: a buffer its owner holds
+	/* unmapped, invalidated, readers gone: a buffer its owner recycles
 	 * leaves the runs released below (0 pages ends a run) */
 	for (i = 0; i < m && !err && !unordered && recycler; i++)
 		if (it[order[i]].buf.npages && recycler(&it[order[i]].buf))
