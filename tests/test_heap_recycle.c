@@ -1,6 +1,7 @@
 /*
  * Strict mode's pages recycled in place (src/heap/recycle.c), on the sim
- * backend:
+ * backend, retired by the heap's thread a batch at a time (IOALLOC_DEFER=
+ * inline) or through the deferral engine's queues (on):
  * - a page block its heap's thread freed comes back to that heap (counted
  *   as a DMA free, and as an allocation when mapped again): the same page,
  *   mapped again, which a DMA reaches again: at the IOVA it had
@@ -14,6 +15,8 @@
  *   page) takes no other buffer at that address after a new ioa_init();
  * - from its retirement until that reuse it is in no table and no mapping:
  *   no IOVA, and a DMA to the IOVA it had faults;
+ * - inline, a full batch is retired without a quiesce: its pages are in
+ *   no table, and a DMA the device made before faults;
  * - a page of small objects likewise;
  * - a second free of a recycled page is reported and changes nothing: the
  *   page is handed out once;
@@ -39,9 +42,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Strict on the sim backend with IOVAs @iova, frees retired only by
- * ioa_quiesce() (inline, queues long enough for the tests' frees). */
-static int strict_up(enum ioa_iova_mode iova)
+/* Strict on the sim backend with IOVAs @iova and IOALLOC_DEFER @defer
+ * (inline: a heap's pages are retired by its thread, a batch at a time;
+ * on: through the queues, by the reclaimer), queues long enough for the
+ * tests' frees. */
+static int strict_up_with(enum ioa_iova_mode iova, enum ioa_defer_mode defer)
 {
 	struct ioa_config cfg;
 
@@ -49,9 +54,15 @@ static int strict_up(enum ioa_iova_mode iova)
 	cfg.backend = IOA_BACKEND_SIM;
 	cfg.iova = iova;
 	cfg.protect = IOA_PROTECT_STRICT;
-	cfg.defer = IOA_DEFER_INLINE;
+	cfg.defer = defer;
 	cfg.defer_limit = 4096;
+	cfg.defer_delay_us = 100000; /* on: the quiesce's pass takes the test's frees */
 	return CHECK_EQ(ioa_init(&cfg), 0);
+}
+
+static int strict_up(enum ioa_iova_mode iova)
+{
+	return strict_up_with(iova, IOA_DEFER_INLINE);
 }
 
 /* Bytes of the IOVA space free or given back to it (rotate's cursor). */
@@ -119,12 +130,12 @@ static void comes_back(char *p, size_t size, uint64_t iova, int fixed)
 	free_all(held, n);
 }
 
-static void test_page_block(enum ioa_iova_mode mode)
+static void test_page_block(enum ioa_iova_mode mode, enum ioa_defer_mode defer)
 {
 	char *p;
 	uint64_t iova, space, frees;
 
-	if (!strict_up(mode))
+	if (!strict_up_with(mode, defer))
 		return;
 	p = ioa_malloc(3000);
 	iova = ioa_virt2iova(p);
@@ -138,6 +149,35 @@ static void test_page_block(enum ioa_iova_mode mode)
 	/* with rotate its IOVA went back to the space */
 	CHECK_EQ(iova_space_free() - space, mode == IOA_IOVA_ROTATE ? 4096 : 0);
 	comes_back(p, 3000, iova, mode == IOA_IOVA_FIXED);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/* Inline mode: a heap's thread retires its page spans itself, a batch at a
+ * time, with no quiesce: after the batch's last free each page is in no
+ * table, and a DMA faults though the device reached it before (its IOTLB
+ * entry went with the invalidation); the pages came back to the heap. */
+static void test_batch_full(void)
+{
+	static char *p[IOA_RETIRE_BATCH];
+	static uint64_t iova[IOA_RETIRE_BATCH];
+	struct ioa__heap *h;
+
+	if (!strict_up(IOA_IOVA_FIXED))
+		return;
+	for (int i = 0; i < IOA_RETIRE_BATCH; i++) {
+		p[i] = ioa_malloc(3000);
+		iova[i] = ioa_virt2iova(p[i]);
+		CHECK_EQ(dma_into(iova[i]), 0);
+	}
+	free_all((void **)p, IOA_RETIRE_BATCH);
+	h = ioa__heap_mine();
+	CHECK_EQ(h->nretiring, 0);
+	for (int i = 0; i < IOA_RETIRE_BATCH; i++) {
+		CHECK_EQ(ioa_virt2iova(p[i]), IOA_BAD_IOVA);
+		CHECK_EQ(dma_into(iova[i]), -EFAULT);
+	}
+	CHECK_EQ(h->nrecycling[0], IOA_RETIRE_BATCH);
+	CHECK(h->recycled_mine[0] != NULL);
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
@@ -221,10 +261,11 @@ static void test_double_free(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
-/* Freed just before ioa_fini(): on its way when the heaps are emptied. */
-static void test_freed_at_fini(void)
+/* Freed just before ioa_fini(): in its heap's batch (inline) or on its way
+ * (on) when the heaps are emptied. */
+static void test_freed_at_fini(enum ioa_defer_mode defer)
 {
-	if (!strict_up(IOA_IOVA_FIXED))
+	if (!strict_up_with(IOA_IOVA_FIXED, defer))
 		return;
 	ioa_free(ioa_malloc(3000));
 	CHECK_EQ(leaked_at_fini(), 0);
@@ -239,14 +280,14 @@ static int by_iova(const void *a, const void *b)
 
 /* Past the bound, pages are released: freed from the highest IOVA down, the
  * last ones freed (the lowest) are released and lie just below the recycled
- * ones, in one pass, which sorts by IOVA. */
-static void test_bound(void)
+ * ones (on: in one pass, which sorts by IOVA). */
+static void test_bound(enum ioa_defer_mode defer)
 {
 	enum { N = IOA_RECYCLE_MAX + 88 };
 	static void *p[N];
 	struct ioa_stats before;
 
-	if (!strict_up(IOA_IOVA_FIXED))
+	if (!strict_up_with(IOA_IOVA_FIXED, defer))
 		return;
 	for (int i = 0; i < N; i++)
 		p[i] = ioa_malloc(3000);
@@ -262,14 +303,15 @@ static void test_bound(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
-/* A thread frees blocks and exits, its last ones still queued. */
+/* A thread frees blocks and exits, its last ones still queued (inline: in
+ * its heap's batch, 40 not being a multiple of IOA_RETIRE_BATCH). */
 static void *exits_after_cycles(void *arg)
 {
-	static void *p[64];
+	static void *p[40];
 
-	for (int i = 0; i < 64; i++)
+	for (int i = 0; i < 40; i++)
 		p[i] = ioa_malloc(3000);
-	free_all(p, 64);
+	free_all(p, 40);
 	*(struct ioa__heap **)arg = ioa__heap_mine();
 	return NULL;
 }
@@ -383,7 +425,8 @@ static void test_quarantined(void)
 }
 
 /* A child of fork() whose IOMMU is its parent's keeps a page that was on its
- * way to its heap (its descriptor stays marked); after ioa_fini() and an
+ * way to its heap (its descriptor stays marked), mapped: it unmaps nothing
+ * of its parent's; after ioa_fini() and an
  * ioa_init() of its own, memory registered at that address unregisters
  * cleanly: the mark takes nothing. fork() under the sanitizers: see
  * test_fork. */
@@ -394,12 +437,14 @@ static void test_mark_left_by_fork(void)
 #else
 	struct ioa_config cfg;
 	int status = -1;
+	uint64_t iova;
 	char *p;
 	pid_t c;
 
 	if (!strict_up(IOA_IOVA_FIXED))
 		return;
 	p = ioa_malloc(3000);
+	iova = ioa_virt2iova(p);
 	ioa_free(p); /* on its way: retired at the child's quiesce */
 	ioa__sim_set_shared_after_fork(1);
 	c = fork();
@@ -407,7 +452,9 @@ static void test_mark_left_by_fork(void)
 		int ok = 1;
 		void *m;
 
-		ioa_quiesce(); /* inherited IOMMU: kept, never recycled */
+		/* inherited IOMMU: kept, never recycled, not quarantined */
+		ok &= ioa_quiesce() == 0;
+		ok &= dma_into(iova) == 0;
 		ioa_fini();
 		ioa__sim_set_shared_after_fork(0);
 		ioa_config_init(&cfg);
@@ -433,17 +480,22 @@ static void test_mark_left_by_fork(void)
 int main(void)
 {
 	check_start("test_heap_recycle");
-	test_page_block(IOA_IOVA_FIXED);
-	test_page_block(IOA_IOVA_ROTATE);
+	test_page_block(IOA_IOVA_FIXED, IOA_DEFER_INLINE);
+	test_page_block(IOA_IOVA_ROTATE, IOA_DEFER_INLINE);
+	test_page_block(IOA_IOVA_FIXED, IOA_DEFER_ON);
+	test_page_block(IOA_IOVA_ROTATE, IOA_DEFER_ON);
+	test_batch_full();
 	test_other_threads_block();
 	test_small_page();
 	test_double_free();
-	test_freed_at_fini();
+	test_freed_at_fini(IOA_DEFER_INLINE);
+	test_freed_at_fini(IOA_DEFER_ON);
 	test_exit_releases();
 	test_mappings_low();
 	test_quarantined();
 	test_run_quarantined();
 	test_mark_left_by_fork();
-	test_bound();
+	test_bound(IOA_DEFER_INLINE);
+	test_bound(IOA_DEFER_ON);
 	return check_done();
 }

@@ -81,6 +81,19 @@ void ioa__defer_fini(void);
  * IOALLOC_DEFER=sync: then -EIO if it was quarantined. */
 int ioa__defer_enqueue(int node, struct ioa__defer_item *item);
 
+/* IOALLOC_DEFER=inline: whether the freeing threads retire (no reclaimer). */
+int ioa__defer_inline(void);
+/* A batch the calling thread retires itself, outside the queues (strict
+ * mode's recycled heap pages in inline mode, heap/recycle.c): @b[0..n),
+ * 1 <= n, taken buffers of shared segments mapped one by one, in address
+ * order, on one node, are unlinked, unmapped, invalidated once and their
+ * readers waited out, as by a pass; then counted retired but kept by the
+ * caller (kept[i] = 1) instead of released. kept[i] = 0: quarantined, the
+ * IOMMU refused it (reported by the next ioa__defer_quiesce), or in a child
+ * of fork() whose IOMMU is its parent's, kept out of use (keep_inherited).
+ * Returns how many were quarantined. */
+uint32_t ioa__defer_retire_own(struct ioa__buffer *b, uint32_t n, uint8_t *kept);
+
 /* Retires @item (of @node) on the calling thread, as a batch of its own, by the same
  * protocol as a pass (what IOALLOC_DEFER=sync does with every free): no
  * queue, no reclaimer, no wait for other items. 0, or -EIO if it was
@@ -112,8 +125,7 @@ void ioa__defer_set_unordered(int on);
  * the reclaimer is busy or idle (NULL: none). */
 void ioa__defer_set_upkeep(void (*fn)(int node));
 /* IOALLOC_DEFER=inline: the calling thread's queues retired now, in as many
- * passes as they take (what its exit does; the heap's exit first, so that
- * the pages it recycles come back before it lets them go). Else nothing. */
+ * passes as they take (what its exit does). Else nothing. */
 void ioa__defer_retire_mine(void);
 
 /* Test hook: @fn runs on a reclaimer each time it found nothing to do and is

@@ -310,6 +310,11 @@ int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
 	return enqueue_slow(node, item);
 }
 
+int ioa__defer_inline(void)
+{
+	return ioa__defer_eng.cfg.defer == IOA_DEFER_INLINE;
+}
+
 int ioa__defer_retire_now(int node, struct ioa__defer_item *item)
 {
 	ioa__node_stat_add(node, defer_enqueued, 1);

@@ -15,6 +15,7 @@
 #include "iommu.h"
 #include "stats.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -394,6 +395,85 @@ static uint32_t hold_short(struct ioa__defer_item *it, uint32_t n, struct ioa__i
 		}
 	}
 	return held;
+}
+
+/*
+ * A thread's own batch (ioa__defer_retire_own): heap buffers of shared
+ * segments mapped one by one, in address order, none of them queued. The
+ * steps of retire_buffers without what a pass needs for items from any
+ * queue (sort, sort window, whole segments, tables, latencies): each run of
+ * neighbours, in address and IOVA, is unlinked and unmapped at once, then
+ * one invalidation, then the readers are waited out, and the buffers are
+ * counted retired but kept (ioa__region_recycle). In a child of fork() whose
+ * IOMMU is its parent's, they are kept out of use (keep_inherited).
+ */
+static uint32_t retire_own(struct ioa__buffer *b, uint32_t n, uint8_t *kept)
+{
+	struct ioa__region_pruned pruned = { 0 };
+	struct ioa__region_pruned *prune = ioa__grace_available() ? &pruned : NULL;
+	uint32_t quarantined = 0, runs = 0, i, j;
+	int node = ioa__region_node(&b[0]), err, invalidated;
+
+	memset(kept, 0, n);
+	if (ioa__iommu_inherited()) {
+		for (i = 0; i < n; i++) {
+			ioa__region_unlink(&b[i], prune);
+			ioa__region_keep(&b[i]);
+		}
+		wait_readers(prune);
+		return 0;
+	}
+	for (i = 0; i < n; i++)
+		ioa__region_resolve(&b[i]);
+	for (i = 0; i < n; i = j) {
+		struct ioa__buffer run = b[i];
+		struct ioa__iova_extent range;
+		size_t done;
+
+		for (j = i + 1; j < n && ioa__region_continues(&run, &b[j]); j++)
+			run.npages += b[j].npages;
+		runs++;
+		ioa__region_extent(&run, &range);
+		ioa__region_unlink(&run, prune);
+		if (!(err = ioa__iommu_unmap(&range, 1, &done))) {
+			memset(kept + i, 1, j - i);
+			continue;
+		}
+		for (uint32_t k = i; k < j; k++)
+			ioa__region_quarantine(&b[k], err, "unmap");
+		quarantined += j - i;
+	}
+	invalidated = ioa__iommu_invalidate();
+	wait_readers(prune);
+	for (i = 0; i < n; i++) {
+		if (!kept[i])
+			continue;
+		if (invalidated) { /* failed: nothing is known to be unreachable */
+			ioa__region_quarantine(&b[i], invalidated, "invalidation");
+			kept[i] = 0;
+			quarantined++;
+		} else {
+			ioa__region_recycle(&b[i]);
+		}
+	}
+	ioa__node_stat_add(node, defer_enqueued, n); /* as many went in as came out */
+	ioa__node_stat_add(node, defer_coalesced, n - runs);
+	ioa__node_stat_add(node, defer_quarantined, quarantined);
+	ioa__node_stat_add(node, defer_retired, n);
+	ioa__node_stat_add(node, defer_batches, 1);
+	return quarantined;
+}
+
+uint32_t ioa__defer_retire_own(struct ioa__buffer *b, uint32_t n, uint8_t *kept)
+{
+	uint32_t quarantined;
+	int cancel;
+
+	/* no cancellation: the grace period's backoff sleeps (as in help()) */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+	quarantined = retire_own(b, n, kept);
+	pthread_setcancelstate(cancel, NULL);
+	return quarantined;
 }
 
 uint32_t ioa__retire(int node, struct ioa__defer_item *it, uint32_t n, struct ioa__iova_extent *ext,

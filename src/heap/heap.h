@@ -167,6 +167,9 @@ struct ioa__word_cache {
 /* Strict: pages of each kind (spans of one page, of two) a heap has
  * recycled or on their way to it, at most (recycle.c). */
 #define IOA_RECYCLE_MAX 128
+/* Strict, IOALLOC_DEFER=inline: page spans a heap's thread retires itself,
+ * this many at a time (recycle.c). */
+#define IOA_RETIRE_BATCH 32
 
 struct ioa__heap {
 	struct ioa__word_cache cache[IOA_CLASSES]; /* what the fast path allocates from */
@@ -201,6 +204,10 @@ struct ioa__heap {
 	struct ioa__span *_Atomic recycled[2];
 	struct ioa__span *recycled_mine[2]; /* taken from those, not used yet */
 	unsigned nrecycling[2];
+	/* strict, inline: page spans this heap retired, still mapped, that its
+	 * thread unmaps a batch at a time (recycle.c) */
+	struct ioa__span *retiring[IOA_RETIRE_BATCH];
+	unsigned nretiring;
 	pthread_mutex_t lock;       /* shared heaps only: serialises their users */
 	struct ioa__heap *next_all; /* every heap, for ioa_fini and fork */
 	struct ioa__heap *next_parked;

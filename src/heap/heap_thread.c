@@ -58,6 +58,7 @@ static void heap_reset(struct ioa__heap *h)
 	atomic_store_explicit(&h->recycled[1], NULL, memory_order_relaxed);
 	memset(h->recycled_mine, 0, sizeof(h->recycled_mine));
 	memset(h->nrecycling, 0, sizeof(h->nrecycling));
+	h->nretiring = 0; /* retired at ioa_fini before the drain */
 	memset(h->out, 0, sizeof(h->out));
 	h->out_waiting = 0;
 }
@@ -84,6 +85,7 @@ static void settle(struct ioa__heap *h)
 {
 	collect_remote(h);
 	ioa__heap_flush_pending(h);
+	ioa__span_retire_batch(h);
 	ioa__span_release_recycled(h); /* a parked heap keeps none for a thread to come */
 	while (h->empty) {
 		struct ioa__span *s = h->empty;
@@ -162,7 +164,6 @@ static void heap_exit(void *arg)
 	ioa__my_heap = &ioa__empty_heap;
 	ioa__my_state = HEAP_EXITED;
 	ioa__heap_hand_back(h);
-	ioa__defer_retire_mine(); /* inline: its pages on their way come back first */
 	settle(h);
 	pthread_mutex_lock(&heaps_lock);
 	h->state = PARKED;
@@ -333,6 +334,8 @@ void ioa__heap_fini(void)
 	uint64_t leaked = 0;
 
 	/* every page on its way to a heap is held first, then none is */
+	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
+		ioa__span_retire_batch(h);
 	ioa__defer_drain();
 	ioa__span_recycling(0);
 	ioa__defer_set_upkeep(NULL);

@@ -83,6 +83,9 @@ int ioa__span_recycle(struct ioa__span *s);
  * address order: how many. */
 unsigned ioa__span_take_recycled(struct ioa__heap *h, uint32_t per, struct ioa__span **out,
 			     unsigned n);
+/* Inline mode: the page spans @h retired and still holds mapped, unmapped
+ * and invalidated now by its one user, then recycled (or quarantined). */
+void ioa__span_retire_batch(struct ioa__heap *h);
 /* Whether passes recycled pages to @h that it has not taken (relaxed: a
  * push missed now is seen at a later call). */
 int ioa__span_recycled_wait(struct ioa__heap *h);
