@@ -406,7 +406,9 @@ int ioa_dma_unregister(void *addr);
  *   over at its next malloc, ioa_quiesce() or exit, and from then on
  *   nothing on a page those frees left wholly free serves before its
  *   retirement (so the freeing thread's ioa_quiesce(), then the allocating
- *   thread's, retire it). What
+ *   thread's, retire it). With IOALLOC_DEFER=inline (the preload library's
+ *   default) a thread retires the pages its own heap emptied itself, 32 at
+ *   a time, and at its ioa_quiesce() and exit. What
  *   strict cannot do: an object freed on a page that still holds live
  *   objects stays mapped, and a stale DMA to it reaches that page (the next
  *   object placed there, or nothing): the thread that freed it may hand it

@@ -9,7 +9,11 @@
  * outside the queue: each is published by its own release store, and only
  * the clock read that stamps it is shared (at most 32 items a read), so
  * thread exit, fork(), ioa_quiesce(), ioa_fini() and the delay bound find
- * every freed item in a queue: none can be stranded in a thread's batch. A pass takes everything queued
+ * every freed item in a queue: none can be stranded in a thread's batch
+ * (one exception, bounded, with IOALLOC_DEFER=inline and no delay bound: a
+ * strict heap's own pages, which its thread retires itself, 32 at a time,
+ * at its ioa_quiesce() and exit, and ioa_fini retires: ioa__defer_retire_own).
+ * A pass takes everything queued
  * at once, sorts and coalesces the device ranges, holds short young ranges
  * for the next pass (the sort window), unmaps each other coalesced range,
  * invalidates once, waits out the lock-free readers of the software tables,
@@ -85,13 +89,14 @@ int ioa__defer_enqueue(int node, struct ioa__defer_item *item);
 int ioa__defer_inline(void);
 /* A batch the calling thread retires itself, outside the queues (strict
  * mode's recycled heap pages in inline mode, heap/recycle.c): @b[0..n),
- * 1 <= n, taken buffers of shared segments mapped one by one, in address
+ * 1 <= n <= IOA_RETIRE_OWN_MAX, taken buffers of shared segments mapped one by one, in address
  * order, on one node, are unlinked, unmapped, invalidated once and their
  * readers waited out, as by a pass; then counted retired but kept by the
  * caller (kept[i] = 1) instead of released. kept[i] = 0: quarantined, the
  * IOMMU refused it (reported by the next ioa__defer_quiesce), or in a child
  * of fork() whose IOMMU is its parent's, kept out of use (keep_inherited).
  * Returns how many were quarantined. */
+#define IOA_RETIRE_OWN_MAX 64
 uint32_t ioa__defer_retire_own(struct ioa__buffer *b, uint32_t n, uint8_t *kept);
 
 /* Retires @item (of @node) on the calling thread, as a batch of its own, by the same

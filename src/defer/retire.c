@@ -189,11 +189,36 @@ static uint32_t keep_inherited(struct ioa__defer_item *it, uint32_t n,
 			       struct ioa__region_pruned *prune)
 {
 	for (uint32_t i = 0; i < n; i++) {
-		ioa__region_unlink(&it[i].buf, prune);
+		ioa__region_unlink(&it[i].buf, 1, prune);
 		ioa__region_keep(&it[i].buf);
 	}
 	wait_readers(prune);
 	return 0;
+}
+
+/* Runs to unlink, taken a group at a time: each software table's lock once
+ * a group, not once a run (threads retiring at once handed it back and
+ * forth, futex calls and all). */
+#define UNLINK_GROUP 64
+
+struct unlink_group {
+	struct ioa__buffer run[UNLINK_GROUP];
+	uint32_t n;
+	struct ioa__region_pruned *prune;
+};
+
+static void group_flush(struct unlink_group *g)
+{
+	if (g->n)
+		ioa__region_unlink(g->run, g->n, g->prune);
+	g->n = 0;
+}
+
+static void group_add(struct unlink_group *g, const struct ioa__buffer *run)
+{
+	g->run[g->n++] = *run;
+	if (g->n == UNLINK_GROUP)
+		group_flush(g);
 }
 
 /*
@@ -206,6 +231,7 @@ static uint32_t retire_buffers(int node, struct ioa__defer_item *it, uint32_t n,
 {
 	struct ioa__region_pruned pruned = { 0 };
 	struct ioa__region_pruned *prune = ioa__grace_available() ? &pruned : NULL;
+	struct unlink_group group;
 	uint32_t ranges = 0, quarantined = 0, m = 0, i, j;
 	int unordered = atomic_load(&rt.unordered);
 	ioa__defer_recycler_fn recycler = atomic_load_explicit(&rt.recycler, memory_order_relaxed);
@@ -225,12 +251,15 @@ static uint32_t retire_buffers(int node, struct ioa__defer_item *it, uint32_t n,
 			ioa__region_release(&it[i].buf);
 	}
 	sort_by_iova(order, m, ext);
+	group.n = 0;
+	group.prune = prune;
 	for (i = 0; i < m; i = j) {
 		struct ioa__buffer run;
 
 		j = take_run(it, order, i, m, &run);
-		ioa__region_unlink(&run, prune);
+		group_add(&group, &run);
 	}
+	group_flush(&group);
 	for (i = 0; i < n; i++) {
 		struct ioa__iova_extent whole;
 		size_t done;
@@ -238,7 +267,7 @@ static uint32_t retire_buffers(int node, struct ioa__defer_item *it, uint32_t n,
 
 		if (!ioa__region_whole(&it[i].buf))
 			continue;
-		ioa__region_unlink(&it[i].buf, prune);
+		ioa__region_unlink(&it[i].buf, 1, prune);
 		if (!ioa__region_close(&it[i].buf, &whole)) {
 			it[i].buf.npages = 0; /* retired; its pages wait for the segment */
 			continue;
@@ -411,13 +440,15 @@ static uint32_t retire_own(struct ioa__buffer *b, uint32_t n, uint8_t *kept)
 {
 	struct ioa__region_pruned pruned = { 0 };
 	struct ioa__region_pruned *prune = ioa__grace_available() ? &pruned : NULL;
-	uint32_t quarantined = 0, runs = 0, i, j;
+	struct ioa__buffer run[IOA_RETIRE_OWN_MAX];
+	uint32_t end[IOA_RETIRE_OWN_MAX]; /* the index after each run's last buffer */
+	uint32_t quarantined = 0, runs = 0, i, r;
 	int node = ioa__region_node(&b[0]), err, invalidated;
 
 	memset(kept, 0, n);
 	if (ioa__iommu_inherited()) {
 		for (i = 0; i < n; i++) {
-			ioa__region_unlink(&b[i], prune);
+			ioa__region_unlink(&b[i], 1, prune);
 			ioa__region_keep(&b[i]);
 		}
 		wait_readers(prune);
@@ -425,23 +456,25 @@ static uint32_t retire_own(struct ioa__buffer *b, uint32_t n, uint8_t *kept)
 	}
 	for (i = 0; i < n; i++)
 		ioa__region_resolve(&b[i]);
-	for (i = 0; i < n; i = j) {
-		struct ioa__buffer run = b[i];
+	for (i = 0; i < n; runs++) {
+		run[runs] = b[i];
+		for (i++; i < n && ioa__region_continues(&run[runs], &b[i]); i++)
+			run[runs].npages += b[i].npages;
+		end[runs] = i;
+	}
+	ioa__region_unlink(run, runs, prune);
+	for (r = 0, i = 0; r < runs; i = end[r++]) {
 		struct ioa__iova_extent range;
 		size_t done;
 
-		for (j = i + 1; j < n && ioa__region_continues(&run, &b[j]); j++)
-			run.npages += b[j].npages;
-		runs++;
-		ioa__region_extent(&run, &range);
-		ioa__region_unlink(&run, prune);
+		ioa__region_extent(&run[r], &range);
 		if (!(err = ioa__iommu_unmap(&range, 1, &done))) {
-			memset(kept + i, 1, j - i);
+			memset(kept + i, 1, end[r] - i);
 			continue;
 		}
-		for (uint32_t k = i; k < j; k++)
+		for (uint32_t k = i; k < end[r]; k++)
 			ioa__region_quarantine(&b[k], err, "unmap");
-		quarantined += j - i;
+		quarantined += end[r] - i;
 	}
 	invalidated = ioa__iommu_invalidate();
 	wait_readers(prune);

@@ -169,7 +169,7 @@ struct ioa__word_cache {
 #define IOA_RECYCLE_MAX 128
 /* Strict, IOALLOC_DEFER=inline: page spans a heap's thread retires itself,
  * this many at a time (recycle.c). */
-#define IOA_RETIRE_BATCH 32
+#define IOA_RETIRE_BATCH 32 /* at most IOA_RETIRE_OWN_MAX (defer.h) */
 
 struct ioa__heap {
 	struct ioa__word_cache cache[IOA_CLASSES]; /* what the fast path allocates from */

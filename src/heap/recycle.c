@@ -139,6 +139,8 @@ static void sort_by_base(struct ioa__span **s, unsigned n)
 		}
 }
 
+_Static_assert(IOA_RETIRE_BATCH <= IOA_RETIRE_OWN_MAX, "a batch is retired in one call");
+
 void ioa__span_retire_batch(struct ioa__heap *h)
 {
 	struct ioa__span *s[IOA_RETIRE_BATCH];
@@ -183,24 +185,27 @@ static void drop(struct ioa__span *s, const struct ioa__buffer *b, int err)
  * are left in @s, in address order. */
 static unsigned remap(struct ioa__span **s, unsigned n, uint32_t per)
 {
-	struct ioa__buffer b[IOA_READY_PAGES];
-	unsigned kept = 0;
+	struct ioa__buffer b[IOA_READY_PAGES], run[IOA_READY_PAGES];
+	unsigned end[IOA_READY_PAGES], runs = 0, kept = 0, i, r;
+	int err[IOA_READY_PAGES];
 
 	sort_by_base(s, n);
-	for (unsigned i = 0; i < n; i++)
+	for (i = 0; i < n; i++)
 		ioa__region_buffer_at(s[i]->base, s[i]->len, &b[i]);
-	for (unsigned i = 0, j; i < n; i = j) {
-		struct ioa__buffer run = b[i];
-		int err;
+	for (i = 0; i < n; runs++) {
+		run[runs] = b[i];
+		for (i++; i < n && ioa__region_recycled_joins(&run[runs], &b[i]); i++)
+			run[runs].npages += b[i].npages;
+		end[runs] = i;
+	}
+	ioa__region_recycled_remap(run, runs, per, err);
+	for (r = 0, i = 0; r < runs; i = end[r++])
+		for (unsigned k = i; k < end[r]; k++) {
+			int e = err[r];
 
-		for (j = i + 1; j < n && ioa__region_recycled_joins(&run, &b[j]); j++)
-			run.npages += b[j].npages;
-		err = ioa__region_recycled_remap(&run, per);
-		for (unsigned k = i; k < j; k++) {
 			/* a run refused whole may go in page by page (near a limit) */
-			int e = err && j - i > 1 && err != -EIO ?
-					ioa__region_recycled_remap(&b[k], per) : err;
-
+			if (e && end[r] - i > 1 && e != -EIO)
+				ioa__region_recycled_remap(&b[k], 1, per, &e);
 			if (!e) {
 				ioa__span_desc_renew(s[k]);
 				s[kept++] = s[k];
@@ -208,7 +213,6 @@ static unsigned remap(struct ioa__span **s, unsigned n, uint32_t per)
 				drop(s[k], &b[k], e);
 			}
 		}
-	}
 	return kept;
 }
 

@@ -181,32 +181,59 @@ void ioa__region_fail_table_maps(int count, int err)
 	ioa__fail_arm(&table_map_fail, count, err);
 }
 
-/* Device first (unless @on_device: its segment is mapped whole), then the
- * software maps: an IOVA is never handed out before the device can use it.
- * The device maps the range as buffers of @unit bytes, one call each, so
- * that each can be unmapped alone; the software maps take it in one walk.
- * A failure undoes what was mapped: nothing stays mapped, or -EIO. */
-int ioa__region_map_buffer(uint64_t va, uint64_t iova, size_t len, size_t unit, int on_device)
+/* The device maps [va, va + len) at @iova as buffers of @unit bytes, one
+ * call each, so that each can be unmapped alone: how many bytes it mapped,
+ * the error in *err. */
+static size_t device_map(uint64_t va, uint64_t iova, size_t len, size_t unit, int *err)
 {
-	size_t mapped = on_device ? len : 0, done;
-	int err = 0;
+	size_t mapped = 0;
 
+	*err = 0;
 	while (mapped < len &&
-	       !(err = ioa__iommu_map(iova + mapped, (void *)(uintptr_t)(va + mapped), unit,
-				      IOA_PTE_READ | IOA_PTE_WRITE)))
+	       !(*err = ioa__iommu_map(iova + mapped, (void *)(uintptr_t)(va + mapped), unit,
+				       IOA_PTE_READ | IOA_PTE_WRITE)))
 		mapped += unit;
-	if (!err)
-		err = ioa__fail_take(&table_map_fail);
+	return mapped;
+}
+
+/* Both software tables, whose locks the caller holds, in one walk each. */
+static int tables_map_locked(uint64_t va, uint64_t iova, size_t len)
+{
+	int err = ioa__fail_take(&table_map_fail);
+
 	if (!err && !ioa__region.identity)
-		err = ioa__iopt_map(&ioa__iova2va, iova, va, len, IOA_PTE_READ);
+		err = ioa__iopt_map_locked(&ioa__iova2va, iova, va, len, IOA_PTE_READ);
 	if (!err) {
-		err = ioa__iopt_map(&ioa__va2iova, va, iova, len, IOA_PTE_READ);
+		err = ioa__iopt_map_locked(&ioa__va2iova, va, iova, len, IOA_PTE_READ);
 		if (err && !ioa__region.identity)
-			ioa__iopt_unmap(&ioa__iova2va, iova, len, NULL);
+			ioa__iopt_unmap_locked(&ioa__iova2va, iova, len, NULL);
 	}
-	if (err && mapped == len)
+	return err;
+}
+
+static void tables_lock(void)
+{
+	if (!ioa__region.identity)
+		ioa__iopt_lock(&ioa__iova2va);
+	ioa__iopt_lock(&ioa__va2iova);
+}
+
+static void tables_unlock(void)
+{
+	ioa__iopt_unlock(&ioa__va2iova);
+	if (!ioa__region.identity)
+		ioa__iopt_unlock(&ioa__iova2va);
+}
+
+/* After a failed map (@err): the device's @mapped bytes of @len at @iova
+ * unmapped again; -EIO when that failed too (quarantined), else @err. */
+static int undo_map(uint64_t iova, size_t len, size_t mapped, int on_device, int err)
+{
+	size_t done;
+
+	if (mapped == len)
 		ioa__err("cannot record the mapping of %zu bytes: %s", len, ioa__errno_text(-err));
-	if (err && mapped && !on_device) {
+	if (mapped && !on_device) {
 		struct ioa__iova_extent ext = { iova, mapped };
 
 		if (ioa__iommu_unmap(&ext, 1, &done) != 0 || ioa__iommu_invalidate() != 0) {
@@ -216,6 +243,38 @@ int ioa__region_map_buffer(uint64_t va, uint64_t iova, size_t len, size_t unit, 
 		}
 	}
 	return err;
+}
+
+/* Device first (unless @on_device: its segment is mapped whole), then the
+ * software maps: an IOVA is never handed out before the device can use it.
+ * A failure undoes what was mapped: nothing stays mapped, or -EIO. */
+int ioa__region_map_buffer(uint64_t va, uint64_t iova, size_t len, size_t unit, int on_device)
+{
+	int err = 0;
+	size_t mapped = on_device ? len : device_map(va, iova, len, unit, &err);
+
+	if (!err) {
+		tables_lock();
+		err = tables_map_locked(va, iova, len);
+		tables_unlock();
+	}
+	return err ? undo_map(iova, len, mapped, on_device, err) : 0;
+}
+
+void ioa__region_map_buffers(const struct ioa__region_map *m, unsigned n, int *err)
+{
+	size_t mapped[IOA_REGION_MAP_MAX];
+
+	for (unsigned i = 0; i < n; i++)
+		mapped[i] = device_map(m[i].va, m[i].iova, m[i].len, m[i].unit, &err[i]);
+	tables_lock();
+	for (unsigned i = 0; i < n; i++)
+		if (!err[i])
+			err[i] = tables_map_locked(m[i].va, m[i].iova, m[i].len);
+	tables_unlock();
+	for (unsigned i = 0; i < n; i++)
+		if (err[i])
+			err[i] = undo_map(m[i].iova, m[i].len, mapped[i], 0, err[i]);
 }
 
 /* Gives reserved pages back after their map failed: @n pages from @first,

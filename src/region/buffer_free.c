@@ -169,14 +169,25 @@ void ioa__region_extent(const struct ioa__buffer *b, struct ioa__iova_extent *ex
 	*ext = (struct ioa__iova_extent){ iova, (uint64_t)b->npages << IOA_PAGE_SHIFT };
 }
 
-void ioa__region_unlink(const struct ioa__buffer *b, struct ioa__region_pruned *pruned)
+void ioa__region_unlink(const struct ioa__buffer *b, uint32_t n, struct ioa__region_pruned *pruned)
 {
-	struct ioa__iova_extent ext;
+	if (!ioa__region.identity) { /* first: an unresolved IOVA is looked up in va2iova */
+		ioa__iopt_lock(&ioa__iova2va);
+		for (uint32_t i = 0; i < n; i++) {
+			struct ioa__iova_extent ext;
 
-	ioa__region_extent(b, &ext);
-	ioa__iopt_unmap(&ioa__va2iova, buffer_va(b), ext.len, pruned ? &pruned->va2iova : NULL);
-	if (!ioa__region.identity)
-		ioa__iopt_unmap(&ioa__iova2va, ext.iova, ext.len, pruned ? &pruned->iova2va : NULL);
+			ioa__region_extent(&b[i], &ext);
+			ioa__iopt_unmap_locked(&ioa__iova2va, ext.iova, ext.len,
+					       pruned ? &pruned->iova2va : NULL);
+		}
+		ioa__iopt_unlock(&ioa__iova2va);
+	}
+	ioa__iopt_lock(&ioa__va2iova);
+	for (uint32_t i = 0; i < n; i++)
+		ioa__iopt_unmap_locked(&ioa__va2iova, buffer_va(&b[i]),
+				       (uint64_t)b[i].npages << IOA_PAGE_SHIFT,
+				       pruned ? &pruned->va2iova : NULL);
+	ioa__iopt_unlock(&ioa__va2iova);
 }
 
 void ioa__region_free_pruned(struct ioa__region_pruned *pruned)

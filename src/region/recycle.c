@@ -69,22 +69,29 @@ int ioa__region_recycled_joins(const struct ioa__buffer *run, const struct ioa__
 	       next->first == run->first + run->npages;
 }
 
-int ioa__region_recycled_remap(const struct ioa__buffer *b, uint32_t per)
+/* Where recycled @b is mapped again: where a new buffer there would be, its
+ * place in the window or the rotated cursor's next (a run is one buffer
+ * there: joins); UINT64_MAX, said, when the aperture has no room. */
+static uint64_t remap_iova(const struct ioa__buffer *b)
+{
+	const struct ioa__segment *s = b->seg;
+	size_t len = (size_t)b->npages << IOA_PAGE_SHIFT;
+	uint64_t iova = s->rotated ? ioa__iova_alloc_next(&ioa__region.iova, len, IOA_PAGE)
+				   : s->iova + ((uint64_t)b->first << IOA_PAGE_SHIFT);
+
+	if (iova == UINT64_MAX)
+		ioa__err("IOVA space exhausted: no range of %zu bytes left in the aperture", len);
+	return iova;
+}
+
+/* After the map of @b at @iova ended with @err: counted, quarantined, or
+ * its IOVA given back. */
+static void remapped(const struct ioa__buffer *b, uint64_t iova, uint32_t per, int err)
 {
 	const struct ioa__segment *s = b->seg;
 	uint64_t va = (uint64_t)(uintptr_t)ioa__region_va(b);
 	size_t len = (size_t)b->npages << IOA_PAGE_SHIFT;
-	/* where a new buffer there would be mapped: its place in the window, or
-	 * the rotated cursor's next (a run is one buffer there: joins) */
-	uint64_t iova = s->rotated ? ioa__iova_alloc_next(&ioa__region.iova, len, IOA_PAGE)
-				   : s->iova + (va - (uint64_t)(uintptr_t)s->mem.addr);
-	int err;
 
-	if (iova == UINT64_MAX) {
-		ioa__err("IOVA space exhausted: no range of %zu bytes left in the aperture", len);
-		return -ENOMEM;
-	}
-	err = ioa__region_map_buffer(va, iova, len, (size_t)per << IOA_PAGE_SHIFT, 0);
 	if (err == -EIO) { /* the device may still reach it: quarantined for good */
 		ioa__node_stat_add(s->node, quarantined_bytes, len);
 		ioa__region_log_quarantine(s->node, va, iova, len);
@@ -99,7 +106,30 @@ int ioa__region_recycled_remap(const struct ioa__buffer *b, uint32_t per)
 		ioa__node_stat_add(s->node, dma_allocs, len / ((size_t)per << IOA_PAGE_SHIFT));
 		ioa__node_gauge_add(s->node, dma_bytes_live, len);
 	}
-	return err;
+}
+
+void ioa__region_recycled_remap(const struct ioa__buffer *b, unsigned n, uint32_t per, int *err)
+{
+	struct ioa__region_map m[IOA_REGION_MAP_MAX];
+	int got[IOA_REGION_MAP_MAX];
+	unsigned k = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t iova = remap_iova(&b[i]);
+
+		err[i] = iova == UINT64_MAX ? -ENOMEM : 1; /* 1: in m[] */
+		if (iova != UINT64_MAX)
+			m[k++] = (struct ioa__region_map){ (uint64_t)(uintptr_t)ioa__region_va(&b[i]), iova,
+							   (size_t)b[i].npages << IOA_PAGE_SHIFT,
+							   (size_t)per << IOA_PAGE_SHIFT };
+	}
+	if (k)
+		ioa__region_map_buffers(m, k, got);
+	for (unsigned i = 0, j = 0; i < n; i++)
+		if (err[i] == 1) {
+			err[i] = got[j];
+			remapped(&b[i], m[j++].iova, per, err[i]);
+		}
 }
 
 void ioa__region_recycled_release(const struct ioa__buffer *b)

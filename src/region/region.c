@@ -174,7 +174,7 @@ static int unmap_leaked(const struct ioa__buffer *b)
 	int err;
 
 	ioa__region_extent(b, &ext); /* while the tables still hold it */
-	ioa__region_unlink(b, NULL);
+	ioa__region_unlink(b, 1, NULL);
 	err = ioa__iommu_unmap(&ext, 1, &done);
 	if (!err)
 		err = ioa__iommu_invalidate();
@@ -203,10 +203,12 @@ static void segment_fini(struct ioa__segment *s)
 		ioa__warn("ioa_fini: buffer %p of %llu KiB was never freed",
 			  ioa__region_page_addr(s, i), (unsigned long long)n * 4);
 		atomic_store_explicit(&s->run[i], 0, memory_order_relaxed);
+		if (!s->whole && unmap_leaked(&b) != 0)
+			continue; /* quarantined, and counted there */
 		ioa__node_gauge_add(s->node, dma_bytes_live, -((uint64_t)n << IOA_PAGE_SHIFT));
 		if (s->whole)
-			ioa__region_unlink(&b, NULL); /* the segment is unmapped whole below */
-		else if (unmap_leaked(&b) == 0)
+			ioa__region_unlink(&b, 1, NULL); /* the segment is unmapped whole below */
+		else
 			ioa__region_set_pages(s, i, n, 1);
 	}
 	if (s->whole) {

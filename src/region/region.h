@@ -134,9 +134,10 @@ int ioa__region_node(const struct ioa__buffer *b);
 void ioa__region_resolve(struct ioa__buffer *b);
 /* Its device range, as it was mapped (looked up while unresolved). */
 void ioa__region_extent(const struct ioa__buffer *b, struct ioa__iova_extent *ext);
-/* Removes it from the software tables, collecting the table pages emptied
- * into @pruned, or keeping them when @pruned is NULL. */
-void ioa__region_unlink(const struct ioa__buffer *b, struct ioa__region_pruned *pruned);
+/* Removes @b[0..n) (buffers or runs) from the software tables, each table's
+ * lock taken once for all, collecting the table pages emptied into @pruned,
+ * or keeping them when @pruned is NULL. */
+void ioa__region_unlink(const struct ioa__buffer *b, uint32_t n, struct ioa__region_pruned *pruned);
 void ioa__region_free_pruned(struct ioa__region_pruned *pruned);
 /* Makes its pages reusable: only once unmapped and invalidated. */
 void ioa__region_release(const struct ioa__buffer *b);
@@ -183,12 +184,13 @@ void ioa__region_recycle(const struct ioa__buffer *b);
 /* Whether recycled @next can be mapped again with the run @run (neighbours
  * in a segment with fixed IOVAs). */
 int ioa__region_recycled_joins(const struct ioa__buffer *run, const struct ioa__buffer *next);
-/* Maps recycled @b again, counted allocated; @b may be a run of
- * neighbouring recycled buffers of @per pages each
- * (ioa__region_recycled_joins; one table walk, one IOMMU mapping each): 0;
- * -EIO: quarantined (the unmap after a failed map failed); any other
- * -errno: nothing mapped, still recycled. */
-int ioa__region_recycled_remap(const struct ioa__buffer *b, uint32_t per);
+/* Maps recycled @b[0..n) again (n <= 64), counted allocated, the software
+ * tables' locks taken once for all; each may be a run of neighbouring
+ * recycled buffers of @per pages each (ioa__region_recycled_joins; one table
+ * walk, one IOMMU mapping each). err[i]: 0; -EIO: quarantined (the unmap
+ * after a failed map failed); any other -errno: nothing mapped, still
+ * recycled. */
+void ioa__region_recycled_remap(const struct ioa__buffer *b, unsigned n, uint32_t per, int *err);
 /* Makes recycled @b's pages reusable by anyone. */
 void ioa__region_recycled_release(const struct ioa__buffer *b);
 /* Keeps its pages forever, unmapped by nobody: a child of fork() must not

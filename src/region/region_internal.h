@@ -159,6 +159,17 @@ int ioa__region_segment_create(size_t len, size_t align, int node, int dedicated
 
 /* buffer_alloc.c */
 int ioa__region_map_buffer(uint64_t va, uint64_t iova, size_t len, size_t unit, int on_device);
+/* Buffers to map at once (recycled runs): @len bytes at @va to @iova, the
+ * device's mappings of @unit bytes each. */
+struct ioa__region_map {
+	uint64_t va, iova;
+	size_t len, unit;
+};
+#define IOA_REGION_MAP_MAX 64
+/* @m[0..n), n <= IOA_REGION_MAP_MAX, each as ioa__region_map_buffer maps
+ * it (not on a segment mapped whole), its result in err[i], the software
+ * tables' locks taken once for all. */
+void ioa__region_map_buffers(const struct ioa__region_map *m, unsigned n, int *err);
 int ioa__region_map_failure(int err);
 void ioa__region_free_buffer_iova(const struct ioa__segment *s, uint64_t iova, uint64_t len);
 

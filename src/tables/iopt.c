@@ -301,6 +301,17 @@ static _Atomic uint64_t *one_leaf_table(const struct ioa__iopt *pt, uint64_t add
 int ioa__iopt_map(struct ioa__iopt *pt, uint64_t addr, uint64_t target, uint64_t len,
 		  uint64_t perms)
 {
+	int err;
+
+	pthread_mutex_lock(&pt->lock);
+	err = ioa__iopt_map_locked(pt, addr, target, len, perms);
+	pthread_mutex_unlock(&pt->lock);
+	return err;
+}
+
+int ioa__iopt_map_locked(struct ioa__iopt *pt, uint64_t addr, uint64_t target, uint64_t len,
+			 uint64_t perms)
+{
 	_Atomic uint64_t *t;
 	int err;
 
@@ -308,7 +319,6 @@ int ioa__iopt_map(struct ioa__iopt *pt, uint64_t addr, uint64_t target, uint64_t
 	    (target + len - 1) >> 52 ||
 	    (perms & ~(IOA_PTE_READ | IOA_PTE_WRITE)))
 		return -EINVAL;
-	pthread_mutex_lock(&pt->lock);
 	if ((t = one_leaf_table(pt, addr, len))) { /* the common case: one walk, no recursion */
 		unsigned first = (addr >> IOA_PAGE_SHIFT) & 511, n = (unsigned)(len >> IOA_PAGE_SHIFT);
 
@@ -326,34 +336,48 @@ int ioa__iopt_map(struct ioa__iopt *pt, uint64_t addr, uint64_t target, uint64_t
 		if (err) /* the range was empty: clearing all of it undoes the partial map */
 			unmap_range(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len, NULL);
 	}
-	pthread_mutex_unlock(&pt->lock);
 	return err;
 }
 
-int ioa__iopt_unmap(struct ioa__iopt *pt, uint64_t addr, uint64_t len,
-		    struct ioa__iopt_pruned *pruned)
+void ioa__iopt_lock(struct ioa__iopt *pt)
+{
+	pthread_mutex_lock(&pt->lock);
+}
+
+void ioa__iopt_unlock(struct ioa__iopt *pt)
+{
+	pthread_mutex_unlock(&pt->lock);
+}
+
+int ioa__iopt_unmap_locked(struct ioa__iopt *pt, uint64_t addr, uint64_t len,
+			   struct ioa__iopt_pruned *pruned)
 {
 	_Atomic uint64_t *t;
-	int err = 0;
 
 	if (!range_ok(addr, len))
 		return -EINVAL;
-	pthread_mutex_lock(&pt->lock);
 	if ((t = one_leaf_table(pt, addr, len))) { /* the common case: one walk */
 		unsigned first = (addr >> IOA_PAGE_SHIFT) & 511, n = (unsigned)(len >> IOA_PAGE_SHIFT);
 
 		for (unsigned i = first; i < first + n; i++)
 			atomic_store_explicit(&t[i], 0, memory_order_release);
-		if (!pruned || !table_empty(t)) {
-			pthread_mutex_unlock(&pt->lock);
+		if (!pruned || !table_empty(t))
 			return 0;
-		}
 		/* emptied: the general walk below finds no leaf and prunes the tables */
 	}
 	if (splits_leaf(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len))
-		err = -EINVAL;
-	else
-		unmap_range(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len, pruned);
+		return -EINVAL;
+	unmap_range(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len, pruned);
+	return 0;
+}
+
+int ioa__iopt_unmap(struct ioa__iopt *pt, uint64_t addr, uint64_t len,
+		    struct ioa__iopt_pruned *pruned)
+{
+	int err;
+
+	pthread_mutex_lock(&pt->lock);
+	err = ioa__iopt_unmap_locked(pt, addr, len, pruned);
 	pthread_mutex_unlock(&pt->lock);
 	return err;
 }

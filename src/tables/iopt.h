@@ -95,6 +95,15 @@ int ioa__iopt_map(struct ioa__iopt *pt, uint64_t addr, uint64_t target, uint64_t
  */
 int ioa__iopt_unmap(struct ioa__iopt *pt, uint64_t addr, uint64_t len,
 		    struct ioa__iopt_pruned *pruned);
+/* Several maps or unmaps under one taking of the writers' lock (a batch's,
+ * so that threads retiring and mapping at once do not hand the lock back
+ * and forth): lock, then the _locked calls, then unlock. */
+void ioa__iopt_lock(struct ioa__iopt *pt);
+int ioa__iopt_map_locked(struct ioa__iopt *pt, uint64_t addr, uint64_t target, uint64_t len,
+			 uint64_t perms);
+int ioa__iopt_unmap_locked(struct ioa__iopt *pt, uint64_t addr, uint64_t len,
+			   struct ioa__iopt_pruned *pruned);
+void ioa__iopt_unlock(struct ioa__iopt *pt);
 
 /* fork(): the writers' lock, taken before the fork, released in the parent,
  * made new in the child (where only the forking thread, which holds it, lives). */
