@@ -10,6 +10,8 @@
  *   heap would keep what it never uses); a thread's exit releases what its
  *   heap recycled; with IOMMU mappings low, recycled pages give way to
  *   segments mapped whole;
+ * - a thread's exit releases its recycled pages without losing the page-map
+ *   entries of another thread's new spans on them;
  * - a recycled page whose unmap failed is quarantined, and ioa_fini() finds
  *   no buffer left; a mark left on a descriptor (a child of fork() kept its
  *   page) takes no other buffer at that address after a new ioa_init();
@@ -357,6 +359,72 @@ static void test_exit_releases(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
+/* Pages a thread's exit releases may serve another thread's new spans at
+ * once: their page-map entries are cleared before the release, never after
+ * (which lost the new span's: its objects' frees were refused as foreign,
+ * larson in 4 runs of 10). One thread keeps taking new blocks while threads
+ * that recycled pages exit, EXITS times; every block it took keeps its
+ * page-map entry. */
+/* With the old order, 1000 exits caught it in 4 runs of 5, 4000 in 5 of 5
+ * (the plain build's run is the one that must catch it: mutation rc16). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(IOA_TEST_EMULATED)
+enum { HELD = 512, EXITS = 300 };
+#else
+enum { HELD = 512, EXITS = 4000 };
+#endif
+static _Atomic int stop_taking;
+
+static void *take_blocks(void *arg)
+{
+	static void *held[HELD];
+	int n = 0, lost = 0;
+
+	(void)arg;
+	for (;;) {
+		int last = atomic_load(&stop_taking);
+
+		if (n == HELD || last) {
+			for (int i = 0; i < n; i++)
+				lost += ioa__pagemap_get(held[i]) == NULL;
+			free_all(held, n);
+			n = 0;
+		}
+		if (last)
+			return (void *)(intptr_t)lost;
+		held[n++] = ioa_malloc(3000);
+	}
+}
+
+static void *recycles_and_exits(void *arg)
+{
+	void *p[IOA_RECYCLE_MAX];
+
+	(void)arg;
+	for (int i = 0; i < IOA_RECYCLE_MAX; i++)
+		p[i] = ioa_malloc(3000);
+	free_all(p, IOA_RECYCLE_MAX);
+	return NULL;
+}
+
+static void test_exit_release_races_new_spans(void)
+{
+	pthread_t taker, t;
+	void *lost;
+
+	if (!strict_up(IOA_IOVA_FIXED))
+		return;
+	atomic_store(&stop_taking, 0);
+	pthread_create(&taker, NULL, take_blocks, NULL);
+	for (int i = 0; i < EXITS; i++) {
+		pthread_create(&t, NULL, recycles_and_exits, NULL);
+		pthread_join(t, NULL);
+	}
+	atomic_store(&stop_taking, 1);
+	pthread_join(taker, &lost);
+	CHECK_EQ((intptr_t)lost, 0);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
 /* Mappings run low: the pages recycled are released, and blocks come from
  * a segment mapped whole (a mapping or two), not 64 pages mapped one by one. */
 static void test_mappings_low(void)
@@ -495,6 +563,7 @@ int main(void)
 	test_quarantined();
 	test_run_quarantined();
 	test_mark_left_by_fork();
+	test_exit_release_races_new_spans();
 	test_bound(IOA_DEFER_INLINE);
 	test_bound(IOA_DEFER_ON);
 	return check_done();
