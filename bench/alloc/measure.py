@@ -6,8 +6,8 @@ the allocators taking turns (in a rotated order each repetition) so that the
 machine's noise falls on all of them alike. Each run goes through the
 launcher (alloc_launch, launch.c), which measures its wall time and peak RSS (the child's
 ru_maxrss); its checksum must equal the first allocator's (glibc's): a
-mismatch, a failed run or a timeout is printed loudly and makes the exit
-status 1.
+mismatch, a failed run, a timeout or an error or warning ioalloc printed
+is printed loudly and makes the exit status 1.
 
 Writes OUT/runs.csv (one row a run) and OUT/summary.csv (per workload and
 allocator: median wall time, the spread of the wall times (slowest run over
@@ -52,6 +52,15 @@ def run_once(launch, timeout, settings, argv, env):
     if len(words) != 7 or words[0] != "launch":
         return 0.0, 0, done.returncode or 1, output
     return float(words[2]), int(words[4]), int(words[6]), output
+
+
+def complaint(output):
+    """The first error or warning ioalloc printed (a free it refused, a
+    quarantine: the workloads make no mistake for it to report), or ''."""
+    for line in output.splitlines():
+        if line.startswith(("ioalloc: error", "ioalloc: warning")):
+            return line
+    return ""
 
 
 def value(output, key):
@@ -108,6 +117,8 @@ def main():
                 elif row["checksum"] != ref_sum.get(wname):
                     problem = (f"CHECKSUM MISMATCH {row['checksum']}, "
                                f"{reference}: {ref_sum.get(wname, 'none')}")
+                elif complaint(output):
+                    problem = f"ioalloc reported: {complaint(output)}"
                 print(f"[{done:3}/{total}] {wname:14} {aname:15} rep {rep}: {wall:7.3f} s "
                       f"{rss / 1024:8.1f} MiB  exit {code}" + (f"  FAILED: {problem.splitlines()[0]}" if problem else ""),
                       flush=True)

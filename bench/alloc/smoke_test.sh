@@ -3,7 +3,8 @@
 # Runs every workload of WORKLOADS (bench/alloc/workloads.txt) at its tiny
 # scale, from BIN_DIR, with the system's malloc and then under
 # LD_PRELOAD=PRELOAD with IOALLOC_PROTECT=lazy and =strict. Fails if a run
-# exits nonzero or prints a checksum other than the system malloc's.
+# exits nonzero, prints a checksum other than the system malloc's, or ioalloc
+# prints an error or a warning (a free it refused: the workloads make none).
 set -uo pipefail
 bin=$1 preload=$2 list=$3
 [[ -f $preload ]] || { echo "smoke_test: no preload library at $preload"; exit 1; }
@@ -18,6 +19,10 @@ checksum() {
 	if ((rc != 0)); then
 		echo "FAIL $name ($label): exit status $rc" >&2
 		echo "$out" >&2
+		return 1
+	fi
+	if grep -E '^ioalloc: (error|warning)' <<<"$out" >&2; then
+		echo "FAIL $name ($label): ioalloc reported the above" >&2
 		return 1
 	fi
 	grep '^checksum ' <<<"$out" || { echo "FAIL $name ($label): no checksum line" >&2; return 1; }
