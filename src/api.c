@@ -41,12 +41,15 @@ static _Atomic pid_t fork_hooks_state;
  * fork(): a child never inherits a half-started or half-stopped library. */
 static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Process exit retires everything still queued, so nothing is left mapped
- * that the program freed. */
+/* Process exit retires everything still queued, and the exiting thread's
+ * heap what it holds back (strict mode's looks and, with
+ * IOALLOC_DEFER=inline, its batch of emptied pages: exit() runs no thread
+ * destructor for it), so nothing is left mapped that the program freed. */
 static void at_exit(void)
 {
 	if (atomic_load(&state) != STATE_UP)
 		return;
+	ioa__heap_flush_mine();
 	ioa__defer_quiesce();
 	if (active.stats)
 		ioa_stats_print(STDERR_FILENO);

@@ -44,7 +44,7 @@ static inline int32_t live_objects(const struct ioa__span *s)
 {
 	if (s->out_wi == UINT32_MAX)
 		return s->used;
-	return s->used - ioa__popcount(*s->out_word) - ioa__popcount(s->out_freed);
+	return s->used - ioa__popcount(*s->out_word | s->out_freed); /* never share a bit */
 }
 
 /* Strict mode, after a free into @s: notes that it has no live object

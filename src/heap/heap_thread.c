@@ -392,8 +392,11 @@ void ioa__heap_fork_child(void)
 		if ((h->state == OWNED && !h->shared && h != forking) || h->state == COLLECTING) {
 			h->state = ABANDONED;
 			/* its owner may have stopped inside a push: the kept
-			 * descriptors are left to leak, never pooled twice */
+			 * descriptors are left to leak, never pooled twice; so
+			 * is its batch (ioa_fini would retire a half-written
+			 * or half-retired one) */
 			h->nspare_desc = 0;
+			h->nretiring = 0;
 		}
 		pthread_mutex_init(&h->lock, NULL);
 	}

@@ -200,6 +200,15 @@ static void segment_fini(struct ioa__segment *s)
 
 		if (!n)
 			continue;
+		if (b.iova == UINT64_MAX && !s->whole) {
+			/* in no table: retired, held for reuse by a heap a
+			 * fork() abandoned (recycled, or its retirement or
+			 * remap cut short): its unmap was that retirement's,
+			 * and its bytes left the counts there */
+			atomic_store_explicit(&s->run[i], 0, memory_order_relaxed);
+			ioa__region_set_pages(s, i, n, 1);
+			continue;
+		}
 		ioa__warn("ioa_fini: buffer %p of %llu KiB was never freed",
 			  ioa__region_page_addr(s, i), (unsigned long long)n * 4);
 		atomic_store_explicit(&s->run[i], 0, memory_order_relaxed);
