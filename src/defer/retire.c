@@ -478,7 +478,7 @@ static uint32_t retire_own(struct ioa__buffer *b, uint32_t n, uint8_t *kept)
 	}
 	invalidated = ioa__iommu_invalidate();
 	wait_readers(prune);
-	for (i = 0; i < n; i++) {
+	for (i = 0, r = 0; i < n; i++) {
 		if (!kept[i])
 			continue;
 		if (invalidated) { /* failed: nothing is known to be unreachable */
@@ -486,9 +486,11 @@ static uint32_t retire_own(struct ioa__buffer *b, uint32_t n, uint8_t *kept)
 			kept[i] = 0;
 			quarantined++;
 		} else {
-			ioa__region_recycle(&b[i]);
+			run[r++] = b[i]; /* the kept ones, counted at once */
 		}
 	}
+	if (r)
+		ioa__region_recycle(run, r);
 	ioa__node_stat_add(node, defer_enqueued, n); /* as many went in as came out */
 	ioa__node_stat_add(node, defer_coalesced, n - runs);
 	ioa__node_stat_add(node, defer_quarantined, quarantined);

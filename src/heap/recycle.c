@@ -79,7 +79,7 @@ static int recycle_for_heap(const struct ioa__buffer *b)
 	 * quarantined) names no buffer retired later at that address */
 	if (!s || s->base != va || !(h = s->recycle_for) || !ioa__region_is_heap_buffer(b))
 		return 0;
-	ioa__region_recycle(b);
+	ioa__region_recycle(b, 1);
 	s->recycle_for = NULL;
 	old = atomic_load_explicit(&h->recycled[s->len > IOA_PAGE], memory_order_relaxed);
 	do

@@ -51,16 +51,23 @@ int ioa__region_mappings_low(void)
 	return ioa__iommu_mappings_low();
 }
 
-void ioa__region_recycle(const struct ioa__buffer *b)
+void ioa__region_recycle(const struct ioa__buffer *b, uint32_t n)
 {
-	uint64_t len = (uint64_t)b->npages << IOA_PAGE_SHIFT;
+	struct ioa__buffer all = b[0]; /* the counts' pages: one add for all */
 
-	ioa__region_count_retired(b, 1); /* retired in the counts, as a release */
-	/* the backend forgets the pages as at a release (the sim's checker:
-	 * transfers that found them reachable end first); a rotated IOVA goes
-	 * back to the space, unreachable now (its remap takes a fresh one) */
-	ioa__iommu_released(ioa__region_va(b), len);
-	ioa__region_free_buffer_iova(b->seg, b->iova, len);
+	all.npages = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t len = (uint64_t)b[i].npages << IOA_PAGE_SHIFT;
+
+		/* the backend forgets the pages as at a release (the sim's
+		 * checker: transfers that found them reachable end first); a
+		 * rotated IOVA goes back to the space, unreachable now (its
+		 * remap takes a fresh one) */
+		ioa__iommu_released(ioa__region_va(&b[i]), len);
+		ioa__region_free_buffer_iova(b[i].seg, b[i].iova, len);
+		all.npages += b[i].npages;
+	}
+	ioa__region_count_retired(&all, n); /* retired in the counts, as a release */
 }
 
 int ioa__region_recycled_joins(const struct ioa__buffer *run, const struct ioa__buffer *next)
@@ -84,9 +91,9 @@ static uint64_t remap_iova(const struct ioa__buffer *b)
 	return iova;
 }
 
-/* After the map of @b at @iova ended with @err: counted, quarantined, or
- * its IOVA given back. */
-static void remapped(const struct ioa__buffer *b, uint64_t iova, uint32_t per, int err)
+/* After the map of @b at @iova failed with @err: quarantined, or its IOVA
+ * given back. */
+static void map_failed(const struct ioa__buffer *b, uint64_t iova, uint32_t per, int err)
 {
 	const struct ioa__segment *s = b->seg;
 	uint64_t va = (uint64_t)(uintptr_t)ioa__region_va(b);
@@ -100,11 +107,8 @@ static void remapped(const struct ioa__buffer *b, uint64_t iova, uint32_t per, i
 
 			ioa__region_forget_run(&one); /* every buffer of the run */
 		}
-	} else if (err) { /* nothing mapped: the IOVA goes back at once */
+	} else { /* nothing mapped: the IOVA goes back at once */
 		ioa__region_free_buffer_iova(s, iova, len);
-	} else { /* a buffer again in the counts, as a new one */
-		ioa__node_stat_add(s->node, dma_allocs, len / ((size_t)per << IOA_PAGE_SHIFT));
-		ioa__node_gauge_add(s->node, dma_bytes_live, len);
 	}
 }
 
@@ -112,6 +116,7 @@ void ioa__region_recycled_remap(const struct ioa__buffer *b, unsigned n, uint32_
 {
 	struct ioa__region_map m[IOA_REGION_MAP_MAX];
 	int got[IOA_REGION_MAP_MAX];
+	uint64_t bytes = 0;
 	unsigned k = 0;
 
 	for (unsigned i = 0; i < n; i++) {
@@ -127,9 +132,16 @@ void ioa__region_recycled_remap(const struct ioa__buffer *b, unsigned n, uint32_
 		ioa__region_map_buffers(m, k, got);
 	for (unsigned i = 0, j = 0; i < n; i++)
 		if (err[i] == 1) {
-			err[i] = got[j];
-			remapped(&b[i], m[j++].iova, per, err[i]);
+			if ((err[i] = got[j]))
+				map_failed(&b[i], m[j].iova, per, err[i]);
+			else
+				bytes += (uint64_t)b[i].npages << IOA_PAGE_SHIFT;
+			j++;
 		}
+	if (bytes) { /* buffers again in the counts, as new ones: one add for all */
+		ioa__node_stat_add(b[0].seg->node, dma_allocs, bytes / ((uint64_t)per << IOA_PAGE_SHIFT));
+		ioa__node_gauge_add(b[0].seg->node, dma_bytes_live, bytes);
+	}
 }
 
 void ioa__region_recycled_release(const struct ioa__buffer *b)

@@ -110,6 +110,7 @@ static void release_held_in_child(struct node_arena *a)
 
 void ioa__region_fork_child(void)
 {
+	ioa__region.forked = 1;
 	ioa__iopt_fork_child(&ioa__va2iova);
 	ioa__iopt_fork_child(&ioa__iova2va);
 	if (!ioa__region.identity)
@@ -200,11 +201,11 @@ static void segment_fini(struct ioa__segment *s)
 
 		if (!n)
 			continue;
-		if (b.iova == UINT64_MAX && !s->whole) {
+		if (b.iova == UINT64_MAX && !s->whole && ioa__region.forked) {
 			/* in no table: retired, held for reuse by a heap a
-			 * fork() abandoned (recycled, or its retirement or
-			 * remap cut short): its unmap was that retirement's,
-			 * and its bytes left the counts there */
+			 * fork() abandoned (its remap cut short): its unmap
+			 * was its retirement's, and its bytes left the
+			 * counts there; anywhere else a bug, said below */
 			atomic_store_explicit(&s->run[i], 0, memory_order_relaxed);
 			ioa__region_set_pages(s, i, n, 1);
 			continue;

@@ -178,9 +178,10 @@ int ioa__region_is_heap_buffer(const struct ioa__buffer *b);
 /* Whether IOMMU mappings run low: recycled pages, mapped one by one, would
  * cost them (segments mapped whole serve instead). */
 int ioa__region_mappings_low(void);
-/* After its retirement: counted retired as at a release; its pages stay
- * reserved for its owner, its run entry set, in no table or mapping. */
-void ioa__region_recycle(const struct ioa__buffer *b);
+/* After their retirement, @b[0..n) (of one node): counted retired as at a
+ * release, with one add for all; their pages stay reserved for their owner,
+ * their run entries set, in no table or mapping. */
+void ioa__region_recycle(const struct ioa__buffer *b, uint32_t n);
 /* Whether recycled @next can be mapped again with the run @run (neighbours
  * in a segment with fixed IOVAs). */
 int ioa__region_recycled_joins(const struct ioa__buffer *run, const struct ioa__buffer *next);

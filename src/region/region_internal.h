@@ -92,6 +92,7 @@ struct ioa__region_state {
 	struct ioa__iova_space iova; /* unused by an identity backend */
 	int identity;
 	int rotate;                  /* IOALLOC_IOVA=rotate and not identity */
+	int forked;                  /* a child of fork(): other threads' work was cut short */
 	_Atomic int whole_said;      /* "a whole segment keeps fixed IOVAs" said once */
 	size_t segment_size;
 	_Atomic unsigned interleave_next;
