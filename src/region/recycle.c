@@ -14,6 +14,7 @@
 #include "stats.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 
 void ioa__region_buffer_at(const void *va, size_t len, struct ioa__buffer *b)
 {
@@ -144,8 +145,21 @@ void ioa__region_recycled_remap(const struct ioa__buffer *b, unsigned n, uint32_
 	}
 }
 
+/* Relaxed: set by a test before the releases it watches, on the same thread
+ * or before the threads it starts. */
+static void (*_Atomic released_hook)(const void *va, size_t len);
+
+void ioa__region_set_recycled_release_hook(void (*fn)(const void *va, size_t len))
+{
+	atomic_store_explicit(&released_hook, fn, memory_order_relaxed);
+}
+
 void ioa__region_recycled_release(const struct ioa__buffer *b)
 {
+	void (*hook)(const void *va, size_t len);
+
 	ioa__region_forget_run(b); /* as a free's take clears it, then the pages go */
 	ioa__region_release_pages(b->seg, b->first, b->npages);
+	if ((hook = atomic_load_explicit(&released_hook, memory_order_relaxed)))
+		hook(ioa__region_va(b), (size_t)b->npages << IOA_PAGE_SHIFT);
 }

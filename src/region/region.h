@@ -192,6 +192,9 @@ int ioa__region_recycled_joins(const struct ioa__buffer *run, const struct ioa__
  * after a failed map failed); any other -errno: nothing mapped, still
  * recycled. */
 void ioa__region_recycled_remap(const struct ioa__buffer *b, unsigned n, uint32_t per, int *err);
+/* Test hook: @fn(va, len) runs right after recycled pages are made
+ * reusable below (NULL: none). */
+void ioa__region_set_recycled_release_hook(void (*fn)(const void *va, size_t len));
 /* Makes recycled @b's pages reusable by anyone. */
 void ioa__region_recycled_release(const struct ioa__buffer *b);
 /* Keeps its pages forever, unmapped by nobody: a child of fork() must not
