@@ -427,6 +427,32 @@ static void test_process_exit_retires_batch(void)
 static sem_t batch_ready, batch_may_exit;
 static _Atomic int stop_cycling;
 
+/* Forks a child whose ioa_fini() must say none of @words (NULL-ended) and,
+ * with @no_bytes_live, leave dma_bytes_live at 0: whether it did. */
+static int child_fini_says_none(const char *const *words, int no_bytes_live)
+{
+	int status = -1;
+	pid_t c;
+
+	fflush(stdout);
+	if ((c = fork()) == 0) {
+		struct check_capture cap;
+		struct ioa_stats st;
+		int ok = 1;
+
+		capture_begin(&cap);
+		ioa_fini();
+		capture_end(&cap);
+		for (; *words; words++)
+			ok &= !strstr(cap.text, *words);
+		ioa_stats_get(&st);
+		ok &= !no_bytes_live || st.dma_bytes_live == 0;
+		_exit(ok ? 0 : 1);
+	}
+	return c > 0 && waitpid(c, &status, 0) == c && WIFEXITED(status) &&
+	       WEXITSTATUS(status) == 0;
+}
+
 static void *cycles_pages(void *arg)
 {
 	void *p[IOA_RETIRE_BATCH];
@@ -452,8 +478,6 @@ static void test_fork_child_fini_held_pages(void)
 #else
 	void *p[IOA_RETIRE_BATCH];
 	struct ioa__span *held;
-	int status = -1;
-	pid_t c;
 
 	if (!strict_up(IOA_IOVA_FIXED))
 		return;
@@ -463,22 +487,8 @@ static void test_fork_child_fini_held_pages(void)
 	held = ioa__heap_mine()->recycled_mine[0];
 	CHECK(held != NULL);
 	ioa__heap_mine()->recycled_mine[0] = NULL;
-	fflush(stdout);
-	if ((c = fork()) == 0) {
-		struct check_capture cap;
-		struct ioa_stats st;
-		int ok;
-
-		capture_begin(&cap);
-		ioa_fini();
-		capture_end(&cap);
-		ioa_stats_get(&st);
-		ok = !strstr(cap.text, "never freed") && !strstr(cap.text, "quarantined") &&
-		     st.dma_bytes_live == 0;
-		_exit(ok ? 0 : 1);
-	}
-	CHECK(c > 0 && waitpid(c, &status, 0) == c);
-	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK(child_fini_says_none((const char *const[]){ "never freed", "quarantined", NULL },
+				   1));
 	ioa__heap_mine()->recycled_mine[0] = held;
 	CHECK_EQ(leaked_at_fini(), 0);
 #endif
@@ -513,9 +523,7 @@ static void test_fork_drops_abandoned_batch(void)
 	printf("test_fork_drops_abandoned_batch: not run under the sanitizers (fork)\n");
 #else
 	struct ioa__heap *h = NULL;
-	int status = -1;
 	pthread_t t;
-	pid_t c;
 
 	if (!strict_up(IOA_IOVA_FIXED))
 		return;
@@ -523,17 +531,7 @@ static void test_fork_drops_abandoned_batch(void)
 	sem_init(&batch_may_exit, 0, 0);
 	pthread_create(&t, NULL, batch_then_wait, &h);
 	sem_wait(&batch_ready);
-	fflush(stdout);
-	if ((c = fork()) == 0) {
-		struct check_capture cap;
-
-		capture_begin(&cap);
-		ioa_fini();
-		capture_end(&cap);
-		_exit(strstr(cap.text, "error") ? 1 : 0);
-	}
-	CHECK(c > 0 && waitpid(c, &status, 0) == c);
-	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK(child_fini_says_none((const char *const[]){ "error", NULL }, 0));
 	sem_post(&batch_may_exit);
 	pthread_join(t, NULL);
 	CHECK_EQ(leaked_at_fini(), 0);
@@ -553,22 +551,8 @@ static void test_fork_during_cycles(void)
 	atomic_store(&stop_cycling, 0);
 	pthread_create(&t, NULL, cycles_pages, NULL);
 	for (int f = 0; f < 40; f++) {
-		int status = -1;
-		pid_t c;
-
 		usleep(500);
-		fflush(stdout);
-		if ((c = fork()) == 0) {
-			struct check_capture cap;
-
-			capture_begin(&cap);
-			ioa_fini();
-			capture_end(&cap);
-			_exit(strstr(cap.text, "quarantined") ? 1 : 0);
-		}
-		if (c < 0 || waitpid(c, &status, 0) != c || !WIFEXITED(status) ||
-		    WEXITSTATUS(status) != 0)
-			bad++;
+		bad += !child_fini_says_none((const char *const[]){ "quarantined", NULL }, 0);
 	}
 	atomic_store(&stop_cycling, 1);
 	pthread_join(t, NULL);
