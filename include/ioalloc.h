@@ -307,6 +307,23 @@ size_t ioa_dma_size(const void *ptr);
  */
 int ioa_quiesce(void);
 
+/**
+ * Gives back to the kernel now the memory ioalloc holds free, rather than
+ * after its decay (about a second, and only where a reclaimer runs its
+ * upkeep: not with IOALLOC_DEFER=inline or sync). The calling thread's heap
+ * lets go of its free objects and wholly free spans; every node's caches of
+ * free spans and blocks, and the heaps of exited threads, let go of theirs;
+ * all of it is retired (unmapped, invalidated) as any free; then, with the
+ * none backend, every free page that was ever used is purged
+ * (MADV_DONTNEED), and segments left without a buffer go back whole. With
+ * sim, vfio or iommufd only whole segments go (the pages a device maps are
+ * kept). Other threads' heaps keep their own. Returns 1 when memory went back
+ * meanwhile, else 0 (and 0 before ioa_init()). It may take milliseconds:
+ * each madvise() costs a TLB shootdown on every CPU the process runs on. Not
+ * from a signal handler. Under LD_PRELOAD, malloc_trim() calls it.
+ */
+int ioa_trim(void);
+
 /** ioa_dma_alloc() whose buffer is zeroed (not written when its pages are new
  * from the kernel). */
 void *ioa_dma_zalloc(size_t size, size_t align, int node);

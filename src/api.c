@@ -470,6 +470,26 @@ IOA_EXPORT int ioa_quiesce(void)
 	return atomic_exchange(&quarantine_unseen, 0) ? -EIO : err;
 }
 
+/* Bytes given back to the kernel so far: purged, or in segments returned. */
+static uint64_t given_back(void)
+{
+	struct ioa_stats s;
+
+	ioa_stats_get(&s);
+	return s.heap_large_purged + s.segment_bytes_purged + s.segment_bytes_returned;
+}
+
+IOA_EXPORT int ioa_trim(void)
+{
+	uint64_t before;
+
+	if (atomic_load_explicit(&state, memory_order_acquire) != STATE_UP)
+		return 0;
+	before = given_back();
+	ioa__heap_trim();
+	return given_back() > before;
+}
+
 /* A lookup in the table at @root inside a read section of registered @r. */
 static inline uint64_t lookup(struct ioa__reader *r, const _Atomic uint64_t *root, uint64_t addr)
 {

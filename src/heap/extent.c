@@ -224,10 +224,11 @@ static void chunk_used(struct ext_node *en, struct ioa__span *chunk, int delta)
 
 /*
  * Gives free extents' pages back to the kernel, oldest first, while they are
- * older than the decay or too many: only with the none backend, where no
- * device maps them (with VFIO a device would keep the old physical pages).
+ * older than the decay or too many (@all: every one): only with the none
+ * backend, where no device maps them (with VFIO a device would keep the old
+ * physical pages).
  */
-static void purge(struct ext_node *en, uint64_t now)
+static void purge(struct ext_node *en, uint64_t now, int all)
 {
 	uint64_t decay = ioa__ns_to_ticks(DECAY_NS);
 	struct ioa__span *e;
@@ -235,7 +236,7 @@ static void purge(struct ext_node *en, uint64_t now)
 	if (!en->lru.tail || !ioa__region_on_demand())
 		return;
 	while ((e = en->lru.tail) &&
-	       (en->dirty_bytes > DIRTY_MAX || now - e->idle_since > decay)) {
+	       (all || en->dirty_bytes > DIRTY_MAX || now - e->idle_since > decay)) {
 		if (madvise(e->base, e->len, MADV_DONTNEED) != 0)
 			return;
 		ioa__node_stat_add(en - nodes, heap_large_purged, e->len);
@@ -246,15 +247,16 @@ static void purge(struct ext_node *en, uint64_t now)
 	}
 }
 
-/* Chunks wholly free for longer than the decay, out of @en onto *@victims
- * (linked by next), for retirement outside the lock. */
-static void take_empty_chunks(struct ext_node *en, uint64_t now, struct ioa__span **victims)
+/* Chunks wholly free for longer than the decay (@all: every one), out of
+ * @en onto *@victims (linked by next), for retirement outside the lock. */
+static void take_empty_chunks(struct ext_node *en, uint64_t now, int all,
+			      struct ioa__span **victims)
 {
 	uint64_t decay = ioa__ns_to_ticks(DECAY_NS);
 
 	for (struct ioa__span *c = en->chunks, *next; c && en->nempty; c = next) {
 		next = c->next;
-		if (c->used || now - c->idle_since <= decay)
+		if (c->used || (!all && now - c->idle_since <= decay))
 			continue;
 		free_remove(en, c->anext); /* its one extent, free */
 		ext_drop(c->anext);
@@ -271,15 +273,16 @@ static void take_empty_chunks(struct ext_node *en, uint64_t now, struct ioa__spa
 	}
 }
 
-/* Unlocks @en after the upkeep every call does; retires what it let go. */
-static void unlock_node(struct ext_node *en)
+/* Unlocks @en after the upkeep every call does (@all: ioa_trim's, of every
+ * free extent and chunk); retires what it let go. */
+static void unlock_node_upkept(struct ext_node *en, int all)
 {
 	uint64_t now = en->lru.tail || en->nempty ? ioa__ticks() : 0;
 	struct ioa__span *victims = NULL;
 
-	purge(en, now);
+	purge(en, now, all);
 	if (en->nempty)
-		take_empty_chunks(en, now, &victims);
+		take_empty_chunks(en, now, all, &victims);
 	pthread_mutex_unlock(&en->lock);
 	while (victims) {
 		struct ioa__span *next = victims->next;
@@ -287,6 +290,11 @@ static void unlock_node(struct ext_node *en)
 		ioa__span_retire(victims);
 		victims = next;
 	}
+}
+
+static void unlock_node(struct ext_node *en)
+{
+	unlock_node_upkept(en, 0);
 }
 
 /* ---- blocks ------------------------------------------------------------ */
@@ -394,13 +402,13 @@ struct ioa__span *ioa__extent_alloc(int node, size_t len)
 	return u;
 }
 
-void ioa__extent_upkeep(int node)
+void ioa__extent_upkeep(int node, int at_once)
 {
 	struct ext_node *en = &nodes[node];
 
 	pthread_once(&nodes_once, nodes_init);
 	pthread_mutex_lock(&en->lock);
-	unlock_node(en);
+	unlock_node_upkept(en, at_once);
 }
 
 void ioa__extent_free(struct ioa__span *e)

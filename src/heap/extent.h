@@ -27,8 +27,9 @@ int ioa__extent_report(const void *p);
 void ioa__extent_fini(uint64_t *leaked);
 /* The reclaimer's upkeep of @node (heap_thread.c): free extents past the
  * decay are purged and chunks wholly free past it retired, as at any call, so
- * that a program gone quiet gives its free memory back too. */
-void ioa__extent_upkeep(int node);
+ * that a program gone quiet gives its free memory back too; with @at_once
+ * (ioa_trim), every free extent and every wholly free chunk. */
+void ioa__extent_upkeep(int node, int at_once);
 
 void ioa__extent_fork_prepare(void);
 void ioa__extent_fork_parent(void);

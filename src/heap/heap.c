@@ -115,6 +115,20 @@ static void span_emptied(struct ioa__heap *h, struct ioa__span *s)
 	ioa__span_put(s);
 }
 
+void ioa__heap_drop_free_spans(struct ioa__heap *h)
+{
+	for (unsigned c = 0; c < IOA_CLASSES; c++)
+		if (h->spans[c] && h->spans[c]->used == 0)
+			span_emptied(h, h->spans[c]);
+	while (h->empty) {
+		struct ioa__span *s = h->empty;
+
+		h->empty = s->next;
+		ioa__span_put(s);
+	}
+	h->nempty = 0;
+}
+
 /* After frees into @s: a full span has room again; an empty one leaves,
  * unless it is the current span of a lazy heap. */
 static void span_changed(struct ioa__heap *h, struct ioa__span *s)

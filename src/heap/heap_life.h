@@ -12,6 +12,8 @@ void ioa__heap_init(const struct ioa_config *cfg);
 void ioa__heap_fini(void);
 /* Strict mode: applies the calling thread's batched frees (ioa_quiesce). */
 void ioa__heap_flush_mine(void);
+/* What ioa_trim() gives back (heap_thread.c says what and when). */
+void ioa__heap_trim(void);
 /* @size bytes aligned to @align on @node (IOA_NODE_ANY: the thread's). */
 void *ioa__heap_alloc_aligned(size_t size, size_t align, int node);
 

@@ -87,13 +87,7 @@ static void settle(struct ioa__heap *h)
 	ioa__heap_flush_pending(h);
 	ioa__span_retire_batch(h);
 	ioa__span_release_recycled(h); /* a parked heap keeps none for a thread to come */
-	while (h->empty) {
-		struct ioa__span *s = h->empty;
-
-		h->empty = s->next;
-		ioa__span_put(s);
-	}
-	h->nempty = 0;
+	ioa__heap_drop_free_spans(h);
 }
 
 /*
@@ -118,15 +112,12 @@ static void settle(struct ioa__heap *h)
 static pthread_mutex_t upkeep_lock = PTHREAD_MUTEX_INITIALIZER;
 static int upkeep_live; /* under upkeep_lock: from ioa__heap_init to ioa__heap_fini */
 
-static void upkeep(int node)
+/* Settles @node's parked heaps that frees or recycled pages wait for, off
+ * the parked list meanwhile. Caller holds upkeep_lock. */
+static void settle_parked(int node)
 {
 	struct ioa__heap *taken = NULL, **pp, *h;
 
-	pthread_mutex_lock(&upkeep_lock); /* one node's at a time; ioa__heap_fini's holds it */
-	if (!upkeep_live) { /* the hook was read before ioa__heap_fini unset it */
-		pthread_mutex_unlock(&upkeep_lock);
-		return;
-	}
 	pthread_mutex_lock(&heaps_lock);
 	for (pp = &parked; (h = *pp);) {
 		if (h->node != node || (!ioa__heap_frees_wait(h) && !ioa__span_recycled_wait(h))) {
@@ -149,8 +140,16 @@ static void upkeep(int node)
 		parked = h;
 	}
 	pthread_mutex_unlock(&heaps_lock);
-	ioa__extent_upkeep(node);
-	ioa__region_upkeep(node); /* after the extents: the chunks they retired */
+}
+
+static void upkeep(int node)
+{
+	pthread_mutex_lock(&upkeep_lock); /* one node's at a time; ioa__heap_fini's holds it */
+	if (upkeep_live) { /* else the hook was read before ioa__heap_fini unset it */
+		settle_parked(node);
+		ioa__extent_upkeep(node, 0);
+		ioa__region_upkeep(node, 0); /* after the extents: the chunks they retired */
+	}
 	pthread_mutex_unlock(&upkeep_lock);
 }
 
@@ -359,6 +358,47 @@ void ioa__heap_fini(void)
 		ioa__warn("ioa_fini: %llu object(s) of ioa_malloc still allocated: freed",
 			  (unsigned long long)leaked);
 	ioa__stat_add(heap_leaked_objects, leaked);
+	pthread_mutex_unlock(&upkeep_lock);
+}
+
+/*
+ * ioa_trim (api.c): what is free goes back now, past every decay. The
+ * calling thread's heap lets go of its cached objects, its wholly free
+ * spans and its batch; every node's parked heaps are settled and its caches
+ * of spans, large blocks and extents retired; the engine retires all that;
+ * the thread's recycled pages are released; and every shared segment's free
+ * pages are purged, or the segment returned when empty. Life in a process:
+ * the heap is the calling thread's own (a destructor's call after its
+ * thread's heap went has none: the rest runs); the nodes' part holds
+ * upkeep_lock, as the reclaimer's upkeep does, so it races neither that
+ * upkeep nor ioa_fini (upkeep_live), and a fork meanwhile finds what a fork
+ * during an upkeep finds (the child takes the lock anew, abandons the heaps
+ * being settled, puts back the pages held for a purge); the engine is
+ * drained between the two holds, since a reclaimer may wait for the lock.
+ * Not from a signal handler, as glibc's malloc_trim.
+ */
+void ioa__heap_trim(void)
+{
+	struct ioa__heap *h = ioa__my_heap;
+
+	if (h != &ioa__empty_heap) {
+		ioa__heap_flush_mine();
+		ioa__heap_drop_free_spans(h);
+		ioa__span_retire_batch(h); /* strict: the spans that dropped */
+	}
+	pthread_mutex_lock(&upkeep_lock);
+	for (int n = 0; upkeep_live && n < IOA_MAX_NODES; n++) {
+		settle_parked(n);
+		ioa__span_caches_trim(n);
+		ioa__extent_upkeep(n, 1);
+	}
+	pthread_mutex_unlock(&upkeep_lock);
+	ioa__defer_quiesce();
+	if (h != &ioa__empty_heap)
+		ioa__span_release_recycled(h); /* all retired now */
+	pthread_mutex_lock(&upkeep_lock);
+	for (int n = 0; upkeep_live && n < IOA_MAX_NODES; n++)
+		ioa__region_upkeep(n, 1);
 	pthread_mutex_unlock(&upkeep_lock);
 }
 

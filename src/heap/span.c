@@ -640,6 +640,20 @@ void ioa__span_caches_drain(void)
 	}
 }
 
+void ioa__span_caches_trim(int node)
+{
+	struct node_cache *nc = &caches[node];
+	struct ioa__span *victims = NULL;
+
+	pthread_once(&caches_once, caches_init);
+	pthread_mutex_lock(&nc->lock);
+	for (int p = 0; p < NPOOLS; p++)
+		trim(&nc->spans[p], 0, 0, &victims);
+	trim(&nc->large, 0, 0, &victims);
+	pthread_mutex_unlock(&nc->lock);
+	retire_list(victims);
+}
+
 /* The caches' locks and the pools' are leaves: nothing is called while
  * they are held; so fork takes them after every other lock. */
 void ioa__span_fork_prepare(void)

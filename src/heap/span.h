@@ -99,6 +99,8 @@ void ioa__span_release_recycled(struct ioa__heap *h);
 void ioa__span_each(void (*fn)(struct ioa__span *s, void *arg), void *arg);
 /* ioa_fini: retires every cached span. */
 void ioa__span_caches_drain(void);
+/* ioa_trim: retires every span and large block @node's cache keeps. */
+void ioa__span_caches_trim(int node);
 
 void ioa__span_fork_prepare(void);
 void ioa__span_fork_parent(void);

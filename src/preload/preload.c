@@ -124,3 +124,17 @@ size_t malloc_usable_size(void *ptr)
 {
 	return ptr ? ioa_usable_size(ptr) : 0;
 }
+
+/* glibc's keeps @pad bytes at the top of its main heap; this heap has no
+ * top: everything free goes. */
+int malloc_trim(size_t pad)
+{
+	(void)pad;
+	return ioa_trim();
+}
+
+/* As glibc's, to standard error: ioalloc's counters instead of arenas'. */
+void malloc_stats(void)
+{
+	ioa_stats_print(STDERR_FILENO);
+}

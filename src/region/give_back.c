@@ -106,7 +106,7 @@ void ioa__region_release_held(struct ioa__segment *s, int purged)
  * child puts them back, ioa__region_fork_child), or segments unlinked (the
  * child keeps their metadata, as their memory).
  */
-void ioa__region_upkeep(int node)
+void ioa__region_upkeep(int node, int at_once)
 {
 	struct node_arena *a = &ioa__region.nodes[node];
 	struct ioa__segment *gone = NULL, *meta, **pp, *s, *next;
@@ -116,12 +116,12 @@ void ioa__region_upkeep(int node)
 	/* madvise calls this upkeep may make: with another thread running, each
 	 * costs a TLB shootdown (some 50 us here), so scattered free pages are
 	 * given back over several upkeeps, at a few percent of a CPU */
-	uint32_t runs = PURGE_RUNS_MAX;
+	uint32_t runs = at_once ? UINT32_MAX : PURGE_RUNS_MAX;
 
 	pthread_mutex_lock(&a->lock);
 	meta = ioa__region_take_returned(a);
 	for (pp = &a->segments; (s = *pp);) {
-		int idle = s->reserves == s->reserves_seen;
+		int idle = at_once || s->reserves == s->reserves_seen;
 		int empty = idle && ioa__region_segment_empty(s);
 
 		s->reserves_seen = s->reserves;
@@ -129,7 +129,7 @@ void ioa__region_upkeep(int node)
 		 * program that frees all and allocates again a while later, in
 		 * cycles, does not make a segment each time (with a device: map,
 		 * prefault and pin it; a 1 GiB page is cleared whole) */
-		if (empty && !kept[s->big]) {
+		if (empty && !kept[s->big] && !at_once) {
 			kept[s->big] = 1;
 		} else if (empty) {
 			*pp = s->next;
