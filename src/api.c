@@ -41,15 +41,16 @@ static _Atomic pid_t fork_hooks_state;
  * fork(): a child never inherits a half-started or half-stopped library. */
 static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Process exit retires everything still queued, and the exiting thread's
- * heap what it holds back (strict mode's looks and, with
- * IOALLOC_DEFER=inline, its batch of emptied pages: exit() runs no thread
- * destructor for it), so nothing is left mapped that the program freed. */
+/* Process exit retires everything still queued, the exiting thread's heap
+ * what it holds back (strict mode's looks: exit() runs no thread destructor
+ * for it) and, with IOALLOC_DEFER=inline, every heap's batch of emptied
+ * pages, so nothing is left mapped that the program freed before. */
 static void at_exit(void)
 {
 	if (atomic_load(&state) != STATE_UP)
 		return;
 	ioa__heap_flush_mine();
+	ioa__heap_retire_batches();
 	ioa__defer_quiesce();
 	if (active.stats)
 		ioa_stats_print(STDERR_FILENO);
@@ -466,6 +467,7 @@ IOA_EXPORT int ioa_quiesce(void)
 	if (atomic_load_explicit(&state, memory_order_acquire) != STATE_UP)
 		return 0;
 	ioa__heap_flush_mine();
+	ioa__heap_retire_batches(); /* inline: the other threads' too */
 	err = ioa__defer_quiesce();
 	return atomic_exchange(&quarantine_unseen, 0) ? -EIO : err;
 }

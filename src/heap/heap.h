@@ -208,10 +208,19 @@ struct ioa__heap {
 	 * thread unmaps a batch at a time (recycle.c) */
 	struct ioa__span *retiring[IOA_RETIRE_BATCH];
 	unsigned nretiring;
+	/* strict: held while the batch changes (an append, a retirement) and
+	 * while page spans are made or mapped again, so that ioa_quiesce on
+	 * another thread may retire the batch, and a fork (which takes every
+	 * heap's) finds none of these half done (recycle.c); recursive */
+	pthread_mutex_t cycle_lock;
 	pthread_mutex_t lock;       /* shared heaps only: serialises their users */
 	struct ioa__heap *next_all; /* every heap, for ioa_fini and fork */
 	struct ioa__heap *next_parked;
 };
+
+/* @h's cycle_lock, and its release (heap_thread.c). */
+void ioa__heap_cycle_lock(struct ioa__heap *h);
+void ioa__heap_cycle_unlock(struct ioa__heap *h);
 
 /* Whether object @i of @s is free: its bit in the span, or in the word its
  * owner took out for malloc. */

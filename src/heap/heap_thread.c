@@ -17,6 +17,7 @@
 #include "stats.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 
 /* A heap's state in the registry: COLLECTING while the upkeep applies the
@@ -63,6 +64,43 @@ static void heap_reset(struct ioa__heap *h)
 	h->out_waiting = 0;
 }
 
+/* Forks in their prepare handler (ioa__heap_fork_prepare). Relaxed: a hint
+ * for fairness; the mutexes order the rest. */
+static _Atomic int forks_waiting;
+/* cycle_locks the calling thread holds. */
+static __thread unsigned cycles_held __attribute__((tls_model("initial-exec")));
+
+/* A fork takes every heap's cycle_lock. glibc's mutexes are not fair: a
+ * thread that cycles pages took its lock again at once after each release,
+ * and a fork waited for it for minutes (slow unmaps, test_heap_recycle).
+ * So a thread that holds none steps aside while a fork waits; one that
+ * holds one (a malloc or free nested in a retirement) may not. */
+void ioa__heap_cycle_lock(struct ioa__heap *h)
+{
+	while (!cycles_held && atomic_load_explicit(&forks_waiting, memory_order_relaxed))
+		sched_yield();
+	pthread_mutex_lock(&h->cycle_lock);
+	cycles_held++;
+}
+
+void ioa__heap_cycle_unlock(struct ioa__heap *h)
+{
+	cycles_held--;
+	pthread_mutex_unlock(&h->cycle_lock);
+}
+
+/* Recursive: a malloc or free nested in a retirement or a remap on the
+ * same thread (libc's, under LD_PRELOAD) takes it again. */
+static void cycle_lock_init(struct ioa__heap *h)
+{
+	pthread_mutexattr_t a;
+
+	pthread_mutexattr_init(&a);
+	pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+	pthread_mutex_init(&h->cycle_lock, &a);
+	pthread_mutexattr_destroy(&a);
+}
+
 static struct ioa__heap *heap_new(int node, int is_shared)
 {
 	struct ioa__heap *h = ioa__os_alloc_pages(sizeof(*h));
@@ -73,6 +111,7 @@ static struct ioa__heap *heap_new(int node, int is_shared)
 	h->node = node;
 	h->shared = is_shared;
 	pthread_mutex_init(&h->lock, NULL);
+	cycle_lock_init(h);
 	h->next_all = all_heaps;
 	all_heaps = h;
 	return h;
@@ -361,6 +400,26 @@ void ioa__heap_fini(void)
 	pthread_mutex_unlock(&upkeep_lock);
 }
 
+/* ioa_quiesce and the process's exit (api.c): every heap's batch retired,
+ * the calling thread's by itself, the others' under their cycle_lock (their
+ * threads go on meanwhile: an append that finds the lock taken retires its
+ * span through the engine). The registry is read under its lock; heaps are
+ * never freed and a heap's link never changes once it is listed. */
+void ioa__heap_retire_batches(void)
+{
+	struct ioa__heap *mine = ioa__my_heap, *h;
+
+	pthread_mutex_lock(&heaps_lock);
+	h = all_heaps;
+	pthread_mutex_unlock(&heaps_lock);
+	for (; h; h = h->next_all) {
+		if (h == mine)
+			ioa__span_retire_batch(h);
+		else
+			ioa__span_retire_batch_of(h);
+	}
+}
+
 /*
  * ioa_trim (api.c): what is free goes back now, past every decay. The
  * calling thread's heap lets go of its cached objects, its wholly free
@@ -405,21 +464,30 @@ void ioa__heap_trim(void)
 /* ---- fork ------------------------------------------------------------- */
 
 /* fork(): the shared heaps' locks are held while spans are made (they call
- * the region layer), so they come first; the registry's is a leaf. */
+ * the region layer), so they come first, then every heap's cycle_lock (held
+ * while a batch is retired or pages mapped again, which call the region and
+ * the tables; a shared heap's is taken under its lock); the registry's is a
+ * leaf. */
 void ioa__heap_fork_prepare(void)
 {
+	atomic_fetch_add_explicit(&forks_waiting, 1, memory_order_relaxed);
 	pthread_mutex_lock(&heaps_lock);
 	for (int n = 0; n < IOA_MAX_NODES; n++)
 		if (shared[n])
 			pthread_mutex_lock(&shared[n]->lock);
+	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
+		pthread_mutex_lock(&h->cycle_lock);
 }
 
 void ioa__heap_fork_parent(void)
 {
+	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
+		pthread_mutex_unlock(&h->cycle_lock);
 	for (int n = IOA_MAX_NODES - 1; n >= 0; n--)
 		if (shared[n])
 			pthread_mutex_unlock(&shared[n]->lock);
 	pthread_mutex_unlock(&heaps_lock);
+	atomic_fetch_sub_explicit(&forks_waiting, 1, memory_order_relaxed);
 }
 
 /* Only the forking thread lives on: the heaps other threads owned are
@@ -432,14 +500,14 @@ void ioa__heap_fork_child(void)
 		if ((h->state == OWNED && !h->shared && h != forking) || h->state == COLLECTING) {
 			h->state = ABANDONED;
 			/* its owner may have stopped inside a push: the kept
-			 * descriptors are left to leak, never pooled twice; so
-			 * is its batch (ioa_fini would retire a half-written
-			 * or half-retired one) */
+			 * descriptors are left to leak, never pooled twice; its
+			 * batch is whole (cycle_lock), for ioa_fini to retire */
 			h->nspare_desc = 0;
-			h->nretiring = 0;
 		}
 		pthread_mutex_init(&h->lock, NULL);
+		cycle_lock_init(h);
 	}
 	pthread_mutex_init(&heaps_lock, NULL);
 	pthread_mutex_init(&upkeep_lock, NULL); /* the reclaimer holding it is gone */
+	atomic_store_explicit(&forks_waiting, 0, memory_order_relaxed); /* the one forking thread lives */
 }

@@ -64,6 +64,20 @@
  * ioa_fini, which no call of the program races. */
 static _Atomic int recycling;
 
+/* Retired @s onto @h's stack, from a thread that is not @h's user. */
+static void push_recycled(struct ioa__heap *h, struct ioa__span *s)
+{
+	struct ioa__span *old =
+		atomic_load_explicit(&h->recycled[s->len > IOA_PAGE], memory_order_relaxed);
+
+	do
+		s->next = old;
+	/* release: the descriptor's link and the unmapping before the heap's
+	 * acquire exchange takes it */
+	while (!atomic_compare_exchange_weak_explicit(&h->recycled[s->len > IOA_PAGE], &old, s,
+						      memory_order_release, memory_order_relaxed));
+}
+
 /* The pass's side: @b, retired, goes back to a heap when its page map
  * names a span that its retirement marked for one. The descriptor was
  * written before the item was enqueued: the queue's release and the pass's
@@ -71,7 +85,7 @@ static _Atomic int recycling;
 static int recycle_for_heap(const struct ioa__buffer *b)
 {
 	void *va = ioa__region_va(b);
-	struct ioa__span *s = ioa__pagemap_get(va), *old;
+	struct ioa__span *s = ioa__pagemap_get(va);
 	struct ioa__heap *h;
 
 	/* and its run entry says a heap buffer of its size: a mark left on a
@@ -81,13 +95,7 @@ static int recycle_for_heap(const struct ioa__buffer *b)
 		return 0;
 	ioa__region_recycle(b, 1);
 	s->recycle_for = NULL;
-	old = atomic_load_explicit(&h->recycled[s->len > IOA_PAGE], memory_order_relaxed);
-	do
-		s->next = old;
-	/* release: the descriptor's link and the pass's unmapping before the
-	 * heap's acquire exchange takes it */
-	while (!atomic_compare_exchange_weak_explicit(&h->recycled[s->len > IOA_PAGE], &old, s,
-						      memory_order_release, memory_order_relaxed));
+	push_recycled(h, s);
 	return 1;
 }
 
@@ -96,6 +104,8 @@ void ioa__span_recycling(int on)
 	ioa__defer_set_recycler(on ? recycle_for_heap : NULL);
 	atomic_store_explicit(&recycling, on, memory_order_relaxed);
 }
+
+static void retire_batch(struct ioa__heap *h, int foreign);
 
 int ioa__span_recycle(struct ioa__span *s)
 {
@@ -111,13 +121,19 @@ int ioa__span_recycle(struct ioa__span *s)
 	ioa__region_buffer_at(s->base, s->len, &item.buf);
 	if (!ioa__region_recyclable(&item.buf))
 		return 0;
+	if (ioa__defer_inline())
+		ioa__heap_cycle_lock(h);
+	/* out of ioa_fini's walk: the batch or the engine has it, each
+	 * listed whole at a fork (cycle_lock, the pass locks) */
+	s->listed = 0;
 	s->owner = s->fast_owner = NULL; /* a free into it is a double free */
 	s->recycle_for = h;
 	h->nrecycling[s->len > IOA_PAGE] += (unsigned)(s->len >> IOA_PAGE_SHIFT);
 	if (ioa__defer_inline()) {
 		h->retiring[h->nretiring++] = s;
 		if (h->nretiring == IOA_RETIRE_BATCH)
-			ioa__span_retire_batch(h);
+			retire_batch(h, 0);
+		ioa__heap_cycle_unlock(h);
 		return 1;
 	}
 	err = ioa__defer_enqueue(ioa__region_node(&item.buf), &item);
@@ -141,7 +157,10 @@ static void sort_by_base(struct ioa__span **s, unsigned n)
 
 _Static_assert(IOA_RETIRE_BATCH <= IOA_RETIRE_OWN_MAX, "a batch is retired in one call");
 
-void ioa__span_retire_batch(struct ioa__heap *h)
+/* @h's batch retired, its cycle_lock held; the spans kept go to the list
+ * of its user, or with @foreign (another thread retires it) onto its stack,
+ * as a pass's do. */
+static void retire_batch(struct ioa__heap *h, int foreign)
 {
 	struct ioa__span *s[IOA_RETIRE_BATCH];
 	struct ioa__buffer b[IOA_RETIRE_BATCH];
@@ -165,9 +184,27 @@ void ioa__span_retire_batch(struct ioa__heap *h)
 		if (!kept[i]) /* quarantined, or kept in a fork child: the count keeps it */
 			continue;
 		s[i]->recycle_for = NULL;
+		if (foreign) {
+			push_recycled(h, s[i]);
+			continue;
+		}
 		s[i]->next = *mine;
 		*mine = s[i];
 	}
+}
+
+void ioa__span_retire_batch(struct ioa__heap *h)
+{
+	ioa__heap_cycle_lock(h);
+	retire_batch(h, 0);
+	ioa__heap_cycle_unlock(h);
+}
+
+void ioa__span_retire_batch_of(struct ioa__heap *h)
+{
+	ioa__heap_cycle_lock(h);
+	retire_batch(h, 1);
+	ioa__heap_cycle_unlock(h);
 }
 
 /* Recycled @s given up: its pages to anyone (or quarantined on -EIO), its
@@ -225,13 +262,11 @@ unsigned ioa__span_take_recycled(struct ioa__heap *h, uint32_t per, struct ioa__
 	struct ioa__span **mine = &h->recycled_mine[per > 1];
 	unsigned got = 0;
 
-	if (n > IOA_READY_PAGES)
-		n = IOA_READY_PAGES;
 	if (ioa__region_mappings_low()) { /* pages mapped one by one cost mappings: */
 		ioa__span_release_recycled(h); /* segments mapped whole serve instead */
 		return 0;
 	}
-	if (!*mine) /* acquire: pairs with recycle_for_heap's release */
+	if (!*mine) /* acquire: pairs with push_recycled's release */
 		*mine = atomic_exchange_explicit(&h->recycled[per > 1], NULL, memory_order_acquire);
 	/* from the end: a pass pushes in IOVA order, so the stack pops in
 	 * reverse, and remap's sort finds them in order */
@@ -243,6 +278,7 @@ unsigned ioa__span_take_recycled(struct ioa__heap *h, uint32_t per, struct ioa__
 	h->nrecycling[per > 1] -= got * per;
 	return got ? remap(out, got, per) : 0;
 }
+
 
 int ioa__span_recycled_wait(struct ioa__heap *h)
 {

@@ -284,19 +284,13 @@ static struct ioa__span *span_create(int node, size_t len, size_t align, int poo
 	return s;
 }
 
-unsigned ioa__span_make_pages(struct ioa__heap *h, uint32_t per, struct ioa__span **out,
-			      unsigned n)
+/* @n new spans of @per pages, mapped: how many. */
+static unsigned make_pages(struct ioa__heap *h, uint32_t per, struct ioa__span **out, unsigned n)
 {
-	void *pages[IOA_REGION_PAGES_MAX];
+	void *pages[IOA_READY_PAGES];
 	unsigned got = 0, made = 0;
 	int node = h->node, mapped;
 
-	if (n > IOA_REGION_PAGES_MAX)
-		n = IOA_REGION_PAGES_MAX;
-	if (can_create() != 0)
-		return 0;
-	if ((got = ioa__span_take_recycled(h, per, out, n)))
-		return got; /* mapped again: no lock of the node's, no new page */
 	for (; got < n && h->nspare_desc; got++)
 		desc_clear(out[got] = h->spare_desc[--h->nspare_desc], POOL_PAGE);
 	if (got < n)
@@ -306,7 +300,9 @@ unsigned ioa__span_make_pages(struct ioa__heap *h, uint32_t per, struct ioa__spa
 		errno = ENOMEM;
 		return 0;
 	}
-	ioa__defer_throttle(node); /* past the node's unretired cap: help or wait (no lock held) */
+	/* past the node's unretired cap: help or wait (no lock held but this
+	 * heap's cycle_lock, which no pass takes) */
+	ioa__defer_throttle(node);
 	mapped = ioa__region_alloc_pages(node, IOA_OWNER_HEAP, per, got, pages);
 	for (unsigned i = mapped > 0 ? (unsigned)mapped : 0; i < got; i++)
 		desc_free(out[i]);
@@ -323,6 +319,25 @@ unsigned ioa__span_make_pages(struct ioa__heap *h, uint32_t per, struct ioa__spa
 		if (span_map(out[made], 1) == 0)
 			out[made++]->listed = 1;
 	}
+	return made;
+}
+
+unsigned ioa__span_make_pages(struct ioa__heap *h, uint32_t per, struct ioa__span **out,
+			      unsigned n)
+{
+	unsigned made;
+
+	if (n > IOA_READY_PAGES)
+		n = IOA_READY_PAGES;
+	if (can_create() != 0)
+		return 0;
+	/* held while pages are mapped again or made, so that a fork finds
+	 * none half done (heap.h) */
+	ioa__heap_cycle_lock(h);
+	/* mapped again: no lock of the node's, no new page */
+	if (!(made = ioa__span_take_recycled(h, per, out, n)))
+		made = make_pages(h, per, out, n);
+	ioa__heap_cycle_unlock(h);
 	return made;
 }
 
@@ -350,10 +365,11 @@ static void span_destroy(struct ioa__span *s)
 
 void ioa__span_retire(struct ioa__span *s)
 {
-	s->listed = 0;
 	ioa__node_stat_add(s->node, heap_spans_retired, 1);
-	if (!ioa__span_recycle(s))
-		span_destroy(s);
+	if (ioa__span_recycle(s)) /* unlisted there */
+		return;
+	s->listed = 0;
+	span_destroy(s);
 }
 
 int ioa__span_of_pages(const struct ioa__span *s)

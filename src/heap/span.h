@@ -80,12 +80,15 @@ void ioa__span_recycling(int on);
  * that cannot recycle). */
 int ioa__span_recycle(struct ioa__span *s);
 /* Up to @n spans of @per pages @h recycled, mapped again, into @out, in
- * address order: how many. */
+ * address order: how many. Caller holds @h's cycle_lock. */
 unsigned ioa__span_take_recycled(struct ioa__heap *h, uint32_t per, struct ioa__span **out,
 			     unsigned n);
 /* Inline mode: the page spans @h retired and still holds mapped, unmapped
  * and invalidated now by its one user, then recycled (or quarantined). */
 void ioa__span_retire_batch(struct ioa__heap *h);
+/* The same by another thread (ioa_quiesce): the spans kept go onto @h's
+ * stack, as a pass's do. */
+void ioa__span_retire_batch_of(struct ioa__heap *h);
 /* Whether passes recycled pages to @h that it has not taken (relaxed: a
  * push missed now is seen at a later call). */
 int ioa__span_recycled_wait(struct ioa__heap *h);
