@@ -375,10 +375,34 @@ static long stat_line(const char *text, const char *label)
 }
 #endif
 
+static sem_t batch_ready, batch_may_exit;
+
+/* A thread's batch waits (five pages freed, still mapped) while the thread
+ * lives on: another thread's ioa_quiesce() retires it (their DMA faults);
+ * and a child forked meanwhile, where that thread's heap is abandoned,
+ * retires it at its ioa_fini() (cycle_lock keeps a batch whole at a fork)
+ * instead of taking its pages for leaks. */
+enum { WAITING = 5 };
+static void *waiting_page[WAITING];
+static uint64_t waiting_iova[WAITING];
+
+static void *batch_then_wait(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < WAITING; i++) {
+		waiting_page[i] = ioa_malloc(3000);
+		waiting_iova[i] = ioa_virt2iova(waiting_page[i]);
+	}
+	free_all(waiting_page, WAITING);
+	sem_post(&batch_ready);
+	sem_wait(&batch_may_exit);
+	return NULL;
+}
+
 /* exit() runs no thread destructor for the main thread: the library's exit
- * handler retires its batch (inline), so the statistics printed at exit
- * count its pages freed and retired. fork() under the sanitizers: see
- * test_fork. */
+ * handler retires its batch (inline), and those of the threads still
+ * running, so the statistics printed at exit count their pages freed and
+ * retired. fork() under the sanitizers: see test_fork. */
 static void test_process_exit_retires_batch(void)
 {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -392,6 +416,7 @@ static void test_process_exit_retires_batch(void)
 	fflush(stdout);
 	if ((c = fork()) == 0) {
 		struct ioa_config cfg;
+		pthread_t t;
 		void *p[10];
 
 		dup2(fd, STDERR_FILENO);
@@ -402,9 +427,16 @@ static void test_process_exit_retires_batch(void)
 		cfg.stats = 1;
 		if (ioa_init(&cfg) != 0)
 			_exit(3);
+		sem_init(&batch_ready, 0, 0);
+		sem_init(&batch_may_exit, 0, 0);
+		pthread_create(&t, NULL, batch_then_wait, NULL); /* still waiting at exit */
+		sem_wait(&batch_ready);
 		for (int i = 0; i < 10; i++)
 			p[i] = ioa_malloc(3000);
 		free_all(p, 10); /* 10 < IOA_RETIRE_BATCH: in the batch */
+		for (int i = 0; i < 10; i++)
+			p[i] = ioa_malloc(2000); /* two a page: five pages */
+		free_all(p, 10); /* listed for a look, not looked at yet */
 		exit(0);
 	}
 	CHECK(c > 0 && waitpid(c, &status, 0) == c);
@@ -412,12 +444,10 @@ static void test_process_exit_retires_batch(void)
 	len = pread(fd, text, sizeof(text) - 1, 0);
 	text[len > 0 ? len : 0] = '\0';
 	close(fd);
-	CHECK_EQ(stat_line(text, "DMA buffers freed"), 10);
-	CHECK_EQ(stat_line(text, "deferred items retired"), 10);
+	CHECK_EQ(stat_line(text, "DMA buffers freed"), 10 + 5 + WAITING);
+	CHECK_EQ(stat_line(text, "deferred items retired"), 10 + 5 + WAITING);
 #endif
 }
-
-static sem_t batch_ready, batch_may_exit;
 
 /* fork() while a thread cycles pages: the child's heap of that thread is
  * abandoned, never inside a retirement or a remap (the fork waits for its
@@ -499,28 +529,6 @@ static void test_fork_child_fini_held_pages(void)
 	ioa__heap_mine()->recycled_mine[0] = held;
 	CHECK_EQ(leaked_at_fini(), 0);
 #endif
-}
-
-/* A thread's batch waits (five pages freed, still mapped) while the thread
- * lives on: another thread's ioa_quiesce() retires it (their DMA faults);
- * and a child forked meanwhile, where that thread's heap is abandoned,
- * retires it at its ioa_fini() (cycle_lock keeps a batch whole at a fork)
- * instead of taking its pages for leaks. */
-enum { WAITING = 5 };
-static void *waiting_page[WAITING];
-static uint64_t waiting_iova[WAITING];
-
-static void *batch_then_wait(void *arg)
-{
-	(void)arg;
-	for (int i = 0; i < WAITING; i++) {
-		waiting_page[i] = ioa_malloc(3000);
-		waiting_iova[i] = ioa_virt2iova(waiting_page[i]);
-	}
-	free_all(waiting_page, WAITING);
-	sem_post(&batch_ready);
-	sem_wait(&batch_may_exit);
-	return NULL;
 }
 
 static void test_quiesce_retires_others_batch(void)

@@ -1,0 +1,67 @@
+/*
+ * Under libioalloc-preload.so (ctest sets LD_PRELOAD): malloc_trim() gives
+ * back at once what the program freed (it calls ioa_trim(): the preload
+ * library's inline mode runs no timed upkeep, so nothing else would), and
+ * returns 1 then, 0 when nothing was left; malloc_stats() prints ioalloc's
+ * counters to standard error, not glibc's arenas'.
+ */
+#include "check.h"
+
+#include <malloc.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+enum { BLOCKS = 32, OBJECTS = 2000 };
+
+static int resident(const void *p)
+{
+	unsigned char v;
+
+	if (mincore((void *)((uintptr_t)p & ~(uintptr_t)4095), 4096, &v) != 0)
+		return 0; /* no longer mapped */
+	return v & 1;
+}
+
+static unsigned resident_count(void *const *p, unsigned n)
+{
+	unsigned r = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		r += (unsigned)resident(p[i]);
+	return r;
+}
+
+int main(int argc, char **argv)
+{
+	static void *block[BLOCKS], *obj[OBJECTS];
+	struct check_capture cap;
+
+	check_start("test_preload_trim");
+	if (argc != 2 || !getenv("LD_PRELOAD") || strcmp(getenv("LD_PRELOAD"), argv[1]) != 0)
+		return check_skip("run as LD_PRELOAD=LIB test_preload_trim LIB, LIB "
+				  "libioalloc-preload.so (ctest does)");
+	for (unsigned i = 0; i < BLOCKS; i++) {
+		block[i] = malloc(1 << 20);
+		memset(block[i], 1, 1 << 20);
+	}
+	for (unsigned i = 0; i < OBJECTS; i++) {
+		obj[i] = malloc(700);
+		memset(obj[i], 2, 700);
+	}
+	for (unsigned i = 0; i < BLOCKS; i++)
+		free(block[i]);
+	for (unsigned i = 0; i < OBJECTS; i++)
+		free(obj[i]);
+	CHECK_EQ(resident_count(block, BLOCKS), BLOCKS); /* the premise: kept for reuse */
+	CHECK_EQ(malloc_trim(0), 1);
+	CHECK_EQ(resident_count(block, BLOCKS), 0);
+	CHECK_EQ(resident_count(obj, OBJECTS), 0);
+	CHECK_EQ(malloc_trim(0), 0);
+
+	capture_begin(&cap);
+	malloc_stats();
+	CHECK_CONTAINS(capture_end(&cap), "ioalloc statistics:");
+	return check_done();
+}
