@@ -425,7 +425,8 @@ int ioa_dma_unregister(void *addr);
  *   retirement (so the freeing thread's ioa_quiesce(), then the allocating
  *   thread's, retire it). With IOALLOC_DEFER=inline (the preload library's
  *   default) a thread retires the pages its own heap emptied itself, 32 at
- *   a time, and at its ioa_quiesce() and exit. What
+ *   a time, and at its exit; any thread's ioa_quiesce(), and exit(),
+ *   retire every thread's. What
  *   strict cannot do: an object freed on a page that still holds live
  *   objects stays mapped, and a stale DMA to it reaches that page (the next
  *   object placed there, or nothing): the thread that freed it may hand it

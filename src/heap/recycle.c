@@ -36,13 +36,17 @@
  * Life in a process: a pass on any thread (a reclaimer, or a freeing thread
  * that helps) pushes onto the heap's lock-free stack; only the heap's user
  * takes from it, the whole stack at once into a list of its own, so no pop
- * races a push (no ABA). The batch (inline mode) is the heap's user's alone,
- * retired when full, at ioa_quiesce(), at the thread's exit and at
- * ioa_fini(). A thread's exit retires its batch and releases its recycled
- * pages; those a reclaimer retires later reach its parked heap, whose
- * upkeep (or adopter) releases or takes them. In a child of fork() those of
- * abandoned heaps leak, as their spans do; one whose IOMMU is its parent's
- * keeps its batch's pages out of use and maps nothing
+ * races a push (no ABA). The batch (inline mode) is the heap's user's,
+ * retired when full and at the thread's exit, and by any thread's
+ * ioa_quiesce(), exit() and ioa_fini(), under the heap's cycle_lock (held
+ * by the user for each append, and while it makes or maps again page
+ * spans), whose kept spans another thread pushes onto the stack. A
+ * thread's exit retires its batch and releases its recycled pages; those a
+ * reclaimer retires later reach its parked heap, whose upkeep (or adopter)
+ * releases or takes them. fork() takes every cycle_lock: in the child an
+ * abandoned heap's batch is whole, for its ioa_fini() to retire, and its
+ * recycled pages are out of the tables (released quietly there); one whose
+ * IOMMU is its parent's keeps its batch's pages out of use and maps nothing
  * (ioa__span_make_pages fails with EPERM first). ioa_fini() retires the
  * batches and drains the engine first, so that every page on its way is
  * recycled, then stops recycling and releases what the heaps keep. While

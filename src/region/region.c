@@ -203,9 +203,10 @@ static void segment_fini(struct ioa__segment *s)
 			continue;
 		if (b.iova == UINT64_MAX && !s->whole && ioa__region.forked) {
 			/* in no table: retired, held for reuse by a heap a
-			 * fork() abandoned (its remap cut short): its unmap
-			 * was its retirement's, and its bytes left the
-			 * counts there; anywhere else a bug, said below */
+			 * fork() abandoned (out of its list when the fork
+			 * came): its unmap was its retirement's, and its
+			 * bytes left the counts there; anywhere else a bug,
+			 * said below */
 			atomic_store_explicit(&s->run[i], 0, memory_order_relaxed);
 			ioa__region_set_pages(s, i, n, 1);
 			continue;
