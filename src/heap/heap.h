@@ -211,16 +211,45 @@ struct ioa__heap {
 	/* strict: held while the batch changes (an append, a retirement) and
 	 * while page spans are made or mapped again, so that ioa_quiesce on
 	 * another thread may retire the batch, and a fork (which takes every
-	 * heap's) finds none of these half done (recycle.c); recursive */
+	 * heap's) finds none of these half done (recycle.c) */
 	pthread_mutex_t cycle_lock;
 	pthread_mutex_t lock;       /* shared heaps only: serialises their users */
 	struct ioa__heap *next_all; /* every heap, for ioa_fini and fork */
 	struct ioa__heap *next_parked;
 };
 
-/* @h's cycle_lock, and its release (heap_thread.c). */
-void ioa__heap_cycle_lock(struct ioa__heap *h);
-void ioa__heap_cycle_unlock(struct ioa__heap *h);
+/* Forks in their prepare handler (relaxed: a hint for fairness, the
+ * mutexes order the rest), and the heap whose cycle_lock the calling
+ * thread took last and holds (heap_thread.c). */
+extern _Atomic int ioa__heap_forks_waiting;
+extern __thread struct ioa__heap *ioa__heap_cycling __attribute__((tls_model("initial-exec")));
+void ioa__heap_cycle_wait(void);
+
+/* @h's cycle_lock taken: what its release needs. A thread that holds none
+ * steps aside while a fork waits (ioa__heap_cycle_wait); one that holds
+ * one may not. A malloc or free nested in a retirement or a remap on the
+ * same thread (libc's, under LD_PRELOAD) finds the lock its own and goes
+ * on. */
+static inline struct ioa__heap *ioa__heap_cycle_lock(struct ioa__heap *h)
+{
+	struct ioa__heap *outer = ioa__heap_cycling;
+
+	if (outer == h)
+		return h;
+	if (!outer && atomic_load_explicit(&ioa__heap_forks_waiting, memory_order_relaxed))
+		ioa__heap_cycle_wait();
+	pthread_mutex_lock(&h->cycle_lock);
+	ioa__heap_cycling = h;
+	return outer;
+}
+
+static inline void ioa__heap_cycle_unlock(struct ioa__heap *h, struct ioa__heap *outer)
+{
+	if (outer == h)
+		return;
+	ioa__heap_cycling = outer;
+	pthread_mutex_unlock(&h->cycle_lock);
+}
 
 /* Whether object @i of @s is free: its bit in the span, or in the word its
  * owner took out for malloc. */

@@ -64,41 +64,17 @@ static void heap_reset(struct ioa__heap *h)
 	h->out_waiting = 0;
 }
 
-/* Forks in their prepare handler (ioa__heap_fork_prepare). Relaxed: a hint
- * for fairness; the mutexes order the rest. */
-static _Atomic int forks_waiting;
-/* cycle_locks the calling thread holds. */
-static __thread unsigned cycles_held __attribute__((tls_model("initial-exec")));
+_Atomic int ioa__heap_forks_waiting;
+__thread struct ioa__heap *ioa__heap_cycling __attribute__((tls_model("initial-exec")));
 
 /* A fork takes every heap's cycle_lock. glibc's mutexes are not fair: a
  * thread that cycles pages took its lock again at once after each release,
- * and a fork waited for it for minutes (slow unmaps, test_heap_recycle).
- * So a thread that holds none steps aside while a fork waits; one that
- * holds one (a malloc or free nested in a retirement) may not. */
-void ioa__heap_cycle_lock(struct ioa__heap *h)
+ * and a fork waited for it for minutes (slow unmaps, test_heap_recycle). So
+ * a thread that holds none steps aside while a fork waits. */
+void ioa__heap_cycle_wait(void)
 {
-	while (!cycles_held && atomic_load_explicit(&forks_waiting, memory_order_relaxed))
+	while (atomic_load_explicit(&ioa__heap_forks_waiting, memory_order_relaxed))
 		sched_yield();
-	pthread_mutex_lock(&h->cycle_lock);
-	cycles_held++;
-}
-
-void ioa__heap_cycle_unlock(struct ioa__heap *h)
-{
-	cycles_held--;
-	pthread_mutex_unlock(&h->cycle_lock);
-}
-
-/* Recursive: a malloc or free nested in a retirement or a remap on the
- * same thread (libc's, under LD_PRELOAD) takes it again. */
-static void cycle_lock_init(struct ioa__heap *h)
-{
-	pthread_mutexattr_t a;
-
-	pthread_mutexattr_init(&a);
-	pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
-	pthread_mutex_init(&h->cycle_lock, &a);
-	pthread_mutexattr_destroy(&a);
 }
 
 static struct ioa__heap *heap_new(int node, int is_shared)
@@ -111,7 +87,7 @@ static struct ioa__heap *heap_new(int node, int is_shared)
 	h->node = node;
 	h->shared = is_shared;
 	pthread_mutex_init(&h->lock, NULL);
-	cycle_lock_init(h);
+	pthread_mutex_init(&h->cycle_lock, NULL);
 	h->next_all = all_heaps;
 	all_heaps = h;
 	return h;
@@ -470,7 +446,7 @@ void ioa__heap_trim(void)
  * leaf. */
 void ioa__heap_fork_prepare(void)
 {
-	atomic_fetch_add_explicit(&forks_waiting, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&ioa__heap_forks_waiting, 1, memory_order_relaxed);
 	pthread_mutex_lock(&heaps_lock);
 	for (int n = 0; n < IOA_MAX_NODES; n++)
 		if (shared[n])
@@ -487,7 +463,7 @@ void ioa__heap_fork_parent(void)
 		if (shared[n])
 			pthread_mutex_unlock(&shared[n]->lock);
 	pthread_mutex_unlock(&heaps_lock);
-	atomic_fetch_sub_explicit(&forks_waiting, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&ioa__heap_forks_waiting, 1, memory_order_relaxed);
 }
 
 /* Only the forking thread lives on: the heaps other threads owned are
@@ -505,9 +481,9 @@ void ioa__heap_fork_child(void)
 			h->nspare_desc = 0;
 		}
 		pthread_mutex_init(&h->lock, NULL);
-		cycle_lock_init(h);
+		pthread_mutex_init(&h->cycle_lock, NULL);
 	}
 	pthread_mutex_init(&heaps_lock, NULL);
 	pthread_mutex_init(&upkeep_lock, NULL); /* the reclaimer holding it is gone */
-	atomic_store_explicit(&forks_waiting, 0, memory_order_relaxed); /* the one forking thread lives */
+	atomic_store_explicit(&ioa__heap_forks_waiting, 0, memory_order_relaxed); /* the one forking thread lives */
 }

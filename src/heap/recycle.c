@@ -114,8 +114,8 @@ static void retire_batch(struct ioa__heap *h, int foreign);
 int ioa__span_recycle(struct ioa__span *s)
 {
 	struct ioa__defer_item item; /* the queue writes the stamp */
-	struct ioa__heap *h = ioa__heap_mine();
-	int err;
+	struct ioa__heap *h = ioa__heap_mine(), *outer = NULL;
+	int err, in_batch;
 
 	/* only to the heap that made it: another thread's (a consumer's) would
 	 * keep what it never allocates */
@@ -125,19 +125,19 @@ int ioa__span_recycle(struct ioa__span *s)
 	ioa__region_buffer_at(s->base, s->len, &item.buf);
 	if (!ioa__region_recyclable(&item.buf))
 		return 0;
-	if (ioa__defer_inline())
-		ioa__heap_cycle_lock(h);
+	if ((in_batch = ioa__defer_inline()))
+		outer = ioa__heap_cycle_lock(h);
 	/* out of ioa_fini's walk: the batch or the engine has it, each
 	 * listed whole at a fork (cycle_lock, the pass locks) */
 	s->listed = 0;
 	s->owner = s->fast_owner = NULL; /* a free into it is a double free */
 	s->recycle_for = h;
 	h->nrecycling[s->len > IOA_PAGE] += (unsigned)(s->len >> IOA_PAGE_SHIFT);
-	if (ioa__defer_inline()) {
+	if (in_batch) {
 		h->retiring[h->nretiring++] = s;
 		if (h->nretiring == IOA_RETIRE_BATCH)
 			retire_batch(h, 0);
-		ioa__heap_cycle_unlock(h);
+		ioa__heap_cycle_unlock(h, outer);
 		return 1;
 	}
 	err = ioa__defer_enqueue(ioa__region_node(&item.buf), &item);
@@ -199,16 +199,18 @@ static void retire_batch(struct ioa__heap *h, int foreign)
 
 void ioa__span_retire_batch(struct ioa__heap *h)
 {
-	ioa__heap_cycle_lock(h);
+	struct ioa__heap *outer = ioa__heap_cycle_lock(h);
+
 	retire_batch(h, 0);
-	ioa__heap_cycle_unlock(h);
+	ioa__heap_cycle_unlock(h, outer);
 }
 
 void ioa__span_retire_batch_of(struct ioa__heap *h)
 {
-	ioa__heap_cycle_lock(h);
+	struct ioa__heap *outer = ioa__heap_cycle_lock(h);
+
 	retire_batch(h, 1);
-	ioa__heap_cycle_unlock(h);
+	ioa__heap_cycle_unlock(h, outer);
 }
 
 /* Recycled @s given up: its pages to anyone (or quarantined on -EIO), its

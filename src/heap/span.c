@@ -325,6 +325,7 @@ static unsigned make_pages(struct ioa__heap *h, uint32_t per, struct ioa__span *
 unsigned ioa__span_make_pages(struct ioa__heap *h, uint32_t per, struct ioa__span **out,
 			      unsigned n)
 {
+	struct ioa__heap *outer;
 	unsigned made;
 
 	if (n > IOA_READY_PAGES)
@@ -333,11 +334,11 @@ unsigned ioa__span_make_pages(struct ioa__heap *h, uint32_t per, struct ioa__spa
 		return 0;
 	/* held while pages are mapped again or made, so that a fork finds
 	 * none half done (heap.h) */
-	ioa__heap_cycle_lock(h);
+	outer = ioa__heap_cycle_lock(h);
 	/* mapped again: no lock of the node's, no new page */
 	if (!(made = ioa__span_take_recycled(h, per, out, n)))
 		made = make_pages(h, per, out, n);
-	ioa__heap_cycle_unlock(h);
+	ioa__heap_cycle_unlock(h, outer);
 	return made;
 }
 
