@@ -227,7 +227,7 @@ static void pruned_pages_wait_for_readers(void)
  * switched off, so that it cannot take the metadata first. */
 static void upkeep_node0(void)
 {
-	ioa__region_upkeep(0, 0);
+	ioa__region_upkeep(0, IOA_UPKEEP_TIMED);
 }
 
 static void segment_metadata_waits_for_readers(void)

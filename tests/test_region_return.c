@@ -104,11 +104,11 @@ static void empty_segments_go_back(enum ioa_backend backend)
 	for (int i = 0; i < n; i++)
 		CHECK_EQ(ioa_dma_free(bufs[i]), 0);
 	CHECK_EQ(ioa_quiesce(), 0);
-	ioa__region_upkeep(0, 0); /* used since the last upkeep: kept */
+	ioa__region_upkeep(0, IOA_UPKEEP_TIMED); /* used since the last upkeep: kept */
 	CHECK_EQ(stats().segments, segments);
 	CHECK_EQ(stats().segment_bytes_returned, 0);
 	CHECK_EQ(resident(bufs[0]), 1);
-	ioa__region_upkeep(0, 0); /* idle and empty: every one goes but the newest */
+	ioa__region_upkeep(0, IOA_UPKEEP_TIMED); /* idle and empty: every one goes but the newest */
 	CHECK_EQ(stats().segments, 1);
 	CHECK_EQ(stats().segment_bytes_returned, (segments - 1) * 2 * MB);
 	CHECK_EQ(resident(bufs[0]), -1); /* unmapped from the process */
@@ -119,9 +119,9 @@ static void empty_segments_go_back(enum ioa_backend backend)
 	if (CHECK(kept)) {
 		memset(kept, 0x3c, KB4);
 		returned = stats().segment_bytes_returned;
-		ioa__region_upkeep(0, 0);
-		ioa__region_upkeep(0, 0);
-		ioa__region_upkeep(0, 0);
+		ioa__region_upkeep(0, IOA_UPKEEP_TIMED);
+		ioa__region_upkeep(0, IOA_UPKEEP_TIMED);
+		ioa__region_upkeep(0, IOA_UPKEEP_TIMED);
 		CHECK_EQ(stats().segments, 1);
 		CHECK_EQ(stats().segment_bytes_returned, returned);
 		CHECK_EQ(((unsigned char *)kept)[KB4 - 1], 0x3c);
@@ -147,10 +147,10 @@ static void idle_free_pages_purged(enum ioa_backend backend)
 		if (i % 512 != 0)    /* ...nor do the ones holding every 512th */
 			CHECK_EQ(ioa_dma_free(bufs[i]), 0);
 	CHECK_EQ(ioa_quiesce(), 0);
-	ioa__region_upkeep(0, 0);
+	ioa__region_upkeep(0, IOA_UPKEEP_TIMED);
 	CHECK_EQ(resident(bufs[1]), 1); /* used since the last upkeep: kept */
 	CHECK_EQ(stats().segment_bytes_purged, 0);
-	ioa__region_upkeep(0, 0);
+	ioa__region_upkeep(0, IOA_UPKEEP_TIMED);
 	CHECK_EQ(resident(bufs[1]), on_demand ? 0 : 1);
 	CHECK_EQ(resident(bufs[n - 1]), on_demand ? 0 : 1);
 	CHECK_EQ(resident(bufs[0]), 1);
@@ -217,8 +217,8 @@ static void free_the_rest(void *arg)
 		if (i >= 512 || i % 2 == 0)
 			CHECK_EQ(ioa_dma_free(bufs[i]), 0);
 	CHECK_EQ(ioa_quiesce(), 0);
-	ioa__region_upkeep(0, 0);
-	ioa__region_upkeep(0, 0);
+	ioa__region_upkeep(0, IOA_UPKEEP_TIMED);
+	ioa__region_upkeep(0, IOA_UPKEEP_TIMED);
 	CHECK_EQ(stats().segments, 1);
 }
 
@@ -242,9 +242,9 @@ static void fork_during_purge(void)
 	for (int i = 1; i < 512; i += 2) /* 256 free runs in the oldest segment */
 		CHECK_EQ(ioa_dma_free(bufs[i]), 0);
 	CHECK_EQ(ioa_quiesce(), 0);
-	ioa__region_upkeep(0, 0);
+	ioa__region_upkeep(0, IOA_UPKEEP_TIMED);
 	madvise_hook = fork_in_purge;
-	ioa__region_upkeep(0, 0); /* forks inside its first madvise */
+	ioa__region_upkeep(0, IOA_UPKEEP_TIMED); /* forks inside its first madvise */
 	CHECK(!madvise_hook);
 	for (int i = 0; i < NBUF; i++)
 		if (i >= 512 || i % 2 == 0)
@@ -289,9 +289,9 @@ static void allocation_waits_for_purge(void)
 		CHECK_EQ(ioa_dma_free(bufs[i]), 0);
 	CHECK_EQ(ioa_quiesce(), 0);
 	CHECK_EQ(stats().segments, 1);
-	ioa__region_upkeep(0, 0);
+	ioa__region_upkeep(0, IOA_UPKEEP_TIMED);
 	madvise_hook = allocate_in_purge;
-	ioa__region_upkeep(0, 0); /* kept (the newest), purged: all 512 pages held */
+	ioa__region_upkeep(0, IOA_UPKEEP_TIMED); /* kept (the newest), purged: all 512 pages held */
 	CHECK_EQ(pthread_join(allocator, NULL), 0);
 	CHECK(during_purge != NULL);
 	CHECK_EQ(stats().segments, 1);
@@ -367,7 +367,7 @@ static void dma_when_out_of_address_space(void *slack)
 	CHECK_EQ(((unsigned char *)live)[KB4 - 1], 0x77);
 	CHECK(ioa_virt2iova(live) != IOA_BAD_IOVA);
 	CHECK_EQ(ioa_dma_free(live), 0);
-	ioa__region_upkeep(0, 0); /* frees the metadata of those given back */
+	ioa__region_upkeep(0, IOA_UPKEEP_TIMED); /* frees the metadata of those given back */
 	ioa_fini();
 }
 
@@ -417,7 +417,7 @@ static void fallback_when_out_of_address_space(void *arg)
 		CHECK_EQ(stats().hugepage_fallbacks - before, 1);
 		CHECK_EQ(ioa_dma_free(huge), 0);
 	}
-	ioa__region_upkeep(0, 0);
+	ioa__region_upkeep(0, IOA_UPKEEP_TIMED);
 	ioa_fini();
 }
 

@@ -12,9 +12,13 @@
  *   (recycled) go back, unmapped (no IOVA);
  * - sim backend (a device maps the pages): the free pages of a segment that
  *   still holds a buffer are never purged; an empty segment goes whole.
+ * And without it: with no reclaimer, the upkeep runs inside the program's
+ * mallocs once a second, so the pages an exited thread's objects held, freed
+ * by another thread, go back while the program keeps allocating.
  */
 #include "heap_check.h"
 
+#include "heap.h"
 #include "ioalloc.h"
 
 #include <errno.h>
@@ -22,11 +26,12 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #define KB ((size_t)1 << 10)
 #define PAGE ((size_t)4096)
 
-enum { BLOCKS = 16, OBJECTS = 4000, PARKED_OBJECTS = 2000, BUFS = 400 };
+enum { BLOCKS = 16, OBJECTS = 4000, PARKED_OBJECTS = 2000, BUFS = 400, MANY = 20000 };
 
 /* 1: the page of @p is resident; 0: not (given back, or unmapped). */
 static int resident(const void *p)
@@ -108,12 +113,11 @@ static void test_lazy(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
-static void *parked[PARKED_OBJECTS];
+static void *parked[MANY];
 
 static void *allocate_and_exit(void *arg)
 {
-	(void)arg;
-	for (unsigned i = 0; i < PARKED_OBJECTS; i++) {
+	for (unsigned i = 0; i < (unsigned)(uintptr_t)arg; i++) {
 		parked[i] = ioa_malloc(1000);
 		memset(parked[i], 0x55, 1000);
 	}
@@ -129,7 +133,7 @@ static void test_parked_heap(void)
 	if (!up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY))
 		return;
 	ioa_free(ioa_malloc(16)); /* this thread has a heap: the exited one's stays parked */
-	pthread_create(&t, NULL, allocate_and_exit, NULL);
+	pthread_create(&t, NULL, allocate_and_exit, (void *)(uintptr_t)PARKED_OBJECTS);
 	pthread_join(t, NULL);
 	for (unsigned i = 0; i < PARKED_OBJECTS; i++)
 		ioa_free(parked[i]);
@@ -137,6 +141,33 @@ static void test_parked_heap(void)
 	CHECK(resident_count(parked, PARKED_OBJECTS) > PARKED_OBJECTS * 9 / 10);
 	CHECK_EQ(ioa_trim(), 1);
 	CHECK_EQ(resident_count(parked, PARKED_OBJECTS), 0);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/* No trim, no reclaimer: this thread's large blocks come and go (their
+ * refills ask for the upkeep), and within a few seconds the pages of
+ * MANY objects an exited thread allocated and this one freed are given back
+ * (but for the spans the node's cache keeps: 64 of 64 KiB). */
+static void test_upkeep_on_calls(void)
+{
+	pthread_t t;
+	int rounds = 0;
+
+	if (!up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY))
+		return;
+	ioa_free(ioa_malloc(16));
+	pthread_create(&t, NULL, allocate_and_exit, (void *)(uintptr_t)MANY);
+	pthread_join(t, NULL);
+	for (unsigned i = 0; i < MANY; i++)
+		ioa_free(parked[i]);
+	CHECK(resident_count(parked, MANY) > MANY * 9 / 10);
+	for (; rounds < 60 && resident_count(parked, MANY) > MANY / 2; rounds++) {
+		for (int i = 0; i < 2 * IOA_UPKEEP_CALLS; i++)
+			ioa_free(ioa_malloc(100 * KB));
+		usleep(100 * 1000);
+	}
+	check_note("given back after %d rounds of 0.1 s", rounds);
+	CHECK(resident_count(parked, MANY) <= MANY / 2);
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
@@ -198,6 +229,7 @@ int main(void)
 	test_before_init();
 	test_lazy();
 	test_parked_heap();
+	test_upkeep_on_calls();
 	test_strict_recycled();
 	test_device_pages_kept();
 	return check_done();

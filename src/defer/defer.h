@@ -87,6 +87,8 @@ int ioa__defer_enqueue(int node, struct ioa__defer_item *item);
 
 /* IOALLOC_DEFER=inline: whether the freeing threads retire (no reclaimer). */
 int ioa__defer_inline(void);
+/* Whether reclaimer threads run (IOALLOC_DEFER=on): else no timed upkeep. */
+int ioa__defer_has_reclaimers(void);
 /* A batch the calling thread retires itself, outside the queues (strict
  * mode's recycled heap pages in inline mode, heap/recycle.c): @b[0..n),
  * 1 <= n <= IOA_RETIRE_OWN_MAX, taken buffers of shared segments mapped one by one, in address

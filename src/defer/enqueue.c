@@ -315,6 +315,11 @@ int ioa__defer_inline(void)
 	return ioa__defer_eng.cfg.defer == IOA_DEFER_INLINE;
 }
 
+int ioa__defer_has_reclaimers(void)
+{
+	return ioa__defer_eng.cfg.defer == IOA_DEFER_ON;
+}
+
 int ioa__defer_retire_now(int node, struct ioa__defer_item *item)
 {
 	ioa__node_stat_add(node, defer_enqueued, 1);

@@ -169,6 +169,7 @@ struct ioa__word_cache {
 #define IOA_RECYCLE_MAX 128
 /* Strict, IOALLOC_DEFER=inline: page spans a heap's thread retires itself,
  * this many at a time (recycle.c). */
+#define IOA_UPKEEP_CALLS 256 /* a thread's refills between two looks at the upkeep's clock */
 #define IOA_RETIRE_BATCH 32 /* at most IOA_RETIRE_OWN_MAX (defer.h) */
 
 struct ioa__heap {
@@ -208,6 +209,7 @@ struct ioa__heap {
 	 * thread unmaps a batch at a time (recycle.c) */
 	struct ioa__span *retiring[IOA_RETIRE_BATCH];
 	unsigned nretiring;
+	unsigned slow_calls; /* its thread's refills (ioa__heap_upkeep_on_calls) */
 	/* strict: held while the batch changes (an append, a retirement) and
 	 * while page spans are made or mapped again, so that ioa_quiesce on
 	 * another thread may retire the batch, and a fork (which takes every

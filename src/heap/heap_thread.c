@@ -7,6 +7,7 @@
 #include "api.h"
 #include "boot.h"
 #include "check.h"
+#include "clock.h"
 #include "defer.h"
 #include "extent.h"
 #include "heap_life.h"
@@ -163,7 +164,54 @@ static void upkeep(int node)
 	if (upkeep_live) { /* else the hook was read before ioa__heap_fini unset it */
 		settle_parked(node);
 		ioa__extent_upkeep(node, 0);
-		ioa__region_upkeep(node, 0); /* after the extents: the chunks they retired */
+		ioa__region_upkeep(node, IOA_UPKEEP_TIMED); /* after the extents' retirements */
+	}
+	pthread_mutex_unlock(&upkeep_lock);
+}
+
+/*
+ * Without a reclaimer (IOALLOC_DEFER=inline, the preload library's default,
+ * or sync) the upkeep runs inside the program's mallocs, as mimalloc, and
+ * jemalloc without its background thread, purge at calls: one refill in
+ * IOA_UPKEEP_CALLS of a thread reads the clock, and the first to find a second
+ * gone since the last upkeep runs it for every node: every thread's batch of
+ * strict pages retired, the parked heaps settled, the extents' decay, every
+ * item the queues hold retired (ioa__defer_quiesce: inline mode has no delay
+ * bound), then the segments (IOA_UPKEEP_ON_CALLS: fewer madvise calls than a
+ * reclaimer's). So a batch, and a queued item, waits about a second at most
+ * while the program allocates. A program that stops allocating keeps what it
+ * holds until its next malloc, its ioa_trim() or its exit. Life in a
+ * process: called at a refill's start, before the heap is touched, and it
+ * touches no list of the calling thread's heap (its batch under its
+ * cycle_lock); nested in itself (a retirement's calloc in libc) it finds the
+ * clock taken and returns; upkeep_lock is tried, never waited for (an
+ * upkeep or ioa_trim runs, or ioa_fini: upkeep_live); a fork meanwhile
+ * finds what it finds during a reclaimer's upkeep; a signal handler may not
+ * allocate while its thread is in here, as with glibc's.
+ */
+#define UPKEEP_ON_CALLS_NS 1000000000ull
+static _Atomic uint64_t upkept_at; /* ticks: relaxed, the CAS claims one upkeep a period */
+
+void ioa__heap_upkeep_on_calls(void)
+{
+	uint64_t now = ioa__ticks(), last = atomic_load_explicit(&upkept_at, memory_order_relaxed);
+
+	/* not inside the library's own start or a retirement of a batch or a
+	 * remap (a malloc of libc's nested there) */
+	if (ioa__my_state != HEAP_LIVE || ioa__heap_cycling || ioa__defer_has_reclaimers() || now - last < ioa__ns_to_ticks(UPKEEP_ON_CALLS_NS) ||
+	    !atomic_compare_exchange_strong_explicit(&upkept_at, &last, now, memory_order_relaxed,
+						     memory_order_relaxed) ||
+	    pthread_mutex_trylock(&upkeep_lock) != 0)
+		return;
+	if (upkeep_live) {
+		ioa__heap_retire_batches();
+		for (int n = 0; n < IOA_MAX_NODES; n++) {
+			settle_parked(n);
+			ioa__extent_upkeep(n, 0);
+		}
+		ioa__defer_quiesce(); /* inline: queued items wait for no delay otherwise */
+		for (int n = 0; n < IOA_MAX_NODES; n++)
+			ioa__region_upkeep(n, IOA_UPKEEP_ON_CALLS);
 	}
 	pthread_mutex_unlock(&upkeep_lock);
 }
@@ -433,7 +481,7 @@ void ioa__heap_trim(void)
 		ioa__span_release_recycled(h); /* all retired now */
 	pthread_mutex_lock(&upkeep_lock);
 	for (int n = 0; upkeep_live && n < IOA_MAX_NODES; n++)
-		ioa__region_upkeep(n, 1);
+		ioa__region_upkeep(n, IOA_UPKEEP_AT_ONCE);
 	pthread_mutex_unlock(&upkeep_lock);
 }
 

@@ -8,7 +8,8 @@
 #include <errno.h>
 #include <sys/mman.h>
 
-#define PURGE_RUNS_MAX 1024 /* madvise calls of one node's upkeep (ioa__region_upkeep) */
+#define PURGE_RUNS_MAX 1024    /* madvise calls of one node's upkeep (ioa__region_upkeep) */
+#define PURGE_RUNS_ON_CALLS 64 /* ... on a program's thread, inside its malloc */
 
 /* Takes free pages of @s that a buffer ever had out of service for a purge,
  * at most *@runs runs of them (one madvise each; counted down): cleared in
@@ -100,13 +101,15 @@ void ioa__region_release_held(struct ioa__segment *s, int purged)
  * segment in use keeps its pages. Also frees the metadata of the segments an
  * allocation gave back (give_back_empty). One upkeep at a time (the heap's
  * upkeep_lock): the held pages and purge_refused are its own. Life in a
- * process: it runs on the reclaimer, which blocks every signal; ioa_fini
+ * process: it runs on the reclaimer, which blocks every signal, or without
+ * one inside a program thread's malloc or ioa_trim() (a signal handler
+ * there may not allocate, as with glibc's); ioa_fini
  * stops the upkeep before the region's fini; a fork meanwhile finds the node
  * lock taken (ioa__region_fork_prepare), or pages held for a purge (the
  * child puts them back, ioa__region_fork_child), or segments unlinked (the
  * child keeps their metadata, as their memory).
  */
-void ioa__region_upkeep(int node, int at_once)
+void ioa__region_upkeep(int node, enum ioa__upkeep how)
 {
 	struct node_arena *a = &ioa__region.nodes[node];
 	struct ioa__segment *gone = NULL, *meta, **pp, *s, *next;
@@ -116,7 +119,9 @@ void ioa__region_upkeep(int node, int at_once)
 	/* madvise calls this upkeep may make: with another thread running, each
 	 * costs a TLB shootdown (some 50 us here), so scattered free pages are
 	 * given back over several upkeeps, at a few percent of a CPU */
-	uint32_t runs = at_once ? UINT32_MAX : PURGE_RUNS_MAX;
+	int at_once = how == IOA_UPKEEP_AT_ONCE;
+	uint32_t runs = at_once ? UINT32_MAX
+				: how == IOA_UPKEEP_ON_CALLS ? PURGE_RUNS_ON_CALLS : PURGE_RUNS_MAX;
 
 	pthread_mutex_lock(&a->lock);
 	meta = ioa__region_take_returned(a);

@@ -60,9 +60,11 @@ size_t ioa__region_meta_bytes(void);
  * it): shared segments no allocation used since the previous call go back to
  * the kernel when empty, or have their free pages purged when on demand; the
  * metadata of segments retired before the call is freed after a grace period.
- * With @at_once (ioa_trim), every shared segment counts as unused, and none
- * is kept empty for the next allocation. */
-void ioa__region_upkeep(int node, int at_once);
+ * On a program's thread (no reclaimer) it makes fewer madvise calls; at
+ * once (ioa_trim), every shared segment counts as unused, and none is kept
+ * empty for the next allocation. */
+enum ioa__upkeep { IOA_UPKEEP_TIMED, IOA_UPKEEP_ON_CALLS, IOA_UPKEEP_AT_ONCE };
+void ioa__region_upkeep(int node, enum ioa__upkeep how);
 /* Memory or address space ran out (an mmap failed): every node's empty
  * shared segments go back to the kernel at once; how many. Takes each node's
  * lock in turn: never called under one. */
