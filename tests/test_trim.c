@@ -171,14 +171,30 @@ static void test_upkeep_on_calls(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
-/* Strict: pages retired, kept unmapped for this thread's next spans. */
+static void *blocks_and_exit(void *arg)
+{
+	void *p[40];
+
+	(void)arg;
+	for (int i = 0; i < 40; i++)
+		p[i] = ioa_malloc(3000);
+	for (int i = 0; i < 40; i++)
+		ioa_free(p[i]);
+	return NULL;
+}
+
+/* Strict: pages retired, kept unmapped for this thread's next spans; and
+ * page spans made ahead, this thread's and an exited one's. */
 static void test_strict_recycled(void)
 {
 	static void *blk[OBJECTS / 10];
 	const unsigned n = OBJECTS / 10;
+	pthread_t t;
 
 	if (!up(IOA_BACKEND_NONE, IOA_PROTECT_STRICT))
 		return;
+	pthread_create(&t, NULL, blocks_and_exit, NULL);
+	pthread_join(t, NULL);
 	for (unsigned i = 0; i < n; i++) {
 		blk[i] = ioa_malloc(3000);
 		memset(blk[i], 0x66, 3000);
@@ -192,6 +208,7 @@ static void test_strict_recycled(void)
 	for (unsigned i = 0; i < n; i++)
 		if (!CHECK_EQ(ioa_virt2iova(blk[i]), IOA_BAD_IOVA))
 			break;
+	CHECK_EQ(heap_stats().dma_bytes_live, 0); /* the pages made ahead went too */
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 

@@ -129,6 +129,13 @@ void ioa__heap_drop_free_spans(struct ioa__heap *h)
 	h->nempty = 0;
 }
 
+void ioa__heap_drop_made_ahead(struct ioa__heap *h)
+{
+	for (int k = 0; k < 2; k++)
+		while (h->nready[k])
+			ioa__span_retire(h->ready[k][--h->nready[k]]);
+}
+
 /* After frees into @s: a full span has room again; an empty one leaves,
  * unless it is the current span of a lazy heap. */
 static void span_changed(struct ioa__heap *h, struct ioa__span *s)

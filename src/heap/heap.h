@@ -210,10 +210,12 @@ struct ioa__heap {
 	struct ioa__span *retiring[IOA_RETIRE_BATCH];
 	unsigned nretiring;
 	unsigned slow_calls; /* its thread's refills (ioa__heap_upkeep_on_calls) */
-	/* strict: held while the batch changes (an append, a retirement) and
-	 * while page spans are made or mapped again, so that ioa_quiesce on
-	 * another thread may retire the batch, and a fork (which takes every
-	 * heap's) finds none of these half done (recycle.c) */
+	/* held while the batch changes (strict: an append, a retirement), while
+	 * page spans are made or mapped again, and while its thread makes a
+	 * span (region buffer to listed) or gives one up (unlisted to queued),
+	 * so that ioa_quiesce on another thread may retire the batch, and a
+	 * fork (which takes every heap's) finds none of these half done
+	 * (recycle.c, span.c) */
 	pthread_mutex_t cycle_lock;
 	pthread_mutex_t lock;       /* shared heaps only: serialises their users */
 	struct ioa__heap *next_all; /* every heap, for ioa_fini and fork */

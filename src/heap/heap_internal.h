@@ -19,9 +19,11 @@ extern __thread int ioa__my_state __attribute__((tls_model("initial-exec")));
 
 /* heap.c */
 void ioa__heap_hand_back(struct ioa__heap *h);
-/* Its wholly free spans, the current ones too, to the node (ioa_trim): the
- * cached words given back first. */
+/* Its wholly free spans, the current ones too, to the node (ioa_trim,
+ * settle): the cached words given back first. */
 void ioa__heap_drop_free_spans(struct ioa__heap *h);
+/* Strict: its page spans made ahead, retired (ioa_trim). */
+void ioa__heap_drop_made_ahead(struct ioa__heap *h);
 void ioa__heap_strict_changed(struct ioa__heap *h, struct ioa__span *s);
 void ioa__heap_flush_pending(struct ioa__heap *h);
 /* Gives the objects left in class @c's cached word back to its span. */

@@ -26,8 +26,9 @@
 enum { OWNED, PARKED, ABANDONED, COLLECTING };
 
 /* The heap of a thread that has none: its cached words are empty, so its
- * fast path falls through to the slow path. */
-struct ioa__heap ioa__empty_heap;
+ * fast path falls through to the slow path; its cycle_lock serves every
+ * thread without a heap (span.c). */
+struct ioa__heap ioa__empty_heap = { .cycle_lock = PTHREAD_MUTEX_INITIALIZER };
 
 __thread struct ioa__heap *ioa__my_heap __attribute__((tls_model("initial-exec"))) =
 	&ioa__empty_heap;
@@ -128,15 +129,17 @@ static void settle(struct ioa__heap *h)
 static pthread_mutex_t upkeep_lock = PTHREAD_MUTEX_INITIALIZER;
 static int upkeep_live; /* under upkeep_lock: from ioa__heap_init to ioa__heap_fini */
 
-/* Settles @node's parked heaps that frees or recycled pages wait for, off
- * the parked list meanwhile. Caller holds upkeep_lock. */
-static void settle_parked(int node)
+/* Settles @node's parked heaps that frees or recycled pages wait for (for
+ * ioa_trim, every one, its page spans made ahead retired too), off the
+ * parked list meanwhile. Caller holds upkeep_lock. */
+static void settle_parked(int node, int trim)
 {
 	struct ioa__heap *taken = NULL, **pp, *h;
 
 	pthread_mutex_lock(&heaps_lock);
 	for (pp = &parked; (h = *pp);) {
-		if (h->node != node || (!ioa__heap_frees_wait(h) && !ioa__span_recycled_wait(h))) {
+		if (h->node != node ||
+		    (!trim && !ioa__heap_frees_wait(h) && !ioa__span_recycled_wait(h))) {
 			pp = &h->next_parked;
 			continue;
 		}
@@ -146,8 +149,11 @@ static void settle_parked(int node)
 		taken = h;
 	}
 	pthread_mutex_unlock(&heaps_lock);
-	for (h = taken; h; h = h->next_parked)
+	for (h = taken; h; h = h->next_parked) {
 		settle(h);
+		if (trim)
+			ioa__heap_drop_made_ahead(h);
+	}
 	pthread_mutex_lock(&heaps_lock);
 	while ((h = taken)) {
 		taken = h->next_parked;
@@ -162,7 +168,7 @@ static void upkeep(int node)
 {
 	pthread_mutex_lock(&upkeep_lock); /* one node's at a time; ioa__heap_fini's holds it */
 	if (upkeep_live) { /* else the hook was read before ioa__heap_fini unset it */
-		settle_parked(node);
+		settle_parked(node, 0);
 		ioa__extent_upkeep(node, 0);
 		ioa__region_upkeep(node, IOA_UPKEEP_TIMED); /* after the extents' retirements */
 	}
@@ -206,7 +212,7 @@ void ioa__heap_upkeep_on_calls(void)
 	if (upkeep_live) {
 		ioa__heap_retire_batches();
 		for (int n = 0; n < IOA_MAX_NODES; n++) {
-			settle_parked(n);
+			settle_parked(n, 0);
 			ioa__extent_upkeep(n, 0);
 		}
 		ioa__defer_quiesce(); /* inline: queued items wait for no delay otherwise */
@@ -467,11 +473,12 @@ void ioa__heap_trim(void)
 	if (h != &ioa__empty_heap) {
 		ioa__heap_flush_mine();
 		ioa__heap_drop_free_spans(h);
+		ioa__heap_drop_made_ahead(h);
 		ioa__span_retire_batch(h); /* strict: the spans that dropped */
 	}
 	pthread_mutex_lock(&upkeep_lock);
 	for (int n = 0; upkeep_live && n < IOA_MAX_NODES; n++) {
-		settle_parked(n);
+		settle_parked(n, 1);
 		ioa__span_caches_trim(n);
 		ioa__extent_upkeep(n, 1);
 	}
@@ -501,10 +508,12 @@ void ioa__heap_fork_prepare(void)
 			pthread_mutex_lock(&shared[n]->lock);
 	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
 		pthread_mutex_lock(&h->cycle_lock);
+	pthread_mutex_lock(&ioa__empty_heap.cycle_lock); /* threads without a heap */
 }
 
 void ioa__heap_fork_parent(void)
 {
+	pthread_mutex_unlock(&ioa__empty_heap.cycle_lock);
 	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
 		pthread_mutex_unlock(&h->cycle_lock);
 	for (int n = IOA_MAX_NODES - 1; n >= 0; n--)
@@ -531,6 +540,7 @@ void ioa__heap_fork_child(void)
 		pthread_mutex_init(&h->lock, NULL);
 		pthread_mutex_init(&h->cycle_lock, NULL);
 	}
+	pthread_mutex_init(&ioa__empty_heap.cycle_lock, NULL);
 	pthread_mutex_init(&heaps_lock, NULL);
 	pthread_mutex_init(&upkeep_lock, NULL); /* the reclaimer holding it is gone */
 	atomic_store_explicit(&ioa__heap_forks_waiting, 0, memory_order_relaxed); /* the one forking thread lives */

@@ -257,6 +257,7 @@ static int span_map(struct ioa__span *s, size_t map_pages)
 static struct ioa__span *span_create(int node, size_t len, size_t align, int pool,
 				     size_t map_pages)
 {
+	struct ioa__heap *h = ioa__my_heap, *outer;
 	struct ioa__span *s;
 	void *p;
 	int err, zeroed;
@@ -269,18 +270,25 @@ static struct ioa__span *span_create(int node, size_t len, size_t align, int poo
 		return NULL;
 	}
 	ioa__defer_throttle(node); /* past the node's unretired cap: help or wait (no lock held) */
+	/* from the region's buffer to the span listed, the calling thread's
+	 * heap's cycle_lock (the empty heap's for a thread without one): a
+	 * fork finds none between (heap.h) */
+	outer = ioa__heap_cycle_lock(h);
 	if ((err = ioa__region_alloc(len, align, node, IOA_OWNER_HEAP, &p, &zeroed)) != 0) {
 		desc_free(s);
+		s = NULL;
 		errno = -err;
-		return NULL;
+	} else {
+		s->base = p;
+		s->len = len;
+		s->node = node;
+		s->zeroed = (uint8_t)zeroed;
+		if (span_map(s, map_pages) != 0)
+			s = NULL;
+		else
+			s->listed = 1;
 	}
-	s->base = p;
-	s->len = len;
-	s->node = node;
-	s->zeroed = (uint8_t)zeroed;
-	if (span_map(s, map_pages) != 0)
-		return NULL;
-	s->listed = 1;
+	ioa__heap_cycle_unlock(h, outer);
 	return s;
 }
 
@@ -357,10 +365,30 @@ static void region_free(struct ioa__span *s)
 /* Out of every list; the page map forgets it before its pages can serve
  * another span (which would set their entries) and the descriptor is freed
  * last. */
+/* Tests: called in a span's destruction, between its unlisting and its
+ * retirement (relaxed: set before the span is freed). */
+static void (*_Atomic destroy_hook)(void);
+
+void ioa__span_set_destroy_hook(void (*fn)(void))
+{
+	atomic_store_explicit(&destroy_hook, fn, memory_order_relaxed);
+}
+
 static void span_destroy(struct ioa__span *s)
 {
+	void (*hook)(void) = atomic_load_explicit(&destroy_hook, memory_order_relaxed);
+	struct ioa__heap *h = ioa__my_heap;
+	/* from unlisted to queued for retirement, the calling thread's heap's
+	 * cycle_lock (the empty heap's for a thread without one): a fork finds
+	 * none between (heap.h) */
+	struct ioa__heap *outer = ioa__heap_cycle_lock(h);
+
+	s->listed = 0;
 	ioa__pagemap_set(s->base, s->obj_size || s->is_chunk ? s->len >> IOA_PAGE_SHIFT : 1, NULL);
+	if (hook)
+		hook();
 	region_free(s);
+	ioa__heap_cycle_unlock(h, outer);
 	desc_free(s);
 }
 
@@ -369,7 +397,6 @@ void ioa__span_retire(struct ioa__span *s)
 	ioa__node_stat_add(s->node, heap_spans_retired, 1);
 	if (ioa__span_recycle(s)) /* unlisted there */
 		return;
-	s->listed = 0;
 	span_destroy(s);
 }
 

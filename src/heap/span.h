@@ -102,6 +102,9 @@ void ioa__span_release_recycled(struct ioa__heap *h);
 void ioa__span_each(void (*fn)(struct ioa__span *s, void *arg), void *arg);
 /* ioa_fini: retires every cached span. */
 void ioa__span_caches_drain(void);
+/* Tests: @fn runs inside every span's destruction, unlisted, not yet
+ * retired (NULL: none). */
+void ioa__span_set_destroy_hook(void (*fn)(void));
 /* ioa_trim: retires every span and large block @node's cache keeps. */
 void ioa__span_caches_trim(int node);
 
