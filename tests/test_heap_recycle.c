@@ -608,54 +608,53 @@ static void test_fork_during_cycles(int forks, unsigned pause_us, uint64_t unmap
 #endif
 }
 
-/* A large block's span given up (a free of 20 000 bytes, strict): from its
- * unlisting to its retirement's queueing the thread holds its heap's
- * cycle_lock, so a fork another thread makes meanwhile waits; without it,
- * the child found the block's buffer in no span and no queue, said it was
- * never freed, and counted its bytes wrong (found by review helper-78,
- * about one child in a hundred of forks among large blocks). The hook holds
- * the thread in that window while this one forks. */
+/* A span given up: a large block's (20 000 bytes, strict), destroyed, or a
+ * page block's recycled through the queues (sync mode): from its
+ * unlisting to its queueing the thread holds its heap's cycle_lock, so a
+ * fork another thread makes meanwhile waits; without it, the child found
+ * the block's buffer in no span and no queue, said it was never freed, and
+ * counted its bytes wrong (found by reviews helper-78 and helper-79, about
+ * one child in a hundred, and in four with sync). The hook holds the
+ * thread in that window while this one forks. */
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-static sem_t in_destroy, leave_destroy;
-static _Atomic int hold_destroy;
+static sem_t in_window, leave_window;
+static _Atomic int hold_window;
 
-static void hold_in_destroy(void)
+static void hold_in_window(void)
 {
-	if (!atomic_exchange(&hold_destroy, 0))
+	if (!atomic_exchange(&hold_window, 0))
 		return;
-	sem_post(&in_destroy);
+	sem_post(&in_window);
 	usleep(50 * 1000); /* the fork comes now: it must wait */
-	sem_post(&leave_destroy);
+	sem_post(&leave_window);
 }
 
-static void *free_large_block(void *arg)
+static void *alloc_free_block(void *arg)
 {
-	ioa_free(arg);
+	ioa_free(ioa_malloc((size_t)(uintptr_t)arg));
 	return NULL;
 }
 #endif
 
-static void test_fork_during_span_destroy(void)
+static void test_fork_while_unlisted(enum ioa_defer_mode defer, size_t size)
 {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-	printf("test_fork_during_span_destroy: not run under the sanitizers (fork)\n");
+	printf("test_fork_while_unlisted: not run under the sanitizers (fork)\n");
 #else
 	pthread_t t;
-	void *p;
 
-	if (!strict_up(IOA_IOVA_FIXED))
+	if (!strict_up_with(IOA_IOVA_FIXED, defer))
 		return;
-	sem_init(&in_destroy, 0, 0);
-	sem_init(&leave_destroy, 0, 0);
-	ioa__span_set_destroy_hook(hold_in_destroy);
-	p = ioa_malloc(20000);
-	atomic_store(&hold_destroy, 1);
-	pthread_create(&t, NULL, free_large_block, p);
-	sem_wait(&in_destroy);
+	sem_init(&in_window, 0, 0);
+	sem_init(&leave_window, 0, 0);
+	ioa__span_set_unlisted_hook(hold_in_window);
+	atomic_store(&hold_window, 1);
+	pthread_create(&t, NULL, alloc_free_block, (void *)(uintptr_t)size);
+	sem_wait(&in_window);
 	CHECK(child_fini_says_none((const char *const[]){ "never freed", "error", NULL }, 1));
-	sem_wait(&leave_destroy);
+	sem_wait(&leave_window);
 	pthread_join(t, NULL);
-	ioa__span_set_destroy_hook(NULL);
+	ioa__span_set_unlisted_hook(NULL);
 	CHECK_EQ(leaked_at_fini(), 0);
 #endif
 }
@@ -897,7 +896,8 @@ int main(void)
 	test_fork_during_cycles(40, 500, 0);
 	test_fork_during_cycles(4, 20000, 30 * 1000 * 1000);
 	test_fork_child_fini_held_pages();
-	test_fork_during_span_destroy();
+	test_fork_while_unlisted(IOA_DEFER_INLINE, 20000); /* destroyed */
+	test_fork_while_unlisted(IOA_DEFER_SYNC, 3000);    /* recycled through the queue */
 	test_quiesce_retires_others_batch();
 	test_fork_retires_abandoned_batch();
 	test_bound(IOA_DEFER_INLINE);

@@ -114,8 +114,8 @@ static void retire_batch(struct ioa__heap *h, int foreign);
 int ioa__span_recycle(struct ioa__span *s)
 {
 	struct ioa__defer_item item; /* the queue writes the stamp */
-	struct ioa__heap *h = ioa__heap_mine(), *outer = NULL;
-	int err, in_batch;
+	struct ioa__heap *h = ioa__heap_mine(), *outer;
+	int err;
 
 	/* only to the heap that made it: another thread's (a consumer's) would
 	 * keep what it never allocates */
@@ -125,25 +125,23 @@ int ioa__span_recycle(struct ioa__span *s)
 	ioa__region_buffer_at(s->base, s->len, &item.buf);
 	if (!ioa__region_recyclable(&item.buf))
 		return 0;
-	if ((in_batch = ioa__defer_inline()))
-		outer = ioa__heap_cycle_lock(h);
-	/* out of ioa_fini's walk: the batch or the engine has it, each
-	 * listed whole at a fork (cycle_lock, the pass locks) */
+	/* from out of ioa_fini's walk to in the batch or a queue: a fork finds
+	 * none between (heap.h) */
+	outer = ioa__heap_cycle_lock(h);
 	s->listed = 0;
 	s->owner = s->fast_owner = NULL; /* a free into it is a double free */
 	s->recycle_for = h;
 	h->nrecycling[s->len > IOA_PAGE] += (unsigned)(s->len >> IOA_PAGE_SHIFT);
-	if (in_batch) {
+	if (ioa__defer_inline()) {
 		h->retiring[h->nretiring++] = s;
 		if (h->nretiring == IOA_RETIRE_BATCH)
 			retire_batch(h, 0);
-		ioa__heap_cycle_unlock(h, outer);
-		return 1;
-	}
-	err = ioa__defer_enqueue(ioa__region_node(&item.buf), &item);
-	if (err && err != -EIO)
+	} else if (ioa__span_unlisted(),
+		   (err = ioa__defer_enqueue(ioa__region_node(&item.buf), &item)) && err != -EIO) {
 		ioa__err("a heap page at %p could not be retired: %s", (void *)s->base,
 			 ioa__errno_text(-err));
+	}
+	ioa__heap_cycle_unlock(h, outer);
 	return 1;
 }
 

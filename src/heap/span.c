@@ -365,18 +365,25 @@ static void region_free(struct ioa__span *s)
 /* Out of every list; the page map forgets it before its pages can serve
  * another span (which would set their entries) and the descriptor is freed
  * last. */
-/* Tests: called in a span's destruction, between its unlisting and its
- * retirement (relaxed: set before the span is freed). */
-static void (*_Atomic destroy_hook)(void);
+/* Tests: called while a span given up is in no list nor queue (relaxed:
+ * set before the span is freed). */
+static void (*_Atomic unlisted_hook)(void);
 
-void ioa__span_set_destroy_hook(void (*fn)(void))
+void ioa__span_set_unlisted_hook(void (*fn)(void))
 {
-	atomic_store_explicit(&destroy_hook, fn, memory_order_relaxed);
+	atomic_store_explicit(&unlisted_hook, fn, memory_order_relaxed);
+}
+
+void ioa__span_unlisted(void)
+{
+	void (*hook)(void) = atomic_load_explicit(&unlisted_hook, memory_order_relaxed);
+
+	if (hook)
+		hook();
 }
 
 static void span_destroy(struct ioa__span *s)
 {
-	void (*hook)(void) = atomic_load_explicit(&destroy_hook, memory_order_relaxed);
 	struct ioa__heap *h = ioa__my_heap;
 	/* from unlisted to queued for retirement, the calling thread's heap's
 	 * cycle_lock (the empty heap's for a thread without one): a fork finds
@@ -385,8 +392,7 @@ static void span_destroy(struct ioa__span *s)
 
 	s->listed = 0;
 	ioa__pagemap_set(s->base, s->obj_size || s->is_chunk ? s->len >> IOA_PAGE_SHIFT : 1, NULL);
-	if (hook)
-		hook();
+	ioa__span_unlisted();
 	region_free(s);
 	ioa__heap_cycle_unlock(h, outer);
 	desc_free(s);

@@ -102,9 +102,11 @@ void ioa__span_release_recycled(struct ioa__heap *h);
 void ioa__span_each(void (*fn)(struct ioa__span *s, void *arg), void *arg);
 /* ioa_fini: retires every cached span. */
 void ioa__span_caches_drain(void);
-/* Tests: @fn runs inside every span's destruction, unlisted, not yet
- * retired (NULL: none). */
-void ioa__span_set_destroy_hook(void (*fn)(void));
+/* Tests: @fn runs while a span given up (destroyed, or recycled through the
+ * queues) is in no list nor queue yet (NULL: none); ioa__span_unlisted()
+ * calls it there. */
+void ioa__span_set_unlisted_hook(void (*fn)(void));
+void ioa__span_unlisted(void);
 /* ioa_trim: retires every span and large block @node's cache keeps. */
 void ioa__span_caches_trim(int node);
 
