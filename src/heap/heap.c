@@ -629,7 +629,6 @@ void ioa__heap_flush_mine(void)
 		collect_remote(h);
 		for (unsigned c = 0; c < IOA_CLASSES; c++) /* strict: emptied current spans */
 			if (h->spans[c] && h->spans[c]->used == 0)
-				span_changed(h, h->spans[c]);
-		ioa__span_retire_batch(h); /* inline: the pages that emptied, retired now */
+				span_changed(h, h->spans[c]); /* into the batch: its callers retire it */
 	}
 }
