@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -214,6 +215,21 @@ static inline const char *capture_end(struct check_capture *c)
 	fclose(c->file);
 	fputs(c->text, stderr);
 	return c->text;
+}
+
+/* How many of the @n pages that hold @p[0..n) are resident (mincore; a
+ * page no longer mapped counts as not). */
+static inline unsigned check_resident_pages(void *const *p, unsigned n)
+{
+	unsigned r = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		unsigned char v;
+
+		if (mincore((void *)((uintptr_t)p[i] & ~(uintptr_t)4095), 4096, &v) == 0)
+			r += v & 1;
+	}
+	return r;
 }
 
 /* How often @what occurs in @text. */

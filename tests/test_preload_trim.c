@@ -11,27 +11,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 enum { BLOCKS = 32, OBJECTS = 2000 };
-
-static int resident(const void *p)
-{
-	unsigned char v;
-
-	if (mincore((void *)((uintptr_t)p & ~(uintptr_t)4095), 4096, &v) != 0)
-		return 0; /* no longer mapped */
-	return v & 1;
-}
-
-static unsigned resident_count(void *const *p, unsigned n)
-{
-	unsigned r = 0;
-
-	for (unsigned i = 0; i < n; i++)
-		r += (unsigned)resident(p[i]);
-	return r;
-}
 
 int main(int argc, char **argv)
 {
@@ -54,10 +35,10 @@ int main(int argc, char **argv)
 		free(block[i]);
 	for (unsigned i = 0; i < OBJECTS; i++)
 		free(obj[i]);
-	CHECK_EQ(resident_count(block, BLOCKS), BLOCKS); /* the premise: kept for reuse */
+	CHECK_EQ(check_resident_pages(block, BLOCKS), BLOCKS); /* the premise: kept for reuse */
 	CHECK_EQ(malloc_trim(0), 1);
-	CHECK_EQ(resident_count(block, BLOCKS), 0);
-	CHECK_EQ(resident_count(obj, OBJECTS), 0);
+	CHECK_EQ(check_resident_pages(block, BLOCKS), 0);
+	CHECK_EQ(check_resident_pages(obj, OBJECTS), 0);
 	CHECK_EQ(malloc_trim(0), 0);
 
 	capture_begin(&cap);

@@ -33,26 +33,6 @@
 
 enum { BLOCKS = 16, OBJECTS = 4000, PARKED_OBJECTS = 2000, BUFS = 400, MANY = 20000 };
 
-/* 1: the page of @p is resident; 0: not (given back, or unmapped). */
-static int resident(const void *p)
-{
-	unsigned char v;
-
-	if (mincore((void *)((uintptr_t)p & ~(PAGE - 1)), PAGE, &v) != 0)
-		return 0; /* ENOMEM: no longer mapped at all */
-	return v & 1;
-}
-
-/* How many of @n pointers' pages are resident. */
-static unsigned resident_count(void *const *p, unsigned n)
-{
-	unsigned r = 0;
-
-	for (unsigned i = 0; i < n; i++)
-		r += (unsigned)resident(p[i]);
-	return r;
-}
-
 static int up(enum ioa_backend backend, enum ioa_protect protect)
 {
 	struct ioa_config cfg;
@@ -96,12 +76,12 @@ static void test_lazy(void)
 	for (unsigned i = 0; i < OBJECTS; i++)
 		ioa_free(obj[i]);
 	/* the premise: free, and still held (the decay is a second away) */
-	CHECK_EQ(resident_count(block, BLOCKS), BLOCKS);
-	CHECK(resident_count(obj, OBJECTS) > OBJECTS * 9 / 10);
+	CHECK_EQ(check_resident_pages(block, BLOCKS), BLOCKS);
+	CHECK(check_resident_pages(obj, OBJECTS) > OBJECTS * 9 / 10);
 
 	CHECK_EQ(ioa_trim(), 1);
-	CHECK_EQ(resident_count(block, BLOCKS), 0);
-	CHECK_EQ(resident_count(obj, OBJECTS), 0);
+	CHECK_EQ(check_resident_pages(block, BLOCKS), 0);
+	CHECK_EQ(check_resident_pages(obj, OBJECTS), 0);
 	/* what is live stays, where the device sees it */
 	CHECK(keep_obj[0] == 0x11 && keep_obj[99] == 0x11);
 	CHECK(keep_block[0] == 0x22 && keep_block[300 * KB - 1] == 0x22);
@@ -138,9 +118,9 @@ static void test_parked_heap(void)
 	for (unsigned i = 0; i < PARKED_OBJECTS; i++)
 		ioa_free(parked[i]);
 	ioa_quiesce();
-	CHECK(resident_count(parked, PARKED_OBJECTS) > PARKED_OBJECTS * 9 / 10);
+	CHECK(check_resident_pages(parked, PARKED_OBJECTS) > PARKED_OBJECTS * 9 / 10);
 	CHECK_EQ(ioa_trim(), 1);
-	CHECK_EQ(resident_count(parked, PARKED_OBJECTS), 0);
+	CHECK_EQ(check_resident_pages(parked, PARKED_OBJECTS), 0);
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
@@ -160,14 +140,14 @@ static void test_upkeep_on_calls(void)
 	pthread_join(t, NULL);
 	for (unsigned i = 0; i < MANY; i++)
 		ioa_free(parked[i]);
-	CHECK(resident_count(parked, MANY) > MANY * 9 / 10);
-	for (; rounds < 60 && resident_count(parked, MANY) > MANY / 2; rounds++) {
+	CHECK(check_resident_pages(parked, MANY) > MANY * 9 / 10);
+	for (; rounds < 60 && check_resident_pages(parked, MANY) > MANY / 2; rounds++) {
 		for (int i = 0; i < 2 * IOA_UPKEEP_CALLS; i++)
 			ioa_free(ioa_malloc(100 * KB));
 		usleep(100 * 1000);
 	}
 	check_note("given back after %d rounds of 0.1 s", rounds);
-	CHECK(resident_count(parked, MANY) <= MANY / 2);
+	CHECK(check_resident_pages(parked, MANY) <= MANY / 2);
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
@@ -202,9 +182,9 @@ static void test_strict_recycled(void)
 	for (unsigned i = 0; i < n; i++)
 		ioa_free(blk[i]);
 	ioa_quiesce();
-	CHECK(resident_count(blk, n) > n * 9 / 10); /* retired, held for reuse */
+	CHECK(check_resident_pages(blk, n) > n * 9 / 10); /* retired, held for reuse */
 	CHECK_EQ(ioa_trim(), 1);
-	CHECK_EQ(resident_count(blk, n), 0);
+	CHECK_EQ(check_resident_pages(blk, n), 0);
 	for (unsigned i = 0; i < n; i++)
 		if (!CHECK_EQ(ioa_virt2iova(blk[i]), IOA_BAD_IOVA))
 			break;
@@ -231,12 +211,12 @@ static void test_device_pages_kept(void)
 	ioa_quiesce();
 	ioa_trim();
 	/* their 2 MiB segment holds @live: none of its pages was purged */
-	CHECK_EQ(resident_count(buf, BUFS), BUFS);
+	CHECK_EQ(check_resident_pages(buf, BUFS), BUFS);
 	CHECK(ioa_virt2iova(live) != IOA_BAD_IOVA);
 	ioa_dma_free(live);
 	ioa_quiesce();
 	CHECK_EQ(ioa_trim(), 1); /* now empty: returned */
-	CHECK_EQ(resident_count(buf, BUFS), 0);
+	CHECK_EQ(check_resident_pages(buf, BUFS), 0);
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
