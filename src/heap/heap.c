@@ -518,8 +518,12 @@ void *ioa__heap_alloc_slow(size_t size)
 {
 	struct ioa__heap *h = ioa__my_heap;
 
-	if (h != &ioa__empty_heap && ++h->slow_calls % IOA_UPKEEP_CALLS == 0)
+	/* a thread that allocates only large blocks refills no span: its
+	 * batches of frees for other heaps go out here too */
+	if (h != &ioa__empty_heap && ++h->slow_calls % IOA_UPKEEP_CALLS == 0) {
+		flush_all_out(h);
 		ioa__heap_upkeep_on_calls();
+	}
 
 	if (h != &ioa__empty_heap && size <= ioa__span_small_max() && !ioa__heap_checking)
 		return alloc_small(h, ioa__class_of(size));

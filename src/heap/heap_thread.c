@@ -113,8 +113,8 @@ static void settle(struct ioa__heap *h)
  * their memory comes back (and in strict mode their emptied pages are
  * retired), and the pages recycled to them after their thread's exit are
  * released, without waiting for a new thread to adopt the heap; and the
- * node's free large blocks past the decay are given back (extent.c), which
- * otherwise happens only at a later call. The heaps
+ * node's free large blocks and cached spans past the decay are given back
+ * (extent.c, span.c), which otherwise happens only at a later call. The heaps
  * are taken off the parked list (a new thread meanwhile gets another), so
  * no thread touches them but this one. It runs where the node's reclaimer
  * has started (any retirement starts it; in strict mode the first page
@@ -169,6 +169,7 @@ static void upkeep(int node)
 	pthread_mutex_lock(&upkeep_lock); /* one node's at a time; ioa__heap_fini's holds it */
 	if (upkeep_live) { /* else the hook was read before ioa__heap_fini unset it */
 		settle_parked(node, 0);
+		ioa__span_caches_trim(node, 0);
 		ioa__extent_upkeep(node, 0);
 		ioa__region_upkeep(node, IOA_UPKEEP_TIMED); /* after the extents' retirements */
 	}
@@ -181,7 +182,8 @@ static void upkeep(int node)
  * jemalloc without its background thread, purge at calls: one refill in
  * IOA_UPKEEP_CALLS of a thread reads the clock, and the first to find a second
  * gone since the last upkeep runs it for every node: every thread's batch of
- * strict pages retired, the parked heaps settled, the extents' decay, every
+ * strict pages retired, the parked heaps settled, the node caches' and the
+ * extents' decay, every
  * item the queues hold retired (ioa__defer_quiesce: inline mode has no delay
  * bound), then the segments (IOA_UPKEEP_ON_CALLS: fewer madvise calls than a
  * reclaimer's). So a batch, and a queued item, waits about a second at most
@@ -213,6 +215,7 @@ void ioa__heap_upkeep_on_calls(void)
 		ioa__heap_retire_batches();
 		for (int n = 0; n < IOA_MAX_NODES; n++) {
 			settle_parked(n, 0);
+			ioa__span_caches_trim(n, 0);
 			ioa__extent_upkeep(n, 0);
 		}
 		ioa__defer_quiesce(); /* inline: queued items wait for no delay otherwise */
@@ -479,7 +482,7 @@ void ioa__heap_trim(void)
 	pthread_mutex_lock(&upkeep_lock);
 	for (int n = 0; upkeep_live && n < IOA_MAX_NODES; n++) {
 		settle_parked(n, 1);
-		ioa__span_caches_trim(n);
+		ioa__span_caches_trim(n, 1);
 		ioa__extent_upkeep(n, 1);
 	}
 	pthread_mutex_unlock(&upkeep_lock);

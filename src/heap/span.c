@@ -690,7 +690,7 @@ void ioa__span_caches_drain(void)
 	}
 }
 
-void ioa__span_caches_trim(int node)
+void ioa__span_caches_trim(int node, int all)
 {
 	struct node_cache *nc = &caches[node];
 	struct ioa__span *victims = NULL;
@@ -698,8 +698,8 @@ void ioa__span_caches_trim(int node)
 	pthread_once(&caches_once, caches_init);
 	pthread_mutex_lock(&nc->lock);
 	for (int p = 0; p < NPOOLS; p++)
-		trim(&nc->spans[p], 0, 0, &victims);
-	trim(&nc->large, 0, 0, &victims);
+		trim(&nc->spans[p], all ? 0 : CACHE_SPANS, all ? 0 : SIZE_MAX, &victims);
+	trim(&nc->large, all ? 0 : CACHE_LARGE, all ? 0 : CACHE_LARGE_BYTES, &victims);
 	pthread_mutex_unlock(&nc->lock);
 	retire_list(victims);
 }

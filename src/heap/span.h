@@ -107,8 +107,10 @@ void ioa__span_caches_drain(void);
  * calls it there. */
 void ioa__span_set_unlisted_hook(void (*fn)(void));
 void ioa__span_unlisted(void);
-/* ioa_trim: retires every span and large block @node's cache keeps. */
-void ioa__span_caches_trim(int node);
+/* Retires the spans and large blocks @node's cache kept unused past their
+ * decay (the upkeep: a program that stops freeing no longer trims at its
+ * puts), or with @all every one (ioa_trim). */
+void ioa__span_caches_trim(int node, int all);
 
 void ioa__span_fork_prepare(void);
 void ioa__span_fork_parent(void);
