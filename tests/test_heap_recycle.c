@@ -35,6 +35,7 @@
  * heap is not run.
  */
 #include "heap_check.h"
+#include "defer.h"
 #include "span.h"
 
 #include "ioalloc.h"
@@ -659,6 +660,42 @@ static void test_fork_while_unlisted(enum ioa_defer_mode defer, size_t size)
 #endif
 }
 
+/* A thread without a heap gives up a span (a block another thread
+ * allocated): it makes its queue before it takes the empty heap's
+ * cycle_lock, not under it. The making may malloc (glibc callocs a block
+ * of pthread keys past the 32nd), which for such a thread takes a shared
+ * heap's lock, under which a span's making and a fork take the empty
+ * heap's: the reverse order, a deadlock with either. */
+static _Atomic int queue_made_in_window = -1;
+
+static void note_queue_made(void)
+{
+	atomic_store(&queue_made_in_window, ioa__defer_ready_here(0));
+}
+
+static void *free_it(void *p)
+{
+	ioa_free(p);
+	return NULL;
+}
+
+static void test_queue_made_before_lock(enum ioa_defer_mode defer)
+{
+	pthread_t t;
+	void *p;
+
+	if (!strict_up_with(IOA_IOVA_FIXED, defer))
+		return;
+	p = ioa_malloc_node(20000, 0);
+	atomic_store(&queue_made_in_window, -1);
+	ioa__span_set_unlisted_hook(note_queue_made);
+	pthread_create(&t, NULL, free_it, p);
+	pthread_join(t, NULL);
+	ioa__span_set_unlisted_hook(NULL);
+	CHECK_EQ(atomic_load(&queue_made_in_window), 1);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
 /* Pages a thread's exit releases may serve another thread's new spans at
  * once: their page-map entries are cleared before the release, never after
  * (which lost the new span's: its objects' frees were refused as foreign,
@@ -900,6 +937,8 @@ int main(void)
 	test_fork_while_unlisted(IOA_DEFER_SYNC, 3000);    /* recycled through the queue */
 	test_quiesce_retires_others_batch();
 	test_fork_retires_abandoned_batch();
+	test_queue_made_before_lock(IOA_DEFER_INLINE);
+	test_queue_made_before_lock(IOA_DEFER_ON);
 	test_bound(IOA_DEFER_INLINE);
 	test_bound(IOA_DEFER_ON);
 	return check_done();

@@ -85,6 +85,16 @@ void ioa__defer_fini(void);
  * IOALLOC_DEFER=sync: then -EIO if it was quarantined. */
 int ioa__defer_enqueue(int node, struct ioa__defer_item *item);
 
+/* Makes the calling thread's queue for @node now, where the mode queues
+ * (not sync). A thread's first queue may allocate: glibc callocs a thread's
+ * block of pthread keys past the 32nd at its first pthread_setspecific. So
+ * a caller about to queue under a lock that a malloc needs (a heap's
+ * cycle_lock: the empty heap's, held by threads without a heap, is taken
+ * under a shared heap's lock, which such a nested malloc takes) makes it
+ * first, with no lock held. ioa__defer_ready_here: whether it is made. */
+void ioa__defer_ready(int node);
+int ioa__defer_ready_here(int node);
+
 /* IOALLOC_DEFER=inline: whether the freeing threads retire (no reclaimer). */
 int ioa__defer_inline(void);
 /* Whether reclaimer threads run (IOALLOC_DEFER=on): else no timed upkeep. */

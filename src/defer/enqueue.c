@@ -310,6 +310,20 @@ int ioa__defer_enqueue(int node, struct ioa__defer_item *item)
 	return enqueue_slow(node, item);
 }
 
+int ioa__defer_ready_here(int node)
+{
+	/* acquire: as ioa__defer_enqueue's */
+	unsigned gen = atomic_load_explicit(&ioa__defer_eng.generation, memory_order_acquire);
+
+	return ioa__defer_mine.generation == gen && my_ring(node);
+}
+
+void ioa__defer_ready(int node)
+{
+	if (ioa__defer_eng.cfg.defer != IOA_DEFER_SYNC && !ioa__defer_ready_here(node))
+		(void)ring_for(node); /* NULL (no memory, exited): the enqueue says so */
+}
+
 int ioa__defer_inline(void)
 {
 	return ioa__defer_eng.cfg.defer == IOA_DEFER_INLINE;

@@ -384,11 +384,16 @@ void ioa__span_unlisted(void)
 
 static void span_destroy(struct ioa__span *s)
 {
-	struct ioa__heap *h = ioa__my_heap;
+	struct ioa__heap *h = ioa__my_heap, *outer;
+
+	/* the queue's making may allocate: a nested malloc of a thread without
+	 * a heap takes a shared heap's lock, under which the empty heap's
+	 * cycle_lock is taken (a span made, a fork): never under that one */
+	ioa__defer_ready(s->node);
 	/* from unlisted to queued for retirement, the calling thread's heap's
 	 * cycle_lock (the empty heap's for a thread without one): a fork finds
 	 * none between (heap.h) */
-	struct ioa__heap *outer = ioa__heap_cycle_lock(h);
+	outer = ioa__heap_cycle_lock(h);
 
 	s->listed = 0;
 	ioa__pagemap_set(s->base, s->obj_size || s->is_chunk ? s->len >> IOA_PAGE_SHIFT : 1, NULL);
