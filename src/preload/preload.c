@@ -20,6 +20,7 @@
 #include "ioalloc.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,4 +138,36 @@ int malloc_trim(size_t pad)
 void malloc_stats(void)
 {
 	ioa_stats_print(STDERR_FILENO);
+}
+
+/* As glibc's, from ioalloc's counters instead of its arenas': arena, the
+ * bytes of the segments held; uordblks, those of the spans and blocks in use
+ * (a span's free objects count as in use: malloc and free count no bytes);
+ * fordblks, the rest of the segments (free pages, recycled or purged ones
+ * too). No chunks, top or mmapped blocks of glibc's kind: 0. */
+struct mallinfo2 mallinfo2(void)
+{
+	struct mallinfo2 mi = { 0 };
+	struct ioa_stats s;
+
+	ioa_stats_get(&s);
+	mi.arena = s.segment_bytes_4k + s.segment_bytes_hugetlb_2m + s.segment_bytes_hugetlb_1g;
+	mi.uordblks = s.dma_bytes_live;
+	mi.fordblks = mi.arena > mi.uordblks ? mi.arena - mi.uordblks : 0;
+	return mi;
+}
+
+/* glibc's older form: the same, each at most INT_MAX (its fields are int). */
+static int clamp_int(size_t n)
+{
+	return n > INT_MAX ? INT_MAX : (int)n;
+}
+
+struct mallinfo mallinfo(void)
+{
+	struct mallinfo2 mi2 = mallinfo2();
+
+	return (struct mallinfo){ .arena = clamp_int(mi2.arena),
+				  .uordblks = clamp_int(mi2.uordblks),
+				  .fordblks = clamp_int(mi2.fordblks) };
 }
