@@ -141,10 +141,10 @@ void malloc_stats(void)
 }
 
 /* As glibc's, from ioalloc's counters instead of its arenas': arena, the
- * bytes of the segments held; uordblks, those of the spans and blocks in use
- * (a span's free objects count as in use: malloc and free count no bytes);
- * fordblks, the rest of the segments (free pages, recycled or purged ones
- * too). No chunks, top or mmapped blocks of glibc's kind: 0. */
+ * bytes of the segments held; uordblks, those of the region buffers the
+ * heap holds (spans, and the chunks large blocks are carved from, whole:
+ * malloc and free count no bytes); fordblks, the rest of the segments.
+ * Nothing of glibc's kind (chunks, top, mmapped blocks): 0. */
 struct mallinfo2 mallinfo2(void)
 {
 	struct mallinfo2 mi = { 0 };
