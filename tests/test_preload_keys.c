@@ -15,7 +15,8 @@
  * it could be retired with the key block live on it).
  *
  * lazy: the retirement is the node cache's trim of spans unused for a
- * second, inside the refill's ioa__span_get (span_with_room). The inner
+ * second, inside the refill's ioa__span_get (span_with_room); with no
+ * reclaimer (IOALLOC_DEFER=inline), whose upkeep would trim them first. The inner
  * malloc makes a span current and takes a word of it; the refill serves
  * that word, and the span it replaces as current must still join a list at
  * its next free. It was left marked current in no list: its objects, once

@@ -96,10 +96,11 @@ struct ioa__span {
 	 * since), it serves no more and is retired once they are freed */
 	int emptied;
 	int node;
+	struct ioa__heap *maker;    /* strict, a page span: the heap that made it */
+	size_t len;                 /* bytes of its region buffer: on the line of the
+				       fields above, which a strict free reads too */
 	/* strict, a page span retiring: the heap it goes back to (recycle.c) */
 	struct ioa__heap *recycle_for;
-	struct ioa__heap *maker;    /* strict, a page span: the heap that made it */
-	size_t len;                 /* bytes of its region buffer */
 	struct ioa__span *next, *prev; /* in a list of its owner, or of a cache */
 	int listed;                 /* a span of its own region buffer, not yet retired */
 	uint64_t idle_since;        /* in a cache: ioa__ticks() when it went there */
