@@ -365,6 +365,9 @@ IOA_EXPORT void ioa_fini(void)
 		pthread_mutex_unlock(&life_lock);
 		return;
 	}
+	/* Before the heap's fini and outside the window: glibc's join frees
+	 * cached threads' TLS, which the heap handed out (defer.c). */
+	ioa__defer_stop_threads();
 	ioa__heap_life_window_open(&w); /* see heap_life.h */
 	ioa__pool_fini();
 	ioa__provider_fini();

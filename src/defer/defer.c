@@ -76,6 +76,7 @@ int ioa__defer_init(const struct ioa_config *cfg)
 	ioa__retire_init(ioa__defer_eng.hold_ticks - ioa__defer_eng.delay_ticks / 2,
 			 ioa__defer_eng.wake_bytes);
 	atomic_store(&ioa__defer_eng.quarantined_seen, 0);
+	ioa__defer_eng.threadless = 0;
 	for (int n = 0; n < IOA_MAX_NODES; n++) {
 		struct node *nd = &ioa__defer_eng.nodes[n];
 
@@ -86,20 +87,56 @@ int ioa__defer_init(const struct ioa_config *cfg)
 	return 0;
 }
 
+/*
+ * ioa_fini's first step, before the heap's fini retires every span: a join
+ * is not free of the heap. glibc's pthread_join caches the joined thread's
+ * stack and, past 40 MiB of cached stacks, frees the oldest ones' TLS (their
+ * DTVs), which it calloced, through the heap, when it made those threads.
+ * Joined after ioa__heap_fini, each of those frees was said to be "not a
+ * pointer ioalloc returned". In a child of fork() every thread of the parent
+ * is such a cached stack, and no reclaimer runs (ioa__defer_fork_child): a
+ * reclaimer started by the fini's own drain, joined at once, freed them
+ * (test_preload_life, case forkfini). So the reclaimers are joined here,
+ * while the heap serves (the child's cached stacks' TLS goes back to heaps
+ * it abandoned, a leak as any of theirs), and threadless keeps any start
+ * after it (a retirement of the fini, its drain) from making another: the
+ * calling thread's passes retire what is queued, as with inline. No call may
+ * race ioa_fini(), so no start is in progress here.
+ */
+void ioa__defer_stop_threads(void)
+{
+	int join[IOA_MAX_NODES];
+
+	pthread_mutex_lock(&ioa__defer_eng.start_lock); /* started and thread are written under it */
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		join[n] = !ioa__defer_eng.threadless && ioa__defer_eng.cfg.defer != IOA_DEFER_INLINE &&
+			  atomic_load(&ioa__defer_eng.nodes[n].started); /* inline: no thread */
+	ioa__defer_eng.threadless = 1;
+	/* not across the joins: a last pass's retirement may enqueue, and a
+	 * start there takes it */
+	pthread_mutex_unlock(&ioa__defer_eng.start_lock);
+	for (int n = 0; n < IOA_MAX_NODES; n++) {
+		struct node *nd = &ioa__defer_eng.nodes[n];
+
+		if (!join[n])
+			continue;
+		atomic_store(&nd->stop, 1);
+		atomic_fetch_add(&nd->futex, 1);
+		futex_wake(&nd->futex);
+		pthread_join(nd->thread, NULL); /* its last pass retires what was queued */
+		atomic_store(&nd->sleep, AWAKE); /* nobody to wake: pushes make no system call */
+	}
+}
+
 void ioa__defer_fini(void)
 {
+	ioa__defer_stop_threads(); /* ioa_fini's stop came first: nothing left to join */
 	ioa__defer_quiesce();
 	for (int n = 0; n < IOA_MAX_NODES; n++) {
 		struct node *nd = &ioa__defer_eng.nodes[n];
 		struct ring *r, *next;
 
 		if (nd->started) {
-			if (ioa__defer_eng.cfg.defer != IOA_DEFER_INLINE) { /* else no thread */
-				atomic_store(&nd->stop, 1);
-				atomic_fetch_add(&nd->futex, 1);
-				futex_wake(&nd->futex);
-				pthread_join(nd->thread, NULL);
-			}
 			ioa__os_free_pages(nd->items, IOA_PASS_MAX * sizeof(*nd->items));
 			ioa__os_free_pages(nd->extents, IOA_PASS_MAX * sizeof(*nd->extents));
 			ioa__os_free_pages(nd->order, 2 * IOA_PASS_MAX * sizeof(*nd->order));

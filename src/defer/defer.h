@@ -77,7 +77,11 @@ typedef int (*ioa__defer_recycler_fn)(const struct ioa__buffer *b);
 void ioa__defer_set_recycler(ioa__defer_recycler_fn fn);
 
 int ioa__defer_init(const struct ioa_config *cfg);
-/* Drains every queue, then stops the reclaimers. */
+/* Joins every reclaimer; from then on the calling thread's passes retire
+ * what is queued, and none starts again until ioa__defer_init. ioa_fini's
+ * first step, while the heap still serves (defer.c says why). */
+void ioa__defer_stop_threads(void);
+/* Drains every queue (the reclaimers stopped first), then frees the engine. */
 void ioa__defer_fini(void);
 
 /* Hands @item (of NUMA node @node, a real node: callers resolve

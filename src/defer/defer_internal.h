@@ -101,6 +101,10 @@ struct ioa__defer_engine {
 	void (*_Atomic upkeep)(int node);
 	_Atomic uint64_t quarantined_seen;
 	pthread_mutex_t start_lock;
+	/* Set by ioa__defer_stop_threads (ioa_fini) under start_lock: the
+	 * reclaimers are joined and none is made again; a start only makes
+	 * the pass arrays, as with IOALLOC_DEFER=inline. Cleared by init. */
+	int threadless;
 	int cpus_listed;              /* IOALLOC_RECLAIM_CPUS was given: reclaim_cpus holds it */
 	cpu_set_t reclaim_cpus;
 	struct node nodes[IOA_MAX_NODES];

@@ -2,7 +2,7 @@
  * The reclaimer threads, one per node (defer.h): how long one naps, the
  * hooks it runs, its loop, its binding to IOALLOC_RECLAIM_CPUS, and its
  * start (and what a failed one leaves). Its passes are pass.c's; it is
- * woken by enqueue.c and stopped by ioa__defer_fini.
+ * woken by enqueue.c and stopped by ioa__defer_stop_threads (ioa_fini).
  */
 #include "defer_internal.h"
 #include "clock.h"
@@ -238,10 +238,11 @@ static void start_failed(struct node *nd)
  * in strict mode the allocation may also retire a page, whose enqueue comes
  * back here and finds started set. A fork child, where the starting thread
  * does not exist, clears started (ioa__defer_fork_child); a failed
- * pthread_create clears it again (start_failed). ioa__defer_fini joins the
- * thread of a started node: a start still in progress there would be a call
- * racing ioa_fini(), which no call may. With IOALLOC_DEFER=inline no thread
- * is made: started only marks the node's pass arrays made.
+ * pthread_create clears it again (start_failed). ioa__defer_stop_threads
+ * joins the thread of a started node: a start still in progress there would
+ * be a call racing ioa_fini(), which no call may. With IOALLOC_DEFER=inline,
+ * or once ioa_fini stopped the reclaimers (threadless), no thread is made:
+ * started only marks the node's pass arrays made.
  */
 int ioa__defer_start_reclaimer(struct node *nd)
 {
@@ -262,10 +263,11 @@ int ioa__defer_start_reclaimer(struct node *nd)
 		err = ENOMEM;
 	else
 		atomic_store_explicit(&nd->started, 1, memory_order_relaxed);
-	if (!err && ioa__defer_eng.cfg.defer == IOA_DEFER_INLINE) {
+	if (!err && (ioa__defer_eng.cfg.defer == IOA_DEFER_INLINE || ioa__defer_eng.threadless)) {
 		/* no thread: the freeing threads retire in passes of their own
 		 * (a full queue, an allocation past the cap, a quiesce); AWAKE,
-		 * so that no push wakes anybody */
+		 * so that no push wakes anybody. threadless: ioa_fini joined
+		 * the reclaimers already (ioa__defer_stop_threads) */
 		atomic_store_explicit(&nd->sleep, AWAKE, memory_order_relaxed);
 		pthread_mutex_unlock(&ioa__defer_eng.start_lock);
 		return 0;
