@@ -55,27 +55,21 @@ struct ioa__heap;
 #define IOA_SPAN_SPARSE (INT32_MAX - 1)
 
 struct ioa__span {
-	/* Read by every free: fixed while the span lives. */
-	char *base;
+	/* The first cache line: what a free reads, but the bits (the fast
+	 * path's whole read, and the owner's slow path but for nobjs and len). */
+	char *base;                 /* fixed while the span lives, as the next two */
 	uint32_t obj_size;          /* 0: a large block */
-	uint32_t nobjs;
+	/* The word its owner's heap took out for malloc (UINT32_MAX: none) and
+	 * the heap's copy of it (out_word), whose set bits are free objects: a
+	 * free of one of them is a double free that the span's own bits cannot
+	 * show. */
+	uint32_t out_wi;
 	uint64_t magic;             /* offset * magic >> 40 = offset / obj_size */
 	/* The heap whose frees take the fast path: the owner, or NULL when every
 	 * free must take the slow path (strict mode, IOALLOC_CHECK, large). */
 	struct ioa__heap *fast_owner;
-	/* The owner's, plain. */
-	struct ioa__heap *owner;    /* NULL: a large block */
 	int32_t used;               /* objects allocated, as the owner counts them */
 	int32_t low;                /* IOA_SPAN_* */
-	uint32_t wi;                /* the lowest word with a free object (has_free) */
-	uint32_t words;
-	/* The bits of real objects in the last word: the others are set for
-	 * good, so a free there looks like a double free, and malloc masks them. */
-	uint64_t last_mask;
-	/* The word its owner's heap took out for malloc (UINT32_MAX: none) and
-	 * the heap's copy of it, whose set bits are free objects: a free of one
-	 * of them is a double free that the span's own bits cannot show. */
-	uint32_t out_wi;
 	uint64_t *out_word;
 	/* Objects of that word the owner freed since (fast path): still counted
 	 * used, malloc takes them again before it takes another word, so they
@@ -87,6 +81,14 @@ struct ioa__span {
 	 * so: malloc_pairs 10.1 ns a pair against 6.0; up to 128 bytes: 6.8). */
 	uint64_t out_freed;
 	uint64_t *free_into;        /* out_word or &out_freed, set with them */
+	/* The owner's, plain. */
+	uint32_t nobjs;             /* fixed while the span lives */
+	uint32_t wi;                /* the lowest word with a free object (has_free) */
+	struct ioa__heap *owner;    /* NULL: a large block */
+	uint32_t words;
+	/* The bits of real objects in the last word: the others are set for
+	 * good, so a free there looks like a double free, and malloc masks them. */
+	uint64_t last_mask;
 	uint16_t cls;
 	uint16_t pool;              /* descriptor pool (span.c) */
 	int pending;                /* strict: in its owner's list of spans to look at,
@@ -129,6 +131,8 @@ struct ioa__span {
 	_Atomic int live;           /* a large block: allocated (its double free loses) */
 	uint64_t bits[];            /* words of free objects (set bit: free) */
 };
+_Static_assert(offsetof(struct ioa__span, free_into) + sizeof(uint64_t *) <= 64,
+	       "a free's fields on the descriptor's first line (pools are 64-byte aligned)");
 
 /* A word of free objects a heap took out of its current span of a class:
  * malloc's fast path allocates from it without touching the span. Its
