@@ -12,10 +12,16 @@
  *   the program blocks SIGUSR1 in its thread, starts one that waits for it
  *   with sigtimedwait, and sends it to the process: that thread gets it
  *   (5 s at most), every time of 20.
+ * And they allocate from the boot arena, never through the heap: under
+ * LD_PRELOAD a reclaimer's glibc calloc (a block of pthread keys past the
+ * 32nd, at its first queue) while ioa_fini stopped the library waited for
+ * it, and ioa_fini waited to join the reclaimer (review helper-82).
  */
 #include "check.h"
 
+#include "boot.h"
 #include "ioalloc.h"
+#include "os.h"
 
 #include <dirent.h>
 #include <pthread.h>
@@ -59,6 +65,15 @@ static void library_threads(int *threads, int *blocking)
 			(*blocking)++;
 	}
 	closedir(d);
+}
+
+static void *own_malloc(void *arg)
+{
+	void *p = ioa_malloc(512);
+
+	*(int *)arg = p && ioa__boot_owns(p);
+	ioa_free(p);
+	return NULL;
 }
 
 static void *waiter(void *arg)
@@ -116,6 +131,16 @@ int main(void)
 			break;
 	}
 	ioa_sim_engine_stop();
+
+	{ /* the heap's boot arena serves one of ours */
+		pthread_t t;
+		int from_boot = -1;
+
+		if (CHECK_EQ(ioa__os_thread_create(&t, own_malloc, &from_boot), 0)) {
+			pthread_join(t, NULL);
+			CHECK_EQ(from_boot, 1);
+		}
+	}
 	ioa_fini();
 	return check_done();
 }

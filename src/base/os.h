@@ -87,7 +87,10 @@ int ioa__os_dir_find(const char *path, const char *prefix, char *name, size_t le
  * must reach one of the program's threads, never one of ours (a program
  * that blocks a signal in all its threads to sigwait() for it, or whose
  * handler allocates while ours is inside the heap). The calling thread is
- * in the window set below meanwhile. Returns 0 or an errno.
+ * in the window set below meanwhile, and the new thread for its whole life
+ * (its mallocs, glibc's, come from the boot arena: one while ioa_fini stops
+ * the library would wait for it, and ioa_fini for the thread). Returns 0 or
+ * an errno.
  */
 int ioa__os_thread_create(pthread_t *thread, void *(*fn)(void *), void *arg);
 

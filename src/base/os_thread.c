@@ -27,14 +27,29 @@ static struct own_thread {
 	void *arg;
 } own[OWN_THREADS];
 
+/* Set once, by the heap's start; read by the threads that make ours, which
+ * a library that has started runs (relaxed: the start happens before). */
+static void (*_Atomic window_open)(struct ioa__life_window *w);
+static void (*_Atomic window_close)(const struct ioa__life_window *w);
+
 static void *own_thread_main(void *arg)
 {
 	struct own_thread *t = arg;
+	void (*enter)(struct ioa__life_window *) =
+		atomic_load_explicit(&window_open, memory_order_relaxed);
+	struct ioa__life_window life;
 	void *ret;
 
 	/* relaxed: only this thread writes it; a reader that misses it takes
 	 * the thread for the program's, the safe way */
 	atomic_store_explicit(&t->tid, gettid(), memory_order_relaxed);
+	/* Its whole life in a window (never closed: the thread ends with it):
+	 * what it calls may malloc, glibc's calloc of a block of pthread keys
+	 * past the 32nd at a reclaimer's first queue, and such a malloc while
+	 * ioa_fini stopped the library waited for it forever, as ioa_fini waited
+	 * to join the thread (review helper-82). The boot arena serves it. */
+	if (enter)
+		enter(&life);
 	ret = t->fn(t->arg);
 	atomic_store_explicit(&t->tid, 0, memory_order_relaxed);
 	/* release: fn and arg were read before the slot can be claimed again */
@@ -66,11 +81,6 @@ static int is_own(int tid)
 			return 1;
 	return 0;
 }
-
-/* Set once, by the heap's start; read by the threads that make ours, which
- * a library that has started runs (relaxed: the start happens before). */
-static void (*_Atomic window_open)(struct ioa__life_window *w);
-static void (*_Atomic window_close)(const struct ioa__life_window *w);
 
 void ioa__os_set_create_window(void (*open)(struct ioa__life_window *w),
 			       void (*close)(const struct ioa__life_window *w))
