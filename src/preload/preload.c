@@ -143,8 +143,10 @@ void malloc_stats(void)
 /* As glibc's, from ioalloc's counters instead of its arenas': arena, the
  * bytes of the segments held; uordblks, those of the region buffers the
  * heap holds (spans, and the chunks large blocks are carved from, whole:
- * malloc and free count no bytes); fordblks, the rest of the segments.
- * Nothing of glibc's kind (chunks, top, mmapped blocks): 0. */
+ * malloc and free count no bytes; a freed buffer until its retirement);
+ * fordblks, the rest of the segments (0 when a read of the two counters,
+ * not one snapshot, crossed a change). Nothing of glibc's kind (chunks,
+ * top, mmapped blocks): 0. */
 struct mallinfo2 mallinfo2(void)
 {
 	struct mallinfo2 mi = { 0 };
