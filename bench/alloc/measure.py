@@ -9,10 +9,14 @@ ru_maxrss); its checksum must equal the first allocator's (glibc's): a
 mismatch, a failed run, a timeout or an error or warning ioalloc printed
 is printed loudly and makes the exit status 1.
 
+Before each run, when the bin directory has mem_probe (mem_probe.c), it
+times a random read of memory: on a shared host the memory slows down at
+times, and a run then takes longer under every allocator.
+
 Writes OUT/runs.csv (one row a run) and OUT/summary.csv (per workload and
 allocator: median wall time, the spread of the wall times (slowest run over
 fastest), largest peak RSS, median ns per malloc+free pair for the workloads
-that print one).
+that print one, and the median and largest probe before its runs).
 
 Usage: measure.py --bin DIR --workloads FILE --reps N --out DIR [--timeout S]
                   --alloc NAME PRELOAD PROTECT [--alloc NAME PRELOAD PROTECT ...]
@@ -54,6 +58,16 @@ def run_once(launch, timeout, settings, argv, env):
     return float(words[2]), int(words[4]), int(words[6]), output
 
 
+def probe(path):
+    """ns a random read of memory took just now (mem_probe), or None."""
+    if not os.path.exists(path):
+        return None
+    done = subprocess.run([path], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, timeout=60)
+    words = done.stdout.decode(errors="replace").split()
+    return float(words[1]) if done.returncode == 0 and words[:1] == ["probe_ns"] else None
+
+
 def complaint(output):
     """The first error or warning ioalloc printed (a free it refused, a
     quarantine: the workloads make no mistake for it to report), or ''."""
@@ -88,6 +102,7 @@ def main():
         settings += [f"IOALLOC_PROTECT={protect}"] if protect != "-" else []
         allocs.append((name, settings))
     launch = os.path.join(args.bin, "alloc_launch")
+    mem_probe = os.path.join(args.bin, "mem_probe")
 
     workloads = read_workloads(args.workloads)
     total = len(workloads) * args.reps * len(allocs)
@@ -102,11 +117,13 @@ def main():
         for rep in range(args.reps):
             for i in range(len(allocs)):
                 aname, settings = allocs[(i + rep) % len(allocs)]
+                probe_ns = probe(mem_probe)
                 wall, rss, code, output = run_once(launch, args.timeout, settings, argv, env)
                 done += 1
                 row = {"workload": wname, "allocator": aname, "rep": rep, "wall_s": f"{wall:.4f}",
                        "maxrss_kib": rss, "ns_per_pair": value(output, "ns_per_pair"),
-                       "checksum": value(output, "checksum"), "exit": code}
+                       "checksum": value(output, "checksum"), "exit": code,
+                       "probe_ns": "" if probe_ns is None else f"{probe_ns:.1f}"}
                 runs.append(row)
                 if aname == reference and row["checksum"]:
                     ref_sum.setdefault(wname, row["checksum"])
@@ -134,17 +151,20 @@ def main():
     with open(os.path.join(args.out, "summary.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["workload", "allocator", "reps", "time_s", "time_spread", "maxrss_kib",
-                    "ns_per_pair", "ok"])
+                    "ns_per_pair", "ok", "probe_ns", "probe_max_ns"])
         for wname, _, _, _ in workloads:
             for aname, _ in allocs:
                 mine = [r for r in runs if r["workload"] == wname and r["allocator"] == aname]
                 ok = (wname, aname) not in failed
                 ns = [float(r["ns_per_pair"]) for r in mine if r["ns_per_pair"]]
                 walls = [float(r["wall_s"]) for r in mine]
+                probes = [float(r["probe_ns"]) for r in mine if r["probe_ns"]]
                 w.writerow([wname, aname, len(mine), f"{statistics.median(walls):.4f}",
                             f"{max(walls) / min(walls):.2f}" if min(walls) > 0 else "",
                             max(r["maxrss_kib"] for r in mine),
-                            f"{statistics.median(ns):.2f}" if ns else "", int(ok)])
+                            f"{statistics.median(ns):.2f}" if ns else "", int(ok),
+                            f"{statistics.median(probes):.1f}" if probes else "",
+                            f"{max(probes):.1f}" if probes else ""])
 
     if errors:
         bar = "!" * 72

@@ -4,8 +4,8 @@
 Time and peak RSS of each allocator per workload, as a ratio to glibc and,
 in brackets, to the best peer (the lowest of glibc, jemalloc, mimalloc and
 tcmalloc), with the geometric means per allocator and how far apart the
-runs of one workload were; then the nanoseconds of a malloc+free pair of
-16..512 bytes.
+runs of one workload were and how the host's memory was (the probe before
+each run); then the nanoseconds of a malloc+free pair of 16..512 bytes.
 
 Usage: report.py SUMMARY_CSV
 """
@@ -82,6 +82,16 @@ def main():
         print(f"\nNoise: the slowest of a workload's {reps} runs under one allocator took "
               f"{median:.2f} times as long as the fastest in the median case, "
               f"{spread:.2f} times at worst ({w}, {a}).")
+    probed = [(float(r["probe_max_ns"]), w, a) for (w, a), r in cells.items()
+              if r.get("probe_max_ns")]
+    if probed:
+        typical = statistics.median(float(r["probe_ns"]) for r in cells.values() if r.get("probe_ns"))
+        slow = sorted(f"{w} under {a}" for p, w, a in probed if p > 2 * typical)
+        print(f"\nHost memory (mem_probe before each run): a random read took {typical:.1f} ns "
+              f"in the median case, {max(probed)[0]:.1f} ns at worst; "
+              + (f"over twice the median before a run of {len(slow)} of {len(probed)} workload "
+                 f"and allocator pairs: " + ", ".join(slow) + "." if slow
+                 else "never over twice the median."))
     print(f"\nPeak RSS, largest of {reps} runs: {REFERENCE}'s in MiB, every allocator's as a "
           f"ratio to {REFERENCE}'s (and to the best peer's). Lower is better.\n")
     print("\n".join(metric_table(cells, allocs, workloads, "maxrss_kib", "MiB", 1 / 1024)))

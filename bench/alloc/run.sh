@@ -34,7 +34,7 @@ release=()
 [[ -f $build/CMakeCache.txt ]] || release=(-DCMAKE_BUILD_TYPE=Release)
 cmake -S "$repo" -B "$build" "${release[@]}" >/dev/null
 mapfile -t programs < <(awk '!/^#/ && NF { print $2 }' "$here/workloads.txt" | sort -u)
-programs+=(alloc_launch)
+programs+=(alloc_launch mem_probe)
 # Without an argument, the preload library of this build, built too.
 if (($# == 0)) && cmake --build "$build" --target help | grep -Ex '(\.\.\. )?ioalloc-preload(: .*)?' >/dev/null; then
 	programs+=(ioalloc-preload)
