@@ -7,7 +7,8 @@
  * reclaimer (finding 3); a child of a backend shared with the parent changes
  * nothing of its IOMMU (finding 3, with the sim standing in for vfio); a
  * child whose inherited queues put it past IOALLOC_DEFER_CAP_MB allocates
- * (issue 8); nor does it take the pages a strict heap made ahead. */
+ * (issue 8); nor does it take the pages a strict heap made ahead; the
+ * parent's library threads leave their slots free in the child. */
 #include "check.h"
 
 #include "defer.h"
@@ -368,6 +369,38 @@ static void engine_across_fork(void)
 	ioa_fini();
 }
 
+/* The library's threads of the parent (64 DMA engine threads and a
+ * reclaimer) do not live in the child: their slots are free there, and the
+ * child makes as many (a review found a child short of slots give its late
+ * threads no life window; they now fail instead). */
+static int full_engine_child(void)
+{
+	int bad = 0;
+
+	alarm(CHILD_SECONDS);
+	bad |= ioa_sim_engine_stop() != 0;
+	bad |= (ioa_sim_engine_start(64) != 0) << 1;
+	ioa_sim_engine_stop();
+	return bad | child_work() << 2;
+}
+
+static void engine_slots_across_fork(void)
+{
+	pid_t child;
+
+	if (!CHECK_EQ(ioa_init(NULL), 0))
+		return;
+	ioa_dma_free(ioa_dma_alloc(KB4, 0, 0));
+	CHECK_EQ(ioa_quiesce(), 0); /* the reclaimer started */
+	CHECK_EQ(ioa_sim_engine_start(64), 0);
+	child = fork();
+	if (child == 0)
+		_exit(full_engine_child());
+	CHECK(wait_child(child));
+	ioa_sim_engine_stop();
+	ioa_fini();
+}
+
 static void queues_across_fork(void)
 {
 	struct ioa_config cfg;
@@ -461,6 +494,7 @@ int main(void)
 	inherited_backend_read_only();
 	inherited_strict_pages_stay_parents();
 	engine_across_fork();
+	engine_slots_across_fork();
 	cap_in_child();
 	forks_under_load();
 	return check_done();

@@ -93,6 +93,9 @@ int ioa__os_dir_find(const char *path, const char *prefix, char *name, size_t le
  * an errno.
  */
 int ioa__os_thread_create(pthread_t *thread, void *(*fn)(void *), void *arg);
+/* A child of fork(): none of the library's threads lives there, their
+ * slots are free (a review found a child of a child of ... run out). */
+void ioa__os_fork_child(void);
 
 /* What a window (the heap's life window, heap_life.h) saves of the calling
  * thread, to restore at its close. */

@@ -3,6 +3,7 @@
 #include "os.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -17,9 +18,10 @@
  * name would do as well only until a program names a thread, or itself,
  * ioa-something. A slot is claimed by its creator (used), its tid set by
  * the thread itself at its start and cleared when its function returns. No
- * lock, nothing allocated; a thread made while every slot is used is not
- * listed, so it counts as the program's (the process never ends early). */
-#define OWN_THREADS 128
+ * lock, nothing allocated. Enough for every thread the library makes at
+ * once (a reclaimer a node, 64 DMA engine threads); a child of fork()
+ * empties them (ioa__os_fork_child): none of those threads lives there. */
+#define OWN_THREADS (IOA_MAX_NODES + 64)
 static struct own_thread {
 	_Atomic int used;
 	_Atomic int tid;
@@ -100,18 +102,29 @@ int ioa__os_thread_create(pthread_t *thread, void *(*fn)(void *), void *arg)
 	sigset_t all, old;
 	int err;
 
+	if (!t) /* not without its window (own_thread_main) */
+		return EAGAIN;
+
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old); /* the new thread inherits it */
 	if (open && close)
 		open(&w);
 	/* the slot is handed over by pthread_create, which synchronises */
-	err = t ? pthread_create(thread, NULL, own_thread_main, t) : pthread_create(thread, NULL, fn, arg);
+	err = pthread_create(thread, NULL, own_thread_main, t);
 	if (open && close)
 		close(&w);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (err && t)
+	if (err)
 		atomic_store_explicit(&t->used, 0, memory_order_relaxed);
 	return err;
+}
+
+void ioa__os_fork_child(void)
+{
+	for (int i = 0; i < OWN_THREADS; i++) {
+		atomic_store_explicit(&own[i].tid, 0, memory_order_relaxed);
+		atomic_store_explicit(&own[i].used, 0, memory_order_relaxed);
+	}
 }
 
 /* Up to @len - 1 bytes of file @path, NUL-terminated; 0 when unreadable. */
