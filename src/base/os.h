@@ -96,6 +96,8 @@ int ioa__os_thread_create(pthread_t *thread, void *(*fn)(void *), void *arg);
 /* A child of fork(): none of the library's threads lives there, their
  * slots are free (a review found a child of a child of ... run out). */
 void ioa__os_fork_child(void);
+/* Tests: how many of those slots are taken. */
+int ioa__os_own_threads(void);
 
 /* What a window (the heap's life window, heap_life.h) saves of the calling
  * thread, to restore at its close. */

@@ -119,6 +119,15 @@ int ioa__os_thread_create(pthread_t *thread, void *(*fn)(void *), void *arg)
 	return err;
 }
 
+int ioa__os_own_threads(void)
+{
+	int n = 0;
+
+	for (int i = 0; i < OWN_THREADS; i++)
+		n += atomic_load_explicit(&own[i].used, memory_order_relaxed);
+	return n;
+}
+
 void ioa__os_fork_child(void)
 {
 	for (int i = 0; i < OWN_THREADS; i++) {
