@@ -404,10 +404,11 @@ void ioa__heap_fini(void)
 {
 	uint64_t leaked = 0;
 
-	/* every page on its way to a heap is held first, then none is */
+	/* every heap's batch retired (its pages recycled), then none is: no
+	 * pass runs meanwhile (ioa_fini joined the reclaimers first), and the
+	 * queues' later passes release what they retire */
 	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
 		ioa__span_retire_batch(h);
-	ioa__defer_drain();
 	ioa__span_recycling(0);
 	ioa__defer_set_upkeep(NULL);
 	pthread_mutex_lock(&upkeep_lock); /* a running upkeep ends first, a later one does nothing */
