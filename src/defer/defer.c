@@ -109,7 +109,7 @@ void ioa__defer_stop_threads(void)
 
 	pthread_mutex_lock(&ioa__defer_eng.start_lock); /* started and thread are written under it */
 	for (int n = 0; n < IOA_MAX_NODES; n++)
-		join[n] = !ioa__defer_eng.threadless && ioa__defer_eng.cfg.defer != IOA_DEFER_INLINE &&
+		join[n] = ioa__defer_eng.cfg.defer != IOA_DEFER_INLINE &&
 			  atomic_load(&ioa__defer_eng.nodes[n].started); /* inline: no thread */
 	ioa__defer_eng.threadless = 1;
 	/* not across the joins: a last pass's retirement may enqueue, and a
@@ -130,8 +130,7 @@ void ioa__defer_stop_threads(void)
 
 void ioa__defer_fini(void)
 {
-	ioa__defer_stop_threads(); /* ioa_fini's stop came first: nothing left to join */
-	ioa__defer_quiesce();
+	ioa__defer_quiesce(); /* on this thread: ioa_fini stopped the reclaimers first */
 	for (int n = 0; n < IOA_MAX_NODES; n++) {
 		struct node *nd = &ioa__defer_eng.nodes[n];
 		struct ring *r, *next;

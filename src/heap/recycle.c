@@ -136,10 +136,12 @@ int ioa__span_recycle(struct ioa__span *s)
 		h->retiring[h->nretiring++] = s;
 		if (h->nretiring == IOA_RETIRE_BATCH)
 			retire_batch(h, 0);
-	} else if (ioa__span_unlisted(),
-		   (err = ioa__defer_enqueue(ioa__region_node(&item.buf), &item)) && err != -EIO) {
-		ioa__err("a heap page at %p could not be retired: %s", (void *)s->base,
-			 ioa__errno_text(-err));
+	} else {
+		ioa__span_unlisted();
+		err = ioa__defer_enqueue(ioa__region_node(&item.buf), &item);
+		if (err && err != -EIO)
+			ioa__err("a heap page at %p could not be retired: %s", (void *)s->base,
+				 ioa__errno_text(-err));
 	}
 	ioa__heap_cycle_unlock(h, outer);
 	return 1;
