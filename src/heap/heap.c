@@ -21,22 +21,24 @@
 
 static int listed(const struct ioa__span *s)
 {
-	return s->low == IOA_SPAN_PARTIAL || s->low == IOA_SPAN_SPARSE;
+	return s->list != IOA_LIST_NONE;
 }
 
 static struct ioa__span **list_of(struct ioa__heap *h, const struct ioa__span *s)
 {
-	return s->low == IOA_SPAN_SPARSE ? &h->sparse[s->cls] : &h->partial[s->cls];
+	return s->list == IOA_LIST_SPARSE ? &h->sparse[s->cls] : &h->partial[s->cls];
 }
 
-/* Into the list that @low names (IOA_SPAN_PARTIAL or IOA_SPAN_SPARSE). */
-static void list_push(struct ioa__heap *h, struct ioa__span *s, int32_t low)
+/* Into list @list, with state @low (IOA_SPAN_PARTIAL, IOA_SPAN_SPARSE, or
+ * lazy mode's sparse mark: see sparse_push). */
+static void list_push(struct ioa__heap *h, struct ioa__span *s, uint8_t list, int32_t low)
 {
 	struct ioa__span **head;
 
 	s->low = low;
+	s->list = list;
 	head = list_of(h, s);
-	if (low == IOA_SPAN_SPARSE)
+	if (list == IOA_LIST_SPARSE)
 		h->nsparse[s->cls]++;
 	s->prev = NULL;
 	s->next = *head;
@@ -47,13 +49,13 @@ static void list_push(struct ioa__heap *h, struct ioa__span *s, int32_t low)
 
 static void partial_push(struct ioa__heap *h, struct ioa__span *s)
 {
-	list_push(h, s, IOA_SPAN_PARTIAL);
+	list_push(h, s, IOA_LIST_PARTIAL, IOA_SPAN_PARTIAL);
 }
 
 /* Out of its list (listed(s)); its state is the caller's to set. */
 static void list_remove(struct ioa__heap *h, struct ioa__span *s)
 {
-	if (s->low == IOA_SPAN_SPARSE)
+	if (s->list == IOA_LIST_SPARSE)
 		h->nsparse[s->cls]--;
 	if (s->prev)
 		s->prev->next = s->next;
@@ -61,6 +63,24 @@ static void list_remove(struct ioa__heap *h, struct ioa__span *s)
 		*list_of(h, s) = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
+	s->list = IOA_LIST_NONE;
+}
+
+/* Lazy mode: free objects a span needs for its class's partial list. */
+static int32_t rich_free(const struct ioa__span *s)
+{
+	int32_t n = (int32_t)(s->nobjs / IOA_LAZY_RICH_DIV);
+
+	return n < 2 ? 2 : n;
+}
+
+/* Lazy mode: a span with free objects, but fewer than rich_free, into the
+ * sparse list, which a refill takes from only when the partial one is
+ * empty; its frees move it to the partial list once it is rich (its low
+ * mark: the fast free's one compare finds when). */
+static void sparse_push(struct ioa__heap *h, struct ioa__span *s)
+{
+	list_push(h, s, IOA_LIST_SPARSE, (int32_t)s->nobjs - rich_free(s));
 }
 
 static void make_current(struct ioa__heap *h, struct ioa__span *s)
@@ -136,16 +156,32 @@ void ioa__heap_drop_made_ahead(struct ioa__heap *h)
 			ioa__span_retire(h->ready[k][--h->nready[k]]);
 }
 
-/* After frees into @s: a full span has room again; an empty one leaves,
- * unless it is the current span of a lazy heap. */
+/* After frees into @s: a full span has room again (lazy mode: a sparse
+ * one, until it is rich), a sparse one that became rich moves to the
+ * partial list; an empty one leaves, unless it is the current span of a
+ * lazy heap. */
 static void span_changed(struct ioa__heap *h, struct ioa__span *s)
 {
 	if (s->used == 0 && (s->low != IOA_SPAN_CURRENT || ioa__heap_strict)) {
 		span_emptied(h, s);
 		return;
 	}
-	if (s->low == IOA_SPAN_FULL)
+	if (ioa__heap_strict) {
+		if (s->low == IOA_SPAN_FULL)
+			partial_push(h, s);
+		return;
+	}
+	if (s->list == IOA_LIST_SPARSE) {
+		if (s->used > s->low)
+			return;
+		list_remove(h, s);
+	} else if (s->low != IOA_SPAN_FULL) {
+		return;
+	}
+	if ((int32_t)s->nobjs - s->used >= rich_free(s))
 		partial_push(h, s);
+	else
+		sparse_push(h, s);
 }
 
 void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s)
@@ -212,7 +248,8 @@ void ioa__heap_strict_changed(struct ioa__heap *h, struct ioa__span *s)
 		if (s->low == IOA_SPAN_SPARSE && dense)
 			list_remove(h, s);
 		if (s->low == IOA_SPAN_FULL || dense)
-			list_push(h, s, dense ? IOA_SPAN_PARTIAL : IOA_SPAN_SPARSE);
+			list_push(h, s, dense ? IOA_LIST_PARTIAL : IOA_LIST_SPARSE,
+				  dense ? IOA_SPAN_PARTIAL : IOA_SPAN_SPARSE);
 	}
 }
 
@@ -370,23 +407,46 @@ static int has_free(struct ioa__span *s)
 	return 0;
 }
 
-/* A span of class @c with a free object, current in @h; NULL with errno. */
+/* Whether current span @s of @h serves the next refill: it has a free
+ * object and (lazy mode) is rich, or no span of the partial list is. */
+static int serves(struct ioa__heap *h, struct ioa__span *s)
+{
+	return has_free(s) && (ioa__heap_strict || !h->partial[s->cls] ||
+			       (int32_t)s->nobjs - s->used >= rich_free(s) / IOA_LAZY_KEEP_DIV);
+}
+
+/* Current span @s of @h, replaced: in no list until a free, or (lazy mode)
+ * in the sparse list while it holds free objects. */
+static void set_aside(struct ioa__heap *h, struct ioa__span *s)
+{
+	if (!ioa__heap_strict && s->used < (int32_t)s->nobjs)
+		sparse_push(h, s);
+	else
+		s->low = IOA_SPAN_FULL;
+}
+
+/* A span of class @c with a free object, current in @h; NULL with errno.
+ * Lazy mode keeps a current span that holds a few free objects only while
+ * no rich span waits: random frees leave one or two in each word, and a
+ * refill took a word of 2.6 objects in larson's classes of 640 to 1024
+ * bytes (see IOA_LAZY_RICH_DIV). */
 static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 {
 	struct ioa__span *s, **pp;
 
-	if ((s = h->spans[c]) && has_free(s))
+	if ((s = h->spans[c]) && serves(h, s))
 		return s;
 	flush_all_out(h); /* a slow path bounds how long this thread's frees wait */
 	if (ioa__heap_frees_wait(h)) {
 		ioa__heap_collect_batches(h);
-		if ((s = h->spans[c]) && has_free(s))
+		if ((s = h->spans[c]) && serves(h, s))
 			return s;
 	}
 	if (s)
-		s->low = IOA_SPAN_FULL; /* in no list until a free */
+		set_aside(h, s);
 	h->spans[c] = NULL;
-	if ((s = h->partial[c]) || (h->nsparse[c] > IOA_STRICT_SPARSE && (s = h->sparse[c]))) {
+	if ((s = h->partial[c]) ||
+	    ((!ioa__heap_strict || h->nsparse[c] > IOA_STRICT_SPARSE) && (s = h->sparse[c]))) {
 		list_remove(h, s);
 	} else {
 		size_t len = ioa__span_len(c);

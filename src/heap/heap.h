@@ -51,8 +51,12 @@ struct ioa__heap;
 #define IOA_SPAN_PARTIAL 0          /* in its class's list: once empty */
 #define IOA_SPAN_FULL INT32_MAX     /* in no list: at the first free */
 /* strict mode only (its frees all take the slow path): in its class's list
- * of spans with few free objects, taken when no other span has room */
+ * of spans with few free objects, taken when no other span has room (lazy
+ * mode's sparse spans keep a count in @low: heap.c, sparse_push) */
 #define IOA_SPAN_SPARSE (INT32_MAX - 1)
+
+/* Which list of its owner holds a span (@list). */
+enum { IOA_LIST_NONE, IOA_LIST_PARTIAL, IOA_LIST_SPARSE };
 
 struct ioa__span {
 	/* The first cache line: what a free reads, but the bits (the fast
@@ -118,6 +122,7 @@ struct ioa__span {
 	 * request aligned to at most that: its address may be aligned more
 	 * than its IOVA. */
 	uint8_t align_shift;
+	uint8_t list;               /* IOA_LIST_*: its owner's list that holds it */
 	/* Extents (extent.c): a large block carved out of a chunk, or a free
 	 * stretch of one; a chunk is a region buffer holding extents. */
 	struct ioa__span *chunk;    /* an extent's chunk; NULL for anything else */
@@ -161,6 +166,12 @@ struct ioa__word_cache {
  * with none kept aside, 1.66 G with 16, 1.63 G with 32, 1.58 G with no
  * limit, which made leak_grow's peak RSS 11 % larger (docs/heap.md). */
 #define IOA_STRICT_SPARSE 32
+/* Lazy mode: a span joins its class's partial list once this share of its
+ * objects is free (at least 2), the sparse one before (heap.c,
+ * span_with_room); a current span serves on while it holds a fraction
+ * IOA_LAZY_KEEP_DIV of that. */
+#define IOA_LAZY_RICH_DIV 8
+#define IOA_LAZY_KEEP_DIV 4
 /* A span's pending while a look that took it out of the list is in progress
  * (1: listed). */
 #define IOA_PENDING_HELD 2
@@ -181,7 +192,7 @@ struct ioa__heap {
 	struct ioa__word_cache cache[IOA_CLASSES]; /* what the fast path allocates from */
 	struct ioa__span *spans[IOA_CLASSES]; /* the current span of each class */
 	struct ioa__span *partial[IOA_CLASSES]; /* spans with free objects */
-	struct ioa__span *sparse[IOA_CLASSES];  /* strict: spans with few (ioa__heap_strict_changed) */
+	struct ioa__span *sparse[IOA_CLASSES];  /* spans with few (span_with_room, ioa__heap_strict_changed) */
 	unsigned nsparse[IOA_CLASSES];
 	void *_Atomic remote;       /* batches of objects other threads freed */
 	struct ioa__outgoing {      /* this thread's batches for other heaps */

@@ -469,6 +469,7 @@ int ioa__span_format(struct ioa__span *s, unsigned c, struct ioa__heap *owner)
 	s->wi = 0;
 	s->out_wi = UINT32_MAX;
 	s->out_freed = 0;
+	s->list = IOA_LIST_NONE;
 	s->words = words;
 	for (uint32_t w = 0; w < words; w++)
 		s->bits[w] = ~0ull;

@@ -1,0 +1,116 @@
+/* Lazy mode's span lists (heap.c, span_with_room): a span that gets a few
+ * objects back waits in its class's sparse list and joins the partial list
+ * once a share of its objects is free, so a refill takes a rich span before
+ * one with one or two free objects, and before a current span with a few
+ * left; a sparse span still serves before a new span is made, so no free
+ * object is stranded. Objects of 512 bytes: spans of 128 objects, two words. */
+#include "heap_check.h"
+
+#include "heap.h"
+#include "pagemap.h"
+
+#define SIZE 512
+#define PER 128          /* objects a span of SIZE holds */
+#define SPANS 3          /* A, B and C, the current one */
+#define RICH 20          /* freed in B: past IOA_LAZY_RICH_DIV's share */
+
+static char *obj[SPANS][PER];
+
+static struct ioa__span *span_of(const void *p)
+{
+	return ioa__pagemap_get(p);
+}
+
+/* A fresh lazy heap, three spans of SIZE filled in order: obj[k] holds
+ * span k's objects, lowest first; C's second word is spent, so the next
+ * malloc refills. 1 when the spans are laid out so. */
+static int fill_three(void)
+{
+	int ok = 1;
+
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+		return 0;
+	for (int k = 0; k < SPANS; k++)
+		for (int i = 0; i < PER; i++)
+			obj[k][i] = ioa_malloc(SIZE);
+	for (int k = 0; k < SPANS; k++) {
+		struct ioa__span *s = span_of(obj[k][0]);
+
+		ok &= s && s->nobjs == PER && (k == 0 || s != span_of(obj[k - 1][0]));
+		for (int i = 1; i < PER; i++)
+			ok &= span_of(obj[k][i]) == s && obj[k][i] == obj[k][i - 1] + SIZE;
+	}
+	if (!CHECK(ok))
+		check_note("the spans of %d-byte objects are not laid out as planned", SIZE);
+	return ok;
+}
+
+static void free_all(void)
+{
+	for (int k = 0; k < SPANS; k++)
+		for (int i = 0; i < PER; i++)
+			ioa_free(obj[k][i]);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/* The next @n mallocs: how many were span @span's objects freed at
+ * obj[@span][@from .. @from + @n), each of those taken again. */
+static int refill_from(int span, int from, int n)
+{
+	int got = 0;
+
+	for (int i = 0; i < n; i++) {
+		char *p = ioa_malloc(SIZE);
+		int hit = 0;
+
+		for (int k = from; k < from + n; k++)
+			hit |= p == obj[span][k];
+		if (hit) {
+			got++;
+			continue;
+		}
+		check_note("malloc %d of %d: %p, not one of span %c's freed objects", i + 1, n,
+			   (void *)p, 'A' + span);
+		ioa_free(p);
+	}
+	return got;
+}
+
+/* B gets RICH objects back (first), A one (last): the refill takes B, whose
+ * frees moved it from the sparse list to the partial one, not A, the head of
+ * the sparse list; once B is spent, A's lone object serves before a new span. */
+static void test_rich_span_first(void)
+{
+	if (!fill_three())
+		return;
+	for (int i = 0; i < RICH; i++)
+		ioa_free(obj[1][i]);
+	ioa_free(obj[0][7]);
+	CHECK_EQ(refill_from(1, 0, RICH), RICH);
+	CHECK_EQ(refill_from(0, 7, 1), 1);
+	free_all();
+}
+
+/* C, the current span, gets two objects of its first word back while its
+ * second word is out; B is rich: the refill takes B, and C's two serve once
+ * B is spent. */
+static void test_current_with_few_set_aside(void)
+{
+	if (!fill_three())
+		return;
+	for (int i = 0; i < RICH; i++)
+		ioa_free(obj[1][i]);
+	ioa_free(obj[2][3]);
+	ioa_free(obj[2][4]);
+	CHECK_EQ(refill_from(1, 0, RICH), RICH);
+	CHECK_EQ(refill_from(2, 3, 2), 2);
+	free_all();
+}
+
+int main(void)
+{
+	check_start("test_heap_lists");
+	test_rich_span_first();
+	test_current_with_few_set_aside();
+	return check_done();
+}
