@@ -7,11 +7,15 @@
  * - thread exit: a thread-exit destructor that runs after the library's
  *   frees and allocates; a new thread adopts the exited thread's heap;
  * - fork under allocation: children of a process whose other thread
- *   allocates and frees allocate and free themselves and exit cleanly.
+ *   allocates and frees allocate and free themselves and exit cleanly;
+ * - a thread's outgoing batches: frees of two owners' objects, interleaved,
+ *   wait in a batch each, not handed over at each switch of owner.
  * Run under ThreadSanitizer too.
  */
 #include "heap_check.h"
 
+#include "heap_internal.h"
+#include "heap_life.h"
 #include "ioalloc.h"
 
 #include <pthread.h>
@@ -284,6 +288,70 @@ static __attribute__((unused)) void test_fork(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
+enum { OWNERS = 8, PER_OWNER = 10 };
+static void *owner_objs[OWNERS][PER_OWNER];
+static struct ioa__heap *owner_heap[OWNERS];
+static pthread_barrier_t owners_ready, owners_go;
+
+static void *owner_thread(void *arg)
+{
+	unsigned k = (unsigned)(uintptr_t)arg;
+
+	for (unsigned i = 0; i < PER_OWNER; i++)
+		owner_objs[k][i] = ioa_malloc(64);
+	owner_heap[k] = ioa__heap_mine();
+	pthread_barrier_wait(&owners_ready);
+	pthread_barrier_wait(&owners_go); /* its heap stays its own meanwhile */
+	return NULL;
+}
+
+/* Eight live owners: two whose batches take different slots (heap.c,
+ * ioa__heap_out_slot) get their objects' frees, interleaved, from this
+ * thread; none of the 20 is handed over yet. */
+static void test_batches_per_owner(void)
+{
+	pthread_t t[OWNERS];
+	struct ioa__heap *me;
+	unsigned a = 0, b = OWNERS, held = 0;
+	void *mine;
+
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	pthread_barrier_init(&owners_ready, NULL, OWNERS + 1);
+	pthread_barrier_init(&owners_go, NULL, OWNERS + 1);
+	for (unsigned k = 0; k < OWNERS; k++)
+		pthread_create(&t[k], NULL, owner_thread, (void *)(uintptr_t)k);
+	pthread_barrier_wait(&owners_ready);
+	mine = ioa_malloc(64);
+	me = ioa__heap_mine();
+	for (unsigned k = 1; k < OWNERS && b == OWNERS; k++)
+		if (ioa__heap_out_slot(owner_heap[k]) != ioa__heap_out_slot(owner_heap[a]))
+			b = k;
+	if (CHECK(me && b < OWNERS)) {
+		ioa__heap_flush_mine(); /* its batches so far handed over */
+		for (unsigned i = 0; i < PER_OWNER; i++) {
+			ioa_free(owner_objs[a][i]);
+			ioa_free(owner_objs[b][i]);
+			owner_objs[a][i] = owner_objs[b][i] = NULL;
+		}
+		for (unsigned k = 0; k < sizeof(me->out) / sizeof(me->out[0]); k++)
+			held += me->out[k].n;
+		CHECK_EQ(held, 2 * PER_OWNER);
+	} else {
+		check_note("the %d owners' heaps all take one slot of the outgoing batches", OWNERS);
+	}
+	for (unsigned k = 0; k < OWNERS; k++)
+		for (unsigned i = 0; i < PER_OWNER; i++)
+			ioa_free(owner_objs[k][i]);
+	ioa_free(mine);
+	pthread_barrier_wait(&owners_go);
+	for (unsigned k = 0; k < OWNERS; k++)
+		pthread_join(t[k], NULL);
+	pthread_barrier_destroy(&owners_ready);
+	pthread_barrier_destroy(&owners_go);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
 int main(void)
 {
 	check_start("test_heap_threads");
@@ -292,6 +360,7 @@ int main(void)
 	test_thread_exit();
 	test_strict_late_frees();
 	test_strict_frees_to_parked();
+	test_batches_per_owner();
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 	test_fork(); /* GCC 12's sanitizer runtimes are not fork-safe (test_fork.c) */
 #else

@@ -361,7 +361,7 @@ static void remote_free(struct ioa__heap *h, struct ioa__span *s, void *p)
 		send(owner, p, p);
 		return;
 	}
-	k = ((uintptr_t)owner >> 6) % (sizeof(h->out) / sizeof(h->out[0]));
+	k = ioa__heap_out_slot(owner);
 	o = &h->out[k];
 	if (o->owner != owner) {
 		flush_out(h, k);

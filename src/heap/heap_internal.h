@@ -43,6 +43,16 @@ struct ioa__heap *ioa__heap_of_forking_thread(void);
 
 #define BATCH 64 /* objects a freeing thread hands over at once */
 
+/* The slot of a thread's outgoing batches for @owner's objects. Heaps are
+ * page-aligned and span two pages, so the low bits of their addresses are
+ * the same: the page number, hashed (Fibonacci), spreads them over the
+ * slots. With the bits above the cache line every owner took slot 0, and a
+ * free of another owner's object handed over the batch so far. */
+static inline unsigned ioa__heap_out_slot(const struct ioa__heap *owner)
+{
+	return (uint32_t)((uintptr_t)owner >> 12) * 0x9e3779b9u >> (32 - IOA_OUT_SLOTS_LOG2);
+}
+
 /* Objects of @s still allocated: its used count less the free objects of
  * its owner's cached word (they count as used while checked out). */
 static inline int32_t live_objects(const struct ioa__span *s)
