@@ -83,6 +83,17 @@ static void sparse_push(struct ioa__heap *h, struct ioa__span *s)
 	list_push(h, s, IOA_LIST_SPARSE, (int32_t)s->nobjs - rich_free(s));
 }
 
+/* Lazy mode: a span with free objects, in no list, into the list they earn. */
+static void list_by_free(struct ioa__heap *h, struct ioa__span *s)
+{
+	if ((int32_t)s->nobjs - s->used >= rich_free(s))
+		partial_push(h, s);
+	else
+		sparse_push(h, s);
+}
+
+static void span_changed(struct ioa__heap *h, struct ioa__span *s);
+
 static void make_current(struct ioa__heap *h, struct ioa__span *s)
 {
 	s->low = IOA_SPAN_CURRENT;
@@ -92,19 +103,26 @@ static void make_current(struct ioa__heap *h, struct ioa__span *s)
 void ioa__heap_give_back_word(struct ioa__heap *h, unsigned c)
 {
 	struct ioa__word_cache *e = &h->cache[c];
+	struct ioa__span *s = e->span;
+	uint64_t back;
 
-	if (e->span) {
-		uint64_t back = e->word | e->span->out_freed; /* the two never share a bit */
-
-		if (back) { /* at a refill, mostly none: the word ran out */
-			e->span->bits[e->wi] |= back;
-			e->span->used -= ioa__popcount(back);
-		}
-		e->span->out_freed = 0;
-		e->span->out_wi = UINT32_MAX;
-	}
-	e->word = 0;
 	e->span = NULL;
+	if (!s) {
+		e->word = 0;
+		return;
+	}
+	back = e->word | s->out_freed; /* the two never share a bit */
+	e->word = 0;
+	s->out_freed = 0;
+	s->out_wi = UINT32_MAX;
+	if (!back) /* at a refill, mostly: the word ran out */
+		return;
+	s->bits[e->wi] |= back;
+	s->used -= ioa__popcount(back);
+	/* lazy: a span no longer current (replaced while an inner malloc's word
+	 * of it served) joins a list now, as at a free; last: it may leave */
+	if (!ioa__heap_strict && s->used <= s->low)
+		span_changed(h, s);
 }
 
 static void give_back_words(struct ioa__heap *h)
@@ -178,10 +196,7 @@ static void span_changed(struct ioa__heap *h, struct ioa__span *s)
 	} else if (s->low != IOA_SPAN_FULL) {
 		return;
 	}
-	if ((int32_t)s->nobjs - s->used >= rich_free(s))
-		partial_push(h, s);
-	else
-		sparse_push(h, s);
+	list_by_free(h, s);
 }
 
 void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s)
@@ -416,11 +431,11 @@ static int serves(struct ioa__heap *h, struct ioa__span *s)
 }
 
 /* Current span @s of @h, replaced: in no list until a free, or (lazy mode)
- * in the sparse list while it holds free objects. */
+ * in the list its free objects earn. */
 static void set_aside(struct ioa__heap *h, struct ioa__span *s)
 {
 	if (!ioa__heap_strict && s->used < (int32_t)s->nobjs)
-		sparse_push(h, s);
+		list_by_free(h, s);
 	else
 		s->low = IOA_SPAN_FULL;
 }
@@ -465,9 +480,10 @@ static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 		}
 	}
 	/* a span an inner malloc made current meanwhile (a retirement above
-	 * re-entered it: see look_at_pending) joins a list at its next free */
+	 * re-entered it: see look_at_pending) is set aside too; its word, when
+	 * the inner malloc took one, serves first (alloc_small) */
 	if (h->spans[c])
-		h->spans[c]->low = IOA_SPAN_FULL;
+		set_aside(h, h->spans[c]);
 	has_free(s);
 	make_current(h, s);
 	return s;

@@ -187,7 +187,7 @@ struct ioa__word_cache {
  * this many at a time (recycle.c). */
 #define IOA_UPKEEP_CALLS 256 /* a thread's refills between two looks at the upkeep's clock */
 #define IOA_RETIRE_BATCH 32 /* at most IOA_RETIRE_OWN_MAX (defer.h) */
-#define IOA_OUT_SLOTS_LOG2 3 /* a heap's outgoing batches: one owner each (heap.c, out_slot) */
+#define IOA_OUT_SLOTS_LOG2 3 /* a heap's outgoing batches: one owner each (ioa__heap_out_slot) */
 
 struct ioa__heap {
 	struct ioa__word_cache cache[IOA_CLASSES]; /* what the fast path allocates from */
