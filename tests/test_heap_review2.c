@@ -480,6 +480,102 @@ static void test_owner_frees_object_in_a_batch(void)
 	owner_frees_object_in_a_batch(IOA_PROTECT_STRICT);
 }
 
+static struct check_capture second_free_cap;
+static int second_free_reported;
+
+/* Frees @arg, a NULL-ended list of objects, each freed once already. */
+static void *second_free_there(void *arg)
+{
+	ioa_free(ioa_malloc(16)); /* a heap of its own: its frees wait in a batch */
+	capture_begin(&second_free_cap);
+	for (char **p = arg; *p; p++)
+		ioa_free(*p); /* the second free */
+	second_free_reported = count_text(capture_end(&second_free_cap), "double free");
+	ioa_quiesce(); /* hands the batch over, should it hold an object */
+	return NULL;
+}
+
+/* The owner frees two objects (one of its cached word, one whose bit goes
+ * to the span), then another thread frees them again: refused there (the
+ * owner's free marked them), so the owner hands each out once, and the
+ * hand-over frees no live object. Before, in lazy mode, the second frees
+ * went into a batch unseen: the owner handed an object out again, the batch
+ * freed it live, and the next malloc handed it out a second time (review
+ * helper-86). */
+static void other_thread_frees_object_owner_freed(enum ioa_protect protect)
+{
+	char *freed[3], *got[256], *filler[64];
+	int back = 0;
+	pthread_t t;
+
+	if (!heap_up(IOA_BACKEND_SIM, protect, 0, 0))
+		return;
+	freed[0] = ioa_malloc(64);
+	for (int i = 0; i < 64; i++) /* its word spent: another is cached */
+		filler[i] = ioa_malloc(64);
+	freed[1] = ioa_malloc(64); /* of the cached word */
+	freed[2] = NULL;
+	ioa_free(freed[0]);
+	ioa_free(freed[1]);
+	second_free_reported = 0;
+	pthread_create(&t, NULL, second_free_there, freed);
+	pthread_join(t, NULL);
+	CHECK_EQ(second_free_reported, 2);
+	for (int i = 0; i < 256; i++) {
+		got[i] = ioa_malloc(64);
+		memset(got[i], 'A' + i % 26, 64);
+		back += got[i] == freed[0] || got[i] == freed[1];
+	}
+	CHECK(back <= 2);
+	for (int i = 0; i < 256; i++) /* each live object kept what was written */
+		if (!CHECK(got[i][0] == 'A' + i % 26 && got[i][63] == 'A' + i % 26))
+			break;
+	for (int i = 0; i < 256; i++)
+		ioa_free(got[i]);
+	for (int i = 0; i < 64; i++)
+		ioa_free(filler[i]);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+static void *first_free_there(void *arg)
+{
+	ioa_free(ioa_malloc(16));
+	ioa_free(arg);
+	ioa_quiesce(); /* hands the batch over */
+	return NULL;
+}
+
+/* Another thread frees an object and its owner applies that free; a third
+ * free, from another thread again, is refused: the owner's hand-over left
+ * the freed mark, not no mark. */
+static void freed_twice_by_others(enum ioa_protect protect)
+{
+	char *p, *keep;
+	pthread_t t;
+
+	if (!heap_up(IOA_BACKEND_SIM, protect, 0, 0))
+		return;
+	p = ioa_malloc(64);
+	keep = ioa_malloc(64); /* strict: the page keeps a live object */
+	pthread_create(&t, NULL, first_free_there, p);
+	pthread_join(t, NULL);
+	ioa_quiesce(); /* the owner applies the batch */
+	second_free_reported = 0;
+	pthread_create(&t, NULL, second_free_there, (char *[]){ p, NULL });
+	pthread_join(t, NULL);
+	CHECK_EQ(second_free_reported, 1);
+	ioa_free(keep);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+static void test_other_thread_frees_object_owner_freed(void)
+{
+	other_thread_frees_object_owner_freed(IOA_PROTECT_LAZY);
+	other_thread_frees_object_owner_freed(IOA_PROTECT_STRICT);
+	freed_twice_by_others(IOA_PROTECT_LAZY);
+	freed_twice_by_others(IOA_PROTECT_STRICT);
+}
+
 int main(void)
 {
 	check_start("test_heap_review2");
@@ -489,5 +585,6 @@ int main(void)
 	test_strict_remote_emptied_then_cached_word();
 	test_strict_listed_emptied_by_remote();
 	test_owner_frees_object_in_a_batch();
+	test_other_thread_frees_object_owner_freed();
 	return check_done();
 }

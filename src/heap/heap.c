@@ -358,16 +358,17 @@ static void flush_out(struct ioa__heap *h, unsigned k)
 
 /* A free of object @p of @s, owned by another heap, from heap @h (the empty
  * heap for a thread that has none: then the batch is of one). A second free
- * of an object still in a batch is refused (in_a_batch). */
+ * of an object still in a batch, or freed already, is refused (heap.h,
+ * marked_freed). */
 static void remote_free(struct ioa__heap *h, struct ioa__span *s, void *p)
 {
 	struct ioa__heap *owner = s->owner;
 	struct ioa__outgoing *o;
 	unsigned k;
 
-	if (in_a_batch(p)) {
-		ioa__err("free(%p): double free of an object of %zu bytes (it waits in a batch of "
-			 "frees for the thread that allocated it)", p, (size_t)s->obj_size);
+	if (marked_freed(p)) {
+		ioa__err("free(%p): double free of an object of %zu bytes (freed already, by this "
+			 "thread or the one that allocated it)", p, (size_t)s->obj_size);
 		errno = EINVAL;
 		return;
 	}
@@ -540,8 +541,8 @@ static void *alloc_small(struct ioa__heap *h, unsigned c)
 		if (ioa__heap_checking || h->shared) {
 			s->bits[s->wi] &= ~(w & -w);
 			s->used++;
-			return s->base +
-			       (size_t)(s->wi * 64 + (uint32_t)__builtin_ctzll(w)) * s->obj_size;
+			return handed_out(s->base + (size_t)(s->wi * 64 + (uint32_t)__builtin_ctzll(w)) *
+							    s->obj_size);
 		}
 		s->bits[s->wi] &= ~w;
 		s->used += ioa__popcount(w);
@@ -552,7 +553,7 @@ static void *alloc_small(struct ioa__heap *h, unsigned c)
 		s->free_into = s->obj_size <= IOA_LIFO_MAX ? &e->word : &s->out_freed;
 	}
 	e->word = w & (w - 1);
-	return e->base + (size_t)__builtin_ctzll(w) * e->size;
+	return handed_out(e->base + (size_t)__builtin_ctzll(w) * e->size);
 }
 
 /* The class for @size bytes aligned to @align (a power of two), or
@@ -616,10 +617,11 @@ static inline __attribute__((always_inline)) void free_own(struct ioa__heap *h,
 		ioa__check_report_double(s, i);
 		return;
 	}
-	if (in_a_batch(s->base + (size_t)i * s->obj_size)) { /* another thread freed it first */
+	if (marked_freed(s->base + (size_t)i * s->obj_size)) { /* another thread freed it first */
 		ioa__check_report_double(s, i);
 		return;
 	}
+	mark_freed(s->base + (size_t)i * s->obj_size);
 	if (ioa__heap_strict && strict_free_into_word(s, i))
 		return;
 	s->bits[i >> 6] |= 1ull << (i & 63);

@@ -313,31 +313,48 @@ static inline void **links(void *p)
  * An object in a batch of frees, from the free that links it until its
  * owner applies it, holds its batch mark in its second word: the mark of
  * its address, or TAIL_MARK's for the last object of a batch, whose first
- * word links the next batch on the owner's stack. A second free of it
- * finds the mark there, whichever thread's batch holds it and whether it
- * was handed over yet, and is refused: linking it again would cut its batch
- * (the objects after it, leaked) or loop. The mark is the address mixed
- * with one of the library's own (set by ASLR), so a live object's data
- * matches it only by a deliberate copy; the owner clears it as it applies
- * the object, so a later free of it, allocated again, finds none. The
- * owner's own free looks too (its fast path reads the object's second
- * word: the line the program wrote last, as a rule), so an object another
- * thread freed first is refused there as well. A
+ * word links the next batch on the owner's stack; from then (and from its
+ * owner's own free) until it is handed out again, FREED_MARK's. A second
+ * free of it finds a mark there, whichever thread frees it, whichever
+ * thread's batch holds it and whether it was handed over yet, and is
+ * refused: linking it again would cut its batch (the objects after it,
+ * leaked) or loop, and a batch that held an object its owner freed first
+ * freed it again once the owner had handed it out anew (review helper-86).
+ * The mark is the address mixed with one of the library's own (set by
+ * ASLR), so a live object's data matches it only by a deliberate copy;
+ * malloc clears it as it hands the object out (handed_out), so a later free
+ * finds none. The owner's own free looks too (its fast path reads the
+ * object's second word: the line the program wrote last, as a rule). A
  * thread's exit and fork() hand its batches over as any refill does
  * (flush_out), marks and all; in a child of fork() the objects in batches of
  * heaps abandoned there keep their marks and stay allocated, and a free of
  * one is refused. A signal handler's free meets the same rule as glibc's
  * (not while its thread is inside the heap); ioa_fini() races no free.
+ * What it cannot see: a program's write over a freed object's second word.
  */
 #define TAIL_MARK 1u
+#define FREED_MARK 2u
 static inline uintptr_t batch_mark(const void *p)
 {
 	return ~(uintptr_t)p ^ ((uintptr_t)&ioa__empty_heap << 4);
 }
 
-static inline int in_a_batch(void *p)
+/* Whether @p's second word holds a mark: in a batch, or freed. */
+static inline int marked_freed(void *p)
 {
-	return ((uintptr_t)links(p)[1] ^ batch_mark(p)) <= TAIL_MARK;
+	return ((uintptr_t)links(p)[1] ^ batch_mark(p)) <= FREED_MARK;
+}
+
+static inline void mark_freed(void *p)
+{
+	links(p)[1] = (void *)(batch_mark(p) ^ FREED_MARK);
+}
+
+/* @p, an object of a span, handed out: no mark left in it. */
+static inline void *handed_out(void *p)
+{
+	links(p)[1] = NULL;
+	return p;
 }
 
 /* The calling thread's heap; a static empty one (whose current spans are
@@ -383,7 +400,7 @@ static inline void *ioa__heap_alloc(size_t size)
 	if (__builtin_expect(ioa__heap_strict, 0) && ioa__heap_frees_wait(ioa__my_heap))
 		return ioa__heap_alloc_slow(size);
 	e->word = w & (w - 1);
-	return e->base + (size_t)__builtin_ctzll(w) * e->size;
+	return handed_out(e->base + (size_t)__builtin_ctzll(w) * e->size);
 }
 
 /* free's fast path: the owner sets the object's bit. An interior pointer, a
@@ -413,7 +430,7 @@ static inline void ioa__heap_free(void *p)
 		return;
 	}
 	/* only now: @p starts an object, so its second word is inside it */
-	if (__builtin_expect(in_a_batch(p), 0)) {
+	if (__builtin_expect(marked_freed(p), 0)) {
 		ioa__heap_free_slow(s, p); /* reports it */
 		return;
 	}
@@ -422,9 +439,11 @@ static inline void ioa__heap_free(void *p)
 			ioa__heap_free_slow(s, p);
 			return;
 		}
+		mark_freed(p);
 		*s->free_into |= bit;
 		return;
 	}
+	mark_freed(p);
 	s->bits[i >> 6] = w | bit;
 	if (__builtin_expect(--s->used <= s->low, 0))
 		ioa__heap_span_watch(s->owner, s);

@@ -50,10 +50,10 @@ static void apply_free(struct ioa__heap *h, struct ioa__span *s, uint32_t i)
 /*
  * Applies the batches other threads handed to @h, one list of objects.
  * Every object is checked to be one of @h's before its links are read, and
- * its batch mark is cleared before it is made free (then it may be retired,
+ * its batch mark becomes the freed one before it is made free (then it may be retired,
  * or allocated again). A double free found here (an object the owner freed
  * itself too) is reported and skipped: its links were not rewritten, as a
- * second free of an object in a batch is refused (in_a_batch). A run of
+ * second free of an object in a batch is refused (marked_freed). A run of
  * BATCH objects with no batch's end among them means that the links were
  * overwritten (a device writing into freed memory, a racing double free)
  * and may loop: the rest stays allocated, after a message.
@@ -73,10 +73,10 @@ void ioa__heap_collect_batches(struct ioa__heap *h)
 
 		if (!(s = mine(h, p, &i)))
 			return;
-		/* read and cleared before it is free: its page may be retired */
+		/* read, and marked freed, before it is free: its page may be retired */
 		next = links(p)[0];
 		last = (uintptr_t)links(p)[1] == (batch_mark(p) ^ TAIL_MARK);
-		links(p)[1] = NULL;
+		mark_freed(p);
 		apply_free(h, s, i);
 		if (last) {
 			ioa__stat_add(heap_remote_batches, 1);
