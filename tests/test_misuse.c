@@ -401,6 +401,16 @@ int main(void)
 		CHECK_EQ(ioa_stats_print(fd), 0);
 		close(fd);
 	}
+	ioa_fini();
+	/* IOALLOC_CHECK=1: the same messages, naming the request, not its room
+	 * with the canary (review helper-86: refused without a word) */
+	ioa_config_init(&cfg);
+	cfg.check = 1;
+	if (CHECK_EQ(ioa_init(&cfg), 0)) {
+		test_impossible_heap_sizes();
+		ONE_MESSAGE("an allocation of 1099511627777 bytes aligned to 16",
+			    CHECK(ioa_malloc(((size_t)1 << 40) + 1) == NULL));
+	}
 	ring = ioa_ring_create("past-fini", 8, IOA_NODE_ANY, 0);
 	CHECK(ring != NULL);
 	ioa_fini();

@@ -12,12 +12,6 @@
 
 #define IOA_CANARY 8 /* bytes after each object with IOALLOC_CHECK=1 */
 
-/* What a request of @size takes with the canary; less than @size on overflow. */
-static inline size_t ioa__check_inner_size(size_t size)
-{
-	return size + IOA_CANARY;
-}
-
 /* The index of the object starting at @p in small span @s, or UINT32_MAX
  * (inline: every slow-path free asks). */
 static inline uint32_t ioa__check_index(const struct ioa__span *s, const void *p)

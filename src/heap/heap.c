@@ -574,14 +574,20 @@ static unsigned class_for(size_t size, size_t align)
 /* @size bytes aligned to @align from heap @h (locked if shared). */
 void *ioa__heap_alloc_from(struct ioa__heap *h, size_t size, size_t align)
 {
-	size_t inner = ioa__heap_checking ? ioa__check_inner_size(size) : size;
-	unsigned c = class_for(inner, align);
+	size_t canary = ioa__heap_checking ? IOA_CANARY : 0, inner = size + canary;
+	unsigned c;
 	void *p;
 
-	if (inner < size) {
+	/* the request, not the room with IOALLOC_CHECK's canary, said and
+	 * refused alike in both modes (review helper-86) */
+	if (size > IOA_BUFFER_MAX - canary || align > IOA_BUFFER_MAX) {
+		ioa__err_nomem("an allocation of %zu bytes aligned to %zu: above the largest block, %zu "
+			       "bytes (1 TiB%s); nothing allocated", size, align,
+			       IOA_BUFFER_MAX - canary, canary ? " less IOALLOC_CHECK's canary" : "");
 		errno = ENOMEM;
 		return NULL;
 	}
+	c = class_for(inner, align);
 	p = c == IOA_CLASSES ? ioa__large_alloc(h, inner, align) : alloc_small(h, c);
 	if (p && ioa__heap_checking)
 		ioa__check_armed(p, size);

@@ -9,18 +9,13 @@
 
 #include <errno.h>
 
+/* @size and @align at most IOA_BUFFER_MAX (ioa__heap_alloc_from). */
 void *ioa__large_alloc(struct ioa__heap *h, size_t size, size_t align)
 {
 	int node = h->node;
 	struct ioa__span *s;
 	size_t len;
 
-	if (size > IOA_BUFFER_MAX || align > IOA_BUFFER_MAX) {
-		ioa__err_nomem("an allocation of %zu bytes aligned to %zu: above the largest block, %zu "
-			 "bytes (1 TiB); nothing allocated", size, align, IOA_BUFFER_MAX);
-		errno = ENOMEM;
-		return NULL;
-	}
 	len = size <= 4096 ? 4096 : ioa__large_round(size);
 	if (!ioa__heap_strict && align <= IOA_PAGE && len <= IOA_EXTENT_MAX) {
 		s = ioa__extent_alloc(node, len);
