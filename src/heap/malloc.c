@@ -115,7 +115,7 @@ static int fits(const struct ioa__span *s, size_t have, size_t size)
  * another object's; usable_size would answer its size). A small object's
  * free bit is read as free reads it: by its owner only (another thread's
  * realloc of it is checked by the free that follows the copy, as its free
- * would be). */
+ * would be); its freed mark (heap.h) by any thread. */
 static int live(const struct ioa__span *s, const void *ptr, const char *call)
 {
 	uint32_t i;
@@ -135,7 +135,8 @@ static int live(const struct ioa__span *s, const void *ptr, const char *call)
 		return 0;
 	}
 	if (ioa__heap_checking ? ioa__check_requested(s, ptr) == SIZE_MAX
-			       : !s->owner || (s->owner == ioa__my_heap && ioa__object_free(s, i))) {
+			       : !s->owner || marked_freed((void *)ptr) ||
+					 (s->owner == ioa__my_heap && ioa__object_free(s, i))) {
 		ioa__err("%s(%p): an object of size class %u that is free (freed already?)", call,
 			 ptr, s->obj_size);
 		return 0;
