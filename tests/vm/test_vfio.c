@@ -382,25 +382,31 @@ static void test_fork(void)
 /* ---- the allocator, strict and lazy --------------------------------------- */
 
 /* An ioa_malloc object of @size: the device reads what the program wrote;
- * after its free and ioa_quiesce, whether the device's write to the old IOVA
- * was blocked (a DMAR fault logged, the memory unchanged). */
+ * after its free and ioa_quiesce, whether the device's write of another
+ * pattern to the old IOVA was blocked (a DMAR fault logged, the memory as
+ * the free left it: the free writes a mark of its own into the object). */
 static int heap_write_blocked(struct edu *e, size_t size, int expect_fault)
 {
-	uint8_t *obj = ioa_malloc(size), *probe = ioa_malloc(KB4);
+	/* probe and other on pages of their own: obj's page must empty at its free */
+	uint8_t *obj = ioa_malloc(size), *probe = ioa_malloc(KB4), *other = ioa_malloc(KB4);
+	uint8_t freed[64];
 	char line[1024] = "";
 	uint64_t iova;
 	int blocked = 0;
 
-	if (!CHECK(obj && probe))
+	if (!CHECK(obj && probe && other))
 		return -1;
 	iova = ioa_virt2iova(obj);
 	memset(obj, 0x6b, size);
 	memset(probe, 0, 64);
+	memset(other, 0x5a, 64);
 	CHECK_EQ(edu_read_ram(e, iova, 0, 64), 0);
 	CHECK_EQ(edu_write_ram(e, 0, ioa_virt2iova(probe), 64), 0);
 	CHECK(all_bytes(probe, 64, 0x6b));
+	CHECK_EQ(edu_read_ram(e, ioa_virt2iova(other), 0, 64), 0); /* what a stale write brings */
 	ioa_free(obj);
 	CHECK_EQ(ioa_quiesce(), 0);
+	memcpy(freed, obj, sizeof(freed));
 	/* a second try after the kernel's DMAR ratelimit (write_fault_logged) */
 	for (int attempt = 0, tries = expect_fault ? 2 : 1; attempt < tries; attempt++) {
 		struct timespec ratelimit = { 5, 200 * 1000 * 1000 };
@@ -412,8 +418,9 @@ static int heap_write_blocked(struct edu *e, size_t size, int expect_fault)
 		if ((blocked = dmar_fault_logged(vfio.kmsg, iova, line, sizeof(line))))
 			break;
 	}
-	blocked = blocked && all_bytes(obj, 64, 0x6b);
+	blocked = blocked && memcmp(obj, freed, sizeof(freed)) == 0;
 	ioa_free(probe);
+	ioa_free(other);
 	return blocked;
 }
 
