@@ -341,7 +341,7 @@ static void test_strict_listed_emptied_by_remote(void)
  * Should: one report, naming a; x, a and b freed once; nothing leaked.
  *
  * Fixed: an object in a batch carries a mark in its second word until its
- * owner applies it (heap_internal.h in_a_batch); a second free that finds it
+ * owner applies it (heap.h marked_freed); a second free that finds it
  * is refused, whichever thread's batch holds it, handed over or not.
  * Mutation h37 removes the check, h38 the clearing of the mark (an object
  * applied, allocated again and freed by another thread would be refused),
@@ -398,13 +398,16 @@ static void test_batched_double_free_cuts_batch(void)
 	text = frees_by_thread(&cap, free_all, o);
 	CHECK_EQ(count_text(text, "double free"), 0);
 
-	/* the owner frees one of a batch first, another thread frees it again
-	 * with others: the owner's walk reports it and still applies the rest
-	 * (the other order, the owner's free second, is refused at once: R20) */
+	/* the owner frees one of a batch first and the program writes over it
+	 * (its freed mark gone: a use after free), another thread frees it
+	 * again with others: the owner's walk reports it and still applies the
+	 * rest (with the mark, that free is refused at once; the other order,
+	 * the owner's free second, too: R20) */
 	for (int i = 0; i < 3; i++)
 		o[i] = ioa_malloc(64);
 	again = o[1];
 	ioa_free(again);
+	memset(again, 0, 64);
 	capture_begin(&cap);
 	pthread_create(&t, NULL, free_all, o);
 	pthread_join(t, NULL); /* handed over, not applied */
