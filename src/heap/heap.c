@@ -367,8 +367,8 @@ static void remote_free(struct ioa__heap *h, struct ioa__span *s, void *p)
 	unsigned k;
 
 	if (marked_freed(p)) {
-		ioa__err("free(%p): double free of an object of %zu bytes (freed already, by this "
-			 "thread or the one that allocated it)", p, (size_t)s->obj_size);
+		ioa__err("free(%p): double free of an object of size class %u (freed already)", p,
+			 s->obj_size);
 		errno = EINVAL;
 		return;
 	}

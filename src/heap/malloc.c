@@ -115,8 +115,11 @@ static int fits(const struct ioa__span *s, size_t have, size_t size)
  * another object's; usable_size would answer its size). A small object's
  * free bit is read as free reads it: by its owner only (another thread's
  * realloc of it is checked by the free that follows the copy, as its free
- * would be); its freed mark (heap.h) by any thread. */
-static int live(const struct ioa__span *s, const void *ptr, const char *call)
+ * would be); its freed mark (heap.h) by any thread, but only where the call
+ * reads the object anyway (@reads_object: realloc's copy): usable_size's
+ * read would race with a program that writes the object meanwhile, which it
+ * may (review helper-87). */
+static int live(const struct ioa__span *s, const void *ptr, const char *call, int reads_object)
 {
 	uint32_t i;
 
@@ -135,7 +138,7 @@ static int live(const struct ioa__span *s, const void *ptr, const char *call)
 		return 0;
 	}
 	if (ioa__heap_checking ? ioa__check_requested(s, ptr) == SIZE_MAX
-			       : !s->owner || marked_freed((void *)ptr) ||
+			       : !s->owner || (reads_object && marked_freed((void *)ptr)) ||
 					 (s->owner == ioa__my_heap && ioa__object_free(s, i))) {
 		ioa__err("%s(%p): an object of size class %u that is free (freed already?)", call,
 			 ptr, s->obj_size);
@@ -158,7 +161,7 @@ IOA_EXPORT size_t ioa_usable_size(const void *ptr)
 	size_t n;
 
 	if (s)
-		return live(s, ptr, "ioa_usable_size") ? usable(s, ptr) : 0;
+		return live(s, ptr, "ioa_usable_size", 0) ? usable(s, ptr) : 0;
 	if (!ptr)
 		return 0;
 	if (!ioa__boot_owns(ptr)) {
@@ -183,7 +186,7 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 		errno = EINVAL;
 		return NULL;
 	}
-	have = s ? (live(s, ptr, "ioa_realloc") ? usable(s, ptr) : SIZE_MAX)
+	have = s ? (live(s, ptr, "ioa_realloc", 1) ? usable(s, ptr) : SIZE_MAX)
 		 : boot_live_size(ptr, "ioa_realloc");
 	if (have == SIZE_MAX) {
 		errno = EINVAL; /* nothing changed */
