@@ -76,35 +76,34 @@ static int refill_from(int span, int from, int n)
 	return got;
 }
 
-/* B gets RICH objects back (first), A one (last): the refill takes B, whose
- * frees moved it from the sparse list to the partial one, not A, the head of
- * the sparse list; once B is spent, A's lone object serves before a new span. */
-static void test_rich_span_first(void)
+/* B (span 1) gets RICH objects back first, then span @span the @n objects
+ * from @from: the refill takes B's, and those @n serve once B is spent. */
+static void rich_span_first(int span, int from, int n)
 {
 	if (!fill_three())
 		return;
 	for (int i = 0; i < RICH; i++)
 		ioa_free(obj[1][i]);
-	ioa_free(obj[0][7]);
+	for (int i = from; i < from + n; i++)
+		ioa_free(obj[span][i]);
 	CHECK_EQ(refill_from(1, 0, RICH), RICH);
-	CHECK_EQ(refill_from(0, 7, 1), 1);
+	CHECK_EQ(refill_from(span, from, n), n);
 	free_all();
 }
 
+/* A gets one object back, last: the refill takes B, whose frees moved it
+ * from the sparse list to the partial one, not A, the head of the sparse
+ * list; once B is spent, A's lone object serves before a new span. */
+static void test_rich_span_first(void)
+{
+	rich_span_first(0, 7, 1);
+}
+
 /* C, the current span, gets two objects of its first word back while its
- * second word is out; B is rich: the refill takes B, and C's two serve once
- * B is spent. */
+ * second word is out: the refill takes B, not C's two. */
 static void test_current_with_few_set_aside(void)
 {
-	if (!fill_three())
-		return;
-	for (int i = 0; i < RICH; i++)
-		ioa_free(obj[1][i]);
-	ioa_free(obj[2][3]);
-	ioa_free(obj[2][4]);
-	CHECK_EQ(refill_from(1, 0, RICH), RICH);
-	CHECK_EQ(refill_from(2, 3, 2), 2);
-	free_all();
+	rich_span_first(2, 3, 2);
 }
 
 int main(void)

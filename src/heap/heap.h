@@ -434,16 +434,15 @@ static inline void ioa__heap_free(void *p)
 		ioa__heap_free_slow(s, p); /* reports it */
 		return;
 	}
+	mark_freed(p); /* also when the word's bit below finds it free already */
 	if (i >> 6 == s->out_wi) { /* an object of the cached word: see out_freed */
 		if (__builtin_expect((*s->out_word | s->out_freed) & bit, 0)) {
 			ioa__heap_free_slow(s, p);
 			return;
 		}
-		mark_freed(p);
 		*s->free_into |= bit;
 		return;
 	}
-	mark_freed(p);
 	s->bits[i >> 6] = w | bit;
 	if (__builtin_expect(--s->used <= s->low, 0))
 		ioa__heap_span_watch(s->owner, s);
