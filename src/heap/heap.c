@@ -66,6 +66,15 @@ static void list_remove(struct ioa__heap *h, struct ioa__span *s)
 	s->list = IOA_LIST_NONE;
 }
 
+/* Lazy mode's sparse and partial lists are the owner heap's, changed only
+ * under it (its thread, or a shared heap's lock): a thread's exit parks them
+ * with the heap for the next thread that adopts it, a child of fork()
+ * abandons the heaps of the parent's other threads with theirs, a signal
+ * handler may not malloc while its thread is in the heap (as glibc's), a
+ * libc malloc nested in a refill is handled where it happens
+ * (span_with_room), and ioa_fini(), which races no call, resets them
+ * (heap_reset). */
+
 /* Lazy mode: free objects a span needs for its class's partial list. */
 static int32_t rich_free(const struct ioa__span *s)
 {

@@ -331,6 +331,8 @@ static inline void **links(void *p)
  * one is refused. A signal handler's free meets the same rule as glibc's
  * (not while its thread is inside the heap); ioa_fini() races no free.
  * What it cannot see: a program's write over a freed object's second word.
+ * The boot arena's objects (bootstrap under LD_PRELOAD, fork's window) are
+ * no span's and carry none.
  */
 #define TAIL_MARK 1u
 #define FREED_MARK 2u
