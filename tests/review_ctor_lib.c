@@ -4,8 +4,13 @@
  * test_preload_review's R10. It runs before libioalloc-preload.so's
  * constructor.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int review_ctor_failed, review_ctor_allocs;
 /* Small blocks allocated and freed in a loop, 200 MB in all: more than the
@@ -17,6 +22,31 @@ int review_ctor_double_distinct;
 /* Big blocks, beyond the 64 MiB arena in all: one kept for main, the others freed. */
 char *review_ctor_big;
 int review_ctor_big_failed;
+/* A malloc of 2 TiB: its errno (-1: it succeeded) and whether it said
+ * anything on stderr (glibc fails it silently); and 1 if a block of 70 MiB
+ * aligned to 8 KiB came, as it does after the library started. */
+int review_ctor_huge_errno, review_ctor_huge_said, review_ctor_aligned_ok;
+
+/* What malloc(2 TiB) does, its stderr caught in a pipe. */
+static void huge_request(void)
+{
+	volatile size_t huge = (size_t)1 << 41;
+	int fds[2], saved = dup(2);
+	char text[256];
+
+	if (saved < 0 || pipe2(fds, O_NONBLOCK) != 0) {
+		review_ctor_huge_errno = -2;
+		return;
+	}
+	dup2(fds[1], 2);
+	errno = 0;
+	review_ctor_huge_errno = malloc(huge) ? -1 : errno;
+	dup2(saved, 2);
+	review_ctor_huge_said = read(fds[0], text, sizeof(text)) > 0;
+	close(fds[0]);
+	close(fds[1]);
+	close(saved);
+}
 
 #define BIG ((size_t)40 << 20)
 
@@ -79,5 +109,15 @@ __attribute__((constructor)) static void review_ctor(void)
 		}
 		p[BIG - 1] = 1;
 		free(p);
+	}
+	huge_request();
+	{
+		char *a = memalign(8192, (size_t)70 << 20);
+
+		review_ctor_aligned_ok = a && (uintptr_t)a % 8192 == 0;
+		if (a) {
+			a[((size_t)70 << 20) - 1] = 1;
+			free(a);
+		}
 	}
 }

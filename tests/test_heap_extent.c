@@ -12,6 +12,10 @@
  * - free extents are given back (MADV_DONTNEED) after the decay with the
  *   none backend only: never with a device backend (the sim), where the
  *   IOMMU still maps them; an empty chunk is retired after the decay;
+ * - before the decay, free extents are given back, oldest first, only past
+ *   64 MiB and 8 times the used extents' bytes, which a malloc, a realloc
+ *   that grows or shrinks in place and a free each count; blocks of up to
+ *   64 MiB are extents;
  * - threads that allocate, grow, shrink and free large blocks at once (and
  *   free each other's) never see their bytes change (ThreadSanitizer runs it);
  * - strict mode: a DMA to a freed large block faults after ioa_quiesce();
@@ -220,6 +224,82 @@ static void test_purge(void)
 	CHECK_EQ(retired, 1);
 }
 
+#define MB (1024 * KB)
+
+static uint64_t purged_bytes(void)
+{
+	return heap_stats().heap_large_purged;
+}
+
+/* Eight blocks of 20 MiB made and freed: 160 MiB of free extents that may
+ * be resident, in chunks of their own (no free extent of 16 MiB holds one). */
+static void free_160_mib(void)
+{
+	char *d[8];
+
+	for (int i = 0; i < 8; i++)
+		d[i] = ioa_malloc(20 * MB);
+	for (int i = 0; i < 8; i++)
+		ioa_free(d[i]);
+}
+
+/* A fresh library, none backend (purges happen): a 64 MiB chunk, free, then
+ * a block of @first bytes at its start. */
+static char *block_in_chunk(size_t first)
+{
+	if (!heap_up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0, 0))
+		return NULL;
+	ioa_free(ioa_malloc(64 * MB));
+	return ioa_malloc(first);
+}
+
+/* Within the decay: 48 MiB used (grown in place from 8) keep 176 MiB of
+ * free extents resident; once freed, all but 64 MiB go. */
+static void test_dirty_kept_by_grown_block(void)
+{
+	char *a = block_in_chunk(8 * MB);
+	uint64_t before;
+
+	if (!a)
+		return;
+	before = purged_bytes();
+	CHECK(ioa_realloc(a, 48 * MB) == a); /* grows into the free tail */
+	free_160_mib();
+	CHECK_EQ(purged_bytes() - before, 0);
+	ioa_free(a);
+	CHECK(purged_bytes() - before >= 160 * MB);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/* 48 MiB used keep 176 MiB free; shrunk in place to 8 MiB (the tail joins
+ * the free extent after it, or with @neighbour used makes a free extent of
+ * its own), they keep less: the oldest go. */
+static void test_dirty_after_shrink(int neighbour)
+{
+	char *b = block_in_chunk(48 * MB), *n = NULL;
+	uint64_t before;
+
+	if (!b)
+		return;
+	if (neighbour)
+		n = ioa_malloc(16 * MB); /* the chunk's tail */
+	before = purged_bytes();
+	free_160_mib();
+	CHECK_EQ(purged_bytes() - before, 0);
+	CHECK(ioa_realloc(b, 8 * MB) == b);
+	CHECK(purged_bytes() - before > 0);
+	ioa_free(b);
+	ioa_free(n);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+static void test_dirty_bound(void)
+{
+	test_dirty_kept_by_grown_block();
+	test_dirty_after_shrink(0);
+	test_dirty_after_shrink(1);
+}
+
 enum { THREADS = 4, STEPS = 300, SLOTS = 6 };
 
 static unsigned char *_Atomic handed; /* a block one thread frees for another */
@@ -324,6 +404,7 @@ int main(void)
 	test_coalescing();
 	test_purge();
 	test_purge_when_quiet();
+	test_dirty_bound();
 	test_threads();
 	test_strict();
 	return check_done();

@@ -34,6 +34,11 @@
  * reallocarray() whose size overflows returns NULL with ENOMEM and leaves the
  * block as it was, as calloc() does.
  *
+ * Review helper-88: a constructor's malloc of 2 TiB said that the bootstrap
+ * arena was spent (glibc fails it silently), and a block of 70 MiB aligned
+ * to 8 KiB failed there that succeeded once the library had started
+ * (src/heap/boot.c: big objects aligned past a page came from the arena).
+ *
  * R19. A malloc the program could not have (2^50 bytes, SIZE_MAX; calloc's
  * and reallocarray()'s sizes that overflow; more than the address space
  * allows) printed an error line, where glibc's fails silently: python3's
@@ -59,6 +64,7 @@
 extern int review_ctor_failed, review_ctor_allocs, review_ctor_big_failed;
 extern int review_ctor_churn_failed, review_ctor_double_distinct;
 extern char *review_ctor_big;
+extern int review_ctor_huge_errno, review_ctor_huge_said, review_ctor_aligned_ok;
 
 /* R19: requests above the largest block, and one the address space refuses
  * (in a child, whose RLIMIT_AS leaves no room for a new 64 MiB segment). */
@@ -109,6 +115,47 @@ static void huge_requests_fail_silently(void)
 		printf("  the child's malloc of 256 MiB past its RLIMIT_AS: status 0x%x\n", status);
 }
 
+/* Review helper-88: a child fills its address space (RLIMIT_AS) with
+ * objects and frees them; a malloc that then needs a new segment fails
+ * its first try, the node's empty segments go back, and the second try
+ * succeeds: errno must be as before. */
+static void errno_after_segment_retry(void)
+{
+	static void *obj[200000];
+	int status;
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		struct rlimit lim;
+		unsigned long pages = 0;
+		size_t n = 0;
+		FILE *f = fopen("/proc/self/statm", "r");
+		void *p;
+
+		if (!f || fscanf(f, "%lu", &pages) != 1)
+			_exit(3);
+		fclose(f);
+		lim.rlim_cur = lim.rlim_max = pages * (unsigned long)sysconf(_SC_PAGESIZE) + (256 << 20);
+		if (setrlimit(RLIMIT_AS, &lim) != 0)
+			_exit(3);
+		while (n < sizeof(obj) / sizeof(obj[0]) && (obj[n] = malloc(5000)))
+			n++;
+		if (n == sizeof(obj) / sizeof(obj[0]))
+			_exit(4); /* the limit was never met */
+		while (n)
+			free(obj[--n]);
+		errno = 0;
+		p = malloc(100000);
+		_exit(p && errno == 0 ? 0 : 1);
+	}
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+	if (!CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+		printf("  the child's malloc after its address space filled and emptied: status "
+		       "0x%x\n", status);
+}
+
 int main(int argc, char **argv)
 {
 	void *p;
@@ -139,6 +186,7 @@ int main(int argc, char **argv)
 		free(block);
 	}
 	huge_requests_fail_silently();
+	errno_after_segment_retry();
 	{
 		void *(*volatile mem_align)(size_t, size_t) = memalign;
 		void *(*volatile aligned)(size_t, size_t) = aligned_alloc;
@@ -158,6 +206,9 @@ int main(int argc, char **argv)
 	CHECK_EQ(review_ctor_big_failed, 0);
 	CHECK_EQ(review_ctor_churn_failed, 0);
 	CHECK_EQ(review_ctor_double_distinct, 1);
+	CHECK_EQ(review_ctor_huge_errno, ENOMEM);
+	CHECK_EQ(review_ctor_huge_said, 0);
+	CHECK_EQ(review_ctor_aligned_ok, 1);
 	if (CHECK(review_ctor_big != NULL)) {
 		size_t big = (size_t)40 << 20;
 		char *q;

@@ -10,10 +10,11 @@
 /* libc, libstdc++ and libnuma start within 100 KiB; other libraries'
  * constructors may take more. Untouched pages of the arena cost nothing. */
 #define ARENA_BYTES ((size_t)64 << 20)
-/* An object this large gets pages of its own, given back at its free, so
- * that a constructor's big table neither spends the arena nor stays. */
+/* An object this large, or aligned to more than a page, gets pages of its
+ * own, given back at its free, so that a constructor's big table neither
+ * spends the arena nor stays. */
 #define BIG_BYTES ((size_t)1 << 20)
-#define BIG_SLOTS 64 /* big objects live at once; beyond, they come from the arena */
+#define BIG_SLOTS 64 /* such objects live at once; beyond, they come from the arena */
 #define HEADER 16    /* an object's size, in the 16 bytes before it */
 /* Objects below BIG_BYTES aligned to at most HEADER take a power of two of
  * the arena, 16 B to 1 MiB, and go back to its class's free list at their
@@ -105,18 +106,27 @@ static size_t header_room(size_t align)
 	return align > HEADER ? align : HEADER;
 }
 
-/* @size bytes aligned to @align in pages of their own, NULL if none or no
- * slot is free. The object starts one header room into them. */
-static void *big_alloc(size_t size, size_t align)
+/* @size bytes aligned to @align (at most 2^40) in pages of their own: the
+ * object starts one header room into them, or past the first multiple of
+ * @align there (pages are page-aligned only: an alignment above a page takes
+ * as many bytes more). NULL if the size is impossible or the kernel refuses
+ * (errno ENOMEM), or with *@no_slot set if no slot is free. */
+static void *big_alloc(size_t size, size_t align, int *no_slot)
 {
-	size_t room = header_room(align), len;
-	char *pages;
+	size_t room = header_room(align), extra = align > 4096 ? align : 0, len;
+	char *pages, *obj;
 
-	if (size > SIZE_MAX - room - 4096 || align > 4096)
+	*no_slot = 0;
+	if (size > SIZE_MAX - room - extra - 4096) {
+		errno = ENOMEM;
 		return NULL;
-	len = (room + size + 4095) & ~(size_t)4095;
-	if (!(pages = ioa__os_alloc_pages(len)))
+	}
+	len = (room + extra + size + 4095) & ~(size_t)4095;
+	if (!(pages = ioa__os_alloc_pages(len))) {
+		errno = ENOMEM;
 		return NULL;
+	}
+	obj = (char *)(((uintptr_t)pages + room + align - 1) & ~(uintptr_t)(align - 1));
 	for (unsigned i = 0; i < BIG_SLOTS; i++) {
 		char *none = NULL;
 
@@ -127,12 +137,13 @@ static void *big_alloc(size_t size, size_t align)
 							    memory_order_acquire,
 							    memory_order_relaxed)) {
 			big[i].len = len;
-			*(size_t *)(pages + room - HEADER) = size;
-			atomic_store_explicit(&big[i].obj, pages + room, memory_order_relaxed);
-			return pages + room;
+			*(size_t *)(obj - HEADER) = size;
+			atomic_store_explicit(&big[i].obj, obj, memory_order_relaxed);
+			return obj;
 		}
 	}
 	ioa__os_free_pages(pages, len);
+	*no_slot = 1;
 	return NULL;
 }
 
@@ -150,11 +161,18 @@ void *ioa__boot_alloc(size_t size, size_t align)
 {
 	size_t old = atomic_load_explicit(&arena_used, memory_order_relaxed), start, end;
 	size_t mark = 0, take = size;
+	int no_slot = 0;
 	void *p;
 
 	if (align < HEADER)
 		align = HEADER;
-	if (size >= BIG_BYTES && (p = big_alloc(size, align)))
+	/* a big object, or one aligned to more than a page, gets pages of its
+	 * own; refused for its size or by the kernel, NULL without a word, as
+	 * glibc's (review helper-88: "the arena is spent" for 2 TiB, and a
+	 * 70 MiB block aligned to 8 KiB failed that succeeded later); with no
+	 * slot free it comes from the arena */
+	if ((size >= BIG_BYTES || align > 4096) &&
+	    ((p = big_alloc(size, align, &no_slot)) || !no_slot))
 		return p;
 	if (size < BIG_BYTES && align == HEADER) { /* a class's */
 		unsigned c = class_of(size);
@@ -171,7 +189,15 @@ void *ioa__boot_alloc(size_t size, size_t align)
 		start = (((uintptr_t)arena + old + HEADER + align - 1) & ~(uintptr_t)(align - 1)) -
 			(uintptr_t)arena;
 		end = start + take;
-		if (take > ARENA_BYTES || end > ARENA_BYTES) {
+		if (take > ARENA_BYTES || start > ARENA_BYTES) { /* however empty the arena */
+			ioa__err("malloc(%zu) aligned to %zu before libioalloc-preload.so started, "
+				 "or inside a fork handler: %d blocks of pages of their own are live, "
+				 "and the bootstrap arena (%zu MiB) cannot hold it; it fails (ENOMEM)",
+				 size, align, BIG_SLOTS, ARENA_BYTES >> 20);
+			errno = ENOMEM;
+			return NULL;
+		}
+		if (end > ARENA_BYTES) {
 			if (!atomic_exchange_explicit(&arena_spent_said, 1, memory_order_relaxed))
 				ioa__err("malloc(%zu) before libioalloc-preload.so started, or inside "
 					 "a fork handler: the bootstrap arena (%zu MiB) is spent; such "

@@ -7,7 +7,9 @@
 
 #include <stddef.h>
 
-#define IOA_EXTENT_MAX ((size_t)16 << 20)
+/* A chunk's largest (extent.c, CHUNK_MAX): blocks of 16 to 64 MiB were
+ * blocks of their own, a mapping and page faults at each malloc */
+#define IOA_EXTENT_MAX ((size_t)64 << 20)
 
 /* A used extent of @len bytes (a multiple of pages) on @node, live; NULL
  * with errno set. */

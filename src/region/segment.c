@@ -229,7 +229,10 @@ static void say_no_segment(size_t len, size_t align, int node, int err)
 
 /* A new segment into *out (@node's lock held): 0, or -errno with a message
  * (-ENOMEM when no memory could be mapped, even after the node's empty
- * segments went back; the IOMMU map's own errno when mapping it whole failed). */
+ * segments went back; the IOMMU map's own errno when mapping it whole failed).
+ * Made, it leaves errno as it was: a try that failed before the node's empty
+ * segments went back set it (review helper-88: a malloc that succeeded left
+ * ENOMEM). */
 int ioa__region_segment_create(size_t len, size_t align, int node, int dedicated,
 			  struct ioa__segment **out)
 {
@@ -237,8 +240,8 @@ int ioa__region_segment_create(size_t len, size_t align, int node, int dedicated
 	size_t map_words = (npages + 63) / 64;
 	size_t meta_len = ioa__region_round_up(sizeof(struct ioa__segment) + 3 * map_words * 8 +
 				   (size_t)npages * 4, IOA_PAGE);
+	int err, saved_errno = errno;
 	struct ioa__segment *s = ioa__region_meta_alloc(meta_len);
-	int err;
 
 	if (!s && give_back_empty(&ioa__region.nodes[node]))
 		s = ioa__region_meta_alloc(meta_len);
@@ -299,6 +302,7 @@ int ioa__region_segment_create(size_t len, size_t align, int node, int dedicated
 	ioa__debug("segment of %zu KiB on node %d at %p, IOVA %s0x%llx", len >> 10, node,
 		   s->mem.addr, s->rotated ? "per buffer, none " : "", (unsigned long long)s->iova);
 	*out = s;
+	errno = saved_errno;
 	return 0;
 fail_mem:
 	ioa__os_free_segment(&s->mem);
