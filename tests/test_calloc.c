@@ -80,7 +80,7 @@ static void big_fresh(enum ioa_protect mode)
  * again at once and after the frees are retired: zeros every time. */
 static void dirty_reused(enum ioa_protect mode, enum ioa_backend backend)
 {
-	static const size_t sizes[] = { 40 * KB, 300 * KB, 1 * MB, 3 * MB, 9 * MB, 20 * MB };
+	static const size_t sizes[] = { 40 * KB, 300 * KB, 1 * MB, 3 * MB, 9 * MB, 20 * MB, 80 * MB };
 
 	if (!heap_up(backend, mode, 0, 0))
 		return;

@@ -23,7 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define BIG ((size_t)20 << 20) /* above what lazy mode's node cache keeps */
+#define BIG ((size_t)80 << 20) /* above lazy mode's extents and what its node cache keeps */
 
 /* Threads of this process, from /proc/self/task; -1 if it cannot be read. */
 static int threads(void)
@@ -41,7 +41,7 @@ static int threads(void)
 }
 
 /* Frees that retire: blocks of 3000 bytes (strict: a page each) and blocks
- * of 20 MiB (both modes: retired at once). */
+ * of 80 MiB (both modes: retired at once). */
 static void churn(int rounds)
 {
 	for (int i = 0; i < rounds; i++) {

@@ -125,7 +125,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < KEYS; i++)
 		if (!CHECK_EQ(pthread_key_create(&keys[i], NULL), 0))
 			return check_done();
-	p = malloc((size_t)32 << 20); /* retired at its free: the engine's key */
+	p = malloc((size_t)80 << 20); /* retired at its free: the engine's key */
 	free(p);                      /* comes after the program's */
 	if (!strict) {
 		for (int i = 0; i < 4 * MANY; i++)
