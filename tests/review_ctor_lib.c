@@ -26,6 +26,9 @@ int review_ctor_big_failed;
  * anything on stderr (glibc fails it silently); and 1 if a block of 70 MiB
  * aligned to 8 KiB came, as it does after the library started. */
 int review_ctor_huge_errno, review_ctor_huge_said, review_ctor_aligned_ok;
+/* posix_memalign with an alignment of 2^63: its result (glibc: ENOMEM;
+ * review helper-89: a crash there, as the room for it wrapped to 0). */
+int review_ctor_align63;
 
 /* What malloc(2 TiB) does, its stderr caught in a pipe. */
 static void huge_request(void)
@@ -111,6 +114,11 @@ __attribute__((constructor)) static void review_ctor(void)
 		free(p);
 	}
 	huge_request();
+	{
+		void *p = NULL;
+
+		review_ctor_align63 = posix_memalign(&p, (size_t)1 << 63, 64);
+	}
 	{
 		char *a = memalign(8192, (size_t)70 << 20);
 

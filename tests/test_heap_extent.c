@@ -15,13 +15,15 @@
  * - before the decay, free extents are given back, oldest first, only past
  *   64 MiB and 8 times the used extents' bytes, which a malloc, a realloc
  *   that grows or shrinks in place and a free each count; blocks of up to
- *   64 MiB are extents;
+ *   64 MiB are extents with the none backend, 16 MiB with a device;
  * - threads that allocate, grow, shrink and free large blocks at once (and
  *   free each other's) never see their bytes change (ThreadSanitizer runs it);
  * - strict mode: a DMA to a freed large block faults after ioa_quiesce();
  * - ioa_fini counts the blocks left, none otherwise.
  */
 #include "heap_check.h"
+#include "heap.h"
+#include "pagemap.h"
 
 #include "ioalloc.h"
 
@@ -300,6 +302,43 @@ static void test_dirty_bound(void)
 	test_dirty_after_shrink(1);
 }
 
+/* Whether a block of @size bytes with @backend is an extent. */
+static int extent_with(enum ioa_backend backend, size_t size)
+{
+	char *p;
+	int is;
+
+	if (!heap_up(backend, IOA_PROTECT_LAZY, 0, 0))
+		return -1;
+	p = ioa_malloc(size);
+	is = p && ioa__pagemap_get(p) && ioa__pagemap_get(p)->chunk;
+	ioa_free(p);
+	CHECK_EQ(leaked_at_fini(), 0);
+	return is;
+}
+
+/* Blocks of up to 64 MiB are extents with the none backend; with a device,
+ * whose chunks are pinned whole, those above 16 MiB are blocks of their own
+ * (review helper-89: 33 MiB blocks took a chunk of 64 MiB each). And strict
+ * mode's blocks of their own double at a realloc only up to 16 MiB. */
+static void test_largest_extent(void)
+{
+	char *p, *q;
+
+	CHECK_EQ(extent_with(IOA_BACKEND_NONE, 33 * MB), 1);
+	CHECK_EQ(extent_with(IOA_BACKEND_NONE, 64 * MB), 1);
+	CHECK_EQ(extent_with(IOA_BACKEND_SIM, 16 * MB), 1);
+	CHECK_EQ(extent_with(IOA_BACKEND_SIM, 33 * MB), 0);
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 0))
+		return;
+	p = ioa_malloc(20 * MB);
+	q = p ? ioa_realloc(p, 21 * MB) : NULL;
+	if (CHECK(q != NULL) && !CHECK(ioa_usable_size(q) < 40 * MB))
+		printf("  strict realloc of 20 MiB to 21: %zu bytes usable\n", ioa_usable_size(q));
+	ioa_free(q ? q : p);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
 enum { THREADS = 4, STEPS = 300, SLOTS = 6 };
 
 static unsigned char *_Atomic handed; /* a block one thread frees for another */
@@ -405,6 +444,7 @@ int main(void)
 	test_purge();
 	test_purge_when_quiet();
 	test_dirty_bound();
+	test_largest_extent();
 	test_threads();
 	test_strict();
 	return check_done();

@@ -65,6 +65,7 @@ extern int review_ctor_failed, review_ctor_allocs, review_ctor_big_failed;
 extern int review_ctor_churn_failed, review_ctor_double_distinct;
 extern char *review_ctor_big;
 extern int review_ctor_huge_errno, review_ctor_huge_said, review_ctor_aligned_ok;
+extern int review_ctor_align63;
 
 /* R19: requests above the largest block, and one the address space refuses
  * (in a child, whose RLIMIT_AS leaves no room for a new 64 MiB segment). */
@@ -209,6 +210,7 @@ int main(int argc, char **argv)
 	CHECK_EQ(review_ctor_huge_errno, ENOMEM);
 	CHECK_EQ(review_ctor_huge_said, 0);
 	CHECK_EQ(review_ctor_aligned_ok, 1);
+	CHECK_EQ(review_ctor_align63, ENOMEM);
 	if (CHECK(review_ctor_big != NULL)) {
 		size_t big = (size_t)40 << 20;
 		char *q;

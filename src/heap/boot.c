@@ -10,9 +10,9 @@
 /* libc, libstdc++ and libnuma start within 100 KiB; other libraries'
  * constructors may take more. Untouched pages of the arena cost nothing. */
 #define ARENA_BYTES ((size_t)64 << 20)
-/* An object this large, or aligned to more than a page, gets pages of its
- * own, given back at its free, so that a constructor's big table neither
- * spends the arena nor stays. */
+/* An object this large, or one an empty arena would not hold (its
+ * alignment), gets pages of its own, given back at its free, so that a
+ * constructor's big table neither spends the arena nor stays. */
 #define BIG_BYTES ((size_t)1 << 20)
 #define BIG_SLOTS 64 /* such objects live at once; beyond, they come from the arena */
 #define HEADER 16    /* an object's size, in the 16 bytes before it */
@@ -106,27 +106,28 @@ static size_t header_room(size_t align)
 	return align > HEADER ? align : HEADER;
 }
 
-/* @size bytes aligned to @align (at most 2^40) in pages of their own: the
- * object starts one header room into them, or past the first multiple of
- * @align there (pages are page-aligned only: an alignment above a page takes
- * as many bytes more). NULL if the size is impossible or the kernel refuses
- * (errno ENOMEM), or with *@no_slot set if no slot is free. */
+/* @size bytes aligned to @align in pages of their own: the object starts at
+ * the first multiple of @align past a header in them, at most one header
+ * room in (pages are page-aligned, an alignment is a power of two), so an
+ * alignment costs its own size once, and one past the address space fails
+ * at the mmap. NULL if the size is impossible or the kernel refuses (errno
+ * ENOMEM), or with *@no_slot set if no slot is free. */
 static void *big_alloc(size_t size, size_t align, int *no_slot)
 {
-	size_t room = header_room(align), extra = align > 4096 ? align : 0, len;
+	size_t room = header_room(align), len;
 	char *pages, *obj;
 
 	*no_slot = 0;
-	if (size > SIZE_MAX - room - extra - 4096) {
+	if (size > SIZE_MAX - room - 4096) {
 		errno = ENOMEM;
 		return NULL;
 	}
-	len = (room + extra + size + 4095) & ~(size_t)4095;
+	len = (room + size + 4095) & ~(size_t)4095;
 	if (!(pages = ioa__os_alloc_pages(len))) {
 		errno = ENOMEM;
 		return NULL;
 	}
-	obj = (char *)(((uintptr_t)pages + room + align - 1) & ~(uintptr_t)(align - 1));
+	obj = (char *)(((uintptr_t)pages + HEADER + align - 1) & ~(uintptr_t)(align - 1));
 	for (unsigned i = 0; i < BIG_SLOTS; i++) {
 		char *none = NULL;
 
@@ -145,6 +146,17 @@ static void *big_alloc(size_t size, size_t align, int *no_slot)
 	ioa__os_free_pages(pages, len);
 	*no_slot = 1;
 	return NULL;
+}
+
+/* Whether an empty arena would hold @take bytes aligned to @align. */
+static int arena_holds(size_t take, size_t align)
+{
+	uintptr_t first;
+
+	if (take > ARENA_BYTES)
+		return 0;
+	first = (((uintptr_t)arena + HEADER + align - 1) & ~(uintptr_t)(align - 1)) - (uintptr_t)arena;
+	return first <= ARENA_BYTES - take;
 }
 
 /* The slot of big object @p, or -1. */
@@ -166,14 +178,6 @@ void *ioa__boot_alloc(size_t size, size_t align)
 
 	if (align < HEADER)
 		align = HEADER;
-	/* a big object, or one aligned to more than a page, gets pages of its
-	 * own; refused for its size or by the kernel, NULL without a word, as
-	 * glibc's (review helper-88: "the arena is spent" for 2 TiB, and a
-	 * 70 MiB block aligned to 8 KiB failed that succeeded later); with no
-	 * slot free it comes from the arena */
-	if ((size >= BIG_BYTES || align > 4096) &&
-	    ((p = big_alloc(size, align, &no_slot)) || !no_slot))
-		return p;
 	if (size < BIG_BYTES && align == HEADER) { /* a class's */
 		unsigned c = class_of(size);
 
@@ -185,11 +189,15 @@ void *ioa__boot_alloc(size_t size, size_t align)
 		mark = CLASSED;
 		take = (size_t)16 << c;
 	}
-	do { /* the address aligned, not the offset: the arena is page-aligned only */
-		start = (((uintptr_t)arena + old + HEADER + align - 1) & ~(uintptr_t)(align - 1)) -
-			(uintptr_t)arena;
-		end = start + take;
-		if (take > ARENA_BYTES || start > ARENA_BYTES) { /* however empty the arena */
+	/* a big object, or one even an empty arena would not hold (its
+	 * alignment), gets pages of its own; refused for its size or by the
+	 * kernel, NULL without a word, as glibc's (review helper-88: "the arena
+	 * is spent" for 2 TiB, and a 70 MiB block aligned to 8 KiB failed that
+	 * succeeded later); with no slot free it comes from the arena if it can */
+	if (size >= BIG_BYTES || !arena_holds(take, align)) {
+		if ((p = big_alloc(size, align, &no_slot)) || !no_slot)
+			return p;
+		if (!arena_holds(take, align)) {
 			ioa__err("malloc(%zu) aligned to %zu before libioalloc-preload.so started, "
 				 "or inside a fork handler: %d blocks of pages of their own are live, "
 				 "and the bootstrap arena (%zu MiB) cannot hold it; it fails (ENOMEM)",
@@ -197,6 +205,11 @@ void *ioa__boot_alloc(size_t size, size_t align)
 			errno = ENOMEM;
 			return NULL;
 		}
+	}
+	do { /* the address aligned, not the offset: the arena is page-aligned only */
+		start = (((uintptr_t)arena + old + HEADER + align - 1) & ~(uintptr_t)(align - 1)) -
+			(uintptr_t)arena;
+		end = start + take;
 		if (end > ARENA_BYTES) {
 			if (!atomic_exchange_explicit(&arena_spent_said, 1, memory_order_relaxed))
 				ioa__err("malloc(%zu) before libioalloc-preload.so started, or inside "

@@ -397,6 +397,11 @@ static struct ioa__span *add_chunk(struct ext_node *en, int node, size_t len)
 	return e;
 }
 
+size_t ioa__extent_max(void)
+{
+	return ioa__region_on_demand() ? CHUNK_MAX : (size_t)16 << 20;
+}
+
 struct ioa__span *ioa__extent_alloc(int node, size_t len)
 {
 	struct ext_node *en = &nodes[node];

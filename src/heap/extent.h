@@ -1,4 +1,4 @@
-/* Extents (extent.c): lazy mode's large blocks of up to IOA_EXTENT_MAX
+/* Extents (extent.c): lazy mode's large blocks of up to ioa__extent_max()
  * bytes, aligned to a page, carved out of chunks under a node's lock. */
 #ifndef IOA_EXTENT_H
 #define IOA_EXTENT_H
@@ -7,9 +7,12 @@
 
 #include <stddef.h>
 
-/* A chunk's largest (extent.c, CHUNK_MAX): blocks of 16 to 64 MiB were
- * blocks of their own, a mapping and page faults at each malloc */
-#define IOA_EXTENT_MAX ((size_t)64 << 20)
+/* The largest extent: with the none backend's pages at first touch, a
+ * chunk's largest, 64 MiB (blocks of 16 to 64 MiB were blocks of their own,
+ * a mapping and page faults at each malloc: review helper-88); with a device,
+ * whose chunks are pinned whole, 16 MiB (a block of 33 MiB took a chunk of
+ * 64 MiB of its own: review helper-89). */
+size_t ioa__extent_max(void);
 
 /* A used extent of @len bytes (a multiple of pages) on @node, live; NULL
  * with errno set. */

@@ -17,7 +17,7 @@ void *ioa__large_alloc(struct ioa__heap *h, size_t size, size_t align)
 	size_t len;
 
 	len = size <= 4096 ? 4096 : ioa__large_round(size);
-	if (!ioa__heap_strict && align <= IOA_PAGE && len <= IOA_EXTENT_MAX) {
+	if (!ioa__heap_strict && align <= IOA_PAGE && len <= ioa__extent_max()) {
 		s = ioa__extent_alloc(node, len);
 		return s ? s->base : NULL;
 	}
