@@ -216,7 +216,7 @@ static void count_segment(const struct ioa__os_mem *mem, int sign)
 int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size policy,
 			  int on_demand, struct ioa__os_mem *out)
 {
-	int err = 0, saved_errno = errno; /* a segment made leaves errno as it was */
+	int err = 0;
 
 	switch (on_demand && policy == IOA_PAGE_AUTO ? IOA_PAGE_4K : policy) {
 	case IOA_PAGE_1G:
@@ -242,10 +242,7 @@ int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size
 	}
 	if (err)
 		return err;
-	/* the hugetlb try before a fallback (ENOMEM) and advice the kernel
-	 * refused set it: a malloc that succeeds must not (glibc's does not) */
-	errno = saved_errno;
-	out->node = node;
+	out->node = node; /* errno: the caller's (ioa__region_segment_create) */
 	count_segment(out, 1);
 	return 0;
 }

@@ -230,9 +230,10 @@ static void say_no_segment(size_t len, size_t align, int node, int err)
 /* A new segment into *out (@node's lock held): 0, or -errno with a message
  * (-ENOMEM when no memory could be mapped, even after the node's empty
  * segments went back; the IOMMU map's own errno when mapping it whole failed).
- * Made, it leaves errno as it was: a try that failed before the node's empty
- * segments went back set it (review helper-88: a malloc that succeeded left
- * ENOMEM). */
+ * Made, it leaves errno as it was, which a failed try set: the hugetlb try
+ * before a fallback to 4 KiB pages, advice the kernel refused, a try before
+ * the node's empty segments went back (reviews helper-86, helper-88: a malloc
+ * that succeeded left ENOMEM; glibc's does not). */
 int ioa__region_segment_create(size_t len, size_t align, int node, int dedicated,
 			  struct ioa__segment **out)
 {
