@@ -69,13 +69,39 @@ extern int review_ctor_align63;
 
 /* R19: requests above the largest block, and one the address space refuses
  * (in a child, whose RLIMIT_AS leaves no room for a new 64 MiB segment). */
+/* In a forked child: its address space limited to what it maps now plus
+ * @more bytes; exits 3 where it cannot be. */
+static void limit_address_space(size_t more)
+{
+	struct rlimit lim;
+	unsigned long pages = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (!f || fscanf(f, "%lu", &pages) != 1)
+		_exit(3);
+	fclose(f);
+	lim.rlim_cur = lim.rlim_max = pages * (unsigned long)sysconf(_SC_PAGESIZE) + more;
+	if (setrlimit(RLIMIT_AS, &lim) != 0)
+		_exit(3);
+}
+
+/* The child @pid exited 0; else @what is said with its status. */
+static void child_passed(pid_t pid, const char *what)
+{
+	int status;
+
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+	if (!CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+		printf("  %s: status 0x%x\n", what, status);
+}
+
 static void huge_requests_fail_silently(void)
 {
 	void *(*volatile m_alloc)(size_t) = malloc;
 	void *(*volatile re_alloc)(void *, size_t) = realloc;
 	char *small = malloc(100);
 	void *p = small;
-	int rc = 0, status;
+	int rc = 0;
 	pid_t pid;
 
 	errno = 0;
@@ -94,16 +120,8 @@ static void huge_requests_fail_silently(void)
 	pid = fork();
 	if (pid == 0) {
 		struct check_capture cap;
-		struct rlimit lim;
-		unsigned long pages = 0;
-		FILE *f = fopen("/proc/self/statm", "r");
 
-		if (!f || fscanf(f, "%lu", &pages) != 1)
-			_exit(3);
-		fclose(f);
-		lim.rlim_cur = lim.rlim_max = pages * (unsigned long)sysconf(_SC_PAGESIZE) + (16 << 20);
-		if (setrlimit(RLIMIT_AS, &lim) != 0)
-			_exit(3);
+		limit_address_space(16 << 20);
 		capture_begin(&cap);
 		errno = 0;
 		p = m_alloc((size_t)256 << 20);
@@ -111,9 +129,7 @@ static void huge_requests_fail_silently(void)
 		capture_end(&cap);
 		_exit(p == NULL && rc == ENOMEM && !cap.text[0] ? 0 : 1);
 	}
-	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
-	if (!CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0))
-		printf("  the child's malloc of 256 MiB past its RLIMIT_AS: status 0x%x\n", status);
+	child_passed(pid, "the child's malloc of 256 MiB past its RLIMIT_AS");
 }
 
 /* Review helper-88: a child fills its address space (RLIMIT_AS) with
@@ -123,24 +139,15 @@ static void huge_requests_fail_silently(void)
 static void errno_after_segment_retry(void)
 {
 	static void *obj[200000];
-	int status;
 	pid_t pid;
 
 	fflush(NULL);
 	pid = fork();
 	if (pid == 0) {
-		struct rlimit lim;
-		unsigned long pages = 0;
 		size_t n = 0;
-		FILE *f = fopen("/proc/self/statm", "r");
 		void *p;
 
-		if (!f || fscanf(f, "%lu", &pages) != 1)
-			_exit(3);
-		fclose(f);
-		lim.rlim_cur = lim.rlim_max = pages * (unsigned long)sysconf(_SC_PAGESIZE) + (256 << 20);
-		if (setrlimit(RLIMIT_AS, &lim) != 0)
-			_exit(3);
+		limit_address_space(256 << 20);
 		while (n < sizeof(obj) / sizeof(obj[0]) && (obj[n] = malloc(5000)))
 			n++;
 		if (n == sizeof(obj) / sizeof(obj[0]))
@@ -151,10 +158,7 @@ static void errno_after_segment_retry(void)
 		p = malloc(100000);
 		_exit(p && errno == 0 ? 0 : 1);
 	}
-	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
-	if (!CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0))
-		printf("  the child's malloc after its address space filled and emptied: status "
-		       "0x%x\n", status);
+	child_passed(pid, "the child's malloc after its address space filled and emptied");
 }
 
 int main(int argc, char **argv)

@@ -63,7 +63,8 @@ struct ext_node {
 	struct bins bins[2];      /* [purged] */
 	struct list lru;          /* the dirty free extents, linked by next/prev */
 	size_t dirty_bytes;
-	size_t live_bytes;        /* of the used extents */
+	size_t live_bytes;        /* of the used extents: under the lock as the rest (a
+				     fork's prepare handler holds it, ioa_fini resets it) */
 	struct ioa__span *chunks; /* linked by next/prev */
 	unsigned nchunks, nempty; /* nempty: chunks with no used extent */
 };

@@ -109,8 +109,9 @@ static int zeroed_by_kernel(void *p, size_t size)
 {
 	size_t pages = size & ~(size_t)(IOA_PAGE - 1);
 
-	if (size < CALLOC_GIVE_BACK || (uintptr_t)p % IOA_PAGE || !ioa__region_on_demand() ||
-	    madvise(p, pages, MADV_DONTNEED) != 0)
+	if (size < CALLOC_GIVE_BACK || !ioa__region_on_demand() ||
+	    madvise(p, pages, MADV_DONTNEED) != 0) /* EINVAL off a page's start: a
+						       * bootstrap object, cleared */
 		return 0;
 	memset((char *)p + pages, 0, size - pages);
 	return 1;
