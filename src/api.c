@@ -281,7 +281,6 @@ static int start(const struct ioa_config *cfg, int from_env)
 static int init(const struct ioa_config *cfg, int lazy)
 {
 	struct ioa_config from_env;
-	struct ioa__life_window w;
 	int expected = STATE_DOWN, err;
 
 	pthread_mutex_lock(&life_lock);
@@ -297,7 +296,11 @@ static int init(const struct ioa_config *cfg, int lazy)
 		return err;
 	}
 	atomic_store(&lazy_err, 0);
-	ioa__heap_life_window_open(&w); /* see heap_life.h */
+	/* No life window (heap_life.h): under LD_PRELOAD this runs inside a
+	 * program's first malloc, and nothing here allocates (test_noalloc):
+	 * the layout comes from /sys by open and read, the backends take open
+	 * and ioctl, and a thread the library makes, and the exit handler's
+	 * registration, open windows of their own. */
 	if (!cfg) {
 		ioa_config_init(&from_env);
 		if (ioa__preloaded) { /* a program that knows nothing of devices */
@@ -317,7 +320,6 @@ static int init(const struct ioa_config *cfg, int lazy)
 		err = start(cfg, cfg == &from_env);
 	if (err && lazy)
 		atomic_store(&lazy_err, err);
-	ioa__heap_life_window_close(&w);
 	atomic_store(&state, err ? STATE_DOWN : STATE_UP);
 	pthread_mutex_unlock(&life_lock);
 	return err;

@@ -9,6 +9,10 @@
  *   - scanning a directory for an entry (ioa__os_dir_find, which the
  *     iommufd backend uses to find a device's VFIO cdev): getdents64 into a
  *     stack buffer, where opendir would allocate
+ *   - ioa_init() and ioa_fini() with the none backend (the preload
+ *     library's), the NUMA layout read from /sys included: under
+ *     LD_PRELOAD they run inside a program's first malloc, which a malloc
+ *     of theirs would re-enter
  *
  * Plain builds only: the sanitizers supply malloc themselves.
  */
@@ -90,6 +94,23 @@ static void test_config_from_env(void)
 	check_clear_ioalloc_env();
 }
 
+static void test_init(void)
+{
+	struct ioa_config cfg;
+
+	ioa_config_init(&cfg);
+	cfg.backend = IOA_BACKEND_NONE;
+	count_start();
+	ioa__os_numa_init();
+	CHECK_EQ(count_stop(), 0);
+	count_start();
+	CHECK_EQ(ioa_init(&cfg), 0);
+	CHECK_EQ(count_stop(), 0);
+	count_start();
+	ioa_fini();
+	CHECK_EQ(count_stop(), 0);
+}
+
 /* A directory bigger than one getdents64 buffer, with one vfioN entry. */
 static void test_dir_find(const char *dir)
 {
@@ -138,6 +159,7 @@ int main(void)
 	}
 	test_counter_counts(dir);
 	test_config_from_env();
+	test_init();
 	test_dir_find(dir);
 	return check_done();
 }

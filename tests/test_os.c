@@ -4,18 +4,23 @@
  *                      (root only; the old value is restored, also on a crash)
  *   test_os numa       every page of a buffer is on the node asked for, and
  *                      IOALLOC_NUMA=interleave rotates over the nodes
+ *   test_os layout     the NUMA layout read from /sys (numa.c) is libnuma's,
+ *                      and layouts of other machines from directories made here
  */
 #include "check.h"
 #include "hugepages_check.h"
 
 #include "ioalloc.h"
 #include "os.h"
+#include "cpulist.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <numa.h>
 #include <numaif.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/mman.h>
 
 #define KB4 ((size_t)1 << 12)
@@ -407,6 +412,158 @@ static int test_numa(void)
 	return check_done();
 }
 
+/* ---- the layout ------------------------------------------------------------ */
+
+static void idlists(void)
+{
+	uint64_t bits[2];
+
+	CHECK_EQ(ioa__idlist_parse("0-3,8", bits, 128), 8);
+	CHECK_EQ(bits[0], 0x10full);
+	CHECK_EQ(ioa__idlist_parse("70,3", bits, 128), 70); /* the highest, not the last */
+	CHECK_EQ(bits[0], 8);
+	CHECK_EQ(bits[1], 1ull << 6);
+	bits[1] = 0;
+	CHECK_EQ(ioa__idlist_parse("60-69", bits, 64), 69); /* past @nbits: left out */
+	CHECK_EQ(bits[0], 0xfull << 60);
+	CHECK_EQ(bits[1], 0);
+	CHECK_EQ(ioa__idlist_parse("", bits, 64), -1);
+	CHECK_EQ(ioa__idlist_parse("1-", bits, 64), -1);
+	CHECK_EQ(ioa__idlist_parse("5-2", bits, 64), -1);
+	CHECK_EQ(ioa__idlist_parse("1,,2", bits, 64), -1);
+	CHECK_EQ(ioa__idlist_parse("2000000", bits, 64), -1);
+}
+
+/* This machine's layout as libnuma reads it. */
+static void same_as_libnuma(void)
+{
+	int nodes = numa_max_node() + 1 < IOA_MAX_NODES ? numa_max_node() + 1 : IOA_MAX_NODES;
+
+	ioa__os_numa_init();
+	CHECK_EQ(ioa__os_node_count(), nodes);
+	for (int n = 0; n < nodes; n++)
+		CHECK_EQ(ioa__os_node_valid(n), numa_bitmask_isbitset(numa_all_nodes_ptr, (unsigned)n) &&
+							 numa_node_size64(n, NULL) > 0);
+	for (int cpu = 0; cpu < numa_num_configured_cpus(); cpu++)
+		if (!CHECK_EQ(ioa__os_cpu_node(cpu), numa_node_of_cpu(cpu)))
+			printf("  CPU %d\n", cpu);
+	printf("layout: %d node(s) and %d CPU(s), as libnuma says\n", nodes,
+	       numa_num_configured_cpus());
+}
+
+static void put_file(const char *dir, const char *name, const char *text)
+{
+	char path[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "w");
+	if (!f) {
+		perror(path);
+		exit(2);
+	}
+	fputs(text, f);
+	fclose(f);
+}
+
+/* A layout read from @dir, with stderr (its messages) into @said. */
+static void read_layout(const char *dir, int has_numa, uint64_t allowed, char *said, size_t len)
+{
+	struct check_capture c;
+
+	capture_begin(&c);
+	ioa__os_numa_init_from(dir, has_numa, allowed);
+	snprintf(said, len, "%s", capture_end(&c));
+}
+
+/* A machine of three nodes: 0 and 1 with CPUs, 1 without memory, 2 with
+ * memory and no CPU; and what becomes of it when parts are missing. */
+static void other_machines(void)
+{
+	char dir[] = "/tmp/ioa-layout-XXXXXX", sub[600], said[16384], text[64];
+
+	if (!CHECK(mkdtemp(dir) != NULL))
+		return;
+	ioa__log_set_verbosity(1); /* the messages are info */
+	put_file(dir, "online", "0-2\n");
+	put_file(dir, "has_memory", "0,2\n");
+	for (int n = 0; n < 3; n++) {
+		snprintf(sub, sizeof(sub), "%s/node%d", dir, n);
+		mkdir(sub, 0700);
+		put_file(sub, "cpulist", n == 0 ? "0-1,4\n" : n == 1 ? "2-3\n" : "\n");
+	}
+	read_layout(dir, 1, UINT64_MAX, said, sizeof(said));
+	CHECK_EQ(said[0], '\0');
+	CHECK_EQ(ioa__os_node_count(), 3);
+	CHECK(ioa__os_node_valid(0) && !ioa__os_node_valid(1) && ioa__os_node_valid(2));
+	CHECK(!ioa__os_node_valid(3) && !ioa__os_node_valid(-1));
+	ioa__os_nodes_text(text, sizeof(text));
+	CHECK(strcmp(text, "0, 2") == 0);
+	CHECK_EQ(ioa__os_cpu_node(1), 0);
+	CHECK_EQ(ioa__os_cpu_node(3), 1);
+	CHECK_EQ(ioa__os_cpu_node(4), 0);
+	CHECK_EQ(ioa__os_cpu_node(5), -1); /* in no node's list */
+	CHECK_EQ(ioa__os_cpu_node(4096), -1);
+
+	/* a cpuset that allows node 2 only */
+	read_layout(dir, 1, 1ull << 2, said, sizeof(said));
+	CHECK(!ioa__os_node_valid(0) && ioa__os_node_valid(2));
+	CHECK_EQ(ioa__os_first_node(), 2);
+
+	/* one that allows no node with memory: node 0 serves, said once */
+	read_layout(dir, 1, 1ull << 1, said, sizeof(said));
+	CHECK_EQ(count_lines(said), 1);
+	CHECK_CONTAINS(said, "has_memory names no node with memory this process may use");
+	CHECK(ioa__os_node_valid(0) && !ioa__os_node_valid(2));
+
+	/* no has_memory */
+	snprintf(sub, sizeof(sub), "%s/has_memory", dir);
+	unlink(sub);
+	read_layout(dir, 1, UINT64_MAX, said, sizeof(said));
+	CHECK_CONTAINS(said, "cannot read /tmp/ioa-layout-");
+	CHECK_CONTAINS(said, "/has_memory: node 0 serves every allocation");
+	CHECK_EQ(ioa__os_node_count(), 3);
+	CHECK(ioa__os_node_valid(0) && !ioa__os_node_valid(2));
+
+	/* more nodes online than the library has room for */
+	put_file(dir, "online", "0-99\n");
+	put_file(dir, "has_memory", "0-99\n");
+	read_layout(dir, 1, UINT64_MAX, said, sizeof(said));
+	CHECK_EQ(ioa__os_node_count(), IOA_MAX_NODES);
+	CHECK(ioa__os_node_valid(IOA_MAX_NODES - 1) && !ioa__os_node_valid(IOA_MAX_NODES));
+
+	/* a kernel without NUMA: one node, every CPU on it */
+	read_layout(dir, 0, UINT64_MAX, said, sizeof(said));
+	CHECK_EQ(said[0], '\0');
+	CHECK_EQ(ioa__os_node_count(), 1);
+	CHECK_EQ(ioa__os_cpu_node(5), 0);
+
+	/* no /sys: the same, said */
+	snprintf(sub, sizeof(sub), "%s/none", dir);
+	read_layout(sub, 1, UINT64_MAX, said, sizeof(said));
+	CHECK_CONTAINS(said, "/none/online (is /sys mounted?): node 0 serves every allocation");
+	CHECK_EQ(ioa__os_node_count(), 1);
+	CHECK(ioa__os_node_valid(0));
+	ioa__log_set_verbosity(0); /* by default a chroot is not told */
+	read_layout(sub, 1, UINT64_MAX, said, sizeof(said));
+	CHECK_EQ(said[0], '\0');
+
+	snprintf(sub, sizeof(sub), "rm -rf %s", dir);
+	CHECK_EQ(system(sub), 0);
+	ioa__os_numa_init();
+}
+
+static int test_layout(void)
+{
+	idlists();
+	if (numa_available() >= 0)
+		same_as_libnuma();
+	else
+		check_note("libnuma finds no NUMA here: only the other layouts are checked");
+	other_machines();
+	return check_done();
+}
+
 int main(int argc, char **argv)
 {
 	check_start("test_os");
@@ -414,6 +571,8 @@ int main(int argc, char **argv)
 		return test_hugepages();
 	if (argc == 2 && strcmp(argv[1], "numa") == 0)
 		return test_numa();
-	fprintf(stderr, "usage: %s hugepages|numa\n", argv[0]);
+	if (argc == 2 && strcmp(argv[1], "layout") == 0)
+		return test_layout();
+	fprintf(stderr, "usage: %s hugepages|numa|layout\n", argv[0]);
 	return 2;
 }

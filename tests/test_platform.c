@@ -58,7 +58,8 @@ static void tick_and_ns(uint64_t *ticks, uint64_t *ns)
 }
 
 /* Over 100 ms of sleep, ticks converted to nanoseconds agree with
- * CLOCK_MONOTONIC within 5%, and the conversions invert each other. */
+ * CLOCK_MONOTONIC within 2% (the calibration's bound is 1 %, this test's
+ * readings add up to 0.4 %), and the conversions invert each other. */
 static void ticks_convert(void)
 {
 	struct timespec nap = { 0, 100 * 1000 * 1000 };
@@ -70,12 +71,12 @@ static void ticks_convert(void)
 	tick_and_ns(&t1, &ns1);
 	took = ns1 - ns0;
 	ns = ioa__ticks_to_ns(t1 - t0);
-	if (!CHECK(ns > took - took / 20 && ns < took + took / 20))
+	if (!CHECK(ns > took - took / 50 && ns < took + took / 50))
 		printf("  %llu ticks are %llu ns by the calibration; CLOCK_MONOTONIC says %llu ns\n",
 		       (unsigned long long)(t1 - t0), (unsigned long long)ns,
 		       (unsigned long long)took);
-	check_note("tick counter: %s, %.3f ticks per ns", IOA_CLOCK_COUNTER,
-		   (double)(t1 - t0) / (double)took);
+	check_note("tick counter: %s, %.4f ticks per ns; the calibration is %+.3f %% off", IOA_CLOCK_COUNTER,
+		   (double)(t1 - t0) / (double)took, 100.0 * ((double)ns - (double)took) / (double)took);
 	/* 1 ms there and back, within a tick's rounding either way. */
 	CHECK(ioa__ticks_to_ns(ioa__ns_to_ticks(1000000)) > 1000000 - 100);
 	CHECK(ioa__ticks_to_ns(ioa__ns_to_ticks(1000000)) <= 1000000);

@@ -10,7 +10,9 @@
  *   pthread_create callocs; since ioa_fini stops the reclaimers first
  *   (ioa__defer_stop_threads) it starts none, and the case checks that it
  *   ends;
- * - init: ioa_init() as the program's first call: libnuma's fopen mallocs;
+ * - init: ioa_init() as the program's first call (libnuma's fopen malloced
+ *   there while the library read the NUMA layout through it; test_noalloc
+ *   now checks that ioa_init allocates nothing);
  * - atexit: the library's registration of its exit handler when glibc's
  *   block of handlers is full (life_atexit_lib.c registers N before it, for
  *   N around 32, so that one of the runs crosses the block's end): atexit

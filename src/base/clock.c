@@ -15,15 +15,22 @@ uint64_t ioa__now_ns(void)
 }
 
 #if defined(IOA_CLOCK_COUNTER)
-/* A tick reading paired with the CLOCK_MONOTONIC time at its middle: of up to
- * 20 tries, the one with the two clock reads closest together, so that a
- * preemption between the reads (common under an emulator or a busy host)
- * cannot skew the pair; under 20 us apart is taken at once. */
-static void paired_reading(uint64_t *ticks, uint64_t *ns)
+/* Calibration's error bound: the window between its two readings is at least
+ * ERROR_DIVISOR times their uncertainties together, so the rate is within
+ * 1 %; and at least MIN_WINDOW_NS. */
+#define ERROR_DIVISOR 100
+#define MIN_WINDOW_NS 20000
+
+/* A tick reading paired with the CLOCK_MONOTONIC time at its middle, and
+ * how far off that time may be (half the two clock reads' distance): of up
+ * to 20 tries, the one with the reads closest together, so that a
+ * preemption between them (common under an emulator or a busy host) only
+ * lengthens the window; under 1 us apart is taken at once. */
+static uint64_t paired_reading(uint64_t *ticks, uint64_t *ns)
 {
 	uint64_t best = UINT64_MAX;
 
-	for (int i = 0; i < 20 && best > 20000; i++) {
+	for (int i = 0; i < 20 && best > 1000; i++) {
 		uint64_t before = ioa__now_ns(), t = ioa__ticks(), after = ioa__now_ns();
 
 		if (after - before < best) {
@@ -32,19 +39,24 @@ static void paired_reading(uint64_t *ticks, uint64_t *ns)
 			*ns = before + best / 2;
 		}
 	}
+	return best / 2 + 1;
 }
 #endif
 
-/* The rate over at least 2 ms between two paired readings. */
+/* The rate between two paired readings, as far apart as their uncertainties
+ * require (about 20 us here, which every process start pays: the 2 ms of a
+ * fixed window were most of what a short-lived process took under
+ * LD_PRELOAD, docs/design.md). */
 static void calibrate(void)
 {
 #if defined(IOA_CLOCK_COUNTER)
 	uint64_t ns0 = 0, t0 = 0, ns1 = 0, t1 = 0; /* set by the first try */
+	uint64_t off0 = paired_reading(&t0, &ns0), off1, window;
 
-	paired_reading(&t0, &ns0);
-	do
-		paired_reading(&t1, &ns1);
-	while (ns1 - ns0 < 2000000);
+	do {
+		off1 = paired_reading(&t1, &ns1);
+		window = ERROR_DIVISOR * (off0 + off1);
+	} while (ns1 - ns0 < (window > MIN_WINDOW_NS ? window : MIN_WINDOW_NS));
 	ticks_per_ns_fp = (uint64_t)(((unsigned __int128)(t1 - t0) << 32) / (ns1 - ns0));
 #endif
 }

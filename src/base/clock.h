@@ -39,7 +39,8 @@ static inline uint64_t ioa__ticks(void)
 }
 #endif
 
-/* Measures the tick rate once per process (about 2 ms with a counter). */
+/* Measures the tick rate once per process, within 1 % (about 20 us with a
+ * counter). */
 void ioa__clock_calibrate(void);
 uint64_t ioa__ticks_to_ns(uint64_t ticks);
 uint64_t ioa__ns_to_ticks(uint64_t ns);

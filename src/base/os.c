@@ -5,8 +5,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <numa.h>
-#include <numaif.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,113 +12,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #include <linux/mman.h>
-
-#define IOA_MAX_CPUS 4096
-
-static struct {
-	int nodes;                   /* highest node + 1 */
-	int has_numa;                /* libnuma works and the kernel has NUMA */
-	uint64_t valid_mask;         /* nodes that have memory */
-	int16_t cpu_node[IOA_MAX_CPUS];
-} os;
-
-void ioa__os_numa_init(void)
-{
-	memset(&os, 0, sizeof(os));
-	os.nodes = 1;
-	os.valid_mask = 1;
-	os.has_numa = numa_available() >= 0;
-	if (os.has_numa) {
-		os.nodes = numa_max_node() + 1;
-		if (os.nodes > IOA_MAX_NODES)
-			os.nodes = IOA_MAX_NODES;
-		os.valid_mask = 0;
-		for (int n = 0; n < os.nodes; n++)
-			if (numa_bitmask_isbitset(numa_all_nodes_ptr, (unsigned)n) &&
-			    numa_node_size64(n, NULL) > 0)
-				os.valid_mask |= 1ull << n;
-		if (!os.valid_mask) { /* sizes unreadable: /sys not mounted (a chroot) */
-			ioa__info("libnuma reports no node with memory (is /sys mounted?): node 0 "
-				  "serves every allocation");
-			os.valid_mask = 1;
-		}
-		/* -1: a CPU of no known node (or past the configured ones) */
-		for (int cpu = 0, n = numa_num_configured_cpus(); cpu < IOA_MAX_CPUS; cpu++) {
-			int node = cpu < n ? numa_node_of_cpu(cpu) : -1;
-			os.cpu_node[cpu] = (int16_t)(node >= 0 && node < os.nodes ? node : -1);
-		}
-	}
-}
-
-int ioa__os_node_count(void)
-{
-	return os.nodes;
-}
-
-int ioa__os_node_valid(int node)
-{
-	return node >= 0 && node < os.nodes && (os.valid_mask >> node & 1);
-}
-
-void ioa__os_nodes_text(char *buf, size_t len)
-{
-	size_t n = 0;
-	int runs = 0;
-
-	buf[0] = '\0';
-	for (int first = 0; first < os.nodes && n < len; first++) {
-		int last = first;
-
-		if (!ioa__os_node_valid(first))
-			continue;
-		while (ioa__os_node_valid(last + 1))
-			last++;
-		n += (size_t)snprintf(buf + n, len - n, last > first ? "%s%d to %d" : "%s%d",
-				      runs++ ? ", " : "", first, last);
-		first = last;
-	}
-}
-
-int ioa__os_first_node(void)
-{
-	return __builtin_ctzll(os.valid_mask);
-}
-
-int ioa__os_current_node(void)
-{
-	int cpu = sched_getcpu();
-
-	return cpu >= 0 && cpu < IOA_MAX_CPUS && os.cpu_node[cpu] >= 0 ? os.cpu_node[cpu] : 0;
-}
-
-void ioa__os_node_cpus(int node, cpu_set_t *out)
-{
-	CPU_ZERO(out);
-	for (int cpu = 0; cpu < CPU_SETSIZE && cpu < IOA_MAX_CPUS; cpu++)
-		if (os.cpu_node[cpu] == node)
-			CPU_SET(cpu, out);
-}
-
-int ioa__os_bind_to_node(int node)
-{
-	cpu_set_t set[IOA_MAX_CPUS / CPU_SETSIZE]; /* a cpu_set_t holds 1024 CPUs */
-
-	CPU_ZERO_S(sizeof(set), set);
-	for (int cpu = 0; cpu < IOA_MAX_CPUS; cpu++)
-		if (os.cpu_node[cpu] == node)
-			CPU_SET_S(cpu, sizeof(set), set);
-	return sched_setaffinity(0, sizeof(set), set) == 0 ? 0 : errno;
-}
-
-int ioa__os_page_node(const void *addr)
-{
-	void *page = (void *)((uintptr_t)addr & ~(IOA_PAGE - 1));
-	int status = -1;
-
-	if (move_pages(0, 1, &page, NULL, &status, 0) != 0)
-		return -errno;
-	return status;
-}
 
 /* Maps @len bytes at an @align boundary. The kernel aligns a mapping to its
  * page size (@natural) by itself; beyond that, over-map and trim both ends. */
@@ -145,13 +36,10 @@ static void *map_aligned(size_t len, size_t align, size_t natural, int flags)
  * reports a missing hugetlb page as an error where a touch would SIGBUS. */
 static int bind_and_populate(void *addr, size_t len, int node, int populate)
 {
-	if (os.has_numa && os.nodes > 1) {
-		unsigned long mask[IOA_MAX_NODES / (8 * sizeof(unsigned long)) + 1] = { 0 };
+	int err = ioa__os_bind_memory(addr, len, node);
 
-		mask[node / (8 * sizeof(unsigned long))] |= 1ul << (node % (8 * sizeof(unsigned long)));
-		if (mbind(addr, len, MPOL_BIND, mask, IOA_MAX_NODES + 1, 0) != 0)
-			return -errno;
-	}
+	if (err)
+		return err;
 	if (populate && madvise(addr, len, MADV_POPULATE_WRITE) != 0)
 		return -errno;
 	return 0;

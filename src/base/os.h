@@ -1,6 +1,5 @@
 /* os layer: memory from the kernel and NUMA placement. Invariant: nothing
- * here calls malloc (libnuma does, in ioa__os_numa_init); every byte comes
- * from mmap. */
+ * here calls malloc; every byte comes from mmap. */
 #ifndef IOA_OS_H
 #define IOA_OS_H
 
@@ -9,6 +8,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define IOA_PAGE_SHIFT 12
 #define IOA_PAGE ((size_t)1 << IOA_PAGE_SHIFT)
@@ -26,8 +26,12 @@ struct ioa__os_mem {
 	int node;                 /* its NUMA node: whose counters it is in */
 };
 
-/* Reads the machine's NUMA layout. */
+/* Reads the machine's NUMA layout (numa.c). */
 void ioa__os_numa_init(void);
+/* The same from node directory @dir laid out as /sys/devices/system/node,
+ * for a kernel with NUMA or without (@has_numa), for a process that may
+ * allocate on the nodes of mask @allowed: tests give other layouts. */
+void ioa__os_numa_init_from(const char *dir, int has_numa, uint64_t allowed);
 /* Nodes are 0 .. ioa__os_node_count() - 1; a node without memory is not valid. */
 int ioa__os_node_count(void);
 int ioa__os_node_valid(int node);
@@ -35,15 +39,19 @@ int ioa__os_node_valid(int node);
 void ioa__os_nodes_text(char *buf, size_t len);
 /* The lowest node that has memory. */
 int ioa__os_first_node(void);
+/* The node of @cpu, -1 for a CPU of no known node. */
+int ioa__os_cpu_node(int cpu);
 /* The node of the CPU the caller runs on (0 without NUMA). */
 int ioa__os_current_node(void);
 /* The CPUs of @node into *out (on a machine without NUMA: every CPU), up
  * to CPU 1023, what a cpu_set_t holds. */
 void ioa__os_node_cpus(int node, cpu_set_t *out);
 /* Binds the calling thread to @node's CPUs, all of them (a machine may
- * number them past 1023), allocating nothing (libnuma's numa_run_on_node
- * mallocs a mask): 0 or an errno. */
+ * number them past 1023): 0 or an errno. */
 int ioa__os_bind_to_node(int node);
+/* Binds [addr, addr + len), not yet touched, to @node (MPOL_BIND) where
+ * there is more than one node: 0 or -errno. */
+int ioa__os_bind_memory(void *addr, size_t len, int node);
 /* The node a resident page sits on, or -errno. */
 int ioa__os_page_node(const void *addr);
 

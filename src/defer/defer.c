@@ -43,7 +43,7 @@ int ioa__defer_quiesce(void)
 
 	if (err)
 		return err;
-	for (int n = 0; n < IOA_MAX_NODES; n++)
+	for (int n = 0; n < ioa__os_node_count(); n++) /* untouched past them */
 		q += ioa__node_stat_get(n, defer_quarantined);
 	return atomic_exchange(&ioa__defer_eng.quarantined_seen, q) != q ? -EIO : 0;
 }

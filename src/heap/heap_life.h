@@ -21,13 +21,14 @@ void ioa__heap_trim(void);
 /* @size bytes aligned to @align on @node (IOA_NODE_ANY: the thread's). */
 void *ioa__heap_alloc_aligned(size_t size, size_t align, int node);
 
-/* The thread that changes the library's life (ioa_init, ioa_fini, the
- * registration of its exit and fork hooks) allocates from the boot arena,
- * as a thread inside the library's start does, from open to close (nested,
- * each close restoring what its open saw): what it calls may malloc (glibc's
- * pthread_create when a retirement starts a reclaimer, libnuma's fopen,
- * atexit's next block of handlers), and such a malloc went to the library
- * it was starting or stopping and waited for it forever. fork's window
+/* The thread that changes the library's life (ioa_fini, the registration
+ * of its exit and fork hooks; ioa_init allocates nothing, test_noalloc)
+ * allocates from the boot arena, as a thread inside the library's start
+ * does, from open to close (nested, each close restoring what its open
+ * saw): what it calls may malloc (glibc's pthread_create when a retirement
+ * starts a reclaimer, atexit's next block of handlers; libnuma's fopen did
+ * in ioa_init), and such a malloc went to the library it was starting or
+ * stopping and waited for it forever. fork's window
  * (heap_fork.c, held) is one too, with the frees it holds, and so is the
  * creation of the library's own threads (os.h). The saved state's struct
  * is os.h's. */
