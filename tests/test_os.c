@@ -532,6 +532,31 @@ static void other_machines(void)
 	CHECK_EQ(ioa__os_node_count(), IOA_MAX_NODES);
 	CHECK(ioa__os_node_valid(IOA_MAX_NODES - 1) && !ioa__os_node_valid(IOA_MAX_NODES));
 
+	/* CPU lists longer than a page: 4096 CPUs numbered in turn across two
+	 * nodes, about 10 KB a list (review helper-92) */
+	{
+		static char list[2][20000];
+		size_t len[2] = { 0, 0 };
+
+		for (int cpu = 0; cpu < 4096; cpu++)
+			len[cpu % 2] += (size_t)snprintf(list[cpu % 2] + len[cpu % 2],
+							 sizeof(list[0]) - len[cpu % 2], "%s%d",
+							 cpu < 2 ? "" : ",", cpu);
+		put_file(dir, "online", "0-1\n");
+		put_file(dir, "has_memory", "0-1\n");
+		for (int n = 0; n < 2; n++) {
+			snprintf(sub, sizeof(sub), "%s/node%d", dir, n);
+			put_file(sub, "cpulist", list[n]);
+		}
+		CHECK(len[0] > 4096 && len[1] > 4096);
+		read_layout(dir, 1, UINT64_MAX, said, sizeof(said));
+		int wrong = 0;
+
+		for (int cpu = 0; cpu < 4096; cpu++)
+			wrong += ioa__os_cpu_node(cpu) != cpu % 2;
+		CHECK_EQ(wrong, 0);
+	}
+
 	/* a kernel without NUMA: one node, every CPU on it */
 	read_layout(dir, 0, UINT64_MAX, said, sizeof(said));
 	CHECK_EQ(said[0], '\0');

@@ -1,4 +1,5 @@
 #include "cpulist.h"
+#include "os.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -86,21 +87,50 @@ void ioa__cpulist_format(const cpu_set_t *set, char *buf, size_t len)
 	}
 }
 
-int ioa__idlist_read(const char *path, uint64_t *bits, unsigned nbits)
+/* Up to @len - 1 bytes of file @path into @buf, as a string: how many, or
+ * -1 when it cannot be read. */
+static ssize_t read_text(const char *path, char *buf, size_t len)
 {
-	char text[4096]; /* a file of /sys holds a page at most */
-	ssize_t len = -1;
+	ssize_t n = 0, got;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 
-	if (fd >= 0) {
-		len = read(fd, text, sizeof(text) - 1);
-		close(fd);
-	}
-	if (len <= 0)
+	if (fd < 0)
 		return -1;
-	text[len] = '\0';
+	while ((size_t)n < len - 1 && (got = read(fd, buf + n, len - 1 - (size_t)n)) > 0)
+		n += got;
+	close(fd);
+	buf[n] = '\0';
+	return n;
+}
+
+static int parse_line(char *text, uint64_t *bits, unsigned nbits)
+{
 	text[strcspn(text, "\n")] = '\0';
 	return ioa__idlist_parse(text, bits, nbits);
+}
+
+int ioa__idlist_read(const char *path, uint64_t *bits, unsigned nbits)
+{
+	char small[4096];
+	ssize_t n = read_text(path, small, sizeof(small));
+	char *big;
+	int highest = -1;
+
+	if (n <= 0)
+		return -1;
+	if ((size_t)n < sizeof(small) - 1)
+		return parse_line(small, bits, nbits);
+	/* longer than a page: a node's CPU list on a machine of thousands of
+	 * CPUs (the kernel allows 3.5 bytes a CPU it may have; review
+	 * helper-92); read again whole, into pages (no malloc here) */
+	big = ioa__os_alloc_pages(IOA_IDLIST_MAX);
+	if (!big)
+		return -1;
+	n = read_text(path, big, IOA_IDLIST_MAX);
+	if (n > 0 && (size_t)n < IOA_IDLIST_MAX - 1)
+		highest = parse_line(big, bits, nbits);
+	ioa__os_free_pages(big, IOA_IDLIST_MAX);
+	return highest;
 }
 
 void ioa__cpulist_present(cpu_set_t *out)

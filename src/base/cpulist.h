@@ -23,8 +23,12 @@ int ioa__cpulist_parse(const char *text, cpu_set_t *out);
  * ids past them are left out): the highest id in the list, or -1 when it
  * is no such list (empty, or an id past 2^20). */
 int ioa__idlist_parse(const char *text, uint64_t *bits, unsigned nbits);
-/* The same list from file @path (one line): its highest id, or -1 when the
- * file cannot be read or holds no such list. */
+/* The longest list file read: the CPU lists of a kernel built for up to
+ * 18 000 CPUs. */
+#define IOA_IDLIST_MAX ((size_t)64 << 10)
+/* The same list from file @path (one line, up to IOA_IDLIST_MAX bytes):
+ * its highest id, or -1 when the file cannot be read or holds no such
+ * list. */
 int ioa__idlist_read(const char *path, uint64_t *bits, unsigned nbits);
 
 /* Writes @set to @buf as a CPU list ("" when empty), truncated to @len. */

@@ -235,6 +235,8 @@ static unsigned remap(struct ioa__span **s, unsigned n, uint32_t per)
 	unsigned end[IOA_READY_PAGES], runs = 0, kept = 0, i, r;
 	int err[IOA_READY_PAGES];
 
+	if (n == 0)
+		return 0;
 	sort_by_base(s, n);
 	for (i = 0; i < n; i++)
 		ioa__region_buffer_at(s[i]->base, s[i]->len, &b[i]);
