@@ -32,7 +32,12 @@ void ioa__os_numa_init(void);
  * for a kernel with NUMA or without (@has_numa), for a process that may
  * allocate on the nodes of mask @allowed: tests give other layouts. */
 void ioa__os_numa_init_from(const char *dir, int has_numa, uint64_t allowed);
-/* Nodes are 0 .. ioa__os_node_count() - 1; a node without memory is not valid. */
+/* Nodes are 0 .. ioa__os_node_count() - 1; a node without memory is not
+ * valid. The count is set by ioa_init under the life lock and holds until
+ * the next: fork's handlers, which run under that lock while the library
+ * is up, take and make anew only the per-node locks of nodes below it (no
+ * call ever takes one of another), so a fork writes a few pages, not 64
+ * nodes' (review helper-91: 36 page faults in each child, 16 with glibc). */
 int ioa__os_node_count(void);
 int ioa__os_node_valid(int node);
 /* The valid nodes for a message, such as "0 to 3" or "0, 2 to 5", into @buf. */

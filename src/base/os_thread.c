@@ -130,10 +130,11 @@ int ioa__os_own_threads(void)
 
 void ioa__os_fork_child(void)
 {
-	for (int i = 0; i < OWN_THREADS; i++) {
-		atomic_store_explicit(&own[i].tid, 0, memory_order_relaxed);
-		atomic_store_explicit(&own[i].used, 0, memory_order_relaxed);
-	}
+	for (int i = 0; i < OWN_THREADS; i++) /* a slot never used is not written: no page copied */
+		if (atomic_load_explicit(&own[i].used, memory_order_relaxed)) {
+			atomic_store_explicit(&own[i].tid, 0, memory_order_relaxed);
+			atomic_store_explicit(&own[i].used, 0, memory_order_relaxed);
+		}
 }
 
 /* Up to @len - 1 bytes of file @path, NUL-terminated; 0 when unreadable. */

@@ -156,17 +156,17 @@ void ioa__defer_fini(void)
 void ioa__defer_fork_prepare(void)
 {
 	pthread_mutex_lock(&ioa__defer_eng.start_lock);
-	for (int n = 0; n < IOA_MAX_NODES; n++)
+	for (int n = 0; n < ioa__os_node_count(); n++) /* see ioa__os_node_count */
 		pthread_mutex_lock(&ioa__defer_eng.nodes[n].late_lock);
-	for (int n = 0; n < IOA_MAX_NODES; n++)
+	for (int n = 0; n < ioa__os_node_count(); n++)
 		pthread_mutex_lock(&ioa__defer_eng.nodes[n].pass_lock);
 }
 
 void ioa__defer_fork_parent(void)
 {
-	for (int n = IOA_MAX_NODES - 1; n >= 0; n--)
+	for (int n = ioa__os_node_count() - 1; n >= 0; n--)
 		pthread_mutex_unlock(&ioa__defer_eng.nodes[n].pass_lock);
-	for (int n = IOA_MAX_NODES - 1; n >= 0; n--)
+	for (int n = ioa__os_node_count() - 1; n >= 0; n--)
 		pthread_mutex_unlock(&ioa__defer_eng.nodes[n].late_lock);
 	pthread_mutex_unlock(&ioa__defer_eng.start_lock);
 }
@@ -184,7 +184,7 @@ void ioa__defer_fork_child(void)
 		ioa__defer_mine.ring = NULL; /* a table of an instance ioa_fini() ended: freed with it */
 	home = my_home();
 	pthread_mutex_init(&ioa__defer_eng.start_lock, NULL);
-	for (int n = 0; n < IOA_MAX_NODES; n++) {
+	for (int n = 0; n < ioa__os_node_count(); n++) {
 		struct node *nd = &ioa__defer_eng.nodes[n];
 
 		pthread_mutex_init(&nd->pass_lock, NULL);

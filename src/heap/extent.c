@@ -569,18 +569,18 @@ void ioa__extent_fini(uint64_t *leaked)
 void ioa__extent_fork_prepare(void)
 {
 	pthread_once(&nodes_once, nodes_init);
-	for (int n = 0; n < IOA_MAX_NODES; n++)
+	for (int n = 0; n < ioa__os_node_count(); n++) /* see ioa__os_node_count */
 		pthread_mutex_lock(&nodes[n].lock);
 }
 
 void ioa__extent_fork_parent(void)
 {
-	for (int n = IOA_MAX_NODES - 1; n >= 0; n--)
+	for (int n = ioa__os_node_count() - 1; n >= 0; n--)
 		pthread_mutex_unlock(&nodes[n].lock);
 }
 
 void ioa__extent_fork_child(void)
 {
-	for (int n = 0; n < IOA_MAX_NODES; n++)
+	for (int n = 0; n < ioa__os_node_count(); n++)
 		pthread_mutex_init(&nodes[n].lock, NULL);
 }

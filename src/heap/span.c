@@ -63,7 +63,7 @@ static pthread_once_t caches_once = PTHREAD_ONCE_INIT;
 
 static void caches_init(void)
 {
-	for (int n = 0; n < IOA_MAX_NODES; n++)
+	for (int n = 0; n < ioa__os_node_count(); n++)
 		pthread_mutex_init(&caches[n].lock, NULL);
 }
 
@@ -715,7 +715,7 @@ void ioa__span_caches_trim(int node, int all)
 void ioa__span_fork_prepare(void)
 {
 	pthread_once(&caches_once, caches_init);
-	for (int n = 0; n < IOA_MAX_NODES; n++)
+	for (int n = 0; n < ioa__os_node_count(); n++) /* see ioa__os_node_count */
 		pthread_mutex_lock(&caches[n].lock);
 	for (int p = 0; p < NPOOLS; p++)
 		pthread_mutex_lock(&pools[p].lock);
@@ -725,7 +725,7 @@ void ioa__span_fork_parent(void)
 {
 	for (int p = NPOOLS - 1; p >= 0; p--)
 		pthread_mutex_unlock(&pools[p].lock);
-	for (int n = IOA_MAX_NODES - 1; n >= 0; n--)
+	for (int n = ioa__os_node_count() - 1; n >= 0; n--)
 		pthread_mutex_unlock(&caches[n].lock);
 }
 
@@ -733,6 +733,6 @@ void ioa__span_fork_child(void)
 {
 	for (int p = 0; p < NPOOLS; p++)
 		pthread_mutex_init(&pools[p].lock, NULL);
-	for (int n = 0; n < IOA_MAX_NODES; n++)
+	for (int n = 0; n < ioa__os_node_count(); n++)
 		pthread_mutex_init(&caches[n].lock, NULL);
 }

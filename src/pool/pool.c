@@ -17,6 +17,9 @@
 
 pthread_mutex_t ioa__pools_lock = PTHREAD_MUTEX_INITIALIZER;
 struct ioa_pool ioa__pool_table[IOA_POOL_MAX];
+/* Slots ever claimed (under ioa__pools_lock): the table past them was never
+ * touched, and a fork child reads no page of it (review helper-91). */
+static unsigned slots_used;
 static uint32_t next_gen = 1;
 
 void ioa__pool_detach_caches(struct ioa_pool *p);
@@ -41,7 +44,7 @@ void ioa__pool_fork_parent(void)
 void ioa__pool_fork_child(void)
 {
 	pthread_mutex_init(&ioa__pools_lock, NULL);
-	for (unsigned i = 0; i < IOA_POOL_MAX; i++) {
+	for (unsigned i = 0; i < slots_used; i++) {
 		struct ioa_pool *p = &ioa__pool_table[i];
 
 		if (atomic_load_explicit(&p->magic, memory_order_relaxed) != IOA_POOL_MAGIC)
@@ -147,6 +150,8 @@ static struct ioa_pool *claim_slot(const char *fn, const char *name, int *err)
 		*err = -ENOSPC;
 		return NULL;
 	}
+	if ((unsigned)(free_slot - ioa__pool_table) >= slots_used)
+		slots_used = (unsigned)(free_slot - ioa__pool_table) + 1;
 	memset(free_slot->name, 0, sizeof(free_slot->name));
 	strcpy(free_slot->name, name); /* the slot and the name are ours from here */
 	return free_slot;

@@ -79,7 +79,7 @@ int ioa__region_on_demand(void)
  * created under its node's), the IOVA space, then the software tables. */
 void ioa__region_fork_prepare(void)
 {
-	for (int n = 0; n < IOA_MAX_NODES; n++)
+	for (int n = 0; n < ioa__os_node_count(); n++) /* see ioa__os_node_count */
 		pthread_mutex_lock(&ioa__region.nodes[n].lock);
 	if (!ioa__region.identity)
 		ioa__iova_fork_prepare(&ioa__region.iova);
@@ -93,7 +93,7 @@ void ioa__region_fork_parent(void)
 	ioa__iopt_fork_parent(&ioa__iova2va);
 	if (!ioa__region.identity)
 		ioa__iova_fork_parent(&ioa__region.iova);
-	for (int n = IOA_MAX_NODES - 1; n >= 0; n--)
+	for (int n = ioa__os_node_count() - 1; n >= 0; n--)
 		pthread_mutex_unlock(&ioa__region.nodes[n].lock);
 }
 
@@ -115,7 +115,7 @@ void ioa__region_fork_child(void)
 	ioa__iopt_fork_child(&ioa__iova2va);
 	if (!ioa__region.identity)
 		ioa__iova_fork_child(&ioa__region.iova);
-	for (int n = 0; n < IOA_MAX_NODES; n++) {
+	for (int n = 0; n < ioa__os_node_count(); n++) {
 		pthread_mutex_init(&ioa__region.nodes[n].lock, NULL);
 		pthread_cond_init(&ioa__region.nodes[n].purge_done, NULL);
 		release_held_in_child(&ioa__region.nodes[n]);
