@@ -1,4 +1,5 @@
 #include "span.h"
+#include "sizes.h"
 #include "api.h"
 #include "clock.h"
 #include "defer.h"
@@ -166,7 +167,7 @@ static void desc_free(struct ioa__span *s)
 	struct ioa__heap *h;
 
 	if (s->req)
-		ioa__os_free_pages(s->req, s->req_bytes);
+		ioa__sizes_free(s->req, s->req_bytes);
 	if (s->pool == POOL_PAGE && (h = ioa__heap_mine()) && h->nspare_desc < IOA_SPARE_DESCS) {
 		h->spare_desc[h->nspare_desc++] = s;
 		return;
@@ -446,11 +447,10 @@ int ioa__span_format(struct ioa__span *s, unsigned c, struct ioa__heap *owner)
 
 	if (ioa__heap_checking && s->req_bytes < (size_t)n * 4) { /* IOALLOC_CHECK's sizes */
 		if (s->req)
-			ioa__os_free_pages(s->req, s->req_bytes);
-		s->req_bytes = ((size_t)n * 4 + IOA_PAGE - 1) & ~(IOA_PAGE - 1);
-		if (!(s->req = ioa__os_alloc_pages(s->req_bytes))) {
+			ioa__sizes_free(s->req, s->req_bytes);
+		if (!(s->req = ioa__sizes_alloc(n, &s->req_bytes))) {
 			s->req_bytes = 0;
-			ioa__err("ioa_malloc: no memory for IOALLOC_CHECK's sizes of a span");
+			ioa__err_nomem("ioa_malloc: no memory for IOALLOC_CHECK's sizes of a span");
 			errno = ENOMEM;
 			return -ENOMEM;
 		}
@@ -710,8 +710,9 @@ void ioa__span_caches_trim(int node, int all)
 	retire_list(victims);
 }
 
-/* The caches' locks and the pools' are leaves: nothing is called while
- * they are held; so fork takes them after every other lock. */
+/* The caches' locks, the pools' and the sizes' (sizes.c) are leaves:
+ * nothing is called while they are held; so fork takes them after every
+ * other lock. */
 void ioa__span_fork_prepare(void)
 {
 	pthread_once(&caches_once, caches_init);
@@ -719,10 +720,12 @@ void ioa__span_fork_prepare(void)
 		pthread_mutex_lock(&caches[n].lock);
 	for (int p = 0; p < NPOOLS; p++)
 		pthread_mutex_lock(&pools[p].lock);
+	ioa__sizes_fork_prepare();
 }
 
 void ioa__span_fork_parent(void)
 {
+	ioa__sizes_fork_parent();
 	for (int p = NPOOLS - 1; p >= 0; p--)
 		pthread_mutex_unlock(&pools[p].lock);
 	for (int n = ioa__os_node_count() - 1; n >= 0; n--)
@@ -731,6 +734,7 @@ void ioa__span_fork_parent(void)
 
 void ioa__span_fork_child(void)
 {
+	ioa__sizes_fork_child();
 	for (int p = 0; p < NPOOLS; p++)
 		pthread_mutex_init(&pools[p].lock, NULL);
 	for (int n = 0; n < ioa__os_node_count(); n++)
