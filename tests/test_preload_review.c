@@ -161,6 +161,39 @@ static void errno_after_segment_retry(void)
 	child_passed(pid, "the child's malloc after its address space filled and emptied");
 }
 
+/* Review helper-91: a child fills its address space with blocks of 100 KB,
+ * frees them, and then allocates objects of 1000 bytes: the free blocks'
+ * chunks, kept for their decay, must go back when a segment cannot be
+ * made (before, 44 MiB of objects fitted where 779 MiB had been freed),
+ * and errno is left alone. The objects must reach half the blocks' bytes. */
+static void freed_blocks_make_room(void)
+{
+	static void *obj[4000];
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		size_t n = 0, blocks, bytes = 0;
+
+		limit_address_space(256 << 20);
+		while (n < sizeof(obj) / sizeof(obj[0]) && (obj[n] = malloc(100000)))
+			n++;
+		if (n == sizeof(obj) / sizeof(obj[0]))
+			_exit(4); /* the limit was never met */
+		blocks = n * 100000;
+		while (n)
+			free(obj[--n]);
+		errno = 0;
+		while (bytes < blocks / 2 && malloc(1000))
+			bytes += 1000;
+		if (bytes < blocks / 2)
+			printf("  %zu bytes of objects where %zu of blocks were freed\n", bytes, blocks);
+		_exit(bytes >= blocks / 2 && errno == 0 ? 0 : 1);
+	}
+	child_passed(pid, "the child's objects where its blocks were freed");
+}
+
 int main(int argc, char **argv)
 {
 	void *p;
@@ -192,6 +225,7 @@ int main(int argc, char **argv)
 	}
 	huge_requests_fail_silently();
 	errno_after_segment_retry();
+	freed_blocks_make_room();
 	{
 		void *(*volatile mem_align)(size_t, size_t) = memalign;
 		void *(*volatile aligned)(size_t, size_t) = aligned_alloc;

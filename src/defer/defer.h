@@ -103,6 +103,8 @@ int ioa__defer_ready_here(int node);
 int ioa__defer_inline(void);
 /* Whether reclaimer threads run (IOALLOC_DEFER=on): else no timed upkeep. */
 int ioa__defer_has_reclaimers(void);
+/* Whether the calling thread is inside a pass (holding a pass lock). */
+int ioa__defer_in_pass(void);
 /* A batch the calling thread retires itself, outside the queues (strict
  * mode's recycled heap pages in inline mode, heap/recycle.c): @b[0..n),
  * 1 <= n <= IOA_RETIRE_OWN_MAX, taken buffers of shared segments mapped one by one, in address

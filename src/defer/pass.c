@@ -13,6 +13,11 @@
  * allocation it makes there must not wait for a pass. */
 static __thread int in_pass __attribute__((tls_model("initial-exec")));
 
+int ioa__defer_in_pass(void)
+{
+	return in_pass;
+}
+
 /* ---- passes ---------------------------------------------------------- */
 
 /* Items queued on @nd and not yet in a pass, their bytes in *bytes (at

@@ -617,8 +617,17 @@ void *ioa__heap_alloc_slow(size_t size)
 		ioa__heap_upkeep_on_calls();
 	}
 
-	if (h != &ioa__empty_heap && size <= ioa__span_small_max() && !ioa__heap_checking)
-		return alloc_small(h, ioa__class_of(size));
+	if (h != &ioa__empty_heap && size <= ioa__span_small_max() && !ioa__heap_checking) {
+		int saved = errno;
+		void *p = alloc_small(h, ioa__class_of(size));
+
+		/* no room: see ioa__heap_make_room */
+		if (!p && errno == ENOMEM && ioa__heap_make_room()) {
+			errno = saved; /* a malloc that succeeds leaves errno alone */
+			p = alloc_small(h, ioa__class_of(size));
+		}
+		return p;
+	}
 	return ioa__heap_alloc_aligned(size, 16, IOA_NODE_ANY);
 }
 

@@ -18,6 +18,10 @@ void ioa__heap_upkeep_on_calls(void);
 void ioa__heap_retire_batches(void);
 /* What ioa_trim() gives back (heap_thread.c says what and when). */
 void ioa__heap_trim(void);
+/* An allocation that found no memory or address space: what the caches keep
+ * free goes back first (heap_thread.c). 1 when a segment went back, so that
+ * a second try may succeed; called with no lock of the heap's held. */
+int ioa__heap_make_room(void);
 /* @size bytes aligned to @align on @node (IOA_NODE_ANY: the thread's). */
 void *ioa__heap_alloc_aligned(size_t size, size_t align, int node);
 

@@ -343,8 +343,9 @@ struct ioa__heap *ioa__heap_my_heap_or_adopt(int *late)
 
 void *ioa__heap_alloc_aligned(size_t size, size_t align, int node)
 {
-	int state = ioa__my_state, err, late;
+	int state = ioa__my_state, err, late, saved = errno;
 	struct ioa__heap *h;
+	void *p;
 
 	/* a malloc of the library's own start, or one before the preload
 	 * library's constructor ran (libc's and libnuma's start) */
@@ -360,11 +361,24 @@ void *ioa__heap_alloc_aligned(size_t size, size_t align, int node)
 	}
 	if (!(h = ioa__heap_my_heap_or_adopt(&late)) && !late)
 		return NULL;
-	if (h && (node == IOA_NODE_ANY || node == h->node))
-		return ioa__heap_alloc_from(h, size, align);
+	if (h && (node == IOA_NODE_ANY || node == h->node)) {
+		p = ioa__heap_alloc_from(h, size, align);
+		if (!p && errno == ENOMEM && ioa__heap_make_room()) {
+			errno = saved; /* a malloc that succeeds leaves errno alone */
+			p = ioa__heap_alloc_from(h, size, align);
+		}
+		return p;
+	}
 	if (node == IOA_NODE_ANY)
 		node = ioa__region_pick_node(IOA_NODE_ANY, "ioa_malloc");
-	return node < 0 ? NULL : shared_alloc(node, size, align);
+	if (node < 0)
+		return NULL;
+	p = shared_alloc(node, size, align);
+	if (!p && errno == ENOMEM && ioa__heap_make_room()) {
+		errno = saved;
+		p = shared_alloc(node, size, align);
+	}
+	return p;
 }
 
 struct ioa__heap *ioa__heap_mine(void)
@@ -494,6 +508,41 @@ void ioa__heap_trim(void)
 	for (int n = 0; upkeep_live && n < IOA_MAX_NODES; n++)
 		ioa__region_upkeep(n, IOA_UPKEEP_AT_ONCE);
 	pthread_mutex_unlock(&upkeep_lock);
+}
+
+/*
+ * Out of memory or address space (RLIMIT_AS, or strict overcommit): an
+ * allocation that failed first gives back what the caches keep free, the
+ * node caches' spans and the extents' free chunks, as ioa_trim() would,
+ * retires them (the queues drained) and gives back the segments left
+ * empty; then it tries once more. Before, a program that freed many large
+ * blocks failed its next small mallocs with ENOMEM while those blocks' chunks
+ * waited for their decay (review helper-91: 44 MiB of 1000-byte objects
+ * where 779 MiB had been freed). upkeep_lock is tried, never waited for: an
+ * upkeep or ioa_trim that holds it is giving memory back anyway. Life in a
+ * process: the caller holds no lock of the heap's (a shared heap's is
+ * released first), and a thread without a heap of its own, or one inside
+ * the library's start, a retirement or a pass, gives back the empty
+ * segments only; a fork meanwhile finds what it finds during ioa_trim;
+ * after ioa_fini, upkeep_live is 0 and only the empty segments go; a
+ * signal handler may not allocate while its thread is in here, as with
+ * glibc's.
+ */
+int ioa__heap_make_room(void)
+{
+	/* not inside the library's start, a retirement of a batch or a remap, or
+	 * a pass (a malloc of libc's nested there): the drain below takes the
+	 * pass locks, and the caches' retirements would nest in the one under way */
+	if (ioa__my_state == HEAP_LIVE && !ioa__heap_cycling && !ioa__defer_in_pass() &&
+	    pthread_mutex_trylock(&upkeep_lock) == 0) {
+		for (int n = 0; upkeep_live && n < ioa__os_node_count(); n++) {
+			ioa__span_caches_trim(n, 1);
+			ioa__extent_upkeep(n, 1);
+		}
+		pthread_mutex_unlock(&upkeep_lock);
+		ioa__defer_quiesce();
+	}
+	return ioa__region_make_room() > 0;
 }
 
 /* ---- fork ------------------------------------------------------------- */
