@@ -136,6 +136,24 @@ static void huge_requests_fail_silently(void)
  * objects and frees them; a malloc that then needs a new segment fails
  * its first try, the node's empty segments go back, and the second try
  * succeeds: errno must be as before. */
+/* In a child: its address space limited to 256 MiB more than it has,
+ * filled with objects of @size (@obj holds @max), which are then freed; how
+ * many there were (the child exits 4 if the limit was never met). */
+static size_t fill_address_space_then_free(void **obj, size_t max, size_t size)
+{
+	size_t n = 0, filled;
+
+	limit_address_space(256 << 20);
+	while (n < max && (obj[n] = malloc(size)))
+		n++;
+	if (n == max)
+		_exit(4); /* the limit was never met */
+	filled = n;
+	while (n)
+		free(obj[--n]);
+	return filled;
+}
+
 static void errno_after_segment_retry(void)
 {
 	static void *obj[200000];
@@ -144,16 +162,9 @@ static void errno_after_segment_retry(void)
 	fflush(NULL);
 	pid = fork();
 	if (pid == 0) {
-		size_t n = 0;
 		void *p;
 
-		limit_address_space(256 << 20);
-		while (n < sizeof(obj) / sizeof(obj[0]) && (obj[n] = malloc(5000)))
-			n++;
-		if (n == sizeof(obj) / sizeof(obj[0]))
-			_exit(4); /* the limit was never met */
-		while (n)
-			free(obj[--n]);
+		fill_address_space_then_free(obj, sizeof(obj) / sizeof(obj[0]), 5000);
 		errno = 0;
 		p = malloc(100000);
 		_exit(p && errno == 0 ? 0 : 1);
@@ -174,16 +185,10 @@ static void freed_blocks_make_room(void)
 	fflush(NULL);
 	pid = fork();
 	if (pid == 0) {
-		size_t n = 0, blocks, bytes = 0;
+		size_t blocks, bytes = 0;
 
-		limit_address_space(256 << 20);
-		while (n < sizeof(obj) / sizeof(obj[0]) && (obj[n] = malloc(100000)))
-			n++;
-		if (n == sizeof(obj) / sizeof(obj[0]))
-			_exit(4); /* the limit was never met */
-		blocks = n * 100000;
-		while (n)
-			free(obj[--n]);
+		blocks = fill_address_space_then_free(obj, sizeof(obj) / sizeof(obj[0]), 100000) *
+			 100000;
 		errno = 0;
 		while (bytes < blocks / 2 && malloc(1000))
 			bytes += 1000;
