@@ -132,10 +132,6 @@ static void huge_requests_fail_silently(void)
 	child_passed(pid, "the child's malloc of 256 MiB past its RLIMIT_AS");
 }
 
-/* Review helper-88: a child fills its address space (RLIMIT_AS) with
- * objects and frees them; a malloc that then needs a new segment fails
- * its first try, the node's empty segments go back, and the second try
- * succeeds: errno must be as before. */
 /* In a child: its address space limited to 256 MiB more than it has,
  * filled with objects of @size (@obj holds @max), which are then freed; how
  * many there were (the child exits 4 if the limit was never met). */
@@ -154,6 +150,10 @@ static size_t fill_address_space_then_free(void **obj, size_t max, size_t size)
 	return filled;
 }
 
+/* Review helper-88: a child fills its address space (RLIMIT_AS) with
+ * objects and frees them; a malloc that then needs a new segment fails
+ * its first try, the node's empty segments go back, and the second try
+ * succeeds: errno must be as before. */
 static void errno_after_segment_retry(void)
 {
 	static void *obj[200000];
