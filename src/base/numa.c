@@ -22,6 +22,8 @@
 #define KERNEL_NODE_BITS 4096
 #define LONG_BITS (8 * sizeof(unsigned long))
 
+_Static_assert(IOA_MAX_NODES == 64, "node masks are one uint64_t");
+
 static struct {
 	int nodes;                   /* highest node + 1 */
 	uint64_t valid_mask;         /* nodes that have memory we may use */
@@ -55,7 +57,7 @@ void ioa__os_numa_init(void)
 
 void ioa__os_numa_init_from(const char *dir, int has_numa, uint64_t allowed)
 {
-	uint64_t online[IOA_MAX_NODES / 64], memory[IOA_MAX_NODES / 64];
+	uint64_t online, memory; /* IOA_MAX_NODES bits */
 	uint64_t cpus[IOA_MAX_CPUS / 64];
 	char path[256];
 	int last;
@@ -66,7 +68,7 @@ void ioa__os_numa_init_from(const char *dir, int has_numa, uint64_t allowed)
 	if (!has_numa)
 		return;
 	snprintf(path, sizeof(path), "%s/online", dir);
-	last = ioa__idlist_read(path, online, IOA_MAX_NODES);
+	last = ioa__idlist_read(path, &online, IOA_MAX_NODES);
 	if (last < 0) {
 		ioa__info("cannot read %s (is /sys mounted?): node 0 serves every allocation",
 			  path);
@@ -75,9 +77,9 @@ void ioa__os_numa_init_from(const char *dir, int has_numa, uint64_t allowed)
 	numa.nodes = last < IOA_MAX_NODES ? last + 1 : IOA_MAX_NODES;
 	snprintf(path, sizeof(path), "%s/has_memory", dir);
 	numa.valid_mask = 0;
-	if (ioa__idlist_read(path, memory, IOA_MAX_NODES) < 0)
+	if (ioa__idlist_read(path, &memory, IOA_MAX_NODES) < 0)
 		ioa__info("cannot read %s: node 0 serves every allocation", path);
-	else if (!(numa.valid_mask = memory[0] & online[0] & allowed))
+	else if (!(numa.valid_mask = memory & online & allowed))
 		ioa__info("%s names no node with memory this process may use: node 0 serves "
 			  "every allocation", path);
 	if (!numa.valid_mask)

@@ -341,6 +341,17 @@ struct ioa__heap *ioa__heap_my_heap_or_adopt(int *late)
 	return ioa__my_heap;
 }
 
+/* One try of ioa__heap_alloc_aligned: from @h when it serves @node, else
+ * from the node's shared heap. */
+static void *alloc_once(struct ioa__heap *h, size_t size, size_t align, int node)
+{
+	if (h && (node == IOA_NODE_ANY || node == h->node))
+		return ioa__heap_alloc_from(h, size, align);
+	if (node == IOA_NODE_ANY)
+		node = ioa__region_pick_node(IOA_NODE_ANY, "ioa_malloc");
+	return node < 0 ? NULL : shared_alloc(node, size, align);
+}
+
 void *ioa__heap_alloc_aligned(size_t size, size_t align, int node)
 {
 	int state = ioa__my_state, err, late, saved = errno;
@@ -361,22 +372,10 @@ void *ioa__heap_alloc_aligned(size_t size, size_t align, int node)
 	}
 	if (!(h = ioa__heap_my_heap_or_adopt(&late)) && !late)
 		return NULL;
-	if (h && (node == IOA_NODE_ANY || node == h->node)) {
-		p = ioa__heap_alloc_from(h, size, align);
-		if (!p && errno == ENOMEM && ioa__heap_make_room()) {
-			errno = saved; /* a malloc that succeeds leaves errno alone */
-			p = ioa__heap_alloc_from(h, size, align);
-		}
-		return p;
-	}
-	if (node == IOA_NODE_ANY)
-		node = ioa__region_pick_node(IOA_NODE_ANY, "ioa_malloc");
-	if (node < 0)
-		return NULL;
-	p = shared_alloc(node, size, align);
-	if (!p && errno == ENOMEM && ioa__heap_make_room()) {
-		errno = saved;
-		p = shared_alloc(node, size, align);
+	p = alloc_once(h, size, align, node);
+	if (!p && errno == ENOMEM && ioa__heap_make_room()) { /* a shared heap's lock is free */
+		errno = saved; /* a malloc that succeeds leaves errno alone */
+		p = alloc_once(h, size, align, node);
 	}
 	return p;
 }
