@@ -19,6 +19,13 @@ int review_ctor_churn_failed;
 /* After a double free of an arena object, two mallocs of its size: 1 if
  * they are two objects (the second free was refused, said on stderr). */
 int review_ctor_double_distinct;
+/* Small blocks kept for main, 100 MiB in all (more than the static arena
+ * of 64 MiB the bootstrap had): each filled with its index's low byte; the
+ * mallocs that failed. */
+#define KEPT 40000
+char *review_ctor_kept[KEPT];
+size_t review_ctor_kept_size[KEPT];
+int review_ctor_kept_failed;
 /* Big blocks, beyond the 64 MiB arena in all: one kept for main, the others freed. */
 char *review_ctor_big;
 int review_ctor_big_failed;
@@ -101,9 +108,10 @@ __attribute__((constructor)) static void review_ctor(void)
 		free(a);
 		free(b);
 	}
-	/* more big blocks, one at a time, than the bootstrap keeps live at once:
-	 * each free must make room for the next */
-	for (int i = 0; i < 70; i++) {
+	/* more big blocks, one at a time, than the bootstrap keeps live at once
+	 * (and, past those, 1.4 GiB, more than the arena holds): each free must
+	 * make room for the next */
+	for (int i = 0; i < 100; i++) {
 		char *p = malloc(BIG);
 
 		if (!p) {
@@ -112,6 +120,15 @@ __attribute__((constructor)) static void review_ctor(void)
 		}
 		p[BIG - 1] = 1;
 		free(p);
+	}
+	for (int i = 0; i < KEPT; i++) { /* 24 B to 5 KB, in every class up to 8 KiB */
+		size_t size = 24 + (size_t)i * 37 % 5000;
+
+		review_ctor_kept_size[i] = size;
+		if (!(review_ctor_kept[i] = malloc(size)))
+			review_ctor_kept_failed++;
+		else
+			memset(review_ctor_kept[i], i, size);
 	}
 	huge_request();
 	{

@@ -25,10 +25,10 @@
  *
  * Should: every malloc of a library constructor succeeds while memory
  * lasts (the arena only for the library's own start). Blocks of 1 MiB or
- * more get pages of their own: three of 40 MiB (more than the arena) come
- * from the constructor too, two freed there, one grown here by realloc;
- * then 70 more, each freed before the next (the bootstrap keeps at most 64
- * such blocks live); and 200 000 small blocks of about 1000 bytes, each
+ * more get pages of their own: three of 40 MiB come from the constructor
+ * too, two freed there, one grown here by realloc; then 100 more, each
+ * freed before the next (the bootstrap keeps at most 64 such blocks live;
+ * the rest would spend its 1 GiB arena); and 200 000 small blocks of about 1000 bytes, each
  * freed before the next (200 MB: the arena's freed objects serve again).
  *
  * reallocarray() whose size overflows returns NULL with ENOMEM and leaves the
@@ -66,6 +66,10 @@ extern int review_ctor_churn_failed, review_ctor_double_distinct;
 extern char *review_ctor_big;
 extern int review_ctor_huge_errno, review_ctor_huge_said, review_ctor_aligned_ok;
 extern int review_ctor_align63;
+#define KEPT 40000 /* as review_ctor_lib.c's */
+extern char *review_ctor_kept[KEPT];
+extern size_t review_ctor_kept_size[KEPT];
+extern int review_ctor_kept_failed;
 
 /* R19: requests above the largest block, and one the address space refuses
  * (in a child, whose RLIMIT_AS leaves no room for a new 64 MiB segment). */
@@ -93,6 +97,29 @@ static void child_passed(pid_t pid, const char *what)
 	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
 	if (!CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0))
 		printf("  %s: status 0x%x\n", what, status);
+}
+
+/* Review helper-91: a constructor could keep no more than 64 MiB (the
+ * static arena); review_ctor_lib.c keeps 100 MiB of small blocks. Each
+ * holds what it was given whole (neighbours and the arena's own bitmaps
+ * apart), and each goes back. */
+static void constructor_keeps_100_mib(void)
+{
+	size_t wrong = 0;
+
+	CHECK_EQ(review_ctor_kept_failed, 0);
+	for (int i = 0; i < KEPT; i++) {
+		char *p = review_ctor_kept[i];
+		size_t size = review_ctor_kept_size[i];
+
+		if (!p)
+			continue;
+		for (size_t j = 0; j < size; j++)
+			wrong += p[j] != (char)i;
+		wrong += malloc_usable_size(p) < size;
+		free(p);
+	}
+	CHECK_EQ(wrong, 0);
 }
 
 static void huge_requests_fail_silently(void)
@@ -231,6 +258,7 @@ int main(int argc, char **argv)
 	huge_requests_fail_silently();
 	errno_after_segment_retry();
 	freed_blocks_make_room();
+	constructor_keeps_100_mib();
 	{
 		void *(*volatile mem_align)(size_t, size_t) = memalign;
 		void *(*volatile aligned)(size_t, size_t) = aligned_alloc;

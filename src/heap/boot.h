@@ -2,8 +2,8 @@
  * The bootstrap arena: under LD_PRELOAD, the mallocs made before the preload
  * library's constructor ran (libc's and libnuma's own start) and those made
  * while the library starts (libnuma reading the machine's layout) come from
- * a static arena of 64 MiB (zero pages until used), so that starting never
- * recurses into itself. Objects below 1 MiB of the default alignment come
+ * an arena of chunks mapped as it grows (1 GiB in all), so that starting
+ * never recurses into itself. Objects below 1 MiB of the default alignment come
  * in powers of two and are reused after their free (a class's lock-free
  * list); others are never reused. An object of 1 MiB or more gets pages of
  * its own instead (mmap, which recurses into nothing), given back at its

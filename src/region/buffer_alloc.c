@@ -12,12 +12,17 @@
 #include <errno.h>
 
 /* On demand (no device), buffers above 1/32 of a segment (64 KiB) and up to
- * BIG_MAX come from shared segments of BIG_SIZE: their pages stay resident
- * when released, so the next buffer there (a large heap block retired in
- * strict mode, say) does not fault them in again, as a dedicated segment's
- * would after its munmap (strict mode's large-churn, blocks of up to 20 MiB:
- * 2.3 million faults and 2.8 s with a bound of 16 MiB, 0.1 million and
- * 0.76 s with half a segment). */
+ * BIG_MAX come from shared segments of up to BIG_SIZE: their pages stay
+ * resident when released, so the next buffer there (a large heap block
+ * retired in strict mode, say) does not fault them in again, as a dedicated
+ * segment's would after its munmap (strict mode's large-churn, blocks of up
+ * to 20 MiB: 2.3 million faults and 2.8 s with a bound of 16 MiB, 0.1
+ * million and 0.76 s with half a segment). A node's first is BIG_FIRST, each
+ * next one as large as those it has together, and at least its buffer: a
+ * program with a few large blocks takes no 64 MiB of address space at
+ * once, which failed programs under ulimit -v that glibc runs (review
+ * helper-91). */
+#define BIG_FIRST ((size_t)4 << 20)
 #define BIG_SIZE ((size_t)64 << 20)
 #define BIG_MAX (BIG_SIZE / 2)
 
@@ -123,6 +128,21 @@ static int big_buffer(size_t len, size_t align)
 	       len > SEGMENT_SIZE / 32 && len <= BIG_MAX && align <= SEGMENT_SIZE;
 }
 
+/* The size of a new big segment of arena @a (node lock) for a buffer of @len. */
+static size_t big_segment_size(const struct node_arena *a, size_t len)
+{
+	size_t size = 0;
+
+	for (const struct ioa__segment *s = a->segments; s && size < BIG_SIZE; s = s->next)
+		if (s->big)
+			size += s->mem.len;
+	if (size < BIG_FIRST)
+		size = BIG_FIRST;
+	if (size < len)
+		size = ioa__region_round_up(len, SEGMENT_SIZE);
+	return size < BIG_SIZE ? size : BIG_SIZE;
+}
+
 /* Reserves a run of @len bytes aligned to @align on @node: its segment into
  * *seg, its first page's index into *first, and into *untouched whether no
  * buffer had its pages before; 0 or the -errno of ioa__region_segment_create.
@@ -154,7 +174,7 @@ static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment
 	}
 	if (!s || page < 0) {
 		err = ioa__region_segment_create(
-			big ? BIG_SIZE : ioa__region_round_up(len, seg_size),
+			big ? big_segment_size(a, len) : ioa__region_round_up(len, seg_size),
 			align > seg_size ? align : seg_size, node, dedicated, &s);
 		page = 0;
 		if (!err) {

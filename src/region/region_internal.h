@@ -31,7 +31,7 @@ struct ioa__segment {
 	int rotated;
 	int node;
 	int dedicated;             /* holds one buffer; returned when it is freed */
-	int big;                   /* shared, of BIG_SIZE: for the buffers big_buffer() says */
+	int big;                   /* shared, of up to BIG_SIZE: for the buffers big_buffer() says */
 	/* Mapped whole in the IOMMU, once, because mappings ran low: its buffers
 	 * are not mapped one by one, and a retired buffer's pages are held until
 	 * the last buffer is retired; then one unmap returns the segment. */
