@@ -557,6 +557,17 @@ static void other_machines(void)
 		CHECK_EQ(wrong, 0);
 	}
 
+	/* one node online: every CPU on it, whatever its lists (which are
+	 * not read: here they would say otherwise) */
+	put_file(dir, "online", "0\n");
+	put_file(dir, "has_memory", "\n");
+	read_layout(dir, 1, UINT64_MAX, said, sizeof(said));
+	CHECK_EQ(said[0], '\0');
+	CHECK_EQ(ioa__os_node_count(), 1);
+	CHECK(ioa__os_node_valid(0) && !ioa__os_node_valid(1));
+	CHECK(ioa__os_cpu_node(0) == 0 && ioa__os_cpu_node(1) == 0 && ioa__os_cpu_node(4095) == 0);
+	CHECK_EQ(ioa__os_cpu_node(4096), -1);
+
 	/* a kernel without NUMA: one node, every CPU on it */
 	read_layout(dir, 0, UINT64_MAX, said, sizeof(said));
 	CHECK_EQ(said[0], '\0');

@@ -20,7 +20,7 @@ uint64_t ioa__now_ns(void)
  * and in ticks, so the rate is within twice 0.5 %; and at least
  * MIN_WINDOW_NS. */
 #define ERROR_DIVISOR 200
-#define MIN_WINDOW_NS 20000
+#define MIN_WINDOW_NS 4000
 
 /* How far the counter moves between two reads that differ, the most a
  * reading's tick may be off: a TSC by the ticks of one read, qemu-user's

@@ -20,7 +20,7 @@ struct ioa__defer_engine ioa__defer_eng = { .start_lock = PTHREAD_MUTEX_INITIALI
 
 int ioa__defer_drain(void)
 {
-	for (int n = 0; n < IOA_MAX_NODES; n++) {
+	for (int n = 0; n < ioa__os_node_count(); n++) { /* as ioa__region_init's */
 		struct node *nd = &ioa__defer_eng.nodes[n];
 		uint64_t oldest, bytes;
 
@@ -77,7 +77,7 @@ int ioa__defer_init(const struct ioa_config *cfg)
 			 ioa__defer_eng.wake_bytes);
 	atomic_store(&ioa__defer_eng.quarantined_seen, 0);
 	ioa__defer_eng.threadless = 0;
-	for (int n = 0; n < IOA_MAX_NODES; n++) {
+	for (int n = 0; n < ioa__os_node_count(); n++) { /* as ioa__region_init's */
 		struct node *nd = &ioa__defer_eng.nodes[n];
 
 		memset(nd, 0, sizeof(*nd));

@@ -74,7 +74,7 @@ static pthread_once_t nodes_once = PTHREAD_ONCE_INIT;
 
 static void nodes_init(void)
 {
-	for (int n = 0; n < IOA_MAX_NODES; n++)
+	for (int n = 0; n < ioa__os_node_count(); n++) /* as ioa__region_init's */
 		pthread_mutex_init(&nodes[n].lock, NULL);
 }
 

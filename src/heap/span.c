@@ -64,7 +64,7 @@ static pthread_once_t caches_once = PTHREAD_ONCE_INIT;
 
 static void caches_init(void)
 {
-	for (int n = 0; n < IOA_MAX_NODES; n++)
+	for (int n = 0; n < ioa__os_node_count(); n++) /* as ioa__region_init's */
 		pthread_mutex_init(&caches[n].lock, NULL);
 }
 

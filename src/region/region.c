@@ -129,7 +129,10 @@ int ioa__region_init(const struct ioa_config *cfg)
 	const struct ioa__iommu_info *info = ioa__iommu_info();
 	int err;
 
-	memset(&ioa__region, 0, sizeof(ioa__region));
+	/* the nodes that exist (their count is fixed: numa.c): a short-lived
+	 * process faults in no page of the others' */
+	memset(&ioa__region, 0, offsetof(struct ioa__region_state, nodes) +
+				   (size_t)ioa__os_node_count() * sizeof(ioa__region.nodes[0]));
 	memset(&qlog, 0, sizeof(qlog));
 	ioa__region.cfg = *cfg;
 	ioa__region.identity = info->identity;
@@ -138,7 +141,7 @@ int ioa__region_init(const struct ioa_config *cfg)
 		ioa__info("IOALLOC_IOVA=rotate: an identity backend (none) has IOVA = virtual "
 			  "address: IOVAs stay fixed (no device reaches this memory)");
 	ioa__region.segment_size = cfg->page_size == IOA_PAGE_1G ? IOA_HUGE_1G : SEGMENT_SIZE;
-	for (int n = 0; n < IOA_MAX_NODES; n++) {
+	for (int n = 0; n < ioa__os_node_count(); n++) {
 		pthread_mutex_init(&ioa__region.nodes[n].lock, NULL);
 		pthread_cond_init(&ioa__region.nodes[n].purge_done, NULL);
 	}
