@@ -109,6 +109,7 @@ static void fork_child(void)
 	/* release: as ioa__fork_hooks_register's (they are in this child's
 	 * list, though the parent's thread that put them there is gone) */
 	atomic_store_explicit(&fork_hooks_state, HOOKS_DONE, memory_order_release);
+	ioa__boot_fork_child();
 	if (atomic_load(&state) == STATE_UP) {
 		ioa__grace_fork_child();
 		ioa__span_fork_child();

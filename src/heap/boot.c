@@ -4,6 +4,7 @@
 #include "os.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -23,15 +24,22 @@
 #define BIG_BYTES ((size_t)1 << 20)
 #define BIG_SLOTS 64 /* such objects live at once; beyond, they come from the arena */
 #define HEADER 16    /* an object's size, in the 16 bytes before it */
-/* Objects below BIG_BYTES aligned to at most HEADER take a power of two of
- * the arena, 16 B to 1 MiB, and go back to its class's free list at their
- * free, so that a constructor that allocates and frees in a loop reuses
- * them instead of spending the arena. Their size word has CLASSED set, and
- * FREED while listed (a second free finds it: a double free, said). */
-#define CLASSES 17 /* 2^4 .. 2^20 bytes */
+/* Objects below BIG_BYTES aligned to at most a page take a class's size of
+ * the arena (16, 32, 48, 64, then four a doubling: 80, 96, 112, 128, 160 ...
+ * 1 MiB), and a header, and go back to their class's free list at their
+ * free, so that a constructor that allocates and frees in a loop reuses them
+ * instead of spending the arena. An object aligned past HEADER is of the
+ * class of its size or alignment, whichever is larger, on a list of its own
+ * whose objects lie aligned to the largest power of two in their class's
+ * size (at most a page): any request of that class is aligned on them.
+ * Their size word has CLASSED set (and ALIGNED for those), and FREED while
+ * listed (a second free finds it: a double free, said). */
+#define CLASSES 60
 #define CLASSED ((size_t)1 << 63)
 #define FREED ((size_t)1 << 62)
-#define SIZE_BITS (FREED - 1)
+#define ALIGNED ((size_t)1 << 61)
+#define SIZE_BITS (ALIGNED - 1)
+#define ALIGN_MAX 4096 /* of an aligned class's objects */
 
 _Atomic int ioa__preload_ready;
 
@@ -47,7 +55,7 @@ _Atomic int ioa__preload_ready;
  * 512 KiB of objects. */
 static _Atomic(char *) chunks[CHUNKS];
 static _Atomic size_t arena_used; /* the bump pointer, an offset */
-static _Atomic int arena_spent_said;
+static _Atomic int arena_spent_said, no_slot_said;
 
 static size_t chunk_bytes(unsigned k)
 {
@@ -76,20 +84,44 @@ static _Atomic uint64_t *chunk_starts(char *base, unsigned k)
 	return (_Atomic uint64_t *)(base + chunk_objects(k));
 }
 
-/* Chunk k's pages, mapped by the first to come (NULL: the kernel refused).
- * Relaxed: they are the kernel's zeros, there for every thread once mmap
- * returned; a thread that loses the race gives its own back. */
+/* A chunk's entry while one thread maps it. */
+#define MAPPING ((char *)1)
+
+/* Chunk k's pages, mapped once, by the first thread to come (NULL: the
+ * kernel refused). Others wait for its mmap: two mmaps at once under an
+ * RLIMIT_AS with room for one chunk failed one thread that the other's
+ * chunk would have served (review helper-93). Relaxed: the pages are the
+ * kernel's zeros, there for every thread once mmap returned. A signal
+ * handler that allocates here while its thread maps the chunk waits
+ * forever, as glibc's malloc would deadlock there; a fork child whose
+ * parent was mapping one starts afresh (ioa__boot_fork_child). */
 static char *chunk_map(unsigned k)
 {
 	char *base = atomic_load_explicit(&chunks[k], memory_order_relaxed), *none = NULL;
 
-	if (base || !(base = ioa__os_alloc_pages(chunk_bytes(k))))
+	if (base > MAPPING)
 		return base;
-	if (atomic_compare_exchange_strong_explicit(&chunks[k], &none, base, memory_order_relaxed,
-						    memory_order_relaxed))
+	if (!base && atomic_compare_exchange_strong_explicit(&chunks[k], &none, MAPPING,
+							     memory_order_relaxed,
+							     memory_order_relaxed)) {
+		base = ioa__os_alloc_pages(chunk_bytes(k));
+		atomic_store_explicit(&chunks[k], base, memory_order_relaxed);
 		return base;
-	ioa__os_free_pages(base, chunk_bytes(k));
-	return none;
+	}
+	while ((base = atomic_load_explicit(&chunks[k], memory_order_relaxed)) == MAPPING)
+		sched_yield();
+	return base;
+}
+
+void ioa__boot_fork_child(void)
+{
+	for (unsigned k = 0; k < CHUNKS; k++) {
+		char *mapping = MAPPING;
+
+		/* relaxed: the one thread of the child */
+		atomic_compare_exchange_strong_explicit(&chunks[k], &mapping, NULL,
+							memory_order_relaxed, memory_order_relaxed);
+	}
 }
 
 /* The chunk whose object bytes hold @p, its pages into *base; -1 if none. */
@@ -100,7 +132,7 @@ static int chunk_holding(const void *p, char **base)
 		 * chunk was mapped; any other pointer matches no chunk or one
 		 * the loop sees */
 		*base = atomic_load_explicit(&chunks[k], memory_order_relaxed);
-		if (*base && (uintptr_t)p - (uintptr_t)*base < chunk_objects(k))
+		if (*base > MAPPING && (uintptr_t)p - (uintptr_t)*base < chunk_objects(k))
 			return (int)k;
 	}
 	return -1;
@@ -119,7 +151,7 @@ static char *at_offset(size_t off)
  * + 1 (0: empty) in its low 32 bits and a count of pops in its high ones,
  * so that a pop's compare-and-swap fails if the top went and came back
  * meanwhile; each object's first word holds the next one's offset + 1. */
-static _Atomic uint64_t free_top[CLASSES];
+static _Atomic uint64_t free_top[2][CLASSES]; /* [1]: the aligned objects' */
 
 static _Atomic size_t *size_word(const void *p)
 {
@@ -129,16 +161,35 @@ static _Atomic size_t *size_word(const void *p)
 /* The class of @size (at most BIG_BYTES). */
 static unsigned class_of(size_t size)
 {
-	return size <= 16 ? 0 : 64 - (unsigned)__builtin_clzll(size - 1) - 4;
+	unsigned log;
+
+	if (size <= 64)
+		return size <= 16 ? 0 : (unsigned)((size - 1) / 16);
+	log = 63 - (unsigned)__builtin_clzll(size - 1);
+	return 4 + (log - 6) * 4 + (unsigned)((size - 1) >> (log - 2) & 3);
+}
+
+static size_t class_size(unsigned c)
+{
+	return c < 4 ? (size_t)16 * (c + 1) : (size_t)(5 + c % 4) << (c / 4 + 3);
+}
+
+/* Where class @c's aligned objects lie: at a multiple of this. */
+static size_t class_align(unsigned c)
+{
+	size_t a = (size_t)1 << (63 - __builtin_clzll(class_size(c)));
+
+	return a < ALIGN_MAX ? a : ALIGN_MAX;
 }
 
 /* A listed object of class @c, or NULL. Its first word is read while
  * another thread may pop it and write there: the count in the head then
  * fails the exchange, and the word read is discarded. */
-static void *class_pop(unsigned c)
+static void *class_pop(int aligned, unsigned c)
 {
+	_Atomic uint64_t *head = &free_top[aligned][c];
 	/* acquire: the pusher's link write comes before our read of it */
-	uint64_t top = atomic_load_explicit(&free_top[c], memory_order_acquire), next;
+	uint64_t top = atomic_load_explicit(head, memory_order_acquire), next;
 	char *p;
 
 	do {
@@ -147,22 +198,24 @@ static void *class_pop(unsigned c)
 		p = at_offset((uint32_t)top - 1);
 		next = atomic_load_explicit((_Atomic uint64_t *)p, memory_order_relaxed);
 		/* acquire on failure: as the first load */
-	} while (!atomic_compare_exchange_weak_explicit(&free_top[c], &top,
+	} while (!atomic_compare_exchange_weak_explicit(head, &top,
 							 (uint32_t)next | ((top >> 32) + 1) << 32,
 							 memory_order_acquire, memory_order_acquire));
 	return p;
 }
 
-/* Lists object @p of chunk @k, whose pages are at @base, on class @c's stack. */
-static void class_push(unsigned c, void *p, unsigned k, char *base)
+/* Lists object @p of chunk @k, whose pages are at @base, on class @c's
+ * stack (of the aligned objects if @aligned). */
+static void class_push(int aligned, unsigned c, void *p, unsigned k, char *base)
 {
-	uint64_t top = atomic_load_explicit(&free_top[c], memory_order_relaxed);
+	_Atomic uint64_t *head = &free_top[aligned][c];
+	uint64_t top = atomic_load_explicit(head, memory_order_relaxed);
 	uint32_t off = (uint32_t)(chunk_offset(k) + (size_t)((char *)p - base)) + 1;
 
 	do
 		atomic_store_explicit((_Atomic uint64_t *)p, (uint32_t)top, memory_order_relaxed);
 	/* release: the link above comes before a popper's read of it */
-	while (!atomic_compare_exchange_weak_explicit(&free_top[c], &top,
+	while (!atomic_compare_exchange_weak_explicit(head, &top,
 						       off | (top & ~(uint64_t)UINT32_MAX),
 						       memory_order_release, memory_order_relaxed));
 }
@@ -224,11 +277,11 @@ static void *big_alloc(size_t size, size_t align, int *no_slot)
 	return NULL;
 }
 
-/* Whether the largest chunk, empty, would hold @take bytes aligned to
- * @align (its pages are aligned to a page only). */
-static int arena_holds(size_t take, size_t align)
+/* Whether chunk @k, empty, would hold @take bytes aligned to @align (its
+ * pages are aligned to a page only). */
+static int chunk_fits(unsigned k, size_t take, size_t align)
 {
-	size_t room = chunk_objects(CHUNKS - 1);
+	size_t room = chunk_objects(k);
 
 	return take <= room && align <= room - take && HEADER <= room - take - align;
 }
@@ -243,55 +296,67 @@ static int big_slot(const void *p)
 	return -1;
 }
 
+/* NULL with errno ENOMEM: the arena cannot hold an object of @size; said
+ * once. */
+static void *arena_spent(size_t size)
+{
+	if (!atomic_exchange_explicit(&arena_spent_said, 1, memory_order_relaxed))
+		ioa__err("an allocation of %zu bytes before libioalloc-preload.so started, or inside "
+			 "a fork handler: the bootstrap arena (%zu MiB) is spent; such allocations "
+			 "fail (ENOMEM)", size, ARENA_BYTES >> 20);
+	errno = ENOMEM;
+	return NULL;
+}
+
 /* @take bytes of the arena for an object of @size aligned to @align, its
  * size word @size | @mark; NULL and ENOMEM once the arena is spent (said
  * once) or if the kernel refuses a chunk (as glibc, without a word). An
- * object that would cross the end of a chunk's objects starts the next
- * chunk: the rest of the one before stays unused. */
+ * object that would cross the end of a chunk's objects goes to the first
+ * later chunk that holds it, mapped before the bump pointer moves there (a
+ * chunk the kernel refuses leaves the rest of this one to smaller objects);
+ * those skipped are never mapped, nor is an empty one too small for it. */
 static void *arena_take(size_t size, size_t take, size_t align, size_t mark)
 {
-	size_t old = atomic_load_explicit(&arena_used, memory_order_relaxed), start, end;
-	unsigned k;
+	size_t old = atomic_load_explicit(&arena_used, memory_order_relaxed), start, from;
+	unsigned k, next;
 	char *base;
 
 	for (;;) {
-		size_t from, objects_end;
-
-		if ((k = chunk_of(old)) >= CHUNKS) {
-			if (!atomic_exchange_explicit(&arena_spent_said, 1, memory_order_relaxed))
-				ioa__err("malloc(%zu) before libioalloc-preload.so started, or inside "
-					 "a fork handler: the bootstrap arena (%zu MiB) is spent; such "
-					 "allocations fail (ENOMEM)", size, ARENA_BYTES >> 20);
-			errno = ENOMEM;
-			return NULL;
-		}
-		if (!(base = chunk_map(k))) {
-			errno = ENOMEM;
-			return NULL;
-		}
+		if ((k = chunk_of(old)) >= CHUNKS)
+			return arena_spent(size);
 		from = chunk_offset(k);
-		objects_end = from + chunk_objects(k);
-		/* the address aligned, not the offset: a chunk is page-aligned only */
-		start = (((uintptr_t)base + (old - from) + HEADER + align - 1) &
-			 ~(uintptr_t)(align - 1)) - (uintptr_t)base + from;
-		end = start + take;
-		if (end > objects_end) { /* on to the next chunk */
-			/* relaxed: as the exchange below */
-			if (atomic_compare_exchange_weak_explicit(&arena_used, &old,
-								  from + chunk_bytes(k),
-								  memory_order_relaxed,
-								  memory_order_relaxed))
-				old = from + chunk_bytes(k);
-			continue;
+		if (old > from || chunk_fits(k, take, align)) {
+			if (!(base = chunk_map(k))) {
+				errno = ENOMEM;
+				return NULL;
+			}
+			/* the address aligned, not the offset: a chunk is page-aligned only */
+			start = (((uintptr_t)base + (old - from) + HEADER + align - 1) &
+				 ~(uintptr_t)(align - 1)) - (uintptr_t)base + from;
+			if (start + take <= from + chunk_objects(k)) {
+				/* relaxed: each object belongs to its caller alone */
+				if (atomic_compare_exchange_weak_explicit(&arena_used, &old, start + take,
+									  memory_order_relaxed,
+									  memory_order_relaxed))
+					break;
+				continue;
+			}
 		}
-		/* relaxed: each object belongs to its caller alone */
-		if (atomic_compare_exchange_weak_explicit(&arena_used, &old, end, memory_order_relaxed,
-							  memory_order_relaxed))
-			break;
+		for (next = k + 1; next < CHUNKS && !chunk_fits(next, take, align); next++)
+			;
+		if (next >= CHUNKS)
+			return arena_spent(size);
+		if (!chunk_map(next)) {
+			errno = ENOMEM;
+			return NULL;
+		}
+		/* relaxed: as the exchange above */
+		if (atomic_compare_exchange_weak_explicit(&arena_used, &old, chunk_offset(next),
+							  memory_order_relaxed, memory_order_relaxed))
+			old = chunk_offset(next);
 	}
-	atomic_store_explicit(size_word(base + (start - chunk_offset(k))), size | mark,
-			      memory_order_relaxed);
-	start -= chunk_offset(k);
+	start -= from;
+	atomic_store_explicit(size_word(base + start), size | mark, memory_order_relaxed);
 	/* relaxed: whoever frees the object got it from us, after this */
 	atomic_fetch_or_explicit(&chunk_starts(base, k)[start / HEADER / 64],
 				 (uint64_t)1 << (start / HEADER % 64), memory_order_relaxed);
@@ -306,30 +371,38 @@ void *ioa__boot_alloc(size_t size, size_t align)
 
 	if (align < HEADER)
 		align = HEADER;
-	if (size < BIG_BYTES && align == HEADER) { /* a class's */
-		unsigned c = class_of(size);
+	if (size < BIG_BYTES && align <= ALIGN_MAX) { /* a class's */
+		int aligned = align > HEADER;
+		unsigned c;
 
-		if ((p = class_pop(c))) {
+		if (aligned && size < align)
+			size = align; /* the class's: its usable size */
+		c = class_of(size);
+		mark = CLASSED | (aligned ? ALIGNED : 0);
+		if ((p = class_pop(aligned, c))) {
 			/* relaxed: the object is ours alone once popped */
-			atomic_store_explicit(size_word(p), size | CLASSED, memory_order_relaxed);
+			atomic_store_explicit(size_word(p), size | mark, memory_order_relaxed);
 			return p;
 		}
-		mark = CLASSED;
-		take = (size_t)16 << c;
+		take = class_size(c);
+		if (aligned)
+			align = class_align(c);
 	}
 	/* a big object, or one even an empty arena would not hold (its
 	 * alignment), gets pages of its own; refused for its size or by the
 	 * kernel, NULL without a word, as glibc's (review helper-88: "the arena
 	 * is spent" for 2 TiB, and a 70 MiB block aligned to 8 KiB failed that
 	 * succeeded later); with no slot free it comes from the arena if it can */
-	if (size >= BIG_BYTES || !arena_holds(take, align)) {
+	if (size >= BIG_BYTES || !chunk_fits(CHUNKS - 1, take, align)) {
 		if ((p = big_alloc(size, align, &no_slot)) || !no_slot)
 			return p;
-		if (!arena_holds(take, align)) {
-			ioa__err("malloc(%zu) aligned to %zu before libioalloc-preload.so started, "
-				 "or inside a fork handler: %d blocks of pages of their own are live, "
-				 "and the bootstrap arena (%zu MiB) cannot hold it; it fails (ENOMEM)",
-				 size, align, BIG_SLOTS, ARENA_BYTES >> 20);
+		if (!chunk_fits(CHUNKS - 1, take, align)) {
+			if (!atomic_exchange_explicit(&no_slot_said, 1, memory_order_relaxed))
+				ioa__err("an allocation of %zu bytes aligned to %zu before "
+					 "libioalloc-preload.so started, or inside a fork handler: %d "
+					 "blocks of pages of their own are live, and the bootstrap arena "
+					 "(%zu MiB) cannot hold it; such allocations fail (ENOMEM)",
+					 size, align, BIG_SLOTS, ARENA_BYTES >> 20);
 			errno = ENOMEM;
 			return NULL;
 		}
@@ -364,7 +437,7 @@ int ioa__boot_free_small(void *p)
 		errno = EINVAL;
 		return 1;
 	}
-	class_push(c, p, (unsigned)k, base);
+	class_push(!!(was & ALIGNED), c, p, (unsigned)k, base);
 	return 1;
 }
 

@@ -33,6 +33,9 @@ int ioa__boot_owns(const void *p);
 /* Whether @p is the start of an object the bootstrap made (listed for reuse
  * or not): a pointer into one is not, whatever the bytes before it hold. */
 int ioa__boot_object(const void *p);
+/* In a fork child: a chunk the parent's other threads were mapping is
+ * mapped anew when next needed (the child lost them). */
+void ioa__boot_fork_child(void);
 /* The requested size of object @p (ioa__boot_object), SIZE_MAX while it is
  * listed for reuse. */
 size_t ioa__boot_size(const void *p);

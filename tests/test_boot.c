@@ -1,0 +1,191 @@
+/*
+ * The bootstrap arena (src/heap/boot.c) through its own calls, as the
+ * preload library uses it before it started and inside fork's handlers.
+ * This program does not run under LD_PRELOAD: the arena is its alone.
+ *
+ * - every class: an object holds its size, and its free lists it for the
+ *   next object of its class (the same address, the last freed first);
+ * - objects aligned 32 B to 4 KiB are aligned, and reused as well (review
+ *   helper-93: a constructor's loop of posix_memalign(64, 100) and free took
+ *   1 GiB; they were never reused);
+ * - under an RLIMIT_AS that holds one more chunk: two threads that need it
+ *   at once both get an object (helper-93: the one whose mmap failed got
+ *   ENOMEM though the other had mapped the chunk); and an object for which
+ *   the next chunk cannot be mapped fails alone: the rest of the chunk still
+ *   serves smaller objects (helper-93: the bump pointer moved on first, and
+ *   every later allocation failed).
+ */
+#include "check.h"
+#include "boot.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void classes_serve_again(void)
+{
+	size_t wrong = 0;
+
+	for (size_t size = 1; size < ((size_t)1 << 20); size = size * 9 / 8 + 1) {
+		char *p = ioa__boot_alloc(size, 16), *q;
+
+		if (!CHECK(p != NULL))
+			return;
+		memset(p, 0x5a, size);
+		wrong += ioa__boot_size(p) != size || !ioa__boot_object(p);
+		CHECK_EQ(ioa__boot_free_small(p), 1);
+		q = ioa__boot_alloc(size, 16);
+		wrong += q != p;
+		ioa__boot_free_small(q);
+	}
+	CHECK_EQ(wrong, 0);
+}
+
+static int by_address(const void *a, const void *b)
+{
+	uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* 100 000 objects of 1 to 3000 bytes aligned to 32 B .. 4 KiB, each freed
+ * before the next: a few hundred addresses serve them all (one an
+ * alignment's class). */
+static void aligned_serve_again(void)
+{
+	enum { N = 100000 };
+	static uintptr_t seen[N];
+	size_t misaligned = 0, small = 0, distinct = 0;
+
+	for (int i = 0; i < N; i++) {
+		size_t align = (size_t)32 << (i % 8), size = 1 + (size_t)i * 37 % 3000;
+		char *p = ioa__boot_alloc(size, align);
+
+		if (!CHECK(p != NULL))
+			return;
+		misaligned += (uintptr_t)p % align != 0;
+		small += ioa__boot_size(p) < size;
+		memset(p, 0x77, size);
+		seen[i] = (uintptr_t)p;
+		CHECK_EQ(ioa__boot_free_small(p), 1);
+	}
+	CHECK_EQ(misaligned, 0);
+	CHECK_EQ(small, 0);
+	qsort(seen, N, sizeof(seen[0]), by_address);
+	for (int i = 0; i < N; i++)
+		distinct += !i || seen[i] != seen[i - 1];
+	if (!CHECK(distinct <= 1000))
+		printf("  %zu addresses for %d objects\n", distinct, N);
+	{
+		char *p = ioa__boot_alloc(100, 64), *q;
+
+		ioa__boot_free_small(p);
+		q = ioa__boot_alloc(100, 64);
+		CHECK(q == p);
+		ioa__boot_free_small(q);
+	}
+}
+
+/* In a child: its address space limited to what it maps now plus @more. */
+static void limit_address_space(size_t more)
+{
+	struct rlimit lim;
+	unsigned long pages = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (!f || fscanf(f, "%lu", &pages) != 1)
+		_exit(3);
+	fclose(f);
+	lim.rlim_cur = lim.rlim_max = pages * (unsigned long)sysconf(_SC_PAGESIZE) + more;
+	if (setrlimit(RLIMIT_AS, &lim) != 0)
+		_exit(3);
+}
+
+static void child_passed(pid_t pid, const char *what)
+{
+	int status;
+
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+	if (!CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+		printf("  %s: status 0x%x\n", what, status);
+}
+
+static _Atomic int ready;
+static void *got[2];
+
+static void *racer(void *arg)
+{
+	long i = (long)arg;
+
+	atomic_fetch_add(&ready, 1);
+	while (atomic_load(&ready) < 3)
+		;
+	got[i] = ioa__boot_alloc(300 << 10, 16);
+	return NULL;
+}
+
+/* Two threads need the next chunk (1 MiB) at once; the address space holds
+ * it once. The parent's objects fill the arena's first chunk first. */
+static void racing_for_a_chunk(void)
+{
+	for (int run = 0; run < 20; run++) {
+		pid_t pid;
+
+		fflush(NULL);
+		pid = fork();
+		if (pid == 0) {
+			pthread_t t[2];
+
+			for (long i = 0; i < 2; i++)
+				if (pthread_create(&t[i], NULL, racer, (void *)i) != 0)
+					_exit(3);
+			limit_address_space((size_t)3 << 19);
+			atomic_fetch_add(&ready, 1);
+			for (int i = 0; i < 2; i++)
+				pthread_join(t[i], NULL);
+			_exit(got[0] && got[1] && got[0] != got[1] ? 0 : 1);
+		}
+		child_passed(pid, "two threads that both need a new chunk");
+	}
+}
+
+/* An object that needs a chunk the kernel refuses fails; a smaller one that
+ * the rest of the current chunk holds still comes. */
+static void refused_chunk_leaves_the_rest(void)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		void *big, *small;
+
+		limit_address_space(256 << 10);
+		errno = 0;
+		big = ioa__boot_alloc(600 << 10, 16);
+		if (big || errno != ENOMEM)
+			_exit(2);
+		small = ioa__boot_alloc(100, 16);
+		_exit(small ? 0 : 1);
+	}
+	child_passed(pid, "a small object after a chunk was refused");
+}
+
+int main(void)
+{
+	check_start("test_boot");
+	/* the first chunk: an object of 768 KiB, some 250 KiB left */
+	CHECK(ioa__boot_alloc(700 << 10, 16) != NULL);
+	refused_chunk_leaves_the_rest();
+	racing_for_a_chunk();
+	classes_serve_again();
+	aligned_serve_again();
+	return check_done();
+}
