@@ -559,7 +559,7 @@ IOA_EXPORT void ioa_stats_get(struct ioa_stats *out)
 	}
 	ioa__stats_copy(out);
 	out->defer_enqueued = 0;
-	for (int n = 0; n < IOA_MAX_NODES; n++)
+	for (int n = 0; n < ioa__os_node_count(); n++)
 		out->defer_enqueued += ioa__defer_enqueued(n);
 	ioa__defer_latency(&out->defer_latency_p50_ns, &out->defer_latency_p99_ns);
 }

@@ -108,14 +108,14 @@ void ioa__defer_stop_threads(void)
 	int join[IOA_MAX_NODES];
 
 	pthread_mutex_lock(&ioa__defer_eng.start_lock); /* started and thread are written under it */
-	for (int n = 0; n < IOA_MAX_NODES; n++)
+	for (int n = 0; n < ioa__os_node_count(); n++)
 		join[n] = ioa__defer_eng.cfg.defer != IOA_DEFER_INLINE &&
 			  atomic_load(&ioa__defer_eng.nodes[n].started); /* inline: no thread */
 	ioa__defer_eng.threadless = 1;
 	/* not across the joins: a last pass's retirement may enqueue, and a
 	 * start there takes it */
 	pthread_mutex_unlock(&ioa__defer_eng.start_lock);
-	for (int n = 0; n < IOA_MAX_NODES; n++) {
+	for (int n = 0; n < ioa__os_node_count(); n++) {
 		struct node *nd = &ioa__defer_eng.nodes[n];
 
 		if (!join[n])
@@ -131,7 +131,7 @@ void ioa__defer_stop_threads(void)
 void ioa__defer_fini(void)
 {
 	ioa__defer_quiesce(); /* on this thread: ioa_fini stopped the reclaimers first */
-	for (int n = 0; n < IOA_MAX_NODES; n++) {
+	for (int n = 0; n < ioa__os_node_count(); n++) {
 		struct node *nd = &ioa__defer_eng.nodes[n];
 		struct ring *r, *next;
 

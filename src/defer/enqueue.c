@@ -44,7 +44,7 @@ void ioa__defer_retire_mine(void)
 
 	if (table && ioa__defer_eng.cfg.defer == IOA_DEFER_INLINE &&
 	    ioa__defer_mine.generation == atomic_load(&ioa__defer_eng.generation))
-		for (int n = 0; n < IOA_MAX_NODES; n++)
+		for (int n = 0; n < ioa__os_node_count(); n++)
 			/* relaxed: head is ours; a stale tail only adds a pass */
 			while (table[n] &&
 			       atomic_load_explicit(&table[n]->head, memory_order_relaxed) !=
@@ -65,7 +65,7 @@ static void thread_exit(void *unused)
 		ioa__defer_mine.ring = NULL;
 		return;
 	}
-	for (int n = 0; n < IOA_MAX_NODES; n++) {
+	for (int n = 0; n < ioa__os_node_count(); n++) {
 		/* release: our last item is in the ring before an adopter owns it */
 		if (table[n] && table[n] != home)
 			atomic_store_explicit(&table[n]->orphan, 1, memory_order_release);

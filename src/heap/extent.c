@@ -510,7 +510,7 @@ int ioa__extent_report(const void *p)
 	int found = 0;
 
 	pthread_once(&nodes_once, nodes_init);
-	for (int n = 0; n < IOA_MAX_NODES && !found; n++) {
+	for (int n = 0; n < ioa__os_node_count() && !found; n++) {
 		struct ext_node *en = &nodes[n];
 
 		pthread_mutex_lock(&en->lock);
@@ -541,7 +541,7 @@ int ioa__extent_report(const void *p)
 void ioa__extent_fini(uint64_t *leaked)
 {
 	pthread_once(&nodes_once, nodes_init);
-	for (int n = 0; n < IOA_MAX_NODES; n++) {
+	for (int n = 0; n < ioa__os_node_count(); n++) {
 		struct ext_node *en = &nodes[n];
 
 		pthread_mutex_lock(&en->lock);

@@ -213,13 +213,13 @@ void ioa__heap_upkeep_on_calls(void)
 		return;
 	if (upkeep_live) {
 		ioa__heap_retire_batches();
-		for (int n = 0; n < IOA_MAX_NODES; n++) {
+		for (int n = 0; n < ioa__os_node_count(); n++) {
 			settle_parked(n, 0);
 			ioa__span_caches_trim(n, 0);
 			ioa__extent_upkeep(n, 0);
 		}
 		ioa__defer_quiesce(); /* inline: queued items wait for no delay otherwise */
-		for (int n = 0; n < IOA_MAX_NODES; n++)
+		for (int n = 0; n < ioa__os_node_count(); n++)
 			ioa__region_upkeep(n, IOA_UPKEEP_ON_CALLS);
 	}
 	pthread_mutex_unlock(&upkeep_lock);
@@ -494,7 +494,7 @@ void ioa__heap_trim(void)
 		ioa__span_retire_batch(h); /* strict: the spans that dropped */
 	}
 	pthread_mutex_lock(&upkeep_lock);
-	for (int n = 0; upkeep_live && n < IOA_MAX_NODES; n++) {
+	for (int n = 0; upkeep_live && n < ioa__os_node_count(); n++) {
 		settle_parked(n, 1);
 		ioa__span_caches_trim(n, 1);
 		ioa__extent_upkeep(n, 1);
@@ -504,7 +504,7 @@ void ioa__heap_trim(void)
 	if (h != &ioa__empty_heap)
 		ioa__span_release_recycled(h); /* all retired now */
 	pthread_mutex_lock(&upkeep_lock);
-	for (int n = 0; upkeep_live && n < IOA_MAX_NODES; n++)
+	for (int n = 0; upkeep_live && n < ioa__os_node_count(); n++)
 		ioa__region_upkeep(n, IOA_UPKEEP_AT_ONCE);
 	pthread_mutex_unlock(&upkeep_lock);
 }
@@ -555,7 +555,7 @@ void ioa__heap_fork_prepare(void)
 {
 	atomic_fetch_add_explicit(&ioa__heap_forks_waiting, 1, memory_order_relaxed);
 	pthread_mutex_lock(&heaps_lock);
-	for (int n = 0; n < IOA_MAX_NODES; n++)
+	for (int n = 0; n < ioa__os_node_count(); n++)
 		if (shared[n])
 			pthread_mutex_lock(&shared[n]->lock);
 	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
@@ -568,7 +568,7 @@ void ioa__heap_fork_parent(void)
 	pthread_mutex_unlock(&ioa__empty_heap.cycle_lock);
 	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
 		pthread_mutex_unlock(&h->cycle_lock);
-	for (int n = IOA_MAX_NODES - 1; n >= 0; n--)
+	for (int n = ioa__os_node_count() - 1; n >= 0; n--)
 		if (shared[n])
 			pthread_mutex_unlock(&shared[n]->lock);
 	pthread_mutex_unlock(&heaps_lock);

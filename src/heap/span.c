@@ -686,7 +686,7 @@ void ioa__span_each(void (*fn)(struct ioa__span *s, void *arg), void *arg)
 void ioa__span_caches_drain(void)
 {
 	pthread_once(&caches_once, caches_init);
-	for (int n = 0; n < IOA_MAX_NODES; n++) {
+	for (int n = 0; n < ioa__os_node_count(); n++) {
 		struct node_cache *nc = &caches[n];
 
 		pthread_mutex_lock(&nc->lock);

@@ -240,7 +240,7 @@ void ioa__region_fini(void)
 {
 	struct ioa__segment *spare;
 
-	for (int n = 0; n < IOA_MAX_NODES; n++) {
+	for (int n = 0; n < ioa__os_node_count(); n++) {
 		struct ioa__segment *s = ioa__region.nodes[n].segments, *next;
 
 		for (; s; s = next) {

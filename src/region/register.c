@@ -61,7 +61,7 @@ int ioa__region_holds(const void *addr, size_t len)
 	uintptr_t va = (uintptr_t)addr;
 	int held = 0;
 
-	for (int n = 0; n < IOA_MAX_NODES; n++) {
+	for (int n = 0; n < ioa__os_node_count(); n++) {
 		pthread_mutex_lock(&ioa__region.nodes[n].lock);
 		pthread_mutex_unlock(&ioa__region.nodes[n].lock);
 	}

@@ -190,7 +190,7 @@ int ioa__region_make_room(void)
 {
 	int n = 0;
 
-	for (int node = 0; node < IOA_MAX_NODES; node++) {
+	for (int node = 0; node < ioa__os_node_count(); node++) {
 		/* trylock: a caller may hold a lock that fork's prepare handler
 		 * takes after the node locks (the heap's extent lock); a node
 		 * busy now is skipped */
