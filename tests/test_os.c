@@ -557,13 +557,13 @@ static void other_machines(void)
 		CHECK_EQ(wrong, 0);
 	}
 
-	/* a cpuset with memory on node 0 only: /sys is not read (here it has
-	 * two nodes, odd CPUs on node 1); every CPU's allocations go to node 0 */
+	/* a cpuset with memory on node 0 only: the machine's nodes and CPUs as
+	 * they are, node 1 without memory the process may use */
 	read_layout(dir, 1, 1, said, sizeof(said));
 	CHECK_EQ(said[0], '\0');
-	CHECK_EQ(ioa__os_node_count(), 1);
-	CHECK(ioa__os_node_valid(0) && !ioa__os_node_valid(2));
-	CHECK_EQ(ioa__os_cpu_node(3), 0);
+	CHECK_EQ(ioa__os_node_count(), 2);
+	CHECK(ioa__os_node_valid(0) && !ioa__os_node_valid(1));
+	CHECK_EQ(ioa__os_cpu_node(3), 1);
 
 	/* one node online: every CPU on it, whatever its lists (which are
 	 * not read: here they would say otherwise) */

@@ -69,14 +69,10 @@ struct ext_node {
 	unsigned nchunks, nempty; /* nempty: chunks with no used extent */
 };
 
-static struct ext_node nodes[IOA_MAX_NODES];
-static pthread_once_t nodes_once = PTHREAD_ONCE_INIT;
-
-static void nodes_init(void)
-{
-	for (int n = 0; n < ioa__os_node_count(); n++) /* as ioa__region_init's */
-		pthread_mutex_init(&nodes[n].lock, NULL);
-}
+/* Static: as span.c's node caches. */
+static struct ext_node nodes[IOA_MAX_NODES] = {
+	[0 ... IOA_MAX_NODES - 1] = { .lock = PTHREAD_MUTEX_INITIALIZER },
+};
 
 /* ---- free lists ------------------------------------------------------ */
 
@@ -408,7 +404,6 @@ struct ioa__span *ioa__extent_alloc(int node, size_t len)
 	struct ext_node *en = &nodes[node];
 	struct ioa__span *e, *u = NULL;
 
-	pthread_once(&nodes_once, nodes_init);
 	pthread_mutex_lock(&en->lock);
 	if ((e = best_fit(en, len)))
 		ioa__node_stat_add(node, heap_large_reused, 1);
@@ -426,7 +421,6 @@ void ioa__extent_upkeep(int node, int at_once)
 {
 	struct ext_node *en = &nodes[node];
 
-	pthread_once(&nodes_once, nodes_init);
 	pthread_mutex_lock(&en->lock);
 	unlock_node_upkept(en, at_once);
 }
@@ -509,7 +503,6 @@ int ioa__extent_report(const void *p)
 	const char *c = p;
 	int found = 0;
 
-	pthread_once(&nodes_once, nodes_init);
 	for (int n = 0; n < ioa__os_node_count() && !found; n++) {
 		struct ext_node *en = &nodes[n];
 
@@ -540,7 +533,6 @@ int ioa__extent_report(const void *p)
 
 void ioa__extent_fini(uint64_t *leaked)
 {
-	pthread_once(&nodes_once, nodes_init);
 	for (int n = 0; n < ioa__os_node_count(); n++) {
 		struct ext_node *en = &nodes[n];
 
@@ -568,7 +560,6 @@ void ioa__extent_fini(uint64_t *leaked)
  * descriptor is allocated under a node's lock). */
 void ioa__extent_fork_prepare(void)
 {
-	pthread_once(&nodes_once, nodes_init);
 	for (int n = 0; n < ioa__os_node_count(); n++) /* see ioa__os_node_count */
 		pthread_mutex_lock(&nodes[n].lock);
 }

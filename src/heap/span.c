@@ -59,14 +59,11 @@ static struct pool pools[NPOOLS] = {
 	{ .lock = PTHREAD_MUTEX_INITIALIZER }, { .lock = PTHREAD_MUTEX_INITIALIZER },
 	{ .lock = PTHREAD_MUTEX_INITIALIZER },
 };
-static struct node_cache caches[IOA_MAX_NODES];
-static pthread_once_t caches_once = PTHREAD_ONCE_INIT;
-
-static void caches_init(void)
-{
-	for (int n = 0; n < ioa__os_node_count(); n++) /* as ioa__region_init's */
-		pthread_mutex_init(&caches[n].lock, NULL);
-}
+/* Static: a node's lock is valid in every life, whatever nodes it has (a
+ * zeroed mutex is one by glibc, not by POSIX; review helper-94). */
+static struct node_cache caches[IOA_MAX_NODES] = {
+	[0 ... IOA_MAX_NODES - 1] = { .lock = PTHREAD_MUTEX_INITIALIZER },
+};
 
 /* ---- lists ----------------------------------------------------------- */
 
@@ -532,7 +529,6 @@ struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
 	struct node_cache *nc = &caches[node];
 	struct ioa__span *s, *victims = NULL;
 
-	pthread_once(&caches_once, caches_init);
 	s = NULL;
 	if (!ioa__heap_strict) { /* strict mode caches nothing */
 		pthread_mutex_lock(&nc->lock);
@@ -613,7 +609,6 @@ struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align)
 	struct node_cache *nc = &caches[node];
 	struct ioa__span *s = NULL, *victims = NULL;
 
-	pthread_once(&caches_once, caches_init);
 	if (!ioa__heap_strict) {
 		pthread_mutex_lock(&nc->lock);
 		s = best_fit(&nc->large, len, align);
@@ -685,7 +680,6 @@ void ioa__span_each(void (*fn)(struct ioa__span *s, void *arg), void *arg)
 
 void ioa__span_caches_drain(void)
 {
-	pthread_once(&caches_once, caches_init);
 	for (int n = 0; n < ioa__os_node_count(); n++) {
 		struct node_cache *nc = &caches[n];
 
@@ -701,7 +695,6 @@ void ioa__span_caches_trim(int node, int all)
 	struct node_cache *nc = &caches[node];
 	struct ioa__span *victims = NULL;
 
-	pthread_once(&caches_once, caches_init);
 	pthread_mutex_lock(&nc->lock);
 	for (int p = 0; p < NPOOLS; p++)
 		trim(&nc->spans[p], all ? 0 : CACHE_SPANS, all ? 0 : SIZE_MAX, &victims);
@@ -715,7 +708,6 @@ void ioa__span_caches_trim(int node, int all)
  * other lock. */
 void ioa__span_fork_prepare(void)
 {
-	pthread_once(&caches_once, caches_init);
 	for (int n = 0; n < ioa__os_node_count(); n++) /* see ioa__os_node_count */
 		pthread_mutex_lock(&caches[n].lock);
 	for (int p = 0; p < NPOOLS; p++)

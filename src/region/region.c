@@ -129,8 +129,8 @@ int ioa__region_init(const struct ioa_config *cfg)
 	const struct ioa__iommu_info *info = ioa__iommu_info();
 	int err;
 
-	/* the nodes that exist (their count is fixed: numa.c): a short-lived
-	 * process faults in no page of the others' */
+	/* the nodes this life has (every loop over nodes stops there): a
+	 * short-lived process faults in no page of the others' */
 	memset(&ioa__region, 0, offsetof(struct ioa__region_state, nodes) +
 				   (size_t)ioa__os_node_count() * sizeof(ioa__region.nodes[0]));
 	memset(&qlog, 0, sizeof(qlog));
