@@ -14,8 +14,10 @@
 
 int review_ctor_failed, review_ctor_allocs;
 /* Small blocks allocated and freed in a loop, 200 MB in all: more than the
- * arena, unless freed ones serve again; the mallocs that failed. */
-int review_ctor_churn_failed;
+ * static arena of 64 MiB the bootstrap had, unless freed ones serve again;
+ * the mallocs that failed, and how many different addresses they had (freed
+ * ones serve again: two, one a class). */
+int review_ctor_churn_failed, review_ctor_churn_addresses;
 /* After a double free of an arena object, two mallocs of its size: 1 if
  * they are two objects (the second free was refused, said on stderr). */
 int review_ctor_double_distinct;
@@ -87,15 +89,26 @@ __attribute__((constructor)) static void review_ctor(void)
 		else
 			review_ctor_big = p;
 	}
-	for (int i = 0; i < 200000; i++) {
-		char *volatile p = malloc(1000 + (size_t)(i % 7) * 8); /* volatile: kept */
+	{
+		char *seen[8];
+		int nseen = 0;
 
-		if (!p) {
-			review_ctor_churn_failed++;
-			continue;
+		for (int i = 0; i < 200000; i++) {
+			char *volatile p = malloc(1000 + (size_t)(i % 7) * 8); /* volatile: kept */
+			int known = 0;
+
+			if (!p) {
+				review_ctor_churn_failed++;
+				continue;
+			}
+			for (int j = 0; j < nseen; j++)
+				known |= seen[j] == p;
+			if (!known && nseen < 8)
+				seen[nseen++] = p;
+			review_ctor_churn_addresses += !known;
+			p[0] = (char)i;
+			free(p);
 		}
-		p[0] = (char)i;
-		free(p);
 	}
 	{
 		char *volatile p = malloc(300), *a, *b;

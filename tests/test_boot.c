@@ -5,6 +5,9 @@
  *
  * - every class: an object holds its size, and its free lists it for the
  *   next object of its class (the same address, the last freed first);
+ * - objects aligned past a page are aligned in the first chunk, whose pages
+ *   are aligned to a page only (so are they in any chunk: the kernel aligns
+ *   the larger ones to 2 MiB, which hides an alignment of offsets);
  * - objects aligned 32 B to 4 KiB are aligned, and reused as well (review
  *   helper-93: a constructor's loop of posix_memalign(64, 100) and free took
  *   1 GiB; they were never reused);
@@ -196,9 +199,37 @@ static void refused_chunk_leaves_the_rest(void)
 	child_passed(pid, "a small object after a chunk was refused");
 }
 
+/* In a child, which maps the arena's first chunk (1 MiB): objects aligned
+ * to 8 to 256 KiB there. A second child maps a page first, so that of the
+ * two chunks one lies at an address not aligned to 8 KiB. */
+static void aligned_past_a_page(void)
+{
+	for (int spacer = 0; spacer < 2; spacer++) {
+		pid_t pid;
+
+		fflush(NULL);
+		pid = fork();
+		if (pid == 0) {
+			int misaligned = 0;
+
+			if (spacer && mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) ==
+					      MAP_FAILED)
+				_exit(3);
+			for (size_t align = 8192; align <= (256 << 10); align *= 2) {
+				char *p = ioa__boot_alloc(100, align);
+
+				misaligned |= !p || (uintptr_t)p % align;
+			}
+			_exit(misaligned);
+		}
+		child_passed(pid, "objects aligned past a page in the first chunk");
+	}
+}
+
 int main(void)
 {
 	check_start("test_boot");
+	aligned_past_a_page(); /* before this process maps a chunk */
 	/* the first chunk: an object of 768 KiB, some 250 KiB left */
 	CHECK(ioa__boot_alloc(700 << 10, 16) != NULL);
 	refused_chunk_leaves_the_rest();

@@ -28,8 +28,9 @@
  * more get pages of their own: three of 40 MiB come from the constructor
  * too, two freed there, one grown here by realloc; then 100 more, each
  * freed before the next (the bootstrap keeps at most 64 such blocks live;
- * the rest would spend its 1 GiB arena); and 200 000 small blocks of about 1000 bytes, each
- * freed before the next (200 MB: the arena's freed objects serve again).
+ * the rest would spend its 1 GiB arena); and 200 000 small blocks of about
+ * 1000 bytes, each freed before the next (200 MB: the arena's freed objects
+ * serve again, at a few addresses).
  *
  * reallocarray() whose size overflows returns NULL with ENOMEM and leaves the
  * block as it was, as calloc() does.
@@ -62,7 +63,7 @@
 #include <unistd.h>
 
 extern int review_ctor_failed, review_ctor_allocs, review_ctor_big_failed;
-extern int review_ctor_churn_failed, review_ctor_double_distinct;
+extern int review_ctor_churn_failed, review_ctor_churn_addresses, review_ctor_double_distinct;
 extern char *review_ctor_big;
 extern int review_ctor_huge_errno, review_ctor_huge_said, review_ctor_aligned_ok;
 extern int review_ctor_align63;
@@ -277,6 +278,9 @@ int main(int argc, char **argv)
 	CHECK_EQ(review_ctor_failed, 0);
 	CHECK_EQ(review_ctor_big_failed, 0);
 	CHECK_EQ(review_ctor_churn_failed, 0);
+	if (!CHECK(review_ctor_churn_addresses <= 8))
+		printf("  the constructor's 200 000 blocks, each freed before the next, had %d "
+		       "addresses\n", review_ctor_churn_addresses);
 	CHECK_EQ(review_ctor_double_distinct, 1);
 	CHECK_EQ(review_ctor_huge_errno, ENOMEM);
 	CHECK_EQ(review_ctor_huge_said, 0);
