@@ -8,13 +8,13 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-/* The arena is chunks, each mapped when the bump pointer first reaches it,
- * each from the third on twice the one before: 1, 1, 2, 4 ... 512 MiB,
- * 1 GiB in all. libc, libstdc++ and libnuma start within 100 KiB, in the
- * first chunk; other libraries' constructors may take more. A process maps
- * only what it reached: a static arena of 64 MiB gave every process 64 MiB
- * more address space, and programs that glibc runs failed under ulimit -v
- * (review helper-91). */
+/* The arena is chunks, each mapped when an object first needs it, each
+ * from the third on twice the one before: 1, 1, 2, 4 ... 512 MiB, 1 GiB in
+ * all. libc's and libstdc++'s start take under 100 KiB, in the first chunk;
+ * other libraries' constructors may take more. A process maps only what it
+ * needed: a static arena of 64 MiB gave every process 64 MiB more address
+ * space, and programs that glibc runs failed under ulimit -v (review
+ * helper-91). */
 #define FIRST_SHIFT 20
 #define CHUNKS 11
 #define ARENA_BYTES ((size_t)1 << (FIRST_SHIFT + CHUNKS - 1))
@@ -43,7 +43,8 @@
 
 _Atomic int ioa__preload_ready;
 
-/* Chunk k's pages, or NULL until the bump pointer reached it. An offset in
+/* Chunk k's pages; NULL until an object needs it, MAPPING while a thread
+ * maps it (chunk_map). An offset in
  * the arena (what the bump pointer and the free lists hold) lies in chunk k
  * from chunk_offset(k) on, as if the chunks were one range. The last 1/128
  * of a chunk is its bitmap of object starts: one bit per HEADER bytes of
