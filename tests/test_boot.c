@@ -16,10 +16,13 @@
  *   ENOMEM though the other had mapped the chunk); and an object for which
  *   the next chunk cannot be mapped fails alone: the rest of the chunk still
  *   serves smaller objects (helper-93: the bump pointer moved on first, and
- *   every later allocation failed).
+ *   every later allocation failed);
+ * - a fork while another thread maps a chunk: the child, which lost that
+ *   thread, maps the chunk itself rather than wait for it forever.
  */
 #include "check.h"
 #include "boot.h"
+#include "ioalloc.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -30,6 +33,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -226,9 +230,71 @@ static void aligned_past_a_page(void)
 	}
 }
 
+/* The library's mmap calls come here: one of 1 MiB (a first chunk) waits,
+ * when asked, until it is let go. */
+static _Atomic int hold_next_chunk, chunk_held, chunk_let_go;
+
+void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	if (len == (1 << 20) && atomic_exchange(&hold_next_chunk, 0)) {
+		atomic_store(&chunk_held, 1);
+		while (!atomic_load(&chunk_let_go))
+			sched_yield();
+	}
+	return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+}
+
+static void *first_object(void *unused)
+{
+	(void)unused;
+	return ioa__boot_alloc(100, 16);
+}
+
+/* In a child whose arena is empty: a thread maps the first chunk and is
+ * held inside mmap; a fork's child then needs that chunk. */
+static void fork_while_mapping(void)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		pthread_t t;
+		pid_t inner;
+		int status = 0;
+
+		atomic_store(&hold_next_chunk, 1);
+		if (pthread_create(&t, NULL, first_object, NULL) != 0)
+			_exit(3);
+		while (!atomic_load(&chunk_held))
+			sched_yield();
+		inner = fork();
+		if (inner == 0) {
+			alarm(10); /* a wait for the lost thread's chunk ends here */
+			_exit(ioa__boot_alloc(100, 16) ? 0 : 1);
+		}
+		if (inner < 0 || waitpid(inner, &status, 0) != inner)
+			_exit(3);
+		atomic_store(&chunk_let_go, 1);
+		pthread_join(t, NULL);
+		_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 4);
+	}
+	child_passed(pid, "a fork child's first object while its parent mapped the chunk");
+}
+
 int main(void)
 {
 	check_start("test_boot");
+	/* the library's fork handlers: registered at its start */
+	{
+		struct ioa_config cfg;
+
+		ioa_config_init(&cfg);
+		cfg.backend = IOA_BACKEND_NONE;
+		CHECK_EQ(ioa_init(&cfg), 0);
+		ioa_fini();
+	}
+	fork_while_mapping();
 	aligned_past_a_page(); /* before this process maps a chunk */
 	/* the first chunk: an object of 768 KiB, some 250 KiB left */
 	CHECK(ioa__boot_alloc(700 << 10, 16) != NULL);
