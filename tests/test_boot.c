@@ -19,6 +19,10 @@
  *   every later allocation failed);
  * - a fork while another thread maps a chunk: the child, which lost that
  *   thread, maps the chunk itself rather than wait for it forever.
+ * The cases under RLIMIT_AS, and the held mmap, are said and left unchecked
+ * where they cannot run: qemu-user does not enforce the limit, and a
+ * sanitizer's memory counts against it and its runtime keeps books of every
+ * mapping through its mmap.
  */
 #include "check.h"
 #include "boot.h"
