@@ -17,8 +17,9 @@
  *   the next chunk cannot be mapped fails alone: the rest of the chunk still
  *   serves smaller objects (helper-93: the bump pointer moved on first, and
  *   every later allocation failed);
- * - a fork while another thread maps a chunk: the child, which lost that
- *   thread, maps the chunk itself rather than wait for it forever.
+ * - a thread that needs a chunk another thread maps waits for it; a fork
+ *   while another thread maps a chunk: the child, which lost that thread,
+ *   maps the chunk itself rather than wait for it forever.
  * The cases under RLIMIT_AS, and the held mmap, are said and left unchecked
  * where they cannot run: qemu-user does not enforce the limit, and a
  * sanitizer's memory counts against it and its runtime keeps books of every
@@ -263,6 +264,37 @@ static void *first_object(void *unused)
 }
 
 /* In a child whose arena is empty: a thread maps the first chunk and is
+ * held inside mmap for 200 ms, while another needs the same chunk: it waits
+ * and gets an object (the RLIMIT_AS race above only happens when the two
+ * threads meet, which a loaded machine may not let them do). */
+static void waits_for_the_mapping_thread(void)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		struct timespec nap = { 0, 200 * 1000 * 1000 };
+		pthread_t t, u;
+		void *a = NULL, *b = NULL;
+
+		atomic_store(&hold_next_chunk, 1);
+		if (pthread_create(&t, NULL, first_object, NULL) != 0)
+			_exit(3);
+		while (!atomic_load(&chunk_held))
+			sched_yield();
+		if (pthread_create(&u, NULL, first_object, NULL) != 0)
+			_exit(3);
+		nanosleep(&nap, NULL);
+		atomic_store(&chunk_let_go, 1);
+		pthread_join(t, &a);
+		pthread_join(u, &b);
+		_exit(a && b && a != b ? 0 : 1);
+	}
+	child_passed(pid, "a thread that needs the chunk another thread maps");
+}
+
+/* In a child whose arena is empty: a thread maps the first chunk and is
  * held inside mmap; a fork's child then needs that chunk. */
 static void fork_while_mapping(void)
 {
@@ -312,6 +344,7 @@ int main(void)
 		   "mmap this test cannot hold (the plain run checks it)");
 #else
 	fork_while_mapping();
+	waits_for_the_mapping_thread();
 #endif
 	aligned_past_a_page(); /* before this process maps a chunk */
 	/* the first chunk: an object of 768 KiB, some 250 KiB left */
