@@ -263,6 +263,18 @@ static void *first_object(void *unused)
 	return ioa__boot_alloc(100, 16);
 }
 
+/* In a child whose arena is empty: thread *@t asks for an object and is
+ * held inside the first chunk's mmap when this returns (a child's exit 3 if
+ * it cannot start). */
+static void hold_a_thread_mapping(pthread_t *t)
+{
+	atomic_store(&hold_next_chunk, 1);
+	if (pthread_create(t, NULL, first_object, NULL) != 0)
+		_exit(3);
+	while (!atomic_load(&chunk_held))
+		sched_yield();
+}
+
 /* In a child whose arena is empty: a thread maps the first chunk and is
  * held inside mmap for 200 ms, while another needs the same chunk: it waits
  * and gets an object (the RLIMIT_AS race above only happens when the two
@@ -278,11 +290,7 @@ static void waits_for_the_mapping_thread(void)
 		pthread_t t, u;
 		void *a = NULL, *b = NULL;
 
-		atomic_store(&hold_next_chunk, 1);
-		if (pthread_create(&t, NULL, first_object, NULL) != 0)
-			_exit(3);
-		while (!atomic_load(&chunk_held))
-			sched_yield();
+		hold_a_thread_mapping(&t);
 		if (pthread_create(&u, NULL, first_object, NULL) != 0)
 			_exit(3);
 		nanosleep(&nap, NULL);
@@ -307,11 +315,7 @@ static void fork_while_mapping(void)
 		pid_t inner;
 		int status = 0;
 
-		atomic_store(&hold_next_chunk, 1);
-		if (pthread_create(&t, NULL, first_object, NULL) != 0)
-			_exit(3);
-		while (!atomic_load(&chunk_held))
-			sched_yield();
+		hold_a_thread_mapping(&t);
 		inner = fork();
 		if (inner == 0) {
 			alarm(10); /* a wait for the lost thread's chunk ends here */

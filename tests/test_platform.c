@@ -58,26 +58,36 @@ static void tick_and_ns(uint64_t *ticks, uint64_t *ns)
 	}
 }
 
-/* Over 100 ms of sleep, ticks converted to nanoseconds agree with
- * CLOCK_MONOTONIC within 2% (the calibration's bound is 1 %, this test's
- * readings add up to 0.4 %), and the conversions invert each other. */
-static void ticks_convert(void)
+/* After calibrating: the ticks of @nap_ms of sleep into *ticks, those
+ * converted to nanoseconds into *ns, what CLOCK_MONOTONIC says into *took;
+ * whether the two agree within 2 % (the calibration's bound is 1 %, this
+ * test's readings add up to 0.4 %). */
+static int sleep_measured(long nap_ms, uint64_t *ticks, uint64_t *ns, uint64_t *took)
 {
-	struct timespec nap = { 0, 100 * 1000 * 1000 };
-	uint64_t t0, ns0, t1, ns1, ns, took;
+	struct timespec nap = { 0, nap_ms * 1000 * 1000 };
+	uint64_t t0, ns0, t1, ns1;
 
 	ioa__clock_calibrate();
 	tick_and_ns(&t0, &ns0);
 	nanosleep(&nap, NULL);
 	tick_and_ns(&t1, &ns1);
-	took = ns1 - ns0;
-	ns = ioa__ticks_to_ns(t1 - t0);
-	if (!CHECK(ns > took - took / 50 && ns < took + took / 50))
+	*took = ns1 - ns0;
+	*ticks = t1 - t0;
+	*ns = ioa__ticks_to_ns(*ticks);
+	return *ns > *took - *took / 50 && *ns < *took + *took / 50;
+}
+
+/* Over 100 ms of sleep, ticks converted to nanoseconds agree with
+ * CLOCK_MONOTONIC within 2%, and the conversions invert each other. */
+static void ticks_convert(void)
+{
+	uint64_t ticks, ns, took;
+
+	if (!CHECK(sleep_measured(100, &ticks, &ns, &took)))
 		printf("  %llu ticks are %llu ns by the calibration; CLOCK_MONOTONIC says %llu ns\n",
-		       (unsigned long long)(t1 - t0), (unsigned long long)ns,
-		       (unsigned long long)took);
+		       (unsigned long long)ticks, (unsigned long long)ns, (unsigned long long)took);
 	check_note("tick counter: %s, %.4f ticks per ns; the calibration is %+.3f %% off", IOA_CLOCK_COUNTER,
-		   (double)(t1 - t0) / (double)took, 100.0 * ((double)ns - (double)took) / (double)took);
+		   (double)ticks / (double)took, 100.0 * ((double)ns - (double)took) / (double)took);
 	/* 1 ms there and back, within a tick's rounding either way. */
 	CHECK(ioa__ticks_to_ns(ioa__ns_to_ticks(1000000)) > 1000000 - 100);
 	CHECK(ioa__ticks_to_ns(ioa__ns_to_ticks(1000000)) <= 1000000);
@@ -100,16 +110,9 @@ static void calibrations_in_children(void)
 		fflush(NULL);
 		pid = fork();
 		if (pid == 0) {
-			struct timespec nap = { 0, 20 * 1000 * 1000 };
-			uint64_t t0, ns0, t1, ns1, ns, took;
+			uint64_t ticks, ns, took;
 
-			ioa__clock_calibrate();
-			tick_and_ns(&t0, &ns0);
-			nanosleep(&nap, NULL);
-			tick_and_ns(&t1, &ns1);
-			took = ns1 - ns0;
-			ns = ioa__ticks_to_ns(t1 - t0);
-			_exit(ns > took - took / 50 && ns < took + took / 50 ? 0 : 1);
+			_exit(sleep_measured(20, &ticks, &ns, &took) ? 0 : 1);
 		}
 		off += pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
 		       WEXITSTATUS(status) != 0;

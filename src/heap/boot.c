@@ -44,9 +44,9 @@
 _Atomic int ioa__preload_ready;
 
 /* Chunk k's pages; NULL until an object needs it, MAPPING while a thread
- * maps it (chunk_map). An offset in
- * the arena (what the bump pointer and the free lists hold) lies in chunk k
- * from chunk_offset(k) on, as if the chunks were one range. The last 1/128
+ * maps it (chunk_map). An offset in the arena (what the bump pointer and
+ * the free lists hold) lies in chunk k from chunk_offset(k) on, as if the
+ * chunks were one range. The last 1/128
  * of a chunk is its bitmap of object starts: one bit per HEADER bytes of
  * the rest, set at an object's start before malloc returns it and never
  * cleared (a listed object starts there again): what tells an object from a
@@ -137,6 +137,18 @@ static int chunk_holding(const void *p, char **base)
 			return (int)k;
 	}
 	return -1;
+}
+
+/* Whether @p, in chunk @k at @base, is an object's start (its bit). */
+static int object_start(const void *p, int k, char *base)
+{
+	uintptr_t off = (uintptr_t)p - (uintptr_t)base, i = off / HEADER;
+
+	if (off < HEADER || off % HEADER)
+		return 0;
+	/* relaxed: as the store of the bit */
+	return atomic_load_explicit(&chunk_starts(base, (unsigned)k)[i / 64],
+				    memory_order_relaxed) >> (i % 64) & 1;
 }
 
 /* The object at arena offset @off, whose chunk is mapped. */
@@ -418,7 +430,7 @@ int ioa__boot_free_small(void *p)
 	char *base;
 	int k = chunk_holding(p, &base);
 
-	if (k < 0 || !ioa__boot_object(p))
+	if (k < 0 || !object_start(p, k, base))
 		return 0;
 	/* relaxed: the object's words are the freeing thread's */
 	was = atomic_load_explicit(size_word(p), memory_order_relaxed);
@@ -475,13 +487,8 @@ int ioa__boot_object(const void *p)
 {
 	char *base;
 	int k = chunk_holding(p, &base);
-	uintptr_t off = (uintptr_t)p - (uintptr_t)base, i = off / HEADER;
 
-	if (k < 0 || off < HEADER || off % HEADER)
-		return big_slot(p) >= 0;
-	/* relaxed: as the store of the bit */
-	return atomic_load_explicit(&chunk_starts(base, (unsigned)k)[i / 64],
-				    memory_order_relaxed) >> (i % 64) & 1;
+	return k >= 0 ? object_start(p, k, base) : big_slot(p) >= 0;
 }
 
 size_t ioa__boot_size(const void *p)

@@ -1,16 +1,17 @@
 /*
  * The bootstrap arena: under LD_PRELOAD, the mallocs made before the preload
- * library's constructor ran (libc's and libnuma's own start) and those made
- * while the library starts (libnuma reading the machine's layout) come from
- * an arena of chunks mapped as it grows (1 GiB in all), so that starting
- * never recurses into itself. Objects below 1 MiB of the default alignment come
- * in powers of two and are reused after their free (a class's lock-free
- * list); others are never reused. An object of 1 MiB or more gets pages of
- * its own instead (mmap, which recurses into nothing), given back at its
- * free; once the arena is spent a malloc there fails, said once. A bitmap
- * of the arena's object starts tells a pointer into an object (whose size
- * word would be the program's data) from an object: free, realloc and
- * usable_size refuse it, said.
+ * library's constructor ran (the start of libc and of every library the
+ * program links), those made while the library starts and those inside
+ * fork's handlers come from an arena of chunks mapped as it grows (1 GiB in
+ * all), so that starting never recurses into itself. Objects below 1 MiB
+ * aligned to at most a page come in classes (four a doubling) and are
+ * reused after their free (a class's lock-free list; aligned ones on lists
+ * of their own); others are never reused. An object of 1 MiB or more gets
+ * pages of its own instead (mmap, which recurses into nothing), given back
+ * at its free; once the arena is spent a malloc there fails, said once. A
+ * bitmap of each chunk's object starts tells a pointer into an object
+ * (whose size word would be the program's data) from an object: free,
+ * realloc and usable_size refuse it, said.
  */
 #ifndef IOA_BOOT_H
 #define IOA_BOOT_H
