@@ -9,7 +9,9 @@
  * - fork under allocation: children of a process whose other thread
  *   allocates and frees allocate and free themselves and exit cleanly;
  * - a thread's outgoing batches: frees of two owners' objects, interleaved,
- *   wait in a batch each, not handed over at each switch of owner.
+ *   wait in a batch each, not handed over at each switch of owner;
+ * - a thread's heap across ioa_fini() and ioa_init(): the new life's
+ *   layout picks its node.
  * Run under ThreadSanitizer too.
  */
 #include "heap_check.h"
@@ -18,8 +20,12 @@
 #include "heap_life.h"
 #include "ioalloc.h"
 
+#include "os.h"
+
 #include <pthread.h>
+#include <stdio.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 #define OBJECTS 40000
@@ -352,6 +358,81 @@ static void test_batches_per_owner(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
+/* A node layout file @name of directory @dir. */
+static void put_layout_file(const char *dir, const char *name, const char *text)
+{
+	char path[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (!CHECK((f = fopen(path, "w")) != NULL))
+		return;
+	fputs(text, f);
+	fclose(f);
+}
+
+/* A life with the layout of @dir (nodes 0 and 1 online, those of
+ * @has_memory with memory), IOALLOC_NUMA @numa: a malloc and free on this
+ * thread; the node its heap took (-1 for none) and whether the malloc
+ * succeeded into *ok. What the library says goes to @said. */
+static int life_on_layout(const char *dir, const char *has_memory, int numa, int *ok,
+			  char *said, size_t len)
+{
+	struct ioa_config cfg;
+	struct check_capture c;
+	void *p;
+	int node = -1;
+
+	put_layout_file(dir, "online", "0-1\n");
+	put_layout_file(dir, "has_memory", has_memory);
+	ioa__os_numa_test_layout(dir, 1, UINT64_MAX);
+	ioa_config_init(&cfg);
+	cfg.backend = IOA_BACKEND_SIM;
+	cfg.numa = numa;
+	capture_begin(&c);
+	if (CHECK_EQ(ioa_init(&cfg), 0)) {
+		p = ioa_malloc(100);
+		*ok = p != NULL;
+		ioa_free(p);
+		if (ioa__heap_mine())
+			node = ioa__heap_mine()->node;
+		ioa_fini();
+	}
+	snprintf(said, len, "%s", capture_end(&c));
+	ioa__os_numa_test_layout(NULL, 0, 0);
+	return node;
+}
+
+/* A thread keeps its heap across ioa_fini() and ioa_init(), and the next
+ * life's layout or IOALLOC_NUMA picks its node (review helper-94: a heap
+ * kept the node of its first life, and once that node had no memory every
+ * malloc of the thread failed). Layouts of two nodes made here: the first
+ * life puts the heap this thread has from the tests before on node 1
+ * (IOALLOC_NUMA=1; on a machine without a node 1 the memory cannot be bound
+ * there, and that malloc fails); in the second only node 0 has memory, so
+ * the heap serves node 0, which every machine has. */
+static void test_heap_across_lives(void)
+{
+	char dir[] = "/tmp/ioa-lives-XXXXXX", said[4096], path[600];
+	int ok = 0, node;
+
+	if (!CHECK(mkdtemp(dir) != NULL))
+		return;
+	node = life_on_layout(dir, "0-1\n", 1, &ok, said, sizeof(said));
+	CHECK_EQ(node, 1);
+	printf("heap across lives: the first life's heap on node 1, its malloc %s\n",
+	       ok ? "served" : "refused (no node 1 on this machine)");
+	node = life_on_layout(dir, "0\n", IOA_NUMA_LOCAL, &ok, said, sizeof(said));
+	CHECK_EQ(node, 0);
+	if (!CHECK(ok))
+		printf("the second life's malloc failed: %s\n", said);
+	for (const char *const *f = (const char *const[]){ "online", "has_memory", NULL }; *f; f++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, *f);
+		unlink(path);
+	}
+	rmdir(dir);
+}
+
 int main(void)
 {
 	check_start("test_heap_threads");
@@ -361,6 +442,7 @@ int main(void)
 	test_strict_late_frees();
 	test_strict_frees_to_parked();
 	test_batches_per_owner();
+	test_heap_across_lives();
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 	test_fork(); /* GCC 12's sanitizer runtimes are not fork-safe (test_fork.c) */
 #else

@@ -55,10 +55,28 @@ static int one_possible_node(void)
 	return syscall(SYS_get_mempolicy, NULL, &mask, 1, NULL, MPOL_F_MEMS_ALLOWED) == 0;
 }
 
+static struct {
+	const char *dir;
+	int has_numa;
+	uint64_t allowed;
+} test_layout;
+
+void ioa__os_numa_test_layout(const char *dir, int has_numa, uint64_t allowed)
+{
+	test_layout.dir = dir;
+	test_layout.has_numa = has_numa;
+	test_layout.allowed = allowed;
+}
+
 void ioa__os_numa_init(void)
 {
 	uint64_t allowed = 0;
 	int err;
+
+	if (test_layout.dir) {
+		ioa__os_numa_init_from(test_layout.dir, test_layout.has_numa, test_layout.allowed);
+		return;
+	}
 
 	/* One possible node: as without NUMA, and nothing read in /sys, where
 	 * the first file a process opens costs it 15 to 40 us (docs/design.md).

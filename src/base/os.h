@@ -32,6 +32,9 @@ void ioa__os_numa_init(void);
  * for a kernel with NUMA or without (@has_numa), for a process that may
  * allocate on the nodes of mask @allowed: tests give other layouts. */
 void ioa__os_numa_init_from(const char *dir, int has_numa, uint64_t allowed);
+/* Test hook: the layout of @dir (as above) for every later ioa__os_numa_init(),
+ * that is every ioa_init(); a NULL @dir gives back the kernel's. */
+void ioa__os_numa_test_layout(const char *dir, int has_numa, uint64_t allowed);
 /* Nodes are 0 .. ioa__os_node_count() - 1; a node without memory is not
  * valid. The count is set by ioa_init under the life lock and holds until
  * the next: fork's handlers, which run under that lock while the library

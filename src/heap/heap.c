@@ -485,7 +485,7 @@ static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 				ioa__span_put(s);
 				return NULL;
 			}
-		} else if (!(s = ioa__span_get(h->node, c, h))) {
+		} else if (!(s = ioa__span_get(ioa__heap_node(h), c, h))) {
 			return NULL;
 		}
 	}

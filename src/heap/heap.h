@@ -202,7 +202,8 @@ struct ioa__heap {
 		unsigned n;
 	} out[1u << IOA_OUT_SLOTS_LOG2];
 	unsigned out_waiting;       /* bit k: out[k] holds objects */
-	int node;
+	int node;                   /* read through ioa__heap_node() by its user */
+	int rehome;                 /* a thread heap past an ioa_fini(): its node chosen anew */
 	int state;                  /* heap_thread.c */
 	int shared;                 /* a node's shared heap: used under @lock by any thread */
 	struct ioa__span *empty;    /* wholly free spans kept for reuse (lazy) */
@@ -365,6 +366,18 @@ extern __thread struct ioa__heap *ioa__my_heap __attribute__((tls_model("initial
 
 /* The calling thread's own heap, or NULL while it has none. */
 struct ioa__heap *ioa__heap_mine(void);
+void ioa__heap_rehome(struct ioa__heap *h);
+/* The node @h serves, for its user. A thread keeps its heap across
+ * ioa_fini() and ioa_init(), and the next life may have another layout (a
+ * cpuset, a node gone) or IOALLOC_NUMA: the first use after the fini picks
+ * the node anew, as adoption does, once the library is up again (review
+ * helper-94: a node no longer valid failed every malloc). */
+static inline int ioa__heap_node(struct ioa__heap *h)
+{
+	if (__builtin_expect(h->rehome, 0))
+		ioa__heap_rehome(h);
+	return h->node;
+}
 void *ioa__heap_alloc_slow(size_t size);
 void ioa__heap_free_slow(struct ioa__span *s, void *p);
 void ioa__heap_free_unknown(void *p);

@@ -87,6 +87,7 @@ static struct ioa__heap *heap_new(int node, int is_shared)
 		return NULL;
 	heap_reset(h);
 	h->node = node;
+	h->rehome = 0;
 	h->shared = is_shared;
 	pthread_mutex_init(&h->lock, NULL);
 	pthread_mutex_init(&h->cycle_lock, NULL);
@@ -260,12 +261,15 @@ static struct ioa__heap *adopt(void)
 		return NULL;
 	}
 	pthread_mutex_lock(&heaps_lock);
-	for (pp = &parked; *pp && (*pp)->node != node; pp = &(*pp)->next_parked)
+	for (pp = &parked; *pp && (*pp)->node != node && !(*pp)->rehome; pp = &(*pp)->next_parked)
 		;
-	if ((h = *pp))
+	if ((h = *pp)) {
 		*pp = h->next_parked;
-	else
+		h->node = node; /* a heap past an ioa_fini() serves the node picked now */
+		h->rehome = 0;
+	} else {
 		h = heap_new(node, 0);
+	}
 	if (h)
 		h->state = OWNED;
 	pthread_mutex_unlock(&heaps_lock);
@@ -345,7 +349,7 @@ struct ioa__heap *ioa__heap_my_heap_or_adopt(int *late)
  * from the node's shared heap. */
 static void *alloc_once(struct ioa__heap *h, size_t size, size_t align, int node)
 {
-	if (h && (node == IOA_NODE_ANY || node == h->node))
+	if (h && (node == IOA_NODE_ANY || node == ioa__heap_node(h)))
 		return ioa__heap_alloc_from(h, size, align);
 	if (node == IOA_NODE_ANY)
 		node = ioa__region_pick_node(IOA_NODE_ANY, "ioa_malloc");
@@ -383,6 +387,20 @@ void *ioa__heap_alloc_aligned(size_t size, size_t align, int node)
 struct ioa__heap *ioa__heap_mine(void)
 {
 	return ioa__my_heap != &ioa__empty_heap ? ioa__my_heap : NULL;
+}
+
+/* ioa__heap_node(): the user of thread heap @h, past an ioa_fini(), picks
+ * its node as adoption does, for its own thread (IOALLOC_NUMA=local: the
+ * CPU it runs on); while the library cannot come up again (the refill then
+ * fails with that message) it tries again at its next refill. */
+void ioa__heap_rehome(struct ioa__heap *h)
+{
+	int node;
+
+	if (ioa__ensure_up() != 0 || (node = ioa__region_pick_node(IOA_NODE_ANY, "ioa_malloc")) < 0)
+		return;
+	h->node = node;
+	h->rehome = 0;
 }
 
 /* ---- the library's life ----------------------------------------------- */
@@ -439,6 +457,7 @@ void ioa__heap_fini(void)
 	for (struct ioa__heap *h = all_heaps; h; h = h->next_all) {
 		ioa__span_spares_return(h);
 		heap_reset(h);
+		h->rehome = !h->shared; /* a node's shared heap stays that node's */
 	}
 	if (leaked)
 		ioa__warn("ioa_fini: %llu object(s) of ioa_malloc still allocated: freed",

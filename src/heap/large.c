@@ -12,7 +12,7 @@
 /* @size and @align at most IOA_BUFFER_MAX (ioa__heap_alloc_from). */
 void *ioa__large_alloc(struct ioa__heap *h, size_t size, size_t align)
 {
-	int node = h->node;
+	int node = ioa__heap_node(h);
 	struct ioa__span *s;
 	size_t len;
 

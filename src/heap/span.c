@@ -295,7 +295,7 @@ static unsigned make_pages(struct ioa__heap *h, uint32_t per, struct ioa__span *
 {
 	void *pages[IOA_READY_PAGES];
 	unsigned got = 0, made = 0;
-	int node = h->node, mapped;
+	int node = ioa__heap_node(h), mapped;
 
 	for (; got < n && h->nspare_desc; got++)
 		desc_clear(out[got] = h->spare_desc[--h->nspare_desc], POOL_PAGE);
