@@ -55,11 +55,14 @@ static int one_possible_node(void)
 	return syscall(SYS_get_mempolicy, NULL, &mask, 1, NULL, MPOL_F_MEMS_ALLOWED) == 0;
 }
 
+/* ioa__os_numa_test_layout's: in .data (an initialiser not zero), whose
+ * pages the loader wrote already; in .bss, its read at every start would
+ * fault a page of zeros in, and the first write there fault again. */
 static struct {
 	const char *dir;
 	int has_numa;
 	uint64_t allowed;
-} test_layout;
+} test_layout = { .allowed = UINT64_MAX };
 
 void ioa__os_numa_test_layout(const char *dir, int has_numa, uint64_t allowed)
 {

@@ -1,3 +1,4 @@
+#include "bss.h"
 #include "stats.h"
 #include "log.h"
 #include "os.h"
@@ -12,7 +13,7 @@
 struct ioa__stats ioa__stats[IOA_STAT_SHARDS];
 _Static_assert(sizeof(struct ioa__stats) % 64 == 0 && sizeof(struct ioa__node_stats) % 64 == 0,
 	       "a copy of the counters shares no cache line with the next");
-struct ioa__node_stats ioa__node_stats[IOA_MAX_NODES][IOA_STAT_SHARDS];
+struct ioa__node_stats ioa__node_stats[IOA_MAX_NODES][IOA_STAT_SHARDS] IOA_LARGE_BSS(node_stats);
 __thread unsigned ioa__stat_copy __attribute__((tls_model("initial-exec")));
 static _Atomic unsigned copies_taken;
 

@@ -23,6 +23,7 @@
  * Under the lock: descriptor allocation, page-map stores (the chunk's leaves
  * exist), madvise. Chunks are made and retired outside it.
  */
+#include "bss.h"
 #include "extent.h"
 #include "clock.h"
 #include "log.h"
@@ -70,7 +71,7 @@ struct ext_node {
 };
 
 /* Static: as span.c's node caches. */
-static struct ext_node nodes[IOA_MAX_NODES] = {
+static struct ext_node nodes[IOA_MAX_NODES] IOA_LARGE_BSS(extent_nodes) = {
 	[0 ... IOA_MAX_NODES - 1] = { .lock = PTHREAD_MUTEX_INITIALIZER },
 };
 

@@ -1,9 +1,10 @@
+#include "bss.h"
 #include "pagemap.h"
 #include "os.h"
 
 #include <errno.h>
 
-ioa__pm_leaf *_Atomic ioa__pagemap[IOA_PM_TOP];
+ioa__pm_leaf *_Atomic ioa__pagemap[IOA_PM_TOP] IOA_LARGE_BSS(pagemap);
 
 int ioa__pagemap_set(const void *p, size_t npages, struct ioa__span *span)
 {

@@ -1,3 +1,4 @@
+#include "bss.h"
 #include "span.h"
 #include "sizes.h"
 #include "api.h"
@@ -61,7 +62,7 @@ static struct pool pools[NPOOLS] = {
 };
 /* Static: a node's lock is valid in every life, whatever nodes it has (a
  * zeroed mutex is one by glibc, not by POSIX; review helper-94). */
-static struct node_cache caches[IOA_MAX_NODES] = {
+static struct node_cache caches[IOA_MAX_NODES] IOA_LARGE_BSS(span_caches) = {
 	[0 ... IOA_MAX_NODES - 1] = { .lock = PTHREAD_MUTEX_INITIALIZER },
 };
 

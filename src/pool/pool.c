@@ -1,4 +1,5 @@
 /* Pools' cold paths: creation, lookup, iteration, stats and free (pool.h). */
+#include "bss.h"
 #include "pool.h"
 
 #include "api.h"
@@ -16,7 +17,7 @@
 #define LINE 64u
 
 pthread_mutex_t ioa__pools_lock = PTHREAD_MUTEX_INITIALIZER;
-struct ioa_pool ioa__pool_table[IOA_POOL_MAX];
+struct ioa_pool ioa__pool_table[IOA_POOL_MAX] IOA_LARGE_BSS(pool_table);
 /* Slots ever claimed (under ioa__pools_lock): the table past them was never
  * touched, and a fork child reads no page of it (review helper-91). */
 static unsigned slots_used;

@@ -26,6 +26,7 @@
  * - ioa_fini(): must not run concurrently (the contract); it destroys the
  *   providers left live with chunk_retire_stopping.
  */
+#include "bss.h"
 #include "provider.h"
 #include "api.h"
 #include "chunks.h"
@@ -48,7 +49,7 @@ struct ioa_provider {
 	_Atomic uint64_t purged_zeroed, purged_advised, declined; /* purges run unlocked */
 };
 
-static struct ioa_provider slots[IOA_PROVIDER_MAX];
+static struct ioa_provider slots[IOA_PROVIDER_MAX] IOA_LARGE_BSS(provider_slots);
 static void (*_Atomic locked_hook)(void); /* test hook */
 static pthread_mutex_t providers_lock = PTHREAD_MUTEX_INITIALIZER;
 

@@ -18,6 +18,7 @@
  * Levels: 3 is the root; a table page at level L < 3 covers 2^(21 + 9L)
  * bytes and is cached in psc[L] under the address bits above that span.
  */
+#include "bss.h"
 #include "sim.h"
 #include "os.h"
 
@@ -33,7 +34,7 @@ struct stage_caches {
 
 /* Read by translations under ioa__sim_inflight for reading, changed under it
  * for writing. */
-static struct stage_caches caches[2];
+static struct stage_caches caches[2] IOA_LARGE_BSS(sim_caches);
 static uint64_t stage1_root; /* IOVA of the stage-1 root page; 0: not attached */
 
 static unsigned level_shift(unsigned level)

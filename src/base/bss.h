@@ -1,0 +1,16 @@
+/* Where the library's large static tables lie. */
+#ifndef IOA_BSS_H
+#define IOA_BSS_H
+
+/* A zero-initialised table of a few KiB or more, in .lbss (x86-64), which
+ * the linker puts after .bss: the small variables a process touches as it
+ * starts then share a few pages rather than lying one or two to a page
+ * between the tables, and each page a process touches first costs it a
+ * page fault (docs/design.md, "Process start"). */
+#if defined(__x86_64__)
+#define IOA_LARGE_BSS(name) __attribute__((section(".lbss." #name)))
+#else
+#define IOA_LARGE_BSS(name)
+#endif
+
+#endif
