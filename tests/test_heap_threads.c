@@ -11,7 +11,8 @@
  * - a thread's outgoing batches: frees of two owners' objects, interleaved,
  *   wait in a batch each, not handed over at each switch of owner;
  * - a thread's heap across ioa_fini() and ioa_init(): the new life's
- *   layout picks its node.
+ *   layout picks its node; threads that kept their heaps race the lazy
+ *   start after an ioa_fini().
  * Run under ThreadSanitizer too.
  */
 #include "heap_check.h"
@@ -22,8 +23,11 @@
 
 #include "os.h"
 
+#include <errno.h>
+#include <linux/mempolicy.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -371,17 +375,34 @@ static void put_layout_file(const char *dir, const char *name, const char *text)
 	fclose(f);
 }
 
-/* A life with the layout of @dir (nodes 0 and 1 online, those of
- * @has_memory with memory), IOALLOC_NUMA @numa: a malloc and free on this
- * thread; the node its heap took (-1 for none) and whether the malloc
- * succeeded into *ok. What the library says goes to @said. */
-static int life_on_layout(const char *dir, const char *has_memory, int numa, int *ok,
-			  char *said, size_t len)
+/* A thread that lives through two lives of the library: in each it makes
+ * and frees an object when the main thread has brought the life up, and
+ * says what node its heap serves and whether that malloc was served. */
+static pthread_barrier_t lives_step;
+static int lives_node[2], lives_served[2];
+
+static void *across_lives_thread(void *arg)
+{
+	for (int life = 0; life < 2; life++) {
+		void *p;
+
+		pthread_barrier_wait(&lives_step); /* the life is up */
+		p = ioa_malloc(100);
+		lives_served[life] = p != NULL;
+		ioa_free(p);
+		lives_node[life] = ioa__heap_mine() ? ioa__heap_mine()->node : -1;
+		if (life == 0)
+			pthread_barrier_wait(&lives_step); /* the main thread ends the life */
+	}
+	return arg; /* joined before the last life ends: no call races ioa_fini() */
+}
+
+/* A life on a layout of nodes 0 and 1 online, those of @has_memory with
+ * memory, IOALLOC_NUMA @numa, while the thread above takes its turn; its
+ * last with @last, which ends once the thread has exited. */
+static void life_on_layout(const char *dir, const char *has_memory, int numa, pthread_t *last)
 {
 	struct ioa_config cfg;
-	struct check_capture c;
-	void *p;
-	int node = -1;
 
 	put_layout_file(dir, "online", "0-1\n");
 	put_layout_file(dir, "has_memory", has_memory);
@@ -389,48 +410,127 @@ static int life_on_layout(const char *dir, const char *has_memory, int numa, int
 	ioa_config_init(&cfg);
 	cfg.backend = IOA_BACKEND_SIM;
 	cfg.numa = numa;
-	capture_begin(&c);
-	if (CHECK_EQ(ioa_init(&cfg), 0)) {
-		p = ioa_malloc(100);
-		*ok = p != NULL;
-		ioa_free(p);
-		if (ioa__heap_mine())
-			node = ioa__heap_mine()->node;
-		ioa_fini();
-	}
-	snprintf(said, len, "%s", capture_end(&c));
+	CHECK_EQ(ioa_init(&cfg), 0);
+	pthread_barrier_wait(&lives_step);
+	if (last)
+		pthread_join(*last, NULL);
+	else
+		pthread_barrier_wait(&lives_step);
+	ioa_fini();
 	ioa__os_numa_test_layout(NULL, 0, 0);
-	return node;
+}
+
+/* Whether this process may allocate on node 0 (a kernel without NUMA: yes). */
+static int node0_allowed(void)
+{
+	unsigned long mask[4096 / (8 * sizeof(unsigned long))] = { 0 };
+
+	if (syscall(SYS_get_mempolicy, NULL, mask, 4096, NULL, MPOL_F_MEMS_ALLOWED) != 0)
+		return errno == ENOSYS || errno == EPERM;
+	return mask[0] & 1;
 }
 
 /* A thread keeps its heap across ioa_fini() and ioa_init(), and the next
  * life's layout or IOALLOC_NUMA picks its node (review helper-94: a heap
  * kept the node of its first life, and once that node had no memory every
- * malloc of the thread failed). Layouts of two nodes made here: the first
- * life puts the heap this thread has from the tests before on node 1
- * (IOALLOC_NUMA=1; on a machine without a node 1 the memory cannot be bound
- * there, and that malloc fails); in the second only node 0 has memory, so
- * the heap serves node 0, which every machine has. */
+ * malloc of the thread failed). On layouts of two nodes made here, a
+ * thread's heap, new in the first life, serves node 1 (IOALLOC_NUMA=1; on a
+ * machine without a node 1 the memory cannot be bound there, and that
+ * malloc fails); in the second life only node 0 has memory, and the same
+ * heap must serve it. */
 static void test_heap_across_lives(void)
 {
 	char dir[] = "/tmp/ioa-lives-XXXXXX", said[4096], path[600];
-	int ok = 0, node;
+	struct check_capture c;
+	pthread_t t;
 
+	if (!node0_allowed()) {
+		check_note("heap across lives: not run, node 0 is not among this process's nodes");
+		return;
+	}
 	if (!CHECK(mkdtemp(dir) != NULL))
 		return;
-	node = life_on_layout(dir, "0-1\n", 1, &ok, said, sizeof(said));
-	CHECK_EQ(node, 1);
+	pthread_barrier_init(&lives_step, NULL, 2);
+	pthread_create(&t, NULL, across_lives_thread, NULL);
+	capture_begin(&c);
+	life_on_layout(dir, "0-1\n", 1, NULL);
+	life_on_layout(dir, "0\n", IOA_NUMA_LOCAL, &t);
+	snprintf(said, sizeof(said), "%s", capture_end(&c));
+	pthread_barrier_destroy(&lives_step);
+	CHECK_EQ(lives_node[0], 1);
+	CHECK_EQ(lives_node[1], 0);
+	if (!CHECK(lives_served[1]))
+		printf("the second life's malloc failed; the library said: %s\n", said);
 	printf("heap across lives: the first life's heap on node 1, its malloc %s\n",
-	       ok ? "served" : "refused (no node 1 on this machine)");
-	node = life_on_layout(dir, "0\n", IOA_NUMA_LOCAL, &ok, said, sizeof(said));
-	CHECK_EQ(node, 0);
-	if (!CHECK(ok))
-		printf("the second life's malloc failed: %s\n", said);
+	       lives_served[0] ? "served" : "refused (no node 1 on this machine)");
 	for (const char *const *f = (const char *const[]){ "online", "has_memory", NULL }; *f; f++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, *f);
 		unlink(path);
 	}
 	rmdir(dir);
+}
+
+/* Threads that kept their heaps race the library's lazy start after an
+ * ioa_fini(): each round, four threads malloc at once into a library that
+ * is down (the first brings it up from the environment), while short-lived
+ * threads adopt parked heaps; the main thread ends each life. Every malloc
+ * is served; under ThreadSanitizer, a refill that read the mode before the
+ * start had set it was a data race (review helper-96). */
+#define RACERS 4
+#define RACE_LIVES 6
+static pthread_barrier_t race_step;
+static atomic_int race_failures;
+
+static void *lazy_racer(void *arg)
+{
+	for (int life = 0; life < RACE_LIVES; life++) {
+		pthread_barrier_wait(&race_step); /* the library is down: the start races here */
+		for (int i = 0; i < 2000; i++) {
+			void *p = ioa_malloc(16 + (size_t)(i % 64) * 16), *q = ioa_malloc_node(100, 0);
+
+			if (!p || !q)
+				atomic_fetch_add(&race_failures, 1);
+			ioa_free(p);
+			ioa_free(q);
+		}
+		pthread_barrier_wait(&race_step); /* done: the main thread ends the life */
+		pthread_barrier_wait(&race_step); /* ended */
+	}
+	return arg;
+}
+
+static void *short_lived(void *arg)
+{
+	for (int i = 0; i < 500; i++)
+		ioa_free(ioa_malloc(200));
+	return arg;
+}
+
+static void test_lazy_start_races(void)
+{
+	pthread_t racers[RACERS], brief[RACERS];
+
+	setenv("IOALLOC_BACKEND", "sim", 1);
+	pthread_barrier_init(&race_step, NULL, RACERS + 1);
+	for (int i = 0; i < RACERS; i++)
+		pthread_create(&racers[i], NULL, lazy_racer, NULL);
+	for (int life = 0; life < RACE_LIVES; life++) {
+		pthread_barrier_wait(&race_step);
+		for (int i = 0; i < RACERS; i++)
+			pthread_create(&brief[i], NULL, short_lived, NULL);
+		for (int i = 0; i < 300; i++)
+			ioa_free(ioa_malloc(64));
+		for (int i = 0; i < RACERS; i++)
+			pthread_join(brief[i], NULL);
+		pthread_barrier_wait(&race_step);
+		ioa_fini();
+		pthread_barrier_wait(&race_step);
+	}
+	for (int i = 0; i < RACERS; i++)
+		pthread_join(racers[i], NULL);
+	pthread_barrier_destroy(&race_step);
+	unsetenv("IOALLOC_BACKEND");
+	CHECK_EQ(atomic_load(&race_failures), 0);
 }
 
 int main(void)
@@ -443,6 +543,7 @@ int main(void)
 	test_strict_frees_to_parked();
 	test_batches_per_owner();
 	test_heap_across_lives();
+	test_lazy_start_races();
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 	test_fork(); /* GCC 12's sanitizer runtimes are not fork-safe (test_fork.c) */
 #else

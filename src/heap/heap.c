@@ -610,6 +610,11 @@ void *ioa__heap_alloc_slow(size_t size)
 {
 	struct ioa__heap *h = ioa__my_heap;
 
+	/* past an ioa_fini(): the long way brings the library up first, as the
+	 * thread's start of it (HEAP_BOOTING), before the mode is read here
+	 * (a racing lazy start sets it; review helper-96) */
+	if (h->rehome)
+		return ioa__heap_alloc_aligned(size, 16, IOA_NODE_ANY);
 	/* a thread that allocates only large blocks refills no span: its
 	 * batches of frees for other heaps go out here too */
 	if (h != &ioa__empty_heap && ++h->slow_calls % IOA_UPKEEP_CALLS == 0) {
