@@ -125,6 +125,39 @@ static void test_strict_freed_comes_back(void)
 	}
 }
 
+/* Strict mode: the owner's free takes a shorter branch (heap.h,
+ * ioa__heap_free_strict), which leaves a double free or an interior pointer
+ * to the slow path, which reports it; nothing changes. Mutations h55, h56. */
+static void test_strict_bad_frees(void)
+{
+	char *p = ioa_malloc(100), *q = ioa_malloc(100), *r, *s, *many[65];
+	struct ioa__span *sp;
+
+	memset(q, 0x5a, 100);
+	ioa_free(p);       /* into the cached word's freed set: q lives */
+	memset(p, 0, 100); /* its freed mark gone: only the freed set shows it */
+	ONE_MESSAGE("double free of an object of size class 112", ioa_free(p));
+	ONE_MESSAGE("not the start of an object ioalloc returned", ioa_free(q + 16));
+	CHECK(q[0] == 0x5a && q[99] == 0x5a);
+	r = ioa_malloc(100);
+	s = ioa_malloc(100);
+	CHECK(r != s && r != q && s != q && r != p && s != p);
+	ioa_free(r);
+	ioa_free(s);
+	ioa_free(q);
+	/* outside the cached word (65 objects: the word moved on), where only
+	 * the span's bit shows it */
+	for (int i = 0; i < 65; i++)
+		many[i] = ioa_malloc(48);
+	sp = ioa__pagemap_get(many[0]);
+	CHECK(sp && (uint32_t)((uintptr_t)(many[0] - sp->base) / sp->obj_size / 64) != sp->out_wi);
+	ioa_free(many[0]);
+	memset(many[0], 0, 48); /* its freed mark gone too */
+	ONE_MESSAGE("double free of an object of size class 48", ioa_free(many[0]));
+	for (int i = 1; i < 65; i++)
+		ioa_free(many[i]);
+}
+
 static void test_sizes(void)
 {
 	static void *objs[2000];
@@ -756,6 +789,7 @@ int main(void)
 	}
 	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 0)) {
 		test_strict_freed_comes_back();
+		test_strict_bad_frees();
 		test_sizes();
 		test_alignment();
 		test_realloc_calloc();

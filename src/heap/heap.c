@@ -254,7 +254,9 @@ static int strict_free_into_word(struct ioa__span *s, uint32_t i)
  * (larson: 2.3 million refills, 4 times lazy's). */
 void ioa__heap_strict_changed(struct ioa__heap *h, struct ioa__span *s)
 {
-	if (live_objects(s) == 0) {
+	int32_t live = live_objects(s); /* once: nothing below changes it before it is read */
+
+	if (live == 0) {
 		if (s->out_wi != UINT32_MAX)
 			ioa__heap_give_back_word(h, s->cls);
 		span_changed(h, s);
@@ -267,7 +269,7 @@ void ioa__heap_strict_changed(struct ioa__heap *h, struct ioa__span *s)
 			list_remove(h, s);
 		s->low = IOA_SPAN_FULL;
 	} else if (s->low == IOA_SPAN_FULL || s->low == IOA_SPAN_SPARSE) {
-		int dense = (int32_t)s->nobjs - live_objects(s) >= (int32_t)(s->nobjs + 3) / 4;
+		int dense = (int32_t)s->nobjs - live >= (int32_t)(s->nobjs + 3) / 4;
 
 		if (s->low == IOA_SPAN_SPARSE && dense)
 			list_remove(h, s);

@@ -50,7 +50,8 @@ struct ioa__heap;
 #define IOA_SPAN_CURRENT (-1)       /* its class's current span: never */
 #define IOA_SPAN_PARTIAL 0          /* in its class's list: once empty */
 #define IOA_SPAN_FULL INT32_MAX     /* in no list: at the first free */
-/* strict mode only (its frees all take the slow path): in its class's list
+/* strict mode only (its frees never take lazy mode's fast path, which
+ * compares used with @low): in its class's list
  * of spans with few free objects, taken when no other span has room (lazy
  * mode's sparse spans keep a count in @low: heap.c, sparse_push) */
 #define IOA_SPAN_SPARSE (INT32_MAX - 1)
@@ -70,7 +71,9 @@ struct ioa__span {
 	uint32_t out_wi;
 	uint64_t magic;             /* offset * magic >> 40 = offset / obj_size */
 	/* The heap whose frees take the fast path: the owner, or NULL when every
-	 * free must take the slow path (strict mode, IOALLOC_CHECK, large). */
+	 * free must take another (strict mode: the owner's own, inline, see
+	 * ioa__heap_free_strict, else the slow path; IOALLOC_CHECK, large:
+	 * the slow path). */
 	struct ioa__heap *fast_owner;
 	int32_t used;               /* objects allocated, as the owner counts them */
 	int32_t low;                /* IOA_SPAN_* */
@@ -298,6 +301,9 @@ static inline int ioa__popcount(uint64_t w)
  * not through the GOT. */
 extern int ioa__heap_strict __attribute__((visibility("hidden")));
 extern int ioa__heap_checking;
+/* strict mode without IOALLOC_CHECK: the owner's frees take
+ * ioa__heap_free_strict below first */
+extern int ioa__heap_strict_inline __attribute__((visibility("hidden")));
 
 /* The heap of a thread that has none (heap_thread.c). */
 extern struct ioa__heap ioa__empty_heap;
@@ -418,6 +424,86 @@ static inline void *ioa__heap_alloc(size_t size)
 	return handed_out(e->base + (size_t)__builtin_ctzll(w) * e->size);
 }
 
+/*
+ * Strict mode's free by the span's owner (not IOALLOC_CHECK), its common
+ * cases inline: 1 when done, 0 when the slow path must take the free, with
+ * nothing changed. It does what the slow path does (heap.c, free_own), so
+ * the rule holds as there: a free is applied at once and its span listed
+ * (pending), a look at the list comes before any word of the span is
+ * handed out again, and a free that leaves the page with no live object
+ * notes it (emptied, strict_note_free), so that the look retires the page
+ * before anything freed on it serves again. Taken here:
+ * - an object of the cached word while another object of it is still
+ *   allocated (the page keeps a live object) and the page has not emptied
+ *   since it was last looked at: into the word's freed set, which the
+ *   class's next refill hands out once it applied the frees handed over
+ *   (strict_free_into_word, alloc_small); never into the word itself
+ *   (docs/heap.md);
+ * - into the span's bits, while the list has room for the span and the
+ *   batch for the free (else the slow path, which looks at the list when
+ *   either fills), when whether the page is left with no live object is
+ *   known without counting the word's bits: an object outside the cached
+ *   word while the span has none out (its used count is its live count)
+ *   or used stays above 64 (the word holds at most 64 objects); or one of
+ *   the cached word of a span of one word, whose allocated objects are
+ *   all in that word.
+ * Everything else (a bad pointer or a double free, reported there; a
+ * span of several words with a word out and few objects used; a list or
+ * batch full) takes the slow path. Frees of other threads never come here
+ * (the caller checked the owner), nor a large block's (no owner).
+ */
+static inline int ioa__heap_free_strict(struct ioa__heap *h, struct ioa__span *s, void *p)
+{
+	uint64_t off = (uint64_t)((char *)p - s->base), bit, w, out, others;
+	uint32_t i = (uint32_t)((off * s->magic) >> 40);
+	int empty;
+
+	bit = 1ull << (i & 63);
+	w = s->bits[i >> 6];
+	/* as the fast path's (@s is @p's by the page map, so @p lies in its
+	 * page): @p starts an object, not free in the span's bits (a pointer
+	 * past the last object finds its bit set, see last_mask) */
+	if ((w & bit) | ((uint64_t)i * s->obj_size ^ off))
+		return 0;
+	if (marked_freed(p)) /* only now: @p starts an object */
+		return 0;
+	if (i >> 6 == s->out_wi) {
+		out = *s->out_word | s->out_freed;
+		if (out & bit) /* free in the word */
+			return 0;
+		/* the word's objects still allocated besides @p: in none of the
+		 * span's bits (where the last word's phantom objects are set for
+		 * good, see last_mask), the word's, its freed set */
+		others = ~(w | out | bit);
+		if (others && !s->emptied) {
+			mark_freed(p);
+			s->out_freed |= bit;
+			return 1;
+		}
+		if (s->words != 1)
+			return 0;
+		empty = !others;
+	} else {
+		if (s->used <= 65 && s->out_wi != UINT32_MAX)
+			return 0;
+		empty = s->used == 1;
+	}
+	if (h->nfreed >= IOA_STRICT_BATCH - 1 ||
+	    (!s->pending && h->npending >= IOA_STRICT_SPANS - 1))
+		return 0;
+	mark_freed(p);
+	s->bits[i >> 6] = w | bit;
+	s->used--;
+	if (empty)
+		s->emptied = 1;
+	if (!s->pending) { /* 1, or held by a look in progress: that look decides */
+		s->pending = 1;
+		h->pending[h->npending++] = s;
+	}
+	h->nfreed++;
+	return 1;
+}
+
 /* free's fast path: the owner sets the object's bit. An interior pointer, a
  * second free of an object or a pointer past the last object (whose bits
  * are always set, see last_mask) is caught here at the cost of a few
@@ -433,6 +519,11 @@ static inline void ioa__heap_free(void *p)
 		return;
 	}
 	if (__builtin_expect(s->fast_owner != ioa__my_heap, 0)) {
+		/* strict mode's owner's frees; the owner tested first, so that
+		 * another thread's free pays one compare more, whatever the mode */
+		if (s->owner == ioa__my_heap && ioa__heap_strict_inline &&
+		    ioa__heap_free_strict(ioa__my_heap, s, p))
+			return;
 		ioa__heap_free_slow(s, p);
 		return;
 	}

@@ -409,6 +409,7 @@ void ioa__heap_init(const struct ioa_config *cfg)
 {
 	ioa__heap_strict = cfg->protect == IOA_PROTECT_STRICT;
 	ioa__heap_checking = cfg->check;
+	ioa__heap_strict_inline = ioa__heap_strict && !ioa__heap_checking;
 	ioa__span_recycling(ioa__heap_strict);
 	pthread_once(&key_once, key_create);
 	pthread_mutex_lock(&upkeep_lock);

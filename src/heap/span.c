@@ -14,7 +14,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-int ioa__heap_strict, ioa__heap_checking;
+int ioa__heap_strict, ioa__heap_checking, ioa__heap_strict_inline;
 
 #define SPAN_LEN ((size_t)64 << 10)   /* of classes up to 8 KiB (lazy) */
 #define SPAN_ALIGN ((size_t)64 << 10) /* every lazy span: above any class's own alignment */
