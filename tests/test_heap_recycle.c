@@ -856,6 +856,41 @@ static void test_quarantined(void)
 	CHECK_EQ(heap_stats().dma_bytes_live, 0);
 }
 
+/* A batch of runs whose first unmap fails: that run is quarantined (a DMA
+ * still reaches it) and every run after it, in the same call of the
+ * backend or the next, is unmapped all the same before its pages come back
+ * (a DMA to them faults; mutation lb9). */
+static void test_refused_run_then_others(void)
+{
+	enum { N = 8 };
+	static char *p[N];
+	uint64_t iova[N];
+	int faulted = 0, reached = 0;
+
+	if (!strict_up(IOA_IOVA_FIXED))
+		return;
+	for (int i = 0; i < N; i++) {
+		p[i] = ioa_malloc(3000);
+		iova[i] = ioa_virt2iova(p[i]);
+	}
+	ioa__sim_fail_unmaps(1, EIO);
+	for (int i = 0; i < N; i += 2) /* every other page: runs of one page */
+		ioa_free(p[i]);
+	CHECK_EQ(ioa_quiesce(), -EIO);
+	for (int i = 0; i < N; i += 2) {
+		int r = dma_into(iova[i]);
+
+		faulted += r == -EFAULT;
+		reached += r == 0;
+	}
+	CHECK_EQ(reached, 1);            /* the run refused, quarantined */
+	CHECK_EQ(faulted, N / 2 - 1);    /* the others unmapped */
+	for (int i = 1; i < N; i += 2)
+		ioa_free(p[i]);
+	CHECK_EQ(leaked_at_fini(), 0);
+	CHECK_EQ(heap_stats().dma_bytes_live, 0);
+}
+
 /* A child of fork() whose IOMMU is its parent's keeps a page that was on its
  * way to its heap (its descriptor stays marked), mapped: it unmaps nothing
  * of its parent's; after ioa_fini() and an
@@ -925,6 +960,7 @@ int main(void)
 	test_exit_releases();
 	test_mappings_low();
 	test_quarantined();
+	test_refused_run_then_others();
 	test_run_quarantined();
 	test_mark_left_by_fork();
 	test_released_pages_unnamed();

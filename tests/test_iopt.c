@@ -440,7 +440,7 @@ static void test_table_pages(void)
 
 /* An unmap with a pruned list unlinks every table it leaves empty, and only
  * those: two pages in one level-0 table, then a range in one table and one
- * across tables. */
+ * across tables; a map after a prune walks to new tables (mutation t4). */
 static void test_pruning(void)
 {
 	struct ioa__iopt_pruned pruned = { 0 };
@@ -458,6 +458,15 @@ static void test_pruning(void)
 	CHECK_EQ(ioa__iopt_unmap(&pt, GB1, KB4, &pruned), 0);
 	CHECK_EQ(pruned.count, 3); /* levels 0, 1 and 2, all emptied */
 	CHECK_EQ(atomic_load(&pt.root[GB1 >> 39]), 0);
+	ioa__iopt_free_pruned(&pt, &pruned);
+	CHECK_EQ(pt.table_pages, 1);
+	/* mapped again where the pruned level-0 table was (the last one the
+	 * walks found, and cached): new tables, which a reader finds */
+	CHECK_EQ(ioa__iopt_map(&pt, GB1, 3 * KB4, KB4, RW), 0);
+	CHECK_EQ(pt.table_pages, 1 + 3);
+	CHECK_EQ(ioa__iopt_translate(pt.root, GB1 + 9), 3 * KB4 + 9);
+	CHECK_EQ(ioa__iopt_unmap(&pt, GB1, KB4, &pruned), 0);
+	CHECK_EQ(pruned.count, 3);
 	ioa__iopt_free_pruned(&pt, &pruned);
 	CHECK_EQ(pt.table_pages, 1);
 

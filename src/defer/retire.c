@@ -441,12 +441,13 @@ static uint32_t retire_own(struct ioa__buffer *b, uint32_t n, uint8_t *kept)
 	struct ioa__region_pruned pruned = { 0 };
 	struct ioa__region_pruned *prune = ioa__grace_available() ? &pruned : NULL;
 	struct ioa__buffer run[IOA_RETIRE_OWN_MAX];
+	struct ioa__iova_extent range[IOA_RETIRE_OWN_MAX];
 	uint32_t end[IOA_RETIRE_OWN_MAX]; /* the index after each run's last buffer */
 	uint32_t quarantined = 0, runs = 0, i, r;
 	int node = ioa__region_node(&b[0]), err, invalidated;
 
-	memset(kept, 0, n);
 	if (ioa__iommu_inherited()) {
+		memset(kept, 0, n);
 		for (i = 0; i < n; i++) {
 			ioa__region_unlink(&b[i], 1, prune);
 			ioa__region_keep(&b[i]);
@@ -454,43 +455,44 @@ static uint32_t retire_own(struct ioa__buffer *b, uint32_t n, uint8_t *kept)
 		wait_readers(prune);
 		return 0;
 	}
-	for (i = 0; i < n; i++)
-		ioa__region_resolve(&b[i]);
-	for (i = 0; i < n; runs++) {
-		run[runs] = b[i];
-		for (i++; i < n && ioa__region_continues(&run[runs], &b[i]); i++)
-			run[runs].npages += b[i].npages;
-		end[runs] = i;
-	}
+	runs = ioa__region_runs(b, n, run, end, range);
 	ioa__region_unlink(run, runs, prune);
-	for (r = 0, i = 0; r < runs; i = end[r++]) {
-		struct ioa__iova_extent range;
+	/* Every run's range in one call of the backend, which unmaps them in
+	 * order and says how many it did before an error: a run it refuses is
+	 * quarantined (kept[] cleared: never recycled, never released) and
+	 * the runs after it go in again, as when each took a call. */
+	memset(kept, 1, n);
+	for (r = 0; r < runs; r++) {
 		size_t done;
 
-		ioa__region_extent(&run[r], &range);
-		if (!(err = ioa__iommu_unmap(&range, 1, &done))) {
-			memset(kept + i, 1, end[r] - i);
-			continue;
-		}
-		for (uint32_t k = i; k < end[r]; k++)
+		if (!(err = ioa__iommu_unmap(&range[r], runs - r, &done)))
+			break;
+		r += (uint32_t)done; /* the run refused */
+		for (uint32_t k = r ? end[r - 1] : 0; k < end[r]; k++) {
 			ioa__region_quarantine(&b[k], err, "unmap");
-		quarantined += end[r] - i;
+			kept[k] = 0;
+			quarantined++;
+		}
 	}
 	invalidated = ioa__iommu_invalidate();
 	wait_readers(prune);
-	for (i = 0, r = 0; i < n; i++) {
-		if (!kept[i])
-			continue;
-		if (invalidated) { /* failed: nothing is known to be unreachable */
-			ioa__region_quarantine(&b[i], invalidated, "invalidation");
-			kept[i] = 0;
-			quarantined++;
-		} else {
-			run[r++] = b[i]; /* the kept ones, counted at once */
+	if (!quarantined && !invalidated) { /* the common case: all kept, counted at once */
+		ioa__region_recycle(b, n);
+	} else {
+		for (i = 0, r = 0; i < n; i++) {
+			if (!kept[i])
+				continue;
+			if (invalidated) { /* failed: nothing is known to be unreachable */
+				ioa__region_quarantine(&b[i], invalidated, "invalidation");
+				kept[i] = 0;
+				quarantined++;
+			} else {
+				run[r++] = b[i]; /* the kept ones, counted at once */
+			}
 		}
+		if (r)
+			ioa__region_recycle(run, r);
 	}
-	if (r)
-		ioa__region_recycle(run, r);
 	ioa__node_stat_add(node, defer_enqueued, n); /* as many went in as came out */
 	ioa__node_stat_add(node, defer_coalesced, n - runs);
 	ioa__node_stat_add(node, defer_quarantined, quarantined);

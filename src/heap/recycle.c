@@ -122,8 +122,7 @@ int ioa__span_recycle(struct ioa__span *s)
 	if (!atomic_load_explicit(&recycling, memory_order_relaxed) || !ioa__span_of_pages(s) ||
 	    !h || h != s->maker || h->nrecycling[s->len > IOA_PAGE] >= IOA_RECYCLE_MAX)
 		return 0;
-	ioa__region_buffer_at(s->base, s->len, &item.buf);
-	if (!ioa__region_recyclable(&item.buf))
+	if (!ioa__region_recyclable_at(s->base))
 		return 0;
 	/* from out of ioa_fini's walk to in the batch or a queue: a fork finds
 	 * none between (heap.h) */
@@ -137,6 +136,7 @@ int ioa__span_recycle(struct ioa__span *s)
 		if (h->nretiring == IOA_RETIRE_BATCH)
 			retire_batch(h, 0);
 	} else {
+		ioa__region_buffer_at(s->base, s->len, &item.buf);
 		ioa__span_unlisted();
 		err = ioa__defer_enqueue(ioa__region_node(&item.buf), &item);
 		if (err && err != -EIO)
@@ -147,16 +147,85 @@ int ioa__span_recycle(struct ioa__span *s)
 	return 1;
 }
 
-/* Sorts @s[0..n) by address: n <= IOA_RETIRE_BATCH. */
+#define SORT_MAX (IOA_RETIRE_BATCH > IOA_READY_PAGES ? IOA_RETIRE_BATCH : IOA_READY_PAGES)
+_Static_assert(SORT_MAX <= IOA_PAGE && SORT_MAX <= 256,
+	       "an index fits below a page's address, and in a byte");
+
+/* Pages a batch may span for sort_by_base's bitmap: 2 MiB. */
+#define SORT_SPAN 512
+
+/* sort_by_base's general case: an insertion sort of keys, each a span's base
+ * (page aligned) with its index in the low bits, rather than of the spans. */
+static void sort_keys(struct ioa__span **s, unsigned n)
+{
+	struct ioa__span *in[SORT_MAX];
+	uint64_t key[SORT_MAX];
+
+	for (unsigned i = 0; i < n; i++) {
+		in[i] = s[i];
+		key[i] = (uint64_t)(uintptr_t)s[i]->base | i;
+	}
+	for (unsigned i = 1; i < n; i++) {
+		uint64_t k = key[i];
+		unsigned j = i;
+
+		for (; j && key[j - 1] > k; j--)
+			key[j] = key[j - 1];
+		key[j] = k;
+	}
+	for (unsigned i = 0; i < n; i++)
+		s[i] = in[key[i] & (IOA_PAGE - 1)];
+}
+
+/* Sorts @s[0..n) by address: n <= SORT_MAX, distinct spans (distinct
+ * bases). A batch comes in the order its pages emptied, and the insertion
+ * sort cost a page cycle about 100 instructions: when the spans lie within
+ * SORT_SPAN pages, each sets a bit at its page in a bitmap, which is then
+ * read in order. */
 static void sort_by_base(struct ioa__span **s, unsigned n)
 {
-	for (unsigned i = 1; i < n; i++)
-		for (unsigned j = i; j && s[j - 1]->base > s[j]->base; j--) {
-			struct ioa__span *t = s[j];
+	uint64_t bits[SORT_SPAN / 64] = { 0 };
+	uint8_t at[SORT_SPAN]; /* the index of the span at each page set in bits */
+	struct ioa__span *in[SORT_MAX];
+	uintptr_t page[SORT_MAX], lo = UINTPTR_MAX, hi = 0, prev = 0;
+	unsigned k = 0, unsorted = 0;
 
-			s[j] = s[j - 1];
-			s[j - 1] = t;
-		}
+	for (unsigned i = 0; i < n; i++) {
+		uintptr_t p = (uintptr_t)s[i]->base >> IOA_PAGE_SHIFT; /* never 0 */
+
+		page[i] = p;
+		lo = p < lo ? p : lo;
+		hi = p > hi ? p : hi;
+		unsorted |= p <= prev;
+		prev = p;
+	}
+	if (!unsorted) /* many of a remap's: a batch was pushed in order */
+		return;
+	if (hi - lo >= SORT_SPAN) {
+		sort_keys(s, n);
+		return;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		uintptr_t p = page[i] - lo;
+
+		bits[p / 64] |= 1ull << (p % 64);
+		at[p] = (uint8_t)i;
+		in[i] = s[i];
+	}
+	for (unsigned w = 0; w <= (hi - lo) / 64; w++)
+		for (uint64_t b = bits[w]; b; b &= b - 1)
+			s[k++] = in[at[w * 64 + (unsigned)__builtin_ctzll(b)]];
+}
+
+/* @s[0..n)'s buffers, in address order: neighbours share their segment's
+ * lookup. */
+static void buffers_of(struct ioa__span *const *s, unsigned n, struct ioa__buffer *b)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (i)
+			ioa__region_buffer_near(&b[i - 1], s[i]->base, s[i]->len, &b[i]);
+		else
+			ioa__region_buffer_at(s[i]->base, s[i]->len, &b[i]);
 }
 
 _Static_assert(IOA_RETIRE_BATCH <= IOA_RETIRE_OWN_MAX, "a batch is retired in one call");
@@ -178,8 +247,7 @@ static void retire_batch(struct ioa__heap *h, int foreign)
 	memcpy(s, h->retiring, n * sizeof(*s));
 	h->nretiring = 0;
 	sort_by_base(s, n);
-	for (unsigned i = 0; i < n; i++)
-		ioa__region_buffer_at(s[i]->base, s[i]->len, &b[i]);
+	buffers_of(s, n, b);
 	ioa__defer_retire_own(b, n, kept);
 	/* ascending: the last pushed, the highest, is taken last (take) */
 	for (unsigned i = 0; i < n; i++) {
@@ -238,14 +306,8 @@ static unsigned remap(struct ioa__span **s, unsigned n, uint32_t per)
 	if (n == 0)
 		return 0;
 	sort_by_base(s, n);
-	for (i = 0; i < n; i++)
-		ioa__region_buffer_at(s[i]->base, s[i]->len, &b[i]);
-	for (i = 0; i < n; runs++) {
-		run[runs] = b[i];
-		for (i++; i < n && ioa__region_recycled_joins(&run[runs], &b[i]); i++)
-			run[runs].npages += b[i].npages;
-		end[runs] = i;
-	}
+	buffers_of(s, n, b);
+	runs = ioa__region_recycled_runs(b, n, run, end);
 	ioa__region_recycled_remap(run, runs, per, err);
 	for (r = 0, i = 0; r < runs; i = end[r++])
 		for (unsigned k = i; k < end[r]; k++) {

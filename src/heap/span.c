@@ -423,7 +423,10 @@ void ioa__span_desc_renew(struct ioa__span *s)
 	struct ioa__heap *maker = s->maker;
 	int node = s->node;
 
-	desc_clear(s, POOL_PAGE);
+	/* desc_clear's, with the pool's size a constant: the compiler stores
+	 * the zeros inline (pools[POOL_PAGE].size is pool_size(POOL_PAGE)) */
+	memset(s, 0, pool_size(POOL_PAGE));
+	s->pool = POOL_PAGE;
 	s->base = base;
 	s->len = len;
 	s->node = node;

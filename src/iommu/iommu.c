@@ -103,6 +103,28 @@ int ioa__iommu_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 	return 0;
 }
 
+int ioa__iommu_map_units(uint64_t iova, void *va, uint64_t len, uint64_t unit, uint64_t perms,
+			 uint64_t *mapped)
+{
+	int err = 0;
+
+	*mapped = 0;
+	if (inherited && len) /* its message, and -EPERM */
+		return ioa__iommu_map(iova, va, unit, perms);
+	while (*mapped < len &&
+	       !(err = ops->map(iova + *mapped, (char *)va + *mapped, unit, perms)))
+		*mapped += unit;
+	if (err && !ops->map_reports_errors)
+		ioa__err("%s: map of %llu bytes at IOVA 0x%llx failed: %s", ops->name,
+			 (unsigned long long)unit, (unsigned long long)(iova + *mapped),
+			 ioa__errno_text(-err));
+	if (*mapped) {
+		ioa__stat_add(iommu_maps, *mapped / unit);
+		ioa__stat_add(bytes_mapped, *mapped);
+	}
+	return err;
+}
+
 /* In an inherited child nothing is unmapped, and nothing is reported done:
  * callers keep the memory (quarantine it) rather than reuse it. */
 int ioa__iommu_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done)
@@ -131,6 +153,11 @@ int ioa__iommu_invalidate(void)
 int ioa__iommu_mappings_low(void)
 {
 	return ops->mappings_low && ops->mappings_low();
+}
+
+int ioa__iommu_hears_released(void)
+{
+	return ops->released != NULL;
 }
 
 void ioa__iommu_released(const void *va, uint64_t len)

@@ -79,9 +79,18 @@ int ioa__iommu_open(const struct ioa_config *cfg);
 void ioa__iommu_close(void);
 const struct ioa__iommu_info *ioa__iommu_info(void);
 int ioa__iommu_map(uint64_t iova, void *va, uint64_t len, uint64_t perms);
+/* [va, va + len) mapped at @iova as mappings of @unit bytes, one call of the
+ * backend each (so that each can be unmapped alone), in order until one
+ * fails: as many calls of ioa__iommu_map(), counted with one add. The bytes
+ * mapped in *mapped; 0 or the error of the call that failed. */
+int ioa__iommu_map_units(uint64_t iova, void *va, uint64_t len, uint64_t unit, uint64_t perms,
+			 uint64_t *mapped);
 int ioa__iommu_unmap(const struct ioa__iova_extent *r, size_t n, size_t *done);
 int ioa__iommu_invalidate(void);
 void ioa__iommu_released(const void *va, uint64_t len);
+/* Whether the backend hears of released pages at all (the sim's checker):
+ * else a caller may skip ioa__iommu_released(). */
+int ioa__iommu_hears_released(void);
 int ioa__iommu_mappings_low(void);
 
 /*

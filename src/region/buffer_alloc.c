@@ -208,14 +208,11 @@ void ioa__region_fail_table_maps(int count, int err)
  * the error in *err. */
 static size_t device_map(uint64_t va, uint64_t iova, size_t len, size_t unit, int *err)
 {
-	size_t mapped = 0;
+	uint64_t mapped;
 
-	*err = 0;
-	while (mapped < len &&
-	       !(*err = ioa__iommu_map(iova + mapped, (void *)(uintptr_t)(va + mapped), unit,
-				       IOA_PTE_READ | IOA_PTE_WRITE)))
-		mapped += unit;
-	return mapped;
+	*err = ioa__iommu_map_units(iova, (void *)(uintptr_t)va, len, unit,
+				    IOA_PTE_READ | IOA_PTE_WRITE, &mapped);
+	return (size_t)mapped;
 }
 
 /* Both software tables, whose locks the caller holds, in one walk each. */

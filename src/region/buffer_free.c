@@ -234,6 +234,23 @@ int ioa__region_continues(const struct ioa__buffer *run, const struct ioa__buffe
 	       next->iova == run->iova + ((uint64_t)run->npages << IOA_PAGE_SHIFT);
 }
 
+uint32_t ioa__region_runs(struct ioa__buffer *b, uint32_t n, struct ioa__buffer *run,
+			  uint32_t *end, struct ioa__iova_extent *range)
+{
+	uint32_t runs = 0, i;
+
+	for (i = 0; i < n; i++)
+		ioa__region_resolve(&b[i]);
+	for (i = 0; i < n; runs++) {
+		run[runs] = b[i];
+		for (i++; i < n && ioa__region_continues(&run[runs], &b[i]); i++)
+			run[runs].npages += b[i].npages;
+		end[runs] = i;
+		ioa__region_extent(&run[runs], &range[runs]);
+	}
+	return runs;
+}
+
 int ioa__region_whole(const struct ioa__buffer *b)
 {
 	return b->seg->whole;

@@ -29,9 +29,30 @@ void ioa__region_buffer_at(const void *va, size_t len, struct ioa__buffer *b)
 	};
 }
 
-int ioa__region_recyclable(const struct ioa__buffer *b)
+void ioa__region_buffer_near(const struct ioa__buffer *near, const void *va, size_t len,
+			     struct ioa__buffer *b)
 {
-	const struct ioa__segment *s = b->seg;
+	/* segments never overlap, and the caller's @near keeps its own: a
+	 * page inside its memory is its page */
+	struct ioa__segment *s = near->seg;
+	uintptr_t off = (uintptr_t)va - (uintptr_t)s->mem.addr;
+
+	if (off >= s->mem.len) {
+		ioa__region_buffer_at(va, len, b);
+		return;
+	}
+	*b = (struct ioa__buffer){
+		.seg = s,
+		.first = (uint32_t)(off >> IOA_PAGE_SHIFT),
+		.npages = (uint32_t)(len >> IOA_PAGE_SHIFT),
+		.iova = IOA_IOVA_UNRESOLVED,
+	};
+}
+
+int ioa__region_recyclable_at(const void *va)
+{
+	/* no read section: the caller's buffer keeps its segment */
+	const struct ioa__segment *s = ioa__segmap_get((uintptr_t)va);
 
 	return !s->whole && !s->dedicated && !s->external;
 }
@@ -55,6 +76,7 @@ int ioa__region_mappings_low(void)
 void ioa__region_recycle(const struct ioa__buffer *b, uint32_t n)
 {
 	struct ioa__buffer all = b[0]; /* the counts' pages: one add for all */
+	int hears = ioa__iommu_hears_released();
 
 	all.npages = 0;
 	for (uint32_t i = 0; i < n; i++) {
@@ -64,17 +86,33 @@ void ioa__region_recycle(const struct ioa__buffer *b, uint32_t n)
 		 * checker: transfers that found them reachable end first); a
 		 * rotated IOVA goes back to the space, unreachable now (its
 		 * remap takes a fresh one) */
-		ioa__iommu_released(ioa__region_va(&b[i]), len);
-		ioa__region_free_buffer_iova(b[i].seg, b[i].iova, len);
+		if (hears)
+			ioa__iommu_released(ioa__region_va(&b[i]), len);
+		if (b[i].seg->rotated) /* else a fixed IOVA: nothing goes back */
+			ioa__region_free_buffer_iova(b[i].seg, b[i].iova, len);
 		all.npages += b[i].npages;
 	}
 	ioa__region_count_retired(&all, n); /* retired in the counts, as a release */
 }
 
-int ioa__region_recycled_joins(const struct ioa__buffer *run, const struct ioa__buffer *next)
+static int recycled_joins(const struct ioa__buffer *run, const struct ioa__buffer *next)
 {
 	return next->seg == run->seg && !run->seg->rotated &&
 	       next->first == run->first + run->npages;
+}
+
+unsigned ioa__region_recycled_runs(const struct ioa__buffer *b, unsigned n,
+				   struct ioa__buffer *run, unsigned *end)
+{
+	unsigned runs = 0;
+
+	for (unsigned i = 0; i < n; runs++) {
+		run[runs] = b[i];
+		for (i++; i < n && recycled_joins(&run[runs], &b[i]); i++)
+			run[runs].npages += b[i].npages;
+		end[runs] = i;
+	}
+	return runs;
 }
 
 /* Where recycled @b is mapped again: where a new buffer there would be, its

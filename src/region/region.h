@@ -152,6 +152,12 @@ void ioa__region_release_run(const struct ioa__buffer *run, uint32_t buffers);
 /* Whether @next starts where @run ends, in the same shared segment and in
  * IOVA (with rotate, neighbours in memory need not be neighbours in IOVA). */
 int ioa__region_continues(const struct ioa__buffer *run, const struct ioa__buffer *next);
+/* @b[0..n), in address order, resolved (ioa__region_resolve), and their
+ * runs of neighbours (ioa__region_continues) merged into @run: the index
+ * after each run's last buffer in @end, its device range in @range. How
+ * many runs. */
+uint32_t ioa__region_runs(struct ioa__buffer *b, uint32_t n, struct ioa__buffer *run,
+			  uint32_t *end, struct ioa__iova_extent *range);
 /* Whether its segment is mapped whole: its pages are not unmapped alone. */
 int ioa__region_whole(const struct ioa__buffer *b);
 /* A buffer of a whole segment, out of the software tables: counts it retired
@@ -174,8 +180,14 @@ void ioa__region_release_closed(const struct ioa__buffer *b);
 /* The buffer of @len bytes at @va, which the caller holds (live or
  * recycled): found without a read section or its run entry. */
 void ioa__region_buffer_at(const void *va, size_t len, struct ioa__buffer *b);
-/* Whether @b can be recycled (above). */
-int ioa__region_recyclable(const struct ioa__buffer *b);
+/* The same, given @near, a buffer the caller also holds: @near's segment
+ * when @va lies in it, with no lookup (a batch in address order finds its
+ * neighbours' segment). */
+void ioa__region_buffer_near(const struct ioa__buffer *near, const void *va, size_t len,
+			     struct ioa__buffer *b);
+/* Whether the buffer at @va, which the caller holds, can be recycled
+ * (above). */
+int ioa__region_recyclable_at(const void *va);
 /* Whether its run entry names a heap buffer of its size, in no registered
  * range. */
 int ioa__region_is_heap_buffer(const struct ioa__buffer *b);
@@ -186,12 +198,14 @@ int ioa__region_mappings_low(void);
  * release, with one add for all; their pages stay reserved for their owner,
  * their run entries set, in no table or mapping. */
 void ioa__region_recycle(const struct ioa__buffer *b, uint32_t n);
-/* Whether recycled @next can be mapped again with the run @run (neighbours
- * in a segment with fixed IOVAs). */
-int ioa__region_recycled_joins(const struct ioa__buffer *run, const struct ioa__buffer *next);
+/* Recycled @b[0..n), in address order, merged into runs that can be mapped
+ * again together (neighbours in a segment with fixed IOVAs) in @run, the
+ * index after each run's last buffer in @end: how many runs. */
+unsigned ioa__region_recycled_runs(const struct ioa__buffer *b, unsigned n,
+				   struct ioa__buffer *run, unsigned *end);
 /* Maps recycled @b[0..n) again (n <= 64), counted allocated, the software
  * tables' locks taken once for all; each may be a run of neighbouring
- * recycled buffers of @per pages each (ioa__region_recycled_joins; one table
+ * recycled buffers of @per pages each (ioa__region_recycled_runs; one table
  * walk, one IOMMU mapping each). err[i]: 0; -EIO: quarantined (the unmap
  * after a failed map failed); any other -errno: nothing mapped, still
  * recycled. */

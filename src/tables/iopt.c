@@ -71,9 +71,17 @@ static void table_free(struct ioa__iopt *pt, _Atomic uint64_t *t)
 	ioa__gauge_add(table_pages, -1);
 }
 
+/* No level-0 table cached: one left the tree, or none was ever found. */
+static void leaf_cache_clear(struct ioa__iopt *pt)
+{
+	for (unsigned i = 0; i < IOA_IOPT_LEAF_CACHE; i++)
+		pt->leaf[i] = NULL;
+}
+
 static int init(struct ioa__iopt *pt, _Atomic uint64_t *root,
 		const struct ioa__iopt_pages *pages)
 {
+	leaf_cache_clear(pt);
 	pt->table_pages = 0;
 	pt->spare = NULL;
 	pt->nspare = 0;
@@ -102,6 +110,7 @@ int ioa__iopt_init_device(struct ioa__iopt *pt, const struct ioa__iopt_pages *pa
  * caller's root, which is cleared instead. */
 static void free_tables(struct ioa__iopt *pt, _Atomic uint64_t *table, unsigned level)
 {
+	leaf_cache_clear(pt); /* the cached tables go (a level-0 one with them) */
 	for (unsigned i = 0; level > 0 && i < ENTRIES; i++) {
 		uint64_t e = atomic_load_explicit(&table[i], memory_order_relaxed);
 
@@ -229,6 +238,7 @@ static int table_empty(const _Atomic uint64_t *table)
 static void prune(struct ioa__iopt *pt, _Atomic uint64_t *slot, _Atomic uint64_t *child,
 		  struct ioa__iopt_pruned *pruned)
 {
+	leaf_cache_clear(pt); /* @child may be cached: it leaves the tree */
 	atomic_store_explicit(slot, 0, memory_order_release);
 	atomic_store_explicit(&child[0], (uint64_t)(uintptr_t)pruned->first, memory_order_relaxed);
 	pruned->first = child;
@@ -278,15 +288,13 @@ static int range_ok(uint64_t addr, uint64_t len)
 	       !((addr + len - 1) >> IOA_IOPT_BITS);
 }
 
-/* The level-0 table of [addr, addr + len) when the range lies inside one
- * (so only 4 KiB leaves map it) and every table above it exists, with no
- * leaf on the way; else NULL, for the general walk. Caller holds the lock. */
-static _Atomic uint64_t *one_leaf_table(const struct ioa__iopt *pt, uint64_t addr, uint64_t len)
+/* one_leaf_table's walk from the root to the level-0 table of @addr's 2 MiB
+ * @unit, cached in @slot when found. */
+static __attribute__((noinline)) _Atomic uint64_t *leaf_walk(struct ioa__iopt *pt, uint64_t addr,
+							      uint64_t unit, unsigned slot)
 {
 	_Atomic uint64_t *t = pt->root;
 
-	if ((addr >> level_shift(1)) != ((addr + len - 1) >> level_shift(1)))
-		return NULL;
 	for (unsigned level = IOA_IOPT_LEVELS - 1; level > 0; level--) {
 		uint64_t e = atomic_load_explicit(&t[(addr >> level_shift(level)) & 511],
 						  memory_order_relaxed);
@@ -295,7 +303,27 @@ static _Atomic uint64_t *one_leaf_table(const struct ioa__iopt *pt, uint64_t add
 			return NULL;
 		t = child_of(pt, e);
 	}
+	pt->leaf_unit[slot] = unit;
+	pt->leaf[slot] = t;
 	return t;
+}
+
+/* The level-0 table of [addr, addr + len) when the range lies inside one
+ * (so only 4 KiB leaves map it) and every table above it exists, with no
+ * leaf on the way; else NULL, for the general walk. Caller holds the lock. */
+static inline _Atomic uint64_t *one_leaf_table(struct ioa__iopt *pt, uint64_t addr, uint64_t len)
+{
+	uint64_t unit = addr >> level_shift(1);
+	unsigned slot = (unsigned)unit % IOA_IOPT_LEAF_CACHE;
+
+	if (unit != (addr + len - 1) >> level_shift(1))
+		return NULL;
+	/* a cached table is still the one the walk would find: a table page
+	 * leaves the tree only through prune() or free_tables(), which empty
+	 * the cache, and no leaf can take its slot while it is linked there */
+	if (pt->leaf[slot] && pt->leaf_unit[slot] == unit)
+		return pt->leaf[slot];
+	return leaf_walk(pt, addr, unit, slot);
 }
 
 int ioa__iopt_map(struct ioa__iopt *pt, uint64_t addr, uint64_t target, uint64_t len,
@@ -307,6 +335,31 @@ int ioa__iopt_map(struct ioa__iopt *pt, uint64_t addr, uint64_t target, uint64_t
 	err = ioa__iopt_map_locked(pt, addr, target, len, perms);
 	pthread_mutex_unlock(&pt->lock);
 	return err;
+}
+
+/* ioa__iopt_map_locked's general case, out of line: the common one then
+ * saves few registers. */
+static __attribute__((noinline)) int map_walk(struct ioa__iopt *pt, uint64_t addr, uint64_t target,
+					      uint64_t len, uint64_t perms)
+{
+	int err;
+
+	if (!range_empty(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len))
+		return -EEXIST;
+	err = map_range(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, target, addr + len, perms);
+	if (err) /* the range was empty: clearing all of it undoes the partial map */
+		unmap_range(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len, NULL);
+	return err;
+}
+
+/* ioa__iopt_unmap_locked's general case, out of line (as map_walk). */
+static __attribute__((noinline)) int unmap_walk(struct ioa__iopt *pt, uint64_t addr, uint64_t len,
+						struct ioa__iopt_pruned *pruned)
+{
+	if (splits_leaf(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len))
+		return -EINVAL;
+	unmap_range(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len, pruned);
+	return 0;
 }
 
 int ioa__iopt_map_locked(struct ioa__iopt *pt, uint64_t addr, uint64_t target, uint64_t len,
@@ -329,12 +382,8 @@ int ioa__iopt_map_locked(struct ioa__iopt *pt, uint64_t addr, uint64_t target, u
 		for (unsigned i = first; i < first + n && !err; i++, target += IOA_PAGE)
 			atomic_store_explicit(&t[i], target | perms | IOA_PTE_PRESENT,
 					      memory_order_release);
-	} else if (!range_empty(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len)) {
-		err = -EEXIST;
 	} else {
-		err = map_range(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, target, addr + len, perms);
-		if (err) /* the range was empty: clearing all of it undoes the partial map */
-			unmap_range(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len, NULL);
+		err = map_walk(pt, addr, target, len, perms);
 	}
 	return err;
 }
@@ -365,10 +414,7 @@ int ioa__iopt_unmap_locked(struct ioa__iopt *pt, uint64_t addr, uint64_t len,
 			return 0;
 		/* emptied: the general walk below finds no leaf and prunes the tables */
 	}
-	if (splits_leaf(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len))
-		return -EINVAL;
-	unmap_range(pt, pt->root, IOA_IOPT_LEVELS - 1, addr, addr + len, pruned);
-	return 0;
+	return unmap_walk(pt, addr, len, pruned);
 }
 
 int ioa__iopt_unmap(struct ioa__iopt *pt, uint64_t addr, uint64_t len,

@@ -52,6 +52,14 @@ struct ioa__iopt {
 	/* Table pages unlinked by unmaps so far. Changed under the lock: a
 	 * thread that took the lock after an unmap sees that unmap's count. */
 	_Atomic uint64_t unlinked;
+	/* The level-0 tables that locked walks found last, by the 2 MiB unit
+	 * they map (slot: unit % IOA_IOPT_LEAF_CACHE; NULL: none), so that a
+	 * page unmapped and mapped again in place takes no walk from the root.
+	 * Read and written under the lock only; emptied wherever a table page
+	 * leaves the tree (prune, free_tables), the only ways one does. */
+#define IOA_IOPT_LEAF_CACHE 4
+	uint64_t leaf_unit[IOA_IOPT_LEAF_CACHE];
+	_Atomic uint64_t *leaf[IOA_IOPT_LEAF_CACHE];
 };
 
 /* Table pages that an unmap emptied and unlinked, chained through their first
