@@ -1584,6 +1584,8 @@ struct ioa_stats {
 	uint64_t dma_allocs;
 	uint64_t dma_frees;       /**< buffers retired: freed, then unmapped or quarantined */
 	uint64_t dma_bytes_live;  /**< bytes allocated and not yet retired */
+	/** maps and unmapped ranges; unmap calls to the backend, each of one or more ranges
+	 *  (a pass's, or a strict heap's batch of pages: one call each); invalidations */
 	uint64_t iommu_maps, iommu_unmaps, iommu_unmap_calls, iommu_invalidates;
 	uint64_t bytes_mapped, bytes_unmapped;
 	uint64_t quarantined_bytes; /**< unmaps the IOMMU refused: never reused */

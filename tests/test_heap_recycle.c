@@ -856,16 +856,18 @@ static void test_quarantined(void)
 	CHECK_EQ(heap_stats().dma_bytes_live, 0);
 }
 
-/* A batch of runs whose first unmap fails: that run is quarantined (a DMA
- * still reaches it) and every run after it, in the same call of the
- * backend or the next, is unmapped all the same before its pages come back
- * (a DMA to them faults; mutation lb9). */
-static void test_refused_run_then_others(void)
+/* A batch of runs, one page each, whose unmap is refused after @skip
+ * ranges of the call: the run refused (the batch's runs go in address
+ * order) is quarantined (a DMA still reaches it), those before it stay
+ * unmapped, and every run after it, in the same call of the backend or the
+ * next, is unmapped all the same before its pages come back (a DMA to them
+ * faults; mutations lb9, lb12). */
+static void test_refused_run_then_others(int skip)
 {
 	enum { N = 8 };
 	static char *p[N];
 	uint64_t iova[N];
-	int faulted = 0, reached = 0;
+	int faulted = 0, reached = 0, below = 0, refused = -1;
 
 	if (!strict_up(IOA_IOVA_FIXED))
 		return;
@@ -873,7 +875,7 @@ static void test_refused_run_then_others(void)
 		p[i] = ioa_malloc(3000);
 		iova[i] = ioa_virt2iova(p[i]);
 	}
-	ioa__sim_fail_unmaps(1, EIO);
+	ioa__sim_fail_unmaps_after(skip, 1, EIO);
 	for (int i = 0; i < N; i += 2) /* every other page: runs of one page */
 		ioa_free(p[i]);
 	CHECK_EQ(ioa_quiesce(), -EIO);
@@ -882,9 +884,14 @@ static void test_refused_run_then_others(void)
 
 		faulted += r == -EFAULT;
 		reached += r == 0;
+		if (r == 0)
+			refused = i;
 	}
 	CHECK_EQ(reached, 1);            /* the run refused, quarantined */
 	CHECK_EQ(faulted, N / 2 - 1);    /* the others unmapped */
+	for (int i = 0; refused >= 0 && i < N; i += 2) /* the runs before it in the batch */
+		below += p[i] < p[refused];
+	CHECK_EQ(below, skip);
 	for (int i = 1; i < N; i += 2)
 		ioa_free(p[i]);
 	CHECK_EQ(leaked_at_fini(), 0);
@@ -960,7 +967,8 @@ int main(void)
 	test_exit_releases();
 	test_mappings_low();
 	test_quarantined();
-	test_refused_run_then_others();
+	test_refused_run_then_others(0);
+	test_refused_run_then_others(2);
 	test_run_quarantined();
 	test_mark_left_by_fork();
 	test_released_pages_unnamed();

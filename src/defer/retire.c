@@ -467,7 +467,9 @@ static uint32_t retire_own(struct ioa__buffer *b, uint32_t n, uint8_t *kept)
 
 		if (!(err = ioa__iommu_unmap(&range[r], runs - r, &done)))
 			break;
-		r += (uint32_t)done; /* the run refused */
+		/* the run refused (a backend's error leaves done below the
+		 * ranges it was given: bounded all the same, review helper-98) */
+		r += (uint32_t)(done < runs - r ? done : runs - r - 1);
 		for (uint32_t k = r ? end[r - 1] : 0; k < end[r]; k++) {
 			ioa__region_quarantine(&b[k], err, "unmap");
 			kept[k] = 0;

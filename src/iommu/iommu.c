@@ -184,15 +184,26 @@ void ioa__iommu_add_range(struct ioa__iommu_info *into, uint64_t start, uint64_t
 	into->aperture[into->naperture++] = (struct ioa__iova_range){ start, end };
 }
 
-void ioa__fail_arm(struct ioa__fail_injection *f, int count, int err)
+void ioa__fail_arm_after(struct ioa__fail_injection *f, int skip, int count, int err)
 {
 	atomic_store(&f->err, err);
 	atomic_store(&f->count, count);
+	atomic_store(&f->skip, skip);
+}
+
+void ioa__fail_arm(struct ioa__fail_injection *f, int count, int err)
+{
+	ioa__fail_arm_after(f, 0, count, err);
 }
 
 int ioa__fail_take(struct ioa__fail_injection *f)
 {
-	int left = atomic_load(&f->count);
+	int left = atomic_load(&f->skip);
+
+	while (left > 0)
+		if (atomic_compare_exchange_weak(&f->skip, &left, left - 1))
+			return 0;
+	left = atomic_load(&f->count);
 
 	while (left > 0)
 		if (atomic_compare_exchange_weak(&f->count, &left, left - 1))

@@ -35,7 +35,9 @@ struct ioa__iommu_ops {
 	void (*close)(void);
 	/* @perms: IOA_PTE_READ (device may read) and/or IOA_PTE_WRITE */
 	int (*map)(uint64_t iova, void *va, uint64_t len, uint64_t perms);
-	/* Unmaps @n ranges in order; *done counts those unmapped before an error. */
+	/* Unmaps @n ranges in order; *done counts those unmapped before an
+	 * error (so below @n then: a range left partly mapped counts as
+	 * refused, and is quarantined whole). */
 	int (*unmap)(const struct ioa__iova_extent *r, size_t n, size_t *done);
 	/* Returns once the device can no longer use any translation removed so far. */
 	int (*invalidate)(void);
@@ -113,17 +115,22 @@ void ioa__sim_set_shared_after_fork(int shared);
 
 /* Unmap failures a test asks a backend to inject. */
 struct ioa__fail_injection {
-	_Atomic int count, err;
+	_Atomic int skip, count, err;
 };
 
 /* Arms @f: the next @count unmaps fail with @err. */
 void ioa__fail_arm(struct ioa__fail_injection *f, int count, int err);
+/* The same after @skip unmaps that succeed. */
+void ioa__fail_arm_after(struct ioa__fail_injection *f, int skip, int count, int err);
 /* Consumes one pending failure of @f: its -errno, or 0 when none is pending. */
 int ioa__fail_take(struct ioa__fail_injection *f);
 
 /* Test hooks: the next @count unmaps of the sim, vfio, or iommufd backend
  * fail with @err, leaving the ranges mapped. */
 void ioa__sim_fail_unmaps(int count, int err);
+/* The same for the sim's ranges after the next @skip, which it unmaps (a
+ * refusal past the first range of one call). */
+void ioa__sim_fail_unmaps_after(int skip, int count, int err);
 /* Test hook of the sim backend: say that mappings run low (1) or not (0). */
 void ioa__sim_set_mappings_low(int low);
 void ioa__vfio_fail_unmaps(int count, int err);

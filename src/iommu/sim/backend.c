@@ -204,6 +204,11 @@ void ioa__sim_fail_unmaps(int count, int err)
 	ioa__fail_arm(&sim.fail, count, err);
 }
 
+void ioa__sim_fail_unmaps_after(int skip, int count, int err)
+{
+	ioa__fail_arm_after(&sim.fail, skip, count, err);
+}
+
 /* Busy-waits sim.unmap_ns, the time a real IOMMU unmap (an ioctl) takes. */
 static void charge_unmap_cost(void)
 {
