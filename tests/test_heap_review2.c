@@ -96,7 +96,16 @@ static void strict_revived_2k(void)
 	ioa_free(b);
 }
 
-static void strict_revived_16(void)
+/* A page of 16-byte objects whose word 0 is all allocated and word 1
+ * checked out with one object allocated: freeing them all leaves the page
+ * with no live object, while the rest of word 1 may still be handed out;
+ * the refill after it must not reuse the page unretired. The last free
+ * either lands in the checked-out word (the slow path's count of the word's
+ * bits), or, with @outside_word, in word 0: the owner's free there takes
+ * the free path's shorter branch (heap.h, ioa__heap_free_strict), which
+ * must not take the used count alone for the live one while a word of the
+ * span is out (mutation h57). */
+static void strict_revived_16(int outside_word)
 {
 	static char *before[300], *w0[64], *w1[64];
 	uint64_t stale;
@@ -111,43 +120,12 @@ static void strict_revived_16(void)
 		CHECK(w0[i] == w0[0] + 16 * i);
 	CHECK(w1[0] == w0[0] + 16 * 64);
 	stale = ioa_virt2iova(w0[0]);
+	if (outside_word)
+		ioa_free(w1[0]); /* the word's only object allocated: into the span's bits */
 	for (int i = 0; i < 64; i++)
-		ioa_free(w0[i]);
-	ioa_free(w1[0]); /* the page has no live object */
-	for (int i = 1; i < 64; i++) /* the rest of the checked-out word */
-		w1[i] = ioa_malloc(16);
-	CHECK(w1[63] == w0[0] + 16 * 127);
-	y = ioa_malloc(16); /* a refill */
-	CHECK(!reused_unretired(y, w0[0], stale));
-	ioa_free(y);
-	for (int i = 1; i < 64; i++)
-		ioa_free(w1[i]);
-	for (unsigned i = 0; i < n; i++)
-		ioa_free(before[i]);
-}
-
-/* The same, the page left with no live object by a free outside the
- * checked-out word: the owner's free there takes the free path's shorter
- * branch (heap.h, ioa__heap_free_strict), which must not take the used count
- * alone for the live one while a word of the span is out (mutation h57). */
-static void strict_revived_16_outside_word(void)
-{
-	static char *before[300], *w0[64], *w1[64];
-	uint64_t stale;
-	unsigned n = to_page_start(before, 300);
-	char *y;
-
-	w0[0] = before[n];
-	for (int i = 1; i < 64; i++)
-		w0[i] = ioa_malloc(16);
-	w1[0] = ioa_malloc(16); /* the refill takes word 1 out */
-	for (int i = 0; i < 64; i++)
-		CHECK(w0[i] == w0[0] + 16 * i);
-	CHECK(w1[0] == w0[0] + 16 * 64);
-	stale = ioa_virt2iova(w0[0]);
-	ioa_free(w1[0]); /* the word's only object allocated: into the span's bits */
-	for (int i = 0; i < 64; i++)
-		ioa_free(w0[i]); /* the last leaves the page with no live object */
+		ioa_free(w0[i]); /* outside_word: the last leaves the page with no live object */
+	if (!outside_word)
+		ioa_free(w1[0]); /* the page has no live object */
 	for (int i = 1; i < 64; i++) /* the rest of the checked-out word */
 		w1[i] = ioa_malloc(16);
 	CHECK(w1[63] == w0[0] + 16 * 127);
@@ -194,8 +172,8 @@ static void test_strict_emptied_page_revived_by_cached_word(void)
 	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 1000000))
 		return;
 	strict_revived_2k();
-	strict_revived_16();
-	strict_revived_16_outside_word();
+	strict_revived_16(0);
+	strict_revived_16(1);
 	strict_revived_remote();
 	CHECK_EQ(leaked_at_fini(), 0);
 }
