@@ -83,24 +83,9 @@ const struct ioa__iommu_info *ioa__iommu_info(void)
 
 int ioa__iommu_map(uint64_t iova, void *va, uint64_t len, uint64_t perms)
 {
-	int err;
+	uint64_t mapped;
 
-	if (inherited) {
-		ioa__err("%s: no map in a child of fork(): the IOMMU belongs to the parent (call "
-			 "ioa_fini() and ioa_init() with a device of the child's own)", ops->name);
-		return -EPERM;
-	}
-	err = ops->map(iova, va, len, perms);
-
-	if (err) {
-		if (!ops->map_reports_errors)
-			ioa__err("%s: map of %llu bytes at IOVA 0x%llx failed: %s", ops->name,
-				 (unsigned long long)len, (unsigned long long)iova, ioa__errno_text(-err));
-		return err;
-	}
-	ioa__stat_add(iommu_maps, 1);
-	ioa__stat_add(bytes_mapped, len);
-	return 0;
+	return ioa__iommu_map_units(iova, va, len, len, perms, &mapped);
 }
 
 int ioa__iommu_map_units(uint64_t iova, void *va, uint64_t len, uint64_t unit, uint64_t perms,
@@ -109,8 +94,11 @@ int ioa__iommu_map_units(uint64_t iova, void *va, uint64_t len, uint64_t unit, u
 	int err = 0;
 
 	*mapped = 0;
-	if (inherited && len) /* its message, and -EPERM */
-		return ioa__iommu_map(iova, va, unit, perms);
+	if (inherited && len) {
+		ioa__err("%s: no map in a child of fork(): the IOMMU belongs to the parent (call "
+			 "ioa_fini() and ioa_init() with a device of the child's own)", ops->name);
+		return -EPERM;
+	}
 	while (*mapped < len &&
 	       !(err = ops->map(iova + *mapped, (char *)va + *mapped, unit, perms)))
 		*mapped += unit;

@@ -237,17 +237,13 @@ int ioa__region_continues(const struct ioa__buffer *run, const struct ioa__buffe
 uint32_t ioa__region_runs(struct ioa__buffer *b, uint32_t n, struct ioa__buffer *run,
 			  uint32_t *end, struct ioa__iova_extent *range)
 {
-	uint32_t runs = 0, i;
+	uint32_t runs;
 
-	for (i = 0; i < n; i++)
+	for (uint32_t i = 0; i < n; i++)
 		ioa__region_resolve(&b[i]);
-	for (i = 0; i < n; runs++) {
-		run[runs] = b[i];
-		for (i++; i < n && ioa__region_continues(&run[runs], &b[i]); i++)
-			run[runs].npages += b[i].npages;
-		end[runs] = i;
-		ioa__region_extent(&run[runs], &range[runs]);
-	}
+	runs = region_merge_runs(b, n, run, end, ioa__region_continues);
+	for (uint32_t r = 0; r < runs; r++)
+		ioa__region_extent(&run[r], &range[r]);
 	return runs;
 }
 

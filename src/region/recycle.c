@@ -104,15 +104,7 @@ static int recycled_joins(const struct ioa__buffer *run, const struct ioa__buffe
 unsigned ioa__region_recycled_runs(const struct ioa__buffer *b, unsigned n,
 				   struct ioa__buffer *run, unsigned *end)
 {
-	unsigned runs = 0;
-
-	for (unsigned i = 0; i < n; runs++) {
-		run[runs] = b[i];
-		for (i++; i < n && recycled_joins(&run[runs], &b[i]); i++)
-			run[runs].npages += b[i].npages;
-		end[runs] = i;
-	}
-	return runs;
+	return region_merge_runs(b, n, run, end, recycled_joins);
 }
 
 /* Where recycled @b is mapped again: where a new buffer there would be, its

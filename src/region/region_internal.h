@@ -183,4 +183,23 @@ extern struct ioa__segment *_Atomic ioa__region_spare_meta;
 /* give_back.c */
 void ioa__region_release_held(struct ioa__segment *s, int purged);
 
+/* @b[0..n), in address order, merged into runs of neighbours that @joins
+ * accepts, in @run; the index after each run's last buffer in @end: how
+ * many runs (ioa__region_runs, ioa__region_recycled_runs). */
+static inline unsigned region_merge_runs(const struct ioa__buffer *b, unsigned n,
+					 struct ioa__buffer *run, unsigned *end,
+					 int (*joins)(const struct ioa__buffer *run,
+						      const struct ioa__buffer *next))
+{
+	unsigned runs = 0;
+
+	for (unsigned i = 0; i < n; runs++) {
+		run[runs] = b[i];
+		for (i++; i < n && joins(&run[runs], &b[i]); i++)
+			run[runs].npages += b[i].npages;
+		end[runs] = i;
+	}
+	return runs;
+}
+
 #endif
