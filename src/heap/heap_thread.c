@@ -392,7 +392,11 @@ struct ioa__heap *ioa__heap_mine(void)
 /* ioa__heap_node(): the user of thread heap @h, past an ioa_fini(), picks
  * its node as adoption does, for its own thread (IOALLOC_NUMA=local: the
  * CPU it runs on); while the library cannot come up again (the refill then
- * fails with that message) it tries again at its next refill. */
+ * fails with that message) it tries again at its next refill. Life in a
+ * process: a thread that exits past the fini parks its heap with the flag
+ * set, and adopt() sets the node; a fork child keeps the flag, and its own
+ * refill rehomes it; from a signal handler, as any refill, not while its
+ * thread is inside the heap; ioa_fini() sets the flag and races no call. */
 void ioa__heap_rehome(struct ioa__heap *h)
 {
 	int node;

@@ -56,7 +56,9 @@ struct ioa__iopt {
 	 * they map (slot: unit % IOA_IOPT_LEAF_CACHE; NULL: none), so that a
 	 * page unmapped and mapped again in place takes no walk from the root.
 	 * Read and written under the lock only; emptied wherever a table page
-	 * leaves the tree (prune, free_tables), the only ways one does. */
+	 * leaves the tree (prune, free_tables), the only ways one does. A fork
+	 * child copies it with the tables it names (the prepare handler holds
+	 * the lock); a new life's init empties it. */
 #define IOA_IOPT_LEAF_CACHE 4
 	uint64_t leaf_unit[IOA_IOPT_LEAF_CACHE];
 	_Atomic uint64_t *leaf[IOA_IOPT_LEAF_CACHE];
