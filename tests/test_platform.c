@@ -3,7 +3,8 @@
  *
  * - the tick counter of clock.h (TSC, CNTVCT_EL0 or CLOCK_MONOTONIC) never
  *   goes back on one thread and, once calibrated, converts to nanoseconds
- *   that agree with CLOCK_MONOTONIC;
+ *   that agree with CLOCK_MONOTONIC; its rate is measured from the start's
+ *   reading, a recent one only;
  * - membarrier(): the grace periods use it where the kernel (or the emulator)
  *   offers MEMBARRIER_CMD_PRIVATE_EXPEDITED, and say so; a note tells which;
  * - the kernel's page size is the 4 KiB the library is built around.
@@ -27,7 +28,9 @@
 #define ARCH "an architecture without a tick counter here"
 #endif
 
-#ifndef IOA_CLOCK_COUNTER
+#ifdef IOA_CLOCK_COUNTER
+#define IOA_CLOCK_COUNTER_PRESENT 1
+#else
 #define IOA_CLOCK_COUNTER "CLOCK_MONOTONIC (no counter)"
 #endif
 
@@ -121,6 +124,51 @@ static void calibrations_in_children(void)
 		printf("  %d of 10 calibrations more than 2 %% off\n", off);
 }
 
+/* In a child forked before this process measures: the library's start
+ * takes the first reading (ioa__clock_start), @nap_ms pass, then the rate
+ * is first needed; the window the rate was measured over, in ns. */
+static uint64_t window_after_nap(long nap_ms)
+{
+	int fds[2];
+	uint64_t window = 0;
+	pid_t pid;
+
+	if (!CHECK_EQ(pipe(fds), 0))
+		return 0;
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		struct timespec nap = { nap_ms / 1000, nap_ms % 1000 * 1000 * 1000 };
+
+		ioa__clock_start();
+		nanosleep(&nap, NULL);
+		window = ioa__clock_measured_over_ns();
+		_exit(write(fds[1], &window, sizeof(window)) == sizeof(window) ? 0 : 1);
+	}
+	close(fds[1]);
+	CHECK(pid > 0 && read(fds[0], &window, sizeof(window)) == sizeof(window));
+	close(fds[0]);
+	CHECK(pid > 0 && waitpid(pid, NULL, 0) == pid);
+	return window;
+}
+
+/* The rate is measured from the start's reading: a process start waits for
+ * no window that has passed by its first conversion (the 20 ms nap here);
+ * a start reading over 100 ms old is not trusted, a new window begins. */
+static void measured_from_the_start(void)
+{
+#if defined(IOA_CLOCK_COUNTER_PRESENT)
+	uint64_t after_20 = window_after_nap(20), after_150 = window_after_nap(150);
+
+	CHECK(after_20 >= 20000000);
+	CHECK(after_150 > 0 && after_150 < 100000000);
+	check_note("rate measured over %.1f ms from a start 20 ms before, over %.3f ms after "
+		   "150 ms", after_20 / 1e6, after_150 / 1e6);
+#else
+	check_note("no tick counter: ticks are nanoseconds, no rate is measured");
+#endif
+}
+
 /* grace.c registers for MEMBARRIER_CMD_PRIVATE_EXPEDITED; without it, table
  * pages that empty are kept. Whichever it is, the library must agree with the
  * kernel. */
@@ -153,6 +201,7 @@ int main(void)
 	check_note("built for %s", ARCH);
 	ticks_never_go_back();
 	calibrations_in_children(); /* before this process calibrates */
+	measured_from_the_start();  /* so is this */
 	ticks_convert();
 	membarrier_as_offered();
 	page_size();

@@ -1,10 +1,27 @@
 #include "clock.h"
 
-#include <pthread.h>
+#include <stdatomic.h>
 
-/* Ticks per nanosecond, as a 32.32 fixed-point number (1.0 without a counter). */
-static uint64_t ticks_per_ns_fp = 1ull << 32;
-static pthread_once_t calibrated = PTHREAD_ONCE_INIT;
+/* A tick reading paired with the CLOCK_MONOTONIC time at its middle, and how
+ * far off that time may be. */
+struct reading {
+	uint64_t ticks, ns, off;
+};
+
+#if defined(IOA_CLOCK_COUNTER)
+/* Ticks per nanosecond, as a 32.32 fixed-point number; 0 until measured.
+ * Relaxed: one self-contained word, set once by a compare-and-swap. */
+static _Atomic uint64_t ticks_per_ns_fp;
+/* The library start's reading, where the measurement's window begins
+ * (ioa__clock_start): set once, before the flag's release store. */
+static struct reading start_reading;
+static _Atomic int start_taken;
+/* tests: the window of the rate that stands (relaxed: read in the thread
+ * that measured) */
+static _Atomic uint64_t measured_over_ns;
+#else
+static _Atomic uint64_t ticks_per_ns_fp = 1ull << 32; /* ticks are nanoseconds */
+#endif
 
 uint64_t ioa__now_ns(void)
 {
@@ -21,6 +38,7 @@ uint64_t ioa__now_ns(void)
  * MIN_WINDOW_NS. */
 #define ERROR_DIVISOR 200
 #define MIN_WINDOW_NS 4000
+#define START_READING_MAX_NS 100000000 /* 100 ms */
 
 /* How far the counter moves between two reads that differ, the most a
  * reading's tick may be off: a TSC by the ticks of one read, qemu-user's
@@ -46,8 +64,9 @@ static uint64_t tick_step(void)
  * to 20 tries, the one with the reads closest together, so that a
  * preemption between them (common under an emulator or a busy host) only
  * lengthens the window; under 1 us apart is taken at once. */
-static uint64_t paired_reading(uint64_t *ticks, uint64_t *ns)
+static struct reading paired_reading(void)
 {
+	struct reading r = { 0, 0, 0 };
 	uint64_t best = UINT64_MAX;
 
 	for (int i = 0; i < 20 && best > 1000; i++) {
@@ -55,46 +74,99 @@ static uint64_t paired_reading(uint64_t *ticks, uint64_t *ns)
 
 		if (after - before < best) {
 			best = after - before;
-			*ticks = t;
-			*ns = before + best / 2;
+			r.ticks = t;
+			r.ns = before + best / 2;
 		}
 	}
-	return best / 2 + 1;
+	r.off = best / 2 + 1;
+	return r;
+}
+
+void ioa__clock_start(void)
+{
+	if (atomic_load_explicit(&ticks_per_ns_fp, memory_order_relaxed) ||
+	    atomic_load_explicit(&start_taken, memory_order_relaxed))
+		return;
+	start_reading = paired_reading();
+	/* release: a measurement that sees the flag sees the reading */
+	atomic_store_explicit(&start_taken, 1, memory_order_release);
+}
+
+/* The rate between a first reading and one as far after it as their
+ * uncertainties require: about 20 us here, 400 us under qemu-user. A process
+ * start paid that window in full while the first reading was taken at the
+ * measurement (docs/design.md); now the first is the start's, and a start
+ * pays the part of the window that has not passed when a rate is first
+ * needed, usually none. A start reading older than START_READING_MAX_NS is
+ * not trusted (a suspend, a migrated VM: the counter and CLOCK_MONOTONIC may
+ * part between readings far apart): one taken now begins the window.
+ * Lock-free: threads that find no rate measure each, the first one's stands;
+ * from a signal handler too (clock_gettime is async-signal-safe); a fork
+ * child measures from the parent's start reading (the counter runs on). */
+static uint64_t measure(void)
+{
+	uint64_t ticks_window = ERROR_DIVISOR * 2 * tick_step(), window, fp, none = 0;
+	struct reading r0, r1;
+
+	/* acquire: the start's reading, once its flag is seen */
+	if (!atomic_load_explicit(&start_taken, memory_order_acquire) ||
+	    ioa__now_ns() - start_reading.ns > START_READING_MAX_NS)
+		r0 = paired_reading();
+	else
+		r0 = start_reading;
+	do {
+		r1 = paired_reading();
+		window = ERROR_DIVISOR * (r0.off + r1.off);
+	} while (r1.ns - r0.ns < (window > MIN_WINDOW_NS ? window : MIN_WINDOW_NS) ||
+		 r1.ticks - r0.ticks < ticks_window);
+	fp = (uint64_t)(((unsigned __int128)(r1.ticks - r0.ticks) << 32) / (r1.ns - r0.ns));
+	if (atomic_compare_exchange_strong_explicit(&ticks_per_ns_fp, &none, fp,
+						    memory_order_relaxed, memory_order_relaxed))
+		atomic_store_explicit(&measured_over_ns, r1.ns - r0.ns, memory_order_relaxed);
+	else
+		fp = none; /* another thread's measurement came first */
+	return fp;
+}
+
+uint64_t ioa__clock_measured_over_ns(void)
+{
+	ioa__clock_calibrate();
+	return atomic_load_explicit(&measured_over_ns, memory_order_relaxed);
+}
+#else
+void ioa__clock_start(void)
+{
+}
+
+static uint64_t measure(void)
+{
+	return 1ull << 32;
+}
+
+uint64_t ioa__clock_measured_over_ns(void)
+{
+	return 0;
 }
 #endif
 
-/* The rate between two paired readings, as far apart as their uncertainties
- * require (about 20 us here, 400 us under qemu-user; every process start
- * pays it: the 2 ms of a
- * fixed window were most of what a short-lived process took under
- * LD_PRELOAD, docs/design.md). */
-static void calibrate(void)
+static uint64_t rate(void)
 {
-#if defined(IOA_CLOCK_COUNTER)
-	uint64_t ns0 = 0, t0 = 0, ns1 = 0, t1 = 0; /* set by the first try */
-	uint64_t ticks_window = ERROR_DIVISOR * 2 * tick_step();
-	uint64_t off0 = paired_reading(&t0, &ns0), off1, window;
+	uint64_t fp = atomic_load_explicit(&ticks_per_ns_fp, memory_order_relaxed);
 
-	do {
-		off1 = paired_reading(&t1, &ns1);
-		window = ERROR_DIVISOR * (off0 + off1);
-	} while (ns1 - ns0 < (window > MIN_WINDOW_NS ? window : MIN_WINDOW_NS) ||
-		 t1 - t0 < ticks_window);
-	ticks_per_ns_fp = (uint64_t)(((unsigned __int128)(t1 - t0) << 32) / (ns1 - ns0));
-#endif
+	return fp ? fp : measure();
 }
 
 void ioa__clock_calibrate(void)
 {
-	pthread_once(&calibrated, calibrate);
+	(void)rate();
 }
 
 uint64_t ioa__ticks_to_ns(uint64_t ticks)
 {
-	return (uint64_t)(((unsigned __int128)ticks << 32) / ticks_per_ns_fp);
+	return (uint64_t)(((unsigned __int128)ticks << 32) / rate());
 }
 
 uint64_t ioa__ns_to_ticks(uint64_t ns)
 {
-	return (uint64_t)(((unsigned __int128)ns * ticks_per_ns_fp) >> 32);
+	return (uint64_t)(((unsigned __int128)ns * rate()) >> 32);
 }

@@ -13,15 +13,33 @@
 #include <unistd.h>
 #include <linux/mman.h>
 
+/* Whether the kernel aligns an anonymous mapping of a multiple of 2 MiB to
+ * 2 MiB by itself, as Linux does since 6.7: a segment then takes one mmap
+ * call, not an over-map and a trim. Cleared at the first mapping found
+ * unaligned (an older kernel pays one mmap and munmap more, once).
+ * Relaxed: a hint; a thread that misses the clearing tries once more. */
+static _Atomic int kernel_aligns_2m = 1;
+
 /* Maps @len bytes at an @align boundary. The kernel aligns a mapping to its
- * page size (@natural) by itself; beyond that, over-map and trim both ends. */
+ * page size (@natural) by itself, and maybe to 2 MiB; beyond that, over-map
+ * and trim both ends. */
 static void *map_aligned(size_t len, size_t align, size_t natural, int flags)
 {
 	size_t span = align > natural ? len + align : len;
-	uint8_t *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | flags,
-			    -1, 0);
-	uint8_t *start;
+	uint8_t *raw, *start;
 
+	if (span > len && align == IOA_HUGE_2M && len % align == 0 &&
+	    atomic_load_explicit(&kernel_aligns_2m, memory_order_relaxed)) {
+		raw = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | flags,
+			   -1, 0);
+		if (raw == MAP_FAILED)
+			return NULL;
+		if (((uintptr_t)raw & (align - 1)) == 0)
+			return raw;
+		munmap(raw, len);
+		atomic_store_explicit(&kernel_aligns_2m, 0, memory_order_relaxed);
+	}
+	raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
 	if (raw == MAP_FAILED)
 		return NULL;
 	start = (uint8_t *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
@@ -147,12 +165,75 @@ void ioa__os_free_segment(const struct ioa__os_mem *mem)
  * saved; docs/design.md, "Process start"). */
 #define POPULATED_MAX (2 * IOA_PAGE)
 
-void *ioa__os_alloc_pages(size_t len)
+/* The first metadata pages are carved from one mapping of CARVE_BYTES: a
+ * process start took eleven mmap calls for its tables (the segment map's top,
+ * the heap, descriptors, the software tables' first pages, the page map's
+ * first leaf: 3.3 MiB, most of it never touched), about 3 us each here
+ * (docs/design.md, "Process start"). A carved block is freed and grown as
+ * any (munmap and mremap take part of a mapping); its space is not carved
+ * again. Lock-free, so safe wherever a metadata allocation is: a signal
+ * handler, a thread's exit, beside a fork (the child carves on in its own
+ * copy of the mapping) or an ioa_fini(). */
+#define CARVE_BYTES (4u << 20)
+static _Atomic uintptr_t carve_next; /* 0: no carve (yet) */
+static uintptr_t carve_end;          /* set before carve_next */
+static _Atomic int carve_made;
+void (*_Atomic ioa__os_carve_hook)(void);
+
+/* The carve's mapping, made by the first caller (its next free address), or 0. */
+static uintptr_t carve_make(void)
+{
+	void *p;
+
+	if (atomic_exchange_explicit(&carve_made, 1, memory_order_relaxed))
+		return atomic_load_explicit(&carve_next, memory_order_acquire);
+	p = mmap(NULL, CARVE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return 0;
+	carve_end = (uintptr_t)p + CARVE_BYTES;
+	/* release: a carver that sees next sees the end */
+	atomic_store_explicit(&carve_next, (uintptr_t)p, memory_order_release);
+	return (uintptr_t)p;
+}
+
+/* @len bytes carved, in whole pages as an mmap's, or NULL when the carve has
+ * no room (or none could be made). */
+static void *carve(size_t len)
+{
+	/* acquire: the end, stored before next */
+	uintptr_t p = atomic_load_explicit(&carve_next, memory_order_acquire);
+
+	len = (len + IOA_PAGE - 1) & ~(size_t)(IOA_PAGE - 1);
+
+	if (!p && !atomic_load_explicit(&carve_made, memory_order_relaxed))
+		p = carve_make();
+	/* relaxed: the CAS only divides the carve between callers; nothing is
+	 * published through it (the end was, to the load above) */
+	while (p && carve_end - p >= len) {
+		void (*hook)(void) = atomic_load_explicit(&ioa__os_carve_hook, memory_order_relaxed);
+
+		if (hook) /* tests: another carver between the load and the CAS */
+			hook();
+		if (atomic_compare_exchange_weak_explicit(&carve_next, &p, p + len,
+							  memory_order_relaxed, memory_order_relaxed))
+			return (void *)p;
+	}
+	return NULL;
+}
+
+void *ioa__os_map_pages(size_t len)
 {
 	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | (len <= POPULATED_MAX ? MAP_POPULATE : 0), -1, 0);
 
 	return p == MAP_FAILED ? NULL : p;
+}
+
+void *ioa__os_alloc_pages(size_t len)
+{
+	void *p = carve(len);
+
+	return p ? p : ioa__os_map_pages(len);
 }
 
 void ioa__os_free_pages(void *addr, size_t len)

@@ -3,6 +3,7 @@
 #ifndef IOA_OS_H
 #define IOA_OS_H
 
+#include <stdatomic.h>
 #include "ioalloc.h"
 
 #include <pthread.h>
@@ -82,8 +83,15 @@ void ioa__os_free_segment(const struct ioa__os_mem *mem);
  * or no write permission). */
 int ioa__os_populate(void *addr, size_t len);
 
-/* Zeroed 4 KiB pages for the library's own metadata, or NULL. */
+/* Zeroed 4 KiB pages for the library's own metadata, or NULL: carved from
+ * one mapping while it lasts (os.c), then a mapping of their own. */
 void *ioa__os_alloc_pages(size_t len);
+/* Zeroed 4 KiB pages, a mapping of their own (the bootstrap arena's, which
+ * its tests hold and refuse at the mmap), or NULL. */
+void *ioa__os_map_pages(size_t len);
+/* Tests: called by a carving ioa__os_alloc_pages() between its read of the
+ * carve and its claim of a block. */
+extern void (*_Atomic ioa__os_carve_hook)(void);
 void ioa__os_free_pages(void *addr, size_t len);
 /* Grows pages from ioa__os_alloc_pages to @new_len, keeping their contents;
  * the block may move. Returns the new address or NULL (the old block stays). */

@@ -63,17 +63,17 @@ int ioa__defer_init(const struct ioa_config *cfg)
 		cfg->reclaim_cpus[0] &&
 		ioa__cpulist_parse(cfg->reclaim_cpus, &ioa__defer_eng.reclaim_cpus) == 0;
 	ioa__defer_eng.wake_bytes = ioa__defer_eng.cap / 2;
-	ioa__clock_calibrate();
+	ioa__clock_start(); /* the rate is measured at its first use */
 	ioa__grace_init();
 	/* A pass starts once the oldest item has waited half the bound, which
 	 * leaves the other half for the pass itself. */
-	ioa__defer_eng.delay_ticks = ioa__ns_to_ticks((uint64_t)cfg->defer_delay_us * 1000 / 2);
+	ioa__defer_eng.delay_ns = (uint64_t)cfg->defer_delay_us * 1000 / 2;
 	/* A held item is retired at three quarters of the bound, which leaves a
 	 * quarter for its pass (hold_short). */
-	ioa__defer_eng.hold_ticks = ioa__defer_eng.delay_ticks / 2 * 3;
+	ioa__defer_eng.hold_ns = ioa__defer_eng.delay_ns / 2 * 3;
 	/* A pass retires the items due within the next quarter of the bound:
-	 * the sort window holds none older than hold_ticks less that quarter. */
-	ioa__retire_init(ioa__defer_eng.hold_ticks - ioa__defer_eng.delay_ticks / 2,
+	 * the sort window holds none older than hold_ns less that quarter. */
+	ioa__retire_init(ioa__defer_eng.hold_ns - ioa__defer_eng.delay_ns / 2,
 			 ioa__defer_eng.wake_bytes);
 	atomic_store(&ioa__defer_eng.quarantined_seen, 0);
 	ioa__defer_eng.threadless = 0;

@@ -5,6 +5,7 @@
 #ifndef IOA_DEFER_INTERNAL_H
 #define IOA_DEFER_INTERNAL_H
 
+#include "clock.h"
 #include "defer.h"
 
 #include <linux/futex.h>
@@ -91,8 +92,8 @@ struct ioa__defer_engine {
 	 * quarters full, so the producers need not wake it (a system call each,
 	 * most of the tail of the mean free in address order). */
 	uint32_t self_at;
-	uint64_t delay_ticks;         /* half of IOALLOC_DEFER_DELAY_US */
-	uint64_t hold_ticks;          /* three quarters of it: the longest an item is held */
+	uint64_t delay_ns;            /* half of IOALLOC_DEFER_DELAY_US */
+	uint64_t hold_ns;             /* three quarters of it: the longest an item is held */
 	uint64_t cap;                 /* IOALLOC_DEFER_CAP_MB in bytes */
 	uint64_t wake_bytes;          /* half of it: a node holding as many queued is due a pass */
 	_Atomic unsigned generation;  /* bumped by fini: stale thread-local rings are dropped */
@@ -151,6 +152,12 @@ static inline void futex_wake(_Atomic uint32_t *word)
 static inline uint64_t item_bytes(const struct ioa__defer_item *item)
 {
 	return ioa__item_is_table(item) ? IOA_PAGE : (uint64_t)item->buf.npages << IOA_PAGE_SHIFT;
+}
+
+/* The delay in ticks: the rate is measured at its first use (clock.h). */
+static inline uint64_t delay_ticks(void)
+{
+	return ioa__ns_to_ticks(ioa__defer_eng.delay_ns);
 }
 
 static inline size_t ring_bytes(void)

@@ -113,11 +113,12 @@ static void note_held(struct node *nd)
 		bytes += item_bytes(&nd->items[i]);
 		oldest = nd->items[i].stamp < oldest ? nd->items[i].stamp : oldest;
 	}
-	/* A pass is due when the oldest item is delay_ticks old; held ones wait
-	 * until hold_ticks, and hold_short holds none older: no pass holds an
-	 * item a second time once it is due (the reclaimer would spin). */
-	nd->held_oldest = nd->held ? oldest + (ioa__defer_eng.hold_ticks - ioa__defer_eng.delay_ticks)
-				   : UINT64_MAX;
+	/* A pass is due when the oldest item is delay_ns old; held ones wait
+	 * until hold_ns, and hold_short holds none older: no pass holds an item
+	 * a second time once it is due (the reclaimer would spin). */
+	nd->held_oldest =
+		nd->held ? oldest + ioa__ns_to_ticks(ioa__defer_eng.hold_ns - ioa__defer_eng.delay_ns)
+			 : UINT64_MAX;
 	/* relaxed: the pass's other items are retired, so out_bytes is now the
 	 * held ones' alone; no other count depends on the order */
 	atomic_store_explicit(&nd->out_bytes, bytes, memory_order_relaxed);
@@ -196,7 +197,7 @@ void ioa__defer_throttle(int node)
 	if (in_pass || !over_cap(node))
 		return;
 	ioa__node_stat_add(node, defer_throttled, 1);
-	deadline = ioa__ticks() + 2 * ioa__defer_eng.delay_ticks;
+	deadline = ioa__ticks() + 2 * delay_ticks();
 	while (pthread_mutex_trylock(&nd->pass_lock) != 0) {
 		if (ioa__ticks() > deadline)
 			return;

@@ -114,7 +114,7 @@ static void *reclaimer(void *arg)
 		if (waiting && now > oldest) /* held ones' stamps may lie ahead (note_held) */
 			age = now - oldest;
 		due = waiting && (n >= ioa__defer_eng.self_at || bytes >= ioa__defer_eng.wake_bytes ||
-				  age >= ioa__defer_eng.delay_ticks || stopping);
+				  age >= delay_ticks() || stopping);
 		if (due) {
 			since = last_look = now;
 			last_n = 0;
@@ -139,7 +139,7 @@ static void *reclaimer(void *arg)
 			 * frees are likely: napping, not idle, so that they need
 			 * no wake (a system call on the free path, which on a busy
 			 * machine often hands the CPU to the reclaimer). */
-			uint64_t nap = ioa__defer_nap_ns(ioa__defer_eng.delay_ticks, age);
+			uint64_t nap = ioa__defer_nap_ns(delay_ticks(), age);
 
 			/* The inflow since the last look; over a pass it is
 			 * slowed by the pass (the producers contend with it),
@@ -172,7 +172,7 @@ static void *reclaimer(void *arg)
 				futex_wait(&nd->futex, seq,
 					   ioa__grace_available()
 						   ? IDLE_LOOK_NS
-						   : ioa__defer_nap_ns(ioa__defer_eng.delay_ticks, 0));
+						   : ioa__defer_nap_ns(delay_ticks(), 0));
 			if (!n && program_ended())
 				exit(0);
 		}

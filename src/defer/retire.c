@@ -28,14 +28,14 @@ static struct {
 	 * cleared after a drain (ioa__defer_set_recycler) */
 	_Atomic ioa__defer_recycler_fn recycler;
 	_Atomic int unordered;       /* tests only: see ioa__defer_set_unordered */
-	uint64_t hold_age_ticks;     /* an item this old is held no more */
+	uint64_t hold_age_ns;        /* an item this old is held no more */
 	uint64_t hold_bytes;         /* held bytes of a pass, at most */
 	_Atomic uint64_t latency[LATENCY_BUCKETS];
 } rt;
 
-void ioa__retire_init(uint64_t hold_age_ticks, uint64_t hold_bytes)
+void ioa__retire_init(uint64_t hold_age_ns, uint64_t hold_bytes)
 {
-	rt.hold_age_ticks = hold_age_ticks;
+	rt.hold_age_ns = hold_age_ns;
 	rt.hold_bytes = hold_bytes;
 	atomic_store(&rt.unordered, 0);
 	memset(rt.latency, 0, sizeof(rt.latency));
@@ -369,14 +369,14 @@ static int marked_held(const struct ioa__defer_item *it, const struct ioa__iova_
 
 /*
  * The sort window. A coalesced range of fewer than HOLD_PAGES pages whose
- * items are all younger than hold_age_ticks is held for a later pass instead
+ * items are all younger than hold_age_ns is held for a later pass instead
  * of being unmapped now: its neighbours, still live, are likely freed by then
  * (random-order churn frees a window's buffers within a few window lengths),
- * and one unmap covers them all. defer.c sets hold_age_ticks to half of
+ * and one unmap covers them all. defer.c sets hold_age_ns to half of
  * IOALLOC_DEFER_DELAY_US and wakes a pass when a held item turns three
  * quarters of it old, which leaves a quarter of the bound for that pass;
  * that pass also retires every item due within the next quarter of the
- * delay (those past hold_age_ticks), so that passes for held items come at
+ * delay (those past hold_age_ns), so that passes for held items come at
  * most that often, not one per range. At most half a pass, and hold_bytes
  * (half the cap), is held: every pass also takes new items, and what is
  * held leaves room under the cap. Chosen by measurement over the
@@ -387,7 +387,7 @@ static uint32_t hold_short(struct ioa__defer_item *it, uint32_t n, struct ioa__i
 			   uint32_t *order, uint64_t now)
 {
 	uint32_t m = 0, held = 0, lo = 0, hi = n, i, j;
-	uint64_t held_bytes = 0;
+	uint64_t held_bytes = 0, hold_age = ioa__ns_to_ticks(rt.hold_age_ns);
 
 	for (i = 0; i < n; i++) {
 		if (ioa__region_whole(&it[i].buf))
@@ -404,7 +404,7 @@ static uint32_t hold_short(struct ioa__defer_item *it, uint32_t n, struct ioa__i
 			oldest = it[order[j]].stamp < oldest ? it[order[j]].stamp : oldest;
 		}
 		if (end - ext[order[i]].iova >= (uint64_t)HOLD_PAGES << IOA_PAGE_SHIFT ||
-		    now - oldest >= rt.hold_age_ticks || held + (j - i) > IOA_PASS_MAX / 2 ||
+		    now - oldest >= hold_age || held + (j - i) > IOA_PASS_MAX / 2 ||
 		    held_bytes + (end - ext[order[i]].iova) > rt.hold_bytes)
 			continue;
 		held_bytes += end - ext[order[i]].iova;

@@ -13,9 +13,9 @@
 
 #define IOA_PASS_MAX 4096 /* items one pass retires at most */
 
-/* At ioa_init(): the sort window holds no item @hold_age_ticks old or older,
+/* At ioa_init(): the sort window holds no item @hold_age_ns old or older,
  * and no more than @hold_bytes in a pass; the latency counts start over. */
-void ioa__retire_init(uint64_t hold_age_ticks, uint64_t hold_bytes);
+void ioa__retire_init(uint64_t hold_age_ns, uint64_t hold_bytes);
 
 /* Retires @n items of any kind, all of NUMA @node, and counts them there;
  * returns how many were quarantined. @ext and @order are scratch arrays of

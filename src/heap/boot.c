@@ -105,7 +105,7 @@ static char *chunk_map(unsigned k)
 	if (!base && atomic_compare_exchange_strong_explicit(&chunks[k], &none, MAPPING,
 							     memory_order_relaxed,
 							     memory_order_relaxed)) {
-		base = ioa__os_alloc_pages(chunk_bytes(k));
+		base = ioa__os_map_pages(chunk_bytes(k));
 		atomic_store_explicit(&chunks[k], base, memory_order_relaxed);
 		return base;
 	}
@@ -265,7 +265,7 @@ static void *big_alloc(size_t size, size_t align, int *no_slot)
 		return NULL;
 	}
 	len = (room + size + 4095) & ~(size_t)4095;
-	if (!(pages = ioa__os_alloc_pages(len))) {
+	if (!(pages = ioa__os_map_pages(len))) {
 		errno = ENOMEM;
 		return NULL;
 	}
