@@ -214,6 +214,35 @@ static void odd_lengths_whole_pages(void)
 	CHECK(next != NULL && (uintptr_t)next % IOA_PAGE == 0);
 }
 
+/* Whether the mapping that holds @p has the VmFlag @flag (/proc/self/smaps). */
+static int mapping_has_flag(const void *p, const char *flag)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	int inside = 0, has = 0;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+			inside = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+		else if (inside && strncmp(line, "VmFlags:", 8) == 0)
+			has = strstr(line, flag) != NULL;
+	}
+	if (f)
+		fclose(f);
+	return has;
+}
+
+/* The carve takes no transparent huge pages (VmFlag "nh"): where THP is
+ * "always", its sparse metadata would take 4 MiB of them. */
+static void carve_without_huge_pages(void)
+{
+	void *carved = ioa__os_alloc_pages(IOA_PAGE); /* the carve has room still */
+
+	CHECK(carved != NULL && mapping_has_flag(carved, " nh"));
+}
+
 /* A carved block grows in place or moves with its contents, and frees; its
  * neighbours keep theirs. */
 static void carved_block_grows_and_frees(void)
@@ -309,6 +338,7 @@ int main(void)
 	carve_shared_then_spent(); /* the process's first metadata blocks */
 	carvers_interleaved();
 	odd_lengths_whole_pages(); /* the carve has room still */
+	carve_without_huge_pages();
 	carved_block_grows_and_frees();
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 	check_note("a segment the kernel maps unaligned is not checked under a sanitizer, whose "

@@ -159,10 +159,11 @@ void ioa__os_free_segment(const struct ioa__os_mem *mem)
 	munmap(mem->addr, mem->len);
 }
 
-/* Up to two pages (a table, a leaf of a map, a heap) are faulted in by the
- * mmap itself: their user writes them at once, often after a read, which
- * would map the zero page first and fault again (0.8 to 1 us a fault
- * saved; docs/design.md, "Process start"). */
+/* Up to two pages (a table, a leaf of a map, a heap) are faulted in for
+ * writing when they are handed out (by the mmap, or a write to a carved
+ * page): their user writes them at once, often after a read, which would
+ * map the zero page first and fault again (0.8 to 1 us a fault saved;
+ * docs/design.md, "Process start"). */
 #define POPULATED_MAX (2 * IOA_PAGE)
 
 /* The first metadata pages are carved from one mapping of CARVE_BYTES: a
@@ -190,6 +191,9 @@ static uintptr_t carve_make(void)
 	p = mmap(NULL, CARVE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return 0;
+	/* where THP is "always", the kernel's 2 MiB alignment of the carve
+	 * would make a sparse 100 KiB of metadata 4 MiB of huge pages */
+	madvise(p, CARVE_BYTES, MADV_NOHUGEPAGE);
 	carve_end = (uintptr_t)p + CARVE_BYTES;
 	/* release: a carver that sees next sees the end */
 	atomic_store_explicit(&carve_next, (uintptr_t)p, memory_order_release);
@@ -231,9 +235,15 @@ void *ioa__os_map_pages(size_t len)
 
 void *ioa__os_alloc_pages(size_t len)
 {
-	void *p = carve(len);
+	volatile char *p = carve(len);
 
-	return p ? p : ioa__os_map_pages(len);
+	if (!p)
+		return ioa__os_map_pages(len);
+	/* written first, as MAP_POPULATE would: a read first maps the zero
+	 * page, and the write after it faults again */
+	for (size_t at = 0; len <= POPULATED_MAX && at < len; at += IOA_PAGE)
+		p[at] = 0;
+	return (void *)p;
 }
 
 void ioa__os_free_pages(void *addr, size_t len)
