@@ -226,6 +226,23 @@ static void test_unknown_variable(void)
 	check_clear_ioalloc_env();
 }
 
+/* A name set twice (an environment a program built itself): the first
+ * value counts, as getenv's; the second is not read. */
+static void test_name_set_twice(void)
+{
+	extern char **environ;
+	char first[] = "IOALLOC_STATS=1", second[] = "IOALLOC_STATS=neither";
+	char *twice[] = { first, second, NULL }, **saved = environ;
+	struct ioa_config cfg = sentinel;
+	int rc;
+
+	environ = twice;
+	rc = ioa_config_from_env(&cfg);
+	environ = saved;
+	CHECK_EQ(rc, 0);
+	CHECK_EQ(cfg.stats, 1);
+}
+
 /* Every out-of-range field is refused with a message naming the field,
  * whatever that field does to the verbosity. */
 static void test_init_bad_struct(void)
@@ -352,6 +369,7 @@ int main(void)
 	test_bad_value_applies_nothing();
 	test_good_values();
 	test_unknown_variable();
+	test_name_set_twice();
 	test_init_bad_struct();
 	test_init_bad_env();
 	test_init_missing_node();

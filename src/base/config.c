@@ -1,4 +1,4 @@
-/* IOALLOC_* parsing. Invariant: nothing here allocates (getenv and environ
+/* IOALLOC_* parsing. Invariant: nothing here allocates (environ
  * only), so it works before malloc does under LD_PRELOAD. A setting is
  * applied only once every variable has parsed. */
 #include "config.h"
@@ -261,15 +261,16 @@ int ioa__pci_address_parse(const char *s, char *out, size_t len)
 	return n > 0 && (size_t)n < len ? 0 : -1;
 }
 
-static int is_known(const char *name, size_t len)
+/* The setting named by the @len bytes at @name, or -1. */
+static int setting_of(const char *name, size_t len)
 {
 	for (size_t i = 0; i < NELEM(settings); i++)
 		if (strlen(settings[i].name) == len && strncmp(settings[i].name, name, len) == 0)
-			return 1;
-	return 0;
+			return (int)i;
+	return -1;
 }
 
-static void warn_unknown_variables(void)
+static void warn_unknown_variable(const char *name, size_t len)
 {
 	char known[512] = "";
 
@@ -277,13 +278,28 @@ static void warn_unknown_variables(void)
 		strncat(known, i ? ", " : "", sizeof(known) - strlen(known) - 1);
 		strncat(known, settings[i].name, sizeof(known) - strlen(known) - 1);
 	}
+	ioa__warn("unknown variable %.*s ignored; known variables: %s", (int)len, name, known);
+}
+
+/* Each setting's value from the environment (NULL: not set; the first of a
+ * name set twice, as getenv's), in one pass over it: a process start under
+ * LD_PRELOAD read it once a setting, 13 000 instructions (docs/design.md);
+ * an unknown IOALLOC_ name is warned of. */
+static void read_environment(const char *value[NELEM(settings)])
+{
+	for (size_t i = 0; i < NELEM(settings); i++)
+		value[i] = NULL;
 	for (char **env = environ; env && *env; env++) {
 		const char *eq = strchr(*env, '=');
 		size_t len = eq ? (size_t)(eq - *env) : strlen(*env);
+		int i;
 
-		if (strncmp(*env, "IOALLOC_", 8) == 0 && !is_known(*env, len))
-			ioa__warn("unknown variable %.*s ignored; known variables: %s",
-				  (int)len, *env, known);
+		if (strncmp(*env, "IOALLOC_", 8) != 0)
+			continue;
+		if ((i = setting_of(*env, len)) < 0)
+			warn_unknown_variable(*env, len);
+		else if (eq && !value[i])
+			value[i] = eq + 1;
 	}
 }
 
@@ -309,6 +325,7 @@ IOA_EXPORT void ioa_config_init(struct ioa_config *cfg)
 
 IOA_EXPORT int ioa_config_from_env(struct ioa_config *cfg)
 {
+	const char *value[NELEM(settings)];
 	struct ioa_config parsed;
 
 	if (!cfg) {
@@ -317,18 +334,15 @@ IOA_EXPORT int ioa_config_from_env(struct ioa_config *cfg)
 		return -EINVAL;
 	}
 	parsed = *cfg;
-
+	read_environment(value);
 	for (size_t i = 0; i < NELEM(settings); i++) {
-		const char *value = getenv(settings[i].name);
-
-		if (value && settings[i].parse(value, &parsed) != 0) {
+		if (value[i] && settings[i].parse(value[i], &parsed) != 0) {
 			/* the value cut, so that what is accepted is always said */
 			ioa__err("invalid %s='%.64s'%s: accepted values are %s", settings[i].name,
-				 value, strlen(value) > 64 ? " (cut)" : "", settings[i].accepted);
+				 value[i], strlen(value[i]) > 64 ? " (cut)" : "", settings[i].accepted);
 			return -EINVAL;
 		}
 	}
-	warn_unknown_variables();
 	*cfg = parsed;
 	return 0;
 }
