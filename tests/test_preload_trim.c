@@ -4,12 +4,15 @@
  * library's inline mode runs no timed upkeep, so nothing else would), and
  * returns 1 then, 0 when nothing was left; malloc_stats() prints ioalloc's
  * counters to standard error, not glibc's arenas'; mallinfo2() and
- * mallinfo() count ioalloc's bytes in use and held.
+ * mallinfo() count ioalloc's bytes in use and held, and malloc_info()
+ * writes them in glibc's outer XML (options 0 and a stream only).
  */
 #include "check.h"
 
+#include <errno.h>
 #include <malloc.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +25,42 @@ static struct mallinfo old_info(void)
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 	return mallinfo();
 #pragma GCC diagnostic pop
+}
+
+/* malloc_info(0, f): mallinfo2()'s segment bytes as the system's; other
+ * options and no stream: -1, EINVAL, one message. The stream's buffer is
+ * this program's, so that writing it allocates nothing between the two. */
+static void info_as_xml(void)
+{
+	static char buf[4096], text[4096];
+	FILE *f = tmpfile();
+	struct check_capture cap;
+	struct mallinfo2 now;
+	size_t got, current = 0;
+	const char *at;
+
+	if (!CHECK(f != NULL) || !CHECK_EQ(setvbuf(f, buf, _IOFBF, sizeof(buf)), 0))
+		return;
+	now = mallinfo2();
+	CHECK_EQ(malloc_info(0, f), 0);
+	rewind(f);
+	got = fread(text, 1, sizeof(text) - 1, f);
+	text[got] = 0;
+	fclose(f);
+	CHECK_CONTAINS(text, "<malloc version=\"1\">");
+	CHECK_CONTAINS(text, "</malloc>");
+	at = strstr(text, "<system type=\"current\" size=\"");
+	CHECK(at && sscanf(at, "<system type=\"current\" size=\"%zu\"", &current) == 1);
+	CHECK_EQ(current, now.arena);
+	CHECK(now.arena > 0);
+	capture_begin(&cap);
+	errno = 0;
+	CHECK_EQ(malloc_info(1, stdout), -1);
+	CHECK_EQ(errno, EINVAL);
+	errno = 0;
+	CHECK_EQ(malloc_info(0, NULL), -1);
+	CHECK_EQ(errno, EINVAL);
+	CHECK_EQ(count_lines(capture_end(&cap)), 2);
 }
 
 int main(int argc, char **argv)
@@ -61,5 +100,6 @@ int main(int argc, char **argv)
 	capture_begin(&cap);
 	malloc_stats();
 	CHECK_CONTAINS(capture_end(&cap), "ioalloc statistics:");
+	info_as_xml();
 	return check_done();
 }

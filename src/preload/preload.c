@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <malloc.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -172,4 +173,35 @@ struct mallinfo mallinfo(void)
 	return (struct mallinfo){ .arena = clamp_int(mi2.arena),
 				  .uordblks = clamp_int(mi2.uordblks),
 				  .fordblks = clamp_int(mi2.fordblks) };
+}
+
+/* As glibc's, glibc's outer elements with mallinfo2()'s figures: one heap
+ * (ioalloc's), its free bytes the "rest" total, its segments' bytes the
+ * system's and the address space's. @options must be 0 and @fp a stream:
+ * else -1 and EINVAL (glibc's crashes on a NULL stream). stdio may malloc:
+ * nothing here holds a lock of the library. */
+int malloc_info(int options, FILE *fp)
+{
+	struct mallinfo2 mi;
+
+	if (options != 0 || !fp) {
+		ioa__err("malloc_info: %s: accepted are options 0 and a stream",
+			 options ? "options not 0" : "fp is NULL");
+		errno = EINVAL;
+		return -1;
+	}
+	mi = mallinfo2();
+	fprintf(fp,
+		"<malloc version=\"1\">\n"
+		"<heap nr=\"0\">\n"
+		"<total type=\"rest\" count=\"0\" size=\"%zu\"/>\n"
+		"<system type=\"current\" size=\"%zu\"/>\n"
+		"<aspace type=\"total\" size=\"%zu\"/>\n"
+		"</heap>\n"
+		"<total type=\"rest\" count=\"0\" size=\"%zu\"/>\n"
+		"<system type=\"current\" size=\"%zu\"/>\n"
+		"<aspace type=\"total\" size=\"%zu\"/>\n"
+		"</malloc>\n",
+		mi.fordblks, mi.arena, mi.arena, mi.fordblks, mi.arena, mi.arena);
+	return 0;
 }
