@@ -123,6 +123,7 @@ static void fork_child(void)
 	ioa__provider_fork_child();
 	ioa__pool_fork_child();
 	ioa__os_fork_child();
+	ioa__os_pages_fork_child();
 	pthread_mutex_init(&life_lock, NULL);
 	ioa__heap_fork_window_close();
 }

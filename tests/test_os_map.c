@@ -7,6 +7,8 @@
  *   carve is made by one of them; one held between its read of the carve and
  *   its claim while another carves), and a carved block frees and grows as
  *   any;
+ * - a fork while another thread makes the carve: the child makes its own
+ *   (held in this test's mmap, not under a sanitizer);
  * - a segment the kernel maps unaligned (Linux before 6.7 does not align
  *   mappings of 2 MiB multiples): mapped again, over-mapped and trimmed, and
  *   the next one over-mapped at once; this test's mmap places the first
@@ -18,6 +20,7 @@
 #include "ioalloc.h"
 #include "os.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -253,6 +256,33 @@ static void carve_without_huge_pages(void)
 	CHECK(carved != NULL && mapping_has_flag(carved, " nh"));
 }
 
+/* Whether @p's page is present and this process's alone (/proc/self/pagemap
+ * bits 63 and 56): written, not the shared zero page a read maps. */
+static int page_written(const void *p)
+{
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+	uint64_t entry = 0;
+	int ok = fd >= 0 && pread(fd, &entry, sizeof(entry),
+				  (off_t)((uintptr_t)p / IOA_PAGE * sizeof(entry))) == sizeof(entry);
+
+	if (fd >= 0)
+		close(fd);
+	return ok && (entry >> 63 & 1) && (entry >> 56 & 1);
+}
+
+/* A length of 0, or past what any mapping could be, carves nothing (mmap
+ * refuses them); a carved page comes written, so that a read before its
+ * first write does not map the zero page and fault again. */
+static void odd_lengths_refused_pages_written(void)
+{
+	void *zero = ioa__os_alloc_pages(0), *huge = ioa__os_alloc_pages(SIZE_MAX - 100);
+	uint8_t *page = ioa__os_alloc_pages(IOA_PAGE); /* the carve has room still */
+
+	CHECK(zero == NULL);
+	CHECK(huge == NULL);
+	CHECK(page != NULL && page_written(page));
+}
+
 /* A carved block grows in place or moves with its contents, and frees; its
  * neighbours keep theirs. */
 static void carved_block_grows_and_frees(void)
@@ -275,12 +305,18 @@ static void carved_block_grows_and_frees(void)
 /* The library's mmap calls come here: when armed, the next mapping of a
  * multiple of 2 MiB is placed a page past a 2 MiB boundary; the length of
  * each such mapping is noted. */
-static _Atomic int misplace_next;
+static _Atomic int misplace_next, hold_next_carve, carve_mapping, carve_let_go;
 static size_t lengths[16];
-static _Atomic unsigned nlengths;
+static _Atomic unsigned nlengths, mmap_calls;
 
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
+	atomic_fetch_add(&mmap_calls, 1);
+	if (len == 2 * MB2 && atomic_exchange(&hold_next_carve, 0)) { /* a carve's */
+		atomic_store(&carve_mapping, 1);
+		while (!atomic_load(&carve_let_go))
+			sched_yield();
+	}
 	if (!addr && fd < 0 && len % MB2 == 0 && !(flags & MAP_HUGETLB)) {
 		unsigned n = atomic_fetch_add(&nlengths, 1);
 
@@ -315,6 +351,48 @@ static unsigned segment_of(void **p, size_t *len)
 	return n;
 }
 
+static void *carve_a_page(void *unused)
+{
+	(void)unused;
+	return ioa__os_alloc_pages(IOA_PAGE);
+}
+
+/* A fork while another thread makes the carve (held in its mmap), in a
+ * child forked before this process carves: the fork's child carves a
+ * carve of its own (one mmap for its ten pages), not a mapping a page. */
+static void fork_while_carving(void)
+{
+	pid_t pid;
+	int status;
+
+	fflush(NULL);
+	if ((pid = fork()) == 0) {
+		pthread_t maker;
+		pid_t grandchild;
+		int ok;
+
+		atomic_store(&hold_next_carve, 1);
+		pthread_create(&maker, NULL, carve_a_page, NULL);
+		while (!atomic_load(&carve_mapping))
+			sched_yield();
+		if ((grandchild = fork()) == 0) {
+			unsigned before = atomic_load(&mmap_calls);
+
+			for (int i = 0; i < 10; i++)
+				ioa__os_alloc_pages(IOA_PAGE);
+			_exit(atomic_load(&mmap_calls) - before <= 1 ? 0 : 1);
+		}
+		ok = grandchild > 0 && waitpid(grandchild, &status, 0) == grandchild &&
+		     WIFEXITED(status) && WEXITSTATUS(status) == 0;
+		atomic_store(&carve_let_go, 1);
+		pthread_join(maker, NULL);
+		_exit(ok ? 0 : 1);
+	}
+	if (!CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+		   WEXITSTATUS(status) == 0))
+		printf("  a fork's child whose parent was making the carve mapped a page a block\n");
+}
+
 /* The first segment is misplaced: mapped again, over-mapped (its length
  * and 2 MiB), aligned; the second is over-mapped at once. */
 static void unaligned_segment_mapped_again(void)
@@ -345,9 +423,13 @@ int main(void)
 {
 	check_start("test_os_map");
 	carve_raced_in_children(); /* before this process carves */
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+	fork_while_carving(); /* so is this */
+#endif
 	carve_shared_then_spent(); /* the process's first metadata blocks */
 	carvers_interleaved();
 	odd_lengths_whole_pages(); /* the carve has room still */
+	odd_lengths_refused_pages_written();
 	carve_without_huge_pages();
 	carved_block_grows_and_frees();
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)

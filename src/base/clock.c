@@ -15,9 +15,10 @@ static _Atomic uint64_t ticks_per_ns_fp;
 /* The library start's reading, where the measurement's window begins
  * (ioa__clock_start): set once, before the flag's release store. */
 static struct reading start_reading;
+static uint64_t start_suspended_ns; /* suspended_ns() at the start's reading */
 static _Atomic int start_taken;
-/* tests: the window of the rate that stands (relaxed: read in the thread
- * that measured) */
+/* tests: the window of the rate that stands, once the thread that stored
+ * the rate stored it (relaxed: tests measure on one thread) */
 static _Atomic uint64_t measured_over_ns;
 #else
 static _Atomic uint64_t ticks_per_ns_fp = 1ull << 32; /* ticks are nanoseconds */
@@ -38,7 +39,8 @@ uint64_t ioa__now_ns(void)
  * MIN_WINDOW_NS. */
 #define ERROR_DIVISOR 200
 #define MIN_WINDOW_NS 4000
-#define START_READING_MAX_NS 100000000 /* 100 ms */
+#define START_READING_MAX_NS 100000000 /* 100 ms: a migrated VM's counter may part */
+#define SUSPEND_SLACK_NS 10000        /* suspended_ns()'s two reads apart, at most */
 
 /* How far the counter moves between two reads that differ, the most a
  * reading's tick may be off: a TSC by the ticks of one read, qemu-user's
@@ -82,14 +84,42 @@ static struct reading paired_reading(void)
 	return r;
 }
 
+/* How long the machine was suspended since boot, as CLOCK_BOOTTIME counts
+ * and CLOCK_MONOTONIC does not (up to the two reads' distance; a time
+ * namespace offsets both alike). */
+static uint64_t suspended_ns(void)
+{
+	struct timespec boot;
+
+	clock_gettime(CLOCK_BOOTTIME, &boot);
+	return (uint64_t)boot.tv_sec * 1000000000u + (uint64_t)boot.tv_nsec - ioa__now_ns();
+}
+
 void ioa__clock_start(void)
 {
 	if (atomic_load_explicit(&ticks_per_ns_fp, memory_order_relaxed) ||
 	    atomic_load_explicit(&start_taken, memory_order_relaxed))
 		return;
 	start_reading = paired_reading();
+	start_suspended_ns = suspended_ns();
 	/* release: a measurement that sees the flag sees the reading */
 	atomic_store_explicit(&start_taken, 1, memory_order_release);
+}
+
+/* Whether the start's reading may begin the window: taken, under
+ * START_READING_MAX_NS old, and no suspend since (CLOCK_MONOTONIC stops
+ * across one, the counter may run on or start again from 0: review
+ * helper-100 found an hour's suspend would make a 1 ms delay an hour). */
+static int start_reading_usable(void)
+{
+	/* acquire: the start's reading, once its flag is seen */
+	int64_t suspended;
+
+	if (!atomic_load_explicit(&start_taken, memory_order_acquire) ||
+	    ioa__now_ns() - start_reading.ns > START_READING_MAX_NS)
+		return 0;
+	suspended = (int64_t)(suspended_ns() - start_suspended_ns); /* either way by jitter */
+	return suspended <= SUSPEND_SLACK_NS && suspended >= -SUSPEND_SLACK_NS;
 }
 
 /* The rate between a first reading and one as far after it as their
@@ -97,9 +127,8 @@ void ioa__clock_start(void)
  * start paid that window in full while the first reading was taken at the
  * measurement (docs/design.md); now the first is the start's, and a start
  * pays the part of the window that has not passed when a rate is first
- * needed, usually none. A start reading older than START_READING_MAX_NS is
- * not trusted (a suspend, a migrated VM: the counter and CLOCK_MONOTONIC may
- * part between readings far apart): one taken now begins the window.
+ * needed, usually none. A start reading that is old or from before a suspend
+ * is not trusted (start_reading_usable): one taken now begins the window.
  * Lock-free: threads that find no rate measure each, the first one's stands;
  * from a signal handler too (clock_gettime is async-signal-safe); a fork
  * child measures from the parent's start reading (the counter runs on). */
@@ -108,12 +137,7 @@ static uint64_t measure(void)
 	uint64_t ticks_window = ERROR_DIVISOR * 2 * tick_step(), window, fp, none = 0;
 	struct reading r0, r1;
 
-	/* acquire: the start's reading, once its flag is seen */
-	if (!atomic_load_explicit(&start_taken, memory_order_acquire) ||
-	    ioa__now_ns() - start_reading.ns > START_READING_MAX_NS)
-		r0 = paired_reading();
-	else
-		r0 = start_reading;
+	r0 = start_reading_usable() ? start_reading : paired_reading();
 	do {
 		r1 = paired_reading();
 		window = ERROR_DIVISOR * (r0.off + r1.off);

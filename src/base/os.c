@@ -174,7 +174,8 @@ void ioa__os_free_segment(const struct ioa__os_mem *mem)
  * any (munmap and mremap take part of a mapping); its space is not carved
  * again. Lock-free, so safe wherever a metadata allocation is: a signal
  * handler, a thread's exit, beside a fork (the child carves on in its own
- * copy of the mapping) or an ioa_fini(). */
+ * copy of the mapping; one whose parent was making the carve makes one,
+ * ioa__os_pages_fork_child) or an ioa_fini(). */
 #define CARVE_BYTES (4u << 20)
 static _Atomic uintptr_t carve_next; /* 0: no carve (yet) */
 static uintptr_t carve_end;          /* set before carve_next */
@@ -201,12 +202,15 @@ static uintptr_t carve_make(void)
 }
 
 /* @len bytes carved, in whole pages as an mmap's, or NULL when the carve has
- * no room (or none could be made). */
+ * no room (or none could be made, or @len is 0 or past the carve's size:
+ * mmap refuses 0, review helper-100). */
 static void *carve(size_t len)
 {
 	/* acquire: the end, stored before next */
 	uintptr_t p = atomic_load_explicit(&carve_next, memory_order_acquire);
 
+	if (!len || len > CARVE_BYTES)
+		return NULL;
 	len = (len + IOA_PAGE - 1) & ~(size_t)(IOA_PAGE - 1);
 
 	if (!p && !atomic_load_explicit(&carve_made, memory_order_relaxed))
@@ -223,6 +227,17 @@ static void *carve(size_t len)
 			return (void *)p;
 	}
 	return NULL;
+}
+
+void ioa__os_pages_fork_child(void)
+{
+	/* relaxed: the child's one thread. A parent's thread was making the
+	 * carve: the child makes its own at its next block, rather than map
+	 * each (review helper-100); the parent's mapping, if its mmap had
+	 * returned, stays unused. */
+	if (atomic_load_explicit(&carve_made, memory_order_relaxed) &&
+	    !atomic_load_explicit(&carve_next, memory_order_relaxed))
+		atomic_store_explicit(&carve_made, 0, memory_order_relaxed);
 }
 
 void *ioa__os_map_pages(size_t len)

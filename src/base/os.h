@@ -89,6 +89,8 @@ void *ioa__os_alloc_pages(size_t len);
 /* Zeroed 4 KiB pages, a mapping of their own (the bootstrap arena's, which
  * its tests hold and refuse at the mmap), or NULL. */
 void *ioa__os_map_pages(size_t len);
+/* In a fork's child: a carve a parent's thread was making is made anew. */
+void ioa__os_pages_fork_child(void);
 /* Tests: called by a carving ioa__os_alloc_pages() between its read of the
  * carve and its claim of a block. */
 extern void (*_Atomic ioa__os_carve_hook)(void);
