@@ -86,10 +86,12 @@ static struct reading paired_reading(void)
 
 /* How long the machine was suspended since boot, as CLOCK_BOOTTIME counts
  * and CLOCK_MONOTONIC does not (up to the two reads' distance; a time
- * namespace offsets both alike). */
+ * namespace offsets both alike). Where CLOCK_BOOTTIME cannot be read (a
+ * sandbox's filter), 0 less CLOCK_MONOTONIC: it moves with the time, and no
+ * start reading over SUSPEND_SLACK_NS old is trusted. */
 static uint64_t suspended_ns(void)
 {
-	struct timespec boot;
+	struct timespec boot = { 0, 0 };
 
 	clock_gettime(CLOCK_BOOTTIME, &boot);
 	return (uint64_t)boot.tv_sec * 1000000000u + (uint64_t)boot.tv_nsec - ioa__now_ns();
