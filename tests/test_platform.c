@@ -98,6 +98,28 @@ static void ticks_convert(void)
 	CHECK(ioa__ns_to_ticks(1000000) >= 1000); /* every counter here runs at 1 MHz or more */
 }
 
+/* Whether @body returns nonzero in a child forked now (before this process
+ * measures, for the callers here: the child measures its own rate). */
+static int passes_in_child(int (*body)(void))
+{
+	pid_t pid;
+	int status;
+
+	fflush(NULL);
+	if ((pid = fork()) == 0)
+		_exit(body() ? 0 : 1);
+	return pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+	       WEXITSTATUS(status) == 0;
+}
+
+/* A rate within 2 % over 20 ms of sleep. */
+static int measures_20_ms(void)
+{
+	uint64_t ticks, ns, took;
+
+	return sleep_measured(20, &ticks, &ns, &took);
+}
+
 /* Calibrations of their own, in 10 children forked before this process
  * calibrates: each within 2 % over 20 ms of sleep. One calibration may be
  * right by luck (two readings taken back to back, but with a preemption
@@ -107,20 +129,8 @@ static void calibrations_in_children(void)
 {
 	int off = 0;
 
-	for (int i = 0; i < 10; i++) {
-		pid_t pid;
-		int status;
-
-		fflush(NULL);
-		pid = fork();
-		if (pid == 0) {
-			uint64_t ticks, ns, took;
-
-			_exit(sleep_measured(20, &ticks, &ns, &took) ? 0 : 1);
-		}
-		off += pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
-		       WEXITSTATUS(status) != 0;
-	}
+	for (int i = 0; i < 10; i++)
+		off += !passes_in_child(measures_20_ms);
 	if (!CHECK_EQ(off, 0))
 		printf("  %d of 10 calibrations more than 2 %% off\n", off);
 }
@@ -199,54 +209,31 @@ int clock_gettime(clockid_t id, struct timespec *ts)
 	return rc;
 }
 
-/* In a child forked before this process measures: the library starts, then
- * the machine is "suspended" for 30 ms; the rate is measured in a window of
- * its own, not from the start's reading (the 30 ms of ticks over a few
- * microseconds of CLOCK_MONOTONIC: thousands of times too fast). */
-static void suspend_after_start(void)
+/* The library starts, then the machine is "suspended" for 30 ms; the rate
+ * is measured in a window of its own, not from the start's reading (the
+ * 30 ms of ticks over a few microseconds of CLOCK_MONOTONIC: thousands of
+ * times too fast). */
+static int suspended_after_start(void)
 {
-	pid_t pid;
-	int status;
+	struct timespec nap = { 0, 30 * 1000 * 1000 };
 
-	fflush(NULL);
-	pid = fork();
-	if (pid == 0) {
-		struct timespec nap = { 0, 30 * 1000 * 1000 };
-		uint64_t ticks, ns, took;
-
-		ioa__clock_start();
-		atomic_store(&hidden_ns, 30 * 1000 * 1000);
-		nanosleep(&nap, NULL);
-		_exit(sleep_measured(20, &ticks, &ns, &took) ? 0 : 1);
-	}
-	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
-	      WEXITSTATUS(status) == 0);
+	ioa__clock_start();
+	atomic_store(&hidden_ns, 30 * 1000 * 1000);
+	nanosleep(&nap, NULL);
+	return measures_20_ms();
 }
 
 /* Where CLOCK_BOOTTIME cannot be read, a suspend cannot be told: the start's
  * reading, 20 ms old, is not trusted; a window of the measurement's own
  * gives a rate within 2 %. */
-static void boottime_refused(void)
+static int boottime_refused(void)
 {
-	pid_t pid;
-	int status;
+	struct timespec nap = { 0, 20 * 1000 * 1000 };
 
-	fflush(NULL);
-	pid = fork();
-	if (pid == 0) {
-		struct timespec nap = { 0, 20 * 1000 * 1000 };
-		uint64_t ticks, ns, took;
-
-		atomic_store(&refuse_boottime, 1);
-		ioa__clock_start();
-		nanosleep(&nap, NULL);
-		_exit(ioa__clock_measured_over_ns() < 20 * 1000 * 1000 &&
-			      sleep_measured(20, &ticks, &ns, &took)
-		      ? 0
-		      : 1);
-	}
-	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
-	      WEXITSTATUS(status) == 0);
+	atomic_store(&refuse_boottime, 1);
+	ioa__clock_start();
+	nanosleep(&nap, NULL);
+	return ioa__clock_measured_over_ns() < 20 * 1000 * 1000 && measures_20_ms();
 }
 #endif
 
@@ -287,8 +274,8 @@ int main(void)
 	check_note("a suspend after the start is not checked under a sanitizer, whose "
 		   "clock_gettime this test cannot replace (the plain run checks it)");
 #else
-	suspend_after_start(); /* and these */
-	boottime_refused();
+	CHECK(passes_in_child(suspended_after_start)); /* and these */
+	CHECK(passes_in_child(boottime_refused));
 #endif
 	ticks_convert();
 	membarrier_as_offered();

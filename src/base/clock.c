@@ -2,13 +2,13 @@
 
 #include <stdatomic.h>
 
+#if defined(IOA_CLOCK_COUNTER)
 /* A tick reading paired with the CLOCK_MONOTONIC time at its middle, and how
  * far off that time may be. */
 struct reading {
 	uint64_t ticks, ns, off;
 };
 
-#if defined(IOA_CLOCK_COUNTER)
 /* Ticks per nanosecond, as a 32.32 fixed-point number; 0 until measured.
  * Relaxed: one self-contained word, set once by a compare-and-swap. */
 static _Atomic uint64_t ticks_per_ns_fp;

@@ -3,10 +3,10 @@
 #ifndef IOA_OS_H
 #define IOA_OS_H
 
-#include <stdatomic.h>
 #include "ioalloc.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
