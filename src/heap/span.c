@@ -349,16 +349,17 @@ unsigned ioa__span_make_pages(struct ioa__heap *h, uint32_t per, struct ioa__spa
 	return made;
 }
 
-static void region_free(struct ioa__span *s)
+/* The heap's region buffer at @base, @len bytes, to its retirement. */
+static void region_free(void *base, size_t len)
 {
 	struct ioa__defer_item item; /* take writes buf, the queue the stamp */
-	int err = ioa__region_take(s->base, IOA_OWNER_HEAP, &item.buf);
+	int err = ioa__region_take(base, IOA_OWNER_HEAP, &item.buf);
 
 	if (!err)
 		err = ioa__defer_enqueue(ioa__region_node(&item.buf), &item);
 	if (err && err != -EIO)
-		ioa__err("a heap span at %p of %zu bytes could not be retired: %s", (void *)s->base,
-			 s->len, ioa__errno_text(-err));
+		ioa__err("a heap span at %p of %zu bytes could not be retired: %s", base, len,
+			 ioa__errno_text(-err));
 }
 
 /* Out of every list; the page map forgets it before its pages can serve
@@ -397,7 +398,7 @@ static void span_destroy(struct ioa__span *s)
 	s->listed = 0;
 	ioa__pagemap_set(s->base, s->obj_size || s->is_chunk ? s->len >> IOA_PAGE_SHIFT : 1, NULL);
 	ioa__span_unlisted();
-	region_free(s);
+	region_free(s->base, s->len);
 	ioa__heap_cycle_unlock(h, outer);
 	desc_free(s);
 }
@@ -634,6 +635,33 @@ struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align)
 		ioa__node_stat_add(node, heap_large_created, 1);
 	}
 	return s;
+}
+
+int ioa__span_resize_large(struct ioa__span *s, size_t len)
+{
+	struct ioa__heap *h = ioa__my_heap, *outer;
+	size_t old = s->len;
+	void *tail = NULL;
+	int err;
+
+	if (s->obj_size || s->chunk || s->is_chunk || ioa__span_of_pages(s) || len == s->len)
+		return -EINVAL;
+	if (len > s->len)
+		ioa__defer_throttle(s->node); /* as any allocation: past the cap, help or wait */
+	else
+		ioa__defer_ready(s->node); /* the tail's retirement may make the queue */
+	/* the region's run entries and the descriptor's length change together,
+	 * and the tail goes to its retirement, under the heap's cycle_lock: a
+	 * fork finds none between (heap.h) */
+	outer = ioa__heap_cycle_lock(h);
+	err = len > s->len ? ioa__region_grow(s->base, IOA_OWNER_HEAP, s->len, len)
+			   : ioa__region_shrink(s->base, IOA_OWNER_HEAP, s->len, &len, &tail);
+	if (!err)
+		s->len = len;
+	if (tail)
+		region_free(tail, old - len);
+	ioa__heap_cycle_unlock(h, outer);
+	return err;
 }
 
 struct ioa__span *ioa__span_new_chunk(int node, size_t len)

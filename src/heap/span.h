@@ -50,6 +50,13 @@ struct ioa__span *ioa__span_page(struct ioa__heap *h, uint32_t per);
 /* A large block of @len bytes (rounded already) aligned to @align on @node:
  * from the node's cache when the sizes match, else a new region buffer. */
 struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align);
+/* Large block @s, of a region buffer of its own (not an extent nor a
+ * strict page block), resized in place to @len bytes (a page multiple):
+ * grown when the pages after it are free, shrunk (its tail retired as a
+ * freed buffer) where the backend unmaps part of a mapping
+ * (ioa__region_grow, ioa__region_shrink). 0, or -errno with @s as it was.
+ * Not in fork's handlers (heap_fork.c: they hold every lock). */
+int ioa__span_resize_large(struct ioa__span *s, size_t len);
 /* A zeroed descriptor of a large block or an extent; NULL when memory ran
  * out. The descriptor goes back with ioa__span_desc_free. */
 struct ioa__span *ioa__span_desc_new(void);

@@ -143,6 +143,11 @@ int ioa__iommu_mappings_low(void)
 	return ops->mappings_low && ops->mappings_low();
 }
 
+int ioa__iommu_unmaps_parts(void)
+{
+	return ops->unmaps_parts;
+}
+
 int ioa__iommu_hears_released(void)
 {
 	return ops->released != NULL;

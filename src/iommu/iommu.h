@@ -47,6 +47,9 @@ struct ioa__iommu_ops {
 	 * then mapped whole instead of buffer by buffer. */
 	int (*mappings_low)(void);
 	int map_reports_errors; /* map describes its failures itself (vfio: ioctl, hint) */
+	/* An unmap may take part of a mapping (software tables: none, sim);
+	 * VFIO type1v2 and iommufd unmap whole mappings only. */
+	int unmaps_parts;
 	/* The IOMMU state lives in the kernel behind file descriptors that a
 	 * child of fork() shares with its parent (vfio, iommufd), not in the
 	 * process's memory (sim, none). */
@@ -94,6 +97,8 @@ void ioa__iommu_released(const void *va, uint64_t len);
  * else a caller may skip ioa__iommu_released(). */
 int ioa__iommu_hears_released(void);
 int ioa__iommu_mappings_low(void);
+/* Whether the backend's unmap may take part of a mapping (unmaps_parts). */
+int ioa__iommu_unmaps_parts(void);
 
 /*
  * fork(). A child inherits a shared backend (vfio, iommufd): the container or

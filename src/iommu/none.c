@@ -37,4 +37,5 @@ const struct ioa__iommu_ops ioa__iommu_none = {
 	.map = none_map,
 	.unmap = none_unmap,
 	.invalidate = none_invalidate,
+	.unmaps_parts = 1,
 };

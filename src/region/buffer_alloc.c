@@ -33,9 +33,7 @@ static int segment_serves(const struct ioa__segment *s, int big, int low)
 	return !s->dedicated && s->big == big && !s->closing && (s->whole || !low);
 }
 
-/* Marks [first, first + n) of @s handed out (node lock); whether none of
- * those pages had been before, so that they still read as zeros. */
-static int touch_pages(struct ioa__segment *s, uint32_t first, uint32_t n)
+int ioa__region_touch_pages(struct ioa__segment *s, uint32_t first, uint32_t n)
 {
 	uint64_t seen = 0;
 
@@ -48,8 +46,7 @@ static int touch_pages(struct ioa__segment *s, uint32_t first, uint32_t n)
 	return !seen;
 }
 
-/* The first page in use in [first, first + n), or first + n if all are free. */
-static uint32_t first_used(const struct ioa__segment *s, uint32_t first, uint32_t n)
+uint32_t ioa__region_first_used(const struct ioa__segment *s, uint32_t first, uint32_t n)
 {
 	for (uint32_t i = first, end = first + n; i < end; i = (i | 63) + 1) {
 		uint32_t stop = end < ((i | 63) + 1) ? end : (i | 63) + 1;
@@ -87,7 +84,7 @@ static long find_run(const struct ioa__segment *s, uint32_t n, uint32_t align)
 		start = (next_free(s, start) + align - 1) & ~(align - 1);
 		if (start + n > s->npages)
 			return -1;
-		used = first_used(s, start, n);
+		used = ioa__region_first_used(s, start, n);
 		if (used == start + n)
 			return start;
 		start = used + 1;
@@ -185,7 +182,7 @@ static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment
 	}
 	if (!err) {
 		ioa__region_set_pages(s, (uint32_t)page, n, 0);
-		*untouched = touch_pages(s, (uint32_t)page, n);
+		*untouched = ioa__region_touch_pages(s, (uint32_t)page, n);
 		s->reserves++;
 		if (s->whole) /* under the lock: closing sees every buffer */
 			atomic_fetch_add_explicit(&s->live, 1, memory_order_relaxed);

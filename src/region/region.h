@@ -101,6 +101,18 @@ int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner
 #define IOA_REGION_PAGES_MAX 64 /* 128 pages < 512: a run never becomes a 2 MiB leaf */
 int ioa__region_alloc_pages(int node, enum ioa__owner owner, uint32_t per, uint32_t n,
 			    void **out);
+/* Live buffers of @owner at @va, which the caller holds, of @old_len bytes,
+ * resized in place to @new_len (page multiples; buffer_resize.c says where
+ * and what holds). Grown when the pages after it in its segment are free: 0;
+ * -ENOSPC, nothing changed, when they are not or the buffer cannot grow;
+ * another -errno when their map failed (nothing changed, or -EIO: those
+ * pages quarantined). Shrunk to *@new_len bytes or a little more (set to
+ * the length kept): 0, its last pages a buffer of their own at *tail,
+ * still mapped, for the caller to free as any buffer of @owner
+ * (ioa__region_take, retirement); -ENOSPC or -EINVAL, nothing changed. */
+int ioa__region_grow(void *va, enum ioa__owner owner, size_t old_len, size_t new_len);
+int ioa__region_shrink(void *va, enum ioa__owner owner, size_t old_len, size_t *new_len,
+		       void **tail);
 /* Test hook: the next @count maps into the software tables fail with -@err. */
 void ioa__region_fail_table_maps(int count, int err);
 size_t ioa__region_size(const void *ptr);

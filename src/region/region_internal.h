@@ -159,6 +159,11 @@ int ioa__region_segment_create(size_t len, size_t align, int node, int dedicated
 			       struct ioa__segment **out);
 
 /* buffer_alloc.c */
+/* Marks [first, first + n) of @s handed out (node lock); whether none of
+ * those pages had been before, so that they still read as zeros. */
+int ioa__region_touch_pages(struct ioa__segment *s, uint32_t first, uint32_t n);
+/* The first page in use in [first, first + n), or first + n if all are free. */
+uint32_t ioa__region_first_used(const struct ioa__segment *s, uint32_t first, uint32_t n);
 int ioa__region_map_buffer(uint64_t va, uint64_t iova, size_t len, size_t unit, int on_device);
 /* Buffers to map at once (recycled runs): @len bytes at @va to @iova, the
  * device's mappings of @unit bytes each. */

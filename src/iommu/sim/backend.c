@@ -331,6 +331,7 @@ const struct ioa__iommu_ops ioa__iommu_sim = {
 	.released = sim_released,
 	.mappings_low = sim_mappings_low,
 	.map_reports_errors = 1,
+	.unmaps_parts = 1,
 	.fork_prepare = sim_fork_prepare,
 	.fork_parent = sim_fork_parent,
 	.fork_child = sim_fork_child,

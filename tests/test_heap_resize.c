@@ -1,0 +1,245 @@
+/*
+ * Large blocks of their own region buffer resized in place by realloc
+ * (src/region/buffer_resize.c): strict mode's every large block, lazy mode's
+ * aligned ones.
+ * - A block followed by free pages grows in place: its contents stay, every
+ *   byte has an IOVA, contiguous, the device reaches the new bytes, and after
+ *   its free and ioa_quiesce() a DMA to the old and to the new bytes faults.
+ * - A block followed by a used one moves; the block after it is untouched
+ *   and never handed out again.
+ * - A growth whose map fails moves the block, and gives the pages it had
+ *   reserved back.
+ * - A block shrinks in place: its tail is retired as a freed buffer (after
+ *   ioa_quiesce() it has no IOVA, a DMA to it faults, the next block takes
+ *   its pages), its head keeps its contents and its IOVA; where a 2 MiB leaf
+ *   of the tables maps the stretch the cut falls in, the cut moves to that
+ *   stretch's end (an unmap cannot cut a leaf).
+ * - IOALLOC_CHECK's canary follows a block grown in place.
+ * - Every test ends with nothing leaked and no DMA byte live.
+ * With a device, IOVAs are fixed here (IOALLOC_IOVA=fixed): rotated ones
+ * (the default) are taken one buffer at a time, and no buffer resizes.
+ */
+#include "heap_check.h"
+
+#include "ioalloc.h"
+#include "region.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define KB ((size_t)1 << 10)
+#define MB (1024 * KB)
+
+static void fill(unsigned char *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (unsigned char)(i * 13 + seed);
+}
+
+static int intact(const unsigned char *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != (unsigned char)(i * 13 + seed))
+			return 0;
+	return 1;
+}
+
+/* Whether every page of [p, p + n) has the IOVA that follows @p's. */
+static int iova_contiguous(const unsigned char *p, size_t n)
+{
+	uint64_t iova = ioa_virt2iova(p);
+
+	if (iova == IOA_BAD_IOVA)
+		return 0;
+	for (size_t at = 0; at < n; at += 4096)
+		if (ioa_virt2iova(p + at) != iova + at)
+			return 0;
+	return ioa_virt2iova(p + n - 1) == iova + n - 1;
+}
+
+/* The device writes 16 bytes at @iova: 0 or the sim's -EFAULT. */
+static int device_writes(uint64_t iova)
+{
+	char data[16] = "stale descriptor";
+
+	return ioa_sim_dma(iova, data, sizeof(data), IOA_DMA_FROM_DEVICE);
+}
+
+/* ioa_init with @backend, @protect, IOALLOC_CHECK=@checking and fixed
+ * IOVAs; counts a check. */
+static int up(enum ioa_backend backend, enum ioa_protect protect, int checking)
+{
+	struct ioa_config cfg;
+
+	ioa_config_init(&cfg);
+	cfg.backend = backend;
+	cfg.protect = protect;
+	cfg.check = checking;
+	cfg.iova = IOA_IOVA_FIXED;
+	return CHECK_EQ(ioa_init(&cfg), 0);
+}
+
+/* No DMA byte live once every free is retired, and nothing leaked. */
+static void down(void)
+{
+	CHECK_EQ(ioa_quiesce(), 0);
+	CHECK_EQ(heap_stats().dma_bytes_live, 0);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+static void grows_in_place(enum ioa_protect protect, size_t align)
+{
+	unsigned char *p, *q;
+	uint64_t head, tail;
+
+	if (!up(IOA_BACKEND_SIM, protect, 0))
+		return;
+	p = align ? ioa_aligned_alloc(align, 100 * KB) : ioa_malloc(100 * KB);
+	fill(p, 100 * KB, 1);
+	q = ioa_realloc(p, 300 * KB);
+	CHECK(q == p);
+	CHECK(ioa_usable_size(q) >= 300 * KB);
+	CHECK(intact(q, 100 * KB, 1));
+	CHECK(iova_contiguous(q, 300 * KB));
+	head = ioa_virt2iova(q);
+	tail = ioa_virt2iova(q + 300 * KB - 16);
+	CHECK_EQ(device_writes(tail), 0);
+	CHECK(memcmp(q + 300 * KB - 16, "stale descriptor", 16) == 0);
+	ioa_free(q);
+	if (protect == IOA_PROTECT_LAZY)
+		CHECK_EQ(ioa_trim(), 1); /* else its node's cache keeps the block mapped */
+	CHECK_EQ(ioa_quiesce(), 0);
+	CHECK_EQ(device_writes(head), -EFAULT);
+	CHECK_EQ(device_writes(tail), -EFAULT);
+	down();
+}
+
+static void moves_past_a_used_block(void)
+{
+	unsigned char *p, *q, *r, *s;
+
+	if (!up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0))
+		return;
+	p = ioa_malloc(100 * KB);
+	r = ioa_malloc(100 * KB);
+	fill(p, 100 * KB, 1);
+	fill(r, 100 * KB, 2);
+	q = ioa_realloc(p, 300 * KB);
+	CHECK(q && q != p && intact(q, 100 * KB, 1));
+	CHECK(intact(r, 100 * KB, 2));
+	s = ioa_malloc(100 * KB);
+	CHECK(s + 100 * KB <= r || s >= r + 100 * KB);
+	CHECK(s + 100 * KB <= q || s >= q + 300 * KB);
+	ioa_free(s);
+	ioa_free(r);
+	ioa_free(q);
+	down();
+}
+
+/* The growth's map refused: the block moves, and the pages the growth had
+ * reserved are free again (with everything freed, the first block of their
+ * size starts where the block did). */
+static void growth_map_refused(void)
+{
+	struct check_capture cap;
+	unsigned char *p, *q;
+
+	if (!up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0))
+		return;
+	p = ioa_malloc(100 * KB);
+	fill(p, 100 * KB, 1);
+	ioa__region_fail_table_maps(1, ENOMEM);
+	capture_begin(&cap);
+	q = ioa_realloc(p, 300 * KB);
+	CHECK_CONTAINS(capture_end(&cap), "cannot record the mapping of 212992 bytes");
+	ioa__region_fail_table_maps(0, 0);
+	CHECK(q && q != p && intact(q, 100 * KB, 1));
+	ioa_free(q);
+	CHECK_EQ(ioa_quiesce(), 0);
+	q = ioa_malloc(300 * KB);
+	CHECK(q == p);
+	ioa_free(q);
+	down();
+}
+
+static void shrinks_in_place(void)
+{
+	unsigned char *p, *q, *r;
+	uint64_t head, tail;
+	size_t kept;
+
+	if (!up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0))
+		return;
+	p = ioa_malloc(1 * MB);
+	fill(p, 1 * MB, 1);
+	head = ioa_virt2iova(p);
+	tail = ioa_virt2iova(p + 512 * KB);
+	q = ioa_realloc(p, 100 * KB);
+	CHECK(q == p);
+	kept = ioa_usable_size(q);
+	CHECK(kept >= 100 * KB && kept < 512 * KB);
+	CHECK(intact(q, 100 * KB, 1));
+	CHECK_EQ(ioa_quiesce(), 0);
+	CHECK(ioa_virt2iova(p + 512 * KB) == IOA_BAD_IOVA);
+	CHECK_EQ(device_writes(tail), -EFAULT);
+	CHECK_EQ(device_writes(head), 0);
+	CHECK(iova_contiguous(q, kept));
+	r = ioa_malloc(500 * KB); /* the tail's pages serve again */
+	CHECK(r == p + kept);
+	ioa_free(r);
+	ioa_free(q);
+	down();
+}
+
+/* The none backend keeps blocks of up to 32 MiB in big segments, where a
+ * block at a 2 MiB boundary is mapped with 2 MiB leaves: a cut inside one
+ * moves to its end, and the tail after it goes. */
+static void cut_out_of_a_leaf(void)
+{
+	unsigned char *p, *q;
+
+	if (!up(IOA_BACKEND_NONE, IOA_PROTECT_STRICT, 0))
+		return;
+	p = ioa_aligned_alloc(2 * MB, 4 * MB);
+	fill(p, 4096, 1);
+	q = ioa_realloc(p, 1 * MB);
+	CHECK(q == p);
+	CHECK_EQ(ioa_usable_size(q), 2 * MB);
+	CHECK(intact(q, 4096, 1));
+	CHECK_EQ(ioa_quiesce(), 0);
+	CHECK(ioa_virt2iova(p + 3 * MB) == IOA_BAD_IOVA);
+	CHECK(iova_contiguous(q, 2 * MB));
+	ioa_free(q);
+	down();
+}
+
+static void canary_follows(void)
+{
+	struct check_capture cap;
+	unsigned char *p, *q;
+
+	if (!up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 1))
+		return;
+	p = ioa_malloc(100 * KB);
+	q = ioa_realloc(p, 300 * KB);
+	CHECK(q == p);
+	CHECK_EQ(ioa_usable_size(q), 300 * KB);
+	q[300 * KB] = 1;
+	capture_begin(&cap);
+	ioa_free(q);
+	CHECK_CONTAINS(capture_end(&cap), "past the end");
+	down();
+}
+
+int main(void)
+{
+	check_start("test_heap_resize");
+	grows_in_place(IOA_PROTECT_STRICT, 0);
+	grows_in_place(IOA_PROTECT_LAZY, 8 * KB); /* aligned above a page: a block of its own */
+	moves_past_a_used_block();
+	growth_map_refused();
+	shrinks_in_place();
+	cut_out_of_a_leaf();
+	canary_follows();
+	return check_done();
+}
