@@ -83,16 +83,48 @@ static void tables_add(struct ioa_iopt *t)
 	pthread_mutex_unlock(&tables_lock);
 }
 
+/* Every descriptor ever made, newest first: a descriptor is never unmapped
+ * (a destroyed table's is a spare), so a pointer found here may be read, and
+ * one that is not (foreign, or into something else) is refused unread. Its
+ * links are fixed once pushed, so the list is read without a lock: by map,
+ * unmap and root_iova, which may not take tables_lock (no_table). */
+struct desc_page {
+	struct ioa_iopt table; /* rewritten whole by each ioa_iopt_create() */
+	const struct desc_page *made_before;
+};
+static const struct desc_page *_Atomic known;
+
+static int known_desc(const struct ioa_iopt *t)
+{
+	/* acquire: a descriptor's link is written before its push */
+	for (const struct desc_page *k = atomic_load_explicit(&known, memory_order_acquire); k;
+	     k = k->made_before)
+		if (&k->table == t)
+			return 1;
+	return 0;
+}
+
 /* A descriptor: a destroyed table's, or a new page; NULL when none. */
 static struct ioa_iopt *desc_take(void)
 {
+	const struct desc_page *head;
+	struct desc_page *d;
 	struct ioa_iopt *t;
 
+	_Static_assert(sizeof(struct desc_page) <= IOA_PAGE, "a descriptor is a page");
 	pthread_mutex_lock(&tables_lock);
 	if ((t = spares))
 		spares = t->next;
 	pthread_mutex_unlock(&tables_lock);
-	return t ? t : ioa__os_alloc_pages(IOA_PAGE);
+	if (t || !(d = ioa__os_alloc_pages(IOA_PAGE)))
+		return t;
+	head = atomic_load_explicit(&known, memory_order_relaxed);
+	do
+		d->made_before = head;
+	/* release: the link before the push that publishes it */
+	while (!atomic_compare_exchange_weak_explicit(&known, &head, d, memory_order_release,
+						      memory_order_relaxed));
+	return &d->table;
 }
 
 static void desc_spare(struct ioa_iopt *t)
@@ -226,17 +258,18 @@ IOA_EXPORT struct ioa_iopt *ioa_iopt_create(int node, ioa_iopt_invalidate_fn inv
 
 /* Describes a refused call of @fn on @t; 1 when @t is NULL, destroyed or,
  * for a destroy (@remove), not a live table (taken out of the list, see
- * tables_find). Map, unmap and root_iova do not look in the list:
+ * tables_find). Map, unmap and root_iova do not look in that list:
  * tables_lock is taken by fork before the library's locks, and an
  * invalidate callback, which runs under the engine's pass lock, may call
- * root_iova (map and unmap refuse it: from_callback); they read the
- * descriptor's flag, any other pointer than a table's being the program's
- * error. */
+ * root_iova (map and unmap refuse it: from_callback); they find @t among
+ * the descriptors made (known_desc, lock-free) and read its flag, and any
+ * other pointer is refused unread. */
 static int no_table(const struct ioa_iopt *t, const char *fn, int remove)
 {
 	if (!t)
 		ioa__err("%s: pt is NULL: pass a table from ioa_iopt_create()", fn);
-	else if (remove ? !tables_find(t, 1) : !atomic_load_explicit(&t->live, memory_order_relaxed))
+	else if (remove ? !tables_find(t, 1)
+			: !known_desc(t) || !atomic_load_explicit(&t->live, memory_order_relaxed))
 		ioa__err("%s: %p is not a live table (destroyed, or not from ioa_iopt_create())",
 			 fn, (const void *)t);
 	else

@@ -422,6 +422,27 @@ static void test_table_pages_and_handle(void)
 	CHECK_EQ(ioa_quiesce(), 0);
 }
 
+/* A pointer that is no table (none the library ever made), to map, unmap
+ * and root_iova: refused unread, with one message each (review helper-102:
+ * they read it as a table, a crash, a hang or a made-up root). */
+static void test_foreign_pointers(void)
+{
+	static uint64_t ones[512];
+	uint64_t on_stack[8] = { 0 };
+	void *object = ioa_malloc(KB4);
+	struct ioa_iopt *bad[] = { (struct ioa_iopt *)16, (struct ioa_iopt *)object,
+				   (struct ioa_iopt *)on_stack, (struct ioa_iopt *)ones };
+
+	memset(ones, 1, sizeof(ones));
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ONE_MESSAGE("is not a live table",
+			    CHECK_EQ(ioa_iopt_map(bad[i], DVA, 0, KB4, IOA_IOPT_READ), -EINVAL));
+		ONE_MESSAGE("is not a live table", CHECK_EQ(ioa_iopt_unmap(bad[i], DVA, KB4), -EINVAL));
+		ONE_MESSAGE("is not a live table", CHECK_EQ(ioa_iopt_root_iova(bad[i]), IOA_BAD_IOVA));
+	}
+	ioa_free(object);
+}
+
 /* Run last: it ends the library. */
 static void test_table_live_at_fini(void)
 {
@@ -514,6 +535,7 @@ int main(int argc, char **argv)
 		test_callback_on_reclaimer();
 		test_callback_may_not_change_tables();
 		test_table_pages_and_handle();
+		test_foreign_pointers();
 		CHECK_EQ(ioa_sim_violations(NULL), 0);
 		test_table_live_at_fini();
 	}

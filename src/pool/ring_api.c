@@ -13,7 +13,9 @@
  * page map before it is read. */
 static int live(const struct ioa_ring *r)
 {
-	return r && (ioa__pagemap_get(r) || ioa__boot_owns(r)) && r->magic == IOA_RING_MAGIC;
+	/* aligned first: a pointer into a ring may not be read as one */
+	return r && !((uintptr_t)r % _Alignof(struct ioa_ring)) &&
+	       (ioa__pagemap_get(r) || ioa__boot_owns(r)) && r->magic == IOA_RING_MAGIC;
 }
 
 /* Describes a refused call of @fn on @r; 1 when @r is not a live ring. */

@@ -33,7 +33,8 @@
  * - ioa_malloc with IOALLOC_PROTECT=strict: the device reads an object the
  *   program wrote; after its free and ioa_quiesce its page is unmapped: the
  *   device's write to the old IOVA faults (DMAR) and changes nothing, and a
- *   large block the same; with lazy, a freed object stays reachable.
+ *   large block the same, one grown in place by realloc (fixed IOVAs: two
+ *   VFIO mappings, one unmap) too; with lazy, a freed object stays reachable.
  */
 #include "vm_check.h"
 #include "task_check.h"
@@ -381,22 +382,32 @@ static void test_fork(void)
 
 /* ---- the allocator, strict and lazy --------------------------------------- */
 
-/* An ioa_malloc object of @size: the device reads what the program wrote;
- * after its free and ioa_quiesce, whether the device's write of another
- * pattern to the old IOVA was blocked (a DMAR fault logged, the memory as
- * the free left it: the free writes a mark of its own into the object). */
-static int heap_write_blocked(struct edu *e, size_t size, int expect_fault)
+/* An ioa_malloc object of @size (unless @grow_to, then grown in place to
+ * that by realloc: two VFIO mappings, its last 64 bytes in the second): the
+ * device reads what the program wrote at its last 64 bytes; after its free
+ * and ioa_quiesce, whether the device's write of another pattern to their old
+ * IOVA was blocked (a DMAR fault logged, the memory as the free left it: the
+ * free writes a mark of its own into the object). */
+static int heap_write_blocked(struct edu *e, size_t size, int expect_fault, size_t grow_to)
 {
-	/* probe and other on pages of their own: obj's page must empty at its free */
-	uint8_t *obj = ioa_malloc(size), *probe = ioa_malloc(KB4), *other = ioa_malloc(KB4);
+	uint8_t *obj = ioa_malloc(size), *probe, *other, *at;
 	uint8_t freed[64];
 	char line[1024] = "";
 	uint64_t iova;
 	int blocked = 0;
 
+	if (obj && grow_to) { /* before the blocks below can take the pages after it */
+		if (!CHECK(ioa_realloc(obj, grow_to) == obj))
+			return -1;
+		size = grow_to;
+	}
+	/* probe and other on pages of their own: obj's page must empty at its free */
+	probe = ioa_malloc(KB4);
+	other = ioa_malloc(KB4);
 	if (!CHECK(obj && probe && other))
 		return -1;
-	iova = ioa_virt2iova(obj);
+	at = obj + (size < 64 ? 0 : size - 64);
+	iova = ioa_virt2iova(at);
 	memset(obj, 0x6b, size);
 	memset(probe, 0, 64);
 	memset(other, 0x5a, 64);
@@ -406,7 +417,7 @@ static int heap_write_blocked(struct edu *e, size_t size, int expect_fault)
 	CHECK_EQ(edu_read_ram(e, ioa_virt2iova(other), 0, 64), 0); /* what a stale write brings */
 	ioa_free(obj);
 	CHECK_EQ(ioa_quiesce(), 0);
-	memcpy(freed, obj, sizeof(freed));
+	memcpy(freed, at, sizeof(freed));
 	/* a second try after the kernel's DMAR ratelimit (write_fault_logged) */
 	for (int attempt = 0, tries = expect_fault ? 2 : 1; attempt < tries; attempt++) {
 		struct timespec ratelimit = { 5, 200 * 1000 * 1000 };
@@ -418,30 +429,34 @@ static int heap_write_blocked(struct edu *e, size_t size, int expect_fault)
 		if ((blocked = dmar_fault_logged(vfio.kmsg, iova, line, sizeof(line))))
 			break;
 	}
-	blocked = blocked && memcmp(obj, freed, sizeof(freed)) == 0;
+	blocked = blocked && memcmp(at, freed, sizeof(freed)) == 0;
 	ioa_free(probe);
 	ioa_free(other);
 	return blocked;
 }
 
-static void test_heap(enum ioa_protect protect)
+static void test_heap(enum ioa_protect protect, enum ioa_iova_mode iova)
 {
 	struct ioa_config cfg;
 	struct edu e;
 
 	config_for(&cfg, device_addr);
 	cfg.protect = protect;
+	cfg.iova = iova;
 	if (!CHECK_EQ(ioa_init(&cfg), 0))
 		return;
 	if (!CHECK_EQ(edu_open(&e, ioa_vfio_group_fd(), device_addr), 0)) {
 		ioa_fini();
 		return;
 	}
-	if (protect == IOA_PROTECT_STRICT) {
-		CHECK_EQ(heap_write_blocked(&e, 64, 1), 1);
-		CHECK_EQ(heap_write_blocked(&e, 100000, 1), 1);
+	if (protect == IOA_PROTECT_STRICT && iova == IOA_IOVA_FIXED) {
+		/* a block grown in place: its one unmap removes both mappings */
+		CHECK_EQ(heap_write_blocked(&e, 100000, 1, 300000), 1);
+	} else if (protect == IOA_PROTECT_STRICT) {
+		CHECK_EQ(heap_write_blocked(&e, 64, 1, 0), 1);
+		CHECK_EQ(heap_write_blocked(&e, 100000, 1, 0), 1);
 	} else {
-		CHECK_EQ(heap_write_blocked(&e, 64, 0), 0); /* lazy: still mapped */
+		CHECK_EQ(heap_write_blocked(&e, 64, 0, 0), 0); /* lazy: still mapped */
 	}
 	down(&e);
 }
@@ -467,8 +482,9 @@ int main(int argc, char **argv)
 	test_mapping_limit();
 	test_node_placement();
 	test_fork();
-	test_heap(IOA_PROTECT_STRICT);
-	test_heap(IOA_PROTECT_LAZY);
+	test_heap(IOA_PROTECT_STRICT, IOA_IOVA_ROTATE);
+	test_heap(IOA_PROTECT_STRICT, IOA_IOVA_FIXED);
+	test_heap(IOA_PROTECT_LAZY, IOA_IOVA_ROTATE);
 	if (vfio.kmsg >= 0)
 		close(vfio.kmsg);
 	return check_done();
