@@ -286,7 +286,9 @@ int ioa_dma_free(void *ptr);
  * and freed ones not yet retired) or inside a range registered with
  * ioa_dma_register(), or IOA_BAD_IOVA for any other address.
  * Lock-free, no system call: safe from any thread at any time, in a signal
- * handler (also one that interrupts a lookup) and in a thread-exit destructor.
+ * handler (also one that interrupts a lookup) and in a thread-exit destructor,
+ * but never concurrently with ioa_fini(), which takes the tables down (before
+ * ioa_init() and after ioa_fini() it answers IOA_BAD_IOVA).
  */
 uint64_t ioa_virt2iova(const void *ptr);
 
@@ -385,8 +387,9 @@ int ioa_dma_register(void *addr, size_t len, unsigned flags);
  * interior, already unregistered), -EBUSY (another thread is unregistering
  * it), -EPERM (a child of fork() whose vfio or iommufd IOMMU is its
  * parent's: the mapping is left to the parent), -EIO (the IOMMU refused the
- * unmap or the invalidation: the range stays registered and mapped,
- * quarantined for good; the program must never free it; a later
+ * unmap or the invalidation: the device may still reach the range, which is
+ * quarantined for good: the program must never free it; it has left the
+ * software tables, so ioa_virt2iova() answers IOA_BAD_IOVA for it; a later
  * ioa_quiesce() reports it too). May run in a thread-exit destructor; not
  * async-signal-safe; never concurrently with ioa_fini().
  */
