@@ -1553,6 +1553,17 @@ void *ioa_provider_alloc(struct ioa_provider *p, size_t len, size_t align);
 int ioa_provider_free(struct ioa_provider *p, void *addr, size_t len);
 
 /**
+ * A handle of provider @p that reads only: ioa_provider_stats_get() and
+ * ioa_provider_chunk() take it for @p, while ioa_provider_alloc(), _free(),
+ * _purge() and _destroy() refuse it (EPERM, one message). For a component
+ * that hands its provider out for its statistics but keeps it its own
+ * (libioalloc-jemalloc's ioa_je_arena_provider()). A view of a view is
+ * itself; it reads @p while @p lives, and is refused as a destroyed provider
+ * after. NULL with errno EINVAL and one message for NULL or a destroyed @p.
+ */
+struct ioa_provider *ioa_provider_view(struct ioa_provider *p);
+
+/**
  * Purges the @len bytes at @addr (checked as by ioa_provider_free(); the
  * pages stay out) as @how says: IOA_PURGE_FORCED or IOA_PURGE_LAZY, kept to
  * the contract above. Returns 0 when purged, -EBUSY when declined (nothing

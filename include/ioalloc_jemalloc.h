@@ -118,8 +118,10 @@ int ioa_je_arena_destroy(unsigned arena);
  */
 int ioa_je_flags(unsigned arena);
 
-/** The provider of arena @arena (for ioa_provider_stats_get), or NULL with
- * one message when it is not a live arena of this library. */
+/** A view of the provider of arena @arena (ioa_provider_view(): for
+ * ioa_provider_stats_get and ioa_provider_chunk; the calls that would change
+ * the provider refuse it), or NULL with one message when it is not a live
+ * arena of this library. */
 struct ioa_provider *ioa_je_arena_provider(unsigned arena);
 
 #ifdef __cplusplus

@@ -314,6 +314,8 @@ static void test_bad_arguments(void)
 {
 	struct ioa_provider_stats st;
 	struct check_capture cap;
+	void *p, *base = NULL;
+	size_t len = 0;
 	int a;
 
 	ONE_MESSAGE("ioa_je_arena_create: unknown flags 0x2", CHECK_EQ(ioa_je_arena_create(0, 2), -EINVAL));
@@ -325,6 +327,17 @@ static void test_bad_arguments(void)
 	 * provider until the first object. */
 	CHECK_EQ(ioa_provider_stats_get(ioa_je_arena_provider((unsigned)a), &st), 0);
 	CHECK_EQ(st.allocs, 0);
+	/* the arena's provider is its own: what it hands out reads only (review
+	 * helper-102: a destroy of it gave pages jemalloc still used to new
+	 * buffers) */
+	p = mallocx(100, FLAGS(a));
+	ONE_MESSAGE("which reads only",
+		    CHECK_EQ(ioa_provider_destroy(ioa_je_arena_provider((unsigned)a)), -EPERM));
+	CHECK_EQ(ioa_provider_chunk(ioa_je_arena_provider((unsigned)a), p, &base, &len), 0);
+	ONE_MESSAGE("which reads only",
+		    CHECK_EQ(ioa_provider_free(ioa_je_arena_provider((unsigned)a), base, len), -EPERM));
+	CHECK(ioa_virt2iova(p) != IOA_BAD_IOVA);
+	dallocx(p, FLAGS(a));
 	capture_begin(&cap); /* a clean destroy says nothing */
 	CHECK_EQ(ioa_je_arena_destroy((unsigned)a), 0);
 	CHECK_EQ(count_lines(capture_end(&cap)), 0);

@@ -287,6 +287,38 @@ static void test_destroy_and_fini(void)
 	ONE_MESSAGE("not a live provider", CHECK(!ioa_provider_alloc(p, PAGE, 0)));
 }
 
+/* A view reads its provider (stats, chunk) and changes nothing: alloc,
+ * free, purge and destroy refuse it with EPERM and one message each; after
+ * the provider's destroy it is refused as the provider is. */
+static void test_view(void)
+{
+	struct ioa_provider *p = ioa_provider_create(IOA_NODE_ANY, 0), *v = ioa_provider_view(p);
+	struct ioa_provider_stats st;
+	char *c = ioa_provider_alloc(p, 2 * PAGE, 0);
+	void *base = NULL;
+	size_t len = 0;
+
+	if (!CHECK(p && v && c && v != p))
+		return;
+	CHECK(ioa_provider_view(v) == v);
+	CHECK_EQ(ioa_provider_stats_get(v, &st), 0);
+	CHECK_EQ(st.allocs, 1);
+	CHECK_EQ(ioa_provider_chunk(v, c + PAGE, &base, &len), 0);
+	CHECK(base == c && len == 2 * PAGE);
+	ONE_MESSAGE("ioa_provider_alloc: ", CHECK(!ioa_provider_alloc(v, PAGE, 0) && errno == EPERM));
+	ONE_MESSAGE("which reads only", CHECK_EQ(ioa_provider_free(v, c, PAGE), -EPERM));
+	ONE_MESSAGE("ioa_provider_purge: ",
+		    CHECK_EQ(ioa_provider_purge(v, c, PAGE, IOA_PURGE_FORCED), -EPERM));
+	ONE_MESSAGE("ioa_provider_destroy: ", CHECK_EQ(ioa_provider_destroy(v), -EPERM));
+	CHECK_EQ(ioa_provider_stats_get(p, &st), 0); /* nothing changed */
+	CHECK(st.allocs == 1 && st.frees == 0 && st.bytes_out == 2 * PAGE && st.purged_zeroed == 0);
+	ONE_MESSAGE("ioa_provider_view: provider is NULL", CHECK(!ioa_provider_view(NULL)));
+	ONE_MESSAGE("ioa_provider_destroy: 8192 bytes were still out",
+		    CHECK_EQ(ioa_provider_destroy(p), 0));
+	ONE_MESSAGE("not a live provider", CHECK_EQ(ioa_provider_stats_get(v, &st), -EINVAL));
+	ONE_MESSAGE("not a live provider", CHECK(!ioa_provider_view(p)));
+}
+
 /* Two threads allocate, free in parts and purge on one provider. */
 static struct ioa_provider *shared;
 
@@ -416,6 +448,7 @@ int main(int argc, char **argv)
 	test_partial_frees();
 	test_purge_mapped();
 	test_purge_none();
+	test_view();
 	test_destroy_and_fini();
 	test_threads();
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)

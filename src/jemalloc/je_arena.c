@@ -221,5 +221,7 @@ EXPORT struct ioa_provider *ioa_je_arena_provider(unsigned arena)
 {
 	struct ioa__je_slot *s = find(arena, "ioa_je_arena_provider");
 
-	return s ? s->prov : NULL;
+	/* a view: a destroy or free of it would give pages jemalloc still
+	 * hands out to new buffers; the arena's destroy retires them */
+	return s ? ioa_provider_view(s->prov) : NULL;
 }

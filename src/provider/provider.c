@@ -60,6 +60,22 @@ static int live(const struct ioa_provider *p)
 	return atomic_load_explicit(&p->magic, memory_order_acquire) == MAGIC;
 }
 
+/* Views (ioa_provider_view): an address of their own for each slot, never
+ * a provider's. Calls that only read (stats_get, chunk) take a view for its
+ * slot; those that change a provider refuse it, so a component that hands
+ * its provider out for its statistics keeps it its own (libioalloc-jemalloc:
+ * a destroy or free of an arena's provider gave its pages to new buffers
+ * while jemalloc still handed them out: review helper-102). */
+static const char views[IOA_PROVIDER_MAX];
+
+/* The slot @p views, or NULL when @p is no view. */
+static struct ioa_provider *viewed(const struct ioa_provider *p)
+{
+	uintptr_t off = (uintptr_t)p - (uintptr_t)views;
+
+	return off < sizeof(views) ? &slots[off] : NULL;
+}
+
 /* @p is a live provider; else one message naming @fn, and 0. */
 static int usable(const struct ioa_provider *p, const char *fn)
 {
@@ -73,6 +89,19 @@ static int usable(const struct ioa_provider *p, const char *fn)
 		ioa__err("%s: %p is not a live provider (destroyed, or not from "
 			 "ioa_provider_create()) (EINVAL)", fn, (const void *)p);
 	return 0;
+}
+
+/* @p is a live provider, not a view; else one message naming @fn, and the
+ * error: -EPERM for a view, -EINVAL for anything else. */
+static int changeable(const struct ioa_provider *p, const char *fn)
+{
+	if (viewed(p)) {
+		ioa__err("%s: %p is a view of a provider (ioa_provider_view(); "
+			 "ioa_je_arena_provider() hands one out), which reads only: its owner "
+			 "changes the provider (EPERM)", fn, (const void *)p);
+		return -EPERM;
+	}
+	return usable(p, fn) ? 0 : -EINVAL;
 }
 
 /* ---- fork: every provider's lock is held across it -------------------- */
@@ -185,11 +214,12 @@ static uint64_t drop(struct ioa_provider *p, int (*retire)(void *))
 IOA_EXPORT int ioa_provider_destroy(struct ioa_provider *p)
 {
 	uint64_t out;
+	int err;
 
 	pthread_mutex_lock(&providers_lock);
-	if (!usable(p, "ioa_provider_destroy")) {
+	if ((err = changeable(p, "ioa_provider_destroy")) != 0) {
 		pthread_mutex_unlock(&providers_lock);
-		return -EINVAL;
+		return err;
 	}
 	out = drop(p, chunk_retire);
 	pthread_mutex_unlock(&providers_lock);
@@ -220,8 +250,8 @@ IOA_EXPORT void *ioa_provider_alloc(struct ioa_provider *p, size_t len, size_t a
 	void *mem;
 	int err;
 
-	if (!usable(p, "ioa_provider_alloc")) {
-		errno = EINVAL;
+	if ((err = changeable(p, "ioa_provider_alloc")) != 0) {
+		errno = -err;
 		return NULL;
 	}
 	if (len == 0 || len % IOA_PAGE || len > IOA_BUFFER_MAX) {
@@ -284,11 +314,12 @@ static struct ioa__chunk *out_range(struct ioa_provider *p, void *addr, size_t l
 
 IOA_EXPORT int ioa_provider_free(struct ioa_provider *p, void *addr, size_t len)
 {
+	int err = changeable(p, "ioa_provider_free");
 	struct ioa__chunk *c;
 	void *retire = NULL;
 
-	if (!usable(p, "ioa_provider_free"))
-		return -EINVAL;
+	if (err)
+		return err;
 	pthread_mutex_lock(&p->lock);
 	if (!(c = out_range(p, addr, len, "ioa_provider_free"))) {
 		pthread_mutex_unlock(&p->lock);
@@ -312,8 +343,8 @@ IOA_EXPORT int ioa_provider_purge(struct ioa_provider *p, void *addr, size_t len
 	uint64_t zeroed = 0, advised = 0;
 	int ok, err;
 
-	if (!usable(p, "ioa_provider_purge"))
-		return -EINVAL;
+	if ((err = changeable(p, "ioa_provider_purge")) != 0)
+		return err;
 	if (how != IOA_PURGE_LAZY && how != IOA_PURGE_FORCED) {
 		ioa__err("ioa_provider_purge: invalid mode 0x%x: accepted are IOA_PURGE_LAZY and "
 			 "IOA_PURGE_FORCED (EINVAL)", how);
@@ -339,6 +370,8 @@ IOA_EXPORT int ioa_provider_chunk(struct ioa_provider *p, const void *addr, void
 	void (*hook)(void);
 	struct ioa__chunk *c;
 
+	if (viewed(p))
+		p = viewed(p);
 	if (!usable(p, "ioa_provider_chunk"))
 		return -EINVAL;
 	pthread_mutex_lock(&p->lock);
@@ -360,8 +393,21 @@ void ioa__provider_set_locked_hook(void (*fn)(void))
 	atomic_store_explicit(&locked_hook, fn, memory_order_relaxed); /* see ioa_provider_chunk */
 }
 
+IOA_EXPORT struct ioa_provider *ioa_provider_view(struct ioa_provider *p)
+{
+	if (viewed(p))
+		return p;
+	if (!usable(p, "ioa_provider_view")) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return (struct ioa_provider *)(uintptr_t)&views[p - slots];
+}
+
 IOA_EXPORT int ioa_provider_stats_get(struct ioa_provider *p, struct ioa_provider_stats *out)
 {
+	if (viewed(p))
+		p = viewed(p);
 	if (!usable(p, "ioa_provider_stats_get"))
 		return -EINVAL;
 	if (!out) {
