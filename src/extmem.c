@@ -298,11 +298,8 @@ IOA_EXPORT int ioa_dma_unregister(void *addr)
 	pthread_mutex_lock(&reg_lock);
 	settle(r.start, released);
 	pthread_mutex_unlock(&reg_lock);
-	if (!released) {
-		ioa__err("ioa_dma_unregister(%p): the IOMMU still maps the range (quarantined): "
-			 "never free, unmap or reuse it (EIO)", addr);
+	if (!released) /* the retirement's quarantine said so (one message) */
 		return -EIO;
-	}
 	ioa__region_forget(&r.buf);
 	return 0;
 }

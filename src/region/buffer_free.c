@@ -313,9 +313,10 @@ void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *st
 		atomic_store_explicit(&b->seg->adopted_state, IOA_ADOPTED_QUARANTINED,
 				      memory_order_release);
 	ioa__err("%s %p (%llu bytes at IOVA 0x%llx) quarantined, never reused: the %s "
-		 "failed: %s", b->seg->external ? "registered range" : "buffer",
+		 "failed: %s%s", b->seg->external ? "registered range" : "buffer",
 		 (void *)(uintptr_t)buffer_va(b), (unsigned long long)ext.len,
-		 (unsigned long long)ext.iova, step, ioa__errno_text(-err));
+		 (unsigned long long)ext.iova, step, ioa__errno_text(-err),
+		 b->seg->external ? " (the device may still reach it: never free or unmap it)" : "");
 }
 
 size_t ioa__region_size(const void *ptr)
