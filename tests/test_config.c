@@ -223,6 +223,11 @@ static void test_unknown_variable(void)
 	CHECK_CONTAINS(text, "warning");
 	CHECK_EQ(cfg.stats, 0); /* the known variable still applies */
 	CHECK_EQ(cfg.backend, sentinel.backend);
+	/* once a process: not again at the next read (review helper-102) */
+	ONE_MESSAGE("IOALLOC_QUUX", CHECK_EQ(setenv("IOALLOC_QUUX", "1", 1) | ioa_config_from_env(&cfg), 0));
+	capture_begin(&cap);
+	CHECK_EQ(ioa_config_from_env(&cfg), 0);
+	CHECK_EQ(count_lines(capture_end(&cap)), 0);
 	check_clear_ioalloc_env();
 }
 

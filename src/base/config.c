@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,10 +271,38 @@ static int setting_of(const char *name, size_t len)
 	return -1;
 }
 
+/* The unknown names warned of, by hash: each once a process, not at every
+ * read of the environment (ioa_config_from_env, then ioa_init: review
+ * helper-102). Past 16 names, every read warns again. */
+static _Atomic uint64_t unknown_said[16];
+
+static int first_warning(const char *name, size_t len)
+{
+	uint64_t h = 14695981039346656037ull; /* FNV-1a */
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)name[i]) * 1099511628211ull;
+	h |= 1; /* 0 marks an empty slot */
+	for (size_t i = 0; i < NELEM(unknown_said); i++) {
+		uint64_t seen = 0;
+
+		/* relaxed: the slots only spare a repeated message */
+		if (atomic_compare_exchange_strong_explicit(&unknown_said[i], &seen, h,
+							    memory_order_relaxed,
+							    memory_order_relaxed))
+			return 1;
+		if (seen == h)
+			return 0;
+	}
+	return 1;
+}
+
 static void warn_unknown_variable(const char *name, size_t len)
 {
 	char known[512] = "";
 
+	if (!first_warning(name, len))
+		return;
 	for (size_t i = 0; i < NELEM(settings); i++) {
 		strncat(known, i ? ", " : "", sizeof(known) - strlen(known) - 1);
 		strncat(known, settings[i].name, sizeof(known) - strlen(known) - 1);
