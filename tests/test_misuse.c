@@ -65,6 +65,10 @@ static void test_foreign_owners(void)
 	ONE_MESSAGE("a chunk of a provider", ioa_free(chunk));
 	dma = ioa_dma_alloc(KB4, 0, IOA_NODE_ANY);
 	ONE_MESSAGE("free it with ioa_dma_free()", ioa_free(dma));
+	/* and so do realloc and usable_size (review helper-102) */
+	ONE_MESSAGE("ioa_realloc(", CHECK(ioa_realloc(dma, 100) == NULL));
+	ONE_MESSAGE("free it with ioa_dma_free()", CHECK_EQ(ioa_usable_size(dma), 0));
+	ONE_MESSAGE("a chunk of a provider", CHECK(ioa_realloc(chunk, 100) == NULL));
 	CHECK(ioa_virt2iova(dma) != IOA_BAD_IOVA);
 	/* ioa_dma_size() answers for ioa_dma_alloc()'s buffers only */
 	CHECK_EQ(ioa_dma_size(dma), KB4);

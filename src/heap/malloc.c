@@ -51,6 +51,13 @@ static size_t boot_live_size(const void *p, const char *call)
 	return n;
 }
 
+/* For a pointer the heap does not know: the call that frees what it is
+ * (a DMA buffer, a pool's slab, a provider's chunk, a table page), or NULL. */
+static const char *owner_of(const void *p)
+{
+	return ioa__is_up() ? ioa__region_how_freed(p) : NULL;
+}
+
 void ioa__heap_free_unknown(void *p)
 {
 	const char *how;
@@ -63,7 +70,7 @@ void ioa__heap_free_unknown(void *p)
 	/* the extents' lookup takes their lock: not inside fork's handlers */
 	if (!p || (!ioa__heap_in_fork_window() && ioa__extent_report(p)))
 		return;
-	if (ioa__is_up() && (how = ioa__region_how_freed(p)))
+	if ((how = owner_of(p)))
 		ioa__err("free(%p): %s; nothing freed", p, how);
 	else
 		ioa__err("free(%p): not a pointer ioalloc returned, or one freed already whose "
@@ -195,7 +202,9 @@ IOA_EXPORT size_t ioa_usable_size(const void *ptr)
 	if (!ptr)
 		return 0;
 	if (!ioa__boot_owns(ptr)) {
-		ioa__err("ioa_usable_size(%p): not a pointer ioalloc returned", ptr);
+		const char *how = owner_of(ptr);
+
+		ioa__err("ioa_usable_size(%p): %s", ptr, how ? how : "not a pointer ioalloc returned");
 		return 0;
 	}
 	n = boot_live_size(ptr, "ioa_usable_size");
@@ -212,7 +221,10 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 		return ioa__heap_alloc(size);
 	s = ioa__pagemap_get(ptr);
 	if (!s && !ioa__boot_owns(ptr)) {
-		ioa__err("ioa_realloc(%p): not a pointer ioalloc returned; nothing changed", ptr);
+		const char *how = owner_of(ptr);
+
+		ioa__err("ioa_realloc(%p): %s; nothing changed", ptr,
+			 how ? how : "not a pointer ioalloc returned");
 		errno = EINVAL;
 		return NULL;
 	}
