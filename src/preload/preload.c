@@ -184,11 +184,10 @@ int malloc_info(int options, FILE *fp)
 {
 	struct mallinfo2 mi;
 
-	if (options != 0 || !fp) {
+	if (options != 0 || !fp) { /* glibc's answer to options: EINVAL returned, errno kept */
 		ioa__err("malloc_info: %s: accepted are options 0 and a stream",
 			 options ? "options not 0" : "fp is NULL");
-		errno = EINVAL;
-		return -1;
+		return EINVAL;
 	}
 	mi = mallinfo2();
 	fprintf(fp,
