@@ -14,7 +14,8 @@
  *   its pages), its head keeps its contents and its IOVA; where a 2 MiB leaf
  *   of the tables maps the stretch the cut falls in, the cut moves to that
  *   stretch's end (an unmap cannot cut a leaf).
- * - IOALLOC_CHECK's canary follows a block grown in place.
+ * - IOALLOC_CHECK's canary follows a block grown in place; with it a block
+ *   is not shrunk in place.
  * - Every test ends with nothing leaked and no DMA byte live.
  * With a device, IOVAs are fixed here (IOALLOC_IOVA=fixed): rotated ones
  * (the default) are taken one buffer at a time, and no buffer resizes.
@@ -231,6 +232,36 @@ static void canary_follows(void)
 	down();
 }
 
+/* IOALLOC_CHECK: a block is not shrunk in place, so a realloc that cannot
+ * move it (no memory) leaves it whole and its canary where it was (review
+ * helper-103: the shrink went ahead, the check then refused the room the cut
+ * left, and the realloc returned NULL with the block's tail retired). */
+static void check_mode_keeps_shrunk_block_whole(void)
+{
+	struct check_capture cap;
+	unsigned char *p, *q, *r;
+
+	if (!up(IOA_BACKEND_NONE, IOA_PROTECT_STRICT, 1))
+		return;
+	p = ioa_aligned_alloc(2 * MB, 2 * MB + 512 * KB);
+	fill(p, 2 * MB + 512 * KB, 3);
+	ioa__region_fail_table_maps(1000, ENOMEM);
+	capture_begin(&cap);
+	q = ioa_realloc(p, 900 * KB);
+	capture_end(&cap);
+	ioa__region_fail_table_maps(0, 0);
+	CHECK(q == NULL);
+	CHECK_EQ(ioa_usable_size(p), 2 * MB + 512 * KB);
+	r = ioa_malloc(900 * KB);
+	CHECK(r && (r >= p + 2 * MB + 512 * KB || r + 900 * KB <= p));
+	ioa_free(r);
+	CHECK(intact(p, 2 * MB + 512 * KB, 3));
+	capture_begin(&cap);
+	ioa_free(p);
+	CHECK_EQ(count_lines(capture_end(&cap)), 0); /* no canary report */
+	down();
+}
+
 int main(void)
 {
 	check_start("test_heap_resize");
@@ -241,5 +272,6 @@ int main(void)
 	shrinks_in_place();
 	cut_out_of_a_leaf();
 	canary_follows();
+	check_mode_keeps_shrunk_block_whole();
 	return check_done();
 }

@@ -246,13 +246,19 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 		return ptr;
 	/* a large block of its own grows where it lies when the pages after it
 	 * are free, and shrinks there where its tail can be retired alone (not
-	 * in fork's handlers, which hold the locks it takes) */
+	 * in fork's handlers, which hold the locks it takes); with
+	 * IOALLOC_CHECK it only grows: a shrink retires the tail that holds the
+	 * canary, and a cut moved out of a leaf may leave more room than the
+	 * check accepts, after the tail went (review helper-103) */
 	if (s && !s->obj_size && !s->chunk && size > ioa__span_small_max() &&
-	    size <= IOA_BUFFER_MAX && !ioa__heap_in_fork_window() &&
-	    ioa__span_resize_large((struct ioa__span *)s,
-				   ioa__large_round(size + (ioa__heap_checking ? IOA_CANARY : 0))) == 0 &&
-	    (!ioa__heap_checking || ioa__check_resize((struct ioa__span *)s, ptr, size)))
-		return ptr;
+	    size <= IOA_BUFFER_MAX && !ioa__heap_in_fork_window()) {
+		size_t len = ioa__large_round(size + (ioa__heap_checking ? IOA_CANARY : 0));
+
+		if ((!ioa__heap_checking || len > s->len) &&
+		    ioa__span_resize_large((struct ioa__span *)s, len) == 0 &&
+		    (!ioa__heap_checking || ioa__check_resize((struct ioa__span *)s, ptr, size)))
+			return ptr;
+	}
 	/* else it moves; when it grows, the new one takes
 	 * twice the old size, so a buffer that keeps growing is copied once per
 	 * doubling (its pages cost nothing until touched, or came resident);
