@@ -31,6 +31,22 @@ static inline int heap_up(enum ioa_backend backend, enum ioa_protect protect, in
 	return CHECK_EQ(ioa_init(&cfg), 0);
 }
 
+/* Writes the pattern of @seed over the @n bytes at @p. */
+static inline void fill_pattern(unsigned char *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (unsigned char)(i * 13 + seed);
+}
+
+/* Whether the @n bytes at @p still hold the pattern of @seed. */
+static inline int pattern_intact(const unsigned char *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != (unsigned char)(i * 13 + seed))
+			return 0;
+	return 1;
+}
+
 static inline struct ioa_stats heap_stats(void)
 {
 	struct ioa_stats s;

@@ -39,20 +39,6 @@
 
 #define KB ((size_t)1 << 10)
 
-static void fill(unsigned char *p, size_t n, unsigned seed)
-{
-	for (size_t i = 0; i < n; i++)
-		p[i] = (unsigned char)(i * 13 + seed);
-}
-
-static int intact(const unsigned char *p, size_t n, unsigned seed)
-{
-	for (size_t i = 0; i < n; i++)
-		if (p[i] != (unsigned char)(i * 13 + seed))
-			return 0;
-	return 1;
-}
-
 /* Every byte at a few places of [p, p + n) translates to an IOVA and back. */
 static int iova_covers(const void *p, size_t n)
 {
@@ -75,23 +61,23 @@ static void test_realloc_in_place(void)
 	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
 		return;
 	p = ioa_malloc(100 * KB);
-	fill(p, 100 * KB, 1);
+	fill_pattern(p, 100 * KB, 1);
 	q = ioa_realloc(p, 300 * KB);
 	CHECK(q == p);
 	CHECK(ioa_usable_size(q) >= 300 * KB);
-	CHECK(intact(q, 100 * KB, 1));
+	CHECK(pattern_intact(q, 100 * KB, 1));
 	CHECK(iova_covers(q, 300 * KB));
-	fill(q, 300 * KB, 2);
+	fill_pattern(q, 300 * KB, 2);
 	q = ioa_realloc(p, 50 * KB); /* the tail goes back and coalesces */
 	CHECK(q == p);
 	CHECK(ioa_usable_size(q) < 300 * KB);
-	CHECK(intact(q, 50 * KB, 2));
+	CHECK(pattern_intact(q, 50 * KB, 2));
 	r = ioa_malloc(200 * KB); /* right after the shrunk block */
 	CHECK(r == p + ioa_usable_size(p));
-	fill(r, 200 * KB, 3);
+	fill_pattern(r, 200 * KB, 3);
 	q = ioa_realloc(p, 100 * KB); /* a used block after it: moved, contents kept */
-	CHECK(q && q != p && intact(q, 50 * KB, 2));
-	CHECK(intact(r, 200 * KB, 3));
+	CHECK(q && q != p && pattern_intact(q, 50 * KB, 2));
+	CHECK(pattern_intact(r, 200 * KB, 3));
 	ioa_free(r);
 	ioa_free(q);
 	CHECK_EQ(leaked_at_fini(), 0);
@@ -104,7 +90,7 @@ static int moves_while_growing(void)
 	unsigned char *p = ioa_malloc(40000), *q;
 	int moves = 0, bad = 0;
 
-	fill(p, 40000, 4);
+	fill_pattern(p, 40000, 4);
 	for (size_t n = 41000; n <= 2000000 && !bad; n += 1000) {
 		q = ioa_realloc(p, n);
 		moves += q != p;
@@ -361,13 +347,13 @@ static void *churn(void *arg)
 		size_t n = 33 * KB + rnd_next(&rng) % (1024 * KB);
 		unsigned char *p;
 
-		if (blk[k] && !intact(blk[k], len[k] < 4096 ? len[k] : 4096, seed + (unsigned)k))
+		if (blk[k] && !pattern_intact(blk[k], len[k] < 4096 ? len[k] : 4096, seed + (unsigned)k))
 			bad++;
 		if (blk[k] && rnd_next(&rng) % 2) { /* grow or shrink, contents kept */
 			size_t kept = n < len[k] ? n : len[k];
 
 			p = ioa_realloc(blk[k], n);
-			if (!p || !intact(p, kept < 4096 ? kept : 4096, seed + (unsigned)k))
+			if (!p || !pattern_intact(p, kept < 4096 ? kept : 4096, seed + (unsigned)k))
 				bad++;
 		} else {
 			if (blk[k] && rnd_next(&rng) % 2) /* hand it over, free the last one handed */
@@ -381,7 +367,7 @@ static void *churn(void *arg)
 			blk[k] = NULL;
 			continue;
 		}
-		fill(p, n < 4096 ? n : 4096, seed + (unsigned)k);
+		fill_pattern(p, n < 4096 ? n : 4096, seed + (unsigned)k);
 		p[n - 1] = 0x5a;
 		blk[k] = p;
 		len[k] = n;

@@ -20,6 +20,7 @@
  * With a device, IOVAs are fixed here (IOALLOC_IOVA=fixed): rotated ones
  * (the default) are taken one buffer at a time, and no buffer resizes.
  */
+#include "dma_check.h"
 #include "heap_check.h"
 
 #include "ioalloc.h"
@@ -30,41 +31,6 @@
 
 #define KB ((size_t)1 << 10)
 #define MB (1024 * KB)
-
-static void fill(unsigned char *p, size_t n, unsigned seed)
-{
-	for (size_t i = 0; i < n; i++)
-		p[i] = (unsigned char)(i * 13 + seed);
-}
-
-static int intact(const unsigned char *p, size_t n, unsigned seed)
-{
-	for (size_t i = 0; i < n; i++)
-		if (p[i] != (unsigned char)(i * 13 + seed))
-			return 0;
-	return 1;
-}
-
-/* Whether every page of [p, p + n) has the IOVA that follows @p's. */
-static int iova_contiguous(const unsigned char *p, size_t n)
-{
-	uint64_t iova = ioa_virt2iova(p);
-
-	if (iova == IOA_BAD_IOVA)
-		return 0;
-	for (size_t at = 0; at < n; at += 4096)
-		if (ioa_virt2iova(p + at) != iova + at)
-			return 0;
-	return ioa_virt2iova(p + n - 1) == iova + n - 1;
-}
-
-/* The device writes 16 bytes at @iova: 0 or the sim's -EFAULT. */
-static int device_writes(uint64_t iova)
-{
-	char data[16] = "stale descriptor";
-
-	return ioa_sim_dma(iova, data, sizeof(data), IOA_DMA_FROM_DEVICE);
-}
 
 /* ioa_init with @backend, @protect, IOALLOC_CHECK=@checking and fixed
  * IOVAs; counts a check. */
@@ -83,35 +49,35 @@ static int up(enum ioa_backend backend, enum ioa_protect protect, int checking)
 /* No DMA byte live once every free is retired, and nothing leaked. */
 static void down(void)
 {
-	CHECK_EQ(ioa_quiesce(), 0);
-	CHECK_EQ(heap_stats().dma_bytes_live, 0);
+	CHECK_EQ(dma_bytes_live(), 0);
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
 static void grows_in_place(enum ioa_protect protect, size_t align)
 {
-	unsigned char *p, *q;
+	unsigned char *p, *q, wrote[16];
 	uint64_t head, tail;
 
 	if (!up(IOA_BACKEND_SIM, protect, 0))
 		return;
 	p = align ? ioa_aligned_alloc(align, 100 * KB) : ioa_malloc(100 * KB);
-	fill(p, 100 * KB, 1);
+	fill_pattern(p, 100 * KB, 1);
 	q = ioa_realloc(p, 300 * KB);
 	CHECK(q == p);
 	CHECK(ioa_usable_size(q) >= 300 * KB);
-	CHECK(intact(q, 100 * KB, 1));
+	CHECK(pattern_intact(q, 100 * KB, 1));
 	CHECK(iova_contiguous(q, 300 * KB));
 	head = ioa_virt2iova(q);
 	tail = ioa_virt2iova(q + 300 * KB - 16);
-	CHECK_EQ(device_writes(tail), 0);
-	CHECK(memcmp(q + 300 * KB - 16, "stale descriptor", 16) == 0);
+	CHECK_EQ(device_writes(tail, 16, 0x77), 0);
+	memset(wrote, 0x77, sizeof(wrote));
+	CHECK(memcmp(q + 300 * KB - 16, wrote, sizeof(wrote)) == 0);
 	ioa_free(q);
 	if (protect == IOA_PROTECT_LAZY)
 		CHECK_EQ(ioa_trim(), 1); /* else its node's cache keeps the block mapped */
 	CHECK_EQ(ioa_quiesce(), 0);
-	CHECK_EQ(device_writes(head), -EFAULT);
-	CHECK_EQ(device_writes(tail), -EFAULT);
+	CHECK_EQ(device_writes(head, 16, 0x77), -EFAULT);
+	CHECK_EQ(device_writes(tail, 16, 0x77), -EFAULT);
 	down();
 }
 
@@ -123,11 +89,11 @@ static void moves_past_a_used_block(void)
 		return;
 	p = ioa_malloc(100 * KB);
 	r = ioa_malloc(100 * KB);
-	fill(p, 100 * KB, 1);
-	fill(r, 100 * KB, 2);
+	fill_pattern(p, 100 * KB, 1);
+	fill_pattern(r, 100 * KB, 2);
 	q = ioa_realloc(p, 300 * KB);
-	CHECK(q && q != p && intact(q, 100 * KB, 1));
-	CHECK(intact(r, 100 * KB, 2));
+	CHECK(q && q != p && pattern_intact(q, 100 * KB, 1));
+	CHECK(pattern_intact(r, 100 * KB, 2));
 	s = ioa_malloc(100 * KB);
 	CHECK(s + 100 * KB <= r || s >= r + 100 * KB);
 	CHECK(s + 100 * KB <= q || s >= q + 300 * KB);
@@ -148,13 +114,13 @@ static void growth_map_refused(void)
 	if (!up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0))
 		return;
 	p = ioa_malloc(100 * KB);
-	fill(p, 100 * KB, 1);
+	fill_pattern(p, 100 * KB, 1);
 	ioa__region_fail_table_maps(1, ENOMEM);
 	capture_begin(&cap);
 	q = ioa_realloc(p, 300 * KB);
 	CHECK_CONTAINS(capture_end(&cap), "cannot record the mapping of 212992 bytes");
 	ioa__region_fail_table_maps(0, 0);
-	CHECK(q && q != p && intact(q, 100 * KB, 1));
+	CHECK(q && q != p && pattern_intact(q, 100 * KB, 1));
 	ioa_free(q);
 	CHECK_EQ(ioa_quiesce(), 0);
 	q = ioa_malloc(300 * KB);
@@ -172,18 +138,18 @@ static void shrinks_in_place(void)
 	if (!up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0))
 		return;
 	p = ioa_malloc(1 * MB);
-	fill(p, 1 * MB, 1);
+	fill_pattern(p, 1 * MB, 1);
 	head = ioa_virt2iova(p);
 	tail = ioa_virt2iova(p + 512 * KB);
 	q = ioa_realloc(p, 100 * KB);
 	CHECK(q == p);
 	kept = ioa_usable_size(q);
 	CHECK(kept >= 100 * KB && kept < 512 * KB);
-	CHECK(intact(q, 100 * KB, 1));
+	CHECK(pattern_intact(q, 100 * KB, 1));
 	CHECK_EQ(ioa_quiesce(), 0);
 	CHECK(ioa_virt2iova(p + 512 * KB) == IOA_BAD_IOVA);
-	CHECK_EQ(device_writes(tail), -EFAULT);
-	CHECK_EQ(device_writes(head), 0);
+	CHECK_EQ(device_writes(tail, 16, 0x77), -EFAULT);
+	CHECK_EQ(device_writes(head, 16, 0x77), 0);
 	CHECK(iova_contiguous(q, kept));
 	r = ioa_malloc(500 * KB); /* the tail's pages serve again */
 	CHECK(r == p + kept);
@@ -202,11 +168,11 @@ static void cut_out_of_a_leaf(void)
 	if (!up(IOA_BACKEND_NONE, IOA_PROTECT_STRICT, 0))
 		return;
 	p = ioa_aligned_alloc(2 * MB, 4 * MB);
-	fill(p, 4096, 1);
+	fill_pattern(p, 4096, 1);
 	q = ioa_realloc(p, 1 * MB);
 	CHECK(q == p);
 	CHECK_EQ(ioa_usable_size(q), 2 * MB);
-	CHECK(intact(q, 4096, 1));
+	CHECK(pattern_intact(q, 4096, 1));
 	CHECK_EQ(ioa_quiesce(), 0);
 	CHECK(ioa_virt2iova(p + 3 * MB) == IOA_BAD_IOVA);
 	CHECK(iova_contiguous(q, 2 * MB));
@@ -244,7 +210,7 @@ static void check_mode_keeps_shrunk_block_whole(void)
 	if (!up(IOA_BACKEND_NONE, IOA_PROTECT_STRICT, 1))
 		return;
 	p = ioa_aligned_alloc(2 * MB, 2 * MB + 512 * KB);
-	fill(p, 2 * MB + 512 * KB, 3);
+	fill_pattern(p, 2 * MB + 512 * KB, 3);
 	ioa__region_fail_table_maps(1000, ENOMEM);
 	capture_begin(&cap);
 	q = ioa_realloc(p, 900 * KB);
@@ -255,7 +221,7 @@ static void check_mode_keeps_shrunk_block_whole(void)
 	r = ioa_malloc(900 * KB);
 	CHECK(r && (r >= p + 2 * MB + 512 * KB || r + 900 * KB <= p));
 	ioa_free(r);
-	CHECK(intact(p, 2 * MB + 512 * KB, 3));
+	CHECK(pattern_intact(p, 2 * MB + 512 * KB, 3));
 	capture_begin(&cap);
 	ioa_free(p);
 	CHECK_EQ(count_lines(capture_end(&cap)), 0); /* no canary report */

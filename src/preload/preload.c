@@ -178,13 +178,14 @@ struct mallinfo mallinfo(void)
 /* As glibc's, glibc's outer elements with mallinfo2()'s figures: one heap
  * (ioalloc's), its free bytes the "rest" total, its segments' bytes the
  * system's and the address space's. @options must be 0 and @fp a stream:
- * else -1 and EINVAL (glibc's crashes on a NULL stream). stdio may malloc:
+ * else EINVAL, returned with errno kept, as glibc's returns it for options
+ * (glibc's crashes on a NULL stream). stdio may malloc:
  * nothing here holds a lock of the library. */
 int malloc_info(int options, FILE *fp)
 {
 	struct mallinfo2 mi;
 
-	if (options != 0 || !fp) { /* glibc's answer to options: EINVAL returned, errno kept */
+	if (options != 0 || !fp) {
 		ioa__err("malloc_info: %s: accepted are options 0 and a stream",
 			 options ? "options not 0" : "fp is NULL");
 		return EINVAL;

@@ -373,8 +373,7 @@ static int map_reserved(struct ioa__segment *s, uint32_t first, size_t len, size
 	}
 	err = ioa__region_map_buffer(va, iova, len, unit, s->whole);
 	if (err == -EIO) { /* the device may still reach it: quarantine, IOVA and all */
-		ioa__node_stat_add(s->node, quarantined_bytes, len);
-		ioa__region_log_quarantine(s->node, va, iova, len);
+		ioa__region_quarantined(s->node, va, iova, len);
 		return err;
 	}
 	if (err) { /* nothing is mapped: the IOVA can go back at once */

@@ -307,8 +307,7 @@ void ioa__region_quarantine(const struct ioa__buffer *b, int err, const char *st
 	ioa__region_forget_run(b); /* a recycled heap page's was still set */
 	if (!b->seg->whole) /* a whole segment's buffers were counted when closed */
 		count_retired(b);
-	ioa__node_stat_add(b->seg->node, quarantined_bytes, ext.len);
-	ioa__region_log_quarantine(b->seg->node, buffer_va(b), ext.iova, ext.len);
+	ioa__region_quarantined(b->seg->node, buffer_va(b), ext.iova, ext.len);
 	if (b->seg->external) /* release: pairs as in ioa__region_release_pages */
 		atomic_store_explicit(&b->seg->adopted_state, IOA_ADOPTED_QUARANTINED,
 				      memory_order_release);

@@ -88,8 +88,7 @@ int ioa__region_grow(void *va, enum ioa__owner owner, size_t old_len, size_t new
 	add_iova = s->iova + (add_va - (uint64_t)(uintptr_t)s->mem.addr);
 	err = ioa__region_map_buffer(add_va, add_iova, len, len, 0);
 	if (err == -EIO) { /* the device may still reach them */
-		ioa__node_stat_add(s->node, quarantined_bytes, len);
-		ioa__region_log_quarantine(s->node, add_va, add_iova, len);
+		ioa__region_quarantined(s->node, add_va, add_iova, len);
 		return err;
 	}
 	if (err) {
@@ -104,8 +103,7 @@ int ioa__region_grow(void *va, enum ioa__owner owner, size_t old_len, size_t new
 						     memory_order_release, memory_order_relaxed)) {
 		ioa__err("the buffer at %p was freed while it grew (a double free?): its %zu new "
 			 "bytes at %p stay mapped, quarantined", va, len, (void *)(uintptr_t)add_va);
-		ioa__node_stat_add(s->node, quarantined_bytes, len);
-		ioa__region_log_quarantine(s->node, add_va, add_iova, len);
+		ioa__region_quarantined(s->node, add_va, add_iova, len);
 		return -EINVAL;
 	}
 	ioa__node_gauge_add(s->node, dma_bytes_live, len);

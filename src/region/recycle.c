@@ -131,8 +131,7 @@ static void map_failed(const struct ioa__buffer *b, uint64_t iova, uint32_t per,
 	size_t len = (size_t)b->npages << IOA_PAGE_SHIFT;
 
 	if (err == -EIO) { /* the device may still reach it: quarantined for good */
-		ioa__node_stat_add(s->node, quarantined_bytes, len);
-		ioa__region_log_quarantine(s->node, va, iova, len);
+		ioa__region_quarantined(s->node, va, iova, len);
 		for (uint32_t f = b->first; f < b->first + b->npages; f += per) {
 			struct ioa__buffer one = { b->seg, f, per, IOA_IOVA_UNRESOLVED };
 

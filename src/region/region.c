@@ -31,11 +31,12 @@ static struct {
 	struct quarantine_record rec[IOA_QUARANTINE_LOG];
 } qlog;
 
-void ioa__region_log_quarantine(int node, uint64_t va, uint64_t iova, uint64_t len)
+void ioa__region_quarantined(int node, uint64_t va, uint64_t iova, uint64_t len)
 {
 	uint64_t i = atomic_fetch_add_explicit(&qlog.count, 1, memory_order_relaxed);
 	struct quarantine_record *r;
 
+	ioa__node_stat_add(node, quarantined_bytes, len);
 	if (i >= IOA_QUARANTINE_LOG)
 		return;
 	r = &qlog.rec[i];
@@ -54,7 +55,7 @@ uint64_t ioa__region_each_quarantined(ioa__quarantine_fn fn, void *arg)
 	for (uint64_t i = 0; i < n && i < IOA_QUARANTINE_LOG; i++) {
 		const struct quarantine_record *r = &qlog.rec[i];
 
-		/* acquire: pairs with ioa__region_log_quarantine's release of ready */
+		/* acquire: pairs with ioa__region_quarantined's release of ready */
 		if (atomic_load_explicit(&r->ready, memory_order_acquire))
 			fn(arg, r->node, (const void *)(uintptr_t)r->va, r->iova, (size_t)r->len);
 	}

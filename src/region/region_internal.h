@@ -143,7 +143,9 @@ void ioa__region_count_retired(const struct ioa__buffer *b, uint32_t buffers);
 void ioa__region_forget_run(const struct ioa__buffer *b);
 
 /* region.c */
-void ioa__region_log_quarantine(int node, uint64_t va, uint64_t iova, uint64_t len);
+/* Counts @len bytes at @va quarantined on @node and records the range
+ * (while the log has room) for ioa_dump. */
+void ioa__region_quarantined(int node, uint64_t va, uint64_t iova, uint64_t len);
 
 /* segment.c */
 void ioa__region_set_pages(struct ioa__segment *s, uint32_t first, uint32_t n, int free);

@@ -112,8 +112,7 @@ int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out)
 	}
 	*out = (struct ioa__buffer){ .seg = s, .first = 0, .npages = s->npages, .iova = s->iova };
 	if (err) { /* the device may still reach it: quarantined, window and all */
-		ioa__node_stat_add(node, quarantined_bytes, len);
-		ioa__region_log_quarantine(node, va, s->iova, len);
+		ioa__region_quarantined(node, va, s->iova, len);
 	}
 	return err;
 }
