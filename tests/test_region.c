@@ -8,6 +8,7 @@
 #include "iommu.h"
 
 #include <errno.h>
+#include <string.h>
 
 #define KB4 ((size_t)1 << 12)
 #define NBUF 120
@@ -455,6 +456,45 @@ out:
 	ioa_fini(); /* every buffer here is a leak: fini takes them all back */
 }
 
+/* With the none backend, buffers above 64 KiB go to big segments, which
+ * are searched oldest first: a buffer takes the pages an older segment's
+ * freed buffer left (touched) before a newer segment's room (untouched);
+ * and a trim that gives every big segment back leaves none listed. */
+static void test_big_oldest_first(void)
+{
+	const size_t mb = (size_t)1 << 20;
+	struct ioa_config cfg;
+	uint8_t *a, *b, *c;
+
+	ioa_config_init(&cfg);
+	cfg.backend = IOA_BACKEND_NONE;
+	cfg.page_size = IOA_PAGE_4K;
+	if (!CHECK_EQ(ioa_init(&cfg), 0))
+		return;
+	a = ioa_dma_alloc(3 * mb, 0, 0); /* a node's first big segment: 4 MiB */
+	b = ioa_dma_alloc(3 * mb, 0, 0); /* 1 MiB is left there: a second */
+	if (!CHECK(a && b) || !CHECK_EQ(segments_now(), 2))
+		goto out;
+	CHECK_EQ(ioa_dma_free(a), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	c = ioa_dma_alloc(mb, 0, 0); /* not the second's last MiB */
+	CHECK(c == a);
+	CHECK_EQ(ioa_dma_free(c), 0);
+	CHECK_EQ(ioa_dma_free(b), 0);
+	CHECK_EQ(ioa_trim(), 1);
+	CHECK_EQ(segments_now(), 0);
+	for (int k = 0; k < 3; k++) { /* made anew, listed, and found again */
+		if (!CHECK((a = ioa_dma_alloc(3 * mb, 0, 0)) != NULL))
+			break;
+		memset(a, k, 3 * mb);
+		CHECK_EQ(ioa_dma_free(a), 0);
+		CHECK_EQ(ioa_quiesce(), 0);
+	}
+	CHECK_EQ(segments_now(), 1);
+out:
+	ioa_fini();
+}
+
 /* Before initialisation lookups answer "not ours", and frees are refused. */
 static void test_before_init(void)
 {
@@ -472,5 +512,6 @@ int main(void)
 	run_backend(IOA_BACKEND_SIM);
 	run_backend(IOA_BACKEND_NONE);
 	test_first_fit_reuse();
+	test_big_oldest_first();
 	return check_done();
 }

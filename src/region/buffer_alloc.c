@@ -130,14 +130,38 @@ static size_t big_segment_size(const struct node_arena *a, size_t len)
 {
 	size_t size = 0;
 
-	for (const struct ioa__segment *s = a->segments; s && size < BIG_SIZE; s = s->next)
-		if (s->big)
-			size += s->mem.len;
+	for (const struct ioa__segment *s = a->big_first; s && size < BIG_SIZE; s = s->next)
+		size += s->mem.len;
 	if (size < BIG_FIRST)
 		size = BIG_FIRST;
 	if (size < len)
 		size = ioa__region_round_up(len, SEGMENT_SIZE);
 	return size < BIG_SIZE ? size : BIG_SIZE;
+}
+
+/* New segment @s joins @a's list (node lock): a big one after the others,
+ * so that a big buffer takes the pages an older segment's freed buffers
+ * touched before a newer segment's untouched ones. Strict large_alloc,
+ * whose freed blocks come back only once retired, touched 16 000 pages
+ * with the newest big segment searched first, 12 900 this way (lazy mode
+ * 11 900; docs/heap.md). */
+static void link_segment(struct node_arena *a, struct ioa__segment *s)
+{
+	struct ioa__segment **pp = &a->segments;
+
+	if (!s->big) {
+		s->next = a->segments;
+		a->segments = s;
+		return;
+	}
+	if (a->big_first)
+		pp = &a->big_first->next;
+	while (*pp)
+		pp = &(*pp)->next;
+	s->next = NULL;
+	*pp = s;
+	if (!a->big_first)
+		a->big_first = s;
 }
 
 /* Reserves a run of @len bytes aligned to @align on @node: its segment into
@@ -159,7 +183,8 @@ static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment
 
 	pthread_mutex_lock(&a->lock);
 	for (;;) {
-		for (s = a->segments; s && !dedicated; s = s->next)
+		for (s = big ? a->big_first : a->segments; s && !dedicated && (big || s != a->big_first);
+		     s = s->next)
 			if (segment_serves(s, big, low) &&
 			    (page = find_run(s, n, (uint32_t)(align >> IOA_PAGE_SHIFT))) >= 0)
 				break;
@@ -176,8 +201,7 @@ static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment
 		page = 0;
 		if (!err) {
 			s->big = big;
-			s->next = a->segments;
-			a->segments = s;
+			link_segment(a, s);
 		}
 	}
 	if (!err) {
@@ -436,7 +460,7 @@ static uint32_t reserve_small_runs(int node, uint32_t per, uint32_t n, struct io
 	uint32_t got = 0, w = 0;
 
 	pthread_mutex_lock(&a->lock);
-	for (s = a->segments; s; s = s->next, w = 0) {
+	for (s = a->segments; s != a->big_first; s = s->next, w = 0) {
 		if (!segment_serves(s, 0, low) ||
 		    atomic_load_explicit(&s->free_pages, memory_order_relaxed) < per)
 			continue;

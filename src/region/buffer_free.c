@@ -18,7 +18,7 @@ static void unlink_segment(struct node_arena *a, struct ioa__segment *s)
 
 	while (*pp != s)
 		pp = &(*pp)->next;
-	*pp = s->next;
+	ioa__region_segment_unlink(a, pp, s);
 }
 
 /* Makes the pages allocatable again; their unmap and invalidation returned.

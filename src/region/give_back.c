@@ -137,7 +137,7 @@ void ioa__region_upkeep(int node, enum ioa__upkeep how)
 		if (empty && !kept[s->big] && !at_once) {
 			kept[s->big] = 1;
 		} else if (empty) {
-			*pp = s->next;
+			ioa__region_segment_unlink(a, pp, s);
 			s->next = gone;
 			gone = s;
 			returned += s->mem.len;

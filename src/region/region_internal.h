@@ -69,7 +69,10 @@ struct ioa__segment {
 
 struct node_arena {
 	pthread_mutex_t lock;
-	struct ioa__segment *segments;
+	/* The node's segments: others first, the newest at the head (a search
+	 * for room finds one soonest), then the big ones from big_first, the
+	 * oldest first (buffer_alloc.c, link_segment). */
+	struct ioa__segment *segments, *big_first;
 	/* Retired segments' metadata, freed after a grace period by the next
 	 * upkeep, or by the retirement that makes them RETURNED_MAX (no upkeep
 	 * runs without a reclaimer: IOALLOC_DEFER=sync). */
@@ -81,6 +84,15 @@ struct node_arena {
 	int purging; /* the upkeep holds pages for a purge; purge_done when not */
 	pthread_cond_t purge_done;
 };
+
+/* @s, found at *@pp of @a's list, leaves it (node lock). */
+static inline void ioa__region_segment_unlink(struct node_arena *a, struct ioa__segment **pp,
+					      struct ioa__segment *s)
+{
+	if (a->big_first == s) /* what follows it is big too */
+		a->big_first = s->next;
+	*pp = s->next;
+}
 
 /* The software tables of live buffers, rooted at ioa__va2iova_root and
  * ioa__iova2va_root (region.h); the latter unused by an identity backend. */

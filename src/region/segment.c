@@ -178,7 +178,7 @@ static int give_back_empty(struct node_arena *a)
 			pp = &s->next;
 			continue;
 		}
-		*pp = s->next;
+		ioa__region_segment_unlink(a, pp, s);
 		ioa__node_stat_add(s->node, segment_bytes_returned, s->mem.len);
 		segment_retire_locked(a, s);
 		n++;
