@@ -20,6 +20,7 @@
 #include "check.h"
 
 #include "ioalloc.h"
+#include "region.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -51,6 +52,21 @@ static void check_all_free(struct ioa_pool *p)
 }
 
 /* ---- bad arguments ------------------------------------------------------ */
+
+/* A pool whose slab finds no memory fails with ENOMEM and one message: the
+ * region layer's, which says why (the pool's own said it again). */
+static void test_no_memory(void)
+{
+	struct ioa_pool *p;
+
+	ioa__region_fail_table_maps(2, ENOMEM); /* the first try and the retry */
+	errno = 0;
+	ONE_MESSAGE("cannot record the mapping",
+		    p = ioa_pool_create("nomem", 64, 64, 0, IOA_NODE_ANY, 0));
+	CHECK(!p && errno == ENOMEM);
+	ioa__region_fail_table_maps(0, 0);
+	CHECK(!ioa_pool_lookup("nomem"));
+}
 
 static void test_bad_args(void)
 {
@@ -752,6 +768,7 @@ int main(void)
 	if (!CHECK_EQ(ioa_init(&cfg), 0))
 		return check_done();
 	test_bad_args();
+	test_no_memory();
 	test_exhaustion(0);
 	test_exhaustion(32);
 	test_exhaustion(512);

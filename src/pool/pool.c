@@ -216,13 +216,8 @@ static struct ioa_pool *create(const char *fn, const char *name, size_t obj_size
 	}
 	p->base = ioa__dma_alloc_as(p->slab_bytes, flags & IOA_POOL_ALIGN_4K ? PAGE : 0, node,
 				    IOA_OWNER_POOL, NULL);
-	if (!p->base) {
-		err = errno;
-		ioa__err("%s: pool \"%s\": no DMA memory for %u objects (%zu bytes): %s", fn, name,
-			 count, p->slab_bytes, ioa__errno_name(err));
-		errno = err;
+	if (!p->base) /* the region layer said why, errno set */
 		goto out_slot;
-	}
 	p->ring = ioa__ring_create(fn, name, pow2_at_least(count), node, 0);
 	if (!p->ring)
 		goto out_slab;
