@@ -28,6 +28,7 @@
 #include "check.h"
 
 #include "ioalloc.h"
+#include "region.h"
 #include "ring.h"
 
 #include <errno.h>
@@ -783,6 +784,26 @@ static void test_head_moved_mt(void)
 
 /* ---- bad arguments ------------------------------------------------------ */
 
+/* A ring that finds no memory fails with ENOMEM and the messages of the
+ * layer that says why (the region's: one a try, and malloc tries twice),
+ * none of its own (it said the failure again). 2^20 slots: a large block
+ * of its own, whose map is refused. */
+static void test_no_memory(void)
+{
+	struct check_capture cap;
+	struct ioa_ring *r;
+
+	ioa__region_fail_table_maps(2, ENOMEM); /* the first try and the retry */
+	errno = 0;
+	capture_begin(&cap);
+	r = ioa_ring_create("nomem", 1u << 20, IOA_NODE_ANY, 0);
+	capture_end(&cap);
+	CHECK(!r && errno == ENOMEM);
+	CHECK_CONTAINS(cap.text, "cannot record the mapping");
+	CHECK(!strstr(cap.text, "nomem"));
+	ioa__region_fail_table_maps(0, 0);
+}
+
 static void test_bad_args(void)
 {
 	struct ioa_ring *r = ioa_ring_create("args", 16, IOA_NODE_ANY, 0), *gone;
@@ -863,6 +884,7 @@ int main(void)
 	if (!CHECK_EQ(ioa_init(&cfg), 0))
 		return check_done();
 	test_bad_args();
+	test_no_memory();
 	test_st_copy();
 	test_st_copy_used();
 	for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {

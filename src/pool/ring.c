@@ -114,11 +114,8 @@ struct ioa_ring *ioa__ring_create(const char *fn, const char *name, unsigned cou
 	}
 	r = ioa__heap_alloc_aligned(sizeof(*r) + (size_t)count * sizeof(void *), IOA_RING_ALIGN,
 				    node);
-	if (!r) {
-		ioa__err("%s: ring \"%s\": no memory for %u slots", fn, name, count);
-		errno = ENOMEM;
+	if (!r) /* the heap or the region layer said why, errno set */
 		return NULL;
-	}
 	memset(r, 0, sizeof(*r));
 	r->mask = count - 1;
 	r->capacity = count;
