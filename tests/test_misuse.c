@@ -412,7 +412,7 @@ int main(void)
 	cfg.check = 1;
 	if (CHECK_EQ(ioa_init(&cfg), 0)) {
 		test_impossible_heap_sizes();
-		ONE_MESSAGE("an allocation of 1099511627777 bytes aligned to 16",
+		ONE_MESSAGE("ioa_malloc: 1099511627777 bytes aligned to 16",
 			    CHECK(ioa_malloc(((size_t)1 << 40) + 1) == NULL));
 	}
 	ring = ioa_ring_create("past-fini", 8, IOA_NODE_ANY, 0);

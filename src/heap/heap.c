@@ -592,7 +592,7 @@ void *ioa__heap_alloc_from(struct ioa__heap *h, size_t size, size_t align)
 	/* the request, not the room with IOALLOC_CHECK's canary, said and
 	 * refused alike in both modes (review helper-86) */
 	if (size > IOA_BUFFER_MAX - canary || align > IOA_BUFFER_MAX) {
-		ioa__err_nomem("an allocation of %zu bytes aligned to %zu: above the largest block, %zu "
+		ioa__err_nomem("ioa_malloc: %zu bytes aligned to %zu: above the largest block, %zu "
 			       "bytes (1 TiB%s); nothing allocated", size, align,
 			       IOA_BUFFER_MAX - canary, canary ? " less IOALLOC_CHECK's canary" : "");
 		errno = ENOMEM;
