@@ -142,9 +142,10 @@ static size_t big_segment_size(const struct node_arena *a, size_t len)
 /* New segment @s joins @a's list (node lock): a big one after the others,
  * so that a big buffer takes the pages an older segment's freed buffers
  * touched before a newer segment's untouched ones. Strict large_alloc,
- * whose freed blocks come back only once retired, touched 16 000 pages
- * with the newest big segment searched first, 12 900 this way (lazy mode
- * 11 900; docs/heap.md). */
+ * whose freed blocks come back only once retired, faulted 15 600 to
+ * 16 000 pages in with the newest big segment searched first, whatever
+ * IOALLOC_DEFER_CAP_MB; this way 12 100 with the preload library's cap of
+ * 4 MiB, 15 600 with 16 (lazy mode 11 900; docs/heap.md). */
 static void link_segment(struct node_arena *a, struct ioa__segment *s)
 {
 	struct ioa__segment **pp = &a->segments;
