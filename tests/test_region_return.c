@@ -131,6 +131,35 @@ static void empty_segments_go_back(enum ioa_backend backend)
 	ioa_fini();
 }
 
+/* Big segments (the none backend's, for buffers above 64 KiB) are listed
+ * oldest first: the one that stays empty is still the newest, the largest
+ * (each next one is as large as those before it), which takes a program's
+ * next blocks of that size again: blocks of 20 MiB make segments of 20, 20
+ * and 40 MiB; after an idle the 40 MiB one stays, and the same blocks again
+ * need one new segment, not two. */
+static void newest_big_segment_stays(void)
+{
+	void *big[3];
+
+	if (!start(IOA_BACKEND_NONE))
+		return;
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 3; i++)
+			if (!CHECK((big[i] = ioa_dma_alloc(20 * MB, 0, 0)) != NULL))
+				goto out;
+		CHECK_EQ(stats().segments, round ? 2 : 3);
+		for (int i = 0; i < 3; i++)
+			CHECK_EQ(ioa_dma_free(big[i]), 0);
+		CHECK_EQ(ioa_quiesce(), 0);
+		ioa__region_upkeep(0, IOA_UPKEEP_TIMED);
+		ioa__region_upkeep(0, IOA_UPKEEP_TIMED); /* idle and empty: one stays */
+		CHECK_EQ(stats().segments, 1);
+		CHECK_EQ(stats().segment_bytes_4k, 40 * MB);
+	}
+out:
+	ioa_fini();
+}
+
 /* On demand, an idle segment's free pages are purged (the second upkeep),
  * its live buffer's page kept with its contents, and a buffer on purged
  * pages counts as new (zeros). With a device nothing is purged. */
@@ -482,6 +511,7 @@ int main(void)
 	check_start("test_region_return");
 	empty_segments_go_back(IOA_BACKEND_NONE);
 	empty_segments_go_back(IOA_BACKEND_SIM);
+	newest_big_segment_stays();
 	idle_free_pages_purged(IOA_BACKEND_NONE);
 	idle_free_pages_purged(IOA_BACKEND_SIM);
 	fork_during_purge();

@@ -95,8 +95,10 @@ void ioa__region_release_held(struct ioa__segment *s, int purged)
  * for the shared segments no allocation used since the previous call: an
  * empty one goes back to the kernel, memory, IOVA window and metadata (the
  * metadata after a grace period: a racing free may be reading it), but for
- * the newest of each kind; the free pages of the others are purged when on
- * demand, without the node lock and at most PURGE_RUNS_MAX runs a call. So
+ * the newest of each kind (the first of the others in the node's list, the
+ * last of the big ones, listed oldest first: of them the largest, which a
+ * program that comes back fills first); the free pages of the others are
+ * purged when on demand, without the node lock and at most PURGE_RUNS_MAX runs a call. So
  * memory a program freed goes back within two upkeeps of its last use, and a
  * segment in use keeps its pages. Also frees the metadata of the segments an
  * allocation gave back (give_back_empty). One upkeep at a time (the heap's
@@ -116,6 +118,7 @@ void ioa__region_upkeep(int node, enum ioa__upkeep how)
 	uint64_t purged = 0, returned = 0;
 	int on_demand = ioa__region_on_demand();
 	int kept[2] = { 0, 0 }; /* empty segments kept, small and big */
+	struct ioa__segment *newest_big = NULL; /* the big one to keep, if empty and idle */
 	/* madvise calls this upkeep may make: with another thread running, each
 	 * costs a TLB shootdown (some 50 us here), so scattered free pages are
 	 * given back over several upkeeps, at a few percent of a CPU */
@@ -125,16 +128,20 @@ void ioa__region_upkeep(int node, enum ioa__upkeep how)
 
 	pthread_mutex_lock(&a->lock);
 	meta = ioa__region_take_returned(a);
+	for (s = a->big_first; s; s = s->next)
+		if (s->reserves == s->reserves_seen && ioa__region_segment_empty(s))
+			newest_big = s;
 	for (pp = &a->segments; (s = *pp);) {
 		int idle = at_once || s->reserves == s->reserves_seen;
 		int empty = idle && ioa__region_segment_empty(s);
+		int keep = !kept[s->big] && (!s->big || !newest_big || s == newest_big);
 
 		s->reserves_seen = s->reserves;
 		/* one empty segment of each kind stays (purged when on demand): a
 		 * program that frees all and allocates again a while later, in
 		 * cycles, does not make a segment each time (with a device: map,
 		 * prefault and pin it; a 1 GiB page is cleared whole) */
-		if (empty && !kept[s->big] && !at_once) {
+		if (empty && keep && !at_once) {
 			kept[s->big] = 1;
 		} else if (empty) {
 			ioa__region_segment_unlink(a, pp, s);
