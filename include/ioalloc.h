@@ -172,7 +172,8 @@ struct ioa_config {
 	enum ioa_protect protect;   /**< IOALLOC_PROTECT: lazy (default) or strict, see ioa_malloc() */
 	int check;                  /**< IOALLOC_CHECK: 1 checks every free and canaries every object */
 	unsigned defer_cap_mb;      /**< IOALLOC_DEFER_CAP_MB: MiB freed and not yet retired per node before
-	                                 an allocation on it helps or waits, default 16 (4 under LD_PRELOAD) */
+	                                 an allocation on it helps or waits, default 16 (the preload library's start from
+	                                 the environment: 4) */
 	unsigned sim_unmap_ns;      /**< IOALLOC_SIM_UNMAP_NS: cost the sim backend charges per unmap call, default 0 */
 	/* The vfio backend needs exactly one of the next three, the iommufd backend
 	 * vfio_device alone; the other backends ignore them. */

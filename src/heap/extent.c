@@ -374,6 +374,7 @@ static struct ioa__span *add_chunk(struct ext_node *en, int node, size_t len)
 	if (!c)
 		return NULL;
 	if (!(e = ext_new(c, NULL, c->base, c->len))) {
+		ioa__err("ioa_malloc: no memory for the descriptor of a large block");
 		pthread_mutex_unlock(&en->lock);
 		ioa__span_retire(c);
 		pthread_mutex_lock(&en->lock);

@@ -295,8 +295,10 @@ static struct ioa__heap *shared_heap(int node)
 	if (!(h = shared[node]) && (h = heap_new(node, 1)))
 		shared[node] = h;
 	pthread_mutex_unlock(&heaps_lock);
-	if (!h)
+	if (!h) {
+		ioa__err("ioa_malloc: no memory for node %d's shared heap", node);
 		errno = ENOMEM;
+	}
 	return h;
 }
 
@@ -358,7 +360,8 @@ static void *alloc_once(struct ioa__heap *h, size_t size, size_t align, int node
 
 void *ioa__heap_alloc_aligned(size_t size, size_t align, int node)
 {
-	int state = ioa__my_state, err, late, saved = errno;
+	int state = ioa__my_state, err, late, saved = errno, retry;
+	struct ioa__log_held quiet;
 	struct ioa__heap *h;
 	void *p;
 
@@ -376,8 +379,13 @@ void *ioa__heap_alloc_aligned(size_t size, size_t align, int node)
 	}
 	if (!(h = ioa__heap_my_heap_or_adopt(&late)) && !late)
 		return NULL;
+	/* the first try's messages are held: when a retry follows, its own
+	 * report the failure, once, and a retry that succeeds reports none */
+	ioa__log_hold(&quiet);
 	p = alloc_once(h, size, align, node);
-	if (!p && errno == ENOMEM && ioa__heap_make_room()) { /* a shared heap's lock is free */
+	retry = !p && errno == ENOMEM && ioa__heap_make_room(); /* a shared heap's lock is free */
+	ioa__log_release(&quiet, !retry);
+	if (retry) {
 		errno = saved; /* a malloc that succeeds leaves errno alone */
 		p = alloc_once(h, size, align, node);
 	}

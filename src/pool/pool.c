@@ -222,11 +222,8 @@ static struct ioa_pool *create(const char *fn, const char *name, size_t obj_size
 	if (!p->ring)
 		goto out_slab;
 	p->state = NULL;
-	if (p->check && !(p->state = ioa_calloc(count, 1))) {
-		ioa__err("%s: pool \"%s\": no memory for the check state", fn, name);
-		errno = ENOMEM;
+	if (p->check && !(p->state = ioa_calloc(count, 1))) /* the heap said why */
 		goto out_ring;
-	}
 	for (uint32_t i = 0; i < count; i++) {
 		void *obj = ioa__pool_obj(p, i);
 
