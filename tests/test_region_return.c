@@ -462,14 +462,17 @@ static void fallback_out_of_address_space(void)
 }
 
 /* The heap: after 300 MiB of 3000-byte objects were freed, with no address
- * space left, a malloc of 20 MiB (its span descriptor first) is served by
- * the segments the objects had. */
+ * space left, a malloc of 16 KiB (a span of 128 KiB, whose descriptor's
+ * pool has none yet) and one of 20 MiB are served by the segments the
+ * objects had, and say nothing. The descriptor's pool gives the empty
+ * segments back itself: a small malloc's retry (heap.c) would succeed too,
+ * but after its first try said it failed. */
 static void heap_when_out_of_address_space(void *arg)
 {
 	enum { OBJECTS = 100000 };
 	static void *obj[OBJECTS];
 	struct check_capture cap;
-	void *p;
+	void *p, *q;
 
 	(void)arg;
 	check_clear_ioalloc_env();
@@ -484,13 +487,18 @@ static void heap_when_out_of_address_space(void *arg)
 	if (limit_address_space(0) != 0)
 		return;
 	capture_begin(&cap);
+	q = ioa_malloc(16 << 10);
 	p = ioa_malloc(20 * MB);
 	capture_end(&cap);
-	CHECK(p != NULL);
+	CHECK(q != NULL && p != NULL);
 	CHECK_EQ(cap.text[0], '\0');
 	if (p) {
 		memset(p, 1, 20 * MB);
 		ioa_free(p);
+	}
+	if (q) {
+		memset(q, 2, 16 << 10);
+		ioa_free(q);
 	}
 	ioa_fini();
 }
