@@ -380,7 +380,12 @@ void *ioa__heap_alloc_aligned(size_t size, size_t align, int node)
 	if (!(h = ioa__heap_my_heap_or_adopt(&late)) && !late)
 		return NULL;
 	/* the first try's messages are held: when a retry follows, its own
-	 * report the failure, once, and a retry that succeeds reports none */
+	 * report the failure, once, and a retry that succeeds reports none.
+	 * The hold is the thread's (log.h): a call nested in the tries (a
+	 * signal handler's malloc, libc's malloc inside a retirement) holds its
+	 * own, but a handler's message outside such a call (a bad free it
+	 * reports) is held with the first try's, and dropped with them when the
+	 * retry follows, as in ioa_dma_alloc(). */
 	ioa__log_hold(&quiet);
 	p = alloc_once(h, size, align, node);
 	retry = !p && errno == ENOMEM && ioa__heap_make_room(); /* a shared heap's lock is free */
