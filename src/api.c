@@ -40,6 +40,7 @@ static _Atomic pid_t fork_hooks_state;
 /* Held by ioa_init and ioa_fini while the state is STARTING, and around
  * fork(): a child never inherits a half-started or half-stopped library. */
 static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER;
+static int lived; /* lives started (under life_lock; a child of fork() has its parent's) */
 
 /* Process exit retires everything still queued, the exiting thread's heap
  * what it holds back (strict mode's looks: exit() runs no thread destructor
@@ -258,7 +259,8 @@ static int start(const struct ioa_config *cfg, int from_env)
 	ioa__os_numa_init();
 	if ((err = check_numa(cfg, from_env)) || (err = check_reclaim_cpus(cfg, from_env)))
 		return err;
-	ioa__stats_reset();
+	if (lived++) /* a first life finds them zero, and reads no page of them */
+		ioa__stats_reset();
 	atomic_store(&quarantine_unseen, 0);
 	if ((err = ioa__iommu_open(cfg)))
 		return err;

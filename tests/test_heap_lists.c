@@ -8,6 +8,8 @@
 
 #include "heap.h"
 #include "pagemap.h"
+#include "sizeclass.h"
+#include "span.h"
 
 #define SIZE 512
 #define PER 128          /* objects a span of SIZE holds */
@@ -106,10 +108,42 @@ static void test_current_with_few_set_aside(void)
 	rich_span_first(2, 3, 2);
 }
 
+/* A's objects all freed while B is current: A, wholly free, waits among the
+ * heap's spare spans. Its descriptor has a bit for each of its 128 objects
+ * and few more (span.c's pools): a 16-byte class, of 4096 objects in as many
+ * bytes, makes a span of its own, where A's bits would overrun its
+ * descriptor into the next; the next malloc of SIZE takes A again. */
+static void test_spare_span_serves_its_sizes(void)
+{
+	struct ioa__span *a;
+	char *small, *again;
+
+	if (!fill_three())
+		return;
+	a = span_of(obj[0][0]);
+	CHECK(ioa__span_serves(a, ioa__class_of(SIZE)));
+	CHECK(!ioa__span_serves(a, ioa__class_of(16)));
+	for (int i = 0; i < PER; i++)
+		ioa_free(obj[0][i]);
+	small = ioa_malloc(16);
+	again = ioa_malloc(SIZE);
+	if (!CHECK(span_of(small) != a))
+		check_note("a 16-byte object came from the spare span of %d-byte objects", SIZE);
+	if (!CHECK(span_of(again) == a))
+		check_note("the next %d-byte object did not come from the spare span", SIZE);
+	ioa_free(small);
+	ioa_free(again);
+	for (int k = 1; k < SPANS; k++)
+		for (int i = 0; i < PER; i++)
+			ioa_free(obj[k][i]);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
 int main(void)
 {
 	check_start("test_heap_lists");
 	test_rich_span_first();
 	test_current_with_few_set_aside();
+	test_spare_span_serves_its_sizes();
 	return check_done();
 }

@@ -28,8 +28,10 @@
  * - the target thread takes its heap, then waits while the spans grow older
  *   than the cache's decay (span.c CACHE_DECAY_NS, 1 s);
  * - the shim is armed with SIZE and the target mallocs SIZE: its refill
- *   takes a cached span and trims the others, whose retirement starts the
- *   reclaimer, whose pthread_create mallocs SIZE on the target thread;
+ *   takes a cached span (SIZE 128; for 16 it makes one, as the cached
+ *   spans' descriptors have too few bits) and trims the others, whose
+ *   retirement starts the reclaimer, whose pthread_create mallocs SIZE on
+ *   the target thread;
  * - the target writes its object, frees the shim's and mallocs SIZE 256
  *   times: none may be its live object, none twice, and its object must
  *   keep what it wrote.

@@ -4,6 +4,7 @@
  * reads /proc/self/status twice and each node's meminfo), 0.15 to 0.2 ms
  * of each start under LD_PRELOAD (docs/design.md), and some of its calls
  * malloc. Nothing here allocates. */
+#include "bss.h"
 #include "os.h"
 #include "cpulist.h"
 #include "log.h"
@@ -29,7 +30,7 @@ static struct {
 	/* With one node every CPU is on it, and the table is neither read nor
 	 * written (its 8 KiB are pages a short-lived process need not fault). */
 	int16_t cpu_node[IOA_MAX_CPUS];
-} numa;
+} numa IOA_LARGE_BSS(numa);
 
 /* The nodes this process may allocate on (its cpuset's mems), into
  * *allowed: 0, or -errno (-ENOSYS: a kernel without NUMA; -EPERM: a

@@ -1,5 +1,6 @@
 /* The library's own threads: how they are made, how they wait for others,
  * and whether they are all that is left of the process (os.h). */
+#include "bss.h"
 #include "os.h"
 
 #include <dirent.h>
@@ -27,7 +28,7 @@ static struct own_thread {
 	_Atomic int tid;
 	void *(*fn)(void *);
 	void *arg;
-} own[OWN_THREADS];
+} own[OWN_THREADS] IOA_LARGE_BSS(own_threads);
 
 /* Set once, by the heap's start; read by the threads that make ours, which
  * a library that has started runs (relaxed: the start happens before). */

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-struct ioa__stats ioa__stats[IOA_STAT_SHARDS];
+struct ioa__stats ioa__stats[IOA_STAT_SHARDS] IOA_LARGE_BSS(stats);
 _Static_assert(sizeof(struct ioa__stats) % 64 == 0 && sizeof(struct ioa__node_stats) % 64 == 0,
 	       "a copy of the counters shares no cache line with the next");
 struct ioa__node_stats ioa__node_stats[IOA_MAX_NODES][IOA_STAT_SHARDS] IOA_LARGE_BSS(node_stats);

@@ -5,6 +5,7 @@
  * the cap pass.c, the reclaimer threads reclaimer.c; what a pass does with
  * the items it took is retire.c.
  */
+#include "bss.h"
 #include "defer_internal.h"
 #include "clock.h"
 #include "cpulist.h"
@@ -16,7 +17,7 @@
 #include <errno.h>
 #include <string.h>
 
-struct ioa__defer_engine ioa__defer_eng = { .start_lock = PTHREAD_MUTEX_INITIALIZER };
+struct ioa__defer_engine ioa__defer_eng IOA_LARGE_BSS(defer_engine) = { .start_lock = PTHREAD_MUTEX_INITIALIZER };
 
 int ioa__defer_drain(void)
 {

@@ -9,6 +9,7 @@
  * released. Runs under the node's pass lock (or for one item on the freeing
  * thread, IOALLOC_DEFER=sync); nothing here allocates.
  */
+#include "bss.h"
 #include "retire.h"
 #include "clock.h"
 #include "grace.h"
@@ -31,7 +32,7 @@ static struct {
 	uint64_t hold_age_ns;        /* an item this old is held no more */
 	uint64_t hold_bytes;         /* held bytes of a pass, at most */
 	_Atomic uint64_t latency[LATENCY_BUCKETS];
-} rt;
+} rt IOA_LARGE_BSS(retire_state);
 
 void ioa__retire_init(uint64_t hold_age_ns, uint64_t hold_bytes)
 {

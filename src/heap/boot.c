@@ -1,3 +1,4 @@
+#include "bss.h"
 #include "boot.h"
 
 #include "log.h"
@@ -164,7 +165,7 @@ static char *at_offset(size_t off)
  * + 1 (0: empty) in its low 32 bits and a count of pops in its high ones,
  * so that a pop's compare-and-swap fails if the top went and came back
  * meanwhile; each object's first word holds the next one's offset + 1. */
-static _Atomic uint64_t free_top[2][CLASSES]; /* [1]: the aligned objects' */
+static _Atomic uint64_t free_top[2][CLASSES] IOA_LARGE_BSS(boot_free_top); /* [1]: the aligned objects' */
 
 static _Atomic size_t *size_word(const void *p)
 {
@@ -241,7 +242,7 @@ static struct {
 	_Atomic(char *) start;
 	_Atomic(char *) obj;
 	size_t len;
-} big[BIG_SLOTS];
+} big[BIG_SLOTS] IOA_LARGE_BSS(boot_big);
 
 static size_t header_room(size_t align)
 {

@@ -476,9 +476,7 @@ static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 	    ((!ioa__heap_strict || h->nsparse[c] > IOA_STRICT_SPARSE) && (s = h->sparse[c]))) {
 		list_remove(h, s);
 	} else {
-		size_t len = ioa__span_len(c);
-
-		for (pp = &h->empty; *pp && (*pp)->len != len; pp = &(*pp)->next)
+		for (pp = &h->empty; *pp && !ioa__span_serves(*pp, c); pp = &(*pp)->next)
 			;
 		if ((s = *pp)) {
 			*pp = s->next;

@@ -3,6 +3,7 @@
  * the reclaimer's upkeep of parked heaps, the nodes' shared heaps and which
  * heap serves a malloc, the heaps' part in ioa_init and ioa_fini, and the
  * registry's fork handlers. */
+#include "bss.h"
 #include "heap_internal.h"
 #include "api.h"
 #include "boot.h"
@@ -28,7 +29,7 @@ enum { OWNED, PARKED, ABANDONED, COLLECTING };
 /* The heap of a thread that has none: its cached words are empty, so its
  * fast path falls through to the slow path; its cycle_lock serves every
  * thread without a heap (span.c). */
-struct ioa__heap ioa__empty_heap = { .cycle_lock = PTHREAD_MUTEX_INITIALIZER };
+struct ioa__heap ioa__empty_heap IOA_LARGE_BSS(empty_heap) = { .cycle_lock = PTHREAD_MUTEX_INITIALIZER };
 
 __thread struct ioa__heap *ioa__my_heap __attribute__((tls_model("initial-exec"))) =
 	&ioa__empty_heap;
@@ -38,7 +39,7 @@ __thread int ioa__my_state __attribute__((tls_model("initial-exec")));
 
 static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ioa__heap *all_heaps, *parked;
-static struct ioa__heap *shared[IOA_MAX_NODES]; /* under heaps_lock */
+static struct ioa__heap *shared[IOA_MAX_NODES] IOA_LARGE_BSS(shared_heaps); /* under heaps_lock */
 static pthread_key_t heap_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 

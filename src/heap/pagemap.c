@@ -12,7 +12,17 @@ int ioa__pagemap_set(const void *p, size_t npages, struct ioa__span *span)
 
 	for (size_t i = 0; i < npages; i++, page++) {
 		_Atomic(ioa__pm_leaf *) *slot = &ioa__pagemap[page >> IOA_PM_LEAF_BITS];
-		ioa__pm_leaf *leaf = atomic_load_explicit(slot, memory_order_acquire);
+		ioa__pm_leaf *leaf = NULL;
+
+		/* acquire: a leaf found is seen zeroed, as its CAS below
+		 * published it. The first page's slot by a CAS of NULL for NULL,
+		 * which writes an empty slot: a first read of a root page maps the
+		 * zero page, and the leaf's CAS then faults a second time */
+		if (i == 0)
+			atomic_compare_exchange_strong_explicit(slot, &leaf, NULL, memory_order_acquire,
+								memory_order_acquire);
+		else
+			leaf = atomic_load_explicit(slot, memory_order_acquire);
 
 		if (!leaf) {
 			ioa__pm_leaf *fresh;

@@ -24,12 +24,15 @@ int ioa__heap_strict, ioa__heap_checking, ioa__heap_strict_inline;
 #define CACHE_DECAY_NS 1000000000ull  /* kept at most this long unused */
 #define CACHE_RESIDENT ((size_t)48 << 20) /* cached large bytes left resident (none backend) */
 
-/* Descriptor pools: one size each, for the spans of 64 KiB (up to 4096
- * objects), of one page (strict: up to 256) and the rest (up to 64 objects,
- * or a large block). Descriptors are never unmapped: a racing bad free may
- * read a recycled one, never an unmapped one. */
-enum { POOL_64K, POOL_PAGE, POOL_FEW, NPOOLS };
-static const uint32_t pool_words[NPOOLS] = { 64, 4, 1 };
+/* Descriptor pools: one size each, for the spans of many objects (up to
+ * 4096: 64 KiB of 16 bytes), of one page (strict: up to 256) and the rest
+ * (up to 512 objects, or a large block): 768, 320 and 320 bytes. Lazy mode's
+ * spans of objects of 128 bytes or more take the last (a process of 200
+ * objects in 27 classes: three pages of descriptors, not six). Descriptors
+ * are never unmapped: a racing bad free may read a recycled one, never an
+ * unmapped one. */
+enum { POOL_MANY, POOL_PAGE, POOL_FEW, NPOOLS };
+static const uint32_t pool_words[NPOOLS] = { 64, 4, 8 };
 
 #define DESC_CHUNK ((size_t)256 << 10) /* descriptors are carved from chunks of this */
 
@@ -215,9 +218,31 @@ size_t ioa__span_len(unsigned c)
 	return len;
 }
 
-static int pool_of(size_t len, int large)
+/* The pool of a span of @len bytes for class @c: the smallest descriptor
+ * with a bit for each object. */
+static int pool_of(size_t len, unsigned c)
 {
-	return large ? POOL_FEW : len == SPAN_LEN ? POOL_64K : len == IOA_PAGE ? POOL_PAGE : POOL_FEW;
+	size_t n = len / ioa__class_size(c);
+
+	return len == IOA_PAGE ? POOL_PAGE : n <= pool_words[POOL_FEW] * 64 ? POOL_FEW : POOL_MANY;
+}
+
+int ioa__span_serves(const struct ioa__span *s, unsigned c)
+{
+	return s->len == ioa__span_len(c) && s->len / ioa__class_size(c) <= pool_words[s->pool] * 64;
+}
+
+/* A span of @len bytes from @pool's list of node cache @nc (its lock held),
+ * taken off it; NULL when it has none. */
+static struct ioa__span *cache_take(struct node_cache *nc, int pool, size_t len)
+{
+	struct ioa__span *s;
+
+	for (s = nc->spans[pool].head; s && s->len != len; s = s->next)
+		;
+	if (s)
+		list_remove(&nc->spans[pool], s);
+	return s;
 }
 
 /* Whether new spans can be made: 0, or -1 with errno set and a message. */
@@ -530,18 +555,18 @@ static void purge(struct list *l)
 struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
 {
 	size_t len = ioa__span_len(c);
-	int pool = pool_of(len, 0);
+	int pool = pool_of(len, c);
 	struct node_cache *nc = &caches[node];
 	struct ioa__span *s, *victims = NULL;
 
 	s = NULL;
 	if (!ioa__heap_strict) { /* strict mode caches nothing */
 		pthread_mutex_lock(&nc->lock);
-		for (s = nc->spans[pool].head; s && s->len != len; s = s->next)
-			;
-		if (s)
-			list_remove(&nc->spans[pool], s);
-		trim(&nc->spans[pool], CACHE_SPANS, SIZE_MAX, &victims);
+		/* a span of many objects' descriptor serves a class of few too */
+		if (!(s = cache_take(nc, pool, len)) && pool == POOL_FEW)
+			s = cache_take(nc, POOL_MANY, len);
+		for (int p = 0; p < NPOOLS; p++) /* what decayed, in every pool */
+			trim(&nc->spans[p], CACHE_SPANS, SIZE_MAX, &victims);
 		pthread_mutex_unlock(&nc->lock);
 		retire_list(victims);
 	}

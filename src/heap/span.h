@@ -22,6 +22,9 @@ static inline size_t ioa__span_small_max(void)
 	return ioa__heap_strict ? 2048 : IOA_SMALL_MAX;
 }
 
+/* Whether wholly free span @s may be formatted for class @c: its length is
+ * the class's and its descriptor has a bit for each object. */
+int ioa__span_serves(const struct ioa__span *s, unsigned c);
 /* A wholly free span of class @c on @node for @owner: from the node's cache
  * or a new region buffer; NULL with errno set when memory ran out. */
 struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner);

@@ -2,6 +2,7 @@
  * region_internal.h, the log of quarantined buffers (for the dump), fork's
  * handlers, and ioa__region_init() and ioa__region_fini(), which unmaps the
  * buffers a program leaked. */
+#include "bss.h"
 #include "region_internal.h"
 #include "iommu.h"
 #include "iova.h"
@@ -12,8 +13,8 @@
 #include <errno.h>
 #include <string.h>
 
-_Atomic uint64_t ioa__va2iova_root[512] __attribute__((aligned(4096)));
-_Atomic uint64_t ioa__iova2va_root[512] __attribute__((aligned(4096)));
+_Atomic uint64_t ioa__va2iova_root[512] __attribute__((aligned(4096))) IOA_LARGE_BSS(va2iova_root);
+_Atomic uint64_t ioa__iova2va_root[512] __attribute__((aligned(4096))) IOA_LARGE_BSS(iova2va_root);
 
 struct ioa__iopt ioa__va2iova, ioa__iova2va;
 _Atomic int ioa__iova_is_va;
@@ -29,7 +30,7 @@ struct quarantine_record {
 static struct {
 	_Atomic uint64_t count;
 	struct quarantine_record rec[IOA_QUARANTINE_LOG];
-} qlog;
+} qlog IOA_LARGE_BSS(quarantine_log);
 
 void ioa__region_quarantined(int node, uint64_t va, uint64_t iova, uint64_t len)
 {
@@ -62,7 +63,8 @@ uint64_t ioa__region_each_quarantined(ioa__quarantine_fn fn, void *arg)
 	return n;
 }
 
-struct ioa__region_state ioa__region;
+struct ioa__region_state ioa__region IOA_LARGE_BSS(region);
+static int lived; /* lives begun (ioa__region_init: under the life lock of api.c) */
 
 /* No device maps anything (the none backend) and the pages are 4 KiB ones:
  * MADV_DONTNEED on a hugetlb page would give it back to the pool, losing
@@ -134,7 +136,8 @@ int ioa__region_init(const struct ioa_config *cfg)
 	 * short-lived process faults in no page of the others' */
 	memset(&ioa__region, 0, offsetof(struct ioa__region_state, nodes) +
 				   (size_t)ioa__os_node_count() * sizeof(ioa__region.nodes[0]));
-	memset(&qlog, 0, sizeof(qlog));
+	if (lived++) /* a first life's log is zero: a short-lived process touches no page of it */
+		memset(&qlog, 0, sizeof(qlog));
 	ioa__region.cfg = *cfg;
 	ioa__region.identity = info->identity;
 	ioa__region.rotate = cfg->iova == IOA_IOVA_ROTATE && !ioa__region.identity;
@@ -156,6 +159,11 @@ int ioa__region_init(const struct ioa_config *cfg)
 		goto fail_iova;
 	if ((err = ioa__iopt_init(&ioa__iova2va, ioa__iova2va_root)))
 		goto fail_va2iova;
+	/* the roots in use written first, by an OR of 0: a first walk reads
+	 * before it writes, which faults twice on an untouched page */
+	atomic_fetch_or_explicit(&ioa__va2iova_root[0], 0, memory_order_relaxed);
+	if (!ioa__region.identity)
+		atomic_fetch_or_explicit(&ioa__iova2va_root[0], 0, memory_order_relaxed);
 	/* relaxed: no buffer exists yet; a lookup racing ioa_init() is outside
 	 * the API's contract */
 	atomic_store_explicit(&ioa__iova_is_va, ioa__region.identity, memory_order_relaxed);

@@ -33,8 +33,13 @@ void ioa__segmap_fini(void)
 int ioa__segmap_set(uintptr_t va, size_t len, struct ioa__segment *seg)
 {
 	for (uintptr_t unit = va >> UNIT_SHIFT; unit < (va + len) >> UNIT_SHIFT; unit++) {
-		leaf_t *leaf = atomic_load_explicit(&top[unit >> LEAF_SHIFT], memory_order_relaxed);
+		leaf_t *leaf = NULL;
 
+		/* read by a CAS of NULL for NULL, which writes an empty slot: a
+		 * read first would map the zero page, and the leaf's CAS would
+		 * fault a second time (a segment's making is rare) */
+		atomic_compare_exchange_strong_explicit(&top[unit >> LEAF_SHIFT], &leaf, NULL,
+							memory_order_relaxed, memory_order_relaxed);
 		if (!leaf) {
 			leaf_t *fresh = ioa__os_alloc_pages(sizeof(leaf_t));
 
