@@ -240,25 +240,46 @@ void ioa__os_pages_fork_child(void)
 		atomic_store_explicit(&carve_made, 0, memory_order_relaxed);
 }
 
-void *ioa__os_map_pages(size_t len)
+/* @len bytes of pages, the first @populate bytes' faulted in for writing. */
+static void *map_pages(size_t len, size_t populate)
 {
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | (len <= POPULATED_MAX ? MAP_POPULATE : 0), -1, 0);
+	volatile char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS | (populate >= len ? MAP_POPULATE : 0),
+				-1, 0);
 
-	return p == MAP_FAILED ? NULL : p;
+	if (p == MAP_FAILED)
+		return NULL;
+	for (size_t at = 0; populate < len && at < populate; at += IOA_PAGE)
+		p[at] = 0;
+	return (void *)p;
 }
 
-void *ioa__os_alloc_pages(size_t len)
+void *ioa__os_map_pages(size_t len)
+{
+	return map_pages(len, len <= POPULATED_MAX ? len : 0);
+}
+
+static void *alloc_pages(size_t len, size_t populate)
 {
 	volatile char *p = carve(len);
 
 	if (!p)
-		return ioa__os_map_pages(len);
+		return map_pages(len, populate);
 	/* written first, as MAP_POPULATE would: a read first maps the zero
 	 * page, and the write after it faults again */
-	for (size_t at = 0; len <= POPULATED_MAX && at < len; at += IOA_PAGE)
+	for (size_t at = 0; at < populate; at += IOA_PAGE)
 		p[at] = 0;
 	return (void *)p;
+}
+
+void *ioa__os_alloc_pages(size_t len)
+{
+	return alloc_pages(len, len <= POPULATED_MAX ? len : 0);
+}
+
+void *ioa__os_alloc_pages_head(size_t len)
+{
+	return alloc_pages(len, len < IOA_PAGE ? len : IOA_PAGE);
 }
 
 void ioa__os_free_pages(void *addr, size_t len)

@@ -86,6 +86,10 @@ int ioa__os_populate(void *addr, size_t len);
 /* Zeroed 4 KiB pages for the library's own metadata, or NULL: carved from
  * one mapping while it lasts (os.c), then a mapping of their own. */
 void *ioa__os_alloc_pages(size_t len);
+/* The same with only the first page faulted in (up to two are otherwise): a
+ * struct whose later pages only some uses write, each before it reads them
+ * (a thread's heap: strict mode's arrays). */
+void *ioa__os_alloc_pages_head(size_t len);
 /* Zeroed 4 KiB pages, a mapping of their own (the bootstrap arena's, which
  * its tests hold and refuse at the mmap), or NULL. */
 void *ioa__os_map_pages(size_t len);

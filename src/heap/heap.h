@@ -212,24 +212,16 @@ struct ioa__heap {
 	struct ioa__span *empty;    /* wholly free spans kept for reuse (lazy) */
 	unsigned nempty;
 	unsigned nfreed;            /* strict mode: frees since its spans were looked at */
-	unsigned npending;          /* ... and the spans they touched, each once */
-	struct ioa__span *pending[IOA_STRICT_SPANS];
-	/* strict: spans of 1 and of 2 pages made ahead, wholly free */
-	struct ioa__span *ready[2][IOA_READY_PAGES];
-	unsigned nready[2];
-	/* descriptors of page spans this thread retired, for the next batch */
-	struct ioa__span *spare_desc[IOA_SPARE_DESCS];
-	unsigned nspare_desc;
+	unsigned npending;          /* ... and the spans they touched (pending), each once */
+	unsigned nready[2];         /* strict: ready's spans */
+	unsigned nspare_desc;       /* spare_desc's */
 	/* strict: page spans of 1 and of 2 pages this heap retired, unmapped,
 	 * pushed by passes, taken by the heap's user (recycle.c); how many are
 	 * recycled or on their way (the user's count) */
 	struct ioa__span *_Atomic recycled[2];
 	struct ioa__span *recycled_mine[2]; /* taken from those, not used yet */
 	unsigned nrecycling[2];
-	/* strict, inline: page spans this heap retired, still mapped, that its
-	 * thread unmaps a batch at a time (recycle.c) */
-	struct ioa__span *retiring[IOA_RETIRE_BATCH];
-	unsigned nretiring;
+	unsigned nretiring;         /* retiring's */
 	unsigned slow_calls; /* its thread's refills (ioa__heap_upkeep_on_calls) */
 	/* held while the batch changes (strict: an append, a retirement), while
 	 * page spans are made or mapped again, and while its thread makes a
@@ -241,7 +233,20 @@ struct ioa__heap {
 	pthread_mutex_t lock;       /* shared heaps only: serialises their users */
 	struct ioa__heap *next_all; /* every heap, for ioa_fini and fork */
 	struct ioa__heap *next_parked;
+	/* Strict mode's arrays, last: a lazy heap touches only its first page
+	 * (heap_thread.c heap_new), and each is written before it is read,
+	 * up to its count above. */
+	struct ioa__span *pending[IOA_STRICT_SPANS];
+	/* strict: spans of 1 and of 2 pages made ahead, wholly free */
+	struct ioa__span *ready[2][IOA_READY_PAGES];
+	/* descriptors of page spans this thread retired, for the next batch */
+	struct ioa__span *spare_desc[IOA_SPARE_DESCS];
+	/* strict, inline: page spans this heap retired, still mapped, that its
+	 * thread unmaps a batch at a time (recycle.c) */
+	struct ioa__span *retiring[IOA_RETIRE_BATCH];
 };
+_Static_assert(offsetof(struct ioa__heap, pending) <= 4096,
+	       "what a lazy heap touches lies on its first page");
 
 /* Forks in their prepare handler (relaxed: a hint for fairness, the
  * mutexes order the rest), and the heap whose cycle_lock the calling

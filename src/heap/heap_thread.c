@@ -82,7 +82,7 @@ void ioa__heap_cycle_wait(void)
 
 static struct ioa__heap *heap_new(int node, int is_shared)
 {
-	struct ioa__heap *h = ioa__os_alloc_pages(sizeof(*h));
+	struct ioa__heap *h = ioa__os_alloc_pages_head(sizeof(*h)); /* heap.h: lazy mode's page */
 
 	if (!h)
 		return NULL;
