@@ -283,6 +283,23 @@ static void odd_lengths_refused_pages_written(void)
 	CHECK(page != NULL && page_written(page));
 }
 
+/* A block of two pages comes with both written; a thread heap's
+ * (ioa__os_alloc_pages_head) with its first only, the one a lazy heap
+ * touches (heap.h), the second left for strict mode's arrays. */
+static void heap_block_first_page_written(void)
+{
+	uint8_t *two = ioa__os_alloc_pages(2 * IOA_PAGE);
+	uint8_t *head = ioa__os_alloc_pages_head(2 * IOA_PAGE);
+
+	CHECK(two != NULL && page_written(two) && page_written(two + IOA_PAGE));
+	if (!CHECK(head != NULL))
+		return;
+	CHECK(page_written(head));
+	if (!CHECK(!page_written(head + IOA_PAGE)))
+		check_note("the heap's second page came written");
+	CHECK(head[IOA_PAGE] == 0 && head[2 * IOA_PAGE - 1] == 0);
+}
+
 /* A carved block grows in place or moves with its contents, and frees; its
  * neighbours keep theirs. */
 static void carved_block_grows_and_frees(void)
@@ -430,6 +447,7 @@ int main(void)
 	carvers_interleaved();
 	odd_lengths_whole_pages(); /* the carve has room still */
 	odd_lengths_refused_pages_written();
+	heap_block_first_page_written();
 	carve_without_huge_pages();
 	carved_block_grows_and_frees();
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
