@@ -2,7 +2,8 @@
  * engine: every item enqueued was retired; `segments` counts the segments
  * held now, in ioa_stats_get() and in the report alike. A start writes no
  * page of the counters of nodes the machine does not have (each process
- * paid 96 KiB of resident memory for them). */
+ * paid 96 KiB of resident memory for them), the second life's, which
+ * zeroes the first's counters, neither. */
 #include "check.h"
 
 #include "ioalloc.h"
@@ -94,5 +95,21 @@ int main(void)
 	CHECK_EQ(report_value(cap.text, "deferred items retired"), 11);
 	CHECK_EQ(report_value(cap.text, "DMA buffers freed"), 11);
 	CHECK_EQ(report_value(cap.text, "segments held now"), 1);
+
+	/* A second life zeroes the first's counters (the first finds them
+	 * zero, and reads none), this machine's nodes' only. */
+	cfg.stats = 0;
+	if (!CHECK_EQ(ioa_init(&cfg), 0))
+		return check_done();
+	{
+		struct ioa_stats s;
+
+		ioa_stats_get(&s);
+		CHECK_EQ(s.defer_enqueued, 0);
+		CHECK_EQ(s.dma_frees, 0);
+	}
+	if (ioa__os_node_count() + 8 <= IOA_MAX_NODES && (written = written_absent_node_pages()) >= 0)
+		CHECK_EQ(written, 0);
+	ioa_fini();
 	return check_done();
 }
