@@ -259,8 +259,10 @@ static int start(const struct ioa_config *cfg, int from_env)
 	ioa__os_numa_init();
 	if ((err = check_numa(cfg, from_env)) || (err = check_reclaim_cpus(cfg, from_env)))
 		return err;
-	if (lived++) /* a first life finds them zero, and reads no page of them */
+	if (lived++) { /* a first life finds them zero, and reads no page of them */
 		ioa__stats_reset();
+		ioa__region_log_clear();
+	}
 	atomic_store(&quarantine_unseen, 0);
 	if ((err = ioa__iommu_open(cfg)))
 		return err;

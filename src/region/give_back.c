@@ -97,7 +97,8 @@ void ioa__region_release_held(struct ioa__segment *s, int purged)
  * metadata after a grace period: a racing free may be reading it), but for
  * the newest of each kind (the first of the others in the node's list, the
  * last of the big ones, listed oldest first: of them the largest); the free
- * pages of the others are purged when on demand, without the node lock and at most PURGE_RUNS_MAX runs a call. So
+ * pages of the others are purged when on demand, without the node lock and
+ * at most PURGE_RUNS_MAX runs a call. So
  * memory a program freed goes back within two upkeeps of its last use, and a
  * segment in use keeps its pages. Also frees the metadata of the segments an
  * allocation gave back (give_back_empty). One upkeep at a time (the heap's

@@ -49,6 +49,11 @@ void ioa__region_quarantined(int node, uint64_t va, uint64_t iova, uint64_t len)
 	atomic_store_explicit(&r->ready, 1, memory_order_release);
 }
 
+void ioa__region_log_clear(void)
+{
+	memset(&qlog, 0, sizeof(qlog));
+}
+
 uint64_t ioa__region_each_quarantined(ioa__quarantine_fn fn, void *arg)
 {
 	uint64_t n = atomic_load_explicit(&qlog.count, memory_order_relaxed);
@@ -64,7 +69,6 @@ uint64_t ioa__region_each_quarantined(ioa__quarantine_fn fn, void *arg)
 }
 
 struct ioa__region_state ioa__region IOA_LARGE_BSS(region);
-static int lived; /* lives begun (ioa__region_init: under the life lock of api.c) */
 
 /* No device maps anything (the none backend) and the pages are 4 KiB ones:
  * MADV_DONTNEED on a hugetlb page would give it back to the pool, losing
@@ -136,8 +140,6 @@ int ioa__region_init(const struct ioa_config *cfg)
 	 * short-lived process faults in no page of the others' */
 	memset(&ioa__region, 0, offsetof(struct ioa__region_state, nodes) +
 				   (size_t)ioa__os_node_count() * sizeof(ioa__region.nodes[0]));
-	if (lived++) /* a first life's log is zero: a short-lived process touches no page of it */
-		memset(&qlog, 0, sizeof(qlog));
 	ioa__region.cfg = *cfg;
 	ioa__region.identity = info->identity;
 	ioa__region.rotate = cfg->iova == IOA_IOVA_ROTATE && !ioa__region.identity;

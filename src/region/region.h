@@ -293,6 +293,9 @@ typedef void (*ioa__quarantine_fn)(void *arg, int node, const void *va, uint64_t
  * ioa_init (no lock: each record is published once, with a release store);
  * returns how many were quarantined in all. */
 uint64_t ioa__region_each_quarantined(ioa__quarantine_fn fn, void *arg);
+/* Empties the log, for a new life (before ioa__region_init; no buffer is
+ * quarantined while the library is down). */
+void ioa__region_log_clear(void);
 
 /* Whether buffers take a fresh IOVA at each map (IOALLOC_IOVA=rotate, not
  * the identity backend). */
