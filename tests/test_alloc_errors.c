@@ -75,6 +75,46 @@ out:
 	ioa_fini(); /* the buffers still held are leaks: fini takes them back */
 }
 
+/* ioa_malloc at the limit fails with one message: for a small object
+ * (whose span cannot be mapped) and for a large block, the first time and
+ * when a freed DMA buffer waits, whose retirement makes the failed refill
+ * try again (and fail again: 4 KiB unmapped is no room for a span). */
+static void test_malloc_at_limit(void)
+{
+	enum { MAX = 4096 };
+	static void *obj[MAX];
+	const size_t sizes[] = { 1000, 100000 };
+
+	if (!init_sim())
+		return;
+	ioa__sim_set_map_limit(NBUF * KB64);
+	for (int k = 0; k < 2; k++) {
+		void *spare = ioa_dma_alloc(KB4, 0, IOA_NODE_ANY);
+		struct check_capture cap;
+		int n = 0;
+
+		CHECK(spare != NULL);
+		for (; n < MAX && (obj[n] = ioa_malloc(sizes[k])); n++)
+			;
+		for (int again = 0; again < 2; again++) {
+			if (again && spare) /* waits: the defer delay is 1 s */
+				CHECK_EQ(ioa_dma_free(spare), 0);
+			capture_begin(&cap);
+			errno = 0;
+			CHECK(ioa_malloc(sizes[k]) == NULL);
+			CHECK_EQ(errno, ENOMEM);
+			capture_end(&cap);
+			if (!CHECK_EQ(count_lines(cap.text), 1))
+				check_note("%zu bytes%s: %s", sizes[k], again ? ", a free waiting" : "",
+					   cap.text);
+		}
+		while (n > 0)
+			ioa_free(obj[--n]);
+		ioa_quiesce();
+	}
+	ioa_fini();
+}
+
 /* A buffer whose software-table map fails on a segment mapped whole: its
  * pages are free again (the next buffer takes them) and its live count is
  * gone (the segment closes when its other buffers are retired). */
@@ -167,6 +207,7 @@ int main(void)
 	test_map_limit();
 	test_whole_segment_map_failure();
 	test_quarantine_during_retry();
+	test_malloc_at_limit();
 	test_leak_quarantined_at_fini();
 	return check_done();
 }

@@ -17,8 +17,12 @@
 #include "ioalloc.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #define KB4 4096u
 #define LEN 2048u /* per transfer: less than edu's 4 KiB buffer */
@@ -43,16 +47,106 @@ static inline void down(struct edu *e)
 	ioa_fini();
 }
 
-/* Runs @check on the edu device, brought up for it alone. */
-static inline void run_check(const struct vm_test *t, vm_check_fn *check)
+/* A check that runs this long is stuck (the longest takes about 10 s,
+ * with a DMAR ratelimit wait): the watchdog says where and ends the
+ * program, so that the VM test fails at once with a clue rather than at
+ * its timeout with none (one vm_iommufd run stopped after a DMAR fault,
+ * 2026-12-06, cause unknown). */
+#ifndef VM_CHECK_SECONDS
+#define VM_CHECK_SECONDS 60
+#endif
+#define VM_CHECK_TEXT_(x) #x
+#define VM_CHECK_TEXT(x) VM_CHECK_TEXT_(x)
+static const char *vm_check_running;
+
+static inline void vm_say(const char *text)
+{
+	if (write(STDOUT_FILENO, text, strlen(text)) < 0)
+		return; /* nothing to do: the console is all there is */
+}
+
+/* Prints /proc/self/task/@tid/@what, one line. */
+static inline void vm_print_task_file(const char *tid, const char *what)
+{
+	char path[96], buf[512];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%s/%s", tid, what);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return;
+	n = read(fd, buf, sizeof(buf) - 2);
+	close(fd);
+	if (n <= 0)
+		return;
+	if (buf[n - 1] != '\n')
+		buf[n++] = '\n';
+	buf[n] = '\0';
+	vm_say("  ");
+	vm_say(what);
+	vm_say(": ");
+	vm_say(buf);
+}
+
+/* SIGALRM: every thread's state (stat), kernel wait channel and system
+ * call, read with system calls only (the handler may interrupt malloc);
+ * then exit status 3. */
+static inline void vm_watchdog(int sig)
+{
+	char buf[4096];
+	long n;
+	int dir;
+
+	(void)sig;
+	vm_say("vm_check: WATCHDOG: no progress for " VM_CHECK_TEXT(VM_CHECK_SECONDS) " s in ");
+	vm_say(vm_check_running ? vm_check_running : "(no check)");
+	vm_say("; the threads:\n");
+	if ((dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+		while ((n = syscall(SYS_getdents64, dir, buf, sizeof(buf))) > 0)
+			for (long off = 0; off < n;) {
+				struct { /* the kernel's linux_dirent64 */
+					uint64_t ino;
+					int64_t off;
+					unsigned short reclen;
+					unsigned char type;
+					char name[];
+				} *d = (void *)(buf + off);
+
+				off += d->reclen;
+				if (d->name[0] == '.')
+					continue;
+				vm_print_task_file(d->name, "stat");
+				vm_print_task_file(d->name, "wchan");
+				vm_print_task_file(d->name, "syscall");
+			}
+		close(dir);
+	}
+	_exit(3);
+}
+
+/* Names the check that starts on the console and arms the watchdog for it. */
+static inline void vm_check_begin(const char *name)
+{
+	vm_check_running = name;
+	signal(SIGALRM, vm_watchdog);
+	alarm(VM_CHECK_SECONDS);
+	printf("-- %s\n", name);
+	fflush(stdout);
+}
+
+/* Runs @check on the edu device, brought up for it alone (run_check). */
+static inline void run_check_named(const struct vm_test *t, vm_check_fn *check, const char *name)
 {
 	struct edu e;
 
-	if (t->up(&e) != 0)
-		return;
-	check(&e, t);
-	down(&e);
+	vm_check_begin(name);
+	if (t->up(&e) == 0) {
+		check(&e, t);
+		down(&e);
+	}
+	alarm(0);
 }
+#define run_check(t, check) run_check_named(t, check, #check)
 
 /* Frees a buffer this test may have failed to allocate. */
 static inline void dma_free(void *p)
