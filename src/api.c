@@ -412,22 +412,23 @@ static int pending_frees_may_help(int err)
  * those are retired and it is tried once more, whose failure is reported. */
 IOA_EXPORT void *ioa_dma_alloc(size_t size, size_t align, int node)
 {
-	return ioa__dma_alloc_as(size, align, node, IOA_OWNER_DMA, NULL);
+	return ioa__dma_alloc_as(size, align, node, IOA_OWNER_DMA, NULL, "ioa_dma_alloc");
 }
 
+/* @fn: the public call, as its messages name it. */
 void *ioa__dma_alloc_as(size_t size, size_t align, int node, enum ioa__owner owner,
-			int *zeroed)
+			int *zeroed, const char *fn)
 {
 	struct ioa__log_held quiet;
 	void *p = NULL;
 	int err = ioa__ensure_up(), retry;
 
 	if (!err && ioa__iommu_inherited()) {
-		ioa__err("ioa_dma_alloc: this process is a child of fork() and its IOMMU belongs "
-			 "to the parent: call ioa_fini() and ioa_init() with a device of its own");
+		ioa__err("%s: this process is a child of fork() and its IOMMU belongs to the "
+			 "parent: call ioa_fini() and ioa_init() with a device of its own", fn);
 		err = -EPERM;
 	}
-	if (!err && (node = ioa__region_pick_node(node, "ioa_dma_alloc")) < 0)
+	if (!err && (node = ioa__region_pick_node(node, fn)) < 0)
 		err = node;
 	if (!err) {
 		ioa__defer_throttle(node);

@@ -36,9 +36,10 @@ void ioa__extmem_fork_child(void);
 
 /* ioa_dma_alloc() and ioa_dma_free() for the buffers of another owner (a
  * pool's slab, a provider's chunk): ioa_dma_free() refuses those, and the
- * owner's own call here refuses any other. */
+ * owner's own call here refuses any other. @fn names the public call in
+ * the messages. */
 void *ioa__dma_alloc_as(size_t size, size_t align, int node, enum ioa__owner owner,
-			int *zeroed);
+			int *zeroed, const char *fn);
 int ioa__dma_free_as(void *ptr, enum ioa__owner owner);
 /* ioa__dma_free_as() without its check of the library's state: for
  * ioa_fini, which retires the providers' chunks while the library is

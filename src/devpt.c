@@ -156,7 +156,8 @@ static int tables_find(const struct ioa_iopt *t, int remove)
 static _Atomic uint64_t *page_alloc(void *ctx, uint64_t *addr)
 {
 	struct ioa_iopt *t = ctx;
-	void *page = ioa__dma_alloc_as(IOA_PAGE, IOA_PAGE, t->node, IOA_OWNER_TABLE, NULL);
+	void *page = ioa__dma_alloc_as(IOA_PAGE, IOA_PAGE, t->node, IOA_OWNER_TABLE, NULL,
+				       "ioa_iopt_create/ioa_iopt_map (a table page)");
 
 	if (!page)
 		return NULL;

@@ -338,7 +338,7 @@ IOA_EXPORT void *ioa_malloc_dma(size_t size, size_t align, size_t boundary)
 IOA_EXPORT void *ioa_dma_zalloc(size_t size, size_t align, int node)
 {
 	int zeroed = 0;
-	void *p = ioa__dma_alloc_as(size, align, node, IOA_OWNER_DMA, &zeroed);
+	void *p = ioa__dma_alloc_as(size, align, node, IOA_OWNER_DMA, &zeroed, "ioa_dma_zalloc");
 
 	if (p && !zeroed) /* else new from the kernel: see ioa__region_alloc */
 		memset(p, 0, size);

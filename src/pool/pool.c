@@ -215,7 +215,7 @@ static struct ioa_pool *create(const char *fn, const char *name, size_t obj_size
 		goto out_slot;
 	}
 	p->base = ioa__dma_alloc_as(p->slab_bytes, flags & IOA_POOL_ALIGN_4K ? PAGE : 0, node,
-				    IOA_OWNER_POOL, NULL);
+				    IOA_OWNER_POOL, NULL, fn);
 	if (!p->base) /* the region layer said why, errno set */
 		goto out_slot;
 	p->ring = ioa__ring_create(fn, name, pow2_at_least(count), node, 0);

@@ -266,8 +266,9 @@ IOA_EXPORT void *ioa_provider_alloc(struct ioa_provider *p, size_t len, size_t a
 		errno = EINVAL;
 		return NULL;
 	}
-	if (!(mem = ioa__dma_alloc_as(len, align, p->node, IOA_OWNER_PROVIDER, NULL)))
-		return NULL; /* ioa_dma_alloc said why */
+	if (!(mem = ioa__dma_alloc_as(len, align, p->node, IOA_OWNER_PROVIDER, NULL,
+				      "ioa_provider_alloc")))
+		return NULL; /* it said why */
 	pthread_mutex_lock(&p->lock);
 	err = ioa__chunks_add(&p->table, (uintptr_t)mem, len);
 	if (!err) {
