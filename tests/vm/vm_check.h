@@ -68,11 +68,17 @@ static inline void vm_say(const char *text)
 /* Prints /proc/self/task/@tid/@what, one line. */
 static inline void vm_print_task_file(const char *tid, const char *what)
 {
-	char path[96], buf[512];
+	char path[96] = "/proc/self/task/", buf[512];
+	size_t at = strlen(path), tl = strlen(tid), wl = strlen(what);
 	ssize_t n;
 	int fd;
 
-	snprintf(path, sizeof(path), "/proc/self/task/%s/%s", tid, what);
+	/* no snprintf: it is not async-signal-safe */
+	if (at + tl + 1 + wl + 1 > sizeof(path))
+		return;
+	memcpy(path + at, tid, tl);
+	path[at + tl] = '/';
+	memcpy(path + at + tl + 1, what, wl + 1);
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 		return;
 	n = read(fd, buf, sizeof(buf) - 2);
