@@ -433,13 +433,13 @@ void *ioa__dma_alloc_as(size_t size, size_t align, int node, enum ioa__owner own
 	if (!err) {
 		ioa__defer_throttle(node);
 		ioa__log_hold(&quiet);
-		err = ioa__region_alloc(size, align, node, owner, &p, zeroed);
+		err = ioa__region_alloc(size, align, node, owner, &p, zeroed, fn);
 		retry = pending_frees_may_help(err);
 		ioa__log_release(&quiet, !retry);
 		if (retry) {
 			if (ioa__defer_quiesce() == -EIO)
 				atomic_store(&quarantine_unseen, 1);
-			err = ioa__region_alloc(size, align, node, owner, &p, zeroed);
+			err = ioa__region_alloc(size, align, node, owner, &p, zeroed, fn);
 		}
 	}
 	if (err) {

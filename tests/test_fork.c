@@ -224,13 +224,14 @@ static void reclaimer_starts_in_child(void)
  * refused (@refused) with EPERM and one message naming @fn, the public call. */
 static int refused_as(struct check_capture *cap, const char *fn, int refused)
 {
+	int err = errno; /* before capture_end's stdio calls */
 	const char *text = capture_end(cap);
 	char want[128];
 
 	snprintf(want, sizeof(want), "%s: this process is a child of fork()", fn);
-	if (refused && errno == EPERM && strstr(text, want) && count_lines(text) == 1)
+	if (refused && err == EPERM && strstr(text, want) && count_lines(text) == 1)
 		return 0;
-	fprintf(stderr, "child: %s: refused %d, errno %d, said: %s\n", fn, refused, errno, text);
+	fprintf(stderr, "child: %s: refused %d, errno %d, said: %s\n", fn, refused, err, text);
 	return 1;
 }
 

@@ -130,6 +130,12 @@ static void test_bad_sizes(void)
 			    CHECK(alloc_errno(bad[i].size, bad[i].align, IOA_NODE_ANY, &err) == NULL));
 		CHECK_EQ(err, EINVAL);
 	}
+	/* each named as the call the program made (review helper-108) */
+	ONE_MESSAGE("ioa_dma_alloc: invalid size 0", CHECK(ioa_dma_alloc(0, 0, IOA_NODE_ANY) == NULL));
+	ONE_MESSAGE("ioa_dma_zalloc: invalid size 0",
+		    CHECK(ioa_dma_zalloc(0, 0, IOA_NODE_ANY) == NULL));
+	ONE_MESSAGE("ioa_dma_zalloc: invalid alignment 3",
+		    CHECK(ioa_dma_zalloc(KB4, 3, IOA_NODE_ANY) == NULL));
 }
 
 /* The malloc family and pools asked for more than the largest block (each

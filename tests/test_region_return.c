@@ -192,7 +192,7 @@ static void idle_free_pages_purged(enum ioa_backend backend)
 	CHECK(stats().segments >= 3); /* none went: each holds a buffer */
 
 	/* the next buffer lies on freed pages: new again only if purged */
-	if (CHECK_EQ(ioa__region_alloc(KB4, 0, 0, IOA_OWNER_DMA, &p, &zeroed), 0)) {
+	if (CHECK_EQ(ioa__region_alloc(KB4, 0, 0, IOA_OWNER_DMA, &p, &zeroed, "test"), 0)) {
 		CHECK_EQ(zeroed, on_demand);
 		CHECK_EQ(((unsigned char *)p)[0], on_demand ? 0 : 0x5a);
 		CHECK_EQ(ioa_dma_free(p), 0);

@@ -298,7 +298,8 @@ static struct ioa__span *span_create(int node, size_t len, size_t align, int poo
 	 * heap's cycle_lock (the empty heap's for a thread without one): a
 	 * fork finds none between (heap.h) */
 	outer = ioa__heap_cycle_lock(h);
-	if ((err = ioa__region_alloc(len, align, node, IOA_OWNER_HEAP, &p, &zeroed)) != 0) {
+	if ((err = ioa__region_alloc(len, align, node, IOA_OWNER_HEAP, &p, &zeroed, "ioa_malloc")) !=
+	    0) {
 		desc_free(s);
 		s = NULL;
 		errno = -err;

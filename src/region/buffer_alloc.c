@@ -416,7 +416,7 @@ static int map_reserved(struct ioa__segment *s, uint32_t first, size_t len, size
 }
 
 int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner, void **out,
-		      int *zeroed)
+		      int *zeroed, const char *fn)
 {
 	struct ioa__segment *s;
 	uint32_t first;
@@ -424,18 +424,17 @@ int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner
 	int err, untouched = 0;
 
 	if (size == 0 || size > IOA_BUFFER_MAX) {
-		ioa__err("ioa_dma_alloc: invalid size %zu: accepted are 1 byte to 1 TiB (2^40 bytes)",
-			 size);
+		ioa__err("%s: invalid size %zu: accepted are 1 byte to 1 TiB (2^40 bytes)", fn, size);
 		return -EINVAL;
 	}
 	if (align > IOA_BUFFER_MAX || (align & (align - 1))) {
-		ioa__err("ioa_dma_alloc: invalid alignment %zu: accepted are 0 (4 KiB) or a power of "
-			 "two up to 1 TiB (2^40)", align);
+		ioa__err("%s: invalid alignment %zu: accepted are 0 (4 KiB) or a power of two up to "
+			 "1 TiB (2^40)", fn, align);
 		return -EINVAL;
 	}
 	len = ioa__region_round_up(size, IOA_PAGE);
 	align = align < IOA_PAGE ? IOA_PAGE : align;
-	node = ioa__region_pick_node(node, "ioa_dma_alloc");
+	node = ioa__region_pick_node(node, fn);
 	if (node < 0)
 		return node;
 	if ((err = reserve_pages(node, len, align, &s, &first, &untouched)) != 0)
@@ -509,7 +508,8 @@ int ioa__region_alloc_pages(int node, enum ioa__owner owner, uint32_t per, uint3
 	got = reserve_small_runs(node, per, n < IOA_REGION_PAGES_MAX ? n : IOA_REGION_PAGES_MAX,
 				 &s, first);
 	if (!got) /* a new segment, as for any buffer */
-		return (err = ioa__region_alloc(unit, IOA_PAGE, node, owner, out, NULL)) ? err : 1;
+		return (err = ioa__region_alloc(unit, IOA_PAGE, node, owner, out, NULL,
+						"ioa_malloc")) ? err : 1;
 	/* buffers that follow each other are mapped together, but for rotated
 	 * IOVAs (each buffer takes its own from the cursor) */
 	for (uint32_t i = 0, j; i < got; i = j) {

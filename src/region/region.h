@@ -84,13 +84,13 @@ enum ioa__owner {
 	IOA_OWNER_PROVIDER,
 	IOA_OWNER_TABLE, /* a page of a device table (devpt.c) */
 };
-/* A buffer of @size bytes into *out: 0, or -errno with a message: -EINVAL
- * (bad argument), -ENOMEM (memory, IOVA space, or the IOMMU map's ENOMEM),
- * -EPERM or -ENOSPC (the IOMMU map's: a limit), -EIO (another IOMMU error).
- * *@zeroed (unless NULL): 1 when its pages are new from the kernel (no buffer
- * had them before), so read as zeros; else 0. */
+/* A buffer of @size bytes into *out: 0, or -errno with a message (as the
+ * public call @fn's): -EINVAL (bad argument), -ENOMEM (memory, IOVA space,
+ * or the IOMMU map's ENOMEM), -EPERM or -ENOSPC (the IOMMU map's: a limit),
+ * -EIO (another IOMMU error). *@zeroed (unless NULL): 1 when its pages are
+ * new from the kernel (no buffer had them before), so read as zeros; else 0. */
 int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner, void **out,
-		      int *zeroed);
+		      int *zeroed, const char *fn);
 /* Strict mode's heap pages: up to @n buffers of @per pages (1 or 2) each on
  * @node (at most IOA_REGION_PAGES_MAX; neighbours where the segment has
  * them), taken under one lock and recorded with one table walk per run of
