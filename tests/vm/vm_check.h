@@ -18,10 +18,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define KB4 4096u
@@ -48,16 +50,19 @@ static inline void down(struct edu *e)
 }
 
 /* A check that runs this long is stuck (the longest takes about 10 s,
- * with a DMAR ratelimit wait): the watchdog says where and ends the
+ * with a DMAR ratelimit wait): a watchdog thread says where and ends the
  * program, so that the VM test fails at once with a clue rather than at
  * its timeout with none (one vm_iommufd run stopped after a DMAR fault,
- * 2026-12-06, cause unknown). */
+ * 2026-12-06, cause unknown). A thread, not alarm(): the stuck thread's
+ * own state stays as it was (a handler would run on it), a wait the kernel
+ * does not interrupt is reported too, and a child of fork() has none. */
 #ifndef VM_CHECK_SECONDS
 #define VM_CHECK_SECONDS 60
 #endif
 #define VM_CHECK_TEXT_(x) #x
 #define VM_CHECK_TEXT(x) VM_CHECK_TEXT_(x)
-static const char *vm_check_running;
+static const char *_Atomic vm_check_running;
+static _Atomic long vm_check_deadline; /* CLOCK_MONOTONIC seconds; 0: none */
 
 static inline void vm_say(const char *text)
 {
@@ -65,20 +70,22 @@ static inline void vm_say(const char *text)
 		return; /* nothing to do: the console is all there is */
 }
 
-/* Prints /proc/self/task/@tid/@what, one line. */
+static inline long vm_now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long)ts.tv_sec;
+}
+
+/* Prints /proc/self/task/@tid/@what, up to 2 KiB. */
 static inline void vm_print_task_file(const char *tid, const char *what)
 {
-	char path[96] = "/proc/self/task/", buf[512];
-	size_t at = strlen(path), tl = strlen(tid), wl = strlen(what);
+	char path[96], buf[2048];
 	ssize_t n;
 	int fd;
 
-	/* no snprintf: it is not async-signal-safe */
-	if (at + tl + 1 + wl + 1 > sizeof(path))
-		return;
-	memcpy(path + at, tid, tl);
-	path[at + tl] = '/';
-	memcpy(path + at + tl + 1, what, wl + 1);
+	snprintf(path, sizeof(path), "/proc/self/task/%s/%s", tid, what);
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 		return;
 	n = read(fd, buf, sizeof(buf) - 2);
@@ -90,22 +97,20 @@ static inline void vm_print_task_file(const char *tid, const char *what)
 	buf[n] = '\0';
 	vm_say("  ");
 	vm_say(what);
-	vm_say(": ");
+	vm_say(":\n");
 	vm_say(buf);
 }
 
-/* SIGALRM: every thread's state (stat), kernel wait channel and system
- * call, read with system calls only (the handler may interrupt malloc);
- * then exit status 3. */
-static inline void vm_watchdog(int sig)
+/* Every thread's state (stat), kernel wait channel, system call and kernel
+ * stack, then exit status 3. */
+static inline void vm_watchdog_report(const char *check)
 {
-	char buf[4096];
+	_Alignas(8) char buf[4096];
 	long n;
 	int dir;
 
-	(void)sig;
 	vm_say("vm_check: WATCHDOG: no progress for " VM_CHECK_TEXT(VM_CHECK_SECONDS) " s in ");
-	vm_say(vm_check_running ? vm_check_running : "(no check)");
+	vm_say(check);
 	vm_say("; the threads:\n");
 	if ((dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
 		while ((n = syscall(SYS_getdents64, dir, buf, sizeof(buf))) > 0)
@@ -124,20 +129,53 @@ static inline void vm_watchdog(int sig)
 				vm_print_task_file(d->name, "stat");
 				vm_print_task_file(d->name, "wchan");
 				vm_print_task_file(d->name, "syscall");
+				vm_print_task_file(d->name, "stack");
 			}
 		close(dir);
 	}
 	_exit(3);
 }
 
+static inline void *vm_watchdog(void *arg)
+{
+	struct timespec second = { 1, 0 };
+
+	(void)arg;
+	for (;;) {
+		long deadline = atomic_load(&vm_check_deadline);
+
+		if (deadline && vm_now_s() >= deadline)
+			vm_watchdog_report(atomic_load(&vm_check_running));
+		nanosleep(&second, NULL);
+	}
+	return NULL;
+}
+
+static inline void vm_watchdog_start(void)
+{
+	pthread_t t;
+
+	if (pthread_create(&t, NULL, vm_watchdog, NULL) != 0)
+		check_note("no watchdog thread: a stuck check waits for the harness's timeout");
+	else
+		pthread_detach(t);
+}
+
 /* Names the check that starts on the console and arms the watchdog for it. */
 static inline void vm_check_begin(const char *name)
 {
-	vm_check_running = name;
-	signal(SIGALRM, vm_watchdog);
-	alarm(VM_CHECK_SECONDS);
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, vm_watchdog_start);
+	atomic_store(&vm_check_running, name);
+	atomic_store(&vm_check_deadline, vm_now_s() + VM_CHECK_SECONDS);
 	printf("-- %s\n", name);
 	fflush(stdout);
+}
+
+static inline void vm_check_end(void)
+{
+	atomic_store(&vm_check_deadline, 0);
 }
 
 /* Runs @check on the edu device, brought up for it alone (run_check). */
@@ -150,7 +188,7 @@ static inline void run_check_named(const struct vm_test *t, vm_check_fn *check, 
 		check(&e, t);
 		down(&e);
 	}
-	alarm(0);
+	vm_check_end();
 }
 #define run_check(t, check) run_check_named(t, check, #check)
 
