@@ -623,16 +623,13 @@ void *ioa__heap_alloc_slow(size_t size)
 	}
 
 	if (h != &ioa__empty_heap && size <= ioa__span_small_max() && !ioa__heap_checking) {
-		int saved = errno, retry;
+		int saved = errno;
 		struct ioa__log_held quiet;
 		void *p;
 
-		ioa__log_hold(&quiet); /* as ioa__heap_alloc_aligned: one report */
+		ioa__log_hold(&quiet); /* one report: see ioa__heap_alloc_aligned */
 		p = alloc_small(h, ioa__class_of(size));
-		/* no room: see ioa__heap_make_room */
-		retry = !p && errno == ENOMEM && ioa__heap_make_room();
-		ioa__log_release(&quiet, !retry);
-		if (retry) {
+		if (ioa__heap_try_again(&quiet, p)) {
 			errno = saved; /* a malloc that succeeds leaves errno alone */
 			p = alloc_small(h, ioa__class_of(size));
 		}

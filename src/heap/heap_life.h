@@ -22,6 +22,12 @@ void ioa__heap_trim(void);
  * free goes back first (heap_thread.c). 1 when a segment went back, so that
  * a second try may succeed; called with no lock of the heap's held. */
 int ioa__heap_make_room(void);
+/* After a first try at an allocation returned @p, its messages held in
+ * @quiet: whether a second try may succeed (no memory, and room was made).
+ * The hold is released, the first try's messages printed unless a second
+ * try follows, whose own then report a failure once. */
+struct ioa__log_held;
+int ioa__heap_try_again(struct ioa__log_held *quiet, const void *p);
 /* @size bytes aligned to @align on @node (IOA_NODE_ANY: the thread's). */
 void *ioa__heap_alloc_aligned(size_t size, size_t align, int node);
 

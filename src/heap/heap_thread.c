@@ -361,7 +361,7 @@ static void *alloc_once(struct ioa__heap *h, size_t size, size_t align, int node
 
 void *ioa__heap_alloc_aligned(size_t size, size_t align, int node)
 {
-	int state = ioa__my_state, err, late, saved = errno, retry;
+	int state = ioa__my_state, err, late, saved = errno;
 	struct ioa__log_held quiet;
 	struct ioa__heap *h;
 	void *p;
@@ -389,9 +389,7 @@ void *ioa__heap_alloc_aligned(size_t size, size_t align, int node)
 	 * retry follows, as in ioa_dma_alloc(). */
 	ioa__log_hold(&quiet);
 	p = alloc_once(h, size, align, node);
-	retry = !p && errno == ENOMEM && ioa__heap_make_room(); /* a shared heap's lock is free */
-	ioa__log_release(&quiet, !retry);
-	if (retry) {
+	if (ioa__heap_try_again(&quiet, p)) { /* a shared heap's lock is free */
 		errno = saved; /* a malloc that succeeds leaves errno alone */
 		p = alloc_once(h, size, align, node);
 	}
@@ -580,6 +578,14 @@ int ioa__heap_make_room(void)
 		ioa__defer_quiesce();
 	}
 	return ioa__region_make_room() > 0;
+}
+
+int ioa__heap_try_again(struct ioa__log_held *quiet, const void *p)
+{
+	int retry = !p && errno == ENOMEM && ioa__heap_make_room();
+
+	ioa__log_release(quiet, !retry);
+	return retry;
 }
 
 /* ---- fork ------------------------------------------------------------- */
