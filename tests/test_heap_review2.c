@@ -399,7 +399,7 @@ static void test_batched_double_free_cuts_batch(void)
 	for (int i = 0; i < 3; i++)
 		o[i] = ioa_malloc(64);
 	text = frees_by_thread(&cap, free_xaba, o);
-	snprintf(name, sizeof(name), "free(%p)", o[1]);
+	snprintf(name, sizeof(name), "ioa_free(%p)", o[1]);
 	CHECK_EQ(count_text(text, "double free"), 2);
 	if (!CHECK(strstr(text, name)))
 		check_note("the report does not name %p: %s", o[1], text);

@@ -61,6 +61,7 @@ static void test_foreign_owners(void)
 	refused_as_foreign(chunk, "ioa_provider_free()");
 	refused_as_foreign(block, "ioa_free()");
 	/* the other way round: ioa_free() names the call that frees them */
+	ONE_MESSAGE("ioa_free(", ioa_free(slab));
 	ONE_MESSAGE("the slab of a pool", ioa_free(slab));
 	ONE_MESSAGE("a chunk of a provider", ioa_free(chunk));
 	dma = ioa_dma_alloc(KB4, 0, IOA_NODE_ANY);

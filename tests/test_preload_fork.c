@@ -94,7 +94,7 @@ static int from_heap(void *p)
 /* The free a handler made of @p took effect: a second one is reported. */
 static void freed_already(void *p)
 {
-	ONE_MESSAGE("free(", free(p));
+	ONE_MESSAGE(": free(", free(p));
 }
 
 /* In the child: the child handler's free took effect, and the heap serves. */

@@ -48,6 +48,13 @@ extern int ioa__preloaded;
  * family fails silently as glibc's does: a program that tries a huge
  * malloc and copes with NULL prints the same under LD_PRELOAD as without. */
 #define ioa__err_nomem(...) ioa__log(ioa__preloaded ? IOA_LOG_INFO : IOA_LOG_ERROR, __VA_ARGS__)
+/* The malloc family's call the program made, for its messages: the C
+ * library's name under LD_PRELOAD ("free": a preloaded program's direct
+ * ioa_free() is named so too), the library's own elsewhere ("ioa_free"). */
+#define ioa__family_call(libc, own) (ioa__preloaded ? (libc) : (own))
+#define IOA_FREE_CALL ioa__family_call("free", "ioa_free")
+#define IOA_REALLOC_CALL ioa__family_call("realloc", "ioa_realloc")
+#define IOA_USABLE_SIZE_CALL ioa__family_call("malloc_usable_size", "ioa_usable_size")
 #define ioa__warn(...) ioa__log(IOA_LOG_WARN, __VA_ARGS__)
 #define ioa__info(...) ioa__log(IOA_LOG_INFO, __VA_ARGS__)
 #define ioa__debug(...) ioa__log(IOA_LOG_DEBUG, __VA_ARGS__)

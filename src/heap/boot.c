@@ -439,15 +439,16 @@ int ioa__boot_free_small(void *p)
 		return 0;
 	c = class_of(was & SIZE_BITS);
 	if (c >= CLASSES) { /* the word written over, past the end of the object before */
-		ioa__err("free(%p): the size word of an object allocated before "
-			 "libioalloc-preload.so started is overwritten; nothing freed", p);
+		ioa__err("%s(%p): the size word of an object allocated before "
+			 "libioalloc-preload.so started is overwritten; nothing freed",
+			 IOA_FREE_CALL, p);
 		errno = EINVAL;
 		return 1;
 	}
 	was = atomic_fetch_or_explicit(size_word(p), FREED, memory_order_relaxed);
 	if (was & FREED) {
-		ioa__err("free(%p): double free of an object allocated before "
-			 "libioalloc-preload.so started", p);
+		ioa__err("%s(%p): double free of an object allocated before "
+			 "libioalloc-preload.so started", IOA_FREE_CALL, p);
 		errno = EINVAL;
 		return 1;
 	}

@@ -78,14 +78,14 @@ size_t ioa__check_requested(const struct ioa__span *s, const void *p)
 
 void ioa__check_report_invalid(const struct ioa__span *s, const void *p)
 {
-	ioa__err("free(%p): not the start of an object ioalloc returned (it lies inside a span "
-		 "of size class %u at %p)", p, s->obj_size, (void *)s->base);
+	ioa__err("%s(%p): not the start of an object ioalloc returned (it lies inside a span "
+		 "of size class %u at %p)", IOA_FREE_CALL, p, s->obj_size, (void *)s->base);
 	errno = EINVAL;
 }
 
 void ioa__check_report_double(const struct ioa__span *s, uint32_t i)
 {
-	ioa__err("free(%p): double free of an object of size class %u", 
+	ioa__err("%s(%p): double free of an object of size class %u", IOA_FREE_CALL,
 		 (void *)(s->base + (size_t)i * s->obj_size), s->obj_size);
 	errno = EINVAL;
 }

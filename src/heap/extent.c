@@ -516,12 +516,12 @@ int ioa__extent_report(const void *p)
 				if (c < e->base || c >= e->base + e->len)
 					continue;
 				if (e->ext_free)
-					ioa__err("free(%p): double free of a large block (its memory is "
-						 "free)", p);
+					ioa__err("%s(%p): double free of a large block (its memory is "
+						 "free)", IOA_FREE_CALL, p);
 				else
-					ioa__err("free(%p): not the start of an object ioalloc returned "
+					ioa__err("%s(%p): not the start of an object ioalloc returned "
 						 "(it lies inside a large block at %p of %zu bytes)",
-						 p, (void *)e->base, e->len);
+						 IOA_FREE_CALL, p, (void *)e->base, e->len);
 				found = 1;
 				break;
 			}

@@ -70,8 +70,8 @@ void ioa__heap_boot_free(void *p)
 	}
 	for (void *q = held.spare; q; q = *spare_link(q)) {
 		if (q == p) {
-			ioa__err("free(%p): double free (of a bootstrap object freed in a fork "
-				 "handler)", p);
+			ioa__err("%s(%p): double free (of a bootstrap object freed in a fork "
+				 "handler)", IOA_FREE_CALL, p);
 			errno = EINVAL;
 			return;
 		}
@@ -91,10 +91,11 @@ int ioa__heap_held_free(void *p)
 	if (held.frees && held.nfrees < HELD_FREES)
 		held.frees[held.nfrees++] = p;
 	else if (held.frees)
-		ioa__warn("free(%p) inside a fork handler: more than %zu frees there, this one "
-			  "left allocated", p, HELD_FREES);
+		ioa__warn("%s(%p) inside a fork handler: more than %zu frees there, this one "
+			  "left allocated", IOA_FREE_CALL, p, HELD_FREES);
 	else
-		ioa__warn("free(%p) inside a fork handler: no memory to note it, left allocated", p);
+		ioa__warn("%s(%p) inside a fork handler: no memory to note it, left allocated",
+			  IOA_FREE_CALL, p);
 	return 1;
 }
 

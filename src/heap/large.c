@@ -38,17 +38,19 @@ void *ioa__large_alloc(struct ioa__heap *h, size_t size, size_t align)
 void ioa__large_free(struct ioa__span *s, void *p)
 {
 	if (p != s->base) {
-		ioa__err("free(%p): not the start of an object ioalloc returned (it lies inside a "
-			 "large block at %p of %zu bytes)", p, (void *)s->base, s->len);
+		ioa__err("%s(%p): not the start of an object ioalloc returned (it lies inside a "
+			 "large block at %p of %zu bytes)", IOA_FREE_CALL, p, (void *)s->base, s->len);
 		errno = EINVAL;
 		return;
 	}
 	/* acq_rel: the winner sees the block as its allocator left it */
 	if (!atomic_exchange_explicit(&s->live, 0, memory_order_acq_rel)) {
 		if (s->chunk || s->is_chunk) /* a free stretch of a chunk: its size is not the block's */
-			ioa__err("free(%p): double free of a large block (its memory is free)", p);
+			ioa__err("%s(%p): double free of a large block (its memory is free)",
+				 IOA_FREE_CALL, p);
 		else
-			ioa__err("free(%p): double free of a large block of %zu bytes", p, s->len);
+			ioa__err("%s(%p): double free of a large block of %zu bytes", IOA_FREE_CALL,
+				 p, s->len);
 		errno = EINVAL;
 		return;
 	}

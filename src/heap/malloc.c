@@ -63,7 +63,7 @@ void ioa__heap_free_unknown(void *p)
 	const char *how;
 
 	if (p && ioa__boot_owns(p)) {
-		if (boot_object(p, "free"))
+		if (boot_object(p, IOA_FREE_CALL))
 			ioa__heap_boot_free(p);
 		return;
 	}
@@ -71,10 +71,11 @@ void ioa__heap_free_unknown(void *p)
 	if (!p || (!ioa__heap_in_fork_window() && ioa__extent_report(p)))
 		return;
 	if ((how = owner_of(p)))
-		ioa__err("free(%p): %s; nothing freed", p, how);
+		ioa__err("%s(%p): %s; nothing freed", IOA_FREE_CALL, p, how);
 	else
-		ioa__err("free(%p): not a pointer ioalloc returned, or one freed already whose "
-			 "pages were retired (a double free), or one returned before ioa_fini()", p);
+		ioa__err("%s(%p): not a pointer ioalloc returned, or one freed already whose "
+			 "pages were retired (a double free), or one returned before ioa_fini()",
+			 IOA_FREE_CALL, p);
 	errno = EINVAL;
 }
 
@@ -198,16 +199,17 @@ IOA_EXPORT size_t ioa_usable_size(const void *ptr)
 	size_t n;
 
 	if (s)
-		return live(s, ptr, "ioa_usable_size", 0) ? usable(s, ptr) : 0;
+		return live(s, ptr, IOA_USABLE_SIZE_CALL, 0) ? usable(s, ptr) : 0;
 	if (!ptr)
 		return 0;
 	if (!ioa__boot_owns(ptr)) {
 		const char *how = owner_of(ptr);
 
-		ioa__err("ioa_usable_size(%p): %s", ptr, how ? how : "not a pointer ioalloc returned");
+		ioa__err("%s(%p): %s", IOA_USABLE_SIZE_CALL, ptr,
+			 how ? how : "not a pointer ioalloc returned");
 		return 0;
 	}
-	n = boot_live_size(ptr, "ioa_usable_size");
+	n = boot_live_size(ptr, IOA_USABLE_SIZE_CALL);
 	return n == SIZE_MAX ? 0 : n;
 }
 
@@ -223,13 +225,13 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 	if (!s && !ioa__boot_owns(ptr)) {
 		const char *how = owner_of(ptr);
 
-		ioa__err("ioa_realloc(%p): %s; nothing changed", ptr,
+		ioa__err("%s(%p): %s; nothing changed", IOA_REALLOC_CALL, ptr,
 			 how ? how : "not a pointer ioalloc returned");
 		errno = EINVAL;
 		return NULL;
 	}
-	have = s ? (live(s, ptr, "ioa_realloc", 1) ? usable(s, ptr) : SIZE_MAX)
-		 : boot_live_size(ptr, "ioa_realloc");
+	have = s ? (live(s, ptr, IOA_REALLOC_CALL, 1) ? usable(s, ptr) : SIZE_MAX)
+		 : boot_live_size(ptr, IOA_REALLOC_CALL);
 	if (have == SIZE_MAX) {
 		errno = EINVAL; /* nothing changed */
 		return NULL;
