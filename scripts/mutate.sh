@@ -241,15 +241,19 @@ build_baseline() {
 # (CHECK_EXIT_AT_FAILURE, tests/check.h): the verdict is the same, sooner.
 # A RUN_SERIAL test (one that changes the machine's
 # hugepages) runs with no other worker's tests beside it: the workers hold
-# $work/serial.lock shared while they test, such a test exclusively.
+# $work/serial.lock shared while they test, such a test exclusively. The
+# tests' scratch files go to a TMPDIR of the run's own, removed after it: a
+# test a mutation crashed cannot clean up.
 run_tests() {
-	local w=$1 kind=$2 regex=$3 out=$4 rc=0 mode=-s
+	local w=$1 kind=$2 regex=$3 out=$4 rc=0 mode=-s tmp="$work/tmp-$1"
 	[ "$(show_tests "$w" "$kind" "$regex" | $helper serial)" = 0 ] || mode=-x
+	rm -rf "$tmp" && mkdir -p "$tmp"
 	(cd "$(build_dir "$w" "$kind")" &&
-		CHECK_EXIT_AT_FAILURE=1 flock "$mode" "$work/serial.lock" \
+		TMPDIR=$tmp CHECK_EXIT_AT_FAILURE=1 flock "$mode" "$work/serial.lock" \
 			timeout -k 10 $((timeout_s * 4 + 120)) ctest -R "$regex" -E '^vm_' --no-tests=error \
 			--timeout "$timeout_s" -j"$jobs" --output-on-failure \
 			--test-output-size-failed 65536) >"$out.log" 2>&1 || rc=$?
+	rm -rf "$tmp"
 	$helper results "$out.log" >"$out"
 	[ $rc -ne 124 ] && [ $rc -ne 137 ] || echo "ctest-itself	hung (killed after $((timeout_s * 4 + 120)) s)" >>"$out"
 	[ -s "$out" ] || echo "ctest-itself	no test ran (exit $rc)" >"$out"

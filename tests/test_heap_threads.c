@@ -448,7 +448,7 @@ static int node0_bind_error(void)
  * heap must serve it. */
 static void test_heap_across_lives(void)
 {
-	char dir[] = "/tmp/ioa-lives-XXXXXX", said[4096], path[600];
+	char dir[512], said[4096], path[600];
 	struct check_capture c;
 	pthread_t t;
 	int err = node0_bind_error();
@@ -458,6 +458,7 @@ static void test_heap_across_lives(void)
 			   strerror(err));
 		return;
 	}
+	check_tmp_template(dir, sizeof(dir), "ioa-lives");
 	if (!CHECK(mkdtemp(dir) != NULL))
 		return;
 	pthread_barrier_init(&lives_step, NULL, 2);

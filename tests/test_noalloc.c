@@ -155,9 +155,10 @@ static void test_dir_find(const char *dir)
 
 int main(void)
 {
-	char dir[] = "/tmp/ioalloc-noalloc-XXXXXX";
+	char dir[512];
 
 	check_start("test_noalloc");
+	check_tmp_template(dir, sizeof(dir), "ioalloc-noalloc");
 	check_clear_ioalloc_env();
 	if (!mkdtemp(dir)) {
 		check_note("mkdtemp: %s", strerror(errno));

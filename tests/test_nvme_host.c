@@ -237,10 +237,13 @@ static void put(int fd, long off, uint8_t v)
 
 static void test_image(void)
 {
-	char path[] = "/tmp/test_nvme_host.XXXXXX", why[256];
+	char path[512], why[256];
 	struct nvme_extent ext[2] = { { 3, 8, 8 }, { 4, 40, 2 } };
 	static uint8_t blocks[8 * 512];
-	int fd = mkstemp(path);
+	int fd;
+
+	check_tmp_template(path, sizeof(path), "test_nvme_host");
+	fd = mkstemp(path);
 
 	if (!CHECK(fd >= 0))
 		return;

@@ -480,8 +480,9 @@ static void read_layout(const char *dir, int has_numa, uint64_t allowed, char *s
  * memory and no CPU; and what becomes of it when parts are missing. */
 static void other_machines(void)
 {
-	char dir[] = "/tmp/ioa-layout-XXXXXX", sub[600], said[16384], text[64];
+	char dir[512], sub[600], said[16384], text[600];
 
+	check_tmp_template(dir, sizeof(dir), "ioa-layout");
 	if (!CHECK(mkdtemp(dir) != NULL))
 		return;
 	ioa__log_set_verbosity(1); /* the messages are info */
@@ -520,7 +521,8 @@ static void other_machines(void)
 	snprintf(sub, sizeof(sub), "%s/has_memory", dir);
 	unlink(sub);
 	read_layout(dir, 1, UINT64_MAX, said, sizeof(said));
-	CHECK_CONTAINS(said, "cannot read /tmp/ioa-layout-");
+	snprintf(text, sizeof(text), "cannot read %s/has_memory", dir);
+	CHECK_CONTAINS(said, text);
 	CHECK_CONTAINS(said, "/has_memory: node 0 serves every allocation");
 	CHECK_EQ(ioa__os_node_count(), 3);
 	CHECK(ioa__os_node_valid(0) && !ioa__os_node_valid(2));
