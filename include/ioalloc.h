@@ -24,6 +24,10 @@
  *   safe, also when the handler interrupts a lookup. Nothing else is (like
  *   malloc and free: a free in a handler that interrupts a free of the same
  *   thread corrupts that thread's queue).
+ * - Cancellation: no call is a cancellation point, as glibc's malloc and
+ *   free are none: a cancellation pending or sent meanwhile acts at the
+ *   thread's next cancellation point after the call (the calls that wait,
+ *   write a message or read /sys hold locks there).
  * - The library's own threads (a reclaimer per node, the sim's engine)
  *   block every signal, so a signal sent to the process reaches one of the
  *   program's threads; and when the program's main thread called

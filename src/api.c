@@ -281,24 +281,14 @@ static int start(const struct ioa_config *cfg, int from_env)
 	return 0;
 }
 
-/* Brings the library up unless another thread is doing or has done so:
- * -EBUSY then, with a message unless @lazy. A @lazy attempt (from the
- * environment, on first use) is made once: its failure is remembered. */
-static int init(const struct ioa_config *cfg, int lazy)
+/* init() with life_lock held and the state STARTING. */
+static int init_locked(const struct ioa_config *cfg, int lazy)
 {
 	struct ioa_config from_env;
-	int expected = STATE_DOWN, err;
+	int err;
 
-	pthread_mutex_lock(&life_lock);
-	if (!atomic_compare_exchange_strong(&state, &expected, STATE_STARTING)) {
-		pthread_mutex_unlock(&life_lock);
-		if (!lazy)
-			ioa__err("ioa_init: the library is initialised already (call ioa_fini first)");
-		return -EBUSY;
-	}
 	if (lazy && (err = atomic_load(&lazy_err))) { /* a racing attempt failed */
 		atomic_store(&state, STATE_DOWN);
-		pthread_mutex_unlock(&life_lock);
 		return err;
 	}
 	atomic_store(&lazy_err, 0);
@@ -331,7 +321,29 @@ static int init(const struct ioa_config *cfg, int lazy)
 	if (err && lazy)
 		atomic_store(&lazy_err, err);
 	atomic_store(&state, err ? STATE_DOWN : STATE_UP);
-	pthread_mutex_unlock(&life_lock);
+	return err;
+}
+
+/* Brings the library up unless another thread is doing or has done so:
+ * -EBUSY then, with a message unless @lazy. A @lazy attempt (from the
+ * environment, on first use) is made once: its failure is remembered. No
+ * cancellation point: the start reads /sys, opens devices and may sleep,
+ * with life_lock held (see ioa__os_cancel_off). */
+static int init(const struct ioa_config *cfg, int lazy)
+{
+	int expected = STATE_DOWN, err, cancel = ioa__os_cancel_off();
+
+	pthread_mutex_lock(&life_lock);
+	if (!atomic_compare_exchange_strong(&state, &expected, STATE_STARTING)) {
+		pthread_mutex_unlock(&life_lock);
+		if (!lazy)
+			ioa__err("ioa_init: the library is initialised already (call ioa_fini first)");
+		err = -EBUSY;
+	} else {
+		err = init_locked(cfg, lazy);
+		pthread_mutex_unlock(&life_lock);
+	}
+	ioa__os_cancel_restore(cancel);
 	return err;
 }
 
@@ -366,18 +378,11 @@ int ioa__ensure_up(void)
 	}
 }
 
-IOA_EXPORT void ioa_fini(void)
+/* ioa_fini() with life_lock held and the state STARTING. */
+static void fini_locked(void)
 {
 	struct ioa__life_window w;
-	int expected = STATE_UP;
 
-	/* before life_lock: fork's handlers take tables_lock first (devpt.c) */
-	ioa__devpt_fini();
-	pthread_mutex_lock(&life_lock);
-	if (!atomic_compare_exchange_strong(&state, &expected, STATE_STARTING)) {
-		pthread_mutex_unlock(&life_lock);
-		return;
-	}
 	/* Before the heap's fini and outside the window: glibc's join frees
 	 * cached threads' TLS, which the heap handed out (defer.c). */
 	ioa__defer_stop_threads();
@@ -397,7 +402,21 @@ IOA_EXPORT void ioa_fini(void)
 	ioa__iommu_close();
 	ioa__heap_life_window_close(&w);
 	atomic_store(&state, STATE_DOWN);
+}
+
+/* No cancellation point: the reclaimers' joins and the messages come with
+ * life_lock held (see ioa__os_cancel_off). */
+IOA_EXPORT void ioa_fini(void)
+{
+	int expected = STATE_UP, cancel = ioa__os_cancel_off();
+
+	/* before life_lock: fork's handlers take tables_lock first (devpt.c) */
+	ioa__devpt_fini();
+	pthread_mutex_lock(&life_lock);
+	if (atomic_compare_exchange_strong(&state, &expected, STATE_STARTING))
+		fini_locked();
 	pthread_mutex_unlock(&life_lock);
+	ioa__os_cancel_restore(cancel);
 }
 
 /* Whether an allocation that failed with @err may succeed once the pending

@@ -128,7 +128,7 @@ static int dump(int fd, unsigned flags, int up)
 {
 	struct ioa__fdout o;
 	uint64_t quarantined;
-	int err;
+	int err, cancel = ioa__os_cancel_off(); /* its writes, with locks held */
 
 	ioa__fdout_init(&o, fd);
 	ioa__fdout_printf(&o, "ioalloc-dump 1 state=%s\n", up ? "up" : "down");
@@ -144,6 +144,7 @@ static int dump(int fd, unsigned flags, int up)
 	ioa__fdout_printf(&o, "end\n");
 	if ((err = ioa__fdout_flush(&o)))
 		ioa__err("ioa_dump: cannot write to fd %d: %s", fd, ioa__errno_text(-err));
+	ioa__os_cancel_restore(cancel);
 	return err;
 }
 

@@ -598,6 +598,132 @@ static void test_other_thread_frees_object_owner_freed(void)
 	freed_twice_by_others(IOA_PROTECT_STRICT);
 }
 
+/*
+ * Memory the program never wrote holds what the heap left there, a freed
+ * object's mark among it: in strict mode a page block's page held objects,
+ * and the one at its start left its mark in the block's second word.
+ * realloc copied that word along, a copy of a copy brought it to the object
+ * it names, and that object's free was refused as a double free and leaked
+ * (review helper-109: a program that reallocs blocks it never writes, in
+ * strict mode). Here an object's freed mark is put into a large block's
+ * second word, and the realloc that shrinks the block hands out that very
+ * object (a class's next malloc takes the object freed last).
+ *
+ * Should: the object is freed without a word, and serves again.
+ */
+static void test_realloc_brings_no_mark(void)
+{
+	struct check_capture cap;
+	void *p, *block, *q;
+
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	p = ioa_malloc(64);
+	block = ioa_malloc(100000);
+	if (CHECK(p && block)) {
+		ioa_free(p);
+		/* its freed mark: lazy mode keeps freed memory mapped */
+		((uintptr_t *)block)[1] = ((volatile uintptr_t *)p)[1];
+		q = ioa_realloc(block, 64);
+		if (CHECK(q == p)) {
+			capture_begin(&cap);
+			ioa_free(q);
+			CHECK_EQ(count_lines(capture_end(&cap)), 0);
+			q = ioa_malloc(64);
+			CHECK(q == p); /* it was freed */
+			ioa_free(q);
+		}
+	}
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/*
+ * glibc's malloc and free are no cancellation points; the library's calls
+ * reached some (a message's write, a wait for a purge, a backoff's sleep)
+ * with locks held, and a thread cancelled there kept them for good: every
+ * thread after it hung (review helper-109: a malloc that waited for a
+ * purge). Here a thread with a cancellation pending frees a pointer inside
+ * a large block, whose message the extents' report says with their lock
+ * held.
+ *
+ * Should: the free returns, one message said; the cancellation acts at the
+ * thread's next cancellation point, and the extents serve on.
+ */
+static atomic_int free_returned;
+static void *large_block;
+
+static void *cancelled_freeing(void *arg)
+{
+	(void)arg;
+	pthread_cancel(pthread_self()); /* deferred: pending until a cancellation point */
+	ioa_free((char *)large_block + 8192);
+	atomic_store(&free_returned, 1);
+	pthread_testcancel();
+	return NULL;
+}
+
+static void test_cancelled_inside_a_free(void)
+{
+	struct check_capture cap;
+	pthread_t t;
+	void *ret, *p;
+
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	large_block = ioa_malloc(100000);
+	capture_begin(&cap);
+	pthread_create(&t, NULL, cancelled_freeing, NULL);
+	pthread_join(t, &ret);
+	CHECK_EQ(count_lines(capture_end(&cap)), 1);
+	CHECK(ret == PTHREAD_CANCELED);
+	if (!CHECK(atomic_load(&free_returned))) { /* its lock is gone: no more calls */
+		printf("the thread was cancelled inside ioa_free()\n");
+		fflush(stdout);
+		_exit(check_done());
+	}
+	p = ioa_malloc(100000); /* the extents' lock was given back */
+	CHECK(p != NULL);
+	ioa_free(p);
+	ioa_free(large_block);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/* The same for ioa_fini(), which joins the reclaimers (a cancellation
+ * point) with the library's life lock held: cancelled there, it kept the
+ * lock, and the next ioa_init() hung. */
+static atomic_int fini_returned;
+
+static void *cancelled_finishing(void *arg)
+{
+	(void)arg;
+	pthread_cancel(pthread_self());
+	ioa_fini();
+	atomic_store(&fini_returned, 1);
+	pthread_testcancel();
+	return NULL;
+}
+
+static void test_cancelled_inside_fini(void)
+{
+	pthread_t t;
+	void *ret;
+
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	CHECK_EQ(ioa_dma_free(ioa_dma_alloc(4096, 0, IOA_NODE_ANY)), 0); /* a reclaimer starts */
+	CHECK_EQ(ioa_quiesce(), 0);
+	pthread_create(&t, NULL, cancelled_finishing, NULL);
+	pthread_join(t, &ret);
+	CHECK(ret == PTHREAD_CANCELED);
+	if (!CHECK(atomic_load(&fini_returned))) { /* the life lock is gone */
+		printf("the thread was cancelled inside ioa_fini()\n");
+		fflush(stdout);
+		_exit(check_done());
+	}
+	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0)) /* the lock was given back */
+		ioa_fini();
+}
+
 int main(void)
 {
 	check_start("test_heap_review2");
@@ -608,5 +734,8 @@ int main(void)
 	test_strict_listed_emptied_by_remote();
 	test_owner_frees_object_in_a_batch();
 	test_other_thread_frees_object_owner_freed();
+	test_realloc_brings_no_mark();
+	test_cancelled_inside_a_free();
+	test_cancelled_inside_fini();
 	return check_done();
 }

@@ -284,30 +284,53 @@ static void fork_during_purge(void)
 static atomic_int allocated;
 static void *during_purge;
 
+/* With @arg, a cancellation pending: the wait is no cancellation point (a
+ * malloc waits there, and glibc's is none), nor is anything after it in
+ * the call: the allocation returns, and the cancellation acts after it. */
 static void *allocate(void *arg)
 {
-	(void)arg;
+	if (arg)
+		pthread_cancel(pthread_self());
 	during_purge = ioa_dma_alloc(KB4, 0, 0);
 	atomic_store(&allocated, 1);
+	pthread_testcancel();
 	return NULL;
 }
 
 static pthread_t allocator;
+static int allocator_cancelled;
 
 /* An allocation while every free page is held: it must wait for them, so
- * it does not end within a second (one that makes a segment ends at once). */
+ * it does not end within a second (one that makes a segment ends at once).
+ * A thread cancelled in the wait would end holding the node lock, which
+ * this upkeep takes when the hook returns: that ends the test here. */
 static void allocate_in_purge(void)
 {
-	CHECK_EQ(pthread_create(&allocator, NULL, allocate, NULL), 0);
-	for (int ms = 0; ms < 1000 && !atomic_load(&allocated); ms++)
+	void *ret;
+
+	CHECK_EQ(pthread_create(&allocator, NULL, allocate,
+				allocator_cancelled ? &allocator_cancelled : NULL), 0);
+	for (int ms = 0; ms < 1000 && !atomic_load(&allocated); ms++) {
+		if (pthread_tryjoin_np(allocator, &ret) == 0) {
+			CHECK(!"the allocating thread ended inside ioa_dma_alloc()");
+			fflush(stdout);
+			_exit(check_done());
+		}
 		usleep(1000);
+	}
 	CHECK(!atomic_load(&allocated));
 }
 
 /* An allocation that finds every free page held by a purge waits for them,
- * rather than making a new segment (or failing under RLIMIT_AS). */
-static void allocation_waits_for_purge(void)
+ * rather than making a new segment (or failing under RLIMIT_AS); with
+ * @cancelled, in a thread whose cancellation is pending (review
+ * helper-109: a malloc cancelled there hung the process). */
+static void allocation_waits_for_purge(int cancelled)
 {
+	void *ret;
+
+	allocator_cancelled = cancelled;
+	atomic_store(&allocated, 0);
 	if (!start(IOA_BACKEND_NONE))
 		return;
 	for (int i = 0; i < 512; i++) { /* one segment, all of it freed */
@@ -321,7 +344,9 @@ static void allocation_waits_for_purge(void)
 	ioa__region_upkeep(0, IOA_UPKEEP_TIMED);
 	madvise_hook = allocate_in_purge;
 	ioa__region_upkeep(0, IOA_UPKEEP_TIMED); /* kept (the newest), purged: all 512 pages held */
-	CHECK_EQ(pthread_join(allocator, NULL), 0);
+	CHECK_EQ(pthread_join(allocator, &ret), 0);
+	CHECK(ret == (cancelled ? PTHREAD_CANCELED : NULL));
+	CHECK(atomic_load(&allocated));
 	CHECK(during_purge != NULL);
 	CHECK_EQ(stats().segments, 1);
 	if (during_purge)
@@ -532,7 +557,8 @@ int main(void)
 	idle_free_pages_purged(IOA_BACKEND_NONE);
 	idle_free_pages_purged(IOA_BACKEND_SIM);
 	fork_during_purge();
-	allocation_waits_for_purge();
+	allocation_waits_for_purge(0);
+	allocation_waits_for_purge(1);
 	out_of_address_space(32 * MB);
 	out_of_address_space(0);
 	heap_out_of_address_space();

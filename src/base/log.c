@@ -1,4 +1,5 @@
 #include "log.h"
+#include "os.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -12,10 +13,15 @@ int ioa__preloaded __attribute__((weak));
 /* The calling thread's innermost hold, or NULL. */
 static __thread struct ioa__log_held *holding __attribute__((tls_model("initial-exec")));
 
+/* Not a cancellation point: messages are said with locks held (see
+ * ioa__os_cancel_off). */
 static void emit(const char *text, size_t len)
 {
-	if (write(STDERR_FILENO, text, len) < 0)
-		return; /* nowhere left to report to */
+	int cancel = ioa__os_cancel_off();
+	ssize_t n = write(STDERR_FILENO, text, len); /* a failure: nowhere left to report to */
+
+	(void)n;
+	ioa__os_cancel_restore(cancel);
 }
 
 void ioa__log_hold(struct ioa__log_held *h)

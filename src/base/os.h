@@ -171,4 +171,15 @@ int ioa__os_program_ended(void);
  */
 void ioa__os_backoff(unsigned *round);
 
+/*
+ * Cancellation held off around a cancellation point the library reaches (a
+ * wait, a sleep, a message's write, the start's file reads and opens, a
+ * join at ioa_fini): glibc's malloc and free are none, and a thread
+ * cancelled there kept the locks it held for good, which hung every thread
+ * after it (review helper-109). The state to give back to
+ * ioa__os_cancel_restore().
+ */
+int ioa__os_cancel_off(void);
+void ioa__os_cancel_restore(int state);
+
 #endif

@@ -199,6 +199,7 @@ void ioa__os_backoff(unsigned *round)
 {
 	unsigned r = (*round)++;
 	struct timespec ts = { 0, BACKOFF_MAX_NS };
+	int cancel;
 
 	if (r < BACKOFF_YIELDS) {
 		sched_yield();
@@ -206,5 +207,20 @@ void ioa__os_backoff(unsigned *round)
 	}
 	if (r - BACKOFF_YIELDS < 10)
 		ts.tv_nsec = 1000L << (r - BACKOFF_YIELDS);
+	cancel = ioa__os_cancel_off(); /* the waits hold locks, as a rule */
 	nanosleep(&ts, NULL);
+	ioa__os_cancel_restore(cancel);
+}
+
+int ioa__os_cancel_off(void)
+{
+	int state;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state);
+	return state;
+}
+
+void ioa__os_cancel_restore(int state)
+{
+	pthread_setcancelstate(state, NULL);
 }

@@ -273,6 +273,14 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 	if (!p && !(p = ioa__heap_alloc(size)))
 		return NULL; /* the old block stays */
 	memcpy(p, ptr, have < size ? have : size);
+	/* No mark comes along: memory the program never wrote holds what the
+	 * heap left there, among it a freed object's mark (a strict page
+	 * block's page held objects), and a copy of a copy may bring a mark
+	 * to the object it names, whose free was then refused as a double
+	 * free (review helper-109). A program's own value matches a mark only
+	 * by a deliberate copy of one. */
+	if (marked_freed(p))
+		links(p)[1] = NULL;
 	ioa__heap_free(ptr);
 	return p;
 }

@@ -33,7 +33,7 @@ void ioa__je_err(const char *fmt, ...)
 {
 	char buf[512];
 	va_list ap;
-	int n = snprintf(buf, sizeof(buf), "ioalloc: error: ");
+	int n = snprintf(buf, sizeof(buf), "ioalloc: error: "), cancel;
 
 	va_start(ap, fmt);
 	n += vsnprintf(buf + n, sizeof(buf) - (size_t)n - 1, fmt, ap);
@@ -41,8 +41,11 @@ void ioa__je_err(const char *fmt, ...)
 	if (n > (int)sizeof(buf) - 2)
 		n = (int)sizeof(buf) - 2;
 	buf[n++] = '\n';
+	/* no cancellation point: said with locks held, as ioalloc's own */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	if (write(STDERR_FILENO, buf, (size_t)n) < 0)
-		return; /* nowhere else to say it */
+		buf[0] = '\0'; /* nowhere else to say it */
+	pthread_setcancelstate(cancel, NULL);
 }
 
 /* fork(): registered at the first creation, after jemalloc's and ioalloc's

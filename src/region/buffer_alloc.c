@@ -180,7 +180,7 @@ static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment
 	int dedicated = !big && (len > seg_size || align > seg_size);
 	struct ioa__segment *s;
 	long page = -1;
-	int err = 0;
+	int err = 0, cancel;
 
 	pthread_mutex_lock(&a->lock);
 	for (;;) {
@@ -193,7 +193,9 @@ static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment
 			break;
 		/* the upkeep holds free pages for a purge: they come back free
 		 * (purge_done), rather than a new segment made meanwhile */
+		cancel = ioa__os_cancel_off(); /* malloc is no cancellation point */
 		pthread_cond_wait(&a->purge_done, &a->lock);
+		ioa__os_cancel_restore(cancel);
 	}
 	if (!s || page < 0) {
 		err = ioa__region_segment_create(
