@@ -227,6 +227,46 @@ static void freed_blocks_make_room(void)
 	child_passed(pid, "the child's objects where its blocks were freed");
 }
 
+/* glibc's own names of the malloc family, which a few programs call
+ * directly: the preload library's calls, as jemalloc's and tcmalloc's are
+ * (review helper-109: glibc's served them, and its free aborted on the
+ * preload library's pointers, its usable_size said ours were not). */
+void *__libc_malloc(size_t size);
+void __libc_free(void *ptr);
+void *__libc_calloc(size_t n, size_t size);
+void *__libc_realloc(void *ptr, size_t size);
+void *__libc_memalign(size_t align, size_t size);
+void *__libc_valloc(size_t size);
+void *__libc_pvalloc(size_t size);
+
+static void libc_names_are_ours(void)
+{
+	struct check_capture cap;
+	char *p, *q[4];
+
+	capture_begin(&cap);
+	p = __libc_malloc(100);
+	CHECK(p && malloc_usable_size(p) >= 100);
+	memset(p, 3, 100);
+	p = realloc(p, 5000);
+	CHECK(p && p[99] == 3);
+	p = __libc_realloc(p, 300);
+	CHECK(p && p[99] == 3);
+	free(p);
+	q[0] = __libc_calloc(10, 10);
+	q[1] = __libc_memalign(256, 100);
+	q[2] = __libc_valloc(100);
+	q[3] = __libc_pvalloc(100);
+	CHECK(q[0] && q[0][99] == 0 && malloc_usable_size(q[0]) >= 100);
+	CHECK(q[1] && ((uintptr_t)q[1] & 255) == 0 && malloc_usable_size(q[1]) >= 100);
+	CHECK(q[2] && ((uintptr_t)q[2] & 4095) == 0 && malloc_usable_size(q[2]) >= 100);
+	CHECK(q[3] && ((uintptr_t)q[3] & 4095) == 0 && malloc_usable_size(q[3]) >= 4096);
+	for (int i = 0; i < 4; i++)
+		__libc_free(q[i]);
+	__libc_free(malloc(100));
+	CHECK_EQ(count_lines(capture_end(&cap)), 0);
+}
+
 int main(int argc, char **argv)
 {
 	void *p;
@@ -256,6 +296,7 @@ int main(int argc, char **argv)
 		CHECK(q == NULL && errno == ENOMEM);
 		free(block);
 	}
+	libc_names_are_ours();
 	huge_requests_fail_silently();
 	errno_after_segment_retry();
 	freed_blocks_make_room();

@@ -58,7 +58,7 @@ static void info_as_xml(void)
 	CHECK_EQ(malloc_info(1, stdout), EINVAL);
 	CHECK_EQ(malloc_info(0, NULL), EINVAL);
 	CHECK_EQ(errno, 0);
-	CHECK_EQ(count_lines(capture_end(&cap)), 2);
+	CHECK_EQ(count_lines(capture_end(&cap)), 0); /* as glibc's: nothing said (helper-109) */
 }
 
 int main(int argc, char **argv)

@@ -127,6 +127,18 @@ size_t malloc_usable_size(void *ptr)
 	return ptr ? ioa_usable_size(ptr) : 0;
 }
 
+/* glibc's own names of the same calls, which a few programs call directly
+ * (jemalloc and tcmalloc define them too): one allocator for all. Without
+ * them, glibc's served those calls, and its free aborted on our pointers
+ * (review helper-109). */
+void *__libc_malloc(size_t size) __attribute__((alias("malloc"), copy(malloc)));
+void __libc_free(void *ptr) __attribute__((alias("free"), copy(free)));
+void *__libc_calloc(size_t n, size_t size) __attribute__((alias("calloc"), copy(calloc)));
+void *__libc_realloc(void *ptr, size_t size) __attribute__((alias("realloc"), copy(realloc)));
+void *__libc_memalign(size_t align, size_t size) __attribute__((alias("memalign"), copy(memalign)));
+void *__libc_valloc(size_t size) __attribute__((alias("valloc"), copy(valloc)));
+void *__libc_pvalloc(size_t size) __attribute__((alias("pvalloc"), copy(pvalloc)));
+
 /* glibc's keeps @pad bytes at the top of its main heap; this heap has no
  * top: everything free goes. */
 int malloc_trim(size_t pad)
@@ -178,15 +190,16 @@ struct mallinfo mallinfo(void)
 /* As glibc's, glibc's outer elements with mallinfo2()'s figures: one heap
  * (ioalloc's), its free bytes the "rest" total, its segments' bytes the
  * system's and the address space's. @options must be 0 and @fp a stream:
- * else EINVAL, returned with errno kept, as glibc's returns it for options
- * (glibc's crashes on a NULL stream). stdio may malloc:
+ * else EINVAL, returned with errno kept and said only as info, as glibc's
+ * returns it for options, silently (glibc's crashes on a NULL stream;
+ * review helper-109 found the error line). stdio may malloc:
  * nothing here holds a lock of the library. */
 int malloc_info(int options, FILE *fp)
 {
 	struct mallinfo2 mi;
 
 	if (options != 0 || !fp) {
-		ioa__err("malloc_info: %s: accepted are options 0 and a stream",
+		ioa__info("malloc_info: %s: accepted are options 0 and a stream",
 			 options ? "options not 0" : "fp is NULL");
 		return EINVAL;
 	}
