@@ -148,16 +148,23 @@ static int fits(const struct ioa__span *s, size_t have, size_t size)
 	return size <= have && (size >= have / 2 || (s->obj_size && s->cls == 0));
 }
 
+/* The name of live()'s call, for its messages. */
+static const char *live_call(int realloc_call)
+{
+	return realloc_call ? IOA_REALLOC_CALL : IOA_USABLE_SIZE_CALL;
+}
+
 /* Whether @ptr, in @s, is the start of a live object or block: else one
- * message, as @call's (realloc would hand out or copy memory that is free, or
- * another object's; usable_size would answer its size). A small object's
- * free bit is read as free reads it: by its owner only (another thread's
- * realloc of it is checked by the free that follows the copy, as its free
- * would be); its freed mark (heap.h) by any thread, but only where the call
- * reads the object anyway (@reads_object: realloc's copy): usable_size's
- * read would race with a program that writes the object meanwhile, which it
- * may (review helper-87). */
-static int live(const struct ioa__span *s, const void *ptr, const char *call, int reads_object)
+ * message, as realloc's (@realloc_call) or usable_size's (realloc would hand
+ * out or copy memory that is free, or another object's; usable_size would
+ * answer its size). A small object's free bit is read as free reads it: by
+ * its owner only (another thread's realloc of it is checked by the free
+ * that follows the copy, as its free would be); its freed mark (heap.h) by
+ * any thread, but only where the call reads the object anyway (realloc's
+ * copy): usable_size's read would race with a program that writes the
+ * object meanwhile, which it may (review helper-87). The call's name is
+ * made only for a message: every realloc passes here. */
+static int live(const struct ioa__span *s, const void *ptr, int realloc_call)
 {
 	uint32_t i;
 
@@ -165,21 +172,22 @@ static int live(const struct ioa__span *s, const void *ptr, const char *call, in
 		/* relaxed: only a program's bug races this load with a free */
 		if (ptr == s->base && atomic_load_explicit(&s->live, memory_order_relaxed))
 			return 1;
-		ioa__err("%s(%p): not a live block ioalloc returned (freed, or inside one)", call,
-			 ptr);
+		ioa__err("%s(%p): not a live block ioalloc returned (freed, or inside one)",
+			 live_call(realloc_call), ptr);
 		return 0;
 	}
 	i = ioa__check_index(s, ptr);
 	if (i == UINT32_MAX) {
 		ioa__err("%s(%p): not the start of an object ioalloc returned (it lies inside a "
-			 "span of size class %u at %p)", call, ptr, s->obj_size, (void *)s->base);
+			 "span of size class %u at %p)", live_call(realloc_call), ptr, s->obj_size,
+			 (void *)s->base);
 		return 0;
 	}
 	if (ioa__heap_checking ? ioa__check_requested(s, ptr) == SIZE_MAX
-			       : !s->owner || (reads_object && marked_freed((void *)ptr)) ||
+			       : !s->owner || (realloc_call && marked_freed((void *)ptr)) ||
 					 (s->owner == ioa__my_heap && ioa__object_free(s, i))) {
-		ioa__err("%s(%p): an object of size class %u that is free (freed already?)", call,
-			 ptr, s->obj_size);
+		ioa__err("%s(%p): an object of size class %u that is free (freed already?)",
+			 live_call(realloc_call), ptr, s->obj_size);
 		return 0;
 	}
 	return 1;
@@ -199,7 +207,7 @@ IOA_EXPORT size_t ioa_usable_size(const void *ptr)
 	size_t n;
 
 	if (s)
-		return live(s, ptr, IOA_USABLE_SIZE_CALL, 0) ? usable(s, ptr) : 0;
+		return live(s, ptr, 0) ? usable(s, ptr) : 0;
 	if (!ptr)
 		return 0;
 	if (!ioa__boot_owns(ptr)) {
@@ -230,7 +238,7 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 		errno = EINVAL;
 		return NULL;
 	}
-	have = s ? (live(s, ptr, IOA_REALLOC_CALL, 1) ? usable(s, ptr) : SIZE_MAX)
+	have = s ? (live(s, ptr, 1) ? usable(s, ptr) : SIZE_MAX)
 		 : boot_live_size(ptr, IOA_REALLOC_CALL);
 	if (have == SIZE_MAX) {
 		errno = EINVAL; /* nothing changed */
