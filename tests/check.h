@@ -232,7 +232,6 @@ static inline unsigned check_resident_pages(void *const *p, unsigned n)
 	return r;
 }
 
-/* How often @what occurs in @text. */
 /* A template for mkdtemp or mkstemp under $TMPDIR (else /tmp): the mutation
  * script gives each run a TMPDIR it removes after, so a test that a mutation
  * crashed leaves nothing behind. */
@@ -243,6 +242,7 @@ static inline void check_tmp_template(char *out, size_t len, const char *name)
 	snprintf(out, len, "%s/%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", name);
 }
 
+/* How often @what occurs in @text. */
 static inline unsigned count_text(const char *text, const char *what)
 {
 	unsigned n = 0;

@@ -113,6 +113,7 @@ int ioa__stats_write(int fd, const struct ioa_stats *s)
 {
 	char buf[4096];
 	size_t n = 0;
+	int cancel, err = 0;
 
 	n += (size_t)snprintf(buf + n, sizeof(buf) - n, "ioalloc statistics:\n");
 #define IOA_STAT_LINE(name, label, scope) \
@@ -128,11 +129,11 @@ int ioa__stats_write(int fd, const struct ioa_stats *s)
 				      (unsigned long long)s->defer_latency_p99_ns);
 	if (n > sizeof(buf))
 		n = sizeof(buf);
+	cancel = ioa__os_cancel_off(); /* no call is a cancellation point (ioalloc.h) */
 	if (write(fd, buf, n) < 0) {
-		int err = errno;
-
+		err = errno;
 		ioa__err("ioa_stats_print: cannot write statistics to fd %d: %s", fd, ioa__errno_text(err));
-		return -err;
 	}
-	return 0;
+	ioa__os_cancel_restore(cancel);
+	return -err;
 }

@@ -27,12 +27,18 @@ int ioa__defer_drain(void)
 
 		if (!atomic_load_explicit(&nd->rings, memory_order_acquire))
 			continue;
+		int cancel;
+
 		if (ioa__defer_start_reclaimer(nd) != 0)
 			return -ENOMEM;
+		/* no cancellation in the passes: see help() in enqueue.c (a
+		 * table's invalidation callback may wait, review helper-110) */
+		cancel = ioa__os_cancel_off();
 		pthread_mutex_lock(&nd->pass_lock);
 		while (ioa__defer_pending(nd, &oldest, &bytes) || nd->held)
 			ioa__defer_run_pass(nd, NULL, 1);
 		pthread_mutex_unlock(&nd->pass_lock);
+		ioa__os_cancel_restore(cancel);
 	}
 	return 0;
 }

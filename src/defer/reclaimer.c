@@ -218,12 +218,16 @@ static void bind_reclaimer(struct node *nd, pthread_t thread)
  */
 static void start_failed(struct node *nd)
 {
+	int cancel;
+
 	atomic_store(&nd->sleep, IDLE);
 	ioa__grace_fence_all();
+	cancel = ioa__os_cancel_off(); /* a program's thread: see help() in enqueue.c */
 	if (pthread_mutex_trylock(&nd->pass_lock) == 0) {
 		ioa__defer_run_pass(nd, NULL, 1); /* holds nothing: no reclaimer comes back for it */
 		pthread_mutex_unlock(&nd->pass_lock);
 	}
+	ioa__os_cancel_restore(cancel);
 }
 
 /*

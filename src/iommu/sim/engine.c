@@ -176,7 +176,7 @@ void ioa__sim_engine_fork_child(void)
 IOA_EXPORT int ioa_sim_engine_start(unsigned threads)
 {
 	unsigned n = 0;
-	int err = 0;
+	int err = 0, cancel;
 
 	if (!ioa__sim_is_open()) {
 		ioa__err("ioa_sim_engine_start: the sim backend is not open");
@@ -206,6 +206,7 @@ IOA_EXPORT int ioa_sim_engine_start(unsigned threads)
 	while (!err && n < threads)
 		if (!(err = start_thread(&engine.thread[n], (uint8_t)n)))
 			n++;
+	cancel = ioa__os_cancel_off(); /* stop_threads joins them under control */
 	pthread_mutex_lock(&engine.control);
 	engine.nthreads = n;
 	engine.starting = 0;
@@ -215,6 +216,7 @@ IOA_EXPORT int ioa_sim_engine_start(unsigned threads)
 		stop_threads();
 	}
 	pthread_mutex_unlock(&engine.control);
+	ioa__os_cancel_restore(cancel);
 	return err;
 }
 
@@ -222,11 +224,13 @@ IOA_EXPORT int ioa_sim_engine_start(unsigned threads)
 IOA_EXPORT uint64_t ioa_sim_engine_stop(void)
 {
 	uint64_t transfers;
+	int cancel = ioa__os_cancel_off(); /* the joins, under control (ioa__os_cancel_off) */
 
 	pthread_mutex_lock(&engine.control);
 	transfers = stop_threads();
 	for (unsigned i = 0; i < SLOTS; i++)
 		atomic_store_explicit(&engine.slot[i], 0, memory_order_relaxed);
 	pthread_mutex_unlock(&engine.control);
+	ioa__os_cancel_restore(cancel);
 	return transfers;
 }
