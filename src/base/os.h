@@ -177,7 +177,12 @@ void ioa__os_backoff(unsigned *round);
  * join at ioa_fini): glibc's malloc and free are none, and a thread
  * cancelled there kept the locks it held for good, which hung every thread
  * after it (review helper-109). The state to give back to
- * ioa__os_cancel_restore().
+ * ioa__os_cancel_restore(). Life in a process: it changes only the calling
+ * thread's own state (glibc's is one atomic word of the thread), so it may
+ * run anywhere the library does: a thread-exit destructor (cancellation is
+ * off there already), a signal handler that interrupts the same change, a
+ * fork child, the preload bootstrap (it allocates nothing), beside an
+ * ioa_fini() (it reads no state of the library).
  */
 int ioa__os_cancel_off(void);
 void ioa__os_cancel_restore(int state);

@@ -24,11 +24,10 @@ int ioa__defer_drain(void)
 	for (int n = 0; n < ioa__os_node_count(); n++) { /* as ioa__region_init's */
 		struct node *nd = &ioa__defer_eng.nodes[n];
 		uint64_t oldest, bytes;
+		int cancel;
 
 		if (!atomic_load_explicit(&nd->rings, memory_order_acquire))
 			continue;
-		int cancel;
-
 		if (ioa__defer_start_reclaimer(nd) != 0)
 			return -ENOMEM;
 		/* no cancellation in the passes: see help() in enqueue.c (a

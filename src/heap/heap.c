@@ -379,8 +379,7 @@ static void remote_free(struct ioa__heap *h, struct ioa__span *s, void *p)
 
 	if (marked_freed(p)) {
 		ioa__err("%s(%p): double free of an object of size class %u (freed already)",
-			 IOA_FREE_CALL, p,
-			 s->obj_size);
+			 IOA_FREE_CALL, p, s->obj_size);
 		errno = EINVAL;
 		return;
 	}

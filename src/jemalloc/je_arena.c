@@ -34,6 +34,7 @@ void ioa__je_err(const char *fmt, ...)
 	char buf[512];
 	va_list ap;
 	int n = snprintf(buf, sizeof(buf), "ioalloc: error: "), cancel;
+	ssize_t written;
 
 	va_start(ap, fmt);
 	n += vsnprintf(buf + n, sizeof(buf) - (size_t)n - 1, fmt, ap);
@@ -43,8 +44,8 @@ void ioa__je_err(const char *fmt, ...)
 	buf[n++] = '\n';
 	/* no cancellation point: said with locks held, as ioalloc's own */
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
-	if (write(STDERR_FILENO, buf, (size_t)n) < 0)
-		buf[0] = '\0'; /* nowhere else to say it */
+	written = write(STDERR_FILENO, buf, (size_t)n); /* a failure: nowhere else to say it */
+	(void)written;
 	pthread_setcancelstate(cancel, NULL);
 }
 
