@@ -13,6 +13,7 @@
 
 #include "ioalloc.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -169,6 +170,34 @@ static void test_cancelled_inside_quiesce(void)
 	ioa_fini();
 }
 
+/* ioa_stats_print() and ioa_dump() write with cancellation off: the dump
+ * walks the engine's queues and the pools under their locks. */
+static int devnull = -1;
+
+static void print_stats(void)
+{
+	CHECK_EQ(ioa_stats_print(devnull), 0);
+}
+
+static void dump(void)
+{
+	CHECK_EQ(ioa_dump(devnull, 0), 0);
+}
+
+static void test_cancelled_inside_prints(void)
+{
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	if (CHECK(devnull >= 0)) {
+		call_with_cancel_pending(print_stats, "ioa_stats_print()");
+		call_with_cancel_pending(dump, "ioa_dump()");
+		CHECK_EQ(ioa_dump(devnull, 0), 0); /* the locks were given back */
+		close(devnull);
+	}
+	ioa_fini();
+}
+
 int main(void)
 {
 	check_start("test_cancel");
@@ -176,5 +205,6 @@ int main(void)
 	test_cancelled_inside_fini();
 	test_cancelled_inside_engine_stop();
 	test_cancelled_inside_quiesce();
+	test_cancelled_inside_prints();
 	return check_done();
 }
