@@ -165,12 +165,18 @@ static uint64_t window_after_nap(long nap_ms)
 
 /* The rate is measured from the start's reading: a process start waits for
  * no window that has passed by its first conversion (the 20 ms nap here);
- * a start reading over 100 ms old is not trusted, a new window begins. */
+ * a start reading over 100 ms old is not trusted, a new window begins. A
+ * loaded machine may oversleep the 20 ms past 100 ms: three tries. */
 static void measured_from_the_start(void)
 {
 #if defined(IOA_CLOCK_COUNTER_PRESENT)
-	uint64_t after_20 = window_after_nap(20), after_150 = window_after_nap(150);
+	uint64_t after_20 = 0, after_150 = window_after_nap(150);
 
+	for (int try = 0; try < 3 && after_20 < 20000000; try++) {
+		if (try)
+			check_note("try %d: a 20 ms nap's window was %.3f ms", try, after_20 / 1e6);
+		after_20 = window_after_nap(20);
+	}
 	CHECK(after_20 >= 20000000);
 	CHECK(after_150 > 0 && after_150 < 100000000);
 	check_note("rate measured over %.1f ms from a start 20 ms before, over %.3f ms after "

@@ -40,7 +40,7 @@ uint64_t ioa__now_ns(void)
 #define ERROR_DIVISOR 200
 #define MIN_WINDOW_NS 4000
 #define START_READING_MAX_NS 100000000 /* 100 ms: a migrated VM's counter may part */
-#define SUSPEND_SLACK_NS 10000        /* suspended_ns()'s two reads apart, at most */
+#define SUSPEND_SLACK_NS 10000        /* two suspended_ns() apart by jitter, at most */
 
 /* How far the counter moves between two reads that differ, the most a
  * reading's tick may be off: a TSC by the ticks of one read, qemu-user's
@@ -85,16 +85,25 @@ static struct reading paired_reading(void)
 }
 
 /* How long the machine was suspended since boot, as CLOCK_BOOTTIME counts
- * and CLOCK_MONOTONIC does not (up to the two reads' distance; a time
- * namespace offsets both alike). Where CLOCK_BOOTTIME cannot be read (a
- * sandbox's filter), 0 less CLOCK_MONOTONIC: it moves with the time, and no
- * start reading over SUSPEND_SLACK_NS old is trusted. */
+ * and CLOCK_MONOTONIC does not (a time namespace offsets both alike). The
+ * BOOTTIME read is taken between two MONOTONIC ones and set against their
+ * middle; a pair preempted apart (CI under load, qemu-user) is read again, so
+ * jitter rarely reaches SUSPEND_SLACK_NS. Where CLOCK_BOOTTIME cannot be
+ * read (a sandbox's filter), 0 less CLOCK_MONOTONIC: it moves with the
+ * time, and no start reading over SUSPEND_SLACK_NS old is trusted. */
 static uint64_t suspended_ns(void)
 {
 	struct timespec boot = { 0, 0 };
+	uint64_t before, after;
+	int tries = 0;
 
-	clock_gettime(CLOCK_BOOTTIME, &boot);
-	return (uint64_t)boot.tv_sec * 1000000000u + (uint64_t)boot.tv_nsec - ioa__now_ns();
+	do {
+		before = ioa__now_ns();
+		clock_gettime(CLOCK_BOOTTIME, &boot);
+		after = ioa__now_ns();
+	} while (after - before > SUSPEND_SLACK_NS / 2 && ++tries < 8);
+	return (uint64_t)boot.tv_sec * 1000000000u + (uint64_t)boot.tv_nsec - before -
+	       (after - before) / 2;
 }
 
 void ioa__clock_start(void)
