@@ -10,8 +10,7 @@
 static atomic_int max_level = IOA_LOG_WARN;
 int ioa__preloaded __attribute__((weak));
 
-/* The calling thread's innermost hold, or NULL. */
-static __thread struct ioa__log_held *holding __attribute__((tls_model("initial-exec")));
+__thread struct ioa__log_held *ioa__log_holding __attribute__((tls_model("initial-exec")));
 
 /* Not a cancellation point: messages are said with locks held (see
  * ioa__os_cancel_off). */
@@ -24,18 +23,9 @@ static void emit(const char *text, size_t len)
 	ioa__os_cancel_restore(cancel);
 }
 
-void ioa__log_hold(struct ioa__log_held *h)
+void ioa__log_print_held(const struct ioa__log_held *h)
 {
-	h->outer = holding;
-	h->len = 0;
-	holding = h;
-}
-
-void ioa__log_release(struct ioa__log_held *h, int print)
-{
-	holding = h->outer;
-	if (print && h->len)
-		emit(h->text, h->len);
+	emit(h->text, h->len);
 }
 
 void ioa__log_set_verbosity(int verbose)
@@ -64,8 +54,8 @@ void ioa__log(enum ioa__log_level level, const char *fmt, ...)
 		if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f)
 			buf[i] = '?';
 	buf[n++] = '\n';
-	if (holding && level == IOA_LOG_ERROR) {
-		struct ioa__log_held *h = holding;
+	if (ioa__log_holding && level == IOA_LOG_ERROR) {
+		struct ioa__log_held *h = ioa__log_holding;
 
 		if (h->len + (size_t)n <= sizeof(h->text)) {
 			memcpy(h->text + h->len, buf, (size_t)n);

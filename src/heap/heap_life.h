@@ -3,8 +3,10 @@
 #define IOA_HEAP_LIFE_H
 
 #include "ioalloc.h"
+#include "log.h"
 #include "os.h"
 
+#include <errno.h>
 #include <stddef.h>
 
 void ioa__heap_init(const struct ioa_config *cfg);
@@ -25,9 +27,15 @@ int ioa__heap_make_room(void);
 /* After a first try at an allocation returned @p, its messages held in
  * @quiet: whether a second try may succeed (no memory, and room was made).
  * The hold is released, the first try's messages printed unless a second
- * try follows, whose own then report a failure once. */
-struct ioa__log_held;
-int ioa__heap_try_again(struct ioa__log_held *quiet, const void *p);
+ * try follows, whose own then report a failure once. Inline: every refill
+ * of a span comes here. */
+static inline int ioa__heap_try_again(struct ioa__log_held *quiet, const void *p)
+{
+	int retry = !p && errno == ENOMEM && ioa__heap_make_room();
+
+	ioa__log_release(quiet, !retry);
+	return retry;
+}
 /* @size bytes aligned to @align on @node (IOA_NODE_ANY: the thread's). */
 void *ioa__heap_alloc_aligned(size_t size, size_t align, int node);
 

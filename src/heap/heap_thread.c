@@ -580,13 +580,6 @@ int ioa__heap_make_room(void)
 	return ioa__region_make_room() > 0;
 }
 
-int ioa__heap_try_again(struct ioa__log_held *quiet, const void *p)
-{
-	int retry = !p && errno == ENOMEM && ioa__heap_make_room();
-
-	ioa__log_release(quiet, !retry);
-	return retry;
-}
 
 /* ---- fork ------------------------------------------------------------- */
 
