@@ -85,13 +85,23 @@ static void test_cancelled_inside_a_free(void)
 }
 
 /* ioa_fini() joins the reclaimers with the library's life lock held:
- * cancelled there, it kept the lock, and the next ioa_init() hung. */
+ * cancelled there, it kept the lock, and the next ioa_init() hung. The join
+ * is a cancellation point only while it waits (glibc's does not look at a
+ * thread gone already): the reclaimer's last pass unmaps a buffer the
+ * reclaimer left queued (a second's delay), each unmap 20 ms long. */
 static void test_cancelled_inside_fini(void)
 {
-	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+	struct ioa_config cfg;
+
+	ioa_config_init(&cfg);
+	cfg.backend = IOA_BACKEND_SIM;
+	cfg.defer_delay_us = 1000000;
+	cfg.sim_unmap_ns = 20000000;
+	if (!CHECK_EQ(ioa_init(&cfg), 0))
 		return;
 	CHECK_EQ(ioa_dma_free(ioa_dma_alloc(4096, 0, IOA_NODE_ANY)), 0); /* a reclaimer starts */
 	CHECK_EQ(ioa_quiesce(), 0);
+	CHECK_EQ(ioa_dma_free(ioa_dma_alloc(4096, 0, IOA_NODE_ANY)), 0); /* its last pass's */
 	call_with_cancel_pending(ioa_fini, "ioa_fini()");
 	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0)) /* the lock was given back */
 		ioa_fini();

@@ -148,9 +148,11 @@ static void test_freed_out_of_reach(void)
  * takes (4096). (Each thread first frees one buffer, and those are retired,
  * so that the threads' queues exist before the timed part starts: the frees
  * that count take milliseconds.) After one call every item is retired,
- * counted, and out of the device's reach.
+ * counted, and out of the device's reach. On a loaded machine the frees
+ * may outlast the nap, and the reclaimer's own passes leave one pass's
+ * work: then the round says nothing of ioa_quiesce() and runs again.
  */
-enum { DRAIN_THREADS = 20, DRAIN_PER_THREAD = 250 };
+enum { DRAIN_THREADS = 20, DRAIN_PER_THREAD = 250, DRAIN_TRIES = 4 };
 
 static pthread_barrier_t drain_ready, drain_go;
 
@@ -168,17 +170,18 @@ static void *free_many_thread(void *arg)
 	return NULL;
 }
 
-static void test_quiesce_drains_all(void)
+/* One round: whether ioa_quiesce() alone had more than a pass to retire. */
+static int quiesce_drains_all(void)
 {
 	enum { PER = DRAIN_PER_THREAD + 1, ALL = DRAIN_THREADS * PER };
 	static uint8_t *p[ALL];
 	static uint64_t iova[ALL];
 	pthread_t th[DRAIN_THREADS];
-	struct ioa_stats a, b;
+	struct ioa_stats a, freed, b;
 
 	for (int i = 0; i < ALL; i++) {
 		if (!CHECK((p[i] = ioa_dma_alloc(KB4, 0, 0)) != NULL))
-			return;
+			return 1;
 		iova[i] = ioa_virt2iova(p[i]);
 	}
 	pthread_barrier_init(&drain_ready, NULL, DRAIN_THREADS + 1);
@@ -191,6 +194,7 @@ static void test_quiesce_drains_all(void)
 	pthread_barrier_wait(&drain_go);
 	for (int t = 0; t < DRAIN_THREADS; t++)
 		pthread_join(th[t], NULL);
+	ioa_stats_get(&freed);
 	CHECK_EQ(ioa_quiesce(), 0);
 	ioa_stats_get(&b);
 	CHECK_EQ(b.defer_enqueued - a.defer_enqueued, DRAIN_THREADS * DRAIN_PER_THREAD);
@@ -203,6 +207,17 @@ static void test_quiesce_drains_all(void)
 		expect_fault(iova[i], 8, IOA_DMA_TO_DEVICE);
 	pthread_barrier_destroy(&drain_ready);
 	pthread_barrier_destroy(&drain_go);
+	return freed.defer_batches == a.defer_batches;
+}
+
+static void test_quiesce_drains_all(void)
+{
+	int alone = 0;
+
+	for (int t = 1; t <= DRAIN_TRIES && !alone; t++)
+		if (!(alone = quiesce_drains_all()))
+			check_note("round %d: the reclaimer retired some of the frees itself", t);
+	CHECK(alone); /* in one round at least, ioa_quiesce() had them all */
 }
 
 /* Whether [a, a + alen) and [b, b + blen) overlap. */
