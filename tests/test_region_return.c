@@ -1,8 +1,10 @@
 /* Memory the region gives back to the kernel (ioa__region_upkeep and an
  * allocation that finds no memory): empty shared segments go, at the second
  * upkeep after their last use, not the first, but for one that stays (the
- * newest); a segment that holds a buffer stays; on demand (the none backend) the free pages of an idle segment are
- * purged, its live pages kept, and purged pages count as zero again; with a
+ * newest); a segment that holds a buffer stays; on demand (the none backend)
+ * the free pages of an idle segment are purged, those of a segment in use
+ * once free at two upkeeps in a row, its live pages kept, and purged pages
+ * count as zero again; with a
  * device (sim) nothing is purged; under RLIMIT_AS a buffer that needs a
  * segment of its own is served by giving the empty ones back at once. The
  * test drives the upkeep itself (the reclaimer's is switched off). */
@@ -199,6 +201,62 @@ static void idle_free_pages_purged(enum ioa_backend backend)
 	}
 	CHECK_EQ(ioa_dma_free(bufs[0]), 0);
 	for (int i = 512; i < n; i += 512)
+		CHECK_EQ(ioa_dma_free(bufs[i]), 0);
+	ioa_fini();
+}
+
+/* Whether @a and @b lie in one segment (shared ones are 2 MiB, aligned). */
+static int same_segment(const void *a, const void *b)
+{
+	return (uintptr_t)a >> 21 == (uintptr_t)b >> 21;
+}
+
+/* On demand, a segment in use gives back the pages free at two upkeeps in a
+ * row (a decay, as mimalloc's and jemalloc's): not those freed since the
+ * last upkeep, nor those handed out and freed again since; its live pages
+ * keep their contents. */
+static void busy_free_pages_purged(void)
+{
+	void *p = NULL, *again = NULL, *old = NULL, *last;
+	int n;
+
+	if (!start(IOA_BACKEND_NONE))
+		return;
+	n = fill();
+	last = bufs[n - 1];
+	for (int i = 1; i < n - 1; i++) /* none empties: bufs[0], every 512th, the last stay */
+		if (i % 512 != 0)
+			CHECK_EQ(ioa_dma_free(bufs[i]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa__region_upkeep(0, IOA_UPKEEP_TIMED); /* each used since the last: nothing purged */
+	CHECK_EQ(stats().segment_bytes_purged, 0);
+	CHECK_EQ(ioa_dma_free(last), 0); /* free since this upkeep only */
+	CHECK_EQ(ioa_quiesce(), 0);
+	/* the segment of the last buffer is in use again: a buffer stays, one
+	 * is handed out and freed */
+	if (!CHECK((p = ioa_dma_alloc(KB4, 0, 0)) && (again = ioa_dma_alloc(KB4, 0, 0))))
+		goto out;
+	memset(p, 0x77, KB4);
+	memset(again, 0x66, KB4);
+	CHECK(same_segment(p, last) && same_segment(again, last));
+	CHECK_EQ(ioa_dma_free(again), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	for (int i = n - 2; i > 0 && !old; i--) /* free at both upkeeps, in that segment */
+		if (i % 512 != 0 && same_segment(bufs[i], last) && bufs[i] != p && bufs[i] != again)
+			old = bufs[i];
+	ioa__region_upkeep(0, IOA_UPKEEP_TIMED);
+	CHECK(old && resident(old) == 0);
+	CHECK_EQ(resident(last), 1);
+	CHECK_EQ(resident(again), 1);
+	CHECK_EQ(((unsigned char *)p)[KB4 - 1], 0x77);
+	CHECK_EQ(((unsigned char *)bufs[0])[0], 0x5a); /* an idle segment's live page */
+	ioa__region_upkeep(0, IOA_UPKEEP_TIMED); /* free at two upkeeps now */
+	CHECK_EQ(resident(last), 0);
+	CHECK_EQ(resident(again), 0);
+	CHECK_EQ(ioa_dma_free(p), 0);
+out:
+	CHECK_EQ(ioa_dma_free(bufs[0]), 0);
+	for (int i = 512; i < n - 1; i += 512)
 		CHECK_EQ(ioa_dma_free(bufs[i]), 0);
 	ioa_fini();
 }
@@ -556,6 +614,7 @@ int main(void)
 	newest_big_segment_stays();
 	idle_free_pages_purged(IOA_BACKEND_NONE);
 	idle_free_pages_purged(IOA_BACKEND_SIM);
+	busy_free_pages_purged();
 	fork_during_purge();
 	allocation_waits_for_purge(0);
 	allocation_waits_for_purge(1);

@@ -33,17 +33,25 @@ static int segment_serves(const struct ioa__segment *s, int big, int low)
 	return !s->dedicated && s->big == big && !s->closing && (s->whole || !low);
 }
 
+/* The pages of @mask in word @w of @s handed out (node lock): touched, and
+ * not free since the last upkeep (give_back.c). Whether none was touched. */
+static int hand_out(struct ioa__segment *s, uint32_t w, uint64_t mask)
+{
+	int fresh = !(s->touched[w] & mask);
+
+	s->touched[w] |= mask;
+	s->free_seen[w] &= ~mask;
+	return fresh;
+}
+
 int ioa__region_touch_pages(struct ioa__segment *s, uint32_t first, uint32_t n)
 {
-	uint64_t seen = 0;
+	int all_fresh = 1;
 
-	for (uint32_t i = first, end = first + n; i < end; i = (i | 63) + 1) {
-		uint64_t m = ioa__region_word_mask(i, end < ((i | 63) + 1) ? end : (i | 63) + 1);
-
-		seen |= s->touched[i / 64] & m;
-		s->touched[i / 64] |= m;
-	}
-	return !seen;
+	for (uint32_t i = first, end = first + n; i < end; i = (i | 63) + 1)
+		all_fresh &= hand_out(s, i / 64,
+				      ioa__region_word_mask(i, end < ((i | 63) + 1) ? end : (i | 63) + 1));
+	return all_fresh;
 }
 
 uint32_t ioa__region_first_used(const struct ioa__segment *s, uint32_t first, uint32_t n)
@@ -478,7 +486,7 @@ static uint32_t reserve_small_runs(int node, uint32_t per, uint32_t n, struct io
 			}
 			if (take) {
 				atomic_fetch_and_explicit(&s->free_map[w], ~take, memory_order_relaxed);
-				s->touched[w] |= take;
+				hand_out(s, w, take);
 			}
 		}
 		if (got)

@@ -1,6 +1,6 @@
 /* The node's upkeep (ioa__region_upkeep): shared segments no allocation used
  * lately go back to the kernel when empty, or have their free pages purged
- * (madvise) when on demand. */
+ * (madvise) when on demand; segments in use, their pages free for a while. */
 #include "region_internal.h"
 #include "log.h"
 #include "stats.h"
@@ -12,16 +12,21 @@
 #define PURGE_RUNS_ON_CALLS 64 /* ... on a program's thread, inside its malloc */
 
 /* Takes free pages of @s that a buffer ever had out of service for a purge,
- * at most *@runs runs of them (one madvise each; counted down): cleared in
- * the free bitmap, set in held (node lock: no allocation clears a free bit
- * meanwhile, and a release sets only bits of pages in use). How many pages. */
-static uint32_t hold_purgeable(struct ioa__segment *s, uint32_t *runs)
+ * at most *@runs runs of them (one madvise each; counted down): all of them
+ * when @s is @idle, else those free since the last upkeep too (free_seen:
+ * a segment in use gives back the pages it did not use for a second or
+ * two, as mimalloc's and jemalloc's decays do). Cleared in the free bitmap,
+ * set in held (node lock: no allocation clears a free bit meanwhile, and a
+ * release sets only bits of pages in use). How many pages. */
+static uint32_t hold_purgeable(struct ioa__segment *s, int idle, uint32_t *runs)
 {
 	uint32_t n = 0;
 
-	for (uint32_t w = 0; w < (s->npages + 63) / 64 && *runs; w++) {
-		uint64_t cand = ioa__region_map_word(s, w * 64) & s->touched[w], take = 0;
+	for (uint32_t w = 0; w < (s->npages + 63) / 64; w++) {
+		uint64_t dirty = ioa__region_map_word(s, w * 64) & s->touched[w];
+		uint64_t cand = idle ? dirty : dirty & s->free_seen[w], take = 0;
 
+		s->free_seen[w] = dirty;
 		while (cand && *runs) { /* the lowest run of cand */
 			uint64_t run = cand & ~(cand + (cand & -cand));
 
@@ -98,9 +103,10 @@ void ioa__region_release_held(struct ioa__segment *s, int purged)
  * the newest of each kind (the first of the others in the node's list, the
  * last of the big ones, listed oldest first: of them the largest); the free
  * pages of the others are purged when on demand, without the node lock and
- * at most PURGE_RUNS_MAX runs a call. So
- * memory a program freed goes back within two upkeeps of its last use, and a
- * segment in use keeps its pages. Also frees the metadata of the segments an
+ * at most PURGE_RUNS_MAX runs a call; a segment in use has those purged that
+ * were free at the last upkeep too and not handed out since. So memory a
+ * program freed goes back within two upkeeps of its last use, and a page
+ * used since the last upkeep keeps its memory. Also frees the metadata of the segments an
  * allocation gave back (give_back_empty). One upkeep at a time (the heap's
  * upkeep_lock): the held pages and purge_refused are its own. Life in a
  * process: it runs on the reclaimer, which blocks every signal, or without
@@ -150,7 +156,7 @@ void ioa__region_upkeep(int node, enum ioa__upkeep how)
 			returned += s->mem.len;
 			continue;
 		}
-		if (idle && on_demand && !s->purge_refused && hold_purgeable(s, &runs)) {
+		if (on_demand && !s->purge_refused && hold_purgeable(s, idle, &runs)) {
 			a->purging = 1;
 			pthread_mutex_unlock(&a->lock);
 			purged += purge_held(s);

@@ -58,7 +58,8 @@ unsigned ioa__region_returned(int node);
 size_t ioa__region_meta_bytes(void);
 /* The node's upkeep, about once a second on its reclaimer (the heap's calls
  * it): shared segments no allocation used since the previous call go back to
- * the kernel when empty, or have their free pages purged when on demand; the
+ * the kernel when empty, or have their free pages purged when on demand (in
+ * segments in use, the pages free since the previous call); the
  * metadata of segments retired before the call is freed after a grace period.
  * On a program's thread (no reclaimer) it makes fewer madvise calls; at
  * once (ioa_trim), every shared segment counts as unused, and none is kept

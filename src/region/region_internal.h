@@ -61,6 +61,9 @@ struct ioa__segment {
 	/* The upkeep's own (one at a time): pages it took out of service to
 	 * purge them (bit set), and whether a purge here was refused. */
 	uint64_t *held;
+	/* Node lock: pages free and touched at the last upkeep, cleared when
+	 * handed out; those still so at the next are purged (give_back.c). */
+	uint64_t *free_seen;
 	int purge_refused;
 };
 
@@ -173,8 +176,9 @@ int ioa__region_segment_create(size_t len, size_t align, int node, int dedicated
 			       struct ioa__segment **out);
 
 /* buffer_alloc.c */
-/* Marks [first, first + n) of @s handed out (node lock); whether none of
- * those pages had been before, so that they still read as zeros. */
+/* Marks [first, first + n) of @s handed out (node lock), not free since the
+ * last upkeep; whether none of those pages had been before, so that they
+ * still read as zeros. */
 int ioa__region_touch_pages(struct ioa__segment *s, uint32_t first, uint32_t n);
 /* The first page in use in [first, first + n), or first + n if all are free. */
 uint32_t ioa__region_first_used(const struct ioa__segment *s, uint32_t first, uint32_t n);

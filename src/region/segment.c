@@ -239,7 +239,7 @@ int ioa__region_segment_create(size_t len, size_t align, int node, int dedicated
 {
 	uint32_t npages = (uint32_t)(len >> IOA_PAGE_SHIFT);
 	size_t map_words = (npages + 63) / 64;
-	size_t meta_len = ioa__region_round_up(sizeof(struct ioa__segment) + 3 * map_words * 8 +
+	size_t meta_len = ioa__region_round_up(sizeof(struct ioa__segment) + 4 * map_words * 8 +
 				   (size_t)npages * 4, IOA_PAGE);
 	int err, saved_errno = errno;
 	struct ioa__segment *s = ioa__region_meta_alloc(meta_len);
@@ -255,7 +255,8 @@ int ioa__region_segment_create(size_t len, size_t align, int node, int dedicated
 	s->free_map = (_Atomic uint64_t *)(s + 1);
 	s->touched = (uint64_t *)(s->free_map + map_words); /* zeros: an mmap's */
 	s->held = s->touched + map_words;
-	s->run = (_Atomic uint32_t *)(s->held + map_words);
+	s->free_seen = s->held + map_words;
+	s->run = (_Atomic uint32_t *)(s->free_seen + map_words);
 	ioa__region_set_pages(s, 0, npages, 1);
 	err = ioa__os_alloc_segment(len, align, node, ioa__region.cfg.page_size,
 				    ioa__region.identity, &s->mem);
