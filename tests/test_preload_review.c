@@ -267,6 +267,36 @@ static void libc_names_are_ours(void)
 	CHECK_EQ(count_lines(capture_end(&cap)), 0);
 }
 
+/* realloc(p, 0) frees p, as glibc's does: a bad pointer's one message
+ * names realloc, the call the program made, not free (the last notes left
+ * this), and the object around it stays allocated. */
+static void realloc_to_zero_names_realloc(void)
+{
+	void *(*volatile re_alloc)(void *, size_t) = realloc; /* GCC sees no interior pointer */
+	struct check_capture cap;
+	char *obj = malloc(64), want[80];
+	volatile uintptr_t gone = (uintptr_t)obj; /* GCC sees no use after free */
+	const char *text;
+
+	if (!CHECK(obj != NULL))
+		return;
+	memset(obj, 9, 64);
+	capture_begin(&cap);
+	CHECK(re_alloc(obj + 16, 0) == NULL);
+	text = capture_end(&cap);
+	snprintf(want, sizeof(want), ": realloc(%p): ", (void *)(obj + 16));
+	CHECK_EQ(count_lines(text), 1);
+	CHECK_CONTAINS(text, want);
+	CHECK(!strstr(text, "free("));
+	CHECK(obj[63] == 9);
+	capture_begin(&cap);
+	free(obj);
+	CHECK(re_alloc((void *)gone, 0) == NULL); /* a second free, by realloc */
+	text = capture_end(&cap);
+	snprintf(want, sizeof(want), ": realloc(%p): double free", (void *)gone);
+	CHECK_CONTAINS(text, want);
+}
+
 int main(int argc, char **argv)
 {
 	void *p;
@@ -297,6 +327,7 @@ int main(int argc, char **argv)
 		free(block);
 	}
 	libc_names_are_ours();
+	realloc_to_zero_names_realloc();
 	huge_requests_fail_silently();
 	errno_after_segment_retry();
 	freed_blocks_make_room();

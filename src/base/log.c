@@ -11,6 +11,7 @@ static atomic_int max_level = IOA_LOG_WARN;
 int ioa__preloaded __attribute__((weak));
 
 __thread struct ioa__log_held *ioa__log_holding __attribute__((tls_model("initial-exec")));
+__thread const char *ioa__freeing_for __attribute__((tls_model("initial-exec")));
 
 /* Not a cancellation point: messages are said with locks held (see
  * ioa__os_cancel_off). */

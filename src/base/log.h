@@ -67,7 +67,12 @@ extern int ioa__preloaded;
  * library's name under LD_PRELOAD ("free": a preloaded program's direct
  * ioa_free() is named so too), the library's own elsewhere ("ioa_free"). */
 #define ioa__family_call(libc, own) (ioa__preloaded ? (libc) : (own))
-#define IOA_FREE_CALL ioa__family_call("free", "ioa_free")
+/* The call a free serves when it is not free() (the preload library's
+ * realloc(p, 0), which frees as glibc's does), or NULL: the calling
+ * thread's, set around that free only. */
+extern __thread const char *ioa__freeing_for
+	__attribute__((tls_model("initial-exec"), visibility("hidden")));
+#define IOA_FREE_CALL (ioa__freeing_for ? ioa__freeing_for : ioa__family_call("free", "ioa_free"))
 #define IOA_REALLOC_CALL ioa__family_call("realloc", "ioa_realloc")
 #define IOA_USABLE_SIZE_CALL ioa__family_call("malloc_usable_size", "ioa_usable_size")
 #define ioa__warn(...) ioa__log(IOA_LOG_WARN, __VA_ARGS__)

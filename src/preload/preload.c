@@ -53,7 +53,9 @@ void *calloc(size_t n, size_t size)
 void *realloc(void *ptr, size_t size)
 {
 	if (ptr && size == 0) { /* glibc's realloc frees and returns NULL */
+		ioa__freeing_for = "realloc"; /* a bad pointer's message names the call */
 		ioa__heap_free(ptr);
+		ioa__freeing_for = NULL;
 		return NULL;
 	}
 	return ioa_realloc(ptr, size);
