@@ -1640,8 +1640,9 @@ struct ioa_stats {
 	uint64_t segment_bytes_returned; /**< bytes of segments given back to the kernel once
 	                                      empty (no buffer) and unused for a second, or at once
 	                                      when a new segment found no memory */
-	uint64_t segment_bytes_purged; /**< free pages of segments unused for a second given
-	                                    back to the kernel (MADV_DONTNEED; none backend) */
+	uint64_t segment_bytes_purged; /**< free pages given back to the kernel (MADV_DONTNEED;
+	                                    none backend): a segment's unused for a second, or
+	                                    free for one to two seconds in a segment in use */
 };
 
 /** Copies the current counters into @out; a NULL @out is refused with a message. */

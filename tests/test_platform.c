@@ -166,11 +166,12 @@ static uint64_t window_after_nap(long nap_ms)
 /* The rate is measured from the start's reading: a process start waits for
  * no window that has passed by its first conversion (the 20 ms nap here);
  * a start reading over 100 ms old is not trusted, a new window begins. A
- * loaded machine may oversleep the 20 ms past 100 ms: three tries. */
+ * loaded machine may oversleep the 20 ms past 100 ms: three tries; the
+ * 150 ms nap three times, each failing if the old reading was trusted. */
 static void measured_from_the_start(void)
 {
 #if defined(IOA_CLOCK_COUNTER_PRESENT)
-	uint64_t after_20 = 0, after_150 = window_after_nap(150);
+	uint64_t after_20 = 0, after_150 = 0;
 
 	for (int try = 0; try < 3 && after_20 < 20000000; try++) {
 		if (try)
@@ -178,7 +179,10 @@ static void measured_from_the_start(void)
 		after_20 = window_after_nap(20);
 	}
 	CHECK(after_20 >= 20000000);
-	CHECK(after_150 > 0 && after_150 < 100000000);
+	for (int try = 0; try < 3; try++) { /* each: a start read amiss is not trusted either */
+		after_150 = window_after_nap(150);
+		CHECK(after_150 > 0 && after_150 < 100000000);
+	}
 	check_note("rate measured over %.1f ms from a start 20 ms before, over %.3f ms after "
 		   "150 ms", after_20 / 1e6, after_150 / 1e6);
 #else

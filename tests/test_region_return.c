@@ -261,6 +261,40 @@ out:
 	ioa_fini();
 }
 
+/* A segment in use gives back at most 16 runs of free pages an upkeep: an
+ * allocation that finds no other room waits for the pages held, and each
+ * run is a madvise call (some 50 us with another thread running). */
+static void busy_purge_bounded(void)
+{
+	enum { FIRST = 1024, RUNS = 16 };
+	void *keep[3] = { NULL, NULL, NULL };
+	int n, gone;
+
+	if (!start(IOA_BACKEND_NONE))
+		return;
+	n = fill();
+	for (int i = FIRST + 1; i < n - 1; i += 2) /* single free pages: a run each */
+		if (same_segment(bufs[i], bufs[n - 1]))
+			CHECK_EQ(ioa_dma_free(bufs[i]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	for (int u = 0; u < 3; u++) {
+		ioa__region_upkeep(0, IOA_UPKEEP_TIMED);
+		keep[u] = ioa_dma_alloc(KB4, 0, 0); /* the segment is in use */
+		CHECK(keep[u] && same_segment(keep[u], bufs[n - 1]));
+	}
+	gone = 0;
+	for (int i = FIRST + 1; i < n - 1; i += 2)
+		if (same_segment(bufs[i], bufs[n - 1]))
+			gone += resident(bufs[i]) == 0;
+	CHECK_EQ(gone, 2 * RUNS); /* the first upkeep noted them, the next two took 16 each */
+	for (int u = 0; u < 3; u++)
+		CHECK_EQ(ioa_dma_free(keep[u]), 0);
+	for (int i = 0; i < n; i++)
+		if (!(i > FIRST && i < n - 1 && i % 2 && same_segment(bufs[i], bufs[n - 1])))
+			CHECK_EQ(ioa_dma_free(bufs[i]), 0);
+	ioa_fini();
+}
+
 /* Why the address-space cases cannot run here, or NULL. Under a sanitizer
  * the shadow memory needs the address space RLIMIT_AS would take; under
  * valgrind (its preload is in LD_PRELOAD) its own memory counts against the
@@ -615,6 +649,7 @@ int main(void)
 	idle_free_pages_purged(IOA_BACKEND_NONE);
 	idle_free_pages_purged(IOA_BACKEND_SIM);
 	busy_free_pages_purged();
+	busy_purge_bounded();
 	fork_during_purge();
 	allocation_waits_for_purge(0);
 	allocation_waits_for_purge(1);

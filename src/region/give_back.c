@@ -10,18 +10,26 @@
 
 #define PURGE_RUNS_MAX 1024    /* madvise calls of one node's upkeep (ioa__region_upkeep) */
 #define PURGE_RUNS_ON_CALLS 64 /* ... on a program's thread, inside its malloc */
+/* ... of one segment in use: an allocation that finds no other room waits
+ * for the pages held (buffer_alloc.c), at most some 16 madvise calls */
+#define PURGE_RUNS_BUSY 16
 
 /* Takes free pages of @s that a buffer ever had out of service for a purge,
- * at most *@runs runs of them (one madvise each; counted down): all of them
- * when @s is @idle, else those free since the last upkeep too (free_seen:
- * a segment in use gives back the pages it did not use for a second or
- * two, as mimalloc's and jemalloc's decays do). Cleared in the free bitmap,
- * set in held (node lock: no allocation clears a free bit meanwhile, and a
+ * at most *@runs runs of them (one madvise each; counted down), at most
+ * PURGE_RUNS_BUSY in a segment in use: all of them when @s is @idle, else
+ * those free at the last upkeep too and not handed out since (free_seen: a
+ * segment in use gives back the pages it did not use for a second or two,
+ * as mimalloc's and jemalloc's decays do). Cleared in the free bitmap, set
+ * in held (node lock: no allocation clears a free bit meanwhile, and a
  * release sets only bits of pages in use). How many pages. */
 static uint32_t hold_purgeable(struct ioa__segment *s, int idle, uint32_t *runs)
 {
-	uint32_t n = 0;
+	uint32_t n = 0, spare = 0;
 
+	if (!idle && *runs > PURGE_RUNS_BUSY) { /* the rest stays for the segments after */
+		spare = *runs - PURGE_RUNS_BUSY;
+		*runs = PURGE_RUNS_BUSY;
+	}
 	for (uint32_t w = 0; w < (s->npages + 63) / 64; w++) {
 		uint64_t dirty = ioa__region_map_word(s, w * 64) & s->touched[w];
 		uint64_t cand = idle ? dirty : dirty & s->free_seen[w], take = 0;
@@ -40,6 +48,7 @@ static uint32_t hold_purgeable(struct ioa__segment *s, int idle, uint32_t *runs)
 		s->held[w] = take;
 		n += (uint32_t)__builtin_popcountll(take);
 	}
+	*runs += spare;
 	atomic_fetch_sub_explicit(&s->free_pages, n, memory_order_relaxed);
 	return n;
 }
