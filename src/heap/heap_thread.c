@@ -580,7 +580,6 @@ int ioa__heap_make_room(void)
 	return ioa__region_make_room() > 0;
 }
 
-
 /* ---- fork ------------------------------------------------------------- */
 
 /* fork(): the shared heaps' locks are held while spans are made (they call

@@ -53,9 +53,11 @@ void *calloc(size_t n, size_t size)
 void *realloc(void *ptr, size_t size)
 {
 	if (ptr && size == 0) { /* glibc's realloc frees and returns NULL */
+		const char *outer = ioa__freeing_for; /* a signal handler's, nested */
+
 		ioa__freeing_for = "realloc"; /* a bad pointer's message names the call */
 		ioa__heap_free(ptr);
-		ioa__freeing_for = NULL;
+		ioa__freeing_for = outer;
 		return NULL;
 	}
 	return ioa_realloc(ptr, size);
