@@ -87,10 +87,11 @@ static struct reading paired_reading(void)
 /* How long the machine was suspended since boot, as CLOCK_BOOTTIME counts
  * and CLOCK_MONOTONIC does not (a time namespace offsets both alike). The
  * BOOTTIME read is taken between two MONOTONIC ones and set against their
- * middle; a pair preempted apart (CI under load, qemu-user) is read again, up
- * to 8 times, the tightest kept, so jitter rarely reaches SUSPEND_SLACK_NS. Where CLOCK_BOOTTIME cannot be
- * read (a sandbox's filter), 0 less CLOCK_MONOTONIC: it moves with the
- * time, and no start reading over SUSPEND_SLACK_NS old is trusted. */
+ * middle; a pair preempted apart (CI under load, qemu-user) is read again,
+ * up to 8 times, the tightest kept, so jitter rarely reaches
+ * SUSPEND_SLACK_NS. Where CLOCK_BOOTTIME cannot be read (a sandbox's
+ * filter), 0 less CLOCK_MONOTONIC: it moves with the time, and no start
+ * reading over SUSPEND_SLACK_NS old is trusted. */
 static uint64_t suspended_ns(void)
 {
 	uint64_t best = 0, best_span = UINT64_MAX;

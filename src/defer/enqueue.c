@@ -178,11 +178,11 @@ __attribute__((noinline, cold)) static uint32_t help(int node, struct ring *r)
 	uint32_t took;
 	int cancel;
 
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+	cancel = ioa__os_cancel_off();
 	pthread_mutex_lock(&nd->pass_lock);
 	took = ioa__defer_run_pass(nd, r, 0);
 	pthread_mutex_unlock(&nd->pass_lock);
-	pthread_setcancelstate(cancel, NULL);
+	ioa__os_cancel_restore(cancel);
 	ioa__node_stat_add(node, defer_helped, 1);
 	return took;
 }

@@ -6,6 +6,7 @@
  */
 #include "defer_internal.h"
 #include "clock.h"
+#include "os.h"
 #include "retire.h"
 #include "stats.h"
 
@@ -206,11 +207,11 @@ void ioa__defer_throttle(int node)
 			return;
 	}
 	/* no cancellation in the pass: see help() in enqueue.c */
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+	cancel = ioa__os_cancel_off();
 	if (over_cap(node))
 		ioa__defer_run_pass(nd, NULL, 0);
 	pthread_mutex_unlock(&nd->pass_lock);
-	pthread_setcancelstate(cancel, NULL);
+	ioa__os_cancel_restore(cancel);
 }
 
 /* ---- the dump -------------------------------------------------------- */

@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "grace.h"
 #include "iommu.h"
+#include "os.h"
 #include "stats.h"
 
 #include <pthread.h>
@@ -510,9 +511,9 @@ uint32_t ioa__defer_retire_own(struct ioa__buffer *b, uint32_t n, uint8_t *kept)
 	int cancel;
 
 	/* no cancellation: the grace period's backoff sleeps (as in help()) */
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+	cancel = ioa__os_cancel_off();
 	quarantined = retire_own(b, n, kept);
-	pthread_setcancelstate(cancel, NULL);
+	ioa__os_cancel_restore(cancel);
 	return quarantined;
 }
 

@@ -53,7 +53,10 @@ void *calloc(size_t n, size_t size)
 void *realloc(void *ptr, size_t size)
 {
 	if (ptr && size == 0) { /* glibc's realloc frees and returns NULL */
-		const char *outer = ioa__freeing_for; /* a signal handler's, nested */
+		/* the thread's own word: restored for a signal handler's realloc
+		 * nested here; zero at bootstrap, in a new thread and a fork child
+		 * (no fork runs inside this free); no state of the library */
+		const char *outer = ioa__freeing_for;
 
 		ioa__freeing_for = "realloc"; /* a bad pointer's message names the call */
 		ioa__heap_free(ptr);

@@ -24,23 +24,21 @@
  * release sets only bits of pages in use). How many pages. */
 static uint32_t hold_purgeable(struct ioa__segment *s, int idle, uint32_t *runs)
 {
-	uint32_t n = 0, spare = 0;
+	/* in use: the rest stays for the segments after */
+	uint32_t n = 0, budget = !idle && *runs > PURGE_RUNS_BUSY ? PURGE_RUNS_BUSY : *runs;
+	uint32_t left = budget;
 
-	if (!idle && *runs > PURGE_RUNS_BUSY) { /* the rest stays for the segments after */
-		spare = *runs - PURGE_RUNS_BUSY;
-		*runs = PURGE_RUNS_BUSY;
-	}
 	for (uint32_t w = 0; w < (s->npages + 63) / 64; w++) {
 		uint64_t dirty = ioa__region_map_word(s, w * 64) & s->touched[w];
 		uint64_t cand = idle ? dirty : dirty & s->free_seen[w], take = 0;
 
 		s->free_seen[w] = dirty;
-		while (cand && *runs) { /* the lowest run of cand */
+		while (cand && left) { /* the lowest run of cand */
 			uint64_t run = cand & ~(cand + (cand & -cand));
 
 			take |= run;
 			cand &= ~run;
-			--*runs;
+			left--;
 		}
 		if (!take)
 			continue;
@@ -48,7 +46,7 @@ static uint32_t hold_purgeable(struct ioa__segment *s, int idle, uint32_t *runs)
 		s->held[w] = take;
 		n += (uint32_t)__builtin_popcountll(take);
 	}
-	*runs += spare;
+	*runs -= budget - left;
 	atomic_fetch_sub_explicit(&s->free_pages, n, memory_order_relaxed);
 	return n;
 }
@@ -115,8 +113,8 @@ void ioa__region_release_held(struct ioa__segment *s, int purged)
  * at most PURGE_RUNS_MAX runs a call; a segment in use has those purged that
  * were free at the last upkeep too and not handed out since. So memory a
  * program freed goes back within two upkeeps of its last use, and a page
- * used since the last upkeep keeps its memory. Also frees the metadata of the segments an
- * allocation gave back (give_back_empty). One upkeep at a time (the heap's
+ * used since the last upkeep keeps its memory. Also frees the metadata of
+ * the segments an allocation gave back (give_back_empty). One upkeep at a time (the heap's
  * upkeep_lock): the held pages and purge_refused are its own. Life in a
  * process: it runs on the reclaimer, which blocks every signal, or without
  * one inside a program thread's malloc or ioa_trim() (a signal handler

@@ -62,7 +62,9 @@ struct ioa__segment {
 	 * purge them (bit set), and whether a purge here was refused. */
 	uint64_t *held;
 	/* Node lock: pages free and touched at the last upkeep, cleared when
-	 * handed out; those still so at the next are purged (give_back.c). */
+	 * handed out; those still so at the next are purged (give_back.c). A
+	 * fork child copies it with the lock held (consistent); a stale bit
+	 * only purges a free page a second early. */
 	uint64_t *free_seen;
 	int purge_refused;
 };
