@@ -35,6 +35,7 @@ static void *bufs[NBUF];
  * thread; the upkeep's first call is its purge, made while it holds free
  * pages out of service without the node lock. */
 static void (*_Atomic madvise_hook)(void);
+static _Atomic int madvise_calls; /* purges among them */
 
 int madvise(void *addr, size_t len, int advice)
 {
@@ -42,6 +43,8 @@ int madvise(void *addr, size_t len, int advice)
 
 	if (hook)
 		hook();
+	if (advice == MADV_DONTNEED)
+		madvise_calls++;
 	return (int)syscall(SYS_madvise, addr, len, advice);
 }
 
@@ -291,6 +294,51 @@ static void busy_purge_bounded(void)
 		CHECK_EQ(ioa_dma_free(keep[u]), 0);
 	for (int i = 0; i < n; i++)
 		if (!(i > FIRST && i < n - 1 && i % 2 && same_segment(bufs[i], bufs[n - 1])))
+			CHECK_EQ(ioa_dma_free(bufs[i]), 0);
+	ioa_fini();
+}
+
+/* Touched free pages scattered between clean free ones (purged before, never
+ * handed out since) go back in one madvise call, which covers the clean ones
+ * too: a segment in use gives back all of them at once, not 16 (review
+ * helper-113: the first pages of many big blocks). */
+static void scattered_pages_purged_together(void)
+{
+	enum { FIRST = 1024 };
+	void *keep[2] = { NULL, NULL };
+	int n, touched = 0, gone = 0, calls;
+
+	if (!start(IOA_BACKEND_NONE))
+		return;
+	n = fill();
+	/* freed and purged: clean, the first page of each 64 (a bitmap word's) among them */
+	for (int i = FIRST; i < n - 1; i += 2)
+		if (same_segment(bufs[i], bufs[n - 1]))
+			CHECK_EQ(ioa_dma_free(bufs[i]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa__region_upkeep(0, IOA_UPKEEP_AT_ONCE);
+	for (int i = FIRST + 1; i < n - 1; i += 2) /* freed as written, between clean ones */
+		if (same_segment(bufs[i], bufs[n - 1])) {
+			CHECK_EQ(ioa_dma_free(bufs[i]), 0);
+			touched++;
+		}
+	CHECK_EQ(ioa_quiesce(), 0);
+	for (int u = 0; u < 2; u++) { /* the segment in use at each upkeep */
+		keep[u] = ioa_dma_alloc(KB4, 0, 0);
+		CHECK(keep[u] && same_segment(keep[u], bufs[n - 1]));
+		calls = madvise_calls;
+		ioa__region_upkeep(0, IOA_UPKEEP_TIMED); /* the first notes them, the second takes them */
+	}
+	CHECK_EQ(madvise_calls - calls, 1);
+	for (int i = FIRST + 1; i < n - 1; i += 2)
+		if (same_segment(bufs[i], bufs[n - 1]) && bufs[i] != keep[1])
+			gone += resident(bufs[i]) == 0;
+	CHECK(touched > 2 * 16);
+	CHECK_EQ(gone, touched - 1); /* but the one the second keep took */
+	for (int u = 0; u < 2; u++)
+		CHECK_EQ(ioa_dma_free(keep[u]), 0);
+	for (int i = 0; i < n; i++)
+		if (i < FIRST || i == n - 1 || !same_segment(bufs[i], bufs[n - 1]))
 			CHECK_EQ(ioa_dma_free(bufs[i]), 0);
 	ioa_fini();
 }
@@ -650,6 +698,7 @@ int main(void)
 	idle_free_pages_purged(IOA_BACKEND_SIM);
 	busy_free_pages_purged();
 	busy_purge_bounded();
+	scattered_pages_purged_together();
 	fork_during_purge();
 	allocation_waits_for_purge(0);
 	allocation_waits_for_purge(1);
