@@ -312,7 +312,8 @@ static int init_locked(const struct ioa_config *cfg, int lazy)
 			from_env.defer_cap_mb = 4;
 		}
 		cfg = &from_env;
-		err = ioa_config_from_env(&from_env);
+		err = ioa__preloaded ? ioa__config_from_env_skipping(&from_env)
+				     : ioa_config_from_env(&from_env);
 	} else {
 		err = 0;
 	}

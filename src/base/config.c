@@ -352,28 +352,47 @@ IOA_EXPORT void ioa_config_init(struct ioa_config *cfg)
 	};
 }
 
-IOA_EXPORT int ioa_config_from_env(struct ioa_config *cfg)
+/* The settings of the environment over @cfg's. A value not accepted is
+ * said; then -EINVAL and @cfg as it was, or with @skip_bad its setting
+ * keeps @cfg's value and the others are read on. */
+static int from_env(struct ioa_config *cfg, int skip_bad)
 {
 	const char *value[NELEM(settings)];
-	struct ioa_config parsed;
+	struct ioa_config parsed = *cfg, one;
 
+	read_environment(value);
+	for (size_t i = 0; i < NELEM(settings); i++) {
+		if (!value[i])
+			continue;
+		one = parsed; /* a parse that fails may have set part of it */
+		if (settings[i].parse(value[i], &one) == 0) {
+			parsed = one;
+			continue;
+		}
+		/* the value cut, so that what is accepted is always said */
+		ioa__err("invalid %s='%.64s'%s: accepted values are %s%s", settings[i].name,
+			 value[i], strlen(value[i]) > 64 ? " (cut)" : "", settings[i].accepted,
+			 skip_bad ? "; ignored, the default stays" : "");
+		if (!skip_bad)
+			return -EINVAL;
+	}
+	*cfg = parsed;
+	return 0;
+}
+
+IOA_EXPORT int ioa_config_from_env(struct ioa_config *cfg)
+{
 	if (!cfg) {
 		ioa__err("ioa_config_from_env: cfg is NULL: pass a struct ioa_config, filled by "
 			 "ioa_config_init()");
 		return -EINVAL;
 	}
-	parsed = *cfg;
-	read_environment(value);
-	for (size_t i = 0; i < NELEM(settings); i++) {
-		if (value[i] && settings[i].parse(value[i], &parsed) != 0) {
-			/* the value cut, so that what is accepted is always said */
-			ioa__err("invalid %s='%.64s'%s: accepted values are %s", settings[i].name,
-				 value[i], strlen(value[i]) > 64 ? " (cut)" : "", settings[i].accepted);
-			return -EINVAL;
-		}
-	}
-	*cfg = parsed;
-	return 0;
+	return from_env(cfg, 0);
+}
+
+int ioa__config_from_env_skipping(struct ioa_config *cfg)
+{
+	return from_env(cfg, 1);
 }
 
 /* The iommufd backend opens the device's VFIO cdev: IOALLOC_VFIO_DEVICE is

@@ -6,6 +6,12 @@
 
 #include <stddef.h>
 
+/* ioa_config_from_env for the preload library, whose program asked for no
+ * library: a value not accepted is said (one message each) and its setting
+ * keeps @cfg's value, so that a mistyped variable does not fail every
+ * malloc (review helper-113: IOALLOC_PROTECT=$MODE with MODE unset). 0. */
+int ioa__config_from_env_skipping(struct ioa_config *cfg);
+
 /* Checks the settings that do not depend on the machine; 0 or -EINVAL. */
 int ioa__config_validate(const struct ioa_config *cfg);
 
