@@ -14,90 +14,95 @@
  * for the pages held (buffer_alloc.c), at most some 16 madvise calls */
 #define PURGE_RUNS_BUSY 16
 
-/* Takes free pages of @s out of service for a purge (cleared in the free
- * bitmap, set in held; node lock: no allocation clears a free bit meanwhile,
- * and a release sets only bits of pages in use): the pages a buffer ever had
- * that are due, all of them when @s is @idle, else those free at the last
- * upkeep too and not handed out since (free_seen: a segment in use gives back
- * the pages it did not use for a second or two, as mimalloc's and jemalloc's
- * decays do). A run starts at a due page and goes on over the free pages
- * after it that are due or were never handed out since the last purge
- * (clean: a madvise of them costs a page table walk, no fault after),
- * across words: the pages a program touched first in each of many big
- * blocks, one run of the free stretch they lie in, not one each (review
- * helper-113: strict mode's freed blocks of 40 KiB to 8 MiB, one page touched
- * each, kept 1.9 GiB resident). At most *@runs runs (one madvise each;
- * counted down), at most PURGE_RUNS_BUSY in a segment in use. How many
- * pages. */
+/* Sets the bits of pages [@from, @to) of @s in held. */
+static void hold_range(struct ioa__segment *s, uint32_t from, uint32_t to)
+{
+	for (uint32_t i = from; i < to; i = (i | 63) + 1)
+		s->held[i / 64] |= ioa__region_word_mask(i, to < (i | 63) + 1 ? to : (i | 63) + 1);
+}
+
+/* Takes free pages of @s out of service for a purge (set in held, then
+ * cleared in the free bitmap; node lock: no allocation clears a free bit
+ * meanwhile, and a release sets only bits of pages in use): the pages a
+ * buffer ever had that are due, all of them when @s is @idle, else those
+ * free at the last upkeep too and not handed out since (free_seen: a
+ * segment in use gives back the pages it did not use for a second or two,
+ * as mimalloc's and jemalloc's decays do). A run goes from a due page to the
+ * last due page of the stretch of free pages it lies in, over the pages
+ * between, due or never handed out since the last purge (clean: a madvise of
+ * them costs a page table walk, no fault after), across words: the pages a
+ * program touched first in each of many big blocks, one run, not one each
+ * (review helper-113: strict mode's freed blocks of 40 KiB to 8 MiB, one page
+ * touched each, kept 1.9 GiB resident); not past its last due page, so an
+ * allocation rarely finds the clean pages out of service (review
+ * helper-114). At most *@runs runs (one madvise each; counted down), at most
+ * PURGE_RUNS_BUSY in a segment in use. How many pages. */
 static uint32_t hold_purgeable(struct ioa__segment *s, int idle, uint32_t *runs)
 {
 	/* in use: the rest stays for the segments after */
 	uint32_t n = 0, budget = !idle && *runs > PURGE_RUNS_BUSY ? PURGE_RUNS_BUSY : *runs;
-	uint32_t left = budget;
-	int open = 0; /* the last word's last run reached its page 63 */
+	uint32_t left = budget, words = (s->npages + 63) / 64, last_due = 0;
+	int stretch = 0; /* a stretch of pages a run may cover reached the last word's end */
+	int run = 0;     /* a run goes on in that stretch, up to @last_due so far */
 
-	for (uint32_t w = 0; w < (s->npages + 63) / 64; w++) {
+	for (uint32_t w = 0; w < words; w++) {
 		uint64_t free = ioa__region_map_word(s, w * 64), dirty = free & s->touched[w];
 		uint64_t due = idle ? dirty : dirty & s->free_seen[w];
 		uint64_t may = free & ~(dirty & ~due); /* pages a run may cover */
-		uint64_t take = 0, run;
 
 		s->free_seen[w] = dirty;
-		if (open) { /* the run of @may at page 0 goes on from the last word */
-			run = may & ~(may + 1);
-			take |= run;
-			due &= ~run;
-			open = run == ~0ull;
-		}
-		while (due && left) { /* the run of @may from the lowest due page up */
-			uint64_t low = due & -due;
+		if (!may)
+			stretch = 0;
+		for (uint64_t rest = may; rest;) { /* each stretch of @may in the word */
+			uint64_t part = rest & ~(rest + (rest & -rest)), d = due & part;
 
-			run = may & ~(may + low);
-			take |= run;
-			due &= ~run;
-			open = (int)(run >> 63);
-			left--;
+			rest &= ~part;
+			if (!stretch || !(part & 1)) /* not the last word's stretch going on */
+				run = 0;
+			stretch = (int)(part >> 63);
+			if (!d || (!run && !left))
+				continue;
+			if (!run) {
+				left--;
+				run = 1;
+				last_due = w * 64 + (uint32_t)__builtin_ctzll(d);
+			}
+			hold_range(s, last_due, w * 64 + 64 - (uint32_t)__builtin_clzll(d));
+			last_due = w * 64 + 63 - (uint32_t)__builtin_clzll(d);
 		}
-		if (!take)
+	}
+	for (uint32_t w = 0; w < words; w++) {
+		if (!s->held[w])
 			continue;
-		atomic_fetch_and_explicit(&s->free_map[w], ~take, memory_order_relaxed);
-		s->held[w] = take;
-		n += (uint32_t)__builtin_popcountll(take);
+		atomic_fetch_and_explicit(&s->free_map[w], ~s->held[w], memory_order_relaxed);
+		n += (uint32_t)__builtin_popcountll(s->held[w]);
 	}
 	*runs -= budget - left;
 	atomic_fetch_sub_explicit(&s->free_pages, n, memory_order_relaxed);
 	return n;
 }
 
-/* madvise(MADV_DONTNEED) of pages [@from, @to) of @s: the bytes of those
- * that were touched (a clean page gives nothing back), or -1 once a refusal
- * (EINVAL: locked memory, after mlockall) marked the segment, never tried
- * again. */
-static int64_t purge_run(struct ioa__segment *s, uint32_t from, uint32_t to)
+/* madvise(MADV_DONTNEED) of pages [@from, @to) of @s; 0, or -1 once a
+ * refusal (EINVAL: locked memory, after mlockall) marked the segment, never
+ * tried again. */
+static int purge_run(struct ioa__segment *s, uint32_t from, uint32_t to)
 {
 	void *at = ioa__region_page_addr(s, from);
-	uint64_t pages = 0;
 
-	if (madvise(at, (size_t)(to - from) << IOA_PAGE_SHIFT, MADV_DONTNEED) != 0) {
-		ioa__debug("free pages of the segment at %p are not given back: "
-			   "madvise(MADV_DONTNEED) of %p: %s", s->mem.addr, at, ioa__errno_text(errno));
-		s->purge_refused = 1;
-		return -1;
-	}
-	for (uint32_t i = from; i < to; i = (i | 63) + 1)
-		pages += (uint64_t)__builtin_popcountll(
-			s->touched[i / 64] & ioa__region_word_mask(i, to < (i | 63) + 1 ? to : (i | 63) + 1));
-	return (int64_t)(pages << IOA_PAGE_SHIFT);
+	if (madvise(at, (size_t)(to - from) << IOA_PAGE_SHIFT, MADV_DONTNEED) == 0)
+		return 0;
+	ioa__debug("free pages of the segment at %p are not given back: madvise(MADV_DONTNEED) "
+		   "of %p: %s", s->mem.addr, at, ioa__errno_text(errno));
+	s->purge_refused = 1;
+	return -1;
 }
 
 /* The held runs of @s purged, one madvise a run however many words it
  * spans, without the node lock (the pages are out of service; @s stays
- * linked while it holds them: not empty). The bytes given back. */
-static uint64_t purge_held(struct ioa__segment *s)
+ * linked while it holds them: not empty), until a refusal. */
+static void purge_held(struct ioa__segment *s)
 {
 	uint32_t words = (s->npages + 63) / 64, start = 0, end;
-	uint64_t bytes = 0;
-	int64_t got;
 
 	for (uint32_t w = 0; w < words; w++) {
 		for (uint64_t h = s->held[w]; h;) {
@@ -112,18 +117,20 @@ static uint64_t purge_held(struct ioa__segment *s)
 			end = w * 64 + lo + len;
 			if (end % 64 == 0 && w + 1 < words && (s->held[w + 1] & 1))
 				continue; /* goes on in the next word */
-			if ((got = purge_run(s, start, end)) < 0)
-				return bytes;
-			bytes += (uint64_t)got;
+			if (purge_run(s, start, end) != 0)
+				return;
 		}
 	}
-	return bytes;
 }
 
 /* Puts the held pages of @s back in service (node lock); as never handed out
- * when @purged (and no madvise was refused): they read as zeros. */
-void ioa__region_release_held(struct ioa__segment *s, int purged)
+ * when @purged (and no madvise was refused): they read as zeros. The bytes
+ * of those that were handed out since their last purge: what went back to
+ * the kernel (counted here, under the lock that hand_out's writes of
+ * touched take: review helper-114). */
+uint64_t ioa__region_release_held(struct ioa__segment *s, int purged)
 {
+	uint64_t pages = 0;
 	uint32_t n = 0;
 
 	for (uint32_t w = 0; w < (s->npages + 63) / 64; w++) {
@@ -131,8 +138,10 @@ void ioa__region_release_held(struct ioa__segment *s, int purged)
 
 		if (!h)
 			continue;
-		if (purged && !s->purge_refused) /* else some may be resident: touched */
+		if (purged && !s->purge_refused) { /* else some may be resident: touched */
+			pages += (uint64_t)__builtin_popcountll(s->touched[w] & h);
 			s->touched[w] &= ~h;
+		}
 		s->held[w] = 0;
 		n += (uint32_t)__builtin_popcountll(h);
 		/* release: as ioa__region_set_pages', the purge before the pages'
@@ -140,6 +149,7 @@ void ioa__region_release_held(struct ioa__segment *s, int purged)
 		atomic_fetch_or_explicit(&s->free_map[w], h, memory_order_release);
 	}
 	atomic_fetch_add_explicit(&s->free_pages, n, memory_order_release);
+	return pages << IOA_PAGE_SHIFT;
 }
 
 /*
@@ -206,9 +216,9 @@ void ioa__region_upkeep(int node, enum ioa__upkeep how)
 		if (on_demand && !s->purge_refused && hold_purgeable(s, idle, &runs)) {
 			a->purging = 1;
 			pthread_mutex_unlock(&a->lock);
-			purged += purge_held(s);
+			purge_held(s);
 			pthread_mutex_lock(&a->lock);
-			ioa__region_release_held(s, 1); /* @s stayed linked: it held pages */
+			purged += ioa__region_release_held(s, 1); /* @s stayed linked: it held pages */
 			a->purging = 0;
 			pthread_cond_broadcast(&a->purge_done);
 		}

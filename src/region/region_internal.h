@@ -206,7 +206,7 @@ void ioa__region_release_pages(struct ioa__segment *s, uint32_t first, uint32_t 
 extern struct ioa__segment *_Atomic ioa__region_spare_meta;
 
 /* give_back.c */
-void ioa__region_release_held(struct ioa__segment *s, int purged);
+uint64_t ioa__region_release_held(struct ioa__segment *s, int purged);
 
 /* @b[0..n), in address order, merged into runs of neighbours that @joins
  * accepts, in @run; the index after each run's last buffer in @end: how
