@@ -207,9 +207,17 @@ __attribute__((constructor)) static void early_hooks(void)
 	pthread_once(&hooks_once, register_hooks);
 }
 
+/* What the preload library says after a value of the environment it does not
+ * take (its program asked for no library: config.h), else nothing. */
+static const char *skipped(int from_env)
+{
+	return from_env && ioa__preloaded ? "; ignored, the default stays" : "";
+}
+
 /* The node of a numa policy must have memory here; the message names where
- * the value came from: the environment or the program's struct. */
-static int check_numa(const struct ioa_config *cfg, int from_env)
+ * the value came from: the environment or the program's struct. The
+ * preload library's read of the environment keeps the default instead. */
+static int check_numa(struct ioa_config *cfg, int from_env)
 {
 	char nodes[128];
 
@@ -218,17 +226,21 @@ static int check_numa(const struct ioa_config *cfg, int from_env)
 	ioa__os_nodes_text(nodes, sizeof(nodes));
 	if (from_env)
 		ioa__err("invalid IOALLOC_NUMA='%d': this machine has memory on node(s) %s only "
-			 "(accepted: local, interleave or one of those nodes)", cfg->numa, nodes);
+			 "(accepted: local, interleave or one of those nodes)%s", cfg->numa, nodes,
+			 skipped(from_env));
 	else
 		ioa__err("invalid ioa_config.numa %d: this machine has memory on node(s) %s only "
 			 "(accepted: IOA_NUMA_LOCAL, IOA_NUMA_INTERLEAVE or one of those nodes)",
 			 cfg->numa, nodes);
-	return -EINVAL;
+	if (!*skipped(from_env))
+		return -EINVAL;
+	cfg->numa = IOA_NUMA_LOCAL;
+	return 0;
 }
 
 /* Every CPU of reclaim_cpus must be present here; the message names where the
- * value came from, as check_numa's. */
-static int check_reclaim_cpus(const struct ioa_config *cfg, int from_env)
+ * value came from, and the preload library goes on, as check_numa's. */
+static int check_reclaim_cpus(struct ioa_config *cfg, int from_env)
 {
 	cpu_set_t listed, present, missing;
 	char missing_text[128], present_text[128];
@@ -243,14 +255,18 @@ static int check_reclaim_cpus(const struct ioa_config *cfg, int from_env)
 	ioa__cpulist_format(&missing, missing_text, sizeof(missing_text));
 	ioa__cpulist_format(&present, present_text, sizeof(present_text));
 	ioa__err("invalid %s'%s': CPU(s) %s not present on this machine (accepted: a CPU list "
-		 "of the CPUs present, %s)",
+		 "of the CPUs present, %s)%s",
 		 from_env ? "IOALLOC_RECLAIM_CPUS=" : "ioa_config.reclaim_cpus ", cfg->reclaim_cpus,
-		 missing_text, present_text);
-	return -EINVAL;
+		 missing_text, present_text, skipped(from_env));
+	if (!*skipped(from_env))
+		return -EINVAL;
+	cfg->reclaim_cpus[0] = '\0';
+	return 0;
 }
 
-static int start(const struct ioa_config *cfg, int from_env)
+static int start(const struct ioa_config *given, int from_env)
 {
+	struct ioa_config c = *given, *cfg = &c; /* the preload library may drop a setting */
 	int err;
 
 	if ((err = ioa__config_validate(cfg)))

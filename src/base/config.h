@@ -7,9 +7,10 @@
 #include <stddef.h>
 
 /* ioa_config_from_env for the preload library, whose program asked for no
- * library: a value not accepted is said (one message each) and its setting
- * keeps @cfg's value, so that a mistyped variable does not fail every
- * malloc (review helper-113: IOALLOC_PROTECT=$MODE with MODE unset). 0. */
+ * library: a value not accepted is said (one message each, at each read)
+ * and its setting keeps @cfg's value, so that a mistyped variable does not
+ * fail every malloc (review helper-113: IOALLOC_PROTECT=$MODE with MODE
+ * unset). 0. The start does the same for a node or CPUs not here (api.c). */
 int ioa__config_from_env_skipping(struct ioa_config *cfg);
 
 /* Checks the settings that do not depend on the machine; 0 or -EINVAL. */
