@@ -207,11 +207,11 @@ __attribute__((constructor)) static void early_hooks(void)
 	pthread_once(&hooks_once, register_hooks);
 }
 
-/* What the preload library says after a value of the environment it does not
- * take (its program asked for no library: config.h), else nothing. */
-static const char *skipped(int from_env)
+/* Whether a value of the environment the start does not take is skipped:
+ * the preload library's (its program asked for no library: config.h). */
+static int skips(int from_env)
 {
-	return from_env && ioa__preloaded ? "; ignored, the default stays" : "";
+	return from_env && ioa__preloaded;
 }
 
 /* The node of a numa policy must have memory here; the message names where
@@ -227,12 +227,12 @@ static int check_numa(struct ioa_config *cfg, int from_env)
 	if (from_env)
 		ioa__err("invalid IOALLOC_NUMA='%d': this machine has memory on node(s) %s only "
 			 "(accepted: local, interleave or one of those nodes)%s", cfg->numa, nodes,
-			 skipped(from_env));
+			 skips(from_env) ? IOA_CONFIG_SKIPPED : "");
 	else
 		ioa__err("invalid ioa_config.numa %d: this machine has memory on node(s) %s only "
 			 "(accepted: IOA_NUMA_LOCAL, IOA_NUMA_INTERLEAVE or one of those nodes)",
 			 cfg->numa, nodes);
-	if (!*skipped(from_env))
+	if (!skips(from_env))
 		return -EINVAL;
 	cfg->numa = IOA_NUMA_LOCAL;
 	return 0;
@@ -257,8 +257,8 @@ static int check_reclaim_cpus(struct ioa_config *cfg, int from_env)
 	ioa__err("invalid %s'%s': CPU(s) %s not present on this machine (accepted: a CPU list "
 		 "of the CPUs present, %s)%s",
 		 from_env ? "IOALLOC_RECLAIM_CPUS=" : "ioa_config.reclaim_cpus ", cfg->reclaim_cpus,
-		 missing_text, present_text, skipped(from_env));
-	if (!*skipped(from_env))
+		 missing_text, present_text, skips(from_env) ? IOA_CONFIG_SKIPPED : "");
+	if (!skips(from_env))
 		return -EINVAL;
 	cfg->reclaim_cpus[0] = '\0';
 	return 0;

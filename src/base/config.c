@@ -372,7 +372,7 @@ static int from_env(struct ioa_config *cfg, int skip_bad)
 		/* the value cut, so that what is accepted is always said */
 		ioa__err("invalid %s='%.64s'%s: accepted values are %s%s", settings[i].name,
 			 value[i], strlen(value[i]) > 64 ? " (cut)" : "", settings[i].accepted,
-			 skip_bad ? "; ignored, the default stays" : "");
+			 skip_bad ? IOA_CONFIG_SKIPPED : "");
 		if (!skip_bad)
 			return -EINVAL;
 	}

@@ -12,6 +12,8 @@
  * fail every malloc (review helper-113: IOALLOC_PROTECT=$MODE with MODE
  * unset). 0. The start does the same for a node or CPUs not here (api.c). */
 int ioa__config_from_env_skipping(struct ioa_config *cfg);
+/* The end of the message for a value skipped so. */
+#define IOA_CONFIG_SKIPPED "; ignored, the default stays"
 
 /* Checks the settings that do not depend on the machine; 0 or -EINVAL. */
 int ioa__config_validate(const struct ioa_config *cfg);

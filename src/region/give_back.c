@@ -97,29 +97,31 @@ static int purge_run(struct ioa__segment *s, uint32_t from, uint32_t to)
 	return -1;
 }
 
+/* The first page from @from on whose bit in @bits is @set, or @n. */
+static uint32_t next_bit(const uint64_t *bits, uint32_t from, uint32_t n, int set)
+{
+	for (uint32_t i = from; i < n; i = (i | 63) + 1) {
+		uint64_t w = (set ? bits[i / 64] : ~bits[i / 64]) & ~((1ull << (i % 64)) - 1);
+
+		if (w) {
+			uint32_t at = i / 64 * 64 + (uint32_t)__builtin_ctzll(w);
+
+			return at < n ? at : n;
+		}
+	}
+	return n;
+}
+
 /* The held runs of @s purged, one madvise a run however many words it
  * spans, without the node lock (the pages are out of service; @s stays
  * linked while it holds them: not empty), until a refusal. */
 static void purge_held(struct ioa__segment *s)
 {
-	uint32_t words = (s->npages + 63) / 64, start = 0, end;
-
-	for (uint32_t w = 0; w < words; w++) {
-		for (uint64_t h = s->held[w]; h;) {
-			uint32_t lo = (uint32_t)__builtin_ctzll(h), len;
-			uint64_t rest = h >> lo; /* the run at bit 0 */
-
-			len = rest == ~0ull ? 64 : (uint32_t)__builtin_ctzll(~rest);
-			h &= ~ioa__region_word_mask(w * 64 + lo, w * 64 + lo + len);
-			/* a run at page 0 goes on from the last word's, if it reached its end */
-			if (lo || !w || !(s->held[w - 1] >> 63))
-				start = w * 64 + lo;
-			end = w * 64 + lo + len;
-			if (end % 64 == 0 && w + 1 < words && (s->held[w + 1] & 1))
-				continue; /* goes on in the next word */
-			if (purge_run(s, start, end) != 0)
-				return;
-		}
+	for (uint32_t from = next_bit(s->held, 0, s->npages, 1), to; from < s->npages;
+	     from = next_bit(s->held, to, s->npages, 1)) {
+		to = next_bit(s->held, from, s->npages, 0);
+		if (purge_run(s, from, to) != 0)
+			return;
 	}
 }
 
