@@ -79,7 +79,8 @@ extern "C" {
  * or IOA_NODE_ANY, resolved now) through a provider of its own. @flags must
  * be 0. Initialises ioalloc on first use, as ioa_dma_alloc() does. Returns
  * the arena index (for MALLOCX_ARENA), or -EINVAL (bad node or flags: one
- * message), -ENOSPC (IOA_PROVIDER_MAX arenas and providers live), -ENOMEM,
+ * message; a bad node's names ioa_provider_create(), which it calls),
+ * -ENOSPC (IOA_PROVIDER_MAX arenas and providers live), -ENOMEM,
  * or -EIO (jemalloc refused to create it: one message with its error).
  */
 int ioa_je_arena_create(int node, unsigned flags);

@@ -88,32 +88,34 @@ struct ioa__span {
 	 * so: malloc_pairs 10.1 ns a pair against 6.0; up to 128 bytes: 6.8). */
 	uint64_t out_freed;
 	uint64_t *free_into;        /* out_word or &out_freed, set with them */
-	/* The owner's, plain. */
-	uint32_t nobjs;             /* fixed while the span lives */
-	uint32_t wi;                /* the lowest word with a free object (has_free) */
-	struct ioa__heap *owner;    /* NULL: a large block */
-	uint32_t words;
-	/* The bits of real objects in the last word: the others are set for
-	 * good, so a free there looks like a double free, and malloc masks them. */
-	uint64_t last_mask;
-	uint16_t cls;
-	uint16_t pool;              /* descriptor pool (span.c) */
-	int pending;                /* strict: in its owner's list of spans to look at,
-				       or IOA_PENDING_HELD: taken out by a look in progress */
-	/* strict: it had no live object since its owner last looked at it;
-	 * looked at with live ones (objects of the cached word handed out
-	 * since), it serves no more and is retired once they are freed */
-	int emptied;
-	int node;
+	/* The owner's, plain, and the other paths' (cold for the fast paths).
+	 * Widest first: no holes, so that the last fields below share the
+	 * bits' line. */
+	uint64_t last_mask;         /* the bits of real objects in the last word: the
+				       others are set for good, so a free there looks
+				       like a double free, and malloc masks them */
 	struct ioa__heap *maker;    /* strict, a page span: the heap that made it */
-	size_t len;                 /* bytes of its region buffer: on the line of the
-				       fields above, which a strict free reads too */
+	size_t len;                 /* bytes of its region buffer */
 	/* strict, a page span retiring: the heap it goes back to (recycle.c) */
 	struct ioa__heap *recycle_for;
 	struct ioa__span *next, *prev; /* in a list of its owner, or of a cache */
-	int listed;                 /* a span of its own region buffer, not yet retired */
 	uint64_t idle_since;        /* in a cache: ioa__ticks() when it went there */
+	/* Extents (extent.c): a large block carved out of a chunk, or a free
+	 * stretch of one; a chunk is a region buffer holding extents. */
+	struct ioa__span *chunk;    /* an extent's chunk; NULL for anything else */
+	struct ioa__span *anext, *aprev; /* an extent's neighbours in address order; a chunk's anext: its first extent */
+	struct ioa__span *bin_next, *bin_prev; /* a free extent: in its size bin */
+	uint32_t *req;              /* IOALLOC_CHECK: each object's requested size + 1 */
+	size_t req_bytes;
+	size_t large_req;           /* IOALLOC_CHECK, large block: requested size */
+	uint32_t nobjs;             /* fixed while the span lives */
+	uint32_t wi;                /* the lowest word with a free object (has_free) */
+	int node;
+	int listed;                 /* a span of its own region buffer, not yet retired */
 	int purged;                 /* in a cache, its pages given back to the kernel */
+	_Atomic int live;           /* a large block: allocated (its double free loses) */
+	uint16_t cls;
+	uint16_t pool;              /* descriptor pool (span.c) */
 	/* A large block or a free extent whose memory reads as zeros: new from
 	 * the kernel or purged (MADV_DONTNEED). Set where a block is made
 	 * (span_create) or carved (extent.c, which clears it when a freed block
@@ -126,21 +128,26 @@ struct ioa__span {
 	 * than its IOVA. */
 	uint8_t align_shift;
 	uint8_t list;               /* IOA_LIST_*: its owner's list that holds it */
-	/* Extents (extent.c): a large block carved out of a chunk, or a free
-	 * stretch of one; a chunk is a region buffer holding extents. */
-	struct ioa__span *chunk;    /* an extent's chunk; NULL for anything else */
-	struct ioa__span *anext, *aprev; /* an extent's neighbours in address order; a chunk's anext: its first extent */
-	struct ioa__span *bin_next, *bin_prev; /* a free extent: in its size bin */
 	uint8_t is_chunk;
 	uint8_t ext_free;           /* an extent: free (under its node's extent lock) */
-	uint32_t *req;              /* IOALLOC_CHECK: each object's requested size + 1 */
-	size_t req_bytes;
-	size_t large_req;           /* IOALLOC_CHECK, large block: requested size */
-	_Atomic int live;           /* a large block: allocated (its double free loses) */
+	/* What strict mode's free reads besides the first line (heap.h,
+	 * ioa__heap_free_strict), and another thread's free (the owner): on the
+	 * line of the bits' first words, so that it touches two lines, not
+	 * three (see the assertion below). */
+	uint32_t words;
+	int pending;                /* strict: in its owner's list of spans to look at,
+				       or IOA_PENDING_HELD: taken out by a look in progress */
+	/* strict: it had no live object since its owner last looked at it;
+	 * looked at with live ones (objects of the cached word handed out
+	 * since), it serves no more and is retired once they are freed */
+	int emptied;
+	struct ioa__heap *owner;    /* NULL: a large block */
 	uint64_t bits[];            /* words of free objects (set bit: free) */
 };
 _Static_assert(offsetof(struct ioa__span, free_into) + sizeof(uint64_t *) <= 64,
 	       "a free's fields on the descriptor's first line (pools are 64-byte aligned)");
+_Static_assert(offsetof(struct ioa__span, words) / 64 == (offsetof(struct ioa__span, bits) + 15) / 64,
+	       "a strict free's fields on the line of the bits' first two words");
 
 /* A word of free objects a heap took out of its current span of a class:
  * malloc's fast path allocates from it without touching the span. Its
