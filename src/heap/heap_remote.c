@@ -23,9 +23,40 @@ static struct ioa__span *mine(struct ioa__heap *h, void *p, uint32_t *i)
 	return NULL;
 }
 
+/* Strict mode: the spans a collect freed into that were in no look's list
+ * are held (IOA_PENDING_HELD) and looked at once each, when the collect
+ * ends or when another span takes their slot, not at every free (xmalloc:
+ * a look per free, a million for a million frees, on the producer whose
+ * time is the program's). Held, a span is none of a refill's (alloc_small
+ * takes another), so a malloc nested in a look (a retirement's calloc in
+ * libc, see look_at_pending) hands nothing of it out; its cached word
+ * stops serving at the free that empties its page, as before. A look at
+ * the collect's end sees what a look at its last free saw: nothing is
+ * handed out between. */
+#define HELD_SLOTS 64
+
+static void look_at_held(struct ioa__heap *h, struct ioa__span *s)
+{
+	s->pending = 0;
+	ioa__heap_strict_changed(h, s);
+}
+
+/* @s into its slot of @held; the span it replaces is looked at. */
+static void hold(struct ioa__heap *h, struct ioa__span **held, struct ioa__span *s)
+{
+	unsigned k = (unsigned)((uintptr_t)s->base >> IOA_PAGE_SHIFT) % HELD_SLOTS;
+	struct ioa__span *old = held[k];
+
+	s->pending = IOA_PENDING_HELD;
+	held[k] = s;
+	if (old)
+		look_at_held(h, old);
+}
+
 /* Object @i of @s, freed by another thread, made free by its owner @h;
  * one free already is a double free, reported and skipped. */
-static void apply_free(struct ioa__heap *h, struct ioa__span *s, uint32_t i)
+static void apply_free(struct ioa__heap *h, struct ioa__span *s, uint32_t i,
+		       struct ioa__span **held)
 {
 	if (ioa__object_free(s, i)) {
 		ioa__check_report_double(s, i);
@@ -33,15 +64,14 @@ static void apply_free(struct ioa__heap *h, struct ioa__span *s, uint32_t i)
 	}
 	s->bits[i >> 6] |= 1ull << (i & 63);
 	s->used--;
-	/* strict: a current span emptied by other threads is retired too, but
-	 * never one in the owner's list: the list's flush looks at it, and
-	 * until then its cached word serves no more (R18) */
+	/* strict: a current span emptied by other threads is retired too, at
+	 * its look; until then its cached word serves no more (R18) */
 	if (ioa__heap_strict) {
 		strict_note_free(s);
-		if (!s->pending)
-			ioa__heap_strict_changed(h, s);
-		else if (s->emptied && s->out_wi != UINT32_MAX)
+		if (s->emptied && s->out_wi != UINT32_MAX)
 			ioa__heap_give_back_word(h, s->cls);
+		if (!s->pending)
+			hold(h, held, s);
 	}
 	else if (s->used <= s->low)
 		ioa__heap_span_watch(h, s);
@@ -51,14 +81,14 @@ static void apply_free(struct ioa__heap *h, struct ioa__span *s, uint32_t i)
  * Applies the batches other threads handed to @h, one list of objects.
  * Every object is checked to be one of @h's before its links are read, and
  * its batch mark becomes the freed one before it is made free (then it may be retired,
- * or allocated again). A double free found here (an object the owner freed
+ * at its span's look, or allocated again). A double free found here (an object the owner freed
  * itself too) is reported and skipped: its links were not rewritten, as a
  * second free of an object in a batch is refused (marked_freed). A run of
  * BATCH objects with no batch's end among them means that the links were
  * overwritten (a device writing into freed memory, a racing double free)
  * and may loop: the rest stays allocated, after a message.
  */
-void ioa__heap_collect_batches(struct ioa__heap *h)
+static void apply_batches(struct ioa__heap *h, struct ioa__span **held)
 {
 	unsigned k = 0;
 	void *p;
@@ -77,7 +107,7 @@ void ioa__heap_collect_batches(struct ioa__heap *h)
 		next = links(p)[0];
 		last = (uintptr_t)links(p)[1] == (batch_mark(p) ^ TAIL_MARK);
 		mark_freed(p);
-		apply_free(h, s, i);
+		apply_free(h, s, i, held);
 		if (last) {
 			ioa__stat_add(heap_remote_batches, 1);
 			k = 0;
@@ -90,4 +120,14 @@ void ioa__heap_collect_batches(struct ioa__heap *h)
 		}
 		p = next;
 	}
+}
+
+void ioa__heap_collect_batches(struct ioa__heap *h)
+{
+	struct ioa__span *held[HELD_SLOTS] = { 0 };
+
+	apply_batches(h, held);
+	for (unsigned k = 0; k < HELD_SLOTS; k++)
+		if (held[k])
+			look_at_held(h, held[k]);
 }
