@@ -603,9 +603,19 @@ void *ioa__heap_alloc_from(struct ioa__heap *h, size_t size, size_t align)
 	return p;
 }
 
-/* malloc's refill: a thread with a heap takes the next word of its class
- * (span.c brings the library up again before it makes a span, should a
- * program have called ioa_fini()); everything else takes the long way. */
+/* @size bytes of a malloc from @h, the calling thread's own heap: the next
+ * word of its class, or a large block (strict mode: a page block for sizes
+ * above a page span's classes, a page cycle each). */
+static void *alloc_mine(struct ioa__heap *h, size_t size)
+{
+	if (size <= ioa__span_small_max())
+		return alloc_small(h, ioa__class_of(size));
+	return ioa__heap_alloc_from(h, size, 16);
+}
+
+/* malloc's slow path: a thread with a heap allocates from it (span.c brings
+ * the library up again before it makes a span, should a program have
+ * called ioa_fini()); everything else takes the long way. */
 void *ioa__heap_alloc_slow(size_t size)
 {
 	struct ioa__heap *h = ioa__my_heap;
@@ -622,16 +632,16 @@ void *ioa__heap_alloc_slow(size_t size)
 		ioa__heap_upkeep_on_calls();
 	}
 
-	if (h != &ioa__empty_heap && size <= ioa__span_small_max() && !ioa__heap_checking) {
+	if (h != &ioa__empty_heap && !ioa__heap_checking) {
 		int saved = errno;
 		struct ioa__log_held quiet;
 		void *p;
 
 		ioa__log_hold(&quiet); /* one report: see ioa__heap_alloc_aligned */
-		p = alloc_small(h, ioa__class_of(size));
+		p = alloc_mine(h, size);
 		if (ioa__heap_try_again(&quiet, p)) {
 			errno = saved; /* a malloc that succeeds leaves errno alone */
-			p = alloc_small(h, ioa__class_of(size));
+			p = alloc_mine(h, size);
 		}
 		return p;
 	}
