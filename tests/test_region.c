@@ -416,7 +416,9 @@ static uint64_t segments_now(void)
 }
 
 /* Freed pages are found again, first fit and aligned, before a new segment
- * is taken: one 2 MiB segment filled with 4 KiB buffers, then holes. */
+ * is taken: one 2 MiB segment filled with 4 KiB buffers, then holes; a
+ * segment where a search found no room is searched again once pages there
+ * came free. */
 static void test_first_fit_reuse(void)
 {
 	const int pages = (int)(((size_t)2 << 20) / KB4);
@@ -449,8 +451,21 @@ static void test_first_fit_reuse(void)
 	CHECK(p == base + 300 * KB4);
 	CHECK_EQ(segments_now(), 1);
 	CHECK_EQ(ioa_dma_free(p), 0);
+	free_pages(base, 400, 1); /* 4 pages free, no run of 4 */
 	p = ioa_dma_alloc(4 * KB4, 0, 0); /* the hole is too small: a new segment */
 	CHECK(p != NULL && p != base + 300 * KB4);
+	CHECK_EQ(segments_now(), 2);
+	/* that search of the first segment found no run of 4 pages: with the
+	 * new segment, searched first, full, a smaller request is still placed
+	 * there, and so is one of 4 once the hole grew */
+	for (int k = 4; k < pages; k++)
+		CHECK(ioa_dma_alloc(KB4, 0, 0) != NULL);
+	CHECK_EQ(segments_now(), 2);
+	p = ioa_dma_alloc(3 * KB4, 0, 0);
+	CHECK(p == base + 300 * KB4);
+	CHECK_EQ(ioa_dma_free(p), 0);
+	free_pages(base, 303, 1);
+	CHECK(ioa_dma_alloc(4 * KB4, 0, 0) == base + 300 * KB4);
 	CHECK_EQ(segments_now(), 2);
 out:
 	ioa_fini(); /* every buffer here is a leak: fini takes them all back */

@@ -430,6 +430,7 @@ static void fork_during_purge(void)
 
 static atomic_int allocated;
 static void *during_purge;
+static size_t during_purge_size = KB4;
 
 /* With @arg, a cancellation pending: the wait is no cancellation point (a
  * malloc waits there, and glibc's is none), nor is anything after it in
@@ -438,7 +439,7 @@ static void *allocate(void *arg)
 {
 	if (arg)
 		pthread_cancel(pthread_self());
-	during_purge = ioa_dma_alloc(KB4, 0, 0);
+	during_purge = ioa_dma_alloc(during_purge_size, 0, 0);
 	atomic_store(&allocated, 1);
 	pthread_testcancel();
 	return NULL;
@@ -498,6 +499,42 @@ static void allocation_waits_for_purge(int cancelled)
 	CHECK_EQ(stats().segments, 1);
 	if (during_purge)
 		CHECK_EQ(ioa_dma_free(during_purge), 0);
+	ioa_fini();
+}
+
+/* A segment's search that found no run while a purge held pages searches it
+ * again once they came back: of pages 0 to 9 the even ones are due (free at
+ * two upkeeps, the segment in use between), the odd ones free since the
+ * first; the purge holds the even ones, and an allocation of 2 pages finds
+ * no run (the odd ones are apart), waits, and then takes pages 1 and 2, in
+ * the same segment, not a new one. */
+static void search_again_after_purge(void)
+{
+	void *ret;
+
+	allocator_cancelled = 0;
+	atomic_store(&allocated, 0);
+	if (!start(IOA_BACKEND_NONE))
+		return;
+	for (int i = 0; i < 512; i++) { /* one segment, all of it used */
+		bufs[i] = ioa_dma_alloc(KB4, 0, 0);
+		memset(bufs[i], 1, KB4);
+	}
+	for (int i = 0; i < 10; i += 2)
+		CHECK_EQ(ioa_dma_free(bufs[i]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	ioa__region_upkeep(0, IOA_UPKEEP_TIMED); /* 0, 2, .. 8 seen free */
+	CHECK(ioa_dma_alloc(KB4, 0, 0) == bufs[0]); /* in use: page 0 taken */
+	for (int i = 1; i < 10; i += 2)
+		CHECK_EQ(ioa_dma_free(bufs[i]), 0);
+	CHECK_EQ(ioa_quiesce(), 0);
+	during_purge_size = 2 * KB4;
+	madvise_hook = allocate_in_purge;
+	ioa__region_upkeep(0, IOA_UPKEEP_TIMED); /* 2, 4, 6, 8 held */
+	CHECK_EQ(pthread_join(allocator, &ret), 0);
+	CHECK(during_purge == bufs[1]);
+	CHECK_EQ(stats().segments, 1);
+	during_purge_size = KB4;
 	ioa_fini();
 }
 
@@ -747,6 +784,7 @@ int main(void)
 	fork_during_purge();
 	allocation_waits_for_purge(0);
 	allocation_waits_for_purge(1);
+	search_again_after_purge();
 	clean_pages_stay_in_service();
 	out_of_address_space(32 * MB);
 	out_of_address_space(0);

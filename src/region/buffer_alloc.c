@@ -78,25 +78,44 @@ static uint32_t next_free(const struct ioa__segment *s, uint32_t from)
 	return s->npages;
 }
 
-/* First free run of @n pages starting at a multiple of @align pages (a power
- * of two), or -1. */
-static long find_run(const struct ioa__segment *s, uint32_t n, uint32_t align)
+/* Whether the last search of @s (node lock) learnt that a run of @n pages
+ * aligned to @align pages does not fit there, and no page came free since:
+ * the run is longer than its longest, or the request no smaller and no
+ * less aligned than one it could not place. */
+static int no_room(const struct ioa__segment *s, uint32_t n, uint32_t align)
 {
-	uint32_t start = 0;
+	/* acquire: pairs with ioa__region_pages_freed */
+	return s->searched_at == atomic_load_explicit(&s->frees, memory_order_acquire) &&
+	       (n > s->run_max || (n >= s->miss_n && align >= s->miss_align));
+}
 
-	if (atomic_load_explicit(&s->free_pages, memory_order_relaxed) < n)
+/* First free run of @n pages starting at a multiple of @align pages (a power
+ * of two), or -1 (node lock). A search that finds none notes what it
+ * learnt (no_room). */
+static long find_run(struct ioa__segment *s, uint32_t n, uint32_t align)
+{
+	/* acquire: every page freed before this count was taken shows free below */
+	uint32_t frees = atomic_load_explicit(&s->frees, memory_order_acquire);
+	uint32_t free = 0, used = 0, longest = 0;
+
+	if (atomic_load_explicit(&s->free_pages, memory_order_relaxed) < n || no_room(s, n, align))
 		return -1;
-	for (;;) {
-		uint32_t used;
+	/* run by run: the first aligned start in a run is its best; a run too
+	 * short for it ends before start + n, where the scan stops */
+	while ((free = next_free(s, used)) < s->npages) {
+		uint32_t start = (free + align - 1) & ~(align - 1);
+		uint32_t stop = start + n < s->npages ? start + n : s->npages;
 
-		start = (next_free(s, start) + align - 1) & ~(align - 1);
-		if (start + n > s->npages)
-			return -1;
-		used = ioa__region_first_used(s, start, n);
+		used = ioa__region_first_used(s, free, stop - free);
 		if (used == start + n)
 			return start;
-		start = used + 1;
+		longest = used - free > longest ? used - free : longest;
 	}
+	s->run_max = longest;
+	s->miss_n = n;
+	s->miss_align = align;
+	s->searched_at = frees;
+	return -1;
 }
 
 int ioa__region_pick_node(int node, const char *fn)
@@ -472,7 +491,8 @@ static uint32_t reserve_small_runs(int node, uint32_t per, uint32_t n, struct io
 	pthread_mutex_lock(&a->lock);
 	for (s = a->segments; s != a->big_first; s = s->next, w = 0) {
 		if (!segment_serves(s, 0, low) ||
-		    atomic_load_explicit(&s->free_pages, memory_order_relaxed) < per)
+		    atomic_load_explicit(&s->free_pages, memory_order_relaxed) < per ||
+		    no_room(s, per, 1))
 			continue;
 		for (; w < (s->npages + 63) / 64 && got < n; w++) {
 			/* only allocations, under this lock, clear bits: a set bit stays set */

@@ -151,6 +151,7 @@ uint64_t ioa__region_release_held(struct ioa__segment *s, int purged)
 		atomic_fetch_or_explicit(&s->free_map[w], h, memory_order_release);
 	}
 	atomic_fetch_add_explicit(&s->free_pages, n, memory_order_release);
+	ioa__region_pages_freed(s);
 	return pages << IOA_PAGE_SHIFT;
 }
 

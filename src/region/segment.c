@@ -29,6 +29,8 @@ void ioa__region_set_pages(struct ioa__segment *s, uint32_t first, uint32_t n, i
 		atomic_fetch_add_explicit(&s->free_pages, n, memory_order_release);
 	else
 		atomic_fetch_sub_explicit(&s->free_pages, n, memory_order_relaxed);
+	if (free)
+		ioa__region_pages_freed(s);
 }
 
 /* Segment metadata pages come and go here, counted: the tests check that
@@ -251,7 +253,7 @@ int ioa__region_segment_create(size_t len, size_t align, int node, int dedicated
 		return -ENOMEM;
 	}
 	*s = (struct ioa__segment){ .node = node, .dedicated = dedicated, .meta_len = meta_len,
-				    .npages = npages };
+				    .npages = npages, .run_max = npages, .miss_n = UINT32_MAX };
 	s->free_map = (_Atomic uint64_t *)(s + 1);
 	s->touched = (uint64_t *)(s->free_map + map_words); /* zeros: an mmap's */
 	s->held = s->touched + map_words;
