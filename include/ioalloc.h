@@ -431,7 +431,8 @@ int ioa_dma_unregister(void *addr);
  *   over at its next malloc, ioa_quiesce() or exit, and from then on
  *   nothing on a page those frees left wholly free serves before its
  *   retirement (so the freeing thread's ioa_quiesce(), then the allocating
- *   thread's, retire it). With IOALLOC_DEFER=inline (the preload library's
+ *   thread's, retire it; when the allocating thread has exited, the freeing
+ *   thread's ioa_quiesce() applies them and retires it). With IOALLOC_DEFER=inline (the preload library's
  *   default) a thread retires the pages its own heap emptied itself, 32 at
  *   a time, and at its exit; any thread's ioa_quiesce(), and exit(),
  *   retire every thread's. What

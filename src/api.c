@@ -520,6 +520,7 @@ IOA_EXPORT int ioa_quiesce(void)
 	if (atomic_load_explicit(&state, memory_order_acquire) != STATE_UP)
 		return 0;
 	ioa__heap_flush_mine();
+	ioa__heap_settle_parked(); /* exited threads' heaps: the frees just handed over */
 	ioa__heap_retire_batches(); /* inline: the other threads' too */
 	err = ioa__defer_quiesce();
 	return atomic_exchange(&quarantine_unseen, 0) ? -EIO : err;

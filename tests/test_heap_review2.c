@@ -678,6 +678,68 @@ static void test_page_block_brings_no_mark(void)
 	ioa_fini();
 }
 
+/*
+ * A page of a thread that exited, its objects freed by another thread:
+ * ioa_quiesce() handed the frees over to the exited thread's heap, parked,
+ * but only the upkeep applied them, a second later (or, with no reclaimer,
+ * at a malloc a second later), so a stale DMA into the page still landed
+ * after ioa_quiesce() returned (review helper-116, in every IOALLOC_DEFER
+ * mode).
+ *
+ * Should: after the freeing thread's ioa_quiesce() the page is retired.
+ *
+ * Fixed: ioa_quiesce() settles the parked heaps the frees went to
+ * (heap_thread.c, ioa__heap_settle_parked). Mutation h63 removes that.
+ */
+static char *exited_page[4096 / 64];
+
+static void *fill_a_page_and_exit(void *arg)
+{
+	char *p;
+
+	(void)arg;
+	while (((uintptr_t)(p = ioa_malloc(64)) & 4095) != 0) /* left: freed at the fini */
+		;
+	exited_page[0] = p;
+	for (unsigned i = 1; i < sizeof(exited_page) / sizeof(exited_page[0]); i++)
+		exited_page[i] = ioa_malloc(64);
+	return NULL;
+}
+
+static void exited_threads_page(enum ioa_defer_mode defer)
+{
+	struct ioa_config cfg;
+	char buf[8] = { 0 };
+	uint64_t stale;
+	pthread_t t;
+	void *mine;
+
+	ioa_config_init(&cfg);
+	cfg.backend = IOA_BACKEND_SIM;
+	cfg.protect = IOA_PROTECT_STRICT;
+	cfg.defer = defer;
+	if (!CHECK_EQ(ioa_init(&cfg), 0))
+		return;
+	mine = ioa_malloc(64); /* this thread has a heap of its own */
+	if (CHECK_EQ(pthread_create(&t, NULL, fill_a_page_and_exit, NULL), 0) &&
+	    CHECK_EQ(pthread_join(t, NULL), 0)) {
+		stale = ioa_virt2iova(exited_page[0]);
+		for (unsigned i = 0; i < sizeof(exited_page) / sizeof(exited_page[0]); i++)
+			ioa_free(exited_page[i]);
+		CHECK_EQ(ioa_quiesce(), 0);
+		CHECK_EQ(ioa_sim_dma(stale, buf, sizeof(buf), IOA_DMA_TO_DEVICE), -EFAULT);
+	}
+	ioa_free(mine);
+	ioa_fini();
+}
+
+static void test_exited_threads_page(void)
+{
+	exited_threads_page(IOA_DEFER_ON);
+	exited_threads_page(IOA_DEFER_INLINE);
+	exited_threads_page(IOA_DEFER_SYNC);
+}
+
 int main(void)
 {
 	check_start("test_heap_review2");
@@ -690,5 +752,6 @@ int main(void)
 	test_other_thread_frees_object_owner_freed();
 	test_realloc_brings_no_mark();
 	test_page_block_brings_no_mark();
+	test_exited_threads_page();
 	return check_done();
 }

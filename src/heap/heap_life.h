@@ -16,6 +16,8 @@ void ioa__heap_fini(void);
 void ioa__heap_flush_mine(void);
 /* Without reclaimers, the upkeep at a program's mallocs (heap_thread.c). */
 void ioa__heap_upkeep_on_calls(void);
+/* The frees handed to parked heaps applied (ioa_quiesce). */
+void ioa__heap_settle_parked(void);
 /* Strict, inline: every heap's batch retired (ioa_quiesce, exit()). */
 void ioa__heap_retire_batches(void);
 /* What ioa_trim() gives back (heap_thread.c says what and when). */

@@ -483,6 +483,22 @@ void ioa__heap_fini(void)
 	pthread_mutex_unlock(&upkeep_lock);
 }
 
+/* ioa_quiesce (api.c): the frees handed to parked heaps applied (in strict
+ * mode the pages they empty are retired with everything else), rather than
+ * at the next upkeep, a second later, or with no reclaimer at a malloc a
+ * second later (review helper-116: a page an exited thread's objects filled,
+ * freed by another thread, stayed reachable through ioa_quiesce()). Under
+ * upkeep_lock, as the upkeep and ioa_trim: neither runs meanwhile, nor
+ * ioa_fini (upkeep_live); a fork meanwhile finds what it finds during an
+ * upkeep. */
+void ioa__heap_settle_parked(void)
+{
+	pthread_mutex_lock(&upkeep_lock);
+	for (int n = 0; upkeep_live && n < ioa__os_node_count(); n++)
+		settle_parked(n, 0);
+	pthread_mutex_unlock(&upkeep_lock);
+}
+
 /* ioa_quiesce and the process's exit (api.c): every heap's batch retired,
  * the calling thread's by itself, the others' under their cycle_lock (their
  * threads go on meanwhile: an append that finds the lock taken retires its
