@@ -139,7 +139,8 @@ enum ioa_protect {
  * would split it into shorter laps). An IOVA is handed out again only once
  * its buffer is retired (unmapped and invalidated; never while it is mapped
  * or queued for retirement) and the cursor has gone once round since it was
- * handed out. The bound, in bytes mapped: between two handouts of one IOVA
+ * handed out; across ioa_fini() and ioa_init() the cursor goes on where it
+ * stood, when the new aperture holds that place. The bound, in bytes mapped: between two handouts of one IOVA
  * the library maps at least the aperture's size (about 2^48 bytes with sim;
  * with vfio and iommufd what the IOMMU reports, typically 2^39 to 2^48)
  * less the bytes that stay mapped meanwhile and the alignment gaps the

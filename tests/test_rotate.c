@@ -102,6 +102,32 @@ out:
 	ioa_fini();
 }
 
+/* Across ioa_fini() and ioa_init() the cursor goes on where it stood: the
+ * sim device outlives the library's life, and a descriptor of the life
+ * before must fault, not reach the next life's buffer at the same IOVA (the
+ * cursor started again at the aperture's start: review helper-116). */
+static void test_old_iova_next_life(void)
+{
+	uint64_t old = IOA_BAD_IOVA;
+	uint8_t *p;
+
+	if (!init_mode(IOA_IOVA_ROTATE))
+		return;
+	if (CHECK((p = ioa_dma_alloc(KB4, 0, 0)) != NULL)) {
+		old = ioa_virt2iova(p);
+		CHECK_EQ(ioa_dma_free(p), 0);
+	}
+	ioa_fini();
+	if (!init_mode(IOA_IOVA_ROTATE))
+		return;
+	if (CHECK((p = ioa_dma_alloc(KB4, 0, 0)) != NULL)) {
+		CHECK(ioa_virt2iova(p) != old);
+		CHECK(dma_faults(old));
+		CHECK_EQ(ioa_dma_free(p), 0);
+	}
+	ioa_fini();
+}
+
 /*
  * Neighbours in memory that are not neighbours in IOVA retire as two runs:
  * P and Q follow each other in their segment, but Q took the cursor's IOVA
@@ -489,6 +515,7 @@ int main(int argc, char **argv)
 	check_clear_ioalloc_env();
 	test_old_iova(IOA_IOVA_FIXED);
 	test_old_iova(IOA_IOVA_ROTATE);
+	test_old_iova_next_life();
 	test_sim_table_pages();
 	test_runs_follow_iova();
 	test_runs_stay_in_segment();

@@ -7,6 +7,14 @@
 
 #define IOVA_TABLE_BYTES (64 * 1024) /* to start with; doubles when full */
 
+/* Where the cursor stood when the last space went (ioa_fini): the next
+ * life's starts there when its aperture holds it, so that an IOVA of the
+ * life before is handed out again only after a lap, as within a life (a
+ * device kept across ioa_fini() and ioa_init(), the sim's or one a program
+ * keeps bound, may still hold one: review helper-116). ioa_init and
+ * ioa_fini race no call, nor each other. */
+static uint64_t cursor_left;
+
 int ioa__iova_init(struct ioa__iova_space *s, const struct ioa__iova_range *aperture, size_t n)
 {
 	s->cap = IOVA_TABLE_BYTES / sizeof(*s->free);
@@ -30,6 +38,9 @@ int ioa__iova_init(struct ioa__iova_space *s, const struct ioa__iova_range *aper
 	memcpy(s->free, aperture, n * sizeof(*aperture));
 	s->n = n;
 	s->cursor = aperture[0].start;
+	for (size_t i = 0; i < n; i++)
+		if (cursor_left >= aperture[i].start && cursor_left < aperture[i].end)
+			s->cursor = cursor_left;
 	s->laps = 0;
 	pthread_mutex_init(&s->lock, NULL);
 	return 0;
@@ -37,6 +48,7 @@ int ioa__iova_init(struct ioa__iova_space *s, const struct ioa__iova_range *aper
 
 void ioa__iova_destroy(struct ioa__iova_space *s)
 {
+	cursor_left = s->cursor;
 	ioa__os_free_pages(s->free, s->cap * sizeof(*s->free));
 	ioa__os_free_pages(s->later, IOA_IOVA_LATER_MAX * sizeof(*s->later));
 	s->free = NULL;
