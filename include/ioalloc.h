@@ -289,8 +289,9 @@ int ioa_dma_free(void *ptr);
 
 /**
  * IOVA of any byte inside ioalloc memory the device can reach (live buffers,
- * and freed ones not yet retired) or inside a range registered with
- * ioa_dma_register(), or IOA_BAD_IOVA for any other address.
+ * and freed ones not yet retired; in strict mode also a heap page retired and
+ * mapped again ahead of its next use, at its new IOVA) or inside a range
+ * registered with ioa_dma_register(), or IOA_BAD_IOVA for any other address.
  * Lock-free, no system call: safe from any thread at any time, in a signal
  * handler (also one that interrupts a lookup) and in a thread-exit destructor,
  * but never concurrently with ioa_fini(), which takes the tables down (before
@@ -421,7 +422,10 @@ int ioa_dma_unregister(void *addr);
  *   whatever object is there now.
  * - strict: a page that becomes wholly free is retired (unmapped and
  *   invalidated through the deferral engine) before anything on it is used
- *   again, so a stale DMA into it faults. Spans are then one page, sizes
+ *   again, so a stale DMA into it faults (with IOALLOC_IOVA=rotate, the
+ *   default; with fixed, a retired page mapped again for its next use, or
+ *   made ready ahead of it, is at its old IOVA again, which a stale DMA
+ *   then reaches). Spans are then one page, sizes
  *   above 2 KiB take whole pages, and a thread looks for wholly free pages
  *   among those its frees touched before it takes a new word of free
  *   objects (up to 64) from one of them, after 1024 frees or 64 pages, and

@@ -190,7 +190,8 @@ static void upkeep(int node)
  * bound), then the segments (IOA_UPKEEP_ON_CALLS: fewer madvise calls than a
  * reclaimer's). So a batch, and a queued item, waits about a second at most
  * while the program allocates. A program that stops allocating keeps what it
- * holds until its next malloc, its ioa_trim() or its exit. Life in a
+ * holds until its next malloc, its ioa_trim() or its exit, and so does one
+ * whose mallocs all come from its cached words (no refill). Life in a
  * process: called at a refill's start, before the heap is touched, and it
  * touches no list of the calling thread's heap (its batch under its
  * cycle_lock); nested in itself (a retirement's calloc in libc) it finds the
