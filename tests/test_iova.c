@@ -137,7 +137,7 @@ static void random_ops(const struct ioa__iova_range *ap, size_t nap, int ops, ui
 		free_live(&s, rnd(nlive));
 	for (size_t r = 0; r < nap; r++) /* all merged back: each range whole */
 		checked_alloc(&s, ap, nap, ap[r].end - ap[r].start, KB4);
-	ioa__iova_destroy(&s);
+	ioa__iova_destroy(&s, 0);
 }
 
 static void test_init_refusals(void)
@@ -184,7 +184,7 @@ static void test_several_ranges(void)
 	CHECK_EQ(ioa__iova_alloc(&s, 8 * MB1, 8 * MB1), (1ull << 47) - 8 * MB1);
 	CHECK_EQ(ioa__iova_alloc(&s, 4 * MB1, 4 * MB1), UINT64_MAX); /* [3M, 7M) has no 4M-aligned 4M */
 	CHECK_EQ(ioa__iova_alloc(&s, 2 * MB1, 2 * MB1), 4 * MB1);
-	ioa__iova_destroy(&s);
+	ioa__iova_destroy(&s, 0);
 }
 
 /* Allocate the whole aperture in pieces, free them in random order, and the
@@ -218,7 +218,7 @@ static void test_exhaustion_and_merge(void)
 	CHECK_EQ(ioa__iova_alloc(&s, total, KB4), ap[0].start);
 	CHECK_EQ(ioa__iova_alloc(&s, KB4, KB4), UINT64_MAX);
 	CHECK_EQ(ioa__iova_free(&s, ap[0].start, total), 0);
-	ioa__iova_destroy(&s);
+	ioa__iova_destroy(&s, 0);
 }
 
 /* Freeing anything that is already free, even in part, fails and changes nothing. */
@@ -249,7 +249,7 @@ static void test_double_free(void)
 	while (nlive)
 		free_live(&s, rnd(nlive));
 	CHECK_EQ(checked_alloc(&s, ap, 1, 16 * MB1, KB4), ap[0].start);
-	ioa__iova_destroy(&s);
+	ioa__iova_destroy(&s, 0);
 }
 
 /* Freeing must not fail however fragmented the space gets: a lost range
@@ -273,7 +273,7 @@ static void test_many_fragments(void)
 		printf("  %d of %llu frees failed in a space fragmented into %llu holes\n", failed,
 		       (unsigned long long)pieces, (unsigned long long)pieces / 2);
 	CHECK_EQ(ioa__iova_alloc(&s, pieces * KB4, KB4), ap[0].start);
-	ioa__iova_destroy(&s);
+	ioa__iova_destroy(&s, 0);
 }
 
 /* The aperture of the next-fit tests: two ranges with a gap, 64 pages. */
@@ -301,7 +301,7 @@ static void test_next_fit_lap(void)
 		CHECK_EQ(ioa__iova_free(&s, got, KB4), 0);
 	}
 	CHECK_EQ(ioa__iova_laps(&s), 2);
-	ioa__iova_destroy(&s);
+	ioa__iova_destroy(&s, 0);
 }
 
 /*
@@ -360,7 +360,7 @@ static void test_next_fit_bound(void)
 	}
 	while (nlive)
 		free_live(&s, 0);
-	ioa__iova_destroy(&s);
+	ioa__iova_destroy(&s, 0);
 }
 
 /*
@@ -410,7 +410,7 @@ static void test_free_later(void)
 	CHECK_EQ(ioa__iova_alloc(&s, 2 * KB4, KB4), UINT64_MAX); /* one page back, not two */
 	CHECK_CONTAINS(capture_end(&cap), "dropped");
 	CHECK_EQ(ioa__iova_lost(&s), 1);
-	ioa__iova_destroy(&s);
+	ioa__iova_destroy(&s, 0);
 }
 
 /* malloc, counted while watching: the merge of the ranges freed later runs
@@ -464,7 +464,7 @@ static void test_merge_allocates_nothing(void)
 	for (uint32_t i = 0; i < IOA_IOVA_LATER_MAX; i++)
 		if (!CHECK_EQ(ioa__iova_alloc(&s, KB4, KB4), base + 2 * i * KB4))
 			break;
-	ioa__iova_destroy(&s);
+	ioa__iova_destroy(&s, 0);
 }
 
 int main(void)

@@ -89,8 +89,7 @@ struct ioa__span {
 	uint64_t out_freed;
 	uint64_t *free_into;        /* out_word or &out_freed, set with them */
 	/* The owner's, plain, and the other paths' (cold for the fast paths).
-	 * Widest first: no holes, so that the last fields below share the
-	 * bits' line. */
+	 * Widest first, so that the last fields below share the bits' line. */
 	uint64_t last_mask;         /* the bits of real objects in the last word: the
 				       others are set for good, so a free there looks
 				       like a double free, and malloc masks them */
@@ -146,8 +145,9 @@ struct ioa__span {
 };
 _Static_assert(offsetof(struct ioa__span, free_into) + sizeof(uint64_t *) <= 64,
 	       "a free's fields on the descriptor's first line (pools are 64-byte aligned)");
-_Static_assert(offsetof(struct ioa__span, words) / 64 == (offsetof(struct ioa__span, bits) + 15) / 64,
-	       "a strict free's fields on the line of the bits' first two words");
+_Static_assert(offsetof(struct ioa__span, words) / 64 == (offsetof(struct ioa__span, bits) + 15) / 64 &&
+	       offsetof(struct ioa__span, owner) / 64 == offsetof(struct ioa__span, words) / 64,
+	       "a strict free's fields (words to owner) on the line of the bits' first two words");
 
 /* A word of free objects a heap took out of its current span of a class:
  * malloc's fast path allocates from it without touching the span. Its

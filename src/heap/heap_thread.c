@@ -305,7 +305,9 @@ static struct ioa__heap *shared_heap(int node)
 }
 
 /* While the thread holds the shared heap's lock it counts as booting: a
- * malloc it makes meanwhile is served by the boot arena, without the lock.
+ * malloc it makes meanwhile is served by the boot arena, without the lock
+ * (a thread with a heap of its own, calling for another node: by its own
+ * heap, which takes no lock of the shared one's).
  * In strict mode the frees applied here may empty a page, whose retirement
  * may start the node's reclaimer, and the new thread's creation callocs on
  * this thread (it waited for its own lock: test_preload_strict_late); a

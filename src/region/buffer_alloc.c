@@ -85,7 +85,7 @@ static uint32_t next_free(const struct ioa__segment *s, uint32_t from)
 static int no_room(const struct ioa__segment *s, uint32_t n, uint32_t align)
 {
 	/* acquire: pairs with ioa__region_pages_freed */
-	return s->searched_at == atomic_load_explicit(&s->frees, memory_order_acquire) &&
+	return s->searched_at == atomic_load_explicit(&s->free_state, memory_order_acquire) >> 32 &&
 	       (n > s->run_max || (n >= s->miss_n && align >= s->miss_align));
 }
 
@@ -95,10 +95,10 @@ static int no_room(const struct ioa__segment *s, uint32_t n, uint32_t align)
 static long find_run(struct ioa__segment *s, uint32_t n, uint32_t align)
 {
 	/* acquire: every page freed before this count was taken shows free below */
-	uint32_t frees = atomic_load_explicit(&s->frees, memory_order_acquire);
+	uint64_t state = atomic_load_explicit(&s->free_state, memory_order_acquire);
 	uint32_t free = 0, used = 0, longest = 0;
 
-	if (atomic_load_explicit(&s->free_pages, memory_order_relaxed) < n || no_room(s, n, align))
+	if ((uint32_t)state < n || no_room(s, n, align))
 		return -1;
 	/* run by run: the first aligned start in a run is its best; a run too
 	 * short for it ends before start + n, where the scan stops */
@@ -107,14 +107,16 @@ static long find_run(struct ioa__segment *s, uint32_t n, uint32_t align)
 		uint32_t stop = start + n < s->npages ? start + n : s->npages;
 
 		used = ioa__region_first_used(s, free, stop - free);
-		if (used == start + n)
+		if (used == start + n) {
+			s->miss_n = UINT32_MAX; /* forgotten: the count may come round */
 			return start;
+		}
 		longest = used - free > longest ? used - free : longest;
 	}
 	s->run_max = longest;
 	s->miss_n = n;
 	s->miss_align = align;
-	s->searched_at = frees;
+	s->searched_at = (uint32_t)(state >> 32);
 	return -1;
 }
 
@@ -491,7 +493,7 @@ static uint32_t reserve_small_runs(int node, uint32_t per, uint32_t n, struct io
 	pthread_mutex_lock(&a->lock);
 	for (s = a->segments; s != a->big_first; s = s->next, w = 0) {
 		if (!segment_serves(s, 0, low) ||
-		    atomic_load_explicit(&s->free_pages, memory_order_relaxed) < per ||
+		    ioa__region_free_pages(s, memory_order_relaxed) < per ||
 		    no_room(s, per, 1))
 			continue;
 		for (; w < (s->npages + 63) / 64 && got < n; w++) {
@@ -513,7 +515,7 @@ static uint32_t reserve_small_runs(int node, uint32_t per, uint32_t n, struct io
 			break;
 	}
 	if (got) {
-		atomic_fetch_sub_explicit(&s->free_pages, got * per, memory_order_relaxed);
+		ioa__region_pages_taken(s, got * per);
 		s->reserves++;
 		if (s->whole) /* under the lock: closing sees every buffer */
 			atomic_fetch_add_explicit(&s->live, got, memory_order_relaxed);

@@ -78,7 +78,7 @@ static uint32_t hold_purgeable(struct ioa__segment *s, int idle, uint32_t *runs)
 		n += (uint32_t)__builtin_popcountll(s->held[w]);
 	}
 	*runs -= budget - left;
-	atomic_fetch_sub_explicit(&s->free_pages, n, memory_order_relaxed);
+	ioa__region_pages_taken(s, n);
 	return n;
 }
 
@@ -150,8 +150,7 @@ uint64_t ioa__region_release_held(struct ioa__segment *s, int purged)
 		 * next owner */
 		atomic_fetch_or_explicit(&s->free_map[w], h, memory_order_release);
 	}
-	atomic_fetch_add_explicit(&s->free_pages, n, memory_order_release);
-	ioa__region_pages_freed(s);
+	ioa__region_pages_freed(s, n);
 	return pages << IOA_PAGE_SHIFT;
 }
 

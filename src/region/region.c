@@ -174,7 +174,7 @@ fail_va2iova:
 	ioa__iopt_destroy(&ioa__va2iova);
 fail_iova:
 	if (!ioa__region.identity)
-		ioa__iova_destroy(&ioa__region.iova);
+		ioa__iova_destroy(&ioa__region.iova, 0);
 fail_segmap:
 	ioa__segmap_fini();
 	return err;
@@ -243,7 +243,7 @@ static void segment_fini(struct ioa__segment *s)
 			ioa__region_segment_release(s);
 		return; /* a closing segment here had its unmap refused: quarantined */
 	}
-	if (atomic_load(&s->free_pages) == s->npages)
+	if (ioa__region_free_pages(s, memory_order_seq_cst) == s->npages)
 		ioa__region_segment_release(s);
 }
 
@@ -268,7 +268,7 @@ void ioa__region_fini(void)
 	ioa__iopt_destroy(&ioa__iova2va);
 	ioa__iopt_destroy(&ioa__va2iova);
 	if (!ioa__region.identity)
-		ioa__iova_destroy(&ioa__region.iova);
+		ioa__iova_destroy(&ioa__region.iova, 1);
 	ioa__segmap_fini();
 	if ((spare = atomic_exchange(&ioa__region_spare_meta, NULL)))
 		ioa__region_meta_free(spare, IOA_PAGE);

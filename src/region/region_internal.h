@@ -53,15 +53,18 @@ struct ioa__segment {
 	/* Bit set: page handed out at least once (its memory may have been
 	 * written); under the node lock. A clear bit's page reads as zeros. */
 	uint64_t *touched;
-	_Atomic uint32_t free_pages;
-	/* Bumped (release) after every change that frees pages (their bits set
-	 * first), with or without the node lock: what a search for room learnt
-	 * here holds only while it stands still. */
-	_Atomic uint32_t frees;
-	/* Node lock: what the last search that found no room here learnt, at
-	 * frees == searched_at: the longest free run, and a request (pages,
-	 * alignment in pages) it could not place. Runs only shrink while frees
-	 * stands still, so a request no smaller and no less aligned finds no
+	/* Low 32 bits: the free pages; high 32 bits: a count of the changes
+	 * that freed pages, with or without the node lock, bumped in the same
+	 * add as their pages (ioa__region_pages_freed), after their bits: what a
+	 * search for room learnt here holds only while it stands still, and the
+	 * add stays a releasing thread's last access to the segment (review
+	 * helper-118: a count of its own, bumped after, wrote into metadata
+	 * another thread's trim had unmapped). */
+	_Atomic uint64_t free_state;
+	/* Node lock: what the last search that found no room here learnt,
+	 * while the count of frees is searched_at: the longest free run, and a
+	 * request (pages, alignment in pages) it could not place (a search that
+	 * finds room forgets it). Runs only shrink while the count stands still, so a request no smaller and no less aligned finds no
 	 * room either (buffer_alloc.c, no_room); without these, a search went
 	 * through every hole of every segment, under the lock, and a strict
 	 * program's large blocks took 8.6 us each with 16 000 live (review
@@ -180,12 +183,24 @@ void ioa__region_quarantined(int node, uint64_t va, uint64_t iova, uint64_t len)
 /* segment.c */
 void ioa__region_set_pages(struct ioa__segment *s, uint32_t first, uint32_t n, int free);
 
-/* After pages of @s came free, their bits set: a search for room looks at
- * @s again. Release: a search that reads the new count (acquire) sees the
- * bits set before it. */
-static inline void ioa__region_pages_freed(struct ioa__segment *s)
+/* @n pages of @s came free, their bits set: counted, and a search for room
+ * looks at @s again. Release: a search that reads the new count (acquire)
+ * sees the bits set before it, and ioa__region_segment_empty everything the
+ * releasing thread did to the segment. */
+static inline void ioa__region_pages_freed(struct ioa__segment *s, uint32_t n)
 {
-	atomic_fetch_add_explicit(&s->frees, 1, memory_order_release);
+	atomic_fetch_add_explicit(&s->free_state, ((uint64_t)1 << 32) + n, memory_order_release);
+}
+
+/* @n free pages of @s taken (node lock); the count of frees stays. */
+static inline void ioa__region_pages_taken(struct ioa__segment *s, uint32_t n)
+{
+	atomic_fetch_sub_explicit(&s->free_state, n, memory_order_relaxed);
+}
+
+static inline uint32_t ioa__region_free_pages(const struct ioa__segment *s, memory_order mo)
+{
+	return (uint32_t)atomic_load_explicit(&s->free_state, mo);
 }
 void *ioa__region_meta_alloc(size_t len);
 void ioa__region_meta_free(void *p, size_t len);

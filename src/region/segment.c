@@ -23,14 +23,10 @@ void ioa__region_set_pages(struct ioa__segment *s, uint32_t first, uint32_t n, i
 		else
 			atomic_fetch_and_explicit(&s->free_map[i / 64], ~m, memory_order_relaxed);
 	}
-	/* release: a releasing thread's last access to the segment
-	 * (ioa__region_segment_empty) */
-	if (free)
-		atomic_fetch_add_explicit(&s->free_pages, n, memory_order_release);
+	if (free) /* a releasing thread's last access: an empty segment may go at once */
+		ioa__region_pages_freed(s, n);
 	else
-		atomic_fetch_sub_explicit(&s->free_pages, n, memory_order_relaxed);
-	if (free)
-		ioa__region_pages_freed(s);
+		ioa__region_pages_taken(s, n);
 }
 
 /* Segment metadata pages come and go here, counted: the tests check that
@@ -162,7 +158,7 @@ int ioa__region_segment_empty(const struct ioa__segment *s)
 	/* acquire: pairs with ioa__region_set_pages' release, so the releasing
 	 * threads are done with the segment before it goes */
 	return !s->dedicated && !s->whole &&
-	       atomic_load_explicit(&s->free_pages, memory_order_acquire) == s->npages;
+	       ioa__region_free_pages(s, memory_order_acquire) == s->npages;
 }
 
 /* The memory of @a's empty shared segments goes back to the kernel at once,

@@ -14,7 +14,7 @@ void ioa__region_walk(int node, ioa__segment_fn seg_fn, ioa__buffer_fn buf_fn, v
 			.kind = s->mem.kind, .whole = s->whole, .rotated = s->rotated,
 			.dedicated = s->dedicated,
 			.big = s->big, .closing = s->closing, .npages = s->npages,
-			.free_pages = atomic_load_explicit(&s->free_pages, memory_order_relaxed),
+			.free_pages = ioa__region_free_pages(s, memory_order_relaxed),
 		};
 
 		seg_fn(arg, &info);

@@ -46,9 +46,10 @@ int ioa__iova_init(struct ioa__iova_space *s, const struct ioa__iova_range *aper
 	return 0;
 }
 
-void ioa__iova_destroy(struct ioa__iova_space *s)
+void ioa__iova_destroy(struct ioa__iova_space *s, int life_ends)
 {
-	cursor_left = s->cursor;
+	if (life_ends) /* not a failed start's, which handed nothing out */
+		cursor_left = s->cursor;
 	ioa__os_free_pages(s->free, s->cap * sizeof(*s->free));
 	ioa__os_free_pages(s->later, IOA_IOVA_LATER_MAX * sizeof(*s->later));
 	s->free = NULL;

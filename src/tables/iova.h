@@ -35,7 +35,9 @@ struct ioa__iova_space {
 
 /* Starts with the @n usable ranges of the aperture; 0 or -ENOMEM/-EINVAL. */
 int ioa__iova_init(struct ioa__iova_space *s, const struct ioa__iova_range *aperture, size_t n);
-void ioa__iova_destroy(struct ioa__iova_space *s);
+/* With @life_ends (ioa_fini), the next space starts its cursor where this
+ * one's stands, when its aperture holds that place (iova.c). */
+void ioa__iova_destroy(struct ioa__iova_space *s, int life_ends);
 
 /* An IOVA for @size bytes aligned to @align (powers of two), or UINT64_MAX. */
 uint64_t ioa__iova_alloc(struct ioa__iova_space *s, uint64_t size, uint64_t align);
