@@ -98,7 +98,7 @@ static long find_run(struct ioa__segment *s, uint32_t n, uint32_t align)
 	uint64_t state = atomic_load_explicit(&s->free_state, memory_order_acquire);
 	uint32_t free = 0, used = 0, longest = 0;
 
-	if ((uint32_t)state < n || no_room(s, n, align))
+	if (ioa__region_state_pages(state) < n || no_room(s, n, align))
 		return -1;
 	/* run by run: the first aligned start in a run is its best; a run too
 	 * short for it ends before start + n, where the scan stops */
@@ -107,8 +107,9 @@ static long find_run(struct ioa__segment *s, uint32_t n, uint32_t align)
 		uint32_t stop = start + n < s->npages ? start + n : s->npages;
 
 		used = ioa__region_first_used(s, free, stop - free);
-		if (used == start + n) {
-			s->miss_n = UINT32_MAX; /* forgotten: the count may come round */
+		if (used == start + n) { /* forgotten: the count may come round */
+			s->run_max = s->npages;
+			s->miss_n = UINT32_MAX;
 			return start;
 		}
 		longest = used - free > longest ? used - free : longest;

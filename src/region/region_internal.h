@@ -59,7 +59,12 @@ struct ioa__segment {
 	 * search for room learnt here holds only while it stands still, and the
 	 * add stays a releasing thread's last access to the segment (review
 	 * helper-118: a count of its own, bumped after, wrote into metadata
-	 * another thread's trim had unmapped). */
+	 * another thread's trim had unmapped). The low half holds the pages
+	 * plus IOA_REGION_FREE_BIAS: a taker under the lock may take pages
+	 * whose bits a release set before its add, and the count goes below
+	 * zero until that add; biased, it never borrows from the count of
+	 * frees (review helper-119: a search then skipped a segment that had
+	 * room). */
 	_Atomic uint64_t free_state;
 	/* Node lock: what the last search that found no room here learnt,
 	 * while the count of frees is searched_at: the longest free run, and a
@@ -183,6 +188,9 @@ void ioa__region_quarantined(int node, uint64_t va, uint64_t iova, uint64_t len)
 /* segment.c */
 void ioa__region_set_pages(struct ioa__segment *s, uint32_t first, uint32_t n, int free);
 
+/* Far above any segment's pages (IOA_BUFFER_MAX is 2^28 of them), far below 2^32. */
+#define IOA_REGION_FREE_BIAS ((uint64_t)1 << 31)
+
 /* @n pages of @s came free, their bits set: counted, and a search for room
  * looks at @s again. Release: a search that reads the new count (acquire)
  * sees the bits set before it, and ioa__region_segment_empty everything the
@@ -198,9 +206,16 @@ static inline void ioa__region_pages_taken(struct ioa__segment *s, uint32_t n)
 	atomic_fetch_sub_explicit(&s->free_state, n, memory_order_relaxed);
 }
 
+/* The free pages a free_state holds: a huge number while a taker is ahead
+ * of a release's add (see free_state). */
+static inline uint32_t ioa__region_state_pages(uint64_t state)
+{
+	return (uint32_t)state - (uint32_t)IOA_REGION_FREE_BIAS;
+}
+
 static inline uint32_t ioa__region_free_pages(const struct ioa__segment *s, memory_order mo)
 {
-	return (uint32_t)atomic_load_explicit(&s->free_state, mo);
+	return ioa__region_state_pages(atomic_load_explicit(&s->free_state, mo));
 }
 void *ioa__region_meta_alloc(size_t len);
 void ioa__region_meta_free(void *p, size_t len);

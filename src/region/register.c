@@ -84,6 +84,7 @@ int ioa__region_adopt(void *addr, size_t len, int node, struct ioa__buffer *out)
 	*s = (struct ioa__segment){ .mem = { addr, len, IOA_PAGES_4K }, .node = node,
 				    .dedicated = 1, .external = 1, .meta_len = IOA_PAGE,
 				    .npages = (uint32_t)(len >> IOA_PAGE_SHIFT) };
+	atomic_init(&s->free_state, IOA_REGION_FREE_BIAS); /* no page of it is ever free */
 	if (!ioa__region.identity)
 		window = (ioa__region.rotate ? ioa__iova_alloc_next : ioa__iova_alloc)(
 			&ioa__region.iova,

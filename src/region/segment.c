@@ -250,6 +250,7 @@ int ioa__region_segment_create(size_t len, size_t align, int node, int dedicated
 	}
 	*s = (struct ioa__segment){ .node = node, .dedicated = dedicated, .meta_len = meta_len,
 				    .npages = npages, .run_max = npages, .miss_n = UINT32_MAX };
+	atomic_init(&s->free_state, IOA_REGION_FREE_BIAS);
 	s->free_map = (_Atomic uint64_t *)(s + 1);
 	s->touched = (uint64_t *)(s->free_map + map_words); /* zeros: an mmap's */
 	s->held = s->touched + map_words;
