@@ -469,6 +469,21 @@ static void allocate_in_purge(void)
 	CHECK(!atomic_load(&allocated));
 }
 
+/* The none backend up and one segment's 512 pages in bufs, each written,
+ * for allocate_in_purge (with @cancelled); 0 when the start failed. */
+static int one_written_segment(int cancelled)
+{
+	allocator_cancelled = cancelled;
+	atomic_store(&allocated, 0);
+	if (!start(IOA_BACKEND_NONE))
+		return 0;
+	for (int i = 0; i < 512; i++) {
+		bufs[i] = ioa_dma_alloc(KB4, 0, 0);
+		memset(bufs[i], 1, KB4);
+	}
+	return 1;
+}
+
 /* An allocation that finds every free page held by a purge waits for them,
  * rather than making a new segment (or failing under RLIMIT_AS); with
  * @cancelled, in a thread whose cancellation is pending (review
@@ -477,15 +492,9 @@ static void allocation_waits_for_purge(int cancelled)
 {
 	void *ret;
 
-	allocator_cancelled = cancelled;
-	atomic_store(&allocated, 0);
-	if (!start(IOA_BACKEND_NONE))
+	if (!one_written_segment(cancelled))
 		return;
-	for (int i = 0; i < 512; i++) { /* one segment, all of it freed */
-		bufs[i] = ioa_dma_alloc(KB4, 0, 0);
-		memset(bufs[i], 1, KB4);
-	}
-	for (int i = 0; i < 512; i++)
+	for (int i = 0; i < 512; i++) /* all of it freed */
 		CHECK_EQ(ioa_dma_free(bufs[i]), 0);
 	CHECK_EQ(ioa_quiesce(), 0);
 	CHECK_EQ(stats().segments, 1);
@@ -512,14 +521,8 @@ static void search_again_after_purge(void)
 {
 	void *ret;
 
-	allocator_cancelled = 0;
-	atomic_store(&allocated, 0);
-	if (!start(IOA_BACKEND_NONE))
+	if (!one_written_segment(0))
 		return;
-	for (int i = 0; i < 512; i++) { /* one segment, all of it used */
-		bufs[i] = ioa_dma_alloc(KB4, 0, 0);
-		memset(bufs[i], 1, KB4);
-	}
 	for (int i = 0; i < 10; i += 2)
 		CHECK_EQ(ioa_dma_free(bufs[i]), 0);
 	CHECK_EQ(ioa_quiesce(), 0);

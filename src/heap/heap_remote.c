@@ -8,6 +8,8 @@
 #include "span.h"
 #include "stats.h"
 
+#include <string.h>
+
 /* The span of @p when @p is an object of @h (its index into *@i), else
  * NULL, reported: a link in freed memory was overwritten. Checked before a
  * link is followed, so a device's bytes there are never dereferenced. */
@@ -124,8 +126,13 @@ static void apply_batches(struct ioa__heap *h, struct ioa__span **held)
 
 void ioa__heap_collect_batches(struct ioa__heap *h)
 {
-	struct ioa__span *held[HELD_SLOTS] = { 0 };
+	struct ioa__span *held[HELD_SLOTS];
 
+	if (!ioa__heap_strict) { /* lazy mode holds nothing */
+		apply_batches(h, NULL);
+		return;
+	}
+	memset(held, 0, sizeof(held));
 	apply_batches(h, held);
 	for (unsigned k = 0; k < HELD_SLOTS; k++)
 		if (held[k])
