@@ -1649,6 +1649,8 @@ struct ioa_stats {
 	uint64_t segment_bytes_purged; /**< free pages given back to the kernel (MADV_DONTNEED;
 	                                    none backend): a segment's unused for a second, or
 	                                    free for one to two seconds in a segment in use */
+	uint64_t heap_spans_taken;  /**< spans of small objects with free ones that a thread's
+	                                 malloc took over from an exited thread's heap */
 };
 
 /** Copies the current counters into @out; a NULL @out is refused with a message. */
@@ -1683,6 +1685,7 @@ struct ioa_node_stats {
 	uint64_t defer_unretired_bytes; /**< freed on the node and not yet retired, now (what
 	                                     IOALLOC_DEFER_CAP_MB bounds); per node only */
 	uint64_t segment_bytes_returned, segment_bytes_purged;
+	uint64_t heap_spans_taken;
 };
 
 /**

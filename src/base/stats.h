@@ -57,7 +57,8 @@
 	X(heap_leaked_objects, "heap objects left at ioa_fini", GLOBAL)           \
 	X(heap_large_purged, "heap free large-block bytes given back", NODE)      \
 	X(segment_bytes_returned, "idle empty segment bytes given back", NODE)    \
-	X(segment_bytes_purged, "segments' free page bytes purged", NODE)
+	X(segment_bytes_purged, "segments' free page bytes purged", NODE)        \
+	X(heap_spans_taken, "heap spans taken from exited threads' heaps", NODE)
 
 #define IOA_STAT_IF_GLOBAL(...) __VA_ARGS__
 #define IOA_STAT_IF_NODE(...)

@@ -152,7 +152,7 @@ static void span_emptied(struct ioa__heap *h, struct ioa__span *s)
 	} else if (listed(s)) {
 		list_remove(h, s);
 	}
-	s->owner = NULL; /* a spare: ioa__heap_flush_pending must not see it twice */
+	ioa__span_own(s, NULL); /* a spare: ioa__heap_flush_pending must not see it twice */
 	if (!ioa__heap_strict && h->nempty < HEAP_EMPTY_SPANS && !h->shared) {
 		s->next = h->empty;
 		h->empty = s;
@@ -211,6 +211,58 @@ static void span_changed(struct ioa__heap *h, struct ioa__span *s)
 void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s)
 {
 	span_changed(h, s);
+}
+
+/* ---- spans of exited threads' heaps ------------------------------------ */
+
+/* Whether @s, its heap's current span, holds free objects it may hand out
+ * (strict: not one that emptied since it was looked at). */
+static int current_has_room(const struct ioa__span *s)
+{
+	return s && s->used < (int32_t)s->nobjs && !s->emptied;
+}
+
+uint64_t ioa__heap_classes_with_room(const struct ioa__heap *h)
+{
+	uint64_t room = 0;
+
+	for (unsigned c = 0; c < IOA_CLASSES; c++)
+		if (h->partial[c] || h->sparse[c] || current_has_room(h->spans[c]))
+			room |= 1ull << c;
+	return room;
+}
+
+/* @s, a span with free objects that was another heap's, @to's now, in the
+ * list its free objects earn there. */
+static void take_span(struct ioa__heap *to, struct ioa__span *s)
+{
+	ioa__span_own(s, to);
+	s->list = IOA_LIST_NONE;
+	if (ioa__heap_strict) {
+		s->low = IOA_SPAN_FULL;
+		ioa__heap_strict_changed(to, s);
+	} else {
+		list_by_free(to, s);
+	}
+}
+
+unsigned ioa__heap_take_spans(struct ioa__heap *to, struct ioa__heap *from, unsigned c)
+{
+	struct ioa__span *s;
+	unsigned n = 0;
+
+	ioa__heap_give_back_word(from, c); /* given back when it was parked: none out */
+	if (current_has_room(s = from->spans[c])) {
+		from->spans[c] = NULL;
+		take_span(to, s);
+		n++;
+	}
+	while ((s = from->partial[c]) || (s = from->sparse[c])) {
+		list_remove(from, s);
+		take_span(to, s);
+		n++;
+	}
+	return n;
 }
 
 /* ---- strict mode's looks --------------------------------------------- */
@@ -356,6 +408,12 @@ static void send(struct ioa__heap *owner, void *head, void *tail)
 						      memory_order_release, memory_order_relaxed));
 }
 
+void ioa__heap_forward(struct ioa__heap *owner, void *p)
+{
+	links(p)[1] = (void *)(batch_mark(p) ^ TAIL_MARK);
+	send(owner, p, p);
+}
+
 static void flush_out(struct ioa__heap *h, unsigned k)
 {
 	struct ioa__outgoing *o = &h->out[k];
@@ -373,7 +431,7 @@ static void flush_out(struct ioa__heap *h, unsigned k)
  * marked_freed). */
 static void remote_free(struct ioa__heap *h, struct ioa__span *s, void *p)
 {
-	struct ioa__heap *owner = s->owner;
+	struct ioa__heap *owner = ioa__span_owner(s);
 	struct ioa__outgoing *o;
 	unsigned k;
 
@@ -485,6 +543,8 @@ static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 				ioa__span_put(s);
 				return NULL;
 			}
+		} else if (ioa__heap_take_parked(h, c) && ((s = h->partial[c]) || (s = h->sparse[c]))) {
+			list_remove(h, s); /* an exited thread's span, with room */
 		} else if (!(s = ioa__span_get(ioa__heap_node(h), c, h))) {
 			return NULL;
 		}
@@ -693,7 +753,7 @@ static __attribute__((noinline)) void free_not_own(struct ioa__heap *h, struct i
 		ioa__check_report_invalid(s, p);
 		return;
 	}
-	if (!s->owner) { /* a spare or cached span: all of it is free */
+	if (!ioa__span_owner(s)) { /* a spare or cached span: all of it is free */
 		ioa__check_report_double(s, i);
 		return;
 	}
@@ -706,7 +766,7 @@ static __attribute__((noinline)) void free_not_own(struct ioa__heap *h, struct i
 		if (!h)
 			h = &ioa__empty_heap;
 	}
-	if (s->owner != h || h == &ioa__empty_heap) {
+	if (ioa__span_owner(s) != h || h == &ioa__empty_heap) {
 		remote_free(h, s, p);
 		return;
 	}
@@ -725,7 +785,7 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p)
 		return;
 	}
 	i = ioa__check_index(s, p);
-	if (__builtin_expect(i == UINT32_MAX || s->owner != h || ioa__heap_checking ||
+	if (__builtin_expect(i == UINT32_MAX || ioa__span_owner(s) != h || ioa__heap_checking ||
 			     h == &ioa__empty_heap, 0)) {
 		free_not_own(h, s, p, i);
 		return;

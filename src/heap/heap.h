@@ -23,7 +23,8 @@
  *
  * Life in a process: a thread's heap is its own from its first malloc to its
  * exit destructor, which hands it back (parked) for the next new thread to
- * adopt; frees after that, in later destructors, are remote frees, and
+ * adopt (meanwhile other threads' refills take over its spans with free
+ * objects, heap_thread.c); frees after that, in later destructors, are remote frees, and
  * mallocs there are served by the node's shared heap under a lock. A child
  * of fork() keeps only its own thread's heap: the heaps of the parent's
  * other threads are abandoned (their objects leak in the child, as glibc's
@@ -73,8 +74,10 @@ struct ioa__span {
 	/* The heap whose frees take the fast path: the owner, or NULL when every
 	 * free must take another (strict mode: the owner's own, inline, see
 	 * ioa__heap_free_strict, else the slow path; IOALLOC_CHECK, large:
-	 * the slow path). */
-	struct ioa__heap *fast_owner;
+	 * the slow path). Atomic with @owner: a thread that takes a span over
+	 * from an exited thread's heap sets both while other threads' frees
+	 * read them (ioa__span_own). */
+	struct ioa__heap *_Atomic fast_owner;
 	int32_t used;               /* objects allocated, as the owner counts them */
 	int32_t low;                /* IOA_SPAN_* */
 	uint64_t *out_word;
@@ -140,7 +143,7 @@ struct ioa__span {
 	 * looked at with live ones (objects of the cached word handed out
 	 * since), it serves no more and is retired once they are freed */
 	int emptied;
-	struct ioa__heap *owner;    /* NULL: a large block */
+	struct ioa__heap *_Atomic owner; /* NULL: a large block, or none (free) */
 	uint64_t bits[];            /* words of free objects (set bit: free) */
 };
 _Static_assert(offsetof(struct ioa__span, free_into) + sizeof(uint64_t *) <= 64,
@@ -148,6 +151,20 @@ _Static_assert(offsetof(struct ioa__span, free_into) + sizeof(uint64_t *) <= 64,
 _Static_assert(offsetof(struct ioa__span, words) / 64 == (offsetof(struct ioa__span, bits) + 15) / 64 &&
 	       offsetof(struct ioa__span, owner) / 64 == offsetof(struct ioa__span, words) / 64,
 	       "a strict free's fields (words to owner) on the line of the bits' first two words");
+
+/* The heap that owns @s, and the one whose frees take the fast path.
+ * Relaxed: a free that reads the owner before a takeover (ioa__span_own)
+ * sends the object to the heap it was taken from, whose collect forwards
+ * it (heap_remote.c); nothing else is published through these. */
+static inline struct ioa__heap *ioa__span_owner(const struct ioa__span *s)
+{
+	return atomic_load_explicit(&s->owner, memory_order_relaxed);
+}
+
+static inline struct ioa__heap *ioa__span_fast_owner(const struct ioa__span *s)
+{
+	return atomic_load_explicit(&s->fast_owner, memory_order_relaxed);
+}
 
 /* A word of free objects a heap took out of its current span of a class:
  * malloc's fast path allocates from it without touching the span. Its
@@ -240,6 +257,9 @@ struct ioa__heap {
 	pthread_mutex_t lock;       /* shared heaps only: serialises their users */
 	struct ioa__heap *next_all; /* every heap, for ioa_fini and fork */
 	struct ioa__heap *next_parked;
+	/* parked: the classes of its spans with free objects (under
+	 * heaps_lock, heap_thread.c) */
+	uint64_t room;
 	/* Strict mode's arrays, last: a lazy heap touches only its first page
 	 * (heap_thread.c heap_new), and each is written before it is read,
 	 * up to its count above. */
@@ -316,6 +336,16 @@ extern int ioa__heap_checking;
 /* strict mode without IOALLOC_CHECK: the owner's frees take
  * ioa__heap_free_strict below first */
 extern int ioa__heap_strict_inline __attribute__((visibility("hidden")));
+
+/* @s owned by @h (NULL: by none): its frees by @h's thread take the fast
+ * path but in strict mode, with IOALLOC_CHECK and for a shared heap. */
+static inline void ioa__span_own(struct ioa__span *s, struct ioa__heap *h)
+{
+	struct ioa__heap *fast = ioa__heap_strict || ioa__heap_checking || !h || h->shared ? NULL : h;
+
+	atomic_store_explicit(&s->owner, h, memory_order_relaxed);
+	atomic_store_explicit(&s->fast_owner, fast, memory_order_relaxed);
+}
 
 /* The heap of a thread that has none (heap_thread.c). */
 extern struct ioa__heap ioa__empty_heap;
@@ -530,10 +560,10 @@ static inline void ioa__heap_free(void *p)
 		ioa__heap_free_unknown(p);
 		return;
 	}
-	if (__builtin_expect(s->fast_owner != ioa__my_heap, 0)) {
+	if (__builtin_expect(ioa__span_fast_owner(s) != ioa__my_heap, 0)) {
 		/* strict mode's owner's frees; the owner tested first, so that
 		 * another thread's free pays one compare more, whatever the mode */
-		if (s->owner == ioa__my_heap && ioa__heap_strict_inline &&
+		if (ioa__span_owner(s) == ioa__my_heap && ioa__heap_strict_inline &&
 		    ioa__heap_free_strict(ioa__my_heap, s, p))
 			return;
 		ioa__heap_free_slow(s, p);
@@ -563,7 +593,7 @@ static inline void ioa__heap_free(void *p)
 	}
 	s->bits[i >> 6] = w | bit;
 	if (__builtin_expect(--s->used <= s->low, 0))
-		ioa__heap_span_watch(s->owner, s);
+		ioa__heap_span_watch(ioa__my_heap, s); /* the fast owner */
 }
 
 #endif

@@ -10,15 +10,26 @@
 
 #include <string.h>
 
-/* The span of @p when @p is an object of @h (its index into *@i), else
- * NULL, reported: a link in freed memory was overwritten. Checked before a
- * link is followed, so a device's bytes there are never dereferenced. */
-static struct ioa__span *mine(struct ioa__heap *h, void *p, uint32_t *i)
+/* Whether @p's second word holds a batch's mark (not the freed one). */
+static int in_a_batch(void *p)
+{
+	return ((uintptr_t)links(p)[1] ^ batch_mark(p)) <= TAIL_MARK;
+}
+
+/* The span of @p when @p is an object of @h (its index into *@i), or an
+ * object in a batch of a span another heap took over from @h (*@owner
+ * set: to be forwarded, ioa__heap_take_parked), else NULL, reported: a
+ * link in freed memory was overwritten. Checked before a link is followed,
+ * so a device's bytes there are never dereferenced. */
+static struct ioa__span *mine(struct ioa__heap *h, void *p, uint32_t *i, struct ioa__heap **owner)
 {
 	struct ioa__span *s = ioa__pagemap_get(p);
 
-	if (s && s->owner == h && s->obj_size && (*i = ioa__check_index(s, p)) != UINT32_MAX)
-		return s;
+	if (s && s->obj_size && (*i = ioa__check_index(s, p)) != UINT32_MAX) {
+		*owner = ioa__span_owner(s);
+		if (*owner == h || (*owner && in_a_batch(p)))
+			return s;
+	}
 	ioa__err("a batch of frees handed to this thread holds %p, no object of its own: the "
 		 "links in freed memory were overwritten (a device writing into freed memory?); "
 		 "the rest is left allocated", p);
@@ -98,18 +109,23 @@ static void apply_batches(struct ioa__heap *h, struct ioa__span **held)
 	/* acquire: pairs with the senders' release, for links, marks and objects */
 	p = atomic_exchange_explicit(&h->remote, NULL, memory_order_acquire);
 	while (p) {
+		struct ioa__heap *owner;
 		struct ioa__span *s;
 		uint32_t i;
 		void *next;
 		int last;
 
-		if (!(s = mine(h, p, &i)))
+		if (!(s = mine(h, p, &i, &owner)))
 			return;
 		/* read, and marked freed, before it is free: its page may be retired */
 		next = links(p)[0];
 		last = (uintptr_t)links(p)[1] == (batch_mark(p) ^ TAIL_MARK);
-		mark_freed(p);
-		apply_free(h, s, i, held);
+		if (owner != h) {
+			ioa__heap_forward(owner, p); /* rewrites its links */
+		} else {
+			mark_freed(p);
+			apply_free(h, s, i, held);
+		}
 		if (last) {
 			ioa__stat_add(heap_remote_batches, 1);
 			k = 0;

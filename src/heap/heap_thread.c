@@ -1,6 +1,7 @@
 /* The life of thread heaps (heap.h says how): the registry of every heap,
  * a thread's adoption of a parked heap or a new one, its exit destructor,
- * the reclaimer's upkeep of parked heaps, the nodes' shared heaps and which
+ * the reclaimer's upkeep of parked heaps, their spans taken over by other
+ * threads' refills, the nodes' shared heaps and which
  * heap serves a malloc, the heaps' part in ioa_init and ioa_fini, and the
  * registry's fork handlers. */
 #include "bss.h"
@@ -41,6 +42,11 @@ static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ioa__heap *all_heaps, *parked;
 static struct ioa__heap *shared[IOA_MAX_NODES] IOA_LARGE_BSS(shared_heaps); /* under heaps_lock */
 static pthread_key_t heap_key;
+/* The classes of which some parked heap of the node holds spans with free
+ * objects: the union of their @room, set under heaps_lock; read without it
+ * by refills, as a hint (relaxed: ioa__heap_take_parked looks again under
+ * the lock). */
+static _Atomic uint64_t parked_room[IOA_MAX_NODES];
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
 static void heap_reset(struct ioa__heap *h)
@@ -65,6 +71,7 @@ static void heap_reset(struct ioa__heap *h)
 	h->nretiring = 0; /* retired at ioa_fini before the drain */
 	memset(h->out, 0, sizeof(h->out));
 	h->out_waiting = 0;
+	h->room = 0;
 }
 
 _Atomic int ioa__heap_forks_waiting;
@@ -95,6 +102,26 @@ static struct ioa__heap *heap_new(int node, int is_shared)
 	h->next_all = all_heaps;
 	all_heaps = h;
 	return h;
+}
+
+/* @node's parked_room anew, from its parked heaps. Caller holds heaps_lock. */
+static void parked_room_refresh(int node)
+{
+	uint64_t room = 0;
+
+	for (struct ioa__heap *h = parked; h; h = h->next_parked)
+		if (h->node == node && !h->rehome)
+			room |= h->room;
+	atomic_store_explicit(&parked_room[node], room, memory_order_relaxed);
+}
+
+/* @h parked (again), the state of its spans settled. Caller holds heaps_lock. */
+static void park(struct ioa__heap *h)
+{
+	h->state = PARKED;
+	h->next_parked = parked;
+	parked = h;
+	parked_room_refresh(h->node);
 }
 
 /* What a heap that no thread owns is left with: the frees other threads
@@ -155,13 +182,12 @@ static void settle_parked(int node, int trim)
 		settle(h);
 		if (trim)
 			ioa__heap_drop_made_ahead(h);
+		h->room = ioa__heap_classes_with_room(h);
 	}
 	pthread_mutex_lock(&heaps_lock);
 	while ((h = taken)) {
 		taken = h->next_parked;
-		h->state = PARKED;
-		h->next_parked = parked;
-		parked = h;
+		park(h);
 	}
 	pthread_mutex_unlock(&heaps_lock);
 }
@@ -228,6 +254,62 @@ void ioa__heap_upkeep_on_calls(void)
 	pthread_mutex_unlock(&upkeep_lock);
 }
 
+/*
+ * A parked heap's spans with free objects serve only the thread that adopts
+ * it: a program whose threads allocate, free most and exit, and whose main
+ * thread allocates on, grew by all it had freed (review helper-115; mimalloc
+ * and tcmalloc reclaim such pages). So a refill that finds no span with
+ * room of its own takes over, before it makes a span, every span of its
+ * class with free objects of one parked heap of its node (parked_room says
+ * which classes have some). The heap is held off the parked list meanwhile
+ * (as by an upkeep's settle: adopt() passes it by) under upkeep_lock, tried
+ * and never waited for, so no upkeep, ioa_trim, ioa_quiesce or ioa_fini
+ * runs between (a quiesce's settle would miss a heap held here) and an
+ * upkeep that holds it is not waited out on a refill. A heap whose stack
+ * holds frees is passed by, so nothing is applied, retired or freed here:
+ * the upkeep applies them within a second, and the heap then has its spans'
+ * rooms right. A free that read a span's owner before the takeover hands
+ * the object to the heap it was taken from, whose collect forwards it
+ * (heap_remote.c). Life in a process: a malloc nested in a retirement
+ * further up the thread finds upkeep_lock busy only if it holds it itself
+ * (trylock: it takes none); a fork meanwhile abandons the held heap in
+ * the child (COLLECTING), with the taker's own, whose thread is gone there;
+ * the node's shared heap (a thread's late destructors) never takes spans.
+ */
+int ioa__heap_take_parked(struct ioa__heap *h, unsigned c)
+{
+	uint64_t bit = 1ull << c;
+	struct ioa__heap *p, **pp;
+	int node = h->node;
+	unsigned n = 0;
+
+	if (h->shared || !(atomic_load_explicit(&parked_room[node], memory_order_relaxed) & bit) ||
+	    pthread_mutex_trylock(&upkeep_lock) != 0)
+		return 0;
+	pthread_mutex_lock(&heaps_lock);
+	for (pp = &parked; upkeep_live && (p = *pp); pp = &p->next_parked)
+		if (p->node == node && !p->rehome && (p->room & bit) && !ioa__heap_frees_wait(p))
+			break;
+	if (upkeep_live && p) {
+		*pp = p->next_parked;
+		p->state = COLLECTING;
+	} else {
+		p = NULL;
+		parked_room_refresh(node); /* the hint may be stale: a fork's child */
+	}
+	pthread_mutex_unlock(&heaps_lock);
+	if (p) {
+		n = ioa__heap_take_spans(h, p, c);
+		p->room &= ~bit;
+		pthread_mutex_lock(&heaps_lock);
+		park(p);
+		pthread_mutex_unlock(&heaps_lock);
+		ioa__node_stat_add(node, heap_spans_taken, n);
+	}
+	pthread_mutex_unlock(&upkeep_lock);
+	return n > 0;
+}
+
 /* The exit destructor: the thread stops naming its heap first (a later
  * destructor's malloc takes the shared heap, its free the remote path),
  * then the heap is parked for the next new thread. */
@@ -239,10 +321,9 @@ static void heap_exit(void *arg)
 	ioa__my_state = HEAP_EXITED;
 	ioa__heap_hand_back(h);
 	settle(h);
+	h->room = ioa__heap_classes_with_room(h);
 	pthread_mutex_lock(&heaps_lock);
-	h->state = PARKED;
-	h->next_parked = parked;
-	parked = h;
+	park(h);
 	pthread_mutex_unlock(&heaps_lock);
 }
 
@@ -267,6 +348,7 @@ static struct ioa__heap *adopt(void)
 		;
 	if ((h = *pp)) {
 		*pp = h->next_parked;
+		parked_room_refresh(h->node);
 		h->node = node; /* a heap past an ioa_fini() serves the node picked now */
 		h->rehome = 0;
 	} else {
@@ -442,7 +524,7 @@ static void release_span(struct ioa__span *s, void *arg)
 {
 	uint64_t *leaked = arg;
 
-	if (s->owner && s->obj_size)
+	if (ioa__span_owner(s) && s->obj_size)
 		*leaked += (uint64_t)s->used;
 	else if (!s->obj_size && atomic_load_explicit(&s->live, memory_order_relaxed))
 		*leaked += 1; /* a large block still allocated */
@@ -479,6 +561,8 @@ void ioa__heap_fini(void)
 		heap_reset(h);
 		h->rehome = !h->shared; /* a node's shared heap stays that node's */
 	}
+	for (int n = 0; n < IOA_MAX_NODES; n++)
+		atomic_store_explicit(&parked_room[n], 0, memory_order_relaxed);
 	if (leaked)
 		ioa__warn("ioa_fini: %llu object(s) of ioa_malloc still allocated: freed",
 			  (unsigned long long)leaked);

@@ -184,8 +184,8 @@ static int live(const struct ioa__span *s, const void *ptr, int realloc_call)
 		return 0;
 	}
 	if (ioa__heap_checking ? ioa__check_requested(s, ptr) == SIZE_MAX
-			       : !s->owner || (realloc_call && marked_freed((void *)ptr)) ||
-					 (s->owner == ioa__my_heap && ioa__object_free(s, i))) {
+			       : !ioa__span_owner(s) || (realloc_call && marked_freed((void *)ptr)) ||
+					 (ioa__span_owner(s) == ioa__my_heap && ioa__object_free(s, i))) {
 		ioa__err("%s(%p): an object of size class %u that is free (freed already?)",
 			 live_call(realloc_call), ptr, s->obj_size);
 		return 0;

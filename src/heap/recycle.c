@@ -128,7 +128,7 @@ int ioa__span_recycle(struct ioa__span *s)
 	 * none between (heap.h) */
 	outer = ioa__heap_cycle_lock(h);
 	s->listed = 0;
-	s->owner = s->fast_owner = NULL; /* a free into it is a double free */
+	ioa__span_own(s, NULL); /* a free into it is a double free */
 	s->recycle_for = h;
 	h->nrecycling[s->len > IOA_PAGE] += (unsigned)(s->len >> IOA_PAGE_SHIFT);
 	if (ioa__defer_inline()) {

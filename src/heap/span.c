@@ -489,8 +489,7 @@ int ioa__span_format(struct ioa__span *s, unsigned c, struct ioa__heap *owner)
 	s->nobjs = n;
 	s->magic = ((1ull << 40) + size - 1) / size;
 	s->cls = (uint16_t)c;
-	s->owner = owner;
-	s->fast_owner = ioa__heap_strict || ioa__heap_checking || owner->shared ? NULL : owner;
+	ioa__span_own(s, owner);
 	s->used = 0;
 	s->pending = 0;
 	s->emptied = 0;
@@ -712,7 +711,7 @@ void ioa__span_put(struct ioa__span *s)
 		return;
 	}
 	s->idle_since = ioa__ticks();
-	s->owner = s->fast_owner = NULL;
+	ioa__span_own(s, NULL);
 	pthread_mutex_lock(&nc->lock);
 	if (large) {
 		list_push(&nc->large, s);
