@@ -425,13 +425,12 @@ static void flush_out(struct ioa__heap *h, unsigned k)
 	h->out_waiting &= ~(1u << k);
 }
 
-/* A free of object @p of @s, owned by another heap, from heap @h (the empty
- * heap for a thread that has none: then the batch is of one). A second free
- * of an object still in a batch, or freed already, is refused (heap.h,
- * marked_freed). */
-static void remote_free(struct ioa__heap *h, struct ioa__span *s, void *p)
+/* A free of object @p of @s, owned by another heap, @owner, from heap @h
+ * (the empty heap for a thread that has none: then the batch is of one). A
+ * second free of an object still in a batch, or freed already, is refused
+ * (heap.h, marked_freed). */
+static void remote_free(struct ioa__heap *h, struct ioa__span *s, void *p, struct ioa__heap *owner)
 {
-	struct ioa__heap *owner = ioa__span_owner(s);
 	struct ioa__outgoing *o;
 	unsigned k;
 
@@ -745,7 +744,7 @@ static inline __attribute__((always_inline)) void free_own(struct ioa__heap *h,
  * one, in the order of the checks; out of line, so that the common case
  * below saves no registers. */
 static __attribute__((noinline)) void free_not_own(struct ioa__heap *h, struct ioa__span *s,
-						   void *p, uint32_t i)
+						   void *p, uint32_t i, struct ioa__heap *owner)
 {
 	if (h == &ioa__empty_heap && ioa__heap_held_free(p))
 		return;
@@ -753,7 +752,7 @@ static __attribute__((noinline)) void free_not_own(struct ioa__heap *h, struct i
 		ioa__check_report_invalid(s, p);
 		return;
 	}
-	if (!ioa__span_owner(s)) { /* a spare or cached span: all of it is free */
+	if (!owner) { /* a spare or cached span: all of it is free */
 		ioa__check_report_double(s, i);
 		return;
 	}
@@ -765,9 +764,12 @@ static __attribute__((noinline)) void free_not_own(struct ioa__heap *h, struct i
 		h = ioa__heap_my_heap_or_adopt(&late);
 		if (!h)
 			h = &ioa__empty_heap;
+		/* read again: a span taken from the heap adopted before its
+		 * adoption (its registry lock orders the takeover's writes) */
+		owner = ioa__span_owner(s);
 	}
-	if (ioa__span_owner(s) != h || h == &ioa__empty_heap) {
-		remote_free(h, s, p);
+	if (owner != h || h == &ioa__empty_heap) {
+		remote_free(h, s, p, owner);
 		return;
 	}
 	free_own(h, s, i);
@@ -775,7 +777,7 @@ static __attribute__((noinline)) void free_not_own(struct ioa__heap *h, struct i
 
 void ioa__heap_free_slow(struct ioa__span *s, void *p)
 {
-	struct ioa__heap *h = ioa__my_heap;
+	struct ioa__heap *h = ioa__my_heap, *owner;
 	uint32_t i;
 
 	if (s->obj_size == 0) {
@@ -785,9 +787,10 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p)
 		return;
 	}
 	i = ioa__check_index(s, p);
-	if (__builtin_expect(i == UINT32_MAX || ioa__span_owner(s) != h || ioa__heap_checking ||
+	owner = ioa__span_owner(s);
+	if (__builtin_expect(i == UINT32_MAX || owner != h || ioa__heap_checking ||
 			     h == &ioa__empty_heap, 0)) {
-		free_not_own(h, s, p, i);
+		free_not_own(h, s, p, i, owner);
 		return;
 	}
 	free_own(h, s, i);

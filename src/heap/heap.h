@@ -593,7 +593,7 @@ static inline void ioa__heap_free(void *p)
 	}
 	s->bits[i >> 6] = w | bit;
 	if (__builtin_expect(--s->used <= s->low, 0))
-		ioa__heap_span_watch(ioa__my_heap, s); /* the fast owner */
+		ioa__heap_span_watch(ioa__span_owner(s), s);
 }
 
 #endif
