@@ -280,7 +280,7 @@ int ioa__heap_take_parked(struct ioa__heap *h, unsigned c)
 {
 	uint64_t bit = 1ull << c;
 	struct ioa__heap *p, **pp;
-	int node = h->node;
+	int node = ioa__heap_node(h); /* past an ioa_fini(), picked anew first */
 	unsigned n = 0;
 
 	if (h->shared || !(atomic_load_explicit(&parked_room[node], memory_order_relaxed) & bit) ||
