@@ -521,7 +521,6 @@ IOA_EXPORT int ioa_quiesce(void)
 		return 0;
 	ioa__heap_flush_mine();
 	ioa__heap_settle_parked(); /* exited threads' heaps: the frees just handed over */
-	ioa__heap_flush_mine(); /* those they forwarded here, of spans this thread took over */
 	ioa__heap_retire_batches(); /* inline: the other threads' too */
 	err = ioa__defer_quiesce();
 	return atomic_exchange(&quarantine_unseen, 0) ? -EIO : err;

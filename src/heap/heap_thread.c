@@ -42,10 +42,12 @@ static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ioa__heap *all_heaps, *parked;
 static struct ioa__heap *shared[IOA_MAX_NODES] IOA_LARGE_BSS(shared_heaps); /* under heaps_lock */
 static pthread_key_t heap_key;
-/* The classes of which some parked heap of the node holds spans with free
- * objects: the union of their @room, set under heaps_lock; read without it
- * by refills, as a hint (relaxed: ioa__heap_take_parked looks again under
- * the lock). */
+/* Each node's parked heaps (under heaps_lock): how many, how many hold
+ * spans with free objects of each class, and the classes with one or more
+ * (parked_room). The atomics are read without the lock by refills, as
+ * hints (relaxed: ioa__heap_take_parked looks again under the lock). */
+static _Atomic unsigned parked_heaps[IOA_MAX_NODES];
+static unsigned parked_with_room[IOA_MAX_NODES][IOA_CLASSES] IOA_LARGE_BSS(parked_with_room);
 static _Atomic uint64_t parked_room[IOA_MAX_NODES];
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
@@ -104,24 +106,46 @@ static struct ioa__heap *heap_new(int node, int is_shared)
 	return h;
 }
 
-/* @node's parked_room anew, from its parked heaps. Caller holds heaps_lock. */
-static void parked_room_refresh(int node)
+/* @h's part in its node's counts, added (@add) or taken away: it was
+ * parked, or left the parked list. Caller holds heaps_lock. */
+static void count_parked(const struct ioa__heap *h, int add)
 {
-	uint64_t room = 0;
+	int node = h->node;
+	uint64_t hint = atomic_load_explicit(&parked_room[node], memory_order_relaxed);
 
-	for (struct ioa__heap *h = parked; h; h = h->next_parked)
-		if (h->node == node && !h->rehome)
-			room |= h->room;
-	atomic_store_explicit(&parked_room[node], room, memory_order_relaxed);
+	if (h->rehome) /* past an ioa_fini(), which cleared the counts: empty, node to pick */
+		return;
+	atomic_store_explicit(&parked_heaps[node],
+			      atomic_load_explicit(&parked_heaps[node], memory_order_relaxed) + (add ? 1 : -1u),
+			      memory_order_relaxed);
+	for (uint64_t room = h->room; room; room &= room - 1) {
+		unsigned c = (unsigned)__builtin_ctzll(room);
+
+		if ((parked_with_room[node][c] += add ? 1 : -1u))
+			hint |= 1ull << c;
+		else
+			hint &= ~(1ull << c);
+	}
+	atomic_store_explicit(&parked_room[node], hint, memory_order_relaxed);
 }
 
-/* @h parked (again), the state of its spans settled. Caller holds heaps_lock. */
+/* @h parked (again), @room the classes of its spans with free objects.
+ * Caller holds heaps_lock. */
 static void park(struct ioa__heap *h)
 {
 	h->state = PARKED;
 	h->next_parked = parked;
 	parked = h;
-	parked_room_refresh(h->node);
+	count_parked(h, 1);
+}
+
+/* @h, parked, off the list at *@pp: its thread's now, or the caller's to
+ * settle (COLLECTING). Caller holds heaps_lock. */
+static void unpark(struct ioa__heap **pp, struct ioa__heap *h, int state)
+{
+	*pp = h->next_parked;
+	h->state = state;
+	count_parked(h, 0);
 }
 
 /* What a heap that no thread owns is left with: the frees other threads
@@ -160,7 +184,9 @@ static int upkeep_live; /* under upkeep_lock: from ioa__heap_init to ioa__heap_f
 
 /* Settles @node's parked heaps that frees or recycled pages wait for (for
  * ioa_trim, every one, its page spans made ahead retired too), off the
- * parked list meanwhile. Caller holds upkeep_lock. */
+ * parked list meanwhile. A settle may forward objects of spans taken over
+ * to another parked heap (lazy mode): that one's turn is the next settle.
+ * Caller holds upkeep_lock. */
 static void settle_parked(int node, int trim)
 {
 	struct ioa__heap *taken = NULL, **pp, *h;
@@ -172,8 +198,7 @@ static void settle_parked(int node, int trim)
 			pp = &h->next_parked;
 			continue;
 		}
-		*pp = h->next_parked;
-		h->state = COLLECTING;
+		unpark(pp, h, COLLECTING);
 		h->next_parked = taken;
 		taken = h;
 	}
@@ -258,49 +283,68 @@ void ioa__heap_upkeep_on_calls(void)
  * A parked heap's spans with free objects serve only the thread that adopts
  * it: a program whose threads allocate, free most and exit, and whose main
  * thread allocates on, grew by all it had freed (review helper-115; mimalloc
- * and tcmalloc reclaim such pages). So a refill that finds no span with
- * room of its own takes over, before it makes a span, every span of its
- * class with free objects of one parked heap of its node (parked_room says
- * which classes have some). The heap is held off the parked list meanwhile
- * (as by an upkeep's settle: adopt() passes it by) under upkeep_lock, tried
- * and never waited for, so no upkeep, ioa_trim, ioa_quiesce or ioa_fini
- * runs between (a quiesce's settle would miss a heap held here) and an
- * upkeep that holds it is not waited out on a refill. A heap whose stack
- * holds frees is passed by, so nothing is applied, retired or freed here:
- * the upkeep applies them within a second, and the heap then has its spans'
- * rooms right. A free that read a span's owner before the takeover hands
- * the object to the heap it was taken from, whose collect forwards it
- * (heap_remote.c). Life in a process: a malloc nested in a retirement
- * further up the thread finds upkeep_lock busy only if it holds it itself
- * (trylock: it takes none); a fork meanwhile abandons the held heap in
- * the child (COLLECTING), with the taker's own, whose thread is gone there;
- * the node's shared heap (a thread's late destructors) never takes spans.
+ * and tcmalloc reclaim such pages). So in lazy mode a refill that finds no
+ * span with room of its own takes over, before it makes a span, every span
+ * of its class with free objects of one parked heap of its node: one whose
+ * spans have room (parked_room says which classes), or, every
+ * TAKE_SETTLE_NS at most on the node, one that frees wait for (a thread
+ * that frees what an exited one allocated: its room shows once they are
+ * applied, which an upkeep does, where one runs). The taker settles the
+ * heap first, as an upkeep would, holding it off the parked list (adopt()
+ * passes it by) under upkeep_lock, tried and never waited for, so no
+ * upkeep, ioa_trim, ioa_quiesce or ioa_fini runs between, and an upkeep
+ * that holds it is not waited out on a refill. A free that read a span's
+ * owner before the takeover hands the object to the heap it was taken
+ * from, whose collect forwards it (heap_remote.c).
+ *
+ * Not in strict mode: frees of a taken span's objects may still wait in
+ * other threads' outgoing batches for the heap it was taken from, and
+ * reach the taker only when that heap is next settled; meanwhile they may
+ * have emptied a page the taker hands out again unretired, which the owner
+ * of a span never does (it applies what was handed to it before it hands
+ * anything out; review helper-120, test_heap_parked).
+ *
+ * Life in a process: a malloc nested in the settle (a retirement's calloc)
+ * or in a retirement further up the thread finds upkeep_lock taken and
+ * takes nothing (trylock); a fork meanwhile abandons the held heap in the
+ * child (COLLECTING), with the taker's own, whose thread is gone there; the
+ * node's shared heap (a thread's late destructors) never takes spans.
  */
+#define TAKE_SETTLE_NS 10000000ull
+static _Atomic uint64_t take_settled_at[IOA_MAX_NODES]; /* ticks: the CAS claims one a period */
+
 int ioa__heap_take_parked(struct ioa__heap *h, unsigned c)
 {
-	uint64_t bit = 1ull << c;
+	uint64_t bit = 1ull << c, now, last;
 	struct ioa__heap *p, **pp;
 	int node = ioa__heap_node(h); /* past an ioa_fini(), picked anew first */
 	unsigned n = 0;
 
-	if (h->shared || !(atomic_load_explicit(&parked_room[node], memory_order_relaxed) & bit) ||
-	    pthread_mutex_trylock(&upkeep_lock) != 0)
+	if (ioa__heap_strict || h->shared || !atomic_load_explicit(&parked_heaps[node], memory_order_relaxed))
+		return 0;
+	if (!(atomic_load_explicit(&parked_room[node], memory_order_relaxed) & bit)) {
+		now = ioa__ticks();
+		last = atomic_load_explicit(&take_settled_at[node], memory_order_relaxed);
+		if (now - last < ioa__ns_to_ticks(TAKE_SETTLE_NS) ||
+		    !atomic_compare_exchange_strong_explicit(&take_settled_at[node], &last, now,
+							     memory_order_relaxed, memory_order_relaxed))
+			return 0;
+	}
+	if (pthread_mutex_trylock(&upkeep_lock) != 0)
 		return 0;
 	pthread_mutex_lock(&heaps_lock);
 	for (pp = &parked; upkeep_live && (p = *pp); pp = &p->next_parked)
-		if (p->node == node && !p->rehome && (p->room & bit) && !ioa__heap_frees_wait(p))
+		if (p->node == node && !p->rehome && ((p->room & bit) || ioa__heap_frees_wait(p)))
 			break;
-	if (upkeep_live && p) {
-		*pp = p->next_parked;
-		p->state = COLLECTING;
-	} else {
+	if (!upkeep_live)
 		p = NULL;
-		parked_room_refresh(node); /* the hint may be stale: a fork's child */
-	}
+	if (p)
+		unpark(pp, p, COLLECTING);
 	pthread_mutex_unlock(&heaps_lock);
 	if (p) {
+		settle(p);
 		n = ioa__heap_take_spans(h, p, c);
-		p->room &= ~bit;
+		p->room = ioa__heap_classes_with_room(p);
 		pthread_mutex_lock(&heaps_lock);
 		park(p);
 		pthread_mutex_unlock(&heaps_lock);
@@ -347,8 +391,7 @@ static struct ioa__heap *adopt(void)
 	for (pp = &parked; *pp && (*pp)->node != node && !(*pp)->rehome; pp = &(*pp)->next_parked)
 		;
 	if ((h = *pp)) {
-		*pp = h->next_parked;
-		parked_room_refresh(h->node);
+		unpark(pp, h, OWNED);
 		h->node = node; /* a heap past an ioa_fini() serves the node picked now */
 		h->rehome = 0;
 	} else {
@@ -549,10 +592,19 @@ void ioa__heap_fini(void)
 
 	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
 		ioa__heap_hand_back(h);
-	for (struct ioa__heap *h = all_heaps; h; h = h->next_all) {
-		collect_remote(h);
-		ioa__span_release_recycled(h);
+	/* until none waits: a collect forwards the objects of spans taken
+	 * over to their owner, which the list may hold before it (review
+	 * helper-120) */
+	for (int waiting = 1; waiting;) {
+		waiting = 0;
+		for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
+			if (ioa__heap_frees_wait(h)) {
+				collect_remote(h);
+				waiting = 1;
+			}
 	}
+	for (struct ioa__heap *h = all_heaps; h; h = h->next_all)
+		ioa__span_release_recycled(h);
 	ioa__span_caches_drain();
 	ioa__extent_fini(&leaked);
 	ioa__span_each(release_span, &leaked);
@@ -561,8 +613,11 @@ void ioa__heap_fini(void)
 		heap_reset(h);
 		h->rehome = !h->shared; /* a node's shared heap stays that node's */
 	}
-	for (int n = 0; n < IOA_MAX_NODES; n++)
+	for (int n = 0; n < IOA_MAX_NODES; n++) { /* every heap marked to rehome */
+		atomic_store_explicit(&parked_heaps[n], 0, memory_order_relaxed);
 		atomic_store_explicit(&parked_room[n], 0, memory_order_relaxed);
+		memset(parked_with_room[n], 0, sizeof(parked_with_room[n]));
+	}
 	if (leaked)
 		ioa__warn("ioa_fini: %llu object(s) of ioa_malloc still allocated: freed",
 			  (unsigned long long)leaked);
