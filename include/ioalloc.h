@@ -1650,7 +1650,8 @@ struct ioa_stats {
 	                                    none backend): a segment's unused for a second, or
 	                                    free for one to two seconds in a segment in use */
 	uint64_t heap_spans_taken;  /**< spans of small objects with free ones that a thread's
-	                                 malloc took over from an exited thread's heap */
+	                                 malloc took over from an exited thread's heap (lazy
+	                                 mode only) */
 };
 
 /** Copies the current counters into @out; a NULL @out is refused with a message. */

@@ -23,8 +23,9 @@
  *
  * Life in a process: a thread's heap is its own from its first malloc to its
  * exit destructor, which hands it back (parked) for the next new thread to
- * adopt (meanwhile other threads' refills take over its spans with free
- * objects, heap_thread.c); frees after that, in later destructors, are remote frees, and
+ * adopt (meanwhile, in lazy mode, other threads' refills take over its
+ * spans with free objects, heap_thread.c); frees after that, in later
+ * destructors, are remote frees, and
  * mallocs there are served by the node's shared heap under a lock. A child
  * of fork() keeps only its own thread's heap: the heaps of the parent's
  * other threads are abandoned (their objects leak in the child, as glibc's
