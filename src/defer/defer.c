@@ -115,8 +115,7 @@ void ioa__defer_stop_threads(void)
 
 	pthread_mutex_lock(&ioa__defer_eng.start_lock); /* started and thread are written under it */
 	for (int n = 0; n < ioa__os_node_count(); n++)
-		join[n] = ioa__defer_eng.cfg.defer != IOA_DEFER_INLINE &&
-			  atomic_load(&ioa__defer_eng.nodes[n].started); /* inline: no thread */
+		join[n] = ioa__defer_eng.nodes[n].threaded; /* inline, put off: no thread */
 	ioa__defer_eng.threadless = 1;
 	/* not across the joins: a last pass's retirement may enqueue, and a
 	 * start there takes it */
@@ -130,6 +129,7 @@ void ioa__defer_stop_threads(void)
 		atomic_fetch_add(&nd->futex, 1);
 		futex_wake(&nd->futex);
 		pthread_join(nd->thread, NULL); /* its last pass retires what was queued */
+		nd->threaded = 0;
 		atomic_store(&nd->sleep, AWAKE); /* nobody to wake: pushes make no system call */
 	}
 }
@@ -196,6 +196,8 @@ void ioa__defer_fork_child(void)
 		pthread_mutex_init(&nd->pass_lock, NULL);
 		pthread_mutex_init(&nd->late_lock, NULL);
 		atomic_store(&nd->started, 0);
+		nd->threaded = 0; /* the parent's */
+		atomic_store(&nd->start_wanted, 0);
 		nd->start_said = 0; /* the child's own failure is news */
 		atomic_store(&nd->sleep, IDLE);
 		for (struct ring *r = atomic_load(&nd->rings); r; r = r->next)

@@ -99,6 +99,18 @@ int ioa__defer_enqueue(int node, struct ioa__defer_item *item);
 void ioa__defer_ready(int node);
 int ioa__defer_ready_here(int node);
 
+/* Inside a free under LD_PRELOAD (the heap's slow path sets it): no
+ * reclaimer thread is made here. glibc frees under locks its
+ * pthread_create takes: a thread's join frees its old TLS under the stack
+ * cache's lock, and the first retirement of a strict program (its
+ * reclaimer's start) deadlocked there (review helper-120). The node starts
+ * without its thread, its items wait in their queues (or the freeing
+ * threads' passes retire them, as with inline), and the next malloc's slow
+ * path outside a free makes the thread (ioa__defer_start_waiting). */
+extern __thread int ioa__defer_in_free __attribute__((tls_model("initial-exec")));
+extern _Atomic int ioa__defer_start_wanted;
+void ioa__defer_start_waiting(void);
+
 /* IOALLOC_DEFER=inline: whether the freeing threads retire (no reclaimer). */
 int ioa__defer_inline(void);
 /* Whether reclaimer threads run (IOALLOC_DEFER=on): else no timed upkeep. */

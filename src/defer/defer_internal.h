@@ -59,6 +59,8 @@ struct node {
 	struct ring *late;
 	_Atomic int stop;
 	_Atomic int started;          /* written under start_lock */
+	_Atomic int start_wanted;     /* put off inside a free (ioa__defer_in_free) */
+	int threaded;                 /* its thread made, not joined (start_lock) */
 	int start_said;               /* a failed start said, none succeeded since (start_lock) */
 	pthread_t thread;
 	struct ioa__defer_item *items;    /* pass arrays, IOA_PASS_MAX each */

@@ -207,6 +207,7 @@ static void bind_reclaimer(struct node *nd, pthread_t thread)
 			  ioa__defer_eng.cfg.reclaim_cpus, ioa__errno_text(err));
 }
 
+
 /*
  * A start that failed after other threads, finding started set, took queues
  * and pushed to them: their push saw the reclaimer AWAKE and woke nobody. The
@@ -248,10 +249,48 @@ static void start_failed(struct node *nd)
  * or once ioa_fini stopped the reclaimers (threadless), no thread is made:
  * started only marks the node's pass arrays made.
  */
-int ioa__defer_start_reclaimer(struct node *nd)
+__thread int ioa__defer_in_free __attribute__((tls_model("initial-exec")));
+_Atomic int ioa__defer_start_wanted;
+
+/* @nd's reclaimer thread made, for a started node that has none. */
+static int make_thread(struct node *nd)
 {
 	pthread_t thread;
-	int err = 0, said, tried = 0;
+	int err, said;
+
+	err = ioa__os_thread_create(&thread, reclaimer, nd);
+	if (!err) { /* a name for ps and debuggers (ioa__os_program_ended knows it by id) */
+		char name[16];
+
+		snprintf(name, sizeof(name), "ioa-reclaim/%d", (int)(nd - ioa__defer_eng.nodes));
+		pthread_setname_np(thread, name);
+	}
+	/* Said once until a start succeeds: out of threads or address space,
+	 * every push tries again (its free retires the items meanwhile). */
+	pthread_mutex_lock(&ioa__defer_eng.start_lock);
+	if (err) { /* IDLE: the next push anywhere tries again (start_failed) */
+		atomic_store_explicit(&nd->started, 0, memory_order_relaxed);
+	} else {
+		nd->thread = thread;
+		nd->threaded = 1;
+	}
+	said = nd->start_said;
+	nd->start_said = !!err;
+	pthread_mutex_unlock(&ioa__defer_eng.start_lock);
+	if (err && !said)
+		ioa__err("cannot start the reclaimer of node %d: %s (said once: each free tries "
+			 "again, and retires what waits itself until one starts)",
+			 (int)(nd - ioa__defer_eng.nodes), ioa__errno_text(err));
+	if (err)
+		start_failed(nd);
+	else
+		bind_reclaimer(nd, thread);
+	return -err;
+}
+
+int ioa__defer_start_reclaimer(struct node *nd)
+{
+	int err = 0, put_off;
 
 	pthread_mutex_lock(&ioa__defer_eng.start_lock);
 	if (atomic_load_explicit(&nd->started, memory_order_relaxed)) {
@@ -267,44 +306,45 @@ int ioa__defer_start_reclaimer(struct node *nd)
 		err = ENOMEM;
 	else
 		atomic_store_explicit(&nd->started, 1, memory_order_relaxed);
-	if (!err && (ioa__defer_eng.cfg.defer == IOA_DEFER_INLINE || ioa__defer_eng.threadless)) {
+	put_off = ioa__defer_in_free && ioa__defer_eng.cfg.defer == IOA_DEFER_ON &&
+		  !ioa__defer_eng.threadless;
+	if (!err && (ioa__defer_eng.cfg.defer == IOA_DEFER_INLINE || ioa__defer_eng.threadless ||
+		     put_off)) {
 		/* no thread: the freeing threads retire in passes of their own
 		 * (a full queue, an allocation past the cap, a quiesce); AWAKE,
 		 * so that no push wakes anybody. threadless: ioa_fini joined
-		 * the reclaimers already (ioa__defer_stop_threads) */
+		 * the reclaimers already (ioa__defer_stop_threads). put off
+		 * inside a free (defer.h): the next malloc makes the thread,
+		 * which finds what was queued meanwhile (relaxed: hints, read
+		 * again under start_lock) */
 		atomic_store_explicit(&nd->sleep, AWAKE, memory_order_relaxed);
+		if (put_off) {
+			atomic_store_explicit(&nd->start_wanted, 1, memory_order_relaxed);
+			atomic_store_explicit(&ioa__defer_start_wanted, 1, memory_order_relaxed);
+		}
 		pthread_mutex_unlock(&ioa__defer_eng.start_lock);
 		return 0;
 	}
 	pthread_mutex_unlock(&ioa__defer_eng.start_lock);
-	if (!err) {
-		tried = 1;
-		err = ioa__os_thread_create(&thread, reclaimer, nd);
-		if (!err) { /* a name for ps and debuggers (ioa__os_program_ended knows it by id) */
-			char name[16];
+	return err ? -err : make_thread(nd);
+}
 
-			snprintf(name, sizeof(name), "ioa-reclaim/%d",
-				 (int)(nd - ioa__defer_eng.nodes));
-			pthread_setname_np(thread, name);
-		}
+void ioa__defer_start_waiting(void)
+{
+	if (ioa__defer_in_free ||
+	    !atomic_exchange_explicit(&ioa__defer_start_wanted, 0, memory_order_relaxed))
+		return;
+	for (int n = 0; n < ioa__os_node_count(); n++) {
+		struct node *nd = &ioa__defer_eng.nodes[n];
+		int make;
+
+		if (!atomic_exchange_explicit(&nd->start_wanted, 0, memory_order_relaxed))
+			continue;
+		pthread_mutex_lock(&ioa__defer_eng.start_lock);
+		make = atomic_load_explicit(&nd->started, memory_order_relaxed) && !nd->threaded &&
+		       !ioa__defer_eng.threadless;
+		pthread_mutex_unlock(&ioa__defer_eng.start_lock);
+		if (make)
+			(void)make_thread(nd);
 	}
-	/* Said once until a start succeeds: out of threads or address space,
-	 * every push tries again (its free retires the items meanwhile). */
-	pthread_mutex_lock(&ioa__defer_eng.start_lock);
-	if (err && tried) /* IDLE: the next push anywhere tries again (start_failed) */
-		atomic_store_explicit(&nd->started, 0, memory_order_relaxed);
-	else if (!err)
-		nd->thread = thread;
-	said = nd->start_said;
-	nd->start_said = !!err;
-	pthread_mutex_unlock(&ioa__defer_eng.start_lock);
-	if (err && !said)
-		ioa__err("cannot start the reclaimer of node %d: %s (said once: each free tries "
-			 "again, and retires what waits itself until one starts)",
-			 (int)(nd - ioa__defer_eng.nodes), ioa__errno_text(err));
-	if (err && tried)
-		start_failed(nd);
-	else if (!err)
-		bind_reclaimer(nd, thread);
-	return -err;
 }

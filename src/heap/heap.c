@@ -7,6 +7,7 @@
 #include "heap_internal.h"
 #include "api.h"
 #include "check.h"
+#include "defer.h"
 #include "heap_life.h"
 #include "large.h"
 #include "log.h"
@@ -684,6 +685,11 @@ void *ioa__heap_alloc_slow(size_t size)
 	 * (a racing lazy start sets it; review helper-96) */
 	if (h->rehome)
 		return ioa__heap_alloc_aligned(size, 16, IOA_NODE_ANY);
+	/* a reclaimer whose start a free put off (defer.h); not inside the
+	 * library's start, a retirement or a remap (a malloc of libc's there) */
+	if (atomic_load_explicit(&ioa__defer_start_wanted, memory_order_relaxed) &&
+	    ioa__my_state == HEAP_LIVE && !ioa__heap_cycling)
+		ioa__defer_start_waiting();
 	/* a thread that allocates only large blocks refills no span: its
 	 * batches of frees for other heaps go out here too */
 	if (h != &ioa__empty_heap && ++h->slow_calls % IOA_UPKEEP_CALLS == 0) {
@@ -775,7 +781,7 @@ static __attribute__((noinline)) void free_not_own(struct ioa__heap *h, struct i
 	free_own(h, s, i);
 }
 
-void ioa__heap_free_slow(struct ioa__span *s, void *p)
+static void free_slow(struct ioa__span *s, void *p)
 {
 	struct ioa__heap *h = ioa__my_heap, *owner;
 	uint32_t i;
@@ -794,6 +800,16 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p)
 		return;
 	}
 	free_own(h, s, i);
+}
+
+/* Every free that may retire (a strict look, a large block) comes here:
+ * under LD_PRELOAD, where glibc's own frees come too, inside one no
+ * reclaimer thread is made (defer.h, ioa__defer_in_free). */
+void ioa__heap_free_slow(struct ioa__span *s, void *p)
+{
+	ioa__defer_in_free += ioa__preloaded;
+	free_slow(s, p);
+	ioa__defer_in_free -= ioa__preloaded;
 }
 
 /* What @h holds back from others, handed back: the objects of its cached
