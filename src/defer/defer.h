@@ -106,10 +106,14 @@ int ioa__defer_ready_here(int node);
  * reclaimer's start) deadlocked there (review helper-120). The node starts
  * without its thread, its items wait in their queues (or the freeing
  * threads' passes retire them, as with inline), and the next malloc's slow
- * path outside a free makes the thread (ioa__defer_start_waiting). */
+ * path outside a free makes the thread (ioa__defer_start_at_malloc): a
+ * program that makes no malloc after such a free keeps what it queued until
+ * its next call that retires, its ioa_quiesce() or its exit, as with
+ * IOALLOC_DEFER=inline (review helper-121). */
 extern __thread int ioa__defer_in_free __attribute__((tls_model("initial-exec")));
-extern _Atomic int ioa__defer_start_wanted;
-void ioa__defer_start_waiting(void);
+/* Under LD_PRELOAD, at a malloc's slow path outside a free: the reclaimer
+ * threads whose start a free put off, made. */
+void ioa__defer_start_at_malloc(void);
 
 /* IOALLOC_DEFER=inline: whether the freeing threads retire (no reclaimer). */
 int ioa__defer_inline(void);

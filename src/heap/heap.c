@@ -209,9 +209,14 @@ static void span_changed(struct ioa__heap *h, struct ioa__span *s)
 	list_by_free(h, s);
 }
 
+/* The fast free's way out (and a collect's): a span emptied may go to the
+ * node cache, whose trim retires, under LD_PRELOAD inside a free of glibc's
+ * (see ioa__heap_free_slow). */
 void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s)
 {
+	ioa__defer_in_free += ioa__preloaded;
 	span_changed(h, s);
+	ioa__defer_in_free -= ioa__preloaded;
 }
 
 /* ---- spans of exited threads' heaps ------------------------------------ */
@@ -247,23 +252,20 @@ static void take_span(struct ioa__heap *to, struct ioa__span *s)
 	}
 }
 
-unsigned ioa__heap_take_spans(struct ioa__heap *to, struct ioa__heap *from, unsigned c)
+int ioa__heap_take_span(struct ioa__heap *to, struct ioa__heap *from, unsigned c)
 {
 	struct ioa__span *s;
-	unsigned n = 0;
 
 	ioa__heap_give_back_word(from, c); /* given back when it was parked: none out */
-	if (current_has_room(s = from->spans[c])) {
-		from->spans[c] = NULL;
-		take_span(to, s);
-		n++;
-	}
-	while ((s = from->partial[c]) || (s = from->sparse[c])) {
+	if ((s = from->partial[c]) || (s = from->sparse[c])) {
 		list_remove(from, s);
-		take_span(to, s);
-		n++;
+	} else if (current_has_room(s = from->spans[c])) {
+		from->spans[c] = NULL;
+	} else {
+		return 0;
 	}
-	return n;
+	take_span(to, s);
+	return 1;
 }
 
 /* ---- strict mode's looks --------------------------------------------- */
@@ -687,9 +689,8 @@ void *ioa__heap_alloc_slow(size_t size)
 		return ioa__heap_alloc_aligned(size, 16, IOA_NODE_ANY);
 	/* a reclaimer whose start a free put off (defer.h); not inside the
 	 * library's start, a retirement or a remap (a malloc of libc's there) */
-	if (atomic_load_explicit(&ioa__defer_start_wanted, memory_order_relaxed) &&
-	    ioa__my_state == HEAP_LIVE && !ioa__heap_cycling)
-		ioa__defer_start_waiting();
+	if (ioa__preloaded && ioa__my_state == HEAP_LIVE && !ioa__heap_cycling)
+		ioa__defer_start_at_malloc();
 	/* a thread that allocates only large blocks refills no span: its
 	 * batches of frees for other heaps go out here too */
 	if (h != &ioa__empty_heap && ++h->slow_calls % IOA_UPKEEP_CALLS == 0) {

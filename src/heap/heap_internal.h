@@ -33,11 +33,11 @@ void *ioa__heap_alloc_from(struct ioa__heap *h, size_t size, size_t align);
 /* The classes whose spans in @h hold free objects (a parked heap's, for
  * ioa__heap_take_parked). */
 uint64_t ioa__heap_classes_with_room(const struct ioa__heap *h);
-/* Class @c's spans of parked heap @from that hold free objects become
- * @to's, each in the list its free objects earn there; how many. The
- * caller holds @from off the parked list, and no free waits in its stack
- * (ioa__heap_take_parked). */
-unsigned ioa__heap_take_spans(struct ioa__heap *to, struct ioa__heap *from, unsigned c);
+/* A span of class @c of parked heap @from that holds free objects (its
+ * richest listed one first) becomes @to's, in the list its free objects
+ * earn there; 0 when it has none. The caller holds @from off the parked
+ * list, settled (ioa__heap_take_parked). */
+int ioa__heap_take_span(struct ioa__heap *to, struct ioa__heap *from, unsigned c);
 /* Object @p, in a batch its sender handed to the heap a span was taken
  * from, handed on to the span's @owner as a batch of one (heap_remote.c). */
 void ioa__heap_forward(struct ioa__heap *owner, void *p);

@@ -284,8 +284,11 @@ void ioa__heap_upkeep_on_calls(void)
  * it: a program whose threads allocate, free most and exit, and whose main
  * thread allocates on, grew by all it had freed (review helper-115; mimalloc
  * and tcmalloc reclaim such pages). So in lazy mode a refill that finds no
- * span with room of its own takes over, before it makes a span, every span
- * of its class with free objects of one parked heap of its node: one whose
+ * span with room of its own takes over, before it makes a span, a span of
+ * its class with free objects of a parked heap of its node (one: taking
+ * them all left the heap bare for the thread that adopted it next, which
+ * made new ones: review helper-121's rounds of workers peaked at 593 to 659
+ * MiB against 492 before the takeover, 483 with one a take): one whose
  * spans have room (parked_room says which classes), or, every
  * TAKE_SETTLE_NS at most on the node, one that frees wait for (a thread
  * that frees what an exited one allocated: its room shows once they are
@@ -343,7 +346,7 @@ int ioa__heap_take_parked(struct ioa__heap *h, unsigned c)
 	pthread_mutex_unlock(&heaps_lock);
 	if (p) {
 		settle(p);
-		n = ioa__heap_take_spans(h, p, c);
+		n = (unsigned)ioa__heap_take_span(h, p, c);
 		p->room = ioa__heap_classes_with_room(p);
 		pthread_mutex_lock(&heaps_lock);
 		park(p);
