@@ -111,8 +111,9 @@ int ioa__defer_ready_here(int node);
  * its next call that retires, its ioa_quiesce() or its exit, as with
  * IOALLOC_DEFER=inline (review helper-121). */
 extern __thread int ioa__defer_in_free __attribute__((tls_model("initial-exec")));
-/* Under LD_PRELOAD, at a malloc's slow path outside a free: the reclaimer
- * threads whose start a free put off, made. */
+/* At a malloc's slow path outside a free, while ioa__defer_start_wanted
+ * says some start was put off (relaxed: a hint): those threads made. */
+extern _Atomic int ioa__defer_start_wanted;
 void ioa__defer_start_at_malloc(void);
 
 /* IOALLOC_DEFER=inline: whether the freeing threads retire (no reclaimer). */

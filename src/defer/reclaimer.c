@@ -250,7 +250,7 @@ static void start_failed(struct node *nd)
  * started only marks the node's pass arrays made.
  */
 __thread int ioa__defer_in_free __attribute__((tls_model("initial-exec")));
-static _Atomic int start_wanted; /* some node's start was put off */
+_Atomic int ioa__defer_start_wanted;
 
 /* @nd's reclaimer thread made, for a started node that has none. */
 static int make_thread(struct node *nd)
@@ -320,7 +320,7 @@ int ioa__defer_start_reclaimer(struct node *nd)
 		atomic_store_explicit(&nd->sleep, AWAKE, memory_order_relaxed);
 		if (put_off) {
 			atomic_store_explicit(&nd->start_wanted, 1, memory_order_relaxed);
-			atomic_store_explicit(&start_wanted, 1, memory_order_relaxed);
+			atomic_store_explicit(&ioa__defer_start_wanted, 1, memory_order_relaxed);
 		}
 		pthread_mutex_unlock(&ioa__defer_eng.start_lock);
 		return 0;
@@ -333,8 +333,8 @@ void ioa__defer_start_at_malloc(void)
 {
 	int saved = errno; /* the malloc's caller sees none of it (a failed start's) */
 
-	if (ioa__defer_in_free || !atomic_load_explicit(&start_wanted, memory_order_relaxed) ||
-	    !atomic_exchange_explicit(&start_wanted, 0, memory_order_relaxed))
+	if (ioa__defer_in_free ||
+	    !atomic_exchange_explicit(&ioa__defer_start_wanted, 0, memory_order_relaxed))
 		return;
 	for (int n = 0; n < ioa__os_node_count(); n++) {
 		struct node *nd = &ioa__defer_eng.nodes[n];

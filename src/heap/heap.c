@@ -18,6 +18,17 @@
 
 #define HEAP_EMPTY_SPANS 4 /* wholly free spans a heap keeps before its node's cache */
 
+/* A free's call that may retire (a strict look, a span given to the node's
+ * cache, whose trim retires, a large block): under LD_PRELOAD, where glibc's
+ * own frees come too, no reclaimer thread is made inside (defer.h,
+ * ioa__defer_in_free). Not around a remote free, which retires nothing. */
+#define IN_FREE(call)                                  \
+	do {                                           \
+		ioa__defer_in_free += ioa__preloaded;  \
+		call;                                  \
+		ioa__defer_in_free -= ioa__preloaded;  \
+	} while (0)
+
 /* ---- span lists of a heap -------------------------------------------- */
 
 static int listed(const struct ioa__span *s)
@@ -209,14 +220,10 @@ static void span_changed(struct ioa__heap *h, struct ioa__span *s)
 	list_by_free(h, s);
 }
 
-/* The fast free's way out (and a collect's): a span emptied may go to the
- * node cache, whose trim retires, under LD_PRELOAD inside a free of glibc's
- * (see ioa__heap_free_slow). */
+/* The fast free's way out (and a collect's). */
 void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s)
 {
-	ioa__defer_in_free += ioa__preloaded;
-	span_changed(h, s);
-	ioa__defer_in_free -= ioa__preloaded;
+	IN_FREE(span_changed(h, s));
 }
 
 /* ---- spans of exited threads' heaps ------------------------------------ */
@@ -689,7 +696,8 @@ void *ioa__heap_alloc_slow(size_t size)
 		return ioa__heap_alloc_aligned(size, 16, IOA_NODE_ANY);
 	/* a reclaimer whose start a free put off (defer.h); not inside the
 	 * library's start, a retirement or a remap (a malloc of libc's there) */
-	if (ioa__preloaded && ioa__my_state == HEAP_LIVE && !ioa__heap_cycling)
+	if (atomic_load_explicit(&ioa__defer_start_wanted, memory_order_relaxed) &&
+	    ioa__my_state == HEAP_LIVE && !ioa__heap_cycling)
 		ioa__defer_start_at_malloc();
 	/* a thread that allocates only large blocks refills no span: its
 	 * batches of frees for other heaps go out here too */
@@ -740,11 +748,11 @@ static inline __attribute__((always_inline)) void free_own(struct ioa__heap *h,
 			h->pending[h->npending++] = s;
 		}
 		if (++h->nfreed == IOA_STRICT_BATCH || h->npending == IOA_STRICT_SPANS)
-			ioa__heap_flush_pending(h);
+			IN_FREE(ioa__heap_flush_pending(h));
 		return;
 	}
 	if (--s->used <= s->low)
-		span_changed(h, s);
+		IN_FREE(span_changed(h, s));
 }
 
 /* A small object's free that is not its owner's own, valid and unchecked
@@ -782,7 +790,7 @@ static __attribute__((noinline)) void free_not_own(struct ioa__heap *h, struct i
 	free_own(h, s, i);
 }
 
-static void free_slow(struct ioa__span *s, void *p)
+void ioa__heap_free_slow(struct ioa__span *s, void *p)
 {
 	struct ioa__heap *h = ioa__my_heap, *owner;
 	uint32_t i;
@@ -790,7 +798,7 @@ static void free_slow(struct ioa__span *s, void *p)
 	if (s->obj_size == 0) {
 		if (h == &ioa__empty_heap && ioa__heap_held_free(p))
 			return;
-		ioa__large_free(s, p);
+		IN_FREE(ioa__large_free(s, p));
 		return;
 	}
 	i = ioa__check_index(s, p);
@@ -801,16 +809,6 @@ static void free_slow(struct ioa__span *s, void *p)
 		return;
 	}
 	free_own(h, s, i);
-}
-
-/* Every free that may retire (a strict look, a large block) comes here:
- * under LD_PRELOAD, where glibc's own frees come too, inside one no
- * reclaimer thread is made (defer.h, ioa__defer_in_free). */
-void ioa__heap_free_slow(struct ioa__span *s, void *p)
-{
-	ioa__defer_in_free += ioa__preloaded;
-	free_slow(s, p);
-	ioa__defer_in_free -= ioa__preloaded;
 }
 
 /* What @h holds back from others, handed back: the objects of its cached
