@@ -12,6 +12,8 @@
  *   collect hands them on), so those objects are free again, nothing is
  *   reported and ioa_fini() finds none left, also when they are forwarded
  *   inside ioa_fini() itself;
+ * - left young: a heap parked a moment ago stays whole for the thread that
+ *   adopts it next;
  * - not in strict mode: there a page whose frees still wait in another
  *   thread's batch is never handed out again unretired;
  * - churn: short-lived threads' objects freed by another thread while the
@@ -28,6 +30,15 @@
 #define WORKERS 4
 #define PER_WORKER 3000
 #define SIZE 200
+
+/* A heap parked less than 10 ms ago is left to the thread likely to adopt
+ * it (heap_thread.c, TAKE_AGE_NS): the tests wait past that. */
+static void past_take_age(void)
+{
+	struct timespec pause = { 0, 20 * 1000 * 1000 };
+
+	nanosleep(&pause, NULL);
+}
 
 static void *kept[WORKERS][PER_WORKER / 10];
 static void *taken[20000]; /* the main thread's objects, in each test */
@@ -72,6 +83,7 @@ static void test_taken_over(void)
 	for (int i = 0; i < WORKERS; i++)
 		pthread_join(t[i], NULL);
 	pthread_barrier_destroy(&all_allocated);
+	past_take_age();
 	before = heap_stats();
 	for (unsigned i = 0; i < want; i++) {
 		CHECK((taken[i] = ioa_malloc(SIZE)) != NULL);
@@ -158,6 +170,7 @@ static void test_forwarded(void)
 	pthread_join(a, NULL);
 	sem_post(&x_may_free);
 	sem_wait(&x_freed);
+	past_take_age();
 	before = heap_stats();
 	capture_begin(&cap);
 	CHECK((mine = ioa_malloc(SIZE)) != NULL); /* A's spans, taken over */
@@ -219,6 +232,7 @@ static void test_forwarded_at_fini(void)
 	pthread_join(a, NULL); /* A's heap parked */
 	sem_post(&x_may_free);
 	sem_wait(&x_freed);
+	past_take_age();
 	CHECK((mine = ioa_malloc(SIZE)) != NULL); /* A's spans taken over */
 	CHECK(heap_stats().heap_spans_taken > 0);
 	ioa_free(mine);
@@ -265,6 +279,7 @@ static void test_taken_after_frees(void)
 	for (int i = 0; i < WAITING_OBJS; i++)
 		if (i % 10)
 			ioa_free(waiting_objs[i]);
+	past_take_age();
 	before = heap_stats();
 	for (unsigned i = 0; i < want; i++)
 		CHECK((taken[i] = ioa_malloc(SIZE)) != NULL);
@@ -281,6 +296,58 @@ static void test_taken_after_frees(void)
 		ioa_free(taken[i]);
 	for (int i = 0; i < WAITING_OBJS; i += 10)
 		ioa_free(waiting_objs[i]);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/* A heap parked a moment ago is left whole for the next thread, which
+ * adopts it: a worker allocates and frees most of it and exits; the main
+ * thread's malloc right after takes none of its spans (it makes one), and
+ * a new thread's mallocs of the class are served by the worker's spans. */
+static void *adopter(void *arg)
+{
+	struct ioa_stats *made = arg, before = heap_stats();
+
+	for (unsigned i = 0; i < PER_WORKER / 2; i++)
+		taken[i] = ioa_malloc(SIZE);
+	made->heap_spans_created = heap_stats().heap_spans_created - before.heap_spans_created;
+	for (unsigned i = 0; i < PER_WORKER / 2; i++)
+		ioa_free(taken[i]);
+	return NULL;
+}
+
+static void test_young_heap_left(void)
+{
+	struct ioa_stats before, made;
+	pthread_t w, a;
+	void *mine;
+
+	struct timespec t0, t1;
+	double ms;
+
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	ioa_free(ioa_malloc(64));
+	pthread_barrier_init(&all_allocated, NULL, 1);
+	clock_gettime(CLOCK_MONOTONIC, &t0); /* before the worker parks its heap */
+	pthread_create(&w, NULL, worker, (void *)0L);
+	pthread_join(w, NULL);
+	pthread_barrier_destroy(&all_allocated);
+	before = heap_stats();
+	CHECK((mine = ioa_malloc(SIZE)) != NULL);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+	if (ms < 10)
+		CHECK_EQ(heap_stats().heap_spans_taken, before.heap_spans_taken);
+	else /* the heap may have been old enough: a slow machine (a sanitizer, qemu) */
+		check_note("young heap: the worker and the malloc took %.1f ms, over the 10 ms "
+			   "the heap stays young: its being left whole not checked", ms);
+	pthread_create(&a, NULL, adopter, &made);
+	pthread_join(a, NULL);
+	if (ms < 10)
+		CHECK_EQ(made.heap_spans_created, 0);
+	ioa_free(mine);
+	for (int k = 0; k < PER_WORKER / 10; k++)
+		ioa_free(kept[0][k]);
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
@@ -509,6 +576,7 @@ int main(void)
 	test_forwarded_at_fini(); /* first: the heaps it makes are the only ones, in its order */
 	test_taken_over();
 	test_taken_after_frees();
+	test_young_heap_left();
 	test_forwarded();
 	test_strict_takes_none();
 	test_churn(IOA_PROTECT_LAZY);

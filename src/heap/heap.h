@@ -259,8 +259,9 @@ struct ioa__heap {
 	struct ioa__heap *next_all; /* every heap, for ioa_fini and fork */
 	struct ioa__heap *next_parked;
 	/* parked: the classes of its spans with free objects (under
-	 * heaps_lock, heap_thread.c) */
+	 * heaps_lock, heap_thread.c), and when its thread exited (ticks) */
 	uint64_t room;
+	uint64_t parked_at;
 	/* Strict mode's arrays, last: a lazy heap touches only its first page
 	 * (heap_thread.c heap_new), and each is written before it is read,
 	 * up to its count above. */
