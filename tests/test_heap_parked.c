@@ -126,6 +126,18 @@ static void test_taken_over(void)
 static void *fwd_objs[FWD_OBJS];
 static sem_t x_ready, x_may_free, x_freed, x_may_exit;
 
+/* Thread X's semaphores made (@make) or destroyed. */
+static void x_sems(int make)
+{
+	sem_t *all[] = { &x_ready, &x_may_free, &x_freed, &x_may_exit };
+
+	for (unsigned k = 0; k < sizeof(all) / sizeof(all[0]); k++)
+		if (make)
+			sem_init(all[k], 0, 0);
+		else
+			sem_destroy(all[k]);
+}
+
 static void *thread_a(void *arg)
 {
 	(void)arg;
@@ -160,10 +172,7 @@ static void test_forwarded(void)
 	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
 		return;
 	ioa_free(ioa_malloc(64));
-	sem_init(&x_ready, 0, 0);
-	sem_init(&x_may_free, 0, 0);
-	sem_init(&x_freed, 0, 0);
-	sem_init(&x_may_exit, 0, 0);
+	x_sems(1);
 	pthread_create(&x, NULL, thread_x, NULL);
 	sem_wait(&x_ready);
 	pthread_create(&a, NULL, thread_a, NULL);
@@ -184,10 +193,7 @@ static void test_forwarded(void)
 	for (int i = 2 * FWD_SENT + 1; i < FWD_OBJS; i += 2)
 		ioa_free(fwd_objs[i]);
 	CHECK_EQ(leaked_at_fini(), 0);
-	sem_destroy(&x_ready);
-	sem_destroy(&x_may_free);
-	sem_destroy(&x_freed);
-	sem_destroy(&x_may_exit);
+	x_sems(0);
 }
 
 /* Frees forwarded inside ioa_fini(): the heap that takes A's spans over
@@ -219,10 +225,7 @@ static void test_forwarded_at_fini(void)
 		return;
 	sem_init(&a_allocated, 0, 0);
 	sem_init(&a_may_exit, 0, 0);
-	sem_init(&x_ready, 0, 0);
-	sem_init(&x_may_free, 0, 0);
-	sem_init(&x_freed, 0, 0);
-	sem_init(&x_may_exit, 0, 0);
+	x_sems(1);
 	pthread_create(&a, NULL, fini_a, NULL); /* the oldest heap */
 	sem_wait(&a_allocated);
 	pthread_create(&x, NULL, thread_x, NULL);
@@ -243,10 +246,7 @@ static void test_forwarded_at_fini(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 	sem_destroy(&a_allocated);
 	sem_destroy(&a_may_exit);
-	sem_destroy(&x_ready);
-	sem_destroy(&x_may_free);
-	sem_destroy(&x_freed);
-	sem_destroy(&x_may_exit);
+	x_sems(0);
 }
 
 /* Lazy mode: a worker allocates and exits with all of it live; the main
@@ -393,10 +393,7 @@ static void test_strict_takes_none(void)
 	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 0))
 		return;
 	ioa_free(ioa_malloc(64));
-	sem_init(&x_ready, 0, 0);
-	sem_init(&x_may_free, 0, 0);
-	sem_init(&x_freed, 0, 0);
-	sem_init(&x_may_exit, 0, 0);
+	x_sems(1);
 	pthread_create(&x, NULL, free_odd_ones, NULL);
 	sem_wait(&x_ready);
 	pthread_create(&a, NULL, fill_page, NULL);
@@ -419,10 +416,7 @@ static void test_strict_takes_none(void)
 		CHECK(ioa_virt2iova((void *)page) != old_iova); /* retired first */
 	ioa_free(mine);
 	CHECK_EQ(leaked_at_fini(), 0);
-	sem_destroy(&x_ready);
-	sem_destroy(&x_may_free);
-	sem_destroy(&x_freed);
-	sem_destroy(&x_may_exit);
+	x_sems(0);
 }
 
 /* Churn: short-lived producer threads, a few at a time, allocate

@@ -207,7 +207,6 @@ static void bind_reclaimer(struct node *nd, pthread_t thread)
 			  ioa__defer_eng.cfg.reclaim_cpus, ioa__errno_text(err));
 }
 
-
 /*
  * A start that failed after other threads, finding started set, took queues
  * and pushed to them: their push saw the reclaimer AWAKE and woke nobody. The

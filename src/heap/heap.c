@@ -228,51 +228,33 @@ void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s)
 
 /* ---- spans of exited threads' heaps ------------------------------------ */
 
-/* Whether @s, its heap's current span, holds free objects it may hand out
- * (strict: not one that emptied since it was looked at). */
-static int current_has_room(const struct ioa__span *s)
-{
-	return s && s->used < (int32_t)s->nobjs && !s->emptied;
-}
-
 uint64_t ioa__heap_classes_with_room(const struct ioa__heap *h)
 {
 	uint64_t room = 0;
 
-	for (unsigned c = 0; c < IOA_CLASSES; c++)
-		if (h->partial[c] || h->sparse[c] || current_has_room(h->spans[c]))
+	for (unsigned c = 0; c < IOA_CLASSES; c++) {
+		const struct ioa__span *cur = h->spans[c];
+
+		if (h->partial[c] || h->sparse[c] || (cur && cur->used < (int32_t)cur->nobjs))
 			room |= 1ull << c;
+	}
 	return room;
 }
 
-/* @s, a span with free objects that was another heap's, @to's now, in the
- * list its free objects earn there. */
-static void take_span(struct ioa__heap *to, struct ioa__span *s)
-{
-	ioa__span_own(s, to);
-	s->list = IOA_LIST_NONE;
-	if (ioa__heap_strict) {
-		s->low = IOA_SPAN_FULL;
-		ioa__heap_strict_changed(to, s);
-	} else {
-		list_by_free(to, s);
-	}
-}
-
-int ioa__heap_take_span(struct ioa__heap *to, struct ioa__heap *from, unsigned c)
+struct ioa__span *ioa__heap_take_span(struct ioa__heap *to, struct ioa__heap *from, unsigned c)
 {
 	struct ioa__span *s;
 
 	ioa__heap_give_back_word(from, c); /* given back when it was parked: none out */
 	if ((s = from->partial[c]) || (s = from->sparse[c])) {
 		list_remove(from, s);
-	} else if (current_has_room(s = from->spans[c])) {
+	} else if ((s = from->spans[c]) && s->used < (int32_t)s->nobjs) {
 		from->spans[c] = NULL;
 	} else {
-		return 0;
+		return NULL;
 	}
-	take_span(to, s);
-	return 1;
+	ioa__span_own(s, to);
+	return s;
 }
 
 /* ---- strict mode's looks --------------------------------------------- */
@@ -552,8 +534,8 @@ static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 				ioa__span_put(s);
 				return NULL;
 			}
-		} else if (ioa__heap_take_parked(h, c) && ((s = h->partial[c]) || (s = h->sparse[c]))) {
-			list_remove(h, s); /* an exited thread's span, with room */
+		} else if ((s = ioa__heap_take_parked(h, c))) {
+			/* an exited thread's span, with room */
 		} else if (!(s = ioa__span_get(ioa__heap_node(h), c, h))) {
 			return NULL;
 		}

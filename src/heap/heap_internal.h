@@ -33,11 +33,11 @@ void *ioa__heap_alloc_from(struct ioa__heap *h, size_t size, size_t align);
 /* The classes whose spans in @h hold free objects (a parked heap's, for
  * ioa__heap_take_parked). */
 uint64_t ioa__heap_classes_with_room(const struct ioa__heap *h);
-/* A span of class @c of parked heap @from that holds free objects (its
- * richest listed one first) becomes @to's, in the list its free objects
- * earn there; 0 when it has none. The caller holds @from off the parked
- * list, settled (ioa__heap_take_parked). */
-int ioa__heap_take_span(struct ioa__heap *to, struct ioa__heap *from, unsigned c);
+/* A span of class @c of parked heap @from that holds free objects (a
+ * listed one first), out of @from's lists and @to's now, in none (its
+ * refill makes it current); NULL when it has none. The caller holds @from
+ * off the parked list, settled (ioa__heap_take_parked). */
+struct ioa__span *ioa__heap_take_span(struct ioa__heap *to, struct ioa__heap *from, unsigned c);
 /* Object @p, in a batch its sender handed to the heap a span was taken
  * from, handed on to the span's @owner as a batch of one (heap_remote.c). */
 void ioa__heap_forward(struct ioa__heap *owner, void *p);
@@ -48,8 +48,8 @@ void ioa__heap_collect_batches(struct ioa__heap *h);
 /* heap_thread.c */
 struct ioa__heap *ioa__heap_my_heap_or_adopt(int *late);
 /* A refill of class @c on @h, a thread's own heap, that found no span with
- * room of its own: 1 when spans of a parked heap of its node became @h's. */
-int ioa__heap_take_parked(struct ioa__heap *h, unsigned c);
+ * room of its own: a span of a parked heap of its node, @h's now, or NULL. */
+struct ioa__span *ioa__heap_take_parked(struct ioa__heap *h, unsigned c);
 
 /* heap_fork.c */
 void *ioa__heap_held_alloc(size_t size, size_t align);

@@ -321,24 +321,24 @@ void ioa__heap_upkeep_on_calls(void)
 #define TAKE_AGE_NS 10000000ull
 static _Atomic uint64_t take_settled_at[IOA_MAX_NODES]; /* ticks: the CAS claims one a period */
 
-int ioa__heap_take_parked(struct ioa__heap *h, unsigned c)
+struct ioa__span *ioa__heap_take_parked(struct ioa__heap *h, unsigned c)
 {
 	uint64_t bit = 1ull << c, now = ioa__ticks(), last;
+	struct ioa__span *s = NULL;
 	struct ioa__heap *p, **pp;
 	int node = ioa__heap_node(h); /* past an ioa_fini(), picked anew first */
-	unsigned n = 0;
 
 	if (ioa__heap_strict || h->shared || !atomic_load_explicit(&parked_heaps[node], memory_order_relaxed))
-		return 0;
+		return NULL;
 	if (!(atomic_load_explicit(&parked_room[node], memory_order_relaxed) & bit)) {
 		last = atomic_load_explicit(&take_settled_at[node], memory_order_relaxed);
 		if (now - last < ioa__ns_to_ticks(TAKE_SETTLE_NS) ||
 		    !atomic_compare_exchange_strong_explicit(&take_settled_at[node], &last, now,
 							     memory_order_relaxed, memory_order_relaxed))
-			return 0;
+			return NULL;
 	}
 	if (pthread_mutex_trylock(&upkeep_lock) != 0)
-		return 0;
+		return NULL;
 	pthread_mutex_lock(&heaps_lock);
 	for (pp = &parked; upkeep_live && (p = *pp); pp = &p->next_parked)
 		if (p->node == node && !p->rehome && now - p->parked_at >= ioa__ns_to_ticks(TAKE_AGE_NS) &&
@@ -351,15 +351,15 @@ int ioa__heap_take_parked(struct ioa__heap *h, unsigned c)
 	pthread_mutex_unlock(&heaps_lock);
 	if (p) {
 		settle(p);
-		n = (unsigned)ioa__heap_take_span(h, p, c);
+		s = ioa__heap_take_span(h, p, c);
 		p->room = ioa__heap_classes_with_room(p);
 		pthread_mutex_lock(&heaps_lock);
 		park(p);
 		pthread_mutex_unlock(&heaps_lock);
-		ioa__node_stat_add(node, heap_spans_taken, n);
+		ioa__node_stat_add(node, heap_spans_taken, s != NULL);
 	}
 	pthread_mutex_unlock(&upkeep_lock);
-	return n > 0;
+	return s;
 }
 
 /* The exit destructor: the thread stops naming its heap first (a later
