@@ -29,8 +29,10 @@ enum { OWNED, PARKED, ABANDONED, COLLECTING };
 
 /* The heap of a thread that has none: its cached words are empty, so its
  * fast path falls through to the slow path; its cycle_lock serves every
- * thread without a heap (span.c). */
-struct ioa__heap ioa__empty_heap IOA_LARGE_BSS(empty_heap) = { .cycle_lock = PTHREAD_MUTEX_INITIALIZER };
+ * thread without a heap (span.c). On a page of its own start, so that what
+ * a first malloc reads of it (a word, rehome) lies on one page, not two. */
+struct ioa__heap ioa__empty_heap IOA_LARGE_BSS(empty_heap)
+	__attribute__((aligned(4096))) = { .cycle_lock = PTHREAD_MUTEX_INITIALIZER };
 
 __thread struct ioa__heap *ioa__my_heap __attribute__((tls_model("initial-exec"))) =
 	&ioa__empty_heap;
@@ -48,7 +50,7 @@ static pthread_key_t heap_key;
  * hints (relaxed: ioa__heap_take_parked looks again under the lock). */
 static _Atomic unsigned parked_heaps[IOA_MAX_NODES];
 static unsigned parked_with_room[IOA_MAX_NODES][IOA_CLASSES] IOA_LARGE_BSS(parked_with_room);
-static _Atomic uint64_t parked_room[IOA_MAX_NODES];
+static _Atomic uint64_t parked_room[IOA_MAX_NODES] IOA_LARGE_BSS(parked_room);
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
 static void heap_reset(struct ioa__heap *h)
@@ -319,7 +321,7 @@ void ioa__heap_upkeep_on_calls(void)
  */
 #define TAKE_SETTLE_NS 10000000ull
 #define TAKE_AGE_NS 10000000ull
-static _Atomic uint64_t take_settled_at[IOA_MAX_NODES]; /* ticks: the CAS claims one a period */
+static _Atomic uint64_t take_settled_at[IOA_MAX_NODES] IOA_LARGE_BSS(take_settled_at); /* ticks: the CAS claims one a period */
 
 struct ioa__span *ioa__heap_take_parked(struct ioa__heap *h, unsigned c)
 {
