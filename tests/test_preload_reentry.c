@@ -25,8 +25,9 @@
  * and killed should it run 10 s:
  * - a filler thread fills 8 spans of 8 KiB objects, frees them and exits:
  *   7 empty 64 KiB spans go to the node's cache;
- * - the target thread takes its heap, then waits while the spans grow older
- *   than the cache's decay (span.c CACHE_DECAY_NS, 1 s);
+ * - the target thread takes its heap, fills its young slot of SIZE (whose
+ *   refill makes no span), then waits while the spans grow older than the
+ *   cache's decay (span.c CACHE_DECAY_NS, 1 s);
  * - the shim is armed with SIZE and the target mallocs SIZE: its refill
  *   takes a cached span (SIZE 128; for 16 it makes one, as the cached
  *   spans' descriptors have too few bits) and trims the others, whose
@@ -63,6 +64,7 @@
 #define FILL_SIZE 8192 /* a class of 8 objects a 64 KiB span, as the target's */
 #define FILL_OBJS 64   /* 8 spans: 7 emptied ones reach the node's cache */
 #define AFTER 256      /* the target's mallocs after the shim's free */
+#define YOUNG_FILL 1024 /* bytes of the target's young slot of SIZE */
 #define WAIT_NS 1300000000L /* past span.c's CACHE_DECAY_NS (1 s) */
 
 static void (*spy_arm)(size_t size);
@@ -101,6 +103,7 @@ static void *filler(void *arg)
 static void *target(void *arg)
 {
 	static void *volatile after[AFTER];
+	static void *volatile young[YOUNG_FILL / 16];
 	void *volatile warm = malloc(FILL_SIZE); /* the thread's heap, taken now */
 	void *volatile mine;
 	void *spy = NULL;
@@ -108,6 +111,11 @@ static void *target(void *arg)
 	int calls, dups = 0, twice = 0, kept = 1;
 
 	free(warm);
+	/* the class's slot of the young span filled, so that its next refill
+	 * makes a span (src/heap/young.h: a slot of a class up to 128 bytes is
+	 * 1 KiB; the refill that took it made no span and trimmed nothing) */
+	for (size_t i = 0; i < YOUNG_FILL / size; i++)
+		young[i] = malloc(size);
 	sem_post(&ready);
 	while (sem_wait(&go) != 0)
 		;
@@ -150,6 +158,8 @@ static void *target(void *arg)
 		if (after[i] != mine)
 			free(after[i]);
 	free(mine);
+	for (size_t i = 0; i < YOUNG_FILL / size; i++)
+		free(young[i]);
 	return arg;
 }
 

@@ -12,7 +12,7 @@ static uint64_t canary_of(const void *p, size_t size)
 
 void ioa__check_armed(void *p, size_t size)
 {
-	struct ioa__span *s = ioa__pagemap_get(p);
+	struct ioa__span *s = ioa__span_at(p);
 	uint64_t canary = canary_of(p, size);
 
 	if (s->obj_size)

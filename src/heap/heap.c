@@ -12,6 +12,7 @@
 #include "large.h"
 #include "log.h"
 #include "span.h"
+#include "young.h"
 
 #include <errno.h>
 #include <string.h>
@@ -152,9 +153,9 @@ static void give_back_words(struct ioa__heap *h)
 		ioa__heap_give_back_word(h, c);
 }
 
-/* A span of @h nobody holds an object of: kept by the heap (lazy, a few),
- * else given to its node (ioa__span_put keeps or retires it). */
-static void span_emptied(struct ioa__heap *h, struct ioa__span *s)
+/* Span @s of @h, or slot @s of @h's young span: in none of @h's lists nor
+ * current any more. */
+static void unhook(struct ioa__heap *h, struct ioa__span *s)
 {
 	if (h->spans[s->cls] == s) {
 		h->spans[s->cls] = NULL;
@@ -163,6 +164,39 @@ static void span_emptied(struct ioa__heap *h, struct ioa__span *s)
 		s->out_freed = 0;
 	} else if (listed(s)) {
 		list_remove(h, s);
+	}
+}
+
+static void span_emptied(struct ioa__heap *h, struct ioa__span *s);
+
+/* Slot @s of @h's young span, wholly free: the young span is given up once
+ * every slot is (a count of 0 is exact then: a slot's cached word counts
+ * its objects used until it is spent or given back, and frees still in
+ * batches count too), its slots' descriptors freed and itself formatted as
+ * a span of 16-byte objects, wholly free (young.c); until then the slot
+ * stays its class's, in the partial list. */
+static void young_slot_emptied(struct ioa__heap *h, struct ioa__span *s)
+{
+	struct ioa__span *slot;
+
+	if (!ioa__young_all_free(h)) {
+		partial_push(h, s);
+		return;
+	}
+	for (uint32_t k = 0; (slot = ioa__young_slot_from(h, k));
+	     k += (uint32_t)(slot->len >> IOA_YOUNG_SHIFT))
+		unhook(h, slot);
+	span_emptied(h, ioa__young_give_up(h));
+}
+
+/* A span of @h nobody holds an object of: kept by the heap (lazy, a few),
+ * else given to its node (ioa__span_put keeps or retires it). */
+static void span_emptied(struct ioa__heap *h, struct ioa__span *s)
+{
+	unhook(h, s);
+	if (s->young == IOA_YOUNG_SLOT) {
+		young_slot_emptied(h, s);
+		return;
 	}
 	ioa__span_own(s, NULL); /* a spare: ioa__heap_flush_pending must not see it twice */
 	if (!ioa__heap_strict && h->nempty < HEAP_EMPTY_SPANS && !h->shared) {
@@ -228,6 +262,20 @@ void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s)
 
 /* ---- spans of exited threads' heaps ------------------------------------ */
 
+/* Whether another heap may take span @s over: not a slot of the heap's
+ * young span, which gives its slots up together. */
+static int may_take(const struct ioa__span *s)
+{
+	return !s->young;
+}
+
+/* The first span of list @s that another heap may take over (a class has
+ * one slot at most, so one is skipped at most). */
+static struct ioa__span *takeable(struct ioa__span *s)
+{
+	return s && !may_take(s) ? s->next : s;
+}
+
 uint64_t ioa__heap_classes_with_room(const struct ioa__heap *h)
 {
 	uint64_t room = 0;
@@ -235,7 +283,8 @@ uint64_t ioa__heap_classes_with_room(const struct ioa__heap *h)
 	for (unsigned c = 0; c < IOA_CLASSES; c++) {
 		const struct ioa__span *cur = h->spans[c];
 
-		if (h->partial[c] || h->sparse[c] || (cur && cur->used < (int32_t)cur->nobjs))
+		if (takeable(h->partial[c]) || takeable(h->sparse[c]) ||
+		    (cur && may_take(cur) && cur->used < (int32_t)cur->nobjs))
 			room |= 1ull << c;
 	}
 	return room;
@@ -246,9 +295,9 @@ struct ioa__span *ioa__heap_take_span(struct ioa__heap *to, struct ioa__heap *fr
 	struct ioa__span *s;
 
 	ioa__heap_give_back_word(from, c); /* given back when it was parked: none out */
-	if ((s = from->partial[c]) || (s = from->sparse[c])) {
+	if ((s = takeable(from->partial[c])) || (s = takeable(from->sparse[c]))) {
 		list_remove(from, s);
-	} else if ((s = from->spans[c]) && s->used < (int32_t)s->nobjs) {
+	} else if ((s = from->spans[c]) && may_take(s) && s->used < (int32_t)s->nobjs) {
 		from->spans[c] = NULL;
 	} else {
 		return NULL;
@@ -536,6 +585,9 @@ static struct ioa__span *span_with_room(struct ioa__heap *h, unsigned c)
 			}
 		} else if ((s = ioa__heap_take_parked(h, c))) {
 			/* an exited thread's span, with room */
+		} else if (ioa__young_wants(h, c)) {
+			if (!(s = ioa__young_slot(h, c)))
+				return NULL;
 		} else if (!(s = ioa__span_get(ioa__heap_node(h), c, h))) {
 			return NULL;
 		}
@@ -721,6 +773,10 @@ static inline __attribute__((always_inline)) void free_own(struct ioa__heap *h,
 	mark_freed(s->base + (size_t)i * s->obj_size);
 	if (ioa__heap_strict && strict_free_into_word(s, i))
 		return;
+	if (!ioa__heap_strict && i >> 6 == s->out_wi) { /* as the fast path's: a young slot's */
+		*s->free_into |= 1ull << (i & 63);
+		return;
+	}
 	s->bits[i >> 6] |= 1ull << (i & 63);
 	if (ioa__heap_strict) { /* the span is looked at later: see ioa__heap_flush_pending */
 		s->used--;
@@ -777,6 +833,15 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p)
 	struct ioa__heap *h = ioa__my_heap, *owner;
 	uint32_t i;
 
+	if (s->young == IOA_YOUNG_SPAN) {
+		struct ioa__span *slot = ioa__young_slot_at(s, p);
+
+		if (!slot) {
+			ioa__young_report_invalid(s, p);
+			return;
+		}
+		s = slot;
+	}
 	if (s->obj_size == 0) {
 		if (h == &ioa__empty_heap && ioa__heap_held_free(p))
 			return;

@@ -60,6 +60,12 @@ struct ioa__heap;
 
 /* Which list of its owner holds a span (@list). */
 enum { IOA_LIST_NONE, IOA_LIST_PARTIAL, IOA_LIST_SPARSE };
+/* A span's part in a heap's young span (young.c): none, the young span
+ * itself (whose pages the page map names), or a slot of one (which it does
+ * not). */
+enum { IOA_YOUNG_NONE, IOA_YOUNG_SPAN, IOA_YOUNG_SLOT };
+#define IOA_YOUNG_SHIFT 10 /* slots are whole KiB of their young span ... */
+#define IOA_YOUNG_SLOTS 16 /* ... of its first 16 */
 
 struct ioa__span {
 	/* The first cache line: what a free reads, but the bits (the fast
@@ -97,7 +103,7 @@ struct ioa__span {
 	uint64_t last_mask;         /* the bits of real objects in the last word: the
 				       others are set for good, so a free there looks
 				       like a double free, and malloc masks them */
-	struct ioa__heap *maker;    /* strict, a page span: the heap that made it */
+	struct ioa__heap *maker;    /* strict, a page span: the heap that made it; a young span: its heap */
 	size_t len;                 /* bytes of its region buffer */
 	/* strict, a page span retiring: the heap it goes back to (recycle.c) */
 	struct ioa__heap *recycle_for;
@@ -133,6 +139,7 @@ struct ioa__span {
 	uint8_t list;               /* IOA_LIST_*: its owner's list that holds it */
 	uint8_t is_chunk;
 	uint8_t ext_free;           /* an extent: free (under its node's extent lock) */
+	uint8_t young;              /* IOA_YOUNG_*: a heap's young span or one of its slots */
 	/* What strict mode's free reads besides the first line (heap.h,
 	 * ioa__heap_free_strict), and another thread's free (the owner): on the
 	 * line of the bits' first words, so that it touches two lines, not
@@ -262,6 +269,16 @@ struct ioa__heap {
 	 * heaps_lock, heap_thread.c), and when its thread exited (ticks) */
 	uint64_t room;
 	uint64_t parked_at;
+	/* Lazy mode: its young span, where the first span of each small class
+	 * is a slot (young.c), and the slot of each KiB of it (NULL: none; an
+	 * entry stays until ioa_fini, a slot's descriptor is never unmapped);
+	 * the classes that took one, the KiB the slots take, and whether the
+	 * young span was given up (none is made again until ioa_fini) */
+	struct ioa__span *young;
+	struct ioa__span *_Atomic young_slots[IOA_YOUNG_SLOTS];
+	uint64_t young_classes;
+	uint32_t young_kib;
+	int young_done;
 	/* Strict mode's arrays, last: a lazy heap touches only its first page
 	 * (heap_thread.c heap_new), and each is written before it is read,
 	 * up to its count above. */
@@ -552,6 +569,35 @@ static inline int ioa__heap_free_strict(struct ioa__heap *h, struct ioa__span *s
  * second free of an object or a pointer past the last object (whose bits
  * are always set, see last_mask) is caught here at the cost of a few
  * instructions, and reported by the slow path. */
+/* The slot of young span @y that @p lies in, NULL in a KiB no slot took.
+ * @y's maker is the heap whose table names its slots (young.c), set when @y
+ * was made and kept until its descriptor is reused, so that a bad free
+ * racing the young span's end reads a table that names NULL or a slot's
+ * descriptor, never unmapped: checked then as any span. Relaxed: a slot's
+ * entries are written before any of its objects is handed out, and a free
+ * or a lookup of an object comes after its malloc by the program's own
+ * order. */
+static inline struct ioa__span *ioa__young_slot_at(const struct ioa__span *y, const void *p)
+{
+	size_t k = (size_t)((const char *)p - y->base) >> IOA_YOUNG_SHIFT;
+	struct ioa__heap *h = y->maker;
+
+	return h && k < IOA_YOUNG_SLOTS
+		       ? atomic_load_explicit(&h->young_slots[k], memory_order_relaxed)
+		       : NULL;
+}
+
+/* The span that object @p lies in: the page map's, or on a young span's
+ * pages its slot (NULL in a KiB no slot took). */
+static inline struct ioa__span *ioa__span_at(const void *p)
+{
+	struct ioa__span *s = ioa__pagemap_get(p);
+
+	if (s && __builtin_expect(s->young == IOA_YOUNG_SPAN, 0))
+		s = ioa__young_slot_at(s, p);
+	return s;
+}
+
 static inline void ioa__heap_free(void *p)
 {
 	struct ioa__span *s = ioa__pagemap_get(p);
@@ -562,6 +608,7 @@ static inline void ioa__heap_free(void *p)
 		ioa__heap_free_unknown(p);
 		return;
 	}
+	/* a young span has no owner: its slots' frees take the slow path */
 	if (__builtin_expect(ioa__span_fast_owner(s) != ioa__my_heap, 0)) {
 		/* strict mode's owner's frees; the owner tested first, so that
 		 * another thread's free pays one compare more, whatever the mode */

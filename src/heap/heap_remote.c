@@ -23,7 +23,7 @@ static int in_a_batch(void *p)
  * so a device's bytes there are never dereferenced. */
 static struct ioa__span *mine(struct ioa__heap *h, void *p, uint32_t *i, struct ioa__heap **owner)
 {
-	struct ioa__span *s = ioa__pagemap_get(p);
+	struct ioa__span *s = ioa__span_at(p);
 
 	if (s && s->obj_size && (*i = ioa__check_index(s, p)) != UINT32_MAX) {
 		*owner = ioa__span_owner(s);

@@ -17,6 +17,7 @@
 #include "os.h"
 #include "region.h"
 #include "span.h"
+#include "young.h"
 #include "stats.h"
 
 #include <errno.h>
@@ -76,6 +77,12 @@ static void heap_reset(struct ioa__heap *h)
 	memset(h->out, 0, sizeof(h->out));
 	h->out_waiting = 0;
 	h->room = 0;
+	h->young = NULL; /* retired with every span, its slots' descriptors freed */
+	for (unsigned k = 0; k < IOA_YOUNG_SLOTS; k++)
+		atomic_store_explicit(&h->young_slots[k], NULL, memory_order_relaxed);
+	h->young_classes = 0;
+	h->young_kib = 0;
+	h->young_done = 0;
 }
 
 _Atomic int ioa__heap_forks_waiting;
@@ -578,6 +585,8 @@ static void release_span(struct ioa__span *s, void *arg)
 {
 	uint64_t *leaked = arg;
 
+	if (s->young == IOA_YOUNG_SPAN) /* its slots are in no pool's walk: not listed */
+		ioa__young_fini(s, leaked);
 	if (ioa__span_owner(s) && s->obj_size)
 		*leaked += (uint64_t)s->used;
 	else if (!s->obj_size && atomic_load_explicit(&s->live, memory_order_relaxed))

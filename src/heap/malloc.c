@@ -92,7 +92,7 @@ static int known_zero(const void *p, size_t size)
 
 	if (size <= IOA_SMALL_MAX)
 		return 0;
-	s = ioa__pagemap_get(p);
+	s = ioa__span_at(p);
 	return s && s->obj_size == 0 && s->zeroed;
 }
 
@@ -203,7 +203,7 @@ static size_t usable(const struct ioa__span *s, const void *ptr)
 
 IOA_EXPORT size_t ioa_usable_size(const void *ptr)
 {
-	const struct ioa__span *s = ioa__pagemap_get(ptr);
+	const struct ioa__span *s = ioa__span_at(ptr);
 	size_t n;
 
 	if (s)
@@ -229,7 +229,7 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 
 	if (!ptr)
 		return ioa__heap_alloc(size);
-	s = ioa__pagemap_get(ptr);
+	s = ioa__span_at(ptr);
 	if (!s && !ioa__boot_owns(ptr)) {
 		const char *how = owner_of(ptr);
 
@@ -277,7 +277,7 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 	p = NULL;
 	if (s && !s->obj_size && !s->chunk && size > have && size < 2 * have &&
 	    2 * have <= OWN_DOUBLE_MAX && (p = ioa__heap_alloc(2 * have)) && ioa__heap_checking)
-		ioa__check_resize(ioa__pagemap_get(p), p, size);
+		ioa__check_resize(ioa__span_at(p), p, size);
 	if (!p && !(p = ioa__heap_alloc(size)))
 		return NULL; /* the old block stays */
 	memcpy(p, ptr, have < size ? have : size);

@@ -422,7 +422,8 @@ static void span_destroy(struct ioa__span *s)
 	outer = ioa__heap_cycle_lock(h);
 
 	s->listed = 0;
-	ioa__pagemap_set(s->base, s->obj_size || s->is_chunk ? s->len >> IOA_PAGE_SHIFT : 1, NULL);
+	ioa__pagemap_set(s->base, s->obj_size || s->is_chunk || s->young ? s->len >> IOA_PAGE_SHIFT : 1,
+			 NULL);
 	ioa__span_unlisted();
 	region_free(s->base, s->len);
 	ioa__heap_cycle_unlock(h, outer);
@@ -580,6 +581,19 @@ struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
 	if (ioa__span_format(s, c, owner) != 0) {
 		ioa__span_put(s);
 		return NULL;
+	}
+	return s;
+}
+
+struct ioa__span *ioa__span_young(int node, struct ioa__heap *h)
+{
+	struct ioa__span *s = span_create(node, SPAN_LEN, SPAN_ALIGN, POOL_MANY,
+					  SPAN_LEN >> IOA_PAGE_SHIFT);
+
+	if (s) {
+		s->young = IOA_YOUNG_SPAN;
+		s->maker = h;
+		ioa__node_stat_add(node, heap_spans_created, 1);
 	}
 	return s;
 }

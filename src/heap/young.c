@@ -1,0 +1,112 @@
+/* Young spans: what young.h says. */
+#include "young.h"
+#include "heap_internal.h"
+#include "check.h"
+#include "log.h"
+#include "span.h"
+
+#include <errno.h>
+
+#define YOUNG_OBJECTS 8 /* a slot holds at least these */
+
+/* KiB of class @c's slot. */
+static uint32_t slot_kib(unsigned c)
+{
+	return (uint32_t)((ioa__class_size(c) * YOUNG_OBJECTS + (1u << IOA_YOUNG_SHIFT) - 1) >>
+			  IOA_YOUNG_SHIFT);
+}
+
+int ioa__young_wants(const struct ioa__heap *h, unsigned c)
+{
+	return !ioa__heap_strict && !ioa__heap_checking && !h->shared && !h->young_done &&
+	       ioa__class_size(c) <= IOA_YOUNG_MAX && !(h->young_classes >> c & 1) &&
+	       h->young_kib + slot_kib(c) <= IOA_YOUNG_SLOTS;
+}
+
+struct ioa__span *ioa__young_slot(struct ioa__heap *h, unsigned c)
+{
+	uint32_t kib = slot_kib(c);
+	struct ioa__span *s, *y;
+
+	if (!h->young) {
+		if (!(y = ioa__span_young(ioa__heap_node(h), h)))
+			return NULL;
+		/* a malloc nested in the making (a libc malloc of a retirement
+		 * under LD_PRELOAD) made one, or took this class's slot: this
+		 * one is a span of the class as any */
+		if (h->young || !ioa__young_wants(h, c)) {
+			y->young = IOA_YOUNG_NONE;
+			ioa__span_format(y, c, h);
+			return y;
+		}
+		h->young = y;
+	}
+	if (!(s = ioa__span_desc_new())) {
+		ioa__err("ioa_malloc: no memory for a span descriptor");
+		errno = ENOMEM;
+		return NULL;
+	}
+	s->base = h->young->base + ((size_t)h->young_kib << IOA_YOUNG_SHIFT);
+	s->len = (size_t)kib << IOA_YOUNG_SHIFT;
+	s->node = h->young->node;
+	ioa__span_format(s, c, h); /* fails only for IOALLOC_CHECK's sizes */
+	s->young = IOA_YOUNG_SLOT;
+	/* relaxed: see ioa__young_slot_at */
+	for (uint32_t k = 0; k < kib; k++)
+		atomic_store_explicit(&h->young_slots[h->young_kib + k], s, memory_order_relaxed);
+	h->young_kib += kib;
+	h->young_classes |= 1ull << c;
+	return s;
+}
+
+struct ioa__span *ioa__young_slot_from(const struct ioa__heap *h, uint32_t k)
+{
+	/* relaxed: the heap's own table, written by its user */
+	return k < h->young_kib ? atomic_load_explicit(&h->young_slots[k], memory_order_relaxed)
+				: NULL;
+}
+
+int ioa__young_all_free(const struct ioa__heap *h)
+{
+	const struct ioa__span *s;
+
+	for (uint32_t k = 0; (s = ioa__young_slot_from(h, k)); k += (uint32_t)(s->len >> IOA_YOUNG_SHIFT))
+		if (s->used)
+			return 0;
+	return 1;
+}
+
+struct ioa__span *ioa__young_give_up(struct ioa__heap *h)
+{
+	struct ioa__span *y = h->young, *s;
+
+	for (uint32_t k = 0; (s = ioa__young_slot_from(h, k));) {
+		k += (uint32_t)(s->len >> IOA_YOUNG_SHIFT); /* read before another takes it */
+		ioa__span_desc_free(s); /* its entries stay: see ioa__young_slot_at */
+	}
+	y->young = IOA_YOUNG_NONE;
+	ioa__span_format(y, 0, NULL);
+	h->young = NULL;
+	h->young_done = 1;
+	return y;
+}
+
+void ioa__young_fini(struct ioa__span *y, uint64_t *leaked)
+{
+	struct ioa__heap *h = y->maker;
+	struct ioa__span *s;
+
+	for (uint32_t k = 0; (s = ioa__young_slot_from(h, k));) {
+		k += (uint32_t)(s->len >> IOA_YOUNG_SHIFT);
+		if (ioa__span_owner(s))
+			*leaked += (uint64_t)s->used;
+		ioa__span_desc_free(s);
+	}
+}
+
+void ioa__young_report_invalid(const struct ioa__span *y, const void *p)
+{
+	ioa__err("%s(%p): not the start of an object ioalloc returned (it lies inside a young "
+		 "span at %p, in none of its slots)", IOA_FREE_CALL, p, (void *)y->base);
+	errno = EINVAL;
+}

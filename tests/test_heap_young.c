@@ -1,0 +1,303 @@
+/*
+ * Young spans (src/heap/young.h): a heap's first span of each class up to
+ * 256 bytes is a slot of one span that its slots share.
+ * - packed: a new heap's first objects of the twelve such classes lie in
+ *   the young span's first 16 KiB, four pages; a larger class's do not;
+ *   each has an IOVA;
+ * - served as any span's: the object a thread freed last comes back first,
+ *   realloc and usable size work, a slot that fills gives way to a span of
+ *   the class's own, and another thread's frees of its objects reach it;
+ * - misuse said: a double free, a pointer inside an object, a pointer into
+ *   a KiB no slot took;
+ * - given up: once every slot is wholly free, ioa_trim() gives the young
+ *   span up (a span as any then), and the heap makes no other;
+ * - not taken over: a thread's refill does not take an exited thread's
+ *   slot (its young span gives its slots up together);
+ * - at ioa_fini: objects left in slots count as leaks, and every page of
+ *   the young span leaves the page map;
+ * - none in strict mode, nor with IOALLOC_CHECK.
+ * Run under ThreadSanitizer and AddressSanitizer too.
+ */
+#include "heap_check.h"
+
+#include "ioalloc.h"
+#include "heap.h"
+#include "pagemap.h"
+
+#include <pthread.h>
+#include <stdint.h>
+
+#define YOUNG_BYTES ((uintptr_t)64 << 10) /* a young span, aligned to as much */
+#define SLOTS_BYTES ((uintptr_t)16 << 10) /* what its slots take at most */
+
+/* The sizes of the twelve classes a slot serves. */
+static const size_t young_sizes[] = { 16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256 };
+#define NYOUNG (sizeof(young_sizes) / sizeof(young_sizes[0]))
+
+static uintptr_t span_of(const void *p)
+{
+	return (uintptr_t)p & ~(YOUNG_BYTES - 1);
+}
+
+/* Runs @fn on a thread of its own, which starts with no heap of its own
+ * when every heap was reset (ioa_fini) or is in use. */
+static void on_thread(void *(*fn)(void *), void *arg)
+{
+	pthread_t t;
+
+	if (CHECK_EQ(pthread_create(&t, NULL, fn, arg), 0))
+		pthread_join(t, NULL);
+}
+
+static void *packed(void *arg)
+{
+	void *p[NYOUNG], *big;
+	uintptr_t lo = UINTPTR_MAX, hi = 0;
+	unsigned pages = 0;
+
+	(void)arg;
+	for (unsigned i = 0; i < NYOUNG; i++) {
+		if (!CHECK((p[i] = ioa_malloc(young_sizes[i])) != NULL))
+			return NULL;
+		fill_pattern(p[i], young_sizes[i], i);
+		lo = (uintptr_t)p[i] < lo ? (uintptr_t)p[i] : lo;
+		hi = (uintptr_t)p[i] > hi ? (uintptr_t)p[i] : hi;
+		CHECK(ioa_virt2iova(p[i]) != IOA_BAD_IOVA);
+	}
+	if (!CHECK(hi - lo < SLOTS_BYTES))
+		check_note("the first objects of the small classes span %zu bytes, not one young "
+			   "span's slots", (size_t)(hi - lo));
+	for (unsigned i = 0; i < NYOUNG; i++) {
+		unsigned seen = 0;
+
+		for (unsigned j = 0; j < i; j++)
+			seen += (uintptr_t)p[j] >> 12 == (uintptr_t)p[i] >> 12;
+		pages += !seen;
+	}
+	CHECK(pages <= 4);
+	big = ioa_malloc(300); /* above the slots' classes */
+	CHECK(big && span_of(big) != span_of((void *)lo));
+	for (unsigned i = 0; i < NYOUNG; i++) {
+		CHECK(pattern_intact(p[i], young_sizes[i], i));
+		ioa_free(p[i]);
+	}
+	ioa_free(big);
+	return NULL;
+}
+
+static void test_packed(void)
+{
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	on_thread(packed, NULL);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+static void *free_all(void *arg)
+{
+	void **objs = arg;
+
+	for (unsigned i = 0; objs[i]; i++)
+		ioa_free(objs[i]);
+	return NULL;
+}
+
+static void *served(void *arg)
+{
+	void *objs[66] = { 0 }, *a, *b, *c, *r, *first; /* NULL-ended */
+	struct check_capture cap;
+
+	(void)arg;
+	/* the one freed last comes back first, as from any span */
+	a = ioa_malloc(48);
+	b = ioa_malloc(48);
+	ioa_free(b);
+	c = ioa_malloc(48);
+	CHECK(c == b);
+	CHECK_EQ(ioa_usable_size(a), 48);
+	fill_pattern(a, 48, 7);
+	r = ioa_realloc(a, 100);
+	CHECK(r && pattern_intact(r, 48, 7));
+	ioa_free(r);
+	ioa_free(c);
+
+	/* a slot of 16-byte objects holds 64; the 65th comes from a span of its
+	 * own, and another thread's frees of them come back to this one */
+	for (unsigned i = 0; i < 64; i++)
+		objs[i] = ioa_malloc(16);
+	first = objs[0];
+	for (unsigned i = 1; i < 64; i++)
+		CHECK(span_of(objs[i]) == span_of(first));
+	objs[64] = ioa_malloc(16);
+	CHECK(objs[64] && span_of(objs[64]) != span_of(first));
+	CHECK_EQ(ioa__span_at(first)->used, 64);
+	CHECK_EQ(count_lines(frees_by_thread(&cap, free_all, objs)), 0);
+	CHECK_EQ(ioa__span_at(first)->used, 0); /* all of the slot's, free again */
+	return NULL;
+}
+
+static void test_served(void)
+{
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	on_thread(served, NULL);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+static void *misused(void *arg)
+{
+	struct check_capture cap;
+	char *a = ioa_malloc(16), *b = ioa_malloc(64);
+
+	(void)arg;
+	if (!CHECK(a && b && span_of(a) == span_of(b)))
+		return NULL;
+	capture_begin(&cap);
+	ioa_free(a + 8);
+	CHECK_CONTAINS(capture_end(&cap), "not the start of an object");
+	/* the slots took the first KiB (16 bytes) and the second (64): the
+	 * tenth belongs to none */
+	capture_begin(&cap);
+	ioa_free((char *)span_of(a) + 10 * 1024);
+	CHECK_CONTAINS(capture_end(&cap), "in none of its slots");
+	ioa_free(b);
+	capture_begin(&cap);
+	ioa_free(b);
+	CHECK_CONTAINS(capture_end(&cap), "double free");
+	ioa_free(a);
+	return NULL;
+}
+
+static void test_misuse(void)
+{
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	on_thread(misused, NULL);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+static void *given_up(void *arg)
+{
+	void *p[NYOUNG];
+	uintptr_t young;
+
+	(void)arg;
+	for (unsigned i = 0; i < NYOUNG; i++)
+		p[i] = ioa_malloc(young_sizes[i]);
+	young = span_of(p[0]);
+	CHECK(ioa__my_heap->young != NULL);
+	for (unsigned i = 0; i < NYOUNG; i++)
+		ioa_free(p[i]);
+	ioa_trim(); /* the heap's wholly free spans go back: the young span first */
+	CHECK(ioa__my_heap->young == NULL);
+	CHECK(ioa__my_heap->young_done);
+	for (unsigned i = 0; i < NYOUNG; i++) { /* spans as any now, none young */
+		CHECK((p[i] = ioa_malloc(young_sizes[i])) != NULL);
+		fill_pattern(p[i], young_sizes[i], i);
+	}
+	CHECK(ioa__my_heap->young == NULL);
+	for (unsigned i = 0; i < NYOUNG; i++) {
+		CHECK(pattern_intact(p[i], young_sizes[i], i));
+		CHECK(ioa__pagemap_get(p[i])->young == IOA_YOUNG_NONE);
+		ioa_free(p[i]);
+	}
+	(void)young;
+	return NULL;
+}
+
+static void test_given_up(void)
+{
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	on_thread(given_up, NULL);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+static void *keeps_one(void *arg)
+{
+	void **kept = arg, *other = ioa_malloc(16);
+
+	*kept = ioa_malloc(16); /* its slot keeps room and a live object */
+	ioa_free(other);
+	return NULL;
+}
+
+static void test_not_taken_over(void)
+{
+	struct timespec past_take_age = { 0, 20 * 1000 * 1000 }; /* heap_thread.c TAKE_AGE_NS */
+	void *kept = NULL, *mine;
+
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	ioa_free(ioa_malloc(64)); /* this thread's heap, with no span of 16 bytes */
+	on_thread(keeps_one, &kept);
+	nanosleep(&past_take_age, NULL);
+	mine = ioa_malloc(16);
+	if (CHECK(kept && mine))
+		CHECK(span_of(mine) != span_of(kept));
+	ioa_free(mine);
+	ioa_free(kept);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+static void *keeps_three(void *arg)
+{
+	void **kept = arg;
+
+	kept[0] = ioa_malloc(16);
+	kept[1] = ioa_malloc(96);
+	kept[2] = ioa_malloc(256);
+	return NULL;
+}
+
+static void test_fini(void)
+{
+	void *kept[3] = { 0 };
+
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	on_thread(keeps_three, kept);
+	if (!CHECK(kept[0] && kept[1] && kept[2]))
+		return;
+	CHECK_EQ(leaked_at_fini(), 3);
+	/* the young span is retired: none of its pages names it any more */
+	for (uintptr_t page = 0; page < YOUNG_BYTES; page += 4096)
+		CHECK(ioa__pagemap_get((void *)(span_of(kept[0]) + page)) == NULL);
+}
+
+static void *none_made(void *arg)
+{
+	void *a = ioa_malloc(16), *b = ioa_malloc(32);
+
+	(void)arg;
+	CHECK(a && b);
+	CHECK(ioa__my_heap->young == NULL);
+	ioa_free(a);
+	ioa_free(b);
+	return NULL;
+}
+
+static void test_none_strict_or_checking(void)
+{
+	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 0)) {
+		on_thread(none_made, NULL);
+		CHECK_EQ(leaked_at_fini(), 0);
+	}
+	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 1, 0)) {
+		on_thread(none_made, NULL);
+		CHECK_EQ(leaked_at_fini(), 0);
+	}
+}
+
+int main(void)
+{
+	check_start("test_heap_young");
+	test_packed();
+	test_served();
+	test_misuse();
+	test_given_up();
+	test_not_taken_over();
+	test_fini();
+	test_none_strict_or_checking();
+	return check_done();
+}
