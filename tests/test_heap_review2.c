@@ -614,10 +614,16 @@ static void test_other_thread_frees_object_owner_freed(void)
 static void test_realloc_brings_no_mark(void)
 {
 	struct check_capture cap;
-	void *p, *block, *q;
+	void *p, *block, *q, *young[17];
 
 	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
 		return;
+	/* past the class's slot of the young span (its one word of 16), whose
+	 * objects are not the next malloc's once freed (young.h) */
+	for (int i = 0; i < 17; i++)
+		young[i] = ioa_malloc(64);
+	for (int i = 0; i < 17; i++)
+		ioa_free(young[i]);
 	p = ioa_malloc(64);
 	block = ioa_malloc(100000);
 	if (CHECK(p && block)) {

@@ -4,9 +4,13 @@
  * - packed: a new heap's first objects of the twelve such classes lie in
  *   the young span's first 16 KiB, four pages; a larger class's do not;
  *   each has an IOVA;
- * - served as any span's: the object a thread freed last comes back first,
- *   realloc and usable size work, a slot that fills gives way to a span of
- *   the class's own, and another thread's frees of its objects reach it;
+ * - served as any span's: realloc and usable size work, a slot that fills
+ *   gives way to a span of the class's own, and another thread's frees of
+ *   its objects reach it;
+ * - one word: a class's slot hands out the first word it took and no more
+ *   (pairs of malloc and free would otherwise free on the slow path for
+ *   ever): past it the class's objects come from a span of its own, whose
+ *   frees take the fast path;
  * - misuse said: a double free, a pointer inside an object, a pointer into
  *   a KiB no slot took;
  * - given up: once every slot is wholly free, ioa_trim() gives the young
@@ -108,12 +112,11 @@ static void *served(void *arg)
 	struct check_capture cap;
 
 	(void)arg;
-	/* the one freed last comes back first, as from any span */
 	a = ioa_malloc(48);
 	b = ioa_malloc(48);
 	ioa_free(b);
 	c = ioa_malloc(48);
-	CHECK(c == b);
+	CHECK(c && span_of(c) == span_of(a));
 	CHECK_EQ(ioa_usable_size(a), 48);
 	fill_pattern(a, 48, 7);
 	r = ioa_realloc(a, 100);
@@ -141,6 +144,32 @@ static void test_served(void)
 	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
 		return;
 	on_thread(served, NULL);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+static void *pairs(void *arg)
+{
+	void *p;
+
+	(void)arg;
+	for (int i = 0; i < 200; i++) { /* past the slot's word of 64 */
+		p = ioa_malloc(16);
+		ioa_free(p);
+	}
+	p = ioa_malloc(16);
+	if (CHECK(p != NULL)) {
+		CHECK(ioa__span_at(p)->young == IOA_YOUNG_NONE);
+		CHECK(ioa__pagemap_get(p)->young == IOA_YOUNG_NONE); /* a span as any */
+	}
+	ioa_free(p);
+	return NULL;
+}
+
+static void test_one_word(void)
+{
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	on_thread(pairs, NULL);
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
@@ -294,6 +323,7 @@ int main(void)
 	check_start("test_heap_young");
 	test_packed();
 	test_served();
+	test_one_word();
 	test_misuse();
 	test_given_up();
 	test_not_taken_over();

@@ -88,6 +88,17 @@ static void list_remove(struct ioa__heap *h, struct ioa__span *s)
  * (span_with_room), and ioa_fini(), which races no call, resets them
  * (heap_reset). */
 
+/* Whether span @s may serve a refill of its class: not a slot of the young
+ * span (young.h) past its first word. A slot's objects are freed on the
+ * slow path; handing out only the word its class took first bounds those
+ * frees, where a program's pairs of malloc and free would have taken them
+ * for ever (malloc_pairs: a third more instructions). Set aside, a slot
+ * stays in no list, its frees counted until every slot is free. */
+static int may_serve_again(const struct ioa__span *s)
+{
+	return !s->young;
+}
+
 /* Lazy mode: free objects a span needs for its class's partial list. */
 static int32_t rich_free(const struct ioa__span *s)
 {
@@ -180,7 +191,7 @@ static void young_slot_emptied(struct ioa__heap *h, struct ioa__span *s)
 	struct ioa__span *slot;
 
 	if (!ioa__young_all_free(h)) {
-		partial_push(h, s);
+		s->low = IOA_SPAN_FULL; /* in no list, as a slot set aside */
 		return;
 	}
 	for (uint32_t k = 0; (slot = ioa__young_slot_from(h, k));
@@ -244,6 +255,8 @@ static void span_changed(struct ioa__heap *h, struct ioa__span *s)
 			partial_push(h, s);
 		return;
 	}
+	if (!may_serve_again(s))
+		return;
 	if (s->list == IOA_LIST_SPARSE) {
 		if (s->used > s->low)
 			return;
@@ -262,18 +275,12 @@ void ioa__heap_span_watch(struct ioa__heap *h, struct ioa__span *s)
 
 /* ---- spans of exited threads' heaps ------------------------------------ */
 
-/* Whether another heap may take span @s over: not a slot of the heap's
- * young span, which gives its slots up together. */
+/* Whether another heap may take current span @s over: not a slot of the
+ * heap's young span, which gives its slots up together (a slot is in no
+ * list: see may_serve_again). */
 static int may_take(const struct ioa__span *s)
 {
 	return !s->young;
-}
-
-/* The first span of list @s that another heap may take over (a class has
- * one slot at most, so one is skipped at most). */
-static struct ioa__span *takeable(struct ioa__span *s)
-{
-	return s && !may_take(s) ? s->next : s;
 }
 
 uint64_t ioa__heap_classes_with_room(const struct ioa__heap *h)
@@ -283,7 +290,7 @@ uint64_t ioa__heap_classes_with_room(const struct ioa__heap *h)
 	for (unsigned c = 0; c < IOA_CLASSES; c++) {
 		const struct ioa__span *cur = h->spans[c];
 
-		if (takeable(h->partial[c]) || takeable(h->sparse[c]) ||
+		if (h->partial[c] || h->sparse[c] ||
 		    (cur && may_take(cur) && cur->used < (int32_t)cur->nobjs))
 			room |= 1ull << c;
 	}
@@ -295,7 +302,7 @@ struct ioa__span *ioa__heap_take_span(struct ioa__heap *to, struct ioa__heap *fr
 	struct ioa__span *s;
 
 	ioa__heap_give_back_word(from, c); /* given back when it was parked: none out */
-	if ((s = takeable(from->partial[c])) || (s = takeable(from->sparse[c]))) {
+	if ((s = from->partial[c]) || (s = from->sparse[c])) {
 		list_remove(from, s);
 	} else if ((s = from->spans[c]) && may_take(s) && s->used < (int32_t)s->nobjs) {
 		from->spans[c] = NULL;
@@ -536,15 +543,16 @@ static int has_free(struct ioa__span *s)
  * object and (lazy mode) is rich, or no span of the partial list is. */
 static int serves(struct ioa__heap *h, struct ioa__span *s)
 {
-	return has_free(s) && (ioa__heap_strict || !h->partial[s->cls] ||
-			       (int32_t)s->nobjs - s->used >= rich_free(s) / IOA_LAZY_KEEP_DIV);
+	return may_serve_again(s) && has_free(s) &&
+	       (ioa__heap_strict || !h->partial[s->cls] ||
+		(int32_t)s->nobjs - s->used >= rich_free(s) / IOA_LAZY_KEEP_DIV);
 }
 
 /* Current span @s of @h, replaced: in no list until a free, or (lazy mode)
  * in the list its free objects earn. */
 static void set_aside(struct ioa__heap *h, struct ioa__span *s)
 {
-	if (!ioa__heap_strict && s->used < (int32_t)s->nobjs)
+	if (!ioa__heap_strict && may_serve_again(s) && s->used < (int32_t)s->nobjs)
 		list_by_free(h, s);
 	else
 		s->low = IOA_SPAN_FULL;
@@ -773,10 +781,6 @@ static inline __attribute__((always_inline)) void free_own(struct ioa__heap *h,
 	mark_freed(s->base + (size_t)i * s->obj_size);
 	if (ioa__heap_strict && strict_free_into_word(s, i))
 		return;
-	if (!ioa__heap_strict && i >> 6 == s->out_wi) { /* as the fast path's: a young slot's */
-		*s->free_into |= 1ull << (i & 63);
-		return;
-	}
 	s->bits[i >> 6] |= 1ull << (i & 63);
 	if (ioa__heap_strict) { /* the span is looked at later: see ioa__heap_flush_pending */
 		s->used--;
