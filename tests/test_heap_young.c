@@ -19,7 +19,14 @@
  *   slot (its young span gives its slots up together);
  * - at ioa_fini: objects left in slots count as leaks, and every page of
  *   the young span leaves the page map;
- * - none in strict mode, nor with IOALLOC_CHECK.
+ * - none in strict mode, nor with IOALLOC_CHECK;
+ * - a fork in a give-up: a child forked while another thread gives its
+ *   young span up, its slots' descriptors half freed, frees none of them
+ *   twice at its ioa_fini (review helper-122; the test links with
+ *   -Wl,--wrap=ioa__span_desc_free, which holds that thread there);
+ * - from the node's cache: a child of fork() whose IOMMU is its parent's
+ *   makes no span, and its first small malloc takes a cached one as its
+ *   young span (review helper-122).
  * Run under ThreadSanitizer and AddressSanitizer too.
  */
 #include "heap_check.h"
@@ -28,8 +35,15 @@
 #include "heap.h"
 #include "pagemap.h"
 
+#include "iommu.h"
+#include "span.h"
+
+#include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define YOUNG_BYTES ((uintptr_t)64 << 10) /* a young span, aligned to as much */
 #define SLOTS_BYTES ((uintptr_t)16 << 10) /* what its slots take at most */
@@ -318,6 +332,117 @@ static void test_none_strict_or_checking(void)
 	}
 }
 
+/* The give-up's frees of slot descriptors; when armed, the first one made
+ * on the armed thread holds it until released. */
+static pthread_t give_up_thread;
+static atomic_int give_up_armed, in_give_up, give_up_released;
+void __real_ioa__span_desc_free(struct ioa__span *s);
+void __wrap_ioa__span_desc_free(struct ioa__span *s);
+void __wrap_ioa__span_desc_free(struct ioa__span *s)
+{
+	__real_ioa__span_desc_free(s);
+	if (atomic_load(&give_up_armed) && pthread_equal(pthread_self(), give_up_thread) &&
+	    atomic_exchange(&give_up_armed, 0)) {
+		atomic_store(&in_give_up, 1);
+		while (!atomic_load(&give_up_released))
+			usleep(1000);
+	}
+}
+
+static void *gives_up(void *arg)
+{
+	void *a = ioa_malloc(16), *b = ioa_malloc(32);
+
+	(void)arg;
+	ioa_free(a);
+	ioa_free(b);
+	atomic_store(&give_up_armed, 1);
+	ioa_trim(); /* its young span given up, held after one slot's descriptor */
+	return NULL;
+}
+
+/* In a child: the pool hands out 64 descriptors, none twice. */
+static int descriptors_distinct(void)
+{
+	struct ioa__span *d[64];
+
+	for (int i = 0; i < 64; i++) {
+		if (!(d[i] = ioa__span_desc_new()))
+			return 0;
+		for (int j = 0; j < i; j++)
+			if (d[j] == d[i])
+				return 0;
+	}
+	return 1;
+}
+
+static void test_fork_in_give_up(void)
+{
+	int status = -1;
+	pid_t child;
+
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	if (!CHECK_EQ(pthread_create(&give_up_thread, NULL, gives_up, NULL), 0))
+		return;
+	for (int waited = 0; !atomic_load(&in_give_up) && waited < 10000; waited++)
+		usleep(1000);
+	if (!CHECK(atomic_load(&in_give_up))) { /* no give-up within 10 s */
+		atomic_store(&give_up_armed, 0);
+		atomic_store(&give_up_released, 1);
+		pthread_join(give_up_thread, NULL);
+		return;
+	}
+	if ((child = fork()) == 0) {
+		ioa_fini();
+		_exit(descriptors_distinct() ? 0 : 1);
+	}
+	atomic_store(&give_up_released, 1);
+	pthread_join(give_up_thread, NULL);
+	if (CHECK(child > 0) && CHECK_EQ(waitpid(child, &status, 0), child))
+		if (!CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+			check_note("the child's descriptor pool handed a descriptor out twice");
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+static void *fills_and_frees(void *arg)
+{
+	static void *p[8192]; /* two spans of 16-byte objects */
+
+	(void)arg;
+	for (int i = 0; i < 8192; i++)
+		p[i] = ioa_malloc(16);
+	for (int i = 0; i < 8192; i++)
+		ioa_free(p[i]);
+	return NULL;
+}
+
+static void test_fork_child_cached(void)
+{
+	int status = -1;
+	void *big;
+	pid_t child;
+
+	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	big = ioa_malloc(100000); /* this thread's heap, with no small class */
+	on_thread(fills_and_frees, NULL); /* its spans to the node's cache at its exit */
+	ioa__sim_set_shared_after_fork(1);
+	if ((child = fork()) == 0) {
+		void *p;
+
+		errno = 0;
+		p = ioa_malloc(16);
+		_exit(p && ioa__span_at(p)->young == IOA_YOUNG_SLOT ? 0 : 1);
+	}
+	ioa__sim_set_shared_after_fork(0);
+	if (CHECK(child > 0) && CHECK_EQ(waitpid(child, &status, 0), child))
+		if (!CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+			check_note("the child's first small malloc failed or took no slot");
+	ioa_free(big);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
 int main(void)
 {
 	check_start("test_heap_young");
@@ -329,5 +454,7 @@ int main(void)
 	test_not_taken_over();
 	test_fini();
 	test_none_strict_or_checking();
+	test_fork_in_give_up();
+	test_fork_child_cached();
 	return check_done();
 }

@@ -837,16 +837,16 @@ void ioa__heap_free_slow(struct ioa__span *s, void *p)
 	struct ioa__heap *h = ioa__my_heap, *owner;
 	uint32_t i;
 
-	if (s->young == IOA_YOUNG_SPAN) {
-		struct ioa__span *slot = ioa__young_slot_at(s, p);
+	if (s->obj_size == 0) {
+		if (s->young == IOA_YOUNG_SPAN) { /* a young span's size is 0 too */
+			struct ioa__span *slot = ioa__young_slot_at(s, p);
 
-		if (!slot) {
-			ioa__young_report_invalid(s, p);
+			if (slot)
+				ioa__heap_free_slow(slot, p);
+			else
+				ioa__young_report_invalid(s, p);
 			return;
 		}
-		s = slot;
-	}
-	if (s->obj_size == 0) {
 		if (h == &ioa__empty_heap && ioa__heap_held_free(p))
 			return;
 		IN_FREE(ioa__large_free(s, p));

@@ -588,12 +588,13 @@ static inline struct ioa__span *ioa__young_slot_at(const struct ioa__span *y, co
 }
 
 /* The span that object @p lies in: the page map's, or on a young span's
- * pages its slot (NULL in a KiB no slot took). */
+ * pages its slot (NULL in a KiB no slot took). A young span's object size
+ * is 0, as a large block's: that first line's field is tested first. */
 static inline struct ioa__span *ioa__span_at(const void *p)
 {
 	struct ioa__span *s = ioa__pagemap_get(p);
 
-	if (s && __builtin_expect(s->young == IOA_YOUNG_SPAN, 0))
+	if (s && __builtin_expect(s->obj_size == 0 && s->young == IOA_YOUNG_SPAN, 0))
 		s = ioa__young_slot_at(s, p);
 	return s;
 }

@@ -587,13 +587,16 @@ struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
 
 struct ioa__span *ioa__span_young(int node, struct ioa__heap *h)
 {
-	struct ioa__span *s = span_create(node, SPAN_LEN, SPAN_ALIGN, POOL_MANY,
-					  SPAN_LEN >> IOA_PAGE_SHIFT);
+	/* a span of 16-byte objects, as any class's first: from the node's
+	 * cache first (a child of fork() whose IOMMU is its parent's may make
+	 * none; review helper-122) */
+	struct ioa__span *s = ioa__span_get(node, 0, h);
 
 	if (s) {
+		ioa__span_own(s, NULL);
+		s->obj_size = 0;
 		s->young = IOA_YOUNG_SPAN;
 		s->maker = h;
-		ioa__node_stat_add(node, heap_spans_created, 1);
 	}
 	return s;
 }

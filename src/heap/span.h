@@ -28,9 +28,9 @@ int ioa__span_serves(const struct ioa__span *s, unsigned c);
 /* A wholly free span of class @c on @node for @owner: from the node's cache
  * or a new region buffer; NULL with errno set when memory ran out. */
 struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner);
-/* A young span on @node for heap @h (young.h): of the length of a span of
- * 16-byte objects, in the page map, owned by none; NULL with errno set and a
- * message. */
+/* A young span on @node for heap @h (young.h): a span of 16-byte objects
+ * (so its descriptor has the bits to be one again), its object size 0,
+ * owned by none; NULL with errno set and a message. */
 struct ioa__span *ioa__span_young(int node, struct ioa__heap *h);
 /* Formats @s, wholly free, for class @c and @owner: 0, or -ENOMEM with a
  * message (IOALLOC_CHECK's sizes). */

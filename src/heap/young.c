@@ -46,6 +46,9 @@ struct ioa__span *ioa__young_slot(struct ioa__heap *h, unsigned c)
 		errno = ENOMEM;
 		return NULL;
 	}
+	/* A fork on another thread from here on leaves the child a slot
+	 * named by no KiB the heap counts, or none: a descriptor the child
+	 * never frees, in a heap it abandons (heap_fork.c) */
 	s->base = h->young->base + ((size_t)h->young_kib << IOA_YOUNG_SHIFT);
 	s->len = (size_t)kib << IOA_YOUNG_SHIFT;
 	s->node = h->young->node;
@@ -80,12 +83,23 @@ struct ioa__span *ioa__young_give_up(struct ioa__heap *h)
 {
 	struct ioa__span *y = h->young, *s;
 
+	/* In this order, so that a child of a fork on another thread finds,
+	 * whenever it lands, a young span whose ioa_fini frees its slots'
+	 * descriptors (ioa__young_fini), or a span as any and the slots freed
+	 * here or left to it unfreed, never freed twice (review helper-122:
+	 * freed first, the child's ioa_fini freed them again and its pool
+	 * handed one descriptor out twice): a span of objects first (its
+	 * object size no longer 0: lookups stop at it), then no young span,
+	 * then the slots go. */
+	ioa__span_format(y, 0, NULL);
+	/* release: the format's stores before the mark, as another CPU copies
+	 * them for a child (the slots' frees after it: their pool's lock) */
+	atomic_thread_fence(memory_order_release);
+	y->young = IOA_YOUNG_NONE;
 	for (uint32_t k = 0; (s = ioa__young_slot_from(h, k));) {
 		k += (uint32_t)(s->len >> IOA_YOUNG_SHIFT); /* read before another takes it */
 		ioa__span_desc_free(s); /* its entries stay: see ioa__young_slot_at */
 	}
-	y->young = IOA_YOUNG_NONE;
-	ioa__span_format(y, 0, NULL);
 	h->young = NULL;
 	h->young_done = 1;
 	return y;
