@@ -592,11 +592,11 @@ struct ioa__span *ioa__span_young(int node, struct ioa__heap *h)
 	 * none; review helper-122) */
 	struct ioa__span *s = ioa__span_get(node, 0, h);
 
-	if (s) {
-		ioa__span_own(s, NULL);
-		s->obj_size = 0;
+	if (s) { /* marked first: a fork's child retires it whole at any point */
 		s->young = IOA_YOUNG_SPAN;
 		s->maker = h;
+		ioa__span_own(s, NULL);
+		s->obj_size = 0;
 	}
 	return s;
 }
