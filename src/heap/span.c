@@ -198,6 +198,11 @@ struct ioa__span *ioa__span_desc_new(void)
 	return desc_alloc(POOL_FEW);
 }
 
+struct ioa__span *ioa__span_desc_slot(void)
+{
+	return desc_alloc(POOL_MANY);
+}
+
 void ioa__span_desc_free(struct ioa__span *s)
 {
 	desc_free(s);

@@ -67,6 +67,11 @@ int ioa__span_resize_large(struct ioa__span *s, size_t len);
 /* A zeroed descriptor of a large block or an extent; NULL when memory ran
  * out. The descriptor goes back with ioa__span_desc_free. */
 struct ioa__span *ioa__span_desc_new(void);
+/* A zeroed descriptor of a young span's slot (young.h), of the young span's
+ * pool: a heap's first small malloc touches one pool's pages, not two (and
+ * a process that allocates nothing larger takes no chunk of the others,
+ * test_region_return); NULL when memory ran out. */
+struct ioa__span *ioa__span_desc_slot(void);
 void ioa__span_desc_free(struct ioa__span *s);
 /* A chunk of @len bytes (a multiple of pages) on @node: a region buffer out
  * of the page map, whose page-map leaves exist, so that entries of its pages

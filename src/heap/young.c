@@ -41,7 +41,7 @@ struct ioa__span *ioa__young_slot(struct ioa__heap *h, unsigned c)
 		}
 		h->young = y;
 	}
-	if (!(s = ioa__span_desc_new())) {
+	if (!(s = ioa__span_desc_slot())) {
 		ioa__err("ioa_malloc: no memory for a span descriptor");
 		errno = ENOMEM;
 		return NULL;
