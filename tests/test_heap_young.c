@@ -361,13 +361,13 @@ static void *gives_up(void *arg)
 	return NULL;
 }
 
-/* In a child: the pool hands out 64 descriptors, none twice. */
+/* In a child: the slots' pool hands out 64 descriptors, none twice. */
 static int descriptors_distinct(void)
 {
 	struct ioa__span *d[64];
 
 	for (int i = 0; i < 64; i++) {
-		if (!(d[i] = ioa__span_desc_new()))
+		if (!(d[i] = ioa__span_desc_slot()))
 			return 0;
 		for (int j = 0; j < i; j++)
 			if (d[j] == d[i])
