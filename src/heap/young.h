@@ -9,12 +9,13 @@
  * The page map names the young span for its pages; its slots are the
  * heap's (young_slots), one entry a KiB, and ioa__span_at finds the slot of
  * an object. The young span has no owner, so every free of a slot's object
- * takes free's slow path, which finds the slot; a refill hands a slot's
- * objects out as any span's. A slot is its class's span until the young
- * span is given up: when every slot is wholly free, at once (heap.c,
- * young_slot_emptied), the young span becomes a span of the heap as any,
- * wholly free, and the heap makes no other until ioa_fini. No other heap
- * takes a slot over (ioa__heap_take_span), so one heap gives them up.
+ * takes free's slow path, which finds the slot. A slot hands out the first
+ * word its class takes, no more (heap.c, may_serve_again), then stays in no
+ * list, its frees counted, until the young span is given up: when every
+ * slot is wholly free, at once (young_slot_emptied), the young span becomes
+ * a span of the heap as any, wholly free, and the heap makes no other until
+ * ioa_fini. No other heap takes a slot over (may_take), so one heap gives
+ * them all up.
  *
  * Not in strict mode (a page retires whole), with IOALLOC_CHECK, nor for a
  * node's shared heap. In a thread's exit its heap keeps its young span for
