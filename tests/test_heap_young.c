@@ -37,6 +37,7 @@
 
 #include "iommu.h"
 #include "span.h"
+#include "young.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -65,6 +66,16 @@ static void on_thread(void *(*fn)(void *), void *arg)
 
 	if (CHECK_EQ(pthread_create(&t, NULL, fn, arg), 0))
 		pthread_join(t, NULL);
+}
+
+/* A life of the library in @protect mode (IOALLOC_CHECK=@checking) in
+ * which @fn runs on a thread of its own and leaves nothing allocated. */
+static void thread_in_a_life(enum ioa_protect protect, int checking, void *(*fn)(void *))
+{
+	if (!heap_up(IOA_BACKEND_SIM, protect, checking, 0))
+		return;
+	on_thread(fn, NULL);
+	CHECK_EQ(leaked_at_fini(), 0);
 }
 
 static void *packed(void *arg)
@@ -101,14 +112,6 @@ static void *packed(void *arg)
 	}
 	ioa_free(big);
 	return NULL;
-}
-
-static void test_packed(void)
-{
-	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
-		return;
-	on_thread(packed, NULL);
-	CHECK_EQ(leaked_at_fini(), 0);
 }
 
 static void *free_all(void *arg)
@@ -153,14 +156,6 @@ static void *served(void *arg)
 	return NULL;
 }
 
-static void test_served(void)
-{
-	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
-		return;
-	on_thread(served, NULL);
-	CHECK_EQ(leaked_at_fini(), 0);
-}
-
 static void *pairs(void *arg)
 {
 	void *p;
@@ -177,14 +172,6 @@ static void *pairs(void *arg)
 	}
 	ioa_free(p);
 	return NULL;
-}
-
-static void test_one_word(void)
-{
-	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
-		return;
-	on_thread(pairs, NULL);
-	CHECK_EQ(leaked_at_fini(), 0);
 }
 
 static void *misused(void *arg)
@@ -211,14 +198,6 @@ static void *misused(void *arg)
 	return NULL;
 }
 
-static void test_misuse(void)
-{
-	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
-		return;
-	on_thread(misused, NULL);
-	CHECK_EQ(leaked_at_fini(), 0);
-}
-
 static void *given_up(void *arg)
 {
 	void *p[NYOUNG];
@@ -233,7 +212,7 @@ static void *given_up(void *arg)
 		ioa_free(p[i]);
 	ioa_trim(); /* the heap's wholly free spans go back: the young span first */
 	CHECK(ioa__my_heap->young == NULL);
-	CHECK(ioa__my_heap->young_done);
+	CHECK(ioa__young_given_up(ioa__my_heap));
 	for (unsigned i = 0; i < NYOUNG; i++) { /* spans as any now, none young */
 		CHECK((p[i] = ioa_malloc(young_sizes[i])) != NULL);
 		fill_pattern(p[i], young_sizes[i], i);
@@ -246,14 +225,6 @@ static void *given_up(void *arg)
 	}
 	(void)young;
 	return NULL;
-}
-
-static void test_given_up(void)
-{
-	if (!heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 0, 0))
-		return;
-	on_thread(given_up, NULL);
-	CHECK_EQ(leaked_at_fini(), 0);
 }
 
 static void *keeps_one(void *arg)
@@ -318,18 +289,6 @@ static void *none_made(void *arg)
 	ioa_free(a);
 	ioa_free(b);
 	return NULL;
-}
-
-static void test_none_strict_or_checking(void)
-{
-	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_STRICT, 0, 0)) {
-		on_thread(none_made, NULL);
-		CHECK_EQ(leaked_at_fini(), 0);
-	}
-	if (heap_up(IOA_BACKEND_SIM, IOA_PROTECT_LAZY, 1, 0)) {
-		on_thread(none_made, NULL);
-		CHECK_EQ(leaked_at_fini(), 0);
-	}
 }
 
 /* The give-up's frees of slot descriptors; when armed, the first one made
@@ -446,14 +405,15 @@ static void test_fork_child_cached(void)
 int main(void)
 {
 	check_start("test_heap_young");
-	test_packed();
-	test_served();
-	test_one_word();
-	test_misuse();
-	test_given_up();
+	thread_in_a_life(IOA_PROTECT_LAZY, 0, packed);
+	thread_in_a_life(IOA_PROTECT_LAZY, 0, served);
+	thread_in_a_life(IOA_PROTECT_LAZY, 0, pairs);
+	thread_in_a_life(IOA_PROTECT_LAZY, 0, misused);
+	thread_in_a_life(IOA_PROTECT_LAZY, 0, given_up);
 	test_not_taken_over();
 	test_fini();
-	test_none_strict_or_checking();
+	thread_in_a_life(IOA_PROTECT_STRICT, 0, none_made);
+	thread_in_a_life(IOA_PROTECT_LAZY, 1, none_made);
 	test_fork_in_give_up();
 	test_fork_child_cached();
 	return check_done();

@@ -185,17 +185,16 @@ static void span_emptied(struct ioa__heap *h, struct ioa__span *s);
  * its objects used until it is spent or given back, and frees still in
  * batches count too), its slots' descriptors freed and itself formatted as
  * a span of 16-byte objects, wholly free (young.c); until then the slot
- * stays its class's, in the partial list. */
+ * stays in no list, as a slot set aside. */
 static void young_slot_emptied(struct ioa__heap *h, struct ioa__span *s)
 {
 	struct ioa__span *slot;
 
 	if (!ioa__young_all_free(h)) {
-		s->low = IOA_SPAN_FULL; /* in no list, as a slot set aside */
+		s->low = IOA_SPAN_FULL;
 		return;
 	}
-	for (uint32_t k = 0; (slot = ioa__young_slot_from(h, k));
-	     k += (uint32_t)(slot->len >> IOA_YOUNG_SHIFT))
+	for (uint32_t k = 0; (slot = ioa__young_next(h, &k));)
 		unhook(h, slot);
 	span_emptied(h, ioa__young_give_up(h));
 }

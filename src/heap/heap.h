@@ -272,13 +272,12 @@ struct ioa__heap {
 	/* Lazy mode: its young span, where the first span of each small class
 	 * is a slot (young.c), and the slot of each KiB of it (NULL: none; an
 	 * entry stays until ioa_fini, a slot's descriptor is never unmapped);
-	 * the classes that took one, the KiB the slots take, and whether the
-	 * young span was given up (none is made again until ioa_fini) */
+	 * the classes that took one, and the KiB the slots take (more than
+	 * none with no young span: given up, none made again until ioa_fini) */
 	struct ioa__span *young;
 	struct ioa__span *_Atomic young_slots[IOA_YOUNG_SLOTS];
 	uint64_t young_classes;
 	uint32_t young_kib;
-	int young_done;
 	/* Strict mode's arrays, last: a lazy heap touches only its first page
 	 * (heap_thread.c heap_new), and each is written before it is read,
 	 * up to its count above. */
@@ -565,10 +564,6 @@ static inline int ioa__heap_free_strict(struct ioa__heap *h, struct ioa__span *s
 	return 1;
 }
 
-/* free's fast path: the owner sets the object's bit. An interior pointer, a
- * second free of an object or a pointer past the last object (whose bits
- * are always set, see last_mask) is caught here at the cost of a few
- * instructions, and reported by the slow path. */
 /* The slot of young span @y that @p lies in, NULL in a KiB no slot took.
  * @y's maker is the heap whose table names its slots (young.c), set when @y
  * was made and kept until its descriptor is reused, so that a bad free
@@ -599,6 +594,10 @@ static inline struct ioa__span *ioa__span_at(const void *p)
 	return s;
 }
 
+/* free's fast path: the owner sets the object's bit. An interior pointer, a
+ * second free of an object or a pointer past the last object (whose bits
+ * are always set, see last_mask) is caught here at the cost of a few
+ * instructions, and reported by the slow path. */
 static inline void ioa__heap_free(void *p)
 {
 	struct ioa__span *s = ioa__pagemap_get(p);

@@ -82,7 +82,6 @@ static void heap_reset(struct ioa__heap *h)
 		atomic_store_explicit(&h->young_slots[k], NULL, memory_order_relaxed);
 	h->young_classes = 0;
 	h->young_kib = 0;
-	h->young_done = 0;
 }
 
 _Atomic int ioa__heap_forks_waiting;

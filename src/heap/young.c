@@ -18,7 +18,7 @@ static uint32_t slot_kib(unsigned c)
 
 int ioa__young_wants(const struct ioa__heap *h, unsigned c)
 {
-	return !ioa__heap_strict && !ioa__heap_checking && !h->shared && !h->young_done &&
+	return !ioa__heap_strict && !ioa__heap_checking && !h->shared && !ioa__young_given_up(h) &&
 	       ioa__class_size(c) <= IOA_YOUNG_MAX && !(h->young_classes >> c & 1) &&
 	       h->young_kib + slot_kib(c) <= IOA_YOUNG_SLOTS;
 }
@@ -62,18 +62,22 @@ struct ioa__span *ioa__young_slot(struct ioa__heap *h, unsigned c)
 	return s;
 }
 
-struct ioa__span *ioa__young_slot_from(const struct ioa__heap *h, uint32_t k)
+struct ioa__span *ioa__young_next(const struct ioa__heap *h, uint32_t *k)
 {
 	/* relaxed: the heap's own table, written by its user */
-	return k < h->young_kib ? atomic_load_explicit(&h->young_slots[k], memory_order_relaxed)
-				: NULL;
+	struct ioa__span *s =
+		*k < h->young_kib ? atomic_load_explicit(&h->young_slots[*k], memory_order_relaxed) : NULL;
+
+	if (s)
+		*k += (uint32_t)(s->len >> IOA_YOUNG_SHIFT);
+	return s;
 }
 
 int ioa__young_all_free(const struct ioa__heap *h)
 {
 	const struct ioa__span *s;
 
-	for (uint32_t k = 0; (s = ioa__young_slot_from(h, k)); k += (uint32_t)(s->len >> IOA_YOUNG_SHIFT))
+	for (uint32_t k = 0; (s = ioa__young_next(h, &k));)
 		if (s->used)
 			return 0;
 	return 1;
@@ -96,12 +100,9 @@ struct ioa__span *ioa__young_give_up(struct ioa__heap *h)
 	 * them for a child (the slots' frees after it: their pool's lock) */
 	atomic_thread_fence(memory_order_release);
 	y->young = IOA_YOUNG_NONE;
-	for (uint32_t k = 0; (s = ioa__young_slot_from(h, k));) {
-		k += (uint32_t)(s->len >> IOA_YOUNG_SHIFT); /* read before another takes it */
+	for (uint32_t k = 0; (s = ioa__young_next(h, &k));)
 		ioa__span_desc_free(s); /* its entries stay: see ioa__young_slot_at */
-	}
-	h->young = NULL;
-	h->young_done = 1;
+	h->young = NULL; /* given up: ioa__young_given_up */
 	return y;
 }
 
@@ -110,8 +111,7 @@ void ioa__young_fini(struct ioa__span *y, uint64_t *leaked)
 	struct ioa__heap *h = y->maker;
 	struct ioa__span *s;
 
-	for (uint32_t k = 0; (s = ioa__young_slot_from(h, k));) {
-		k += (uint32_t)(s->len >> IOA_YOUNG_SHIFT);
+	for (uint32_t k = 0; (s = ioa__young_next(h, &k));) {
 		if (ioa__span_owner(s))
 			*leaked += (uint64_t)s->used;
 		ioa__span_desc_free(s);

@@ -34,6 +34,13 @@
 
 #define IOA_YOUNG_MAX 256 /* bytes: the largest class a slot serves */
 
+/* Whether @h gave its young span up (slots made, no young span): it makes
+ * none again until ioa_fini. */
+static inline int ioa__young_given_up(const struct ioa__heap *h)
+{
+	return !h->young && h->young_kib;
+}
+
 /* Whether class @c's next span in heap @h is a slot of its young span. */
 int ioa__young_wants(const struct ioa__heap *h, unsigned c);
 /* A slot of @h's young span for class @c (the young span made first if it
@@ -41,8 +48,9 @@ int ioa__young_wants(const struct ioa__heap *h, unsigned c);
 struct ioa__span *ioa__young_slot(struct ioa__heap *h, unsigned c);
 /* Whether every slot of @h's young span is wholly free. */
 int ioa__young_all_free(const struct ioa__heap *h);
-/* Slot @k of @h's young span (the first KiB of one), NULL past the last. */
-struct ioa__span *ioa__young_slot_from(const struct ioa__heap *h, uint32_t k);
+/* The slot of @h's young span that starts at KiB *@k, *@k moved past it
+ * (read before a caller frees it); NULL past the last. */
+struct ioa__span *ioa__young_next(const struct ioa__heap *h, uint32_t *k);
 /* @h's young span given up, every slot wholly free and in none of @h's
  * lists: the slots' descriptors freed, the young span formatted as a span
  * of 16-byte objects, wholly free, owned by none, the heap's to keep. */
