@@ -22,8 +22,6 @@
  * - strict mode: a DMA to a freed large block faults after ioa_quiesce(); a
  *   block of 20 MiB made again after its retirement faults its pages in
  *   once (with the none backend they stay resident in a shared segment);
- * - with the none backend, the segments of big buffers (a chunk, a block of
- *   its own) are advised transparent huge pages, those of small objects not;
  * - ioa_fini counts the blocks left, none otherwise.
  */
 #include "heap_check.h"
@@ -38,7 +36,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
-#include <unistd.h>
 
 #define KB ((size_t)1 << 10)
 
@@ -459,59 +456,6 @@ static void test_strict_big_block_pages_stay(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
-/* Whether the mapping that holds @p has VmFlags @flag (/proc/self/smaps);
- * -1 when no mapping holds it. */
-static int vm_flag(const void *p, const char *flag)
-{
-	uintptr_t a = (uintptr_t)p, start, end;
-	FILE *f = fopen("/proc/self/smaps", "r");
-	char line[512];
-	int in = 0, found = -1;
-
-	if (!f)
-		return -1;
-	while (found < 0 && fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx ", &start, &end) == 2 && strchr(line, '-') < strchr(line, ' '))
-			in = a >= start && a < end;
-		else if (in && strncmp(line, "VmFlags:", 8) == 0)
-			found = strstr(line, flag) != NULL;
-	}
-	fclose(f);
-	return found;
-}
-
-/* None backend: a chunk's and a block of its own's pages come as transparent
- * huge pages at the first touch (large-churn: 306 000 faults on 4 KiB pages,
- * about 700 so); a span of small objects keeps 4 KiB pages, so that a
- * program pays RSS only for the pages it touches. */
-static void test_huge_pages_for_big_buffers(void)
-{
-	struct rusage before, after;
-	char *chunk_block, *own_block, *small;
-
-	if (!heap_up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0, 0))
-		return;
-	small = ioa_malloc(100);
-	chunk_block = ioa_malloc(4 * MB);
-	own_block = ioa_malloc(100 * MB); /* past the largest extent */
-	if (!CHECK(small && chunk_block && own_block))
-		return;
-	CHECK_EQ(vm_flag(chunk_block, " hg"), 1);
-	CHECK_EQ(vm_flag(own_block, " hg"), 1);
-	CHECK_EQ(vm_flag(small, " hg"), 0);
-	getrusage(RUSAGE_SELF, &before);
-	memset(own_block, 1, 100 * MB);
-	getrusage(RUSAGE_SELF, &after);
-	check_note("100 MiB touched: %ld page faults (THP: %s)", after.ru_minflt - before.ru_minflt,
-		   access("/sys/kernel/mm/transparent_hugepage/enabled", R_OK) == 0
-			   ? "in this kernel"
-			   : "not in this kernel");
-	ioa_free(small);
-	ioa_free(chunk_block);
-	ioa_free(own_block);
-	CHECK_EQ(leaked_at_fini(), 0);
-}
-
 int main(void)
 {
 	check_start("test_heap_extent");
@@ -523,7 +467,6 @@ int main(void)
 	test_dirty_bound();
 	test_largest_extent();
 	test_strict_big_block_pages_stay();
-	test_huge_pages_for_big_buffers();
 	test_threads(IOA_BACKEND_SIM, IOA_PROTECT_LAZY);
 	test_threads(IOA_BACKEND_NONE, IOA_PROTECT_STRICT);
 	test_strict();

@@ -68,6 +68,16 @@ int ioa__os_populate(void *addr, size_t len)
 	return madvise(addr, len, MADV_POPULATE_WRITE) != 0 ? -errno : 0;
 }
 
+void ioa__os_prefault(void *addr, size_t len)
+{
+	int saved_errno = errno;
+
+	if (madvise(addr, len, MADV_POPULATE_WRITE) != 0)
+		for (size_t at = 0; at < len; at += IOA_PAGE)
+			((volatile char *)addr)[at] = 0;
+	errno = saved_errno;
+}
+
 static int map_hugetlb(size_t len, size_t align, int node, enum ioa__page_kind kind,
 		       struct ioa__os_mem *out)
 {
@@ -266,10 +276,10 @@ static void *alloc_pages(size_t len, size_t populate)
 
 	if (!p)
 		return map_pages(len, populate);
-	/* written first, as MAP_POPULATE would: a read first maps the zero
-	 * page, and the write after it faults again */
-	for (size_t at = 0; at < populate; at += IOA_PAGE)
-		p[at] = 0;
+	/* faulted in for writing, as MAP_POPULATE would: a read first maps the
+	 * zero page, and the write after it faults again */
+	if (populate)
+		ioa__os_prefault((void *)p, populate);
 	return (void *)p;
 }
 

@@ -581,6 +581,8 @@ struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
 				     : span_create(node, len, SPAN_ALIGN, pool, len >> IOA_PAGE_SHIFT);
 		if (!s)
 			return NULL;
+		if (s->zeroed && ioa__region_on_demand())
+			ioa__os_prefault(s->base, IOA_PAGE);
 		ioa__node_stat_add(node, heap_spans_created, 1);
 	}
 	if (ioa__span_format(s, c, owner) != 0) {
