@@ -130,7 +130,7 @@ static void count_segment(const struct ioa__os_mem *mem, int sign)
 }
 
 int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size policy,
-			  int on_demand, int big, struct ioa__os_mem *out)
+			  int on_demand, struct ioa__os_mem *out)
 {
 	int err = 0;
 
@@ -152,9 +152,8 @@ int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size
 				  "MADV_HUGEPAGE", node);
 		}
 		break;
-	case IOA_PAGE_4K: /* asked for, or on demand (THP advised for big buffers) */
-		err = map_small(len, align, node, on_demand && policy == IOA_PAGE_AUTO && big,
-				!on_demand, out);
+	case IOA_PAGE_4K:
+		err = map_small(len, align, node, 0, !on_demand, out);
 		break;
 	}
 	if (err)

@@ -69,15 +69,12 @@ int ioa__os_page_node(const void *addr);
  * to @align, bound to @node and prefaulted, following @policy. Returns 0 or
  * the -errno of the map, bind or prefault that failed, without a message
  * (the caller may make room and try again).
- * @on_demand (no device can reach the memory: the none backend): pages come
- * at first touch, without prefault, unless @policy asks for hugetlb pages;
- * so a program pays in RSS only for what it touches. They are 4 KiB pages,
- * but for a segment of @big buffers (of over 64 KiB each, which a program
- * touches whole as a rule) under IOA_PAGE_AUTO: THP advised, so that a
- * first touch brings 2 MiB (large-churn: 660 faults against 306 000).
+ * @on_demand (no device can reach the memory: the none backend): 4 KiB pages
+ * come at first touch, without prefault or THP advice, unless @policy asks
+ * for hugetlb pages; so a program pays in RSS only for what it touches.
  */
 int ioa__os_alloc_segment(size_t len, size_t align, int node, enum ioa_page_size policy,
-			  int on_demand, int big, struct ioa__os_mem *out);
+			  int on_demand, struct ioa__os_mem *out);
 void ioa__os_free_segment(const struct ioa__os_mem *mem);
 
 /* Faults in every page of [addr, addr + len), memory the program mapped,

@@ -34,7 +34,7 @@
 	X(segments, "segments held now", NODE)                                    \
 	X(segment_bytes_hugetlb_2m, "segment bytes on 2 MiB hugetlb pages", NODE) \
 	X(segment_bytes_hugetlb_1g, "segment bytes on 1 GiB hugetlb pages", NODE) \
-	X(segment_bytes_4k, "segment bytes on 4 KiB pages or THP", NODE)          \
+	X(segment_bytes_4k, "segment bytes on 4 KiB pages (THP advised)", NODE)   \
 	X(hugepage_fallbacks, "hugetlb fallbacks to 4 KiB pages", NODE)           \
 	X(table_pages, "I/O page-table pages", GLOBAL)                            \
 	X(sim_dma_ops, "sim DMA transfers", GLOBAL)                               \

@@ -230,10 +230,12 @@ static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment
 	if (!s || page < 0) {
 		err = ioa__region_segment_create(
 			big ? big_segment_size(a, len) : ioa__region_round_up(len, seg_size),
-			align > seg_size ? align : seg_size, node, dedicated, big, &s);
+			align > seg_size ? align : seg_size, node, dedicated, &s);
 		page = 0;
-		if (!err)
+		if (!err) {
+			s->big = big;
 			link_segment(a, s);
+		}
 	}
 	if (!err) {
 		ioa__region_set_pages(s, (uint32_t)page, n, 0);

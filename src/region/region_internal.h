@@ -225,7 +225,7 @@ void ioa__region_segment_retire(struct ioa__segment *s);
 struct ioa__segment *ioa__region_take_returned(struct node_arena *a);
 void ioa__region_free_returned(struct ioa__segment *meta);
 int ioa__region_segment_empty(const struct ioa__segment *s);
-int ioa__region_segment_create(size_t len, size_t align, int node, int dedicated, int big,
+int ioa__region_segment_create(size_t len, size_t align, int node, int dedicated,
 			       struct ioa__segment **out);
 
 /* buffer_alloc.c */

@@ -232,8 +232,8 @@ static void say_no_segment(size_t len, size_t align, int node, int err)
  * before a fallback to 4 KiB pages, advice the kernel refused, a try before
  * the node's empty segments went back (reviews helper-86, helper-88: a malloc
  * that succeeded left ENOMEM; glibc's does not). */
-int ioa__region_segment_create(size_t len, size_t align, int node, int dedicated, int big,
-			       struct ioa__segment **out)
+int ioa__region_segment_create(size_t len, size_t align, int node, int dedicated,
+			  struct ioa__segment **out)
 {
 	uint32_t npages = (uint32_t)(len >> IOA_PAGE_SHIFT);
 	size_t map_words = (npages + 63) / 64;
@@ -248,9 +248,8 @@ int ioa__region_segment_create(size_t len, size_t align, int node, int dedicated
 		ioa__err("no memory for the metadata (%zu KiB) of a segment", meta_len >> 10);
 		return -ENOMEM;
 	}
-	*s = (struct ioa__segment){ .node = node, .dedicated = dedicated, .big = big,
-				    .meta_len = meta_len, .npages = npages, .run_max = npages,
-				    .miss_n = UINT32_MAX };
+	*s = (struct ioa__segment){ .node = node, .dedicated = dedicated, .meta_len = meta_len,
+				    .npages = npages, .run_max = npages, .miss_n = UINT32_MAX };
 	atomic_init(&s->free_state, IOA_REGION_FREE_BIAS);
 	s->free_map = (_Atomic uint64_t *)(s + 1);
 	s->touched = (uint64_t *)(s->free_map + map_words); /* zeros: an mmap's */
@@ -259,10 +258,10 @@ int ioa__region_segment_create(size_t len, size_t align, int node, int dedicated
 	s->run = (_Atomic uint32_t *)(s->free_seen + map_words);
 	ioa__region_set_pages(s, 0, npages, 1);
 	err = ioa__os_alloc_segment(len, align, node, ioa__region.cfg.page_size,
-				    ioa__region.identity, big || dedicated, &s->mem);
+				    ioa__region.identity, &s->mem);
 	if (err && give_back_empty(&ioa__region.nodes[node]))
 		err = ioa__os_alloc_segment(len, align, node, ioa__region.cfg.page_size,
-					    ioa__region.identity, big || dedicated, &s->mem);
+					    ioa__region.identity, &s->mem);
 	if (err) {
 		say_no_segment(len, align, node, err);
 		err = -ENOMEM;
