@@ -13,7 +13,7 @@
  *   none backend only: never with a device backend (the sim), where the
  *   IOMMU still maps them; an empty chunk is retired after the decay;
  * - before the decay, free extents are given back, oldest first, only past
- *   64 MiB and 8 times the used extents' bytes, which a malloc, a realloc
+ *   64 MiB and 32 times the used extents' bytes, which a malloc, a realloc
  *   that grows or shrinks in place and a free each count; blocks of up to
  *   64 MiB are extents with the none backend, 16 MiB with a device;
  * - threads that allocate, grow, shrink and free large blocks at once (and
@@ -224,15 +224,16 @@ static uint64_t purged_bytes(void)
 	return heap_stats().heap_large_purged;
 }
 
-/* Eight blocks of 20 MiB made and freed: 160 MiB of free extents that may
- * be resident, in chunks of their own (no free extent of 16 MiB holds one). */
-static void free_160_mib(void)
+/* Fourteen blocks of 20 MiB made and freed: 280 MiB of free extents that
+ * may be resident, in chunks of their own (no free extent of 16 MiB holds
+ * one). */
+static void free_280_mib(void)
 {
-	char *d[8];
+	char *d[14];
 
-	for (int i = 0; i < 8; i++)
+	for (int i = 0; i < 14; i++)
 		d[i] = ioa_malloc(20 * MB);
-	for (int i = 0; i < 8; i++)
+	for (int i = 0; i < 14; i++)
 		ioa_free(d[i]);
 }
 
@@ -246,8 +247,9 @@ static char *block_in_chunk(size_t first)
 	return ioa_malloc(first);
 }
 
-/* Within the decay: 48 MiB used (grown in place from 8) keep 176 MiB of
- * free extents resident; once freed, all but 64 MiB go. */
+/* Within the decay: 48 MiB used (grown in place from 8, which would keep
+ * 256) keep 296 MiB of free extents resident; once freed, all but 64 MiB
+ * go. */
 static void test_dirty_kept_by_grown_block(void)
 {
 	char *a = block_in_chunk(8 * MB);
@@ -257,16 +259,16 @@ static void test_dirty_kept_by_grown_block(void)
 		return;
 	before = purged_bytes();
 	CHECK(ioa_realloc(a, 48 * MB) == a); /* grows into the free tail */
-	free_160_mib();
+	free_280_mib();
 	CHECK_EQ(purged_bytes() - before, 0);
 	ioa_free(a);
-	CHECK(purged_bytes() - before >= 160 * MB);
+	CHECK(purged_bytes() - before >= 280 * MB);
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
-/* 48 MiB used keep 176 MiB free; shrunk in place to 8 MiB (the tail joins
- * the free extent after it, or with @neighbour used makes a free extent of
- * its own), they keep less: the oldest go. */
+/* 48 MiB used keep 296 MiB free; shrunk in place to 8 MiB (the tail joins
+ * the free extent after it, or with @neighbour of 1 MiB used makes a free
+ * extent of its own), they keep less: the oldest go. */
 static void test_dirty_after_shrink(int neighbour)
 {
 	char *b = block_in_chunk(48 * MB), *n = NULL;
@@ -275,9 +277,9 @@ static void test_dirty_after_shrink(int neighbour)
 	if (!b)
 		return;
 	if (neighbour)
-		n = ioa_malloc(16 * MB); /* the chunk's tail */
+		n = ioa_malloc(1 * MB); /* after it, in the chunk's tail */
 	before = purged_bytes();
-	free_160_mib();
+	free_280_mib();
 	CHECK_EQ(purged_bytes() - before, 0);
 	CHECK(ioa_realloc(b, 8 * MB) == b);
 	CHECK(purged_bytes() - before > 0);
