@@ -9,6 +9,7 @@
 
 #include "heap.h"
 #include "os.h"
+#include "page_check.h"
 #include "region.h"
 #include "sizeclass.h"
 #include "span.h"
@@ -17,20 +18,6 @@
 #include <unistd.h>
 
 #if !defined(IOA_TEST_EMULATED)
-/* Whether the page at @p is present and this process's alone
- * (/proc/self/pagemap): written since its mapping. */
-static int page_written(const void *p)
-{
-	int fd = open("/proc/self/pagemap", O_RDONLY);
-	uint64_t entry = 0;
-	int ok = fd >= 0 && pread(fd, &entry, sizeof(entry),
-				  (off_t)((uintptr_t)p / IOA_PAGE * sizeof(entry))) == sizeof(entry);
-
-	if (fd >= 0)
-		close(fd);
-	return ok && (entry >> 63 & 1) && (entry >> 56 & 1);
-}
-
 /* Whether THP is "always" here: a first touch may then bring 2 MiB. */
 static int thp_always(void)
 {

@@ -19,6 +19,7 @@
 
 #include "ioalloc.h"
 #include "os.h"
+#include "page_check.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -254,20 +255,6 @@ static void carve_without_huge_pages(void)
 		return;
 	}
 	CHECK(carved != NULL && mapping_has_flag(carved, " nh"));
-}
-
-/* Whether @p's page is present and this process's alone (/proc/self/pagemap
- * bits 63 and 56): written, not the shared zero page a read maps. */
-static int page_written(const void *p)
-{
-	int fd = open("/proc/self/pagemap", O_RDONLY);
-	uint64_t entry = 0;
-	int ok = fd >= 0 && pread(fd, &entry, sizeof(entry),
-				  (off_t)((uintptr_t)p / IOA_PAGE * sizeof(entry))) == sizeof(entry);
-
-	if (fd >= 0)
-		close(fd);
-	return ok && (entry >> 63 & 1) && (entry >> 56 & 1);
 }
 
 /* Whether the page at @p came written: present and this process's alone.
