@@ -16,6 +16,11 @@
  *   stretch's end (an unmap cannot cut a leaf).
  * - IOALLOC_CHECK's canary follows a block grown in place; with it a block
  *   is not shrunk in place.
+ * - With the none backend a block that moves into one of a segment of its
+ *   own (past the extents' largest) takes its pages along, uncopied: the
+ *   pages it never wrote are not faulted in, the ones it wrote keep their
+ *   bytes, and the place it left reads as zeros and serves again; into an
+ *   extent (a chunk's mapping, which the move would split) it is copied.
  * - Every test ends with nothing leaked and no DMA byte live.
  * With a device, IOVAs are fixed here (IOALLOC_IOVA=fixed): rotated ones
  * (the default) are taken one buffer at a time, and no buffer resizes.
@@ -24,6 +29,8 @@
 #include "heap_check.h"
 
 #include "ioalloc.h"
+#include "extent.h"
+#include "page_check.h"
 #include "region.h"
 
 #include <errno.h>
@@ -228,6 +235,88 @@ static void check_mode_keeps_shrunk_block_whole(void)
 	down();
 }
 
+/* Whether the page map can tell which pages the move took along: not under
+ * qemu-user, whose page map is the emulator's (it says so). */
+static int page_map_readable(void)
+{
+#if defined(IOA_TEST_EMULATED)
+	static int said;
+
+	if (!said++)
+		printf("test_heap_resize: the page map is the emulator's under qemu-user: which "
+		       "pages were moved is not checked, only their contents\n");
+	return 0;
+#else
+	return 1;
+#endif
+}
+
+/* The none backend: a block past the extents' largest grows into a block of
+ * a segment of its own by taking its pages along. Of 80 MiB, three pages
+ * were written: they keep their bytes where the block moved, and a page
+ * never written is not faulted in (a copy writes every one). */
+static void moves_its_pages(enum ioa_protect protect)
+{
+	size_t len = ioa__extent_max() + 16 * MB, page = 4 * KB;
+	size_t written[3] = { 0, 1000 * page, len - page };
+	unsigned char *p, *q;
+
+	if (!up(IOA_BACKEND_NONE, protect, 0))
+		return;
+	CHECK((p = ioa_malloc(len)) != NULL);
+	for (int i = 0; p && i < 3; i++)
+		fill_pattern(p + written[i], page, (unsigned)i + 1);
+	q = p ? ioa_realloc(p, len + 16 * MB) : NULL;
+	CHECK(q && q != p);
+	if (q && page_map_readable()) {
+		CHECK(page_written(q + written[1]));
+		CHECK(!page_written(q + 500 * page)); /* never written: left behind */
+		CHECK(!page_written(q + len - 2 * page));
+	}
+	for (int i = 0; q && i < 3; i++)
+		CHECK(pattern_intact(q + written[i], page, (unsigned)i + 1));
+	CHECK(q && q[500 * page] == 0 && q[len + 16 * MB - 1] == 0);
+	CHECK(q && ioa_virt2iova(q + len) == (uint64_t)(uintptr_t)(q + len));
+	ioa_free(q);
+	down();
+}
+
+/* The none backend, lazy mode: an extent that grows past the extents'
+ * largest takes its pages out of its chunk; the place it left reads as
+ * zeros and serves again (a block of its size there is written whole). An
+ * extent that moves into another is copied: its chunk keeps its pages (the
+ * move would split the mapping of the chunk it lands in). */
+static void leaves_a_usable_place(void)
+{
+	size_t len = ioa__extent_max() / 2, page = 4 * KB;
+	unsigned char *p, *q, *r, *wall;
+
+	if (!up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0))
+		return;
+	p = ioa_malloc(len);
+	wall = ioa_malloc(len); /* after it: p cannot grow in place */
+	CHECK(p && wall);
+	if (!p || !wall)
+		return;
+	fill_pattern(p, page, 1);
+	q = ioa_realloc(p, len + len / 2); /* an extent still: copied */
+	CHECK(q && q != p && pattern_intact(q, page, 1));
+	if (q && page_map_readable())
+		CHECK(page_written(p)); /* p's pages stayed in its chunk */
+	r = q ? ioa_realloc(q, ioa__extent_max() + 16 * MB) : NULL; /* moved */
+	CHECK(r && pattern_intact(r, page, 1));
+	if (r && page_map_readable())
+		CHECK(!page_written(q));
+	p = ioa_malloc(len + len / 2); /* where q was, most likely: writable */
+	CHECK(p != NULL);
+	for (size_t at = 0; p && at < len + len / 2; at += page)
+		p[at] = 3;
+	ioa_free(p);
+	ioa_free(r);
+	ioa_free(wall);
+	CHECK_EQ(leaked_at_fini(), 0); /* lazy mode keeps the chunks up to ioa_fini() */
+}
+
 int main(void)
 {
 	check_start("test_heap_resize");
@@ -239,5 +328,8 @@ int main(void)
 	cut_out_of_a_leaf();
 	canary_follows();
 	check_mode_keeps_shrunk_block_whole();
+	moves_its_pages(IOA_PROTECT_LAZY);
+	moves_its_pages(IOA_PROTECT_STRICT);
+	leaves_a_usable_place();
 	return check_done();
 }

@@ -221,6 +221,22 @@ IOA_EXPORT size_t ioa_usable_size(const void *ptr)
 	return n == SIZE_MAX ? 0 : n;
 }
 
+/* A large block @s at @ptr of @have bytes that grows into new block @p:
+ * its pages moved there, not copied, where the region can
+ * (ioa__region_move_pages: into a block of a segment of its own, past the
+ * extents' largest, with no device); 1 when they were. */
+static int moved_pages(const struct ioa__span *s, void *ptr, void *p, size_t have, size_t size)
+{
+	struct ioa__span *to;
+
+	if (!s || s->obj_size || ioa__heap_checking || size <= have ||
+	    !(to = (struct ioa__span *)ioa__span_at(p)) || to->base != p || to->obj_size ||
+	    to->chunk || ioa__region_move_pages(ptr, p, have) != 0)
+		return 0;
+	to->zeroed = 0; /* it holds the old block's bytes now */
+	return 1;
+}
+
 IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 {
 	const struct ioa__span *s;
@@ -280,7 +296,8 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 		ioa__check_resize(ioa__span_at(p), p, size);
 	if (!p && !(p = ioa__heap_alloc(size)))
 		return NULL; /* the old block stays */
-	memcpy(p, ptr, have < size ? have : size);
+	if (!moved_pages(s, ptr, p, have, size))
+		memcpy(p, ptr, have < size ? have : size);
 	/* No mark comes along: memory the program never wrote holds what the
 	 * heap left there, among it a freed object's mark (a strict page
 	 * block's page held objects), and a copy of a copy may bring a mark

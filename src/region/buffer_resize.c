@@ -15,6 +15,13 @@
  *   backend's unmap may take part of a mapping (the software tables of
  *   none and sim; VFIO type1v2 and iommufd unmap whole mappings only, and a
  *   grown buffer's head may end inside one).
+ * - Moved (ioa__region_move_pages): a buffer that a realloc moves into a
+ *   new one of a segment of its own has its pages moved there by the kernel
+ *   (mremap), where no device maps them: no copy,
+ *   no fault, and not two copies resident (review helper-125: a buffer
+ *   grown by realloc from 64 to 768 MiB took 17.6 s, copied at each step,
+ *   against glibc's 2.8 s with mremap). The tables are not touched: each
+ *   buffer keeps its IOVAs, the old one reads as zeros until its free.
  *
  * What holds: a page is in the software tables and the device exactly while
  * a live buffer, or one not yet retired, holds it; only a shared segment of
@@ -53,6 +60,20 @@ static struct ioa__segment *resizable(void *va, uint32_t pages, uint32_t *first)
 		return NULL;
 	*first = (uint32_t)(((uintptr_t)va - (uintptr_t)s->mem.addr) >> IOA_PAGE_SHIFT);
 	return (uint64_t)*first + pages <= s->npages ? s : NULL;
+}
+
+int ioa__region_move_pages(void *from, void *to, size_t len)
+{
+	/* no read section: the caller's buffers keep their segments */
+	struct ioa__segment *a = ioa__segmap_get((uintptr_t)from), *b = ioa__segmap_get((uintptr_t)to);
+
+	/* into a segment of its own only: the move splits the mapping it lands
+	 * in (not the one it leaves), and a shared segment would keep the
+	 * pieces after its buffers went */
+	if (!ioa__region_on_demand() || !a || !b || !b->dedicated || a->node != b->node ||
+	    a->mem.kind != IOA_PAGES_4K || b->mem.kind != IOA_PAGES_4K)
+		return -ENOTSUP;
+	return ioa__os_move_pages(from, to, len);
 }
 
 static uint32_t run_entry(size_t len, enum ioa__owner owner)

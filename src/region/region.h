@@ -112,6 +112,13 @@ int ioa__region_alloc_pages(int node, enum ioa__owner owner, uint32_t per, uint3
  * still mapped, for the caller to free as any buffer of @owner
  * (ioa__region_take, retirement); -ENOSPC or -EINVAL, nothing changed. */
 int ioa__region_grow(void *va, enum ioa__owner owner, size_t old_len, size_t new_len);
+/* Moves the pages of live buffer [from, from + len) to the start of live
+ * buffer @to, at least @len bytes long, when no device can reach either
+ * (ioa__region_on_demand), both are on 4 KiB pages of one node and @to has
+ * a segment of its own (whose mapping, split by the move, goes whole with
+ * it): 0, [from, from + len) then reads as zeros; -ENOTSUP or the kernel's
+ * -errno (ioa__os_move_pages), nothing changed, and the caller copies. */
+int ioa__region_move_pages(void *from, void *to, size_t len);
 int ioa__region_shrink(void *va, enum ioa__owner owner, size_t old_len, size_t *new_len,
 		       void **tail);
 /* Test hook: the next @count maps into the software tables fail with -@err. */
