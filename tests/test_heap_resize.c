@@ -21,6 +21,10 @@
  *   pages it never wrote are not faulted in, the ones it wrote keep their
  *   bytes, and the place it left reads as zeros and serves again; into an
  *   extent (a chunk's mapping, which the move would split) it is copied.
+ *   The moved pages come as a new block's: writable, inherited by a fork
+ *   child, dumped, kept across fork, whatever the program made of the old
+ *   block; and none move while the process has locked memory (the move
+ *   would unlock the other blocks of the mapping they leave).
  * - Every test ends with nothing leaked and no DMA byte live.
  * With a device, IOVAs are fixed here (IOALLOC_IOVA=fixed): rotated ones
  * (the default) are taken one buffer at a time, and no buffer resizes.
@@ -35,6 +39,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define KB ((size_t)1 << 10)
 #define MB (1024 * KB)
@@ -317,6 +322,68 @@ static void leaves_a_usable_place(void)
 	CHECK_EQ(leaked_at_fini(), 0); /* lazy mode keeps the chunks up to ioa_fini() */
 }
 
+/* The none backend: a block whose pages the program made read-only, not
+ * inherited by a fork child, not dumped and wiped at fork, moved past the
+ * extents' largest: the new block has none of it. */
+static void moves_as_a_new_block(void)
+{
+	size_t len = ioa__extent_max() + 16 * MB, page = 4 * KB;
+	unsigned char *p, *q;
+
+	if (!page_map_readable() || !up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0))
+		return;
+	CHECK((p = ioa_malloc(len)) != NULL);
+	if (!p)
+		return;
+	fill_pattern(p, page, 1);
+	CHECK_EQ(mprotect(p, len, PROT_READ), 0);
+	CHECK_EQ(madvise(p, len, MADV_DONTFORK), 0);
+	CHECK_EQ(madvise(p, len, MADV_DONTDUMP), 0);
+	CHECK_EQ(madvise(p, len, MADV_WIPEONFORK), 0);
+	q = ioa_realloc(p, len + 16 * MB);
+	CHECK(q && !page_written(q + 500 * page)); /* moved, not copied */
+	CHECK(q && pattern_intact(q, page, 1));
+	CHECK(q && mapping_has_flag(q, "wr") == 1);
+	CHECK(q && mapping_has_flag(q, "dc") == 0);
+	CHECK(q && mapping_has_flag(q, "dd") == 0);
+	CHECK(q && mapping_has_flag(q, "wf") == 0);
+	if (q)
+		q[0] = 2;
+	ioa_free(q);
+	down();
+}
+
+/* Under mlockall(): a block that grows past the extents' largest is copied,
+ * and the block beside it in its chunk stays locked. Where the process may
+ * not lock that much (not root), it says so. */
+static void copies_while_memory_is_locked(void)
+{
+	size_t len = ioa__extent_max() / 4;
+	unsigned char *a, *b, *q;
+
+	if (!page_map_readable())
+		return;
+	if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0) {
+		printf("test_heap_resize: mlockall refused (%s): a move under locked memory is "
+		       "not checked\n", strerror(errno));
+		return;
+	}
+	if (!up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0)) {
+		munlockall();
+		return;
+	}
+	a = ioa_malloc(len);
+	b = ioa_malloc(len);
+	CHECK(a && b && mapping_has_flag(b, "lo"));
+	q = a ? ioa_realloc(a, ioa__extent_max() + 16 * MB) : NULL;
+	CHECK(q != NULL);
+	CHECK(b && mapping_has_flag(b, "lo"));
+	munlockall();
+	ioa_free(q);
+	ioa_free(b);
+	CHECK_EQ(leaked_at_fini(), 0); /* lazy mode keeps the chunks up to ioa_fini() */
+}
+
 int main(void)
 {
 	check_start("test_heap_resize");
@@ -331,5 +398,7 @@ int main(void)
 	moves_its_pages(IOA_PROTECT_LAZY);
 	moves_its_pages(IOA_PROTECT_STRICT);
 	leaves_a_usable_place();
+	moves_as_a_new_block();
+	copies_while_memory_is_locked();
 	return check_done();
 }

@@ -218,26 +218,6 @@ static void odd_lengths_whole_pages(void)
 	CHECK(next != NULL && (uintptr_t)next % IOA_PAGE == 0);
 }
 
-/* Whether the mapping that holds @p has the VmFlag @flag (/proc/self/smaps). */
-static int mapping_has_flag(const void *p, const char *flag)
-{
-	FILE *f = fopen("/proc/self/smaps", "r");
-	char line[512];
-	int inside = 0, has = 0;
-
-	while (f && fgets(line, sizeof(line), f)) {
-		unsigned long lo, hi;
-
-		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
-			inside = (uintptr_t)p >= lo && (uintptr_t)p < hi;
-		else if (inside && strncmp(line, "VmFlags:", 8) == 0)
-			has = strstr(line, flag) != NULL;
-	}
-	if (f)
-		fclose(f);
-	return has;
-}
-
 /* The carve takes no transparent huge pages (VmFlag "nh"): where THP is
  * "always", its sparse metadata would take 4 MiB of them. */
 static void carve_without_huge_pages(void)
@@ -245,7 +225,7 @@ static void carve_without_huge_pages(void)
 	void *carved = ioa__os_alloc_pages(IOA_PAGE), /* the carve has room still */
 		*own = mmap(NULL, MB2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	int shown = own != MAP_FAILED && madvise(own, MB2, MADV_NOHUGEPAGE) == 0 &&
-		    mapping_has_flag(own, " nh");
+		    mapping_has_flag(own, "nh");
 
 	if (own != MAP_FAILED)
 		munmap(own, MB2);
@@ -254,7 +234,7 @@ static void carve_without_huge_pages(void)
 			   "is not checked");
 		return;
 	}
-	CHECK(carved != NULL && mapping_has_flag(carved, " nh"));
+	CHECK(carved != NULL && mapping_has_flag(carved, "nh"));
 }
 
 /* Whether the page at @p came written: present and this process's alone.

@@ -78,17 +78,6 @@ void ioa__os_prefault(void *addr, size_t len)
 	errno = saved_errno;
 }
 
-int ioa__os_move_pages(void *from, void *to, size_t len)
-{
-	int saved_errno = errno, err = 0;
-
-	if (mremap(from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, to) ==
-	    MAP_FAILED)
-		err = -errno;
-	errno = saved_errno;
-	return err;
-}
-
 static int map_hugetlb(size_t len, size_t align, int node, enum ioa__page_kind kind,
 		       struct ioa__os_mem *out)
 {

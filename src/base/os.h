@@ -89,11 +89,11 @@ int ioa__os_populate(void *addr, size_t len);
  * start"); by touching each page where the call fails. errno is kept. */
 void ioa__os_prefault(void *addr, size_t len);
 /* Moves the pages of [from, from + len) to [to, to + len), where a mapping
- * of the library's own is replaced, with no copy and no fault: mremap with
- * MREMAP_DONTUNMAP, so that [from, from + len) stays mapped and reads as
- * zeros, as fresh anonymous memory. 0, or -errno where the kernel cannot
- * (EINVAL before Linux 5.7, or on pages not private anonymous; EFAULT for a
- * range across two mappings), nothing changed; errno is kept. */
+ * of the library's own is replaced, with no copy and no fault, arriving as a
+ * new mapping's would (os_move.c); [from, from + len) stays mapped and reads
+ * as zeros. 0, or -errno, the pages not moved: -EBUSY while the process has
+ * locked memory, or the kernel's (EINVAL before Linux 5.7; EFAULT for a
+ * range across two mappings). errno is kept. */
 int ioa__os_move_pages(void *from, void *to, size_t len);
 
 /* Zeroed 4 KiB pages for the library's own metadata, or NULL: carved from

@@ -1,0 +1,69 @@
+/*
+ * Pages moved from one place of the process to another by the kernel
+ * (mremap with MREMAP_DONTUNMAP): a realloc's block past the extents'
+ * largest takes its pages along rather than copy them (region/
+ * buffer_resize.c).
+ *
+ * What holds: the pages arrive as a new block's would, whatever the program
+ * did to the old one (review helper-126). mremap takes the old mapping's
+ * settings along, so the range they leave is set back first: read-write
+ * (a block the program made read-only came back read-only), inherited by a
+ * fork child (MADV_DONTFORK: the child of a program that marked it, as DMA
+ * code does, found the new block unmapped), dumped, and kept across fork
+ * (MADV_WIPEONFORK). Nothing is moved while the process has locked memory
+ * (mlock, mlockall): MREMAP_DONTUNMAP unlocks the whole mapping the pages
+ * leave, other blocks with them, and the kernel's count of locked pages
+ * keeps them. A program's own mbind, huge-page advice, protection keys or
+ * userfaultfd registration of the old block come along, as with glibc's
+ * realloc, which grows its mappings with mremap.
+ *
+ * Life in a process: system calls only, no lock, nothing allocated (the
+ * status file is read into the stack), so a thread's exit destructor may
+ * move pages; a fork meanwhile gives the child the pages on one side or
+ * the other (the kernel's mmap lock orders them); an mlockall() racing a
+ * move in another thread may lose the lock of the mapping the pages leave.
+ */
+#include "os.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* Whether the process has locked memory, or it cannot tell
+ * (/proc/self/status unreadable, a sandbox): VmLck is not 0 kB. */
+static int has_locked_memory(void)
+{
+	char buf[4096], *at;
+	ssize_t n, got = 0;
+	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return 1;
+	while (got < (ssize_t)sizeof(buf) - 1 &&
+	       (n = read(fd, buf + got, sizeof(buf) - 1 - (size_t)got)) > 0)
+		got += n;
+	close(fd);
+	buf[got] = 0;
+	if (!(at = strstr(buf, "\nVmLck:")))
+		return 1;
+	return strtoul(at + 7, NULL, 10) != 0;
+}
+
+int ioa__os_move_pages(void *from, void *to, size_t len)
+{
+	int saved_errno = errno, err = 0;
+
+	if (has_locked_memory())
+		err = -EBUSY;
+	else if (mprotect(from, len, PROT_READ | PROT_WRITE) != 0 ||
+		 madvise(from, len, MADV_DOFORK) != 0 || madvise(from, len, MADV_DODUMP) != 0 ||
+		 madvise(from, len, MADV_KEEPONFORK) != 0 ||
+		 mremap(from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, to) ==
+			 MAP_FAILED)
+		err = -errno;
+	errno = saved_errno;
+	return err;
+}
