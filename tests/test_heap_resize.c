@@ -24,7 +24,8 @@
  *   The moved pages come as a new block's: writable, inherited by a fork
  *   child, dumped, kept across fork, whatever the program made of the old
  *   block; and none move while the process has locked memory (the move
- *   would unlock the other blocks of the mapping they leave).
+ *   would unlock the other blocks of the mapping they leave). A thread
+ *   whose cancellation is pending is not cancelled inside the realloc.
  * - Every test ends with nothing leaked and no DMA byte live.
  * With a device, IOVAs are fixed here (IOALLOC_IOVA=fixed): rotated ones
  * (the default) are taken one buffer at a time, and no buffer resizes.
@@ -38,6 +39,8 @@
 #include "region.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -384,6 +387,42 @@ static void copies_while_memory_is_locked(void)
 	CHECK_EQ(leaked_at_fini(), 0); /* lazy mode keeps the chunks up to ioa_fini() */
 }
 
+static pthread_barrier_t cancel_sent;
+static void *_Atomic grown; /* the cancelled thread's realloc's result */
+
+static void *grow_with_cancel_pending(void *p)
+{
+	pthread_barrier_wait(&cancel_sent);
+	atomic_store(&grown, ioa_realloc(p, ioa__extent_max() + 32 * MB));
+	pthread_testcancel();
+	return NULL;
+}
+
+/* The none backend: a thread whose cancellation is pending grows a block
+ * past the extents' largest; the realloc, which reads /proc/self/status
+ * before a move, is no cancellation point: it returns. */
+static void no_cancellation_point(void)
+{
+	void *p, *ret = NULL;
+	pthread_t t;
+
+	if (!up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0))
+		return;
+	p = ioa_malloc(ioa__extent_max() + 16 * MB);
+	atomic_store(&grown, NULL);
+	pthread_barrier_init(&cancel_sent, NULL, 2);
+	CHECK(p && pthread_create(&t, NULL, grow_with_cancel_pending, p) == 0);
+	if (!p)
+		return;
+	pthread_cancel(t);
+	pthread_barrier_wait(&cancel_sent);
+	pthread_join(t, &ret);
+	pthread_barrier_destroy(&cancel_sent);
+	CHECK(ret == PTHREAD_CANCELED && atomic_load(&grown) != NULL);
+	ioa_free(atomic_load(&grown) ? atomic_load(&grown) : p);
+	down();
+}
+
 int main(void)
 {
 	check_start("test_heap_resize");
@@ -400,5 +439,6 @@ int main(void)
 	leaves_a_usable_place();
 	moves_as_a_new_block();
 	copies_while_memory_is_locked();
+	no_cancellation_point();
 	return check_done();
 }
