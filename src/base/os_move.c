@@ -19,10 +19,10 @@
  *
  * Life in a process: system calls only, no lock, nothing allocated (the
  * status file is read into the stack), no cancellation point (it is off
- * while the file is read), so a thread's exit destructor may
- * move pages; a fork meanwhile gives the child the pages on one side or
- * the other (the kernel's mmap lock orders them); an mlockall() racing a
- * move in another thread may lose the lock of the mapping the pages leave.
+ * while the file is read), so a thread's exit destructor may move pages; a
+ * fork meanwhile gives the child the pages on one side or the other (the
+ * kernel's mmap lock orders them); an mlockall() racing a move in another
+ * thread may lose the lock of the mapping the pages leave.
  */
 #include "os.h"
 

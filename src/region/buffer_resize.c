@@ -17,11 +17,11 @@
  *   grown buffer's head may end inside one).
  * - Moved (ioa__region_move_pages): a buffer that a realloc moves into a
  *   new one of a segment of its own has its pages moved there by the kernel
- *   (mremap), where no device maps them: no copy,
- *   no fault, and not two copies resident (review helper-125: a buffer
- *   grown by realloc from 64 to 768 MiB took 17.6 s, copied at each step,
- *   against glibc's 2.8 s with mremap). The tables are not touched: each
- *   buffer keeps its IOVAs, the old one reads as zeros until its free.
+ *   (mremap, base/os_move.c), where no device maps them: no copy, no fault,
+ *   and not two copies resident (review helper-125: a buffer grown by
+ *   realloc from 64 to 768 MiB took 17.6 s, copied at each step, against
+ *   glibc's 2.8 s with mremap). The tables are not touched: each buffer
+ *   keeps its IOVAs, the old one reads as zeros until its free.
  *
  * What holds: a page is in the software tables and the device exactly while
  * a live buffer, or one not yet retired, holds it; only a shared segment of
