@@ -358,7 +358,8 @@ static void moves_as_a_new_block(void)
 
 /* Under mlockall(): a block that grows past the extents' largest is copied,
  * and the block beside it in its chunk stays locked. Where the process may
- * not lock that much (not root), it says so. */
+ * not lock that much (not root), or mlockall() locks nothing (ASan's and
+ * TSan's interceptors), it says so. */
 static void copies_while_memory_is_locked(void)
 {
 	size_t len = ioa__extent_max() / 4;
@@ -377,7 +378,16 @@ static void copies_while_memory_is_locked(void)
 	}
 	a = ioa_malloc(len);
 	b = ioa_malloc(len);
-	CHECK(a && b && mapping_has_flag(b, "lo"));
+	CHECK(a && b);
+	if (a && b && !mapping_has_flag(b, "lo")) {
+		printf("test_heap_resize: mlockall() locked nothing (a sanitizer's interceptor makes "
+		       "it a no-op): a move under locked memory is not checked\n");
+		munlockall();
+		ioa_free(a);
+		ioa_free(b);
+		CHECK_EQ(leaked_at_fini(), 0);
+		return;
+	}
 	q = a ? ioa_realloc(a, ioa__extent_max() + 16 * MB) : NULL;
 	CHECK(q != NULL);
 	CHECK(b && mapping_has_flag(b, "lo"));
