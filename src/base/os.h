@@ -184,6 +184,11 @@ int ioa__os_program_ended(void);
  */
 void ioa__os_backoff(unsigned *round);
 
+/* Up to @len - 1 bytes of file @path (a /proc file), NUL-terminated, in
+ * one read, with cancellation off (open, read and close are cancellation
+ * points, and no call of the library is one); 0 when unreadable. */
+int ioa__os_read_small(const char *path, char *buf, size_t len);
+
 /*
  * Cancellation held off around a cancellation point the library reaches (a
  * wait, a sleep, a message's write, the start's file reads and opens, a

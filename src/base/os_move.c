@@ -18,8 +18,8 @@
  * realloc, which grows its mappings with mremap.
  *
  * Life in a process: system calls only, no lock, nothing allocated (the
- * status file is read into the stack), no cancellation point (it is off
- * while the file is read), so a thread's exit destructor may move pages; a
+ * status file is read into the stack), no cancellation point
+ * (ioa__os_read_small), so a thread's exit destructor may move pages; a
  * fork meanwhile gives the child the pages on one side or the other (the
  * kernel's mmap lock orders them); an mlockall() racing a move in another
  * thread may lose the lock of the mapping the pages leave.
@@ -27,32 +27,19 @@
 #include "os.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <unistd.h>
 
 /* Whether the process has locked memory, or it cannot tell
  * (/proc/self/status unreadable, a sandbox; VmLck not in its first 4 KiB):
- * VmLck is not 0 kB. With cancellation off: open, read and close are
- * cancellation points, and realloc is none (review of the change). */
+ * VmLck is not 0 kB. */
 static int has_locked_memory(void)
 {
 	char buf[4096], *at;
-	ssize_t n, got = 0;
-	int cancel = ioa__os_cancel_off(), fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
 
-	while (fd >= 0 && got < (ssize_t)sizeof(buf) - 1 &&
-	       (n = read(fd, buf + got, sizeof(buf) - 1 - (size_t)got)) > 0)
-		got += n;
-	if (fd >= 0)
-		close(fd);
-	ioa__os_cancel_restore(cancel);
-	if (fd < 0)
-		return 1;
-	buf[got] = 0;
-	if (!(at = strstr(buf, "\nVmLck:")))
+	if (!ioa__os_read_small("/proc/self/status", buf, sizeof(buf)) ||
+	    !(at = strstr(buf, "\nVmLck:")))
 		return 1;
 	return strtoul(at + 7, NULL, 10) != 0;
 }

@@ -138,16 +138,16 @@ void ioa__os_fork_child(void)
 		}
 }
 
-/* Up to @len - 1 bytes of file @path, NUL-terminated; 0 when unreadable. */
-static int read_small(const char *path, char *buf, size_t len)
+int ioa__os_read_small(const char *path, char *buf, size_t len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
+	int cancel = ioa__os_cancel_off(), fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = 0;
 
-	if (fd < 0)
-		return 0;
-	n = read(fd, buf, len - 1);
-	close(fd);
+	if (fd >= 0) {
+		n = read(fd, buf, len - 1);
+		close(fd);
+	}
+	ioa__os_cancel_restore(cancel);
 	if (n <= 0)
 		return 0;
 	buf[n] = '\0';
@@ -160,7 +160,7 @@ static int leader_exited(void)
 {
 	char stat[512], *end;
 
-	if (!read_small("/proc/self/stat", stat, sizeof(stat)) || !(end = strrchr(stat, ')')))
+	if (!ioa__os_read_small("/proc/self/stat", stat, sizeof(stat)) || !(end = strrchr(stat, ')')))
 		return 0;
 	return end[1] == ' ' && end[2] == 'Z';
 }

@@ -229,9 +229,10 @@ static int moved_pages(const struct ioa__span *s, void *ptr, void *p, size_t hav
 {
 	struct ioa__span *to;
 
+	/* @p is a large block too: larger than @s */
 	if (!s || s->obj_size || ioa__heap_checking || size <= have ||
-	    !(to = (struct ioa__span *)ioa__span_at(p)) || to->base != p || to->obj_size ||
-	    to->chunk || ioa__region_move_pages(ptr, p, have) != 0)
+	    !(to = (struct ioa__span *)ioa__span_at(p)) || to->chunk ||
+	    ioa__region_move_pages(ptr, p, have) != 0)
 		return 0;
 	to->zeroed = 0; /* it holds the old block's bytes now */
 	return 1;
