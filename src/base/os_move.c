@@ -22,7 +22,9 @@
  * (ioa__os_read_small), so a thread's exit destructor may move pages; a
  * fork meanwhile gives the child the pages on one side or the other (the
  * kernel's mmap lock orders them); an mlockall() racing a move in another
- * thread may lose the lock of the mapping the pages leave.
+ * thread may lose the lock of the mapping the pages leave. Its caller,
+ * realloc, is not for a signal handler (as glibc's), moves no bootstrap
+ * object (those have no region buffer), and races no ioa_fini().
  */
 #include "os.h"
 
