@@ -5,7 +5,6 @@
 #include "boot.h"
 #include "check.h"
 #include "extent.h"
-#include "large.h"
 #include "log.h"
 #include "region.h"
 #include "span.h"
@@ -101,15 +100,6 @@ static int known_zero(const void *p, size_t size)
  * to this many bytes (review helper-89: tied to the extents' largest, strict
  * mode doubled 20 MiB blocks into 40 MiB ones once that grew to 64 MiB). */
 #define OWN_DOUBLE_MAX ((size_t)16 << 20)
-
-/* A large block that a realloc moves to this many bytes or more goes into a
- * segment of its own, where its pages follow it (moved_pages) at this move
- * and every later one: grown as a string or a file read is, an extent was
- * copied at each of its chunk's ends up to 64 MiB, its pages faulted in
- * anew and the old copy kept resident (review helper-127: growing to 60 MB,
- * 0.47 s and 124 MB at peak against glibc's 0.18 s and 61 MB; perl's
- * string appends 1.41 times glibc's time). */
-#define REALLOC_OWN_MIN ((size_t)2 << 20)
 
 /* Blocks of this many bytes or more that a calloc finds not known zero give
  * their pages back to the kernel rather than clear them (zeroed_by_kernel). */
@@ -231,32 +221,6 @@ IOA_EXPORT size_t ioa_usable_size(const void *ptr)
 	return n == SIZE_MAX ? 0 : n;
 }
 
-/* The new place of large block @s (not NULL) of @have bytes that a realloc
- * grows to @size and moves: a block of its own (REALLOC_OWN_MIN) where its
- * pages can follow, that is no device can reach them and this thread may
- * make a segment (not in fork's handlers, which hold the locks, nor a
- * thread with no heap, whose allocations take the long way), on @s's node
- * (pages move within one); else NULL, and the caller allocates as for any
- * block. A failure here says nothing: the caller's allocation reports its
- * own. */
-static void *own_place(const struct ioa__span *s, size_t have, size_t size)
-{
-	struct ioa__heap *h = ioa__my_heap;
-	struct ioa__log_held quiet;
-	int saved = errno;
-	void *p;
-
-	if (s->obj_size || size <= have || size < REALLOC_OWN_MIN || size > IOA_BUFFER_MAX ||
-	    ioa__heap_checking || h == &ioa__empty_heap || h->rehome ||
-	    ioa__heap_in_fork_window() || !ioa__region_on_demand())
-		return NULL;
-	ioa__log_hold(&quiet);
-	p = ioa__large_alloc_own(s->node, size);
-	ioa__log_release(&quiet, 0);
-	errno = saved;
-	return p;
-}
-
 /* A large block @s at @ptr of @have bytes that grows into new block @p:
  * its pages moved there, not copied, where the region can
  * (ioa__region_move_pages: into a block of a segment of its own, past the
@@ -327,8 +291,8 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 	 * doubling (its pages cost nothing until touched, or came resident);
 	 * IOALLOC_CHECK's canary then follows the size asked for, and later
 	 * growth within the block stays in place (ioa__check_resize) */
-	p = s ? own_place(s, have, size) : NULL;
-	if (!p && s && !s->obj_size && !s->chunk && size > have && size < 2 * have &&
+	p = NULL;
+	if (s && !s->obj_size && !s->chunk && size > have && size < 2 * have &&
 	    2 * have <= OWN_DOUBLE_MAX && (p = ioa__heap_alloc(2 * have)) && ioa__heap_checking)
 		ioa__check_resize(ioa__span_at(p), p, size);
 	if (!p && !(p = ioa__heap_alloc(size)))
