@@ -357,7 +357,6 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 {
 	const struct ioa__span *s;
 	size_t have;
-	int grows;
 	void *p;
 
 	if (!ptr)
@@ -377,11 +376,8 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 		errno = EINVAL; /* nothing changed */
 		return NULL;
 	}
-	/* read before the resize, which may free @s, whose descriptor another
-	 * thread may then reuse */
-	grows = s && !s->obj_size && size > have;
 	p = resized(s, ptr, have, size);
-	if (p && grows) { /* a large block grew: see streak */
+	if (p && s && !s->obj_size && size > have) { /* a large block grew: see streak */
 		if (ptr != streak.block)
 			streak.grown = 0;
 		if (streak.grown < REALLOC_STREAK)
