@@ -21,8 +21,6 @@
  *   pages it never wrote are not faulted in, the ones it wrote keep their
  *   bytes, and the place it left reads as zeros and serves again; into an
  *   extent (a chunk's mapping, which the move would split) it is copied.
- *   A block that realloc grows time after time moves into a block of its
- *   own at 2 MiB; blocks grown by turns are copied from extent to extent.
  *   The moved pages come as a new block's: writable, inherited by a fork
  *   child, dumped, kept across fork, whatever the program made of the old
  *   block; and none move while the process has locked memory (the move
@@ -327,62 +325,6 @@ static void leaves_a_usable_place(void)
 	CHECK_EQ(leaked_at_fini(), 0); /* lazy mode keeps the chunks up to ioa_fini() */
 }
 
-/* @p grown by @n reallocs in a row, by @step bytes each; NULL if one failed. */
-static unsigned char *grow_by(unsigned char *p, size_t len, size_t step, int n)
-{
-	for (int i = 1; p && i <= n; i++)
-		p = ioa_realloc(p, len + (size_t)i * step);
-	return p;
-}
-
-/* The none backend, lazy mode: a block that realloc grows time after time
- * (a string built by appending) is copied from extent to extent until it
- * grew three times in a row and moves to 2 MiB or more: then into a block
- * of its own, taking its pages along (its old place's pages are gone from
- * its chunk), and along again at its next growth. Two blocks grown by
- * turns are copied: each growth breaks the other's run, as a program that
- * resizes many blocks by turns does, whose extents keep their pages
- * resident for the next block there (moved out, their place would fault
- * in anew). */
-static void growing_block_moves_its_pages(void)
-{
-	size_t page = 4 * KB, step = 256 * KB;
-	unsigned char *p, *q, *a, *b, *old_a;
-
-	if (!page_map_readable() || !up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0))
-		return;
-	p = grow_by(ioa_malloc(step), step, step, 3); /* to 1 MiB: copied or in place */
-	CHECK(p != NULL);
-	if (p)
-		fill_pattern(p, page, 1);
-	q = p ? ioa_realloc(p, 3 * MB) : NULL; /* the fourth in a row: moved */
-	CHECK(q && q != p && pattern_intact(q, page, 1));
-	if (q)
-		CHECK(!page_written(p)); /* its pages left its chunk */
-	p = q ? ioa_realloc(q, 5 * MB) : NULL; /* a block of its own: moved again */
-	CHECK(p && p != q && pattern_intact(p, page, 1));
-	if (p)
-		CHECK(!page_written(q));
-	ioa_free(p);
-
-	a = grow_by(ioa_malloc(step), step, step, 3);
-	b = ioa_malloc(step);
-	CHECK(a && b);
-	for (int i = 0; a && b && i < 4; i++) { /* b, a, b, a...: no run of either */
-		b = ioa_realloc(b, 3 * MB + (size_t)i * MB);
-		CHECK(b != NULL);
-		old_a = a;
-		fill_pattern(a, page, 2);
-		a = ioa_realloc(a, 3 * MB + (size_t)i * MB);
-		CHECK(a && pattern_intact(a, page, 2));
-		if (a && a != old_a)
-			CHECK(page_written(old_a)); /* copied: its chunk keeps them */
-	}
-	ioa_free(a);
-	ioa_free(b);
-	CHECK_EQ(leaked_at_fini(), 0); /* lazy mode keeps the chunks up to ioa_fini() */
-}
-
 /* The none backend: a block whose pages the program made read-only, not
  * inherited by a fork child, not dumped and wiped at fork, moved past the
  * extents' largest: the new block has none of it. */
@@ -505,7 +447,6 @@ int main(void)
 	moves_its_pages(IOA_PROTECT_LAZY);
 	moves_its_pages(IOA_PROTECT_STRICT);
 	leaves_a_usable_place();
-	growing_block_moves_its_pages();
 	moves_as_a_new_block();
 	copies_while_memory_is_locked();
 	no_cancellation_point();

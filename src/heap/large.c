@@ -47,17 +47,6 @@ void *ioa__large_alloc(struct ioa__heap *h, size_t size, size_t align)
 	return handed_out_large(s);
 }
 
-void *ioa__large_alloc_own(int node, size_t size)
-{
-	struct ioa__span *s = ioa__span_get_own(node, ioa__large_round(size));
-
-	if (!s)
-		return NULL;
-	/* relaxed: as ioa__large_alloc's */
-	atomic_store_explicit(&s->live, 1, memory_order_relaxed);
-	return handed_out_large(s);
-}
-
 /* Of two frees of one block (racing, or one after the other) one wins the
  * exchange of its live flag; the other is reported. */
 void ioa__large_free(struct ioa__span *s, void *p)

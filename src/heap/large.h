@@ -9,8 +9,6 @@
 
 /* For heap @h (locked if shared), on its node. */
 void *ioa__large_alloc(struct ioa__heap *h, size_t size, size_t align);
-/* @size bytes on @node, in a segment of its own (ioa__span_get_own). */
-void *ioa__large_alloc_own(int node, size_t size);
 void ioa__large_free(struct ioa__span *s, void *p);
 
 #endif

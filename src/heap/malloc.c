@@ -5,7 +5,6 @@
 #include "boot.h"
 #include "check.h"
 #include "extent.h"
-#include "large.h"
 #include "log.h"
 #include "region.h"
 #include "span.h"
@@ -101,36 +100,6 @@ static int known_zero(const void *p, size_t size)
  * to this many bytes (review helper-89: tied to the extents' largest, strict
  * mode doubled 20 MiB blocks into 40 MiB ones once that grew to 64 MiB). */
 #define OWN_DOUBLE_MAX ((size_t)16 << 20)
-
-/* A large block that a realloc grows time after time, as a string or a file
- * read is built by appending, goes into a segment of its own once it moves
- * to this many bytes or more, and its pages follow it there (moved_pages) at
- * that move and every later one (own_place): it went from extent to
- * extent, copied at each of its chunk's ends up to 64 MiB, its pages
- * faulted in anew and the old copy kept resident (review helper-127: to 60
- * MB, 0.44 s and 124 MB at peak against glibc's 0.23 s and 61 MB; perl's
- * string appends 1.41 times glibc's time). */
-#define REALLOC_OWN_MIN ((size_t)2 << 20)
-/* ... once it grew this many times in a row before: the thread's growing
- * reallocs of large blocks, each of the block the last one returned. A program that
- * resizes many blocks by turns (bench/alloc large-churn: 32 a thread, each
- * realloc of a random one) keeps copying into extents, whose pages stay
- * resident for the next: moving pages out leaves their place zeros, which
- * fault in again where it serves. large-churn took 35 s against 1.2 when
- * every growth to 2 MiB moved, 3.2 s when growths of 2 MiB blocks up to
- * twice did, 2.2 s when a growth of the block the last one returned did
- * (its repeats among 32, and freed blocks' addresses that come back). */
-#define REALLOC_STREAK 3
-
-/* The calling thread's run of growing reallocs of large blocks: what the
- * last returned, and how many grew one block in a row. Only compared: a
- * block freed since and handed out again only extends a run as a growing
- * block would. Per thread, so nothing to share; a signal handler's realloc
- * in between (not async-signal-safe, as glibc's) at worst starts a run. */
-static __thread struct {
-	const void *block;
-	unsigned grown;
-} streak __attribute__((tls_model("initial-exec")));
 
 /* Blocks of this many bytes or more that a calloc finds not known zero give
  * their pages back to the kernel rather than clear them (zeroed_by_kernel). */
@@ -252,33 +221,6 @@ IOA_EXPORT size_t ioa_usable_size(const void *ptr)
 	return n == SIZE_MAX ? 0 : n;
 }
 
-/* The new place of large block @s (not NULL) at @ptr, of @have bytes, that
- * a realloc grows to @size and moves: a block of a segment of its own
- * (REALLOC_OWN_MIN, REALLOC_STREAK), where its pages can follow, when no
- * device can reach them and this thread may make a segment (not in fork's
- * handlers, which hold the locks, nor a thread with no heap, whose
- * allocations take the long way), on the node of @s (pages move within
- * one); else NULL, and the caller allocates as for any block. A failure
- * here says nothing: the caller's allocation reports its own. */
-static void *own_place(const struct ioa__span *s, const void *ptr, size_t have, size_t size)
-{
-	struct ioa__heap *h = ioa__my_heap;
-	struct ioa__log_held quiet;
-	int saved = errno;
-	void *p;
-
-	if (ptr != streak.block || streak.grown < REALLOC_STREAK || s->obj_size || size <= have ||
-	    size < REALLOC_OWN_MIN || size > IOA_BUFFER_MAX || ioa__heap_checking ||
-	    h == &ioa__empty_heap || h->rehome || ioa__heap_in_fork_window() ||
-	    !ioa__region_on_demand())
-		return NULL;
-	ioa__log_hold(&quiet);
-	p = ioa__large_alloc_own(s->node, size);
-	ioa__log_release(&quiet, 0);
-	errno = saved;
-	return p;
-}
-
 /* A large block @s at @ptr of @have bytes that grows into new block @p:
  * its pages moved there, not copied, where the region can
  * (ioa__region_move_pages: into a block of a segment of its own, past the
@@ -296,13 +238,29 @@ static int moved_pages(const struct ioa__span *s, void *ptr, void *p, size_t hav
 	return 1;
 }
 
-/* Live block @ptr (of @s: NULL for a boot arena object) of @have bytes
- * resized to @size: where it lies, or moved; NULL with errno set and the
- * block as it was. */
-static void *resized(const struct ioa__span *s, void *ptr, size_t have, size_t size)
+IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 {
+	const struct ioa__span *s;
+	size_t have;
 	void *p;
 
+	if (!ptr)
+		return ioa__heap_alloc(size);
+	s = ioa__span_at(ptr);
+	if (!s && !ioa__boot_owns(ptr)) {
+		const char *how = owner_of(ptr);
+
+		ioa__err("%s(%p): %s; nothing changed", IOA_REALLOC_CALL, ptr,
+			 how ? how : "not a pointer ioalloc returned");
+		errno = EINVAL;
+		return NULL;
+	}
+	have = s ? (live(s, ptr, 1) ? usable(s, ptr) : SIZE_MAX)
+		 : boot_live_size(ptr, IOA_REALLOC_CALL);
+	if (have == SIZE_MAX) {
+		errno = EINVAL; /* nothing changed */
+		return NULL;
+	}
 	/* an extent grows into the free one after it, or gives its tail back */
 	if (s && s->chunk && !ioa__heap_checking && size > ioa__span_small_max() &&
 	    size <= ioa__extent_max() &&
@@ -333,8 +291,8 @@ static void *resized(const struct ioa__span *s, void *ptr, size_t have, size_t s
 	 * doubling (its pages cost nothing until touched, or came resident);
 	 * IOALLOC_CHECK's canary then follows the size asked for, and later
 	 * growth within the block stays in place (ioa__check_resize) */
-	p = s ? own_place(s, ptr, have, size) : NULL;
-	if (!p && s && !s->obj_size && !s->chunk && size > have && size < 2 * have &&
+	p = NULL;
+	if (s && !s->obj_size && !s->chunk && size > have && size < 2 * have &&
 	    2 * have <= OWN_DOUBLE_MAX && (p = ioa__heap_alloc(2 * have)) && ioa__heap_checking)
 		ioa__check_resize(ioa__span_at(p), p, size);
 	if (!p && !(p = ioa__heap_alloc(size)))
@@ -350,40 +308,6 @@ static void *resized(const struct ioa__span *s, void *ptr, size_t have, size_t s
 	if (marked_freed(p))
 		links(p)[1] = NULL;
 	ioa__heap_free(ptr);
-	return p;
-}
-
-IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
-{
-	const struct ioa__span *s;
-	size_t have;
-	void *p;
-
-	if (!ptr)
-		return ioa__heap_alloc(size);
-	s = ioa__span_at(ptr);
-	if (!s && !ioa__boot_owns(ptr)) {
-		const char *how = owner_of(ptr);
-
-		ioa__err("%s(%p): %s; nothing changed", IOA_REALLOC_CALL, ptr,
-			 how ? how : "not a pointer ioalloc returned");
-		errno = EINVAL;
-		return NULL;
-	}
-	have = s ? (live(s, ptr, 1) ? usable(s, ptr) : SIZE_MAX)
-		 : boot_live_size(ptr, IOA_REALLOC_CALL);
-	if (have == SIZE_MAX) {
-		errno = EINVAL; /* nothing changed */
-		return NULL;
-	}
-	p = resized(s, ptr, have, size);
-	if (p && s && !s->obj_size && size > have) { /* a large block grew: see streak */
-		if (ptr != streak.block)
-			streak.grown = 0;
-		if (streak.grown < REALLOC_STREAK)
-			streak.grown++;
-		streak.block = p;
-	}
 	return p;
 }
 

@@ -281,9 +281,9 @@ static int span_map(struct ioa__span *s, size_t map_pages)
 	return -1;
 }
 
-/* A new span of @len bytes on @node (in a segment of its own when @own),
- * its pages (@map_pages of them) in the page map; NULL with errno set. */
-static struct ioa__span *span_create(int node, size_t len, size_t align, int own, int pool,
+/* A new span of @len bytes on @node, its pages (@map_pages of them) in the
+ * page map; NULL with errno set. */
+static struct ioa__span *span_create(int node, size_t len, size_t align, int pool,
 				     size_t map_pages)
 {
 	struct ioa__heap *h = ioa__my_heap, *outer;
@@ -303,9 +303,8 @@ static struct ioa__span *span_create(int node, size_t len, size_t align, int own
 	 * heap's cycle_lock (the empty heap's for a thread without one): a
 	 * fork finds none between (heap.h) */
 	outer = ioa__heap_cycle_lock(h);
-	err = own ? ioa__region_alloc_own(len, node, IOA_OWNER_HEAP, &p, &zeroed, "ioa_malloc")
-		  : ioa__region_alloc(len, align, node, IOA_OWNER_HEAP, &p, &zeroed, "ioa_malloc");
-	if (err != 0) {
+	if ((err = ioa__region_alloc(len, align, node, IOA_OWNER_HEAP, &p, &zeroed, "ioa_malloc")) !=
+	    0) {
 		desc_free(s);
 		s = NULL;
 		errno = -err;
@@ -579,7 +578,7 @@ struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
 	}
 	if (!s) {
 		s = ioa__heap_strict ? ioa__span_page(owner, 1)
-				     : span_create(node, len, SPAN_ALIGN, 0, pool, len >> IOA_PAGE_SHIFT);
+				     : span_create(node, len, SPAN_ALIGN, pool, len >> IOA_PAGE_SHIFT);
 		if (!s)
 			return NULL;
 		if (s->zeroed && ioa__region_on_demand())
@@ -659,18 +658,6 @@ struct ioa__span *ioa__span_page(struct ioa__heap *h, uint32_t per)
 	return ready[--*n];
 }
 
-/* New large block @s (or NULL), its alignment noted and counted. */
-static struct ioa__span *large_created(struct ioa__span *s)
-{
-	if (s) {
-		uint64_t bits = (uintptr_t)s->base | ioa_virt2iova(s->base);
-
-		s->align_shift = (uint8_t)__builtin_ctzll(bits);
-		ioa__node_stat_add(s->node, heap_large_created, 1);
-	}
-	return s;
-}
-
 struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align)
 {
 	struct node_cache *nc = &caches[node];
@@ -689,13 +676,14 @@ struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align)
 		ioa__node_stat_add(node, heap_large_reused, 1);
 		return s;
 	}
-	return large_created(span_create(node, len, align < IOA_PAGE ? IOA_PAGE : align, 0,
-					 POOL_FEW, 1));
-}
+	s = span_create(node, len, align < IOA_PAGE ? IOA_PAGE : align, POOL_FEW, 1);
+	if (s) {
+		uint64_t bits = (uintptr_t)s->base | ioa_virt2iova(s->base);
 
-struct ioa__span *ioa__span_get_own(int node, size_t len)
-{
-	return large_created(span_create(node, len, IOA_PAGE, 1, POOL_FEW, 1));
+		s->align_shift = (uint8_t)__builtin_ctzll(bits);
+		ioa__node_stat_add(node, heap_large_created, 1);
+	}
+	return s;
 }
 
 int ioa__span_resize_large(struct ioa__span *s, size_t len)
@@ -727,7 +715,7 @@ int ioa__span_resize_large(struct ioa__span *s, size_t len)
 
 struct ioa__span *ioa__span_new_chunk(int node, size_t len)
 {
-	struct ioa__span *s = span_create(node, len, IOA_PAGE, 0, POOL_FEW, len >> IOA_PAGE_SHIFT);
+	struct ioa__span *s = span_create(node, len, IOA_PAGE, POOL_FEW, len >> IOA_PAGE_SHIFT);
 
 	if (!s)
 		return NULL;

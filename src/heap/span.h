@@ -57,10 +57,6 @@ struct ioa__span *ioa__span_page(struct ioa__heap *h, uint32_t per);
 /* A large block of @len bytes (rounded already) aligned to @align on @node:
  * from the node's cache when the sizes match, else a new region buffer. */
 struct ioa__span *ioa__span_get_large(int node, size_t len, size_t align);
-/* A large block of @len bytes (rounded already) on @node in a segment of its
- * own, new (ioa__region_alloc_own): realloc's growing block, whose pages a
- * move may take along (ioa__region_move_pages). NULL with errno set. */
-struct ioa__span *ioa__span_get_own(int node, size_t len);
 /* Large block @s, of a region buffer of its own (not an extent nor a
  * strict page block), resized in place to @len bytes (a page multiple):
  * grown when the pages after it are free, shrunk (its tail retired as a

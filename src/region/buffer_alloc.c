@@ -195,20 +195,19 @@ static void link_segment(struct node_arena *a, struct ioa__segment *s)
 		a->big_first = s;
 }
 
-/* Reserves a run of @len bytes aligned to @align on @node, in a new segment
- * of its own when @own: its segment into *seg, its first page's index into
- * *first, and into *untouched whether no buffer had its pages before; 0 or
- * the -errno of ioa__region_segment_create. Segments are created, and
- * linked, under the node lock. */
-static int reserve_pages(int node, size_t len, size_t align, int own, struct ioa__segment **seg,
+/* Reserves a run of @len bytes aligned to @align on @node: its segment into
+ * *seg, its first page's index into *first, and into *untouched whether no
+ * buffer had its pages before; 0 or the -errno of ioa__region_segment_create.
+ * Segments are created, and linked, under the node lock. */
+static int reserve_pages(int node, size_t len, size_t align, struct ioa__segment **seg,
 			 uint32_t *first, int *untouched)
 {
 	struct node_arena *a = &ioa__region.nodes[node];
 	uint32_t n = (uint32_t)(len >> IOA_PAGE_SHIFT);
 	int low = ioa__iommu_mappings_low(); /* then only whole segments serve */
-	int big = !own && big_buffer(len, align);
+	int big = big_buffer(len, align);
 	size_t seg_size = ioa__region.segment_size;
-	int dedicated = own || (!big && (len > seg_size || align > seg_size));
+	int dedicated = !big && (len > seg_size || align > seg_size);
 	struct ioa__segment *s;
 	long page = -1;
 	int err = 0, cancel;
@@ -448,8 +447,8 @@ static int map_reserved(struct ioa__segment *s, uint32_t first, size_t len, size
 	return 0;
 }
 
-static int alloc_buffer(size_t size, size_t align, int node, int own, enum ioa__owner owner,
-			void **out, int *zeroed, const char *fn)
+int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner, void **out,
+		      int *zeroed, const char *fn)
 {
 	struct ioa__segment *s;
 	uint32_t first;
@@ -470,7 +469,7 @@ static int alloc_buffer(size_t size, size_t align, int node, int own, enum ioa__
 	node = ioa__region_pick_node(node, fn);
 	if (node < 0)
 		return node;
-	if ((err = reserve_pages(node, len, align, own, &s, &first, &untouched)) != 0)
+	if ((err = reserve_pages(node, len, align, &s, &first, &untouched)) != 0)
 		return err;
 	if ((err = map_reserved(s, first, len, len, align, owner, 0)) != 0)
 		return err;
@@ -478,18 +477,6 @@ static int alloc_buffer(size_t size, size_t align, int node, int own, enum ioa__
 	if (zeroed) /* private anonymous memory (os.c), untouched since its mmap */
 		*zeroed = untouched;
 	return 0;
-}
-
-int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner, void **out,
-		      int *zeroed, const char *fn)
-{
-	return alloc_buffer(size, align, node, 0, owner, out, zeroed, fn);
-}
-
-int ioa__region_alloc_own(size_t size, int node, enum ioa__owner owner, void **out, int *zeroed,
-			  const char *fn)
-{
-	return alloc_buffer(size, IOA_PAGE, node, 1, owner, out, zeroed, fn);
 }
 
 /* Up to @n runs of @per free pages (1 or 2, a run within one word of the

@@ -92,10 +92,6 @@ enum ioa__owner {
  * new from the kernel (no buffer had them before), so read as zeros; else 0. */
 int ioa__region_alloc(size_t size, size_t align, int node, enum ioa__owner owner, void **out,
 		      int *zeroed, const char *fn);
-/* As ioa__region_alloc, page-aligned, in a new segment of its own (the
- * buffers that ioa__region_move_pages may move pages into). */
-int ioa__region_alloc_own(size_t size, int node, enum ioa__owner owner, void **out, int *zeroed,
-			  const char *fn);
 /* Strict mode's heap pages: up to @n buffers of @per pages (1 or 2) each on
  * @node (at most IOA_REGION_PAGES_MAX; neighbours where the segment has
  * them), taken under one lock and recorded with one table walk per run of
