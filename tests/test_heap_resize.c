@@ -21,6 +21,7 @@
  *   pages it never wrote are not faulted in, the ones it wrote keep their
  *   bytes, and the place it left reads as zeros and serves again; into an
  *   extent (a chunk's mapping, which the move would split) it is copied.
+ *   A move the kernel refuses after it unmapped the destination is copied.
  *   The moved pages come as a new block's: writable, inherited by a fork
  *   child, dumped, kept across fork, whatever the program made of the old
  *   block; and none move while the process has locked memory (the move
@@ -42,7 +43,10 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <stdarg.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define KB ((size_t)1 << 10)
 #define MB (1024 * KB)
@@ -289,6 +293,61 @@ static void moves_its_pages(enum ioa_protect protect)
 	down();
 }
 
+/* The kernel's refusals of a move, as this mremap gives them while
+ * refuse_moves is set: 1, Linux 5.7 to 6.16 with a source of several
+ * mappings (the destination unmapped, then EFAULT); 2, Linux 6.17 on at the
+ * map count's limit (the destination unmapped, the source's first half
+ * moved there, then ENOMEM). Other calls go to the kernel. */
+static _Atomic int refuse_moves;
+
+void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
+{
+	void *to = NULL;
+	va_list ap;
+	int how = atomic_load(&refuse_moves);
+
+	va_start(ap, flags);
+	if (flags & MREMAP_FIXED)
+		to = va_arg(ap, void *);
+	va_end(ap);
+	if (how && (flags & MREMAP_DONTUNMAP)) {
+		munmap(to, new_len);
+		if (how == 2)
+			syscall(SYS_mremap, old, old_len / 2, old_len / 2, flags, to);
+		errno = how == 2 ? ENOMEM : EFAULT;
+		return MAP_FAILED;
+	}
+	return (void *)syscall(SYS_mremap, old, old_len, new_len, flags, to);
+}
+
+/* The none backend: a move the kernel refuses after it unmapped the
+ * destination (refuse_moves) is copied: the new block holds every byte of
+ * the old one, the pages moved before the refusal among them, and is
+ * written whole (review helper-128: the copy into the unmapped block
+ * crashed). */
+static void refused_move_copies(int how)
+{
+	size_t len = ioa__extent_max() + 16 * MB, page = 4 * KB;
+	size_t at[3] = { 0, len / 2 - page, len - page };
+	unsigned char *p, *q;
+
+	if (!up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0))
+		return;
+	CHECK((p = ioa_malloc(len)) != NULL);
+	for (int i = 0; p && i < 3; i++)
+		fill_pattern(p + at[i], page, (unsigned)i + 1);
+	atomic_store(&refuse_moves, how);
+	q = p ? ioa_realloc(p, len + 16 * MB) : NULL;
+	atomic_store(&refuse_moves, 0);
+	CHECK(q != NULL);
+	for (int i = 0; q && i < 3; i++)
+		CHECK(pattern_intact(q + at[i], page, (unsigned)i + 1));
+	for (size_t off = 0; q && off < len + 16 * MB; off += 256 * KB)
+		q[off] = 7;
+	ioa_free(q ? q : p);
+	down();
+}
+
 /* The none backend, lazy mode: an extent that grows past the extents'
  * largest takes its pages out of its chunk; the place it left reads as
  * zeros and serves again (a block of its size there is written whole). An
@@ -447,6 +506,8 @@ int main(void)
 	moves_its_pages(IOA_PROTECT_LAZY);
 	moves_its_pages(IOA_PROTECT_STRICT);
 	leaves_a_usable_place();
+	refused_move_copies(1);
+	refused_move_copies(2);
 	moves_as_a_new_block();
 	copies_while_memory_is_locked();
 	no_cancellation_point();

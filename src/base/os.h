@@ -93,7 +93,9 @@ void ioa__os_prefault(void *addr, size_t len);
  * new mapping's would (os_move.c); [from, from + len) stays mapped and reads
  * as zeros. 0, or -errno, the pages not moved: -EBUSY while the process has
  * locked memory, or the kernel's (EINVAL before Linux 5.7; EFAULT for a
- * range across two mappings). errno is kept. */
+ * range across two mappings before Linux 6.17), with [to, to + len) mapped
+ * again (zeros) where the kernel had unmapped it; -EIO when it could not be:
+ * nothing may write it then. errno is kept. */
 int ioa__os_move_pages(void *from, void *to, size_t len);
 
 /* Zeroed 4 KiB pages for the library's own metadata, or NULL: carved from

@@ -46,6 +46,41 @@ static int has_locked_memory(void)
 	return strtoul(at + 7, NULL, 10) != 0;
 }
 
+/* Bytes from @to, a page multiple up to @len, that are mapped: 64 pages a
+ * call (mincore fails with ENOMEM on any unmapped page), then page by page. */
+static size_t mapped_prefix(char *to, size_t len)
+{
+	unsigned char vec[64];
+	size_t at = 0, step = sizeof(vec) * IOA_PAGE;
+
+	while (len - at >= step && mincore(to + at, step, vec) == 0)
+		at += step;
+	while (at < len && mincore(to + at, IOA_PAGE, vec) == 0)
+		at += IOA_PAGE;
+	return at;
+}
+
+/* After a refused move: with MREMAP_FIXED the kernel unmaps the destination
+ * first and may refuse the move after (Linux 5.7 to 6.16: a source of
+ * several mappings, EFAULT; later ones move it mapping by mapping and may
+ * stop partway, ENOMEM at the map count's limit), so @to may be unmapped
+ * from where the move stopped (review helper-128: the caller's copy then
+ * crashed). The pages moved come back to @from by a copy (their place reads
+ * as zeros), and @to is mapped again (zeros, as the new block was; a node
+ * binding of its segment is not restored, a page fault's node serves it):
+ * 0, the caller copies as for any refused move; -ENOMEM when @to could not
+ * be mapped again, and the caller must not write it. */
+static int undo_refused_move(char *from, char *to, size_t len)
+{
+	size_t moved = mapped_prefix(to, len);
+
+	if (moved == len) /* refused before the destination went: nothing moved */
+		return 0;
+	memcpy(from, to, moved);
+	return mmap(to, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
+		    0) == MAP_FAILED ? -ENOMEM : 0;
+}
+
 int ioa__os_move_pages(void *from, void *to, size_t len)
 {
 	int saved_errno = errno, err = 0;
@@ -54,10 +89,14 @@ int ioa__os_move_pages(void *from, void *to, size_t len)
 		err = -EBUSY;
 	else if (mprotect(from, len, PROT_READ | PROT_WRITE) != 0 ||
 		 madvise(from, len, MADV_DOFORK) != 0 || madvise(from, len, MADV_DODUMP) != 0 ||
-		 madvise(from, len, MADV_KEEPONFORK) != 0 ||
-		 mremap(from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, to) ==
-			 MAP_FAILED)
+		 madvise(from, len, MADV_KEEPONFORK) != 0)
 		err = -errno;
+	else if (mremap(from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, to) ==
+		 MAP_FAILED) {
+		err = -errno;
+		if (undo_refused_move(from, to, len) != 0)
+			err = -EIO;
+	}
 	errno = saved_errno;
 	return err;
 }

@@ -224,16 +224,18 @@ IOA_EXPORT size_t ioa_usable_size(const void *ptr)
 /* A large block @s at @ptr of @have bytes that grows into new block @p:
  * its pages moved there, not copied, where the region can
  * (ioa__region_move_pages: into a block of a segment of its own, past the
- * extents' largest, with no device); 1 when they were. */
+ * extents' largest, with no device); 1 when they were, 0 when they were not
+ * (the caller copies), -1 when @p lost its pages to a refused move. */
 static int moved_pages(const struct ioa__span *s, void *ptr, void *p, size_t have, size_t size)
 {
 	struct ioa__span *to;
+	int err = 0;
 
 	/* @p is a large block too: larger than @s */
 	if (!s || s->obj_size || ioa__heap_checking || size <= have ||
 	    !(to = (struct ioa__span *)ioa__span_at(p)) || to->chunk ||
-	    ioa__region_move_pages(ptr, p, have) != 0)
-		return 0;
+	    (err = ioa__region_move_pages(ptr, p, have)) != 0)
+		return err == -EIO ? -1 : 0;
 	to->zeroed = 0; /* it holds the old block's bytes now */
 	return 1;
 }
@@ -242,6 +244,7 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 {
 	const struct ioa__span *s;
 	size_t have;
+	int moved;
 	void *p;
 
 	if (!ptr)
@@ -297,7 +300,13 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 		ioa__check_resize(ioa__span_at(p), p, size);
 	if (!p && !(p = ioa__heap_alloc(size)))
 		return NULL; /* the old block stays */
-	if (!moved_pages(s, ptr, p, have, size))
+	moved = moved_pages(s, ptr, p, have, size);
+	if (moved < 0) { /* the old block stays, the new one goes */
+		ioa__heap_free(p);
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (!moved)
 		memcpy(p, ptr, have < size ? have : size);
 	/* No mark comes along: memory the program never wrote holds what the
 	 * heap left there, among it a freed object's mark (a strict page

@@ -117,7 +117,8 @@ int ioa__region_grow(void *va, enum ioa__owner owner, size_t old_len, size_t new
  * (ioa__region_on_demand), both are on 4 KiB pages of one node and @to has
  * a segment of its own (whose mapping, split by the move, goes whole with
  * it): 0, [from, from + len) then reads as zeros; -ENOTSUP or the kernel's
- * -errno (ioa__os_move_pages), nothing changed, and the caller copies. */
+ * -errno (ioa__os_move_pages), nothing changed, and the caller copies; -EIO
+ * when @to lost its pages (it may not be written: the caller frees it). */
 int ioa__region_move_pages(void *from, void *to, size_t len);
 int ioa__region_shrink(void *va, enum ioa__owner owner, size_t old_len, size_t *new_len,
 		       void **tail);
