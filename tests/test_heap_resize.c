@@ -263,6 +263,27 @@ static int page_map_readable(void)
 #endif
 }
 
+/* A block of @len bytes, its pages at @at[0..2] written with patterns 1 to
+ * 3 (NULL, counted, when it could not be had). */
+static unsigned char *written_block(size_t len, const size_t at[3])
+{
+	unsigned char *p = ioa_malloc(len);
+
+	CHECK(p != NULL);
+	for (int i = 0; p && i < 3; i++)
+		fill_pattern(p + at[i], 4 * KB, (unsigned)i + 1);
+	return p;
+}
+
+/* Whether @q's pages at @at[0..2] hold written_block's patterns. */
+static int written_intact(const unsigned char *q, const size_t at[3])
+{
+	for (int i = 0; i < 3; i++)
+		if (!pattern_intact(q + at[i], 4 * KB, (unsigned)i + 1))
+			return 0;
+	return 1;
+}
+
 /* The none backend: a block past the extents' largest grows into a block of
  * a segment of its own by taking its pages along. Of 80 MiB, three pages
  * were written: they keep their bytes where the block moved, and a page
@@ -275,9 +296,7 @@ static void moves_its_pages(enum ioa_protect protect)
 
 	if (!up(IOA_BACKEND_NONE, protect, 0))
 		return;
-	CHECK((p = ioa_malloc(len)) != NULL);
-	for (int i = 0; p && i < 3; i++)
-		fill_pattern(p + written[i], page, (unsigned)i + 1);
+	p = written_block(len, written);
 	q = p ? ioa_realloc(p, len + 16 * MB) : NULL;
 	CHECK(q && q != p);
 	if (q && page_map_readable()) {
@@ -285,8 +304,7 @@ static void moves_its_pages(enum ioa_protect protect)
 		CHECK(!page_written(q + 500 * page)); /* never written: left behind */
 		CHECK(!page_written(q + len - 2 * page));
 	}
-	for (int i = 0; q && i < 3; i++)
-		CHECK(pattern_intact(q + written[i], page, (unsigned)i + 1));
+	CHECK(q && written_intact(q, written));
 	CHECK(q && q[500 * page] == 0 && q[len + 16 * MB - 1] == 0);
 	CHECK(q && ioa_virt2iova(q + len) == (uint64_t)(uintptr_t)(q + len));
 	ioa_free(q);
@@ -333,15 +351,11 @@ static void refused_move_copies(int how)
 
 	if (!up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0))
 		return;
-	CHECK((p = ioa_malloc(len)) != NULL);
-	for (int i = 0; p && i < 3; i++)
-		fill_pattern(p + at[i], page, (unsigned)i + 1);
+	p = written_block(len, at);
 	atomic_store(&refuse_moves, how);
 	q = p ? ioa_realloc(p, len + 16 * MB) : NULL;
 	atomic_store(&refuse_moves, 0);
-	CHECK(q != NULL);
-	for (int i = 0; q && i < 3; i++)
-		CHECK(pattern_intact(q + at[i], page, (unsigned)i + 1));
+	CHECK(q && written_intact(q, at));
 	for (size_t off = 0; q && off < len + 16 * MB; off += 256 * KB)
 		q[off] = 7;
 	ioa_free(q ? q : p);

@@ -301,7 +301,7 @@ IOA_EXPORT void *ioa_realloc(void *ptr, size_t size)
 	if (!p && !(p = ioa__heap_alloc(size)))
 		return NULL; /* the old block stays */
 	moved = moved_pages(s, ptr, p, have, size);
-	if (moved < 0) { /* the old block stays, the new one goes */
+	if (moved < 0) { /* the old block stays; the new one, past the caches' bounds, retires */
 		ioa__heap_free(p);
 		errno = ENOMEM;
 		return NULL;
