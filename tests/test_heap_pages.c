@@ -1,9 +1,10 @@
 /*
  * The pages under a lazy heap with the none backend (LD_PRELOAD's default),
  * which come at first touch (src/base/os.c, ioa__os_alloc_segment):
- * a new span of small objects comes with its first page written, faulted
- * in with one call, since its first object is handed out at once; its other
- * pages wait for their first touch.
+ * a new span of small objects comes with the pages of its first four
+ * objects written (at least one, at most four pages), faulted in with one
+ * call, since its first objects are handed out first; its other pages wait
+ * for their first touch. A heap's young span comes with its slots' 16 KiB.
  */
 #include "heap_check.h"
 
@@ -15,6 +16,9 @@
 #include "span.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #if !defined(IOA_TEST_EMULATED)
@@ -31,38 +35,90 @@ static int thp_always(void)
 }
 #endif
 
-/* A span made for a class, before anyone wrote it: its first page is in,
- * its second not. Under qemu-user (IOA_TEST_EMULATED) /proc/self/pagemap is
- * the host's view of the emulator's memory: not checked there; nor the
- * second page where THP is "always". */
-static void test_span_first_page_in(void)
+/* Whether the first @in pages at @base are in and the one after them not.
+ * Under qemu-user (IOA_TEST_EMULATED) /proc/self/pagemap is the host's view
+ * of the emulator's memory: not checked there, only that the pages read as
+ * zeros; nor the page after where THP is "always". */
+static void check_pages_in(const char *what, const char *base, size_t in)
 {
-	struct ioa__span *s;
+#if defined(IOA_TEST_EMULATED)
+	(void)what;
+	for (size_t i = 0; i <= in; i++)
+		CHECK(base[i * IOA_PAGE] == 0 && base[(i + 1) * IOA_PAGE - 1] == 0);
+#else
+	for (size_t i = 0; i < in; i++)
+		if (!CHECK(page_written(base + i * IOA_PAGE)))
+			check_note("%s: page %zu of %zu is not in", what, i, in);
+	if (!thp_always() && !CHECK(!page_written(base + in * IOA_PAGE)))
+		check_note("%s: page %zu, past the %zu faulted in, is in", what, in, in);
+#endif
+}
+
+/* A span made for each class, before anyone wrote it: the pages of its
+ * first four objects are in (one for 512-byte objects, two for 2 KiB, four
+ * for 4 KiB, and four, not eight, for 8 KiB), the page after them not. */
+static void test_span_first_objects_in(void)
+{
+	static const struct {
+		size_t size, pages_in;
+	} cases[] = { { 512, 1 }, { 2048, 2 }, { 4096, 4 }, { 8192, 4 } };
+	struct ioa__span *s[sizeof(cases) / sizeof(cases[0])];
+	char what[64];
 
 	if (!heap_up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0, 0))
 		return;
-	s = ioa__span_get(0, ioa__class_of(512), NULL);
-	if (!CHECK(s != NULL))
-		return;
-	CHECK(s->len > IOA_PAGE);
 #if defined(IOA_TEST_EMULATED)
 	check_note("under qemu-user whether a span's pages are in is not checked, only that "
-		   "its first reads as zeros");
-	CHECK(s->base[0] == 0 && s->base[IOA_PAGE - 1] == 0);
+		   "they read as zeros");
 #else
-	CHECK(page_written(s->base));
 	if (thp_always())
-		check_note("THP is \"always\" here: whether the second page is in is not checked");
-	else
-		CHECK(!page_written(s->base + IOA_PAGE));
+		check_note("THP is \"always\" here: whether the page past those faulted in is in "
+			   "is not checked");
 #endif
-	ioa__span_put(s);
+	/* all held until the end: a span put back would serve the next */
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		if (!CHECK((s[i] = ioa__span_get(0, ioa__class_of(cases[i].size), NULL)) != NULL))
+			continue;
+		CHECK(s[i]->len > (cases[i].pages_in + 1) * IOA_PAGE);
+		snprintf(what, sizeof(what), "a span of %zu-byte objects", cases[i].size);
+		check_pages_in(what, s[i]->base, cases[i].pages_in);
+	}
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (s[i])
+			ioa__span_put(s[i]);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/* A heap's first small malloc makes its young span: the 16 KiB its slots
+ * take at most are in, the page after them not. */
+static void *first_small_malloc(void *arg)
+{
+	void *p = ioa_malloc(16);
+
+	(void)arg;
+	if (CHECK(p != NULL) && CHECK(ioa__span_at(p)->young == IOA_YOUNG_SLOT))
+		check_pages_in("a young span", (const char *)((uintptr_t)p & ~(((uintptr_t)64 << 10) - 1)),
+			       (IOA_YOUNG_SLOTS << IOA_YOUNG_SHIFT) / IOA_PAGE);
+	ioa_free(p);
+	return NULL;
+}
+
+static void test_young_slots_in(void)
+{
+	pthread_t t;
+
+	if (!heap_up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	/* a thread of its own: a heap with no young span yet */
+	if (CHECK_EQ(pthread_create(&t, NULL, first_small_malloc, NULL), 0))
+		pthread_join(t, NULL);
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
 int main(void)
 {
 	check_start("test_heap_pages");
-	test_span_first_page_in();
+	test_span_first_objects_in();
+	test_young_slots_in();
 	return check_done();
 }

@@ -11,6 +11,11 @@
  * engine retires on the freeing threads (IOALLOC_DEFER=inline: no thread of
  * the library's own) unless IOALLOC_DEFER says otherwise (api.c). Fork
  * handlers: atfork.c.
+ *
+ * The library's code comes mapped in one call at its constructor
+ * (map_own_code): a program's first malloc runs code in each 64 KiB window
+ * of it, a page fault each (the kernel maps a window of a file at a fault),
+ * 14 us each on this VM (docs/design.md, "Process start").
  */
 #include "heap.h"
 #include "boot.h"
@@ -19,18 +24,51 @@
 #include "region.h"
 #include "ioalloc.h"
 
+#include <elf.h>
 #include <errno.h>
 #include <limits.h>
+#include <link.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 int ioa__preloaded = 1;
 
+/* The loader's symbol for this object's ELF header, at the start of its
+ * first loaded segment. */
+extern const ElfW(Ehdr) __ehdr_start;
+
+/* Maps this library's executable segment whole (MADV_POPULATE_READ, Linux
+ * 5.14 and later; nothing before): its pages are in the page cache, shared,
+ * and the program's first malloc would fault on several of them. errno is
+ * kept. */
+static void map_own_code(void)
+{
+	const ElfW(Phdr) *ph = (const ElfW(Phdr) *)((const char *)&__ehdr_start + __ehdr_start.e_phoff);
+	const ElfW(Phdr) *first = NULL;
+	int saved_errno = errno;
+
+	for (unsigned i = 0; i < __ehdr_start.e_phnum; i++) {
+		if (ph[i].p_type != PT_LOAD)
+			continue;
+		if (!first)
+			first = &ph[i]; /* the segment the ELF header opens */
+		if (ph[i].p_flags & PF_X) {
+			uintptr_t at = (uintptr_t)&__ehdr_start + (ph[i].p_vaddr - first->p_vaddr);
+			uintptr_t start = at & ~(uintptr_t)(IOA_PAGE - 1);
+
+			madvise((void *)start, at + ph[i].p_memsz - start, MADV_POPULATE_READ);
+		}
+	}
+	errno = saved_errno;
+}
+
 __attribute__((constructor)) static void preload_ready(void)
 {
+	map_own_code();
 	/* release: a thread that sees it sees the constructors before it done */
 	atomic_store_explicit(&ioa__preload_ready, 1, memory_order_release);
 }
