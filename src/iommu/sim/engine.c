@@ -17,6 +17,7 @@
  * rightly reports it.
  */
 #include "sim.h"
+#include "bss.h"
 #include "log.h"
 #include "os.h"
 
@@ -39,15 +40,19 @@ struct engine_thread {
 	uint8_t *dev;       /* the device's buffer, MAX_LEN bytes */
 };
 
+/* The ring and the threads lie in .lbss, the locks' initialised rest in
+ * .data: 4 KiB there put the library's .data and .bss on two pages, which
+ * every process, preloaded ones too, writes as it loads (a fault each). */
+static _Atomic uint64_t engine_slot[SLOTS] IOA_LARGE_BSS(sim_engine_slot); /* 0: empty */
+static struct engine_thread engine_thread[MAX_THREADS] IOA_LARGE_BSS(sim_engine_thread);
+
 static struct {
-	_Atomic uint64_t slot[SLOTS]; /* 0: empty */
 	_Atomic uint64_t posts;
 	_Atomic int running;
 	pthread_rwlock_t writing;
 	pthread_mutex_t control; /* serialises start and stop; guards the fields below */
 	int starting;            /* a start makes its threads, outside control */
-	unsigned nthreads;
-	struct engine_thread thread[MAX_THREADS];
+	unsigned nthreads; /* of engine_thread */
 } engine = {
 	.writing = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP,
 	.control = PTHREAD_MUTEX_INITIALIZER,
@@ -63,7 +68,7 @@ IOA_EXPORT void ioa_sim_engine_post(uint64_t addr, size_t len)
 	len = len < MAX_LEN ? len : MAX_LEN;
 	n = atomic_fetch_add_explicit(&engine.posts, 1, memory_order_relaxed);
 	/* release: the engine sees the buffer's contents as written before the post */
-	atomic_store_explicit(&engine.slot[n % SLOTS], addr | (uint64_t)len << LEN_SHIFT,
+	atomic_store_explicit(&engine_slot[n % SLOTS], addr | (uint64_t)len << LEN_SHIFT,
 			      memory_order_release);
 }
 
@@ -87,7 +92,7 @@ static void *engine_main(void *arg)
 	unsigned cursor = t->index % SLOTS, empty = 0;
 
 	while (atomic_load_explicit(&engine.running, memory_order_relaxed)) {
-		uint64_t desc = atomic_load_explicit(&engine.slot[cursor], memory_order_acquire);
+		uint64_t desc = atomic_load_explicit(&engine_slot[cursor], memory_order_acquire);
 
 		cursor = (cursor + 1) % SLOTS;
 		if (!desc) {
@@ -112,9 +117,9 @@ static uint64_t stop_threads(void)
 
 	atomic_store(&engine.running, 0);
 	for (unsigned i = 0; i < engine.nthreads; i++) {
-		pthread_join(engine.thread[i].thread, NULL);
-		transfers += engine.thread[i].transfers;
-		ioa__os_free_pages(engine.thread[i].dev, MAX_LEN);
+		pthread_join(engine_thread[i].thread, NULL);
+		transfers += engine_thread[i].transfers;
+		ioa__os_free_pages(engine_thread[i].dev, MAX_LEN);
 	}
 	engine.nthreads = 0;
 	return transfers;
@@ -165,7 +170,7 @@ void ioa__sim_engine_fork_child(void)
 	engine.writing = fresh;
 	pthread_mutex_init(&engine.control, NULL);
 	for (unsigned i = 0; i < engine.nthreads; i++)
-		ioa__os_free_pages(engine.thread[i].dev, MAX_LEN);
+		ioa__os_free_pages(engine_thread[i].dev, MAX_LEN);
 	engine.nthreads = 0;
 	engine.starting = 0; /* its starter is not in the child */
 	atomic_store(&engine.running, 0);
@@ -204,7 +209,7 @@ IOA_EXPORT int ioa_sim_engine_start(unsigned threads)
 	 * starting keeps other starts out; the slots are this call's until it
 	 * publishes nthreads. A stop meanwhile finds no thread to stop. */
 	while (!err && n < threads)
-		if (!(err = start_thread(&engine.thread[n], (uint8_t)n)))
+		if (!(err = start_thread(&engine_thread[n], (uint8_t)n)))
 			n++;
 	cancel = ioa__os_cancel_off(); /* stop_threads joins them under control */
 	pthread_mutex_lock(&engine.control);
@@ -229,7 +234,7 @@ IOA_EXPORT uint64_t ioa_sim_engine_stop(void)
 	pthread_mutex_lock(&engine.control);
 	transfers = stop_threads();
 	for (unsigned i = 0; i < SLOTS; i++)
-		atomic_store_explicit(&engine.slot[i], 0, memory_order_relaxed);
+		atomic_store_explicit(&engine_slot[i], 0, memory_order_relaxed);
 	pthread_mutex_unlock(&engine.control);
 	ioa__os_cancel_restore(cancel);
 	return transfers;
