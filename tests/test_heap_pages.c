@@ -4,7 +4,8 @@
  * a new span of small objects comes with the pages of its first four
  * objects written (at least one, at most four pages), faulted in with one
  * call, since its first objects are handed out first; its other pages wait
- * for their first touch. A heap's young span comes with its slots' 16 KiB.
+ * for their first touch. A heap's young span comes with its first page, and
+ * the pages its slots reach come as each slot is made.
  */
 #include "heap_check.h"
 
@@ -14,6 +15,7 @@
 #include "region.h"
 #include "sizeclass.h"
 #include "span.h"
+#include "young.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -89,17 +91,26 @@ static void test_span_first_objects_in(void)
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
-/* A heap's first small malloc makes its young span: the 16 KiB its slots
- * take at most are in, the page after them not. */
-static void *first_small_malloc(void *arg)
+/* A heap's first small malloc makes its young span with its first page in,
+ * the second not; once the other eleven classes up to 256 bytes took their
+ * slots, the 16 KiB they take are in, the page after them not. The slots
+ * are made by ioa__young_slot itself: a malloc writes the object it hands
+ * out (heap.h, handed_out), which would bring its page in anyway. */
+static void *young_slots_made(void *arg)
 {
-	void *p = ioa_malloc(16);
+	static const size_t sizes[] = { 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256 };
+	void *first = ioa_malloc(16);
+	const char *young = (const char *)((uintptr_t)first & ~(((uintptr_t)64 << 10) - 1));
 
 	(void)arg;
-	if (CHECK(p != NULL) && CHECK(ioa__span_at(p)->young == IOA_YOUNG_SLOT))
-		check_pages_in("a young span", (const char *)((uintptr_t)p & ~(((uintptr_t)64 << 10) - 1)),
-			       (IOA_YOUNG_SLOTS << IOA_YOUNG_SHIFT) / IOA_PAGE);
-	ioa_free(p);
+	if (!CHECK(first != NULL) || !CHECK(ioa__span_at(first)->young == IOA_YOUNG_SLOT))
+		return NULL;
+	check_pages_in("a young span with one slot", young, 1);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+		CHECK(ioa__young_slot(ioa__my_heap, ioa__class_of(sizes[i])) != NULL);
+	check_pages_in("a young span with twelve slots", young,
+		       (IOA_YOUNG_SLOTS << IOA_YOUNG_SHIFT) / IOA_PAGE);
+	ioa_free(first); /* every slot wholly free: the young span is given up */
 	return NULL;
 }
 
@@ -110,7 +121,7 @@ static void test_young_slots_in(void)
 	if (!heap_up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0, 0))
 		return;
 	/* a thread of its own: a heap with no young span yet */
-	if (CHECK_EQ(pthread_create(&t, NULL, first_small_malloc, NULL), 0))
+	if (CHECK_EQ(pthread_create(&t, NULL, young_slots_made, NULL), 0))
 		pthread_join(t, NULL);
 	CHECK_EQ(leaked_at_fini(), 0);
 }

@@ -575,8 +575,10 @@ static size_t prefault_len(unsigned c)
 	return want < PREFAULT_MAX ? want : PREFAULT_MAX;
 }
 
-/* ioa__span_get, with the first @prefault bytes of a new span faulted in. */
-static struct ioa__span *span_get(int node, unsigned c, struct ioa__heap *owner, size_t prefault)
+/* ioa__span_get, with the first @prefault bytes of a new span faulted in;
+ * *@made (when not NULL) tells whether the span is new from the region. */
+static struct ioa__span *span_get(int node, unsigned c, struct ioa__heap *owner, size_t prefault,
+				  int *made)
 {
 	size_t len = ioa__span_len(c);
 	int pool = pool_of(len, c);
@@ -602,6 +604,8 @@ static struct ioa__span *span_get(int node, unsigned c, struct ioa__heap *owner,
 		if (s->zeroed && ioa__region_on_demand())
 			ioa__os_prefault(s->base, prefault < len ? prefault : len);
 		ioa__node_stat_add(node, heap_spans_created, 1);
+		if (made)
+			*made = s->zeroed;
 	}
 	if (ioa__span_format(s, c, owner) != 0) {
 		ioa__span_put(s);
@@ -612,18 +616,20 @@ static struct ioa__span *span_get(int node, unsigned c, struct ioa__heap *owner,
 
 struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
 {
-	return span_get(node, c, owner, prefault_len(c));
+	return span_get(node, c, owner, prefault_len(c), NULL);
 }
 
 struct ioa__span *ioa__span_young(int node, struct ioa__heap *h)
 {
 	/* a span of 16-byte objects, as any class's first: from the node's
 	 * cache first (a child of fork() whose IOMMU is its parent's may make
-	 * none; review helper-122); its slots' KiB come in at once when it
-	 * is new, as classes start one after the other there */
-	struct ioa__span *s = span_get(node, 0, h, (size_t)IOA_YOUNG_SLOTS << IOA_YOUNG_SHIFT);
+	 * none; review helper-122); its first page faulted in when it is new,
+	 * its next ones as slots reach them (young.c), and zeroed says which */
+	int made = 0;
+	struct ioa__span *s = span_get(node, 0, h, IOA_PAGE, &made);
 
 	if (s) { /* marked first: a fork's child retires it whole at any point */
+		s->zeroed = (uint8_t)made;
 		s->young = IOA_YOUNG_SPAN;
 		s->maker = h;
 		ioa__span_own(s, NULL);

@@ -3,11 +3,29 @@
 #include "heap_internal.h"
 #include "check.h"
 #include "log.h"
+#include "os.h"
+#include "region.h"
 #include "span.h"
 
 #include <errno.h>
 
 #define YOUNG_OBJECTS 8 /* a slot holds at least these */
+
+/* On demand, the pages of a new young span @y that slot @s reaches first
+ * come in with one call, not a fault each (its first page came with it:
+ * span.c), as its first object is handed out at once: slots take the
+ * young span in order, so the pages past the one @s starts on are new
+ * (spawn's child, twelve classes in 16 KiB: 3 faults less). */
+static void prefault_reached(const struct ioa__span *y, const struct ioa__span *s)
+{
+	uintptr_t first = ((uintptr_t)s->base + IOA_PAGE - 1) & ~(uintptr_t)(IOA_PAGE - 1);
+	uintptr_t end = ((uintptr_t)s->base + s->len + IOA_PAGE - 1) & ~(uintptr_t)(IOA_PAGE - 1);
+
+	if (first < (uintptr_t)y->base + IOA_PAGE)
+		first = (uintptr_t)y->base + IOA_PAGE;
+	if (y->zeroed && end > first && ioa__region_on_demand())
+		ioa__os_prefault((void *)first, end - first);
+}
 
 /* KiB of class @c's slot. */
 static uint32_t slot_kib(unsigned c)
@@ -51,6 +69,7 @@ struct ioa__span *ioa__young_slot(struct ioa__heap *h, unsigned c)
 	 * never frees, in a heap it abandons (heap_fork.c) */
 	s->base = h->young->base + ((size_t)h->young_kib << IOA_YOUNG_SHIFT);
 	s->len = (size_t)kib << IOA_YOUNG_SHIFT;
+	prefault_reached(h->young, s);
 	s->node = h->young->node;
 	ioa__span_format(s, c, h); /* fails only for IOALLOC_CHECK's sizes */
 	s->young = IOA_YOUNG_SLOT;
