@@ -1,10 +1,14 @@
 /*
  * The pages under a lazy heap with the none backend (LD_PRELOAD's default),
  * which come at first touch (src/base/os.c, ioa__os_alloc_segment):
- * a new span of small objects comes with the pages of its first four
- * objects written (at least one, at most four pages), faulted in with one
- * call, since its first objects are handed out first; its other pages wait
- * for their first touch. A heap's young span comes with its first page, and
+ * a new span of small objects comes with its first page written, faulted in
+ * with one call, since its first object is handed out at once; for the
+ * process's first heap, with the pages of its first four objects (at most
+ * four pages), as its first objects are handed out first; its other pages
+ * wait for their first touch. Where the kernel refuses the call, a kernel
+ * without MADV_POPULATE_WRITE (EINVAL) has the pages touched instead, any
+ * other refusal (ENOMEM at a memory cgroup's limit) leaves them to their
+ * first write (this file's own madvise refuses). A heap's young span comes with its first page, and
  * the pages its slots reach come as each slot is made.
  */
 #include "heap_check.h"
@@ -17,8 +21,11 @@
 #include "span.h"
 #include "young.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -36,6 +43,18 @@ static int thp_always(void)
 	return n > 0 && strstr(mode, "[always]") != NULL;
 }
 #endif
+
+/* MADV_POPULATE_WRITE refused with this errno while it is not 0. */
+static int refuse_populate;
+
+int madvise(void *addr, size_t len, int advice)
+{
+	if (refuse_populate && advice == MADV_POPULATE_WRITE) {
+		errno = refuse_populate;
+		return -1;
+	}
+	return (int)syscall(SYS_madvise, addr, len, advice);
+}
 
 /* Whether the first @in pages at @base are in and the one after them not.
  * Under qemu-user (IOA_TEST_EMULATED) /proc/self/pagemap is the host's view
@@ -56,16 +75,54 @@ static void check_pages_in(const char *what, const char *base, size_t in)
 #endif
 }
 
-/* A span made for each class, before anyone wrote it: the pages of its
- * first four objects are in (one for 512-byte objects, two for 2 KiB, four
- * for 4 KiB, and four, not eight, for 8 KiB), the page after them not. */
+/* The classes of test_span_first_objects_in, and the pages of their first
+ * four objects. */
+static const struct {
+	size_t size, pages_in;
+} cases[] = { { 512, 1 }, { 2048, 2 }, { 4096, 4 }, { 8192, 4 } };
+#define NCASES (sizeof(cases) / sizeof(cases[0]))
+
+/* A span made for each class for @owner into @s, before anyone wrote it:
+ * the pages of its first four objects are in for the process's first heap
+ * (one for 512-byte objects, two for 2 KiB, four for 4 KiB, and four, not
+ * eight, for 8 KiB), its first page for another, the page after them not.
+ * The caller puts them back: a span put back would serve the next. */
+static void spans_made(struct ioa__heap *owner, struct ioa__span *s[NCASES])
+{
+	char what[96];
+
+	for (size_t i = 0; i < NCASES; i++) {
+		size_t in = owner->starts_process ? cases[i].pages_in : 1;
+
+		if (!CHECK((s[i] = ioa__span_get(0, ioa__class_of(cases[i].size), owner)) != NULL))
+			continue;
+		CHECK(s[i]->len > (in + 1) * IOA_PAGE);
+		snprintf(what, sizeof(what), "a span of %zu-byte objects of %s heap", cases[i].size,
+			 owner->starts_process ? "the process's first" : "another");
+		check_pages_in(what, s[i]->base, in);
+	}
+}
+
+static struct ioa__span *other_spans[NCASES];
+
+static void *other_heap_spans(void *arg)
+{
+	void *p = ioa_malloc(16); /* this thread's heap made */
+
+	(void)arg;
+	if (CHECK(p != NULL) && CHECK(!ioa__heap_mine()->starts_process))
+		spans_made(ioa__heap_mine(), other_spans);
+	ioa_free(p);
+	return NULL;
+}
+
+/* Spans made for the main thread's heap, the process's first (its first
+ * malloc here), and for another thread's, each new (none cached). */
 static void test_span_first_objects_in(void)
 {
-	static const struct {
-		size_t size, pages_in;
-	} cases[] = { { 512, 1 }, { 2048, 2 }, { 4096, 4 }, { 8192, 4 } };
-	struct ioa__span *s[sizeof(cases) / sizeof(cases[0])];
-	char what[64];
+	struct ioa__span *mine[NCASES] = { NULL };
+	void *p;
+	pthread_t t;
 
 	if (!heap_up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0, 0))
 		return;
@@ -77,17 +134,45 @@ static void test_span_first_objects_in(void)
 		check_note("THP is \"always\" here: whether the page past those faulted in is in "
 			   "is not checked");
 #endif
-	/* all held until the end: a span put back would serve the next */
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		if (!CHECK((s[i] = ioa__span_get(0, ioa__class_of(cases[i].size), NULL)) != NULL))
-			continue;
-		CHECK(s[i]->len > (cases[i].pages_in + 1) * IOA_PAGE);
-		snprintf(what, sizeof(what), "a span of %zu-byte objects", cases[i].size);
-		check_pages_in(what, s[i]->base, cases[i].pages_in);
+	p = ioa_malloc(16);
+	if (CHECK(p != NULL) && CHECK(ioa__heap_mine()->starts_process)) {
+		if (CHECK_EQ(pthread_create(&t, NULL, other_heap_spans, NULL), 0))
+			pthread_join(t, NULL);
+		spans_made(ioa__heap_mine(), mine);
 	}
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-		if (s[i])
-			ioa__span_put(s[i]);
+	for (size_t i = 0; i < NCASES; i++) {
+		if (mine[i])
+			ioa__span_put(mine[i]);
+		if (other_spans[i])
+			ioa__span_put(other_spans[i]);
+	}
+	ioa_free(p);
+	CHECK_EQ(leaked_at_fini(), 0);
+}
+
+/* A new span of 4 KiB objects for the process's first heap while the kernel
+ * refuses MADV_POPULATE_WRITE with @err: EINVAL (a kernel before 5.14) has
+ * its four pages touched, ENOMEM none of them. */
+static void test_prefault_refused(int err)
+{
+	struct ioa__span *s;
+	void *p;
+
+	if (!heap_up(IOA_BACKEND_NONE, IOA_PROTECT_LAZY, 0, 0))
+		return;
+	p = ioa_malloc(16);
+	if (CHECK(p != NULL) && CHECK(ioa__heap_mine()->starts_process)) {
+		refuse_populate = err;
+		s = ioa__span_get(0, ioa__class_of(4096), ioa__heap_mine());
+		refuse_populate = 0;
+		if (CHECK(s != NULL)) {
+			check_pages_in(err == EINVAL ? "a span, populate refused as unknown"
+						     : "a span, populate refused for memory",
+				       s->base, err == EINVAL ? 4 : 0);
+			ioa__span_put(s);
+		}
+	}
+	ioa_free(p);
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
@@ -130,6 +215,8 @@ int main(void)
 {
 	check_start("test_heap_pages");
 	test_span_first_objects_in();
+	test_prefault_refused(EINVAL);
+	test_prefault_refused(ENOMEM);
 	test_young_slots_in();
 	return check_done();
 }

@@ -72,7 +72,7 @@ void ioa__os_prefault(void *addr, size_t len)
 {
 	int saved_errno = errno;
 
-	if (madvise(addr, len, MADV_POPULATE_WRITE) != 0)
+	if (madvise(addr, len, MADV_POPULATE_WRITE) != 0 && errno == EINVAL)
 		for (size_t at = 0; at < len; at += IOA_PAGE)
 			((volatile char *)addr)[at] = 0;
 	errno = saved_errno;

@@ -86,7 +86,11 @@ int ioa__os_populate(void *addr, size_t len);
  * caller is about to write: one system call (MADV_POPULATE_WRITE) rather
  * than a fault a page, which costs 10 to 14 us on a VM whose faults exit to
  * its host, against 3.4 us for a call of one page (docs/design.md, "Process
- * start"); by touching each page where the call fails. errno is kept. */
+ * start"); by touching each page on a kernel that knows no such advice
+ * (EINVAL, before Linux 5.14). Where the kernel refuses otherwise (ENOMEM
+ * at a memory cgroup's limit, EPERM from a sandbox) nothing is touched:
+ * the pages come at their first write, if any (review helper-129). errno
+ * is kept. */
 void ioa__os_prefault(void *addr, size_t len);
 /* Moves the pages of [from, from + len) to [to, to + len), where a mapping
  * of the library's own is replaced, with no copy and no fault, arriving as a

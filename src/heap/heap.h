@@ -241,6 +241,9 @@ struct ioa__heap {
 	int rehome;                 /* a thread heap past an ioa_fini(): its node chosen anew */
 	int state;                  /* heap_thread.c */
 	int shared;                 /* a node's shared heap: used under @lock by any thread */
+	/* The process's first thread heap: its new spans come with their
+	 * first objects' pages (span.c, prefault_len), as a process starts */
+	int starts_process;
 	struct ioa__span *empty;    /* wholly free spans kept for reuse (lazy) */
 	unsigned nempty;
 	unsigned nfreed;            /* strict mode: frees since its spans were looked at */

@@ -107,6 +107,7 @@ static struct ioa__heap *heap_new(int node, int is_shared)
 	h->node = node;
 	h->rehome = 0;
 	h->shared = is_shared;
+	h->starts_process = !is_shared && !all_heaps;
 	pthread_mutex_init(&h->lock, NULL);
 	pthread_mutex_init(&h->cycle_lock, NULL);
 	h->next_all = all_heaps;

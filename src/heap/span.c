@@ -558,20 +558,24 @@ static void purge(struct list *l)
 	}
 }
 
-/* The bytes of a new span of class @c whose pages come in with one call
- * rather than a fault each (on-demand pages): those of its first
- * PREFAULT_OBJECTS objects, at least a page and at most PREFAULT_MAX, as a
- * span hands its objects out in address order and a class's first few
- * usually follow its first at once (a process start). On this VM a fault
- * costs 14 us, a page of one call 0.9 us besides the host's 6.5 us at its
- * first touch (docs/design.md, "Process start"); what a class never
- * reaches costs its pages' memory. */
+/* The bytes of a new span of class @c for @owner whose pages come in with
+ * one call rather than a fault each (on-demand pages): its first page, where
+ * its first object is handed out at once; for the process's first heap
+ * those of its first PREFAULT_OBJECTS objects, at most PREFAULT_MAX, as a
+ * span hands its objects out in address order and a starting process's
+ * classes take a few objects each. On this VM a fault costs 14 us, a page of
+ * one call 0.9 us besides the host's 6.5 us at its first touch
+ * (docs/design.md, "Process start"). What a class never reaches costs its
+ * pages' memory: once a process, not once a thread (review helper-129: 1000
+ * threads of a few objects took 12 KiB a span each). */
 #define PREFAULT_OBJECTS 4
 #define PREFAULT_MAX ((size_t)16 << 10)
-static size_t prefault_len(unsigned c)
+static size_t prefault_len(unsigned c, const struct ioa__heap *owner)
 {
 	size_t want = (ioa__class_size(c) * PREFAULT_OBJECTS + IOA_PAGE - 1) & ~(size_t)(IOA_PAGE - 1);
 
+	if (!owner || !owner->starts_process)
+		return IOA_PAGE;
 	return want < PREFAULT_MAX ? want : PREFAULT_MAX;
 }
 
@@ -616,7 +620,7 @@ static struct ioa__span *span_get(int node, unsigned c, struct ioa__heap *owner,
 
 struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
 {
-	return span_get(node, c, owner, prefault_len(c), NULL);
+	return span_get(node, c, owner, prefault_len(c, owner), NULL);
 }
 
 struct ioa__span *ioa__span_young(int node, struct ioa__heap *h)
