@@ -567,7 +567,11 @@ static void purge(struct list *l)
  * one call 0.9 us besides the host's 6.5 us at its first touch
  * (docs/design.md, "Process start"). What a class never reaches costs its
  * pages' memory: once a process, not once a thread (review helper-129: 1000
- * threads of a few objects took 12 KiB a span each). */
+ * threads of a few objects took 12 KiB a span each). The fault-in is one
+ * system call, no lock, nothing allocated: alike in a thread's exit
+ * destructor, a fork's child (its own copy of the pages), a refill nested
+ * in a retirement; no call races ioa_fini, and the bootstrap arena serves
+ * LD_PRELOAD's first mallocs without spans. */
 #define PREFAULT_OBJECTS 4
 #define PREFAULT_MAX ((size_t)16 << 10)
 static size_t prefault_len(unsigned c, const struct ioa__heap *owner)
@@ -580,9 +584,9 @@ static size_t prefault_len(unsigned c, const struct ioa__heap *owner)
 }
 
 /* ioa__span_get, with the first @prefault bytes of a new span faulted in;
- * *@made (when not NULL) tells whether the span is new from the region. */
-static struct ioa__span *span_get(int node, unsigned c, struct ioa__heap *owner, size_t prefault,
-				  int *made)
+ * the span's zeroed tells whether it is new from the region (a cached one's
+ * pages were written). */
+static struct ioa__span *span_get(int node, unsigned c, struct ioa__heap *owner, size_t prefault)
 {
 	size_t len = ioa__span_len(c);
 	int pool = pool_of(len, c);
@@ -599,6 +603,8 @@ static struct ioa__span *span_get(int node, unsigned c, struct ioa__heap *owner,
 			trim(&nc->spans[p], CACHE_SPANS, SIZE_MAX, &victims);
 		pthread_mutex_unlock(&nc->lock);
 		retire_list(victims);
+		if (s)
+			s->zeroed = 0;
 	}
 	if (!s) {
 		s = ioa__heap_strict ? ioa__span_page(owner, 1)
@@ -608,8 +614,6 @@ static struct ioa__span *span_get(int node, unsigned c, struct ioa__heap *owner,
 		if (s->zeroed && ioa__region_on_demand())
 			ioa__os_prefault(s->base, prefault < len ? prefault : len);
 		ioa__node_stat_add(node, heap_spans_created, 1);
-		if (made)
-			*made = s->zeroed;
 	}
 	if (ioa__span_format(s, c, owner) != 0) {
 		ioa__span_put(s);
@@ -620,7 +624,7 @@ static struct ioa__span *span_get(int node, unsigned c, struct ioa__heap *owner,
 
 struct ioa__span *ioa__span_get(int node, unsigned c, struct ioa__heap *owner)
 {
-	return span_get(node, c, owner, prefault_len(c, owner), NULL);
+	return span_get(node, c, owner, prefault_len(c, owner));
 }
 
 struct ioa__span *ioa__span_young(int node, struct ioa__heap *h)
@@ -628,12 +632,10 @@ struct ioa__span *ioa__span_young(int node, struct ioa__heap *h)
 	/* a span of 16-byte objects, as any class's first: from the node's
 	 * cache first (a child of fork() whose IOMMU is its parent's may make
 	 * none; review helper-122); its first page faulted in when it is new,
-	 * its next ones as slots reach them (young.c), and zeroed says which */
-	int made = 0;
-	struct ioa__span *s = span_get(node, 0, h, IOA_PAGE, &made);
+	 * its next ones as slots reach them (young.c), as zeroed says */
+	struct ioa__span *s = span_get(node, 0, h, IOA_PAGE);
 
 	if (s) { /* marked first: a fork's child retires it whole at any point */
-		s->zeroed = (uint8_t)made;
 		s->young = IOA_YOUNG_SPAN;
 		s->maker = h;
 		ioa__span_own(s, NULL);

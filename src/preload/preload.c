@@ -44,7 +44,9 @@ extern const ElfW(Ehdr) __ehdr_start;
 /* Maps this library's executable segment whole (MADV_POPULATE_READ, Linux
  * 5.14 and later; nothing before): its pages are in the page cache, shared,
  * and the program's first malloc would fault on several of them. errno is
- * kept. */
+ * kept. In the constructor: it reads the loaded headers and calls madvise,
+ * nothing allocated, so the bootstrap's mallocs are not involved; a fork's
+ * child inherits the mapping as it is. */
 static void map_own_code(void)
 {
 	const ElfW(Phdr) *ph = (const ElfW(Phdr) *)((const char *)&__ehdr_start + __ehdr_start.e_phoff);
