@@ -45,7 +45,6 @@
 
 #include <errno.h>
 #include <semaphore.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,85 +196,26 @@ static void *alloc_block(void *arg)
 	return ioa_malloc(*(size_t *)arg);
 }
 
-/* Spans given up through the queues (or destroyed) rather than a heap's
- * batch, counted by the unlisted hook. */
-static atomic_int queued_spans;
-
-static void count_queued(void)
-{
-	atomic_fetch_add(&queued_spans, 1);
-}
-
 /* Freed here, allocated by a thread that exited: released, not recycled
- * (counted as a DMA free), after joining this thread's batch (inline) rather
- * than a queue. */
+ * (counted as a DMA free). */
 static void test_other_threads_block(void)
 {
 	size_t size = 5000;
-	struct ioa__heap *h;
 	pthread_t t;
 	uint64_t frees;
-	unsigned batched;
 	void *p;
 
 	if (!strict_up(IOA_IOVA_FIXED))
 		return;
-	ioa_free(ioa_malloc(16)); /* this thread's heap, its page retired */
-	CHECK_EQ(ioa_quiesce(), 0);
-	h = ioa__heap_mine();
 	pthread_create(&t, NULL, alloc_block, &size);
 	pthread_join(t, &p);
-	CHECK(h && p && ioa_virt2iova(p) != IOA_BAD_IOVA);
-	if (!h)
-		return;
+	CHECK(p && ioa_virt2iova(p) != IOA_BAD_IOVA);
 	frees = heap_stats().dma_frees;
-	batched = h->nretiring;
-	atomic_store(&queued_spans, 0);
-	ioa__span_set_unlisted_hook(count_queued);
 	ioa_free(p);
-	CHECK_EQ(h->nretiring, batched + 1);
 	CHECK_EQ(ioa_quiesce(), 0);
-	ioa__span_set_unlisted_hook(NULL);
-	CHECK_EQ(atomic_load(&queued_spans), 0);
 	CHECK_EQ(heap_stats().dma_frees - frees, 1);
 	CHECK_EQ(ioa_virt2iova(p), IOA_BAD_IOVA);
-	/* not kept here */
-	CHECK(h->nrecycling[1] == 0 && !h->recycled_mine[1] && !atomic_load(&h->recycled[1]));
-	CHECK_EQ(leaked_at_fini(), 0);
-}
-
-/* A thread's last frees empty pages of small objects, which are looked at
- * only at its exit: there they join its heap's batch, retired and released
- * with it (inline), not one queue item each. */
-enum { EXIT_OBJECTS = 2 * 4096 / 64 };
-static char *exit_obj[EXIT_OBJECTS];
-
-static void *empties_pages_then_exits(void *arg)
-{
-	for (int i = 0; i < EXIT_OBJECTS; i++)
-		exit_obj[i] = ioa_malloc(64);
-	free_all((void **)exit_obj, EXIT_OBJECTS);
-	*(struct ioa__heap **)arg = ioa__heap_mine();
-	return NULL;
-}
-
-static void test_exit_retires_through_batch(void)
-{
-	struct ioa__heap *h = NULL;
-	pthread_t t;
-
-	if (!strict_up(IOA_IOVA_FIXED))
-		return;
-	atomic_store(&queued_spans, 0);
-	ioa__span_set_unlisted_hook(count_queued);
-	pthread_create(&t, NULL, empties_pages_then_exits, &h);
-	pthread_join(t, NULL);
-	ioa__span_set_unlisted_hook(NULL);
-	CHECK_EQ(atomic_load(&queued_spans), 0);
-	/* retired at the exit, with no quiesce, and released */
-	CHECK_EQ(ioa_virt2iova(exit_obj[0]), IOA_BAD_IOVA);
-	CHECK_EQ(ioa_virt2iova(exit_obj[EXIT_OBJECTS - 1]), IOA_BAD_IOVA);
-	CHECK(h && h->nretiring == 0 && h->nrecycling[0] == 0 && !h->recycled_mine[0]);
+	CHECK(ioa__heap_mine() && ioa__heap_mine()->nrecycling[1] == 0); /* not here */
 	CHECK_EQ(leaked_at_fini(), 0);
 }
 
@@ -363,14 +303,9 @@ static void test_bound(enum ioa_defer_mode defer)
 		p[i] = ioa_malloc(3000);
 	qsort(p, N, sizeof(p[0]), by_iova);
 	before = heap_stats();
-	atomic_store(&queued_spans, 0);
-	ioa__span_set_unlisted_hook(count_queued);
 	for (int i = N - 1; i >= 0; i--)
 		ioa_free(p[i]);
 	CHECK_EQ(ioa_quiesce(), 0);
-	ioa__span_set_unlisted_hook(NULL);
-	/* inline: those past the bound through the batch too; on: the queues */
-	CHECK_EQ(atomic_load(&queued_spans), defer == IOA_DEFER_INLINE ? 0 : N);
 	CHECK_EQ(heap_stats().dma_frees - before.dma_frees, N); /* each once */
 	CHECK_EQ(ioa__heap_mine()->nrecycling[0], IOA_RECYCLE_MAX);
 	for (int i = 0; i < N - IOA_RECYCLE_MAX; i++) /* released: in no table */
@@ -1025,7 +960,6 @@ int main(void)
 	test_page_block(IOA_IOVA_ROTATE, IOA_DEFER_ON);
 	test_batch_full();
 	test_other_threads_block();
-	test_exit_retires_through_batch();
 	test_small_page();
 	test_double_free();
 	test_freed_at_fini(IOA_DEFER_INLINE);

@@ -435,9 +435,6 @@ extern __thread struct ioa__heap *ioa__my_heap __attribute__((tls_model("initial
 
 /* The calling thread's own heap, or NULL while it has none. */
 struct ioa__heap *ioa__heap_mine(void);
-/* The heap whose batch a page span the calling thread retires joins (its
- * own, or one its exit or the node's upkeep settles); NULL for none. */
-struct ioa__heap *ioa__heap_recycler(void);
 void ioa__heap_rehome(struct ioa__heap *h);
 /* The node @h serves, for its user. A thread keeps its heap across
  * ioa_fini() and ioa_init(), and the next life may have another layout (a

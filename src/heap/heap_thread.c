@@ -157,29 +157,13 @@ static void unpark(struct ioa__heap **pp, struct ioa__heap *h, int state)
 	count_parked(h, 0);
 }
 
-/* The heap this thread settles (its exit destructor, or the node's upkeep
- * with the heap off the parked list: no other thread uses it meanwhile), in
- * inline mode: the pages the settle empties join that heap's batch
- * (ioa__heap_recycler), retired there and then released, rather than one
- * queue item each (larson, strict: 7 600 of its 66 000 page retirements).
- * Set and cleared around the calls that retire; a libc call nested in them
- * mallocs through the shared heap, whose pages join the batch too and are
- * released with it. A live thread that settles a parked heap to take a span
- * of it has its own heap's batch, which the recycler names first. */
-static __thread struct ioa__heap *settling __attribute__((tls_model("initial-exec")));
-
-/* What a heap that no thread owns is left with: its words given back, its
- * batches of frees to other heaps handed over, the frees other threads sent
- * it applied (in strict mode the pages they empty are retired), and its
- * wholly free spans back to the node. A parked heap has no word out and no
- * batch. */
+/* What a heap that no thread owns is left with: the frees other threads
+ * sent it applied (in strict mode the pages they empty are retired), and
+ * its wholly free spans back to the node. */
 static void settle(struct ioa__heap *h)
 {
-	settling = ioa__defer_inline() ? h : NULL;
-	ioa__heap_hand_back(h);
 	collect_remote(h);
 	ioa__heap_flush_pending(h);
-	settling = NULL;
 	ioa__span_retire_batch(h);
 	ioa__span_release_recycled(h); /* a parked heap keeps none for a thread to come */
 	ioa__heap_drop_free_spans(h);
@@ -396,6 +380,7 @@ static void heap_exit(void *arg)
 
 	ioa__my_heap = &ioa__empty_heap;
 	ioa__my_state = HEAP_EXITED;
+	ioa__heap_hand_back(h);
 	settle(h);
 	h->room = ioa__heap_classes_with_room(h);
 	h->parked_at = ioa__ticks();
@@ -562,13 +547,6 @@ struct ioa__heap *ioa__heap_mine(void)
 	return ioa__my_heap != &ioa__empty_heap ? ioa__my_heap : NULL;
 }
 
-/* The heap whose batch a page this thread retires joins: its own, or the
- * one it settles; NULL for neither (through the queues). */
-struct ioa__heap *ioa__heap_recycler(void)
-{
-	return ioa__my_heap != &ioa__empty_heap ? ioa__my_heap : settling;
-}
-
 /* ioa__heap_node(): the user of thread heap @h, past an ioa_fini(), picks
  * its node as adoption does, for its own thread (IOALLOC_NUMA=local: the
  * CPU it runs on); while the library cannot come up again (the refill then
@@ -727,6 +705,7 @@ void ioa__heap_trim(void)
 		ioa__heap_flush_mine();
 		ioa__heap_drop_free_spans(h);
 		ioa__heap_drop_made_ahead(h);
+		ioa__span_retire_batch(h); /* strict: the spans that dropped */
 	}
 	pthread_mutex_lock(&upkeep_lock);
 	for (int n = 0; upkeep_live && n < ioa__os_node_count(); n++) {
@@ -735,10 +714,6 @@ void ioa__heap_trim(void)
 		ioa__extent_upkeep(n, 1);
 	}
 	pthread_mutex_unlock(&upkeep_lock);
-	/* strict: the spans that dropped, and the parked heaps' pages made ahead,
-	 * which joined this thread's batch */
-	if (h != &ioa__empty_heap)
-		ioa__span_retire_batch(h);
 	ioa__defer_quiesce();
 	if (h != &ioa__empty_heap)
 		ioa__span_release_recycled(h); /* all retired now */

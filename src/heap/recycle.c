@@ -25,11 +25,8 @@
  * - At most IOA_RECYCLE_MAX pages of each kind a heap are recycled or on
  *   their way, beyond which its retirements release pages as before, and
  *   only pages it made: what a heap keeps is bounded, and comes from what it
- *   used. With IOALLOC_DEFER=inline the others (another heap's, or past the
- *   bound) go through the retiring thread's batch too, marked for no heap
- *   (recycle_for NULL), and are released once it is retired. While IOMMU
- *   mappings run low it releases them instead of mapping them one by one
- *   (segments mapped whole serve).
+ *   used. While IOMMU mappings run low it releases them instead of mapping
+ *   them one by one (segments mapped whole serve).
  * - The pass recycles only a buffer whose run entry still names a heap
  *   buffer of its size: a mark left on a descriptor whose item never came
  *   back (a child of fork() kept it; quarantined) takes nothing later.
@@ -39,9 +36,7 @@
  * Life in a process: a pass on any thread (a reclaimer, or a freeing thread
  * that helps) pushes onto the heap's lock-free stack; only the heap's user
  * takes from it, the whole stack at once into a list of its own, so no pop
- * races a push (no ABA). The batch (inline mode) is the heap's user's (or
- * of the thread that settles it, its exit's or the upkeep's, which no other
- * thread uses meanwhile: heap_thread.c),
+ * races a push (no ABA). The batch (inline mode) is the heap's user's,
  * retired when full and at the thread's exit, and by any thread's
  * ioa_quiesce(), exit() and ioa_fini(), under the heap's cycle_lock (held
  * by the user for each append, and while it makes or maps again page
@@ -119,25 +114,23 @@ static void retire_batch(struct ioa__heap *h, int foreign);
 int ioa__span_recycle(struct ioa__span *s)
 {
 	struct ioa__defer_item item; /* the queue writes the stamp */
-	struct ioa__heap *h = ioa__heap_recycler(), *outer;
-	int keep, err;
+	struct ioa__heap *h = ioa__heap_mine(), *outer;
+	int err;
 
-	if (!atomic_load_explicit(&recycling, memory_order_relaxed) || !ioa__span_of_pages(s) || !h)
+	/* only to the heap that made it: another thread's (a consumer's) would
+	 * keep what it never allocates */
+	if (!atomic_load_explicit(&recycling, memory_order_relaxed) || !ioa__span_of_pages(s) ||
+	    !h || h != s->maker || h->nrecycling[s->len > IOA_PAGE] >= IOA_RECYCLE_MAX)
 		return 0;
-	/* kept only by the heap that made it (a consumer's would keep what it
-	 * never allocates) and up to the bound; in inline mode the others go
-	 * through the batch too, and are released once it is retired */
-	keep = h == s->maker && h->nrecycling[s->len > IOA_PAGE] < IOA_RECYCLE_MAX;
-	if ((!keep && !ioa__defer_inline()) || !ioa__region_recyclable_at(s->base))
+	if (!ioa__region_recyclable_at(s->base))
 		return 0;
 	/* from out of ioa_fini's walk to in the batch or a queue: a fork finds
 	 * none between (heap.h) */
 	outer = ioa__heap_cycle_lock(h);
 	s->listed = 0;
 	ioa__span_own(s, NULL); /* a free into it is a double free */
-	s->recycle_for = keep ? h : NULL;
-	if (keep)
-		h->nrecycling[s->len > IOA_PAGE] += (unsigned)(s->len >> IOA_PAGE_SHIFT);
+	s->recycle_for = h;
+	h->nrecycling[s->len > IOA_PAGE] += (unsigned)(s->len >> IOA_PAGE_SHIFT);
 	if (ioa__defer_inline()) {
 		h->retiring[h->nretiring++] = s;
 		if (h->nretiring == IOA_RETIRE_BATCH)
@@ -235,19 +228,6 @@ static void buffers_of(struct ioa__span *const *s, unsigned n, struct ioa__buffe
 			ioa__region_buffer_at(s[i]->base, s[i]->len, &b[i]);
 }
 
-/* Recycled @s given up: its pages to anyone (or quarantined on -EIO), its
- * descriptor to its pool. The page map forgets it first: once released, its
- * pages may serve another thread's new span at once, which sets their
- * entries (cleared after, they lost a live span's: its objects' frees were
- * refused as foreign; larson, strict, 4 runs in 10). */
-static void drop(struct ioa__span *s, const struct ioa__buffer *b, int err)
-{
-	ioa__pagemap_set(s->base, 1, NULL);
-	if (err != -EIO)
-		ioa__region_recycled_release(b);
-	ioa__span_desc_drop(s);
-}
-
 _Static_assert(IOA_RETIRE_BATCH <= IOA_RETIRE_OWN_MAX, "a batch is retired in one call");
 
 /* @h's batch retired, its cycle_lock held; the spans kept go to the list
@@ -275,10 +255,6 @@ static void retire_batch(struct ioa__heap *h, int foreign)
 
 		if (!kept[i]) /* quarantined, or kept in a fork child: the count keeps it */
 			continue;
-		if (!s[i]->recycle_for) { /* not the heap's to keep */
-			drop(s[i], &b[i], 0);
-			continue;
-		}
 		s[i]->recycle_for = NULL;
 		if (foreign) {
 			push_recycled(h, s[i]);
@@ -303,6 +279,19 @@ void ioa__span_retire_batch_of(struct ioa__heap *h)
 
 	retire_batch(h, 1);
 	ioa__heap_cycle_unlock(h, outer);
+}
+
+/* Recycled @s given up: its pages to anyone (or quarantined on -EIO), its
+ * descriptor to its pool. The page map forgets it first: once released, its
+ * pages may serve another thread's new span at once, which sets their
+ * entries (cleared after, they lost a live span's: its objects' frees were
+ * refused as foreign; larson, strict, 4 runs in 10). */
+static void drop(struct ioa__span *s, const struct ioa__buffer *b, int err)
+{
+	ioa__pagemap_set(s->base, 1, NULL);
+	if (err != -EIO)
+		ioa__region_recycled_release(b);
+	ioa__span_desc_drop(s);
 }
 
 /* @s[0..n), recycled spans of @per pages, mapped again (neighbours with one
