@@ -39,8 +39,8 @@
  * races a push (no ABA). The batch (inline mode) is the heap's user's,
  * retired when full and at the thread's exit, and by any thread's
  * ioa_quiesce(), exit() and ioa_fini(), under the heap's cycle_lock (held
- * by the user for each append, and while it makes or maps again page
- * spans), whose kept spans another thread pushes onto the stack. A
+ * by the user for each append, while it makes or maps again page spans,
+ * and while its recycled pages are released), whose kept spans another thread pushes onto the stack. A
  * thread's exit retires its batch and releases its recycled pages; those a
  * reclaimer retires later reach its parked heap, whose upkeep (or adopter)
  * releases or takes them. fork() takes every cycle_lock: in the child an
@@ -358,6 +358,11 @@ int ioa__span_recycled_wait(struct ioa__heap *h)
 
 void ioa__span_release_recycled(struct ioa__heap *h)
 {
+	/* under the cycle_lock: a fork amid the loop left its child's copy of
+	 * the heap naming spans already dropped, which the child's ioa_fini()
+	 * dropped again (review helper-130; test_fork_while_releasing) */
+	struct ioa__heap *outer = ioa__heap_cycle_lock(h);
+
 	for (int k = 0; k < 2; k++) {
 		struct ioa__span *lists[2] = {
 			h->recycled_mine[k],
@@ -375,4 +380,5 @@ void ioa__span_release_recycled(struct ioa__heap *h)
 			}
 		h->recycled_mine[k] = NULL;
 	}
+	ioa__heap_cycle_unlock(h, outer);
 }
