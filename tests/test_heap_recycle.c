@@ -462,9 +462,11 @@ static void test_process_exit_retires_batch(void)
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 static _Atomic int stop_cycling;
 
-/* Forks a child whose ioa_fini() must say none of @words (NULL-ended) and,
- * with @no_bytes_live, leave dma_bytes_live at 0: whether it did. */
-static int child_fini_says_none(const char *const *words, int no_bytes_live)
+/* Forks a child that takes @blocks blocks of 3000 bytes (which may land on
+ * pages its parent was releasing) and keeps them; its ioa_fini() must say
+ * none of @words (NULL-ended) and, with @no_bytes_live, leave
+ * dma_bytes_live at 0: whether it did. */
+static int child_fini_says_none(const char *const *words, int no_bytes_live, int blocks)
 {
 	int status = -1;
 	pid_t c;
@@ -475,6 +477,9 @@ static int child_fini_says_none(const char *const *words, int no_bytes_live)
 		struct ioa_stats st;
 		int ok = 1;
 
+		ioa__region_set_recycled_release_hook(NULL);
+		for (int i = 0; i < blocks; i++)
+			ok &= ioa_malloc(3000) != NULL;
 		capture_begin(&cap);
 		ioa_fini();
 		capture_end(&cap);
@@ -527,7 +532,7 @@ static void test_fork_child_fini_held_pages(void)
 	CHECK(held != NULL);
 	ioa__heap_mine()->recycled_mine[0] = NULL;
 	CHECK(child_fini_says_none((const char *const[]){ "never freed", "quarantined", NULL },
-				   1));
+				   1, 0));
 	ioa__heap_mine()->recycled_mine[0] = held;
 	CHECK_EQ(leaked_at_fini(), 0);
 #endif
@@ -569,7 +574,7 @@ static void test_fork_retires_abandoned_batch(void)
 	sem_wait(&batch_ready);
 	CHECK(child_fini_says_none((const char *const[]){ "never freed", "quarantined", "error",
 							  NULL },
-				   1));
+				   1, 0));
 	sem_post(&batch_may_exit);
 	pthread_join(t, NULL);
 	CHECK_EQ(leaked_at_fini(), 0);
@@ -600,7 +605,7 @@ static void test_fork_during_cycles(int forks, unsigned pause_us, uint64_t unmap
 	for (int f = 0; f < forks; f++) {
 		usleep(pause_us);
 		bad += !child_fini_says_none(
-			(const char *const[]){ "quarantined", "never freed", "error", NULL }, 1);
+			(const char *const[]){ "quarantined", "never freed", "error", NULL }, 1, 0);
 	}
 	atomic_store(&stop_cycling, 1);
 	pthread_join(t, NULL);
@@ -652,7 +657,7 @@ static void test_fork_while_unlisted(enum ioa_defer_mode defer, size_t size)
 	atomic_store(&hold_window, 1);
 	pthread_create(&t, NULL, alloc_free_block, (void *)(uintptr_t)size);
 	sem_wait(&in_window);
-	CHECK(child_fini_says_none((const char *const[]){ "never freed", "error", NULL }, 1));
+	CHECK(child_fini_says_none((const char *const[]){ "never freed", "error", NULL }, 1, 0));
 	sem_wait(&leave_window);
 	pthread_join(t, NULL);
 	ioa__span_set_unlisted_hook(NULL);
@@ -673,39 +678,6 @@ static void hold_in_release(const void *va, size_t len)
 	(void)va;
 	(void)len;
 	hold_in_window();
-}
-
-/* A child of fork() takes blocks that may land on the pages being
- * released, and keeps them to its ioa_fini(): which says nothing but that
- * they were still allocated, and leaves no byte live. */
-static int child_takes_pages_then_fini(void)
-{
-	int status = -1;
-	pid_t c;
-
-	fflush(stdout);
-	if ((c = fork()) == 0) {
-		struct check_capture cap;
-		struct ioa_stats st;
-		int ok = 1;
-
-		ioa__region_set_recycled_release_hook(NULL);
-		for (int i = 0; i < 64; i++)
-			ok &= ioa_malloc(3000) != NULL;
-		capture_begin(&cap);
-		ioa_fini();
-		capture_end(&cap);
-		ioa_stats_get(&st);
-		ok &= !strstr(cap.text, "error") && !strstr(cap.text, "never freed") &&
-		      st.dma_bytes_live == 0;
-		if (!ok)
-			printf("the child's ioa_fini left dma_bytes_live at %llu and said:\n%s",
-			       (unsigned long long)st.dma_bytes_live, cap.text);
-		fflush(stdout);
-		_exit(ok ? 0 : 1);
-	}
-	return c > 0 && waitpid(c, &status, 0) == c && WIFEXITED(status) &&
-	       WEXITSTATUS(status) == 0;
 }
 
 static void *cycles_then_exits(void *arg)
@@ -736,7 +708,7 @@ static void test_fork_while_releasing(void)
 	ioa__region_set_recycled_release_hook(hold_in_release);
 	pthread_create(&t, NULL, cycles_then_exits, NULL);
 	sem_wait(&in_window);
-	CHECK(child_takes_pages_then_fini());
+	CHECK(child_fini_says_none((const char *const[]){ "never freed", "error", NULL }, 1, 64));
 	sem_wait(&leave_window);
 	pthread_join(t, NULL);
 	ioa__region_set_recycled_release_hook(NULL);
